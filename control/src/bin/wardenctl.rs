@@ -1,0 +1,318 @@
+//! `wardenctl`: talks to a running Warden over its control socket.
+//!
+//! Human-readable tables by default; `--json` prints one JSON object per line for scripts.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use warden_control::{
+    Client, ClientError, ConnectionRecord, FailMode, Reply, Request, DEFAULT_SOCKET,
+};
+
+#[derive(Parser)]
+#[command(name = "wardenctl", version, about = "Control a running Warden dataplane")]
+struct Cli {
+    /// Control socket of the daemon.
+    #[arg(long, global = true, default_value = DEFAULT_SOCKET)]
+    socket: String,
+    /// One JSON object per line instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Daemon state.
+    Status,
+    /// Managed interfaces.
+    Interfaces,
+    /// Live sessions.
+    Sessions {
+        /// At most this many per worker.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Per-interface and per-worker counters.
+    Counters,
+    /// Connection reports: one batch, or every batch with --follow.
+    Connections {
+        /// Keep printing batches until interrupted.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Add an inline pair at runtime.
+    AddPair {
+        /// First interface.
+        a: String,
+        /// Second interface.
+        b: String,
+        /// Drop instead of forwarding in the kernel while Warden is down.
+        #[arg(long)]
+        fail_closed: bool,
+    },
+    /// Remove the inline pair containing an interface.
+    RemovePair {
+        /// An interface of the pair.
+        a: String,
+        /// The other interface (optional).
+        b: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wardenctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<(), ClientError> {
+    let mut client = Client::connect(&cli.socket)?;
+    let req = match &cli.cmd {
+        Cmd::Status => Request::Status {},
+        Cmd::Interfaces => Request::ListInterfaces {},
+        Cmd::Sessions { limit } => Request::ListSessions { limit: *limit },
+        Cmd::Counters => Request::Counters {},
+        Cmd::Connections { follow } => return connections(cli, &mut client, *follow),
+        Cmd::AddPair { a, b, fail_closed } => Request::AddInlinePair {
+            a: a.clone(),
+            b: b.clone(),
+            fail_mode: if *fail_closed { FailMode::Closed } else { FailMode::Open },
+        },
+        Cmd::RemovePair { a, b } => Request::RemoveInlinePair { a: a.clone(), b: b.clone() },
+    };
+    let reply = client.request(&req)?;
+    if cli.json {
+        print_json_lines(&reply);
+    } else {
+        print_table(&reply);
+    }
+    Ok(())
+}
+
+fn connections(cli: &Cli, client: &mut Client, follow: bool) -> Result<(), ClientError> {
+    let interval = client.subscribe()?;
+    if !cli.json {
+        eprintln!("waiting for reports (every {interval} s)...");
+    }
+    let mut header = true;
+    loop {
+        let batch = client.next_report()?;
+        if cli.json {
+            for c in &batch.connections {
+                println!("{}", serde_json::to_string(c).unwrap_or_default());
+            }
+        } else {
+            print_connections(&batch.connections, header);
+            header = false;
+            if batch.overflow > 0 {
+                eprintln!("warning: {} records lost to a slow subscriber", batch.overflow);
+            }
+        }
+        if !follow && !batch.connections.is_empty() {
+            return Ok(());
+        }
+    }
+}
+
+fn print_json_lines(reply: &Reply) {
+    let line = |v: &dyn erased::Ser| println!("{}", v.json());
+    match reply {
+        Reply::Interfaces(v) => v.iter().for_each(|x| line(x)),
+        Reply::Sessions(v) => v.iter().for_each(|x| line(x)),
+        Reply::Counters(c) => {
+            c.interfaces.iter().for_each(|x| line(x));
+            c.workers.iter().for_each(|x| line(x));
+        }
+        Reply::Status(s) => line(s),
+        other => line(other),
+    }
+}
+
+/// A tiny object-safe wrapper so one closure prints any serializable value.
+mod erased {
+    pub trait Ser {
+        fn json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Ser for T {
+        fn json(&self) -> String {
+            serde_json::to_string(self).unwrap_or_default()
+        }
+    }
+}
+
+/// Prints rows as aligned columns.
+fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            width[i] = width[i].max(c.len());
+        }
+    }
+    let fmt = |cells: Vec<&str>| {
+        let s: Vec<String> =
+            cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = width[i])).collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    fmt(header.to_vec());
+    for r in rows {
+        fmt(r.iter().map(String::as_str).collect());
+    }
+}
+
+fn print_connections(conns: &[ConnectionRecord], header: bool) {
+    let rows: Vec<Vec<String>> = conns
+        .iter()
+        .map(|c| {
+            vec![
+                fmt_ep(&c.client_ip, c.client_port),
+                fmt_ep(&c.server_ip, c.server_port),
+                proto_name(c.ip_proto),
+                c.app.clone(),
+                format!("{}/{}", c.packets_to_server, c.packets_to_client),
+                format!("{}/{}", c.bytes_to_server, c.bytes_to_client),
+                c.state.clone(),
+                c.iface.clone(),
+                if c.closed { "closed".into() } else { "open".into() },
+            ]
+        })
+        .collect();
+    let h = [
+        "CLIENT", "SERVER", "PROTO", "APP", "PKTS(c>s/s>c)", "BYTES(c>s/s>c)", "STATE", "IFACE",
+        "",
+    ];
+    if header {
+        table(&h, &rows);
+    } else {
+        // Later batches: rows only, same columns.
+        table(&h.map(|_| ""), &rows);
+    }
+}
+
+fn fmt_ep(ip: &str, port: u16) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
+}
+
+fn proto_name(p: u8) -> String {
+    match p {
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        1 => "icmp".into(),
+        58 => "icmpv6".into(),
+        n => n.to_string(),
+    }
+}
+
+fn print_table(reply: &Reply) {
+    match reply {
+        Reply::Status(s) => {
+            let rows = [
+                ("version", s.version.clone()),
+                ("uptime", format!("{} s", s.uptime_s)),
+                ("workers", s.workers.to_string()),
+                ("inline pairs", s.inline_pairs.to_string()),
+                ("sessions", s.sessions.to_string()),
+                ("subscribers", s.subscribers.to_string()),
+                ("report interval", format!("{} s", s.report_interval_s)),
+                ("report overflow", s.report_overflow.to_string()),
+                ("report queued", s.report_queued.to_string()),
+            ];
+            for (k, v) in rows {
+                println!("{k:<16} {v}");
+            }
+        }
+        Reply::Interfaces(v) => {
+            let rows: Vec<Vec<String>> = v
+                .iter()
+                .map(|i| {
+                    vec![
+                        i.name.clone(),
+                        i.ifindex.to_string(),
+                        i.peer.clone(),
+                        i.queues.to_string(),
+                        format!("{:?}", i.fail_mode).to_lowercase(),
+                        i.xdp_mode.clone(),
+                        format!("{:?}", i.workers),
+                    ]
+                })
+                .collect();
+            table(&["NAME", "IFINDEX", "PEER", "QUEUES", "FAIL", "XDP", "WORKERS"], &rows);
+        }
+        Reply::Sessions(v) => print_connections(v, true),
+        Reply::Counters(c) => {
+            let rows: Vec<Vec<String>> = c
+                .interfaces
+                .iter()
+                .map(|i| {
+                    let drops: u64 = i.dropped.values().sum();
+                    vec![
+                        i.name.clone(),
+                        i.rx_frames.to_string(),
+                        i.rx_bytes.to_string(),
+                        i.tx_frames.to_string(),
+                        i.tx_bytes.to_string(),
+                        drops.to_string(),
+                        i.tx_ring_full.to_string(),
+                        i.fill_ring_empty.to_string(),
+                        i.xdp_fail_open.to_string(),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "IFACE", "RX", "RX_BYTES", "TX", "TX_BYTES", "DROPPED", "TX_FULL",
+                    "FILL_EMPTY", "FAIL_OPEN",
+                ],
+                &rows,
+            );
+            for i in &c.interfaces {
+                for (why, n) in &i.dropped {
+                    println!("  {} dropped {why}: {n}", i.name);
+                }
+            }
+            println!();
+            let rows: Vec<Vec<String>> = c
+                .workers
+                .iter()
+                .map(|w| {
+                    vec![
+                        w.worker.to_string(),
+                        w.core.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                        w.frames.to_string(),
+                        w.sessions_active.to_string(),
+                        w.sessions_created.to_string(),
+                        w.sessions_expired.to_string(),
+                        w.sessions_evicted.to_string(),
+                        format!("{}/{}", w.handoff_out, w.handoff_in),
+                        w.malformed.values().sum::<u64>().to_string(),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "WORKER", "CORE", "FRAMES", "SESSIONS", "CREATED", "EXPIRED", "EVICTED",
+                    "HANDOFF(out/in)", "MALFORMED",
+                ],
+                &rows,
+            );
+            for w in &c.workers {
+                for (why, n) in &w.malformed {
+                    println!("  worker {} malformed {why}: {n}", w.worker);
+                }
+            }
+        }
+        Reply::Subscribed { interval_s } => println!("subscribed, every {interval_s} s"),
+        Reply::Report(b) => print_connections(&b.connections, true),
+        Reply::Done(msg) => println!("{msg}"),
+    }
+}

@@ -1,0 +1,124 @@
+//! Blocking client for the control socket.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::{Reply, ReportBatch, Request, Response};
+
+/// Errors talking to the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Connecting, reading or writing the socket failed.
+    #[error("control socket {path}: {source}")]
+    Io {
+        /// Socket path.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The daemon sent a line that is not a [`Response`].
+    #[error("bad response from daemon: {0}")]
+    Protocol(String),
+    /// The daemon answered `{"ok":false,"error":...}`.
+    #[error("warden: {0}")]
+    Daemon(String),
+    /// The daemon closed the connection.
+    #[error("daemon closed the connection")]
+    Closed,
+}
+
+/// A connection to the daemon: one request, one response, in order.
+pub struct Client {
+    path: String,
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Client {
+    /// Connects to the socket at `path`.
+    ///
+    /// # Errors
+    /// [`ClientError::Io`] when the socket does not exist or refuses (is Warden running?).
+    pub fn connect(path: impl AsRef<Path>) -> Result<Self, ClientError> {
+        let p = path.as_ref().display().to_string();
+        let io = |source| ClientError::Io { path: p.clone(), source };
+        let stream = UnixStream::connect(path.as_ref()).map_err(io)?;
+        stream.set_write_timeout(Some(Duration::from_secs(10))).map_err(io)?;
+        let writer = stream.try_clone().map_err(io)?;
+        Ok(Self { path: p, reader: BufReader::new(stream), writer })
+    }
+
+    fn io(&self) -> impl Fn(std::io::Error) -> ClientError + '_ {
+        move |source| ClientError::Io { path: self.path.clone(), source }
+    }
+
+    /// Sends one raw line (without the newline) and returns the raw response line. For tests
+    /// and debugging of malformed input.
+    ///
+    /// # Errors
+    /// [`ClientError::Io`] or [`ClientError::Closed`].
+    pub fn raw(&mut self, line: &str) -> Result<String, ClientError> {
+        let mut buf = line.as_bytes().to_vec();
+        buf.push(b'\n');
+        self.writer.write_all(&buf).map_err(self.io())?;
+        self.read_line()
+    }
+
+    fn read_line(&mut self) -> Result<String, ClientError> {
+        let mut line = String::new();
+        let n = self.reader.read_line(&mut line).map_err(self.io())?;
+        if n == 0 {
+            return Err(ClientError::Closed);
+        }
+        Ok(line)
+    }
+
+    fn read_response(&mut self) -> Result<Reply, ClientError> {
+        let line = self.read_line()?;
+        let resp: Response = serde_json::from_str(line.trim_end())
+            .map_err(|e| ClientError::Protocol(format!("{e}: {}", line.trim_end())))?;
+        match (resp.ok, resp.reply) {
+            (true, Some(reply)) => Ok(reply),
+            (true, None) => Err(ClientError::Protocol("ok without payload".into())),
+            (false, _) => Err(ClientError::Daemon(resp.error.unwrap_or_default())),
+        }
+    }
+
+    /// Sends `req` and waits for its reply.
+    ///
+    /// # Errors
+    /// [`ClientError::Daemon`] when the daemon refused the request; I/O and protocol errors.
+    pub fn request(&mut self, req: &Request) -> Result<Reply, ClientError> {
+        let line = serde_json::to_string(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let mut buf = line.into_bytes();
+        buf.push(b'\n');
+        self.writer.write_all(&buf).map_err(self.io())?;
+        self.read_response()
+    }
+
+    /// Subscribes to connection reports; returns the report interval (s). Then call
+    /// [`Client::next_report`] in a loop.
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub fn subscribe(&mut self) -> Result<u64, ClientError> {
+        match self.request(&Request::Subscribe {})? {
+            Reply::Subscribed { interval_s } => Ok(interval_s),
+            other => Err(ClientError::Protocol(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Blocks for the next report batch of a subscription.
+    ///
+    /// # Errors
+    /// [`ClientError::Closed`] when the daemon stops; I/O and protocol errors.
+    pub fn next_report(&mut self) -> Result<ReportBatch, ClientError> {
+        match self.read_response()? {
+            Reply::Report(b) => Ok(b),
+            other => Err(ClientError::Protocol(format!("unexpected reply {other:?}"))),
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! Message types of the control protocol (see the crate docs for the framing).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One request line from a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Daemon state: version, uptime, workers, report queue health. Reply: [`Reply::Status`].
+    Status {},
+    /// Managed interfaces. Reply: [`Reply::Interfaces`].
+    ListInterfaces {},
+    /// Start forwarding between two interfaces (by name). Reply: [`Reply::Done`].
+    AddInlinePair {
+        /// First interface name.
+        a: String,
+        /// Second interface name.
+        b: String,
+        /// What the kernel does with frames while Warden is not running (default `open`).
+        #[serde(default)]
+        fail_mode: FailMode,
+    },
+    /// Stop forwarding on the pair that contains these interfaces. Reply: [`Reply::Done`].
+    RemoveInlinePair {
+        /// One interface of the pair.
+        a: String,
+        /// The other interface (optional: either name identifies the pair).
+        #[serde(default)]
+        b: Option<String>,
+    },
+    /// Live sessions, at most `limit` (default 1000) per worker. Reply: [`Reply::Sessions`].
+    ListSessions {
+        /// Maximum number of sessions returned per worker.
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    /// Per-interface and per-worker counters. Reply: [`Reply::Counters`].
+    Counters {},
+    /// Turn this connection into a report stream. Reply: [`Reply::Subscribed`], then one
+    /// [`Reply::Report`] per report interval.
+    Subscribe {},
+}
+
+/// Failure behaviour of an inline pair while no Warden socket is bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailMode {
+    /// The XDP program forwards frames to the peer interface in the kernel.
+    #[default]
+    Open,
+    /// The XDP program drops frames.
+    Closed,
+}
+
+/// One response line. `ok` tells success; on failure `error` says why and `reply` is absent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// Human-readable reason when `ok` is false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The payload when `ok` is true.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<Reply>,
+}
+
+impl Response {
+    /// A success response carrying `reply`.
+    pub fn ok(reply: Reply) -> Self {
+        Self { ok: true, error: None, reply: Some(reply) }
+    }
+
+    /// A failure response with `msg`.
+    pub fn err(msg: impl Into<String>) -> Self {
+        Self { ok: false, error: Some(msg.into()), reply: None }
+    }
+}
+
+/// Payloads of successful responses; serialized as `"<variant>": value` next to `"ok":true`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    /// For [`Request::Status`].
+    Status(Status),
+    /// For [`Request::ListInterfaces`].
+    Interfaces(Vec<InterfaceInfo>),
+    /// For [`Request::ListSessions`].
+    Sessions(Vec<ConnectionRecord>),
+    /// For [`Request::Counters`].
+    Counters(Counters),
+    /// For [`Request::Subscribe`]: the report interval in seconds.
+    Subscribed {
+        /// Seconds between report batches.
+        interval_s: u64,
+    },
+    /// A report batch pushed to subscribers.
+    Report(ReportBatch),
+    /// For requests that only act: a short message.
+    Done(String),
+}
+
+/// Daemon state.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Status {
+    /// Warden's version.
+    pub version: String,
+    /// Seconds since start.
+    pub uptime_s: u64,
+    /// Number of worker threads.
+    pub workers: usize,
+    /// Number of inline pairs.
+    pub inline_pairs: usize,
+    /// Live sessions over all workers.
+    pub sessions: u64,
+    /// Current report subscribers.
+    pub subscribers: usize,
+    /// Seconds between report batches.
+    pub report_interval_s: u64,
+    /// Connection records that could not be queued (a worker's report queue to the control
+    /// thread was full, or a slow subscriber's queue overflowed); counted, never silent.
+    pub report_overflow: u64,
+    /// Report batches queued for subscribers and not yet written.
+    pub report_queued: usize,
+}
+
+/// One managed interface.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct InterfaceInfo {
+    /// Interface name.
+    pub name: String,
+    /// Kernel ifindex.
+    pub ifindex: u32,
+    /// The other interface of its inline pair.
+    pub peer: String,
+    /// Number of rx queues Warden bound.
+    pub queues: u32,
+    /// `open` or `closed`.
+    pub fail_mode: FailMode,
+    /// `native` or `generic` XDP.
+    pub xdp_mode: String,
+    /// Workers that own a socket on it.
+    pub workers: Vec<usize>,
+}
+
+/// Counters of one interface, summed over the workers that serve it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct InterfaceCounters {
+    /// Interface name.
+    pub name: String,
+    /// Frames received from the interface's XSKs.
+    pub rx_frames: u64,
+    /// Bytes of those frames (L2, no FCS).
+    pub rx_bytes: u64,
+    /// Frames transmitted on the interface.
+    pub tx_frames: u64,
+    /// Bytes transmitted.
+    pub tx_bytes: u64,
+    /// Frames received on this interface and dropped, by reason.
+    pub dropped: BTreeMap<String, u64>,
+    /// Times the tx ring had no room for a whole batch.
+    pub tx_ring_full: u64,
+    /// Times the fill ring was found empty (the kernel may have dropped frames).
+    pub fill_ring_empty: u64,
+    /// Kernel-side counts: frames the XDP program redirected to Warden.
+    pub xdp_to_xsk: u64,
+    /// Kernel-side counts: frames forwarded in-kernel because no socket was bound.
+    pub xdp_fail_open: u64,
+    /// Kernel-side counts: frames dropped because no socket was bound (fail_closed).
+    pub xdp_fail_closed: u64,
+    /// Kernel XSK statistics: frames dropped because the rx ring was full (summed over queues).
+    pub xsk_rx_dropped: u64,
+    /// Kernel XSK statistics: invalid descriptors and rx-ring-full events.
+    pub xsk_rx_ring_full: u64,
+}
+
+/// Counters of one worker thread.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct WorkerCounters {
+    /// Worker index.
+    pub worker: usize,
+    /// Core it is pinned to, if pinning succeeded.
+    pub core: Option<usize>,
+    /// Frames processed (received from XSKs plus handed over from other workers).
+    pub frames: u64,
+    /// Bytes processed.
+    pub bytes: u64,
+    /// Frames this worker passed to the worker that owns their flow.
+    pub handoff_out: u64,
+    /// Frames this worker received from other workers.
+    pub handoff_in: u64,
+    /// Frames lost because a handoff ring was full.
+    pub handoff_dropped: u64,
+    /// Sessions created.
+    pub sessions_created: u64,
+    /// Sessions ended by idle timeout.
+    pub sessions_expired: u64,
+    /// Sessions evicted because the table was full.
+    pub sessions_evicted: u64,
+    /// Live sessions.
+    pub sessions_active: u64,
+    /// Malformed frames by reason (forwarded or dropped per policy; counted either way).
+    pub malformed: BTreeMap<String, u64>,
+    /// Connection records lost because the queue to the control thread was full.
+    pub report_overflow: u64,
+}
+
+/// Answer to [`Request::Counters`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Counters {
+    /// One entry per managed interface.
+    pub interfaces: Vec<InterfaceCounters>,
+    /// One entry per worker.
+    pub workers: Vec<WorkerCounters>,
+}
+
+/// One connection (session) record, as reported to subscribers, by `list_sessions` and by
+/// `warden replay`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ConnectionRecord {
+    /// Address of the side that opened the flow (IPv4 or IPv6, textual).
+    pub client_ip: String,
+    /// Client port (0 for protocols without ports; ICMP echo id otherwise 0).
+    pub client_port: u16,
+    /// Address of the other side.
+    pub server_ip: String,
+    /// Server port.
+    pub server_port: u16,
+    /// IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6, ...).
+    pub ip_proto: u8,
+    /// Application protocol, `"unknown"` until detected.
+    pub app: String,
+    /// Frame bytes (L2, as on the wire without FCS) from client to server since the start.
+    pub bytes_to_server: u64,
+    /// Frame bytes from server to client.
+    pub bytes_to_client: u64,
+    /// Frames from client to server.
+    pub packets_to_server: u64,
+    /// Frames from server to client.
+    pub packets_to_client: u64,
+    /// First frame, RFC 3339 UTC.
+    pub first_seen: String,
+    /// Latest frame, RFC 3339 UTC.
+    pub last_seen: String,
+    /// Session state (`syn_sent`, `established`, `half_closed`, `closed`, `reset`, `active`...).
+    pub state: String,
+    /// Interface where the client side was seen.
+    pub iface: String,
+    /// True in the final record of a session that ended (closed, reset, expired or evicted).
+    pub closed: bool,
+    /// Why the session ended when `closed` (`fin`, `rst`, `idle`, `evicted`, `shutdown`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<String>,
+}
+
+/// A batch of connection records pushed to subscribers every report interval.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ReportBatch {
+    /// Increments by one per batch sent on this connection.
+    pub seq: u64,
+    /// RFC 3339 UTC time the batch was assembled.
+    pub time: String,
+    /// Every session that changed since the previous batch, and final records of ended ones.
+    pub connections: Vec<ConnectionRecord>,
+    /// Records lost so far on this subscription because it was slow (cumulative).
+    pub overflow: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_wire_names() {
+        let r: Request =
+            serde_json::from_str(r#"{"cmd":"add_inline_pair","a":"x","b":"y"}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::AddInlinePair { a: "x".into(), b: "y".into(), fail_mode: FailMode::Open }
+        );
+        assert_eq!(serde_json::to_string(&Request::Status {}).unwrap(), r#"{"cmd":"status"}"#);
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"nope"}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"status","x":1}"#).is_err());
+    }
+
+    #[test]
+    fn response_shapes_round_trip() {
+        let ok = Response::ok(Reply::Subscribed { interval_s: 5 });
+        let s = serde_json::to_string(&ok).unwrap();
+        assert_eq!(s, r#"{"ok":true,"subscribed":{"interval_s":5}}"#);
+        assert_eq!(serde_json::from_str::<Response>(&s).unwrap(), ok);
+
+        let err = Response::err("bad");
+        let s = serde_json::to_string(&err).unwrap();
+        assert_eq!(s, r#"{"ok":false,"error":"bad"}"#);
+        assert_eq!(serde_json::from_str::<Response>(&s).unwrap(), err);
+
+        let rec = ConnectionRecord { client_ip: "2001:db8::1".into(), ..Default::default() };
+        let batch = Response::ok(Reply::Report(ReportBatch {
+            seq: 3,
+            connections: vec![rec],
+            ..Default::default()
+        }));
+        let s = serde_json::to_string(&batch).unwrap();
+        assert!(s.starts_with(r#"{"ok":true,"report":{"seq":3"#), "{s}");
+        assert_eq!(serde_json::from_str::<Response>(&s).unwrap(), batch);
+    }
+}

@@ -1,0 +1,155 @@
+//! Addresses and flow keys.
+//!
+//! A [`FlowKey`] is direction-free: the two endpoints are stored in a canonical order (lower
+//! address/port first) so both directions of a flow find the same session entry, and its
+//! [`FlowKey::spread`] hash is the same for both directions, which is how a frame picks the worker
+//! that owns its flow.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// An IPv4 or IPv6 address stored as 16 bytes (IPv4 as `::ffff:a.b.c.d`, RFC 4291 §2.5.5.2),
+/// so one key type serves both families.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Addr(pub [u8; 16]);
+
+impl Addr {
+    /// An IPv4 address.
+    #[inline]
+    pub fn v4(o: [u8; 4]) -> Self {
+        Addr([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, o[0], o[1], o[2], o[3]])
+    }
+
+    /// An IPv6 address.
+    #[inline]
+    pub fn v6(o: [u8; 16]) -> Self {
+        Addr(o)
+    }
+
+    /// True for an IPv4-mapped address.
+    #[inline]
+    pub fn is_v4(&self) -> bool {
+        self.0[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]
+    }
+
+    /// The std form.
+    pub fn ip(&self) -> IpAddr {
+        if self.is_v4() {
+            IpAddr::V4(Ipv4Addr::new(self.0[12], self.0[13], self.0[14], self.0[15]))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(self.0))
+        }
+    }
+}
+
+impl From<IpAddr> for Addr {
+    fn from(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(a) => Addr::v4(a.octets()),
+            IpAddr::V6(a) => Addr::v6(a.octets()),
+        }
+    }
+}
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.ip().fmt(f)
+    }
+}
+
+impl fmt::Debug for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.ip().fmt(f)
+    }
+}
+
+/// Which canonical endpoint sent a frame: `Lo` is the endpoint stored first in the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The lower (address, port) endpoint.
+    Lo,
+    /// The higher endpoint.
+    Hi,
+}
+
+/// Direction-free flow key: zone (the inline pair), IP protocol and the two endpoints in
+/// canonical order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Inline pair the flow crosses (flows on different pairs never share a session, even with
+    /// equal addresses).
+    pub zone: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Lower endpoint address.
+    pub lo: Addr,
+    /// Higher endpoint address.
+    pub hi: Addr,
+    /// Lower endpoint port.
+    pub lo_port: u16,
+    /// Higher endpoint port.
+    pub hi_port: u16,
+}
+
+impl FlowKey {
+    /// Builds the key for a frame from `src:sport` to `dst:dport`; also says which canonical
+    /// end sent it.
+    #[inline]
+    pub fn new(zone: u16, proto: u8, src: Addr, sport: u16, dst: Addr, dport: u16) -> (Self, End) {
+        if (src, sport) <= (dst, dport) {
+            (FlowKey { zone, proto, lo: src, hi: dst, lo_port: sport, hi_port: dport }, End::Lo)
+        } else {
+            (FlowKey { zone, proto, lo: dst, hi: src, lo_port: dport, hi_port: sport }, End::Hi)
+        }
+    }
+
+    /// A hash equal for both directions of the flow (the key is canonical), used to choose the
+    /// owning worker. FNV-1a over the key fields: stable across runs and processes.
+    pub fn spread(&self) -> u32 {
+        let mut h: u32 = 0x811c_9dc5;
+        let mut eat = |b: u8| {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        };
+        self.lo.0.iter().chain(self.hi.0.iter()).for_each(|b| eat(*b));
+        self.lo_port.to_be_bytes().iter().chain(self.hi_port.to_be_bytes().iter()).for_each(|b| eat(*b));
+        eat(self.proto);
+        self.zone.to_be_bytes().iter().for_each(|b| eat(*b));
+        h
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_directions_share_key_and_spread() {
+        let a = Addr::v4([198, 18, 0, 1]);
+        let b = Addr::v6([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        let (k1, e1) = FlowKey::new(3, 6, a, 40000, b, 80);
+        let (k2, e2) = FlowKey::new(3, 6, b, 80, a, 40000);
+        assert_eq!(k1, k2);
+        assert_ne!(e1, e2);
+        assert_eq!(k1.spread(), k2.spread());
+        let (k3, _) = FlowKey::new(4, 6, a, 40000, b, 80);
+        assert_ne!(k1, k3);
+    }
+
+    #[test]
+    fn same_address_different_ports_orders_by_port() {
+        let a = Addr::v4([198, 18, 0, 1]);
+        let (k, e) = FlowKey::new(0, 17, a, 9000, a, 53);
+        assert_eq!((k.lo_port, k.hi_port, e), (53, 9000, End::Hi));
+    }
+
+    #[test]
+    fn display_forms() {
+        assert_eq!(Addr::v4([198, 18, 0, 9]).to_string(), "198.18.0.9");
+        let mut v6 = [0u8; 16];
+        v6[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        v6[15] = 5;
+        assert_eq!(Addr::v6(v6).to_string(), "2001:db8::5");
+        assert!(!Addr::v6(v6).is_v4());
+    }
+}

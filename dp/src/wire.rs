@@ -1,0 +1,601 @@
+//! L2–L4 decoding: zero-copy views over one Ethernet frame.
+//!
+//! Written here rather than taken from etherparse because it is the hot path and Warden needs
+//! exactly one pass that yields the 5-tuple, the TCP fields the session tracker uses, the L4
+//! payload, and a precise [`Malformed`] reason for every frame it cannot decode, without
+//! allocating and without panicking on any input.
+//!
+//! Sources: Ethernet II and IEEE 802.1Q / 802.1ad (TPIDs 0x8100, 0x88a8, 0x9100); IPv4
+//! (RFC 791, options skipped by IHL); IPv6 (RFC 8200 §4: Hop-by-Hop, Routing, Fragment,
+//! Destination Options; RFC 4302 AH; RFC 6275 Mobility); TCP (RFC 9293 §3.1); UDP (RFC 768);
+//! ICMP (RFC 792) and ICMPv6 (RFC 4443) including the invoking packet of error messages.
+//!
+//! Contract: [`decode`] checks every length before reading; once it returns `Ok`, every slice in
+//! [`Frame`] lies inside the input. Unknown values (ethertypes, IP protocols) are data, not
+//! errors.
+
+use crate::flow::Addr;
+
+/// Ethertypes Warden reads.
+pub mod ethertype {
+    /// IPv4.
+    pub const IPV4: u16 = 0x0800;
+    /// IPv6.
+    pub const IPV6: u16 = 0x86dd;
+    /// ARP.
+    pub const ARP: u16 = 0x0806;
+    /// 802.1Q customer VLAN tag.
+    pub const VLAN: u16 = 0x8100;
+    /// 802.1ad service VLAN tag (QinQ outer).
+    pub const QINQ: u16 = 0x88a8;
+    /// Pre-standard QinQ outer tag.
+    pub const QINQ_OLD: u16 = 0x9100;
+}
+
+/// IP protocol numbers Warden reads.
+pub mod ipproto {
+    /// ICMP for IPv4.
+    pub const ICMP: u8 = 1;
+    /// TCP.
+    pub const TCP: u8 = 6;
+    /// UDP.
+    pub const UDP: u8 = 17;
+    /// ICMPv6.
+    pub const ICMPV6: u8 = 58;
+}
+
+/// Why a frame could not be decoded. Tiny and `Copy`: counted per reason, never allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Malformed {
+    /// Shorter than an Ethernet header.
+    EthTruncated,
+    /// More than two VLAN tags, or a tag cut short.
+    VlanInvalid,
+    /// IPv4 header cut short, IHL < 5, or total length below the header.
+    Ipv4Header,
+    /// IPv4 total length larger than the frame.
+    Ipv4Length,
+    /// IPv6 header cut short (< 40 bytes).
+    Ipv6Header,
+    /// IPv6 payload length larger than the frame.
+    Ipv6Length,
+    /// IPv6 extension header chain cut short or too long.
+    Ipv6ExtHeader,
+    /// IP version field disagrees with the ethertype.
+    IpVersion,
+    /// TCP header cut short or data offset < 5.
+    TcpHeader,
+    /// UDP header cut short or UDP length disagrees with the IP payload.
+    UdpHeader,
+    /// ICMP/ICMPv6 header cut short.
+    IcmpHeader,
+}
+
+impl Malformed {
+    /// Stable snake_case name used in counters.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Malformed::EthTruncated => "eth_truncated",
+            Malformed::VlanInvalid => "vlan_invalid",
+            Malformed::Ipv4Header => "ipv4_header",
+            Malformed::Ipv4Length => "ipv4_length",
+            Malformed::Ipv6Header => "ipv6_header",
+            Malformed::Ipv6Length => "ipv6_length",
+            Malformed::Ipv6ExtHeader => "ipv6_ext_header",
+            Malformed::IpVersion => "ip_version",
+            Malformed::TcpHeader => "tcp_header",
+            Malformed::UdpHeader => "udp_header",
+            Malformed::IcmpHeader => "icmp_header",
+        }
+    }
+
+    /// All reasons, for counter tables indexed by `self as usize`.
+    pub const ALL: [Malformed; 11] = [
+        Malformed::EthTruncated,
+        Malformed::VlanInvalid,
+        Malformed::Ipv4Header,
+        Malformed::Ipv4Length,
+        Malformed::Ipv6Header,
+        Malformed::Ipv6Length,
+        Malformed::Ipv6ExtHeader,
+        Malformed::IpVersion,
+        Malformed::TcpHeader,
+        Malformed::UdpHeader,
+        Malformed::IcmpHeader,
+    ];
+}
+
+/// TCP flag bits (RFC 9293 §3.1).
+pub mod tcpflag {
+    /// No more data from sender.
+    pub const FIN: u8 = 0x01;
+    /// Synchronize sequence numbers.
+    pub const SYN: u8 = 0x02;
+    /// Reset the connection.
+    pub const RST: u8 = 0x04;
+    /// Push.
+    pub const PSH: u8 = 0x08;
+    /// Acknowledgment field significant.
+    pub const ACK: u8 = 0x10;
+}
+
+/// Fragmentation status of the IP packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fragment {
+    /// Not fragmented.
+    #[default]
+    No,
+    /// First fragment: the L4 header is present.
+    First,
+    /// A later fragment: no L4 header; the payload is raw.
+    Later,
+}
+
+/// The transport layer of a decoded packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum L4 {
+    /// TCP header fields the session tracker uses.
+    Tcp {
+        /// Sequence number.
+        seq: u32,
+        /// Acknowledgment number.
+        ack: u32,
+        /// Flag bits ([`tcpflag`]).
+        flags: u8,
+        /// Receive window (unscaled).
+        window: u16,
+    },
+    /// UDP.
+    Udp,
+    /// ICMP or ICMPv6 header.
+    Icmp {
+        /// Message type.
+        kind: u8,
+        /// Message code.
+        code: u8,
+        /// Identifier of echo messages (0 otherwise).
+        ident: u16,
+        /// For error messages: the 5-tuple of the invoking packet, as it was sent.
+        invoking: Option<InnerTuple>,
+    },
+    /// Any other IP protocol, or a non-first fragment.
+    Other,
+}
+
+/// The 5-tuple of the packet quoted in an ICMP error (RFC 792, RFC 4443 §2.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InnerTuple {
+    /// Source address of the invoking packet.
+    pub src: Addr,
+    /// Destination address of the invoking packet.
+    pub dst: Addr,
+    /// Its IP protocol.
+    pub proto: u8,
+    /// Source port (0 when not TCP/UDP or not quoted).
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+}
+
+/// The IP part of a decoded frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ip<'a> {
+    /// 4 or 6.
+    pub version: u8,
+    /// Source address.
+    pub src: Addr,
+    /// Destination address.
+    pub dst: Addr,
+    /// The transport protocol (after IPv6 extension headers).
+    pub proto: u8,
+    /// Fragmentation status.
+    pub fragment: Fragment,
+    /// Source port (TCP/UDP; ICMP echo identifier; else 0).
+    pub sport: u16,
+    /// Destination port (TCP/UDP; else 0).
+    pub dport: u16,
+    /// Transport header fields.
+    pub l4: L4,
+    /// Transport payload (after the TCP/UDP/ICMP header), bounded by the IP length.
+    pub payload: &'a [u8],
+}
+
+/// A decoded frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame<'a> {
+    /// Outer and inner VLAN ids (0 when absent); `vlans` tells how many are valid.
+    pub vlan: [u16; 2],
+    /// Number of VLAN tags (0..=2).
+    pub vlans: u8,
+    /// The ethertype after the tags.
+    pub ethertype: u16,
+    /// IP layer, when the ethertype is IPv4 or IPv6.
+    pub ip: Option<Ip<'a>>,
+}
+
+#[inline]
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
+}
+
+#[inline]
+fn be32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes([*b.get(at)?, *b.get(at + 1)?, *b.get(at + 2)?, *b.get(at + 3)?]))
+}
+
+/// Decodes one Ethernet frame (no FCS).
+///
+/// # Errors
+/// The first [`Malformed`] reason met. Non-IP frames are not errors: they return `ip: None`.
+pub fn decode(frame: &[u8]) -> Result<Frame<'_>, Malformed> {
+    let mut ethertype = be16(frame, 12).ok_or(Malformed::EthTruncated)?;
+    let mut off = 14;
+    let mut vlan = [0u16; 2];
+    let mut vlans = 0u8;
+    while matches!(ethertype, ethertype::VLAN | ethertype::QINQ | ethertype::QINQ_OLD) {
+        if vlans == 2 {
+            return Err(Malformed::VlanInvalid);
+        }
+        let tci = be16(frame, off).ok_or(Malformed::VlanInvalid)?;
+        ethertype = be16(frame, off + 2).ok_or(Malformed::VlanInvalid)?;
+        vlan[vlans as usize] = tci & 0x0fff;
+        vlans += 1;
+        off += 4;
+    }
+    let rest = frame.get(off..).unwrap_or(&[]);
+    let ip = match ethertype {
+        ethertype::IPV4 => Some(decode_ipv4(rest)?),
+        ethertype::IPV6 => Some(decode_ipv6(rest)?),
+        _ => None,
+    };
+    Ok(Frame { vlan, vlans, ethertype, ip })
+}
+
+/// Decodes an IPv4 packet (RFC 791). Trailing bytes past the total length (Ethernet padding)
+/// are ignored.
+///
+/// # Errors
+/// [`Malformed::Ipv4Header`], [`Malformed::Ipv4Length`], [`Malformed::IpVersion`] or an L4
+/// reason.
+pub fn decode_ipv4(p: &[u8]) -> Result<Ip<'_>, Malformed> {
+    let b0 = *p.first().ok_or(Malformed::Ipv4Header)?;
+    if b0 >> 4 != 4 {
+        return Err(Malformed::IpVersion);
+    }
+    let ihl = usize::from(b0 & 0x0f) * 4;
+    if ihl < 20 || p.len() < ihl {
+        return Err(Malformed::Ipv4Header);
+    }
+    let total = usize::from(be16(p, 2).ok_or(Malformed::Ipv4Header)?);
+    if total < ihl {
+        return Err(Malformed::Ipv4Header);
+    }
+    if total > p.len() {
+        return Err(Malformed::Ipv4Length);
+    }
+    let frag = be16(p, 6).ok_or(Malformed::Ipv4Header)?;
+    let more = frag & 0x2000 != 0;
+    let offset = frag & 0x1fff;
+    let fragment = match (offset, more) {
+        (0, false) => Fragment::No,
+        (0, true) => Fragment::First,
+        _ => Fragment::Later,
+    };
+    let proto = p[9];
+    let src = Addr::v4([p[12], p[13], p[14], p[15]]);
+    let dst = Addr::v4([p[16], p[17], p[18], p[19]]);
+    let body = &p[ihl..total];
+    transport(4, src, dst, proto, fragment, body)
+}
+
+/// Decodes an IPv6 packet (RFC 8200), walking the extension header chain.
+///
+/// # Errors
+/// [`Malformed::Ipv6Header`], [`Malformed::Ipv6Length`], [`Malformed::Ipv6ExtHeader`],
+/// [`Malformed::IpVersion`] or an L4 reason.
+pub fn decode_ipv6(p: &[u8]) -> Result<Ip<'_>, Malformed> {
+    if p.len() < 40 {
+        return Err(if p.is_empty() || p[0] >> 4 == 6 {
+            Malformed::Ipv6Header
+        } else {
+            Malformed::IpVersion
+        });
+    }
+    if p[0] >> 4 != 6 {
+        return Err(Malformed::IpVersion);
+    }
+    let plen = usize::from(be16(p, 4).ok_or(Malformed::Ipv6Header)?);
+    if 40 + plen > p.len() {
+        return Err(Malformed::Ipv6Length);
+    }
+    let mut src = [0u8; 16];
+    src.copy_from_slice(&p[8..24]);
+    let mut dst = [0u8; 16];
+    dst.copy_from_slice(&p[24..40]);
+    let (src, dst) = (Addr::v6(src), Addr::v6(dst));
+    let mut next = p[6];
+    let mut body = &p[40..40 + plen];
+    let mut fragment = Fragment::No;
+    // At most 8 extension headers: more is an evasion attempt, not a real packet.
+    for _ in 0..8 {
+        match next {
+            0 | 43 | 60 | 135 | 139 | 140 => {
+                let nh = *body.first().ok_or(Malformed::Ipv6ExtHeader)?;
+                let len = (usize::from(*body.get(1).ok_or(Malformed::Ipv6ExtHeader)?) + 1) * 8;
+                body = body.get(len..).ok_or(Malformed::Ipv6ExtHeader)?;
+                next = nh;
+            }
+            51 => {
+                // AH: length in 4-octet units minus 2 (RFC 4302 §2.2).
+                let nh = *body.first().ok_or(Malformed::Ipv6ExtHeader)?;
+                let len = (usize::from(*body.get(1).ok_or(Malformed::Ipv6ExtHeader)?) + 2) * 4;
+                body = body.get(len..).ok_or(Malformed::Ipv6ExtHeader)?;
+                next = nh;
+            }
+            44 => {
+                let nh = *body.first().ok_or(Malformed::Ipv6ExtHeader)?;
+                let fo = be16(body, 2).ok_or(Malformed::Ipv6ExtHeader)?;
+                body = body.get(8..).ok_or(Malformed::Ipv6ExtHeader)?;
+                fragment = match (fo >> 3, fo & 1 == 1) {
+                    (0, false) => fragment,
+                    (0, true) => Fragment::First,
+                    _ => Fragment::Later,
+                };
+                next = nh;
+            }
+            _ => return transport(6, src, dst, next, fragment, body),
+        }
+    }
+    Err(Malformed::Ipv6ExtHeader)
+}
+
+fn transport(
+    version: u8,
+    src: Addr,
+    dst: Addr,
+    proto: u8,
+    fragment: Fragment,
+    body: &[u8],
+) -> Result<Ip<'_>, Malformed> {
+    let mut ip = Ip {
+        version,
+        src,
+        dst,
+        proto,
+        fragment,
+        sport: 0,
+        dport: 0,
+        l4: L4::Other,
+        payload: body,
+    };
+    if fragment == Fragment::Later {
+        return Ok(ip);
+    }
+    match proto {
+        ipproto::TCP => {
+            let off = usize::from(*body.get(12).ok_or(Malformed::TcpHeader)? >> 4) * 4;
+            if off < 20 || body.len() < off {
+                return Err(Malformed::TcpHeader);
+            }
+            ip.sport = be16(body, 0).ok_or(Malformed::TcpHeader)?;
+            ip.dport = be16(body, 2).ok_or(Malformed::TcpHeader)?;
+            ip.l4 = L4::Tcp {
+                seq: be32(body, 4).ok_or(Malformed::TcpHeader)?,
+                ack: be32(body, 8).ok_or(Malformed::TcpHeader)?,
+                flags: body[13],
+                window: be16(body, 14).ok_or(Malformed::TcpHeader)?,
+            };
+            ip.payload = &body[off..];
+        }
+        ipproto::UDP => {
+            if body.len() < 8 {
+                return Err(Malformed::UdpHeader);
+            }
+            ip.sport = be16(body, 0).ok_or(Malformed::UdpHeader)?;
+            ip.dport = be16(body, 2).ok_or(Malformed::UdpHeader)?;
+            let ulen = usize::from(be16(body, 4).ok_or(Malformed::UdpHeader)?);
+            // A first fragment carries only part of the datagram; otherwise the UDP length
+            // must fit the IP payload (RFC 768).
+            let end = if fragment == Fragment::First {
+                body.len()
+            } else if ulen < 8 || ulen > body.len() {
+                return Err(Malformed::UdpHeader);
+            } else {
+                ulen
+            };
+            ip.l4 = L4::Udp;
+            ip.payload = &body[8..end];
+        }
+        ipproto::ICMP | ipproto::ICMPV6 => {
+            if body.len() < 8 {
+                return Err(Malformed::IcmpHeader);
+            }
+            let (kind, code) = (body[0], body[1]);
+            let is_error = if proto == ipproto::ICMP {
+                matches!(kind, 3 | 4 | 5 | 11 | 12)
+            } else {
+                kind < 128
+            };
+            let is_echo = if proto == ipproto::ICMP {
+                matches!(kind, 0 | 8 | 13 | 14)
+            } else {
+                matches!(kind, 128 | 129)
+            };
+            let ident = if is_echo { be16(body, 4).unwrap_or(0) } else { 0 };
+            let invoking = if is_error { inner_tuple(&body[8..]) } else { None };
+            ip.sport = ident;
+            ip.l4 = L4::Icmp { kind, code, ident, invoking };
+            ip.payload = &body[8..];
+        }
+        _ => {}
+    }
+    Ok(ip)
+}
+
+/// Reads the 5-tuple of the IP packet quoted in an ICMP error. Best effort: a quote too short
+/// for ports yields ports 0; one too short for addresses yields `None`.
+fn inner_tuple(q: &[u8]) -> Option<InnerTuple> {
+    let v = *q.first()? >> 4;
+    let (src, dst, proto, l4) = match v {
+        4 => {
+            let ihl = usize::from(q[0] & 0x0f) * 4;
+            if ihl < 20 || q.len() < 20 {
+                return None;
+            }
+            let src = Addr::v4([q[12], q[13], q[14], q[15]]);
+            let dst = Addr::v4([q[16], q[17], q[18], q[19]]);
+            (src, dst, q[9], q.get(ihl..).unwrap_or(&[]))
+        }
+        6 => {
+            if q.len() < 40 {
+                return None;
+            }
+            let mut s = [0u8; 16];
+            s.copy_from_slice(&q[8..24]);
+            let mut d = [0u8; 16];
+            d.copy_from_slice(&q[24..40]);
+            (Addr::v6(s), Addr::v6(d), q[6], &q[40..])
+        }
+        _ => return None,
+    };
+    let (sport, dport) = if matches!(proto, ipproto::TCP | ipproto::UDP) {
+        (be16(l4, 0).unwrap_or(0), be16(l4, 2).unwrap_or(0))
+    } else {
+        (0, 0)
+    };
+    Some(InnerTuple { src, dst, proto, sport, dport })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Builds Ethernet + optional VLAN tags + IPv4 + TCP with `payload`. Real-shaped bytes
+    /// (checksums zero: Warden does not verify them on the hot path).
+    pub(crate) fn tcp4(vlans: &[u16], flags: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
+        for v in vlans {
+            f.extend_from_slice(&ethertype::VLAN.to_be_bytes());
+            f.extend_from_slice(&v.to_be_bytes());
+        }
+        f.extend_from_slice(&ethertype::IPV4.to_be_bytes());
+        let total = (20 + 20 + payload.len()) as u16;
+        f.extend_from_slice(&[0x45, 0]);
+        f.extend_from_slice(&total.to_be_bytes());
+        f.extend_from_slice(&[0, 1, 0x40, 0, 64, 6, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2]);
+        f.extend_from_slice(&40000u16.to_be_bytes());
+        f.extend_from_slice(&80u16.to_be_bytes());
+        f.extend_from_slice(&1000u32.to_be_bytes());
+        f.extend_from_slice(&0u32.to_be_bytes());
+        f.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// Ethernet + IPv6 with a Hop-by-Hop and a Destination Options header + UDP.
+    pub(crate) fn udp6_ext(payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x86, 0xdd];
+        let plen = (8 + 8 + 8 + payload.len()) as u16;
+        f.extend_from_slice(&[0x60, 0, 0, 0]);
+        f.extend_from_slice(&plen.to_be_bytes());
+        f.extend_from_slice(&[0, 64]); // next = hop-by-hop
+        f.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        f.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        f.extend_from_slice(&[60, 0, 1, 4, 0, 0, 0, 0]); // HBH -> dest opts, PadN
+        f.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]); // dest opts -> UDP
+        f.extend_from_slice(&5353u16.to_be_bytes());
+        f.extend_from_slice(&53u16.to_be_bytes());
+        f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn tcp_over_qinq() {
+        let f = tcp4(&[100, 200], tcpflag::SYN, b"hello");
+        let d = decode(&f).unwrap();
+        assert_eq!((d.vlans, d.vlan), (2, [100, 200]));
+        let ip = d.ip.unwrap();
+        assert_eq!((ip.sport, ip.dport, ip.proto), (40000, 80, ipproto::TCP));
+        assert_eq!(ip.src.to_string(), "198.18.0.1");
+        assert!(matches!(ip.l4, L4::Tcp { seq: 1000, flags: tcpflag::SYN, .. }));
+        assert_eq!(ip.payload, b"hello");
+    }
+
+    #[test]
+    fn three_vlan_tags_are_malformed() {
+        let f = tcp4(&[1, 2, 3], 0, b"");
+        assert_eq!(decode(&f), Err(Malformed::VlanInvalid));
+    }
+
+    #[test]
+    fn ipv6_extension_chain() {
+        let f = udp6_ext(b"q");
+        let ip = decode(&f).unwrap().ip.unwrap();
+        assert_eq!((ip.proto, ip.sport, ip.dport), (ipproto::UDP, 5353, 53));
+        assert_eq!(ip.dst.to_string(), "2001:db8::2");
+        assert_eq!(ip.payload, b"q");
+    }
+
+    #[test]
+    fn ethernet_padding_is_ignored() {
+        let mut f = tcp4(&[], tcpflag::ACK, b"");
+        f.extend_from_slice(&[0; 6]);
+        assert_eq!(decode(&f).unwrap().ip.unwrap().payload, b"");
+    }
+
+    #[test]
+    fn every_truncated_prefix_is_an_error_or_non_ip_never_a_panic() {
+        for frame in [tcp4(&[7], tcpflag::SYN, b"abc"), udp6_ext(b"xyz")] {
+            assert!(decode(&frame).is_ok());
+            for cut in 0..frame.len() {
+                let r = decode(&frame[..cut]);
+                // A prefix can never decode to a complete IP packet: lengths disagree.
+                assert!(r.is_err(), "prefix {cut} decoded: {r:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn ipv4_options_and_fragments() {
+        let mut f = tcp4(&[], tcpflag::ACK, b"data");
+        // Grow the IPv4 header by one 4-byte option (NOP NOP NOP EOL).
+        f[14] = 0x46;
+        let total = u16::from_be_bytes([f[16], f[17]]) + 4;
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        f.splice(34..34, [1, 1, 1, 0]);
+        let ip = decode(&f).unwrap().ip.unwrap();
+        assert_eq!(ip.payload, b"data");
+        // Mark as a later fragment: no L4 parse.
+        f[20] = 0x00;
+        f[21] = 0x10;
+        let ip = decode(&f).unwrap().ip.unwrap();
+        assert_eq!((ip.fragment, ip.l4, ip.sport), (Fragment::Later, L4::Other, 0));
+    }
+
+    #[test]
+    fn icmp_error_quotes_the_invoking_tuple() {
+        // ICMP port unreachable quoting a UDP packet 198.18.0.2:5000 -> 198.18.0.1:53.
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&[0x08, 0x00, 0x45, 0, 0, 56, 0, 0, 0, 0, 64, 1, 0, 0]);
+        f.extend_from_slice(&[198, 18, 0, 1, 198, 18, 0, 2, 3, 3, 0, 0, 0, 0, 0, 0]);
+        f.extend_from_slice(&[0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0]);
+        f.extend_from_slice(&[198, 18, 0, 2, 198, 18, 0, 1, 0x13, 0x88, 0, 53, 0, 8, 0, 0]);
+        let ip = decode(&f).unwrap().ip.unwrap();
+        let L4::Icmp { kind: 3, code: 3, invoking: Some(t), .. } = ip.l4 else {
+            panic!("{:?}", ip.l4)
+        };
+        assert_eq!((t.proto, t.sport, t.dport), (17, 5000, 53));
+        assert_eq!(t.src.to_string(), "198.18.0.2");
+    }
+
+    #[test]
+    fn non_ip_is_not_an_error() {
+        let mut arp = vec![0xffu8; 6];
+        arp.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x06]);
+        arp.extend_from_slice(&[0; 28]);
+        let d = decode(&arp).unwrap();
+        assert_eq!((d.ethertype, d.ip), (ethertype::ARP, None));
+    }
+}

@@ -1,0 +1,1 @@
+//! Warden perf rig (see perf/README.md).
