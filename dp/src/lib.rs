@@ -1,1 +1,23 @@
-//! stub
+//! Warden's dataplane library: everything the `warden` binary runs.
+//!
+//! Where to look (the packet's path, in order; see ARCHITECTURE.md for the whole picture):
+//! - [`xsk`]: AF_XDP sockets and UMEM (the only `unsafe` code);
+//! - [`worker`]: the per-core loop: rx batch → inspect → tx batch on the peer, handoff of frames
+//!   whose flow another worker owns;
+//! - [`wire`]: L2–L4 decoding;
+//! - [`flow`]: canonical flow keys;
+//! - [`inspect`]: the pipeline shared by workers and replay (decode → session → verdict);
+//! - [`session`]: the per-core session table;
+//! - [`record`]: connection records;
+//! - [`control`]: the control socket server and report fan-out;
+//! - [`daemon`]: start-up, inline pairs, XDP attach/detach, shutdown;
+//! - [`replay`]: the offline pipeline over pcap files;
+//! - [`config`]: `warden.toml`.
+
+pub mod config;
+pub mod flow;
+pub mod inspect;
+pub mod record;
+pub mod replay;
+pub mod session;
+pub mod wire;

@@ -192,7 +192,7 @@ pub struct Ip<'a> {
     pub fragment: Fragment,
     /// Source port (TCP/UDP; ICMP echo identifier; else 0).
     pub sport: u16,
-    /// Destination port (TCP/UDP; else 0).
+    /// Destination port (TCP/UDP; ICMP echo identifier; else 0).
     pub dport: u16,
     /// Transport header fields.
     pub l4: L4,
@@ -423,7 +423,10 @@ fn transport(
             };
             let ident = if is_echo { be16(body, 4).unwrap_or(0) } else { 0 };
             let invoking = if is_error { inner_tuple(&body[8..]) } else { None };
+            // Echo request and reply carry the same identifier: using it as both ports gives
+            // both directions one flow key.
             ip.sport = ident;
+            ip.dport = ident;
             ip.l4 = L4::Icmp { kind, code, ident, invoking };
             ip.payload = &body[8..];
         }

@@ -1,0 +1,335 @@
+//! `warden.toml`: the daemon's configuration. Every field has a default, so an empty file (or
+//! none, with `--inline` on the command line) is a valid configuration. Unknown fields are
+//! errors, and errors name the line and the field (toml's error format).
+//!
+//! See `conf/warden.toml` for an annotated example.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use warden_control::FailMode;
+
+use crate::inspect::MalformedPolicy;
+use crate::session::Timeouts;
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Threads, rings, socket.
+    #[serde(default)]
+    pub dataplane: Dataplane,
+    /// Session table sizing and timeouts.
+    #[serde(default)]
+    pub sessions: Sessions,
+    /// Inline pairs set up at start.
+    #[serde(default)]
+    pub inline: Vec<InlinePair>,
+}
+
+/// XDP attach mode.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum XdpMode {
+    /// Driver (native) XDP: veth and tap support it.
+    #[default]
+    Native,
+    /// Generic (skb) XDP.
+    Generic,
+}
+
+/// `[dataplane]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dataplane {
+    /// Worker threads (each pinned to one core). Default 1.
+    pub workers: usize,
+    /// Cores to pin workers to, in order; default: cores 0..workers (skipping none).
+    pub cores: Option<Vec<usize>>,
+    /// Control socket path. Default `/run/warden/warden.sock`.
+    pub socket: String,
+    /// Seconds between connection report batches. Default 5.
+    pub report_interval: u64,
+    /// XDP attach mode. Default native.
+    pub xdp_mode: XdpMode,
+    /// What to do with frames that cannot be decoded. Default drop.
+    pub malformed: MalformedPolicy,
+    /// UMEM frames per queue group (each 4096 bytes). Default 4096 (16 MiB).
+    pub umem_frames: u32,
+    /// Entries of each rx, tx, fill and completion ring (power of two). Default 2048.
+    pub ring_size: u32,
+    /// Frames taken from a ring per batch. Default 64.
+    pub batch: u32,
+    /// Empty polls before a worker sleeps in poll(2) until traffic arrives. Default 2000.
+    pub idle_spins: u32,
+    /// Queue bound (in batches) between a worker and the control thread, and per subscriber.
+    /// Default 256.
+    pub report_queue: usize,
+}
+
+impl Default for Dataplane {
+    fn default() -> Self {
+        Dataplane {
+            workers: 1,
+            cores: None,
+            socket: warden_control::DEFAULT_SOCKET.to_string(),
+            report_interval: 5,
+            xdp_mode: XdpMode::Native,
+            malformed: MalformedPolicy::Drop,
+            umem_frames: 4096,
+            ring_size: 2048,
+            batch: 64,
+            idle_spins: 2000,
+            report_queue: 256,
+        }
+    }
+}
+
+/// `[sessions]`: sizes and idle timeouts (seconds).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sessions {
+    /// Maximum sessions per worker; the oldest idle one is evicted beyond. Default 262144.
+    pub max: usize,
+    /// TCP handshake timeout (s). Default 30.
+    pub tcp_syn_timeout: u64,
+    /// Established TCP idle timeout (s). Default 3600.
+    pub tcp_established_timeout: u64,
+    /// Half-closed TCP idle timeout (s). Default 120.
+    pub tcp_half_closed_timeout: u64,
+    /// Linger of closed/reset TCP before the final record (s). Default 5.
+    pub tcp_closed_timeout: u64,
+    /// UDP idle timeout (s). Default 60.
+    pub udp_timeout: u64,
+    /// ICMP idle timeout (s). Default 30.
+    pub icmp_timeout: u64,
+    /// Other protocols' idle timeout (s). Default 60.
+    pub other_timeout: u64,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        let t = Timeouts::default();
+        let s = |ns: u64| ns / 1_000_000_000;
+        Sessions {
+            max: 262_144,
+            tcp_syn_timeout: s(t.tcp_syn),
+            tcp_established_timeout: s(t.tcp_established),
+            tcp_half_closed_timeout: s(t.tcp_half_closed),
+            tcp_closed_timeout: s(t.tcp_closed),
+            udp_timeout: s(t.udp),
+            icmp_timeout: s(t.icmp),
+            other_timeout: s(t.other),
+        }
+    }
+}
+
+impl Sessions {
+    /// The timeouts in ns.
+    pub fn timeouts(&self) -> Timeouts {
+        let ns = |s: u64| s.saturating_mul(1_000_000_000);
+        Timeouts {
+            tcp_syn: ns(self.tcp_syn_timeout),
+            tcp_established: ns(self.tcp_established_timeout),
+            tcp_half_closed: ns(self.tcp_half_closed_timeout),
+            tcp_closed: ns(self.tcp_closed_timeout),
+            udp: ns(self.udp_timeout),
+            icmp: ns(self.icmp_timeout),
+            other: ns(self.other_timeout),
+        }
+    }
+}
+
+/// `[[inline]]`: two interfaces forwarded to each other.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct InlinePair {
+    /// First interface name.
+    pub a: String,
+    /// Second interface name.
+    pub b: String,
+    /// Behaviour while Warden is down. Default open.
+    #[serde(default)]
+    pub fail_mode: FailMode,
+}
+
+impl InlinePair {
+    /// Parses `A:B` (the `--inline` flag).
+    ///
+    /// # Errors
+    /// A message when the text is not two non-empty names separated by one colon.
+    pub fn parse_flag(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            Some((a, b)) if !a.is_empty() && !b.is_empty() && !b.contains(':') && a != b => {
+                Ok(InlinePair { a: a.into(), b: b.into(), fail_mode: FailMode::Open })
+            }
+            _ => Err(format!("--inline expects two different interfaces as A:B, got {s:?}")),
+        }
+    }
+}
+
+/// Errors reading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// File path.
+        path: String,
+        /// I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is invalid or a field is unknown or has the wrong type; the message names the
+    /// line, column and field.
+    #[error("{path}: {message}")]
+    Parse {
+        /// File path.
+        path: String,
+        /// toml's message with line and field.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("{path}: {field}: {message}")]
+    Invalid {
+        /// File path (or "command line").
+        path: String,
+        /// The field, e.g. `dataplane.ring_size`.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates a file.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file, line and field.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+        Self::parse(&text, &p)
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] or [`ConfigError::Invalid`].
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        cfg.validate(origin)?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the field.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let bad = |field, message: String| ConfigError::Invalid {
+            path: origin.to_string(),
+            field,
+            message,
+        };
+        let d = &self.dataplane;
+        if d.workers == 0 || d.workers > 256 {
+            return Err(bad("dataplane.workers", format!("must be 1..=256, got {}", d.workers)));
+        }
+        if !d.ring_size.is_power_of_two() || !(64..=16384).contains(&d.ring_size) {
+            return Err(bad(
+                "dataplane.ring_size",
+                format!("must be a power of two in 64..=16384, got {}", d.ring_size),
+            ));
+        }
+        if d.umem_frames < 2 * d.ring_size || d.umem_frames > 1 << 20 {
+            return Err(bad(
+                "dataplane.umem_frames",
+                format!("must be at least 2 x ring_size and at most 1048576, got {}", d.umem_frames),
+            ));
+        }
+        if d.batch == 0 || d.batch > d.ring_size {
+            return Err(bad("dataplane.batch", format!("must be 1..=ring_size, got {}", d.batch)));
+        }
+        if d.report_interval == 0 {
+            return Err(bad("dataplane.report_interval", "must be at least 1 s".into()));
+        }
+        if d.report_queue == 0 {
+            return Err(bad("dataplane.report_queue", "must be at least 1".into()));
+        }
+        if let Some(c) = &d.cores {
+            if c.len() < d.workers {
+                return Err(bad(
+                    "dataplane.cores",
+                    format!("lists {} cores for {} workers", c.len(), d.workers),
+                ));
+            }
+        }
+        if self.sessions.max == 0 || self.sessions.max > 1 << 26 {
+            return Err(bad("sessions.max", format!("must be 1..=67108864, got {}", self.sessions.max)));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for p in &self.inline {
+            if p.a == p.b {
+                return Err(bad("inline", format!("pair {}:{} uses one interface twice", p.a, p.b)));
+            }
+            for n in [&p.a, &p.b] {
+                if !seen.insert(n.clone()) {
+                    return Err(bad("inline", format!("interface {n} is in two pairs")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../../conf/warden.toml");
+        let c = Config::parse(text, "conf/warden.toml").unwrap();
+        assert_eq!(c.inline.len(), 1);
+        assert_eq!(c.sessions.timeouts().tcp_closed, 5_000_000_000);
+    }
+
+    #[test]
+    fn empty_is_default() {
+        assert_eq!(Config::parse("", "x").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_field_names_line_and_field() {
+        let e = Config::parse("[dataplane]\nworkers = 2\nwokers = 3\n", "w.toml").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("line 3") && msg.contains("wokers"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_names_line() {
+        let e = Config::parse("[sessions]\nmax = \"lots\"\n", "w.toml").unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("max"), "{e}");
+    }
+
+    #[test]
+    fn ranges_are_checked() {
+        let e = Config::parse("[dataplane]\nring_size = 1000\n", "w.toml").unwrap_err();
+        assert!(e.to_string().contains("dataplane.ring_size"), "{e}");
+        let e = Config::parse("[[inline]]\na='x'\nb='x'\n", "w.toml").unwrap_err();
+        assert!(e.to_string().contains("inline"), "{e}");
+    }
+
+    #[test]
+    fn inline_flag() {
+        assert_eq!(InlinePair::parse_flag("a:b").unwrap().b, "b");
+        for bad in ["a", ":b", "a:", "a:b:c", "a:a"] {
+            assert!(InlinePair::parse_flag(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The inspection pipeline shared by the AF_XDP workers and `warden replay`: decode a frame,
+//! find or create its session, account it, and return a [`Verdict`].
+//!
+//! The pipeline never knows where frames come from (the NeuVector `dp` shape: I/O backends call
+//! into inspection, never the reverse). It allocates nothing per frame.
+
+use crate::flow::{End, FlowKey};
+use crate::session::{Dir, SessionTable, Timeouts};
+use crate::wire::{self, Frame, Malformed, L4};
+
+/// What happens to a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Transmit on the peer interface.
+    Forward,
+    /// Do not transmit.
+    Drop(DropReason),
+}
+
+/// Why a frame was dropped; counted per interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The frame could not be decoded and the malformed policy is `drop`.
+    Malformed = 0,
+    /// The tx ring of the peer interface had no room.
+    TxRingFull = 1,
+    /// No free UMEM frame for a frame handed over from another worker.
+    NoFrame = 2,
+}
+
+impl DropReason {
+    /// All reasons, for counter tables indexed by `self as usize`.
+    pub const ALL: [DropReason; 3] =
+        [DropReason::Malformed, DropReason::TxRingFull, DropReason::NoFrame];
+
+    /// Stable snake_case name used in counters.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::TxRingFull => "tx_ring_full",
+            DropReason::NoFrame => "no_frame",
+        }
+    }
+}
+
+/// What to do with frames that cannot be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MalformedPolicy {
+    /// Drop them (default: an inline security device does not pass what it cannot read).
+    #[default]
+    Drop,
+    /// Forward them uninspected.
+    Forward,
+}
+
+/// Where a frame came from and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameMeta {
+    /// Inline pair (session zone).
+    pub zone: u16,
+    /// Interface slot the frame was received on.
+    pub iface: u16,
+    /// Unix time in ns (wall clock read once per batch, or the pcap timestamp).
+    pub now_ns: u64,
+}
+
+/// Pipeline counters (frames and bytes are L2 lengths without FCS).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InspectStats {
+    /// Frames processed.
+    pub frames: u64,
+    /// Bytes processed.
+    pub bytes: u64,
+    /// Frames that are not IPv4/IPv6 (ARP, LLDP, ...), forwarded untouched.
+    pub non_ip: u64,
+    /// Malformed frames by [`Malformed`] reason (index `reason as usize`).
+    pub malformed: [u64; Malformed::ALL.len()],
+    /// ICMP errors accounted to the session they are about.
+    pub icmp_errors_related: u64,
+}
+
+/// Decode + session tracking for one core.
+pub struct Inspector {
+    /// The core's session table.
+    pub sessions: SessionTable,
+    /// Counters.
+    pub stats: InspectStats,
+    malformed: MalformedPolicy,
+}
+
+/// The session key of a decoded frame, if it has one (IP frames only), with the sending end.
+#[inline]
+pub fn flow_of(frame: &Frame<'_>, zone: u16) -> Option<(FlowKey, End)> {
+    let ip = frame.ip.as_ref()?;
+    Some(FlowKey::new(zone, ip.proto, ip.src, ip.sport, ip.dst, ip.dport))
+}
+
+impl Inspector {
+    /// A pipeline with a session table of `max_sessions` entries.
+    pub fn new(max_sessions: usize, timeouts: Timeouts, malformed: MalformedPolicy) -> Self {
+        Inspector {
+            sessions: SessionTable::new(max_sessions, timeouts),
+            stats: InspectStats::default(),
+            malformed,
+        }
+    }
+
+    /// Processes one raw frame.
+    pub fn process(&mut self, frame: &[u8], meta: FrameMeta) -> Verdict {
+        match wire::decode(frame) {
+            Ok(f) => self.process_decoded(&f, frame.len() as u32, meta),
+            Err(m) => self.malformed(m, frame.len() as u32),
+        }
+    }
+
+    /// Counts a frame that failed to decode and applies the malformed policy.
+    pub fn malformed(&mut self, why: Malformed, len: u32) -> Verdict {
+        self.stats.frames += 1;
+        self.stats.bytes += u64::from(len);
+        self.stats.malformed[why as usize] += 1;
+        match self.malformed {
+            MalformedPolicy::Drop => Verdict::Drop(DropReason::Malformed),
+            MalformedPolicy::Forward => Verdict::Forward,
+        }
+    }
+
+    /// Processes a frame already decoded (the worker decodes once to pick the owning worker).
+    pub fn process_decoded(&mut self, f: &Frame<'_>, len: u32, meta: FrameMeta) -> Verdict {
+        self.stats.frames += 1;
+        self.stats.bytes += u64::from(len);
+        let Some(ip) = f.ip.as_ref() else {
+            self.stats.non_ip += 1;
+            return Verdict::Forward;
+        };
+        if let L4::Icmp { invoking: Some(t), .. } = ip.l4 {
+            let (k, sender) = FlowKey::new(meta.zone, t.proto, t.src, t.sport, t.dst, t.dport);
+            if let Some((idx, d)) = self.sessions.find(&k, sender) {
+                // The error travels back towards the sender of the invoking packet.
+                let back = if d == Dir::ToServer { Dir::ToClient } else { Dir::ToServer };
+                self.sessions.account(idx, back, len, meta.now_ns);
+                self.stats.icmp_errors_related += 1;
+                return Verdict::Forward;
+            }
+        }
+        let (key, end) = FlowKey::new(meta.zone, ip.proto, ip.src, ip.sport, ip.dst, ip.dport);
+        let tcp = match ip.l4 {
+            L4::Tcp { flags, .. } => Some(flags),
+            _ => None,
+        };
+        let t = self.sessions.track(&key, end, len, tcp, meta.iface, meta.now_ns);
+        if t.dir == Dir::ToServer && !t.new {
+            self.sessions.note_client_iface(t.idx, meta.iface);
+        }
+        Verdict::Forward
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{State, TcpState};
+    use crate::wire::tcpflag::*;
+    use crate::wire::tests::{tcp4, udp6_ext};
+
+    fn meta(iface: u16, now_ns: u64) -> FrameMeta {
+        FrameMeta { zone: 0, iface, now_ns }
+    }
+
+    #[test]
+    fn counts_per_direction_and_drops_malformed() {
+        let mut i = Inspector::new(64, Timeouts::default(), MalformedPolicy::Drop);
+        let syn = tcp4(&[], SYN, b"");
+        assert_eq!(i.process(&syn, meta(1, 1)), Verdict::Forward);
+        assert_eq!(i.process(&syn[..30], meta(1, 2)), Verdict::Drop(DropReason::Malformed));
+        assert_eq!(i.stats.malformed[Malformed::Ipv4Header as usize], 1);
+        let v6 = udp6_ext(b"abc");
+        i.process(&v6, meta(2, 3));
+        assert_eq!(i.sessions.len(), 2);
+        let (k, e) = flow_of(&wire::decode(&syn).unwrap(), 0).unwrap();
+        let (idx, _) = i.sessions.find(&k, e).unwrap();
+        let s = i.sessions.get(idx);
+        assert_eq!(s.state, State::Tcp(TcpState::SynSent));
+        assert_eq!((s.packets[0], s.bytes[0]), (1, syn.len() as u64));
+    }
+
+    #[test]
+    fn malformed_forward_policy() {
+        let mut i = Inspector::new(4, Timeouts::default(), MalformedPolicy::Forward);
+        assert_eq!(i.process(&[0u8; 5], meta(1, 1)), Verdict::Forward);
+        assert_eq!(i.stats.malformed[Malformed::EthTruncated as usize], 1);
+    }
+}

@@ -1,0 +1,72 @@
+//! Turning session snapshots into connection records (the text form subscribers, `list_sessions`
+//! and `warden replay` print). Runs on the control thread or at the end of a replay, never on the
+//! packet path.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use warden_control::ConnectionRecord;
+
+use crate::flow::End;
+use crate::session::SessionSnapshot;
+
+/// Formats Unix nanoseconds as RFC 3339 UTC with microseconds (`2026-11-22T10:00:00.123456Z`).
+pub fn rfc3339(unix_ns: u64) -> String {
+    humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_nanos(unix_ns)).to_string()
+}
+
+/// Builds the record of `snap`; `iface_name` maps an interface slot to its name.
+pub fn to_record(snap: &SessionSnapshot, iface_name: impl Fn(u16) -> String) -> ConnectionRecord {
+    let s = &snap.session;
+    let k = &s.key;
+    let (client_ip, client_port, server_ip, server_port) = match s.client {
+        End::Lo => (k.lo, k.lo_port, k.hi, k.hi_port),
+        End::Hi => (k.hi, k.hi_port, k.lo, k.lo_port),
+    };
+    ConnectionRecord {
+        client_ip: client_ip.to_string(),
+        client_port,
+        server_ip: server_ip.to_string(),
+        server_port,
+        ip_proto: k.proto,
+        app: "unknown".to_string(),
+        bytes_to_server: s.bytes[0],
+        bytes_to_client: s.bytes[1],
+        packets_to_server: s.packets[0],
+        packets_to_client: s.packets[1],
+        first_seen: rfc3339(s.first_ns),
+        last_seen: rfc3339(s.last_ns),
+        state: s.state.as_str().to_string(),
+        iface: iface_name(s.client_iface),
+        closed: snap.ended.is_some(),
+        end_reason: snap.ended.map(|r| r.as_str().to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::{Addr, FlowKey};
+    use crate::session::{EndReason, SessionTable, Timeouts};
+
+    #[test]
+    fn client_is_reported_first_whatever_the_key_order() {
+        let mut t = SessionTable::new(4, Timeouts::default());
+        // Client 198.18.0.9:40000 sorts above server 198.18.0.2:80.
+        let (k, client_end) =
+            FlowKey::new(0, 6, Addr::v4([198, 18, 0, 9]), 40000, Addr::v4([198, 18, 0, 2]), 80);
+        assert_eq!(client_end, End::Hi);
+        t.track(&k, client_end, 74, Some(0x02), 3, 1_700_000_000_000_000_000);
+        let snap = t.snapshot(10)[0];
+        let r = to_record(&snap, |slot| format!("if{slot}"));
+        assert_eq!((r.client_ip.as_str(), r.client_port), ("198.18.0.9", 40000));
+        assert_eq!((r.server_ip.as_str(), r.server_port), ("198.18.0.2", 80));
+        assert_eq!((r.packets_to_server, r.bytes_to_server), (1, 74));
+        assert_eq!(r.iface, "if3");
+        assert_eq!(r.first_seen, "2023-11-14T22:13:20.000000Z");
+        assert!(!r.closed);
+        let ended = SessionSnapshot { ended: Some(EndReason::Rst), ..snap };
+        let r = to_record(&ended, |_| String::new());
+        assert!(r.closed);
+        assert_eq!(r.end_reason.as_deref(), Some("rst"));
+    }
+}
