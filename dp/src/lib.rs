@@ -15,9 +15,13 @@
 //! - [`config`]: `warden.toml`.
 
 pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod flow;
 pub mod inspect;
 pub mod record;
 pub mod replay;
 pub mod session;
+pub mod worker;
+pub mod xsk;
 pub mod wire;

@@ -1,1 +1,121 @@
-fn main(){}
+//! The `warden` binary: `warden run` (the inline dataplane) and `warden replay` (offline).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use warden_dp::config::{Config, InlinePair};
+
+#[derive(Parser)]
+#[command(name = "warden", version, about = "Inline L3-L7 dataplane over AF_XDP")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the dataplane inline between interface pairs (root).
+    Run {
+        /// Configuration file (warden.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Inline pair A:B (repeatable); adds to the pairs of the config file.
+        #[arg(long, value_name = "A:B")]
+        inline: Vec<String>,
+        /// Worker threads.
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Control socket path.
+        #[arg(long)]
+        socket: Option<String>,
+        /// Seconds between connection report batches.
+        #[arg(long, value_name = "SECS")]
+        report_interval: Option<u64>,
+    },
+    /// Run the inspection pipeline over a pcap/pcapng file; print one connection record per
+    /// session as JSON lines on stdout and a summary on stderr.
+    Replay {
+        /// Capture file.
+        file: PathBuf,
+        /// Configuration file (session sizes and timeouts apply).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Check a configuration file and exit.
+    CheckConfig {
+        /// Configuration file.
+        file: PathBuf,
+    },
+}
+
+fn load(config: Option<&PathBuf>) -> Result<Config, String> {
+    match config {
+        Some(p) => Config::load(p).map_err(|e| e.to_string()),
+        None => Ok(Config::default()),
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Run { config, inline, workers, socket, report_interval } => (|| {
+            let mut cfg = load(config.as_ref())?;
+            for p in &inline {
+                cfg.inline.push(InlinePair::parse_flag(p)?);
+            }
+            if let Some(w) = workers {
+                cfg.dataplane.workers = w;
+            }
+            if let Some(s) = socket {
+                cfg.dataplane.socket = s;
+            }
+            if let Some(r) = report_interval {
+                cfg.dataplane.report_interval = r;
+            }
+            cfg.validate("command line").map_err(|e| e.to_string())?;
+            warden_dp::daemon::run(cfg).map_err(|e| format!("{e:#}"))
+        })(),
+        Cmd::Replay { file, config } => (|| {
+            let cfg = load(config.as_ref())?;
+            let (records, sum) =
+                warden_dp::replay::replay_file(&file, &cfg).map_err(|e| e.to_string())?;
+            use std::io::Write;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for r in &records {
+                serde_json::to_writer(&mut out, r).map_err(|e| e.to_string())?;
+                out.write_all(b"\n").map_err(|e| e.to_string())?;
+            }
+            out.flush().map_err(|e| e.to_string())?;
+            let secs = sum.seconds.max(1e-9);
+            eprintln!(
+                "replay {}: {} frames, {} bytes, {} sessions, {} malformed, {} skipped, {:.3} s, {:.0} frames/s, {:.3} Gbit/s",
+                file.display(),
+                sum.frames,
+                sum.bytes,
+                sum.sessions,
+                sum.malformed,
+                sum.skipped,
+                sum.seconds,
+                sum.frames as f64 / secs,
+                sum.bytes as f64 * 8.0 / secs / 1e9
+            );
+            Ok(())
+        })(),
+        Cmd::CheckConfig { file } => Config::load(&file).map(|_| println!("{}: ok", file.display())).map_err(|e| e.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("warden: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

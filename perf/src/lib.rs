@@ -1,1 +1,158 @@
-//! Warden perf rig (see perf/README.md).
+//! Warden perf rig (see perf/README.md): the generator, sink and in-kernel redirect used by
+//! `perf/rig.sh`, and the helpers they share.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+use serde::Serialize;
+
+/// libbpf-rs skeletons of the rig's XDP programs (built from `src/bpf/` by `build.rs`).
+#[allow(clippy::all, missing_docs, unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+pub mod skel {
+    /// `src/bpf/redirect.bpf.c`: devmap redirect between the two interfaces of a pair.
+    pub mod redirect {
+        include!(concat!(env!("OUT_DIR"), "/redirect.skel.rs"));
+    }
+    /// `src/bpf/sink.bpf.c`: counts and drops every frame.
+    pub mod sink {
+        include!(concat!(env!("OUT_DIR"), "/sink.skel.rs"));
+    }
+}
+
+/// Where `xdp-sink attach` pins the sink's counter map unless told otherwise.
+pub const SINK_PIN: &str = "/sys/fs/bpf/wperf-sink-counts";
+
+/// The kernel's index of interface `name` (in the caller's network namespace).
+pub fn ifindex(name: &str) -> Result<i32> {
+    let path = format!("/sys/class/net/{name}/ifindex");
+    let s = std::fs::read_to_string(&path).with_context(|| format!("no interface {name}"))?;
+    s.trim().parse().with_context(|| format!("bad {path}"))
+}
+
+/// The MAC address of interface `name` (in the caller's network namespace).
+pub fn iface_mac(name: &str) -> Result<[u8; 6]> {
+    let s = std::fs::read_to_string(format!("/sys/class/net/{name}/address"))
+        .with_context(|| format!("no interface {name}"))?;
+    parse_mac(s.trim())
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        let p = parts.next().with_context(|| format!("bad MAC {s}"))?;
+        *b = u8::from_str_radix(p, 16).with_context(|| format!("bad MAC {s}"))?;
+    }
+    if parts.next().is_some() {
+        bail!("bad MAC {s}");
+    }
+    Ok(mac)
+}
+
+/// Source address of the generated frames (in 198.18.0.0/15, the benchmarking range).
+pub const SRC_IP: [u8; 4] = [198, 18, 0, 1];
+/// Destination address of the generated frames.
+pub const DST_IP: [u8; 4] = [198, 19, 0, 1];
+
+/// The one's-complement sum of `data` as 16-bit big-endian words, folded (RFC 1071).
+fn csum_add(mut sum: u32, data: &[u8]) -> u32 {
+    let mut chunks = data.chunks_exact(2);
+    for w in &mut chunks {
+        sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+    }
+    if let [b] = chunks.remainder() {
+        sum += u32::from(*b) << 8;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum
+}
+
+/// Builds an Ethernet/IPv4/UDP frame of exactly `len` bytes (no FCS), `SRC_IP:9 -> DST_IP:9`,
+/// with correct IPv4 and UDP checksums and a zero payload.
+pub fn udp_frame(len: usize, src_mac: [u8; 6], dst_mac: [u8; 6]) -> Result<Vec<u8>> {
+    const HDRS: usize = 14 + 20 + 8;
+    if !(HDRS..=9000).contains(&len) {
+        bail!("frame length {len} outside {HDRS}..=9000");
+    }
+    let mut f = vec![0u8; len];
+    f[0..6].copy_from_slice(&dst_mac);
+    f[6..12].copy_from_slice(&src_mac);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip_len = (len - 14) as u16;
+    let udp_len = ip_len - 20;
+    let ip = &mut f[14..34];
+    ip[0] = 0x45; // version 4, 5-word header
+    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+    ip[6] = 0x40; // don't fragment
+    ip[8] = 64; // TTL
+    ip[9] = 17; // UDP
+    ip[12..16].copy_from_slice(&SRC_IP);
+    ip[16..20].copy_from_slice(&DST_IP);
+    let ip_csum = !(csum_add(0, ip) as u16);
+    ip[10..12].copy_from_slice(&ip_csum.to_be_bytes());
+    let udp = &mut f[34..];
+    udp[0..2].copy_from_slice(&9u16.to_be_bytes());
+    udp[2..4].copy_from_slice(&9u16.to_be_bytes());
+    udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
+    let mut pseudo = [0u8; 12];
+    pseudo[0..4].copy_from_slice(&SRC_IP);
+    pseudo[4..8].copy_from_slice(&DST_IP);
+    pseudo[9] = 17;
+    pseudo[10..12].copy_from_slice(&udp_len.to_be_bytes());
+    let udp_csum = match !(csum_add(csum_add(0, &pseudo), udp) as u16) {
+        0 => 0xffff, // 0 means "no checksum" in UDP over IPv4
+        c => c,
+    };
+    udp[6..8].copy_from_slice(&udp_csum.to_be_bytes());
+    Ok(f)
+}
+
+/// The sink's counters, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SinkCounts {
+    /// Frames that reached the sink interface's XDP program.
+    pub frames: u64,
+    /// Their bytes (L2 length, no FCS).
+    pub bytes: u64,
+}
+
+/// Reads the sink's counter map pinned at `pin` (see `xdp-sink attach`).
+pub fn read_sink(pin: &Path) -> Result<SinkCounts> {
+    let map = MapHandle::from_pinned_path(pin)
+        .with_context(|| format!("open pinned sink map {}", pin.display()))?;
+    let per_cpu = map
+        .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+        .context("read sink counters")?
+        .unwrap_or_default();
+    let mut total = SinkCounts::default();
+    for v in per_cpu {
+        let word = |i: usize| u64::from_ne_bytes(v[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        total.frames += word(0);
+        total.bytes += word(1);
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn udp_frame_checksums_verify() {
+        let f = udp_frame(64, [2; 6], [4; 6]).unwrap();
+        assert_eq!(f.len(), 64);
+        // A correct header sums to 0xffff.
+        assert_eq!(csum_add(0, &f[14..34]), 0xffff);
+        let mut pseudo = [0u8; 12];
+        pseudo[0..4].copy_from_slice(&SRC_IP);
+        pseudo[4..8].copy_from_slice(&DST_IP);
+        pseudo[9] = 17;
+        pseudo[10..12].copy_from_slice(&((64 - 34) as u16).to_be_bytes());
+        assert_eq!(csum_add(csum_add(0, &pseudo), &f[34..]), 0xffff);
+        assert_eq!(parse_mac("02:00:00:00:00:0a").unwrap(), [2, 0, 0, 0, 0, 10]);
+    }
+}

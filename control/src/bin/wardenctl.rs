@@ -109,8 +109,10 @@ fn connections(cli: &Cli, client: &mut Client, follow: bool) -> Result<(), Clien
                 println!("{}", serde_json::to_string(c).unwrap_or_default());
             }
         } else {
-            print_connections(&batch.connections, header);
-            header = false;
+            if !batch.connections.is_empty() {
+                print_connections(&batch.connections, header);
+                header = false;
+            }
             if batch.overflow > 0 {
                 eprintln!("warning: {} records lost to a slow subscriber", batch.overflow);
             }

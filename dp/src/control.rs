@@ -1,0 +1,326 @@
+//! The control socket server and the report hub.
+//!
+//! Protocol: see the `warden-control` crate (newline-delimited JSON, one typed [`Request`] per
+//! line, one [`Response`] per request). A line that does not parse, or is longer than
+//! [`MAX_LINE`] bytes, gets an error response and the connection stays usable; nothing a client
+//! sends can stop the daemon. Requests are executed by the control loop on the main thread
+//! ([`crate::daemon`]); `subscribe` turns the connection into a report stream fed by the
+//! [`Hub`].
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam::channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use warden_control::{ConnectionRecord, Reply, ReportBatch, Request, Response};
+
+use crate::daemon::{CtlMsg, Names};
+use crate::record::{rfc3339, to_record};
+use crate::worker::WorkerReport;
+
+/// Longest request line accepted (bytes, without the newline).
+pub const MAX_LINE: usize = 64 * 1024;
+/// Most control connections served at once.
+pub const MAX_CONNECTIONS: usize = 64;
+
+struct Subscriber {
+    tx: Sender<ReportBatch>,
+    overflow: Arc<AtomicU64>,
+}
+
+/// Report fan-out: collects workers' snapshots, emits one batch per interval to every
+/// subscriber through a bounded queue; a slow subscriber's overflow is counted, never silent.
+pub struct Hub {
+    names: Mutex<Names>,
+    subs: Mutex<Vec<Subscriber>>,
+    overflow: AtomicU64,
+    queue: usize,
+    interval_s: u64,
+}
+
+impl Hub {
+    /// A hub whose subscriber queues hold `queue` batches, publishing every `interval_s` s.
+    pub fn new(queue: usize, interval_s: u64) -> Self {
+        Hub {
+            names: Mutex::new(HashMap::new()),
+            subs: Mutex::new(Vec::new()),
+            overflow: AtomicU64::new(0),
+            queue: queue.max(1),
+            interval_s,
+        }
+    }
+
+    /// Names interface slot `slot`.
+    pub fn set_name(&self, slot: u16, name: &str) {
+        if let Ok(mut n) = self.names.lock() {
+            n.insert(slot, name.to_string());
+        }
+    }
+
+    /// The name of interface slot `slot` (`"?"` when unknown).
+    pub fn name(&self, slot: u16) -> String {
+        self.names.lock().ok().and_then(|n| n.get(&slot).cloned()).unwrap_or_else(|| "?".into())
+    }
+
+    /// (subscribers, records lost to slow subscribers, batches queued).
+    pub fn health(&self) -> (usize, u64, usize) {
+        let subs = self.subs.lock().map(|s| (s.len(), s.iter().map(|x| x.tx.len()).sum())).unwrap_or((0, 0));
+        (subs.0, self.overflow.load(Ordering::Relaxed), subs.1)
+    }
+
+    fn subscribe(&self) -> (Receiver<ReportBatch>, Arc<AtomicU64>) {
+        let (tx, rx) = bounded(self.queue);
+        let overflow = Arc::new(AtomicU64::new(0));
+        if let Ok(mut s) = self.subs.lock() {
+            s.push(Subscriber { tx, overflow: overflow.clone() });
+        }
+        (rx, overflow)
+    }
+
+    fn publish(&self, records: Vec<ConnectionRecord>, seq: u64) {
+        let Ok(mut subs) = self.subs.lock() else { return };
+        let time = rfc3339(
+            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0),
+        );
+        subs.retain(|s| {
+            let batch = ReportBatch {
+                seq,
+                time: time.clone(),
+                connections: records.clone(),
+                overflow: s.overflow.load(Ordering::Relaxed),
+            };
+            match s.tx.try_send(batch) {
+                Ok(()) => true,
+                Err(TrySendError::Full(b)) => {
+                    let n = b.connections.len() as u64;
+                    s.overflow.fetch_add(n, Ordering::Relaxed);
+                    self.overflow.fetch_add(n, Ordering::Relaxed);
+                    true
+                }
+                Err(TrySendError::Disconnected(_)) => false,
+            }
+        });
+    }
+
+    /// The reporter thread: merges workers' snapshots (latest per session wins) and publishes a
+    /// batch every `interval`, until every worker has exited (then a final batch).
+    pub fn run_reporter(&self, rx: Receiver<WorkerReport>, interval: Duration) {
+        let mut pending: Vec<ConnectionRecord> = Vec::new();
+        let mut index: HashMap<(usize, u64), usize> = HashMap::new();
+        let mut next = Instant::now() + interval;
+        let mut seq = 0u64;
+        loop {
+            let wait = next.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(rep) => {
+                    for s in &rep.snaps {
+                        let rec = to_record(s, |slot| self.name(slot));
+                        match index.get(&(rep.worker, s.session.id)) {
+                            Some(&i) => pending[i] = rec,
+                            None => {
+                                index.insert((rep.worker, s.session.id), pending.len());
+                                pending.push(rec);
+                            }
+                        }
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    seq += 1;
+                    self.publish(std::mem::take(&mut pending), seq);
+                    // Give subscriber connections a moment to write the final batch.
+                    let deadline = Instant::now() + Duration::from_secs(2);
+                    while Instant::now() < deadline && self.health().2 > 0 {
+                        thread::sleep(Duration::from_millis(20));
+                    }
+                    if let Ok(mut s) = self.subs.lock() {
+                        s.clear();
+                    }
+                    return;
+                }
+            }
+            seq += 1;
+            index.clear();
+            self.publish(std::mem::take(&mut pending), seq);
+            next = Instant::now() + interval;
+        }
+    }
+}
+
+/// Creates the socket at `path` (parent directory created, mode 0600). A stale socket file is
+/// replaced; a live one (another Warden answering) is an error.
+///
+/// # Errors
+/// A message naming the path.
+pub fn bind(path: &Path) -> Result<UnixListener, String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(format!("{}: another Warden is already running", path.display()));
+        }
+        std::fs::remove_file(path).map_err(|e| format!("remove stale {}: {e}", path.display()))?;
+    }
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let l = UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let l = l.map_err(|e| format!("bind {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("chmod {}: {e}", path.display()))?;
+    Ok(l)
+}
+
+/// Accepts connections forever, one thread each (at most [`MAX_CONNECTIONS`]).
+pub fn serve(listener: UnixListener, ctl: mpsc::Sender<CtlMsg>, hub: Arc<Hub>) {
+    let active = Arc::new(AtomicUsize::new(0));
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        if active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+            let _ = write_response(&mut stream, &Response::err("too many control connections"));
+            continue;
+        }
+        active.fetch_add(1, Ordering::Relaxed);
+        let (ctl, hub, active) = (ctl.clone(), hub.clone(), active.clone());
+        let spawned = thread::Builder::new().name("warden-conn".into()).spawn(move || {
+            connection(stream, &ctl, &hub);
+            active.fetch_sub(1, Ordering::Relaxed);
+        });
+        if spawned.is_err() {
+            tracing::warn!("could not start a control connection thread");
+        }
+    }
+}
+
+fn write_response(w: &mut impl Write, r: &Response) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(r).unwrap_or_else(|_| br#"{"ok":false,"error":"internal"}"#.to_vec());
+    line.push(b'\n');
+    w.write_all(&line)
+}
+
+/// Reads one line of at most [`MAX_LINE`] bytes. `Ok(None)` at end of stream; `Err(())` for an
+/// over-long line (the rest of it is skipped).
+fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<Option<Result<(), ()>>> {
+    buf.clear();
+    let n = r.by_ref().take(MAX_LINE as u64 + 1).read_until(b'\n', buf)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        return Ok(Some(Ok(())));
+    }
+    if buf.len() <= MAX_LINE {
+        // Last line without a newline.
+        return Ok(Some(Ok(())));
+    }
+    // Skip to the end of the over-long line.
+    let mut sink = Vec::new();
+    loop {
+        sink.clear();
+        let n = r.by_ref().take(MAX_LINE as u64).read_until(b'\n', &mut sink)?;
+        if n == 0 || sink.last() == Some(&b'\n') {
+            break;
+        }
+    }
+    Ok(Some(Err(())))
+}
+
+fn connection(stream: UnixStream, ctl: &mpsc::Sender<CtlMsg>, hub: &Hub) {
+    let Ok(read_half) = stream.try_clone() else { return };
+    let mut reader = BufReader::new(read_half);
+    let mut writer = stream;
+    let _ = writer.set_write_timeout(Some(Duration::from_secs(30)));
+    let mut buf = Vec::new();
+    loop {
+        let line = match read_line(&mut reader, &mut buf) {
+            Ok(None) | Err(_) => return,
+            Ok(Some(Err(()))) => {
+                let msg = format!("request line longer than {MAX_LINE} bytes");
+                if write_response(&mut writer, &Response::err(msg)).is_err() {
+                    return;
+                }
+                continue;
+            }
+            Ok(Some(Ok(()))) => &buf,
+        };
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let req: Request = match serde_json::from_slice(line) {
+            Ok(r) => r,
+            Err(e) => {
+                if write_response(&mut writer, &Response::err(format!("invalid request: {e}"))).is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        if let Request::Subscribe {} = req {
+            stream_reports(&mut writer, hub);
+            return;
+        }
+        let (tx, rx) = mpsc::channel();
+        if ctl.send(CtlMsg::Request(req, tx)).is_err() {
+            let _ = write_response(&mut writer, &Response::err("warden is stopping"));
+            return;
+        }
+        let resp = rx.recv().unwrap_or_else(|_| Response::err("warden is stopping"));
+        if write_response(&mut writer, &resp).is_err() {
+            return;
+        }
+    }
+}
+
+fn stream_reports(writer: &mut UnixStream, hub: &Hub) {
+    let (batches, _overflow) = hub.subscribe();
+    let interval_s = hub.interval_s;
+    if write_response(writer, &Response::ok(Reply::Subscribed { interval_s })).is_err() {
+        return;
+    }
+    while let Ok(batch) = batches.recv() {
+        if write_response(writer, &Response::ok(Reply::Report(batch))).is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lines_are_refused_and_skipped() {
+        let mut input = vec![b'x'; MAX_LINE + 10];
+        input.push(b'\n');
+        input.extend_from_slice(b"{\"cmd\":\"status\"}\n");
+        let mut r = BufReader::new(&input[..]);
+        let mut buf = Vec::new();
+        assert_eq!(read_line(&mut r, &mut buf).unwrap(), Some(Err(())));
+        assert_eq!(read_line(&mut r, &mut buf).unwrap(), Some(Ok(())));
+        assert_eq!(buf, b"{\"cmd\":\"status\"}");
+        assert_eq!(read_line(&mut r, &mut buf).unwrap(), None);
+    }
+
+    #[test]
+    fn slow_subscriber_overflow_is_counted() {
+        let hub = Hub::new(1, 5);
+        let (rx, overflow) = hub.subscribe();
+        let rec = ConnectionRecord::default();
+        hub.publish(vec![rec.clone()], 1);
+        hub.publish(vec![rec.clone(), rec], 2);
+        assert_eq!(overflow.load(Ordering::Relaxed), 2);
+        assert_eq!(hub.health(), (1, 2, 1));
+        assert_eq!(rx.recv().unwrap().seq, 1);
+        drop(rx);
+        hub.publish(Vec::new(), 3);
+        assert_eq!(hub.health().0, 0);
+    }
+}

@@ -1,0 +1,533 @@
+//! `warden run`: start-up, inline pairs, XDP attach/detach and shutdown.
+//!
+//! Threads:
+//! - the **main thread** is the control loop: it owns the XDP program and the pair table and
+//!   executes every request (from socket connections) and the shutdown, one at a time;
+//! - one **worker** per configured worker count, pinned to a core ([`crate::worker`]);
+//! - the **acceptor** and one thread per control connection ([`crate::control`]);
+//! - the **reporter**, which turns workers' session snapshots into report batches for
+//!   subscribers every report interval;
+//! - a **signal** thread waiting for SIGINT/SIGTERM (blocked in every other thread).
+//!
+//! Adding a pair binds the XSKs first, registers them in the XSKMAP, configures both interfaces
+//! in the program's maps, and only then attaches the program, so no frame ever takes the
+//! uninspected path while Warden runs. Stopping detaches the program from every interface it
+//! attached to, so nothing is left behind.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::{bounded, Sender};
+use nix::sys::signal::{SigSet, Signal};
+use warden_control::{
+    Counters, FailMode, InterfaceCounters, InterfaceInfo, Reply, Request, Response, Status,
+    WorkerCounters,
+};
+use warden_xdp::{AttachMode, XdpProgram};
+
+use crate::config::{Config, InlinePair, XdpMode};
+use crate::control::{self, Hub};
+use crate::inspect::{DropReason, Inspector};
+use crate::record::to_record;
+use crate::wire::Malformed;
+use crate::worker::{self, Command, IfCounters, Worker, WorkerConfig, WorkerStats};
+use crate::xsk::SideSpec;
+
+/// A message to the control loop.
+pub enum CtlMsg {
+    /// A request from a control connection, with the channel for its response.
+    Request(Request, mpsc::Sender<Response>),
+    /// SIGINT or SIGTERM arrived.
+    Shutdown(Signal),
+}
+
+#[derive(Debug, Clone)]
+struct Iface {
+    name: String,
+    ifindex: u32,
+    slot: u16,
+    queues: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Pair {
+    zone: u16,
+    a: Iface,
+    b: Iface,
+    fail: FailMode,
+    workers: Vec<usize>,
+    /// (slot, queue) of every XSK registered in the XSKMAP.
+    xsks: Vec<(u16, u32)>,
+}
+
+struct Daemon {
+    cfg: Config,
+    xdp: XdpProgram,
+    pairs: Vec<Pair>,
+    next_zone: u16,
+    workers: Vec<Sender<Command>>,
+    hub: Arc<Hub>,
+    started: Instant,
+}
+
+fn ifindex_of(name: &str) -> Result<u32, String> {
+    nix::net::if_::if_nametoindex(name).map_err(|e| format!("interface {name}: {e}"))
+}
+
+fn rx_queues(name: &str) -> u32 {
+    std::fs::read_dir(format!("/sys/class/net/{name}/queues"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                .count() as u32
+        })
+        .unwrap_or(1)
+        .clamp(1, warden_xdp::MAX_QUEUES)
+}
+
+fn xdp_fail(f: FailMode) -> warden_xdp::FailMode {
+    match f {
+        FailMode::Open => warden_xdp::FailMode::Open,
+        FailMode::Closed => warden_xdp::FailMode::Closed,
+    }
+}
+
+impl Daemon {
+    fn used_slots(&self) -> Vec<u16> {
+        self.pairs.iter().flat_map(|p| [p.a.slot, p.b.slot]).collect()
+    }
+
+    fn free_slot(&self, also: &[u16]) -> Result<u16, String> {
+        let used = self.used_slots();
+        (0..warden_xdp::MAX_IFACES as u16)
+            .find(|s| !used.contains(s) && !also.contains(s))
+            .ok_or_else(|| "no free interface slot".to_string())
+    }
+
+    fn add_pair(&mut self, p: &InlinePair) -> Result<String, String> {
+        if p.a == p.b {
+            return Err(format!("inline pair {}:{} uses one interface twice", p.a, p.b));
+        }
+        for n in [&p.a, &p.b] {
+            if self.pairs.iter().any(|x| &x.a.name == n || &x.b.name == n) {
+                return Err(format!("interface {n} is already in an inline pair"));
+            }
+        }
+        let sa = self.free_slot(&[])?;
+        let sb = self.free_slot(&[sa])?;
+        let a = Iface { name: p.a.clone(), ifindex: ifindex_of(&p.a)?, slot: sa, queues: rx_queues(&p.a) };
+        let b = Iface { name: p.b.clone(), ifindex: ifindex_of(&p.b)?, slot: sb, queues: rx_queues(&p.b) };
+        let zone = self.next_zone;
+        self.next_zone = self.next_zone.wrapping_add(1);
+        let n = self.workers.len();
+        let groups = a.queues.min(b.queues).max(1);
+        let group_worker = |g: u32| (zone as usize + g as usize) % n;
+        let mut owners: Vec<usize> = Vec::new();
+        for g in 0..groups {
+            let w = group_worker(g);
+            if !owners.contains(&w) {
+                owners.push(w);
+            }
+        }
+        let mut pair = Pair { zone, a: a.clone(), b: b.clone(), fail: p.fail_mode, workers: owners.clone(), xsks: Vec::new() };
+        let d = &self.cfg.dataplane;
+        for g in 0..groups {
+            let spec = |i: &Iface| SideSpec {
+                name: i.name.clone(),
+                ifindex: i.ifindex,
+                slot: i.slot,
+                queues: (0..i.queues).filter(|q| q % groups == g).collect(),
+            };
+            let (tx, rx) = mpsc::channel();
+            let w = group_worker(g);
+            let _ = self.workers[w].send(Command::AddGroup {
+                zone,
+                sides: [spec(&a), spec(&b)],
+                owners: owners.clone(),
+                frames: d.umem_frames,
+                ring_size: d.ring_size,
+                reply: tx,
+            });
+            match rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(Ok(fds)) => {
+                    for (slot, queue, fd) in fds {
+                        if let Err(e) = self.xdp.register_xsk(u32::from(slot), queue, fd) {
+                            self.rollback(&pair);
+                            return Err(e.to_string());
+                        }
+                        pair.xsks.push((slot, queue));
+                    }
+                }
+                Ok(Err(e)) => {
+                    self.rollback(&pair);
+                    return Err(format!("inline pair {}:{}: {e}", a.name, b.name));
+                }
+                Err(_) => {
+                    self.rollback(&pair);
+                    return Err(format!("worker {w} did not answer"));
+                }
+            }
+        }
+        let cfg = self
+            .xdp
+            .configure_iface(a.ifindex, u32::from(a.slot), b.ifindex, xdp_fail(p.fail_mode))
+            .and_then(|_| {
+                self.xdp.configure_iface(b.ifindex, u32::from(b.slot), a.ifindex, xdp_fail(p.fail_mode))
+            })
+            .and_then(|_| self.xdp.attach(a.ifindex))
+            .and_then(|_| self.xdp.attach(b.ifindex));
+        if let Err(e) = cfg {
+            self.rollback(&pair);
+            return Err(e.to_string());
+        }
+        self.hub.set_name(a.slot, &a.name);
+        self.hub.set_name(b.slot, &b.name);
+        let msg = format!(
+            "inline pair {}:{} up ({} queue group(s), workers {:?}, fail_{})",
+            a.name,
+            b.name,
+            groups,
+            pair.workers,
+            if p.fail_mode == FailMode::Open { "open" } else { "closed" }
+        );
+        tracing::info!("{msg}");
+        self.pairs.push(pair);
+        Ok(msg)
+    }
+
+    /// Undoes whatever part of a pair was set up: XDP, maps, sockets and sessions.
+    fn rollback(&mut self, pair: &Pair) {
+        for i in [&pair.a, &pair.b] {
+            if let Err(e) = self.xdp.detach(i.ifindex) {
+                tracing::warn!("{e}");
+            }
+        }
+        for &(slot, q) in &pair.xsks {
+            self.xdp.unregister_xsk(u32::from(slot), q);
+        }
+        for i in [&pair.a, &pair.b] {
+            let _ = self.xdp.remove_iface(i.ifindex, u32::from(i.slot));
+        }
+        for w in 0..self.workers.len() {
+            let (tx, rx) = mpsc::channel();
+            if self.workers[w].send(Command::RemovePair { zone: pair.zone, reply: tx }).is_ok() {
+                let _ = rx.recv_timeout(Duration::from_secs(10));
+            }
+        }
+    }
+
+    fn remove_pair(&mut self, a: &str, b: Option<&str>) -> Result<String, String> {
+        let pos = self
+            .pairs
+            .iter()
+            .position(|p| {
+                let names = [p.a.name.as_str(), p.b.name.as_str()];
+                names.contains(&a) && b.is_none_or(|b| names.contains(&b) && a != b)
+            })
+            .ok_or_else(|| format!("no inline pair with {a}{}", b.map(|b| format!(" and {b}")).unwrap_or_default()))?;
+        let pair = self.pairs.remove(pos);
+        self.rollback(&pair);
+        let msg = format!("inline pair {}:{} removed", pair.a.name, pair.b.name);
+        tracing::info!("{msg}");
+        Ok(msg)
+    }
+
+    fn worker_stats(&self) -> Vec<WorkerStats> {
+        let replies: Vec<_> = self
+            .workers
+            .iter()
+            .map(|w| {
+                let (tx, rx) = mpsc::channel();
+                let _ = w.send(Command::Stats { reply: tx });
+                rx
+            })
+            .collect();
+        replies.into_iter().filter_map(|rx| rx.recv_timeout(Duration::from_secs(5)).ok()).collect()
+    }
+
+    fn counters(&self) -> Counters {
+        let stats = self.worker_stats();
+        let mut by_slot: BTreeMap<u16, IfCounters> = BTreeMap::new();
+        for w in &stats {
+            for (slot, c) in &w.ifaces {
+                by_slot.entry(*slot).or_default().add(c);
+            }
+        }
+        let mut interfaces = Vec::new();
+        for p in &self.pairs {
+            for i in [&p.a, &p.b] {
+                let c = by_slot.get(&i.slot).copied().unwrap_or_default();
+                let k = self.xdp.iface_stats(u32::from(i.slot)).unwrap_or_default();
+                interfaces.push(InterfaceCounters {
+                    name: i.name.clone(),
+                    rx_frames: c.rx_frames,
+                    rx_bytes: c.rx_bytes,
+                    tx_frames: c.tx_frames,
+                    tx_bytes: c.tx_bytes,
+                    dropped: DropReason::ALL
+                        .iter()
+                        .filter(|r| c.dropped[**r as usize] > 0)
+                        .map(|r| (r.as_str().to_string(), c.dropped[*r as usize]))
+                        .collect(),
+                    tx_ring_full: c.tx_ring_full,
+                    fill_ring_empty: c.fill_ring_empty,
+                    xdp_to_xsk: k.to_xsk_frames,
+                    xdp_fail_open: k.fail_open_frames,
+                    xdp_fail_closed: k.fail_closed_frames,
+                    xsk_rx_dropped: c.xsk_rx_dropped,
+                    xsk_rx_ring_full: c.xsk_rx_ring_full,
+                });
+            }
+        }
+        let workers = stats
+            .iter()
+            .map(|w| WorkerCounters {
+                worker: w.worker,
+                core: w.core,
+                frames: w.inspect.frames,
+                bytes: w.inspect.bytes,
+                handoff_out: w.handoff_out,
+                handoff_in: w.handoff_in,
+                handoff_dropped: w.handoff_dropped,
+                sessions_created: w.table.created,
+                sessions_expired: w.table.expired,
+                sessions_evicted: w.table.evicted,
+                sessions_active: w.sessions,
+                malformed: Malformed::ALL
+                    .iter()
+                    .filter(|m| w.inspect.malformed[**m as usize] > 0)
+                    .map(|m| (m.as_str().to_string(), w.inspect.malformed[*m as usize]))
+                    .collect(),
+                report_overflow: w.report_overflow + w.table.ended_overflow,
+            })
+            .collect();
+        Counters { interfaces, workers }
+    }
+
+    fn handle(&mut self, req: Request) -> Response {
+        match req {
+            Request::Status {} => {
+                let stats = self.worker_stats();
+                let worker_overflow: u64 =
+                    stats.iter().map(|w| w.report_overflow + w.table.ended_overflow).sum();
+                let (subscribers, overflow, queued) = self.hub.health();
+                Response::ok(Reply::Status(Status {
+                    version: env!("CARGO_PKG_VERSION").to_string(),
+                    uptime_s: self.started.elapsed().as_secs(),
+                    workers: self.workers.len(),
+                    inline_pairs: self.pairs.len(),
+                    sessions: stats.iter().map(|w| w.sessions).sum(),
+                    subscribers,
+                    report_interval_s: self.cfg.dataplane.report_interval,
+                    report_overflow: overflow + worker_overflow,
+                    report_queued: queued,
+                }))
+            }
+            Request::ListInterfaces {} => {
+                let mode = match self.cfg.dataplane.xdp_mode {
+                    XdpMode::Native => "native",
+                    XdpMode::Generic => "generic",
+                };
+                let list = self
+                    .pairs
+                    .iter()
+                    .flat_map(|p| {
+                        [(&p.a, &p.b), (&p.b, &p.a)].map(|(i, peer)| InterfaceInfo {
+                            name: i.name.clone(),
+                            ifindex: i.ifindex,
+                            peer: peer.name.clone(),
+                            queues: i.queues,
+                            fail_mode: p.fail,
+                            xdp_mode: mode.to_string(),
+                            workers: p.workers.clone(),
+                        })
+                    })
+                    .collect();
+                Response::ok(Reply::Interfaces(list))
+            }
+            Request::AddInlinePair { a, b, fail_mode } => {
+                let p = InlinePair { a, b, fail_mode };
+                match self.add_pair(&p) {
+                    Ok(m) => Response::ok(Reply::Done(m)),
+                    Err(e) => Response::err(e),
+                }
+            }
+            Request::RemoveInlinePair { a, b } => match self.remove_pair(&a, b.as_deref()) {
+                Ok(m) => Response::ok(Reply::Done(m)),
+                Err(e) => Response::err(e),
+            },
+            Request::ListSessions { limit } => {
+                let limit = limit.unwrap_or(1000);
+                let replies: Vec<_> = self
+                    .workers
+                    .iter()
+                    .map(|w| {
+                        let (tx, rx) = mpsc::channel();
+                        let _ = w.send(Command::Sessions { limit, reply: tx });
+                        rx
+                    })
+                    .collect();
+                let mut out = Vec::new();
+                for rx in replies {
+                    if let Ok(snaps) = rx.recv_timeout(Duration::from_secs(5)) {
+                        out.extend(snaps.iter().map(|s| to_record(s, |slot| self.hub.name(slot))));
+                    }
+                }
+                Response::ok(Reply::Sessions(out))
+            }
+            Request::Counters {} => Response::ok(Reply::Counters(self.counters())),
+            Request::Subscribe {} => Response::err("subscribe is handled by the connection"),
+        }
+    }
+
+    fn shutdown(&mut self) {
+        let pairs = std::mem::take(&mut self.pairs);
+        for p in &pairs {
+            for i in [&p.a, &p.b] {
+                if let Err(e) = self.xdp.detach(i.ifindex) {
+                    tracing::warn!("{e}");
+                }
+                let _ = self.xdp.remove_iface(i.ifindex, u32::from(i.slot));
+            }
+        }
+        for w in &self.workers {
+            let _ = w.send(Command::Shutdown);
+        }
+    }
+}
+
+/// Runs the daemon until SIGINT/SIGTERM. `cfg` is the merged configuration (file + flags).
+///
+/// # Errors
+/// Start-up failures: the XDP program does not load (not root?), the socket cannot be created,
+/// or a configured inline pair cannot be set up. Everything attached so far is detached first.
+pub fn run(cfg: Config) -> anyhow::Result<()> {
+    // Block the stop signals before any thread starts, so only the signal thread receives them.
+    let mut stop = SigSet::empty();
+    stop.add(Signal::SIGINT);
+    stop.add(Signal::SIGTERM);
+    stop.thread_block()?;
+
+    let mode = match cfg.dataplane.xdp_mode {
+        XdpMode::Native => AttachMode::Native,
+        XdpMode::Generic => AttachMode::Generic,
+    };
+    let xdp = XdpProgram::load(mode).map_err(|e| anyhow::anyhow!("{e} (Warden needs root or CAP_BPF+CAP_NET_ADMIN)"))?;
+    let d = cfg.dataplane.clone();
+    let hub = Arc::new(Hub::new(d.report_queue, d.report_interval));
+
+    let (report_tx, report_rx) = bounded::<worker::WorkerReport>(d.report_queue);
+    let meshes = worker::mesh(d.workers, 512);
+    let mut workers = Vec::new();
+    let mut handles = Vec::new();
+    for (i, mesh) in meshes.into_iter().enumerate() {
+        let (tx, rx) = bounded::<Command>(64);
+        let core = match &d.cores {
+            Some(c) => c.get(i).copied(),
+            None => Some(i % core_affinity::get_core_ids().map(|c| c.len()).unwrap_or(1).max(1)),
+        };
+        let wcfg = WorkerConfig {
+            index: i,
+            core,
+            batch: d.batch as usize,
+            idle_spins: d.idle_spins,
+            report_interval: Duration::from_secs(d.report_interval),
+        };
+        let insp = Inspector::new(cfg.sessions.max, cfg.sessions.timeouts(), d.malformed);
+        let reports = report_tx.clone();
+        handles.push(
+            thread::Builder::new()
+                .name(format!("warden-w{i}"))
+                .spawn(move || Worker::new(wcfg, insp, mesh, rx, reports).run())?,
+        );
+        workers.push(tx);
+    }
+    drop(report_tx);
+
+    let reporter = {
+        let hub = hub.clone();
+        let interval = Duration::from_secs(d.report_interval);
+        thread::Builder::new().name("warden-report".into()).spawn(move || hub.run_reporter(report_rx, interval))?
+    };
+
+    let mut daemon = Daemon {
+        cfg: cfg.clone(),
+        xdp,
+        pairs: Vec::new(),
+        next_zone: 0,
+        workers,
+        hub: hub.clone(),
+        started: Instant::now(),
+    };
+    for p in &cfg.inline {
+        if let Err(e) = daemon.add_pair(p) {
+            daemon.shutdown();
+            for h in handles {
+                let _ = h.join();
+            }
+            anyhow::bail!("{e}");
+        }
+    }
+
+    let (ctl_tx, ctl_rx) = mpsc::channel::<CtlMsg>();
+    let socket = Path::new(&d.socket).to_path_buf();
+    let listener = match control::bind(&socket) {
+        Ok(l) => l,
+        Err(e) => {
+            daemon.shutdown();
+            for h in handles {
+                let _ = h.join();
+            }
+            anyhow::bail!("{e}");
+        }
+    };
+    {
+        let ctl = ctl_tx.clone();
+        let hub = hub.clone();
+        thread::Builder::new()
+            .name("warden-accept".into())
+            .spawn(move || control::serve(listener, ctl, hub))?;
+    }
+    {
+        let ctl = ctl_tx.clone();
+        thread::Builder::new().name("warden-signal".into()).spawn(move || {
+            if let Ok(sig) = stop.wait() {
+                let _ = ctl.send(CtlMsg::Shutdown(sig));
+            }
+        })?;
+    }
+    tracing::info!(
+        workers = d.workers,
+        socket = %socket.display(),
+        pairs = daemon.pairs.len(),
+        "warden running"
+    );
+
+    while let Ok(msg) = ctl_rx.recv() {
+        match msg {
+            CtlMsg::Request(req, reply) => {
+                let resp = daemon.handle(req);
+                let _ = reply.send(resp);
+            }
+            CtlMsg::Shutdown(sig) => {
+                tracing::info!("{sig}: stopping");
+                break;
+            }
+        }
+    }
+    daemon.shutdown();
+    for h in handles {
+        let _ = h.join();
+    }
+    let _ = reporter.join();
+    let _ = std::fs::remove_file(&socket);
+    tracing::info!("stopped; XDP detached from every interface");
+    Ok(())
+}
+
+/// Names of interface slots, shared by the control loop and the reporter.
+pub(crate) type Names = HashMap<u16, String>;

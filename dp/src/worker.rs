@@ -1,0 +1,558 @@
+//! The worker: one thread pinned to one core, owning its XSKs ([`Group`]s), its session table
+//! and its counters. Nothing here locks, allocates or makes a system call per frame: rings are
+//! read and written in batches, the kernel is kicked at most once per batch and ring, and the
+//! clock is read once per loop.
+//!
+//! Loop: reap completions and refill the fill rings → for each port, take an rx batch, decode
+//! each frame, hand it to the worker that owns its flow if that is another worker (copy into a
+//! lock-free SPSC ring), else run the [`Inspector`] and stage it for the peer side's tx ring →
+//! transmit the staged batch → drain frames handed over by other workers → serve control
+//! commands → expire sessions and send report snapshots on their timers → when idle for
+//! `idle_spins` loops, sleep in poll(2) until an rx ring has frames.
+//!
+//! Flow ownership: a flow belongs to `owners[spread(key) % owners.len()]`, where `owners` lists
+//! the workers serving the pair; `spread` is direction-free, so both directions of a flow reach
+//! the same session entry whatever queue and worker the kernel delivered them to.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam::channel::{Receiver, Sender, TrySendError};
+use ringbuf::traits::{Consumer, Producer};
+use ringbuf::{HeapCons, HeapProd};
+use xdpilone::xdp::XdpDesc;
+
+use crate::inspect::{flow_of, DropReason, FrameMeta, InspectStats, Inspector, Verdict};
+use crate::session::{SessionSnapshot, TableStats};
+use crate::wire;
+use crate::xsk::{self, Group, SideSpec};
+
+/// Largest frame that can be handed between workers (MTU-sized frames and then some).
+pub const HANDOFF_MAX: usize = 2048;
+
+/// A frame copied to the worker that owns its flow.
+pub struct Handoff {
+    /// Inline pair.
+    pub zone: u16,
+    /// Side it was received on.
+    pub side: u8,
+    /// Interface slot it was received on.
+    pub iface: u16,
+    /// Valid bytes in `data`.
+    pub len: u16,
+    /// The frame.
+    pub data: [u8; HANDOFF_MAX],
+}
+
+/// Counters of one interface as seen by one worker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IfCounters {
+    /// Frames received.
+    pub rx_frames: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Frames transmitted.
+    pub tx_frames: u64,
+    /// Bytes transmitted.
+    pub tx_bytes: u64,
+    /// Frames received here and dropped, by [`DropReason`].
+    pub dropped: [u64; DropReason::ALL.len()],
+    /// Batches that did not fit the tx ring whole.
+    pub tx_ring_full: u64,
+    /// Fill ring found empty.
+    pub fill_ring_empty: u64,
+    /// Kernel XSK statistics: rx dropped.
+    pub xsk_rx_dropped: u64,
+    /// Kernel XSK statistics: rx ring full.
+    pub xsk_rx_ring_full: u64,
+}
+
+impl IfCounters {
+    /// Adds `o` into `self`.
+    pub fn add(&mut self, o: &IfCounters) {
+        self.rx_frames += o.rx_frames;
+        self.rx_bytes += o.rx_bytes;
+        self.tx_frames += o.tx_frames;
+        self.tx_bytes += o.tx_bytes;
+        for (a, b) in self.dropped.iter_mut().zip(o.dropped.iter()) {
+            *a += b;
+        }
+        self.tx_ring_full += o.tx_ring_full;
+        self.fill_ring_empty += o.fill_ring_empty;
+        self.xsk_rx_dropped += o.xsk_rx_dropped;
+        self.xsk_rx_ring_full += o.xsk_rx_ring_full;
+    }
+}
+
+/// A worker's answer to [`Command::Stats`].
+#[derive(Debug, Clone, Default)]
+pub struct WorkerStats {
+    /// Worker index.
+    pub worker: usize,
+    /// Core it runs on.
+    pub core: Option<usize>,
+    /// Pipeline counters.
+    pub inspect: InspectStats,
+    /// Session table counters.
+    pub table: TableStats,
+    /// Live sessions.
+    pub sessions: u64,
+    /// Per interface slot.
+    pub ifaces: BTreeMap<u16, IfCounters>,
+    /// Frames handed to other workers.
+    pub handoff_out: u64,
+    /// Frames received from other workers.
+    pub handoff_in: u64,
+    /// Frames lost because a handoff ring was full or the frame too long.
+    pub handoff_dropped: u64,
+    /// Records lost because the report queue to the control thread was full.
+    pub report_overflow: u64,
+}
+
+/// Session snapshots a worker sends to the control thread every report interval.
+pub struct WorkerReport {
+    /// Worker index.
+    pub worker: usize,
+    /// Snapshots of changed sessions and final records of ended ones.
+    pub snaps: Vec<SessionSnapshot>,
+}
+
+/// Messages from the control thread to a worker.
+pub enum Command {
+    /// Bind XSKs for one queue group of an inline pair; reply with `(slot, queue, fd)` of each
+    /// socket for the XSKMAP, or the error.
+    AddGroup {
+        /// Inline pair id.
+        zone: u16,
+        /// Side a and side b.
+        sides: [SideSpec; 2],
+        /// Workers serving this pair, in flow-ownership order.
+        owners: Vec<usize>,
+        /// UMEM frames.
+        frames: u32,
+        /// Ring entries.
+        ring_size: u32,
+        /// Reply channel.
+        reply: mpsc::Sender<Result<Vec<(u16, u32, i32)>, String>>,
+    },
+    /// Close the sockets of a pair and end its sessions (final records are reported).
+    RemovePair {
+        /// Inline pair id.
+        zone: u16,
+        /// Acknowledged when done.
+        reply: mpsc::Sender<()>,
+    },
+    /// Snapshot up to `limit` live sessions.
+    Sessions {
+        /// Maximum number.
+        limit: usize,
+        /// Reply channel.
+        reply: mpsc::Sender<Vec<SessionSnapshot>>,
+    },
+    /// Report counters.
+    Stats {
+        /// Reply channel.
+        reply: mpsc::Sender<WorkerStats>,
+    },
+    /// End all sessions, report them, close every socket and exit.
+    Shutdown,
+}
+
+/// Static settings of a worker.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Worker index.
+    pub index: usize,
+    /// Core to pin to.
+    pub core: Option<usize>,
+    /// Frames per ring batch.
+    pub batch: usize,
+    /// Empty loops before sleeping in poll(2).
+    pub idle_spins: u32,
+    /// Report interval.
+    pub report_interval: Duration,
+}
+
+struct GroupState {
+    zone: u16,
+    group: Group,
+    owners: Vec<usize>,
+    /// First port index of each side (the tx port for frames going to that side).
+    tx_port: [Option<usize>; 2],
+    stats: [IfCounters; 2],
+}
+
+/// A worker's channels to the other workers.
+pub struct Mesh {
+    /// `outbox[w]`: producer to worker `w` (None for self).
+    pub outbox: Vec<Option<HeapProd<Handoff>>>,
+    /// Consumers of frames from the other workers.
+    pub inbox: Vec<HeapCons<Handoff>>,
+}
+
+/// Builds the all-to-all handoff rings for `n` workers, `cap` frames each.
+pub fn mesh(n: usize, cap: usize) -> Vec<Mesh> {
+    use ringbuf::traits::Split;
+    let mut meshes: Vec<Mesh> =
+        (0..n).map(|_| Mesh { outbox: (0..n).map(|_| None).collect(), inbox: Vec::new() }).collect();
+    for from in 0..n {
+        for to in 0..n {
+            if from != to {
+                let (p, c) = ringbuf::HeapRb::<Handoff>::new(cap).split();
+                meshes[from].outbox[to] = Some(p);
+                meshes[to].inbox.push(c);
+            }
+        }
+    }
+    meshes
+}
+
+/// One worker thread's state.
+pub struct Worker {
+    cfg: WorkerConfig,
+    insp: Inspector,
+    groups: Vec<GroupState>,
+    mesh: Mesh,
+    commands: Receiver<Command>,
+    reports: Sender<WorkerReport>,
+    handoff_out: u64,
+    handoff_in: u64,
+    handoff_dropped: u64,
+    report_overflow: u64,
+    scratch: Box<Handoff>,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+impl Worker {
+    /// A worker with its pipeline, handoff rings and channels.
+    pub fn new(
+        cfg: WorkerConfig,
+        insp: Inspector,
+        mesh: Mesh,
+        commands: Receiver<Command>,
+        reports: Sender<WorkerReport>,
+    ) -> Self {
+        Worker {
+            cfg,
+            insp,
+            groups: Vec::new(),
+            mesh,
+            commands,
+            reports,
+            handoff_out: 0,
+            handoff_in: 0,
+            handoff_dropped: 0,
+            report_overflow: 0,
+            scratch: Box::new(Handoff { zone: 0, side: 0, iface: 0, len: 0, data: [0; HANDOFF_MAX] }),
+        }
+    }
+
+    /// Runs until [`Command::Shutdown`] or until the command channel closes.
+    pub fn run(mut self) {
+        if let Some(core) = self.cfg.core {
+            if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                tracing::warn!(worker = self.cfg.index, core, "could not pin worker to core");
+                self.cfg.core = None;
+            }
+        }
+        let batch = self.cfg.batch.clamp(1, 1024);
+        let mut rxd = vec![XdpDesc { addr: 0, len: 0, options: 0 }; batch];
+        let mut fwd = vec![XdpDesc { addr: 0, len: 0, options: 0 }; batch];
+        let mut drop = vec![XdpDesc { addr: 0, len: 0, options: 0 }; batch];
+        let mut idle = 0u32;
+        let mut last_expire = Instant::now();
+        let mut last_report = Instant::now();
+        let mut fds: Vec<i32> = Vec::new();
+        loop {
+            let now = now_ns();
+            let mut work = 0usize;
+            for gi in 0..self.groups.len() {
+                work += self.poll_group(gi, now, &mut rxd, &mut fwd, &mut drop);
+            }
+            work += self.drain_inbox(now);
+            match self.commands.try_recv() {
+                Ok(Command::Shutdown) => break,
+                Ok(cmd) => {
+                    self.command(cmd, now);
+                    fds.clear();
+                    work += 1;
+                }
+                Err(crossbeam::channel::TryRecvError::Empty) => {}
+                Err(crossbeam::channel::TryRecvError::Disconnected) => break,
+            }
+            if last_expire.elapsed() >= Duration::from_millis(100) {
+                last_expire = Instant::now();
+                self.insp.sessions.expire(now, 4096);
+            }
+            if last_report.elapsed() >= self.cfg.report_interval
+                || self.insp.sessions.ended_pending() >= 4096
+            {
+                last_report = Instant::now();
+                self.send_reports(false);
+            }
+            if work > 0 {
+                idle = 0;
+                continue;
+            }
+            idle += 1;
+            if idle >= self.cfg.idle_spins {
+                if fds.is_empty() {
+                    fds = self.groups.iter().flat_map(|g| g.group.ports.iter().map(|p| p.fd())).collect();
+                }
+                // Sleep until frames arrive; wake at least every 10 ms for commands and timers.
+                xsk::wait_rx(&fds, 10);
+            }
+        }
+        self.insp.sessions.end_all(|_| true);
+        self.send_reports(true);
+    }
+
+    fn send_reports(&mut self, all: bool) {
+        let mut snaps = Vec::new();
+        if all {
+            self.insp.sessions.drain_reports(&mut snaps);
+        } else {
+            self.insp.sessions.drain_reports(&mut snaps);
+        }
+        if snaps.is_empty() {
+            return;
+        }
+        let n = snaps.len() as u64;
+        match self.reports.try_send(WorkerReport { worker: self.cfg.index, snaps }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.report_overflow += n;
+            }
+        }
+    }
+
+    fn poll_group(
+        &mut self,
+        gi: usize,
+        now: u64,
+        rxd: &mut [XdpDesc],
+        fwd: &mut [XdpDesc],
+        drop: &mut [XdpDesc],
+    ) -> usize {
+        let me = self.cfg.index;
+        let gs = &mut self.groups[gi];
+        gs.group.recycle();
+        // Frames still queued for transmission count as work: never sleep with them pending.
+        let mut total = gs.group.kick_tx().min(1) as usize;
+        for port in 0..gs.group.ports.len() {
+            let (side, slot) = {
+                let p = &gs.group.ports[port];
+                (p.side as usize, p.slot)
+            };
+            let n = gs.group.receive(port, rxd);
+            if n == 0 {
+                continue;
+            }
+            total += n;
+            let (mut nf, mut nd) = (0usize, 0usize);
+            let mut fwd_bytes = 0u64;
+            for d in &rxd[..n] {
+                let data = gs.group.frame(d);
+                let st = &mut gs.stats[side];
+                st.rx_frames += 1;
+                st.rx_bytes += u64::from(d.len);
+                let meta = FrameMeta { zone: gs.zone, iface: slot, now_ns: now };
+                let verdict = match wire::decode(data) {
+                    Err(m) => self.insp.malformed(m, d.len),
+                    Ok(f) => {
+                        let owner = if gs.owners.len() > 1 {
+                            flow_of(&f, gs.zone)
+                                .map(|(k, _)| gs.owners[k.spread() as usize % gs.owners.len()])
+                                .unwrap_or(me)
+                        } else {
+                            me
+                        };
+                        if owner != me {
+                            let ok = handoff(
+                                &mut self.mesh,
+                                &mut self.scratch,
+                                owner,
+                                gs.zone,
+                                side as u8,
+                                slot,
+                                data,
+                            );
+                            if ok {
+                                self.handoff_out += 1;
+                            } else {
+                                self.handoff_dropped += 1;
+                            }
+                            drop[nd] = *d;
+                            nd += 1;
+                            continue;
+                        }
+                        self.insp.process_decoded(&f, d.len, meta)
+                    }
+                };
+                match verdict {
+                    Verdict::Forward => {
+                        fwd[nf] = *d;
+                        nf += 1;
+                        fwd_bytes += u64::from(d.len);
+                    }
+                    Verdict::Drop(why) => {
+                        gs.stats[side].dropped[why as usize] += 1;
+                        drop[nd] = *d;
+                        nd += 1;
+                    }
+                }
+            }
+            let other = 1 - side;
+            let sent = match gs.tx_port[other] {
+                Some(tp) => gs.group.transmit(tp, &fwd[..nf]),
+                None => 0,
+            };
+            if sent < nf {
+                gs.stats[other].tx_ring_full += 1;
+                gs.stats[side].dropped[DropReason::TxRingFull as usize] += (nf - sent) as u64;
+                gs.group.release(&fwd[sent..nf]);
+                fwd_bytes -= fwd[sent..nf].iter().map(|d| u64::from(d.len)).sum::<u64>();
+            }
+            gs.stats[other].tx_frames += sent as u64;
+            gs.stats[other].tx_bytes += fwd_bytes;
+            gs.group.release(&drop[..nd]);
+        }
+        gs.group.kick_tx();
+        total
+    }
+
+    fn drain_inbox(&mut self, now: u64) -> usize {
+        let mut n = 0;
+        for i in 0..self.mesh.inbox.len() {
+            while let Some(h) = self.mesh.inbox[i].try_pop() {
+                n += 1;
+                self.handoff_in += 1;
+                let Some(gs) = self.groups.iter_mut().find(|g| g.zone == h.zone) else {
+                    self.handoff_dropped += 1;
+                    continue;
+                };
+                let data = &h.data[..usize::from(h.len)];
+                let side = usize::from(h.side);
+                let meta = FrameMeta { zone: h.zone, iface: h.iface, now_ns: now };
+                match self.insp.process(data, meta) {
+                    Verdict::Drop(why) => gs.stats[side].dropped[why as usize] += 1,
+                    Verdict::Forward => {
+                        let other = 1 - side;
+                        let Some(tp) = gs.tx_port[other] else { continue };
+                        match gs.group.write(data) {
+                            Some(d) => {
+                                let sent = gs.group.transmit(tp, &[d]);
+                                gs.group.kick_tx();
+                                if sent == 1 {
+                                    gs.stats[other].tx_frames += 1;
+                                    gs.stats[other].tx_bytes += u64::from(d.len);
+                                } else {
+                                    gs.group.release(&[d]);
+                                    gs.stats[other].tx_ring_full += 1;
+                                    gs.stats[side].dropped[DropReason::TxRingFull as usize] += 1;
+                                }
+                            }
+                            None => gs.stats[side].dropped[DropReason::NoFrame as usize] += 1,
+                        }
+                    }
+                }
+                if n >= 256 {
+                    return n;
+                }
+            }
+        }
+        n
+    }
+
+    fn command(&mut self, cmd: Command, now: u64) {
+        match cmd {
+            Command::AddGroup { zone, sides, owners, frames, ring_size, reply } => {
+                let r = Group::open([&sides[0], &sides[1]], frames, ring_size)
+                    .map(|group| {
+                        let fds = group.ports.iter().map(|p| (p.slot, p.queue, p.fd())).collect();
+                        let tx_port = [
+                            group.ports.iter().position(|p| p.side == 0),
+                            group.ports.iter().position(|p| p.side == 1),
+                        ];
+                        self.groups.push(GroupState {
+                            zone,
+                            group,
+                            owners,
+                            tx_port,
+                            stats: [IfCounters::default(); 2],
+                        });
+                        fds
+                    })
+                    .map_err(|e| e.to_string());
+                let _ = reply.send(r);
+            }
+            Command::RemovePair { zone, reply } => {
+                self.groups.retain(|g| g.zone != zone);
+                self.insp.sessions.end_all(|z| z == zone);
+                self.send_reports(false);
+                let _ = reply.send(());
+            }
+            Command::Sessions { limit, reply } => {
+                let _ = reply.send(self.insp.sessions.snapshot(limit));
+            }
+            Command::Stats { reply } => {
+                let mut ifaces: BTreeMap<u16, IfCounters> = BTreeMap::new();
+                for g in &self.groups {
+                    for side in 0..2 {
+                        let slot = g.group.ports.iter().find(|p| p.side as usize == side).map(|p| p.slot);
+                        let Some(slot) = slot else { continue };
+                        let mut c = g.stats[side];
+                        for p in g.group.ports.iter().filter(|p| p.side as usize == side) {
+                            c.fill_ring_empty += p.fill_empty;
+                            let (dropped, full) = p.kernel_stats();
+                            c.xsk_rx_dropped += dropped;
+                            c.xsk_rx_ring_full += full;
+                        }
+                        ifaces.entry(slot).or_default().add(&c);
+                    }
+                }
+                let _ = reply.send(WorkerStats {
+                    worker: self.cfg.index,
+                    core: self.cfg.core,
+                    inspect: self.insp.stats,
+                    table: self.insp.sessions.stats(),
+                    sessions: self.insp.sessions.len() as u64,
+                    ifaces,
+                    handoff_out: self.handoff_out,
+                    handoff_in: self.handoff_in,
+                    handoff_dropped: self.handoff_dropped,
+                    report_overflow: self.report_overflow,
+                });
+            }
+            Command::Shutdown => {}
+        }
+        let _ = now;
+    }
+}
+
+fn handoff(
+    mesh: &mut Mesh,
+    scratch: &mut Handoff,
+    to: usize,
+    zone: u16,
+    side: u8,
+    iface: u16,
+    data: &[u8],
+) -> bool {
+    if data.len() > HANDOFF_MAX {
+        return false;
+    }
+    let Some(Some(prod)) = mesh.outbox.get_mut(to) else { return false };
+    scratch.zone = zone;
+    scratch.side = side;
+    scratch.iface = iface;
+    scratch.len = data.len() as u16;
+    scratch.data[..data.len()].copy_from_slice(data);
+    // try_push moves the value; copy the scratch (a memcpy, no allocation).
+    let msg = Handoff { zone, side, iface, len: scratch.len, data: scratch.data };
+    prod.try_push(msg).is_ok()
+}

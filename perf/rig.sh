@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# Warden forwarding rig: gen -> [A | forwarder | B] -> sink, one leg per forwarder and frame
+# size. See perf/README.md. Needs root. Only creates (and always deletes) namespaces named
+# wperf-*; traffic is 198.18.0.1 -> 198.19.0.1 and never leaves them.
+#
+#   perf/rig.sh [--only bridge,redirect,testpmd,warden] [--sizes 64,1500] [--duration 5]
+#               [--no-install] [--no-build]
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+WARDEN_BIN=${WARDEN_BIN:-$BIN/warden}
+COMMAND="perf/rig.sh $*"
+LEGS=bridge,redirect,testpmd,warden
+SIZES=64,1500
+DURATION=5
+INSTALL=1
+BUILD=1
+while [ $# -gt 0 ]; do
+    case $1 in
+    --only) LEGS=$2; shift 2 ;;
+    --sizes) SIZES=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    --no-install) INSTALL=0; shift ;;
+    --no-build) BUILD=0; shift ;;
+    -h | --help) sed -n '2,8p' "$0"; exit 0 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+[ "$(id -u)" = 0 ] || { echo "rig.sh needs root" >&2; exit 1; }
+
+GEN_CPU=0 # the generator (and the veth rx work its sends trigger in softirq)
+FWD_CPU=1 # the forwarder: bridge/redirect NAPI thread, testpmd or warden
+NS_GEN=wperf-gen NS_FWD=wperf-fwd NS_SINK=wperf-sink
+SOCK=/tmp/wperf-warden.sock
+WORK=$(mktemp -d /tmp/wperf-rig.XXXXXX)
+# `ip netns exec` remounts /sys, hiding /sys/fs/bpf: the sink map is pinned on a bpffs of our own.
+PIN=$WORK/bpf/sink-counts
+RESULTS=$WORK/results.jsonl
+OUT=$ROOT/perf/out/rig-$(date +%Y%m%d-%H%M%S).json
+FWD_PID=
+
+log() { echo "[rig] $*" >&2; }
+in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+stop_forwarder() {
+    if [ -n "$FWD_PID" ] && kill -0 "$FWD_PID" 2>/dev/null; then
+        kill -INT "$FWD_PID" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$FWD_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$FWD_PID" 2>/dev/null || true
+        wait "$FWD_PID" 2>/dev/null || true
+    fi
+    FWD_PID=
+}
+
+teardown() {
+    stop_forwarder
+    # Deleting a namespace deletes its veths, their peers and their XDP programs.
+    for ns in $NS_GEN $NS_FWD $NS_SINK; do
+        ip netns del "$ns" 2>/dev/null || true
+    done
+    rm -f "$PIN" "$SOCK"
+}
+cleanup() {
+    teardown
+    mountpoint -q "$WORK/bpf" && umount "$WORK/bpf"
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [ "$INSTALL" = 1 ]; then
+    need=()
+    command -v ethtool >/dev/null || need+=(ethtool)
+    command -v ip >/dev/null || need+=(iproute2)
+    command -v jq >/dev/null || need+=(jq)
+    command -v dpdk-testpmd >/dev/null || need+=(dpdk dpdk-dev)
+    [ -e /usr/lib/x86_64-linux-gnu/dpdk/pmds-23.0/librte_net_af_xdp.so ] || need+=(librte-net-af-xdp23)
+    command -v clang >/dev/null || need+=(clang)
+    [ -e /usr/include/bpf/libbpf.h ] || need+=(libbpf-dev libelf-dev)
+    if [ ${#need[@]} -gt 0 ]; then
+        log "installing ${need[*]}"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
+    fi
+fi
+if [ "$BUILD" = 1 ]; then
+    log "building warden-perf (release)"
+    (cd "$ROOT" && cargo build --release -q -p warden-perf)
+fi
+mkdir -p "$WORK/bpf" && mount -t bpf wperf-bpf "$WORK/bpf"
+
+# gen ns: g0 <-veth-> A (wpa) in fwd ns; fwd ns: B (wpb) <-veth-> s0 in sink ns.
+# The sink program on s0 also makes s0 accept frames redirected into wpb (veth needs an
+# XDP program or GRO on the receiving peer for ndo_xdp_xmit).
+setup() {
+    teardown
+    for ns in $NS_GEN $NS_FWD $NS_SINK; do
+        ip netns add "$ns"
+        in_ns "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+        in_ns "$ns" ip link set lo up
+    done
+    ip link add g0 netns $NS_GEN type veth peer name wpa netns $NS_FWD
+    ip link add s0 netns $NS_SINK type veth peer name wpb netns $NS_FWD
+    in_ns $NS_GEN ip link set g0 up
+    in_ns $NS_SINK ip link set s0 up
+    in_ns $NS_FWD ip link set wpa up
+    in_ns $NS_FWD ip link set wpb up
+    in_ns $NS_SINK "$BIN/xdp-sink" attach s0 --pin "$PIN"
+    DST_MAC=$(in_ns $NS_SINK cat /sys/class/net/s0/address)
+}
+
+# Moves wpa's rx NAPI (created by GRO or an XDP program on it) into a kernel thread pinned to
+# FWD_CPU, so that in-kernel forwarding runs on the forwarder's core, not in the generator's
+# softirq.
+napi_to_fwd_cpu() {
+    [ "${NAPI:-thread}" = softirq ] && return 0
+    in_ns $NS_FWD ethtool -K wpa gro on >/dev/null
+    echo 1 | in_ns $NS_FWD tee /sys/class/net/wpa/threaded >/dev/null
+    sleep 0.2
+    local pids
+    pids=$(pgrep -x "napi/wpa-[0-9]+" || true)
+    [ -n "$pids" ] || { log "no NAPI thread for wpa"; return 1; }
+    for p in $pids; do taskset -pc $FWD_CPU "$p" >/dev/null; done
+}
+
+# Runs the generator for every size; $1 leg, $2 placement text, $3 note.
+measure() {
+    local leg=$1 placement=$2 note=${3:-} size
+    for size in ${SIZES//,/ }; do
+        local r
+        r=$(in_ns $NS_GEN taskset -c $GEN_CPU "$BIN/xdp-gen" --iface g0 --size "$size" --warmup 1 \
+            --duration "$DURATION" --dst-mac "$DST_MAC" --sink-pin "$PIN")
+        log "$leg $size B: $r"
+        jq -c --arg leg "$leg" --arg p "$placement" --arg n "$note" \
+            '. + {leg: $leg, placement: $p, note: $n}' <<<"$r" >>"$RESULTS"
+    done
+}
+
+skip() {
+    local leg=$1 why=$2 size
+    log "$leg skipped: $why"
+    for size in ${SIZES//,/ }; do
+        jq -nc --arg leg "$leg" --arg s "$size" --arg why "$why" \
+            '{leg: $leg, size: ($s | tonumber), skipped: $why}' >>"$RESULTS"
+    done
+}
+
+# Starts a user-space forwarder ($2...) in the fwd namespace pinned to FWD_CPU, logging to
+# $WORK/$1.log; returns non-zero if it is dead after $WAIT seconds.
+start_forwarder() {
+    local name=$1; shift
+    in_ns $NS_FWD taskset -c $FWD_CPU "$@" </dev/null >"$WORK/$name.log" 2>&1 &
+    FWD_PID=$!
+    sleep "${WAIT:-3}"
+    kill -0 "$FWD_PID" 2>/dev/null
+}
+
+leg_bridge() {
+    setup
+    in_ns $NS_FWD ip link add br0 type bridge
+    in_ns $NS_FWD ip link set wpa master br0
+    in_ns $NS_FWD ip link set wpb master br0
+    in_ns $NS_FWD ip link set br0 up
+    napi_to_fwd_cpu
+    measure bridge "gen cpu$GEN_CPU; bridge in wpa's threaded NAPI on cpu$FWD_CPU"
+}
+
+leg_redirect() {
+    setup
+    in_ns $NS_FWD "$BIN/xdp-redirect" wpa wpb
+    napi_to_fwd_cpu
+    measure redirect "gen cpu$GEN_CPU; XDP redirect in wpa's threaded NAPI on cpu$FWD_CPU"
+}
+
+leg_testpmd() {
+    command -v dpdk-testpmd >/dev/null || { skip testpmd "dpdk-testpmd not installed"; return; }
+    setup
+    # --no-huge --no-shconf: no hugepages, no shared runtime files (--in-memory needs hugepages). lcore 0 (main, idle while
+    # forwarding) and lcore 1 (io forwarding) both on FWD_CPU. One queue per port.
+    if ! start_forwarder testpmd dpdk-testpmd --lcores "0@$FWD_CPU,1@$FWD_CPU" --main-lcore 0 \
+        --no-pci --no-huge --no-shconf --file-prefix wperf -m 512 --log-level=pmd.net.af_xdp:info \
+        --vdev net_af_xdp0,iface=wpa,start_queue=0,queue_count=1 \
+        --vdev net_af_xdp1,iface=wpb,start_queue=0,queue_count=1 \
+        -- --forward-mode=io --nb-cores=1 --rxq=1 --txq=1 --auto-start --stats-period=10; then
+        skip testpmd "dpdk-testpmd failed to start: $(grep -v '^$' "$WORK/testpmd.log" | tail -n 3 | tr '\n' ' ')"
+        return
+    fi
+    measure testpmd "gen cpu$GEN_CPU (+wpa rx softirq); testpmd io fwd cpu$FWD_CPU" \
+        "net_af_xdp copy mode, no hugepages"
+    stop_forwarder
+}
+
+leg_warden() {
+    [ -x "$WARDEN_BIN" ] || {
+        skip warden "no $WARDEN_BIN (build it: cargo build --release -p warden-dp)"
+        return
+    }
+    setup
+    if ! start_forwarder warden "$WARDEN_BIN" run --inline wpa:wpb --workers 1 --socket "$SOCK"; then
+        skip warden "warden failed to start: $(grep -v '^$' "$WORK/warden.log" | tail -n 3 | tr '\n' ' ')"
+        return
+    fi
+    measure warden "gen cpu$GEN_CPU (+wpa rx softirq); warden cpu$FWD_CPU" "--workers 1"
+    stop_forwarder
+}
+
+# The ceiling first, so the others have a ratio.
+for leg in redirect bridge testpmd warden; do
+    case ",$LEGS," in *",$leg,"*) "leg_$leg" ;; esac
+done
+teardown
+
+mkdir -p "$(dirname "$OUT")"
+"$BIN/rig-report" --results "$RESULTS" --out "$OUT" --previous-dir "$ROOT/perf/out" \
+    --command "$COMMAND"

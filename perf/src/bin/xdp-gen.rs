@@ -1,0 +1,175 @@
+//! The rig's generator: one thread transmitting a fixed Ethernet/IPv4/UDP frame on an AF_XDP
+//! socket (copy mode, as on veth) for a fixed time, at full speed or at an offered rate.
+//!
+//! With `--sink-pin` it also reads the sink's pinned counter map just before the first frame
+//! and just after the last one completes, so the sink rate covers the same window as the
+//! offered rate. Prints one JSON object on stdout.
+use std::ffi::CString;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::ptr::NonNull;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+use clap::Parser;
+use serde::Serialize;
+use xdpilone::xdp::XdpDesc;
+use xdpilone::{BufIdx, DeviceQueue, IfInfo, RingTx, Socket, SocketConfig, Umem, UmemConfig, User};
+
+#[derive(Parser)]
+struct Args {
+    /// Interface to transmit on.
+    #[arg(long)]
+    iface: String,
+    /// Frame length in bytes, Ethernet header included, FCS excluded.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// How long to send, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Offered rate in frames per second; 0 sends as fast as possible.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Destination MAC (the sink's, or whatever the forwarder must accept).
+    #[arg(long)]
+    dst_mac: String,
+    /// Source MAC; the interface's own by default.
+    #[arg(long)]
+    src_mac: Option<String>,
+    /// Pinned sink counter map to read before and after (see `xdp-sink attach`).
+    #[arg(long)]
+    sink_pin: Option<PathBuf>,
+    /// Seconds of unmeasured sending before the measured run.
+    #[arg(long, default_value_t = 0.0)]
+    warmup: f64,
+    /// Descriptors queued per loop iteration.
+    #[arg(long, default_value_t = 256)]
+    batch: u32,
+}
+
+/// What one run measured.
+#[derive(Serialize)]
+struct Report {
+    iface: String,
+    size: usize,
+    /// Seconds from the first frame queued to the last one completed.
+    secs: f64,
+    /// Frames the kernel took from the tx ring (sent to the interface, or dropped by it).
+    offered: u64,
+    offered_pps: f64,
+    sink_frames: Option<u64>,
+    sink_bytes: Option<u64>,
+    sink_pps: Option<f64>,
+}
+
+/// One page of umem; the alignment makes the whole umem page aligned.
+#[derive(Clone, Copy)]
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let src_mac = match &args.src_mac {
+        Some(m) => warden_perf::parse_mac(m)?,
+        None => warden_perf::iface_mac(&args.iface)?,
+    };
+    let frame = warden_perf::udp_frame(args.size, src_mac, warden_perf::parse_mac(&args.dst_mac)?)?;
+
+    // Four pages: a frame is one page (UmemConfig's default frame size) and only frame 0 is
+    // used, by every descriptor: in copy mode the kernel copies it into an skb each time.
+    let pages: &'static mut [Page] = Box::leak(vec![Page([0; 4096]); 4].into_boxed_slice());
+    pages[0].0[..frame.len()].copy_from_slice(&frame);
+    let len = std::mem::size_of_val(pages);
+    let area = NonNull::slice_from_raw_parts(NonNull::from(&mut pages[0]).cast::<u8>(), len);
+    // SAFETY: `area` is page aligned, `len` bytes long, and leaked, so it outlives the Umem.
+    let umem = unsafe { Umem::new(UmemConfig::default(), area) }.map_err(xerr("create umem"))?;
+
+    // A socket closed just before (the previous run) frees its queue in a deferred work item:
+    // until then bind fails with EBUSY.
+    let mut tries = 0;
+    let (mut device, mut tx, _rxtx) = loop {
+        match open_tx(&umem, &args.iface) {
+            Err(e) if e.get_raw() == libc::EBUSY && tries < 40 => tries += 1,
+            r => break r.map_err(xerr("open AF_XDP tx socket"))?,
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let desc = XdpDesc { addr: umem.frame(BufIdx(0)).expect("frame 0").offset, len: frame.len() as u32, options: 0 };
+    if args.warmup > 0.0 {
+        send(&mut tx, &mut device, desc, args.warmup, args.rate, args.batch);
+    }
+
+    let sink_before = args.sink_pin.as_deref().map(warden_perf::read_sink).transpose()?;
+    let (done, secs) = send(&mut tx, &mut device, desc, args.duration, args.rate, args.batch);
+    std::thread::sleep(Duration::from_millis(20)); // let the last frames cross the forwarder
+    let sink_after = args.sink_pin.as_deref().map(warden_perf::read_sink).transpose()?;
+    let sink = sink_before.zip(sink_after).map(|(b, a)| (a.frames - b.frames, a.bytes - b.bytes));
+    let report = Report {
+        iface: args.iface,
+        size: args.size,
+        secs,
+        offered: done,
+        offered_pps: done as f64 / secs,
+        sink_frames: sink.map(|s| s.0),
+        sink_bytes: sink.map(|s| s.1),
+        sink_pps: sink.map(|s| s.0 as f64 / secs),
+    };
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+/// Creates the socket on queue 0 of `iface` with a tx ring, bound in copy mode.
+fn open_tx(umem: &Umem, iface: &str) -> Result<(DeviceQueue, RingTx, User), xdpilone::Errno> {
+    let mut info = IfInfo::invalid();
+    let name = CString::new(iface).map_err(|_| xdpilone::Errno::last_os_error())?;
+    info.from_name(&name)?;
+    let sock = Socket::with_shared(&info, umem)?;
+    let device = umem.fq_cq(&sock)?;
+    let config = SocketConfig {
+        rx_size: None,
+        tx_size: NonZeroU32::new(1 << 11),
+        bind_flags: SocketConfig::XDP_BIND_COPY | SocketConfig::XDP_BIND_NEED_WAKEUP,
+    };
+    let rxtx = umem.rx_tx(&sock, &config)?;
+    let tx = rxtx.map_tx()?;
+    umem.bind(&rxtx)?;
+    Ok((device, tx, rxtx))
+}
+
+/// Transmits `desc` for `secs` seconds (at `rate` frames/s unless 0), then waits up to 200 ms
+/// for the kernel to complete what is still queued. Returns the frames completed and the
+/// seconds from the start to the last completion.
+fn send(tx: &mut RingTx, device: &mut DeviceQueue, desc: XdpDesc, secs: f64, rate: u64, batch: u32) -> (u64, f64) {
+    let start = Instant::now();
+    let stop = start + Duration::from_secs_f64(secs);
+    let (mut queued, mut done) = (0u64, 0u64);
+    let mut now = start;
+    while now < stop || (queued > done && now < stop + Duration::from_millis(200)) {
+        if now < stop {
+            let mut want = u64::from(batch);
+            if rate > 0 {
+                let due = (rate as f64 * (now - start).as_secs_f64()) as u64;
+                want = want.min(due.saturating_sub(queued));
+            }
+            if want > 0 {
+                let mut w = tx.transmit(want as u32);
+                queued += u64::from(w.insert(std::iter::repeat(desc)));
+                w.commit();
+            }
+        }
+        if tx.needs_wakeup() {
+            tx.wake();
+        }
+        let mut c = device.complete(u32::MAX);
+        while c.read().is_some() {
+            done += 1;
+        }
+        c.release();
+        now = Instant::now();
+    }
+    (done, (now - start).as_secs_f64())
+}
+
+fn xerr(step: &'static str) -> impl Fn(xdpilone::Errno) -> anyhow::Error {
+    move |e| anyhow!("{step}: {e}")
+}
