@@ -348,7 +348,14 @@ impl Worker {
                 let p = &gs.group.ports[port];
                 (p.side as usize, p.slot)
             };
-            let n = gs.group.receive(port, rxd);
+            // Backpressure: take no more frames than the peer's tx ring can hold, so a busy
+            // peer leaves frames queued in our rx ring instead of dropping them here.
+            let room = match gs.tx_port[1 - side] {
+                Some(tp) => gs.group.tx_room(tp) as usize,
+                None => rxd.len(),
+            };
+            let take = room.min(rxd.len());
+            let n = gs.group.receive(port, &mut rxd[..take]);
             if n == 0 {
                 continue;
             }

@@ -343,13 +343,25 @@ impl Group {
             return 0;
         }
         let p = &mut self.ports[port];
-        let n = {
-            let mut w = p.tx.transmit(descs.len() as u32);
-            let n = w.insert(descs.iter().copied()) as usize;
+        // The ring serves a reservation from its cached view of the kernel's consumer index
+        // first and refreshes it only when that view shows no room at all, so a short
+        // reservation is retried once with a fresh view before anything counts as ring-full.
+        let mut n = 0;
+        for _ in 0..2 {
+            let rest = &descs[n..];
+            if rest.is_empty() {
+                break;
+            }
+            let mut w = p.tx.transmit(rest.len() as u32);
+            n += w.insert(rest.iter().copied()) as usize;
             w.commit();
-            n
-        };
+        }
         n
+    }
+
+    /// Free entries of port `port`'s tx ring (as of the kernel's last published consumer index).
+    pub fn tx_room(&self, port: usize) -> u32 {
+        self.ring_size.saturating_sub(self.ports[port].tx.pending())
     }
 
     /// Returns frames the caller owns (dropped frames) to the free list.
@@ -364,21 +376,16 @@ impl Group {
     pub fn kick_tx(&mut self) -> u32 {
         let mut queued = 0;
         for p in &mut self.ports {
-            // One kick per 32 queued frames, stopping as soon as the kernel makes no progress
-            // (its device queue is busy; the next loop retries).
-            let mut pending = p.tx.pending();
-            for _ in 0..64 {
-                if pending == 0 || !p.tx.needs_wakeup() {
-                    break;
+            // One kick per 32 queued frames. The kernel publishes its consumer index lazily
+            // (at the start of the next kick), so progress cannot be judged between kicks.
+            let pending = p.tx.pending();
+            // Copy mode transmits only inside the kick, whatever the need-wakeup flag says.
+            if pending > 0 {
+                for _ in 0..pending.div_ceil(32).min(64) {
+                    p.tx.wake();
                 }
-                p.tx.wake();
-                let now = p.tx.pending();
-                if now >= pending {
-                    break;
-                }
-                pending = now;
             }
-            queued += pending;
+            queued += p.tx.pending();
         }
         queued
     }

@@ -1,0 +1,231 @@
+//! End-to-end tests: real servers and clients in network namespaces, Warden inline between them.
+//! Root only (see `common`). Each test builds and removes its own topology.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use nix::sys::signal::Signal;
+use warden_control::{ConnectionRecord, FailMode, Reply, Request, Response};
+use warden_dp::config::Config;
+
+/// Downloads over IPv4 and IPv6 with curl from python's http.server through Warden, and checks
+/// the closed connection records against a tcpdump capture taken at the server's interface.
+fn http_counts_match_server_capture(link: ClientLink) {
+    let mut t = Topo::new(link);
+    let www = t.path("www");
+    std::fs::create_dir_all(&www).unwrap();
+    write_blob(&www.join("blob.bin"), 3_000_000);
+    let pcap = t.path("server.pcap");
+    let pcap_s = pcap.to_str().unwrap().to_string();
+    let dump = t.spawn(&t.s.clone(), &["tcpdump", "-i", &t.s0.clone(), "-U", "-s", "0", "-w", &pcap_s, "tcp port 8080"]);
+    t.spawn(&t.s.clone(), &["python3", "-m", "http.server", "8080", "--bind", "::", "-d", www.to_str().unwrap()]);
+    t.start_warden(&["--inline", &format!("{}:{}", t.a, t.b)]);
+    // Wait for tcpdump and the server to be up.
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut ctl = t.client();
+    for url in [format!("http://{S4}:8080/blob.bin"), format!("http://[{S6}]:8080/blob.bin")] {
+        let out = t.exec(&t.c, &["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", "--max-time", "30", &url]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200 3000000", "{url}: {}", t.warden_log());
+    }
+    let records = collect_reports(&mut ctl, Duration::from_secs(20), |all| {
+        all.iter().filter(|r| r.server_port == 8080 && r.closed).count() >= 2
+    });
+    let closed: Vec<&ConnectionRecord> = records.iter().filter(|r| r.server_port == 8080 && r.closed).collect();
+    assert_eq!(closed.len(), 2, "records: {records:#?}");
+    t.signal(dump, Signal::SIGINT);
+    t.wait_exit(dump, Duration::from_secs(5));
+    let (seen, _) = warden_dp::replay::replay_file(&pcap, &Config::default()).unwrap();
+    for r in closed {
+        assert_eq!((r.client_ip.as_str(), r.server_ip.as_str()).0.contains(':'), r.server_ip.contains(':'));
+        assert!(r.client_ip == C4 || r.client_ip == C6, "{r:?}");
+        assert_eq!(r.iface, t.a);
+        assert_eq!(r.end_reason.as_deref(), Some("fin"));
+        let s = seen
+            .iter()
+            .find(|x| x.client_port == r.client_port && x.client_ip == r.client_ip)
+            .unwrap_or_else(|| panic!("session {r:?} not in the server capture"));
+        assert_eq!(
+            (r.packets_to_server, r.packets_to_client, r.bytes_to_server, r.bytes_to_client),
+            (s.packets_to_server, s.packets_to_client, s.bytes_to_server, s.bytes_to_client),
+            "warden record vs server capture"
+        );
+        assert!(r.bytes_to_client > 3_000_000);
+    }
+}
+
+#[test]
+fn http_over_veth_counts_match_server_capture() {
+    http_counts_match_server_capture(ClientLink::Veth);
+}
+
+#[test]
+fn http_over_tap_counts_match_server_capture() {
+    http_counts_match_server_capture(ClientLink::Tap);
+}
+
+#[test]
+fn arp_and_ping_pass_and_are_recorded() {
+    let mut t = Topo::new(ClientLink::Veth);
+    t.start_warden(&["--inline", &format!("{}:{}", t.a, t.b)]);
+    assert!(t.ping(S4, 3), "ping v4: {}", t.warden_log());
+    assert!(t.ping(S6, 3), "ping v6");
+    // The client learned the server's MAC through Warden: ARP crossed it.
+    let neigh = t.exec(&t.c, &["ip", "neigh", "show", S4]);
+    let neigh = String::from_utf8_lossy(&neigh.stdout);
+    assert!(neigh.contains("lladdr"), "no ARP entry: {neigh}");
+    let mut ctl = t.client();
+    let s = sessions(&mut ctl);
+    let icmp = s.iter().find(|r| r.ip_proto == 1 && r.server_ip == S4).expect("icmp session");
+    assert_eq!((icmp.packets_to_server, icmp.packets_to_client), (3, 3));
+    let icmp6 = s.iter().find(|r| r.ip_proto == 58 && r.server_ip == S6).expect("icmpv6 session");
+    assert_eq!((icmp6.packets_to_server, icmp6.packets_to_client), (3, 3));
+}
+
+#[test]
+fn pairs_are_added_and_removed_at_runtime() {
+    let mut t = Topo::new(ClientLink::Veth);
+    let (a2, b2, c2, _s2) = t.extra_pair();
+    t.start_warden(&[]);
+    let mut ctl = t.client();
+    assert!(!t.ping(S4, 1), "forwarded without a pair");
+    for (a, b) in [(&t.a, &t.b), (&a2, &b2)] {
+        let r = ctl.request(&Request::AddInlinePair { a: a.clone(), b: b.clone(), fail_mode: FailMode::Open });
+        assert!(matches!(r, Ok(Reply::Done(_))), "{r:?}");
+    }
+    assert!(t.ping(S4, 2), "{}", t.warden_log());
+    assert!(t.has_xdp(&t.a) && t.has_xdp(&t.b));
+    // Keep pair 2 busy while pair 1 goes away: it must lose nothing.
+    let flood = std::thread::spawn({
+        let c2 = c2.clone();
+        move || {
+            let out = std::process::Command::new("ip")
+                .args(["netns", "exec", &c2, "ping", "-c", "25", "-i", "0.1", "-W", "1", "198.18.1.2"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).to_string()
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let r = ctl.request(&Request::RemoveInlinePair { a: t.a.clone(), b: None }).unwrap();
+    assert!(matches!(r, Reply::Done(_)), "{r:?}");
+    let out = flood.join().unwrap();
+    assert!(out.contains("25 received"), "pair 2 lost packets while pair 1 was removed: {out}");
+    assert!(!t.has_xdp(&t.a) && !t.has_xdp(&t.b), "XDP left on a removed pair");
+    assert!(!t.ping(S4, 1), "forwarded after removal");
+    // Unknown pair and duplicate interface are refused with an error, daemon keeps going.
+    assert!(ctl.request(&Request::RemoveInlinePair { a: "nope0".into(), b: None }).is_err());
+    let dup = ctl.request(&Request::AddInlinePair { a: a2.clone(), b: t.a.clone(), fail_mode: FailMode::Open });
+    assert!(dup.is_err());
+    let r = ctl.request(&Request::AddInlinePair { a: t.a.clone(), b: t.b.clone(), fail_mode: FailMode::Open });
+    assert!(matches!(r, Ok(Reply::Done(_))), "{r:?}");
+    assert!(t.ping(S4, 2));
+    match ctl.request(&Request::ListInterfaces {}).unwrap() {
+        Reply::Interfaces(v) => assert_eq!(v.len(), 4),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn sigkill_fails_open_and_sigterm_detaches_everything() {
+    let mut t = Topo::new(ClientLink::Veth);
+    // In-kernel fail-open forwarding into a veth needs GRO (NAPI) on the receiving end.
+    for (ns, dev) in [(&t.c, &t.c0), (&t.s, &t.s0)] {
+        sh(&["ip", "netns", "exec", ns, "ethtool", "-K", dev, "gro", "on"]);
+    }
+    let pair = format!("{}:{}", t.a, t.b);
+    let pid = t.start_warden(&["--inline", &pair]);
+    assert!(t.ping(S4, 2));
+    t.signal(pid, Signal::SIGKILL);
+    assert!(t.wait_exit(pid, Duration::from_secs(5)).is_some());
+    assert!(t.has_xdp(&t.a), "XDP program should stay attached after SIGKILL");
+    assert!(t.ping(S4, 3), "fail_open did not keep the wire connected");
+    assert!(t.ping(S6, 2));
+    // A new Warden takes over the interfaces left behind.
+    let _ = std::fs::remove_file(t.socket());
+    let pid = t.start_warden(&["--inline", &pair]);
+    assert!(t.ping(S4, 2));
+    t.signal(pid, Signal::SIGTERM);
+    assert_eq!(t.wait_exit(pid, Duration::from_secs(10)), Some(true), "{}", t.warden_log());
+    assert!(!t.has_xdp(&t.a) && !t.has_xdp(&t.b), "XDP left behind after SIGTERM");
+    assert!(!t.socket().exists(), "socket left behind");
+}
+
+#[test]
+fn fail_closed_drops_while_warden_is_down() {
+    let mut t = Topo::new(ClientLink::Veth);
+    for (ns, dev) in [(&t.c, &t.c0), (&t.s, &t.s0)] {
+        sh(&["ip", "netns", "exec", ns, "ethtool", "-K", dev, "gro", "on"]);
+    }
+    let pid = t.start_warden(&[]);
+    let mut ctl = t.client();
+    ctl.request(&Request::AddInlinePair { a: t.a.clone(), b: t.b.clone(), fail_mode: FailMode::Closed }).unwrap();
+    assert!(t.ping(S4, 2));
+    t.signal(pid, Signal::SIGKILL);
+    t.wait_exit(pid, Duration::from_secs(5));
+    assert!(!t.ping(S4, 2), "fail_closed forwarded without Warden");
+}
+
+#[test]
+fn malformed_control_messages_get_errors_and_the_daemon_survives() {
+    let mut t = Topo::new(ClientLink::Veth);
+    t.start_warden(&["--inline", &format!("{}:{}", t.a, t.b)]);
+    let mut ctl = t.client();
+    let long = "x".repeat(100_000);
+    for bad in ["not json", "{\"cmd\":\"explode\"}", "{\"cmd\":\"status\",\"extra\":1}", "[]", "{}", "\u{0}\u{1}", &long] {
+        let line = ctl.raw(bad).unwrap();
+        let r: Response = serde_json::from_str(line.trim_end()).unwrap();
+        assert!(!r.ok && r.error.is_some(), "{bad:.40} -> {line}");
+    }
+    // Same connection still works, and so does a new one.
+    assert!(matches!(ctl.request(&Request::Status {}).unwrap(), Reply::Status(_)));
+    let mut other = t.client();
+    match other.request(&Request::Status {}).unwrap() {
+        Reply::Status(s) => assert_eq!(s.inline_pairs, 1),
+        r => panic!("{r:?}"),
+    }
+    // Bad pair requests are errors too.
+    let r = other.request(&Request::AddInlinePair { a: "nosuchdev0".into(), b: "nosuchdev1".into(), fail_mode: FailMode::Open });
+    assert!(r.is_err());
+    assert!(t.ping(S4, 1));
+}
+
+#[test]
+fn both_directions_meet_in_one_session_with_two_workers_and_queues() {
+    let mut t = Topo::with_queues(ClientLink::Veth, 2);
+    let www = t.path("www");
+    std::fs::create_dir_all(&www).unwrap();
+    write_blob(&www.join("f"), 200_000);
+    t.spawn(&t.s.clone(), &["python3", "-m", "http.server", "8080", "--bind", "0.0.0.0", "-d", www.to_str().unwrap()]);
+    t.start_warden(&["--inline", &format!("{}:{}", t.a, t.b), "--workers", "2"]);
+    std::thread::sleep(Duration::from_millis(800));
+    let n = 12;
+    for _ in 0..n {
+        let out = t.exec(&t.c, &["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", &format!("http://{S4}:8080/f")]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    }
+    let mut ctl = t.client();
+    let records = collect_reports(&mut ctl, Duration::from_secs(15), |all| {
+        all.iter().filter(|r| r.server_port == 8080 && r.closed).count() >= n
+    });
+    let http: Vec<_> = records.iter().filter(|r| r.server_port == 8080 && r.closed).collect();
+    assert_eq!(http.len(), n, "one session per connection: {http:#?}");
+    for r in http {
+        assert_eq!(r.client_ip, C4);
+        assert!(r.packets_to_server >= 5 && r.packets_to_client >= 5, "{r:?}");
+        assert_eq!(r.end_reason.as_deref(), Some("fin"));
+    }
+    match ctl_counters(&t) {
+        Reply::Counters(c) => {
+            assert_eq!(c.workers.len(), 2);
+            let dropped: u64 = c.workers.iter().map(|w| w.handoff_dropped).sum();
+            assert_eq!(dropped, 0);
+        }
+        r => panic!("{r:?}"),
+    }
+}
+
+fn ctl_counters(t: &Topo) -> Reply {
+    t.client().request(&Request::Counters {}).unwrap()
+}
