@@ -149,8 +149,9 @@ mod erased {
     }
 }
 
-/// Prints rows as aligned columns.
-fn table(header: &[&str], rows: &[Vec<String>]) {
+/// Prints rows as aligned columns, with the header line unless `header` is false (the widths
+/// still account for it so later batches line up).
+fn table_opt(header: &[&str], rows: &[Vec<String>], show_header: bool) {
     let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -162,10 +163,17 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
             cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = width[i])).collect();
         println!("{}", s.join("  ").trim_end());
     };
-    fmt(header.to_vec());
+    if show_header {
+        fmt(header.to_vec());
+    }
     for r in rows {
         fmt(r.iter().map(String::as_str).collect());
     }
+}
+
+/// Prints rows as aligned columns under a header line.
+fn table(header: &[&str], rows: &[Vec<String>]) {
+    table_opt(header, rows, true);
 }
 
 fn print_connections(conns: &[ConnectionRecord], header: bool) {
@@ -189,12 +197,7 @@ fn print_connections(conns: &[ConnectionRecord], header: bool) {
         "CLIENT", "SERVER", "PROTO", "APP", "PKTS(c>s/s>c)", "BYTES(c>s/s>c)", "STATE", "IFACE",
         "",
     ];
-    if header {
-        table(&h, &rows);
-    } else {
-        // Later batches: rows only, same columns.
-        table(&h.map(|_| ""), &rows);
-    }
+    table_opt(&h, &rows, header);
 }
 
 fn fmt_ep(ip: &str, port: u16) -> String {

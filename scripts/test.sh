@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests, the corpus replay tests and the end-to-end tests in network
+# namespaces (which need root). Usage: ./scripts/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then
+  echo "test.sh: run as root (end-to-end tests create network namespaces and attach XDP)" >&2
+  exit 1
+fi
+source ./scripts/install-deps.sh
+[ -d "$HOME/.cargo/bin" ] && export PATH="$HOME/.cargo/bin:$PATH"
+ulimit -l unlimited 2>/dev/null || true
+echo "test.sh: building"
+cargo build --workspace --all-targets --quiet
+echo "test.sh: running tests"
+cargo test --workspace --quiet "$@" -- --test-threads 2
