@@ -10,7 +10,11 @@ fi
 source ./scripts/install-deps.sh
 [ -d "$HOME/.cargo/bin" ] && export PATH="$HOME/.cargo/bin:$PATH"
 ulimit -l unlimited 2>/dev/null || true
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "test.sh: installing cargo-nextest"
+  cargo install --locked --quiet cargo-nextest
+fi
 echo "test.sh: building"
 cargo build --workspace --all-targets --quiet
 echo "test.sh: running tests"
-cargo test --workspace --quiet "$@" -- --test-threads 2
+cargo nextest run --workspace --no-fail-fast --test-threads 2 "$@"
