@@ -4,7 +4,7 @@
 # wperf-*; traffic is 198.18.0.1 -> 198.19.0.1 and never leaves them.
 #
 #   perf/rig.sh [--only bridge,redirect,testpmd,warden] [--sizes 64,1500] [--duration 5]
-#               [--no-install] [--no-build]
+#               [--runs 3] [--no-install] [--no-build]
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,6 +14,7 @@ COMMAND="perf/rig.sh $*"
 LEGS=bridge,redirect,testpmd,warden
 SIZES=64,1500
 DURATION=5
+RUNS=3
 INSTALL=1
 BUILD=1
 while [ $# -gt 0 ]; do
@@ -21,6 +22,7 @@ while [ $# -gt 0 ]; do
     --only) LEGS=$2; shift 2 ;;
     --sizes) SIZES=$2; shift 2 ;;
     --duration) DURATION=$2; shift 2 ;;
+    --runs) RUNS=$2; shift 2 ;;
     --no-install) INSTALL=0; shift ;;
     --no-build) BUILD=0; shift ;;
     -h | --help) sed -n '2,8p' "$0"; exit 0 ;;
@@ -55,8 +57,11 @@ stop_forwarder() {
 
 teardown() {
     stop_forwarder
-    # Deleting a namespace deletes its veths, their peers and their XDP programs.
+    # Deleting a namespace deletes its veths, their peers and their XDP programs; anything
+    # still running in one (only what this script started there) is stopped first.
     for ns in $NS_GEN $NS_FWD $NS_SINK; do
+        [ -e "/run/netns/$ns" ] || continue
+        for p in $(ip netns pids "$ns"); do kill -KILL "$p" 2>/dev/null || true; done
         ip netns del "$ns" 2>/dev/null || true
     done
     rm -f "$PIN" "$SOCK"
@@ -113,7 +118,6 @@ setup() {
 # FWD_CPU, so that in-kernel forwarding runs on the forwarder's core, not in the generator's
 # softirq.
 napi_to_fwd_cpu() {
-    [ "${NAPI:-thread}" = softirq ] && return 0
     in_ns $NS_FWD ethtool -K wpa gro on >/dev/null
     echo 1 | in_ns $NS_FWD tee /sys/class/net/wpa/threaded >/dev/null
     sleep 0.2
@@ -129,10 +133,10 @@ measure() {
     for size in ${SIZES//,/ }; do
         local r
         r=$(in_ns $NS_GEN taskset -c $GEN_CPU "$BIN/xdp-gen" --iface g0 --size "$size" --warmup 1 \
-            --duration "$DURATION" --dst-mac "$DST_MAC" --sink-pin "$PIN")
-        log "$leg $size B: $r"
-        jq -c --arg leg "$leg" --arg p "$placement" --arg n "$note" \
-            '. + {leg: $leg, placement: $p, note: $n}' <<<"$r" >>"$RESULTS"
+            --duration "$DURATION" --runs "$RUNS" --dst-mac "$DST_MAC" --sink-pin "$PIN")
+        log "$leg $size B: $(jq -c '[.runs[] | {offered_pps, sink_pps}]' <<<"$r")"
+        jq -c --arg leg "$leg" --arg p "$placement" --arg n "$note" --arg load "$(cut -d' ' -f1 /proc/loadavg)" \
+            '. + {leg: $leg, placement: $p, note: $n, loadavg1_after: ($load | tonumber)}' <<<"$r" >>"$RESULTS"
     done
 }
 
@@ -146,13 +150,19 @@ skip() {
 }
 
 # Starts a user-space forwarder ($2...) in the fwd namespace pinned to FWD_CPU, logging to
-# $WORK/$1.log; returns non-zero if it is dead after $WAIT seconds.
+# $WORK/$1.log. If it is dead after $WAIT seconds, sets WHY and returns non-zero.
 start_forwarder() {
-    local name=$1; shift
-    in_ns $NS_FWD taskset -c $FWD_CPU "$@" </dev/null >"$WORK/$name.log" 2>&1 &
+    local name=$1 rc=0; shift
+    # exec: FWD_PID is then the forwarder itself (ip netns exec and taskset exec too).
+    (exec ip netns exec $NS_FWD taskset -c $FWD_CPU "$@" </dev/null >"$WORK/$name.log" 2>&1) &
     FWD_PID=$!
     sleep "${WAIT:-3}"
-    kill -0 "$FWD_PID" 2>/dev/null
+    kill -0 "$FWD_PID" 2>/dev/null && return 0
+    wait "$FWD_PID" || rc=$?
+    FWD_PID=
+    WHY="$name exited with status $rc: $(grep -v '^ *$' "$WORK/$name.log" | tail -n 3 | tr '\n' ' ')"
+    log "$name log:"; tail -n 20 "$WORK/$name.log" >&2
+    return 1
 }
 
 leg_bridge() {
@@ -181,8 +191,8 @@ leg_testpmd() {
         --no-pci --no-huge --no-shconf --file-prefix wperf -m 512 --log-level=pmd.net.af_xdp:info \
         --vdev net_af_xdp0,iface=wpa,start_queue=0,queue_count=1 \
         --vdev net_af_xdp1,iface=wpb,start_queue=0,queue_count=1 \
-        -- --forward-mode=io --nb-cores=1 --rxq=1 --txq=1 --auto-start --stats-period=10; then
-        skip testpmd "dpdk-testpmd failed to start: $(grep -v '^$' "$WORK/testpmd.log" | tail -n 3 | tr '\n' ' ')"
+        -- --forward-mode=io --nb-cores=1 --rxq=1 --txq=1 --total-num-mbufs=16384 --auto-start --stats-period=10; then
+        skip testpmd "$WHY"
         return
     fi
     measure testpmd "gen cpu$GEN_CPU (+wpa rx softirq); testpmd io fwd cpu$FWD_CPU" \
@@ -197,7 +207,7 @@ leg_warden() {
     }
     setup
     if ! start_forwarder warden "$WARDEN_BIN" run --inline wpa:wpb --workers 1 --socket "$SOCK"; then
-        skip warden "warden failed to start: $(grep -v '^$' "$WORK/warden.log" | tail -n 3 | tr '\n' ' ')"
+        skip warden "$WHY"
         return
     fi
     measure warden "gen cpu$GEN_CPU (+wpa rx softirq); warden cpu$FWD_CPU" "--workers 1"

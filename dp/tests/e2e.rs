@@ -221,6 +221,10 @@ fn both_directions_meet_in_one_session_with_two_workers_and_queues() {
             assert_eq!(c.workers.len(), 2);
             let dropped: u64 = c.workers.iter().map(|w| w.handoff_dropped).sum();
             assert_eq!(dropped, 0);
+            // The kernel spread frames over both queues, so some reached the worker that does
+            // not own their flow and were handed over: the path this test is about.
+            let moved: u64 = c.workers.iter().map(|w| w.handoff_in).sum();
+            assert!(moved > 0, "no frame was handed between workers: {:?}", c.workers);
         }
         r => panic!("{r:?}"),
     }

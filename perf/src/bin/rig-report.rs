@@ -24,6 +24,9 @@ struct Args {
     command: String,
 }
 
+/// Sink/offered ratio above which a run counts as limited by the generator, not the forwarder.
+const LOSSLESS: f64 = 0.98;
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let text = std::fs::read_to_string(&args.results).context("read results")?;
@@ -43,6 +46,10 @@ fn main() -> Result<()> {
                 None => (None, String::new()),
             },
         };
+        if let (Some(o), Some(s)) = (rows[i]["offered_pps"].as_f64(), rows[i]["sink_pps"].as_f64()) {
+            // The forwarder passed (nearly) all it was offered: the generator's core was the limit.
+            rows[i]["bound"] = json!(if s >= LOSSLESS * o { "gen" } else { "fwd" });
+        }
         if let (Some(c), Some(s)) = (ceil, rows[i]["sink_pps"].as_f64()) {
             rows[i]["ratio_vs_redirect"] = json!(s / c);
             rows[i]["redirect_from"] = json!(from);
@@ -51,14 +58,14 @@ fn main() -> Result<()> {
 
     let mpps = |v: &Value| v.as_f64().map_or("-".into(), |x| format!("{:.3}", x / 1e6));
     println!(
-        "{:<9} {:>5} {:>13} {:>10} {:>9}  placement / note",
-        "leg", "bytes", "offered Mpps", "sink Mpps", "vs redir"
+        "{:<9} {:>5} {:>13} {:>10} {:>9} {:>5}  placement / note",
+        "leg", "bytes", "offered Mpps", "sink Mpps", "vs redir", "bound"
     );
     for r in &rows {
         let leg = r["leg"].as_str().unwrap_or("?");
         let size = r["size"].as_u64().unwrap_or(0);
         if let Some(why) = r["skipped"].as_str() {
-            println!("{leg:<9} {size:>5} {:>13} {:>10} {:>9}  SKIPPED: {why}", "-", "-", "-");
+            println!("{leg:<9} {size:>5} {:>13} {:>10} {:>9} {:>5}  SKIPPED: {why}", "-", "-", "-", "-");
             continue;
         }
         let ratio = r["ratio_vs_redirect"].as_f64().map_or("-".into(), |x| {
@@ -67,10 +74,11 @@ fn main() -> Result<()> {
         });
         let note = r["note"].as_str().filter(|n| !n.is_empty()).map(|n| format!(" ({n})"));
         println!(
-            "{leg:<9} {size:>5} {:>13} {:>10} {:>9}  {}{}",
+            "{leg:<9} {size:>5} {:>13} {:>10} {:>9} {:>5}  {}{}",
             mpps(&r["offered_pps"]),
             mpps(&r["sink_pps"]),
             ratio,
+            r["bound"].as_str().unwrap_or("-"),
             r["placement"].as_str().unwrap_or(""),
             note.unwrap_or_default()
         );
@@ -79,6 +87,8 @@ fn main() -> Result<()> {
         println!("* redirect ceiling taken from an earlier run (see redirect_from in the JSON)");
     }
 
+    println!("bound: fwd = the forwarder dropped >{:.0}% of what was offered (its limit); gen = it passed", (1.0 - LOSSLESS) * 100.0);
+    println!("       nearly all, so the generator's core was the limit and the forwarder's is higher");
     let report = json!({
         "command": args.command,
         "machine": machine(),

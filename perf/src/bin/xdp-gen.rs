@@ -42,16 +42,27 @@ struct Args {
     /// Seconds of unmeasured sending before the measured run.
     #[arg(long, default_value_t = 0.0)]
     warmup: f64,
+    /// Measured runs (one warm-up first); the median is reported at the top level.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
     /// Descriptors queued per loop iteration.
     #[arg(long, default_value_t = 256)]
     batch: u32,
 }
 
-/// What one run measured.
+/// What the runs measured: the median run (by sink rate, else offered rate), and all runs.
 #[derive(Serialize)]
 struct Report {
     iface: String,
     size: usize,
+    #[serde(flatten)]
+    median: Run,
+    runs: Vec<Run>,
+}
+
+/// What one run measured.
+#[derive(Serialize, Clone)]
+struct Run {
     /// Seconds from the first frame queued to the last one completed.
     secs: f64,
     /// Frames the kernel took from the tx ring (sent to the interface, or dropped by it).
@@ -99,21 +110,26 @@ fn main() -> Result<()> {
         send(&mut tx, &mut device, desc, args.warmup, args.rate, args.batch);
     }
 
-    let sink_before = args.sink_pin.as_deref().map(warden_perf::read_sink).transpose()?;
-    let (done, secs) = send(&mut tx, &mut device, desc, args.duration, args.rate, args.batch);
-    std::thread::sleep(Duration::from_millis(20)); // let the last frames cross the forwarder
-    let sink_after = args.sink_pin.as_deref().map(warden_perf::read_sink).transpose()?;
-    let sink = sink_before.zip(sink_after).map(|(b, a)| (a.frames - b.frames, a.bytes - b.bytes));
-    let report = Report {
-        iface: args.iface,
-        size: args.size,
-        secs,
-        offered: done,
-        offered_pps: done as f64 / secs,
-        sink_frames: sink.map(|s| s.0),
-        sink_bytes: sink.map(|s| s.1),
-        sink_pps: sink.map(|s| s.0 as f64 / secs),
-    };
+    let mut runs = Vec::new();
+    for _ in 0..args.runs.max(1) {
+        let sink_before = args.sink_pin.as_deref().map(warden_perf::read_sink).transpose()?;
+        let (done, secs) = send(&mut tx, &mut device, desc, args.duration, args.rate, args.batch);
+        std::thread::sleep(Duration::from_millis(20)); // let the last frames cross the forwarder
+        let sink_after = args.sink_pin.as_deref().map(warden_perf::read_sink).transpose()?;
+        let sink = sink_before.zip(sink_after).map(|(b, a)| (a.frames - b.frames, a.bytes - b.bytes));
+        runs.push(Run {
+            secs,
+            offered: done,
+            offered_pps: done as f64 / secs,
+            sink_frames: sink.map(|s| s.0),
+            sink_bytes: sink.map(|s| s.1),
+            sink_pps: sink.map(|s| s.0 as f64 / secs),
+        });
+    }
+    let mut order: Vec<&Run> = runs.iter().collect();
+    order.sort_by(|a, b| a.sink_pps.unwrap_or(a.offered_pps).total_cmp(&b.sink_pps.unwrap_or(b.offered_pps)));
+    let median = order[order.len() / 2].clone();
+    let report = Report { iface: args.iface, size: args.size, median, runs };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }
