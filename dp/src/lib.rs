@@ -14,6 +14,7 @@
 //! - [`replay`]: the offline pipeline over pcap files;
 //! - [`config`]: `warden.toml`.
 
+pub mod app;
 pub mod config;
 pub mod control;
 pub mod daemon;

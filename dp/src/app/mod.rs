@@ -1,0 +1,159 @@
+//! App (L7 protocol) detection and parsing: the contract every protocol module implements.
+//!
+//! One module (directory) per protocol under `app/`, each with pure parsing functions over
+//! `&[u8]` (`parser.rs`) and a per-session state implementing [`AppParser`] (`mod.rs`).
+//! `template/` is a complete, tested example to copy when adding a protocol.
+//!
+//! Contract (after Suricata's app-layer parsers):
+//! - **Probing** is stateless: [`AppParser::probe`] sees the first bytes of one direction and says
+//!   [`Probe::Match`], [`Probe::NeedMore`] or [`Probe::NoMatch`]. It must decide the same way
+//!   however TCP segmented those bytes: a prefix of a real first message is never `NoMatch`.
+//!   Ports only order the candidates; content decides.
+//! - **Parsers never buffer**: [`AppParser::feed`] gets in-order bytes of one direction and says
+//!   how much it consumed; the stream engine keeps the unconsumed tail (bounded) and presents it
+//!   again with more bytes appended. Parser state is fixed-size (`Clone`, no heap), so a
+//!   snapshot can be copied into a report.
+//! - Every length read from the wire is capped before use; unknown codes are values, not errors;
+//!   nothing panics on any input. Extracted strings are bounded ([`Text`]).
+//! - Gaps (bytes the engine lost) are announced with [`AppParser::gap`]; a parser resynchronises
+//!   or stops.
+
+use arrayvec::ArrayString;
+use serde_json::{Map, Value};
+
+pub use crate::session::Dir;
+
+pub mod template;
+#[cfg(test)]
+pub mod testutil;
+
+/// An application protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum App {
+    /// Not (yet) recognised.
+    #[default]
+    Unknown,
+    /// The template protocol (tests and documentation only).
+    Template,
+    /// HTTP/1.0 and HTTP/1.1.
+    Http,
+    /// HTTP/2 (prior knowledge or h2c upgrade).
+    Http2,
+    /// gRPC over HTTP/2.
+    Grpc,
+    /// TLS.
+    Tls,
+    /// DNS over UDP or TCP.
+    Dns,
+    /// SSH.
+    Ssh,
+    /// Redis RESP2/RESP3.
+    Redis,
+    /// MySQL / MariaDB client-server protocol.
+    Mysql,
+    /// PostgreSQL frontend/backend protocol.
+    Postgresql,
+}
+
+impl App {
+    /// Name used in connection records and policy (`"unknown"`, `"http"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            App::Unknown => "unknown",
+            App::Template => "template",
+            App::Http => "http",
+            App::Http2 => "http2",
+            App::Grpc => "grpc",
+            App::Tls => "tls",
+            App::Dns => "dns",
+            App::Ssh => "ssh",
+            App::Redis => "redis",
+            App::Mysql => "mysql",
+            App::Postgresql => "postgresql",
+        }
+    }
+}
+
+/// Transport a protocol runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// TCP only.
+    Tcp,
+    /// UDP only.
+    Udp,
+    /// Both.
+    Both,
+}
+
+/// Outcome of probing the first bytes of a direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// These bytes are this protocol.
+    Match,
+    /// Not enough bytes to decide.
+    NeedMore,
+    /// Not this protocol.
+    NoMatch,
+}
+
+/// Outcome of feeding bytes to a parser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// `n` bytes were consumed (whole messages); present the rest again with more data.
+    Consumed(usize),
+    /// `consumed` bytes were consumed and the next message needs at least `at_least` bytes in
+    /// total (from the start of the unconsumed part) before it can be parsed.
+    Need {
+        /// Bytes consumed.
+        consumed: usize,
+        /// Minimum length of the unconsumed part worth presenting next.
+        at_least: usize,
+    },
+    /// The parser has extracted what it wants (or gave up on this stream): stop feeding it.
+    Done,
+}
+
+/// Bounded text for extracted fields: at most `N` bytes, truncated on a UTF-8 boundary, invalid
+/// UTF-8 replaced.
+pub type Text<const N: usize> = ArrayString<N>;
+
+/// Builds a [`Text`] from wire bytes, truncating to `N` bytes.
+pub fn text<const N: usize>(bytes: &[u8]) -> Text<N> {
+    let mut out = ArrayString::<N>::new();
+    for ch in String::from_utf8_lossy(&bytes[..bytes.len().min(N * 4)]).chars() {
+        if out.try_push(ch).is_err() {
+            break;
+        }
+    }
+    out
+}
+
+/// One protocol's per-session parser. See the module docs for the contract.
+pub trait AppParser: Default + Clone + Send + 'static {
+    /// The app this parser recognises.
+    const APP: App;
+    /// Ports that put this parser first among the candidates (ordering only).
+    const PORTS: &'static [u16];
+    /// Transport(s) it runs on.
+    const TRANSPORT: Transport;
+
+    /// Stateless probe of the first bytes of direction `dir` (for UDP: the first datagram).
+    fn probe(dir: Dir, data: &[u8]) -> Probe;
+
+    /// Feeds in-order bytes of `dir` (for UDP: exactly one datagram, which should be consumed
+    /// whole).
+    fn feed(&mut self, dir: Dir, data: &[u8]) -> Feed;
+
+    /// `len` bytes of `dir` were lost. Default: nothing (parsers that frame by length override
+    /// this to resynchronise or give up).
+    fn gap(&mut self, _dir: Dir, _len: usize) {}
+
+    /// The app as refined by parsing (HTTP/2 becomes gRPC on `application/grpc`). Default
+    /// [`AppParser::APP`].
+    fn app(&self) -> App {
+        Self::APP
+    }
+
+    /// Writes the record's `l7` fields (bounded). Called off the packet path.
+    fn l7(&self, out: &mut Map<String, Value>);
+}

@@ -1,0 +1,199 @@
+//! Test helpers for app parsers: a miniature stream engine (buffering exactly as the real one
+//! does), prefix and segmentation checks, and flow extraction from the corpus pcaps.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde_json::Map;
+
+use super::{AppParser, Dir, Feed, Probe};
+use crate::flow::{End, FlowKey};
+use crate::wire::{self, tcpflag, L4};
+
+/// Feeds `segments` of one direction the way the stream engine does: unconsumed bytes are kept
+/// and presented again with the next segment appended. Returns the bytes never consumed.
+pub fn feed_segments<P: AppParser>(p: &mut P, dir: Dir, segments: &[&[u8]]) -> Vec<u8> {
+    let mut pending: Vec<u8> = Vec::new();
+    let mut need = 0usize;
+    for seg in segments {
+        pending.extend_from_slice(seg);
+        if pending.len() < need {
+            continue;
+        }
+        match p.feed(dir, &pending) {
+            Feed::Consumed(n) => {
+                pending.drain(..n.min(pending.len()));
+                need = 0;
+            }
+            Feed::Need { consumed, at_least } => {
+                pending.drain(..consumed.min(pending.len()));
+                need = at_least;
+            }
+            Feed::Done => return Vec::new(),
+        }
+    }
+    pending
+}
+
+/// Feeds all of `bytes` as one segment.
+pub fn feed_all<P: AppParser>(p: &mut P, dir: Dir, bytes: &[u8]) -> Vec<u8> {
+    feed_segments(p, dir, &[bytes])
+}
+
+/// The `l7` object of a parser.
+pub fn l7_of<P: AppParser>(p: &P) -> Map<String, serde_json::Value> {
+    let mut m = Map::new();
+    p.l7(&mut m);
+    m
+}
+
+/// Asserts that `bytes` (a real first message and what follows in `dir`) is recognised on the
+/// whole, that no prefix of it is rejected, and that feeding any prefix never panics.
+pub fn check_every_prefix<P: AppParser>(dir: Dir, bytes: &[u8]) {
+    assert_eq!(P::probe(dir, bytes), Probe::Match, "{:?} does not match its own bytes", P::APP);
+    for cut in 0..bytes.len() {
+        let prefix = &bytes[..cut];
+        assert_ne!(P::probe(dir, prefix), Probe::NoMatch, "{:?}: prefix of {cut} bytes rejected", P::APP);
+        let mut p = P::default();
+        let _ = feed_all(&mut p, dir, prefix);
+        let _ = l7_of(&p);
+    }
+}
+
+/// Asserts that splitting `bytes` into two segments at every boundary yields the same `l7` as
+/// feeding it whole.
+pub fn check_every_split<P: AppParser>(dir: Dir, bytes: &[u8]) {
+    let mut whole = P::default();
+    feed_all(&mut whole, dir, bytes);
+    let want = l7_of(&whole);
+    for cut in 1..bytes.len() {
+        let mut p = P::default();
+        feed_segments(&mut p, dir, &[&bytes[..cut], &bytes[cut..]]);
+        assert_eq!(l7_of(&p), want, "{:?}: split at {cut} changes the result", P::APP);
+    }
+}
+
+/// One flow of a capture, reassembled.
+#[derive(Debug, Clone, Default)]
+pub struct Flow {
+    /// IP protocol.
+    pub proto: u8,
+    /// Client port.
+    pub client_port: u16,
+    /// Server port.
+    pub server_port: u16,
+    /// TCP: client-to-server bytes in sequence order (retransmissions removed).
+    pub to_server: Vec<u8>,
+    /// TCP: server-to-client bytes.
+    pub to_client: Vec<u8>,
+    /// UDP: datagram payloads with their direction, in capture order.
+    pub datagrams: Vec<(Dir, Vec<u8>)>,
+    /// TCP: the payload of each segment as captured, with its direction (segmentation tests).
+    pub segments: Vec<(Dir, Vec<u8>)>,
+}
+
+/// Path of a corpus file (`../shared/corpus/NAME` from the workspace).
+pub fn corpus(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus").join(name)
+}
+
+/// Reads a corpus pcap and returns its flows in order of first frame.
+pub fn corpus_flows(name: &str) -> Vec<Flow> {
+    let file = std::fs::File::open(corpus(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let mut r = pcap_file::pcap::PcapReader::new(file).unwrap();
+    struct Acc {
+        flow: Flow,
+        client: End,
+        isn: [Option<u32>; 2],
+        segs: [BTreeMap<u32, Vec<u8>>; 2],
+    }
+    let mut flows: Vec<Acc> = Vec::new();
+    let mut index: BTreeMap<(u8, [u8; 16], [u8; 16], u16, u16), usize> = BTreeMap::new();
+    while let Some(Ok(pkt)) = r.next_packet() {
+        let Ok(f) = wire::decode(&pkt.data) else { continue };
+        let Some(ip) = f.ip else { continue };
+        if !matches!(ip.l4, L4::Tcp { .. } | L4::Udp) {
+            continue;
+        }
+        let (k, end): (FlowKey, End) = FlowKey::new(0, ip.proto, ip.src, ip.sport, ip.dst, ip.dport);
+        let id = (k.proto, k.lo.0, k.hi.0, k.lo_port, k.hi_port);
+        let i = *index.entry(id).or_insert_with(|| {
+            let client = match ip.l4 {
+                L4::Tcp { flags, .. } if flags & (tcpflag::SYN | tcpflag::ACK) == tcpflag::SYN | tcpflag::ACK => {
+                    if end == End::Lo { End::Hi } else { End::Lo }
+                }
+                _ => end,
+            };
+            let (cp, sp) = if client == end { (ip.sport, ip.dport) } else { (ip.dport, ip.sport) };
+            flows.push(Acc {
+                flow: Flow { proto: ip.proto, client_port: cp, server_port: sp, ..Flow::default() },
+                client,
+                isn: [None, None],
+                segs: [BTreeMap::new(), BTreeMap::new()],
+            });
+            flows.len() - 1
+        });
+        let a = &mut flows[i];
+        let dir = if end == a.client { Dir::ToServer } else { Dir::ToClient };
+        match ip.l4 {
+            L4::Tcp { seq, flags, .. } => {
+                let d = dir as usize;
+                if flags & tcpflag::SYN != 0 {
+                    a.isn[d] = Some(seq.wrapping_add(1));
+                }
+                if !ip.payload.is_empty() {
+                    let base = *a.isn[d].get_or_insert(seq);
+                    let off = seq.wrapping_sub(base);
+                    a.segs[d].entry(off).or_insert_with(|| ip.payload.to_vec());
+                    a.flow.segments.push((dir, ip.payload.to_vec()));
+                }
+            }
+            _ => a.flow.datagrams.push((dir, ip.payload.to_vec())),
+        }
+    }
+    flows
+        .into_iter()
+        .map(|mut a| {
+            for d in 0..2 {
+                let mut out: Vec<u8> = Vec::new();
+                for (off, data) in &a.segs[d] {
+                    let off = *off as usize;
+                    if off + data.len() <= out.len() {
+                        continue;
+                    }
+                    if off > out.len() {
+                        break; // a hole: stop at the first gap
+                    }
+                    out.extend_from_slice(&data[out.len() - off..]);
+                }
+                if d == 0 {
+                    a.flow.to_server = out;
+                } else {
+                    a.flow.to_client = out;
+                }
+            }
+            a.flow
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_corpus_reassembles_requests_and_responses() {
+        let flows = corpus_flows("http.pcap");
+        let f = flows.iter().find(|f| f.server_port == 80 && !f.to_server.is_empty()).unwrap();
+        assert!(f.to_server.starts_with(b"GET ") || f.to_server.starts_with(b"POST ") || f.to_server.starts_with(b"HEAD "));
+        assert!(f.to_client.starts_with(b"HTTP/1."));
+    }
+
+    #[test]
+    fn dns_corpus_has_datagrams_both_ways() {
+        let flows = corpus_flows("dns.pcap");
+        let f = flows.iter().find(|f| f.proto == 17 && f.server_port == 53).unwrap();
+        assert!(f.datagrams.iter().any(|(d, _)| *d == Dir::ToServer));
+        assert!(f.datagrams.iter().any(|(d, _)| *d == Dir::ToClient));
+    }
+}
