@@ -23,6 +23,7 @@ pub mod inspect;
 pub mod record;
 pub mod replay;
 pub mod session;
+pub mod stream;
 pub mod worker;
 pub mod xsk;
 pub mod wire;

@@ -1,0 +1,415 @@
+//! TCP stream tracking for one direction of a session: in-order delivery to a parser, bounded
+//! out-of-order buffering, retransmissions and overlaps delivered once, overlaps with
+//! *different* data counted, gaps reported.
+//!
+//! Zero-copy when possible: an in-order segment goes straight from the frame to the parser;
+//! only the bytes the parser did not consume, and out-of-order segments, are copied into
+//! buffers taken from the core's [`BufPool`]. Every buffer is bounded by the per-session cap and
+//! the pool by the per-core cap; exceeding either ends inspection of the session (it keeps being
+//! forwarded and counted) with a [`Bypass`] reason.
+//!
+//! Sequence arithmetic is modulo 2^32 (RFC 9293 §3.4).
+
+use arrayvec::ArrayVec;
+
+use crate::app::Feed;
+
+/// Why a stream stopped being inspected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bypass {
+    /// The per-session buffer cap was exceeded.
+    SessionCap,
+    /// The per-core buffer cap was exceeded.
+    CoreCap,
+    /// Too many out-of-order segments were waiting.
+    OutOfOrder,
+}
+
+impl Bypass {
+    /// Name used in connection records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bypass::SessionCap => "stream_session_cap",
+            Bypass::CoreCap => "stream_core_cap",
+            Bypass::OutOfOrder => "out_of_order_limit",
+        }
+    }
+}
+
+/// Where in-order bytes go.
+pub trait Sink {
+    /// In-order bytes; the answer says how many were consumed (see [`Feed`]).
+    fn data(&mut self, bytes: &[u8]) -> Feed;
+    /// `len` bytes were lost before the next [`Sink::data`].
+    fn gap(&mut self, len: usize);
+}
+
+/// Per-core pool of reusable byte buffers, bounded by a total byte cap.
+pub struct BufPool {
+    free: Vec<Vec<u8>>,
+    in_use: usize,
+    cap: usize,
+    session_cap: usize,
+}
+
+impl BufPool {
+    /// A pool allowing `core_cap` bytes in use in total, `session_cap` per buffer.
+    pub fn new(core_cap: usize, session_cap: usize) -> Self {
+        BufPool { free: Vec::new(), in_use: 0, cap: core_cap, session_cap }
+    }
+
+    /// Bytes reserved by live buffers.
+    pub fn in_use(&self) -> usize {
+        self.in_use
+    }
+
+    fn take(&mut self) -> Option<Vec<u8>> {
+        if self.in_use + self.session_cap > self.cap {
+            return None;
+        }
+        self.in_use += self.session_cap;
+        Some(self.free.pop().unwrap_or_else(|| Vec::with_capacity(self.session_cap)))
+    }
+
+    fn give(&mut self, mut b: Vec<u8>) {
+        b.clear();
+        self.in_use = self.in_use.saturating_sub(self.session_cap);
+        // Keep at most enough buffers to reach the cap again; the rest is freed.
+        if self.free.len() * self.session_cap < self.cap {
+            self.free.push(b);
+        }
+    }
+}
+
+const MAX_OOO: usize = 8;
+
+/// One direction of a TCP stream.
+#[derive(Debug, Default)]
+pub struct Stream {
+    next: u32,
+    started: bool,
+    done: bool,
+    pending: Option<Vec<u8>>,
+    need: usize,
+    ooo: ArrayVec<(u32, Vec<u8>), MAX_OOO>,
+    /// Segments entirely retransmitted (already delivered).
+    pub retransmissions: u32,
+    /// Overlapping bytes that differed from the bytes seen first (an evasion signal).
+    pub overlaps_differ: u32,
+    /// Gaps reported to the parser.
+    pub gaps: u32,
+    /// Set when inspection stopped.
+    pub bypass: Option<Bypass>,
+}
+
+impl Stream {
+    /// Starts the stream at `seq` (the first data byte: ISN + 1 after a SYN).
+    pub fn start(&mut self, seq: u32) {
+        if !self.started {
+            self.next = seq;
+            self.started = true;
+        }
+    }
+
+    /// True once the parser said it is done or inspection was bypassed.
+    pub fn finished(&self) -> bool {
+        self.done || self.bypass.is_some()
+    }
+
+    /// Returns every buffer to the pool (session end).
+    pub fn release(&mut self, pool: &mut BufPool) {
+        if let Some(b) = self.pending.take() {
+            pool.give(b);
+        }
+        for (_, b) in self.ooo.drain(..) {
+            pool.give(b);
+        }
+    }
+
+    fn stop(&mut self, why: Bypass, pool: &mut BufPool) {
+        self.bypass = Some(why);
+        self.release(pool);
+    }
+
+    /// Accepts a segment with sequence number `seq` and `payload`.
+    pub fn segment(&mut self, seq: u32, payload: &[u8], pool: &mut BufPool, sink: &mut dyn Sink) {
+        if payload.is_empty() || self.finished() {
+            return;
+        }
+        self.start(seq);
+        let off = seq.wrapping_sub(self.next) as i32;
+        let mut data = payload;
+        if off < 0 {
+            let already = off.unsigned_abs() as usize;
+            self.compare_with_pending(already, data);
+            if already >= data.len() {
+                self.retransmissions += 1;
+                return;
+            }
+            data = &data[already..];
+        } else if off > 0 {
+            self.store_ooo(seq, data, pool, sink);
+            return;
+        }
+        self.deliver(data, pool, sink);
+        self.drain_ooo(pool, sink);
+    }
+
+    /// Compares a retransmitted segment, whose first `already` bytes lie before `next`, with
+    /// the unconsumed bytes still held.
+    fn compare_with_pending(&mut self, already: usize, data: &[u8]) {
+        let Some(p) = &self.pending else { return };
+        if already > p.len() {
+            return;
+        }
+        let start = p.len() - already;
+        let n = already.min(data.len());
+        if p[start..start + n] != data[..n] {
+            self.overlaps_differ += 1;
+        }
+    }
+
+    fn store_ooo(&mut self, seq: u32, data: &[u8], pool: &mut BufPool, sink: &mut dyn Sink) {
+        // Overlap with a segment already waiting: keep the first, count a difference.
+        for (s, b) in &self.ooo {
+            let rel = seq.wrapping_sub(*s) as i32;
+            if rel >= 0 && (rel as usize) < b.len() {
+                let start = rel as usize;
+                let n = (b.len() - start).min(data.len());
+                if b[start..start + n] != data[..n] {
+                    self.overlaps_differ += 1;
+                }
+                if n == data.len() {
+                    self.retransmissions += 1;
+                    return;
+                }
+            }
+        }
+        if self.ooo.is_full() {
+            // Give up waiting for the hole: report it and continue from the oldest segment.
+            let first = self.ooo.iter().map(|(s, _)| s.wrapping_sub(self.next)).min().unwrap_or(0);
+            self.gaps += 1;
+            sink.gap(first as usize);
+            self.next = self.next.wrapping_add(first);
+            if let Some(p) = &mut self.pending {
+                p.clear();
+            }
+            self.need = 0;
+            self.drain_ooo(pool, sink);
+            if self.ooo.is_full() {
+                self.stop(Bypass::OutOfOrder, pool);
+                return;
+            }
+            // The hole moved: this segment may now be in order.
+            let already = self.next.wrapping_sub(seq) as i32;
+            if already >= 0 {
+                if (already as usize) < data.len() {
+                    self.deliver(&data[already as usize..], pool, sink);
+                    self.drain_ooo(pool, sink);
+                }
+                return;
+            }
+        }
+        let Some(mut b) = pool.take() else {
+            self.stop(Bypass::CoreCap, pool);
+            return;
+        };
+        if data.len() > b.capacity() {
+            pool.give(b);
+            self.stop(Bypass::SessionCap, pool);
+            return;
+        }
+        b.extend_from_slice(data);
+        self.ooo.push((seq, b));
+    }
+
+    fn drain_ooo(&mut self, pool: &mut BufPool, sink: &mut dyn Sink) {
+        while !self.finished() {
+            let Some(i) = self.ooo.iter().position(|(s, _)| (s.wrapping_sub(self.next) as i32) <= 0) else {
+                return;
+            };
+            let (s, b) = self.ooo.swap_remove(i);
+            let already = self.next.wrapping_sub(s) as usize;
+            if already < b.len() {
+                self.deliver(&b[already..], pool, sink);
+            }
+            pool.give(b);
+        }
+    }
+
+    fn deliver(&mut self, data: &[u8], pool: &mut BufPool, sink: &mut dyn Sink) {
+        self.next = self.next.wrapping_add(data.len() as u32);
+        if self.done {
+            return;
+        }
+        let holding = self.pending.as_ref().is_some_and(|p| !p.is_empty());
+        if !holding {
+            if data.len() < self.need {
+                self.keep(data, pool);
+                return;
+            }
+            let r = sink.data(data);
+            self.after_feed(r, data, pool);
+            return;
+        }
+        let Some(p) = self.pending.as_mut() else { return };
+        if p.len() + data.len() > p.capacity() {
+            self.stop(Bypass::SessionCap, pool);
+            return;
+        }
+        p.extend_from_slice(data);
+        if p.len() < self.need {
+            return;
+        }
+        let r = sink.data(p);
+        let (consumed, need, done) = match r {
+            Feed::Consumed(n) => (n, 0, false),
+            Feed::Need { consumed, at_least } => (consumed, at_least, false),
+            Feed::Done => (0, 0, true),
+        };
+        if done {
+            self.done = true;
+            self.release(pool);
+            return;
+        }
+        p.drain(..consumed.min(p.len()));
+        self.need = need;
+        if self.need > p.capacity() {
+            self.stop(Bypass::SessionCap, pool);
+        }
+    }
+
+    fn after_feed(&mut self, r: Feed, data: &[u8], pool: &mut BufPool) {
+        let (consumed, need) = match r {
+            Feed::Consumed(n) => (n, 0),
+            Feed::Need { consumed, at_least } => (consumed, at_least),
+            Feed::Done => {
+                self.done = true;
+                self.release(pool);
+                return;
+            }
+        };
+        self.need = need;
+        let rest = data.get(consumed..).unwrap_or(&[]);
+        if !rest.is_empty() || need > 0 {
+            self.keep(rest, pool);
+        }
+    }
+
+    fn keep(&mut self, bytes: &[u8], pool: &mut BufPool) {
+        if self.pending.is_none() {
+            match pool.take() {
+                Some(b) => self.pending = Some(b),
+                None => return self.stop(Bypass::CoreCap, pool),
+            }
+        }
+        let Some(p) = self.pending.as_mut() else { return };
+        if p.len() + bytes.len() > p.capacity() || self.need > p.capacity() {
+            return self.stop(Bypass::SessionCap, pool);
+        }
+        p.extend_from_slice(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Consumes whole lines; records them and gaps.
+    #[derive(Default)]
+    struct Lines {
+        lines: Vec<String>,
+        gaps: Vec<usize>,
+    }
+
+    impl Sink for Lines {
+        fn data(&mut self, bytes: &[u8]) -> Feed {
+            let mut off = 0;
+            while let Some(i) = bytes[off..].iter().position(|&b| b == b'\n') {
+                self.lines.push(String::from_utf8_lossy(&bytes[off..off + i]).into_owned());
+                off += i + 1;
+            }
+            Feed::Need { consumed: off, at_least: bytes.len() - off + 1 }
+        }
+        fn gap(&mut self, len: usize) {
+            self.gaps.push(len);
+        }
+    }
+
+    fn run(segs: &[(u32, &[u8])]) -> (Lines, Stream) {
+        let mut pool = BufPool::new(1 << 20, 4096);
+        let mut s = Stream::default();
+        s.start(1000);
+        let mut sink = Lines::default();
+        for (seq, d) in segs {
+            s.segment(*seq, d, &mut pool, &mut sink);
+        }
+        s.release(&mut pool);
+        assert_eq!(pool.in_use(), 0);
+        (sink, s)
+    }
+
+    #[test]
+    fn in_order_split_lines() {
+        let (l, s) = run(&[(1000, b"hel"), (1003, b"lo\nwor"), (1009, b"ld\n")]);
+        assert_eq!(l.lines, ["hello", "world"]);
+        assert_eq!((s.gaps, s.retransmissions), (0, 0));
+    }
+
+    #[test]
+    fn out_of_order_and_retransmission_delivered_once() {
+        let (l, s) = run(&[(1006, b"two\n"), (1000, b"one\n"), (1000, b"one\n"), (1004, b"xxtwo\n")]);
+        // "one\n" (4) then "xx" at 1004 arrives late, "two\n" waited at 1006.
+        assert_eq!(l.lines, ["one", "xxtwo"]);
+        assert!(s.retransmissions >= 1);
+    }
+
+    #[test]
+    fn overlap_with_different_data_is_counted() {
+        let (_, s) = run(&[(1004, b"abcd"), (1004, b"abXd"), (1000, b"12")]);
+        assert_eq!(s.overlaps_differ, 1);
+    }
+
+    #[test]
+    fn a_hole_that_never_fills_becomes_a_gap() {
+        let mut segs: Vec<(u32, Vec<u8>)> = Vec::new();
+        for i in 0..(MAX_OOO as u32 + 1) {
+            segs.push((1010 + i * 2, b"a\n".to_vec()));
+        }
+        let refs: Vec<(u32, &[u8])> = segs.iter().map(|(s, d)| (*s, d.as_slice())).collect();
+        let (l, s) = run(&refs);
+        assert_eq!(l.gaps, [10]);
+        assert_eq!(s.gaps, 1);
+        assert_eq!(l.lines.len(), MAX_OOO + 1);
+    }
+
+    #[test]
+    fn caps_bypass_instead_of_growing() {
+        let mut pool = BufPool::new(8192, 16);
+        let mut s = Stream::default();
+        s.start(0);
+        let mut sink = Lines::default();
+        s.segment(0, b"no newline here and longer than sixteen", &mut pool, &mut sink);
+        assert_eq!(s.bypass, Some(Bypass::SessionCap));
+        assert_eq!(pool.in_use(), 0);
+        // Per-core cap: one buffer of 16 in a pool of 16 bytes leaves none for a second stream.
+        let mut pool = BufPool::new(16, 16);
+        let (mut a, mut b) = (Stream::default(), Stream::default());
+        a.start(0);
+        b.start(0);
+        a.segment(0, b"partial", &mut pool, &mut sink);
+        b.segment(0, b"partial", &mut pool, &mut sink);
+        assert_eq!((a.bypass, b.bypass), (None, Some(Bypass::CoreCap)));
+    }
+
+    #[test]
+    fn sequence_wraps() {
+        let mut pool = BufPool::new(1 << 20, 4096);
+        let mut s = Stream::default();
+        s.start(u32::MAX - 2);
+        let mut sink = Lines::default();
+        s.segment(u32::MAX - 2, b"ab", &mut pool, &mut sink);
+        s.segment(u32::MAX, b"c\nd\n", &mut pool, &mut sink);
+        assert_eq!(sink.lines, ["abc", "d"]);
+    }
+}
