@@ -253,6 +253,24 @@ pub struct ConnectionRecord {
     /// Why the session ended when `closed` (`fin`, `rst`, `idle`, `evicted`, `shutdown`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_reason: Option<String>,
+    /// Session packets seen when the app was decided (absent while `app` is unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_detected_after: Option<u32>,
+    /// Fields the app's parser extracted (bounded; shape per app, see ARCHITECTURE.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l7: Option<serde_json::Map<String, serde_json::Value>>,
+    /// `active` (probing or parsing), `done` (nothing more to inspect) or `bypassed`
+    /// (forwarded and counted but no longer inspected, see `inspection_reason`). Absent for
+    /// protocols Warden does not inspect (ICMP, other IP protocols).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inspection: Option<String>,
+    /// Why inspection was bypassed (`stream_session_cap`, `stream_core_cap`,
+    /// `out_of_order_limit`, `inspection_pool_full`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inspection_reason: Option<String>,
+    /// TCP bytes retransmitted with different content than first seen (evasion signal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_overlap_conflicts: Option<u32>,
 }
 
 /// A batch of connection records pushed to subscribers every report interval.

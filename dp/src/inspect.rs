@@ -4,8 +4,9 @@
 //! The pipeline never knows where frames come from (the NeuVector `dp` shape: I/O backends call
 //! into inspection, never the reverse). It allocates nothing per frame.
 
+use crate::app::engine::{Engine, EngineConfig};
 use crate::flow::{End, FlowKey};
-use crate::session::{Dir, SessionTable, Timeouts};
+use crate::session::{Dir, SessionSnapshot, SessionTable, Timeouts, NO_APP};
 use crate::wire::{self, Frame, Malformed, L4};
 
 /// What happens to a frame.
@@ -80,10 +81,12 @@ pub struct InspectStats {
     pub icmp_errors_related: u64,
 }
 
-/// Decode + session tracking for one core.
+/// Decode + session tracking + app detection for one core.
 pub struct Inspector {
     /// The core's session table.
     pub sessions: SessionTable,
+    /// The core's app detection engine.
+    pub engine: Engine,
     /// Counters.
     pub stats: InspectStats,
     malformed: MalformedPolicy,
@@ -97,10 +100,21 @@ pub fn flow_of(frame: &Frame<'_>, zone: u16) -> Option<(FlowKey, End)> {
 }
 
 impl Inspector {
-    /// A pipeline with a session table of `max_sessions` entries.
+    /// A pipeline with a session table of `max_sessions` entries and the default engine.
     pub fn new(max_sessions: usize, timeouts: Timeouts, malformed: MalformedPolicy) -> Self {
+        Self::with_engine(max_sessions, timeouts, malformed, EngineConfig::default())
+    }
+
+    /// A pipeline with an explicitly sized engine.
+    pub fn with_engine(
+        max_sessions: usize,
+        timeouts: Timeouts,
+        malformed: MalformedPolicy,
+        engine: EngineConfig,
+    ) -> Self {
         Inspector {
             sessions: SessionTable::new(max_sessions, timeouts),
+            engine: Engine::new(engine),
             stats: InspectStats::default(),
             malformed,
         }
@@ -152,7 +166,78 @@ impl Inspector {
         if t.dir == Dir::ToServer && !t.new {
             self.sessions.note_client_iface(t.idx, meta.iface);
         }
+        if matches!(ip.l4, L4::Tcp { .. } | L4::Udp) {
+            self.inspect_payload(t.idx, t.new, t.dir, ip);
+        }
         Verdict::Forward
+    }
+
+    fn inspect_payload(&mut self, idx: u32, new: bool, dir: Dir, ip: &wire::Ip<'_>) {
+        let s = self.sessions.get(idx);
+        let server_port = match (s.client, dir) {
+            (End::Lo, _) => s.key.hi_port,
+            (End::Hi, _) => s.key.lo_port,
+        };
+        let packets = (s.packets[0] + s.packets[1]).min(u64::from(u32::MAX)) as u32;
+        let mut ctx = s.app_ctx;
+        if new {
+            ctx = self.engine.open(ip.proto, server_port).unwrap_or(NO_APP);
+            self.sessions.get_mut(idx).app_ctx = ctx;
+        }
+        if ctx == NO_APP {
+            return;
+        }
+        match ip.l4 {
+            L4::Tcp { seq, flags, .. } => {
+                if flags & wire::tcpflag::SYN != 0 {
+                    self.engine.tcp_syn(ctx, dir, seq);
+                }
+                if !ip.payload.is_empty() {
+                    self.engine.tcp_segment(ctx, dir, seq, ip.payload, server_port, packets);
+                }
+            }
+            L4::Udp => self.engine.datagram(ctx, dir, ip.payload, server_port, packets),
+            _ => {}
+        }
+    }
+
+    fn attach_app(&mut self, snaps: &mut [SessionSnapshot], from: usize) {
+        for snap in &mut snaps[from..] {
+            let ctx = snap.session.app_ctx;
+            if ctx == NO_APP {
+                continue;
+            }
+            snap.app = Some(self.engine.ctx(ctx).summary());
+            if snap.ended.is_some() {
+                self.engine.close(ctx);
+            }
+        }
+    }
+
+    /// Moves report snapshots (changed sessions, then final records of ended ones, with their
+    /// app view) into `out`, and returns ended sessions' app contexts to the pool.
+    pub fn drain_reports(&mut self, out: &mut Vec<SessionSnapshot>) {
+        let from = out.len();
+        self.sessions.drain_reports(out);
+        self.attach_app(out, from);
+    }
+
+    /// Moves only the final records of ended sessions into `out` (as [`Self::drain_reports`]).
+    pub fn drain_ended(&mut self, out: &mut Vec<SessionSnapshot>) {
+        let from = out.len();
+        self.sessions.drain_ended(out);
+        self.attach_app(out, from);
+    }
+
+    /// Snapshots of up to `limit` live sessions with their app view.
+    pub fn snapshot(&mut self, limit: usize) -> Vec<SessionSnapshot> {
+        let mut v = self.sessions.snapshot(limit);
+        for snap in &mut v {
+            if snap.session.app_ctx != NO_APP {
+                snap.app = Some(self.engine.ctx(snap.session.app_ctx).summary());
+            }
+        }
+        v
     }
 }
 

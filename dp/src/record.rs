@@ -6,8 +6,11 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use warden_control::ConnectionRecord;
 
+use crate::app::engine::{BypassReason, Inspection};
+use crate::app::App;
 use crate::flow::End;
 use crate::session::SessionSnapshot;
+use crate::wire::ipproto;
 
 /// Formats Unix nanoseconds as RFC 3339 UTC with microseconds (`2026-11-22T10:00:00.123456Z`).
 pub fn rfc3339(unix_ns: u64) -> String {
@@ -28,7 +31,7 @@ pub fn to_record(snap: &SessionSnapshot, iface_name: impl Fn(u16) -> String) -> 
         server_ip: server_ip.to_string(),
         server_port,
         ip_proto: k.proto,
-        app: "unknown".to_string(),
+        app: snap.app.as_ref().map(|a| a.app).unwrap_or_default().as_str().to_string(),
         bytes_to_server: s.bytes[0],
         bytes_to_client: s.bytes[1],
         packets_to_server: s.packets[0],
@@ -39,7 +42,44 @@ pub fn to_record(snap: &SessionSnapshot, iface_name: impl Fn(u16) -> String) -> 
         iface: iface_name(s.client_iface),
         closed: snap.ended.is_some(),
         end_reason: snap.ended.map(|r| r.as_str().to_string()),
+        ..app_fields(snap)
     }
+}
+
+fn app_fields(snap: &SessionSnapshot) -> ConnectionRecord {
+    let mut r = ConnectionRecord::default();
+    let inspected = matches!(snap.session.key.proto, ipproto::TCP | ipproto::UDP);
+    let Some(a) = &snap.app else {
+        if inspected {
+            r.inspection = Some("bypassed".into());
+            r.inspection_reason = Some(BypassReason::PoolFull.as_str().into());
+        }
+        return r;
+    };
+    r.app = a.app.as_str().to_string();
+    if a.app != App::Unknown {
+        r.app_detected_after = Some(a.detected_after);
+    }
+    let mut l7 = serde_json::Map::new();
+    a.state.l7(&mut l7);
+    if !l7.is_empty() {
+        r.l7 = Some(l7);
+    }
+    r.inspection = Some(
+        match a.inspection {
+            Inspection::Active => "active",
+            Inspection::Done => "done",
+            Inspection::Bypassed(_) => "bypassed",
+        }
+        .into(),
+    );
+    if let Inspection::Bypassed(why) = a.inspection {
+        r.inspection_reason = Some(why.as_str().into());
+    }
+    if a.overlaps_differ > 0 {
+        r.tcp_overlap_conflicts = Some(a.overlaps_differ);
+    }
+    r
 }
 
 #[cfg(test)]
@@ -56,7 +96,7 @@ mod tests {
             FlowKey::new(0, 6, Addr::v4([198, 18, 0, 9]), 40000, Addr::v4([198, 18, 0, 2]), 80);
         assert_eq!(client_end, End::Hi);
         t.track(&k, client_end, 74, Some(0x02), 3, 1_700_000_000_000_000_000);
-        let snap = t.snapshot(10)[0];
+        let snap = t.snapshot(10)[0].clone();
         let r = to_record(&snap, |slot| format!("if{slot}"));
         assert_eq!((r.client_ip.as_str(), r.client_port), ("198.18.0.9", 40000));
         assert_eq!((r.server_ip.as_str(), r.server_port), ("198.18.0.2", 80));
@@ -64,7 +104,7 @@ mod tests {
         assert_eq!(r.iface, "if3");
         assert_eq!(r.first_seen, "2023-11-14T22:13:20.000000Z");
         assert!(!r.closed);
-        let ended = SessionSnapshot { ended: Some(EndReason::Rst), ..snap };
+        let ended = SessionSnapshot { ended: Some(EndReason::Rst), ..snap.clone() };
         let r = to_record(&ended, |_| String::new());
         assert!(r.closed);
         assert_eq!(r.end_reason.as_deref(), Some("rst"));

@@ -104,7 +104,7 @@ pub fn replay_file(
         insp.process(frame, FrameMeta { zone: 0, iface: 0, now_ns: ts_ns });
         if insp.sessions.ended_pending() > 0 || summary.frames % 1024 == 0 {
             insp.sessions.expire(ts_ns, usize::MAX);
-            insp.sessions.drain_ended(&mut out);
+            insp.drain_ended(&mut out);
         }
     };
 
@@ -147,8 +147,8 @@ pub fn replay_file(
     }
 
     insp.sessions.expire(last_ns, usize::MAX);
-    insp.sessions.drain_ended(&mut out);
-    out.extend(insp.sessions.snapshot(usize::MAX));
+    insp.drain_ended(&mut out);
+    out.extend(insp.snapshot(usize::MAX));
     out.sort_by_key(|s| (s.session.first_ns, s.session.id));
     summary.sessions = out.len() as u64;
     summary.malformed = insp.stats.malformed.iter().sum();

@@ -137,6 +137,9 @@ impl Default for Timeouts {
 const CLASSES: usize = 7;
 const NIL: u32 = u32::MAX;
 
+/// `Session::app_ctx` of a session without an app context (not inspected).
+pub const NO_APP: u32 = u32::MAX;
+
 impl Timeouts {
     fn of(&self, class: usize) -> u64 {
         [
@@ -188,6 +191,8 @@ pub struct Session {
     pub bytes: [u64; 2],
     /// Interface slot where the client side was seen.
     pub client_iface: u16,
+    /// Index of the session's app context in the core's engine ([`NO_APP`] when none).
+    pub app_ctx: u32,
     fins: u8,
     changed: bool,
     live: bool,
@@ -210,6 +215,7 @@ impl Session {
             packets: [0; 2],
             bytes: [0; 2],
             client_iface: 0,
+            app_ctx: NO_APP,
             fins: 0,
             changed: false,
             live: false,
@@ -232,12 +238,14 @@ impl Session {
 }
 
 /// A snapshot of a session for reports: plain data, converted to text by the control thread.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SessionSnapshot {
     /// The session at the time of the snapshot.
     pub session: Session,
     /// `Some` in the final record of an ended session.
     pub ended: Option<EndReason>,
+    /// The app view, attached by the inspector (None: not inspected).
+    pub app: Option<crate::app::engine::AppSummary>,
 }
 
 /// Session table counters.
@@ -501,7 +509,7 @@ impl SessionTable {
         let s = self.slots[idx as usize];
         self.map.remove(&s.key);
         if self.ended.len() < self.ended_cap {
-            self.ended.push(SessionSnapshot { session: s, ended: Some(why) });
+            self.ended.push(SessionSnapshot { session: s, ended: Some(why), app: None });
         } else {
             self.stats.ended_overflow += 1;
         }
@@ -575,7 +583,7 @@ impl SessionTable {
             s.in_dirty = false;
             if s.live && s.changed {
                 s.changed = false;
-                out.push(SessionSnapshot { session: *s, ended: None });
+                out.push(SessionSnapshot { session: *s, ended: None, app: None });
             }
         }
         self.dirty.clear();
@@ -592,7 +600,7 @@ impl SessionTable {
         self.map
             .values()
             .take(limit)
-            .map(|&i| SessionSnapshot { session: self.slots[i as usize], ended: None })
+            .map(|&i| SessionSnapshot { session: self.slots[i as usize], ended: None, app: None })
             .collect()
     }
 }

@@ -292,7 +292,7 @@ impl Worker {
                 || self.insp.sessions.ended_pending() >= 4096
             {
                 last_report = Instant::now();
-                self.send_reports(false);
+                self.send_reports();
             }
             if work > 0 {
                 idle = 0;
@@ -308,16 +308,12 @@ impl Worker {
             }
         }
         self.insp.sessions.end_all(|_| true);
-        self.send_reports(true);
+        self.send_reports();
     }
 
-    fn send_reports(&mut self, all: bool) {
+    fn send_reports(&mut self) {
         let mut snaps = Vec::new();
-        if all {
-            self.insp.sessions.drain_reports(&mut snaps);
-        } else {
-            self.insp.sessions.drain_reports(&mut snaps);
-        }
+        self.insp.drain_reports(&mut snaps);
         if snaps.is_empty() {
             return;
         }
@@ -500,11 +496,11 @@ impl Worker {
             Command::RemovePair { zone, reply } => {
                 self.groups.retain(|g| g.zone != zone);
                 self.insp.sessions.end_all(|z| z == zone);
-                self.send_reports(false);
+                self.send_reports();
                 let _ = reply.send(());
             }
             Command::Sessions { limit, reply } => {
-                let _ = reply.send(self.insp.sessions.snapshot(limit));
+                let _ = reply.send(self.insp.snapshot(limit));
             }
             Command::Stats { reply } => {
                 let mut ifaces: BTreeMap<u16, IfCounters> = BTreeMap::new();

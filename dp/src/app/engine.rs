@@ -1,0 +1,505 @@
+//! The detection engine: per-session app context, candidate probing, dispatch to the detected
+//! parser, and the registry of parsers (one line per protocol in [`registry!`]).
+//!
+//! A new session gets an [`AppCtx`] from the core's pool (bounded; when empty the session is
+//! forwarded uninspected and its record says `inspection: "bypassed"`). Until the app is known,
+//! the in-order bytes of each direction (TCP, via [`Stream`]) or each datagram (UDP) are probed
+//! by every remaining candidate, in port order; `NoMatch` removes a candidate, the first `Match`
+//! decides, and the same bytes are then fed to the new parser. Detection gives up, leaving
+//! `app: "unknown"`, after a bounded number of packets or bytes per direction.
+
+use serde_json::{Map, Value};
+
+#[allow(unused_imports)]
+use super::AppParser;
+use super::{App, Dir, Feed, Probe, Transport};
+use crate::stream::{BufPool, Bypass, Sink, Stream};
+use crate::wire::ipproto;
+
+/// Limits of the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineLimits {
+    /// Give up detection after this many payload-carrying packets in one direction.
+    pub detect_packets: u32,
+    /// Give up detection after this many bytes in one direction.
+    pub detect_bytes: usize,
+}
+
+impl Default for EngineLimits {
+    fn default() -> Self {
+        EngineLimits { detect_packets: 16, detect_bytes: 8192 }
+    }
+}
+
+/// One registered parser.
+pub struct Candidate {
+    /// Its app.
+    pub app: App,
+    /// Ports that put it first.
+    pub ports: &'static [u16],
+    /// Transport(s).
+    pub transport: Transport,
+    /// Its stateless probe.
+    pub probe: fn(Dir, &[u8]) -> Probe,
+    /// Creates its per-session state.
+    pub make: fn() -> AppState,
+}
+
+macro_rules! registry {
+    ($($variant:ident => $ty:ty),* $(,)?) => {
+        /// Per-session state of the detected parser.
+        #[derive(Debug, Clone, Default)]
+        pub enum AppState {
+            /// No parser (detecting, unknown or bypassed).
+            #[default]
+            None,
+            $(
+                #[doc = concat!("State of [`", stringify!($ty), "`].")]
+                $variant($ty),
+            )*
+        }
+
+        /// Every registered parser, in registration order.
+        pub const CANDIDATES: &[Candidate] = &[
+            $(Candidate {
+                app: <$ty as AppParser>::APP,
+                ports: <$ty as AppParser>::PORTS,
+                transport: <$ty as AppParser>::TRANSPORT,
+                probe: <$ty as AppParser>::probe,
+                make: || AppState::$variant(<$ty>::default()),
+            },)*
+        ];
+
+        #[allow(unused_variables)]
+        impl AppState {
+            fn feed(&mut self, dir: Dir, data: &[u8]) -> Feed {
+                match self {
+                    AppState::None => Feed::Done,
+                    $(AppState::$variant(p) => p.feed(dir, data),)*
+                }
+            }
+
+            fn gap(&mut self, dir: Dir, len: usize) {
+                match self {
+                    AppState::None => {}
+                    $(AppState::$variant(p) => p.gap(dir, len),)*
+                }
+            }
+
+            /// The app as refined by the parser.
+            pub fn app(&self) -> App {
+                match self {
+                    AppState::None => App::Unknown,
+                    $(AppState::$variant(p) => p.app(),)*
+                }
+            }
+
+            /// Writes the parser's `l7` fields.
+            pub fn l7(&self, out: &mut Map<String, Value>) {
+                match self {
+                    AppState::None => {}
+                    $(AppState::$variant(p) => p.l7(out),)*
+                }
+            }
+        }
+    };
+}
+
+/// Registers the parsers (one line each); the template joins them in tests only, so an invented
+/// protocol never labels real traffic.
+macro_rules! parsers {
+    ($($variant:ident => $ty:ty),* $(,)?) => {
+        #[cfg(test)]
+        registry! { Template => super::template::Template, $($variant => $ty),* }
+        #[cfg(not(test))]
+        registry! { $($variant => $ty),* }
+    };
+}
+
+parsers! {}
+
+/// Inspection status of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Inspection {
+    /// Bytes are being probed or parsed.
+    #[default]
+    Active,
+    /// Detection ended (app known or given up) and the parser needs nothing more.
+    Done,
+    /// Inspection stopped for a reason; the session is still forwarded and counted.
+    Bypassed(BypassReason),
+}
+
+/// Why inspection of a session stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BypassReason {
+    /// A stream cap was hit.
+    Stream(Bypass),
+    /// No app context was free on this core.
+    PoolFull,
+}
+
+impl BypassReason {
+    /// Name used in connection records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BypassReason::Stream(b) => b.as_str(),
+            BypassReason::PoolFull => "inspection_pool_full",
+        }
+    }
+}
+
+/// Everything the engine keeps for one session.
+#[derive(Debug, Default)]
+pub struct AppCtx {
+    /// Detected app (Unknown while detecting or after giving up).
+    pub app: App,
+    /// Session packets seen when the app was decided.
+    pub detected_after: u32,
+    /// Parser state.
+    pub state: AppState,
+    /// True once detection ended (decided or gave up).
+    pub decided: bool,
+    remaining: u64,
+    detect_packets: [u32; 2],
+    streams: [Stream; 2],
+}
+
+/// What a report needs of a session's app context (cloned off the packet path).
+#[derive(Debug, Clone, Default)]
+pub struct AppSummary {
+    /// App.
+    pub app: App,
+    /// Packets until detection (0 when not detected).
+    pub detected_after: u32,
+    /// Inspection status.
+    pub inspection: Inspection,
+    /// Parser state, for the `l7` object.
+    pub state: AppState,
+    /// Overlapping TCP bytes that differed, both directions.
+    pub overlaps_differ: u32,
+    /// Gaps in the TCP streams, both directions.
+    pub gaps: u32,
+}
+
+impl AppCtx {
+    fn reset(&mut self, proto: u8, server_port: u16) {
+        self.app = App::Unknown;
+        self.detected_after = 0;
+        self.state = AppState::None;
+        self.decided = false;
+        self.detect_packets = [0; 2];
+        self.streams = Default::default();
+        let tcp = proto == ipproto::TCP;
+        let mut mask = 0u64;
+        for (i, c) in CANDIDATES.iter().enumerate().take(64) {
+            let ok = match c.transport {
+                Transport::Both => true,
+                Transport::Tcp => tcp,
+                Transport::Udp => proto == ipproto::UDP,
+            };
+            if ok {
+                mask |= 1 << i;
+            }
+        }
+        self.remaining = mask;
+        let _ = server_port;
+    }
+
+    /// Inspection status.
+    pub fn inspection(&self) -> Inspection {
+        for s in &self.streams {
+            if let Some(b) = s.bypass {
+                return Inspection::Bypassed(BypassReason::Stream(b));
+            }
+        }
+        if self.decided && self.streams.iter().all(|s| s.finished()) && self.app != App::Unknown {
+            return Inspection::Done;
+        }
+        if self.decided && self.app == App::Unknown {
+            return Inspection::Done;
+        }
+        Inspection::Active
+    }
+
+    /// The report view.
+    pub fn summary(&self) -> AppSummary {
+        AppSummary {
+            app: self.app,
+            detected_after: self.detected_after,
+            inspection: self.inspection(),
+            state: self.state.clone(),
+            overlaps_differ: self.streams.iter().map(|s| s.overlaps_differ).sum(),
+            gaps: self.streams.iter().map(|s| s.gaps).sum(),
+        }
+    }
+}
+
+/// The per-core engine: the app context pool and the stream buffer pool.
+pub struct Engine {
+    ctxs: Vec<AppCtx>,
+    free: Vec<u32>,
+    bufs: BufPool,
+    limits: EngineLimits,
+    /// Sessions bypassed because the pool was empty.
+    pub pool_full: u64,
+}
+
+/// Limits and sizes of an [`Engine`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Sessions inspected at once per core.
+    pub max_sessions: usize,
+    /// Per-direction stream buffer cap (bytes).
+    pub stream_session_cap: usize,
+    /// Per-core stream buffer cap (bytes).
+    pub stream_core_cap: usize,
+    /// Detection limits.
+    pub limits: EngineLimits,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_sessions: 16384,
+            stream_session_cap: 64 * 1024,
+            stream_core_cap: 64 << 20,
+            limits: EngineLimits::default(),
+        }
+    }
+}
+
+/// Ordering of candidates for a server port: those listing the port first.
+fn ordered(server_port: u16) -> impl Iterator<Item = (usize, &'static Candidate)> {
+    let first = CANDIDATES.iter().enumerate().filter(move |(_, c)| c.ports.contains(&server_port));
+    let rest = CANDIDATES.iter().enumerate().filter(move |(_, c)| !c.ports.contains(&server_port));
+    first.chain(rest)
+}
+
+struct Detector<'a> {
+    ctx_app: &'a mut App,
+    decided: &'a mut bool,
+    detected_after: &'a mut u32,
+    remaining: &'a mut u64,
+    state: &'a mut AppState,
+    detect_packets: u32,
+    limits: EngineLimits,
+    dir: Dir,
+    server_port: u16,
+    session_packets: u32,
+}
+
+impl Detector<'_> {
+    /// Probes the candidates on `bytes`; returns the feed result for the stream.
+    fn detect(&mut self, bytes: &[u8], datagram: bool) -> Feed {
+        if !*self.decided {
+            let mut matched = None;
+            for (i, c) in ordered(self.server_port) {
+                if *self.remaining & (1 << i) == 0 {
+                    continue;
+                }
+                match (c.probe)(self.dir, bytes) {
+                    Probe::Match => {
+                        matched = Some(c);
+                        break;
+                    }
+                    Probe::NoMatch => *self.remaining &= !(1 << i),
+                    Probe::NeedMore => {}
+                }
+            }
+            match matched {
+                Some(c) => {
+                    *self.state = (c.make)();
+                    *self.ctx_app = c.app;
+                    *self.decided = true;
+                    *self.detected_after = self.session_packets;
+                }
+                None => {
+                    let exhausted = *self.remaining == 0
+                        || self.detect_packets > self.limits.detect_packets
+                        || bytes.len() > self.limits.detect_bytes
+                        || datagram && self.detect_packets >= self.limits.detect_packets;
+                    if exhausted {
+                        *self.decided = true;
+                        return Feed::Done;
+                    }
+                    // Keep everything and present it again with more bytes.
+                    return if datagram {
+                        Feed::Consumed(bytes.len())
+                    } else {
+                        Feed::Need { consumed: 0, at_least: bytes.len() + 1 }
+                    };
+                }
+            }
+        }
+        let r = self.state.feed(self.dir, bytes);
+        if matches!(self.state, AppState::None) {
+            return Feed::Done;
+        }
+        *self.ctx_app = self.state.app();
+        r
+    }
+}
+
+impl Sink for Detector<'_> {
+    fn data(&mut self, bytes: &[u8]) -> Feed {
+        self.detect(bytes, false)
+    }
+
+    fn gap(&mut self, len: usize) {
+        if *self.decided {
+            self.state.gap(self.dir, len);
+        } else {
+            // Detection cannot continue across a hole in the first bytes.
+            *self.decided = true;
+        }
+    }
+}
+
+impl Engine {
+    /// An engine with all contexts allocated now.
+    pub fn new(cfg: EngineConfig) -> Self {
+        let n = cfg.max_sessions.max(1);
+        Engine {
+            ctxs: (0..n).map(|_| AppCtx::default()).collect(),
+            free: (0..n as u32).rev().collect(),
+            bufs: BufPool::new(cfg.stream_core_cap, cfg.stream_session_cap),
+            limits: cfg.limits,
+            pool_full: 0,
+        }
+    }
+
+    /// Takes a context for a new session; `None` when the pool is empty (counted).
+    pub fn open(&mut self, proto: u8, server_port: u16) -> Option<u32> {
+        let Some(i) = self.free.pop() else {
+            self.pool_full += 1;
+            return None;
+        };
+        self.ctxs[i as usize].reset(proto, server_port);
+        Some(i)
+    }
+
+    /// Returns a context (session ended and reported).
+    pub fn close(&mut self, idx: u32) {
+        if let Some(c) = self.ctxs.get_mut(idx as usize) {
+            for s in &mut c.streams {
+                s.release(&mut self.bufs);
+            }
+            c.state = AppState::None;
+            self.free.push(idx);
+        }
+    }
+
+    /// The context `idx`.
+    pub fn ctx(&self, idx: u32) -> &AppCtx {
+        &self.ctxs[idx as usize]
+    }
+
+    /// Bytes held in stream buffers on this core.
+    pub fn buffered(&self) -> usize {
+        self.bufs.in_use()
+    }
+
+    /// A TCP SYN from `dir` with sequence `seq`: the stream starts at `seq + 1`.
+    pub fn tcp_syn(&mut self, idx: u32, dir: Dir, seq: u32) {
+        self.ctxs[idx as usize].streams[dir as usize].start(seq.wrapping_add(1));
+    }
+
+    /// A TCP segment with payload.
+    pub fn tcp_segment(&mut self, idx: u32, dir: Dir, seq: u32, payload: &[u8], server_port: u16, session_packets: u32) {
+        let c = &mut self.ctxs[idx as usize];
+        if c.decided && matches!(c.state, AppState::None) {
+            return;
+        }
+        let d = dir as usize;
+        if !c.decided {
+            c.detect_packets[d] += 1;
+        }
+        let AppCtx { app, decided, detected_after, remaining, state, detect_packets, streams, .. } = c;
+        let mut det = Detector {
+            ctx_app: app,
+            decided,
+            detected_after,
+            remaining,
+            state,
+            detect_packets: detect_packets[d],
+            limits: self.limits,
+            dir,
+            server_port,
+            session_packets,
+        };
+        streams[d].segment(seq, payload, &mut self.bufs, &mut det);
+    }
+
+    /// A UDP datagram's payload.
+    pub fn datagram(&mut self, idx: u32, dir: Dir, payload: &[u8], server_port: u16, session_packets: u32) {
+        let c = &mut self.ctxs[idx as usize];
+        if payload.is_empty() || (c.decided && matches!(c.state, AppState::None)) {
+            return;
+        }
+        let d = dir as usize;
+        if !c.decided {
+            c.detect_packets[d] += 1;
+        }
+        let AppCtx { app, decided, detected_after, remaining, state, detect_packets, .. } = c;
+        let mut det = Detector {
+            ctx_app: app,
+            decided,
+            detected_after,
+            remaining,
+            state,
+            detect_packets: detect_packets[d],
+            limits: self.limits,
+            dir,
+            server_port,
+            session_packets,
+        };
+        if let Feed::Done = det.detect(payload, true) {
+            // A datagram parser that is done stays done; state is kept for the report.
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_detected_across_segments_and_parsed() {
+        let mut e = Engine::new(EngineConfig { max_sessions: 2, ..EngineConfig::default() });
+        let i = e.open(ipproto::TCP, 1234).unwrap();
+        e.tcp_syn(i, Dir::ToServer, 99);
+        e.tcp_segment(i, Dir::ToServer, 100, b"WT", 1234, 2);
+        assert_eq!(e.ctx(i).app, App::Unknown);
+        e.tcp_segment(i, Dir::ToServer, 102, b"PL\x01\x00\x02hi", 1234, 3);
+        let c = e.ctx(i);
+        assert_eq!((c.app, c.detected_after), (App::Template, 3));
+        let mut m = Map::new();
+        c.state.l7(&mut m);
+        assert_eq!(m["first_payload"], "hi");
+        e.close(i);
+        assert_eq!(e.buffered(), 0);
+    }
+
+    #[test]
+    fn unknown_after_limits_and_pool_bound() {
+        let mut e = Engine::new(EngineConfig {
+            max_sessions: 1,
+            limits: EngineLimits { detect_packets: 3, detect_bytes: 100 },
+            ..EngineConfig::default()
+        });
+        let i = e.open(ipproto::TCP, 80).unwrap();
+        assert!(e.open(ipproto::TCP, 80).is_none());
+        assert_eq!(e.pool_full, 1);
+        let mut seq = 1;
+        for _ in 0..10 {
+            e.tcp_segment(i, Dir::ToServer, seq, b"zzzz", 80, 1);
+            seq += 4;
+        }
+        let c = e.ctx(i);
+        assert!(c.decided);
+        assert_eq!((c.app, c.inspection()), (App::Unknown, Inspection::Done));
+        e.close(i);
+        assert_eq!(e.buffered(), 0);
+    }
+}
