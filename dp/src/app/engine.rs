@@ -503,3 +503,82 @@ mod tests {
         assert_eq!(e.buffered(), 0);
     }
 }
+
+/// Runs every registered parser on arbitrary `data` (fuzzing entry point): both probes, then
+/// feeding through the stream engine's buffering in both directions split at a point derived
+/// from the data, a gap, and the `l7` output. Must never panic.
+pub fn exercise_all(data: &[u8]) {
+    let split = data.first().map(|b| usize::from(*b) % (data.len() + 1)).unwrap_or(0);
+    let (a, b) = data.split_at(split);
+    for c in CANDIDATES {
+        let _ = (c.probe)(Dir::ToServer, data);
+        let _ = (c.probe)(Dir::ToClient, data);
+        let mut state = (c.make)();
+        for (dir, bytes) in [(Dir::ToServer, a), (Dir::ToClient, b), (Dir::ToServer, b), (Dir::ToClient, a)] {
+            // Present growing prefixes the way the stream engine does.
+            let mut off = 0;
+            let mut end = bytes.len().min(off + 1 + bytes.len() / 3);
+            while off < bytes.len() {
+                match state.feed(dir, &bytes[off..end]) {
+                    Feed::Consumed(n) => off += n.min(end - off),
+                    Feed::Need { consumed, .. } => off += consumed.min(end - off),
+                    Feed::Done => break,
+                }
+                if end == bytes.len() {
+                    break;
+                }
+                end = bytes.len().min(end + 1 + bytes.len() / 3);
+            }
+        }
+        state.gap(Dir::ToServer, 7);
+        let _ = state.feed(Dir::ToServer, a);
+        let mut m = Map::new();
+        state.l7(&mut m);
+        let _ = state.app();
+    }
+}
+
+#[cfg(test)]
+mod smoke_fuzz {
+    use super::*;
+    use crate::app::testutil::corpus_flows;
+
+    /// Deterministic mutations of real corpus bytes through every parser (the CI-run share of
+    /// the `app_parsers` fuzz target).
+    #[test]
+    fn mutated_corpus_bytes_never_panic_any_parser() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut runs = 0;
+        for file in ["http.pcap", "tls.pcap", "dns.pcap", "ssh.pcap", "redis.pcap", "mysql.pcap", "postgresql.pcap", "grpc.pcap"] {
+            for f in corpus_flows(file).iter().take(3) {
+                let mut seeds: Vec<Vec<u8>> = vec![f.to_server.clone(), f.to_client.clone()];
+                seeds.extend(f.datagrams.iter().map(|(_, d)| d.clone()));
+                for seed in seeds.iter().filter(|s| !s.is_empty()) {
+                    let seed = &seed[..seed.len().min(4096)];
+                    exercise_all(seed);
+                    for _ in 0..60 {
+                        let mut m = seed.to_vec();
+                        for _ in 0..(1 + rnd() % 8) {
+                            let i = (rnd() as usize) % m.len();
+                            match rnd() % 4 {
+                                0 => m[i] = rnd() as u8,
+                                1 => m.truncate(i.max(1)),
+                                2 => m[i] = 0xff,
+                                _ => m.insert(i, rnd() as u8),
+                            }
+                        }
+                        exercise_all(&m);
+                        runs += 1;
+                    }
+                }
+            }
+        }
+        assert!(runs > 500, "only {runs} mutated inputs");
+    }
+}
