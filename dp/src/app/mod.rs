@@ -23,6 +23,7 @@ use serde_json::{Map, Value};
 
 pub use crate::session::Dir;
 
+pub mod http;
 pub mod template;
 #[cfg(test)]
 pub mod testutil;
