@@ -227,8 +227,7 @@ pub fn content_length(v: &[u8]) -> Option<u64> {
 pub fn final_coding_is_chunked(v: &[u8]) -> bool {
     v.split(|&c| c == b',')
         .map(trim)
-        .filter(|c| !c.is_empty())
-        .last()
+        .rfind(|c| !c.is_empty())
         .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
 }
 

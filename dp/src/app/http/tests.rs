@@ -355,3 +355,9 @@ fn mutated_real_bytes_never_panic() {
         let _ = l7_of(&h);
     }
 }
+
+#[test]
+fn state_is_small_and_fixed() {
+    let n = std::mem::size_of::<Http>();
+    assert!(n <= 1024, "{n}");
+}

@@ -124,16 +124,10 @@ impl Fields {
             b":scheme" => set(&mut self.scheme, value),
             b"content-type" => set(&mut self.content_type, value),
             b"user-agent" => set(&mut self.user_agent, value),
-            b":status" => {
-                if self.status.is_none() {
-                    self.status = digits(value).and_then(|v| u16::try_from(v).ok()).filter(|s| *s <= 999);
-                }
+            b":status" if self.status.is_none() => {
+                self.status = digits(value).and_then(|v| u16::try_from(v).ok()).filter(|s| *s <= 999);
             }
-            b"grpc-status" => {
-                if self.grpc_status.is_none() {
-                    self.grpc_status = digits(value);
-                }
-            }
+            b"grpc-status" if self.grpc_status.is_none() => self.grpc_status = digits(value),
             _ => {}
         }
     }
@@ -234,7 +228,7 @@ impl Http2 {
                 self.skip(d, h.len)
             }
             Kind::Settings => {
-                if h.stream != 0 || h.len % 6 != 0 || (h.flags & parser::FLAG_END_STREAM != 0 && h.len != 0) {
+                if h.stream != 0 || !h.len.is_multiple_of(6) || (h.flags & parser::FLAG_END_STREAM != 0 && h.len != 0) {
                     self.violation = true;
                     return self.skip(d, h.len);
                 }

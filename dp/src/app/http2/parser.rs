@@ -180,7 +180,7 @@ pub fn probe_server_settings(b: &[u8]) -> Parse<()> {
     }
     if let Some(l) = b.get(..3) {
         let len = u32::from_be_bytes([0, l[0], l[1], l[2]]);
-        if len % 6 != 0 || len > MAX_PROBE_SETTINGS {
+        if !len.is_multiple_of(6) || len > MAX_PROBE_SETTINGS {
             return Parse::Invalid;
         }
     }

@@ -426,3 +426,9 @@ fn mutated_real_bytes_never_panic() {
         let _ = hpack::decode(hpack::Frags::one(&b), |_, _| {});
     }
 }
+
+#[test]
+fn state_is_small_and_fixed() {
+    let n = std::mem::size_of::<Http2>();
+    assert!(n <= 1024, "{n}");
+}
