@@ -24,6 +24,8 @@ use serde_json::{Map, Value};
 pub use crate::session::Dir;
 
 pub mod engine;
+pub mod http;
+pub mod http2;
 pub mod template;
 #[cfg(test)]
 pub mod testutil;

@@ -1,0 +1,369 @@
+//! HTTP/1.0 and HTTP/1.1 (RFC 9112 message syntax, RFC 9110 semantics).
+//!
+//! One record per connection: the FIRST request's method, `Host`, target (path, bounded) and
+//! `User-Agent`, the first final response's status, and counts of requests (client to server)
+//! and final responses (server to client), so pipelined and keep-alive exchanges are all counted.
+//!
+//! Heads are parsed by the `httparse` crate (zero-copy over partial input, no allocation);
+//! framing is walked here ([`parser`]): `Content-Length` bodies, chunked bodies (RFC 9112 §7.1,
+//! chunk sizes capped), responses without a length read until close, and no body after HEAD, 1xx,
+//! 204 and 304 (RFC 9112 §6.3). Bodies are never buffered: a body larger than what is presented
+//! is consumed as it comes and the bytes still owed are kept in the state.
+//!
+//! Upgrades (RFC 9110 §7.8): a request's `Upgrade` value is recorded (`"h2c"` for HTTP/2 over
+//! cleartext, RFC 7540 §3.2). When the server answers `101 Switching Protocols`, this parser
+//! stops both directions **without consuming** the 101 head (to the client) nor the bytes after
+//! the upgrade request (to the server: the HTTP/2 connection preface): `feed` returns
+//! `Consumed` up to them and `Done` when presented with them. The engine then checks
+//! [`Http::h2c_switched`], builds `Http2::after_upgrade(&http)` and feeds it the unconsumed
+//! tails of both directions (the to-client one starts at `HTTP/1.1 101`, which `Http2` skips).
+//! A CONNECT answered 2xx becomes a tunnel: both directions stop.
+
+pub mod parser;
+
+use serde_json::{Map, Value};
+
+use super::{text, App, AppParser, Dir, Feed, Probe, Text, Transport};
+use parser::{Framing, Parse, ReqKind, Sniff};
+
+/// Where a direction is in its message stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Phase {
+    /// Expecting a request or response head.
+    #[default]
+    Head,
+    /// Inside a `Content-Length` body: bytes still owed.
+    Body(u64),
+    /// Expecting a chunk-size line.
+    ChunkSize,
+    /// Inside chunk data: bytes still owed.
+    ChunkData(u64),
+    /// Expecting the CRLF after chunk data.
+    ChunkEnd,
+    /// Inside the trailer section after the last chunk.
+    Trailer,
+    /// A response body delimited by the connection close.
+    UntilClose,
+    /// Not HTTP/1 any more (upgrade, tunnel), a violation, or lost after a gap.
+    Stopped,
+}
+
+/// Requests remembered for matching responses (pipelining depth).
+const RING: usize = 16;
+
+/// Per-session HTTP/1 state: fixed size, no heap.
+#[derive(Debug, Clone, Default)]
+pub struct Http {
+    phase: [Phase; 2],
+    method: Option<Text<16>>,
+    host: Option<Text<128>>,
+    path: Option<Text<256>>,
+    user_agent: Option<Text<128>>,
+    minor: Option<u8>,
+    upgrade: Option<Text<32>>,
+    status: Option<u16>,
+    requests: u32,
+    responses: u32,
+    kinds: [ReqKind; RING],
+    switched: bool,
+    tunnel: bool,
+    violation: bool,
+    gap: bool,
+}
+
+/// One step of the feed loop.
+enum Step {
+    /// Consumed this many bytes; go on.
+    Took(usize),
+    /// The next message needs at least this many bytes.
+    Need(usize),
+    /// Stop this direction after consuming this many bytes.
+    Stop(usize),
+}
+
+impl Http {
+    /// The method of the first request, if seen.
+    pub fn method(&self) -> Option<&str> {
+        self.method.as_ref().map(|t| t.as_str())
+    }
+
+    /// The `Host` of the first request, if seen.
+    pub fn host(&self) -> Option<&str> {
+        self.host.as_ref().map(|t| t.as_str())
+    }
+
+    /// The target of the first request (at most 256 bytes), if seen.
+    pub fn path(&self) -> Option<&str> {
+        self.path.as_ref().map(|t| t.as_str())
+    }
+
+    /// The `User-Agent` of the first request (at most 128 bytes), if seen.
+    pub fn user_agent(&self) -> Option<&str> {
+        self.user_agent.as_ref().map(|t| t.as_str())
+    }
+
+    /// The `Upgrade` value of the first request that asked for one (at most 32 bytes).
+    pub fn upgrade(&self) -> Option<&str> {
+        self.upgrade.as_ref().map(|t| t.as_str())
+    }
+
+    /// The server answered `101 Switching Protocols` to an `Upgrade: h2c` request: hand the
+    /// connection over to `Http2::after_upgrade` (see the module docs).
+    pub fn h2c_switched(&self) -> bool {
+        self.switched && self.upgrade.as_ref().is_some_and(|u| u.eq_ignore_ascii_case("h2c"))
+    }
+
+    fn request_head(&mut self, b: &[u8]) -> Step {
+        if self.upgrade.is_some() {
+            // After `Upgrade: h2c` the client sends the HTTP/2 preface once it has the 101:
+            // leave it (and everything after) for the HTTP/2 parser.
+            let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+            let n = b.len().min(preface.len());
+            if b[..n] == preface[..n] {
+                return if n < preface.len() { Step::Need(preface.len()) } else { Step::Stop(0) };
+            }
+        }
+        match parser::request(b) {
+            Parse::Ok(req, n) => {
+                let idx = self.requests;
+                self.requests = self.requests.saturating_add(1);
+                if self.method.is_none() {
+                    self.method = Some(text(req.method));
+                    self.path = Some(text(req.target));
+                    self.host = req.host.map(text);
+                    self.user_agent = req.user_agent.map(text);
+                    self.minor = Some(req.minor);
+                }
+                if self.upgrade.is_none() {
+                    self.upgrade = req.upgrade.map(text);
+                }
+                let kind = match req.method {
+                    b"HEAD" => ReqKind::Head,
+                    b"CONNECT" => ReqKind::Connect,
+                    _ => ReqKind::Other,
+                };
+                if idx.wrapping_sub(self.responses) < RING as u32 {
+                    if let Some(k) = self.kinds.get_mut(idx as usize % RING) {
+                        *k = kind;
+                    }
+                }
+                match parser::request_framing(&req.lengths) {
+                    Some(f) => {
+                        self.phase[0] = body_phase(f);
+                        Step::Took(n)
+                    }
+                    None => {
+                        self.violation = true;
+                        Step::Stop(n)
+                    }
+                }
+            }
+            Parse::Incomplete(k) => Step::Need(k),
+            Parse::Invalid => {
+                self.violation = true;
+                Step::Stop(0)
+            }
+        }
+    }
+
+    fn response_head(&mut self, b: &[u8]) -> Step {
+        match parser::response(b) {
+            Parse::Ok(resp, n) => {
+                if resp.status == 101 {
+                    // Switching protocols: what follows is not HTTP/1. Leave the 101 head
+                    // unconsumed for the next protocol's parser.
+                    self.switched = true;
+                    self.status.get_or_insert(101);
+                    self.responses = self.responses.saturating_add(1);
+                    if self.upgrade.is_none() {
+                        self.upgrade = resp.upgrade.map(text);
+                    }
+                    self.phase[0] = Phase::Stopped;
+                    return Step::Stop(0);
+                }
+                if (100..200).contains(&resp.status) {
+                    return Step::Took(n); // interim (100 Continue, 103 Early Hints): no body
+                }
+                let idx = self.responses;
+                let kind = if self.requests > idx && self.requests - idx <= RING as u32 {
+                    self.kinds.get(idx as usize % RING).copied().unwrap_or_default()
+                } else {
+                    ReqKind::Other
+                };
+                self.responses = self.responses.saturating_add(1);
+                self.status.get_or_insert(resp.status);
+                if kind == ReqKind::Connect && (200..300).contains(&resp.status) {
+                    self.tunnel = true;
+                    self.phase[0] = Phase::Stopped;
+                    return Step::Stop(n);
+                }
+                self.phase[1] = body_phase(parser::response_framing(resp.status, kind, &resp.lengths));
+                Step::Took(n)
+            }
+            Parse::Incomplete(k) => Step::Need(k),
+            Parse::Invalid => {
+                self.violation = true;
+                Step::Stop(0)
+            }
+        }
+    }
+}
+
+/// The phase that reads a body framed by `f`.
+fn body_phase(f: Framing) -> Phase {
+    match f {
+        Framing::None => Phase::Head,
+        Framing::Length(n) => Phase::Body(n),
+        Framing::Chunked => Phase::ChunkSize,
+        Framing::UntilClose => Phase::UntilClose,
+    }
+}
+
+/// Maps a parse of a framing line to a step, moving to `next` on success.
+fn line_step<T>(p: Parse<T>, violation: &mut bool, next: impl FnOnce(T) -> Phase, phase: &mut Phase) -> Step {
+    match p {
+        Parse::Ok(v, n) => {
+            *phase = next(v);
+            Step::Took(n)
+        }
+        Parse::Incomplete(k) => Step::Need(k),
+        Parse::Invalid => {
+            *violation = true;
+            Step::Stop(0)
+        }
+    }
+}
+
+impl AppParser for Http {
+    const APP: App = App::Http;
+    const PORTS: &'static [u16] = &[80, 8080, 8000, 8008, 8888, 3128];
+    const TRANSPORT: Transport = Transport::Tcp;
+
+    fn probe(dir: Dir, data: &[u8]) -> Probe {
+        let s = match dir {
+            Dir::ToServer => parser::sniff_request(data),
+            Dir::ToClient => parser::sniff_response(data),
+        };
+        match s {
+            Sniff::Yes => Probe::Match,
+            Sniff::Maybe => Probe::NeedMore,
+            Sniff::No => Probe::NoMatch,
+        }
+    }
+
+    fn feed(&mut self, dir: Dir, data: &[u8]) -> Feed {
+        let d = dir as usize;
+        let mut off = 0usize;
+        loop {
+            let rest = data.get(off..).unwrap_or_default();
+            let phase = self.phase[d];
+            if phase == Phase::Stopped {
+                return if off == 0 { Feed::Done } else { Feed::Consumed(off) };
+            }
+            if rest.is_empty() {
+                return Feed::Consumed(off);
+            }
+            let step = match phase {
+                Phase::Head => match dir {
+                    Dir::ToServer => self.request_head(rest),
+                    Dir::ToClient => self.response_head(rest),
+                },
+                Phase::Body(owed) | Phase::ChunkData(owed) => {
+                    let k = owed.min(rest.len() as u64);
+                    let left = owed - k;
+                    self.phase[d] = match (phase, left) {
+                        (Phase::Body(_), 0) => Phase::Head,
+                        (Phase::Body(_), _) => Phase::Body(left),
+                        (_, 0) => Phase::ChunkEnd,
+                        _ => Phase::ChunkData(left),
+                    };
+                    Step::Took(k as usize)
+                }
+                Phase::ChunkSize => line_step(
+                    parser::chunk_size(rest),
+                    &mut self.violation,
+                    |n| if n == 0 { Phase::Trailer } else { Phase::ChunkData(n) },
+                    &mut self.phase[d],
+                ),
+                Phase::ChunkEnd => {
+                    line_step(parser::crlf(rest), &mut self.violation, |()| Phase::ChunkSize, &mut self.phase[d])
+                }
+                Phase::Trailer => line_step(
+                    parser::trailer_line(rest),
+                    &mut self.violation,
+                    |end| if end { Phase::Head } else { Phase::Trailer },
+                    &mut self.phase[d],
+                ),
+                Phase::UntilClose => Step::Took(rest.len()),
+                Phase::Stopped => Step::Stop(0),
+            };
+            match step {
+                Step::Took(n) => off += n,
+                Step::Need(k) => return Feed::Need { consumed: off, at_least: k },
+                Step::Stop(n) => {
+                    off += n;
+                    self.phase[d] = Phase::Stopped;
+                }
+            }
+        }
+    }
+
+    fn gap(&mut self, dir: Dir, len: usize) {
+        let d = dir as usize;
+        let len = len as u64;
+        self.phase[d] = match self.phase[d] {
+            // A hole inside a body of known length keeps the framing.
+            Phase::Body(owed) if len < owed => Phase::Body(owed - len),
+            Phase::Body(owed) if len == owed => Phase::Head,
+            Phase::ChunkData(owed) if len < owed => Phase::ChunkData(owed - len),
+            Phase::ChunkData(owed) if len == owed => Phase::ChunkEnd,
+            Phase::UntilClose => Phase::UntilClose,
+            Phase::Stopped => Phase::Stopped,
+            _ => {
+                self.gap = true;
+                Phase::Stopped
+            }
+        };
+    }
+
+    fn l7(&self, out: &mut Map<String, Value>) {
+        if let Some(m) = &self.method {
+            out.insert("method".into(), m.as_str().into());
+        }
+        if let Some(h) = &self.host {
+            out.insert("host".into(), h.as_str().into());
+        }
+        if let Some(p) = &self.path {
+            out.insert("path".into(), p.as_str().into());
+        }
+        if let Some(u) = &self.user_agent {
+            out.insert("user_agent".into(), u.as_str().into());
+        }
+        if let Some(m) = self.minor {
+            out.insert("version".into(), format!("1.{m}").into());
+        }
+        if let Some(s) = self.status {
+            out.insert("status".into(), s.into());
+        }
+        out.insert("requests".into(), self.requests.into());
+        out.insert("responses".into(), self.responses.into());
+        if let Some(u) = &self.upgrade {
+            out.insert("upgrade".into(), u.as_str().into());
+        }
+        if self.switched {
+            out.insert("switched".into(), true.into());
+        }
+        if self.tunnel {
+            out.insert("tunnel".into(), true.into());
+        }
+        if self.violation {
+            out.insert("violation".into(), true.into());
+        }
+        if self.gap {
+            out.insert("gap".into(), true.into());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

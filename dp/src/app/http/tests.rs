@@ -1,0 +1,363 @@
+//! Tests over the real captures in `http.pcap` (curl, wget and urllib against nginx) plus
+//! edge cases the capture does not hold.
+
+use super::*;
+use crate::app::testutil::{check_every_prefix, check_every_split, corpus, corpus_flows, feed_all, feed_segments, l7_of, Flow};
+
+fn flows() -> Vec<Flow> {
+    corpus_flows("http.pcap").into_iter().filter(|f| f.server_port == 80 && !f.to_server.is_empty()).collect()
+}
+
+fn flow(client_port: u16) -> Flow {
+    flows().into_iter().find(|f| f.client_port == client_port).unwrap()
+}
+
+fn record(to_server: &[u8], to_client: &[u8]) -> (Http, Map<String, Value>) {
+    let mut h = Http::default();
+    assert!(feed_all(&mut h, Dir::ToServer, to_server).is_empty());
+    assert!(feed_all(&mut h, Dir::ToClient, to_client).is_empty());
+    let m = l7_of(&h);
+    (h, m)
+}
+
+/// Feeds the captured segments of both directions in capture order, as the engine would.
+fn feed_interleaved<P: AppParser>(p: &mut P, f: &Flow) -> [Vec<u8>; 2] {
+    let mut pending: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+    let mut done = [false; 2];
+    for (dir, seg) in &f.segments {
+        let d = *dir as usize;
+        if done[d] {
+            continue;
+        }
+        pending[d].extend_from_slice(seg);
+        match p.feed(*dir, &pending[d]) {
+            Feed::Consumed(n) => drop(pending[d].drain(..n)),
+            Feed::Need { consumed, .. } => drop(pending[d].drain(..consumed)),
+            Feed::Done => done[d] = true,
+        }
+    }
+    pending
+}
+
+#[test]
+fn corpus_records_are_exact() {
+    // (client port, method, host, path, user agent, status, requests, responses)
+    let want: &[(u16, &str, &str, &str, &str, u16, u32)] = &[
+        (56818, "GET", "198.18.0.2", "/", "curl/7.88.1", 200, 4),
+        (56830, "GET", "www.example.test", "/static/site.css", "Mozilla/5.0 (X11; Linux x86_64) corpus", 200, 1),
+        (56832, "HEAD", "198.18.0.2", "/api.json", "curl/7.88.1", 200, 1),
+        (56846, "POST", "198.18.0.2", "/api/orders", "curl/7.88.1", 200, 1),
+        (56854, "PUT", "198.18.0.2", "/upload", "curl/7.88.1", 201, 1),
+        (56866, "POST", "198.18.0.2", "/upload", "curl/7.88.1", 201, 1),
+        (56872, "GET", "198.18.0.2", "/static/blob.bin", "curl/7.88.1", 206, 1),
+        (56874, "GET", "198.18.0.2", "/old", "curl/7.88.1", 301, 2),
+        (56880, "GET", "198.18.0.2", "/index.html", "Wget", 200, 1),
+        (56892, "GET", "198.18.0.2", "/api/status", "Python-urllib/3.11", 200, 1),
+    ];
+    let fs = flows();
+    assert_eq!(fs.len(), want.len());
+    for &(port, method, host, path, ua, status, n) in want {
+        let f = fs.iter().find(|f| f.client_port == port).unwrap();
+        let (h, m) = record(&f.to_server, &f.to_client);
+        assert_eq!(m["method"], method, "{port}");
+        assert_eq!(m["host"], host);
+        assert_eq!(m["path"], path);
+        assert_eq!(m["user_agent"], ua);
+        assert_eq!(m["version"], "1.1");
+        assert_eq!(m["status"], status);
+        assert_eq!(m["requests"], n);
+        assert_eq!(m["responses"], n);
+        assert!(!m.contains_key("violation") && !m.contains_key("upgrade"), "{port}: {m:?}");
+        assert_eq!(h.app(), App::Http);
+        // The same record when fed segment by segment in capture order.
+        let mut p = Http::default();
+        let left = feed_interleaved(&mut p, f);
+        assert!(left[0].is_empty() && left[1].is_empty());
+        assert_eq!(l7_of(&p), m, "{port}");
+    }
+}
+
+#[test]
+fn sqlmap_flows_parse_without_violation() {
+    let mut n = 0;
+    for f in corpus_flows("sqlinjection-http.pcap").iter().filter(|f| !f.to_server.is_empty()) {
+        let (_, m) = record(&f.to_server, &f.to_client);
+        assert!(!m.contains_key("violation"), "{}: {m:?}", f.client_port);
+        assert_eq!(m["requests"], m["responses"]);
+        assert_eq!(m["user_agent"], "sqlmap/1.7.2#stable (https://sqlmap.org)");
+        n += 1;
+    }
+    assert!(n > 500);
+}
+
+#[test]
+fn pipelined_requests_and_responses_are_all_counted() {
+    // Four keep-alive requests of curl, and a HEAD whose response announces a body it does
+    // not carry, all sent back to back in one segment each way.
+    let a = flow(56818);
+    let head = flow(56832);
+    let mut req = a.to_server.clone();
+    req.extend_from_slice(&head.to_server);
+    req.extend_from_slice(&a.to_server);
+    let mut resp = a.to_client.clone();
+    resp.extend_from_slice(&head.to_client);
+    resp.extend_from_slice(&a.to_client);
+    let (_, m) = record(&req, &resp);
+    assert_eq!(m["requests"], 9);
+    assert_eq!(m["responses"], 9);
+    assert_eq!(m["method"], "GET");
+    assert_eq!(m["status"], 200);
+    assert!(!m.contains_key("violation"));
+}
+
+#[test]
+fn chunked_bodies_both_ways() {
+    // 56830: nginx answers with Transfer-Encoding: chunked; 56866: curl uploads chunked.
+    for port in [56830, 56866] {
+        let f = flow(port);
+        let (_, m) = record(&f.to_server, &f.to_client);
+        assert_eq!(m["responses"], 1);
+        // Twice in a row: the chunked body must end exactly where the next message starts.
+        let mut s = f.to_server.clone();
+        s.extend_from_slice(&f.to_server);
+        let mut c = f.to_client.clone();
+        c.extend_from_slice(&f.to_client);
+        let (_, m) = record(&s, &c);
+        assert_eq!((m["requests"].as_u64(), m["responses"].as_u64()), (Some(2), Some(2)), "{port}");
+    }
+}
+
+#[test]
+fn large_bodies_are_skipped_not_buffered() {
+    // 60000-byte blob: present the response in 1000-byte pieces; every piece is consumed.
+    let f = flow(56818);
+    let mut h = Http::default();
+    feed_all(&mut h, Dir::ToServer, &f.to_server);
+    let segs: Vec<&[u8]> = f.to_client.chunks(1000).collect();
+    let mut max_pending = 0;
+    let mut pending: Vec<u8> = Vec::new();
+    for s in segs {
+        pending.extend_from_slice(s);
+        match h.feed(Dir::ToClient, &pending) {
+            Feed::Consumed(n) => drop(pending.drain(..n)),
+            Feed::Need { consumed, .. } => drop(pending.drain(..consumed)),
+            Feed::Done => panic!("done"),
+        }
+        max_pending = max_pending.max(pending.len());
+    }
+    assert!(pending.is_empty());
+    assert!(max_pending < 1000, "held {max_pending} bytes");
+    assert_eq!(l7_of(&h)["responses"], 4);
+}
+
+#[test]
+fn every_prefix_and_every_split() {
+    for f in flows() {
+        let c = &f.to_client[..f.to_client.len().min(3000)];
+        check_every_prefix::<Http>(Dir::ToServer, &f.to_server);
+        check_every_prefix::<Http>(Dir::ToClient, c);
+        check_every_split::<Http>(Dir::ToServer, &f.to_server);
+        check_every_split::<Http>(Dir::ToClient, c);
+    }
+}
+
+#[test]
+fn captured_segmentation_gives_the_same_record() {
+    for f in flows() {
+        let segs = |d: Dir| -> Vec<Vec<u8>> { f.segments.iter().filter(|(x, _)| *x == d).map(|(_, s)| s.clone()).collect() };
+        let mut p = Http::default();
+        for d in [Dir::ToServer, Dir::ToClient] {
+            let s = segs(d);
+            let refs: Vec<&[u8]> = s.iter().map(|v| v.as_slice()).collect();
+            assert!(feed_segments(&mut p, d, &refs).is_empty());
+        }
+        assert_eq!(l7_of(&p), record(&f.to_server, &f.to_client).1);
+    }
+}
+
+#[test]
+fn responses_without_body_or_length() {
+    // 1xx interim, 204 and 304 carry no body even with a Content-Length; a response without
+    // length is read until close.
+    let req = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\nGET /c HTTP/1.1\r\nHost: h\r\n\r\n";
+    let resp = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n\
+HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\nHTTP/1.0 200 OK\r\n\r\nanything HTTP/1.1 200 OK\r\n";
+    let (_, m) = record(req, resp);
+    assert_eq!(m["requests"], 3);
+    assert_eq!(m["responses"], 3);
+    assert_eq!(m["status"], 204);
+    assert!(!m.contains_key("violation"));
+}
+
+#[test]
+fn connect_tunnel_and_bad_framing() {
+    let mut h = Http::default();
+    feed_all(&mut h, Dir::ToServer, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n");
+    assert_eq!(h.feed(Dir::ToClient, b"HTTP/1.1 200 Connection established\r\n\r\n\x16\x03\x01"), Feed::Consumed(39));
+    assert_eq!(h.feed(Dir::ToClient, b"\x16\x03\x01"), Feed::Done);
+    assert_eq!(h.feed(Dir::ToServer, b"\x16\x03\x01"), Feed::Done);
+    assert_eq!(l7_of(&h)["tunnel"], true);
+
+    for bad in [
+        &b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"[..],
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\naXX",
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffff\r\n",
+        b"GET / HTTP/1.1\r\n\x01\r\n\r\n",
+    ] {
+        let mut h = Http::default();
+        feed_all(&mut h, Dir::ToServer, bad);
+        assert_eq!(l7_of(&h)["violation"], true, "{:?}", String::from_utf8_lossy(bad));
+    }
+    // A head that never ends is given up at MAX_HEAD, not buffered forever.
+    let mut h = Http::default();
+    let mut long = b"GET / HTTP/1.1\r\nX: ".to_vec();
+    long.resize(parser::MAX_HEAD + 10, b'a');
+    assert_eq!(h.feed(Dir::ToServer, &long), Feed::Done);
+}
+
+#[test]
+fn gaps() {
+    let f = flow(56818);
+    let split = 8769 + 5000; // inside the 60000-byte blob body
+    let mut h = Http::default();
+    feed_all(&mut h, Dir::ToServer, &f.to_server);
+    feed_all(&mut h, Dir::ToClient, &f.to_client[..split]);
+    h.gap(Dir::ToClient, 1000);
+    feed_all(&mut h, Dir::ToClient, &f.to_client[split + 1000..]);
+    let m = l7_of(&h);
+    assert_eq!(m["responses"], 4);
+    assert!(!m.contains_key("gap"));
+
+    // A gap in a head loses the message boundaries: the direction stops.
+    let mut h = Http::default();
+    feed_all(&mut h, Dir::ToServer, &f.to_server[..10]);
+    h.gap(Dir::ToServer, 5);
+    assert_eq!(h.feed(Dir::ToServer, &f.to_server[15..]), Feed::Done);
+    assert_eq!(l7_of(&h)["gap"], true);
+}
+
+#[test]
+fn h2c_upgrade_request_is_recorded_and_left_for_http2() {
+    let req = b"GET / HTTP/1.1\r\nHost: 198.18.0.2\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n";
+    let mut to_server = req.to_vec();
+    to_server.extend_from_slice(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    let to_client = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+    let mut h = Http::default();
+    assert_eq!(h.feed(Dir::ToServer, &to_server), Feed::Consumed(req.len()));
+    assert!(!h.h2c_switched());
+    assert_eq!(h.feed(Dir::ToClient, to_client), Feed::Done);
+    assert!(h.h2c_switched());
+    assert_eq!(h.feed(Dir::ToServer, &to_server[req.len()..]), Feed::Done);
+    let m = l7_of(&h);
+    assert_eq!(m["upgrade"], "h2c");
+    assert_eq!(m["status"], 101);
+    assert_eq!(m["switched"], true);
+    assert_eq!(m["path"], "/");
+}
+
+#[test]
+fn probe_is_content_based() {
+    let f = flow(56818);
+    assert_eq!(Http::probe(Dir::ToServer, &f.to_server), Probe::Match);
+    assert_eq!(Http::probe(Dir::ToClient, &f.to_client), Probe::Match);
+    for bad in [
+        &b"HELLO\r\n"[..],
+        b"EHLO x\r\n",
+        b"+OK\r\n",
+        b"{\"jsonrpc\":\"2.0\"}\n",
+        b"GET key\r\n",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        b"SSH-2.0-OpenSSH_9.2p1\r\n",
+        b"\x16\x03\x01\x02\x00\x01",
+        b"\0\0\x18\x04\0\0\0\0\0",
+    ] {
+        for d in [Dir::ToServer, Dir::ToClient] {
+            assert_eq!(Http::probe(d, bad), Probe::NoMatch, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+    // A response is not a request and vice versa.
+    assert_eq!(Http::probe(Dir::ToServer, &f.to_client), Probe::NoMatch);
+    assert_eq!(Http::probe(Dir::ToClient, &f.to_server), Probe::NoMatch);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for _ in 0..2000 {
+        let b: Vec<u8> = (0..rng.below(64) + 16).map(|_| rng.next() as u8).collect();
+        assert_eq!(Http::probe(Dir::ToServer, &b), Probe::NoMatch, "{b:?}");
+        assert_eq!(Http::probe(Dir::ToClient, &b), Probe::NoMatch, "{b:?}");
+    }
+}
+
+#[test]
+fn probe_never_matches_other_corpus_protocols() {
+    let labels: Value = serde_json::from_slice(&std::fs::read(corpus("labels.json")).unwrap()).unwrap();
+    for (file, l) in labels.as_object().unwrap() {
+        if l["protocol"].as_str().unwrap().ends_with("http") {
+            continue;
+        }
+        for f in corpus_flows(file) {
+            let mut firsts: Vec<(Dir, &[u8])> = vec![(Dir::ToServer, &f.to_server), (Dir::ToClient, &f.to_client)];
+            for d in [Dir::ToServer, Dir::ToClient] {
+                if let Some((_, b)) = f.datagrams.iter().find(|(x, _)| *x == d) {
+                    firsts.push((d, b));
+                }
+            }
+            for (d, b) in firsts {
+                for cut in [b.len().min(4096), b.len().min(64), b.len().min(16)] {
+                    assert_ne!(Http::probe(d, &b[..cut]), Probe::Match, "{file} {d:?}");
+                }
+            }
+        }
+    }
+}
+
+/// xorshift64* (deterministic, no dependency).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+#[test]
+fn mutated_real_bytes_never_panic() {
+    let fs = flows();
+    let mut rng = Rng(42);
+    for i in 0..4000 {
+        let f = &fs[i % fs.len()];
+        let src = if i % 2 == 0 { &f.to_server } else { &f.to_client };
+        let mut b = src[..src.len().min(2048)].to_vec();
+        for _ in 0..rng.below(8) + 1 {
+            let at = rng.below(b.len());
+            match rng.below(4) {
+                0 => b[at] = rng.next() as u8,
+                1 => b[at] ^= 1 << rng.below(8),
+                2 => b.insert(at, *b"\r\n:0 ;fF".get(rng.below(8)).unwrap()),
+                _ => b.truncate(at),
+            }
+            if b.is_empty() {
+                break;
+            }
+        }
+        let dir = if i % 2 == 0 { Dir::ToServer } else { Dir::ToClient };
+        let _ = Http::probe(dir, &b);
+        let mut h = Http::default();
+        let cut = rng.below(b.len() + 1);
+        feed_segments(&mut h, dir, &[&b[..cut], &b[cut..]]);
+        h.gap(dir, rng.below(100));
+        feed_all(&mut h, dir, &b);
+        let _ = l7_of(&h);
+    }
+}
+
+#[test]
+fn state_is_small_and_fixed() {
+    let n = std::mem::size_of::<Http>();
+    assert!(n <= 1024, "{n}");
+}
