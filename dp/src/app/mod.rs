@@ -23,6 +23,9 @@ use serde_json::{Map, Value};
 
 pub use crate::session::Dir;
 
+pub mod mysql;
+pub mod postgresql;
+pub mod redis;
 pub mod template;
 #[cfg(test)]
 pub mod testutil;
