@@ -238,7 +238,7 @@ impl Mysql {
 
 impl AppParser for Mysql {
     const APP: App = App::Mysql;
-    const PORTS: &'static [u16] = &[3306, 3307, 33060];
+    const PORTS: &'static [u16] = &[3306, 3307];
     const TRANSPORT: Transport = Transport::Tcp;
 
     fn probe(dir: Dir, data: &[u8]) -> Probe {
@@ -422,7 +422,11 @@ fn probe_server(b: &[u8]) -> Probe {
             if !p.iter().skip(3).all(|&c| c >= 0x20 && c != 0x7f) {
                 return Probe::NoMatch;
             }
-            if p.len() == h.len { Probe::Match } else { Probe::NeedMore }
+            if p.len() == h.len {
+                Probe::Match
+            } else {
+                Probe::NeedMore
+            }
         }
         Some(_) => Probe::NoMatch,
     }

@@ -1,5 +1,7 @@
 use super::*;
-use crate::app::testutil::{check_every_prefix, check_every_split, corpus, corpus_flows, feed_all, feed_segments, l7_of, Flow};
+use crate::app::testutil::{
+    check_every_prefix, check_every_split, corpus, corpus_flows, feed_all, feed_segments, l7_of, Flow,
+};
 use serde_json::json;
 
 fn flows(file: &str) -> Vec<Flow> {
@@ -111,7 +113,8 @@ fn segments_as_captured_give_the_same_result() {
             let whole = l7_of(&parse(f));
             let mut s = Mysql::default();
             for d in [Dir::ToClient, Dir::ToServer] {
-                let segs: Vec<&[u8]> = f.segments.iter().filter(|(sd, _)| *sd == d).map(|(_, s)| s.as_slice()).collect();
+                let segs: Vec<&[u8]> =
+                    f.segments.iter().filter(|(sd, _)| *sd == d).map(|(_, s)| s.as_slice()).collect();
                 feed_segments(&mut s, d, &segs);
             }
             assert_eq!(l7_of(&s), whole);
@@ -180,15 +183,22 @@ fn other_corpus_protocols_never_match() {
             continue;
         }
         for f in corpus_flows(file) {
-            let mut firsts: Vec<(Dir, Vec<u8>)> = vec![(Dir::ToServer, f.to_server.clone()), (Dir::ToClient, f.to_client.clone())];
+            let mut firsts: Vec<(Dir, Vec<u8>)> =
+                vec![(Dir::ToServer, f.to_server.clone()), (Dir::ToClient, f.to_client.clone())];
             for d in [Dir::ToServer, Dir::ToClient] {
                 if let Some((_, dg)) = f.datagrams.iter().find(|(dd, _)| *dd == d) {
                     firsts.push((d, dg.clone()));
                 }
             }
             for (d, bytes) in firsts {
-                for cut in (1..=bytes.len().min(4096)).filter(|c| *c < 80 || c % 97 == 0 || *c == bytes.len().min(4096)) {
-                    assert_ne!(Mysql::probe(d, &bytes[..cut]), Probe::Match, "{file} {d:?} {:?}", &bytes[..cut.min(40)]);
+                for cut in (1..=bytes.len().min(4096)).filter(|c| *c < 80 || c % 97 == 0 || *c == bytes.len().min(4096))
+                {
+                    assert_ne!(
+                        Mysql::probe(d, &bytes[..cut]),
+                        Probe::Match,
+                        "{file} {d:?} {:?}",
+                        &bytes[..cut.min(40)]
+                    );
                 }
             }
         }

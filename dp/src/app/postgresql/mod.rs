@@ -442,7 +442,11 @@ fn probe_server(b: &[u8], depth: u8) -> Probe {
                 10 => len > 9,
                 _ => false,
             };
-            if fits { Probe::Match } else { Probe::NoMatch }
+            if fits {
+                Probe::Match
+            } else {
+                Probe::NoMatch
+            }
         }
         b'E' => {
             if !len_ok(8192) {

@@ -1,5 +1,7 @@
 use super::*;
-use crate::app::testutil::{check_every_prefix, check_every_split, corpus, corpus_flows, feed_all, feed_segments, l7_of, Flow};
+use crate::app::testutil::{
+    check_every_prefix, check_every_split, corpus, corpus_flows, feed_all, feed_segments, l7_of, Flow,
+};
 
 fn flows() -> Vec<Flow> {
     corpus_flows("postgresql.pcap")
@@ -196,15 +198,22 @@ fn other_corpus_protocols_never_match() {
             continue;
         }
         for f in corpus_flows(file) {
-            let mut firsts: Vec<(Dir, Vec<u8>)> = vec![(Dir::ToServer, f.to_server.clone()), (Dir::ToClient, f.to_client.clone())];
+            let mut firsts: Vec<(Dir, Vec<u8>)> =
+                vec![(Dir::ToServer, f.to_server.clone()), (Dir::ToClient, f.to_client.clone())];
             for d in [Dir::ToServer, Dir::ToClient] {
                 if let Some((_, dg)) = f.datagrams.iter().find(|(dd, _)| *dd == d) {
                     firsts.push((d, dg.clone()));
                 }
             }
             for (d, bytes) in firsts {
-                for cut in (1..=bytes.len().min(4096)).filter(|c| *c < 80 || c % 97 == 0 || *c == bytes.len().min(4096)) {
-                    assert_ne!(Postgresql::probe(d, &bytes[..cut]), Probe::Match, "{file} {d:?} {:?}", &bytes[..cut.min(40)]);
+                for cut in (1..=bytes.len().min(4096)).filter(|c| *c < 80 || c % 97 == 0 || *c == bytes.len().min(4096))
+                {
+                    assert_ne!(
+                        Postgresql::probe(d, &bytes[..cut]),
+                        Probe::Match,
+                        "{file} {d:?} {:?}",
+                        &bytes[..cut.min(40)]
+                    );
                 }
             }
         }
@@ -287,8 +296,12 @@ fn gaps() {
 #[test]
 fn mutated_real_bytes_never_panic() {
     let fl = flows();
-    let seeds: [(Dir, &[u8]); 4] =
-        [(Dir::ToServer, &fl[0].to_server), (Dir::ToClient, &fl[0].to_client), (Dir::ToServer, &fl[2].to_server), (Dir::ToClient, &fl[4].to_client)];
+    let seeds: [(Dir, &[u8]); 4] = [
+        (Dir::ToServer, &fl[0].to_server),
+        (Dir::ToClient, &fl[0].to_client),
+        (Dir::ToServer, &fl[2].to_server),
+        (Dir::ToClient, &fl[4].to_client),
+    ];
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     let mut rnd = || {
         x ^= x << 13;

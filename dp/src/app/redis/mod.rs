@@ -519,7 +519,11 @@ fn probe_inline(b: &[u8]) -> Probe {
     let known = |w: &[u8], whole: bool| {
         parser::INLINE_COMMANDS.iter().any(|c| {
             let c = c.as_bytes();
-            if whole { c.eq_ignore_ascii_case(w) } else { c.len() >= w.len() && c[..w.len()].eq_ignore_ascii_case(w) }
+            if whole {
+                c.eq_ignore_ascii_case(w)
+            } else {
+                c.len() >= w.len() && c[..w.len()].eq_ignore_ascii_case(w)
+            }
         })
     };
     if end == b.len() {
@@ -541,7 +545,11 @@ fn probe_inline(b: &[u8]) -> Probe {
             _ => return Probe::NoMatch,
         }
     }
-    if tail.len() >= 256 { Probe::NoMatch } else { Probe::NeedMore }
+    if tail.len() >= 256 {
+        Probe::NoMatch
+    } else {
+        Probe::NeedMore
+    }
 }
 
 /// Server probe, conservative: a reply only Redis sends (`+PONG`, `+QUEUED`, an integer, a bulk,

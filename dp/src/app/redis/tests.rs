@@ -1,5 +1,7 @@
 use super::*;
-use crate::app::testutil::{check_every_prefix, check_every_split, corpus, corpus_flows, feed_all, feed_segments, l7_of, Flow};
+use crate::app::testutil::{
+    check_every_prefix, check_every_split, corpus, corpus_flows, feed_all, feed_segments, l7_of, Flow,
+};
 
 fn flows() -> Vec<Flow> {
     corpus_flows("redis.pcap")
@@ -72,8 +74,12 @@ fn every_flow_parses_and_commands_match_replies() {
         let m = l7_of(&r);
         assert!(m.get("violation").is_none(), "{}: {m:?}", f.client_port);
         assert_eq!(r.commands, r.replies, "{}", f.client_port);
-        let arrays = count(&f.to_server, b"*1\r\n$") + count(&f.to_server, b"*2\r\n$") + count(&f.to_server, b"*3\r\n$")
-            + count(&f.to_server, b"*4\r\n$") + count(&f.to_server, b"*5\r\n$") + count(&f.to_server, b"*6\r\n$");
+        let arrays = count(&f.to_server, b"*1\r\n$")
+            + count(&f.to_server, b"*2\r\n$")
+            + count(&f.to_server, b"*3\r\n$")
+            + count(&f.to_server, b"*4\r\n$")
+            + count(&f.to_server, b"*5\r\n$")
+            + count(&f.to_server, b"*6\r\n$");
         assert_eq!(r.commands, arrays, "{}", f.client_port);
     }
 }
@@ -192,22 +198,28 @@ fn random_bytes_do_not_match() {
 
 #[test]
 fn other_corpus_protocols_never_match() {
-    let labels: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(corpus("labels.json")).unwrap()).unwrap();
+    let labels: serde_json::Value = serde_json::from_slice(&std::fs::read(corpus("labels.json")).unwrap()).unwrap();
     for (file, meta) in labels.as_object().unwrap() {
         if meta["protocol"] == "redis" {
             continue;
         }
         for f in corpus_flows(file) {
-            let mut firsts: Vec<(Dir, Vec<u8>)> = vec![(Dir::ToServer, f.to_server.clone()), (Dir::ToClient, f.to_client.clone())];
+            let mut firsts: Vec<(Dir, Vec<u8>)> =
+                vec![(Dir::ToServer, f.to_server.clone()), (Dir::ToClient, f.to_client.clone())];
             for d in [Dir::ToServer, Dir::ToClient] {
                 if let Some((_, dg)) = f.datagrams.iter().find(|(dd, _)| *dd == d) {
                     firsts.push((d, dg.clone()));
                 }
             }
             for (d, bytes) in firsts {
-                for cut in (1..=bytes.len().min(4096)).filter(|c| *c < 64 || c % 97 == 0 || *c == bytes.len().min(4096)) {
-                    assert_ne!(Redis::probe(d, &bytes[..cut]), Probe::Match, "{file} {d:?} {:?}", &bytes[..cut.min(40)]);
+                for cut in (1..=bytes.len().min(4096)).filter(|c| *c < 64 || c % 97 == 0 || *c == bytes.len().min(4096))
+                {
+                    assert_ne!(
+                        Redis::probe(d, &bytes[..cut]),
+                        Probe::Match,
+                        "{file} {d:?} {:?}",
+                        &bytes[..cut.min(40)]
+                    );
                 }
             }
         }
@@ -282,7 +294,10 @@ fn gaps() {
     // COMMAND DOCS before the gap; INCR and LPUSH are lost (the resync point is the `\r\n*`
     // after LPUSH); the 10 commands after it are counted.
     assert_eq!(m["command_count"], 11);
-    assert_eq!(m["commands"], serde_json::json!(["COMMAND", "LRANGE", "HSET", "HGETALL", "MULTI", "INCR", "EXEC", "INFO"]));
+    assert_eq!(
+        m["commands"],
+        serde_json::json!(["COMMAND", "LRANGE", "HSET", "HGETALL", "MULTI", "INCR", "EXEC", "INFO"])
+    );
     // The server direction stops after a gap.
     let mut r2 = Redis::default();
     feed_all(&mut r2, Dir::ToClient, &f.to_client[..3000]);
@@ -332,7 +347,8 @@ fn inline_commands() {
 fn mutated_real_bytes_never_panic() {
     let f = flow(43212);
     let h = flow(43218);
-    let seeds: [(Dir, &[u8]); 3] = [(Dir::ToServer, &f.to_server), (Dir::ToClient, &f.to_client[..3000]), (Dir::ToClient, &h.to_client)];
+    let seeds: [(Dir, &[u8]); 3] =
+        [(Dir::ToServer, &f.to_server), (Dir::ToClient, &f.to_client[..3000]), (Dir::ToClient, &h.to_client)];
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     let mut rnd = || {
         x ^= x << 13;
