@@ -26,6 +26,9 @@ pub use crate::session::Dir;
 pub mod engine;
 pub mod http;
 pub mod http2;
+pub mod mysql;
+pub mod postgresql;
+pub mod redis;
 pub mod template;
 #[cfg(test)]
 pub mod testutil;
