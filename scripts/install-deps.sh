@@ -6,6 +6,7 @@ set -euo pipefail
 PKGS=(
   clang llvm libelf-dev zlib1g-dev pkg-config m4 make gcc libbpf-dev linux-libc-dev   # XDP program + libbpf-sys
   iproute2 ethtool iputils-ping tcpdump curl python3 procps                         # topologies, real clients/servers
+  redis-server redis-tools                                                          # app detection end to end
 )
 
 missing=()

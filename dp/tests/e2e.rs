@@ -233,3 +233,53 @@ fn both_directions_meet_in_one_session_with_two_workers_and_queues() {
 fn ctl_counters(t: &Topo) -> Reply {
     t.client().request(&Request::Counters {}).unwrap()
 }
+
+/// Real clients and servers on non-standard ports through Warden: the app comes from content.
+#[test]
+fn apps_are_detected_inline_by_content() {
+    let mut t = Topo::new(ClientLink::Veth);
+    let www = t.path("www");
+    std::fs::create_dir_all(&www).unwrap();
+    write_blob(&www.join("index.html"), 1000);
+    t.spawn(&t.s.clone(), &["python3", "-m", "http.server", "9099", "--bind", "0.0.0.0", "-d", www.to_str().unwrap()]);
+    t.spawn(
+        &t.s.clone(),
+        &["redis-server", "--port", "7777", "--bind", S4, "--save", "", "--appendonly", "no", "--protected-mode", "no", "--dir", t.path("").to_str().unwrap()],
+    );
+    t.start_warden(&["--inline", &format!("{}:{}", t.a, t.b)]);
+    std::thread::sleep(Duration::from_millis(1000));
+    let out = t.exec(&t.c, &["curl", "-s", "-A", "warden-e2e/1", "-o", "/dev/null", "-w", "%{http_code}", &format!("http://{S4}:9099/index.html")]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    for cmd in [&["SET", "k", "v"][..], &["GET", "k"], &["PING"]] {
+        let mut args = vec!["redis-cli", "-h", S4, "-p", "7777"];
+        args.extend_from_slice(cmd);
+        let out = t.exec(&t.c, &args);
+        assert!(out.status.success(), "redis-cli {cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut ctl = t.client();
+    let records = collect_reports(&mut ctl, Duration::from_secs(15), |all| {
+        all.iter().filter(|r| r.closed && r.server_port == 9099).count() >= 1
+            && all.iter().filter(|r| r.closed && r.server_port == 7777).count() >= 3
+    });
+    let http = records.iter().find(|r| r.closed && r.server_port == 9099).expect("http record");
+    assert_eq!(http.app, "http", "{http:?}");
+    let l7 = http.l7.as_ref().expect("l7");
+    assert_eq!(l7["method"], "GET");
+    assert_eq!(l7["path"], "/index.html");
+    assert_eq!(l7["user_agent"], "warden-e2e/1");
+    assert_eq!(l7["status"], 200);
+    assert!(http.app_detected_after.is_some());
+    let redis: Vec<_> = records.iter().filter(|r| r.closed && r.server_port == 7777).collect();
+    assert_eq!(redis.len(), 3);
+    for r in &redis {
+        assert_eq!(r.app, "redis", "{r:?}");
+    }
+    let cmds: Vec<String> = redis
+        .iter()
+        .flat_map(|r| r.l7.as_ref().and_then(|l| l["commands"].as_array().cloned()).unwrap_or_default())
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect();
+    for want in ["SET", "GET", "PING"] {
+        assert!(cmds.iter().any(|c| c == want), "{want} not in {cmds:?}");
+    }
+}
