@@ -23,7 +23,10 @@ use serde_json::{Map, Value};
 
 pub use crate::session::Dir;
 
+pub mod dns;
+pub mod ssh;
 pub mod template;
+pub mod tls;
 #[cfg(test)]
 pub mod testutil;
 
