@@ -24,7 +24,7 @@ use serde_json::{Map, Value};
 use super::{App, AppParser, Dir, Feed, Probe, Text, Transport};
 use parser::Parse;
 
-/// Answer addresses kept.
+/// Distinct A/AAAA answer addresses kept (in order of appearance across responses).
 pub const MAX_ADDRS: usize = 8;
 
 /// The transport, as told by the first feed.
