@@ -116,7 +116,16 @@ macro_rules! parsers {
     };
 }
 
-parsers! {}
+parsers! {
+    Http => super::http::Http,
+    Http2 => super::http2::Http2,
+    Redis => super::redis::Redis,
+    Mysql => super::mysql::Mysql,
+    Postgresql => super::postgresql::Postgresql,
+    Tls => super::tls::Tls,
+    Ssh => super::ssh::Ssh,
+    Dns => super::dns::Dns,
+}
 
 /// Inspection status of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

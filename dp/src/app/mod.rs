@@ -23,13 +23,16 @@ use serde_json::{Map, Value};
 
 pub use crate::session::Dir;
 
+pub mod dns;
 pub mod engine;
 pub mod http;
 pub mod http2;
 pub mod mysql;
 pub mod postgresql;
 pub mod redis;
+pub mod ssh;
 pub mod template;
+pub mod tls;
 #[cfg(test)]
 pub mod testutil;
 

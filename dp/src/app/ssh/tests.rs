@@ -1,0 +1,232 @@
+use super::*;
+use crate::app::testutil::{
+    check_every_prefix, check_every_split, corpus, corpus_flows, feed_all, feed_segments, l7_of, Flow,
+};
+
+fn flow(client_port: u16) -> Flow {
+    corpus_flows("ssh.pcap").into_iter().find(|f| f.client_port == client_port).expect("flow in corpus")
+}
+
+fn parse(f: &Flow, server_first: bool) -> Map<String, Value> {
+    let mut t = Ssh::default();
+    if server_first {
+        feed_all(&mut t, Dir::ToClient, &f.to_client);
+        feed_all(&mut t, Dir::ToServer, &f.to_server);
+    } else {
+        feed_all(&mut t, Dir::ToServer, &f.to_server);
+        feed_all(&mut t, Dir::ToClient, &f.to_client);
+    }
+    l7_of(&t)
+}
+
+/// Bytes of `b` up to and including the packet carrying NEWKEYS (the cleartext part).
+fn cleartext(b: &[u8]) -> &[u8] {
+    let Parse::Ok(_, mut off) = parser::line(b) else { panic!("no identification") };
+    loop {
+        let Parse::Ok(payload, n) = parser::packet(&b[off..]) else { panic!("bad packet at {off}") };
+        off += n;
+        if payload[0] == MSG_NEWKEYS {
+            return &b[..off];
+        }
+    }
+}
+
+#[test]
+fn default_openssh_session() {
+    for server_first in [false, true] {
+        let m = parse(&flow(56012), server_first);
+        assert_eq!(m["client_version"], "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u10");
+        assert_eq!(m["server_version"], "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u10");
+        assert_eq!(m["client_software"], "OpenSSH_9.2p1");
+        assert_eq!(m["server_software"], "OpenSSH_9.2p1");
+        assert_eq!(m["client_proto"], "2.0");
+        assert_eq!(m["kex"], "sntrup761x25519-sha512");
+        assert_eq!(m["host_key"], "ssh-ed25519");
+        assert_eq!(m["cipher_c2s"], "chacha20-poly1305@openssh.com");
+        assert_eq!(m["cipher_s2c"], "chacha20-poly1305@openssh.com");
+        // KEXINIT, KEX_ECDH_INIT / REPLY, NEWKEYS.
+        assert_eq!(m["packets_to_server"], 3);
+        assert_eq!(m["packets_to_client"], 3);
+        assert_eq!(m["encrypted"], true);
+        assert!(m.get("violation").is_none());
+    }
+}
+
+#[test]
+fn legacy_algorithms_session() {
+    for server_first in [false, true] {
+        let m = parse(&flow(56020), server_first);
+        assert_eq!(m["kex"], "diffie-hellman-group14-sha256");
+        assert_eq!(m["host_key"], "rsa-sha2-256");
+        assert_eq!(m["cipher_c2s"], "aes128-ctr");
+        assert_eq!(m["cipher_s2c"], "aes128-ctr");
+    }
+}
+
+#[test]
+fn done_after_both_newkeys() {
+    let f = flow(56018);
+    let mut t = Ssh::default();
+    let c = cleartext(&f.to_server);
+    let s = cleartext(&f.to_client);
+    assert_eq!(t.feed(Dir::ToServer, c), Feed::Consumed(c.len()));
+    assert_eq!(t.feed(Dir::ToServer, &f.to_server[c.len()..]), Feed::Consumed(f.to_server.len() - c.len()));
+    assert_eq!(t.feed(Dir::ToClient, s), Feed::Consumed(s.len()));
+    assert_eq!(t.feed(Dir::ToClient, &f.to_client[s.len()..]), Feed::Done);
+}
+
+#[test]
+fn captured_segmentation_gives_the_same_result() {
+    for f in corpus_flows("ssh.pcap") {
+        let mut t = Ssh::default();
+        for d in [Dir::ToServer, Dir::ToClient] {
+            let segs: Vec<&[u8]> = f.segments.iter().filter(|(sd, _)| *sd == d).map(|(_, s)| s.as_slice()).collect();
+            feed_segments(&mut t, d, &segs);
+        }
+        assert_eq!(l7_of(&t), parse(&f, false), "{}", f.client_port);
+    }
+}
+
+#[test]
+fn every_prefix_and_every_split() {
+    for f in corpus_flows("ssh.pcap") {
+        for (d, bytes) in [(Dir::ToServer, &f.to_server), (Dir::ToClient, &f.to_client)] {
+            let head = cleartext(bytes);
+            check_every_prefix::<Ssh>(d, head);
+            check_every_split::<Ssh>(d, head);
+        }
+    }
+}
+
+#[test]
+fn server_lines_before_identification() {
+    let f = flow(56012);
+    let mut b = b"Welcome to a test server\r\nauthorised use only\r\n".to_vec();
+    b.extend_from_slice(&f.to_client);
+    let mut t = Ssh::default();
+    feed_all(&mut t, Dir::ToServer, &f.to_server);
+    feed_all(&mut t, Dir::ToClient, &b);
+    assert_eq!(l7_of(&t), parse(&f, false));
+    check_every_split::<Ssh>(Dir::ToClient, cleartext(&f.to_client));
+    // Not accepted from the client.
+    let mut t = Ssh::default();
+    feed_all(&mut t, Dir::ToServer, &b);
+    assert_eq!(l7_of(&t)["violation"], true);
+    // Unbounded lines are rejected.
+    let mut t = Ssh::default();
+    assert_eq!(t.feed(Dir::ToClient, &[b'x'; 300]), Feed::Consumed(300));
+    assert_eq!(l7_of(&t)["violation"], true);
+}
+
+#[test]
+fn oversized_and_malformed_packets() {
+    assert_eq!(parser::packet(b"\x00\x00\x88\xb9"), Parse::Invalid); // 35001
+    assert_eq!(parser::packet(b"\x00\x00\x88\xb8"), Parse::Incomplete(5));
+    assert_eq!(parser::packet(b"\x00\x00\x00\x0c\x03"), Parse::Invalid); // padding < 4
+    assert_eq!(parser::packet(b"\x00\x00\x00\x05\x04"), Parse::Invalid); // no payload
+    assert_eq!(parser::packet(b"\x00\x00\x00\x0c\x0a\x15"), Parse::Incomplete(16));
+    let mut t = Ssh::default();
+    feed_all(&mut t, Dir::ToServer, b"SSH-2.0-x\r\n\xff\xff\xff\xff\x04");
+    assert_eq!(l7_of(&t)["violation"], true);
+}
+
+#[test]
+fn gap_stops_the_direction() {
+    let f = flow(56012);
+    let mut t = Ssh::default();
+    feed_all(&mut t, Dir::ToServer, &f.to_server[..41]);
+    t.gap(Dir::ToServer, 100);
+    assert_eq!(t.feed(Dir::ToServer, &f.to_server[141..200]), Feed::Consumed(59));
+    t.gap(Dir::ToClient, 10);
+    assert_eq!(t.feed(Dir::ToClient, &f.to_client[10..]), Feed::Done);
+    let m = l7_of(&t);
+    assert!(m.get("kex").is_none());
+    assert_eq!(m["client_software"], "OpenSSH_9.2p1");
+}
+
+#[test]
+fn probe_prefixes_and_other_clients() {
+    assert_eq!(Ssh::probe(Dir::ToServer, b""), Probe::NeedMore);
+    assert_eq!(Ssh::probe(Dir::ToServer, b"SSH-2.0"), Probe::NeedMore);
+    assert_eq!(Ssh::probe(Dir::ToServer, b"SSH-2.0-"), Probe::NeedMore);
+    for id in [&b"SSH-2.0-PuTTY_Release_0.78\r\n"[..], b"SSH-1.99-Cisco-1.25\r\n", b"SSH-2.0-dropbear_2022.83\r\n", b"SSH-2.0-Go\n"] {
+        assert_eq!(Ssh::probe(Dir::ToClient, id), Probe::Match, "{id:?}");
+        assert!(matches!(parser::line(id), Parse::Ok(Line::Ident(_), _)));
+    }
+    assert_eq!(Ssh::probe(Dir::ToServer, b"SSH-\r\n"), Probe::NoMatch);
+    assert_eq!(Ssh::probe(Dir::ToServer, b"SSH-2.0- x"), Probe::NoMatch);
+    assert_eq!(Ssh::probe(Dir::ToServer, b"SSH-x"), Probe::NoMatch);
+}
+
+fn other_corpus_files() -> Vec<String> {
+    let labels: Value = serde_json::from_slice(&std::fs::read(corpus("labels.json")).unwrap()).unwrap();
+    labels.as_object().unwrap().iter().filter(|(_, v)| v["protocol"] != "ssh").map(|(k, _)| k.clone()).collect()
+}
+
+#[test]
+fn probe_rejects_other_protocols() {
+    for line in [&b"HELLO\r\n"[..], b"EHLO x\r\n", b"+OK\r\n", b"{\"a\":1}\n", b"GET / HTTP/1.1\r\n", b"\x16\x03\x01\x02\x00\x01"] {
+        for d in [Dir::ToServer, Dir::ToClient] {
+            assert_eq!(Ssh::probe(d, line), Probe::NoMatch, "{line:?}");
+        }
+    }
+    let files = other_corpus_files();
+    assert!(files.len() > 15);
+    for file in files {
+        for f in corpus_flows(&file) {
+            for (d, b) in [(Dir::ToServer, &f.to_server), (Dir::ToClient, &f.to_client)] {
+                assert_ne!(Ssh::probe(d, &b[..b.len().min(4096)]), Probe::Match, "{file} {d:?}");
+            }
+            for (d, dg) in &f.datagrams {
+                assert_ne!(Ssh::probe(*d, dg), Probe::Match, "{file} datagram");
+            }
+        }
+    }
+}
+
+/// xorshift64* pseudo-random numbers (deterministic).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+#[test]
+fn random_bytes_do_not_match_and_mutations_never_panic() {
+    let mut rng = Rng(0xc0ff_ee11);
+    for _ in 0..20_000 {
+        let len = (rng.next() % 64) as usize;
+        let b: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        assert_ne!(Ssh::probe(Dir::ToServer, &b), Probe::Match);
+    }
+    let seeds: Vec<(Dir, Vec<u8>)> = corpus_flows("ssh.pcap")
+        .into_iter()
+        .flat_map(|f| [(Dir::ToServer, cleartext(&f.to_server).to_vec()), (Dir::ToClient, cleartext(&f.to_client).to_vec())])
+        .collect();
+    for i in 0..3000 {
+        let (d, seed) = &seeds[i % seeds.len()];
+        let mut b = seed.clone();
+        for _ in 0..1 + rng.next() % 8 {
+            if b.is_empty() {
+                break;
+            }
+            let at = (rng.next() as usize) % b.len();
+            match rng.next() % 3 {
+                0 => b[at] = rng.next() as u8,
+                1 => b[at] ^= 0x80,
+                _ => b.truncate(at),
+            }
+        }
+        let _ = Ssh::probe(*d, &b);
+        let mut t = Ssh::default();
+        let cut = if b.is_empty() { 0 } else { (rng.next() as usize) % b.len() };
+        feed_segments(&mut t, *d, &[&b[..cut], &b[cut..]]);
+        let _ = l7_of(&t);
+        // The KEXINIT decoder alone on mutated packets.
+        let _ = parser::kexinit(&b);
+    }
+}

@@ -1,0 +1,397 @@
+//! Pure TLS parsing functions over `&[u8]` (no state). Record and handshake framing follow
+//! RFC 8446 §5.1-§5.2 (TLSPlaintext: type, legacy_record_version, 16-bit length, at most
+//! 2^14 + 2048 bytes per §5.2) and §4 (Handshake: type, 24-bit length); hello contents are
+//! decoded with `tls-parser` (rusticata), extensions are split here (RFC 8446 §4.2) so that one
+//! malformed extension does not hide the others.
+
+use std::borrow::Cow;
+
+use tls_parser::{
+    parse_tls_client_hello_extension, parse_tls_message_handshake, parse_tls_record_header,
+    TlsExtension, TlsMessage, TlsMessageHandshake,
+};
+
+/// Length of a record header (type, version, length).
+pub const RECORD_HEADER: usize = 5;
+/// Largest record payload accepted (RFC 8446 §5.2: 2^14 + 2048, the TLSCiphertext bound).
+pub const MAX_RECORD: usize = (1 << 14) + 2048;
+/// Largest handshake message reassembled from several records (bytes, header included).
+pub const MAX_HANDSHAKE: usize = 64 * 1024;
+
+/// Record content type ChangeCipherSpec (RFC 8446 §5.1).
+pub const CT_CHANGE_CIPHER_SPEC: u8 = 20;
+/// Record content type Alert.
+pub const CT_ALERT: u8 = 21;
+/// Record content type Handshake.
+pub const CT_HANDSHAKE: u8 = 22;
+/// Record content type ApplicationData.
+pub const CT_APPLICATION_DATA: u8 = 23;
+/// Record content type Heartbeat (RFC 6520).
+pub const CT_HEARTBEAT: u8 = 24;
+
+/// Handshake type ClientHello (RFC 8446 §4).
+pub const HS_CLIENT_HELLO: u8 = 1;
+/// Handshake type ServerHello (also a HelloRetryRequest in TLS 1.3).
+pub const HS_SERVER_HELLO: u8 = 2;
+
+/// Extension server_name (RFC 6066 §3).
+pub const EXT_SERVER_NAME: u16 = 0x0000;
+/// Extension supported_groups (RFC 8446 §4.2.7, formerly elliptic_curves).
+pub const EXT_SUPPORTED_GROUPS: u16 = 0x000a;
+/// Extension ec_point_formats (RFC 8422 §5.1.2).
+pub const EXT_EC_POINT_FORMATS: u16 = 0x000b;
+/// Extension signature_algorithms (RFC 8446 §4.2.3).
+pub const EXT_SIGNATURE_ALGORITHMS: u16 = 0x000d;
+/// Extension application_layer_protocol_negotiation (RFC 7301 §3.1).
+pub const EXT_ALPN: u16 = 0x0010;
+/// Extension supported_versions (RFC 8446 §4.2.1).
+pub const EXT_SUPPORTED_VERSIONS: u16 = 0x002b;
+
+/// Parse result over a byte slice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parse<T> {
+    /// A complete item and the bytes it took.
+    Ok(T, usize),
+    /// At least this many bytes are needed in total.
+    Incomplete(usize),
+    /// The bytes are not valid TLS.
+    Invalid,
+}
+
+/// A record header (RFC 8446 §5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// Content type (20..=24).
+    pub content_type: u8,
+    /// legacy_record_version (0x0300..=0x0304).
+    pub version: u16,
+    /// Payload length in bytes (at most [`MAX_RECORD`]).
+    pub len: usize,
+}
+
+/// True for GREASE values (RFC 8701 §2: 0x?A?A with both bytes equal).
+pub fn is_grease(v: u16) -> bool {
+    v & 0x0f0f == 0x0a0a && v >> 8 == v & 0xff
+}
+
+/// Is `v` a TLS/SSL 3.x version (0x0300..=0x0304)?
+fn plausible_version(v: u16) -> bool {
+    (0x0300..=0x0304).contains(&v)
+}
+
+/// Parses and validates a record header: known content type, version 3.0-3.4 (TLS 1.3 records
+/// carry 0x0301/0x0303), length at most [`MAX_RECORD`].
+pub fn record_header(b: &[u8]) -> Parse<RecordHeader> {
+    let Some(h) = b.get(..RECORD_HEADER) else {
+        // Validate what is there so that non-TLS bytes are rejected early.
+        if let Some(&t) = b.first() {
+            if !(CT_CHANGE_CIPHER_SPEC..=CT_HEARTBEAT).contains(&t) {
+                return Parse::Invalid;
+            }
+        }
+        if let Some(&maj) = b.get(1) {
+            if maj != 3 {
+                return Parse::Invalid;
+            }
+        }
+        if let Some(&min) = b.get(2) {
+            if min > 4 {
+                return Parse::Invalid;
+            }
+        }
+        if let Some(&hi) = b.get(3) {
+            if usize::from(hi) << 8 > MAX_RECORD {
+                return Parse::Invalid;
+            }
+        }
+        return Parse::Incomplete(RECORD_HEADER);
+    };
+    match parse_tls_record_header(h) {
+        Ok((_, hdr)) => {
+            let rh = RecordHeader { content_type: hdr.record_type.0, version: hdr.version.0, len: usize::from(hdr.len) };
+            if !(CT_CHANGE_CIPHER_SPEC..=CT_HEARTBEAT).contains(&rh.content_type)
+                || !plausible_version(rh.version)
+                || rh.len > MAX_RECORD
+            {
+                return Parse::Invalid;
+            }
+            Parse::Ok(rh, RECORD_HEADER)
+        }
+        Err(_) => Parse::Invalid,
+    }
+}
+
+/// Reads a big-endian u16 at `at`.
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    let s = b.get(at..at.checked_add(2)?)?;
+    Some(u16::from_be_bytes([s[0], s[1]]))
+}
+
+/// Reads a big-endian u24 at `at`.
+fn be24(b: &[u8], at: usize) -> Option<usize> {
+    let s = b.get(at..at.checked_add(3)?)?;
+    Some(usize::from(s[0]) << 16 | usize::from(s[1]) << 8 | usize::from(s[2]))
+}
+
+/// The first handshake message of a flight, reassembled from as many handshake records as it
+/// spans. Returns the message (4-byte handshake header included; borrowed when it fits in the
+/// first record, copied otherwise, at most [`MAX_HANDSHAKE`] bytes), the bytes of the whole
+/// records it occupies and how many records those are. Messages that follow it inside the last
+/// record are not returned (the caller only wants the hello).
+pub fn first_handshake(b: &[u8]) -> Parse<(Cow<'_, [u8]>, u32)> {
+    let h0 = match record_header(b) {
+        Parse::Ok(h, _) => h,
+        Parse::Incomplete(k) => return Parse::Incomplete(k),
+        Parse::Invalid => return Parse::Invalid,
+    };
+    if h0.content_type != CT_HANDSHAKE || h0.len == 0 {
+        return Parse::Invalid;
+    }
+    // Handshake header (type + u24 length) from the first fragment: reject absurd lengths early.
+    let frag0_avail = &b[RECORD_HEADER..b.len().min(RECORD_HEADER + h0.len)];
+    if let Some(hl) = be24(frag0_avail, 1) {
+        if hl + 4 > MAX_HANDSHAKE {
+            return Parse::Invalid;
+        }
+    }
+    let end0 = RECORD_HEADER + h0.len;
+    let Some(frag0) = b.get(RECORD_HEADER..end0) else {
+        return Parse::Incomplete(end0);
+    };
+    if let Some(hl) = be24(frag0, 1) {
+        if hl + 4 <= frag0.len() {
+            return Parse::Ok((Cow::Borrowed(&frag0[..hl + 4]), 1), end0);
+        }
+    }
+    // The message spans records: walk the following handshake records until it is complete,
+    // asking for one more record header or record at a time.
+    let mut need: Option<usize> = be24(frag0, 1).map(|hl| hl + 4);
+    let mut have = frag0.len();
+    let mut pos = end0;
+    let mut records = 1u32;
+    let mut ends = vec![(RECORD_HEADER, end0)];
+    while need.is_none_or(|n| have < n) {
+        let h = match record_header(b.get(pos..).unwrap_or(&[])) {
+            Parse::Ok(h, _) => h,
+            Parse::Incomplete(k) => return Parse::Incomplete(pos + k),
+            Parse::Invalid => return Parse::Invalid,
+        };
+        if h.content_type != CT_HANDSHAKE || h.len == 0 {
+            return Parse::Invalid;
+        }
+        let start = pos + RECORD_HEADER;
+        let end = start + h.len;
+        if end > b.len() {
+            return Parse::Incomplete(end);
+        }
+        ends.push((start, end));
+        have += h.len;
+        pos = end;
+        records += 1;
+        if need.is_none() && have >= 4 {
+            let mut hdr = [0u8; 4];
+            copy_prefix(b, &ends, &mut hdr);
+            let hl = usize::from(hdr[1]) << 16 | usize::from(hdr[2]) << 8 | usize::from(hdr[3]);
+            if hl + 4 > MAX_HANDSHAKE {
+                return Parse::Invalid;
+            }
+            need = Some(hl + 4);
+        }
+    }
+    let n = need.unwrap_or(0);
+    let mut msg = vec![0u8; n];
+    copy_prefix(b, &ends, &mut msg);
+    Parse::Ok((Cow::Owned(msg), records), pos)
+}
+
+/// Copies the concatenation of the fragments `b[start..end]` listed in `ends` into `out` until
+/// it is full.
+fn copy_prefix(b: &[u8], ends: &[(usize, usize)], out: &mut [u8]) {
+    let mut filled = 0;
+    for &(s, e) in ends {
+        let frag = b.get(s..e).unwrap_or(&[]);
+        let k = frag.len().min(out.len() - filled);
+        out[filled..filled + k].copy_from_slice(&frag[..k]);
+        filled += k;
+        if filled == out.len() {
+            break;
+        }
+    }
+}
+
+/// What a ClientHello says (RFC 8446 §4.1.2), with borrowed strings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientHello<'a> {
+    /// legacy_version.
+    pub version: u16,
+    /// Cipher suites in order (GREASE included).
+    pub ciphers: Vec<u16>,
+    /// Extension types in order (GREASE included).
+    pub extensions: Vec<u16>,
+    /// server_name host_name (first entry).
+    pub sni: Option<&'a [u8]>,
+    /// ALPN protocol names in order.
+    pub alpn: Vec<&'a [u8]>,
+    /// supported_versions (GREASE included).
+    pub supported_versions: Vec<u16>,
+    /// supported_groups (GREASE included).
+    pub groups: Vec<u16>,
+    /// ec_point_formats.
+    pub point_formats: Vec<u8>,
+    /// signature_algorithms in order.
+    pub sig_algs: Vec<u16>,
+}
+
+/// What a ServerHello says (RFC 8446 §4.1.3).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerHello<'a> {
+    /// legacy_version.
+    pub version: u16,
+    /// supported_versions selected_version, if present (TLS 1.3).
+    pub selected_version: Option<u16>,
+    /// cipher_suite.
+    pub cipher: u16,
+    /// ALPN protocol selected (TLS 1.2 servers send it here; TLS 1.3 in EncryptedExtensions).
+    pub alpn: Option<&'a [u8]>,
+    /// True for a TLS 1.3 HelloRetryRequest (RFC 8446 §4.1.3 special random).
+    pub hello_retry: bool,
+}
+
+/// RFC 8446 §4.1.3: the random of a HelloRetryRequest (SHA-256 of "HelloRetryRequest").
+const HRR_RANDOM: [u8; 32] = [
+    0xCF, 0x21, 0xAD, 0x74, 0xE5, 0x9A, 0x61, 0x11, 0xBE, 0x1D, 0x8C, 0x02, 0x1E, 0x65, 0xB8, 0x91,
+    0xC2, 0xA2, 0x11, 0x16, 0x7A, 0xBB, 0x8C, 0x5E, 0x07, 0x9E, 0x09, 0xE2, 0xC8, 0xA8, 0x33, 0x9C,
+];
+
+/// Splits an extensions block into (type, data) pairs (RFC 8446 §4.2); stops at the first
+/// malformed entry.
+pub fn extensions(mut ext: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        let t = be16(ext, 0)?;
+        let l = usize::from(be16(ext, 2)?);
+        let data = ext.get(4..4 + l)?;
+        ext = &ext[4 + l..];
+        Some((t, data))
+    })
+}
+
+/// Decodes a ClientHello handshake message (header included) with `tls-parser`.
+pub fn client_hello(msg: &[u8]) -> Option<ClientHello<'_>> {
+    let Ok((_, TlsMessage::Handshake(TlsMessageHandshake::ClientHello(ch)))) = parse_tls_message_handshake(msg)
+    else {
+        return None;
+    };
+    let mut out = ClientHello {
+        version: ch.version.0,
+        ciphers: ch.ciphers.iter().map(|c| c.0).collect(),
+        ..ClientHello::default()
+    };
+    let raw = ch.ext.unwrap_or(&[]);
+    let mut off = 0;
+    for (t, data) in extensions(raw) {
+        out.extensions.push(t);
+        let whole = &raw[off..off + 4 + data.len()];
+        off += 4 + data.len();
+        let Ok((_, ext)) = parse_tls_client_hello_extension(whole) else { continue };
+        match ext {
+            TlsExtension::SNI(names) => {
+                out.sni = names.iter().find(|(ty, _)| ty.0 == 0).map(|(_, n)| *n);
+            }
+            TlsExtension::ALPN(protos) => out.alpn = protos,
+            TlsExtension::SupportedVersions(v) => out.supported_versions = v.iter().map(|x| x.0).collect(),
+            TlsExtension::EllipticCurves(g) => out.groups = g.iter().map(|x| x.0).collect(),
+            TlsExtension::EcPointFormats(p) => out.point_formats = p.to_vec(),
+            TlsExtension::SignatureAlgorithms(s) => out.sig_algs = s,
+            _ => {}
+        }
+    }
+    Some(out)
+}
+
+/// Decodes a ServerHello handshake message (header included) with `tls-parser`; the few
+/// extensions wanted are read here (supported_versions is a single u16 in a ServerHello).
+pub fn server_hello(msg: &[u8]) -> Option<ServerHello<'_>> {
+    let Ok((_, TlsMessage::Handshake(TlsMessageHandshake::ServerHello(sh)))) = parse_tls_message_handshake(msg)
+    else {
+        return None;
+    };
+    let mut out = ServerHello {
+        version: sh.version.0,
+        cipher: sh.cipher.0,
+        hello_retry: sh.random == HRR_RANDOM,
+        ..ServerHello::default()
+    };
+    for (t, data) in extensions(sh.ext.unwrap_or(&[])) {
+        match t {
+            EXT_SUPPORTED_VERSIONS => out.selected_version = be16(data, 0),
+            EXT_ALPN => {
+                // u16 list length, then one u8-length protocol name.
+                let l = data.get(2).map(|&l| usize::from(l)).unwrap_or(0);
+                out.alpn = data.get(3..3 + l).filter(|p| !p.is_empty());
+            }
+            _ => {}
+        }
+    }
+    Some(out)
+}
+
+/// Probe of the first bytes of a direction: a handshake record whose first message is a
+/// ClientHello (to server) or ServerHello (to client) with a 3.x version, or (to client) a
+/// plaintext alert record. Decides on the 11 first bytes.
+pub fn probe(to_server: bool, b: &[u8]) -> Parse<()> {
+    let hdr_ok = match record_header(b) {
+        Parse::Ok(h, _) => Some(h),
+        Parse::Incomplete(_) => None,
+        Parse::Invalid => return Parse::Invalid,
+    };
+    let Some(&ct) = b.first() else { return Parse::Incomplete(1) };
+    if ct == CT_ALERT && !to_server {
+        // Alert: 2-byte body (level 1 or 2, description).
+        if let Some(h) = hdr_ok {
+            if h.len != 2 {
+                return Parse::Invalid;
+            }
+        }
+        return match b.get(5) {
+            None => Parse::Incomplete(6),
+            Some(1 | 2) => Parse::Ok((), 7),
+            Some(_) => Parse::Invalid,
+        };
+    }
+    if ct != CT_HANDSHAKE {
+        return Parse::Invalid;
+    }
+    if let Some(h) = hdr_ok {
+        if h.len < 4 {
+            return Parse::Invalid;
+        }
+    }
+    let want = if to_server { HS_CLIENT_HELLO } else { HS_SERVER_HELLO };
+    match b.get(5) {
+        None => return Parse::Incomplete(6),
+        Some(&t) if t != want => return Parse::Invalid,
+        Some(_) => {}
+    }
+    // Handshake length: a hello is at least 38 bytes and at most MAX_HANDSHAKE.
+    if let Some(&hi) = b.get(6) {
+        if hi != 0 {
+            return Parse::Invalid;
+        }
+    }
+    if let Some(hl) = be24(b, 6) {
+        if hl < 38 || hl + 4 > MAX_HANDSHAKE {
+            return Parse::Invalid;
+        }
+    }
+    // Hello legacy_version 3.x.
+    if let Some(&maj) = b.get(9) {
+        if maj != 3 {
+            return Parse::Invalid;
+        }
+    }
+    match b.get(10) {
+        None => Parse::Incomplete(11),
+        Some(&min) if min > 4 => Parse::Invalid,
+        Some(_) => Parse::Ok((), 11),
+    }
+}
