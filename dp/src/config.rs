@@ -9,6 +9,7 @@ use std::path::Path;
 use serde::Deserialize;
 use warden_control::FailMode;
 
+use crate::app::engine::{EngineConfig, EngineLimits};
 use crate::inspect::MalformedPolicy;
 use crate::session::Timeouts;
 
@@ -22,6 +23,9 @@ pub struct Config {
     /// Session table sizing and timeouts.
     #[serde(default)]
     pub sessions: Sessions,
+    /// App detection and stream reassembly limits.
+    #[serde(default)]
+    pub inspection: Inspection,
     /// Inline pairs set up at start.
     #[serde(default)]
     pub inline: Vec<InlinePair>,
@@ -136,6 +140,48 @@ impl Sessions {
             udp: ns(self.udp_timeout),
             icmp: ns(self.icmp_timeout),
             other: ns(self.other_timeout),
+        }
+    }
+}
+
+/// `[inspection]`: app detection and TCP stream limits (per worker).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Inspection {
+    /// Sessions inspected at once; later ones are forwarded with `inspection: "bypassed"`.
+    /// Default 16384.
+    pub max_sessions: usize,
+    /// Bytes buffered per session direction (unconsumed and out-of-order). Default 65536.
+    pub stream_session_cap: usize,
+    /// Bytes buffered over all sessions. Default 64 MiB.
+    pub stream_core_cap: usize,
+    /// Give up detection after this many packets with payload in one direction. Default 16.
+    pub detect_packets: u32,
+    /// Give up detection after this many bytes in one direction. Default 8192.
+    pub detect_bytes: usize,
+}
+
+impl Default for Inspection {
+    fn default() -> Self {
+        let e = EngineConfig::default();
+        Inspection {
+            max_sessions: e.max_sessions,
+            stream_session_cap: e.stream_session_cap,
+            stream_core_cap: e.stream_core_cap,
+            detect_packets: e.limits.detect_packets,
+            detect_bytes: e.limits.detect_bytes,
+        }
+    }
+}
+
+impl Inspection {
+    /// The engine configuration.
+    pub fn engine(&self) -> EngineConfig {
+        EngineConfig {
+            max_sessions: self.max_sessions,
+            stream_session_cap: self.stream_session_cap,
+            stream_core_cap: self.stream_core_cap,
+            limits: EngineLimits { detect_packets: self.detect_packets, detect_bytes: self.detect_bytes },
         }
     }
 }
@@ -271,6 +317,22 @@ impl Config {
         }
         if self.sessions.max == 0 || self.sessions.max > 1 << 26 {
             return Err(bad("sessions.max", format!("must be 1..=67108864, got {}", self.sessions.max)));
+        }
+        let i = &self.inspection;
+        if i.max_sessions == 0 || i.max_sessions > 1 << 24 {
+            return Err(bad("inspection.max_sessions", format!("must be 1..=16777216, got {}", i.max_sessions)));
+        }
+        if i.stream_session_cap < 4096 || i.stream_session_cap > 16 << 20 {
+            return Err(bad(
+                "inspection.stream_session_cap",
+                format!("must be 4096..=16777216 bytes, got {}", i.stream_session_cap),
+            ));
+        }
+        if i.stream_core_cap < i.stream_session_cap {
+            return Err(bad("inspection.stream_core_cap", "must be at least stream_session_cap".into()));
+        }
+        if i.detect_bytes > i.stream_session_cap {
+            return Err(bad("inspection.detect_bytes", "must not exceed stream_session_cap".into()));
         }
         let mut seen = std::collections::HashSet::new();
         for p in &self.inline {

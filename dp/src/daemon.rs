@@ -437,7 +437,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             idle_spins: d.idle_spins,
             report_interval: Duration::from_secs(d.report_interval),
         };
-        let insp = Inspector::new(cfg.sessions.max, cfg.sessions.timeouts(), d.malformed);
+        let insp = Inspector::with_engine(cfg.sessions.max, cfg.sessions.timeouts(), d.malformed, cfg.inspection.engine());
         let reports = report_tx.clone();
         handles.push(
             thread::Builder::new()

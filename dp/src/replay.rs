@@ -77,7 +77,12 @@ pub fn replay_file(
     file.read_exact(&mut magic).map_err(|source| ReplayError::Io { path: p.clone(), source })?;
     let reader = std::io::Cursor::new(magic).chain(file);
 
-    let mut insp = Inspector::new(cfg.sessions.max, cfg.sessions.timeouts(), cfg.dataplane.malformed);
+    let mut insp = Inspector::with_engine(
+        cfg.sessions.max,
+        cfg.sessions.timeouts(),
+        cfg.dataplane.malformed,
+        cfg.inspection.engine(),
+    );
     let mut summary = ReplaySummary::default();
     let mut out: Vec<SessionSnapshot> = Vec::new();
     let mut last_ns = 0u64;

@@ -1,10 +1,12 @@
 //! A sequence of frames (length-prefixed) through the whole inspection pipeline.
 #![no_main]
+use warden_dp::app::engine::EngineConfig;
 use warden_dp::inspect::{FrameMeta, Inspector, MalformedPolicy};
 use warden_dp::session::Timeouts;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let mut insp = Inspector::new(64, Timeouts::default(), MalformedPolicy::Drop);
+    let engine = EngineConfig { max_sessions: 16, stream_core_cap: 1 << 20, ..EngineConfig::default() };
+    let mut insp = Inspector::with_engine(64, Timeouts::default(), MalformedPolicy::Drop, engine);
     let mut rest = data;
     let mut now = 0u64;
     while rest.len() >= 2 {

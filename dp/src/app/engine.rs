@@ -86,6 +86,17 @@ macro_rules! registry {
                 }
             }
 
+            /// The parser that takes over after a protocol switch, if any.
+            fn successor(&self) -> Option<AppState> {
+                #[allow(irrefutable_let_patterns)]
+                if let AppState::Http(h) = self {
+                    if h.h2c_switched() {
+                        return Some(AppState::Http2(super::http2::Http2::after_upgrade(h)));
+                    }
+                }
+                None
+            }
+
             /// The app as refined by the parser.
             pub fn app(&self) -> App {
                 match self {
@@ -341,7 +352,15 @@ impl Detector<'_> {
                 }
             }
         }
-        let r = self.state.feed(self.dir, bytes);
+        let mut r = self.state.feed(self.dir, bytes);
+        if r == Feed::Done {
+            // A protocol switch (HTTP/1.1 `Upgrade: h2c` answered by 101): the old parser
+            // stopped without consuming the new protocol's bytes; its successor takes them.
+            if let Some(next) = self.state.successor() {
+                *self.state = next;
+                r = self.state.feed(self.dir, bytes);
+            }
+        }
         if matches!(self.state, AppState::None) {
             return Feed::Done;
         }
@@ -491,6 +510,29 @@ mod tests {
     }
 
     #[test]
+    fn h2c_upgrade_hands_the_session_to_http2() {
+        let mut e = Engine::new(EngineConfig { max_sessions: 1, ..EngineConfig::default() });
+        let i = e.open(ipproto::TCP, 8080).unwrap();
+        e.tcp_syn(i, Dir::ToServer, 0);
+        e.tcp_syn(i, Dir::ToClient, 0);
+        let req = b"GET /up HTTP/1.1\r\nHost: h2.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n";
+        e.tcp_segment(i, Dir::ToServer, 1, req, 8080, 3);
+        assert_eq!(e.ctx(i).app, App::Http);
+        let mut resp = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".to_vec();
+        resp.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        e.tcp_segment(i, Dir::ToClient, 1, &resp, 8080, 4);
+        let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        preface.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        e.tcp_segment(i, Dir::ToServer, 1 + req.len() as u32, &preface, 8080, 5);
+        let c = e.ctx(i);
+        assert_eq!(c.app, App::Http2);
+        let mut m = Map::new();
+        c.state.l7(&mut m);
+        assert_eq!(m["path"], "/up", "{m:?}");
+        assert_eq!(m["upgrade"], "h2c", "{m:?}");
+    }
+
+    #[test]
     fn unknown_after_limits_and_pool_bound() {
         let mut e = Engine::new(EngineConfig {
             max_sessions: 1,
@@ -517,9 +559,23 @@ mod tests {
 /// feeding through the stream engine's buffering in both directions split at a point derived
 /// from the data, a gap, and the `l7` output. Must never panic.
 pub fn exercise_all(data: &[u8]) {
+    for c in CANDIDATES {
+        exercise_candidate(c, data);
+    }
+}
+
+/// As [`exercise_all`] for the parser of `app` only (per-parser fuzz targets). Unregistered
+/// apps do nothing.
+pub fn exercise(app: App, data: &[u8]) {
+    for c in CANDIDATES.iter().filter(|c| c.app == app) {
+        exercise_candidate(c, data);
+    }
+}
+
+fn exercise_candidate(c: &Candidate, data: &[u8]) {
     let split = data.first().map(|b| usize::from(*b) % (data.len() + 1)).unwrap_or(0);
     let (a, b) = data.split_at(split);
-    for c in CANDIDATES {
+    {
         let _ = (c.probe)(Dir::ToServer, data);
         let _ = (c.probe)(Dir::ToClient, data);
         let mut state = (c.make)();
