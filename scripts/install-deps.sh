@@ -6,7 +6,7 @@ set -euo pipefail
 PKGS=(
   clang llvm libelf-dev zlib1g-dev pkg-config m4 make gcc libbpf-dev linux-libc-dev   # XDP program + libbpf-sys
   iproute2 ethtool iputils-ping tcpdump curl python3 procps                         # topologies, real clients/servers
-  redis-server redis-tools                                                          # app detection end to end
+  redis-server redis-tools dnsmasq-base dnsutils openssh-server openssh-client openssl  # app detection end to end
 )
 
 missing=()
@@ -16,8 +16,15 @@ done
 if ((${#missing[@]})); then
   echo "install-deps: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # Servers are installed for the tests to run inside their own namespaces: keep the packages
+  # from starting system services on the host.
+  policy_added=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && policy_added=1
+  fi
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ -n "$policy_added" ] && rm -f /usr/sbin/policy-rc.d
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

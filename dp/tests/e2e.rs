@@ -283,3 +283,56 @@ fn apps_are_detected_inline_by_content() {
         assert!(cmds.iter().any(|c| c == want), "{want} not in {cmds:?}");
     }
 }
+
+/// TLS (openssl s_server, curl), SSH (OpenSSH) and DNS over UDP and TCP (dnsmasq, dig), all on
+/// non-standard ports, through Warden: apps and their fields come from content.
+#[test]
+fn tls_ssh_dns_detected_inline_by_content() {
+    let mut t = Topo::new(ClientLink::Veth);
+    let (key, cert, hostkey) = (t.path("k.pem"), t.path("c.pem"), t.path("hostkey"));
+    sh(&["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=tls.test", "-keyout", key.to_str().unwrap(), "-out", cert.to_str().unwrap()]);
+    sh(&["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", hostkey.to_str().unwrap()]);
+    std::fs::create_dir_all("/run/sshd").unwrap();
+    let s = t.s.clone();
+    t.spawn(&s, &["openssl", "s_server", "-quiet", "-accept", &format!("{S4}:8843"), "-cert", cert.to_str().unwrap(), "-key", key.to_str().unwrap(), "-www"]);
+    t.spawn(&s, &["/usr/sbin/sshd", "-D", "-e", "-f", "/dev/null", "-o", "Port=2222", "-o", &format!("ListenAddress={S4}"), "-o", &format!("HostKey={}", hostkey.display()), "-o", "PidFile=none"]);
+    t.spawn(&s, &["dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", "--bind-interfaces", &format!("--listen-address={S4}"), "--port=5300", "--address=/svc.test/198.18.0.77", "--pid-file="]);
+    t.start_warden(&["--inline", &format!("{}:{}", t.a, t.b)]);
+    std::thread::sleep(Duration::from_millis(1200));
+    let c = t.c.clone();
+    let out = t.exec(&c, &["curl", "-sk", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}", "--resolve", &format!("tls.test:8843:{S4}"), "https://tls.test:8843/"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "curl over TLS");
+    // Authentication fails (no user key); the key exchange is what matters.
+    let _ = t.exec(&c, &["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", "-p", "2222", &format!("nobody@{S4}"), "true"]);
+    for tcp in [false, true] {
+        let mut args = vec!["dig", "+short", "+time=2", "+tries=1", "-p", "5300", "@198.18.0.2", "svc.test", "A"];
+        if tcp {
+            args.push("+tcp");
+        }
+        let out = t.exec(&c, &args);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "198.18.0.77", "dig tcp={tcp}");
+    }
+    let mut ctl = t.client();
+    let want = |r: &ConnectionRecord, port: u16| r.server_port == port && r.ip_proto == 6 && r.closed;
+    let records = collect_reports(&mut ctl, Duration::from_secs(20), |all| {
+        all.iter().any(|r| want(r, 8843)) && all.iter().any(|r| want(r, 2222)) && all.iter().any(|r| want(r, 5300))
+    });
+    let tls = records.iter().find(|r| want(r, 8843)).expect("tls record");
+    assert_eq!(tls.app, "tls");
+    let l7 = tls.l7.as_ref().unwrap();
+    assert_eq!(l7["sni"], "tls.test");
+    assert_eq!(l7["version"], "TLSv1.3");
+    let ssh = records.iter().find(|r| want(r, 2222)).expect("ssh record");
+    assert_eq!(ssh.app, "ssh");
+    let l7 = ssh.l7.as_ref().unwrap();
+    assert!(l7.values().any(|v| v.as_str().is_some_and(|s| s.starts_with("SSH-2.0-OpenSSH"))), "{l7:?}");
+    let dns_tcp = records.iter().find(|r| want(r, 5300)).expect("dns/tcp record");
+    assert_eq!(dns_tcp.app, "dns");
+    let dns_udp = records.iter().find(|r| r.server_port == 5300 && r.ip_proto == 17).expect("dns/udp record");
+    assert_eq!(dns_udp.app, "dns");
+    for r in [dns_tcp, dns_udp] {
+        let l7 = r.l7.as_ref().unwrap();
+        assert!(serde_json::to_string(l7).unwrap().contains("svc.test"), "{l7:?}");
+        assert!(serde_json::to_string(l7).unwrap().contains("198.18.0.77"), "{l7:?}");
+    }
+}
