@@ -336,3 +336,71 @@ fn tls_ssh_dns_detected_inline_by_content() {
         assert!(serde_json::to_string(l7).unwrap().contains("198.18.0.77"), "{l7:?}");
     }
 }
+
+fn first_bin(pattern: &str) -> String {
+    let out = sh(&["sh", "-c", &format!("ls {pattern} | sort -V | tail -n 1")]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("{what} did not come up");
+}
+
+/// PostgreSQL (psql, with its SSLRequest refused) and MariaDB (mariadb client) on non-standard
+/// ports through Warden: user, database and query text reach the record.
+#[test]
+fn postgresql_and_mysql_detected_inline_by_content() {
+    let mut t = Topo::new(ClientLink::Veth);
+    let s = t.s.clone();
+    let c = t.c.clone();
+    // PostgreSQL: a throwaway cluster owned by the postgres user.
+    let pg = t.path("pg");
+    std::fs::create_dir_all(&pg).unwrap();
+    sh(&["chown", "postgres:postgres", pg.to_str().unwrap()]);
+    let bindir = first_bin("-d /usr/lib/postgresql/*/bin");
+    sh(&["runuser", "-u", "postgres", "--", &format!("{bindir}/initdb"), "-D", pg.to_str().unwrap(), "--auth=trust", "-U", "postgres"]);
+    let hba = pg.join("pg_hba.conf");
+    let mut rules = std::fs::read_to_string(&hba).unwrap();
+    rules.push_str("host all all 198.18.0.0/15 trust\n");
+    std::fs::write(&hba, rules).unwrap();
+    t.spawn(&s, &["runuser", "-u", "postgres", "--", &format!("{bindir}/postgres"), "-D", pg.to_str().unwrap(), "-k", pg.to_str().unwrap(), "-c", &format!("listen_addresses={S4}"), "-p", "5499"]);
+    // MariaDB: a throwaway datadir, no grant tables (any user may connect).
+    let my = t.path("my");
+    std::fs::create_dir_all(&my).unwrap();
+    sh(&["mariadb-install-db", "--no-defaults", "--user=root", &format!("--datadir={}", my.display()), "--skip-test-db"]);
+    t.spawn(&s, &["mariadbd", "--no-defaults", "--user=root", &format!("--datadir={}", my.display()), &format!("--socket={}/sock", my.display()), &format!("--pid-file={}/pid", my.display()), &format!("--bind-address={S4}"), "--port=3399", "--skip-grant-tables", "--skip-log-bin"]);
+    t.start_warden(&["--inline", &format!("{}:{}", t.a, t.b)]);
+    wait_until("postgres", || t.exec(&c, &["pg_isready", "-q", "-h", S4, "-p", "5499"]).status.success());
+    wait_until("mariadb", || t.exec(&c, &["mariadb-admin", "-h", S4, "-P", "3399", "-u", "root", "ping"]).status.success());
+    let out = t.exec(&c, &["env", "PGAPPNAME=warden-e2e", "psql", "-h", S4, "-p", "5499", "-U", "postgres", "-d", "postgres", "-Atc", "SELECT 40 + 2"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42", "{}", String::from_utf8_lossy(&out.stderr));
+    let out = t.exec(&c, &["mariadb", "-h", S4, "-P", "3399", "-u", "app", "-D", "mysql", "-N", "-e", "SELECT 6 * 7"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42", "{}", String::from_utf8_lossy(&out.stderr));
+
+    let mut ctl = t.client();
+    let done = |r: &ConnectionRecord, port: u16, q: &str| {
+        r.server_port == port && r.closed && r.l7.as_ref().is_some_and(|l| serde_json::to_string(l).unwrap().contains(q))
+    };
+    let records = collect_reports(&mut ctl, Duration::from_secs(20), |all| {
+        all.iter().any(|r| done(r, 5499, "SELECT 40 + 2")) && all.iter().any(|r| done(r, 3399, "SELECT 6 * 7"))
+    });
+    let pg = records.iter().find(|r| done(r, 5499, "SELECT 40 + 2")).unwrap_or_else(|| panic!("{records:#?}"));
+    assert_eq!(pg.app, "postgresql");
+    let l7 = pg.l7.as_ref().unwrap();
+    assert_eq!(l7["user"], "postgres");
+    assert_eq!(l7["database"], "postgres");
+    assert_eq!(l7["application_name"], "warden-e2e");
+    let my = records.iter().find(|r| done(r, 3399, "SELECT 6 * 7")).unwrap();
+    assert_eq!(my.app, "mysql");
+    let l7 = my.l7.as_ref().unwrap();
+    assert_eq!(l7["user"], "app");
+    assert_eq!(l7["database"], "mysql");
+    assert!(l7["server_version"].as_str().unwrap().contains("MariaDB"), "{l7:?}");
+}
