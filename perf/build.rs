@@ -22,9 +22,15 @@ fn main() {
         let src = format!("src/bpf/{name}.bpf.c");
         SkeletonBuilder::new()
             .source(&src)
-            .clang_args([format!("-I/usr/include/{multiarch}"), "-O2".into(), "-g".into()])
+            .clang_args([
+                format!("-I/usr/include/{multiarch}"),
+                "-O2".into(),
+                "-g".into(),
+            ])
             .build_and_generate(out.join(format!("{name}.skel.rs")))
-            .unwrap_or_else(|e| panic!("building {src} failed (needs clang and libbpf-dev): {e:#}"));
+            .unwrap_or_else(|e| {
+                panic!("building {src} failed (needs clang and libbpf-dev): {e:#}")
+            });
         println!("cargo:rerun-if-changed={src}");
     }
 }

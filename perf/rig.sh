@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
     --runs) RUNS=$2; shift 2 ;;
     --no-install) INSTALL=0; shift ;;
     --no-build) BUILD=0; shift ;;
-    -h | --help) sed -n '2,8p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,7p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -99,6 +99,7 @@ mkdir -p "$WORK/bpf" && mount -t bpf wperf-bpf "$WORK/bpf"
 # XDP program or GRO on the receiving peer for ndo_xdp_xmit).
 setup() {
     teardown
+    wait_quiet
     for ns in $NS_GEN $NS_FWD $NS_SINK; do
         ip netns add "$ns"
         in_ns "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
@@ -116,8 +117,10 @@ setup() {
 
 # Moves wpa's rx NAPI (created by GRO or an XDP program on it) into a kernel thread pinned to
 # FWD_CPU, so that in-kernel forwarding runs on the forwarder's core, not in the generator's
-# softirq.
+# softirq. veth only queues an skb to the peer's NAPI (rather than to the backlog of the sending
+# CPU) when it is eligible for GRO: with TSO off on the sender, g0.
 napi_to_fwd_cpu() {
+    in_ns $NS_GEN ethtool -K g0 tso off >/dev/null
     in_ns $NS_FWD ethtool -K wpa gro on >/dev/null
     echo 1 | in_ns $NS_FWD tee /sys/class/net/wpa/threaded >/dev/null
     sleep 0.2
@@ -125,6 +128,31 @@ napi_to_fwd_cpu() {
     pids=$(pgrep -x "napi/wpa-[0-9]+" || true)
     [ -n "$pids" ] || { log "no NAPI thread for wpa"; return 1; }
     for p in $pids; do taskset -pc $FWD_CPU "$p" >/dev/null; done
+}
+
+# Percent of all CPUs busy over one second.
+busy_pct() {
+    local a b
+    a=($(head -n1 /proc/stat)); sleep 1; b=($(head -n1 /proc/stat))
+    local busy=0 total=0 i d
+    for i in 1 2 3 4 5 6 7 8; do
+        d=$((b[i] - a[i])); total=$((total + d))
+        [ "$i" = 4 ] || [ "$i" = 5 ] || busy=$((busy + d))
+    done
+    echo $((100 * busy / (total > 0 ? total : 1)))
+}
+
+# This machine may be shared (builds, tests): before each leg (so before its forwarder starts
+# polling), wait up to QUIET_WAIT s for it to be idle (< 10 % busy); BACKGROUND is then the
+# last busy figure, recorded with the leg's rows.
+wait_quiet() {
+    local waited=0
+    BACKGROUND=$(busy_pct)
+    while [ "$BACKGROUND" -ge 10 ] && [ "$waited" -lt "${QUIET_WAIT:-300}" ]; do
+        log "machine ${BACKGROUND}% busy before measuring; waiting"
+        sleep 4; waited=$((waited + 5))
+        BACKGROUND=$(busy_pct)
+    done
 }
 
 # Runs the generator for every size; $1 leg, $2 placement text, $3 note.
@@ -135,8 +163,9 @@ measure() {
         r=$(in_ns $NS_GEN taskset -c $GEN_CPU "$BIN/xdp-gen" --iface g0 --size "$size" --warmup 1 \
             --duration "$DURATION" --runs "$RUNS" --dst-mac "$DST_MAC" --sink-pin "$PIN")
         log "$leg $size B: $(jq -c '[.runs[] | {offered_pps, sink_pps}]' <<<"$r")"
-        jq -c --arg leg "$leg" --arg p "$placement" --arg n "$note" --arg load "$(cut -d' ' -f1 /proc/loadavg)" \
-            '. + {leg: $leg, placement: $p, note: $n, loadavg1_after: ($load | tonumber)}' <<<"$r" >>"$RESULTS"
+        jq -c --arg leg "$leg" --arg p "$placement" --arg n "$note" --arg bg "$BACKGROUND" \
+            '. + {leg: $leg, placement: $p, note: $n, busy_pct_before: ($bg | tonumber)}' \
+            <<<"$r" >>"$RESULTS"
     done
 }
 
@@ -206,11 +235,14 @@ leg_warden() {
         return
     }
     setup
-    if ! start_forwarder warden "$WARDEN_BIN" run --inline wpa:wpb --workers 1 --socket "$SOCK"; then
+    # Warden pins its workers itself (default: cores 0..workers), so taskset alone is not enough.
+    printf '[dataplane]\ncores = [%s]\n' $FWD_CPU >"$WORK/warden.toml"
+    if ! start_forwarder warden "$WARDEN_BIN" run --config "$WORK/warden.toml" --inline wpa:wpb \
+        --workers 1 --socket "$SOCK"; then
         skip warden "$WHY"
         return
     fi
-    measure warden "gen cpu$GEN_CPU (+wpa rx softirq); warden cpu$FWD_CPU" "--workers 1"
+    measure warden "gen cpu$GEN_CPU (+wpa rx softirq); warden cpu$FWD_CPU" "--workers 1, cores = [$FWD_CPU]"
     stop_forwarder
 }
 

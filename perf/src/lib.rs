@@ -8,7 +8,12 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use serde::Serialize;
 
 /// libbpf-rs skeletons of the rig's XDP programs (built from `src/bpf/` by `build.rs`).
-#[allow(clippy::all, missing_docs, unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+#[allow(
+    clippy::all,
+    missing_docs,
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks
+)]
 pub mod skel {
     /// `src/bpf/redirect.bpf.c`: devmap redirect between the two interfaces of a pair.
     pub mod redirect {
@@ -109,6 +114,35 @@ pub fn udp_frame(len: usize, src_mac: [u8; 6], dst_mac: [u8; 6]) -> Result<Vec<u
     };
     udp[6..8].copy_from_slice(&udp_csum.to_be_bytes());
     Ok(f)
+}
+
+/// Per-CPU (busy, total) jiffies from `/proc/stat`, `cpu0` first; idle and iowait are not busy.
+pub fn cpu_jiffies() -> Result<Vec<(u64, u64)>> {
+    let stat = std::fs::read_to_string("/proc/stat").context("read /proc/stat")?;
+    let mut cpus = Vec::new();
+    for line in stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+    {
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        let total: u64 = v.iter().take(8).sum(); // user..steal; guest time is inside user
+        let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+        cpus.push((total - idle, total));
+    }
+    Ok(cpus)
+}
+
+/// The share of time each CPU was busy between two [`cpu_jiffies`] samples.
+pub fn cpu_busy(before: &[(u64, u64)], after: &[(u64, u64)]) -> Vec<f64> {
+    before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| (a.0 - b.0) as f64 / (a.1 - b.1).max(1) as f64)
+        .collect()
 }
 
 /// The sink's counters, summed over CPUs.

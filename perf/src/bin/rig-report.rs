@@ -24,14 +24,18 @@ struct Args {
     command: String,
 }
 
-/// Sink/offered ratio above which a run counts as limited by the generator, not the forwarder.
-const LOSSLESS: f64 = 0.98;
-
 fn main() -> Result<()> {
     let args = Args::parse();
     let text = std::fs::read_to_string(&args.results).context("read results")?;
-    let mut rows: Vec<Value> = text.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
-    let earlier = args.previous_dir.as_deref().map(earlier_rows).unwrap_or_default();
+    let mut rows: Vec<Value> = text
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let earlier = args
+        .previous_dir
+        .as_deref()
+        .map(earlier_rows)
+        .unwrap_or_default();
     let ceiling = |rows: &[Value], size: &Value| {
         rows.iter()
             .find(|r| r["leg"] == "redirect" && &r["size"] == size && r["sink_pps"].is_number())
@@ -41,14 +45,19 @@ fn main() -> Result<()> {
         let size = rows[i]["size"].clone();
         let (ceil, from) = match ceiling(&rows, &size) {
             Some(c) => (Some(c), "this run".to_string()),
-            None => match earlier.iter().find_map(|(f, r)| ceiling(r, &size).map(|c| (c, f))) {
+            None => match earlier
+                .iter()
+                .find_map(|(f, r)| ceiling(r, &size).map(|c| (c, f)))
+            {
                 Some((c, f)) => (Some(c), f.clone()),
                 None => (None, String::new()),
             },
         };
-        if let (Some(o), Some(s)) = (rows[i]["offered_pps"].as_f64(), rows[i]["sink_pps"].as_f64()) {
-            // The forwarder passed (nearly) all it was offered: the generator's core was the limit.
-            rows[i]["bound"] = json!(if s >= LOSSLESS * o { "gen" } else { "fwd" });
+        if let (Some(o), Some(s)) = (
+            rows[i]["offered_pps"].as_f64(),
+            rows[i]["sink_pps"].as_f64(),
+        ) {
+            rows[i]["loss"] = json!(1.0 - s / o.max(1.0));
         }
         if let (Some(c), Some(s)) = (ceil, rows[i]["sink_pps"].as_f64()) {
             rows[i]["ratio_vs_redirect"] = json!(s / c);
@@ -58,37 +67,57 @@ fn main() -> Result<()> {
 
     let mpps = |v: &Value| v.as_f64().map_or("-".into(), |x| format!("{:.3}", x / 1e6));
     println!(
-        "{:<9} {:>5} {:>13} {:>10} {:>9} {:>5}  placement / note",
-        "leg", "bytes", "offered Mpps", "sink Mpps", "vs redir", "bound"
+        "{:<9} {:>5} {:>8} {:>8} {:>6} {:>9} {:>9}  placement / note",
+        "leg", "bytes", "offered", "sink", "loss", "vs redir", "busy 0/1"
     );
     for r in &rows {
         let leg = r["leg"].as_str().unwrap_or("?");
         let size = r["size"].as_u64().unwrap_or(0);
         if let Some(why) = r["skipped"].as_str() {
-            println!("{leg:<9} {size:>5} {:>13} {:>10} {:>9} {:>5}  SKIPPED: {why}", "-", "-", "-", "-");
+            println!(
+                "{leg:<9} {size:>5} {:>8} {:>8} {:>6} {:>9} {:>9}  SKIPPED: {why}",
+                "-", "-", "-", "-", "-"
+            );
             continue;
         }
         let ratio = r["ratio_vs_redirect"].as_f64().map_or("-".into(), |x| {
-            let mark = if r["redirect_from"] == "this run" { "" } else { "*" };
+            let mark = if r["redirect_from"] == "this run" {
+                ""
+            } else {
+                "*"
+            };
             format!("{:.2}{mark}", x)
         });
-        let note = r["note"].as_str().filter(|n| !n.is_empty()).map(|n| format!(" ({n})"));
+        let note = r["note"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+            .map(|n| format!(" ({n})"));
         println!(
-            "{leg:<9} {size:>5} {:>13} {:>10} {:>9} {:>5}  {}{}",
+            "{leg:<9} {size:>5} {:>8} {:>8} {:>6} {:>9} {:>9}  {}{}",
             mpps(&r["offered_pps"]),
             mpps(&r["sink_pps"]),
+            r["loss"]
+                .as_f64()
+                .map_or("-".into(), |l| format!("{:.0}%", l * 100.0)),
             ratio,
-            r["bound"].as_str().unwrap_or("-"),
+            busy(&r["cpu_busy"]),
             r["placement"].as_str().unwrap_or(""),
             note.unwrap_or_default()
         );
     }
-    if rows.iter().any(|r| r["redirect_from"].as_str().is_some_and(|f| f != "this run")) {
+    if rows
+        .iter()
+        .any(|r| r["redirect_from"].as_str().is_some_and(|f| f != "this run"))
+    {
         println!("* redirect ceiling taken from an earlier run (see redirect_from in the JSON)");
     }
 
-    println!("bound: fwd = the forwarder dropped >{:.0}% of what was offered (its limit); gen = it passed", (1.0 - LOSSLESS) * 100.0);
-    println!("       nearly all, so the generator's core was the limit and the forwarder's is higher");
+    println!(
+        "offered, sink: Mpps (median of the runs); loss: share of offered frames not at the sink;"
+    );
+    println!(
+        "busy 0/1: % of the run cpu0 and cpu1 were busy (see perf/README.md for how to read it)"
+    );
     let report = json!({
         "command": args.command,
         "machine": machine(),
@@ -100,6 +129,24 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// `cpu_busy` as "100/87".
+fn busy(v: &Value) -> String {
+    let parts: Vec<String> = v
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_f64)
+                .map(|x| format!("{:.0}", x * 100.0))
+                .collect()
+        })
+        .unwrap_or_default();
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join("/")
+    }
+}
+
 /// Rows of earlier `rig-*.json` files in `dir`, newest first.
 fn earlier_rows(dir: &Path) -> Vec<(String, Vec<Value>)> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -107,7 +154,11 @@ fn earlier_rows(dir: &Path) -> Vec<(String, Vec<Value>)> {
         .flatten()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("rig-")))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("rig-"))
+        })
         .collect();
     files.sort();
     files
@@ -124,9 +175,10 @@ fn earlier_rows(dir: &Path) -> Vec<(String, Vec<Value>)> {
 /// Core count, kernel release and CPU model of this machine.
 fn machine() -> Value {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-    let cpu = read("/proc/cpuinfo")
-        .lines()
-        .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string()));
+    let cpu = read("/proc/cpuinfo").lines().find_map(|l| {
+        l.strip_prefix("model name")
+            .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+    });
     json!({
         "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "kernel": read("/proc/sys/kernel/osrelease").trim(),

@@ -71,6 +71,8 @@ struct Run {
     sink_frames: Option<u64>,
     sink_bytes: Option<u64>,
     sink_pps: Option<f64>,
+    /// Share of the run each CPU was busy (cpu0 first), from /proc/stat.
+    cpu_busy: Vec<f64>,
 }
 
 /// One page of umem; the alignment makes the whole umem page aligned.
@@ -91,7 +93,7 @@ fn main() -> Result<()> {
     let pages: &'static mut [Page] = Box::leak(vec![Page([0; 4096]); 4].into_boxed_slice());
     pages[0].0[..frame.len()].copy_from_slice(&frame);
     let len = std::mem::size_of_val(pages);
-    let area = NonNull::slice_from_raw_parts(NonNull::from(&mut pages[0]).cast::<u8>(), len);
+    let area = NonNull::slice_from_raw_parts(NonNull::from(&mut *pages).cast::<u8>(), len);
     // SAFETY: `area` is page aligned, `len` bytes long, and leaked, so it outlives the Umem.
     let umem = unsafe { Umem::new(UmemConfig::default(), area) }.map_err(xerr("create umem"))?;
 
@@ -105,18 +107,48 @@ fn main() -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let desc = XdpDesc { addr: umem.frame(BufIdx(0)).expect("frame 0").offset, len: frame.len() as u32, options: 0 };
+    let desc = XdpDesc {
+        addr: umem.frame(BufIdx(0)).expect("frame 0").offset,
+        len: frame.len() as u32,
+        options: 0,
+    };
     if args.warmup > 0.0 {
-        send(&mut tx, &mut device, desc, args.warmup, args.rate, args.batch);
+        send(
+            &mut tx,
+            &mut device,
+            desc,
+            args.warmup,
+            args.rate,
+            args.batch,
+        );
     }
 
     let mut runs = Vec::new();
     for _ in 0..args.runs.max(1) {
-        let sink_before = args.sink_pin.as_deref().map(warden_perf::read_sink).transpose()?;
-        let (done, secs) = send(&mut tx, &mut device, desc, args.duration, args.rate, args.batch);
+        let sink_before = args
+            .sink_pin
+            .as_deref()
+            .map(warden_perf::read_sink)
+            .transpose()?;
+        let cpu_before = warden_perf::cpu_jiffies()?;
+        let (done, secs) = send(
+            &mut tx,
+            &mut device,
+            desc,
+            args.duration,
+            args.rate,
+            args.batch,
+        );
+        let cpu_busy = warden_perf::cpu_busy(&cpu_before, &warden_perf::cpu_jiffies()?);
         std::thread::sleep(Duration::from_millis(20)); // let the last frames cross the forwarder
-        let sink_after = args.sink_pin.as_deref().map(warden_perf::read_sink).transpose()?;
-        let sink = sink_before.zip(sink_after).map(|(b, a)| (a.frames - b.frames, a.bytes - b.bytes));
+        let sink_after = args
+            .sink_pin
+            .as_deref()
+            .map(warden_perf::read_sink)
+            .transpose()?;
+        let sink = sink_before
+            .zip(sink_after)
+            .map(|(b, a)| (a.frames - b.frames, a.bytes - b.bytes));
         runs.push(Run {
             secs,
             offered: done,
@@ -124,12 +156,22 @@ fn main() -> Result<()> {
             sink_frames: sink.map(|s| s.0),
             sink_bytes: sink.map(|s| s.1),
             sink_pps: sink.map(|s| s.0 as f64 / secs),
+            cpu_busy,
         });
     }
     let mut order: Vec<&Run> = runs.iter().collect();
-    order.sort_by(|a, b| a.sink_pps.unwrap_or(a.offered_pps).total_cmp(&b.sink_pps.unwrap_or(b.offered_pps)));
+    order.sort_by(|a, b| {
+        a.sink_pps
+            .unwrap_or(a.offered_pps)
+            .total_cmp(&b.sink_pps.unwrap_or(b.offered_pps))
+    });
     let median = order[order.len() / 2].clone();
-    let report = Report { iface: args.iface, size: args.size, median, runs };
+    let report = Report {
+        iface: args.iface,
+        size: args.size,
+        median,
+        runs,
+    };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }
@@ -155,7 +197,14 @@ fn open_tx(umem: &Umem, iface: &str) -> Result<(DeviceQueue, RingTx, User), xdpi
 /// Transmits `desc` for `secs` seconds (at `rate` frames/s unless 0), then waits up to 200 ms
 /// for the kernel to complete what is still queued. Returns the frames completed and the
 /// seconds from the start to the last completion.
-fn send(tx: &mut RingTx, device: &mut DeviceQueue, desc: XdpDesc, secs: f64, rate: u64, batch: u32) -> (u64, f64) {
+fn send(
+    tx: &mut RingTx,
+    device: &mut DeviceQueue,
+    desc: XdpDesc,
+    secs: f64,
+    rate: u64,
+    batch: u32,
+) -> (u64, f64) {
     let start = Instant::now();
     let stop = start + Duration::from_secs_f64(secs);
     let (mut queued, mut done) = (0u64, 0u64);

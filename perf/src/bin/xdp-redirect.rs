@@ -27,7 +27,9 @@ fn main() -> Result<()> {
     let a = warden_perf::ifindex(&args.a)?;
     let b = warden_perf::ifindex(&args.b)?;
     let mut storage = MaybeUninit::uninit();
-    let open = RedirectSkelBuilder::default().open(&mut storage).context("open redirect")?;
+    let open = RedirectSkelBuilder::default()
+        .open(&mut storage)
+        .context("open redirect")?;
     let skel = open.load().context("load redirect")?;
     for (from, to) in [(a, b), (b, a)] {
         skel.maps
@@ -37,7 +39,8 @@ fn main() -> Result<()> {
     }
     let xdp = Xdp::new(skel.progs.redirect_xdp.as_fd());
     for (name, idx) in [(&args.a, a), (&args.b, b)] {
-        xdp.attach(idx, XdpFlags::DRV_MODE).with_context(|| format!("attach to {name}"))?;
+        xdp.attach(idx, XdpFlags::DRV_MODE)
+            .with_context(|| format!("attach to {name}"))?;
     }
     Ok(())
 }

@@ -38,10 +38,15 @@ fn main() -> Result<()> {
         Cmd::Attach { iface, pin } => {
             let ifindex = warden_perf::ifindex(&iface)?;
             let mut storage = MaybeUninit::uninit();
-            let open = SinkSkelBuilder::default().open(&mut storage).context("open sink")?;
+            let open = SinkSkelBuilder::default()
+                .open(&mut storage)
+                .context("open sink")?;
             let mut skel = open.load().context("load sink")?;
             let _ = std::fs::remove_file(&pin);
-            skel.maps.counts.pin(&pin).with_context(|| format!("pin at {}", pin.display()))?;
+            skel.maps
+                .counts
+                .pin(&pin)
+                .with_context(|| format!("pin at {}", pin.display()))?;
             Xdp::new(skel.progs.sink_xdp.as_fd())
                 .attach(ifindex, XdpFlags::DRV_MODE)
                 .with_context(|| format!("attach sink to {iface}"))?;
