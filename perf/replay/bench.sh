@@ -18,9 +18,9 @@ CPU=${CPU:-1}
 echo "replay-bench: $PCAP ($SIZE bytes), both pinned to core $CPU"
 
 t0=$(date +%s.%N)
-taskset -c "$CPU" target/release/warden replay "$PCAP" 2>/tmp/warden-replay.err | tail -c 0
+taskset -c "$CPU" target/release/warden replay "$PCAP" >/dev/null 2>/tmp/warden-replay.err
 t1=$(date +%s.%N)
-taskset -c "$CPU" ndpiReader -q -i "$PCAP" >/tmp/ndpi-replay.out 2>&1 || true
+taskset -c "$CPU" ndpiReader -i "$PCAP" >/tmp/ndpi-replay.out 2>&1 || true
 t2=$(date +%s.%N)
 
 python3 - "$SIZE" "$t0" "$t1" "$t2" <<'PY'
@@ -35,20 +35,26 @@ ws, ns = t1 - t0, t2 - t1
 m = re.search(r"nDPI throughput:\s+([\d.]+) ([KM]) pps / ([\d.]+) ([MG])b/sec", n)
 ndpi_internal = None
 if m:
-    pps = float(m.group(1)) * (1e3 if m.group(2) == "K" else 1e6)
-    ndpi_internal = pps
+    ndpi_internal = float(m.group(1)) * (1e3 if m.group(2) == "K" else 1e6)
+wi = re.search(r"([\d.]+) s, (\d+) frames/s, ([\d.]+) Gbit/s", w)
+warden_internal = float(wi.group(2)) if wi else None
+pt = re.search(r"Packet Processing Time:\s+(\d+) msec", n)
+ndpi_proc_s = int(pt.group(1)) / 1000 if pt else None
 row = {
     "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     "pcap_bytes": size, "frames": frames, "sessions": sessions,
     "warden_wall_s": round(ws, 3), "warden_fps": round(frames / ws), "warden_gbps": round(wbytes * 8 / ws / 1e9, 3),
     "ndpi_wall_s": round(ns, 3), "ndpi_fps": round(frames / ns), "ndpi_gbps": round(wbytes * 8 / ns / 1e9, 3),
-    "ndpi_reported_pps": ndpi_internal,
+    "ndpi_reported_pps": ndpi_internal, "ndpi_processing_s": ndpi_proc_s,
+    "warden_reported_fps": warden_internal,
     "ratio_wall": round(ns / ws, 2),
 }
 print(f"{'':14}{'wall s':>10}{'frames/s':>14}{'Gbit/s':>10}")
 print(f"{'warden replay':14}{ws:>10.2f}{frames/ws:>14,.0f}{wbytes*8/ws/1e9:>10.3f}")
 print(f"{'ndpiReader':14}{ns:>10.2f}{frames/ns:>14,.0f}{wbytes*8/ns/1e9:>10.3f}")
-print(f"warden is {ns/ws:.2f}x nDPI (wall clock, same file, same core); nDPI's own figure: {ndpi_internal} pps")
+print(f"warden is {ns/ws:.2f}x nDPI (wall clock, same file, same core)")
+print(f"own figures (packet loop only): warden {warden_internal} frames/s, nDPI {ndpi_internal} pps"
+      f" (processing {ndpi_proc_s} s)" + (f" -> {warden_internal/ndpi_internal:.2f}x" if warden_internal and ndpi_internal else ""))
 out = f"perf/out/replay-{time.strftime('%Y%m%d-%H%M%S')}.json"
 json.dump(row, open(out, "w"), indent=1)
 print("wrote", out)
