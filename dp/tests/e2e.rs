@@ -404,3 +404,38 @@ fn postgresql_and_mysql_detected_inline_by_content() {
     assert_eq!(l7["database"], "mysql");
     assert!(l7["server_version"].as_str().unwrap().contains("MariaDB"), "{l7:?}");
 }
+
+/// HTTP/2 with prior knowledge (curl) against nginx on a non-standard port through Warden.
+#[test]
+fn http2_detected_inline_by_content() {
+    let mut t = Topo::new(ClientLink::Veth);
+    let (www, tmp) = (t.path("www"), t.path("ngx"));
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::create_dir_all(&tmp).unwrap();
+    write_blob(&www.join("index.html"), 5000);
+    let tmp_s = tmp.display().to_string();
+    let conf = format!(
+        "worker_processes 1;\ndaemon off;\npid {tmp_s}/nginx.pid;\nerror_log {tmp_s}/error.log;\nevents {{}}\n\
+         http {{\n access_log off;\n client_body_temp_path {tmp_s}/body;\n proxy_temp_path {tmp_s}/proxy;\n\
+         fastcgi_temp_path {tmp_s}/fcgi;\n uwsgi_temp_path {tmp_s}/uwsgi;\n scgi_temp_path {tmp_s}/scgi;\n\
+         server {{\n  listen {S4}:8081 http2;\n  root {};\n }}\n}}\n",
+        www.display()
+    );
+    let conf_path = tmp.join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let s = t.s.clone();
+    t.spawn(&s, &["nginx", "-c", conf_path.to_str().unwrap()]);
+    t.start_warden(&["--inline", &format!("{}:{}", t.a, t.b)]);
+    std::thread::sleep(Duration::from_millis(1000));
+    let c = t.c.clone();
+    let out = t.exec(&c, &["curl", "-s", "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code} %{http_version}", &format!("http://{S4}:8081/index.html")]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200 2", "{}", std::fs::read_to_string(tmp.join("error.log")).unwrap_or_default());
+    let mut ctl = t.client();
+    let records = collect_reports(&mut ctl, Duration::from_secs(15), |all| all.iter().any(|r| r.server_port == 8081 && r.closed));
+    let r = records.iter().find(|r| r.server_port == 8081 && r.closed).unwrap();
+    assert_eq!(r.app, "http2", "{r:?}");
+    let l7 = r.l7.as_ref().unwrap();
+    assert_eq!(l7["path"], "/index.html");
+    assert_eq!(l7["method"], "GET");
+    assert_eq!(l7["status"], 200);
+}

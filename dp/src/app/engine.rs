@@ -532,6 +532,52 @@ mod tests {
         assert_eq!(m["upgrade"], "h2c", "{m:?}");
     }
 
+    /// Random bytes and unrelated line protocols sent to every registered protocol's own ports
+    /// stay `unknown`: ports only order candidates, content decides.
+    #[test]
+    fn foreign_bytes_on_standard_ports_stay_unknown() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut random = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        };
+        let mut inputs: Vec<(Vec<u8>, Vec<u8>)> = vec![
+            (b"EHLO mail.example.test\r\n".to_vec(), b"220 mail.example.test ESMTP\r\n".to_vec()),
+            (b"USER anonymous\r\n".to_vec(), b"+OK POP3 ready\r\n".to_vec()),
+            (b"{\"jsonrpc\":\"2.0\",\"method\":\"x\"}\n".to_vec(), b"{\"result\":1}\n".to_vec()),
+            (b"HELLO\r\n".to_vec(), b"WELCOME\r\n".to_vec()),
+            (b"stats\r\n".to_vec(), b"STAT pid 1\r\nEND\r\n".to_vec()),
+        ];
+        for n in [1, 7, 64, 600, 3000] {
+            inputs.push((random(n), random(n)));
+        }
+        let ports: Vec<u16> = CANDIDATES.iter().filter(|c| c.app != App::Template).flat_map(|c| c.ports.iter().copied()).collect();
+        assert!(ports.len() >= 8);
+        for &port in &ports {
+            for (client, server) in &inputs {
+                for proto in [ipproto::TCP, ipproto::UDP] {
+                    let mut e = Engine::new(EngineConfig { max_sessions: 1, ..EngineConfig::default() });
+                    let i = e.open(proto, port).unwrap();
+                    if proto == ipproto::TCP {
+                        e.tcp_segment(i, Dir::ToServer, 1, client, port, 3);
+                        e.tcp_segment(i, Dir::ToClient, 1, server, port, 4);
+                    } else {
+                        e.datagram(i, Dir::ToServer, client, port, 1);
+                        e.datagram(i, Dir::ToClient, server, port, 2);
+                    }
+                    let app = e.ctx(i).app;
+                    assert_eq!(app, App::Unknown, "port {port} proto {proto}: {:?}", String::from_utf8_lossy(&client[..client.len().min(40)]));
+                }
+            }
+        }
+    }
+
     #[test]
     fn unknown_after_limits_and_pool_bound() {
         let mut e = Engine::new(EngineConfig {
