@@ -510,6 +510,15 @@ mod tests {
     }
 
     #[test]
+    fn context_size_is_bounded() {
+        // The pool is allocated at start: keep a context small enough that the default pool
+        // (16384 per worker) stays in the tens of MiB.
+        let size = std::mem::size_of::<AppCtx>();
+        eprintln!("AppCtx: {size} bytes");
+        assert!(size <= 4096, "AppCtx grew to {size} bytes");
+    }
+
+    #[test]
     fn h2c_upgrade_hands_the_session_to_http2() {
         let mut e = Engine::new(EngineConfig { max_sessions: 1, ..EngineConfig::default() });
         let i = e.open(ipproto::TCP, 8080).unwrap();
