@@ -190,14 +190,43 @@ fn print_connections(conns: &[ConnectionRecord], header: bool) {
                 c.state.clone(),
                 c.iface.clone(),
                 if c.closed { "closed".into() } else { "open".into() },
+                detail(c),
             ]
         })
         .collect();
     let h = [
         "CLIENT", "SERVER", "PROTO", "APP", "PKTS(c>s/s>c)", "BYTES(c>s/s>c)", "STATE", "IFACE",
-        "",
+        "", "DETAIL",
     ];
     table_opt(&h, &rows, header);
+}
+
+/// A one-line summary of the record's `l7` object (the fields an operator looks for first), at
+/// most 60 characters.
+fn detail(c: &ConnectionRecord) -> String {
+    let Some(l7) = &c.l7 else { return String::new() };
+    let pick = |k: &str| l7.get(k).and_then(|v| v.as_str().map(String::from).or_else(|| v.as_u64().map(|n| n.to_string())));
+    let parts: Vec<String> = match c.app.as_str() {
+        "http" | "http2" | "grpc" => ["method", "http_method", "host", "authority", "path", "status"]
+            .iter()
+            .filter_map(|k| pick(k))
+            .collect(),
+        "tls" => ["sni", "version"].iter().filter_map(|k| pick(k)).collect(),
+        "dns" => ["query", "qtype", "rcode"].iter().filter_map(|k| pick(k)).collect(),
+        "ssh" => ["client_version", "server_version"].iter().filter_map(|k| pick(k)).collect(),
+        "mysql" | "postgresql" => ["user", "database", "first_query"].iter().filter_map(|k| pick(k)).collect(),
+        "redis" => l7
+            .get("commands")
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let mut s = parts.join(" ");
+    if s.chars().count() > 60 {
+        s = s.chars().take(57).collect::<String>() + "...";
+    }
+    s
 }
 
 fn fmt_ep(ip: &str, port: u16) -> String {
