@@ -433,57 +433,55 @@ impl Engine {
         self.ctxs[idx as usize].streams[dir as usize].start(seq.wrapping_add(1));
     }
 
-    /// A TCP segment with payload.
-    pub fn tcp_segment(&mut self, idx: u32, dir: Dir, seq: u32, payload: &[u8], server_port: u16, session_packets: u32) {
-        let c = &mut self.ctxs[idx as usize];
+    /// Counts a detection packet of `dir` and builds the detector for it, with the direction's
+    /// stream and the buffer pool; `None` when the session needs no more inspection.
+    fn begin(
+        &mut self,
+        idx: u32,
+        dir: Dir,
+        server_port: u16,
+        session_packets: u32,
+    ) -> Option<(Detector<'_>, &mut Stream, &mut BufPool)> {
+        let Engine { ctxs, bufs, limits, .. } = self;
+        let c = ctxs.get_mut(idx as usize)?;
         if c.decided && matches!(c.state, AppState::None) {
-            return;
+            return None;
         }
         let d = dir as usize;
         if !c.decided {
             c.detect_packets[d] += 1;
         }
-        let AppCtx { app, decided, detected_after, remaining, state, detect_packets, streams, .. } = c;
-        let mut det = Detector {
+        let AppCtx { app, decided, detected_after, remaining, state, detect_packets, streams } = c;
+        let det = Detector {
             ctx_app: app,
             decided,
             detected_after,
             remaining,
             state,
             detect_packets: detect_packets[d],
-            limits: self.limits,
+            limits: *limits,
             dir,
             server_port,
             session_packets,
         };
-        streams[d].segment(seq, payload, &mut self.bufs, &mut det);
+        Some((det, &mut streams[d], bufs))
     }
 
-    /// A UDP datagram's payload.
+    /// A TCP segment with payload.
+    pub fn tcp_segment(&mut self, idx: u32, dir: Dir, seq: u32, payload: &[u8], server_port: u16, session_packets: u32) {
+        if let Some((mut det, stream, bufs)) = self.begin(idx, dir, server_port, session_packets) {
+            stream.segment(seq, payload, bufs, &mut det);
+        }
+    }
+
+    /// A UDP datagram's payload. A datagram parser that is done stays done; its state is kept
+    /// for the report.
     pub fn datagram(&mut self, idx: u32, dir: Dir, payload: &[u8], server_port: u16, session_packets: u32) {
-        let c = &mut self.ctxs[idx as usize];
-        if payload.is_empty() || (c.decided && matches!(c.state, AppState::None)) {
+        if payload.is_empty() {
             return;
         }
-        let d = dir as usize;
-        if !c.decided {
-            c.detect_packets[d] += 1;
-        }
-        let AppCtx { app, decided, detected_after, remaining, state, detect_packets, .. } = c;
-        let mut det = Detector {
-            ctx_app: app,
-            decided,
-            detected_after,
-            remaining,
-            state,
-            detect_packets: detect_packets[d],
-            limits: self.limits,
-            dir,
-            server_port,
-            session_packets,
-        };
-        if let Feed::Done = det.detect(payload, true) {
-            // A datagram parser that is done stays done; state is kept for the report.
+        if let Some((mut det, _, _)) = self.begin(idx, dir, server_port, session_packets) {
+            det.detect(payload, true);
         }
     }
 }

@@ -177,6 +177,62 @@ pub fn corpus_flows(name: &str) -> Vec<Flow> {
         .collect()
 }
 
+/// Corpus files (by name) whose labelled protocol is none of `own` (the part after the last `/`
+/// counts: `sqlinjection/http` is `http`).
+pub fn other_corpus_files(own: &[&str]) -> Vec<String> {
+    let labels: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(corpus("labels.json")).unwrap()).unwrap();
+    labels
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, v)| {
+            let p = v["protocol"].as_str().unwrap_or("");
+            !own.contains(&p.rsplit('/').next().unwrap_or(p))
+        })
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+/// Asserts that `P::probe` never says `Match` on the first bytes of either direction of any TCP
+/// flow (cut at every length below 80, every 97th length and at 4096 bytes) nor on any datagram
+/// of the corpus files of other protocols than `own`.
+pub fn check_rejects_other_corpus<P: AppParser>(own: &[&str]) {
+    let files = other_corpus_files(own);
+    assert!(files.len() > 10, "only {} other corpus files", files.len());
+    for file in files {
+        for f in corpus_flows(&file) {
+            for (d, b) in [(Dir::ToServer, &f.to_server), (Dir::ToClient, &f.to_client)] {
+                let max = b.len().min(4096);
+                for cut in (1..=max).filter(|c| *c < 80 || c % 97 == 0 || *c == max) {
+                    assert_ne!(P::probe(d, &b[..cut]), Probe::Match, "{:?} matched {file} {d:?} at {cut}", P::APP);
+                }
+            }
+            for (d, dg) in &f.datagrams {
+                assert_ne!(P::probe(*d, dg), Probe::Match, "{:?} matched a datagram of {file}", P::APP);
+            }
+        }
+    }
+}
+
+/// xorshift64* pseudo-random numbers (deterministic, no dependency) for mutation tests.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,7 @@
 use super::*;
 use crate::app::testutil::{
-    check_every_prefix, check_every_split, corpus, corpus_flows, feed_all, feed_segments, l7_of, Flow,
+    check_every_prefix, check_every_split, corpus_flows, feed_all, feed_segments, l7_of, Flow,
+    check_rejects_other_corpus, Rng,
 };
 
 fn flow(proto: u8, client_port: u16) -> Flow {
@@ -185,11 +186,6 @@ fn tcp_gap_and_bad_length_stop() {
     assert_eq!(l7_of(&t)["malformed"], 1);
 }
 
-fn other_corpus_files() -> Vec<String> {
-    let labels: Value = serde_json::from_slice(&std::fs::read(corpus("labels.json")).unwrap()).unwrap();
-    labels.as_object().unwrap().iter().filter(|(_, v)| v["protocol"] != "dns").map(|(k, _)| k.clone()).collect()
-}
-
 #[test]
 fn probe_rejects_other_protocols() {
     for line in [&b"HELLO\r\n"[..], b"EHLO x\r\n", b"+OK\r\n", b"{\"a\":1}\n", b"GET / HTTP/1.1\r\n", b"SSH-2.0-x\r\n"] {
@@ -197,29 +193,7 @@ fn probe_rejects_other_protocols() {
             assert_eq!(Dns::probe(d, line), Probe::NoMatch, "{line:?}");
         }
     }
-    let files = other_corpus_files();
-    assert!(files.len() > 15);
-    for file in files {
-        for f in corpus_flows(&file) {
-            for (d, b) in [(Dir::ToServer, &f.to_server), (Dir::ToClient, &f.to_client)] {
-                assert_ne!(Dns::probe(d, &b[..b.len().min(4096)]), Probe::Match, "{file} {d:?}");
-            }
-            for (d, dg) in &f.datagrams {
-                assert_ne!(Dns::probe(*d, dg), Probe::Match, "{file} datagram");
-            }
-        }
-    }
-}
-
-/// xorshift64* pseudo-random numbers (deterministic).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
+    check_rejects_other_corpus::<Dns>(&["dns"]);
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! edge cases the capture does not hold.
 
 use super::*;
-use crate::app::testutil::{check_every_prefix, check_every_split, corpus, corpus_flows, feed_all, feed_segments, l7_of, Flow};
+use crate::app::testutil::{check_every_prefix, check_every_split, corpus_flows, feed_all, feed_segments, l7_of, Flow, check_rejects_other_corpus, Rng};
 
 fn flows() -> Vec<Flow> {
     corpus_flows("http.pcap").into_iter().filter(|f| f.server_port == 80 && !f.to_server.is_empty()).collect()
@@ -290,39 +290,7 @@ fn probe_is_content_based() {
 
 #[test]
 fn probe_never_matches_other_corpus_protocols() {
-    let labels: Value = serde_json::from_slice(&std::fs::read(corpus("labels.json")).unwrap()).unwrap();
-    for (file, l) in labels.as_object().unwrap() {
-        if l["protocol"].as_str().unwrap().ends_with("http") {
-            continue;
-        }
-        for f in corpus_flows(file) {
-            let mut firsts: Vec<(Dir, &[u8])> = vec![(Dir::ToServer, &f.to_server), (Dir::ToClient, &f.to_client)];
-            for d in [Dir::ToServer, Dir::ToClient] {
-                if let Some((_, b)) = f.datagrams.iter().find(|(x, _)| *x == d) {
-                    firsts.push((d, b));
-                }
-            }
-            for (d, b) in firsts {
-                for cut in [b.len().min(4096), b.len().min(64), b.len().min(16)] {
-                    assert_ne!(Http::probe(d, &b[..cut]), Probe::Match, "{file} {d:?}");
-                }
-            }
-        }
-    }
-}
-
-/// xorshift64* (deterministic, no dependency).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
+    check_rejects_other_corpus::<Http>(&["http"]);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 use super::*;
 use crate::app::testutil::{
-    check_every_prefix, check_every_split, corpus, corpus_flows, feed_all, feed_segments, l7_of, Flow,
+    check_every_prefix, check_every_split, corpus_flows, feed_all, feed_segments, l7_of, Flow,
+    check_rejects_other_corpus,
 };
 
 fn flows() -> Vec<Flow> {
@@ -192,32 +193,7 @@ fn random_bytes_do_not_match() {
 
 #[test]
 fn other_corpus_protocols_never_match() {
-    let labels: serde_json::Value = serde_json::from_slice(&std::fs::read(corpus("labels.json")).unwrap()).unwrap();
-    for (file, meta) in labels.as_object().unwrap() {
-        if meta["protocol"] == "postgresql" {
-            continue;
-        }
-        for f in corpus_flows(file) {
-            let mut firsts: Vec<(Dir, Vec<u8>)> =
-                vec![(Dir::ToServer, f.to_server.clone()), (Dir::ToClient, f.to_client.clone())];
-            for d in [Dir::ToServer, Dir::ToClient] {
-                if let Some((_, dg)) = f.datagrams.iter().find(|(dd, _)| *dd == d) {
-                    firsts.push((d, dg.clone()));
-                }
-            }
-            for (d, bytes) in firsts {
-                for cut in (1..=bytes.len().min(4096)).filter(|c| *c < 80 || c % 97 == 0 || *c == bytes.len().min(4096))
-                {
-                    assert_ne!(
-                        Postgresql::probe(d, &bytes[..cut]),
-                        Probe::Match,
-                        "{file} {d:?} {:?}",
-                        &bytes[..cut.min(40)]
-                    );
-                }
-            }
-        }
-    }
+    check_rejects_other_corpus::<Postgresql>(&["postgresql"]);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 use super::*;
 use crate::app::testutil::{
-    check_every_prefix, check_every_split, corpus, corpus_flows, feed_all, feed_segments, l7_of, Flow,
+    check_every_prefix, check_every_split, corpus_flows, feed_all, feed_segments, l7_of, Flow,
+    check_rejects_other_corpus, Rng,
 };
 
 /// Flows of the TLS captures, keyed by client port.
@@ -185,18 +186,6 @@ fn plaintext_alert_is_reported() {
     assert_eq!(Tls::probe(Dir::ToServer, b"\x15\x03\x03\x00\x02\x02\x28"), Probe::NoMatch);
 }
 
-/// Files of the corpus labelled with another protocol.
-fn other_corpus_files() -> Vec<String> {
-    let labels: Value = serde_json::from_slice(&std::fs::read(corpus("labels.json")).unwrap()).unwrap();
-    labels
-        .as_object()
-        .unwrap()
-        .iter()
-        .filter(|(_, v)| v["protocol"] != "tls")
-        .map(|(k, _)| k.clone())
-        .collect()
-}
-
 #[test]
 fn probe_rejects_other_protocols() {
     for line in [&b"HELLO\r\n"[..], b"EHLO x\r\n", b"+OK\r\n", b"{\"a\":1}\n", b"GET / HTTP/1.1\r\n", b"SSH-2.0-x\r\n"] {
@@ -204,29 +193,7 @@ fn probe_rejects_other_protocols() {
             assert_eq!(Tls::probe(d, line), Probe::NoMatch, "{line:?}");
         }
     }
-    let files = other_corpus_files();
-    assert!(files.len() > 15);
-    for file in files {
-        for f in corpus_flows(&file) {
-            for (d, b) in [(Dir::ToServer, &f.to_server), (Dir::ToClient, &f.to_client)] {
-                assert_ne!(Tls::probe(d, &b[..b.len().min(4096)]), Probe::Match, "{file} {d:?}");
-            }
-            for (d, dg) in &f.datagrams {
-                assert_ne!(Tls::probe(*d, dg), Probe::Match, "{file} datagram");
-            }
-        }
-    }
-}
-
-/// xorshift64* pseudo-random numbers (deterministic).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
+    check_rejects_other_corpus::<Tls>(&["tls"]);
 }
 
 #[test]
