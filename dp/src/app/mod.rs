@@ -105,6 +105,17 @@ pub enum Probe {
     NoMatch,
 }
 
+/// Result of a pure parsing function over a byte slice (each protocol's `parser.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parse<T> {
+    /// A complete item and the bytes it took.
+    Ok(T, usize),
+    /// At least this many bytes are needed in total.
+    Incomplete(usize),
+    /// The bytes are not valid for the protocol (or exceed a cap).
+    Invalid,
+}
+
 /// Outcome of feeding bytes to a parser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Feed {

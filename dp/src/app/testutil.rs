@@ -215,6 +215,19 @@ pub fn check_rejects_other_corpus<P: AppParser>(own: &[&str]) {
     }
 }
 
+/// Asserts that `P::probe` never says `Match` on `count` pseudo-random buffers of `len` bytes in
+/// either direction.
+pub fn check_rejects_random<P: AppParser>(count: usize, len: usize) {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut buf = vec![0u8; len];
+    for _ in 0..count {
+        buf.iter_mut().for_each(|b| *b = rng.next() as u8);
+        for d in [Dir::ToServer, Dir::ToClient] {
+            assert_ne!(P::probe(d, &buf), Probe::Match, "{:?} matched random bytes {buf:?}", P::APP);
+        }
+    }
+}
+
 /// xorshift64* pseudo-random numbers (deterministic, no dependency) for mutation tests.
 pub struct Rng(pub u64);
 

@@ -14,6 +14,8 @@
 //! The probe's header and first-question checks are written here because they must work on
 //! a prefix of a message (TCP segments).
 
+pub use crate::app::Parse;
+
 use std::net::IpAddr;
 
 use domain::base::iana::{Class, Rtype};
@@ -28,17 +30,6 @@ pub const MIN_MESSAGE: usize = HEADER + 1 + 4;
 pub const MAX_QDCOUNT: u16 = 16;
 /// Longest encoded name (RFC 1035 §2.3.4).
 pub const MAX_NAME: usize = 255;
-
-/// Parse result over a byte slice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Parse<T> {
-    /// A complete item and the bytes it took.
-    Ok(T, usize),
-    /// At least this many bytes are needed in total.
-    Incomplete(usize),
-    /// The bytes are not valid DNS.
-    Invalid,
-}
 
 /// Reads a big-endian u16 at `at`.
 fn be16(b: &[u8], at: usize) -> Option<u16> {

@@ -12,6 +12,8 @@
 //! Every length read from the wire is capped ([`MAX_HEAD`], [`MAX_BODY`], [`MAX_CHUNK`],
 //! [`MAX_LINE`]) before use.
 
+pub use crate::app::Parse;
+
 /// Largest request or response head (start line + header section, bytes) the parser waits for.
 pub const MAX_HEAD: usize = 16 * 1024;
 /// Largest number of header fields in one head (stack array given to `httparse`).
@@ -31,17 +33,6 @@ pub const METHODS: &[&[u8]] = &[
     b"PROPFIND", b"PROPPATCH", b"MKCOL", b"COPY", b"MOVE", b"LOCK", b"UNLOCK", b"REPORT",
     b"SEARCH", b"MKCALENDAR",
 ];
-
-/// Parse result over a byte slice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Parse<T> {
-    /// A complete item and the bytes it took.
-    Ok(T, usize),
-    /// At least this many bytes are needed in total.
-    Incomplete(usize),
-    /// The bytes are not valid HTTP/1.x (or exceed a cap).
-    Invalid,
-}
 
 /// Outcome of a stateless probe over the first bytes of a direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

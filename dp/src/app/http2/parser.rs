@@ -8,6 +8,8 @@
 //!   entries, RST_STREAM (§6.4) and GOAWAY (§6.8) error codes.
 //! - h2c upgrade (RFC 7540 §3.2): the server's `HTTP/1.1 101` head before its first frame.
 
+pub use crate::app::Parse;
+
 /// The client connection preface (RFC 9113 §3.4).
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Frame header length (bytes).
@@ -39,17 +41,6 @@ pub const SETTINGS_ENABLE_PUSH: u16 = 0x2;
 pub const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
 /// SETTINGS_MAX_FRAME_SIZE.
 pub const SETTINGS_MAX_FRAME_SIZE: u16 = 0x5;
-
-/// Parse result over a byte slice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Parse<T> {
-    /// A complete item and the bytes it took.
-    Ok(T, usize),
-    /// At least this many bytes are needed in total.
-    Incomplete(usize),
-    /// The bytes are not valid here.
-    Invalid,
-}
 
 /// Frame type (RFC 9113 §6; unknown types are values and are skipped, §4.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

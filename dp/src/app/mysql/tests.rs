@@ -1,7 +1,7 @@
 use super::*;
 use crate::app::testutil::{
     check_every_prefix, check_every_split, corpus_flows, feed_all, feed_segments, l7_of, Flow,
-    check_rejects_other_corpus,
+    check_rejects_other_corpus, check_rejects_random,
 };
 use serde_json::json;
 
@@ -161,19 +161,7 @@ fn probe_by_content() {
 
 #[test]
 fn random_bytes_do_not_match() {
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    for _ in 0..5000 {
-        let mut buf = [0u8; 96];
-        for b in &mut buf {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            *b = x as u8;
-        }
-        for d in [Dir::ToServer, Dir::ToClient] {
-            assert_ne!(Mysql::probe(d, &buf), Probe::Match, "{buf:?}");
-        }
-    }
+    check_rejects_random::<Mysql>(5000, 96);
 }
 
 #[test]

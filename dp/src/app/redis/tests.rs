@@ -1,7 +1,7 @@
 use super::*;
 use crate::app::testutil::{
     check_every_prefix, check_every_split, corpus_flows, feed_all, feed_segments, l7_of, Flow,
-    check_rejects_other_corpus,
+    check_rejects_other_corpus, check_rejects_random,
 };
 
 fn flows() -> Vec<Flow> {
@@ -178,23 +178,7 @@ fn probe_by_content() {
 
 #[test]
 fn random_bytes_do_not_match() {
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let mut matched = 0;
-    for _ in 0..5000 {
-        let mut buf = [0u8; 64];
-        for b in &mut buf {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            *b = x as u8;
-        }
-        for d in [Dir::ToServer, Dir::ToClient] {
-            if Redis::probe(d, &buf) == Probe::Match {
-                matched += 1;
-            }
-        }
-    }
-    assert_eq!(matched, 0);
+    check_rejects_random::<Redis>(5000, 64);
 }
 
 #[test]

@@ -11,6 +11,8 @@
 //!   line length, and `parse_ssh_packet` neither caps packet_length nor accepts message types
 //!   it does not know (DH group exchange 31-34, EXT_INFO), which must be skipped, not rejected.
 
+pub use crate::app::Parse;
+
 use ssh_parser::{parse_ssh_packet, SshPacket};
 
 /// Longest identification (or preceding) line, CR LF included (RFC 4253 §4.2).
@@ -24,17 +26,6 @@ pub const MAX_PACKET: usize = 35000;
 pub const MSG_KEXINIT: u8 = 20;
 /// SSH_MSG_NEWKEYS.
 pub const MSG_NEWKEYS: u8 = 21;
-
-/// Parse result over a byte slice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Parse<T> {
-    /// A complete item and the bytes it took.
-    Ok(T, usize),
-    /// At least this many bytes are needed in total.
-    Incomplete(usize),
-    /// The bytes are not valid SSH.
-    Invalid,
-}
 
 /// One line before the binary packets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

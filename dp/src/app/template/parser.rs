@@ -4,21 +4,12 @@
 //! each side, then frames of a 2-byte big-endian length followed by that many payload bytes.
 //! Lengths above [`MAX_FRAME`] are a protocol violation.
 
+pub use crate::app::Parse;
+
 /// Magic of the hello.
 pub const MAGIC: &[u8; 4] = b"WTPL";
 /// Largest accepted frame payload (bytes).
 pub const MAX_FRAME: usize = 4096;
-
-/// Parse result over a byte slice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Parse<T> {
-    /// A complete item and the bytes it took.
-    Ok(T, usize),
-    /// At least this many bytes are needed in total.
-    Incomplete(usize),
-    /// The bytes are not valid for this protocol.
-    Invalid,
-}
 
 /// Parses the hello; returns the version.
 pub fn hello(b: &[u8]) -> Parse<u8> {

@@ -4,6 +4,8 @@
 //! decoded with `tls-parser` (rusticata), extensions are split here (RFC 8446 §4.2) so that one
 //! malformed extension does not hide the others.
 
+pub use crate::app::Parse;
+
 use std::borrow::Cow;
 
 use tls_parser::{
@@ -46,17 +48,6 @@ pub const EXT_SIGNATURE_ALGORITHMS: u16 = 0x000d;
 pub const EXT_ALPN: u16 = 0x0010;
 /// Extension supported_versions (RFC 8446 §4.2.1).
 pub const EXT_SUPPORTED_VERSIONS: u16 = 0x002b;
-
-/// Parse result over a byte slice.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Parse<T> {
-    /// A complete item and the bytes it took.
-    Ok(T, usize),
-    /// At least this many bytes are needed in total.
-    Incomplete(usize),
-    /// The bytes are not valid TLS.
-    Invalid,
-}
 
 /// A record header (RFC 8446 §5.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
