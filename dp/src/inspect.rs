@@ -174,9 +174,9 @@ impl Inspector {
 
     fn inspect_payload(&mut self, idx: u32, new: bool, dir: Dir, ip: &wire::Ip<'_>) {
         let s = self.sessions.get(idx);
-        let server_port = match (s.client, dir) {
-            (End::Lo, _) => s.key.hi_port,
-            (End::Hi, _) => s.key.lo_port,
+        let server_port = match s.client {
+            End::Lo => s.key.hi_port,
+            End::Hi => s.key.lo_port,
         };
         let packets = (s.packets[0] + s.packets[1]).min(u64::from(u32::MAX)) as u32;
         let mut ctx = s.app_ctx;

@@ -12,7 +12,8 @@
 //! - [`control`]: the control socket server and report fan-out;
 //! - [`daemon`]: start-up, inline pairs, XDP attach/detach, shutdown;
 //! - [`replay`]: the offline pipeline over pcap files;
-//! - [`config`]: `warden.toml`.
+//! - [`config`], `warden.toml`;
+//! - [`app`], [`stream`]: TCP stream tracking, app detection and the protocol parsers.
 
 pub mod app;
 pub mod config;

@@ -608,9 +608,7 @@ impl SessionTable {
 fn advance_tcp(s: &mut Session, dir: Dir, flags: u8) {
     let State::Tcp(st) = s.state else { return };
     let bit = 1u8 << (dir as u8);
-    let next = if flags & tcpflag::RST != 0 {
-        TcpState::Reset
-    } else if st == TcpState::Reset {
+    let next = if flags & tcpflag::RST != 0 || st == TcpState::Reset {
         TcpState::Reset
     } else if flags & tcpflag::FIN != 0 {
         s.fins |= bit;

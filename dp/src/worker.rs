@@ -118,6 +118,9 @@ pub struct WorkerReport {
     pub snaps: Vec<SessionSnapshot>,
 }
 
+/// An XSK a worker bound: (interface slot, rx queue, socket fd) for the XSKMAP.
+pub type XskBinding = (u16, u32, i32);
+
 /// Messages from the control thread to a worker.
 pub enum Command {
     /// Bind XSKs for one queue group of an inline pair; reply with `(slot, queue, fd)` of each
@@ -134,7 +137,7 @@ pub enum Command {
         /// Ring entries.
         ring_size: u32,
         /// Reply channel.
-        reply: mpsc::Sender<Result<Vec<(u16, u32, i32)>, String>>,
+        reply: mpsc::Sender<Result<Vec<XskBinding>, String>>,
     },
     /// Close the sockets of a pair and end its sessions (final records are reported).
     RemovePair {
@@ -220,7 +223,6 @@ pub struct Worker {
     handoff_in: u64,
     handoff_dropped: u64,
     report_overflow: u64,
-    scratch: Box<Handoff>,
 }
 
 fn now_ns() -> u64 {
@@ -247,7 +249,6 @@ impl Worker {
             handoff_in: 0,
             handoff_dropped: 0,
             report_overflow: 0,
-            scratch: Box::new(Handoff { zone: 0, side: 0, iface: 0, len: 0, data: [0; HANDOFF_MAX] }),
         }
     }
 
@@ -277,7 +278,7 @@ impl Worker {
             match self.commands.try_recv() {
                 Ok(Command::Shutdown) => break,
                 Ok(cmd) => {
-                    self.command(cmd, now);
+                    self.command(cmd);
                     fds.clear();
                     work += 1;
                 }
@@ -377,7 +378,6 @@ impl Worker {
                         if owner != me {
                             let ok = handoff(
                                 &mut self.mesh,
-                                &mut self.scratch,
                                 owner,
                                 gs.zone,
                                 side as u8,
@@ -471,7 +471,7 @@ impl Worker {
         n
     }
 
-    fn command(&mut self, cmd: Command, now: u64) {
+    fn command(&mut self, cmd: Command) {
         match cmd {
             Command::AddGroup { zone, sides, owners, frames, ring_size, reply } => {
                 let r = Group::open([&sides[0], &sides[1]], frames, ring_size)
@@ -533,29 +533,17 @@ impl Worker {
             }
             Command::Shutdown => {}
         }
-        let _ = now;
     }
 }
 
-fn handoff(
-    mesh: &mut Mesh,
-    scratch: &mut Handoff,
-    to: usize,
-    zone: u16,
-    side: u8,
-    iface: u16,
-    data: &[u8],
-) -> bool {
+/// Copies a frame into the SPSC ring to worker `to` (no allocation). False when the frame is
+/// longer than [`HANDOFF_MAX`] or the ring is full.
+fn handoff(mesh: &mut Mesh, to: usize, zone: u16, side: u8, iface: u16, data: &[u8]) -> bool {
     if data.len() > HANDOFF_MAX {
         return false;
     }
     let Some(Some(prod)) = mesh.outbox.get_mut(to) else { return false };
-    scratch.zone = zone;
-    scratch.side = side;
-    scratch.iface = iface;
-    scratch.len = data.len() as u16;
-    scratch.data[..data.len()].copy_from_slice(data);
-    // try_push moves the value; copy the scratch (a memcpy, no allocation).
-    let msg = Handoff { zone, side, iface, len: scratch.len, data: scratch.data };
+    let mut msg = Handoff { zone, side, iface, len: data.len() as u16, data: [0; HANDOFF_MAX] };
+    msg.data[..data.len()].copy_from_slice(data);
     prod.try_push(msg).is_ok()
 }

@@ -16,7 +16,7 @@ use std::os::fd::{AsFd, RawFd};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, Xdp, XdpFlags};
 
-#[allow(clippy::all, missing_docs, unsafe_op_in_unsafe_fn)]
+#[allow(clippy::all, clippy::undocumented_unsafe_blocks, missing_docs, unsafe_op_in_unsafe_fn)]
 mod skel {
     include!(concat!(env!("OUT_DIR"), "/warden.skel.rs"));
 }

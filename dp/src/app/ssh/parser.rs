@@ -94,7 +94,7 @@ pub fn line(b: &[u8]) -> Parse<Line<'_>> {
                 Some(_) => Parse::Incomplete(b.len() + 1),
             };
         }
-        if b.iter().any(|&c| c == 0) {
+        if b.contains(&0) {
             return Parse::Invalid;
         }
         return Parse::Incomplete(b.len() + 1);
@@ -105,7 +105,7 @@ pub fn line(b: &[u8]) -> Parse<Line<'_>> {
     }
     if !content.starts_with(b"SSH-") {
         // RFC 4253 §4.2: other lines "MUST NOT begin with 'SSH-'" and are UTF-8 without NUL.
-        if content.iter().any(|&c| c == 0) {
+        if content.contains(&0) {
             return Parse::Invalid;
         }
         return Parse::Ok(Line::Other, lf + 1);
