@@ -215,6 +215,10 @@ fn both_directions_meet_in_one_session_with_two_workers_and_queues() {
         assert_eq!(r.client_ip, C4);
         assert!(r.packets_to_server >= 5 && r.packets_to_client >= 5, "{r:?}");
         assert_eq!(r.end_reason.as_deref(), Some("fin"));
+        // Request and response were parsed in one session although the kernel delivered the
+        // two directions to different workers.
+        assert_eq!(r.app, "http", "{r:?}");
+        assert_eq!(r.l7.as_ref().map(|l| l["status"].clone()), Some(200.into()), "{r:?}");
     }
     match ctl_counters(&t) {
         Reply::Counters(c) => {
