@@ -7,7 +7,7 @@ PKGS=(
   clang llvm libelf-dev zlib1g-dev pkg-config m4 make gcc libbpf-dev linux-libc-dev   # XDP program + libbpf-sys
   iproute2 ethtool iputils-ping tcpdump curl python3 procps                         # topologies, real clients/servers
   redis-server redis-tools dnsmasq-base dnsutils openssh-server openssh-client openssl  # app detection end to end
-  postgresql postgresql-client mariadb-server mariadb-client nginx
+  postgresql postgresql-client mariadb-server mariadb-client nginx socat
 )
 
 missing=()

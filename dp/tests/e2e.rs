@@ -443,3 +443,29 @@ fn http2_detected_inline_by_content() {
     assert_eq!(l7["method"], "GET");
     assert_eq!(l7["status"], 200);
 }
+
+/// An echo service (socat) on a non-standard port, TCP and UDP: recognised because the server
+/// repeats the client's bytes.
+#[test]
+fn echo_detected_inline_by_mirrored_bytes() {
+    let mut t = Topo::new(ClientLink::Veth);
+    let s = t.s.clone();
+    t.spawn(&s, &["socat", &format!("TCP-LISTEN:7007,bind={S4},reuseaddr,fork"), "PIPE"]);
+    t.spawn(&s, &["socat", &format!("UDP-RECVFROM:7007,bind={S4},fork"), "PIPE"]);
+    t.start_warden(&["--inline", &format!("{}:{}", t.a, t.b)]);
+    std::thread::sleep(Duration::from_millis(800));
+    let c = t.c.clone();
+    for addr in [format!("TCP:{S4}:7007"), format!("UDP:{S4}:7007")] {
+        let out = t.exec(&c, &["sh", "-c", &format!("printf 'echo me please\\n' | timeout 5 socat -t 1 - {addr}")]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "echo me please\n", "{addr}");
+    }
+    let mut ctl = t.client();
+    let records = collect_reports(&mut ctl, Duration::from_secs(15), |all| {
+        all.iter().any(|r| r.server_port == 7007 && r.ip_proto == 6 && r.closed)
+            && all.iter().any(|r| r.server_port == 7007 && r.ip_proto == 17 && r.app == "echo")
+    });
+    for proto in [6u8, 17] {
+        let r = records.iter().rev().find(|r| r.server_port == 7007 && r.ip_proto == proto).expect("echo record");
+        assert_eq!(r.app, "echo", "{r:?}");
+    }
+}

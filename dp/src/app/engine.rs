@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 #[allow(unused_imports)]
 use super::AppParser;
-use super::{App, Dir, Feed, Probe, Transport};
+use super::{echo, App, Dir, Feed, Probe, Transport};
 use crate::stream::{BufPool, Bypass, Sink, Stream};
 use crate::wire::ipproto;
 
@@ -136,6 +136,7 @@ parsers! {
     Tls => super::tls::Tls,
     Ssh => super::ssh::Ssh,
     Dns => super::dns::Dns,
+    Echo => super::echo::Echo,
 }
 
 /// Inspection status of a session.
@@ -182,7 +183,51 @@ pub struct AppCtx {
     pub decided: bool,
     remaining: u64,
     detect_packets: [u32; 2],
+    /// The client's first bytes (echo recognition) and whether the server has spoken yet.
+    head: Mirror,
     streams: [Stream; 2],
+}
+
+/// True when the server's first bytes repeat the client's first bytes and are not a greeting of
+/// a protocol that both sides open identically (two OpenSSH peers of one version send the same
+/// identification line): no other parser's probe claims them as the server's side.
+pub fn echoes(client_head: &[u8], server_first: &[u8]) -> bool {
+    echo::mirrors(client_head, server_first)
+        && !CANDIDATES
+            .iter()
+            .any(|c| c.app != App::Echo && (c.probe)(Dir::ToClient, server_first) == Probe::Match)
+}
+
+/// What the engine keeps to recognise an echo: the client's first bytes until the server's
+/// first bytes arrive.
+#[derive(Debug, Clone, Copy, Default)]
+struct Mirror {
+    bytes: [u8; echo::HEAD],
+    len: u8,
+    server_seen: bool,
+}
+
+impl Mirror {
+    /// Records client bytes or checks server bytes; true when the server mirrors the client.
+    fn observe(&mut self, dir: Dir, data: &[u8]) -> bool {
+        match dir {
+            Dir::ToServer => {
+                if self.len == 0 && !self.server_seen {
+                    let n = data.len().min(echo::HEAD);
+                    self.bytes[..n].copy_from_slice(&data[..n]);
+                    self.len = n as u8;
+                }
+                false
+            }
+            Dir::ToClient => {
+                if self.server_seen {
+                    return false;
+                }
+                self.server_seen = true;
+                echoes(&self.bytes[..usize::from(self.len)], data)
+            }
+        }
+    }
 }
 
 /// What a report needs of a session's app context (cloned off the packet path).
@@ -209,6 +254,7 @@ impl AppCtx {
         self.state = AppState::None;
         self.decided = false;
         self.detect_packets = [0; 2];
+        self.head = Mirror::default();
         self.streams = Default::default();
         let tcp = proto == ipproto::TCP;
         let mut mask = 0u64;
@@ -302,6 +348,7 @@ struct Detector<'a> {
     detected_after: &'a mut u32,
     remaining: &'a mut u64,
     state: &'a mut AppState,
+    head: &'a mut Mirror,
     detect_packets: u32,
     limits: EngineLimits,
     dir: Dir,
@@ -312,6 +359,17 @@ struct Detector<'a> {
 impl Detector<'_> {
     /// Probes the candidates on `bytes`; returns the feed result for the stream.
     fn detect(&mut self, bytes: &[u8], datagram: bool) -> Feed {
+        // The server repeating the client's first bytes is an echo service whatever the
+        // client's bytes looked like (a probe may already have matched them).
+        if self.head.observe(self.dir, bytes) && !matches!(self.state, AppState::Echo(_)) {
+            let mut e = echo::Echo::default();
+            let first = usize::from(self.head.len);
+            e.feed(Dir::ToServer, &self.head.bytes[..first]);
+            *self.state = AppState::Echo(e);
+            *self.ctx_app = App::Echo;
+            *self.decided = true;
+            *self.detected_after = self.session_packets;
+        }
         if !*self.decided {
             let mut matched = None;
             for (i, c) in ordered(self.server_port) {
@@ -444,20 +502,23 @@ impl Engine {
     ) -> Option<(Detector<'_>, &mut Stream, &mut BufPool)> {
         let Engine { ctxs, bufs, limits, .. } = self;
         let c = ctxs.get_mut(idx as usize)?;
-        if c.decided && matches!(c.state, AppState::None) {
+        // A session given up as unknown still shows its first server bytes to the echo check.
+        let echo_pending = dir == Dir::ToClient && !c.head.server_seen && c.head.len > 0;
+        if c.decided && matches!(c.state, AppState::None) && !echo_pending {
             return None;
         }
         let d = dir as usize;
         if !c.decided {
             c.detect_packets[d] += 1;
         }
-        let AppCtx { app, decided, detected_after, remaining, state, detect_packets, streams } = c;
+        let AppCtx { app, decided, detected_after, remaining, state, detect_packets, head, streams } = c;
         let det = Detector {
             ctx_app: app,
             decided,
             detected_after,
             remaining,
             state,
+            head,
             detect_packets: detect_packets[d],
             limits: *limits,
             dir,
@@ -505,6 +566,38 @@ mod tests {
         assert_eq!(m["first_payload"], "hi");
         e.close(i);
         assert_eq!(e.buffered(), 0);
+    }
+
+    #[test]
+    fn echo_is_recognised_by_mirrored_bytes_only() {
+        use crate::app::testutil::corpus_flows;
+        for f in corpus_flows("echo.pcap") {
+            let (c, s) = match f.proto {
+                6 => (f.to_server.clone(), f.to_client.clone()),
+                _ => (f.datagrams[0].1.clone(), f.datagrams[1].1.clone()),
+            };
+            assert!(echoes(&c[..c.len().min(echo::HEAD)], &s), "{f:?}");
+        }
+        for file in ["http.pcap", "redis.pcap", "dns.pcap", "ssh.pcap", "mysql.pcap", "tls.pcap", "postgresql.pcap"] {
+            for f in corpus_flows(file) {
+                let (c, s) = (&f.to_server, &f.to_client);
+                if !c.is_empty() && !s.is_empty() {
+                    assert!(!echoes(&c[..c.len().min(echo::HEAD)], s), "{file}");
+                }
+            }
+        }
+        // Through the engine, on a port no parser lists, TCP and UDP.
+        let mut e = Engine::new(EngineConfig { max_sessions: 2, ..EngineConfig::default() });
+        let t = e.open(ipproto::TCP, 40007).unwrap();
+        e.tcp_segment(t, Dir::ToServer, 1, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 40007, 3);
+        assert_eq!(e.ctx(t).app, App::Http);
+        e.tcp_segment(t, Dir::ToClient, 1, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 40007, 4);
+        assert_eq!(e.ctx(t).app, App::Echo);
+        let u = e.open(ipproto::UDP, 40007).unwrap();
+        e.datagram(u, Dir::ToServer, b"ping-1\n", 40007, 1);
+        e.datagram(u, Dir::ToClient, b"ping-1\n", 40007, 2);
+        let c = e.ctx(u);
+        assert_eq!((c.app, c.detected_after), (App::Echo, 2));
     }
 
     #[test]

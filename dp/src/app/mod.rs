@@ -24,6 +24,7 @@ use serde_json::{Map, Value};
 pub use crate::session::Dir;
 
 pub mod dns;
+pub mod echo;
 pub mod engine;
 pub mod http;
 pub mod http2;
@@ -62,6 +63,8 @@ pub enum App {
     Mysql,
     /// PostgreSQL frontend/backend protocol.
     Postgresql,
+    /// Echo (RFC 862), recognised by the server repeating the client's bytes.
+    Echo,
 }
 
 impl App {
@@ -79,6 +82,7 @@ impl App {
             App::Redis => "redis",
             App::Mysql => "mysql",
             App::Postgresql => "postgresql",
+            App::Echo => "echo",
         }
     }
 }
