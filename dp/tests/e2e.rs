@@ -19,11 +19,23 @@ fn http_counts_match_server_capture(link: ClientLink) {
     write_blob(&www.join("blob.bin"), 3_000_000);
     let pcap = t.path("server.pcap");
     let pcap_s = pcap.to_str().unwrap().to_string();
-    let dump = t.spawn(&t.s.clone(), &["tcpdump", "-i", &t.s0.clone(), "-U", "-s", "0", "-w", &pcap_s, "tcp port 8080"]);
+    // A large capture buffer so a loaded machine does not make tcpdump drop frames.
+    let dump = t.spawn(
+        &t.s.clone(),
+        &["tcpdump", "-i", &t.s0.clone(), "-B", "32768", "-U", "-s", "0", "-w", &pcap_s, "tcp port 8080"],
+    );
     t.spawn(&t.s.clone(), &["python3", "-m", "http.server", "8080", "--bind", "::", "-d", www.to_str().unwrap()]);
     t.start_warden(&["--inline", &format!("{}:{}", t.a, t.b)]);
-    // Wait for tcpdump and the server to be up.
-    std::thread::sleep(Duration::from_millis(1500));
+    // tcpdump writes the pcap header once it captures; the server answers once it listens.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::fs::metadata(&pcap).map(|m| m.len() < 24).unwrap_or(true) {
+        assert!(std::time::Instant::now() < deadline, "tcpdump did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    while !t.exec(&t.s, &["sh", "-c", "ss -ltn | grep -q ':8080 '"]).status.success() {
+        assert!(std::time::Instant::now() < deadline, "http server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let mut ctl = t.client();
     for url in [format!("http://{S4}:8080/blob.bin"), format!("http://[{S6}]:8080/blob.bin")] {
         let out = t.exec(&t.c, &["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", "--max-time", "30", &url]);
@@ -49,7 +61,8 @@ fn http_counts_match_server_capture(link: ClientLink) {
         assert_eq!(
             (r.packets_to_server, r.packets_to_client, r.bytes_to_server, r.bytes_to_client),
             (s.packets_to_server, s.packets_to_client, s.bytes_to_server, s.bytes_to_client),
-            "warden record vs server capture"
+            "warden record vs server capture; warden counters: {:?}",
+            ctl_counters(&t)
         );
         assert!(r.bytes_to_client > 3_000_000);
     }
