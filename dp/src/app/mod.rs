@@ -27,6 +27,7 @@ pub mod dns;
 pub mod engine;
 pub mod http;
 pub mod http2;
+pub mod kafka;
 pub mod mysql;
 pub mod postgresql;
 pub mod redis;
@@ -62,6 +63,12 @@ pub enum App {
     Mysql,
     /// PostgreSQL frontend/backend protocol.
     Postgresql,
+    /// Apache Kafka wire protocol.
+    Kafka,
+    /// MongoDB wire protocol.
+    Mongodb,
+    /// Cassandra CQL native protocol.
+    Cassandra,
 }
 
 impl App {
@@ -79,6 +86,9 @@ impl App {
             App::Redis => "redis",
             App::Mysql => "mysql",
             App::Postgresql => "postgresql",
+            App::Kafka => "kafka",
+            App::Mongodb => "mongodb",
+            App::Cassandra => "cassandra",
         }
     }
 }
