@@ -28,6 +28,7 @@ pub mod engine;
 pub mod http;
 pub mod http2;
 pub mod kafka;
+pub mod mongodb;
 pub mod mysql;
 pub mod postgresql;
 pub mod redis;
