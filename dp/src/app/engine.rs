@@ -137,6 +137,9 @@ parsers! {
     Ssh => super::ssh::Ssh,
     Dns => super::dns::Dns,
     Echo => super::echo::Echo,
+    Kafka => super::kafka::Kafka,
+    Mongodb => super::mongodb::Mongodb,
+    Cassandra => super::cassandra::Cassandra,
 }
 
 /// Inspection status of a session.

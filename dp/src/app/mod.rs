@@ -23,11 +23,14 @@ use serde_json::{Map, Value};
 
 pub use crate::session::Dir;
 
+pub mod cassandra;
 pub mod dns;
 pub mod echo;
 pub mod engine;
 pub mod http;
 pub mod http2;
+pub mod kafka;
+pub mod mongodb;
 pub mod mysql;
 pub mod postgresql;
 pub mod redis;
@@ -65,6 +68,12 @@ pub enum App {
     Postgresql,
     /// Echo (RFC 862), recognised by the server repeating the client's bytes.
     Echo,
+    /// Apache Kafka wire protocol.
+    Kafka,
+    /// MongoDB wire protocol.
+    Mongodb,
+    /// Cassandra CQL native protocol.
+    Cassandra,
 }
 
 impl App {
@@ -83,6 +92,9 @@ impl App {
             App::Mysql => "mysql",
             App::Postgresql => "postgresql",
             App::Echo => "echo",
+            App::Kafka => "kafka",
+            App::Mongodb => "mongodb",
+            App::Cassandra => "cassandra",
         }
     }
 }
