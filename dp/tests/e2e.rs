@@ -478,7 +478,11 @@ fn echo_detected_inline_by_mirrored_bytes() {
             && all.iter().any(|r| r.server_port == 7007 && r.ip_proto == 17 && r.app == "echo")
     });
     for proto in [6u8, 17] {
-        let r = records.iter().rev().find(|r| r.server_port == 7007 && r.ip_proto == proto).expect("echo record");
+        let r = records
+            .iter()
+            .rev()
+            .find(|r| r.server_port == 7007 && r.ip_proto == proto)
+            .unwrap_or_else(|| panic!("no echo record for proto {proto}: {records:#?}"));
         assert_eq!(r.app, "echo", "{r:?}");
     }
 }
