@@ -28,6 +28,7 @@ pub mod engine;
 pub mod http;
 pub mod http2;
 pub mod mysql;
+pub mod ntp;
 pub mod postgresql;
 pub mod redis;
 pub mod ssh;
@@ -62,6 +63,12 @@ pub enum App {
     Mysql,
     /// PostgreSQL frontend/backend protocol.
     Postgresql,
+    /// Couchbase / memcached binary protocol.
+    Couchbase,
+    /// NTP (v3/v4).
+    Ntp,
+    /// DHCPv4.
+    Dhcp,
 }
 
 impl App {
@@ -79,6 +86,9 @@ impl App {
             App::Redis => "redis",
             App::Mysql => "mysql",
             App::Postgresql => "postgresql",
+            App::Couchbase => "couchbase",
+            App::Ntp => "ntp",
+            App::Dhcp => "dhcp",
         }
     }
 }
