@@ -23,6 +23,7 @@ use serde_json::{Map, Value};
 
 pub use crate::session::Dir;
 
+pub mod couchbase;
 pub mod dhcp;
 pub mod dns;
 pub mod engine;
