@@ -140,6 +140,9 @@ parsers! {
     Kafka => super::kafka::Kafka,
     Mongodb => super::mongodb::Mongodb,
     Cassandra => super::cassandra::Cassandra,
+    Couchbase => super::couchbase::Couchbase,
+    Ntp => super::ntp::Ntp,
+    Dhcp => super::dhcp::Dhcp,
 }
 
 /// Inspection status of a session.

@@ -24,6 +24,8 @@ use serde_json::{Map, Value};
 pub use crate::session::Dir;
 
 pub mod cassandra;
+pub mod couchbase;
+pub mod dhcp;
 pub mod dns;
 pub mod echo;
 pub mod engine;
@@ -32,6 +34,7 @@ pub mod http2;
 pub mod kafka;
 pub mod mongodb;
 pub mod mysql;
+pub mod ntp;
 pub mod postgresql;
 pub mod redis;
 pub mod ssh;
@@ -74,6 +77,12 @@ pub enum App {
     Mongodb,
     /// Cassandra CQL native protocol.
     Cassandra,
+    /// Couchbase / memcached binary protocol.
+    Couchbase,
+    /// NTP (v3/v4).
+    Ntp,
+    /// DHCPv4.
+    Dhcp,
 }
 
 impl App {
@@ -95,6 +104,9 @@ impl App {
             App::Kafka => "kafka",
             App::Mongodb => "mongodb",
             App::Cassandra => "cassandra",
+            App::Couchbase => "couchbase",
+            App::Ntp => "ntp",
+            App::Dhcp => "dhcp",
         }
     }
 }
