@@ -26,6 +26,7 @@ fn http_counts_match_server_capture(link: ClientLink) {
     );
     t.spawn(&t.s.clone(), &["python3", "-m", "http.server", "8080", "--bind", "::", "-d", www.to_str().unwrap()]);
     t.start_warden(&["--inline", &format!("{}:{}", t.a, t.b)]);
+    let mut ctl = t.subscribed();
     // tcpdump writes the pcap header once it captures; the server answers once it listens.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while std::fs::metadata(&pcap).map(|m| m.len() < 24).unwrap_or(true) {
@@ -36,7 +37,6 @@ fn http_counts_match_server_capture(link: ClientLink) {
         assert!(std::time::Instant::now() < deadline, "http server did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let mut ctl = t.client();
     for url in [format!("http://{S4}:8080/blob.bin"), format!("http://[{S6}]:8080/blob.bin")] {
         let out = t.exec(&t.c, &["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", "--max-time", "30", &url]);
         assert_eq!(String::from_utf8_lossy(&out.stdout), "200 3000000", "{url}: {}", t.warden_log());
@@ -212,13 +212,13 @@ fn both_directions_meet_in_one_session_with_two_workers_and_queues() {
     write_blob(&www.join("f"), 200_000);
     t.spawn(&t.s.clone(), &["python3", "-m", "http.server", "8080", "--bind", "0.0.0.0", "-d", www.to_str().unwrap()]);
     t.start_warden(&["--inline", &format!("{}:{}", t.a, t.b), "--workers", "2"]);
+    let mut ctl = t.subscribed();
     std::thread::sleep(Duration::from_millis(800));
     let n = 12;
     for _ in 0..n {
         let out = t.exec(&t.c, &["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", &format!("http://{S4}:8080/f")]);
         assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
     }
-    let mut ctl = t.client();
     let records = collect_reports(&mut ctl, Duration::from_secs(15), |all| {
         all.iter().filter(|r| r.server_port == 8080 && r.closed).count() >= n
     });
@@ -264,6 +264,7 @@ fn apps_are_detected_inline_by_content() {
         &["redis-server", "--port", "7777", "--bind", S4, "--save", "", "--appendonly", "no", "--protected-mode", "no", "--dir", t.path("").to_str().unwrap()],
     );
     t.start_warden(&["--inline", &format!("{}:{}", t.a, t.b)]);
+    let mut ctl = t.subscribed();
     std::thread::sleep(Duration::from_millis(1000));
     let out = t.exec(&t.c, &["curl", "-s", "-A", "warden-e2e/1", "-o", "/dev/null", "-w", "%{http_code}", &format!("http://{S4}:9099/index.html")]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
@@ -273,7 +274,6 @@ fn apps_are_detected_inline_by_content() {
         let out = t.exec(&t.c, &args);
         assert!(out.status.success(), "redis-cli {cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let mut ctl = t.client();
     let records = collect_reports(&mut ctl, Duration::from_secs(15), |all| {
         all.iter().filter(|r| r.closed && r.server_port == 9099).count() >= 1
             && all.iter().filter(|r| r.closed && r.server_port == 7777).count() >= 3
@@ -315,6 +315,7 @@ fn tls_ssh_dns_detected_inline_by_content() {
     t.spawn(&s, &["/usr/sbin/sshd", "-D", "-e", "-f", "/dev/null", "-o", "Port=2222", "-o", &format!("ListenAddress={S4}"), "-o", &format!("HostKey={}", hostkey.display()), "-o", "PidFile=none"]);
     t.spawn(&s, &["dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", "--bind-interfaces", &format!("--listen-address={S4}"), "--port=5300", "--address=/svc.test/198.18.0.77", "--pid-file="]);
     t.start_warden(&["--inline", &format!("{}:{}", t.a, t.b)]);
+    let mut ctl = t.subscribed();
     std::thread::sleep(Duration::from_millis(1200));
     let c = t.c.clone();
     let out = t.exec(&c, &["curl", "-sk", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}", "--resolve", &format!("tls.test:8843:{S4}"), "https://tls.test:8843/"]);
@@ -329,7 +330,6 @@ fn tls_ssh_dns_detected_inline_by_content() {
         let out = t.exec(&c, &args);
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "198.18.0.77", "dig tcp={tcp}");
     }
-    let mut ctl = t.client();
     let want = |r: &ConnectionRecord, port: u16| r.server_port == port && r.ip_proto == 6 && r.closed;
     let records = collect_reports(&mut ctl, Duration::from_secs(20), |all| {
         all.iter().any(|r| want(r, 8843)) && all.iter().any(|r| want(r, 2222)) && all.iter().any(|r| want(r, 5300))
@@ -394,6 +394,7 @@ fn postgresql_and_mysql_detected_inline_by_content() {
     sh(&["mariadb-install-db", "--no-defaults", "--user=root", &format!("--datadir={}", my.display()), "--skip-test-db"]);
     t.spawn(&s, &["mariadbd", "--no-defaults", "--user=root", &format!("--datadir={}", my.display()), &format!("--socket={}/sock", my.display()), &format!("--pid-file={}/pid", my.display()), &format!("--bind-address={S4}"), "--port=3399", "--skip-grant-tables", "--skip-log-bin"]);
     t.start_warden(&["--inline", &format!("{}:{}", t.a, t.b)]);
+    let mut ctl = t.subscribed();
     wait_until("postgres", || t.exec(&c, &["pg_isready", "-q", "-h", S4, "-p", "5499"]).status.success());
     wait_until("mariadb", || t.exec(&c, &["mariadb-admin", "-h", S4, "-P", "3399", "-u", "root", "ping"]).status.success());
     let out = t.exec(&c, &["env", "PGAPPNAME=warden-e2e", "psql", "-h", S4, "-p", "5499", "-U", "postgres", "-d", "postgres", "-Atc", "SELECT 40 + 2"]);
@@ -401,7 +402,6 @@ fn postgresql_and_mysql_detected_inline_by_content() {
     let out = t.exec(&c, &["mariadb", "-h", S4, "-P", "3399", "-u", "app", "-D", "mysql", "-N", "-e", "SELECT 6 * 7"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42", "{}", String::from_utf8_lossy(&out.stderr));
 
-    let mut ctl = t.client();
     let done = |r: &ConnectionRecord, port: u16, q: &str| {
         r.server_port == port && r.closed && r.l7.as_ref().is_some_and(|l| serde_json::to_string(l).unwrap().contains(q))
     };
@@ -443,11 +443,11 @@ fn http2_detected_inline_by_content() {
     let s = t.s.clone();
     t.spawn(&s, &["nginx", "-c", conf_path.to_str().unwrap()]);
     t.start_warden(&["--inline", &format!("{}:{}", t.a, t.b)]);
+    let mut ctl = t.subscribed();
     std::thread::sleep(Duration::from_millis(1000));
     let c = t.c.clone();
     let out = t.exec(&c, &["curl", "-s", "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code} %{http_version}", &format!("http://{S4}:8081/index.html")]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200 2", "{}", std::fs::read_to_string(tmp.join("error.log")).unwrap_or_default());
-    let mut ctl = t.client();
     let records = collect_reports(&mut ctl, Duration::from_secs(15), |all| all.iter().any(|r| r.server_port == 8081 && r.closed));
     let r = records.iter().find(|r| r.server_port == 8081 && r.closed).unwrap();
     assert_eq!(r.app, "http2", "{r:?}");
@@ -466,13 +466,13 @@ fn echo_detected_inline_by_mirrored_bytes() {
     t.spawn(&s, &["socat", &format!("TCP-LISTEN:7007,bind={S4},reuseaddr,fork"), "PIPE"]);
     t.spawn(&s, &["socat", &format!("UDP-RECVFROM:7007,bind={S4},fork"), "PIPE"]);
     t.start_warden(&["--inline", &format!("{}:{}", t.a, t.b)]);
+    let mut ctl = t.subscribed();
     std::thread::sleep(Duration::from_millis(800));
     let c = t.c.clone();
     for addr in [format!("TCP:{S4}:7007"), format!("UDP:{S4}:7007")] {
         let out = t.exec(&c, &["sh", "-c", &format!("printf 'echo me please\\n' | timeout 5 socat -t 1 - {addr}")]);
         assert_eq!(String::from_utf8_lossy(&out.stdout), "echo me please\n", "{addr}");
     }
-    let mut ctl = t.client();
     let records = collect_reports(&mut ctl, Duration::from_secs(15), |all| {
         all.iter().any(|r| r.server_port == 7007 && r.ip_proto == 6 && r.closed)
             && all.iter().any(|r| r.server_port == 7007 && r.ip_proto == 17 && r.app == "echo")

@@ -292,6 +292,15 @@ impl Topo {
         Client::connect(self.socket()).unwrap()
     }
 
+    /// A control client already subscribed to reports. Subscribe before making traffic: a batch
+    /// carries only what changed since the previous one, so a late subscriber misses sessions
+    /// that were reported before it joined.
+    pub fn subscribed(&self) -> Client {
+        let mut c = self.client();
+        c.subscribe().unwrap();
+        c
+    }
+
     /// Waits for the child with `pid` to exit and returns whether it exited successfully.
     pub fn wait_exit(&mut self, pid: u32, timeout: Duration) -> Option<bool> {
         let deadline = Instant::now() + timeout;
@@ -339,13 +348,13 @@ impl Drop for Topo {
     }
 }
 
-/// Subscribes and collects records until `done` says the wanted ones arrived or `timeout`.
+/// Collects records from a subscribed client ([`Topo::subscribed`]) until `done` says the
+/// wanted ones arrived or `timeout` passes.
 pub fn collect_reports(
     client: &mut Client,
     timeout: Duration,
     mut done: impl FnMut(&[ConnectionRecord]) -> bool,
 ) -> Vec<ConnectionRecord> {
-    client.subscribe().unwrap();
     let deadline = Instant::now() + timeout;
     let mut all: Vec<ConnectionRecord> = Vec::new();
     while Instant::now() < deadline {
