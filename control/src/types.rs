@@ -271,6 +271,23 @@ pub struct ConnectionRecord {
     /// TCP bytes retransmitted with different content than first seen (evasion signal).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_overlap_conflicts: Option<u32>,
+    /// Threats detected in the session (first detection of each session's parser; absent when
+    /// none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub threats: Vec<ThreatRecord>,
+}
+
+/// One threat detected in a session.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ThreatRecord {
+    /// Kind (`sql_injection`).
+    pub id: String,
+    /// Direction of the carrying bytes: `to_server` or `to_client`.
+    pub dir: String,
+    /// The triggering text, truncated (at most 128 bytes).
+    pub evidence: String,
+    /// Detections of this session (the evidence is the first one's).
+    pub count: u32,
 }
 
 /// A batch of connection records pushed to subscribers every report interval.

@@ -19,6 +19,7 @@ pub mod app;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod detect;
 pub mod flow;
 pub mod inspect;
 pub mod record;

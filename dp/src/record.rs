@@ -60,6 +60,19 @@ fn app_fields(snap: &SessionSnapshot) -> ConnectionRecord {
     if a.app != App::Unknown {
         r.app_detected_after = Some(a.detected_after);
     }
+    if let Some(t) = a.state.threats().and_then(|t| t.first.map(|f| (f, t.count))) {
+        let (first, count) = t;
+        r.threats.push(warden_control::ThreatRecord {
+            id: first.id.as_str().into(),
+            dir: match first.dir {
+                crate::session::Dir::ToServer => "to_server",
+                crate::session::Dir::ToClient => "to_client",
+            }
+            .into(),
+            evidence: first.evidence.to_string(),
+            count,
+        });
+    }
     let mut l7 = serde_json::Map::new();
     a.state.l7(&mut l7);
     if !l7.is_empty() {

@@ -112,6 +112,14 @@ macro_rules! registry {
                     $(AppState::$variant(p) => p.l7(out),)*
                 }
             }
+
+            /// The parser's threat detections, if any.
+            pub fn threats(&self) -> Option<&crate::detect::Threats> {
+                match self {
+                    AppState::None => None,
+                    $(AppState::$variant(p) => p.threats(),)*
+                }
+            }
         }
     };
 }

@@ -204,4 +204,10 @@ pub trait AppParser: Default + Clone + Send + 'static {
 
     /// Writes the record's `l7` fields (bounded). Called off the packet path.
     fn l7(&self, out: &mut Map<String, Value>);
+
+    /// Threats the parser's detectors found in this session (SQL injection in SQL text or HTTP
+    /// requests). Default: none.
+    fn threats(&self) -> Option<&crate::detect::Threats> {
+        None
+    }
 }
