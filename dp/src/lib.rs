@@ -24,6 +24,7 @@ pub mod flow;
 pub mod inspect;
 pub mod record;
 pub mod replay;
+pub mod rst;
 pub mod session;
 pub mod stream;
 pub mod worker;
