@@ -12,6 +12,7 @@
 //! - [`control`]: the control socket server and report fan-out;
 //! - [`daemon`]: start-up, inline pairs, XDP attach/detach, shutdown;
 //! - [`replay`]: the offline pipeline over pcap files;
+//! - [`policy`]: workloads, modes and rules, and the matcher giving a connection's verdict;
 //! - [`config`], `warden.toml`;
 //! - [`app`], [`stream`]: TCP stream tracking, app detection and the protocol parsers.
 
@@ -22,6 +23,7 @@ pub mod daemon;
 pub mod detect;
 pub mod flow;
 pub mod inspect;
+pub mod policy;
 pub mod record;
 pub mod replay;
 pub mod rst;

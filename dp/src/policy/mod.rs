@@ -1,0 +1,146 @@
+//! Policy: workloads, modes and rules, and the pure (no I/O, no threads) matcher the packet
+//! path asks for a connection's verdict.
+//!
+//! # Model
+//! A **workload** is a set of addresses (v4 and v6; optionally MACs and the interface it sits
+//! behind) in one **mode**:
+//! - `learn`: forward everything, report connections no rule decides as `learned`;
+//! - `alert`: forward everything, report connections no rule allows as `violation`;
+//! - `protect`: drop connections no rule allows, report them `denied`.
+//!
+//! A **rule** matches a connection (client → server) when all its conditions hold: `from`
+//! matches the client address and `to` the server address (a workload id: its addresses; a
+//! CIDR: addresses inside it; `any`; `external`: addresses of no workload), `ip_proto`, the
+//! server port is in `ports` (a rule with ports matches TCP and UDP only), the detected app is
+//! in `apps` (never `unknown`), and one of the names the server address is known by (from DNS
+//! answers, given by the caller) matches `fqdn`. Among matching rules the lowest
+//! `(priority, id)` is **the rule** of the connection. Rules are global: the same rule decides
+//! at both ends.
+//!
+//! # Verdict ([`CompiledPolicy::evaluate`])
+//! Policy is enforced at each end that is a workload: egress at the client's workload, ingress
+//! at the server's. Neither end a workload: not enforced (`verdict: None`). Each enforcing
+//! end's verdict from the rule's action and the end's mode:
+//!
+//! | rule \ mode | learn | alert | protect |
+//! | --- | --- | --- | --- |
+//! | allow | allowed | allowed | allowed |
+//! | deny | violation | violation | denied |
+//! | none | learned | violation | denied |
+//!
+//! (A deny rule in learn mode is a `violation`, not `learned`: the operator already decided
+//! against that traffic, so it is reported as such rather than offered for learning, and it
+//! is still forwarded.) The connection's verdict is the most severe of its ends
+//! (`denied` > `violation` > `learned` > `allowed`); `mode` is the mode of the end that gave
+//! it (the client's end on a tie).
+//!
+//! # Apps not yet known
+//! With `app: None` (detection still running), rules with `apps` cannot match yet: the
+//! decision is made as if they did not exist, which is exactly the final verdict should the
+//! app end up `unknown` or none of theirs. This **provisional verdict** is returned with
+//! `pending_app = true` when some app rule whose other conditions all match ranks before the
+//! decision's rule (or there is none) and, as the rule, would give a different verdict. The
+//! caller then forwards the connection (even if the provisional verdict is `denied`) until the
+//! app is known, and evaluates again with `app: Some(..)` (`Some(App::Unknown)` when detection
+//! gave up; app rules never match it). `pending_app` is conservative: it may be true when app
+//! rules shadowed by other app rules could not in fact change the outcome; it is never false
+//! when the outcome could change.
+//!
+//! ICMP errors are not evaluated here (the caller uses the parent session's verdict). IPv6 is
+//! handled exactly like IPv4; an IPv4-mapped IPv6 address is an IPv6 address.
+//!
+//! # Files
+//! - `model.rs`: the parsed file's types; `load.rs`: TOML in and out with line/field errors;
+//! - `matcher.rs`: [`CompiledPolicy`] (the index) and [`reference_evaluate`] (linear);
+//! - `learn.rs`: [`learned_policy`] (a protect-mode policy from learned connections).
+
+use std::net::IpAddr;
+
+use crate::app::App;
+
+mod learn;
+mod load;
+mod matcher;
+mod model;
+#[cfg(test)]
+mod tests;
+
+pub use learn::{learned_policy, LearnedConn};
+pub use load::PolicyError;
+pub use matcher::{reference_evaluate, CompiledPolicy, IndexStats};
+pub use model::{
+    app_from_name, known_apps, Action, Cidr, Endpoint, Fqdn, IpProto, Mac, Mode, Policy, PolicyVerdict, PortRange,
+    Rule, Workload,
+};
+
+/// Index of a workload in [`Policy::workloads`] (and in its [`CompiledPolicy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkloadIdx(pub u32);
+
+impl WorkloadIdx {
+    /// As a `usize` index into `Policy::workloads`.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// What the caller knows about a connection (one evaluation).
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    /// Client (initiator) address.
+    pub client: IpAddr,
+    /// Server (responder) address.
+    pub server: IpAddr,
+    /// IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6, ...).
+    pub ip_proto: u8,
+    /// Server port (TCP/UDP; anything, e.g. 0, for other protocols: only rules with `ports`
+    /// look at it, and they match TCP and UDP only).
+    pub server_port: u16,
+    /// Detected app; `None` while detection is still running ([`Decision::pending_app`]).
+    pub app: Option<App>,
+    /// DNS names learned for the server address (any case, optional trailing dot; may be
+    /// empty). Matched against rules' `fqdn`.
+    pub server_names: &'a [&'a str],
+    /// DNS names learned for the client address. No rule condition uses them yet (reserved
+    /// for client-name rules); they do not change the decision.
+    pub client_names: &'a [&'a str],
+}
+
+/// The outcome of [`CompiledPolicy::evaluate`] (and [`reference_evaluate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// The connection's verdict; `None` when neither end is a workload (not enforced: forward,
+    /// report without a verdict). Provisional while `pending_app`.
+    pub verdict: Option<PolicyVerdict>,
+    /// Id of the rule that decided (`None`: no rule matched, the mode's default applied).
+    pub rule_id: Option<u32>,
+    /// Index of that rule in [`CompiledPolicy::rules`] (for O(1) hit counter arrays).
+    pub rule_index: Option<u32>,
+    /// The client's workload, if any (egress enforcement).
+    pub client_workload: Option<WorkloadIdx>,
+    /// The server's workload, if any (ingress enforcement).
+    pub server_workload: Option<WorkloadIdx>,
+    /// Mode of the end that gave the verdict (`None` when not enforced).
+    pub mode: Option<Mode>,
+    /// True while `app` is `None` and an app rule could still change the verdict once the app
+    /// is known: forward, and evaluate again when it is.
+    pub pending_app: bool,
+}
+
+impl Decision {
+    /// The decision for a connection neither end of which is a workload.
+    pub const NOT_ENFORCED: Decision = Decision {
+        verdict: None,
+        rule_id: None,
+        rule_index: None,
+        client_workload: None,
+        server_workload: None,
+        mode: None,
+        pending_app: false,
+    };
+
+    /// True if the connection is to be dropped now: verdict `Denied` and not pending an app.
+    pub fn drops(&self) -> bool {
+        self.verdict == Some(PolicyVerdict::Denied) && !self.pending_app
+    }
+}
