@@ -116,8 +116,23 @@ impl Client {
     /// # Errors
     /// [`ClientError::Closed`] when the daemon stops; I/O and protocol errors.
     pub fn next_report(&mut self) -> Result<ReportBatch, ClientError> {
+        loop {
+            match self.read_response()? {
+                Reply::Report(b) => return Ok(b),
+                Reply::Event(_) => continue,
+                other => return Err(ClientError::Protocol(format!("unexpected reply {other:?}"))),
+            }
+        }
+    }
+
+    /// Blocks for the next message of a subscription: a [`Reply::Report`] batch or a
+    /// [`Reply::Event`].
+    ///
+    /// # Errors
+    /// As [`Client::next_report`].
+    pub fn next_message(&mut self) -> Result<Reply, ClientError> {
         match self.read_response()? {
-            Reply::Report(b) => Ok(b),
+            r @ (Reply::Report(_) | Reply::Event(_)) => Ok(r),
             other => Err(ClientError::Protocol(format!("unexpected reply {other:?}"))),
         }
     }

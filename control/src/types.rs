@@ -41,6 +41,75 @@ pub enum Request {
     /// Turn this connection into a report stream. Reply: [`Reply::Subscribed`], then one
     /// [`Reply::Report`] per report interval.
     Subscribe {},
+    /// Replace the whole policy (workloads and rules) with the TOML `text` (the policy file
+    /// format, see `conf/policy.toml`), atomically: no frame sees half of it. A policy that
+    /// does not parse or names unknown things is rejected whole (the error names line and
+    /// field) and the running one stays. Reply: [`Reply::Done`].
+    PolicyApply {
+        /// The policy file's contents.
+        text: String,
+    },
+    /// The running policy as a policy file. Reply: [`Reply::PolicyText`].
+    PolicyShow {},
+    /// Rule hit counters (sessions decided by each rule, and by each mode's default). Reply:
+    /// [`Reply::PolicyStats`].
+    PolicyStats {},
+    /// A policy file that, applied, allows exactly the connections learned so far (workloads
+    /// switched to protect). Reply: [`Reply::PolicyText`].
+    PolicyLearned {},
+    /// Add or replace one workload (by `id`) in the running policy. Reply: [`Reply::Done`].
+    SetWorkload {
+        /// The workload.
+        workload: WorkloadSpec,
+    },
+    /// Remove a workload and the rules that name it. Reply: [`Reply::Done`].
+    RemoveWorkload {
+        /// Its id.
+        id: String,
+    },
+    /// Change a workload's mode (`learn`, `alert`, `protect`): new sessions at once,
+    /// established ones re-evaluated on their next frame. Reply: [`Reply::Done`].
+    SetMode {
+        /// Workload id.
+        id: String,
+        /// The new mode.
+        mode: String,
+    },
+}
+
+/// A workload as sent over the control socket (the `[[workload]]` table of a policy file).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadSpec {
+    /// Unique id, referred to by rules.
+    pub id: String,
+    /// Its IPv4 and IPv6 addresses.
+    #[serde(default)]
+    pub ips: Vec<String>,
+    /// Its MAC addresses (`02:00:00:00:00:02`).
+    #[serde(default)]
+    pub macs: Vec<String>,
+    /// Interface it sits behind (optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iface: Option<String>,
+    /// `learn`, `alert` or `protect`; absent: the policy's default mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+}
+
+/// Hit counters of one rule.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RuleStats {
+    /// Rule id, or absent for a mode default (`default` names the mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u32>,
+    /// For defaults: `learn`, `alert` or `protect`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    /// `allow` or `deny` (rules), or the default's verdict (`learned`, `violation`, `denied`).
+    pub action: String,
+    /// Sessions this rule decided since the policy was applied.
+    pub sessions: u64,
 }
 
 /// Failure behaviour of an inline pair while no Warden socket is bound.
@@ -98,8 +167,14 @@ pub enum Reply {
     },
     /// A report batch pushed to subscribers.
     Report(ReportBatch),
+    /// An event pushed to subscribers at once (between batches).
+    Event(Event),
     /// For requests that only act: a short message.
     Done(String),
+    /// For [`Request::PolicyShow`] and [`Request::PolicyLearned`]: a policy file.
+    PolicyText(String),
+    /// For [`Request::PolicyStats`].
+    PolicyStats(Vec<RuleStats>),
 }
 
 /// Daemon state.
@@ -275,6 +350,22 @@ pub struct ConnectionRecord {
     /// none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub threats: Vec<ThreatRecord>,
+    /// Policy verdict: `learned`, `allowed`, `violation` or `denied` (absent when neither end
+    /// is a workload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
+    /// The rule that decided (absent: the mode's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_id: Option<u32>,
+    /// Workload id of the client, if it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_workload: Option<String>,
+    /// Workload id of the server, if it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_workload: Option<String>,
+    /// Mode of the workload whose end decided (`learn`, `alert`, `protect`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
 }
 
 /// One threat detected in a session.
@@ -288,6 +379,19 @@ pub struct ThreatRecord {
     pub evidence: String,
     /// Detections of this session (the evidence is the first one's).
     pub count: u32,
+}
+
+/// Something that happened to one session, pushed to subscribers as it happens rather than
+/// in the next report batch.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Event {
+    /// `violation` (alert mode: no rule allows the connection), `denied` (protect mode: the
+    /// connection is dropped) or `threat` (a detector fired, see `connection.threats`).
+    pub event: String,
+    /// RFC 3339 UTC time the event was sent.
+    pub time: String,
+    /// The session's record at that moment.
+    pub connection: ConnectionRecord,
 }
 
 /// A batch of connection records pushed to subscribers every report interval.

@@ -29,6 +29,22 @@ pub struct Config {
     /// Inline pairs set up at start.
     #[serde(default)]
     pub inline: Vec<InlinePair>,
+    /// The policy loaded at start.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+}
+
+/// `[policy]`: the policy file loaded at start (replaced at runtime by `wardenctl policy
+/// apply`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Policy file (TOML, see `conf/policy.toml`). Default: none (no workloads, nothing
+    /// enforced until a policy is applied).
+    pub file: Option<String>,
+    /// Mode of workloads that name none (`learn`, `alert`, `protect`); overrides the policy
+    /// file's `default_mode`. Default: the file's, else `learn`.
+    pub default_mode: Option<String>,
 }
 
 /// XDP attach mode.

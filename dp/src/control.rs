@@ -18,11 +18,17 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam::channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
-use warden_control::{ConnectionRecord, Reply, ReportBatch, Request, Response};
+use warden_control::{ConnectionRecord, Event, Reply, ReportBatch, Request, Response};
 
 use crate::daemon::{CtlMsg, Names};
 use crate::record::{rfc3339, to_record};
 use crate::worker::WorkerReport;
+
+/// (client, server, ip_proto, server_port, app) of a connection seen in learn mode.
+type LearnKey = (std::net::IpAddr, std::net::IpAddr, u8, u16, String);
+
+/// Most distinct learned connections kept.
+pub const MAX_LEARNED: usize = 100_000;
 
 /// Longest request line accepted (bytes, without the newline).
 pub const MAX_LINE: usize = 64 * 1024;
@@ -30,7 +36,7 @@ pub const MAX_LINE: usize = 64 * 1024;
 pub const MAX_CONNECTIONS: usize = 64;
 
 struct Subscriber {
-    tx: Sender<ReportBatch>,
+    tx: Sender<Reply>,
     overflow: Arc<AtomicU64>,
 }
 
@@ -38,6 +44,9 @@ struct Subscriber {
 /// subscriber through a bounded queue; a slow subscriber's overflow is counted, never silent.
 pub struct Hub {
     names: Mutex<Names>,
+    learned: Mutex<std::collections::BTreeSet<LearnKey>>,
+    /// Learned connections not kept because the set was full.
+    pub learned_overflow: AtomicU64,
     subs: Mutex<Vec<Subscriber>>,
     overflow: AtomicU64,
     queue: usize,
@@ -49,6 +58,8 @@ impl Hub {
     pub fn new(queue: usize, interval_s: u64) -> Self {
         Hub {
             names: Mutex::new(HashMap::new()),
+            learned: Mutex::new(std::collections::BTreeSet::new()),
+            learned_overflow: AtomicU64::new(0),
             subs: Mutex::new(Vec::new()),
             overflow: AtomicU64::new(0),
             queue: queue.max(1),
@@ -68,13 +79,47 @@ impl Hub {
         self.names.lock().ok().and_then(|n| n.get(&slot).cloned()).unwrap_or_else(|| "?".into())
     }
 
+    /// Remembers `r` when its verdict is `learned` and its app is decided (the learned policy is
+    /// built from these).
+    fn learn(&self, r: &ConnectionRecord) {
+        if r.verdict.as_deref() != Some("learned") || (r.inspection.as_deref() == Some("active") && !r.closed) {
+            return;
+        }
+        let (Ok(c), Ok(s)) = (r.client_ip.parse(), r.server_ip.parse()) else {
+            return;
+        };
+        let Ok(mut set) = self.learned.lock() else { return };
+        let key = (c, s, r.ip_proto, r.server_port, r.app.clone());
+        if set.len() >= MAX_LEARNED && !set.contains(&key) {
+            self.learned_overflow.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        set.insert(key);
+    }
+
+    /// The connections learned so far.
+    pub fn learned(&self) -> Vec<crate::policy::LearnedConn> {
+        let Ok(set) = self.learned.lock() else {
+            return Vec::new();
+        };
+        set.iter()
+            .map(|(c, s, p, port, app)| crate::policy::LearnedConn {
+                client: *c,
+                server: *s,
+                ip_proto: *p,
+                server_port: *port,
+                app: crate::app::App::from_name(app).unwrap_or_default(),
+            })
+            .collect()
+    }
+
     /// (subscribers, records lost to slow subscribers, batches queued).
     pub fn health(&self) -> (usize, u64, usize) {
         let subs = self.subs.lock().map(|s| (s.len(), s.iter().map(|x| x.tx.len()).sum())).unwrap_or((0, 0));
         (subs.0, self.overflow.load(Ordering::Relaxed), subs.1)
     }
 
-    fn subscribe(&self) -> (Receiver<ReportBatch>, Arc<AtomicU64>) {
+    fn subscribe(&self) -> (Receiver<Reply>, Arc<AtomicU64>) {
         let (tx, rx) = bounded(self.queue);
         let overflow = Arc::new(AtomicU64::new(0));
         if let Ok(mut s) = self.subs.lock() {
@@ -95,10 +140,10 @@ impl Hub {
                 connections: records.clone(),
                 overflow: s.overflow.load(Ordering::Relaxed),
             };
-            match s.tx.try_send(batch) {
+            match s.tx.try_send(Reply::Report(batch)) {
                 Ok(()) => true,
-                Err(TrySendError::Full(b)) => {
-                    let n = b.connections.len() as u64;
+                Err(TrySendError::Full(_)) => {
+                    let n = records.len() as u64;
                     s.overflow.fetch_add(n, Ordering::Relaxed);
                     self.overflow.fetch_add(n, Ordering::Relaxed);
                     true
@@ -106,6 +151,33 @@ impl Hub {
                 Err(TrySendError::Disconnected(_)) => false,
             }
         });
+    }
+
+    /// Sends one event per record to every subscriber now (a full queue counts the loss).
+    fn publish_events(&self, kind_of: impl Fn(&ConnectionRecord) -> &'static str, records: Vec<ConnectionRecord>) {
+        let Ok(mut subs) = self.subs.lock() else { return };
+        let time = rfc3339(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0),
+        );
+        for rec in records {
+            let ev = Event {
+                event: kind_of(&rec).to_string(),
+                time: time.clone(),
+                connection: rec,
+            };
+            subs.retain(|s| match s.tx.try_send(Reply::Event(ev.clone())) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    s.overflow.fetch_add(1, Ordering::Relaxed);
+                    self.overflow.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                Err(TrySendError::Disconnected(_)) => false,
+            });
+        }
     }
 
     /// The reporter thread: merges workers' snapshots (latest per session wins) and publishes a
@@ -118,9 +190,25 @@ impl Hub {
         loop {
             let wait = next.saturating_duration_since(Instant::now());
             match rx.recv_timeout(wait) {
+                Ok(rep) if rep.events => {
+                    let recs: Vec<ConnectionRecord> =
+                        rep.snaps.iter().map(|s| to_record(s, |slot| self.name(slot))).collect();
+                    self.publish_events(
+                        |r| {
+                            if r.verdict.as_deref() == Some("denied") {
+                                "denied"
+                            } else {
+                                "violation"
+                            }
+                        },
+                        recs,
+                    );
+                    continue;
+                }
                 Ok(rep) => {
                     for s in &rep.snaps {
                         let rec = to_record(s, |slot| self.name(slot));
+                        self.learn(&rec);
                         match index.get(&(rep.worker, s.session.id)) {
                             Some(&i) => pending[i] = rec,
                             None => {
@@ -285,8 +373,8 @@ fn stream_reports(writer: &mut UnixStream, hub: &Hub) {
     if write_response(writer, &Response::ok(Reply::Subscribed { interval_s })).is_err() {
         return;
     }
-    while let Ok(batch) = batches.recv() {
-        if write_response(writer, &Response::ok(Reply::Report(batch))).is_err() {
+    while let Ok(msg) = batches.recv() {
+        if write_response(writer, &Response::ok(msg)).is_err() {
             return;
         }
     }
@@ -318,7 +406,7 @@ mod tests {
         hub.publish(vec![rec.clone(), rec], 2);
         assert_eq!(overflow.load(Ordering::Relaxed), 2);
         assert_eq!(hub.health(), (1, 2, 1));
-        assert_eq!(rx.recv().unwrap().seq, 1);
+        assert!(matches!(rx.recv().unwrap(), Reply::Report(b) if b.seq == 1));
         drop(rx);
         hub.publish(Vec::new(), 3);
         assert_eq!(hub.health().0, 0);

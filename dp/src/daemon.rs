@@ -31,7 +31,9 @@ use warden_xdp::{AttachMode, XdpProgram};
 
 use crate::config::{Config, InlinePair, XdpMode};
 use crate::control::{self, Hub};
+use crate::enforce::PolicyHandle;
 use crate::inspect::{DropReason, Inspector};
+use crate::policy::{learned_policy, CompiledPolicy, Policy};
 use crate::record::to_record;
 use crate::wire::Malformed;
 use crate::worker::{self, Command, IfCounters, Worker, WorkerConfig, WorkerStats};
@@ -72,6 +74,64 @@ struct Daemon {
     workers: Vec<Sender<Command>>,
     hub: Arc<Hub>,
     started: Instant,
+    /// The running policy (source form) and its published, compiled form.
+    policy: Policy,
+    policy_handle: Arc<PolicyHandle>,
+}
+
+/// Loads the policy `cfg` names (`[policy] file`, `default_mode`); an empty policy when none.
+///
+/// # Errors
+/// The file cannot be read, or does not parse or compile (the message names line and field).
+pub fn load_policy(cfg: &Config) -> Result<Policy, String> {
+    let origin = cfg.policy.file.as_deref().unwrap_or("policy");
+    let text = match &cfg.policy.file {
+        Some(f) => std::fs::read_to_string(f).map_err(|e| format!("policy {f}: {e}"))?,
+        None => String::new(),
+    };
+    let mut p = Policy::from_toml(&text).map_err(|e| format!("{origin}: {e}"))?;
+    if let Some(m) = &cfg.policy.default_mode {
+        if crate::policy::Mode::from_name(m).is_none() {
+            return Err(format!("policy.default_mode: {m:?} is not learn, alert or protect"));
+        }
+        // The file's own default_mode wins; otherwise workloads without a mode get this one.
+        let mut t: toml::Table = toml::from_str(&text).map_err(|e| format!("{origin}: {e}"))?;
+        if !t.contains_key("default_mode") {
+            t.insert("default_mode".into(), m.clone().into());
+            let text = toml::to_string(&t).map_err(|e| format!("internal: {e}"))?;
+            p = Policy::from_toml(&text).map_err(|e| format!("{origin}: {e}"))?;
+        }
+    }
+    CompiledPolicy::compile(&p).map_err(|e| format!("{origin}: {e}"))?;
+    Ok(p)
+}
+
+/// Applies `edit` to the policy's TOML form and reads it back, so runtime edits (workloads,
+/// modes) get the same validation as a policy file.
+fn edit_policy(p: &Policy, edit: impl FnOnce(&mut toml::Table) -> Result<(), String>) -> Result<Policy, String> {
+    let mut t: toml::Table = toml::from_str(&p.to_toml()).map_err(|e| format!("internal: {e}"))?;
+    edit(&mut t)?;
+    let text = toml::to_string(&t).map_err(|e| format!("internal: {e}"))?;
+    Policy::from_toml(&text).map_err(|e| e.to_string())
+}
+
+fn array<'a>(t: &'a mut toml::Table, key: &str) -> &'a mut Vec<toml::Value> {
+    let v = t
+        .entry(key.to_string())
+        .or_insert_with(|| toml::Value::Array(Vec::new()));
+    if !v.is_array() {
+        *v = toml::Value::Array(Vec::new());
+    }
+    match v {
+        toml::Value::Array(a) => a,
+        _ => unreachable!("just made an array"),
+    }
+}
+
+fn names_workload(rule: &toml::Value, id: &str) -> bool {
+    ["from", "to"]
+        .iter()
+        .any(|k| rule.get(k).and_then(|v| v.as_str()) == Some(id))
 }
 
 fn ifindex_of(name: &str) -> Result<u32, String> {
@@ -381,7 +441,135 @@ impl Daemon {
             }
             Request::Counters {} => Response::ok(Reply::Counters(self.counters())),
             Request::Subscribe {} => Response::err("subscribe is handled by the connection"),
+            Request::PolicyApply { text } => match Policy::from_toml(&text) {
+                Ok(p) => self.install(p, "policy applied"),
+                Err(e) => Response::err(format!("policy rejected, the running one stays: {e}")),
+            },
+            Request::PolicyShow {} => Response::ok(Reply::PolicyText(self.policy.to_toml())),
+            Request::PolicyStats {} => Response::ok(Reply::PolicyStats(self.policy_stats())),
+            Request::PolicyLearned {} => {
+                let seen = self.hub.learned();
+                Response::ok(Reply::PolicyText(learned_policy(&self.policy, &seen).to_toml()))
+            }
+            Request::SetWorkload { workload } => {
+                let r = edit_policy(&self.policy, |t| {
+                    let mut w = toml::Table::new();
+                    w.insert("id".into(), workload.id.clone().into());
+                    w.insert(
+                        "ips".into(),
+                        toml::Value::Array(workload.ips.iter().map(|s| s.clone().into()).collect()),
+                    );
+                    if !workload.macs.is_empty() {
+                        w.insert(
+                            "macs".into(),
+                            toml::Value::Array(workload.macs.iter().map(|s| s.clone().into()).collect()),
+                        );
+                    }
+                    if let Some(i) = &workload.iface {
+                        w.insert("iface".into(), i.clone().into());
+                    }
+                    if let Some(m) = &workload.mode {
+                        w.insert("mode".into(), m.clone().into());
+                    }
+                    let ws = array(t, "workload");
+                    ws.retain(|x| x.get("id").and_then(|v| v.as_str()) != Some(workload.id.as_str()));
+                    ws.push(toml::Value::Table(w));
+                    Ok(())
+                });
+                match r {
+                    Ok(p) => self.install(p, &format!("workload {} set", workload.id)),
+                    Err(e) => Response::err(format!("workload {} rejected: {e}", workload.id)),
+                }
+            }
+            Request::RemoveWorkload { id } => {
+                if !self.policy.workloads.iter().any(|w| w.id == id) {
+                    return Response::err(format!("no workload {id:?}"));
+                }
+                let r = edit_policy(&self.policy, |t| {
+                    array(t, "workload").retain(|x| x.get("id").and_then(|v| v.as_str()) != Some(id.as_str()));
+                    array(t, "rule").retain(|r| !names_workload(r, &id));
+                    Ok(())
+                });
+                match r {
+                    Ok(p) => self.install(p, &format!("workload {id} removed")),
+                    Err(e) => Response::err(e),
+                }
+            }
+            Request::SetMode { id, mode } => {
+                let r = edit_policy(&self.policy, |t| {
+                    let ws = array(t, "workload");
+                    let w = ws
+                        .iter_mut()
+                        .find(|x| x.get("id").and_then(|v| v.as_str()) == Some(id.as_str()))
+                        .and_then(|x| x.as_table_mut())
+                        .ok_or_else(|| format!("no workload {id:?}"))?;
+                    w.insert("mode".into(), mode.clone().into());
+                    Ok(())
+                });
+                match r {
+                    Ok(p) => self.install(p, &format!("workload {id} mode {mode}")),
+                    Err(e) => Response::err(e),
+                }
+            }
         }
+    }
+
+    /// Compiles and publishes `p`; replies once every worker enforces it.
+    fn install(&mut self, p: Policy, what: &str) -> Response {
+        let compiled = match CompiledPolicy::compile(&p) {
+            Ok(c) => c,
+            Err(e) => return Response::err(format!("policy rejected, the running one stays: {e}")),
+        };
+        let g = self.policy_handle.publish(compiled);
+        let (w, r) = (p.workloads.len(), p.rules.len());
+        self.policy = p;
+        if !self.policy_handle.wait_loaded(g, Duration::from_secs(2)) {
+            tracing::warn!(generation = g, "a worker did not load the new policy within 2 s");
+        }
+        let msg = format!("{what}: {w} workload(s), {r} rule(s), generation {g}");
+        tracing::info!("{msg}");
+        Response::ok(Reply::Done(msg))
+    }
+
+    /// Sessions decided per rule and per mode default, summed over workers.
+    fn policy_stats(&self) -> Vec<warden_control::RuleStats> {
+        let (current, g) = self.policy_handle.load();
+        let rules = current.rules();
+        let mut by_rule = vec![0u64; rules.len()];
+        let mut defaults = [0u64; 3];
+        for w in self.worker_stats() {
+            if w.hits.generation != g {
+                continue;
+            }
+            for (a, b) in by_rule.iter_mut().zip(&w.hits.rules) {
+                *a += b;
+            }
+            for (a, b) in defaults.iter_mut().zip(&w.hits.defaults) {
+                *a += b;
+            }
+        }
+        let mut out: Vec<warden_control::RuleStats> = rules
+            .iter()
+            .zip(by_rule)
+            .map(|(r, n)| warden_control::RuleStats {
+                id: Some(r.id),
+                default: None,
+                action: r.action.as_str().to_string(),
+                sessions: n,
+            })
+            .collect();
+        for (m, n) in [("learn", "learned"), ("alert", "violation"), ("protect", "denied")]
+            .iter()
+            .zip(defaults)
+        {
+            out.push(warden_control::RuleStats {
+                id: None,
+                default: Some(m.0.to_string()),
+                action: m.1.to_string(),
+                sessions: n,
+            });
+        }
+        out
     }
 
     fn shutdown(&mut self) {
@@ -419,6 +607,11 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let xdp = XdpProgram::load(mode).map_err(|e| anyhow::anyhow!("{e} (Warden needs root or CAP_BPF+CAP_NET_ADMIN)"))?;
     let d = cfg.dataplane.clone();
     let hub = Arc::new(Hub::new(d.report_queue, d.report_interval));
+    let policy = load_policy(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let policy_handle = Arc::new(PolicyHandle::new(
+        CompiledPolicy::compile(&policy).map_err(|e| anyhow::anyhow!("{e}"))?,
+        d.workers,
+    ));
 
     let (report_tx, report_rx) = bounded::<worker::WorkerReport>(d.report_queue);
     let meshes = worker::mesh(d.workers, 512);
@@ -439,11 +632,10 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         };
         let insp = Inspector::with_engine(cfg.sessions.max, cfg.sessions.timeouts(), d.malformed, cfg.inspection.engine());
         let reports = report_tx.clone();
-        handles.push(
-            thread::Builder::new()
-                .name(format!("warden-w{i}"))
-                .spawn(move || Worker::new(wcfg, insp, mesh, rx, reports).run())?,
-        );
+        handles.push(thread::Builder::new().name(format!("warden-w{i}")).spawn({
+            let h = policy_handle.clone();
+            move || Worker::new(wcfg, insp, mesh, rx, reports).with_policy(h).run()
+        })?);
         workers.push(tx);
     }
     drop(report_tx);
@@ -462,7 +654,13 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         workers,
         hub: hub.clone(),
         started: Instant::now(),
+        policy,
+        policy_handle: policy_handle.clone(),
     };
+    // Every worker enforces the start-up policy before the first pair is attached.
+    if !policy_handle.wait_loaded(policy_handle.generation(), Duration::from_secs(5)) {
+        tracing::warn!("a worker did not load the policy within 5 s");
+    }
     for p in &cfg.inline {
         if let Err(e) = daemon.add_pair(p) {
             daemon.shutdown();
@@ -510,7 +708,12 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     while let Ok(msg) = ctl_rx.recv() {
         match msg {
             CtlMsg::Request(req, reply) => {
-                let resp = daemon.handle(req);
+                // A bug in one request's handling answers that request with an error; the
+                // daemon keeps forwarding and serving.
+                let resp = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| daemon.handle(req)))
+                    .unwrap_or_else(|_| {
+                        Response::err("internal error handling the request (logged); warden keeps running")
+                    });
                 let _ = reply.send(resp);
             }
             CtlMsg::Shutdown(sig) => {

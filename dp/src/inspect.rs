@@ -4,8 +4,13 @@
 //! The pipeline never knows where frames come from (the NeuVector `dp` shape: I/O backends call
 //! into inspection, never the reverse). It allocates nothing per frame.
 
-use crate::app::engine::{Engine, EngineConfig};
+use std::sync::Arc;
+
+use crate::app::engine::{AppState, Engine, EngineConfig};
+use crate::app::App;
+use crate::enforce::{DnsCache, Hits, PolicyView};
 use crate::flow::{End, FlowKey};
+use crate::policy::{CompiledPolicy, Facts, PolicyVerdict};
 use crate::session::{Dir, SessionSnapshot, SessionTable, Timeouts, NO_APP};
 use crate::wire::{self, Frame, Malformed, L4};
 
@@ -16,6 +21,9 @@ pub enum Verdict {
     Forward,
     /// Do not transmit.
     Drop(DropReason),
+    /// Do not transmit, and end the TCP session at both ends with resets built from this frame
+    /// ([`crate::rst::resets`]); counted as [`DropReason::PolicyDenied`].
+    Reset,
 }
 
 /// Why a frame was dropped; counted per interface.
@@ -27,12 +35,18 @@ pub enum DropReason {
     TxRingFull = 1,
     /// No free UMEM frame for a frame handed over from another worker.
     NoFrame = 2,
+    /// The session is denied by policy (protect mode).
+    PolicyDenied = 3,
 }
 
 impl DropReason {
     /// All reasons, for counter tables indexed by `self as usize`.
-    pub const ALL: [DropReason; 3] =
-        [DropReason::Malformed, DropReason::TxRingFull, DropReason::NoFrame];
+    pub const ALL: [DropReason; 4] = [
+        DropReason::Malformed,
+        DropReason::TxRingFull,
+        DropReason::NoFrame,
+        DropReason::PolicyDenied,
+    ];
 
     /// Stable snake_case name used in counters.
     pub fn as_str(self) -> &'static str {
@@ -40,6 +54,7 @@ impl DropReason {
             DropReason::Malformed => "malformed",
             DropReason::TxRingFull => "tx_ring_full",
             DropReason::NoFrame => "no_frame",
+            DropReason::PolicyDenied => "policy_denied",
         }
     }
 }
@@ -79,7 +94,16 @@ pub struct InspectStats {
     pub malformed: [u64; Malformed::ALL.len()],
     /// ICMP errors accounted to the session they are about.
     pub icmp_errors_related: u64,
+    /// Frames dropped because their session is denied by policy.
+    pub policy_dropped: u64,
+    /// Sessions ended with TCP resets by policy.
+    pub policy_resets: u64,
+    /// Violation/denied events lost because the event queue was full.
+    pub events_dropped: u64,
 }
+
+/// Most violation/denied events queued between two worker loops.
+pub const EVENT_QUEUE: usize = 4096;
 
 /// Decode + session tracking + app detection for one core.
 pub struct Inspector {
@@ -90,6 +114,27 @@ pub struct Inspector {
     /// Counters.
     pub stats: InspectStats,
     malformed: MalformedPolicy,
+    policy: Arc<CompiledPolicy>,
+    policy_gen: u32,
+    /// Sessions decided per rule and per mode default, for the current policy.
+    pub hits: Hits,
+    /// Names DNS answers gave to addresses (for `fqdn` rules).
+    pub dns: DnsCache,
+    /// Sessions that just became violations or denied: (slab index, session id), drained by
+    /// [`Inspector::drain_events`].
+    events: Vec<(u32, u64)>,
+}
+
+/// ICMPv6 link-layer control (RFC 4861 neighbour discovery: router/neighbour solicitation and
+/// advertisement, redirect; RFC 3810/2710 MLD), which policy never blocks.
+fn link_control(ip: &wire::Ip<'_>) -> bool {
+    matches!(
+        ip.l4,
+        L4::Icmp {
+            kind: 130..=137 | 143,
+            ..
+        }
+    ) && ip.proto == wire::ipproto::ICMPV6
 }
 
 /// The session key of a decoded frame, if it has one (IP frames only), with the sending end.
@@ -117,7 +162,30 @@ impl Inspector {
             engine: Engine::new(engine),
             stats: InspectStats::default(),
             malformed,
+            policy: Arc::new(CompiledPolicy::empty()),
+            policy_gen: 0,
+            hits: Hits::default(),
+            dns: DnsCache::new(4096, 300_000_000_000),
+            events: Vec::with_capacity(EVENT_QUEUE),
         }
+    }
+
+    /// Enforces `policy` (generation `generation`) from the next frame on: sessions decided by
+    /// an older generation are evaluated again on their next frame. Resets the hit counters.
+    pub fn set_policy(&mut self, policy: Arc<CompiledPolicy>, generation: u32) {
+        self.hits.reset(policy.rules().len(), generation);
+        self.policy = policy;
+        self.policy_gen = generation;
+    }
+
+    /// Generation of the enforced policy.
+    pub fn policy_generation(&self) -> u32 {
+        self.policy_gen
+    }
+
+    /// The enforced policy.
+    pub fn policy(&self) -> &Arc<CompiledPolicy> {
+        &self.policy
     }
 
     /// Processes one raw frame.
@@ -154,6 +222,11 @@ impl Inspector {
                 let back = if d == Dir::ToServer { Dir::ToClient } else { Dir::ToServer };
                 self.sessions.account(idx, back, len, meta.now_ns);
                 self.stats.icmp_errors_related += 1;
+                // ICMP errors follow their parent session's verdict.
+                if self.sessions.get(idx).policy.blocked {
+                    self.stats.policy_dropped += 1;
+                    return Verdict::Drop(DropReason::PolicyDenied);
+                }
                 return Verdict::Forward;
             }
         }
@@ -166,10 +239,136 @@ impl Inspector {
         if t.dir == Dir::ToServer && !t.new {
             self.sessions.note_client_iface(t.idx, meta.iface);
         }
+        if link_control(ip) {
+            // Neighbour discovery and MLD keep IPv6 working whatever the policy says (ARP,
+            // its IPv4 counterpart, is not IP and never reaches the policy).
+            return Verdict::Forward;
+        }
+        if t.new {
+            // L3/L4 verdict on the first frame: a denied session gets no app context.
+            let v = self.enforce(t.idx, true, ip, meta.now_ns);
+            if v != Verdict::Forward {
+                return v;
+            }
+        }
         if matches!(ip.l4, L4::Tcp { .. } | L4::Udp) {
             self.inspect_payload(t.idx, t.new, t.dir, ip);
+            if t.dir == Dir::ToClient {
+                self.learn_names(t.idx, meta.now_ns);
+            }
         }
-        Verdict::Forward
+        self.enforce(t.idx, false, ip, meta.now_ns)
+    }
+
+    /// Evaluates the session's policy when needed (new session, newer policy, app just decided)
+    /// and returns the frame's verdict. O(1) when nothing changed.
+    fn enforce(&mut self, idx: u32, new: bool, ip: &wire::Ip<'_>, now_ns: u64) -> Verdict {
+        let g = self.policy_gen;
+        let s = self.sessions.get(idx);
+        let mut ps = s.policy;
+        let inspectable = matches!(ip.l4, L4::Tcp { .. } | L4::Udp);
+        let app = match s.app_ctx {
+            // The first frame of a TCP/UDP session is decided before its app context opens.
+            NO_APP if new && inspectable => None,
+            NO_APP => Some(App::Unknown),
+            ctx => {
+                let c = self.engine.ctx(ctx);
+                c.decided.then_some(c.app)
+            }
+        };
+        let reeval = new || ps.generation != g || (ps.pending_app && app.is_some());
+        if reeval {
+            if self.policy.workloads().is_empty() && ps.verdict.is_none() {
+                ps.generation = g;
+            } else {
+                let (client, server, server_port) = match s.client {
+                    End::Lo => (s.key.lo, s.key.hi, s.key.hi_port),
+                    End::Hi => (s.key.hi, s.key.lo, s.key.lo_port),
+                };
+                let (client, server) = (client.ip(), server.ip());
+                let mut names = [""; 4];
+                let n = self.dns.names(server, now_ns, &mut names);
+                let facts = Facts {
+                    client,
+                    server,
+                    ip_proto: s.key.proto,
+                    server_port,
+                    app,
+                    server_names: &names[..n],
+                    client_names: &[],
+                };
+                let d = self.policy.evaluate(&facts);
+                ps.apply(&d, g);
+                if !ps.pending_app && !ps.counted {
+                    self.hits.count(&d);
+                    ps.counted = true;
+                }
+                let alarm = matches!(ps.verdict, Some(PolicyVerdict::Violation | PolicyVerdict::Denied));
+                if alarm && !ps.pending_app && ps.evented != ps.verdict {
+                    ps.evented = ps.verdict;
+                    if self.events.len() < EVENT_QUEUE {
+                        self.events.push((idx, s.id));
+                    } else {
+                        self.stats.events_dropped += 1;
+                    }
+                }
+            }
+        }
+        let was_reset = ps.reset_sent;
+        let blocked = ps.blocked;
+        let tcp = matches!(ip.l4, L4::Tcp { .. });
+        if blocked && !new && tcp && !was_reset {
+            ps.reset_sent = true;
+        }
+        self.sessions.get_mut(idx).policy = ps;
+        if !blocked {
+            return Verdict::Forward;
+        }
+        self.stats.policy_dropped += 1;
+        if !new && tcp && !was_reset {
+            self.stats.policy_resets += 1;
+            return Verdict::Reset;
+        }
+        Verdict::Drop(DropReason::PolicyDenied)
+    }
+
+    /// After a DNS response: remembers the names its answers gave to addresses.
+    fn learn_names(&mut self, idx: u32, now_ns: u64) {
+        let ctx = self.sessions.get(idx).app_ctx;
+        if ctx == NO_APP {
+            return;
+        }
+        if let AppState::Dns(d) = &self.engine.ctx(ctx).state {
+            if let Some((name, addrs)) = d.resolved() {
+                for a in addrs {
+                    self.dns.insert(*a, name, now_ns);
+                }
+            }
+        }
+    }
+
+    /// Moves snapshots of sessions that just became violations or were denied into `out` (with
+    /// their app and policy views), at most [`EVENT_QUEUE`] per call.
+    pub fn drain_events(&mut self, out: &mut Vec<SessionSnapshot>) {
+        let from = out.len();
+        for (idx, id) in self.events.drain(..) {
+            let s = *self.sessions.get(idx);
+            if s.id == id {
+                out.push(SessionSnapshot {
+                    session: s,
+                    ended: None,
+                    app: None,
+                    policy: None,
+                });
+            }
+        }
+        for snap in &mut out[from..] {
+            let ctx = snap.session.app_ctx;
+            if ctx != NO_APP {
+                snap.app = Some(self.engine.ctx(ctx).summary());
+            }
+            snap.policy = PolicyView::of(&snap.session.policy, &self.policy, self.policy_gen);
+        }
     }
 
     fn inspect_payload(&mut self, idx: u32, new: bool, dir: Dir, ip: &wire::Ip<'_>) {
@@ -203,6 +402,7 @@ impl Inspector {
 
     fn attach_app(&mut self, snaps: &mut [SessionSnapshot], from: usize) {
         for snap in &mut snaps[from..] {
+            snap.policy = PolicyView::of(&snap.session.policy, &self.policy, self.policy_gen);
             let ctx = snap.session.app_ctx;
             if ctx == NO_APP {
                 continue;
@@ -233,6 +433,7 @@ impl Inspector {
     pub fn snapshot(&mut self, limit: usize) -> Vec<SessionSnapshot> {
         let mut v = self.sessions.snapshot(limit);
         for snap in &mut v {
+            snap.policy = PolicyView::of(&snap.session.policy, &self.policy, self.policy_gen);
             if snap.session.app_ctx != NO_APP {
                 snap.app = Some(self.engine.ctx(snap.session.app_ctx).summary());
             }

@@ -21,6 +21,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod detect;
+pub mod enforce;
 pub mod flow;
 pub mod inspect;
 pub mod policy;

@@ -32,6 +32,9 @@ enum Cmd {
         /// Seconds between connection report batches.
         #[arg(long, value_name = "SECS")]
         report_interval: Option<u64>,
+        /// Policy file (TOML) enforced from the start; overrides `[policy] file`.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<String>,
     },
     /// Run the inspection pipeline over a pcap/pcapng file; print one connection record per
     /// session as JSON lines on stdout and a summary on stderr.
@@ -41,6 +44,9 @@ enum Cmd {
         /// Configuration file (session sizes and timeouts apply).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Policy file: records get the verdicts it would give.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<String>,
     },
     /// Check a configuration file and exit.
     CheckConfig {
@@ -67,7 +73,14 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Run { config, inline, workers, socket, report_interval } => (|| {
+        Cmd::Run {
+            config,
+            inline,
+            workers,
+            socket,
+            report_interval,
+            policy,
+        } => (|| {
             let mut cfg = load(config.as_ref())?;
             for p in &inline {
                 cfg.inline.push(InlinePair::parse_flag(p)?);
@@ -81,13 +94,18 @@ fn main() -> ExitCode {
             if let Some(r) = report_interval {
                 cfg.dataplane.report_interval = r;
             }
+            if policy.is_some() {
+                cfg.policy.file = policy;
+            }
             cfg.validate("command line").map_err(|e| e.to_string())?;
             warden_dp::daemon::run(cfg).map_err(|e| format!("{e:#}"))
         })(),
-        Cmd::Replay { file, config } => (|| {
-            let cfg = load(config.as_ref())?;
-            let (records, sum) =
-                warden_dp::replay::replay_file(&file, &cfg).map_err(|e| e.to_string())?;
+        Cmd::Replay { file, config, policy } => (|| {
+            let mut cfg = load(config.as_ref())?;
+            if policy.is_some() {
+                cfg.policy.file = policy;
+            }
+            let (records, sum) = warden_dp::replay::replay_file(&file, &cfg).map_err(|e| e.to_string())?;
             use std::io::Write;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             for r in &records {
@@ -110,7 +128,10 @@ fn main() -> ExitCode {
             );
             Ok(())
         })(),
-        Cmd::CheckConfig { file } => Config::load(&file).map(|_| println!("{}: ok", file.display())).map_err(|e| e.to_string()),
+        Cmd::CheckConfig { file } => Config::load(&file)
+            .map_err(|e| e.to_string())
+            .and_then(|cfg| warden_dp::daemon::load_policy(&cfg).map(|_| ()))
+            .map(|_| println!("{}: ok", file.display())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -42,8 +42,19 @@ pub fn to_record(snap: &SessionSnapshot, iface_name: impl Fn(u16) -> String) -> 
         iface: iface_name(s.client_iface),
         closed: snap.ended.is_some(),
         end_reason: snap.ended.map(|r| r.as_str().to_string()),
-        ..app_fields(snap)
+        ..policy_fields(snap, app_fields(snap))
     }
+}
+
+fn policy_fields(snap: &SessionSnapshot, mut r: ConnectionRecord) -> ConnectionRecord {
+    if let Some(p) = &snap.policy {
+        r.verdict = p.verdict.map(|v| v.as_str().to_string());
+        r.rule_id = p.rule_id;
+        r.client_workload = p.workloads[0].clone();
+        r.server_workload = p.workloads[1].clone();
+        r.mode = p.mode.map(|m| m.as_str().to_string());
+    }
+    r
 }
 
 fn app_fields(snap: &SessionSnapshot) -> ConnectionRecord {

@@ -57,6 +57,12 @@ pub enum ReplayError {
         /// What is wrong.
         message: String,
     },
+    /// The policy file could not be loaded.
+    #[error("{message}")]
+    Policy {
+        /// What is wrong (file, line, field).
+        message: String,
+    },
 }
 
 /// Replays `path` and returns one record per session, ordered by first frame, plus totals.
@@ -83,6 +89,12 @@ pub fn replay_file(
         cfg.dataplane.malformed,
         cfg.inspection.engine(),
     );
+    if cfg.policy.file.is_some() || cfg.policy.default_mode.is_some() {
+        let policy = crate::daemon::load_policy(cfg).map_err(|message| ReplayError::Policy { message })?;
+        let compiled = crate::policy::CompiledPolicy::compile(&policy)
+            .map_err(|e| ReplayError::Policy { message: e.to_string() })?;
+        insp.set_policy(std::sync::Arc::new(compiled), 1);
+    }
     let mut summary = ReplaySummary::default();
     let mut out: Vec<SessionSnapshot> = Vec::new();
     let mut last_ns = 0u64;

@@ -37,7 +37,9 @@ impl RstFrame {
 /// its sender]`. `None` when the frame is not a decodable TCP segment.
 pub fn resets(raw: &[u8], f: &Frame<'_>) -> Option<[RstFrame; 2]> {
     let ip = f.ip.as_ref()?;
-    let L4::Tcp { seq, ack, flags, .. } = ip.l4 else { return None };
+    let L4::Tcp { seq, ack, flags, .. } = ip.l4 else {
+        return None;
+    };
     let l2 = 14 + 4 * usize::from(f.vlans);
     let head = raw.get(..l2)?;
     let mut seg_len = ip.payload.len() as u32;
@@ -48,7 +50,9 @@ pub fn resets(raw: &[u8], f: &Frame<'_>) -> Option<[RstFrame; 2]> {
         seg_len += 1;
     }
     let has_ack = flags & tcpflag::ACK != 0;
-    let forward = build(head, false, ip.version, &ip.src.0, &ip.dst.0, ip.sport, ip.dport, seq, ack, has_ack);
+    let forward = build(
+        head, false, ip.version, &ip.src.0, &ip.dst.0, ip.sport, ip.dport, seq, ack, has_ack,
+    );
     let back = build(
         head,
         true,
@@ -77,7 +81,10 @@ fn build(
     ack: u32,
     with_ack: bool,
 ) -> RstFrame {
-    let mut out = RstFrame { data: [0; RST_MAX], len: 0 };
+    let mut out = RstFrame {
+        data: [0; RST_MAX],
+        len: 0,
+    };
     let b = &mut out.data;
     let n = l2.len();
     b[..n].copy_from_slice(l2);
@@ -188,7 +195,10 @@ mod tests {
 
     #[test]
     fn resets_both_ways_v4_and_v6() {
-        for frame in [wire::tests::tcp4(&[], ACK | PSH, b"GET / HTTP/1.1\r\n\r\n"), wire::tests::tcp4(&[100, 200], ACK, b"x")] {
+        for frame in [
+            wire::tests::tcp4(&[], ACK | PSH, b"GET / HTTP/1.1\r\n\r\n"),
+            wire::tests::tcp4(&[100, 200], ACK, b"x"),
+        ] {
             let f = wire::decode(&frame).unwrap();
             let ip = f.ip.unwrap();
             let L4::Tcp { seq, ack, .. } = ip.l4 else { panic!() };
@@ -202,7 +212,9 @@ mod tests {
             let b = wire::decode(back.bytes()).unwrap().ip.unwrap();
             assert_eq!((b.src, b.dst, b.sport, b.dport), (ip.dst, ip.src, ip.dport, ip.sport));
             let want_ack = seq.wrapping_add(ip.payload.len() as u32);
-            assert!(matches!(b.l4, L4::Tcp { seq: s, ack: a2, flags, .. } if s == ack && a2 == want_ack && flags == RST | ACK));
+            assert!(
+                matches!(b.l4, L4::Tcp { seq: s, ack: a2, flags, .. } if s == ack && a2 == want_ack && flags == RST | ACK)
+            );
             assert_eq!(&back.bytes()[..6], &frame[6..12], "MACs swapped");
             assert_eq!(&fw.bytes()[..12], &frame[..12], "MACs kept");
         }

@@ -193,6 +193,8 @@ pub struct Session {
     pub client_iface: u16,
     /// Index of the session's app context in the core's engine ([`NO_APP`] when none).
     pub app_ctx: u32,
+    /// Policy verdict state.
+    pub policy: crate::enforce::PolicyState,
     fins: u8,
     changed: bool,
     live: bool,
@@ -216,6 +218,7 @@ impl Session {
             bytes: [0; 2],
             client_iface: 0,
             app_ctx: NO_APP,
+            policy: crate::enforce::PolicyState::default(),
             fins: 0,
             changed: false,
             live: false,
@@ -246,6 +249,8 @@ pub struct SessionSnapshot {
     pub ended: Option<EndReason>,
     /// The app view, attached by the inspector (None: not inspected).
     pub app: Option<crate::app::engine::AppSummary>,
+    /// The policy view, attached by the inspector (None: not enforced).
+    pub policy: Option<crate::enforce::PolicyView>,
 }
 
 /// Session table counters.
@@ -509,7 +514,12 @@ impl SessionTable {
         let s = self.slots[idx as usize];
         self.map.remove(&s.key);
         if self.ended.len() < self.ended_cap {
-            self.ended.push(SessionSnapshot { session: s, ended: Some(why), app: None });
+            self.ended.push(SessionSnapshot {
+                session: s,
+                ended: Some(why),
+                app: None,
+                policy: None,
+            });
         } else {
             self.stats.ended_overflow += 1;
         }
@@ -583,7 +593,12 @@ impl SessionTable {
             s.in_dirty = false;
             if s.live && s.changed {
                 s.changed = false;
-                out.push(SessionSnapshot { session: *s, ended: None, app: None });
+                out.push(SessionSnapshot {
+                    session: *s,
+                    ended: None,
+                    app: None,
+                    policy: None,
+                });
             }
         }
         self.dirty.clear();
@@ -600,7 +615,12 @@ impl SessionTable {
         self.map
             .values()
             .take(limit)
-            .map(|&i| SessionSnapshot { session: self.slots[i as usize], ended: None, app: None })
+            .map(|&i| SessionSnapshot {
+                session: self.slots[i as usize],
+                ended: None,
+                app: None,
+                policy: None,
+            })
             .collect()
     }
 }

@@ -23,7 +23,11 @@ use ringbuf::traits::{Consumer, Producer};
 use ringbuf::{HeapCons, HeapProd};
 use xdpilone::xdp::XdpDesc;
 
+use std::sync::Arc;
+
+use crate::enforce::{Hits, PolicyHandle};
 use crate::inspect::{flow_of, DropReason, FrameMeta, InspectStats, Inspector, Verdict};
+use crate::rst::{self, RstFrame};
 use crate::session::{SessionSnapshot, TableStats};
 use crate::wire;
 use crate::xsk::{self, Group, SideSpec};
@@ -108,6 +112,8 @@ pub struct WorkerStats {
     pub handoff_dropped: u64,
     /// Records lost because the report queue to the control thread was full.
     pub report_overflow: u64,
+    /// Policy hit counters of this worker.
+    pub hits: Hits,
 }
 
 /// Session snapshots a worker sends to the control thread every report interval.
@@ -116,6 +122,9 @@ pub struct WorkerReport {
     pub worker: usize,
     /// Snapshots of changed sessions and final records of ended ones.
     pub snaps: Vec<SessionSnapshot>,
+    /// True when these are sessions that just became violations or were denied: subscribers
+    /// get them as events at once, not in the next batch.
+    pub events: bool,
 }
 
 /// An XSK a worker bound: (interface slot, rx queue, socket fd) for the XSKMAP.
@@ -223,6 +232,7 @@ pub struct Worker {
     handoff_in: u64,
     handoff_dropped: u64,
     report_overflow: u64,
+    policy: Option<Arc<PolicyHandle>>,
 }
 
 fn now_ns() -> u64 {
@@ -249,6 +259,23 @@ impl Worker {
             handoff_in: 0,
             handoff_dropped: 0,
             report_overflow: 0,
+            policy: None,
+        }
+    }
+
+    /// Enforces the policy published through `handle` (picked up once per loop).
+    pub fn with_policy(mut self, handle: Arc<PolicyHandle>) -> Self {
+        self.policy = Some(handle);
+        self
+    }
+
+    /// Loads a newly published policy (once per loop: one atomic load when nothing changed).
+    fn refresh_policy(&mut self) {
+        let Some(h) = &self.policy else { return };
+        if h.generation() != self.insp.policy_generation() {
+            let (p, g) = h.load();
+            self.insp.set_policy(p, g);
+            h.mark_loaded(self.cfg.index, g);
         }
     }
 
@@ -269,12 +296,14 @@ impl Worker {
         let mut last_report = Instant::now();
         let mut fds: Vec<i32> = Vec::new();
         loop {
+            self.refresh_policy();
             let now = now_ns();
             let mut work = 0usize;
             for gi in 0..self.groups.len() {
                 work += self.poll_group(gi, now, &mut rxd, &mut fwd, &mut drop);
             }
             work += self.drain_inbox(now);
+            self.send_events();
             match self.commands.try_recv() {
                 Ok(Command::Shutdown) => break,
                 Ok(cmd) => {
@@ -312,14 +341,29 @@ impl Worker {
         self.send_reports();
     }
 
+    /// Sends violation/denied sessions found since the last loop as one event batch.
+    fn send_events(&mut self) {
+        let mut snaps = Vec::new();
+        self.insp.drain_events(&mut snaps);
+        self.send(snaps, true);
+    }
+
     fn send_reports(&mut self) {
         let mut snaps = Vec::new();
         self.insp.drain_reports(&mut snaps);
+        self.send(snaps, false);
+    }
+
+    fn send(&mut self, snaps: Vec<SessionSnapshot>, events: bool) {
         if snaps.is_empty() {
             return;
         }
         let n = snaps.len() as u64;
-        match self.reports.try_send(WorkerReport { worker: self.cfg.index, snaps }) {
+        match self.reports.try_send(WorkerReport {
+            worker: self.cfg.index,
+            snaps,
+            events,
+        }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.report_overflow += n;
@@ -364,7 +408,12 @@ impl Worker {
                 let st = &mut gs.stats[side];
                 st.rx_frames += 1;
                 st.rx_bytes += u64::from(d.len);
-                let meta = FrameMeta { zone: gs.zone, iface: slot, now_ns: now };
+                let meta = FrameMeta {
+                    zone: gs.zone,
+                    iface: slot,
+                    now_ns: now,
+                };
+                let mut resets: Option<[RstFrame; 2]> = None;
                 let verdict = match wire::decode(data) {
                     Err(m) => self.insp.malformed(m, d.len),
                     Ok(f) => {
@@ -393,7 +442,11 @@ impl Worker {
                             nd += 1;
                             continue;
                         }
-                        self.insp.process_decoded(&f, d.len, meta)
+                        let v = self.insp.process_decoded(&f, d.len, meta);
+                        if v == Verdict::Reset {
+                            resets = rst::resets(data, &f);
+                        }
+                        v
                     }
                 };
                 match verdict {
@@ -406,6 +459,14 @@ impl Worker {
                         gs.stats[side].dropped[why as usize] += 1;
                         drop[nd] = *d;
                         nd += 1;
+                    }
+                    Verdict::Reset => {
+                        gs.stats[side].dropped[DropReason::PolicyDenied as usize] += 1;
+                        drop[nd] = *d;
+                        nd += 1;
+                        if let Some(r) = resets {
+                            send_resets(gs, side, &r);
+                        }
                     }
                 }
             }
@@ -443,6 +504,12 @@ impl Worker {
                 let meta = FrameMeta { zone: h.zone, iface: h.iface, now_ns: now };
                 match self.insp.process(data, meta) {
                     Verdict::Drop(why) => gs.stats[side].dropped[why as usize] += 1,
+                    Verdict::Reset => {
+                        gs.stats[side].dropped[DropReason::PolicyDenied as usize] += 1;
+                        if let Some(r) = wire::decode(data).ok().and_then(|f| rst::resets(data, &f)) {
+                            send_resets(gs, side, &r);
+                        }
+                    }
                     Verdict::Forward => {
                         let other = 1 - side;
                         let Some(tp) = gs.tx_port[other] else { continue };
@@ -529,11 +596,34 @@ impl Worker {
                     handoff_in: self.handoff_in,
                     handoff_dropped: self.handoff_dropped,
                     report_overflow: self.report_overflow,
+                    hits: self.insp.hits.clone(),
                 });
             }
             Command::Shutdown => {}
         }
     }
+}
+
+/// Transmits the two resets answering a frame received on `side`: the first continues the
+/// frame's way (out of the other side), the second goes back out of `side`. A reset that finds
+/// no UMEM frame or tx room is counted as a tx-ring-full event and not sent.
+fn send_resets(gs: &mut GroupState, side: usize, r: &[RstFrame; 2]) {
+    for (frame, out) in [(&r[0], 1 - side), (&r[1], side)] {
+        let Some(tp) = gs.tx_port[out] else { continue };
+        match gs.group.write(frame.bytes()) {
+            Some(d) => {
+                if gs.group.transmit(tp, &[d]) == 1 {
+                    gs.stats[out].tx_frames += 1;
+                    gs.stats[out].tx_bytes += u64::from(d.len);
+                } else {
+                    gs.group.release(&[d]);
+                    gs.stats[out].tx_ring_full += 1;
+                }
+            }
+            None => gs.stats[out].tx_ring_full += 1,
+        }
+    }
+    gs.group.kick_tx();
 }
 
 /// Copies a frame into the SPSC ring to worker `to` (no allocation). False when the frame is

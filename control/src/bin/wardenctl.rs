@@ -5,9 +5,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use warden_control::{
-    Client, ClientError, ConnectionRecord, FailMode, Reply, Request, DEFAULT_SOCKET,
-};
+use warden_control::{Client, ClientError, ConnectionRecord, FailMode, Reply, Request, WorkloadSpec, DEFAULT_SOCKET};
 
 #[derive(Parser)]
 #[command(name = "wardenctl", version, about = "Control a running Warden dataplane")]
@@ -59,6 +57,64 @@ enum Cmd {
         /// The other interface (optional).
         b: Option<String>,
     },
+    /// Policy: apply a file, show the running one, hit counters, the learned policy.
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+    },
+    /// Workloads: add or replace, remove, change mode.
+    Workload {
+        #[command(subcommand)]
+        cmd: WorkloadCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Replace the whole policy with FILE (TOML), atomically; rejected whole on any error.
+    Apply {
+        /// The policy file.
+        file: std::path::PathBuf,
+    },
+    /// Print the running policy as a policy file.
+    Show,
+    /// Sessions decided by each rule and by each mode's default.
+    Stats,
+    /// Print a policy file that allows exactly the connections learned so far.
+    Learned,
+}
+
+#[derive(Subcommand)]
+enum WorkloadCmd {
+    /// Add or replace a workload.
+    Set {
+        /// Workload id.
+        id: String,
+        /// Its addresses (IPv4 or IPv6), repeatable.
+        #[arg(long = "ip")]
+        ips: Vec<String>,
+        /// Its MAC addresses, repeatable.
+        #[arg(long = "mac")]
+        macs: Vec<String>,
+        /// Interface it sits behind.
+        #[arg(long)]
+        iface: Option<String>,
+        /// learn, alert or protect (default: the policy's default mode).
+        #[arg(long)]
+        mode: Option<String>,
+    },
+    /// Remove a workload and the rules naming it.
+    Remove {
+        /// Workload id.
+        id: String,
+    },
+    /// Change a workload's mode.
+    Mode {
+        /// Workload id.
+        id: String,
+        /// learn, alert or protect.
+        mode: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -72,20 +128,54 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: &Cli) -> Result<(), ClientError> {
+fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     let mut client = Client::connect(&cli.socket)?;
     let req = match &cli.cmd {
         Cmd::Status => Request::Status {},
         Cmd::Interfaces => Request::ListInterfaces {},
         Cmd::Sessions { limit } => Request::ListSessions { limit: *limit },
         Cmd::Counters => Request::Counters {},
-        Cmd::Connections { follow } => return connections(cli, &mut client, *follow),
+        Cmd::Connections { follow } => return Ok(connections(cli, &mut client, *follow)?),
         Cmd::AddPair { a, b, fail_closed } => Request::AddInlinePair {
             a: a.clone(),
             b: b.clone(),
             fail_mode: if *fail_closed { FailMode::Closed } else { FailMode::Open },
         },
-        Cmd::RemovePair { a, b } => Request::RemoveInlinePair { a: a.clone(), b: b.clone() },
+        Cmd::RemovePair { a, b } => Request::RemoveInlinePair {
+            a: a.clone(),
+            b: b.clone(),
+        },
+        Cmd::Policy { cmd } => match cmd {
+            PolicyCmd::Apply { file } => {
+                let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+                Request::PolicyApply { text }
+            }
+            PolicyCmd::Show => Request::PolicyShow {},
+            PolicyCmd::Stats => Request::PolicyStats {},
+            PolicyCmd::Learned => Request::PolicyLearned {},
+        },
+        Cmd::Workload { cmd } => match cmd {
+            WorkloadCmd::Set {
+                id,
+                ips,
+                macs,
+                iface,
+                mode,
+            } => Request::SetWorkload {
+                workload: WorkloadSpec {
+                    id: id.clone(),
+                    ips: ips.clone(),
+                    macs: macs.clone(),
+                    iface: iface.clone(),
+                    mode: mode.clone(),
+                },
+            },
+            WorkloadCmd::Remove { id } => Request::RemoveWorkload { id: id.clone() },
+            WorkloadCmd::Mode { id, mode } => Request::SetMode {
+                id: id.clone(),
+                mode: mode.clone(),
+            },
+        },
     };
     let reply = client.request(&req)?;
     if cli.json {
@@ -103,7 +193,18 @@ fn connections(cli: &Cli, client: &mut Client, follow: bool) -> Result<(), Clien
     }
     let mut header = true;
     loop {
-        let batch = client.next_report()?;
+        let batch = match client.next_message()? {
+            Reply::Report(b) => b,
+            Reply::Event(e) => {
+                if cli.json {
+                    println!("{}", serde_json::to_string(&e).unwrap_or_default());
+                } else {
+                    print_event(&e);
+                }
+                continue;
+            }
+            _ => continue,
+        };
         if cli.json {
             for c in &batch.connections {
                 println!("{}", serde_json::to_string(c).unwrap_or_default());
@@ -123,6 +224,26 @@ fn connections(cli: &Cli, client: &mut Client, follow: bool) -> Result<(), Clien
     }
 }
 
+fn print_event(e: &warden_control::Event) {
+    let c = &e.connection;
+    let threat = c
+        .threats
+        .first()
+        .map(|t| format!(" {}: {}", t.id, t.evidence))
+        .unwrap_or_default();
+    println!(
+        "EVENT {} {} {} -> {} {} app={} rule={}{}",
+        e.time,
+        e.event,
+        fmt_ep(&c.client_ip, c.client_port),
+        fmt_ep(&c.server_ip, c.server_port),
+        proto_name(c.ip_proto),
+        c.app,
+        c.rule_id.map(|r| r.to_string()).unwrap_or_else(|| "default".into()),
+        threat
+    );
+}
+
 fn print_json_lines(reply: &Reply) {
     let line = |v: &dyn erased::Ser| println!("{}", v.json());
     match reply {
@@ -133,6 +254,7 @@ fn print_json_lines(reply: &Reply) {
             c.workers.iter().for_each(|x| line(x));
         }
         Reply::Status(s) => line(s),
+        Reply::PolicyStats(v) => v.iter().for_each(|x| line(x)),
         other => line(other),
     }
 }
@@ -347,6 +469,22 @@ fn print_table(reply: &Reply) {
         }
         Reply::Subscribed { interval_s } => println!("subscribed, every {interval_s} s"),
         Reply::Report(b) => print_connections(&b.connections, true),
+        Reply::Event(e) => print_event(e),
         Reply::Done(msg) => println!("{msg}"),
+        Reply::PolicyText(text) => print!("{text}"),
+        Reply::PolicyStats(v) => {
+            let rows: Vec<Vec<String>> = v
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.id.map(|i| i.to_string())
+                            .unwrap_or_else(|| format!("default({})", r.default.as_deref().unwrap_or("-"))),
+                        r.action.clone(),
+                        r.sessions.to_string(),
+                    ]
+                })
+                .collect();
+            table(&["RULE", "ACTION", "SESSIONS"], &rows);
+        }
     }
 }

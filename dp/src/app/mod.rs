@@ -86,6 +86,33 @@ pub enum App {
 }
 
 impl App {
+    /// Every app, in declaration order.
+    pub const ALL: &'static [App] = &[
+        App::Unknown,
+        App::Template,
+        App::Http,
+        App::Http2,
+        App::Grpc,
+        App::Tls,
+        App::Dns,
+        App::Ssh,
+        App::Redis,
+        App::Mysql,
+        App::Postgresql,
+        App::Echo,
+        App::Kafka,
+        App::Mongodb,
+        App::Cassandra,
+        App::Couchbase,
+        App::Ntp,
+        App::Dhcp,
+    ];
+
+    /// The app named `name` (as [`App::as_str`] writes it), if any.
+    pub fn from_name(name: &str) -> Option<App> {
+        App::ALL.iter().copied().find(|a| a.as_str() == name)
+    }
+
     /// Name used in connection records and policy (`"unknown"`, `"http"`, ...).
     pub fn as_str(self) -> &'static str {
         match self {

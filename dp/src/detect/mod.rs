@@ -55,7 +55,11 @@ impl Threats {
     pub fn record(&mut self, id: ThreatId, dir: Dir, evidence: &[u8]) {
         self.count = self.count.saturating_add(1);
         if self.first.is_none() {
-            self.first = Some(Threat { id, dir, evidence: text(evidence) });
+            self.first = Some(Threat {
+                id,
+                dir,
+                evidence: text(evidence),
+            });
         }
     }
 

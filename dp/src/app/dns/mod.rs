@@ -53,6 +53,16 @@ pub struct Dns {
 }
 
 impl Dns {
+    /// The first question's name and the A/AAAA addresses the answers gave it (at most
+    /// [`MAX_ADDRS`]), for the policy's DNS name cache.
+    pub fn resolved(&self) -> Option<(&str, &[IpAddr])> {
+        let q = self.query.as_ref()?;
+        if self.answers.is_empty() {
+            return None;
+        }
+        Some((q.as_str(), &self.answers))
+    }
+
     /// Records one message.
     fn on_message(&mut self, m: &[u8]) {
         let want_question = self.query.is_none();

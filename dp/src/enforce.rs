@@ -1,0 +1,323 @@
+//! Policy enforcement on the packet path: the shared, atomically swapped policy, each session's
+//! verdict state, the per-core DNS name cache that `fqdn` rules match through, and the per-core
+//! hit counters.
+//!
+//! The policy itself (model, file format, matcher) is [`crate::policy`]; this module applies
+//! its [`Decision`]s to sessions:
+//! - a new session is evaluated on its first frame (L3/L4, app not yet known); in protect mode a
+//!   denied session gets no app context and every frame of it is dropped (counted);
+//! - a session whose outcome depends on its app (`pending_app`) is forwarded until detection
+//!   decides (or gives up: the app is then `unknown`, which no app rule allows), then evaluated
+//!   again; if it is now denied, the frame that completed detection is dropped and answered with
+//!   TCP resets to both ends ([`crate::rst`]), UDP frames are dropped;
+//! - a new policy (apply, workload or mode change) is published with a new generation; each
+//!   worker picks it up once per loop, and a session is evaluated again on its next frame when
+//!   its generation is older, so allowed traffic flows on untouched and newly denied traffic
+//!   stops.
+//!
+//! Nothing here allocates or locks per frame: the policy is read through the worker's own
+//! `Arc`, swapped only when the generation counter moves.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::app::Text;
+use crate::flow::Addr;
+use crate::policy::{CompiledPolicy, Decision, Mode, PolicyVerdict, WorkloadIdx};
+
+/// The policy shared by the control thread (writer) and the workers (readers).
+pub struct PolicyHandle {
+    current: RwLock<Arc<CompiledPolicy>>,
+    generation: AtomicU32,
+    /// Generation each worker has loaded (index = worker), so a writer can wait until every
+    /// worker enforces what it published.
+    loaded: Vec<AtomicU32>,
+}
+
+impl PolicyHandle {
+    /// A handle publishing `policy` as generation 1, for `workers` readers.
+    pub fn new(policy: CompiledPolicy, workers: usize) -> Self {
+        PolicyHandle {
+            current: RwLock::new(Arc::new(policy)),
+            generation: AtomicU32::new(1),
+            loaded: (0..workers.max(1)).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+
+    /// The current generation (changes on every publish).
+    #[inline]
+    pub fn generation(&self) -> u32 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The current policy and its generation.
+    pub fn load(&self) -> (Arc<CompiledPolicy>, u32) {
+        let p = self.current.read().unwrap_or_else(|e| e.into_inner());
+        (p.clone(), self.generation.load(Ordering::Acquire))
+    }
+
+    /// Publishes `policy`; returns its generation.
+    pub fn publish(&self, policy: CompiledPolicy) -> u32 {
+        let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
+        *cur = Arc::new(policy);
+        self.generation.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Worker `w` now enforces generation `g`.
+    pub fn mark_loaded(&self, w: usize, g: u32) {
+        if let Some(l) = self.loaded.get(w) {
+            l.store(g, Ordering::Release);
+        }
+    }
+
+    /// Waits (up to `timeout`) until every worker enforces generation `g` or later; false on
+    /// timeout.
+    pub fn wait_loaded(&self, g: u32, timeout: std::time::Duration) -> bool {
+        let until = std::time::Instant::now() + timeout;
+        loop {
+            if self
+                .loaded
+                .iter()
+                .all(|l| l.load(Ordering::Acquire).wrapping_sub(g) < u32::MAX / 2)
+            {
+                return true;
+            }
+            if std::time::Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    }
+}
+
+/// A session's policy state (plain data, part of [`crate::session::Session`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PolicyState {
+    /// The latest decision's verdict (None: not enforced, neither end is a workload).
+    pub verdict: Option<PolicyVerdict>,
+    /// The deciding rule's id (None: the mode's default).
+    pub rule_id: Option<u32>,
+    /// The client's and the server's workload.
+    pub workloads: [Option<WorkloadIdx>; 2],
+    /// The deciding end's mode.
+    pub mode: Option<Mode>,
+    /// Generation of the policy that decided (0: never evaluated).
+    pub generation: u32,
+    /// The outcome may change once the app is known.
+    pub pending_app: bool,
+    /// Frames of this session are dropped.
+    pub blocked: bool,
+    /// Resets were sent (once per session).
+    pub reset_sent: bool,
+    /// A violation/denied event was queued (once per verdict change).
+    pub evented: Option<PolicyVerdict>,
+    /// The hit counter was incremented for the current generation.
+    pub counted: bool,
+}
+
+impl PolicyState {
+    /// Applies a decision made under generation `g`.
+    pub fn apply(&mut self, d: &Decision, g: u32) {
+        if self.generation != g {
+            self.counted = false;
+        }
+        self.verdict = d.verdict;
+        self.rule_id = d.rule_id;
+        self.workloads = [d.client_workload, d.server_workload];
+        self.mode = d.mode;
+        self.generation = g;
+        self.pending_app = d.pending_app;
+        self.blocked = d.verdict == Some(PolicyVerdict::Denied) && !d.pending_app;
+    }
+}
+
+/// What a report needs of a session's policy state (names resolved while the policy that
+/// decided is at hand).
+#[derive(Debug, Clone, Default)]
+pub struct PolicyView {
+    /// Verdict.
+    pub verdict: Option<PolicyVerdict>,
+    /// Deciding rule.
+    pub rule_id: Option<u32>,
+    /// Client and server workload ids.
+    pub workloads: [Option<String>; 2],
+    /// Deciding mode.
+    pub mode: Option<Mode>,
+}
+
+impl PolicyView {
+    /// The view of `s` under `p` (workload indices are resolved only when `s` was decided by
+    /// the generation `p` belongs to, `generation`).
+    pub fn of(s: &PolicyState, p: &CompiledPolicy, generation: u32) -> Option<PolicyView> {
+        s.verdict?;
+        let name = |w: Option<WorkloadIdx>| {
+            w.filter(|_| s.generation == generation)
+                .map(|w| p.workload_id(w).to_string())
+        };
+        Some(PolicyView {
+            verdict: s.verdict,
+            rule_id: s.rule_id,
+            workloads: [name(s.workloads[0]), name(s.workloads[1])],
+            mode: s.mode,
+        })
+    }
+}
+
+/// Names per cached address.
+pub const DNS_NAME: usize = 96;
+
+#[derive(Clone, Copy, Default)]
+struct NameSlot {
+    addr: Addr,
+    name: Text<DNS_NAME>,
+    expires_ns: u64,
+    used: bool,
+}
+
+/// Per-core cache of the names DNS answers gave to addresses (for `fqdn` rules): fixed size,
+/// open addressing over `WAYS` slots per bucket, the oldest entry of a full bucket replaced.
+pub struct DnsCache {
+    slots: Vec<NameSlot>,
+    mask: usize,
+    /// How long an entry is kept (ns).
+    pub ttl_ns: u64,
+    /// Entries inserted.
+    pub inserted: u64,
+}
+
+const WAYS: usize = 4;
+
+impl DnsCache {
+    /// A cache of about `entries` slots (rounded up to a power of two, at least 64).
+    pub fn new(entries: usize, ttl_ns: u64) -> Self {
+        let n = entries.max(64).next_power_of_two();
+        DnsCache {
+            slots: vec![NameSlot::default(); n],
+            mask: n - 1,
+            ttl_ns,
+            inserted: 0,
+        }
+    }
+
+    fn bucket(&self, a: &Addr) -> usize {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in a.0 {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+        (h as usize) & self.mask & !(WAYS - 1)
+    }
+
+    /// Remembers that `addr` answered for `name` at `now_ns`.
+    pub fn insert(&mut self, addr: IpAddr, name: &str, now_ns: u64) {
+        let a = Addr::from(addr);
+        let b = self.bucket(&a);
+        let name = name.trim_end_matches('.');
+        let mut victim = b;
+        for i in b..b + WAYS {
+            let s = &self.slots[i];
+            if s.used && s.addr == a && s.name.as_str().eq_ignore_ascii_case(name) {
+                victim = i;
+                break;
+            }
+            if !s.used || s.expires_ns < self.slots[victim].expires_ns {
+                victim = i;
+                if !s.used {
+                    break;
+                }
+            }
+        }
+        self.slots[victim] = NameSlot {
+            addr: a,
+            name: crate::app::text(name.as_bytes()),
+            expires_ns: now_ns + self.ttl_ns,
+            used: true,
+        };
+        self.inserted += 1;
+    }
+
+    /// The names `addr` is known by at `now_ns` (at most `WAYS`), written into `out`; returns
+    /// how many.
+    pub fn names<'a>(&'a self, addr: IpAddr, now_ns: u64, out: &mut [&'a str; WAYS]) -> usize {
+        let a = Addr::from(addr);
+        let b = self.bucket(&a);
+        let mut n = 0;
+        for s in &self.slots[b..b + WAYS] {
+            if s.used && s.addr == a && s.expires_ns >= now_ns {
+                out[n] = s.name.as_str();
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+/// Per-core hit counters: sessions decided by each rule (by rule index) and by each mode's
+/// default (`[learn, alert, protect]`), for the current policy.
+#[derive(Debug, Clone, Default)]
+pub struct Hits {
+    /// By rule index.
+    pub rules: Vec<u64>,
+    /// By mode default.
+    pub defaults: [u64; 3],
+    /// Generation these counters belong to.
+    pub generation: u32,
+}
+
+impl Hits {
+    /// Counts a final decision.
+    pub fn count(&mut self, d: &Decision) {
+        match d.rule_index {
+            Some(i) => {
+                if let Some(c) = self.rules.get_mut(i as usize) {
+                    *c += 1;
+                }
+            }
+            None => {
+                if let Some(m) = d.mode {
+                    self.defaults[m as usize] += 1;
+                }
+            }
+        }
+    }
+
+    /// Resets for a policy with `rules` rules.
+    pub fn reset(&mut self, rules: usize, generation: u32) {
+        self.rules.clear();
+        self.rules.resize(rules, 0);
+        self.defaults = [0; 3];
+        self.generation = generation;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_cache_remembers_and_expires() {
+        let mut c = DnsCache::new(64, 10);
+        let a: IpAddr = "198.18.0.9".parse().unwrap();
+        let b: IpAddr = "2001:db8::9".parse().unwrap();
+        c.insert(a, "api.example.test.", 100);
+        c.insert(a, "www.example.test", 100);
+        c.insert(b, "v6.example.test", 100);
+        let mut out = [""; WAYS];
+        let n = c.names(a, 105, &mut out);
+        let mut got: Vec<&str> = out[..n].to_vec();
+        got.sort();
+        assert_eq!(got, ["api.example.test", "www.example.test"]);
+        assert_eq!(c.names(b, 105, &mut out), 1);
+        assert_eq!(out[0], "v6.example.test");
+        assert_eq!(c.names(a, 111, &mut out), 0, "expired");
+        // A full bucket keeps working (oldest replaced), never grows.
+        for i in 0..1000u32 {
+            c.insert(
+                IpAddr::from([198, 18, (i >> 8) as u8, i as u8]),
+                "x.test",
+                200 + u64::from(i),
+            );
+        }
+        assert_eq!(c.slots.len(), 64);
+    }
+}
