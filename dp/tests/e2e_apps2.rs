@@ -33,9 +33,43 @@ fn sink(t: &mut Topo, port: u16) {
     t.spawn(&s, &["socat", "-u", &format!("TCP-LISTEN:{port},bind={S4},reuseaddr,fork"), "OPEN:/dev/null"]);
 }
 
-/// Runs a python script in the client namespace; panics with its output unless it prints `ok`.
+/// kafka-python: a consumer bootstrapping from the sink, given up when nothing answers.
+const KAFKA_PY: &str = r#"
+from kafka import KafkaConsumer
+from kafka.errors import NoBrokersAvailable
+try:
+    KafkaConsumer(bootstrap_servers='$S4:19092', client_id='warden-e2e-kafka',
+                  api_version_auto_timeout_ms=2000, request_timeout_ms=3000)
+except NoBrokersAvailable:
+    print('ok')
+"#;
+
+/// pymongo: a command that needs server selection, given up after a second.
+const MONGO_PY: &str = r#"
+import pymongo
+from pymongo.errors import ServerSelectionTimeoutError
+c = pymongo.MongoClient('$S4', 27117, serverSelectionTimeoutMS=1000, connectTimeoutMS=1000,
+                        appname='warden-e2e')
+try:
+    c.admin.command('ping')
+except ServerSelectionTimeoutError:
+    print('ok')
+c.close()
+"#;
+
+/// cassandra-driver: connecting the cluster (`KW` is replaced by extra keyword arguments).
+const CASSANDRA_PY: &str = r#"
+from cassandra.cluster import Cluster, NoHostAvailable
+try:
+    Cluster(['$S4'], port=19142, connect_timeout=1, control_connection_timeout=1 KW).connect()
+except NoHostAvailable:
+    print('ok')
+"#;
+
+/// Runs a python script (`$S4` in it replaced by the server's address) in the client namespace;
+/// panics with its output unless it prints `ok`.
 fn client_py(t: &Topo, script: &str) {
-    let out = t.exec(&t.c, &["timeout", "30", PY, "-c", script]);
+    let out = t.exec(&t.c, &["timeout", "30", PY, "-c", &script.replace("$S4", S4)]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "ok",
@@ -89,7 +123,12 @@ fn couchbase_memcached_binary_detected_inline() {
     let run = |args: &[&str]| {
         let cmd = format!("cd {} && {}", dir.display(), args.join(" "));
         let out = t.exec(&t.c, &["timeout", "10", "sh", "-c", &cmd]);
-        assert!(out.status.success(), "{args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     run(&["memccp", "--binary", &servers, "wkey"]);
@@ -139,7 +178,23 @@ fn ntp_chrony_detected_inline() {
     std::thread::sleep(Duration::from_millis(800));
     let pid = format!("pidfile {}", t.path("client.pid").display());
     let server = format!("server {S4} iburst port 11123 maxsamples 1");
-    let out = t.exec(&t.c, &["timeout", "20", "chronyd", "-Q", "-u", "root", "-f", "/dev/null", &server, &pid, "cmdport 0", "bindcmdaddress /"]);
+    let out = t.exec(
+        &t.c,
+        &[
+            "timeout",
+            "20",
+            "chronyd",
+            "-Q",
+            "-u",
+            "root",
+            "-f",
+            "/dev/null",
+            &server,
+            &pid,
+            "cmdport 0",
+            "bindcmdaddress /",
+        ],
+    );
     let log = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && log.contains("System clock wrong by"), "chronyd -Q: {log}");
     let done = |r: &ConnectionRecord| {
@@ -170,8 +225,15 @@ fn dhcp_dnsmasq_udhcpc_detected_inline() {
     t.spawn(
         &s,
         &[
-            "dnsmasq", "-d", "-C", "/dev/null", "--port=0", &format!("--interface={}", t.s0), "--bind-interfaces",
-            "--dhcp-range=198.18.0.100,198.18.0.150,255.254.0.0,1h", &format!("--dhcp-leasefile={}", leases.display()),
+            "dnsmasq",
+            "-d",
+            "-C",
+            "/dev/null",
+            "--port=0",
+            &format!("--interface={}", t.s0),
+            "--bind-interfaces",
+            "--dhcp-range=198.18.0.100,198.18.0.150,255.254.0.0,1h",
+            &format!("--dhcp-leasefile={}", leases.display()),
             &format!("--pid-file={}", pidf.display()),
         ],
     );
@@ -181,7 +243,25 @@ fn dhcp_dnsmasq_udhcpc_detected_inline() {
     let mac = String::from_utf8_lossy(&out.stdout).split_whitespace().nth(2).expect("client MAC").to_string();
     let out = t.exec(
         &t.c,
-        &["timeout", "30", "busybox", "udhcpc", "-i", &t.c0, "-n", "-q", "-f", "-s", "/bin/true", "-t", "5", "-T", "2", "-x", "hostname:warden-e2e"],
+        &[
+            "timeout",
+            "30",
+            "busybox",
+            "udhcpc",
+            "-i",
+            &t.c0,
+            "-n",
+            "-q",
+            "-f",
+            "-s",
+            "/bin/true",
+            "-t",
+            "5",
+            "-T",
+            "2",
+            "-x",
+            "hostname:warden-e2e",
+        ],
     );
     let log = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && log.contains("obtained"), "udhcpc: {log}");
@@ -225,15 +305,7 @@ fn kafka_python_client_detected_inline() {
     sink(&mut t, 19092);
     let mut ctl = inline(&mut t);
     wait_port(&t, 19092);
-    client_py(
-        &t,
-        &format!(
-            "from kafka import KafkaConsumer\nfrom kafka.errors import NoBrokersAvailable\n\
-             try:\n    KafkaConsumer(bootstrap_servers='{S4}:19092', client_id='warden-e2e-kafka', \
-             api_version_auto_timeout_ms=2000, request_timeout_ms=3000)\n\
-             except NoBrokersAvailable:\n    print('ok')\n"
-        ),
-    );
+    client_py(&t, KAFKA_PY);
     let records = collect_reports(&mut ctl, Duration::from_secs(15), |all| {
         all.iter().any(|r| r.closed && r.server_port == 19092 && r.app == "kafka")
     });
@@ -258,16 +330,7 @@ fn mongodb_pymongo_client_detected_inline() {
     sink(&mut t, 27117);
     let mut ctl = inline(&mut t);
     wait_port(&t, 27117);
-    client_py(
-        &t,
-        &format!(
-            "import pymongo\nfrom pymongo.errors import ServerSelectionTimeoutError\n\
-             c = pymongo.MongoClient('{S4}', 27117, serverSelectionTimeoutMS=1000, connectTimeoutMS=1000, appname='warden-e2e')\n\
-             try:\n    c.admin.command('ping')\n\
-             except ServerSelectionTimeoutError:\n    print('ok')\n\
-             c.close()\n"
-        ),
-    );
+    client_py(&t, MONGO_PY);
     let records = collect_reports(&mut ctl, Duration::from_secs(15), |all| {
         all.iter().any(|r| r.closed && r.server_port == 27117 && r.app == "mongodb")
     });
@@ -294,16 +357,8 @@ fn cassandra_driver_detected_inline() {
     sink(&mut t, 19142);
     let mut ctl = inline(&mut t);
     wait_port(&t, 19142);
-    for v in ["None", "4", "5"] {
-        client_py(
-            &t,
-            &format!(
-                "from cassandra.cluster import Cluster, NoHostAvailable\n\
-                 kw = {{}} if {v} is None else {{'protocol_version': {v}}}\n\
-                 try:\n    Cluster(['{S4}'], port=19142, connect_timeout=1, control_connection_timeout=1, **kw).connect()\n\
-                 except NoHostAvailable:\n    print('ok')\n"
-            ),
-        );
+    for kw in ["", ", protocol_version=4", ", protocol_version=5"] {
+        client_py(&t, &CASSANDRA_PY.replace("KW", kw));
     }
     let records = collect_reports(&mut ctl, Duration::from_secs(15), |all| {
         all.iter().filter(|r| r.closed && r.server_port == 19142 && r.app == "cassandra").count() >= 3
