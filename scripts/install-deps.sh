@@ -8,6 +8,11 @@ PKGS=(
   iproute2 ethtool iputils-ping tcpdump curl python3 procps                         # topologies, real clients/servers
   redis-server redis-tools dnsmasq-base dnsutils openssh-server openssh-client openssl  # app detection end to end
   postgresql postgresql-client mariadb-server mariadb-client nginx socat
+  # e2e_apps2: memcached binary protocol (server, libmemcached tools), NTP (chronyd as server
+  # and `chronyd -Q` as client; chrony replaces systemd-timesyncd where that is installed),
+  # DHCP (busybox udhcpc against dnsmasq-base), and the python client libraries of Kafka
+  # (kafka-python), MongoDB (pymongo) and Cassandra (DataStax driver), run with /usr/bin/python3
+  memcached libmemcached-tools chrony busybox python3-kafka python3-pymongo python3-cassandra
 )
 
 missing=()

@@ -99,7 +99,23 @@ pub fn corpus(name: &str) -> PathBuf {
 
 /// Reads a corpus pcap and returns its flows in order of first frame.
 pub fn corpus_flows(name: &str) -> Vec<Flow> {
-    let file = std::fs::File::open(corpus(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    pcap_flows(&corpus(name))
+}
+
+/// Path of a small capture kept in the repository (`dp/tests/captures/NAME`; what made each is
+/// in `dp/tests/captures/README.md`).
+pub fn capture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/captures").join(name)
+}
+
+/// Reads a repository capture ([`capture`]) and returns its flows in order of first frame.
+pub fn capture_flows(name: &str) -> Vec<Flow> {
+    pcap_flows(&capture(name))
+}
+
+/// Reads the pcap at `path` and returns its TCP and UDP flows in order of first frame.
+pub fn pcap_flows(path: &std::path::Path) -> Vec<Flow> {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut r = pcap_file::pcap::PcapReader::new(file).unwrap();
     struct Acc {
         flow: Flow,

@@ -1,7 +1,8 @@
-//! Cassandra CQL native protocol, versions 3 to 5 (`native_protocol_v4.spec` §2 frame header,
-//! §2.2 flags, §2.4 opcodes, §3 notations, §4.1.1 STARTUP, §4.1.4 QUERY, §4.1.5 PREPARE, §4.2.1
-//! ERROR; `native_protocol_v5.spec` §2 framing with segments). See [`parser`] for the pure
-//! functions.
+//! Cassandra CQL native protocol, versions 3 to 5 and the DataStax Enterprise versions DSE_V1
+//! and DSE_V2 (0x41, 0x42: v4 framing; the DataStax drivers open with DSE_V2 by default)
+//! (`native_protocol_v4.spec` §2 frame header, §2.2 flags, §2.4 opcodes, §3 notations, §4.1.1
+//! STARTUP, §4.1.4 QUERY, §4.1.5 PREPARE, §4.2.1 ERROR; `native_protocol_v5.spec` §2 framing
+//! with segments). See [`parser`] for the pure functions.
 //!
 //! Written here: the Rust CQL crates (`cdrs-tokio`, `scylla-cql`) decode whole frames into owned
 //! values from a complete buffer; this module only needs the 9-byte header and the start of a
@@ -16,12 +17,14 @@
 //! not verified. The client direction switches right after its v5 STARTUP, so a server refusing
 //! that STARTUP with an ERROR (and the client retrying in legacy framing) is misread as segments.
 //!
-//! Detection: a frame header with version 3..=5 (0x83..=0x85 from the server), only defined
-//! flags, a non-negative stream id from the client, an opcode valid for the direction and a
-//! length up to 256 MB, plus a plausible body start: OPTIONS and READY are empty; STARTUP is a
-//! string map with a printable first key; QUERY and PREPARE a long string whose first bytes are
-//! printable; SUPPORTED a string multimap; ERROR a defined error code; other opcodes are
-//! accepted on the header. Inter-node (gossip) handshakes are not recognised.
+//! Detection: a frame header with version 3..=5 or 0x41..=0x42 (plus the direction bit 0x80
+//! from the server), only defined flags, a stream id that is non-negative from the client and
+//! a request's id or -1 (events, §2.3) from the server (so DNS responses, whose QR bit falls on
+//! the stream's sign bit, do not pass for 0xc1/0xc2 frames), an opcode valid for the direction
+//! and a length up to 256 MB, plus a plausible body start: OPTIONS and READY are empty; STARTUP
+//! is a string map with a printable first key; QUERY and PREPARE a long string whose first
+//! bytes are printable; SUPPORTED a string multimap; ERROR a defined error code; other opcodes
+//! are accepted on the header. Inter-node (gossip) handshakes are not recognised.
 //!
 //! Extracted: protocol version and first stream id of each direction, opcode names (first
 //! [`MAX_OPCODES`] distinct), frame counts, the first QUERY/PREPARE text (512 bytes) and their
@@ -100,11 +103,13 @@ impl Cassandra {
                     self.compression = self.compression.or(opt(b"COMPRESSION"));
                     self.driver_name = self.driver_name.or(opt(b"DRIVER_NAME"));
                 }
-                if h.version >= 5 {
+                if parser::uses_segments(h.version) {
                     self.side[0].segmented = true;
                 }
             }
-            parser::READY | parser::AUTHENTICATE if d == 1 && h.version >= 5 => self.side[1].segmented = true,
+            parser::READY | parser::AUTHENTICATE if d == 1 && parser::uses_segments(h.version) => {
+                self.side[1].segmented = true
+            }
             parser::QUERY | parser::PREPARE if d == 0 => {
                 self.queries = self.queries.saturating_add(1);
                 if self.query.is_none() && !compressed {
@@ -169,12 +174,12 @@ fn printable_key(b: &[u8], off: usize) -> Option<bool> {
 }
 
 fn probe_frame(b: &[u8], client: bool) -> Probe {
-    let vers = if client { 0x03..=0x05 } else { 0x83..=0x85 };
     let ok = |i: usize, f: &dyn Fn(u8) -> bool| b.get(i).is_none_or(|&c| f(c));
+    let version_ok = |c: u8| (c & 0x80 == 0) == client && parser::known_version(c & 0x7f);
     let op_ok: fn(u8) -> bool = if client { parser::request_op } else { parser::response_op };
-    if !ok(0, &|c| vers.contains(&c))
+    if !ok(0, &version_ok)
         || !ok(1, &|c| c & !parser::FLAGS == 0)
-        || !ok(2, &|c| !client || c & 0x80 == 0)
+        || !ok(2, &|c| c & 0x80 == 0 || (!client && c == 0xff))
         || !ok(4, &op_ok)
         || !ok(5, &|c| c <= 0x10)
     {
@@ -185,6 +190,9 @@ fn probe_frame(b: &[u8], client: bool) -> Probe {
         Parse::Incomplete(_) => return Probe::NeedMore,
         Parse::Invalid => return Probe::NoMatch,
     };
+    if h.stream < -1 {
+        return Probe::NoMatch;
+    }
     let body = &b[parser::FRAME_HEADER..b.len().min(parser::FRAME_HEADER + h.length)];
     if h.flags & parser::FLAG_COMPRESSION != 0 {
         return if h.length > 0 { Probe::Match } else { Probe::NoMatch };

@@ -17,8 +17,25 @@ pub const MAX_BODY: usize = 256 * 1024 * 1024;
 pub const FLAGS: u8 = 0x1f;
 /// Compression flag.
 pub const FLAG_COMPRESSION: u8 = 0x01;
-/// Lowest and highest protocol versions parsed.
+/// Lowest and highest Apache Cassandra protocol versions parsed.
 pub const VERSIONS: std::ops::RangeInclusive<u8> = 3..=5;
+/// DataStax Enterprise protocol versions DSE_V1 (0x41) and DSE_V2 (0x42): the v4 frame header
+/// and framing (no v5 segments). The DataStax drivers open with DSE_V2 by default (the Python
+/// driver 3.25 sends its first OPTIONS as version 0x42), and an Apache Cassandra server refuses
+/// it with a protocol ERROR before the driver retries with v5 or v4.
+pub const DSE_VERSIONS: [u8; 2] = [0x41, 0x42];
+
+/// Whether `v` (direction bit removed) is a protocol version parsed: [`VERSIONS`] or
+/// [`DSE_VERSIONS`].
+pub fn known_version(v: u8) -> bool {
+    VERSIONS.contains(&v) || DSE_VERSIONS.contains(&v)
+}
+
+/// Whether frames of version `v` travel inside v5 segments once the connection is set up
+/// (`native_protocol_v5.spec` §2): only v5; the DSE versions keep the v4 framing.
+pub fn uses_segments(v: u8) -> bool {
+    v == 5
+}
 
 /// ERROR.
 pub const ERROR: u8 = 0x00;
@@ -85,14 +102,14 @@ pub struct FrameHeader {
     pub length: usize,
 }
 
-/// Parses a frame header. Invalid when the version is outside [`VERSIONS`], undefined flags are
+/// Parses a frame header. Invalid when the version is not [`known_version`], undefined flags are
 /// set or the length is negative or above [`MAX_BODY`].
 pub fn frame_header(b: &[u8]) -> Parse<FrameHeader> {
     let Some(h) = b.get(..FRAME_HEADER) else { return Parse::Incomplete(FRAME_HEADER) };
     let version = h[0] & 0x7f;
     let length = i32::from_be_bytes([h[5], h[6], h[7], h[8]]);
     let Ok(length) = usize::try_from(length) else { return Parse::Invalid };
-    if !VERSIONS.contains(&version) || h[1] & !FLAGS != 0 || length > MAX_BODY {
+    if !known_version(version) || h[1] & !FLAGS != 0 || length > MAX_BODY {
         return Parse::Invalid;
     }
     Parse::Ok(

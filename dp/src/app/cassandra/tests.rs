@@ -1,7 +1,7 @@
 use super::*;
 use crate::app::testutil::{
-    check_every_prefix, check_every_split, check_rejects_other_corpus, check_rejects_random, corpus_flows,
-    feed_all, feed_segments, l7_of, Flow, Rng,
+    capture_flows, check_every_prefix, check_every_split, check_rejects_other_corpus, check_rejects_random,
+    corpus_flows, feed_all, feed_segments, l7_of, Flow, Rng,
 };
 use serde_json::json;
 
@@ -70,6 +70,84 @@ fn options_v4_and_v5() {
         assert!(feed_segments(&mut c, Dir::ToServer, &segs).is_empty());
         assert_eq!(c.side[0].frames, 1);
     }
+}
+
+/// The DataStax python driver's first frame with its default protocol version (DSE_V2, 0x42)
+/// and with DSE_V1 (0x41), from `dp/tests/captures/cassandra-dse-options.pcap`: both are
+/// OPTIONS in the v4 frame layout and must be recognised (they were not before: an end-to-end
+/// test with the real driver left these sessions `unknown`).
+#[test]
+fn dse_options_from_the_python_driver() {
+    let flows = capture_flows("cassandra-dse-options.pcap");
+    assert_eq!(flows.len(), 2);
+    for (f, v) in flows.iter().zip([0x42, 0x41]) {
+        assert_eq!(f.server_port, 9042);
+        assert_eq!(f.to_server, [v, 0, 0, 0, 5, 0, 0, 0, 0]);
+        assert!(f.to_client.is_empty());
+        assert_eq!(Cassandra::probe(Dir::ToServer, &f.to_server), Probe::Match);
+        let m = l7_of(&parse(Dir::ToServer, &f.to_server));
+        assert_eq!(m["request_version"], v);
+        assert_eq!(m["request_first_stream"], 0);
+        assert_eq!(m["opcodes"], json!(["OPTIONS"]));
+        assert_eq!(m["frames_to_server"], 1);
+        assert!(m.get("violation").is_none());
+        check_every_prefix::<Cassandra>(Dir::ToServer, &f.to_server);
+        check_every_split::<Cassandra>(Dir::ToServer, &f.to_server);
+    }
+}
+
+/// A DSE_V2 session keeps the legacy framing after STARTUP and READY (no v5 segments), and an
+/// Apache Cassandra server's refusal of 0x42 (a v4 ERROR, protocol error 0x000a) is read too.
+#[test]
+fn dse_session_keeps_legacy_framing() {
+    let client = [
+        frame(0x42, 0, 5, &[]),
+        frame(0x42, 1, 1, &string_map(&[("CQL_VERSION", "3.4.5"), ("DRIVER_NAME", "DataStax Python Driver")])),
+        frame(0x42, 2, 7, &query_body("SELECT now() FROM system.local")),
+    ]
+    .concat();
+    let server = [
+        frame(0xc2, 0, 6, &string_map(&[("CQL_VERSION", "3.4.5")])),
+        frame(0xc2, 1, 2, &[]),
+        frame(0xc2, 2, 8, &[0, 0, 0, 1]),
+    ]
+    .concat();
+    let mut c = Cassandra::default();
+    assert!(feed_all(&mut c, Dir::ToServer, &client).is_empty());
+    assert!(feed_all(&mut c, Dir::ToClient, &server).is_empty());
+    assert!(!c.side[0].segmented && !c.side[1].segmented);
+    let m = l7_of(&c);
+    assert_eq!(m["request_version"], 0x42);
+    assert_eq!(m["response_version"], 0x42);
+    assert_eq!(m["opcodes"], json!(["OPTIONS", "STARTUP", "QUERY", "SUPPORTED", "READY", "RESULT"]));
+    assert_eq!(m["query"], "SELECT now() FROM system.local");
+    assert_eq!(m["frames_to_server"], 3);
+    assert_eq!(m["frames_to_client"], 3);
+    assert!(m.get("violation").is_none() && m.get("segments").is_none());
+
+    // ERROR body: [int] code, [string] message.
+    let refusal = frame(0x84, 0, 0, &[&0x000a_i32.to_be_bytes()[..], &[0, 5], b"proto"].concat());
+    assert_eq!(Cassandra::probe(Dir::ToClient, &refusal), Probe::Match);
+    assert_eq!(Cassandra::probe(Dir::ToClient, &frame(0x42, 0, 6, &[])), Probe::NoMatch, "no direction bit");
+    assert_eq!(Cassandra::probe(Dir::ToServer, &frame(0xc2, 0, 5, &[])), Probe::NoMatch, "direction bit");
+    assert_eq!(Cassandra::probe(Dir::ToServer, &frame(0x43, 0, 5, &[])), Probe::NoMatch, "unknown DSE version");
+    // Server streams: a request's (non-negative) or -1 for events, never below.
+    assert_eq!(Cassandra::probe(Dir::ToClient, &frame(0xc2, -1, 0x0c, &[0, 1, b'x'])), Probe::Match);
+    assert_eq!(Cassandra::probe(Dir::ToClient, &frame(0xc2, -2, 0x0c, &[0, 1, b'x'])), Probe::NoMatch);
+    // A DNS response from the corpus (id 0xc207, QR set: stream 0x8580) is not a DSE_V2 frame.
+    let dns = corpus_flows("dns.pcap")
+        .into_iter()
+        .flat_map(|f| f.datagrams)
+        .find(|(d, g)| *d == Dir::ToClient && g.starts_with(&[0xc2, 0x07]))
+        .expect("dns response 0xc207");
+    assert_eq!(Cassandra::probe(Dir::ToClient, &dns.1), Probe::NoMatch);
+    let mut c = Cassandra::default();
+    assert!(feed_all(&mut c, Dir::ToServer, &frame(0x42, 0, 5, &[])).is_empty());
+    assert!(feed_all(&mut c, Dir::ToClient, &refusal).is_empty());
+    let m = l7_of(&c);
+    assert_eq!(m["response_version"], 4);
+    assert_eq!(m["errors"], 1);
+    assert_eq!(m["error_code"], 0x000a);
 }
 
 #[test]
