@@ -301,7 +301,10 @@ impl AppParser for Zookeeper {
         if let Some(id) = self.session_id() {
             out.insert("session_id".into(), format!("0x{id:x}").into());
         }
-        out.insert("ops".into(), self.ops().iter().map(|&o| Value::from(parser::op_name(o).unwrap_or("unknown"))).collect());
+        out.insert(
+            "ops".into(),
+            self.ops().iter().map(|&o| Value::from(parser::op_name(o).unwrap_or("unknown"))).collect(),
+        );
         if self.ops().iter().any(|&o| parser::op_name(o).is_none()) {
             out.insert("op_codes".into(), self.ops().iter().map(|&o| Value::from(o)).collect());
         }

@@ -179,7 +179,10 @@ pub fn connect(side: Side, b: &[u8]) -> Parse<Connect> {
         return Parse::Incomplete(4 + len);
     };
     let last_zxid_seen = if side == Side::Request { be64(b, 8).unwrap_or(0) } else { 0 };
-    Parse::Ok(Connect { protocol_version: 0, last_zxid_seen, timeout_ms, session_id, passwd_len: pw, read_only }, 4 + len)
+    Parse::Ok(
+        Connect { protocol_version: 0, last_zxid_seen, timeout_ms, session_id, passwd_len: pw, read_only },
+        4 + len,
+    )
 }
 
 /// `RequestHeader {int xid; int type}` at the start of `body` (the frame after its length).

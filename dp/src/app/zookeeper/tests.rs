@@ -1,7 +1,7 @@
 use super::*;
 use crate::app::testutil::{
-    check_every_prefix, check_every_split, check_rejects_other_corpus, check_rejects_random, corpus_flows,
-    feed_all, feed_segments, l7_of, Flow, Rng,
+    check_every_prefix, check_every_split, check_rejects_other_corpus, check_rejects_random, corpus_flows, feed_all,
+    feed_segments, l7_of, Flow, Rng,
 };
 use serde_json::json;
 
@@ -52,7 +52,17 @@ fn java_cli_connect_fields() {
     // ConnectRequest: 45 bytes, 16-byte zero password, readOnly false.
     assert_eq!(&f.to_server[..4], &[0, 0, 0, 45]);
     let Parse::Ok(q, 49) = parser::connect(Side::Request, &f.to_server) else { panic!() };
-    assert_eq!(q, Connect { protocol_version: 0, last_zxid_seen: 0, timeout_ms: 30000, session_id: 0, passwd_len: 16, read_only: Some(false) });
+    assert_eq!(
+        q,
+        Connect {
+            protocol_version: 0,
+            last_zxid_seen: 0,
+            timeout_ms: 30000,
+            session_id: 0,
+            passwd_len: 16,
+            read_only: Some(false)
+        }
+    );
     let Parse::Ok(r, 41) = parser::connect(Side::Response, &f.to_client) else { panic!() };
     assert_eq!(r.timeout_ms, 30000);
     assert_eq!(r.session_id, 0x0100_0045_aed1_0000);
@@ -70,10 +80,7 @@ fn java_cli_session() {
     assert_eq!(m["can_be_read_only"], false);
     assert_eq!(m["last_zxid_seen"], "0x0");
     assert!(m.get("reconnect").is_none());
-    assert_eq!(
-        m["ops"],
-        json!(["create", "getChildren2", "getData", "setData", "exists", "delete", "closeSession"])
-    );
+    assert_eq!(m["ops"], json!(["create", "getChildren2", "getData", "setData", "exists", "delete", "closeSession"]));
     assert_eq!(m["paths"], json!(["/corpus", "/corpus/cfg", "/", "/nonexistent"]));
     // Ten requests (xids 1..=10), ten replies, each matched by xid.
     assert_eq!(m["requests"], 10);
