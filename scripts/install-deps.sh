@@ -13,6 +13,7 @@ PKGS=(
   # DHCP (busybox udhcpc against dnsmasq-base), and the python client libraries of Kafka
   # (kafka-python), MongoDB (pymongo) and Cassandra (DataStax driver), run with /usr/bin/python3
   memcached libmemcached-tools chrony busybox python3-kafka python3-pymongo python3-cassandra
+  zookeeper zookeeper-bin libslf4j-java default-jre-headless   # ZooKeeper server, Java CLI and C cli_mt (e2e_zookeeper)
 )
 
 missing=()

@@ -151,6 +151,7 @@ parsers! {
     Couchbase => super::couchbase::Couchbase,
     Ntp => super::ntp::Ntp,
     Dhcp => super::dhcp::Dhcp,
+    Zookeeper => super::zookeeper::Zookeeper,
 }
 
 /// Inspection status of a session.

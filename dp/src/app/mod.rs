@@ -40,6 +40,7 @@ pub mod redis;
 pub mod ssh;
 pub mod template;
 pub mod tls;
+pub mod zookeeper;
 #[cfg(test)]
 pub mod testutil;
 
@@ -83,6 +84,8 @@ pub enum App {
     Ntp,
     /// DHCPv4.
     Dhcp,
+    /// Apache ZooKeeper client protocol.
+    Zookeeper,
 }
 
 impl App {
@@ -134,6 +137,7 @@ impl App {
             App::Couchbase => "couchbase",
             App::Ntp => "ntp",
             App::Dhcp => "dhcp",
+            App::Zookeeper => "zookeeper",
         }
     }
 }
