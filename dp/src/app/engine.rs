@@ -151,6 +151,7 @@ parsers! {
     Couchbase => super::couchbase::Couchbase,
     Ntp => super::ntp::Ntp,
     Dhcp => super::dhcp::Dhcp,
+    Tns => super::tns::Tns,
 }
 
 /// Inspection status of a session.

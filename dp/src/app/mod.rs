@@ -40,6 +40,7 @@ pub mod redis;
 pub mod ssh;
 pub mod template;
 pub mod tls;
+pub mod tns;
 #[cfg(test)]
 pub mod testutil;
 
@@ -83,6 +84,8 @@ pub enum App {
     Ntp,
     /// DHCPv4.
     Dhcp,
+    /// Oracle TNS (Net8).
+    Tns,
 }
 
 impl App {
@@ -107,6 +110,7 @@ impl App {
             App::Couchbase => "couchbase",
             App::Ntp => "ntp",
             App::Dhcp => "dhcp",
+            App::Tns => "tns",
         }
     }
 }
