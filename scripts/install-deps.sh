@@ -8,6 +8,7 @@ PKGS=(
   iproute2 ethtool iputils-ping tcpdump curl python3 procps                         # topologies, real clients/servers
   redis-server redis-tools dnsmasq-base dnsutils openssh-server openssh-client openssl  # app detection end to end
   postgresql postgresql-client mariadb-server mariadb-client nginx socat
+  python3-venv python3-pip                                                    # venvs for PyPI test clients (oracledb)
 )
 
 missing=()
@@ -26,6 +27,16 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   [ -n "$policy_added" ] && rm -f /usr/sbin/policy-rc.d
+fi
+
+# Python test clients that Debian does not package, each in its own venv from PyPI.
+# python-oracledb (thin mode, pure Python + cryptography wheels): the TNS end-to-end test's client.
+ORACLEDB_VENV=/opt/warden-venv/oracledb
+if ! "$ORACLEDB_VENV/bin/python" -c "import oracledb" >/dev/null 2>&1; then
+  echo "install-deps: creating $ORACLEDB_VENV (pip install oracledb)"
+  mkdir -p "$(dirname "$ORACLEDB_VENV")"
+  /usr/bin/python3 -m venv "$ORACLEDB_VENV"
+  "$ORACLEDB_VENV/bin/pip" install -q --disable-pip-version-check oracledb
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
