@@ -230,7 +230,12 @@ pub type Verdict = Option<bool>;
 /// with zero checksums and a 2-byte length of at least `min_len`; returns the length once known.
 fn probe_header(b: &[u8], types: &[u8], min_len: usize) -> Result<usize, Verdict> {
     let bad = |i: usize, ok: &dyn Fn(u8) -> bool| b.get(i).is_some_and(|&c| !ok(c));
-    if bad(2, &|c| c == 0) || bad(3, &|c| c == 0) || bad(4, &|c| types.contains(&c)) || bad(6, &|c| c == 0) || bad(7, &|c| c == 0) {
+    if bad(2, &|c| c == 0)
+        || bad(3, &|c| c == 0)
+        || bad(4, &|c| types.contains(&c))
+        || bad(6, &|c| c == 0)
+        || bad(7, &|c| c == 0)
+    {
         return Err(Some(false));
     }
     let Some(len) = be16(b, 0) else { return Err(None) };
@@ -383,7 +388,7 @@ pub fn nv_value<'a>(s: &'a [u8], path: &[&[u8]]) -> Option<&'a [u8]> {
             b'(' => {
                 let start = i + 1;
                 let rest = s.get(start..).unwrap_or(&[]);
-                let Some(k) = rest.iter().position(|&c| matches!(c, b'=' | b'(' | b')')) else { return None };
+                let k = rest.iter().position(|&c| matches!(c, b'=' | b'(' | b')'))?;
                 if rest[k] != b'=' {
                     i = start + k;
                     continue;

@@ -1,11 +1,12 @@
 use super::*;
 use crate::app::testutil::{
-    check_every_prefix, check_every_split, check_rejects_other_corpus, check_rejects_random, corpus_flows,
-    feed_all, feed_segments, l7_of, Flow, Rng,
+    check_every_prefix, check_every_split, check_rejects_other_corpus, check_rejects_random, corpus_flows, feed_all,
+    feed_segments, l7_of, Flow, Rng,
 };
 use serde_json::json;
 
-const DESCRIPTOR: &str = "(DESCRIPTION=(TRANSPORT_CONNECT_TIMEOUT=3)(ADDRESS=(PROTOCOL=tcp)(HOST=198.18.0.2)(PORT=1521))\
+const DESCRIPTOR: &str =
+    "(DESCRIPTION=(TRANSPORT_CONNECT_TIMEOUT=3)(ADDRESS=(PROTOCOL=tcp)(HOST=198.18.0.2)(PORT=1521))\
 (CONNECT_DATA=(SERVICE_NAME=ORCLPDB1)(CID=(PROGRAM=/tmp/corpus/venv/bin/python)(HOST=vm)(USER=root))\
 (CONNECTION_ID=eZUzPXVxqHmhnKizxLEgFA==)))";
 
@@ -257,7 +258,8 @@ fn nv_values() {
     assert_eq!(parser::nv_value(d, &[b"SID"]), None);
     assert_eq!(parser::nv_value(REFUSE_DATA, &[b"TMP"]), Some(&b""[..]));
     assert_eq!(parser::nv_value(REFUSE_DATA, &[b"ERROR", b"CODE"]), Some(&b"12514"[..]));
-    let q = b"( DESCRIPTION = (CONNECT_DATA = (SERVICE_NAME = \"sales.example\" ) (CID=(PROGRAM=C:\\a\\(x86\\) b.exe))))";
+    let q =
+        b"( DESCRIPTION = (CONNECT_DATA = (SERVICE_NAME = \"sales.example\" ) (CID=(PROGRAM=C:\\a\\(x86\\) b.exe))))";
     assert_eq!(parser::nv_value(q, &[b"SERVICE_NAME"]), Some(&b"sales.example"[..]));
     assert_eq!(parser::nv_value(q, &[b"PROGRAM"]), Some(&b"C:\\a\\(x86\\) b.exe"[..]));
     for bad in [&b"((((("[..], b")))(=", b"(A=(B=(C=", b"(A=\"x)", b"(=)", b"(A"] {
@@ -294,7 +296,12 @@ fn probe_rejects_others() {
     let mut a = accept(319, 8192);
     a[20..22].copy_from_slice(&100u16.to_be_bytes());
     assert_eq!(Tns::probe(Dir::ToClient, &a), Probe::NoMatch);
-    for junk in [&b"GET / HTTP/1.1\r\n"[..], b"SSH-2.0-x\r\n", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", b"*1\r\n$4\r\nPING\r\n"] {
+    for junk in [
+        &b"GET / HTTP/1.1\r\n"[..],
+        b"SSH-2.0-x\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+        b"*1\r\n$4\r\nPING\r\n",
+    ] {
         assert_eq!(Tns::probe(Dir::ToServer, junk), Probe::NoMatch, "{junk:?}");
         assert_eq!(Tns::probe(Dir::ToClient, junk), Probe::NoMatch, "{junk:?}");
     }
@@ -339,7 +346,8 @@ fn gaps() {
 #[test]
 fn mutated_input_never_panics() {
     let f = corpus_flow();
-    let server = [refuse(0x22, 0, REFUSE_DATA), redirect(b"(ADDRESS=(HOST=h)(PORT=1))\0(D=1)"), accept(319, 8192)].concat();
+    let server =
+        [refuse(0x22, 0, REFUSE_DATA), redirect(b"(ADDRESS=(HOST=h)(PORT=1))\0(D=1)"), accept(319, 8192)].concat();
     let mut rng = Rng(29);
     for _ in 0..4000 {
         for (d, base) in [(Dir::ToServer, &f.to_server), (Dir::ToClient, &server)] {
@@ -350,8 +358,7 @@ fn mutated_input_never_panics() {
             }
             b.truncate(rng.below(b.len() + 1));
             let _ = Tns::probe(d, &b);
-            let mut t = Tns::default();
-            t.large = rng.below(2) == 0;
+            let mut t = Tns { large: rng.below(2) == 0, ..Tns::default() };
             let cut = rng.below(b.len() + 1);
             feed_segments(&mut t, d, &[&b[..cut], &b[cut..]]);
             let _ = l7_of(&t);
