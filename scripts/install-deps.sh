@@ -14,6 +14,7 @@ PKGS=(
   # (kafka-python), MongoDB (pymongo) and Cassandra (DataStax driver), run with /usr/bin/python3
   memcached libmemcached-tools chrony busybox python3-kafka python3-pymongo python3-cassandra
   zookeeper zookeeper-bin libslf4j-java default-jre-headless   # ZooKeeper server, Java CLI and C cli_mt (e2e_zookeeper)
+  python3-venv python3-pip                                                    # venvs for PyPI test clients (oracledb)
 )
 
 missing=()
@@ -32,6 +33,16 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   [ -n "$policy_added" ] && rm -f /usr/sbin/policy-rc.d
+fi
+
+# Python test clients that Debian does not package, each in its own venv from PyPI.
+# python-oracledb (thin mode, pure Python + cryptography wheels): the TNS end-to-end test's client.
+ORACLEDB_VENV=/opt/warden-venv/oracledb
+if ! "$ORACLEDB_VENV/bin/python" -c "import oracledb" >/dev/null 2>&1; then
+  echo "install-deps: creating $ORACLEDB_VENV (pip install oracledb)"
+  mkdir -p "$(dirname "$ORACLEDB_VENV")"
+  /usr/bin/python3 -m venv "$ORACLEDB_VENV"
+  "$ORACLEDB_VENV/bin/pip" install -q --disable-pip-version-check oracledb
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -152,6 +152,7 @@ parsers! {
     Ntp => super::ntp::Ntp,
     Dhcp => super::dhcp::Dhcp,
     Zookeeper => super::zookeeper::Zookeeper,
+    Tns => super::tns::Tns,
 }
 
 /// Inspection status of a session.

@@ -41,6 +41,7 @@ pub mod ssh;
 pub mod template;
 pub mod tls;
 pub mod zookeeper;
+pub mod tns;
 #[cfg(test)]
 pub mod testutil;
 
@@ -86,30 +87,13 @@ pub enum App {
     Dhcp,
     /// Apache ZooKeeper client protocol.
     Zookeeper,
+    /// Oracle TNS (Net8).
+    Tns,
 }
 
 impl App {
     /// Every app, in declaration order.
-    pub const ALL: &'static [App] = &[
-        App::Unknown,
-        App::Template,
-        App::Http,
-        App::Http2,
-        App::Grpc,
-        App::Tls,
-        App::Dns,
-        App::Ssh,
-        App::Redis,
-        App::Mysql,
-        App::Postgresql,
-        App::Echo,
-        App::Kafka,
-        App::Mongodb,
-        App::Cassandra,
-        App::Couchbase,
-        App::Ntp,
-        App::Dhcp,
-    ];
+    pub const ALL: &'static [App] = &[App::Unknown, App::Template, App::Http, App::Http2, App::Grpc, App::Tls, App::Dns, App::Ssh, App::Redis, App::Mysql, App::Postgresql, App::Echo, App::Kafka, App::Mongodb, App::Cassandra, App::Couchbase, App::Ntp, App::Dhcp, App::Zookeeper, App::Tns];
 
     /// The app named `name` (as [`App::as_str`] writes it), if any.
     pub fn from_name(name: &str) -> Option<App> {
@@ -138,6 +122,7 @@ impl App {
             App::Ntp => "ntp",
             App::Dhcp => "dhcp",
             App::Zookeeper => "zookeeper",
+            App::Tns => "tns",
         }
     }
 }
