@@ -11,7 +11,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 WARDEN_BIN=${WARDEN_BIN:-$BIN/warden}
 COMMAND="perf/rig.sh $*"
-LEGS=bridge,redirect,testpmd,warden
+LEGS=bridge,redirect,testpmd,warden,warden_policy
 SIZES=64,1500
 DURATION=5
 RUNS=3
@@ -246,8 +246,39 @@ leg_warden() {
     stop_forwarder
 }
 
+# Warden with a policy of 1000 rules: both ends are protect-mode workloads, 999 rules about
+# other addresses and ports come first, and the rule allowing the generator's flow is last.
+leg_warden_policy() {
+    [ -x "$WARDEN_BIN" ] || {
+        skip warden-policy "no $WARDEN_BIN (build it: cargo build --release -p warden-dp)"
+        return
+    }
+    setup
+    printf '[dataplane]\ncores = [%s]\n' $FWD_CPU >"$WORK/warden.toml"
+    python3 - "$WORK/policy.toml" <<'PY'
+import sys
+out = ['[[workload]]\nid = "gen"\nips = ["198.18.0.1"]\nmode = "protect"\n',
+       '[[workload]]\nid = "sink"\nips = ["198.19.0.1"]\nmode = "protect"\n']
+for i in range(1, 1000):
+    a, b = (i >> 8) & 0xff, i & 0xff
+    out.append(f'[[rule]]\nid = {i}\nfrom = "198.18.{a}.{b}/32"\nto = "198.19.{b}.0/24"\n'
+               f'ip_proto = "{"tcp" if i % 2 else "udp"}"\nports = ["{1000 + i}", "{20000 + i}-{20010 + i}"]\n'
+               f'action = "{"deny" if i % 3 == 0 else "allow"}"\n')
+out.append('[[rule]]\nid = 1000\nfrom = "gen"\nto = "sink"\nip_proto = "udp"\nports = ["9"]\naction = "allow"\n')
+open(sys.argv[1], "w").write("\n".join(out))
+PY
+    if ! start_forwarder warden-policy "$WARDEN_BIN" run --config "$WORK/warden.toml" --inline wpa:wpb \
+        --workers 1 --socket "$SOCK" --policy "$WORK/policy.toml"; then
+        skip warden-policy "$WHY"
+        return
+    fi
+    measure warden-policy "gen cpu$GEN_CPU (+wpa rx softirq); warden cpu$FWD_CPU" \
+        "--workers 1, 1000 rules, both ends protect-mode workloads"
+    stop_forwarder
+}
+
 # The ceiling first, so the others have a ratio.
-for leg in redirect bridge testpmd warden; do
+for leg in redirect bridge testpmd warden warden_policy; do
     case ",$LEGS," in *",$leg,"*) "leg_$leg" ;; esac
 done
 teardown
