@@ -151,6 +151,7 @@ parsers! {
     Couchbase => super::couchbase::Couchbase,
     Ntp => super::ntp::Ntp,
     Dhcp => super::dhcp::Dhcp,
+    Tds => super::tds::Tds,
 }
 
 /// Inspection status of a session.

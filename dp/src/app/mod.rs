@@ -38,6 +38,7 @@ pub mod ntp;
 pub mod postgresql;
 pub mod redis;
 pub mod ssh;
+pub mod tds;
 pub mod template;
 pub mod tls;
 #[cfg(test)]
@@ -83,6 +84,8 @@ pub enum App {
     Ntp,
     /// DHCPv4.
     Dhcp,
+    /// Microsoft SQL Server / Sybase Tabular Data Stream.
+    Tds,
 }
 
 impl App {
@@ -107,6 +110,7 @@ impl App {
             App::Couchbase => "couchbase",
             App::Ntp => "ntp",
             App::Dhcp => "dhcp",
+            App::Tds => "tds",
         }
     }
 }
