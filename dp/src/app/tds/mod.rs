@@ -146,6 +146,10 @@ impl Tds {
     /// One message starting at the packet header at the start of `rest`.
     fn message(&mut self, dir: Dir, rest: &[u8]) -> Step {
         let d = dir as usize;
+        if rest.first() == Some(&parser::SMP) {
+            self.smp = true; // MARS on: SMP headers (not TDS packet headers) wrap what follows
+            return Step::Stop;
+        }
         let h = match parser::header(rest) {
             Parse::Ok(h, _) => h,
             Parse::Incomplete(n) => return Step::Need(n),
@@ -159,11 +163,7 @@ impl Tds {
             Dir::ToClient => matches!(h.ptype, parser::TABULAR | parser::PRELOGIN),
         };
         if !known {
-            if h.ptype == parser::SMP {
-                self.smp = true;
-            } else {
-                self.violation = true;
-            }
+            self.violation = true;
             return Step::Stop;
         }
         let window = match (dir, h.ptype) {
@@ -292,11 +292,7 @@ impl Tds {
         let mut out = [0u8; SQL_TEXT];
         if ptype == parser::SQL_BATCH {
             self.batches = self.batches.saturating_add(1);
-            // ALL_HEADERS length from the first payload bytes (they may straddle packets).
-            let mut head = [0u8; 128];
-            let hn = parser::copy_chunks(chunks.clone(), &mut head);
-            let skip = parser::all_headers_len(&head[..hn]);
-            let n = parser::utf16_to_utf8(parser::sub_chunks(chunks, skip, usize::MAX), &mut out);
+            let n = parser::sql_batch_text(chunks, &mut out);
             self.statement(&out[..n]);
         } else {
             // TDS 5.0 LANGUAGE token (0x21): u32 length (status byte included), status, text.
@@ -316,7 +312,9 @@ impl Tds {
 
     fn tabular(&mut self, payload: &[u8]) {
         // The answer to the client's PRELOGIN is a PRELOGIN option table in a tabular packet.
-        if self.tds_version.is_none() && !self.tds5 && payload.first() == Some(&parser::option::VERSION) {
+        // It is the server's first message, and starts with option token VERSION (0x00), which no
+        // token stream does.
+        if self.d[1].messages == 1 && !self.tds5 && payload.first() == Some(&parser::option::VERSION) {
             match parser::prelogin(payload) {
                 Some(p) => {
                     self.server_version = p.version;

@@ -620,6 +620,17 @@ pub fn utf16_to_utf8<'a>(chunks: impl Iterator<Item = &'a [u8]>, out: &mut [u8])
     n
 }
 
+/// The SQL text of a SQLBatch whose payload (possibly a window, across packets) is `chunks`:
+/// ALL_HEADERS skipped when present, UTF-16LE converted to UTF-8 into `out` as far as it fits.
+/// Returns the bytes written.
+pub fn sql_batch_text(chunks: Chunks<'_>, out: &mut [u8]) -> usize {
+    // ALL_HEADERS length from the first payload bytes (they may straddle packets).
+    let mut head = [0u8; 128];
+    let hn = copy_chunks(chunks.clone(), &mut head);
+    let skip = all_headers_len(&head[..hn]);
+    utf16_to_utf8(sub_chunks(chunks, skip, usize::MAX), out)
+}
+
 /// Bounded text from UTF-16LE bytes (truncated on a character boundary).
 pub fn utf16_text<const N: usize>(b: &[u8]) -> Text<N> {
     let mut out = Text::<N>::new();
