@@ -37,8 +37,9 @@ fn tsql_login_and_batches_through_warden() {
     std::fs::write(&conf, "[global]\n\ttds version = 7.4\n\tencryption = off\n").unwrap();
     let script = "SELECT name FROM sys.databases\ngo\nSELECT * FROM users WHERE name = '' OR '1'='1'\ngo\nexit\n";
     let cmd = format!(
-        "printf '%s' \"$SCRIPT\" | FREETDSCONF={} timeout 20 tsql -H {S4} -p {PORT} -U warden_e2e -P 'E2e-pw!' -D inventory",
-        conf.display()
+        "printf '%s' \"$SCRIPT\" | FREETDSCONF={} timeout 20 tsql -H {S4} -p {PORT} {}",
+        conf.display(),
+        "-U warden_e2e -P 'E2e-pw!' -D inventory"
     );
     let c = t.c.clone();
     let out = t.exec(&c, &["env", &format!("SCRIPT={script}"), "sh", "-c", &cmd]);

@@ -16,11 +16,12 @@
 //! application, server, library, language, `tds_version: "5.0"`), SQLBatch (UTF-16LE text after
 //! ALL_HEADERS: the first [`SQL_WINDOW`] bytes are converted to UTF-8 and handed whole to the SQL
 //! injection detector; the record keeps [`QUERY_TEXT`] bytes of the first and last), RPC (count,
-//! first procedure; the statement of `sp_executesql` goes to the detector too), Attention (count), TDS 5.0 language commands (detector). Server side: the
-//! PRELOGIN response (server version, ENCRYPTION), then tabular results: ENVCHANGE (database,
-//! packet size), LOGINACK (program, version, negotiated TDS version), ERROR (count, first number
-//! and message). Directions are parsed independently; a gap stops the direction it hits unless it
-//! falls inside a payload being skipped. MARS (SMP-wrapped packets) stops parsing quietly.
+//! first procedure; the statement of `sp_executesql` goes to the detector too), Attention
+//! (count), TDS 5.0 language commands (detector). Server side: the PRELOGIN response (server
+//! version, ENCRYPTION), then tabular results: ENVCHANGE (database, packet size), LOGINACK
+//! (program, version, negotiated TDS version), ERROR (count, first number and message).
+//! Directions are parsed independently; a gap stops the direction it hits unless it falls
+//! inside a payload being skipped. MARS (SMP-wrapped packets) stops parsing quietly.
 
 pub mod parser;
 
@@ -256,10 +257,8 @@ impl Tds {
         self.server_name = l.server_name.map(text);
         self.library = l.library.map(text);
         self.language = l.language.map(text);
-        self.packet_size = l
-            .packet_size
-            .and_then(|p| std::str::from_utf8(p).ok())
-            .and_then(|s| s.trim_end_matches('\0').parse().ok());
+        self.packet_size =
+            l.packet_size.and_then(|p| std::str::from_utf8(p).ok()).and_then(|s| s.trim_end_matches('\0').parse().ok());
     }
 
     /// An RPC: `head` is the first [`HEAD_WINDOW`] payload bytes, `chunks` the whole window.
@@ -463,7 +462,10 @@ impl AppParser for Tds {
         if let Some(v) = self.client_prog_version {
             // Sent as bytes major, minor, build (big-endian), as [MS-TDS] 2.2.6.4's examples.
             let b = v.to_le_bytes();
-            out.insert("client_prog_version".into(), format!("{}.{}.{}", b[0], b[1], u16::from_be_bytes([b[2], b[3]])).into());
+            out.insert(
+                "client_prog_version".into(),
+                format!("{}.{}.{}", b[0], b[1], u16::from_be_bytes([b[2], b[3]])).into(),
+            );
         }
         put(out, "host", s(&self.host).as_deref());
         put(out, "user", s(&self.user).as_deref());

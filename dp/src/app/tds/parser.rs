@@ -159,10 +159,7 @@ pub fn gather(b: &[u8], window: usize) -> Parse<Gathered> {
         }
         taken += take;
         if take < plen || taken == window || h.eom() {
-            return Parse::Ok(
-                Gathered { consumed: end, taken, pkt_left: plen - take, more: !h.eom(), packets },
-                end,
-            );
+            return Parse::Ok(Gathered { consumed: end, taken, pkt_left: plen - take, more: !h.eom(), packets }, end);
         }
         p = end;
     }
@@ -417,7 +414,10 @@ pub struct Login7<'a> {
 
 /// True for the TDS versions a LOGIN7 may request.
 pub fn known_tds_version(v: u32) -> bool {
-    matches!(v, 0x7000_0000 | 0x7100_0000 | 0x7100_0001 | 0x7209_0002 | 0x730a_0003 | 0x730b_0003 | 0x7400_0004 | 0x0800_0000)
+    matches!(
+        v,
+        0x7000_0000 | 0x7100_0000 | 0x7100_0001 | 0x7209_0002 | 0x730a_0003 | 0x730b_0003 | 0x7400_0004 | 0x0800_0000
+    )
 }
 
 /// Name of a TDS version (`"7.4"`), `None` if unknown.
@@ -705,7 +705,11 @@ pub fn rpc_statement(body: &[u8]) -> Option<(usize, usize)> {
 }
 
 /// The bytes `skip..skip + take` of the concatenation of `chunks`.
-pub fn sub_chunks<'a>(chunks: impl Iterator<Item = &'a [u8]>, skip: usize, take: usize) -> impl Iterator<Item = &'a [u8]> {
+pub fn sub_chunks<'a>(
+    chunks: impl Iterator<Item = &'a [u8]>,
+    skip: usize,
+    take: usize,
+) -> impl Iterator<Item = &'a [u8]> {
     let (mut skip, mut take) = (skip, take);
     chunks.map(move |c| {
         let k = skip.min(c.len());
@@ -836,7 +840,9 @@ pub fn first_token_check(b: &[u8], total: usize) -> Table {
         },
         _ => match b.get(3..11) {
             // number, state, class (severity 0..=25), message length inside the token.
-            Some(v) if v[5] <= 25 && 8 + 2 * usize::from(u16::from_le_bytes([v[6], v[7]])) <= len => Table::Complete(11),
+            Some(v) if v[5] <= 25 && 8 + 2 * usize::from(u16::from_le_bytes([v[6], v[7]])) <= len => {
+                Table::Complete(11)
+            }
             Some(_) => Table::Invalid,
             None => Table::Partial,
         },

@@ -6,8 +6,8 @@
 
 use super::*;
 use crate::app::testutil::{
-    check_every_prefix, check_every_split, check_rejects_other_corpus, check_rejects_random, corpus_flows,
-    feed_all, feed_segments, l7_of, Flow, Rng,
+    check_every_prefix, check_every_split, check_rejects_other_corpus, check_rejects_random, corpus_flows, feed_all,
+    feed_segments, l7_of, Flow, Rng,
 };
 use serde_json::json;
 
@@ -215,7 +215,8 @@ fn captured_segmentation_gives_the_same_result() {
     for f in login7_flows().iter().chain(corpus_flows("tds.pcap").iter()) {
         let whole = l7_of(&parse(f));
         let mut t = Tds::default();
-        let segs = |dir: Dir| f.segments.iter().filter(|(d, _)| *d == dir).map(|(_, s)| s.as_slice()).collect::<Vec<_>>();
+        let segs =
+            |dir: Dir| f.segments.iter().filter(|(d, _)| *d == dir).map(|(_, s)| s.as_slice()).collect::<Vec<_>>();
         assert!(feed_segments(&mut t, Dir::ToServer, &segs(Dir::ToServer)).is_empty());
         assert!(feed_segments(&mut t, Dir::ToClient, &segs(Dir::ToClient)).is_empty());
         assert_eq!(l7_of(&t), whole, "{}", f.client_port);
@@ -357,7 +358,10 @@ fn gap_inside_a_skipped_payload_keeps_parsing() {
     assert!(feed_all(&mut t, Dir::ToServer, &bytes[first + 1000..]).is_empty());
     assert!(feed_all(&mut t, Dir::ToServer, &attention).is_empty());
     let m = l7_of(&t);
-    assert_eq!((m["gap"].clone(), m["attentions"].clone(), m["query_count"].clone()), (json!(true), json!(1), json!(1)));
+    assert_eq!(
+        (m["gap"].clone(), m["attentions"].clone(), m["query_count"].clone()),
+        (json!(true), json!(1), json!(1))
+    );
     // A gap at a packet boundary stops the direction quietly.
     let mut t = Tds::default();
     t.gap(Dir::ToServer, 10);
