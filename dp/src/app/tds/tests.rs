@@ -182,7 +182,7 @@ fn sql_batch_spanning_packets_is_decoded_whole() {
     assert_eq!(m["packets_to_server"], 4); // PRELOGIN, LOGIN7, batch in two packets
     assert_eq!(m["messages_to_server"], 3);
     assert!(m.get("violation").is_none());
-    // The statement tsql was given (see the capture's making in fake_tds_server.py's doc).
+    // The statement tsql was given (how the capture was made: fake_tds_server.py's docstring).
     let items: Vec<String> = (0..300).map(|i| format!("'n{i:04}'")).collect();
     let want = format!("SELECT id, total FROM orders WHERE note IN ({})\n", items.join(", "));
     assert_eq!(m["first_query"], want[..QUERY_TEXT]);
