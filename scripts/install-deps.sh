@@ -15,6 +15,7 @@ PKGS=(
   memcached libmemcached-tools chrony busybox python3-kafka python3-pymongo python3-cassandra
   zookeeper zookeeper-bin libslf4j-java default-jre-headless   # ZooKeeper server, Java CLI and C cli_mt (e2e_zookeeper)
   python3-venv python3-pip                                                    # venvs for PyPI test clients (oracledb)
+  freetds-bin                                                                       # tsql: TDS client (e2e_tds)
 )
 
 missing=()

@@ -153,6 +153,7 @@ parsers! {
     Dhcp => super::dhcp::Dhcp,
     Zookeeper => super::zookeeper::Zookeeper,
     Tns => super::tns::Tns,
+    Tds => super::tds::Tds,
 }
 
 /// Inspection status of a session.

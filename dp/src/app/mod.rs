@@ -38,6 +38,7 @@ pub mod ntp;
 pub mod postgresql;
 pub mod redis;
 pub mod ssh;
+pub mod tds;
 pub mod template;
 pub mod tls;
 pub mod zookeeper;
@@ -89,11 +90,13 @@ pub enum App {
     Zookeeper,
     /// Oracle TNS (Net8).
     Tns,
+    /// Microsoft SQL Server / Sybase Tabular Data Stream.
+    Tds,
 }
 
 impl App {
     /// Every app, in declaration order.
-    pub const ALL: &'static [App] = &[App::Unknown, App::Template, App::Http, App::Http2, App::Grpc, App::Tls, App::Dns, App::Ssh, App::Redis, App::Mysql, App::Postgresql, App::Echo, App::Kafka, App::Mongodb, App::Cassandra, App::Couchbase, App::Ntp, App::Dhcp, App::Zookeeper, App::Tns];
+    pub const ALL: &'static [App] = &[App::Unknown, App::Template, App::Http, App::Http2, App::Grpc, App::Tls, App::Dns, App::Ssh, App::Redis, App::Mysql, App::Postgresql, App::Echo, App::Kafka, App::Mongodb, App::Cassandra, App::Couchbase, App::Ntp, App::Dhcp, App::Zookeeper, App::Tns, App::Tds];
 
     /// The app named `name` (as [`App::as_str`] writes it), if any.
     pub fn from_name(name: &str) -> Option<App> {
@@ -123,6 +126,7 @@ impl App {
             App::Dhcp => "dhcp",
             App::Zookeeper => "zookeeper",
             App::Tns => "tns",
+            App::Tds => "tds",
         }
     }
 }
