@@ -476,4 +476,104 @@ mod tests {
         assert_eq!(i.process(&[0u8; 5], meta(1, 1)), Verdict::Forward);
         assert_eq!(i.stats.malformed[Malformed::EthTruncated as usize], 1);
     }
+
+    /// Runs every frame of a corpus capture through an Inspector enforcing `policy`; returns
+    /// the verdicts in frame order and the final snapshots.
+    fn run_policy(file: &str, policy: &str) -> (Inspector, Vec<Verdict>, Vec<SessionSnapshot>) {
+        let p = crate::policy::Policy::from_toml(policy).unwrap();
+        let mut i = Inspector::new(1024, Timeouts::default(), MalformedPolicy::Drop);
+        i.set_policy(Arc::new(CompiledPolicy::compile(&p).unwrap()), 1);
+        let f = std::fs::File::open(crate::app::testutil::corpus(file)).unwrap();
+        let mut r = pcap_file::pcap::PcapReader::new(f).unwrap();
+        let mut verdicts = Vec::new();
+        let mut n = 0;
+        while let Some(Ok(pkt)) = r.next_packet() {
+            n += 1;
+            verdicts.push(i.process(&pkt.data, meta(1, n)));
+        }
+        let mut snaps = Vec::new();
+        i.drain_reports(&mut snaps);
+        (i, verdicts, snaps)
+    }
+
+    const SRV: &str = "[[workload]]\nid = \"srv\"\nips = [\"198.18.0.2\"]\nmode = \"MODE\"\n";
+
+    #[test]
+    fn app_rule_allows_its_app_and_resets_another() {
+        let allow = |app: &str| {
+            SRV.replace("MODE", "protect")
+                + &format!("[[rule]]\nid = 7\nfrom = \"any\"\nto = \"srv\"\nip_proto = \"tcp\"\nports = [\"80\"]\napps = [\"{app}\"]\naction = \"allow\"\n")
+        };
+        let (i, verdicts, snaps) = run_policy("http.pcap", &allow("http"));
+        assert!(verdicts.iter().all(|v| *v == Verdict::Forward), "{verdicts:?}");
+        let on80: Vec<_> = snaps.iter().filter(|s| s.session.key.hi_port == 80 || s.session.key.lo_port == 80).collect();
+        assert!(!on80.is_empty());
+        for s in &on80 {
+            let p = s.policy.as_ref().unwrap();
+            assert_eq!((p.verdict, p.rule_id), (Some(PolicyVerdict::Allowed), Some(7)));
+            assert_eq!(p.workloads[1].as_deref(), Some("srv"));
+        }
+        assert_eq!(i.hits.rules[0], on80.len() as u64);
+
+        // The same sessions under a rule for another app: forwarded until HTTP is detected, then
+        // the detecting frame is answered with resets and nothing more passes.
+        let (i, verdicts, snaps) = run_policy("http.pcap", &allow("redis"));
+        let resets = verdicts.iter().filter(|v| **v == Verdict::Reset).count();
+        assert_eq!(resets as u64, i.stats.policy_resets);
+        assert_eq!(resets, snaps.iter().filter(|s| s.app.as_ref().is_some_and(|a| a.app == App::Http)).count());
+        for s in snaps.iter().filter(|s| s.app.as_ref().is_some_and(|a| a.app == App::Http)) {
+            assert!(s.session.policy.blocked && s.session.policy.reset_sent);
+            assert_eq!(s.policy.as_ref().unwrap().verdict, Some(PolicyVerdict::Denied));
+        }
+        // Every frame after a session's reset is dropped.
+        assert!(i.stats.policy_dropped >= resets as u64);
+    }
+
+    #[test]
+    fn protect_drops_from_the_first_frame_and_alert_forwards_violations() {
+        let (i, verdicts, snaps) = run_policy("redis.pcap", &SRV.replace("MODE", "protect"));
+        let tcp: Vec<_> = snaps.iter().filter(|s| s.session.key.proto == 6).collect();
+        assert!(!tcp.is_empty());
+        for s in &tcp {
+            assert_eq!(s.session.app_ctx, NO_APP, "a denied session got an app context");
+            assert_eq!(s.policy.as_ref().unwrap().verdict, Some(PolicyVerdict::Denied));
+        }
+        // The capture holds what the server answered without Warden: every frame of a denied
+        // session is dropped (a server frame of a session cut before it is answered with resets
+        // once, as an established session would be).
+        let tcp_frames: u64 = tcp.iter().map(|s| s.session.packets[0] + s.session.packets[1]).sum();
+        let dropped = verdicts.iter().filter(|v| matches!(v, Verdict::Drop(DropReason::PolicyDenied) | Verdict::Reset)).count();
+        assert_eq!(dropped as u64, tcp_frames);
+        assert!(i.stats.policy_resets <= tcp.len() as u64);
+        let mut events = Vec::new();
+        let (mut i, verdicts, snaps) = run_policy("redis.pcap", &SRV.replace("MODE", "alert"));
+        assert!(verdicts.iter().all(|v| *v == Verdict::Forward));
+        for s in snaps.iter().filter(|s| s.session.key.proto == 6) {
+            assert_eq!(s.policy.as_ref().unwrap().verdict, Some(PolicyVerdict::Violation));
+        }
+        i.drain_events(&mut events);
+        assert_eq!(events.len(), snaps.iter().filter(|s| s.session.key.proto == 6).count());
+    }
+
+    #[test]
+    fn a_new_generation_reevaluates_established_sessions() {
+        let p = |mode: &str| {
+            let text = SRV.replace("MODE", mode);
+            Arc::new(CompiledPolicy::compile(&crate::policy::Policy::from_toml(&text).unwrap()).unwrap())
+        };
+        let mut i = Inspector::new(64, Timeouts::default(), MalformedPolicy::Drop);
+        i.set_policy(p("alert"), 1);
+        let mut syn = tcp4(&[], SYN, b"");
+        // Server address 198.18.0.2 is the workload: the frame goes to it.
+        assert_eq!(i.process(&syn, meta(1, 1)), Verdict::Forward);
+        let data = tcp4(&[], ACK | PSH, b"x");
+        assert_eq!(i.process(&data, meta(1, 2)), Verdict::Forward);
+        i.set_policy(p("protect"), 2);
+        assert_eq!(i.process(&data, meta(1, 3)), Verdict::Reset, "established session cut with resets");
+        assert_eq!(i.process(&data, meta(1, 4)), Verdict::Drop(DropReason::PolicyDenied));
+        i.set_policy(p("learn"), 3);
+        assert_eq!(i.process(&data, meta(1, 5)), Verdict::Forward, "learn forwards again");
+        syn[0] ^= 0; // unchanged frame, new policy generation: still one session
+        assert_eq!(i.sessions.len(), 1);
+    }
 }
