@@ -151,6 +151,7 @@ parsers! {
     Couchbase => super::couchbase::Couchbase,
     Ntp => super::ntp::Ntp,
     Dhcp => super::dhcp::Dhcp,
+    Spark => super::spark::Spark,
 }
 
 /// Inspection status of a session.

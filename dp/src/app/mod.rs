@@ -37,6 +37,7 @@ pub mod mysql;
 pub mod ntp;
 pub mod postgresql;
 pub mod redis;
+pub mod spark;
 pub mod ssh;
 pub mod template;
 pub mod tls;
@@ -83,6 +84,8 @@ pub enum App {
     Ntp,
     /// DHCPv4.
     Dhcp,
+    /// Apache Spark RPC and block transfer (Netty transport).
+    Spark,
 }
 
 impl App {
@@ -107,6 +110,7 @@ impl App {
             App::Couchbase => "couchbase",
             App::Ntp => "ntp",
             App::Dhcp => "dhcp",
+            App::Spark => "spark",
         }
     }
 }
