@@ -20,15 +20,16 @@
 //! `MergedBlockMetaSuccess` carry the least to check (length, type, two signs).
 //!
 //! Extracted: frame counts and per-type message counts of each direction; for Spark RPC bodies
-//! (`RpcRequest`, `OneWayMessage`) the receiver endpoint names (first [`MAX_ENDPOINTS`]), the
-//! names asked of the `endpoint-verifier` (`CheckExistence`, first [`MAX_ENDPOINTS`]), the
-//! simple class names of the messages (first [`MAX_MESSAGES`]) and the first sender RPC address
-//! of each direction; block transfer message names (first [`MAX_BLOCKS`]) and the app id of
-//! `OpenBlocks`/`FetchShuffleBlocks`; authentication (`spark.authenticate`: a SASL or auth
-//! engine tag starting an RPC body) with its app id, and `encrypted` when framing is lost after
-//! it (the AES auth engine encrypts everything that follows; nothing is decrypted); failure
-//! count and the first failure text (256 bytes); bytes skipped unread. A gap inside a skipped
-//! frame shortens the skip; any other gap stops that direction.
+//! (`RpcRequest`, `OneWayMessage`) the receiver endpoint names (first [`MAX_ENDPOINTS`],
+//! [`MAX_NAME`] bytes each), the names asked of the `endpoint-verifier` (`CheckExistence`,
+//! first [`MAX_ENDPOINTS`]), the simple class names of the messages (first [`MAX_MESSAGES`])
+//! and the first sender RPC address of each direction; block transfer message names (first
+//! [`MAX_BLOCKS`]) and the app id of `OpenBlocks`/`FetchShuffleBlocks`; authentication
+//! (`spark.authenticate`: a SASL or auth engine tag starting an RPC body) with its app id, and
+//! `encrypted` when framing is lost after it (the AES auth engine encrypts everything that
+//! follows; nothing is decrypted); failure count and the first failure text ([`MAX_FAILURE`]
+//! bytes); bytes skipped unread. A gap inside a skipped frame shortens the skip; any other gap
+//! stops that direction.
 
 pub mod parser;
 
@@ -50,7 +51,9 @@ pub const MAX_MESSAGES: usize = 12;
 /// Distinct block transfer message types remembered.
 pub const MAX_BLOCKS: usize = 8;
 /// Failure text kept (bytes).
-pub const MAX_FAILURE: usize = 256;
+pub const MAX_FAILURE: usize = 160;
+/// Endpoint, verified and message class names kept (bytes each).
+pub const MAX_NAME: usize = 40;
 
 /// Bytes of a stream id, app id or stream name the probe checks.
 const PROBE_TEXT: usize = 64;
@@ -106,21 +109,21 @@ struct Side {
     frames: u64,
     counts: [u32; parser::TYPES],
     /// First sender RPC address in this direction's `RequestMessage`s.
-    address: Option<Text<80>>,
+    address: Option<Text<48>>,
 }
 
 /// Per-session Spark transport state: fixed size, no heap.
 #[derive(Debug, Clone, Default)]
 pub struct Spark {
     side: [Side; 2],
-    endpoints: Names<MAX_ENDPOINTS, 64>,
-    lookups: Names<MAX_ENDPOINTS, 64>,
-    messages: Names<MAX_MESSAGES, 48>,
+    endpoints: Names<MAX_ENDPOINTS, MAX_NAME>,
+    lookups: Names<MAX_ENDPOINTS, MAX_NAME>,
+    messages: Names<MAX_MESSAGES, MAX_NAME>,
     blocks: [u8; MAX_BLOCKS],
     n_blocks: usize,
     app_id: Option<Text<64>>,
     auth: Option<Auth>,
-    auth_app_id: Option<Text<64>>,
+    auth_app_id: Option<Text<32>>,
     encrypted: bool,
     failures: u64,
     failure: Option<Text<MAX_FAILURE>>,
@@ -129,9 +132,9 @@ pub struct Spark {
     gap: bool,
 }
 
-fn address(a: &parser::RpcAddress<'_>) -> Text<80> {
-    let mut t = Text::<80>::new();
-    let _ = write!(t, "{}:{}", text::<64>(a.host).as_str(), a.port);
+fn address(a: &parser::RpcAddress<'_>) -> Text<48> {
+    let mut t = Text::<48>::new();
+    let _ = write!(t, "{}:{}", text::<36>(a.host).as_str(), a.port);
     t
 }
 
@@ -275,8 +278,13 @@ impl Check<'_> {
 fn opens(dir: Dir, t: u8) -> bool {
     use parser::*;
     match dir {
-        Dir::ToServer => matches!(t, CHUNK_FETCH_REQUEST | RPC_REQUEST | STREAM_REQUEST | ONE_WAY | UPLOAD_STREAM | MERGED_META_REQUEST),
-        Dir::ToClient => t < TYPES as u8 && !matches!(t, CHUNK_FETCH_REQUEST | STREAM_REQUEST | UPLOAD_STREAM | MERGED_META_REQUEST),
+        Dir::ToServer => matches!(
+            t,
+            CHUNK_FETCH_REQUEST | RPC_REQUEST | STREAM_REQUEST | ONE_WAY | UPLOAD_STREAM | MERGED_META_REQUEST
+        ),
+        Dir::ToClient => {
+            t < TYPES as u8 && !matches!(t, CHUNK_FETCH_REQUEST | STREAM_REQUEST | UPLOAD_STREAM | MERGED_META_REQUEST)
+        }
     }
 }
 

@@ -90,7 +90,10 @@ fn executor_and_driver() {
     assert_eq!(m["frames_to_client"], 14);
     assert_eq!(m["messages_to_server"], json!({"RpcRequest": 11, "OneWayMessage": 5}));
     assert_eq!(m["messages_to_client"], json!({"RpcResponse": 11, "OneWayMessage": 3}));
-    assert_eq!(m["endpoints"], json!(["endpoint-verifier", "CoarseGrainedScheduler", "BlockManagerMaster", "Executor"]));
+    assert_eq!(
+        m["endpoints"],
+        json!(["endpoint-verifier", "CoarseGrainedScheduler", "BlockManagerMaster", "Executor"])
+    );
     assert_eq!(
         m["lookups"],
         json!([
@@ -366,4 +369,11 @@ fn mutated_input_never_panics() {
             let _ = l7_of(&s);
         }
     }
+}
+
+#[test]
+fn state_is_small() {
+    // Not the largest parser state (the engine's per-session pool holds one of each kind).
+    let n = std::mem::size_of::<Spark>();
+    assert!(n <= 2048, "Spark state is {n} bytes");
 }
