@@ -8,6 +8,7 @@ PKGS=(
   iproute2 ethtool iputils-ping tcpdump curl python3 procps                         # topologies, real clients/servers
   redis-server redis-tools dnsmasq-base dnsutils openssh-server openssh-client openssl  # app detection end to end
   postgresql postgresql-client mariadb-server mariadb-client nginx socat
+  default-jre-headless python3-venv                                                # Spark end to end (pyspark venv below)
 )
 
 missing=()
@@ -26,6 +27,15 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   [ -n "$policy_added" ] && rm -f /usr/sbin/policy-rc.d
+fi
+
+# Spark end to end: a real standalone Master and Worker from pyspark's jars (PyPI, ~400 MB),
+# in a venv of their own. Override the location with WARDEN_TEST_VENV.
+venv="${WARDEN_TEST_VENV:-/opt/warden-test-venv}"
+if ! "$venv/bin/python" -c 'import pyspark' >/dev/null 2>&1; then
+  echo "install-deps: installing pyspark into $venv"
+  [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check pyspark >/dev/null
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
