@@ -15,9 +15,10 @@
 //! `UploadStream`, `MergedBlockMetaRequest`) or, from the server, a response or a server-sent
 //! `RpcRequest`/`OneWayMessage`; size fields equal the frame length minus the header, request
 //! ids are non-negative (`TransportClient` draws them with `Math.abs`; `RpcFailure` may carry
-//! `Long.MIN_VALUE`), chunk indexes and byte counts are non-negative and stream ids, app ids
-//! and stream names hold no control characters. `ChunkFetchSuccess` and
-//! `MergedBlockMetaSuccess` carry the least to check (length, type, two signs).
+//! `Long.MIN_VALUE`), chunk indexes and byte counts are non-negative, and stream names and app
+//! ids in headers hold no control characters. `ChunkFetchSuccess` (length, type, the chunk
+//! index's sign) and `MergedBlockMetaSuccess` (length, type, two signs) carry the least to
+//! check; their stream ids are random longs.
 //!
 //! Extracted: frame counts and per-type message counts of each direction; for Spark RPC bodies
 //! (`RpcRequest`, `OneWayMessage`) the receiver endpoint names (first [`MAX_ENDPOINTS`],
