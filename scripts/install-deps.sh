@@ -16,6 +16,7 @@ PKGS=(
   zookeeper zookeeper-bin libslf4j-java default-jre-headless   # ZooKeeper server, Java CLI and C cli_mt (e2e_zookeeper)
   python3-venv python3-pip                                                    # venvs for PyPI test clients (oracledb)
   freetds-bin                                                                       # tsql: TDS client (e2e_tds)
+  default-jre-headless python3-venv                                                # Spark end to end (pyspark venv below)
 )
 
 missing=()
@@ -44,6 +45,13 @@ if ! "$ORACLEDB_VENV/bin/python" -c "import oracledb" >/dev/null 2>&1; then
   mkdir -p "$(dirname "$ORACLEDB_VENV")"
   /usr/bin/python3 -m venv "$ORACLEDB_VENV"
   "$ORACLEDB_VENV/bin/pip" install -q --disable-pip-version-check oracledb
+# Spark end to end: a real standalone Master and Worker from pyspark's jars (PyPI, ~400 MB),
+# in a venv of their own. Override the location with WARDEN_TEST_VENV.
+venv="${WARDEN_TEST_VENV:-/opt/warden-test-venv}"
+if ! "$venv/bin/python" -c 'import pyspark' >/dev/null 2>&1; then
+  echo "install-deps: installing pyspark into $venv"
+  [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check pyspark >/dev/null
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

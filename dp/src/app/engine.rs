@@ -154,6 +154,7 @@ parsers! {
     Zookeeper => super::zookeeper::Zookeeper,
     Tns => super::tns::Tns,
     Tds => super::tds::Tds,
+    Spark => super::spark::Spark,
 }
 
 /// Inspection status of a session.

@@ -37,6 +37,7 @@ pub mod mysql;
 pub mod ntp;
 pub mod postgresql;
 pub mod redis;
+pub mod spark;
 pub mod ssh;
 pub mod tds;
 pub mod template;
@@ -92,11 +93,13 @@ pub enum App {
     Tns,
     /// Microsoft SQL Server / Sybase Tabular Data Stream.
     Tds,
+    /// Apache Spark RPC and block transfer (Netty transport).
+    Spark,
 }
 
 impl App {
     /// Every app, in declaration order.
-    pub const ALL: &'static [App] = &[App::Unknown, App::Template, App::Http, App::Http2, App::Grpc, App::Tls, App::Dns, App::Ssh, App::Redis, App::Mysql, App::Postgresql, App::Echo, App::Kafka, App::Mongodb, App::Cassandra, App::Couchbase, App::Ntp, App::Dhcp, App::Zookeeper, App::Tns, App::Tds];
+    pub const ALL: &'static [App] = &[App::Unknown, App::Template, App::Http, App::Http2, App::Grpc, App::Tls, App::Dns, App::Ssh, App::Redis, App::Mysql, App::Postgresql, App::Echo, App::Kafka, App::Mongodb, App::Cassandra, App::Couchbase, App::Ntp, App::Dhcp, App::Zookeeper, App::Tns, App::Tds, App::Spark];
 
     /// The app named `name` (as [`App::as_str`] writes it), if any.
     pub fn from_name(name: &str) -> Option<App> {
@@ -127,6 +130,7 @@ impl App {
             App::Zookeeper => "zookeeper",
             App::Tns => "tns",
             App::Tds => "tds",
+            App::Spark => "spark",
         }
     }
 }
