@@ -4,7 +4,10 @@
 //! The pipeline never knows where frames come from (the NeuVector `dp` shape: I/O backends call
 //! into inspection, never the reverse). It allocates nothing per frame.
 
+use std::sync::Arc;
+
 use crate::app::engine::{Engine, EngineConfig};
+use crate::expect::{ExpectTable, Expectation};
 use crate::flow::{End, FlowKey};
 use crate::session::{Dir, SessionSnapshot, SessionTable, Timeouts, NO_APP};
 use crate::wire::{self, Frame, Malformed, L4};
@@ -90,6 +93,7 @@ pub struct Inspector {
     /// Counters.
     pub stats: InspectStats,
     malformed: MalformedPolicy,
+    expect: Arc<ExpectTable>,
 }
 
 /// The session key of a decoded frame, if it has one (IP frames only), with the sending end.
@@ -117,7 +121,20 @@ impl Inspector {
             engine: Engine::new(engine),
             stats: InspectStats::default(),
             malformed,
+            expect: Arc::new(ExpectTable::default()),
         }
+    }
+
+    /// Uses `table` for expectations (flows announced by other flows, such as TFTP transfers)
+    /// instead of this pipeline's own: the daemon gives every worker the same table, since an
+    /// announced flow may be owned by another worker than the flow that announced it.
+    pub fn share_expectations(&mut self, table: Arc<ExpectTable>) {
+        self.expect = table;
+    }
+
+    /// The expectation table this pipeline registers in and looks up.
+    pub fn expectations(&self) -> &Arc<ExpectTable> {
+        &self.expect
     }
 
     /// Processes one raw frame.
@@ -167,26 +184,47 @@ impl Inspector {
             self.sessions.note_client_iface(t.idx, meta.iface);
         }
         if matches!(ip.l4, L4::Tcp { .. } | L4::Udp) {
-            self.inspect_payload(t.idx, t.new, t.dir, ip);
+            self.inspect_payload(t.idx, t.new, end, ip, meta.now_ns);
         }
         Verdict::Forward
     }
 
-    fn inspect_payload(&mut self, idx: u32, new: bool, dir: Dir, ip: &wire::Ip<'_>) {
+    /// App inspection of a TCP/UDP frame sent by canonical end `from`. A new UDP session that a
+    /// request of another session announced (an entry of the shared expectation table: a TFTP
+    /// transfer from the server's new port) takes that entry: its client becomes the announcing
+    /// flow's client and its app context opens already decided. After the frame is fed, an
+    /// announcement the parser made is registered for the related flow.
+    fn inspect_payload(&mut self, idx: u32, new: bool, from: End, ip: &wire::Ip<'_>, now_ns: u64) {
+        if new {
+            let related = match ip.l4 {
+                L4::Udp => self.expect.take(&self.sessions.get(idx).key, now_ns),
+                _ => None,
+            };
+            if let Some((_, client)) = related {
+                self.sessions.set_client(idx, client);
+            }
+            let s = self.sessions.get(idx);
+            let server_port = match s.client {
+                End::Lo => s.key.hi_port,
+                End::Hi => s.key.lo_port,
+            };
+            let ctx = match related {
+                Some((e, _)) => self.engine.open_related(ip.proto, server_port, &e),
+                None => self.engine.open(ip.proto, server_port),
+            };
+            self.sessions.get_mut(idx).app_ctx = ctx.unwrap_or(NO_APP);
+        }
         let s = self.sessions.get(idx);
+        let ctx = s.app_ctx;
+        if ctx == NO_APP {
+            return;
+        }
+        let dir = s.dir_of(from);
         let server_port = match s.client {
             End::Lo => s.key.hi_port,
             End::Hi => s.key.lo_port,
         };
         let packets = (s.packets[0] + s.packets[1]).min(u64::from(u32::MAX)) as u32;
-        let mut ctx = s.app_ctx;
-        if new {
-            ctx = self.engine.open(ip.proto, server_port).unwrap_or(NO_APP);
-            self.sessions.get_mut(idx).app_ctx = ctx;
-        }
-        if ctx == NO_APP {
-            return;
-        }
         match ip.l4 {
             L4::Tcp { seq, flags, .. } => {
                 if flags & wire::tcpflag::SYN != 0 {
@@ -198,6 +236,26 @@ impl Inspector {
             }
             L4::Udp => self.engine.datagram(ctx, dir, ip.payload, server_port, packets),
             _ => {}
+        }
+        if let Some((parser, data)) = self.engine.take_related(ctx) {
+            let s = self.sessions.get(idx);
+            let k = &s.key;
+            let ((client, client_port), (server, server_port)) = match s.client {
+                End::Lo => ((k.lo, k.lo_port), (k.hi, k.hi_port)),
+                End::Hi => ((k.hi, k.hi_port), (k.lo, k.lo_port)),
+            };
+            let e = Expectation {
+                zone: k.zone,
+                proto: k.proto,
+                parser,
+                client,
+                client_port,
+                server,
+                server_port,
+                expires_ns: 0,
+                data,
+            };
+            self.expect.insert(&e, now_ns);
         }
     }
 

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 #[allow(unused_imports)]
 use super::AppParser;
 use super::{echo, App, Dir, Feed, Probe, Transport};
+use crate::expect::{Expectation, Related};
 use crate::stream::{BufPool, Bypass, Sink, Stream};
 use crate::wire::ipproto;
 
@@ -43,6 +44,9 @@ pub struct Candidate {
     pub probe: fn(Dir, &[u8]) -> Probe,
     /// Creates its per-session state.
     pub make: fn() -> AppState,
+    /// Creates the state of a related flow announced by another session
+    /// ([`AppParser::from_related`]).
+    pub related: fn(&Expectation) -> Option<AppState>,
 }
 
 macro_rules! registry {
@@ -67,6 +71,7 @@ macro_rules! registry {
                 transport: <$ty as AppParser>::TRANSPORT,
                 probe: <$ty as AppParser>::probe,
                 make: || AppState::$variant(<$ty>::default()),
+                related: |e| <$ty as AppParser>::from_related(e).map(AppState::$variant),
             },)*
         ];
 
@@ -95,6 +100,22 @@ macro_rules! registry {
                     }
                 }
                 None
+            }
+
+            /// A related flow the parser announced ([`AppParser::take_related`]).
+            fn take_related(&mut self) -> Option<Related> {
+                match self {
+                    AppState::None => None,
+                    $(AppState::$variant(p) => p.take_related(),)*
+                }
+            }
+
+            /// The registered app of the parser (before refinement).
+            fn base_app(&self) -> App {
+                match self {
+                    AppState::None => App::Unknown,
+                    $(AppState::$variant(_) => <$ty as AppParser>::APP,)*
+                }
             }
 
             /// The app as refined by the parser.
@@ -151,6 +172,7 @@ parsers! {
     Couchbase => super::couchbase::Couchbase,
     Ntp => super::ntp::Ntp,
     Dhcp => super::dhcp::Dhcp,
+    Tftp => super::tftp::Tftp,
 }
 
 /// Inspection status of a session.
@@ -477,6 +499,32 @@ impl Engine {
         };
         self.ctxs[i as usize].reset(proto, server_port);
         Some(i)
+    }
+
+    /// Takes a context for a new session that is the related flow `e` announced: the app is
+    /// decided at once (`detected_after` = 1, the session's first packet) with the state
+    /// [`AppParser::from_related`] builds; when that parser declines, detection runs as for
+    /// [`Engine::open`]. `None` when the pool is empty (counted).
+    pub fn open_related(&mut self, proto: u8, server_port: u16, e: &Expectation) -> Option<u32> {
+        let i = self.open(proto, server_port)?;
+        let c = &mut self.ctxs[i as usize];
+        if let Some(state) = CANDIDATES.get(usize::from(e.parser)).and_then(|cand| (cand.related)(e)) {
+            c.app = state.app();
+            c.state = state;
+            c.decided = true;
+            c.detected_after = 1;
+        }
+        Some(i)
+    }
+
+    /// The related flow the session's parser announced since the last call, with the index of
+    /// its parser in [`CANDIDATES`] (see [`AppParser::take_related`]).
+    pub fn take_related(&mut self, idx: u32) -> Option<(u8, Related)> {
+        let c = self.ctxs.get_mut(idx as usize)?;
+        let data = c.state.take_related()?;
+        let app = c.state.base_app();
+        let parser = CANDIDATES.iter().position(|cand| cand.app == app)?;
+        Some((u8::try_from(parser).ok()?, data))
     }
 
     /// Returns a context (session ended and reported).

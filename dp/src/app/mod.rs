@@ -39,6 +39,7 @@ pub mod postgresql;
 pub mod redis;
 pub mod ssh;
 pub mod template;
+pub mod tftp;
 pub mod tls;
 #[cfg(test)]
 pub mod testutil;
@@ -83,6 +84,8 @@ pub enum App {
     Ntp,
     /// DHCPv4.
     Dhcp,
+    /// TFTP (request and data transfer).
+    Tftp,
 }
 
 impl App {
@@ -107,6 +110,7 @@ impl App {
             App::Couchbase => "couchbase",
             App::Ntp => "ntp",
             App::Dhcp => "dhcp",
+            App::Tftp => "tftp",
         }
     }
 }
@@ -204,6 +208,23 @@ pub trait AppParser: Default + Clone + Send + 'static {
 
     /// Writes the record's `l7` fields (bounded). Called off the packet path.
     fn l7(&self, out: &mut Map<String, Value>);
+
+    /// Takes the announcement of a *related flow* this session's last message asked for (a
+    /// TFTP request announces its transfer, which the server sends from a new port): the
+    /// data [`AppParser::from_related`] will need, at most [`crate::expect::RELATED_BYTES`]. The
+    /// inspector registers it in the shared expectation table ([`crate::expect`]) keyed by this
+    /// session's client endpoint and server address. Polled after every fed packet, so return
+    /// `None` quickly; each announcement is returned once. Default: none.
+    fn take_related(&mut self) -> Option<crate::expect::Related> {
+        None
+    }
+
+    /// The state of a new session that is the related flow `e` announced (`e.data` is what
+    /// [`AppParser::take_related`] returned): the session is opened already decided as
+    /// [`AppParser::APP`] with this state. `None` (the default) lets normal detection run.
+    fn from_related(_e: &crate::expect::Expectation) -> Option<Self> {
+        None
+    }
 
     /// Threats the parser's detectors found in this session (SQL injection in SQL text or HTTP
     /// requests). Default: none.
