@@ -31,6 +31,7 @@ use warden_xdp::{AttachMode, XdpProgram};
 
 use crate::config::{Config, InlinePair, XdpMode};
 use crate::control::{self, Hub};
+use crate::expect::ExpectTable;
 use crate::inspect::{DropReason, Inspector};
 use crate::record::to_record;
 use crate::wire::Malformed;
@@ -422,6 +423,9 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 
     let (report_tx, report_rx) = bounded::<worker::WorkerReport>(d.report_queue);
     let meshes = worker::mesh(d.workers, 512);
+    // One expectation table for all workers: a TFTP transfer may be owned by another worker
+    // than its request.
+    let expectations = Arc::new(ExpectTable::default());
     let mut workers = Vec::new();
     let mut handles = Vec::new();
     for (i, mesh) in meshes.into_iter().enumerate() {
@@ -437,7 +441,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             idle_spins: d.idle_spins,
             report_interval: Duration::from_secs(d.report_interval),
         };
-        let insp = Inspector::with_engine(cfg.sessions.max, cfg.sessions.timeouts(), d.malformed, cfg.inspection.engine());
+        let mut insp = Inspector::with_engine(cfg.sessions.max, cfg.sessions.timeouts(), d.malformed, cfg.inspection.engine());
+        insp.share_expectations(expectations.clone());
         let reports = report_tx.clone();
         handles.push(
             thread::Builder::new()

@@ -416,9 +416,13 @@ mod tests {
         t.insert(&exp(41235, 1), 100);
         let a = Addr::v4([198, 18, 0, 1]);
         let s = Addr::v4([198, 18, 0, 2]);
-        for (zone, proto, cport, srv, sport) in
-            [(2, 17, 41235, s, 5), (1, 6, 41235, s, 5), (1, 17, 41236, s, 5), (1, 17, 41235, a, 5), (1, 17, 41235, s, 69)]
-        {
+        for (zone, proto, cport, srv, sport) in [
+            (2, 17, 41235, s, 5),
+            (1, 6, 41235, s, 5),
+            (1, 17, 41236, s, 5),
+            (1, 17, 41235, a, 5),
+            (1, 17, 41235, s, 69),
+        ] {
             let k = FlowKey::new(zone, proto, srv, sport, a, cport).0;
             assert!(t.peek(&k, 200).is_none(), "{zone} {proto} {cport} {srv} {sport}");
         }
@@ -507,7 +511,7 @@ mod tests {
                 while !stop.load(Ordering::Relaxed) {
                     i = i.wrapping_add(1);
                     let k = data_key(5000 + i % 6, 9).0;
-                    let hit = if (i + r) % 2 == 0 { t.take(&k, 0) } else { t.peek(&k, 0) };
+                    let hit = if i.wrapping_add(r) % 2 == 0 { t.take(&k, 0) } else { t.peek(&k, 0) };
                     if let Some((e, end)) = hit {
                         let b = e.data.0[0];
                         assert!(e.data.0.iter().all(|x| *x == b), "torn data {:?}", &e.data.0[..]);

@@ -333,4 +333,110 @@ mod tests {
         assert_eq!(i.process(&[0u8; 5], meta(1, 1)), Verdict::Forward);
         assert_eq!(i.stats.malformed[Malformed::EthTruncated as usize], 1);
     }
+
+    /// The corpus TFTP capture through two pipelines that own flows as two workers do
+    /// (`spread % 2`) and share one expectation table: every transfer flow, whichever worker
+    /// owns it, is labelled tftp with its request's file, is joined to its request, and has
+    /// the TFTP client as its client although the server sent its first packet.
+    #[test]
+    fn tftp_transfers_join_their_requests_across_workers() {
+        use crate::app::App;
+        let table = Arc::new(ExpectTable::default());
+        let mut w: Vec<Inspector> = (0..2)
+            .map(|_| {
+                let mut i = Inspector::new(256, Timeouts::default(), MalformedPolicy::Drop);
+                i.share_expectations(table.clone());
+                i
+            })
+            .collect();
+        let file = std::fs::File::open(crate::app::testutil::corpus("tftp.pcap")).unwrap();
+        let mut r = pcap_file::pcap::PcapReader::new(file).unwrap();
+        let mut owner_of = std::collections::BTreeMap::new();
+        while let Some(Ok(pkt)) = r.next_packet() {
+            let f = wire::decode(&pkt.data).unwrap();
+            let (k, _) = flow_of(&f, 0).unwrap();
+            let o = k.spread() as usize % 2;
+            owner_of.insert((k.lo_port, k.hi_port), o);
+            w[o].process_decoded(&f, pkt.data.len() as u32, meta(1, pkt.timestamp.as_nanos() as u64));
+        }
+        let mut recs = Vec::new();
+        for (o, i) in w.iter_mut().enumerate() {
+            for snap in i.snapshot(usize::MAX) {
+                recs.push((o, crate::record::to_record(&snap, |_| String::new()), snap));
+            }
+        }
+        assert_eq!(recs.len(), 10);
+        let mut cross = 0;
+        for (o, r, snap) in recs.iter().filter(|(_, r, _)| r.server_port != 69) {
+            assert_eq!(snap.app.as_ref().unwrap().app, App::Tftp, "{r:?}");
+            assert_eq!((r.client_ip.as_str(), r.server_ip.as_str()), ("198.18.0.1", "198.18.0.2"), "{r:?}");
+            let l7 = r.l7.as_ref().unwrap();
+            let want = format!("198.18.0.1:{} -> 198.18.0.2:69", r.client_port);
+            assert_eq!(l7["request_flow"], want.as_str());
+            let (ro, req, _) =
+                recs.iter().find(|(_, q, _)| q.server_port == 69 && q.client_port == r.client_port).unwrap();
+            assert_eq!(req.app, "tftp");
+            let rl7 = req.l7.as_ref().unwrap();
+            assert_eq!((&l7["file"], &l7["mode"], &l7["op"]), (&rl7["file"], &rl7["mode"], &rl7["op"]));
+            // The server sent the first packet; the client's packets count as to_server.
+            assert!(r.packets_to_client > 0);
+            if l7["op"] == "read" && l7.get("error").is_none() {
+                assert!(r.packets_to_server > 0 && r.bytes_to_client > r.bytes_to_server, "{r:?}");
+            }
+            cross += usize::from(o != ro);
+        }
+        assert!(cross > 0, "no transfer owned by another worker than its request: {owner_of:?}");
+        let st = table.stats();
+        assert_eq!((st.inserted, st.matched, st.replaced), (5, 5, 0));
+    }
+
+    /// A transfer arriving after its expectation expired, or without a request, stays unknown
+    /// with the first sender as client; a pipeline with its own table does not see another's.
+    #[test]
+    fn unannounced_or_expired_transfers_stay_unknown() {
+        use crate::app::App;
+        let frames: Vec<(u64, Vec<u8>)> = {
+            let file = std::fs::File::open(crate::app::testutil::corpus("tftp.pcap")).unwrap();
+            let mut r = pcap_file::pcap::PcapReader::new(file).unwrap();
+            let mut v = Vec::new();
+            while let Some(Ok(p)) = r.next_packet() {
+                v.push((p.timestamp.as_nanos() as u64, p.data.to_vec()));
+            }
+            v
+        };
+        // (shift of the transfers' clock, requests seen, one table for both pipelines, joined)
+        for (shift, requests, shared, joined) in [
+            (0, true, true, true),
+            (0, false, true, false),
+            (10_000_000_001, true, true, false),
+            (0, true, false, false),
+        ] {
+            let long_udp = Timeouts { udp: u64::MAX / 4, ..Timeouts::default() };
+            let mut i = Inspector::new(256, long_udp, MalformedPolicy::Drop);
+            let mut j = Inspector::new(256, Timeouts::default(), MalformedPolicy::Drop);
+            if shared {
+                j.share_expectations(i.expectations().clone());
+            }
+            for (ts, f) in &frames {
+                let d = wire::decode(f).unwrap();
+                if d.ip.as_ref().is_some_and(|ip| ip.dport == 69) {
+                    if requests {
+                        j.process_decoded(&d, f.len() as u32, meta(1, *ts));
+                    }
+                } else {
+                    i.process_decoded(&d, f.len() as u32, meta(1, *ts + shift));
+                }
+            }
+            let snaps = i.snapshot(usize::MAX);
+            assert_eq!(snaps.len(), 5);
+            for s in snaps {
+                let want = if joined { App::Tftp } else { App::Unknown };
+                assert_eq!(s.app.as_ref().unwrap().app, want, "{shift} {requests} {shared}");
+                let r = crate::record::to_record(&s, |_| String::new());
+                let client = if joined { "198.18.0.1" } else { "198.18.0.2" };
+                assert_eq!(r.client_ip, client, "unjoined: the first sender is the client");
+            }
+        }
+    }
 }
+

@@ -250,7 +250,13 @@ fn decimal(v: &[u8]) -> Option<u64> {
     if v.is_empty() || v.len() > MAX_DIGITS {
         return None;
     }
-    v.iter().try_fold(0u64, |acc, b| if b.is_ascii_digit() { acc.checked_mul(10)?.checked_add(u64::from(b - b'0')) } else { None })
+    v.iter().try_fold(0u64, |acc, b| {
+        if b.is_ascii_digit() {
+            acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+        } else {
+            None
+        }
+    })
 }
 
 /// Option name / value pairs up to the end of `data` (RFC 2347 §2): names non-empty printable
