@@ -765,7 +765,8 @@ mod tests {
 
 /// Runs every registered parser on arbitrary `data` (fuzzing entry point): both probes, then
 /// feeding through the stream engine's buffering in both directions split at a point derived
-/// from the data, a gap, and the `l7` output. Must never panic.
+/// from the data, a gap, a related flow's state when the parser announced one, and the `l7`
+/// output. Must never panic.
 pub fn exercise_all(data: &[u8]) {
     for c in CANDIDATES {
         exercise_candidate(c, data);
@@ -805,6 +806,28 @@ fn exercise_candidate(c: &Candidate, data: &[u8]) {
         }
         state.gap(Dir::ToServer, 7);
         let _ = state.feed(Dir::ToServer, a);
+        // A related flow the parser announced (a TFTP transfer) opens with its state and is fed
+        // the other part, both ways.
+        if let Some(data) = state.take_related() {
+            let flow = crate::flow::Addr::v4([198, 18, 0, 1]);
+            let e = Expectation {
+                zone: 0,
+                proto: ipproto::UDP,
+                parser: 0,
+                client: flow,
+                client_port: 1024,
+                server: flow,
+                server_port: 69,
+                expires_ns: 0,
+                data,
+            };
+            if let Some(mut rel) = (c.related)(&e) {
+                let _ = rel.feed(Dir::ToClient, b);
+                let _ = rel.feed(Dir::ToServer, b);
+                let mut m = Map::new();
+                rel.l7(&mut m);
+            }
+        }
         let mut m = Map::new();
         state.l7(&mut m);
         let _ = state.app();
@@ -828,7 +851,7 @@ mod smoke_fuzz {
             x
         };
         let mut runs = 0;
-        for file in ["http.pcap", "tls.pcap", "dns.pcap", "ssh.pcap", "redis.pcap", "mysql.pcap", "postgresql.pcap", "grpc.pcap"] {
+        for file in ["http.pcap", "tls.pcap", "dns.pcap", "ssh.pcap", "redis.pcap", "mysql.pcap", "postgresql.pcap", "grpc.pcap", "tftp.pcap"] {
             for f in corpus_flows(file).iter().take(3) {
                 let mut seeds: Vec<Vec<u8>> = vec![f.to_server.clone(), f.to_client.clone()];
                 seeds.extend(f.datagrams.iter().map(|(_, d)| d.clone()));
