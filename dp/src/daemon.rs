@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{bounded, Sender};
 use nix::sys::signal::{SigSet, Signal};
 use warden_control::{
-    Counters, FailMode, InterfaceCounters, InterfaceInfo, Reply, Request, Response, Status,
+    Counters, FailMode, InterfaceCounters, InterfaceInfo, RelatedFlows, Reply, Request, Response, Status,
     WorkerCounters,
 };
 use warden_xdp::{AttachMode, XdpProgram};
@@ -73,6 +73,7 @@ struct Daemon {
     workers: Vec<Sender<Command>>,
     hub: Arc<Hub>,
     started: Instant,
+    expectations: Arc<ExpectTable>,
 }
 
 fn ifindex_of(name: &str) -> Result<u32, String> {
@@ -326,6 +327,16 @@ impl Daemon {
                     report_interval_s: self.cfg.dataplane.report_interval,
                     report_overflow: overflow + worker_overflow,
                     report_queued: queued,
+                    related_flows: {
+                        let e = self.expectations.stats();
+                        RelatedFlows {
+                            registered: e.inserted,
+                            joined: e.matched,
+                            expired: e.expired,
+                            replaced: e.replaced,
+                            failed: e.failed,
+                        }
+                    },
                 }))
             }
             Request::ListInterfaces {} => {
@@ -467,6 +478,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         workers,
         hub: hub.clone(),
         started: Instant::now(),
+        expectations,
     };
     for p in &cfg.inline {
         if let Err(e) = daemon.add_pair(p) {

@@ -38,7 +38,12 @@ fn tftp(t: &Topo, cport: u16, cmd: &[&str]) {
     let mut args = vec!["timeout", "20", "tftp", "-4", "-m", "binary", "-R", &range, S4, &port, "-c"];
     args.extend_from_slice(cmd);
     let out = t.exec(&t.c, &args);
-    assert!(out.status.success(), "tftp {cmd:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tftp {cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The latest record of every UDP flow (UDP sessions stay live; each report carries the newest
@@ -121,10 +126,30 @@ fn tftp_get_put_and_error_are_joined_to_their_requests() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(std::fs::read(root.join("up.bin")).unwrap(), std::fs::read(&up).unwrap(), "upload differs");
     // A missing file: tftp-hpa reports the error and exits 0 or 1 depending on the version.
-    let _ = t.exec(&t.c.clone(), &["timeout", "20", "tftp", "-4", "-m", "binary", "-R", "41003:41003", S4, "6969", "-c", "get", "missing.txt", t.path("none").to_str().unwrap()]);
+    let _ = t.exec(
+        &t.c.clone(),
+        &[
+            "timeout",
+            "20",
+            "tftp",
+            "-4",
+            "-m",
+            "binary",
+            "-R",
+            "41003:41003",
+            S4,
+            "6969",
+            "-c",
+            "get",
+            "missing.txt",
+            t.path("none").to_str().unwrap(),
+        ],
+    );
 
     let records = collect_reports(&mut ctl, Duration::from_secs(20), |all| {
-        transfer_done(all, 41001, Some(size)) && transfer_done(all, 41002, Some(30_000)) && transfer_done(all, 41003, None)
+        transfer_done(all, 41001, Some(size))
+            && transfer_done(all, 41002, Some(30_000))
+            && transfer_done(all, 41003, None)
     });
     let all = latest(&records);
     check_transfer(&all, 41001, "read", "boot.img", Some(size));
@@ -132,6 +157,14 @@ fn tftp_get_put_and_error_are_joined_to_their_requests() {
     let e = check_transfer(&all, 41003, "read", "missing.txt", None);
     assert_eq!(l7(&e, "error_code"), &json!(1), "{e:?}");
     assert_eq!(l7(&e, "completed"), &json!(false));
+    // Three requests registered, three transfers joined, nothing dropped.
+    match t.client().request(&warden_control::Request::Status {}).unwrap() {
+        warden_control::Reply::Status(st) => {
+            let rf = st.related_flows;
+            assert_eq!((rf.registered, rf.joined, rf.replaced, rf.failed), (3, 3, 0, 0), "{rf:?}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 /// Worker owning a UDP flow of the first inline pair (zone 0) among two: `spread % 2`.

@@ -357,3 +357,19 @@ fn engine_detects_announces_and_opens_the_transfer() {
         ("firmware.bin".into(), 40000.into(), true.into())
     );
 }
+
+#[test]
+fn request_flow_of_an_ipv6_request() {
+    let mut t = Tftp::default();
+    t.feed(Dir::ToServer, b"\0\x01pxelinux.0\0octet\0");
+    let v6 = |last: u8| {
+        let mut a = [0u8; 16];
+        a[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        a[15] = last;
+        Addr::v6(a)
+    };
+    let e = Expectation { client: v6(1), server: v6(2), ..expectation(&mut t, 40000) };
+    let m = l7_of(&Tftp::from_related(&e).unwrap());
+    assert_eq!(m["request_flow"], "[2001:db8::1]:40000 -> [2001:db8::2]:69");
+    assert_eq!(m["file"], "pxelinux.0");
+}
