@@ -17,6 +17,7 @@ PKGS=(
   python3-venv python3-pip                                                    # venvs for PyPI test clients (oracledb)
   freetds-bin                                                                       # tsql: TDS client (e2e_tds)
   default-jre-headless python3-venv                                                # Spark end to end (pyspark venv below)
+  tftpd-hpa tftp-hpa                                     # TFTP end to end (in.tftpd run by the test, not the service)
 )
 
 missing=()

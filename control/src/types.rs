@@ -199,6 +199,25 @@ pub struct Status {
     pub report_overflow: u64,
     /// Report batches queued for subscribers and not yet written.
     pub report_queued: usize,
+    /// Flows announced by other flows (TFTP transfers announced by their requests), over all
+    /// workers.
+    #[serde(default)]
+    pub related_flows: RelatedFlows,
+}
+
+/// Counters of the related-flow expectation table (see [`Status::related_flows`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RelatedFlows {
+    /// Expectations registered (new or refreshed by a retransmitted request).
+    pub registered: u64,
+    /// New sessions joined to the flow that announced them.
+    pub joined: u64,
+    /// Expectations that expired unused (counted when their slot is reused).
+    pub expired: u64,
+    /// Live expectations dropped because every slot was in use.
+    pub replaced: u64,
+    /// Registrations abandoned after losing the race for a slot repeatedly.
+    pub failed: u64,
 }
 
 /// One managed interface.

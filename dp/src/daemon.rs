@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{bounded, Sender};
 use nix::sys::signal::{SigSet, Signal};
 use warden_control::{
-    Counters, FailMode, InterfaceCounters, InterfaceInfo, Reply, Request, Response, Status,
+    Counters, FailMode, InterfaceCounters, InterfaceInfo, RelatedFlows, Reply, Request, Response, Status,
     WorkerCounters,
 };
 use warden_xdp::{AttachMode, XdpProgram};
@@ -32,6 +32,7 @@ use warden_xdp::{AttachMode, XdpProgram};
 use crate::config::{Config, InlinePair, XdpMode};
 use crate::control::{self, Hub};
 use crate::enforce::PolicyHandle;
+use crate::expect::ExpectTable;
 use crate::inspect::{DropReason, Inspector};
 use crate::policy::{learned_policy, CompiledPolicy, Policy};
 use crate::record::to_record;
@@ -77,6 +78,7 @@ struct Daemon {
     /// The running policy (source form) and its published, compiled form.
     policy: Policy,
     policy_handle: Arc<PolicyHandle>,
+    expectations: Arc<ExpectTable>,
 }
 
 /// Loads the policy `cfg` names (`[policy] file`, `default_mode`); an empty policy when none.
@@ -385,6 +387,16 @@ impl Daemon {
                     report_interval_s: self.cfg.dataplane.report_interval,
                     report_overflow: overflow + worker_overflow,
                     report_queued: queued,
+                    related_flows: {
+                        let e = self.expectations.stats();
+                        RelatedFlows {
+                            registered: e.inserted,
+                            joined: e.matched,
+                            expired: e.expired,
+                            replaced: e.replaced,
+                            failed: e.failed,
+                        }
+                    },
                 }))
             }
             Request::ListInterfaces {} => {
@@ -615,6 +627,9 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 
     let (report_tx, report_rx) = bounded::<worker::WorkerReport>(d.report_queue);
     let meshes = worker::mesh(d.workers, 512);
+    // One expectation table for all workers: a TFTP transfer may be owned by another worker
+    // than its request.
+    let expectations = Arc::new(ExpectTable::default());
     let mut workers = Vec::new();
     let mut handles = Vec::new();
     for (i, mesh) in meshes.into_iter().enumerate() {
@@ -630,7 +645,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             idle_spins: d.idle_spins,
             report_interval: Duration::from_secs(d.report_interval),
         };
-        let insp = Inspector::with_engine(cfg.sessions.max, cfg.sessions.timeouts(), d.malformed, cfg.inspection.engine());
+        let mut insp = Inspector::with_engine(cfg.sessions.max, cfg.sessions.timeouts(), d.malformed, cfg.inspection.engine());
+        insp.share_expectations(expectations.clone());
         let reports = report_tx.clone();
         handles.push(thread::Builder::new().name(format!("warden-w{i}")).spawn({
             let h = policy_handle.clone();
@@ -656,6 +672,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         started: Instant::now(),
         policy,
         policy_handle: policy_handle.clone(),
+        expectations,
     };
     // Every worker enforces the start-up policy before the first pair is attached.
     if !policy_handle.wait_loaded(policy_handle.generation(), Duration::from_secs(5)) {

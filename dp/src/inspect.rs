@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::app::engine::{AppState, Engine, EngineConfig};
 use crate::app::App;
 use crate::enforce::{DnsCache, Hits, PolicyView};
+use crate::expect::{ExpectTable, Expectation};
 use crate::flow::{End, FlowKey};
 use crate::policy::{CompiledPolicy, Facts, PolicyVerdict};
 use crate::session::{Dir, SessionSnapshot, SessionTable, Timeouts, NO_APP};
@@ -123,6 +124,7 @@ pub struct Inspector {
     /// Sessions that just became violations or denied: (slab index, session id), drained by
     /// [`Inspector::drain_events`].
     events: Vec<(u32, u64)>,
+    expect: Arc<ExpectTable>,
 }
 
 /// ICMPv6 link-layer control (RFC 4861 neighbour discovery: router/neighbour solicitation and
@@ -167,6 +169,7 @@ impl Inspector {
             hits: Hits::default(),
             dns: DnsCache::new(4096, 300_000_000_000),
             events: Vec::with_capacity(EVENT_QUEUE),
+            expect: Arc::new(ExpectTable::default()),
         }
     }
 
@@ -186,6 +189,18 @@ impl Inspector {
     /// The enforced policy.
     pub fn policy(&self) -> &Arc<CompiledPolicy> {
         &self.policy
+    }
+
+    /// Uses `table` for expectations (flows announced by other flows, such as TFTP transfers)
+    /// instead of this pipeline's own: the daemon gives every worker the same table, since an
+    /// announced flow may be owned by another worker than the flow that announced it.
+    pub fn share_expectations(&mut self, table: Arc<ExpectTable>) {
+        self.expect = table;
+    }
+
+    /// The expectation table this pipeline registers in and looks up.
+    pub fn expectations(&self) -> &Arc<ExpectTable> {
+        &self.expect
     }
 
     /// Processes one raw frame.
@@ -244,6 +259,15 @@ impl Inspector {
             // its IPv4 counterpart, is not IP and never reaches the policy).
             return Verdict::Forward;
         }
+        // A flow another flow announced (a TFTP transfer) takes its client from the announcement
+        // before anything is decided about it.
+        let related = match ip.l4 {
+            L4::Udp if t.new => self.expect.take(&self.sessions.get(t.idx).key, meta.now_ns),
+            _ => None,
+        };
+        if let Some((_, client)) = related {
+            self.sessions.set_client(t.idx, client);
+        }
         if t.new {
             // L3/L4 verdict on the first frame: a denied session gets no app context.
             let v = self.enforce(t.idx, true, ip, meta.now_ns);
@@ -252,7 +276,7 @@ impl Inspector {
             }
         }
         if matches!(ip.l4, L4::Tcp { .. } | L4::Udp) {
-            self.inspect_payload(t.idx, t.new, t.dir, ip);
+            self.inspect_payload(t.idx, t.new, end, ip, meta.now_ns, related.map(|(e, _)| e));
             if t.dir == Dir::ToClient {
                 self.learn_names(t.idx, meta.now_ns);
             }
@@ -371,21 +395,43 @@ impl Inspector {
         }
     }
 
-    fn inspect_payload(&mut self, idx: u32, new: bool, dir: Dir, ip: &wire::Ip<'_>) {
+    /// App inspection of a TCP/UDP frame sent by canonical end `from`. A new UDP session that a
+    /// request of another session announced (an entry of the shared expectation table: a TFTP
+    /// transfer from the server's new port) takes that entry: its client becomes the announcing
+    /// flow's client and its app context opens already decided. After the frame is fed, an
+    /// announcement the parser made is registered for the related flow.
+    fn inspect_payload(
+        &mut self,
+        idx: u32,
+        new: bool,
+        from: End,
+        ip: &wire::Ip<'_>,
+        now_ns: u64,
+        related: Option<Expectation>,
+    ) {
+        if new {
+            let s = self.sessions.get(idx);
+            let server_port = match s.client {
+                End::Lo => s.key.hi_port,
+                End::Hi => s.key.lo_port,
+            };
+            let ctx = match &related {
+                Some(e) => self.engine.open_related(ip.proto, server_port, e),
+                None => self.engine.open(ip.proto, server_port),
+            };
+            self.sessions.get_mut(idx).app_ctx = ctx.unwrap_or(NO_APP);
+        }
         let s = self.sessions.get(idx);
+        let ctx = s.app_ctx;
+        if ctx == NO_APP {
+            return;
+        }
+        let dir = s.dir_of(from);
         let server_port = match s.client {
             End::Lo => s.key.hi_port,
             End::Hi => s.key.lo_port,
         };
         let packets = (s.packets[0] + s.packets[1]).min(u64::from(u32::MAX)) as u32;
-        let mut ctx = s.app_ctx;
-        if new {
-            ctx = self.engine.open(ip.proto, server_port).unwrap_or(NO_APP);
-            self.sessions.get_mut(idx).app_ctx = ctx;
-        }
-        if ctx == NO_APP {
-            return;
-        }
         match ip.l4 {
             L4::Tcp { seq, flags, .. } => {
                 if flags & wire::tcpflag::SYN != 0 {
@@ -397,6 +443,26 @@ impl Inspector {
             }
             L4::Udp => self.engine.datagram(ctx, dir, ip.payload, server_port, packets),
             _ => {}
+        }
+        if let Some((parser, data)) = self.engine.take_related(ctx) {
+            let s = self.sessions.get(idx);
+            let k = &s.key;
+            let ((client, client_port), (server, server_port)) = match s.client {
+                End::Lo => ((k.lo, k.lo_port), (k.hi, k.hi_port)),
+                End::Hi => ((k.hi, k.hi_port), (k.lo, k.lo_port)),
+            };
+            let e = Expectation {
+                zone: k.zone,
+                proto: k.proto,
+                parser,
+                client,
+                client_port,
+                server,
+                server_port,
+                expires_ns: 0,
+                data,
+            };
+            self.expect.insert(&e, now_ns);
         }
     }
 
@@ -576,4 +642,110 @@ mod tests {
         syn[0] ^= 0; // unchanged frame, new policy generation: still one session
         assert_eq!(i.sessions.len(), 1);
     }
+
+    /// The corpus TFTP capture through two pipelines that own flows as two workers do
+    /// (`spread % 2`) and share one expectation table: every transfer flow, whichever worker
+    /// owns it, is labelled tftp with its request's file, is joined to its request, and has
+    /// the TFTP client as its client although the server sent its first packet.
+    #[test]
+    fn tftp_transfers_join_their_requests_across_workers() {
+        use crate::app::App;
+        let table = Arc::new(ExpectTable::default());
+        let mut w: Vec<Inspector> = (0..2)
+            .map(|_| {
+                let mut i = Inspector::new(256, Timeouts::default(), MalformedPolicy::Drop);
+                i.share_expectations(table.clone());
+                i
+            })
+            .collect();
+        let file = std::fs::File::open(crate::app::testutil::corpus("tftp.pcap")).unwrap();
+        let mut r = pcap_file::pcap::PcapReader::new(file).unwrap();
+        let mut owner_of = std::collections::BTreeMap::new();
+        while let Some(Ok(pkt)) = r.next_packet() {
+            let f = wire::decode(&pkt.data).unwrap();
+            let (k, _) = flow_of(&f, 0).unwrap();
+            let o = k.spread() as usize % 2;
+            owner_of.insert((k.lo_port, k.hi_port), o);
+            w[o].process_decoded(&f, pkt.data.len() as u32, meta(1, pkt.timestamp.as_nanos() as u64));
+        }
+        let mut recs = Vec::new();
+        for (o, i) in w.iter_mut().enumerate() {
+            for snap in i.snapshot(usize::MAX) {
+                recs.push((o, crate::record::to_record(&snap, |_| String::new()), snap));
+            }
+        }
+        assert_eq!(recs.len(), 10);
+        let mut cross = 0;
+        for (o, r, snap) in recs.iter().filter(|(_, r, _)| r.server_port != 69) {
+            assert_eq!(snap.app.as_ref().unwrap().app, App::Tftp, "{r:?}");
+            assert_eq!((r.client_ip.as_str(), r.server_ip.as_str()), ("198.18.0.1", "198.18.0.2"), "{r:?}");
+            let l7 = r.l7.as_ref().unwrap();
+            let want = format!("198.18.0.1:{} -> 198.18.0.2:69", r.client_port);
+            assert_eq!(l7["request_flow"], want.as_str());
+            let (ro, req, _) =
+                recs.iter().find(|(_, q, _)| q.server_port == 69 && q.client_port == r.client_port).unwrap();
+            assert_eq!(req.app, "tftp");
+            let rl7 = req.l7.as_ref().unwrap();
+            assert_eq!((&l7["file"], &l7["mode"], &l7["op"]), (&rl7["file"], &rl7["mode"], &rl7["op"]));
+            // The server sent the first packet; the client's packets count as to_server.
+            assert!(r.packets_to_client > 0);
+            if l7["op"] == "read" && l7.get("error").is_none() {
+                assert!(r.packets_to_server > 0 && r.bytes_to_client > r.bytes_to_server, "{r:?}");
+            }
+            cross += usize::from(o != ro);
+        }
+        assert!(cross > 0, "no transfer owned by another worker than its request: {owner_of:?}");
+        let st = table.stats();
+        assert_eq!((st.inserted, st.matched, st.replaced), (5, 5, 0));
+    }
+
+    /// A transfer arriving after its expectation expired, or without a request, stays unknown
+    /// with the first sender as client; a pipeline with its own table does not see another's.
+    #[test]
+    fn unannounced_or_expired_transfers_stay_unknown() {
+        use crate::app::App;
+        let frames: Vec<(u64, Vec<u8>)> = {
+            let file = std::fs::File::open(crate::app::testutil::corpus("tftp.pcap")).unwrap();
+            let mut r = pcap_file::pcap::PcapReader::new(file).unwrap();
+            let mut v = Vec::new();
+            while let Some(Ok(p)) = r.next_packet() {
+                v.push((p.timestamp.as_nanos() as u64, p.data.to_vec()));
+            }
+            v
+        };
+        // (shift of the transfers' clock, requests seen, one table for both pipelines, joined)
+        for (shift, requests, shared, joined) in [
+            (0, true, true, true),
+            (0, false, true, false),
+            (10_000_000_001, true, true, false),
+            (0, true, false, false),
+        ] {
+            let long_udp = Timeouts { udp: u64::MAX / 4, ..Timeouts::default() };
+            let mut i = Inspector::new(256, long_udp, MalformedPolicy::Drop);
+            let mut j = Inspector::new(256, Timeouts::default(), MalformedPolicy::Drop);
+            if shared {
+                j.share_expectations(i.expectations().clone());
+            }
+            for (ts, f) in &frames {
+                let d = wire::decode(f).unwrap();
+                if d.ip.as_ref().is_some_and(|ip| ip.dport == 69) {
+                    if requests {
+                        j.process_decoded(&d, f.len() as u32, meta(1, *ts));
+                    }
+                } else {
+                    i.process_decoded(&d, f.len() as u32, meta(1, *ts + shift));
+                }
+            }
+            let snaps = i.snapshot(usize::MAX);
+            assert_eq!(snaps.len(), 5);
+            for s in snaps {
+                let want = if joined { App::Tftp } else { App::Unknown };
+                assert_eq!(s.app.as_ref().unwrap().app, want, "{shift} {requests} {shared}");
+                let r = crate::record::to_record(&s, |_| String::new());
+                let client = if joined { "198.18.0.1" } else { "198.18.0.2" };
+                assert_eq!(r.client_ip, client, "unjoined: the first sender is the client");
+            }
+        }
+    }
 }
+

@@ -8,6 +8,7 @@
 //! - [`flow`]: canonical flow keys;
 //! - [`inspect`]: the pipeline shared by workers and replay (decode → session → verdict);
 //! - [`session`]: the per-core session table;
+//! - [`expect`]: flows announced by other flows (TFTP transfers), shared by all workers;
 //! - [`record`]: connection records;
 //! - [`control`]: the control socket server and report fan-out;
 //! - [`daemon`]: start-up, inline pairs, XDP attach/detach, shutdown;
@@ -22,6 +23,7 @@ pub mod control;
 pub mod daemon;
 pub mod detect;
 pub mod enforce;
+pub mod expect;
 pub mod flow;
 pub mod inspect;
 pub mod policy;

@@ -8,6 +8,7 @@
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use pcap_file::pcap::PcapReader;
@@ -16,6 +17,7 @@ use pcap_file::DataLink;
 use warden_control::ConnectionRecord;
 
 use crate::config::Config;
+use crate::expect::ExpectTable;
 use crate::inspect::{FrameMeta, Inspector};
 use crate::record::to_record;
 use crate::session::SessionSnapshot;
@@ -95,6 +97,8 @@ pub fn replay_file(
             .map_err(|e| ReplayError::Policy { message: e.to_string() })?;
         insp.set_policy(std::sync::Arc::new(compiled), 1);
     }
+    // The same kind of table the daemon shares between its workers (one pipeline here).
+    insp.share_expectations(Arc::new(ExpectTable::default()));
     let mut summary = ReplaySummary::default();
     let mut out: Vec<SessionSnapshot> = Vec::new();
     let mut last_ns = 0u64;
@@ -232,6 +236,23 @@ mod tests {
             assert_eq!(r.client_ip, "198.18.0.1");
             assert_eq!(r.server_ip, "198.18.0.2");
             assert!(r.packets_to_server > 0 && r.packets_to_client > 0);
+        }
+    }
+
+    #[test]
+    fn tftp_transfers_are_joined_to_their_requests() {
+        let (recs, _) = replay_file(&corpus().join("tftp.pcap"), &Config::default()).unwrap();
+        assert_eq!(recs.len(), 10);
+        for r in &recs {
+            assert_eq!(r.app, "tftp", "{r:?}");
+            assert_eq!((r.client_ip.as_str(), r.server_ip.as_str()), ("198.18.0.1", "198.18.0.2"));
+            let l7 = r.l7.as_ref().unwrap();
+            if r.server_port == 69 {
+                continue;
+            }
+            assert_eq!(l7["request_flow"], format!("198.18.0.1:{} -> 198.18.0.2:69", r.client_port));
+            let req = recs.iter().find(|q| q.server_port == 69 && q.client_port == r.client_port).unwrap();
+            assert_eq!(req.l7.as_ref().unwrap()["file"], l7["file"]);
         }
     }
 

@@ -2,7 +2,8 @@
 //!
 //! One entry per flow, shared by both directions (the key is canonical, see
 //! [`crate::flow::FlowKey`]); the *client* is the side that opened the flow (the TCP SYN sender,
-//! or the first sender for UDP/ICMP/other). Storage is preallocated at start-up: a slab of
+//! or the first sender for UDP/ICMP/other), except for a flow another flow announced (a TFTP
+//! transfer), whose client is the announcing flow's client ([`SessionTable::set_client`]). Storage is preallocated at start-up: a slab of
 //! [`Session`]s, a hashbrown map from key to slab index with its final capacity, and intrusive
 //! doubly linked lists, one per timeout class, kept in last-activity order. So:
 //! - touching a session moves it to the tail of its class list (O(1));
@@ -448,6 +449,22 @@ impl SessionTable {
         idx
     }
 
+    /// Makes canonical end `client` the client of session `idx` (a flow announced by another
+    /// one, such as a TFTP transfer, whose first frame came from the server). When that changes
+    /// the client, the per-direction counters swap and the client's interface is learnt from
+    /// its next frame ([`Self::note_client_iface`]).
+    pub fn set_client(&mut self, idx: u32, client: End) {
+        let s = &mut self.slots[idx as usize];
+        if s.client == client {
+            return;
+        }
+        s.client = client;
+        s.packets.swap(0, 1);
+        s.bytes.swap(0, 1);
+        s.client_iface = u16::MAX;
+        s.changed = true;
+    }
+
     /// Records the interface of the client side once a client frame is seen (for sessions
     /// created by a server frame).
     pub fn note_client_iface(&mut self, idx: u32, iface: u16) {
@@ -709,6 +726,25 @@ mod tests {
         assert_eq!(t.get(idx).client_iface, u16::MAX);
         t.note_client_iface(idx, 1);
         assert_eq!(t.get(idx).client_iface, 1);
+    }
+
+    #[test]
+    fn set_client_swaps_directions() {
+        let mut t = SessionTable::new(4, Timeouts::default());
+        let u = FlowKey::new(0, 17, Addr::v4([198, 18, 0, 2]), 50000, Addr::v4([198, 18, 0, 1]), 41234);
+        // The server (198.18.0.2, the high end) sends first: it would be the client.
+        assert_eq!(u.1, S);
+        let tr = t.track(&u.0, S, 558, None, 2, 1);
+        assert_eq!(tr.dir, Dir::ToServer);
+        t.set_client(tr.idx, C);
+        let s = t.get(tr.idx);
+        assert_eq!((s.client, s.packets, s.bytes, s.client_iface), (C, [0, 1], [0, 558], u16::MAX));
+        assert_eq!(t.track(&u.0, C, 60, None, 1, 2).dir, Dir::ToServer);
+        t.note_client_iface(tr.idx, 1);
+        let s = t.get(tr.idx);
+        assert_eq!((s.packets, s.bytes, s.client_iface), ([1, 1], [60, 558], 1));
+        t.set_client(tr.idx, C);
+        assert_eq!(t.get(tr.idx).packets, [1, 1]);
     }
 
     #[test]

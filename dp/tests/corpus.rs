@@ -1,6 +1,7 @@
 //! The whole corpus through `warden replay`'s pipeline, checked against `labels.json`: every
-//! flow on a file's labelled server port gets the labelled app when Warden has a parser for it,
-//! and no flow anywhere gets an app it does not carry.
+//! flow on a file's labelled server port (for TFTP: every flow, data transfers included) gets the
+//! labelled app when Warden has a parser for it, and no flow anywhere gets an app it does not
+//! carry.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -28,7 +29,10 @@ fn every_corpus_flow_is_labelled_by_content() {
         let port = label["server_port"].as_u64().unwrap() as u16;
         let (records, _) = replay_file(&dir.join(file), &Config::default()).unwrap();
         for r in &records {
-            let on_port = r.server_port == port && matches!(r.ip_proto, 6 | 17);
+            // A TFTP transfer runs on a new server port but belongs to its request: every flow
+            // of the file must carry the app.
+            let related = want == "tftp";
+            let on_port = (r.server_port == port || related) && matches!(r.ip_proto, 6 | 17);
             // Related flows of the same file (TFTP data ports, gRPC's HTTP/2 = grpc) carry the
             // file's protocol too; anything else must carry no app at all.
             let acceptable: &[&str] = match want {

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 #[allow(unused_imports)]
 use super::AppParser;
 use super::{echo, App, Dir, Feed, Probe, Transport};
+use crate::expect::{Expectation, Related};
 use crate::stream::{BufPool, Bypass, Sink, Stream};
 use crate::wire::ipproto;
 
@@ -43,6 +44,9 @@ pub struct Candidate {
     pub probe: fn(Dir, &[u8]) -> Probe,
     /// Creates its per-session state.
     pub make: fn() -> AppState,
+    /// Creates the state of a related flow announced by another session
+    /// ([`AppParser::from_related`]).
+    pub related: fn(&Expectation) -> Option<AppState>,
 }
 
 macro_rules! registry {
@@ -67,6 +71,7 @@ macro_rules! registry {
                 transport: <$ty as AppParser>::TRANSPORT,
                 probe: <$ty as AppParser>::probe,
                 make: || AppState::$variant(<$ty>::default()),
+                related: |e| <$ty as AppParser>::from_related(e).map(AppState::$variant),
             },)*
         ];
 
@@ -95,6 +100,22 @@ macro_rules! registry {
                     }
                 }
                 None
+            }
+
+            /// A related flow the parser announced ([`AppParser::take_related`]).
+            fn take_related(&mut self) -> Option<Related> {
+                match self {
+                    AppState::None => None,
+                    $(AppState::$variant(p) => p.take_related(),)*
+                }
+            }
+
+            /// The registered app of the parser (before refinement).
+            fn base_app(&self) -> App {
+                match self {
+                    AppState::None => App::Unknown,
+                    $(AppState::$variant(_) => <$ty as AppParser>::APP,)*
+                }
             }
 
             /// The app as refined by the parser.
@@ -155,6 +176,7 @@ parsers! {
     Tns => super::tns::Tns,
     Tds => super::tds::Tds,
     Spark => super::spark::Spark,
+    Tftp => super::tftp::Tftp,
 }
 
 /// Inspection status of a session.
@@ -483,6 +505,32 @@ impl Engine {
         Some(i)
     }
 
+    /// Takes a context for a new session that is the related flow `e` announced: the app is
+    /// decided at once (`detected_after` = 1, the session's first packet) with the state
+    /// [`AppParser::from_related`] builds; when that parser declines, detection runs as for
+    /// [`Engine::open`]. `None` when the pool is empty (counted).
+    pub fn open_related(&mut self, proto: u8, server_port: u16, e: &Expectation) -> Option<u32> {
+        let i = self.open(proto, server_port)?;
+        let c = &mut self.ctxs[i as usize];
+        if let Some(state) = CANDIDATES.get(usize::from(e.parser)).and_then(|cand| (cand.related)(e)) {
+            c.app = state.app();
+            c.state = state;
+            c.decided = true;
+            c.detected_after = 1;
+        }
+        Some(i)
+    }
+
+    /// The related flow the session's parser announced since the last call, with the index of
+    /// its parser in [`CANDIDATES`] (see [`AppParser::take_related`]).
+    pub fn take_related(&mut self, idx: u32) -> Option<(u8, Related)> {
+        let c = self.ctxs.get_mut(idx as usize)?;
+        let data = c.state.take_related()?;
+        let app = c.state.base_app();
+        let parser = CANDIDATES.iter().position(|cand| cand.app == app)?;
+        Some((u8::try_from(parser).ok()?, data))
+    }
+
     /// Returns a context (session ended and reported).
     pub fn close(&mut self, idx: u32) {
         if let Some(c) = self.ctxs.get_mut(idx as usize) {
@@ -721,7 +769,8 @@ mod tests {
 
 /// Runs every registered parser on arbitrary `data` (fuzzing entry point): both probes, then
 /// feeding through the stream engine's buffering in both directions split at a point derived
-/// from the data, a gap, and the `l7` output. Must never panic.
+/// from the data, a gap, a related flow's state when the parser announced one, and the `l7`
+/// output. Must never panic.
 pub fn exercise_all(data: &[u8]) {
     for c in CANDIDATES {
         exercise_candidate(c, data);
@@ -761,6 +810,28 @@ fn exercise_candidate(c: &Candidate, data: &[u8]) {
         }
         state.gap(Dir::ToServer, 7);
         let _ = state.feed(Dir::ToServer, a);
+        // A related flow the parser announced (a TFTP transfer) opens with its state and is fed
+        // the other part, both ways.
+        if let Some(data) = state.take_related() {
+            let flow = crate::flow::Addr::v4([198, 18, 0, 1]);
+            let e = Expectation {
+                zone: 0,
+                proto: ipproto::UDP,
+                parser: 0,
+                client: flow,
+                client_port: 1024,
+                server: flow,
+                server_port: 69,
+                expires_ns: 0,
+                data,
+            };
+            if let Some(mut rel) = (c.related)(&e) {
+                let _ = rel.feed(Dir::ToClient, b);
+                let _ = rel.feed(Dir::ToServer, b);
+                let mut m = Map::new();
+                rel.l7(&mut m);
+            }
+        }
         let mut m = Map::new();
         state.l7(&mut m);
         let _ = state.app();
@@ -784,7 +855,7 @@ mod smoke_fuzz {
             x
         };
         let mut runs = 0;
-        for file in ["http.pcap", "tls.pcap", "dns.pcap", "ssh.pcap", "redis.pcap", "mysql.pcap", "postgresql.pcap", "grpc.pcap"] {
+        for file in ["http.pcap", "tls.pcap", "dns.pcap", "ssh.pcap", "redis.pcap", "mysql.pcap", "postgresql.pcap", "grpc.pcap", "tftp.pcap"] {
             for f in corpus_flows(file).iter().take(3) {
                 let mut seeds: Vec<Vec<u8>> = vec![f.to_server.clone(), f.to_client.clone()];
                 seeds.extend(f.datagrams.iter().map(|(_, d)| d.clone()));

@@ -41,6 +41,7 @@ pub mod spark;
 pub mod ssh;
 pub mod tds;
 pub mod template;
+pub mod tftp;
 pub mod tls;
 pub mod zookeeper;
 pub mod tns;
@@ -95,11 +96,13 @@ pub enum App {
     Tds,
     /// Apache Spark RPC and block transfer (Netty transport).
     Spark,
+    /// TFTP (request and data transfer).
+    Tftp,
 }
 
 impl App {
     /// Every app, in declaration order.
-    pub const ALL: &'static [App] = &[App::Unknown, App::Template, App::Http, App::Http2, App::Grpc, App::Tls, App::Dns, App::Ssh, App::Redis, App::Mysql, App::Postgresql, App::Echo, App::Kafka, App::Mongodb, App::Cassandra, App::Couchbase, App::Ntp, App::Dhcp, App::Zookeeper, App::Tns, App::Tds, App::Spark];
+    pub const ALL: &'static [App] = &[App::Unknown, App::Template, App::Http, App::Http2, App::Grpc, App::Tls, App::Dns, App::Ssh, App::Redis, App::Mysql, App::Postgresql, App::Echo, App::Kafka, App::Mongodb, App::Cassandra, App::Couchbase, App::Ntp, App::Dhcp, App::Zookeeper, App::Tns, App::Tds, App::Spark, App::Tftp];
 
     /// The app named `name` (as [`App::as_str`] writes it), if any.
     pub fn from_name(name: &str) -> Option<App> {
@@ -131,6 +134,7 @@ impl App {
             App::Tns => "tns",
             App::Tds => "tds",
             App::Spark => "spark",
+            App::Tftp => "tftp",
         }
     }
 }
@@ -228,6 +232,23 @@ pub trait AppParser: Default + Clone + Send + 'static {
 
     /// Writes the record's `l7` fields (bounded). Called off the packet path.
     fn l7(&self, out: &mut Map<String, Value>);
+
+    /// Takes the announcement of a *related flow* this session's last message asked for (a
+    /// TFTP request announces its transfer, which the server sends from a new port): the
+    /// data [`AppParser::from_related`] will need, at most [`crate::expect::RELATED_BYTES`]. The
+    /// inspector registers it in the shared expectation table ([`crate::expect`]) keyed by this
+    /// session's client endpoint and server address. Polled after every fed packet, so return
+    /// `None` quickly; each announcement is returned once. Default: none.
+    fn take_related(&mut self) -> Option<crate::expect::Related> {
+        None
+    }
+
+    /// The state of a new session that is the related flow `e` announced (`e.data` is what
+    /// [`AppParser::take_related`] returned): the session is opened already decided as
+    /// [`AppParser::APP`] with this state. `None` (the default) lets normal detection run.
+    fn from_related(_e: &crate::expect::Expectation) -> Option<Self> {
+        None
+    }
 
     /// Threats the parser's detectors found in this session (SQL injection in SQL text or HTTP
     /// requests). Default: none.
