@@ -312,13 +312,18 @@ fn print_connections(conns: &[ConnectionRecord], header: bool) {
                 c.state.clone(),
                 c.iface.clone(),
                 if c.closed { "closed".into() } else { "open".into() },
+                match (&c.verdict, c.rule_id) {
+                    (Some(v), Some(r)) => format!("{v}({r})"),
+                    (Some(v), None) => v.clone(),
+                    (None, _) => "-".into(),
+                },
                 detail(c),
             ]
         })
         .collect();
     let h = [
         "CLIENT", "SERVER", "PROTO", "APP", "PKTS(c>s/s>c)", "BYTES(c>s/s>c)", "STATE", "IFACE",
-        "", "DETAIL",
+        "", "VERDICT", "DETAIL",
     ];
     table_opt(&h, &rows, header);
 }
