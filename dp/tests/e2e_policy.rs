@@ -491,3 +491,34 @@ fn a_bad_policy_is_rejected_and_the_running_one_stays() {
     };
     assert!(show.contains("8080"), "{show}");
 }
+
+/// An `fqdn` rule on a protect-mode client workload: HTTP to the server is denied until a DNS
+/// answer seen by Warden gives the server's address a name the rule allows.
+#[test]
+fn fqdn_rule_allows_a_server_once_dns_named_it() {
+    let mut t = Topo::new(ClientLink::Veth);
+    http_server(&mut t, 8080);
+    let s = t.s.clone();
+    t.spawn(
+        &s,
+        &["dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", "--bind-interfaces", &format!("--listen-address={S4}"), "--port=5300", &format!("--address=/web.svc.test/{S4}"), "--pid-file="],
+    );
+    let text = format!(
+        "[[workload]]\nid = \"cli\"\nips = [\"{C4}\", \"{C6}\"]\nmode = \"protect\"\n\n\
+         [[rule]]\nid = 1\nfrom = \"cli\"\nto = \"any\"\nip_proto = \"udp\"\nports = [\"5300\"]\naction = \"allow\"\n\n\
+         [[rule]]\nid = 2\nfrom = \"cli\"\nto = \"external\"\nip_proto = \"tcp\"\nports = [\"8080\"]\nfqdn = \"*.svc.test\"\naction = \"allow\"\n"
+    );
+    let mut ctl = start(&mut t, &text);
+    assert_eq!(curl(&t, S4, 8080), "000", "allowed before any DNS answer named the server");
+    let c = t.c.clone();
+    let out = t.exec(&c, &["dig", "+short", "+time=2", "+tries=2", "-p", "5300", &format!("@{S4}"), "web.svc.test", "A"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), S4, "dig: {}", t.warden_log());
+    assert_eq!(curl(&t, S4, 8080), "200", "the fqdn rule did not allow the named server");
+    let (recs, _) = collect(&mut ctl, Duration::from_secs(20), |recs, _| {
+        recs.iter().any(|r| r.server_port == 8080 && r.closed && r.verdict.as_deref() == Some("allowed"))
+    });
+    let ok = recs.iter().find(|r| r.server_port == 8080 && r.verdict.as_deref() == Some("allowed")).unwrap();
+    assert_eq!((ok.rule_id, ok.client_workload.as_deref()), (Some(2), Some("cli")));
+    let dns = recs.iter().find(|r| r.server_port == 5300).expect("dns record");
+    assert_eq!((dns.verdict.as_deref(), dns.rule_id), (Some("allowed"), Some(1)));
+}
