@@ -203,6 +203,15 @@ pub struct Status {
     /// workers.
     #[serde(default)]
     pub related_flows: RelatedFlows,
+    /// Generation of the running policy (increments with every apply, workload or mode change).
+    #[serde(default)]
+    pub policy_generation: u32,
+    /// Workloads in the running policy.
+    #[serde(default)]
+    pub policy_workloads: usize,
+    /// Rules in the running policy.
+    #[serde(default)]
+    pub policy_rules: usize,
 }
 
 /// Counters of the related-flow expectation table (see [`Status::related_flows`]).
@@ -299,6 +308,15 @@ pub struct WorkerCounters {
     pub malformed: BTreeMap<String, u64>,
     /// Connection records lost because the queue to the control thread was full.
     pub report_overflow: u64,
+    /// Frames dropped because their session is denied by policy.
+    #[serde(default)]
+    pub policy_dropped: u64,
+    /// Denied sessions ended with TCP resets.
+    #[serde(default)]
+    pub policy_resets: u64,
+    /// Violation/denied events lost because the per-core event queue was full.
+    #[serde(default)]
+    pub policy_events_dropped: u64,
 }
 
 /// Answer to [`Request::Counters`].

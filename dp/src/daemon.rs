@@ -365,6 +365,9 @@ impl Daemon {
                     .map(|m| (m.as_str().to_string(), w.inspect.malformed[*m as usize]))
                     .collect(),
                 report_overflow: w.report_overflow + w.table.ended_overflow,
+                policy_dropped: w.inspect.policy_dropped,
+                policy_resets: w.inspect.policy_resets,
+                policy_events_dropped: w.inspect.events_dropped,
             })
             .collect();
         Counters { interfaces, workers }
@@ -387,6 +390,9 @@ impl Daemon {
                     report_interval_s: self.cfg.dataplane.report_interval,
                     report_overflow: overflow + worker_overflow,
                     report_queued: queued,
+                    policy_generation: self.policy_handle.generation(),
+                    policy_workloads: self.policy.workloads.len(),
+                    policy_rules: self.policy.rules.len(),
                     related_flows: {
                         let e = self.expectations.stats();
                         RelatedFlows {

@@ -387,6 +387,7 @@ fn print_table(reply: &Reply) {
                 ("report interval", format!("{} s", s.report_interval_s)),
                 ("report overflow", s.report_overflow.to_string()),
                 ("report queued", s.report_queued.to_string()),
+                ("policy", format!("generation {}, {} workload(s), {} rule(s)", s.policy_generation, s.policy_workloads, s.policy_rules)),
             ];
             for (k, v) in rows {
                 println!("{k:<16} {v}");
