@@ -440,12 +440,12 @@ fn key_of(e: &Endpoint, ids: &std::collections::HashMap<&str, u32>) -> Option<Ke
         Endpoint::Workload(id) => Key::Workload(*ids.get(id.as_str())?),
         Endpoint::Cidr(Cidr { addr: IpAddr::V4(a), len }) => {
             let lo = u128::from(mask_v4(u32::from(*a), *len));
-            let size = if *len == 0 { u128::from(u32::MAX) } else { u128::from(u32::MAX >> len) };
+            let size = u128::from(u32::MAX.checked_shr(u32::from(*len)).unwrap_or(0));
             Key::V4(lo, lo + size)
         }
         Endpoint::Cidr(Cidr { addr: IpAddr::V6(a), len }) => {
             let lo = mask_v6(u128::from(*a), *len);
-            let size = if *len == 0 { u128::MAX } else { u128::MAX >> len };
+            let size = u128::MAX.checked_shr(u32::from(*len)).unwrap_or(0);
             Key::V6(lo, lo + size)
         }
     })
