@@ -81,7 +81,12 @@ struct Found {
 
 impl Found {
     const fn new() -> Found {
-        Found { best_rank: NO_RANK, best: NONE32, allow_app: NO_RANK, deny_app: NO_RANK }
+        Found {
+            best_rank: NO_RANK,
+            best: NONE32,
+            allow_app: NO_RANK,
+            deny_app: NO_RANK,
+        }
     }
 }
 
@@ -159,7 +164,10 @@ fn rule_conditions(r: &Rule, f: &Facts<'_>) -> Cond {
 /// match).
 pub fn reference_evaluate(p: &Policy, f: &Facts<'_>) -> Decision {
     let owner = |ip: IpAddr| {
-        p.workloads.iter().position(|w| w.ips.contains(&ip)).map(|i| (WorkloadIdx(i as u32), p.workloads[i].mode))
+        p.workloads
+            .iter()
+            .position(|w| w.ips.contains(&ip))
+            .map(|i| (WorkloadIdx(i as u32), p.workloads[i].mode))
     };
     let (cw, sw) = (owner(f.client), owner(f.server));
     if cw.is_none() && sw.is_none() {
@@ -228,7 +236,11 @@ enum PortIndex {
     /// Elementary port intervals: `starts[i]..starts[i+1]` (the last one to 65535) has the
     /// rules `entries[offs[i]..offs[i+1]]` (rank order, cut after the first plain rule); ports
     /// need no check.
-    Intervals { starts: Box<[u16]>, offs: Box<[u32]>, entries: Box<[u32]> },
+    Intervals {
+        starts: Box<[u16]>,
+        offs: Box<[u32]>,
+        entries: Box<[u32]>,
+    },
 }
 
 /// Lists at most this long stay linear (scanning a few rules beats a binary search).
@@ -240,9 +252,7 @@ impl PortIndex {
         if list.len() <= LINEAR_MAX {
             return PortIndex::Linear(list.into_boxed_slice());
         }
-        let ranges = |r: &CRule| -> &[PortRange] {
-            &ports[r.ports_off as usize..(r.ports_off + r.ports_len) as usize]
-        };
+        let ranges = |r: &CRule| -> &[PortRange] { &ports[r.ports_off as usize..(r.ports_off + r.ports_len) as usize] };
         const ALL: [PortRange; 1] = [PortRange { lo: 0, hi: u16::MAX }];
         let mut cuts: Vec<u16> = vec![0];
         for &i in &list {
@@ -354,7 +364,12 @@ impl<T> Prefixes<T> {
                 }
                 stack.pop();
                 // ends[top] < it.0 <= u128::MAX, so +1 cannot overflow.
-                push(&mut starts, &mut inner, ends[top as usize] + 1, stack.last().copied().unwrap_or(NONE32));
+                push(
+                    &mut starts,
+                    &mut inner,
+                    ends[top as usize] + 1,
+                    stack.last().copied().unwrap_or(NONE32),
+                );
             }
             parents.push(stack.last().copied().unwrap_or(NONE32));
             ends.push(it.1);
@@ -363,11 +378,20 @@ impl<T> Prefixes<T> {
         }
         while let Some(top) = stack.pop() {
             if ends[top as usize] != u128::MAX {
-                push(&mut starts, &mut inner, ends[top as usize] + 1, stack.last().copied().unwrap_or(NONE32));
+                push(
+                    &mut starts,
+                    &mut inner,
+                    ends[top as usize] + 1,
+                    stack.last().copied().unwrap_or(NONE32),
+                );
             }
         }
         let nodes: Vec<(u32, T)> = items.into_iter().zip(parents).map(|((_, _, v), p)| (p, v)).collect();
-        Prefixes { starts: starts.into_boxed_slice(), inner: inner.into_boxed_slice(), nodes: nodes.into_boxed_slice() }
+        Prefixes {
+            starts: starts.into_boxed_slice(),
+            inner: inner.into_boxed_slice(),
+            nodes: nodes.into_boxed_slice(),
+        }
     }
 
     /// Calls `f` with the value of every CIDR containing `a`, innermost first.
@@ -438,12 +462,18 @@ fn key_of(e: &Endpoint, ids: &std::collections::HashMap<&str, u32>) -> Option<Ke
         Endpoint::Any => Key::Any,
         Endpoint::External => Key::External,
         Endpoint::Workload(id) => Key::Workload(*ids.get(id.as_str())?),
-        Endpoint::Cidr(Cidr { addr: IpAddr::V4(a), len }) => {
+        Endpoint::Cidr(Cidr {
+            addr: IpAddr::V4(a),
+            len,
+        }) => {
             let lo = u128::from(mask_v4(u32::from(*a), *len));
             let size = u128::from(u32::MAX.checked_shr(u32::from(*len)).unwrap_or(0));
             Key::V4(lo, lo + size)
         }
-        Endpoint::Cidr(Cidr { addr: IpAddr::V6(a), len }) => {
+        Endpoint::Cidr(Cidr {
+            addr: IpAddr::V6(a),
+            len,
+        }) => {
             let lo = mask_v6(u128::from(*a), *len);
             let size = u128::MAX.checked_shr(u32::from(*len)).unwrap_or(0);
             Key::V6(lo, lo + size)
@@ -468,7 +498,13 @@ fn side_build<V, T>(map: std::collections::HashMap<Key, V>, mut make: impl FnMut
         }
     }
     workloads.sort_unstable_by_key(|e| e.0);
-    Side { any, external, workloads: workloads.into_boxed_slice(), v4: Prefixes::build(v4), v6: Prefixes::build(v6) }
+    Side {
+        any,
+        external,
+        workloads: workloads.into_boxed_slice(),
+        v4: Prefixes::build(v4),
+        v6: Prefixes::build(v6),
+    }
 }
 
 /// A policy compiled for evaluation. Immutable, `Send + Sync`: build it once per policy
@@ -502,7 +538,11 @@ impl CompiledPolicy {
     /// workload address or MAC in two workloads, duplicate workload or rule ids, CIDRs with
     /// host bits set (line 0, field and message as from_toml would say).
     pub fn compile(p: &Policy) -> Result<CompiledPolicy, PolicyError> {
-        let err = |field: &str, message: String| PolicyError { line: 0, field: field.into(), message };
+        let err = |field: &str, message: String| PolicyError {
+            line: 0,
+            field: field.into(),
+            message,
+        };
         let mut ids: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
         let mut wl_v4 = Vec::new();
         let mut wl_v6 = Vec::new();
@@ -576,7 +616,15 @@ impl CompiledPolicy {
                     (off, list.len() as u32)
                 }
             };
-            crules.push(CRule { rank: rank(r), index: i as u32, action: r.action, apps, fqdn, ports_off, ports_len });
+            crules.push(CRule {
+                rank: rank(r),
+                index: i as u32,
+                action: r.action,
+                apps,
+                fqdn,
+                ports_off,
+                ports_len,
+            });
             table.entry(from).or_default().entry(to).or_default().push(i as u32);
         }
         let index = side_build(table, |level2: Level2| {
@@ -624,7 +672,11 @@ impl CompiledPolicy {
 
     /// The workload with id `id`, if any (linear; not for the packet path).
     pub fn workload_by_id(&self, id: &str) -> Option<WorkloadIdx> {
-        self.policy.workloads.iter().position(|w| w.id == id).map(|i| WorkloadIdx(i as u32))
+        self.policy
+            .workloads
+            .iter()
+            .position(|w| w.id == id)
+            .map(|i| WorkloadIdx(i as u32))
     }
 
     /// The workload address `ip` belongs to, if any (binary search).
@@ -633,11 +685,17 @@ impl CompiledPolicy {
         match ip {
             IpAddr::V4(a) => {
                 let a = u32::from(a);
-                self.wl_v4.binary_search_by_key(&a, |e| e.0).ok().map(|i| WorkloadIdx(self.wl_v4[i].1))
+                self.wl_v4
+                    .binary_search_by_key(&a, |e| e.0)
+                    .ok()
+                    .map(|i| WorkloadIdx(self.wl_v4[i].1))
             }
             IpAddr::V6(a) => {
                 let a = u128::from(a);
-                self.wl_v6.binary_search_by_key(&a, |e| e.0).ok().map(|i| WorkloadIdx(self.wl_v6[i].1))
+                self.wl_v6
+                    .binary_search_by_key(&a, |e| e.0)
+                    .ok()
+                    .map(|i| WorkloadIdx(self.wl_v6[i].1))
             }
         }
     }
@@ -660,21 +718,22 @@ impl CompiledPolicy {
         let mut found = Found::new();
         let proto_key = u16::from(f.ip_proto);
         let ported = f.ip_proto == 6 || f.ip_proto == 17;
-        self.index.visit(f.client, cw, &mut |(min, side): &(u64, Side<Bucket>)| {
-            if *min >= found.best_rank {
-                return;
-            }
-            side.visit(f.server, sw, &mut |b: &Bucket| {
-                if b.min_rank >= found.best_rank {
+        self.index
+            .visit(f.client, cw, &mut |(min, side): &(u64, Side<Bucket>)| {
+                if *min >= found.best_rank {
                     return;
                 }
-                for (k, list) in b.lists.iter() {
-                    if *k == proto_key || *k == ANY_PROTO {
-                        self.scan(list, f, ported, &mut found);
+                side.visit(f.server, sw, &mut |b: &Bucket| {
+                    if b.min_rank >= found.best_rank {
+                        return;
                     }
-                }
+                    for (k, list) in b.lists.iter() {
+                        if *k == proto_key || *k == ANY_PROTO {
+                            self.scan(list, f, ported, &mut found);
+                        }
+                    }
+                });
             });
-        });
         let rule = (found.best != NONE32).then(|| {
             let c = &self.crules[found.best as usize];
             (&self.policy.rules[c.index as usize], c.index)
@@ -833,8 +892,12 @@ fn build_bucket(mut list: Vec<u32>, p: &Policy, crules: &[CRule], ports: &[PortR
         }
     }
     let min_rank = list.first().map_or(NO_RANK, |&i| crules[i as usize].rank);
-    let lists: Vec<(u16, PortIndex)> =
-        by_key.into_iter().map(|(k, l)| (k, PortIndex::build(l, crules, ports))).collect();
-    Bucket { min_rank, lists: lists.into_boxed_slice() }
+    let lists: Vec<(u16, PortIndex)> = by_key
+        .into_iter()
+        .map(|(k, l)| (k, PortIndex::build(l, crules, ports)))
+        .collect();
+    Bucket {
+        min_rank,
+        lists: lists.into_boxed_slice(),
+    }
 }
-
