@@ -23,6 +23,7 @@
 
 use std::net::IpAddr;
 
+use arrayvec::ArrayVec;
 use hashbrown::HashMap;
 
 use super::model::{fqdn_matches, mask_v4, mask_v6, Cidr, Endpoint, IpProto, Mac, PortRange};
@@ -318,12 +319,16 @@ impl PortIndex {
 /// protocol without ports.
 const ANY_PROTO: u16 = 256;
 
+/// Most side-table entries one address can match: `any`, `external` or its workload, and one
+/// CIDR per prefix length (0..=128 for IPv6).
+const MAX_MATCHING: usize = 2 + 129;
+
 /// The rules of one `(from, to)` pair.
 #[derive(Debug)]
 struct Bucket {
     min_rank: u64,
-    /// By protocol key, sorted by key.
-    lists: Box<[(u16, PortIndex)]>,
+    /// (protocol key, rank of its first rule, rules), sorted by key.
+    lists: Box<[(u16, u64, PortIndex)]>,
 }
 
 /// CIDRs of one family as a laminar interval map (see the module docs).
@@ -396,7 +401,7 @@ impl<T> Prefixes<T> {
 
     /// Calls `f` with the value of every CIDR containing `a`, innermost first.
     #[inline]
-    fn visit(&self, a: u128, f: &mut impl FnMut(&T)) {
+    fn visit<'s>(&'s self, a: u128, f: &mut impl FnMut(&'s T)) {
         let i = self.starts.partition_point(|&s| s <= a);
         if i == 0 {
             return;
@@ -424,7 +429,7 @@ struct Side<T> {
 impl<T> Side<T> {
     /// Calls `f` for every entry matching address `ip` whose workload is `w`.
     #[inline]
-    fn visit(&self, ip: IpAddr, w: Option<WorkloadIdx>, f: &mut impl FnMut(&T)) {
+    fn visit<'s>(&'s self, ip: IpAddr, w: Option<WorkloadIdx>, f: &mut impl FnMut(&'s T)) {
         if let Some(v) = &self.any {
             f(v);
         }
@@ -718,28 +723,71 @@ impl CompiledPolicy {
         let mut found = Found::new();
         let proto_key = u16::from(f.ip_proto);
         let ported = f.ip_proto == 6 || f.ip_proto == 17;
-        self.index
-            .visit(f.client, cw, &mut |(min, side): &(u64, Side<Bucket>)| {
-                if *min >= found.best_rank {
-                    return;
-                }
-                side.visit(f.server, sw, &mut |b: &Bucket| {
-                    if b.min_rank >= found.best_rank {
-                        return;
-                    }
-                    for (k, list) in b.lists.iter() {
-                        if *k == proto_key || *k == ANY_PROTO {
-                            self.scan(list, f, ported, &mut found);
-                        }
-                    }
-                });
-            });
+        // Branch and bound: gather the entries matching the client (at most any, external or
+        // the workload, and one per prefix length), visit them by increasing minimum rank and
+        // stop at the first that cannot beat the best rule found; the same for the server's
+        // buckets inside each. The arrays live on the stack; should one ever fill up, the
+        // rest are visited unsorted (same result, less pruning).
+        let mut froms: ArrayVec<&(u64, Side<Bucket>), MAX_MATCHING> = ArrayVec::new();
+        self.index.visit(f.client, cw, &mut |e: &(u64, Side<Bucket>)| {
+            if let Err(full) = froms.try_push(e) {
+                self.visit_to(full.element(), f, sw, proto_key, ported, &mut found);
+            }
+        });
+        froms.sort_unstable_by_key(|e| e.0);
+        for e in froms {
+            if e.0 >= found.best_rank {
+                break;
+            }
+            self.visit_to(e, f, sw, proto_key, ported, &mut found);
+        }
         let rule = (found.best != NONE32).then(|| {
             let c = &self.crules[found.best as usize];
             (&self.policy.rules[c.index as usize], c.index)
         });
         let mode = |w: Option<WorkloadIdx>| w.map(|w| (w, self.workload_mode(w)));
         decide(mode(cw), mode(sw), &found, rule)
+    }
+
+    /// The server side of one `from` entry, buckets by increasing minimum rank.
+    #[inline]
+    fn visit_to(
+        &self,
+        e: &(u64, Side<Bucket>),
+        f: &Facts<'_>,
+        sw: Option<WorkloadIdx>,
+        proto_key: u16,
+        ported: bool,
+        found: &mut Found,
+    ) {
+        if e.0 >= found.best_rank {
+            return;
+        }
+        let mut buckets: ArrayVec<&Bucket, MAX_MATCHING> = ArrayVec::new();
+        e.1.visit(f.server, sw, &mut |b: &Bucket| {
+            if let Err(full) = buckets.try_push(b) {
+                self.scan_bucket(full.element(), f, proto_key, ported, found);
+            }
+        });
+        buckets.sort_unstable_by_key(|b| b.min_rank);
+        for b in buckets {
+            if b.min_rank >= found.best_rank {
+                break;
+            }
+            self.scan_bucket(b, f, proto_key, ported, found);
+        }
+    }
+
+    #[inline]
+    fn scan_bucket(&self, b: &Bucket, f: &Facts<'_>, proto_key: u16, ported: bool, found: &mut Found) {
+        if b.min_rank >= found.best_rank {
+            return;
+        }
+        for (k, first, list) in b.lists.iter() {
+            if (*k == proto_key || *k == ANY_PROTO) && *first < found.best_rank {
+                self.scan(list, f, ported, found);
+            }
+        }
     }
 
     #[inline]
@@ -819,7 +867,7 @@ impl CompiledPolicy {
         let count_side = |side: &Side<Bucket>, s: &mut IndexStats| {
             side_for_each(side, &mut |b: &Bucket| {
                 s.buckets += 1;
-                for (_, l) in b.lists.iter() {
+                for (_, _, l) in b.lists.iter() {
                     match l {
                         PortIndex::Linear(l) => {
                             s.linear_lists += 1;
@@ -892,9 +940,12 @@ fn build_bucket(mut list: Vec<u32>, p: &Policy, crules: &[CRule], ports: &[PortR
         }
     }
     let min_rank = list.first().map_or(NO_RANK, |&i| crules[i as usize].rank);
-    let lists: Vec<(u16, PortIndex)> = by_key
+    let lists: Vec<(u16, u64, PortIndex)> = by_key
         .into_iter()
-        .map(|(k, l)| (k, PortIndex::build(l, crules, ports)))
+        .map(|(k, l)| {
+            let first = l.first().map_or(NO_RANK, |&i| crules[i as usize].rank);
+            (k, first, PortIndex::build(l, crules, ports))
+        })
         .collect();
     Bucket {
         min_rank,
