@@ -522,9 +522,9 @@ pub struct CompiledPolicy {
     /// (name, wildcard) of each fqdn condition.
     fqdns: Box<[(String, bool)]>,
     index: Side<(u64, Side<Bucket>)>,
-    /// (address, workload index), sorted.
-    wl_v4: Box<[(u32, u32)]>,
-    wl_v6: Box<[(u128, u32)]>,
+    /// Address -> workload index.
+    wl_v4: HashMap<u32, u32>,
+    wl_v6: HashMap<u128, u32>,
     wl_mac: HashMap<Mac, u32>,
 }
 
@@ -644,8 +644,8 @@ impl CompiledPolicy {
             ports: ports.into_boxed_slice(),
             fqdns: fqdns.into_boxed_slice(),
             index,
-            wl_v4: wl_v4.into_boxed_slice(),
-            wl_v6: wl_v6.into_boxed_slice(),
+            wl_v4: wl_v4.into_iter().collect(),
+            wl_v6: wl_v6.into_iter().collect(),
             wl_mac,
         })
     }
@@ -684,24 +684,12 @@ impl CompiledPolicy {
             .map(|i| WorkloadIdx(i as u32))
     }
 
-    /// The workload address `ip` belongs to, if any (binary search).
+    /// The workload address `ip` belongs to, if any (one hash lookup).
     #[inline]
     pub fn workload_of(&self, ip: IpAddr) -> Option<WorkloadIdx> {
         match ip {
-            IpAddr::V4(a) => {
-                let a = u32::from(a);
-                self.wl_v4
-                    .binary_search_by_key(&a, |e| e.0)
-                    .ok()
-                    .map(|i| WorkloadIdx(self.wl_v4[i].1))
-            }
-            IpAddr::V6(a) => {
-                let a = u128::from(a);
-                self.wl_v6
-                    .binary_search_by_key(&a, |e| e.0)
-                    .ok()
-                    .map(|i| WorkloadIdx(self.wl_v6[i].1))
-            }
+            IpAddr::V4(a) => self.wl_v4.get(&u32::from(a)).map(|&i| WorkloadIdx(i)),
+            IpAddr::V6(a) => self.wl_v6.get(&u128::from(a)).map(|&i| WorkloadIdx(i)),
         }
     }
 
@@ -735,7 +723,7 @@ impl CompiledPolicy {
             }
         });
         froms.sort_unstable_by_key(|e| e.0);
-        for e in froms {
+        for &e in froms.iter() {
             if e.0 >= found.best_rank {
                 break;
             }
@@ -770,7 +758,7 @@ impl CompiledPolicy {
             }
         });
         buckets.sort_unstable_by_key(|b| b.min_rank);
-        for b in buckets {
+        for &b in buckets.iter() {
             if b.min_rank >= found.best_rank {
                 break;
             }
