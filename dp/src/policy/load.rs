@@ -22,7 +22,8 @@ use super::{Action, Policy, Rule, Workload};
 /// when no field can be named, e.g. a TOML syntax error).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyError {
-    /// 1-based line of the offending value (or of the table missing a field).
+    /// 1-based line of the offending value (or of the table missing a field); 0 for errors of
+    /// [`CompiledPolicy::compile`](super::CompiledPolicy::compile) on a policy built in code.
     pub line: usize,
     /// The field (`"to"`, `"ports"`, ...), or empty when none applies.
     pub field: String,

@@ -167,6 +167,21 @@ priority = 3
 }
 
 #[test]
+fn compiled_policy_is_send_and_sync_and_decision_is_copy() {
+    fn shared<T: Send + Sync + 'static>() {}
+    fn copy<T: Copy>() {}
+    shared::<CompiledPolicy>();
+    copy::<Decision>();
+    copy::<Facts<'static>>();
+    let c = std::sync::Arc::new(CompiledPolicy::empty());
+    let c2 = c.clone();
+    let d = std::thread::spawn(move || c2.evaluate(&tcp("198.18.0.1", "198.18.0.2", 80)))
+        .join()
+        .unwrap();
+    assert_eq!(d, Decision::NOT_ENFORCED);
+}
+
+#[test]
 fn empty_file_is_an_empty_learn_policy() {
     let p = Policy::from_toml("").unwrap();
     assert_eq!(p, Policy::default());
