@@ -77,7 +77,11 @@ pub fn learned_policy(base: &Policy, seen: &[LearnedConn]) -> Policy {
             }
         }
         // An app rules cannot name (e.g. a test-only one) is learned as unknown.
-        let app = if app_from_name(c.app.as_str()).is_some() { c.app } else { App::Unknown };
+        let app = if app_from_name(c.app.as_str()).is_some() {
+            c.app
+        } else {
+            App::Unknown
+        };
         let proto = IpProto::from_number(c.ip_proto);
         let port = matches!(proto, IpProto::Tcp | IpProto::Udp).then_some(c.server_port);
         let t: Tuple = (endpoint(c.client), endpoint(c.server), proto, port);

@@ -22,7 +22,8 @@ use super::{Action, Policy, Rule, Workload};
 /// when no field can be named, e.g. a TOML syntax error).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyError {
-    /// 1-based line of the offending value (or of the table missing a field).
+    /// 1-based line of the offending value (or of the table missing a field); 0 for errors of
+    /// [`CompiledPolicy::compile`](super::CompiledPolicy::compile) on a policy built in code.
     pub line: usize,
     /// The field (`"to"`, `"ports"`, ...), or empty when none applies.
     pub field: String,
@@ -97,7 +98,11 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn err<T>(&self, span: Range<usize>, field: &str, message: impl Into<String>) -> Result<T, PolicyError> {
-        Err(PolicyError { line: line_of(self.text, span.start), field: field.to_string(), message: message.into() })
+        Err(PolicyError {
+            line: line_of(self.text, span.start),
+            field: field.to_string(),
+            message: message.into(),
+        })
     }
 }
 
@@ -105,7 +110,14 @@ impl Ctx<'_> {
 /// field from the message (`unknown field`/`missing field`) or from the `key =` the span's
 /// line starts with.
 fn toml_error(text: &str, e: &toml::de::Error) -> PolicyError {
-    let msg = e.message().trim().to_string();
+    // toml's messages may span lines ("invalid table header\nexpected ..."): keep one line.
+    let msg = e
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ");
     let start = e.span().map(|s| s.start).unwrap_or(0);
     let line = line_of(text, start);
     let quoted = |prefix: &str| -> Option<String> {
@@ -113,33 +125,44 @@ fn toml_error(text: &str, e: &toml::de::Error) -> PolicyError {
         let rest = rest.strip_prefix('`')?;
         Some(rest[..rest.find('`')?].to_string())
     };
-    let field = quoted("unknown field ").or_else(|| quoted("missing field ")).unwrap_or_else(|| {
-        // The key of the line the value is on: `key = value`.
-        let line_text = text.lines().nth(line - 1).unwrap_or("");
-        match line_text.split_once('=') {
-            Some((k, _)) => {
-                let k = k.trim();
-                if !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-                    k.to_string()
-                } else {
-                    String::new()
+    let field = quoted("unknown field ")
+        .or_else(|| quoted("missing field "))
+        .unwrap_or_else(|| {
+            // The key of the line the value is on: `key = value`.
+            let line_text = text.lines().nth(line - 1).unwrap_or("");
+            match line_text.split_once('=') {
+                Some((k, _)) => {
+                    let k = k.trim();
+                    if !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                        k.to_string()
+                    } else {
+                        String::new()
+                    }
                 }
+                None => String::new(),
             }
-            None => String::new(),
-        }
-    });
-    PolicyError { line, field, message: msg }
+        });
+    PolicyError {
+        line,
+        field,
+        message: msg,
+    }
 }
 
 fn valid_workload_id(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > 64 {
         return Err("workload ids are 1 to 64 characters".into());
     }
-    if !id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')) {
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    {
         return Err(format!("bad workload id {id:?}: use letters, digits, '_', '-' and '.'"));
     }
     if id == "any" || id == "external" {
-        return Err(format!("{id:?} is reserved (it means every address / every non-workload address)"));
+        return Err(format!(
+            "{id:?} is reserved (it means every address / every non-workload address)"
+        ));
     }
     if id.parse::<IpAddr>().is_ok() {
         return Err(format!("workload id {id:?} reads as an address"));
@@ -151,7 +174,10 @@ fn valid_iface(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 15 {
         return Err(format!("bad interface name {name:?}: 1 to 15 characters"));
     }
-    if name.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || !b.is_ascii_graphic()) {
+    if name
+        .bytes()
+        .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || !b.is_ascii_graphic())
+    {
         return Err(format!("bad interface name {name:?}"));
     }
     Ok(())
@@ -160,7 +186,11 @@ fn valid_iface(name: &str) -> Result<(), String> {
 fn parse_mode(ctx: &Ctx<'_>, v: &Spanned<String>, field: &str) -> Result<Mode, PolicyError> {
     match Mode::from_name(v.get_ref()) {
         Some(m) => Ok(m),
-        None => ctx.err(v.span(), field, format!("unknown mode {:?} (expected learn, alert or protect)", v.get_ref())),
+        None => ctx.err(
+            v.span(),
+            field,
+            format!("unknown mode {:?} (expected learn, alert or protect)", v.get_ref()),
+        ),
     }
 }
 
@@ -185,11 +215,14 @@ fn parse_endpoint(
     if ids.contains_key(s) {
         return Ok(Endpoint::Workload(s.to_string()));
     }
-    if s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b':') && s.bytes().any(|b| b == b'.' || b == b':')
-    {
+    if s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'.' || b == b':') && s.bytes().any(|b| b == b'.' || b == b':') {
         return ctx.err(v.span(), field, format!("bad CIDR {s:?}: not an IPv4 or IPv6 address"));
     }
-    ctx.err(v.span(), field, format!("unknown workload {s:?} (expected a workload id, a CIDR, \"any\" or \"external\")"))
+    ctx.err(
+        v.span(),
+        field,
+        format!("unknown workload {s:?} (expected a workload id, a CIDR, \"any\" or \"external\")"),
+    )
 }
 
 fn family_of(e: &Endpoint) -> Option<bool> {
@@ -237,11 +270,19 @@ impl Policy {
                 let a: IpAddr = match ip.get_ref().parse() {
                     Ok(a) => a,
                     Err(_) => {
-                        return ctx.err(ip.span(), "ips", format!("bad address {:?}: not IPv4 or IPv6", ip.get_ref()))
+                        return ctx.err(
+                            ip.span(),
+                            "ips",
+                            format!("bad address {:?}: not IPv4 or IPv6", ip.get_ref()),
+                        )
                     }
                 };
                 if let Some(other) = ip_owner.insert(a, id.clone()) {
-                    return ctx.err(ip.span(), "ips", format!("address {a} already belongs to workload {other:?}"));
+                    return ctx.err(
+                        ip.span(),
+                        "ips",
+                        format!("address {a} already belongs to workload {other:?}"),
+                    );
                 }
                 ips.push(a);
             }
@@ -252,7 +293,11 @@ impl Policy {
                     Err(e) => return ctx.err(m.span(), "macs", e),
                 };
                 if let Some(other) = mac_owner.insert(mac, id.clone()) {
-                    return ctx.err(m.span(), "macs", format!("MAC {mac} already belongs to workload {other:?}"));
+                    return ctx.err(
+                        m.span(),
+                        "macs",
+                        format!("MAC {mac} already belongs to workload {other:?}"),
+                    );
                 }
                 macs.push(mac);
             }
@@ -269,7 +314,13 @@ impl Policy {
                 Some(m) => parse_mode(&ctx, m, "mode")?,
                 None => default_mode,
             };
-            workloads.push(Workload { id: id.clone(), ips, macs, iface, mode });
+            workloads.push(Workload {
+                id: id.clone(),
+                ips,
+                macs,
+                iface,
+                mode,
+            });
         }
 
         let mut rule_ids = HashSet::new();
@@ -277,7 +328,13 @@ impl Policy {
         for r in &raw.rule {
             let id = match u32::try_from(*r.id.get_ref()) {
                 Ok(id) => id,
-                Err(_) => return ctx.err(r.id.span(), "id", format!("rule id {} is not in 0..=4294967295", r.id.get_ref())),
+                Err(_) => {
+                    return ctx.err(
+                        r.id.span(),
+                        "id",
+                        format!("rule id {} is not in 0..=4294967295", r.id.get_ref()),
+                    )
+                }
             };
             if !rule_ids.insert(id) {
                 return ctx.err(r.id.span(), "id", format!("duplicate rule id {id}"));
@@ -286,7 +343,11 @@ impl Policy {
             let to = parse_endpoint(&ctx, &r.to, "to", &ids)?;
             if let (Some(a), Some(b)) = (family_of(&from), family_of(&to)) {
                 if a != b {
-                    return ctx.err(r.to.span(), "to", "from and to are CIDRs of different address families (never matches)");
+                    return ctx.err(
+                        r.to.span(),
+                        "to",
+                        "from and to are CIDRs of different address families (never matches)",
+                    );
                 }
             }
             let ip_proto = match &r.ip_proto {
@@ -300,10 +361,18 @@ impl Policy {
                 None => None,
                 Some(list) => {
                     if list.get_ref().is_empty() {
-                        return ctx.err(list.span(), "ports", "empty port list (leave ports out to match every port)");
+                        return ctx.err(
+                            list.span(),
+                            "ports",
+                            "empty port list (leave ports out to match every port)",
+                        );
                     }
                     if !matches!(ip_proto, IpProto::Tcp | IpProto::Udp | IpProto::Any) {
-                        return ctx.err(list.span(), "ports", format!("ports need ip_proto tcp, udp or any, not {ip_proto}"));
+                        return ctx.err(
+                            list.span(),
+                            "ports",
+                            format!("ports need ip_proto tcp, udp or any, not {ip_proto}"),
+                        );
                     }
                     let mut out = Vec::new();
                     for p in list.get_ref() {
@@ -326,7 +395,11 @@ impl Policy {
                 None => None,
                 Some(list) => {
                     if list.get_ref().is_empty() {
-                        return ctx.err(list.span(), "apps", "empty app list (leave apps out to match every app)");
+                        return ctx.err(
+                            list.span(),
+                            "apps",
+                            "empty app list (leave apps out to match every app)",
+                        );
                     }
                     let mut out = Vec::new();
                     for a in list.get_ref() {
@@ -339,7 +412,8 @@ impl Policy {
                             None => {
                                 let names: Vec<&str> = known_apps().map(|a| a.as_str()).collect();
                                 let why = if a.get_ref() == "unknown" {
-                                    "\"unknown\" cannot be required (leave apps out to match undetected apps)".to_string()
+                                    "\"unknown\" cannot be required (leave apps out to match undetected apps)"
+                                        .to_string()
                                 } else {
                                     format!("unknown app {:?} (known: {})", a.get_ref(), names.join(", "))
                                 };
@@ -361,7 +435,11 @@ impl Policy {
                 "allow" => Action::Allow,
                 "deny" => Action::Deny,
                 other => {
-                    return ctx.err(r.action.span(), "action", format!("unknown action {other:?} (expected allow or deny)"))
+                    return ctx.err(
+                        r.action.span(),
+                        "action",
+                        format!("unknown action {other:?} (expected allow or deny)"),
+                    )
                 }
             };
             let priority = match &r.priority {
@@ -369,13 +447,31 @@ impl Policy {
                 Some(p) => match u32::try_from(*p.get_ref()) {
                     Ok(p) => p,
                     Err(_) => {
-                        return ctx.err(p.span(), "priority", format!("priority {} is not in 0..=4294967295", p.get_ref()))
+                        return ctx.err(
+                            p.span(),
+                            "priority",
+                            format!("priority {} is not in 0..=4294967295", p.get_ref()),
+                        )
                     }
                 },
             };
-            rules.push(Rule { id, from, to, ip_proto, ports, apps, fqdn, action, priority });
+            rules.push(Rule {
+                id,
+                from,
+                to,
+                ip_proto,
+                ports,
+                apps,
+                fqdn,
+                action,
+                priority,
+            });
         }
-        Ok(Policy { default_mode, workloads, rules })
+        Ok(Policy {
+            default_mode,
+            workloads,
+            rules,
+        })
     }
 
     /// The policy as a TOML file that [`Policy::from_toml`] reads back to an equal `Policy`

@@ -17,12 +17,20 @@
 //! matches there, so nothing after it can decide or make an app pending). Lists that would
 //! grow too large that way stay a plain rank-ordered list with port checks.
 //!
-//! Every table entry carries the minimum rank below it; a scan skips entries whose minimum is
-//! not better than the best rule found so far, and stops a list at the first rank that is not.
-//! `evaluate` allocates nothing.
+//! Every table entry carries the minimum rank below it. `evaluate` is a branch and bound:
+//! it gathers the `from` entries matching the client (at most 2 + 129) on the stack, visits
+//! them by increasing minimum rank and stops at the first whose minimum is not better than the
+//! best rule found so far; inside each, the same over the buckets matching the server; inside
+//! a bucket, a list stops at the first rank that is not better. Workload addresses are found
+//! by one hash lookup. `evaluate` allocates nothing (`dp/tests/policy_alloc.rs` checks).
+//!
+//! Cost: O(matching `from` entries × (log n + matching `to` entries)) in the worst case, far
+//! less with pruning; independent of the number of rules that cannot match (see the "Policy
+//! rule lookup" section of perf/RESULTS.md for figures).
 
 use std::net::IpAddr;
 
+use arrayvec::ArrayVec;
 use hashbrown::HashMap;
 
 use super::model::{fqdn_matches, mask_v4, mask_v6, Cidr, Endpoint, IpProto, Mac, PortRange};
@@ -81,7 +89,12 @@ struct Found {
 
 impl Found {
     const fn new() -> Found {
-        Found { best_rank: NO_RANK, best: NONE32, allow_app: NO_RANK, deny_app: NO_RANK }
+        Found {
+            best_rank: NO_RANK,
+            best: NONE32,
+            allow_app: NO_RANK,
+            deny_app: NO_RANK,
+        }
     }
 }
 
@@ -159,7 +172,10 @@ fn rule_conditions(r: &Rule, f: &Facts<'_>) -> Cond {
 /// match).
 pub fn reference_evaluate(p: &Policy, f: &Facts<'_>) -> Decision {
     let owner = |ip: IpAddr| {
-        p.workloads.iter().position(|w| w.ips.contains(&ip)).map(|i| (WorkloadIdx(i as u32), p.workloads[i].mode))
+        p.workloads
+            .iter()
+            .position(|w| w.ips.contains(&ip))
+            .map(|i| (WorkloadIdx(i as u32), p.workloads[i].mode))
     };
     let (cw, sw) = (owner(f.client), owner(f.server));
     if cw.is_none() && sw.is_none() {
@@ -228,7 +244,11 @@ enum PortIndex {
     /// Elementary port intervals: `starts[i]..starts[i+1]` (the last one to 65535) has the
     /// rules `entries[offs[i]..offs[i+1]]` (rank order, cut after the first plain rule); ports
     /// need no check.
-    Intervals { starts: Box<[u16]>, offs: Box<[u32]>, entries: Box<[u32]> },
+    Intervals {
+        starts: Box<[u16]>,
+        offs: Box<[u32]>,
+        entries: Box<[u32]>,
+    },
 }
 
 /// Lists at most this long stay linear (scanning a few rules beats a binary search).
@@ -240,9 +260,7 @@ impl PortIndex {
         if list.len() <= LINEAR_MAX {
             return PortIndex::Linear(list.into_boxed_slice());
         }
-        let ranges = |r: &CRule| -> &[PortRange] {
-            &ports[r.ports_off as usize..(r.ports_off + r.ports_len) as usize]
-        };
+        let ranges = |r: &CRule| -> &[PortRange] { &ports[r.ports_off as usize..(r.ports_off + r.ports_len) as usize] };
         const ALL: [PortRange; 1] = [PortRange { lo: 0, hi: u16::MAX }];
         let mut cuts: Vec<u16> = vec![0];
         for &i in &list {
@@ -308,12 +326,16 @@ impl PortIndex {
 /// protocol without ports.
 const ANY_PROTO: u16 = 256;
 
+/// Most side-table entries one address can match: `any`, `external` or its workload, and one
+/// CIDR per prefix length (0..=128 for IPv6).
+const MAX_MATCHING: usize = 2 + 129;
+
 /// The rules of one `(from, to)` pair.
 #[derive(Debug)]
 struct Bucket {
     min_rank: u64,
-    /// By protocol key, sorted by key.
-    lists: Box<[(u16, PortIndex)]>,
+    /// (protocol key, rank of its first rule, rules), sorted by key.
+    lists: Box<[(u16, u64, PortIndex)]>,
 }
 
 /// CIDRs of one family as a laminar interval map (see the module docs).
@@ -354,7 +376,12 @@ impl<T> Prefixes<T> {
                 }
                 stack.pop();
                 // ends[top] < it.0 <= u128::MAX, so +1 cannot overflow.
-                push(&mut starts, &mut inner, ends[top as usize] + 1, stack.last().copied().unwrap_or(NONE32));
+                push(
+                    &mut starts,
+                    &mut inner,
+                    ends[top as usize] + 1,
+                    stack.last().copied().unwrap_or(NONE32),
+                );
             }
             parents.push(stack.last().copied().unwrap_or(NONE32));
             ends.push(it.1);
@@ -363,16 +390,25 @@ impl<T> Prefixes<T> {
         }
         while let Some(top) = stack.pop() {
             if ends[top as usize] != u128::MAX {
-                push(&mut starts, &mut inner, ends[top as usize] + 1, stack.last().copied().unwrap_or(NONE32));
+                push(
+                    &mut starts,
+                    &mut inner,
+                    ends[top as usize] + 1,
+                    stack.last().copied().unwrap_or(NONE32),
+                );
             }
         }
         let nodes: Vec<(u32, T)> = items.into_iter().zip(parents).map(|((_, _, v), p)| (p, v)).collect();
-        Prefixes { starts: starts.into_boxed_slice(), inner: inner.into_boxed_slice(), nodes: nodes.into_boxed_slice() }
+        Prefixes {
+            starts: starts.into_boxed_slice(),
+            inner: inner.into_boxed_slice(),
+            nodes: nodes.into_boxed_slice(),
+        }
     }
 
     /// Calls `f` with the value of every CIDR containing `a`, innermost first.
     #[inline]
-    fn visit(&self, a: u128, f: &mut impl FnMut(&T)) {
+    fn visit<'s>(&'s self, a: u128, f: &mut impl FnMut(&'s T)) {
         let i = self.starts.partition_point(|&s| s <= a);
         if i == 0 {
             return;
@@ -400,7 +436,7 @@ struct Side<T> {
 impl<T> Side<T> {
     /// Calls `f` for every entry matching address `ip` whose workload is `w`.
     #[inline]
-    fn visit(&self, ip: IpAddr, w: Option<WorkloadIdx>, f: &mut impl FnMut(&T)) {
+    fn visit<'s>(&'s self, ip: IpAddr, w: Option<WorkloadIdx>, f: &mut impl FnMut(&'s T)) {
         if let Some(v) = &self.any {
             f(v);
         }
@@ -438,14 +474,20 @@ fn key_of(e: &Endpoint, ids: &std::collections::HashMap<&str, u32>) -> Option<Ke
         Endpoint::Any => Key::Any,
         Endpoint::External => Key::External,
         Endpoint::Workload(id) => Key::Workload(*ids.get(id.as_str())?),
-        Endpoint::Cidr(Cidr { addr: IpAddr::V4(a), len }) => {
+        Endpoint::Cidr(Cidr {
+            addr: IpAddr::V4(a),
+            len,
+        }) => {
             let lo = u128::from(mask_v4(u32::from(*a), *len));
-            let size = if *len == 0 { u128::from(u32::MAX) } else { u128::from(u32::MAX >> len) };
+            let size = u128::from(u32::MAX.checked_shr(u32::from(*len)).unwrap_or(0));
             Key::V4(lo, lo + size)
         }
-        Endpoint::Cidr(Cidr { addr: IpAddr::V6(a), len }) => {
+        Endpoint::Cidr(Cidr {
+            addr: IpAddr::V6(a),
+            len,
+        }) => {
             let lo = mask_v6(u128::from(*a), *len);
-            let size = if *len == 0 { u128::MAX } else { u128::MAX >> len };
+            let size = u128::MAX.checked_shr(u32::from(*len)).unwrap_or(0);
             Key::V6(lo, lo + size)
         }
     })
@@ -468,7 +510,13 @@ fn side_build<V, T>(map: std::collections::HashMap<Key, V>, mut make: impl FnMut
         }
     }
     workloads.sort_unstable_by_key(|e| e.0);
-    Side { any, external, workloads: workloads.into_boxed_slice(), v4: Prefixes::build(v4), v6: Prefixes::build(v6) }
+    Side {
+        any,
+        external,
+        workloads: workloads.into_boxed_slice(),
+        v4: Prefixes::build(v4),
+        v6: Prefixes::build(v6),
+    }
 }
 
 /// A policy compiled for evaluation. Immutable, `Send + Sync`: build it once per policy
@@ -481,9 +529,9 @@ pub struct CompiledPolicy {
     /// (name, wildcard) of each fqdn condition.
     fqdns: Box<[(String, bool)]>,
     index: Side<(u64, Side<Bucket>)>,
-    /// (address, workload index), sorted.
-    wl_v4: Box<[(u32, u32)]>,
-    wl_v6: Box<[(u128, u32)]>,
+    /// Address -> workload index.
+    wl_v4: HashMap<u32, u32>,
+    wl_v6: HashMap<u128, u32>,
     wl_mac: HashMap<Mac, u32>,
 }
 
@@ -502,7 +550,11 @@ impl CompiledPolicy {
     /// workload address or MAC in two workloads, duplicate workload or rule ids, CIDRs with
     /// host bits set (line 0, field and message as from_toml would say).
     pub fn compile(p: &Policy) -> Result<CompiledPolicy, PolicyError> {
-        let err = |field: &str, message: String| PolicyError { line: 0, field: field.into(), message };
+        let err = |field: &str, message: String| PolicyError {
+            line: 0,
+            field: field.into(),
+            message,
+        };
         let mut ids: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
         let mut wl_v4 = Vec::new();
         let mut wl_v6 = Vec::new();
@@ -576,7 +628,15 @@ impl CompiledPolicy {
                     (off, list.len() as u32)
                 }
             };
-            crules.push(CRule { rank: rank(r), index: i as u32, action: r.action, apps, fqdn, ports_off, ports_len });
+            crules.push(CRule {
+                rank: rank(r),
+                index: i as u32,
+                action: r.action,
+                apps,
+                fqdn,
+                ports_off,
+                ports_len,
+            });
             table.entry(from).or_default().entry(to).or_default().push(i as u32);
         }
         let index = side_build(table, |level2: Level2| {
@@ -591,8 +651,8 @@ impl CompiledPolicy {
             ports: ports.into_boxed_slice(),
             fqdns: fqdns.into_boxed_slice(),
             index,
-            wl_v4: wl_v4.into_boxed_slice(),
-            wl_v6: wl_v6.into_boxed_slice(),
+            wl_v4: wl_v4.into_iter().collect(),
+            wl_v6: wl_v6.into_iter().collect(),
             wl_mac,
         })
     }
@@ -624,21 +684,19 @@ impl CompiledPolicy {
 
     /// The workload with id `id`, if any (linear; not for the packet path).
     pub fn workload_by_id(&self, id: &str) -> Option<WorkloadIdx> {
-        self.policy.workloads.iter().position(|w| w.id == id).map(|i| WorkloadIdx(i as u32))
+        self.policy
+            .workloads
+            .iter()
+            .position(|w| w.id == id)
+            .map(|i| WorkloadIdx(i as u32))
     }
 
-    /// The workload address `ip` belongs to, if any (binary search).
+    /// The workload address `ip` belongs to, if any (one hash lookup).
     #[inline]
     pub fn workload_of(&self, ip: IpAddr) -> Option<WorkloadIdx> {
         match ip {
-            IpAddr::V4(a) => {
-                let a = u32::from(a);
-                self.wl_v4.binary_search_by_key(&a, |e| e.0).ok().map(|i| WorkloadIdx(self.wl_v4[i].1))
-            }
-            IpAddr::V6(a) => {
-                let a = u128::from(a);
-                self.wl_v6.binary_search_by_key(&a, |e| e.0).ok().map(|i| WorkloadIdx(self.wl_v6[i].1))
-            }
+            IpAddr::V4(a) => self.wl_v4.get(&u32::from(a)).map(|&i| WorkloadIdx(i)),
+            IpAddr::V6(a) => self.wl_v6.get(&u128::from(a)).map(|&i| WorkloadIdx(i)),
         }
     }
 
@@ -660,27 +718,71 @@ impl CompiledPolicy {
         let mut found = Found::new();
         let proto_key = u16::from(f.ip_proto);
         let ported = f.ip_proto == 6 || f.ip_proto == 17;
-        self.index.visit(f.client, cw, &mut |(min, side): &(u64, Side<Bucket>)| {
-            if *min >= found.best_rank {
-                return;
+        // Branch and bound: gather the entries matching the client (at most any, external or
+        // the workload, and one per prefix length), visit them by increasing minimum rank and
+        // stop at the first that cannot beat the best rule found; the same for the server's
+        // buckets inside each. The arrays live on the stack; should one ever fill up, the
+        // rest are visited unsorted (same result, less pruning).
+        let mut froms: ArrayVec<&(u64, Side<Bucket>), MAX_MATCHING> = ArrayVec::new();
+        self.index.visit(f.client, cw, &mut |e: &(u64, Side<Bucket>)| {
+            if let Err(full) = froms.try_push(e) {
+                self.visit_to(full.element(), f, sw, proto_key, ported, &mut found);
             }
-            side.visit(f.server, sw, &mut |b: &Bucket| {
-                if b.min_rank >= found.best_rank {
-                    return;
-                }
-                for (k, list) in b.lists.iter() {
-                    if *k == proto_key || *k == ANY_PROTO {
-                        self.scan(list, f, ported, &mut found);
-                    }
-                }
-            });
         });
+        froms.sort_unstable_by_key(|e| e.0);
+        for &e in froms.iter() {
+            if e.0 >= found.best_rank {
+                break;
+            }
+            self.visit_to(e, f, sw, proto_key, ported, &mut found);
+        }
         let rule = (found.best != NONE32).then(|| {
             let c = &self.crules[found.best as usize];
             (&self.policy.rules[c.index as usize], c.index)
         });
         let mode = |w: Option<WorkloadIdx>| w.map(|w| (w, self.workload_mode(w)));
         decide(mode(cw), mode(sw), &found, rule)
+    }
+
+    /// The server side of one `from` entry, buckets by increasing minimum rank.
+    #[inline]
+    fn visit_to(
+        &self,
+        e: &(u64, Side<Bucket>),
+        f: &Facts<'_>,
+        sw: Option<WorkloadIdx>,
+        proto_key: u16,
+        ported: bool,
+        found: &mut Found,
+    ) {
+        if e.0 >= found.best_rank {
+            return;
+        }
+        let mut buckets: ArrayVec<&Bucket, MAX_MATCHING> = ArrayVec::new();
+        e.1.visit(f.server, sw, &mut |b: &Bucket| {
+            if let Err(full) = buckets.try_push(b) {
+                self.scan_bucket(full.element(), f, proto_key, ported, found);
+            }
+        });
+        buckets.sort_unstable_by_key(|b| b.min_rank);
+        for &b in buckets.iter() {
+            if b.min_rank >= found.best_rank {
+                break;
+            }
+            self.scan_bucket(b, f, proto_key, ported, found);
+        }
+    }
+
+    #[inline]
+    fn scan_bucket(&self, b: &Bucket, f: &Facts<'_>, proto_key: u16, ported: bool, found: &mut Found) {
+        if b.min_rank >= found.best_rank {
+            return;
+        }
+        for (k, first, list) in b.lists.iter() {
+            if (*k == proto_key || *k == ANY_PROTO) && *first < found.best_rank {
+                self.scan(list, f, ported, found);
+            }
+        }
     }
 
     #[inline]
@@ -760,7 +862,7 @@ impl CompiledPolicy {
         let count_side = |side: &Side<Bucket>, s: &mut IndexStats| {
             side_for_each(side, &mut |b: &Bucket| {
                 s.buckets += 1;
-                for (_, l) in b.lists.iter() {
+                for (_, _, l) in b.lists.iter() {
                     match l {
                         PortIndex::Linear(l) => {
                             s.linear_lists += 1;
@@ -833,8 +935,15 @@ fn build_bucket(mut list: Vec<u32>, p: &Policy, crules: &[CRule], ports: &[PortR
         }
     }
     let min_rank = list.first().map_or(NO_RANK, |&i| crules[i as usize].rank);
-    let lists: Vec<(u16, PortIndex)> =
-        by_key.into_iter().map(|(k, l)| (k, PortIndex::build(l, crules, ports))).collect();
-    Bucket { min_rank, lists: lists.into_boxed_slice() }
+    let lists: Vec<(u16, u64, PortIndex)> = by_key
+        .into_iter()
+        .map(|(k, l)| {
+            let first = l.first().map_or(NO_RANK, |&i| crules[i as usize].rank);
+            (k, first, PortIndex::build(l, crules, ports))
+        })
+        .collect();
+    Bucket {
+        min_rank,
+        lists: lists.into_boxed_slice(),
+    }
 }
-

@@ -111,14 +111,18 @@ impl FromStr for Mac {
         let mut n = 0;
         for part in s.split(':') {
             if n == 6 || part.len() != 2 {
-                return Err(format!("bad MAC address {s:?}: expected six hex pairs like 02:00:00:00:00:02"));
+                return Err(format!(
+                    "bad MAC address {s:?}: expected six hex pairs like 02:00:00:00:00:02"
+                ));
             }
             out[n] = u8::from_str_radix(part, 16)
                 .map_err(|_| format!("bad MAC address {s:?}: expected six hex pairs like 02:00:00:00:00:02"))?;
             n += 1;
         }
         if n != 6 {
-            return Err(format!("bad MAC address {s:?}: expected six hex pairs like 02:00:00:00:00:02"));
+            return Err(format!(
+                "bad MAC address {s:?}: expected six hex pairs like 02:00:00:00:00:02"
+            ));
         }
         Ok(Mac(out))
     }
@@ -127,7 +131,11 @@ impl FromStr for Mac {
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
     }
 }
 
@@ -145,7 +153,10 @@ pub struct Cidr {
 impl Cidr {
     /// The host prefix of `addr` (/32 or /128).
     pub fn host(addr: IpAddr) -> Cidr {
-        Cidr { addr, len: if addr.is_ipv4() { 32 } else { 128 } }
+        Cidr {
+            addr,
+            len: if addr.is_ipv4() { 32 } else { 128 },
+        }
     }
 
     /// True if `ip` is inside this prefix (never across address families).
@@ -183,7 +194,9 @@ impl FromStr for Cidr {
             Some((a, l)) => (a, Some(l)),
             None => (s, None),
         };
-        let addr: IpAddr = a.parse().map_err(|_| format!("bad CIDR {s:?}: {a:?} is not an IPv4 or IPv6 address"))?;
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| format!("bad CIDR {s:?}: {a:?} is not an IPv4 or IPv6 address"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let len = match l {
             None => max,
@@ -198,7 +211,9 @@ impl FromStr for Cidr {
             IpAddr::V6(v) => IpAddr::V6(mask_v6(u128::from(v), len).into()),
         };
         if masked != addr {
-            return Err(format!("bad CIDR {s:?}: host bits are set (the network is {masked}/{len})"));
+            return Err(format!(
+                "bad CIDR {s:?}: host bits are set (the network is {masked}/{len})"
+            ));
         }
         Ok(net)
     }
@@ -340,7 +355,8 @@ impl FromStr for PortRange {
             if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(format!("bad port range {s:?}: expected \"80\" or \"8000-8100\""));
             }
-            p.parse::<u16>().map_err(|_| format!("bad port range {s:?}: ports are 0..=65535"))
+            p.parse::<u16>()
+                .map_err(|_| format!("bad port range {s:?}: ports are 0..=65535"))
         };
         let (lo, hi) = match s.split_once('-') {
             Some((a, b)) => (port(a)?, port(b)?),
@@ -421,11 +437,17 @@ impl FromStr for Fqdn {
             if label.is_empty() || label.len() > 63 {
                 return bad("labels are 1 to 63 characters");
             }
-            if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            if !label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
                 return bad("labels are letters, digits, '-' and '_' (a wildcard is only a leading \"*.\")");
             }
         }
-        Ok(Fqdn { name: name.to_string(), wildcard })
+        Ok(Fqdn {
+            name: name.to_string(),
+            wildcard,
+        })
     }
 }
 

@@ -1,0 +1,123 @@
+//! `CompiledPolicy::evaluate` allocates nothing: counted by a global allocator wrapper, on
+//! the evaluating thread only.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::net::IpAddr;
+
+use warden_dp::app::App;
+use warden_dp::policy::{CompiledPolicy, Facts, Policy};
+
+struct Counting;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.with(|c| c.get()) {
+            ALLOCS.with(|a| a.set(a.get() + 1));
+        }
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as our caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn evaluate_does_not_allocate() {
+    let mut text = String::from(
+        "[[workload]]\nid = \"web\"\nips = [\"198.18.0.2\", \"2001:db8::2\"]\nmode = \"protect\"\n\
+         [[workload]]\nid = \"cli\"\nips = [\"198.18.0.1\", \"2001:db8::1\"]\nmode = \"alert\"\n",
+    );
+    let ends = [
+        "any",
+        "external",
+        "web",
+        "cli",
+        "198.18.0.0/15",
+        "198.18.0.0/24",
+        "2001:db8::/32",
+        "0.0.0.0/0",
+    ];
+    let mut id = 0;
+    for from in ends {
+        for to in ends {
+            for (proto, ports, extra) in [
+                ("tcp", "ports = [\"80\", \"8000-8100\"]\n", "apps = [\"http\"]\n"),
+                ("udp", "ports = [\"53\"]\n", "fqdn = \"*.a.test\"\n"),
+                ("any", "", ""),
+                ("tcp", "ports = [\"1-1000\"]\n", ""),
+            ] {
+                if from.contains(':') && to.contains('.') || from.contains('.') && to.contains(':') {
+                    continue;
+                }
+                id += 1;
+                text += &format!(
+                    "[[rule]]\nid = {id}\nfrom = \"{from}\"\nto = \"{to}\"\nip_proto = \"{proto}\"\n{ports}{extra}\
+                     action = \"{}\"\npriority = {}\n",
+                    if id % 3 == 0 { "deny" } else { "allow" },
+                    (id * 7919) % 97
+                );
+            }
+        }
+    }
+    let p = Policy::from_toml(&text).unwrap();
+    let c = CompiledPolicy::compile(&p).unwrap();
+    let names = ["x.a.test"];
+    let addrs: Vec<IpAddr> = [
+        "198.18.0.1",
+        "198.18.0.2",
+        "198.18.0.77",
+        "192.0.2.1",
+        "2001:db8::1",
+        "2001:db8::2",
+    ]
+    .iter()
+    .map(|s| s.parse().unwrap())
+    .collect();
+    let mut facts = Vec::new();
+    for &client in &addrs {
+        for &server in &addrs {
+            if client.is_ipv4() != server.is_ipv4() {
+                continue;
+            }
+            for (ip_proto, server_port) in [(6, 80), (6, 8050), (6, 443), (17, 53), (1, 0)] {
+                for app in [None, Some(App::Unknown), Some(App::Http)] {
+                    facts.push(Facts {
+                        client,
+                        server,
+                        ip_proto,
+                        server_port,
+                        app,
+                        server_names: &names,
+                        client_names: &[],
+                    });
+                }
+            }
+        }
+    }
+    // The counter works: a Box counts.
+    COUNTING.with(|c| c.set(true));
+    drop(std::hint::black_box(Box::new(1u64)));
+    COUNTING.with(|c| c.set(false));
+    assert_eq!(ALLOCS.with(|a| a.replace(0)), 1, "allocation counter");
+
+    let mut decided = 0;
+    COUNTING.with(|c| c.set(true));
+    for f in &facts {
+        decided += usize::from(c.evaluate(f).rule_id.is_some());
+    }
+    COUNTING.with(|c| c.set(false));
+    assert_eq!(ALLOCS.with(|a| a.get()), 0, "evaluate allocated");
+    assert!(decided > facts.len() / 2, "{decided} of {}", facts.len());
+}
