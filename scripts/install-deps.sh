@@ -46,6 +46,8 @@ if ! "$ORACLEDB_VENV/bin/python" -c "import oracledb" >/dev/null 2>&1; then
   mkdir -p "$(dirname "$ORACLEDB_VENV")"
   /usr/bin/python3 -m venv "$ORACLEDB_VENV"
   "$ORACLEDB_VENV/bin/pip" install -q --disable-pip-version-check oracledb
+fi
+
 # Spark end to end: a real standalone Master and Worker from pyspark's jars (PyPI, ~400 MB),
 # in a venv of their own. Override the location with WARDEN_TEST_VENV.
 venv="${WARDEN_TEST_VENV:-/opt/warden-test-venv}"
