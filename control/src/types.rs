@@ -284,6 +284,12 @@ pub struct ThreatRecord {
     pub id: String,
     /// Direction of the carrying bytes: `to_server` or `to_client`.
     pub dir: String,
+    /// What the detector saw: `libinjection` (an HTTP value) or a statement shape
+    /// (`tautology`, `union_select`, `stacked_query`, `comment_truncation`, `time_function`,
+    /// `error_function`, `catalog_probe`, `char_banner`, `unbalanced_quote`,
+    /// `unbalanced_paren`, `command_exec`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
     /// The triggering text, truncated (at most 128 bytes).
     pub evidence: String,
     /// Detections of this session (the evidence is the first one's).

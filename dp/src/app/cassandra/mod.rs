@@ -73,6 +73,7 @@ pub struct Cassandra {
     segments: u64,
     violation: bool,
     gap: bool,
+    threats: crate::detect::Threats,
 }
 
 impl Cassandra {
@@ -107,6 +108,13 @@ impl Cassandra {
             parser::READY | parser::AUTHENTICATE if d == 1 && h.version >= 5 => self.side[1].segmented = true,
             parser::QUERY | parser::PREPARE if d == 0 => {
                 self.queries = self.queries.saturating_add(1);
+                if !compressed {
+                    if let Some(len) = parser::be32(body, 0).and_then(|l| usize::try_from(l).ok()) {
+                        let q = body.get(4..).unwrap_or_default();
+                        let q = &q[..q.len().min(len)];
+                        self.threats.sql_in(Dir::ToServer, crate::detect::sql::Dialect::Cql, q.len() < len, q);
+                    }
+                }
                 if self.query.is_none() && !compressed {
                     self.query = parser::long_string(body, MAX_QUERY).map(text);
                 }
@@ -338,6 +346,10 @@ impl AppParser for Cassandra {
         if self.gap {
             out.insert("gap".into(), true.into());
         }
+    }
+
+    fn threats(&self) -> Option<&crate::detect::Threats> {
+        Some(&self.threats)
     }
 }
 

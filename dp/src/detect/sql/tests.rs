@@ -1,0 +1,3 @@
+//! Tests of the statement detector on real statements.
+use super::*;
+
