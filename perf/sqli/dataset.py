@@ -198,6 +198,21 @@ STATEMENTS = {
 }
 
 
+def statement_type(b):
+    """The parameter type a boundary's prefix breaks out of. sqlmap's <ptype> is not always
+    consistent with its prefix (`")) AS x WHERE` is filed as ptype 2, single quoted), so the
+    quote is taken from the prefix; identifier and backtick contexts get no statement."""
+    pre = b["prefix"].lstrip("%")
+    if b["ptype"] == 6 or pre.startswith(("`", "]")):
+        return None
+    like = b["ptype"] in (3, 5)
+    if pre.startswith("'"):
+        return 3 if like else 2
+    if pre.startswith('"'):
+        return 5 if like else 4
+    return 1 if b["ptype"] == 1 else None
+
+
 def sqlmap_items():
     seen = set()
     bs = boundaries()
@@ -212,7 +227,8 @@ def sqlmap_items():
                 for e in exprs:
                     if not e:
                         continue
-                    tmpl, orig = STATEMENTS.get(b["ptype"], (None, "1"))
+                    stype = statement_type(b)
+                    tmpl, orig = STATEMENTS.get(stype, (None, "apple" if b["ptype"] in (2, 3, 4, 5) else "1"))
                     expr = escape(cleanup(e, orig), t["dbms"])
                     comment = t["comment"] or None
                     value = with_where(bind(expr, b, comment, where), where, orig)
@@ -228,7 +244,7 @@ def sqlmap_items():
                                request="POST /item HTTP/1.1\r\nHost: app\r\nContent-Type: application/x-www-form-urlencoded"
                                        "\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
                     if tmpl and (0 in b["clause"] or 1 in b["clause"]):
-                        dialect = "mysql" if t["dbms"] in ("", "MySQL") or b["ptype"] in (4, 5) else "ansi"
+                        dialect = "mysql" if t["dbms"] in ("", "MySQL") or stype in (4, 5) else "ansi"
                         yield dict(kind="sql", label="attack", source=src, dialect=dialect, text=tmpl % value)
 
 

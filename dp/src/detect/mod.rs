@@ -93,7 +93,7 @@ impl Threats {
     /// Checks one already-decoded HTTP value (a query-string or form value, a path, an HTTP/2
     /// `:path` part) with libinjection; true when it is an injection.
     pub fn http_param(&mut self, dir: Dir, value: &[u8]) -> bool {
-        match sqli::HttpValue.check(value) {
+        match sqli::HttpValue::default().check(value) {
             Some(r) => {
                 self.record(ThreatId::SqlInjection, dir, r.as_str(), value);
                 true

@@ -22,9 +22,10 @@
 //!   statement with a `WHERE` or `UNION` (the `-- ` / `#` that cuts off the rest of the
 //!   application's query);
 //! - a stacked statement after a literal of a `WHERE` (`…WHERE id=1; DROP …`) that is a
-//!   DDL/EXEC/DECLARE statement or ends in such a comment;
+//!   DDL/EXEC/DECLARE/WAITFOR statement, reads a system catalog, or ends in such a comment;
 //! - time functions (`SLEEP`, `BENCHMARK`, `PG_SLEEP`, `WAITFOR DELAY|TIME`,
-//!   `DBMS_PIPE.RECEIVE_MESSAGE`, `RANDOMBLOB` of ≥ 100000 bytes);
+//!   `DBMS_PIPE.RECEIVE_MESSAGE`) and heavy calls (`RANDOMBLOB`, `ZEROBLOB`, `GENERATE_SERIES`,
+//!   `REPEAT`, `REPLICATE` with a literal of seven or more digits);
 //! - error-based extraction: `EXTRACTVALUE`/`UPDATEXML`/`GTID_SUBSET`/`JSON_KEYS` over a
 //!   `CONCAT`, hex literal, `CHAR` or sub-select, `EXP(~(`, `RAND(0)*2`, `CAST(… version() … AS
 //!   NUMERIC)`, Oracle's `CTXSYS.DRITHSX.SN` / `UTL_INADDR` / `DBMS_UTILITY.SQLID_TO_SQLHASH` /
@@ -123,6 +124,7 @@ pub struct Lexer<'a> {
     i: usize,
     d: Dialect,
     exec: bool,
+    lenient: bool,
 }
 
 fn word_byte(c: u8) -> bool {
@@ -132,7 +134,13 @@ fn word_byte(c: u8) -> bool {
 impl<'a> Lexer<'a> {
     /// A lexer over `b` with `d`'s rules.
     pub fn new(b: &'a [u8], d: Dialect) -> Self {
-        Lexer { b, i: 0, d, exec: false }
+        Lexer { b, i: 0, d, exec: false, lenient: false }
+    }
+
+    /// A lexer that reads a quote or `/*` that is never closed as a one-byte operator and goes
+    /// on after it (for values pasted into a statement, whose own quotes may be unbalanced).
+    pub fn lenient(b: &'a [u8], d: Dialect) -> Self {
+        Lexer { b, i: 0, d, exec: false, lenient: true }
     }
 
     fn at(&self, i: usize) -> Option<u8> {
@@ -367,6 +375,10 @@ impl Iterator for Lexer<'_> {
                         if matches!(p, b'X' | b'B' | b'N' | b'E') {
                             let (e, o) = self.quoted(i, b'\'', esc);
                             let k = if p == b'X' || p == b'B' { Hex } else { Str };
+                            if o && self.lenient {
+                                self.i = i;
+                                return Some(Token { kind: Word, start: s, end: i, open: false });
+                            }
                             self.i = e;
                             return Some(Token { kind: k, start: s, end: e, open: o });
                         }
@@ -375,6 +387,10 @@ impl Iterator for Lexer<'_> {
                 }
                 _ => (Op, s + self.op_len(s), false),
             };
+            if open && self.lenient {
+                self.i = s + 1;
+                return Some(Token { kind: Op, start: s, end: s + 1, open: false });
+            }
             self.i = end;
             return Some(Token { kind, start: s, end, open });
         }
@@ -484,7 +500,7 @@ enum Kw {
     Delay,
     Time,
     Sleep,
-    Randomblob,
+    BigArg,
     ExtractXml,
     Exp,
     Rand,
@@ -536,7 +552,7 @@ fn kw(w: &[u8]) -> Kw {
         b"DELAY" => Kw::Delay,
         b"TIME" => Kw::Time,
         b"SLEEP" | b"BENCHMARK" | b"PG_SLEEP" | b"PG_SLEEP_FOR" | b"PG_SLEEP_UNTIL" | b"RECEIVE_MESSAGE" => Kw::Sleep,
-        b"RANDOMBLOB" => Kw::Randomblob,
+        b"RANDOMBLOB" | b"ZEROBLOB" | b"GENERATE_SERIES" | b"REPEAT" | b"REPLICATE" => Kw::BigArg,
         b"EXTRACTVALUE" | b"UPDATEXML" | b"GTID_SUBSET" | b"JSON_KEYS" => Kw::ExtractXml,
         b"EXP" => Kw::Exp,
         b"RAND" => Kw::Rand,
@@ -631,7 +647,7 @@ enum FrameKind {
     Concat,
     ExtractXml,
     Cast,
-    Randomblob,
+    BigArg,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -691,6 +707,8 @@ struct Stmt {
 enum Pending {
     None,
     Taut(usize),
+    /// A tautology's right side continued with an arithmetic operator (`1=1%16`).
+    TautArith(usize),
     OrConst(usize),
 }
 
@@ -716,6 +734,10 @@ pub struct StatementDetector {
     pub truncated: bool,
     /// Additional libinjection checks.
     pub fragments: Fragments,
+    /// For a value pasted into a statement (not a client's statement): unclosed quotes and
+    /// comments are read as stray characters ([`Lexer::lenient`]), parentheses are not
+    /// balanced, and neither is a finding.
+    pub lenient: bool,
 }
 
 impl SqliDetector for StatementDetector {
@@ -727,7 +749,7 @@ impl SqliDetector for StatementDetector {
 impl StatementDetector {
     /// The rules only, in dialect `d`, on a complete statement.
     pub fn new(d: Dialect) -> Self {
-        StatementDetector { dialect: d, truncated: false, fragments: Fragments::None }
+        StatementDetector { dialect: d, truncated: false, fragments: Fragments::None, lenient: false }
     }
 
     /// Scans `stmt` (its first [`MAX_STATEMENT`] bytes); the first finding, if any.
@@ -746,7 +768,8 @@ impl StatementDetector {
         let mut stack_suspect = false;
         let mut trailing: Option<usize> = None;
         let mut fragments = 0usize;
-        for t in Lexer::new(b, self.dialect) {
+        let lexer = if self.lenient { Lexer::lenient(b, self.dialect) } else { Lexer::new(b, self.dialect) };
+        for t in lexer {
             if t.open && !truncated {
                 return found(Reason::UnbalancedQuote, t.start);
             }
@@ -771,13 +794,23 @@ impl StatementDetector {
             // Resolve a pending shape with this token.
             match pend {
                 Pending::Taut(at) => {
-                    let continues = matches!(t.kind, Kind::Dot | Kind::LParen)
-                        || (t.kind == Kind::Op
-                            && matches!(text, b"+" | b"-" | b"*" | b"/" | b"%" | b"||" | b"::" | b"^" | b"&" | b"|"));
-                    if !continues {
+                    let arith = t.kind == Kind::Op
+                        && matches!(text, b"+" | b"-" | b"*" | b"/" | b"%" | b"||" | b"^" | b"&" | b"|");
+                    if arith {
+                        pend = Pending::TautArith(at);
+                    } else if matches!(t.kind, Kind::Dot | Kind::LParen) || (t.kind == Kind::Op && text == b"::") {
+                        pend = Pending::None;
+                    } else {
                         return found(Reason::Tautology, at);
                     }
-                    pend = Pending::None;
+                }
+                Pending::TautArith(at) => {
+                    // Still constant when a literal follows (re-checked at the next token).
+                    pend = if is_literal(&Sig { kind: t.kind, kw: kwc, start: 0, end: 0, lead: false }) {
+                        Pending::Taut(at)
+                    } else {
+                        Pending::None
+                    };
                 }
                 Pending::OrConst(at) => {
                     let ends = matches!(t.kind, Kind::RParen | Kind::Semi)
@@ -811,6 +844,7 @@ impl StatementDetector {
                     _ => {
                         st.from_name = None;
                         match st.first_from_catalog {
+                            None if cat && stack_suspect => return found(Reason::StackedQuery, t.start),
                             None => st.first_from_catalog = Some(cat),
                             Some(false) if cat && (st.where_seen || st.union_seen) => {
                                 return found(Reason::CatalogProbe, t.start);
@@ -854,7 +888,7 @@ impl StatementDetector {
                             Kw::Sleep => return found(Reason::TimeFunction, f.start),
                             Kw::OraError => return found(Reason::ErrorFunction, f.start),
                             Kw::Exec | Kw::LoadFile => return found(Reason::CommandExec, f.start),
-                            Kw::Randomblob => kind = FrameKind::Randomblob,
+                            Kw::BigArg => kind = FrameKind::BigArg,
                             Kw::ExtractXml => kind = FrameKind::ExtractXml,
                             Kw::Concat => {
                                 if in_frame(FrameKind::ExtractXml, &frames, nf) {
@@ -902,7 +936,10 @@ impl StatementDetector {
                     }
                     depth -= 1;
                     if depth < 0 {
-                        return found(Reason::UnbalancedParen, t.start);
+                        if !self.lenient {
+                            return found(Reason::UnbalancedParen, t.start);
+                        }
+                        depth = 0;
                     }
                 }
                 Kind::Semi => {
@@ -970,7 +1007,7 @@ impl StatementDetector {
                 if nf > 0 {
                     let top = frames[nf - 1];
                     match t.kind {
-                        Kind::Num if top.kind == FrameKind::Randomblob && text.len() >= 6 => {
+                        Kind::Num if top.kind == FrameKind::BigArg && text.len() >= 7 => {
                             return found(Reason::TimeFunction, t.start);
                         }
                         Kind::Num if top.kind == FrameKind::Char && top.depth == depth => {
@@ -1024,6 +1061,7 @@ impl StatementDetector {
         }
         match pend {
             Pending::Taut(at) | Pending::OrConst(at) => return found(Reason::Tautology, at),
+            Pending::TautArith(_) => {}
             Pending::None => {}
         }
         if let Some(mut u) = st.union {
@@ -1040,7 +1078,7 @@ impl StatementDetector {
                 return found(Reason::CatalogProbe, b.len());
             }
         }
-        if depth != 0 && !truncated {
+        if depth != 0 && !truncated && !self.lenient {
             return found(Reason::UnbalancedParen, b.len());
         }
         None

@@ -8,7 +8,8 @@
 //!   only used on request parameters.
 //! - [`HttpValue`]: what the HTTP parsers run on each URL-decoded path, query-string value and
 //!   form value: values made only of letters, digits and `-._~` are skipped, the rest goes to
-//!   libinjection.
+//!   libinjection and, when it finds nothing, to the statement rules on the value pasted into
+//!   the statements a vulnerable application builds ([`in_contexts`]).
 //! - [`StatementDetector`](super::sql::StatementDetector): for SQL statements sent by database
 //!   clients (does the statement *contain* an injected fragment?), see [`super::sql`].
 
@@ -41,8 +42,18 @@ pub fn is_plain(v: &[u8]) -> bool {
 }
 
 /// The detector for one decoded HTTP value (path, query-string value, form value).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct HttpValue;
+#[derive(Debug, Clone, Copy)]
+pub struct HttpValue {
+    /// Also run the statement rules on the value pasted into a statement ([`in_contexts`]).
+    pub rules: bool,
+}
+
+impl Default for HttpValue {
+    /// libinjection plus the statement rules.
+    fn default() -> Self {
+        HttpValue { rules: true }
+    }
+}
 
 impl HttpValue {
     /// The reason `v` is an injection, if it is one.
@@ -50,7 +61,13 @@ impl HttpValue {
         if is_plain(v) {
             return None;
         }
-        Libinjection.is_injection(v).then_some(Reason::Libinjection)
+        if Libinjection.is_injection(v) {
+            return Some(Reason::Libinjection);
+        }
+        if !self.rules {
+            return None;
+        }
+        in_contexts(v)
     }
 }
 
@@ -59,6 +76,32 @@ impl SqliDetector for HttpValue {
         self.check(input).is_some()
     }
 }
+
+/// Contexts a vulnerable application pastes a value into (prefix, suffix).
+const CONTEXTS: [(&[u8], &[u8]); 3] = [(b"SELECT a FROM t WHERE c=", b""), (b"SELECT a FROM t WHERE c='", b"'"), (b"SELECT a FROM t WHERE c=\"", b"\"")];
+
+/// Runs the statement rules (MySQL quoting, [`StatementDetector::lenient`]: unbalanced quotes and
+/// parentheses are no finding, ordinary text has those: `O'Reilly`) on `v` pasted into each
+/// context a vulnerable application builds (`WHERE c=<v>`, `WHERE c='<v>'`, `WHERE c="<v>"`,
+/// in a [`MAX_CONTEXT`]-byte stack buffer, `v` cut to fit): the first shape found.
+pub fn in_contexts(v: &[u8]) -> Option<Reason> {
+    let mut buf = [0u8; MAX_CONTEXT];
+    for (pre, post) in CONTEXTS {
+        let n = v.len().min(MAX_CONTEXT - pre.len() - post.len());
+        buf[..pre.len()].copy_from_slice(pre);
+        buf[pre.len()..pre.len() + n].copy_from_slice(&v[..n]);
+        buf[pre.len() + n..pre.len() + n + post.len()].copy_from_slice(post);
+        let stmt = &buf[..pre.len() + n + post.len()];
+        let d = StatementDetector { dialect: Dialect::Mysql, truncated: n < v.len(), lenient: true, ..StatementDetector::default() };
+        if let Some(f) = d.scan(stmt) {
+            return Some(f.reason);
+        }
+    }
+    None
+}
+
+/// Size of the buffer [`in_contexts`] builds statements in (bytes).
+pub const MAX_CONTEXT: usize = 4096;
 
 /// Checks `input` (user input) with libinjection.
 pub fn is_sql_injection(input: &[u8]) -> bool {
@@ -83,7 +126,9 @@ mod tests {
         assert!(!is_sql_injection(b""));
         // libinjection flags a whole legitimate statement: why statements need their own detector.
         assert!(is_sql_injection(b"SELECT id FROM t WHERE id = 42"));
-        assert_eq!(HttpValue.check(b"apple"), None);
-        assert_eq!(HttpValue.check(b"1' OR '1'='1"), Some(Reason::Libinjection));
+        let v = HttpValue::default();
+        assert_eq!(v.check(b"apple"), None);
+        assert_eq!(v.check(b"O'Reilly books"), None);
+        assert_eq!(v.check(b"1' OR '1'='1"), Some(Reason::Libinjection));
     }
 }

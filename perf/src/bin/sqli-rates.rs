@@ -21,7 +21,7 @@ use serde_json::Value;
 use warden_dp::app::http::Http;
 use warden_dp::app::{AppParser, Dir};
 use warden_dp::detect::sql::{Dialect, Fragments, StatementDetector};
-use warden_dp::detect::sqli::{is_plain, Libinjection, SqliDetector};
+use warden_dp::detect::sqli::{is_plain, HttpValue, Libinjection, SqliDetector};
 use warden_dp::detect::urlenc::{decode_into, needs_decoding, values, MAX_VALUE};
 use warden_dp::detect::Threats;
 
@@ -72,7 +72,7 @@ fn http_detectors() -> Vec<(&'static str, Check)> {
     let rules = StatementDetector::new(Dialect::Mysql);
     vec![
         (
-            "production: Http parser (libinjection on decoded + raw values)",
+            "production: Http parser (HttpValue on decoded + raw values)",
             Box::new(|it: &Item| {
                 let mut h = Http::default();
                 let _ = h.feed(Dir::ToServer, &it.bytes);
@@ -108,6 +108,21 @@ fn http_detectors() -> Vec<(&'static str, Check)> {
             }),
         ),
         (
+            "HttpValue (libinjection, else rules in contexts), decoded only",
+            Box::new(move |it: &Item| {
+                raw_values(&it.bytes).iter().any(|(r, plus)| HttpValue { rules: true }.is_injection(&decoded(r, *plus)))
+            }),
+        ),
+        (
+            "statement rules (lenient) alone on WHERE c=<v> / c='<v>' / c=\"<v>\"",
+            Box::new(move |it: &Item| {
+                raw_values(&it.bytes).iter().any(|(r, plus)| {
+                    let v = decoded(r, *plus);
+                    !is_plain(&v) && warden_dp::detect::sqli::in_contexts(&v).is_some()
+                })
+            }),
+        ),
+        (
             "libinjection OR statement rules (decoded values)",
             Box::new(move |it: &Item| {
                 raw_values(&it.bytes).iter().any(|(r, plus)| {
@@ -121,7 +136,7 @@ fn http_detectors() -> Vec<(&'static str, Check)> {
 
 fn sql_detectors() -> Vec<(&'static str, Check)> {
     let det = |f: Fragments| {
-        move |it: &Item| StatementDetector { dialect: it.dialect, truncated: false, fragments: f }.is_injection(&it.bytes)
+        move |it: &Item| StatementDetector { dialect: it.dialect, fragments: f, ..StatementDetector::default() }.is_injection(&it.bytes)
     };
     vec![
         (
