@@ -98,6 +98,8 @@ pub enum Reply {
     },
     /// A report batch pushed to subscribers.
     Report(ReportBatch),
+    /// An event pushed to subscribers (before the batch of the same report cycle).
+    Event(Event),
     /// For requests that only act: a short message.
     Done(String),
 }
@@ -296,6 +298,21 @@ pub struct ThreatRecord {
     pub count: u32,
 }
 
+/// An event pushed to subscribers, serialized with its kind under `"event"`:
+/// `{"event":"threat","threat":{...},"connection":{...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A session's first threat detection, sent once per session in the report cycle after it
+    /// appeared.
+    Threat {
+        /// The detection (as in the record's `threats` array).
+        threat: ThreatRecord,
+        /// The session's record at that report cycle.
+        connection: ConnectionRecord,
+    },
+}
+
 /// A batch of connection records pushed to subscribers every report interval.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ReportBatch {
@@ -347,5 +364,21 @@ mod tests {
         let s = serde_json::to_string(&batch).unwrap();
         assert!(s.starts_with(r#"{"ok":true,"report":{"seq":3"#), "{s}");
         assert_eq!(serde_json::from_str::<Response>(&s).unwrap(), batch);
+
+        let threat = ThreatRecord {
+            id: "sql_injection".into(),
+            dir: "to_server".into(),
+            reason: "libinjection".into(),
+            evidence: "1' OR '1'='1".into(),
+            count: 1,
+        };
+        let ev = Response::ok(Reply::Event(Event::Threat { threat, connection: ConnectionRecord::default() }));
+        let s = serde_json::to_string(&ev).unwrap();
+        assert!(
+            s.starts_with(r#"{"ok":true,"event":{"event":"threat","threat":{"id":"sql_injection","dir":"to_server","reason":"libinjection""#),
+            "{s}"
+        );
+        assert!(s.contains(r#""connection":{"client_ip":"#), "{s}");
+        assert_eq!(serde_json::from_str::<Response>(&s).unwrap(), ev);
     }
 }

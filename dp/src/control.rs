@@ -7,7 +7,7 @@
 //! ([`crate::daemon`]); `subscribe` turns the connection into a report stream fed by the
 //! [`Hub`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -18,7 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam::channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
-use warden_control::{ConnectionRecord, Reply, ReportBatch, Request, Response};
+use warden_control::{ConnectionRecord, Event, Reply, ReportBatch, Request, Response};
 
 use crate::daemon::{CtlMsg, Names};
 use crate::record::{rfc3339, to_record};
@@ -28,9 +28,12 @@ use crate::worker::WorkerReport;
 pub const MAX_LINE: usize = 64 * 1024;
 /// Most control connections served at once.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Sessions whose threat event was sent that the reporter remembers (oldest forgotten first;
+/// a session ending is forgotten at once).
+pub const MAX_ALERTED: usize = 65536;
 
 struct Subscriber {
-    tx: Sender<ReportBatch>,
+    tx: Sender<Reply>,
     overflow: Arc<AtomicU64>,
 }
 
@@ -74,7 +77,7 @@ impl Hub {
         (subs.0, self.overflow.load(Ordering::Relaxed), subs.1)
     }
 
-    fn subscribe(&self) -> (Receiver<ReportBatch>, Arc<AtomicU64>) {
+    fn subscribe(&self) -> (Receiver<Reply>, Arc<AtomicU64>) {
         let (tx, rx) = bounded(self.queue);
         let overflow = Arc::new(AtomicU64::new(0));
         if let Ok(mut s) = self.subs.lock() {
@@ -95,10 +98,13 @@ impl Hub {
                 connections: records.clone(),
                 overflow: s.overflow.load(Ordering::Relaxed),
             };
-            match s.tx.try_send(batch) {
+            match s.tx.try_send(Reply::Report(batch)) {
                 Ok(()) => true,
                 Err(TrySendError::Full(b)) => {
-                    let n = b.connections.len() as u64;
+                    let n = match b {
+                        Reply::Report(b) => b.connections.len() as u64,
+                        _ => 0,
+                    };
                     s.overflow.fetch_add(n, Ordering::Relaxed);
                     self.overflow.fetch_add(n, Ordering::Relaxed);
                     true
@@ -108,11 +114,31 @@ impl Hub {
         });
     }
 
+    /// Sends `events` to every subscriber (a full queue loses the event and counts it as one
+    /// overflowed record).
+    fn publish_events(&self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        let Ok(subs) = self.subs.lock() else { return };
+        for s in subs.iter() {
+            for e in &events {
+                if let Err(TrySendError::Full(_)) = s.tx.try_send(Reply::Event(e.clone())) {
+                    s.overflow.fetch_add(1, Ordering::Relaxed);
+                    self.overflow.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
     /// The reporter thread: merges workers' snapshots (latest per session wins) and publishes a
-    /// batch every `interval`, until every worker has exited (then a final batch).
+    /// batch every `interval`, until every worker has exited (then a final batch). Before each
+    /// batch, a threat event for every session in it whose record has a threat and that had no
+    /// event yet ([`Alerted`]).
     pub fn run_reporter(&self, rx: Receiver<WorkerReport>, interval: Duration) {
         let mut pending: Vec<ConnectionRecord> = Vec::new();
         let mut index: HashMap<(usize, u64), usize> = HashMap::new();
+        let mut alerted = Alerted::default();
         let mut next = Instant::now() + interval;
         let mut seq = 0u64;
         loop {
@@ -134,6 +160,7 @@ impl Hub {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     seq += 1;
+                    self.publish_events(alerted.events(&index, &pending));
                     self.publish(std::mem::take(&mut pending), seq);
                     // Give subscriber connections a moment to write the final batch.
                     let deadline = Instant::now() + Duration::from_secs(2);
@@ -147,10 +174,44 @@ impl Hub {
                 }
             }
             seq += 1;
+            self.publish_events(alerted.events(&index, &pending));
             index.clear();
             self.publish(std::mem::take(&mut pending), seq);
             next = Instant::now() + interval;
         }
+    }
+}
+
+/// Sessions (worker, session id) whose threat event was sent, bounded by [`MAX_ALERTED`].
+#[derive(Default)]
+struct Alerted {
+    set: HashSet<(usize, u64)>,
+    order: VecDeque<(usize, u64)>,
+}
+
+impl Alerted {
+    /// Threat events for the records of this cycle (`index` maps a session to its record in
+    /// `records`) whose session had none yet; forgets ended sessions.
+    fn events(&mut self, index: &HashMap<(usize, u64), usize>, records: &[ConnectionRecord]) -> Vec<Event> {
+        let mut out = Vec::new();
+        for (&key, &i) in index {
+            let Some(rec) = records.get(i) else { continue };
+            if let Some(t) = rec.threats.first() {
+                if self.set.insert(key) {
+                    out.push(Event::Threat { threat: t.clone(), connection: rec.clone() });
+                    self.order.push_back(key);
+                    while self.order.len() > MAX_ALERTED {
+                        if let Some(old) = self.order.pop_front() {
+                            self.set.remove(&old);
+                        }
+                    }
+                }
+            }
+            if rec.closed && self.set.remove(&key) {
+                self.order.retain(|k| *k != key);
+            }
+        }
+        out
     }
 }
 
@@ -285,8 +346,8 @@ fn stream_reports(writer: &mut UnixStream, hub: &Hub) {
     if write_response(writer, &Response::ok(Reply::Subscribed { interval_s })).is_err() {
         return;
     }
-    while let Ok(batch) = batches.recv() {
-        if write_response(writer, &Response::ok(Reply::Report(batch))).is_err() {
+    while let Ok(msg) = batches.recv() {
+        if write_response(writer, &Response::ok(msg)).is_err() {
             return;
         }
     }
@@ -318,9 +379,39 @@ mod tests {
         hub.publish(vec![rec.clone(), rec], 2);
         assert_eq!(overflow.load(Ordering::Relaxed), 2);
         assert_eq!(hub.health(), (1, 2, 1));
-        assert_eq!(rx.recv().unwrap().seq, 1);
+        assert!(matches!(rx.recv().unwrap(), Reply::Report(b) if b.seq == 1));
         drop(rx);
         hub.publish(Vec::new(), 3);
         assert_eq!(hub.health().0, 0);
+    }
+
+    #[test]
+    fn a_sessions_first_threat_is_one_event() {
+        let threat = warden_control::ThreatRecord {
+            id: "sql_injection".into(),
+            dir: "to_server".into(),
+            reason: "libinjection".into(),
+            evidence: "1' OR '1'='1".into(),
+            count: 1,
+        };
+        let clean = ConnectionRecord { client_port: 1, ..Default::default() };
+        let hit = ConnectionRecord { client_port: 2, threats: vec![threat.clone()], ..Default::default() };
+        let index: HashMap<(usize, u64), usize> = [((0, 1), 0), ((0, 2), 1)].into_iter().collect();
+        let mut a = Alerted::default();
+        let ev = a.events(&index, &[clean.clone(), hit.clone()]);
+        assert_eq!(ev, vec![Event::Threat { threat: threat.clone(), connection: hit.clone() }]);
+        // The next cycle's record of the same session: no second event.
+        assert!(a.events(&index, &[clean.clone(), hit.clone()]).is_empty());
+        // Its final record makes the reporter forget it.
+        let closed = ConnectionRecord { closed: true, ..hit.clone() };
+        assert!(a.events(&index, &[clean, closed]).is_empty());
+        assert!(a.set.is_empty() && a.order.is_empty());
+        // Bounded.
+        let mut b = Alerted::default();
+        for i in 0..(MAX_ALERTED as u64 + 10) {
+            let one: HashMap<(usize, u64), usize> = [((1, i), 0)].into_iter().collect();
+            assert_eq!(b.events(&one, std::slice::from_ref(&hit)).len(), 1);
+        }
+        assert_eq!(b.set.len(), MAX_ALERTED);
     }
 }

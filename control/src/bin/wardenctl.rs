@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use warden_control::{
-    Client, ClientError, ConnectionRecord, FailMode, Reply, Request, DEFAULT_SOCKET,
+    Client, ClientError, ConnectionRecord, Event, FailMode, Reply, Request, DEFAULT_SOCKET,
 };
 
 #[derive(Parser)]
@@ -36,7 +36,7 @@ enum Cmd {
     },
     /// Per-interface and per-worker counters.
     Counters,
-    /// Connection reports: one batch, or every batch with --follow.
+    /// Connection reports: one batch, or every batch (and every threat event) with --follow.
     Connections {
         /// Keep printing batches until interrupted.
         #[arg(long)]
@@ -103,7 +103,14 @@ fn connections(cli: &Cli, client: &mut Client, follow: bool) -> Result<(), Clien
     }
     let mut header = true;
     loop {
-        let batch = client.next_report()?;
+        let batch = match client.next_message()? {
+            Reply::Report(b) => b,
+            Reply::Event(e) => {
+                print_event(&e, cli.json);
+                continue;
+            }
+            _ => continue,
+        };
         if cli.json {
             for c in &batch.connections {
                 println!("{}", serde_json::to_string(c).unwrap_or_default());
@@ -120,6 +127,27 @@ fn connections(cli: &Cli, client: &mut Client, follow: bool) -> Result<(), Clien
         if !follow && !batch.connections.is_empty() {
             return Ok(());
         }
+    }
+}
+
+/// One line per event: the event object in JSON mode, else
+/// `THREAT <id> <dir> <reason> <client> -> <server> <app> <evidence>`.
+fn print_event(e: &Event, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(e).unwrap_or_default());
+        return;
+    }
+    match e {
+        Event::Threat { threat, connection: c } => println!(
+            "THREAT {} {} {} {} -> {} {} {:?}",
+            threat.id,
+            threat.dir,
+            threat.reason,
+            fmt_ep(&c.client_ip, c.client_port),
+            fmt_ep(&c.server_ip, c.server_port),
+            c.app,
+            threat.evidence
+        ),
     }
 }
 
@@ -347,6 +375,7 @@ fn print_table(reply: &Reply) {
         }
         Reply::Subscribed { interval_s } => println!("subscribed, every {interval_s} s"),
         Reply::Report(b) => print_connections(&b.connections, true),
+        Reply::Event(e) => print_event(e, false),
         Reply::Done(msg) => println!("{msg}"),
     }
 }
