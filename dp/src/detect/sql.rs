@@ -836,7 +836,7 @@ impl StatementDetector {
             if let Some(cat) = st.from_name {
                 match t.kind {
                     Kind::Word | Kind::QIdent => {
-                        let name = if t.kind == Kind::QIdent { &text[1..text.len().saturating_sub(1)] } else { text };
+                        let name = if t.kind == Kind::QIdent { text.get(1..text.len().saturating_sub(1)).unwrap_or_default() } else { text };
                         st.from_name = Some(cat || is_catalog(name));
                     }
                     Kind::Dot => {}
