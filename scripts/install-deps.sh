@@ -8,6 +8,7 @@ PKGS=(
   iproute2 ethtool iputils-ping tcpdump curl python3 procps                         # topologies, real clients/servers
   redis-server redis-tools dnsmasq-base dnsutils openssh-server openssh-client openssl  # app detection end to end
   postgresql postgresql-client mariadb-server mariadb-client nginx socat
+  sqlmap sysbench                                                                   # perf/sqli/dataset.py: SQL injection rates (payloads, OLTP statements)
 )
 
 missing=()
