@@ -86,24 +86,37 @@ fn sql_injection_in_http_and_mysql_detected_inline() {
     // MariaDB: a throwaway datadir, no grant tables.
     let my = t.path("my");
     std::fs::create_dir_all(&my).unwrap();
-    sh(&["mariadb-install-db", "--no-defaults", "--user=root", &format!("--datadir={}", my.display()), "--skip-test-db"]);
-    t.spawn(&s, &[
-        "mariadbd",
+    sh(&[
+        "mariadb-install-db",
         "--no-defaults",
         "--user=root",
         &format!("--datadir={}", my.display()),
-        &format!("--socket={}/sock", my.display()),
-        &format!("--pid-file={}/pid", my.display()),
-        &format!("--bind-address={S4}"),
-        "--port=3398",
-        "--skip-grant-tables",
-        "--skip-log-bin",
+        "--skip-test-db",
     ]);
+    t.spawn(
+        &s,
+        &[
+            "mariadbd",
+            "--no-defaults",
+            "--user=root",
+            &format!("--datadir={}", my.display()),
+            &format!("--socket={}/sock", my.display()),
+            &format!("--pid-file={}/pid", my.display()),
+            &format!("--bind-address={S4}"),
+            "--port=3398",
+            "--skip-grant-tables",
+            "--skip-log-bin",
+        ],
+    );
     t.start_warden(&["--inline", &format!("{}:{}", t.a, t.b)]);
     let mut ctl = t.subscribed();
     let base = format!("http://{S4}:8089");
-    wait_until("python app", || t.exec(&c, &["curl", "-sf", "-o", "/dev/null", &format!("{base}/health")]).status.success());
-    wait_until("mariadb", || t.exec(&c, &["mariadb-admin", "-h", S4, "-P", "3398", "-u", "root", "ping"]).status.success());
+    wait_until("python app", || {
+        t.exec(&c, &["curl", "-sf", "-o", "/dev/null", &format!("{base}/health")]).status.success()
+    });
+    wait_until("mariadb", || {
+        t.exec(&c, &["mariadb-admin", "-h", S4, "-P", "3398", "-u", "root", "ping"]).status.success()
+    });
 
     let curl = |args: &[&str]| {
         let mut a = vec!["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}"];
@@ -126,18 +139,23 @@ fn sql_injection_in_http_and_mysql_detected_inline() {
     };
     let benign = |r: &ConnectionRecord| path_of(r) == "/item?id=1";
     let get = |r: &ConnectionRecord| r.server_port == 8089 && path_of(r).contains("%27");
-    let post = |r: &ConnectionRecord| r.server_port == 8089 && r.l7.as_ref().is_some_and(|l| l.get("method").is_some_and(|m| m == "POST"));
+    let post = |r: &ConnectionRecord| {
+        r.server_port == 8089 && r.l7.as_ref().is_some_and(|l| l.get("method").is_some_and(|m| m == "POST"))
+    };
     let my_ok = |r: &ConnectionRecord| r.server_port == 3398 && r.closed && query_of(r).contains("6 * 7");
     let my_bad = |r: &ConnectionRecord| r.server_port == 3398 && r.closed && query_of(r).contains("'a'='a'");
     let (recs, events) = collect(&mut ctl, Duration::from_secs(25), |recs, events| {
-        let injected: Vec<u16> = recs.values().filter(|r| get(r) || post(r) || my_bad(r)).map(|r| r.client_port).collect();
+        let injected: Vec<u16> =
+            recs.values().filter(|r| get(r) || post(r) || my_bad(r)).map(|r| r.client_port).collect();
         http(recs, &benign).is_some()
             && http(recs, &get).is_some()
             && http(recs, &post).is_some()
             && recs.values().any(my_ok)
             && recs.values().any(my_bad)
             && injected.len() == 3
-            && injected.iter().all(|p| events.iter().any(|Event::Threat { connection, .. }| connection.client_port == *p))
+            && injected
+                .iter()
+                .all(|p| events.iter().any(|Event::Threat { connection, .. }| connection.client_port == *p))
     });
     let dump = || format!("records: {recs:#?}\nevents: {events:#?}");
 

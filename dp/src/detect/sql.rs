@@ -221,7 +221,9 @@ impl<'a> Lexer<'a> {
 
     fn number(&self, s: usize) -> (Kind, usize) {
         let b = self.b;
-        if b[s] == b'0' && matches!(self.at(s + 1), Some(b'x' | b'X')) && self.at(s + 2).is_some_and(|c| c.is_ascii_hexdigit())
+        if b[s] == b'0'
+            && matches!(self.at(s + 1), Some(b'x' | b'X'))
+            && self.at(s + 2).is_some_and(|c| c.is_ascii_hexdigit())
         {
             let mut i = s + 2;
             while self.at(i).is_some_and(|c| c.is_ascii_hexdigit()) {
@@ -814,10 +816,7 @@ impl StatementDetector {
                 }
                 Pending::OrConst(at) => {
                     let ends = matches!(t.kind, Kind::RParen | Kind::Semi)
-                        || matches!(
-                            kwc,
-                            Kw::And | Kw::Or | Kw::Xor | Kw::Clause | Kw::Union | Kw::Having | Kw::Into
-                        );
+                        || matches!(kwc, Kw::And | Kw::Or | Kw::Xor | Kw::Clause | Kw::Union | Kw::Having | Kw::Into);
                     if ends {
                         return found(Reason::Tautology, at);
                     }
@@ -836,7 +835,11 @@ impl StatementDetector {
             if let Some(cat) = st.from_name {
                 match t.kind {
                     Kind::Word | Kind::QIdent => {
-                        let name = if t.kind == Kind::QIdent { text.get(1..text.len().saturating_sub(1)).unwrap_or_default() } else { text };
+                        let name = if t.kind == Kind::QIdent {
+                            text.get(1..text.len().saturating_sub(1)).unwrap_or_default()
+                        } else {
+                            text
+                        };
                         st.from_name = Some(cat || is_catalog(name));
                     }
                     Kind::Dot => {}
@@ -856,10 +859,9 @@ impl StatementDetector {
             }
             // UNION SELECT columns.
             if let Some(mut u) = st.union {
-                let end = (depth == u.depth
-                    && (t.kind == Kind::Semi
-                        || matches!(kwc, Kw::From | Kw::Into | Kw::Where | Kw::Union | Kw::Clause)))
-                    || (t.kind == Kind::RParen && depth == u.depth);
+                let end = depth == u.depth
+                    && (matches!(t.kind, Kind::Semi | Kind::RParen)
+                        || matches!(kwc, Kw::From | Kw::Into | Kw::Where | Kw::Union | Kw::Clause));
                 if end {
                     u.end_col();
                     st.union = None;
@@ -975,10 +977,15 @@ impl StatementDetector {
                     Kw::From | Kw::Join => st.from_name = Some(false),
                     Kw::Delay | Kw::Time if h[0].kw == Kw::Waitfor => return found(Reason::TimeFunction, h[0].start),
                     Kw::Outfile if h[0].kw == Kw::Into => return found(Reason::CommandExec, t.start),
-                    Kw::NumType if h[0].kw == Kw::As => {
-                        if frames[..nf].iter().rev().find(|f| f.kind == FrameKind::Cast).is_some_and(|f| f.banner) {
-                            return found(Reason::ErrorFunction, t.start);
-                        }
+                    Kw::NumType
+                        if h[0].kw == Kw::As
+                            && frames[..nf]
+                                .iter()
+                                .rev()
+                                .find(|f| f.kind == FrameKind::Cast)
+                                .is_some_and(|f| f.banner) =>
+                    {
+                        return found(Reason::ErrorFunction, t.start);
                     }
                     _ => {}
                 },

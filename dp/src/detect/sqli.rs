@@ -78,7 +78,8 @@ impl SqliDetector for HttpValue {
 }
 
 /// Contexts a vulnerable application pastes a value into (prefix, suffix).
-const CONTEXTS: [(&[u8], &[u8]); 3] = [(b"SELECT a FROM t WHERE c=", b""), (b"SELECT a FROM t WHERE c='", b"'"), (b"SELECT a FROM t WHERE c=\"", b"\"")];
+const CONTEXTS: [(&[u8], &[u8]); 3] =
+    [(b"SELECT a FROM t WHERE c=", b""), (b"SELECT a FROM t WHERE c='", b"'"), (b"SELECT a FROM t WHERE c=\"", b"\"")];
 
 /// Runs the statement rules (MySQL quoting, [`StatementDetector::lenient`]: unbalanced quotes and
 /// parentheses are no finding, ordinary text has those: `O'Reilly`) on `v` pasted into each
@@ -92,7 +93,12 @@ pub fn in_contexts(v: &[u8]) -> Option<Reason> {
         buf[pre.len()..pre.len() + n].copy_from_slice(&v[..n]);
         buf[pre.len() + n..pre.len() + n + post.len()].copy_from_slice(post);
         let stmt = &buf[..pre.len() + n + post.len()];
-        let d = StatementDetector { dialect: Dialect::Mysql, truncated: n < v.len(), lenient: true, ..StatementDetector::default() };
+        let d = StatementDetector {
+            dialect: Dialect::Mysql,
+            truncated: n < v.len(),
+            lenient: true,
+            ..StatementDetector::default()
+        };
         if let Some(f) = d.scan(stmt) {
             return Some(f.reason);
         }

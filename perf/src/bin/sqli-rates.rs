@@ -83,10 +83,7 @@ fn http_detectors() -> Vec<(&'static str, Check)> {
             "libinjection, decoded values only",
             Box::new(move |it: &Item| raw_values(&it.bytes).iter().any(|(r, plus)| li(&decoded(r, *plus)))),
         ),
-        (
-            "libinjection, raw values only",
-            Box::new(move |it: &Item| raw_values(&it.bytes).iter().any(|(r, _)| li(r))),
-        ),
+        ("libinjection, raw values only", Box::new(move |it: &Item| raw_values(&it.bytes).iter().any(|(r, _)| li(r)))),
         (
             "statement rules on decoded values",
             Box::new(move |it: &Item| {
@@ -136,7 +133,10 @@ fn http_detectors() -> Vec<(&'static str, Check)> {
 
 fn sql_detectors() -> Vec<(&'static str, Check)> {
     let det = |f: Fragments| {
-        move |it: &Item| StatementDetector { dialect: it.dialect, fragments: f, ..StatementDetector::default() }.is_injection(&it.bytes)
+        move |it: &Item| {
+            StatementDetector { dialect: it.dialect, fragments: f, ..StatementDetector::default() }
+                .is_injection(&it.bytes)
+        }
     };
     vec![
         (
@@ -239,7 +239,8 @@ fn main() -> Result<()> {
                 (true, false) => "**all benign** (false-positive rate)",
                 (true, true) => continue,
             };
-            let row: Vec<String> = hits.iter().map(|h| format!("{:.1} %", 100.0 * *h as f64 / (*n).max(1) as f64)).collect();
+            let row: Vec<String> =
+                hits.iter().map(|h| format!("{:.1} %", 100.0 * *h as f64 / (*n).max(1) as f64)).collect();
             println!("| {what} | | {n} | {} |", row.join(" | "));
         }
         let benign: Vec<&Item> = set.iter().copied().filter(|i| !i.attack).collect();

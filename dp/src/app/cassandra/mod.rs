@@ -23,6 +23,9 @@
 //! printable; SUPPORTED a string multimap; ERROR a defined error code; other opcodes are
 //! accepted on the header. Inter-node (gossip) handshakes are not recognised.
 //!
+//! Every uncompressed QUERY / PREPARE text goes to the statement-level SQL injection detector
+//! with CQL's quoting rules ([`crate::detect::Threats::sql_in`]).
+//!
 //! Extracted: protocol version and first stream id of each direction, opcode names (first
 //! [`MAX_OPCODES`] distinct), frame counts, the first QUERY/PREPARE text (512 bytes) and their
 //! count, STARTUP options `CQL_VERSION`, `COMPRESSION` and `DRIVER_NAME` (64 bytes each), error

@@ -338,7 +338,8 @@ fn state_is_small_and_fixed() {
 fn decoded_values(req: &[u8]) -> Vec<String> {
     let text = String::from_utf8_lossy(req);
     let target = text.split(' ').nth(1).unwrap_or_default().to_string();
-    let mut raw: Vec<String> = target.split_once('?').map(|(_, q)| q.split('&').map(String::from).collect()).unwrap_or_default();
+    let mut raw: Vec<String> =
+        target.split_once('?').map(|(_, q)| q.split('&').map(String::from).collect()).unwrap_or_default();
     if text.contains("application/x-www-form-urlencoded") {
         if let Some((_, body)) = text.split_once("\r\n\r\n") {
             raw.extend(body.split('&').map(String::from));
@@ -355,7 +356,10 @@ fn decoded_values(req: &[u8]) -> Vec<String> {
 }
 
 fn sqli_flows() -> Vec<Flow> {
-    corpus_flows("sqlinjection-http.pcap").into_iter().filter(|f| f.server_port == 80 && !f.to_server.is_empty()).collect()
+    corpus_flows("sqlinjection-http.pcap")
+        .into_iter()
+        .filter(|f| f.server_port == 80 && !f.to_server.is_empty())
+        .collect()
 }
 
 fn flagged(to_server: &[u8]) -> Option<crate::detect::Threat> {
@@ -392,7 +396,10 @@ fn form_bodies_are_checked_however_segmented() {
     // sqlmap's POST /item requests whose body carries a UNION query.
     let posts: Vec<Flow> = sqli_flows()
         .into_iter()
-        .filter(|f| f.to_server.starts_with(b"POST /item ") && decoded_values(&f.to_server).iter().any(|v| v.contains("UNION ALL SELECT")))
+        .filter(|f| {
+            f.to_server.starts_with(b"POST /item ")
+                && decoded_values(&f.to_server).iter().any(|v| v.contains("UNION ALL SELECT"))
+        })
         .collect();
     assert!(!posts.is_empty());
     for f in posts.iter().take(3) {
@@ -409,7 +416,8 @@ fn form_bodies_are_checked_however_segmented() {
 #[test]
 fn benign_requests_and_the_e2e_examples() {
     for f in flows() {
-        assert!(flagged(&f.to_server).is_none(), "{:?}", String::from_utf8_lossy(&f.to_server[..80.min(f.to_server.len())]));
+        let head = String::from_utf8_lossy(&f.to_server[..80.min(f.to_server.len())]).into_owned();
+        assert!(flagged(&f.to_server).is_none(), "{head:?}");
     }
     let t = flagged(b"GET /item?id=1%27%20OR%20%271%27%3D%271 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     assert_eq!(t.evidence.as_str(), "1' OR '1'='1");

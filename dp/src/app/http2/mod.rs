@@ -25,6 +25,9 @@
 //! record then adds `service` and `method` split from `:path` `/package.Service/Method`, the
 //! HTTP method moving to `http_method`.
 //!
+//! SQL injection: every request's `:path` is checked like an HTTP/1 target (URL-decoded path
+//! and query values, [`crate::detect::Threats::http_target`]); request bodies are not.
+//!
 //! Violations (recorded, parsing goes on while the framing is intact): frames larger than the
 //! receiver's SETTINGS_MAX_FRAME_SIZE, malformed SETTINGS/RST_STREAM, CONTINUATION out of
 //! place, HPACK decoding errors.

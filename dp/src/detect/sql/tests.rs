@@ -33,10 +33,16 @@ fn lexes_with_each_dialects_quoting() {
     assert_eq!(kinds(r"E'\'' $f$ a'b $f$ $1", Dialect::Ansi), vec![(Str, r"E'\''"), (Str, "$f$ a'b $f$"), (Var, "$1")]);
     // Comments: `--x` is not a comment in MySQL, `#` is; /*! … */ is code.
     assert_eq!(kinds("1--1", Dialect::Mysql), vec![(Num, "1"), (Op, "-"), (Op, "-"), (Num, "1")]);
-    assert_eq!(kinds("1 -- x\n2 # y", Dialect::Mysql), vec![(Num, "1"), (LineComment, "-- x"), (Num, "2"), (LineComment, "# y")]);
+    assert_eq!(
+        kinds("1 -- x\n2 # y", Dialect::Mysql),
+        vec![(Num, "1"), (LineComment, "-- x"), (Num, "2"), (LineComment, "# y")]
+    );
     assert_eq!(kinds("/*!50000UNION*/ SELECT", Dialect::Mysql), vec![(Word, "UNION"), (Word, "SELECT")]);
     assert_eq!(kinds("/* a /* b */ c */ 1", Dialect::Ansi), vec![(BlockComment, "/* a /* b */ c */"), (Num, "1")]);
-    assert_eq!(kinds("0x71786a6b71 X'ab' [a b]", Dialect::Tsql), vec![(Hex, "0x71786a6b71"), (Hex, "X'ab'"), (QIdent, "[a b]")]);
+    assert_eq!(
+        kinds("0x71786a6b71 X'ab' [a b]", Dialect::Tsql),
+        vec![(Hex, "0x71786a6b71"), (Hex, "X'ab'"), (QIdent, "[a b]")]
+    );
     assert_eq!(kinds("a // b\nc", Dialect::Cql), vec![(Word, "a"), (LineComment, "// b"), (Word, "c")]);
     // Lenient: an unclosed quote is a stray byte.
     let t: Vec<Kind> = Lexer::lenient(b"O'Reilly books", Dialect::Mysql).map(|t| t.kind).collect();
@@ -105,10 +111,7 @@ fn captured_injections_by_shape() {
             "1 AND EXP(~(SELECT * FROM (SELECT CONCAT(0x71786a6b71,(SELECT (ELT(7385=7385,1))),0x7171786b71,0x78))x))",
             Reason::ErrorFunction,
         ),
-        (
-            "1 OR GTID_SUBSET(CONCAT(0x71786a6b71,(SELECT (ELT(2665=2665,1))),0x7171786b71),2665)",
-            Reason::ErrorFunction,
-        ),
+        ("1 OR GTID_SUBSET(CONCAT(0x71786a6b71,(SELECT (ELT(2665=2665,1))),0x7171786b71),2665)", Reason::ErrorFunction),
         ("1 ORDER BY 10-- cYdU", Reason::CommentTruncation),
         ("1 UNION ALL SELECT NULL,NULL,CONCAT(0x71786a6b71,0x6a,0x7171786b71)-- -", Reason::CharBanner),
         ("1 UNION ALL SELECT NULL,NULL,NULL-- -", Reason::UnionSelect),
@@ -172,7 +175,10 @@ fn sqlmap_payloads_in_built_statements() {
     for (s, want) in cases {
         assert_eq!(my(s), Some(want), "{s}");
     }
-    assert_eq!(ansi("SELECT a FROM t WHERE id=1 AND 7980=(SELECT UPPER(XMLType(CHR(60)||CHR(58)||CHR(113)||CHR(122))))"), Some(Reason::CharBanner));
+    assert_eq!(
+        ansi("SELECT a FROM t WHERE id=1 AND 7980=(SELECT UPPER(XMLType(CHR(60)||CHR(58)||CHR(113)||CHR(122))))"),
+        Some(Reason::CharBanner)
+    );
 }
 
 #[test]
