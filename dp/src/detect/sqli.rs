@@ -78,13 +78,18 @@ impl SqliDetector for HttpValue {
 }
 
 /// Contexts a vulnerable application pastes a value into (prefix, suffix).
-const CONTEXTS: [(&[u8], &[u8]); 3] =
-    [(b"SELECT a FROM t WHERE c=", b""), (b"SELECT a FROM t WHERE c='", b"'"), (b"SELECT a FROM t WHERE c=\"", b"\"")];
+const CONTEXTS: [(&[u8], &[u8]); 4] = [
+    (b"SELECT a FROM t WHERE c=", b""),
+    (b"SELECT a FROM t WHERE c='", b"'"),
+    (b"SELECT a FROM t WHERE c=\"", b"\""),
+    (b"SELECT a FROM t WHERE `", b"`=1"),
+];
 
 /// Runs the statement rules (MySQL quoting, [`StatementDetector::lenient`]: unbalanced quotes and
 /// parentheses are no finding, ordinary text has those: `O'Reilly`) on `v` pasted into each
 /// context a vulnerable application builds (`WHERE c=<v>`, `WHERE c='<v>'`, `WHERE c="<v>"`,
-/// in a [`MAX_CONTEXT`]-byte stack buffer, `v` cut to fit): the first shape found.
+/// ``WHERE `<v>`=1``, in a [`MAX_CONTEXT`]-byte stack buffer, `v` cut to fit): the first shape
+/// found.
 pub fn in_contexts(v: &[u8]) -> Option<Reason> {
     let mut buf = [0u8; MAX_CONTEXT];
     for (pre, post) in CONTEXTS {

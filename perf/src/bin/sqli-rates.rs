@@ -111,7 +111,7 @@ fn http_detectors() -> Vec<(&'static str, Check)> {
             }),
         ),
         (
-            "statement rules (lenient) alone on WHERE c=<v> / c='<v>' / c=\"<v>\"",
+            "statement rules (lenient) alone on WHERE c=<v> / c='<v>' / c=\"<v>\" / `<v>`=1",
             Box::new(move |it: &Item| {
                 raw_values(&it.bytes).iter().any(|(r, plus)| {
                     let v = decoded(r, *plus);
@@ -248,6 +248,40 @@ fn main() -> Result<()> {
         println!("| median ns per check, all items | | | {} |", row.join(" | "));
         let row: Vec<String> = dets.iter().map(|(_, f)| format!("{:.0}", median_ns(&benign, f))).collect();
         println!("| median ns per check, benign items | | | {} |", row.join(" | "));
+    }
+    // Cost of one check of one decoded HTTP value (the unit the HTTP parser calls per value).
+    let mut vals: Vec<(bool, Vec<u8>)> = Vec::new();
+    for it in items.iter().filter(|i| i.kind == "http") {
+        for (r, plus) in raw_values(&it.bytes).iter().skip(1) {
+            vals.push((it.attack, decoded(r, *plus)));
+        }
+    }
+    println!("\n## cost of one check of one decoded HTTP value ({} values)\n", vals.len());
+    println!("| check | median ns, all values | median ns, benign values |\n| --- | ---: | ---: |");
+    let value_checks: Vec<(&str, Box<dyn Fn(&[u8]) -> bool>)> = vec![
+        ("libinjection", Box::new(|v: &[u8]| Libinjection.is_injection(v))),
+        ("statement rules in 4 contexts", Box::new(|v: &[u8]| warden_dp::detect::sqli::in_contexts(v).is_some())),
+        ("HttpValue (production)", Box::new(|v: &[u8]| HttpValue::default().is_injection(v))),
+    ];
+    for (name, f) in &value_checks {
+        let med = |benign_only: bool| {
+            let sel: Vec<&Vec<u8>> = vals.iter().filter(|(a, _)| !benign_only || !a).map(|(_, v)| v).collect();
+            let step = (sel.len() / 4000).max(1);
+            let mut t: Vec<f64> = sel
+                .iter()
+                .step_by(step)
+                .map(|v| {
+                    let s = Instant::now();
+                    for _ in 0..20 {
+                        std::hint::black_box(f(std::hint::black_box(v)));
+                    }
+                    s.elapsed().as_nanos() as f64 / 20.0
+                })
+                .collect();
+            t.sort_by(|a, b| a.total_cmp(b));
+            t.get(t.len() / 2).copied().unwrap_or(0.0)
+        };
+        println!("| {name} | {:.0} | {:.0} |", med(false), med(true));
     }
     Ok(())
 }
