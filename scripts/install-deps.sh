@@ -18,6 +18,7 @@ PKGS=(
   freetds-bin                                                                       # tsql: TDS client (e2e_tds)
   default-jre-headless python3-venv                                                # Spark end to end (pyspark venv below)
   tftpd-hpa tftp-hpa                                     # TFTP end to end (in.tftpd run by the test, not the service)
+  sqlmap sysbench                                                                   # perf/sqli/dataset.py: SQL injection rates (payloads, OLTP statements)
 )
 
 missing=()

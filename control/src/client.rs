@@ -111,13 +111,14 @@ impl Client {
         }
     }
 
-    /// Blocks for the next report batch of a subscription.
+    /// Blocks for the next report batch of a subscription (events in between are skipped; see
+    /// [`Client::next_message`]).
     ///
     /// # Errors
     /// [`ClientError::Closed`] when the daemon stops; I/O and protocol errors.
     pub fn next_report(&mut self) -> Result<ReportBatch, ClientError> {
         loop {
-            match self.read_response()? {
+            match self.next_message()? {
                 Reply::Report(b) => return Ok(b),
                 Reply::Event(_) => continue,
                 other => return Err(ClientError::Protocol(format!("unexpected reply {other:?}"))),
@@ -125,11 +126,11 @@ impl Client {
         }
     }
 
-    /// Blocks for the next message of a subscription: a [`Reply::Report`] batch or a
-    /// [`Reply::Event`].
+    /// Blocks for the next message of a subscription: [`Reply::Report`] or [`Reply::Event`].
     ///
     /// # Errors
-    /// As [`Client::next_report`].
+    /// [`ClientError::Closed`] when the daemon stops; I/O errors; a protocol error for any
+    /// other reply.
     pub fn next_message(&mut self) -> Result<Reply, ClientError> {
         match self.read_response()? {
             r @ (Reply::Report(_) | Reply::Event(_)) => Ok(r),

@@ -167,7 +167,7 @@ pub enum Reply {
     },
     /// A report batch pushed to subscribers.
     Report(ReportBatch),
-    /// An event pushed to subscribers at once (between batches).
+    /// An event pushed to subscribers (before the batch of the same report cycle).
     Event(Event),
     /// For requests that only act: a short message.
     Done(String),
@@ -412,23 +412,62 @@ pub struct ThreatRecord {
     pub id: String,
     /// Direction of the carrying bytes: `to_server` or `to_client`.
     pub dir: String,
+    /// What the detector saw: `libinjection` (an HTTP value) or a statement shape
+    /// (`tautology`, `union_select`, `stacked_query`, `comment_truncation`, `time_function`,
+    /// `error_function`, `catalog_probe`, `char_banner`, `unbalanced_quote`,
+    /// `unbalanced_paren`, `command_exec`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
     /// The triggering text, truncated (at most 128 bytes).
     pub evidence: String,
     /// Detections of this session (the evidence is the first one's).
     pub count: u32,
 }
 
-/// Something that happened to one session, pushed to subscribers as it happens rather than
-/// in the next report batch.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct Event {
-    /// `violation` (alert mode: no rule allows the connection), `denied` (protect mode: the
-    /// connection is dropped) or `threat` (a detector fired, see `connection.threats`).
-    pub event: String,
-    /// RFC 3339 UTC time the event was sent.
-    pub time: String,
-    /// The session's record at that moment.
-    pub connection: ConnectionRecord,
+/// An event pushed to subscribers, serialized with its kind under `"event"`:
+/// `{"event":"threat","threat":{...},"connection":{...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A session's first threat detection, sent once per session in the report cycle after it
+    /// appeared.
+    Threat {
+        /// The detection (as in the record's `threats` array).
+        threat: ThreatRecord,
+        /// The session's record at that report cycle.
+        connection: ConnectionRecord,
+    },
+    /// Alert mode: no rule allows the connection (sent when the session is decided, not at the
+    /// next report cycle).
+    Violation {
+        /// The session's record when it was decided.
+        connection: ConnectionRecord,
+    },
+    /// Protect mode: the connection is denied and its frames dropped (sent when decided).
+    Denied {
+        /// The session's record when it was decided.
+        connection: ConnectionRecord,
+    },
+}
+
+impl Event {
+    /// The kind as serialized (`threat`, `violation`, `denied`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Threat { .. } => "threat",
+            Event::Violation { .. } => "violation",
+            Event::Denied { .. } => "denied",
+        }
+    }
+
+    /// The session's record.
+    pub fn connection(&self) -> &ConnectionRecord {
+        match self {
+            Event::Threat { connection, .. } | Event::Violation { connection } | Event::Denied { connection } => {
+                connection
+            }
+        }
+    }
 }
 
 /// A batch of connection records pushed to subscribers every report interval.
@@ -482,5 +521,21 @@ mod tests {
         let s = serde_json::to_string(&batch).unwrap();
         assert!(s.starts_with(r#"{"ok":true,"report":{"seq":3"#), "{s}");
         assert_eq!(serde_json::from_str::<Response>(&s).unwrap(), batch);
+
+        let threat = ThreatRecord {
+            id: "sql_injection".into(),
+            dir: "to_server".into(),
+            reason: "libinjection".into(),
+            evidence: "1' OR '1'='1".into(),
+            count: 1,
+        };
+        let ev = Response::ok(Reply::Event(Event::Threat { threat, connection: ConnectionRecord::default() }));
+        let s = serde_json::to_string(&ev).unwrap();
+        assert!(
+            s.starts_with(r#"{"ok":true,"event":{"event":"threat","threat":{"id":"sql_injection","dir":"to_server","reason":"libinjection""#),
+            "{s}"
+        );
+        assert!(s.contains(r#""connection":{"client_ip":"#), "{s}");
+        assert_eq!(serde_json::from_str::<Response>(&s).unwrap(), ev);
     }
 }

@@ -7,7 +7,7 @@
 //! ([`crate::daemon`]); `subscribe` turns the connection into a report stream fed by the
 //! [`Hub`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -34,6 +34,9 @@ pub const MAX_LEARNED: usize = 100_000;
 pub const MAX_LINE: usize = 64 * 1024;
 /// Most control connections served at once.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Sessions whose threat event was sent that the reporter remembers (oldest forgotten first;
+/// a session ending is forgotten at once).
+pub const MAX_ALERTED: usize = 65536;
 
 struct Subscriber {
     tx: Sender<Reply>,
@@ -142,8 +145,11 @@ impl Hub {
             };
             match s.tx.try_send(Reply::Report(batch)) {
                 Ok(()) => true,
-                Err(TrySendError::Full(_)) => {
-                    let n = records.len() as u64;
+                Err(TrySendError::Full(b)) => {
+                    let n = match b {
+                        Reply::Report(b) => b.connections.len() as u64,
+                        _ => 0,
+                    };
                     s.overflow.fetch_add(n, Ordering::Relaxed);
                     self.overflow.fetch_add(n, Ordering::Relaxed);
                     true
@@ -153,56 +159,50 @@ impl Hub {
         });
     }
 
-    /// Sends one event per record to every subscriber now (a full queue counts the loss).
-    fn publish_events(&self, kind_of: impl Fn(&ConnectionRecord) -> &'static str, records: Vec<ConnectionRecord>) {
-        let Ok(mut subs) = self.subs.lock() else { return };
-        let time = rfc3339(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0),
-        );
-        for rec in records {
-            let ev = Event {
-                event: kind_of(&rec).to_string(),
-                time: time.clone(),
-                connection: rec,
-            };
-            subs.retain(|s| match s.tx.try_send(Reply::Event(ev.clone())) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_)) => {
+    /// Sends `events` to every subscriber (a full queue loses the event and counts it as one
+    /// overflowed record).
+    fn publish_events(&self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        let Ok(subs) = self.subs.lock() else { return };
+        for s in subs.iter() {
+            for e in &events {
+                if let Err(TrySendError::Full(_)) = s.tx.try_send(Reply::Event(e.clone())) {
                     s.overflow.fetch_add(1, Ordering::Relaxed);
                     self.overflow.fetch_add(1, Ordering::Relaxed);
-                    true
                 }
-                Err(TrySendError::Disconnected(_)) => false,
-            });
+            }
         }
     }
 
     /// The reporter thread: merges workers' snapshots (latest per session wins) and publishes a
-    /// batch every `interval`, until every worker has exited (then a final batch).
+    /// batch every `interval`, until every worker has exited (then a final batch). Before each
+    /// batch, a threat event for every session in it whose record has a threat and that had no
+    /// event yet ([`Alerted`]).
     pub fn run_reporter(&self, rx: Receiver<WorkerReport>, interval: Duration) {
         let mut pending: Vec<ConnectionRecord> = Vec::new();
         let mut index: HashMap<(usize, u64), usize> = HashMap::new();
+        let mut alerted = Alerted::default();
         let mut next = Instant::now() + interval;
         let mut seq = 0u64;
         loop {
             let wait = next.saturating_duration_since(Instant::now());
             match rx.recv_timeout(wait) {
                 Ok(rep) if rep.events => {
-                    let recs: Vec<ConnectionRecord> =
-                        rep.snaps.iter().map(|s| to_record(s, |slot| self.name(slot))).collect();
-                    self.publish_events(
-                        |r| {
-                            if r.verdict.as_deref() == Some("denied") {
-                                "denied"
+                    let events = rep
+                        .snaps
+                        .iter()
+                        .map(|s| {
+                            let connection = to_record(s, |slot| self.name(slot));
+                            if connection.verdict.as_deref() == Some("denied") {
+                                Event::Denied { connection }
                             } else {
-                                "violation"
+                                Event::Violation { connection }
                             }
-                        },
-                        recs,
-                    );
+                        })
+                        .collect();
+                    self.publish_events(events);
                     continue;
                 }
                 Ok(rep) => {
@@ -222,6 +222,7 @@ impl Hub {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     seq += 1;
+                    self.publish_events(alerted.events(&index, &pending));
                     self.publish(std::mem::take(&mut pending), seq);
                     // Give subscriber connections a moment to write the final batch.
                     let deadline = Instant::now() + Duration::from_secs(2);
@@ -235,10 +236,44 @@ impl Hub {
                 }
             }
             seq += 1;
+            self.publish_events(alerted.events(&index, &pending));
             index.clear();
             self.publish(std::mem::take(&mut pending), seq);
             next = Instant::now() + interval;
         }
+    }
+}
+
+/// Sessions (worker, session id) whose threat event was sent, bounded by [`MAX_ALERTED`].
+#[derive(Default)]
+struct Alerted {
+    set: HashSet<(usize, u64)>,
+    order: VecDeque<(usize, u64)>,
+}
+
+impl Alerted {
+    /// Threat events for the records of this cycle (`index` maps a session to its record in
+    /// `records`) whose session had none yet; forgets ended sessions.
+    fn events(&mut self, index: &HashMap<(usize, u64), usize>, records: &[ConnectionRecord]) -> Vec<Event> {
+        let mut out = Vec::new();
+        for (&key, &i) in index {
+            let Some(rec) = records.get(i) else { continue };
+            if let Some(t) = rec.threats.first() {
+                if self.set.insert(key) {
+                    out.push(Event::Threat { threat: t.clone(), connection: rec.clone() });
+                    self.order.push_back(key);
+                    while self.order.len() > MAX_ALERTED {
+                        if let Some(old) = self.order.pop_front() {
+                            self.set.remove(&old);
+                        }
+                    }
+                }
+            }
+            if rec.closed && self.set.remove(&key) {
+                self.order.retain(|k| *k != key);
+            }
+        }
+        out
     }
 }
 
@@ -410,5 +445,35 @@ mod tests {
         drop(rx);
         hub.publish(Vec::new(), 3);
         assert_eq!(hub.health().0, 0);
+    }
+
+    #[test]
+    fn a_sessions_first_threat_is_one_event() {
+        let threat = warden_control::ThreatRecord {
+            id: "sql_injection".into(),
+            dir: "to_server".into(),
+            reason: "libinjection".into(),
+            evidence: "1' OR '1'='1".into(),
+            count: 1,
+        };
+        let clean = ConnectionRecord { client_port: 1, ..Default::default() };
+        let hit = ConnectionRecord { client_port: 2, threats: vec![threat.clone()], ..Default::default() };
+        let index: HashMap<(usize, u64), usize> = [((0, 1), 0), ((0, 2), 1)].into_iter().collect();
+        let mut a = Alerted::default();
+        let ev = a.events(&index, &[clean.clone(), hit.clone()]);
+        assert_eq!(ev, vec![Event::Threat { threat: threat.clone(), connection: hit.clone() }]);
+        // The next cycle's record of the same session: no second event.
+        assert!(a.events(&index, &[clean.clone(), hit.clone()]).is_empty());
+        // Its final record makes the reporter forget it.
+        let closed = ConnectionRecord { closed: true, ..hit.clone() };
+        assert!(a.events(&index, &[clean, closed]).is_empty());
+        assert!(a.set.is_empty() && a.order.is_empty());
+        // Bounded.
+        let mut b = Alerted::default();
+        for i in 0..(MAX_ALERTED as u64 + 10) {
+            let one: HashMap<(usize, u64), usize> = [((1, i), 0)].into_iter().collect();
+            assert_eq!(b.events(&one, std::slice::from_ref(&hit)).len(), 1);
+        }
+        assert_eq!(b.set.len(), MAX_ALERTED);
     }
 }

@@ -80,6 +80,7 @@ fn app_fields(snap: &SessionSnapshot) -> ConnectionRecord {
                 crate::session::Dir::ToClient => "to_client",
             }
             .into(),
+            reason: first.reason.into(),
             evidence: first.evidence.to_string(),
             count,
         });

@@ -164,7 +164,7 @@ fn protect_allows_the_rule_and_denies_the_rest() {
     let closed_http = |r: &ConnectionRecord| r.server_port == 8080 && r.closed;
     let (recs, events) = collect(&mut ctl, Duration::from_secs(20), |recs, ev| {
         recs.iter().filter(|r| closed_http(r)).count() >= 2
-            && ev.iter().filter(|e| e.connection.server_port == 7777).count() >= 2
+            && ev.iter().filter(|e| e.connection().server_port == 7777).count() >= 2
     });
     for host in [S4, S6] {
         let http = recs
@@ -177,13 +177,13 @@ fn protect_allows_the_rule_and_denies_the_rest() {
         assert_eq!(http.mode.as_deref(), Some("protect"));
         let ev = events
             .iter()
-            .find(|e| e.connection.server_port == 7777 && e.connection.server_ip == host)
+            .find(|e| e.connection().server_port == 7777 && e.connection().server_ip == host)
             .unwrap_or_else(|| panic!("no denied event for {host}: {events:#?}"));
-        assert_eq!(ev.event, "denied");
-        assert_eq!(ev.connection.verdict.as_deref(), Some("denied"));
-        assert_eq!(ev.connection.rule_id, None, "decided by the mode's default");
+        assert_eq!(ev.kind(), "denied");
+        assert_eq!(ev.connection().verdict.as_deref(), Some("denied"));
+        assert_eq!(ev.connection().rule_id, None, "decided by the mode's default");
         assert_eq!(
-            ev.connection.packets_to_client, 0,
+            ev.connection().packets_to_client, 0,
             "the server answered a denied session"
         );
     }
@@ -273,7 +273,7 @@ fn app_rule_lets_only_http_through_on_its_port() {
     let (recs, events) = collect(&mut ctl, Duration::from_secs(20), |recs, ev| {
         ["redis", "ssh"]
             .iter()
-            .all(|a| ev.iter().any(|e| e.connection.app == *a))
+            .all(|a| ev.iter().any(|e| e.connection().app == *a))
             && recs.iter().any(|r| r.app == "http")
     });
     let http = recs
@@ -288,10 +288,10 @@ fn app_rule_lets_only_http_through_on_its_port() {
     for app in ["redis", "ssh"] {
         let e = events
             .iter()
-            .find(|e| e.connection.app == app)
+            .find(|e| e.connection().app == app)
             .unwrap_or_else(|| panic!("no event for {app}: {events:#?}"));
-        assert_eq!(e.event, "denied");
-        assert_eq!(e.connection.server_port, 8080);
+        assert_eq!(e.kind(), "denied");
+        assert_eq!(e.connection().server_port, 8080);
     }
 }
 
@@ -305,10 +305,10 @@ fn alert_forwards_and_reports_violations() {
     assert_eq!(curl(&t, S4, 8080), "200");
     assert!(redis_ping(&t, S6, 7777), "alert mode blocked redis: {}", t.warden_log());
     let (recs, events) = collect(&mut ctl, Duration::from_secs(20), |recs, ev| {
-        ev.iter().any(|e| e.connection.server_port == 7777) && recs.iter().any(|r| r.server_port == 7777 && r.closed)
+        ev.iter().any(|e| e.connection().server_port == 7777) && recs.iter().any(|r| r.server_port == 7777 && r.closed)
     });
-    let ev = events.iter().find(|e| e.connection.server_port == 7777).unwrap();
-    assert_eq!(ev.event, "violation");
+    let ev = events.iter().find(|e| e.connection().server_port == 7777).unwrap();
+    assert_eq!(ev.kind(), "violation");
     let rec = recs.iter().find(|r| r.server_port == 7777 && r.closed).unwrap();
     assert_eq!(rec.verdict.as_deref(), Some("violation"));
     assert_eq!(rec.app, "redis");

@@ -5,7 +5,9 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use warden_control::{Client, ClientError, ConnectionRecord, FailMode, Reply, Request, WorkloadSpec, DEFAULT_SOCKET};
+use warden_control::{
+    Client, ClientError, ConnectionRecord, Event, FailMode, Reply, Request, WorkloadSpec, DEFAULT_SOCKET,
+};
 
 #[derive(Parser)]
 #[command(name = "wardenctl", version, about = "Control a running Warden dataplane")]
@@ -34,7 +36,7 @@ enum Cmd {
     },
     /// Per-interface and per-worker counters.
     Counters,
-    /// Connection reports: one batch, or every batch with --follow.
+    /// Connection reports: one batch, or every batch (and every threat event) with --follow.
     Connections {
         /// Keep printing batches until interrupted.
         #[arg(long)]
@@ -196,11 +198,7 @@ fn connections(cli: &Cli, client: &mut Client, follow: bool) -> Result<(), Clien
         let batch = match client.next_message()? {
             Reply::Report(b) => b,
             Reply::Event(e) => {
-                if cli.json {
-                    println!("{}", serde_json::to_string(&e).unwrap_or_default());
-                } else {
-                    print_event(&e);
-                }
+                print_event(&e, cli.json);
                 continue;
             }
             _ => continue,
@@ -224,24 +222,34 @@ fn connections(cli: &Cli, client: &mut Client, follow: bool) -> Result<(), Clien
     }
 }
 
-fn print_event(e: &warden_control::Event) {
-    let c = &e.connection;
-    let threat = c
-        .threats
-        .first()
-        .map(|t| format!(" {}: {}", t.id, t.evidence))
-        .unwrap_or_default();
-    println!(
-        "EVENT {} {} {} -> {} {} app={} rule={}{}",
-        e.time,
-        e.event,
-        fmt_ep(&c.client_ip, c.client_port),
-        fmt_ep(&c.server_ip, c.server_port),
-        proto_name(c.ip_proto),
-        c.app,
-        c.rule_id.map(|r| r.to_string()).unwrap_or_else(|| "default".into()),
-        threat
-    );
+/// One line per event: the event object in JSON mode, else
+/// `THREAT <id> <dir> <reason> <client> -> <server> <app> <evidence>`.
+fn print_event(e: &Event, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(e).unwrap_or_default());
+        return;
+    }
+    match e {
+        Event::Threat { threat, connection: c } => println!(
+            "THREAT {} {} {} {} -> {} {} {:?}",
+            threat.id,
+            threat.dir,
+            threat.reason,
+            fmt_ep(&c.client_ip, c.client_port),
+            fmt_ep(&c.server_ip, c.server_port),
+            c.app,
+            threat.evidence
+        ),
+        Event::Violation { connection: c } | Event::Denied { connection: c } => println!(
+            "{} {} -> {} {} app={} rule={}",
+            e.kind().to_uppercase(),
+            fmt_ep(&c.client_ip, c.client_port),
+            fmt_ep(&c.server_ip, c.server_port),
+            proto_name(c.ip_proto),
+            c.app,
+            c.rule_id.map(|r| r.to_string()).unwrap_or_else(|| "default".into()),
+        ),
+    }
 }
 
 fn print_json_lines(reply: &Reply) {
@@ -475,7 +483,7 @@ fn print_table(reply: &Reply) {
         }
         Reply::Subscribed { interval_s } => println!("subscribed, every {interval_s} s"),
         Reply::Report(b) => print_connections(&b.connections, true),
-        Reply::Event(e) => print_event(e),
+        Reply::Event(e) => print_event(e, false),
         Reply::Done(msg) => println!("{msg}"),
         Reply::PolicyText(text) => print!("{text}"),
         Reply::PolicyStats(v) => {

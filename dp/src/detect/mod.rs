@@ -1,17 +1,26 @@
 //! Threat detection over what the app parsers extract (SQL text, HTTP request parts).
 //!
 //! Parsers own a fixed-size [`Threats`] in their per-session state and hand it the text they
-//! see (`sql` for SQL statements, `http_*` for HTTP request parts); the detectors run at once,
-//! on the full text (not the truncated copy kept for the record), and the first detection is
-//! kept as evidence. The engine reads it back through [`crate::app::AppParser::threats`] for
-//! the record's `threats` array and the control socket's threat events.
+//! see: [`Threats::sql`] / [`Threats::sql_in`] for SQL statements sent by a database client
+//! (statement detector, [`sql`]), [`Threats::http_target`], [`Threats::http_form`] and
+//! [`Threats::http_param`] for HTTP request parts (URL-decoded values checked with
+//! libinjection, [`sqli::HttpValue`]). The detectors run at once, on the full text (not the
+//! truncated copy kept for the record), and the first detection is kept as evidence. The engine
+//! reads it back through [`crate::app::AppParser::threats`] for the record's `threats` array and
+//! the control socket's threat events.
 
+pub mod sql;
 pub mod sqli;
+pub mod urlenc;
 
 use crate::app::{text, Dir, Text};
+use sql::Dialect;
+use urlenc::{decode_into, needs_decoding, values, MAX_VALUE};
 
 /// Bytes of evidence kept per threat (the offending text, truncated).
 pub const EVIDENCE: usize = 128;
+/// Bytes of a statement kept as evidence before the token that completed a finding.
+const EVIDENCE_BEFORE: usize = 48;
 
 /// A kind of threat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -29,13 +38,15 @@ impl ThreatId {
     }
 }
 
-/// One detection: what, in which direction, with the (truncated) text that triggered it.
+/// One detection: what, in which direction, why, with the (truncated) text that triggered it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Threat {
     /// The kind.
     pub id: ThreatId,
     /// Direction of the bytes that carried it.
     pub dir: Dir,
+    /// The detector's reason ([`Reason::as_str`]: `"libinjection"`, `"tautology"`, ...).
+    pub reason: &'static str,
     /// The triggering text, at most [`EVIDENCE`] bytes.
     pub evidence: Text<EVIDENCE>,
 }
@@ -51,24 +62,76 @@ pub struct Threats {
 }
 
 impl Threats {
-    /// Records a detection of `id` in `dir` with `evidence`.
-    pub fn record(&mut self, id: ThreatId, dir: Dir, evidence: &[u8]) {
+    /// Records a detection of `id` in `dir` for `reason` with `evidence`.
+    pub fn record(&mut self, id: ThreatId, dir: Dir, reason: &'static str, evidence: &[u8]) {
         self.count = self.count.saturating_add(1);
         if self.first.is_none() {
-            self.first = Some(Threat {
-                id,
-                dir,
-                evidence: text(evidence),
-            });
+            self.first = Some(Threat { id, dir, reason, evidence: text(evidence) });
         }
     }
 
-    /// Checks one SQL statement (MySQL COM_QUERY, PostgreSQL Query/Parse, TDS SQLBatch, TNS,
-    /// CQL QUERY/PREPARE text) for SQL injection; returns true when it was one.
+    /// Checks one complete SQL statement in standard quoting ([`Dialect::Ansi`]: PostgreSQL,
+    /// SQL Server, Oracle; TDS SQLBatch and TNS call this) for an injected fragment; true when it
+    /// has one.
     pub fn sql(&mut self, dir: Dir, statement: &[u8]) -> bool {
-        let hit = sqli::is_sql_injection(statement);
-        if hit {
-            self.record(ThreatId::SqlInjection, dir, statement);
+        self.sql_in(dir, Dialect::Ansi, false, statement)
+    }
+
+    /// Checks one SQL statement with `dialect`'s quoting rules; `truncated` when `statement` is
+    /// only the first bytes of it (its end is then not checked for balance).
+    pub fn sql_in(&mut self, dir: Dir, dialect: Dialect, truncated: bool, statement: &[u8]) -> bool {
+        match sqli::statement(dialect, truncated, statement) {
+            Some(f) => {
+                let from = f.at.saturating_sub(EVIDENCE_BEFORE).min(statement.len());
+                self.record(ThreatId::SqlInjection, dir, f.reason.as_str(), &statement[from..]);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Checks one already-decoded HTTP value (a query-string or form value, a path, an HTTP/2
+    /// `:path` part) with libinjection; true when it is an injection.
+    pub fn http_param(&mut self, dir: Dir, value: &[u8]) -> bool {
+        match sqli::HttpValue::default().check(value) {
+            Some(r) => {
+                self.record(ThreatId::SqlInjection, dir, r.as_str(), value);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Checks one raw (percent-encoded) value: decoded (`plus`: `+` is a space), and as sent
+    /// when decoding changed it.
+    fn raw_value(&mut self, dir: Dir, raw: &[u8], plus: bool) -> bool {
+        let mut buf = [0u8; MAX_VALUE];
+        let n = decode_into(raw, plus, &mut buf);
+        self.http_param(dir, &buf[..n]) || (needs_decoding(raw, plus) && self.http_param(dir, raw))
+    }
+
+    /// Checks a request target (`/path?query`, origin or absolute form): the URL-decoded path,
+    /// and each query-string value (decoded, `+` as space, and as sent). Returns true when one
+    /// was an injection (each finding is counted).
+    pub fn http_target(&mut self, dir: Dir, target: &[u8]) -> bool {
+        let (path, query) = match target.iter().position(|&c| c == b'?') {
+            Some(i) => (&target[..i], &target[i + 1..]),
+            None => (target, &[][..]),
+        };
+        let query = query.split(|&c| c == b'#').next().unwrap_or_default();
+        let mut hit = self.raw_value(dir, path, false);
+        for v in values(query) {
+            hit |= self.raw_value(dir, v, true);
+        }
+        hit
+    }
+
+    /// Checks an `application/x-www-form-urlencoded` body (or its first bytes): each value,
+    /// decoded and as sent.
+    pub fn http_form(&mut self, dir: Dir, body: &[u8]) -> bool {
+        let mut hit = false;
+        for v in values(body) {
+            hit |= self.raw_value(dir, v, true);
         }
         hit
     }

@@ -148,14 +148,52 @@ impl Topo {
         }
         // Server side: veth s0 (server) <-> b (Warden).
         sh(&[
-            "ip", "link", "add", &t.s0, "netns", &t.s, "numtxqueues", &q, "numrxqueues", &q, "type", "veth",
-            "peer", "name", &t.b, "netns", &t.m, "numtxqueues", &q, "numrxqueues", &q,
+            "ip",
+            "link",
+            "add",
+            &t.s0,
+            "netns",
+            &t.s,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &t.b,
+            "netns",
+            &t.m,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
         ]);
         match link {
             ClientLink::Veth => {
                 sh(&[
-                    "ip", "link", "add", &t.c0, "netns", &t.c, "numtxqueues", &q, "numrxqueues", &q, "type",
-                    "veth", "peer", "name", &t.a, "netns", &t.m, "numtxqueues", &q, "numrxqueues", &q,
+                    "ip",
+                    "link",
+                    "add",
+                    &t.c0,
+                    "netns",
+                    &t.c,
+                    "numtxqueues",
+                    &q,
+                    "numrxqueues",
+                    &q,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    &t.a,
+                    "netns",
+                    &t.m,
+                    "numtxqueues",
+                    &q,
+                    "numrxqueues",
+                    &q,
                 ]);
             }
             ClientLink::Tap => {
@@ -183,7 +221,9 @@ impl Topo {
             sh(&["ip", "-n", ns, "addr", "add", &format!("{v4}/24"), "dev", dev]);
             sh(&["ip", "-n", ns, "addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"]);
             sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
-            sh(&["ip", "netns", "exec", ns, "ethtool", "-K", dev, "tx", "off", "tso", "off", "gso", "off", "gro", "off"]);
+            sh(&[
+                "ip", "netns", "exec", ns, "ethtool", "-K", dev, "tx", "off", "tso", "off", "gso", "off", "gro", "off",
+            ]);
         }
         for dev in [&t.a, &t.b] {
             sh(&["ip", "-n", &t.m, "link", "set", dev, "up"]);

@@ -26,6 +26,9 @@
 //! bytes are printable; SUPPORTED a string multimap; ERROR a defined error code; other opcodes
 //! are accepted on the header. Inter-node (gossip) handshakes are not recognised.
 //!
+//! Every uncompressed QUERY / PREPARE text goes to the statement-level SQL injection detector
+//! with CQL's quoting rules ([`crate::detect::Threats::sql_in`]).
+//!
 //! Extracted: protocol version and first stream id of each direction, opcode names (first
 //! [`MAX_OPCODES`] distinct), frame counts, the first QUERY/PREPARE text (512 bytes) and their
 //! count, STARTUP options `CQL_VERSION`, `COMPRESSION` and `DRIVER_NAME` (64 bytes each), error
@@ -76,6 +79,7 @@ pub struct Cassandra {
     segments: u64,
     violation: bool,
     gap: bool,
+    threats: crate::detect::Threats,
 }
 
 impl Cassandra {
@@ -112,6 +116,13 @@ impl Cassandra {
             }
             parser::QUERY | parser::PREPARE if d == 0 => {
                 self.queries = self.queries.saturating_add(1);
+                if !compressed {
+                    if let Some(len) = parser::be32(body, 0).and_then(|l| usize::try_from(l).ok()) {
+                        let q = body.get(4..).unwrap_or_default();
+                        let q = &q[..q.len().min(len)];
+                        self.threats.sql_in(Dir::ToServer, crate::detect::sql::Dialect::Cql, q.len() < len, q);
+                    }
+                }
                 if self.query.is_none() && !compressed {
                     self.query = parser::long_string(body, MAX_QUERY).map(text);
                 }
@@ -346,6 +357,10 @@ impl AppParser for Cassandra {
         if self.gap {
             out.insert("gap".into(), true.into());
         }
+    }
+
+    fn threats(&self) -> Option<&crate::detect::Threats> {
+        Some(&self.threats)
     }
 }
 

@@ -18,6 +18,14 @@
 //! [`Http::h2c_switched`], builds `Http2::after_upgrade(&http)` and feeds it the unconsumed
 //! tails of both directions (the to-client one starts at `HTTP/1.1 101`, which `Http2` skips).
 //! A CONNECT answered 2xx becomes a tunnel: both directions stop.
+//!
+//! SQL injection ([`crate::detect`]): every request's target is checked (the URL-decoded path
+//! and each query-string value, decoded and as sent, with libinjection). For a request whose
+//! `Content-Type` is `application/x-www-form-urlencoded`, the body's first [`FORM_MAX`] bytes
+//! (of each chunk, when chunked) are checked value by value too: the parser asks the stream
+//! engine for them (`Feed::Need`, so the engine's bounded buffer holds them, not this state) and
+//! checks them in one piece, so no value straddles two checks; the rest of a longer body is
+//! skipped by count unchecked.
 
 pub mod parser;
 
@@ -50,6 +58,8 @@ enum Phase {
 
 /// Requests remembered for matching responses (pipelining depth).
 const RING: usize = 16;
+/// Bytes of a form body (of each chunk of a chunked one) checked for SQL injection.
+pub const FORM_MAX: usize = 4096;
 
 /// Per-session HTTP/1 state: fixed size, no heap.
 #[derive(Debug, Clone, Default)]
@@ -69,6 +79,11 @@ pub struct Http {
     tunnel: bool,
     violation: bool,
     gap: bool,
+    /// The current request's body is a form.
+    form: bool,
+    /// The current body (or chunk) of a form has not been checked yet.
+    form_pending: bool,
+    threats: crate::detect::Threats,
 }
 
 /// One step of the feed loop.
@@ -137,6 +152,9 @@ impl Http {
                 if self.upgrade.is_none() {
                     self.upgrade = req.upgrade.map(text);
                 }
+                self.threats.http_target(Dir::ToServer, req.target);
+                self.form = req.content_type.is_some_and(parser::is_form);
+                self.form_pending = self.form;
                 let kind = match req.method {
                     b"HEAD" => ReqKind::Head,
                     b"CONNECT" => ReqKind::Connect,
@@ -268,6 +286,18 @@ impl AppParser for Http {
                     Dir::ToServer => self.request_head(rest),
                     Dir::ToClient => self.response_head(rest),
                 },
+                Phase::Body(owed) | Phase::ChunkData(owed) if dir == Dir::ToServer && self.form_pending => {
+                    // Check the form's first bytes in one piece (the engine buffers them).
+                    let want = owed.min(FORM_MAX as u64) as usize;
+                    match rest.get(..want) {
+                        Some(form) => {
+                            self.threats.http_form(Dir::ToServer, form);
+                            self.form_pending = false;
+                            Step::Took(0)
+                        }
+                        None => Step::Need(want),
+                    }
+                }
                 Phase::Body(owed) | Phase::ChunkData(owed) => {
                     let k = owed.min(rest.len() as u64);
                     let left = owed - k;
@@ -279,12 +309,17 @@ impl AppParser for Http {
                     };
                     Step::Took(k as usize)
                 }
-                Phase::ChunkSize => line_step(
-                    parser::chunk_size(rest),
-                    &mut self.violation,
-                    |n| if n == 0 { Phase::Trailer } else { Phase::ChunkData(n) },
-                    &mut self.phase[d],
-                ),
+                Phase::ChunkSize => {
+                    if dir == Dir::ToServer {
+                        self.form_pending = self.form;
+                    }
+                    line_step(
+                        parser::chunk_size(rest),
+                        &mut self.violation,
+                        |n| if n == 0 { Phase::Trailer } else { Phase::ChunkData(n) },
+                        &mut self.phase[d],
+                    )
+                }
                 Phase::ChunkEnd => {
                     line_step(parser::crlf(rest), &mut self.violation, |()| Phase::ChunkSize, &mut self.phase[d])
                 }
@@ -310,6 +345,9 @@ impl AppParser for Http {
 
     fn gap(&mut self, dir: Dir, len: usize) {
         let d = dir as usize;
+        if dir == Dir::ToServer {
+            self.form_pending = false;
+        }
         let len = len as u64;
         self.phase[d] = match self.phase[d] {
             // A hole inside a body of known length keeps the framing.
@@ -362,6 +400,10 @@ impl AppParser for Http {
         if self.gap {
             out.insert("gap".into(), true.into());
         }
+    }
+
+    fn threats(&self) -> Option<&crate::detect::Threats> {
+        Some(&self.threats)
     }
 }
 

@@ -172,8 +172,16 @@ pub struct Request<'a> {
     pub user_agent: Option<&'a [u8]>,
     /// `Upgrade` field value (RFC 9110 §7.8).
     pub upgrade: Option<&'a [u8]>,
+    /// `Content-Type` field value.
+    pub content_type: Option<&'a [u8]>,
     /// Body length fields.
     pub lengths: Lengths,
+}
+
+/// Whether a `Content-Type` value is `application/x-www-form-urlencoded` (any parameters).
+pub fn is_form(content_type: &[u8]) -> bool {
+    let t = content_type.split(|&c| c == b';').next().map(trim).unwrap_or_default();
+    t.eq_ignore_ascii_case(b"application/x-www-form-urlencoded")
 }
 
 /// A parsed response head.
@@ -284,6 +292,7 @@ pub fn request(b: &[u8]) -> Parse<Request<'_>> {
             host: field(req.headers, "host"),
             user_agent: field(req.headers, "user-agent"),
             upgrade: field(req.headers, "upgrade"),
+            content_type: field(req.headers, "content-type"),
             lengths,
         },
         n,

@@ -25,6 +25,9 @@
 //! record then adds `service` and `method` split from `:path` `/package.Service/Method`, the
 //! HTTP method moving to `http_method`.
 //!
+//! SQL injection: every request's `:path` is checked like an HTTP/1 target (URL-decoded path
+//! and query values, [`crate::detect::Threats::http_target`]); request bodies are not.
+//!
 //! Violations (recorded, parsing goes on while the framing is intact): frames larger than the
 //! receiver's SETTINGS_MAX_FRAME_SIZE, malformed SETTINGS/RST_STREAM, CONTINUATION out of
 //! place, HPACK decoding errors.
@@ -88,6 +91,8 @@ pub struct Http2 {
     upgraded: bool,
     violation: bool,
     gap: bool,
+    /// SQL injection in each request's `:path` (URL-decoded path and query values).
+    threats: crate::detect::Threats,
 }
 
 /// One step of the feed loop.
@@ -163,6 +168,7 @@ impl Http2 {
             streams: 1,
             max_stream: 1,
             upgraded: true,
+            threats: http.threats().copied().unwrap_or_default(),
             ..Http2::default()
         }
     }
@@ -326,7 +332,14 @@ impl Http2 {
             first = false;
         }
         let mut f = Fields::default();
-        if hpack::decode(frags, |n, v| f.take(n, v)).is_err() {
+        let threats = &mut self.threats;
+        let checked = hpack::decode(frags, |n, v| {
+            if d == 0 && n == b":path" {
+                threats.http_target(Dir::ToServer, v);
+            }
+            f.take(n, v)
+        });
+        if checked.is_err() {
             self.violation = true;
         }
         let first_block = !self.side[d].first_done;
@@ -496,6 +509,10 @@ impl AppParser for Http2 {
         if self.gap {
             out.insert("gap".into(), true.into());
         }
+    }
+
+    fn threats(&self) -> Option<&crate::detect::Threats> {
+        Some(&self.threats)
     }
 }
 

@@ -25,6 +25,10 @@
 //! command counts per `COM_*` name and the first [`MAX_NAMES`] distinct names, query text of
 //! `COM_QUERY` / `COM_STMT_PREPARE` (first and last, [`QUERY_TEXT`] bytes) with a count, the
 //! authentication outcome, and errors (count, first code, SQL state and message).
+//!
+//! Every `COM_QUERY` / `COM_STMT_PREPARE` text (its first [`parser::WINDOW`] bytes) goes to the
+//! statement-level SQL injection detector with MySQL's quoting rules
+//! ([`crate::detect::Threats::sql_in`]).
 
 pub mod parser;
 
@@ -107,6 +111,7 @@ pub struct Mysql {
     first_error: Option<MysqlError>,
     violation: bool,
     gap: bool,
+    threats: crate::detect::Threats,
 }
 
 impl Mysql {
@@ -140,7 +145,7 @@ impl Mysql {
             return;
         }
         if h.seq == 0 {
-            self.command(p);
+            self.command(p, h.len > p.len());
         } else if h.seq == 1 && !self.login_seen {
             self.login_seen = true;
             let Some(l) = parser::login(p, h.len) else {
@@ -163,7 +168,8 @@ impl Mysql {
         }
     }
 
-    fn command(&mut self, p: &[u8]) {
+    /// One command packet (`p`, cut to the window when `truncated`).
+    fn command(&mut self, p: &[u8], truncated: bool) {
         let Some((&code, body)) = p.split_first() else { return };
         let slot = if usize::from(code) < COUNTERS - 1 { usize::from(code) } else { COUNTERS - 1 };
         self.counts.0[slot] = self.counts.0[slot].saturating_add(1);
@@ -174,6 +180,7 @@ impl Mysql {
         match code {
             parser::COM_QUERY | parser::COM_STMT_PREPARE => {
                 let q = text::<QUERY_TEXT>(body);
+                self.threats.sql_in(Dir::ToServer, crate::detect::sql::Dialect::Mysql, truncated, body);
                 self.queries = self.queries.saturating_add(1);
                 if self.first_query.is_none() {
                     self.first_query = Some(q);
@@ -355,6 +362,10 @@ impl AppParser for Mysql {
         if self.gap {
             out.insert("gap".into(), true.into());
         }
+    }
+
+    fn threats(&self) -> Option<&crate::detect::Threats> {
+        Some(&self.threats)
     }
 }
 

@@ -16,6 +16,10 @@
 //! (`server_version`), `ErrorResponse` (count; first severity, SQLSTATE and message),
 //! `CommandComplete` count. Directions are parsed independently; a gap stops the direction it
 //! hits unless it falls inside a payload being skipped.
+//!
+//! Every `Query` and `Parse` text (its first [`parser::WINDOW`] bytes) goes to the
+//! statement-level SQL injection detector ([`crate::detect::Threats::sql_in`], standard quoting
+//! with `E'…'` and dollar-quoted strings).
 
 pub mod parser;
 
@@ -81,6 +85,7 @@ pub struct Postgresql {
     first_error: Option<PgError>,
     violation: bool,
     gap: bool,
+    threats: crate::detect::Threats,
 }
 
 enum Step {
@@ -180,23 +185,28 @@ impl Postgresql {
         self.d[d].skip = len - 4 - window;
         self.d[d].messages = self.d[d].messages.saturating_add(1);
         if d == Dir::ToServer as usize {
-            self.client_message(t, body);
+            self.client_message(t, body, window < len - 4);
         } else {
             self.server_message(t, body);
         }
         Step::Took(5 + window)
     }
 
-    fn client_message(&mut self, t: u8, body: &[u8]) {
+    /// One client message (`body` cut to the window when `truncated`).
+    fn client_message(&mut self, t: u8, body: &[u8], truncated: bool) {
         match t {
             b'Q' => {
                 self.queries = self.queries.saturating_add(1);
-                self.query(parser::cstr(body).0);
+                let q = parser::cstr(body).0;
+                self.threats.sql_in(Dir::ToServer, crate::detect::sql::Dialect::Ansi, truncated, q);
+                self.query(q);
             }
             b'P' => {
                 self.parses = self.parses.saturating_add(1);
                 let (_name, rest) = parser::cstr(body);
-                self.query(parser::cstr(rest.unwrap_or_default()).0);
+                let q = parser::cstr(rest.unwrap_or_default()).0;
+                self.threats.sql_in(Dir::ToServer, crate::detect::sql::Dialect::Ansi, truncated, q);
+                self.query(q);
             }
             _ => {}
         }
@@ -365,6 +375,10 @@ impl AppParser for Postgresql {
         if self.gap {
             out.insert("gap".into(), true.into());
         }
+    }
+
+    fn threats(&self) -> Option<&crate::detect::Threats> {
+        Some(&self.threats)
     }
 }
 
