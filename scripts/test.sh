@@ -16,5 +16,7 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 echo "test.sh: building"
 cargo build --workspace --all-targets --quiet
+echo "test.sh: checking that the fuzz targets build"
+cargo check --manifest-path fuzz/Cargo.toml --quiet
 echo "test.sh: running tests"
 cargo nextest run --workspace --no-fail-fast --test-threads 2 "$@"
