@@ -204,6 +204,33 @@ pub fn text<const N: usize>(bytes: &[u8]) -> Text<N> {
     out
 }
 
+/// For parsers that read message heads and skip bodies by count: skips what is left of the
+/// body (`*skip` bytes) from `data[*off..]`, advancing both. True when the body goes on past
+/// `data` (the caller answers `Feed::Consumed(*off)`).
+#[inline]
+pub fn skip_body(skip: &mut u64, data: &[u8], off: &mut usize) -> bool {
+    if *skip == 0 {
+        return false;
+    }
+    let n = (*skip).min(data.len().saturating_sub(*off) as u64);
+    *skip -= n;
+    *off += n as usize;
+    *skip > 0
+}
+
+/// For the same parsers: a gap of `len` bytes that falls inside the body being skipped only
+/// shortens the skip (true: framing is intact); a longer one breaks the framing (false).
+#[inline]
+pub fn skip_gap(skip: &mut u64, len: usize) -> bool {
+    match skip.checked_sub(len as u64) {
+        Some(rest) => {
+            *skip = rest;
+            true
+        }
+        None => false,
+    }
+}
+
 /// One protocol's per-session parser. See the module docs for the contract.
 pub trait AppParser: Default + Clone + Send + 'static {
     /// The app this parser recognises.
@@ -254,5 +281,37 @@ pub trait AppParser: Default + Clone + Send + 'static {
     /// requests). Default: none.
     fn threats(&self) -> Option<&crate::detect::Threats> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skipping_bodies_across_segments_and_gaps() {
+        let mut skip = 10u64;
+        let mut off = 2;
+        assert!(skip_body(&mut skip, &[0; 6], &mut off), "4 of 10 skipped, more to come");
+        assert_eq!((skip, off), (6, 6));
+        let mut off = 0;
+        assert!(!skip_body(&mut skip, &[0; 9], &mut off));
+        assert_eq!((skip, off), (0, 6), "the next message starts after the body");
+        let mut off = 0;
+        assert!(!skip_body(&mut skip, &[], &mut off));
+        let mut skip = 5u64;
+        assert!(skip_gap(&mut skip, 5));
+        assert_eq!(skip, 0);
+        assert!(!skip_gap(&mut skip, 1), "a gap past the body breaks framing");
+    }
+
+    #[test]
+    fn every_registered_app_has_a_name_that_reads_back() {
+        for c in engine::CANDIDATES {
+            assert!(App::ALL.contains(&c.app), "{:?} missing from App::ALL", c.app);
+        }
+        for a in App::ALL {
+            assert_eq!(App::from_name(a.as_str()), Some(*a));
+        }
     }
 }

@@ -228,13 +228,8 @@ impl AppParser for Mongodb {
             if self.stopped[d] {
                 return Feed::Consumed(data.len());
             }
-            if self.skip[d] > 0 {
-                let n = self.skip[d].min((data.len() - off) as u64);
-                self.skip[d] -= n;
-                off += n as usize;
-                if self.skip[d] > 0 {
-                    return Feed::Consumed(off);
-                }
+            if super::skip_body(&mut self.skip[d], data, &mut off) {
+                return Feed::Consumed(off);
             }
             let rest = &data[off..];
             if rest.is_empty() {
@@ -263,9 +258,7 @@ impl AppParser for Mongodb {
     fn gap(&mut self, dir: Dir, len: usize) {
         let d = dir as usize;
         self.gap = true;
-        if self.skip[d] >= len as u64 {
-            self.skip[d] -= len as u64;
-        } else {
+        if !super::skip_gap(&mut self.skip[d], len) {
             self.stopped[d] = true;
         }
     }

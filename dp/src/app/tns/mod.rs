@@ -253,13 +253,8 @@ impl AppParser for Tns {
             if s.stopped {
                 return Feed::Consumed(data.len());
             }
-            if s.skip > 0 {
-                let n = s.skip.min((data.len() - off) as u64);
-                s.skip -= n;
-                off += n as usize;
-                if s.skip > 0 {
-                    return Feed::Consumed(off);
-                }
+            if super::skip_body(&mut s.skip, data, &mut off) {
+                return Feed::Consumed(off);
             }
             let rest = &data[off..];
             if rest.is_empty() {
@@ -289,9 +284,7 @@ impl AppParser for Tns {
     fn gap(&mut self, dir: Dir, len: usize) {
         let s = &mut self.side[dir as usize];
         self.gap = true;
-        if s.skip >= len as u64 {
-            s.skip -= len as u64;
-        } else {
+        if !super::skip_gap(&mut s.skip, len) {
             s.stopped = true;
         }
     }
