@@ -29,11 +29,12 @@
 //! and `VSNNUM`; from a REDIRECT, the redirect address `HOST` / `PORT` (the part of the data
 //! before its NUL; the rest is the new connect descriptor). Packets and DATA packets are counted
 //! per direction, packet types seen are listed, markers and resends counted. In DATA payloads
-//! only two plaintext markers are recognised: the ANO (native encryption / integrity)
-//! negotiation magic and the banner of the TTC protocol negotiation (`python-oracledb`, or the
-//! server's platform). The TTC calls themselves (OALL8 and its SQL text) are not parsed: their
-//! layout depends on the capabilities negotiated at logon and is often encrypted by native
-//! network encryption, so SQL text is not extracted and no SQL injection check is made.
+//! two plaintext markers are recognised: the ANO (native encryption / integrity) negotiation
+//! magic and the banner of the TTC protocol negotiation (`python-oracledb`, or the server's
+//! platform). The TTC calls themselves (OALL8) are not decoded: their layout depends on the
+//! capabilities negotiated at logon. Their SQL text is found by a scan of client DATA payloads
+//! ([`parser::sql_text`]: a printable run starting with a statement keyword), reported as
+//! `sql` and checked for SQL injection; with native network encryption on, nothing is found.
 //!
 //! A gap inside a skipped packet shortens the skip; any other gap stops that direction.
 
@@ -111,6 +112,10 @@ pub struct Tns {
     redirect_port: Option<u32>,
     resends: u32,
     ano: bool,
+    /// First SQL statement seen in a client DATA packet (truncated), and how many.
+    sql: Option<Text<256>>,
+    statements: u32,
+    threats: crate::detect::Threats,
     violation: bool,
     gap: bool,
 }
@@ -215,6 +220,15 @@ impl Tns {
                     }
                     Pending::None => {}
                 }
+                if d == Dir::ToServer as usize {
+                    if let Some(sql) = parser::sql_text(payload) {
+                        self.statements = self.statements.saturating_add(1);
+                        if self.sql.is_none() {
+                            self.sql = Some(text(sql));
+                        }
+                        self.threats.sql(Dir::ToServer, sql);
+                    }
+                }
             }
             parser::RESEND => self.resends = self.resends.saturating_add(1),
             parser::MARKER => self.side[d].markers = self.side[d].markers.saturating_add(1),
@@ -289,7 +303,15 @@ impl AppParser for Tns {
         }
     }
 
+    fn threats(&self) -> Option<&crate::detect::Threats> {
+        Some(&self.threats)
+    }
+
     fn l7(&self, out: &mut Map<String, Value>) {
+        if let Some(q) = &self.sql {
+            out.insert("sql".into(), q.as_str().into());
+            out.insert("statements".into(), self.statements.into());
+        }
         if let Some(c) = &self.connect {
             out.insert("version".into(), c.version.into());
             out.insert("version_compatible".into(), c.version_compatible.into());

@@ -457,3 +457,40 @@ pub fn ttc_banner(payload: &[u8]) -> Option<&[u8]> {
 /// Native Network Encryption / Advanced Networking Option negotiation magic at the start of a
 /// DATA payload.
 pub const ANO_MAGIC: [u8; 4] = [0xde, 0xad, 0xbe, 0xef];
+
+/// Statement keywords that start the SQL text a TTC call (OALL8 and friends) carries.
+const SQL_START: &[&[u8]] = &[
+    b"SELECT", b"INSERT", b"UPDATE", b"DELETE", b"MERGE", b"WITH", b"BEGIN", b"DECLARE", b"CALL",
+    b"CREATE", b"ALTER", b"DROP", b"TRUNCATE", b"GRANT",
+];
+
+/// Shortest text taken for a statement (bytes).
+pub const MIN_SQL: usize = 10;
+
+/// SQL text inside a client DATA payload: the first run of printable ASCII (with tab, CR, LF)
+/// that starts at a word boundary with a statement keyword (any case) and is at least
+/// [`MIN_SQL`] bytes long. TTC sends a statement as one length-prefixed string in the call
+/// (longer ones in length-prefixed chunks, of which this finds the first); the TTC call layout
+/// itself depends on capabilities agreed at logon and is not decoded, so this is a scan, not a
+/// parse. `None` when there is no such run.
+pub fn sql_text(payload: &[u8]) -> Option<&[u8]> {
+    let printable = |c: u8| (0x20..0x7f).contains(&c) || matches!(c, b'\t' | b'\r' | b'\n');
+    let mut i = 0;
+    while i < payload.len() {
+        let boundary = i == 0 || !payload[i - 1].is_ascii_alphanumeric();
+        if boundary && payload[i].is_ascii_alphabetic() {
+            let starts = SQL_START.iter().any(|k| {
+                payload.get(i..i + k.len()).is_some_and(|w| w.eq_ignore_ascii_case(k))
+                    && payload.get(i + k.len()).is_none_or(|c| !c.is_ascii_alphanumeric())
+            });
+            if starts {
+                let len = payload[i..].iter().take_while(|c| printable(**c)).count();
+                if len >= MIN_SQL {
+                    return Some(&payload[i..i + len]);
+                }
+            }
+        }
+        i += 1;
+    }
+    None
+}

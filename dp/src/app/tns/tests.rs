@@ -369,5 +369,42 @@ fn mutated_input_never_panics() {
 #[test]
 fn state_is_small_and_fixed() {
     let n = std::mem::size_of::<Tns>();
-    assert!(n <= 1536, "{n}");
+    // Within the engine's per-session context bound (4 KiB, engine.rs), like the other SQL parsers.
+    assert!(n <= 2048, "{n}");
+}
+
+/// SQL text in client DATA packets (the statement string inside a TTC call, here framed the way
+/// OALL8 carries it: call bytes, a length byte, the text, more call bytes) is reported and
+/// checked for injection; the TTC negotiation banner and server data are not taken for SQL.
+#[test]
+fn sql_text_in_client_data_is_reported_and_checked() {
+    let f = corpus_flow();
+    let mut t = parse(Dir::ToServer, &f.to_server);
+    assert!(feed_all(&mut t, Dir::ToClient, &accept(319, 8192)).is_empty());
+    let call = |sql: &[u8]| {
+        let body = [&[0, 0, 0x03, 0x5e, 0x12, 0x61, 0x80, 0, 0, 0, 0, 0, 0, 0x01, sql.len() as u8][..], sql, &[0x01, 0x01, 0, 0, 0]].concat();
+        [large_header(8 + 2 + body.len() - 2, parser::DATA), body].concat()
+    };
+    let benign = b"SELECT id, name FROM items WHERE id = :1";
+    let injected = b"select * from users where name = '' or '1'='1'";
+    let pro = [&[0x00, 0x00, 0x00, 0x1d, 0x06, 0, 0, 0, 0, 0, 0x01, 0x06, 0x00][..], b"python-oracledb\0"].concat();
+    assert!(feed_segments(&mut t, Dir::ToServer, &[&pro, &call(benign)]).is_empty());
+    let m = l7_of(&t);
+    assert_eq!(m["sql"], std::str::from_utf8(benign).unwrap());
+    assert_eq!(m["statements"], 1);
+    assert!(t.threats().unwrap().is_empty(), "benign statement flagged");
+    assert!(feed_all(&mut t, Dir::ToServer, &call(injected)).is_empty());
+    assert_eq!(l7_of(&t)["statements"], 2);
+    let th = t.threats().unwrap().first.expect("injection not flagged");
+    assert_eq!(th.dir, Dir::ToServer);
+    assert!(th.evidence.starts_with("select * from users"));
+    // Server data with SQL-looking text is not a client statement.
+    let mut t2 = parse(Dir::ToServer, &f.to_server);
+    assert!(feed_all(&mut t2, Dir::ToClient, &accept(319, 8192)).is_empty());
+    assert!(feed_all(&mut t2, Dir::ToClient, &call(injected)).is_empty());
+    assert!(l7_of(&t2).get("sql").is_none());
+    // Keywords only count at a word boundary and with enough text after them.
+    assert_eq!(parser::sql_text(b"\x01xSELECT a FROM b\x00"), None);
+    assert_eq!(parser::sql_text(b"\x05UPDATE\x00"), None);
+    assert_eq!(parser::sql_text(b"\x07update t set a = 1\x00"), Some(&b"update t set a = 1"[..]));
 }
