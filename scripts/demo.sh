@@ -3,7 +3,9 @@
 #   client namespace --veth-- [ a | Warden | b ] --veth-- server namespace
 # A real HTTP server (python3 http.server) runs in the server namespace, real curl downloads run
 # in the client namespace over IPv4 and IPv6, and Warden forwards every frame between a and b
-# and prints connection reports. Everything it creates is removed at the end.
+# and prints connection reports; then a protect-mode policy is applied at runtime: HTTP on 8080
+# still passes, a connection to another port is dropped and reported denied. Everything it
+# creates is removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then
@@ -79,6 +81,23 @@ sleep 5
 
 echo "== wardenctl connections (report batches received while the traffic ran)"
 cat "$TMP/reports.txt"
+echo
+echo "== policy: the server becomes workload 'web' in protect mode, only HTTP on 8080 allowed"
+printf '%s\n' '[[workload]]' 'id = "web"' 'ips = ["198.18.0.2", "2001:db8::2"]' 'mode = "protect"' '' \
+  '[[rule]]' 'id = 10' 'from = "any"' 'to = "web"' 'ip_proto = "tcp"' 'ports = ["8080"]' 'apps = ["http"]' \
+  'action = "allow"' > "$TMP/policy.toml"
+"$CTL" --socket "$SOCK" policy apply "$TMP/policy.toml"
+"$CTL" --socket "$SOCK" connections --follow > "$TMP/events.txt" 2>/dev/null &
+EPID=$!
+ip netns exec "$S" python3 -m http.server 9090 --bind :: -d "$TMP/www" >/dev/null 2>&1 &
+SPID=$!
+sleep 1
+ip netns exec "$C" curl -s -o /dev/null -w "curl http://198.18.0.2:8080/ (rule 10 allows it) -> HTTP %{http_code}\n" http://198.18.0.2:8080/
+ip netns exec "$C" curl -s -o /dev/null --max-time 3 -w "curl http://198.18.0.2:9090/ (no rule: denied) -> HTTP %{http_code} (000: no answer)\n" http://198.18.0.2:9090/ || true
+sleep 2
+kill "$EPID" "$SPID" 2>/dev/null || true
+grep -E "^(DENIED|VIOLATION)" "$TMP/events.txt" || echo "(no policy event seen)"
+"$CTL" --socket "$SOCK" policy stats
 echo
 echo "== wardenctl counters"
 "$CTL" --socket "$SOCK" counters
