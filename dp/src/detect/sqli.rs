@@ -28,7 +28,11 @@ pub struct Libinjection;
 
 impl SqliDetector for Libinjection {
     fn is_injection(&self, input: &[u8]) -> bool {
-        !input.is_empty() && libinjectionrs::detect_sqli(&input[..input.len().min(MAX_INPUT)]).is_injection()
+        // `SqliState::detect` is what `detect_sqli` runs, without computing the fingerprint a
+        // second time for a result we do not use.
+        !input.is_empty()
+            && libinjectionrs::SqliState::new(&input[..input.len().min(MAX_INPUT)], libinjectionrs::SqliFlags::FLAG_NONE)
+                .detect()
     }
 }
 
