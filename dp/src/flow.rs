@@ -104,7 +104,10 @@ impl FlowKey {
     }
 
     /// A hash equal for both directions of the flow (the key is canonical), used to choose the
-    /// owning worker. FNV-1a over the key fields: stable across runs and processes.
+    /// owning worker (`spread % workers`). FNV-1a over the key fields, then the MurmurHash3
+    /// 32-bit finalizer: FNV-1a alone leaves its low bits a function of the low bits of the key
+    /// bytes (with two workers, ownership followed port parity), the finalizer spreads every
+    /// input bit over all output bits. Stable across runs and processes.
     pub fn spread(&self) -> u32 {
         let mut h: u32 = 0x811c_9dc5;
         let mut eat = |b: u8| {
@@ -115,7 +118,11 @@ impl FlowKey {
         self.lo_port.to_be_bytes().iter().chain(self.hi_port.to_be_bytes().iter()).for_each(|b| eat(*b));
         eat(self.proto);
         self.zone.to_be_bytes().iter().for_each(|b| eat(*b));
-        h
+        h ^= h >> 16;
+        h = h.wrapping_mul(0x85eb_ca6b);
+        h ^= h >> 13;
+        h = h.wrapping_mul(0xc2b2_ae35);
+        h ^ (h >> 16)
     }
 }
 
@@ -151,5 +158,17 @@ mod tests {
         v6[15] = 5;
         assert_eq!(Addr::v6(v6).to_string(), "2001:db8::5");
         assert!(!Addr::v6(v6).is_v4());
+    }
+
+    #[test]
+    fn spread_balances_two_workers_over_ports_of_one_host_pair() {
+        // Flows between one client and one server differing only in the client port: with
+        // two workers each gets close to half, whatever the ports' parity.
+        let (a, b) = (Addr::v4([198, 18, 0, 1]), Addr::v4([198, 18, 0, 2]));
+        for step in [1u16, 2, 4] {
+            let n = 1000u32;
+            let ones: u32 = (0..n).map(|i| FlowKey::new(0, 6, a, 40000 + step * i as u16, b, 80).0.spread() % 2).sum();
+            assert!((400..=600).contains(&ones), "step {step}: {ones} of {n} on worker 1");
+        }
     }
 }

@@ -96,7 +96,9 @@ fn check_transfer(
 }
 
 fn transfer_done(all: &[ConnectionRecord], cport: u16, bytes: Option<u64>) -> bool {
-    all.iter().any(|r| {
+    // The request's own record may come from another worker, in another report batch.
+    let request_seen = all.iter().any(|r| r.client_port == cport && r.server_port == PORT);
+    request_seen && all.iter().any(|r| {
         r.client_port == cport
             && r.server_port != PORT
             && r.l7.as_ref().is_some_and(|l| match bytes {
