@@ -348,6 +348,7 @@ impl Inspector {
         if !blocked {
             return Verdict::Forward;
         }
+        self.sessions.linger(idx);
         self.stats.policy_dropped += 1;
         if !new && tcp && !was_reset {
             self.stats.policy_resets += 1;
@@ -747,5 +748,23 @@ mod tests {
             }
         }
     }
-}
 
+    #[test]
+    fn denied_sessions_linger_briefly_and_expire() {
+        let text = SRV.replace("MODE", "protect");
+        let p = Arc::new(CompiledPolicy::compile(&crate::policy::Policy::from_toml(&text).unwrap()).unwrap());
+        let t = Timeouts { tcp_closed: 5, tcp_syn: 1000, ..Timeouts::default() };
+        let mut i = Inspector::new(64, t, MalformedPolicy::Drop);
+        i.set_policy(p, 1);
+        let syn = tcp4(&[], SYN, b"");
+        assert_eq!(i.process(&syn, meta(1, 1)), Verdict::Drop(DropReason::PolicyDenied));
+        assert_eq!(i.sessions.len(), 1);
+        // Well before the SYN timeout, after the closed linger: gone, with a final record.
+        i.sessions.expire(20, 16);
+        assert_eq!(i.sessions.len(), 0, "a denied session held its slot for the SYN timeout");
+        let mut out = Vec::new();
+        i.drain_ended(&mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].policy.as_ref().unwrap().verdict, Some(PolicyVerdict::Denied));
+    }
+}

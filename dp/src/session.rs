@@ -474,10 +474,29 @@ impl SessionTable {
         }
     }
 
+    /// Class of the closed-TCP linger, also used for sessions denied by policy.
+    const LINGER: u8 = 3;
+
+    /// Gives a session denied by policy the short linger of closed sessions
+    /// (`tcp_closed_timeout`): it forwards nothing, so it need not hold a slot longer than it
+    /// takes to report it, and a flood of denied flows cannot keep live ones out of the table.
+    pub fn linger(&mut self, idx: u32) {
+        if self.slots[idx as usize].class == Self::LINGER {
+            return;
+        }
+        self.unlink(idx);
+        self.slots[idx as usize].class = Self::LINGER;
+        self.link_tail(idx);
+    }
+
     fn touch(&mut self, idx: u32) {
         let class = {
             let s = &self.slots[idx as usize];
-            class_of(s.state, s.key.proto) as u8
+            if s.policy.blocked {
+                Self::LINGER
+            } else {
+                class_of(s.state, s.key.proto) as u8
+            }
         };
         self.unlink(idx);
         self.slots[idx as usize].class = class;
