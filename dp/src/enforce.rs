@@ -186,7 +186,10 @@ pub struct DnsCache {
     pub inserted: u64,
 }
 
-const WAYS: usize = 4;
+const WAYS: usize = NAMES_PER_ADDR;
+
+/// Most names [`DnsCache::names`] returns for one address (the slots of one bucket).
+pub const NAMES_PER_ADDR: usize = 4;
 
 impl DnsCache {
     /// A cache of about `entries` slots (rounded up to a power of two, at least 64).

@@ -305,12 +305,9 @@ impl Inspector {
             if self.policy.workloads().is_empty() && ps.verdict.is_none() {
                 ps.generation = g;
             } else {
-                let (client, server, server_port) = match s.client {
-                    End::Lo => (s.key.lo, s.key.hi, s.key.hi_port),
-                    End::Hi => (s.key.hi, s.key.lo, s.key.lo_port),
-                };
-                let (client, server) = (client.ip(), server.ip());
-                let mut names = [""; 4];
+                let (server, server_port) = s.server_end();
+                let (client, server) = (s.client_end().0.ip(), server.ip());
+                let mut names = [""; crate::enforce::NAMES_PER_ADDR];
                 let n = self.dns.names(server, now_ns, &mut names);
                 let facts = Facts {
                     client,
@@ -338,19 +335,17 @@ impl Inspector {
                 }
             }
         }
-        let was_reset = ps.reset_sent;
+        // A session forwarded before and now blocked is reset at both ends, once (TCP only).
+        let reset = ps.blocked && !new && !ps.reset_sent && matches!(ip.l4, L4::Tcp { .. });
+        ps.reset_sent |= reset;
         let blocked = ps.blocked;
-        let tcp = matches!(ip.l4, L4::Tcp { .. });
-        if blocked && !new && tcp && !was_reset {
-            ps.reset_sent = true;
-        }
         self.sessions.get_mut(idx).policy = ps;
         if !blocked {
             return Verdict::Forward;
         }
         self.sessions.linger(idx);
         self.stats.policy_dropped += 1;
-        if !new && tcp && !was_reset {
+        if reset {
             self.stats.policy_resets += 1;
             return Verdict::Reset;
         }
@@ -387,13 +382,7 @@ impl Inspector {
                 });
             }
         }
-        for snap in &mut out[from..] {
-            let ctx = snap.session.app_ctx;
-            if ctx != NO_APP {
-                snap.app = Some(self.engine.ctx(ctx).summary());
-            }
-            snap.policy = PolicyView::of(&snap.session.policy, &self.policy, self.policy_gen);
-        }
+        self.attach_views(out, from);
     }
 
     /// App inspection of a TCP/UDP frame sent by canonical end `from`. A new UDP session that a
@@ -410,12 +399,8 @@ impl Inspector {
         now_ns: u64,
         related: Option<Expectation>,
     ) {
+        let server_port = self.sessions.get(idx).server_end().1;
         if new {
-            let s = self.sessions.get(idx);
-            let server_port = match s.client {
-                End::Lo => s.key.hi_port,
-                End::Hi => s.key.lo_port,
-            };
             let ctx = match &related {
                 Some(e) => self.engine.open_related(ip.proto, server_port, e),
                 None => self.engine.open(ip.proto, server_port),
@@ -428,10 +413,6 @@ impl Inspector {
             return;
         }
         let dir = s.dir_of(from);
-        let server_port = match s.client {
-            End::Lo => s.key.hi_port,
-            End::Hi => s.key.lo_port,
-        };
         let packets = (s.packets[0] + s.packets[1]).min(u64::from(u32::MAX)) as u32;
         match ip.l4 {
             L4::Tcp { seq, flags, .. } => {
@@ -447,14 +428,10 @@ impl Inspector {
         }
         if let Some((parser, data)) = self.engine.take_related(ctx) {
             let s = self.sessions.get(idx);
-            let k = &s.key;
-            let ((client, client_port), (server, server_port)) = match s.client {
-                End::Lo => ((k.lo, k.lo_port), (k.hi, k.hi_port)),
-                End::Hi => ((k.hi, k.hi_port), (k.lo, k.lo_port)),
-            };
+            let ((client, client_port), (server, server_port)) = (s.client_end(), s.server_end());
             let e = Expectation {
-                zone: k.zone,
-                proto: k.proto,
+                zone: s.key.zone,
+                proto: s.key.proto,
                 parser,
                 client,
                 client_port,
@@ -467,7 +444,9 @@ impl Inspector {
         }
     }
 
-    fn attach_app(&mut self, snaps: &mut [SessionSnapshot], from: usize) {
+    /// Attaches the app and policy views to `snaps[from..]`, and returns the app contexts of
+    /// ended sessions to the pool.
+    fn attach_views(&mut self, snaps: &mut [SessionSnapshot], from: usize) {
         for snap in &mut snaps[from..] {
             snap.policy = PolicyView::of(&snap.session.policy, &self.policy, self.policy_gen);
             let ctx = snap.session.app_ctx;
@@ -486,25 +465,20 @@ impl Inspector {
     pub fn drain_reports(&mut self, out: &mut Vec<SessionSnapshot>) {
         let from = out.len();
         self.sessions.drain_reports(out);
-        self.attach_app(out, from);
+        self.attach_views(out, from);
     }
 
     /// Moves only the final records of ended sessions into `out` (as [`Self::drain_reports`]).
     pub fn drain_ended(&mut self, out: &mut Vec<SessionSnapshot>) {
         let from = out.len();
         self.sessions.drain_ended(out);
-        self.attach_app(out, from);
+        self.attach_views(out, from);
     }
 
     /// Snapshots of up to `limit` live sessions with their app view.
     pub fn snapshot(&mut self, limit: usize) -> Vec<SessionSnapshot> {
         let mut v = self.sessions.snapshot(limit);
-        for snap in &mut v {
-            snap.policy = PolicyView::of(&snap.session.policy, &self.policy, self.policy_gen);
-            if snap.session.app_ctx != NO_APP {
-                snap.app = Some(self.engine.ctx(snap.session.app_ctx).summary());
-            }
-        }
+        self.attach_views(&mut v, 0);
         v
     }
 }

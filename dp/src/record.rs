@@ -8,7 +8,6 @@ use warden_control::ConnectionRecord;
 
 use crate::app::engine::{BypassReason, Inspection};
 use crate::app::App;
-use crate::flow::End;
 use crate::session::SessionSnapshot;
 use crate::wire::ipproto;
 
@@ -21,10 +20,7 @@ pub fn rfc3339(unix_ns: u64) -> String {
 pub fn to_record(snap: &SessionSnapshot, iface_name: impl Fn(u16) -> String) -> ConnectionRecord {
     let s = &snap.session;
     let k = &s.key;
-    let (client_ip, client_port, server_ip, server_port) = match s.client {
-        End::Lo => (k.lo, k.lo_port, k.hi, k.hi_port),
-        End::Hi => (k.hi, k.hi_port, k.lo, k.lo_port),
-    };
+    let ((client_ip, client_port), (server_ip, server_port)) = (s.client_end(), s.server_end());
     ConnectionRecord {
         client_ip: client_ip.to_string(),
         client_port,
@@ -119,7 +115,7 @@ mod tests {
         // Client 198.18.0.9:40000 sorts above server 198.18.0.2:80.
         let (k, client_end) =
             FlowKey::new(0, 6, Addr::v4([198, 18, 0, 9]), 40000, Addr::v4([198, 18, 0, 2]), 80);
-        assert_eq!(client_end, End::Hi);
+        assert_eq!(client_end, crate::flow::End::Hi);
         t.track(&k, client_end, 74, Some(0x02), 3, 1_700_000_000_000_000_000);
         let snap = t.snapshot(10)[0].clone();
         let r = to_record(&snap, |slot| format!("if{slot}"));

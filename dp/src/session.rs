@@ -230,6 +230,24 @@ impl Session {
         }
     }
 
+    /// The client's (address, port).
+    #[inline]
+    pub fn client_end(&self) -> (crate::flow::Addr, u16) {
+        match self.client {
+            End::Lo => (self.key.lo, self.key.lo_port),
+            End::Hi => (self.key.hi, self.key.hi_port),
+        }
+    }
+
+    /// The server's (address, port).
+    #[inline]
+    pub fn server_end(&self) -> (crate::flow::Addr, u16) {
+        match self.client {
+            End::Lo => (self.key.hi, self.key.hi_port),
+            End::Hi => (self.key.lo, self.key.lo_port),
+        }
+    }
+
     /// Direction of a frame sent by canonical end `from`.
     #[inline]
     pub fn dir_of(&self, from: End) -> Dir {
