@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use nix::sys::signal::Signal;
-use warden_control::{Client, ConnectionRecord, Event, Reply, Request, WorkloadSpec};
+use warden_control::{Client, ConnectionRecord, Reply, Request, WorkloadSpec};
 
 /// The server namespace's addresses as workload `srv` in `mode`, plus `rules`.
 fn policy(mode: &str, rules: &str) -> String {
@@ -125,24 +125,6 @@ fn stop(t: &mut Topo, pid: u32) {
     t.wait_exit(pid, Duration::from_secs(5));
 }
 
-/// Collects records and events until `done` holds for them.
-fn collect(
-    ctl: &mut Client,
-    timeout: Duration,
-    mut done: impl FnMut(&[ConnectionRecord], &[Event]) -> bool,
-) -> (Vec<ConnectionRecord>, Vec<Event>) {
-    let deadline = Instant::now() + timeout;
-    let (mut recs, mut events) = (Vec::new(), Vec::new());
-    while Instant::now() < deadline && !done(&recs, &events) {
-        match ctl.next_message().unwrap() {
-            Reply::Report(b) => recs.extend(b.connections),
-            Reply::Event(e) => events.push(e),
-            _ => {}
-        }
-    }
-    (recs, events)
-}
-
 fn apply(t: &Topo, text: &str) -> Reply {
     t.client()
         .request(&Request::PolicyApply { text: text.to_string() })
@@ -162,7 +144,7 @@ fn protect_allows_the_rule_and_denies_the_rest() {
         assert!(!redis_ping(&t, host, 7777), "redis to {host} passed in protect mode");
     }
     let closed_http = |r: &ConnectionRecord| r.server_port == 8080 && r.closed;
-    let (recs, events) = collect(&mut ctl, Duration::from_secs(20), |recs, ev| {
+    let (recs, events) = collect_messages(&mut ctl, Duration::from_secs(20), |recs, ev| {
         recs.iter().filter(|r| closed_http(r)).count() >= 2
             && ev.iter().filter(|e| e.connection().server_port == 7777).count() >= 2
     });
@@ -270,7 +252,7 @@ fn app_rule_lets_only_http_through_on_its_port() {
         !log.contains("Remote protocol version"),
         "the ssh banner crossed: {log}"
     );
-    let (recs, events) = collect(&mut ctl, Duration::from_secs(20), |recs, ev| {
+    let (recs, events) = collect_messages(&mut ctl, Duration::from_secs(20), |recs, ev| {
         ["redis", "ssh"]
             .iter()
             .all(|a| ev.iter().any(|e| e.connection().app == *a))
@@ -304,7 +286,7 @@ fn alert_forwards_and_reports_violations() {
     let mut ctl = start(&mut t, &policy("alert", ALLOW_8080));
     assert_eq!(curl(&t, S4, 8080), "200");
     assert!(redis_ping(&t, S6, 7777), "alert mode blocked redis: {}", t.warden_log());
-    let (recs, events) = collect(&mut ctl, Duration::from_secs(20), |recs, ev| {
+    let (recs, events) = collect_messages(&mut ctl, Duration::from_secs(20), |recs, ev| {
         ev.iter().any(|e| e.connection().server_port == 7777) && recs.iter().any(|r| r.server_port == 7777 && r.closed)
     });
     let ev = events.iter().find(|e| e.connection().server_port == 7777).unwrap();
@@ -328,7 +310,7 @@ fn learned_policy_allows_what_was_seen_and_nothing_else() {
     let mut ctl = start(&mut t, &policy("learn", ""));
     assert_eq!(curl(&t, S4, 8080), "200");
     assert!(redis_ping(&t, S4, 7777));
-    let (recs, _) = collect(&mut ctl, Duration::from_secs(20), |recs, _| {
+    let (recs, _) = collect_messages(&mut ctl, Duration::from_secs(20), |recs, _| {
         [8080, 7777]
             .iter()
             .all(|p| recs.iter().any(|r| r.server_port == *p && r.closed))
@@ -514,7 +496,7 @@ fn fqdn_rule_allows_a_server_once_dns_named_it() {
     let out = t.exec(&c, &["dig", "+short", "+time=2", "+tries=2", "-p", "5300", &format!("@{S4}"), "web.svc.test", "A"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), S4, "dig: {}", t.warden_log());
     assert_eq!(curl(&t, S4, 8080), "200", "the fqdn rule did not allow the named server");
-    let (recs, _) = collect(&mut ctl, Duration::from_secs(20), |recs, _| {
+    let (recs, _) = collect_messages(&mut ctl, Duration::from_secs(20), |recs, _| {
         recs.iter().any(|r| r.server_port == 8080 && r.closed && r.verdict.as_deref() == Some("allowed"))
     });
     let ok = recs.iter().find(|r| r.server_port == 8080 && r.verdict.as_deref() == Some("allowed")).unwrap();

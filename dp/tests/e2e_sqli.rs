@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use warden_control::{ConnectionRecord, Event, Reply};
+use warden_control::{ConnectionRecord, Event};
 
 const APP: &str = r#"
 import sys
@@ -49,20 +49,11 @@ fn collect(
     timeout: Duration,
     mut done: impl FnMut(&HashMap<u16, ConnectionRecord>, &[Event]) -> bool,
 ) -> (HashMap<u16, ConnectionRecord>, Vec<Event>) {
-    let deadline = Instant::now() + timeout;
-    let (mut recs, mut events) = (HashMap::new(), Vec::new());
-    while Instant::now() < deadline && !done(&recs, &events) {
-        match client.next_message().unwrap() {
-            Reply::Report(b) => {
-                for r in b.connections {
-                    recs.insert(r.client_port, r);
-                }
-            }
-            Reply::Event(e) => events.push(e),
-            _ => {}
-        }
-    }
-    (recs, events)
+    let latest = |recs: &[ConnectionRecord]| -> HashMap<u16, ConnectionRecord> {
+        recs.iter().map(|r| (r.client_port, r.clone())).collect()
+    };
+    let (recs, events) = collect_messages(client, timeout, |recs, ev| done(&latest(recs), ev));
+    (latest(&recs), events)
 }
 
 fn path_of(r: &ConnectionRecord) -> String {

@@ -407,6 +407,25 @@ pub fn collect_reports(
     all
 }
 
+/// Collects report records (in arrival order) and events from a subscribed client until
+/// `done` holds for them or `timeout` passes.
+pub fn collect_messages(
+    client: &mut Client,
+    timeout: Duration,
+    mut done: impl FnMut(&[ConnectionRecord], &[warden_control::Event]) -> bool,
+) -> (Vec<ConnectionRecord>, Vec<warden_control::Event>) {
+    let deadline = Instant::now() + timeout;
+    let (mut recs, mut events) = (Vec::new(), Vec::new());
+    while Instant::now() < deadline && !done(&recs, &events) {
+        match client.next_message().unwrap() {
+            Reply::Report(b) => recs.extend(b.connections),
+            Reply::Event(e) => events.push(e),
+            _ => {}
+        }
+    }
+    (recs, events)
+}
+
 /// Requests and returns the live sessions.
 pub fn sessions(client: &mut Client) -> Vec<ConnectionRecord> {
     match client.request(&Request::ListSessions { limit: None }).unwrap() {
