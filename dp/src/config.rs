@@ -109,9 +109,13 @@ impl Default for Dataplane {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Sessions {
-    /// Maximum sessions per worker; the oldest idle one is evicted beyond. Default 262144.
+    /// Maximum sessions per worker. A new session in a full table evicts the oldest denied or
+    /// closed one, else embryonic TCP, else one-way, else two-way UDP/ICMP/other; established
+    /// TCP is never evicted: the new flow is refused (see [`crate::session::EvictClass`]).
+    /// Default 262144.
     pub max: usize,
-    /// TCP handshake timeout (s). Default 30.
+    /// TCP handshake timeout (s), also for TCP picked up mid-stream and never answered.
+    /// Default 30.
     pub tcp_syn_timeout: u64,
     /// Established TCP idle timeout (s). Default 3600.
     pub tcp_established_timeout: u64,

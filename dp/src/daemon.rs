@@ -358,6 +358,11 @@ impl Daemon {
                 sessions_created: w.table.created,
                 sessions_expired: w.table.expired,
                 sessions_evicted: w.table.evicted,
+                sessions_evicted_lingering: w.table.evicted_lingering,
+                sessions_evicted_embryonic: w.table.evicted_embryonic,
+                sessions_evicted_one_way: w.table.evicted_one_way,
+                sessions_evicted_two_way: w.table.evicted_two_way,
+                sessions_refused: w.table.refused,
                 sessions_active: w.sessions,
                 malformed: Malformed::ALL
                     .iter()
