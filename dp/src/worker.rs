@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam::channel::{Receiver, Sender, TrySendError};
+use crossbeam::channel::{Receiver, Sender};
 use ringbuf::traits::{Consumer, Producer};
 use ringbuf::{HeapCons, HeapProd};
 use xdpilone::xdp::XdpDesc;
@@ -115,6 +115,12 @@ pub struct WorkerStats {
     /// Policy hit counters of this worker.
     pub hits: Hits,
 }
+
+/// Most snapshots in one [`WorkerReport`]. The queue to the control thread holds at most
+/// `[dataplane] report_queue` reports, so this bounds its memory whatever the session churn:
+/// `report_queue` x 256 x `size_of::<SessionSnapshot>()` (2376 bytes; about 155 MB at the
+/// default 256 reports).
+pub const REPORT_BATCH: usize = 256;
 
 /// Session snapshots a worker sends to the control thread every report interval.
 pub struct WorkerReport {
@@ -353,19 +359,20 @@ impl Worker {
         self.send(snaps, false);
     }
 
+    /// Sends `snaps` in order, in reports of at most [`REPORT_BATCH`]; what the queue has no
+    /// room for is counted and dropped.
     fn send(&mut self, snaps: Vec<SessionSnapshot>, events: bool) {
-        if snaps.is_empty() {
-            return;
-        }
-        let n = snaps.len() as u64;
-        match self.reports.try_send(WorkerReport {
-            worker: self.cfg.index,
-            snaps,
-            events,
-        }) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.report_overflow += n;
+        let mut rest = snaps.into_iter();
+        loop {
+            let snaps: Vec<SessionSnapshot> = rest.by_ref().take(REPORT_BATCH).collect();
+            if snaps.is_empty() {
+                return;
+            }
+            let n = snaps.len() as u64;
+            let report = WorkerReport { worker: self.cfg.index, snaps, events };
+            if self.reports.try_send(report).is_err() {
+                self.report_overflow += n + rest.len() as u64;
+                return;
             }
         }
     }

@@ -192,22 +192,6 @@ pub fn open_tx(
     Ok((device, tx, rxtx))
 }
 
-/// Resident and peak resident memory of process `pid` in KiB (`VmRSS`, `VmHWM` of
-/// `/proc/<pid>/status`).
-pub fn rss_kib(pid: u32) -> Result<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("read /proc/{pid}/status"))?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<u64>().ok())
-            .with_context(|| format!("no {name} in /proc/{pid}/status"))
-    };
-    Ok((field("VmRSS:")?, field("VmHWM:")?))
-}
-
 /// Per-CPU (busy, total) jiffies from `/proc/stat`, `cpu0` first; idle and iowait are not busy.
 pub fn cpu_jiffies() -> Result<Vec<(u64, u64)>> {
     let stat = std::fs::read_to_string("/proc/stat").context("read /proc/stat")?;
