@@ -113,6 +113,15 @@ mem_line() {
         /^RssShmem/{s=$2} END{print t, r, h, d, f, s}' "/proc/$1/status"
 }
 
+# CPU time (clock ticks, user+system) of each of Warden's threads: "tid name ticks" per line.
+thread_ticks() {
+    local t
+    for t in /proc/"$1"/task/*; do
+        awk '{ sub(/^[^(]*\(/, ""); n = $0; sub(/\).*$/, "", n); sub(/^.*\) /, ""); print n, $12 + $13 }' \
+            "$t/stat" 2>/dev/null | sed "s|^|$(basename "$t") |"
+    done
+}
+
 counters() { "$BIN/wardenctl" --socket "$SOCK" --json counters; }
 
 busy_pct() {
@@ -164,11 +173,16 @@ run() {
     log "[$policy] transfer running; measuring ${UNLOADED}s unloaded"
     sleep "$((UNLOADED + 2))"
     counters >"$dir/counters-before.jsonl"
+    thread_ticks "$warden" >"$dir/threads-before.txt"
     log "[$policy] flood: $COUNT SYNs (rate ${RATE:-0}/s, ports $PORTS)"
     in_ns $NS_C taskset -c $GEN_CPU "$BIN/syn-flood" --iface c0 --dst-mac "$SRV_MAC" --dst-ip $SRV \
         --dst-ports "$PORTS" --count "$COUNT" --rate "$RATE" --exclude "$CLI,$SRV" >"$dir/flood.json"
     sleep "$TAIL"
     counters >"$dir/counters-after.jsonl"
+    thread_ticks "$warden" >"$dir/threads-after.txt"
+    log "[$policy] Warden's threads, CPU seconds during the flood and tail: $(awk -v hz="$(getconf CLK_TCK)" \
+        'NR == FNR { b[$1] = $3; next } { printf "%s %.1f; ", $2, ($3 - b[$1]) / hz }' \
+        "$dir/threads-before.txt" "$dir/threads-after.txt")"
     mem_line "$warden" >>"$dir/mem.txt"
     kill "$sampler" 2>/dev/null || true
     wait "$sampler" 2>/dev/null || true
