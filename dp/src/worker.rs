@@ -323,11 +323,16 @@ impl Worker {
             // expiry keeps up with any creation rate in small steps (a few list-head checks when
             // nothing is due).
             self.insp.sessions.expire(now, 256);
-            if last_report.elapsed() >= self.cfg.report_interval
-                || self.insp.sessions.ended_pending() >= 4096
-            {
+            if last_report.elapsed() >= self.cfg.report_interval {
                 last_report = Instant::now();
                 self.send_reports();
+            } else if self.insp.sessions.ended_pending() >= REPORT_BATCH {
+                // Churn (a flood of short sessions): only the final records go now, in reports
+                // of one batch; live sessions are snapshotted once per interval whatever the
+                // churn, so it does not multiply their reports.
+                let mut snaps = Vec::new();
+                self.insp.drain_ended(&mut snaps);
+                self.send(snaps, false);
             }
             if work > 0 {
                 idle = 0;
@@ -362,6 +367,16 @@ impl Worker {
     /// Sends `snaps` in order, in reports of at most [`REPORT_BATCH`]; what the queue has no
     /// room for is counted and dropped.
     fn send(&mut self, snaps: Vec<SessionSnapshot>, events: bool) {
+        if snaps.len() <= REPORT_BATCH {
+            // One report: sent as it is (no copy).
+            if !snaps.is_empty() {
+                let n = snaps.len() as u64;
+                if self.reports.try_send(WorkerReport { worker: self.cfg.index, snaps, events }).is_err() {
+                    self.report_overflow += n;
+                }
+            }
+            return;
+        }
         let mut rest = snaps.into_iter();
         loop {
             let snaps: Vec<SessionSnapshot> = rest.by_ref().take(REPORT_BATCH).collect();

@@ -1,7 +1,7 @@
 //! The per-core cost of a SYN flood, without veth or AF_XDP: random-tuple SYNs (as
 //! `syn-flood` builds them) through one `Inspector` the way a worker drives it (batches of 64
-//! frames, expiry every batch, reports drained when 4096 final records wait or every
-//! `--report-ms` of flood time), with a session table of `--max-sessions`, once without a
+//! frames, expiry every batch, final records drained when 256 wait, every session's report
+//! every `--report-ms` of flood time), with a session table of `--max-sessions`, once without a
 //! policy and once under a protect policy that denies every SYN. Prints ns per SYN and what
 //! happened to the sessions. Pure CPU, no root:
 //! `cargo run --release -p warden-perf --bin synflood-cpu`.
@@ -86,9 +86,11 @@ fn main() -> Result<()> {
                 // A worker loop: events, expiry, reports when due.
                 insp.drain_events(&mut reports);
                 insp.sessions.expire(now, 256);
-                if insp.sessions.ended_pending() >= 4096 || now - last_report >= args.report_ms * 1_000_000 {
+                if now - last_report >= args.report_ms * 1_000_000 {
                     last_report = now;
                     insp.drain_reports(&mut reports);
+                } else if insp.sessions.ended_pending() >= warden_dp::worker::REPORT_BATCH {
+                    insp.drain_ended(&mut reports);
                 }
                 records += reports.len() as u64;
                 reports.clear();
