@@ -83,7 +83,9 @@ pub struct Dataplane {
     /// Empty polls before a worker sleeps in poll(2) until traffic arrives. Default 2000.
     pub idle_spins: u32,
     /// Queue bound (in batches) between a worker and the control thread, and per subscriber.
-    /// Default 256.
+    /// A worker's batch holds at most 64 session snapshots ([`crate::worker::REPORT_BATCH`]);
+    /// when the queue is full, changed sessions wait for the next interval and final records
+    /// in the session table's bounded queue. Default 256.
     pub report_queue: usize,
 }
 

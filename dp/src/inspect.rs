@@ -479,11 +479,26 @@ impl Inspector {
         self.attach_views(out, from);
     }
 
+    /// As [`Self::drain_reports`], at most `max` snapshots; true when some are left
+    /// ([`SessionTable::drain_reports_upto`]).
+    pub fn drain_reports_upto(&mut self, out: &mut Vec<SessionSnapshot>, max: usize) -> bool {
+        let from = out.len();
+        let more = self.sessions.drain_reports_upto(out, max);
+        self.attach_views(out, from);
+        more
+    }
+
     /// Moves only the final records of ended sessions into `out` (as [`Self::drain_reports`]).
     pub fn drain_ended(&mut self, out: &mut Vec<SessionSnapshot>) {
+        self.drain_ended_upto(out, usize::MAX);
+    }
+
+    /// As [`Self::drain_ended`], at most `max` records; true when some are left.
+    pub fn drain_ended_upto(&mut self, out: &mut Vec<SessionSnapshot>, max: usize) -> bool {
         let from = out.len();
-        self.sessions.drain_ended(out);
+        let more = self.sessions.drain_ended_upto(out, max);
         self.attach_views(out, from);
+        more
     }
 
     /// Snapshots of up to `limit` live sessions with their app view.

@@ -25,6 +25,8 @@
 //! `closed` (both FINs), `reset` (RST). Closed and reset sessions linger for the short `closed`
 //! timeout so late ACKs and retransmissions are still counted, then end with a final record.
 
+use std::collections::VecDeque;
+
 use hashbrown::HashMap;
 
 use crate::flow::{End, FlowKey};
@@ -378,7 +380,7 @@ pub struct SessionTable {
     tails: [u32; LISTS],
     timeouts: Timeouts,
     dirty: Vec<u32>,
-    ended: Vec<SessionSnapshot>,
+    ended: VecDeque<SessionSnapshot>,
     ended_cap: usize,
     next_id: u64,
     /// Sessions created since the last [`SessionTable::expire`] (added to its budget).
@@ -399,7 +401,7 @@ impl SessionTable {
             tails: [NIL; LISTS],
             timeouts,
             dirty: Vec::with_capacity(max),
-            ended: Vec::with_capacity(ended_cap),
+            ended: VecDeque::with_capacity(ended_cap),
             ended_cap,
             next_id: 1,
             created_since_expire: 0,
@@ -641,7 +643,7 @@ impl SessionTable {
         let s = self.slots[idx as usize];
         self.map.remove(&s.key);
         if self.ended.len() < self.ended_cap {
-            self.ended.push(SessionSnapshot {
+            self.ended.push_back(SessionSnapshot {
                 session: s,
                 ended: Some(why),
                 app: None,
@@ -741,9 +743,18 @@ impl SessionTable {
     /// Moves snapshots of every session changed since the last call, then every ended
     /// session's final record, into `out`.
     pub fn drain_reports(&mut self, out: &mut Vec<SessionSnapshot>) {
-        for i in 0..self.dirty.len() {
-            let idx = self.dirty[i] as usize;
-            let s = &mut self.slots[idx];
+        self.drain_reports_upto(out, usize::MAX);
+    }
+
+    /// As [`Self::drain_reports`], at most `max` snapshots (changed sessions first, then final
+    /// records); the rest stay for the next call. Returns true when some are left. The order
+    /// inside one call does not matter to the reporter: a changed session is live, so no final
+    /// record of it is queued.
+    pub fn drain_reports_upto(&mut self, out: &mut Vec<SessionSnapshot>, max: usize) -> bool {
+        let mut n = 0;
+        while n < max {
+            let Some(idx) = self.dirty.pop() else { break };
+            let s = &mut self.slots[idx as usize];
             s.in_dirty = false;
             if s.live && s.changed {
                 s.changed = false;
@@ -753,15 +764,23 @@ impl SessionTable {
                     app: None,
                     policy: None,
                 });
+                n += 1;
             }
         }
-        self.dirty.clear();
-        out.append(&mut self.ended);
+        self.drain_ended_upto(out, max - n) || !self.dirty.is_empty()
     }
 
     /// Moves only the final records of ended sessions into `out`.
     pub fn drain_ended(&mut self, out: &mut Vec<SessionSnapshot>) {
-        out.append(&mut self.ended);
+        self.drain_ended_upto(out, usize::MAX);
+    }
+
+    /// As [`Self::drain_ended`], at most `max` records, oldest first. Returns true when some
+    /// are left.
+    pub fn drain_ended_upto(&mut self, out: &mut Vec<SessionSnapshot>, max: usize) -> bool {
+        let n = self.ended.len().min(max);
+        out.extend(self.ended.drain(..n));
+        !self.ended.is_empty()
     }
 
     /// Snapshots of up to `limit` live sessions.
@@ -1124,5 +1143,45 @@ mod tests {
         t.expire(301, 0);
         assert_eq!(t.expire(400, 5), 5);
         assert_eq!(t.len(), 295);
+    }
+
+    #[test]
+    fn bounded_drains_deliver_each_report_once() {
+        let mut t = SessionTable::new(64, Timeouts { tcp_syn: 10, ..Timeouts::default() });
+        for p in 0..40u16 {
+            t.track(&key(p), C, 60, Some(SYN), 1, 1).unwrap();
+        }
+        // 20 are reset (lingering, live); the other 20 time out (final records queued); 20
+        // more are established: 40 live and changed, 20 ended.
+        for p in 0..20u16 {
+            t.track(&key(p), S, 60, Some(RST), 2, 5).unwrap();
+        }
+        t.expire(100, 0);
+        assert_eq!(t.stats().expired, 20);
+        for p in 20..40u16 {
+            establish(&mut t, p + 100, 200);
+        }
+        let mut seen = Vec::new();
+        let mut calls = 0;
+        loop {
+            let mut out = Vec::new();
+            let more = t.drain_reports_upto(&mut out, 7);
+            assert!(out.len() <= 7);
+            seen.extend(out.iter().map(|s| (s.session.id, s.ended.is_some())));
+            calls += 1;
+            if !more {
+                break;
+            }
+        }
+        assert!(calls >= 6);
+        let live = seen.iter().filter(|(_, e)| !e).count();
+        let ended = seen.iter().filter(|(_, e)| *e).count();
+        assert_eq!((live, ended), (40, 20));
+        let mut ids: Vec<_> = seen.iter().collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), seen.len(), "a snapshot delivered twice");
+        let mut out = Vec::new();
+        assert!(!t.drain_reports_upto(&mut out, 7) && out.is_empty());
     }
 }

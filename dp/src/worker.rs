@@ -118,9 +118,9 @@ pub struct WorkerStats {
 
 /// Most snapshots in one [`WorkerReport`]. The queue to the control thread holds at most
 /// `[dataplane] report_queue` reports, so this bounds its memory whatever the session churn:
-/// `report_queue` x 256 x `size_of::<SessionSnapshot>()` (2376 bytes; about 155 MB at the
+/// `report_queue` x 64 x `size_of::<SessionSnapshot>()` (2376 bytes; about 39 MB at the
 /// default 256 reports).
-pub const REPORT_BATCH: usize = 256;
+pub const REPORT_BATCH: usize = 64;
 
 /// Session snapshots a worker sends to the control thread every report interval.
 pub struct WorkerReport {
@@ -325,14 +325,12 @@ impl Worker {
             self.insp.sessions.expire(now, 256);
             if last_report.elapsed() >= self.cfg.report_interval {
                 last_report = Instant::now();
-                self.send_reports();
+                self.send_reports(false);
             } else if self.insp.sessions.ended_pending() >= REPORT_BATCH {
-                // Churn (a flood of short sessions): only the final records go now, in reports
-                // of one batch; live sessions are snapshotted once per interval whatever the
-                // churn, so it does not multiply their reports.
-                let mut snaps = Vec::new();
-                self.insp.drain_ended(&mut snaps);
-                self.send(snaps, false);
+                // Churn (a flood of short sessions): only final records go between intervals;
+                // live sessions are snapshotted once per interval whatever the churn, so it
+                // does not multiply their reports.
+                self.send_ended();
             }
             if work > 0 {
                 idle = 0;
@@ -348,7 +346,7 @@ impl Worker {
             }
         }
         self.insp.sessions.end_all(|_| true);
-        self.send_reports();
+        self.send_reports(true);
     }
 
     /// Sends violation/denied sessions found since the last loop as one event batch.
@@ -358,10 +356,44 @@ impl Worker {
         self.send(snaps, true);
     }
 
-    fn send_reports(&mut self) {
-        let mut snaps = Vec::new();
-        self.insp.drain_reports(&mut snaps);
-        self.send(snaps, false);
+    /// Sends the snapshots of changed sessions and the final records of ended ones, in reports
+    /// of [`REPORT_BATCH`], while the queue to the control thread has room (`flush`: all of
+    /// them, waiting up to 1 s per report, at shutdown and pair removal). What does not fit
+    /// stays in the table: changed sessions go with the next interval, final records wait in
+    /// its bounded queue. So a slow reporter holds back the worker's reports instead of growing
+    /// memory.
+    fn send_reports(&mut self, flush: bool) {
+        self.send_batches(flush, |insp, out| insp.drain_reports_upto(out, REPORT_BATCH));
+    }
+
+    /// As [`Self::send_reports`], final records only (between intervals, under churn).
+    fn send_ended(&mut self) {
+        self.send_batches(false, |insp, out| insp.drain_ended_upto(out, REPORT_BATCH));
+    }
+
+    fn send_batches(&mut self, flush: bool, mut drain: impl FnMut(&mut Inspector, &mut Vec<SessionSnapshot>) -> bool) {
+        loop {
+            if !flush && self.reports.is_full() {
+                return;
+            }
+            let mut snaps = Vec::with_capacity(REPORT_BATCH);
+            let more = drain(&mut self.insp, &mut snaps);
+            if !snaps.is_empty() {
+                let n = snaps.len() as u64;
+                let report = WorkerReport { worker: self.cfg.index, snaps, events: false };
+                let sent = if flush {
+                    self.reports.send_timeout(report, Duration::from_secs(1)).is_ok()
+                } else {
+                    self.reports.try_send(report).is_ok()
+                };
+                if !sent {
+                    self.report_overflow += n;
+                }
+            }
+            if !more {
+                return;
+            }
+        }
     }
 
     /// Sends `snaps` in order, in reports of at most [`REPORT_BATCH`]; what the queue has no
@@ -584,7 +616,7 @@ impl Worker {
             Command::RemovePair { zone, reply } => {
                 self.groups.retain(|g| g.zone != zone);
                 self.insp.sessions.end_all(|z| z == zone);
-                self.send_reports();
+                self.send_reports(true);
                 let _ = reply.send(());
             }
             Command::Sessions { limit, reply } => {

@@ -1,6 +1,6 @@
 //! The per-core cost of a SYN flood, without veth or AF_XDP: random-tuple SYNs (as
 //! `syn-flood` builds them) through one `Inspector` the way a worker drives it (batches of 64
-//! frames, expiry every batch, final records drained when 256 wait, every session's report
+//! frames, expiry every batch, final records drained when 64 wait, in batches of 64, every session's report
 //! every `--report-ms` of flood time), with a session table of `--max-sessions`, once without a
 //! policy and once under a protect policy that denies every SYN. Prints ns per SYN and what
 //! happened to the sessions. Pure CPU, no root:
@@ -86,11 +86,18 @@ fn main() -> Result<()> {
                 // A worker loop: events, expiry, reports when due.
                 insp.drain_events(&mut reports);
                 insp.sessions.expire(now, 256);
+                let batch = warden_dp::worker::REPORT_BATCH;
                 if now - last_report >= args.report_ms * 1_000_000 {
                     last_report = now;
-                    insp.drain_reports(&mut reports);
-                } else if insp.sessions.ended_pending() >= warden_dp::worker::REPORT_BATCH {
-                    insp.drain_ended(&mut reports);
+                    while insp.drain_reports_upto(&mut reports, batch) {
+                        records += reports.len() as u64;
+                        reports.clear();
+                    }
+                } else if insp.sessions.ended_pending() >= batch {
+                    while insp.drain_ended_upto(&mut reports, batch) {
+                        records += reports.len() as u64;
+                        reports.clear();
+                    }
                 }
                 records += reports.len() as u64;
                 reports.clear();
