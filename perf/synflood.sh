@@ -5,7 +5,7 @@
 #
 #   perf/synflood.sh [--count 10000000] [--rate 0] [--policies none,protect] [--ports 1-65535]
 #                    [--max-sessions 65536] [--unloaded 10] [--tail 5] [--bulk-mbit 0]
-#                    [--no-build]
+#                    [--nice -10] [--no-build]
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,6 +20,7 @@ MAX_SESSIONS=65536
 UNLOADED=10     # seconds of transfer measured before the flood
 TAIL=5          # seconds of transfer measured after it
 BULK_MBIT=0     # cap of the transfer (0: as fast as TCP goes)
+NICE=-10        # niceness of Warden, the generator and the transfer (the machine is shared)
 BUILD=1
 while [ $# -gt 0 ]; do
     case $1 in
@@ -31,6 +32,7 @@ while [ $# -gt 0 ]; do
     --unloaded) UNLOADED=$2; shift 2 ;;
     --tail) TAIL=$2; shift 2 ;;
     --bulk-mbit) BULK_MBIT=$2; shift 2 ;;
+    --nice) NICE=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     -h | --help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
@@ -156,16 +158,16 @@ run() {
     local busy
     busy=$(busy_pct)
     log "[$policy] load average $load_before, machine ${busy}% busy before starting"
-    spawn "$dir/warden.log" ip netns exec $NS_M "$WARDEN_BIN" run --config "$dir/warden.toml" \
+    spawn "$dir/warden.log" ip netns exec $NS_M nice -n "$NICE" "$WARDEN_BIN" run --config "$dir/warden.toml" \
         --inline wsa:wsb --workers 1 --socket "$SOCK" "${extra[@]}"
     local warden=$LAST_PID
     for _ in $(seq 100); do [ -S "$SOCK" ] && counters >/dev/null 2>&1 && break; sleep 0.1; done
     counters >/dev/null || { cat "$dir/warden.log.err" >&2; return 1; }
     sleep 1
     mem_line "$warden" >"$dir/mem.txt" # before any traffic: the bound
-    spawn "$dir/samples.jsonl" ip netns exec $NS_S taskset -c $GEN_CPU "$BIN/tcp-bulk" serve --bind "$SRV:$PORT"
+    spawn "$dir/samples.jsonl" ip netns exec $NS_S nice -n "$NICE" taskset -c $GEN_CPU "$BIN/tcp-bulk" serve --bind "$SRV:$PORT"
     sleep 0.5
-    spawn "$dir/send.log" ip netns exec $NS_C taskset -c $GEN_CPU "$BIN/tcp-bulk" send --to "$SRV:$PORT" \
+    spawn "$dir/send.log" ip netns exec $NS_C nice -n "$NICE" taskset -c $GEN_CPU "$BIN/tcp-bulk" send --to "$SRV:$PORT" \
         --rate-mbit "$BULK_MBIT"
     local sender=$LAST_PID
     (while kill -0 "$warden" 2>/dev/null; do mem_line "$warden" >>"$dir/mem.txt"; sleep 0.5; done) &
@@ -175,7 +177,7 @@ run() {
     counters >"$dir/counters-before.jsonl"
     thread_ticks "$warden" >"$dir/threads-before.txt"
     log "[$policy] flood: $COUNT SYNs (rate ${RATE:-0}/s, ports $PORTS)"
-    in_ns $NS_C taskset -c $GEN_CPU "$BIN/syn-flood" --iface c0 --dst-mac "$SRV_MAC" --dst-ip $SRV \
+    in_ns $NS_C nice -n "$NICE" taskset -c $GEN_CPU "$BIN/syn-flood" --iface c0 --dst-mac "$SRV_MAC" --dst-ip $SRV \
         --dst-ports "$PORTS" --count "$COUNT" --rate "$RATE" --exclude "$CLI,$SRV" >"$dir/flood.json"
     sleep "$TAIL"
     counters >"$dir/counters-after.jsonl"
@@ -191,8 +193,8 @@ run() {
     local rc=0
     "$BIN/synflood-report" --label "$policy" --samples "$dir/samples.jsonl" --flood "$dir/flood.json" \
         --mem "$dir/mem.txt" --counters-before "$dir/counters-before.jsonl" \
-        --counters-after "$dir/counters-after.jsonl" --out "$OUT" \
-        --meta "{\"command\":\"$COMMAND\",\"load_average_before\":\"$load_before\",\"busy_pct_before\":$busy,\"max_sessions\":$MAX_SESSIONS,\"bulk_mbit_cap\":$BULK_MBIT,\"placement\":\"generator, tcp-bulk client and server on cpu$GEN_CPU; warden worker on cpu$WARDEN_CPU\"}" \
+        --counters-after "$dir/counters-after.jsonl" --out "$OUT" --max-sessions "$MAX_SESSIONS" \
+        --meta "{\"command\":\"$COMMAND\",\"load_average_before\":\"$load_before\",\"busy_pct_before\":$busy,\"max_sessions\":$MAX_SESSIONS,\"bulk_mbit_cap\":$BULK_MBIT,\"nice\":$NICE,\"placement\":\"generator, tcp-bulk client and server on cpu$GEN_CPU; warden worker on cpu$WARDEN_CPU\"}" \
         || rc=$?
     log "[$policy] load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
     teardown

@@ -38,9 +38,10 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// a session ending is forgotten at once).
 pub const MAX_ALERTED: usize = 65536;
 
-/// Most connection records the reporter holds between two published batches: a record of a
-/// session not already pending beyond this is dropped and counted as overflow, so a flood of
-/// short sessions (each ending with a final record) cannot grow the reporter's memory.
+/// Fewest connection records the reporter holds between two published batches
+/// ([`Hub::with_pending_max`]): a record of a session not already pending beyond the bound is
+/// dropped and counted as overflow, so a flood of short sessions (each ending with a final
+/// record) cannot grow the reporter's memory.
 pub const MAX_PENDING: usize = 65536;
 
 struct Subscriber {
@@ -59,6 +60,7 @@ pub struct Hub {
     overflow: AtomicU64,
     queue: usize,
     interval_s: u64,
+    pending_max: usize,
 }
 
 impl Hub {
@@ -72,7 +74,21 @@ impl Hub {
             overflow: AtomicU64::new(0),
             queue: queue.max(1),
             interval_s,
+            pending_max: MAX_PENDING,
         }
+    }
+
+    /// Holds at most `max` records between two published batches (at least [`MAX_PENDING`]);
+    /// the daemon passes the session tables' total size, so every live session can be
+    /// reported each interval and a flood's final records beyond it are counted, not kept.
+    pub fn with_pending_max(mut self, max: usize) -> Self {
+        self.pending_max = max.max(MAX_PENDING);
+        self
+    }
+
+    /// The bound set by [`Self::with_pending_max`].
+    pub fn pending_max(&self) -> usize {
+        self.pending_max
     }
 
     /// Names interface slot `slot`.
@@ -121,7 +137,7 @@ impl Hub {
             .collect()
     }
 
-    /// (subscribers, records lost (to slow subscribers, or beyond [`MAX_PENDING`] per batch),
+    /// (subscribers, records lost (to slow subscribers, or beyond the pending bound per batch),
     /// batches queued).
     pub fn health(&self) -> (usize, u64, usize) {
         let subs = self.subs.lock().map(|s| (s.len(), s.iter().map(|x| x.tx.len()).sum())).unwrap_or((0, 0));
@@ -214,7 +230,7 @@ impl Hub {
                 Ok(rep) => {
                     for s in &rep.snaps {
                         let slot = index.get(&(rep.worker, s.session.id)).copied();
-                        if slot.is_none() && pending.len() >= MAX_PENDING {
+                        if slot.is_none() && pending.len() >= self.pending_max {
                             self.overflow.fetch_add(1, Ordering::Relaxed);
                             continue;
                         }

@@ -629,7 +629,9 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     };
     let xdp = XdpProgram::load(mode).map_err(|e| anyhow::anyhow!("{e} (Warden needs root or CAP_BPF+CAP_NET_ADMIN)"))?;
     let d = cfg.dataplane.clone();
-    let hub = Arc::new(Hub::new(d.report_queue, d.report_interval));
+    let hub = Arc::new(
+        Hub::new(d.report_queue, d.report_interval).with_pending_max(d.workers.saturating_mul(cfg.sessions.max)),
+    );
     let policy = load_policy(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
     let policy_handle = Arc::new(PolicyHandle::new(
         CompiledPolicy::compile(&policy).map_err(|e| anyhow::anyhow!("{e}"))?,

@@ -9,10 +9,13 @@
 //! UMEM, rings) is allocated by then; what that could occupy if all of it were resident is
 //! `VmData + RssFile + RssShmem` of that sample. The report path allocates as records flow, up
 //! to its own bound: `report_queue` reports of at most `REPORT_BATCH` snapshots between the
-//! worker and the reporter, and at most `MAX_PENDING` connection records in the reporter
-//! (counted at their size plus 512 bytes of strings each). Peak resident memory (`VmHWM`) must
-//! stay under the sum, and allocated memory (`VmData`) must not grow by more than the report
-//! path's bound.
+//! worker and the reporter, at most `workers x max_sessions` (at least `MAX_PENDING`)
+//! connection records in the reporter (counted at their size plus 1 KiB of strings and index
+//! each), and at most `MAX_LEARNED` learned connections (256 bytes each). Peak resident memory
+//! (`VmHWM`) must stay under the sum, allocated memory (`VmData`) must not grow by more than
+//! the report path's bound, and memory must plateau: resident memory at the end of the flood
+//! at most 8 MiB above its value half-way (the table is full long before), so more SYNs do not
+//! take more memory.
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -49,6 +52,12 @@ struct Args {
     /// `[dataplane] report_queue` of the Warden measured (reports between worker and reporter).
     #[arg(long, default_value_t = 256)]
     report_queue: u64,
+    /// `[sessions] max` of the Warden measured.
+    #[arg(long, default_value_t = 65536)]
+    max_sessions: u64,
+    /// Its worker threads.
+    #[arg(long, default_value_t = 1)]
+    workers: u64,
     /// File the run's JSON object is appended to.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -147,10 +156,12 @@ fn main() -> Result<()> {
         })
         .collect();
     let (Some(start), Some(end)) = (mem.first().copied(), mem.last().copied()) else { bail!("no memory samples") };
+    let pending_max = (args.max_sessions * args.workers).max(warden_dp::control::MAX_PENDING as u64);
     let report_path = (args.report_queue
         * warden_dp::worker::REPORT_BATCH as u64
         * std::mem::size_of::<warden_dp::session::SessionSnapshot>() as u64
-        + warden_dp::control::MAX_PENDING as u64 * (std::mem::size_of::<warden_control::ConnectionRecord>() as u64 + 512))
+        + pending_max * (std::mem::size_of::<warden_control::ConnectionRecord>() as u64 + 1024)
+        + warden_dp::control::MAX_LEARNED as u64 * 256)
         / 1024;
     let preallocated = start.data + start.file + start.shmem;
     let bound = preallocated + report_path;
@@ -172,7 +183,10 @@ fn main() -> Result<()> {
         da.iter().map(|(k, n)| (k.clone(), n - db.get(k).copied().unwrap_or(0))).filter(|(_, n)| *n > 0).collect();
 
     let ok_tput = ratio >= args.min_ratio;
-    let ok_mem = end.hwm <= bound && end.data <= before.data + report_path;
+    let half = mem.iter().filter(|m| m.t <= (f0 + f1) / 2.0).last().copied().unwrap_or(before);
+    let last = mem.iter().filter(|m| m.t <= f1).last().copied().unwrap_or(end);
+    let plateau = last.rss <= half.rss + 8192;
+    let ok_mem = end.hwm <= bound && end.data <= before.data + report_path && plateau;
     let sent = flood["sent"].as_u64().unwrap_or(0);
     println!("== {} ==", args.label);
     println!(
@@ -206,7 +220,12 @@ fn main() -> Result<()> {
         end.data / 1024,
         if ok_mem { "ok" } else { "FAIL" }
     );
-    println!("RSS (MiB) at each tenth of the flood: {steps:?}");
+    println!(
+        "RSS (MiB) at each tenth of the flood: {steps:?}; half-way {} -> end {} [{}]",
+        half.rss / 1024,
+        last.rss / 1024,
+        if plateau { "flat" } else { "GROWING" }
+    );
     println!(
         "sessions during the flood: created {}, expired {}, evicted {} (lingering {}, embryonic {}, one-way {}, two-way {}), refused {}; live after {}",
         d("sessions_created"),
@@ -229,7 +248,7 @@ fn main() -> Result<()> {
         "meta": meta,
         "flood": flood,
         "throughput_mbit": {"unloaded": unloaded.0, "loaded": loaded.0, "loaded_worst_interval": loaded.1, "after": after.map(|a| a.0), "ratio": ratio},
-"memory_kib": {"bound": bound, "preallocated": preallocated, "report_path": report_path, "rss_start": start.rss, "rss_before": before.rss, "rss_peak_sampled": peak_rss, "hwm_end": end.hwm, "rss_end": end.rss, "data_before": before.data, "data_end": end.data, "rss_tenths_mib": steps},
+"memory_kib": {"bound": bound, "preallocated": preallocated, "report_path": report_path, "rss_start": start.rss, "rss_before": before.rss, "rss_peak_sampled": peak_rss, "hwm_end": end.hwm, "rss_end": end.rss, "data_before": before.data, "data_end": end.data, "rss_tenths_mib": steps, "rss_half_kib": half.rss, "rss_flood_end_kib": last.rss},
         "sessions": {
             "created": d("sessions_created"), "expired": d("sessions_expired"), "evicted": d("sessions_evicted"),
             "evicted_lingering": d("sessions_evicted_lingering"), "evicted_embryonic": d("sessions_evicted_embryonic"),
