@@ -3,8 +3,8 @@
 # the same inline pair. See perf/README.md ("SYN flood"). Needs root. Only creates (and always
 # deletes) namespaces named wsyn-*; addresses are in 198.18.0.0/15 and never leave them.
 #
-#   perf/synflood.sh [--count 10000000] [--rate 0] [--policies none,protect] [--ports 1-65535]
-#                    [--max-sessions 65536] [--unloaded 10] [--tail 5] [--bulk-mbit 0]
+#   perf/synflood.sh [--count 10000000] [--rate 100000] [--policies none,protect] [--ports 1-65535]
+#                    [--max-sessions 65536] [--unloaded 10] [--tail 5] [--bulk-mbit 400]
 #                    [--nice -10] [--no-build]
 set -euo pipefail
 
@@ -13,13 +13,13 @@ BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 WARDEN_BIN=${WARDEN_BIN:-$BIN/warden}
 COMMAND="perf/synflood.sh $*"
 COUNT=10000000  # SYNs per run
-RATE=0          # SYNs/s offered; 0 = as fast as the generator goes
+RATE=100000     # SYNs/s offered; 0 = as fast as the generator goes
 POLICIES=none,protect
 PORTS=1-65535   # destination ports of the SYNs (one port or a range)
 MAX_SESSIONS=65536
 UNLOADED=10     # seconds of transfer measured before the flood
 TAIL=5          # seconds of transfer measured after it
-BULK_MBIT=0     # cap of the transfer (0: as fast as TCP goes)
+BULK_MBIT=400   # cap of the transfer (0: as fast as TCP goes)
 NICE=-10        # niceness of Warden, the generator and the transfer (the machine is shared)
 BUILD=1
 while [ $# -gt 0 ]; do
@@ -124,6 +124,22 @@ thread_ticks() {
     done
 }
 
+# Writes Warden's thread ticks and every CPU's busy/total jiffies, with the time, to $1.
+snap_cpu() {
+    { echo "time $(date +%s.%N)"; thread_ticks "$2"; awk '/^cpu[0-9]/ { b = $2 + $3 + $4 + $7 + $8 + $9;
+        print "cpu", $1, b, b + $5 + $6 }' /proc/stat; } >"$1"
+}
+
+# "name share; ..." of CPU between two snap_cpu files: Warden's threads (share of one core),
+# then each CPU's busy share (all processes on the machine).
+cpu_shares() {
+    awk -v hz="$(getconf CLK_TCK)" '
+        NR == FNR { if ($1 == "time") t0 = $2; else if ($1 == "cpu") { cb[$2] = $3; ct[$2] = $4 } else b[$1] = $3; next }
+        $1 == "time" { dt = $2 - t0; next }
+        $1 == "cpu" { printf "%s busy %.0f%%; ", $2, 100 * ($3 - cb[$2]) / (($4 - ct[$2]) > 0 ? $4 - ct[$2] : 1); next }
+        ($3 - b[$1]) > 0 { printf "%s %.0f%%; ", $2, 100 * ($3 - b[$1]) / hz / dt }' "$1" "$2"
+}
+
 counters() { "$BIN/wardenctl" --socket "$SOCK" --json counters; }
 
 busy_pct() {
@@ -173,18 +189,19 @@ run() {
     (while kill -0 "$warden" 2>/dev/null; do mem_line "$warden" >>"$dir/mem.txt"; sleep 0.5; done) &
     local sampler=$!
     log "[$policy] transfer running; measuring ${UNLOADED}s unloaded"
-    sleep "$((UNLOADED + 2))"
+    sleep 2
+    snap_cpu "$dir/cpu-1.txt" "$warden"
+    sleep "$UNLOADED"
     counters >"$dir/counters-before.jsonl"
-    thread_ticks "$warden" >"$dir/threads-before.txt"
+    snap_cpu "$dir/cpu-2.txt" "$warden"
     log "[$policy] flood: $COUNT SYNs (rate ${RATE:-0}/s, ports $PORTS)"
     in_ns $NS_C nice -n "$NICE" taskset -c $GEN_CPU "$BIN/syn-flood" --iface c0 --dst-mac "$SRV_MAC" --dst-ip $SRV \
         --dst-ports "$PORTS" --count "$COUNT" --rate "$RATE" --exclude "$CLI,$SRV" >"$dir/flood.json"
+    snap_cpu "$dir/cpu-3.txt" "$warden"
     sleep "$TAIL"
     counters >"$dir/counters-after.jsonl"
-    thread_ticks "$warden" >"$dir/threads-after.txt"
-    log "[$policy] Warden's threads, CPU seconds during the flood and tail: $(awk -v hz="$(getconf CLK_TCK)" \
-        'NR == FNR { b[$1] = $3; next } { printf "%s %.1f; ", $2, ($3 - b[$1]) / hz }' \
-        "$dir/threads-before.txt" "$dir/threads-after.txt")"
+    log "[$policy] CPU unloaded: $(cpu_shares "$dir/cpu-1.txt" "$dir/cpu-2.txt")"
+    log "[$policy] CPU during the flood: $(cpu_shares "$dir/cpu-2.txt" "$dir/cpu-3.txt")"
     mem_line "$warden" >>"$dir/mem.txt"
     kill "$sampler" 2>/dev/null || true
     wait "$sampler" 2>/dev/null || true

@@ -165,13 +165,13 @@ fn main() -> Result<()> {
         / 1024;
     let preallocated = start.data + start.file + start.shmem;
     let bound = preallocated + report_path;
-    let before = mem.iter().filter(|m| m.t <= f0).last().copied().unwrap_or(start);
+    let before = mem.iter().rfind(|m| m.t <= f0).copied().unwrap_or(start);
     let peak_rss = mem.iter().map(|m| m.rss).max().unwrap_or(0);
     // RSS at each tenth of the flood: flat once the table has filled.
     let steps: Vec<u64> = (1..=10)
         .filter_map(|i| {
             let t = f0 + (f1 - f0) * f64::from(i) / 10.0;
-            mem.iter().filter(|m| m.t <= t).last().map(|m| m.rss / 1024)
+            mem.iter().rfind(|m| m.t <= t).map(|m| m.rss / 1024)
         })
         .collect();
 
@@ -183,8 +183,8 @@ fn main() -> Result<()> {
         da.iter().map(|(k, n)| (k.clone(), n - db.get(k).copied().unwrap_or(0))).filter(|(_, n)| *n > 0).collect();
 
     let ok_tput = ratio >= args.min_ratio;
-    let half = mem.iter().filter(|m| m.t <= (f0 + f1) / 2.0).last().copied().unwrap_or(before);
-    let last = mem.iter().filter(|m| m.t <= f1).last().copied().unwrap_or(end);
+    let half = mem.iter().rfind(|m| m.t <= (f0 + f1) / 2.0).copied().unwrap_or(before);
+    let last = mem.iter().rfind(|m| m.t <= f1).copied().unwrap_or(end);
     let plateau = last.rss <= half.rss + 8192;
     let ok_mem = end.hwm <= bound && end.data <= before.data + report_path && plateau;
     let sent = flood["sent"].as_u64().unwrap_or(0);
