@@ -153,6 +153,18 @@ busy_pct() {
     echo $((100 * busy / (total > 0 ? total : 1)))
 }
 
+# The machine may be shared (builds, tests): before each run, wait up to QUIET_WAIT s (default
+# 300) for it to be less than QUIET_PCT % busy (default 25); the figure is recorded.
+wait_quiet() {
+    local waited=0
+    BUSY=$(busy_pct)
+    while [ "$BUSY" -ge "${QUIET_PCT:-25}" ] && [ "$waited" -lt "${QUIET_WAIT:-300}" ]; do
+        log "machine ${BUSY}% busy; waiting for it to calm down"
+        sleep 4; waited=$((waited + 5))
+        BUSY=$(busy_pct)
+    done
+}
+
 run() {
     local policy=$1 dir=$WORK/$1
     mkdir -p "$dir"
@@ -169,10 +181,9 @@ run() {
             'action = "allow"' >"$dir/policy.toml"
         extra=(--policy "$dir/policy.toml")
     fi
-    local load_before
+    wait_quiet
+    local load_before busy=$BUSY
     load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-    local busy
-    busy=$(busy_pct)
     log "[$policy] load average $load_before, machine ${busy}% busy before starting"
     spawn "$dir/warden.log" ip netns exec $NS_M nice -n "$NICE" "$WARDEN_BIN" run --config "$dir/warden.toml" \
         --inline wsa:wsb --workers 1 --socket "$SOCK" "${extra[@]}"

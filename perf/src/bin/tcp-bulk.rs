@@ -3,7 +3,8 @@
 //! `tcp-bulk serve --bind ADDR` accepts one connection, reads everything, and prints one JSON
 //! line per `--interval-ms` with the bytes received in that interval and its Unix end time (ns);
 //! it exits when the sender closes. `tcp-bulk send --to ADDR` writes 64 KiB blocks for `--secs`
-//! seconds (or until it is terminated), at most `--rate-mbit` Mbit/s when given.
+//! seconds (or until it is terminated), at most `--rate-mbit` Mbit/s when given (a token bucket
+//! with 50 ms of credit: a stall is not made up by a burst).
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -87,17 +88,23 @@ fn send(to: SocketAddr, secs: f64, rate_mbit: f64) -> Result<()> {
     let block = vec![0x5au8; 64 * 1024];
     let start = Instant::now();
     let stop = start + Duration::from_secs_f64(secs);
-    let mut sent = 0u64;
+    // Token bucket: the cap in bytes per second, with at most 50 ms of credit, so time lost
+    // to a stall is not made up later by a burst above the cap.
+    let rate = rate_mbit * 1e6 / 8.0;
+    let burst = (rate * 0.05).max(2.0 * block.len() as f64);
+    let (mut credit, mut last) = (block.len() as f64, start);
     while Instant::now() < stop {
-        if rate_mbit > 0.0 {
-            let allowed = rate_mbit * 1e6 / 8.0 * start.elapsed().as_secs_f64();
-            if sent as f64 > allowed {
+        if rate > 0.0 {
+            let now = Instant::now();
+            credit = (credit + rate * (now - last).as_secs_f64()).min(burst);
+            last = now;
+            if credit < block.len() as f64 {
                 std::thread::sleep(Duration::from_micros(500));
                 continue;
             }
+            credit -= block.len() as f64;
         }
         conn.write_all(&block)?;
-        sent += block.len() as u64;
     }
     Ok(())
 }
