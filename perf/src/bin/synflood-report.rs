@@ -58,6 +58,10 @@ struct Args {
     /// Its worker threads.
     #[arg(long, default_value_t = 1)]
     workers: u64,
+    /// `tcp-bulk idle` output: idle established connections held through the flood and how many
+    /// still carried an echo after it (all must).
+    #[arg(long)]
+    idle: Option<PathBuf>,
     /// File the run's JSON object is appended to.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -183,6 +187,11 @@ fn main() -> Result<()> {
         da.iter().map(|(k, n)| (k.clone(), n - db.get(k).copied().unwrap_or(0))).filter(|(_, n)| *n > 0).collect();
 
     let ok_tput = ratio >= args.min_ratio;
+    let idle: Option<Value> = match &args.idle {
+        Some(p) => Some(serde_json::from_str(std::fs::read_to_string(p).context("read idle")?.trim()).context("idle output")?),
+        None => None,
+    };
+    let ok_idle = idle.as_ref().is_none_or(|v| v["conns"].as_u64().is_some() && v["alive"] == v["conns"]);
     let half = mem.iter().rfind(|m| m.t <= (f0 + f1) / 2.0).copied().unwrap_or(before);
     let last = mem.iter().rfind(|m| m.t <= f1).copied().unwrap_or(end);
     let plateau = last.rss <= half.rss + 8192;
@@ -206,6 +215,14 @@ fn main() -> Result<()> {
         100.0 * ratio,
         if ok_tput { "ok" } else { "FAIL" }
     );
+    if let Some(v) = &idle {
+        println!(
+            "idle established connections held through the flood: {} of {} still work [{}]",
+            v["alive"],
+            v["conns"],
+            if ok_idle { "ok" } else { "FAIL" }
+        );
+    }
     println!(
         "warden memory (MiB): bound {} (allocated at start {} + report path {}); RSS at start {}, before flood {}, peak {} (VmHWM {}), after {}; VmData before {} after {} [{}]",
         bound / 1024,
@@ -256,14 +273,15 @@ fn main() -> Result<()> {
             "refused": d("sessions_refused"), "live_after": worker_sum(&ca, "sessions_active"),
         },
         "dropped": dropped,
-        "pass": {"throughput": ok_tput, "memory": ok_mem},
+        "idle_connections": idle,
+        "pass": {"throughput": ok_tput, "memory": ok_mem, "idle_connections": ok_idle},
     });
     if let Some(out) = &args.out {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(out)?;
         writeln!(f, "{row}")?;
     }
-    if !(ok_tput && ok_mem) {
+    if !(ok_tput && ok_mem && ok_idle) {
         std::process::exit(1);
     }
     Ok(())
