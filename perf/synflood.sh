@@ -238,6 +238,8 @@ run() {
         --meta "{\"command\":\"$COMMAND\",\"load_average_before\":\"$load_before\",\"busy_pct_before\":$busy,\"max_sessions\":$MAX_SESSIONS,\"bulk_mbit_cap\":$BULK_MBIT,\"nice\":$NICE,\"placement\":\"generator, tcp-bulk client and server on cpu$GEN_CPU; warden worker on cpu$WARDEN_CPU\"}" \
         || rc=$?
     log "[$policy] load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+    # Raw files (samples, memory, counters, flood) kept for a closer look.
+    cp -r "$dir" "${OUT%.jsonl}-$policy"
     teardown
     return $rc
 }
