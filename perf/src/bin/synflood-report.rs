@@ -13,9 +13,11 @@
 //! connection records in the reporter (counted at their size plus 1 KiB of strings and index
 //! each), and at most `MAX_LEARNED` learned connections (256 bytes each). Peak resident memory
 //! (`VmHWM`) must stay under the sum, allocated memory (`VmData`) must not grow by more than
-//! the report path's bound, and memory must plateau: the highest resident memory sampled in
-//! the second half of the flood at most 8 MiB above the highest of the first half (the table
-//! is full long before), so more SYNs do not take more memory.
+//! the report path's bound, and allocations must stop growing: the highest `VmData` sampled in
+//! the second half of the flood at most 1 MiB above the highest of the first half (the table is
+//! full long before), so more SYNs do not take more memory. (Resident memory floats below that
+//! as the allocator returns and retouches free pages; it is printed, and bounded by the peak
+//! check.)
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -193,9 +195,9 @@ fn main() -> Result<()> {
     };
     let ok_idle = idle.as_ref().is_none_or(|v| v["conns"].as_u64().is_some() && v["alive"] == v["conns"]);
     let mid = (f0 + f1) / 2.0;
-    let first_half = mem.iter().filter(|m| m.t > f0 && m.t <= mid).map(|m| m.rss).max().unwrap_or(before.rss);
-    let second_half = mem.iter().filter(|m| m.t > mid && m.t <= f1).map(|m| m.rss).max().unwrap_or(end.rss);
-    let plateau = second_half <= first_half + 8192;
+    let first_half = mem.iter().filter(|m| m.t > f0 && m.t <= mid).map(|m| m.data).max().unwrap_or(before.data);
+    let second_half = mem.iter().filter(|m| m.t > mid && m.t <= f1).map(|m| m.data).max().unwrap_or(end.data);
+    let plateau = second_half <= first_half + 1024;
     let ok_mem = end.hwm <= bound && end.data <= before.data + report_path && plateau;
     let sent = flood["sent"].as_u64().unwrap_or(0);
     println!("== {} ==", args.label);
@@ -239,7 +241,7 @@ fn main() -> Result<()> {
         if ok_mem { "ok" } else { "FAIL" }
     );
     println!(
-        "RSS (MiB) at each tenth of the flood: {steps:?}; highest in the first half {}, in the second {} [{}]",
+        "RSS (MiB) at each tenth of the flood: {steps:?}; VmData highest in the first half {}, in the second {} [{}]",
         first_half / 1024,
         second_half / 1024,
         if plateau { "flat" } else { "GROWING" }
@@ -266,7 +268,7 @@ fn main() -> Result<()> {
         "meta": meta,
         "flood": flood,
         "throughput_mbit": {"unloaded": unloaded.0, "loaded": loaded.0, "loaded_worst_interval": loaded.1, "after": after.map(|a| a.0), "ratio": ratio},
-"memory_kib": {"bound": bound, "preallocated": preallocated, "report_path": report_path, "rss_start": start.rss, "rss_before": before.rss, "rss_peak_sampled": peak_rss, "hwm_end": end.hwm, "rss_end": end.rss, "data_before": before.data, "data_end": end.data, "rss_tenths_mib": steps, "rss_max_first_half_kib": first_half, "rss_max_second_half_kib": second_half},
+"memory_kib": {"bound": bound, "preallocated": preallocated, "report_path": report_path, "rss_start": start.rss, "rss_before": before.rss, "rss_peak_sampled": peak_rss, "hwm_end": end.hwm, "rss_end": end.rss, "data_before": before.data, "data_end": end.data, "rss_tenths_mib": steps, "data_max_first_half_kib": first_half, "data_max_second_half_kib": second_half},
         "sessions": {
             "created": d("sessions_created"), "expired": d("sessions_expired"), "evicted": d("sessions_evicted"),
             "evicted_lingering": d("sessions_evicted_lingering"), "evicted_embryonic": d("sessions_evicted_embryonic"),
