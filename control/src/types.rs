@@ -317,6 +317,14 @@ pub struct WorkerCounters {
     /// Violation/denied events lost because the per-core event queue was full.
     #[serde(default)]
     pub policy_events_dropped: u64,
+    /// Frames claiming a workload's address, or a session's direction, from a side or MAC
+    /// it does not send from (dropped in protect mode, counted in every mode).
+    #[serde(default)]
+    pub spoofed: u64,
+    /// Exception policy applications by reason (`midstream`, `inspection_pool_full`,
+    /// `stream_core_cap`, `stream_session_cap`, `out_of_order_limit`); only reasons seen.
+    #[serde(default)]
+    pub exceptions: BTreeMap<String, u64>,
 }
 
 /// Answer to [`Request::Counters`].
@@ -352,6 +360,18 @@ pub struct ConnectionRecord {
     pub packets_to_server: u64,
     /// Frames from server to client.
     pub packets_to_client: u64,
+    /// Frames from client to server that Warden dropped (included in `packets_to_server`).
+    #[serde(default)]
+    pub packets_dropped_to_server: u64,
+    /// Frames from server to client that Warden dropped (included in `packets_to_client`).
+    #[serde(default)]
+    pub packets_dropped_to_client: u64,
+    /// Bytes of the dropped client-to-server frames (included in `bytes_to_server`).
+    #[serde(default)]
+    pub bytes_dropped_to_server: u64,
+    /// Bytes of the dropped server-to-client frames (included in `bytes_to_client`).
+    #[serde(default)]
+    pub bytes_dropped_to_client: u64,
     /// First frame, RFC 3339 UTC.
     pub first_seen: String,
     /// Latest frame, RFC 3339 UTC.
@@ -371,15 +391,21 @@ pub struct ConnectionRecord {
     /// Fields the app's parser extracted (bounded; shape per app, see ARCHITECTURE.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub l7: Option<serde_json::Map<String, serde_json::Value>>,
-    /// `active` (probing or parsing), `done` (nothing more to inspect) or `bypassed`
-    /// (forwarded and counted but no longer inspected, see `inspection_reason`). Absent for
-    /// protocols Warden does not inspect (ICMP, other IP protocols).
+    /// `active` (probing or parsing), `done` (nothing more to inspect), `bypassed` (no longer
+    /// inspected, see `inspection_reason` and `exception_action`) or `none` (denied by policy
+    /// on its first frame: never inspected). Absent for protocols Warden does not inspect
+    /// (ICMP, other IP protocols).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inspection: Option<String>,
-    /// Why inspection was bypassed (`stream_session_cap`, `stream_core_cap`,
-    /// `out_of_order_limit`, `inspection_pool_full`).
+    /// Why inspection was bypassed (`midstream`, `stream_session_cap`, `stream_core_cap`,
+    /// `out_of_order_limit`, `inspection_pool_full`) or not done (`policy_denied`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inspection_reason: Option<String>,
+    /// The exception policy action taken because Warden could not inspect what the verdict
+    /// depends on (`drop_flow`, `pass_flow`, `bypass`; absent when none applied or the session
+    /// is not policed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exception_action: Option<String>,
     /// TCP bytes retransmitted with different content than first seen (evasion signal).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_overlap_conflicts: Option<u32>,
@@ -448,22 +474,33 @@ pub enum Event {
         /// The session's record when it was decided.
         connection: ConnectionRecord,
     },
+    /// Warden could not inspect what the session's verdict depends on and applied its
+    /// exception policy (the record's `inspection_reason` and `exception_action` say why and
+    /// what); sent when applied.
+    Exception {
+        /// The session's record when the exception applied.
+        connection: ConnectionRecord,
+    },
 }
 
 impl Event {
-    /// The kind as serialized (`threat`, `violation`, `denied`).
+    /// The kind as serialized (`threat`, `violation`, `denied`, `exception`).
     pub fn kind(&self) -> &'static str {
         match self {
             Event::Threat { .. } => "threat",
             Event::Violation { .. } => "violation",
             Event::Denied { .. } => "denied",
+            Event::Exception { .. } => "exception",
         }
     }
 
     /// The session's record.
     pub fn connection(&self) -> &ConnectionRecord {
         match self {
-            Event::Threat { connection, .. } | Event::Violation { connection } | Event::Denied { connection } => {
+            Event::Threat { connection, .. }
+            | Event::Violation { connection }
+            | Event::Denied { connection }
+            | Event::Exception { connection } => {
                 connection
             }
         }

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use warden_control::FailMode;
 
 use crate::app::engine::{EngineConfig, EngineLimits};
+use crate::exception::{ExceptionPolicy, PerModeConfig};
 use crate::inspect::MalformedPolicy;
 use crate::session::Timeouts;
 
@@ -125,6 +126,11 @@ pub struct Sessions {
     pub icmp_timeout: u64,
     /// Other protocols' idle timeout (s). Default 60.
     pub other_timeout: u64,
+    /// Exception policy for TCP sessions picked up without their SYN (mid-stream), by mode
+    /// of the session's strictest workload end: `"drop_flow"`, `"pass_flow"` or `"bypass"`,
+    /// or a table `{ protect = ..., alert = ..., learn = ... }`. Default: `drop_flow` in
+    /// protect, `pass_flow` otherwise (see [`crate::exception`]).
+    pub midstream: PerModeConfig,
 }
 
 impl Default for Sessions {
@@ -140,6 +146,7 @@ impl Default for Sessions {
             udp_timeout: s(t.udp),
             icmp_timeout: s(t.icmp),
             other_timeout: s(t.other),
+            midstream: PerModeConfig::default(),
         }
     }
 }
@@ -175,6 +182,10 @@ pub struct Inspection {
     pub detect_packets: u32,
     /// Give up detection after this many bytes in one direction. Default 8192.
     pub detect_bytes: usize,
+    /// Exception policy when a session whose verdict depends on its app cannot be inspected
+    /// (app context pool full, stream buffers full, out-of-order limit), by mode; same forms
+    /// and defaults as `[sessions] midstream` (see [`crate::exception`]).
+    pub exception_policy: PerModeConfig,
 }
 
 impl Default for Inspection {
@@ -186,6 +197,7 @@ impl Default for Inspection {
             stream_core_cap: e.stream_core_cap,
             detect_packets: e.limits.detect_packets,
             detect_bytes: e.limits.detect_bytes,
+            exception_policy: PerModeConfig::default(),
         }
     }
 }
@@ -264,6 +276,14 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The exception policy (`[sessions] midstream`, `[inspection] exception_policy`).
+    pub fn exceptions(&self) -> ExceptionPolicy {
+        ExceptionPolicy {
+            midstream: self.sessions.midstream.resolve(),
+            inspection: self.inspection.exception_policy.resolve(),
+        }
+    }
+
     /// Reads and validates a file.
     ///
     /// # Errors

@@ -368,6 +368,12 @@ impl Daemon {
                 policy_dropped: w.inspect.policy_dropped,
                 policy_resets: w.inspect.policy_resets,
                 policy_events_dropped: w.inspect.events_dropped,
+                spoofed: w.inspect.spoofed,
+                exceptions: crate::exception::ExceptionReason::ALL
+                    .iter()
+                    .filter(|r| w.inspect.exceptions[**r as usize] > 0)
+                    .map(|r| (r.as_str().to_string(), w.inspect.exceptions[*r as usize]))
+                    .collect(),
             })
             .collect();
         Counters { interfaces, workers }
@@ -653,6 +659,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         };
         let mut insp = Inspector::with_engine(cfg.sessions.max, cfg.sessions.timeouts(), d.malformed, cfg.inspection.engine());
         insp.share_expectations(expectations.clone());
+        insp.set_exceptions(cfg.exceptions());
         let reports = report_tx.clone();
         handles.push(thread::Builder::new().name(format!("warden-w{i}")).spawn({
             let h = policy_handle.clone();

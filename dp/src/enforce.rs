@@ -110,10 +110,19 @@ pub struct PolicyState {
     pub blocked: bool,
     /// Resets were sent (once per session).
     pub reset_sent: bool,
+    /// A frame of the session was forwarded (a session blocked later is reset at both ends).
+    pub forwarded: bool,
     /// A violation/denied event was queued (once per verdict change).
     pub evented: Option<PolicyVerdict>,
     /// The hit counter was incremented for the current generation.
     pub counted: bool,
+    /// The verdict depended on the app at some point (an `apps` rule could decide it): losing
+    /// inspection is then an exception ([`crate::exception`]).
+    pub app_dependent: bool,
+    /// The exception applied to the session, if any.
+    pub exception: Option<crate::exception::Exception>,
+    /// An exception event was queued.
+    pub exception_evented: bool,
 }
 
 impl PolicyState {
@@ -128,7 +137,47 @@ impl PolicyState {
         self.mode = d.mode;
         self.generation = g;
         self.pending_app = d.pending_app;
+        self.app_dependent |= d.pending_app;
         self.blocked = d.verdict == Some(PolicyVerdict::Denied) && !d.pending_app;
+    }
+
+    /// Applies exception action `action` (taken for `reason`): `drop_flow` blocks the session
+    /// with verdict `denied`; `pass_flow` and `bypass` forward it (a pending app decision is
+    /// settled as it stands: no app will come). Returns true when the session is now blocked.
+    pub fn except(
+        &mut self,
+        reason: crate::exception::ExceptionReason,
+        action: Option<crate::exception::ExceptionAction>,
+    ) -> bool {
+        use crate::exception::{Exception, ExceptionAction};
+        if self.exception.is_none() {
+            self.exception = Some(Exception { reason, action });
+        }
+        match action {
+            Some(ExceptionAction::DropFlow) => {
+                self.verdict = Some(PolicyVerdict::Denied);
+                self.pending_app = false;
+                self.blocked = true;
+            }
+            Some(ExceptionAction::PassFlow | ExceptionAction::Bypass) => {
+                if self.pending_app {
+                    // The app will never be known: keep the provisional verdict unless it
+                    // denies, which an exception that passes the flow overrides.
+                    self.pending_app = false;
+                    self.blocked = false;
+                }
+            }
+            None => {}
+        }
+        self.blocked
+    }
+
+    /// True when the session is no longer evaluated (exception action `bypass`).
+    pub fn bypassed(&self) -> bool {
+        matches!(
+            self.exception,
+            Some(crate::exception::Exception { action: Some(crate::exception::ExceptionAction::Bypass), .. })
+        )
     }
 }
 
@@ -144,6 +193,8 @@ pub struct PolicyView {
     pub workloads: [Option<String>; 2],
     /// Deciding mode.
     pub mode: Option<Mode>,
+    /// The exception applied, if any.
+    pub exception: Option<crate::exception::Exception>,
 }
 
 impl PolicyView {
@@ -160,6 +211,7 @@ impl PolicyView {
             rule_id: s.rule_id,
             workloads: [name(s.workloads[0]), name(s.workloads[1])],
             mode: s.mode,
+            exception: s.exception,
         })
     }
 }

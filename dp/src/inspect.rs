@@ -9,9 +9,11 @@ use std::sync::Arc;
 use crate::app::engine::{AppState, Engine, EngineConfig};
 use crate::app::App;
 use crate::enforce::{DnsCache, Hits, PolicyView};
+use crate::exception::{strictest, ExceptionPolicy, ExceptionReason};
+use crate::origin::{Origins, NO_SLOT};
 use crate::expect::{ExpectTable, Expectation};
 use crate::flow::{End, FlowKey};
-use crate::policy::{CompiledPolicy, Facts, PolicyVerdict};
+use crate::policy::{CompiledPolicy, Facts, Mode, PolicyVerdict};
 use crate::session::{Dir, SessionSnapshot, SessionTable, Timeouts, NO_APP};
 use crate::wire::{self, Frame, Malformed, L4};
 
@@ -36,17 +38,21 @@ pub enum DropReason {
     TxRingFull = 1,
     /// No free UMEM frame for a frame handed over from another worker.
     NoFrame = 2,
-    /// The session is denied by policy (protect mode).
+    /// The session is denied by policy (protect mode), or dropped by its exception policy.
     PolicyDenied = 3,
+    /// The frame claims a workload's address (or a session direction) from a side or MAC the
+    /// workload does not send from (protect mode).
+    Spoofed = 4,
 }
 
 impl DropReason {
     /// All reasons, for counter tables indexed by `self as usize`.
-    pub const ALL: [DropReason; 4] = [
+    pub const ALL: [DropReason; 5] = [
         DropReason::Malformed,
         DropReason::TxRingFull,
         DropReason::NoFrame,
         DropReason::PolicyDenied,
+        DropReason::Spoofed,
     ];
 
     /// Stable snake_case name used in counters.
@@ -56,6 +62,7 @@ impl DropReason {
             DropReason::TxRingFull => "tx_ring_full",
             DropReason::NoFrame => "no_frame",
             DropReason::PolicyDenied => "policy_denied",
+            DropReason::Spoofed => "spoofed",
         }
     }
 }
@@ -101,6 +108,11 @@ pub struct InspectStats {
     pub policy_resets: u64,
     /// Violation/denied events lost because the event queue was full.
     pub events_dropped: u64,
+    /// Frames claiming a workload's address, or a session direction, from a side or MAC it
+    /// does not send from ([`crate::origin`]); dropped in protect mode.
+    pub spoofed: u64,
+    /// Exceptions applied to policed sessions, by [`ExceptionReason`] (index `reason as usize`).
+    pub exceptions: [u64; ExceptionReason::ALL.len()],
 }
 
 /// Most violation/denied events queued between two worker loops.
@@ -125,6 +137,9 @@ pub struct Inspector {
     /// [`Inspector::drain_events`].
     events: Vec<(u32, u64)>,
     expect: Arc<ExpectTable>,
+    /// Interfaces and the workloads on their sides (anti-spoofing, interface = workload).
+    origins: Origins,
+    exceptions: ExceptionPolicy,
 }
 
 /// ICMPv6 link-layer control (RFC 4861 neighbour discovery: router/neighbour solicitation and
@@ -170,13 +185,32 @@ impl Inspector {
             dns: DnsCache::new(4096, 300_000_000_000),
             events: Vec::with_capacity(EVENT_QUEUE),
             expect: Arc::new(ExpectTable::default()),
+            origins: Origins::default(),
+            exceptions: ExceptionPolicy::default(),
         }
+    }
+
+    /// Uses `e` as the exception policy ([`crate::exception`]) from the next frame on.
+    pub fn set_exceptions(&mut self, e: ExceptionPolicy) {
+        self.exceptions = e;
+    }
+
+    /// Registers inline pair `a` ⇄ `b` (slot and interface name of each side) so that frames
+    /// received on them are checked against the workloads on each side ([`crate::origin`]).
+    pub fn set_pair(&mut self, a: (u16, &str), b: (u16, &str)) {
+        self.origins.set_pair(a, b, &self.policy);
+    }
+
+    /// Forgets the pair `slot` belongs to.
+    pub fn remove_pair(&mut self, slot: u16) {
+        self.origins.remove_pair(slot);
     }
 
     /// Enforces `policy` (generation `generation`) from the next frame on: sessions decided by
     /// an older generation are evaluated again on their next frame. Resets the hit counters.
     pub fn set_policy(&mut self, policy: Arc<CompiledPolicy>, generation: u32) {
         self.hits.reset(policy.rules().len(), generation);
+        self.origins.apply_policy(&policy);
         self.policy = policy;
         self.policy_gen = generation;
     }
@@ -223,6 +257,13 @@ impl Inspector {
     }
 
     /// Processes a frame already decoded (the worker decodes once to pick the owning worker).
+    ///
+    /// Stages, in order: non-IP frames pass; ICMP errors follow the session they quote;
+    /// anti-spoofing ([`crate::origin`]) before any session is touched; the session is found or
+    /// created; a new session gets its L3/L4 verdict (and, if picked up mid-stream, its
+    /// exception policy); TCP/UDP payload goes to the streams and the app engine; the verdict
+    /// is settled again when what it depends on changed. Frames of a session that are not
+    /// forwarded are counted in its `dropped_*` counters.
     pub fn process_decoded(&mut self, f: &Frame<'_>, len: u32, meta: FrameMeta) -> Verdict {
         self.stats.frames += 1;
         self.stats.bytes += u64::from(len);
@@ -240,17 +281,73 @@ impl Inspector {
                 // ICMP errors follow their parent session's verdict.
                 if self.sessions.get(idx).policy.blocked {
                     self.stats.policy_dropped += 1;
+                    self.sessions.count_dropped(idx, back, len);
                     return Verdict::Drop(DropReason::PolicyDenied);
                 }
                 return Verdict::Forward;
             }
         }
         let (key, end) = FlowKey::new(meta.zone, ip.proto, ip.src, ip.sport, ip.dst, ip.dport);
+        if let Some(v) = self.check_origin(f, ip, &key, end, len, meta) {
+            return v;
+        }
         let tcp = match ip.l4 {
             L4::Tcp { flags, .. } => Some(flags),
             _ => None,
         };
         let t = self.sessions.track(&key, end, len, tcp, meta.iface, meta.now_ns);
+        let v = self.session_frame(t, end, ip, meta);
+        if v != Verdict::Forward {
+            self.sessions.count_dropped(t.idx, t.dir, len);
+        }
+        v
+    }
+
+    /// Anti-spoofing: a frame of a live session must arrive on the side its direction was seen
+    /// on; a frame that would open a session must not claim a workload's address from a side
+    /// or MAC that workload does not send from. `Some(verdict)` stops the frame here (dropped
+    /// when the workload or session is in protect mode: no session is created or touched).
+    fn check_origin(
+        &mut self,
+        f: &Frame<'_>,
+        ip: &wire::Ip<'_>,
+        key: &FlowKey,
+        end: End,
+        len: u32,
+        meta: FrameMeta,
+    ) -> Option<Verdict> {
+        if !self.origins.known(meta.iface) {
+            return None;
+        }
+        match self.sessions.find(key, end) {
+            Some((idx, dir)) => {
+                let s = self.sessions.get(idx);
+                let expected = match dir {
+                    Dir::ToServer => s.client_iface,
+                    Dir::ToClient if s.client_iface == NO_SLOT => NO_SLOT,
+                    Dir::ToClient => self.origins.peer(s.client_iface),
+                };
+                if self.origins.pinned(meta.iface, expected) {
+                    return None;
+                }
+                self.stats.spoofed += 1;
+                let protect = s.policy.mode == Some(Mode::Protect) || s.policy.blocked;
+                if !protect {
+                    return None;
+                }
+                self.sessions.count_dropped(idx, dir, len);
+                Some(Verdict::Drop(DropReason::Spoofed))
+            }
+            None => {
+                let w = self.origins.spoofed(&self.policy, meta.iface, ip.src, f.src_mac)?;
+                self.stats.spoofed += 1;
+                (self.policy.workload_mode(w) == Mode::Protect).then_some(Verdict::Drop(DropReason::Spoofed))
+            }
+        }
+    }
+
+    /// The rest of the pipeline for a frame of session `t.idx` (tracked already).
+    fn session_frame(&mut self, t: crate::session::Tracked, end: End, ip: &wire::Ip<'_>, meta: FrameMeta) -> Verdict {
         if t.dir == Dir::ToServer && !t.new {
             self.sessions.note_client_iface(t.idx, meta.iface);
         }
@@ -268,6 +365,11 @@ impl Inspector {
         if let Some((_, client)) = related {
             self.sessions.set_client(t.idx, client);
         }
+        if t.new && self.sessions.get(t.idx).client_iface == NO_SLOT && self.origins.known(meta.iface) {
+            // Created by the server's frame: the client is on the other side of the pair.
+            let peer = self.origins.peer(meta.iface);
+            self.sessions.note_client_iface(t.idx, peer);
+        }
         if t.new {
             // L3/L4 verdict on the first frame: a denied session gets no app context.
             let v = self.enforce(t.idx, true, ip, meta.now_ns);
@@ -275,8 +377,9 @@ impl Inspector {
                 return v;
             }
         }
-        if matches!(ip.l4, L4::Tcp { .. } | L4::Udp) {
+        if matches!(ip.l4, L4::Tcp { .. } | L4::Udp) && self.sessions.get(t.idx).policy.exception.is_none() {
             self.inspect_payload(t.idx, t.new, end, ip, meta.now_ns, related.map(|(e, _)| e));
+            self.stream_exception(t.idx);
             if t.dir == Dir::ToClient {
                 self.learn_names(t.idx, meta.now_ns);
             }
@@ -284,16 +387,69 @@ impl Inspector {
         self.enforce(t.idx, false, ip, meta.now_ns)
     }
 
+    /// The action the exception policy takes for `reason` on a session decided as `ps`
+    /// (`None` when the session is not policed: inspection just stops). The mode is that of
+    /// the session's strictest workload end.
+    fn exception_action(
+        &self,
+        ps: &crate::enforce::PolicyState,
+        reason: ExceptionReason,
+    ) -> Option<crate::exception::ExceptionAction> {
+        ps.verdict?;
+        let mode = |w: Option<crate::policy::WorkloadIdx>| {
+            w.filter(|w| w.index() < self.policy.workloads().len()).map(|w| self.policy.workload_mode(w))
+        };
+        let m = strictest(mode(ps.workloads[0]), mode(ps.workloads[1])).or(ps.mode)?;
+        Some(self.exceptions.action(reason, m))
+    }
+
+    /// Applies the exception policy for `reason` to session `idx` (once; counted).
+    fn except(&mut self, idx: u32, reason: ExceptionReason) {
+        let mut ps = self.sessions.get(idx).policy;
+        if ps.exception.is_some() {
+            return;
+        }
+        let action = self.exception_action(&ps, reason);
+        ps.except(reason, action);
+        if action.is_some() {
+            self.stats.exceptions[reason as usize] += 1;
+        }
+        self.sessions.get_mut(idx).policy = ps;
+    }
+
+    /// After payload was fed: a stream that stopped being inspected (buffer caps, out-of-order
+    /// limit) while the verdict still depends on the app is an exception.
+    fn stream_exception(&mut self, idx: u32) {
+        let s = self.sessions.get(idx);
+        let ps = s.policy;
+        if s.app_ctx == NO_APP || ps.verdict.is_none() || !(ps.pending_app || ps.app_dependent) {
+            return;
+        }
+        if let crate::app::engine::Inspection::Bypassed(crate::app::engine::BypassReason::Stream(b)) =
+            self.engine.ctx(s.app_ctx).inspection()
+        {
+            self.except(idx, ExceptionReason::of_stream(b));
+        }
+    }
+
     /// Evaluates the session's policy when needed (new session, newer policy, app just decided)
     /// and returns the frame's verdict. O(1) when nothing changed.
     fn enforce(&mut self, idx: u32, new: bool, ip: &wire::Ip<'_>, now_ns: u64) -> Verdict {
         let g = self.policy_gen;
-        let s = self.sessions.get(idx);
-        let mut ps = s.policy;
+        let (id, app_ctx) = {
+            let s = self.sessions.get(idx);
+            (s.id, s.app_ctx)
+        };
+        let mut ps = self.sessions.get(idx).policy;
+        if ps.bypassed() {
+            return Verdict::Forward;
+        }
         let inspectable = matches!(ip.l4, L4::Tcp { .. } | L4::Udp);
-        let app = match s.app_ctx {
-            // The first frame of a TCP/UDP session is decided before its app context opens.
-            NO_APP if new && inspectable => None,
+        let app = match app_ctx {
+            // The first frame of a TCP/UDP session is decided before its app context opens;
+            // a session an exception passed uninspected will never know its app either (the
+            // exception action decides what that means).
+            NO_APP if inspectable && (new || ps.exception.is_some()) => None,
             NO_APP => Some(App::Unknown),
             ctx => {
                 let c = self.engine.ctx(ctx);
@@ -305,6 +461,7 @@ impl Inspector {
             if self.policy.workloads().is_empty() && ps.verdict.is_none() {
                 ps.generation = g;
             } else {
+                let s = *self.sessions.get(idx);
                 let (server, server_port) = s.server_end();
                 let (client, server) = (s.client_end().0.ip(), server.ip());
                 let mut names = [""; crate::enforce::NAMES_PER_ADDR];
@@ -318,26 +475,48 @@ impl Inspector {
                     server_names: &names[..n],
                     client_names: &[],
                 };
-                let d = self.policy.evaluate(&facts);
+                let ends = self.origins.ends(s.client_iface);
+                let d = self.policy.evaluate_ends(&facts, ends);
                 ps.apply(&d, g);
+                // An exception stays: its action follows the (possibly new) mode.
+                let reason = match ps.exception {
+                    Some(e) => Some(e.reason),
+                    None if new && s.midstream && ps.verdict.is_some() => Some(ExceptionReason::Midstream),
+                    None => None,
+                };
+                if let Some(r) = reason {
+                    let action = self.exception_action(&ps, r);
+                    if ps.exception.is_none() && action.is_some() {
+                        self.stats.exceptions[r as usize] += 1;
+                    }
+                    ps.exception = None;
+                    ps.except(r, action);
+                }
                 if !ps.pending_app && !ps.counted {
                     self.hits.count(&d);
                     ps.counted = true;
                 }
-                let alarm = matches!(ps.verdict, Some(PolicyVerdict::Violation | PolicyVerdict::Denied));
-                if alarm && !ps.pending_app && ps.evented != ps.verdict {
-                    ps.evented = ps.verdict;
-                    if self.events.len() < EVENT_QUEUE {
-                        self.events.push((idx, s.id));
-                    } else {
-                        self.stats.events_dropped += 1;
-                    }
-                }
             }
         }
-        // A session forwarded before and now blocked is reset at both ends, once (TCP only).
-        let reset = ps.blocked && !new && !ps.reset_sent && matches!(ip.l4, L4::Tcp { .. });
+        // Events: an exception once, else a violation or denial once per verdict change.
+        let alarm = matches!(ps.verdict, Some(PolicyVerdict::Violation | PolicyVerdict::Denied));
+        let exception_event = ps.exception.is_some_and(|e| e.action.is_some())
+            && !ps.exception_evented
+            && ps.mode != Some(Mode::Learn);
+        if exception_event || (alarm && !ps.pending_app && ps.evented != ps.verdict) {
+            ps.evented = ps.verdict;
+            ps.exception_evented |= ps.exception.is_some();
+            if self.events.len() < EVENT_QUEUE {
+                self.events.push((idx, id));
+            } else {
+                self.stats.events_dropped += 1;
+            }
+        }
+        // A session that forwarded frames and is now blocked is reset at both ends, once (TCP
+        // only); one blocked from its first frame is silently dropped.
+        let reset = ps.blocked && ps.forwarded && !ps.reset_sent && matches!(ip.l4, L4::Tcp { .. });
         ps.reset_sent |= reset;
+        ps.forwarded |= !ps.blocked;
         let blocked = ps.blocked;
         self.sessions.get_mut(idx).policy = ps;
         if !blocked {
@@ -406,6 +585,11 @@ impl Inspector {
                 None => self.engine.open(ip.proto, server_port),
             };
             self.sessions.get_mut(idx).app_ctx = ctx.unwrap_or(NO_APP);
+            let ps = self.sessions.get(idx).policy;
+            if ctx.is_none() && ps.pending_app {
+                // No context left on this core and the verdict needs the app.
+                self.except(idx, ExceptionReason::AppPoolFull);
+            }
         }
         let s = self.sessions.get(idx);
         let ctx = s.app_ctx;

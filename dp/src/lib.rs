@@ -7,7 +7,10 @@
 //! - [`wire`]: L2–L4 decoding;
 //! - [`flow`]: canonical flow keys;
 //! - [`inspect`]: the pipeline shared by workers and replay (decode → session → verdict);
+//! - [`origin`]: which interface and workload side a frame came from, anti-spoofing;
 //! - [`session`]: the per-core session table;
+//! - [`exception`]: the exception policy for what cannot be inspected (mid-stream pickup,
+//!   exhausted pools and caps);
 //! - [`expect`]: flows announced by other flows (TFTP transfers), shared by all workers;
 //! - [`record`]: connection records;
 //! - [`control`]: the control socket server and report fan-out;
@@ -23,9 +26,11 @@ pub mod control;
 pub mod daemon;
 pub mod detect;
 pub mod enforce;
+pub mod exception;
 pub mod expect;
 pub mod flow;
 pub mod inspect;
+pub mod origin;
 pub mod policy;
 pub mod record;
 pub mod replay;

@@ -97,6 +97,7 @@ pub fn replay_file(
             .map_err(|e| ReplayError::Policy { message: e.to_string() })?;
         insp.set_policy(std::sync::Arc::new(compiled), 1);
     }
+    insp.set_exceptions(cfg.exceptions());
     // The same kind of table the daemon shares between its workers (one pipeline here).
     insp.share_expectations(Arc::new(ExpectTable::default()));
     let mut summary = ReplaySummary::default();

@@ -85,6 +85,9 @@ pub enum EndReason {
     Evicted,
     /// Warden stopped or the inline pair was removed.
     Shutdown,
+    /// A new SYN opened the same 5-tuple again after the session had closed, been reset, or
+    /// been dropped as picked up mid-stream.
+    Reused,
 }
 
 impl EndReason {
@@ -96,6 +99,7 @@ impl EndReason {
             EndReason::Rst => "rst",
             EndReason::Evicted => "evicted",
             EndReason::Shutdown => "shutdown",
+            EndReason::Reused => "reused",
         }
     }
 }
@@ -190,6 +194,10 @@ pub struct Session {
     pub packets: [u64; 2],
     /// Frame bytes per direction (L2, no FCS).
     pub bytes: [u64; 2],
+    /// Frames Warden dropped per direction (`[to_server, to_client]`; included in `packets`).
+    pub dropped_packets: [u64; 2],
+    /// Bytes of the frames Warden dropped per direction (included in `bytes`).
+    pub dropped_bytes: [u64; 2],
     /// Interface slot where the client side was seen.
     pub client_iface: u16,
     /// Index of the session's app context in the core's engine ([`NO_APP`] when none).
@@ -217,6 +225,8 @@ impl Session {
             last_ns: 0,
             packets: [0; 2],
             bytes: [0; 2],
+            dropped_packets: [0; 2],
+            dropped_bytes: [0; 2],
             client_iface: 0,
             app_ctx: NO_APP,
             policy: crate::enforce::PolicyState::default(),
@@ -383,7 +393,11 @@ impl SessionTable {
         now_ns: u64,
     ) -> Tracked {
         let (idx, new) = match self.map.get(key) {
-            Some(&idx) => (idx, false),
+            Some(&idx) if !self.reusable(idx, tcp_flags) => (idx, false),
+            Some(&idx) => {
+                self.remove(idx, EndReason::Reused);
+                (self.create(key, from, tcp_flags, iface, now_ns), true)
+            }
             None => (self.create(key, from, tcp_flags, iface, now_ns), true),
         };
         let s = &mut self.slots[idx as usize];
@@ -396,6 +410,28 @@ impl SessionTable {
         }
         self.touch(idx);
         Tracked { idx, dir, new }
+    }
+
+    /// True when a frame with `tcp_flags` starts a new connection on session `idx`'s 5-tuple: a
+    /// pure SYN after the session closed or was reset (port reuse, RFC 9293 §3.10.7.4 TIME-WAIT
+    /// reuse), or on a session dropped because it was picked up mid-stream (its real
+    /// handshake). A SYN never replaces a live or handshaking session, so nobody can flip the
+    /// direction of an established one.
+    fn reusable(&self, idx: u32, tcp_flags: Option<u8>) -> bool {
+        let Some(f) = tcp_flags else { return false };
+        if f & (tcpflag::SYN | tcpflag::ACK | tcpflag::RST | tcpflag::FIN) != tcpflag::SYN {
+            return false;
+        }
+        let s = &self.slots[idx as usize];
+        matches!(s.state, State::Tcp(TcpState::Closed | TcpState::Reset)) || (s.midstream && s.policy.blocked)
+    }
+
+    /// Counts a frame of session `idx` sent in direction `dir` (`len` bytes) as dropped by
+    /// Warden (it was already counted as seen).
+    pub fn count_dropped(&mut self, idx: u32, dir: Dir, len: u32) {
+        let s = &mut self.slots[idx as usize];
+        s.dropped_packets[dir as usize] += 1;
+        s.dropped_bytes[dir as usize] += u64::from(len);
     }
 
     /// Adds one frame to an existing session without state changes (ICMP errors about it).
@@ -426,7 +462,8 @@ impl SessionTable {
             End::Hi => End::Lo,
         };
         let (client, state, midstream) = match tcp_flags {
-            Some(f) if f & (tcpflag::SYN | tcpflag::ACK) == tcpflag::SYN => {
+            // Only a SYN without ACK, RST or FIN opens a connection whose client is known.
+            Some(f) if f & (tcpflag::SYN | tcpflag::ACK | tcpflag::RST | tcpflag::FIN) == tcpflag::SYN => {
                 (from, State::Tcp(TcpState::SynSent), false)
             }
             // A SYN-ACK first: its receiver opened the connection.
@@ -479,6 +516,8 @@ impl SessionTable {
         s.client = client;
         s.packets.swap(0, 1);
         s.bytes.swap(0, 1);
+        s.dropped_packets.swap(0, 1);
+        s.dropped_bytes.swap(0, 1);
         s.client_iface = u16::MAX;
         s.changed = true;
     }

@@ -541,6 +541,7 @@ impl Worker {
     fn command(&mut self, cmd: Command) {
         match cmd {
             Command::AddGroup { zone, sides, owners, frames, ring_size, reply } => {
+                self.insp.set_pair((sides[0].slot, &sides[0].name), (sides[1].slot, &sides[1].name));
                 let r = Group::open([&sides[0], &sides[1]], frames, ring_size)
                     .map(|group| {
                         let fds = group.ports.iter().map(|p| (p.slot, p.queue, p.fd())).collect();
@@ -561,6 +562,11 @@ impl Worker {
                 let _ = reply.send(r);
             }
             Command::RemovePair { zone, reply } => {
+                for g in self.groups.iter().filter(|g| g.zone == zone) {
+                    for p in &g.group.ports {
+                        self.insp.remove_pair(p.slot);
+                    }
+                }
                 self.groups.retain(|g| g.zone != zone);
                 self.insp.sessions.end_all(|z| z == zone);
                 self.send_reports();

@@ -249,6 +249,15 @@ fn print_event(e: &Event, json: bool) {
             c.app,
             c.rule_id.map(|r| r.to_string()).unwrap_or_else(|| "default".into()),
         ),
+        Event::Exception { connection: c } => println!(
+            "EXCEPTION {} -> {} {} reason={} action={} verdict={}",
+            fmt_ep(&c.client_ip, c.client_port),
+            fmt_ep(&c.server_ip, c.server_port),
+            proto_name(c.ip_proto),
+            c.inspection_reason.as_deref().unwrap_or("-"),
+            c.exception_action.as_deref().unwrap_or("-"),
+            c.verdict.as_deref().unwrap_or("-"),
+        ),
     }
 }
 

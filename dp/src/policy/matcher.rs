@@ -34,7 +34,7 @@ use arrayvec::ArrayVec;
 use hashbrown::HashMap;
 
 use super::model::{fqdn_matches, mask_v4, mask_v6, Cidr, Endpoint, IpProto, Mac, PortRange};
-use super::{Action, Decision, Facts, Mode, Policy, PolicyError, PolicyVerdict, Rule, Workload, WorkloadIdx};
+use super::{Action, Decision, Ends, Facts, Mode, Policy, PolicyError, PolicyVerdict, Rule, Workload, WorkloadIdx};
 use crate::app::App;
 
 /// No rule (rank sentinel, worse than every real rank).
@@ -171,13 +171,20 @@ fn rule_conditions(r: &Rule, f: &Facts<'_>) -> Cond {
 /// policy (from [`Policy::from_toml`] or built alike; unknown workload ids in rules never
 /// match).
 pub fn reference_evaluate(p: &Policy, f: &Facts<'_>) -> Decision {
-    let owner = |ip: IpAddr| {
-        p.workloads
-            .iter()
-            .position(|w| w.ips.contains(&ip))
+    reference_evaluate_ends(p, f, Ends::default())
+}
+
+/// [`reference_evaluate`] with ends whose workload is known from their interface
+/// (as [`CompiledPolicy::evaluate_ends`]).
+pub fn reference_evaluate_ends(p: &Policy, f: &Facts<'_>, ends: Ends) -> Decision {
+    let owner = |ip: IpAddr, known: Option<WorkloadIdx>| {
+        known
+            .map(|w| w.index())
+            .or_else(|| p.workloads.iter().position(|w| w.ips.contains(&ip)))
+            .filter(|&i| i < p.workloads.len())
             .map(|i| (WorkloadIdx(i as u32), p.workloads[i].mode))
     };
-    let (cw, sw) = (owner(f.client), owner(f.server));
+    let (cw, sw) = (owner(f.client, ends.client), owner(f.server, ends.server));
     if cw.is_none() && sw.is_none() {
         return Decision::NOT_ENFORCED;
     }
@@ -700,6 +707,16 @@ impl CompiledPolicy {
         }
     }
 
+    /// The workload whose `iface` is the interface named `name`, if any (a linear scan: call it
+    /// when a policy or an interface is set, not per frame).
+    pub fn workload_of_iface(&self, name: &str) -> Option<WorkloadIdx> {
+        self.policy
+            .workloads
+            .iter()
+            .position(|w| w.iface.as_deref() == Some(name))
+            .map(|i| WorkloadIdx(i as u32))
+    }
+
     /// The workload MAC `mac` (6 bytes) belongs to, if any.
     pub fn workload_of_mac(&self, mac: [u8; 6]) -> Option<WorkloadIdx> {
         self.wl_mac.get(&Mac(mac)).map(|&i| WorkloadIdx(i))
@@ -710,8 +727,15 @@ impl CompiledPolicy {
     /// the rules ranked before the deciding one in their port intervals, not with the number
     /// of rules.
     pub fn evaluate(&self, f: &Facts<'_>) -> Decision {
-        let cw = self.workload_of(f.client);
-        let sw = self.workload_of(f.server);
+        self.evaluate_ends(f, Ends::default())
+    }
+
+    /// [`Self::evaluate`] where an end's workload may be known from the interface its frames
+    /// were seen on (`ends`, which wins over the address lookup).
+    pub fn evaluate_ends(&self, f: &Facts<'_>, ends: Ends) -> Decision {
+        let valid = |w: Option<WorkloadIdx>| w.filter(|w| w.index() < self.policy.workloads.len());
+        let cw = valid(ends.client).or_else(|| self.workload_of(f.client));
+        let sw = valid(ends.server).or_else(|| self.workload_of(f.server));
         if cw.is_none() && sw.is_none() {
             return Decision::NOT_ENFORCED;
         }

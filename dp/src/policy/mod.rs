@@ -67,7 +67,7 @@ mod tests;
 
 pub use learn::{learned_policy, LearnedConn};
 pub use load::PolicyError;
-pub use matcher::{reference_evaluate, CompiledPolicy, IndexStats};
+pub use matcher::{reference_evaluate, reference_evaluate_ends, CompiledPolicy, IndexStats};
 pub use model::{
     app_from_name, known_apps, Action, Cidr, Endpoint, Fqdn, IpProto, Mac, Mode, Policy, PolicyVerdict, PortRange,
     Rule, Workload,
@@ -82,6 +82,17 @@ impl WorkloadIdx {
     pub fn index(self) -> usize {
         self.0 as usize
     }
+}
+
+/// Workloads the caller knows an end belongs to from where its frames were seen (the
+/// interface of a workload's side of its inline pair): they win over the address lookup, so
+/// traffic on a workload's interface is that workload's whatever addresses it carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ends {
+    /// The client's workload, known from its interface.
+    pub client: Option<WorkloadIdx>,
+    /// The server's workload, known from its interface.
+    pub server: Option<WorkloadIdx>,
 }
 
 /// What the caller knows about a connection (one evaluation).
