@@ -32,6 +32,8 @@ pub mod flow;
 pub mod inspect;
 pub mod origin;
 pub mod policy;
+#[cfg(test)]
+mod protect_tests;
 pub mod record;
 pub mod replay;
 pub mod rst;
