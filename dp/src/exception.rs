@@ -138,23 +138,65 @@ impl PerMode {
 /// Config form: one action for every mode (`"drop_flow"`), or a table by mode
 /// (`{ protect = "drop_flow", alert = "pass_flow", learn = "pass_flow" }`, missing modes take
 /// their default).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PerModeConfig {
     /// One action for all modes.
     All(ExceptionAction),
     /// By mode.
     ByMode {
         /// Learn mode.
-        #[serde(default)]
         learn: Option<ExceptionAction>,
         /// Alert mode.
-        #[serde(default)]
         alert: Option<ExceptionAction>,
         /// Protect mode.
-        #[serde(default)]
         protect: Option<ExceptionAction>,
     },
+}
+
+const EXPECTED: &str =
+    "\"drop_flow\", \"pass_flow\" or \"bypass\", or a table { protect = ..., alert = ..., learn = ... }";
+
+fn action_named<E: serde::de::Error>(v: &str) -> Result<ExceptionAction, E> {
+    match v {
+        "drop_flow" => Ok(ExceptionAction::DropFlow),
+        "pass_flow" => Ok(ExceptionAction::PassFlow),
+        "bypass" => Ok(ExceptionAction::Bypass),
+        other => Err(E::custom(format!("unknown exception action {other:?}: expected {EXPECTED}"))),
+    }
+}
+
+impl<'de> Deserialize<'de> for PerModeConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = PerModeConfig;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(EXPECTED)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PerModeConfig, E> {
+                action_named(v).map(PerModeConfig::All)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<PerModeConfig, A::Error> {
+                let (mut learn, mut alert, mut protect) = (None, None, None);
+                while let Some(k) = m.next_key::<String>()? {
+                    let v: String = m.next_value()?;
+                    let a = action_named(&v)?;
+                    match k.as_str() {
+                        "learn" => learn = Some(a),
+                        "alert" => alert = Some(a),
+                        "protect" => protect = Some(a),
+                        other => {
+                            return Err(serde::de::Error::custom(format!(
+                                "unknown mode {other:?}: expected protect, alert or learn"
+                            )))
+                        }
+                    }
+                }
+                Ok(PerModeConfig::ByMode { learn, alert, protect })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl Default for PerModeConfig {
@@ -224,7 +266,7 @@ pub fn strictest(a: Option<Mode>, b: Option<Mode>) -> Option<Mode> {
 mod tests {
     use super::*;
 
-    #[derive(Deserialize)]
+    #[derive(Debug, Deserialize)]
     struct T {
         p: PerModeConfig,
     }
@@ -236,8 +278,12 @@ mod tests {
         let some: T = toml::from_str("p = { alert = \"drop_flow\" }").unwrap();
         let r = some.p.resolve();
         assert_eq!((r.learn, r.alert, r.protect), (ExceptionAction::PassFlow, ExceptionAction::DropFlow, ExceptionAction::DropFlow));
-        assert!(toml::from_str::<T>("p = \"drop\"").is_err());
-        assert!(toml::from_str::<T>("p = { protect = \"maybe\" }").is_err());
+        let e = toml::from_str::<T>("p = \"drop\"").unwrap_err().to_string();
+        assert!(e.contains("unknown exception action \"drop\"") && e.contains("line 1"), "{e}");
+        let e = toml::from_str::<T>("p = { protect = \"maybe\" }").unwrap_err().to_string();
+        assert!(e.contains("\"maybe\""), "{e}");
+        let e = toml::from_str::<T>("p = { defend = \"bypass\" }").unwrap_err().to_string();
+        assert!(e.contains("unknown mode \"defend\""), "{e}");
         assert_eq!(PerModeConfig::default().resolve(), PerMode::default());
     }
 
