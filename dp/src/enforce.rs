@@ -159,14 +159,13 @@ impl PolicyState {
                 self.pending_app = false;
                 self.blocked = true;
             }
-            Some(ExceptionAction::PassFlow | ExceptionAction::Bypass) => {
-                if self.pending_app {
-                    // The app will never be known: keep the provisional verdict unless it
-                    // denies, which an exception that passes the flow overrides.
-                    self.pending_app = false;
-                    self.blocked = false;
-                }
+            // The app will never be known: the provisional verdict stays, and an exception
+            // that passes the flow overrides its denial.
+            Some(ExceptionAction::PassFlow | ExceptionAction::Bypass) if self.pending_app => {
+                self.pending_app = false;
+                self.blocked = false;
             }
+            Some(ExceptionAction::PassFlow | ExceptionAction::Bypass) => {}
             None => {}
         }
         self.blocked

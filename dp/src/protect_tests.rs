@@ -21,6 +21,7 @@ const WEB_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
 const EVIL_MAC: [u8; 6] = [2, 0, 0, 0, 1, 9];
 
 /// Ethernet + IPv4 + TCP from `src:sport` to `dst:dport` with source MAC `mac`.
+#[allow(clippy::too_many_arguments)]
 fn tcp(mac: [u8; 6], src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
     let mut f = vec![2, 0, 0, 0, 0, 0xff];
     f.extend_from_slice(&mac);
