@@ -335,7 +335,7 @@ impl Inspector {
                 if !protect {
                     return None;
                 }
-                self.sessions.count_dropped(idx, dir, len);
+                self.sessions.count_rejected(idx, dir, len);
                 Some(Verdict::Drop(DropReason::Spoofed))
             }
             None => {

@@ -434,6 +434,21 @@ impl SessionTable {
         s.dropped_bytes[dir as usize] += u64::from(len);
     }
 
+    /// Counts a frame claimed for session `idx` in direction `dir` that Warden dropped before
+    /// tracking it (a spoofed frame): seen and dropped, without touching the session's state or
+    /// idle timer.
+    pub fn count_rejected(&mut self, idx: u32, dir: Dir, len: u32) {
+        let s = &mut self.slots[idx as usize];
+        s.packets[dir as usize] += 1;
+        s.bytes[dir as usize] += u64::from(len);
+        s.changed = true;
+        if !s.in_dirty {
+            s.in_dirty = true;
+            self.dirty.push(idx);
+        }
+        self.count_dropped(idx, dir, len);
+    }
+
     /// Adds one frame to an existing session without state changes (ICMP errors about it).
     pub fn account(&mut self, idx: u32, dir: Dir, len: u32, now_ns: u64) {
         let s = &mut self.slots[idx as usize];
