@@ -174,8 +174,10 @@ impl Inspector {
         malformed: MalformedPolicy,
         engine: EngineConfig,
     ) -> Self {
+        let mut sessions = SessionTable::new(max_sessions, timeouts);
+        sessions.reserve_released(engine.max_sessions);
         Inspector {
-            sessions: SessionTable::new(max_sessions, timeouts),
+            sessions,
             engine: Engine::new(engine),
             stats: InspectStats::default(),
             malformed,
@@ -629,8 +631,11 @@ impl Inspector {
     }
 
     /// Attaches the app and policy views to `snaps[from..]`, and returns the app contexts of
-    /// ended sessions to the pool.
+    /// ended sessions to the pool, also of those whose final record the full ended queue lost.
     fn attach_views(&mut self, snaps: &mut [SessionSnapshot], from: usize) {
+        for ctx in self.sessions.drain_released() {
+            self.engine.close(ctx);
+        }
         for snap in &mut snaps[from..] {
             snap.policy = PolicyView::of(&snap.session.policy, &self.policy, self.policy_gen);
             let ctx = snap.session.app_ctx;
@@ -923,5 +928,53 @@ mod tests {
         i.drain_ended(&mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].policy.as_ref().unwrap().verdict, Some(PolicyVerdict::Denied));
+    }
+
+    /// A TCP frame from 198.18.0.`host`:`sport` to 198.18.0.2:80 with sequence number `seq`.
+    fn tcp_from(host: u8, sport: u16, flags: u8, seq: u32, payload: &[u8]) -> Vec<u8> {
+        let mut f = tcp4(&[], flags, payload);
+        f[29] = host;
+        f[34..36].copy_from_slice(&sport.to_be_bytes());
+        f[38..42].copy_from_slice(&seq.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn removing_a_pair_returns_every_context_and_buffer_however_many_sessions() {
+        // More sessions on pair 0 than the ended queue holds (its cap is 65536), each with an
+        // app context and bytes buffered out of order (while the pool lasts); pair 1 keeps a few.
+        let (many, few) = (70_000usize, 100usize);
+        let total = many + few;
+        let engine = EngineConfig { max_sessions: total, ..EngineConfig::default() };
+        let mut i = Inspector::with_engine(total, Timeouts::default(), MalformedPolicy::Drop, engine);
+        let (free0, buffered0) = (i.engine.free_contexts(), i.engine.buffered());
+        assert_eq!(free0, total);
+        for (zone, count) in [(1u16, few), (0, many)] {
+            for k in 0..count {
+                let (host, sport) = (10 + (k / 60_000) as u8, 1024 + (k % 60_000) as u16);
+                let m = FrameMeta { zone, iface: 1, now_ns: 1 };
+                i.process(&tcp_from(host, sport, SYN, 1000, b""), m);
+                // A segment beyond a hole: kept in the stream buffer until the hole fills.
+                i.process(&tcp_from(host, sport, ACK | PSH, 1101, b"GET / HTTP/1.1\r\n"), m);
+            }
+        }
+        assert_eq!(i.sessions.len(), total);
+        assert_eq!(i.engine.free_contexts(), 0);
+        let buffered_all = i.engine.buffered();
+        assert!(buffered_all > buffered0, "the test needs buffered bytes");
+        i.sessions.end_all(|z| z == 0);
+        assert_eq!(i.sessions.len(), few);
+        let mut out = Vec::new();
+        i.drain_reports(&mut out);
+        let ended = out.iter().filter(|s| s.ended.is_some()).count();
+        assert!(ended < many, "the ended queue did not overflow: {ended}");
+        assert_eq!(i.sessions.stats().ended_overflow as usize, many - ended);
+        assert_eq!(i.engine.free_contexts(), free0 - few, "app contexts of the removed pair leaked");
+        // Pair 1's sessions keep their contexts and buffers; ending them empties the pool.
+        assert!(i.engine.buffered() > buffered0);
+        i.sessions.end_all(|_| true);
+        i.drain_reports(&mut out);
+        assert_eq!(i.engine.free_contexts(), free0, "app contexts leaked");
+        assert_eq!(i.engine.buffered(), buffered0, "stream buffers leaked");
     }
 }

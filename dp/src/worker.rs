@@ -319,7 +319,7 @@ impl Worker {
                 self.insp.sessions.expire(now, 4096);
             }
             if last_report.elapsed() >= self.cfg.report_interval
-                || self.insp.sessions.ended_pending() >= 4096
+                || self.insp.sessions.ended_nearly_full()
             {
                 last_report = Instant::now();
                 self.send_reports();

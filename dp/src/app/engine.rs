@@ -547,6 +547,11 @@ impl Engine {
         &self.ctxs[idx as usize]
     }
 
+    /// App contexts free in the pool (sessions that can still be inspected).
+    pub fn free_contexts(&self) -> usize {
+        self.free.len()
+    }
+
     /// Bytes held in stream buffers on this core.
     pub fn buffered(&self) -> usize {
         self.bufs.in_use()
