@@ -75,6 +75,14 @@ pub enum Request {
         /// The new mode.
         mode: String,
     },
+    /// **Test hook**: makes worker `worker` panic as a bug in it would, so tests can check that
+    /// Warden then exits non-zero and leaves every pair in its fail mode. Refused (an error
+    /// reply, nothing happens) unless `warden run` was started with the hidden `--test-hooks`
+    /// flag. Reply: [`Reply::Done`], after which the process exits.
+    TestKillWorker {
+        /// Worker index (as in [`WorkerCounters::worker`]).
+        worker: usize,
+    },
 }
 
 /// A workload as sent over the control socket (the `[[workload]]` table of a policy file).

@@ -13,6 +13,14 @@
 //! in the program's maps, and only then attaches the program, so no frame ever takes the
 //! uninspected path while Warden runs. Stopping detaches the program from every interface it
 //! attached to, so nothing is left behind.
+//!
+//! **Failure.** A worker or the reporter that panics (or a worker thread that ends without being
+//! told to) takes the whole process down with exit status [`EXIT_THREAD_FAILED`], after logging
+//! the thread, the panic message and its location: the XDP program stays attached (netlink), the
+//! kernel removes the dead process's sockets from the XSKMAP, so every pair falls to its fail
+//! mode (`fail_open` forwards in the kernel, `fail_closed` drops) until the service manager
+//! starts Warden again (`conf/warden.service`: `Restart=on-failure`). A queue is never left
+//! uninspected by a process that looks alive.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -39,6 +47,58 @@ use crate::record::to_record;
 use crate::wire::Malformed;
 use crate::worker::{self, Command, IfCounters, Worker, WorkerConfig, WorkerStats};
 use crate::xsk::SideSpec;
+
+/// Exit status of the process when a worker or the reporter panicked or ended unexpectedly
+/// (`EX_SOFTWARE` of sysexits.h).
+pub const EXIT_THREAD_FAILED: i32 = 70;
+
+/// Options of `warden run` that are not configuration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Honour test-hook requests ([`Request::TestKillWorker`]); set by the hidden
+    /// `--test-hooks` flag, for end-to-end tests only.
+    pub test_hooks: bool,
+}
+
+/// Logs every panic with its thread, message and location (once, through `tracing`, so it
+/// reaches the journal like every other log line), with a backtrace when `RUST_BACKTRACE` asks
+/// for one.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = thread::current();
+        let name = thread.name().unwrap_or("unnamed");
+        let msg = panic_message(info.payload());
+        let location = info.location().map(|l| l.to_string()).unwrap_or_else(|| "unknown".into());
+        let bt = std::backtrace::Backtrace::capture();
+        if bt.status() == std::backtrace::BacktraceStatus::Captured {
+            tracing::error!("thread {name} panicked at {location}: {msg}\n{bt}");
+        } else {
+            tracing::error!("thread {name} panicked at {location}: {msg}");
+        }
+    }));
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(non-string panic payload)")
+}
+
+/// Spawns a thread Warden cannot run without (a worker, the reporter): if `body` panics, the
+/// process exits with [`EXIT_THREAD_FAILED`] (the panic hook has logged the message and
+/// location), so the pairs fall to their fail mode and the service manager restarts Warden.
+fn spawn_vital(name: String, body: impl FnOnce() + Send + 'static) -> std::io::Result<thread::JoinHandle<()>> {
+    thread::Builder::new().name(name.clone()).spawn(move || {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_err() {
+            tracing::error!(
+                "thread {name} panicked: exiting with status {EXIT_THREAD_FAILED}; every inline pair falls to its fail mode until warden is restarted"
+            );
+            std::process::exit(EXIT_THREAD_FAILED);
+        }
+    })
+}
 
 /// A message to the control loop.
 pub enum CtlMsg {
@@ -79,6 +139,7 @@ struct Daemon {
     policy: Policy,
     policy_handle: Arc<PolicyHandle>,
     expectations: Arc<ExpectTable>,
+    test_hooks: bool,
 }
 
 /// Loads the policy `cfg` names (`[policy] file`, `default_mode`); an empty policy when none.
@@ -519,6 +580,19 @@ impl Daemon {
                     Err(e) => Response::err(e),
                 }
             }
+            Request::TestKillWorker { worker } => {
+                if !self.test_hooks {
+                    return Response::err("test hooks are off (they need warden run --test-hooks)");
+                }
+                let Some(w) = self.workers.get(worker) else {
+                    return Response::err(format!("no worker {worker}"));
+                };
+                tracing::warn!(worker, "test hook: telling worker {worker} to panic");
+                match w.send(Command::TestPanic) {
+                    Ok(()) => Response::ok(Reply::Done(format!("worker {worker} told to panic"))),
+                    Err(_) => Response::err(format!("worker {worker} is gone")),
+                }
+            }
             Request::SetMode { id, mode } => {
                 let r = edit_policy(&self.policy, |t| {
                     let ws = array(t, "workload");
@@ -617,7 +691,8 @@ impl Daemon {
 /// # Errors
 /// Start-up failures: the XDP program does not load (not root?), the socket cannot be created,
 /// or a configured inline pair cannot be set up. Everything attached so far is detached first.
-pub fn run(cfg: Config) -> anyhow::Result<()> {
+pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
+    install_panic_hook();
     // Block the stop signals before any thread starts, so only the signal thread receives them.
     let mut stop = SigSet::empty();
     stop.add(Signal::SIGINT);
@@ -661,7 +736,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         insp.share_expectations(expectations.clone());
         insp.set_exceptions(cfg.exceptions());
         let reports = report_tx.clone();
-        handles.push(thread::Builder::new().name(format!("warden-w{i}")).spawn({
+        handles.push(spawn_vital(format!("warden-w{i}"), {
             let h = policy_handle.clone();
             move || Worker::new(wcfg, insp, mesh, rx, reports).with_policy(h).run()
         })?);
@@ -672,7 +747,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let reporter = {
         let hub = hub.clone();
         let interval = Duration::from_secs(d.report_interval);
-        thread::Builder::new().name("warden-report".into()).spawn(move || hub.run_reporter(report_rx, interval))?
+        spawn_vital("warden-report".into(), move || hub.run_reporter(report_rx, interval))?
     };
 
     let mut daemon = Daemon {
@@ -686,6 +761,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         policy,
         policy_handle: policy_handle.clone(),
         expectations,
+        test_hooks: opts.test_hooks,
     };
     // Every worker enforces the start-up policy before the first pair is attached.
     if !policy_handle.wait_loaded(policy_handle.generation(), Duration::from_secs(5)) {
@@ -735,7 +811,17 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         "warden running"
     );
 
-    while let Ok(msg) = ctl_rx.recv() {
+    let mut last_tick = Instant::now();
+    loop {
+        if last_tick.elapsed() >= TICK {
+            last_tick = Instant::now();
+            supervise(&handles, &reporter);
+        }
+        let msg = match ctl_rx.recv_timeout(TICK) {
+            Ok(m) => m,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         match msg {
             CtlMsg::Request(req, reply) => {
                 // A bug in one request's handling answers that request with an error; the
@@ -760,6 +846,26 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&socket);
     tracing::info!("stopped; XDP detached from every interface");
     Ok(())
+}
+
+/// How often the control loop checks its threads (and re-reads queue counts) when idle.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Exits the process ([`EXIT_THREAD_FAILED`]) when a worker or the reporter has ended while
+/// Warden runs: a panic already exits in [`spawn_vital`]; this catches any other way out of a
+/// worker's loop, so no queue stays bound to a socket nobody serves.
+fn supervise(workers: &[thread::JoinHandle<()>], reporter: &thread::JoinHandle<()>) {
+    let dead = workers
+        .iter()
+        .chain(std::iter::once(reporter))
+        .find(|h| h.is_finished())
+        .map(|h| h.thread().name().unwrap_or("unnamed").to_string());
+    if let Some(name) = dead {
+        tracing::error!(
+            "thread {name} ended while warden runs: exiting with status {EXIT_THREAD_FAILED}; every inline pair falls to its fail mode until warden is restarted"
+        );
+        std::process::exit(EXIT_THREAD_FAILED);
+    }
 }
 
 /// Names of interface slots, shared by the control loop and the reporter.

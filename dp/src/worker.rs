@@ -169,6 +169,8 @@ pub enum Command {
     },
     /// End all sessions, report them, close every socket and exit.
     Shutdown,
+    /// Test hook (`warden run --test-hooks` only): panic, as a bug in the worker would.
+    TestPanic,
 }
 
 /// Static settings of a worker.
@@ -606,6 +608,7 @@ impl Worker {
                 });
             }
             Command::Shutdown => {}
+            Command::TestPanic => panic!("worker {} told to panic (test hook)", self.cfg.index),
         }
     }
 }
