@@ -246,8 +246,12 @@ pub struct InterfaceInfo {
     pub ifindex: u32,
     /// The other interface of its inline pair.
     pub peer: String,
-    /// Number of rx queues Warden bound.
+    /// Number of rx queues the interface has (as last read; Warden re-reads it every second).
     pub queues: u32,
+    /// Number of its rx queues Warden bound a socket to; frames on the others are dropped
+    /// while Warden runs (`xdp_unbound` in the counters).
+    #[serde(default)]
+    pub bound_queues: u32,
     /// `open` or `closed`.
     pub fail_mode: FailMode,
     /// `native` or `generic` XDP.
@@ -281,6 +285,11 @@ pub struct InterfaceCounters {
     pub xdp_fail_open: u64,
     /// Kernel-side counts: frames dropped because no socket was bound (fail_closed).
     pub xdp_fail_closed: u64,
+    /// Kernel-side counts: frames dropped while Warden runs because their rx queue has no
+    /// Warden socket (not bound yet after a channel change, or beyond the queues Warden can
+    /// bind); never forwarded uninspected.
+    #[serde(default)]
+    pub xdp_unbound: u64,
     /// Kernel XSK statistics: frames dropped because the rx ring was full (summed over queues).
     pub xsk_rx_dropped: u64,
     /// Kernel XSK statistics: invalid descriptors and rx-ring-full events.

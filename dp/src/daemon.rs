@@ -123,6 +123,9 @@ struct Pair {
     b: Iface,
     fail: FailMode,
     workers: Vec<usize>,
+    /// Queue groups (one UMEM each): queue `q` of either interface is in group `q % groups`,
+    /// served by worker `(zone + group) % workers`.
+    groups: u32,
     /// (slot, queue) of every XSK registered in the XSKMAP.
     xsks: Vec<(u16, u32)>,
 }
@@ -201,6 +204,8 @@ fn ifindex_of(name: &str) -> Result<u32, String> {
     nix::net::if_::if_nametoindex(name).map_err(|e| format!("interface {name}: {e}"))
 }
 
+/// The interface's rx queue count as the kernel uses it now (`real_num_rx_queues`, which
+/// `ethtool -L` changes), at least 1.
 fn rx_queues(name: &str) -> u32 {
     std::fs::read_dir(format!("/sys/class/net/{name}/queues"))
         .map(|d| {
@@ -209,7 +214,25 @@ fn rx_queues(name: &str) -> u32 {
                 .count() as u32
         })
         .unwrap_or(1)
-        .clamp(1, warden_xdp::MAX_QUEUES)
+        .max(1)
+}
+
+/// The rx queues of an interface with `queues` queues that Warden can bind (the XSKMAP has
+/// room for [`warden_xdp::MAX_QUEUES`] per interface; frames on higher ones are dropped while
+/// Warden runs, counted as `xdp_unbound`).
+fn bindable(queues: u32) -> std::ops::Range<u32> {
+    0..queues.min(warden_xdp::MAX_QUEUES)
+}
+
+fn warn_unbindable(i: &Iface) {
+    if i.queues > warden_xdp::MAX_QUEUES {
+        tracing::warn!(
+            "{} has {} rx queues; Warden binds {}: frames on the others are dropped (xdp_unbound) while it runs (reduce them with ethtool -L)",
+            i.name,
+            i.queues,
+            warden_xdp::MAX_QUEUES
+        );
+    }
 }
 
 fn xdp_fail(f: FailMode) -> warden_xdp::FailMode {
@@ -247,7 +270,9 @@ impl Daemon {
         let zone = self.next_zone;
         self.next_zone = self.next_zone.wrapping_add(1);
         let n = self.workers.len();
-        let groups = a.queues.min(b.queues).max(1);
+        warn_unbindable(&a);
+        warn_unbindable(&b);
+        let groups = a.queues.min(b.queues).clamp(1, warden_xdp::MAX_QUEUES);
         let group_worker = |g: u32| (zone as usize + g as usize) % n;
         let mut owners: Vec<usize> = Vec::new();
         for g in 0..groups {
@@ -256,19 +281,21 @@ impl Daemon {
                 owners.push(w);
             }
         }
-        let mut pair = Pair { zone, a: a.clone(), b: b.clone(), fail: p.fail_mode, workers: owners.clone(), xsks: Vec::new() };
+        let mut pair =
+            Pair { zone, a: a.clone(), b: b.clone(), fail: p.fail_mode, workers: owners.clone(), groups, xsks: Vec::new() };
         let d = &self.cfg.dataplane;
         for g in 0..groups {
             let spec = |i: &Iface| SideSpec {
                 name: i.name.clone(),
                 ifindex: i.ifindex,
                 slot: i.slot,
-                queues: (0..i.queues).filter(|q| q % groups == g).collect(),
+                queues: bindable(i.queues).filter(|q| q % groups == g).collect(),
             };
             let (tx, rx) = mpsc::channel();
             let w = group_worker(g);
             let _ = self.workers[w].send(Command::AddGroup {
                 zone,
+                group: g,
                 sides: [spec(&a), spec(&b)],
                 owners: owners.clone(),
                 frames: d.umem_frames,
@@ -295,11 +322,13 @@ impl Daemon {
                 }
             }
         }
+        // Queue 0 of each interface is bound (every group binds its queues, or the pair fails):
+        // its XSK tells the program that Warden runs.
         let cfg = self
             .xdp
-            .configure_iface(a.ifindex, u32::from(a.slot), b.ifindex, xdp_fail(p.fail_mode))
+            .configure_iface(a.ifindex, u32::from(a.slot), b.ifindex, xdp_fail(p.fail_mode), 0)
             .and_then(|_| {
-                self.xdp.configure_iface(b.ifindex, u32::from(b.slot), a.ifindex, xdp_fail(p.fail_mode))
+                self.xdp.configure_iface(b.ifindex, u32::from(b.slot), a.ifindex, xdp_fail(p.fail_mode), 0)
             })
             .and_then(|_| self.xdp.attach(a.ifindex))
             .and_then(|_| self.xdp.attach(b.ifindex));
@@ -320,6 +349,72 @@ impl Daemon {
         tracing::info!("{msg}");
         self.pairs.push(pair);
         Ok(msg)
+    }
+
+    /// Re-reads the rx queue count of every managed interface and binds queues it gained
+    /// (`ethtool -L`) into the pair's existing queue groups, then attaches the XDP program
+    /// again so that drivers that apply it per queue (veth) run it on the new ones. Until bound
+    /// (or when binding fails) the program drops their frames and counts them as unbound; it
+    /// never forwards them uninspected while Warden runs. Queues an interface lost keep their
+    /// (idle) sockets.
+    fn check_queues(&mut self) {
+        for pi in 0..self.pairs.len() {
+            for side in 0..2u8 {
+                let pair = &mut self.pairs[pi];
+                let iface = if side == 0 { &mut pair.a } else { &mut pair.b };
+                let now = rx_queues(&iface.name);
+                if now == iface.queues {
+                    continue;
+                }
+                tracing::info!("{}: rx queues {} -> {now}", iface.name, iface.queues);
+                let grew = now > iface.queues;
+                iface.queues = now;
+                let iface = iface.clone();
+                warn_unbindable(&iface);
+                let missing: Vec<u32> =
+                    bindable(now).filter(|q| !pair.xsks.contains(&(iface.slot, *q))).collect();
+                let (zone, groups) = (pair.zone, pair.groups);
+                for g in 0..groups {
+                    let queues: Vec<u32> = missing.iter().copied().filter(|q| q % groups == g).collect();
+                    if queues.is_empty() {
+                        continue;
+                    }
+                    self.bind_queues(pi, zone, g, side, &iface, queues);
+                }
+                // Some drivers (veth) run the program only on the queues the interface had
+                // when it was attached: attach it again so new queues run it too.
+                if grew {
+                    if let Err(e) = self.xdp.reattach(iface.ifindex) {
+                        tracing::warn!("{}: {e}", iface.name);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Asks the worker of queue group `group` of pair `pi` to bind `queues` of `iface` (side
+    /// `side`) and registers the sockets it bound.
+    fn bind_queues(&mut self, pi: usize, zone: u16, group: u32, side: u8, iface: &Iface, queues: Vec<u32>) {
+        let w = (zone as usize + group as usize) % self.workers.len();
+        let spec = SideSpec { name: iface.name.clone(), ifindex: iface.ifindex, slot: iface.slot, queues };
+        let (tx, rx) = mpsc::channel();
+        let _ = self.workers[w].send(Command::AddPorts { zone, group, side, spec: spec.clone(), reply: tx });
+        let Ok(results) = rx.recv_timeout(Duration::from_secs(10)) else {
+            tracing::warn!("worker {w} did not answer; frames on {} queues {:?} are dropped (xdp_unbound)", iface.name, spec.queues);
+            return;
+        };
+        for (q, r) in spec.queues.iter().zip(results) {
+            let r = r.and_then(|(slot, queue, fd)| {
+                self.xdp.register_xsk(u32::from(slot), queue, fd).map_err(|e| e.to_string())
+            });
+            match r {
+                Ok(()) => {
+                    self.pairs[pi].xsks.push((iface.slot, *q));
+                    tracing::info!("{} queue {q} bound (worker {w})", iface.name);
+                }
+                Err(e) => tracing::warn!("{} queue {q}: {e}; its frames are dropped (xdp_unbound)", iface.name),
+            }
+        }
     }
 
     /// Undoes whatever part of a pair was set up: XDP, maps, sockets and sessions.
@@ -401,6 +496,7 @@ impl Daemon {
                     xdp_to_xsk: k.to_xsk_frames,
                     xdp_fail_open: k.fail_open_frames,
                     xdp_fail_closed: k.fail_closed_frames,
+                    xdp_unbound: k.unbound_frames,
                     xsk_rx_dropped: c.xsk_rx_dropped,
                     xsk_rx_ring_full: c.xsk_rx_ring_full,
                 });
@@ -486,6 +582,7 @@ impl Daemon {
                             ifindex: i.ifindex,
                             peer: peer.name.clone(),
                             queues: i.queues,
+                            bound_queues: p.xsks.iter().filter(|(slot, _)| *slot == i.slot).count() as u32,
                             fail_mode: p.fail,
                             xdp_mode: mode.to_string(),
                             workers: p.workers.clone(),
@@ -816,6 +913,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         if last_tick.elapsed() >= TICK {
             last_tick = Instant::now();
             supervise(&handles, &reporter);
+            daemon.check_queues();
         }
         let msg = match ctl_rx.recv_timeout(TICK) {
             Ok(m) => m,
@@ -848,7 +946,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How often the control loop checks its threads (and re-reads queue counts) when idle.
+/// How often the control loop checks its threads and re-reads the interfaces' rx queue counts.
 const TICK: Duration = Duration::from_secs(1);
 
 /// Exits the process ([`EXIT_THREAD_FAILED`]) when a worker or the reporter has ended while

@@ -82,3 +82,151 @@ fn test_hook_is_refused_without_the_flag() {
     }
     assert!(sessions(&mut t.client()).iter().any(|r| r.ip_proto == 1), "pings were not inspected");
 }
+
+/// UDP echo server on `port`: answers every datagram, and after `secs` seconds writes how many
+/// datagrams each client port sent it to `out` ("client_port count" lines).
+const UDP_ECHO: &str = r#"
+import os, select, socket, sys, time
+out, secs, port = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", port))
+got = {}
+end = time.time() + secs
+while time.time() < end:
+    r, _, _ = select.select([s], [], [], 0.1)
+    if r:
+        data, peer = s.recvfrom(2048)
+        got[peer[1]] = got.get(peer[1], 0) + 1
+        s.sendto(data, peer)
+with open(out + ".tmp", "w") as f:
+    for p, n in sorted(got.items()):
+        f.write(f"{p} {n}\n")
+os.rename(out + ".tmp", out)
+"#;
+
+/// Sends one datagram every 20 ms from each of `flows` sockets (one flow each: the kernel
+/// spreads flows over the tx queues by their hash) to `dst`:`port` for `secs` seconds, and
+/// reads the echoes.
+const UDP_SEND: &str = r#"
+import socket, sys, time
+dst, port, secs, flows = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+socks = []
+for _ in range(flows):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setblocking(False)
+    socks.append(s)
+end = time.time() + secs
+while time.time() < end:
+    for s in socks:
+        s.sendto(b"warden queue test", (dst, port))
+        try:
+            while True:
+                s.recv(2048)
+        except BlockingIOError:
+            pass
+    time.sleep(0.02)
+"#;
+
+/// Sets the rx and tx queue counts of `dev` in `ns` (`ethtool -L`).
+fn channels(t: &Topo, ns: &str, dev: &str, n: u32) {
+    let n = n.to_string();
+    let out = t.exec(ns, &["ethtool", "-L", dev, "rx", &n, "tx", &n]);
+    assert!(out.status.success(), "ethtool -L {dev} {n}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Per-rx-queue XDP redirect counts of veth `dev` in `ns` (`ethtool -S`).
+fn xdp_redirects(t: &Topo, ns: &str, dev: &str, queues: u32) -> Vec<u64> {
+    let out = String::from_utf8_lossy(&t.exec(ns, &["ethtool", "-S", dev]).stdout).to_string();
+    (0..queues)
+        .map(|q| {
+            let key = format!("rx_queue_{q}_xdp_redirect:");
+            out.lines()
+                .find_map(|l| l.trim().strip_prefix(&key).map(|v| v.trim().parse::<u64>().unwrap()))
+                .unwrap_or_else(|| panic!("no {key} in ethtool -S {dev}: {out}"))
+        })
+        .collect()
+}
+
+fn interfaces(t: &Topo) -> Vec<warden_control::InterfaceInfo> {
+    match t.client().request(&Request::ListInterfaces {}).unwrap() {
+        Reply::Interfaces(v) => v,
+        r => panic!("{r:?}"),
+    }
+}
+
+fn iface_counters(t: &Topo) -> Vec<warden_control::InterfaceCounters> {
+    match t.client().request(&Request::Counters {}).unwrap() {
+        Reply::Counters(c) => c.interfaces,
+        r => panic!("{r:?}"),
+    }
+}
+
+#[test]
+fn every_rx_queue_is_inspected_also_after_a_channel_change() {
+    let mut t = Topo::with_queues(ClientLink::Veth, 4);
+    // Start with 2 of the 4 queues in use on both links.
+    let links = [(t.c.clone(), t.c0.clone()), (t.m.clone(), t.a.clone()), (t.m.clone(), t.b.clone()), (t.s.clone(), t.s0.clone())];
+    for (ns, dev) in &links {
+        channels(&t, ns, dev, 2);
+    }
+    let (echo, send) = (t.path("echo.py"), t.path("send.py"));
+    std::fs::write(&echo, UDP_ECHO).unwrap();
+    std::fs::write(&send, UDP_SEND).unwrap();
+    let counts = t.path("counts");
+    t.spawn(&t.s.clone(), &["python3", echo.to_str().unwrap(), counts.to_str().unwrap(), "12", "6000"]);
+    t.start_warden(&["--inline", &format!("{}:{}", t.a, t.b), "--workers", "2"]);
+    for i in interfaces(&t) {
+        assert_eq!((i.queues, i.bound_queues), (2, 2), "{i:?}");
+    }
+    let sender = |secs: &str, flows: &str| {
+        let out = t.exec(&t.c, &["python3", send.to_str().unwrap(), S4, "6000", secs, flows]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    sender("1", "8");
+    // Grow the channels: the middle first (a veth with XDP needs as many rx queues as its peer
+    // has tx queues), then the ends, and send on every queue at once: frames on a queue
+    // Warden has not bound yet are dropped, never forwarded uninspected.
+    for (ns, dev) in [&links[1], &links[2], &links[0], &links[3]] {
+        channels(&t, ns, dev, 4);
+    }
+    // 64 flows: every one of the 4 queues gets some (checked below).
+    sender("3", "64");
+    for i in interfaces(&t) {
+        assert_eq!((i.queues, i.bound_queues), (4, 4), "new queues were not bound: {i:?}\n{}", t.warden_log());
+    }
+    // Every frame arrived on a queue with a Warden socket, or was dropped there: none took the
+    // fail path while Warden ran.
+    let counters = iface_counters(&t);
+    for c in &counters {
+        assert_eq!((c.xdp_fail_open, c.xdp_fail_closed), (0, 0), "{c:?}");
+        assert!(c.xdp_to_xsk > 0, "{c:?}");
+    }
+    // The kernel really used every queue in both directions.
+    for (ns, dev) in [&links[1], &links[2]] {
+        let r = xdp_redirects(&t, ns, dev, 4);
+        assert!(r.iter().all(|n| *n > 0), "{dev}: XDP redirects per rx queue {r:?}");
+    }
+    // Everything the server received, Warden inspected: each flow is a session that counted at
+    // least as many datagrams to the server as the server got.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !counts.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let text = std::fs::read_to_string(&counts).expect("echo server counts");
+    let got: Vec<(u16, u64)> = text
+        .lines()
+        .map(|l| {
+            let (p, n) = l.split_once(' ').unwrap();
+            (p.parse().unwrap(), n.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(got.len(), 8 + 64, "flows the server heard from: {text}");
+    let live = sessions(&mut t.client());
+    for (port, n) in got {
+        let s = live
+            .iter()
+            .find(|r| r.ip_proto == 17 && r.server_port == 6000 && r.client_port == port)
+            .unwrap_or_else(|| panic!("no session for client port {port}: {live:#?}"));
+        assert!(s.packets_to_server >= n && s.packets_to_client >= 1, "port {port}: server got {n}, Warden saw {s:?}");
+    }
+}
