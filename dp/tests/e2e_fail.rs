@@ -230,3 +230,83 @@ fn every_rx_queue_is_inspected_also_after_a_channel_change() {
         assert!(s.packets_to_server >= n && s.packets_to_client >= 1, "port {port}: server got {n}, Warden saw {s:?}");
     }
 }
+
+/// The XDP program's decision for every kind of queue, run by the kernel on a test frame
+/// (`BPF_PROG_TEST_RUN`) in a namespace of this test: a queue with a registered socket goes to
+/// it; while Warden's sockets exist, a queue without one (not bound, or beyond the queues Warden
+/// can bind) is dropped and counted; once the sockets are closed (Warden gone), the pair's fail
+/// mode applies.
+#[test]
+fn xdp_program_drops_unbound_queues_while_warden_runs_and_fails_over_when_it_is_gone() {
+    use warden_dp::xsk::{Group, SideSpec};
+    use warden_xdp::{action, AttachMode, XdpProgram, MAX_QUEUES};
+    require_root();
+    let id = format!("wx{:x}", std::process::id() & 0xffff);
+    let (ns, x, y) = (format!("{id}-n"), format!("{id}x"), format!("{id}y"));
+    let rxq = (MAX_QUEUES + 4).to_string();
+    sh(&["ip", "netns", "add", &ns]);
+    struct Ns(String);
+    impl Drop for Ns {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).output();
+        }
+    }
+    let _ns = Ns(ns.clone());
+    sh(&[
+        "ip", "-n", &ns, "link", "add", &x, "numrxqueues", &rxq, "numtxqueues", "4", "type", "veth", "peer", "name", &y,
+        "numrxqueues", "4", "numtxqueues", "4",
+    ]);
+    for d in [&x, &y] {
+        sh(&["ip", "-n", &ns, "link", "set", d, "up"]);
+    }
+    let r = std::thread::spawn(move || {
+        let f = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let xdp = XdpProgram::load(AttachMode::Native).unwrap();
+        let ix = nix::net::if_::if_nametoindex(x.as_str()).unwrap();
+        let iy = nix::net::if_::if_nametoindex(y.as_str()).unwrap();
+        // Warden binds queues 0 and 2 of x and queue 0 of y.
+        let sx = SideSpec { name: x.clone(), ifindex: ix, slot: 3, queues: vec![0, 2] };
+        let sy = SideSpec { name: y.clone(), ifindex: iy, slot: 4, queues: vec![0] };
+        let group = Group::open([&sx, &sy], 256, 64).unwrap();
+        for p in &group.ports {
+            xdp.register_xsk(u32::from(p.slot), p.queue, p.fd()).unwrap();
+        }
+        xdp.configure_iface(ix, 3, iy, warden_xdp::FailMode::Open, 0).unwrap();
+        xdp.configure_iface(iy, 4, ix, warden_xdp::FailMode::Closed, 0).unwrap();
+        let frame = common_frame();
+        let run = |ifindex: u32, q: u32| xdp.test_run(ifindex, q, &frame).unwrap();
+        // Running: bound queues go to their socket, the others are dropped, even beyond the
+        // queues the XSKMAP has room for.
+        assert_eq!(run(ix, 0), action::REDIRECT);
+        assert_eq!(run(ix, 2), action::REDIRECT);
+        for q in [1, 3, MAX_QUEUES - 1, MAX_QUEUES + 3] {
+            assert_eq!(run(ix, q), action::DROP, "queue {q} of a running Warden");
+        }
+        assert_eq!(run(iy, 1), action::DROP);
+        let s = xdp.iface_stats(3).unwrap();
+        assert_eq!((s.to_xsk_frames, s.unbound_frames, s.fail_open_frames), (2, 4, 0), "{s:?}");
+        assert_eq!(s.unbound_bytes, 4 * frame.len() as u64);
+        // Warden gone (its sockets closed): the fail modes.
+        drop(group);
+        for q in [0, 1, 2, MAX_QUEUES + 3] {
+            assert_eq!(run(ix, q), action::REDIRECT, "fail_open queue {q}: redirect to the peer");
+        }
+        assert_eq!(run(iy, 0), action::DROP, "fail_closed");
+        let s = xdp.iface_stats(3).unwrap();
+        assert_eq!((s.to_xsk_frames, s.unbound_frames, s.fail_open_frames), (2, 4, 4), "{s:?}");
+        let s = xdp.iface_stats(4).unwrap();
+        assert_eq!((s.unbound_frames, s.fail_closed_frames), (1, 1), "{s:?}");
+    })
+    .join();
+    assert!(r.is_ok(), "see the panic above");
+}
+
+/// A minimal Ethernet + IPv4 + UDP frame between the test addresses.
+fn common_frame() -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
+    f.extend_from_slice(&[0x45, 0, 0, 29, 0, 1, 0, 0, 64, 17, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2]);
+    f.extend_from_slice(&[0x9c, 0x40, 0x00, 0x35, 0, 9, 0, 0, 0x2a]);
+    f.resize(60, 0);
+    f
+}

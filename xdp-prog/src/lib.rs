@@ -257,9 +257,8 @@ impl XdpProgram {
         ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
         ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
         ctx[16..20].copy_from_slice(&queue.to_ne_bytes());
-        let mut input = libbpf_rs::ProgramInput::default();
-        input.context_in = Some(&mut ctx);
-        input.data_in = Some(frame);
+        let input =
+            libbpf_rs::ProgramInput { context_in: Some(&mut ctx), data_in: Some(frame), ..Default::default() };
         let out = self
             .skel
             .progs
