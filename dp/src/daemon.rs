@@ -235,6 +235,11 @@ fn warn_unbindable(i: &Iface) {
     }
 }
 
+/// The worker that serves queue group `group` of pair `zone` among `workers`.
+fn group_worker(zone: u16, group: u32, workers: usize) -> usize {
+    (zone as usize + group as usize) % workers.max(1)
+}
+
 fn xdp_fail(f: FailMode) -> warden_xdp::FailMode {
     match f {
         FailMode::Open => warden_xdp::FailMode::Open,
@@ -273,7 +278,7 @@ impl Daemon {
         warn_unbindable(&a);
         warn_unbindable(&b);
         let groups = a.queues.min(b.queues).clamp(1, warden_xdp::MAX_QUEUES);
-        let group_worker = |g: u32| (zone as usize + g as usize) % n;
+        let group_worker = |g: u32| group_worker(zone, g, n);
         let mut owners: Vec<usize> = Vec::new();
         for g in 0..groups {
             let w = group_worker(g);
@@ -395,7 +400,7 @@ impl Daemon {
     /// Asks the worker of queue group `group` of pair `pi` to bind `queues` of `iface` (side
     /// `side`) and registers the sockets it bound.
     fn bind_queues(&mut self, pi: usize, zone: u16, group: u32, side: u8, iface: &Iface, queues: Vec<u32>) {
-        let w = (zone as usize + group as usize) % self.workers.len();
+        let w = group_worker(zone, group, self.workers.len());
         let spec = SideSpec { name: iface.name.clone(), ifindex: iface.ifindex, slot: iface.slot, queues };
         let (tx, rx) = mpsc::channel();
         let _ = self.workers[w].send(Command::AddPorts { zone, group, side, spec: spec.clone(), reply: tx });
