@@ -9,6 +9,7 @@
 //! - [`inspect`]: the pipeline shared by workers and replay (decode → session → verdict);
 //! - [`session`]: the per-core session table;
 //! - [`expect`]: flows announced by other flows (TFTP transfers), shared by all workers;
+//! - [`seqlock`]: the lock-free cell those shared tables are built of;
 //! - [`record`]: connection records;
 //! - [`control`]: the control socket server and report fan-out;
 //! - [`daemon`]: start-up, inline pairs, XDP attach/detach, shutdown;
@@ -30,6 +31,7 @@ pub mod policy;
 pub mod record;
 pub mod replay;
 pub mod rst;
+pub mod seqlock;
 pub mod session;
 pub mod stream;
 pub mod worker;
