@@ -9,6 +9,8 @@
 //! - [`inspect`]: the pipeline shared by workers and replay (decode → session → verdict);
 //! - [`session`]: the per-core session table;
 //! - [`expect`]: flows announced by other flows (TFTP transfers), shared by all workers;
+//! - [`names`]: DNS names for `fqdn` rules, learned from answers, shared by all workers;
+//! - [`seqlock`]: the lock-free cell those shared tables are built of;
 //! - [`seqlock`]: the lock-free cell those shared tables are built of;
 //! - [`record`]: connection records;
 //! - [`control`]: the control socket server and report fan-out;
@@ -30,6 +32,7 @@ pub mod inspect;
 pub mod policy;
 pub mod record;
 pub mod replay;
+pub mod names;
 pub mod rst;
 pub mod seqlock;
 pub mod session;
