@@ -328,10 +328,14 @@ impl NameTable {
             let Some((r, seq, old)) = free else { return Err(Stored::ClientsFull) };
             let epoch = old.wrapping_add(1);
             let row = &self.rows[r];
-            if row.owner.write(seq, &[u64::from(epoch) << 32 | c.w0, c.a, c.b]) {
+            // The row's other words change while the claim is held, so two claims of one row
+            // cannot interleave them (a late tag from a lost claim never hides the winner).
+            let claimed = row.owner.write_then(seq, &[u64::from(epoch) << 32 | c.w0, c.a, c.b], || {
                 row.servers.store(0, Ordering::Relaxed);
-                row.horizon.store(expires_ns, Ordering::Release);
+                row.horizon.store(expires_ns, Ordering::Relaxed);
                 self.tags[r].store(c.tag, Ordering::Release);
+            });
+            if claimed {
                 return Ok((r, epoch));
             }
         }

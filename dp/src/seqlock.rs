@@ -56,6 +56,13 @@ impl<const N: usize> SeqCell<N> {
     /// tag) if the cell is still at sequence `seq` (from [`Self::read`]); false when another
     /// writer got there first.
     pub fn write(&self, seq: u64, words: &[u64]) -> bool {
+        self.write_then(seq, words, || {})
+    }
+
+    /// As [`Self::write`], and runs `during` while the cell is still claimed (before the new
+    /// words are published): stores it makes to other atomics are ordered between this write
+    /// and the next writer's, and visible to whoever reads the published words.
+    pub fn write_then(&self, seq: u64, words: &[u64], during: impl FnOnce()) -> bool {
         if self.seq.compare_exchange(seq, seq.wrapping_add(1), Ordering::Acquire, Ordering::Relaxed).is_err() {
             return false;
         }
@@ -63,6 +70,7 @@ impl<const N: usize> SeqCell<N> {
         for (dst, src) in self.w.iter().zip(words) {
             dst.store(*src, Ordering::Relaxed);
         }
+        during();
         self.seq.store(seq.wrapping_add(2), Ordering::Release);
         true
     }
