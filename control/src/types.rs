@@ -211,6 +211,9 @@ pub struct Status {
     /// workers.
     #[serde(default)]
     pub related_flows: RelatedFlows,
+    /// DNS names learned for `fqdn` rules (one table for all workers).
+    #[serde(default)]
+    pub dns_names: DnsNames,
     /// Generation of the running policy (increments with every apply, workload or mode change).
     #[serde(default)]
     pub policy_generation: u32,
@@ -234,6 +237,32 @@ pub struct RelatedFlows {
     /// Live expectations dropped because every slot was in use.
     pub replaced: u64,
     /// Registrations abandoned after losing the race for a slot repeatedly.
+    pub failed: u64,
+}
+
+/// Counters of the DNS name table `fqdn` rules match through (see [`Status::dns_names`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DnsNames {
+    /// Names stored (new, refreshed, or replacing one of the same client's).
+    pub stored: u64,
+    /// Stores that refreshed a client's same name and address.
+    pub refreshed: u64,
+    /// Stores that replaced a live name of the same client (its share of the table was full).
+    pub replaced: u64,
+    /// Responses that answer no outstanding query of their flow (wrong transaction id or
+    /// question, no query, answered already).
+    pub refused_unsolicited: u64,
+    /// Address records outside the CNAME chain from the question.
+    pub refused_off_chain: u64,
+    /// Names longer than 253 characters (never truncated).
+    pub refused_too_long: u64,
+    /// Names no `fqdn` rule could use for that client and address.
+    pub refused_unwanted: u64,
+    /// Names of a new client refused because every client slot held live names.
+    pub refused_clients_full: u64,
+    /// Queries beyond a flow's outstanding bound, addresses beyond an answer's bound.
+    pub refused_overflow: u64,
+    /// Stores abandoned after losing races for a slot repeatedly.
     pub failed: u64,
 }
 

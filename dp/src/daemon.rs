@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{bounded, Sender};
 use nix::sys::signal::{SigSet, Signal};
 use warden_control::{
-    Counters, FailMode, InterfaceCounters, InterfaceInfo, RelatedFlows, Reply, Request, Response, Status,
+    Counters, DnsNames, FailMode, InterfaceCounters, InterfaceInfo, RelatedFlows, Reply, Request, Response, Status,
     WorkerCounters,
 };
 use warden_xdp::{AttachMode, XdpProgram};
@@ -41,6 +41,7 @@ use crate::config::{Config, InlinePair, XdpMode};
 use crate::control::{self, Hub};
 use crate::enforce::PolicyHandle;
 use crate::expect::ExpectTable;
+use crate::names::NameTable;
 use crate::inspect::{DropReason, Inspector};
 use crate::policy::{learned_policy, CompiledPolicy, Policy};
 use crate::record::to_record;
@@ -143,6 +144,7 @@ struct Daemon {
     policy_handle: Arc<PolicyHandle>,
     expectations: Arc<ExpectTable>,
     test_hooks: bool,
+    names: Arc<NameTable>,
 }
 
 /// Loads the policy `cfg` names (`[policy] file`, `default_mode`); an empty policy when none.
@@ -571,6 +573,21 @@ impl Daemon {
                             failed: e.failed,
                         }
                     },
+                    dns_names: {
+                        let n = self.names.stats();
+                        DnsNames {
+                            stored: n.inserted,
+                            refreshed: n.refreshed,
+                            replaced: n.replaced,
+                            refused_unsolicited: n.refused_unsolicited,
+                            refused_off_chain: n.refused_off_chain,
+                            refused_too_long: n.refused_too_long,
+                            refused_unwanted: n.refused_unwanted,
+                            refused_clients_full: n.refused_clients_full,
+                            refused_overflow: n.refused_overflow,
+                            failed: n.failed,
+                        }
+                    },
                 }))
             }
             Request::ListInterfaces {} => {
@@ -819,6 +836,9 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     // One expectation table for all workers: a TFTP transfer may be owned by another worker
     // than its request.
     let expectations = Arc::new(ExpectTable::default());
+    // One table of DNS names for all workers: a client's DNS flow and its later connections
+    // may be owned by different workers.
+    let names = Arc::new(NameTable::new(cfg.policy.names()));
     let mut workers = Vec::new();
     let mut handles = Vec::new();
     for (i, mesh) in meshes.into_iter().enumerate() {
@@ -837,6 +857,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         let mut insp = Inspector::with_engine(cfg.sessions.max, cfg.sessions.timeouts(), d.malformed, cfg.inspection.engine());
         insp.share_expectations(expectations.clone());
         insp.set_exceptions(cfg.exceptions());
+        insp.share_names(names.clone());
         let reports = report_tx.clone();
         handles.push(spawn_vital(format!("warden-w{i}"), {
             let h = policy_handle.clone();
@@ -864,6 +885,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         policy_handle: policy_handle.clone(),
         expectations,
         test_hooks: opts.test_hooks,
+        names,
     };
     // Every worker enforces the start-up policy before the first pair is attached.
     if !policy_handle.wait_loaded(policy_handle.generation(), Duration::from_secs(5)) {

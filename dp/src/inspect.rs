@@ -8,11 +8,12 @@ use std::sync::Arc;
 
 use crate::app::engine::{AppState, Engine, EngineConfig};
 use crate::app::App;
-use crate::enforce::{DnsCache, Hits, PolicyView};
+use crate::enforce::{Hits, PolicyView};
 use crate::exception::{strictest, ExceptionPolicy, ExceptionReason};
-use crate::origin::{Origins, NO_SLOT};
 use crate::expect::{ExpectTable, Expectation};
 use crate::flow::{End, FlowKey};
+use crate::names::{NameBuf, NameConfig, NameTable};
+use crate::origin::{Origins, NO_SLOT};
 use crate::policy::{CompiledPolicy, Facts, Mode, PolicyVerdict};
 use crate::session::{Dir, SessionSnapshot, SessionTable, Timeouts, NO_APP};
 use crate::wire::{self, Frame, Malformed, L4};
@@ -131,8 +132,8 @@ pub struct Inspector {
     policy_gen: u32,
     /// Sessions decided per rule and per mode default, for the current policy.
     pub hits: Hits,
-    /// Names DNS answers gave to addresses (for `fqdn` rules).
-    pub dns: DnsCache,
+    /// Names DNS answers gave to addresses, per DNS client (for `fqdn` rules).
+    names: Arc<NameTable>,
     /// Sessions that just became violations or denied: (slab index, session id), drained by
     /// [`Inspector::drain_events`].
     events: Vec<(u32, u64)>,
@@ -184,7 +185,7 @@ impl Inspector {
             policy: Arc::new(CompiledPolicy::empty()),
             policy_gen: 0,
             hits: Hits::default(),
-            dns: DnsCache::new(4096, 300_000_000_000),
+            names: Arc::new(NameTable::new(NameConfig::small())),
             events: Vec::with_capacity(EVENT_QUEUE),
             expect: Arc::new(ExpectTable::default()),
             origins: Origins::default(),
@@ -232,6 +233,18 @@ impl Inspector {
     /// announced flow may be owned by another worker than the flow that announced it.
     pub fn share_expectations(&mut self, table: Arc<ExpectTable>) {
         self.expect = table;
+    }
+
+    /// Uses `table` for the DNS names `fqdn` rules match instead of this pipeline's own: the
+    /// daemon gives every worker the same table, since a client's DNS flow and its later
+    /// connections may be owned by different workers.
+    pub fn share_names(&mut self, table: Arc<NameTable>) {
+        self.names = table;
+    }
+
+    /// The DNS name table this pipeline learns into and looks up.
+    pub fn names(&self) -> &Arc<NameTable> {
+        &self.names
     }
 
     /// The expectation table this pipeline registers in and looks up.
@@ -382,9 +395,7 @@ impl Inspector {
         if matches!(ip.l4, L4::Tcp { .. } | L4::Udp) && self.sessions.get(t.idx).policy.exception.is_none() {
             self.inspect_payload(t.idx, t.new, end, ip, meta.now_ns, related.map(|(e, _)| e));
             self.stream_exception(t.idx);
-            if t.dir == Dir::ToClient {
-                self.learn_names(t.idx, meta.now_ns);
-            }
+            self.learn_names(t.idx, meta.now_ns);
         }
         self.enforce(t.idx, false, ip, meta.now_ns)
     }
@@ -466,15 +477,15 @@ impl Inspector {
                 let s = *self.sessions.get(idx);
                 let (server, server_port) = s.server_end();
                 let (client, server) = (s.client_end().0.ip(), server.ip());
-                let mut names = [""; crate::enforce::NAMES_PER_ADDR];
-                let n = self.dns.names(server, now_ns, &mut names);
+                let mut buf = NameBuf::default();
+                let names = self.names.lookup(&self.policy, s.key.zone, client, server, now_ns, &mut buf);
                 let facts = Facts {
                     client,
                     server,
                     ip_proto: s.key.proto,
                     server_port,
                     app,
-                    server_names: &names[..n],
+                    server_names: names.as_slice(),
                     client_names: &[],
                 };
                 let ends = self.origins.ends(s.client_iface);
@@ -533,18 +544,15 @@ impl Inspector {
         Verdict::Drop(DropReason::PolicyDenied)
     }
 
-    /// After a DNS response: remembers the names its answers gave to addresses.
+    /// After a frame of a DNS flow: stores the names its answers to the flow's own queries gave
+    /// to addresses, under the flow's client, and counts what was refused ([`crate::names`]).
     fn learn_names(&mut self, idx: u32, now_ns: u64) {
-        let ctx = self.sessions.get(idx).app_ctx;
-        if ctx == NO_APP {
+        let s = self.sessions.get(idx);
+        if s.app_ctx == NO_APP {
             return;
         }
-        if let AppState::Dns(d) = &self.engine.ctx(ctx).state {
-            if let Some((name, addrs)) = d.resolved() {
-                for a in addrs {
-                    self.dns.insert(*a, name, now_ns);
-                }
-            }
+        if let AppState::Dns(d) = self.engine.state_mut(s.app_ctx) {
+            self.names.learn(&self.policy, s.key.zone, s.client_end().0.ip(), d, now_ns);
         }
     }
 

@@ -405,6 +405,16 @@ fn print_table(reply: &Reply) {
                 ("report overflow", s.report_overflow.to_string()),
                 ("report queued", s.report_queued.to_string()),
                 ("policy", format!("generation {}, {} workload(s), {} rule(s)", s.policy_generation, s.policy_workloads, s.policy_rules)),
+                ("dns names", {
+                    let n = &s.dns_names;
+                    let refused = n.refused_unsolicited
+                        + n.refused_off_chain
+                        + n.refused_too_long
+                        + n.refused_unwanted
+                        + n.refused_clients_full
+                        + n.refused_overflow;
+                    format!("{} stored, {} replaced, {} refused", n.stored, n.replaced, refused)
+                }),
             ];
             for (k, v) in rows {
                 println!("{k:<16} {v}");

@@ -552,6 +552,12 @@ impl Engine {
         self.free.len()
     }
 
+    /// The parser state of context `idx`, for what a parser learned that the pipeline takes
+    /// (DNS answers for `fqdn` rules).
+    pub fn state_mut(&mut self, idx: u32) -> &mut AppState {
+        &mut self.ctxs[idx as usize].state
+    }
+
     /// Bytes held in stream buffers on this core.
     pub fn buffered(&self) -> usize {
         self.bufs.in_use()
