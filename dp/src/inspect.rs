@@ -317,7 +317,12 @@ impl Inspector {
         meta: FrameMeta,
     ) -> Option<Verdict> {
         if !self.origins.known(meta.iface) {
-            return None;
+            // No interfaces (`warden replay`, or a slot not registered): a workload's `macs`
+            // are all there is to check, and they hold for every frame claiming its address,
+            // whether it would open a session or ride one. Such a frame belongs to no session.
+            let w = self.origins.spoofed(&self.policy, meta.iface, ip.src, f.src_mac)?;
+            self.stats.spoofed += 1;
+            return (self.policy.workload_mode(w) == Mode::Protect).then_some(Verdict::Drop(DropReason::Spoofed));
         }
         match self.sessions.find(key, end) {
             Some((idx, dir)) => {

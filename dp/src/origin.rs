@@ -16,7 +16,9 @@
 //!
 //! Spoofed frames are counted; in protect mode they are dropped and create no session (the
 //! `Inspector` decides). Interface slots are registered by the worker when it binds a pair
-//! ([`Origins::set_pair`]); `warden replay` registers none, and then nothing here applies.
+//! ([`Origins::set_pair`]); `warden replay` registers none: there only `macs` can be checked,
+//! and they are, on every frame claiming a workload's address (such a frame belongs to no
+//! session).
 
 use crate::flow::Addr;
 use crate::policy::{CompiledPolicy, Ends, WorkloadIdx};
