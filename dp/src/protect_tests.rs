@@ -172,10 +172,16 @@ fn a_syn_spoofed_from_the_workloads_address_is_dropped_and_opens_nothing() {
     assert_eq!(r.i.stats.spoofed, 1);
     // The attacker's own SYN to port 22 is then an ordinary denied connection.
     assert!(dropped(r.send(OUT, &tcp(EVIL_MAC, EVIL, 443, WEB, 22, 1, SYN, b""))));
-    // In alert mode the spoofed frame is counted and goes on.
+    // In alert mode the spoofed frame is counted and goes on, but opens nothing either: the
+    // attacker's own SYN then opens its session the right way round, reported as a violation.
     let mut r = Run::new("alert");
     assert_eq!(r.send(OUT, &tcp(EVIL_MAC, WEB, 22, EVIL, 443, 1, SYN, b"")), Verdict::Forward);
     assert_eq!(r.i.stats.spoofed, 1);
+    assert_eq!(r.i.sessions.len(), 0, "a spoofed frame created a session in alert mode");
+    assert_eq!(r.send(OUT, &tcp(EVIL_MAC, EVIL, 443, WEB, 22, 1, SYN, b"")), Verdict::Forward);
+    let rec = crate::record::to_record(&r.snaps()[0], |_| String::new());
+    assert_eq!((rec.client_ip.as_str(), rec.server_port), ("198.18.1.9", 22));
+    assert_eq!(rec.verdict.as_deref(), Some("violation"));
 }
 
 #[test]
@@ -311,6 +317,7 @@ action = "allow"
         } else {
             assert_eq!(v, Verdict::Forward);
         }
+        assert_eq!(i.sessions.len(), usize::from(protect), "{mode}: the spoofed frame opened a session");
         assert_eq!(i.stats.spoofed, 1, "{mode}");
         // Control: web's own connection, from its MAC.
         assert_eq!(send(&mut i, &tcp(WEB_MAC, WEB, 40000, EVIL, 443, 100, SYN, b"")), Verdict::Forward);
