@@ -6,7 +6,9 @@
 //! attacker's (or web's answer to it) and must be dropped in protect mode, all counted in the
 //! records' `*_dropped_*` fields, with the reason (`midstream` + `drop_flow`, or
 //! `policy_denied`); every other frame is the control connection, which the policy allows and
-//! which must pass untouched. In alert mode nothing is dropped and the attack shows in the
+//! which must pass untouched. Two more captures exhaust what inspection needs while the
+//! verdict depends on the app (the app context pool, the stream buffer cap), with the
+//! `[inspection]` limits given through `--config`. In alert mode nothing is dropped and the attack shows in the
 //! records (`midstream` + `pass_flow`, or `violation`); frames spoofed from web's address are
 //! also counted in the replay's summary (`spoofed`).
 
@@ -42,7 +44,8 @@ impl Drop for Scratch {
     }
 }
 
-/// Web's policy in `mode`: TCP 443 out, TCP 8080 in, nothing else; web sends only from its MAC.
+/// Web's policy in `mode`: TCP 443 out, HTTP on TCP 8080 in, nothing else; web sends only from
+/// its MAC.
 fn policy(mode: &str) -> String {
     format!(
         r#"
@@ -66,6 +69,7 @@ from = "any"
 to = "web"
 ip_proto = "tcp"
 ports = ["8080"]
+apps = ["http"]
 action = "allow"
 "#
     )
@@ -126,6 +130,8 @@ fn replay(cap: &Path, mode: &str, config: Option<&str>) -> Replay {
 #[derive(Debug)]
 struct Frame {
     len: u64,
+    /// TCP payload bytes.
+    payload: u64,
     src_mac: [u8; 6],
     src: String,
     sport: u16,
@@ -163,8 +169,10 @@ fn frames(cap: &Path) -> Vec<Frame> {
             }
             t => panic!("ethertype {t:#x}"),
         };
+        let data_off = l4 + usize::from(d[l4 + 12] >> 4) * 4;
         v.push(Frame {
             len: d.len() as u64,
+            payload: (d.len() - data_off) as u64,
             src_mac: d[6..12].try_into().unwrap(),
             src,
             sport: u16::from_be_bytes([d[l4], d[l4 + 1]]),
@@ -359,4 +367,93 @@ fn the_midstream_policy_of_the_config_file_applies() {
         .unwrap_or_else(|| panic!("no record of the handshake: {ctx}"));
     assert_eq!((real.verdict.as_deref(), real.packets_dropped_to_server), (Some("violation"), 0), "{ctx}");
     check_control("bare-ack.pcap", &frames, &r.records);
+}
+
+/// The attacker's session (from its port 2222) to the allowed port, or panics.
+fn from_attackers_port<'a>(records: &'a [ConnectionRecord], ctx: &str) -> &'a ConnectionRecord {
+    let v: Vec<&ConnectionRecord> = records.iter().filter(|r| r.client_port == DENIED).collect();
+    assert_eq!(v.len(), 1, "{ctx}");
+    assert_eq!(v[0].server_port, 8080, "{ctx}");
+    v[0]
+}
+
+/// Every app context taken (`[inspection] max_sessions = 4`: the control and three idle
+/// handshakes hold them), a Redis connection to the HTTP-only port cannot be inspected: in
+/// protect mode it is dropped whole (`inspection_pool_full`, `drop_flow`); in alert mode
+/// forwarded and reported (`pass_flow`). With a pool to spare the same connection is inspected
+/// and denied as Redis: only the exhausted pool made it an exception.
+#[test]
+fn an_exhausted_app_pool_does_not_let_an_undecided_session_through() {
+    each_family("pool-full", |cap| {
+        let path = capture(cap);
+        let frames = frames(&path);
+        let small = Some("[inspection]\nmax_sessions = 4\n");
+        let attack_frames: Vec<&Frame> = frames.iter().filter(|f| f.attack()).collect();
+
+        let r = replay(&path, "protect", small);
+        let ctx = format!("{cap} (protect): {:#?}", r.records);
+        let a = from_attackers_port(&r.records, &ctx);
+        assert_eq!((a.inspection_reason.as_deref(), a.exception_action.as_deref()), (Some("inspection_pool_full"), Some("drop_flow")), "{ctx}");
+        assert_eq!(a.verdict.as_deref(), Some("denied"), "{ctx}");
+        assert_eq!(a.packets_dropped_to_server + a.packets_dropped_to_client, attack_frames.len() as u64, "{ctx}");
+        assert_eq!(a.bytes_dropped_to_server + a.bytes_dropped_to_client, attack_frames.iter().map(|f| f.len).sum::<u64>(), "{ctx}");
+        for x in r.records.iter().filter(|x| x.client_port != DENIED) {
+            assert_eq!((x.packets_dropped_to_server, x.packets_dropped_to_client, x.exception_action.as_deref()), (0, 0, None), "{ctx}");
+        }
+        let control = r.records.iter().find(|x| x.client_port == 40001).unwrap();
+        assert_eq!((control.verdict.as_deref(), control.app.as_str(), control.rule_id), (Some("allowed"), "http", Some(2)), "{ctx}");
+
+        let r = replay(&path, "alert", small);
+        let ctx = format!("{cap} (alert): {:#?}", r.records);
+        let a = from_attackers_port(&r.records, &ctx);
+        assert_eq!((a.inspection_reason.as_deref(), a.exception_action.as_deref()), (Some("inspection_pool_full"), Some("pass_flow")), "{ctx}");
+        assert!(r.records.iter().all(|x| x.packets_dropped_to_server + x.packets_dropped_to_client == 0), "{ctx}");
+
+        let r = replay(&path, "protect", None);
+        let ctx = format!("{cap} (protect, default pool): {:#?}", r.records);
+        let a = from_attackers_port(&r.records, &ctx);
+        assert_eq!((a.app.as_str(), a.verdict.as_deref(), a.exception_action.as_deref()), ("redis", Some("denied"), None), "{ctx}");
+        assert!(a.packets_dropped_to_server >= 1, "{ctx}");
+    });
+}
+
+/// An HTTP request line that never ends keeps detection waiting while the stream buffer grows
+/// past `[inspection] stream_session_cap` (4096 bytes): in protect mode the session is dropped
+/// from the segment that crossed the cap on (`stream_session_cap`, `drop_flow`; the Redis
+/// commands after it never pass), in alert mode forwarded and reported.
+#[test]
+fn a_stream_cap_reached_before_detection_does_not_let_the_session_through() {
+    const CAP: u64 = 4096;
+    let config = Some("[inspection]\nstream_session_cap = 4096\ndetect_bytes = 4096\n");
+    each_family("stream-cap", |cap| {
+        let path = capture(cap);
+        let frames = frames(&path);
+        // The attacker's frames from the one whose payload took the buffered bytes past the
+        // cap (nothing of the endless line is consumed) to the end.
+        let mut held = 0;
+        let past_cap: Vec<&Frame> = frames
+            .iter()
+            .filter(|f| f.attack())
+            .filter(|f| {
+                held += f.payload;
+                held > CAP
+            })
+            .collect();
+        assert!(past_cap.len() >= 2, "the capture does not cross the cap");
+
+        let r = replay(&path, "protect", config);
+        let ctx = format!("{cap} (protect): {:#?}", r.records);
+        let a = from_attackers_port(&r.records, &ctx);
+        assert_eq!((a.inspection_reason.as_deref(), a.exception_action.as_deref()), (Some("stream_session_cap"), Some("drop_flow")), "{ctx}");
+        assert_eq!(a.verdict.as_deref(), Some("denied"), "{ctx}");
+        assert_eq!(a.packets_dropped_to_server, past_cap.len() as u64, "{ctx}");
+        assert_eq!(a.bytes_dropped_to_server, past_cap.iter().map(|f| f.len).sum::<u64>(), "{ctx}");
+        check_control(cap, &frames, &r.records);
+
+        let r = replay(&path, "alert", config);
+        let ctx = format!("{cap} (alert): {:#?}", r.records);
+        let a = from_attackers_port(&r.records, &ctx);
+        assert_eq!((a.inspection_reason.as_deref(), a.exception_action.as_deref()), (Some("stream_session_cap"), Some("pass_flow")), "{ctx}");
+        assert!(r.records.iter().all(|x| x.packets_dropped_to_server + x.packets_dropped_to_client == 0), "{ctx}");
+    });
 }

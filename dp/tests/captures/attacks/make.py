@@ -163,7 +163,52 @@ def spoofed_syn(v):
     cap.write("spoofed-syn")
 
 
+def handshake(cap, client, cport, server, sport):
+    """SYN, SYN|ACK, ACK; returns the next sequence numbers (client, server)."""
+    c, s = 1000, 700000
+    cap.frame(client, cport, sport, SYN, c)
+    cap.frame(server, sport, cport, SYN | ACK, s, c + 1)
+    cap.frame(client, cport, sport, ACK, c + 1, s + 1)
+    return c + 1, s + 1
+
+
+REDIS = b"*1\r\n$8\r\nFLUSHALL\r\n"
+
+
+def pool_full(v):
+    """For `[inspection] max_sessions = 4` and an `apps = ["http"]` rule on 8080: the control
+    HTTP connection and three idle handshakes hold the four app contexts; the attacker's
+    Redis connection from its port 2222 to 8080 then finds none, so nothing could tell that it
+    is not HTTP (web's SYN|ACK included, as it would answer if the SYN got through)."""
+    cap = Capture(v)
+    cap.connection("evil", 40001, "web", ALLOWED, HTTP_REQ, HTTP_RESP)
+    for port in (3000, 3001, 3002):
+        handshake(cap, "evil", port, "web", ALLOWED)
+    c, s = handshake(cap, "evil", DENIED, "web", ALLOWED)
+    for _ in range(2):
+        cap.frame("evil", DENIED, ALLOWED, PSH | ACK, c, s, REDIS)
+        c += len(REDIS)
+    cap.write("pool-full")
+
+
+def stream_cap(v):
+    """For `[inspection] stream_session_cap = 4096` and an `apps = ["http"]` rule on 8080: from
+    its port 2222 the attacker sends an HTTP request line that never ends (4 x 1400 bytes, no
+    CRLF), so detection waits while the buffer grows past the cap, then Redis commands.
+    Control: an HTTP connection to 8080."""
+    cap = Capture(v)
+    cap.connection("evil", 40001, "web", ALLOWED, HTTP_REQ, HTTP_RESP)
+    c, s = handshake(cap, "evil", DENIED, "web", ALLOWED)
+    line = b"GET /" + b"a" * (4 * 1400 - 5)
+    for i in range(4):
+        seg = line[i * 1400:(i + 1) * 1400]
+        cap.frame("evil", DENIED, ALLOWED, PSH | ACK, c, s, seg)
+        c += len(seg)
+    cap.frame("evil", DENIED, ALLOWED, PSH | ACK, c, s, REDIS)
+    cap.write("stream-cap")
+
+
 if __name__ == "__main__":
     for version in (4, 6):
-        for make in (synack_first, bare_ack, data_first, ack_after_denied_syn, spoofed_syn):
+        for make in (synack_first, bare_ack, data_first, ack_after_denied_syn, spoofed_syn, pool_full, stream_cap):
             make(version)
