@@ -339,7 +339,7 @@ impl Inspector {
                 if !protect {
                     return None;
                 }
-                self.sessions.count_dropped(idx, dir, len);
+                self.sessions.count_refused(idx, dir, len);
                 Some(Verdict::Drop(DropReason::Spoofed))
             }
             None => {

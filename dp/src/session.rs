@@ -434,6 +434,23 @@ impl SessionTable {
         s.dropped_bytes[dir as usize] += u64::from(len);
     }
 
+    /// Counts a frame that claims to belong to session `idx` in direction `dir` (`len` bytes)
+    /// but was refused before tracking (it arrived on the wrong side): seen and dropped, with
+    /// no effect on the session's state, timers or idle order, so a sender that may not
+    /// speak for the session cannot keep it alive.
+    pub fn count_refused(&mut self, idx: u32, dir: Dir, len: u32) {
+        let s = &mut self.slots[idx as usize];
+        s.packets[dir as usize] += 1;
+        s.bytes[dir as usize] += u64::from(len);
+        s.dropped_packets[dir as usize] += 1;
+        s.dropped_bytes[dir as usize] += u64::from(len);
+        s.changed = true;
+        if !s.in_dirty {
+            s.in_dirty = true;
+            self.dirty.push(idx);
+        }
+    }
+
     /// Adds one frame to an existing session without state changes (ICMP errors about it).
     pub fn account(&mut self, idx: u32, dir: Dir, len: u32, now_ns: u64) {
         let s = &mut self.slots[idx as usize];

@@ -8,9 +8,9 @@
 //! `policy_denied`); every other frame is the control connection, which the policy allows and
 //! which must pass untouched. Two more captures exhaust what inspection needs while the
 //! verdict depends on the app (the app context pool, the stream buffer cap), with the
-//! `[inspection]` limits given through `--config`. In alert mode nothing is dropped and the attack shows in the
-//! records (`midstream` + `pass_flow`, or `violation`); frames spoofed from web's address are
-//! also counted in the replay's summary (`spoofed`).
+//! `[inspection]` limits given through `--config`. In alert mode nothing is dropped and the
+//! attack shows in the records (`midstream` + `pass_flow`, or `violation`); frames spoofed
+//! from web's address are also counted in the replay's summary (`spoofed`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
