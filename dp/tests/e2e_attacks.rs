@@ -5,7 +5,8 @@
 //! real from its port 443 to one of web's denied ports, where a real server
 //! (`fixtures/attack_sink.py`) writes down what its application received: that log is the
 //! truth. Attacks, over IPv4 and IPv6: a SYN|ACK first, a bare ACK first, a SYN spoofed from
-//! web's address, a bare ACK after a denied SYN has ended.
+//! web's address, a bare ACK after a denied SYN has ended, and a plain connection to an
+//! address on web's side that the policy does not list.
 //!
 //! Protect mode: the server application receives nothing on the denied ports (accept() never
 //! returns), the control connections (the attacker's to 8080, web's own to the attacker's 443)
@@ -29,6 +30,10 @@ const ALLOWED: u16 = 8080;
 /// Each attack on a denied port of its own, so their sessions never share a 5-tuple.
 const ATTACKS: [(&str, u16); 4] =
     [("synack-first", 2222), ("bare-ack", 2223), ("spoofed-syn", 2224), ("ack-after-denied-syn", 2225)];
+/// An address on web's side of the pair that the policy does not list (web's interface makes
+/// it web's), and the denied port the attacker connects to there with the kernel's TCP.
+const UNLISTED: [&str; 2] = ["198.18.0.77", "2001:db8::77"];
+const UNLISTED_PORT: u16 = 2226;
 /// Seconds the attacker waits after its denied SYN: more than the linger of a denied session
 /// (`tcp_closed_timeout` = 1 s in `Topo::start_warden`'s config).
 const LINGER_S: &str = "2.5";
@@ -140,11 +145,16 @@ fn start(mode: &str) -> Suite {
     let s = t.s.clone();
     let mut args = vec![PY.to_string(), SINK.to_string(), log.display().to_string(), ALLOWED.to_string()];
     args.extend(ATTACKS.iter().map(|(_, p)| p.to_string()));
+    args.push(UNLISTED_PORT.to_string());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     t.spawn(&s, &args);
     for p in std::iter::once(ALLOWED).chain(ATTACKS.iter().map(|a| a.1)) {
         wait_listen(&t, &s, p);
     }
+    // Secondary (IPv4) and deprecated (IPv6) so that web's own connections keep S4/S6 as
+    // their source.
+    sh(&["ip", "-n", &s, "addr", "add", &format!("{}/24", UNLISTED[0]), "dev", &t.s0]);
+    sh(&["ip", "-n", &s, "addr", "add", &format!("{}/64", UNLISTED[1]), "dev", &t.s0, "nodad", "preferred_lft", "0"]);
     let file = t.path("policy.toml");
     std::fs::write(&file, policy(mode, &t.b)).unwrap();
     t.start_warden(&["--inline", &format!("{}:{}", t.a, t.b), "--policy", file.to_str().unwrap()]);
@@ -171,6 +181,12 @@ impl Suite {
         assert!(send_line(&self.t, &self.t.s, me, 443, &line), "web's own connection to 443: {}", self.t.warden_log());
         assert_eq!(self.t.wait_exit(pid, Duration::from_secs(10)), Some(true), "the one-connection server did not finish");
         assert!(read_log(&out_log).contains(&line), "{}", read_log(&out_log));
+    }
+
+    /// The attacker's plain connection to web's denied port at an address of web's that the
+    /// policy does not list; true when it connected.
+    fn unlisted(&self, family: usize) -> bool {
+        send_line(&self.t, &self.t.c, UNLISTED[family], UNLISTED_PORT, &format!("ATTACK-unlisted-{family}"))
     }
 
     /// Runs every attack from the attacker's namespace against `web`.
@@ -266,9 +282,12 @@ fn protect_lets_no_attack_through_and_records_every_dropped_frame() {
         s.controls(me, web);
         results.extend(s.attacks(me, web));
     }
+    for family in [0, 1] {
+        assert!(!s.unlisted(family), "connected to {}", UNLISTED[family]);
+    }
     let wlog = read_log(&s.log);
     // The truth: the application never accepted a connection on a denied port.
-    for (a, p) in ATTACKS {
+    for (a, p) in ATTACKS.iter().copied().chain([("unlisted-address", UNLISTED_PORT)]) {
         assert!(accepted_on(&wlog, p).is_empty(), "{a} reached the server on {p}: {wlog}");
     }
     for r in &results {
@@ -286,6 +305,7 @@ fn protect_lets_no_attack_through_and_records_every_dropped_frame() {
                 ours.iter().filter(|x| r.is_on(x)).filter_map(|x| x.inspection_reason.as_deref()).collect();
             got == expected_reasons(&r.attack)
         }) && ours.iter().filter(|x| on_port(x, ALLOWED)).count() >= 2
+            && ours.iter().filter(|x| x.server_port == UNLISTED_PORT).count() >= 2
     });
     let ctx = format!("{finals:#?}\n{}", s.t.warden_log());
     // Per attack and family.
@@ -330,6 +350,13 @@ fn protect_lets_no_attack_through_and_records_every_dropped_frame() {
         assert_eq!(midstream, u64::from(r.crafted > 0), "{}: {ctx}", r.attack);
     }
     check_controls(&finals);
+    // The unlisted addresses are web's: denied, nothing answered.
+    for a in UNLISTED {
+        let x = finals.iter().find(|x| x.server_ip == a && x.server_port == UNLISTED_PORT);
+        let x = x.unwrap_or_else(|| panic!("no record for {a}: {ctx}"));
+        assert_eq!((x.verdict.as_deref(), x.server_workload.as_deref()), (Some("denied"), Some("web")), "{x:#?}");
+        assert_eq!((x.packets_dropped_to_server, x.packets_to_client), (x.packets_to_server, 0), "{x:#?}");
+    }
     // Counters: every spoofed frame (they belong to no session) and every mid-stream pickup.
     let (spoofed, exceptions) = s.counters();
     assert_eq!(spoofed, results.iter().map(|r| r.spoofed).sum::<u64>(), "{ctx}");
@@ -348,6 +375,9 @@ fn alert_forwards_the_attacks_and_reports_them() {
         s.controls(me, web);
         results.extend(s.attacks(me, web));
     }
+    for family in [0, 1] {
+        assert!(s.unlisted(family), "alert mode blocked {}", UNLISTED[family]);
+    }
     let wlog = read_log(&s.log);
     for r in &results {
         let tag = format!("ATTACK-{}-{}", r.attack, r.family);
@@ -356,12 +386,17 @@ fn alert_forwards_the_attacks_and_reports_them() {
             "{tag} did not reach the server in alert mode: {r:?}\n{wlog}"
         );
     }
+    for family in [0, 1] {
+        let tag = format!("ATTACK-unlisted-{family}");
+        assert!(accepted_on(&wlog, UNLISTED_PORT).iter().any(|l| l.contains(&tag)), "{wlog}");
+    }
     let reported = |x: &ConnectionRecord| {
         x.verdict.as_deref() == Some("violation")
             || (x.inspection_reason.as_deref() == Some("midstream") && x.exception_action.as_deref() == Some("pass_flow"))
     };
     let (finals, events) = collect_finals(&mut s, |ours| {
         results.iter().all(|r| ours.iter().any(|x| r.is_on(x) && reported(x)))
+            && ours.iter().filter(|x| x.server_port == UNLISTED_PORT && reported(x)).count() >= 2
     });
     let ctx = format!("{finals:#?}\n{events:#?}");
     for x in &finals {
@@ -375,6 +410,11 @@ fn alert_forwards_the_attacks_and_reports_them() {
         );
     }
     check_controls(&finals);
+    for a in UNLISTED {
+        let x = finals.iter().find(|x| x.server_ip == a && x.server_port == UNLISTED_PORT);
+        let x = x.unwrap_or_else(|| panic!("no record for {a}: {ctx}"));
+        assert_eq!((x.verdict.as_deref(), x.server_workload.as_deref()), (Some("violation"), Some("web")), "{x:#?}");
+    }
     // The spoofed SYN was forwarded and counted but opened nothing: no session on its port
     // has web for its client.
     let spoofed_port = ATTACKS.iter().find(|a| a.0 == "spoofed-syn").unwrap().1;
