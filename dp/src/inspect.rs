@@ -332,7 +332,11 @@ impl Inspector {
         meta: FrameMeta,
     ) -> Option<Verdict> {
         if !self.origins.known(meta.iface) {
-            return None;
+            // No interfaces (`warden replay`, or a slot not registered): a workload's `macs`
+            // are all there is to check, and they hold for every frame claiming its address,
+            // whether it would open a session or ride one. Such a frame belongs to no session.
+            let w = self.origins.spoofed(&self.policy, meta.iface, ip.src, f.src_mac)?;
+            return Some(self.spoofed_verdict(w));
         }
         match self.sessions.find(key, end) {
             Some((idx, dir)) => {
@@ -355,9 +359,21 @@ impl Inspector {
             }
             None => {
                 let w = self.origins.spoofed(&self.policy, meta.iface, ip.src, f.src_mac)?;
-                self.stats.spoofed += 1;
-                (self.policy.workload_mode(w) == Mode::Protect).then_some(Verdict::Drop(DropReason::Spoofed))
+                Some(self.spoofed_verdict(w))
             }
+        }
+    }
+
+    /// A frame spoofing workload `w` that no session takes: counted, dropped in protect mode,
+    /// forwarded otherwise, and in every mode kept out of the session table, so that it cannot
+    /// choose the orientation of a session (in alert mode the sender's own handshake then
+    /// opens its session the right way round and is reported as what it is).
+    fn spoofed_verdict(&mut self, w: crate::policy::WorkloadIdx) -> Verdict {
+        self.stats.spoofed += 1;
+        if self.policy.workload_mode(w) == Mode::Protect {
+            Verdict::Drop(DropReason::Spoofed)
+        } else {
+            Verdict::Forward
         }
     }
 

@@ -121,13 +121,14 @@ fn main() -> ExitCode {
             out.flush().map_err(|e| e.to_string())?;
             let secs = sum.seconds.max(1e-9);
             eprintln!(
-                "replay {}: {} frames, {} bytes, {} sessions, {} malformed, {} skipped, {:.3} s, {:.0} frames/s, {:.3} Gbit/s",
+                "replay {}: {} frames, {} bytes, {} sessions, {} malformed, {} skipped, {} spoofed, {:.3} s, {:.0} frames/s, {:.3} Gbit/s",
                 file.display(),
                 sum.frames,
                 sum.bytes,
                 sum.sessions,
                 sum.malformed,
                 sum.skipped,
+                sum.spoofed,
                 sum.seconds,
                 sum.frames as f64 / secs,
                 sum.bytes as f64 * 8.0 / secs / 1e9

@@ -14,9 +14,12 @@
 //!   arriving on the other side is spoofed too ([`Origins::pinned`]), so a frame from outside
 //!   cannot ride an inside flow.
 //!
-//! Spoofed frames are counted; in protect mode they are dropped and create no session (the
-//! `Inspector` decides). Interface slots are registered by the worker when it binds a pair
-//! ([`Origins::set_pair`]); `warden replay` registers none, and then nothing here applies.
+//! Spoofed frames are counted; in protect mode they are dropped. A spoofed frame that no
+//! session takes creates none in any mode (in alert mode it is forwarded uninspected), so it
+//! never chooses a session's orientation (the `Inspector` decides). Interface slots are
+//! registered by the worker when it binds a pair ([`Origins::set_pair`]); `warden replay`
+//! registers none: there only `macs` can be checked, and they are, on every frame claiming a
+//! workload's address (such a frame belongs to no session).
 
 use crate::flow::Addr;
 use crate::policy::{CompiledPolicy, Ends, WorkloadIdx};

@@ -173,10 +173,16 @@ fn a_syn_spoofed_from_the_workloads_address_is_dropped_and_opens_nothing() {
     assert_eq!(r.i.stats.spoofed, 1);
     // The attacker's own SYN to port 22 is then an ordinary denied connection.
     assert!(dropped(r.send(OUT, &tcp(EVIL_MAC, EVIL, 443, WEB, 22, 1, SYN, b""))));
-    // In alert mode the spoofed frame is counted and goes on.
+    // In alert mode the spoofed frame is counted and goes on, but opens nothing either: the
+    // attacker's own SYN then opens its session the right way round, reported as a violation.
     let mut r = Run::new("alert");
     assert_eq!(r.send(OUT, &tcp(EVIL_MAC, WEB, 22, EVIL, 443, 1, SYN, b"")), Verdict::Forward);
     assert_eq!(r.i.stats.spoofed, 1);
+    assert_eq!(r.i.sessions.len(), 0, "a spoofed frame created a session in alert mode");
+    assert_eq!(r.send(OUT, &tcp(EVIL_MAC, EVIL, 443, WEB, 22, 1, SYN, b"")), Verdict::Forward);
+    let rec = crate::record::to_record(&r.snaps()[0], |_| String::new());
+    assert_eq!((rec.client_ip.as_str(), rec.server_port), ("198.18.1.9", 22));
+    assert_eq!(rec.verdict.as_deref(), Some("violation"));
 }
 
 #[test]
@@ -274,4 +280,53 @@ fn stream_cap_before_detection_is_an_exception() {
     assert_eq!(rec.inspection_reason.as_deref(), Some("stream_session_cap"));
     assert_eq!(rec.exception_action.as_deref(), Some("drop_flow"));
     assert_eq!((rec.packets_dropped_to_server, rec.packets_dropped_to_client), (2, 0));
+}
+
+#[test]
+fn without_interfaces_a_workloads_macs_still_say_which_frames_are_its() {
+    // As in `warden replay`: no pair registered; web sends only from WEB_MAC.
+    let text = r#"
+[[workload]]
+id = "web"
+ips = ["198.18.0.2"]
+macs = ["02:00:00:00:00:02"]
+mode = "MODE"
+
+[[rule]]
+id = 1
+from = "web"
+to = "any"
+ip_proto = "tcp"
+ports = ["443"]
+action = "allow"
+"#;
+    for (mode, protect) in [("protect", true), ("alert", false)] {
+        let p = CompiledPolicy::compile(&Policy::from_toml(&text.replace("MODE", mode)).unwrap()).unwrap();
+        let mut i = Inspector::new(64, Timeouts::default(), MalformedPolicy::Drop);
+        i.set_policy(Arc::new(p), 1);
+        let mut now = 0;
+        let mut send = |i: &mut Inspector, f: &[u8]| {
+            now += 1000;
+            i.process(f, FrameMeta { zone: 0, iface: 0, now_ns: now })
+        };
+        // A SYN claiming web's address from the attacker's MAC would open "web's HTTPS
+        // connection" that the attacker's own handshake to port 22 then rides.
+        let v = send(&mut i, &tcp(EVIL_MAC, WEB, 22, EVIL, 443, 1, SYN, b""));
+        if protect {
+            assert_eq!(v, Verdict::Drop(DropReason::Spoofed));
+            assert_eq!(i.sessions.len(), 0, "a spoofed frame created a session");
+            assert!(dropped(send(&mut i, &tcp(EVIL_MAC, EVIL, 443, WEB, 22, 9, SYN, b""))), "the attacker's own SYN");
+        } else {
+            assert_eq!(v, Verdict::Forward);
+        }
+        assert_eq!(i.sessions.len(), usize::from(protect), "{mode}: the spoofed frame opened a session");
+        assert_eq!(i.stats.spoofed, 1, "{mode}");
+        // Control: web's own connection, from its MAC.
+        assert_eq!(send(&mut i, &tcp(WEB_MAC, WEB, 40000, EVIL, 443, 100, SYN, b"")), Verdict::Forward);
+        assert_eq!(send(&mut i, &tcp(EVIL_MAC, EVIL, 443, WEB, 40000, 700, SYN | ACK, b"")), Verdict::Forward);
+        // Bytes injected into it with web's address from another MAC ride nothing.
+        let v = send(&mut i, &tcp(EVIL_MAC, WEB, 40000, EVIL, 443, 101, ACK | PSH, b"injected"));
+        assert_eq!(v == Verdict::Drop(DropReason::Spoofed), protect, "{mode}");
+        assert_eq!(i.stats.spoofed, 2, "{mode}");
+    }
 }

@@ -35,6 +35,9 @@ pub struct ReplaySummary {
     pub malformed: u64,
     /// Frames skipped because of an unsupported link type.
     pub skipped: u64,
+    /// Frames claiming a workload's address from a MAC not in its `macs` (dropped in protect
+    /// mode; they belong to no session, so no record counts them).
+    pub spoofed: u64,
     /// Wall-clock seconds the replay took.
     pub seconds: f64,
 }
@@ -175,6 +178,7 @@ pub fn replay_file(
     out.sort_by_key(|s| (s.session.first_ns, s.session.id));
     summary.sessions = out.len() as u64;
     summary.malformed = insp.stats.malformed.iter().sum();
+    summary.spoofed = insp.stats.spoofed;
     summary.seconds = start.elapsed().as_secs_f64();
     let records = out.iter().map(|s| to_record(s, |_| "pcap".to_string())).collect();
     Ok((records, summary))
