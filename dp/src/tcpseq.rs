@@ -71,6 +71,15 @@ fn after(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) > 0
 }
 
+/// `x` lies in `lo..=hi`, walking sequence space up from `lo` (so a range is never ambiguous,
+/// even when `x` is 2^31 away from both ends, where [`after`] is undefined). False when `hi`
+/// is not ahead of `lo` by less than 2^31 (an empty or inverted range).
+#[inline]
+fn within(x: u32, lo: u32, hi: u32) -> bool {
+    let span = hi.wrapping_sub(lo);
+    span < 1 << 31 && x.wrapping_sub(lo) <= span
+}
+
 /// Largest window scale shift (RFC 7323 §2.3), assumed when the receiver's SYN was not seen.
 const MAX_SCALE: u8 = 14;
 /// Slack beyond the receiver's advertised edge a sender's data may reach (zero-window probes,
@@ -122,8 +131,8 @@ impl TcpSeq {
             self.next[d] = end;
             self.bits |= KNOWN[d];
         } else {
-            let plausible = !after(self.una[d], seg.seq) && !after(seg.seq, self.limit(d));
-            if after(end, self.next[d]) && !after(end, self.limit(d)) {
+            let plausible = within(seg.seq, self.una[d], self.limit(d));
+            if end != self.next[d] && within(end, self.next[d], self.limit(d)) {
                 self.next[d] = end;
             }
             if plausible && seg.flags & (tcpflag::FIN | tcpflag::RST) != 0 {
@@ -132,9 +141,10 @@ impl TcpSeq {
         }
         if ack && self.bits & KNOWN[o] != 0 {
             let a = seg.ack;
-            if !after(self.una[o], a) && !after(a, self.limit(o)) {
+            let una = self.una[o];
+            if within(a, una, self.limit(o)) {
                 self.una[o] = a;
-                if after(a, self.next[o]) {
+                if a.wrapping_sub(una) > self.next[o].wrapping_sub(una) {
                     // The receiver holds bytes Warden did not see pass: they were sent.
                     self.next[o] = a;
                 }
@@ -165,7 +175,7 @@ impl TcpSeq {
     /// Warden has seen no segment in that direction.
     pub fn quoted_in_window(&self, dir: Dir, seq: u32) -> bool {
         let d = dir as usize;
-        self.bits & KNOWN[d] != 0 && !after(self.una[d], seq) && !after(seq, self.next[d])
+        self.bits & KNOWN[d] != 0 && within(seq, self.una[d], self.next[d])
     }
 
     /// `(una, next)` of direction `dir`, when Warden has seen a segment in it.
@@ -218,6 +228,13 @@ mod tests {
         assert!(!t.quoted_in_window(C, 1001), "already acknowledged");
         assert!(!t.quoted_in_window(C, 4002));
         assert!(!t.quoted_in_window(C, 3001 ^ 0x8000_0000));
+        // Everything acknowledged (una == next): only next itself, and never the number
+        // 2^31 away, where serial number comparison is undefined.
+        t.update(S, &seg(5001, 4001, ACK, 509, None, 0));
+        assert_eq!(t.range(C), Some((4001, 4001)));
+        assert!(t.quoted_in_window(C, 4001));
+        assert!(!t.quoted_in_window(C, 4001 ^ 0x8000_0000));
+        assert!(!t.quoted_in_window(C, 4000) && !t.quoted_in_window(C, 4002));
     }
 
     #[test]
@@ -236,6 +253,19 @@ mod tests {
         let (_, next) = t.range(C).unwrap();
         t.update(C, &seg(next, 5001, ACK, 502, None, 200_000));
         assert_eq!(t.range(C).unwrap().1, next, "segment ending past edge + slack");
+        // A receiver advertising a zero window while more than the slack is in flight: the
+        // limit falls behind next, and no segment moves it (rather than every one).
+        let mut t = TcpSeq::default();
+        t.update(C, &seg(0, 0, ACK, 0, None, 9000));
+        for i in 1..10 {
+            t.update(C, &seg(i * 9000, 0, ACK, 0, None, 9000));
+        }
+        // Before any ACK each segment may reach one slack past the last.
+        assert_eq!(t.range(C), Some((0, 90_000)));
+        t.update(S, &seg(0, 0, ACK, 0, None, 0));
+        t.update(C, &seg(90_000, 0, ACK, 0, None, 9000));
+        t.update(C, &seg(3_000_000_000, 0, ACK, 0, None, 10));
+        assert_eq!(t.range(C), Some((0, 90_000)));
     }
 
     #[test]
