@@ -395,7 +395,8 @@ pub struct Counters {
 pub struct ConnectionRecord {
     /// Address of the side that opened the flow (IPv4 or IPv6, textual).
     pub client_ip: String,
-    /// Client port (0 for protocols without ports; ICMP echo id otherwise 0).
+    /// Client port (0 for protocols without ports; for ICMP echo and timestamp, the identifier:
+    /// the client is the sender of the request, and the server port is 0).
     pub client_port: u16,
     /// Address of the other side.
     pub server_ip: String,

@@ -2,7 +2,8 @@
 //!
 //! One entry per flow, shared by both directions (the key is canonical, see
 //! [`crate::flow::FlowKey`]); the *client* is the side that opened the flow (the TCP SYN sender,
-//! or the first sender for UDP/ICMP/other), except for a flow another flow announced (a TFTP
+//! or the first sender for UDP/ICMP/other; for ICMP echo the request's sender, see
+//! [`crate::icmp`]), except for a flow another flow announced (a TFTP
 //! transfer), whose client is the announcing flow's client ([`SessionTable::set_client`]). Storage is preallocated at start-up: a slab of
 //! [`Session`]s, a hashbrown map from key to slab index with its final capacity, and intrusive
 //! doubly linked lists, one per timeout class, kept in last-activity order. So:
