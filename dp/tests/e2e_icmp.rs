@@ -89,7 +89,10 @@ struct Outcome {
 
 /// Runs the whole scenario against a workload in `mode`.
 fn run(mode: &str) -> Outcome {
+    let start = Instant::now();
+    let step = |what: &str| eprintln!("[{:>6.1} s] {mode}: {what}", start.elapsed().as_secs_f64());
     let mut t = Topo::new(ClientLink::Veth);
+    step("topology up");
     // The workload must not act on the forged redirects that a non-protect mode forwards.
     for knob in ["net.ipv4.conf.all.accept_redirects=0", "net.ipv6.conf.all.accept_redirects=0"] {
         assert!(t.exec(&t.s, &["sysctl", "-qw", knob]).status.success());
@@ -109,13 +112,15 @@ fn run(mode: &str) -> Outcome {
 
     let file = t.path("policy.toml");
     std::fs::write(&file, policy(mode)).unwrap();
+    step("echo server and capture running");
     t.start_warden(&["--inline", &format!("{}:{}", t.a, t.b), "--policy", file.to_str().unwrap()]);
     let mut ctl = t.subscribed();
+    step("warden running");
 
     // Control: the workload's own pings (allowed by rules 11 and 12) are answered.
     for (v, dst, id) in [("-4", C4, PING_ID4), ("-6", C6, PING_ID6)] {
         let id = id.to_string();
-        let out = t.exec(&t.s, &["ping", v, "-c", "3", "-i", "0.2", "-W", "2", "-e", &id, dst]);
+        let out = t.exec(&t.s, &["timeout", "30", "ping", "-n", v, "-c", "3", "-i", "0.2", "-W", "2", "-e", &id, dst]);
         assert!(out.status.success(), "ping {dst}: {}\n{}", String::from_utf8_lossy(&out.stdout), t.warden_log());
     }
 
@@ -126,7 +131,9 @@ fn run(mode: &str) -> Outcome {
         "router6": "2001:db8::fe", "other6": "2001:db8::77",
         "port": PORT, "ping_id4": PING_ID4, "ping_id6": PING_ID6,
     });
-    let out = t.exec(&t.c, &[PY, &sp, "attack", &cfg.to_string()]);
+    step("pings answered");
+    let out = t.exec(&t.c, &["timeout", "120", PY, &sp, "attack", &cfg.to_string()]);
+    step("attack sent");
     assert!(
         out.status.success(),
         "attack script: {}{}",
@@ -141,6 +148,7 @@ fn run(mode: &str) -> Outcome {
     let (records, _) = collect_messages(&mut ctl, Duration::from_secs(20), |recs, _| {
         [C4, C6].iter().all(|c| recs.iter().any(|r| r.closed && r.server_port == PORT && r.client_ip == *c))
     });
+    step("records collected");
     let counters = match t.client().request(&Request::Counters {}).unwrap() {
         Reply::Counters(c) => c,
         other => panic!("{other:?}"),
