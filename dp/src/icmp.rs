@@ -18,9 +18,10 @@
 //! workload it is addressed to, is `protect` (and then counted as a frame of the session seen
 //! and dropped, without refreshing it: [`SessionTable::count_rejected`]), and forwarded (so
 //! flagged, not blocked, and not counted in the session's frames) in `alert` and `learn`. Any
-//! error about a session denied by policy is dropped with it. An error quoting no live session is not about a flow Warden
-//! knows: it is left to the pipeline as an ICMP flow of its own, opened by its sender, and
-//! decided by the policy like any other.
+//! error about a session denied by policy is dropped with it. An error quoting no live session
+//! is not about a flow Warden knows: the pipeline goes on with it as an ICMP flow of its own,
+//! opened by its sender and decided by the policy like any other. (The pipeline's origin check,
+//! anti-spoofing, runs before this stage for every frame, errors included.)
 //!
 //! **Redirects** (ICMPv4 type 5, ICMPv6 type 137, RFC 4861 §8) rewrite a host's routes:
 //! addressed to a `protect`-mode workload they are dropped, whoever sent them. Otherwise an
