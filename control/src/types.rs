@@ -371,6 +371,13 @@ pub struct WorkerCounters {
     /// `stream_core_cap`, `stream_session_cap`, `out_of_order_limit`); only reasons seen.
     #[serde(default)]
     pub exceptions: BTreeMap<String, u64>,
+    /// ICMP counters by name (frames): `errors_related` (counted toward the session they
+    /// quote), `rejected_wrong_direction`, `rejected_seq_missing`, `rejected_seq_out_of_window`
+    /// (errors quoting a live session that failed that check), `rejected_dropped` (of those,
+    /// dropped in protect mode), `errors_unmatched`, `redirects`, `redirects_dropped`,
+    /// `echo_reversed`, `echo_reply_opened`. Only non-zero counters are listed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub icmp: BTreeMap<String, u64>,
 }
 
 /// Answer to [`Request::Counters`].
@@ -388,7 +395,8 @@ pub struct Counters {
 pub struct ConnectionRecord {
     /// Address of the side that opened the flow (IPv4 or IPv6, textual).
     pub client_ip: String,
-    /// Client port (0 for protocols without ports; ICMP echo id otherwise 0).
+    /// Client port (0 for protocols without ports; for ICMP echo and timestamp, the identifier:
+    /// the client is the sender of the request, and the server port is 0).
     pub client_port: u16,
     /// Address of the other side.
     pub server_ip: String,
@@ -475,6 +483,15 @@ pub struct ConnectionRecord {
     /// Mode of the workload whose end decided (`learn`, `alert`, `protect`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+    /// ICMP errors that quoted this session, went to the end that sent the quoted packet and
+    /// (TCP) quoted a sequence number in window: counted in its frames and bytes (absent when
+    /// none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp_errors: Option<u32>,
+    /// ICMP errors that quoted this session but failed those checks (forged or misdirected):
+    /// not counted in its frames, dropped in protect mode (absent when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp_errors_rejected: Option<u32>,
 }
 
 /// One threat detected in a session.

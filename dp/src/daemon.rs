@@ -538,6 +538,14 @@ impl Daemon {
                     .filter(|r| w.inspect.exceptions[**r as usize] > 0)
                     .map(|r| (r.as_str().to_string(), w.inspect.exceptions[*r as usize]))
                     .collect(),
+                icmp: w
+                    .inspect
+                    .icmp
+                    .named()
+                    .iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(name, n)| (name.to_string(), *n))
+                    .collect(),
             })
             .collect();
         Counters { interfaces, workers }

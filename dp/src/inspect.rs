@@ -44,16 +44,20 @@ pub enum DropReason {
     /// The frame claims a workload's address (or a session direction) from a side or MAC the
     /// workload does not send from (protect mode).
     Spoofed = 4,
+    /// An ICMP error failing its checks, or a redirect, to a protect-mode workload
+    /// ([`crate::icmp`]).
+    Icmp = 5,
 }
 
 impl DropReason {
     /// All reasons, for counter tables indexed by `self as usize`.
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 6] = [
         DropReason::Malformed,
         DropReason::TxRingFull,
         DropReason::NoFrame,
         DropReason::PolicyDenied,
         DropReason::Spoofed,
+        DropReason::Icmp,
     ];
 
     /// Stable snake_case name used in counters.
@@ -64,6 +68,7 @@ impl DropReason {
             DropReason::NoFrame => "no_frame",
             DropReason::PolicyDenied => "policy_denied",
             DropReason::Spoofed => "spoofed",
+            DropReason::Icmp => "icmp_rejected",
         }
     }
 }
@@ -101,8 +106,8 @@ pub struct InspectStats {
     pub non_ip: u64,
     /// Malformed frames by [`Malformed`] reason (index `reason as usize`).
     pub malformed: [u64; Malformed::ALL.len()],
-    /// ICMP errors accounted to the session they are about.
-    pub icmp_errors_related: u64,
+    /// ICMP errors, redirects and echo direction ([`crate::icmp`]).
+    pub icmp: crate::icmp::IcmpStats,
     /// Frames dropped because their session is denied by policy.
     pub policy_dropped: u64,
     /// Sessions ended with TCP resets by policy.
@@ -144,12 +149,13 @@ pub struct Inspector {
 }
 
 /// ICMPv6 link-layer control (RFC 4861 neighbour discovery: router/neighbour solicitation and
-/// advertisement, redirect; RFC 3810/2710 MLD), which policy never blocks.
+/// advertisement; RFC 3810/2710 MLD), which policy never blocks. Redirects (137) are judged by
+/// [`crate::icmp::stage`].
 fn link_control(ip: &wire::Ip<'_>) -> bool {
     matches!(
         ip.l4,
         L4::Icmp {
-            kind: 130..=137 | 143,
+            kind: 130..=136 | 143,
             ..
         }
     ) && ip.proto == wire::ipproto::ICMPV6
@@ -286,30 +292,14 @@ impl Inspector {
             self.stats.non_ip += 1;
             return Verdict::Forward;
         };
-        if let L4::Icmp { invoking: Some(t), .. } = ip.l4 {
-            let (k, sender) = FlowKey::new(meta.zone, t.proto, t.src, t.sport, t.dst, t.dport);
-            if let Some((idx, d)) = self.sessions.find(&k, sender) {
-                // The error travels back towards the sender of the invoking packet.
-                let back = if d == Dir::ToServer { Dir::ToClient } else { Dir::ToServer };
-                self.sessions.account(idx, back, len, meta.now_ns);
-                self.stats.icmp_errors_related += 1;
-                // ICMP errors follow their parent session's verdict.
-                if self.sessions.get(idx).policy.blocked {
-                    self.stats.policy_dropped += 1;
-                    self.sessions.count_dropped(idx, back, len);
-                    return Verdict::Drop(DropReason::PolicyDenied);
-                }
-                return Verdict::Forward;
-            }
-        }
         let (key, end) = FlowKey::new(meta.zone, ip.proto, ip.src, ip.sport, ip.dst, ip.dport);
         if let Some(v) = self.check_origin(f, ip, &key, end, len, meta) {
             return v;
         }
-        let tcp = match ip.l4 {
-            L4::Tcp { flags, .. } => Some(flags),
-            _ => None,
-        };
+        if let Some(v) = crate::icmp::stage(&mut self.sessions, &self.policy, &mut self.stats, ip, len, meta) {
+            return v;
+        }
+        let tcp = crate::tcpseq::Segment::of(ip);
         let t = self.sessions.track(&key, end, len, tcp, meta.iface, meta.now_ns);
         let v = self.session_frame(t, end, ip, meta);
         if v != Verdict::Forward {

@@ -8,7 +8,8 @@
 //! - [`flow`]: canonical flow keys;
 //! - [`inspect`]: the pipeline shared by workers and replay (decode → session → verdict);
 //! - [`origin`]: which interface and workload side a frame came from, anti-spoofing;
-//! - [`session`]: the per-core session table;
+//! - [`icmp`]: ICMP errors judged against the session they quote, redirects, echo direction;
+//! - [`session`]: the per-core session table ([`tcpseq`]: per-direction TCP sequence state);
 //! - [`exception`]: the exception policy for what cannot be inspected (mid-stream pickup,
 //!   exhausted pools and caps);
 //! - [`expect`]: flows announced by other flows (TFTP transfers), shared by all workers;
@@ -32,6 +33,7 @@ pub mod enforce;
 pub mod exception;
 pub mod expect;
 pub mod flow;
+pub mod icmp;
 pub mod inspect;
 pub mod origin;
 pub mod policy;
@@ -44,6 +46,7 @@ pub mod rst;
 pub mod seqlock;
 pub mod session;
 pub mod stream;
+pub mod tcpseq;
 pub mod worker;
 pub mod xsk;
 pub mod wire;

@@ -2,7 +2,8 @@
 //!
 //! One entry per flow, shared by both directions (the key is canonical, see
 //! [`crate::flow::FlowKey`]); the *client* is the side that opened the flow (the TCP SYN sender,
-//! or the first sender for UDP/ICMP/other), except for a flow another flow announced (a TFTP
+//! or the first sender for UDP/ICMP/other; for ICMP echo the request's sender, see
+//! [`crate::icmp`]), except for a flow another flow announced (a TFTP
 //! transfer), whose client is the announcing flow's client ([`SessionTable::set_client`]). Storage is preallocated at start-up: a slab of
 //! [`Session`]s, a hashbrown map from key to slab index with its final capacity, and intrusive
 //! doubly linked lists, one per timeout class, kept in last-activity order. So:
@@ -204,6 +205,10 @@ pub struct Session {
     pub app_ctx: u32,
     /// Policy verdict state.
     pub policy: crate::enforce::PolicyState,
+    /// TCP sequence state per direction (for ICMP errors' quotes).
+    pub seq: crate::tcpseq::TcpSeq,
+    /// ICMP errors that quoted this session.
+    pub icmp: crate::icmp::IcmpCounts,
     fins: u8,
     changed: bool,
     live: bool,
@@ -230,6 +235,8 @@ impl Session {
             client_iface: 0,
             app_ctx: NO_APP,
             policy: crate::enforce::PolicyState::default(),
+            seq: Default::default(),
+            icmp: Default::default(),
             fins: 0,
             changed: false,
             live: false,
@@ -387,16 +394,18 @@ impl SessionTable {
 
     /// Accounts one frame of `len` bytes sent by canonical end `from` at `now_ns` (Unix ns) on
     /// interface `iface`, creating the session if needed (evicting the oldest idle one when
-    /// full) and advancing TCP state with `tcp_flags` (`None` for other protocols).
+    /// full) and advancing TCP state and sequence tracking with `tcp` (`None` for other
+    /// protocols).
     pub fn track(
         &mut self,
         key: &FlowKey,
         from: End,
         len: u32,
-        tcp_flags: Option<u8>,
+        tcp: Option<crate::tcpseq::Segment>,
         iface: u16,
         now_ns: u64,
     ) -> Tracked {
+        let tcp_flags = tcp.map(|t| t.flags);
         let (idx, new) = match self.map.get(key) {
             Some(&idx) if !self.reusable(idx, tcp_flags) => (idx, false),
             Some(&idx) => {
@@ -410,8 +419,9 @@ impl SessionTable {
         s.packets[dir as usize] += 1;
         s.bytes[dir as usize] += u64::from(len);
         s.last_ns = s.last_ns.max(now_ns);
-        if let Some(flags) = tcp_flags {
-            advance_tcp(s, dir, flags);
+        if let Some(seg) = tcp {
+            advance_tcp(s, dir, seg.flags);
+            s.seq.update(dir, &seg);
         }
         self.touch(idx);
         Tracked { idx, dir, new }
@@ -794,6 +804,10 @@ mod tests {
     use crate::flow::Addr;
     use tcpflag::*;
 
+    fn seg(flags: u8) -> Option<crate::tcpseq::Segment> {
+        Some(crate::tcpseq::Segment::flags(flags))
+    }
+
     const C: End = End::Lo;
     const S: End = End::Hi;
 
@@ -810,16 +824,16 @@ mod tests {
         let mut t = SessionTable::new(16, Timeouts::default());
         let k = key(40000);
         let n = 1_000;
-        assert!(t.track(&k, C, 74, Some(SYN), 1, n).new);
+        assert!(t.track(&k, C, 74, seg(SYN), 1, n).new);
         assert_eq!(state(&t, &k), State::Tcp(TcpState::SynSent));
-        assert_eq!(t.track(&k, S, 74, Some(SYN | ACK), 2, n + 1).dir, Dir::ToClient);
+        assert_eq!(t.track(&k, S, 74, seg(SYN | ACK), 2, n + 1).dir, Dir::ToClient);
         assert_eq!(state(&t, &k), State::Tcp(TcpState::SynReceived));
-        t.track(&k, C, 66, Some(ACK), 1, n + 2);
+        t.track(&k, C, 66, seg(ACK), 1, n + 2);
         assert_eq!(state(&t, &k), State::Tcp(TcpState::Established));
-        t.track(&k, C, 66, Some(FIN | ACK), 1, n + 3);
+        t.track(&k, C, 66, seg(FIN | ACK), 1, n + 3);
         assert_eq!(state(&t, &k), State::Tcp(TcpState::HalfClosed));
-        t.track(&k, S, 66, Some(FIN | ACK), 2, n + 4);
-        t.track(&k, C, 66, Some(ACK), 1, n + 5);
+        t.track(&k, S, 66, seg(FIN | ACK), 2, n + 4);
+        t.track(&k, C, 66, seg(ACK), 1, n + 5);
         assert_eq!(state(&t, &k), State::Tcp(TcpState::Closed));
         let s = t.get(t.find(&k, C).unwrap().0);
         assert_eq!((s.packets, s.bytes), ([4, 2], [74 + 66 * 3, 74 + 66]));
@@ -838,7 +852,7 @@ mod tests {
     fn syn_ack_first_makes_receiver_the_client() {
         let mut t = SessionTable::new(4, Timeouts::default());
         let k = key(40001);
-        t.track(&k, S, 60, Some(SYN | ACK), 2, 1);
+        t.track(&k, S, 60, seg(SYN | ACK), 2, 1);
         let (idx, dir) = t.find(&k, C).unwrap();
         assert_eq!(dir, Dir::ToServer);
         assert_eq!(t.get(idx).client_iface, u16::MAX);
@@ -870,7 +884,7 @@ mod tests {
         let mut t = SessionTable::new(4, Timeouts::default());
         let k = key(40002);
         // Server (port 80) speaks first mid-stream.
-        t.track(&k, S, 60, Some(ACK), 2, 1);
+        t.track(&k, S, 60, seg(ACK), 2, 1);
         let (idx, dir) = t.find(&k, C).unwrap();
         assert_eq!(dir, Dir::ToServer);
         assert!(t.get(idx).midstream);
@@ -881,8 +895,8 @@ mod tests {
     fn rst_resets() {
         let mut t = SessionTable::new(4, Timeouts::default());
         let k = key(40003);
-        t.track(&k, C, 60, Some(SYN), 1, 1);
-        t.track(&k, S, 60, Some(RST | ACK), 2, 2);
+        t.track(&k, C, 60, seg(SYN), 1, 1);
+        t.track(&k, S, 60, seg(RST | ACK), 2, 2);
         assert_eq!(state(&t, &k), State::Tcp(TcpState::Reset));
     }
 
@@ -890,7 +904,7 @@ mod tests {
     fn full_table_evicts_oldest_idle_and_stays_bounded() {
         let mut t = SessionTable::new(8, Timeouts::default());
         for p in 0..100u16 {
-            t.track(&key(1000 + p), C, 60, Some(SYN), 1, u64::from(p));
+            t.track(&key(1000 + p), C, 60, seg(SYN), 1, u64::from(p));
             assert!(t.len() <= 8);
         }
         assert_eq!(t.stats().evicted, 92);
@@ -898,8 +912,8 @@ mod tests {
         assert!(t.find(&key(1099), C).is_some());
         assert!(t.find(&key(1091), C).is_none());
         // Touching an old session protects it from eviction.
-        t.track(&key(1092), C, 60, Some(ACK), 1, 200);
-        t.track(&key(5000), C, 60, Some(SYN), 1, 201);
+        t.track(&key(1092), C, 60, seg(ACK), 1, 200);
+        t.track(&key(5000), C, 60, seg(SYN), 1, 201);
         assert!(t.find(&key(1092), C).is_some());
         assert!(t.find(&key(1093), C).is_none());
         let mut out = Vec::new();
@@ -914,7 +928,7 @@ mod tests {
         let u = FlowKey::new(0, 17, Addr::v4([198, 18, 0, 1]), 5, Addr::v4([198, 18, 0, 2]), 53).0;
         t.track(&u, End::Lo, 80, None, 1, 0);
         let k = key(7);
-        t.track(&k, C, 60, Some(ACK), 1, 0);
+        t.track(&k, C, 60, seg(ACK), 1, 0);
         assert_eq!(t.expire(11, 10), 1);
         assert!(t.find(&u, End::Lo).is_none());
         assert!(t.find(&k, C).is_some());
@@ -926,9 +940,9 @@ mod tests {
     fn reports_carry_each_changed_session_once() {
         let mut t = SessionTable::new(2, Timeouts::default());
         let (a, b, c) = (key(1), key(2), key(3));
-        t.track(&a, C, 60, Some(SYN), 1, 1);
-        t.track(&a, C, 60, Some(ACK), 1, 2);
-        t.track(&b, C, 60, Some(SYN), 1, 3);
+        t.track(&a, C, 60, seg(SYN), 1, 1);
+        t.track(&a, C, 60, seg(ACK), 1, 2);
+        t.track(&b, C, 60, seg(SYN), 1, 3);
         let mut out = Vec::new();
         t.drain_reports(&mut out);
         assert_eq!(out.len(), 2);
@@ -937,9 +951,9 @@ mod tests {
         assert!(out.is_empty());
         // Churn the same slots many times between reports: the dirty list stays bounded.
         for i in 0..1000u64 {
-            t.track(&key(10 + (i % 50) as u16), C, 60, Some(SYN), 1, 10 + i);
+            t.track(&key(10 + (i % 50) as u16), C, 60, seg(SYN), 1, 10 + i);
         }
-        t.track(&c, C, 60, Some(SYN), 1, 5000);
+        t.track(&c, C, 60, seg(SYN), 1, 5000);
         assert!(t.dirty.len() <= t.capacity());
         t.drain_reports(&mut out);
         let live: Vec<_> = out.iter().filter(|r| r.ended.is_none()).collect();

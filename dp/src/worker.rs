@@ -12,7 +12,8 @@
 //!
 //! Flow ownership: a flow belongs to `owners[spread(key) % owners.len()]`, where `owners` lists
 //! the workers serving the pair; `spread` is direction-free, so both directions of a flow reach
-//! the same session entry whatever queue and worker the kernel delivered them to.
+//! the same session entry whatever queue and worker the kernel delivered them to. An ICMP error
+//! belongs to the owner of the flow it quotes ([`crate::icmp::owner_key`]).
 
 use std::collections::BTreeMap;
 use std::sync::mpsc;
@@ -26,7 +27,7 @@ use xdpilone::xdp::XdpDesc;
 use std::sync::Arc;
 
 use crate::enforce::{Hits, PolicyHandle};
-use crate::inspect::{flow_of, DropReason, FrameMeta, InspectStats, Inspector, Verdict};
+use crate::inspect::{DropReason, FrameMeta, InspectStats, Inspector, Verdict};
 use crate::rst::{self, RstFrame};
 use crate::session::{SessionSnapshot, TableStats};
 use crate::wire;
@@ -439,8 +440,8 @@ impl Worker {
                     Err(m) => self.insp.malformed(m, d.len),
                     Ok(f) => {
                         let owner = if gs.owners.len() > 1 {
-                            flow_of(&f, gs.zone)
-                                .map(|(k, _)| gs.owners[k.spread() as usize % gs.owners.len()])
+                            crate::icmp::owner_key(&f, gs.zone)
+                                .map(|k| gs.owners[k.spread() as usize % gs.owners.len()])
                                 .unwrap_or(me)
                         } else {
                             me

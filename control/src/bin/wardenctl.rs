@@ -500,6 +500,9 @@ fn print_table(reply: &Reply) {
                 for (why, n) in &w.malformed {
                     println!("  worker {} malformed {why}: {n}", w.worker);
                 }
+                for (what, n) in &w.icmp {
+                    println!("  worker {} icmp {what}: {n}", w.worker);
+                }
             }
         }
         Reply::Subscribed { interval_s } => println!("subscribed, every {interval_s} s"),

@@ -46,7 +46,8 @@
 //! rules shadowed by other app rules could not in fact change the outcome; it is never false
 //! when the outcome could change.
 //!
-//! ICMP errors are not evaluated here (the caller uses the parent session's verdict). IPv6 is
+//! ICMP errors about a known session are not evaluated here ([`crate::icmp`] judges them against
+//! the session they quote, which keeps its verdict). IPv6 is
 //! handled exactly like IPv4; an IPv4-mapped IPv6 address is an IPv6 address.
 //!
 //! # Files
