@@ -800,7 +800,7 @@ fn exercise_candidate(c: &Candidate, data: &[u8]) {
                 match state.feed(dir, &bytes[off..end]) {
                     Feed::Consumed(n) => off += n.min(end - off),
                     Feed::Need { consumed, .. } => off += consumed.min(end - off),
-                    Feed::Done => break,
+                    Feed::Done | Feed::Invalid { .. } => break,
                 }
                 if end == bytes.len() {
                     break;

@@ -34,6 +34,7 @@ fn feed_interleaved<P: AppParser>(p: &mut P, f: &Flow) -> [Vec<u8>; 2] {
             Feed::Consumed(n) => drop(pending[d].drain(..n)),
             Feed::Need { consumed, .. } => drop(pending[d].drain(..consumed)),
             Feed::Done => done[d] = true,
+            Feed::Invalid { consumed } => panic!("{dir:?} not HTTP after {consumed} bytes"),
         }
     }
     pending
@@ -141,7 +142,7 @@ fn large_bodies_are_skipped_not_buffered() {
         match h.feed(Dir::ToClient, &pending) {
             Feed::Consumed(n) => drop(pending.drain(..n)),
             Feed::Need { consumed, .. } => drop(pending.drain(..consumed)),
-            Feed::Done => panic!("done"),
+            Feed::Done | Feed::Invalid { .. } => panic!("done"),
         }
         max_pending = max_pending.max(pending.len());
     }

@@ -26,6 +26,7 @@ fn feed_interleaved<P: AppParser>(p: &mut P, f: &Flow) -> [Vec<u8>; 2] {
             Feed::Consumed(n) => drop(pending[d].drain(..n)),
             Feed::Need { consumed, .. } => drop(pending[d].drain(..consumed)),
             Feed::Done => done[d] = true,
+            Feed::Invalid { consumed } => panic!("{dir:?} not HTTP/2 after {consumed} bytes"),
         }
     }
     pending
@@ -223,7 +224,7 @@ fn large_data_frames_are_skipped_not_buffered() {
         match p.feed(Dir::ToClient, &pending) {
             Feed::Consumed(n) => drop(pending.drain(..n)),
             Feed::Need { consumed, .. } => drop(pending.drain(..consumed)),
-            Feed::Done => panic!("done"),
+            Feed::Done | Feed::Invalid { .. } => panic!("done"),
         }
         held = held.max(pending.len());
     }

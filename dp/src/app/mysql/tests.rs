@@ -210,7 +210,7 @@ fn large_and_multi_packet_queries_are_skipped_not_buffered() {
             Feed::Need { consumed, .. } => {
                 buf.drain(..consumed);
             }
-            Feed::Done => panic!("done"),
+            Feed::Done | Feed::Invalid { .. } => panic!("done"),
         }
         pending = buf.len();
         max_pending = max_pending.max(pending);

@@ -324,7 +324,7 @@ fn large_batch_is_skipped_by_count_and_checked_on_its_window() {
                 need = at_least;
                 max_need = max_need.max(at_least);
             }
-            Feed::Done => panic!("stopped"),
+            Feed::Done | Feed::Invalid { .. } => panic!("stopped"),
         }
         assert!(pending.len() <= SQL_WINDOW + 8 * 5 + 1000, "holding {}", pending.len());
     }
