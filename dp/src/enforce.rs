@@ -10,6 +10,13 @@
 //!   decides (or gives up: the app is then `unknown`, which no app rule allows), then evaluated
 //!   again; if it is now denied, the frame that completed detection is dropped and answered with
 //!   TCP resets to both ends ([`crate::rst`]), UDP frames are dropped;
+//! - its bytes are forwarded only while they can still be an app the decision would forward
+//!   ([`Decision::allowing`], [`Engine::may_become`]): once none can, whatever other candidates
+//!   think, [`settle_pending_app`] decides the app `unknown` at once and the frame that made it
+//!   impossible is dropped with the session;
+//! - the policy follows the app: a session is evaluated again whenever its app changes (a
+//!   parser rejected the stream and detection ran again, an h2c upgrade, an echo), so an
+//!   HTTP connection that starts carrying Redis commands where only HTTP is allowed is reset;
 //! - a new policy (apply, workload or mode change) is published with a new generation; each
 //!   worker picks it up once per loop, and a session is evaluated again on its next frame when
 //!   its generation is older, so allowed traffic flows on untouched and newly denied traffic
@@ -22,7 +29,8 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 
-use crate::app::Text;
+use crate::app::engine::Engine;
+use crate::app::{App, AppSet, Text};
 use crate::flow::Addr;
 use crate::policy::{CompiledPolicy, Decision, Mode, PolicyVerdict, WorkloadIdx};
 
@@ -106,6 +114,11 @@ pub struct PolicyState {
     pub generation: u32,
     /// The outcome may change once the app is known.
     pub pending_app: bool,
+    /// While `pending_app`: the apps whose detection would not deny ([`Decision::allowing`]).
+    pub allowing: AppSet,
+    /// The app the latest decision was made with (`None`: not known yet); a different app
+    /// makes the session be evaluated again.
+    pub app: Option<App>,
     /// Frames of this session are dropped.
     pub blocked: bool,
     /// Resets were sent (once per session).
@@ -128,8 +141,26 @@ impl PolicyState {
         self.mode = d.mode;
         self.generation = g;
         self.pending_app = d.pending_app;
+        self.allowing = d.allowing;
         self.blocked = d.verdict == Some(PolicyVerdict::Denied) && !d.pending_app;
     }
+}
+
+/// Keeps a pending session's bytes to those of an allowed app: when the session's verdict hangs
+/// on its app (`pending_app`), the provisional verdict denies (`unknown` is not in
+/// `allowing`), and the bytes seen so far can no longer be detected as any app in `allowing`,
+/// the engine decides app context `ctx` as `unknown` now ([`Engine::decide_unknown`]), whatever
+/// other candidates think. True when it did: evaluate the session again (it is denied).
+/// `session_packets`: the session's packets so far. O(candidates), only while pending.
+pub fn settle_pending_app(ps: &PolicyState, engine: &mut Engine, ctx: u32, session_packets: u32) -> bool {
+    if !ps.pending_app || ps.allowing.contains(App::Unknown) || ctx == crate::session::NO_APP {
+        return false;
+    }
+    if engine.ctx(ctx).decided || engine.may_become(ctx, ps.allowing) {
+        return false;
+    }
+    engine.decide_unknown(ctx, session_packets);
+    true
 }
 
 /// What a report needs of a session's policy state (names resolved while the policy that

@@ -284,7 +284,8 @@ impl Inspector {
         self.enforce(t.idx, false, ip, meta.now_ns)
     }
 
-    /// Evaluates the session's policy when needed (new session, newer policy, app just decided)
+    /// Evaluates the session's policy when needed (new session, newer policy, app decided or
+    /// changed, no allowed app left for a pending one: [`crate::enforce::settle_pending_app`])
     /// and returns the frame's verdict. O(1) when nothing changed.
     fn enforce(&mut self, idx: u32, new: bool, ip: &wire::Ip<'_>, now_ns: u64) -> Verdict {
         let g = self.policy_gen;
@@ -300,7 +301,7 @@ impl Inspector {
                 c.decided.then_some(c.app)
             }
         };
-        let reeval = new || ps.generation != g || (ps.pending_app && app.is_some());
+        let reeval = new || ps.generation != g || ps.app != app;
         if reeval {
             if self.policy.workloads().is_empty() && ps.verdict.is_none() {
                 ps.generation = g;
@@ -334,6 +335,13 @@ impl Inspector {
                     }
                 }
             }
+            ps.app = app;
+        }
+        let packets = (s.packets[0] + s.packets[1]).min(u64::from(u32::MAX)) as u32;
+        if crate::enforce::settle_pending_app(&ps, &mut self.engine, s.app_ctx, packets) {
+            // Decided `unknown` now: evaluate again (once: the app is no longer pending).
+            self.sessions.get_mut(idx).policy = ps;
+            return self.enforce(idx, new, ip, now_ns);
         }
         // A session forwarded before and now blocked is reset at both ends, once (TCP only).
         let reset = ps.blocked && !new && !ps.reset_sent && matches!(ip.l4, L4::Tcp { .. });

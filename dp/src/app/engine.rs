@@ -7,12 +7,26 @@
 //! by every remaining candidate, in port order; `NoMatch` removes a candidate, the first `Match`
 //! decides, and the same bytes are then fed to the new parser. Detection gives up, leaving
 //! `app: "unknown"`, after a bounded number of packets or bytes per direction.
+//!
+//! After detection the parser keeps validating: when it answers [`Feed::Invalid`] (the bytes
+//! stopped being its protocol) the engine drops it, removes its candidate, remembers the app
+//! as [`AppCtx::previous`] and runs detection again on the rest of the stream, at most
+//! [`MAX_CHANGES`] times per session; the policy then decides again on the new app.
+//!
+//! Cost per byte: an undecided direction keeps its first bytes and presents them again with
+//! each new segment (`Feed::Need { consumed: 0, at_least: len + 1 }`), so each remaining
+//! candidate re-probes the prefix once per segment. That is bounded: at most
+//! `detect_packets + 1` rounds per direction and detection phase (the packet count stops
+//! detection), each over at most `detect_bytes`, so the probing of a direction costs at most
+//! `(detect_packets + 1) × candidates` probe passes over each of its bytes, times
+//! `MAX_CHANGES + 1` phases; [`Engine::probed`] counts the bytes probed (a unit test checks
+//! the bound on one-byte segments).
 
 use serde_json::{Map, Value};
 
 #[allow(unused_imports)]
 use super::AppParser;
-use super::{echo, App, Dir, Feed, Probe, Transport};
+use super::{echo, App, AppSet, Dir, Feed, Probe, Transport};
 use crate::expect::{Expectation, Related};
 use crate::stream::{BufPool, Bypass, Sink, Stream};
 use crate::wire::ipproto;
@@ -47,7 +61,25 @@ pub struct Candidate {
     /// Creates the state of a related flow announced by another session
     /// ([`AppParser::from_related`]).
     pub related: fn(&Expectation) -> Option<AppState>,
+    /// The apps a session may end up as once this candidate matched: its app and
+    /// [`AppParser::BECOMES`].
+    pub becomes: AppSet,
 }
+
+/// `first` and `more` as a set (for the constant registry).
+const fn set_of(first: App, more: &[App]) -> AppSet {
+    let mut s = AppSet::EMPTY.with(first);
+    let mut i = 0;
+    while i < more.len() {
+        s = s.with(more[i]);
+        i += 1;
+    }
+    s
+}
+
+/// Most times a session's parser may reject the stream and detection run again; past it the
+/// app stays `unknown` (decided).
+pub const MAX_CHANGES: u8 = 4;
 
 macro_rules! registry {
     ($($variant:ident => $ty:ty),* $(,)?) => {
@@ -72,6 +104,7 @@ macro_rules! registry {
                 probe: <$ty as AppParser>::probe,
                 make: || AppState::$variant(<$ty>::default()),
                 related: |e| <$ty as AppParser>::from_related(e).map(AppState::$variant),
+                becomes: set_of(<$ty as AppParser>::APP, <$ty as AppParser>::BECOMES),
             },)*
         ];
 
@@ -210,6 +243,35 @@ impl BypassReason {
     }
 }
 
+/// Why a session's detection ended with app `unknown`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownReason {
+    /// Every candidate rejected the bytes.
+    NoMatch,
+    /// The detection window (packets or bytes per direction) ended undecided.
+    Limit,
+    /// Bytes were lost before detection decided.
+    Gap,
+    /// The session's verdict hung on its app and the bytes could no longer be any app the
+    /// policy allows ([`Engine::decide_unknown`]).
+    NoAllowedApp,
+    /// The stream stopped being its detected protocol more than [`MAX_CHANGES`] times.
+    Changes,
+}
+
+impl UnknownReason {
+    /// Name used in connection records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnknownReason::NoMatch => "no_match",
+            UnknownReason::Limit => "detect_limit",
+            UnknownReason::Gap => "gap",
+            UnknownReason::NoAllowedApp => "no_allowed_app",
+            UnknownReason::Changes => "too_many_changes",
+        }
+    }
+}
+
 /// Everything the engine keeps for one session.
 #[derive(Debug, Default)]
 pub struct AppCtx {
@@ -221,6 +283,13 @@ pub struct AppCtx {
     pub state: AppState,
     /// True once detection ended (decided or gave up).
     pub decided: bool,
+    /// The app the session was detected as before its parser last rejected the stream
+    /// ([`Feed::Invalid`]); `Unknown` while that never happened.
+    pub previous: App,
+    /// Times a parser rejected the stream and detection ran again.
+    pub changes: u8,
+    /// Why the app is `unknown` although detection ended (None while detecting or detected).
+    pub unknown_reason: Option<UnknownReason>,
     remaining: u64,
     detect_packets: [u32; 2],
     /// The client's first bytes (echo recognition) and whether the server has spoken yet.
@@ -285,6 +354,12 @@ pub struct AppSummary {
     pub overlaps_differ: u32,
     /// Gaps in the TCP streams, both directions.
     pub gaps: u32,
+    /// The app before the stream last stopped being it ([`AppCtx::previous`]).
+    pub previous: App,
+    /// Re-detections ([`AppCtx::changes`]).
+    pub changes: u8,
+    /// Why the app is `unknown` ([`AppCtx::unknown_reason`]).
+    pub unknown_reason: Option<UnknownReason>,
 }
 
 impl AppCtx {
@@ -293,6 +368,9 @@ impl AppCtx {
         self.detected_after = 0;
         self.state = AppState::None;
         self.decided = false;
+        self.previous = App::Unknown;
+        self.changes = 0;
+        self.unknown_reason = None;
         self.detect_packets = [0; 2];
         self.head = Mirror::default();
         self.streams = Default::default();
@@ -337,6 +415,9 @@ impl AppCtx {
             state: self.state.clone(),
             overlaps_differ: self.streams.iter().map(|s| s.overlaps_differ).sum(),
             gaps: self.streams.iter().map(|s| s.gaps).sum(),
+            previous: self.previous,
+            changes: self.changes,
+            unknown_reason: self.unknown_reason,
         }
     }
 }
@@ -349,6 +430,11 @@ pub struct Engine {
     limits: EngineLimits,
     /// Sessions bypassed because the pool was empty.
     pub pool_full: u64,
+    /// Bytes presented to probes (each probe call counts its input), for the detection cost
+    /// bound (see the module docs).
+    pub probed: u64,
+    /// Times a parser rejected its stream and detection ran again.
+    pub redetections: u64,
 }
 
 /// Limits and sizes of an [`Engine`].
@@ -389,7 +475,12 @@ struct Detector<'a> {
     remaining: &'a mut u64,
     state: &'a mut AppState,
     head: &'a mut Mirror,
-    detect_packets: u32,
+    previous: &'a mut App,
+    changes: &'a mut u8,
+    unknown_reason: &'a mut Option<UnknownReason>,
+    detect_packets: &'a mut [u32; 2],
+    probed: &'a mut u64,
+    redetections: &'a mut u64,
     limits: EngineLimits,
     dir: Dir,
     server_port: u16,
@@ -408,6 +499,7 @@ impl Detector<'_> {
             *self.state = AppState::Echo(e);
             *self.ctx_app = App::Echo;
             *self.decided = true;
+            *self.unknown_reason = None;
             *self.detected_after = self.session_packets;
         }
         if !*self.decided {
@@ -416,6 +508,7 @@ impl Detector<'_> {
                 if *self.remaining & (1 << i) == 0 {
                     continue;
                 }
+                *self.probed += bytes.len() as u64;
                 match (c.probe)(self.dir, bytes) {
                     Probe::Match => {
                         matched = Some(c);
@@ -433,12 +526,15 @@ impl Detector<'_> {
                     *self.detected_after = self.session_packets;
                 }
                 None => {
+                    let packets = self.detect_packets[self.dir as usize];
                     let exhausted = *self.remaining == 0
-                        || self.detect_packets > self.limits.detect_packets
+                        || packets > self.limits.detect_packets
                         || bytes.len() > self.limits.detect_bytes
-                        || datagram && self.detect_packets >= self.limits.detect_packets;
+                        || datagram && packets >= self.limits.detect_packets;
                     if exhausted {
                         *self.decided = true;
+                        *self.unknown_reason =
+                            Some(if *self.remaining == 0 { UnknownReason::NoMatch } else { UnknownReason::Limit });
                         return Feed::Done;
                     }
                     // Keep everything and present it again with more bytes.
@@ -459,11 +555,48 @@ impl Detector<'_> {
                 r = self.state.feed(self.dir, bytes);
             }
         }
+        if let Feed::Invalid { consumed } = r {
+            return self.redetect(bytes, consumed, datagram);
+        }
         if matches!(self.state, AppState::None) {
             return Feed::Done;
         }
         *self.ctx_app = self.state.app();
         r
+    }
+
+    /// The parser rejected `bytes[consumed..]`: drop it and its candidate, and detect the app
+    /// again from there (the answer is for all of `bytes`).
+    fn redetect(&mut self, bytes: &[u8], consumed: usize, datagram: bool) -> Feed {
+        let rejected = self.state.base_app();
+        if let Some(i) = CANDIDATES.iter().position(|c| c.app == rejected) {
+            *self.remaining &= !(1u64 << i);
+        }
+        *self.previous = self.state.app();
+        *self.state = AppState::None;
+        *self.ctx_app = App::Unknown;
+        *self.changes = self.changes.saturating_add(1);
+        *self.redetections += 1;
+        if *self.changes > MAX_CHANGES {
+            *self.decided = true;
+            *self.unknown_reason = Some(UnknownReason::Changes);
+            return Feed::Done;
+        }
+        *self.decided = false;
+        // A fresh detection window for both directions; this packet is its first.
+        *self.detect_packets = [0; 2];
+        self.detect_packets[self.dir as usize] = 1;
+        let consumed = consumed.min(bytes.len());
+        let rest = &bytes[consumed..];
+        if rest.is_empty() {
+            return Feed::Consumed(consumed);
+        }
+        match self.detect(rest, datagram) {
+            Feed::Consumed(n) => Feed::Consumed(consumed + n),
+            Feed::Need { consumed: n, at_least } => Feed::Need { consumed: consumed + n, at_least },
+            // `detect` answers a parser's `Invalid` itself.
+            Feed::Done | Feed::Invalid { .. } => Feed::Done,
+        }
     }
 }
 
@@ -478,6 +611,7 @@ impl Sink for Detector<'_> {
         } else {
             // Detection cannot continue across a hole in the first bytes.
             *self.decided = true;
+            *self.unknown_reason = Some(UnknownReason::Gap);
         }
     }
 }
@@ -492,6 +626,8 @@ impl Engine {
             bufs: BufPool::new(cfg.stream_core_cap, cfg.stream_session_cap),
             limits: cfg.limits,
             pool_full: 0,
+            probed: 0,
+            redetections: 0,
         }
     }
 
@@ -547,6 +683,47 @@ impl Engine {
         &self.ctxs[idx as usize]
     }
 
+    /// True when session `idx` may still be detected as one of `apps` from the bytes seen so
+    /// far: while detecting, some remaining candidate (one no probe of either direction has
+    /// rejected) may end up as one of them ([`Candidate::becomes`]), or echo is among them and
+    /// the server has not spoken yet (echo is told by the server's first bytes, not by a
+    /// probe). Once decided: whether the app is one of them.
+    pub fn may_become(&self, idx: u32, apps: AppSet) -> bool {
+        let Some(c) = self.ctxs.get(idx as usize) else { return false };
+        if c.decided {
+            return apps.contains(c.app);
+        }
+        if apps.contains(App::Echo) && !c.head.server_seen {
+            return true;
+        }
+        CANDIDATES
+            .iter()
+            .enumerate()
+            .take(64)
+            .any(|(i, cand)| c.remaining & (1u64 << i) != 0 && cand.becomes.intersects(apps))
+    }
+
+    /// Ends detection of session `idx` now with app `unknown` ([`UnknownReason::NoAllowedApp`]:
+    /// whatever other candidates think, the bytes can no longer be an app the policy allows);
+    /// `session_packets` are the session's packets so far. No-op once decided.
+    pub fn decide_unknown(&mut self, idx: u32, session_packets: u32) {
+        let Some(c) = self.ctxs.get_mut(idx as usize) else { return };
+        if c.decided {
+            return;
+        }
+        c.decided = true;
+        c.app = App::Unknown;
+        c.state = AppState::None;
+        c.remaining = 0;
+        c.detected_after = session_packets;
+        c.unknown_reason = Some(UnknownReason::NoAllowedApp);
+        // Echo can no longer be recognised either.
+        c.head.server_seen = true;
+        for s in &mut c.streams {
+            s.release(&mut self.bufs);
+        }
+    }
+
     /// Bytes held in stream buffers on this core.
     pub fn buffered(&self) -> usize {
         self.bufs.in_use()
@@ -566,7 +743,7 @@ impl Engine {
         server_port: u16,
         session_packets: u32,
     ) -> Option<(Detector<'_>, &mut Stream, &mut BufPool)> {
-        let Engine { ctxs, bufs, limits, .. } = self;
+        let Engine { ctxs, bufs, limits, probed, redetections, .. } = self;
         let c = ctxs.get_mut(idx as usize)?;
         // A session given up as unknown still shows its first server bytes to the echo check.
         let echo_pending = dir == Dir::ToClient && !c.head.server_seen && c.head.len > 0;
@@ -577,7 +754,19 @@ impl Engine {
         if !c.decided {
             c.detect_packets[d] += 1;
         }
-        let AppCtx { app, decided, detected_after, remaining, state, detect_packets, head, streams } = c;
+        let AppCtx {
+            app,
+            decided,
+            detected_after,
+            remaining,
+            state,
+            detect_packets,
+            head,
+            streams,
+            previous,
+            changes,
+            unknown_reason,
+        } = c;
         let det = Detector {
             ctx_app: app,
             decided,
@@ -585,7 +774,12 @@ impl Engine {
             remaining,
             state,
             head,
-            detect_packets: detect_packets[d],
+            previous,
+            changes,
+            unknown_reason,
+            detect_packets,
+            probed,
+            redetections,
             limits: *limits,
             dir,
             server_port,

@@ -256,6 +256,7 @@ impl AppParser for Http {
     const APP: App = App::Http;
     const PORTS: &'static [u16] = &[80, 8080, 8000, 8008, 8888, 3128];
     const TRANSPORT: Transport = Transport::Tcp;
+    const BECOMES: &'static [App] = &[App::Http2, App::Grpc];
 
     fn probe(dir: Dir, data: &[u8]) -> Probe {
         let s = match dir {

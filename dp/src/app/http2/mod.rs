@@ -368,6 +368,7 @@ impl AppParser for Http2 {
     const APP: App = App::Http2;
     const PORTS: &'static [u16] = &[50051];
     const TRANSPORT: Transport = Transport::Tcp;
+    const BECOMES: &'static [App] = &[App::Grpc];
 
     fn probe(dir: Dir, data: &[u8]) -> Probe {
         let p = match dir {
