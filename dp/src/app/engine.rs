@@ -938,6 +938,122 @@ mod tests {
         }
     }
 
+    /// A stream that stops being its detected protocol is detected again from the rejected
+    /// bytes on: HTTP then RESP becomes Redis (previous app HTTP), in one segment or two.
+    #[test]
+    fn a_rejected_stream_is_detected_again() {
+        let req = b"GET / HTTP/1.0\r\n\r\n";
+        let resp = b"*1\r\n$4\r\nPING\r\n";
+        for split in [true, false] {
+            let mut e = Engine::new(EngineConfig { max_sessions: 1, ..EngineConfig::default() });
+            let i = e.open(ipproto::TCP, 8080).unwrap();
+            e.tcp_syn(i, Dir::ToServer, 0);
+            if split {
+                e.tcp_segment(i, Dir::ToServer, 1, req, 8080, 3);
+                assert_eq!((e.ctx(i).app, e.ctx(i).changes), (App::Http, 0));
+                e.tcp_segment(i, Dir::ToServer, 1 + req.len() as u32, resp, 8080, 4);
+            } else {
+                e.tcp_segment(i, Dir::ToServer, 1, &[&req[..], resp].concat(), 8080, 3);
+            }
+            let c = e.ctx(i);
+            assert_eq!((c.app, c.previous, c.changes, c.decided), (App::Redis, App::Http, 1, true));
+            let mut m = Map::new();
+            c.state.l7(&mut m);
+            assert_eq!(m["commands"][0], "PING", "{m:?}");
+            e.tcp_segment(i, Dir::ToClient, 1, b"+PONG\r\n", 8080, 5);
+            assert_eq!(e.ctx(i).app, App::Redis, "the server's answer is Redis too");
+            assert_eq!(e.redetections, 1);
+        }
+        // Rejected bytes no candidate takes: unknown (undecided, then given up), never HTTP again.
+        let mut e = Engine::new(EngineConfig { max_sessions: 1, ..EngineConfig::default() });
+        let i = e.open(ipproto::TCP, 8080).unwrap();
+        e.tcp_segment(i, Dir::ToServer, 1, req, 8080, 3);
+        let mut seq = 1 + req.len() as u32;
+        for _ in 0..20 {
+            e.tcp_segment(i, Dir::ToServer, seq, b"\x01\x02", 8080, 4);
+            seq += 2;
+        }
+        let c = e.ctx(i);
+        assert_eq!((c.app, c.previous, c.decided), (App::Unknown, App::Http, true));
+        assert!(matches!(c.unknown_reason, Some(UnknownReason::NoMatch | UnknownReason::Limit)), "{:?}", c.unknown_reason);
+        // UDP: a datagram that cannot be DNS after DNS; past MAX_CHANGES the app stays unknown.
+        let mut e = Engine::new(EngineConfig { max_sessions: 1, ..EngineConfig::default() });
+        let i = e.open(ipproto::UDP, 53).unwrap();
+        let query = crate::app::testutil::corpus_flows("dns.pcap")
+            .into_iter()
+            .find(|f| f.proto == 17)
+            .map(|f| f.datagrams[0].1.clone())
+            .unwrap();
+        e.datagram(i, Dir::ToServer, &query, 53, 1);
+        assert_eq!(e.ctx(i).app, App::Dns);
+        e.datagram(i, Dir::ToServer, b"\x01", 53, 2);
+        assert_eq!((e.ctx(i).app, e.ctx(i).previous, e.ctx(i).decided), (App::Unknown, App::Dns, false));
+        let j = e.open(ipproto::UDP, 53);
+        assert!(j.is_none());
+        e.close(i);
+        let i = e.open(ipproto::UDP, 53).unwrap();
+        e.datagram(i, Dir::ToServer, &query, 53, 1);
+        e.ctxs[i as usize].changes = MAX_CHANGES;
+        e.datagram(i, Dir::ToServer, b"\x01", 53, 2);
+        let c = e.ctx(i);
+        assert_eq!((c.app, c.decided, c.unknown_reason), (App::Unknown, true, Some(UnknownReason::Changes)));
+    }
+
+    /// What a pending policy decision asks of the engine: may the bytes seen still become one
+    /// of these apps?
+    #[test]
+    fn may_become_follows_the_candidates_and_echo() {
+        let mut e = Engine::new(EngineConfig { max_sessions: 2, ..EngineConfig::default() });
+        let http = AppSet::EMPTY.with(App::Http);
+        let i = e.open(ipproto::TCP, 8080).unwrap();
+        assert!(e.may_become(i, http) && e.may_become(i, AppSet::EMPTY.with(App::Grpc)));
+        e.tcp_segment(i, Dir::ToServer, 1, b"GE", 8080, 3);
+        assert!(e.may_become(i, http), "a prefix of a request");
+        e.tcp_segment(i, Dir::ToServer, 3, b"\x00", 8080, 4);
+        assert!(!e.may_become(i, http), "no request has a NUL there");
+        assert!(!e.ctx(i).decided);
+        assert!(e.may_become(i, AppSet::EMPTY.with(App::Echo)), "an echo server may still mirror");
+        e.decide_unknown(i, 4);
+        let c = e.ctx(i);
+        assert_eq!((c.app, c.decided, c.unknown_reason), (App::Unknown, true, Some(UnknownReason::NoAllowedApp)));
+        assert!(!e.may_become(i, http) && e.may_become(i, AppSet::EMPTY.with(App::Unknown)));
+        assert_eq!(e.buffered(), 0, "its buffers are returned");
+        // The server mirroring the client afterwards is not an echo any more.
+        e.tcp_segment(i, Dir::ToClient, 1, b"GE\x00", 8080, 5);
+        assert_eq!(e.ctx(i).app, App::Unknown);
+        // Decided sessions: their app.
+        let j = e.open(ipproto::TCP, 8080).unwrap();
+        e.tcp_segment(j, Dir::ToServer, 1, b"GET / HTTP/1.1\r\n\r\n", 8080, 3);
+        assert!(e.may_become(j, http) && !e.may_become(j, AppSet::EMPTY.with(App::Redis)));
+    }
+
+    /// Undecided bytes are presented again with each segment; the probing stays within
+    /// `(detect_packets + 1) × candidates` passes over each byte whatever the segmentation.
+    #[test]
+    fn detection_cost_per_byte_is_bounded() {
+        let limits = EngineLimits::default();
+        let candidates = CANDIDATES.len() as u64;
+        for seg in [1usize, 7, 100, 1000] {
+            let mut e = Engine::new(EngineConfig { max_sessions: 1, ..EngineConfig::default() });
+            let i = e.open(ipproto::TCP, 8080).unwrap();
+            // An inline Redis command that never ends keeps Redis (and others) undecided.
+            let mut bytes = b"SET k ".to_vec();
+            bytes.resize(limits.detect_bytes * 2, b'v');
+            let mut delivered = 0u64;
+            for (k, chunk) in bytes.chunks(seg).enumerate() {
+                e.tcp_segment(i, Dir::ToServer, 1 + (k * seg) as u32, chunk, 8080, k as u32 + 1);
+                delivered += chunk.len() as u64;
+                if e.ctx(i).decided {
+                    break;
+                }
+            }
+            assert!(e.ctx(i).decided, "detection ended");
+            let bound = (u64::from(limits.detect_packets) + 1) * candidates * delivered;
+            assert!(e.probed <= bound, "seg {seg}: probed {} bytes for {delivered} delivered", e.probed);
+            assert!(e.probed > 0);
+        }
+    }
+
     #[test]
     fn unknown_after_limits_and_pool_bound() {
         let mut e = Engine::new(EngineConfig {

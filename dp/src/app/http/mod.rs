@@ -94,6 +94,8 @@ enum Step {
     Need(usize),
     /// Stop this direction after consuming this many bytes.
     Stop(usize),
+    /// The bytes from here on are not HTTP/1 ([`Feed::Invalid`]).
+    Invalid,
 }
 
 impl Http {
@@ -170,16 +172,18 @@ impl Http {
                         self.phase[0] = body_phase(f);
                         Step::Took(n)
                     }
+                    // A transfer coding other than chunked last: the server answers 400
+                    // and closes (RFC 9112 §6.3), nothing after it is a request.
                     None => {
                         self.violation = true;
-                        Step::Stop(n)
+                        Step::Invalid
                     }
                 }
             }
             Parse::Incomplete(k) => Step::Need(k),
             Parse::Invalid => {
                 self.violation = true;
-                Step::Stop(0)
+                Step::Invalid
             }
         }
     }
@@ -221,7 +225,7 @@ impl Http {
             Parse::Incomplete(k) => Step::Need(k),
             Parse::Invalid => {
                 self.violation = true;
-                Step::Stop(0)
+                Step::Invalid
             }
         }
     }
@@ -247,7 +251,7 @@ fn line_step<T>(p: Parse<T>, violation: &mut bool, next: impl FnOnce(T) -> Phase
         Parse::Incomplete(k) => Step::Need(k),
         Parse::Invalid => {
             *violation = true;
-            Step::Stop(0)
+            Step::Invalid
         }
     }
 }
@@ -339,6 +343,10 @@ impl AppParser for Http {
                 Step::Stop(n) => {
                     off += n;
                     self.phase[d] = Phase::Stopped;
+                }
+                Step::Invalid => {
+                    self.phase[d] = Phase::Stopped;
+                    return Feed::Invalid { consumed: off };
                 }
             }
         }
