@@ -999,6 +999,70 @@ mod tests {
         assert_eq!((c.app, c.decided, c.unknown_reason), (App::Unknown, true, Some(UnknownReason::Changes)));
     }
 
+    /// Every parser keeps validating after detection: a real flow of its protocol from the
+    /// corpus, fed in capture order, then another protocol's bytes from the client, is detected
+    /// again (previous app: the flow's). SSH is validated until its keys change (it is not here:
+    /// the corpus flows reach the encrypted part), echo has no syntax; bytes inside a message a
+    /// length announced (a DNS-over-TCP message RESP's `*1` announces as 10801 bytes) are
+    /// judged when the message is complete.
+    #[test]
+    fn every_parser_rejects_other_bytes_after_detection() {
+        use crate::app::testutil::corpus_flows;
+        let resp: &[u8] = b"*1\r\n$4\r\nPING\r\n";
+        let http: &[u8] = b"POST / HTTP/1.1\r\nHost: a\r\n\r\n";
+        let files = [
+            "http.pcap", "redis.pcap", "tls.pcap", "tls12.pcap", "mysql.pcap", "postgresql.pcap", "kafka.pcap",
+            "mongodb.pcap", "cassandra.pcap", "couchbase-sdk.pcap", "couchbase-memcached-binary.pcap",
+            "zookeeper.pcap", "tns.pcap", "tds.pcap", "spark.pcap", "grpc.pcap", "dns.pcap", "ntp.pcap",
+            "dhcp.pcap", "tftp.pcap",
+        ];
+        let mut validated: std::collections::BTreeMap<&str, (u32, u32)> = Default::default();
+        for file in files {
+            for f in corpus_flows(file) {
+                let mut e = Engine::new(EngineConfig { max_sessions: 1, ..EngineConfig::default() });
+                let i = e.open(f.proto, f.server_port).unwrap();
+                let mut next = [1u32; 2];
+                let mut n = 0;
+                if f.proto == ipproto::TCP {
+                    for (d, seg) in &f.segments {
+                        n += 1;
+                        e.tcp_segment(i, *d, next[*d as usize], seg, f.server_port, n);
+                        next[*d as usize] = next[*d as usize].wrapping_add(seg.len() as u32);
+                    }
+                } else {
+                    for (d, dg) in &f.datagrams {
+                        n += 1;
+                        e.datagram(i, *d, dg, f.server_port, n);
+                    }
+                }
+                let app = e.ctx(i).app;
+                if app == App::Unknown || e.ctx(i).changes > 0 {
+                    continue;
+                }
+                // grpcio allows 4 MiB frames: RESP reads as a smaller (ignored) frame there.
+                let other = if matches!(app, App::Redis | App::Grpc) { http } else { resp };
+                if f.proto == ipproto::TCP {
+                    e.tcp_segment(i, Dir::ToServer, next[0], other, f.server_port, n + 1);
+                } else {
+                    e.datagram(i, Dir::ToServer, other, f.server_port, n + 1);
+                }
+                let c = e.ctx(i);
+                let v = validated.entry(app.as_str()).or_default();
+                v.1 += 1;
+                if c.changes == 1 && c.previous == app && c.app != app {
+                    v.0 += 1;
+                }
+            }
+        }
+        eprintln!("validated (changed, flows): {validated:?}");
+        for (app, (changed, flows)) in &validated {
+            assert!(*changed > 0, "{app}: none of {flows} flows noticed the switch");
+        }
+        for app in ["http", "redis", "tls", "mysql", "postgresql", "kafka", "mongodb", "cassandra", "couchbase", "zookeeper", "tns", "tds", "spark", "grpc", "dns", "ntp", "dhcp", "tftp"] {
+            assert!(validated.contains_key(app), "no {app} flow: {validated:?}");
+        }
+    }
+
     /// What a pending policy decision asks of the engine: may the bytes seen still become one
     /// of these apps?
     #[test]

@@ -273,7 +273,7 @@ impl AppParser for Cassandra {
                     Parse::Incomplete(k) => return Feed::Need { consumed: off, at_least: k },
                     Parse::Invalid => {
                         self.stop(d);
-                        continue;
+                        return Feed::Invalid { consumed: off };
                     }
                 };
                 let total = seg.total();
@@ -288,7 +288,7 @@ impl AppParser for Cassandra {
                     Parse::Incomplete(k) => return Feed::Need { consumed: off, at_least: k },
                     Parse::Invalid => {
                         self.stop(d);
-                        continue;
+                        return Feed::Invalid { consumed: off };
                     }
                 };
                 let total = parser::FRAME_HEADER + h.length;

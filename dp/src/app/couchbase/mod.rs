@@ -98,9 +98,11 @@ impl AppParser for Couchbase {
                     }
                 }
                 Parse::Incomplete(k) => return Feed::Need { consumed: off, at_least: k },
+                // No magic, an opcode or data type the protocol lacks, an impossible length:
+                // not the binary protocol.
                 Parse::Invalid => {
                     self.lost[d] = true;
-                    return Feed::Done;
+                    return Feed::Invalid { consumed: off };
                 }
             }
         }

@@ -238,10 +238,11 @@ impl AppParser for Mongodb {
             let h = match parser::header(rest) {
                 Parse::Ok(h, _) => h,
                 Parse::Incomplete(k) => return Feed::Need { consumed: off, at_least: k },
+                // A length or opcode no MongoDB peer sends: not MongoDB.
                 Parse::Invalid => {
                     self.violation = true;
                     self.stopped[d] = true;
-                    continue;
+                    return Feed::Invalid { consumed: off };
                 }
             };
             let window = h.len.min(HEAD);

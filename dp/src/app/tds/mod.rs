@@ -110,6 +110,8 @@ enum Step {
     Took(usize),
     Need(usize),
     Stop,
+    /// Not TDS from here ([`Feed::Invalid`]).
+    Invalid,
 }
 
 impl Tds {
@@ -155,8 +157,7 @@ impl Tds {
             Parse::Ok(h, _) => h,
             Parse::Incomplete(n) => return Step::Need(n),
             Parse::Invalid => {
-                self.violation = true;
-                return Step::Stop;
+                return Step::Invalid;
             }
         };
         let known = match dir {
@@ -164,8 +165,7 @@ impl Tds {
             Dir::ToClient => matches!(h.ptype, parser::TABULAR | parser::PRELOGIN),
         };
         if !known {
-            self.violation = true;
-            return Step::Stop;
+            return Step::Invalid;
         }
         let window = match (dir, h.ptype) {
             (Dir::ToServer, parser::SQL_BATCH | parser::TDS5_NORMAL | parser::RPC) => SQL_WINDOW,
@@ -176,8 +176,7 @@ impl Tds {
             Parse::Ok(g, _) => g,
             Parse::Incomplete(n) => return Step::Need(n),
             Parse::Invalid => {
-                self.violation = true;
-                return Step::Stop;
+                return Step::Invalid;
             }
         };
         let st = &mut self.d[d];
@@ -398,10 +397,7 @@ impl AppParser for Tds {
                         Step::Took(HEADER)
                     }
                     Parse::Incomplete(n) => Step::Need(n),
-                    _ => {
-                        self.violation = true;
-                        Step::Stop
-                    }
+                    _ => Step::Invalid,
                 }
             } else {
                 self.message(dir, rest)
@@ -412,6 +408,13 @@ impl AppParser for Tds {
                 Step::Stop => {
                     self.d[d].stopped = true;
                     return Feed::Done;
+                }
+                // An impossible header, a packet type the direction never carries, a broken
+                // multi-packet message: SQL Server closes the connection; not TDS.
+                Step::Invalid => {
+                    self.violation = true;
+                    self.d[d].stopped = true;
+                    return Feed::Invalid { consumed: off };
                 }
             }
         }

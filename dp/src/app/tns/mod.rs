@@ -279,12 +279,12 @@ impl AppParser for Tns {
                 Parse::Incomplete(k) => return Feed::Need { consumed: off, at_least: k },
                 Parse::Invalid => {
                     self.stop(d);
-                    continue;
+                    return Feed::Invalid { consumed: off };
                 }
             };
             if parser::type_name(h.ptype).is_none() {
                 self.stop(d);
-                continue;
+                return Feed::Invalid { consumed: off };
             }
             let window = h.length.min(HEAD);
             let Some(p) = rest.get(..window) else { return Feed::Need { consumed: off, at_least: window } };

@@ -237,10 +237,11 @@ impl AppParser for Zookeeper {
             let size = match parser::frame_len(rest, min) {
                 Parse::Ok(s, _) => s,
                 Parse::Incomplete(k) => return Feed::Need { consumed: off, at_least: k },
+                // A frame length ZooKeeper refuses (`jute.maxbuffer`): not ZooKeeper.
                 Parse::Invalid => {
                     self.violation = true;
                     self.stopped[d] = true;
-                    continue;
+                    return Feed::Invalid { consumed: off };
                 }
             };
             let total = 4 + size;
