@@ -195,7 +195,9 @@ impl Hub {
                         .iter()
                         .map(|s| {
                             let connection = to_record(s, |slot| self.name(slot));
-                            if connection.verdict.as_deref() == Some("denied") {
+                            if connection.exception_action.is_some() {
+                                Event::Exception { connection }
+                            } else if connection.verdict.as_deref() == Some("denied") {
                                 Event::Denied { connection }
                             } else {
                                 Event::Violation { connection }

@@ -1,6 +1,6 @@
 //! Policy enforcement on the packet path: the shared, atomically swapped policy, each session's
-//! verdict state, the per-core DNS name cache that `fqdn` rules match through, and the per-core
-//! hit counters.
+//! verdict state, and the per-core hit counters. The DNS names `fqdn` rules match through are
+//! [`crate::names`].
 //!
 //! The policy itself (model, file format, matcher) is [`crate::policy`]; this module applies
 //! its [`Decision`]s to sessions:
@@ -25,13 +25,11 @@
 //! Nothing here allocates or locks per frame: the policy is read through the worker's own
 //! `Arc`, swapped only when the generation counter moves.
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::app::engine::Engine;
-use crate::app::{App, AppSet, Text};
-use crate::flow::Addr;
+use crate::app::{App, AppSet};
 use crate::policy::{CompiledPolicy, Decision, Mode, PolicyVerdict, WorkloadIdx};
 
 /// The policy shared by the control thread (writer) and the workers (readers).
@@ -123,10 +121,19 @@ pub struct PolicyState {
     pub blocked: bool,
     /// Resets were sent (once per session).
     pub reset_sent: bool,
+    /// A frame of the session was forwarded (a session blocked later is reset at both ends).
+    pub forwarded: bool,
     /// A violation/denied event was queued (once per verdict change).
     pub evented: Option<PolicyVerdict>,
     /// The hit counter was incremented for the current generation.
     pub counted: bool,
+    /// The verdict depended on the app at some point (an `apps` rule could decide it): losing
+    /// inspection is then an exception ([`crate::exception`]).
+    pub app_dependent: bool,
+    /// The exception applied to the session, if any.
+    pub exception: Option<crate::exception::Exception>,
+    /// An exception event was queued.
+    pub exception_evented: bool,
 }
 
 impl PolicyState {
@@ -142,7 +149,46 @@ impl PolicyState {
         self.generation = g;
         self.pending_app = d.pending_app;
         self.allowing = d.allowing;
+        self.app_dependent |= d.pending_app;
         self.blocked = d.verdict == Some(PolicyVerdict::Denied) && !d.pending_app;
+    }
+
+    /// Applies exception action `action` (taken for `reason`): `drop_flow` blocks the session
+    /// with verdict `denied`; `pass_flow` and `bypass` forward it (a pending app decision is
+    /// settled as it stands: no app will come). Returns true when the session is now blocked.
+    pub fn except(
+        &mut self,
+        reason: crate::exception::ExceptionReason,
+        action: Option<crate::exception::ExceptionAction>,
+    ) -> bool {
+        use crate::exception::{Exception, ExceptionAction};
+        if self.exception.is_none() {
+            self.exception = Some(Exception { reason, action });
+        }
+        match action {
+            Some(ExceptionAction::DropFlow) => {
+                self.verdict = Some(PolicyVerdict::Denied);
+                self.pending_app = false;
+                self.blocked = true;
+            }
+            // The app will never be known: the provisional verdict stays, and an exception
+            // that passes the flow overrides its denial.
+            Some(ExceptionAction::PassFlow | ExceptionAction::Bypass) if self.pending_app => {
+                self.pending_app = false;
+                self.blocked = false;
+            }
+            Some(ExceptionAction::PassFlow | ExceptionAction::Bypass) => {}
+            None => {}
+        }
+        self.blocked
+    }
+
+    /// True when the session is no longer evaluated (exception action `bypass`).
+    pub fn bypassed(&self) -> bool {
+        matches!(
+            self.exception,
+            Some(crate::exception::Exception { action: Some(crate::exception::ExceptionAction::Bypass), .. })
+        )
     }
 }
 
@@ -175,6 +221,8 @@ pub struct PolicyView {
     pub workloads: [Option<String>; 2],
     /// Deciding mode.
     pub mode: Option<Mode>,
+    /// The exception applied, if any.
+    pub exception: Option<crate::exception::Exception>,
 }
 
 impl PolicyView {
@@ -191,98 +239,8 @@ impl PolicyView {
             rule_id: s.rule_id,
             workloads: [name(s.workloads[0]), name(s.workloads[1])],
             mode: s.mode,
+            exception: s.exception,
         })
-    }
-}
-
-/// Names per cached address.
-pub const DNS_NAME: usize = 96;
-
-#[derive(Clone, Copy, Default)]
-struct NameSlot {
-    addr: Addr,
-    name: Text<DNS_NAME>,
-    expires_ns: u64,
-    used: bool,
-}
-
-/// Per-core cache of the names DNS answers gave to addresses (for `fqdn` rules): fixed size,
-/// open addressing over `WAYS` slots per bucket, the oldest entry of a full bucket replaced.
-pub struct DnsCache {
-    slots: Vec<NameSlot>,
-    mask: usize,
-    /// How long an entry is kept (ns).
-    pub ttl_ns: u64,
-    /// Entries inserted.
-    pub inserted: u64,
-}
-
-const WAYS: usize = NAMES_PER_ADDR;
-
-/// Most names [`DnsCache::names`] returns for one address (the slots of one bucket).
-pub const NAMES_PER_ADDR: usize = 4;
-
-impl DnsCache {
-    /// A cache of about `entries` slots (rounded up to a power of two, at least 64).
-    pub fn new(entries: usize, ttl_ns: u64) -> Self {
-        let n = entries.max(64).next_power_of_two();
-        DnsCache {
-            slots: vec![NameSlot::default(); n],
-            mask: n - 1,
-            ttl_ns,
-            inserted: 0,
-        }
-    }
-
-    fn bucket(&self, a: &Addr) -> usize {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in a.0 {
-            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-        }
-        (h as usize) & self.mask & !(WAYS - 1)
-    }
-
-    /// Remembers that `addr` answered for `name` at `now_ns`.
-    pub fn insert(&mut self, addr: IpAddr, name: &str, now_ns: u64) {
-        let a = Addr::from(addr);
-        let b = self.bucket(&a);
-        let name = name.trim_end_matches('.');
-        let mut victim = b;
-        for i in b..b + WAYS {
-            let s = &self.slots[i];
-            if s.used && s.addr == a && s.name.as_str().eq_ignore_ascii_case(name) {
-                victim = i;
-                break;
-            }
-            if !s.used || s.expires_ns < self.slots[victim].expires_ns {
-                victim = i;
-                if !s.used {
-                    break;
-                }
-            }
-        }
-        self.slots[victim] = NameSlot {
-            addr: a,
-            name: crate::app::text(name.as_bytes()),
-            expires_ns: now_ns + self.ttl_ns,
-            used: true,
-        };
-        self.inserted += 1;
-    }
-
-    /// The names `addr` is known by at `now_ns` (at most `WAYS`), written into `out`; returns
-    /// how many.
-    pub fn names<'a>(&'a self, addr: IpAddr, now_ns: u64, out: &mut [&'a str; WAYS]) -> usize {
-        let a = Addr::from(addr);
-        let b = self.bucket(&a);
-        let mut n = 0;
-        for s in &self.slots[b..b + WAYS] {
-            if s.used && s.addr == a && s.expires_ns >= now_ns {
-                out[n] = s.name.as_str();
-                n += 1;
-            }
-        }
-        n
     }
 }
 
@@ -321,38 +279,6 @@ impl Hits {
         self.rules.resize(rules, 0);
         self.defaults = [0; 3];
         self.generation = generation;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dns_cache_remembers_and_expires() {
-        let mut c = DnsCache::new(64, 10);
-        let a: IpAddr = "198.18.0.9".parse().unwrap();
-        let b: IpAddr = "2001:db8::9".parse().unwrap();
-        c.insert(a, "api.example.test.", 100);
-        c.insert(a, "www.example.test", 100);
-        c.insert(b, "v6.example.test", 100);
-        let mut out = [""; WAYS];
-        let n = c.names(a, 105, &mut out);
-        let mut got: Vec<&str> = out[..n].to_vec();
-        got.sort();
-        assert_eq!(got, ["api.example.test", "www.example.test"]);
-        assert_eq!(c.names(b, 105, &mut out), 1);
-        assert_eq!(out[0], "v6.example.test");
-        assert_eq!(c.names(a, 111, &mut out), 0, "expired");
-        // A full bucket keeps working (oldest replaced), never grows.
-        for i in 0..1000u32 {
-            c.insert(
-                IpAddr::from([198, 18, (i >> 8) as u8, i as u8]),
-                "x.test",
-                200 + u64::from(i),
-            );
-        }
-        assert_eq!(c.slots.len(), 64);
     }
 }
 

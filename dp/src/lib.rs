@@ -7,8 +7,14 @@
 //! - [`wire`]: L2–L4 decoding;
 //! - [`flow`]: canonical flow keys;
 //! - [`inspect`]: the pipeline shared by workers and replay (decode → session → verdict);
+//! - [`origin`]: which interface and workload side a frame came from, anti-spoofing;
 //! - [`session`]: the per-core session table;
+//! - [`exception`]: the exception policy for what cannot be inspected (mid-stream pickup,
+//!   exhausted pools and caps);
 //! - [`expect`]: flows announced by other flows (TFTP transfers), shared by all workers;
+//! - [`names`]: DNS names for `fqdn` rules, learned from answers, shared by all workers;
+//! - [`seqlock`]: the lock-free cell those shared tables are built of;
+//! - [`seqlock`]: the lock-free cell those shared tables are built of;
 //! - [`record`]: connection records;
 //! - [`control`]: the control socket server and report fan-out;
 //! - [`daemon`]: start-up, inline pairs, XDP attach/detach, shutdown;
@@ -23,13 +29,19 @@ pub mod control;
 pub mod daemon;
 pub mod detect;
 pub mod enforce;
+pub mod exception;
 pub mod expect;
 pub mod flow;
 pub mod inspect;
+pub mod origin;
 pub mod policy;
+#[cfg(test)]
+mod protect_tests;
 pub mod record;
 pub mod replay;
+pub mod names;
 pub mod rst;
+pub mod seqlock;
 pub mod session;
 pub mod stream;
 pub mod worker;

@@ -32,6 +32,10 @@ pub fn to_record(snap: &SessionSnapshot, iface_name: impl Fn(u16) -> String) -> 
         bytes_to_client: s.bytes[1],
         packets_to_server: s.packets[0],
         packets_to_client: s.packets[1],
+        packets_dropped_to_server: s.dropped_packets[0],
+        packets_dropped_to_client: s.dropped_packets[1],
+        bytes_dropped_to_server: s.dropped_bytes[0],
+        bytes_dropped_to_client: s.dropped_bytes[1],
         first_seen: rfc3339(s.first_ns),
         last_seen: rfc3339(s.last_ns),
         state: s.state.as_str().to_string(),
@@ -50,6 +54,12 @@ fn policy_fields(snap: &SessionSnapshot, mut r: ConnectionRecord) -> ConnectionR
         r.server_workload = p.workloads[1].clone();
         r.mode = p.mode.map(|m| m.as_str().to_string());
     }
+    // An exception (mid-stream pickup, a pool or cap hit) is why inspection stopped.
+    if let Some(e) = snap.session.policy.exception {
+        r.inspection = Some("bypassed".into());
+        r.inspection_reason = Some(e.reason.as_str().into());
+        r.exception_action = e.action.map(|a| a.as_str().to_string());
+    }
     r
 }
 
@@ -58,8 +68,15 @@ fn app_fields(snap: &SessionSnapshot) -> ConnectionRecord {
     let inspected = matches!(snap.session.key.proto, ipproto::TCP | ipproto::UDP);
     let Some(a) = &snap.app else {
         if inspected {
-            r.inspection = Some("bypassed".into());
-            r.inspection_reason = Some(BypassReason::PoolFull.as_str().into());
+            // No app context: denied on its first frame (never inspected), or none was free.
+            let denied = snap.session.policy.blocked && snap.session.policy.exception.is_none();
+            let (what, why) = if denied {
+                ("none", "policy_denied")
+            } else {
+                ("bypassed", BypassReason::PoolFull.as_str())
+            };
+            r.inspection = Some(what.into());
+            r.inspection_reason = Some(why.into());
         }
         return r;
     };

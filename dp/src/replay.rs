@@ -97,8 +97,10 @@ pub fn replay_file(
             .map_err(|e| ReplayError::Policy { message: e.to_string() })?;
         insp.set_policy(std::sync::Arc::new(compiled), 1);
     }
+    insp.set_exceptions(cfg.exceptions());
     // The same kind of table the daemon shares between its workers (one pipeline here).
     insp.share_expectations(Arc::new(ExpectTable::default()));
+    insp.share_names(Arc::new(crate::names::NameTable::new(cfg.policy.names())));
     let mut summary = ReplaySummary::default();
     let mut out: Vec<SessionSnapshot> = Vec::new();
     let mut last_ns = 0u64;

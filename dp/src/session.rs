@@ -85,6 +85,9 @@ pub enum EndReason {
     Evicted,
     /// Warden stopped or the inline pair was removed.
     Shutdown,
+    /// A new SYN opened the same 5-tuple again after the session had closed, been reset, or
+    /// been dropped as picked up mid-stream.
+    Reused,
 }
 
 impl EndReason {
@@ -96,6 +99,7 @@ impl EndReason {
             EndReason::Rst => "rst",
             EndReason::Evicted => "evicted",
             EndReason::Shutdown => "shutdown",
+            EndReason::Reused => "reused",
         }
     }
 }
@@ -190,6 +194,10 @@ pub struct Session {
     pub packets: [u64; 2],
     /// Frame bytes per direction (L2, no FCS).
     pub bytes: [u64; 2],
+    /// Frames Warden dropped per direction (`[to_server, to_client]`; included in `packets`).
+    pub dropped_packets: [u64; 2],
+    /// Bytes of the frames Warden dropped per direction (included in `bytes`).
+    pub dropped_bytes: [u64; 2],
     /// Interface slot where the client side was seen.
     pub client_iface: u16,
     /// Index of the session's app context in the core's engine ([`NO_APP`] when none).
@@ -217,6 +225,8 @@ impl Session {
             last_ns: 0,
             packets: [0; 2],
             bytes: [0; 2],
+            dropped_packets: [0; 2],
+            dropped_bytes: [0; 2],
             client_iface: 0,
             app_ctx: NO_APP,
             policy: crate::enforce::PolicyState::default(),
@@ -307,6 +317,10 @@ pub struct SessionTable {
     dirty: Vec<u32>,
     ended: Vec<SessionSnapshot>,
     ended_cap: usize,
+    /// App contexts of ended sessions whose final record did not fit `ended`: the inspector
+    /// returns them to its engine ([`Self::drain_released`]), so a full ended queue loses the
+    /// record, never the context or its stream buffers.
+    released: Vec<u32>,
     next_id: u64,
     stats: TableStats,
 }
@@ -326,6 +340,7 @@ impl SessionTable {
             dirty: Vec::with_capacity(max),
             ended: Vec::with_capacity(ended_cap),
             ended_cap,
+            released: Vec::with_capacity(max),
             next_id: 1,
             stats: TableStats::default(),
         }
@@ -383,7 +398,11 @@ impl SessionTable {
         now_ns: u64,
     ) -> Tracked {
         let (idx, new) = match self.map.get(key) {
-            Some(&idx) => (idx, false),
+            Some(&idx) if !self.reusable(idx, tcp_flags) => (idx, false),
+            Some(&idx) => {
+                self.remove(idx, EndReason::Reused);
+                (self.create(key, from, tcp_flags, iface, now_ns), true)
+            }
             None => (self.create(key, from, tcp_flags, iface, now_ns), true),
         };
         let s = &mut self.slots[idx as usize];
@@ -396,6 +415,43 @@ impl SessionTable {
         }
         self.touch(idx);
         Tracked { idx, dir, new }
+    }
+
+    /// True when a frame with `tcp_flags` starts a new connection on session `idx`'s 5-tuple: a
+    /// pure SYN after the session closed or was reset (port reuse, RFC 9293 §3.10.7.4 TIME-WAIT
+    /// reuse), or on a session dropped because it was picked up mid-stream (its real
+    /// handshake). A SYN never replaces a live or handshaking session, so nobody can flip the
+    /// direction of an established one.
+    fn reusable(&self, idx: u32, tcp_flags: Option<u8>) -> bool {
+        let Some(f) = tcp_flags else { return false };
+        if f & (tcpflag::SYN | tcpflag::ACK | tcpflag::RST | tcpflag::FIN) != tcpflag::SYN {
+            return false;
+        }
+        let s = &self.slots[idx as usize];
+        matches!(s.state, State::Tcp(TcpState::Closed | TcpState::Reset)) || (s.midstream && s.policy.blocked)
+    }
+
+    /// Counts a frame of session `idx` sent in direction `dir` (`len` bytes) as dropped by
+    /// Warden (it was already counted as seen).
+    pub fn count_dropped(&mut self, idx: u32, dir: Dir, len: u32) {
+        let s = &mut self.slots[idx as usize];
+        s.dropped_packets[dir as usize] += 1;
+        s.dropped_bytes[dir as usize] += u64::from(len);
+    }
+
+    /// Counts a frame claimed for session `idx` in direction `dir` that Warden dropped before
+    /// tracking it (a spoofed frame): seen and dropped, without touching the session's state or
+    /// idle timer.
+    pub fn count_rejected(&mut self, idx: u32, dir: Dir, len: u32) {
+        let s = &mut self.slots[idx as usize];
+        s.packets[dir as usize] += 1;
+        s.bytes[dir as usize] += u64::from(len);
+        s.changed = true;
+        if !s.in_dirty {
+            s.in_dirty = true;
+            self.dirty.push(idx);
+        }
+        self.count_dropped(idx, dir, len);
     }
 
     /// Adds one frame to an existing session without state changes (ICMP errors about it).
@@ -426,7 +482,8 @@ impl SessionTable {
             End::Hi => End::Lo,
         };
         let (client, state, midstream) = match tcp_flags {
-            Some(f) if f & (tcpflag::SYN | tcpflag::ACK) == tcpflag::SYN => {
+            // Only a SYN without ACK, RST or FIN opens a connection whose client is known.
+            Some(f) if f & (tcpflag::SYN | tcpflag::ACK | tcpflag::RST | tcpflag::FIN) == tcpflag::SYN => {
                 (from, State::Tcp(TcpState::SynSent), false)
             }
             // A SYN-ACK first: its receiver opened the connection.
@@ -479,6 +536,8 @@ impl SessionTable {
         s.client = client;
         s.packets.swap(0, 1);
         s.bytes.swap(0, 1);
+        s.dropped_packets.swap(0, 1);
+        s.dropped_bytes.swap(0, 1);
         s.client_iface = u16::MAX;
         s.changed = true;
     }
@@ -576,6 +635,9 @@ impl SessionTable {
             });
         } else {
             self.stats.ended_overflow += 1;
+            if s.app_ctx != NO_APP {
+                self.released.push(s.app_ctx);
+            }
         }
         let slot = &mut self.slots[idx as usize];
         slot.live = false;
@@ -633,9 +695,28 @@ impl SessionTable {
         }
     }
 
+    /// Makes room for `contexts` released app contexts without allocating later: the number
+    /// of contexts in the owner's engine (each released one is a distinct context not yet
+    /// returned, so the list never holds more).
+    pub fn reserve_released(&mut self, contexts: usize) {
+        self.released.reserve(contexts.saturating_sub(self.released.len()));
+    }
+
+    /// Takes the app contexts of ended sessions whose final record was lost (ended queue
+    /// full); the caller returns them to its engine.
+    pub fn drain_released(&mut self) -> std::vec::Drain<'_, u32> {
+        self.released.drain(..)
+    }
+
     /// Number of final records waiting in the ended queue.
     pub fn ended_pending(&self) -> usize {
         self.ended.len()
+    }
+
+    /// True when the ended queue is half full or holds 4096 records: time to drain it before
+    /// records are lost (its capacity is `max` sessions clamped to 1024..=65536).
+    pub fn ended_nearly_full(&self) -> bool {
+        self.ended.len() >= (self.ended_cap / 2).min(4096)
     }
 
     /// Moves snapshots of every session changed since the last call, then every ended

@@ -203,6 +203,8 @@ pub struct Ip<'a> {
 /// A decoded frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame<'a> {
+    /// Source MAC address (bytes 6..12 of the Ethernet header).
+    pub src_mac: [u8; 6],
     /// Outer and inner VLAN ids (0 when absent); `vlans` tells how many are valid.
     pub vlan: [u16; 2],
     /// Number of VLAN tags (0..=2).
@@ -248,7 +250,9 @@ pub fn decode(frame: &[u8]) -> Result<Frame<'_>, Malformed> {
         ethertype::IPV6 => Some(decode_ipv6(rest)?),
         _ => None,
     };
-    Ok(Frame { vlan, vlans, ethertype, ip })
+    let mut src_mac = [0u8; 6];
+    src_mac.copy_from_slice(&frame[6..12]);
+    Ok(Frame { src_mac, vlan, vlans, ethertype, ip })
 }
 
 /// Decodes an IPv4 packet (RFC 791). Trailing bytes past the total length (Ethernet padding)

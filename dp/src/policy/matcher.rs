@@ -34,7 +34,7 @@ use arrayvec::ArrayVec;
 use hashbrown::HashMap;
 
 use super::model::{fqdn_matches, mask_v4, mask_v6, Cidr, Endpoint, IpProto, Mac, PortRange};
-use super::{Action, Decision, Facts, Mode, Policy, PolicyError, PolicyVerdict, Rule, Workload, WorkloadIdx};
+use super::{Action, Decision, Ends, Facts, Mode, Policy, PolicyError, PolicyVerdict, Rule, Workload, WorkloadIdx};
 use crate::app::{App, AppSet};
 
 /// No rule (rank sentinel, worse than every real rank).
@@ -221,13 +221,20 @@ fn rule_conditions(r: &Rule, f: &Facts<'_>) -> Cond {
 /// policy (from [`Policy::from_toml`] or built alike; unknown workload ids in rules never
 /// match).
 pub fn reference_evaluate(p: &Policy, f: &Facts<'_>) -> Decision {
-    let owner = |ip: IpAddr| {
-        p.workloads
-            .iter()
-            .position(|w| w.ips.contains(&ip))
+    reference_evaluate_ends(p, f, Ends::default())
+}
+
+/// [`reference_evaluate`] with ends whose workload is known from their interface
+/// (as [`CompiledPolicy::evaluate_ends`]).
+pub fn reference_evaluate_ends(p: &Policy, f: &Facts<'_>, ends: Ends) -> Decision {
+    let owner = |ip: IpAddr, known: Option<WorkloadIdx>| {
+        known
+            .map(|w| w.index())
+            .or_else(|| p.workloads.iter().position(|w| w.ips.contains(&ip)))
+            .filter(|&i| i < p.workloads.len())
             .map(|i| (WorkloadIdx(i as u32), p.workloads[i].mode))
     };
-    let (cw, sw) = (owner(f.client), owner(f.server));
+    let (cw, sw) = (owner(f.client, ends.client), owner(f.server, ends.server));
     if cw.is_none() && sw.is_none() {
         return Decision::NOT_ENFORCED;
     }
@@ -583,6 +590,8 @@ pub struct CompiledPolicy {
     ports: Box<[PortRange]>,
     /// (name, wildcard) of each fqdn condition.
     fqdns: Box<[(String, bool)]>,
+    /// Indices of the rules with an fqdn condition.
+    fqdn_rules: Box<[u32]>,
     index: Side<(u64, Side<Bucket>)>,
     /// Address -> workload index.
     wl_v4: HashMap<u32, u32>,
@@ -700,11 +709,13 @@ impl CompiledPolicy {
             side_min(&side, &mut min);
             (min, side)
         });
+        let fqdn_rules = crules.iter().filter(|r| r.fqdn != NONE32).map(|r| r.index).collect();
         Ok(CompiledPolicy {
             policy: p.clone(),
             crules: crules.into_boxed_slice(),
             ports: ports.into_boxed_slice(),
             fqdns: fqdns.into_boxed_slice(),
+            fqdn_rules,
             index,
             wl_v4: wl_v4.into_iter().collect(),
             wl_v6: wl_v6.into_iter().collect(),
@@ -755,6 +766,42 @@ impl CompiledPolicy {
         }
     }
 
+    /// The workload whose `iface` is the interface named `name`, if any (a linear scan: call it
+    /// when a policy or an interface is set, not per frame).
+    pub fn workload_of_iface(&self, name: &str) -> Option<WorkloadIdx> {
+        self.policy
+            .workloads
+            .iter()
+            .position(|w| w.iface.as_deref() == Some(name))
+            .map(|i| WorkloadIdx(i as u32))
+    }
+
+    /// True when some rule has an `fqdn` condition (only then do server names matter).
+    #[inline]
+    pub fn has_fqdn(&self) -> bool {
+        !self.fqdn_rules.is_empty()
+    }
+
+    /// True when a rule with an `fqdn` condition could use `name` as a name of `server` for a
+    /// connection from `client`: its `from` matches `client`, its `to` matches `server` and its
+    /// pattern matches `name`. Used to store only DNS names this policy can need; linear in the
+    /// rules with `fqdn` (called per DNS answer, not per frame).
+    pub fn fqdn_wanted(&self, client: IpAddr, server: IpAddr, name: &str) -> bool {
+        let ends = [(client, self.workload_of(client)), (server, self.workload_of(server))];
+        let end_matches = |e: &Endpoint, (ip, w): (IpAddr, Option<WorkloadIdx>)| match e {
+            Endpoint::Any => true,
+            Endpoint::External => w.is_none(),
+            Endpoint::Workload(id) => w.is_some_and(|w| self.workload_id(w) == id),
+            Endpoint::Cidr(c) => c.contains(ip),
+        };
+        self.fqdn_rules.iter().any(|&i| {
+            let r = &self.policy.rules[i as usize];
+            r.fqdn.as_ref().is_some_and(|q| q.matches(name))
+                && end_matches(&r.from, ends[0])
+                && end_matches(&r.to, ends[1])
+        })
+    }
+
     /// The workload MAC `mac` (6 bytes) belongs to, if any.
     pub fn workload_of_mac(&self, mac: [u8; 6]) -> Option<WorkloadIdx> {
         self.wl_mac.get(&Mac(mac)).map(|&i| WorkloadIdx(i))
@@ -765,8 +812,15 @@ impl CompiledPolicy {
     /// the rules ranked before the deciding one in their port intervals, not with the number
     /// of rules.
     pub fn evaluate(&self, f: &Facts<'_>) -> Decision {
-        let cw = self.workload_of(f.client);
-        let sw = self.workload_of(f.server);
+        self.evaluate_ends(f, Ends::default())
+    }
+
+    /// [`Self::evaluate`] where an end's workload may be known from the interface its frames
+    /// were seen on (`ends`, which wins over the address lookup).
+    pub fn evaluate_ends(&self, f: &Facts<'_>, ends: Ends) -> Decision {
+        let valid = |w: Option<WorkloadIdx>| w.filter(|w| w.index() < self.policy.workloads.len());
+        let cw = valid(ends.client).or_else(|| self.workload_of(f.client));
+        let sw = valid(ends.server).or_else(|| self.workload_of(f.server));
         if cw.is_none() && sw.is_none() {
             return Decision::NOT_ENFORCED;
         }

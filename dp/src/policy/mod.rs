@@ -67,7 +67,7 @@ mod tests;
 
 pub use learn::{learned_policy, LearnedConn};
 pub use load::PolicyError;
-pub use matcher::{reference_evaluate, CompiledPolicy, IndexStats};
+pub use matcher::{reference_evaluate, reference_evaluate_ends, CompiledPolicy, IndexStats};
 pub use model::{
     app_from_name, known_apps, Action, Cidr, Endpoint, Fqdn, IpProto, Mac, Mode, Policy, PolicyVerdict, PortRange,
     Rule, Workload,
@@ -84,6 +84,17 @@ impl WorkloadIdx {
     }
 }
 
+/// Workloads the caller knows an end belongs to from where its frames were seen (the
+/// interface of a workload's side of its inline pair): they win over the address lookup, so
+/// traffic on a workload's interface is that workload's whatever addresses it carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ends {
+    /// The client's workload, known from its interface.
+    pub client: Option<WorkloadIdx>,
+    /// The server's workload, known from its interface.
+    pub server: Option<WorkloadIdx>,
+}
+
 /// What the caller knows about a connection (one evaluation).
 #[derive(Debug, Clone, Copy)]
 pub struct Facts<'a> {
@@ -98,8 +109,8 @@ pub struct Facts<'a> {
     pub server_port: u16,
     /// Detected app; `None` while detection is still running ([`Decision::pending_app`]).
     pub app: Option<App>,
-    /// DNS names learned for the server address (any case, optional trailing dot; may be
-    /// empty). Matched against rules' `fqdn`.
+    /// DNS names the client learned for the server address (any case, optional trailing
+    /// dot; may be empty; see [`crate::names`]). Matched against rules' `fqdn`.
     pub server_names: &'a [&'a str],
     /// DNS names learned for the client address. No rule condition uses them yet (reserved
     /// for client-name rules); they do not change the decision.
