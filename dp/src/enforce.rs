@@ -396,6 +396,40 @@ mod app_rule_tests {
         assert_eq!((r.verdict.as_deref(), r.app.as_str()), (Some("violation"), "redis"));
     }
 
+    /// The hole trick: after HTTP, nine segments beyond a hole make the stream skip it (its
+    /// out-of-order limit), and the hole, sent last, would pass as a retransmission. The gap
+    /// loses the parser's framing, so protect mode applies the exception policy (`drop_flow`:
+    /// reset) on the ninth segment and drops the hole; alert mode passes the flow and says so.
+    #[test]
+    fn a_hole_the_parser_cannot_frame_across_is_an_exception() {
+        for (mode, cut) in [("protect", true), ("alert", false)] {
+            let mut c = Conn::open(policy(mode, "\"http\""));
+            assert_eq!(c.frame(true, ACK | PSH, GET), Verdict::Forward);
+            assert_eq!(c.frame(false, ACK | PSH, OK), Verdict::Forward);
+            let hole = c.next[0];
+            c.next[0] = hole.wrapping_add(PING.len() as u32);
+            let mut verdicts = Vec::new();
+            for _ in 0..9 {
+                verdicts.push(c.frame(true, ACK | PSH, PING));
+            }
+            let end = c.next[0];
+            c.next[0] = hole;
+            let late = c.frame(true, ACK | PSH, PING);
+            c.next[0] = end;
+            let r = crate::record::to_record(&c.snapshot(), |_| String::new());
+            assert_eq!((r.inspection.as_deref(), r.inspection_reason.as_deref()), (Some("bypassed"), Some("out_of_order_limit")), "{mode}");
+            if cut {
+                assert!(verdicts[..8].iter().all(|v| *v == Verdict::Forward), "{verdicts:?}");
+                assert_eq!(verdicts[8], Verdict::Reset, "the segment that made the gap");
+                assert_eq!(late, Verdict::Drop(DropReason::PolicyDenied), "the hole");
+                assert_eq!((r.verdict.as_deref(), r.exception_action.as_deref()), (Some("denied"), Some("drop_flow")));
+            } else {
+                assert!(verdicts.iter().chain([&late]).all(|v| *v == Verdict::Forward), "{verdicts:?}");
+                assert_eq!(r.exception_action.as_deref(), Some("pass_flow"));
+            }
+        }
+    }
+
     /// Control: bytes that remain a prefix of an allowed app's first message are forwarded
     /// while detection runs, in any segmentation; HTTP then more HTTP stays allowed.
     #[test]

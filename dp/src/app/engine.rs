@@ -117,9 +117,10 @@ macro_rules! registry {
                 }
             }
 
-            fn gap(&mut self, dir: Dir, len: usize) {
+            /// True when the parser kept its framing ([`AppParser::gap`]).
+            fn gap(&mut self, dir: Dir, len: usize) -> bool {
                 match self {
-                    AppState::None => {}
+                    AppState::None => true,
                     $(AppState::$variant(p) => p.gap(dir, len),)*
                 }
             }
@@ -290,6 +291,9 @@ pub struct AppCtx {
     pub changes: u8,
     /// Why the app is `unknown` although detection ended (None while detecting or detected).
     pub unknown_reason: Option<UnknownReason>,
+    /// A gap (the out-of-order limit skipped a hole) made the detected parser lose its
+    /// framing: inspection is lost ([`Inspection::Bypassed`], `out_of_order_limit`).
+    pub lost: bool,
     remaining: u64,
     detect_packets: [u32; 2],
     /// The client's first bytes (echo recognition) and whether the server has spoken yet.
@@ -371,6 +375,7 @@ impl AppCtx {
         self.previous = App::Unknown;
         self.changes = 0;
         self.unknown_reason = None;
+        self.lost = false;
         self.detect_packets = [0; 2];
         self.head = Mirror::default();
         self.streams = Default::default();
@@ -396,6 +401,10 @@ impl AppCtx {
             if let Some(b) = s.bypass {
                 return Inspection::Bypassed(BypassReason::Stream(b));
             }
+        }
+        if self.lost {
+            // Gaps come from the out-of-order limit (the stream skips the hole).
+            return Inspection::Bypassed(BypassReason::Stream(Bypass::OutOfOrder));
         }
         if self.decided && self.streams.iter().all(|s| s.finished()) && self.app != App::Unknown {
             return Inspection::Done;
@@ -478,6 +487,7 @@ struct Detector<'a> {
     previous: &'a mut App,
     changes: &'a mut u8,
     unknown_reason: &'a mut Option<UnknownReason>,
+    lost: &'a mut bool,
     detect_packets: &'a mut [u32; 2],
     probed: &'a mut u64,
     redetections: &'a mut u64,
@@ -575,6 +585,7 @@ impl Detector<'_> {
         *self.previous = self.state.app();
         *self.state = AppState::None;
         *self.ctx_app = App::Unknown;
+        *self.lost = false;
         *self.changes = self.changes.saturating_add(1);
         *self.redetections += 1;
         if *self.changes > MAX_CHANGES {
@@ -607,7 +618,11 @@ impl Sink for Detector<'_> {
 
     fn gap(&mut self, len: usize) {
         if *self.decided {
-            self.state.gap(self.dir, len);
+            // A hole the parser cannot frame across: what follows is not validated any more
+            // (and the hole, retransmitted later, would pass as a retransmission).
+            if !self.state.gap(self.dir, len) {
+                *self.lost = true;
+            }
         } else {
             // Detection cannot continue across a hole in the first bytes.
             *self.decided = true;
@@ -777,6 +792,7 @@ impl Engine {
             previous,
             changes,
             unknown_reason,
+            lost,
         } = c;
         let det = Detector {
             ctx_app: app,
@@ -788,6 +804,7 @@ impl Engine {
             previous,
             changes,
             unknown_reason,
+            lost,
             detect_packets,
             probed,
             redetections,
@@ -1071,6 +1088,37 @@ mod tests {
         }
         for app in ["http", "redis", "tls", "mysql", "postgresql", "kafka", "mongodb", "cassandra", "couchbase", "zookeeper", "tns", "tds", "spark", "grpc", "dns", "ntp", "dhcp", "tftp"] {
             assert!(validated.contains_key(app), "no {app} flow: {validated:?}");
+        }
+    }
+
+    /// A hole the out-of-order limit skips after detection: inside a body the parser keeps its
+    /// framing; across a message head it cannot validate what follows, and inspection is lost.
+    #[test]
+    fn a_gap_the_parser_cannot_frame_across_loses_inspection() {
+        let post = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n";
+        for (hole_at, hole, lost) in [(post.len() + 10, 20, false), (post.len() + 100, 20, true)] {
+            let mut e = Engine::new(EngineConfig { max_sessions: 1, ..EngineConfig::default() });
+            let i = e.open(ipproto::TCP, 80).unwrap();
+            e.tcp_syn(i, Dir::ToServer, 0);
+            e.tcp_segment(i, Dir::ToServer, 1, post, 80, 3);
+            let mut body = vec![b'x'; 100];
+            body.extend_from_slice(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+            e.tcp_segment(i, Dir::ToServer, 1 + post.len() as u32, &body[..hole_at - post.len()], 80, 4);
+            // Nine segments beyond the hole: the ninth makes the stream skip it.
+            let mut seq = 1 + (hole_at + hole) as u32;
+            for k in 0..9 {
+                e.tcp_segment(i, Dir::ToServer, seq, b"zz", 80, 5 + k);
+                seq += 2;
+            }
+            let c = e.ctx(i);
+            assert_eq!(c.app, App::Http);
+            assert_eq!(c.lost, lost, "hole at {hole_at}");
+            let want = if lost {
+                Inspection::Bypassed(BypassReason::Stream(Bypass::OutOfOrder))
+            } else {
+                Inspection::Active
+            };
+            assert_eq!(c.inspection(), want);
         }
     }
 

@@ -16,7 +16,9 @@
 //! - Every length read from the wire is capped before use; unknown codes are values, not errors;
 //!   nothing panics on any input. Extracted strings are bounded ([`Text`]).
 //! - Gaps (bytes the engine lost) are announced with [`AppParser::gap`]; a parser resynchronises
-//!   or stops.
+//!   or stops, and says whether it still knows where its messages are (a parser that lost
+//!   them no longer validates: the engine reports inspection lost, an exception when the
+//!   verdict depends on the app).
 //! - **Parsers keep validating after detection**: bytes that cannot be the protocol (a request
 //!   line that is not one, a byte that is no RESP type, an impossible length or opcode) are
 //!   answered [`Feed::Invalid`] with the bytes of whole valid messages before them. The engine
@@ -303,9 +305,14 @@ pub trait AppParser: Default + Clone + Send + 'static {
     /// whole).
     fn feed(&mut self, dir: Dir, data: &[u8]) -> Feed;
 
-    /// `len` bytes of `dir` were lost. Default: nothing (parsers that frame by length override
-    /// this to resynchronise or give up).
-    fn gap(&mut self, _dir: Dir, _len: usize) {}
+    /// `len` bytes of `dir` were lost. True when the parser still knows where its messages
+    /// are (the bytes fell inside a body it was skipping, or it was not following the
+    /// direction any more); false when the gap lost its framing: it can no longer validate
+    /// what follows, and the engine reports the session's inspection as lost (an exception
+    /// when the verdict depends on the app). Default: nothing to lose (datagram parsers, echo).
+    fn gap(&mut self, _dir: Dir, _len: usize) -> bool {
+        true
+    }
 
     /// The app as refined by parsing (HTTP/2 becomes gRPC on `application/grpc`). Default
     /// [`AppParser::APP`].

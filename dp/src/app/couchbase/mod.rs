@@ -108,9 +108,11 @@ impl AppParser for Couchbase {
         }
     }
 
-    fn gap(&mut self, dir: Dir, _len: usize) {
+    fn gap(&mut self, dir: Dir, _len: usize) -> bool {
         // Length-framed: message boundaries are unknown after a gap.
+        let was = self.lost[dir as usize];
         self.lost[dir as usize] = true;
+        was
     }
 
     fn l7(&self, out: &mut Map<String, Value>) {

@@ -284,11 +284,13 @@ impl AppParser for Dns {
         }
     }
 
-    fn gap(&mut self, _dir: Dir, _len: usize) {
+    fn gap(&mut self, _dir: Dir, _len: usize) -> bool {
         // Over TCP the length framing is lost; over UDP there are no gaps.
-        if self.mode == Some(Mode::Tcp) {
+        if self.mode == Some(Mode::Tcp) && !self.lost {
             self.lost = true;
+            return false;
         }
+        true
     }
 
     fn l7(&self, out: &mut Map<String, Value>) {

@@ -352,7 +352,7 @@ impl AppParser for Http {
         }
     }
 
-    fn gap(&mut self, dir: Dir, len: usize) {
+    fn gap(&mut self, dir: Dir, len: usize) -> bool {
         let d = dir as usize;
         if dir == Dir::ToServer {
             self.form_pending = false;
@@ -368,9 +368,11 @@ impl AppParser for Http {
             Phase::Stopped => Phase::Stopped,
             _ => {
                 self.gap = true;
-                Phase::Stopped
+                self.phase[d] = Phase::Stopped;
+                return false;
             }
         };
+        true
     }
 
     fn l7(&self, out: &mut Map<String, Value>) {

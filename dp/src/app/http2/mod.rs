@@ -433,7 +433,7 @@ impl AppParser for Http2 {
         }
     }
 
-    fn gap(&mut self, dir: Dir, len: usize) {
+    fn gap(&mut self, dir: Dir, len: usize) -> bool {
         let d = dir as usize;
         let len = u32::try_from(len).unwrap_or(u32::MAX);
         self.side[d].phase = match self.side[d].phase {
@@ -443,9 +443,11 @@ impl AppParser for Http2 {
             Phase::Stopped => Phase::Stopped,
             _ => {
                 self.gap = true;
-                Phase::Stopped
+                self.side[d].phase = Phase::Stopped;
+                return false;
             }
         };
+        true
     }
 
     fn app(&self) -> App {

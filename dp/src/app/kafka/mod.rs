@@ -238,12 +238,17 @@ impl AppParser for Kafka {
         }
     }
 
-    fn gap(&mut self, dir: Dir, len: usize) {
+    fn gap(&mut self, dir: Dir, len: usize) -> bool {
         let d = dir as usize;
         self.gap = true;
+        if self.stopped[d] {
+            return true;
+        }
         if !super::skip_gap(&mut self.skip[d], len) {
             self.stopped[d] = true;
+            return false;
         }
+        true
     }
 
     fn l7(&self, out: &mut Map<String, Value>) {

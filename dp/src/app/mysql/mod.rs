@@ -338,14 +338,19 @@ impl AppParser for Mysql {
         }
     }
 
-    fn gap(&mut self, dir: Dir, len: usize) {
+    fn gap(&mut self, dir: Dir, len: usize) -> bool {
         self.gap = true;
+        let stopped = self.stopped();
         let st = &mut self.d[dir as usize];
+        if st.mode == Mode::Stopped || stopped {
+            return true;
+        }
         if st.skip >= len {
             st.skip -= len; // lost bytes were payload being skipped anyway
-        } else {
-            st.mode = Mode::Stopped; // packet boundaries unknown
+            return true;
         }
+        st.mode = Mode::Stopped; // packet boundaries unknown
+        false
     }
 
     fn l7(&self, out: &mut Map<String, Value>) {

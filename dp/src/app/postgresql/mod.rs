@@ -341,14 +341,19 @@ impl AppParser for Postgresql {
         }
     }
 
-    fn gap(&mut self, dir: Dir, len: usize) {
+    fn gap(&mut self, dir: Dir, len: usize) -> bool {
         self.gap = true;
+        let encrypted = self.encrypted;
         let st = &mut self.d[dir as usize];
+        if st.phase == Phase::Stopped || encrypted {
+            return true;
+        }
         if st.skip >= len {
             st.skip -= len; // lost bytes were payload being skipped anyway
-        } else {
-            st.phase = Phase::Stopped; // message boundaries unknown
+            return true;
         }
+        st.phase = Phase::Stopped; // message boundaries unknown
+        false
     }
 
     fn l7(&self, out: &mut Map<String, Value>) {

@@ -432,18 +432,20 @@ impl AppParser for Redis {
         }
     }
 
-    fn gap(&mut self, dir: Dir, len: usize) {
+    fn gap(&mut self, dir: Dir, len: usize) -> bool {
         let d = dir as usize;
         self.gap = true;
         let w = &mut self.w[d];
-        if w.mode != Mode::Active {
-            return;
+        if w.mode == Mode::Stopped {
+            return true;
         }
-        if w.skip >= len as u64 {
+        if w.mode == Mode::Active && w.skip >= len as u64 {
             w.skip -= len as u64; // lost bytes were payload being skipped anyway
-            return;
+            return true;
         }
+        // Resynchronising skips what comes before the next `\r\n*` unread: not validated.
         w.mode = if dir == Dir::ToServer { Mode::Resync } else { Mode::Stopped };
+        false
     }
 
     fn l7(&self, out: &mut Map<String, Value>) {

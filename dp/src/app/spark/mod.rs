@@ -431,12 +431,17 @@ impl AppParser for Spark {
         }
     }
 
-    fn gap(&mut self, dir: Dir, len: usize) {
+    fn gap(&mut self, dir: Dir, len: usize) -> bool {
         let s = &mut self.side[dir as usize];
         self.gap = true;
+        if s.stopped {
+            return true;
+        }
         if !super::skip_gap(&mut s.skip, len) {
             s.stopped = true;
+            return false;
         }
+        true
     }
 
     fn l7(&self, out: &mut Map<String, Value>) {

@@ -216,12 +216,14 @@ impl AppParser for Ssh {
         }
     }
 
-    fn gap(&mut self, dir: Dir, _len: usize) {
+    fn gap(&mut self, dir: Dir, _len: usize) -> bool {
         let side = &mut self.sides[dir as usize];
-        if side.stage != Stage::Encrypted {
-            // Lines and packets are framed by content and length: a gap loses the framing.
-            side.stage = Stage::Lost;
+        if matches!(side.stage, Stage::Encrypted | Stage::Lost) {
+            return true;
         }
+        // Lines and packets are framed by content and length: a gap loses the framing.
+        side.stage = Stage::Lost;
+        false
     }
 
     fn l7(&self, out: &mut Map<String, Value>) {

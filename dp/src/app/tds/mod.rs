@@ -420,14 +420,19 @@ impl AppParser for Tds {
         }
     }
 
-    fn gap(&mut self, dir: Dir, len: usize) {
+    fn gap(&mut self, dir: Dir, len: usize) -> bool {
         self.gap = true;
+        let encrypted = self.encrypted;
         let st = &mut self.d[dir as usize];
+        if st.stopped || encrypted {
+            return true;
+        }
         if st.pkt_left >= len {
             st.pkt_left -= len; // lost bytes were payload being skipped anyway
-        } else {
-            st.stopped = true; // packet boundaries unknown
+            return true;
         }
+        st.stopped = true; // packet boundaries unknown
+        false
     }
 
     fn l7(&self, out: &mut Map<String, Value>) {

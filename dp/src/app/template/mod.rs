@@ -77,9 +77,10 @@ impl AppParser for Template {
         }
     }
 
-    fn gap(&mut self, _dir: Dir, _len: usize) {
+    fn gap(&mut self, _dir: Dir, _len: usize) -> bool {
         // Length-framed: after a gap the frame boundaries are unknown.
         self.violation = true;
+        false
     }
 
     fn l7(&self, out: &mut Map<String, Value>) {

@@ -233,14 +233,16 @@ impl AppParser for Tls {
         }
     }
 
-    fn gap(&mut self, dir: Dir, len: usize) {
+    fn gap(&mut self, dir: Dir, len: usize) -> bool {
         let side = &mut self.sides[dir as usize];
         if side.stage == Stage::Records && len <= side.skip {
             // Lost bytes inside a record payload: the framing is intact.
             side.skip -= len;
-        } else {
-            side.stage = Stage::Lost;
+            return true;
         }
+        let was_lost = side.stage == Stage::Lost;
+        side.stage = Stage::Lost;
+        was_lost
     }
 
     fn l7(&self, out: &mut Map<String, Value>) {

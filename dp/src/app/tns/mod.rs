@@ -295,12 +295,17 @@ impl AppParser for Tns {
         }
     }
 
-    fn gap(&mut self, dir: Dir, len: usize) {
+    fn gap(&mut self, dir: Dir, len: usize) -> bool {
         let s = &mut self.side[dir as usize];
         self.gap = true;
+        if s.stopped {
+            return true;
+        }
         if !super::skip_gap(&mut s.skip, len) {
             s.stopped = true;
+            return false;
         }
+        true
     }
 
     fn threats(&self) -> Option<&crate::detect::Threats> {
