@@ -702,11 +702,16 @@ impl Engine {
     /// far: while detecting, some remaining candidate (one no probe of either direction has
     /// rejected) may end up as one of them ([`Candidate::becomes`]), or echo is among them and
     /// the server has not spoken yet (echo is told by the server's first bytes, not by a
-    /// probe). Once decided: whether the app is one of them.
+    /// probe). Once decided: whether the app is one of them. False while detecting again with
+    /// a direction whose stream the previous parser had finished: its bytes are no longer
+    /// probed, so nothing says they could be one of them.
     pub fn may_become(&self, idx: u32, apps: AppSet) -> bool {
         let Some(c) = self.ctxs.get(idx as usize) else { return false };
         if c.decided {
             return apps.contains(c.app);
+        }
+        if c.streams.iter().any(|s| s.finished()) {
+            return false;
         }
         if apps.contains(App::Echo) && !c.head.server_seen {
             return true;
