@@ -445,6 +445,21 @@ pub struct ConnectionRecord {
     /// Fields the app's parser extracted (bounded; shape per app, see ARCHITECTURE.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub l7: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The app the session was detected as before its bytes stopped being that protocol (its
+    /// parser rejected them) and detection ran again; `app` is what came after (absent when
+    /// the app never changed so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_app: Option<String>,
+    /// Times the stream stopped being its detected protocol and detection ran again (absent
+    /// when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_changes: Option<u32>,
+    /// Why `app` is `unknown` although detection ended: `no_match` (every parser rejected the
+    /// bytes), `detect_limit` (the detection window ended undecided), `gap` (bytes lost during
+    /// detection), `no_allowed_app` (the session's verdict hung on its app and its bytes could
+    /// no longer be any app the policy allows: decided at once), `too_many_changes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_unknown_reason: Option<String>,
     /// `active` (probing or parsing), `done` (nothing more to inspect), `bypassed` (no longer
     /// inspected, see `inspection_reason` and `exception_action`) or `none` (denied by policy
     /// on its first frame: never inspected). Absent for protocols Warden does not inspect

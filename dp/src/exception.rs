@@ -5,7 +5,8 @@
 //! An *exception* is one of [`ExceptionReason`]: the session was picked up mid-stream (its
 //! TCP handshake was not seen, so nothing says which side opened it), no app context was free
 //! on the core, the stream buffers of the core or the session were full, or too many
-//! out-of-order segments waited before the app was known. The action taken is configured per
+//! out-of-order segments waited before the app was known (or, after it, made the stream skip a
+//! hole the parser could not frame across: [`crate::app::AppParser::gap`]). The action taken is configured per
 //! mode of the session's strictest workload end ([`ExceptionPolicy`]):
 //!
 //! | action | frames | inspection | policy |

@@ -451,7 +451,8 @@ impl Inspector {
         }
     }
 
-    /// Evaluates the session's policy when needed (new session, newer policy, app just decided)
+    /// Evaluates the session's policy when needed (new session, newer policy, app decided or
+    /// changed, no allowed app left for a pending one: [`crate::enforce::settle_pending_app`])
     /// and returns the frame's verdict. O(1) when nothing changed.
     fn enforce(&mut self, idx: u32, new: bool, ip: &wire::Ip<'_>, now_ns: u64) -> Verdict {
         let g = self.policy_gen;
@@ -475,7 +476,7 @@ impl Inspector {
                 c.decided.then_some(c.app)
             }
         };
-        let reeval = new || ps.generation != g || (ps.pending_app && app.is_some());
+        let reeval = new || ps.generation != g || ps.app != app;
         if reeval {
             if self.policy.workloads().is_empty() && ps.verdict.is_none() {
                 ps.generation = g;
@@ -516,6 +517,14 @@ impl Inspector {
                     ps.counted = true;
                 }
             }
+            ps.app = app;
+        }
+        let s = self.sessions.get(idx);
+        let packets = (s.packets[0] + s.packets[1]).min(u64::from(u32::MAX)) as u32;
+        if crate::enforce::settle_pending_app(&ps, &mut self.engine, app_ctx, packets) {
+            // Decided `unknown` now: evaluate again (once: the app is no longer pending).
+            self.sessions.get_mut(idx).policy = ps;
+            return self.enforce(idx, new, ip, now_ns);
         }
         // Events: an exception once, else a violation or denial once per verdict change.
         let alarm = matches!(ps.verdict, Some(PolicyVerdict::Violation | PolicyVerdict::Denied));

@@ -119,6 +119,13 @@ fn app_fields(snap: &SessionSnapshot) -> ConnectionRecord {
     if a.overlaps_differ > 0 {
         r.tcp_overlap_conflicts = Some(a.overlaps_differ);
     }
+    if a.changes > 0 {
+        r.previous_app = Some(a.previous.as_str().to_string());
+        r.app_changes = Some(u32::from(a.changes));
+    }
+    if a.app == App::Unknown {
+        r.app_unknown_reason = a.unknown_reason.map(|u| u.as_str().to_string());
+    }
     r
 }
 

@@ -262,6 +262,28 @@ mod tests {
         }
     }
 
+    /// `warden replay --policy` on a real capture of a client that sends an HTTP request, gets
+    /// the answer, then sends a RESP `SET` on the same connection (port 8080): where only
+    /// `http` is allowed the record shows the app change and a denial (protect) or a
+    /// violation (alert); with `redis` allowed too (control) it is allowed.
+    #[test]
+    fn http_then_resp_capture_under_app_rules() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/captures");
+        let run = |file: &str, mode: &str| {
+            let mut cfg = Config::default();
+            cfg.policy.file = Some(dir.join(file).display().to_string());
+            cfg.policy.default_mode = Some(mode.into());
+            let (recs, _) = replay_file(&dir.join("http-then-resp.pcap"), &cfg).unwrap();
+            assert_eq!(recs.len(), 1, "{recs:?}");
+            let r = recs.into_iter().next().unwrap();
+            assert_eq!((r.app.as_str(), r.previous_app.as_deref(), r.app_changes), ("redis", Some("http"), Some(1)), "{r:?}");
+            (r.verdict, r.rule_id)
+        };
+        assert_eq!(run("http-then-resp.http-only.toml", "protect"), (Some("denied".into()), None));
+        assert_eq!(run("http-then-resp.http-only.toml", "alert"), (Some("violation".into()), None));
+        assert_eq!(run("http-then-resp.http-redis.toml", "protect"), (Some("allowed".into()), Some(30)));
+    }
+
     #[test]
     fn not_a_capture_is_a_clear_error() {
         let p = std::env::temp_dir().join(format!("warden-notpcap-{}", std::process::id()));

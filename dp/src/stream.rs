@@ -285,7 +285,8 @@ impl Stream {
         let (consumed, need, done) = match r {
             Feed::Consumed(n) => (n, 0, false),
             Feed::Need { consumed, at_least } => (consumed, at_least, false),
-            Feed::Done => (0, 0, true),
+            // The engine answers a parser's `Invalid` itself (detection runs again).
+            Feed::Done | Feed::Invalid { .. } => (0, 0, true),
         };
         if done {
             self.done = true;
@@ -305,7 +306,7 @@ impl Stream {
         let (consumed, need) = match r {
             Feed::Consumed(n) => (n, 0),
             Feed::Need { consumed, at_least } => (consumed, at_least),
-            Feed::Done => {
+            Feed::Done | Feed::Invalid { .. } => {
                 self.done = true;
                 self.release(pool);
                 return;

@@ -241,13 +241,16 @@ fn print_event(e: &Event, json: bool) {
             threat.evidence
         ),
         Event::Violation { connection: c } | Event::Denied { connection: c } => println!(
-            "{} {} -> {} {} app={} rule={}",
+            "{} {} -> {} {} app={} rule={}{}{}",
             e.kind().to_uppercase(),
             fmt_ep(&c.client_ip, c.client_port),
             fmt_ep(&c.server_ip, c.server_port),
             proto_name(c.ip_proto),
             c.app,
             c.rule_id.map(|r| r.to_string()).unwrap_or_else(|| "default".into()),
+            // Why the app is what it is: it changed (was another app), or why it is unknown.
+            c.previous_app.as_deref().map(|p| format!(" previous_app={p}")).unwrap_or_default(),
+            c.app_unknown_reason.as_deref().map(|r| format!(" app_unknown_reason={r}")).unwrap_or_default(),
         ),
         Event::Exception { connection: c } => println!(
             "EXCEPTION {} -> {} {} reason={} action={} verdict={}",

@@ -35,7 +35,7 @@ use hashbrown::HashMap;
 
 use super::model::{fqdn_matches, mask_v4, mask_v6, Cidr, Endpoint, IpProto, Mac, PortRange};
 use super::{Action, Decision, Ends, Facts, Mode, Policy, PolicyError, PolicyVerdict, Rule, Workload, WorkloadIdx};
-use crate::app::App;
+use crate::app::{App, AppSet};
 
 /// No rule (rank sentinel, worse than every real rank).
 const NO_RANK: u64 = u64::MAX;
@@ -78,13 +78,21 @@ fn combine(client: Option<Mode>, server: Option<Mode>, action: Option<Action>) -
     }
 }
 
+/// Apps a decision tracks one by one ([`Decision::allowing`]).
+const APPS: usize = App::ALL.len();
+
 /// What a scan found: the best matching rule, and the best-ranked app rules of each action
-/// that could match once the app is known (only recorded while `app` is `None`).
+/// that could match once the app is known, overall and per app (only recorded while `app` is
+/// `None`).
 struct Found {
     best_rank: u64,
     best: u32,
     allow_app: u64,
     deny_app: u64,
+    /// Per app (index `app as usize`): rank of the best app rule naming it.
+    app_rank: [u64; APPS],
+    /// Bit `app as usize` set: that best app rule allows.
+    app_allow: u64,
 }
 
 impl Found {
@@ -94,6 +102,23 @@ impl Found {
             best: NONE32,
             allow_app: NO_RANK,
             deny_app: NO_RANK,
+            app_rank: [NO_RANK; APPS],
+            app_allow: 0,
+        }
+    }
+
+    /// Records an app rule (rank `k`, `action`) that would match if the app were `app`.
+    #[inline]
+    fn app_rule(&mut self, app: usize, k: u64, action: Action) {
+        if let Some(slot) = self.app_rank.get_mut(app) {
+            if k < *slot {
+                *slot = k;
+                let bit = 1u64 << (app & 63);
+                match action {
+                    Action::Allow => self.app_allow |= bit,
+                    Action::Deny => self.app_allow &= !bit,
+                }
+            }
         }
     }
 }
@@ -115,6 +140,30 @@ fn decide(
     let changes = |a: Action| combine(cm, sm, Some(a)).0 != verdict;
     let pending = (found.allow_app < found.best_rank && changes(Action::Allow))
         || (found.deny_app < found.best_rank && changes(Action::Deny));
+    let denied = |a: Option<Action>| combine(cm, sm, a).0 == PolicyVerdict::Denied;
+    let allowing = if !pending {
+        // No app rule can change the verdict: every app gets this one.
+        if verdict == PolicyVerdict::Denied {
+            AppSet::EMPTY
+        } else {
+            AppSet::ALL
+        }
+    } else {
+        // Each app: its best app rule if it ranks before the rule, else the rule (unknown: the
+        // rule, app rules never match it).
+        let mut set = if denied(action) { AppSet::EMPTY } else { AppSet::EMPTY.with(App::Unknown) };
+        for (i, app) in App::ALL.iter().enumerate().skip(1) {
+            let a = if found.app_rank[i] < found.best_rank {
+                Some(if found.app_allow & (1 << i) != 0 { Action::Allow } else { Action::Deny })
+            } else {
+                action
+            };
+            if !denied(a) {
+                set = set.with(*app);
+            }
+        }
+        set
+    };
     Decision {
         verdict: Some(verdict),
         rule_id: rule.map(|(r, _)| r.id),
@@ -123,6 +172,7 @@ fn decide(
         server_workload: sw.map(|w| w.0),
         mode: Some(mode),
         pending_app: pending,
+        allowing,
     }
 }
 
@@ -208,10 +258,15 @@ pub fn reference_evaluate_ends(p: &Policy, f: &Facts<'_>, ends: Ends) -> Decisio
                     found.best = i as u32;
                 }
             }
-            Cond::NeedApp => match r.action {
-                Action::Allow => found.allow_app = found.allow_app.min(k),
-                Action::Deny => found.deny_app = found.deny_app.min(k),
-            },
+            Cond::NeedApp => {
+                match r.action {
+                    Action::Allow => found.allow_app = found.allow_app.min(k),
+                    Action::Deny => found.deny_app = found.deny_app.min(k),
+                }
+                for a in r.apps.iter().flatten().filter(|a| **a != App::Unknown) {
+                    found.app_rule(*a as usize, k, r.action);
+                }
+            }
         }
     }
     let rule = (found.best != NONE32).then(|| (&p.rules[found.best as usize], found.best));
@@ -896,6 +951,11 @@ impl CompiledPolicy {
                         Action::Deny => &mut found.deny_app,
                     };
                     *slot = (*slot).min(r.rank);
+                    let mut m = r.apps & !app_bit(App::Unknown);
+                    while m != 0 {
+                        found.app_rule(m.trailing_zeros() as usize, r.rank, r.action);
+                        m &= m - 1;
+                    }
                     return false;
                 }
                 Some(a) => {

@@ -57,7 +57,7 @@
 
 use std::net::IpAddr;
 
-use crate::app::App;
+use crate::app::{App, AppSet};
 
 mod learn;
 mod load;
@@ -137,6 +137,12 @@ pub struct Decision {
     /// True while `app` is `None` and an app rule could still change the verdict once the app
     /// is known: forward, and evaluate again when it is.
     pub pending_app: bool,
+    /// The apps whose detection would leave the connection not denied: `a` is in the set
+    /// exactly when the evaluation of the same facts with `app: Some(a)` is not `Denied`
+    /// ([`App::Unknown`] included, for detection giving up). Read while `pending_app`: the
+    /// caller forwards the pending bytes only while one of these apps can still be detected
+    /// from them (with `unknown` in the set the provisional verdict itself forwards).
+    pub allowing: AppSet,
 }
 
 impl Decision {
@@ -149,6 +155,7 @@ impl Decision {
         server_workload: None,
         mode: None,
         pending_app: false,
+        allowing: AppSet::ALL,
     };
 
     /// True if the connection is to be dropped now: verdict `Denied` and not pending an app.

@@ -164,8 +164,10 @@ impl Dns {
         self.refused.overflow = self.refused.overflow.saturating_add(over);
     }
 
-    /// Records one message.
-    fn on_message(&mut self, dir: Dir, m: &[u8]) {
+    /// Records one message; false when it cannot be a DNS message: shorter than the header, or
+    /// announcing questions that do not parse (a message without questions that `domain` does
+    /// not read, such as a FORMERR answer, is only counted malformed).
+    fn on_message(&mut self, dir: Dir, m: &[u8]) -> bool {
         let want_question = self.query.is_none();
         let mut question = None;
         let answers = &mut self.answers;
@@ -192,7 +194,8 @@ impl Dns {
         );
         let Some(s) = summary else {
             self.malformed = self.malformed.saturating_add(1);
-            return;
+            let questions = m.get(4..6).map_or(0, |q| u16::from_be_bytes([q[0], q[1]]));
+            return m.len() >= parser::HEADER && questions == 0;
         };
         if s.bad_record {
             self.malformed = self.malformed.saturating_add(1);
@@ -212,6 +215,7 @@ impl Dns {
             self.queries = self.queries.saturating_add(1);
         }
         self.learn(dir, m, s.response);
+        true
     }
 }
 
@@ -252,8 +256,7 @@ impl AppParser for Dns {
             }
         });
         if mode == Mode::Udp {
-            self.on_message(dir, data);
-            return Feed::Consumed(data.len());
+            return if self.on_message(dir, data) { Feed::Consumed(data.len()) } else { Feed::Invalid { consumed: 0 } };
         }
         let mut off = 0;
         loop {
@@ -265,24 +268,29 @@ impl AppParser for Dns {
                 return Feed::Need { consumed: off, at_least: 2 };
             };
             if len < parser::HEADER {
-                // Not a message: the framing is lost.
+                // Not a message: the stream stopped being DNS.
                 self.malformed = self.malformed.saturating_add(1);
                 self.lost = true;
-                return Feed::Done;
+                return Feed::Invalid { consumed: off };
             }
             let Some(m) = rest.get(2..2 + len) else {
                 return Feed::Need { consumed: off, at_least: 2 + len };
             };
-            self.on_message(dir, m);
+            if !self.on_message(dir, m) {
+                self.lost = true;
+                return Feed::Invalid { consumed: off };
+            }
             off += 2 + len;
         }
     }
 
-    fn gap(&mut self, _dir: Dir, _len: usize) {
+    fn gap(&mut self, _dir: Dir, _len: usize) -> bool {
         // Over TCP the length framing is lost; over UDP there are no gaps.
-        if self.mode == Some(Mode::Tcp) {
+        if self.mode == Some(Mode::Tcp) && !self.lost {
             self.lost = true;
+            return false;
         }
+        true
     }
 
     fn l7(&self, out: &mut Map<String, Value>) {

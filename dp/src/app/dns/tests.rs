@@ -182,8 +182,33 @@ fn tcp_gap_and_bad_length_stop() {
     assert_eq!(t.feed(Dir::ToServer, &f.to_server), Feed::Done);
     let mut t = Dns::default();
     assert_eq!(t.feed(Dir::ToServer, &f.to_server), Feed::Consumed(f.to_server.len()));
-    assert_eq!(t.feed(Dir::ToServer, b"\x00\x05hello"), Feed::Done);
+    assert_eq!(t.feed(Dir::ToServer, b"\x00\x05hello"), Feed::Invalid { consumed: 0 });
     assert_eq!(l7_of(&t)["malformed"], 1);
+}
+
+/// After detection, messages that cannot be DNS end the stream's DNS (the engine detects
+/// again): a datagram shorter than the header, questions that do not parse, a TCP length
+/// shorter than a header. A message without questions `domain` cannot read stays DNS.
+#[test]
+fn non_dns_messages_after_detection_are_rejected() {
+    let f = corpus_flows("dns.pcap").into_iter().find(|f| f.proto == 17).unwrap();
+    let query = f.datagrams[0].1.clone();
+    for bad in [&b"\x01"[..], b"*1\r\n$4\r\nPING\r\n", b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\xff\xff"] {
+        let mut t = Dns::default();
+        assert_eq!(t.feed(Dir::ToServer, &query), Feed::Consumed(query.len()));
+        assert_eq!(t.feed(Dir::ToServer, bad), Feed::Invalid { consumed: 0 }, "{bad:?}");
+    }
+    // FORMERR without a question section and a truncated answer record: DNS.
+    let mut t = Dns::default();
+    t.feed(Dir::ToServer, &query);
+    let formerr = [query[0], query[1], 0x81, 0x01, 0, 0, 0, 0, 0, 0, 0, 0];
+    assert_eq!(t.feed(Dir::ToClient, &formerr), Feed::Consumed(12));
+    // TCP: a message after a valid one whose length cannot hold a header.
+    let tcp = flow(6, 39021);
+    let mut t = Dns::default();
+    let mut bytes = tcp.to_server.clone();
+    bytes.extend_from_slice(b"\x00\x03abc");
+    assert_eq!(t.feed(Dir::ToServer, &bytes), Feed::Invalid { consumed: tcp.to_server.len() });
 }
 
 #[test]

@@ -94,6 +94,8 @@ enum Step {
     Need(usize),
     /// Stop this direction after consuming this many bytes.
     Stop(usize),
+    /// The bytes from here on are not HTTP/1 ([`Feed::Invalid`]).
+    Invalid,
 }
 
 impl Http {
@@ -170,16 +172,18 @@ impl Http {
                         self.phase[0] = body_phase(f);
                         Step::Took(n)
                     }
+                    // A transfer coding other than chunked last: the server answers 400
+                    // and closes (RFC 9112 §6.3), nothing after it is a request.
                     None => {
                         self.violation = true;
-                        Step::Stop(n)
+                        Step::Invalid
                     }
                 }
             }
             Parse::Incomplete(k) => Step::Need(k),
             Parse::Invalid => {
                 self.violation = true;
-                Step::Stop(0)
+                Step::Invalid
             }
         }
     }
@@ -221,7 +225,7 @@ impl Http {
             Parse::Incomplete(k) => Step::Need(k),
             Parse::Invalid => {
                 self.violation = true;
-                Step::Stop(0)
+                Step::Invalid
             }
         }
     }
@@ -247,7 +251,7 @@ fn line_step<T>(p: Parse<T>, violation: &mut bool, next: impl FnOnce(T) -> Phase
         Parse::Incomplete(k) => Step::Need(k),
         Parse::Invalid => {
             *violation = true;
-            Step::Stop(0)
+            Step::Invalid
         }
     }
 }
@@ -256,6 +260,7 @@ impl AppParser for Http {
     const APP: App = App::Http;
     const PORTS: &'static [u16] = &[80, 8080, 8000, 8008, 8888, 3128];
     const TRANSPORT: Transport = Transport::Tcp;
+    const BECOMES: &'static [App] = &[App::Http2, App::Grpc];
 
     fn probe(dir: Dir, data: &[u8]) -> Probe {
         let s = match dir {
@@ -339,11 +344,15 @@ impl AppParser for Http {
                     off += n;
                     self.phase[d] = Phase::Stopped;
                 }
+                Step::Invalid => {
+                    self.phase[d] = Phase::Stopped;
+                    return Feed::Invalid { consumed: off };
+                }
             }
         }
     }
 
-    fn gap(&mut self, dir: Dir, len: usize) {
+    fn gap(&mut self, dir: Dir, len: usize) -> bool {
         let d = dir as usize;
         if dir == Dir::ToServer {
             self.form_pending = false;
@@ -359,9 +368,11 @@ impl AppParser for Http {
             Phase::Stopped => Phase::Stopped,
             _ => {
                 self.gap = true;
-                Phase::Stopped
+                self.phase[d] = Phase::Stopped;
+                return false;
             }
         };
+        true
     }
 
     fn l7(&self, out: &mut Map<String, Value>) {

@@ -34,6 +34,7 @@ fn feed_interleaved<P: AppParser>(p: &mut P, f: &Flow) -> [Vec<u8>; 2] {
             Feed::Consumed(n) => drop(pending[d].drain(..n)),
             Feed::Need { consumed, .. } => drop(pending[d].drain(..consumed)),
             Feed::Done => done[d] = true,
+            Feed::Invalid { consumed } => panic!("{dir:?} not HTTP after {consumed} bytes"),
         }
     }
     pending
@@ -141,7 +142,7 @@ fn large_bodies_are_skipped_not_buffered() {
         match h.feed(Dir::ToClient, &pending) {
             Feed::Consumed(n) => drop(pending.drain(..n)),
             Feed::Need { consumed, .. } => drop(pending.drain(..consumed)),
-            Feed::Done => panic!("done"),
+            Feed::Done | Feed::Invalid { .. } => panic!("done"),
         }
         max_pending = max_pending.max(pending.len());
     }
@@ -194,6 +195,7 @@ fn connect_tunnel_and_bad_framing() {
     let mut h = Http::default();
     feed_all(&mut h, Dir::ToServer, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n");
     assert_eq!(h.feed(Dir::ToClient, b"HTTP/1.1 200 Connection established\r\n\r\n\x16\x03\x01"), Feed::Consumed(39));
+    // A tunnel's bytes are not HTTP and not rejected: the CONNECT asked for them.
     assert_eq!(h.feed(Dir::ToClient, b"\x16\x03\x01"), Feed::Done);
     assert_eq!(h.feed(Dir::ToServer, b"\x16\x03\x01"), Feed::Done);
     assert_eq!(l7_of(&h)["tunnel"], true);
@@ -214,7 +216,46 @@ fn connect_tunnel_and_bad_framing() {
     let mut h = Http::default();
     let mut long = b"GET / HTTP/1.1\r\nX: ".to_vec();
     long.resize(parser::MAX_HEAD + 10, b'a');
-    assert_eq!(h.feed(Dir::ToServer, &long), Feed::Done);
+    assert_eq!(h.feed(Dir::ToServer, &long), Feed::Invalid { consumed: 0 });
+}
+
+/// After detection the parser keeps validating: bytes where a request or response head must
+/// start that are not one end HTTP ([`Feed::Invalid`] after the whole messages before them),
+/// while bodies, whatever they hold, stay HTTP.
+#[test]
+fn bytes_that_stop_being_http_are_rejected_after_the_messages_before_them() {
+    let req = b"GET / HTTP/1.1\r\nHost: 198.18.0.2\r\n\r\n";
+    let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi";
+    for (dir, first, next) in [
+        (Dir::ToServer, &req[..], &b"*1\r\n$4\r\nPING\r\n"[..]),
+        (Dir::ToServer, req, b"\x16\x03\x01\x00\x05"),
+        (Dir::ToServer, req, b"SSH-2.0-OpenSSH_9.2\r\n"),
+        (Dir::ToClient, resp, b"+PONG\r\n"),
+        (Dir::ToClient, resp, b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"),
+    ] {
+        let mut h = Http::default();
+        if dir == Dir::ToClient {
+            feed_all(&mut h, Dir::ToServer, req);
+        }
+        let mut bytes = first.to_vec();
+        bytes.extend_from_slice(next);
+        assert_eq!(h.feed(dir, &bytes), Feed::Invalid { consumed: first.len() }, "{:?}", String::from_utf8_lossy(next));
+        // The same bytes in a later segment.
+        let mut h = Http::default();
+        if dir == Dir::ToClient {
+            feed_all(&mut h, Dir::ToServer, req);
+        }
+        assert_eq!(h.feed(dir, first), Feed::Consumed(first.len()));
+        assert_eq!(h.feed(dir, next), Feed::Invalid { consumed: 0 });
+    }
+    // Control: a body carrying RESP is HTTP, and the next request is parsed.
+    let mut h = Http::default();
+    let post = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 14\r\n\r\n*1\r\n$4\r\nPING\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    assert_eq!(h.feed(Dir::ToServer, post), Feed::Consumed(post.len()));
+    assert_eq!(l7_of(&h)["requests"], 2);
+    // A prefix of a head is not rejected before its end.
+    let mut h = Http::default();
+    assert!(matches!(h.feed(Dir::ToServer, b"GET / HT"), Feed::Need { consumed: 0, .. }));
 }
 
 #[test]

@@ -18,6 +18,10 @@
 //! text, 128 bytes), RESP3 (`HELLO 3` from the client, or RESP3-only types from the server).
 //! After a gap the client direction resynchronises on the next `\r\n*` (a gap inside a bulk being
 //! skipped just shortens the skip); the server direction stops.
+//!
+//! Bytes that cannot be RESP (no type byte where a token starts, a bad length, an aggregate
+//! deeper than [`MAX_DEPTH`], an inline `POST` or `Host:` line, which Redis closes the
+//! connection on) answer [`Feed::Invalid`]: the engine detects the app again from there.
 
 pub mod parser;
 
@@ -231,6 +235,11 @@ impl Redis {
         let Some(first) = words.next() else {
             return Step::Took(n); // empty line: ignored by Redis too
         };
+        if first.eq_ignore_ascii_case(b"POST") || first.eq_ignore_ascii_case(b"Host:") {
+            // An HTTP request: Redis treats these as a cross-protocol attack and closes the
+            // connection ("Possible SECURITY ATTACK detected").
+            return Step::Bad;
+        }
         self.record_name(first);
         if first.eq_ignore_ascii_case(b"HELLO") && words.next() == Some(b"3") {
             self.hello3 = true;
@@ -412,25 +421,31 @@ impl AppParser for Redis {
                 Step::Took(n) => off += n,
                 Step::Need(k) => return Feed::Need { consumed: off, at_least: k },
                 Step::Bad => {
+                    // No RESP type where one must start, an impossible length or nesting: the
+                    // stream stopped being RESP (Redis itself answers a protocol error and
+                    // closes the connection).
                     self.violation = true;
-                    return self.stop(d, data.len());
+                    self.w[d].mode = Mode::Stopped;
+                    return Feed::Invalid { consumed: off };
                 }
             }
         }
     }
 
-    fn gap(&mut self, dir: Dir, len: usize) {
+    fn gap(&mut self, dir: Dir, len: usize) -> bool {
         let d = dir as usize;
         self.gap = true;
         let w = &mut self.w[d];
-        if w.mode != Mode::Active {
-            return;
+        if w.mode == Mode::Stopped {
+            return true;
         }
-        if w.skip >= len as u64 {
+        if w.mode == Mode::Active && w.skip >= len as u64 {
             w.skip -= len as u64; // lost bytes were payload being skipped anyway
-            return;
+            return true;
         }
+        // Resynchronising skips what comes before the next `\r\n*` unread: not validated.
         w.mode = if dir == Dir::ToServer { Mode::Resync } else { Mode::Stopped };
+        false
     }
 
     fn l7(&self, out: &mut Map<String, Value>) {

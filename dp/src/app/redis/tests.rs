@@ -278,10 +278,32 @@ fn depth_and_lengths_are_capped() {
     let mut r = Redis::default();
     r.feed(Dir::ToClient, b"*-5\r\n");
     assert_eq!(l7_of(&r)["violation"], true);
-    // Both directions broken: the parser is done.
+    // Bytes that are no RESP: the stream stopped being Redis from the bad token on.
     let mut r = Redis::default();
-    r.feed(Dir::ToClient, b"@@@\r\n");
-    assert_eq!(r.feed(Dir::ToServer, b"*1\r\n@\r\n"), Feed::Done);
+    assert_eq!(r.feed(Dir::ToClient, b"@@@\r\n"), Feed::Invalid { consumed: 0 });
+    assert_eq!(r.feed(Dir::ToServer, b"*1\r\n@\r\n"), Feed::Invalid { consumed: 4 });
+}
+
+/// After detection: a valid command, then what Redis itself refuses, answers `Invalid` after
+/// the valid bytes; what Redis accepts (inline lines, any bulk content) does not.
+#[test]
+fn what_redis_refuses_after_detection_is_invalid() {
+    let ping = b"*1\r\n$4\r\nPING\r\n";
+    for bad in [&b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..], b"POST / HTTP/1.1\r\n", b"*x\r\n", b"*1\r\n$-7\r\n"] {
+        let mut r = Redis::default();
+        let mut bytes = ping.to_vec();
+        bytes.extend_from_slice(bad);
+        match r.feed(Dir::ToServer, &bytes) {
+            Feed::Invalid { consumed } => assert!(consumed >= ping.len(), "{consumed}: {bad:?}"),
+            other => panic!("{other:?}: {bad:?}"),
+        }
+    }
+    let mut r = Redis::default();
+    let ok = b"*1\r\n$4\r\nPING\r\nGET k\r\n*2\r\n$3\r\nGET\r\n$5\r\n\x00\x01\xff\r\n\r\n";
+    assert_eq!(r.feed(Dir::ToServer, ok), Feed::Consumed(ok.len()));
+    let mut r = Redis::default();
+    assert_eq!(r.feed(Dir::ToClient, b"+PONG\r\n"), Feed::Consumed(7));
+    assert_eq!(r.feed(Dir::ToClient, b"HTTP/1.1 200 OK\r\n"), Feed::Invalid { consumed: 0 });
 }
 
 #[test]

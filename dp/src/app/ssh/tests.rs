@@ -127,8 +127,15 @@ fn oversized_and_malformed_packets() {
     assert_eq!(parser::packet(b"\x00\x00\x00\x05\x04"), Parse::Invalid); // no payload
     assert_eq!(parser::packet(b"\x00\x00\x00\x0c\x0a\x15"), Parse::Incomplete(16));
     let mut t = Ssh::default();
-    feed_all(&mut t, Dir::ToServer, b"SSH-2.0-x\r\n\xff\xff\xff\xff\x04");
+    assert_eq!(t.feed(Dir::ToServer, b"SSH-2.0-x\r\n\xff\xff\xff\xff\x04"), Feed::Invalid { consumed: 11 });
     assert_eq!(l7_of(&t)["violation"], true);
+    // A client whose first line is no identification (the server's banner decided SSH).
+    let mut t = Ssh::default();
+    assert_eq!(t.feed(Dir::ToClient, b"SSH-2.0-OpenSSH_9.2\r\n"), Feed::Consumed(21));
+    assert_eq!(t.feed(Dir::ToServer, b"*1\r\n$4\r\nPING\r\n"), Feed::Invalid { consumed: 0 });
+    // Lines before the server's identification are SSH (RFC 4253 §4.2).
+    let mut t = Ssh::default();
+    assert_eq!(t.feed(Dir::ToClient, b"hello there\r\nSSH-2.0-x\r\n"), Feed::Consumed(24));
 }
 
 #[test]

@@ -110,6 +110,8 @@ enum Step {
     Took(usize),
     Need(usize),
     Stop,
+    /// Not TDS from here ([`Feed::Invalid`]).
+    Invalid,
 }
 
 impl Tds {
@@ -155,8 +157,7 @@ impl Tds {
             Parse::Ok(h, _) => h,
             Parse::Incomplete(n) => return Step::Need(n),
             Parse::Invalid => {
-                self.violation = true;
-                return Step::Stop;
+                return Step::Invalid;
             }
         };
         let known = match dir {
@@ -164,8 +165,7 @@ impl Tds {
             Dir::ToClient => matches!(h.ptype, parser::TABULAR | parser::PRELOGIN),
         };
         if !known {
-            self.violation = true;
-            return Step::Stop;
+            return Step::Invalid;
         }
         let window = match (dir, h.ptype) {
             (Dir::ToServer, parser::SQL_BATCH | parser::TDS5_NORMAL | parser::RPC) => SQL_WINDOW,
@@ -176,8 +176,7 @@ impl Tds {
             Parse::Ok(g, _) => g,
             Parse::Incomplete(n) => return Step::Need(n),
             Parse::Invalid => {
-                self.violation = true;
-                return Step::Stop;
+                return Step::Invalid;
             }
         };
         let st = &mut self.d[d];
@@ -398,10 +397,7 @@ impl AppParser for Tds {
                         Step::Took(HEADER)
                     }
                     Parse::Incomplete(n) => Step::Need(n),
-                    _ => {
-                        self.violation = true;
-                        Step::Stop
-                    }
+                    _ => Step::Invalid,
                 }
             } else {
                 self.message(dir, rest)
@@ -413,18 +409,30 @@ impl AppParser for Tds {
                     self.d[d].stopped = true;
                     return Feed::Done;
                 }
+                // An impossible header, a packet type the direction never carries, a broken
+                // multi-packet message: SQL Server closes the connection; not TDS.
+                Step::Invalid => {
+                    self.violation = true;
+                    self.d[d].stopped = true;
+                    return Feed::Invalid { consumed: off };
+                }
             }
         }
     }
 
-    fn gap(&mut self, dir: Dir, len: usize) {
+    fn gap(&mut self, dir: Dir, len: usize) -> bool {
         self.gap = true;
+        let encrypted = self.encrypted;
         let st = &mut self.d[dir as usize];
+        if st.stopped || encrypted {
+            return true;
+        }
         if st.pkt_left >= len {
             st.pkt_left -= len; // lost bytes were payload being skipped anyway
-        } else {
-            st.stopped = true; // packet boundaries unknown
+            return true;
         }
+        st.stopped = true; // packet boundaries unknown
+        false
     }
 
     fn l7(&self, out: &mut Map<String, Value>) {

@@ -324,7 +324,7 @@ fn large_batch_is_skipped_by_count_and_checked_on_its_window() {
                 need = at_least;
                 max_need = max_need.max(at_least);
             }
-            Feed::Done => panic!("stopped"),
+            Feed::Done | Feed::Invalid { .. } => panic!("stopped"),
         }
         assert!(pending.len() <= SQL_WINDOW + 8 * 5 + 1000, "holding {}", pending.len());
     }
@@ -372,7 +372,7 @@ fn gap_inside_a_skipped_payload_keeps_parsing() {
 }
 
 #[test]
-fn violations_stop_without_panics() {
+fn violations_are_invalid_without_panics() {
     for bad in [
         &[0x12, 0x01, 0xff, 0xff, 0, 0, 1, 0][..], // length above 32768
         &[0x12, 0x41, 0x00, 0x10, 0, 0, 1, 0],     // unknown status bit
@@ -380,14 +380,14 @@ fn violations_stop_without_panics() {
         &[0x04, 0x01, 0x00, 0x08, 0, 0, 1, 0],     // tabular result from the client
     ] {
         let mut t = Tds::default();
-        assert_eq!(t.feed(Dir::ToServer, bad), Feed::Done);
+        assert_eq!(t.feed(Dir::ToServer, bad), Feed::Invalid { consumed: 0 });
         assert_eq!(l7_of(&t)["violation"], true);
     }
     // A continuation packet of another type.
     let mut b = packet(parser::SQL_BATCH, 0, &utf16("SELECT"));
     b.extend_from_slice(&packet(parser::RPC, 1, &[0; 4]));
     let mut t = Tds::default();
-    assert_eq!(t.feed(Dir::ToServer, &b), Feed::Done);
+    assert_eq!(t.feed(Dir::ToServer, &b), Feed::Invalid { consumed: 0 });
     assert_eq!(l7_of(&t)["violation"], true);
     // MARS: SMP-wrapped packets stop parsing quietly.
     let mut t = Tds::default();

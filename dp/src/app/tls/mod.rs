@@ -14,6 +14,10 @@
 //! [`parser::MAX_HANDSHAKE`]. After the hello only record headers are read; record payloads
 //! are skipped with a counter, so the engine never buffers encrypted data. SSLv2-format hellos
 //! are not recognised.
+//!
+//! Record headers keep being validated: bytes where a record must start that are no record
+//! header (unknown content type, version other than 3.x, length over the cap) answer
+//! [`Feed::Invalid`], so the engine detects the app again.
 
 pub mod fingerprint;
 pub mod parser;
@@ -139,13 +143,17 @@ impl Tls {
             }
             Parse::Incomplete(k) => Err(Feed::Need { consumed: 0, at_least: k }),
             Parse::Invalid => {
-                // Not a hello (an anomaly): if it is still a record, count records from here.
+                // Not a hello (an anomaly): if it is still a record, count records from here;
+                // otherwise the stream is not TLS.
                 self.violation = true;
                 self.sides[dir as usize].stage = match parser::record_header(b) {
                     Parse::Invalid => Stage::Lost,
                     _ => Stage::Records,
                 };
-                Ok(0)
+                match self.sides[dir as usize].stage {
+                    Stage::Lost => Err(Feed::Invalid { consumed: 0 }),
+                    _ => Ok(0),
+                }
             }
         }
     }
@@ -190,6 +198,7 @@ impl AppParser for Tls {
                 Stage::Hello => match self.hello(dir, rest) {
                     Ok(n) => off += n,
                     Err(Feed::Need { at_least, .. }) => return Feed::Need { consumed: off, at_least },
+                    Err(Feed::Invalid { .. }) => return Feed::Invalid { consumed: off },
                     Err(f) => return f,
                 },
                 Stage::Records => match parser::record_header(rest) {
@@ -212,23 +221,28 @@ impl AppParser for Tls {
                         off += RECORD_HEADER;
                     }
                     Parse::Incomplete(k) => return Feed::Need { consumed: off, at_least: k },
+                    // No record where one must start (unknown type, version, impossible
+                    // length): the stream stopped being TLS.
                     Parse::Invalid => {
                         self.violation = true;
                         side.stage = Stage::Lost;
+                        return Feed::Invalid { consumed: off };
                     }
                 },
             }
         }
     }
 
-    fn gap(&mut self, dir: Dir, len: usize) {
+    fn gap(&mut self, dir: Dir, len: usize) -> bool {
         let side = &mut self.sides[dir as usize];
         if side.stage == Stage::Records && len <= side.skip {
             // Lost bytes inside a record payload: the framing is intact.
             side.skip -= len;
-        } else {
-            side.stage = Stage::Lost;
+            return true;
         }
+        let was_lost = side.stage == Stage::Lost;
+        side.stage = Stage::Lost;
+        was_lost
     }
 
     fn l7(&self, out: &mut Map<String, Value>) {

@@ -169,6 +169,23 @@ fn gap_inside_a_record_keeps_counting_else_direction_stops() {
     assert_eq!(t.feed(Dir::ToClient, b"\x17"), Feed::Done);
 }
 
+/// After the hellos, bytes where a record must start that are no record header are not TLS.
+#[test]
+fn non_records_after_the_hello_are_invalid() {
+    let f = flow("tls12.pcap", 46654);
+    for bad in [&b"*1\r\n$4\r\nPING\r\n"[..], b"GET / HTTP/1.1\r\n", b"\x17\x03\x03\xff\xff"] {
+        let mut t = Tls::default();
+        let mut bytes = f.to_server.clone();
+        let n = bytes.len();
+        bytes.extend_from_slice(bad);
+        assert_eq!(t.feed(Dir::ToServer, &bytes), Feed::Invalid { consumed: n }, "{bad:?}");
+    }
+    // A record header split across segments is still TLS.
+    let mut t = Tls::default();
+    assert_eq!(t.feed(Dir::ToServer, &f.to_server), Feed::Consumed(f.to_server.len()));
+    assert!(matches!(t.feed(Dir::ToServer, b"\x17\x03"), Feed::Need { consumed: 0, .. }));
+}
+
 #[test]
 fn plaintext_alert_is_reported() {
     let f = flow("tls12.pcap", 46654);
