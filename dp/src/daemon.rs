@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{bounded, Sender};
 use nix::sys::signal::{SigSet, Signal};
 use warden_control::{
-    Counters, FailMode, InterfaceCounters, InterfaceInfo, RelatedFlows, Reply, Request, Response, Status,
+    Counters, DefragCounters, FailMode, InterfaceCounters, InterfaceInfo, RelatedFlows, Reply, Request, Response, Status,
     WorkerCounters,
 };
 use warden_xdp::{AttachMode, XdpProgram};
@@ -374,6 +374,17 @@ impl Daemon {
                     .filter(|r| w.inspect.exceptions[**r as usize] > 0)
                     .map(|r| (r.as_str().to_string(), w.inspect.exceptions[*r as usize]))
                     .collect(),
+                defrag: DefragCounters {
+                    fragments: w.defrag.fragments,
+                    held: w.defrag.held,
+                    reassembled: w.defrag.reassembled,
+                    timeouts: w.defrag.timeouts,
+                    overlaps: w.defrag.overlaps,
+                    too_big: w.defrag.too_big,
+                    full: w.defrag.full,
+                    malformed: w.defrag.malformed,
+                    exceptions: w.defrag.exceptions,
+                },
             })
             .collect();
         Counters { interfaces, workers }
@@ -660,6 +671,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         let mut insp = Inspector::with_engine(cfg.sessions.max, cfg.sessions.timeouts(), d.malformed, cfg.inspection.engine());
         insp.share_expectations(expectations.clone());
         insp.set_exceptions(cfg.exceptions());
+        insp.set_defrag(cfg.defrag.config());
         let reports = report_tx.clone();
         handles.push(thread::Builder::new().name(format!("warden-w{i}")).spawn({
             let h = policy_handle.clone();

@@ -3,7 +3,8 @@
 //! Reads pcap (any byte order, micro- or nanosecond timestamps) and pcapng, with Ethernet
 //! (LINKTYPE 1) or Linux cooked capture (LINKTYPE 113, converted to an Ethernet header) frames,
 //! through the same [`Inspector`] the workers use, with the pcap timestamps as the clock. At the
-//! end every session, live or ended, yields one connection record.
+//! end every session, live or ended, yields one connection record. IP fragments are reassembled
+//! as inline ([`crate::defrag`]): the frames the pipeline holds are only counted as released.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -35,6 +36,13 @@ pub struct ReplaySummary {
     pub malformed: u64,
     /// Frames skipped because of an unsupported link type.
     pub skipped: u64,
+    /// IP datagrams reassembled from fragments (each inspected as one packet).
+    pub reassembled: u64,
+    /// Fragment frames released with a forward verdict (their datagram's).
+    pub fragments_forwarded: u64,
+    /// Fragment frames released with a drop verdict, or never completed by the end of the
+    /// capture (timed out then).
+    pub fragments_dropped: u64,
     /// Wall-clock seconds the replay took.
     pub seconds: f64,
 }
@@ -98,6 +106,7 @@ pub fn replay_file(
         insp.set_policy(std::sync::Arc::new(compiled), 1);
     }
     insp.set_exceptions(cfg.exceptions());
+    insp.set_defrag(cfg.defrag.config());
     // The same kind of table the daemon shares between its workers (one pipeline here).
     insp.share_expectations(Arc::new(ExpectTable::default()));
     let mut summary = ReplaySummary::default();
@@ -123,7 +132,9 @@ pub fn replay_file(
             }
         };
         last_ns = last_ns.max(ts_ns);
-        insp.process(frame, FrameMeta { zone: 0, iface: 0, now_ns: ts_ns });
+        insp.expire_fragments(ts_ns);
+        insp.process_frame(frame, FrameMeta { zone: 0, iface: 0, now_ns: ts_ns }, 0);
+        count_releases(insp, &mut summary);
         if insp.sessions.ended_pending() > 0 || summary.frames % 1024 == 0 {
             insp.sessions.expire(ts_ns, usize::MAX);
             insp.drain_ended(&mut out);
@@ -168,6 +179,10 @@ pub fn replay_file(
         }
     }
 
+    // Datagrams still incomplete at the end of the capture fail as timed out.
+    insp.expire_fragments(u64::MAX);
+    count_releases(&mut insp, &mut summary);
+    summary.reassembled = insp.defrag_stats().reassembled;
     insp.sessions.expire(last_ns, usize::MAX);
     insp.drain_ended(&mut out);
     out.extend(insp.snapshot(usize::MAX));
@@ -177,6 +192,19 @@ pub fn replay_file(
     summary.seconds = start.elapsed().as_secs_f64();
     let records = out.iter().map(|s| to_record(s, |_| "pcap".to_string())).collect();
     Ok((records, summary))
+}
+
+/// Counts the frames the pipeline released (a capture has nothing to transmit) and clears them.
+fn count_releases(insp: &mut Inspector, summary: &mut ReplaySummary) {
+    for (r, tokens) in insp.releases().iter() {
+        let n = tokens.len() as u64;
+        if r.verdict == crate::inspect::Verdict::Forward {
+            summary.fragments_forwarded += n;
+        } else {
+            summary.fragments_dropped += n;
+        }
+    }
+    insp.clear_releases();
 }
 
 /// Rewrites a Linux cooked capture v1 frame (16-byte SLL header) as Ethernet into `out`.

@@ -474,19 +474,30 @@ fn print_table(reply: &Reply) {
                         w.sessions_evicted.to_string(),
                         format!("{}/{}", w.handoff_out, w.handoff_in),
                         w.malformed.values().sum::<u64>().to_string(),
+                        format!("{}/{}", w.defrag.reassembled, w.defrag.fragments),
                     ]
                 })
                 .collect();
             table(
                 &[
                     "WORKER", "CORE", "FRAMES", "SESSIONS", "CREATED", "EXPIRED", "EVICTED",
-                    "HANDOFF(out/in)", "MALFORMED",
+                    "HANDOFF(out/in)", "MALFORMED", "DEFRAG(datagrams/fragments)",
                 ],
                 &rows,
             );
             for w in &c.workers {
                 for (why, n) in &w.malformed {
                     println!("  worker {} malformed {why}: {n}", w.worker);
+                }
+                let d = &w.defrag;
+                if d.fragments > 0 {
+                    println!(
+                        "  worker {} defrag: held {} timeouts {} overlaps {} too_big {} full {} malformed {} exceptions {}",
+                        w.worker, d.held, d.timeouts, d.overlaps, d.too_big, d.full, d.malformed, d.exceptions
+                    );
+                }
+                for (why, n) in &w.exceptions {
+                    println!("  worker {} exceptions {why}: {n}", w.worker);
                 }
             }
         }
