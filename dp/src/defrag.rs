@@ -781,3 +781,437 @@ fn checksum(b: &[u8]) -> u16 {
     }
     !(sum as u16)
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::wire::{self, ipproto, Fragment, L4};
+
+    const MAC: [u8; 12] = [2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];
+
+    /// Ethernet + IPv4 (198.18.0.1 -> 198.18.0.2 unless given) + `l4` (a whole L4 segment, its
+    /// header included) with protocol `proto`.
+    pub(crate) fn ip4(proto: u8, src: [u8; 4], dst: [u8; 4], l4: &[u8]) -> Vec<u8> {
+        let mut f = MAC.to_vec();
+        f.extend_from_slice(&[0x08, 0x00, 0x45, 0]);
+        f.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0, 0, 64, proto, 0, 0]);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(l4);
+        f
+    }
+
+    /// Ethernet + IPv6 (2001:db8::1 -> ::2 unless given) + `ext` (extension headers; their
+    /// first byte chain must end in `proto`) + `l4`; `first` is the Next Header of the fixed
+    /// header (`proto` when `ext` is empty).
+    pub(crate) fn ip6(first: u8, src: [u8; 16], dst: [u8; 16], ext: &[u8], l4: &[u8]) -> Vec<u8> {
+        let mut f = MAC.to_vec();
+        f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+        f.extend_from_slice(&((ext.len() + l4.len()) as u16).to_be_bytes());
+        f.extend_from_slice(&[first, 64]);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(ext);
+        f.extend_from_slice(l4);
+        f
+    }
+
+    /// A UDP segment (checksum 0) `sport -> dport` carrying `payload`.
+    pub(crate) fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+        let mut u = Vec::new();
+        u.extend_from_slice(&sport.to_be_bytes());
+        u.extend_from_slice(&dport.to_be_bytes());
+        u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        u.extend_from_slice(&[0, 0]);
+        u.extend_from_slice(payload);
+        u
+    }
+
+    /// A TCP segment (no options, checksum 0).
+    pub(crate) fn tcp(sport: u16, dport: u16, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let mut t = Vec::new();
+        t.extend_from_slice(&sport.to_be_bytes());
+        t.extend_from_slice(&dport.to_be_bytes());
+        t.extend_from_slice(&seq.to_be_bytes());
+        t.extend_from_slice(&ack.to_be_bytes());
+        t.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        t.extend_from_slice(payload);
+        t
+    }
+
+    pub(crate) const A4: [u8; 4] = [198, 18, 0, 1];
+    pub(crate) const B4: [u8; 4] = [198, 18, 0, 2];
+    pub(crate) const A6: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    pub(crate) const B6: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+
+    /// Splits the IPv4 packet of `frame` (Ethernet, no tags) into fragments with id `id`; each
+    /// `(offset, len)` of the IP payload becomes one fragment (offsets multiples of 8; MF set
+    /// unless it reaches the end).
+    pub(crate) fn frag4(frame: &[u8], id: u16, pieces: &[(usize, usize)]) -> Vec<Vec<u8>> {
+        let ihl = usize::from(frame[14] & 15) * 4;
+        let data = &frame[14 + ihl..];
+        pieces
+            .iter()
+            .map(|&(off, len)| {
+                let mut f = frame[..14 + ihl].to_vec();
+                f[16..18].copy_from_slice(&((ihl + len) as u16).to_be_bytes());
+                f[18..20].copy_from_slice(&id.to_be_bytes());
+                let more = if off + len < data.len() { 0x2000 } else { 0 };
+                f[20..22].copy_from_slice(&((off / 8) as u16 | more).to_be_bytes());
+                f.extend_from_slice(&data[off..off + len]);
+                f
+            })
+            .collect()
+    }
+
+    /// Splits the IPv6 packet of `frame` after its first `unfrag` bytes (fixed header and
+    /// unfragmentable extension headers) into fragments with id `id`, as [`frag4`].
+    pub(crate) fn frag6(frame: &[u8], id: u32, unfrag: usize, pieces: &[(usize, usize)]) -> Vec<Vec<u8>> {
+        let ip = &frame[14..];
+        let mut next_at = 6;
+        let mut pos = 40;
+        while pos < unfrag {
+            next_at = pos;
+            pos += (usize::from(ip[pos + 1]) + 1) * 8;
+        }
+        let nh = ip[next_at];
+        let data = &ip[unfrag..];
+        pieces
+            .iter()
+            .map(|&(off, len)| {
+                let mut f = frame[..14 + unfrag].to_vec();
+                f[14 + next_at] = 44;
+                f[18..20].copy_from_slice(&((unfrag - 40 + 8 + len) as u16).to_be_bytes());
+                let more = u16::from(off + len < data.len());
+                f.extend_from_slice(&[nh, 0]);
+                f.extend_from_slice(&((off as u16) | more).to_be_bytes());
+                f.extend_from_slice(&id.to_be_bytes());
+                f.extend_from_slice(&data[off..off + len]);
+                f
+            })
+            .collect()
+    }
+
+    /// Pushes `frames` (tokens 1, 2, ...) at time `now`; returns each push's outcome.
+    fn push_all(d: &mut Defrag, frames: &[Vec<u8>], now: u64) -> Vec<Push> {
+        frames
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let dec = wire::decode(f).unwrap();
+                d.push(&dec, 0, 1, now, i as u64 + 1, f.len() as u32)
+            })
+            .collect()
+    }
+
+    /// Assembles and releases (Forward) the datagram `Complete` named; returns the frame.
+    fn finish(d: &mut Defrag, p: Push) -> (Vec<u8>, Assembled) {
+        let Push::Complete(idx) = p else { panic!("not complete: {p:?}") };
+        let mut out = Vec::with_capacity(MAX_ASSEMBLED);
+        let a = d.assemble(idx, &mut out);
+        d.release(idx, Verdict::Forward, None);
+        (out, a)
+    }
+
+    fn released(d: &Defrag) -> Vec<(Verdict, Option<Failure>, Vec<u64>)> {
+        d.releases.iter().map(|(r, t)| (r.verdict, r.failure, t.to_vec())).collect()
+    }
+
+    /// True when `asm` is the unfragmented `whole` (Ethernet + IPv4, checksum 0) with the
+    /// fragments' identification `id` and a valid header checksum.
+    fn same4(asm: &[u8], whole: &[u8], id: u16) -> bool {
+        let mut want = whole.to_vec();
+        want[18..20].copy_from_slice(&id.to_be_bytes());
+        want[24..26].copy_from_slice(&asm[24..26]);
+        checksum(&asm[14..34]) == 0 && asm == want
+    }
+
+    fn blob(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
+
+    #[test]
+    fn in_order_reverse_and_shuffled_give_the_original_datagram() {
+        let whole = ip4(ipproto::UDP, A4, B4, &udp(5000, 53, &blob(3000)));
+        let pieces = [(0, 1480), (1480, 1480), (2960, 48)];
+        for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0]] {
+            let frags = frag4(&whole, 77, &pieces);
+            let frames: Vec<Vec<u8>> = order.iter().map(|&i| frags[i].clone()).collect();
+            let mut d = Defrag::new(DefragConfig::default());
+            let out = push_all(&mut d, &frames, 1);
+            assert_eq!(&out[..2], &[Push::Held, Push::Held], "{order:?}");
+            assert_eq!((d.datagrams(), d.held_frames()), (1, 3));
+            let (asm, a) = finish(&mut d, out[2]);
+            assert!(same4(&asm, &whole, 77), "{order:?}: the reassembled frame is the unfragmented one");
+            let total: usize = frames.iter().map(Vec::len).sum();
+            assert_eq!((a.frame_bytes as usize, a.frames, a.conflict), (total, 3, false));
+            let ip = wire::decode(&asm).unwrap().ip.unwrap();
+            assert_eq!((ip.fragment, ip.sport, ip.dport, ip.payload.len()), (Fragment::No, 5000, 53, 3000));
+            // All three frames come back together, in arrival order.
+            assert_eq!(released(&d), vec![(Verdict::Forward, None, vec![1, 2, 3])]);
+            assert_eq!((d.datagrams(), d.held_frames(), d.held_bytes()), (0, 0, 0));
+            assert_eq!((d.stats.reassembled, d.stats.fragments), (1, 3));
+        }
+    }
+
+    #[test]
+    fn duplicates_and_identical_overlaps_are_harmless() {
+        let whole = ip4(ipproto::UDP, A4, B4, &udp(5000, 53, &blob(3000)));
+        // A duplicate of the middle fragment, and a fragment overlapping two others.
+        let frags = frag4(&whole, 9, &[(0, 1480), (1480, 1480), (1480, 1480), (1000, 1000), (2960, 48)]);
+        let mut d = Defrag::new(DefragConfig::default());
+        let out = push_all(&mut d, &frags, 1);
+        assert!(out[..4].iter().all(|p| *p == Push::Held), "{out:?}");
+        // Duplicates add no data: only the three distinct pieces are charged.
+        assert_eq!(d.held_bytes(), (1 + 3 + 3 + 1) * CHUNK, "head, two data pieces of 3 chunks, last");
+        let (asm, a) = finish(&mut d, out[4]);
+        assert!(same4(&asm, &whole, 9));
+        assert!(!a.conflict);
+        assert_eq!(d.stats.overlaps, 0);
+        assert_eq!(released(&d)[0].2, vec![1, 2, 3, 4, 5], "every frame, duplicates too, is released");
+    }
+
+    #[test]
+    fn overlaps_with_different_bytes_are_flagged_and_the_first_copy_kept() {
+        let whole = ip4(ipproto::UDP, A4, B4, &udp(5000, 53, &blob(3000)));
+        let mut frags = frag4(&whole, 9, &[(0, 1480), (1472, 1536)]);
+        // The second fragment's first 8 bytes overlap the first's last 8: change them.
+        let at = 34;
+        frags[1][at] ^= 0xff;
+        let mut d = Defrag::new(DefragConfig::default());
+        let out = push_all(&mut d, &frags, 1);
+        let (asm, a) = finish(&mut d, out[1]);
+        assert!(a.conflict);
+        assert_eq!(d.stats.overlaps, 1);
+        assert!(same4(&asm, &whole, 9), "the first copy of the overlapping bytes is kept");
+        // Reversed: the altered fragment came first, so its bytes are kept.
+        let mut d = Defrag::new(DefragConfig::default());
+        let out = push_all(&mut d, &[frags[1].clone(), frags[0].clone()], 1);
+        let (asm, a) = finish(&mut d, out[1]);
+        assert!(a.conflict);
+        assert!(!same4(&asm, &whole, 9));
+        assert_eq!(asm[14 + 20 + 1472], frags[1][at]);
+    }
+
+    #[test]
+    fn a_first_fragment_splitting_the_tcp_header_is_reassembled() {
+        let whole = ip4(ipproto::TCP, A4, B4, &tcp(40000, 80, 1000, 5, 0x18, b"GET /x HTTP/1.1\r\n\r\n"));
+        // 8 bytes of TCP header (ports and sequence) in the first fragment.
+        let frags = frag4(&whole, 3, &[(0, 8), (8, whole.len() - 34 - 8)]);
+        let first = wire::decode(&frags[0]).expect("a tiny first fragment is not malformed");
+        let ip = first.ip.unwrap();
+        assert_eq!((ip.fragment, ip.l4, ip.sport), (Fragment::First, L4::Other, 0));
+        let mut d = Defrag::new(DefragConfig::default());
+        let out = push_all(&mut d, &frags, 1);
+        let (asm, _) = finish(&mut d, out[1]);
+        let ip = wire::decode(&asm).unwrap().ip.unwrap();
+        assert!(matches!(ip.l4, L4::Tcp { seq: 1000, ack: 5, .. }));
+        assert_eq!((ip.sport, ip.dport, ip.payload), (40000, 80, &b"GET /x HTTP/1.1\r\n\r\n"[..]));
+    }
+
+    #[test]
+    fn datagrams_over_65535_bytes_are_rejected() {
+        let whole = ip4(ipproto::ICMP, A4, B4, &blob(2000));
+        let mut frags = frag4(&whole, 1, &[(0, 1000), (1000, 1000)]);
+        // The last fragment at offset 65528 (field 8191): 65528 + 1000 + 20 > 65535.
+        frags[1][20..22].copy_from_slice(&8191u16.to_be_bytes());
+        let mut d = Defrag::new(DefragConfig::default());
+        let out = push_all(&mut d, &frags, 1);
+        assert_eq!(out, vec![Push::Held, Push::Held]);
+        assert_eq!(d.stats.too_big, 1);
+        assert_eq!(released(&d), vec![(Verdict::Hold, Some(Failure::TooBig), vec![1, 2])]);
+        assert_eq!((d.datagrams(), d.held_frames(), d.held_bytes()), (0, 0, 0));
+        // IPv6 counts the payload length: 65528 + 8 bytes is just over.
+        let whole = ip6(ipproto::UDP, A6, B6, &[], &udp(1, 2, &blob(100)));
+        let mut frags = frag6(&whole, 5, 40, &[(0, 64), (64, 44)]);
+        frags[1][56..58].copy_from_slice(&(8191u16 << 3).to_be_bytes());
+        let mut d = Defrag::new(DefragConfig::default());
+        push_all(&mut d, &frags, 1);
+        assert_eq!(d.stats.too_big, 1);
+        // Exactly 65535 is fine: offset 65528 and 7 bytes.
+        let mut frags = frag6(&whole, 6, 40, &[(0, 64), (64, 44)]);
+        frags[1][56..58].copy_from_slice(&(8191u16 << 3).to_be_bytes());
+        frags[1].truncate(14 + 48 + 7);
+        frags[1][18..20].copy_from_slice(&15u16.to_be_bytes());
+        let mut d = Defrag::new(DefragConfig::default());
+        push_all(&mut d, &frags, 1);
+        assert_eq!(d.stats.too_big, 0);
+    }
+
+    #[test]
+    fn incomplete_datagrams_time_out() {
+        let whole = ip4(ipproto::UDP, A4, B4, &udp(5000, 53, &blob(3000)));
+        let frags = frag4(&whole, 1, &[(0, 1480), (1480, 1528)]);
+        let cfg = DefragConfig { timeout_ns: 1_000, ..DefragConfig::default() };
+        let mut d = Defrag::new(cfg);
+        push_all(&mut d, &frags[..1], 10_000);
+        assert_eq!(d.expire(10_999), 0);
+        assert_eq!(d.datagrams(), 1);
+        assert_eq!(d.expire(11_000), 1);
+        assert_eq!(released(&d), vec![(Verdict::Hold, Some(Failure::Timeout), vec![1])]);
+        assert_eq!((d.stats.timeouts, d.datagrams(), d.held_frames(), d.held_bytes()), (1, 0, 0, 0));
+        // The late fragment starts a new datagram, which never completes either.
+        d.releases.clear();
+        let out = push_all(&mut d, &frags[1..], 11_500);
+        assert_eq!(out, vec![Push::Held]);
+        assert_eq!(d.expire(12_500), 1);
+    }
+
+    #[test]
+    fn memory_is_bounded_and_the_oldest_datagram_gives_way() {
+        let whole = ip4(ipproto::UDP, A4, B4, &udp(5000, 53, &blob(3000)));
+        // Datagrams: at most 4 in reassembly.
+        let cfg = DefragConfig { max_datagrams: 4, ..DefragConfig::default() };
+        let mut d = Defrag::new(cfg);
+        for id in 0..6u16 {
+            let f = frag4(&whole, id, &[(0, 1480)]);
+            assert_eq!(push_all(&mut d, &f, u64::from(id)), vec![Push::Held]);
+            assert!(d.datagrams() <= 4);
+        }
+        let r = released(&d);
+        assert_eq!(r.len(), 2);
+        assert!(r.iter().all(|(v, f, _)| (*v, *f) == (Verdict::Hold, Some(Failure::Full))));
+        assert_eq!(d.stats.full, 2);
+        // Frames: 8 held at most; fragments of one datagram: 3 at most.
+        let cfg = DefragConfig { max_frames: 8, max_fragments: 3, ..DefragConfig::default() };
+        let mut d = Defrag::new(cfg);
+        let dup = frag4(&whole, 50, &[(0, 8)]);
+        let out = push_all(&mut d, &[dup[0].clone(), dup[0].clone(), dup[0].clone(), dup[0].clone()], 1);
+        assert_eq!(out[3], Push::Refused(Failure::Full), "a fourth fragment of one datagram");
+        assert_eq!(released(&d), vec![(Verdict::Hold, Some(Failure::Full), vec![1, 2, 3])]);
+        d.releases.clear();
+        for id in 0..20u16 {
+            let f = frag4(&whole, id, &[(8, 8)]);
+            push_all(&mut d, &f, 2 + u64::from(id));
+            assert!(d.held_frames() <= 8);
+        }
+        assert_eq!(d.held_frames(), 8);
+        // Bytes: the smallest budget holds two whole datagrams' worth of chunks.
+        let cfg = DefragConfig::default();
+        let mut d = Defrag::new(DefragConfig { max_bytes: 0, max_frames: 4096, max_datagrams: 4096, ..cfg });
+        let limit = (2 * MAX_ASSEMBLED) / CHUNK * CHUNK;
+        let mut evicted = 0;
+        for id in 0..400u16 {
+            let f = frag4(&whole, id, &[(0, 1480)]);
+            push_all(&mut d, &f, u64::from(id));
+            assert!(d.held_bytes() <= limit, "{} held", d.held_bytes());
+            evicted += d.releases.iter().count();
+            d.releases.clear();
+        }
+        assert!(evicted > 0 && d.held_bytes() > limit - 4 * CHUNK, "{evicted} evicted, {} held", d.held_bytes());
+    }
+
+    #[test]
+    fn inconsistent_fragments_fail_as_malformed_and_ipv4_data_is_used_in_8_byte_blocks() {
+        let whole = ip4(ipproto::UDP, A4, B4, &udp(5000, 53, &blob(3000)));
+        // Two different last fragments.
+        let mut frags = frag4(&whole, 1, &[(0, 1480), (2960, 48)]);
+        let mut other = frags[1].clone();
+        other[20..22].copy_from_slice(&(2968u16 / 8).to_be_bytes());
+        frags.push(other);
+        let mut d = Defrag::new(DefragConfig::default());
+        let out = push_all(&mut d, &frags, 1);
+        assert_eq!(out[2], Push::Held);
+        assert_eq!(released(&d), vec![(Verdict::Hold, Some(Failure::Malformed), vec![1, 2, 3])]);
+        // A non-last IPv4 fragment of 1483 bytes: its last 3 bytes are ignored (as Linux does).
+        let mut frags = frag4(&whole, 2, &[(0, 1480), (1480, 1528)]);
+        frags[0].extend_from_slice(&[0xee; 3]);
+        frags[0][16..18].copy_from_slice(&(20u16 + 1483).to_be_bytes());
+        let mut d = Defrag::new(DefragConfig::default());
+        let out = push_all(&mut d, &frags, 1);
+        assert!(same4(&finish(&mut d, out[1]).0, &whole, 2));
+        // A non-last IPv6 fragment that is not a multiple of 8 bytes is refused alone.
+        let whole6 = ip6(ipproto::UDP, A6, B6, &[], &udp(1, 2, &blob(100)));
+        let frags = frag6(&whole6, 1, 40, &[(0, 60), (64, 44)]);
+        let mut d = Defrag::new(DefragConfig::default());
+        assert_eq!(push_all(&mut d, &frags[..1], 1), vec![Push::Refused(Failure::Malformed)]);
+        assert_eq!(d.held_frames(), 0);
+    }
+
+    /// Hop-by-Hop (unfragmentable) before the Fragment header; Destination Options, then TCP,
+    /// after it, with the first fragment carrying only the Destination Options header: nothing
+    /// after the Fragment header is read until the datagram is whole.
+    #[test]
+    fn ipv6_headers_after_the_fragment_header_are_read_from_the_datagram() {
+        let hbh = [60, 0, 1, 4, 0, 0, 0, 0]; // -> Destination Options, PadN
+        let dst_opts = [ipproto::TCP, 0, 1, 4, 0, 0, 0, 0]; // -> TCP, PadN
+        let seg = tcp(40000, 443, 7, 9, 0x18, b"hello over fragments");
+        let mut frag_part = dst_opts.to_vec();
+        frag_part.extend_from_slice(&seg);
+        let whole = ip6(0, A6, B6, &hbh, &frag_part);
+        let frags = frag6(&whole, 0xabcd, 48, &[(0, 8), (8, frag_part.len() - 8)]);
+        let first = wire::decode(&frags[0]).unwrap().ip.unwrap();
+        assert_eq!((first.fragment, first.proto, first.payload), (Fragment::First, 60, &dst_opts[..]));
+        let fi = first.frag.unwrap();
+        assert_eq!((fi.id, fi.offset, fi.more, fi.header_len, fi.next_at), (0xabcd, 0, true, 48, 40));
+        let later = wire::decode(&frags[1]).unwrap().ip.unwrap();
+        assert_eq!((later.fragment, later.proto, later.sport, later.l4), (Fragment::Later, 60, 0, L4::Other));
+        let mut d = Defrag::new(DefragConfig::default());
+        let out = push_all(&mut d, &frags, 1);
+        let (asm, _) = finish(&mut d, out[1]);
+        assert!(asm == whole, "Fragment header removed, Next Header and payload length restored");
+        let ip = wire::decode(&asm).unwrap().ip.unwrap();
+        assert_eq!((ip.proto, ip.sport, ip.dport, ip.payload), (ipproto::TCP, 40000, 443, &b"hello over fragments"[..]));
+    }
+
+    /// The attack: a later fragment whose Fragment header says Next Header 44 and whose data
+    /// starts with a fake Fragment header (offset 0, M set) and a TCP header. Walking it as
+    /// extension headers made the fake header a "first fragment" and the attacker's bytes a
+    /// TCP header with ports. It is data: no ports, no L4; reassembled, the fake header sits in
+    /// the payload of the real first fragment's TCP segment.
+    #[test]
+    fn a_fake_fragment_header_in_fragment_data_is_data() {
+        let fake_tcp = tcp(1234, 22, 0, 0, 0x02, b"");
+        let mut tail = vec![ipproto::TCP, 0, 0, 1, 0, 0, 0, 9]; // fake Fragment header: offset 0, M
+        tail.extend_from_slice(&fake_tcp);
+        let real = tcp(40000, 80, 1000, 1, 0x18, &[b'a'; 28]);
+        let mut seg = real.clone();
+        seg.extend_from_slice(&tail);
+        let whole = ip6(ipproto::TCP, A6, B6, &[], &seg);
+        let mut frags = frag6(&whole, 7, 40, &[(0, 48), (48, seg.len() - 48)]);
+        frags[1][54] = 44; // the later fragment's Fragment header: Next Header 44
+        let later = wire::decode(&frags[1]).unwrap().ip.unwrap();
+        assert_eq!((later.fragment, later.sport, later.dport, later.l4), (Fragment::Later, 0, 0, L4::Other));
+        assert_eq!(&later.payload[..8], &tail[..8], "the fake header is the fragment's data");
+        let mut d = Defrag::new(DefragConfig::default());
+        let out = push_all(&mut d, &frags, 1);
+        let (asm, _) = finish(&mut d, out[1]);
+        let ip = wire::decode(&asm).unwrap().ip.unwrap();
+        assert_eq!((ip.proto, ip.sport, ip.dport), (ipproto::TCP, 40000, 80), "the offset-0 fragment's Next Header");
+        assert_eq!(&ip.payload[28..], &tail[..], "the fake headers are payload");
+    }
+
+    #[test]
+    fn fragments_from_the_other_interface_or_another_datagram_do_not_mix() {
+        let whole = ip4(ipproto::UDP, A4, B4, &udp(5000, 53, &blob(3000)));
+        let frags = frag4(&whole, 1, &[(0, 1480), (1480, 1528)]);
+        let mut d = Defrag::new(DefragConfig::default());
+        let f0 = wire::decode(&frags[0]).unwrap();
+        let f1 = wire::decode(&frags[1]).unwrap();
+        assert_eq!(d.push(&f0, 0, 1, 1, 1, 0), Push::Held);
+        assert_eq!(d.push(&f1, 0, 2, 1, 2, 0), Push::Held, "received on the peer interface");
+        assert_eq!(d.push(&f1, 1, 1, 1, 3, 0), Push::Held, "another zone");
+        assert_eq!(d.datagrams(), 3);
+        assert!(matches!(d.push(&f1, 0, 1, 1, 4, 0), Push::Complete(_)));
+    }
+
+    #[test]
+    fn every_truncated_fragment_is_an_error_or_held_never_a_panic() {
+        let whole = ip6(ipproto::UDP, A6, B6, &[], &udp(1, 2, &blob(300)));
+        let mut frames = frag6(&whole, 1, 40, &[(0, 160), (160, 148)]);
+        frames.extend(frag4(&ip4(ipproto::UDP, A4, B4, &udp(1, 2, &blob(300))), 1, &[(0, 160), (160, 148)]));
+        let mut d = Defrag::new(DefragConfig { max_datagrams: 2, max_frames: 4, ..DefragConfig::default() });
+        for f in &frames {
+            for cut in 0..f.len() {
+                if let Ok(dec) = wire::decode(&f[..cut]) {
+                    if dec.ip.is_some_and(|ip| ip.frag.is_some()) {
+                        d.push(&dec, 0, 1, cut as u64, cut as u64, cut as u32);
+                    }
+                }
+                d.releases.clear();
+            }
+        }
+        assert!(d.held_frames() <= 4 && d.datagrams() <= 2);
+    }
+}
