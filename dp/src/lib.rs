@@ -27,6 +27,8 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod defrag;
+#[cfg(test)]
+mod defrag_tests;
 pub mod detect;
 pub mod enforce;
 pub mod exception;
