@@ -121,6 +121,7 @@ impl Net {
 
 /// Ethernet + IP (`v6` or not) from the client (198.18.0.1 / 2001:db8::1) to the server with
 /// TCP `sport -> dport`.
+#[allow(clippy::too_many_arguments)]
 fn seg(v6: bool, to_server: bool, sport: u16, dport: u16, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
     let t = tcp(sport, dport, seq, ack, flags, payload);
     match (v6, to_server) {
