@@ -285,6 +285,33 @@ mod tests {
         }
     }
 
+    /// A capture with a UDP datagram in three fragments (sent out of order) and the first
+    /// fragment of another that never completes: one session, one packet, the bytes of the
+    /// three frames; all four fragment frames released (forwarded: no workload).
+    #[test]
+    fn fragments_are_reassembled_and_counted() {
+        use crate::defrag::tests::{frag4, ip4, udp, A4, B4};
+        let big = ip4(17, A4, B4, &udp(5000, 9999, &[5; 3000]));
+        let mut frames = frag4(&big, 1, &[(2960, 48), (0, 1480), (1480, 1480)]);
+        frames.extend(frag4(&big, 2, &[(0, 1480)]));
+        let p = std::env::temp_dir().join(format!("warden-frag-{}.pcap", std::process::id()));
+        {
+            let f = std::fs::File::create(&p).unwrap();
+            let mut w = pcap_file::pcap::PcapWriter::new(f).unwrap();
+            for (i, data) in frames.iter().enumerate() {
+                let ts = std::time::Duration::from_millis(1 + i as u64);
+                w.write_packet(&pcap_file::pcap::PcapPacket::new(ts, data.len() as u32, data)).unwrap();
+            }
+        }
+        let (recs, sum) = replay_file(&p, &Config::default()).unwrap();
+        std::fs::remove_file(&p).ok();
+        assert_eq!((sum.frames, sum.reassembled, sum.fragments_forwarded, sum.fragments_dropped), (4, 1, 4, 0));
+        assert_eq!(recs.len(), 1, "{recs:?}");
+        let r = &recs[0];
+        assert_eq!((r.server_port, r.packets_to_server), (9999, 1));
+        assert_eq!(r.bytes_to_server, frames[..3].iter().map(|f| f.len() as u64).sum::<u64>());
+    }
+
     #[test]
     fn not_a_capture_is_a_clear_error() {
         let p = std::env::temp_dir().join(format!("warden-notpcap-{}", std::process::id()));
