@@ -998,8 +998,9 @@ mod tests {
         assert_eq!(i.sessions.len(), 1, "re-evaluation kept the one session");
     }
 
-    /// The corpus TFTP capture through two pipelines that own flows as two workers do
-    /// (`spread % 2`) and share one expectation table: every transfer flow, whichever worker
+    /// The corpus TFTP capture through two pipelines that own flows by 5-tuple (`spread % 2`;
+    /// workers own them by address pair, `owner_spread`, which keeps a transfer with its
+    /// request unless addresses differ) and share one expectation table: every transfer flow, whichever worker
     /// owns it, is labelled tftp with its request's file, is joined to its request, and has
     /// the TFTP client as its client although the server sent its first packet.
     #[test]
