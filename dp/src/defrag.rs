@@ -156,17 +156,25 @@ pub struct Releases {
 
 impl Releases {
     fn new(datagrams: usize, frames: usize) -> Self {
-        Releases { list: Vec::with_capacity(datagrams + 64), tokens: Vec::with_capacity(frames + 1024) }
+        Releases {
+            list: Vec::with_capacity(datagrams + 64),
+            tokens: Vec::with_capacity(frames + 1024),
+        }
     }
 
     /// No releases and no capacity (allocates nothing).
     pub(crate) fn empty() -> Self {
-        Releases { list: Vec::new(), tokens: Vec::new() }
+        Releases {
+            list: Vec::new(),
+            tokens: Vec::new(),
+        }
     }
 
     /// Each release with its frames' tokens.
     pub fn iter(&self) -> impl Iterator<Item = (&Release, &[u64])> + '_ {
-        self.list.iter().map(|r| (r, &self.tokens[r.start as usize..r.end as usize]))
+        self.list
+            .iter()
+            .map(|r| (r, &self.tokens[r.start as usize..r.end as usize]))
     }
 
     /// True when nothing was released.
@@ -341,7 +349,10 @@ impl Defrag {
 
     /// Counters, with `held` filled in.
     pub fn stats(&self) -> DefragStats {
-        DefragStats { held: self.held_frames as u64, ..self.stats }
+        DefragStats {
+            held: self.held_frames as u64,
+            ..self.stats
+        }
     }
 
     /// Takes fragment frame `f` (a decoded frame whose `ip.frag` is set; `len` L2 bytes)
@@ -350,9 +361,21 @@ impl Defrag {
     /// Failed datagrams (this fragment's, or older ones evicted to make room) are appended to
     /// [`Defrag::releases`] with [`Verdict::Hold`] as a placeholder verdict for the caller to
     /// decide.
-    pub fn push(&mut self, f: &Frame<'_>, zone: u16, iface: u16, now_ns: u64, token: u64, len: u32) -> Push {
-        let Some(ip) = f.ip.as_ref() else { return Push::Refused(Failure::Malformed) };
-        let Some(fi) = ip.frag else { return Push::Refused(Failure::Malformed) };
+    pub fn push(
+        &mut self,
+        f: &Frame<'_>,
+        zone: u16,
+        iface: u16,
+        now_ns: u64,
+        token: u64,
+        len: u32,
+    ) -> Push {
+        let Some(ip) = f.ip.as_ref() else {
+            return Push::Refused(Failure::Malformed);
+        };
+        let Some(fi) = ip.frag else {
+            return Push::Refused(Failure::Malformed);
+        };
         self.stats.fragments += 1;
         let v6 = ip.version == 6;
         let mut dlen = ip.payload.len();
@@ -420,7 +443,11 @@ impl Defrag {
         if !fi.more {
             self.slots[idx as usize].total = Some(end);
         }
-        let header_len = if s.head != NIL { s.header_len } else { u32::from(fi.header_len) };
+        let header_len = if s.head != NIL {
+            s.header_len
+        } else {
+            u32::from(fi.header_len)
+        };
         if too_big(v6, header_len, end) {
             self.stats.too_big += 1;
             self.fail(idx, Failure::TooBig);
@@ -603,14 +630,22 @@ impl Defrag {
         self.free(idx, Verdict::Hold, None, Some(why));
     }
 
-    fn free(&mut self, idx: u32, verdict: Verdict, resets: Option<[RstFrame; 2]>, failure: Option<Failure>) {
+    fn free(
+        &mut self,
+        idx: u32,
+        verdict: Verdict,
+        resets: Option<[RstFrame; 2]>,
+        failure: Option<Failure>,
+    ) {
         let s = self.slots[idx as usize];
         if !s.live {
             return;
         }
         let base = idx as usize * self.cfg.max_fragments;
         let start = self.releases.tokens.len() as u32;
-        self.releases.tokens.extend_from_slice(&self.tokens[base..base + s.tokens as usize]);
+        self.releases
+            .tokens
+            .extend_from_slice(&self.tokens[base..base + s.tokens as usize]);
         self.releases.list.push(Release {
             verdict,
             resets,
@@ -748,7 +783,8 @@ impl Defrag {
         let base = idx as usize * self.cfg.max_fragments;
         self.scratch.clear();
         for p in base..base + s.pieces as usize {
-            self.scratch.push((self.piece_start[p], self.piece_start[p] + self.piece_len[p]));
+            self.scratch
+                .push((self.piece_start[p], self.piece_start[p] + self.piece_len[p]));
         }
         self.scratch.sort_unstable();
         let mut at = 0;
@@ -766,7 +802,11 @@ impl Defrag {
 /// `header_len` bytes, exceeds 65535 bytes (IPv4 total length, RFC 791; IPv6 payload length,
 /// RFC 8200 §3, which does not count the 40-byte fixed header).
 fn too_big(v6: bool, header_len: u32, end: u32) -> bool {
-    let len = if v6 { header_len.saturating_sub(40) + end } else { header_len + end };
+    let len = if v6 {
+        header_len.saturating_sub(40) + end
+    } else {
+        header_len + end
+    };
     len > 65535
 }
 
@@ -829,7 +869,14 @@ pub(crate) mod tests {
     }
 
     /// A TCP segment (no options, checksum 0).
-    pub(crate) fn tcp(sport: u16, dport: u16, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+    pub(crate) fn tcp(
+        sport: u16,
+        dport: u16,
+        seq: u32,
+        ack: u32,
+        flags: u8,
+        payload: &[u8],
+    ) -> Vec<u8> {
         let mut t = Vec::new();
         t.extend_from_slice(&sport.to_be_bytes());
         t.extend_from_slice(&dport.to_be_bytes());
@@ -867,7 +914,12 @@ pub(crate) mod tests {
 
     /// Splits the IPv6 packet of `frame` after its first `unfrag` bytes (fixed header and
     /// unfragmentable extension headers) into fragments with id `id`, as [`frag4`].
-    pub(crate) fn frag6(frame: &[u8], id: u32, unfrag: usize, pieces: &[(usize, usize)]) -> Vec<Vec<u8>> {
+    pub(crate) fn frag6(
+        frame: &[u8],
+        id: u32,
+        unfrag: usize,
+        pieces: &[(usize, usize)],
+    ) -> Vec<Vec<u8>> {
         let ip = &frame[14..];
         let mut next_at = 6;
         let mut pos = 40;
@@ -907,7 +959,9 @@ pub(crate) mod tests {
 
     /// Assembles and releases (Forward) the datagram `Complete` named; returns the frame.
     fn finish(d: &mut Defrag, p: Push) -> (Vec<u8>, Assembled) {
-        let Push::Complete(idx) = p else { panic!("not complete: {p:?}") };
+        let Push::Complete(idx) = p else {
+            panic!("not complete: {p:?}")
+        };
         let mut out = Vec::with_capacity(MAX_ASSEMBLED);
         let a = d.assemble(idx, &mut out);
         d.release(idx, Verdict::Forward, None);
@@ -915,7 +969,10 @@ pub(crate) mod tests {
     }
 
     fn released(d: &Defrag) -> Vec<(Verdict, Option<Failure>, Vec<u64>)> {
-        d.releases.iter().map(|(r, t)| (r.verdict, r.failure, t.to_vec())).collect()
+        d.releases
+            .iter()
+            .map(|(r, t)| (r.verdict, r.failure, t.to_vec()))
+            .collect()
     }
 
     /// True when `asm` is the unfragmented `whole` (Ethernet + IPv4, checksum 0) with the
@@ -943,11 +1000,20 @@ pub(crate) mod tests {
             assert_eq!(&out[..2], &[Push::Held, Push::Held], "{order:?}");
             assert_eq!((d.datagrams(), d.held_frames()), (1, 3));
             let (asm, a) = finish(&mut d, out[2]);
-            assert!(same4(&asm, &whole, 77), "{order:?}: the reassembled frame is the unfragmented one");
+            assert!(
+                same4(&asm, &whole, 77),
+                "{order:?}: the reassembled frame is the unfragmented one"
+            );
             let total: usize = frames.iter().map(Vec::len).sum();
-            assert_eq!((a.frame_bytes as usize, a.frames, a.conflict), (total, 3, false));
+            assert_eq!(
+                (a.frame_bytes as usize, a.frames, a.conflict),
+                (total, 3, false)
+            );
             let ip = wire::decode(&asm).unwrap().ip.unwrap();
-            assert_eq!((ip.fragment, ip.sport, ip.dport, ip.payload.len()), (Fragment::No, 5000, 53, 3000));
+            assert_eq!(
+                (ip.fragment, ip.sport, ip.dport, ip.payload.len()),
+                (Fragment::No, 5000, 53, 3000)
+            );
             // All three frames come back together, in arrival order.
             assert_eq!(released(&d), vec![(Verdict::Forward, None, vec![1, 2, 3])]);
             assert_eq!((d.datagrams(), d.held_frames(), d.held_bytes()), (0, 0, 0));
@@ -959,17 +1025,35 @@ pub(crate) mod tests {
     fn duplicates_and_identical_overlaps_are_harmless() {
         let whole = ip4(ipproto::UDP, A4, B4, &udp(5000, 53, &blob(3000)));
         // A duplicate of the middle fragment, and a fragment overlapping two others.
-        let frags = frag4(&whole, 9, &[(0, 1480), (1480, 1480), (1480, 1480), (1000, 1000), (2960, 48)]);
+        let frags = frag4(
+            &whole,
+            9,
+            &[
+                (0, 1480),
+                (1480, 1480),
+                (1480, 1480),
+                (1000, 1000),
+                (2960, 48),
+            ],
+        );
         let mut d = Defrag::new(DefragConfig::default());
         let out = push_all(&mut d, &frags, 1);
         assert!(out[..4].iter().all(|p| *p == Push::Held), "{out:?}");
         // Duplicates add no data: only the three distinct pieces are charged.
-        assert_eq!(d.held_bytes(), (1 + 3 + 3 + 1) * CHUNK, "head, two data pieces of 3 chunks, last");
+        assert_eq!(
+            d.held_bytes(),
+            (1 + 3 + 3 + 1) * CHUNK,
+            "head, two data pieces of 3 chunks, last"
+        );
         let (asm, a) = finish(&mut d, out[4]);
         assert!(same4(&asm, &whole, 9));
         assert!(!a.conflict);
         assert_eq!(d.stats.overlaps, 0);
-        assert_eq!(released(&d)[0].2, vec![1, 2, 3, 4, 5], "every frame, duplicates too, is released");
+        assert_eq!(
+            released(&d)[0].2,
+            vec![1, 2, 3, 4, 5],
+            "every frame, duplicates too, is released"
+        );
     }
 
     #[test]
@@ -984,7 +1068,10 @@ pub(crate) mod tests {
         let (asm, a) = finish(&mut d, out[1]);
         assert!(a.conflict);
         assert_eq!(d.stats.overlaps, 1);
-        assert!(same4(&asm, &whole, 9), "the first copy of the overlapping bytes is kept");
+        assert!(
+            same4(&asm, &whole, 9),
+            "the first copy of the overlapping bytes is kept"
+        );
         // Reversed: the altered fragment came first, so its bytes are kept.
         let mut d = Defrag::new(DefragConfig::default());
         let out = push_all(&mut d, &[frags[1].clone(), frags[0].clone()], 1);
@@ -996,18 +1083,36 @@ pub(crate) mod tests {
 
     #[test]
     fn a_first_fragment_splitting_the_tcp_header_is_reassembled() {
-        let whole = ip4(ipproto::TCP, A4, B4, &tcp(40000, 80, 1000, 5, 0x18, b"GET /x HTTP/1.1\r\n\r\n"));
+        let whole = ip4(
+            ipproto::TCP,
+            A4,
+            B4,
+            &tcp(40000, 80, 1000, 5, 0x18, b"GET /x HTTP/1.1\r\n\r\n"),
+        );
         // 8 bytes of TCP header (ports and sequence) in the first fragment.
         let frags = frag4(&whole, 3, &[(0, 8), (8, whole.len() - 34 - 8)]);
         let first = wire::decode(&frags[0]).expect("a tiny first fragment is not malformed");
         let ip = first.ip.unwrap();
-        assert_eq!((ip.fragment, ip.l4, ip.sport), (Fragment::First, L4::Other, 0));
+        assert_eq!(
+            (ip.fragment, ip.l4, ip.sport),
+            (Fragment::First, L4::Other, 0)
+        );
         let mut d = Defrag::new(DefragConfig::default());
         let out = push_all(&mut d, &frags, 1);
         let (asm, _) = finish(&mut d, out[1]);
         let ip = wire::decode(&asm).unwrap().ip.unwrap();
-        assert!(matches!(ip.l4, L4::Tcp { seq: 1000, ack: 5, .. }));
-        assert_eq!((ip.sport, ip.dport, ip.payload), (40000, 80, &b"GET /x HTTP/1.1\r\n\r\n"[..]));
+        assert!(matches!(
+            ip.l4,
+            L4::Tcp {
+                seq: 1000,
+                ack: 5,
+                ..
+            }
+        ));
+        assert_eq!(
+            (ip.sport, ip.dport, ip.payload),
+            (40000, 80, &b"GET /x HTTP/1.1\r\n\r\n"[..])
+        );
     }
 
     #[test]
@@ -1020,7 +1125,10 @@ pub(crate) mod tests {
         let out = push_all(&mut d, &frags, 1);
         assert_eq!(out, vec![Push::Held, Push::Held]);
         assert_eq!(d.stats.too_big, 1);
-        assert_eq!(released(&d), vec![(Verdict::Hold, Some(Failure::TooBig), vec![1, 2])]);
+        assert_eq!(
+            released(&d),
+            vec![(Verdict::Hold, Some(Failure::TooBig), vec![1, 2])]
+        );
         assert_eq!((d.datagrams(), d.held_frames(), d.held_bytes()), (0, 0, 0));
         // IPv6 counts the payload length: 65528 + 8 bytes is just over.
         let whole = ip6(ipproto::UDP, A6, B6, &[], &udp(1, 2, &blob(100)));
@@ -1043,14 +1151,28 @@ pub(crate) mod tests {
     fn incomplete_datagrams_time_out() {
         let whole = ip4(ipproto::UDP, A4, B4, &udp(5000, 53, &blob(3000)));
         let frags = frag4(&whole, 1, &[(0, 1480), (1480, 1528)]);
-        let cfg = DefragConfig { timeout_ns: 1_000, ..DefragConfig::default() };
+        let cfg = DefragConfig {
+            timeout_ns: 1_000,
+            ..DefragConfig::default()
+        };
         let mut d = Defrag::new(cfg);
         push_all(&mut d, &frags[..1], 10_000);
         assert_eq!(d.expire(10_999), 0);
         assert_eq!(d.datagrams(), 1);
         assert_eq!(d.expire(11_000), 1);
-        assert_eq!(released(&d), vec![(Verdict::Hold, Some(Failure::Timeout), vec![1])]);
-        assert_eq!((d.stats.timeouts, d.datagrams(), d.held_frames(), d.held_bytes()), (1, 0, 0, 0));
+        assert_eq!(
+            released(&d),
+            vec![(Verdict::Hold, Some(Failure::Timeout), vec![1])]
+        );
+        assert_eq!(
+            (
+                d.stats.timeouts,
+                d.datagrams(),
+                d.held_frames(),
+                d.held_bytes()
+            ),
+            (1, 0, 0, 0)
+        );
         // The late fragment starts a new datagram, which never completes either.
         d.releases.clear();
         let out = push_all(&mut d, &frags[1..], 11_500);
@@ -1062,7 +1184,10 @@ pub(crate) mod tests {
     fn memory_is_bounded_and_the_oldest_datagram_gives_way() {
         let whole = ip4(ipproto::UDP, A4, B4, &udp(5000, 53, &blob(3000)));
         // Datagrams: at most 4 in reassembly.
-        let cfg = DefragConfig { max_datagrams: 4, ..DefragConfig::default() };
+        let cfg = DefragConfig {
+            max_datagrams: 4,
+            ..DefragConfig::default()
+        };
         let mut d = Defrag::new(cfg);
         for id in 0..6u16 {
             let f = frag4(&whole, id, &[(0, 1480)]);
@@ -1071,15 +1196,37 @@ pub(crate) mod tests {
         }
         let r = released(&d);
         assert_eq!(r.len(), 2);
-        assert!(r.iter().all(|(v, f, _)| (*v, *f) == (Verdict::Hold, Some(Failure::Full))));
+        assert!(r
+            .iter()
+            .all(|(v, f, _)| (*v, *f) == (Verdict::Hold, Some(Failure::Full))));
         assert_eq!(d.stats.full, 2);
         // Frames: 8 held at most; fragments of one datagram: 3 at most.
-        let cfg = DefragConfig { max_frames: 8, max_fragments: 3, ..DefragConfig::default() };
+        let cfg = DefragConfig {
+            max_frames: 8,
+            max_fragments: 3,
+            ..DefragConfig::default()
+        };
         let mut d = Defrag::new(cfg);
         let dup = frag4(&whole, 50, &[(0, 8)]);
-        let out = push_all(&mut d, &[dup[0].clone(), dup[0].clone(), dup[0].clone(), dup[0].clone()], 1);
-        assert_eq!(out[3], Push::Refused(Failure::Full), "a fourth fragment of one datagram");
-        assert_eq!(released(&d), vec![(Verdict::Hold, Some(Failure::Full), vec![1, 2, 3])]);
+        let out = push_all(
+            &mut d,
+            &[
+                dup[0].clone(),
+                dup[0].clone(),
+                dup[0].clone(),
+                dup[0].clone(),
+            ],
+            1,
+        );
+        assert_eq!(
+            out[3],
+            Push::Refused(Failure::Full),
+            "a fourth fragment of one datagram"
+        );
+        assert_eq!(
+            released(&d),
+            vec![(Verdict::Hold, Some(Failure::Full), vec![1, 2, 3])]
+        );
         d.releases.clear();
         for id in 0..20u16 {
             let f = frag4(&whole, id, &[(8, 8)]);
@@ -1089,7 +1236,12 @@ pub(crate) mod tests {
         assert_eq!(d.held_frames(), 8);
         // Bytes: the smallest budget holds two whole datagrams' worth of chunks.
         let cfg = DefragConfig::default();
-        let mut d = Defrag::new(DefragConfig { max_bytes: 0, max_frames: 4096, max_datagrams: 4096, ..cfg });
+        let mut d = Defrag::new(DefragConfig {
+            max_bytes: 0,
+            max_frames: 4096,
+            max_datagrams: 4096,
+            ..cfg
+        });
         let limit = (2 * MAX_ASSEMBLED) / CHUNK * CHUNK;
         let mut evicted = 0;
         for id in 0..400u16 {
@@ -1099,7 +1251,11 @@ pub(crate) mod tests {
             evicted += d.releases.iter().count();
             d.releases.clear();
         }
-        assert!(evicted > 0 && d.held_bytes() > limit - 4 * CHUNK, "{evicted} evicted, {} held", d.held_bytes());
+        assert!(
+            evicted > 0 && d.held_bytes() > limit - 4 * CHUNK,
+            "{evicted} evicted, {} held",
+            d.held_bytes()
+        );
     }
 
     #[test]
@@ -1113,7 +1269,10 @@ pub(crate) mod tests {
         let mut d = Defrag::new(DefragConfig::default());
         let out = push_all(&mut d, &frags, 1);
         assert_eq!(out[2], Push::Held);
-        assert_eq!(released(&d), vec![(Verdict::Hold, Some(Failure::Malformed), vec![1, 2, 3])]);
+        assert_eq!(
+            released(&d),
+            vec![(Verdict::Hold, Some(Failure::Malformed), vec![1, 2, 3])]
+        );
         // A non-last IPv4 fragment of 1483 bytes: its last 3 bytes are ignored (as Linux does).
         let mut frags = frag4(&whole, 2, &[(0, 1480), (1480, 1528)]);
         frags[0].extend_from_slice(&[0xee; 3]);
@@ -1125,7 +1284,10 @@ pub(crate) mod tests {
         let whole6 = ip6(ipproto::UDP, A6, B6, &[], &udp(1, 2, &blob(100)));
         let frags = frag6(&whole6, 1, 40, &[(0, 60), (64, 44)]);
         let mut d = Defrag::new(DefragConfig::default());
-        assert_eq!(push_all(&mut d, &frags[..1], 1), vec![Push::Refused(Failure::Malformed)]);
+        assert_eq!(
+            push_all(&mut d, &frags[..1], 1),
+            vec![Push::Refused(Failure::Malformed)]
+        );
         assert_eq!(d.held_frames(), 0);
     }
 
@@ -1142,17 +1304,32 @@ pub(crate) mod tests {
         let whole = ip6(0, A6, B6, &hbh, &frag_part);
         let frags = frag6(&whole, 0xabcd, 48, &[(0, 8), (8, frag_part.len() - 8)]);
         let first = wire::decode(&frags[0]).unwrap().ip.unwrap();
-        assert_eq!((first.fragment, first.proto, first.payload), (Fragment::First, 60, &dst_opts[..]));
+        assert_eq!(
+            (first.fragment, first.proto, first.payload),
+            (Fragment::First, 60, &dst_opts[..])
+        );
         let fi = first.frag.unwrap();
-        assert_eq!((fi.id, fi.offset, fi.more, fi.header_len, fi.next_at), (0xabcd, 0, true, 48, 40));
+        assert_eq!(
+            (fi.id, fi.offset, fi.more, fi.header_len, fi.next_at),
+            (0xabcd, 0, true, 48, 40)
+        );
         let later = wire::decode(&frags[1]).unwrap().ip.unwrap();
-        assert_eq!((later.fragment, later.proto, later.sport, later.l4), (Fragment::Later, 60, 0, L4::Other));
+        assert_eq!(
+            (later.fragment, later.proto, later.sport, later.l4),
+            (Fragment::Later, 60, 0, L4::Other)
+        );
         let mut d = Defrag::new(DefragConfig::default());
         let out = push_all(&mut d, &frags, 1);
         let (asm, _) = finish(&mut d, out[1]);
-        assert!(asm == whole, "Fragment header removed, Next Header and payload length restored");
+        assert!(
+            asm == whole,
+            "Fragment header removed, Next Header and payload length restored"
+        );
         let ip = wire::decode(&asm).unwrap().ip.unwrap();
-        assert_eq!((ip.proto, ip.sport, ip.dport, ip.payload), (ipproto::TCP, 40000, 443, &b"hello over fragments"[..]));
+        assert_eq!(
+            (ip.proto, ip.sport, ip.dport, ip.payload),
+            (ipproto::TCP, 40000, 443, &b"hello over fragments"[..])
+        );
     }
 
     /// The attack: a later fragment whose Fragment header says Next Header 44 and whose data
@@ -1172,13 +1349,24 @@ pub(crate) mod tests {
         let mut frags = frag6(&whole, 7, 40, &[(0, 48), (48, seg.len() - 48)]);
         frags[1][54] = 44; // the later fragment's Fragment header: Next Header 44
         let later = wire::decode(&frags[1]).unwrap().ip.unwrap();
-        assert_eq!((later.fragment, later.sport, later.dport, later.l4), (Fragment::Later, 0, 0, L4::Other));
-        assert_eq!(&later.payload[..8], &tail[..8], "the fake header is the fragment's data");
+        assert_eq!(
+            (later.fragment, later.sport, later.dport, later.l4),
+            (Fragment::Later, 0, 0, L4::Other)
+        );
+        assert_eq!(
+            &later.payload[..8],
+            &tail[..8],
+            "the fake header is the fragment's data"
+        );
         let mut d = Defrag::new(DefragConfig::default());
         let out = push_all(&mut d, &frags, 1);
         let (asm, _) = finish(&mut d, out[1]);
         let ip = wire::decode(&asm).unwrap().ip.unwrap();
-        assert_eq!((ip.proto, ip.sport, ip.dport), (ipproto::TCP, 40000, 80), "the offset-0 fragment's Next Header");
+        assert_eq!(
+            (ip.proto, ip.sport, ip.dport),
+            (ipproto::TCP, 40000, 80),
+            "the offset-0 fragment's Next Header"
+        );
         assert_eq!(&ip.payload[28..], &tail[..], "the fake headers are payload");
     }
 
@@ -1190,7 +1378,11 @@ pub(crate) mod tests {
         let f0 = wire::decode(&frags[0]).unwrap();
         let f1 = wire::decode(&frags[1]).unwrap();
         assert_eq!(d.push(&f0, 0, 1, 1, 1, 0), Push::Held);
-        assert_eq!(d.push(&f1, 0, 2, 1, 2, 0), Push::Held, "received on the peer interface");
+        assert_eq!(
+            d.push(&f1, 0, 2, 1, 2, 0),
+            Push::Held,
+            "received on the peer interface"
+        );
         assert_eq!(d.push(&f1, 1, 1, 1, 3, 0), Push::Held, "another zone");
         assert_eq!(d.datagrams(), 3);
         assert!(matches!(d.push(&f1, 0, 1, 1, 4, 0), Push::Complete(_)));
@@ -1200,8 +1392,16 @@ pub(crate) mod tests {
     fn every_truncated_fragment_is_an_error_or_held_never_a_panic() {
         let whole = ip6(ipproto::UDP, A6, B6, &[], &udp(1, 2, &blob(300)));
         let mut frames = frag6(&whole, 1, 40, &[(0, 160), (160, 148)]);
-        frames.extend(frag4(&ip4(ipproto::UDP, A4, B4, &udp(1, 2, &blob(300))), 1, &[(0, 160), (160, 148)]));
-        let mut d = Defrag::new(DefragConfig { max_datagrams: 2, max_frames: 4, ..DefragConfig::default() });
+        frames.extend(frag4(
+            &ip4(ipproto::UDP, A4, B4, &udp(1, 2, &blob(300))),
+            1,
+            &[(0, 160), (160, 148)],
+        ));
+        let mut d = Defrag::new(DefragConfig {
+            max_datagrams: 2,
+            max_frames: 4,
+            ..DefragConfig::default()
+        });
         for f in &frames {
             for cut in 0..f.len() {
                 if let Ok(dec) = wire::decode(&f[..cut]) {

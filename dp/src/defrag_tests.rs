@@ -72,7 +72,12 @@ impl Net {
         if let Some(m) = mode {
             i.set_policy(policy(m), 1);
         }
-        Net { i, now: 1_000_000_000, token: 0, resets: Vec::new() }
+        Net {
+            i,
+            now: 1_000_000_000,
+            token: 0,
+            resets: Vec::new(),
+        }
     }
 
     /// Sends `frames` received on `iface`, one token each; returns each frame's fate: its own
@@ -83,7 +88,15 @@ impl Net {
         for (n, f) in frames.iter().enumerate() {
             self.now += 1_000;
             self.token += 1;
-            let v = self.i.process_frame(f, FrameMeta { zone: 0, iface, now_ns: self.now }, self.token);
+            let v = self.i.process_frame(
+                f,
+                FrameMeta {
+                    zone: 0,
+                    iface,
+                    now_ns: self.now,
+                },
+                self.token,
+            );
             if v != Verdict::Hold {
                 fate[n] = v;
             }
@@ -122,7 +135,16 @@ impl Net {
 /// Ethernet + IP (`v6` or not) from the client (198.18.0.1 / 2001:db8::1) to the server with
 /// TCP `sport -> dport`.
 #[allow(clippy::too_many_arguments)]
-fn seg(v6: bool, to_server: bool, sport: u16, dport: u16, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+fn seg(
+    v6: bool,
+    to_server: bool,
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
     let t = tcp(sport, dport, seq, ack, flags, payload);
     match (v6, to_server) {
         (false, true) => ip4(ipproto::TCP, A4, B4, &t),
@@ -149,7 +171,10 @@ fn payload_len(v6: bool, frame: &[u8]) -> usize {
 fn handshake(n: &mut Net, v6: bool, dport: u16) -> Vec<Verdict> {
     vec![
         n.one(CLIENT, seg(v6, true, 40000, dport, 100, 0, SYN, b"")),
-        n.one(SERVER, seg(v6, false, dport, 40000, 500, 101, SYN | ACK, b"")),
+        n.one(
+            SERVER,
+            seg(v6, false, dport, 40000, 500, 101, SYN | ACK, b""),
+        ),
         n.one(CLIENT, seg(v6, true, 40000, dport, 101, 501, ACK, b"")),
     ]
 }
@@ -159,24 +184,43 @@ fn an_sql_injection_in_a_url_split_across_fragments_is_detected() {
     let request: &[u8] = b"GET /item?id=1%27%20OR%20%271%27%3D%271 HTTP/1.1\r\nHost: x\r\n\r\n";
     for v6 in [false, true] {
         let mut n = Net::new(None);
-        assert!(handshake(&mut n, v6, 80).iter().all(|v| *v == Verdict::Forward));
+        assert!(handshake(&mut n, v6, 80)
+            .iter()
+            .all(|v| *v == Verdict::Forward));
         let whole = seg(v6, true, 40000, 80, 101, 501, ACK | PSH, request);
         // TCP header and "GET /item?id=1%27%20OR%20%27" first; "1%27%3D%271 HTTP/1.1..." later.
-        let frags = split(v6, &whole, 0x4242, &[(0, 48), (48, payload_len(v6, &whole) - 48)]);
+        let frags = split(
+            v6,
+            &whole,
+            0x4242,
+            &[(0, 48), (48, payload_len(v6, &whole) - 48)],
+        );
         let (a, b) = (&frags[0][frags[0].len() - 28..], &frags[1]);
-        assert!(a.ends_with(b"%20%27") && !a.windows(3).any(|w| w == b"%3D"), "the split hides the tautology");
+        assert!(
+            a.ends_with(b"%20%27") && !a.windows(3).any(|w| w == b"%3D"),
+            "the split hides the tautology"
+        );
         assert!(b.windows(7).any(|w| w == b"%3D%271"));
         // Out of order, as an evader would send them.
         let fate = n.send(CLIENT, &[frags[1].clone(), frags[0].clone()]);
         assert_eq!(fate, vec![Verdict::Forward; 2], "v6 {v6}");
         let rec = n.record();
         assert_eq!(rec.app, "http", "v6 {v6}");
-        let t = rec.threats.first().unwrap_or_else(|| panic!("v6 {v6}: no threat in {rec:?}"));
-        assert_eq!((t.id.as_str(), t.evidence.as_str()), ("sql_injection", "1' OR '1'='1"));
+        let t = rec
+            .threats
+            .first()
+            .unwrap_or_else(|| panic!("v6 {v6}: no threat in {rec:?}"));
+        assert_eq!(
+            (t.id.as_str(), t.evidence.as_str()),
+            ("sql_injection", "1' OR '1'='1")
+        );
         // One packet of the session, with the bytes of both fragment frames.
         assert_eq!(rec.packets_to_server, 3);
         let handshake_bytes = 2 * seg(v6, true, 40000, 80, 0, 0, 0, b"").len() as u64;
-        assert_eq!(rec.bytes_to_server, handshake_bytes + (frags[0].len() + frags[1].len()) as u64);
+        assert_eq!(
+            rec.bytes_to_server,
+            handshake_bytes + (frags[0].len() + frags[1].len()) as u64
+        );
         let d = n.i.defrag_stats();
         assert_eq!((d.fragments, d.reassembled, d.held), (2, 1, 0));
     }
@@ -190,15 +234,32 @@ fn a_denied_session_carried_in_fragments_is_denied() {
         // flags are in the second): reassembled before any decision, then denied.
         let syn = seg(v6, true, 40000, 22, 100, 0, SYN, b"");
         let frags = split(v6, &syn, 7, &[(0, 8), (8, 12)]);
-        assert_eq!(n.send(CLIENT, &frags), vec![Verdict::Drop(DropReason::PolicyDenied); 2], "v6 {v6}");
+        assert_eq!(
+            n.send(CLIENT, &frags),
+            vec![Verdict::Drop(DropReason::PolicyDenied); 2],
+            "v6 {v6}"
+        );
         // Data on it, fragmented, is dropped as a whole too.
         let data = seg(v6, true, 40000, 22, 101, 0, ACK | PSH, &[b'x'; 100]);
         let frags = split(v6, &data, 8, &[(0, 64), (64, 56)]);
-        assert_eq!(n.send(CLIENT, &frags), vec![Verdict::Drop(DropReason::PolicyDenied); 2]);
+        assert_eq!(
+            n.send(CLIENT, &frags),
+            vec![Verdict::Drop(DropReason::PolicyDenied); 2]
+        );
         let rec = n.record();
-        assert_eq!((rec.server_port, rec.verdict.as_deref()), (22, Some("denied")));
-        assert_eq!((rec.packets_to_server, rec.packets_dropped_to_server), (2, 2));
-        assert_eq!(n.i.stats.malformed.iter().sum::<u64>(), 0, "a tiny first fragment is not malformed");
+        assert_eq!(
+            (rec.server_port, rec.verdict.as_deref()),
+            (22, Some("denied"))
+        );
+        assert_eq!(
+            (rec.packets_to_server, rec.packets_dropped_to_server),
+            (2, 2)
+        );
+        assert_eq!(
+            n.i.stats.malformed.iter().sum::<u64>(),
+            0,
+            "a tiny first fragment is not malformed"
+        );
     }
 }
 
@@ -207,8 +268,17 @@ fn an_allowed_session_carried_in_fragments_is_forwarded() {
     for v6 in [false, true] {
         let mut n = Net::new(Some("protect"));
         let syn = seg(v6, true, 40000, 8080, 100, 0, SYN, b"");
-        assert_eq!(n.send(CLIENT, &split(v6, &syn, 7, &[(0, 8), (8, 12)])), vec![Verdict::Forward; 2]);
-        assert_eq!(n.one(SERVER, seg(v6, false, 8080, 40000, 500, 101, SYN | ACK, b"")), Verdict::Forward);
+        assert_eq!(
+            n.send(CLIENT, &split(v6, &syn, 7, &[(0, 8), (8, 12)])),
+            vec![Verdict::Forward; 2]
+        );
+        assert_eq!(
+            n.one(
+                SERVER,
+                seg(v6, false, 8080, 40000, 500, 101, SYN | ACK, b"")
+            ),
+            Verdict::Forward
+        );
         let data = seg(v6, true, 40000, 8080, 101, 501, ACK | PSH, &[b'y'; 3000]);
         let len = payload_len(v6, &data);
         let frags = split(v6, &data, 9, &[(0, 1480), (1480, 1480), (2960, len - 2960)]);
@@ -216,8 +286,18 @@ fn an_allowed_session_carried_in_fragments_is_forwarded() {
         let fate = n.send(CLIENT, &frags);
         assert_eq!(fate, vec![Verdict::Forward; 3], "v6 {v6}");
         let rec = n.record();
-        assert_eq!((rec.verdict.as_deref(), rec.rule_id), (Some("allowed"), Some(1)));
-        assert_eq!((rec.packets_to_server, rec.packets_to_client, rec.packets_dropped_to_server), (2, 1, 0));
+        assert_eq!(
+            (rec.verdict.as_deref(), rec.rule_id),
+            (Some("allowed"), Some(1))
+        );
+        assert_eq!(
+            (
+                rec.packets_to_server,
+                rec.packets_to_client,
+                rec.packets_dropped_to_server
+            ),
+            (2, 1, 0)
+        );
         assert_eq!(rec.state, "established");
     }
 }
@@ -233,10 +313,25 @@ fn fragments_are_held_until_their_datagram_is_decided() {
     let first = n.token - 1;
     n.now += 1_000;
     n.token += 1;
-    let v = n.i.process_frame(&frags[2], FrameMeta { zone: 0, iface: CLIENT, now_ns: n.now }, n.token);
+    let v = n.i.process_frame(
+        &frags[2],
+        FrameMeta {
+            zone: 0,
+            iface: CLIENT,
+            now_ns: n.now,
+        },
+        n.token,
+    );
     assert_eq!(v, Verdict::Hold);
-    let rel: Vec<_> = n.i.releases().iter().map(|(r, t)| (r.verdict, t.to_vec())).collect();
-    assert_eq!(rel, vec![(Verdict::Forward, vec![first, first + 1, first + 2])]);
+    let rel: Vec<_> =
+        n.i.releases()
+            .iter()
+            .map(|(r, t)| (r.verdict, t.to_vec()))
+            .collect();
+    assert_eq!(
+        rel,
+        vec![(Verdict::Forward, vec![first, first + 1, first + 2])]
+    );
 }
 
 /// A segment that makes an app rule deny its session, carried in fragments: the fragments
@@ -245,20 +340,41 @@ fn fragments_are_held_until_their_datagram_is_decided() {
 fn a_reset_decided_on_a_reassembled_segment_is_built_from_it() {
     for v6 in [false, true] {
         let mut n = Net::new(Some("protect"));
-        assert!(handshake(&mut n, v6, 8081).iter().all(|v| *v == Verdict::Forward));
-        let data = seg(v6, true, 40000, 8081, 101, 501, ACK | PSH, b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n");
+        assert!(handshake(&mut n, v6, 8081)
+            .iter()
+            .all(|v| *v == Verdict::Forward));
+        let data = seg(
+            v6,
+            true,
+            40000,
+            8081,
+            101,
+            501,
+            ACK | PSH,
+            b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n",
+        );
         let len = payload_len(v6, &data);
         let fate = n.send(CLIENT, &split(v6, &data, 3, &[(0, 24), (24, len - 24)]));
         assert_eq!(fate, vec![Verdict::Reset; 2], "v6 {v6}");
         assert_eq!(n.resets.len(), 1);
-        for (r, (sport, dport, seq)) in n.resets[0].iter().zip([(40000u16, 8081u16, 101u32), (8081, 40000, 501)]) {
+        for (r, (sport, dport, seq)) in n.resets[0]
+            .iter()
+            .zip([(40000u16, 8081u16, 101u32), (8081, 40000, 501)])
+        {
             let f = wire::decode(r.bytes()).unwrap();
             let ip = f.ip.unwrap();
             assert_eq!((ip.sport, ip.dport), (sport, dport));
-            assert!(matches!(ip.l4, wire::L4::Tcp { flags, seq: s, .. } if flags & RST != 0 && s == seq), "{:?}", ip.l4);
+            assert!(
+                matches!(ip.l4, wire::L4::Tcp { flags, seq: s, .. } if flags & RST != 0 && s == seq),
+                "{:?}",
+                ip.l4
+            );
         }
         let rec = n.record();
-        assert_eq!((rec.app.as_str(), rec.verdict.as_deref()), ("ssh", Some("denied")));
+        assert_eq!(
+            (rec.app.as_str(), rec.verdict.as_deref()),
+            ("ssh", Some("denied"))
+        );
     }
 }
 
@@ -267,21 +383,39 @@ fn a_reset_decided_on_a_reassembled_segment_is_built_from_it() {
 /// is forwarded.
 #[test]
 fn the_exception_policy_decides_datagrams_that_cannot_be_reassembled() {
-    let first = |id: u16| frag4(&ip4(ipproto::UDP, A4, B4, &udp(5353, 53, &[1; 3000])), id, &[(0, 1480)]);
+    let first = |id: u16| {
+        frag4(
+            &ip4(ipproto::UDP, A4, B4, &udp(5353, 53, &[1; 3000])),
+            id,
+            &[(0, 1480)],
+        )
+    };
     for (mode, want) in [
         (Some("protect"), Verdict::Drop(DropReason::PolicyDenied)),
         (Some("alert"), Verdict::Forward),
         (None, Verdict::Forward),
     ] {
         let mut n = Net::new(mode);
-        assert!(n.i.set_defrag(DefragConfig { max_datagrams: 1, timeout_ns: 5_000_000_000, ..DefragConfig::default() }));
+        assert!(n.i.set_defrag(DefragConfig {
+            max_datagrams: 1,
+            timeout_ns: 5_000_000_000,
+            ..DefragConfig::default()
+        }));
         // Room: a second datagram evicts the first.
         let a = n.token + 1;
         let mut fate = vec![Verdict::Hold; 2];
         for f in [first(1), first(2)] {
             n.now += 1_000;
             n.token += 1;
-            n.i.process_frame(&f[0], FrameMeta { zone: 0, iface: CLIENT, now_ns: n.now }, n.token);
+            n.i.process_frame(
+                &f[0],
+                FrameMeta {
+                    zone: 0,
+                    iface: CLIENT,
+                    now_ns: n.now,
+                },
+                n.token,
+            );
             n.collect(a, &mut fate);
         }
         assert_eq!(fate, vec![want, Verdict::Hold], "{mode:?}");
@@ -293,11 +427,27 @@ fn the_exception_policy_decides_datagrams_that_cannot_be_reassembled() {
         n.collect(a, &mut fate);
         assert_eq!(fate[1], want, "{mode:?}");
         let policed = u64::from(mode.is_some());
-        assert_eq!(n.i.stats.exceptions[ExceptionReason::DefragFull as usize], policed, "{mode:?}");
-        assert_eq!(n.i.stats.exceptions[ExceptionReason::DefragTimeout as usize], policed, "{mode:?}");
+        assert_eq!(
+            n.i.stats.exceptions[ExceptionReason::DefragFull as usize],
+            policed,
+            "{mode:?}"
+        );
+        assert_eq!(
+            n.i.stats.exceptions[ExceptionReason::DefragTimeout as usize],
+            policed,
+            "{mode:?}"
+        );
         let d = n.i.defrag_stats();
-        assert_eq!((d.full, d.timeouts, d.exceptions, d.held), (1, 1, 2, 0), "{mode:?}");
-        assert_eq!(n.i.sessions.len(), 0, "nothing uninspected reached a session");
+        assert_eq!(
+            (d.full, d.timeouts, d.exceptions, d.held),
+            (1, 1, 2, 0),
+            "{mode:?}"
+        );
+        assert_eq!(
+            n.i.sessions.len(),
+            0,
+            "nothing uninspected reached a session"
+        );
     }
 }
 
@@ -305,7 +455,10 @@ fn the_exception_policy_decides_datagrams_that_cannot_be_reassembled() {
 /// in protect mode even where policy allows the flow; forwarded in alert mode.
 #[test]
 fn conflicting_overlaps_are_dropped_in_protect_and_flagged_in_alert() {
-    for (mode, want) in [("protect", Verdict::Drop(DropReason::PolicyDenied)), ("alert", Verdict::Forward)] {
+    for (mode, want) in [
+        ("protect", Verdict::Drop(DropReason::PolicyDenied)),
+        ("alert", Verdict::Forward),
+    ] {
         let mut n = Net::new(Some(mode));
         let dgram = ip4(ipproto::UDP, A4, B4, &udp(5353, 53, &[3; 2000]));
         let mut frags = frag4(&dgram, 1, &[(0, 1000), (992, 1016)]);
@@ -330,7 +483,11 @@ fn fragments_and_whole_packets_of_a_flow_meet_in_one_session_across_workers() {
     let sport = (1024u16..)
         .find(|&p| {
             let whole = ip4(ipproto::UDP, A4, B4, &udp(p, 53, b"q"));
-            let later = frag4(&ip4(ipproto::UDP, A4, B4, &udp(p, 53, &[0; 100])), 1, &[(8, 100)]);
+            let later = frag4(
+                &ip4(ipproto::UDP, A4, B4, &udp(p, 53, &[0; 100])),
+                1,
+                &[(8, 100)],
+            );
             key(&whole).spread() % 2 != key(&later[0]).spread() % 2
         })
         .unwrap();
@@ -357,9 +514,21 @@ fn fragments_and_whole_packets_of_a_flow_meet_in_one_session_across_workers() {
         .flat_map(|n| n.i.snapshot(usize::MAX))
         .map(|s| crate::record::to_record(&s, |_| String::new()))
         .collect();
-    assert_eq!(recs.len(), 1, "one session for whole packets and the reassembled datagram: {recs:#?}");
+    assert_eq!(
+        recs.len(),
+        1,
+        "one session for whole packets and the reassembled datagram: {recs:#?}"
+    );
     let r = &recs[0];
-    assert_eq!((r.client_port, r.server_port, r.packets_to_server, r.packets_to_client), (sport, 53, 2, 1));
+    assert_eq!(
+        (
+            r.client_port,
+            r.server_port,
+            r.packets_to_server,
+            r.packets_to_client
+        ),
+        (sport, 53, 2, 1)
+    );
     let reassembled: Vec<u64> = w.iter().map(|n| n.i.defrag_stats().reassembled).collect();
     assert_eq!(reassembled.iter().sum::<u64>(), 1);
 }

@@ -66,24 +66,41 @@ fn datagram(id: u16) -> Vec<Vec<u8>> {
     udp.extend_from_slice(&3008u16.to_be_bytes());
     udp.extend_from_slice(&[0, 0]);
     udp.extend((0..3000).map(|i| (i % 251) as u8));
-    vec![frag(id, 0, true, &udp[..1480]), frag(id, 1480, true, &udp[1480..2960]), frag(id, 2960, false, &udp[2960..])]
+    vec![
+        frag(id, 0, true, &udp[..1480]),
+        frag(id, 1480, true, &udp[1480..2960]),
+        frag(id, 2960, false, &udp[2960..]),
+    ]
 }
 
 #[test]
 fn reassembly_does_not_allocate() {
-    let cfg = DefragConfig { max_datagrams: 8, max_frames: 64, timeout_ns: 1_000, ..DefragConfig::default() };
+    let cfg = DefragConfig {
+        max_datagrams: 8,
+        max_frames: 64,
+        timeout_ns: 1_000,
+        ..DefragConfig::default()
+    };
     let mut d = Defrag::new(cfg);
     let mut out = Vec::with_capacity(MAX_ASSEMBLED);
     let sets: Vec<Vec<Vec<u8>>> = (0..64).map(datagram).collect();
-    let decoded: Vec<Vec<_>> =
-        sets.iter().map(|s| s.iter().map(|f| warden_dp::wire::decode(f).unwrap()).collect()).collect();
+    let decoded: Vec<Vec<_>> = sets
+        .iter()
+        .map(|s| {
+            s.iter()
+                .map(|f| warden_dp::wire::decode(f).unwrap())
+                .collect()
+        })
+        .collect();
     let mut round = |d: &mut Defrag, now: u64| {
         for (k, set) in decoded.iter().enumerate() {
             // Most complete (in reverse order); every fourth loses its last fragment and
             // times out or is evicted.
             let n = if k % 4 == 0 { 2 } else { 3 };
             for (j, f) in set[..n].iter().rev().enumerate() {
-                if let Push::Complete(idx) = d.push(f, 0, 1, now, (k * 3 + j) as u64, f.raw.len() as u32) {
+                if let Push::Complete(idx) =
+                    d.push(f, 0, 1, now, (k * 3 + j) as u64, f.raw.len() as u32)
+                {
                     d.assemble(idx, &mut out);
                     d.release(idx, Verdict::Forward, None);
                 }
@@ -113,7 +130,15 @@ fn the_pipeline_allocates_nothing_for_fragments() {
         for set in &sets {
             for f in set {
                 now += 1_000;
-                i.process_frame(f, FrameMeta { zone: 0, iface: 1, now_ns: now }, 1);
+                i.process_frame(
+                    f,
+                    FrameMeta {
+                        zone: 0,
+                        iface: 1,
+                        now_ns: now,
+                    },
+                    1,
+                );
             }
             assert_eq!(i.releases().frames(), 3);
             i.clear_releases();

@@ -49,10 +49,28 @@ fn udp_server(t: &mut Topo, port: u16) -> std::path::PathBuf {
     let log = t.path(&format!("udp-{port}.log"));
     std::fs::write(&log, "").unwrap();
     let s = t.s.clone();
-    t.spawn(&s, &["python3", script.to_str().unwrap(), &port.to_string(), log.to_str().unwrap()]);
+    t.spawn(
+        &s,
+        &[
+            "python3",
+            script.to_str().unwrap(),
+            &port.to_string(),
+            log.to_str().unwrap(),
+        ],
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !t.exec(&t.s, &["sh", "-c", &format!("ss -lunH | grep -q ':{port} '")]).status.success() {
-        assert!(Instant::now() < deadline, "the UDP server on {port} did not start");
+    while !t
+        .exec(
+            &t.s,
+            &["sh", "-c", &format!("ss -lunH | grep -q ':{port} '")],
+        )
+        .status
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the UDP server on {port} did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     log
@@ -63,17 +81,37 @@ fn udp_server(t: &mut Topo, port: u16) -> std::path::PathBuf {
 fn send_udp(t: &Topo, host: &str, port: u16, n: usize) -> (String, String) {
     let script = t.path("udp_client.py");
     std::fs::write(&script, CLIENT).unwrap();
-    let out = t.exec(&t.c, &["python3", script.to_str().unwrap(), host, &port.to_string(), &n.to_string()]);
+    let out = t.exec(
+        &t.c,
+        &[
+            "python3",
+            script.to_str().unwrap(),
+            host,
+            &port.to_string(),
+            &n.to_string(),
+        ],
+    );
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let mut lines = text.lines();
     let verdict = lines.next().unwrap_or_default().to_string();
     let sha = lines.next().unwrap_or_default().to_string();
-    assert!(!sha.is_empty(), "client failed: {text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !sha.is_empty(),
+        "client failed: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (verdict, sha)
 }
 
 fn big_ping(t: &Topo, host: &str) -> bool {
-    t.exec(&t.c, &["ping", "-c", "3", "-i", "0.2", "-W", "2", "-s", "5000", host]).status.success()
+    t.exec(
+        &t.c,
+        &[
+            "ping", "-c", "3", "-i", "0.2", "-W", "2", "-s", "5000", host,
+        ],
+    )
+    .status
+    .success()
 }
 
 fn counters(t: &Topo) -> Vec<WorkerCounters> {
@@ -83,7 +121,12 @@ fn counters(t: &Topo) -> Vec<WorkerCounters> {
     }
 }
 
-fn find<'a>(recs: &'a [ConnectionRecord], proto: u8, host: &str, port: u16) -> &'a ConnectionRecord {
+fn find<'a>(
+    recs: &'a [ConnectionRecord],
+    proto: u8,
+    host: &str,
+    port: u16,
+) -> &'a ConnectionRecord {
     recs.iter()
         .find(|r| r.ip_proto == proto && r.server_ip == host && r.server_port == port)
         .unwrap_or_else(|| panic!("no session {proto} {host}:{port} in {recs:#?}"))
@@ -93,9 +136,18 @@ fn find<'a>(recs: &'a [ConnectionRecord], proto: u8, host: &str, port: u16) -> &
 fn fragmented_traffic_passes_whole(workers: u32) {
     let mut t = Topo::with_queues(ClientLink::Veth, workers);
     let log = udp_server(&mut t, 9998);
-    t.start_warden(&["--inline", &format!("{}:{}", t.a, t.b), "--workers", &workers.to_string()]);
+    t.start_warden(&[
+        "--inline",
+        &format!("{}:{}", t.a, t.b),
+        "--workers",
+        &workers.to_string(),
+    ]);
     for host in [S4, S6] {
-        assert!(big_ping(&t, host), "ping -s 5000 {host}: {}", t.warden_log());
+        assert!(
+            big_ping(&t, host),
+            "ping -s 5000 {host}: {}",
+            t.warden_log()
+        );
     }
     let mut sent = Vec::new();
     for host in [S4, S6] {
@@ -104,18 +156,38 @@ fn fragmented_traffic_passes_whole(workers: u32) {
         sent.push(format!("4000 {sha}"));
     }
     let logged = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(logged.lines().collect::<Vec<_>>(), sent, "the server received each datagram once, whole");
+    assert_eq!(
+        logged.lines().collect::<Vec<_>>(),
+        sent,
+        "the server received each datagram once, whole"
+    );
     let recs = sessions(&mut t.client());
     for (proto, host) in [(1, S4), (58, S6)] {
-        let r = recs.iter().find(|r| r.ip_proto == proto && r.server_ip == host).expect("icmp session");
-        assert_eq!((r.packets_to_server, r.packets_to_client), (3, 3), "one packet per echo: {r:?}");
-        assert!(r.bytes_to_server > 3 * 5000 && r.bytes_to_client > 3 * 5000, "{r:?}");
+        let r = recs
+            .iter()
+            .find(|r| r.ip_proto == proto && r.server_ip == host)
+            .expect("icmp session");
+        assert_eq!(
+            (r.packets_to_server, r.packets_to_client),
+            (3, 3),
+            "one packet per echo: {r:?}"
+        );
+        assert!(
+            r.bytes_to_server > 3 * 5000 && r.bytes_to_client > 3 * 5000,
+            "{r:?}"
+        );
     }
     for host in [S4, S6] {
         let r = find(&recs, 17, host, 9998);
         assert_eq!((r.packets_to_server, r.packets_to_client), (1, 1), "{r:?}");
-        assert!(r.bytes_to_server > 4000 + 3 * 14, "the bytes of every fragment frame: {r:?}");
-        assert_eq!((r.packets_dropped_to_server, r.packets_dropped_to_client), (0, 0));
+        assert!(
+            r.bytes_to_server > 4000 + 3 * 14,
+            "the bytes of every fragment frame: {r:?}"
+        );
+        assert_eq!(
+            (r.packets_dropped_to_server, r.packets_dropped_to_client),
+            (0, 0)
+        );
     }
     let w = counters(&t);
     let sum = |f: fn(&WorkerCounters) -> u64| w.iter().map(f).sum::<u64>();
@@ -123,7 +195,11 @@ fn fragmented_traffic_passes_whole(workers: u32) {
     assert_eq!(sum(|w| w.defrag.reassembled), 16, "{w:?}");
     assert!(sum(|w| w.defrag.fragments) >= 16 * 3, "{w:?}");
     assert_eq!(sum(|w| w.defrag.held), 0, "{w:?}");
-    assert_eq!(sum(|w| w.defrag.timeouts + w.defrag.exceptions + w.defrag.malformed), 0, "{w:?}");
+    assert_eq!(
+        sum(|w| w.defrag.timeouts + w.defrag.exceptions + w.defrag.malformed),
+        0,
+        "{w:?}"
+    );
 }
 
 #[test]
@@ -153,34 +229,72 @@ fn protect_mode_drops_every_fragment_of_a_denied_datagram() {
     );
     let file = t.path("policy.toml");
     std::fs::write(&file, policy).unwrap();
-    t.start_warden(&["--inline", &format!("{}:{}", t.a, t.b), "--policy", file.to_str().unwrap()]);
+    t.start_warden(&[
+        "--inline",
+        &format!("{}:{}", t.a, t.b),
+        "--policy",
+        file.to_str().unwrap(),
+    ]);
     let mut ctl = t.subscribed();
     for host in [S4, S6] {
-        assert!(big_ping(&t, host), "ping -s 5000 {host} (allowed): {}", t.warden_log());
+        assert!(
+            big_ping(&t, host),
+            "ping -s 5000 {host} (allowed): {}",
+            t.warden_log()
+        );
         let (verdict, _) = send_udp(&t, host, 9999, 4000);
         assert_eq!(verdict, "timeout", "{host}: a denied datagram was answered");
         let (verdict, _) = send_udp(&t, host, 9998, 4000);
         assert_eq!(verdict, "echo 4000 same", "{host}: {}", t.warden_log());
     }
-    assert_eq!(std::fs::read_to_string(&denied).unwrap(), "", "the server received a denied datagram");
-    assert_eq!(std::fs::read_to_string(&allowed).unwrap().lines().count(), 2);
+    assert_eq!(
+        std::fs::read_to_string(&denied).unwrap(),
+        "",
+        "the server received a denied datagram"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&allowed).unwrap().lines().count(),
+        2
+    );
     // Denied sessions linger briefly: their events tell what was dropped.
     let denied_event = |e: &warden_control::Event, host: &str| {
-        e.kind() == "denied" && e.connection().server_port == 9999 && e.connection().server_ip == host
+        e.kind() == "denied"
+            && e.connection().server_port == 9999
+            && e.connection().server_ip == host
     };
     let (_, events) = collect_messages(&mut ctl, Duration::from_secs(15), |_, ev| {
-        [S4, S6].iter().all(|h| ev.iter().any(|e| denied_event(e, h)))
+        [S4, S6]
+            .iter()
+            .all(|h| ev.iter().any(|e| denied_event(e, h)))
     });
     for host in [S4, S6] {
-        let e = events.iter().find(|e| denied_event(e, host)).unwrap_or_else(|| panic!("no denied event for {host}: {events:#?}"));
+        let e = events
+            .iter()
+            .find(|e| denied_event(e, host))
+            .unwrap_or_else(|| panic!("no denied event for {host}: {events:#?}"));
         let r = e.connection();
-        assert_eq!((r.ip_proto, r.verdict.as_deref()), (17, Some("denied")), "{r:?}");
-        assert_eq!((r.packets_to_server, r.packets_dropped_to_server, r.packets_to_client), (1, 1, 0), "{r:?}");
+        assert_eq!(
+            (r.ip_proto, r.verdict.as_deref()),
+            (17, Some("denied")),
+            "{r:?}"
+        );
+        assert_eq!(
+            (
+                r.packets_to_server,
+                r.packets_dropped_to_server,
+                r.packets_to_client
+            ),
+            (1, 1, 0),
+            "{r:?}"
+        );
     }
     let recs = sessions(&mut t.client());
     for host in [S4, S6] {
         let ok = find(&recs, 17, host, 9998);
-        assert_eq!((ok.verdict.as_deref(), ok.rule_id), (Some("allowed"), Some(3)));
+        assert_eq!(
+            (ok.verdict.as_deref(), ok.rule_id),
+            (Some("allowed"), Some(3))
+        );
     }
     let w = counters(&t);
     assert_eq!(w.iter().map(|w| w.defrag.held).sum::<u64>(), 0);
