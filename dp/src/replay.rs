@@ -40,8 +40,9 @@ pub struct ReplaySummary {
     pub reassembled: u64,
     /// Fragment frames released with a forward verdict (their datagram's).
     pub fragments_forwarded: u64,
-    /// Fragment frames released with a drop verdict, or never completed by the end of the
-    /// capture (timed out then).
+    /// Fragment frames released with a drop verdict: their datagram's, or, for datagrams that
+    /// could not be reassembled (including those incomplete at the end of the capture, which
+    /// time out then), the exception or malformed policy's.
     pub fragments_dropped: u64,
     /// Wall-clock seconds the replay took.
     pub seconds: f64,
