@@ -75,6 +75,14 @@ pub enum Request {
         /// The new mode.
         mode: String,
     },
+    /// **Test hook**: makes worker `worker` panic as a bug in it would, so tests can check that
+    /// Warden then exits non-zero and leaves every pair in its fail mode. Refused (an error
+    /// reply, nothing happens) unless `warden run` was started with the hidden `--test-hooks`
+    /// flag. Reply: [`Reply::Done`], after which the process exits.
+    TestKillWorker {
+        /// Worker index (as in [`WorkerCounters::worker`]).
+        worker: usize,
+    },
 }
 
 /// A workload as sent over the control socket (the `[[workload]]` table of a policy file).
@@ -203,6 +211,9 @@ pub struct Status {
     /// workers.
     #[serde(default)]
     pub related_flows: RelatedFlows,
+    /// DNS names learned for `fqdn` rules (one table for all workers).
+    #[serde(default)]
+    pub dns_names: DnsNames,
     /// Generation of the running policy (increments with every apply, workload or mode change).
     #[serde(default)]
     pub policy_generation: u32,
@@ -229,6 +240,32 @@ pub struct RelatedFlows {
     pub failed: u64,
 }
 
+/// Counters of the DNS name table `fqdn` rules match through (see [`Status::dns_names`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DnsNames {
+    /// Names stored (new, refreshed, or replacing one of the same client's).
+    pub stored: u64,
+    /// Stores that refreshed a client's same name and address.
+    pub refreshed: u64,
+    /// Stores that replaced a live name of the same client (its share of the table was full).
+    pub replaced: u64,
+    /// Responses that answer no outstanding query of their flow (wrong transaction id or
+    /// question, no query, answered already).
+    pub refused_unsolicited: u64,
+    /// Address records outside the CNAME chain from the question.
+    pub refused_off_chain: u64,
+    /// Names longer than 253 characters (never truncated).
+    pub refused_too_long: u64,
+    /// Names no `fqdn` rule could use for that client and address.
+    pub refused_unwanted: u64,
+    /// Names of a new client refused because every client slot held live names.
+    pub refused_clients_full: u64,
+    /// Queries beyond a flow's outstanding bound, addresses beyond an answer's bound.
+    pub refused_overflow: u64,
+    /// Stores abandoned after losing races for a slot repeatedly.
+    pub failed: u64,
+}
+
 /// One managed interface.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct InterfaceInfo {
@@ -238,8 +275,12 @@ pub struct InterfaceInfo {
     pub ifindex: u32,
     /// The other interface of its inline pair.
     pub peer: String,
-    /// Number of rx queues Warden bound.
+    /// Number of rx queues the interface has (as last read; Warden re-reads it every second).
     pub queues: u32,
+    /// Number of its rx queues Warden bound a socket to; frames on the others are dropped
+    /// while Warden runs (`xdp_unbound` in the counters).
+    #[serde(default)]
+    pub bound_queues: u32,
     /// `open` or `closed`.
     pub fail_mode: FailMode,
     /// `native` or `generic` XDP.
@@ -273,6 +314,11 @@ pub struct InterfaceCounters {
     pub xdp_fail_open: u64,
     /// Kernel-side counts: frames dropped because no socket was bound (fail_closed).
     pub xdp_fail_closed: u64,
+    /// Kernel-side counts: frames dropped while Warden runs because their rx queue has no
+    /// Warden socket (not bound yet after a channel change, or beyond the queues Warden can
+    /// bind); never forwarded uninspected.
+    #[serde(default)]
+    pub xdp_unbound: u64,
     /// Kernel XSK statistics: frames dropped because the rx ring was full (summed over queues).
     pub xsk_rx_dropped: u64,
     /// Kernel XSK statistics: invalid descriptors and rx-ring-full events.

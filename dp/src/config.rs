@@ -13,6 +13,7 @@ use crate::app::engine::{EngineConfig, EngineLimits};
 use crate::defrag::DefragConfig;
 use crate::exception::{ExceptionPolicy, PerModeConfig};
 use crate::inspect::MalformedPolicy;
+use crate::names::NameConfig;
 use crate::session::Timeouts;
 
 /// The whole file.
@@ -40,8 +41,8 @@ pub struct Config {
 }
 
 /// `[policy]`: the policy file loaded at start (replaced at runtime by `wardenctl policy
-/// apply`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+/// apply`), and the table of DNS names `fqdn` rules match through ([`crate::names`]).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
     /// Policy file (TOML, see `conf/policy.toml`). Default: none (no workloads, nothing
@@ -50,6 +51,43 @@ pub struct PolicyConfig {
     /// Mode of workloads that name none (`learn`, `alert`, `protect`); overrides the policy
     /// file's `default_mode`. Default: the file's, else `learn`.
     pub default_mode: Option<String>,
+    /// Shortest time a DNS name is kept for `fqdn` rules (s), whatever the answer's TTL
+    /// (1..=`dns_ttl_max`). Default 1.
+    pub dns_ttl_min: u32,
+    /// Longest time a DNS name is kept (s), whatever the answer's TTL (up to 604800).
+    /// Default 3600.
+    pub dns_ttl_max: u32,
+    /// DNS clients that can hold names at once (1..=65536). Default 256.
+    pub dns_clients: usize,
+    /// (name, address) pairs kept per DNS client (1..=4096; clients × names at most
+    /// 1048576, about 300 bytes each). Default 32.
+    pub dns_names_per_client: usize,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        let n = NameConfig::default();
+        PolicyConfig {
+            file: None,
+            default_mode: None,
+            dns_ttl_min: n.ttl_min_s,
+            dns_ttl_max: n.ttl_max_s,
+            dns_clients: n.clients,
+            dns_names_per_client: n.names_per_client,
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// The DNS name table's sizing and TTL bounds.
+    pub fn names(&self) -> NameConfig {
+        NameConfig {
+            clients: self.dns_clients,
+            names_per_client: self.dns_names_per_client,
+            ttl_min_s: self.dns_ttl_min,
+            ttl_max_s: self.dns_ttl_max,
+        }
+    }
 }
 
 /// XDP attach mode.
@@ -448,6 +486,25 @@ impl Config {
         if g.timeout == 0 || g.timeout > 120 {
             return Err(bad("defrag.timeout", format!("must be 1..=120 s, got {}", g.timeout)));
         }
+        let pc = &self.policy;
+        if pc.dns_ttl_min == 0 || pc.dns_ttl_min > pc.dns_ttl_max {
+            return Err(bad("policy.dns_ttl_min", format!("must be 1..=dns_ttl_max, got {}", pc.dns_ttl_min)));
+        }
+        if pc.dns_ttl_max > 604_800 {
+            return Err(bad("policy.dns_ttl_max", format!("must be at most 604800 s, got {}", pc.dns_ttl_max)));
+        }
+        if pc.dns_clients == 0 || pc.dns_clients > 65536 {
+            return Err(bad("policy.dns_clients", format!("must be 1..=65536, got {}", pc.dns_clients)));
+        }
+        if pc.dns_names_per_client == 0
+            || pc.dns_names_per_client > 4096
+            || pc.dns_clients * pc.dns_names_per_client > 1 << 20
+        {
+            return Err(bad(
+                "policy.dns_names_per_client",
+                format!("must be 1..=4096 with dns_clients x it at most 1048576, got {}", pc.dns_names_per_client),
+            ));
+        }
         let mut seen = std::collections::HashSet::new();
         for p in &self.inline {
             if p.a == p.b {
@@ -499,6 +556,18 @@ mod tests {
         assert!(e.to_string().contains("dataplane.ring_size"), "{e}");
         let e = Config::parse("[[inline]]\na='x'\nb='x'\n", "w.toml").unwrap_err();
         assert!(e.to_string().contains("inline"), "{e}");
+        for (text, field) in [
+            ("[policy]\ndns_ttl_min = 0\n", "policy.dns_ttl_min"),
+            ("[policy]\ndns_ttl_min = 60\ndns_ttl_max = 30\n", "policy.dns_ttl_min"),
+            ("[policy]\ndns_ttl_max = 700000\n", "policy.dns_ttl_max"),
+            ("[policy]\ndns_clients = 0\n", "policy.dns_clients"),
+            ("[policy]\ndns_clients = 4096\ndns_names_per_client = 4096\n", "policy.dns_names_per_client"),
+        ] {
+            let e = Config::parse(text, "w.toml").unwrap_err();
+            assert!(e.to_string().contains(field), "{text}: {e}");
+        }
+        let c = Config::parse("[policy]\ndns_ttl_min = 5\ndns_ttl_max = 60\ndns_clients = 8\n", "w.toml").unwrap();
+        assert_eq!(c.policy.names(), NameConfig { clients: 8, names_per_client: 32, ttl_min_s: 5, ttl_max_s: 60 });
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Policy enforcement on the packet path: the shared, atomically swapped policy, each session's
-//! verdict state, the per-core DNS name cache that `fqdn` rules match through, and the per-core
-//! hit counters.
+//! verdict state, and the per-core hit counters. The DNS names `fqdn` rules match through are
+//! [`crate::names`].
 //!
 //! The policy itself (model, file format, matcher) is [`crate::policy`]; this module applies
 //! its [`Decision`]s to sessions:
@@ -18,12 +18,9 @@
 //! Nothing here allocates or locks per frame: the policy is read through the worker's own
 //! `Arc`, swapped only when the generation counter moves.
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 
-use crate::app::Text;
-use crate::flow::Addr;
 use crate::policy::{CompiledPolicy, Decision, Mode, PolicyVerdict, WorkloadIdx};
 
 /// The policy shared by the control thread (writer) and the workers (readers).
@@ -215,97 +212,6 @@ impl PolicyView {
     }
 }
 
-/// Names per cached address.
-pub const DNS_NAME: usize = 96;
-
-#[derive(Clone, Copy, Default)]
-struct NameSlot {
-    addr: Addr,
-    name: Text<DNS_NAME>,
-    expires_ns: u64,
-    used: bool,
-}
-
-/// Per-core cache of the names DNS answers gave to addresses (for `fqdn` rules): fixed size,
-/// open addressing over `WAYS` slots per bucket, the oldest entry of a full bucket replaced.
-pub struct DnsCache {
-    slots: Vec<NameSlot>,
-    mask: usize,
-    /// How long an entry is kept (ns).
-    pub ttl_ns: u64,
-    /// Entries inserted.
-    pub inserted: u64,
-}
-
-const WAYS: usize = NAMES_PER_ADDR;
-
-/// Most names [`DnsCache::names`] returns for one address (the slots of one bucket).
-pub const NAMES_PER_ADDR: usize = 4;
-
-impl DnsCache {
-    /// A cache of about `entries` slots (rounded up to a power of two, at least 64).
-    pub fn new(entries: usize, ttl_ns: u64) -> Self {
-        let n = entries.max(64).next_power_of_two();
-        DnsCache {
-            slots: vec![NameSlot::default(); n],
-            mask: n - 1,
-            ttl_ns,
-            inserted: 0,
-        }
-    }
-
-    fn bucket(&self, a: &Addr) -> usize {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in a.0 {
-            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-        }
-        (h as usize) & self.mask & !(WAYS - 1)
-    }
-
-    /// Remembers that `addr` answered for `name` at `now_ns`.
-    pub fn insert(&mut self, addr: IpAddr, name: &str, now_ns: u64) {
-        let a = Addr::from(addr);
-        let b = self.bucket(&a);
-        let name = name.trim_end_matches('.');
-        let mut victim = b;
-        for i in b..b + WAYS {
-            let s = &self.slots[i];
-            if s.used && s.addr == a && s.name.as_str().eq_ignore_ascii_case(name) {
-                victim = i;
-                break;
-            }
-            if !s.used || s.expires_ns < self.slots[victim].expires_ns {
-                victim = i;
-                if !s.used {
-                    break;
-                }
-            }
-        }
-        self.slots[victim] = NameSlot {
-            addr: a,
-            name: crate::app::text(name.as_bytes()),
-            expires_ns: now_ns + self.ttl_ns,
-            used: true,
-        };
-        self.inserted += 1;
-    }
-
-    /// The names `addr` is known by at `now_ns` (at most `WAYS`), written into `out`; returns
-    /// how many.
-    pub fn names<'a>(&'a self, addr: IpAddr, now_ns: u64, out: &mut [&'a str; WAYS]) -> usize {
-        let a = Addr::from(addr);
-        let b = self.bucket(&a);
-        let mut n = 0;
-        for s in &self.slots[b..b + WAYS] {
-            if s.used && s.addr == a && s.expires_ns >= now_ns {
-                out[n] = s.name.as_str();
-                n += 1;
-            }
-        }
-        n
-    }
-}
-
 /// Per-core hit counters: sessions decided by each rule (by rule index) and by each mode's
 /// default (`[learn, alert, protect]`), for the current policy.
 #[derive(Debug, Clone, Default)]
@@ -341,37 +247,5 @@ impl Hits {
         self.rules.resize(rules, 0);
         self.defaults = [0; 3];
         self.generation = generation;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dns_cache_remembers_and_expires() {
-        let mut c = DnsCache::new(64, 10);
-        let a: IpAddr = "198.18.0.9".parse().unwrap();
-        let b: IpAddr = "2001:db8::9".parse().unwrap();
-        c.insert(a, "api.example.test.", 100);
-        c.insert(a, "www.example.test", 100);
-        c.insert(b, "v6.example.test", 100);
-        let mut out = [""; WAYS];
-        let n = c.names(a, 105, &mut out);
-        let mut got: Vec<&str> = out[..n].to_vec();
-        got.sort();
-        assert_eq!(got, ["api.example.test", "www.example.test"]);
-        assert_eq!(c.names(b, 105, &mut out), 1);
-        assert_eq!(out[0], "v6.example.test");
-        assert_eq!(c.names(a, 111, &mut out), 0, "expired");
-        // A full bucket keeps working (oldest replaced), never grows.
-        for i in 0..1000u32 {
-            c.insert(
-                IpAddr::from([198, 18, (i >> 8) as u8, i as u8]),
-                "x.test",
-                200 + u64::from(i),
-            );
-        }
-        assert_eq!(c.slots.len(), 64);
     }
 }

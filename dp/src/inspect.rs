@@ -14,11 +14,12 @@ use std::sync::Arc;
 use crate::app::engine::{AppState, Engine, EngineConfig};
 use crate::app::App;
 use crate::defrag::{Defrag, DefragConfig, DefragStats, Failure, Push, Releases, MAX_ASSEMBLED};
-use crate::enforce::{DnsCache, Hits, PolicyView};
+use crate::enforce::{Hits, PolicyView};
 use crate::exception::{strictest, ExceptionPolicy, ExceptionReason};
-use crate::origin::{Origins, NO_SLOT};
 use crate::expect::{ExpectTable, Expectation};
 use crate::flow::{End, FlowKey};
+use crate::names::{NameBuf, NameConfig, NameTable};
+use crate::origin::{Origins, NO_SLOT};
 use crate::policy::{CompiledPolicy, Facts, Mode, PolicyVerdict};
 use crate::session::{Dir, SessionSnapshot, SessionTable, Timeouts, NO_APP};
 use crate::wire::{self, Frame, Malformed, L4};
@@ -140,8 +141,8 @@ pub struct Inspector {
     policy_gen: u32,
     /// Sessions decided per rule and per mode default, for the current policy.
     pub hits: Hits,
-    /// Names DNS answers gave to addresses (for `fqdn` rules).
-    pub dns: DnsCache,
+    /// Names DNS answers gave to addresses, per DNS client (for `fqdn` rules).
+    names: Arc<NameTable>,
     /// Sessions that just became violations or denied: (slab index, session id), drained by
     /// [`Inspector::drain_events`].
     events: Vec<(u32, u64)>,
@@ -187,15 +188,17 @@ impl Inspector {
         malformed: MalformedPolicy,
         engine: EngineConfig,
     ) -> Self {
+        let mut sessions = SessionTable::new(max_sessions, timeouts);
+        sessions.reserve_released(engine.max_sessions);
         Inspector {
-            sessions: SessionTable::new(max_sessions, timeouts),
+            sessions,
             engine: Engine::new(engine),
             stats: InspectStats::default(),
             malformed,
             policy: Arc::new(CompiledPolicy::empty()),
             policy_gen: 0,
             hits: Hits::default(),
-            dns: DnsCache::new(4096, 300_000_000_000),
+            names: Arc::new(NameTable::new(NameConfig::small())),
             events: Vec::with_capacity(EVENT_QUEUE),
             expect: Arc::new(ExpectTable::default()),
             origins: Origins::default(),
@@ -288,6 +291,18 @@ impl Inspector {
     /// announced flow may be owned by another worker than the flow that announced it.
     pub fn share_expectations(&mut self, table: Arc<ExpectTable>) {
         self.expect = table;
+    }
+
+    /// Uses `table` for the DNS names `fqdn` rules match instead of this pipeline's own: the
+    /// daemon gives every worker the same table, since a client's DNS flow and its later
+    /// connections may be owned by different workers.
+    pub fn share_names(&mut self, table: Arc<NameTable>) {
+        self.names = table;
+    }
+
+    /// The DNS name table this pipeline learns into and looks up.
+    pub fn names(&self) -> &Arc<NameTable> {
+        &self.names
     }
 
     /// The expectation table this pipeline registers in and looks up.
@@ -532,7 +547,7 @@ impl Inspector {
                 if !protect {
                     return None;
                 }
-                self.sessions.count_dropped(idx, dir, len);
+                self.sessions.count_rejected(idx, dir, len);
                 Some(Verdict::Drop(DropReason::Spoofed))
             }
             None => {
@@ -577,9 +592,7 @@ impl Inspector {
         if matches!(ip.l4, L4::Tcp { .. } | L4::Udp) && self.sessions.get(t.idx).policy.exception.is_none() {
             self.inspect_payload(t.idx, t.new, end, ip, meta.now_ns, related.map(|(e, _)| e));
             self.stream_exception(t.idx);
-            if t.dir == Dir::ToClient {
-                self.learn_names(t.idx, meta.now_ns);
-            }
+            self.learn_names(t.idx, meta.now_ns);
         }
         self.enforce(t.idx, false, ip, meta.now_ns)
     }
@@ -661,15 +674,15 @@ impl Inspector {
                 let s = *self.sessions.get(idx);
                 let (server, server_port) = s.server_end();
                 let (client, server) = (s.client_end().0.ip(), server.ip());
-                let mut names = [""; crate::enforce::NAMES_PER_ADDR];
-                let n = self.dns.names(server, now_ns, &mut names);
+                let mut buf = NameBuf::default();
+                let names = self.names.lookup(&self.policy, s.key.zone, client, server, now_ns, &mut buf);
                 let facts = Facts {
                     client,
                     server,
                     ip_proto: s.key.proto,
                     server_port,
                     app,
-                    server_names: &names[..n],
+                    server_names: names.as_slice(),
                     client_names: &[],
                 };
                 let ends = self.origins.ends(s.client_iface);
@@ -728,18 +741,15 @@ impl Inspector {
         Verdict::Drop(DropReason::PolicyDenied)
     }
 
-    /// After a DNS response: remembers the names its answers gave to addresses.
+    /// After a frame of a DNS flow: stores the names its answers to the flow's own queries gave
+    /// to addresses, under the flow's client, and counts what was refused ([`crate::names`]).
     fn learn_names(&mut self, idx: u32, now_ns: u64) {
-        let ctx = self.sessions.get(idx).app_ctx;
-        if ctx == NO_APP {
+        let s = self.sessions.get(idx);
+        if s.app_ctx == NO_APP {
             return;
         }
-        if let AppState::Dns(d) = &self.engine.ctx(ctx).state {
-            if let Some((name, addrs)) = d.resolved() {
-                for a in addrs {
-                    self.dns.insert(*a, name, now_ns);
-                }
-            }
+        if let AppState::Dns(d) = self.engine.state_mut(s.app_ctx) {
+            self.names.learn(&self.policy, s.key.zone, s.client_end().0.ip(), d, now_ns);
         }
     }
 
@@ -826,8 +836,11 @@ impl Inspector {
     }
 
     /// Attaches the app and policy views to `snaps[from..]`, and returns the app contexts of
-    /// ended sessions to the pool.
+    /// ended sessions to the pool, also of those whose final record the full ended queue lost.
     fn attach_views(&mut self, snaps: &mut [SessionSnapshot], from: usize) {
+        for ctx in self.sessions.drain_released() {
+            self.engine.close(ctx);
+        }
         for snap in &mut snaps[from..] {
             snap.policy = PolicyView::of(&snap.session.policy, &self.policy, self.policy_gen);
             let ctx = snap.session.app_ctx;
@@ -1121,5 +1134,53 @@ mod tests {
         i.drain_ended(&mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].policy.as_ref().unwrap().verdict, Some(PolicyVerdict::Denied));
+    }
+
+    /// A TCP frame from 198.18.0.`host`:`sport` to 198.18.0.2:80 with sequence number `seq`.
+    fn tcp_from(host: u8, sport: u16, flags: u8, seq: u32, payload: &[u8]) -> Vec<u8> {
+        let mut f = tcp4(&[], flags, payload);
+        f[29] = host;
+        f[34..36].copy_from_slice(&sport.to_be_bytes());
+        f[38..42].copy_from_slice(&seq.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn removing_a_pair_returns_every_context_and_buffer_however_many_sessions() {
+        // More sessions on pair 0 than the ended queue holds (its cap is 65536), each with an
+        // app context and bytes buffered out of order (while the pool lasts); pair 1 keeps a few.
+        let (many, few) = (70_000usize, 100usize);
+        let total = many + few;
+        let engine = EngineConfig { max_sessions: total, ..EngineConfig::default() };
+        let mut i = Inspector::with_engine(total, Timeouts::default(), MalformedPolicy::Drop, engine);
+        let (free0, buffered0) = (i.engine.free_contexts(), i.engine.buffered());
+        assert_eq!(free0, total);
+        for (zone, count) in [(1u16, few), (0, many)] {
+            for k in 0..count {
+                let (host, sport) = (10 + (k / 60_000) as u8, 1024 + (k % 60_000) as u16);
+                let m = FrameMeta { zone, iface: 1, now_ns: 1 };
+                i.process(&tcp_from(host, sport, SYN, 1000, b""), m);
+                // A segment beyond a hole: kept in the stream buffer until the hole fills.
+                i.process(&tcp_from(host, sport, ACK | PSH, 1101, b"GET / HTTP/1.1\r\n"), m);
+            }
+        }
+        assert_eq!(i.sessions.len(), total);
+        assert_eq!(i.engine.free_contexts(), 0);
+        let buffered_all = i.engine.buffered();
+        assert!(buffered_all > buffered0, "the test needs buffered bytes");
+        i.sessions.end_all(|z| z == 0);
+        assert_eq!(i.sessions.len(), few);
+        let mut out = Vec::new();
+        i.drain_reports(&mut out);
+        let ended = out.iter().filter(|s| s.ended.is_some()).count();
+        assert!(ended < many, "the ended queue did not overflow: {ended}");
+        assert_eq!(i.sessions.stats().ended_overflow as usize, many - ended);
+        assert_eq!(i.engine.free_contexts(), free0 - few, "app contexts of the removed pair leaked");
+        // Pair 1's sessions keep their contexts and buffers; ending them empties the pool.
+        assert!(i.engine.buffered() > buffered0);
+        i.sessions.end_all(|_| true);
+        i.drain_reports(&mut out);
+        assert_eq!(i.engine.free_contexts(), free0, "app contexts leaked");
+        assert_eq!(i.engine.buffered(), buffered0, "stream buffers leaked");
     }
 }

@@ -14,6 +14,9 @@
 //! - [`exception`]: the exception policy for what cannot be inspected (mid-stream pickup,
 //!   exhausted pools and caps);
 //! - [`expect`]: flows announced by other flows (TFTP transfers), shared by all workers;
+//! - [`names`]: DNS names for `fqdn` rules, learned from answers, shared by all workers;
+//! - [`seqlock`]: the lock-free cell those shared tables are built of;
+//! - [`seqlock`]: the lock-free cell those shared tables are built of;
 //! - [`record`]: connection records;
 //! - [`control`]: the control socket server and report fan-out;
 //! - [`daemon`]: start-up, inline pairs, XDP attach/detach, shutdown;
@@ -41,7 +44,9 @@ pub mod policy;
 mod protect_tests;
 pub mod record;
 pub mod replay;
+pub mod names;
 pub mod rst;
+pub mod seqlock;
 pub mod session;
 pub mod stream;
 pub mod worker;

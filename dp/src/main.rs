@@ -35,6 +35,10 @@ enum Cmd {
         /// Policy file (TOML) enforced from the start; overrides `[policy] file`.
         #[arg(long, value_name = "FILE")]
         policy: Option<String>,
+        /// Test hook: honour test-only control requests (`test_kill_worker`). For end-to-end
+        /// tests; hidden from --help.
+        #[arg(long, hide = true)]
+        test_hooks: bool,
     },
     /// Run the inspection pipeline over a pcap/pcapng file; print one connection record per
     /// session as JSON lines on stdout and a summary on stderr.
@@ -80,6 +84,7 @@ fn main() -> ExitCode {
             socket,
             report_interval,
             policy,
+            test_hooks,
         } => (|| {
             let mut cfg = load(config.as_ref())?;
             for p in &inline {
@@ -98,7 +103,8 @@ fn main() -> ExitCode {
                 cfg.policy.file = policy;
             }
             cfg.validate("command line").map_err(|e| e.to_string())?;
-            warden_dp::daemon::run(cfg).map_err(|e| format!("{e:#}"))
+            let opts = warden_dp::daemon::RunOptions { test_hooks };
+            warden_dp::daemon::run(cfg, opts).map_err(|e| format!("{e:#}"))
         })(),
         Cmd::Replay { file, config, policy } => (|| {
             let mut cfg = load(config.as_ref())?;

@@ -192,6 +192,7 @@ fn frames_of_a_session_from_the_wrong_side_are_spoofed() {
     assert_eq!(v, Verdict::Drop(DropReason::Spoofed));
     let s = &r.snaps()[0];
     assert_eq!(s.session.dropped_packets, [1, 1]);
+    assert_eq!(s.session.packets, [2, 2], "seen and dropped");
     assert_eq!(r.i.stats.spoofed, 2);
 }
 

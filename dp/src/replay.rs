@@ -110,6 +110,7 @@ pub fn replay_file(
     insp.set_defrag(cfg.defrag.config());
     // The same kind of table the daemon shares between its workers (one pipeline here).
     insp.share_expectations(Arc::new(ExpectTable::default()));
+    insp.share_names(Arc::new(crate::names::NameTable::new(cfg.policy.names())));
     let mut summary = ReplaySummary::default();
     let mut out: Vec<SessionSnapshot> = Vec::new();
     let mut last_ns = 0u64;

@@ -317,6 +317,10 @@ pub struct SessionTable {
     dirty: Vec<u32>,
     ended: Vec<SessionSnapshot>,
     ended_cap: usize,
+    /// App contexts of ended sessions whose final record did not fit `ended`: the inspector
+    /// returns them to its engine ([`Self::drain_released`]), so a full ended queue loses the
+    /// record, never the context or its stream buffers.
+    released: Vec<u32>,
     next_id: u64,
     stats: TableStats,
 }
@@ -336,6 +340,7 @@ impl SessionTable {
             dirty: Vec::with_capacity(max),
             ended: Vec::with_capacity(ended_cap),
             ended_cap,
+            released: Vec::with_capacity(max),
             next_id: 1,
             stats: TableStats::default(),
         }
@@ -432,6 +437,21 @@ impl SessionTable {
         let s = &mut self.slots[idx as usize];
         s.dropped_packets[dir as usize] += 1;
         s.dropped_bytes[dir as usize] += u64::from(len);
+    }
+
+    /// Counts a frame claimed for session `idx` in direction `dir` that Warden dropped before
+    /// tracking it (a spoofed frame): seen and dropped, without touching the session's state or
+    /// idle timer.
+    pub fn count_rejected(&mut self, idx: u32, dir: Dir, len: u32) {
+        let s = &mut self.slots[idx as usize];
+        s.packets[dir as usize] += 1;
+        s.bytes[dir as usize] += u64::from(len);
+        s.changed = true;
+        if !s.in_dirty {
+            s.in_dirty = true;
+            self.dirty.push(idx);
+        }
+        self.count_dropped(idx, dir, len);
     }
 
     /// Adds one frame to an existing session without state changes (ICMP errors about it).
@@ -615,6 +635,9 @@ impl SessionTable {
             });
         } else {
             self.stats.ended_overflow += 1;
+            if s.app_ctx != NO_APP {
+                self.released.push(s.app_ctx);
+            }
         }
         let slot = &mut self.slots[idx as usize];
         slot.live = false;
@@ -672,9 +695,28 @@ impl SessionTable {
         }
     }
 
+    /// Makes room for `contexts` released app contexts without allocating later: the number
+    /// of contexts in the owner's engine (each released one is a distinct context not yet
+    /// returned, so the list never holds more).
+    pub fn reserve_released(&mut self, contexts: usize) {
+        self.released.reserve(contexts.saturating_sub(self.released.len()));
+    }
+
+    /// Takes the app contexts of ended sessions whose final record was lost (ended queue
+    /// full); the caller returns them to its engine.
+    pub fn drain_released(&mut self) -> std::vec::Drain<'_, u32> {
+        self.released.drain(..)
+    }
+
     /// Number of final records waiting in the ended queue.
     pub fn ended_pending(&self) -> usize {
         self.ended.len()
+    }
+
+    /// True when the ended queue is half full or holds 4096 records: time to drain it before
+    /// records are lost (its capacity is `max` sessions clamped to 1024..=65536).
+    pub fn ended_nearly_full(&self) -> bool {
+        self.ended.len() >= (self.ended_cap / 2).min(4096)
     }
 
     /// Moves snapshots of every session changed since the last call, then every ended

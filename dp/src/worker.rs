@@ -150,6 +150,9 @@ pub enum Command {
     AddGroup {
         /// Inline pair id.
         zone: u16,
+        /// Queue group number within the pair (queue `q` of an interface is in group
+        /// `q % groups`).
+        group: u32,
         /// Side a and side b.
         sides: [SideSpec; 2],
         /// Workers serving this pair, in flow-ownership order.
@@ -160,6 +163,20 @@ pub enum Command {
         ring_size: u32,
         /// Reply channel.
         reply: mpsc::Sender<Result<Vec<XskBinding>, String>>,
+    },
+    /// Bind XSKs for rx queues an interface of a pair gained (a channel change) into queue
+    /// group `group` of pair `zone`; reply with `(slot, queue, fd)` or the error, per queue.
+    AddPorts {
+        /// Inline pair id.
+        zone: u16,
+        /// Queue group number within the pair.
+        group: u32,
+        /// Side of the pair (0 = a, 1 = b).
+        side: u8,
+        /// The interface and the new queues.
+        spec: SideSpec,
+        /// Reply channel.
+        reply: mpsc::Sender<Vec<Result<XskBinding, String>>>,
     },
     /// Close the sockets of a pair and end its sessions (final records are reported).
     RemovePair {
@@ -182,6 +199,8 @@ pub enum Command {
     },
     /// End all sessions, report them, close every socket and exit.
     Shutdown,
+    /// Test hook (`warden run --test-hooks` only): panic, as a bug in the worker would.
+    TestPanic,
 }
 
 /// Static settings of a worker.
@@ -203,6 +222,8 @@ struct GroupState {
     /// Unique among this worker's groups (part of held frames' tokens).
     id: u16,
     zone: u16,
+    /// Queue group number within the pair.
+    index: u32,
     group: Group,
     owners: Vec<usize>,
     /// First port index of each side (the tx port for frames going to that side).
@@ -402,7 +423,7 @@ impl Worker {
                 release_held(&mut self.groups, &mut self.insp);
             }
             if last_report.elapsed() >= self.cfg.report_interval
-                || self.insp.sessions.ended_pending() >= 4096
+                || self.insp.sessions.ended_nearly_full()
             {
                 last_report = Instant::now();
                 self.send_reports();
@@ -632,7 +653,7 @@ impl Worker {
 
     fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::AddGroup { zone, sides, owners, frames, ring_size, reply } => {
+            Command::AddGroup { zone, group: index, sides, owners, frames, ring_size, reply } => {
                 self.insp.set_pair((sides[0].slot, &sides[0].name), (sides[1].slot, &sides[1].name));
                 let r = Group::open([&sides[0], &sides[1]], frames, ring_size)
                     .map(|group| {
@@ -650,6 +671,7 @@ impl Worker {
                         self.groups.push(GroupState {
                             id,
                             zone,
+                            index,
                             group,
                             owners,
                             tx_port,
@@ -658,6 +680,24 @@ impl Worker {
                         fds
                     })
                     .map_err(|e| e.to_string());
+                let _ = reply.send(r);
+            }
+            Command::AddPorts { zone, group, side, spec, reply } => {
+                let r = match self.groups.iter_mut().find(|g| g.zone == zone && g.index == group) {
+                    Some(gs) => gs
+                        .group
+                        .add_ports(side, &spec)
+                        .into_iter()
+                        .map(|r| {
+                            r.map(|i| {
+                                let p = &gs.group.ports[i];
+                                (p.slot, p.queue, p.fd())
+                            })
+                            .map_err(|e| e.to_string())
+                        })
+                        .collect(),
+                    None => spec.queues.iter().map(|q| Err(format!("queue {q}: no group {group} of pair {zone}"))).collect(),
+                };
                 let _ = reply.send(r);
             }
             Command::RemovePair { zone, reply } => {
@@ -709,6 +749,7 @@ impl Worker {
                 });
             }
             Command::Shutdown => {}
+            Command::TestPanic => panic!("worker {} told to panic (test hook)", self.cfg.index),
         }
     }
 }

@@ -405,6 +405,16 @@ fn print_table(reply: &Reply) {
                 ("report overflow", s.report_overflow.to_string()),
                 ("report queued", s.report_queued.to_string()),
                 ("policy", format!("generation {}, {} workload(s), {} rule(s)", s.policy_generation, s.policy_workloads, s.policy_rules)),
+                ("dns names", {
+                    let n = &s.dns_names;
+                    let refused = n.refused_unsolicited
+                        + n.refused_off_chain
+                        + n.refused_too_long
+                        + n.refused_unwanted
+                        + n.refused_clients_full
+                        + n.refused_overflow;
+                    format!("{} stored, {} replaced, {} refused", n.stored, n.replaced, refused)
+                }),
             ];
             for (k, v) in rows {
                 println!("{k:<16} {v}");
@@ -419,13 +429,14 @@ fn print_table(reply: &Reply) {
                         i.ifindex.to_string(),
                         i.peer.clone(),
                         i.queues.to_string(),
+                        i.bound_queues.to_string(),
                         format!("{:?}", i.fail_mode).to_lowercase(),
                         i.xdp_mode.clone(),
                         format!("{:?}", i.workers),
                     ]
                 })
                 .collect();
-            table(&["NAME", "IFINDEX", "PEER", "QUEUES", "FAIL", "XDP", "WORKERS"], &rows);
+            table(&["NAME", "IFINDEX", "PEER", "QUEUES", "BOUND", "FAIL", "XDP", "WORKERS"], &rows);
         }
         Reply::Sessions(v) => print_connections(v, true),
         Reply::Counters(c) => {
@@ -444,13 +455,14 @@ fn print_table(reply: &Reply) {
                         i.tx_ring_full.to_string(),
                         i.fill_ring_empty.to_string(),
                         i.xdp_fail_open.to_string(),
+                        i.xdp_unbound.to_string(),
                     ]
                 })
                 .collect();
             table(
                 &[
                     "IFACE", "RX", "RX_BYTES", "TX", "TX_BYTES", "DROPPED", "TX_FULL",
-                    "FILL_EMPTY", "FAIL_OPEN",
+                    "FILL_EMPTY", "FAIL_OPEN", "UNBOUND",
                 ],
                 &rows,
             );

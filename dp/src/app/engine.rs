@@ -547,6 +547,17 @@ impl Engine {
         &self.ctxs[idx as usize]
     }
 
+    /// App contexts free in the pool (sessions that can still be inspected).
+    pub fn free_contexts(&self) -> usize {
+        self.free.len()
+    }
+
+    /// The parser state of context `idx`, for what a parser learned that the pipeline takes
+    /// (DNS answers for `fqdn` rules).
+    pub fn state_mut(&mut self, idx: u32) -> &mut AppState {
+        &mut self.ctxs[idx as usize].state
+    }
+
     /// Bytes held in stream buffers on this core.
     pub fn buffered(&self) -> usize {
         self.bufs.in_use()

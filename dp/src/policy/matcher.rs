@@ -535,6 +535,8 @@ pub struct CompiledPolicy {
     ports: Box<[PortRange]>,
     /// (name, wildcard) of each fqdn condition.
     fqdns: Box<[(String, bool)]>,
+    /// Indices of the rules with an fqdn condition.
+    fqdn_rules: Box<[u32]>,
     index: Side<(u64, Side<Bucket>)>,
     /// Address -> workload index.
     wl_v4: HashMap<u32, u32>,
@@ -652,11 +654,13 @@ impl CompiledPolicy {
             side_min(&side, &mut min);
             (min, side)
         });
+        let fqdn_rules = crules.iter().filter(|r| r.fqdn != NONE32).map(|r| r.index).collect();
         Ok(CompiledPolicy {
             policy: p.clone(),
             crules: crules.into_boxed_slice(),
             ports: ports.into_boxed_slice(),
             fqdns: fqdns.into_boxed_slice(),
+            fqdn_rules,
             index,
             wl_v4: wl_v4.into_iter().collect(),
             wl_v6: wl_v6.into_iter().collect(),
@@ -715,6 +719,32 @@ impl CompiledPolicy {
             .iter()
             .position(|w| w.iface.as_deref() == Some(name))
             .map(|i| WorkloadIdx(i as u32))
+    }
+
+    /// True when some rule has an `fqdn` condition (only then do server names matter).
+    #[inline]
+    pub fn has_fqdn(&self) -> bool {
+        !self.fqdn_rules.is_empty()
+    }
+
+    /// True when a rule with an `fqdn` condition could use `name` as a name of `server` for a
+    /// connection from `client`: its `from` matches `client`, its `to` matches `server` and its
+    /// pattern matches `name`. Used to store only DNS names this policy can need; linear in the
+    /// rules with `fqdn` (called per DNS answer, not per frame).
+    pub fn fqdn_wanted(&self, client: IpAddr, server: IpAddr, name: &str) -> bool {
+        let ends = [(client, self.workload_of(client)), (server, self.workload_of(server))];
+        let end_matches = |e: &Endpoint, (ip, w): (IpAddr, Option<WorkloadIdx>)| match e {
+            Endpoint::Any => true,
+            Endpoint::External => w.is_none(),
+            Endpoint::Workload(id) => w.is_some_and(|w| self.workload_id(w) == id),
+            Endpoint::Cidr(c) => c.contains(ip),
+        };
+        self.fqdn_rules.iter().any(|&i| {
+            let r = &self.policy.rules[i as usize];
+            r.fqdn.as_ref().is_some_and(|q| q.matches(name))
+                && end_matches(&r.from, ends[0])
+                && end_matches(&r.to, ends[1])
+        })
     }
 
     /// The workload MAC `mac` (6 bytes) belongs to, if any.

@@ -109,8 +109,8 @@ pub struct Facts<'a> {
     pub server_port: u16,
     /// Detected app; `None` while detection is still running ([`Decision::pending_app`]).
     pub app: Option<App>,
-    /// DNS names learned for the server address (any case, optional trailing dot; may be
-    /// empty). Matched against rules' `fqdn`.
+    /// DNS names the client learned for the server address (any case, optional trailing
+    /// dot; may be empty; see [`crate::names`]). Matched against rules' `fqdn`.
     pub server_names: &'a [&'a str],
     /// DNS names learned for the client address. No rule condition uses them yet (reserved
     /// for client-name rules); they do not change the decision.
