@@ -532,3 +532,23 @@ fn fragments_and_whole_packets_of_a_flow_meet_in_one_session_across_workers() {
     let reassembled: Vec<u64> = w.iter().map(|n| n.i.defrag_stats().reassembled).collect();
     assert_eq!(reassembled.iter().sum::<u64>(), 1);
 }
+
+/// An IPv6 atomic fragment (Fragment header with offset 0 and no M flag, RFC 6946) is an
+/// ordinary packet: decoded through the Fragment header, decided at once, never held.
+#[test]
+fn atomic_fragments_are_ordinary_packets() {
+    let mut n = Net::new(Some("protect"));
+    let seg = tcp(40000, 8080, 100, 0, SYN, b"");
+    let mut ext = vec![ipproto::TCP, 0, 0, 0];
+    ext.extend_from_slice(&0x1234u32.to_be_bytes());
+    let atomic = ip6(44, A6, B6, &ext, &seg);
+    let ip = wire::decode(&atomic).unwrap().ip.unwrap();
+    assert_eq!((ip.frag, ip.sport, ip.dport), (None, 40000, 8080));
+    assert_eq!(n.one(CLIENT, atomic), Verdict::Forward);
+    let denied = ip6(44, A6, B6, &ext, &tcp(40000, 22, 100, 0, SYN, b""));
+    assert_eq!(
+        n.one(CLIENT, denied),
+        Verdict::Drop(DropReason::PolicyDenied)
+    );
+    assert_eq!(n.i.defrag_stats().fragments, 0);
+}
