@@ -368,7 +368,8 @@ pub struct WorkerCounters {
     #[serde(default)]
     pub spoofed: u64,
     /// Exception policy applications by reason (`midstream`, `inspection_pool_full`,
-    /// `stream_core_cap`, `stream_session_cap`, `out_of_order_limit`); only reasons seen.
+    /// `stream_core_cap`, `stream_session_cap`, `out_of_order_limit`, `defrag_full`,
+    /// `defrag_timeout`); only reasons seen.
     #[serde(default)]
     pub exceptions: BTreeMap<String, u64>,
     /// ICMP counters by name (frames): `errors_related` (counted toward the session they
@@ -378,6 +379,32 @@ pub struct WorkerCounters {
     /// `echo_reversed`, `echo_reply_opened`. Only non-zero counters are listed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub icmp: BTreeMap<String, u64>,
+    /// IP reassembly.
+    #[serde(default)]
+    pub defrag: DefragCounters,
+}
+
+/// IP reassembly counters of one worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DefragCounters {
+    /// Fragment frames received.
+    pub fragments: u64,
+    /// Fragment frames held now (waiting for the rest of their datagram).
+    pub held: u64,
+    /// Datagrams reassembled (each decided and inspected as one packet).
+    pub reassembled: u64,
+    /// Datagrams not complete within `[defrag] timeout`.
+    pub timeouts: u64,
+    /// Datagrams whose overlapping fragments carried different bytes (`ip_teardrop`).
+    pub overlaps: u64,
+    /// Datagrams longer than 65535 bytes (`ping_of_death`), dropped.
+    pub too_big: u64,
+    /// Datagrams failed for lack of room (`[defrag]` limits).
+    pub full: u64,
+    /// Fragments or datagrams no host reassembles (malformed).
+    pub malformed: u64,
+    /// Datagrams whose fragments the exception policy forwarded or dropped (room or timeout).
+    pub exceptions: u64,
 }
 
 /// Answer to [`Request::Counters`].

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use warden_control::FailMode;
 
 use crate::app::engine::{EngineConfig, EngineLimits};
+use crate::defrag::DefragConfig;
 use crate::exception::{ExceptionPolicy, PerModeConfig};
 use crate::inspect::MalformedPolicy;
 use crate::names::NameConfig;
@@ -28,6 +29,9 @@ pub struct Config {
     /// App detection and stream reassembly limits.
     #[serde(default)]
     pub inspection: Inspection,
+    /// IP reassembly limits.
+    #[serde(default)]
+    pub defrag: Defrag,
     /// Inline pairs set up at start.
     #[serde(default)]
     pub inline: Vec<InlinePair>,
@@ -252,6 +256,52 @@ impl Inspection {
     }
 }
 
+/// `[defrag]`: IPv4/IPv6 reassembly limits, per worker ([`crate::defrag`]). When a limit is
+/// reached the oldest datagram in reassembly fails, and a datagram not complete within
+/// `timeout` fails: the exception policy of `[inspection] exception_policy` decides their
+/// fragments (reasons `defrag_full`, `defrag_timeout`; default drop in protect mode).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Defrag {
+    /// Datagrams in reassembly at once. Default 512.
+    pub max_datagrams: usize,
+    /// Fragments of one datagram. Default 128.
+    pub max_fragments: usize,
+    /// Fragment frames held over all datagrams; each holds one UMEM frame, so at most a
+    /// quarter of `dataplane.umem_frames`. Default 1024.
+    pub max_frames: usize,
+    /// Bytes of fragment data held (charged in 512-byte chunks). Default 4 MiB.
+    pub max_bytes: usize,
+    /// Seconds a datagram may take to complete, from its first fragment. Default 30.
+    pub timeout: u64,
+}
+
+impl Default for Defrag {
+    fn default() -> Self {
+        let d = DefragConfig::default();
+        Defrag {
+            max_datagrams: d.max_datagrams,
+            max_fragments: d.max_fragments,
+            max_frames: d.max_frames,
+            max_bytes: d.max_bytes,
+            timeout: d.timeout_ns / 1_000_000_000,
+        }
+    }
+}
+
+impl Defrag {
+    /// The reassembly configuration.
+    pub fn config(&self) -> DefragConfig {
+        DefragConfig {
+            max_datagrams: self.max_datagrams,
+            max_fragments: self.max_fragments,
+            max_frames: self.max_frames,
+            max_bytes: self.max_bytes,
+            timeout_ns: self.timeout.saturating_mul(1_000_000_000),
+        }
+    }
+}
+
 /// `[[inline]]`: two interfaces forwarded to each other.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -408,6 +458,34 @@ impl Config {
         if i.detect_bytes > i.stream_session_cap {
             return Err(bad("inspection.detect_bytes", "must not exceed stream_session_cap".into()));
         }
+        let g = &self.defrag;
+        if g.max_datagrams == 0 || g.max_datagrams > 1 << 20 {
+            return Err(bad("defrag.max_datagrams", format!("must be 1..=1048576, got {}", g.max_datagrams)));
+        }
+        if g.max_fragments < 2 || g.max_fragments > 8192 {
+            return Err(bad("defrag.max_fragments", format!("must be 2..=8192, got {}", g.max_fragments)));
+        }
+        if g.max_frames < g.max_fragments || g.max_frames > d.umem_frames as usize / 4 {
+            return Err(bad(
+                "defrag.max_frames",
+                format!(
+                    "must be at least max_fragments ({}) and at most umem_frames / 4 ({}), got {}",
+                    g.max_fragments,
+                    d.umem_frames / 4,
+                    g.max_frames
+                ),
+            ));
+        }
+        let min_bytes = 2 * crate::defrag::MAX_ASSEMBLED;
+        if g.max_bytes < min_bytes || g.max_bytes > 1 << 30 {
+            return Err(bad(
+                "defrag.max_bytes",
+                format!("must be {min_bytes}..=1073741824 bytes (two largest datagrams at least), got {}", g.max_bytes),
+            ));
+        }
+        if g.timeout == 0 || g.timeout > 120 {
+            return Err(bad("defrag.timeout", format!("must be 1..=120 s, got {}", g.timeout)));
+        }
         let pc = &self.policy;
         if pc.dns_ttl_min == 0 || pc.dns_ttl_min > pc.dns_ttl_max {
             return Err(bad("policy.dns_ttl_min", format!("must be 1..=dns_ttl_max, got {}", pc.dns_ttl_min)));
@@ -490,6 +568,26 @@ mod tests {
         }
         let c = Config::parse("[policy]\ndns_ttl_min = 5\ndns_ttl_max = 60\ndns_clients = 8\n", "w.toml").unwrap();
         assert_eq!(c.policy.names(), NameConfig { clients: 8, names_per_client: 32, ttl_min_s: 5, ttl_max_s: 60 });
+    }
+
+    #[test]
+    fn defrag_section_and_its_ranges() {
+        let c = Config::parse("[defrag]\nmax_datagrams = 64\ntimeout = 5\n", "w.toml").unwrap();
+        let d = c.defrag.config();
+        assert_eq!((d.max_datagrams, d.timeout_ns, d.max_frames), (64, 5_000_000_000, 1024));
+        for (text, field) in [
+            ("[defrag]\nmax_fragments = 1\n", "defrag.max_fragments"),
+            ("[defrag]\nmax_frames = 2048\n", "defrag.max_frames"),
+            ("[dataplane]\numem_frames = 4096\nring_size = 64\n[defrag]\nmax_frames = 1025\n", "defrag.max_frames"),
+            ("[defrag]\nmax_bytes = 1000\n", "defrag.max_bytes"),
+            ("[defrag]\ntimeout = 0\n", "defrag.timeout"),
+            ("[defrag]\nmax_datagrams = 0\n", "defrag.max_datagrams"),
+        ] {
+            let e = Config::parse(text, "w.toml").unwrap_err().to_string();
+            assert!(e.contains(field), "{text}: {e}");
+        }
+        let e = Config::parse("[defrag]\nmax_datagram = 3\n", "w.toml").unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("max_datagram"), "{e}");
     }
 
     #[test]

@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{bounded, Sender};
 use nix::sys::signal::{SigSet, Signal};
 use warden_control::{
-    Counters, DnsNames, FailMode, InterfaceCounters, InterfaceInfo, RelatedFlows, Reply, Request, Response, Status,
+    Counters, DefragCounters, DnsNames, FailMode, InterfaceCounters, InterfaceInfo, RelatedFlows, Reply, Request, Response,
+    Status,
     WorkerCounters,
 };
 use warden_xdp::{AttachMode, XdpProgram};
@@ -546,6 +547,17 @@ impl Daemon {
                     .filter(|(_, n)| *n > 0)
                     .map(|(name, n)| (name.to_string(), *n))
                     .collect(),
+                defrag: DefragCounters {
+                    fragments: w.defrag.fragments,
+                    held: w.defrag.held,
+                    reassembled: w.defrag.reassembled,
+                    timeouts: w.defrag.timeouts,
+                    overlaps: w.defrag.overlaps,
+                    too_big: w.defrag.too_big,
+                    full: w.defrag.full,
+                    malformed: w.defrag.malformed,
+                    exceptions: w.defrag.exceptions,
+                },
             })
             .collect();
         Counters { interfaces, workers }
@@ -865,6 +877,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         let mut insp = Inspector::with_engine(cfg.sessions.max, cfg.sessions.timeouts(), d.malformed, cfg.inspection.engine());
         insp.share_expectations(expectations.clone());
         insp.set_exceptions(cfg.exceptions());
+        insp.set_defrag(cfg.defrag.config());
         insp.share_names(names.clone());
         let reports = report_tx.clone();
         handles.push(spawn_vital(format!("warden-w{i}"), {

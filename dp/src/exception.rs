@@ -65,16 +65,24 @@ pub enum ExceptionReason {
     StreamSessionCap,
     /// Too many out-of-order segments waited for a hole.
     OutOfOrder,
+    /// An IP datagram could not be reassembled for lack of room (`[defrag]` datagrams, held
+    /// frames or bytes, or fragments per datagram): its fragments are released uninspected
+    /// or dropped ([`crate::defrag`]).
+    DefragFull,
+    /// An IP datagram was not complete within `[defrag] timeout`.
+    DefragTimeout,
 }
 
 impl ExceptionReason {
     /// Every reason, for counter arrays indexed by `reason as usize`.
-    pub const ALL: [ExceptionReason; 5] = [
+    pub const ALL: [ExceptionReason; 7] = [
         ExceptionReason::Midstream,
         ExceptionReason::AppPoolFull,
         ExceptionReason::StreamCoreCap,
         ExceptionReason::StreamSessionCap,
         ExceptionReason::OutOfOrder,
+        ExceptionReason::DefragFull,
+        ExceptionReason::DefragTimeout,
     ];
 
     /// Name used in records (`inspection_reason`), events and counters.
@@ -85,6 +93,8 @@ impl ExceptionReason {
             ExceptionReason::StreamCoreCap => "stream_core_cap",
             ExceptionReason::StreamSessionCap => "stream_session_cap",
             ExceptionReason::OutOfOrder => "out_of_order_limit",
+            ExceptionReason::DefragFull => "defrag_full",
+            ExceptionReason::DefragTimeout => "defrag_timeout",
         }
     }
 

@@ -3,11 +3,17 @@
 //!
 //! The pipeline never knows where frames come from (the NeuVector `dp` shape: I/O backends call
 //! into inspection, never the reverse). It allocates nothing per frame.
+//!
+//! IP fragments go to reassembly first ([`crate::defrag`]): the caller holds each fragment
+//! frame under a token ([`Verdict::Hold`]), the complete datagram is decided and inspected
+//! once, and the held frames come back together with one verdict through
+//! [`Inspector::releases`].
 
 use std::sync::Arc;
 
 use crate::app::engine::{AppState, Engine, EngineConfig};
 use crate::app::App;
+use crate::defrag::{Defrag, DefragConfig, DefragStats, Failure, Push, Releases, MAX_ASSEMBLED};
 use crate::enforce::{Hits, PolicyView};
 use crate::exception::{strictest, ExceptionPolicy, ExceptionReason};
 use crate::expect::{ExpectTable, Expectation};
@@ -28,6 +34,9 @@ pub enum Verdict {
     /// Do not transmit, and end the TCP session at both ends with resets built from this frame
     /// ([`crate::rst::resets`]); counted as [`DropReason::PolicyDenied`].
     Reset,
+    /// An IP fragment: keep the frame (it is part of the reassembly budget) until
+    /// [`Inspector::releases`] hands its token back with the verdict of its whole datagram.
+    Hold,
 }
 
 /// Why a frame was dropped; counted per interface.
@@ -146,6 +155,10 @@ pub struct Inspector {
     /// Interfaces and the workloads on their sides (anti-spoofing, interface = workload).
     origins: Origins,
     exceptions: ExceptionPolicy,
+    /// IP reassembly and the frames it holds.
+    defrag: Defrag,
+    /// Where complete datagrams are written (capacity [`MAX_ASSEMBLED`]).
+    assembly: Vec<u8>,
 }
 
 /// ICMPv6 link-layer control (RFC 4861 neighbour discovery: router/neighbour solicitation and
@@ -196,7 +209,52 @@ impl Inspector {
             expect: Arc::new(ExpectTable::default()),
             origins: Origins::default(),
             exceptions: ExceptionPolicy::default(),
+            defrag: Defrag::new(DefragConfig::default()),
+            assembly: Vec::with_capacity(MAX_ASSEMBLED),
         }
+    }
+
+    /// Reassembles IP fragments within `cfg` from now on (allocates the new budget). Meant for
+    /// start-up: while fragments are held nothing changes and the answer is false.
+    pub fn set_defrag(&mut self, cfg: DefragConfig) -> bool {
+        if self.defrag.held_frames() > 0 || self.defrag.datagrams() > 0 {
+            return false;
+        }
+        self.defrag = Defrag::new(cfg);
+        true
+    }
+
+    /// Reassembly counters.
+    pub fn defrag_stats(&self) -> DefragStats {
+        self.defrag.stats()
+    }
+
+    /// Frames held for reassembly and now released, each datagram's with one verdict, since
+    /// [`Self::clear_releases`] (or, for [`Self::process`] and [`Self::process_decoded`],
+    /// since the previous call). A caller holding frames acts on them and clears them at least
+    /// once per 1024 frames.
+    pub fn releases(&self) -> &Releases {
+        &self.defrag.releases
+    }
+
+    /// Forgets the releases the caller has acted on.
+    pub fn clear_releases(&mut self) {
+        self.defrag.releases.clear();
+    }
+
+    /// Fails datagrams whose reassembly timed out at `now_ns` (exception policy,
+    /// [`ExceptionReason::DefragTimeout`]); their frames are in [`Self::releases`].
+    pub fn expire_fragments(&mut self, now_ns: u64) {
+        if self.defrag.expire(now_ns) > 0 {
+            self.settle_releases();
+        }
+    }
+
+    /// Fails the datagrams received on `zone` (its pair is being removed): their frames are in
+    /// [`Self::releases`], to be dropped.
+    pub fn flush_fragments(&mut self, zone: u16) {
+        self.defrag.flush_zone(zone);
+        self.settle_releases();
     }
 
     /// Uses `e` as the exception policy ([`crate::exception`]) from the next frame on.
@@ -258,10 +316,19 @@ impl Inspector {
         &self.expect
     }
 
-    /// Processes one raw frame.
+    /// Processes one raw frame that the caller does not keep: a fragment's frame is "held"
+    /// under token 0 and releases from before this call are forgotten (for callers that only
+    /// count: tests, fuzzing). Callers that forward frames use [`Self::process_frame`].
     pub fn process(&mut self, frame: &[u8], meta: FrameMeta) -> Verdict {
+        self.defrag.releases.clear();
+        self.process_frame(frame, meta, 0)
+    }
+
+    /// Processes one raw frame; an IP fragment is held by the caller under `token`
+    /// ([`Verdict::Hold`], then [`Self::releases`]).
+    pub fn process_frame(&mut self, frame: &[u8], meta: FrameMeta, token: u64) -> Verdict {
         match wire::decode(frame) {
-            Ok(f) => self.process_decoded(&f, frame.len() as u32, meta),
+            Ok(f) => self.process_decoded_frame(&f, meta, token),
             Err(m) => self.malformed(m, frame.len() as u32),
         }
     }
@@ -271,10 +338,127 @@ impl Inspector {
         self.stats.frames += 1;
         self.stats.bytes += u64::from(len);
         self.stats.malformed[why as usize] += 1;
+        self.malformed_verdict()
+    }
+
+    fn malformed_verdict(&self) -> Verdict {
         match self.malformed {
             MalformedPolicy::Drop => Verdict::Drop(DropReason::Malformed),
             MalformedPolicy::Forward => Verdict::Forward,
         }
+    }
+
+    /// [`Self::process_decoded`] for a frame the caller keeps: an IP fragment is held under
+    /// `token` ([`Verdict::Hold`]); its length is `f.raw.len()`.
+    pub fn process_decoded_frame(&mut self, f: &Frame<'_>, meta: FrameMeta, token: u64) -> Verdict {
+        let len = f.raw.len() as u32;
+        self.stats.frames += 1;
+        self.stats.bytes += u64::from(len);
+        if f.ip.as_ref().is_some_and(|ip| ip.frag.is_some()) {
+            return self.fragment(f, len, meta, token);
+        }
+        self.pipeline(f, len, meta)
+    }
+
+    /// Reassembly of fragment frame `f`: held (or refused and decided alone); a datagram it
+    /// completes is decided and inspected as one packet of `len` = all its frames' bytes, and
+    /// its frames released with that verdict.
+    fn fragment(&mut self, f: &Frame<'_>, len: u32, meta: FrameMeta, token: u64) -> Verdict {
+        let out = self.defrag.push(f, meta.zone, meta.iface, meta.now_ns, token, len);
+        let refused = match out {
+            Push::Held => None,
+            Push::Complete(idx) => {
+                self.reassembled(idx, meta.now_ns);
+                None
+            }
+            Push::Refused(why) => Some(why),
+        };
+        self.settle_releases();
+        match (refused, f.ip.as_ref()) {
+            (Some(why), Some(ip)) => self.failure_verdict(why, ip.src, ip.dst, meta.iface),
+            _ => Verdict::Hold,
+        }
+    }
+
+    /// Decides complete datagram `idx`: decoded from the assembly buffer and run through the
+    /// pipeline once (protect mode drops datagrams whose overlapping fragments disagreed
+    /// without inspecting them); its frames are released with that verdict.
+    fn reassembled(&mut self, idx: u32, now_ns: u64) {
+        let mut buf = std::mem::take(&mut self.assembly);
+        let a = self.defrag.assemble(idx, &mut buf);
+        let mut resets = None;
+        let verdict = match wire::decode(&buf) {
+            Ok(f) if f.ip.as_ref().is_some_and(|ip| ip.frag.is_none()) => {
+                if a.conflict && self.mode_of(a.src, a.dst, a.iface) == Some(Mode::Protect) {
+                    self.stats.policy_dropped += 1;
+                    Verdict::Drop(DropReason::PolicyDenied)
+                } else {
+                    let meta = FrameMeta { zone: a.zone, iface: a.iface, now_ns };
+                    let v = self.pipeline(&f, a.frame_bytes, meta);
+                    if v == Verdict::Reset {
+                        resets = crate::rst::resets(&buf, &f);
+                    }
+                    v
+                }
+            }
+            // A Fragment header inside the reassembled datagram (nested fragmentation): no
+            // sender makes it; the walk stops there.
+            Ok(_) => {
+                self.stats.malformed[Malformed::Ipv6ExtHeader as usize] += 1;
+                self.malformed_verdict()
+            }
+            Err(m) => {
+                self.stats.malformed[m as usize] += 1;
+                self.malformed_verdict()
+            }
+        };
+        self.defrag.release(idx, verdict, resets);
+        self.assembly = buf;
+    }
+
+    /// Gives failed datagrams in the releases their verdict.
+    fn settle_releases(&mut self) {
+        let mut rel = std::mem::replace(&mut self.defrag.releases, Releases::empty());
+        for r in rel.undecided() {
+            let why = r.failure.unwrap_or(Failure::Flushed);
+            r.verdict = self.failure_verdict(why, r.src, r.dst, r.iface);
+        }
+        self.defrag.releases = rel;
+    }
+
+    /// The verdict for a datagram (or fragment) that failed reassembly: malformed ones per the
+    /// malformed policy, too-big ones dropped; for lack of room or time, the exception policy
+    /// of the strictest workload end (forwarded when neither end is a workload).
+    fn failure_verdict(&mut self, why: Failure, src: crate::flow::Addr, dst: crate::flow::Addr, iface: u16) -> Verdict {
+        let reason = match why {
+            Failure::Malformed => return self.malformed_verdict(),
+            Failure::TooBig => return Verdict::Drop(DropReason::Malformed),
+            Failure::Flushed => return Verdict::Drop(DropReason::NoFrame),
+            Failure::Full => ExceptionReason::DefragFull,
+            Failure::Timeout => ExceptionReason::DefragTimeout,
+        };
+        self.defrag.stats.exceptions += 1;
+        let Some(mode) = self.mode_of(src, dst, iface) else { return Verdict::Forward };
+        self.stats.exceptions[reason as usize] += 1;
+        match self.exceptions.action(reason, mode) {
+            crate::exception::ExceptionAction::DropFlow => {
+                self.stats.policy_dropped += 1;
+                Verdict::Drop(DropReason::PolicyDenied)
+            }
+            _ => Verdict::Forward,
+        }
+    }
+
+    /// The mode of the strictest workload end of a packet from `src` to `dst` received on
+    /// `iface` (ends known from the interface first, as for sessions); `None` when neither end
+    /// is a workload.
+    fn mode_of(&self, src: crate::flow::Addr, dst: crate::flow::Addr, iface: u16) -> Option<Mode> {
+        let ends = self.origins.ends(iface);
+        let n = self.policy.workloads().len();
+        let valid = |w: Option<crate::policy::WorkloadIdx>| w.filter(|w| w.index() < n);
+        let from = valid(ends.client).or_else(|| self.policy.workload_of(src.ip()));
+        let to = valid(ends.server).or_else(|| self.policy.workload_of(dst.ip()));
+        strictest(from.map(|w| self.policy.workload_mode(w)), to.map(|w| self.policy.workload_mode(w)))
     }
 
     /// Processes a frame already decoded (the worker decodes once to pick the owning worker).
@@ -285,9 +469,22 @@ impl Inspector {
     /// exception policy); TCP/UDP payload goes to the streams and the app engine; the verdict
     /// is settled again when what it depends on changed. Frames of a session that are not
     /// forwarded are counted in its `dropped_*` counters.
+    ///
+    /// An IP fragment is held under token 0 and releases from before this call are forgotten,
+    /// as with [`Self::process`]; callers that keep frames use [`Self::process_decoded_frame`].
     pub fn process_decoded(&mut self, f: &Frame<'_>, len: u32, meta: FrameMeta) -> Verdict {
+        self.defrag.releases.clear();
         self.stats.frames += 1;
         self.stats.bytes += u64::from(len);
+        if f.ip.as_ref().is_some_and(|ip| ip.frag.is_some()) {
+            return self.fragment(f, len, meta, 0);
+        }
+        self.pipeline(f, len, meta)
+    }
+
+    /// The pipeline for a decoded, not fragmented packet (a frame or a reassembled datagram)
+    /// of `len` bytes.
+    fn pipeline(&mut self, f: &Frame<'_>, len: u32, meta: FrameMeta) -> Verdict {
         let Some(ip) = f.ip.as_ref() else {
             self.stats.non_ip += 1;
             return Verdict::Forward;
@@ -829,8 +1026,9 @@ mod tests {
         assert_eq!(i.sessions.len(), 1, "re-evaluation kept the one session");
     }
 
-    /// The corpus TFTP capture through two pipelines that own flows as two workers do
-    /// (`spread % 2`) and share one expectation table: every transfer flow, whichever worker
+    /// The corpus TFTP capture through two pipelines that own flows by 5-tuple (`spread % 2`;
+    /// workers own them by address pair, `owner_spread`, which keeps a transfer with its
+    /// request unless addresses differ) and share one expectation table: every transfer flow, whichever worker
     /// owns it, is labelled tftp with its request's file, is joined to its request, and has
     /// the TFTP client as its client although the server sent its first packet.
     #[test]

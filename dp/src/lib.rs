@@ -5,6 +5,8 @@
 //! - [`worker`]: the per-core loop: rx batch → inspect → tx batch on the peer, handoff of frames
 //!   whose flow another worker owns;
 //! - [`wire`]: L2–L4 decoding;
+//! - [`defrag`]: IPv4/IPv6 reassembly before any L4 decision (fragments held, the datagram
+//!   decided once, its fragments released together);
 //! - [`flow`]: canonical flow keys;
 //! - [`inspect`]: the pipeline shared by workers and replay (decode → session → verdict);
 //! - [`origin`]: which interface and workload side a frame came from, anti-spoofing;
@@ -28,6 +30,9 @@ pub mod app;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod defrag;
+#[cfg(test)]
+mod defrag_tests;
 pub mod detect;
 pub mod enforce;
 pub mod exception;

@@ -133,6 +133,15 @@ fn main() -> ExitCode {
                 sum.frames as f64 / secs,
                 sum.bytes as f64 * 8.0 / secs / 1e9
             );
+            if sum.reassembled + sum.fragments_forwarded + sum.fragments_dropped > 0 {
+                eprintln!(
+                    "replay {}: {} datagrams reassembled, {} fragment frames forwarded, {} dropped",
+                    file.display(),
+                    sum.reassembled,
+                    sum.fragments_forwarded,
+                    sum.fragments_dropped
+                );
+            }
             Ok(())
         })(),
         Cmd::CheckConfig { file } => Config::load(&file)

@@ -3,7 +3,8 @@
 //! Reads pcap (any byte order, micro- or nanosecond timestamps) and pcapng, with Ethernet
 //! (LINKTYPE 1) or Linux cooked capture (LINKTYPE 113, converted to an Ethernet header) frames,
 //! through the same [`Inspector`] the workers use, with the pcap timestamps as the clock. At the
-//! end every session, live or ended, yields one connection record.
+//! end every session, live or ended, yields one connection record. IP fragments are reassembled
+//! as inline ([`crate::defrag`]): the frames the pipeline holds are only counted as released.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -38,6 +39,14 @@ pub struct ReplaySummary {
     /// Frames claiming a workload's address from a MAC not in its `macs` (dropped in protect
     /// mode; they belong to no session, so no record counts them).
     pub spoofed: u64,
+    /// IP datagrams reassembled from fragments (each inspected as one packet).
+    pub reassembled: u64,
+    /// Fragment frames released with a forward verdict (their datagram's).
+    pub fragments_forwarded: u64,
+    /// Fragment frames released with a drop verdict: their datagram's, or, for datagrams that
+    /// could not be reassembled (including those incomplete at the end of the capture, which
+    /// time out then), the exception or malformed policy's.
+    pub fragments_dropped: u64,
     /// Wall-clock seconds the replay took.
     pub seconds: f64,
 }
@@ -101,6 +110,7 @@ pub fn replay_file(
         insp.set_policy(std::sync::Arc::new(compiled), 1);
     }
     insp.set_exceptions(cfg.exceptions());
+    insp.set_defrag(cfg.defrag.config());
     // The same kind of table the daemon shares between its workers (one pipeline here).
     insp.share_expectations(Arc::new(ExpectTable::default()));
     insp.share_names(Arc::new(crate::names::NameTable::new(cfg.policy.names())));
@@ -127,7 +137,9 @@ pub fn replay_file(
             }
         };
         last_ns = last_ns.max(ts_ns);
-        insp.process(frame, FrameMeta { zone: 0, iface: 0, now_ns: ts_ns });
+        insp.expire_fragments(ts_ns);
+        insp.process_frame(frame, FrameMeta { zone: 0, iface: 0, now_ns: ts_ns }, 0);
+        count_releases(insp, &mut summary);
         if insp.sessions.ended_pending() > 0 || summary.frames % 1024 == 0 {
             insp.sessions.expire(ts_ns, usize::MAX);
             insp.drain_ended(&mut out);
@@ -172,6 +184,10 @@ pub fn replay_file(
         }
     }
 
+    // Datagrams still incomplete at the end of the capture fail as timed out.
+    insp.expire_fragments(u64::MAX);
+    count_releases(&mut insp, &mut summary);
+    summary.reassembled = insp.defrag_stats().reassembled;
     insp.sessions.expire(last_ns, usize::MAX);
     insp.drain_ended(&mut out);
     out.extend(insp.snapshot(usize::MAX));
@@ -182,6 +198,19 @@ pub fn replay_file(
     summary.seconds = start.elapsed().as_secs_f64();
     let records = out.iter().map(|s| to_record(s, |_| "pcap".to_string())).collect();
     Ok((records, summary))
+}
+
+/// Counts the frames the pipeline released (a capture has nothing to transmit) and clears them.
+fn count_releases(insp: &mut Inspector, summary: &mut ReplaySummary) {
+    for (r, tokens) in insp.releases().iter() {
+        let n = tokens.len() as u64;
+        if r.verdict == crate::inspect::Verdict::Forward {
+            summary.fragments_forwarded += n;
+        } else {
+            summary.fragments_dropped += n;
+        }
+    }
+    insp.clear_releases();
 }
 
 /// Rewrites a Linux cooked capture v1 frame (16-byte SLL header) as Ethernet into `out`.
@@ -282,6 +311,33 @@ mod tests {
         assert_eq!(run("http-then-resp.http-only.toml", "protect"), (Some("denied".into()), None));
         assert_eq!(run("http-then-resp.http-only.toml", "alert"), (Some("violation".into()), None));
         assert_eq!(run("http-then-resp.http-redis.toml", "protect"), (Some("allowed".into()), Some(30)));
+    }
+
+    /// A capture with a UDP datagram in three fragments (sent out of order) and the first
+    /// fragment of another that never completes: one session, one packet, the bytes of the
+    /// three frames; all four fragment frames released (forwarded: no workload).
+    #[test]
+    fn fragments_are_reassembled_and_counted() {
+        use crate::defrag::tests::{frag4, ip4, udp, A4, B4};
+        let big = ip4(17, A4, B4, &udp(5000, 9999, &[5; 3000]));
+        let mut frames = frag4(&big, 1, &[(2960, 48), (0, 1480), (1480, 1480)]);
+        frames.extend(frag4(&big, 2, &[(0, 1480)]));
+        let p = std::env::temp_dir().join(format!("warden-frag-{}.pcap", std::process::id()));
+        {
+            let f = std::fs::File::create(&p).unwrap();
+            let mut w = pcap_file::pcap::PcapWriter::new(f).unwrap();
+            for (i, data) in frames.iter().enumerate() {
+                let ts = std::time::Duration::from_millis(1 + i as u64);
+                w.write_packet(&pcap_file::pcap::PcapPacket::new(ts, data.len() as u32, data)).unwrap();
+            }
+        }
+        let (recs, sum) = replay_file(&p, &Config::default()).unwrap();
+        std::fs::remove_file(&p).ok();
+        assert_eq!((sum.frames, sum.reassembled, sum.fragments_forwarded, sum.fragments_dropped), (4, 1, 4, 0));
+        assert_eq!(recs.len(), 1, "{recs:?}");
+        let r = &recs[0];
+        assert_eq!((r.server_port, r.packets_to_server), (9999, 1));
+        assert_eq!(r.bytes_to_server, frames[..3].iter().map(|f| f.len() as u64).sum::<u64>());
     }
 
     #[test]

@@ -125,13 +125,36 @@ pub mod tcpflag {
 /// Fragmentation status of the IP packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Fragment {
-    /// Not fragmented.
+    /// Not fragmented (IPv6: also an atomic fragment, offset 0 without M, RFC 6946).
     #[default]
     No,
-    /// First fragment: the L4 header is present.
+    /// First fragment (offset 0, more follow). Nothing after the IP header (IPv6: after the
+    /// Fragment header) is decoded: it is read from the reassembled datagram
+    /// ([`crate::defrag`]), so the payload is raw.
     First,
     /// A later fragment: no L4 header; the payload is raw.
     Later,
+}
+
+/// The fragmentation fields of a fragment (RFC 791 §3.1; RFC 8200 §4.5), and where its
+/// unfragmentable part ends, for reassembly ([`crate::defrag`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FragInfo {
+    /// Identification (IPv4: 16 bits; IPv6: 32 bits).
+    pub id: u32,
+    /// Offset of this fragment's data in the fragmentable part of the datagram, in bytes (the
+    /// header's 13-bit field times 8).
+    pub offset: u32,
+    /// More fragments follow (MF / M flag).
+    pub more: bool,
+    /// Length in bytes of the unfragmentable part, from the first byte of the IP header: the
+    /// IPv4 header with options (IHL × 4), or the IPv6 header and the extension headers before
+    /// the Fragment header. The fragment's data ([`Ip::payload`]) follows it (IPv6: after the
+    /// 8-byte Fragment header).
+    pub header_len: u16,
+    /// IPv6: position, from the first byte of the IP header, of the Next Header byte that
+    /// names the Fragment header (6 when it follows the fixed header). IPv4: 9 (protocol).
+    pub next_at: u16,
 }
 
 /// The transport layer of a decoded packet.
@@ -251,6 +274,8 @@ pub struct Ip<'a> {
     pub proto: u8,
     /// Fragmentation status.
     pub fragment: Fragment,
+    /// Fragmentation fields of a fragment (`None` when [`Fragment::No`]).
+    pub frag: Option<FragInfo>,
     /// Source port (TCP/UDP; for ICMP queries see [`icmp_ports`]; else 0).
     pub sport: u16,
     /// Destination port (TCP/UDP; for ICMP queries see [`icmp_ports`]; else 0).
@@ -264,6 +289,8 @@ pub struct Ip<'a> {
 /// A decoded frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame<'a> {
+    /// The whole frame as given to [`decode`] (the L2 header is `raw[..14 + 4 * vlans]`).
+    pub raw: &'a [u8],
     /// Source MAC address (bytes 6..12 of the Ethernet header).
     pub src_mac: [u8; 6],
     /// Outer and inner VLAN ids (0 when absent); `vlans` tells how many are valid.
@@ -313,7 +340,7 @@ pub fn decode(frame: &[u8]) -> Result<Frame<'_>, Malformed> {
     };
     let mut src_mac = [0u8; 6];
     src_mac.copy_from_slice(&frame[6..12]);
-    Ok(Frame { src_mac, vlan, vlans, ethertype, ip })
+    Ok(Frame { raw: frame, src_mac, vlan, vlans, ethertype, ip })
 }
 
 /// Decodes an IPv4 packet (RFC 791). Trailing bytes past the total length (Ethernet padding)
@@ -350,7 +377,17 @@ pub fn decode_ipv4(p: &[u8]) -> Result<Ip<'_>, Malformed> {
     let src = Addr::v4([p[12], p[13], p[14], p[15]]);
     let dst = Addr::v4([p[16], p[17], p[18], p[19]]);
     let body = &p[ihl..total];
-    transport(4, src, dst, proto, fragment, body)
+    let mut ip = transport(4, src, dst, proto, fragment, body)?;
+    if fragment != Fragment::No {
+        ip.frag = Some(FragInfo {
+            id: u32::from(be16(p, 4).ok_or(Malformed::Ipv4Header)?),
+            offset: u32::from(offset) * 8,
+            more,
+            header_len: ihl as u16,
+            next_at: 9,
+        });
+    }
+    Ok(ip)
 }
 
 /// Decodes an IPv6 packet (RFC 8200), walking the extension header chain.
@@ -380,9 +417,11 @@ pub fn decode_ipv6(p: &[u8]) -> Result<Ip<'_>, Malformed> {
     let (src, dst) = (Addr::v6(src), Addr::v6(dst));
     let mut next = p[6];
     let mut body = &p[40..40 + plen];
-    let mut fragment = Fragment::No;
+    // Where the Next Header byte naming the current header sits (from the IPv6 header start).
+    let mut next_at = 6usize;
     // At most 8 extension headers: more is an evasion attempt, not a real packet.
     for _ in 0..8 {
+        let at = 40 + plen - body.len();
         match next {
             0 | 43 | 60 | 135 | 139 | 140 => {
                 let nh = *body.first().ok_or(Malformed::Ipv6ExtHeader)?;
@@ -400,16 +439,29 @@ pub fn decode_ipv6(p: &[u8]) -> Result<Ip<'_>, Malformed> {
             44 => {
                 let nh = *body.first().ok_or(Malformed::Ipv6ExtHeader)?;
                 let fo = be16(body, 2).ok_or(Malformed::Ipv6ExtHeader)?;
+                let id = be32(body, 4).ok_or(Malformed::Ipv6ExtHeader)?;
                 body = body.get(8..).ok_or(Malformed::Ipv6ExtHeader)?;
-                fragment = match (fo >> 3, fo & 1 == 1) {
-                    (0, false) => fragment,
-                    (0, true) => Fragment::First,
-                    _ => Fragment::Later,
-                };
+                let (offset, more) = (fo >> 3, fo & 1 == 1);
+                if offset != 0 || more {
+                    // A real fragment: what follows the Fragment header is fragment data, read
+                    // only from the reassembled datagram (RFC 8200 §4.5), never walked here.
+                    let fragment = if offset == 0 { Fragment::First } else { Fragment::Later };
+                    let mut ip = transport(6, src, dst, nh, fragment, body)?;
+                    ip.frag = Some(FragInfo {
+                        id,
+                        offset: u32::from(offset) * 8,
+                        more,
+                        header_len: at as u16,
+                        next_at: next_at as u16,
+                    });
+                    return Ok(ip);
+                }
+                // An atomic fragment (RFC 6946): an ordinary packet.
                 next = nh;
             }
-            _ => return transport(6, src, dst, next, fragment, body),
+            _ => return transport(6, src, dst, next, Fragment::No, body),
         }
+        next_at = at;
     }
     Err(Malformed::Ipv6ExtHeader)
 }
@@ -428,12 +480,14 @@ fn transport(
         dst,
         proto,
         fragment,
+        frag: None,
         sport: 0,
         dport: 0,
         l4: L4::Other,
         payload: body,
     };
-    if fragment == Fragment::Later {
+    if fragment != Fragment::No {
+        // Fragments are decoded from their reassembled datagram ([`crate::defrag`]).
         return Ok(ip);
     }
     match proto {
@@ -462,15 +516,11 @@ fn transport(
             ip.sport = be16(body, 0).ok_or(Malformed::UdpHeader)?;
             ip.dport = be16(body, 2).ok_or(Malformed::UdpHeader)?;
             let ulen = usize::from(be16(body, 4).ok_or(Malformed::UdpHeader)?);
-            // A first fragment carries only part of the datagram; otherwise the UDP length
-            // must fit the IP payload (RFC 768).
-            let end = if fragment == Fragment::First {
-                body.len()
-            } else if ulen < 8 || ulen > body.len() {
+            // The UDP length must fit the IP payload (RFC 768).
+            if ulen < 8 || ulen > body.len() {
                 return Err(Malformed::UdpHeader);
-            } else {
-                ulen
-            };
+            }
+            let end = ulen;
             ip.l4 = L4::Udp;
             ip.payload = &body[8..end];
         }

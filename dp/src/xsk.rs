@@ -10,7 +10,8 @@
 //! handed to a fill or tx ring belongs to the kernel and is not touched until it comes back
 //! through an rx or completion ring. The group's free list, the fill rings, the rx rings, the tx
 //! rings and the completion rings partition the UMEM frames; a frame is in exactly one of them
-//! or in the hands of the worker for the duration of one batch.
+//! or in the hands of the worker: for the duration of one batch, or, for an IP fragment, until
+//! its datagram is released by reassembly (bounded by `[defrag] max_frames`).
 //!
 //! Binding uses no copy/zero-copy flag, so the kernel takes zero-copy where the driver offers it
 //! and copy mode elsewhere (veth and tap: copy mode). `XDP_USE_NEED_WAKEUP` is always set: the

@@ -489,13 +489,14 @@ fn print_table(reply: &Reply) {
                         w.sessions_evicted.to_string(),
                         format!("{}/{}", w.handoff_out, w.handoff_in),
                         w.malformed.values().sum::<u64>().to_string(),
+                        format!("{}/{}", w.defrag.reassembled, w.defrag.fragments),
                     ]
                 })
                 .collect();
             table(
                 &[
                     "WORKER", "CORE", "FRAMES", "SESSIONS", "CREATED", "EXPIRED", "EVICTED",
-                    "HANDOFF(out/in)", "MALFORMED",
+                    "HANDOFF(out/in)", "MALFORMED", "DEFRAG(datagrams/fragments)",
                 ],
                 &rows,
             );
@@ -505,6 +506,16 @@ fn print_table(reply: &Reply) {
                 }
                 for (what, n) in &w.icmp {
                     println!("  worker {} icmp {what}: {n}", w.worker);
+                }
+                let d = &w.defrag;
+                if d.fragments > 0 {
+                    println!(
+                        "  worker {} defrag: held {} timeouts {} overlaps {} too_big {} full {} malformed {} exceptions {}",
+                        w.worker, d.held, d.timeouts, d.overlaps, d.too_big, d.full, d.malformed, d.exceptions
+                    );
+                }
+                for (why, n) in &w.exceptions {
+                    println!("  worker {} exceptions {why}: {n}", w.worker);
                 }
             }
         }
