@@ -15,7 +15,8 @@
 //! - [`replay`]: the offline pipeline over pcap files;
 //! - [`policy`]: workloads, modes and rules, and the matcher giving a connection's verdict;
 //! - [`config`], `warden.toml`;
-//! - [`app`], [`stream`]: TCP stream tracking, app detection and the protocol parsers.
+//! - [`app`], [`stream`]: TCP stream tracking, app detection and the protocol parsers;
+//!   [`rescan`]: resumable searches that keep parsers linear when bytes trickle in.
 
 pub mod app;
 pub mod config;
@@ -29,6 +30,7 @@ pub mod inspect;
 pub mod policy;
 pub mod record;
 pub mod replay;
+pub mod rescan;
 pub mod rst;
 pub mod session;
 pub mod stream;

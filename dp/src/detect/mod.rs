@@ -59,6 +59,10 @@ pub struct Threats {
     pub first: Option<Threat>,
     /// Detections in this session (saturating).
     pub count: u32,
+    /// Bytes the detectors examined in this session (decoding, libinjection's input, the
+    /// statements scanned, re-scans included; saturating): a measure of work that stays
+    /// proportional to the bytes checked (tests and `perf/src/bin/trickle.rs` check it).
+    pub examined: u64,
 }
 
 impl Threats {
@@ -80,7 +84,9 @@ impl Threats {
     /// Checks one SQL statement with `dialect`'s quoting rules; `truncated` when `statement` is
     /// only the first bytes of it (its end is then not checked for balance).
     pub fn sql_in(&mut self, dir: Dir, dialect: Dialect, truncated: bool, statement: &[u8]) -> bool {
-        match sqli::statement(dialect, truncated, statement) {
+        let (finding, work) = sql::StatementDetector { dialect, truncated, ..Default::default() }.scan_counted(statement);
+        self.work(work);
+        match finding {
             Some(f) => {
                 let from = f.at.saturating_sub(EVIDENCE_BEFORE).min(statement.len());
                 self.record(ThreatId::SqlInjection, dir, f.reason.as_str(), &statement[from..]);
@@ -93,7 +99,9 @@ impl Threats {
     /// Checks one already-decoded HTTP value (a query-string or form value, a path, an HTTP/2
     /// `:path` part) with libinjection; true when it is an injection.
     pub fn http_param(&mut self, dir: Dir, value: &[u8]) -> bool {
-        match sqli::HttpValue::default().check(value) {
+        let (reason, work) = sqli::HttpValue::default().check_counted(value);
+        self.work(work);
+        match reason {
             Some(r) => {
                 self.record(ThreatId::SqlInjection, dir, r.as_str(), value);
                 true
@@ -107,6 +115,8 @@ impl Threats {
     fn raw_value(&mut self, dir: Dir, raw: &[u8], plus: bool) -> bool {
         let mut buf = [0u8; MAX_VALUE];
         let n = decode_into(raw, plus, &mut buf);
+        // Decoding read at most `raw`; `needs_decoding` reads it again.
+        self.work(2 * raw.len());
         self.http_param(dir, &buf[..n]) || (needs_decoding(raw, plus) && self.http_param(dir, raw))
     }
 
@@ -114,6 +124,8 @@ impl Threats {
     /// and each query-string value (decoded, `+` as space, and as sent). Returns true when one
     /// was an injection (each finding is counted).
     pub fn http_target(&mut self, dir: Dir, target: &[u8]) -> bool {
+        // Splitting: the `?`, the `#` and the values' separators.
+        self.work(3 * target.len());
         let (path, query) = match target.iter().position(|&c| c == b'?') {
             Some(i) => (&target[..i], &target[i + 1..]),
             None => (target, &[][..]),
@@ -129,11 +141,17 @@ impl Threats {
     /// Checks an `application/x-www-form-urlencoded` body (or its first bytes): each value,
     /// decoded and as sent.
     pub fn http_form(&mut self, dir: Dir, body: &[u8]) -> bool {
+        self.work(2 * body.len());
         let mut hit = false;
         for v in values(body) {
             hit |= self.raw_value(dir, v, true);
         }
         hit
+    }
+
+    /// Counts `n` examined bytes.
+    fn work(&mut self, n: impl TryInto<u64>) {
+        self.examined = self.examined.saturating_add(n.try_into().unwrap_or(u64::MAX));
     }
 
     /// True when nothing was detected.

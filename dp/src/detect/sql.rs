@@ -45,6 +45,8 @@
 //! literal that follows a comparison operator inside a `WHERE`, or at each string literal; both
 //! are measured in `perf/RESULTS.md` ("SQL injection detection").
 
+use arrayvec::ArrayVec;
+
 use super::sqli::{Libinjection, SqliDetector};
 
 /// Longest statement prefix examined (bytes); longer statements are checked on this prefix as
@@ -118,13 +120,71 @@ pub struct Token {
 }
 
 /// A tokenizer over a statement (no allocation).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Lexer<'a> {
     b: &'a [u8],
     i: usize,
     d: Dialect,
     exec: bool,
     lenient: bool,
+    /// What lenient lexing learnt about runs that never close (each byte is then scanned a
+    /// bounded number of times however many quotes it follows).
+    memo: Option<&'a mut Unclosed>,
+    /// Bytes examined so far (every byte a scan looked at, re-scans included).
+    examined: u64,
+}
+
+/// Words in an [`Unclosed`] bitmap: one bit per byte of a statement.
+const MEMO_WORDS: usize = MAX_STATEMENT / 64;
+
+/// What a lenient [`Lexer`] learnt about quoted runs and comments that never close, so that a
+/// value with many unbalanced quotes (`'\'\'\'…` in MySQL, `/* /* /* …`) is not scanned to its
+/// end again after each of them (n²/2 bytes for n bytes).
+///
+/// A quoted run is a walk over positions that depends only on the position (a backslash or a
+/// doubled quote skips two bytes, the quote ends it): two walks of the same kind that reach one
+/// position end the same way. Every position a walk visits is marked; a walk that reaches a
+/// marked position is unclosed (the walks that closed are behind the lexer: it continues after
+/// the run). One bitmap per kind (`'`, `'` with backslash escapes, `"`, `` ` `` or `]`) over
+/// the first [`MAX_STATEMENT`] bytes, grown as used, so creating one costs nothing. MySQL block
+/// comments do not nest: none closes after a position from which one did not.
+#[derive(Debug, Default)]
+pub struct Unclosed {
+    maps: [ArrayVec<u64, MEMO_WORDS>; 4],
+    /// No `*/` at or after this position (MySQL).
+    comment_from: Option<usize>,
+}
+
+impl Unclosed {
+    /// An empty memo.
+    pub fn new() -> Self {
+        Unclosed::default()
+    }
+
+    /// Marks position `i` of walk kind `k`; true when it was marked already.
+    fn visit(&mut self, k: usize, i: usize) -> bool {
+        let Some(map) = self.maps.get_mut(k) else { return false };
+        let (w, bit) = (i / 64, 1u64 << (i % 64));
+        if w >= MEMO_WORDS {
+            return false;
+        }
+        while map.len() <= w {
+            map.push(0);
+        }
+        let seen = map[w] & bit != 0;
+        map[w] |= bit;
+        seen
+    }
+}
+
+/// The walk kind of a quoted run (index into [`Unclosed`]'s bitmaps).
+fn walk_kind(q: u8, backslash: bool) -> usize {
+    match (q, backslash) {
+        (b'\'', false) => 0,
+        (b'\'', true) => 1,
+        (b'"', _) => 2,
+        _ => 3,
+    }
 }
 
 fn word_byte(c: u8) -> bool {
@@ -134,23 +194,48 @@ fn word_byte(c: u8) -> bool {
 impl<'a> Lexer<'a> {
     /// A lexer over `b` with `d`'s rules.
     pub fn new(b: &'a [u8], d: Dialect) -> Self {
-        Lexer { b, i: 0, d, exec: false, lenient: false }
+        Lexer { b, i: 0, d, exec: false, lenient: false, memo: None, examined: 0 }
     }
 
     /// A lexer that reads a quote or `/*` that is never closed as a one-byte operator and goes
     /// on after it (for values pasted into a statement, whose own quotes may be unbalanced).
     pub fn lenient(b: &'a [u8], d: Dialect) -> Self {
-        Lexer { b, i: 0, d, exec: false, lenient: true }
+        Lexer { b, i: 0, d, exec: false, lenient: true, memo: None, examined: 0 }
+    }
+
+    /// [`Lexer::lenient`] that remembers the runs it found unclosed in `memo` (an empty
+    /// [`Unclosed`] per statement), so that every byte is examined a bounded number of times.
+    pub fn lenient_with(b: &'a [u8], d: Dialect, memo: &'a mut Unclosed) -> Self {
+        Lexer { b, i: 0, d, exec: false, lenient: true, memo: Some(memo), examined: 0 }
+    }
+
+    /// Bytes examined so far, re-scans included (a measure of work for tests and benchmarks).
+    pub fn examined(&self) -> u64 {
+        self.examined
     }
 
     fn at(&self, i: usize) -> Option<u8> {
         self.b.get(i).copied()
     }
 
+    /// Counts `n` examined bytes.
+    fn count(&mut self, n: usize) {
+        self.examined = self.examined.saturating_add(n as u64);
+    }
+
     /// End of a quoted run starting at `s` (the opening quote `q`) and whether it is unclosed.
-    fn quoted(&self, s: usize, q: u8, backslash: bool) -> (usize, bool) {
+    /// With a memo, a walk that reaches a position an unclosed walk of the same kind visited
+    /// stops there: it is unclosed too (see [`Unclosed`]).
+    fn quoted(&mut self, s: usize, q: u8, backslash: bool) -> (usize, bool) {
+        let k = walk_kind(q, backslash);
         let mut i = s + 1;
-        while let Some(c) = self.at(i) {
+        let out = loop {
+            let Some(c) = self.at(i) else { break (self.b.len(), true) };
+            if let Some(m) = self.memo.as_deref_mut() {
+                if m.visit(k, i) {
+                    break (self.b.len(), true);
+                }
+            }
             if backslash && c == b'\\' {
                 i += 2;
                 continue;
@@ -160,24 +245,32 @@ impl<'a> Lexer<'a> {
                     i += 2;
                     continue;
                 }
-                return (i + 1, false);
+                break (i + 1, false);
             }
             i += 1;
-        }
-        (self.b.len(), true)
+        };
+        self.count(i.min(self.b.len()).saturating_sub(s) + 1);
+        out
     }
 
-    fn block_comment(&self, s: usize) -> (usize, bool) {
+    fn block_comment(&mut self, s: usize) -> (usize, bool) {
         let nest = self.d != Dialect::Mysql;
+        if !nest && self.memo.as_ref().and_then(|m| m.comment_from).is_some_and(|f| s + 2 >= f) {
+            self.count(2);
+            return (self.b.len(), true);
+        }
         let mut depth = 1u32;
         let mut i = s + 2;
-        while i < self.b.len() {
+        let out = loop {
+            if i >= self.b.len() {
+                break (self.b.len(), true);
+            }
             match (self.b[i], self.at(i + 1)) {
                 (b'*', Some(b'/')) => {
                     depth -= 1;
                     i += 2;
                     if depth == 0 {
-                        return (i, false);
+                        break (i, false);
                     }
                 }
                 (b'/', Some(b'*')) if nest => {
@@ -186,37 +279,47 @@ impl<'a> Lexer<'a> {
                 }
                 _ => i += 1,
             }
+        };
+        self.count(i.min(self.b.len()).saturating_sub(s));
+        if out.1 && !nest {
+            if let Some(m) = self.memo.as_deref_mut() {
+                m.comment_from = Some(m.comment_from.map_or(s + 2, |f| f.min(s + 2)));
+            }
         }
-        (self.b.len(), true)
+        out
     }
 
     /// `$tag$…$tag$` starting at `s`, if one starts there.
-    fn dollar(&self, s: usize) -> Option<(usize, bool)> {
+    fn dollar(&mut self, s: usize) -> Option<(usize, bool)> {
         let mut i = s + 1;
         while let Some(c) = self.at(i) {
             if c == b'$' {
                 break;
             }
             if !(c.is_ascii_alphabetic() || c == b'_' || (i > s + 1 && c.is_ascii_digit())) {
+                self.count(i - s);
                 return None;
             }
             i += 1;
         }
+        self.count(i - s);
         self.at(i)?;
         let tag = &self.b[s..=i];
-        let body = i + 1;
-        let mut j = body;
-        while j + tag.len() <= self.b.len() {
-            if &self.b[j..j + tag.len()] == tag {
-                return Some((j + tag.len(), false));
-            }
-            j += 1;
-        }
-        Some((self.b.len(), true))
+        let body = &self.b[i + 1..];
+        // The first occurrence of the closing tag (linear, where a naive search costs the
+        // body's length times the tag's).
+        let found = memchr::memmem::find(body, tag);
+        self.count(found.map_or(body.len(), |j| j + tag.len()));
+        Some(match found {
+            Some(j) => (i + 1 + j + tag.len(), false),
+            None => (self.b.len(), true),
+        })
     }
 
-    fn line_end(&self, s: usize) -> usize {
-        self.b[s..].iter().position(|&c| c == b'\n').map_or(self.b.len(), |p| s + p)
+    fn line_end(&mut self, s: usize) -> usize {
+        let e = self.b[s..].iter().position(|&c| c == b'\n').map_or(self.b.len(), |p| s + p);
+        self.count(e - s);
+        e
     }
 
     fn number(&self, s: usize) -> (Kind, usize) {
@@ -271,11 +374,14 @@ impl Iterator for Lexer<'_> {
     fn next(&mut self) -> Option<Token> {
         use Kind::*;
         loop {
+            let ws = self.i;
             while self.at(self.i).is_some_and(|c| c.is_ascii_whitespace() || c == 0) {
                 self.i += 1;
             }
+            self.count(self.i - ws);
             let s = self.i;
             let c = self.at(s)?;
+            let before = self.examined;
             let n1 = self.at(s + 1);
             let my = self.d == Dialect::Mysql;
             let (kind, end, open) = match c {
@@ -392,6 +498,9 @@ impl Iterator for Lexer<'_> {
             if open && self.lenient {
                 self.i = s + 1;
                 return Some(Token { kind: Op, start: s, end: s + 1, open: false });
+            }
+            if self.examined == before {
+                self.count(end - s);
             }
             self.i = end;
             return Some(Token { kind, start: s, end, open });
@@ -756,8 +865,26 @@ impl StatementDetector {
 
     /// Scans `stmt` (its first [`MAX_STATEMENT`] bytes); the first finding, if any.
     pub fn scan(&self, stmt: &[u8]) -> Option<Finding> {
+        self.scan_counted(stmt).0
+    }
+
+    /// [`StatementDetector::scan`], with the bytes it examined (tokenising, re-scans and
+    /// fragment checks included): a measure of work, at most a small multiple of the
+    /// statement's length (lenient lexing remembers the runs it found unclosed, [`Unclosed`]).
+    pub fn scan_counted(&self, stmt: &[u8]) -> (Option<Finding>, u64) {
         let truncated = self.truncated || stmt.len() > MAX_STATEMENT;
         let b = &stmt[..stmt.len().min(MAX_STATEMENT)];
+        let mut memo = Unclosed::new();
+        let mut lexer =
+            if self.lenient { Lexer::lenient_with(b, self.dialect, &mut memo) } else { Lexer::new(b, self.dialect) };
+        let mut extra = 0u64;
+        let f = self.rules(b, truncated, &mut lexer, &mut extra);
+        (f, lexer.examined().saturating_add(extra))
+    }
+
+    /// The rules over the tokens of `b` (see the module docs); `extra` counts the bytes of
+    /// fragments given to libinjection.
+    fn rules(&self, b: &[u8], truncated: bool, lexer: &mut Lexer<'_>, extra: &mut u64) -> Option<Finding> {
         let found = |reason, at| Some(Finding { reason, at });
         let mut h = [NONE_SIG; HIST];
         let mut depth = 0i32;
@@ -770,8 +897,7 @@ impl StatementDetector {
         let mut stack_suspect = false;
         let mut trailing: Option<usize> = None;
         let mut fragments = 0usize;
-        let lexer = if self.lenient { Lexer::lenient(b, self.dialect) } else { Lexer::new(b, self.dialect) };
-        for t in lexer {
+        while let Some(t) = lexer.next() {
             if t.open && !truncated {
                 return found(Reason::UnbalancedQuote, t.start);
             }
@@ -1057,6 +1183,7 @@ impl StatementDetector {
                 };
                 if hit {
                     fragments += 1;
+                    *extra = extra.saturating_add((b.len() - t.start) as u64);
                     if Libinjection.is_injection(&b[t.start..]) {
                         return found(Reason::Fragment, t.start);
                     }

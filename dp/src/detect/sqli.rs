@@ -62,16 +62,26 @@ impl Default for HttpValue {
 impl HttpValue {
     /// The reason `v` is an injection, if it is one.
     pub fn check(&self, v: &[u8]) -> Option<Reason> {
+        self.check_counted(v).0
+    }
+
+    /// [`HttpValue::check`], with the bytes examined: `v` once for [`is_plain`], at most
+    /// [`MAX_INPUT`] bytes given to libinjection, and what [`in_contexts_counted`] examined.
+    /// Bounded by a small multiple of `v.len()` plus a constant.
+    pub fn check_counted(&self, v: &[u8]) -> (Option<Reason>, u64) {
+        let mut work = v.len() as u64;
         if is_plain(v) {
-            return None;
+            return (None, work);
         }
+        work += v.len().min(MAX_INPUT) as u64;
         if Libinjection.is_injection(v) {
-            return Some(Reason::Libinjection);
+            return (Some(Reason::Libinjection), work);
         }
         if !self.rules {
-            return None;
+            return (None, work);
         }
-        in_contexts(v)
+        let (r, w) = in_contexts_counted(v);
+        (r, work.saturating_add(w))
     }
 }
 
@@ -95,6 +105,14 @@ const CONTEXTS: [(&[u8], &[u8]); 4] = [
 /// ``WHERE `<v>`=1``, in a [`MAX_CONTEXT`]-byte stack buffer, `v` cut to fit): the first shape
 /// found.
 pub fn in_contexts(v: &[u8]) -> Option<Reason> {
+    in_contexts_counted(v).0
+}
+
+/// [`in_contexts`], with the bytes examined: each of the four statements built (at most
+/// [`MAX_CONTEXT`] bytes) and scanned, re-scans included
+/// ([`StatementDetector::scan_counted`]).
+pub fn in_contexts_counted(v: &[u8]) -> (Option<Reason>, u64) {
+    let mut work = 0u64;
     let mut buf = [0u8; MAX_CONTEXT];
     for (pre, post) in CONTEXTS {
         let n = v.len().min(MAX_CONTEXT - pre.len() - post.len());
@@ -108,11 +126,13 @@ pub fn in_contexts(v: &[u8]) -> Option<Reason> {
             lenient: true,
             ..StatementDetector::default()
         };
-        if let Some(f) = d.scan(stmt) {
-            return Some(f.reason);
+        let (f, w) = d.scan_counted(stmt);
+        work = work.saturating_add(stmt.len() as u64).saturating_add(w);
+        if let Some(f) = f {
+            return (Some(f.reason), work);
         }
     }
-    None
+    (None, work)
 }
 
 /// Size of the buffer [`in_contexts`] builds statements in (bytes).
