@@ -79,6 +79,13 @@ impl Resume {
         }
     }
 
+    /// Bytes of the unconsumed part already searched (and found not to hold what was
+    /// searched for): a parser checking each byte of a pending item for something else
+    /// (a NUL) checks only what follows.
+    pub fn searched(&self) -> usize {
+        self.at as usize
+    }
+
     /// Forgets how far the search got (the caller consumed bytes or moved to another item);
     /// keeps the count of examined bytes.
     pub fn reset(&mut self) {
