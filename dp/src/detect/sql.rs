@@ -835,6 +835,68 @@ fn is_cmp(b: &[u8], s: &Sig) -> bool {
     }
 }
 
+/// The rules' state between two tokens ([`StatementDetector::scan`]): the last tokens, the
+/// open function calls, the shapes pending on the next token. `Copy`, no heap.
+#[derive(Debug, Clone, Copy)]
+struct RuleState {
+    h: [Sig; HIST],
+    depth: i32,
+    st: Stmt,
+    frames: [Frame; FRAMES],
+    nf: usize,
+    char_codes: u32,
+    pend: Pending,
+    semi_after_where: bool,
+    stack_suspect: bool,
+    trailing: Option<usize>,
+    fragments: usize,
+}
+
+impl RuleState {
+    fn new() -> Self {
+        RuleState {
+            h: [NONE_SIG; HIST],
+            depth: 0,
+            st: Stmt::default(),
+            frames: [Frame { kind: FrameKind::Other, depth: 0, banner: false }; FRAMES],
+            nf: 0,
+            char_codes: 0,
+            pend: Pending::None,
+            semi_after_where: false,
+            stack_suspect: false,
+            trailing: None,
+            fragments: 0,
+        }
+    }
+}
+
+/// Where the rules stopped.
+enum Walk {
+    /// A finding.
+    Found(Finding),
+    /// No finding up to the last token; the state after it.
+    End(RuleState),
+}
+
+/// A statement prefix already run through the rules ([`StatementDetector::prefix`]): statements
+/// that start with it are scanned from where it ends ([`StatementDetector::scan_after`]), so a
+/// detector that pastes many values after the same prefix tokenises the prefix once.
+#[derive(Debug, Clone, Copy)]
+pub struct Prefix {
+    state: RuleState,
+    /// Bytes of the prefix.
+    len: usize,
+    /// Bytes examined scanning it.
+    examined: u64,
+}
+
+impl Prefix {
+    /// Bytes examined scanning the prefix (counted once).
+    pub fn examined(&self) -> u64 {
+        self.examined
+    }
+}
+
 /// The statement detector: rules over the token stream, optionally with libinjection on
 /// fragments. See the module docs.
 #[derive(Debug, Clone, Copy, Default)]
@@ -882,21 +944,74 @@ impl StatementDetector {
         (f, lexer.examined().saturating_add(extra))
     }
 
+    /// Runs the rules over `prefix` and keeps their state, for statements that start with it
+    /// ([`StatementDetector::scan_after`]). `None` when the prefix cannot be cut there without
+    /// changing how what follows is read (it does not end with a space, or holds a comment or a
+    /// quote that does not close inside it) or when it is a finding on its own.
+    pub fn prefix(&self, prefix: &[u8]) -> Option<Prefix> {
+        if prefix.len() > MAX_STATEMENT || !prefix.last().is_some_and(|&c| c == b' ') || self.fragments != Fragments::None {
+            return None;
+        }
+        let mut memo = Unclosed::new();
+        let mut lexer =
+            if self.lenient { Lexer::lenient_with(prefix, self.dialect, &mut memo) } else { Lexer::new(prefix, self.dialect) };
+        let mut extra = 0u64;
+        // Tokens that may read differently with more bytes: comments, runs that do not close,
+        // executable comments left open.
+        let mut probe = Lexer::new(prefix, self.dialect);
+        if probe.by_ref().any(|t| t.open || matches!(t.kind, Kind::LineComment | Kind::BlockComment)) || probe.exec {
+            return None;
+        }
+        match self.walk(prefix, false, &mut lexer, RuleState::new(), &mut extra) {
+            Walk::Found(_) => None,
+            Walk::End(state) => Some(Prefix { state, len: prefix.len(), examined: lexer.examined().saturating_add(extra) }),
+        }
+    }
+
+    /// [`StatementDetector::scan_counted`] of `stmt`, which starts with the bytes `p` was made
+    /// from by [`StatementDetector::prefix`] with the same settings: the rules go on from the
+    /// state after the prefix, which is not tokenised again (its bytes are not counted).
+    pub fn scan_after(&self, p: &Prefix, stmt: &[u8]) -> (Option<Finding>, u64) {
+        let truncated = self.truncated || stmt.len() > MAX_STATEMENT;
+        let b = &stmt[..stmt.len().min(MAX_STATEMENT)];
+        let mut memo = Unclosed::new();
+        let mut lexer =
+            if self.lenient { Lexer::lenient_with(b, self.dialect, &mut memo) } else { Lexer::new(b, self.dialect) };
+        lexer.i = p.len.min(b.len());
+        let mut extra = 0u64;
+        let f = match self.walk(b, truncated, &mut lexer, p.state, &mut extra) {
+            Walk::Found(f) => Some(f),
+            Walk::End(s) => self.finish(b, truncated, &s),
+        };
+        (f, lexer.examined().saturating_add(extra))
+    }
+
     /// The rules over the tokens of `b` (see the module docs); `extra` counts the bytes of
     /// fragments given to libinjection.
     fn rules(&self, b: &[u8], truncated: bool, lexer: &mut Lexer<'_>, extra: &mut u64) -> Option<Finding> {
-        let found = |reason, at| Some(Finding { reason, at });
-        let mut h = [NONE_SIG; HIST];
-        let mut depth = 0i32;
-        let mut st = Stmt::default();
-        let mut frames = [Frame { kind: FrameKind::Other, depth: 0, banner: false }; FRAMES];
-        let mut nf = 0usize;
-        let mut char_codes = 0u32;
-        let mut pend = Pending::None;
-        let mut semi_after_where = false;
-        let mut stack_suspect = false;
-        let mut trailing: Option<usize> = None;
-        let mut fragments = 0usize;
+        match self.walk(b, truncated, lexer, RuleState::new(), extra) {
+            Walk::Found(f) => Some(f),
+            Walk::End(s) => self.finish(b, truncated, &s),
+        }
+    }
+
+    /// Runs the rules over the rest of `lexer`'s tokens from state `start`: a finding, or the
+    /// state after the last token.
+    fn walk(&self, b: &[u8], truncated: bool, lexer: &mut Lexer<'_>, start: RuleState, extra: &mut u64) -> Walk {
+        let found = |reason, at| Walk::Found(Finding { reason, at });
+        let RuleState {
+            mut h,
+            mut depth,
+            mut st,
+            mut frames,
+            mut nf,
+            mut char_codes,
+            mut pend,
+            mut semi_after_where,
+            mut stack_suspect,
+            mut trailing,
+            mut fragments,
+        } = start;
         while let Some(t) = lexer.next() {
             if t.open && !truncated {
                 return found(Reason::UnbalancedQuote, t.start);
@@ -1193,6 +1308,25 @@ impl StatementDetector {
             h.copy_within(0..HIST - 1, 1);
             h[0] = s;
         }
+        Walk::End(RuleState {
+            h,
+            depth,
+            st,
+            frames,
+            nf,
+            char_codes,
+            pend,
+            semi_after_where,
+            stack_suspect,
+            trailing,
+            fragments,
+        })
+    }
+
+    /// The checks at the end of the statement (pending shapes, balance).
+    fn finish(&self, b: &[u8], truncated: bool, s: &RuleState) -> Option<Finding> {
+        let found = |reason, at| Some(Finding { reason, at });
+        let RuleState { depth, st, pend, stack_suspect, trailing, .. } = *s;
         match pend {
             Pending::Taut(at) | Pending::OrConst(at) => return found(Reason::Tautology, at),
             Pending::TautArith(_) => {}
