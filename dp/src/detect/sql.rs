@@ -870,7 +870,8 @@ impl RuleState {
     }
 }
 
-/// Where the rules stopped.
+/// Where the rules stopped. (The state is returned by value: no heap on the packet path.)
+#[allow(clippy::large_enum_variant)]
 enum Walk {
     /// A finding.
     Found(Finding),
@@ -949,7 +950,7 @@ impl StatementDetector {
     /// changing how what follows is read (it does not end with a space, or holds a comment or a
     /// quote that does not close inside it) or when it is a finding on its own.
     pub fn prefix(&self, prefix: &[u8]) -> Option<Prefix> {
-        if prefix.len() > MAX_STATEMENT || !prefix.last().is_some_and(|&c| c == b' ') || self.fragments != Fragments::None {
+        if prefix.len() > MAX_STATEMENT || prefix.last() != Some(&b' ') || self.fragments != Fragments::None {
             return None;
         }
         let mut memo = Unclosed::new();
@@ -1012,7 +1013,7 @@ impl StatementDetector {
             mut trailing,
             mut fragments,
         } = start;
-        while let Some(t) = lexer.next() {
+        for t in lexer.by_ref() {
             if t.open && !truncated {
                 return found(Reason::UnbalancedQuote, t.start);
             }
