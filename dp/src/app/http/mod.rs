@@ -4,7 +4,12 @@
 //! `User-Agent`, the first final response's status, and counts of requests (client to server)
 //! and final responses (server to client), so pipelined and keep-alive exchanges are all counted.
 //!
-//! Heads are parsed by the `httparse` crate (zero-copy over partial input, no allocation);
+//! Heads are parsed by the `httparse` crate (zero-copy over partial input, no allocation): once
+//! when the head arrives whole, else at its first segment and once more when complete; while a
+//! head is incomplete, [`parser::HeadScan`] scans only the bytes that arrived
+//! since the last segment (following `httparse`'s grammar, so a bad head is rejected at the same
+//! byte), and chunk-size and trailer lines resume their search the same way, so a request
+//! trickled in one-byte segments costs each byte O(1) work ([`Http::examined`]);
 //! framing is walked here ([`parser`]): `Content-Length` bodies, chunked bodies (RFC 9112 §7.1,
 //! chunk sizes capped), responses without a length read until close, and no body after HEAD, 1xx,
 //! 204 and 304 (RFC 9112 §6.3). Bodies are never buffered: a body larger than what is presented
