@@ -130,8 +130,9 @@ pub struct Lexer<'a> {
     /// What lenient lexing learnt about runs that never close (each byte is then scanned a
     /// bounded number of times however many quotes it follows).
     memo: Option<&'a mut Unclosed>,
-    /// Bytes examined so far (every byte a scan looked at, re-scans included).
-    examined: u64,
+    /// Bytes scanned again: visited by runs that did not close, which lenient lexing reads
+    /// again from the byte after their opening (every other byte is visited once).
+    rescanned: u64,
 }
 
 /// Words in an [`Unclosed`] bitmap: one bit per byte of a statement.
@@ -159,6 +160,11 @@ impl Unclosed {
     /// An empty memo.
     pub fn new() -> Self {
         Unclosed::default()
+    }
+
+    /// Whether an unclosed walk of kind `k` was marked.
+    fn live(&self, k: usize) -> bool {
+        self.maps.get(k).is_some_and(|m| !m.is_empty())
     }
 
     /// Marks position `i` of walk kind `k`; true when it was marked already.
@@ -194,48 +200,82 @@ fn word_byte(c: u8) -> bool {
 impl<'a> Lexer<'a> {
     /// A lexer over `b` with `d`'s rules.
     pub fn new(b: &'a [u8], d: Dialect) -> Self {
-        Lexer { b, i: 0, d, exec: false, lenient: false, memo: None, examined: 0 }
+        Lexer { b, i: 0, d, exec: false, lenient: false, memo: None, rescanned: 0 }
     }
 
     /// A lexer that reads a quote or `/*` that is never closed as a one-byte operator and goes
     /// on after it (for values pasted into a statement, whose own quotes may be unbalanced).
     pub fn lenient(b: &'a [u8], d: Dialect) -> Self {
-        Lexer { b, i: 0, d, exec: false, lenient: true, memo: None, examined: 0 }
+        Lexer { b, i: 0, d, exec: false, lenient: true, memo: None, rescanned: 0 }
     }
 
     /// [`Lexer::lenient`] that remembers the runs it found unclosed in `memo` (an empty
     /// [`Unclosed`] per statement), so that every byte is examined a bounded number of times.
     pub fn lenient_with(b: &'a [u8], d: Dialect, memo: &'a mut Unclosed) -> Self {
-        Lexer { b, i: 0, d, exec: false, lenient: true, memo: Some(memo), examined: 0 }
+        Lexer { b, i: 0, d, exec: false, lenient: true, memo: Some(memo), rescanned: 0 }
     }
 
-    /// Bytes examined so far, re-scans included (a measure of work for tests and benchmarks).
+    /// Bytes examined so far: the bytes up to where the lexer is, plus the bytes scanned
+    /// again (runs that did not close in lenient lexing, read again after their opening). A
+    /// measure of work for tests and benchmarks; counting costs nothing per token.
     pub fn examined(&self) -> u64 {
-        self.examined
+        (self.i.min(self.b.len()) as u64).saturating_add(self.rescanned)
     }
 
     fn at(&self, i: usize) -> Option<u8> {
         self.b.get(i).copied()
     }
 
-    /// Counts `n` examined bytes.
-    fn count(&mut self, n: usize) {
-        self.examined = self.examined.saturating_add(n as u64);
+    /// Counts `n` bytes that will be scanned again.
+    fn rescan(&mut self, n: usize) {
+        self.rescanned = self.rescanned.saturating_add(n as u64);
     }
 
     /// End of a quoted run starting at `s` (the opening quote `q`) and whether it is unclosed.
-    /// With a memo, a walk that reaches a position an unclosed walk of the same kind visited
-    /// stops there: it is unclosed too (see [`Unclosed`]).
+    /// With a memo that holds an unclosed walk of the same kind, a walk that reaches a
+    /// position that walk visited stops there: it is unclosed too (see [`Unclosed`]). The
+    /// first unclosed walk of a kind is walked again to mark its positions, so runs that close
+    /// (the usual case) pay nothing for the memo.
+    #[inline]
     fn quoted(&mut self, s: usize, q: u8, backslash: bool) -> (usize, bool) {
-        let k = walk_kind(q, backslash);
-        let mut i = s + 1;
-        let out = loop {
-            let Some(c) = self.at(i) else { break (self.b.len(), true) };
-            if let Some(m) = self.memo.as_deref_mut() {
-                if m.visit(k, i) {
-                    break (self.b.len(), true);
-                }
+        if self.memo.is_none() {
+            let (end, open) = self.run_end(s, q, backslash);
+            if open && self.lenient {
+                self.rescan(self.b.len() - s);
             }
+            return (end, open);
+        }
+        self.quoted_memo(s, q, backslash)
+    }
+
+    /// [`Lexer::quoted`] with a memo.
+    #[inline(never)]
+    fn quoted_memo(&mut self, s: usize, q: u8, backslash: bool) -> (usize, bool) {
+        let k = walk_kind(q, backslash);
+        if !self.memo.as_deref().is_some_and(|m| m.live(k)) {
+            let (end, open) = self.run_end(s, q, backslash);
+            if open {
+                // The first unclosed walk of this kind: mark its positions.
+                self.rescan(self.b.len() - s);
+                let (_, visited) = self.mark_run(s, q, backslash, k);
+                self.rescan(visited);
+            }
+            return (end, open);
+        }
+        match self.mark_run(s, q, backslash, k) {
+            (Some(end), _) => (end, false),
+            (None, visited) => {
+                self.rescan(visited);
+                (self.b.len(), true)
+            }
+        }
+    }
+
+    /// Where the quoted run from `s` ends, and whether it runs to the end of the input.
+    #[inline]
+    fn run_end(&self, s: usize, q: u8, backslash: bool) -> (usize, bool) {
+        let mut i = s + 1;
+        while let Some(c) = self.at(i) {
             if backslash && c == b'\\' {
                 i += 2;
                 continue;
@@ -245,18 +285,44 @@ impl<'a> Lexer<'a> {
                     i += 2;
                     continue;
                 }
-                break (i + 1, false);
+                return (i + 1, false);
             }
             i += 1;
-        };
-        self.count(i.min(self.b.len()).saturating_sub(s) + 1);
-        out
+        }
+        (self.b.len(), true)
+    }
+
+    /// Walks the quoted run from `s` marking each position in the memo of kind `k`: its end
+    /// when it closes, `None` when it reaches a position marked before (an unclosed walk went
+    /// through it) or the end of the input; and the bytes visited.
+    fn mark_run(&mut self, s: usize, q: u8, backslash: bool, k: usize) -> (Option<usize>, usize) {
+        let Some(m) = self.memo.as_deref_mut() else { return (None, 0) };
+        let b = self.b;
+        let mut i = s + 1;
+        while let Some(&c) = b.get(i) {
+            if m.visit(k, i) {
+                break;
+            }
+            if backslash && c == b'\\' {
+                i += 2;
+                continue;
+            }
+            if c == q {
+                if b.get(i + 1) == Some(&q) {
+                    i += 2;
+                    continue;
+                }
+                return (Some(i + 1), i + 1 - s);
+            }
+            i += 1;
+        }
+        (None, i.min(b.len()) - s)
     }
 
     fn block_comment(&mut self, s: usize) -> (usize, bool) {
         let nest = self.d != Dialect::Mysql;
         if !nest && self.memo.as_ref().and_then(|m| m.comment_from).is_some_and(|f| s + 2 >= f) {
-            self.count(2);
+            self.rescan(2);
             return (self.b.len(), true);
         }
         let mut depth = 1u32;
@@ -280,7 +346,9 @@ impl<'a> Lexer<'a> {
                 _ => i += 1,
             }
         };
-        self.count(i.min(self.b.len()).saturating_sub(s));
+        if out.1 && self.lenient {
+            self.rescan(i.min(self.b.len()).saturating_sub(s));
+        }
         if out.1 && !nest {
             if let Some(m) = self.memo.as_deref_mut() {
                 m.comment_from = Some(m.comment_from.map_or(s + 2, |f| f.min(s + 2)));
@@ -297,29 +365,27 @@ impl<'a> Lexer<'a> {
                 break;
             }
             if !(c.is_ascii_alphabetic() || c == b'_' || (i > s + 1 && c.is_ascii_digit())) {
-                self.count(i - s);
                 return None;
             }
             i += 1;
         }
-        self.count(i - s);
         self.at(i)?;
         let tag = &self.b[s..=i];
         let body = &self.b[i + 1..];
         // The first occurrence of the closing tag (linear, where a naive search costs the
         // body's length times the tag's).
         let found = memchr::memmem::find(body, tag);
-        self.count(found.map_or(body.len(), |j| j + tag.len()));
+        if found.is_none() && self.lenient {
+            self.rescan(body.len());
+        }
         Some(match found {
             Some(j) => (i + 1 + j + tag.len(), false),
             None => (self.b.len(), true),
         })
     }
 
-    fn line_end(&mut self, s: usize) -> usize {
-        let e = self.b[s..].iter().position(|&c| c == b'\n').map_or(self.b.len(), |p| s + p);
-        self.count(e - s);
-        e
+    fn line_end(&self, s: usize) -> usize {
+        self.b[s..].iter().position(|&c| c == b'\n').map_or(self.b.len(), |p| s + p)
     }
 
     fn number(&self, s: usize) -> (Kind, usize) {
@@ -374,14 +440,11 @@ impl Iterator for Lexer<'_> {
     fn next(&mut self) -> Option<Token> {
         use Kind::*;
         loop {
-            let ws = self.i;
             while self.at(self.i).is_some_and(|c| c.is_ascii_whitespace() || c == 0) {
                 self.i += 1;
             }
-            self.count(self.i - ws);
             let s = self.i;
             let c = self.at(s)?;
-            let before = self.examined;
             let n1 = self.at(s + 1);
             let my = self.d == Dialect::Mysql;
             let (kind, end, open) = match c {
@@ -498,9 +561,6 @@ impl Iterator for Lexer<'_> {
             if open && self.lenient {
                 self.i = s + 1;
                 return Some(Token { kind: Op, start: s, end: s + 1, open: false });
-            }
-            if self.examined == before {
-                self.count(end - s);
             }
             self.i = end;
             return Some(Token { kind, start: s, end, open });
@@ -984,7 +1044,7 @@ impl StatementDetector {
             Walk::Found(f) => Some(f),
             Walk::End(s) => self.finish(b, truncated, &s),
         };
-        (f, lexer.examined().saturating_add(extra))
+        (f, lexer.examined().saturating_sub(lexer.i.min(p.len) as u64).saturating_add(extra))
     }
 
     /// The rules over the tokens of `b` (see the module docs); `extra` counts the bytes of
