@@ -144,11 +144,15 @@ const MEMO_WORDS: usize = MAX_STATEMENT / 64;
 ///
 /// A quoted run is a walk over positions that depends only on the position (a backslash or a
 /// doubled quote skips two bytes, the quote ends it): two walks of the same kind that reach one
-/// position end the same way. Every position a walk visits is marked; a walk that reaches a
-/// marked position is unclosed (the walks that closed are behind the lexer: it continues after
-/// the run). One bitmap per kind (`'`, `'` with backslash escapes, `"`, `` ` `` or `]`) over
-/// the first [`MAX_STATEMENT`] bytes, grown as used, so creating one costs nothing. MySQL block
-/// comments do not nest: none closes after a position from which one did not.
+/// position end the same way. Once a walk of a kind ends unclosed, the positions it visited
+/// are marked, and so are those of every later walk of that kind; a walk that reaches a marked
+/// position is unclosed (marks left by walks that closed are behind the lexer, which continues
+/// after the run), so each position is walked at most twice per kind. Walks before the first
+/// unclosed one mark nothing (statements whose runs close pay nothing). One bitmap per kind
+/// (`'`, `'` with backslash escapes, `"`, `` ` `` or `]`) over the first [`MAX_STATEMENT`]
+/// bytes, grown as used, so creating one costs nothing. MySQL block comments do not nest: none
+/// closes after a position from which one did not. (Nested comments of the other dialects are
+/// not remembered; the HTTP detector lexes leniently in MySQL only.)
 #[derive(Debug, Default)]
 pub struct Unclosed {
     maps: [ArrayVec<u64, MEMO_WORDS>; 4],
