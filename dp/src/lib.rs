@@ -24,7 +24,8 @@
 //! - [`replay`]: the offline pipeline over pcap files;
 //! - [`policy`]: workloads, modes and rules, and the matcher giving a connection's verdict;
 //! - [`config`], `warden.toml`;
-//! - [`app`], [`stream`]: TCP stream tracking, app detection and the protocol parsers.
+//! - [`app`], [`stream`]: TCP stream tracking, app detection and the protocol parsers;
+//!   [`rescan`]: resumable searches that keep parsers linear when bytes trickle in.
 
 pub mod app;
 pub mod config;
@@ -47,6 +48,7 @@ mod protect_tests;
 pub mod record;
 pub mod replay;
 pub mod names;
+pub mod rescan;
 pub mod rst;
 pub mod seqlock;
 pub mod session;

@@ -76,6 +76,9 @@ struct Side {
 #[derive(Debug, Clone, Default)]
 pub struct Http2 {
     side: [Side; 2],
+    /// How far the search for the end of the server's `HTTP/1.1 101` head got (a head trickled
+    /// in small segments is searched once).
+    upgrade_head: crate::rescan::Resume,
     method: Option<Text<16>>,
     authority: Option<Text<128>>,
     path: Option<Text<256>>,
@@ -157,6 +160,12 @@ fn digits(v: &[u8]) -> Option<u32> {
 }
 
 impl Http2 {
+    /// Bytes examined searching for the end of an `HTTP/1.1 101` head (h2c upgrade): a
+    /// measure of work, proportional to the bytes fed however they were segmented (tests).
+    pub fn examined(&self) -> u64 {
+        self.upgrade_head.examined()
+    }
+
     /// State for a connection upgraded from HTTP/1.1 (`Upgrade: h2c` answered by `101`): the
     /// HTTP/1 request is stream 1 and supplies method, authority, path and user agent. Feed it
     /// from the server's `HTTP/1.1 101` head and the client's preface on.
@@ -395,7 +404,7 @@ impl AppParser for Http2 {
                     let p = match dir {
                         Dir::ToServer => parser::preface(rest),
                         Dir::ToClient if rest.first() == Some(&b'H') => {
-                            let p = parser::upgrade_head(rest);
+                            let p = parser::upgrade_head_from(rest, &mut self.upgrade_head);
                             if matches!(p, Parse::Ok(..)) {
                                 self.upgraded = true;
                             }
@@ -435,6 +444,9 @@ impl AppParser for Http2 {
 
     fn gap(&mut self, dir: Dir, len: usize) -> bool {
         let d = dir as usize;
+        if dir == Dir::ToClient {
+            self.upgrade_head.reset();
+        }
         let len = u32::try_from(len).unwrap_or(u32::MAX);
         self.side[d].phase = match self.side[d].phase {
             // A hole inside a skipped payload keeps the framing.

@@ -430,3 +430,27 @@ fn connection_errors_after_detection_are_invalid() {
     assert_eq!(p.feed(Dir::ToClient, &frame(4, 0, 0, b"")), Feed::Consumed(9));
     assert_eq!(p.feed(Dir::ToServer, b"*1\r\n$4\r\nPING\r\n"), Feed::Invalid { consumed: 0 });
 }
+
+#[test]
+fn a_trickled_upgrade_head_is_searched_once() {
+    // A server's `HTTP/1.1 101` head with long fields (close to MAX_UPGRADE_HEAD), trickled one
+    // byte per segment: the same record as whole, and the search for its end examines each byte
+    // a bounded number of times (it was n²/2).
+    let f = grpc_flow();
+    for n in [512usize, 2048, parser::MAX_UPGRADE_HEAD - 64] {
+        let mut to_client = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nX-Pad: ".to_vec();
+        to_client.resize(n - 4, b'p');
+        to_client.extend_from_slice(b"\r\n\r\n");
+        let head = to_client.len();
+        to_client.extend_from_slice(&f.to_client[..f.to_client.len().min(3000)]);
+        let mut whole = Http2::after_upgrade(&Http::default());
+        feed_all(&mut whole, Dir::ToClient, &to_client);
+        let mut t = Http2::after_upgrade(&Http::default());
+        let segs: Vec<&[u8]> = to_client.chunks(1).collect();
+        feed_segments(&mut t, Dir::ToClient, &segs);
+        let m = l7_of(&t);
+        assert_eq!(m, l7_of(&whole));
+        assert_eq!(m["status"], 200, "{m:?}");
+        assert!(t.examined() <= 4 * head as u64, "{n}: {} for {head}", t.examined());
+    }
+}

@@ -28,6 +28,7 @@ pub mod parser;
 use serde_json::{Map, Value};
 
 use super::{text, App, AppParser, Dir, Feed, Probe, Text, Transport};
+use crate::rescan::Resume;
 use parser::{Header, Line};
 
 /// Deepest aggregate nesting followed; deeper is a violation.
@@ -81,6 +82,9 @@ struct Walker {
     arg: u32,
     /// Client: the current command is `HELLO`.
     hello: bool,
+    /// How far the search for the end of the line being received got (a line trickled in
+    /// small segments is searched once).
+    line: Resume,
 }
 
 /// Per-session Redis state: fixed size, no heap.
@@ -107,6 +111,12 @@ enum Step {
 }
 
 impl Redis {
+    /// Bytes examined searching for line ends (both directions): a measure of work that stays
+    /// proportional to the bytes fed however they were segmented (tests).
+    pub fn examined(&self) -> u64 {
+        self.w.iter().map(|w| w.line.examined()).sum()
+    }
+
     /// Command names seen (first [`MAX_NAMES`] distinct, uppercased).
     pub fn command_names(&self) -> impl Iterator<Item = &str> {
         self.names.iter().take(self.n_names).map(|t| t.as_str())
@@ -226,7 +236,7 @@ impl Redis {
 
     /// One inline command line (client direction, top level, not starting with `*`).
     fn inline(&mut self, d: usize, rest: &[u8]) -> Step {
-        let (l, n, complete) = match parser::inline_line(rest) {
+        let (l, n, complete) = match parser::inline_line(rest, &mut self.w[d].line) {
             Some((l, n)) => (l, n, true),
             None if rest.len() < parser::MAX_LINE => return Step::Need(rest.len() + 1),
             None => (rest, 0, false),
@@ -256,7 +266,7 @@ impl Redis {
 
     /// One RESP token (header line, and a small wanted bulk whole).
     fn token(&mut self, d: usize, rest: &[u8]) -> Step {
-        let (l, n) = match parser::line(rest) {
+        let (l, n) = match parser::line_from(rest, &mut self.w[d].line) {
             Line::Ok(l, n) => (l, n),
             Line::Partial => return Step::Need(rest.len() + 1),
             Line::TooLong => {
@@ -418,7 +428,10 @@ impl AppParser for Redis {
                 self.token(d, rest)
             };
             match step {
-                Step::Took(n) => off += n,
+                Step::Took(n) => {
+                    off += n;
+                    self.w[d].line.reset();
+                }
                 Step::Need(k) => return Feed::Need { consumed: off, at_least: k },
                 Step::Bad => {
                     // No RESP type where one must start, an impossible length or nesting: the
@@ -436,6 +449,7 @@ impl AppParser for Redis {
         let d = dir as usize;
         self.gap = true;
         let w = &mut self.w[d];
+        w.line.reset();
         if w.mode == Mode::Stopped {
             return true;
         }

@@ -357,3 +357,38 @@ fn mutated_real_bytes_never_panic() {
         let _ = l7_of(&r);
     }
 }
+
+#[test]
+fn trickled_lines_are_searched_once() {
+    // Inline commands and RESP header lines up to MAX_LINE, n bytes in all (1 KiB to 60 KiB),
+    // trickled one byte per segment: the record of the whole stream, and bytes examined
+    // searching for line ends <= 2 n (it was n²/2 per line).
+    for n in [1024usize, 4096, 16 * 1024, 60 * 1024] {
+        let len = n.min(parser::MAX_LINE) - 2;
+        let mut cmd = b"SET k ".to_vec();
+        cmd.resize(len, b'v');
+        cmd.extend_from_slice(b"\r\n");
+        let mut reply = b"+".to_vec();
+        reply.resize(len, b'o');
+        reply.extend_from_slice(b"\r\n");
+        for (dir, unit) in [(Dir::ToServer, &cmd), (Dir::ToClient, &reply)] {
+            let mut bytes = Vec::new();
+            while bytes.len() + unit.len() <= n {
+                bytes.extend_from_slice(unit);
+            }
+            let mut whole = Redis::default();
+            feed_all(&mut whole, dir, &bytes);
+            let m = l7_of(&whole);
+            assert!(!m.contains_key("violation"), "{m:?}");
+            let mut t = Redis::default();
+            let segs: Vec<&[u8]> = bytes.chunks(1).collect();
+            feed_segments(&mut t, dir, &segs);
+            assert_eq!(l7_of(&t), m, "{dir:?} {n}");
+            assert!(t.examined() <= 2 * bytes.len() as u64, "{dir:?} {n}: {} for {}", t.examined(), bytes.len());
+        }
+        let mut t = Redis::default();
+        let segs: Vec<&[u8]> = cmd.chunks(1).collect();
+        feed_segments(&mut t, Dir::ToServer, &segs);
+        assert_eq!(l7_of(&t)["inline_commands"], 1, "{:?}", l7_of(&t));
+    }
+}

@@ -46,6 +46,9 @@ struct Side {
     stage: Stage,
     packets: u32,
     kexinit: bool,
+    /// How far the line being received was searched (lines trickled in small segments are
+    /// examined once).
+    line: crate::rescan::Resume,
 }
 
 /// Hashes of one algorithm name-list, in order.
@@ -113,6 +116,13 @@ pub struct Ssh {
 }
 
 impl Ssh {
+    /// Bytes examined searching for the ends of lines before the binary packets (both
+    /// directions): a measure of work, proportional to the bytes fed however they were
+    /// segmented (tests).
+    pub fn examined(&self) -> u64 {
+        self.sides.iter().map(|s| s.line.examined()).sum()
+    }
+
     fn done(&self) -> bool {
         self.sides.iter().all(|s| matches!(s.stage, Stage::Encrypted | Stage::Lost))
     }
@@ -161,7 +171,7 @@ impl AppParser for Ssh {
             }
             match self.sides[d].stage {
                 Stage::Start => self.sides[d].stage = Stage::Ident(0),
-                Stage::Ident(pre) => match parser::line(rest) {
+                Stage::Ident(pre) => match parser::line_from(rest, &mut self.sides[d].line) {
                     Parse::Ok(Line::Ident(id), n) => {
                         let line = &rest[..n];
                         let line = line.strip_suffix(b"\n").unwrap_or(line);
@@ -218,6 +228,7 @@ impl AppParser for Ssh {
 
     fn gap(&mut self, dir: Dir, _len: usize) -> bool {
         let side = &mut self.sides[dir as usize];
+        side.line.reset();
         if matches!(side.stage, Stage::Encrypted | Stage::Lost) {
             return true;
         }

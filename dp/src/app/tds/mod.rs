@@ -50,6 +50,9 @@ struct DirState {
     stopped: bool,
     packets: u64,
     messages: u64,
+    /// How far the packets of the message being received were walked (a message cut into
+    /// many small packets is walked once).
+    gather: parser::GatherWalk,
 }
 
 /// The first ERROR token.
@@ -115,6 +118,12 @@ enum Step {
 }
 
 impl Tds {
+    /// Bytes examined walking the packets of messages (both directions): a measure of work,
+    /// proportional to the bytes fed however they were segmented (tests).
+    pub fn examined(&self) -> u64 {
+        self.d.iter().map(|d| d.gather.examined()).sum()
+    }
+
     /// Text of the first SQL statement (SQLBatch, RPC statement or TDS 5.0 language command),
     /// first [`QUERY_TEXT`] bytes.
     pub fn first_query(&self) -> Option<&str> {
@@ -172,7 +181,7 @@ impl Tds {
             (_, parser::PRELOGIN | parser::LOGIN7 | parser::LOGIN5 | parser::TABULAR) => HEAD_WINDOW,
             _ => 0,
         };
-        let g = match parser::gather(rest, window) {
+        let g = match parser::gather_from(rest, window, &mut self.d[d].gather) {
             Parse::Ok(g, _) => g,
             Parse::Incomplete(n) => return Step::Need(n),
             Parse::Invalid => {
@@ -403,7 +412,10 @@ impl AppParser for Tds {
                 self.message(dir, rest)
             };
             match step {
-                Step::Took(n) => off += n,
+                Step::Took(n) => {
+                    off += n;
+                    self.d[d].gather.reset();
+                }
                 Step::Need(k) => return Feed::Need { consumed: off, at_least: k },
                 Step::Stop => {
                     self.d[d].stopped = true;
@@ -424,6 +436,7 @@ impl AppParser for Tds {
         self.gap = true;
         let encrypted = self.encrypted;
         let st = &mut self.d[dir as usize];
+        st.gather.reset();
         if st.stopped || encrypted {
             return true;
         }

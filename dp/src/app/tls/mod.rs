@@ -57,6 +57,9 @@ struct Side {
     app_records: u32,
     /// A ChangeCipherSpec record was seen.
     ccs: bool,
+    /// How far the records of a hello that spans several were walked (a hello cut into many
+    /// small records is walked once, not again from its first record at each one).
+    walk: parser::HelloWalk,
 }
 
 /// Per-session TLS state: fixed size, no heap.
@@ -120,9 +123,15 @@ impl Tls {
         self.hello_retry |= sh.hello_retry;
     }
 
+    /// Bytes examined walking hellos that span several records (both directions): a measure
+    /// of work, proportional to the bytes fed however they were segmented (tests).
+    pub fn examined(&self) -> u64 {
+        self.sides.iter().map(|s| s.walk.examined()).sum()
+    }
+
     /// Parses the hello at the start of `b`; returns the bytes to consume or a Need/stop.
     fn hello(&mut self, dir: Dir, b: &[u8]) -> Result<usize, Feed> {
-        match parser::first_handshake(b) {
+        match parser::first_handshake_from(b, &mut self.sides[dir as usize].walk) {
             Parse::Ok((msg, records), n) => {
                 let side = &mut self.sides[dir as usize];
                 side.records = side.records.saturating_add(records);
@@ -145,6 +154,7 @@ impl Tls {
             Parse::Invalid => {
                 // Not a hello (an anomaly): if it is still a record, count records from here;
                 // otherwise the stream is not TLS.
+                self.sides[dir as usize].walk.reset();
                 self.violation = true;
                 self.sides[dir as usize].stage = match parser::record_header(b) {
                     Parse::Invalid => Stage::Lost,
@@ -235,6 +245,7 @@ impl AppParser for Tls {
 
     fn gap(&mut self, dir: Dir, len: usize) -> bool {
         let side = &mut self.sides[dir as usize];
+        side.walk.reset();
         if side.stage == Stage::Records && len <= side.skip {
             // Lost bytes inside a record payload: the framing is intact.
             side.skip -= len;
