@@ -346,8 +346,25 @@ pub struct WorkerCounters {
     pub sessions_created: u64,
     /// Sessions ended by idle timeout.
     pub sessions_expired: u64,
-    /// Sessions evicted because the table was full.
+    /// Sessions evicted because the table was full (all classes below).
     pub sessions_evicted: u64,
+    /// Evicted: denied by policy, or TCP closed/reset (lingering until reported).
+    #[serde(default)]
+    pub sessions_evicted_lingering: u64,
+    /// Evicted: TCP handshakes never completed.
+    #[serde(default)]
+    pub sessions_evicted_embryonic: u64,
+    /// Evicted: flows seen in one direction only.
+    #[serde(default)]
+    pub sessions_evicted_one_way: u64,
+    /// Evicted: UDP/ICMP/other flows seen in both directions. (Established TCP sessions are
+    /// never evicted.)
+    #[serde(default)]
+    pub sessions_evicted_two_way: u64,
+    /// New flows refused (their frames dropped) because the table was full of established TCP
+    /// sessions.
+    #[serde(default)]
+    pub sessions_refused: u64,
     /// Live sessions.
     pub sessions_active: u64,
     /// Malformed frames by reason (forwarded or dropped per policy; counted either way).

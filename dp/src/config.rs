@@ -126,7 +126,9 @@ pub struct Dataplane {
     /// Empty polls before a worker sleeps in poll(2) until traffic arrives. Default 2000.
     pub idle_spins: u32,
     /// Queue bound (in batches) between a worker and the control thread, and per subscriber.
-    /// Default 256.
+    /// A worker's batch holds at most 64 session snapshots ([`crate::worker::REPORT_BATCH`]);
+    /// when the queue is full, changed sessions wait for the next interval and final records
+    /// in the session table's bounded queue. Default 256.
     pub report_queue: usize,
 }
 
@@ -152,9 +154,13 @@ impl Default for Dataplane {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Sessions {
-    /// Maximum sessions per worker; the oldest idle one is evicted beyond. Default 262144.
+    /// Maximum sessions per worker. A new session in a full table evicts the oldest denied or
+    /// closed one, else embryonic TCP, else one-way, else two-way UDP/ICMP/other; established
+    /// TCP is never evicted: the new flow is refused (see [`crate::session::EvictClass`]).
+    /// Default 262144.
     pub max: usize,
-    /// TCP handshake timeout (s). Default 30.
+    /// TCP handshake timeout (s), also for TCP picked up mid-stream and never answered.
+    /// Default 30.
     pub tcp_syn_timeout: u64,
     /// Established TCP idle timeout (s). Default 3600.
     pub tcp_established_timeout: u64,

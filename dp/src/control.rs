@@ -38,6 +38,12 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// a session ending is forgotten at once).
 pub const MAX_ALERTED: usize = 65536;
 
+/// Fewest connection records the reporter holds between two published batches
+/// ([`Hub::with_pending_max`]): a record of a session not already pending beyond the bound is
+/// dropped and counted as overflow, so a flood of short sessions (each ending with a final
+/// record) cannot grow the reporter's memory.
+pub const MAX_PENDING: usize = 65536;
+
 struct Subscriber {
     tx: Sender<Reply>,
     overflow: Arc<AtomicU64>,
@@ -54,6 +60,7 @@ pub struct Hub {
     overflow: AtomicU64,
     queue: usize,
     interval_s: u64,
+    pending_max: usize,
 }
 
 impl Hub {
@@ -67,7 +74,21 @@ impl Hub {
             overflow: AtomicU64::new(0),
             queue: queue.max(1),
             interval_s,
+            pending_max: MAX_PENDING,
         }
+    }
+
+    /// Holds at most `max` records between two published batches (at least [`MAX_PENDING`]);
+    /// the daemon passes the session tables' total size, so every live session can be
+    /// reported each interval and a flood's final records beyond it are counted, not kept.
+    pub fn with_pending_max(mut self, max: usize) -> Self {
+        self.pending_max = max.max(MAX_PENDING);
+        self
+    }
+
+    /// The bound set by [`Self::with_pending_max`].
+    pub fn pending_max(&self) -> usize {
+        self.pending_max
     }
 
     /// Names interface slot `slot`.
@@ -116,7 +137,8 @@ impl Hub {
             .collect()
     }
 
-    /// (subscribers, records lost to slow subscribers, batches queued).
+    /// (subscribers, records lost (to slow subscribers, or beyond the pending bound per batch),
+    /// batches queued).
     pub fn health(&self) -> (usize, u64, usize) {
         let subs = self.subs.lock().map(|s| (s.len(), s.iter().map(|x| x.tx.len()).sum())).unwrap_or((0, 0));
         (subs.0, self.overflow.load(Ordering::Relaxed), subs.1)
@@ -209,10 +231,15 @@ impl Hub {
                 }
                 Ok(rep) => {
                     for s in &rep.snaps {
+                        let slot = index.get(&(rep.worker, s.session.id)).copied();
+                        if slot.is_none() && pending.len() >= self.pending_max {
+                            self.overflow.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
                         let rec = to_record(s, |slot| self.name(slot));
                         self.learn(&rec);
-                        match index.get(&(rep.worker, s.session.id)) {
-                            Some(&i) => pending[i] = rec,
+                        match slot {
+                            Some(i) => pending[i] = rec,
                             None => {
                                 index.insert((rep.worker, s.session.id), pending.len());
                                 pending.push(rec);
@@ -477,5 +504,44 @@ mod tests {
             assert_eq!(b.events(&one, std::slice::from_ref(&hit)).len(), 1);
         }
         assert_eq!(b.set.len(), MAX_ALERTED);
+    }
+
+    /// A flood of short sessions sends more final records in one interval than the reporter
+    /// holds: it keeps [`MAX_PENDING`], still updates those, and counts the rest.
+    #[test]
+    fn pending_records_are_bounded() {
+        use crate::session::{SessionTable, Timeouts};
+        let mut t = SessionTable::new(1, Timeouts::default());
+        let k = crate::flow::FlowKey::new(0, 6, crate::flow::Addr::v4([198, 18, 0, 1]), 1, crate::flow::Addr::v4([198, 18, 0, 2]), 80);
+        t.track(&k.0, k.1, 60, Some(crate::tcpseq::Segment::flags(0x02)), 1, 1).unwrap();
+        let base = t.snapshot(1).remove(0);
+        let hub = Arc::new(Hub::new(4, 3600));
+        let (sub, _) = hub.subscribe();
+        let (tx, rx) = bounded(8);
+        let reporter = {
+            let hub = hub.clone();
+            thread::spawn(move || hub.run_reporter(rx, Duration::from_secs(3600)))
+        };
+        let extra = 10;
+        let ids: Vec<u64> = (1..=(MAX_PENDING + extra) as u64).collect();
+        for chunk in ids.chunks(4096) {
+            let snaps = chunk.iter().map(|&id| {
+                let mut s = base.clone();
+                s.session.id = id;
+                s
+            });
+            tx.send(WorkerReport { worker: 0, snaps: snaps.collect(), events: false }).unwrap();
+        }
+        // A later snapshot of a pending session replaces its record (not counted as lost).
+        let mut again = base.clone();
+        again.session.id = 1;
+        again.session.packets = [7, 0];
+        tx.send(WorkerReport { worker: 0, snaps: vec![again], events: false }).unwrap();
+        drop(tx);
+        let Reply::Report(b) = sub.recv().unwrap() else { panic!("not a report") };
+        reporter.join().unwrap();
+        assert_eq!(b.connections.len(), MAX_PENDING);
+        assert_eq!(b.connections.iter().filter(|c| c.packets_to_server == 7).count(), 1);
+        assert_eq!(hub.health().1, extra as u64);
     }
 }

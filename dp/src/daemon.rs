@@ -523,6 +523,11 @@ impl Daemon {
                 sessions_created: w.table.created,
                 sessions_expired: w.table.expired,
                 sessions_evicted: w.table.evicted,
+                sessions_evicted_lingering: w.table.evicted_lingering,
+                sessions_evicted_embryonic: w.table.evicted_embryonic,
+                sessions_evicted_one_way: w.table.evicted_one_way,
+                sessions_evicted_two_way: w.table.evicted_two_way,
+                sessions_refused: w.table.refused,
                 sessions_active: w.sessions,
                 malformed: Malformed::ALL
                     .iter()
@@ -844,7 +849,9 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     };
     let xdp = XdpProgram::load(mode).map_err(|e| anyhow::anyhow!("{e} (Warden needs root or CAP_BPF+CAP_NET_ADMIN)"))?;
     let d = cfg.dataplane.clone();
-    let hub = Arc::new(Hub::new(d.report_queue, d.report_interval));
+    let hub = Arc::new(
+        Hub::new(d.report_queue, d.report_interval).with_pending_max(d.workers.saturating_mul(cfg.sessions.max)),
+    );
     let policy = load_policy(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
     let policy_handle = Arc::new(PolicyHandle::new(
         CompiledPolicy::compile(&policy).map_err(|e| anyhow::anyhow!("{e}"))?,

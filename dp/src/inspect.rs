@@ -56,17 +56,21 @@ pub enum DropReason {
     /// An ICMP error failing its checks, or a redirect, to a protect-mode workload
     /// ([`crate::icmp`]).
     Icmp = 5,
+    /// A new flow found the session table full of established TCP sessions (none evictable,
+    /// see [`crate::session::EvictClass`]): it cannot be tracked, so it is not forwarded.
+    SessionTableFull = 6,
 }
 
 impl DropReason {
     /// All reasons, for counter tables indexed by `self as usize`.
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::Malformed,
         DropReason::TxRingFull,
         DropReason::NoFrame,
         DropReason::PolicyDenied,
         DropReason::Spoofed,
         DropReason::Icmp,
+        DropReason::SessionTableFull,
     ];
 
     /// Stable snake_case name used in counters.
@@ -78,6 +82,7 @@ impl DropReason {
             DropReason::PolicyDenied => "policy_denied",
             DropReason::Spoofed => "spoofed",
             DropReason::Icmp => "icmp_rejected",
+            DropReason::SessionTableFull => "session_table_full",
         }
     }
 }
@@ -497,7 +502,13 @@ impl Inspector {
             return v;
         }
         let tcp = crate::tcpseq::Segment::of(ip);
-        let t = self.sessions.track(&key, end, len, tcp, meta.iface, meta.now_ns);
+        let Some(t) = self.sessions.track(&key, end, len, tcp, meta.iface, meta.now_ns) else {
+            // Refused by a table full of established sessions (counted there).
+            if link_control(ip) {
+                return Verdict::Forward;
+            }
+            return Verdict::Drop(DropReason::SessionTableFull);
+        };
         let v = self.session_frame(t, end, ip, meta);
         if v != Verdict::Forward {
             self.sessions.count_dropped(t.idx, t.dir, len);
@@ -877,11 +888,26 @@ impl Inspector {
         self.attach_views(out, from);
     }
 
+    /// As [`Self::drain_reports`], at most `max` snapshots; true when some are left
+    /// ([`SessionTable::drain_reports_upto`]).
+    pub fn drain_reports_upto(&mut self, out: &mut Vec<SessionSnapshot>, max: usize) -> bool {
+        let from = out.len();
+        let more = self.sessions.drain_reports_upto(out, max);
+        self.attach_views(out, from);
+        more
+    }
+
     /// Moves only the final records of ended sessions into `out` (as [`Self::drain_reports`]).
     pub fn drain_ended(&mut self, out: &mut Vec<SessionSnapshot>) {
+        self.drain_ended_upto(out, usize::MAX);
+    }
+
+    /// As [`Self::drain_ended`], at most `max` records; true when some are left.
+    pub fn drain_ended_upto(&mut self, out: &mut Vec<SessionSnapshot>, max: usize) -> bool {
         let from = out.len();
-        self.sessions.drain_ended(out);
+        let more = self.sessions.drain_ended_upto(out, max);
         self.attach_views(out, from);
+        more
     }
 
     /// Snapshots of up to `limit` live sessions with their app view.
@@ -1160,6 +1186,17 @@ mod tests {
         f
     }
 
+    /// An IPv4 TCP frame `src:sport -> dst:dport` with `flags`, sequence `seq` and `payload`.
+    fn tcp_frame(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8, seq: u32, payload: &[u8]) -> Vec<u8> {
+        let mut f = tcp4(&[], flags, payload);
+        f[26..30].copy_from_slice(&src);
+        f[30..34].copy_from_slice(&dst);
+        f[34..36].copy_from_slice(&sport.to_be_bytes());
+        f[36..38].copy_from_slice(&dport.to_be_bytes());
+        f[38..42].copy_from_slice(&seq.to_be_bytes());
+        f
+    }
+
     #[test]
     fn removing_a_pair_returns_every_context_and_buffer_however_many_sessions() {
         // More sessions on pair 0 than the ended queue holds (its cap is 65536), each with an
@@ -1197,5 +1234,100 @@ mod tests {
         i.drain_reports(&mut out);
         assert_eq!(i.engine.free_contexts(), free0, "app contexts leaked");
         assert_eq!(i.engine.buffered(), buffered0, "stream buffers leaked");
+    }
+
+    /// A table of `cap` sessions, `established` of them established HTTP-port sessions
+    /// (198.18.0.1:10000+i -> 198.18.0.2:80, handshake and a request each way), then a flood
+    /// of `100 * cap` SYNs from random addresses of 198.18.0.0/15 and random ports to
+    /// 198.18.0.2 (port 80, or random ports when `port80` is false). Returns the pipeline,
+    /// the flood's verdicts counted by kind, and checks every established session is still
+    /// there and forwards.
+    fn syn_flood(
+        policy: Option<&str>,
+        cap: usize,
+        established: usize,
+        port80: bool,
+    ) -> (Inspector, std::collections::BTreeMap<String, usize>) {
+        const CLI: [u8; 4] = [198, 18, 0, 1];
+        const SRV: [u8; 4] = [198, 18, 0, 2];
+        let mut i = Inspector::new(cap, Timeouts::default(), MalformedPolicy::Drop);
+        if let Some(text) = policy {
+            let p = crate::policy::Policy::from_toml(text).unwrap();
+            i.set_policy(Arc::new(CompiledPolicy::compile(&p).unwrap()), 1);
+        }
+        let mut now = 1_000_000_000u64;
+        let mut step = |i: &mut Inspector, f: &[u8], iface: u16| {
+            now += 1_000;
+            i.process(f, meta(iface, now))
+        };
+        for n in 0..established as u16 {
+            let port = 10_000 + n;
+            for (f, iface) in [
+                (tcp_frame(CLI, port, SRV, 80, SYN, 100, b""), 1),
+                (tcp_frame(SRV, 80, CLI, port, SYN | ACK, 500, b""), 2),
+                (tcp_frame(CLI, port, SRV, 80, ACK, 101, b""), 1),
+                (tcp_frame(CLI, port, SRV, 80, ACK | PSH, 101, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), 1),
+                (tcp_frame(SRV, 80, CLI, port, ACK | PSH, 501, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), 2),
+            ] {
+                assert_eq!(step(&mut i, &f, iface), Verdict::Forward);
+            }
+        }
+        let mut verdicts = std::collections::BTreeMap::new();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..100 * cap {
+            // xorshift64: addresses in 198.18.0.0/15, any port.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let src = [198, 18 + (x >> 63) as u8, (x >> 8) as u8, (x >> 16) as u8];
+            let (sport, dport) = ((x >> 24) as u16 | 1024, if port80 { 80 } else { (x >> 40) as u16 | 1 });
+            let v = step(&mut i, &tcp_frame(src, sport, SRV, dport, SYN, x as u32, b""), 1);
+            *verdicts.entry(format!("{v:?}")).or_insert(0) += 1;
+        }
+        for n in 0..established as u16 {
+            let port = 10_000 + n;
+            let (k, e) = flow_of(&wire::decode(&tcp_frame(CLI, port, SRV, 80, ACK, 0, b"")).unwrap(), 0).unwrap();
+            let (idx, _) = i.sessions.find(&k, e).unwrap_or_else(|| panic!("established session {port} is gone"));
+            assert_eq!(i.sessions.get(idx).state, State::Tcp(TcpState::Established));
+            let more = tcp_frame(CLI, port, SRV, 80, ACK | PSH, 128, b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n");
+            assert_eq!(step(&mut i, &more, 1), Verdict::Forward, "{port}");
+        }
+        assert!(i.sessions.len() <= cap);
+        (i, verdicts)
+    }
+
+    #[test]
+    fn syn_flood_of_100x_capacity_leaves_established_sessions_in_place() {
+        const CAP: usize = 128;
+        // Full of established sessions: every SYN is refused and dropped, nothing evicted.
+        let (i, v) = syn_flood(None, CAP, CAP, true);
+        assert_eq!(v.get("Drop(SessionTableFull)"), Some(&(100 * CAP)), "{v:?}");
+        let st = i.sessions.stats();
+        assert_eq!((st.refused, st.evicted), (100 * CAP as u64, 0));
+        // A quarter free: the flood is forwarded and recycles only its own embryonic slots.
+        let (i, v) = syn_flood(None, CAP, CAP * 3 / 4, true);
+        assert_eq!(v.get("Forward"), Some(&(100 * CAP)), "{v:?}");
+        let st = i.sessions.stats();
+        assert_eq!(st.evicted, st.evicted_embryonic);
+        assert_eq!(st.evicted, 100 * CAP as u64 - CAP as u64 / 4);
+    }
+
+    #[test]
+    fn denied_syn_flood_leaves_established_sessions_in_place() {
+        let policy = SRV.replace("MODE", "protect")
+            + "[[rule]]\nid = 1\nfrom = \"any\"\nto = \"srv\"\nip_proto = \"tcp\"\nports = [\"80\"]\naction = \"allow\"\n";
+        const CAP: usize = 128;
+        let (i, v) = syn_flood(Some(&policy), CAP, CAP, false);
+        // Random ports hit 80 now and then: those SYNs are allowed but find no room either.
+        assert_eq!(v.get("Drop(SessionTableFull)"), Some(&(100 * CAP)), "{v:?}");
+        assert_eq!(i.sessions.stats().evicted, 0);
+        let (i, v) = syn_flood(Some(&policy), CAP, CAP / 2, false);
+        let denied = v.get("Drop(PolicyDenied)").copied().unwrap_or(0);
+        assert!(denied > 99 * CAP, "{v:?}");
+        let st = i.sessions.stats();
+        // Denied SYNs linger; they are evicted first (by each other).
+        assert!(st.evicted_lingering > 98 * CAP as u64, "{st:?}");
+        assert_eq!(st.evicted, st.evicted_lingering + st.evicted_embryonic);
+        assert_eq!(i.stats.policy_dropped, denied as u64);
     }
 }

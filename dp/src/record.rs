@@ -142,7 +142,7 @@ mod tests {
         let (k, client_end) =
             FlowKey::new(0, 6, Addr::v4([198, 18, 0, 9]), 40000, Addr::v4([198, 18, 0, 2]), 80);
         assert_eq!(client_end, crate::flow::End::Hi);
-        t.track(&k, client_end, 74, Some(crate::tcpseq::Segment::flags(0x02)), 3, 1_700_000_000_000_000_000);
+        t.track(&k, client_end, 74, Some(crate::tcpseq::Segment::flags(0x02)), 3, 1_700_000_000_000_000_000).unwrap();
         let snap = t.snapshot(10)[0].clone();
         let r = to_record(&snap, |slot| format!("if{slot}"));
         assert_eq!((r.client_ip.as_str(), r.client_port), ("198.18.0.9", 40000));

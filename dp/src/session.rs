@@ -6,17 +6,27 @@
 //! [`crate::icmp`]), except for a flow another flow announced (a TFTP
 //! transfer), whose client is the announcing flow's client ([`SessionTable::set_client`]). Storage is preallocated at start-up: a slab of
 //! [`Session`]s, a hashbrown map from key to slab index with its final capacity, and intrusive
-//! doubly linked lists, one per timeout class, kept in last-activity order. So:
-//! - touching a session moves it to the tail of its class list (O(1));
-//! - expiry pops list heads whose idle time exceeds the class timeout (O(1) each);
-//! - when the table is full the oldest idle session (the oldest of the class heads) is evicted
-//!   and counted, so no input can grow the table;
+//! doubly linked lists, one per (timeout, eviction class), kept in last-activity order. So:
+//! - touching a session moves it to the tail of its list (O(1));
+//! - expiry pops list heads whose idle time exceeds the list's timeout (O(1) each); it keeps up
+//!   with the creation rate: [`SessionTable::expire`] may end as many sessions as were created
+//!   since its previous call on top of its budget, and a new session in a full table first
+//!   takes the slot of a session already due;
+//! - when the table is full and nothing is due, a new session evicts the oldest session of the
+//!   cheapest [`EvictClass`] present: denied or closed (lingering), then embryonic TCP, then
+//!   flows seen in one direction only, then two-way UDP/ICMP/other. Established TCP sessions
+//!   (handshake seen, both directions) are never evicted by a new session: when only those
+//!   remain, the new flow is refused ([`SessionTable::track`] returns `None`) and counted, as
+//!   Linux conntrack's early drop does. A flood of new tuples, spoofed or denied, can therefore
+//!   only recycle the slots of other unproven sessions, and no input can grow the table;
 //! - nothing is allocated per packet.
 //!
 //! TCP state follows the segments seen in both directions (RFC 9293 §3.3.2, reduced to what a
 //! middlebox observes): `syn_sent`, `syn_received`, `established`, `half_closed` (one FIN),
 //! `closed` (both FINs), `reset` (RST). Closed and reset sessions linger for the short `closed`
 //! timeout so late ACKs and retransmissions are still counted, then end with a final record.
+
+use std::collections::VecDeque;
 
 use hashbrown::HashMap;
 
@@ -140,37 +150,91 @@ impl Default for Timeouts {
     }
 }
 
-const CLASSES: usize = 7;
 const NIL: u32 = u32::MAX;
 
 /// `Session::app_ctx` of a session without an app context (not inspected).
 pub const NO_APP: u32 = u32::MAX;
 
+/// Which sessions a new session may evict from a full table, in the order they are evicted
+/// (each class oldest first). Counted per class in [`TableStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvictClass {
+    /// Denied by policy, or TCP closed/reset: lingering only to be reported.
+    Lingering = 0,
+    /// TCP whose handshake never completed (`syn_sent`, `syn_received`).
+    Embryonic = 1,
+    /// Frames seen in one direction only (UDP, ICMP, other; TCP picked up mid-stream with no
+    /// answer): nothing shows the other end exists.
+    OneWay = 2,
+    /// UDP, ICMP or other protocols with frames in both directions.
+    TwoWay = 3,
+    /// TCP established or half-closed with frames in both directions: never evicted.
+    Established = 4,
+}
+
+// The lists, ordered by eviction class. Each has one idle timeout and one eviction class.
+const L_LINGER: u8 = 0;
+const L_SYN: u8 = 1;
+const L_TCP_ONE_WAY: u8 = 2;
+const L_UDP_ONE_WAY: u8 = 3;
+const L_ICMP_ONE_WAY: u8 = 4;
+const L_OTHER_ONE_WAY: u8 = 5;
+const L_UDP: u8 = 6;
+const L_ICMP: u8 = 7;
+const L_OTHER: u8 = 8;
+const L_ESTABLISHED: u8 = 9;
+const L_HALF_CLOSED: u8 = 10;
+const LISTS: usize = 11;
+
+/// The lists of each evictable class (the index is the class), in eviction order.
+const EVICTABLE: [(EvictClass, std::ops::Range<u8>); 4] = [
+    (EvictClass::Lingering, L_LINGER..L_SYN),
+    (EvictClass::Embryonic, L_SYN..L_TCP_ONE_WAY),
+    (EvictClass::OneWay, L_TCP_ONE_WAY..L_UDP),
+    (EvictClass::TwoWay, L_UDP..L_ESTABLISHED),
+];
+
 impl Timeouts {
-    fn of(&self, class: usize) -> u64 {
-        [
-            self.tcp_syn,
-            self.tcp_established,
-            self.tcp_half_closed,
-            self.tcp_closed,
-            self.udp,
-            self.icmp,
-            self.other,
-        ][class]
+    /// Idle timeout of list `list` (ns). A TCP session answered by nobody (mid-stream pickup
+    /// without a reply) gets the handshake timeout, not the established one.
+    fn of(&self, list: u8) -> u64 {
+        match list {
+            L_LINGER => self.tcp_closed,
+            L_SYN | L_TCP_ONE_WAY => self.tcp_syn,
+            L_UDP_ONE_WAY | L_UDP => self.udp,
+            L_ICMP_ONE_WAY | L_ICMP => self.icmp,
+            L_OTHER_ONE_WAY | L_OTHER => self.other,
+            L_ESTABLISHED => self.tcp_established,
+            _ => self.tcp_half_closed,
+        }
     }
 }
 
-fn class_of(state: State, proto: u8) -> usize {
-    match state {
-        State::Tcp(TcpState::SynSent | TcpState::SynReceived) => 0,
-        State::Tcp(TcpState::Established) => 1,
-        State::Tcp(TcpState::HalfClosed) => 2,
-        State::Tcp(TcpState::Closed | TcpState::Reset) => 3,
-        State::Active => match proto {
-            17 => 4,
-            1 | 58 => 5,
-            _ => 6,
-        },
+/// The list a session belongs on, from its policy, state, protocol and which directions it
+/// has frames in.
+fn list_of(s: &Session) -> u8 {
+    if s.policy.blocked {
+        return L_LINGER;
+    }
+    let one_way = s.packets[0] == 0 || s.packets[1] == 0;
+    match s.state {
+        State::Tcp(TcpState::SynSent | TcpState::SynReceived) => L_SYN,
+        State::Tcp(TcpState::Closed | TcpState::Reset) => L_LINGER,
+        State::Tcp(_) if one_way => L_TCP_ONE_WAY,
+        State::Tcp(TcpState::Established) => L_ESTABLISHED,
+        State::Tcp(TcpState::HalfClosed) => L_HALF_CLOSED,
+        State::Active => {
+            let (one, two) = match s.key.proto {
+                17 => (L_UDP_ONE_WAY, L_UDP),
+                1 | 58 => (L_ICMP_ONE_WAY, L_ICMP),
+                _ => (L_OTHER_ONE_WAY, L_OTHER),
+            };
+            if one_way {
+                one
+            } else {
+                two
+            }
+        }
     }
 }
 
@@ -296,8 +360,19 @@ pub struct TableStats {
     pub created: u64,
     /// Sessions ended by idle timeout (including closed/reset linger).
     pub expired: u64,
-    /// Sessions evicted because the table was full.
+    /// Sessions evicted because the table was full (all classes).
     pub evicted: u64,
+    /// Of those: denied, closed or reset sessions ([`EvictClass::Lingering`]).
+    pub evicted_lingering: u64,
+    /// Of those: TCP handshakes never completed ([`EvictClass::Embryonic`]).
+    pub evicted_embryonic: u64,
+    /// Of those: flows seen in one direction only ([`EvictClass::OneWay`]).
+    pub evicted_one_way: u64,
+    /// Of those: UDP/ICMP/other flows seen both ways ([`EvictClass::TwoWay`]).
+    pub evicted_two_way: u64,
+    /// New flows refused because the table was full of established TCP sessions (their frame
+    /// gets no session; the inspector drops it).
+    pub refused: u64,
     /// Final records lost because the ended queue was full (the worker flushes it long before).
     pub ended_overflow: u64,
 }
@@ -318,17 +393,19 @@ pub struct SessionTable {
     map: HashMap<FlowKey, u32>,
     slots: Vec<Session>,
     free: Vec<u32>,
-    heads: [u32; CLASSES],
-    tails: [u32; CLASSES],
+    heads: [u32; LISTS],
+    tails: [u32; LISTS],
     timeouts: Timeouts,
     dirty: Vec<u32>,
-    ended: Vec<SessionSnapshot>,
+    ended: VecDeque<SessionSnapshot>,
     ended_cap: usize,
     /// App contexts of ended sessions whose final record did not fit `ended`: the inspector
     /// returns them to its engine ([`Self::drain_released`]), so a full ended queue loses the
     /// record, never the context or its stream buffers.
     released: Vec<u32>,
     next_id: u64,
+    /// Sessions created since the last [`SessionTable::expire`] (added to its budget).
+    created_since_expire: u64,
     stats: TableStats,
 }
 
@@ -341,14 +418,15 @@ impl SessionTable {
             map: HashMap::with_capacity(max),
             slots: vec![Session::vacant(); max],
             free: (0..max as u32).rev().collect(),
-            heads: [NIL; CLASSES],
-            tails: [NIL; CLASSES],
+            heads: [NIL; LISTS],
+            tails: [NIL; LISTS],
             timeouts,
             dirty: Vec::with_capacity(max),
-            ended: Vec::with_capacity(ended_cap),
+            ended: VecDeque::with_capacity(ended_cap),
             ended_cap,
             released: Vec::with_capacity(max),
             next_id: 1,
+            created_since_expire: 0,
             stats: TableStats::default(),
         }
     }
@@ -393,9 +471,11 @@ impl SessionTable {
     }
 
     /// Accounts one frame of `len` bytes sent by canonical end `from` at `now_ns` (Unix ns) on
-    /// interface `iface`, creating the session if needed (evicting the oldest idle one when
-    /// full) and advancing TCP state and sequence tracking with `tcp` (`None` for other
-    /// protocols).
+    /// interface `iface`, creating the session if needed and advancing TCP state and sequence
+    /// tracking with `tcp` (`None` for other protocols). A full table first ends a session
+    /// already due, else evicts by [`EvictClass`] (see the module docs). `None` when the session
+    /// is new and the table holds only established TCP sessions: the flow is refused (counted
+    /// in [`TableStats::refused`]).
     pub fn track(
         &mut self,
         key: &FlowKey,
@@ -404,7 +484,7 @@ impl SessionTable {
         tcp: Option<crate::tcpseq::Segment>,
         iface: u16,
         now_ns: u64,
-    ) -> Tracked {
+    ) -> Option<Tracked> {
         let tcp_flags = tcp.map(|t| t.flags);
         let (idx, new) = match self.map.get(key) {
             Some(&idx) if !self.reusable(idx, tcp_flags) => (idx, false),
@@ -412,7 +492,13 @@ impl SessionTable {
                 self.remove(idx, EndReason::Reused);
                 (self.create(key, from, tcp_flags, iface, now_ns), true)
             }
-            None => (self.create(key, from, tcp_flags, iface, now_ns), true),
+            None => {
+                if !self.make_room(now_ns) {
+                    self.stats.refused += 1;
+                    return None;
+                }
+                (self.create(key, from, tcp_flags, iface, now_ns), true)
+            }
         };
         let s = &mut self.slots[idx as usize];
         let dir = s.dir_of(from);
@@ -424,7 +510,7 @@ impl SessionTable {
             s.seq.update(dir, &seg);
         }
         self.touch(idx);
-        Tracked { idx, dir, new }
+        Some(Tracked { idx, dir, new })
     }
 
     /// True when a frame with `tcp_flags` starts a new connection on session `idx`'s 5-tuple: a
@@ -481,11 +567,8 @@ impl SessionTable {
         iface: u16,
         now_ns: u64,
     ) -> u32 {
-        if self.free.is_empty() {
-            self.evict_oldest();
-        }
         let Some(idx) = self.free.pop() else {
-            unreachable!("eviction frees a slot in a table of capacity >= 1")
+            unreachable!("track makes room before creating")
         };
         let other = match from {
             End::Lo => End::Hi,
@@ -524,10 +607,11 @@ impl SessionTable {
             client_iface,
             live: true,
             in_dirty,
-            class: class_of(state, key.proto) as u8,
             ..Session::vacant()
         };
+        self.slots[idx as usize].class = list_of(&self.slots[idx as usize]);
         self.next_id += 1;
+        self.created_since_expire += 1;
         self.map.insert(*key, idx);
         self.link_tail(idx);
         self.stats.created += 1;
@@ -561,30 +645,20 @@ impl SessionTable {
         }
     }
 
-    /// Class of the closed-TCP linger, also used for sessions denied by policy.
-    const LINGER: u8 = 3;
-
     /// Gives a session denied by policy the short linger of closed sessions
     /// (`tcp_closed_timeout`): it forwards nothing, so it need not hold a slot longer than it
     /// takes to report it, and a flood of denied flows cannot keep live ones out of the table.
     pub fn linger(&mut self, idx: u32) {
-        if self.slots[idx as usize].class == Self::LINGER {
+        if self.slots[idx as usize].class == L_LINGER {
             return;
         }
         self.unlink(idx);
-        self.slots[idx as usize].class = Self::LINGER;
+        self.slots[idx as usize].class = L_LINGER;
         self.link_tail(idx);
     }
 
     fn touch(&mut self, idx: u32) {
-        let class = {
-            let s = &self.slots[idx as usize];
-            if s.policy.blocked {
-                Self::LINGER
-            } else {
-                class_of(s.state, s.key.proto) as u8
-            }
-        };
+        let class = list_of(&self.slots[idx as usize]);
         self.unlink(idx);
         self.slots[idx as usize].class = class;
         self.link_tail(idx);
@@ -637,7 +711,7 @@ impl SessionTable {
         let s = self.slots[idx as usize];
         self.map.remove(&s.key);
         if self.ended.len() < self.ended_cap {
-            self.ended.push(SessionSnapshot {
+            self.ended.push_back(SessionSnapshot {
                 session: s,
                 ended: Some(why),
                 app: None,
@@ -655,27 +729,54 @@ impl SessionTable {
         self.free.push(idx);
     }
 
-    fn evict_oldest(&mut self) {
-        let oldest = self
-            .heads
-            .iter()
-            .filter(|&&h| h != NIL)
-            .min_by_key(|&&h| self.slots[h as usize].last_ns)
-            .copied();
-        if let Some(idx) = oldest {
-            self.remove(idx, EndReason::Evicted);
-            self.stats.evicted += 1;
+    /// Frees a slot for a new session at `now_ns` if the table is full: ends a session whose
+    /// idle timeout has passed (expiry not yet run), else evicts the oldest session of the
+    /// cheapest [`EvictClass`] present. False when only established TCP sessions remain.
+    fn make_room(&mut self, now_ns: u64) -> bool {
+        if !self.free.is_empty() {
+            return true;
         }
+        if self.expire_lists(now_ns, 1) == 1 {
+            return true;
+        }
+        for (class, lists) in EVICTABLE {
+            let oldest = self.heads[lists.start as usize..lists.end as usize]
+                .iter()
+                .filter(|&&h| h != NIL)
+                .min_by_key(|&&h| self.slots[h as usize].last_ns)
+                .copied();
+            if let Some(idx) = oldest {
+                self.remove(idx, EndReason::Evicted);
+                self.stats.evicted += 1;
+                let st = &mut self.stats;
+                match class {
+                    EvictClass::Lingering => st.evicted_lingering += 1,
+                    EvictClass::Embryonic => st.evicted_embryonic += 1,
+                    EvictClass::OneWay => st.evicted_one_way += 1,
+                    EvictClass::TwoWay => st.evicted_two_way += 1,
+                    EvictClass::Established => {} // not in EVICTABLE
+                }
+                return true;
+            }
+        }
+        false
     }
 
-    /// Ends sessions idle past their timeout at `now_ns`, at most `budget` of them (so a burst
-    /// of expiries cannot stall the packet loop). Returns how many ended.
+    /// Ends sessions idle past their timeout at `now_ns`, at most `budget` of them plus as many
+    /// as were created since the previous call (so a burst of expiries cannot stall the packet
+    /// loop, and expiry keeps up with any creation rate: call it every loop). Lingering
+    /// (denied, closed) and embryonic sessions go first. Returns how many ended.
     pub fn expire(&mut self, now_ns: u64, budget: usize) -> usize {
+        let extra = usize::try_from(std::mem::take(&mut self.created_since_expire)).unwrap_or(usize::MAX);
+        self.expire_lists(now_ns, budget.saturating_add(extra))
+    }
+
+    fn expire_lists(&mut self, now_ns: u64, budget: usize) -> usize {
         let mut n = 0;
-        for c in 0..CLASSES {
-            let timeout = self.timeouts.of(c);
+        for list in 0..LISTS as u8 {
+            let timeout = self.timeouts.of(list);
             while n < budget {
-                let h = self.heads[c];
+                let h = self.heads[list as usize];
                 if h == NIL {
                     break;
                 }
@@ -732,9 +833,18 @@ impl SessionTable {
     /// Moves snapshots of every session changed since the last call, then every ended
     /// session's final record, into `out`.
     pub fn drain_reports(&mut self, out: &mut Vec<SessionSnapshot>) {
-        for i in 0..self.dirty.len() {
-            let idx = self.dirty[i] as usize;
-            let s = &mut self.slots[idx];
+        self.drain_reports_upto(out, usize::MAX);
+    }
+
+    /// As [`Self::drain_reports`], at most `max` snapshots (changed sessions first, then final
+    /// records); the rest stay for the next call. Returns true when some are left. The order
+    /// inside one call does not matter to the reporter: a changed session is live, so no final
+    /// record of it is queued.
+    pub fn drain_reports_upto(&mut self, out: &mut Vec<SessionSnapshot>, max: usize) -> bool {
+        let mut n = 0;
+        while n < max {
+            let Some(idx) = self.dirty.pop() else { break };
+            let s = &mut self.slots[idx as usize];
             s.in_dirty = false;
             if s.live && s.changed {
                 s.changed = false;
@@ -744,15 +854,23 @@ impl SessionTable {
                     app: None,
                     policy: None,
                 });
+                n += 1;
             }
         }
-        self.dirty.clear();
-        out.append(&mut self.ended);
+        self.drain_ended_upto(out, max - n) || !self.dirty.is_empty()
     }
 
     /// Moves only the final records of ended sessions into `out`.
     pub fn drain_ended(&mut self, out: &mut Vec<SessionSnapshot>) {
-        out.append(&mut self.ended);
+        self.drain_ended_upto(out, usize::MAX);
+    }
+
+    /// As [`Self::drain_ended`], at most `max` records, oldest first. Returns true when some
+    /// are left.
+    pub fn drain_ended_upto(&mut self, out: &mut Vec<SessionSnapshot>, max: usize) -> bool {
+        let n = self.ended.len().min(max);
+        out.extend(self.ended.drain(..n));
+        !self.ended.is_empty()
     }
 
     /// Snapshots of up to `limit` live sessions.
@@ -824,9 +942,9 @@ mod tests {
         let mut t = SessionTable::new(16, Timeouts::default());
         let k = key(40000);
         let n = 1_000;
-        assert!(t.track(&k, C, 74, seg(SYN), 1, n).new);
+        assert!(t.track(&k, C, 74, seg(SYN), 1, n).unwrap().new);
         assert_eq!(state(&t, &k), State::Tcp(TcpState::SynSent));
-        assert_eq!(t.track(&k, S, 74, seg(SYN | ACK), 2, n + 1).dir, Dir::ToClient);
+        assert_eq!(t.track(&k, S, 74, seg(SYN | ACK), 2, n + 1).unwrap().dir, Dir::ToClient);
         assert_eq!(state(&t, &k), State::Tcp(TcpState::SynReceived));
         t.track(&k, C, 66, seg(ACK), 1, n + 2);
         assert_eq!(state(&t, &k), State::Tcp(TcpState::Established));
@@ -866,12 +984,12 @@ mod tests {
         let u = FlowKey::new(0, 17, Addr::v4([198, 18, 0, 2]), 50000, Addr::v4([198, 18, 0, 1]), 41234);
         // The server (198.18.0.2, the high end) sends first: it would be the client.
         assert_eq!(u.1, S);
-        let tr = t.track(&u.0, S, 558, None, 2, 1);
+        let tr = t.track(&u.0, S, 558, None, 2, 1).unwrap();
         assert_eq!(tr.dir, Dir::ToServer);
         t.set_client(tr.idx, C);
         let s = t.get(tr.idx);
         assert_eq!((s.client, s.packets, s.bytes, s.client_iface), (C, [0, 1], [0, 558], u16::MAX));
-        assert_eq!(t.track(&u.0, C, 60, None, 1, 2).dir, Dir::ToServer);
+        assert_eq!(t.track(&u.0, C, 60, None, 1, 2).unwrap().dir, Dir::ToServer);
         t.note_client_iface(tr.idx, 1);
         let s = t.get(tr.idx);
         assert_eq!((s.packets, s.bytes, s.client_iface), ([1, 1], [60, 558], 1));
@@ -929,11 +1047,17 @@ mod tests {
         t.track(&u, End::Lo, 80, None, 1, 0);
         let k = key(7);
         t.track(&k, C, 60, seg(ACK), 1, 0);
+        t.track(&k, S, 60, seg(ACK), 2, 0);
         assert_eq!(t.expire(11, 10), 1);
         assert!(t.find(&u, End::Lo).is_none());
         assert!(t.find(&k, C).is_some());
         assert_eq!(t.expire(101, 10), 1);
         assert_eq!(t.stats().expired, 2);
+        // Picked up mid-stream and never answered: the handshake timeout, not the established one.
+        let to = Timeouts { tcp_syn: 10, tcp_established: 100, ..Timeouts::default() };
+        let mut t = SessionTable::new(8, to);
+        t.track(&k, C, 60, seg(ACK), 1, 0);
+        assert_eq!(t.expire(11, 10), 1);
     }
 
     #[test]
@@ -958,5 +1082,200 @@ mod tests {
         t.drain_reports(&mut out);
         let live: Vec<_> = out.iter().filter(|r| r.ended.is_none()).collect();
         assert_eq!(live.len(), 2);
+    }
+
+    /// An established TCP session on client port `port`: handshake and one frame each way.
+    fn establish(t: &mut SessionTable, port: u16, now: u64) {
+        let k = key(port);
+        t.track(&k, C, 74, seg(SYN), 1, now).unwrap();
+        t.track(&k, S, 74, seg(SYN | ACK), 2, now).unwrap();
+        t.track(&k, C, 66, seg(ACK), 1, now).unwrap();
+        assert_eq!(state(t, &k), State::Tcp(TcpState::Established));
+    }
+
+    fn udp(port: u16) -> FlowKey {
+        FlowKey::new(0, 17, Addr::v4([198, 18, 0, 1]), port, Addr::v4([198, 18, 0, 2]), 53).0
+    }
+
+    #[test]
+    fn eviction_takes_lingering_then_embryonic_then_one_way_then_two_way_never_established() {
+        let mut t = SessionTable::new(6, Timeouts::default());
+        // Oldest first: established, two-way UDP, one-way UDP, embryonic, reset, denied.
+        establish(&mut t, 1, 1);
+        t.track(&udp(2), C, 60, None, 1, 2).unwrap();
+        t.track(&udp(2), S, 60, None, 2, 2).unwrap();
+        t.track(&udp(3), C, 60, None, 1, 3).unwrap();
+        t.track(&key(4), C, 60, seg(SYN), 1, 4).unwrap();
+        t.track(&key(5), C, 60, seg(SYN), 1, 5).unwrap();
+        t.track(&key(5), S, 60, seg(RST), 2, 5).unwrap();
+        let denied = t.track(&key(6), C, 60, seg(SYN), 1, 6).unwrap().idx;
+        t.get_mut(denied).policy.blocked = true;
+        t.linger(denied);
+        let gone = |t: &SessionTable, k: &FlowKey| t.find(k, C).is_none();
+        // Each new session (SYNs on ports 100..) evicts the oldest of the cheapest class: the
+        // reset session, then the denied one, then the embryonic sessions (the flood's own
+        // included) before the one-way and two-way UDP flows.
+        t.track(&key(100), C, 60, seg(SYN), 1, 10).unwrap();
+        assert!(gone(&t, &key(5)) && !gone(&t, &key(6)));
+        t.track(&key(101), C, 60, seg(SYN), 1, 11).unwrap();
+        assert!(gone(&t, &key(6)) && !gone(&t, &key(4)));
+        t.track(&key(102), C, 60, seg(SYN), 1, 12).unwrap();
+        assert!(gone(&t, &key(4)) && !gone(&t, &key(100)));
+        t.track(&key(103), C, 60, seg(SYN), 1, 13).unwrap();
+        assert!(gone(&t, &key(100)) && !gone(&t, &udp(3)));
+        let st = t.stats();
+        assert_eq!((st.evicted_lingering, st.evicted_embryonic, st.evicted), (2, 2, 4));
+        // Without embryonic sessions left, UDP goes: one-way first, then two-way.
+        let u = |p| FlowKey::new(0, 17, Addr::v4([198, 18, 0, 9]), p, Addr::v4([198, 18, 0, 2]), 53).0;
+        for (i, p) in [101u16, 102, 103].iter().enumerate() {
+            // Embryonic ones finish their handshake so only UDP remains evictable.
+            let k = key(*p);
+            t.track(&k, S, 60, seg(SYN | ACK), 2, 20 + i as u64).unwrap();
+            t.track(&k, C, 60, seg(ACK), 1, 20 + i as u64).unwrap();
+        }
+        t.track(&u(1), C, 60, None, 1, 30).unwrap();
+        assert!(gone(&t, &udp(3)) && !gone(&t, &udp(2)));
+        t.track(&u(2), C, 60, None, 1, 31).unwrap();
+        assert!(gone(&t, &u(1)), "a one-way flow goes before a two-way one, even a newer one");
+        t.track(&u(2), S, 60, None, 2, 32).unwrap();
+        t.track(&u(3), C, 60, None, 1, 33).unwrap();
+        assert!(gone(&t, &udp(2)) && !gone(&t, &u(2)), "the older two-way flow goes first");
+        // Now only established sessions and one one-way flow: that goes, then refusals.
+        assert!(t.track(&u(4), C, 60, None, 1, 34).is_some());
+        assert!(gone(&t, &u(3)));
+        t.track(&u(4), S, 60, None, 2, 35).unwrap();
+        // u(2) and u(4) are two-way: they go next, oldest first.
+        assert!(t.track(&key(200), C, 60, seg(SYN), 1, 36).is_some());
+        assert!(gone(&t, &u(2)));
+        let st = t.stats();
+        assert_eq!((st.evicted_one_way, st.evicted_two_way), (3, 2));
+        // Fill the last evictable slots with established sessions: nothing left to evict.
+        let k = key(200);
+        t.track(&k, S, 60, seg(SYN | ACK), 2, 37).unwrap();
+        t.track(&k, C, 60, seg(ACK), 1, 37).unwrap();
+        assert!(t.track(&key(201), C, 60, seg(SYN), 1, 38).is_some());
+        assert!(gone(&t, &u(4)));
+        establish(&mut t, 201, 39);
+        assert_eq!(t.len(), 6);
+        assert!(t.track(&key(300), C, 60, seg(SYN), 1, 40).is_none());
+        assert!(t.track(&udp(301), C, 60, None, 1, 40).is_none());
+        assert_eq!(t.stats().refused, 2);
+        assert_eq!(t.len(), 6);
+        for p in [1, 101, 102, 103, 200, 201] {
+            assert_eq!(state(&t, &key(p)), State::Tcp(TcpState::Established), "port {p}");
+        }
+    }
+
+    #[test]
+    fn syn_flood_of_100x_capacity_leaves_established_sessions_in_place() {
+        const CAP: usize = 64;
+        // Half full: the flood recycles the free half among itself.
+        let mut t = SessionTable::new(CAP, Timeouts::default());
+        for p in 0..CAP as u16 / 2 {
+            establish(&mut t, p, u64::from(p));
+        }
+        for i in 0..100 * CAP as u64 {
+            let k = FlowKey::new(0, 6, Addr::v4([198, 19, (i >> 8) as u8, i as u8]), 1024 + (i % 50_000) as u16, Addr::v4([198, 18, 0, 2]), 80).0;
+            assert!(t.track(&k, End::Lo, 60, seg(SYN), 1, 1000 + i).is_some());
+        }
+        for p in 0..CAP as u16 / 2 {
+            assert_eq!(state(&t, &key(p)), State::Tcp(TcpState::Established));
+        }
+        let st = t.stats();
+        assert_eq!(st.evicted, 100 * CAP as u64 - CAP as u64 / 2);
+        assert_eq!(st.evicted_embryonic, st.evicted);
+        // Full: every new flow is refused, nothing is evicted.
+        let mut t = SessionTable::new(CAP, Timeouts::default());
+        for p in 0..CAP as u16 {
+            establish(&mut t, p, u64::from(p));
+        }
+        for i in 0..100 * CAP as u64 {
+            let k = FlowKey::new(0, 6, Addr::v4([198, 19, (i >> 8) as u8, i as u8]), 1024, Addr::v4([198, 18, 0, 2]), 80).0;
+            assert!(t.track(&k, End::Lo, 60, seg(SYN), 1, 1000 + i).is_none());
+        }
+        assert_eq!((t.stats().refused, t.stats().evicted, t.len()), (100 * CAP as u64, 0, CAP));
+        for p in 0..CAP as u16 {
+            assert!(t.track(&key(p), C, 66, seg(ACK), 1, 10_000).is_some());
+        }
+    }
+
+    #[test]
+    fn a_full_table_reuses_a_due_slot_before_evicting_or_refusing() {
+        let to = Timeouts { tcp_established: 100, ..Timeouts::default() };
+        let mut t = SessionTable::new(4, to);
+        for p in 0..4 {
+            establish(&mut t, p, 10 * u64::from(p));
+        }
+        // At 105 the first session is idle past its timeout; expiry has not run yet.
+        assert!(t.track(&key(50), C, 60, seg(SYN), 1, 105).is_some());
+        assert!(t.find(&key(0), C).is_none());
+        let st = t.stats();
+        assert_eq!((st.expired, st.evicted, st.refused), (1, 0, 0));
+        let mut out = Vec::new();
+        t.drain_reports(&mut out);
+        assert_eq!(out.iter().filter(|r| r.ended == Some(EndReason::Idle)).count(), 1);
+    }
+
+    #[test]
+    fn expiry_budget_grows_with_sessions_created() {
+        let to = Timeouts { tcp_syn: 10, ..Timeouts::default() };
+        let mut t = SessionTable::new(4096, to);
+        t.expire(0, 1);
+        for p in 0..3000u16 {
+            t.track(&key(p), C, 60, seg(SYN), 1, 1).unwrap();
+        }
+        // 3000 created since the last call: a budget of 1 still ends all that are due.
+        assert_eq!(t.expire(100, 1), 3000);
+        for p in 0..300u16 {
+            t.track(&key(p), C, 60, seg(SYN), 1, 200).unwrap();
+        }
+        assert_eq!(t.expire(250, 1), 300);
+        // Nothing created since: back to the plain budget.
+        for p in 0..300u16 {
+            t.track(&key(p), C, 60, seg(SYN), 1, 300).unwrap();
+        }
+        t.expire(301, 0);
+        assert_eq!(t.expire(400, 5), 5);
+        assert_eq!(t.len(), 295);
+    }
+
+    #[test]
+    fn bounded_drains_deliver_each_report_once() {
+        let mut t = SessionTable::new(64, Timeouts { tcp_syn: 10, ..Timeouts::default() });
+        for p in 0..40u16 {
+            t.track(&key(p), C, 60, seg(SYN), 1, 1).unwrap();
+        }
+        // 20 are reset (lingering, live); the other 20 time out (final records queued); 20
+        // more are established: 40 live and changed, 20 ended.
+        for p in 0..20u16 {
+            t.track(&key(p), S, 60, seg(RST), 2, 5).unwrap();
+        }
+        t.expire(100, 0);
+        assert_eq!(t.stats().expired, 20);
+        for p in 20..40u16 {
+            establish(&mut t, p + 100, 200);
+        }
+        let mut seen = Vec::new();
+        let mut calls = 0;
+        loop {
+            let mut out = Vec::new();
+            let more = t.drain_reports_upto(&mut out, 7);
+            assert!(out.len() <= 7);
+            seen.extend(out.iter().map(|s| (s.session.id, s.ended.is_some())));
+            calls += 1;
+            if !more {
+                break;
+            }
+        }
+        assert!(calls >= 6);
+        let live = seen.iter().filter(|(_, e)| !e).count();
+        let ended = seen.iter().filter(|(_, e)| *e).count();
+        assert_eq!((live, ended), (40, 20));
+        let mut ids: Vec<_> = seen.iter().collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), seen.len(), "a snapshot delivered twice");
+        let mut out = Vec::new();
+        assert!(!t.drain_reports_upto(&mut out, 7) && out.is_empty());
     }
 }

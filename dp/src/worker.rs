@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam::channel::{Receiver, Sender, TrySendError};
+use crossbeam::channel::{Receiver, Sender};
 use ringbuf::traits::{Consumer, Producer};
 use ringbuf::{HeapCons, HeapProd};
 use xdpilone::xdp::XdpDesc;
@@ -129,6 +129,12 @@ pub struct WorkerStats {
     /// IP reassembly counters of this worker.
     pub defrag: DefragStats,
 }
+
+/// Most snapshots in one [`WorkerReport`]. The queue to the control thread holds at most
+/// `[dataplane] report_queue` reports, so this bounds its memory whatever the session churn:
+/// `report_queue` x 64 x `size_of::<SessionSnapshot>()` (2376 bytes; about 39 MB at the
+/// default 256 reports).
+pub const REPORT_BATCH: usize = 64;
 
 /// Session snapshots a worker sends to the control thread every report interval.
 pub struct WorkerReport {
@@ -395,8 +401,8 @@ impl Worker {
         let mut fwd = vec![XdpDesc { addr: 0, len: 0, options: 0 }; batch];
         let mut drop = vec![XdpDesc { addr: 0, len: 0, options: 0 }; batch];
         let mut idle = 0u32;
-        let mut last_expire = Instant::now();
         let mut last_report = Instant::now();
+        let mut last_expire = Instant::now();
         let mut fds: Vec<i32> = Vec::new();
         loop {
             self.refresh_policy();
@@ -417,9 +423,12 @@ impl Worker {
                 Err(crossbeam::channel::TryRecvError::Empty) => {}
                 Err(crossbeam::channel::TryRecvError::Disconnected) => break,
             }
+            // Every loop: the budget grows with the sessions created since the last call, so
+            // expiry keeps up with any creation rate in small steps (a few list-head checks when
+            // nothing is due).
+            self.insp.sessions.expire(now, 256);
             if last_expire.elapsed() >= Duration::from_millis(100) {
                 last_expire = Instant::now();
-                self.insp.sessions.expire(now, 4096);
                 self.insp.expire_fragments(now);
                 release_held(&mut self.groups, &mut self.insp);
             }
@@ -427,7 +436,12 @@ impl Worker {
                 || self.insp.sessions.ended_nearly_full()
             {
                 last_report = Instant::now();
-                self.send_reports();
+                self.send_reports(false);
+            } else if self.insp.sessions.ended_pending() >= REPORT_BATCH {
+                // Churn (a flood of short sessions): only final records go between intervals;
+                // live sessions are snapshotted once per interval whatever the churn, so it
+                // does not multiply their reports.
+                self.send_ended();
             }
             if work > 0 {
                 idle = 0;
@@ -443,7 +457,7 @@ impl Worker {
             }
         }
         self.insp.sessions.end_all(|_| true);
-        self.send_reports();
+        self.send_reports(true);
     }
 
     /// Sends violation/denied sessions found since the last loop as one event batch.
@@ -453,25 +467,70 @@ impl Worker {
         self.send(snaps, true);
     }
 
-    fn send_reports(&mut self) {
-        let mut snaps = Vec::new();
-        self.insp.drain_reports(&mut snaps);
-        self.send(snaps, false);
+    /// Sends the snapshots of changed sessions and the final records of ended ones, in reports
+    /// of [`REPORT_BATCH`], while the queue to the control thread has room (`flush`: all of
+    /// them, waiting up to 1 s per report, at shutdown and pair removal). What does not fit
+    /// stays in the table: changed sessions go with the next interval, final records wait in
+    /// its bounded queue. So a slow reporter holds back the worker's reports instead of growing
+    /// memory.
+    fn send_reports(&mut self, flush: bool) {
+        self.send_batches(flush, |insp, out| insp.drain_reports_upto(out, REPORT_BATCH));
     }
 
+    /// As [`Self::send_reports`], final records only (between intervals, under churn).
+    fn send_ended(&mut self) {
+        self.send_batches(false, |insp, out| insp.drain_ended_upto(out, REPORT_BATCH));
+    }
+
+    fn send_batches(&mut self, flush: bool, mut drain: impl FnMut(&mut Inspector, &mut Vec<SessionSnapshot>) -> bool) {
+        loop {
+            if !flush && self.reports.is_full() {
+                return;
+            }
+            let mut snaps = Vec::with_capacity(REPORT_BATCH);
+            let more = drain(&mut self.insp, &mut snaps);
+            if !snaps.is_empty() {
+                let n = snaps.len() as u64;
+                let report = WorkerReport { worker: self.cfg.index, snaps, events: false };
+                let sent = if flush {
+                    self.reports.send_timeout(report, Duration::from_secs(1)).is_ok()
+                } else {
+                    self.reports.try_send(report).is_ok()
+                };
+                if !sent {
+                    self.report_overflow += n;
+                }
+            }
+            if !more {
+                return;
+            }
+        }
+    }
+
+    /// Sends `snaps` in order, in reports of at most [`REPORT_BATCH`]; what the queue has no
+    /// room for is counted and dropped.
     fn send(&mut self, snaps: Vec<SessionSnapshot>, events: bool) {
-        if snaps.is_empty() {
+        if snaps.len() <= REPORT_BATCH {
+            // One report: sent as it is (no copy).
+            if !snaps.is_empty() {
+                let n = snaps.len() as u64;
+                if self.reports.try_send(WorkerReport { worker: self.cfg.index, snaps, events }).is_err() {
+                    self.report_overflow += n;
+                }
+            }
             return;
         }
-        let n = snaps.len() as u64;
-        match self.reports.try_send(WorkerReport {
-            worker: self.cfg.index,
-            snaps,
-            events,
-        }) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.report_overflow += n;
+        let mut rest = snaps.into_iter();
+        loop {
+            let snaps: Vec<SessionSnapshot> = rest.by_ref().take(REPORT_BATCH).collect();
+            if snaps.is_empty() {
+                return;
+            }
+            let n = snaps.len() as u64;
+            let report = WorkerReport { worker: self.cfg.index, snaps, events };
+            if self.reports.try_send(report).is_err() {
+                self.report_overflow += n + rest.len() as u64;
+                return;
             }
         }
     }
@@ -712,7 +771,7 @@ impl Worker {
                 }
                 self.groups.retain(|g| g.zone != zone);
                 self.insp.sessions.end_all(|z| z == zone);
-                self.send_reports();
+                self.send_reports(true);
                 let _ = reply.send(());
             }
             Command::Sessions { limit, reply } => {

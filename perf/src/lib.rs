@@ -116,6 +116,82 @@ pub fn udp_frame(len: usize, src_mac: [u8; 6], dst_mac: [u8; 6]) -> Result<Vec<u
     Ok(f)
 }
 
+/// Length of a frame built by [`syn_frame`]: Ethernet, IPv4 without options, TCP with one
+/// MSS option (24 bytes).
+pub const SYN_FRAME_LEN: usize = 14 + 20 + 24;
+
+/// The fields of one TCP SYN that vary between frames of a flood.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Syn {
+    /// Source IPv4 address.
+    pub src: [u8; 4],
+    /// Source port.
+    pub sport: u16,
+    /// Destination IPv4 address.
+    pub dst: [u8; 4],
+    /// Destination port.
+    pub dport: u16,
+    /// Initial sequence number.
+    pub seq: u32,
+}
+
+/// Writes an Ethernet/IPv4/TCP SYN (MSS 1460, window 64240, TTL 64, correct IPv4 and TCP
+/// checksums) into `buf[..SYN_FRAME_LEN]`. Panics if `buf` is shorter (a programming error:
+/// callers pass UMEM frames of 4096 bytes).
+pub fn syn_frame(buf: &mut [u8], src_mac: [u8; 6], dst_mac: [u8; 6], syn: &Syn) {
+    let f = &mut buf[..SYN_FRAME_LEN];
+    f[0..6].copy_from_slice(&dst_mac);
+    f[6..12].copy_from_slice(&src_mac);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip = &mut f[14..34];
+    ip.copy_from_slice(&[0x45, 0, 0, 44, 0, 0, 0x40, 0, 64, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    ip[4..6].copy_from_slice(&(syn.seq as u16).to_be_bytes()); // identification
+    ip[12..16].copy_from_slice(&syn.src);
+    ip[16..20].copy_from_slice(&syn.dst);
+    let ip_csum = !(csum_add(0, ip) as u16);
+    ip[10..12].copy_from_slice(&ip_csum.to_be_bytes());
+    let tcp = &mut f[34..58];
+    tcp[0..2].copy_from_slice(&syn.sport.to_be_bytes());
+    tcp[2..4].copy_from_slice(&syn.dport.to_be_bytes());
+    tcp[4..8].copy_from_slice(&syn.seq.to_be_bytes());
+    tcp[8..12].copy_from_slice(&[0; 4]);
+    tcp[12] = 6 << 4; // data offset: 6 words
+    tcp[13] = 0x02; // SYN
+    tcp[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    tcp[16..20].copy_from_slice(&[0; 4]); // checksum, urgent pointer
+    tcp[20..24].copy_from_slice(&[2, 4, 0x05, 0xb4]); // MSS 1460
+    let mut pseudo = [0u8; 12];
+    pseudo[0..4].copy_from_slice(&syn.src);
+    pseudo[4..8].copy_from_slice(&syn.dst);
+    pseudo[9] = 6;
+    pseudo[10..12].copy_from_slice(&24u16.to_be_bytes());
+    let tcp_csum = !(csum_add(csum_add(0, &pseudo), tcp) as u16);
+    tcp[16..18].copy_from_slice(&tcp_csum.to_be_bytes());
+}
+
+/// Creates an AF_XDP socket on queue 0 of `iface` with a tx ring of 2048 entries and no rx
+/// ring, bound in copy mode with need-wakeup, sharing `umem`'s fill/completion rings.
+pub fn open_tx(
+    umem: &xdpilone::Umem,
+    iface: &str,
+) -> Result<(xdpilone::DeviceQueue, xdpilone::RingTx, xdpilone::User), xdpilone::Errno> {
+    use xdpilone::{IfInfo, Socket, SocketConfig};
+    let mut info = IfInfo::invalid();
+    let name = std::ffi::CString::new(iface).map_err(|_| xdpilone::Errno::last_os_error())?;
+    info.from_name(&name)?;
+    let sock = Socket::with_shared(&info, umem)?;
+    let device = umem.fq_cq(&sock)?;
+    let config = SocketConfig {
+        rx_size: None,
+        tx_size: std::num::NonZeroU32::new(1 << 11),
+        bind_flags: SocketConfig::XDP_BIND_COPY | SocketConfig::XDP_BIND_NEED_WAKEUP,
+    };
+    let rxtx = umem.rx_tx(&sock, &config)?;
+    let tx = rxtx.map_tx()?;
+    umem.bind(&rxtx)?;
+    Ok((device, tx, rxtx))
+}
+
 /// Per-CPU (busy, total) jiffies from `/proc/stat`, `cpu0` first; idle and iowait are not busy.
 pub fn cpu_jiffies() -> Result<Vec<(u64, u64)>> {
     let stat = std::fs::read_to_string("/proc/stat").context("read /proc/stat")?;
@@ -188,5 +264,25 @@ mod tests {
         pseudo[10..12].copy_from_slice(&((64 - 34) as u16).to_be_bytes());
         assert_eq!(csum_add(csum_add(0, &pseudo), &f[34..]), 0xffff);
         assert_eq!(parse_mac("02:00:00:00:00:0a").unwrap(), [2, 0, 0, 0, 0, 10]);
+    }
+
+    #[test]
+    fn syn_frame_decodes_and_checksums_verify() {
+        let syn = Syn { src: [198, 19, 7, 9], sport: 40123, dst: [198, 18, 0, 2], dport: 443, seq: 0xdead_beef };
+        let mut buf = [0xaau8; 128];
+        syn_frame(&mut buf, [2; 6], [4; 6], &syn);
+        let f = &buf[..SYN_FRAME_LEN];
+        assert_eq!(csum_add(0, &f[14..34]), 0xffff);
+        let mut pseudo = [0u8; 12];
+        pseudo[0..4].copy_from_slice(&syn.src);
+        pseudo[4..8].copy_from_slice(&syn.dst);
+        pseudo[9] = 6;
+        pseudo[10..12].copy_from_slice(&24u16.to_be_bytes());
+        assert_eq!(csum_add(csum_add(0, &pseudo), &f[34..]), 0xffff);
+        // Warden's decoder reads it as the SYN it is.
+        let d = warden_dp::wire::decode(f).unwrap();
+        let ip = d.ip.unwrap();
+        assert_eq!((ip.sport, ip.dport, ip.src.to_string(), ip.dst.to_string()), (40123, 443, "198.19.7.9".into(), "198.18.0.2".into()));
+        assert!(matches!(ip.l4, warden_dp::wire::L4::Tcp { flags: 0x02, seq: 0xdead_beef, .. }));
     }
 }

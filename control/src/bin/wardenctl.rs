@@ -487,6 +487,7 @@ fn print_table(reply: &Reply) {
                         w.sessions_created.to_string(),
                         w.sessions_expired.to_string(),
                         w.sessions_evicted.to_string(),
+                        w.sessions_refused.to_string(),
                         format!("{}/{}", w.handoff_out, w.handoff_in),
                         w.malformed.values().sum::<u64>().to_string(),
                         format!("{}/{}", w.defrag.reassembled, w.defrag.fragments),
@@ -496,11 +497,21 @@ fn print_table(reply: &Reply) {
             table(
                 &[
                     "WORKER", "CORE", "FRAMES", "SESSIONS", "CREATED", "EXPIRED", "EVICTED",
-                    "HANDOFF(out/in)", "MALFORMED", "DEFRAG(datagrams/fragments)",
+                    "REFUSED", "HANDOFF(out/in)", "MALFORMED", "DEFRAG(datagrams/fragments)",
                 ],
                 &rows,
             );
             for w in &c.workers {
+                if w.sessions_evicted > 0 {
+                    println!(
+                        "  worker {} evicted: lingering {}, embryonic {}, one_way {}, two_way {}",
+                        w.worker,
+                        w.sessions_evicted_lingering,
+                        w.sessions_evicted_embryonic,
+                        w.sessions_evicted_one_way,
+                        w.sessions_evicted_two_way
+                    );
+                }
                 for (why, n) in &w.malformed {
                     println!("  worker {} malformed {why}: {n}", w.worker);
                 }

@@ -4,8 +4,6 @@
 //! With `--sink-pin` it also reads the sink's pinned counter map just before the first frame
 //! and just after the last one completes, so the sink rate covers the same window as the
 //! offered rate. Prints one JSON object on stdout.
-use std::ffi::CString;
-use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
@@ -14,7 +12,7 @@ use anyhow::{anyhow, Result};
 use clap::Parser;
 use serde::Serialize;
 use xdpilone::xdp::XdpDesc;
-use xdpilone::{BufIdx, DeviceQueue, IfInfo, RingTx, Socket, SocketConfig, Umem, UmemConfig, User};
+use xdpilone::{BufIdx, DeviceQueue, RingTx, Umem, UmemConfig};
 
 #[derive(Parser)]
 struct Args {
@@ -101,7 +99,7 @@ fn main() -> Result<()> {
     // until then bind fails with EBUSY.
     let mut tries = 0;
     let (mut device, mut tx, _rxtx) = loop {
-        match open_tx(&umem, &args.iface) {
+        match warden_perf::open_tx(&umem, &args.iface) {
             Err(e) if e.get_raw() == libc::EBUSY && tries < 40 => tries += 1,
             r => break r.map_err(xerr("open AF_XDP tx socket"))?,
         }
@@ -174,24 +172,6 @@ fn main() -> Result<()> {
     };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
-}
-
-/// Creates the socket on queue 0 of `iface` with a tx ring, bound in copy mode.
-fn open_tx(umem: &Umem, iface: &str) -> Result<(DeviceQueue, RingTx, User), xdpilone::Errno> {
-    let mut info = IfInfo::invalid();
-    let name = CString::new(iface).map_err(|_| xdpilone::Errno::last_os_error())?;
-    info.from_name(&name)?;
-    let sock = Socket::with_shared(&info, umem)?;
-    let device = umem.fq_cq(&sock)?;
-    let config = SocketConfig {
-        rx_size: None,
-        tx_size: NonZeroU32::new(1 << 11),
-        bind_flags: SocketConfig::XDP_BIND_COPY | SocketConfig::XDP_BIND_NEED_WAKEUP,
-    };
-    let rxtx = umem.rx_tx(&sock, &config)?;
-    let tx = rxtx.map_tx()?;
-    umem.bind(&rxtx)?;
-    Ok((device, tx, rxtx))
 }
 
 /// Transmits `desc` for `secs` seconds (at `rate` frames/s unless 0), then waits up to 200 ms
