@@ -17,7 +17,6 @@
 //! - [`expect`]: flows announced by other flows (TFTP transfers), shared by all workers;
 //! - [`names`]: DNS names for `fqdn` rules, learned from answers, shared by all workers;
 //! - [`seqlock`]: the lock-free cell those shared tables are built of;
-//! - [`seqlock`]: the lock-free cell those shared tables are built of;
 //! - [`record`]: connection records;
 //! - [`control`]: the control socket server and report fan-out;
 //! - [`daemon`]: start-up, inline pairs, XDP attach/detach, shutdown;
