@@ -5,7 +5,7 @@
 #
 #   perf/synflood.sh [--count 10000000] [--rate 100000] [--policies none,protect] [--ports 1-65535]
 #                    [--max-sessions 65536] [--unloaded 10] [--tail 5] [--bulk-mbit 400]
-#                    [--nice -10] [--no-build]
+#                    [--idle-conns 200] [--nice -10] [--no-build]
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,6 +20,7 @@ MAX_SESSIONS=65536
 UNLOADED=10     # seconds of transfer measured before the flood
 TAIL=5          # seconds of transfer measured after it
 BULK_MBIT=400   # cap of the transfer (0: as fast as TCP goes)
+IDLE_CONNS=200  # idle established connections held through the flood, checked after it
 NICE=-10        # niceness of Warden, the generator and the transfer (the machine is shared)
 BUILD=1
 while [ $# -gt 0 ]; do
@@ -33,6 +34,7 @@ while [ $# -gt 0 ]; do
     --tail) TAIL=$2; shift 2 ;;
     --bulk-mbit) BULK_MBIT=$2; shift 2 ;;
     --nice) NICE=$2; shift 2 ;;
+    --idle-conns) IDLE_CONNS=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     -h | --help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
@@ -98,6 +100,11 @@ setup() {
     done
     in_ns $NS_M ip link set wsa up
     in_ns $NS_M ip link set wsb up
+    # A frame Warden transmits is received by the host's stack in Warden's context (veth); the
+    # hosts stand for other machines, so RPS moves their receive work to the hosts' core.
+    local mask=$(printf '%x' $((1 << GEN_CPU)))
+    in_ns $NS_C sh -c "echo $mask > /sys/class/net/c0/queues/rx-0/rps_cpus"
+    in_ns $NS_S sh -c "echo $mask > /sys/class/net/s0/queues/rx-0/rps_cpus"
     SRV_MAC=$(in_ns $NS_S cat /sys/class/net/s0/address)
 }
 
@@ -197,6 +204,9 @@ run() {
     spawn "$dir/send.log" ip netns exec $NS_C nice -n "$NICE" taskset -c $GEN_CPU "$BIN/tcp-bulk" send --to "$SRV:$PORT" \
         --rate-mbit "$BULK_MBIT"
     local sender=$LAST_PID
+    spawn "$dir/idle.json" ip netns exec $NS_C nice -n "$NICE" taskset -c $GEN_CPU "$BIN/tcp-bulk" idle \
+        --to "$SRV:$PORT" --conns "$IDLE_CONNS" --until "$dir/check-idle"
+    local idler=$LAST_PID
     (while kill -0 "$warden" 2>/dev/null; do mem_line "$warden" >>"$dir/mem.txt"; sleep 0.5; done) &
     local sampler=$!
     log "[$policy] transfer running; measuring ${UNLOADED}s unloaded"
@@ -216,15 +226,20 @@ run() {
     mem_line "$warden" >>"$dir/mem.txt"
     kill "$sampler" 2>/dev/null || true
     wait "$sampler" 2>/dev/null || true
+    touch "$dir/check-idle"
+    wait "$idler" 2>/dev/null || true
     kill -INT "$sender" 2>/dev/null || true
     sleep 1
     local rc=0
     "$BIN/synflood-report" --label "$policy" --samples "$dir/samples.jsonl" --flood "$dir/flood.json" \
         --mem "$dir/mem.txt" --counters-before "$dir/counters-before.jsonl" \
         --counters-after "$dir/counters-after.jsonl" --out "$OUT" --max-sessions "$MAX_SESSIONS" \
+        --idle "$dir/idle.json" \
         --meta "{\"command\":\"$COMMAND\",\"load_average_before\":\"$load_before\",\"busy_pct_before\":$busy,\"max_sessions\":$MAX_SESSIONS,\"bulk_mbit_cap\":$BULK_MBIT,\"nice\":$NICE,\"placement\":\"generator, tcp-bulk client and server on cpu$GEN_CPU; warden worker on cpu$WARDEN_CPU\"}" \
         || rc=$?
     log "[$policy] load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+    # Raw files (samples, memory, counters, flood) kept for a closer look.
+    cp -r "$dir" "${OUT%.jsonl}-$policy"
     teardown
     return $rc
 }

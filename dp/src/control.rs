@@ -153,7 +153,7 @@ impl Hub {
         (rx, overflow)
     }
 
-    fn publish(&self, records: Vec<ConnectionRecord>, seq: u64) {
+    fn publish(&self, records: &[ConnectionRecord], seq: u64) {
         let Ok(mut subs) = self.subs.lock() else { return };
         let time = rfc3339(
             SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0),
@@ -162,7 +162,7 @@ impl Hub {
             let batch = ReportBatch {
                 seq,
                 time: time.clone(),
-                connections: records.clone(),
+                connections: records.to_vec(),
                 overflow: s.overflow.load(Ordering::Relaxed),
             };
             match s.tx.try_send(Reply::Report(batch)) {
@@ -252,7 +252,8 @@ impl Hub {
                 Err(RecvTimeoutError::Disconnected) => {
                     seq += 1;
                     self.publish_events(alerted.events(&index, &pending));
-                    self.publish(std::mem::take(&mut pending), seq);
+                    self.publish(&pending, seq);
+                    pending.clear();
                     // Give subscriber connections a moment to write the final batch.
                     let deadline = Instant::now() + Duration::from_secs(2);
                     while Instant::now() < deadline && self.health().2 > 0 {
@@ -267,7 +268,9 @@ impl Hub {
             seq += 1;
             self.publish_events(alerted.events(&index, &pending));
             index.clear();
-            self.publish(std::mem::take(&mut pending), seq);
+            self.publish(&pending, seq);
+            // Kept, with its capacity: the reporter reuses the same memory every interval.
+            pending.clear();
             next = Instant::now() + interval;
         }
     }
@@ -466,13 +469,13 @@ mod tests {
         let hub = Hub::new(1, 5);
         let (rx, overflow) = hub.subscribe();
         let rec = ConnectionRecord::default();
-        hub.publish(vec![rec.clone()], 1);
-        hub.publish(vec![rec.clone(), rec], 2);
+        hub.publish(std::slice::from_ref(&rec), 1);
+        hub.publish(&[rec.clone(), rec], 2);
         assert_eq!(overflow.load(Ordering::Relaxed), 2);
         assert_eq!(hub.health(), (1, 2, 1));
         assert!(matches!(rx.recv().unwrap(), Reply::Report(b) if b.seq == 1));
         drop(rx);
-        hub.publish(Vec::new(), 3);
+        hub.publish(&[], 3);
         assert_eq!(hub.health().0, 0);
     }
 

@@ -868,12 +868,14 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let names = Arc::new(NameTable::new(cfg.policy.names()));
     let mut workers = Vec::new();
     let mut handles = Vec::new();
+    let mut worker_cores = Vec::new();
     for (i, mesh) in meshes.into_iter().enumerate() {
         let (tx, rx) = bounded::<Command>(64);
         let core = match &d.cores {
             Some(c) => c.get(i).copied(),
             None => Some(i % core_affinity::get_core_ids().map(|c| c.len()).unwrap_or(1).max(1)),
         };
+        worker_cores.extend(core);
         let wcfg = WorkerConfig {
             index: i,
             core,
@@ -898,7 +900,10 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let reporter = {
         let hub = hub.clone();
         let interval = Duration::from_secs(d.report_interval);
-        spawn_vital("warden-report".into(), move || hub.run_reporter(report_rx, interval))?
+        spawn_vital("warden-report".into(), move || {
+            avoid_cores(&worker_cores);
+            hub.run_reporter(report_rx, interval)
+        })?
     };
 
     let mut daemon = Daemon {
@@ -1023,3 +1028,22 @@ fn supervise(workers: &[thread::JoinHandle<()>], reporter: &thread::JoinHandle<(
 
 /// Names of interface slots, shared by the control loop and the reporter.
 pub(crate) type Names = HashMap<u16, String>;
+
+/// Keeps the calling thread off `cores` (the workers') when the machine has other cores: the
+/// reporter's work grows with session churn, so under a flood it would otherwise take time
+/// from a worker on its own core, and the worker's rx ring would overflow.
+fn avoid_cores(cores: &[usize]) {
+    let Some(all) = core_affinity::get_core_ids() else { return };
+    let mut set = nix::sched::CpuSet::new();
+    let mut others = 0;
+    for c in all.iter().filter(|c| !cores.contains(&c.id)) {
+        if set.set(c.id).is_ok() {
+            others += 1;
+        }
+    }
+    if others > 0 {
+        if let Err(e) = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set) {
+            tracing::warn!("could not keep the reporter off the workers' cores: {e}");
+        }
+    }
+}

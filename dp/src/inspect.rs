@@ -782,8 +782,14 @@ impl Inspector {
     /// Moves snapshots of sessions that just became violations or were denied into `out` (with
     /// their app and policy views), at most [`EVENT_QUEUE`] per call.
     pub fn drain_events(&mut self, out: &mut Vec<SessionSnapshot>) {
+        self.drain_events_upto(out, usize::MAX);
+    }
+
+    /// As [`Self::drain_events`], at most `max` (the newest); true when some are left.
+    pub fn drain_events_upto(&mut self, out: &mut Vec<SessionSnapshot>, max: usize) -> bool {
         let from = out.len();
-        for (idx, id) in self.events.drain(..) {
+        let keep = self.events.len().saturating_sub(max);
+        for (idx, id) in self.events.drain(keep..) {
             let s = *self.sessions.get(idx);
             if s.id == id {
                 out.push(SessionSnapshot {
@@ -795,6 +801,7 @@ impl Inspector {
             }
         }
         self.attach_views(out, from);
+        !self.events.is_empty()
     }
 
     /// App inspection of a TCP/UDP frame sent by canonical end `from`. A new UDP session that a

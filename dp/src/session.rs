@@ -870,6 +870,11 @@ impl SessionTable {
     pub fn drain_ended_upto(&mut self, out: &mut Vec<SessionSnapshot>, max: usize) -> bool {
         let n = self.ended.len().min(max);
         out.extend(self.ended.drain(..n));
+        if self.ended.is_empty() {
+            // Back to the start of the ring: a queue drained as fast as it fills keeps using
+            // its first pages instead of walking through (and making resident) all of them.
+            self.ended.clear();
+        }
         !self.ended.is_empty()
     }
 

@@ -462,9 +462,7 @@ impl Worker {
 
     /// Sends violation/denied sessions found since the last loop as one event batch.
     fn send_events(&mut self) {
-        let mut snaps = Vec::new();
-        self.insp.drain_events(&mut snaps);
-        self.send(snaps, true);
+        self.send_batches(false, true, |insp, out| insp.drain_events_upto(out, REPORT_BATCH));
     }
 
     /// Sends the snapshots of changed sessions and the final records of ended ones, in reports
@@ -474,15 +472,22 @@ impl Worker {
     /// its bounded queue. So a slow reporter holds back the worker's reports instead of growing
     /// memory.
     fn send_reports(&mut self, flush: bool) {
-        self.send_batches(flush, |insp, out| insp.drain_reports_upto(out, REPORT_BATCH));
+        self.send_batches(flush, false, |insp, out| insp.drain_reports_upto(out, REPORT_BATCH));
     }
 
     /// As [`Self::send_reports`], final records only (between intervals, under churn).
     fn send_ended(&mut self) {
-        self.send_batches(false, |insp, out| insp.drain_ended_upto(out, REPORT_BATCH));
+        self.send_batches(false, false, |insp, out| insp.drain_ended_upto(out, REPORT_BATCH));
     }
 
-    fn send_batches(&mut self, flush: bool, mut drain: impl FnMut(&mut Inspector, &mut Vec<SessionSnapshot>) -> bool) {
+    /// Drains with `drain` into reports of [`REPORT_BATCH`] (event batches when `events`) while
+    /// the queue has room, or all of it when `flush`; what a full queue refuses is counted.
+    fn send_batches(
+        &mut self,
+        flush: bool,
+        events: bool,
+        mut drain: impl FnMut(&mut Inspector, &mut Vec<SessionSnapshot>) -> bool,
+    ) {
         loop {
             if !flush && self.reports.is_full() {
                 return;
@@ -491,7 +496,7 @@ impl Worker {
             let more = drain(&mut self.insp, &mut snaps);
             if !snaps.is_empty() {
                 let n = snaps.len() as u64;
-                let report = WorkerReport { worker: self.cfg.index, snaps, events: false };
+                let report = WorkerReport { worker: self.cfg.index, snaps, events };
                 let sent = if flush {
                     self.reports.send_timeout(report, Duration::from_secs(1)).is_ok()
                 } else {
@@ -502,34 +507,6 @@ impl Worker {
                 }
             }
             if !more {
-                return;
-            }
-        }
-    }
-
-    /// Sends `snaps` in order, in reports of at most [`REPORT_BATCH`]; what the queue has no
-    /// room for is counted and dropped.
-    fn send(&mut self, snaps: Vec<SessionSnapshot>, events: bool) {
-        if snaps.len() <= REPORT_BATCH {
-            // One report: sent as it is (no copy).
-            if !snaps.is_empty() {
-                let n = snaps.len() as u64;
-                if self.reports.try_send(WorkerReport { worker: self.cfg.index, snaps, events }).is_err() {
-                    self.report_overflow += n;
-                }
-            }
-            return;
-        }
-        let mut rest = snaps.into_iter();
-        loop {
-            let snaps: Vec<SessionSnapshot> = rest.by_ref().take(REPORT_BATCH).collect();
-            if snaps.is_empty() {
-                return;
-            }
-            let n = snaps.len() as u64;
-            let report = WorkerReport { worker: self.cfg.index, snaps, events };
-            if self.reports.try_send(report).is_err() {
-                self.report_overflow += n + rest.len() as u64;
                 return;
             }
         }

@@ -1,8 +1,10 @@
 //! The established flow of `perf/synflood.sh`: one TCP connection carrying a bulk transfer.
 //!
-//! `tcp-bulk serve --bind ADDR` accepts one connection, reads everything, and prints one JSON
-//! line per `--interval-ms` with the bytes received in that interval and its Unix end time (ns);
-//! it exits when the sender closes. `tcp-bulk send --to ADDR` writes 64 KiB blocks for `--secs`
+//! `tcp-bulk serve --bind ADDR` accepts connections: the bulk one (first byte `B`) is read to
+//! the end with one JSON line per `--interval-ms` (bytes received in that interval and its Unix
+//! end time, ns) and the server exits when it closes; others (first byte `I`) are echoed.
+//! `tcp-bulk idle --to ADDR --conns N --until FILE` holds N idle connections until FILE exists,
+//! then checks that each still carries an echo (established sessions a flood must not evict). `tcp-bulk send --to ADDR` writes 64 KiB blocks for `--secs`
 //! seconds (or until it is terminated), at most `--rate-mbit` Mbit/s when given (a token bucket
 //! with 50 ms of credit: a stall is not made up by a burst).
 use std::io::{Read, Write};
@@ -37,6 +39,16 @@ enum Cmd {
         #[arg(long, default_value_t = 0.0)]
         rate_mbit: f64,
     },
+    /// Hold idle connections to a `serve`r, then check they still work.
+    Idle {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, default_value_t = 100)]
+        conns: usize,
+        /// The connections are checked once this file exists.
+        #[arg(long)]
+        until: std::path::PathBuf,
+    },
 }
 
 fn unix_ns() -> u128 {
@@ -47,15 +59,46 @@ fn main() -> Result<()> {
     match Args::parse().cmd {
         Cmd::Serve { bind, interval_ms } => serve(bind, Duration::from_millis(interval_ms)),
         Cmd::Send { to, secs, rate_mbit } => send(to, secs, rate_mbit),
+        Cmd::Idle { to, conns, until } => idle(to, conns, &until),
     }
 }
 
 fn serve(bind: SocketAddr, interval: Duration) -> Result<()> {
     let listener = TcpListener::bind(bind).with_context(|| format!("bind {bind}"))?;
     eprintln!("tcp-bulk: listening on {bind}");
-    let (mut conn, peer) = listener.accept()?;
+    loop {
+        let (mut conn, peer) = listener.accept()?;
+        let mut kind = [0u8; 1];
+        conn.read_exact(&mut kind)?;
+        match kind[0] {
+            // The bulk transfer: measured; the server exits when it ends.
+            b'B' => {
+                eprintln!("tcp-bulk: bulk connection from {peer}");
+                std::thread::spawn(move || {
+                    let r = receive(conn, interval);
+                    if let Err(e) = &r {
+                        eprintln!("tcp-bulk: {e:#}");
+                    }
+                    std::process::exit(i32::from(r.is_err()));
+                });
+            }
+            // An idle connection: echoes what it gets (rarely anything).
+            _ => {
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 64];
+                    while let Ok(n) = conn.read(&mut buf) {
+                        if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+    }
+}
+
+fn receive(mut conn: TcpStream, interval: Duration) -> Result<()> {
     conn.set_read_timeout(Some(interval / 4))?;
-    eprintln!("tcp-bulk: connection from {peer}");
     let mut buf = vec![0u8; 256 * 1024];
     let (mut bytes, mut total) = (0u64, 0u64);
     let mut mark = Instant::now();
@@ -82,9 +125,35 @@ fn serve(bind: SocketAddr, interval: Duration) -> Result<()> {
     Ok(())
 }
 
+/// Opens `conns` connections, leaves them idle until `until` exists, then sends 4 bytes on each
+/// and counts those whose echo comes back within 3 s.
+fn idle(to: SocketAddr, conns: usize, until: &std::path::Path) -> Result<()> {
+    let mut open = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(5)).with_context(|| format!("connect {to}"))?;
+        c.write_all(b"I")?;
+        open.push(c);
+    }
+    eprintln!("tcp-bulk: {conns} idle connections open");
+    while !until.exists() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut alive = 0;
+    for c in &mut open {
+        c.set_read_timeout(Some(Duration::from_secs(3)))?;
+        let mut echo = [0u8; 4];
+        if c.write_all(b"ping").is_ok() && c.read_exact(&mut echo).is_ok() && &echo == b"ping" {
+            alive += 1;
+        }
+    }
+    println!("{{\"conns\":{conns},\"alive\":{alive}}}");
+    Ok(())
+}
+
 fn send(to: SocketAddr, secs: f64, rate_mbit: f64) -> Result<()> {
     let mut conn = TcpStream::connect_timeout(&to, Duration::from_secs(5)).with_context(|| format!("connect {to}"))?;
     conn.set_nodelay(true)?;
+    conn.write_all(b"B")?;
     let block = vec![0x5au8; 64 * 1024];
     let start = Instant::now();
     let stop = start + Duration::from_secs_f64(secs);
