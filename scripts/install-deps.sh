@@ -19,6 +19,7 @@ PKGS=(
   default-jre-headless python3-venv                                                # Spark end to end (pyspark venv below)
   tftpd-hpa tftp-hpa                                     # TFTP end to end (in.tftpd run by the test, not the service)
   sqlmap sysbench                                                                   # perf/sqli/dataset.py: SQL injection rates (payloads, OLTP statements)
+  python3-scapy                        # crafted attack frames (e2e_attacks, e2e_icmp; tests/captures/attacks/make.py)
 )
 
 missing=()

@@ -75,6 +75,14 @@ pub enum Request {
         /// The new mode.
         mode: String,
     },
+    /// **Test hook**: makes worker `worker` panic as a bug in it would, so tests can check that
+    /// Warden then exits non-zero and leaves every pair in its fail mode. Refused (an error
+    /// reply, nothing happens) unless `warden run` was started with the hidden `--test-hooks`
+    /// flag. Reply: [`Reply::Done`], after which the process exits.
+    TestKillWorker {
+        /// Worker index (as in [`WorkerCounters::worker`]).
+        worker: usize,
+    },
 }
 
 /// A workload as sent over the control socket (the `[[workload]]` table of a policy file).
@@ -203,6 +211,9 @@ pub struct Status {
     /// workers.
     #[serde(default)]
     pub related_flows: RelatedFlows,
+    /// DNS names learned for `fqdn` rules (one table for all workers).
+    #[serde(default)]
+    pub dns_names: DnsNames,
     /// Generation of the running policy (increments with every apply, workload or mode change).
     #[serde(default)]
     pub policy_generation: u32,
@@ -229,6 +240,32 @@ pub struct RelatedFlows {
     pub failed: u64,
 }
 
+/// Counters of the DNS name table `fqdn` rules match through (see [`Status::dns_names`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DnsNames {
+    /// Names stored (new, refreshed, or replacing one of the same client's).
+    pub stored: u64,
+    /// Stores that refreshed a client's same name and address.
+    pub refreshed: u64,
+    /// Stores that replaced a live name of the same client (its share of the table was full).
+    pub replaced: u64,
+    /// Responses that answer no outstanding query of their flow (wrong transaction id or
+    /// question, no query, answered already).
+    pub refused_unsolicited: u64,
+    /// Address records outside the CNAME chain from the question.
+    pub refused_off_chain: u64,
+    /// Names longer than 253 characters (never truncated).
+    pub refused_too_long: u64,
+    /// Names no `fqdn` rule could use for that client and address.
+    pub refused_unwanted: u64,
+    /// Names of a new client refused because every client slot held live names.
+    pub refused_clients_full: u64,
+    /// Queries beyond a flow's outstanding bound, addresses beyond an answer's bound.
+    pub refused_overflow: u64,
+    /// Stores abandoned after losing races for a slot repeatedly.
+    pub failed: u64,
+}
+
 /// One managed interface.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct InterfaceInfo {
@@ -238,8 +275,12 @@ pub struct InterfaceInfo {
     pub ifindex: u32,
     /// The other interface of its inline pair.
     pub peer: String,
-    /// Number of rx queues Warden bound.
+    /// Number of rx queues the interface has (as last read; Warden re-reads it every second).
     pub queues: u32,
+    /// Number of its rx queues Warden bound a socket to; frames on the others are dropped
+    /// while Warden runs (`xdp_unbound` in the counters).
+    #[serde(default)]
+    pub bound_queues: u32,
     /// `open` or `closed`.
     pub fail_mode: FailMode,
     /// `native` or `generic` XDP.
@@ -273,6 +314,11 @@ pub struct InterfaceCounters {
     pub xdp_fail_open: u64,
     /// Kernel-side counts: frames dropped because no socket was bound (fail_closed).
     pub xdp_fail_closed: u64,
+    /// Kernel-side counts: frames dropped while Warden runs because their rx queue has no
+    /// Warden socket (not bound yet after a channel change, or beyond the queues Warden can
+    /// bind); never forwarded uninspected.
+    #[serde(default)]
+    pub xdp_unbound: u64,
     /// Kernel XSK statistics: frames dropped because the rx ring was full (summed over queues).
     pub xsk_rx_dropped: u64,
     /// Kernel XSK statistics: invalid descriptors and rx-ring-full events.
@@ -334,6 +380,48 @@ pub struct WorkerCounters {
     /// Violation/denied events lost because the per-core event queue was full.
     #[serde(default)]
     pub policy_events_dropped: u64,
+    /// Frames claiming a workload's address, or a session's direction, from a side or MAC
+    /// it does not send from (dropped in protect mode, counted in every mode).
+    #[serde(default)]
+    pub spoofed: u64,
+    /// Exception policy applications by reason (`midstream`, `inspection_pool_full`,
+    /// `stream_core_cap`, `stream_session_cap`, `out_of_order_limit`, `defrag_full`,
+    /// `defrag_timeout`); only reasons seen.
+    #[serde(default)]
+    pub exceptions: BTreeMap<String, u64>,
+    /// ICMP counters by name (frames): `errors_related` (counted toward the session they
+    /// quote), `rejected_wrong_direction`, `rejected_seq_missing`, `rejected_seq_out_of_window`
+    /// (errors quoting a live session that failed that check), `rejected_dropped` (of those,
+    /// dropped in protect mode), `errors_unmatched`, `redirects`, `redirects_dropped`,
+    /// `echo_reversed`, `echo_reply_opened`. Only non-zero counters are listed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub icmp: BTreeMap<String, u64>,
+    /// IP reassembly.
+    #[serde(default)]
+    pub defrag: DefragCounters,
+}
+
+/// IP reassembly counters of one worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DefragCounters {
+    /// Fragment frames received.
+    pub fragments: u64,
+    /// Fragment frames held now (waiting for the rest of their datagram).
+    pub held: u64,
+    /// Datagrams reassembled (each decided and inspected as one packet).
+    pub reassembled: u64,
+    /// Datagrams not complete within `[defrag] timeout`.
+    pub timeouts: u64,
+    /// Datagrams whose overlapping fragments carried different bytes (`ip_teardrop`).
+    pub overlaps: u64,
+    /// Datagrams longer than 65535 bytes (`ping_of_death`), dropped.
+    pub too_big: u64,
+    /// Datagrams failed for lack of room (`[defrag]` limits).
+    pub full: u64,
+    /// Fragments or datagrams no host reassembles (malformed).
+    pub malformed: u64,
+    /// Datagrams whose fragments the exception policy forwarded or dropped (room or timeout).
+    pub exceptions: u64,
 }
 
 /// Answer to [`Request::Counters`].
@@ -351,7 +439,8 @@ pub struct Counters {
 pub struct ConnectionRecord {
     /// Address of the side that opened the flow (IPv4 or IPv6, textual).
     pub client_ip: String,
-    /// Client port (0 for protocols without ports; ICMP echo id otherwise 0).
+    /// Client port (0 for protocols without ports; for ICMP echo and timestamp, the identifier:
+    /// the client is the sender of the request, and the server port is 0).
     pub client_port: u16,
     /// Address of the other side.
     pub server_ip: String,
@@ -369,6 +458,18 @@ pub struct ConnectionRecord {
     pub packets_to_server: u64,
     /// Frames from server to client.
     pub packets_to_client: u64,
+    /// Frames from client to server that Warden dropped (included in `packets_to_server`).
+    #[serde(default)]
+    pub packets_dropped_to_server: u64,
+    /// Frames from server to client that Warden dropped (included in `packets_to_client`).
+    #[serde(default)]
+    pub packets_dropped_to_client: u64,
+    /// Bytes of the dropped client-to-server frames (included in `bytes_to_server`).
+    #[serde(default)]
+    pub bytes_dropped_to_server: u64,
+    /// Bytes of the dropped server-to-client frames (included in `bytes_to_client`).
+    #[serde(default)]
+    pub bytes_dropped_to_client: u64,
     /// First frame, RFC 3339 UTC.
     pub first_seen: String,
     /// Latest frame, RFC 3339 UTC.
@@ -388,15 +489,36 @@ pub struct ConnectionRecord {
     /// Fields the app's parser extracted (bounded; shape per app, see ARCHITECTURE.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub l7: Option<serde_json::Map<String, serde_json::Value>>,
-    /// `active` (probing or parsing), `done` (nothing more to inspect) or `bypassed`
-    /// (forwarded and counted but no longer inspected, see `inspection_reason`). Absent for
-    /// protocols Warden does not inspect (ICMP, other IP protocols).
+    /// The app the session was detected as before its bytes stopped being that protocol (its
+    /// parser rejected them) and detection ran again; `app` is what came after (absent when
+    /// the app never changed so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_app: Option<String>,
+    /// Times the stream stopped being its detected protocol and detection ran again (absent
+    /// when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_changes: Option<u32>,
+    /// Why `app` is `unknown` although detection ended: `no_match` (every parser rejected the
+    /// bytes), `detect_limit` (the detection window ended undecided), `gap` (bytes lost during
+    /// detection), `no_allowed_app` (the session's verdict hung on its app and its bytes could
+    /// no longer be any app the policy allows: decided at once), `too_many_changes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_unknown_reason: Option<String>,
+    /// `active` (probing or parsing), `done` (nothing more to inspect), `bypassed` (no longer
+    /// inspected, see `inspection_reason` and `exception_action`) or `none` (denied by policy
+    /// on its first frame: never inspected). Absent for protocols Warden does not inspect
+    /// (ICMP, other IP protocols).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inspection: Option<String>,
-    /// Why inspection was bypassed (`stream_session_cap`, `stream_core_cap`,
-    /// `out_of_order_limit`, `inspection_pool_full`).
+    /// Why inspection was bypassed (`midstream`, `stream_session_cap`, `stream_core_cap`,
+    /// `out_of_order_limit`, `inspection_pool_full`) or not done (`policy_denied`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inspection_reason: Option<String>,
+    /// The exception policy action taken because Warden could not inspect what the verdict
+    /// depends on (`drop_flow`, `pass_flow`, `bypass`; absent when none applied or the session
+    /// is not policed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exception_action: Option<String>,
     /// TCP bytes retransmitted with different content than first seen (evasion signal).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_overlap_conflicts: Option<u32>,
@@ -420,6 +542,15 @@ pub struct ConnectionRecord {
     /// Mode of the workload whose end decided (`learn`, `alert`, `protect`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+    /// ICMP errors that quoted this session, went to the end that sent the quoted packet and
+    /// (TCP) quoted a sequence number in window: counted in its frames and bytes (absent when
+    /// none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp_errors: Option<u32>,
+    /// ICMP errors that quoted this session but failed those checks (forged or misdirected):
+    /// not counted in its frames, dropped in protect mode (absent when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp_errors_rejected: Option<u32>,
 }
 
 /// One threat detected in a session.
@@ -465,22 +596,33 @@ pub enum Event {
         /// The session's record when it was decided.
         connection: ConnectionRecord,
     },
+    /// Warden could not inspect what the session's verdict depends on and applied its
+    /// exception policy (the record's `inspection_reason` and `exception_action` say why and
+    /// what); sent when applied.
+    Exception {
+        /// The session's record when the exception applied.
+        connection: ConnectionRecord,
+    },
 }
 
 impl Event {
-    /// The kind as serialized (`threat`, `violation`, `denied`).
+    /// The kind as serialized (`threat`, `violation`, `denied`, `exception`).
     pub fn kind(&self) -> &'static str {
         match self {
             Event::Threat { .. } => "threat",
             Event::Violation { .. } => "violation",
             Event::Denied { .. } => "denied",
+            Event::Exception { .. } => "exception",
         }
     }
 
     /// The session's record.
     pub fn connection(&self) -> &ConnectionRecord {
         match self {
-            Event::Threat { connection, .. } | Event::Violation { connection } | Event::Denied { connection } => {
+            Event::Threat { connection, .. }
+            | Event::Violation { connection }
+            | Event::Denied { connection }
+            | Event::Exception { connection } => {
                 connection
             }
         }

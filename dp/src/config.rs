@@ -10,7 +10,10 @@ use serde::Deserialize;
 use warden_control::FailMode;
 
 use crate::app::engine::{EngineConfig, EngineLimits};
+use crate::defrag::DefragConfig;
+use crate::exception::{ExceptionPolicy, PerModeConfig};
 use crate::inspect::MalformedPolicy;
+use crate::names::NameConfig;
 use crate::session::Timeouts;
 
 /// The whole file.
@@ -26,6 +29,9 @@ pub struct Config {
     /// App detection and stream reassembly limits.
     #[serde(default)]
     pub inspection: Inspection,
+    /// IP reassembly limits.
+    #[serde(default)]
+    pub defrag: Defrag,
     /// Inline pairs set up at start.
     #[serde(default)]
     pub inline: Vec<InlinePair>,
@@ -35,8 +41,8 @@ pub struct Config {
 }
 
 /// `[policy]`: the policy file loaded at start (replaced at runtime by `wardenctl policy
-/// apply`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+/// apply`), and the table of DNS names `fqdn` rules match through ([`crate::names`]).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
     /// Policy file (TOML, see `conf/policy.toml`). Default: none (no workloads, nothing
@@ -45,6 +51,43 @@ pub struct PolicyConfig {
     /// Mode of workloads that name none (`learn`, `alert`, `protect`); overrides the policy
     /// file's `default_mode`. Default: the file's, else `learn`.
     pub default_mode: Option<String>,
+    /// Shortest time a DNS name is kept for `fqdn` rules (s), whatever the answer's TTL
+    /// (1..=`dns_ttl_max`). Default 1.
+    pub dns_ttl_min: u32,
+    /// Longest time a DNS name is kept (s), whatever the answer's TTL (up to 604800).
+    /// Default 3600.
+    pub dns_ttl_max: u32,
+    /// DNS clients that can hold names at once (1..=65536). Default 256.
+    pub dns_clients: usize,
+    /// (name, address) pairs kept per DNS client (1..=4096; clients × names at most
+    /// 1048576, about 300 bytes each). Default 32.
+    pub dns_names_per_client: usize,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        let n = NameConfig::default();
+        PolicyConfig {
+            file: None,
+            default_mode: None,
+            dns_ttl_min: n.ttl_min_s,
+            dns_ttl_max: n.ttl_max_s,
+            dns_clients: n.clients,
+            dns_names_per_client: n.names_per_client,
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// The DNS name table's sizing and TTL bounds.
+    pub fn names(&self) -> NameConfig {
+        NameConfig {
+            clients: self.dns_clients,
+            names_per_client: self.dns_names_per_client,
+            ttl_min_s: self.dns_ttl_min,
+            ttl_max_s: self.dns_ttl_max,
+        }
+    }
 }
 
 /// XDP attach mode.
@@ -131,6 +174,11 @@ pub struct Sessions {
     pub icmp_timeout: u64,
     /// Other protocols' idle timeout (s). Default 60.
     pub other_timeout: u64,
+    /// Exception policy for TCP sessions picked up without their SYN (mid-stream), by mode
+    /// of the session's strictest workload end: `"drop_flow"`, `"pass_flow"` or `"bypass"`,
+    /// or a table `{ protect = ..., alert = ..., learn = ... }`. Default: `drop_flow` in
+    /// protect, `pass_flow` otherwise (see [`crate::exception`]).
+    pub midstream: PerModeConfig,
 }
 
 impl Default for Sessions {
@@ -146,6 +194,7 @@ impl Default for Sessions {
             udp_timeout: s(t.udp),
             icmp_timeout: s(t.icmp),
             other_timeout: s(t.other),
+            midstream: PerModeConfig::default(),
         }
     }
 }
@@ -181,6 +230,10 @@ pub struct Inspection {
     pub detect_packets: u32,
     /// Give up detection after this many bytes in one direction. Default 8192.
     pub detect_bytes: usize,
+    /// Exception policy when a session whose verdict depends on its app cannot be inspected
+    /// (app context pool full, stream buffers full, out-of-order limit), by mode; same forms
+    /// and defaults as `[sessions] midstream` (see [`crate::exception`]).
+    pub exception_policy: PerModeConfig,
 }
 
 impl Default for Inspection {
@@ -192,6 +245,7 @@ impl Default for Inspection {
             stream_core_cap: e.stream_core_cap,
             detect_packets: e.limits.detect_packets,
             detect_bytes: e.limits.detect_bytes,
+            exception_policy: PerModeConfig::default(),
         }
     }
 }
@@ -204,6 +258,52 @@ impl Inspection {
             stream_session_cap: self.stream_session_cap,
             stream_core_cap: self.stream_core_cap,
             limits: EngineLimits { detect_packets: self.detect_packets, detect_bytes: self.detect_bytes },
+        }
+    }
+}
+
+/// `[defrag]`: IPv4/IPv6 reassembly limits, per worker ([`crate::defrag`]). When a limit is
+/// reached the oldest datagram in reassembly fails, and a datagram not complete within
+/// `timeout` fails: the exception policy of `[inspection] exception_policy` decides their
+/// fragments (reasons `defrag_full`, `defrag_timeout`; default drop in protect mode).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Defrag {
+    /// Datagrams in reassembly at once. Default 512.
+    pub max_datagrams: usize,
+    /// Fragments of one datagram. Default 128.
+    pub max_fragments: usize,
+    /// Fragment frames held over all datagrams; each holds one UMEM frame, so at most a
+    /// quarter of `dataplane.umem_frames`. Default 1024.
+    pub max_frames: usize,
+    /// Bytes of fragment data held (charged in 512-byte chunks). Default 4 MiB.
+    pub max_bytes: usize,
+    /// Seconds a datagram may take to complete, from its first fragment. Default 30.
+    pub timeout: u64,
+}
+
+impl Default for Defrag {
+    fn default() -> Self {
+        let d = DefragConfig::default();
+        Defrag {
+            max_datagrams: d.max_datagrams,
+            max_fragments: d.max_fragments,
+            max_frames: d.max_frames,
+            max_bytes: d.max_bytes,
+            timeout: d.timeout_ns / 1_000_000_000,
+        }
+    }
+}
+
+impl Defrag {
+    /// The reassembly configuration.
+    pub fn config(&self) -> DefragConfig {
+        DefragConfig {
+            max_datagrams: self.max_datagrams,
+            max_fragments: self.max_fragments,
+            max_frames: self.max_frames,
+            max_bytes: self.max_bytes,
+            timeout_ns: self.timeout.saturating_mul(1_000_000_000),
         }
     }
 }
@@ -270,6 +370,14 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The exception policy (`[sessions] midstream`, `[inspection] exception_policy`).
+    pub fn exceptions(&self) -> ExceptionPolicy {
+        ExceptionPolicy {
+            midstream: self.sessions.midstream.resolve(),
+            inspection: self.inspection.exception_policy.resolve(),
+        }
+    }
+
     /// Reads and validates a file.
     ///
     /// # Errors
@@ -356,6 +464,53 @@ impl Config {
         if i.detect_bytes > i.stream_session_cap {
             return Err(bad("inspection.detect_bytes", "must not exceed stream_session_cap".into()));
         }
+        let g = &self.defrag;
+        if g.max_datagrams == 0 || g.max_datagrams > 1 << 20 {
+            return Err(bad("defrag.max_datagrams", format!("must be 1..=1048576, got {}", g.max_datagrams)));
+        }
+        if g.max_fragments < 2 || g.max_fragments > 8192 {
+            return Err(bad("defrag.max_fragments", format!("must be 2..=8192, got {}", g.max_fragments)));
+        }
+        if g.max_frames < g.max_fragments || g.max_frames > d.umem_frames as usize / 4 {
+            return Err(bad(
+                "defrag.max_frames",
+                format!(
+                    "must be at least max_fragments ({}) and at most umem_frames / 4 ({}), got {}",
+                    g.max_fragments,
+                    d.umem_frames / 4,
+                    g.max_frames
+                ),
+            ));
+        }
+        let min_bytes = 2 * crate::defrag::MAX_ASSEMBLED;
+        if g.max_bytes < min_bytes || g.max_bytes > 1 << 30 {
+            return Err(bad(
+                "defrag.max_bytes",
+                format!("must be {min_bytes}..=1073741824 bytes (two largest datagrams at least), got {}", g.max_bytes),
+            ));
+        }
+        if g.timeout == 0 || g.timeout > 120 {
+            return Err(bad("defrag.timeout", format!("must be 1..=120 s, got {}", g.timeout)));
+        }
+        let pc = &self.policy;
+        if pc.dns_ttl_min == 0 || pc.dns_ttl_min > pc.dns_ttl_max {
+            return Err(bad("policy.dns_ttl_min", format!("must be 1..=dns_ttl_max, got {}", pc.dns_ttl_min)));
+        }
+        if pc.dns_ttl_max > 604_800 {
+            return Err(bad("policy.dns_ttl_max", format!("must be at most 604800 s, got {}", pc.dns_ttl_max)));
+        }
+        if pc.dns_clients == 0 || pc.dns_clients > 65536 {
+            return Err(bad("policy.dns_clients", format!("must be 1..=65536, got {}", pc.dns_clients)));
+        }
+        if pc.dns_names_per_client == 0
+            || pc.dns_names_per_client > 4096
+            || pc.dns_clients * pc.dns_names_per_client > 1 << 20
+        {
+            return Err(bad(
+                "policy.dns_names_per_client",
+                format!("must be 1..=4096 with dns_clients x it at most 1048576, got {}", pc.dns_names_per_client),
+            ));
+        }
         let mut seen = std::collections::HashSet::new();
         for p in &self.inline {
             if p.a == p.b {
@@ -407,6 +562,38 @@ mod tests {
         assert!(e.to_string().contains("dataplane.ring_size"), "{e}");
         let e = Config::parse("[[inline]]\na='x'\nb='x'\n", "w.toml").unwrap_err();
         assert!(e.to_string().contains("inline"), "{e}");
+        for (text, field) in [
+            ("[policy]\ndns_ttl_min = 0\n", "policy.dns_ttl_min"),
+            ("[policy]\ndns_ttl_min = 60\ndns_ttl_max = 30\n", "policy.dns_ttl_min"),
+            ("[policy]\ndns_ttl_max = 700000\n", "policy.dns_ttl_max"),
+            ("[policy]\ndns_clients = 0\n", "policy.dns_clients"),
+            ("[policy]\ndns_clients = 4096\ndns_names_per_client = 4096\n", "policy.dns_names_per_client"),
+        ] {
+            let e = Config::parse(text, "w.toml").unwrap_err();
+            assert!(e.to_string().contains(field), "{text}: {e}");
+        }
+        let c = Config::parse("[policy]\ndns_ttl_min = 5\ndns_ttl_max = 60\ndns_clients = 8\n", "w.toml").unwrap();
+        assert_eq!(c.policy.names(), NameConfig { clients: 8, names_per_client: 32, ttl_min_s: 5, ttl_max_s: 60 });
+    }
+
+    #[test]
+    fn defrag_section_and_its_ranges() {
+        let c = Config::parse("[defrag]\nmax_datagrams = 64\ntimeout = 5\n", "w.toml").unwrap();
+        let d = c.defrag.config();
+        assert_eq!((d.max_datagrams, d.timeout_ns, d.max_frames), (64, 5_000_000_000, 1024));
+        for (text, field) in [
+            ("[defrag]\nmax_fragments = 1\n", "defrag.max_fragments"),
+            ("[defrag]\nmax_frames = 2048\n", "defrag.max_frames"),
+            ("[dataplane]\numem_frames = 4096\nring_size = 64\n[defrag]\nmax_frames = 1025\n", "defrag.max_frames"),
+            ("[defrag]\nmax_bytes = 1000\n", "defrag.max_bytes"),
+            ("[defrag]\ntimeout = 0\n", "defrag.timeout"),
+            ("[defrag]\nmax_datagrams = 0\n", "defrag.max_datagrams"),
+        ] {
+            let e = Config::parse(text, "w.toml").unwrap_err().to_string();
+            assert!(e.contains(field), "{text}: {e}");
+        }
+        let e = Config::parse("[defrag]\nmax_datagram = 3\n", "w.toml").unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("max_datagram"), "{e}");
     }
 
     #[test]

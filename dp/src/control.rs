@@ -217,7 +217,9 @@ impl Hub {
                         .iter()
                         .map(|s| {
                             let connection = to_record(s, |slot| self.name(slot));
-                            if connection.verdict.as_deref() == Some("denied") {
+                            if connection.exception_action.is_some() {
+                                Event::Exception { connection }
+                            } else if connection.verdict.as_deref() == Some("denied") {
                                 Event::Denied { connection }
                             } else {
                                 Event::Violation { connection }
@@ -514,7 +516,7 @@ mod tests {
         use crate::session::{SessionTable, Timeouts};
         let mut t = SessionTable::new(1, Timeouts::default());
         let k = crate::flow::FlowKey::new(0, 6, crate::flow::Addr::v4([198, 18, 0, 1]), 1, crate::flow::Addr::v4([198, 18, 0, 2]), 80);
-        t.track(&k.0, k.1, 60, Some(0x02), 1, 1).unwrap();
+        t.track(&k.0, k.1, 60, Some(crate::tcpseq::Segment::flags(0x02)), 1, 1).unwrap();
         let base = t.snapshot(1).remove(0);
         let hub = Arc::new(Hub::new(4, 3600));
         let (sub, _) = hub.subscribe();

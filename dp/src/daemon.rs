@@ -13,6 +13,14 @@
 //! in the program's maps, and only then attaches the program, so no frame ever takes the
 //! uninspected path while Warden runs. Stopping detaches the program from every interface it
 //! attached to, so nothing is left behind.
+//!
+//! **Failure.** A worker or the reporter that panics (or a worker thread that ends without being
+//! told to) takes the whole process down with exit status [`EXIT_THREAD_FAILED`], after logging
+//! the thread, the panic message and its location: the XDP program stays attached (netlink), the
+//! kernel removes the dead process's sockets from the XSKMAP, so every pair falls to its fail
+//! mode (`fail_open` forwards in the kernel, `fail_closed` drops) until the service manager
+//! starts Warden again (`conf/warden.service`: `Restart=on-failure`). A queue is never left
+//! uninspected by a process that looks alive.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -24,7 +32,8 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{bounded, Sender};
 use nix::sys::signal::{SigSet, Signal};
 use warden_control::{
-    Counters, FailMode, InterfaceCounters, InterfaceInfo, RelatedFlows, Reply, Request, Response, Status,
+    Counters, DefragCounters, DnsNames, FailMode, InterfaceCounters, InterfaceInfo, RelatedFlows, Reply, Request, Response,
+    Status,
     WorkerCounters,
 };
 use warden_xdp::{AttachMode, XdpProgram};
@@ -33,12 +42,65 @@ use crate::config::{Config, InlinePair, XdpMode};
 use crate::control::{self, Hub};
 use crate::enforce::PolicyHandle;
 use crate::expect::ExpectTable;
+use crate::names::NameTable;
 use crate::inspect::{DropReason, Inspector};
 use crate::policy::{learned_policy, CompiledPolicy, Policy};
 use crate::record::to_record;
 use crate::wire::Malformed;
 use crate::worker::{self, Command, IfCounters, Worker, WorkerConfig, WorkerStats};
 use crate::xsk::SideSpec;
+
+/// Exit status of the process when a worker or the reporter panicked or ended unexpectedly
+/// (`EX_SOFTWARE` of sysexits.h).
+pub const EXIT_THREAD_FAILED: i32 = 70;
+
+/// Options of `warden run` that are not configuration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Honour test-hook requests ([`Request::TestKillWorker`]); set by the hidden
+    /// `--test-hooks` flag, for end-to-end tests only.
+    pub test_hooks: bool,
+}
+
+/// Logs every panic with its thread, message and location (once, through `tracing`, so it
+/// reaches the journal like every other log line), with a backtrace when `RUST_BACKTRACE` asks
+/// for one.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = thread::current();
+        let name = thread.name().unwrap_or("unnamed");
+        let msg = panic_message(info.payload());
+        let location = info.location().map(|l| l.to_string()).unwrap_or_else(|| "unknown".into());
+        let bt = std::backtrace::Backtrace::capture();
+        if bt.status() == std::backtrace::BacktraceStatus::Captured {
+            tracing::error!("thread {name} panicked at {location}: {msg}\n{bt}");
+        } else {
+            tracing::error!("thread {name} panicked at {location}: {msg}");
+        }
+    }));
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(non-string panic payload)")
+}
+
+/// Spawns a thread Warden cannot run without (a worker, the reporter): if `body` panics, the
+/// process exits with [`EXIT_THREAD_FAILED`] (the panic hook has logged the message and
+/// location), so the pairs fall to their fail mode and the service manager restarts Warden.
+fn spawn_vital(name: String, body: impl FnOnce() + Send + 'static) -> std::io::Result<thread::JoinHandle<()>> {
+    thread::Builder::new().name(name.clone()).spawn(move || {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_err() {
+            tracing::error!(
+                "thread {name} panicked: exiting with status {EXIT_THREAD_FAILED}; every inline pair falls to its fail mode until warden is restarted"
+            );
+            std::process::exit(EXIT_THREAD_FAILED);
+        }
+    })
+}
 
 /// A message to the control loop.
 pub enum CtlMsg {
@@ -63,6 +125,9 @@ struct Pair {
     b: Iface,
     fail: FailMode,
     workers: Vec<usize>,
+    /// Queue groups (one UMEM each): queue `q` of either interface is in group `q % groups`,
+    /// served by worker `(zone + group) % workers`.
+    groups: u32,
     /// (slot, queue) of every XSK registered in the XSKMAP.
     xsks: Vec<(u16, u32)>,
 }
@@ -79,6 +144,8 @@ struct Daemon {
     policy: Policy,
     policy_handle: Arc<PolicyHandle>,
     expectations: Arc<ExpectTable>,
+    test_hooks: bool,
+    names: Arc<NameTable>,
 }
 
 /// Loads the policy `cfg` names (`[policy] file`, `default_mode`); an empty policy when none.
@@ -140,6 +207,8 @@ fn ifindex_of(name: &str) -> Result<u32, String> {
     nix::net::if_::if_nametoindex(name).map_err(|e| format!("interface {name}: {e}"))
 }
 
+/// The interface's rx queue count as the kernel uses it now (`real_num_rx_queues`, which
+/// `ethtool -L` changes), at least 1.
 fn rx_queues(name: &str) -> u32 {
     std::fs::read_dir(format!("/sys/class/net/{name}/queues"))
         .map(|d| {
@@ -148,7 +217,30 @@ fn rx_queues(name: &str) -> u32 {
                 .count() as u32
         })
         .unwrap_or(1)
-        .clamp(1, warden_xdp::MAX_QUEUES)
+        .max(1)
+}
+
+/// The rx queues of an interface with `queues` queues that Warden can bind (the XSKMAP has
+/// room for [`warden_xdp::MAX_QUEUES`] per interface; frames on higher ones are dropped while
+/// Warden runs, counted as `xdp_unbound`).
+fn bindable(queues: u32) -> std::ops::Range<u32> {
+    0..queues.min(warden_xdp::MAX_QUEUES)
+}
+
+fn warn_unbindable(i: &Iface) {
+    if i.queues > warden_xdp::MAX_QUEUES {
+        tracing::warn!(
+            "{} has {} rx queues; Warden binds {}: frames on the others are dropped (xdp_unbound) while it runs (reduce them with ethtool -L)",
+            i.name,
+            i.queues,
+            warden_xdp::MAX_QUEUES
+        );
+    }
+}
+
+/// The worker that serves queue group `group` of pair `zone` among `workers`.
+fn group_worker(zone: u16, group: u32, workers: usize) -> usize {
+    (zone as usize + group as usize) % workers.max(1)
 }
 
 fn xdp_fail(f: FailMode) -> warden_xdp::FailMode {
@@ -186,8 +278,10 @@ impl Daemon {
         let zone = self.next_zone;
         self.next_zone = self.next_zone.wrapping_add(1);
         let n = self.workers.len();
-        let groups = a.queues.min(b.queues).max(1);
-        let group_worker = |g: u32| (zone as usize + g as usize) % n;
+        warn_unbindable(&a);
+        warn_unbindable(&b);
+        let groups = a.queues.min(b.queues).clamp(1, warden_xdp::MAX_QUEUES);
+        let group_worker = |g: u32| group_worker(zone, g, n);
         let mut owners: Vec<usize> = Vec::new();
         for g in 0..groups {
             let w = group_worker(g);
@@ -195,19 +289,21 @@ impl Daemon {
                 owners.push(w);
             }
         }
-        let mut pair = Pair { zone, a: a.clone(), b: b.clone(), fail: p.fail_mode, workers: owners.clone(), xsks: Vec::new() };
+        let mut pair =
+            Pair { zone, a: a.clone(), b: b.clone(), fail: p.fail_mode, workers: owners.clone(), groups, xsks: Vec::new() };
         let d = &self.cfg.dataplane;
         for g in 0..groups {
             let spec = |i: &Iface| SideSpec {
                 name: i.name.clone(),
                 ifindex: i.ifindex,
                 slot: i.slot,
-                queues: (0..i.queues).filter(|q| q % groups == g).collect(),
+                queues: bindable(i.queues).filter(|q| q % groups == g).collect(),
             };
             let (tx, rx) = mpsc::channel();
             let w = group_worker(g);
             let _ = self.workers[w].send(Command::AddGroup {
                 zone,
+                group: g,
                 sides: [spec(&a), spec(&b)],
                 owners: owners.clone(),
                 frames: d.umem_frames,
@@ -234,11 +330,13 @@ impl Daemon {
                 }
             }
         }
+        // Queue 0 of each interface is bound (every group binds its queues, or the pair fails):
+        // its XSK tells the program that Warden runs.
         let cfg = self
             .xdp
-            .configure_iface(a.ifindex, u32::from(a.slot), b.ifindex, xdp_fail(p.fail_mode))
+            .configure_iface(a.ifindex, u32::from(a.slot), b.ifindex, xdp_fail(p.fail_mode), 0)
             .and_then(|_| {
-                self.xdp.configure_iface(b.ifindex, u32::from(b.slot), a.ifindex, xdp_fail(p.fail_mode))
+                self.xdp.configure_iface(b.ifindex, u32::from(b.slot), a.ifindex, xdp_fail(p.fail_mode), 0)
             })
             .and_then(|_| self.xdp.attach(a.ifindex))
             .and_then(|_| self.xdp.attach(b.ifindex));
@@ -259,6 +357,72 @@ impl Daemon {
         tracing::info!("{msg}");
         self.pairs.push(pair);
         Ok(msg)
+    }
+
+    /// Re-reads the rx queue count of every managed interface and binds queues it gained
+    /// (`ethtool -L`) into the pair's existing queue groups, then attaches the XDP program
+    /// again so that drivers that apply it per queue (veth) run it on the new ones. Until bound
+    /// (or when binding fails) the program drops their frames and counts them as unbound; it
+    /// never forwards them uninspected while Warden runs. Queues an interface lost keep their
+    /// (idle) sockets.
+    fn check_queues(&mut self) {
+        for pi in 0..self.pairs.len() {
+            for side in 0..2u8 {
+                let pair = &mut self.pairs[pi];
+                let iface = if side == 0 { &mut pair.a } else { &mut pair.b };
+                let now = rx_queues(&iface.name);
+                if now == iface.queues {
+                    continue;
+                }
+                tracing::info!("{}: rx queues {} -> {now}", iface.name, iface.queues);
+                let grew = now > iface.queues;
+                iface.queues = now;
+                let iface = iface.clone();
+                warn_unbindable(&iface);
+                let missing: Vec<u32> =
+                    bindable(now).filter(|q| !pair.xsks.contains(&(iface.slot, *q))).collect();
+                let (zone, groups) = (pair.zone, pair.groups);
+                for g in 0..groups {
+                    let queues: Vec<u32> = missing.iter().copied().filter(|q| q % groups == g).collect();
+                    if queues.is_empty() {
+                        continue;
+                    }
+                    self.bind_queues(pi, zone, g, side, &iface, queues);
+                }
+                // Some drivers (veth) run the program only on the queues the interface had
+                // when it was attached: attach it again so new queues run it too.
+                if grew {
+                    if let Err(e) = self.xdp.reattach(iface.ifindex) {
+                        tracing::warn!("{}: {e}", iface.name);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Asks the worker of queue group `group` of pair `pi` to bind `queues` of `iface` (side
+    /// `side`) and registers the sockets it bound.
+    fn bind_queues(&mut self, pi: usize, zone: u16, group: u32, side: u8, iface: &Iface, queues: Vec<u32>) {
+        let w = group_worker(zone, group, self.workers.len());
+        let spec = SideSpec { name: iface.name.clone(), ifindex: iface.ifindex, slot: iface.slot, queues };
+        let (tx, rx) = mpsc::channel();
+        let _ = self.workers[w].send(Command::AddPorts { zone, group, side, spec: spec.clone(), reply: tx });
+        let Ok(results) = rx.recv_timeout(Duration::from_secs(10)) else {
+            tracing::warn!("worker {w} did not answer; frames on {} queues {:?} are dropped (xdp_unbound)", iface.name, spec.queues);
+            return;
+        };
+        for (q, r) in spec.queues.iter().zip(results) {
+            let r = r.and_then(|(slot, queue, fd)| {
+                self.xdp.register_xsk(u32::from(slot), queue, fd).map_err(|e| e.to_string())
+            });
+            match r {
+                Ok(()) => {
+                    self.pairs[pi].xsks.push((iface.slot, *q));
+                    tracing::info!("{} queue {q} bound (worker {w})", iface.name);
+                }
+                Err(e) => tracing::warn!("{} queue {q}: {e}; its frames are dropped (xdp_unbound)", iface.name),
+            }
+        }
     }
 
     /// Undoes whatever part of a pair was set up: XDP, maps, sockets and sessions.
@@ -340,6 +504,7 @@ impl Daemon {
                     xdp_to_xsk: k.to_xsk_frames,
                     xdp_fail_open: k.fail_open_frames,
                     xdp_fail_closed: k.fail_closed_frames,
+                    xdp_unbound: k.unbound_frames,
                     xsk_rx_dropped: c.xsk_rx_dropped,
                     xsk_rx_ring_full: c.xsk_rx_ring_full,
                 });
@@ -373,6 +538,31 @@ impl Daemon {
                 policy_dropped: w.inspect.policy_dropped,
                 policy_resets: w.inspect.policy_resets,
                 policy_events_dropped: w.inspect.events_dropped,
+                spoofed: w.inspect.spoofed,
+                exceptions: crate::exception::ExceptionReason::ALL
+                    .iter()
+                    .filter(|r| w.inspect.exceptions[**r as usize] > 0)
+                    .map(|r| (r.as_str().to_string(), w.inspect.exceptions[*r as usize]))
+                    .collect(),
+                icmp: w
+                    .inspect
+                    .icmp
+                    .named()
+                    .iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(name, n)| (name.to_string(), *n))
+                    .collect(),
+                defrag: DefragCounters {
+                    fragments: w.defrag.fragments,
+                    held: w.defrag.held,
+                    reassembled: w.defrag.reassembled,
+                    timeouts: w.defrag.timeouts,
+                    overlaps: w.defrag.overlaps,
+                    too_big: w.defrag.too_big,
+                    full: w.defrag.full,
+                    malformed: w.defrag.malformed,
+                    exceptions: w.defrag.exceptions,
+                },
             })
             .collect();
         Counters { interfaces, workers }
@@ -408,6 +598,21 @@ impl Daemon {
                             failed: e.failed,
                         }
                     },
+                    dns_names: {
+                        let n = self.names.stats();
+                        DnsNames {
+                            stored: n.inserted,
+                            refreshed: n.refreshed,
+                            replaced: n.replaced,
+                            refused_unsolicited: n.refused_unsolicited,
+                            refused_off_chain: n.refused_off_chain,
+                            refused_too_long: n.refused_too_long,
+                            refused_unwanted: n.refused_unwanted,
+                            refused_clients_full: n.refused_clients_full,
+                            refused_overflow: n.refused_overflow,
+                            failed: n.failed,
+                        }
+                    },
                 }))
             }
             Request::ListInterfaces {} => {
@@ -424,6 +629,7 @@ impl Daemon {
                             ifindex: i.ifindex,
                             peer: peer.name.clone(),
                             queues: i.queues,
+                            bound_queues: p.xsks.iter().filter(|(slot, _)| *slot == i.slot).count() as u32,
                             fail_mode: p.fail,
                             xdp_mode: mode.to_string(),
                             workers: p.workers.clone(),
@@ -516,6 +722,19 @@ impl Daemon {
                 match r {
                     Ok(p) => self.install(p, &format!("workload {id} removed")),
                     Err(e) => Response::err(e),
+                }
+            }
+            Request::TestKillWorker { worker } => {
+                if !self.test_hooks {
+                    return Response::err("test hooks are off (they need warden run --test-hooks)");
+                }
+                let Some(w) = self.workers.get(worker) else {
+                    return Response::err(format!("no worker {worker}"));
+                };
+                tracing::warn!(worker, "test hook: telling worker {worker} to panic");
+                match w.send(Command::TestPanic) {
+                    Ok(()) => Response::ok(Reply::Done(format!("worker {worker} told to panic"))),
+                    Err(_) => Response::err(format!("worker {worker} is gone")),
                 }
             }
             Request::SetMode { id, mode } => {
@@ -616,7 +835,8 @@ impl Daemon {
 /// # Errors
 /// Start-up failures: the XDP program does not load (not root?), the socket cannot be created,
 /// or a configured inline pair cannot be set up. Everything attached so far is detached first.
-pub fn run(cfg: Config) -> anyhow::Result<()> {
+pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
+    install_panic_hook();
     // Block the stop signals before any thread starts, so only the signal thread receives them.
     let mut stop = SigSet::empty();
     stop.add(Signal::SIGINT);
@@ -643,6 +863,9 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     // One expectation table for all workers: a TFTP transfer may be owned by another worker
     // than its request.
     let expectations = Arc::new(ExpectTable::default());
+    // One table of DNS names for all workers: a client's DNS flow and its later connections
+    // may be owned by different workers.
+    let names = Arc::new(NameTable::new(cfg.policy.names()));
     let mut workers = Vec::new();
     let mut handles = Vec::new();
     let mut worker_cores = Vec::new();
@@ -662,8 +885,11 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         };
         let mut insp = Inspector::with_engine(cfg.sessions.max, cfg.sessions.timeouts(), d.malformed, cfg.inspection.engine());
         insp.share_expectations(expectations.clone());
+        insp.set_exceptions(cfg.exceptions());
+        insp.set_defrag(cfg.defrag.config());
+        insp.share_names(names.clone());
         let reports = report_tx.clone();
-        handles.push(thread::Builder::new().name(format!("warden-w{i}")).spawn({
+        handles.push(spawn_vital(format!("warden-w{i}"), {
             let h = policy_handle.clone();
             move || Worker::new(wcfg, insp, mesh, rx, reports).with_policy(h).run()
         })?);
@@ -674,7 +900,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let reporter = {
         let hub = hub.clone();
         let interval = Duration::from_secs(d.report_interval);
-        thread::Builder::new().name("warden-report".into()).spawn(move || {
+        spawn_vital("warden-report".into(), move || {
             avoid_cores(&worker_cores);
             hub.run_reporter(report_rx, interval)
         })?
@@ -691,6 +917,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         policy,
         policy_handle: policy_handle.clone(),
         expectations,
+        test_hooks: opts.test_hooks,
+        names,
     };
     // Every worker enforces the start-up policy before the first pair is attached.
     if !policy_handle.wait_loaded(policy_handle.generation(), Duration::from_secs(5)) {
@@ -740,7 +968,18 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         "warden running"
     );
 
-    while let Ok(msg) = ctl_rx.recv() {
+    let mut last_tick = Instant::now();
+    loop {
+        if last_tick.elapsed() >= TICK {
+            last_tick = Instant::now();
+            supervise(&handles, &reporter);
+            daemon.check_queues();
+        }
+        let msg = match ctl_rx.recv_timeout(TICK) {
+            Ok(m) => m,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         match msg {
             CtlMsg::Request(req, reply) => {
                 // A bug in one request's handling answers that request with an error; the
@@ -765,6 +1004,26 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&socket);
     tracing::info!("stopped; XDP detached from every interface");
     Ok(())
+}
+
+/// How often the control loop checks its threads and re-reads the interfaces' rx queue counts.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Exits the process ([`EXIT_THREAD_FAILED`]) when a worker or the reporter has ended while
+/// Warden runs: a panic already exits in [`spawn_vital`]; this catches any other way out of a
+/// worker's loop, so no queue stays bound to a socket nobody serves.
+fn supervise(workers: &[thread::JoinHandle<()>], reporter: &thread::JoinHandle<()>) {
+    let dead = workers
+        .iter()
+        .chain(std::iter::once(reporter))
+        .find(|h| h.is_finished())
+        .map(|h| h.thread().name().unwrap_or("unnamed").to_string());
+    if let Some(name) = dead {
+        tracing::error!(
+            "thread {name} ended while warden runs: exiting with status {EXIT_THREAD_FAILED}; every inline pair falls to its fail mode until warden is restarted"
+        );
+        std::process::exit(EXIT_THREAD_FAILED);
+    }
 }
 
 /// Names of interface slots, shared by the control loop and the reporter.

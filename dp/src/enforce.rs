@@ -1,6 +1,6 @@
 //! Policy enforcement on the packet path: the shared, atomically swapped policy, each session's
-//! verdict state, the per-core DNS name cache that `fqdn` rules match through, and the per-core
-//! hit counters.
+//! verdict state, and the per-core hit counters. The DNS names `fqdn` rules match through are
+//! [`crate::names`].
 //!
 //! The policy itself (model, file format, matcher) is [`crate::policy`]; this module applies
 //! its [`Decision`]s to sessions:
@@ -10,6 +10,13 @@
 //!   decides (or gives up: the app is then `unknown`, which no app rule allows), then evaluated
 //!   again; if it is now denied, the frame that completed detection is dropped and answered with
 //!   TCP resets to both ends ([`crate::rst`]), UDP frames are dropped;
+//! - its bytes are forwarded only while they can still be an app the decision would forward
+//!   ([`Decision::allowing`], [`Engine::may_become`]): once none can, whatever other candidates
+//!   think, [`settle_pending_app`] decides the app `unknown` at once and the frame that made it
+//!   impossible is dropped with the session;
+//! - the policy follows the app: a session is evaluated again whenever its app changes (a
+//!   parser rejected the stream and detection ran again, an h2c upgrade, an echo), so an
+//!   HTTP connection that starts carrying Redis commands where only HTTP is allowed is reset;
 //! - a new policy (apply, workload or mode change) is published with a new generation; each
 //!   worker picks it up once per loop, and a session is evaluated again on its next frame when
 //!   its generation is older, so allowed traffic flows on untouched and newly denied traffic
@@ -18,12 +25,11 @@
 //! Nothing here allocates or locks per frame: the policy is read through the worker's own
 //! `Arc`, swapped only when the generation counter moves.
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 
-use crate::app::Text;
-use crate::flow::Addr;
+use crate::app::engine::Engine;
+use crate::app::{App, AppSet};
 use crate::policy::{CompiledPolicy, Decision, Mode, PolicyVerdict, WorkloadIdx};
 
 /// The policy shared by the control thread (writer) and the workers (readers).
@@ -106,14 +112,28 @@ pub struct PolicyState {
     pub generation: u32,
     /// The outcome may change once the app is known.
     pub pending_app: bool,
+    /// While `pending_app`: the apps whose detection would not deny ([`Decision::allowing`]).
+    pub allowing: AppSet,
+    /// The app the latest decision was made with (`None`: not known yet); a different app
+    /// makes the session be evaluated again.
+    pub app: Option<App>,
     /// Frames of this session are dropped.
     pub blocked: bool,
     /// Resets were sent (once per session).
     pub reset_sent: bool,
+    /// A frame of the session was forwarded (a session blocked later is reset at both ends).
+    pub forwarded: bool,
     /// A violation/denied event was queued (once per verdict change).
     pub evented: Option<PolicyVerdict>,
     /// The hit counter was incremented for the current generation.
     pub counted: bool,
+    /// The verdict depended on the app at some point (an `apps` rule could decide it): losing
+    /// inspection is then an exception ([`crate::exception`]).
+    pub app_dependent: bool,
+    /// The exception applied to the session, if any.
+    pub exception: Option<crate::exception::Exception>,
+    /// An exception event was queued.
+    pub exception_evented: bool,
 }
 
 impl PolicyState {
@@ -128,8 +148,65 @@ impl PolicyState {
         self.mode = d.mode;
         self.generation = g;
         self.pending_app = d.pending_app;
+        self.allowing = d.allowing;
+        self.app_dependent |= d.pending_app;
         self.blocked = d.verdict == Some(PolicyVerdict::Denied) && !d.pending_app;
     }
+
+    /// Applies exception action `action` (taken for `reason`): `drop_flow` blocks the session
+    /// with verdict `denied`; `pass_flow` and `bypass` forward it (a pending app decision is
+    /// settled as it stands: no app will come). Returns true when the session is now blocked.
+    pub fn except(
+        &mut self,
+        reason: crate::exception::ExceptionReason,
+        action: Option<crate::exception::ExceptionAction>,
+    ) -> bool {
+        use crate::exception::{Exception, ExceptionAction};
+        if self.exception.is_none() {
+            self.exception = Some(Exception { reason, action });
+        }
+        match action {
+            Some(ExceptionAction::DropFlow) => {
+                self.verdict = Some(PolicyVerdict::Denied);
+                self.pending_app = false;
+                self.blocked = true;
+            }
+            // The app will never be known: the provisional verdict stays, and an exception
+            // that passes the flow overrides its denial.
+            Some(ExceptionAction::PassFlow | ExceptionAction::Bypass) if self.pending_app => {
+                self.pending_app = false;
+                self.blocked = false;
+            }
+            Some(ExceptionAction::PassFlow | ExceptionAction::Bypass) => {}
+            None => {}
+        }
+        self.blocked
+    }
+
+    /// True when the session is no longer evaluated (exception action `bypass`).
+    pub fn bypassed(&self) -> bool {
+        matches!(
+            self.exception,
+            Some(crate::exception::Exception { action: Some(crate::exception::ExceptionAction::Bypass), .. })
+        )
+    }
+}
+
+/// Keeps a pending session's bytes to those of an allowed app: when the session's verdict hangs
+/// on its app (`pending_app`), the provisional verdict denies (`unknown` is not in
+/// `allowing`), and the bytes seen so far can no longer be detected as any app in `allowing`,
+/// the engine decides app context `ctx` as `unknown` now ([`Engine::decide_unknown`]), whatever
+/// other candidates think. True when it did: evaluate the session again (it is denied).
+/// `session_packets`: the session's packets so far. O(candidates), only while pending.
+pub fn settle_pending_app(ps: &PolicyState, engine: &mut Engine, ctx: u32, session_packets: u32) -> bool {
+    if !ps.pending_app || ps.allowing.contains(App::Unknown) || ctx == crate::session::NO_APP {
+        return false;
+    }
+    if engine.ctx(ctx).decided || engine.may_become(ctx, ps.allowing) {
+        return false;
+    }
+    engine.decide_unknown(ctx, session_packets);
+    true
 }
 
 /// What a report needs of a session's policy state (names resolved while the policy that
@@ -144,6 +221,8 @@ pub struct PolicyView {
     pub workloads: [Option<String>; 2],
     /// Deciding mode.
     pub mode: Option<Mode>,
+    /// The exception applied, if any.
+    pub exception: Option<crate::exception::Exception>,
 }
 
 impl PolicyView {
@@ -160,98 +239,8 @@ impl PolicyView {
             rule_id: s.rule_id,
             workloads: [name(s.workloads[0]), name(s.workloads[1])],
             mode: s.mode,
+            exception: s.exception,
         })
-    }
-}
-
-/// Names per cached address.
-pub const DNS_NAME: usize = 96;
-
-#[derive(Clone, Copy, Default)]
-struct NameSlot {
-    addr: Addr,
-    name: Text<DNS_NAME>,
-    expires_ns: u64,
-    used: bool,
-}
-
-/// Per-core cache of the names DNS answers gave to addresses (for `fqdn` rules): fixed size,
-/// open addressing over `WAYS` slots per bucket, the oldest entry of a full bucket replaced.
-pub struct DnsCache {
-    slots: Vec<NameSlot>,
-    mask: usize,
-    /// How long an entry is kept (ns).
-    pub ttl_ns: u64,
-    /// Entries inserted.
-    pub inserted: u64,
-}
-
-const WAYS: usize = NAMES_PER_ADDR;
-
-/// Most names [`DnsCache::names`] returns for one address (the slots of one bucket).
-pub const NAMES_PER_ADDR: usize = 4;
-
-impl DnsCache {
-    /// A cache of about `entries` slots (rounded up to a power of two, at least 64).
-    pub fn new(entries: usize, ttl_ns: u64) -> Self {
-        let n = entries.max(64).next_power_of_two();
-        DnsCache {
-            slots: vec![NameSlot::default(); n],
-            mask: n - 1,
-            ttl_ns,
-            inserted: 0,
-        }
-    }
-
-    fn bucket(&self, a: &Addr) -> usize {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in a.0 {
-            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-        }
-        (h as usize) & self.mask & !(WAYS - 1)
-    }
-
-    /// Remembers that `addr` answered for `name` at `now_ns`.
-    pub fn insert(&mut self, addr: IpAddr, name: &str, now_ns: u64) {
-        let a = Addr::from(addr);
-        let b = self.bucket(&a);
-        let name = name.trim_end_matches('.');
-        let mut victim = b;
-        for i in b..b + WAYS {
-            let s = &self.slots[i];
-            if s.used && s.addr == a && s.name.as_str().eq_ignore_ascii_case(name) {
-                victim = i;
-                break;
-            }
-            if !s.used || s.expires_ns < self.slots[victim].expires_ns {
-                victim = i;
-                if !s.used {
-                    break;
-                }
-            }
-        }
-        self.slots[victim] = NameSlot {
-            addr: a,
-            name: crate::app::text(name.as_bytes()),
-            expires_ns: now_ns + self.ttl_ns,
-            used: true,
-        };
-        self.inserted += 1;
-    }
-
-    /// The names `addr` is known by at `now_ns` (at most `WAYS`), written into `out`; returns
-    /// how many.
-    pub fn names<'a>(&'a self, addr: IpAddr, now_ns: u64, out: &mut [&'a str; WAYS]) -> usize {
-        let a = Addr::from(addr);
-        let b = self.bucket(&a);
-        let mut n = 0;
-        for s in &self.slots[b..b + WAYS] {
-            if s.used && s.addr == a && s.expires_ns >= now_ns {
-                out[n] = s.name.as_str();
-                n += 1;
-            }
-        }
-        n
     }
 }
 
@@ -293,34 +282,216 @@ impl Hits {
     }
 }
 
+/// App rules on the packet path, through a whole [`crate::inspect::Inspector`]: crafted TCP
+/// frames (a real handshake, then payload) and corpus bytes.
 #[cfg(test)]
-mod tests {
-    use super::*;
+mod app_rule_tests {
+    use std::sync::Arc;
 
-    #[test]
-    fn dns_cache_remembers_and_expires() {
-        let mut c = DnsCache::new(64, 10);
-        let a: IpAddr = "198.18.0.9".parse().unwrap();
-        let b: IpAddr = "2001:db8::9".parse().unwrap();
-        c.insert(a, "api.example.test.", 100);
-        c.insert(a, "www.example.test", 100);
-        c.insert(b, "v6.example.test", 100);
-        let mut out = [""; WAYS];
-        let n = c.names(a, 105, &mut out);
-        let mut got: Vec<&str> = out[..n].to_vec();
-        got.sort();
-        assert_eq!(got, ["api.example.test", "www.example.test"]);
-        assert_eq!(c.names(b, 105, &mut out), 1);
-        assert_eq!(out[0], "v6.example.test");
-        assert_eq!(c.names(a, 111, &mut out), 0, "expired");
-        // A full bucket keeps working (oldest replaced), never grows.
-        for i in 0..1000u32 {
-            c.insert(
-                IpAddr::from([198, 18, (i >> 8) as u8, i as u8]),
-                "x.test",
-                200 + u64::from(i),
-            );
+    use crate::app::engine::UnknownReason;
+    use crate::app::App;
+    use crate::inspect::{DropReason, FrameMeta, Inspector, MalformedPolicy, Verdict};
+    use crate::policy::{CompiledPolicy, Policy, PolicyVerdict};
+    use crate::session::{SessionSnapshot, Timeouts};
+    use crate::wire::tcpflag::*;
+
+    /// `apps` allowed to the workload 198.18.0.2 on TCP port 80, in `mode`.
+    fn policy(mode: &str, apps: &str) -> Arc<CompiledPolicy> {
+        let text = format!(
+            "[[workload]]\nid = \"srv\"\nips = [\"198.18.0.2\"]\nmode = \"{mode}\"\n\
+             [[rule]]\nid = 20\nfrom = \"any\"\nto = \"srv\"\nip_proto = \"tcp\"\nports = [\"80\"]\napps = [{apps}]\naction = \"allow\"\n"
+        );
+        Arc::new(CompiledPolicy::compile(&Policy::from_toml(&text).unwrap()).unwrap())
+    }
+
+    /// One TCP session 198.18.0.1:40000 -> 198.18.0.2:80 through an inspector.
+    struct Conn {
+        i: Inspector,
+        next: [u32; 2],
+        n: u64,
+    }
+
+    impl Conn {
+        /// A session past its handshake under `p`.
+        fn open(p: Arc<CompiledPolicy>) -> Conn {
+            let mut i = Inspector::new(64, Timeouts::default(), MalformedPolicy::Drop);
+            i.set_policy(p, 1);
+            let mut c = Conn { i, next: [1000, 5000], n: 0 };
+            assert_eq!(c.frame(true, SYN, b""), Verdict::Forward);
+            assert_eq!(c.frame(false, SYN | ACK, b""), Verdict::Forward);
+            assert_eq!(c.frame(true, ACK, b""), Verdict::Forward);
+            c
         }
-        assert_eq!(c.slots.len(), 64);
+
+        /// A frame from the client (`to_server`) or the server with the next sequence number.
+        fn frame(&mut self, to_server: bool, flags: u8, payload: &[u8]) -> Verdict {
+            let mut f = crate::wire::tests::tcp4(&[], flags, payload);
+            if !to_server {
+                // Swap addresses (IPv4 at 26..34) and ports (TCP at 34..38).
+                let (src, dst): (Vec<u8>, Vec<u8>) = (f[26..30].to_vec(), f[30..34].to_vec());
+                f[26..30].copy_from_slice(&dst);
+                f[30..34].copy_from_slice(&src);
+                let (sp, dp): (Vec<u8>, Vec<u8>) = (f[34..36].to_vec(), f[36..38].to_vec());
+                f[34..36].copy_from_slice(&dp);
+                f[36..38].copy_from_slice(&sp);
+            }
+            let d = usize::from(!to_server);
+            f[38..42].copy_from_slice(&self.next[d].to_be_bytes());
+            self.next[d] = self.next[d].wrapping_add(payload.len() as u32 + u32::from(flags & SYN != 0));
+            self.n += 1;
+            self.i.process(&f, FrameMeta { zone: 0, iface: u16::from(!to_server), now_ns: self.n * 1000 })
+        }
+
+        fn snapshot(&mut self) -> SessionSnapshot {
+            let mut v = self.i.snapshot(4);
+            assert_eq!(v.len(), 1);
+            v.remove(0)
+        }
+    }
+
+    const GET: &[u8] = b"GET / HTTP/1.0\r\n\r\n";
+    const OK: &[u8] = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nhi";
+    const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
+
+    /// HTTP, then RESP on the same connection where only `http` is allowed: protect mode resets
+    /// it on the first RESP frame (not forwarded) and drops what follows; the record says the
+    /// app was HTTP before.
+    #[test]
+    fn http_then_resp_is_reset_in_protect_mode() {
+        let mut c = Conn::open(policy("protect", "\"http\""));
+        assert_eq!(c.frame(true, ACK | PSH, GET), Verdict::Forward);
+        assert_eq!(c.frame(false, ACK | PSH, OK), Verdict::Forward);
+        let s = c.snapshot();
+        assert_eq!((s.app.as_ref().unwrap().app, s.policy.as_ref().unwrap().verdict), (App::Http, Some(PolicyVerdict::Allowed)));
+        assert_eq!(c.frame(true, ACK | PSH, PING), Verdict::Reset, "the RESP frame is not forwarded");
+        assert_eq!(c.frame(true, ACK | PSH, PING), Verdict::Drop(DropReason::PolicyDenied));
+        assert_eq!(c.frame(false, ACK | PSH, b"+PONG\r\n"), Verdict::Drop(DropReason::PolicyDenied));
+        let s = c.snapshot();
+        let r = crate::record::to_record(&s, |_| String::new());
+        assert_eq!((r.app.as_str(), r.previous_app.as_deref(), r.app_changes), ("redis", Some("http"), Some(1)));
+        assert_eq!((r.verdict.as_deref(), r.rule_id), (Some("denied"), None));
+        assert_eq!(c.i.stats.policy_resets, 1);
+        let mut ev = Vec::new();
+        c.i.drain_events(&mut ev);
+        assert_eq!(ev.len(), 1, "one denied event");
+        // RESP inside the first request's segment: the same, on that segment.
+        let mut c = Conn::open(policy("protect", "\"http\""));
+        assert_eq!(c.frame(true, ACK | PSH, &[GET, PING].concat()), Verdict::Reset);
+    }
+
+    /// Alert mode: the same connection is forwarded whole and reported a violation once the
+    /// app changed (event and record).
+    #[test]
+    fn http_then_resp_is_a_violation_in_alert_mode() {
+        let mut c = Conn::open(policy("alert", "\"http\""));
+        for (to_server, bytes) in [(true, GET), (false, OK), (true, PING), (false, &b"+PONG\r\n"[..])] {
+            assert_eq!(c.frame(to_server, ACK | PSH, bytes), Verdict::Forward);
+        }
+        let mut ev = Vec::new();
+        c.i.drain_events(&mut ev);
+        assert_eq!(ev.len(), 1);
+        let r = crate::record::to_record(&ev[0], |_| String::new());
+        assert_eq!((r.verdict.as_deref(), r.app.as_str(), r.previous_app.as_deref()), (Some("violation"), "redis", Some("http")));
+        let r = crate::record::to_record(&c.snapshot(), |_| String::new());
+        assert_eq!((r.verdict.as_deref(), r.app.as_str()), (Some("violation"), "redis"));
+    }
+
+    /// The hole trick: after HTTP, nine segments beyond a hole make the stream skip it (its
+    /// out-of-order limit), and the hole, sent last, would pass as a retransmission. The gap
+    /// loses the parser's framing, so protect mode applies the exception policy (`drop_flow`:
+    /// reset) on the ninth segment and drops the hole; alert mode passes the flow and says so.
+    #[test]
+    fn a_hole_the_parser_cannot_frame_across_is_an_exception() {
+        for (mode, cut) in [("protect", true), ("alert", false)] {
+            let mut c = Conn::open(policy(mode, "\"http\""));
+            assert_eq!(c.frame(true, ACK | PSH, GET), Verdict::Forward);
+            assert_eq!(c.frame(false, ACK | PSH, OK), Verdict::Forward);
+            let hole = c.next[0];
+            c.next[0] = hole.wrapping_add(PING.len() as u32);
+            let mut verdicts = Vec::new();
+            for _ in 0..9 {
+                verdicts.push(c.frame(true, ACK | PSH, PING));
+            }
+            let end = c.next[0];
+            c.next[0] = hole;
+            let late = c.frame(true, ACK | PSH, PING);
+            c.next[0] = end;
+            let r = crate::record::to_record(&c.snapshot(), |_| String::new());
+            assert_eq!((r.inspection.as_deref(), r.inspection_reason.as_deref()), (Some("bypassed"), Some("out_of_order_limit")), "{mode}");
+            if cut {
+                assert!(verdicts[..8].iter().all(|v| *v == Verdict::Forward), "{verdicts:?}");
+                assert_eq!(verdicts[8], Verdict::Reset, "the segment that made the gap");
+                assert_eq!(late, Verdict::Drop(DropReason::PolicyDenied), "the hole");
+                assert_eq!((r.verdict.as_deref(), r.exception_action.as_deref()), (Some("denied"), Some("drop_flow")));
+            } else {
+                assert!(verdicts.iter().chain([&late]).all(|v| *v == Verdict::Forward), "{verdicts:?}");
+                assert_eq!(r.exception_action.as_deref(), Some("pass_flow"));
+            }
+        }
+    }
+
+    /// Control: bytes that remain a prefix of an allowed app's first message are forwarded
+    /// while detection runs, in any segmentation; HTTP then more HTTP stays allowed.
+    #[test]
+    fn prefixes_of_an_allowed_app_are_forwarded() {
+        let req = b"GET /index.html HTTP/1.1\r\nHost: 198.18.0.2\r\n\r\n";
+        for cut in [1, 2, 5, 14, 20, req.len() - 1] {
+            let mut c = Conn::open(policy("protect", "\"http\""));
+            assert_eq!(c.frame(true, ACK | PSH, &req[..cut]), Verdict::Forward, "cut {cut}");
+            let s = c.snapshot();
+            assert!(s.session.policy.pending_app || s.app.as_ref().unwrap().app == App::Http, "cut {cut}");
+            assert_eq!(c.frame(true, ACK | PSH, &req[cut..]), Verdict::Forward);
+            assert_eq!(c.frame(false, ACK | PSH, OK), Verdict::Forward);
+            assert_eq!(c.frame(true, ACK | PSH, req), Verdict::Forward, "a second request");
+            let p = c.snapshot().policy.unwrap();
+            assert_eq!((p.verdict, p.rule_id), (Some(PolicyVerdict::Allowed), Some(20)));
+        }
+        // Redis allowed: a RESP prefix is forwarded until Redis is detected.
+        let mut c = Conn::open(policy("protect", "\"redis\""));
+        assert_eq!(c.frame(true, ACK | PSH, &PING[..10]), Verdict::Forward);
+        assert_eq!(c.frame(true, ACK | PSH, &PING[10..]), Verdict::Forward);
+        assert_eq!(c.snapshot().policy.unwrap().verdict, Some(PolicyVerdict::Allowed));
+    }
+
+    /// Bytes that only a candidate the rule does not allow still waits for (a partial RESP
+    /// command where only HTTP is allowed) are dropped at once, whatever Redis thinks: the app
+    /// is decided `unknown` and the session reset on that frame.
+    #[test]
+    fn a_prefix_of_only_other_apps_is_dropped_at_once() {
+        let mut c = Conn::open(policy("protect", "\"http\""));
+        assert_eq!(c.frame(true, ACK | PSH, &PING[..10]), Verdict::Reset);
+        let s = c.snapshot();
+        let a = s.app.as_ref().unwrap();
+        assert_eq!((a.app, a.unknown_reason), (App::Unknown, Some(UnknownReason::NoAllowedApp)));
+        let r = crate::record::to_record(&s, |_| String::new());
+        assert_eq!((r.verdict.as_deref(), r.app_unknown_reason.as_deref()), (Some("denied"), Some("no_allowed_app")));
+        assert_eq!(c.frame(true, ACK | PSH, &PING[10..]), Verdict::Drop(DropReason::PolicyDenied));
+        // Real client bytes: the first command of each corpus Redis flow, cut before Redis can
+        // tell (its probe still waits), over an http-only rule: dropped on that first frame.
+        let mut cut_flows = 0;
+        for f in crate::app::testutil::corpus_flows("redis.pcap") {
+            let b = &f.to_server;
+            let Some(cut) = (1..b.len().min(64)).find(|&k| {
+                <crate::app::redis::Redis as crate::app::AppParser>::probe(crate::session::Dir::ToServer, &b[..k])
+                    == crate::app::Probe::NeedMore
+                    && <crate::app::http::Http as crate::app::AppParser>::probe(crate::session::Dir::ToServer, &b[..k])
+                        == crate::app::Probe::NoMatch
+            }) else {
+                continue;
+            };
+            let mut c = Conn::open(policy("protect", "\"http\""));
+            assert_eq!(c.frame(true, ACK | PSH, &b[..cut]), Verdict::Reset, "{:?}", String::from_utf8_lossy(&b[..cut]));
+            // Control: the same bytes where Redis is allowed are forwarded.
+            let mut c = Conn::open(policy("protect", "\"redis\""));
+            assert_eq!(c.frame(true, ACK | PSH, &b[..cut]), Verdict::Forward);
+            cut_flows += 1;
+        }
+        assert!(cut_flows > 0);
+        // Where the rule's app and unknown traffic are both forwarded anyway (alert mode),
+        // detection runs its course.
+        let mut c = Conn::open(policy("alert", "\"http\""));
+        assert_eq!(c.frame(true, ACK | PSH, &PING[..10]), Verdict::Forward);
+        assert_eq!(c.frame(true, ACK | PSH, &PING[10..]), Verdict::Forward);
+        assert_eq!(c.snapshot().app.unwrap().app, App::Redis);
     }
 }

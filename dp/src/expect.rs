@@ -11,15 +11,9 @@
 //!
 //! The two flows may be owned by different workers (ownership hashes the 5-tuple), so the table
 //! is shared: a fixed array of slots, each a sequence number and the entry's words, all atomics
-//! (a seqlock per slot, safe Rust):
-//! - a writer claims a slot by moving its even sequence number to odd with a compare-exchange
-//!   (so writers never wait for each other: a lost race tries another slot), issues a release
-//!   fence, stores the words, and publishes with the next even number (release);
-//! - a reader loads the sequence number (acquire), the words (relaxed), issues an acquire fence
-//!   and loads the number again: an odd or changed number means the copy may be torn and is
-//!   discarded (after H.-J. Boehm, "Can seqlocks get along with programming language memory
-//!   models?", 2012);
-//! - taking an entry is a write (the claim makes sure only one worker consumes it).
+//! (a seqlock per slot, [`crate::seqlock`]): a writer that loses the race for a slot tries
+//! another, a reader discards copies a writer may have torn, and taking an entry is a write
+//! (the claim makes sure only one worker consumes it).
 //!
 //! Bounded: `slots` entries (64 by default), nothing allocated after construction. An insert
 //! refreshes an entry for the same request, else takes an empty slot, else an expired one,
@@ -28,9 +22,10 @@
 //! can still be live (`horizon`, the latest expiry ever written, is in the past); otherwise
 //! they scan the slots' first words.
 
-use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::flow::{Addr, End, FlowKey};
+use crate::seqlock::SeqCell;
 
 /// Bytes an announcing parser can pass to the related flow's parser.
 pub const RELATED_BYTES: usize = 160;
@@ -41,8 +36,6 @@ pub const DEFAULT_TTL_NS: u64 = 10_000_000_000;
 
 const HEAD_WORDS: usize = 6;
 const WORDS: usize = HEAD_WORDS + RELATED_BYTES / 8;
-/// Times a reader retries a slot a writer holds before skipping it.
-const READ_RETRIES: usize = 16;
 /// Times an insert retries after losing the race for its chosen slot.
 const INSERT_RETRIES: usize = 4;
 
@@ -181,51 +174,7 @@ pub struct ExpectStats {
     pub failed: u64,
 }
 
-struct Slot {
-    seq: AtomicU64,
-    w: [AtomicU64; WORDS],
-}
-
-impl Slot {
-    fn new() -> Self {
-        Slot { seq: AtomicU64::new(0), w: std::array::from_fn(|_| AtomicU64::new(0)) }
-    }
-
-    /// A consistent copy of the first `n` words and the sequence number it was read at; `None`
-    /// when a writer kept the slot busy.
-    fn read<const N: usize>(&self) -> Option<(u64, [u64; N])> {
-        for _ in 0..READ_RETRIES {
-            let s1 = self.seq.load(Ordering::Acquire);
-            if s1 & 1 == 1 {
-                std::hint::spin_loop();
-                continue;
-            }
-            let mut w = [0u64; N];
-            for (dst, src) in w.iter_mut().zip(&self.w) {
-                *dst = src.load(Ordering::Relaxed);
-            }
-            fence(Ordering::Acquire);
-            if self.seq.load(Ordering::Relaxed) == s1 {
-                return Some((s1, w));
-            }
-        }
-        None
-    }
-
-    /// Writes `words` (all, or only the first when clearing) if the slot is still at sequence
-    /// `seq`; false when another writer got there first.
-    fn write(&self, seq: u64, words: &[u64]) -> bool {
-        if self.seq.compare_exchange(seq, seq.wrapping_add(1), Ordering::Acquire, Ordering::Relaxed).is_err() {
-            return false;
-        }
-        fence(Ordering::Release);
-        for (dst, src) in self.w.iter().zip(words) {
-            dst.store(*src, Ordering::Relaxed);
-        }
-        self.seq.store(seq.wrapping_add(2), Ordering::Release);
-        true
-    }
-}
+type Slot = SeqCell<WORDS>;
 
 /// The shared expectation table. See the module docs.
 pub struct ExpectTable {
@@ -256,7 +205,7 @@ impl ExpectTable {
     /// A table of `slots` entries (at least 1) whose expectations live `ttl_ns` nanoseconds.
     pub fn new(slots: usize, ttl_ns: u64) -> Self {
         ExpectTable {
-            slots: (0..slots.max(1)).map(|_| Slot::new()).collect(),
+            slots: (0..slots.max(1)).map(|_| Slot::default()).collect(),
             ttl_ns,
             horizon: AtomicU64::new(0),
             inserted: AtomicU64::new(0),

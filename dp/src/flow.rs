@@ -2,8 +2,8 @@
 //!
 //! A [`FlowKey`] is direction-free: the two endpoints are stored in a canonical order (lower
 //! address/port first) so both directions of a flow find the same session entry, and its
-//! [`FlowKey::spread`] hash is the same for both directions, which is how a frame picks the worker
-//! that owns its flow.
+//! [`FlowKey::owner_spread`] hash (zone and addresses) is the same for both directions and for
+//! IP fragments, which is how a frame picks the worker that owns its flow.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -103,8 +103,29 @@ impl FlowKey {
         }
     }
 
-    /// A hash equal for both directions of the flow (the key is canonical), used to choose the
-    /// owning worker (`spread % workers`). FNV-1a over the key fields, then the MurmurHash3
+    /// The hash that picks the worker owning the flow (`owner_spread % workers`): zone and the
+    /// two addresses only, in canonical order, so it is the same for both directions, for
+    /// every protocol and port between the two hosts, and for IP fragments, which carry no
+    /// ports (a later fragment has no L4 header): fragments reach the worker that reassembles
+    /// their datagram, and that worker also owns the datagram's session (ARCHITECTURE.md,
+    /// "Fragments and flow ownership"). Same finalizer as [`FlowKey::spread`].
+    pub fn owner_spread(&self) -> u32 {
+        let mut h: u32 = 0x811c_9dc5;
+        let mut eat = |b: u8| {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        };
+        self.lo.0.iter().chain(self.hi.0.iter()).for_each(|b| eat(*b));
+        self.zone.to_be_bytes().iter().for_each(|b| eat(*b));
+        h ^= h >> 16;
+        h = h.wrapping_mul(0x85eb_ca6b);
+        h ^= h >> 13;
+        h = h.wrapping_mul(0xc2b2_ae35);
+        h ^ (h >> 16)
+    }
+
+    /// A hash equal for both directions of the flow (the key is canonical), spreading flows
+    /// by all key fields (`spread % n`; workers use [`FlowKey::owner_spread`]). FNV-1a over the key fields, then the MurmurHash3
     /// 32-bit finalizer: FNV-1a alone leaves its low bits a function of the low bits of the key
     /// bytes (with two workers, ownership followed port parity), the finalizer spreads every
     /// input bit over all output bits. Stable across runs and processes.
@@ -158,6 +179,21 @@ mod tests {
         v6[15] = 5;
         assert_eq!(Addr::v6(v6).to_string(), "2001:db8::5");
         assert!(!Addr::v6(v6).is_v4());
+    }
+
+    #[test]
+    fn owner_spread_ignores_ports_protocol_and_direction() {
+        let (a, b) = (Addr::v4([198, 18, 0, 1]), Addr::v4([198, 18, 0, 2]));
+        let (k, _) = FlowKey::new(0, 17, a, 40000, b, 53);
+        let (frag, _) = FlowKey::new(0, 17, b, 0, a, 0);
+        let (icmp, _) = FlowKey::new(0, 1, b, 0, a, 0);
+        assert_eq!(k.owner_spread(), frag.owner_spread());
+        assert_eq!(k.owner_spread(), icmp.owner_spread());
+        assert_ne!(k.owner_spread(), FlowKey::new(1, 17, a, 40000, b, 53).0.owner_spread(), "zone counts");
+        // Host pairs still spread over two workers.
+        let ones: u32 =
+            (0..1000u32).map(|i| FlowKey::new(0, 6, Addr::v4([198, 18, (i >> 8) as u8, i as u8]), 1, b, 2).0.owner_spread() % 2).sum();
+        assert!((400..=600).contains(&ones), "{ones} of 1000 host pairs on worker 1");
     }
 
     #[test]

@@ -3,15 +3,24 @@
 //!
 //! The pipeline never knows where frames come from (the NeuVector `dp` shape: I/O backends call
 //! into inspection, never the reverse). It allocates nothing per frame.
+//!
+//! IP fragments go to reassembly first ([`crate::defrag`]): the caller holds each fragment
+//! frame under a token ([`Verdict::Hold`]), the complete datagram is decided and inspected
+//! once, and the held frames come back together with one verdict through
+//! [`Inspector::releases`].
 
 use std::sync::Arc;
 
 use crate::app::engine::{AppState, Engine, EngineConfig};
 use crate::app::App;
-use crate::enforce::{DnsCache, Hits, PolicyView};
+use crate::defrag::{Defrag, DefragConfig, DefragStats, Failure, Push, Releases, MAX_ASSEMBLED};
+use crate::enforce::{Hits, PolicyView};
+use crate::exception::{strictest, ExceptionPolicy, ExceptionReason};
 use crate::expect::{ExpectTable, Expectation};
 use crate::flow::{End, FlowKey};
-use crate::policy::{CompiledPolicy, Facts, PolicyVerdict};
+use crate::names::{NameBuf, NameConfig, NameTable};
+use crate::origin::{Origins, NO_SLOT};
+use crate::policy::{CompiledPolicy, Facts, Mode, PolicyVerdict};
 use crate::session::{Dir, SessionSnapshot, SessionTable, Timeouts, NO_APP};
 use crate::wire::{self, Frame, Malformed, L4};
 
@@ -25,6 +34,9 @@ pub enum Verdict {
     /// Do not transmit, and end the TCP session at both ends with resets built from this frame
     /// ([`crate::rst::resets`]); counted as [`DropReason::PolicyDenied`].
     Reset,
+    /// An IP fragment: keep the frame (it is part of the reassembly budget) until
+    /// [`Inspector::releases`] hands its token back with the verdict of its whole datagram.
+    Hold,
 }
 
 /// Why a frame was dropped; counted per interface.
@@ -36,20 +48,28 @@ pub enum DropReason {
     TxRingFull = 1,
     /// No free UMEM frame for a frame handed over from another worker.
     NoFrame = 2,
-    /// The session is denied by policy (protect mode).
+    /// The session is denied by policy (protect mode), or dropped by its exception policy.
     PolicyDenied = 3,
+    /// The frame claims a workload's address (or a session direction) from a side or MAC the
+    /// workload does not send from (protect mode).
+    Spoofed = 4,
+    /// An ICMP error failing its checks, or a redirect, to a protect-mode workload
+    /// ([`crate::icmp`]).
+    Icmp = 5,
     /// A new flow found the session table full of established TCP sessions (none evictable,
     /// see [`crate::session::EvictClass`]): it cannot be tracked, so it is not forwarded.
-    SessionTableFull = 4,
+    SessionTableFull = 6,
 }
 
 impl DropReason {
     /// All reasons, for counter tables indexed by `self as usize`.
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::Malformed,
         DropReason::TxRingFull,
         DropReason::NoFrame,
         DropReason::PolicyDenied,
+        DropReason::Spoofed,
+        DropReason::Icmp,
         DropReason::SessionTableFull,
     ];
 
@@ -60,6 +80,8 @@ impl DropReason {
             DropReason::TxRingFull => "tx_ring_full",
             DropReason::NoFrame => "no_frame",
             DropReason::PolicyDenied => "policy_denied",
+            DropReason::Spoofed => "spoofed",
+            DropReason::Icmp => "icmp_rejected",
             DropReason::SessionTableFull => "session_table_full",
         }
     }
@@ -98,14 +120,19 @@ pub struct InspectStats {
     pub non_ip: u64,
     /// Malformed frames by [`Malformed`] reason (index `reason as usize`).
     pub malformed: [u64; Malformed::ALL.len()],
-    /// ICMP errors accounted to the session they are about.
-    pub icmp_errors_related: u64,
+    /// ICMP errors, redirects and echo direction ([`crate::icmp`]).
+    pub icmp: crate::icmp::IcmpStats,
     /// Frames dropped because their session is denied by policy.
     pub policy_dropped: u64,
     /// Sessions ended with TCP resets by policy.
     pub policy_resets: u64,
     /// Violation/denied events lost because the event queue was full.
     pub events_dropped: u64,
+    /// Frames claiming a workload's address, or a session direction, from a side or MAC it
+    /// does not send from ([`crate::origin`]); dropped in protect mode.
+    pub spoofed: u64,
+    /// Exceptions applied to policed sessions, by [`ExceptionReason`] (index `reason as usize`).
+    pub exceptions: [u64; ExceptionReason::ALL.len()],
 }
 
 /// Most violation/denied events queued between two worker loops.
@@ -124,21 +151,29 @@ pub struct Inspector {
     policy_gen: u32,
     /// Sessions decided per rule and per mode default, for the current policy.
     pub hits: Hits,
-    /// Names DNS answers gave to addresses (for `fqdn` rules).
-    pub dns: DnsCache,
+    /// Names DNS answers gave to addresses, per DNS client (for `fqdn` rules).
+    names: Arc<NameTable>,
     /// Sessions that just became violations or denied: (slab index, session id), drained by
     /// [`Inspector::drain_events`].
     events: Vec<(u32, u64)>,
     expect: Arc<ExpectTable>,
+    /// Interfaces and the workloads on their sides (anti-spoofing, interface = workload).
+    origins: Origins,
+    exceptions: ExceptionPolicy,
+    /// IP reassembly and the frames it holds.
+    defrag: Defrag,
+    /// Where complete datagrams are written (capacity [`MAX_ASSEMBLED`]).
+    assembly: Vec<u8>,
 }
 
 /// ICMPv6 link-layer control (RFC 4861 neighbour discovery: router/neighbour solicitation and
-/// advertisement, redirect; RFC 3810/2710 MLD), which policy never blocks.
+/// advertisement; RFC 3810/2710 MLD), which policy never blocks. Redirects (137) are judged by
+/// [`crate::icmp::stage`].
 fn link_control(ip: &wire::Ip<'_>) -> bool {
     matches!(
         ip.l4,
         L4::Icmp {
-            kind: 130..=137 | 143,
+            kind: 130..=136 | 143,
             ..
         }
     ) && ip.proto == wire::ipproto::ICMPV6
@@ -164,24 +199,90 @@ impl Inspector {
         malformed: MalformedPolicy,
         engine: EngineConfig,
     ) -> Self {
+        let mut sessions = SessionTable::new(max_sessions, timeouts);
+        sessions.reserve_released(engine.max_sessions);
         Inspector {
-            sessions: SessionTable::new(max_sessions, timeouts),
+            sessions,
             engine: Engine::new(engine),
             stats: InspectStats::default(),
             malformed,
             policy: Arc::new(CompiledPolicy::empty()),
             policy_gen: 0,
             hits: Hits::default(),
-            dns: DnsCache::new(4096, 300_000_000_000),
+            names: Arc::new(NameTable::new(NameConfig::small())),
             events: Vec::with_capacity(EVENT_QUEUE),
             expect: Arc::new(ExpectTable::default()),
+            origins: Origins::default(),
+            exceptions: ExceptionPolicy::default(),
+            defrag: Defrag::new(DefragConfig::default()),
+            assembly: Vec::with_capacity(MAX_ASSEMBLED),
         }
+    }
+
+    /// Reassembles IP fragments within `cfg` from now on (allocates the new budget). Meant for
+    /// start-up: while fragments are held nothing changes and the answer is false.
+    pub fn set_defrag(&mut self, cfg: DefragConfig) -> bool {
+        if self.defrag.held_frames() > 0 || self.defrag.datagrams() > 0 {
+            return false;
+        }
+        self.defrag = Defrag::new(cfg);
+        true
+    }
+
+    /// Reassembly counters.
+    pub fn defrag_stats(&self) -> DefragStats {
+        self.defrag.stats()
+    }
+
+    /// Frames held for reassembly and now released, each datagram's with one verdict, since
+    /// [`Self::clear_releases`] (or, for [`Self::process`] and [`Self::process_decoded`],
+    /// since the previous call). A caller holding frames acts on them and clears them at least
+    /// once per 1024 frames.
+    pub fn releases(&self) -> &Releases {
+        &self.defrag.releases
+    }
+
+    /// Forgets the releases the caller has acted on.
+    pub fn clear_releases(&mut self) {
+        self.defrag.releases.clear();
+    }
+
+    /// Fails datagrams whose reassembly timed out at `now_ns` (exception policy,
+    /// [`ExceptionReason::DefragTimeout`]); their frames are in [`Self::releases`].
+    pub fn expire_fragments(&mut self, now_ns: u64) {
+        if self.defrag.expire(now_ns) > 0 {
+            self.settle_releases();
+        }
+    }
+
+    /// Fails the datagrams received on `zone` (its pair is being removed): their frames are in
+    /// [`Self::releases`], to be dropped.
+    pub fn flush_fragments(&mut self, zone: u16) {
+        self.defrag.flush_zone(zone);
+        self.settle_releases();
+    }
+
+    /// Uses `e` as the exception policy ([`crate::exception`]) from the next frame on.
+    pub fn set_exceptions(&mut self, e: ExceptionPolicy) {
+        self.exceptions = e;
+    }
+
+    /// Registers inline pair `a` ⇄ `b` (slot and interface name of each side) so that frames
+    /// received on them are checked against the workloads on each side ([`crate::origin`]).
+    pub fn set_pair(&mut self, a: (u16, &str), b: (u16, &str)) {
+        self.origins.set_pair(a, b, &self.policy);
+    }
+
+    /// Forgets the pair `slot` belongs to.
+    pub fn remove_pair(&mut self, slot: u16) {
+        self.origins.remove_pair(slot);
     }
 
     /// Enforces `policy` (generation `generation`) from the next frame on: sessions decided by
     /// an older generation are evaluated again on their next frame. Resets the hit counters.
     pub fn set_policy(&mut self, policy: Arc<CompiledPolicy>, generation: u32) {
         self.hits.reset(policy.rules().len(), generation);
+        self.origins.apply_policy(&policy);
         self.policy = policy;
         self.policy_gen = generation;
     }
@@ -203,15 +304,36 @@ impl Inspector {
         self.expect = table;
     }
 
+    /// Uses `table` for the DNS names `fqdn` rules match instead of this pipeline's own: the
+    /// daemon gives every worker the same table, since a client's DNS flow and its later
+    /// connections may be owned by different workers.
+    pub fn share_names(&mut self, table: Arc<NameTable>) {
+        self.names = table;
+    }
+
+    /// The DNS name table this pipeline learns into and looks up.
+    pub fn names(&self) -> &Arc<NameTable> {
+        &self.names
+    }
+
     /// The expectation table this pipeline registers in and looks up.
     pub fn expectations(&self) -> &Arc<ExpectTable> {
         &self.expect
     }
 
-    /// Processes one raw frame.
+    /// Processes one raw frame that the caller does not keep: a fragment's frame is "held"
+    /// under token 0 and releases from before this call are forgotten (for callers that only
+    /// count: tests, fuzzing). Callers that forward frames use [`Self::process_frame`].
     pub fn process(&mut self, frame: &[u8], meta: FrameMeta) -> Verdict {
+        self.defrag.releases.clear();
+        self.process_frame(frame, meta, 0)
+    }
+
+    /// Processes one raw frame; an IP fragment is held by the caller under `token`
+    /// ([`Verdict::Hold`], then [`Self::releases`]).
+    pub fn process_frame(&mut self, frame: &[u8], meta: FrameMeta, token: u64) -> Verdict {
         match wire::decode(frame) {
-            Ok(f) => self.process_decoded(&f, frame.len() as u32, meta),
+            Ok(f) => self.process_decoded_frame(&f, meta, token),
             Err(m) => self.malformed(m, frame.len() as u32),
         }
     }
@@ -221,40 +343,165 @@ impl Inspector {
         self.stats.frames += 1;
         self.stats.bytes += u64::from(len);
         self.stats.malformed[why as usize] += 1;
+        self.malformed_verdict()
+    }
+
+    fn malformed_verdict(&self) -> Verdict {
         match self.malformed {
             MalformedPolicy::Drop => Verdict::Drop(DropReason::Malformed),
             MalformedPolicy::Forward => Verdict::Forward,
         }
     }
 
-    /// Processes a frame already decoded (the worker decodes once to pick the owning worker).
-    pub fn process_decoded(&mut self, f: &Frame<'_>, len: u32, meta: FrameMeta) -> Verdict {
+    /// [`Self::process_decoded`] for a frame the caller keeps: an IP fragment is held under
+    /// `token` ([`Verdict::Hold`]); its length is `f.raw.len()`.
+    pub fn process_decoded_frame(&mut self, f: &Frame<'_>, meta: FrameMeta, token: u64) -> Verdict {
+        let len = f.raw.len() as u32;
         self.stats.frames += 1;
         self.stats.bytes += u64::from(len);
+        if f.ip.as_ref().is_some_and(|ip| ip.frag.is_some()) {
+            return self.fragment(f, len, meta, token);
+        }
+        self.pipeline(f, len, meta)
+    }
+
+    /// Reassembly of fragment frame `f`: held (or refused and decided alone); a datagram it
+    /// completes is decided and inspected as one packet of `len` = all its frames' bytes, and
+    /// its frames released with that verdict.
+    fn fragment(&mut self, f: &Frame<'_>, len: u32, meta: FrameMeta, token: u64) -> Verdict {
+        let out = self.defrag.push(f, meta.zone, meta.iface, meta.now_ns, token, len);
+        let refused = match out {
+            Push::Held => None,
+            Push::Complete(idx) => {
+                self.reassembled(idx, meta.now_ns);
+                None
+            }
+            Push::Refused(why) => Some(why),
+        };
+        self.settle_releases();
+        match (refused, f.ip.as_ref()) {
+            (Some(why), Some(ip)) => self.failure_verdict(why, ip.src, ip.dst, meta.iface),
+            _ => Verdict::Hold,
+        }
+    }
+
+    /// Decides complete datagram `idx`: decoded from the assembly buffer and run through the
+    /// pipeline once (protect mode drops datagrams whose overlapping fragments disagreed
+    /// without inspecting them); its frames are released with that verdict.
+    fn reassembled(&mut self, idx: u32, now_ns: u64) {
+        let mut buf = std::mem::take(&mut self.assembly);
+        let a = self.defrag.assemble(idx, &mut buf);
+        let mut resets = None;
+        let verdict = match wire::decode(&buf) {
+            Ok(f) if f.ip.as_ref().is_some_and(|ip| ip.frag.is_none()) => {
+                if a.conflict && self.mode_of(a.src, a.dst, a.iface) == Some(Mode::Protect) {
+                    self.stats.policy_dropped += 1;
+                    Verdict::Drop(DropReason::PolicyDenied)
+                } else {
+                    let meta = FrameMeta { zone: a.zone, iface: a.iface, now_ns };
+                    let v = self.pipeline(&f, a.frame_bytes, meta);
+                    if v == Verdict::Reset {
+                        resets = crate::rst::resets(&buf, &f);
+                    }
+                    v
+                }
+            }
+            // A Fragment header inside the reassembled datagram (nested fragmentation): no
+            // sender makes it; the walk stops there.
+            Ok(_) => {
+                self.stats.malformed[Malformed::Ipv6ExtHeader as usize] += 1;
+                self.malformed_verdict()
+            }
+            Err(m) => {
+                self.stats.malformed[m as usize] += 1;
+                self.malformed_verdict()
+            }
+        };
+        self.defrag.release(idx, verdict, resets);
+        self.assembly = buf;
+    }
+
+    /// Gives failed datagrams in the releases their verdict.
+    fn settle_releases(&mut self) {
+        let mut rel = std::mem::replace(&mut self.defrag.releases, Releases::empty());
+        for r in rel.undecided() {
+            let why = r.failure.unwrap_or(Failure::Flushed);
+            r.verdict = self.failure_verdict(why, r.src, r.dst, r.iface);
+        }
+        self.defrag.releases = rel;
+    }
+
+    /// The verdict for a datagram (or fragment) that failed reassembly: malformed ones per the
+    /// malformed policy, too-big ones dropped; for lack of room or time, the exception policy
+    /// of the strictest workload end (forwarded when neither end is a workload).
+    fn failure_verdict(&mut self, why: Failure, src: crate::flow::Addr, dst: crate::flow::Addr, iface: u16) -> Verdict {
+        let reason = match why {
+            Failure::Malformed => return self.malformed_verdict(),
+            Failure::TooBig => return Verdict::Drop(DropReason::Malformed),
+            Failure::Flushed => return Verdict::Drop(DropReason::NoFrame),
+            Failure::Full => ExceptionReason::DefragFull,
+            Failure::Timeout => ExceptionReason::DefragTimeout,
+        };
+        self.defrag.stats.exceptions += 1;
+        let Some(mode) = self.mode_of(src, dst, iface) else { return Verdict::Forward };
+        self.stats.exceptions[reason as usize] += 1;
+        match self.exceptions.action(reason, mode) {
+            crate::exception::ExceptionAction::DropFlow => {
+                self.stats.policy_dropped += 1;
+                Verdict::Drop(DropReason::PolicyDenied)
+            }
+            _ => Verdict::Forward,
+        }
+    }
+
+    /// The mode of the strictest workload end of a packet from `src` to `dst` received on
+    /// `iface` (ends known from the interface first, as for sessions); `None` when neither end
+    /// is a workload.
+    fn mode_of(&self, src: crate::flow::Addr, dst: crate::flow::Addr, iface: u16) -> Option<Mode> {
+        let ends = self.origins.ends(iface);
+        let n = self.policy.workloads().len();
+        let valid = |w: Option<crate::policy::WorkloadIdx>| w.filter(|w| w.index() < n);
+        let from = valid(ends.client).or_else(|| self.policy.workload_of(src.ip()));
+        let to = valid(ends.server).or_else(|| self.policy.workload_of(dst.ip()));
+        strictest(from.map(|w| self.policy.workload_mode(w)), to.map(|w| self.policy.workload_mode(w)))
+    }
+
+    /// Processes a frame already decoded (the worker decodes once to pick the owning worker).
+    ///
+    /// Stages, in order: non-IP frames pass; ICMP errors follow the session they quote;
+    /// anti-spoofing ([`crate::origin`]) before any session is touched; the session is found or
+    /// created; a new session gets its L3/L4 verdict (and, if picked up mid-stream, its
+    /// exception policy); TCP/UDP payload goes to the streams and the app engine; the verdict
+    /// is settled again when what it depends on changed. Frames of a session that are not
+    /// forwarded are counted in its `dropped_*` counters.
+    ///
+    /// An IP fragment is held under token 0 and releases from before this call are forgotten,
+    /// as with [`Self::process`]; callers that keep frames use [`Self::process_decoded_frame`].
+    pub fn process_decoded(&mut self, f: &Frame<'_>, len: u32, meta: FrameMeta) -> Verdict {
+        self.defrag.releases.clear();
+        self.stats.frames += 1;
+        self.stats.bytes += u64::from(len);
+        if f.ip.as_ref().is_some_and(|ip| ip.frag.is_some()) {
+            return self.fragment(f, len, meta, 0);
+        }
+        self.pipeline(f, len, meta)
+    }
+
+    /// The pipeline for a decoded, not fragmented packet (a frame or a reassembled datagram)
+    /// of `len` bytes.
+    fn pipeline(&mut self, f: &Frame<'_>, len: u32, meta: FrameMeta) -> Verdict {
         let Some(ip) = f.ip.as_ref() else {
             self.stats.non_ip += 1;
             return Verdict::Forward;
         };
-        if let L4::Icmp { invoking: Some(t), .. } = ip.l4 {
-            let (k, sender) = FlowKey::new(meta.zone, t.proto, t.src, t.sport, t.dst, t.dport);
-            if let Some((idx, d)) = self.sessions.find(&k, sender) {
-                // The error travels back towards the sender of the invoking packet.
-                let back = if d == Dir::ToServer { Dir::ToClient } else { Dir::ToServer };
-                self.sessions.account(idx, back, len, meta.now_ns);
-                self.stats.icmp_errors_related += 1;
-                // ICMP errors follow their parent session's verdict.
-                if self.sessions.get(idx).policy.blocked {
-                    self.stats.policy_dropped += 1;
-                    return Verdict::Drop(DropReason::PolicyDenied);
-                }
-                return Verdict::Forward;
-            }
-        }
         let (key, end) = FlowKey::new(meta.zone, ip.proto, ip.src, ip.sport, ip.dst, ip.dport);
-        let tcp = match ip.l4 {
-            L4::Tcp { flags, .. } => Some(flags),
-            _ => None,
-        };
+        if let Some(v) = self.check_origin(f, ip, &key, end, len, meta) {
+            return v;
+        }
+        if let Some(v) = crate::icmp::stage(&mut self.sessions, &self.policy, &mut self.stats, ip, len, meta) {
+            return v;
+        }
+        let tcp = crate::tcpseq::Segment::of(ip);
         let Some(t) = self.sessions.track(&key, end, len, tcp, meta.iface, meta.now_ns) else {
             // Refused by a table full of established sessions (counted there).
             if link_control(ip) {
@@ -262,6 +509,74 @@ impl Inspector {
             }
             return Verdict::Drop(DropReason::SessionTableFull);
         };
+        let v = self.session_frame(t, end, ip, meta);
+        if v != Verdict::Forward {
+            self.sessions.count_dropped(t.idx, t.dir, len);
+        }
+        v
+    }
+
+    /// Anti-spoofing: a frame of a live session must arrive on the side its direction was seen
+    /// on; a frame that would open a session must not claim a workload's address from a side
+    /// or MAC that workload does not send from. `Some(verdict)` stops the frame here (dropped
+    /// when the workload or session is in protect mode: no session is created or touched).
+    fn check_origin(
+        &mut self,
+        f: &Frame<'_>,
+        ip: &wire::Ip<'_>,
+        key: &FlowKey,
+        end: End,
+        len: u32,
+        meta: FrameMeta,
+    ) -> Option<Verdict> {
+        if !self.origins.known(meta.iface) {
+            // No interfaces (`warden replay`, or a slot not registered): a workload's `macs`
+            // are all there is to check, and they hold for every frame claiming its address,
+            // whether it would open a session or ride one. Such a frame belongs to no session.
+            let w = self.origins.spoofed(&self.policy, meta.iface, ip.src, f.src_mac)?;
+            return Some(self.spoofed_verdict(w));
+        }
+        match self.sessions.find(key, end) {
+            Some((idx, dir)) => {
+                let s = self.sessions.get(idx);
+                let expected = match dir {
+                    Dir::ToServer => s.client_iface,
+                    Dir::ToClient if s.client_iface == NO_SLOT => NO_SLOT,
+                    Dir::ToClient => self.origins.peer(s.client_iface),
+                };
+                if self.origins.pinned(meta.iface, expected) {
+                    return None;
+                }
+                self.stats.spoofed += 1;
+                let protect = s.policy.mode == Some(Mode::Protect) || s.policy.blocked;
+                if !protect {
+                    return None;
+                }
+                self.sessions.count_rejected(idx, dir, len);
+                Some(Verdict::Drop(DropReason::Spoofed))
+            }
+            None => {
+                let w = self.origins.spoofed(&self.policy, meta.iface, ip.src, f.src_mac)?;
+                Some(self.spoofed_verdict(w))
+            }
+        }
+    }
+
+    /// A frame spoofing workload `w` that no session takes: counted, dropped in protect mode,
+    /// forwarded otherwise, and in every mode kept out of the session table, so that it cannot
+    /// choose the orientation of a session (in alert mode the sender's own handshake then
+    /// opens its session the right way round and is reported as what it is).
+    fn spoofed_verdict(&mut self, w: crate::policy::WorkloadIdx) -> Verdict {
+        self.stats.spoofed += 1;
+        if self.policy.workload_mode(w) == Mode::Protect {
+            Verdict::Drop(DropReason::Spoofed)
+        } else {
+            Verdict::Forward
+        }
+    }
+
+    /// The rest of the pipeline for a frame of session `t.idx` (tracked already).
+    fn session_frame(&mut self, t: crate::session::Tracked, end: End, ip: &wire::Ip<'_>, meta: FrameMeta) -> Verdict {
         if t.dir == Dir::ToServer && !t.new {
             self.sessions.note_client_iface(t.idx, meta.iface);
         }
@@ -279,6 +594,11 @@ impl Inspector {
         if let Some((_, client)) = related {
             self.sessions.set_client(t.idx, client);
         }
+        if t.new && self.sessions.get(t.idx).client_iface == NO_SLOT && self.origins.known(meta.iface) {
+            // Created by the server's frame: the client is on the other side of the pair.
+            let peer = self.origins.peer(meta.iface);
+            self.sessions.note_client_iface(t.idx, peer);
+        }
         if t.new {
             // L3/L4 verdict on the first frame: a denied session gets no app context.
             let v = self.enforce(t.idx, true, ip, meta.now_ns);
@@ -286,69 +606,153 @@ impl Inspector {
                 return v;
             }
         }
-        if matches!(ip.l4, L4::Tcp { .. } | L4::Udp) {
+        if matches!(ip.l4, L4::Tcp { .. } | L4::Udp) && self.sessions.get(t.idx).policy.exception.is_none() {
             self.inspect_payload(t.idx, t.new, end, ip, meta.now_ns, related.map(|(e, _)| e));
-            if t.dir == Dir::ToClient {
-                self.learn_names(t.idx, meta.now_ns);
-            }
+            self.stream_exception(t.idx);
+            self.learn_names(t.idx, meta.now_ns);
         }
         self.enforce(t.idx, false, ip, meta.now_ns)
     }
 
-    /// Evaluates the session's policy when needed (new session, newer policy, app just decided)
+    /// The action the exception policy takes for `reason` on a session decided as `ps`
+    /// (`None` when the session is not policed: inspection just stops). The mode is that of
+    /// the session's strictest workload end.
+    fn exception_action(
+        &self,
+        ps: &crate::enforce::PolicyState,
+        reason: ExceptionReason,
+    ) -> Option<crate::exception::ExceptionAction> {
+        ps.verdict?;
+        let mode = |w: Option<crate::policy::WorkloadIdx>| {
+            w.filter(|w| w.index() < self.policy.workloads().len()).map(|w| self.policy.workload_mode(w))
+        };
+        let m = strictest(mode(ps.workloads[0]), mode(ps.workloads[1])).or(ps.mode)?;
+        Some(self.exceptions.action(reason, m))
+    }
+
+    /// Applies the exception policy for `reason` to session `idx` (once; counted).
+    fn except(&mut self, idx: u32, reason: ExceptionReason) {
+        let mut ps = self.sessions.get(idx).policy;
+        if ps.exception.is_some() {
+            return;
+        }
+        let action = self.exception_action(&ps, reason);
+        ps.except(reason, action);
+        if action.is_some() {
+            self.stats.exceptions[reason as usize] += 1;
+        }
+        self.sessions.get_mut(idx).policy = ps;
+    }
+
+    /// After payload was fed: a stream that stopped being inspected (buffer caps, out-of-order
+    /// limit) while the verdict still depends on the app is an exception.
+    fn stream_exception(&mut self, idx: u32) {
+        let s = self.sessions.get(idx);
+        let ps = s.policy;
+        if s.app_ctx == NO_APP || ps.verdict.is_none() || !(ps.pending_app || ps.app_dependent) {
+            return;
+        }
+        if let crate::app::engine::Inspection::Bypassed(crate::app::engine::BypassReason::Stream(b)) =
+            self.engine.ctx(s.app_ctx).inspection()
+        {
+            self.except(idx, ExceptionReason::of_stream(b));
+        }
+    }
+
+    /// Evaluates the session's policy when needed (new session, newer policy, app decided or
+    /// changed, no allowed app left for a pending one: [`crate::enforce::settle_pending_app`])
     /// and returns the frame's verdict. O(1) when nothing changed.
     fn enforce(&mut self, idx: u32, new: bool, ip: &wire::Ip<'_>, now_ns: u64) -> Verdict {
         let g = self.policy_gen;
-        let s = self.sessions.get(idx);
-        let mut ps = s.policy;
+        let (id, app_ctx) = {
+            let s = self.sessions.get(idx);
+            (s.id, s.app_ctx)
+        };
+        let mut ps = self.sessions.get(idx).policy;
+        if ps.bypassed() {
+            return Verdict::Forward;
+        }
         let inspectable = matches!(ip.l4, L4::Tcp { .. } | L4::Udp);
-        let app = match s.app_ctx {
-            // The first frame of a TCP/UDP session is decided before its app context opens.
-            NO_APP if new && inspectable => None,
+        let app = match app_ctx {
+            // The first frame of a TCP/UDP session is decided before its app context opens;
+            // a session an exception passed uninspected will never know its app either (the
+            // exception action decides what that means).
+            NO_APP if inspectable && (new || ps.exception.is_some()) => None,
             NO_APP => Some(App::Unknown),
             ctx => {
                 let c = self.engine.ctx(ctx);
                 c.decided.then_some(c.app)
             }
         };
-        let reeval = new || ps.generation != g || (ps.pending_app && app.is_some());
+        let reeval = new || ps.generation != g || ps.app != app;
         if reeval {
             if self.policy.workloads().is_empty() && ps.verdict.is_none() {
                 ps.generation = g;
             } else {
+                let s = *self.sessions.get(idx);
                 let (server, server_port) = s.server_end();
                 let (client, server) = (s.client_end().0.ip(), server.ip());
-                let mut names = [""; crate::enforce::NAMES_PER_ADDR];
-                let n = self.dns.names(server, now_ns, &mut names);
+                let mut buf = NameBuf::default();
+                let names = self.names.lookup(&self.policy, s.key.zone, client, server, now_ns, &mut buf);
                 let facts = Facts {
                     client,
                     server,
                     ip_proto: s.key.proto,
                     server_port,
                     app,
-                    server_names: &names[..n],
+                    server_names: names.as_slice(),
                     client_names: &[],
                 };
-                let d = self.policy.evaluate(&facts);
+                let ends = self.origins.ends(s.client_iface);
+                let d = self.policy.evaluate_ends(&facts, ends);
                 ps.apply(&d, g);
+                // An exception stays: its action follows the (possibly new) mode.
+                let reason = match ps.exception {
+                    Some(e) => Some(e.reason),
+                    None if new && s.midstream && ps.verdict.is_some() => Some(ExceptionReason::Midstream),
+                    None => None,
+                };
+                if let Some(r) = reason {
+                    let action = self.exception_action(&ps, r);
+                    if ps.exception.is_none() && action.is_some() {
+                        self.stats.exceptions[r as usize] += 1;
+                    }
+                    ps.exception = None;
+                    ps.except(r, action);
+                }
                 if !ps.pending_app && !ps.counted {
                     self.hits.count(&d);
                     ps.counted = true;
                 }
-                let alarm = matches!(ps.verdict, Some(PolicyVerdict::Violation | PolicyVerdict::Denied));
-                if alarm && !ps.pending_app && ps.evented != ps.verdict {
-                    ps.evented = ps.verdict;
-                    if self.events.len() < EVENT_QUEUE {
-                        self.events.push((idx, s.id));
-                    } else {
-                        self.stats.events_dropped += 1;
-                    }
-                }
+            }
+            ps.app = app;
+        }
+        let s = self.sessions.get(idx);
+        let packets = (s.packets[0] + s.packets[1]).min(u64::from(u32::MAX)) as u32;
+        if crate::enforce::settle_pending_app(&ps, &mut self.engine, app_ctx, packets) {
+            // Decided `unknown` now: evaluate again (once: the app is no longer pending).
+            self.sessions.get_mut(idx).policy = ps;
+            return self.enforce(idx, new, ip, now_ns);
+        }
+        // Events: an exception once, else a violation or denial once per verdict change.
+        let alarm = matches!(ps.verdict, Some(PolicyVerdict::Violation | PolicyVerdict::Denied));
+        let exception_event = ps.exception.is_some_and(|e| e.action.is_some())
+            && !ps.exception_evented
+            && ps.mode != Some(Mode::Learn);
+        if exception_event || (alarm && !ps.pending_app && ps.evented != ps.verdict) {
+            ps.evented = ps.verdict;
+            ps.exception_evented |= ps.exception.is_some();
+            if self.events.len() < EVENT_QUEUE {
+                self.events.push((idx, id));
+            } else {
+                self.stats.events_dropped += 1;
             }
         }
-        // A session forwarded before and now blocked is reset at both ends, once (TCP only).
-        let reset = ps.blocked && !new && !ps.reset_sent && matches!(ip.l4, L4::Tcp { .. });
+        // A session that forwarded frames and is now blocked is reset at both ends, once (TCP
+        // only); one blocked from its first frame is silently dropped.
+        let reset = ps.blocked && ps.forwarded && !ps.reset_sent && matches!(ip.l4, L4::Tcp { .. });
         ps.reset_sent |= reset;
+        ps.forwarded |= !ps.blocked;
         let blocked = ps.blocked;
         self.sessions.get_mut(idx).policy = ps;
         if !blocked {
@@ -363,18 +767,15 @@ impl Inspector {
         Verdict::Drop(DropReason::PolicyDenied)
     }
 
-    /// After a DNS response: remembers the names its answers gave to addresses.
+    /// After a frame of a DNS flow: stores the names its answers to the flow's own queries gave
+    /// to addresses, under the flow's client, and counts what was refused ([`crate::names`]).
     fn learn_names(&mut self, idx: u32, now_ns: u64) {
-        let ctx = self.sessions.get(idx).app_ctx;
-        if ctx == NO_APP {
+        let s = self.sessions.get(idx);
+        if s.app_ctx == NO_APP {
             return;
         }
-        if let AppState::Dns(d) = &self.engine.ctx(ctx).state {
-            if let Some((name, addrs)) = d.resolved() {
-                for a in addrs {
-                    self.dns.insert(*a, name, now_ns);
-                }
-            }
+        if let AppState::Dns(d) = self.engine.state_mut(s.app_ctx) {
+            self.names.learn(&self.policy, s.key.zone, s.client_end().0.ip(), d, now_ns);
         }
     }
 
@@ -424,6 +825,11 @@ impl Inspector {
                 None => self.engine.open(ip.proto, server_port),
             };
             self.sessions.get_mut(idx).app_ctx = ctx.unwrap_or(NO_APP);
+            let ps = self.sessions.get(idx).policy;
+            if ctx.is_none() && ps.pending_app {
+                // No context left on this core and the verdict needs the app.
+                self.except(idx, ExceptionReason::AppPoolFull);
+            }
         }
         let s = self.sessions.get(idx);
         let ctx = s.app_ctx;
@@ -463,8 +869,11 @@ impl Inspector {
     }
 
     /// Attaches the app and policy views to `snaps[from..]`, and returns the app contexts of
-    /// ended sessions to the pool.
+    /// ended sessions to the pool, also of those whose final record the full ended queue lost.
     fn attach_views(&mut self, snaps: &mut [SessionSnapshot], from: usize) {
+        for ctx in self.sessions.drain_released() {
+            self.engine.close(ctx);
+        }
         for snap in &mut snaps[from..] {
             snap.policy = PolicyView::of(&snap.session.policy, &self.policy, self.policy_gen);
             let ctx = snap.session.app_ctx;
@@ -650,8 +1059,9 @@ mod tests {
         assert_eq!(i.sessions.len(), 1, "re-evaluation kept the one session");
     }
 
-    /// The corpus TFTP capture through two pipelines that own flows as two workers do
-    /// (`spread % 2`) and share one expectation table: every transfer flow, whichever worker
+    /// The corpus TFTP capture through two pipelines that own flows by 5-tuple (`spread % 2`;
+    /// workers own them by address pair, `owner_spread`, which keeps a transfer with its
+    /// request unless addresses differ) and share one expectation table: every transfer flow, whichever worker
     /// owns it, is labelled tftp with its request's file, is joined to its request, and has
     /// the TFTP client as its client although the server sent its first packet.
     #[test]
@@ -774,6 +1184,15 @@ mod tests {
         assert_eq!(out[0].policy.as_ref().unwrap().verdict, Some(PolicyVerdict::Denied));
     }
 
+    /// A TCP frame from 198.18.0.`host`:`sport` to 198.18.0.2:80 with sequence number `seq`.
+    fn tcp_from(host: u8, sport: u16, flags: u8, seq: u32, payload: &[u8]) -> Vec<u8> {
+        let mut f = tcp4(&[], flags, payload);
+        f[29] = host;
+        f[34..36].copy_from_slice(&sport.to_be_bytes());
+        f[38..42].copy_from_slice(&seq.to_be_bytes());
+        f
+    }
+
     /// An IPv4 TCP frame `src:sport -> dst:dport` with `flags`, sequence `seq` and `payload`.
     fn tcp_frame(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8, seq: u32, payload: &[u8]) -> Vec<u8> {
         let mut f = tcp4(&[], flags, payload);
@@ -783,6 +1202,45 @@ mod tests {
         f[36..38].copy_from_slice(&dport.to_be_bytes());
         f[38..42].copy_from_slice(&seq.to_be_bytes());
         f
+    }
+
+    #[test]
+    fn removing_a_pair_returns_every_context_and_buffer_however_many_sessions() {
+        // More sessions on pair 0 than the ended queue holds (its cap is 65536), each with an
+        // app context and bytes buffered out of order (while the pool lasts); pair 1 keeps a few.
+        let (many, few) = (70_000usize, 100usize);
+        let total = many + few;
+        let engine = EngineConfig { max_sessions: total, ..EngineConfig::default() };
+        let mut i = Inspector::with_engine(total, Timeouts::default(), MalformedPolicy::Drop, engine);
+        let (free0, buffered0) = (i.engine.free_contexts(), i.engine.buffered());
+        assert_eq!(free0, total);
+        for (zone, count) in [(1u16, few), (0, many)] {
+            for k in 0..count {
+                let (host, sport) = (10 + (k / 60_000) as u8, 1024 + (k % 60_000) as u16);
+                let m = FrameMeta { zone, iface: 1, now_ns: 1 };
+                i.process(&tcp_from(host, sport, SYN, 1000, b""), m);
+                // A segment beyond a hole: kept in the stream buffer until the hole fills.
+                i.process(&tcp_from(host, sport, ACK | PSH, 1101, b"GET / HTTP/1.1\r\n"), m);
+            }
+        }
+        assert_eq!(i.sessions.len(), total);
+        assert_eq!(i.engine.free_contexts(), 0);
+        let buffered_all = i.engine.buffered();
+        assert!(buffered_all > buffered0, "the test needs buffered bytes");
+        i.sessions.end_all(|z| z == 0);
+        assert_eq!(i.sessions.len(), few);
+        let mut out = Vec::new();
+        i.drain_reports(&mut out);
+        let ended = out.iter().filter(|s| s.ended.is_some()).count();
+        assert!(ended < many, "the ended queue did not overflow: {ended}");
+        assert_eq!(i.sessions.stats().ended_overflow as usize, many - ended);
+        assert_eq!(i.engine.free_contexts(), free0 - few, "app contexts of the removed pair leaked");
+        // Pair 1's sessions keep their contexts and buffers; ending them empties the pool.
+        assert!(i.engine.buffered() > buffered0);
+        i.sessions.end_all(|_| true);
+        i.drain_reports(&mut out);
+        assert_eq!(i.engine.free_contexts(), free0, "app contexts leaked");
+        assert_eq!(i.engine.buffered(), buffered0, "stream buffers leaked");
     }
 
     /// A table of `cap` sessions, `established` of them established HTTP-port sessions

@@ -35,6 +35,10 @@ enum Cmd {
         /// Policy file (TOML) enforced from the start; overrides `[policy] file`.
         #[arg(long, value_name = "FILE")]
         policy: Option<String>,
+        /// Test hook: honour test-only control requests (`test_kill_worker`). For end-to-end
+        /// tests; hidden from --help.
+        #[arg(long, hide = true)]
+        test_hooks: bool,
     },
     /// Run the inspection pipeline over a pcap/pcapng file; print one connection record per
     /// session as JSON lines on stdout and a summary on stderr.
@@ -80,6 +84,7 @@ fn main() -> ExitCode {
             socket,
             report_interval,
             policy,
+            test_hooks,
         } => (|| {
             let mut cfg = load(config.as_ref())?;
             for p in &inline {
@@ -98,7 +103,8 @@ fn main() -> ExitCode {
                 cfg.policy.file = policy;
             }
             cfg.validate("command line").map_err(|e| e.to_string())?;
-            warden_dp::daemon::run(cfg).map_err(|e| format!("{e:#}"))
+            let opts = warden_dp::daemon::RunOptions { test_hooks };
+            warden_dp::daemon::run(cfg, opts).map_err(|e| format!("{e:#}"))
         })(),
         Cmd::Replay { file, config, policy } => (|| {
             let mut cfg = load(config.as_ref())?;
@@ -115,17 +121,27 @@ fn main() -> ExitCode {
             out.flush().map_err(|e| e.to_string())?;
             let secs = sum.seconds.max(1e-9);
             eprintln!(
-                "replay {}: {} frames, {} bytes, {} sessions, {} malformed, {} skipped, {:.3} s, {:.0} frames/s, {:.3} Gbit/s",
+                "replay {}: {} frames, {} bytes, {} sessions, {} malformed, {} skipped, {} spoofed, {:.3} s, {:.0} frames/s, {:.3} Gbit/s",
                 file.display(),
                 sum.frames,
                 sum.bytes,
                 sum.sessions,
                 sum.malformed,
                 sum.skipped,
+                sum.spoofed,
                 sum.seconds,
                 sum.frames as f64 / secs,
                 sum.bytes as f64 * 8.0 / secs / 1e9
             );
+            if sum.reassembled + sum.fragments_forwarded + sum.fragments_dropped > 0 {
+                eprintln!(
+                    "replay {}: {} datagrams reassembled, {} fragment frames forwarded, {} dropped",
+                    file.display(),
+                    sum.reassembled,
+                    sum.fragments_forwarded,
+                    sum.fragments_dropped
+                );
+            }
             Ok(())
         })(),
         Cmd::CheckConfig { file } => Config::load(&file)

@@ -32,12 +32,18 @@ pub fn to_record(snap: &SessionSnapshot, iface_name: impl Fn(u16) -> String) -> 
         bytes_to_client: s.bytes[1],
         packets_to_server: s.packets[0],
         packets_to_client: s.packets[1],
+        packets_dropped_to_server: s.dropped_packets[0],
+        packets_dropped_to_client: s.dropped_packets[1],
+        bytes_dropped_to_server: s.dropped_bytes[0],
+        bytes_dropped_to_client: s.dropped_bytes[1],
         first_seen: rfc3339(s.first_ns),
         last_seen: rfc3339(s.last_ns),
         state: s.state.as_str().to_string(),
         iface: iface_name(s.client_iface),
         closed: snap.ended.is_some(),
         end_reason: snap.ended.map(|r| r.as_str().to_string()),
+        icmp_errors: (s.icmp.errors > 0).then_some(s.icmp.errors),
+        icmp_errors_rejected: (s.icmp.rejected > 0).then_some(s.icmp.rejected),
         ..policy_fields(snap, app_fields(snap))
     }
 }
@@ -50,6 +56,12 @@ fn policy_fields(snap: &SessionSnapshot, mut r: ConnectionRecord) -> ConnectionR
         r.server_workload = p.workloads[1].clone();
         r.mode = p.mode.map(|m| m.as_str().to_string());
     }
+    // An exception (mid-stream pickup, a pool or cap hit) is why inspection stopped.
+    if let Some(e) = snap.session.policy.exception {
+        r.inspection = Some("bypassed".into());
+        r.inspection_reason = Some(e.reason.as_str().into());
+        r.exception_action = e.action.map(|a| a.as_str().to_string());
+    }
     r
 }
 
@@ -58,8 +70,15 @@ fn app_fields(snap: &SessionSnapshot) -> ConnectionRecord {
     let inspected = matches!(snap.session.key.proto, ipproto::TCP | ipproto::UDP);
     let Some(a) = &snap.app else {
         if inspected {
-            r.inspection = Some("bypassed".into());
-            r.inspection_reason = Some(BypassReason::PoolFull.as_str().into());
+            // No app context: denied on its first frame (never inspected), or none was free.
+            let denied = snap.session.policy.blocked && snap.session.policy.exception.is_none();
+            let (what, why) = if denied {
+                ("none", "policy_denied")
+            } else {
+                ("bypassed", BypassReason::PoolFull.as_str())
+            };
+            r.inspection = Some(what.into());
+            r.inspection_reason = Some(why.into());
         }
         return r;
     };
@@ -100,6 +119,13 @@ fn app_fields(snap: &SessionSnapshot) -> ConnectionRecord {
     if a.overlaps_differ > 0 {
         r.tcp_overlap_conflicts = Some(a.overlaps_differ);
     }
+    if a.changes > 0 {
+        r.previous_app = Some(a.previous.as_str().to_string());
+        r.app_changes = Some(u32::from(a.changes));
+    }
+    if a.app == App::Unknown {
+        r.app_unknown_reason = a.unknown_reason.map(|u| u.as_str().to_string());
+    }
     r
 }
 
@@ -116,7 +142,7 @@ mod tests {
         let (k, client_end) =
             FlowKey::new(0, 6, Addr::v4([198, 18, 0, 9]), 40000, Addr::v4([198, 18, 0, 2]), 80);
         assert_eq!(client_end, crate::flow::End::Hi);
-        t.track(&k, client_end, 74, Some(0x02), 3, 1_700_000_000_000_000_000);
+        t.track(&k, client_end, 74, Some(crate::tcpseq::Segment::flags(0x02)), 3, 1_700_000_000_000_000_000).unwrap();
         let snap = t.snapshot(10)[0].clone();
         let r = to_record(&snap, |slot| format!("if{slot}"));
         assert_eq!((r.client_ip.as_str(), r.client_port), ("198.18.0.9", 40000));

@@ -3,7 +3,8 @@
 //! Reads pcap (any byte order, micro- or nanosecond timestamps) and pcapng, with Ethernet
 //! (LINKTYPE 1) or Linux cooked capture (LINKTYPE 113, converted to an Ethernet header) frames,
 //! through the same [`Inspector`] the workers use, with the pcap timestamps as the clock. At the
-//! end every session, live or ended, yields one connection record.
+//! end every session, live or ended, yields one connection record. IP fragments are reassembled
+//! as inline ([`crate::defrag`]): the frames the pipeline holds are only counted as released.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -35,6 +36,17 @@ pub struct ReplaySummary {
     pub malformed: u64,
     /// Frames skipped because of an unsupported link type.
     pub skipped: u64,
+    /// Frames claiming a workload's address from a MAC not in its `macs` (dropped in protect
+    /// mode; they belong to no session, so no record counts them).
+    pub spoofed: u64,
+    /// IP datagrams reassembled from fragments (each inspected as one packet).
+    pub reassembled: u64,
+    /// Fragment frames released with a forward verdict (their datagram's).
+    pub fragments_forwarded: u64,
+    /// Fragment frames released with a drop verdict: their datagram's, or, for datagrams that
+    /// could not be reassembled (including those incomplete at the end of the capture, which
+    /// time out then), the exception or malformed policy's.
+    pub fragments_dropped: u64,
     /// Wall-clock seconds the replay took.
     pub seconds: f64,
 }
@@ -97,8 +109,11 @@ pub fn replay_file(
             .map_err(|e| ReplayError::Policy { message: e.to_string() })?;
         insp.set_policy(std::sync::Arc::new(compiled), 1);
     }
+    insp.set_exceptions(cfg.exceptions());
+    insp.set_defrag(cfg.defrag.config());
     // The same kind of table the daemon shares between its workers (one pipeline here).
     insp.share_expectations(Arc::new(ExpectTable::default()));
+    insp.share_names(Arc::new(crate::names::NameTable::new(cfg.policy.names())));
     let mut summary = ReplaySummary::default();
     let mut out: Vec<SessionSnapshot> = Vec::new();
     let mut last_ns = 0u64;
@@ -122,7 +137,9 @@ pub fn replay_file(
             }
         };
         last_ns = last_ns.max(ts_ns);
-        insp.process(frame, FrameMeta { zone: 0, iface: 0, now_ns: ts_ns });
+        insp.expire_fragments(ts_ns);
+        insp.process_frame(frame, FrameMeta { zone: 0, iface: 0, now_ns: ts_ns }, 0);
+        count_releases(insp, &mut summary);
         if insp.sessions.ended_pending() > 0 || summary.frames % 1024 == 0 {
             insp.sessions.expire(ts_ns, usize::MAX);
             insp.drain_ended(&mut out);
@@ -167,15 +184,33 @@ pub fn replay_file(
         }
     }
 
+    // Datagrams still incomplete at the end of the capture fail as timed out.
+    insp.expire_fragments(u64::MAX);
+    count_releases(&mut insp, &mut summary);
+    summary.reassembled = insp.defrag_stats().reassembled;
     insp.sessions.expire(last_ns, usize::MAX);
     insp.drain_ended(&mut out);
     out.extend(insp.snapshot(usize::MAX));
     out.sort_by_key(|s| (s.session.first_ns, s.session.id));
     summary.sessions = out.len() as u64;
     summary.malformed = insp.stats.malformed.iter().sum();
+    summary.spoofed = insp.stats.spoofed;
     summary.seconds = start.elapsed().as_secs_f64();
     let records = out.iter().map(|s| to_record(s, |_| "pcap".to_string())).collect();
     Ok((records, summary))
+}
+
+/// Counts the frames the pipeline released (a capture has nothing to transmit) and clears them.
+fn count_releases(insp: &mut Inspector, summary: &mut ReplaySummary) {
+    for (r, tokens) in insp.releases().iter() {
+        let n = tokens.len() as u64;
+        if r.verdict == crate::inspect::Verdict::Forward {
+            summary.fragments_forwarded += n;
+        } else {
+            summary.fragments_dropped += n;
+        }
+    }
+    insp.clear_releases();
 }
 
 /// Rewrites a Linux cooked capture v1 frame (16-byte SLL header) as Ethernet into `out`.
@@ -254,6 +289,55 @@ mod tests {
             let req = recs.iter().find(|q| q.server_port == 69 && q.client_port == r.client_port).unwrap();
             assert_eq!(req.l7.as_ref().unwrap()["file"], l7["file"]);
         }
+    }
+
+    /// `warden replay --policy` on a real capture of a client that sends an HTTP request, gets
+    /// the answer, then sends a RESP `SET` on the same connection (port 8080): where only
+    /// `http` is allowed the record shows the app change and a denial (protect) or a
+    /// violation (alert); with `redis` allowed too (control) it is allowed.
+    #[test]
+    fn http_then_resp_capture_under_app_rules() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/captures");
+        let run = |file: &str, mode: &str| {
+            let mut cfg = Config::default();
+            cfg.policy.file = Some(dir.join(file).display().to_string());
+            cfg.policy.default_mode = Some(mode.into());
+            let (recs, _) = replay_file(&dir.join("http-then-resp.pcap"), &cfg).unwrap();
+            assert_eq!(recs.len(), 1, "{recs:?}");
+            let r = recs.into_iter().next().unwrap();
+            assert_eq!((r.app.as_str(), r.previous_app.as_deref(), r.app_changes), ("redis", Some("http"), Some(1)), "{r:?}");
+            (r.verdict, r.rule_id)
+        };
+        assert_eq!(run("http-then-resp.http-only.toml", "protect"), (Some("denied".into()), None));
+        assert_eq!(run("http-then-resp.http-only.toml", "alert"), (Some("violation".into()), None));
+        assert_eq!(run("http-then-resp.http-redis.toml", "protect"), (Some("allowed".into()), Some(30)));
+    }
+
+    /// A capture with a UDP datagram in three fragments (sent out of order) and the first
+    /// fragment of another that never completes: one session, one packet, the bytes of the
+    /// three frames; all four fragment frames released (forwarded: no workload).
+    #[test]
+    fn fragments_are_reassembled_and_counted() {
+        use crate::defrag::tests::{frag4, ip4, udp, A4, B4};
+        let big = ip4(17, A4, B4, &udp(5000, 9999, &[5; 3000]));
+        let mut frames = frag4(&big, 1, &[(2960, 48), (0, 1480), (1480, 1480)]);
+        frames.extend(frag4(&big, 2, &[(0, 1480)]));
+        let p = std::env::temp_dir().join(format!("warden-frag-{}.pcap", std::process::id()));
+        {
+            let f = std::fs::File::create(&p).unwrap();
+            let mut w = pcap_file::pcap::PcapWriter::new(f).unwrap();
+            for (i, data) in frames.iter().enumerate() {
+                let ts = std::time::Duration::from_millis(1 + i as u64);
+                w.write_packet(&pcap_file::pcap::PcapPacket::new(ts, data.len() as u32, data)).unwrap();
+            }
+        }
+        let (recs, sum) = replay_file(&p, &Config::default()).unwrap();
+        std::fs::remove_file(&p).ok();
+        assert_eq!((sum.frames, sum.reassembled, sum.fragments_forwarded, sum.fragments_dropped), (4, 1, 4, 0));
+        assert_eq!(recs.len(), 1, "{recs:?}");
+        let r = &recs[0];
+        assert_eq!((r.server_port, r.packets_to_server), (9999, 1));
+        assert_eq!(r.bytes_to_server, frames[..3].iter().map(|f| f.len() as u64).sum::<u64>());
     }
 
     #[test]

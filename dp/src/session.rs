@@ -2,7 +2,8 @@
 //!
 //! One entry per flow, shared by both directions (the key is canonical, see
 //! [`crate::flow::FlowKey`]); the *client* is the side that opened the flow (the TCP SYN sender,
-//! or the first sender for UDP/ICMP/other), except for a flow another flow announced (a TFTP
+//! or the first sender for UDP/ICMP/other; for ICMP echo the request's sender, see
+//! [`crate::icmp`]), except for a flow another flow announced (a TFTP
 //! transfer), whose client is the announcing flow's client ([`SessionTable::set_client`]). Storage is preallocated at start-up: a slab of
 //! [`Session`]s, a hashbrown map from key to slab index with its final capacity, and intrusive
 //! doubly linked lists, one per (timeout, eviction class), kept in last-activity order. So:
@@ -95,6 +96,9 @@ pub enum EndReason {
     Evicted,
     /// Warden stopped or the inline pair was removed.
     Shutdown,
+    /// A new SYN opened the same 5-tuple again after the session had closed, been reset, or
+    /// been dropped as picked up mid-stream.
+    Reused,
 }
 
 impl EndReason {
@@ -106,6 +110,7 @@ impl EndReason {
             EndReason::Rst => "rst",
             EndReason::Evicted => "evicted",
             EndReason::Shutdown => "shutdown",
+            EndReason::Reused => "reused",
         }
     }
 }
@@ -254,12 +259,20 @@ pub struct Session {
     pub packets: [u64; 2],
     /// Frame bytes per direction (L2, no FCS).
     pub bytes: [u64; 2],
+    /// Frames Warden dropped per direction (`[to_server, to_client]`; included in `packets`).
+    pub dropped_packets: [u64; 2],
+    /// Bytes of the frames Warden dropped per direction (included in `bytes`).
+    pub dropped_bytes: [u64; 2],
     /// Interface slot where the client side was seen.
     pub client_iface: u16,
     /// Index of the session's app context in the core's engine ([`NO_APP`] when none).
     pub app_ctx: u32,
     /// Policy verdict state.
     pub policy: crate::enforce::PolicyState,
+    /// TCP sequence state per direction (for ICMP errors' quotes).
+    pub seq: crate::tcpseq::TcpSeq,
+    /// ICMP errors that quoted this session.
+    pub icmp: crate::icmp::IcmpCounts,
     fins: u8,
     changed: bool,
     live: bool,
@@ -281,9 +294,13 @@ impl Session {
             last_ns: 0,
             packets: [0; 2],
             bytes: [0; 2],
+            dropped_packets: [0; 2],
+            dropped_bytes: [0; 2],
             client_iface: 0,
             app_ctx: NO_APP,
             policy: crate::enforce::PolicyState::default(),
+            seq: Default::default(),
+            icmp: Default::default(),
             fins: 0,
             changed: false,
             live: false,
@@ -382,6 +399,10 @@ pub struct SessionTable {
     dirty: Vec<u32>,
     ended: VecDeque<SessionSnapshot>,
     ended_cap: usize,
+    /// App contexts of ended sessions whose final record did not fit `ended`: the inspector
+    /// returns them to its engine ([`Self::drain_released`]), so a full ended queue loses the
+    /// record, never the context or its stream buffers.
+    released: Vec<u32>,
     next_id: u64,
     /// Sessions created since the last [`SessionTable::expire`] (added to its budget).
     created_since_expire: u64,
@@ -403,6 +424,7 @@ impl SessionTable {
             dirty: Vec::with_capacity(max),
             ended: VecDeque::with_capacity(ended_cap),
             ended_cap,
+            released: Vec::with_capacity(max),
             next_id: 1,
             created_since_expire: 0,
             stats: TableStats::default(),
@@ -449,22 +471,27 @@ impl SessionTable {
     }
 
     /// Accounts one frame of `len` bytes sent by canonical end `from` at `now_ns` (Unix ns) on
-    /// interface `iface`, creating the session if needed and advancing TCP state with
-    /// `tcp_flags` (`None` for other protocols). A full table first ends a session already
-    /// due, else evicts by [`EvictClass`] (see the module docs). `None` when the session is
-    /// new and the table holds only established TCP sessions: the flow is refused (counted in
-    /// [`TableStats::refused`]).
+    /// interface `iface`, creating the session if needed and advancing TCP state and sequence
+    /// tracking with `tcp` (`None` for other protocols). A full table first ends a session
+    /// already due, else evicts by [`EvictClass`] (see the module docs). `None` when the session
+    /// is new and the table holds only established TCP sessions: the flow is refused (counted
+    /// in [`TableStats::refused`]).
     pub fn track(
         &mut self,
         key: &FlowKey,
         from: End,
         len: u32,
-        tcp_flags: Option<u8>,
+        tcp: Option<crate::tcpseq::Segment>,
         iface: u16,
         now_ns: u64,
     ) -> Option<Tracked> {
+        let tcp_flags = tcp.map(|t| t.flags);
         let (idx, new) = match self.map.get(key) {
-            Some(&idx) => (idx, false),
+            Some(&idx) if !self.reusable(idx, tcp_flags) => (idx, false),
+            Some(&idx) => {
+                self.remove(idx, EndReason::Reused);
+                (self.create(key, from, tcp_flags, iface, now_ns), true)
+            }
             None => {
                 if !self.make_room(now_ns) {
                     self.stats.refused += 1;
@@ -478,11 +505,49 @@ impl SessionTable {
         s.packets[dir as usize] += 1;
         s.bytes[dir as usize] += u64::from(len);
         s.last_ns = s.last_ns.max(now_ns);
-        if let Some(flags) = tcp_flags {
-            advance_tcp(s, dir, flags);
+        if let Some(seg) = tcp {
+            advance_tcp(s, dir, seg.flags);
+            s.seq.update(dir, &seg);
         }
         self.touch(idx);
         Some(Tracked { idx, dir, new })
+    }
+
+    /// True when a frame with `tcp_flags` starts a new connection on session `idx`'s 5-tuple: a
+    /// pure SYN after the session closed or was reset (port reuse, RFC 9293 §3.10.7.4 TIME-WAIT
+    /// reuse), or on a session dropped because it was picked up mid-stream (its real
+    /// handshake). A SYN never replaces a live or handshaking session, so nobody can flip the
+    /// direction of an established one.
+    fn reusable(&self, idx: u32, tcp_flags: Option<u8>) -> bool {
+        let Some(f) = tcp_flags else { return false };
+        if f & (tcpflag::SYN | tcpflag::ACK | tcpflag::RST | tcpflag::FIN) != tcpflag::SYN {
+            return false;
+        }
+        let s = &self.slots[idx as usize];
+        matches!(s.state, State::Tcp(TcpState::Closed | TcpState::Reset)) || (s.midstream && s.policy.blocked)
+    }
+
+    /// Counts a frame of session `idx` sent in direction `dir` (`len` bytes) as dropped by
+    /// Warden (it was already counted as seen).
+    pub fn count_dropped(&mut self, idx: u32, dir: Dir, len: u32) {
+        let s = &mut self.slots[idx as usize];
+        s.dropped_packets[dir as usize] += 1;
+        s.dropped_bytes[dir as usize] += u64::from(len);
+    }
+
+    /// Counts a frame claimed for session `idx` in direction `dir` that Warden dropped before
+    /// tracking it (a spoofed frame): seen and dropped, without touching the session's state or
+    /// idle timer.
+    pub fn count_rejected(&mut self, idx: u32, dir: Dir, len: u32) {
+        let s = &mut self.slots[idx as usize];
+        s.packets[dir as usize] += 1;
+        s.bytes[dir as usize] += u64::from(len);
+        s.changed = true;
+        if !s.in_dirty {
+            s.in_dirty = true;
+            self.dirty.push(idx);
+        }
+        self.count_dropped(idx, dir, len);
     }
 
     /// Adds one frame to an existing session without state changes (ICMP errors about it).
@@ -510,7 +575,8 @@ impl SessionTable {
             End::Hi => End::Lo,
         };
         let (client, state, midstream) = match tcp_flags {
-            Some(f) if f & (tcpflag::SYN | tcpflag::ACK) == tcpflag::SYN => {
+            // Only a SYN without ACK, RST or FIN opens a connection whose client is known.
+            Some(f) if f & (tcpflag::SYN | tcpflag::ACK | tcpflag::RST | tcpflag::FIN) == tcpflag::SYN => {
                 (from, State::Tcp(TcpState::SynSent), false)
             }
             // A SYN-ACK first: its receiver opened the connection.
@@ -564,6 +630,8 @@ impl SessionTable {
         s.client = client;
         s.packets.swap(0, 1);
         s.bytes.swap(0, 1);
+        s.dropped_packets.swap(0, 1);
+        s.dropped_bytes.swap(0, 1);
         s.client_iface = u16::MAX;
         s.changed = true;
     }
@@ -651,6 +719,9 @@ impl SessionTable {
             });
         } else {
             self.stats.ended_overflow += 1;
+            if s.app_ctx != NO_APP {
+                self.released.push(s.app_ctx);
+            }
         }
         let slot = &mut self.slots[idx as usize];
         slot.live = false;
@@ -735,9 +806,28 @@ impl SessionTable {
         }
     }
 
+    /// Makes room for `contexts` released app contexts without allocating later: the number
+    /// of contexts in the owner's engine (each released one is a distinct context not yet
+    /// returned, so the list never holds more).
+    pub fn reserve_released(&mut self, contexts: usize) {
+        self.released.reserve(contexts.saturating_sub(self.released.len()));
+    }
+
+    /// Takes the app contexts of ended sessions whose final record was lost (ended queue
+    /// full); the caller returns them to its engine.
+    pub fn drain_released(&mut self) -> std::vec::Drain<'_, u32> {
+        self.released.drain(..)
+    }
+
     /// Number of final records waiting in the ended queue.
     pub fn ended_pending(&self) -> usize {
         self.ended.len()
+    }
+
+    /// True when the ended queue is half full or holds 4096 records: time to drain it before
+    /// records are lost (its capacity is `max` sessions clamped to 1024..=65536).
+    pub fn ended_nearly_full(&self) -> bool {
+        self.ended.len() >= (self.ended_cap / 2).min(4096)
     }
 
     /// Moves snapshots of every session changed since the last call, then every ended
@@ -837,6 +927,10 @@ mod tests {
     use crate::flow::Addr;
     use tcpflag::*;
 
+    fn seg(flags: u8) -> Option<crate::tcpseq::Segment> {
+        Some(crate::tcpseq::Segment::flags(flags))
+    }
+
     const C: End = End::Lo;
     const S: End = End::Hi;
 
@@ -853,16 +947,16 @@ mod tests {
         let mut t = SessionTable::new(16, Timeouts::default());
         let k = key(40000);
         let n = 1_000;
-        assert!(t.track(&k, C, 74, Some(SYN), 1, n).unwrap().new);
+        assert!(t.track(&k, C, 74, seg(SYN), 1, n).unwrap().new);
         assert_eq!(state(&t, &k), State::Tcp(TcpState::SynSent));
-        assert_eq!(t.track(&k, S, 74, Some(SYN | ACK), 2, n + 1).unwrap().dir, Dir::ToClient);
+        assert_eq!(t.track(&k, S, 74, seg(SYN | ACK), 2, n + 1).unwrap().dir, Dir::ToClient);
         assert_eq!(state(&t, &k), State::Tcp(TcpState::SynReceived));
-        t.track(&k, C, 66, Some(ACK), 1, n + 2);
+        t.track(&k, C, 66, seg(ACK), 1, n + 2);
         assert_eq!(state(&t, &k), State::Tcp(TcpState::Established));
-        t.track(&k, C, 66, Some(FIN | ACK), 1, n + 3);
+        t.track(&k, C, 66, seg(FIN | ACK), 1, n + 3);
         assert_eq!(state(&t, &k), State::Tcp(TcpState::HalfClosed));
-        t.track(&k, S, 66, Some(FIN | ACK), 2, n + 4);
-        t.track(&k, C, 66, Some(ACK), 1, n + 5);
+        t.track(&k, S, 66, seg(FIN | ACK), 2, n + 4);
+        t.track(&k, C, 66, seg(ACK), 1, n + 5);
         assert_eq!(state(&t, &k), State::Tcp(TcpState::Closed));
         let s = t.get(t.find(&k, C).unwrap().0);
         assert_eq!((s.packets, s.bytes), ([4, 2], [74 + 66 * 3, 74 + 66]));
@@ -881,7 +975,7 @@ mod tests {
     fn syn_ack_first_makes_receiver_the_client() {
         let mut t = SessionTable::new(4, Timeouts::default());
         let k = key(40001);
-        t.track(&k, S, 60, Some(SYN | ACK), 2, 1);
+        t.track(&k, S, 60, seg(SYN | ACK), 2, 1);
         let (idx, dir) = t.find(&k, C).unwrap();
         assert_eq!(dir, Dir::ToServer);
         assert_eq!(t.get(idx).client_iface, u16::MAX);
@@ -913,7 +1007,7 @@ mod tests {
         let mut t = SessionTable::new(4, Timeouts::default());
         let k = key(40002);
         // Server (port 80) speaks first mid-stream.
-        t.track(&k, S, 60, Some(ACK), 2, 1);
+        t.track(&k, S, 60, seg(ACK), 2, 1);
         let (idx, dir) = t.find(&k, C).unwrap();
         assert_eq!(dir, Dir::ToServer);
         assert!(t.get(idx).midstream);
@@ -924,8 +1018,8 @@ mod tests {
     fn rst_resets() {
         let mut t = SessionTable::new(4, Timeouts::default());
         let k = key(40003);
-        t.track(&k, C, 60, Some(SYN), 1, 1);
-        t.track(&k, S, 60, Some(RST | ACK), 2, 2);
+        t.track(&k, C, 60, seg(SYN), 1, 1);
+        t.track(&k, S, 60, seg(RST | ACK), 2, 2);
         assert_eq!(state(&t, &k), State::Tcp(TcpState::Reset));
     }
 
@@ -933,7 +1027,7 @@ mod tests {
     fn full_table_evicts_oldest_idle_and_stays_bounded() {
         let mut t = SessionTable::new(8, Timeouts::default());
         for p in 0..100u16 {
-            t.track(&key(1000 + p), C, 60, Some(SYN), 1, u64::from(p));
+            t.track(&key(1000 + p), C, 60, seg(SYN), 1, u64::from(p));
             assert!(t.len() <= 8);
         }
         assert_eq!(t.stats().evicted, 92);
@@ -941,8 +1035,8 @@ mod tests {
         assert!(t.find(&key(1099), C).is_some());
         assert!(t.find(&key(1091), C).is_none());
         // Touching an old session protects it from eviction.
-        t.track(&key(1092), C, 60, Some(ACK), 1, 200);
-        t.track(&key(5000), C, 60, Some(SYN), 1, 201);
+        t.track(&key(1092), C, 60, seg(ACK), 1, 200);
+        t.track(&key(5000), C, 60, seg(SYN), 1, 201);
         assert!(t.find(&key(1092), C).is_some());
         assert!(t.find(&key(1093), C).is_none());
         let mut out = Vec::new();
@@ -957,8 +1051,8 @@ mod tests {
         let u = FlowKey::new(0, 17, Addr::v4([198, 18, 0, 1]), 5, Addr::v4([198, 18, 0, 2]), 53).0;
         t.track(&u, End::Lo, 80, None, 1, 0);
         let k = key(7);
-        t.track(&k, C, 60, Some(ACK), 1, 0);
-        t.track(&k, S, 60, Some(ACK), 2, 0);
+        t.track(&k, C, 60, seg(ACK), 1, 0);
+        t.track(&k, S, 60, seg(ACK), 2, 0);
         assert_eq!(t.expire(11, 10), 1);
         assert!(t.find(&u, End::Lo).is_none());
         assert!(t.find(&k, C).is_some());
@@ -967,7 +1061,7 @@ mod tests {
         // Picked up mid-stream and never answered: the handshake timeout, not the established one.
         let to = Timeouts { tcp_syn: 10, tcp_established: 100, ..Timeouts::default() };
         let mut t = SessionTable::new(8, to);
-        t.track(&k, C, 60, Some(ACK), 1, 0);
+        t.track(&k, C, 60, seg(ACK), 1, 0);
         assert_eq!(t.expire(11, 10), 1);
     }
 
@@ -975,9 +1069,9 @@ mod tests {
     fn reports_carry_each_changed_session_once() {
         let mut t = SessionTable::new(2, Timeouts::default());
         let (a, b, c) = (key(1), key(2), key(3));
-        t.track(&a, C, 60, Some(SYN), 1, 1);
-        t.track(&a, C, 60, Some(ACK), 1, 2);
-        t.track(&b, C, 60, Some(SYN), 1, 3);
+        t.track(&a, C, 60, seg(SYN), 1, 1);
+        t.track(&a, C, 60, seg(ACK), 1, 2);
+        t.track(&b, C, 60, seg(SYN), 1, 3);
         let mut out = Vec::new();
         t.drain_reports(&mut out);
         assert_eq!(out.len(), 2);
@@ -986,9 +1080,9 @@ mod tests {
         assert!(out.is_empty());
         // Churn the same slots many times between reports: the dirty list stays bounded.
         for i in 0..1000u64 {
-            t.track(&key(10 + (i % 50) as u16), C, 60, Some(SYN), 1, 10 + i);
+            t.track(&key(10 + (i % 50) as u16), C, 60, seg(SYN), 1, 10 + i);
         }
-        t.track(&c, C, 60, Some(SYN), 1, 5000);
+        t.track(&c, C, 60, seg(SYN), 1, 5000);
         assert!(t.dirty.len() <= t.capacity());
         t.drain_reports(&mut out);
         let live: Vec<_> = out.iter().filter(|r| r.ended.is_none()).collect();
@@ -998,9 +1092,9 @@ mod tests {
     /// An established TCP session on client port `port`: handshake and one frame each way.
     fn establish(t: &mut SessionTable, port: u16, now: u64) {
         let k = key(port);
-        t.track(&k, C, 74, Some(SYN), 1, now).unwrap();
-        t.track(&k, S, 74, Some(SYN | ACK), 2, now).unwrap();
-        t.track(&k, C, 66, Some(ACK), 1, now).unwrap();
+        t.track(&k, C, 74, seg(SYN), 1, now).unwrap();
+        t.track(&k, S, 74, seg(SYN | ACK), 2, now).unwrap();
+        t.track(&k, C, 66, seg(ACK), 1, now).unwrap();
         assert_eq!(state(t, &k), State::Tcp(TcpState::Established));
     }
 
@@ -1016,23 +1110,23 @@ mod tests {
         t.track(&udp(2), C, 60, None, 1, 2).unwrap();
         t.track(&udp(2), S, 60, None, 2, 2).unwrap();
         t.track(&udp(3), C, 60, None, 1, 3).unwrap();
-        t.track(&key(4), C, 60, Some(SYN), 1, 4).unwrap();
-        t.track(&key(5), C, 60, Some(SYN), 1, 5).unwrap();
-        t.track(&key(5), S, 60, Some(RST), 2, 5).unwrap();
-        let denied = t.track(&key(6), C, 60, Some(SYN), 1, 6).unwrap().idx;
+        t.track(&key(4), C, 60, seg(SYN), 1, 4).unwrap();
+        t.track(&key(5), C, 60, seg(SYN), 1, 5).unwrap();
+        t.track(&key(5), S, 60, seg(RST), 2, 5).unwrap();
+        let denied = t.track(&key(6), C, 60, seg(SYN), 1, 6).unwrap().idx;
         t.get_mut(denied).policy.blocked = true;
         t.linger(denied);
         let gone = |t: &SessionTable, k: &FlowKey| t.find(k, C).is_none();
         // Each new session (SYNs on ports 100..) evicts the oldest of the cheapest class: the
         // reset session, then the denied one, then the embryonic sessions (the flood's own
         // included) before the one-way and two-way UDP flows.
-        t.track(&key(100), C, 60, Some(SYN), 1, 10).unwrap();
+        t.track(&key(100), C, 60, seg(SYN), 1, 10).unwrap();
         assert!(gone(&t, &key(5)) && !gone(&t, &key(6)));
-        t.track(&key(101), C, 60, Some(SYN), 1, 11).unwrap();
+        t.track(&key(101), C, 60, seg(SYN), 1, 11).unwrap();
         assert!(gone(&t, &key(6)) && !gone(&t, &key(4)));
-        t.track(&key(102), C, 60, Some(SYN), 1, 12).unwrap();
+        t.track(&key(102), C, 60, seg(SYN), 1, 12).unwrap();
         assert!(gone(&t, &key(4)) && !gone(&t, &key(100)));
-        t.track(&key(103), C, 60, Some(SYN), 1, 13).unwrap();
+        t.track(&key(103), C, 60, seg(SYN), 1, 13).unwrap();
         assert!(gone(&t, &key(100)) && !gone(&t, &udp(3)));
         let st = t.stats();
         assert_eq!((st.evicted_lingering, st.evicted_embryonic, st.evicted), (2, 2, 4));
@@ -1041,8 +1135,8 @@ mod tests {
         for (i, p) in [101u16, 102, 103].iter().enumerate() {
             // Embryonic ones finish their handshake so only UDP remains evictable.
             let k = key(*p);
-            t.track(&k, S, 60, Some(SYN | ACK), 2, 20 + i as u64).unwrap();
-            t.track(&k, C, 60, Some(ACK), 1, 20 + i as u64).unwrap();
+            t.track(&k, S, 60, seg(SYN | ACK), 2, 20 + i as u64).unwrap();
+            t.track(&k, C, 60, seg(ACK), 1, 20 + i as u64).unwrap();
         }
         t.track(&u(1), C, 60, None, 1, 30).unwrap();
         assert!(gone(&t, &udp(3)) && !gone(&t, &udp(2)));
@@ -1056,19 +1150,19 @@ mod tests {
         assert!(gone(&t, &u(3)));
         t.track(&u(4), S, 60, None, 2, 35).unwrap();
         // u(2) and u(4) are two-way: they go next, oldest first.
-        assert!(t.track(&key(200), C, 60, Some(SYN), 1, 36).is_some());
+        assert!(t.track(&key(200), C, 60, seg(SYN), 1, 36).is_some());
         assert!(gone(&t, &u(2)));
         let st = t.stats();
         assert_eq!((st.evicted_one_way, st.evicted_two_way), (3, 2));
         // Fill the last evictable slots with established sessions: nothing left to evict.
         let k = key(200);
-        t.track(&k, S, 60, Some(SYN | ACK), 2, 37).unwrap();
-        t.track(&k, C, 60, Some(ACK), 1, 37).unwrap();
-        assert!(t.track(&key(201), C, 60, Some(SYN), 1, 38).is_some());
+        t.track(&k, S, 60, seg(SYN | ACK), 2, 37).unwrap();
+        t.track(&k, C, 60, seg(ACK), 1, 37).unwrap();
+        assert!(t.track(&key(201), C, 60, seg(SYN), 1, 38).is_some());
         assert!(gone(&t, &u(4)));
         establish(&mut t, 201, 39);
         assert_eq!(t.len(), 6);
-        assert!(t.track(&key(300), C, 60, Some(SYN), 1, 40).is_none());
+        assert!(t.track(&key(300), C, 60, seg(SYN), 1, 40).is_none());
         assert!(t.track(&udp(301), C, 60, None, 1, 40).is_none());
         assert_eq!(t.stats().refused, 2);
         assert_eq!(t.len(), 6);
@@ -1087,7 +1181,7 @@ mod tests {
         }
         for i in 0..100 * CAP as u64 {
             let k = FlowKey::new(0, 6, Addr::v4([198, 19, (i >> 8) as u8, i as u8]), 1024 + (i % 50_000) as u16, Addr::v4([198, 18, 0, 2]), 80).0;
-            assert!(t.track(&k, End::Lo, 60, Some(SYN), 1, 1000 + i).is_some());
+            assert!(t.track(&k, End::Lo, 60, seg(SYN), 1, 1000 + i).is_some());
         }
         for p in 0..CAP as u16 / 2 {
             assert_eq!(state(&t, &key(p)), State::Tcp(TcpState::Established));
@@ -1102,11 +1196,11 @@ mod tests {
         }
         for i in 0..100 * CAP as u64 {
             let k = FlowKey::new(0, 6, Addr::v4([198, 19, (i >> 8) as u8, i as u8]), 1024, Addr::v4([198, 18, 0, 2]), 80).0;
-            assert!(t.track(&k, End::Lo, 60, Some(SYN), 1, 1000 + i).is_none());
+            assert!(t.track(&k, End::Lo, 60, seg(SYN), 1, 1000 + i).is_none());
         }
         assert_eq!((t.stats().refused, t.stats().evicted, t.len()), (100 * CAP as u64, 0, CAP));
         for p in 0..CAP as u16 {
-            assert!(t.track(&key(p), C, 66, Some(ACK), 1, 10_000).is_some());
+            assert!(t.track(&key(p), C, 66, seg(ACK), 1, 10_000).is_some());
         }
     }
 
@@ -1118,7 +1212,7 @@ mod tests {
             establish(&mut t, p, 10 * u64::from(p));
         }
         // At 105 the first session is idle past its timeout; expiry has not run yet.
-        assert!(t.track(&key(50), C, 60, Some(SYN), 1, 105).is_some());
+        assert!(t.track(&key(50), C, 60, seg(SYN), 1, 105).is_some());
         assert!(t.find(&key(0), C).is_none());
         let st = t.stats();
         assert_eq!((st.expired, st.evicted, st.refused), (1, 0, 0));
@@ -1133,17 +1227,17 @@ mod tests {
         let mut t = SessionTable::new(4096, to);
         t.expire(0, 1);
         for p in 0..3000u16 {
-            t.track(&key(p), C, 60, Some(SYN), 1, 1).unwrap();
+            t.track(&key(p), C, 60, seg(SYN), 1, 1).unwrap();
         }
         // 3000 created since the last call: a budget of 1 still ends all that are due.
         assert_eq!(t.expire(100, 1), 3000);
         for p in 0..300u16 {
-            t.track(&key(p), C, 60, Some(SYN), 1, 200).unwrap();
+            t.track(&key(p), C, 60, seg(SYN), 1, 200).unwrap();
         }
         assert_eq!(t.expire(250, 1), 300);
         // Nothing created since: back to the plain budget.
         for p in 0..300u16 {
-            t.track(&key(p), C, 60, Some(SYN), 1, 300).unwrap();
+            t.track(&key(p), C, 60, seg(SYN), 1, 300).unwrap();
         }
         t.expire(301, 0);
         assert_eq!(t.expire(400, 5), 5);
@@ -1154,12 +1248,12 @@ mod tests {
     fn bounded_drains_deliver_each_report_once() {
         let mut t = SessionTable::new(64, Timeouts { tcp_syn: 10, ..Timeouts::default() });
         for p in 0..40u16 {
-            t.track(&key(p), C, 60, Some(SYN), 1, 1).unwrap();
+            t.track(&key(p), C, 60, seg(SYN), 1, 1).unwrap();
         }
         // 20 are reset (lingering, live); the other 20 time out (final records queued); 20
         // more are established: 40 live and changed, 20 ended.
         for p in 0..20u16 {
-            t.track(&key(p), S, 60, Some(RST), 2, 5).unwrap();
+            t.track(&key(p), S, 60, seg(RST), 2, 5).unwrap();
         }
         t.expire(100, 0);
         assert_eq!(t.stats().expired, 20);

@@ -5,8 +5,10 @@
 //! Zero-copy when possible: an in-order segment goes straight from the frame to the parser;
 //! only the bytes the parser did not consume, and out-of-order segments, are copied into
 //! buffers taken from the core's [`BufPool`]. Every buffer is bounded by the per-session cap and
-//! the pool by the per-core cap; exceeding either ends inspection of the session (it keeps being
-//! forwarded and counted) with a [`Bypass`] reason.
+//! the pool by the per-core cap, both counted in bytes actually held (a stream holding 10 bytes
+//! charges 10 bytes, not its cap, so idle or trickling sessions cannot exhaust the pool);
+//! exceeding either ends inspection of the session with a [`Bypass`] reason, and the
+//! inspector's exception policy ([`crate::exception`]) decides what happens to the session.
 //!
 //! Sequence arithmetic is modulo 2^32 (RFC 9293 §3.4).
 
@@ -44,7 +46,9 @@ pub trait Sink {
     fn gap(&mut self, len: usize);
 }
 
-/// Per-core pool of reusable byte buffers, bounded by a total byte cap.
+/// Per-core pool of reusable byte buffers, bounded by a total byte cap. Bytes are charged as
+/// a stream holds them and credited as it lets them go; buffers are reused (capacity
+/// `session_cap` each, allocated once and kept on a free list while the pool has room).
 pub struct BufPool {
     free: Vec<Vec<u8>>,
     in_use: usize,
@@ -53,27 +57,36 @@ pub struct BufPool {
 }
 
 impl BufPool {
-    /// A pool allowing `core_cap` bytes in use in total, `session_cap` per buffer.
+    /// A pool allowing `core_cap` bytes held in total, `session_cap` per buffer.
     pub fn new(core_cap: usize, session_cap: usize) -> Self {
         BufPool { free: Vec::new(), in_use: 0, cap: core_cap, session_cap }
     }
 
-    /// Bytes reserved by live buffers.
+    /// Bytes held by live buffers.
     pub fn in_use(&self) -> usize {
         self.in_use
     }
 
-    fn take(&mut self) -> Option<Vec<u8>> {
-        if self.in_use + self.session_cap > self.cap {
-            return None;
+    fn take(&mut self) -> Vec<u8> {
+        self.free.pop().unwrap_or_else(|| Vec::with_capacity(self.session_cap))
+    }
+
+    /// Charges `n` more held bytes; false (nothing charged) when the core cap would be passed.
+    fn charge(&mut self, n: usize) -> bool {
+        if self.in_use + n > self.cap {
+            return false;
         }
-        self.in_use += self.session_cap;
-        Some(self.free.pop().unwrap_or_else(|| Vec::with_capacity(self.session_cap)))
+        self.in_use += n;
+        true
+    }
+
+    fn credit(&mut self, n: usize) {
+        self.in_use = self.in_use.saturating_sub(n);
     }
 
     fn give(&mut self, mut b: Vec<u8>) {
+        self.credit(b.len());
         b.clear();
-        self.in_use = self.in_use.saturating_sub(self.session_cap);
         // Keep at most enough buffers to reach the cap again; the rest is freed.
         if self.free.len() * self.session_cap < self.cap {
             self.free.push(b);
@@ -192,6 +205,7 @@ impl Stream {
             sink.gap(first as usize);
             self.next = self.next.wrapping_add(first);
             if let Some(p) = &mut self.pending {
+                pool.credit(p.len());
                 p.clear();
             }
             self.need = 0;
@@ -210,13 +224,15 @@ impl Stream {
                 return;
             }
         }
-        let Some(mut b) = pool.take() else {
-            self.stop(Bypass::CoreCap, pool);
-            return;
-        };
+        let mut b = pool.take();
         if data.len() > b.capacity() {
             pool.give(b);
             self.stop(Bypass::SessionCap, pool);
+            return;
+        }
+        if !pool.charge(data.len()) {
+            pool.give(b);
+            self.stop(Bypass::CoreCap, pool);
             return;
         }
         b.extend_from_slice(data);
@@ -257,6 +273,10 @@ impl Stream {
             self.stop(Bypass::SessionCap, pool);
             return;
         }
+        if !pool.charge(data.len()) {
+            self.stop(Bypass::CoreCap, pool);
+            return;
+        }
         p.extend_from_slice(data);
         if p.len() < self.need {
             return;
@@ -265,14 +285,17 @@ impl Stream {
         let (consumed, need, done) = match r {
             Feed::Consumed(n) => (n, 0, false),
             Feed::Need { consumed, at_least } => (consumed, at_least, false),
-            Feed::Done => (0, 0, true),
+            // The engine answers a parser's `Invalid` itself (detection runs again).
+            Feed::Done | Feed::Invalid { .. } => (0, 0, true),
         };
         if done {
             self.done = true;
             self.release(pool);
             return;
         }
-        p.drain(..consumed.min(p.len()));
+        let consumed = consumed.min(p.len());
+        p.drain(..consumed);
+        pool.credit(consumed);
         self.need = need;
         if self.need > p.capacity() {
             self.stop(Bypass::SessionCap, pool);
@@ -283,7 +306,7 @@ impl Stream {
         let (consumed, need) = match r {
             Feed::Consumed(n) => (n, 0),
             Feed::Need { consumed, at_least } => (consumed, at_least),
-            Feed::Done => {
+            Feed::Done | Feed::Invalid { .. } => {
                 self.done = true;
                 self.release(pool);
                 return;
@@ -298,14 +321,14 @@ impl Stream {
 
     fn keep(&mut self, bytes: &[u8], pool: &mut BufPool) {
         if self.pending.is_none() {
-            match pool.take() {
-                Some(b) => self.pending = Some(b),
-                None => return self.stop(Bypass::CoreCap, pool),
-            }
+            self.pending = Some(pool.take());
         }
         let Some(p) = self.pending.as_mut() else { return };
         if p.len() + bytes.len() > p.capacity() || self.need > p.capacity() {
             return self.stop(Bypass::SessionCap, pool);
+        }
+        if !pool.charge(bytes.len()) {
+            return self.stop(Bypass::CoreCap, pool);
         }
         p.extend_from_slice(bytes);
     }
@@ -392,14 +415,24 @@ mod tests {
         s.segment(0, b"no newline here and longer than sixteen", &mut pool, &mut sink);
         assert_eq!(s.bypass, Some(Bypass::SessionCap));
         assert_eq!(pool.in_use(), 0);
-        // Per-core cap: one buffer of 16 in a pool of 16 bytes leaves none for a second stream.
+        // Per-core cap, in bytes held: two streams holding 7 bytes each fit a pool of 16, a
+        // third does not; nothing is charged for the cap a stream could grow to.
         let mut pool = BufPool::new(16, 16);
-        let (mut a, mut b) = (Stream::default(), Stream::default());
-        a.start(0);
-        b.start(0);
+        let (mut a, mut b, mut c) = (Stream::default(), Stream::default(), Stream::default());
+        for x in [&mut a, &mut b, &mut c] {
+            x.start(0);
+        }
         a.segment(0, b"partial", &mut pool, &mut sink);
         b.segment(0, b"partial", &mut pool, &mut sink);
-        assert_eq!((a.bypass, b.bypass), (None, Some(Bypass::CoreCap)));
+        assert_eq!(pool.in_use(), 14);
+        c.segment(0, b"partial", &mut pool, &mut sink);
+        assert_eq!((a.bypass, b.bypass, c.bypass), (None, None, Some(Bypass::CoreCap)));
+        // Consumed bytes are credited back.
+        a.segment(7, b"\n", &mut pool, &mut sink);
+        assert_eq!(pool.in_use(), 7);
+        a.release(&mut pool);
+        b.release(&mut pool);
+        assert_eq!(pool.in_use(), 0);
     }
 
     #[test]

@@ -7,8 +7,11 @@
 //!
 //! Sources: Ethernet II and IEEE 802.1Q / 802.1ad (TPIDs 0x8100, 0x88a8, 0x9100); IPv4
 //! (RFC 791, options skipped by IHL); IPv6 (RFC 8200 §4: Hop-by-Hop, Routing, Fragment,
-//! Destination Options; RFC 4302 AH; RFC 6275 Mobility); TCP (RFC 9293 §3.1); UDP (RFC 768);
-//! ICMP (RFC 792) and ICMPv6 (RFC 4443) including the invoking packet of error messages.
+//! Destination Options; RFC 4302 AH; RFC 6275 Mobility); TCP (RFC 9293 §3.1, the Window Scale
+//! option of SYNs, RFC 7323 §2); UDP (RFC 768); ICMP (RFC 792) and ICMPv6 (RFC 4443) including
+//! the invoking packet of error messages and ICMPv4 redirects (its 5-tuple and, for TCP, its
+//! sequence number), with query messages keyed so that a request and its replies share a flow
+//! ([`icmp_ports`]).
 //!
 //! Contract: [`decode`] checks every length before reading; once it returns `Ok`, every slice in
 //! [`Frame`] lies inside the input. Unknown values (ethertypes, IP protocols) are data, not
@@ -122,13 +125,36 @@ pub mod tcpflag {
 /// Fragmentation status of the IP packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Fragment {
-    /// Not fragmented.
+    /// Not fragmented (IPv6: also an atomic fragment, offset 0 without M, RFC 6946).
     #[default]
     No,
-    /// First fragment: the L4 header is present.
+    /// First fragment (offset 0, more follow). Nothing after the IP header (IPv6: after the
+    /// Fragment header) is decoded: it is read from the reassembled datagram
+    /// ([`crate::defrag`]), so the payload is raw.
     First,
     /// A later fragment: no L4 header; the payload is raw.
     Later,
+}
+
+/// The fragmentation fields of a fragment (RFC 791 §3.1; RFC 8200 §4.5), and where its
+/// unfragmentable part ends, for reassembly ([`crate::defrag`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FragInfo {
+    /// Identification (IPv4: 16 bits; IPv6: 32 bits).
+    pub id: u32,
+    /// Offset of this fragment's data in the fragmentable part of the datagram, in bytes (the
+    /// header's 13-bit field times 8).
+    pub offset: u32,
+    /// More fragments follow (MF / M flag).
+    pub more: bool,
+    /// Length in bytes of the unfragmentable part, from the first byte of the IP header: the
+    /// IPv4 header with options (IHL × 4), or the IPv6 header and the extension headers before
+    /// the Fragment header. The fragment's data ([`Ip::payload`]) follows it (IPv6: after the
+    /// 8-byte Fragment header).
+    pub header_len: u16,
+    /// IPv6: position, from the first byte of the IP header, of the Next Header byte that
+    /// names the Fragment header (6 when it follows the fixed header). IPv4: 9 (protocol).
+    pub next_at: u16,
 }
 
 /// The transport layer of a decoded packet.
@@ -144,6 +170,9 @@ pub enum L4 {
         flags: u8,
         /// Receive window (unscaled).
         window: u16,
+        /// Window scale shift a SYN offers (RFC 7323 §2.2), at most 14; `None` when the
+        /// segment is not a SYN or carries no Window Scale option.
+        wscale: Option<u8>,
     },
     /// UDP.
     Udp,
@@ -153,9 +182,10 @@ pub enum L4 {
         kind: u8,
         /// Message code.
         code: u8,
-        /// Identifier of echo messages (0 otherwise).
+        /// Identifier of query messages (echo, timestamp; 0 otherwise).
         ident: u16,
-        /// For error messages: the 5-tuple of the invoking packet, as it was sent.
+        /// For error messages and ICMPv4 redirects: the 5-tuple of the invoking packet, as it
+        /// was sent.
         invoking: Option<InnerTuple>,
     },
     /// Any other IP protocol, or a non-first fragment.
@@ -171,10 +201,64 @@ pub struct InnerTuple {
     pub dst: Addr,
     /// Its IP protocol.
     pub proto: u8,
-    /// Source port (0 when not TCP/UDP or not quoted).
+    /// Source port (0 when not TCP/UDP or not quoted; for a quoted ICMP query, the ports its
+    /// own decoding gives: [`icmp_ports`]).
     pub sport: u16,
     /// Destination port.
     pub dport: u16,
+    /// Sequence number of a quoted TCP segment (`None`: not TCP, or the quote ends before it).
+    pub seq: Option<u32>,
+}
+
+/// What an ICMP or ICMPv6 message is, by type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IcmpClass {
+    /// An error quoting the packet that caused it: ICMPv4 destination unreachable, source
+    /// quench, time exceeded, parameter problem (RFC 792); ICMPv6 types 0..=127 (RFC 4443 §2.1).
+    Error,
+    /// A redirect: ICMPv4 type 5 (RFC 792, quotes the invoking packet like an error), ICMPv6
+    /// type 137 (RFC 4861 §4.5).
+    Redirect,
+    /// A query: ICMPv4 echo (8) or timestamp (13) request; ICMPv6 echo request (128).
+    Request,
+    /// The answer to a query: ICMPv4 echo (0) or timestamp (14) reply; ICMPv6 echo reply (129).
+    Reply,
+    /// Anything else (neighbour discovery, MLD, router advertisements, ...).
+    Other,
+}
+
+/// Classifies ICMP (`proto` 1) or ICMPv6 (`proto` 58) message type `kind`.
+pub fn icmp_class(proto: u8, kind: u8) -> IcmpClass {
+    if proto == ipproto::ICMPV6 {
+        match kind {
+            0..=127 => IcmpClass::Error,
+            128 => IcmpClass::Request,
+            129 => IcmpClass::Reply,
+            137 => IcmpClass::Redirect,
+            _ => IcmpClass::Other,
+        }
+    } else {
+        match kind {
+            3 | 4 | 11 | 12 => IcmpClass::Error,
+            5 => IcmpClass::Redirect,
+            8 | 13 => IcmpClass::Request,
+            0 | 14 => IcmpClass::Reply,
+            _ => IcmpClass::Other,
+        }
+    }
+}
+
+/// The (source, destination) ports an ICMP message of class `class` with identifier `ident`
+/// stands for in its flow key: a request's sender is the end with port `ident`, its receiver
+/// the end with port 0, and a reply travels the other way. So a request and its replies share
+/// one key, while a request sent the other way with the same identifier (from outside, riding
+/// a workload's own ping) has a key of its own. Other messages: (0, 0).
+pub fn icmp_ports(class: IcmpClass, ident: u16) -> (u16, u16) {
+    match class {
+        IcmpClass::Request => (ident, 0),
+        IcmpClass::Reply => (0, ident),
+        _ => (0, 0),
+    }
 }
 
 /// The IP part of a decoded frame.
@@ -190,9 +274,11 @@ pub struct Ip<'a> {
     pub proto: u8,
     /// Fragmentation status.
     pub fragment: Fragment,
-    /// Source port (TCP/UDP; ICMP echo identifier; else 0).
+    /// Fragmentation fields of a fragment (`None` when [`Fragment::No`]).
+    pub frag: Option<FragInfo>,
+    /// Source port (TCP/UDP; for ICMP queries see [`icmp_ports`]; else 0).
     pub sport: u16,
-    /// Destination port (TCP/UDP; ICMP echo identifier; else 0).
+    /// Destination port (TCP/UDP; for ICMP queries see [`icmp_ports`]; else 0).
     pub dport: u16,
     /// Transport header fields.
     pub l4: L4,
@@ -203,6 +289,10 @@ pub struct Ip<'a> {
 /// A decoded frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame<'a> {
+    /// The whole frame as given to [`decode`] (the L2 header is `raw[..14 + 4 * vlans]`).
+    pub raw: &'a [u8],
+    /// Source MAC address (bytes 6..12 of the Ethernet header).
+    pub src_mac: [u8; 6],
     /// Outer and inner VLAN ids (0 when absent); `vlans` tells how many are valid.
     pub vlan: [u16; 2],
     /// Number of VLAN tags (0..=2).
@@ -248,7 +338,9 @@ pub fn decode(frame: &[u8]) -> Result<Frame<'_>, Malformed> {
         ethertype::IPV6 => Some(decode_ipv6(rest)?),
         _ => None,
     };
-    Ok(Frame { vlan, vlans, ethertype, ip })
+    let mut src_mac = [0u8; 6];
+    src_mac.copy_from_slice(&frame[6..12]);
+    Ok(Frame { raw: frame, src_mac, vlan, vlans, ethertype, ip })
 }
 
 /// Decodes an IPv4 packet (RFC 791). Trailing bytes past the total length (Ethernet padding)
@@ -285,7 +377,17 @@ pub fn decode_ipv4(p: &[u8]) -> Result<Ip<'_>, Malformed> {
     let src = Addr::v4([p[12], p[13], p[14], p[15]]);
     let dst = Addr::v4([p[16], p[17], p[18], p[19]]);
     let body = &p[ihl..total];
-    transport(4, src, dst, proto, fragment, body)
+    let mut ip = transport(4, src, dst, proto, fragment, body)?;
+    if fragment != Fragment::No {
+        ip.frag = Some(FragInfo {
+            id: u32::from(be16(p, 4).ok_or(Malformed::Ipv4Header)?),
+            offset: u32::from(offset) * 8,
+            more,
+            header_len: ihl as u16,
+            next_at: 9,
+        });
+    }
+    Ok(ip)
 }
 
 /// Decodes an IPv6 packet (RFC 8200), walking the extension header chain.
@@ -315,9 +417,11 @@ pub fn decode_ipv6(p: &[u8]) -> Result<Ip<'_>, Malformed> {
     let (src, dst) = (Addr::v6(src), Addr::v6(dst));
     let mut next = p[6];
     let mut body = &p[40..40 + plen];
-    let mut fragment = Fragment::No;
+    // Where the Next Header byte naming the current header sits (from the IPv6 header start).
+    let mut next_at = 6usize;
     // At most 8 extension headers: more is an evasion attempt, not a real packet.
     for _ in 0..8 {
+        let at = 40 + plen - body.len();
         match next {
             0 | 43 | 60 | 135 | 139 | 140 => {
                 let nh = *body.first().ok_or(Malformed::Ipv6ExtHeader)?;
@@ -335,16 +439,29 @@ pub fn decode_ipv6(p: &[u8]) -> Result<Ip<'_>, Malformed> {
             44 => {
                 let nh = *body.first().ok_or(Malformed::Ipv6ExtHeader)?;
                 let fo = be16(body, 2).ok_or(Malformed::Ipv6ExtHeader)?;
+                let id = be32(body, 4).ok_or(Malformed::Ipv6ExtHeader)?;
                 body = body.get(8..).ok_or(Malformed::Ipv6ExtHeader)?;
-                fragment = match (fo >> 3, fo & 1 == 1) {
-                    (0, false) => fragment,
-                    (0, true) => Fragment::First,
-                    _ => Fragment::Later,
-                };
+                let (offset, more) = (fo >> 3, fo & 1 == 1);
+                if offset != 0 || more {
+                    // A real fragment: what follows the Fragment header is fragment data, read
+                    // only from the reassembled datagram (RFC 8200 §4.5), never walked here.
+                    let fragment = if offset == 0 { Fragment::First } else { Fragment::Later };
+                    let mut ip = transport(6, src, dst, nh, fragment, body)?;
+                    ip.frag = Some(FragInfo {
+                        id,
+                        offset: u32::from(offset) * 8,
+                        more,
+                        header_len: at as u16,
+                        next_at: next_at as u16,
+                    });
+                    return Ok(ip);
+                }
+                // An atomic fragment (RFC 6946): an ordinary packet.
                 next = nh;
             }
-            _ => return transport(6, src, dst, next, fragment, body),
+            _ => return transport(6, src, dst, next, Fragment::No, body),
         }
+        next_at = at;
     }
     Err(Malformed::Ipv6ExtHeader)
 }
@@ -363,12 +480,14 @@ fn transport(
         dst,
         proto,
         fragment,
+        frag: None,
         sport: 0,
         dport: 0,
         l4: L4::Other,
         payload: body,
     };
-    if fragment == Fragment::Later {
+    if fragment != Fragment::No {
+        // Fragments are decoded from their reassembled datagram ([`crate::defrag`]).
         return Ok(ip);
     }
     match proto {
@@ -379,11 +498,14 @@ fn transport(
             }
             ip.sport = be16(body, 0).ok_or(Malformed::TcpHeader)?;
             ip.dport = be16(body, 2).ok_or(Malformed::TcpHeader)?;
+            let flags = body[13];
+            let wscale = if flags & tcpflag::SYN != 0 { window_scale(&body[20..off]) } else { None };
             ip.l4 = L4::Tcp {
                 seq: be32(body, 4).ok_or(Malformed::TcpHeader)?,
                 ack: be32(body, 8).ok_or(Malformed::TcpHeader)?,
-                flags: body[13],
+                flags,
                 window: be16(body, 14).ok_or(Malformed::TcpHeader)?,
+                wscale,
             };
             ip.payload = &body[off..];
         }
@@ -394,15 +516,11 @@ fn transport(
             ip.sport = be16(body, 0).ok_or(Malformed::UdpHeader)?;
             ip.dport = be16(body, 2).ok_or(Malformed::UdpHeader)?;
             let ulen = usize::from(be16(body, 4).ok_or(Malformed::UdpHeader)?);
-            // A first fragment carries only part of the datagram; otherwise the UDP length
-            // must fit the IP payload (RFC 768).
-            let end = if fragment == Fragment::First {
-                body.len()
-            } else if ulen < 8 || ulen > body.len() {
+            // The UDP length must fit the IP payload (RFC 768).
+            if ulen < 8 || ulen > body.len() {
                 return Err(Malformed::UdpHeader);
-            } else {
-                ulen
-            };
+            }
+            let end = ulen;
             ip.l4 = L4::Udp;
             ip.payload = &body[8..end];
         }
@@ -411,22 +529,14 @@ fn transport(
                 return Err(Malformed::IcmpHeader);
             }
             let (kind, code) = (body[0], body[1]);
-            let is_error = if proto == ipproto::ICMP {
-                matches!(kind, 3 | 4 | 5 | 11 | 12)
-            } else {
-                kind < 128
+            let class = icmp_class(proto, kind);
+            let ident = match class {
+                IcmpClass::Request | IcmpClass::Reply => be16(body, 4).unwrap_or(0),
+                _ => 0,
             };
-            let is_echo = if proto == ipproto::ICMP {
-                matches!(kind, 0 | 8 | 13 | 14)
-            } else {
-                matches!(kind, 128 | 129)
-            };
-            let ident = if is_echo { be16(body, 4).unwrap_or(0) } else { 0 };
-            let invoking = if is_error { inner_tuple(&body[8..]) } else { None };
-            // Echo request and reply carry the same identifier: using it as both ports gives
-            // both directions one flow key.
-            ip.sport = ident;
-            ip.dport = ident;
+            let quotes = class == IcmpClass::Error || (class == IcmpClass::Redirect && proto == ipproto::ICMP);
+            let invoking = if quotes { inner_tuple(&body[8..]) } else { None };
+            (ip.sport, ip.dport) = icmp_ports(class, ident);
             ip.l4 = L4::Icmp { kind, code, ident, invoking };
             ip.payload = &body[8..];
         }
@@ -461,12 +571,39 @@ fn inner_tuple(q: &[u8]) -> Option<InnerTuple> {
         }
         _ => return None,
     };
-    let (sport, dport) = if matches!(proto, ipproto::TCP | ipproto::UDP) {
-        (be16(l4, 0).unwrap_or(0), be16(l4, 2).unwrap_or(0))
-    } else {
-        (0, 0)
+    let (sport, dport) = match proto {
+        ipproto::TCP | ipproto::UDP => (be16(l4, 0).unwrap_or(0), be16(l4, 2).unwrap_or(0)),
+        ipproto::ICMP | ipproto::ICMPV6 => match (l4.first(), be16(l4, 4)) {
+            (Some(&kind), Some(ident)) => icmp_ports(icmp_class(proto, kind), ident),
+            _ => (0, 0),
+        },
+        _ => (0, 0),
     };
-    Some(InnerTuple { src, dst, proto, sport, dport })
+    let seq = if proto == ipproto::TCP { be32(l4, 4) } else { None };
+    Some(InnerTuple { src, dst, proto, sport, dport, seq })
+}
+
+/// The shift of a Window Scale option (kind 3, RFC 7323 §2.2) among TCP `options`, capped at
+/// 14 (§2.3). Walks at most the 40 option bytes; a malformed list ends the walk.
+fn window_scale(options: &[u8]) -> Option<u8> {
+    let mut i = 0;
+    while let Some(&kind) = options.get(i) {
+        match kind {
+            0 => return None,
+            1 => i += 1,
+            _ => {
+                let len = usize::from(*options.get(i + 1)?);
+                if len < 2 {
+                    return None;
+                }
+                if kind == 3 && len == 3 {
+                    return options.get(i + 2).map(|&s| s.min(14));
+                }
+                i += len;
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -512,6 +649,200 @@ pub(crate) mod tests {
         f.extend_from_slice(&[0, 0]);
         f.extend_from_slice(payload);
         f
+    }
+
+    /// Ethernet (no tags) around an IP packet.
+    pub(crate) fn eth(ethertype: u16, ip: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        f.extend_from_slice(ip);
+        f
+    }
+
+    /// An IPv4 packet (no options, DF, TTL 64, checksum zero) carrying `l4` bytes.
+    pub(crate) fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x45, 0];
+        p.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+        p.extend_from_slice(&[0, 1, 0x40, 0, 64, proto, 0, 0]);
+        p.extend_from_slice(&src);
+        p.extend_from_slice(&dst);
+        p.extend_from_slice(l4);
+        p
+    }
+
+    /// An IPv6 packet (hop limit 64, no extension headers) carrying `l4` bytes.
+    pub(crate) fn ipv6(src: [u8; 16], dst: [u8; 16], next: u8, l4: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x60, 0, 0, 0];
+        p.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+        p.extend_from_slice(&[next, 64]);
+        p.extend_from_slice(&src);
+        p.extend_from_slice(&dst);
+        p.extend_from_slice(l4);
+        p
+    }
+
+    /// `2001:db8::<last>`.
+    pub(crate) fn v6(last: u8) -> [u8; 16] {
+        [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, last]
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    /// A TCP header (data offset 5, or 6 with a Window Scale option when `wscale` is given)
+    /// followed by `payload`; checksum zero.
+    pub(crate) fn tcp(
+        sport: u16,
+        dport: u16,
+        seq: u32,
+        ack: u32,
+        flags: u8,
+        window: u16,
+        wscale: Option<u8>,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut t = Vec::new();
+        t.extend_from_slice(&sport.to_be_bytes());
+        t.extend_from_slice(&dport.to_be_bytes());
+        t.extend_from_slice(&seq.to_be_bytes());
+        t.extend_from_slice(&ack.to_be_bytes());
+        t.push(if wscale.is_some() { 0x60 } else { 0x50 });
+        t.push(flags);
+        t.extend_from_slice(&window.to_be_bytes());
+        t.extend_from_slice(&[0, 0, 0, 0]);
+        if let Some(ws) = wscale {
+            t.extend_from_slice(&[1, 3, 3, ws]);
+        }
+        t.extend_from_slice(payload);
+        t
+    }
+
+    /// A UDP header followed by `payload`.
+    pub(crate) fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+        let mut u = Vec::new();
+        u.extend_from_slice(&sport.to_be_bytes());
+        u.extend_from_slice(&dport.to_be_bytes());
+        u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        u.extend_from_slice(&[0, 0]);
+        u.extend_from_slice(payload);
+        u
+    }
+
+    /// An ICMP/ICMPv6 message: type, code, checksum zero, the 4 type-specific bytes `rest`
+    /// (identifier and sequence of queries, MTU of packet-too-big, gateway of a redirect),
+    /// then `body` (the quoted packet of an error).
+    pub(crate) fn icmp(kind: u8, code: u8, rest: [u8; 4], body: &[u8]) -> Vec<u8> {
+        let mut m = vec![kind, code, 0, 0];
+        m.extend_from_slice(&rest);
+        m.extend_from_slice(body);
+        m
+    }
+
+    /// An echo (or other query) message's `rest` bytes: identifier and sequence number.
+    pub(crate) fn query(ident: u16, seq: u16) -> [u8; 4] {
+        let (i, s) = (ident.to_be_bytes(), seq.to_be_bytes());
+        [i[0], i[1], s[0], s[1]]
+    }
+
+    const A4: [u8; 4] = [198, 18, 0, 1];
+    const B4: [u8; 4] = [198, 18, 0, 2];
+    const R4: [u8; 4] = [198, 18, 0, 254];
+
+    #[test]
+    fn echo_requests_and_replies_have_mirrored_ports() {
+        let req = eth(ethertype::IPV4, &ipv4(A4, B4, ipproto::ICMP, &icmp(8, 0, query(0x4242, 1), b"ping")));
+        let ip = decode(&req).unwrap().ip.unwrap();
+        assert_eq!((ip.sport, ip.dport), (0x4242, 0));
+        assert!(matches!(ip.l4, L4::Icmp { kind: 8, ident: 0x4242, invoking: None, .. }));
+        let rep = eth(ethertype::IPV4, &ipv4(B4, A4, ipproto::ICMP, &icmp(0, 0, query(0x4242, 1), b"ping")));
+        let ip = decode(&rep).unwrap().ip.unwrap();
+        assert_eq!((ip.sport, ip.dport), (0, 0x4242));
+        let req6 = eth(ethertype::IPV6, &ipv6(v6(1), v6(2), ipproto::ICMPV6, &icmp(128, 0, query(7, 1), b"")));
+        let ip = decode(&req6).unwrap().ip.unwrap();
+        assert_eq!((ip.sport, ip.dport), (7, 0));
+        // Neighbour solicitation: no identifier, no ports.
+        let ns = eth(ethertype::IPV6, &ipv6(v6(1), v6(2), ipproto::ICMPV6, &icmp(135, 0, [0; 4], &v6(2))));
+        let ip = decode(&ns).unwrap().ip.unwrap();
+        assert_eq!((ip.sport, ip.dport), (0, 0));
+    }
+
+    #[test]
+    fn icmp_classes() {
+        use IcmpClass::*;
+        let v4: Vec<_> = [0, 3, 4, 5, 8, 9, 11, 12, 13, 14].iter().map(|&k| icmp_class(ipproto::ICMP, k)).collect();
+        assert_eq!(v4, [Reply, Error, Error, Redirect, Request, Other, Error, Error, Request, Reply]);
+        let v6: Vec<_> = [1, 2, 3, 4, 127, 128, 129, 133, 135, 137].iter().map(|&k| icmp_class(ipproto::ICMPV6, k)).collect();
+        assert_eq!(v6, [Error, Error, Error, Error, Error, Request, Reply, Other, Other, Redirect]);
+    }
+
+    #[test]
+    fn quoted_tcp_sequence_and_quoted_echo_ports() {
+        // Packet too big (IPv4 frag needed) from a router, quoting B's segment to A.
+        let seg = ipv4(B4, A4, ipproto::TCP, &tcp(8080, 40000, 0xdead_beef, 7, 0x10, 512, None, b"x"));
+        let err = eth(ethertype::IPV4, &ipv4(R4, B4, ipproto::ICMP, &icmp(3, 4, [0, 0, 5, 0], &seg[..28])));
+        let ip = decode(&err).unwrap().ip.unwrap();
+        let L4::Icmp { invoking: Some(t), .. } = ip.l4 else { panic!("{:?}", ip.l4) };
+        assert_eq!((t.sport, t.dport, t.seq), (8080, 40000, Some(0xdead_beef)));
+        assert_eq!((t.src, t.dst), (Addr::v4(B4), Addr::v4(A4)));
+        // A quote that stops inside the sequence number has none.
+        let short = eth(ethertype::IPV4, &ipv4(R4, B4, ipproto::ICMP, &icmp(3, 4, [0; 4], &seg[..26])));
+        let ip = decode(&short).unwrap().ip.unwrap();
+        assert!(matches!(ip.l4, L4::Icmp { invoking: Some(InnerTuple { sport: 8080, seq: None, .. }), .. }));
+        // An ICMPv6 error quoting an echo request: the quote's ports are the request's.
+        let ping = ipv6(v6(2), v6(1), ipproto::ICMPV6, &icmp(128, 0, query(99, 3), b"abcd"));
+        let err6 = eth(ethertype::IPV6, &ipv6(v6(0xfe), v6(2), ipproto::ICMPV6, &icmp(1, 3, [0; 4], &ping)));
+        let ip = decode(&err6).unwrap().ip.unwrap();
+        let L4::Icmp { invoking: Some(t), .. } = ip.l4 else { panic!("{:?}", ip.l4) };
+        assert_eq!((t.proto, t.sport, t.dport, t.seq), (ipproto::ICMPV6, 99, 0, None));
+        // An ICMPv4 redirect quotes its invoking packet too; an ICMPv6 redirect has no quote
+        // in its fixed part.
+        let redirect = eth(ethertype::IPV4, &ipv4(R4, B4, ipproto::ICMP, &icmp(5, 1, R4, &seg[..28])));
+        let ip = decode(&redirect).unwrap().ip.unwrap();
+        assert!(matches!(ip.l4, L4::Icmp { kind: 5, invoking: Some(_), .. }));
+        let mut body = v6(0xfe).to_vec();
+        body.extend_from_slice(&v6(1));
+        let redirect6 = eth(ethertype::IPV6, &ipv6(v6(0xfe), v6(2), ipproto::ICMPV6, &icmp(137, 0, [0; 4], &body)));
+        let ip = decode(&redirect6).unwrap().ip.unwrap();
+        assert!(matches!(ip.l4, L4::Icmp { kind: 137, invoking: None, .. }));
+    }
+
+    #[test]
+    fn window_scale_of_syns_only() {
+        let syn = eth(ethertype::IPV4, &ipv4(A4, B4, ipproto::TCP, &tcp(40000, 80, 1, 0, tcpflag::SYN, 64240, Some(7), b"")));
+        assert!(matches!(decode(&syn).unwrap().ip.unwrap().l4, L4::Tcp { wscale: Some(7), window: 64240, .. }));
+        let big = eth(ethertype::IPV4, &ipv4(A4, B4, ipproto::TCP, &tcp(40000, 80, 1, 0, tcpflag::SYN, 1, Some(30), b"")));
+        assert!(matches!(decode(&big).unwrap().ip.unwrap().l4, L4::Tcp { wscale: Some(14), .. }));
+        let ack = eth(ethertype::IPV4, &ipv4(A4, B4, ipproto::TCP, &tcp(40000, 80, 1, 0, tcpflag::ACK, 1, Some(7), b"")));
+        assert!(matches!(decode(&ack).unwrap().ip.unwrap().l4, L4::Tcp { wscale: None, .. }));
+        // Options cut short or with a zero length end the walk without a value.
+        assert_eq!(window_scale(&[1, 1, 3]), None);
+        assert_eq!(window_scale(&[2, 0, 3, 3, 5]), None);
+        assert_eq!(window_scale(&[2, 4, 5, 0xb4, 1, 3, 3, 9]), Some(9));
+    }
+
+    #[test]
+    fn truncated_icmp_errors_never_panic() {
+        let seg = ipv4(B4, A4, ipproto::TCP, &tcp(8080, 40000, 5, 7, 0x10, 512, None, b"x"));
+        let err = eth(ethertype::IPV4, &ipv4(R4, B4, ipproto::ICMP, &icmp(3, 4, [0; 4], &seg)));
+        let ping = ipv6(v6(2), v6(1), ipproto::ICMPV6, &icmp(128, 0, query(99, 3), b"abcd"));
+        let err6 = eth(ethertype::IPV6, &ipv6(v6(0xfe), v6(2), ipproto::ICMPV6, &icmp(1, 3, [0; 4], &ping)));
+        for frame in [err, err6] {
+            assert!(decode(&frame).is_ok());
+            for cut in 0..frame.len() {
+                assert!(decode(&frame[..cut]).is_err(), "prefix {cut}");
+            }
+            // The quoted packet itself cut anywhere: still decodes, quote best effort.
+            let ip_start = 14;
+            let quote_start = ip_start + if frame[12] == 0x08 { 20 } else { 40 } + 8;
+            for cut in quote_start..frame.len() {
+                let mut f = frame[..cut].to_vec();
+                let l = (cut - ip_start) as u16;
+                if frame[12] == 0x08 {
+                    f[16..18].copy_from_slice(&l.to_be_bytes());
+                } else {
+                    f[18..20].copy_from_slice(&(l - 40).to_be_bytes());
+                }
+                assert!(decode(&f).is_ok(), "quote cut at {cut}");
+            }
+        }
     }
 
     #[test]

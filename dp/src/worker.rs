@@ -10,9 +10,20 @@
 //! commands → expire sessions and send report snapshots on their timers → when idle for
 //! `idle_spins` loops, sleep in poll(2) until an rx ring has frames.
 //!
-//! Flow ownership: a flow belongs to `owners[spread(key) % owners.len()]`, where `owners` lists
-//! the workers serving the pair; `spread` is direction-free, so both directions of a flow reach
-//! the same session entry whatever queue and worker the kernel delivered them to.
+//! Flow ownership: a flow belongs to `owners[owner_spread(key) % owners.len()]`, where `owners`
+//! lists the workers serving the pair; `owner_spread` hashes the zone and the two addresses
+//! only (direction-free), so both directions of a flow, and the IP fragments of its datagrams
+//! (which carry no ports), reach the same worker whatever queue the kernel delivered them to. An ICMP error belongs
+//! to the owner of the flow it quotes ([`crate::icmp::owner_key`]).
+//!
+//! Held frames: an IP fragment is kept, not forwarded or dropped, while its datagram is being
+//! reassembled ([`crate::defrag`], [`Verdict::Hold`]). Its UMEM descriptor is encoded in the
+//! token the inspector keeps (group, side, address, length), so the worker needs no table of
+//! its own; the inspector's `[defrag] max_frames` bounds how many are held (validated against
+//! the UMEM size). After every rx batch, handed-over frame and timer tick the worker acts on
+//! the inspector's releases: all frames of a datagram are transmitted, or dropped, together.
+//! A fragment handed over by another worker is first copied into a UMEM frame, so every held
+//! frame lives in a UMEM.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc;
@@ -26,7 +37,8 @@ use xdpilone::xdp::XdpDesc;
 use std::sync::Arc;
 
 use crate::enforce::{Hits, PolicyHandle};
-use crate::inspect::{flow_of, DropReason, FrameMeta, InspectStats, Inspector, Verdict};
+use crate::defrag::DefragStats;
+use crate::inspect::{DropReason, FrameMeta, InspectStats, Inspector, Verdict};
 use crate::rst::{self, RstFrame};
 use crate::session::{SessionSnapshot, TableStats};
 use crate::wire;
@@ -114,6 +126,8 @@ pub struct WorkerStats {
     pub report_overflow: u64,
     /// Policy hit counters of this worker.
     pub hits: Hits,
+    /// IP reassembly counters of this worker.
+    pub defrag: DefragStats,
 }
 
 /// Most snapshots in one [`WorkerReport`]. The queue to the control thread holds at most
@@ -143,6 +157,9 @@ pub enum Command {
     AddGroup {
         /// Inline pair id.
         zone: u16,
+        /// Queue group number within the pair (queue `q` of an interface is in group
+        /// `q % groups`).
+        group: u32,
         /// Side a and side b.
         sides: [SideSpec; 2],
         /// Workers serving this pair, in flow-ownership order.
@@ -153,6 +170,20 @@ pub enum Command {
         ring_size: u32,
         /// Reply channel.
         reply: mpsc::Sender<Result<Vec<XskBinding>, String>>,
+    },
+    /// Bind XSKs for rx queues an interface of a pair gained (a channel change) into queue
+    /// group `group` of pair `zone`; reply with `(slot, queue, fd)` or the error, per queue.
+    AddPorts {
+        /// Inline pair id.
+        zone: u16,
+        /// Queue group number within the pair.
+        group: u32,
+        /// Side of the pair (0 = a, 1 = b).
+        side: u8,
+        /// The interface and the new queues.
+        spec: SideSpec,
+        /// Reply channel.
+        reply: mpsc::Sender<Vec<Result<XskBinding, String>>>,
     },
     /// Close the sockets of a pair and end its sessions (final records are reported).
     RemovePair {
@@ -175,6 +206,8 @@ pub enum Command {
     },
     /// End all sessions, report them, close every socket and exit.
     Shutdown,
+    /// Test hook (`warden run --test-hooks` only): panic, as a bug in the worker would.
+    TestPanic,
 }
 
 /// Static settings of a worker.
@@ -193,7 +226,11 @@ pub struct WorkerConfig {
 }
 
 struct GroupState {
+    /// Unique among this worker's groups (part of held frames' tokens).
+    id: u16,
     zone: u16,
+    /// Queue group number within the pair.
+    index: u32,
     group: Group,
     owners: Vec<usize>,
     /// First port index of each side (the tx port for frames going to that side).
@@ -239,6 +276,71 @@ pub struct Worker {
     handoff_dropped: u64,
     report_overflow: u64,
     policy: Option<Arc<PolicyHandle>>,
+    next_group: u16,
+}
+
+/// The token a held frame is known by: group id (15 bits), side (1), length (16), UMEM
+/// address (32; a UMEM is at most 2^20 frames of 4096 bytes).
+fn token(group: u16, side: usize, d: &XdpDesc) -> u64 {
+    (u64::from(group & 0x7fff) << 49) | ((side as u64 & 1) << 48) | (u64::from(d.len & 0xffff) << 32) | (d.addr & 0xffff_ffff)
+}
+
+/// The group id, side and descriptor of a held frame's token.
+fn untoken(t: u64) -> (u16, usize, XdpDesc) {
+    let d = XdpDesc { addr: t & 0xffff_ffff, len: ((t >> 32) & 0xffff) as u32, options: 0 };
+    (((t >> 49) & 0x7fff) as u16, ((t >> 48) & 1) as usize, d)
+}
+
+/// Acts on the inspector's releases: every frame of a released datagram is transmitted on the
+/// peer of the side it came from, or dropped and counted, with the datagram's one verdict
+/// (resets, for [`Verdict::Reset`], are sent once). Frames of groups that are gone are
+/// forgotten.
+fn release_held(groups: &mut [GroupState], insp: &mut Inspector) {
+    if insp.releases().is_empty() {
+        return;
+    }
+    for (r, tokens) in insp.releases().iter() {
+        let mut reset_at = None;
+        for &t in tokens {
+            let (id, side, d) = untoken(t);
+            let Some(gs) = groups.iter_mut().find(|g| g.id == id) else { continue };
+            match r.verdict {
+                Verdict::Forward => {
+                    let other = 1 - side;
+                    let sent = match gs.tx_port[other] {
+                        Some(tp) => gs.group.transmit(tp, &[d]),
+                        None => 0,
+                    };
+                    if sent == 1 {
+                        gs.stats[other].tx_frames += 1;
+                        gs.stats[other].tx_bytes += u64::from(d.len);
+                    } else {
+                        gs.group.release(&[d]);
+                        gs.stats[other].tx_ring_full += 1;
+                        gs.stats[side].dropped[DropReason::TxRingFull as usize] += 1;
+                    }
+                }
+                Verdict::Drop(why) => {
+                    gs.stats[side].dropped[why as usize] += 1;
+                    gs.group.release(&[d]);
+                }
+                Verdict::Reset | Verdict::Hold => {
+                    gs.stats[side].dropped[DropReason::PolicyDenied as usize] += 1;
+                    gs.group.release(&[d]);
+                    reset_at = Some((id, side));
+                }
+            }
+        }
+        if let (Some((id, side)), Some(rs)) = (reset_at, r.resets.as_ref()) {
+            if let Some(gs) = groups.iter_mut().find(|g| g.id == id) {
+                send_resets(gs, side, rs);
+            }
+        }
+    }
+    for gs in groups.iter_mut() {
+        gs.group.kick_tx();
+    }
+    insp.clear_releases();
 }
 
 fn now_ns() -> u64 {
@@ -266,6 +368,7 @@ impl Worker {
             handoff_dropped: 0,
             report_overflow: 0,
             policy: None,
+            next_group: 0,
         }
     }
 
@@ -299,6 +402,7 @@ impl Worker {
         let mut drop = vec![XdpDesc { addr: 0, len: 0, options: 0 }; batch];
         let mut idle = 0u32;
         let mut last_report = Instant::now();
+        let mut last_expire = Instant::now();
         let mut fds: Vec<i32> = Vec::new();
         loop {
             self.refresh_policy();
@@ -323,7 +427,14 @@ impl Worker {
             // expiry keeps up with any creation rate in small steps (a few list-head checks when
             // nothing is due).
             self.insp.sessions.expire(now, 256);
-            if last_report.elapsed() >= self.cfg.report_interval {
+            if last_expire.elapsed() >= Duration::from_millis(100) {
+                last_expire = Instant::now();
+                self.insp.expire_fragments(now);
+                release_held(&mut self.groups, &mut self.insp);
+            }
+            if last_report.elapsed() >= self.cfg.report_interval
+                || self.insp.sessions.ended_nearly_full()
+            {
                 last_report = Instant::now();
                 self.send_reports(false);
             } else if self.insp.sessions.ended_pending() >= REPORT_BATCH {
@@ -415,6 +526,7 @@ impl Worker {
         // Frames still queued for transmission count as work: never sleep with them pending.
         let mut total = gs.group.kick_tx().min(1) as usize;
         for port in 0..gs.group.ports.len() {
+            let gs = &mut self.groups[gi];
             let (side, slot) = {
                 let p = &gs.group.ports[port];
                 (p.side as usize, p.slot)
@@ -448,8 +560,8 @@ impl Worker {
                     Err(m) => self.insp.malformed(m, d.len),
                     Ok(f) => {
                         let owner = if gs.owners.len() > 1 {
-                            flow_of(&f, gs.zone)
-                                .map(|(k, _)| gs.owners[k.spread() as usize % gs.owners.len()])
+                            crate::icmp::owner_key(&f, gs.zone)
+                                .map(|k| gs.owners[k.owner_spread() as usize % gs.owners.len()])
                                 .unwrap_or(me)
                         } else {
                             me
@@ -472,7 +584,7 @@ impl Worker {
                             nd += 1;
                             continue;
                         }
-                        let v = self.insp.process_decoded(&f, d.len, meta);
+                        let v = self.insp.process_decoded_frame(&f, meta, token(gs.id, side, d));
                         if v == Verdict::Reset {
                             resets = rst::resets(data, &f);
                         }
@@ -480,6 +592,8 @@ impl Worker {
                     }
                 };
                 match verdict {
+                    // Kept: the inspector holds its token until the datagram is released.
+                    Verdict::Hold => {}
                     Verdict::Forward => {
                         fwd[nf] = *d;
                         nf += 1;
@@ -514,8 +628,9 @@ impl Worker {
             gs.stats[other].tx_frames += sent as u64;
             gs.stats[other].tx_bytes += fwd_bytes;
             gs.group.release(&drop[..nd]);
+            release_held(&mut self.groups, &mut self.insp);
         }
-        gs.group.kick_tx();
+        self.groups[gi].group.kick_tx();
         total
     }
 
@@ -532,34 +647,39 @@ impl Worker {
                 let data = &h.data[..usize::from(h.len)];
                 let side = usize::from(h.side);
                 let meta = FrameMeta { zone: h.zone, iface: h.iface, now_ns: now };
-                match self.insp.process(data, meta) {
+                let (verdict, decoded) = match wire::decode(data) {
+                    Err(m) => (self.insp.malformed(m, u32::from(h.len)), None),
+                    Ok(f) => {
+                        // A fragment is held in a UMEM frame, like the frames received here.
+                        let held = if f.ip.as_ref().is_some_and(|ip| ip.frag.is_some()) {
+                            let Some(d) = gs.group.write(data) else {
+                                gs.stats[side].dropped[DropReason::NoFrame as usize] += 1;
+                                continue;
+                            };
+                            Some(d)
+                        } else {
+                            None
+                        };
+                        let tok = held.map(|d| token(gs.id, side, &d)).unwrap_or(0);
+                        let v = self.insp.process_decoded_frame(&f, meta, tok);
+                        if let (Some(d), false) = (held, v == Verdict::Hold) {
+                            gs.group.release(&[d]);
+                        }
+                        (v, Some(f))
+                    }
+                };
+                match verdict {
+                    Verdict::Hold => {}
                     Verdict::Drop(why) => gs.stats[side].dropped[why as usize] += 1,
                     Verdict::Reset => {
                         gs.stats[side].dropped[DropReason::PolicyDenied as usize] += 1;
-                        if let Some(r) = wire::decode(data).ok().and_then(|f| rst::resets(data, &f)) {
+                        if let Some(r) = decoded.and_then(|f| rst::resets(data, &f)) {
                             send_resets(gs, side, &r);
                         }
                     }
-                    Verdict::Forward => {
-                        let other = 1 - side;
-                        let Some(tp) = gs.tx_port[other] else { continue };
-                        match gs.group.write(data) {
-                            Some(d) => {
-                                let sent = gs.group.transmit(tp, &[d]);
-                                gs.group.kick_tx();
-                                if sent == 1 {
-                                    gs.stats[other].tx_frames += 1;
-                                    gs.stats[other].tx_bytes += u64::from(d.len);
-                                } else {
-                                    gs.group.release(&[d]);
-                                    gs.stats[other].tx_ring_full += 1;
-                                    gs.stats[side].dropped[DropReason::TxRingFull as usize] += 1;
-                                }
-                            }
-                            None => gs.stats[side].dropped[DropReason::NoFrame as usize] += 1,
-                        }
-                    }
+                    Verdict::Forward => forward_copy(gs, side, data),
                 }
+                release_held(&mut self.groups, &mut self.insp);
                 if n >= 256 {
                     return n;
                 }
@@ -570,7 +690,8 @@ impl Worker {
 
     fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::AddGroup { zone, sides, owners, frames, ring_size, reply } => {
+            Command::AddGroup { zone, group: index, sides, owners, frames, ring_size, reply } => {
+                self.insp.set_pair((sides[0].slot, &sides[0].name), (sides[1].slot, &sides[1].name));
                 let r = Group::open([&sides[0], &sides[1]], frames, ring_size)
                     .map(|group| {
                         let fds = group.ports.iter().map(|p| (p.slot, p.queue, p.fd())).collect();
@@ -578,8 +699,16 @@ impl Worker {
                             group.ports.iter().position(|p| p.side == 0),
                             group.ports.iter().position(|p| p.side == 1),
                         ];
+                        // An id no live group has (tokens of held frames name their group).
+                        let mut id = self.next_group & 0x7fff;
+                        while self.groups.iter().any(|g| g.id == id) {
+                            id = (id + 1) & 0x7fff;
+                        }
+                        self.next_group = id.wrapping_add(1);
                         self.groups.push(GroupState {
+                            id,
                             zone,
+                            index,
                             group,
                             owners,
                             tx_port,
@@ -590,7 +719,33 @@ impl Worker {
                     .map_err(|e| e.to_string());
                 let _ = reply.send(r);
             }
+            Command::AddPorts { zone, group, side, spec, reply } => {
+                let r = match self.groups.iter_mut().find(|g| g.zone == zone && g.index == group) {
+                    Some(gs) => gs
+                        .group
+                        .add_ports(side, &spec)
+                        .into_iter()
+                        .map(|r| {
+                            r.map(|i| {
+                                let p = &gs.group.ports[i];
+                                (p.slot, p.queue, p.fd())
+                            })
+                            .map_err(|e| e.to_string())
+                        })
+                        .collect(),
+                    None => spec.queues.iter().map(|q| Err(format!("queue {q}: no group {group} of pair {zone}"))).collect(),
+                };
+                let _ = reply.send(r);
+            }
             Command::RemovePair { zone, reply } => {
+                // Held fragments of the pair go back to its UMEMs before they are closed.
+                self.insp.flush_fragments(zone);
+                release_held(&mut self.groups, &mut self.insp);
+                for g in self.groups.iter().filter(|g| g.zone == zone) {
+                    for p in &g.group.ports {
+                        self.insp.remove_pair(p.slot);
+                    }
+                }
                 self.groups.retain(|g| g.zone != zone);
                 self.insp.sessions.end_all(|z| z == zone);
                 self.send_reports(true);
@@ -627,10 +782,34 @@ impl Worker {
                     handoff_dropped: self.handoff_dropped,
                     report_overflow: self.report_overflow,
                     hits: self.insp.hits.clone(),
+                    defrag: self.insp.defrag_stats(),
                 });
             }
             Command::Shutdown => {}
+            Command::TestPanic => panic!("worker {} told to panic (test hook)", self.cfg.index),
         }
+    }
+}
+
+/// Copies a frame received on `side` (handed over by another worker) into a UMEM frame and
+/// transmits it on the other side; counted as tx-ring-full or no-frame when it cannot be.
+fn forward_copy(gs: &mut GroupState, side: usize, data: &[u8]) {
+    let other = 1 - side;
+    let Some(tp) = gs.tx_port[other] else { return };
+    match gs.group.write(data) {
+        Some(d) => {
+            let sent = gs.group.transmit(tp, &[d]);
+            gs.group.kick_tx();
+            if sent == 1 {
+                gs.stats[other].tx_frames += 1;
+                gs.stats[other].tx_bytes += u64::from(d.len);
+            } else {
+                gs.group.release(&[d]);
+                gs.stats[other].tx_ring_full += 1;
+                gs.stats[side].dropped[DropReason::TxRingFull as usize] += 1;
+            }
+        }
+        None => gs.stats[side].dropped[DropReason::NoFrame as usize] += 1,
     }
 }
 

@@ -10,7 +10,8 @@
 //! handed to a fill or tx ring belongs to the kernel and is not touched until it comes back
 //! through an rx or completion ring. The group's free list, the fill rings, the rx rings, the tx
 //! rings and the completion rings partition the UMEM frames; a frame is in exactly one of them
-//! or in the hands of the worker for the duration of one batch.
+//! or in the hands of the worker: for the duration of one batch, or, for an IP fragment, until
+//! its datagram is released by reassembly (bounded by `[defrag] max_frames`).
 //!
 //! Binding uses no copy/zero-copy flag, so the kernel takes zero-copy where the driver offers it
 //! and copy mode elsewhere (veth and tap: copy mode). `XDP_USE_NEED_WAKEUP` is always set: the
@@ -160,6 +161,10 @@ pub struct Group {
     free: Vec<u64>,
     ring_size: u32,
     reserve: usize,
+    /// Most frames one port's fill ring holds: the ring size, or an even share of the frames
+    /// outside the reserve when the ports together would want more, so that no port starves
+    /// the others (frames return to the free list in any order).
+    fill_share: u32,
 }
 
 impl Group {
@@ -186,59 +191,41 @@ impl Group {
         let mut ports = Vec::new();
         for (side, spec) in sides.iter().enumerate() {
             for &queue in &spec.queues {
-                let what = format!("{} queue {queue}", spec.name);
-                let mut info = IfInfo::invalid();
-                info.from_ifindex(spec.ifindex).map_err(sys(format!("look up {}", spec.name)))?;
-                info.set_queue(queue);
-                // The first socket is the UMEM's own fd; later ones are new sockets bound with
-                // the shared-UMEM flag (xdpilone sets it when the fds differ).
                 let first = ports.is_empty();
-                let sock = if first {
-                    Socket::with_shared(&info, &umem)
-                } else {
-                    Socket::new(&info)
-                }
-                .map_err(sys(format!("create XSK for {what}")))?;
-                let dev = umem.fq_cq(&sock).map_err(sys(format!("fill/completion rings for {what}")))?;
-                let size = NonZeroU32::new(ring_size);
-                // The kernel refuses any other flag next to XDP_SHARED_UMEM: later sockets
-                // inherit need-wakeup (and copy/zero-copy) from the UMEM's first socket.
-                let bind_flags = if first { SocketConfig::XDP_BIND_NEED_WAKEUP } else { 0 };
-                let user = umem
-                    .rx_tx(
-                        &sock,
-                        &SocketConfig {
-                            rx_size: size,
-                            tx_size: size,
-                            bind_flags,
-                        },
-                    )
-                    .map_err(sys(format!("rx/tx rings for {what}")))?;
-                let rx = user.map_rx().map_err(sys(format!("map rx ring of {what}")))?;
-                let tx = user.map_tx().map_err(sys(format!("map tx ring of {what}")))?;
-                umem.bind(&user).map_err(sys(format!("bind XSK on {what}")))?;
-                let (fq, cq) = dev.into_parts();
-                ports.push(Port {
-                    side: side as Side,
-                    slot: spec.slot,
-                    ifindex: spec.ifindex,
-                    queue,
-                    fq,
-                    cq,
-                    rx,
-                    tx,
-                    user,
-                    in_fill: 0,
-                    fill_empty: 0,
-                });
+                ports.push(bind_port(&umem, ring_size, side as Side, spec, queue, first)?);
             }
         }
         let free = (0..u64::from(frames)).rev().map(|i| i * u64::from(FRAME_SIZE)).collect();
         // Keep some frames out of the fill rings for frames handed over by other workers.
         let reserve = (frames as usize / 8).clamp(16, 1024);
-        let mut g = Group { ports, umem, area, free, ring_size, reserve };
+        let mut g = Group { ports, umem, area, free, ring_size, reserve, fill_share: ring_size };
+        g.set_fill_share();
         g.refill();
         Ok(g)
+    }
+
+    fn set_fill_share(&mut self) {
+        let frames = self.umem.len_frames() as usize;
+        let share = frames.saturating_sub(self.reserve) / self.ports.len().max(1);
+        self.fill_share = (share as u32).clamp(1, self.ring_size);
+    }
+
+    /// Binds one more XSK to this group's UMEM for each of `spec.queues` on side `side` (rx
+    /// queues an interface gained after the group was opened) and fills their fill rings.
+    /// Returns, per queue, the new port's index or why it could not be bound (the others are
+    /// bound all the same).
+    pub fn add_ports(&mut self, side: Side, spec: &SideSpec) -> Vec<Result<usize, XskError>> {
+        let mut out = Vec::with_capacity(spec.queues.len());
+        for &queue in &spec.queues {
+            let first = self.ports.is_empty();
+            out.push(bind_port(&self.umem, self.ring_size, side, spec, queue, first).map(|p| {
+                self.ports.push(p);
+                self.ports.len() - 1
+            }));
+        }
+        self.set_fill_share();
+        self.refill();
+        out
     }
 
     /// Number of free frames.
@@ -259,16 +246,24 @@ impl Group {
         self.refill();
     }
 
+    /// Moves free frames into the fill rings: first every port up to a quarter of its share
+    /// (from frames beyond half the reserve), then up to its share (beyond the reserve), so a
+    /// port whose ring is (nearly) empty, such as a queue bound later while the older ports'
+    /// rings hold the frames, gets frames before the others are topped up.
     fn refill(&mut self) {
-        let n_ports = self.ports.len().max(1);
-        for i in 0..n_ports {
-            let Some(p) = self.ports.get_mut(i) else { break };
+        for p in &mut self.ports {
             if p.in_fill == 0 {
                 p.fill_empty += 1;
             }
-            let spare = self.free.len().saturating_sub(self.reserve);
-            let want = (self.ring_size - p.in_fill).min(spare as u32);
-            if want > 0 {
+        }
+        let low = (self.fill_share / 4).max(1);
+        for (target, keep) in [(low, self.reserve / 2), (self.fill_share, self.reserve)] {
+            for p in &mut self.ports {
+                let spare = self.free.len().saturating_sub(keep);
+                let want = target.saturating_sub(p.in_fill).min(spare as u32);
+                if want == 0 {
+                    continue;
+                }
                 let n = {
                     let mut w = p.fq.fill(want);
                     let start = self.free.len() - w.capacity() as usize;
@@ -279,6 +274,8 @@ impl Group {
                 self.free.truncate(self.free.len() - n as usize);
                 p.in_fill += n;
             }
+        }
+        for p in &mut self.ports {
             if p.fq.needs_wakeup() {
                 p.fq.wake();
             }
@@ -396,10 +393,49 @@ impl Group {
     }
 }
 
+/// Creates an XSK on queue `queue` of `spec`'s interface, with `ring_size` entries in each of
+/// its four rings, and binds it to `umem`: the UMEM's own socket when `first`, else a new socket
+/// sharing the UMEM.
+fn bind_port(umem: &Umem, ring_size: u32, side: Side, spec: &SideSpec, queue: u32, first: bool) -> Result<Port, XskError> {
+    let what = format!("{} queue {queue}", spec.name);
+    let mut info = IfInfo::invalid();
+    info.from_ifindex(spec.ifindex).map_err(sys(format!("look up {}", spec.name)))?;
+    info.set_queue(queue);
+    // The first socket is the UMEM's own fd; later ones are new sockets bound with the
+    // shared-UMEM flag (xdpilone sets it when the fds differ).
+    let sock = if first { Socket::with_shared(&info, umem) } else { Socket::new(&info) }
+        .map_err(sys(format!("create XSK for {what}")))?;
+    let dev = umem.fq_cq(&sock).map_err(sys(format!("fill/completion rings for {what}")))?;
+    let size = NonZeroU32::new(ring_size);
+    // The kernel refuses any other flag next to XDP_SHARED_UMEM: later sockets inherit
+    // need-wakeup (and copy/zero-copy) from the UMEM's first socket.
+    let bind_flags = if first { SocketConfig::XDP_BIND_NEED_WAKEUP } else { 0 };
+    let user = umem
+        .rx_tx(&sock, &SocketConfig { rx_size: size, tx_size: size, bind_flags })
+        .map_err(sys(format!("rx/tx rings for {what}")))?;
+    let rx = user.map_rx().map_err(sys(format!("map rx ring of {what}")))?;
+    let tx = user.map_tx().map_err(sys(format!("map tx ring of {what}")))?;
+    umem.bind(&user).map_err(sys(format!("bind XSK on {what}")))?;
+    let (fq, cq) = dev.into_parts();
+    Ok(Port {
+        side,
+        slot: spec.slot,
+        ifindex: spec.ifindex,
+        queue,
+        fq,
+        cq,
+        rx,
+        tx,
+        user,
+        in_fill: 0,
+        fill_empty: 0,
+    })
+}
+
 /// Sleeps until one of `fds` (XSK fds) has received frames, or `timeout_ms` passes. Used by an
 /// idle worker only; errors (EINTR) just end the wait.
 pub fn wait_rx(fds: &[i32], timeout_ms: i32) {
-    const MAX: usize = 64;
+    const MAX: usize = 256;
     let mut p = [libc::pollfd { fd: -1, events: 0, revents: 0 }; MAX];
     let n = fds.len().min(MAX);
     for (slot, &fd) in p.iter_mut().zip(fds.iter()) {

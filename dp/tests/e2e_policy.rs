@@ -496,6 +496,14 @@ fn fqdn_rule_allows_a_server_once_dns_named_it() {
     let out = t.exec(&c, &["dig", "+short", "+time=2", "+tries=2", "-p", "5300", &format!("@{S4}"), "web.svc.test", "A"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), S4, "dig: {}", t.warden_log());
     assert_eq!(curl(&t, S4, 8080), "200", "the fqdn rule did not allow the named server");
+    // The answer was taken as an answer to dig's own query and stored for the client.
+    match t.client().request(&Request::Status {}).unwrap() {
+        Reply::Status(st) => {
+            let n = st.dns_names;
+            assert!(n.stored >= 1 && n.refused_unsolicited == 0 && n.refused_off_chain == 0, "{n:?}");
+        }
+        other => panic!("{other:?}"),
+    }
     let (recs, _) = collect_messages(&mut ctl, Duration::from_secs(20), |recs, _| {
         recs.iter().any(|r| r.server_port == 8080 && r.closed && r.verdict.as_deref() == Some("allowed"))
     });

@@ -1,12 +1,16 @@
-//! A sequence of frames (length-prefixed) through the whole inspection pipeline.
+//! A sequence of frames (length-prefixed) through the whole inspection pipeline, IP
+//! reassembly included (small limits, so eviction and timeouts are reached).
 #![no_main]
 use warden_dp::app::engine::EngineConfig;
+use warden_dp::defrag::DefragConfig;
 use warden_dp::inspect::{FrameMeta, Inspector, MalformedPolicy};
 use warden_dp::session::Timeouts;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let engine = EngineConfig { max_sessions: 16, stream_core_cap: 1 << 20, ..EngineConfig::default() };
     let mut insp = Inspector::with_engine(64, Timeouts::default(), MalformedPolicy::Drop, engine);
+    let defrag = DefragConfig { max_datagrams: 8, max_fragments: 8, max_frames: 16, max_bytes: 0, timeout_ns: 20_000_000 };
+    insp.set_defrag(defrag);
     let mut rest = data;
     let mut now = 0u64;
     while rest.len() >= 2 {
@@ -14,6 +18,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         let (frame, tail) = rest[2..].split_at(len);
         now += 1_000_000;
         insp.process(frame, FrameMeta { zone: 0, iface: (len & 1) as u16, now_ns: now });
+        insp.expire_fragments(now);
         rest = tail;
     }
     let mut out = Vec::new();

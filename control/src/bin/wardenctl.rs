@@ -241,13 +241,25 @@ fn print_event(e: &Event, json: bool) {
             threat.evidence
         ),
         Event::Violation { connection: c } | Event::Denied { connection: c } => println!(
-            "{} {} -> {} {} app={} rule={}",
+            "{} {} -> {} {} app={} rule={}{}{}",
             e.kind().to_uppercase(),
             fmt_ep(&c.client_ip, c.client_port),
             fmt_ep(&c.server_ip, c.server_port),
             proto_name(c.ip_proto),
             c.app,
             c.rule_id.map(|r| r.to_string()).unwrap_or_else(|| "default".into()),
+            // Why the app is what it is: it changed (was another app), or why it is unknown.
+            c.previous_app.as_deref().map(|p| format!(" previous_app={p}")).unwrap_or_default(),
+            c.app_unknown_reason.as_deref().map(|r| format!(" app_unknown_reason={r}")).unwrap_or_default(),
+        ),
+        Event::Exception { connection: c } => println!(
+            "EXCEPTION {} -> {} {} reason={} action={} verdict={}",
+            fmt_ep(&c.client_ip, c.client_port),
+            fmt_ep(&c.server_ip, c.server_port),
+            proto_name(c.ip_proto),
+            c.inspection_reason.as_deref().unwrap_or("-"),
+            c.exception_action.as_deref().unwrap_or("-"),
+            c.verdict.as_deref().unwrap_or("-"),
         ),
     }
 }
@@ -396,6 +408,16 @@ fn print_table(reply: &Reply) {
                 ("report overflow", s.report_overflow.to_string()),
                 ("report queued", s.report_queued.to_string()),
                 ("policy", format!("generation {}, {} workload(s), {} rule(s)", s.policy_generation, s.policy_workloads, s.policy_rules)),
+                ("dns names", {
+                    let n = &s.dns_names;
+                    let refused = n.refused_unsolicited
+                        + n.refused_off_chain
+                        + n.refused_too_long
+                        + n.refused_unwanted
+                        + n.refused_clients_full
+                        + n.refused_overflow;
+                    format!("{} stored, {} replaced, {} refused", n.stored, n.replaced, refused)
+                }),
             ];
             for (k, v) in rows {
                 println!("{k:<16} {v}");
@@ -410,13 +432,14 @@ fn print_table(reply: &Reply) {
                         i.ifindex.to_string(),
                         i.peer.clone(),
                         i.queues.to_string(),
+                        i.bound_queues.to_string(),
                         format!("{:?}", i.fail_mode).to_lowercase(),
                         i.xdp_mode.clone(),
                         format!("{:?}", i.workers),
                     ]
                 })
                 .collect();
-            table(&["NAME", "IFINDEX", "PEER", "QUEUES", "FAIL", "XDP", "WORKERS"], &rows);
+            table(&["NAME", "IFINDEX", "PEER", "QUEUES", "BOUND", "FAIL", "XDP", "WORKERS"], &rows);
         }
         Reply::Sessions(v) => print_connections(v, true),
         Reply::Counters(c) => {
@@ -435,13 +458,14 @@ fn print_table(reply: &Reply) {
                         i.tx_ring_full.to_string(),
                         i.fill_ring_empty.to_string(),
                         i.xdp_fail_open.to_string(),
+                        i.xdp_unbound.to_string(),
                     ]
                 })
                 .collect();
             table(
                 &[
                     "IFACE", "RX", "RX_BYTES", "TX", "TX_BYTES", "DROPPED", "TX_FULL",
-                    "FILL_EMPTY", "FAIL_OPEN",
+                    "FILL_EMPTY", "FAIL_OPEN", "UNBOUND",
                 ],
                 &rows,
             );
@@ -466,13 +490,14 @@ fn print_table(reply: &Reply) {
                         w.sessions_refused.to_string(),
                         format!("{}/{}", w.handoff_out, w.handoff_in),
                         w.malformed.values().sum::<u64>().to_string(),
+                        format!("{}/{}", w.defrag.reassembled, w.defrag.fragments),
                     ]
                 })
                 .collect();
             table(
                 &[
                     "WORKER", "CORE", "FRAMES", "SESSIONS", "CREATED", "EXPIRED", "EVICTED",
-                    "REFUSED", "HANDOFF(out/in)", "MALFORMED",
+                    "REFUSED", "HANDOFF(out/in)", "MALFORMED", "DEFRAG(datagrams/fragments)",
                 ],
                 &rows,
             );
@@ -489,6 +514,19 @@ fn print_table(reply: &Reply) {
                 }
                 for (why, n) in &w.malformed {
                     println!("  worker {} malformed {why}: {n}", w.worker);
+                }
+                for (what, n) in &w.icmp {
+                    println!("  worker {} icmp {what}: {n}", w.worker);
+                }
+                let d = &w.defrag;
+                if d.fragments > 0 {
+                    println!(
+                        "  worker {} defrag: held {} timeouts {} overlaps {} too_big {} full {} malformed {} exceptions {}",
+                        w.worker, d.held, d.timeouts, d.overlaps, d.too_big, d.full, d.malformed, d.exceptions
+                    );
+                }
+                for (why, n) in &w.exceptions {
+                    println!("  worker {} exceptions {why}: {n}", w.worker);
                 }
             }
         }

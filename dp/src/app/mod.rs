@@ -16,7 +16,15 @@
 //! - Every length read from the wire is capped before use; unknown codes are values, not errors;
 //!   nothing panics on any input. Extracted strings are bounded ([`Text`]).
 //! - Gaps (bytes the engine lost) are announced with [`AppParser::gap`]; a parser resynchronises
-//!   or stops.
+//!   or stops, and says whether it still knows where its messages are (a parser that lost
+//!   them no longer validates: the engine reports inspection lost, an exception when the
+//!   verdict depends on the app).
+//! - **Parsers keep validating after detection**: bytes that cannot be the protocol (a request
+//!   line that is not one, a byte that is no RESP type, an impossible length or opcode) are
+//!   answered [`Feed::Invalid`] with the bytes of whole valid messages before them. The engine
+//!   then drops the parser and runs detection again on the rest of the stream (the session's app
+//!   becomes undecided, then whatever the new bytes are), so the policy decides again. Only what
+//!   no real peer of the protocol would send is invalid: the corpus tests must still pass.
 
 use arrayvec::ArrayString;
 use serde_json::{Map, Value};
@@ -187,6 +195,52 @@ pub enum Feed {
     },
     /// The parser has extracted what it wants (or gave up on this stream): stop feeding it.
     Done,
+    /// The bytes from `consumed` on cannot be this protocol (the stream stopped being it): the
+    /// engine drops the parser and detects the app again from there.
+    Invalid {
+        /// Bytes of valid messages before the invalid ones.
+        consumed: usize,
+    },
+}
+
+/// A set of apps (one bit per [`App`], by declaration order; every app fits, a unit test
+/// checks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct AppSet(pub u64);
+
+impl AppSet {
+    /// No app.
+    pub const EMPTY: AppSet = AppSet(0);
+    /// Every app.
+    pub const ALL: AppSet = AppSet(u64::MAX >> (64 - App::ALL.len()));
+
+    /// The set of `apps`.
+    pub fn of(apps: &[App]) -> AppSet {
+        apps.iter().fold(AppSet::EMPTY, |s, a| s.with(*a))
+    }
+
+    /// This set plus `app`.
+    #[inline]
+    pub const fn with(self, app: App) -> AppSet {
+        AppSet(self.0 | 1u64 << (app as u32 & 63))
+    }
+
+    /// True when `app` is in the set.
+    #[inline]
+    pub const fn contains(self, app: App) -> bool {
+        self.0 & (1u64 << (app as u32 & 63)) != 0
+    }
+
+    /// True when the sets share an app.
+    #[inline]
+    pub const fn intersects(self, other: AppSet) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    /// The apps of the set, in declaration order.
+    pub fn iter(self) -> impl Iterator<Item = App> {
+        App::ALL.iter().copied().filter(move |a| self.contains(*a))
+    }
 }
 
 /// Bounded text for extracted fields: at most `N` bytes, truncated on a UTF-8 boundary, invalid
@@ -239,6 +293,10 @@ pub trait AppParser: Default + Clone + Send + 'static {
     const PORTS: &'static [u16];
     /// Transport(s) it runs on.
     const TRANSPORT: Transport;
+    /// Apps a session detected as this parser's may turn into without being detected again
+    /// (HTTP/1 hands an h2c upgrade to HTTP/2, which [`AppParser::app`] refines to gRPC).
+    /// Default: none.
+    const BECOMES: &'static [App] = &[];
 
     /// Stateless probe of the first bytes of direction `dir` (for UDP: the first datagram).
     fn probe(dir: Dir, data: &[u8]) -> Probe;
@@ -247,9 +305,14 @@ pub trait AppParser: Default + Clone + Send + 'static {
     /// whole).
     fn feed(&mut self, dir: Dir, data: &[u8]) -> Feed;
 
-    /// `len` bytes of `dir` were lost. Default: nothing (parsers that frame by length override
-    /// this to resynchronise or give up).
-    fn gap(&mut self, _dir: Dir, _len: usize) {}
+    /// `len` bytes of `dir` were lost. True when the parser still knows where its messages
+    /// are (the bytes fell inside a body it was skipping, or it was not following the
+    /// direction any more); false when the gap lost its framing: it can no longer validate
+    /// what follows, and the engine reports the session's inspection as lost (an exception
+    /// when the verdict depends on the app). Default: nothing to lose (datagram parsers, echo).
+    fn gap(&mut self, _dir: Dir, _len: usize) -> bool {
+        true
+    }
 
     /// The app as refined by parsing (HTTP/2 becomes gRPC on `application/grpc`). Default
     /// [`AppParser::APP`].
@@ -303,6 +366,21 @@ mod tests {
         assert!(skip_gap(&mut skip, 5));
         assert_eq!(skip, 0);
         assert!(!skip_gap(&mut skip, 1), "a gap past the body breaks framing");
+    }
+
+    #[test]
+    fn every_app_fits_an_app_set() {
+        assert!(App::ALL.len() <= 64);
+        let all = AppSet::of(App::ALL);
+        assert_eq!(all, AppSet::ALL);
+        for (i, a) in App::ALL.iter().enumerate() {
+            assert_eq!(*a as usize, i, "App::ALL is in declaration order");
+            assert!(all.contains(*a) && !AppSet::EMPTY.contains(*a));
+            assert_eq!(AppSet::EMPTY.with(*a).iter().collect::<Vec<_>>(), [*a]);
+        }
+        assert_eq!(all.iter().count(), App::ALL.len());
+        assert!(AppSet::of(&[App::Http, App::Redis]).intersects(AppSet::EMPTY.with(App::Redis)));
+        assert!(!AppSet::of(&[App::Http]).intersects(AppSet::EMPTY.with(App::Redis)));
     }
 
     #[test]

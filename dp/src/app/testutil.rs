@@ -30,6 +30,11 @@ pub fn feed_segments<P: AppParser>(p: &mut P, dir: Dir, segments: &[&[u8]]) -> V
                 need = at_least;
             }
             Feed::Done => return Vec::new(),
+            // The stream stopped being the protocol: what was not consumed is returned.
+            Feed::Invalid { consumed } => {
+                pending.drain(..consumed.min(pending.len()));
+                return pending;
+            }
         }
     }
     pending

@@ -59,6 +59,10 @@ pub struct Threats {
     pub first: Option<Threat>,
     /// Detections in this session (saturating).
     pub count: u32,
+    /// Bytes the detectors examined in this session (decoding, libinjection's input, the
+    /// statements scanned, re-scans included; saturating): a measure of work that stays
+    /// proportional to the bytes checked (tests and `perf/src/bin/trickle.rs` check it).
+    pub examined: u64,
 }
 
 impl Threats {
@@ -80,7 +84,9 @@ impl Threats {
     /// Checks one SQL statement with `dialect`'s quoting rules; `truncated` when `statement` is
     /// only the first bytes of it (its end is then not checked for balance).
     pub fn sql_in(&mut self, dir: Dir, dialect: Dialect, truncated: bool, statement: &[u8]) -> bool {
-        match sqli::statement(dialect, truncated, statement) {
+        let (finding, work) = sql::StatementDetector { dialect, truncated, ..Default::default() }.scan_counted(statement);
+        self.work(work);
+        match finding {
             Some(f) => {
                 let from = f.at.saturating_sub(EVIDENCE_BEFORE).min(statement.len());
                 self.record(ThreatId::SqlInjection, dir, f.reason.as_str(), &statement[from..]);
@@ -93,7 +99,9 @@ impl Threats {
     /// Checks one already-decoded HTTP value (a query-string or form value, a path, an HTTP/2
     /// `:path` part) with libinjection; true when it is an injection.
     pub fn http_param(&mut self, dir: Dir, value: &[u8]) -> bool {
-        match sqli::HttpValue::default().check(value) {
+        let (reason, work) = sqli::HttpValue::default().check_counted(value);
+        self.work(work);
+        match reason {
             Some(r) => {
                 self.record(ThreatId::SqlInjection, dir, r.as_str(), value);
                 true
@@ -107,6 +115,8 @@ impl Threats {
     fn raw_value(&mut self, dir: Dir, raw: &[u8], plus: bool) -> bool {
         let mut buf = [0u8; MAX_VALUE];
         let n = decode_into(raw, plus, &mut buf);
+        // Decoding read at most `raw`; `needs_decoding` reads it again.
+        self.work(2 * raw.len());
         self.http_param(dir, &buf[..n]) || (needs_decoding(raw, plus) && self.http_param(dir, raw))
     }
 
@@ -114,6 +124,8 @@ impl Threats {
     /// and each query-string value (decoded, `+` as space, and as sent). Returns true when one
     /// was an injection (each finding is counted).
     pub fn http_target(&mut self, dir: Dir, target: &[u8]) -> bool {
+        // Splitting: the `?`, the `#` and the values' separators.
+        self.work(3 * target.len());
         let (path, query) = match target.iter().position(|&c| c == b'?') {
             Some(i) => (&target[..i], &target[i + 1..]),
             None => (target, &[][..]),
@@ -129,6 +141,7 @@ impl Threats {
     /// Checks an `application/x-www-form-urlencoded` body (or its first bytes): each value,
     /// decoded and as sent.
     pub fn http_form(&mut self, dir: Dir, body: &[u8]) -> bool {
+        self.work(2 * body.len());
         let mut hit = false;
         for v in values(body) {
             hit |= self.raw_value(dir, v, true);
@@ -136,8 +149,84 @@ impl Threats {
         hit
     }
 
+    /// Counts `n` examined bytes.
+    fn work(&mut self, n: impl TryInto<u64>) {
+        self.examined = self.examined.saturating_add(n.try_into().unwrap_or(u64::MAX));
+    }
+
     /// True when nothing was detected.
     pub fn is_empty(&self) -> bool {
         self.count == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A query string of about `n` bytes made of `pair` repeated.
+    fn query(pair: &[u8], n: usize) -> Vec<u8> {
+        let mut t = b"/item?".to_vec();
+        while t.len() + pair.len() <= n {
+            t.extend_from_slice(pair);
+        }
+        t
+    }
+
+    #[test]
+    fn long_query_strings_cost_linear_work() {
+        // Work per byte of target (decoding, libinjection's input, the statements built per
+        // value and their scans) stays the same from 1 KiB to 60 KiB, whatever the values:
+        // many tiny values (each costs the context statements' fixed prefix), long values of
+        // unbalanced quotes and comments (re-scans), plain words (skipped).
+        let shapes: [(&[u8], f64); 6] = [
+            (b"a=%27&", 100.0),
+            (b"id=1%27%20OR%201%3D1&", 10.0),
+            (b"q=apple&", 8.0),
+            (&[b"v=".as_slice(), &b"%27%5C".repeat(700), b"&"].concat(), 30.0),
+            (&[b"v=".as_slice(), &b"/*+".repeat(1500), b"&"].concat(), 30.0),
+            (&[b"v=".as_slice(), &b"x".repeat(5000), b"'&"].concat(), 30.0),
+        ];
+        for (pair, bound) in shapes {
+            let mut per_byte = Vec::new();
+            for n in [1024usize, 4096, 16 * 1024, 60 * 1024] {
+                let t = query(pair, n.max(pair.len() + 6));
+                let mut th = Threats::default();
+                th.http_target(Dir::ToServer, &t);
+                let r = th.examined as f64 / t.len() as f64;
+                assert!(r <= bound, "{:?}… at {n}: {r:.1} bytes examined per byte", String::from_utf8_lossy(&pair[..pair.len().min(12)]));
+                per_byte.push(r);
+            }
+            let (lo, hi) = per_byte.iter().fold((f64::MAX, 0f64), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+            assert!(hi <= lo * 1.6 + 1.0, "{:?}: {per_byte:?}", String::from_utf8_lossy(&pair[..pair.len().min(12)]));
+        }
+    }
+
+    #[test]
+    fn the_memo_keeps_detection_identical() {
+        // The values of the capture of sqlmap against a vulnerable app pasted into the four
+        // statements the HTTP detector builds: the lenient lexer with the memo of unclosed
+        // runs yields the same tokens as without (so the rules find the same).
+        use crate::app::testutil::corpus_flows;
+        let mut checked = 0;
+        for f in corpus_flows("sqlinjection-http.pcap").iter().filter(|f| !f.to_server.is_empty()) {
+            let line = f.to_server.split(|&c| c == b'\r').next().unwrap_or_default();
+            let target = line.split(|&c| c == b' ').nth(1).unwrap_or_default();
+            let query = target.splitn(2, |&c| c == b'?').nth(1).unwrap_or_default();
+            for v in values(query) {
+                let mut buf = [0u8; MAX_VALUE];
+                let n = decode_into(v, true, &mut buf);
+                for (pre, post) in [("c=", ""), ("c='", "'"), ("c=\"", "\""), ("`", "`=1")] {
+                    let stmt = [b"SELECT a FROM t WHERE ", pre.as_bytes(), &buf[..n], post.as_bytes()].concat();
+                    // `scan` lexes with the memo; the plain lenient lexer scans again.
+                    let plain: Vec<_> = sql::Lexer::lenient(&stmt, Dialect::Mysql).collect();
+                    let mut memo = sql::Unclosed::new();
+                    let memoised: Vec<_> = sql::Lexer::lenient_with(&stmt, Dialect::Mysql, &mut memo).collect();
+                    assert_eq!(plain, memoised, "{:?}", String::from_utf8_lossy(&stmt));
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 1000, "{checked}");
     }
 }

@@ -45,6 +45,8 @@
 //! literal that follows a comparison operator inside a `WHERE`, or at each string literal; both
 //! are measured in `perf/RESULTS.md` ("SQL injection detection").
 
+use arrayvec::ArrayVec;
+
 use super::sqli::{Libinjection, SqliDetector};
 
 /// Longest statement prefix examined (bytes); longer statements are checked on this prefix as
@@ -118,13 +120,81 @@ pub struct Token {
 }
 
 /// A tokenizer over a statement (no allocation).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Lexer<'a> {
     b: &'a [u8],
     i: usize,
     d: Dialect,
     exec: bool,
     lenient: bool,
+    /// What lenient lexing learnt about runs that never close (each byte is then scanned a
+    /// bounded number of times however many quotes it follows).
+    memo: Option<&'a mut Unclosed>,
+    /// Bytes scanned again: visited by runs that did not close, which lenient lexing reads
+    /// again from the byte after their opening (every other byte is visited once).
+    rescanned: u64,
+}
+
+/// Words in an [`Unclosed`] bitmap: one bit per byte of a statement.
+const MEMO_WORDS: usize = MAX_STATEMENT / 64;
+
+/// What a lenient [`Lexer`] learnt about quoted runs and comments that never close, so that a
+/// value with many unbalanced quotes (`'\'\'\'…` in MySQL, `/* /* /* …`) is not scanned to its
+/// end again after each of them (n²/2 bytes for n bytes).
+///
+/// A quoted run is a walk over positions that depends only on the position (a backslash or a
+/// doubled quote skips two bytes, the quote ends it): two walks of the same kind that reach one
+/// position end the same way. Once a walk of a kind ends unclosed, the positions it visited
+/// are marked, and so are those of every later walk of that kind; a walk that reaches a marked
+/// position is unclosed (marks left by walks that closed are behind the lexer, which continues
+/// after the run), so each position is walked at most twice per kind. Walks before the first
+/// unclosed one mark nothing (statements whose runs close pay nothing). One bitmap per kind
+/// (`'`, `'` with backslash escapes, `"`, `` ` `` or `]`) over the first [`MAX_STATEMENT`]
+/// bytes, grown as used, so creating one costs nothing. MySQL block comments do not nest: none
+/// closes after a position from which one did not. (Nested comments of the other dialects are
+/// not remembered; the HTTP detector lexes leniently in MySQL only.)
+#[derive(Debug, Default)]
+pub struct Unclosed {
+    maps: [ArrayVec<u64, MEMO_WORDS>; 4],
+    /// No `*/` at or after this position (MySQL).
+    comment_from: Option<usize>,
+}
+
+impl Unclosed {
+    /// An empty memo.
+    pub fn new() -> Self {
+        Unclosed::default()
+    }
+
+    /// Whether an unclosed walk of kind `k` was marked.
+    fn live(&self, k: usize) -> bool {
+        self.maps.get(k).is_some_and(|m| !m.is_empty())
+    }
+
+    /// Marks position `i` of walk kind `k`; true when it was marked already.
+    fn visit(&mut self, k: usize, i: usize) -> bool {
+        let Some(map) = self.maps.get_mut(k) else { return false };
+        let (w, bit) = (i / 64, 1u64 << (i % 64));
+        if w >= MEMO_WORDS {
+            return false;
+        }
+        while map.len() <= w {
+            map.push(0);
+        }
+        let seen = map[w] & bit != 0;
+        map[w] |= bit;
+        seen
+    }
+}
+
+/// The walk kind of a quoted run (index into [`Unclosed`]'s bitmaps).
+fn walk_kind(q: u8, backslash: bool) -> usize {
+    match (q, backslash) {
+        (b'\'', false) => 0,
+        (b'\'', true) => 1,
+        (b'"', _) => 2,
+        _ => 3,
+    }
 }
 
 fn word_byte(c: u8) -> bool {
@@ -134,21 +204,80 @@ fn word_byte(c: u8) -> bool {
 impl<'a> Lexer<'a> {
     /// A lexer over `b` with `d`'s rules.
     pub fn new(b: &'a [u8], d: Dialect) -> Self {
-        Lexer { b, i: 0, d, exec: false, lenient: false }
+        Lexer { b, i: 0, d, exec: false, lenient: false, memo: None, rescanned: 0 }
     }
 
     /// A lexer that reads a quote or `/*` that is never closed as a one-byte operator and goes
     /// on after it (for values pasted into a statement, whose own quotes may be unbalanced).
     pub fn lenient(b: &'a [u8], d: Dialect) -> Self {
-        Lexer { b, i: 0, d, exec: false, lenient: true }
+        Lexer { b, i: 0, d, exec: false, lenient: true, memo: None, rescanned: 0 }
+    }
+
+    /// [`Lexer::lenient`] that remembers the runs it found unclosed in `memo` (an empty
+    /// [`Unclosed`] per statement), so that every byte is examined a bounded number of times.
+    pub fn lenient_with(b: &'a [u8], d: Dialect, memo: &'a mut Unclosed) -> Self {
+        Lexer { b, i: 0, d, exec: false, lenient: true, memo: Some(memo), rescanned: 0 }
+    }
+
+    /// Bytes examined so far: the bytes up to where the lexer is, plus the bytes scanned
+    /// again (runs that did not close in lenient lexing, read again after their opening). A
+    /// measure of work for tests and benchmarks; counting costs nothing per token.
+    pub fn examined(&self) -> u64 {
+        (self.i.min(self.b.len()) as u64).saturating_add(self.rescanned)
     }
 
     fn at(&self, i: usize) -> Option<u8> {
         self.b.get(i).copied()
     }
 
+    /// Counts `n` bytes that will be scanned again.
+    fn rescan(&mut self, n: usize) {
+        self.rescanned = self.rescanned.saturating_add(n as u64);
+    }
+
     /// End of a quoted run starting at `s` (the opening quote `q`) and whether it is unclosed.
-    fn quoted(&self, s: usize, q: u8, backslash: bool) -> (usize, bool) {
+    /// With a memo that holds an unclosed walk of the same kind, a walk that reaches a
+    /// position that walk visited stops there: it is unclosed too (see [`Unclosed`]). The
+    /// first unclosed walk of a kind is walked again to mark its positions, so runs that close
+    /// (the usual case) pay nothing for the memo.
+    #[inline]
+    fn quoted(&mut self, s: usize, q: u8, backslash: bool) -> (usize, bool) {
+        if self.memo.is_none() {
+            let (end, open) = self.run_end(s, q, backslash);
+            if open && self.lenient {
+                self.rescan(self.b.len() - s);
+            }
+            return (end, open);
+        }
+        self.quoted_memo(s, q, backslash)
+    }
+
+    /// [`Lexer::quoted`] with a memo.
+    #[inline(never)]
+    fn quoted_memo(&mut self, s: usize, q: u8, backslash: bool) -> (usize, bool) {
+        let k = walk_kind(q, backslash);
+        if !self.memo.as_deref().is_some_and(|m| m.live(k)) {
+            let (end, open) = self.run_end(s, q, backslash);
+            if open {
+                // The first unclosed walk of this kind: mark its positions.
+                self.rescan(self.b.len() - s);
+                let (_, visited) = self.mark_run(s, q, backslash, k);
+                self.rescan(visited);
+            }
+            return (end, open);
+        }
+        match self.mark_run(s, q, backslash, k) {
+            (Some(end), _) => (end, false),
+            (None, visited) => {
+                self.rescan(visited);
+                (self.b.len(), true)
+            }
+        }
+    }
+
+    /// Where the quoted run from `s` ends, and whether it runs to the end of the input.
+    #[inline]
+    fn run_end(&self, s: usize, q: u8, backslash: bool) -> (usize, bool) {
         let mut i = s + 1;
         while let Some(c) = self.at(i) {
             if backslash && c == b'\\' {
@@ -167,17 +296,51 @@ impl<'a> Lexer<'a> {
         (self.b.len(), true)
     }
 
-    fn block_comment(&self, s: usize) -> (usize, bool) {
+    /// Walks the quoted run from `s` marking each position in the memo of kind `k`: its end
+    /// when it closes, `None` when it reaches a position marked before (an unclosed walk went
+    /// through it) or the end of the input; and the bytes visited.
+    fn mark_run(&mut self, s: usize, q: u8, backslash: bool, k: usize) -> (Option<usize>, usize) {
+        let Some(m) = self.memo.as_deref_mut() else { return (None, 0) };
+        let b = self.b;
+        let mut i = s + 1;
+        while let Some(&c) = b.get(i) {
+            if m.visit(k, i) {
+                break;
+            }
+            if backslash && c == b'\\' {
+                i += 2;
+                continue;
+            }
+            if c == q {
+                if b.get(i + 1) == Some(&q) {
+                    i += 2;
+                    continue;
+                }
+                return (Some(i + 1), i + 1 - s);
+            }
+            i += 1;
+        }
+        (None, i.min(b.len()) - s)
+    }
+
+    fn block_comment(&mut self, s: usize) -> (usize, bool) {
         let nest = self.d != Dialect::Mysql;
+        if !nest && self.memo.as_ref().and_then(|m| m.comment_from).is_some_and(|f| s + 2 >= f) {
+            self.rescan(2);
+            return (self.b.len(), true);
+        }
         let mut depth = 1u32;
         let mut i = s + 2;
-        while i < self.b.len() {
+        let out = loop {
+            if i >= self.b.len() {
+                break (self.b.len(), true);
+            }
             match (self.b[i], self.at(i + 1)) {
                 (b'*', Some(b'/')) => {
                     depth -= 1;
                     i += 2;
                     if depth == 0 {
-                        return (i, false);
+                        break (i, false);
                     }
                 }
                 (b'/', Some(b'*')) if nest => {
@@ -186,12 +349,20 @@ impl<'a> Lexer<'a> {
                 }
                 _ => i += 1,
             }
+        };
+        if out.1 && self.lenient {
+            self.rescan(i.min(self.b.len()).saturating_sub(s));
         }
-        (self.b.len(), true)
+        if out.1 && !nest {
+            if let Some(m) = self.memo.as_deref_mut() {
+                m.comment_from = Some(m.comment_from.map_or(s + 2, |f| f.min(s + 2)));
+            }
+        }
+        out
     }
 
     /// `$tag$…$tag$` starting at `s`, if one starts there.
-    fn dollar(&self, s: usize) -> Option<(usize, bool)> {
+    fn dollar(&mut self, s: usize) -> Option<(usize, bool)> {
         let mut i = s + 1;
         while let Some(c) = self.at(i) {
             if c == b'$' {
@@ -204,15 +375,17 @@ impl<'a> Lexer<'a> {
         }
         self.at(i)?;
         let tag = &self.b[s..=i];
-        let body = i + 1;
-        let mut j = body;
-        while j + tag.len() <= self.b.len() {
-            if &self.b[j..j + tag.len()] == tag {
-                return Some((j + tag.len(), false));
-            }
-            j += 1;
+        let body = &self.b[i + 1..];
+        // The first occurrence of the closing tag (linear, where a naive search costs the
+        // body's length times the tag's).
+        let found = memchr::memmem::find(body, tag);
+        if found.is_none() && self.lenient {
+            self.rescan(body.len());
         }
-        Some((self.b.len(), true))
+        Some(match found {
+            Some(j) => (i + 1 + j + tag.len(), false),
+            None => (self.b.len(), true),
+        })
     }
 
     fn line_end(&self, s: usize) -> usize {
@@ -726,6 +899,69 @@ fn is_cmp(b: &[u8], s: &Sig) -> bool {
     }
 }
 
+/// The rules' state between two tokens ([`StatementDetector::scan`]): the last tokens, the
+/// open function calls, the shapes pending on the next token. `Copy`, no heap.
+#[derive(Debug, Clone, Copy)]
+struct RuleState {
+    h: [Sig; HIST],
+    depth: i32,
+    st: Stmt,
+    frames: [Frame; FRAMES],
+    nf: usize,
+    char_codes: u32,
+    pend: Pending,
+    semi_after_where: bool,
+    stack_suspect: bool,
+    trailing: Option<usize>,
+    fragments: usize,
+}
+
+impl RuleState {
+    fn new() -> Self {
+        RuleState {
+            h: [NONE_SIG; HIST],
+            depth: 0,
+            st: Stmt::default(),
+            frames: [Frame { kind: FrameKind::Other, depth: 0, banner: false }; FRAMES],
+            nf: 0,
+            char_codes: 0,
+            pend: Pending::None,
+            semi_after_where: false,
+            stack_suspect: false,
+            trailing: None,
+            fragments: 0,
+        }
+    }
+}
+
+/// Where the rules stopped. (The state is returned by value: no heap on the packet path.)
+#[allow(clippy::large_enum_variant)]
+enum Walk {
+    /// A finding.
+    Found(Finding),
+    /// No finding up to the last token; the state after it.
+    End(RuleState),
+}
+
+/// A statement prefix already run through the rules ([`StatementDetector::prefix`]): statements
+/// that start with it are scanned from where it ends ([`StatementDetector::scan_after`]), so a
+/// detector that pastes many values after the same prefix tokenises the prefix once.
+#[derive(Debug, Clone, Copy)]
+pub struct Prefix {
+    state: RuleState,
+    /// Bytes of the prefix.
+    len: usize,
+    /// Bytes examined scanning it.
+    examined: u64,
+}
+
+impl Prefix {
+    /// Bytes examined scanning the prefix (counted once).
+    pub fn examined(&self) -> u64 {
+        self.examined
+    }
+}
+
 /// The statement detector: rules over the token stream, optionally with libinjection on
 /// fragments. See the module docs.
 #[derive(Debug, Clone, Copy, Default)]
@@ -756,22 +992,92 @@ impl StatementDetector {
 
     /// Scans `stmt` (its first [`MAX_STATEMENT`] bytes); the first finding, if any.
     pub fn scan(&self, stmt: &[u8]) -> Option<Finding> {
+        self.scan_counted(stmt).0
+    }
+
+    /// [`StatementDetector::scan`], with the bytes it examined (tokenising, re-scans and
+    /// fragment checks included): a measure of work, at most a small multiple of the
+    /// statement's length (lenient lexing remembers the runs it found unclosed, [`Unclosed`]).
+    pub fn scan_counted(&self, stmt: &[u8]) -> (Option<Finding>, u64) {
         let truncated = self.truncated || stmt.len() > MAX_STATEMENT;
         let b = &stmt[..stmt.len().min(MAX_STATEMENT)];
-        let found = |reason, at| Some(Finding { reason, at });
-        let mut h = [NONE_SIG; HIST];
-        let mut depth = 0i32;
-        let mut st = Stmt::default();
-        let mut frames = [Frame { kind: FrameKind::Other, depth: 0, banner: false }; FRAMES];
-        let mut nf = 0usize;
-        let mut char_codes = 0u32;
-        let mut pend = Pending::None;
-        let mut semi_after_where = false;
-        let mut stack_suspect = false;
-        let mut trailing: Option<usize> = None;
-        let mut fragments = 0usize;
-        let lexer = if self.lenient { Lexer::lenient(b, self.dialect) } else { Lexer::new(b, self.dialect) };
-        for t in lexer {
+        let mut memo = Unclosed::new();
+        let mut lexer =
+            if self.lenient { Lexer::lenient_with(b, self.dialect, &mut memo) } else { Lexer::new(b, self.dialect) };
+        let mut extra = 0u64;
+        let f = self.rules(b, truncated, &mut lexer, &mut extra);
+        (f, lexer.examined().saturating_add(extra))
+    }
+
+    /// Runs the rules over `prefix` and keeps their state, for statements that start with it
+    /// ([`StatementDetector::scan_after`]). `None` when the prefix cannot be cut there without
+    /// changing how what follows is read (it does not end with a space, or holds a comment or a
+    /// quote that does not close inside it) or when it is a finding on its own.
+    pub fn prefix(&self, prefix: &[u8]) -> Option<Prefix> {
+        if prefix.len() > MAX_STATEMENT || prefix.last() != Some(&b' ') || self.fragments != Fragments::None {
+            return None;
+        }
+        let mut memo = Unclosed::new();
+        let mut lexer =
+            if self.lenient { Lexer::lenient_with(prefix, self.dialect, &mut memo) } else { Lexer::new(prefix, self.dialect) };
+        let mut extra = 0u64;
+        // Tokens that may read differently with more bytes: comments, runs that do not close,
+        // executable comments left open.
+        let mut probe = Lexer::new(prefix, self.dialect);
+        if probe.by_ref().any(|t| t.open || matches!(t.kind, Kind::LineComment | Kind::BlockComment)) || probe.exec {
+            return None;
+        }
+        match self.walk(prefix, false, &mut lexer, RuleState::new(), &mut extra) {
+            Walk::Found(_) => None,
+            Walk::End(state) => Some(Prefix { state, len: prefix.len(), examined: lexer.examined().saturating_add(extra) }),
+        }
+    }
+
+    /// [`StatementDetector::scan_counted`] of `stmt`, which starts with the bytes `p` was made
+    /// from by [`StatementDetector::prefix`] with the same settings: the rules go on from the
+    /// state after the prefix, which is not tokenised again (its bytes are not counted).
+    pub fn scan_after(&self, p: &Prefix, stmt: &[u8]) -> (Option<Finding>, u64) {
+        let truncated = self.truncated || stmt.len() > MAX_STATEMENT;
+        let b = &stmt[..stmt.len().min(MAX_STATEMENT)];
+        let mut memo = Unclosed::new();
+        let mut lexer =
+            if self.lenient { Lexer::lenient_with(b, self.dialect, &mut memo) } else { Lexer::new(b, self.dialect) };
+        lexer.i = p.len.min(b.len());
+        let mut extra = 0u64;
+        let f = match self.walk(b, truncated, &mut lexer, p.state, &mut extra) {
+            Walk::Found(f) => Some(f),
+            Walk::End(s) => self.finish(b, truncated, &s),
+        };
+        (f, lexer.examined().saturating_sub(lexer.i.min(p.len) as u64).saturating_add(extra))
+    }
+
+    /// The rules over the tokens of `b` (see the module docs); `extra` counts the bytes of
+    /// fragments given to libinjection.
+    fn rules(&self, b: &[u8], truncated: bool, lexer: &mut Lexer<'_>, extra: &mut u64) -> Option<Finding> {
+        match self.walk(b, truncated, lexer, RuleState::new(), extra) {
+            Walk::Found(f) => Some(f),
+            Walk::End(s) => self.finish(b, truncated, &s),
+        }
+    }
+
+    /// Runs the rules over the rest of `lexer`'s tokens from state `start`: a finding, or the
+    /// state after the last token.
+    fn walk(&self, b: &[u8], truncated: bool, lexer: &mut Lexer<'_>, start: RuleState, extra: &mut u64) -> Walk {
+        let found = |reason, at| Walk::Found(Finding { reason, at });
+        let RuleState {
+            mut h,
+            mut depth,
+            mut st,
+            mut frames,
+            mut nf,
+            mut char_codes,
+            mut pend,
+            mut semi_after_where,
+            mut stack_suspect,
+            mut trailing,
+            mut fragments,
+        } = start;
+        for t in lexer.by_ref() {
             if t.open && !truncated {
                 return found(Reason::UnbalancedQuote, t.start);
             }
@@ -1057,6 +1363,7 @@ impl StatementDetector {
                 };
                 if hit {
                     fragments += 1;
+                    *extra = extra.saturating_add((b.len() - t.start) as u64);
                     if Libinjection.is_injection(&b[t.start..]) {
                         return found(Reason::Fragment, t.start);
                     }
@@ -1066,6 +1373,25 @@ impl StatementDetector {
             h.copy_within(0..HIST - 1, 1);
             h[0] = s;
         }
+        Walk::End(RuleState {
+            h,
+            depth,
+            st,
+            frames,
+            nf,
+            char_codes,
+            pend,
+            semi_after_where,
+            stack_suspect,
+            trailing,
+            fragments,
+        })
+    }
+
+    /// The checks at the end of the statement (pending shapes, balance).
+    fn finish(&self, b: &[u8], truncated: bool, s: &RuleState) -> Option<Finding> {
+        let found = |reason, at| Some(Finding { reason, at });
+        let RuleState { depth, st, pend, stack_suspect, trailing, .. } = *s;
         match pend {
             Pending::Taut(at) | Pending::OrConst(at) => return found(Reason::Tautology, at),
             Pending::TautArith(_) => {}

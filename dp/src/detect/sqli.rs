@@ -62,16 +62,26 @@ impl Default for HttpValue {
 impl HttpValue {
     /// The reason `v` is an injection, if it is one.
     pub fn check(&self, v: &[u8]) -> Option<Reason> {
+        self.check_counted(v).0
+    }
+
+    /// [`HttpValue::check`], with the bytes examined: `v` once for [`is_plain`], at most
+    /// [`MAX_INPUT`] bytes given to libinjection, and what [`in_contexts_counted`] examined.
+    /// Bounded by a small multiple of `v.len()` plus a constant.
+    pub fn check_counted(&self, v: &[u8]) -> (Option<Reason>, u64) {
+        let mut work = v.len() as u64;
         if is_plain(v) {
-            return None;
+            return (None, work);
         }
+        work += v.len().min(MAX_INPUT) as u64;
         if Libinjection.is_injection(v) {
-            return Some(Reason::Libinjection);
+            return (Some(Reason::Libinjection), work);
         }
         if !self.rules {
-            return None;
+            return (None, work);
         }
-        in_contexts(v)
+        let (r, w) = in_contexts_counted(v);
+        (r, work.saturating_add(w))
     }
 }
 
@@ -81,13 +91,15 @@ impl SqliDetector for HttpValue {
     }
 }
 
-/// Contexts a vulnerable application pastes a value into (prefix, suffix).
-const CONTEXTS: [(&[u8], &[u8]); 4] = [
-    (b"SELECT a FROM t WHERE c=", b""),
-    (b"SELECT a FROM t WHERE c='", b"'"),
-    (b"SELECT a FROM t WHERE c=\"", b"\""),
-    (b"SELECT a FROM t WHERE `", b"`=1"),
-];
+/// What every context's statement starts with.
+const COMMON: &[u8] = b"SELECT a FROM t WHERE ";
+
+/// Contexts a vulnerable application pastes a value into: what follows [`COMMON`] before the
+/// value, and the suffix.
+const CONTEXTS: [(&[u8], &[u8]); 4] = [(b"c=", b""), (b"c='", b"'"), (b"c=\"", b"\""), (b"`", b"`=1")];
+
+/// Values up to this long are pasted into a small stack buffer (bytes).
+const SMALL: usize = 192;
 
 /// Runs the statement rules (MySQL quoting, [`StatementDetector::lenient`]: unbalanced quotes and
 /// parentheses are no finding, ordinary text has those: `O'Reilly`) on `v` pasted into each
@@ -95,20 +107,38 @@ const CONTEXTS: [(&[u8], &[u8]); 4] = [
 /// ``WHERE `<v>`=1``, in a [`MAX_CONTEXT`]-byte stack buffer, `v` cut to fit): the first shape
 /// found.
 pub fn in_contexts(v: &[u8]) -> Option<Reason> {
-    let mut buf = [0u8; MAX_CONTEXT];
+    in_contexts_counted(v).0
+}
+
+/// [`in_contexts`], with the bytes examined: the common start of the statements once
+/// (`SELECT a FROM t WHERE `, tokenised once for the four: [`StatementDetector::prefix`]),
+/// then each statement built and scanned from there, re-scans included
+/// ([`StatementDetector::scan_after`]).
+pub fn in_contexts_counted(v: &[u8]) -> (Option<Reason>, u64) {
+    let d = StatementDetector { dialect: Dialect::Mysql, lenient: true, ..StatementDetector::default() };
+    let Some(p) = d.prefix(COMMON) else {
+        return (None, 0); // never: the prefix is plain words (a test checks it)
+    };
+    let mut work = p.examined();
+    let r = if v.len() <= SMALL { contexts::<{ SMALL + 32 }>(d, &p, v, &mut work) } else { contexts::<MAX_CONTEXT>(d, &p, v, &mut work) };
+    (r, work)
+}
+
+/// The four statements for `v` in an `N`-byte buffer (`v` cut to fit [`MAX_CONTEXT`]).
+fn contexts<const N: usize>(d: StatementDetector, p: &super::sql::Prefix, v: &[u8], work: &mut u64) -> Option<Reason> {
+    let mut buf = [0u8; N];
+    buf[..COMMON.len()].copy_from_slice(COMMON);
     for (pre, post) in CONTEXTS {
-        let n = v.len().min(MAX_CONTEXT - pre.len() - post.len());
-        buf[..pre.len()].copy_from_slice(pre);
-        buf[pre.len()..pre.len() + n].copy_from_slice(&v[..n]);
-        buf[pre.len() + n..pre.len() + n + post.len()].copy_from_slice(post);
-        let stmt = &buf[..pre.len() + n + post.len()];
-        let d = StatementDetector {
-            dialect: Dialect::Mysql,
-            truncated: n < v.len(),
-            lenient: true,
-            ..StatementDetector::default()
-        };
-        if let Some(f) = d.scan(stmt) {
+        let head = COMMON.len() + pre.len();
+        let n = v.len().min(MAX_CONTEXT - head - post.len()).min(N - head - post.len());
+        buf[COMMON.len()..head].copy_from_slice(pre);
+        buf[head..head + n].copy_from_slice(&v[..n]);
+        buf[head + n..head + n + post.len()].copy_from_slice(post);
+        let stmt = &buf[..head + n + post.len()];
+        let d = StatementDetector { truncated: n < v.len(), ..d };
+        let (f, w) = d.scan_after(p, stmt);
+        *work = work.saturating_add((stmt.len() - COMMON.len()) as u64).saturating_add(w);
+        if let Some(f) = f {
             return Some(f.reason);
         }
     }
@@ -145,5 +175,72 @@ mod tests {
         assert_eq!(v.check(b"apple"), None);
         assert_eq!(v.check(b"O'Reilly books"), None);
         assert_eq!(v.check(b"1' OR '1'='1"), Some(Reason::Libinjection));
+    }
+
+    /// `in_contexts` as it was first written: each whole statement scanned from its start.
+    fn in_contexts_reference(v: &[u8]) -> Option<Reason> {
+        let full: [(&[u8], &[u8]); 4] = [
+            (b"SELECT a FROM t WHERE c=", b""),
+            (b"SELECT a FROM t WHERE c='", b"'"),
+            (b"SELECT a FROM t WHERE c=\"", b"\""),
+            (b"SELECT a FROM t WHERE `", b"`=1"),
+        ];
+        for (pre, post) in full {
+            let n = v.len().min(MAX_CONTEXT - pre.len() - post.len());
+            let stmt = [pre, &v[..n], post].concat();
+            let d = StatementDetector { dialect: Dialect::Mysql, truncated: n < v.len(), lenient: true, ..StatementDetector::default() };
+            if let Some(f) = d.scan(&stmt) {
+                return Some(f.reason);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn contexts_scanned_after_a_shared_prefix_find_the_same() {
+        use crate::app::testutil::{corpus_flows, Rng};
+        use crate::detect::urlenc::{decode_into, values, MAX_VALUE};
+        let d = StatementDetector { dialect: Dialect::Mysql, lenient: true, ..StatementDetector::default() };
+        assert!(d.prefix(COMMON).is_some(), "the common start is a clean prefix");
+        let mut inputs: Vec<Vec<u8>> = Vec::new();
+        for f in corpus_flows("sqlinjection-http.pcap").iter().filter(|f| !f.to_server.is_empty()) {
+            let line = f.to_server.split(|&c| c == b'\r').next().unwrap_or_default();
+            let target = line.split(|&c| c == b' ').nth(1).unwrap_or_default();
+            for v in values(target.splitn(2, |&c| c == b'?').nth(1).unwrap_or_default()) {
+                let mut buf = [0u8; MAX_VALUE];
+                let n = decode_into(v, true, &mut buf);
+                inputs.push(buf[..n].to_vec());
+                inputs.push(v.to_vec());
+            }
+        }
+        let alphabet: &[u8] = b"'\"`\\()/*-#;=<> 01aORNDULSECTnul,.@$x\n";
+        for a in alphabet {
+            inputs.push(vec![*a]);
+            for b in alphabet {
+                inputs.push(vec![*a, *b]);
+            }
+        }
+        let mut rng = Rng(99);
+        for _ in 0..20_000 {
+            let len = rng.below(40);
+            inputs.push((0..len).map(|_| alphabet[rng.below(alphabet.len())]).collect());
+        }
+        let words: [&[u8]; 12] = [b" OR ", b" AND ", b"1=1", b"UNION SELECT NULL", b"--", b"#", b"SLEEP(5)", b"'", b")", b"CHAR(1,2,3,4)", b";DROP TABLE x", b"/*"];
+        for _ in 0..20_000 {
+            let mut v = Vec::new();
+            for _ in 0..rng.below(6) + 1 {
+                v.extend_from_slice(words[rng.below(words.len())]);
+            }
+            inputs.push(v);
+        }
+        inputs.push(vec![b'x'; MAX_CONTEXT + 10]);
+        inputs.push([b"1 OR 1=1 ".as_slice(), &vec![b'a'; MAX_CONTEXT]].concat());
+        let mut found = 0;
+        for v in &inputs {
+            let want = in_contexts_reference(v);
+            assert_eq!(in_contexts(v), want, "{:?}", String::from_utf8_lossy(v));
+            found += usize::from(want.is_some());
+        }
+        assert!(found > 1000 && found < inputs.len(), "{found} of {}", inputs.len());
     }
 }

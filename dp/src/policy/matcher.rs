@@ -34,8 +34,8 @@ use arrayvec::ArrayVec;
 use hashbrown::HashMap;
 
 use super::model::{fqdn_matches, mask_v4, mask_v6, Cidr, Endpoint, IpProto, Mac, PortRange};
-use super::{Action, Decision, Facts, Mode, Policy, PolicyError, PolicyVerdict, Rule, Workload, WorkloadIdx};
-use crate::app::App;
+use super::{Action, Decision, Ends, Facts, Mode, Policy, PolicyError, PolicyVerdict, Rule, Workload, WorkloadIdx};
+use crate::app::{App, AppSet};
 
 /// No rule (rank sentinel, worse than every real rank).
 const NO_RANK: u64 = u64::MAX;
@@ -78,13 +78,21 @@ fn combine(client: Option<Mode>, server: Option<Mode>, action: Option<Action>) -
     }
 }
 
+/// Apps a decision tracks one by one ([`Decision::allowing`]).
+const APPS: usize = App::ALL.len();
+
 /// What a scan found: the best matching rule, and the best-ranked app rules of each action
-/// that could match once the app is known (only recorded while `app` is `None`).
+/// that could match once the app is known, overall and per app (only recorded while `app` is
+/// `None`).
 struct Found {
     best_rank: u64,
     best: u32,
     allow_app: u64,
     deny_app: u64,
+    /// Per app (index `app as usize`): rank of the best app rule naming it.
+    app_rank: [u64; APPS],
+    /// Bit `app as usize` set: that best app rule allows.
+    app_allow: u64,
 }
 
 impl Found {
@@ -94,6 +102,23 @@ impl Found {
             best: NONE32,
             allow_app: NO_RANK,
             deny_app: NO_RANK,
+            app_rank: [NO_RANK; APPS],
+            app_allow: 0,
+        }
+    }
+
+    /// Records an app rule (rank `k`, `action`) that would match if the app were `app`.
+    #[inline]
+    fn app_rule(&mut self, app: usize, k: u64, action: Action) {
+        if let Some(slot) = self.app_rank.get_mut(app) {
+            if k < *slot {
+                *slot = k;
+                let bit = 1u64 << (app & 63);
+                match action {
+                    Action::Allow => self.app_allow |= bit,
+                    Action::Deny => self.app_allow &= !bit,
+                }
+            }
         }
     }
 }
@@ -115,6 +140,30 @@ fn decide(
     let changes = |a: Action| combine(cm, sm, Some(a)).0 != verdict;
     let pending = (found.allow_app < found.best_rank && changes(Action::Allow))
         || (found.deny_app < found.best_rank && changes(Action::Deny));
+    let denied = |a: Option<Action>| combine(cm, sm, a).0 == PolicyVerdict::Denied;
+    let allowing = if !pending {
+        // No app rule can change the verdict: every app gets this one.
+        if verdict == PolicyVerdict::Denied {
+            AppSet::EMPTY
+        } else {
+            AppSet::ALL
+        }
+    } else {
+        // Each app: its best app rule if it ranks before the rule, else the rule (unknown: the
+        // rule, app rules never match it).
+        let mut set = if denied(action) { AppSet::EMPTY } else { AppSet::EMPTY.with(App::Unknown) };
+        for (i, app) in App::ALL.iter().enumerate().skip(1) {
+            let a = if found.app_rank[i] < found.best_rank {
+                Some(if found.app_allow & (1 << i) != 0 { Action::Allow } else { Action::Deny })
+            } else {
+                action
+            };
+            if !denied(a) {
+                set = set.with(*app);
+            }
+        }
+        set
+    };
     Decision {
         verdict: Some(verdict),
         rule_id: rule.map(|(r, _)| r.id),
@@ -123,6 +172,7 @@ fn decide(
         server_workload: sw.map(|w| w.0),
         mode: Some(mode),
         pending_app: pending,
+        allowing,
     }
 }
 
@@ -171,13 +221,20 @@ fn rule_conditions(r: &Rule, f: &Facts<'_>) -> Cond {
 /// policy (from [`Policy::from_toml`] or built alike; unknown workload ids in rules never
 /// match).
 pub fn reference_evaluate(p: &Policy, f: &Facts<'_>) -> Decision {
-    let owner = |ip: IpAddr| {
-        p.workloads
-            .iter()
-            .position(|w| w.ips.contains(&ip))
+    reference_evaluate_ends(p, f, Ends::default())
+}
+
+/// [`reference_evaluate`] with ends whose workload is known from their interface
+/// (as [`CompiledPolicy::evaluate_ends`]).
+pub fn reference_evaluate_ends(p: &Policy, f: &Facts<'_>, ends: Ends) -> Decision {
+    let owner = |ip: IpAddr, known: Option<WorkloadIdx>| {
+        known
+            .map(|w| w.index())
+            .or_else(|| p.workloads.iter().position(|w| w.ips.contains(&ip)))
+            .filter(|&i| i < p.workloads.len())
             .map(|i| (WorkloadIdx(i as u32), p.workloads[i].mode))
     };
-    let (cw, sw) = (owner(f.client), owner(f.server));
+    let (cw, sw) = (owner(f.client, ends.client), owner(f.server, ends.server));
     if cw.is_none() && sw.is_none() {
         return Decision::NOT_ENFORCED;
     }
@@ -201,10 +258,15 @@ pub fn reference_evaluate(p: &Policy, f: &Facts<'_>) -> Decision {
                     found.best = i as u32;
                 }
             }
-            Cond::NeedApp => match r.action {
-                Action::Allow => found.allow_app = found.allow_app.min(k),
-                Action::Deny => found.deny_app = found.deny_app.min(k),
-            },
+            Cond::NeedApp => {
+                match r.action {
+                    Action::Allow => found.allow_app = found.allow_app.min(k),
+                    Action::Deny => found.deny_app = found.deny_app.min(k),
+                }
+                for a in r.apps.iter().flatten().filter(|a| **a != App::Unknown) {
+                    found.app_rule(*a as usize, k, r.action);
+                }
+            }
         }
     }
     let rule = (found.best != NONE32).then(|| (&p.rules[found.best as usize], found.best));
@@ -528,6 +590,8 @@ pub struct CompiledPolicy {
     ports: Box<[PortRange]>,
     /// (name, wildcard) of each fqdn condition.
     fqdns: Box<[(String, bool)]>,
+    /// Indices of the rules with an fqdn condition.
+    fqdn_rules: Box<[u32]>,
     index: Side<(u64, Side<Bucket>)>,
     /// Address -> workload index.
     wl_v4: HashMap<u32, u32>,
@@ -645,11 +709,13 @@ impl CompiledPolicy {
             side_min(&side, &mut min);
             (min, side)
         });
+        let fqdn_rules = crules.iter().filter(|r| r.fqdn != NONE32).map(|r| r.index).collect();
         Ok(CompiledPolicy {
             policy: p.clone(),
             crules: crules.into_boxed_slice(),
             ports: ports.into_boxed_slice(),
             fqdns: fqdns.into_boxed_slice(),
+            fqdn_rules,
             index,
             wl_v4: wl_v4.into_iter().collect(),
             wl_v6: wl_v6.into_iter().collect(),
@@ -700,6 +766,42 @@ impl CompiledPolicy {
         }
     }
 
+    /// The workload whose `iface` is the interface named `name`, if any (a linear scan: call it
+    /// when a policy or an interface is set, not per frame).
+    pub fn workload_of_iface(&self, name: &str) -> Option<WorkloadIdx> {
+        self.policy
+            .workloads
+            .iter()
+            .position(|w| w.iface.as_deref() == Some(name))
+            .map(|i| WorkloadIdx(i as u32))
+    }
+
+    /// True when some rule has an `fqdn` condition (only then do server names matter).
+    #[inline]
+    pub fn has_fqdn(&self) -> bool {
+        !self.fqdn_rules.is_empty()
+    }
+
+    /// True when a rule with an `fqdn` condition could use `name` as a name of `server` for a
+    /// connection from `client`: its `from` matches `client`, its `to` matches `server` and its
+    /// pattern matches `name`. Used to store only DNS names this policy can need; linear in the
+    /// rules with `fqdn` (called per DNS answer, not per frame).
+    pub fn fqdn_wanted(&self, client: IpAddr, server: IpAddr, name: &str) -> bool {
+        let ends = [(client, self.workload_of(client)), (server, self.workload_of(server))];
+        let end_matches = |e: &Endpoint, (ip, w): (IpAddr, Option<WorkloadIdx>)| match e {
+            Endpoint::Any => true,
+            Endpoint::External => w.is_none(),
+            Endpoint::Workload(id) => w.is_some_and(|w| self.workload_id(w) == id),
+            Endpoint::Cidr(c) => c.contains(ip),
+        };
+        self.fqdn_rules.iter().any(|&i| {
+            let r = &self.policy.rules[i as usize];
+            r.fqdn.as_ref().is_some_and(|q| q.matches(name))
+                && end_matches(&r.from, ends[0])
+                && end_matches(&r.to, ends[1])
+        })
+    }
+
     /// The workload MAC `mac` (6 bytes) belongs to, if any.
     pub fn workload_of_mac(&self, mac: [u8; 6]) -> Option<WorkloadIdx> {
         self.wl_mac.get(&Mac(mac)).map(|&i| WorkloadIdx(i))
@@ -710,8 +812,15 @@ impl CompiledPolicy {
     /// the rules ranked before the deciding one in their port intervals, not with the number
     /// of rules.
     pub fn evaluate(&self, f: &Facts<'_>) -> Decision {
-        let cw = self.workload_of(f.client);
-        let sw = self.workload_of(f.server);
+        self.evaluate_ends(f, Ends::default())
+    }
+
+    /// [`Self::evaluate`] where an end's workload may be known from the interface its frames
+    /// were seen on (`ends`, which wins over the address lookup).
+    pub fn evaluate_ends(&self, f: &Facts<'_>, ends: Ends) -> Decision {
+        let valid = |w: Option<WorkloadIdx>| w.filter(|w| w.index() < self.policy.workloads.len());
+        let cw = valid(ends.client).or_else(|| self.workload_of(f.client));
+        let sw = valid(ends.server).or_else(|| self.workload_of(f.server));
         if cw.is_none() && sw.is_none() {
             return Decision::NOT_ENFORCED;
         }
@@ -842,6 +951,11 @@ impl CompiledPolicy {
                         Action::Deny => &mut found.deny_app,
                     };
                     *slot = (*slot).min(r.rank);
+                    let mut m = r.apps & !app_bit(App::Unknown);
+                    while m != 0 {
+                        found.app_rule(m.trailing_zeros() as usize, r.rank, r.action);
+                        m &= m - 1;
+                    }
                     return false;
                 }
                 Some(a) => {

@@ -46,7 +46,8 @@
 //! rules shadowed by other app rules could not in fact change the outcome; it is never false
 //! when the outcome could change.
 //!
-//! ICMP errors are not evaluated here (the caller uses the parent session's verdict). IPv6 is
+//! ICMP errors about a known session are not evaluated here ([`crate::icmp`] judges them against
+//! the session they quote, which keeps its verdict). IPv6 is
 //! handled exactly like IPv4; an IPv4-mapped IPv6 address is an IPv6 address.
 //!
 //! # Files
@@ -56,7 +57,7 @@
 
 use std::net::IpAddr;
 
-use crate::app::App;
+use crate::app::{App, AppSet};
 
 mod learn;
 mod load;
@@ -67,7 +68,7 @@ mod tests;
 
 pub use learn::{learned_policy, LearnedConn};
 pub use load::PolicyError;
-pub use matcher::{reference_evaluate, CompiledPolicy, IndexStats};
+pub use matcher::{reference_evaluate, reference_evaluate_ends, CompiledPolicy, IndexStats};
 pub use model::{
     app_from_name, known_apps, Action, Cidr, Endpoint, Fqdn, IpProto, Mac, Mode, Policy, PolicyVerdict, PortRange,
     Rule, Workload,
@@ -84,6 +85,17 @@ impl WorkloadIdx {
     }
 }
 
+/// Workloads the caller knows an end belongs to from where its frames were seen (the
+/// interface of a workload's side of its inline pair): they win over the address lookup, so
+/// traffic on a workload's interface is that workload's whatever addresses it carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ends {
+    /// The client's workload, known from its interface.
+    pub client: Option<WorkloadIdx>,
+    /// The server's workload, known from its interface.
+    pub server: Option<WorkloadIdx>,
+}
+
 /// What the caller knows about a connection (one evaluation).
 #[derive(Debug, Clone, Copy)]
 pub struct Facts<'a> {
@@ -98,8 +110,8 @@ pub struct Facts<'a> {
     pub server_port: u16,
     /// Detected app; `None` while detection is still running ([`Decision::pending_app`]).
     pub app: Option<App>,
-    /// DNS names learned for the server address (any case, optional trailing dot; may be
-    /// empty). Matched against rules' `fqdn`.
+    /// DNS names the client learned for the server address (any case, optional trailing
+    /// dot; may be empty; see [`crate::names`]). Matched against rules' `fqdn`.
     pub server_names: &'a [&'a str],
     /// DNS names learned for the client address. No rule condition uses them yet (reserved
     /// for client-name rules); they do not change the decision.
@@ -125,6 +137,12 @@ pub struct Decision {
     /// True while `app` is `None` and an app rule could still change the verdict once the app
     /// is known: forward, and evaluate again when it is.
     pub pending_app: bool,
+    /// The apps whose detection would leave the connection not denied: `a` is in the set
+    /// exactly when the evaluation of the same facts with `app: Some(a)` is not `Denied`
+    /// ([`App::Unknown`] included, for detection giving up). Read while `pending_app`: the
+    /// caller forwards the pending bytes only while one of these apps can still be detected
+    /// from them (with `unknown` in the set the provisional verdict itself forwards).
+    pub allowing: AppSet,
 }
 
 impl Decision {
@@ -137,6 +155,7 @@ impl Decision {
         server_workload: None,
         mode: None,
         pending_app: false,
+        allowing: AppSet::ALL,
     };
 
     /// True if the connection is to be dropped now: verdict `Denied` and not pending an app.

@@ -354,6 +354,23 @@ impl Topo {
         None
     }
 
+    /// Waits for the child with `pid` to exit and returns its exit status (128 + the signal
+    /// number when a signal ended it); `None` when it still runs after `timeout`.
+    pub fn wait_code(&mut self, pid: u32, timeout: Duration) -> Option<i32> {
+        use std::os::unix::process::ExitStatusExt;
+        let deadline = Instant::now() + timeout;
+        let idx = self.children.iter().position(|c| c.id() == pid)?;
+        loop {
+            if let Ok(Some(st)) = self.children[idx].try_wait() {
+                return st.code().or_else(|| st.signal().map(|s| 128 + s));
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Sends `sig` to the child with `pid`.
     pub fn signal(&self, pid: u32, sig: nix::sys::signal::Signal) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);

@@ -273,7 +273,7 @@ impl AppParser for Cassandra {
                     Parse::Incomplete(k) => return Feed::Need { consumed: off, at_least: k },
                     Parse::Invalid => {
                         self.stop(d);
-                        continue;
+                        return Feed::Invalid { consumed: off };
                     }
                 };
                 let total = seg.total();
@@ -288,7 +288,7 @@ impl AppParser for Cassandra {
                     Parse::Incomplete(k) => return Feed::Need { consumed: off, at_least: k },
                     Parse::Invalid => {
                         self.stop(d);
-                        continue;
+                        return Feed::Invalid { consumed: off };
                     }
                 };
                 let total = parser::FRAME_HEADER + h.length;
@@ -305,12 +305,17 @@ impl AppParser for Cassandra {
         }
     }
 
-    fn gap(&mut self, dir: Dir, len: usize) {
+    fn gap(&mut self, dir: Dir, len: usize) -> bool {
         let s = &mut self.side[dir as usize];
         self.gap = true;
+        if s.stopped {
+            return true;
+        }
         if !super::skip_gap(&mut s.skip, len) {
             s.stopped = true;
+            return false;
         }
+        true
     }
 
     fn l7(&self, out: &mut Map<String, Value>) {

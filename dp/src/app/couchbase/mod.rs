@@ -98,17 +98,21 @@ impl AppParser for Couchbase {
                     }
                 }
                 Parse::Incomplete(k) => return Feed::Need { consumed: off, at_least: k },
+                // No magic, an opcode or data type the protocol lacks, an impossible length:
+                // not the binary protocol.
                 Parse::Invalid => {
                     self.lost[d] = true;
-                    return Feed::Done;
+                    return Feed::Invalid { consumed: off };
                 }
             }
         }
     }
 
-    fn gap(&mut self, dir: Dir, _len: usize) {
+    fn gap(&mut self, dir: Dir, _len: usize) -> bool {
         // Length-framed: message boundaries are unknown after a gap.
+        let was = self.lost[dir as usize];
         self.lost[dir as usize] = true;
+        was
     }
 
     fn l7(&self, out: &mut Map<String, Value>) {

@@ -77,14 +77,19 @@ fn large_value_is_skipped_without_buffering() {
 }
 
 #[test]
-fn gap_and_garbage_stop() {
+fn gap_stops_and_garbage_is_invalid() {
     let (_, f) = parse("couchbase-sdk.pcap", 0);
     let mut t = Couchbase::default();
     t.gap(Dir::ToServer, 10);
     assert_eq!(t.feed(Dir::ToServer, &f.to_server), Feed::Done);
     assert_eq!(l7_of(&t)["lost_sync"], true);
     let mut t = Couchbase::default();
-    assert_eq!(t.feed(Dir::ToServer, b"\x80\x00\xff\xff\x00\x00\x00\x00\x00\x00\x00\x01xxxxxxxxxxxx"), Feed::Done);
+    assert_eq!(t.feed(Dir::ToServer, b"\x80\x00\xff\xff\x00\x00\x00\x00\x00\x00\x00\x01xxxxxxxxxxxx"), Feed::Invalid { consumed: 0 });
+    // After the real requests, RESP is not the binary protocol.
+    let mut t = Couchbase::default();
+    let mut bytes = f.to_server.clone();
+    bytes.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+    assert_eq!(t.feed(Dir::ToServer, &bytes), Feed::Invalid { consumed: f.to_server.len() });
 }
 
 #[test]

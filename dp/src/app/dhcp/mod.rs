@@ -53,8 +53,9 @@ impl AppParser for Dhcp {
     fn feed(&mut self, dir: Dir, data: &[u8]) -> Feed {
         let d = dir as usize;
         let Parse::Ok(m, _) = parser::message(data) else {
+            // A datagram that is no DHCP message: the flow stopped being DHCP.
             self.malformed = self.malformed.saturating_add(1);
-            return Feed::Consumed(data.len());
+            return Feed::Invalid { consumed: 0 };
         };
         self.messages[d] = self.messages[d].saturating_add(1);
         if self.types.len() < MAX_TYPES {

@@ -16,11 +16,13 @@
 
 pub use crate::app::Parse;
 
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::net::IpAddr;
+use std::sync::OnceLock;
 
-use domain::base::iana::{Class, Rtype};
+use domain::base::iana::{Class, Opcode, Rcode, Rtype};
 use domain::base::{Message, ParsedName};
-use domain::rdata::{Aaaa, A};
+use domain::rdata::{Aaaa, Cname, A};
 
 /// Length of the header.
 pub const HEADER: usize = 12;
@@ -30,6 +32,13 @@ pub const MIN_MESSAGE: usize = HEADER + 1 + 4;
 pub const MAX_QDCOUNT: u16 = 16;
 /// Longest encoded name (RFC 1035 §2.3.4).
 pub const MAX_NAME: usize = 255;
+/// Longest name kept in presentation form (characters): the 255 octets of an encoded name
+/// are at most 253 characters when no byte needs an escape (RFC 1035 §2.3.4, §5.1).
+pub const MAX_PRESENTATION: usize = 253;
+/// Most names of a CNAME chain followed, the question's included.
+pub const MAX_CHAIN: usize = 8;
+/// Most answer records examined per response when following a chain.
+pub const MAX_ANSWER_RECORDS: usize = 64;
 
 /// Reads a big-endian u16 at `at`.
 fn be16(b: &[u8], at: usize) -> Option<u16> {
@@ -215,4 +224,105 @@ pub fn message(
         }
     }
     Some(summary)
+}
+
+/// A query as its response must echo it: the transaction id and a keyed hash (SipHash with a
+/// random per-process key, so an answering server cannot aim a collision) of the question's
+/// type, class and name, the name compared ignoring ASCII case (RFC 4343 §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryKey {
+    /// Transaction id (RFC 1035 §4.1.1: copied into the response).
+    pub id: u16,
+    /// Keyed hash of QTYPE, QCLASS and the lowercased labels of QNAME.
+    pub question: u64,
+}
+
+/// The key of a standard query or its response (OPCODE QUERY, exactly one question): what a
+/// resolver compares to accept a response (RFC 1035 §7.3; RFC 5452 §9.1: id, question name,
+/// type and class, on the flow the query went out on). `None` for other messages.
+pub fn query_key(msg: &Message<&[u8]>) -> Option<QueryKey> {
+    static KEY: OnceLock<RandomState> = OnceLock::new();
+    let h = msg.header();
+    if h.opcode() != Opcode::QUERY || msg.header_counts().qdcount() != 1 {
+        return None;
+    }
+    let q = msg.first_question()?;
+    let mut s = KEY.get_or_init(RandomState::new).build_hasher();
+    s.write_u16(q.qtype().to_int());
+    s.write_u16(q.qclass().to_int());
+    let mut low = [0u8; 63];
+    for label in q.qname().iter() {
+        let b = label.as_slice();
+        let n = b.len().min(low.len());
+        for (d, c) in low.iter_mut().zip(&b[..n]) {
+            *d = c.to_ascii_lowercase();
+        }
+        s.write_u8(n as u8);
+        s.write(&low[..n]);
+    }
+    Some(QueryKey { id: h.id(), question: s.finish() })
+}
+
+/// True when a response can name addresses: RCODE NOERROR and not truncated (a truncated
+/// answer is retried over TCP, RFC 7766 §5).
+pub fn answers_usable(msg: &Message<&[u8]>) -> bool {
+    let h = msg.header();
+    h.rcode() == Rcode::NOERROR && !h.tc()
+}
+
+/// Follows the CNAME chain from the first question through the answer section and hands each
+/// A/AAAA record (class IN) of the chain's last name to `on_addr`, with the smallest TTL along
+/// the chain (s; RFC 2181 §8: a TTL with the top bit set counts as 0). An alias has no other
+/// data (RFC 1034 §3.6.2, RFC 2181 §10.1), so addresses are taken only for the name the chain
+/// ends at; a chain longer than [`MAX_CHAIN`] names, or one that loops, gives none. At most
+/// [`MAX_ANSWER_RECORDS`] records are examined; a record that does not parse ends the walk.
+/// Returns the A/AAAA records examined that were not taken (their owner is not where the
+/// chain from the question ends).
+pub fn chain_addrs(msg: &Message<&[u8]>, mut on_addr: impl FnMut(IpAddr, u32)) -> u32 {
+    let ttl_of = |t: u32| if t > i32::MAX as u32 { 0 } else { t };
+    let Some(q) = msg.first_question() else { return 0 };
+    let mut name: ParsedName<&[u8]> = *q.qname();
+    let mut ttl = u32::MAX;
+    let mut ended = false;
+    for _ in 0..MAX_CHAIN {
+        let Ok(section) = msg.answer() else { return 0 };
+        let mut next = None;
+        for rr in section.take(MAX_ANSWER_RECORDS) {
+            let Ok(rr) = rr else { break };
+            if rr.rtype() != Rtype::CNAME || rr.class() != Class::IN || rr.owner() != name {
+                continue;
+            }
+            if let Ok(Some(c)) = rr.to_record::<Cname<ParsedName<&[u8]>>>() {
+                next = Some((*c.data().cname(), ttl_of(rr.ttl().as_secs())));
+                break;
+            }
+        }
+        match next {
+            None => {
+                ended = true;
+                break;
+            }
+            Some((target, t)) => {
+                name = target;
+                ttl = ttl.min(t);
+            }
+        }
+    }
+    let mut off = 0;
+    let Ok(section) = msg.answer() else { return 0 };
+    for rr in section.take(MAX_ANSWER_RECORDS) {
+        let Ok(rr) = rr else { break };
+        let addr = match rr.rtype() {
+            Rtype::A => rr.to_record::<A>().ok().flatten().map(|r| IpAddr::from(r.data().addr().octets())),
+            Rtype::AAAA => rr.to_record::<Aaaa>().ok().flatten().map(|r| IpAddr::from(r.data().addr().octets())),
+            _ => continue,
+        };
+        let Some(addr) = addr else { continue };
+        if ended && rr.class() == Class::IN && rr.owner() == name {
+            on_addr(addr, ttl.min(ttl_of(rr.ttl().as_secs())));
+        } else {
+            off += 1;
+        }
+    }
+    off
 }

@@ -182,8 +182,33 @@ fn tcp_gap_and_bad_length_stop() {
     assert_eq!(t.feed(Dir::ToServer, &f.to_server), Feed::Done);
     let mut t = Dns::default();
     assert_eq!(t.feed(Dir::ToServer, &f.to_server), Feed::Consumed(f.to_server.len()));
-    assert_eq!(t.feed(Dir::ToServer, b"\x00\x05hello"), Feed::Done);
+    assert_eq!(t.feed(Dir::ToServer, b"\x00\x05hello"), Feed::Invalid { consumed: 0 });
     assert_eq!(l7_of(&t)["malformed"], 1);
+}
+
+/// After detection, messages that cannot be DNS end the stream's DNS (the engine detects
+/// again): a datagram shorter than the header, questions that do not parse, a TCP length
+/// shorter than a header. A message without questions `domain` cannot read stays DNS.
+#[test]
+fn non_dns_messages_after_detection_are_rejected() {
+    let f = corpus_flows("dns.pcap").into_iter().find(|f| f.proto == 17).unwrap();
+    let query = f.datagrams[0].1.clone();
+    for bad in [&b"\x01"[..], b"*1\r\n$4\r\nPING\r\n", b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\xff\xff"] {
+        let mut t = Dns::default();
+        assert_eq!(t.feed(Dir::ToServer, &query), Feed::Consumed(query.len()));
+        assert_eq!(t.feed(Dir::ToServer, bad), Feed::Invalid { consumed: 0 }, "{bad:?}");
+    }
+    // FORMERR without a question section and a truncated answer record: DNS.
+    let mut t = Dns::default();
+    t.feed(Dir::ToServer, &query);
+    let formerr = [query[0], query[1], 0x81, 0x01, 0, 0, 0, 0, 0, 0, 0, 0];
+    assert_eq!(t.feed(Dir::ToClient, &formerr), Feed::Consumed(12));
+    // TCP: a message after a valid one whose length cannot hold a header.
+    let tcp = flow(6, 39021);
+    let mut t = Dns::default();
+    let mut bytes = tcp.to_server.clone();
+    bytes.extend_from_slice(b"\x00\x03abc");
+    assert_eq!(t.feed(Dir::ToServer, &bytes), Feed::Invalid { consumed: tcp.to_server.len() });
 }
 
 #[test]
@@ -238,4 +263,55 @@ fn random_datagrams_do_not_match_and_mutations_never_panic() {
         t.feed(*d, &b);
         let _ = l7_of(&t);
     }
+}
+
+/// What a flow teaches `fqdn` rules: each answer to one of its own queries, the question's
+/// name for the addresses the chain ends at, with their TTL (the capture's are 0).
+#[test]
+fn answers_for_policy_come_from_the_flows_own_queries() {
+    let learned = |f: &Flow| {
+        let mut t = Dns::default();
+        if f.proto == 17 {
+            for (d, dg) in &f.datagrams {
+                t.feed(*d, dg);
+            }
+        } else {
+            feed_all(&mut t, Dir::ToServer, &f.to_server);
+            feed_all(&mut t, Dir::ToClient, &f.to_client);
+        }
+        let (answers, refused) = t.learned();
+        let v: Vec<(String, Vec<String>)> = answers
+            .iter()
+            .map(|a| (a.name.to_string(), a.addrs.iter().map(|(ip, ttl)| format!("{ip}/{ttl}")).collect()))
+            .collect();
+        (v, refused)
+    };
+    let one = |n: &str, a: &[&str]| (n.to_string(), a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    let (v, r) = learned(&flow(17, 60155));
+    assert_eq!(v, [one("alias.corp.test", &["198.18.0.20/0"])], "through the CNAME");
+    assert_eq!(r, Refusals::default());
+    let (v, _) = learned(&flow(17, 37312));
+    assert_eq!(v, [one("www.corp.test", &["198.18.0.20/0"]), one("www.corp.test", &["2001:db8::20/0"])]);
+    let (v, _) = learned(&flow(6, 45877));
+    assert_eq!(v, [one("www.corp.test", &["198.18.0.20/0", "2001:db8::20/0"])]);
+    assert!(learned(&flow(17, 53774)).0.is_empty(), "MX: no addresses");
+    assert!(learned(&flow(17, 45481)).0.is_empty(), "NXDOMAIN");
+    // The answers alone (no query seen), or fed as if the client sent them: nothing.
+    let f = flow(17, 34864);
+    let mut t = Dns::default();
+    t.feed(Dir::ToClient, &f.datagrams[1].1);
+    t.feed(Dir::ToServer, &f.datagrams[0].1);
+    t.feed(Dir::ToServer, &f.datagrams[1].1);
+    assert!(t.learned().0.is_empty());
+    assert_eq!(t.learned().1.unsolicited, 2);
+    // Taken once.
+    let mut t = Dns::default();
+    for (d, dg) in &f.datagrams {
+        t.feed(*d, dg);
+    }
+    assert_eq!(t.learned().0.len(), 1);
+    t.clear_learned();
+    t.feed(Dir::ToClient, &f.datagrams[1].1);
+    assert!(t.learned().0.is_empty());
+    assert_eq!(t.learned().1.unsolicited, 1, "a query is answered once");
 }

@@ -4,7 +4,12 @@
 //! `User-Agent`, the first final response's status, and counts of requests (client to server)
 //! and final responses (server to client), so pipelined and keep-alive exchanges are all counted.
 //!
-//! Heads are parsed by the `httparse` crate (zero-copy over partial input, no allocation);
+//! Heads are parsed by the `httparse` crate (zero-copy over partial input, no allocation): once
+//! when the head arrives whole, else at its first segment and once more when complete; while a
+//! head is incomplete, [`parser::HeadScan`] scans only the bytes that arrived
+//! since the last segment (following `httparse`'s grammar, so a bad head is rejected at the same
+//! byte), and chunk-size and trailer lines resume their search the same way, so a request
+//! trickled in one-byte segments costs each byte O(1) work ([`Http::examined`]);
 //! framing is walked here ([`parser`]): `Content-Length` bodies, chunked bodies (RFC 9112 §7.1,
 //! chunk sizes capped), responses without a length read until close, and no body after HEAD, 1xx,
 //! 204 and 304 (RFC 9112 §6.3). Bodies are never buffered: a body larger than what is presented
@@ -32,7 +37,8 @@ pub mod parser;
 use serde_json::{Map, Value};
 
 use super::{text, App, AppParser, Dir, Feed, Probe, Text, Transport};
-use parser::{Framing, Parse, ReqKind, Sniff};
+use crate::rescan::Resume;
+use parser::{Framing, HeadScan, Parse, ReqKind, Sniff};
 
 /// Where a direction is in its message stream.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -83,6 +89,11 @@ pub struct Http {
     form: bool,
     /// The current body (or chunk) of a form has not been checked yet.
     form_pending: bool,
+    /// Per direction: how far the head being received was scanned (heads trickled in small
+    /// segments are scanned once, not again from their start at every segment).
+    heads: [HeadScan; 2],
+    /// Per direction: how far the chunk-size or trailer line being received was searched.
+    lines: [Resume; 2],
     threats: crate::detect::Threats,
 }
 
@@ -94,6 +105,8 @@ enum Step {
     Need(usize),
     /// Stop this direction after consuming this many bytes.
     Stop(usize),
+    /// The bytes from here on are not HTTP/1 ([`Feed::Invalid`]).
+    Invalid,
 }
 
 impl Http {
@@ -122,6 +135,18 @@ impl Http {
         self.upgrade.as_ref().map(|t| t.as_str())
     }
 
+    /// Bytes this parser and its detectors examined so far: head scans and parses, chunk and
+    /// trailer line searches, and the SQL injection checks ([`crate::detect::Threats::examined`]).
+    /// A measure of work that stays proportional to the bytes fed however they were segmented
+    /// (tests and `perf/src/bin/trickle.rs` check it).
+    pub fn examined(&self) -> u64 {
+        let mut n = self.threats.examined;
+        for d in 0..2 {
+            n = n.saturating_add(self.heads[d].examined()).saturating_add(self.lines[d].examined());
+        }
+        n
+    }
+
     /// The server answered `101 Switching Protocols` to an `Upgrade: h2c` request: hand the
     /// connection over to `Http2::after_upgrade` (see the module docs).
     pub fn h2c_switched(&self) -> bool {
@@ -138,7 +163,7 @@ impl Http {
                 return if n < preface.len() { Step::Need(preface.len()) } else { Step::Stop(0) };
             }
         }
-        match parser::request(b) {
+        match self.heads[0].request(b) {
             Parse::Ok(req, n) => {
                 let idx = self.requests;
                 self.requests = self.requests.saturating_add(1);
@@ -170,22 +195,24 @@ impl Http {
                         self.phase[0] = body_phase(f);
                         Step::Took(n)
                     }
+                    // A transfer coding other than chunked last: the server answers 400
+                    // and closes (RFC 9112 §6.3), nothing after it is a request.
                     None => {
                         self.violation = true;
-                        Step::Stop(n)
+                        Step::Invalid
                     }
                 }
             }
             Parse::Incomplete(k) => Step::Need(k),
             Parse::Invalid => {
                 self.violation = true;
-                Step::Stop(0)
+                Step::Invalid
             }
         }
     }
 
     fn response_head(&mut self, b: &[u8]) -> Step {
-        match parser::response(b) {
+        match self.heads[1].response(b) {
             Parse::Ok(resp, n) => {
                 if resp.status == 101 {
                     // Switching protocols: what follows is not HTTP/1. Leave the 101 head
@@ -221,7 +248,7 @@ impl Http {
             Parse::Incomplete(k) => Step::Need(k),
             Parse::Invalid => {
                 self.violation = true;
-                Step::Stop(0)
+                Step::Invalid
             }
         }
     }
@@ -247,7 +274,7 @@ fn line_step<T>(p: Parse<T>, violation: &mut bool, next: impl FnOnce(T) -> Phase
         Parse::Incomplete(k) => Step::Need(k),
         Parse::Invalid => {
             *violation = true;
-            Step::Stop(0)
+            Step::Invalid
         }
     }
 }
@@ -256,6 +283,7 @@ impl AppParser for Http {
     const APP: App = App::Http;
     const PORTS: &'static [u16] = &[80, 8080, 8000, 8008, 8888, 3128];
     const TRANSPORT: Transport = Transport::Tcp;
+    const BECOMES: &'static [App] = &[App::Http2, App::Grpc];
 
     fn probe(dir: Dir, data: &[u8]) -> Probe {
         let s = match dir {
@@ -314,7 +342,7 @@ impl AppParser for Http {
                         self.form_pending = self.form;
                     }
                     line_step(
-                        parser::chunk_size(rest),
+                        parser::chunk_size(rest, &mut self.lines[d]),
                         &mut self.violation,
                         |n| if n == 0 { Phase::Trailer } else { Phase::ChunkData(n) },
                         &mut self.phase[d],
@@ -324,7 +352,7 @@ impl AppParser for Http {
                     line_step(parser::crlf(rest), &mut self.violation, |()| Phase::ChunkSize, &mut self.phase[d])
                 }
                 Phase::Trailer => line_step(
-                    parser::trailer_line(rest),
+                    parser::trailer_line(rest, &mut self.lines[d]),
                     &mut self.violation,
                     |end| if end { Phase::Head } else { Phase::Trailer },
                     &mut self.phase[d],
@@ -339,12 +367,21 @@ impl AppParser for Http {
                     off += n;
                     self.phase[d] = Phase::Stopped;
                 }
+                Step::Invalid => {
+                    self.phase[d] = Phase::Stopped;
+                    return Feed::Invalid { consumed: off };
+                }
             }
+            // The next item starts here: searches start over.
+            self.heads[d].reset();
+            self.lines[d].reset();
         }
     }
 
-    fn gap(&mut self, dir: Dir, len: usize) {
+    fn gap(&mut self, dir: Dir, len: usize) -> bool {
         let d = dir as usize;
+        self.heads[d].reset();
+        self.lines[d].reset();
         if dir == Dir::ToServer {
             self.form_pending = false;
         }
@@ -359,9 +396,11 @@ impl AppParser for Http {
             Phase::Stopped => Phase::Stopped,
             _ => {
                 self.gap = true;
-                Phase::Stopped
+                self.phase[d] = Phase::Stopped;
+                return false;
             }
         };
+        true
     }
 
     fn l7(&self, out: &mut Map<String, Value>) {

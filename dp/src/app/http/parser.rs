@@ -13,6 +13,7 @@
 //! [`MAX_LINE`]) before use.
 
 pub use crate::app::Parse;
+use crate::rescan::Resume;
 
 /// Largest request or response head (start line + header section, bytes) the parser waits for.
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -321,6 +322,240 @@ pub fn response(b: &[u8]) -> Parse<Response<'_>> {
     Parse::Ok(Response { minor, status, upgrade: field(resp.headers, "upgrade"), lengths }, n)
 }
 
+/// Where an incremental head scan is in the grammar (see [`HeadScan`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum At {
+    /// Empty lines before the start line (skipped, as `httparse` does).
+    #[default]
+    Lead,
+    /// After a `\r` of an empty leading line.
+    LeadCr,
+    /// The method's first byte.
+    Method0,
+    /// Inside the method.
+    Method,
+    /// Inside the request target.
+    Target,
+    /// At this byte of `HTTP/1.x`.
+    Version(u8),
+    /// After a request line's version: CRLF or LF.
+    VersionEnd,
+    /// After the `\r` ending a start line.
+    StartCr,
+    /// After a status line's version: one space.
+    Space,
+    /// At this digit of the status code.
+    Code(u8),
+    /// After the status code: space, CRLF or LF.
+    AfterCode,
+    /// Inside the reason phrase.
+    Reason,
+    /// At the start of a field line (or of the empty line ending the head).
+    LineStart,
+    /// After the `\r` of the empty line ending the head.
+    EndCr,
+    /// Inside a field name.
+    Name,
+    /// Whitespace after the colon.
+    Colon,
+    /// Inside a field value.
+    Value,
+    /// After the `\r` ending a field line.
+    ValueCr,
+}
+
+/// An incremental scan for the end of a request or response head, resumed at each call with
+/// the same unconsumed bytes presented again with more appended (the stream engine's contract):
+/// it follows `httparse`'s grammar and defaults byte by byte (empty lines before the start
+/// line, token methods, a non-empty target of visible bytes that is UTF-8, `HTTP/1.0` or
+/// `HTTP/1.1`, CRLF or LF line ends, token field names, field values without control bytes but
+/// HTAB, no obsolete line folding, at most [`MAX_HEADERS`] fields), so a head is rejected at the
+/// byte where `httparse` would reject it, and `httparse` runs once, on the complete head. Each
+/// byte is examined once however the head was segmented ([`HeadScan::examined`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeadScan {
+    /// Bytes of the head already scanned.
+    pos: u32,
+    /// Where the request target starts.
+    target: u32,
+    /// Field lines completed.
+    fields: u8,
+    at: At,
+    /// Bytes examined so far (scan and head parses), never reset.
+    examined: u64,
+}
+
+/// `tchar` (RFC 9110 §5.6.2), as `httparse`'s token map.
+fn is_tchar(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+}
+
+/// A request-target byte as `httparse` accepts it (visible ASCII or obs-text).
+fn is_target_byte(c: u8) -> bool {
+    (0x21..=0x7e).contains(&c) || c >= 0x80
+}
+
+/// A field value byte as `httparse` accepts it (HTAB, SP, visible ASCII, obs-text).
+fn is_value_byte(c: u8) -> bool {
+    c == b'\t' || (0x20..=0x7e).contains(&c) || c >= 0x80
+}
+
+/// Outcome of one scan step.
+enum Scanned {
+    /// The head ends just before this index.
+    End(usize),
+    /// Not a head `httparse` would accept.
+    Bad,
+}
+
+impl HeadScan {
+    /// Forgets the head scanned so far (consumed, or another item begins); keeps the count.
+    pub fn reset(&mut self) {
+        *self = HeadScan { examined: self.examined, ..HeadScan::default() };
+    }
+
+    /// Bytes examined so far (scanning and parsing heads), for tests and benchmarks.
+    pub fn examined(&self) -> u64 {
+        self.examined
+    }
+
+    fn count(&mut self, n: usize) {
+        self.examined = self.examined.saturating_add(n as u64);
+    }
+
+    /// Scans `b[pos..end]`, `response` selecting the start line's grammar.
+    fn scan(&mut self, b: &[u8], end: usize, response: bool) -> Option<Scanned> {
+        let start = self.pos as usize;
+        let bytes = b.get(start..end).unwrap_or_default();
+        self.count(bytes.len());
+        for (k, &c) in bytes.iter().enumerate() {
+            let i = start + k;
+            let mut at = self.at;
+            if at == At::Lead {
+                match c {
+                    b'\r' => {
+                        self.at = At::LeadCr;
+                        continue;
+                    }
+                    b'\n' => continue,
+                    _ => at = if response { At::Version(0) } else { At::Method0 },
+                }
+            }
+            self.at = match at {
+                At::Lead => at,
+                At::LeadCr if c == b'\n' => At::Lead,
+                At::Method0 if is_tchar(c) => At::Method,
+                At::Method if c == b' ' => {
+                    self.target = u32::try_from(i + 1).unwrap_or(u32::MAX);
+                    At::Target
+                }
+                At::Method if is_tchar(c) => At::Method,
+                At::Target if is_target_byte(c) => At::Target,
+                At::Target if c == b' ' => {
+                    let target = b.get(self.target as usize..i).unwrap_or_default();
+                    self.count(target.len());
+                    if target.is_empty() || std::str::from_utf8(target).is_err() {
+                        return Some(Scanned::Bad);
+                    }
+                    At::Version(0)
+                }
+                At::Version(v) if v < 7 && b"HTTP/1.".get(usize::from(v)) == Some(&c) => At::Version(v + 1),
+                At::Version(7) if c == b'0' || c == b'1' => {
+                    if response {
+                        At::Space
+                    } else {
+                        At::VersionEnd
+                    }
+                }
+                At::VersionEnd if c == b'\r' => At::StartCr,
+                At::VersionEnd | At::StartCr if c == b'\n' => At::LineStart,
+                At::Space if c == b' ' => At::Code(0),
+                At::Code(d) if c.is_ascii_digit() => {
+                    if d == 2 {
+                        At::AfterCode
+                    } else {
+                        At::Code(d + 1)
+                    }
+                }
+                At::AfterCode if c == b' ' => At::Reason,
+                At::AfterCode | At::Reason if c == b'\r' => At::StartCr,
+                At::AfterCode | At::Reason if c == b'\n' => At::LineStart,
+                At::Reason if c == b'\t' || c == b' ' || (0x21..=0x7e).contains(&c) || c >= 0x80 => At::Reason,
+                At::LineStart if c == b'\r' => At::EndCr,
+                At::LineStart | At::EndCr if c == b'\n' => {
+                    self.pos = u32::try_from(i + 1).unwrap_or(u32::MAX);
+                    return Some(Scanned::End(i + 1));
+                }
+                At::LineStart if is_tchar(c) => At::Name,
+                At::Name if is_tchar(c) => At::Name,
+                At::Name if c == b':' => At::Colon,
+                At::Colon if c == b' ' || c == b'\t' => At::Colon,
+                At::Colon | At::Value if is_value_byte(c) => At::Value,
+                At::Colon | At::Value if c == b'\r' => At::ValueCr,
+                At::Colon | At::Value | At::ValueCr if c == b'\n' => {
+                    self.fields = self.fields.saturating_add(1);
+                    if usize::from(self.fields) > MAX_HEADERS {
+                        return Some(Scanned::Bad);
+                    }
+                    At::LineStart
+                }
+                _ => return Some(Scanned::Bad),
+            };
+        }
+        self.pos = u32::try_from(end).unwrap_or(u32::MAX);
+        None
+    }
+
+    /// Where the head that starts `b` ends: `Ok(n, n)` once it is complete (`n` bytes),
+    /// `Incomplete(b.len() + 1)` while it may still be one, `Invalid` when it is not a head or
+    /// exceeds [`MAX_HEAD`]. `b` must start where it started at the previous call (after
+    /// [`HeadScan::reset`], anywhere).
+    pub fn end(&mut self, b: &[u8], response: bool) -> Parse<usize> {
+        if self.pos as usize > b.len() {
+            self.reset();
+        }
+        match self.scan(b, b.len().min(MAX_HEAD), response) {
+            Some(Scanned::End(n)) => Parse::Ok(n, n),
+            Some(Scanned::Bad) => Parse::Invalid,
+            None if b.len() >= MAX_HEAD => Parse::Invalid,
+            None => Parse::Incomplete(b.len() + 1),
+        }
+    }
+
+    /// [`request`] on a head presented again with more bytes: the first attempt parses `b`
+    /// directly (a head that arrived whole costs one pass); while incomplete, only the new
+    /// bytes are scanned, and `httparse` runs again once the head is complete.
+    pub fn request<'a>(&mut self, b: &'a [u8]) -> Parse<Request<'a>> {
+        self.resumed(b, false, request)
+    }
+
+    /// [`response`] the same way as [`HeadScan::request`].
+    pub fn response<'a>(&mut self, b: &'a [u8]) -> Parse<Response<'a>> {
+        self.resumed(b, true, response)
+    }
+
+    fn resumed<'a, T>(&mut self, b: &'a [u8], resp: bool, parse: fn(&'a [u8]) -> Parse<T>) -> Parse<T> {
+        if self.pos == 0 && self.at == At::Lead {
+            let r = parse(b);
+            self.count(match r {
+                Parse::Ok(_, n) => n,
+                _ => b.len(),
+            });
+            if !matches!(r, Parse::Incomplete(_)) {
+                return r;
+            }
+        }
+        match self.end(b, resp) {
+            Parse::Ok(n, _) => {
+                self.count(n);
+                parse(b)
+            }
+            Parse::Incomplete(k) => Parse::Incomplete(k),
+            Parse::Invalid => Parse::Invalid,
+        }
+    }
+}
+
 /// Body framing of a request (RFC 9112 §6.3 items 3, 5, 6, 7): chunked, else `Content-Length`,
 /// else none. `None` for a transfer coding other than chunked last (the server must answer 400).
 pub fn request_framing(l: &Lengths) -> Option<Framing> {
@@ -363,9 +598,10 @@ pub fn response_framing(status: u16, kind: ReqKind, l: &Lengths) -> Framing {
     }
 }
 
-/// Finds the end of a line (index just after `\n`) within `max` bytes.
-fn line_end(b: &[u8], max: usize) -> Parse<usize> {
-    match b.iter().take(max).position(|&c| c == b'\n') {
+/// Finds the end of a line (index just after `\n`) within `max` bytes, examining only the bytes
+/// `from` has not examined yet (see [`Resume`]).
+fn line_end(b: &[u8], max: usize, from: &mut Resume) -> Parse<usize> {
+    match from.find(b, max, b'\n') {
         Some(i) => Parse::Ok(i + 1, i + 1),
         None if b.len() >= max => Parse::Invalid,
         None => Parse::Incomplete(b.len() + 1),
@@ -373,9 +609,11 @@ fn line_end(b: &[u8], max: usize) -> Parse<usize> {
 }
 
 /// Parses a chunk-size line `chunk-size [ chunk-ext ] CRLF` (RFC 9112 §7.1, §7.1.1); returns
-/// the size, capped at [`MAX_CHUNK`]. A bare LF is accepted as line end.
-pub fn chunk_size(b: &[u8]) -> Parse<u64> {
-    let n = match line_end(b, MAX_LINE) {
+/// the size, capped at [`MAX_CHUNK`]. A bare LF is accepted as line end. `from` remembers how
+/// far an incomplete line was searched (the same line presented again with more bytes is not
+/// searched from its start again).
+pub fn chunk_size(b: &[u8], from: &mut Resume) -> Parse<u64> {
+    let n = match line_end(b, MAX_LINE, from) {
         Parse::Ok(n, _) => n,
         Parse::Incomplete(k) => {
             // Reject early when what is there cannot start a chunk-size line.
@@ -423,9 +661,9 @@ pub fn crlf(b: &[u8]) -> Parse<()> {
 }
 
 /// Parses one line of the trailer section (RFC 9112 §7.1.2); `true` for the empty line that
-/// ends it.
-pub fn trailer_line(b: &[u8]) -> Parse<bool> {
-    match line_end(b, MAX_LINE) {
+/// ends it. `from` as for [`chunk_size`].
+pub fn trailer_line(b: &[u8], from: &mut Resume) -> Parse<bool> {
+    match line_end(b, MAX_LINE, from) {
         Parse::Ok(n, _) => Parse::Ok(matches!(b.get(..n), Some(b"\r\n" | b"\n")), n),
         Parse::Incomplete(k) => Parse::Incomplete(k),
         Parse::Invalid => Parse::Invalid,
@@ -475,14 +713,14 @@ mod tests {
 
     #[test]
     fn chunk_lines() {
-        assert_eq!(chunk_size(b"1f\r\n"), Parse::Ok(31, 4));
-        assert_eq!(chunk_size(b"0;ext=1\r\n"), Parse::Ok(0, 9));
-        assert_eq!(chunk_size(b"1f"), Parse::Incomplete(3));
-        assert_eq!(chunk_size(b"zz\r\n"), Parse::Invalid);
-        assert_eq!(chunk_size(b"fffffffffffffffffffff\r\n"), Parse::Invalid);
+        assert_eq!(chunk_size(b"1f\r\n", &mut Resume::default()), Parse::Ok(31, 4));
+        assert_eq!(chunk_size(b"0;ext=1\r\n", &mut Resume::default()), Parse::Ok(0, 9));
+        assert_eq!(chunk_size(b"1f", &mut Resume::default()), Parse::Incomplete(3));
+        assert_eq!(chunk_size(b"zz\r\n", &mut Resume::default()), Parse::Invalid);
+        assert_eq!(chunk_size(b"fffffffffffffffffffff\r\n", &mut Resume::default()), Parse::Invalid);
         assert_eq!(crlf(b"\r\nx"), Parse::Ok((), 2));
         assert_eq!(crlf(b"x"), Parse::Invalid);
-        assert_eq!(trailer_line(b"\r\n"), Parse::Ok(true, 2));
-        assert_eq!(trailer_line(b"X-T: 1\r\n\r\n"), Parse::Ok(false, 8));
+        assert_eq!(trailer_line(b"\r\n", &mut Resume::default()), Parse::Ok(true, 2));
+        assert_eq!(trailer_line(b"X-T: 1\r\n\r\n", &mut Resume::default()), Parse::Ok(false, 8));
     }
 }

@@ -34,6 +34,7 @@ fn feed_interleaved<P: AppParser>(p: &mut P, f: &Flow) -> [Vec<u8>; 2] {
             Feed::Consumed(n) => drop(pending[d].drain(..n)),
             Feed::Need { consumed, .. } => drop(pending[d].drain(..consumed)),
             Feed::Done => done[d] = true,
+            Feed::Invalid { consumed } => panic!("{dir:?} not HTTP after {consumed} bytes"),
         }
     }
     pending
@@ -141,7 +142,7 @@ fn large_bodies_are_skipped_not_buffered() {
         match h.feed(Dir::ToClient, &pending) {
             Feed::Consumed(n) => drop(pending.drain(..n)),
             Feed::Need { consumed, .. } => drop(pending.drain(..consumed)),
-            Feed::Done => panic!("done"),
+            Feed::Done | Feed::Invalid { .. } => panic!("done"),
         }
         max_pending = max_pending.max(pending.len());
     }
@@ -194,6 +195,7 @@ fn connect_tunnel_and_bad_framing() {
     let mut h = Http::default();
     feed_all(&mut h, Dir::ToServer, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n");
     assert_eq!(h.feed(Dir::ToClient, b"HTTP/1.1 200 Connection established\r\n\r\n\x16\x03\x01"), Feed::Consumed(39));
+    // A tunnel's bytes are not HTTP and not rejected: the CONNECT asked for them.
     assert_eq!(h.feed(Dir::ToClient, b"\x16\x03\x01"), Feed::Done);
     assert_eq!(h.feed(Dir::ToServer, b"\x16\x03\x01"), Feed::Done);
     assert_eq!(l7_of(&h)["tunnel"], true);
@@ -214,7 +216,46 @@ fn connect_tunnel_and_bad_framing() {
     let mut h = Http::default();
     let mut long = b"GET / HTTP/1.1\r\nX: ".to_vec();
     long.resize(parser::MAX_HEAD + 10, b'a');
-    assert_eq!(h.feed(Dir::ToServer, &long), Feed::Done);
+    assert_eq!(h.feed(Dir::ToServer, &long), Feed::Invalid { consumed: 0 });
+}
+
+/// After detection the parser keeps validating: bytes where a request or response head must
+/// start that are not one end HTTP ([`Feed::Invalid`] after the whole messages before them),
+/// while bodies, whatever they hold, stay HTTP.
+#[test]
+fn bytes_that_stop_being_http_are_rejected_after_the_messages_before_them() {
+    let req = b"GET / HTTP/1.1\r\nHost: 198.18.0.2\r\n\r\n";
+    let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi";
+    for (dir, first, next) in [
+        (Dir::ToServer, &req[..], &b"*1\r\n$4\r\nPING\r\n"[..]),
+        (Dir::ToServer, req, b"\x16\x03\x01\x00\x05"),
+        (Dir::ToServer, req, b"SSH-2.0-OpenSSH_9.2\r\n"),
+        (Dir::ToClient, resp, b"+PONG\r\n"),
+        (Dir::ToClient, resp, b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"),
+    ] {
+        let mut h = Http::default();
+        if dir == Dir::ToClient {
+            feed_all(&mut h, Dir::ToServer, req);
+        }
+        let mut bytes = first.to_vec();
+        bytes.extend_from_slice(next);
+        assert_eq!(h.feed(dir, &bytes), Feed::Invalid { consumed: first.len() }, "{:?}", String::from_utf8_lossy(next));
+        // The same bytes in a later segment.
+        let mut h = Http::default();
+        if dir == Dir::ToClient {
+            feed_all(&mut h, Dir::ToServer, req);
+        }
+        assert_eq!(h.feed(dir, first), Feed::Consumed(first.len()));
+        assert_eq!(h.feed(dir, next), Feed::Invalid { consumed: 0 });
+    }
+    // Control: a body carrying RESP is HTTP, and the next request is parsed.
+    let mut h = Http::default();
+    let post = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 14\r\n\r\n*1\r\n$4\r\nPING\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    assert_eq!(h.feed(Dir::ToServer, post), Feed::Consumed(post.len()));
+    assert_eq!(l7_of(&h)["requests"], 2);
+    // A prefix of a head is not rejected before its end.
+    let mut h = Http::default();
+    assert!(matches!(h.feed(Dir::ToServer, b"GET / HT"), Feed::Need { consumed: 0, .. }));
 }
 
 #[test]
@@ -440,4 +481,184 @@ fn benign_requests_and_the_e2e_examples() {
     // Not a form: the body is not looked at.
     let json = b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 19\r\n\r\n{\"id\":\"1' OR 1=1\"}";
     assert!(flagged(json).is_none());
+}
+
+// ---- Work per byte (issue 9 item 7): heads and lines trickled in one-byte segments are
+// scanned once, and the incremental scan decides exactly as httparse on the whole prefix.
+
+/// Heads to compare the incremental scan with `httparse` on: the start of every corpus flow
+/// (both ways), edge cases of the grammar, and mutations of all of them.
+fn head_samples() -> Vec<(Dir, Vec<u8>)> {
+    let mut out: Vec<(Dir, Vec<u8>)> = Vec::new();
+    for f in flows().iter().chain(corpus_flows("sqlinjection-http.pcap").iter().step_by(37)) {
+        out.push((Dir::ToServer, f.to_server[..f.to_server.len().min(1200)].to_vec()));
+        out.push((Dir::ToClient, f.to_client[..f.to_client.len().min(1200)].to_vec()));
+    }
+    let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+    for i in 0..100 {
+        many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    for (d, b) in [
+        (Dir::ToServer, &b"\r\n\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"[..]),
+        (Dir::ToServer, b"\r\rGET / HTTP/1.1\r\n\r\n"),
+        (Dir::ToServer, b"GET  / HTTP/1.1\r\n\r\n"),
+        (Dir::ToServer, b"GET / HTTP/1.2\r\n\r\n"),
+        (Dir::ToServer, b"GET / HTTP/1.0\n\n"),
+        (Dir::ToServer, b"GET /\xc3\xa9 HTTP/1.1\r\n\r\n"),
+        (Dir::ToServer, b"GET /\xc3 HTTP/1.1\r\n\r\n"),
+        (Dir::ToServer, b"GET /\x7f HTTP/1.1\r\n\r\n"),
+        (Dir::ToServer, b"G@T / HTTP/1.1\r\n\r\n"),
+        (Dir::ToServer, b"GET / HTTP/1.1\r\nA:\r\nB: \t x \t\r\nC:\n\r\n"),
+        (Dir::ToServer, b"GET / HTTP/1.1\r\nA : b\r\n\r\n"),
+        (Dir::ToServer, b"GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n"),
+        (Dir::ToServer, b"GET / HTTP/1.1\r\nA: b\x00\r\n\r\n"),
+        (Dir::ToServer, b"GET / HTTP/1.1\r\nA: \xff\x80\r\n\r\n"),
+        (Dir::ToServer, b"GET / HTTP/1.1\r\nA: b\rc\r\n\r\n"),
+        (Dir::ToServer, b"GET / HTTP/1.1\r\n\r\r\n"),
+        (Dir::ToServer, &many),
+        (Dir::ToServer, &many[..many.len() - 200]),
+        (Dir::ToClient, b"HTTP/1.1 200 OK\r\nA: b\r\n\r\n"),
+        (Dir::ToClient, b"HTTP/1.1 200\r\n\r\n"),
+        (Dir::ToClient, b"HTTP/1.1 200\n\n"),
+        (Dir::ToClient, b"HTTP/1.1 200 \xff\tok\r\n\r\n"),
+        (Dir::ToClient, b"HTTP/1.1 200 o\x01k\r\n\r\n"),
+        (Dir::ToClient, b"HTTP/1.1 20x OK\r\n\r\n"),
+        (Dir::ToClient, b"HTTP/1.1  200 OK\r\n\r\n"),
+        (Dir::ToClient, b"HTTP/1.1 200 OK\rX\r\n\r\n"),
+        (Dir::ToClient, b"\nHTTP/1.0 404 Not Found\r\n\r\n"),
+    ] {
+        out.push((d, b.to_vec()));
+    }
+    let mut rng = Rng(0x51ed_270b_27a4_3c11);
+    let seeds = out.clone();
+    for (d, seed) in &seeds {
+        for _ in 0..12 {
+            let mut b = seed.clone();
+            for _ in 0..rng.below(4) + 1 {
+                if b.is_empty() {
+                    break;
+                }
+                let at = rng.below(b.len());
+                let c = *b" \t\r\n:/H1.0\x00\x7f\x80\xc3\xffaZ".get(rng.below(17)).unwrap_or(&b'x');
+                match rng.below(3) {
+                    0 => b[at] = c,
+                    1 => b.insert(at, c),
+                    _ => drop(b.remove(at)),
+                }
+            }
+            out.push((*d, b));
+        }
+    }
+    out
+}
+
+#[test]
+fn head_scan_decides_as_httparse_on_every_prefix_however_segmented() {
+    let mut rng = Rng(7);
+    let mut compared = 0;
+    for (dir, b) in head_samples() {
+        let whole = |n: usize| -> String {
+            match dir {
+                Dir::ToServer => format!("{:?}", parser::request(&b[..n])),
+                Dir::ToClient => format!("{:?}", parser::response(&b[..n])),
+            }
+        };
+        // One byte at a time, and in random pieces: each presentation is a longer prefix of
+        // the same bytes, as the stream engine presents them after `Feed::Need`.
+        for random in [false, true] {
+            let mut scan = parser::HeadScan::default();
+            let mut n = 0;
+            while n < b.len() {
+                n += if random { rng.below(40) + 1 } else { 1 };
+                n = n.min(b.len());
+                let got = match dir {
+                    Dir::ToServer => format!("{:?}", scan.request(&b[..n])),
+                    Dir::ToClient => format!("{:?}", scan.response(&b[..n])),
+                };
+                let want = whole(n);
+                assert_eq!(got, want, "{dir:?} {:?} cut at {n}", String::from_utf8_lossy(&b));
+                compared += 1;
+                if !want.starts_with("Incomplete") {
+                    break;
+                }
+            }
+        }
+    }
+    assert!(compared > 50_000, "{compared}");
+}
+
+/// Feeds `bytes` to `h` one byte per segment through the test engine; returns what was left.
+fn trickle(h: &mut Http, dir: Dir, bytes: &[u8]) -> Vec<u8> {
+    let segs: Vec<&[u8]> = bytes.chunks(1).collect();
+    feed_segments(h, dir, &segs)
+}
+
+#[test]
+fn trickled_heads_are_scanned_once() {
+    // A head of n bytes (a long `Cookie`, a long query string of benign words), trickled one
+    // byte per segment: the bytes examined (scan, one httparse run, detectors) stay within a
+    // constant times n, and the record is the same as when it arrives whole.
+    for n in [1024usize, 2048, 4096, 8192, 12 * 1024, parser::MAX_HEAD - 64] {
+        for shape in ["cookie", "query"] {
+            let mut req = b"GET /search?".to_vec();
+            if shape == "query" {
+                while req.len() < n - 40 {
+                    req.extend_from_slice(b"q=apple&");
+                }
+            }
+            req.extend_from_slice(b"x=1 HTTP/1.1\r\nHost: a\r\nCookie: ");
+            while req.len() < n - 4 {
+                req.push(b'c');
+            }
+            req.extend_from_slice(b"\r\n\r\n");
+            let mut whole = Http::default();
+            assert!(feed_all(&mut whole, Dir::ToServer, &req).is_empty());
+            let mut t = Http::default();
+            assert!(trickle(&mut t, Dir::ToServer, &req).is_empty(), "{shape} {n}");
+            assert_eq!(l7_of(&t), l7_of(&whole));
+            assert_eq!(l7_of(&t)["requests"], 1);
+            let per_byte = t.examined() as f64 / req.len() as f64;
+            assert!(per_byte <= 8.0, "{shape} {n}: {} bytes examined for {}", t.examined(), req.len());
+            assert!(whole.examined() <= t.examined());
+        }
+    }
+}
+
+#[test]
+fn trickled_requests_up_to_60k_stay_linear() {
+    // Pipelined requests (long heads, chunked bodies with long chunk extensions and
+    // trailers, form bodies) making n bytes in all, trickled one byte per segment: bytes
+    // examined <= c * n for n from 1 KiB to 60 KiB; whole, the same record.
+    let unit = {
+        let mut u = b"POST /f?a=1&b=2 HTTP/1.1\r\nHost: h\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 23\r\nX-Long: ".to_vec();
+        u.extend(std::iter::repeat_n(b'v', 300));
+        u.extend_from_slice(b"\r\n\r\nname=O%27Reilly&n=2&z\n");
+        u.extend_from_slice(b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=");
+        u.extend(std::iter::repeat_n(b'e', 500));
+        u.extend_from_slice(b"\r\nhello\r\n0\r\nX-Trailer: ");
+        u.extend(std::iter::repeat_n(b't', 400));
+        u.extend_from_slice(b"\r\n\r\n");
+        u
+    };
+    let mut ratios = Vec::new();
+    for n in [1024usize, 4096, 16 * 1024, 32 * 1024, 60 * 1024] {
+        let mut req = Vec::new();
+        while req.len() + unit.len() <= n.max(unit.len()) {
+            req.extend_from_slice(&unit);
+        }
+        let mut whole = Http::default();
+        assert!(feed_all(&mut whole, Dir::ToServer, &req).is_empty());
+        let mut t = Http::default();
+        assert!(trickle(&mut t, Dir::ToServer, &req).is_empty());
+        let m = l7_of(&t);
+        assert_eq!(m, l7_of(&whole));
+        assert_eq!(m["requests"].as_u64(), Some(2 * (req.len() / unit.len()) as u64));
+        assert!(!m.contains_key("violation"));
+        let ratio = t.examined() as f64 / req.len() as f64;
+        assert!(ratio <= 8.0, "{n}: {} examined for {} bytes", t.examined(), req.len());
+        ratios.push(ratio);
+    }
+    // Linear, not merely bounded: the ratio does not grow with n.
+    assert!(ratios.last() <= Some(&(ratios[0] * 1.5)), "{ratios:?}");
 }

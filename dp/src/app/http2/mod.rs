@@ -76,6 +76,9 @@ struct Side {
 #[derive(Debug, Clone, Default)]
 pub struct Http2 {
     side: [Side; 2],
+    /// How far the search for the end of the server's `HTTP/1.1 101` head got (a head trickled
+    /// in small segments is searched once).
+    upgrade_head: crate::rescan::Resume,
     method: Option<Text<16>>,
     authority: Option<Text<128>>,
     path: Option<Text<256>>,
@@ -103,6 +106,9 @@ enum Step {
     Need(usize),
     /// Stop this direction.
     Stop,
+    /// A connection error (RFC 9113 §5.4.1: the peer closes with GOAWAY): not HTTP/2 from here
+    /// ([`Feed::Invalid`]).
+    Invalid,
 }
 
 /// Fields found in one header block.
@@ -154,6 +160,12 @@ fn digits(v: &[u8]) -> Option<u32> {
 }
 
 impl Http2 {
+    /// Bytes examined searching for the end of an `HTTP/1.1 101` head (h2c upgrade): a
+    /// measure of work, proportional to the bytes fed however they were segmented (tests).
+    pub fn examined(&self) -> u64 {
+        self.upgrade_head.examined()
+    }
+
     /// State for a connection upgraded from HTTP/1.1 (`Upgrade: h2c` answered by `101`): the
     /// HTTP/1 request is stream 1 and supplies method, authority, path and user agent. Feed it
     /// from the server's `HTTP/1.1 101` head and the client's preface on.
@@ -185,12 +197,11 @@ impl Http2 {
         let Parse::Ok(h, _) = parser::frame_header(b) else { return Step::Need(parser::FRAME_HEADER) };
         let Some(side) = self.side.get(d).copied() else { return Step::Stop };
         if side.max_frame != 0 && h.len > side.max_frame {
-            self.violation = true; // larger than the receiver allows (§4.2)
+            return Step::Invalid; // larger than the receiver allows (§4.2: FRAME_SIZE_ERROR)
         }
         if let Some(s) = side.cont {
             if h.kind != Kind::Continuation || h.stream != s {
-                self.violation = true; // §6.10: nothing may interrupt a header block
-                return Step::Stop;
+                return Step::Invalid; // §6.10: nothing may interrupt a header block
             }
             if h.flags & parser::FLAG_END_HEADERS != 0 {
                 self.side[d].cont = None;
@@ -204,10 +215,7 @@ impl Http2 {
                 }
                 match parser::block_span(b, hpack::MAX_FRAGS) {
                     Block::Incomplete(k) => Step::Need(k),
-                    Block::Invalid => {
-                        self.violation = true;
-                        Step::Stop
-                    }
+                    Block::Invalid => Step::Invalid, // §4.3: COMPRESSION_ERROR
                     Block::Complete(span) => {
                         self.new_headers(d, h.stream);
                         self.decode_block(d, b.get(..span).unwrap_or_default());
@@ -229,10 +237,7 @@ impl Http2 {
                 }
                 self.skip(d, h.len)
             }
-            Kind::Continuation => {
-                self.violation = true; // no header block open
-                self.skip(d, h.len)
-            }
+            Kind::Continuation => Step::Invalid, // no header block open (§6.10: PROTOCOL_ERROR)
             Kind::Settings => {
                 if h.stream != 0 || !h.len.is_multiple_of(6) || (h.flags & parser::FLAG_END_STREAM != 0 && h.len != 0) {
                     self.violation = true;
@@ -368,6 +373,7 @@ impl AppParser for Http2 {
     const APP: App = App::Http2;
     const PORTS: &'static [u16] = &[50051];
     const TRANSPORT: Transport = Transport::Tcp;
+    const BECOMES: &'static [App] = &[App::Grpc];
 
     fn probe(dir: Dir, data: &[u8]) -> Probe {
         let p = match dir {
@@ -398,7 +404,7 @@ impl AppParser for Http2 {
                     let p = match dir {
                         Dir::ToServer => parser::preface(rest),
                         Dir::ToClient if rest.first() == Some(&b'H') => {
-                            let p = parser::upgrade_head(rest);
+                            let p = parser::upgrade_head_from(rest, &mut self.upgrade_head);
                             if matches!(p, Parse::Ok(..)) {
                                 self.upgraded = true;
                             }
@@ -412,10 +418,7 @@ impl AppParser for Http2 {
                             Step::Took(n)
                         }
                         Parse::Incomplete(k) => Step::Need(k),
-                        Parse::Invalid => {
-                            self.violation = true;
-                            Step::Stop
-                        }
+                        Parse::Invalid => Step::Invalid,
                     }
                 }
                 Phase::Skip(owed) => {
@@ -430,12 +433,20 @@ impl AppParser for Http2 {
                 Step::Took(n) => off += n,
                 Step::Need(k) => return Feed::Need { consumed: off, at_least: k },
                 Step::Stop => self.side[d].phase = Phase::Stopped,
+                Step::Invalid => {
+                    self.violation = true;
+                    self.side[d].phase = Phase::Stopped;
+                    return Feed::Invalid { consumed: off };
+                }
             }
         }
     }
 
-    fn gap(&mut self, dir: Dir, len: usize) {
+    fn gap(&mut self, dir: Dir, len: usize) -> bool {
         let d = dir as usize;
+        if dir == Dir::ToClient {
+            self.upgrade_head.reset();
+        }
         let len = u32::try_from(len).unwrap_or(u32::MAX);
         self.side[d].phase = match self.side[d].phase {
             // A hole inside a skipped payload keeps the framing.
@@ -444,9 +455,11 @@ impl AppParser for Http2 {
             Phase::Stopped => Phase::Stopped,
             _ => {
                 self.gap = true;
-                Phase::Stopped
+                self.side[d].phase = Phase::Stopped;
+                return false;
             }
         };
+        true
     }
 
     fn app(&self) -> App {

@@ -198,15 +198,25 @@ pub fn probe_server_settings(b: &[u8]) -> Parse<()> {
     }
 }
 
+use crate::rescan::Resume;
+
 /// Skips the server's `HTTP/1.1 101` head (h2c upgrade, RFC 7540 §3.2); `Invalid` when the
 /// bytes do not start with it or the head exceeds [`MAX_UPGRADE_HEAD`].
 pub fn upgrade_head(b: &[u8]) -> Parse<()> {
+    upgrade_head_from(b, &mut Resume::default())
+}
+
+/// [`upgrade_head`] on a head presented again with more bytes (the stream engine's contract):
+/// `from` remembers how far the search for its end got, so a head trickled in small segments
+/// is searched once, not again from its start at every segment.
+pub fn upgrade_head_from(b: &[u8], from: &mut Resume) -> Parse<()> {
     let start = b"HTTP/1.1 101";
     let n = b.len().min(start.len());
     if b[..n] != start[..n] {
         return Parse::Invalid;
     }
-    match b.windows(4).take(MAX_UPGRADE_HEAD).position(|w| w == b"\r\n\r\n") {
+    // An end starting within the first MAX_UPGRADE_HEAD bytes.
+    match from.find_seq(b, MAX_UPGRADE_HEAD + 3, b"\r\n\r\n") {
         Some(i) => Parse::Ok((), i + 4),
         None if b.len() >= MAX_UPGRADE_HEAD => Parse::Invalid,
         None => Parse::Incomplete(b.len() + 1),

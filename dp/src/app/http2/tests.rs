@@ -26,6 +26,7 @@ fn feed_interleaved<P: AppParser>(p: &mut P, f: &Flow) -> [Vec<u8>; 2] {
             Feed::Consumed(n) => drop(pending[d].drain(..n)),
             Feed::Need { consumed, .. } => drop(pending[d].drain(..consumed)),
             Feed::Done => done[d] = true,
+            Feed::Invalid { consumed } => panic!("{dir:?} not HTTP/2 after {consumed} bytes"),
         }
     }
     pending
@@ -223,7 +224,7 @@ fn large_data_frames_are_skipped_not_buffered() {
         match p.feed(Dir::ToClient, &pending) {
             Feed::Consumed(n) => drop(pending.drain(..n)),
             Feed::Need { consumed, .. } => drop(pending.drain(..consumed)),
-            Feed::Done => panic!("done"),
+            Feed::Done | Feed::Invalid { .. } => panic!("done"),
         }
         held = held.max(pending.len());
     }
@@ -399,4 +400,57 @@ fn mutated_real_bytes_never_panic() {
 fn state_is_small_and_fixed() {
     let n = std::mem::size_of::<Http2>();
     assert!(n <= 1024, "{n}");
+}
+
+/// After a real gRPC exchange, bytes that are a connection error (a frame larger than the
+/// receiver allows, a header block the decoder rejects, a CONTINUATION with no block open) end
+/// the stream's HTTP/2; an unknown frame type does not (§4.1: ignored).
+#[test]
+fn connection_errors_after_detection_are_invalid() {
+    let f = grpc_flow();
+    let setup = || {
+        let mut p = Http2::default();
+        let left = feed_interleaved(&mut p, &f);
+        assert!(left.iter().all(|l| l.is_empty()));
+        p
+    };
+    // (grpcio allows 4 MiB frames: a request line reads as one larger than that.)
+    for bad in [&frame(9, 0, 1, b"x")[..], b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"] {
+        let mut p = setup();
+        assert_eq!(p.feed(Dir::ToServer, bad), Feed::Invalid { consumed: 0 }, "{bad:?}");
+    }
+    let mut p = setup();
+    let unknown = frame(0xfa, 0, 0, b"abc");
+    assert_eq!(p.feed(Dir::ToServer, &unknown), Feed::Consumed(unknown.len()));
+    // With the default frame size (16 KiB), RESP reads as a frame of 2.7 MB.
+    let mut p = Http2::default();
+    let mut c = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    c.extend_from_slice(&frame(4, 0, 0, b""));
+    assert_eq!(p.feed(Dir::ToServer, &c), Feed::Consumed(c.len()));
+    assert_eq!(p.feed(Dir::ToClient, &frame(4, 0, 0, b"")), Feed::Consumed(9));
+    assert_eq!(p.feed(Dir::ToServer, b"*1\r\n$4\r\nPING\r\n"), Feed::Invalid { consumed: 0 });
+}
+
+#[test]
+fn a_trickled_upgrade_head_is_searched_once() {
+    // A server's `HTTP/1.1 101` head with long fields (close to MAX_UPGRADE_HEAD), trickled one
+    // byte per segment: the same record as whole, and the search for its end examines each byte
+    // a bounded number of times (it was n²/2).
+    let f = grpc_flow();
+    for n in [512usize, 2048, parser::MAX_UPGRADE_HEAD - 64] {
+        let mut to_client = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nX-Pad: ".to_vec();
+        to_client.resize(n - 4, b'p');
+        to_client.extend_from_slice(b"\r\n\r\n");
+        let head = to_client.len();
+        to_client.extend_from_slice(&f.to_client[..f.to_client.len().min(3000)]);
+        let mut whole = Http2::after_upgrade(&Http::default());
+        feed_all(&mut whole, Dir::ToClient, &to_client);
+        let mut t = Http2::after_upgrade(&Http::default());
+        let segs: Vec<&[u8]> = to_client.chunks(1).collect();
+        feed_segments(&mut t, Dir::ToClient, &segs);
+        let m = l7_of(&t);
+        assert_eq!(m, l7_of(&whole));
+        assert_eq!(m["status"], 200, "{m:?}");
+        assert!(t.examined() <= 4 * head as u64, "{n}: {} for {head}", t.examined());
+    }
 }

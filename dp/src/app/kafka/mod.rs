@@ -213,10 +213,12 @@ impl AppParser for Kafka {
             let size = match parser::size(rest, min) {
                 Parse::Ok(s, _) => s,
                 Parse::Incomplete(k) => return Feed::Need { consumed: off, at_least: k },
+                // Negative, too small or over the broker's `socket.request.max.bytes`: the
+                // broker closes the connection; not Kafka.
                 Parse::Invalid => {
                     self.violation = true;
                     self.stopped[d] = true;
-                    continue;
+                    return Feed::Invalid { consumed: off };
                 }
             };
             let total = 4 + size;
@@ -228,7 +230,7 @@ impl AppParser for Kafka {
             if !ok {
                 self.violation = true;
                 self.stopped[d] = true;
-                continue;
+                return Feed::Invalid { consumed: off };
             }
             let take = total.min(rest.len());
             off += take;
@@ -236,12 +238,17 @@ impl AppParser for Kafka {
         }
     }
 
-    fn gap(&mut self, dir: Dir, len: usize) {
+    fn gap(&mut self, dir: Dir, len: usize) -> bool {
         let d = dir as usize;
         self.gap = true;
+        if self.stopped[d] {
+            return true;
+        }
         if !super::skip_gap(&mut self.skip[d], len) {
             self.stopped[d] = true;
+            return false;
         }
+        true
     }
 
     fn l7(&self, out: &mut Map<String, Value>) {

@@ -238,10 +238,11 @@ impl AppParser for Mongodb {
             let h = match parser::header(rest) {
                 Parse::Ok(h, _) => h,
                 Parse::Incomplete(k) => return Feed::Need { consumed: off, at_least: k },
+                // A length or opcode no MongoDB peer sends: not MongoDB.
                 Parse::Invalid => {
                     self.violation = true;
                     self.stopped[d] = true;
-                    continue;
+                    return Feed::Invalid { consumed: off };
                 }
             };
             let window = h.len.min(HEAD);
@@ -255,12 +256,17 @@ impl AppParser for Mongodb {
         }
     }
 
-    fn gap(&mut self, dir: Dir, len: usize) {
+    fn gap(&mut self, dir: Dir, len: usize) -> bool {
         let d = dir as usize;
         self.gap = true;
+        if self.stopped[d] {
+            return true;
+        }
         if !super::skip_gap(&mut self.skip[d], len) {
             self.stopped[d] = true;
+            return false;
         }
+        true
     }
 
     fn l7(&self, out: &mut Map<String, Value>) {

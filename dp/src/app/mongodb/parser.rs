@@ -75,6 +75,10 @@ pub struct Header {
 
 /// Parses the standard message header. Invalid when the length is out of range.
 pub fn header(b: &[u8]) -> Parse<Header> {
+    // The length decides as soon as its 4 bytes are there.
+    if le32(b, 0).is_some_and(|len| usize::try_from(len).map_or(true, |l| !(HEADER..=MAX_MESSAGE).contains(&l))) {
+        return Parse::Invalid;
+    }
     let (Some(len), Some(request_id), Some(response_to), Some(op)) = (le32(b, 0), le32(b, 4), le32(b, 8), le32(b, 12))
     else {
         return Parse::Incomplete(HEADER);

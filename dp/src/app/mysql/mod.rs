@@ -26,6 +26,10 @@
 //! `COM_QUERY` / `COM_STMT_PREPARE` (first and last, [`QUERY_TEXT`] bytes) with a count, the
 //! authentication outcome, and errors (count, first code, SQL state and message).
 //!
+//! After authentication a client packet whose sequence id neither starts a command (0) nor
+//! continues the exchange answers [`Feed::Invalid`]: MySQL itself closes such a connection
+//! ("Got packets out of order"), and other protocols' bytes read as MySQL headers land there.
+//!
 //! Every `COM_QUERY` / `COM_STMT_PREPARE` text (its first [`parser::WINDOW`] bytes) goes to the
 //! statement-level SQL injection detector with MySQL's quoting rules
 //! ([`crate::detect::Threats::sql_in`]).
@@ -60,6 +64,8 @@ struct DirState {
     cont: bool,
     packets: u64,
     mode: Mode,
+    /// Sequence id of the last packet.
+    last_seq: u8,
 }
 
 /// Per-command counters (arrays this long have no `Default`).
@@ -111,6 +117,9 @@ pub struct Mysql {
     first_error: Option<MysqlError>,
     violation: bool,
     gap: bool,
+    /// The server's last packet asks the client for more (an authentication switch or more
+    /// data, a `LOAD DATA LOCAL` file request).
+    awaits_reply: bool,
     threats: crate::detect::Threats,
 }
 
@@ -238,6 +247,18 @@ impl Mysql {
         }
     }
 
+    /// After authentication, a client packet starts a command (sequence id 0) or continues the
+    /// exchange: the next id after the client's last packet (a multi-packet payload, the
+    /// packets of a `LOAD DATA LOCAL` file) or after a server packet that asked for a reply (an
+    /// authentication switch of `COM_CHANGE_USER`, a file request). A server checks this and
+    /// closes the connection otherwise (`ER_NET_PACKETS_OUT_OF_ORDER`).
+    fn seq_ok(&self, seq: u8) -> bool {
+        self.auth_ok != Some(true)
+            || seq == 0
+            || seq == self.d[0].last_seq.wrapping_add(1)
+            || self.awaits_reply && seq == self.d[1].last_seq.wrapping_add(1)
+    }
+
     fn stopped(&self) -> bool {
         self.tls || self.compressed
     }
@@ -281,12 +302,26 @@ impl AppParser for Mysql {
             let Some(h) = parser::header(rest) else {
                 return Feed::Need { consumed: off, at_least: HEADER };
             };
+            if dir == Dir::ToServer && !self.seq_ok(h.seq) {
+                // The server would answer "Got packets out of order" and close: not MySQL.
+                self.violation = true;
+                self.d[d].mode = Mode::Stopped;
+                return Feed::Invalid { consumed: off };
+            }
+            let st = &mut self.d[d];
             let window = h.len.min(WINDOW);
             let Some(p) = rest.get(HEADER..HEADER + window) else {
                 return Feed::Need { consumed: off, at_least: HEADER + window };
             };
             st.packets = st.packets.saturating_add(1);
+            st.last_seq = h.seq;
             let cont = st.cont;
+            if dir == Dir::ToClient {
+                // The first packet of a reply (its id follows the client's) asking for more.
+                self.awaits_reply =
+                    h.seq == self.d[0].last_seq.wrapping_add(1) && !cont && matches!(p.first(), Some(0xfb | 0xfe | 0x01));
+            }
+            let st = &mut self.d[d];
             st.cont = h.len == MAX_PAYLOAD;
             st.skip = h.len - window;
             off += HEADER + window;
@@ -303,14 +338,19 @@ impl AppParser for Mysql {
         }
     }
 
-    fn gap(&mut self, dir: Dir, len: usize) {
+    fn gap(&mut self, dir: Dir, len: usize) -> bool {
         self.gap = true;
+        let stopped = self.stopped();
         let st = &mut self.d[dir as usize];
+        if st.mode == Mode::Stopped || stopped {
+            return true;
+        }
         if st.skip >= len {
             st.skip -= len; // lost bytes were payload being skipped anyway
-        } else {
-            st.mode = Mode::Stopped; // packet boundaries unknown
+            return true;
         }
+        st.mode = Mode::Stopped; // packet boundaries unknown
+        false
     }
 
     fn l7(&self, out: &mut Map<String, Value>) {

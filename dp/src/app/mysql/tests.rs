@@ -210,7 +210,7 @@ fn large_and_multi_packet_queries_are_skipped_not_buffered() {
             Feed::Need { consumed, .. } => {
                 buf.drain(..consumed);
             }
-            Feed::Done => panic!("done"),
+            Feed::Done | Feed::Invalid { .. } => panic!("done"),
         }
         pending = buf.len();
         max_pending = max_pending.max(pending);
@@ -282,4 +282,44 @@ fn mutated_real_bytes_never_panic() {
         feed_segments(&mut s, d, &segs);
         let _ = l7_of(&s);
     }
+}
+
+/// Feeds a flow's segments in capture order (both directions interleaved, as the engine
+/// does); returns the first `Invalid` answer, if any.
+fn feed_in_capture_order(m: &mut Mysql, f: &Flow, then: &[u8]) -> Option<Feed> {
+    let mut pending: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+    let last = (Dir::ToServer, then.to_vec());
+    for (dir, seg) in f.segments.iter().chain(std::iter::once(&last)) {
+        let d = *dir as usize;
+        pending[d].extend_from_slice(seg);
+        match m.feed(*dir, &pending[d]) {
+            Feed::Consumed(n) => drop(pending[d].drain(..n)),
+            Feed::Need { consumed, .. } => drop(pending[d].drain(..consumed)),
+            Feed::Done => pending[d].clear(),
+            r @ Feed::Invalid { .. } => return Some(r),
+        }
+    }
+    None
+}
+
+/// After authentication, bytes of another protocol read as a MySQL packet out of sequence
+/// end the stream's MySQL; real sessions (commands, multi-packet exchanges) never do.
+#[test]
+fn packets_out_of_sequence_after_login_are_invalid() {
+    let mut sessions = 0;
+    for file in ["mysql.pcap", "sqlinjection-mysql.pcap"] {
+        for f in flows(file).iter().take(40) {
+            let mut m = Mysql::default();
+            assert_eq!(feed_in_capture_order(&mut m, f, &packet(0, b"\x0e")), None, "{file} {}", f.client_port);
+            if m.auth_ok != Some(true) || m.stopped() {
+                continue;
+            }
+            sessions += 1;
+            for bad in [&b"*1\r\n$4\r\nPING\r\n"[..], b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"] {
+                let mut m = Mysql::default();
+                assert_eq!(feed_in_capture_order(&mut m, f, bad), Some(Feed::Invalid { consumed: 0 }), "{file}: {bad:?}");
+            }
+        }
+    }
+    assert!(sessions >= 2, "{sessions}");
 }

@@ -45,8 +45,9 @@ impl AppParser for Ntp {
     fn feed(&mut self, dir: Dir, data: &[u8]) -> Feed {
         let d = dir as usize;
         let Parse::Ok(h, _) = parser::packet(data) else {
+            // A datagram that is no NTP packet: the flow stopped being NTP.
             self.malformed = self.malformed.saturating_add(1);
-            return Feed::Consumed(data.len());
+            return Feed::Invalid { consumed: 0 };
         };
         self.packets[d] = self.packets[d].saturating_add(1);
         self.version.get_or_insert(h.version);

@@ -17,6 +17,11 @@
 //! `CommandComplete` count. Directions are parsed independently; a gap stops the direction it
 //! hits unless it falls inside a payload being skipped.
 //!
+//! A message type the protocol does not define (frontend types from the client, backend types
+//! from the server), an impossible length, or a start-up packet that is none answers
+//! [`Feed::Invalid`]: the server (or libpq) closes the connection there, and the engine detects
+//! the app again.
+//!
 //! Every `Query` and `Parse` text (its first [`parser::WINDOW`] bytes) goes to the
 //! statement-level SQL injection detector ([`crate::detect::Threats::sql_in`], standard quoting
 //! with `E'…'` and dollar-quoted strings).
@@ -92,6 +97,8 @@ enum Step {
     Took(usize),
     Need(usize),
     Stop,
+    /// Not PostgreSQL from here ([`Feed::Invalid`]).
+    Invalid,
 }
 
 impl Postgresql {
@@ -135,10 +142,9 @@ impl Postgresql {
         if !(8..=MAX_STARTUP).contains(&len) {
             if after_request {
                 self.encrypted = true; // TLS / GSSAPI bytes after the request was accepted
-            } else {
-                self.violation = true;
+                return Step::Stop;
             }
-            return Step::Stop;
+            return Step::Invalid;
         }
         let window = len.min(WINDOW);
         let Some(body) = rest.get(4..window) else { return Step::Need(window) };
@@ -163,10 +169,9 @@ impl Postgresql {
             Untyped::Other(_) => {
                 if after_request {
                     self.encrypted = true;
-                } else {
-                    self.violation = true;
+                    return Step::Stop;
                 }
-                return Step::Stop;
+                return Step::Invalid;
             }
         }
         self.d[0].skip = len - window;
@@ -175,10 +180,14 @@ impl Postgresql {
 
     /// One typed message of direction `d`: header checks, then `handle` over its window.
     fn typed(&mut self, d: usize, rest: &[u8]) -> Step {
-        let Some((t, len)) = parser::typed(rest) else { return Step::Need(5) };
-        if !(4..=MAX_MESSAGE).contains(&len) {
-            self.violation = true;
-            return Step::Stop;
+        let Some((t, len)) = parser::typed(rest) else {
+            // Reject a bad type as soon as it arrives.
+            return if rest.first().is_some_and(|t| !known_type(d, *t)) { Step::Invalid } else { Step::Need(5) };
+        };
+        // A server closes the connection on an unknown frontend message type ("invalid frontend
+        // message type"), libpq on an unknown backend one ("lost synchronization").
+        if !(4..=MAX_MESSAGE).contains(&len) || !known_type(d, t) {
+            return Step::Invalid;
         }
         let window = (len - 4).min(WINDOW);
         let Some(body) = rest.get(5..5 + window) else { return Step::Need(5 + window) };
@@ -263,6 +272,14 @@ impl Postgresql {
     }
 }
 
+/// Message types of protocol 3.0 (PostgreSQL "Message Formats"): frontend (`d` 0), backend
+/// (`d` 1).
+fn known_type(d: usize, t: u8) -> bool {
+    const FRONTEND: &[u8] = b"BCdcfDEHFpPQSX";
+    const BACKEND: &[u8] = b"RK23CdcGHWDIEVvnNAtS1sZT";
+    if d == Dir::ToServer as usize { FRONTEND.contains(&t) } else { BACKEND.contains(&t) }
+}
+
 impl AppParser for Postgresql {
     const APP: App = App::Postgresql;
     const PORTS: &'static [u16] = &[5432, 5433, 6432];
@@ -315,18 +332,28 @@ impl AppParser for Postgresql {
                 Step::Took(n) => off += n,
                 Step::Need(k) => return Feed::Need { consumed: off, at_least: k },
                 Step::Stop => return self.stop(d, data.len()),
+                Step::Invalid => {
+                    self.violation = true;
+                    self.d[d].phase = Phase::Stopped;
+                    return Feed::Invalid { consumed: off };
+                }
             }
         }
     }
 
-    fn gap(&mut self, dir: Dir, len: usize) {
+    fn gap(&mut self, dir: Dir, len: usize) -> bool {
         self.gap = true;
+        let encrypted = self.encrypted;
         let st = &mut self.d[dir as usize];
+        if st.phase == Phase::Stopped || encrypted {
+            return true;
+        }
         if st.skip >= len {
             st.skip -= len; // lost bytes were payload being skipped anyway
-        } else {
-            st.phase = Phase::Stopped; // message boundaries unknown
+            return true;
         }
+        st.phase = Phase::Stopped; // message boundaries unknown
+        false
     }
 
     fn l7(&self, out: &mut Map<String, Value>) {

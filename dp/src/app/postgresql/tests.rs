@@ -205,7 +205,7 @@ fn large_messages_are_skipped_not_buffered() {
         match p.feed(Dir::ToServer, &buf) {
             Feed::Consumed(n) => drop(buf.drain(..n)),
             Feed::Need { consumed, .. } => drop(buf.drain(..consumed)),
-            Feed::Done => panic!("done"),
+            Feed::Done | Feed::Invalid { .. } => panic!("done"),
         }
         max_pending = max_pending.max(buf.len());
     }
@@ -291,4 +291,29 @@ fn mutated_real_bytes_never_panic() {
         feed_segments(&mut p, d, &segs);
         let _ = l7_of(&p);
     }
+}
+
+/// After a real session, bytes whose message type the protocol does not define end the
+/// stream's PostgreSQL (the server closes on them); a known type is still PostgreSQL.
+#[test]
+fn unknown_message_types_after_detection_are_invalid() {
+    for f in flows() {
+        let mut p = Postgresql::default();
+        assert!(feed_all(&mut p, Dir::ToServer, &f.to_server).is_empty());
+        if p.d[0].phase != Phase::Typed {
+            continue;
+        }
+        for bad in [&b"*1\r\n$4\r\nPING\r\n"[..], b"GET / HTTP/1.1\r\n", b"R\x00\x00\x00\x08\x00\x00\x00\x00", b"Q\x00\x00\x00\x02"] {
+            let mut q = p.clone();
+            assert_eq!(q.feed(Dir::ToServer, bad), Feed::Invalid { consumed: 0 }, "{bad:?}");
+        }
+        let mut q = p.clone();
+        assert_eq!(q.feed(Dir::ToServer, b"Q\x00\x00\x00\x0dSELECT 1\x00"), Feed::Consumed(14));
+        let mut q = p.clone();
+        assert!(feed_all(&mut q, Dir::ToClient, &f.to_client).is_empty());
+        assert_eq!(q.feed(Dir::ToClient, b"Q\x00\x00\x00\x0dSELECT 1\x00"), Feed::Invalid { consumed: 0 }, "a frontend type from the server");
+    }
+    // A start-up packet that is none.
+    let mut p = Postgresql::default();
+    assert_eq!(p.feed(Dir::ToServer, b"\x00\x00\x00\x08\x00\x09\x00\x00"), Feed::Invalid { consumed: 0 });
 }

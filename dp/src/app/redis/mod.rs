@@ -18,12 +18,17 @@
 //! text, 128 bytes), RESP3 (`HELLO 3` from the client, or RESP3-only types from the server).
 //! After a gap the client direction resynchronises on the next `\r\n*` (a gap inside a bulk being
 //! skipped just shortens the skip); the server direction stops.
+//!
+//! Bytes that cannot be RESP (no type byte where a token starts, a bad length, an aggregate
+//! deeper than [`MAX_DEPTH`], an inline `POST` or `Host:` line, which Redis closes the
+//! connection on) answer [`Feed::Invalid`]: the engine detects the app again from there.
 
 pub mod parser;
 
 use serde_json::{Map, Value};
 
 use super::{text, App, AppParser, Dir, Feed, Probe, Text, Transport};
+use crate::rescan::Resume;
 use parser::{Header, Line};
 
 /// Deepest aggregate nesting followed; deeper is a violation.
@@ -77,6 +82,9 @@ struct Walker {
     arg: u32,
     /// Client: the current command is `HELLO`.
     hello: bool,
+    /// How far the search for the end of the line being received got (a line trickled in
+    /// small segments is searched once).
+    line: Resume,
 }
 
 /// Per-session Redis state: fixed size, no heap.
@@ -103,6 +111,12 @@ enum Step {
 }
 
 impl Redis {
+    /// Bytes examined searching for line ends (both directions): a measure of work that stays
+    /// proportional to the bytes fed however they were segmented (tests).
+    pub fn examined(&self) -> u64 {
+        self.w.iter().map(|w| w.line.examined()).sum()
+    }
+
     /// Command names seen (first [`MAX_NAMES`] distinct, uppercased).
     pub fn command_names(&self) -> impl Iterator<Item = &str> {
         self.names.iter().take(self.n_names).map(|t| t.as_str())
@@ -222,7 +236,7 @@ impl Redis {
 
     /// One inline command line (client direction, top level, not starting with `*`).
     fn inline(&mut self, d: usize, rest: &[u8]) -> Step {
-        let (l, n, complete) = match parser::inline_line(rest) {
+        let (l, n, complete) = match parser::inline_line(rest, &mut self.w[d].line) {
             Some((l, n)) => (l, n, true),
             None if rest.len() < parser::MAX_LINE => return Step::Need(rest.len() + 1),
             None => (rest, 0, false),
@@ -231,6 +245,11 @@ impl Redis {
         let Some(first) = words.next() else {
             return Step::Took(n); // empty line: ignored by Redis too
         };
+        if first.eq_ignore_ascii_case(b"POST") || first.eq_ignore_ascii_case(b"Host:") {
+            // An HTTP request: Redis treats these as a cross-protocol attack and closes the
+            // connection ("Possible SECURITY ATTACK detected").
+            return Step::Bad;
+        }
         self.record_name(first);
         if first.eq_ignore_ascii_case(b"HELLO") && words.next() == Some(b"3") {
             self.hello3 = true;
@@ -247,7 +266,7 @@ impl Redis {
 
     /// One RESP token (header line, and a small wanted bulk whole).
     fn token(&mut self, d: usize, rest: &[u8]) -> Step {
-        let (l, n) = match parser::line(rest) {
+        let (l, n) = match parser::line_from(rest, &mut self.w[d].line) {
             Line::Ok(l, n) => (l, n),
             Line::Partial => return Step::Need(rest.len() + 1),
             Line::TooLong => {
@@ -409,28 +428,38 @@ impl AppParser for Redis {
                 self.token(d, rest)
             };
             match step {
-                Step::Took(n) => off += n,
+                Step::Took(n) => {
+                    off += n;
+                    self.w[d].line.reset();
+                }
                 Step::Need(k) => return Feed::Need { consumed: off, at_least: k },
                 Step::Bad => {
+                    // No RESP type where one must start, an impossible length or nesting: the
+                    // stream stopped being RESP (Redis itself answers a protocol error and
+                    // closes the connection).
                     self.violation = true;
-                    return self.stop(d, data.len());
+                    self.w[d].mode = Mode::Stopped;
+                    return Feed::Invalid { consumed: off };
                 }
             }
         }
     }
 
-    fn gap(&mut self, dir: Dir, len: usize) {
+    fn gap(&mut self, dir: Dir, len: usize) -> bool {
         let d = dir as usize;
         self.gap = true;
         let w = &mut self.w[d];
-        if w.mode != Mode::Active {
-            return;
+        w.line.reset();
+        if w.mode == Mode::Stopped {
+            return true;
         }
-        if w.skip >= len as u64 {
+        if w.mode == Mode::Active && w.skip >= len as u64 {
             w.skip -= len as u64; // lost bytes were payload being skipped anyway
-            return;
+            return true;
         }
+        // Resynchronising skips what comes before the next `\r\n*` unread: not validated.
         w.mode = if dir == Dir::ToServer { Mode::Resync } else { Mode::Stopped };
+        false
     }
 
     fn l7(&self, out: &mut Map<String, Value>) {

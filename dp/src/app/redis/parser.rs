@@ -7,6 +7,8 @@
 //! aggregate (ended by `.`) or a streamed string (ended by `;0`). Payloads are not part of a
 //! token: the caller skips them (they may be up to 512 MB and are never buffered).
 
+use crate::rescan::Resume;
+
 /// Longest header line parsed in one piece (bytes, CRLF included). Longer `+`, `-`, `(` lines and
 /// inline commands are skipped in a streaming way; longer lines of other types are violations.
 pub const MAX_LINE: usize = 4096;
@@ -29,8 +31,15 @@ pub enum Line<'a> {
 
 /// Finds the first CRLF-terminated line of `b` (the `\r` must directly precede the `\n`).
 pub fn line(b: &[u8]) -> Line<'_> {
+    line_from(b, &mut Resume::default())
+}
+
+/// [`line`] on a line presented again with more bytes (the stream engine's contract): `from`
+/// remembers how far the search for its LF got, so a line trickled in small segments is
+/// searched once, not again from its start at every segment.
+pub fn line_from<'a>(b: &'a [u8], from: &mut Resume) -> Line<'a> {
     let window = &b[..b.len().min(MAX_LINE)];
-    match window.iter().position(|&c| c == b'\n') {
+    match from.find(window, MAX_LINE, b'\n') {
         Some(i) if i > 0 && window.get(i - 1) == Some(&b'\r') => Line::Ok(&window[..i - 1], i + 1),
         Some(_) => Line::TooLong, // bare LF: not RESP; treated like an overlong line by callers
         None if b.len() >= MAX_LINE => Line::TooLong,
@@ -40,10 +49,10 @@ pub fn line(b: &[u8]) -> Line<'_> {
 
 /// Finds the first LF-terminated line (inline commands: Redis splits on `\n` and trims `\r`).
 /// Returns the line without `\r\n` / `\n` and the bytes it took; `None` if there is no LF within
-/// [`MAX_LINE`] bytes.
-pub fn inline_line(b: &[u8]) -> Option<(&[u8], usize)> {
+/// [`MAX_LINE`] bytes. `from` as for [`line_from`].
+pub fn inline_line<'a>(b: &'a [u8], from: &mut Resume) -> Option<(&'a [u8], usize)> {
     let window = &b[..b.len().min(MAX_LINE)];
-    let i = window.iter().position(|&c| c == b'\n')?;
+    let i = from.find(window, MAX_LINE, b'\n')?;
     let l = &window[..i];
     Some((l.strip_suffix(b"\r").unwrap_or(l), i + 1))
 }
@@ -236,7 +245,7 @@ mod tests {
         assert_eq!(line(b"+OK\r"), Line::Partial);
         assert_eq!(line(b"+OK\n"), Line::TooLong);
         assert_eq!(line(&[b'+'; MAX_LINE]), Line::TooLong);
-        assert_eq!(inline_line(b"PING\r\n"), Some((&b"PING"[..], 6)));
+        assert_eq!(inline_line(b"PING\r\n", &mut Resume::default()), Some((&b"PING"[..], 6)));
         assert_eq!(int(b"-12"), Some(-12));
         assert_eq!(int(b"1234567890123456789"), None);
     }

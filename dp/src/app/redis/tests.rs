@@ -278,10 +278,32 @@ fn depth_and_lengths_are_capped() {
     let mut r = Redis::default();
     r.feed(Dir::ToClient, b"*-5\r\n");
     assert_eq!(l7_of(&r)["violation"], true);
-    // Both directions broken: the parser is done.
+    // Bytes that are no RESP: the stream stopped being Redis from the bad token on.
     let mut r = Redis::default();
-    r.feed(Dir::ToClient, b"@@@\r\n");
-    assert_eq!(r.feed(Dir::ToServer, b"*1\r\n@\r\n"), Feed::Done);
+    assert_eq!(r.feed(Dir::ToClient, b"@@@\r\n"), Feed::Invalid { consumed: 0 });
+    assert_eq!(r.feed(Dir::ToServer, b"*1\r\n@\r\n"), Feed::Invalid { consumed: 4 });
+}
+
+/// After detection: a valid command, then what Redis itself refuses, answers `Invalid` after
+/// the valid bytes; what Redis accepts (inline lines, any bulk content) does not.
+#[test]
+fn what_redis_refuses_after_detection_is_invalid() {
+    let ping = b"*1\r\n$4\r\nPING\r\n";
+    for bad in [&b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..], b"POST / HTTP/1.1\r\n", b"*x\r\n", b"*1\r\n$-7\r\n"] {
+        let mut r = Redis::default();
+        let mut bytes = ping.to_vec();
+        bytes.extend_from_slice(bad);
+        match r.feed(Dir::ToServer, &bytes) {
+            Feed::Invalid { consumed } => assert!(consumed >= ping.len(), "{consumed}: {bad:?}"),
+            other => panic!("{other:?}: {bad:?}"),
+        }
+    }
+    let mut r = Redis::default();
+    let ok = b"*1\r\n$4\r\nPING\r\nGET k\r\n*2\r\n$3\r\nGET\r\n$5\r\n\x00\x01\xff\r\n\r\n";
+    assert_eq!(r.feed(Dir::ToServer, ok), Feed::Consumed(ok.len()));
+    let mut r = Redis::default();
+    assert_eq!(r.feed(Dir::ToClient, b"+PONG\r\n"), Feed::Consumed(7));
+    assert_eq!(r.feed(Dir::ToClient, b"HTTP/1.1 200 OK\r\n"), Feed::Invalid { consumed: 0 });
 }
 
 #[test]
@@ -333,5 +355,40 @@ fn mutated_real_bytes_never_panic() {
         let segs: Vec<&[u8]> = buf.chunks(1 + (rnd() % 700) as usize).collect();
         feed_segments(&mut r, d, &segs);
         let _ = l7_of(&r);
+    }
+}
+
+#[test]
+fn trickled_lines_are_searched_once() {
+    // Inline commands and RESP header lines up to MAX_LINE, n bytes in all (1 KiB to 60 KiB),
+    // trickled one byte per segment: the record of the whole stream, and bytes examined
+    // searching for line ends <= 2 n (it was n²/2 per line).
+    for n in [1024usize, 4096, 16 * 1024, 60 * 1024] {
+        let len = n.min(parser::MAX_LINE) - 2;
+        let mut cmd = b"SET k ".to_vec();
+        cmd.resize(len, b'v');
+        cmd.extend_from_slice(b"\r\n");
+        let mut reply = b"+".to_vec();
+        reply.resize(len, b'o');
+        reply.extend_from_slice(b"\r\n");
+        for (dir, unit) in [(Dir::ToServer, &cmd), (Dir::ToClient, &reply)] {
+            let mut bytes = Vec::new();
+            while bytes.len() + unit.len() <= n {
+                bytes.extend_from_slice(unit);
+            }
+            let mut whole = Redis::default();
+            feed_all(&mut whole, dir, &bytes);
+            let m = l7_of(&whole);
+            assert!(!m.contains_key("violation"), "{m:?}");
+            let mut t = Redis::default();
+            let segs: Vec<&[u8]> = bytes.chunks(1).collect();
+            feed_segments(&mut t, dir, &segs);
+            assert_eq!(l7_of(&t), m, "{dir:?} {n}");
+            assert!(t.examined() <= 2 * bytes.len() as u64, "{dir:?} {n}: {} for {}", t.examined(), bytes.len());
+        }
+        let mut t = Redis::default();
+        let segs: Vec<&[u8]> = cmd.chunks(1).collect();
+        feed_segments(&mut t, Dir::ToServer, &segs);
+        assert_eq!(l7_of(&t)["inline_commands"], 1, "{:?}", l7_of(&t));
     }
 }

@@ -204,14 +204,18 @@ impl Spark {
         }
     }
 
-    fn stop(&mut self, d: usize) {
-        // After an auth engine handshake the channel is encrypted: unreadable, not malformed.
+    /// Stops direction `d` at `off`: `Some(Invalid)` when the bytes there are not Spark's
+    /// framing (after an auth engine handshake the channel is encrypted: unreadable, not
+    /// malformed, and `None`).
+    fn stop(&mut self, d: usize, off: usize) -> Option<Feed> {
+        self.side[d].stopped = true;
         if self.auth.is_some() {
             self.encrypted = true;
+            None
         } else {
             self.violation = true;
+            Some(Feed::Invalid { consumed: off })
         }
-        self.side[d].stopped = true;
     }
 }
 
@@ -396,20 +400,26 @@ impl AppParser for Spark {
                 Parse::Ok(f, _) => f,
                 Parse::Incomplete(k) => return Feed::Need { consumed: off, at_least: k },
                 Parse::Invalid => {
-                    self.stop(d);
+                    if let Some(f) = self.stop(d, off) {
+                    return f;
+                    }
                     continue;
                 }
             };
             let whole = matches!(f.ty, parser::STREAM_RESPONSE | parser::UPLOAD_STREAM);
             if whole && f.len > MAX_WHOLE {
-                self.stop(d);
+                if let Some(f) = self.stop(d, off) {
+                return f;
+                }
                 continue;
             }
             // Both bounded: by MAX_WHOLE or by HEAD.
             let window = if whole { f.len as usize } else { f.len.min(HEAD as u64) as usize };
             let Some(w) = rest.get(..window) else { return Feed::Need { consumed: off, at_least: window } };
             let Some(h) = parser::header(w, &f) else {
-                self.stop(d);
+                if let Some(f) = self.stop(d, off) {
+                return f;
+                }
                 continue;
             };
             self.on_frame(d, &f, &h, w);
@@ -421,12 +431,17 @@ impl AppParser for Spark {
         }
     }
 
-    fn gap(&mut self, dir: Dir, len: usize) {
+    fn gap(&mut self, dir: Dir, len: usize) -> bool {
         let s = &mut self.side[dir as usize];
         self.gap = true;
+        if s.stopped {
+            return true;
+        }
         if !super::skip_gap(&mut s.skip, len) {
             s.stopped = true;
+            return false;
         }
+        true
     }
 
     fn l7(&self, out: &mut Map<String, Value>) {

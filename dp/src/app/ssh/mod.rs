@@ -3,6 +3,11 @@
 //! the negotiated key exchange, host key and cipher algorithms. After NEWKEYS a direction is
 //! encrypted and is no longer parsed; once both are, the parser is done.
 //!
+//! Until then bytes that cannot be SSH answer [`Feed::Invalid`] (the engine detects the app
+//! again): a client's first line that is not an identification, a cleartext packet with an
+//! impossible length or padding. Encrypted packets cannot be told
+//! from other bytes (their lengths are encrypted with most ciphers): they are not validated.
+//!
 //! Negotiation follows RFC 4253 §7.1 in its simple form: the first algorithm on the client's
 //! list that the server also lists (the extra compatibility conditions on kex/host-key pairs are
 //! not checked). The first KEXINIT's lists are remembered as hashes of at most
@@ -41,6 +46,9 @@ struct Side {
     stage: Stage,
     packets: u32,
     kexinit: bool,
+    /// How far the line being received was searched (lines trickled in small segments are
+    /// examined once).
+    line: crate::rescan::Resume,
 }
 
 /// Hashes of one algorithm name-list, in order.
@@ -108,6 +116,13 @@ pub struct Ssh {
 }
 
 impl Ssh {
+    /// Bytes examined searching for the ends of lines before the binary packets (both
+    /// directions): a measure of work, proportional to the bytes fed however they were
+    /// segmented (tests).
+    pub fn examined(&self) -> u64 {
+        self.sides.iter().map(|s| s.line.examined()).sum()
+    }
+
     fn done(&self) -> bool {
         self.sides.iter().all(|s| matches!(s.stage, Stage::Encrypted | Stage::Lost))
     }
@@ -156,7 +171,7 @@ impl AppParser for Ssh {
             }
             match self.sides[d].stage {
                 Stage::Start => self.sides[d].stage = Stage::Ident(0),
-                Stage::Ident(pre) => match parser::line(rest) {
+                Stage::Ident(pre) => match parser::line_from(rest, &mut self.sides[d].line) {
                     Parse::Ok(Line::Ident(id), n) => {
                         let line = &rest[..n];
                         let line = line.strip_suffix(b"\n").unwrap_or(line);
@@ -171,7 +186,14 @@ impl AppParser for Ssh {
                         self.sides[d].stage = Stage::Ident(pre + 1);
                         off += n;
                     }
-                    Parse::Ok(Line::Other, _) | Parse::Invalid => self.lose(d),
+                    // More or longer lines before a server's identification than we follow
+                    // (OpenSSH accepts up to 1024 lines of 8 KiB): stop reading.
+                    Parse::Ok(Line::Other, _) | Parse::Invalid if dir == Dir::ToClient => self.lose(d),
+                    // A client's first line that is not an identification: not SSH.
+                    Parse::Ok(Line::Other, _) | Parse::Invalid => {
+                        self.lose(d);
+                        return Feed::Invalid { consumed: off };
+                    }
                     Parse::Incomplete(k) => return Feed::Need { consumed: off, at_least: k },
                 },
                 Stage::Packets => match parser::packet(rest) {
@@ -191,7 +213,11 @@ impl AppParser for Ssh {
                         off += n;
                     }
                     Parse::Incomplete(k) => return Feed::Need { consumed: off, at_least: k },
-                    Parse::Invalid => self.lose(d),
+                    // A cleartext packet with an impossible length or padding: not SSH.
+                    Parse::Invalid => {
+                        self.lose(d);
+                        return Feed::Invalid { consumed: off };
+                    }
                 },
                 Stage::Encrypted | Stage::Lost => {
                     return if self.done() { Feed::Done } else { Feed::Consumed(data.len()) };
@@ -200,12 +226,15 @@ impl AppParser for Ssh {
         }
     }
 
-    fn gap(&mut self, dir: Dir, _len: usize) {
+    fn gap(&mut self, dir: Dir, _len: usize) -> bool {
         let side = &mut self.sides[dir as usize];
-        if side.stage != Stage::Encrypted {
-            // Lines and packets are framed by content and length: a gap loses the framing.
-            side.stage = Stage::Lost;
+        side.line.reset();
+        if matches!(side.stage, Stage::Encrypted | Stage::Lost) {
+            return true;
         }
+        // Lines and packets are framed by content and length: a gap loses the framing.
+        side.stage = Stage::Lost;
+        false
     }
 
     fn l7(&self, out: &mut Map<String, Value>) {

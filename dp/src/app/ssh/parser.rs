@@ -15,6 +15,8 @@ pub use crate::app::Parse;
 
 use ssh_parser::{parse_ssh_packet, SshPacket};
 
+use crate::rescan::Resume;
+
 /// Longest identification (or preceding) line, CR LF included (RFC 4253 §4.2).
 pub const MAX_LINE: usize = 255;
 /// Lines a server may send before its identification that are accepted.
@@ -82,8 +84,18 @@ fn ident_prefix(b: &[u8]) -> Option<bool> {
 
 /// Parses one line (identification or another server line).
 pub fn line(b: &[u8]) -> Parse<Line<'_>> {
+    line_from(b, &mut Resume::default())
+}
+
+/// [`line`] on a line presented again with more bytes (the stream engine's contract): `from`
+/// remembers how far the search for its LF (and the check for NUL bytes) got, so a line
+/// trickled in small segments is examined once, not again from its start at every segment.
+pub fn line_from<'a>(b: &'a [u8], from: &mut Resume) -> Parse<Line<'a>> {
+    // The bytes searched before hold no NUL: a line with one was rejected then (an
+    // identification prefix has none either).
+    let checked = from.searched().min(b.len());
     let window = &b[..b.len().min(MAX_LINE)];
-    let Some(lf) = window.iter().position(|&c| c == b'\n') else {
+    let Some(lf) = from.find(window, MAX_LINE, b'\n') else {
         if b.len() >= MAX_LINE {
             return Parse::Invalid;
         }
@@ -94,7 +106,7 @@ pub fn line(b: &[u8]) -> Parse<Line<'_>> {
                 Some(_) => Parse::Incomplete(b.len() + 1),
             };
         }
-        if b.contains(&0) {
+        if b[checked..].contains(&0) {
             return Parse::Invalid;
         }
         return Parse::Incomplete(b.len() + 1);

@@ -127,8 +127,15 @@ fn oversized_and_malformed_packets() {
     assert_eq!(parser::packet(b"\x00\x00\x00\x05\x04"), Parse::Invalid); // no payload
     assert_eq!(parser::packet(b"\x00\x00\x00\x0c\x0a\x15"), Parse::Incomplete(16));
     let mut t = Ssh::default();
-    feed_all(&mut t, Dir::ToServer, b"SSH-2.0-x\r\n\xff\xff\xff\xff\x04");
+    assert_eq!(t.feed(Dir::ToServer, b"SSH-2.0-x\r\n\xff\xff\xff\xff\x04"), Feed::Invalid { consumed: 11 });
     assert_eq!(l7_of(&t)["violation"], true);
+    // A client whose first line is no identification (the server's banner decided SSH).
+    let mut t = Ssh::default();
+    assert_eq!(t.feed(Dir::ToClient, b"SSH-2.0-OpenSSH_9.2\r\n"), Feed::Consumed(21));
+    assert_eq!(t.feed(Dir::ToServer, b"*1\r\n$4\r\nPING\r\n"), Feed::Invalid { consumed: 0 });
+    // Lines before the server's identification are SSH (RFC 4253 §4.2).
+    let mut t = Ssh::default();
+    assert_eq!(t.feed(Dir::ToClient, b"hello there\r\nSSH-2.0-x\r\n"), Feed::Consumed(24));
 }
 
 #[test]
@@ -203,4 +210,34 @@ fn random_bytes_do_not_match_and_mutations_never_panic() {
         // The KEXINIT decoder alone on mutated packets.
         let _ = parser::kexinit(&b);
     }
+}
+
+#[test]
+fn trickled_lines_are_examined_once() {
+    // A server's MAX_PRE_LINES lines of 250 bytes before its identification, then the real
+    // server bytes, trickled one byte per segment: the same record as whole, and the bytes
+    // examined searching for line ends stay <= 2 n (they were up to n²/2 per line).
+    let f = corpus_flows("ssh.pcap").into_iter().find(|f| !f.to_client.is_empty()).expect("a flow");
+    let mut bytes = Vec::new();
+    for i in 0..parser::MAX_PRE_LINES {
+        let mut l = format!("banner line {i} ").into_bytes();
+        l.resize(parser::MAX_LINE - 5, b'.');
+        l.extend_from_slice(b"\r\n");
+        bytes.extend_from_slice(&l);
+    }
+    let lines = bytes.len();
+    bytes.extend_from_slice(&f.to_client);
+    let mut whole = Ssh::default();
+    feed_all(&mut whole, Dir::ToClient, &bytes);
+    let m = l7_of(&whole);
+    assert!(m.contains_key("server_version") && !m.contains_key("violation"), "{m:?}");
+    let mut t = Ssh::default();
+    let segs: Vec<&[u8]> = bytes.chunks(1).collect();
+    feed_segments(&mut t, Dir::ToClient, &segs);
+    assert_eq!(l7_of(&t), m);
+    assert!(t.examined() <= 2 * lines as u64 + 512, "{} for {lines}", t.examined());
+    // A NUL in a later segment of a line is still a violation.
+    let mut t = Ssh::default();
+    feed_segments(&mut t, Dir::ToClient, &[b"some text", b" more", b"\0", b" end\r\n"]);
+    assert_eq!(l7_of(&t)["violation"], true);
 }

@@ -50,6 +50,9 @@ struct DirState {
     stopped: bool,
     packets: u64,
     messages: u64,
+    /// How far the packets of the message being received were walked (a message cut into
+    /// many small packets is walked once).
+    gather: parser::GatherWalk,
 }
 
 /// The first ERROR token.
@@ -110,9 +113,17 @@ enum Step {
     Took(usize),
     Need(usize),
     Stop,
+    /// Not TDS from here ([`Feed::Invalid`]).
+    Invalid,
 }
 
 impl Tds {
+    /// Bytes examined walking the packets of messages (both directions): a measure of work,
+    /// proportional to the bytes fed however they were segmented (tests).
+    pub fn examined(&self) -> u64 {
+        self.d.iter().map(|d| d.gather.examined()).sum()
+    }
+
     /// Text of the first SQL statement (SQLBatch, RPC statement or TDS 5.0 language command),
     /// first [`QUERY_TEXT`] bytes.
     pub fn first_query(&self) -> Option<&str> {
@@ -155,8 +166,7 @@ impl Tds {
             Parse::Ok(h, _) => h,
             Parse::Incomplete(n) => return Step::Need(n),
             Parse::Invalid => {
-                self.violation = true;
-                return Step::Stop;
+                return Step::Invalid;
             }
         };
         let known = match dir {
@@ -164,20 +174,18 @@ impl Tds {
             Dir::ToClient => matches!(h.ptype, parser::TABULAR | parser::PRELOGIN),
         };
         if !known {
-            self.violation = true;
-            return Step::Stop;
+            return Step::Invalid;
         }
         let window = match (dir, h.ptype) {
             (Dir::ToServer, parser::SQL_BATCH | parser::TDS5_NORMAL | parser::RPC) => SQL_WINDOW,
             (_, parser::PRELOGIN | parser::LOGIN7 | parser::LOGIN5 | parser::TABULAR) => HEAD_WINDOW,
             _ => 0,
         };
-        let g = match parser::gather(rest, window) {
+        let g = match parser::gather_from(rest, window, &mut self.d[d].gather) {
             Parse::Ok(g, _) => g,
             Parse::Incomplete(n) => return Step::Need(n),
             Parse::Invalid => {
-                self.violation = true;
-                return Step::Stop;
+                return Step::Invalid;
             }
         };
         let st = &mut self.d[d];
@@ -398,33 +406,46 @@ impl AppParser for Tds {
                         Step::Took(HEADER)
                     }
                     Parse::Incomplete(n) => Step::Need(n),
-                    _ => {
-                        self.violation = true;
-                        Step::Stop
-                    }
+                    _ => Step::Invalid,
                 }
             } else {
                 self.message(dir, rest)
             };
             match step {
-                Step::Took(n) => off += n,
+                Step::Took(n) => {
+                    off += n;
+                    self.d[d].gather.reset();
+                }
                 Step::Need(k) => return Feed::Need { consumed: off, at_least: k },
                 Step::Stop => {
                     self.d[d].stopped = true;
                     return Feed::Done;
                 }
+                // An impossible header, a packet type the direction never carries, a broken
+                // multi-packet message: SQL Server closes the connection; not TDS.
+                Step::Invalid => {
+                    self.violation = true;
+                    self.d[d].stopped = true;
+                    return Feed::Invalid { consumed: off };
+                }
             }
         }
     }
 
-    fn gap(&mut self, dir: Dir, len: usize) {
+    fn gap(&mut self, dir: Dir, len: usize) -> bool {
         self.gap = true;
+        let encrypted = self.encrypted;
         let st = &mut self.d[dir as usize];
+        st.gather.reset();
+        if st.stopped || encrypted {
+            return true;
+        }
         if st.pkt_left >= len {
             st.pkt_left -= len; // lost bytes were payload being skipped anyway
-        } else {
-            st.stopped = true; // packet boundaries unknown
+            return true;
         }
+        st.stopped = true; // packet boundaries unknown
+        false
     }
 
     fn l7(&self, out: &mut Map<String, Value>) {

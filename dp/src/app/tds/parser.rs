@@ -133,35 +133,78 @@ pub struct Gathered {
     pub packets: u32,
 }
 
+/// How far [`gather_from`] walked the packets of a message in the bytes presented again with
+/// more appended (the stream engine's contract): the packets before `p` were read and
+/// checked, so each packet header is read a bounded number of times however many packets
+/// the message was cut into. `Copy`, 24 bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GatherWalk {
+    /// Start of the next packet header to read.
+    p: u32,
+    /// Payload bytes taken so far.
+    taken: u32,
+    /// Packets walked.
+    packets: u32,
+    /// Type of the first packet.
+    first_type: Option<u8>,
+    /// Bytes examined (packet headers read), never reset.
+    examined: u64,
+}
+
+impl GatherWalk {
+    /// Forgets the walk (the message was taken); keeps the count.
+    pub fn reset(&mut self) {
+        *self = GatherWalk { examined: self.examined, ..GatherWalk::default() };
+    }
+
+    /// Bytes examined so far (a measure of work for tests).
+    pub fn examined(&self) -> u64 {
+        self.examined
+    }
+}
+
 /// Walks the packets of one message from its first header in `b` until `window` payload bytes
 /// are in hand or the message ends. `Incomplete(n)`: `n` bytes of `b` are needed; `Invalid`: a
 /// header is invalid or a later packet has another type than the first.
 pub fn gather(b: &[u8], window: usize) -> Parse<Gathered> {
-    let mut p = 0usize;
-    let mut taken = 0usize;
-    let mut packets = 0u32;
-    let mut first_type = None;
+    gather_from(b, window, &mut GatherWalk::default())
+}
+
+/// [`gather`] on bytes presented again with more appended: `walk` keeps how far the packets
+/// were read, and the walk goes on from there (a message cut into many small packets is not
+/// walked again from its first packet at each one). `b` must start where it started at the
+/// previous call with the same `window` (after [`GatherWalk::reset`], anywhere).
+pub fn gather_from(b: &[u8], window: usize, walk: &mut GatherWalk) -> Parse<Gathered> {
+    if walk.p as usize > b.len() {
+        walk.reset();
+    }
     loop {
+        let p = walk.p as usize;
+        walk.examined = walk.examined.saturating_add(HEADER as u64);
         let h = match header(b.get(p..).unwrap_or_default()) {
             Parse::Ok(h, _) => h,
             Parse::Incomplete(n) => return Parse::Incomplete(p + n),
             Parse::Invalid => return Parse::Invalid,
         };
-        if *first_type.get_or_insert(h.ptype) != h.ptype {
+        if *walk.first_type.get_or_insert(h.ptype) != h.ptype {
             return Parse::Invalid;
         }
-        packets += 1;
+        let taken = walk.taken as usize;
         let plen = h.length - HEADER;
-        let take = plen.min(window - taken);
+        let take = plen.min(window.saturating_sub(taken));
         let end = p + HEADER + take;
         if b.len() < end {
             return Parse::Incomplete(end);
         }
-        taken += take;
-        if take < plen || taken == window || h.eom() {
+        let taken = taken + take;
+        let packets = walk.packets + 1;
+        if take < plen || taken >= window || h.eom() {
+            walk.reset();
             return Parse::Ok(Gathered { consumed: end, taken, pkt_left: plen - take, more: !h.eom(), packets }, end);
         }
-        p = end;
+        walk.p = u32::try_from(end).unwrap_or(u32::MAX);
+        walk.taken = u32::try_from(taken).unwrap_or(u32::MAX);
+        walk.packets = packets;
     }
 }
 

@@ -324,7 +324,7 @@ fn large_batch_is_skipped_by_count_and_checked_on_its_window() {
                 need = at_least;
                 max_need = max_need.max(at_least);
             }
-            Feed::Done => panic!("stopped"),
+            Feed::Done | Feed::Invalid { .. } => panic!("stopped"),
         }
         assert!(pending.len() <= SQL_WINDOW + 8 * 5 + 1000, "holding {}", pending.len());
     }
@@ -372,7 +372,7 @@ fn gap_inside_a_skipped_payload_keeps_parsing() {
 }
 
 #[test]
-fn violations_stop_without_panics() {
+fn violations_are_invalid_without_panics() {
     for bad in [
         &[0x12, 0x01, 0xff, 0xff, 0, 0, 1, 0][..], // length above 32768
         &[0x12, 0x41, 0x00, 0x10, 0, 0, 1, 0],     // unknown status bit
@@ -380,14 +380,14 @@ fn violations_stop_without_panics() {
         &[0x04, 0x01, 0x00, 0x08, 0, 0, 1, 0],     // tabular result from the client
     ] {
         let mut t = Tds::default();
-        assert_eq!(t.feed(Dir::ToServer, bad), Feed::Done);
+        assert_eq!(t.feed(Dir::ToServer, bad), Feed::Invalid { consumed: 0 });
         assert_eq!(l7_of(&t)["violation"], true);
     }
     // A continuation packet of another type.
     let mut b = packet(parser::SQL_BATCH, 0, &utf16("SELECT"));
     b.extend_from_slice(&packet(parser::RPC, 1, &[0; 4]));
     let mut t = Tds::default();
-    assert_eq!(t.feed(Dir::ToServer, &b), Feed::Done);
+    assert_eq!(t.feed(Dir::ToServer, &b), Feed::Invalid { consumed: 0 });
     assert_eq!(l7_of(&t)["violation"], true);
     // MARS: SMP-wrapped packets stop parsing quietly.
     let mut t = Tds::default();
@@ -456,4 +456,40 @@ fn mutations_never_panic() {
 fn state_is_small_and_fixed() {
     let n = std::mem::size_of::<Tds>();
     assert!(n <= 2048, "{n}");
+}
+
+#[test]
+fn a_message_cut_into_tiny_packets_is_walked_once() {
+    // The capture's SQL batch re-cut into packets of one payload byte each (a header per
+    // byte), n bytes of packets in all, trickled one byte per segment: the same record as the
+    // batch in its two packets, and packet headers read stay <= c * n (every packet used to
+    // walk all the packets before it again: n²/2).
+    let f = &login7_flows()[1];
+    let (_, at) = messages(&f.to_server)[2];
+    let Parse::Ok(g, _) = parser::gather(&f.to_server[at..], usize::MAX) else { panic!() };
+    let payload: Vec<u8> = Chunks::new(&f.to_server[at..at + g.consumed]).flat_map(|c| c.to_vec()).collect();
+    let want = l7_of(&parse(f));
+    let mut ratios = Vec::new();
+    for cut in [payload.len(), payload.len() / 4, 64] {
+        let mut recut = f.to_server[..at].to_vec();
+        for (i, b) in payload[..cut].iter().enumerate() {
+            recut.extend_from_slice(&packet(parser::SQL_BATCH, u8::from(i + 1 == cut), &[*b]));
+        }
+        let mut whole = Tds::default();
+        assert!(feed_all(&mut whole, Dir::ToServer, &recut).is_empty());
+        let mut t = Tds::default();
+        let segs: Vec<&[u8]> = recut.chunks(1).collect();
+        assert!(feed_segments(&mut t, Dir::ToServer, &segs).is_empty());
+        let m = l7_of(&t);
+        assert_eq!(m, l7_of(&whole));
+        assert_eq!(m["query_count"], 1);
+        if cut == payload.len() {
+            assert_eq!(m["first_query"], want["first_query"]);
+        }
+        let r = t.examined() as f64 / recut.len() as f64;
+        assert!(r <= 3.0, "{cut}: {} for {}", t.examined(), recut.len());
+        ratios.push(r);
+    }
+    // Linear: the longest message costs no more per byte than the shortest.
+    assert!(ratios[0] <= ratios[2] * 1.5 + 0.5, "{ratios:?}");
 }

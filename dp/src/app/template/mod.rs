@@ -67,17 +67,20 @@ impl AppParser for Template {
             match step {
                 Parse::Ok((), n) => off += n,
                 Parse::Incomplete(k) => return Feed::Need { consumed: off, at_least: k },
+                // Not the protocol from here: the engine drops this parser and detects the
+                // app again on the rest of the stream.
                 Parse::Invalid => {
                     self.violation = true;
-                    return Feed::Done;
+                    return Feed::Invalid { consumed: off };
                 }
             }
         }
     }
 
-    fn gap(&mut self, _dir: Dir, _len: usize) {
+    fn gap(&mut self, _dir: Dir, _len: usize) -> bool {
         // Length-framed: after a gap the frame boundaries are unknown.
         self.violation = true;
+        false
     }
 
     fn l7(&self, out: &mut Map<String, Value>) {
@@ -133,8 +136,9 @@ mod tests {
     }
 
     #[test]
-    fn oversized_length_is_a_violation_not_a_panic() {
+    fn oversized_length_is_invalid_not_a_panic() {
         let mut t = Template::default();
-        assert_eq!(t.feed(Dir::ToServer, b"WTPL\x01\xff\xff"), Feed::Done);
+        // The hello (5 bytes) is the protocol; the impossible frame after it is not.
+        assert_eq!(t.feed(Dir::ToServer, b"WTPL\x01\xff\xff"), Feed::Invalid { consumed: 5 });
     }
 }

@@ -271,7 +271,12 @@ impl AppParser for Tftp {
     fn feed(&mut self, _dir: Dir, data: &[u8]) -> Feed {
         match parser::packet(data) {
             Parse::Ok(p, _) => self.packet(p),
-            _ => self.malformed = self.malformed.saturating_add(1),
+            // A datagram that is no TFTP packet (unknown opcode, ...): the flow stopped being
+            // TFTP.
+            _ => {
+                self.malformed = self.malformed.saturating_add(1);
+                return Feed::Invalid { consumed: 0 };
+            }
         }
         Feed::Consumed(data.len())
     }

@@ -14,6 +14,10 @@
 //! [`parser::MAX_HANDSHAKE`]. After the hello only record headers are read; record payloads
 //! are skipped with a counter, so the engine never buffers encrypted data. SSLv2-format hellos
 //! are not recognised.
+//!
+//! Record headers keep being validated: bytes where a record must start that are no record
+//! header (unknown content type, version other than 3.x, length over the cap) answer
+//! [`Feed::Invalid`], so the engine detects the app again.
 
 pub mod fingerprint;
 pub mod parser;
@@ -53,6 +57,9 @@ struct Side {
     app_records: u32,
     /// A ChangeCipherSpec record was seen.
     ccs: bool,
+    /// How far the records of a hello that spans several were walked (a hello cut into many
+    /// small records is walked once, not again from its first record at each one).
+    walk: parser::HelloWalk,
 }
 
 /// Per-session TLS state: fixed size, no heap.
@@ -116,9 +123,15 @@ impl Tls {
         self.hello_retry |= sh.hello_retry;
     }
 
+    /// Bytes examined walking hellos that span several records (both directions): a measure
+    /// of work, proportional to the bytes fed however they were segmented (tests).
+    pub fn examined(&self) -> u64 {
+        self.sides.iter().map(|s| s.walk.examined()).sum()
+    }
+
     /// Parses the hello at the start of `b`; returns the bytes to consume or a Need/stop.
     fn hello(&mut self, dir: Dir, b: &[u8]) -> Result<usize, Feed> {
-        match parser::first_handshake(b) {
+        match parser::first_handshake_from(b, &mut self.sides[dir as usize].walk) {
             Parse::Ok((msg, records), n) => {
                 let side = &mut self.sides[dir as usize];
                 side.records = side.records.saturating_add(records);
@@ -139,13 +152,18 @@ impl Tls {
             }
             Parse::Incomplete(k) => Err(Feed::Need { consumed: 0, at_least: k }),
             Parse::Invalid => {
-                // Not a hello (an anomaly): if it is still a record, count records from here.
+                // Not a hello (an anomaly): if it is still a record, count records from here;
+                // otherwise the stream is not TLS.
+                self.sides[dir as usize].walk.reset();
                 self.violation = true;
                 self.sides[dir as usize].stage = match parser::record_header(b) {
                     Parse::Invalid => Stage::Lost,
                     _ => Stage::Records,
                 };
-                Ok(0)
+                match self.sides[dir as usize].stage {
+                    Stage::Lost => Err(Feed::Invalid { consumed: 0 }),
+                    _ => Ok(0),
+                }
             }
         }
     }
@@ -190,6 +208,7 @@ impl AppParser for Tls {
                 Stage::Hello => match self.hello(dir, rest) {
                     Ok(n) => off += n,
                     Err(Feed::Need { at_least, .. }) => return Feed::Need { consumed: off, at_least },
+                    Err(Feed::Invalid { .. }) => return Feed::Invalid { consumed: off },
                     Err(f) => return f,
                 },
                 Stage::Records => match parser::record_header(rest) {
@@ -212,23 +231,29 @@ impl AppParser for Tls {
                         off += RECORD_HEADER;
                     }
                     Parse::Incomplete(k) => return Feed::Need { consumed: off, at_least: k },
+                    // No record where one must start (unknown type, version, impossible
+                    // length): the stream stopped being TLS.
                     Parse::Invalid => {
                         self.violation = true;
                         side.stage = Stage::Lost;
+                        return Feed::Invalid { consumed: off };
                     }
                 },
             }
         }
     }
 
-    fn gap(&mut self, dir: Dir, len: usize) {
+    fn gap(&mut self, dir: Dir, len: usize) -> bool {
         let side = &mut self.sides[dir as usize];
+        side.walk.reset();
         if side.stage == Stage::Records && len <= side.skip {
             // Lost bytes inside a record payload: the framing is intact.
             side.skip -= len;
-        } else {
-            side.stage = Stage::Lost;
+            return true;
         }
+        let was_lost = side.stage == Stage::Lost;
+        side.stage = Stage::Lost;
+        was_lost
     }
 
     fn l7(&self, out: &mut Map<String, Value>) {

@@ -124,44 +124,98 @@ fn be24(b: &[u8], at: usize) -> Option<usize> {
     Some(usize::from(s[0]) << 16 | usize::from(s[1]) << 8 | usize::from(s[2]))
 }
 
+/// How far [`first_handshake_from`] walked a handshake message that spans several records,
+/// in the bytes presented again with more appended (the stream engine's contract): the
+/// records before `pos` were read and checked, so each record header is read a bounded number
+/// of times however many records the message was cut into. 24 bytes, `Copy`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HelloWalk {
+    /// End of the last record walked (0: the first record is not read yet).
+    pos: u32,
+    /// Handshake bytes in the records walked.
+    have: u32,
+    /// The message's length with its 4-byte header, once known (0: not yet).
+    need: u32,
+    /// Records walked.
+    records: u32,
+    /// Bytes examined so far (record headers read, fragments copied), never reset.
+    examined: u64,
+}
+
+impl HelloWalk {
+    /// Forgets the walk (the message was taken or the direction moved on); keeps the count.
+    pub fn reset(&mut self) {
+        *self = HelloWalk { examined: self.examined, ..HelloWalk::default() };
+    }
+
+    /// Bytes examined so far (a measure of work for tests and benchmarks).
+    pub fn examined(&self) -> u64 {
+        self.examined
+    }
+
+    fn count(&mut self, n: usize) {
+        self.examined = self.examined.saturating_add(n as u64);
+    }
+}
+
 /// The first handshake message of a flight, reassembled from as many handshake records as it
 /// spans. Returns the message (4-byte handshake header included; borrowed when it fits in the
 /// first record, copied otherwise, at most [`MAX_HANDSHAKE`] bytes), the bytes of the whole
 /// records it occupies and how many records those are. Messages that follow it inside the last
 /// record are not returned (the caller only wants the hello).
 pub fn first_handshake(b: &[u8]) -> Parse<(Cow<'_, [u8]>, u32)> {
-    let h0 = match record_header(b) {
-        Parse::Ok(h, _) => h,
-        Parse::Incomplete(k) => return Parse::Incomplete(k),
-        Parse::Invalid => return Parse::Invalid,
-    };
-    if h0.content_type != CT_HANDSHAKE || h0.len == 0 {
-        return Parse::Invalid;
+    first_handshake_from(b, &mut HelloWalk::default())
+}
+
+/// [`first_handshake`] on bytes presented again with more appended: `walk` keeps how far the
+/// records of a message that spans several were walked, and the walk goes on from there (a
+/// hello cut into many small records is not walked again from its first record at each one).
+/// `b` must start where it started at the previous call (after [`HelloWalk::reset`],
+/// anywhere).
+pub fn first_handshake_from<'a>(b: &'a [u8], walk: &mut HelloWalk) -> Parse<(Cow<'a, [u8]>, u32)> {
+    if walk.pos as usize > b.len() {
+        walk.reset();
     }
-    // Handshake header (type + u24 length) from the first fragment: reject absurd lengths early.
-    let frag0_avail = &b[RECORD_HEADER..b.len().min(RECORD_HEADER + h0.len)];
-    if let Some(hl) = be24(frag0_avail, 1) {
-        if hl + 4 > MAX_HANDSHAKE {
+    if walk.pos == 0 {
+        walk.count(RECORD_HEADER + 4);
+        let h0 = match record_header(b) {
+            Parse::Ok(h, _) => h,
+            Parse::Incomplete(k) => return Parse::Incomplete(k),
+            Parse::Invalid => return Parse::Invalid,
+        };
+        if h0.content_type != CT_HANDSHAKE || h0.len == 0 {
             return Parse::Invalid;
         }
-    }
-    let end0 = RECORD_HEADER + h0.len;
-    let Some(frag0) = b.get(RECORD_HEADER..end0) else {
-        return Parse::Incomplete(end0);
-    };
-    if let Some(hl) = be24(frag0, 1) {
-        if hl + 4 <= frag0.len() {
-            return Parse::Ok((Cow::Borrowed(&frag0[..hl + 4]), 1), end0);
+        // Handshake header (type + u24 length) from the first fragment: reject absurd lengths
+        // early.
+        let frag0_avail = &b[RECORD_HEADER..b.len().min(RECORD_HEADER + h0.len)];
+        if let Some(hl) = be24(frag0_avail, 1) {
+            if hl + 4 > MAX_HANDSHAKE {
+                return Parse::Invalid;
+            }
         }
+        let end0 = RECORD_HEADER + h0.len;
+        let Some(frag0) = b.get(RECORD_HEADER..end0) else {
+            return Parse::Incomplete(end0);
+        };
+        if let Some(hl) = be24(frag0, 1) {
+            if hl + 4 <= frag0.len() {
+                return Parse::Ok((Cow::Borrowed(&frag0[..hl + 4]), 1), end0);
+            }
+        }
+        // The message spans records: walk the following handshake records until it is
+        // complete, asking for one more record header or record at a time.
+        *walk = HelloWalk {
+            pos: u32::try_from(end0).unwrap_or(u32::MAX),
+            have: u32::try_from(frag0.len()).unwrap_or(u32::MAX),
+            need: be24(frag0, 1).map_or(0, |hl| u32::try_from(hl + 4).unwrap_or(u32::MAX)),
+            records: 1,
+            examined: walk.examined,
+        };
     }
-    // The message spans records: walk the following handshake records until it is complete,
-    // asking for one more record header or record at a time.
-    let mut need: Option<usize> = be24(frag0, 1).map(|hl| hl + 4);
-    let mut have = frag0.len();
-    let mut pos = end0;
-    let mut records = 1u32;
-    let mut ends = vec![(RECORD_HEADER, end0)];
-    while need.is_none_or(|n| have < n) {
+    while walk.need == 0 || walk.have < walk.need {
+        let pos = walk.pos as usize;
+        walk.count(RECORD_HEADER);
         let h = match record_header(b.get(pos..).unwrap_or(&[])) {
             Parse::Ok(h, _) => h,
             Parse::Incomplete(k) => return Parse::Incomplete(pos + k),
@@ -170,44 +224,47 @@ pub fn first_handshake(b: &[u8]) -> Parse<(Cow<'_, [u8]>, u32)> {
         if h.content_type != CT_HANDSHAKE || h.len == 0 {
             return Parse::Invalid;
         }
-        let start = pos + RECORD_HEADER;
-        let end = start + h.len;
+        let end = pos + RECORD_HEADER + h.len;
         if end > b.len() {
             return Parse::Incomplete(end);
         }
-        ends.push((start, end));
-        have += h.len;
-        pos = end;
-        records += 1;
-        if need.is_none() && have >= 4 {
+        walk.have = walk.have.saturating_add(u32::try_from(h.len).unwrap_or(u32::MAX));
+        walk.pos = u32::try_from(end).unwrap_or(u32::MAX);
+        walk.records += 1;
+        if walk.need == 0 && walk.have >= 4 {
             let mut hdr = [0u8; 4];
-            copy_prefix(b, &ends, &mut hdr);
+            let n = copy_fragments(b, end, &mut hdr);
+            walk.count(n);
             let hl = usize::from(hdr[1]) << 16 | usize::from(hdr[2]) << 8 | usize::from(hdr[3]);
             if hl + 4 > MAX_HANDSHAKE {
                 return Parse::Invalid;
             }
-            need = Some(hl + 4);
+            walk.need = u32::try_from(hl + 4).unwrap_or(u32::MAX);
         }
     }
-    let n = need.unwrap_or(0);
-    let mut msg = vec![0u8; n];
-    copy_prefix(b, &ends, &mut msg);
-    Parse::Ok((Cow::Owned(msg), records), pos)
+    let mut msg = vec![0u8; walk.need as usize];
+    let n = copy_fragments(b, walk.pos as usize, &mut msg);
+    walk.count(n);
+    let out = Parse::Ok((Cow::Owned(msg), walk.records), walk.pos as usize);
+    walk.reset();
+    out
 }
 
-/// Copies the concatenation of the fragments `b[start..end]` listed in `ends` into `out` until
-/// it is full.
-fn copy_prefix(b: &[u8], ends: &[(usize, usize)], out: &mut [u8]) {
-    let mut filled = 0;
-    for &(s, e) in ends {
-        let frag = b.get(s..e).unwrap_or(&[]);
+/// Copies the concatenation of the fragments of the records in `b[..upto]` (already checked
+/// by the walk) into `out` until it is full; returns the bytes examined (headers read and
+/// bytes copied).
+fn copy_fragments(b: &[u8], upto: usize, out: &mut [u8]) -> usize {
+    let (mut p, mut filled, mut examined) = (0usize, 0usize, 0usize);
+    while p + RECORD_HEADER <= upto && filled < out.len() {
+        let len = be16(b, p + 3).map_or(0, usize::from);
+        let frag = b.get(p + RECORD_HEADER..(p + RECORD_HEADER + len).min(upto)).unwrap_or(&[]);
         let k = frag.len().min(out.len() - filled);
         out[filled..filled + k].copy_from_slice(&frag[..k]);
         filled += k;
-        if filled == out.len() {
-            break;
-        }
+        examined += RECORD_HEADER + k;
+        p += RECORD_HEADER + len;
     }
+    examined
 }
 
 /// What a ClientHello says (RFC 8446 §4.1.2), with borrowed strings.

@@ -169,6 +169,23 @@ fn gap_inside_a_record_keeps_counting_else_direction_stops() {
     assert_eq!(t.feed(Dir::ToClient, b"\x17"), Feed::Done);
 }
 
+/// After the hellos, bytes where a record must start that are no record header are not TLS.
+#[test]
+fn non_records_after_the_hello_are_invalid() {
+    let f = flow("tls12.pcap", 46654);
+    for bad in [&b"*1\r\n$4\r\nPING\r\n"[..], b"GET / HTTP/1.1\r\n", b"\x17\x03\x03\xff\xff"] {
+        let mut t = Tls::default();
+        let mut bytes = f.to_server.clone();
+        let n = bytes.len();
+        bytes.extend_from_slice(bad);
+        assert_eq!(t.feed(Dir::ToServer, &bytes), Feed::Invalid { consumed: n }, "{bad:?}");
+    }
+    // A record header split across segments is still TLS.
+    let mut t = Tls::default();
+    assert_eq!(t.feed(Dir::ToServer, &f.to_server), Feed::Consumed(f.to_server.len()));
+    assert!(matches!(t.feed(Dir::ToServer, b"\x17\x03"), Feed::Need { consumed: 0, .. }));
+}
+
 #[test]
 fn plaintext_alert_is_reported() {
     let f = flow("tls12.pcap", 46654);
@@ -235,4 +252,55 @@ fn random_bytes_do_not_match_and_mutations_never_panic() {
         feed_segments(&mut t, *d, &[&b[..cut], &b[cut..]]);
         let _ = l7_of(&t);
     }
+}
+
+/// The ClientHello record of `f` with a padding extension (RFC 7685) of `pad` bytes added.
+fn padded_hello(hello_record: &[u8], pad: usize) -> Vec<u8> {
+    let mut h = hello_record[RECORD_HEADER..].to_vec();
+    // type(1) len(3) version(2) random(32) session id, cipher suites, compression methods.
+    let mut p = 4 + 2 + 32;
+    p += 1 + usize::from(h[p]);
+    p += 2 + usize::from(u16::from_be_bytes([h[p], h[p + 1]]));
+    p += 1 + usize::from(h[p]);
+    let ext_len = usize::from(u16::from_be_bytes([h[p], h[p + 1]])) + 4 + pad;
+    h[p..p + 2].copy_from_slice(&(ext_len as u16).to_be_bytes());
+    h.extend_from_slice(&[0, 21]);
+    h.extend_from_slice(&(pad as u16).to_be_bytes());
+    h.extend(std::iter::repeat_n(0u8, pad));
+    let body = (h.len() - 4) as u32;
+    h[1..4].copy_from_slice(&body.to_be_bytes()[1..]);
+    let mut rec = hello_record[..3].to_vec();
+    rec.extend_from_slice(&(h.len() as u16).to_be_bytes());
+    rec.extend_from_slice(&h);
+    rec
+}
+
+#[test]
+fn a_hello_cut_into_one_byte_records_is_walked_once() {
+    // A ClientHello (padded to several sizes) cut into records of one handshake byte each, n
+    // bytes of records in all (about 3 KiB to 60 KiB), trickled one byte per segment: the same
+    // fields as the hello in one record, and the record headers read stay <= c * n (every
+    // record used to walk all the records before it: n²/2).
+    let f = flow("tls.pcap", 46616);
+    let hello_len = RECORD_HEADER + usize::from(u16::from_be_bytes([f.to_server[3], f.to_server[4]]));
+    let mut ratios = Vec::new();
+    for pad in [0usize, 1500, 4500, 9500] {
+        let one = padded_hello(&f.to_server[..hello_len], pad);
+        let mut whole = Tls::default();
+        feed_all(&mut whole, Dir::ToServer, &one);
+        let want = l7_of(&whole);
+        assert!(want.contains_key("ja4") && !want.contains_key("violation"), "{want:?}");
+        let bytes = refragment(&one, 1);
+        let mut t = Tls::default();
+        let segs: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert!(feed_segments(&mut t, Dir::ToServer, &segs).is_empty());
+        let mut m = l7_of(&t);
+        assert_eq!(m["records_to_server"].as_u64(), Some((one.len() - RECORD_HEADER) as u64));
+        m.insert("records_to_server".into(), want["records_to_server"].clone());
+        assert_eq!(m, want, "pad {pad}");
+        let r = t.examined() as f64 / bytes.len() as f64;
+        assert!(r <= 4.0, "pad {pad}: {} for {}", t.examined(), bytes.len());
+        ratios.push(r);
+    }
+    assert!(ratios[3] <= ratios[0] * 1.5 + 0.1, "{ratios:?}");
 }

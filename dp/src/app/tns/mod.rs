@@ -279,12 +279,12 @@ impl AppParser for Tns {
                 Parse::Incomplete(k) => return Feed::Need { consumed: off, at_least: k },
                 Parse::Invalid => {
                     self.stop(d);
-                    continue;
+                    return Feed::Invalid { consumed: off };
                 }
             };
             if parser::type_name(h.ptype).is_none() {
                 self.stop(d);
-                continue;
+                return Feed::Invalid { consumed: off };
             }
             let window = h.length.min(HEAD);
             let Some(p) = rest.get(..window) else { return Feed::Need { consumed: off, at_least: window } };
@@ -295,12 +295,17 @@ impl AppParser for Tns {
         }
     }
 
-    fn gap(&mut self, dir: Dir, len: usize) {
+    fn gap(&mut self, dir: Dir, len: usize) -> bool {
         let s = &mut self.side[dir as usize];
         self.gap = true;
+        if s.stopped {
+            return true;
+        }
         if !super::skip_gap(&mut s.skip, len) {
             s.stopped = true;
+            return false;
         }
+        true
     }
 
     fn threats(&self) -> Option<&crate::detect::Threats> {

@@ -311,9 +311,9 @@ fn probe_rejects_others() {
 }
 
 #[test]
-fn bad_framing_stops_the_direction() {
+fn bad_framing_is_invalid() {
     let mut t = Tns::default();
-    assert_eq!(t.feed(Dir::ToServer, &[0, 4, 0, 0, 1, 0, 0, 0]), Feed::Consumed(8));
+    assert_eq!(t.feed(Dir::ToServer, &[0, 4, 0, 0, 1, 0, 0, 0]), Feed::Invalid { consumed: 0 });
     assert_eq!(l7_of(&t)["violation"], true);
     let mut t = Tns::default();
     feed_all(&mut t, Dir::ToClient, &header(12, 0x42, 0));

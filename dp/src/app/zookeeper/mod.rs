@@ -237,10 +237,11 @@ impl AppParser for Zookeeper {
             let size = match parser::frame_len(rest, min) {
                 Parse::Ok(s, _) => s,
                 Parse::Incomplete(k) => return Feed::Need { consumed: off, at_least: k },
+                // A frame length ZooKeeper refuses (`jute.maxbuffer`): not ZooKeeper.
                 Parse::Invalid => {
                     self.violation = true;
                     self.stopped[d] = true;
-                    continue;
+                    return Feed::Invalid { consumed: off };
                 }
             };
             let total = 4 + size;
@@ -258,12 +259,17 @@ impl AppParser for Zookeeper {
         }
     }
 
-    fn gap(&mut self, dir: Dir, len: usize) {
+    fn gap(&mut self, dir: Dir, len: usize) -> bool {
         let d = dir as usize;
         self.gap = true;
+        if self.stopped[d] {
+            return true;
+        }
         if !super::skip_gap(&mut self.skip[d], len) {
             self.stopped[d] = true;
+            return false;
         }
+        true
     }
 
     fn l7(&self, out: &mut Map<String, Value>) {

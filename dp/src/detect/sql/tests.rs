@@ -274,3 +274,95 @@ fn arbitrary_bytes_never_panic() {
         }
     }
 }
+
+// ---- Work per byte (issue 9 item 7).
+
+fn tokens(mut l: Lexer<'_>) -> (Vec<Token>, u64) {
+    let mut out = Vec::new();
+    for t in l.by_ref() {
+        out.push(t);
+    }
+    (out, l.examined())
+}
+
+#[test]
+fn lenient_memo_gives_the_same_tokens() {
+    // Random statements over the bytes that open, escape and close runs: the lexer that
+    // remembers unclosed runs yields exactly the tokens of the one that scans again.
+    let mut rng = Rng(0xdead_beef_1234_5678);
+    let alphabet = b"'\"`[]\\/* -#$x1=\n";
+    let mut n = 0;
+    for _ in 0..20_000 {
+        let len = rng.below(60);
+        let b: Vec<u8> = (0..len).map(|_| alphabet[rng.below(alphabet.len())]).collect();
+        for d in [Dialect::Mysql, Dialect::Ansi, Dialect::Tsql, Dialect::Cql] {
+            let mut memo = Unclosed::new();
+            let (plain, _) = tokens(Lexer::lenient(&b, d));
+            let (memoised, _) = tokens(Lexer::lenient_with(&b, d, &mut memo));
+            assert_eq!(plain, memoised, "{d:?} {:?}", String::from_utf8_lossy(&b));
+            n += plain.len();
+        }
+    }
+    assert!(n > 100_000, "{n}");
+}
+
+#[test]
+fn unbalanced_values_are_scanned_a_bounded_number_of_times() {
+    // Values a vulnerable application would paste into a statement, full of runs that never
+    // close: without the memo each quote or `/*` scanned to the end again (n²/2).
+    let shapes: [&[u8]; 4] = [b"'\\", b"\"\\", b"/* ", b"\\'"];
+    for shape in shapes {
+        let mut ratios = Vec::new();
+        for n in [256usize, 1024, 4096, MAX_STATEMENT] {
+            let v: Vec<u8> = shape.iter().copied().cycle().take(n).collect();
+            let mut memo = Unclosed::new();
+            let (_, work) = tokens(Lexer::lenient_with(&v, Dialect::Mysql, &mut memo));
+            let (_, plain) = tokens(Lexer::lenient(&v, Dialect::Mysql));
+            assert!(work <= 4 * n as u64, "{:?} {n}: {work}", String::from_utf8_lossy(shape));
+            ratios.push((work as f64 / n as f64, plain as f64 / n as f64));
+            let d = StatementDetector { dialect: Dialect::Mysql, lenient: true, ..StatementDetector::default() };
+            let (_, scanned) = d.scan_counted(&v);
+            assert!(scanned <= 4 * n as u64, "{:?} {n}: {scanned}", String::from_utf8_lossy(shape));
+        }
+        // The memo is what keeps it linear: without it the work per byte grows with n.
+        let (last, first) = (ratios[ratios.len() - 1], ratios[0]);
+        assert!(last.0 <= first.0 * 1.5, "{:?}: {ratios:?}", String::from_utf8_lossy(shape));
+        assert!(last.1 > 8.0 * first.1, "{:?}: {ratios:?}", String::from_utf8_lossy(shape));
+    }
+}
+
+#[test]
+fn random_long_values_stay_linear() {
+    let mut rng = Rng(0x0123_4567_89ab_cdef);
+    let alphabet = b"'\"`\\/* x";
+    for _ in 0..200 {
+        let n = 256 + rng.below(MAX_STATEMENT - 256);
+        let v: Vec<u8> = (0..n).map(|_| alphabet[rng.below(alphabet.len())]).collect();
+        for d in [Dialect::Mysql, Dialect::Tsql] {
+            let mut memo = Unclosed::new();
+            let (_, work) = tokens(Lexer::lenient_with(&v, d, &mut memo));
+            assert!(work <= 8 * n as u64, "{d:?} {n}: {work}");
+        }
+    }
+}
+
+#[test]
+fn dollar_quoted_strings_are_closed_in_linear_time() {
+    // `$aaaa…$` followed by a body of near-misses: a naive search compares the tag at every
+    // body position (body × tag).
+    for n in [1024usize, 4096, MAX_STATEMENT] {
+        let tag = vec![b'a'; n / 4];
+        let mut s = b"SELECT $".to_vec();
+        s.extend_from_slice(&tag);
+        s.push(b'$');
+        while s.len() < n - tag.len() - 2 {
+            s.extend_from_slice(b"$aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+        }
+        s.push(b'$');
+        s.extend_from_slice(&tag);
+        s.push(b'$');
+        let (toks, work) = tokens(Lexer::new(&s, Dialect::Ansi));
+        assert_eq!(toks.iter().filter(|t| t.kind == Kind::Str).count(), 1);
+        assert!(work <= 3 * s.len() as u64, "{n}: {work}");
+    }
+}
