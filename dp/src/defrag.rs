@@ -857,16 +857,8 @@ pub(crate) mod tests {
         f
     }
 
-    /// A UDP segment (checksum 0) `sport -> dport` carrying `payload`.
-    pub(crate) fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-        let mut u = Vec::new();
-        u.extend_from_slice(&sport.to_be_bytes());
-        u.extend_from_slice(&dport.to_be_bytes());
-        u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-        u.extend_from_slice(&[0, 0]);
-        u.extend_from_slice(payload);
-        u
-    }
+    /// A UDP segment (checksum 0) `sport -> dport` carrying `payload` (the wire tests' builder).
+    pub(crate) use crate::wire::tests::udp;
 
     /// A TCP segment (no options, checksum 0).
     pub(crate) fn tcp(
