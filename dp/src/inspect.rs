@@ -19,6 +19,7 @@ use crate::exception::{strictest, ExceptionPolicy, ExceptionReason};
 use crate::expect::{ExpectTable, Expectation};
 use crate::flow::{End, FlowKey};
 use crate::names::{NameBuf, NameConfig, NameTable};
+use crate::normalize::{Anomaly, Checksums, InvalidAction, Normalization, UrgentPolicy};
 use crate::origin::{Origins, NO_SLOT};
 use crate::policy::{CompiledPolicy, Facts, Mode, PolicyVerdict};
 use crate::session::{Dir, SessionSnapshot, SessionTable, Timeouts, NO_APP};
@@ -59,11 +60,15 @@ pub enum DropReason {
     /// A new flow found the session table full of established TCP sessions (none evictable,
     /// see [`crate::session::EvictClass`]): it cannot be tracked, so it is not forwarded.
     SessionTableFull = 6,
+    /// A frame the receiving host would drop or ignore (bad checksum, TCP segment outside
+    /// what the receiver accepts, retransmission differing from what was inspected), to a
+    /// protect-mode session or workload ([`crate::normalize`]).
+    Normalization = 7,
 }
 
 impl DropReason {
     /// All reasons, for counter tables indexed by `self as usize`.
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::Malformed,
         DropReason::TxRingFull,
         DropReason::NoFrame,
@@ -71,6 +76,7 @@ impl DropReason {
         DropReason::Spoofed,
         DropReason::Icmp,
         DropReason::SessionTableFull,
+        DropReason::Normalization,
     ];
 
     /// Stable snake_case name used in counters.
@@ -83,6 +89,7 @@ impl DropReason {
             DropReason::Spoofed => "spoofed",
             DropReason::Icmp => "icmp_rejected",
             DropReason::SessionTableFull => "session_table_full",
+            DropReason::Normalization => "normalization",
         }
     }
 }
@@ -133,6 +140,10 @@ pub struct InspectStats {
     pub spoofed: u64,
     /// Exceptions applied to policed sessions, by [`ExceptionReason`] (index `reason as usize`).
     pub exceptions: [u64; ExceptionReason::ALL.len()],
+    /// Frames not fed to state or inspection, by [`Anomaly`] (index `anomaly as usize`).
+    pub anomalies: [u64; Anomaly::ALL.len()],
+    /// Sessions whose SYN data the server did not take: inspection started over at ISN + 1.
+    pub syn_data_resyncs: u64,
 }
 
 /// Most violation/denied events queued between two worker loops.
@@ -164,6 +175,9 @@ pub struct Inspector {
     defrag: Defrag,
     /// Where complete datagrams are written (capacity [`MAX_ASSEMBLED`]).
     assembly: Vec<u8>,
+    /// TCP normalisation settings ([`crate::normalize`]).
+    norm: Normalization,
+    checksums: Checksums,
 }
 
 /// ICMPv6 link-layer control (RFC 4861 neighbour discovery: router/neighbour solicitation and
@@ -216,7 +230,16 @@ impl Inspector {
             exceptions: ExceptionPolicy::default(),
             defrag: Defrag::new(DefragConfig::default()),
             assembly: Vec::with_capacity(MAX_ASSEMBLED),
+            norm: Normalization::default(),
+            checksums: Checksums::new(Normalization::default().checksums),
         }
+    }
+
+    /// Applies `[normalization]` settings ([`crate::normalize`]); checksum sampling of `auto`
+    /// starts over.
+    pub fn set_normalization(&mut self, n: Normalization) {
+        self.norm = n;
+        self.checksums = Checksums::new(n.checksums);
     }
 
     /// Reassembles IP fragments within `cfg` from now on (allocates the new budget). Meant for
@@ -359,6 +382,9 @@ impl Inspector {
         let len = f.raw.len() as u32;
         self.stats.frames += 1;
         self.stats.bytes += u64::from(len);
+        if let Some(v) = self.header_checksum(f, meta) {
+            return v;
+        }
         if f.ip.as_ref().is_some_and(|ip| ip.frag.is_some()) {
             return self.fragment(f, len, meta, token);
         }
@@ -481,10 +507,56 @@ impl Inspector {
         self.defrag.releases.clear();
         self.stats.frames += 1;
         self.stats.bytes += u64::from(len);
+        if let Some(v) = self.header_checksum(f, meta) {
+            return v;
+        }
         if f.ip.as_ref().is_some_and(|ip| ip.frag.is_some()) {
             return self.fragment(f, len, meta, 0);
         }
         self.pipeline(f, len, meta)
+    }
+
+    /// A frame whose IPv4 header checksum fails (each fragment's own, before reassembly):
+    /// the host drops it, so nothing reads it ([`crate::normalize`]).
+    fn header_checksum(&mut self, f: &Frame<'_>, meta: FrameMeta) -> Option<Verdict> {
+        let ip = f.ip.as_ref()?;
+        if ip.version != 4 || !self.checksums.active() {
+            return None;
+        }
+        let ok = crate::checksum::ipv4_header_ok(f);
+        if !self.checksums.judge(ok) {
+            return None;
+        }
+        let (src, dst) = (ip.src, ip.dst);
+        Some(self.unread_packet(ip, src, dst, meta))
+    }
+
+    /// A packet nothing reads (bad checksum): counted (on its session too, if it has one) and
+    /// forwarded, or dropped when the strictest workload end is in protect mode.
+    fn unread_packet(&mut self, ip: &wire::Ip<'_>, src: crate::flow::Addr, dst: crate::flow::Addr, meta: FrameMeta) -> Verdict {
+        self.stats.anomalies[Anomaly::BadChecksum as usize] += 1;
+        let (key, end) = FlowKey::new(meta.zone, ip.proto, ip.src, ip.sport, ip.dst, ip.dport);
+        let session = self.sessions.find(&key, end);
+        if let Some((idx, _)) = session {
+            self.sessions.mark_anomaly(idx, Anomaly::BadChecksum);
+        }
+        let protect = match session {
+            Some((idx, _)) => {
+                let p = self.sessions.get(idx).policy;
+                p.mode == Some(Mode::Protect) || p.blocked
+            }
+            None => self.mode_of(src, dst, meta.iface) == Some(Mode::Protect),
+        };
+        self.anomaly_verdict(protect)
+    }
+
+    /// The verdict for a frame with an anomaly ([`crate::normalize`]).
+    fn anomaly_verdict(&mut self, protect: bool) -> Verdict {
+        if protect && self.norm.invalid == InvalidAction::Drop {
+            Verdict::Drop(DropReason::Normalization)
+        } else {
+            Verdict::Forward
+        }
     }
 
     /// The pipeline for a decoded, not fragmented packet (a frame or a reassembled datagram)
@@ -498,6 +570,18 @@ impl Inspector {
         if let Some(v) = self.check_origin(f, ip, &key, end, len, meta) {
             return v;
         }
+        if self.checksums.active() && !matches!(ip.l4, L4::Other) {
+            let ok = crate::checksum::transport_ok(ip).is_ok();
+            if self.checksums.judge(ok) {
+                let v = self.unread_packet(ip, ip.src, ip.dst, meta);
+                if v != Verdict::Forward {
+                    if let Some((idx, dir)) = self.sessions.find(&key, end) {
+                        self.sessions.count_rejected(idx, dir, len);
+                    }
+                }
+                return v;
+            }
+        }
         if let Some(v) = crate::icmp::stage(&mut self.sessions, &self.policy, &mut self.stats, ip, len, meta) {
             return v;
         }
@@ -509,6 +593,16 @@ impl Inspector {
             }
             return Verdict::Drop(DropReason::SessionTableFull);
         };
+        if let Some(a) = t.anomaly {
+            // A segment the receiver drops or ignores: never inspected.
+            self.stats.anomalies[a as usize] += 1;
+            let p = self.sessions.get(t.idx).policy;
+            let v = self.anomaly_verdict(p.mode == Some(Mode::Protect) || p.blocked);
+            if v != Verdict::Forward {
+                self.sessions.count_dropped(t.idx, t.dir, len);
+            }
+            return v;
+        }
         let v = self.session_frame(t, end, ip, meta);
         if v != Verdict::Forward {
             self.sessions.count_dropped(t.idx, t.dir, len);
@@ -606,12 +700,22 @@ impl Inspector {
                 return v;
             }
         }
+        let mut conflict = false;
         if matches!(ip.l4, L4::Tcp { .. } | L4::Udp) && self.sessions.get(t.idx).policy.exception.is_none() {
-            self.inspect_payload(t.idx, t.new, end, ip, meta.now_ns, related.map(|(e, _)| e));
+            conflict = self.inspect_payload(t.idx, t.new, end, ip, meta.now_ns, related.map(|(e, _)| e)) > 0;
             self.stream_exception(t.idx);
             self.learn_names(t.idx, meta.now_ns);
         }
-        self.enforce(t.idx, false, ip, meta.now_ns)
+        let v = self.enforce(t.idx, false, ip, meta.now_ns);
+        if conflict && v == Verdict::Forward {
+            // Retransmitted bytes that differ from what was inspected: the first copy is what
+            // the receiver keeps, so this one is never read, and not let through in protect.
+            self.stats.anomalies[Anomaly::TcpConflict as usize] += 1;
+            self.sessions.mark_anomaly(t.idx, Anomaly::TcpConflict);
+            let protect = self.sessions.get(t.idx).policy.mode == Some(Mode::Protect);
+            return self.anomaly_verdict(protect);
+        }
+        v
     }
 
     /// The action the exception policy takes for `reason` on a session decided as `ps`
@@ -809,6 +913,12 @@ impl Inspector {
     /// transfer from the server's new port) takes that entry: its client becomes the announcing
     /// flow's client and its app context opens already decided. After the frame is fed, an
     /// announcement the parser made is registered for the related flow.
+    ///
+    /// TCP: the ACK lets the other direction's kept bytes go; a SYN|ACK that did not take the
+    /// client's SYN data starts detection over; a RST's payload is never read (RFC 9293
+    /// §3.5.3: diagnostic text, not data); SYN data starts at ISN + 1; an urgent mark takes
+    /// its byte out of band ([`UrgentPolicy`]). Returns how many payload bytes differed from
+    /// bytes already inspected.
     fn inspect_payload(
         &mut self,
         idx: u32,
@@ -817,7 +927,7 @@ impl Inspector {
         ip: &wire::Ip<'_>,
         now_ns: u64,
         related: Option<Expectation>,
-    ) {
+    ) -> u32 {
         let server_port = self.sessions.get(idx).server_end().1;
         if new {
             let ctx = match &related {
@@ -834,18 +944,37 @@ impl Inspector {
         let s = self.sessions.get(idx);
         let ctx = s.app_ctx;
         if ctx == NO_APP {
-            return;
+            return 0;
         }
         let dir = s.dir_of(from);
         let packets = (s.packets[0] + s.packets[1]).min(u64::from(u32::MAX)) as u32;
+        let mut differ = 0;
         match ip.l4 {
-            L4::Tcp { seq, flags, .. } => {
-                if flags & wire::tcpflag::SYN != 0 {
+            L4::Tcp { seq, ack, flags, urgent, .. } => {
+                use wire::tcpflag::{ACK, RST, SYN, URG};
+                let syn = flags & SYN != 0;
+                if syn {
+                    if flags & ACK != 0
+                        && dir == Dir::ToClient
+                        && self.engine.tcp_syn_acked(ctx, Dir::ToServer, ack, ip.proto, server_port)
+                    {
+                        self.stats.syn_data_resyncs += 1;
+                    }
                     self.engine.tcp_syn(ctx, dir, seq);
                 }
-                if !ip.payload.is_empty() {
-                    self.engine.tcp_segment(ctx, dir, seq, ip.payload, server_port, packets);
+                if flags & ACK != 0 {
+                    self.engine.tcp_ack(ctx, dir.flip(), ack);
                 }
+                if flags & RST != 0 || ip.payload.is_empty() {
+                    return 0;
+                }
+                let data_seq = seq.wrapping_add(u32::from(syn));
+                if flags & URG != 0 && self.norm.urgent == UrgentPolicy::Oob {
+                    // Linux (`tcp_stdurg` 0): the urgent byte is the one before the pointer;
+                    // a zero pointer marks the segment's first byte.
+                    self.engine.tcp_urgent(ctx, dir, data_seq.wrapping_add(u32::from(urgent).saturating_sub(1)));
+                }
+                differ = self.engine.tcp_segment(ctx, dir, data_seq, ip.payload, server_port, packets);
             }
             L4::Udp => self.engine.datagram(ctx, dir, ip.payload, server_port, packets),
             _ => {}
@@ -866,6 +995,7 @@ impl Inspector {
             };
             self.expect.insert(&e, now_ns);
         }
+        differ
     }
 
     /// Attaches the app and policy views to `snaps[from..]`, and returns the app contexts of
@@ -1190,6 +1320,7 @@ mod tests {
         f[29] = host;
         f[34..36].copy_from_slice(&sport.to_be_bytes());
         f[38..42].copy_from_slice(&seq.to_be_bytes());
+        crate::wire::tests::fix_checksums(&mut f);
         f
     }
 
@@ -1201,6 +1332,7 @@ mod tests {
         f[34..36].copy_from_slice(&sport.to_be_bytes());
         f[36..38].copy_from_slice(&dport.to_be_bytes());
         f[38..42].copy_from_slice(&seq.to_be_bytes());
+        crate::wire::tests::fix_checksums(&mut f);
         f
     }
 

@@ -27,6 +27,7 @@
 //!   [`rescan`]: resumable searches that keep parsers linear when bytes trickle in.
 
 pub mod app;
+pub mod checksum;
 pub mod config;
 pub mod control;
 pub mod daemon;
@@ -47,6 +48,7 @@ mod protect_tests;
 pub mod record;
 pub mod replay;
 pub mod names;
+pub mod normalize;
 pub mod rescan;
 pub mod rst;
 pub mod seqlock;

@@ -38,6 +38,7 @@ fn tcp(mac: [u8; 6], src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, seq: u3
     f.extend_from_slice(&0u32.to_be_bytes());
     f.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
     f.extend_from_slice(payload);
+    crate::wire::tests::fix_checksums(&mut f);
     f
 }
 

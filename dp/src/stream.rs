@@ -1,6 +1,15 @@
 //! TCP stream tracking for one direction of a session: in-order delivery to a parser, bounded
 //! out-of-order buffering, retransmissions and overlaps delivered once, overlaps with
-//! *different* data counted, gaps reported.
+//! *different* data counted in bytes and reported to the caller (which drops such segments in
+//! protect mode, [`crate::normalize`]), gaps reported, urgent data taken out of band.
+//!
+//! Conflicts after parsing: the bytes delivered to the parser are kept until the receiver
+//! acknowledges them ([`Stream::acked`]), in a ring of at most the per-session cap, charged to
+//! a per-core budget of its own (so a receiver that never acknowledges can only lose Warden
+//! the comparison, never the inspection of other sessions). A retransmission is compared with
+//! them whether or not the parser consumed them; bytes it covers that were not kept (ring or
+//! budget full) are counted as `unverified`. Acknowledged bytes are never compared: the
+//! receiver drops their retransmissions.
 //!
 //! Zero-copy when possible: an in-order segment goes straight from the frame to the parser;
 //! only the bytes the parser did not consume, and out-of-order segments, are copied into
@@ -54,17 +63,44 @@ pub struct BufPool {
     in_use: usize,
     cap: usize,
     session_cap: usize,
+    kept: usize,
+    kept_cap: usize,
 }
 
 impl BufPool {
-    /// A pool allowing `core_cap` bytes held in total, `session_cap` per buffer.
+    /// A pool allowing `core_cap` bytes held in total, `session_cap` per buffer; bytes kept
+    /// for conflict checks have a budget of `core_cap` of their own.
     pub fn new(core_cap: usize, session_cap: usize) -> Self {
-        BufPool { free: Vec::new(), in_use: 0, cap: core_cap, session_cap }
+        BufPool { free: Vec::new(), in_use: 0, cap: core_cap, session_cap, kept: 0, kept_cap: core_cap }
     }
 
-    /// Bytes held by live buffers.
+    /// Bytes held by live buffers (unconsumed and out-of-order bytes).
     pub fn in_use(&self) -> usize {
         self.in_use
+    }
+
+    /// Bytes kept for conflict checks (delivered, not yet acknowledged).
+    pub fn kept(&self) -> usize {
+        self.kept
+    }
+
+    fn charge_kept(&mut self, n: usize) -> bool {
+        if self.kept + n > self.kept_cap {
+            return false;
+        }
+        self.kept += n;
+        true
+    }
+
+    fn credit_kept(&mut self, n: usize) {
+        self.kept = self.kept.saturating_sub(n);
+    }
+
+    fn give_kept(&mut self, mut b: Vec<u8>) {
+        b.clear();
+        if self.free.len() * self.session_cap < self.cap {
+            self.free.push(b);
+        }
     }
 
     fn take(&mut self) -> Vec<u8> {
@@ -96,6 +132,94 @@ impl BufPool {
 
 const MAX_OOO: usize = 8;
 
+/// Delivered bytes not yet acknowledged: a ring over a pool buffer (grown up to its
+/// capacity, then wrapped), the oldest byte at sequence number `seq`.
+#[derive(Debug, Default)]
+struct Kept {
+    buf: Option<Vec<u8>>,
+    head: usize,
+    len: usize,
+    seq: u32,
+}
+
+impl Kept {
+    /// Drops the `n` oldest bytes.
+    fn drop_front(&mut self, n: usize, pool: &mut BufPool) {
+        let n = n.min(self.len);
+        self.seq = self.seq.wrapping_add(n as u32);
+        self.len -= n;
+        pool.credit_kept(n);
+        if self.len == 0 {
+            if let Some(b) = self.buf.take() {
+                pool.give_kept(b);
+            }
+            self.head = 0;
+        } else if let Some(b) = &self.buf {
+            self.head = (self.head + n) % b.len().max(1);
+        }
+    }
+
+    /// Forgets everything and restarts at `seq`.
+    fn reset(&mut self, seq: u32, pool: &mut BufPool) {
+        self.drop_front(self.len, pool);
+        self.seq = seq;
+    }
+
+    /// Appends `data` (which starts at `seq + len`), dropping the oldest bytes for room.
+    fn push(&mut self, data: &[u8], pool: &mut BufPool) {
+        let cap = pool.session_cap;
+        if cap == 0 || data.is_empty() {
+            self.seq = self.seq.wrapping_add(if self.len == 0 { data.len() as u32 } else { 0 });
+            return;
+        }
+        let data = if data.len() > cap {
+            self.drop_front(self.len, pool);
+            self.seq = self.seq.wrapping_add((data.len() - cap) as u32);
+            &data[data.len() - cap..]
+        } else {
+            data
+        };
+        let over = (self.len + data.len()).saturating_sub(cap);
+        if over > 0 {
+            self.drop_front(over, pool);
+        }
+        if !pool.charge_kept(data.len()) {
+            // Out of budget: nothing kept; the bytes after are kept again once it frees up.
+            self.drop_front(self.len, pool);
+            self.seq = self.seq.wrapping_add(data.len() as u32);
+            return;
+        }
+        if self.buf.is_none() {
+            self.buf = Some(pool.take());
+            self.head = 0;
+        }
+        let Some(b) = self.buf.as_mut() else { return };
+        let mut rest = data;
+        if b.len() < cap {
+            // Still growing: the kept bytes are `b[head..]`, contiguous up to the end.
+            let n = (cap - b.len()).min(rest.len());
+            b.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+        }
+        let mut at = (self.head + self.len + data.len() - rest.len()) % cap;
+        while !rest.is_empty() {
+            let n = (cap - at).min(rest.len());
+            b[at..at + n].copy_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            at = (at + n) % cap;
+        }
+        self.len += data.len();
+    }
+
+    /// The kept byte at sequence number `s`, if kept.
+    #[inline]
+    fn at(&self, s: u32) -> Option<u8> {
+        let i = s.wrapping_sub(self.seq) as usize;
+        let b = self.buf.as_ref()?;
+        (i < self.len).then(|| b[(self.head + i) % b.len()])
+    }
+}
+
 /// One direction of a TCP stream.
 #[derive(Debug, Default)]
 pub struct Stream {
@@ -105,10 +229,23 @@ pub struct Stream {
     pending: Option<Vec<u8>>,
     need: usize,
     ooo: ArrayVec<(u32, Vec<u8>), MAX_OOO>,
+    kept: Kept,
+    /// Everything before this was acknowledged by the receiver.
+    acked: u32,
+    /// The urgent byte to take out of band when delivered (Linux: `urg_seq`, pending).
+    urgent: Option<u32>,
+    /// The latest urgent mark seen (older marks are ignored).
+    urgent_mark: Option<u32>,
     /// Segments entirely retransmitted (already delivered).
     pub retransmissions: u32,
-    /// Overlapping bytes that differed from the bytes seen first (an evasion signal).
+    /// Overlapping bytes that differed from the bytes seen first (an evasion signal), in
+    /// bytes: retransmissions compared with the bytes delivered and not yet acknowledged,
+    /// overlapping out-of-order segments with each other.
     pub overlaps_differ: u32,
+    /// Retransmitted bytes that could not be compared (not kept: ring or budget full).
+    pub unverified: u32,
+    /// Urgent bytes taken out of band.
+    pub urgent_bytes: u32,
     /// Gaps reported to the parser.
     pub gaps: u32,
     /// Set when inspection stopped.
@@ -120,8 +257,47 @@ impl Stream {
     pub fn start(&mut self, seq: u32) {
         if !self.started {
             self.next = seq;
+            self.acked = seq;
+            self.kept.seq = seq;
             self.started = true;
         }
+    }
+
+    /// The first sequence number not yet delivered, once started.
+    pub fn next(&self) -> Option<u32> {
+        self.started.then_some(self.next)
+    }
+
+    /// The receiver acknowledged everything before `ack`: kept bytes before it are let go.
+    pub fn acked(&mut self, ack: u32, pool: &mut BufPool) {
+        if !self.started || (ack.wrapping_sub(self.acked) as i32) <= 0 {
+            return;
+        }
+        // Never past what was delivered (an ACK Warden let through for bytes it holds).
+        let ack = if (ack.wrapping_sub(self.next) as i32) > 0 { self.next } else { ack };
+        self.acked = ack;
+        let n = ack.wrapping_sub(self.kept.seq);
+        if (n as i32) > 0 {
+            self.kept.drop_front(n as usize, pool);
+            if (self.kept.seq.wrapping_sub(ack) as i32) < 0 {
+                self.kept.seq = ack;
+            }
+        }
+    }
+
+    /// An urgent mark: the byte at `seq` is urgent (the segment's sequence number plus its
+    /// urgent pointer minus one, RFC 6093 §3). Read as Linux does (`tcp_check_urg`): a mark on
+    /// bytes already delivered, or not after the latest mark, is ignored; a newer mark
+    /// replaces a pending one, whose byte then stays in band.
+    pub fn urgent(&mut self, seq: u32) {
+        if self.started && (seq.wrapping_sub(self.next) as i32) < 0 {
+            return;
+        }
+        if self.urgent_mark.is_some_and(|m| (seq.wrapping_sub(m) as i32) <= 0) {
+            return;
+        }
+        self.urgent_mark = Some(seq);
+        self.urgent = Some(seq);
     }
 
     /// True once the parser said it is done or inspection was bypassed.
@@ -129,7 +305,7 @@ impl Stream {
         self.done || self.bypass.is_some()
     }
 
-    /// Returns every buffer to the pool (session end).
+    /// Returns every buffer to the pool (session end, or inspection over).
     pub fn release(&mut self, pool: &mut BufPool) {
         if let Some(b) = self.pending.take() {
             pool.give(b);
@@ -137,6 +313,8 @@ impl Stream {
         for (_, b) in self.ooo.drain(..) {
             pool.give(b);
         }
+        let next = self.next;
+        self.kept.reset(next, pool);
     }
 
     fn stop(&mut self, why: Bypass, pool: &mut BufPool) {
@@ -144,66 +322,83 @@ impl Stream {
         self.release(pool);
     }
 
-    /// Accepts a segment with sequence number `seq` and `payload`.
-    pub fn segment(&mut self, seq: u32, payload: &[u8], pool: &mut BufPool, sink: &mut dyn Sink) {
+    /// Accepts a segment with sequence number `seq` and `payload`; returns how many of its
+    /// bytes differ from bytes Warden already inspected (delivered and not yet acknowledged)
+    /// or holds (out of order). Those bytes are never delivered: the first copy counts.
+    pub fn segment(&mut self, seq: u32, payload: &[u8], pool: &mut BufPool, sink: &mut dyn Sink) -> u32 {
         if payload.is_empty() || self.finished() {
-            return;
+            return 0;
         }
         self.start(seq);
         let off = seq.wrapping_sub(self.next) as i32;
         let mut data = payload;
+        let mut differ = 0;
         if off < 0 {
             let already = off.unsigned_abs() as usize;
-            self.compare_with_pending(already, data);
+            differ = self.compare_kept(seq, &data[..already.min(data.len())]);
             if already >= data.len() {
                 self.retransmissions += 1;
-                return;
+                return differ;
             }
             data = &data[already..];
         } else if off > 0 {
-            self.store_ooo(seq, data, pool, sink);
-            return;
+            return self.store_ooo(seq, data, pool, sink);
         }
-        self.deliver(data, pool, sink);
+        self.deliver_in_order(data, pool, sink);
         self.drain_ooo(pool, sink);
+        differ
     }
 
-    /// Compares a retransmitted segment, whose first `already` bytes lie before `next`, with
-    /// the unconsumed bytes still held.
-    fn compare_with_pending(&mut self, already: usize, data: &[u8]) {
-        let Some(p) = &self.pending else { return };
-        if already > p.len() {
-            return;
+    /// Compares retransmitted bytes `data` (at `seq`, all before `next`) with the kept ones;
+    /// returns the differing count and counts those that could not be compared.
+    fn compare_kept(&mut self, seq: u32, data: &[u8]) -> u32 {
+        let mut differ = 0u32;
+        for (i, &b) in data.iter().enumerate() {
+            let s = seq.wrapping_add(i as u32);
+            if (s.wrapping_sub(self.acked) as i32) < 0 {
+                continue; // acknowledged: the receiver drops it
+            }
+            match self.kept.at(s) {
+                Some(k) if k != b => differ += 1,
+                Some(_) => {}
+                None => self.unverified = self.unverified.saturating_add(1),
+            }
         }
-        let start = p.len() - already;
-        let n = already.min(data.len());
-        if p[start..start + n] != data[..n] {
-            self.overlaps_differ += 1;
-        }
+        self.overlaps_differ = self.overlaps_differ.saturating_add(differ);
+        differ
     }
 
-    fn store_ooo(&mut self, seq: u32, data: &[u8], pool: &mut BufPool, sink: &mut dyn Sink) {
-        // Overlap with a segment already waiting: keep the first, count a difference.
+    fn store_ooo(&mut self, seq: u32, data: &[u8], pool: &mut BufPool, sink: &mut dyn Sink) -> u32 {
+        // Overlap with a segment already waiting: keep the first, count differing bytes.
+        let mut differ = 0u32;
         for (s, b) in &self.ooo {
             let rel = seq.wrapping_sub(*s) as i32;
             if rel >= 0 && (rel as usize) < b.len() {
                 let start = rel as usize;
                 let n = (b.len() - start).min(data.len());
-                if b[start..start + n] != data[..n] {
-                    self.overlaps_differ += 1;
-                }
+                differ += b[start..start + n].iter().zip(&data[..n]).filter(|(x, y)| x != y).count() as u32;
                 if n == data.len() {
+                    self.overlaps_differ = self.overlaps_differ.saturating_add(differ);
                     self.retransmissions += 1;
-                    return;
+                    return differ;
                 }
             }
         }
+        self.overlaps_differ = self.overlaps_differ.saturating_add(differ);
+        self.store_ooo_new(seq, data, pool, sink);
+        differ
+    }
+
+    fn store_ooo_new(&mut self, seq: u32, data: &[u8], pool: &mut BufPool, sink: &mut dyn Sink) {
         if self.ooo.is_full() {
             // Give up waiting for the hole: report it and continue from the oldest segment.
             let first = self.ooo.iter().map(|(s, _)| s.wrapping_sub(self.next)).min().unwrap_or(0);
             self.gaps += 1;
             sink.gap(first as usize);
             self.next = self.next.wrapping_add(first);
+            // The hole was never delivered: what is kept restarts after it.
+            let next = self.next;
+            self.kept.reset(next, pool);
             if let Some(p) = &mut self.pending {
                 pool.credit(p.len());
                 p.clear();
@@ -218,7 +413,7 @@ impl Stream {
             let already = self.next.wrapping_sub(seq) as i32;
             if already >= 0 {
                 if (already as usize) < data.len() {
-                    self.deliver(&data[already as usize..], pool, sink);
+                    self.deliver_in_order(&data[already as usize..], pool, sink);
                     self.drain_ooo(pool, sink);
                 }
                 return;
@@ -247,9 +442,36 @@ impl Stream {
             let (s, b) = self.ooo.swap_remove(i);
             let already = self.next.wrapping_sub(s) as usize;
             if already < b.len() {
-                self.deliver(&b[already..], pool, sink);
+                self.deliver_in_order(&b[already..], pool, sink);
             }
             pool.give(b);
+        }
+    }
+
+    /// Delivers in-order bytes `data` (starting at `next`): kept for conflict checks, the
+    /// pending urgent byte among them taken out.
+    fn deliver_in_order(&mut self, data: &[u8], pool: &mut BufPool, sink: &mut dyn Sink) {
+        if self.finished() {
+            self.next = self.next.wrapping_add(data.len() as u32);
+            return;
+        }
+        self.kept.push(data, pool);
+        let at = self.urgent.map(|u| u.wrapping_sub(self.next) as usize).filter(|&i| i < data.len());
+        match at {
+            Some(i) => {
+                self.urgent = None;
+                self.urgent_bytes += 1;
+                if i > 0 {
+                    self.deliver(&data[..i], pool, sink);
+                }
+                self.next = self.next.wrapping_add(1);
+                if i + 1 < data.len() && !self.finished() {
+                    self.deliver(&data[i + 1..], pool, sink);
+                } else {
+                    self.next = self.next.wrapping_add((data.len() - i - 1) as u32);
+                }
+            }
+            None => self.deliver(data, pool, sink),
         }
     }
 
