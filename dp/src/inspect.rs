@@ -597,7 +597,13 @@ impl Inspector {
             // A segment the receiver drops or ignores: never inspected.
             self.stats.anomalies[a as usize] += 1;
             let p = self.sessions.get(t.idx).policy;
-            let v = self.anomaly_verdict(p.mode == Some(Mode::Protect) || p.blocked);
+            let v = if p.blocked {
+                // Dropped whatever it is: the session is denied.
+                self.stats.policy_dropped += 1;
+                Verdict::Drop(DropReason::PolicyDenied)
+            } else {
+                self.anomaly_verdict(p.mode == Some(Mode::Protect))
+            };
             if v != Verdict::Forward {
                 self.sessions.count_dropped(t.idx, t.dir, len);
             }
@@ -1176,10 +1182,12 @@ mod tests {
         };
         let mut i = Inspector::new(64, Timeouts::default(), MalformedPolicy::Drop);
         i.set_policy(p("alert"), 1);
-        let syn = tcp4(&[], SYN, b"");
         // Server address 198.18.0.2 is the workload: the frame goes to it.
+        let syn = tcp_frame([198, 18, 0, 1], 40000, [198, 18, 0, 2], 80, SYN, 999, 0, b"");
         assert_eq!(i.process(&syn, meta(1, 1)), Verdict::Forward);
-        let data = tcp4(&[], ACK | PSH, b"x");
+        let syn_ack = tcp_frame([198, 18, 0, 2], 80, [198, 18, 0, 1], 40000, SYN | ACK, 5000, 1000, b"");
+        assert_eq!(i.process(&syn_ack, meta(2, 1)), Verdict::Forward);
+        let data = tcp_frame([198, 18, 0, 1], 40000, [198, 18, 0, 2], 80, ACK | PSH, 1000, 5001, b"x");
         assert_eq!(i.process(&data, meta(1, 2)), Verdict::Forward);
         i.set_policy(p("protect"), 2);
         assert_eq!(i.process(&data, meta(1, 3)), Verdict::Reset, "established session cut with resets");
@@ -1315,18 +1323,21 @@ mod tests {
     }
 
     /// A TCP frame from 198.18.0.`host`:`sport` to 198.18.0.2:80 with sequence number `seq`.
-    fn tcp_from(host: u8, sport: u16, flags: u8, seq: u32, payload: &[u8]) -> Vec<u8> {
+    fn tcp_from(host: u8, sport: u16, flags: u8, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
         let mut f = tcp4(&[], flags, payload);
         f[29] = host;
         f[34..36].copy_from_slice(&sport.to_be_bytes());
         f[38..42].copy_from_slice(&seq.to_be_bytes());
+        f[42..46].copy_from_slice(&ack.to_be_bytes());
         crate::wire::tests::fix_checksums(&mut f);
         f
     }
 
     /// An IPv4 TCP frame `src:sport -> dst:dport` with `flags`, sequence `seq` and `payload`.
-    fn tcp_frame(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8, seq: u32, payload: &[u8]) -> Vec<u8> {
+    #[allow(clippy::too_many_arguments)]
+    fn tcp_frame(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
         let mut f = tcp4(&[], flags, payload);
+        f[42..46].copy_from_slice(&ack.to_be_bytes());
         f[26..30].copy_from_slice(&src);
         f[30..34].copy_from_slice(&dst);
         f[34..36].copy_from_slice(&sport.to_be_bytes());
@@ -1350,9 +1361,18 @@ mod tests {
             for k in 0..count {
                 let (host, sport) = (10 + (k / 60_000) as u8, 1024 + (k % 60_000) as u16);
                 let m = FrameMeta { zone, iface: 1, now_ns: 1 };
-                i.process(&tcp_from(host, sport, SYN, 1000, b""), m);
+                i.process(&tcp_from(host, sport, SYN, 1000, 0, b""), m);
+                let mut syn_ack = tcp_from(host, sport, SYN | ACK, 7000, 1001, b"");
+                // The server's answer: addresses (26..34) and ports (34..38) swapped.
+                let (a, p) = (syn_ack[26..30].to_vec(), syn_ack[34..36].to_vec());
+                syn_ack.copy_within(30..34, 26);
+                syn_ack[30..34].copy_from_slice(&a);
+                syn_ack.copy_within(36..38, 34);
+                syn_ack[36..38].copy_from_slice(&p);
+                crate::wire::tests::fix_checksums(&mut syn_ack);
+                i.process(&syn_ack, FrameMeta { iface: 2, ..m });
                 // A segment beyond a hole: kept in the stream buffer until the hole fills.
-                i.process(&tcp_from(host, sport, ACK | PSH, 1101, b"GET / HTTP/1.1\r\n"), m);
+                i.process(&tcp_from(host, sport, ACK | PSH, 1101, 7001, b"GET / HTTP/1.1\r\n"), m);
             }
         }
         assert_eq!(i.sessions.len(), total);
@@ -1402,11 +1422,11 @@ mod tests {
         for n in 0..established as u16 {
             let port = 10_000 + n;
             for (f, iface) in [
-                (tcp_frame(CLI, port, SRV, 80, SYN, 100, b""), 1),
-                (tcp_frame(SRV, 80, CLI, port, SYN | ACK, 500, b""), 2),
-                (tcp_frame(CLI, port, SRV, 80, ACK, 101, b""), 1),
-                (tcp_frame(CLI, port, SRV, 80, ACK | PSH, 101, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), 1),
-                (tcp_frame(SRV, 80, CLI, port, ACK | PSH, 501, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), 2),
+                (tcp_frame(CLI, port, SRV, 80, SYN, 100, 0, b""), 1),
+                (tcp_frame(SRV, 80, CLI, port, SYN | ACK, 500, 101, b""), 2),
+                (tcp_frame(CLI, port, SRV, 80, ACK, 101, 501, b""), 1),
+                (tcp_frame(CLI, port, SRV, 80, ACK | PSH, 101, 501, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), 1),
+                (tcp_frame(SRV, 80, CLI, port, ACK | PSH, 501, 128, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), 2),
             ] {
                 assert_eq!(step(&mut i, &f, iface), Verdict::Forward);
             }
@@ -1420,15 +1440,15 @@ mod tests {
             x ^= x << 17;
             let src = [198, 18 + (x >> 63) as u8, (x >> 8) as u8, (x >> 16) as u8];
             let (sport, dport) = ((x >> 24) as u16 | 1024, if port80 { 80 } else { (x >> 40) as u16 | 1 });
-            let v = step(&mut i, &tcp_frame(src, sport, SRV, dport, SYN, x as u32, b""), 1);
+            let v = step(&mut i, &tcp_frame(src, sport, SRV, dport, SYN, x as u32, 0, b""), 1);
             *verdicts.entry(format!("{v:?}")).or_insert(0) += 1;
         }
         for n in 0..established as u16 {
             let port = 10_000 + n;
-            let (k, e) = flow_of(&wire::decode(&tcp_frame(CLI, port, SRV, 80, ACK, 0, b"")).unwrap(), 0).unwrap();
+            let (k, e) = flow_of(&wire::decode(&tcp_frame(CLI, port, SRV, 80, ACK, 0, 0, b"")).unwrap(), 0).unwrap();
             let (idx, _) = i.sessions.find(&k, e).unwrap_or_else(|| panic!("established session {port} is gone"));
             assert_eq!(i.sessions.get(idx).state, State::Tcp(TcpState::Established));
-            let more = tcp_frame(CLI, port, SRV, 80, ACK | PSH, 128, b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n");
+            let more = tcp_frame(CLI, port, SRV, 80, ACK | PSH, 128, 539, b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n");
             assert_eq!(step(&mut i, &more, 1), Verdict::Forward, "{port}");
         }
         assert!(i.sessions.len() <= cap);
