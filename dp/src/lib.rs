@@ -49,6 +49,8 @@ pub mod record;
 pub mod replay;
 pub mod names;
 pub mod normalize;
+#[cfg(test)]
+mod normalize_tests;
 pub mod rescan;
 pub mod rst;
 pub mod seqlock;

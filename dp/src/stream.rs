@@ -658,6 +658,90 @@ mod tests {
     }
 
     #[test]
+    fn conflicts_are_found_after_the_parser_consumed_the_bytes() {
+        let mut pool = BufPool::new(1 << 20, 4096);
+        let mut s = Stream::default();
+        s.start(1000);
+        let mut sink = Lines::default();
+        assert_eq!(s.segment(1000, b"one\ntwo\n", &mut pool, &mut sink), 0);
+        assert_eq!(sink.lines, ["one", "two"], "consumed: nothing pending");
+        // Differing bytes, counted one by one; the first copy is what was delivered.
+        assert_eq!(s.segment(1002, b"X\ntwX", &mut pool, &mut sink), 2);
+        assert_eq!(s.overlaps_differ, 2);
+        assert_eq!(s.segment(1000, b"one\n", &mut pool, &mut sink), 0);
+        // Acknowledged bytes are the receiver's to drop: never compared, and let go.
+        s.acked(1004, &mut pool);
+        assert_eq!(pool.kept(), 4);
+        assert_eq!(s.segment(1000, b"ZZZZtwo\n", &mut pool, &mut sink), 0);
+        s.acked(1008, &mut pool);
+        assert_eq!(pool.kept(), 0);
+        // A retransmission that also brings new bytes delivers only those.
+        assert_eq!(s.segment(1004, b"twY\nthree\n", &mut pool, &mut sink), 0, "acknowledged");
+        assert_eq!(sink.lines, ["one", "two", "three"]);
+        s.release(&mut pool);
+        assert_eq!((pool.in_use(), pool.kept()), (0, 0));
+    }
+
+    #[test]
+    fn kept_bytes_wrap_in_their_ring_and_respect_the_budget() {
+        // Ring of 16 bytes per stream (the session cap), core budget 20.
+        let mut pool = BufPool::new(20, 16);
+        let mut s = Stream::default();
+        s.start(0);
+        let mut sink = Lines::default();
+        for i in 0..10u32 {
+            s.segment(i * 5, b"abcd\n", &mut pool, &mut sink);
+            if i % 3 == 0 && i < 9 {
+                s.acked(i * 5 + 2, &mut pool);
+            }
+        }
+        // Acknowledged up to 32; the last 16 bytes (34..50) are kept and compared, 32 and 33
+        // are neither acknowledged nor kept.
+        assert_eq!(pool.kept(), 16);
+        assert_eq!(s.segment(45, b"abcX\n", &mut pool, &mut sink), 1);
+        let unverified = s.unverified;
+        assert_eq!(s.segment(30, b"abcd\n", &mut pool, &mut sink), 0);
+        assert_eq!(s.unverified - unverified, 2, "bytes 32 and 33 were no longer kept");
+        // A second stream finds the budget nearly spent: it keeps nothing, inspects everything.
+        let mut t = Stream::default();
+        t.start(0);
+        let mut sink2 = Lines::default();
+        t.segment(0, b"0123456789\n", &mut pool, &mut sink2);
+        assert_eq!(sink2.lines, ["0123456789"]);
+        assert!(pool.kept() <= 20);
+        assert_eq!(t.bypass, None);
+        s.release(&mut pool);
+        t.release(&mut pool);
+        assert_eq!(pool.kept(), 0);
+    }
+
+    #[test]
+    fn urgent_bytes_leave_the_stream_as_linux_reads_them() {
+        let (mut pool, mut sink) = (BufPool::new(1 << 20, 4096), Lines::default());
+        let mut s = Stream::default();
+        s.start(0);
+        s.urgent(6);
+        s.segment(0, b"/malicXious\n", &mut pool, &mut sink);
+        assert_eq!(sink.lines, ["/malicious"]);
+        // A mark on bytes already delivered, or older than the last one, is ignored.
+        s.urgent(3);
+        s.segment(12, b"ab\n", &mut pool, &mut sink);
+        assert_eq!(sink.lines[1], "ab");
+        // A newer mark replaces a pending one: the older byte stays in band.
+        s.urgent(16);
+        s.urgent(18);
+        s.segment(15, b"0123456\n", &mut pool, &mut sink);
+        assert_eq!(sink.lines[2], "012456");
+        assert_eq!(s.urgent_bytes, 2);
+        // The urgent byte in a later segment than its mark, and at a segment's last byte.
+        s.urgent(27);
+        s.segment(23, b"wxyz", &mut pool, &mut sink);
+        s.segment(27, b"Q\n", &mut pool, &mut sink);
+        assert_eq!(sink.lines[3], "wxyz");
+        s.release(&mut pool);
+    }
+
+    #[test]
     fn sequence_wraps() {
         let mut pool = BufPool::new(1 << 20, 4096);
         let mut s = Stream::default();
