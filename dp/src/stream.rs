@@ -60,47 +60,61 @@ pub trait Sink {
 /// `session_cap` each, allocated once and kept on a free list while the pool has room).
 pub struct BufPool {
     free: Vec<Vec<u8>>,
-    in_use: usize,
-    cap: usize,
+    held: Budget,
+    kept: Budget,
     session_cap: usize,
-    kept: usize,
-    kept_cap: usize,
+}
+
+/// Bytes charged against a cap.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    used: usize,
+    cap: usize,
+}
+
+impl Budget {
+    /// Charges `n` more bytes; false (nothing charged) when the cap would be passed.
+    fn charge(&mut self, n: usize) -> bool {
+        if self.used + n > self.cap {
+            return false;
+        }
+        self.used += n;
+        true
+    }
+
+    fn credit(&mut self, n: usize) {
+        self.used = self.used.saturating_sub(n);
+    }
 }
 
 impl BufPool {
     /// A pool allowing `core_cap` bytes held in total, `session_cap` per buffer; bytes kept
     /// for conflict checks have a budget of `core_cap` of their own.
     pub fn new(core_cap: usize, session_cap: usize) -> Self {
-        BufPool { free: Vec::new(), in_use: 0, cap: core_cap, session_cap, kept: 0, kept_cap: core_cap }
+        BufPool {
+            free: Vec::new(),
+            held: Budget { used: 0, cap: core_cap },
+            kept: Budget { used: 0, cap: core_cap },
+            session_cap,
+        }
     }
 
     /// Bytes held by live buffers (unconsumed and out-of-order bytes).
     pub fn in_use(&self) -> usize {
-        self.in_use
+        self.held.used
     }
 
     /// Bytes kept for conflict checks (delivered, not yet acknowledged).
     pub fn kept(&self) -> usize {
-        self.kept
+        self.kept.used
     }
 
     fn charge_kept(&mut self, n: usize) -> bool {
-        if self.kept + n > self.kept_cap {
-            return false;
-        }
-        self.kept += n;
-        true
+        self.kept.charge(n)
     }
 
     fn credit_kept(&mut self, n: usize) {
-        self.kept = self.kept.saturating_sub(n);
-    }
-
-    fn give_kept(&mut self, mut b: Vec<u8>) {
-        b.clear();
-        if self.free.len() * self.session_cap < self.cap {
-            self.free.push(b);
-        }
+        self.kept.credit(n);
     }
 
     fn take(&mut self) -> Vec<u8> {
@@ -109,24 +123,29 @@ impl BufPool {
 
     /// Charges `n` more held bytes; false (nothing charged) when the core cap would be passed.
     fn charge(&mut self, n: usize) -> bool {
-        if self.in_use + n > self.cap {
-            return false;
-        }
-        self.in_use += n;
-        true
+        self.held.charge(n)
     }
 
     fn credit(&mut self, n: usize) {
-        self.in_use = self.in_use.saturating_sub(n);
+        self.held.credit(n);
     }
 
-    fn give(&mut self, mut b: Vec<u8>) {
-        self.credit(b.len());
+    /// Returns a buffer (its bytes already credited) to the free list.
+    fn recycle(&mut self, mut b: Vec<u8>) {
         b.clear();
         // Keep at most enough buffers to reach the cap again; the rest is freed.
-        if self.free.len() * self.session_cap < self.cap {
+        if self.free.len() * self.session_cap < self.held.cap {
             self.free.push(b);
         }
+    }
+
+    fn give(&mut self, b: Vec<u8>) {
+        self.credit(b.len());
+        self.recycle(b);
+    }
+
+    fn give_kept(&mut self, b: Vec<u8>) {
+        self.recycle(b);
     }
 }
 
