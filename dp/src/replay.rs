@@ -236,7 +236,7 @@ mod tests {
     use std::path::PathBuf;
 
     fn corpus() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus")
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../corpus")
     }
 
     #[test]
