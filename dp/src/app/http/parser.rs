@@ -1,11 +1,17 @@
 //! Pure HTTP/1.x parsing functions (no state, no allocation), after RFC 9112.
 //!
-//! - Request and status lines and header sections (RFC 9112 §3, §4, §5) are parsed by the
-//!   `httparse` crate (zero-copy, works on partial input, no allocation: the header array lives
-//!   on the stack); this module adds the strict, prefix-safe probes and message framing.
+//! - Request lines and request field sections (RFC 9112 §2.2, §3, §5) are read as nginx,
+//!   Apache and python's `http.server` read them ([`LineScan`], [`HeadScan`], [`request`]):
+//!   leading empty lines, HTTP/0.9 simple requests, whitespace runs, any token method, obs-fold;
+//!   what only some of them accept is flagged, not refused.
+//! - Status lines and response header sections (RFC 9112 §4, §5) are parsed by the `httparse`
+//!   crate (zero-copy, works on partial input, no allocation: the header array lives on the
+//!   stack).
+//! - Prefix-safe probes for a first message ([`sniff_request`], [`sniff_response`]).
 //! - Message body length (RFC 9112 §6.3): `Transfer-Encoding` whose final coding is `chunked`
 //!   wins over `Content-Length`; a request without either has no body; a response to HEAD, a 1xx,
-//!   204 or 304 has no body; a response with neither is read until the connection closes.
+//!   204 or 304 has no body; a response with neither is read until the connection closes;
+//!   [`request_framing`] says when servers can disagree on a request's body.
 //! - Chunked transfer coding (RFC 9112 §7.1): chunk-size lines, chunk data + CRLF, last chunk
 //!   and trailer section, each line bounded.
 //!
@@ -17,7 +23,8 @@ use crate::rescan::Resume;
 
 /// Largest request or response head (start line + header section, bytes) the parser waits for.
 pub const MAX_HEAD: usize = 16 * 1024;
-/// Largest number of header fields in one head (stack array given to `httparse`).
+/// Largest number of header fields in one response head (stack array given to `httparse`;
+/// request heads are bounded by [`MAX_HEAD`] only).
 pub const MAX_HEADERS: usize = 96;
 /// Largest accepted `Content-Length` (bytes, 2^53).
 pub const MAX_BODY: u64 = 1 << 53;
