@@ -816,17 +816,29 @@ impl HeadScan {
         self.examined = self.examined.saturating_add(n as u64);
     }
 
-    /// Scans `b[pos..end]`, `response` selecting the start line's grammar.
+    /// Scans `b[pos..end]`, `response` selecting the start line's grammar; counts the bytes
+    /// it examined (up to where it stopped).
     fn scan(&mut self, b: &[u8], end: usize, response: bool) -> Option<Scanned> {
         let start = self.pos as usize;
+        let r = self.scan_bytes(b, end, response);
+        let stop = match r {
+            Some(Scanned::End(n)) => n,
+            Some(Scanned::Bad) => self.pos as usize,
+            None => end,
+        };
+        self.count(stop.saturating_sub(start));
+        r
+    }
+
+    fn scan_bytes(&mut self, b: &[u8], end: usize, response: bool) -> Option<Scanned> {
+        let start = self.pos as usize;
         let bytes = b.get(start..end).unwrap_or_default();
-        self.count(bytes.len());
         for (k, &c) in bytes.iter().enumerate() {
             let i = start + k;
             if !response && self.at == At::Start {
                 match self.line.step(i, c) {
                     Ln::More => continue,
-                    Ln::Bad => return Some(Scanned::Bad),
+                    Ln::Bad => return self.bad(i),
                     Ln::End if self.line.simple => {
                         self.pos = at32(i + 1);
                         return Some(Scanned::End(i + 1));
@@ -885,7 +897,7 @@ impl HeadScan {
                 At::Colon | At::Value | At::ValueCr if c == b'\n' => {
                     self.fields = self.fields.saturating_add(1);
                     if usize::from(self.fields) > MAX_HEADERS {
-                        return Some(Scanned::Bad);
+                        return self.bad(i);
                     }
                     At::LineStart
                 }
@@ -894,11 +906,17 @@ impl HeadScan {
                 At::Line | At::LineCr | At::Line0Cr if c == b'\r' => At::LineCr,
                 At::Line | At::LineCr if c == b'\n' => At::Line0,
                 At::Line0 | At::Line0Cr | At::Line | At::LineCr => At::Line,
-                _ => return Some(Scanned::Bad),
+                _ => return self.bad(i),
             };
         }
         self.pos = at32(end);
         None
+    }
+
+    /// The head is bad at byte `i` (scanned up to it).
+    fn bad(&mut self, i: usize) -> Option<Scanned> {
+        self.pos = at32(i + 1);
+        Some(Scanned::Bad)
     }
 
     /// Where the head that starts `b` ends: `Ok(n, n)` once it is complete (`n` bytes),
