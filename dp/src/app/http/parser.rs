@@ -634,15 +634,16 @@ fn build<'a>(b: &'a [u8], n: usize, l: &LineScan) -> Request<'a> {
     }
     let section = b.get(l.end as usize..n).unwrap_or_default();
     let mut last = Last::Other;
-    for raw in section.split_inclusive(|&c| c == b'\n') {
-        let line = raw.strip_suffix(b"\n").unwrap_or(raw);
+    let mut from = 0;
+    for lf in memchr::memchr_iter(b'\n', section) {
+        let line = &section[from..lf];
+        from = lf + 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             break;
         }
-        if line.iter().any(|&c| (c < 0x20 && c != b'\t') || c == 0x7f) {
-            req.violation = true;
-        }
+        // Without early exit, so that it vectorises.
+        req.violation |= line.iter().fold(false, |a, &c| a | ((c < 0x20) & (c != b'\t')) | (c == 0x7f));
         if matches!(line.first(), Some(b' ' | b'\t')) {
             req.violation = true;
             match last {
@@ -658,7 +659,7 @@ fn build<'a>(b: &'a [u8], n: usize, l: &LineScan) -> Request<'a> {
             }
             continue;
         }
-        let Some(colon) = line.iter().position(|&c| c == b':') else {
+        let Some(colon) = memchr::memchr(b':', line) else {
             req.violation = true;
             last = Last::Other;
             continue;
@@ -755,8 +756,6 @@ enum At {
     Line0Cr,
     /// Request field section: inside a line.
     Line,
-    /// Request field section: after a `\r` inside a line.
-    LineCr,
 }
 
 /// An incremental scan for the end of a request or response head, resumed at each call with
@@ -833,8 +832,30 @@ impl HeadScan {
     fn scan_bytes(&mut self, b: &[u8], end: usize, response: bool) -> Option<Scanned> {
         let start = self.pos as usize;
         let bytes = b.get(start..end).unwrap_or_default();
-        for (k, &c) in bytes.iter().enumerate() {
+        let mut k = 0;
+        while let Some(&c) = bytes.get(k) {
             let i = start + k;
+            k += 1;
+            // Fast paths: the bytes of a target that are no separator, CR, LF or control byte,
+            // and a request field line up to its LF, need no state change.
+            if !response && self.at == At::Start && self.line.at == Rl::Target && !self.line.cr {
+                let run = bytes[k - 1..].iter().position(|&c| c <= 0x20 || c == 0x7f).unwrap_or(bytes.len() - k + 1);
+                if run > 0 {
+                    self.line.target[1] = at32(i + run);
+                    k += run - 1;
+                    continue;
+                }
+            }
+            if self.at == At::Line {
+                match memchr::memchr(b'\n', &bytes[k - 1..]) {
+                    Some(j) => {
+                        self.at = At::Line0;
+                        k += j;
+                    }
+                    None => k = bytes.len(),
+                }
+                continue;
+            }
             if !response && self.at == At::Start {
                 match self.line.step(i, c) {
                     Ln::More => continue,
@@ -901,11 +922,10 @@ impl HeadScan {
                     }
                     At::LineStart
                 }
-                // A request's field section: lines up to an empty one.
+                // A request's field section: lines up to an empty one (inside a line, only
+                // its LF matters: the fast path above).
                 At::Line0 if c == b'\r' => At::Line0Cr,
-                At::Line | At::LineCr | At::Line0Cr if c == b'\r' => At::LineCr,
-                At::Line | At::LineCr if c == b'\n' => At::Line0,
-                At::Line0 | At::Line0Cr | At::Line | At::LineCr => At::Line,
+                At::Line0 | At::Line0Cr | At::Line => At::Line,
                 _ => return self.bad(i),
             };
         }
