@@ -1,14 +1,69 @@
-//! HTTP/1.0 and HTTP/1.1 (RFC 9112 message syntax, RFC 9110 semantics).
+//! HTTP/1.0 and HTTP/1.1 (RFC 9112 message syntax, RFC 9110 semantics), and HTTP/0.9 simple
+//! requests.
 //!
-//! One record per connection: the FIRST request's method, `Host`, target (path, bounded) and
-//! `User-Agent`, the first final response's status, and counts of requests (client to server)
-//! and final responses (server to client), so pipelined and keep-alive exchanges are all counted.
+//! One record per connection: the FIRST request's method, `Host`, target (path, bounded),
+//! `User-Agent` and version (`0.9` for a simple request), the first final response's status,
+//! and counts of requests (client to server) and final responses (server to client), so
+//! pipelined and keep-alive exchanges are all counted; `violation` when a message was
+//! something only some servers accept, or could not be read at all.
 //!
-//! Heads are parsed by the `httparse` crate (zero-copy over partial input, no allocation): once
-//! when the head arrives whole, else at its first segment and once more when complete; while a
-//! head is incomplete, [`parser::HeadScan`] scans only the bytes that arrived
-//! since the last segment (following `httparse`'s grammar, so a bad head is rejected at the same
-//! byte), and chunk-size and trailer lines resume their search the same way, so a request
+//! **Lenient where servers are lenient.** A request Warden does not parse as the server does is
+//! a request `apps` rules and the SQL injection check do not see, so requests are read as nginx,
+//! Apache (default `HttpProtocolOptions Strict LenientMethods Allow0.9`) and python's
+//! `http.server` read them, whichever accepts more (facts from their parsers, checked against
+//! nginx 1.22 and python 3.11; [`parser::LineScan`] has the grammar):
+//!
+//! - empty lines (CRLF or bare LF, also bare CR as nginx) before a request, at the start of the
+//!   connection and between keep-alive requests (RFC 9112 §2.2), and whitespace there (python):
+//!   the probe skips at most [`parser::MAX_LEAD`] bytes (why that bound: see there); after
+//!   detection any number is consumed as it comes, more than that (or whitespace) recorded as
+//!   a violation;
+//! - HTTP/0.9 simple requests `GET /path` ended by CRLF or LF (nginx, Apache and python serve
+//!   them, GET only): recorded and checked like any request, version `0.9`; the answer is the
+//!   body alone until the connection closes; the lines after it (python reads them as fields,
+//!   nginx and Apache close) are walked as in resync below, so a request among them is checked;
+//! - any token as method (nginx proxies unknown upper-case methods, Apache hands any token, also
+//!   lower-case, to its handlers, python any word to `do_<method>`); several spaces (nginx),
+//!   HTAB, VT, FF, 0x1c-0x1f and bare CR (python) between the parts and after the version;
+//!   versions `HTTP/` 1-10 digits `.` 1-10 digits with major 0 or 1 (python);
+//! - any target without whitespace (`.`, `*`, absolute-form, shell metacharacters, control
+//!   bytes python takes) up to [`parser::MAX_HEAD`];
+//! - field lines: obs-fold (joined to the previous field by python and Apache), lines without
+//!   colon, whitespace before the colon, names that are no token, control bytes;
+//! - the odd forms (anything but single SPs and `HTTP/1.x`, leading whitespace, control bytes,
+//!   those field lines, repeated `Content-Length`) are recorded as `violation` and parsed.
+//!
+//! The probe is stricter on a first message (versioned lines with any method; HTTP/0.9 only as
+//! `GET SP /target` and the line end; no control byte in the target), so line protocols that
+//! start with other words stay out.
+//!
+//! **Body length and smuggling** (RFC 9112 §6.3). `Transfer-Encoding` whose final coding is
+//! `chunked` wins over `Content-Length`, else the (first) `Content-Length`, else no body.
+//! Where servers can disagree on the body's end ([`parser::request_framing`]: `Content-Length`
+//! with `Transfer-Encoding`, a final coding other than chunked, differing or non-numeric
+//! `Content-Length` values, a folded or malformed length field), nginx and Apache answer 400 or
+//! 501 and close the connection, while a server that accepts the request may read another
+//! length and find a second request where Warden would skip body bytes. So Warden trusts no
+//! length there: the request is recorded (`violation`) and checked, and what follows its head
+//! is walked line by line (**resync**): a line that is a request line starts a request,
+//! parsed as usual from there (its own framing); any other line is checked for a request line
+//! at its end whatever precedes it ([`parser::embedded_target`]: the word before a final
+//! `HTTP/x.y`, or after a word ending in `GET`), whose target gets the SQL injection check, and
+//! the first [`FORM_MAX`] bytes of a form request's lines are checked as form values. A
+//! smuggled request is thus checked wherever a server starts reading it. The walk is bounded:
+//! after the largest `Content-Length` of the request (at most [`RESYNC_MAX`]) plus
+//! [`parser::MAX_HEAD`] bytes without a request, the bytes are not HTTP (`Feed::Invalid`); a
+//! line is held at most [`parser::MAX_HEAD`] bytes (a longer one is walked in pieces cut before
+//! its last word), each byte is searched once. Identical repeated lengths are a violation
+//! only. Responses with conflicting lengths are read with the first (or chunked) and recorded.
+//!
+//! Request heads are scanned by [`parser::HeadScan`] (own code: `httparse` refuses HTTP/0.9,
+//! whitespace runs, obs-fold and lines without colon), which keeps how far it got, so a head
+//! trickled in one-byte segments is scanned once and read once complete; response heads are
+//! parsed by the `httparse` crate (zero-copy over partial input, no allocation): once when the
+//! head arrives whole, else at its first segment and once more when complete, `HeadScan`
+//! following `httparse`'s grammar in between so a bad head is rejected at the same byte.
+//! Chunk-size, trailer and resync lines resume their search the same way, so a request
 //! trickled in one-byte segments costs each byte O(1) work ([`Http::examined`]);
 //! framing is walked here ([`parser`]): `Content-Length` bodies, chunked bodies (RFC 9112 §7.1,
 //! chunk sizes capped), responses without a length read until close, and no body after HEAD, 1xx,
@@ -25,7 +80,8 @@
 //! A CONNECT answered 2xx becomes a tunnel: both directions stop.
 //!
 //! SQL injection ([`crate::detect`]): every request's target is checked (the URL-decoded path
-//! and each query-string value, decoded and as sent, with libinjection). For a request whose
+//! and each query-string value, decoded and as sent, with libinjection), HTTP/0.9 and resync
+//! ones included. For a request whose
 //! `Content-Type` is `application/x-www-form-urlencoded`, the body's first [`FORM_MAX`] bytes
 //! (of each chunk, when chunked) are checked value by value too: the parser asks the stream
 //! engine for them (`Feed::Need`, so the engine's bounded buffer holds them, not this state) and
@@ -58,6 +114,10 @@ enum Phase {
     Trailer,
     /// A response body delimited by the connection close.
     UntilClose,
+    /// Requests only: after a request whose body servers can read differently, or after an
+    /// HTTP/0.9 request, no length is trusted: what follows is walked line by line until a
+    /// line that starts a request (see the module docs), within [`Http::resync_left`] bytes.
+    Resync,
     /// Not HTTP/1 any more (upgrade, tunnel), a violation, or lost after a gap.
     Stopped,
 }
@@ -66,6 +126,9 @@ enum Phase {
 const RING: usize = 16;
 /// Bytes of a form body (of each chunk of a chunked one) checked for SQL injection.
 pub const FORM_MAX: usize = 4096;
+/// Largest `Content-Length` that widens the resync window after an ambiguous request (bytes):
+/// the window is the largest `Content-Length` of the request up to this, plus [`parser::MAX_HEAD`].
+pub const RESYNC_MAX: u64 = 1 << 20;
 
 /// Per-session HTTP/1 state: fixed size, no heap.
 #[derive(Debug, Clone, Default)]
@@ -75,7 +138,8 @@ pub struct Http {
     host: Option<Text<128>>,
     path: Option<Text<256>>,
     user_agent: Option<Text<128>>,
-    minor: Option<u8>,
+    /// Major and minor version of the first request (0.9 for a simple request).
+    version: Option<(u8, u16)>,
     upgrade: Option<Text<32>>,
     status: Option<u16>,
     requests: u32,
@@ -92,8 +156,23 @@ pub struct Http {
     /// Per direction: how far the head being received was scanned (heads trickled in small
     /// segments are scanned once, not again from their start at every segment).
     heads: [HeadScan; 2],
-    /// Per direction: how far the chunk-size or trailer line being received was searched.
+    /// Per direction: how far the chunk-size or trailer line being received was searched
+    /// (requests: also the line being walked in [`Phase::Resync`]).
     lines: [Resume; 2],
+    /// Empty lines (CR, LF, whitespace) skipped before the request being received (bytes).
+    lead: u32,
+    /// Bytes that may still be walked in [`Phase::Resync`] without finding a request (0: a
+    /// head that is not one ends HTTP as usual).
+    resync_left: u64,
+    /// The resync walk is inside a line longer than [`parser::MAX_HEAD`] (its next piece does
+    /// not start a line).
+    midline: bool,
+    /// The line the resync walk is at failed as a request head: walk past it.
+    skip_line: bool,
+    /// Form bytes of an ambiguous request still to check line by line in the resync walk.
+    form_left: u16,
+    /// Bytes examined by the leading-line skip and the resync walk's line checks.
+    walked: u64,
     threats: crate::detect::Threats,
 }
 
@@ -140,7 +219,7 @@ impl Http {
     /// A measure of work that stays proportional to the bytes fed however they were segmented
     /// (tests and `perf/src/bin/trickle.rs` check it).
     pub fn examined(&self) -> u64 {
-        let mut n = self.threats.examined;
+        let mut n = self.threats.examined.saturating_add(self.walked);
         for d in 0..2 {
             n = n.saturating_add(self.heads[d].examined()).saturating_add(self.lines[d].examined());
         }
@@ -163,8 +242,21 @@ impl Http {
                 return if n < preface.len() { Step::Need(preface.len()) } else { Step::Stop(0) };
             }
         }
+        // Empty lines before a request (RFC 9112 §2.2; nginx skips any number, python spaces
+        // on the line): consumed as they come, a violation past MAX_LEAD or when whitespace.
+        let lead = b.iter().take_while(|&&c| c == b'\r' || c == b'\n' || parser::is_ws(c)).count();
+        if lead > 0 {
+            self.walked = self.walked.saturating_add(lead as u64 + 1);
+            self.lead = self.lead.saturating_add(u32::try_from(lead).unwrap_or(u32::MAX));
+            if self.lead as usize > parser::MAX_LEAD || b[..lead].iter().any(|&c| parser::is_ws(c)) {
+                self.violation = true;
+            }
+            return Step::Took(lead);
+        }
         match self.heads[0].request(b) {
             Parse::Ok(req, n) => {
+                self.lead = 0;
+                self.skip_line = false;
                 let idx = self.requests;
                 self.requests = self.requests.saturating_add(1);
                 if self.method.is_none() {
@@ -172,15 +264,17 @@ impl Http {
                     self.path = Some(text(req.target));
                     self.host = req.host.map(text);
                     self.user_agent = req.user_agent.map(text);
-                    self.minor = Some(req.minor);
+                    self.version = Some((req.major, req.minor));
                 }
                 if self.upgrade.is_none() {
                     self.upgrade = req.upgrade.map(text);
                 }
+                self.violation |= req.violation;
                 self.threats.http_target(Dir::ToServer, req.target);
                 self.form = req.content_type.is_some_and(parser::is_form);
                 self.form_pending = self.form;
                 let kind = match req.method {
+                    _ if req.simple || req.major == 0 => ReqKind::Simple,
                     b"HEAD" => ReqKind::Head,
                     b"CONNECT" => ReqKind::Connect,
                     _ => ReqKind::Other,
@@ -190,20 +284,36 @@ impl Http {
                         *k = kind;
                     }
                 }
-                match parser::request_framing(&req.lengths) {
-                    Some(f) => {
-                        self.phase[0] = body_phase(f);
-                        Step::Took(n)
-                    }
-                    // A transfer coding other than chunked last: the server answers 400
-                    // and closes (RFC 9112 §6.3), nothing after it is a request.
-                    None => {
-                        self.violation = true;
-                        Step::Invalid
-                    }
+                if req.simple {
+                    // No header section and no body; python reads field lines after it, nginx
+                    // and Apache close: walk them as lines (a request among them is checked).
+                    self.form_pending = false;
+                    self.phase[0] = Phase::Resync;
+                    self.resync_left = self.resync_left.max(parser::MAX_HEAD as u64);
+                    return Step::Took(n);
                 }
+                let body = parser::request_framing(&req.lengths);
+                if body.ambiguous {
+                    // Servers can read this body differently: trust no length, walk what
+                    // follows as lines (module docs).
+                    self.violation = true;
+                    self.phase[0] = Phase::Resync;
+                    self.form_pending = false;
+                    self.form_left = if self.form { FORM_MAX as u16 } else { 0 };
+                    let widest = req.lengths.content_length_max.min(RESYNC_MAX);
+                    self.resync_left = widest.saturating_add(parser::MAX_HEAD as u64);
+                    return Step::Took(n);
+                }
+                self.phase[0] = body_phase(body.framing);
+                Step::Took(n)
             }
             Parse::Incomplete(k) => Step::Need(k),
+            Parse::Invalid if self.resync_left > 0 => {
+                // Inside a resync window: walk past this line instead of ending HTTP.
+                self.phase[0] = Phase::Resync;
+                self.skip_line = true;
+                Step::Took(0)
+            }
             Parse::Invalid => {
                 self.violation = true;
                 Step::Invalid
@@ -211,7 +321,76 @@ impl Http {
         }
     }
 
+    /// One step of [`Phase::Resync`] on `b` (the to-server bytes from a line start): a line
+    /// that is a request line goes back to [`Phase::Head`] without being consumed; any other
+    /// line is checked for a request line at its end ([`parser::embedded_target`], SQL
+    /// injection in its target), for form values when the ambiguous request was a form, and
+    /// consumed. A line longer than [`parser::MAX_HEAD`] is consumed in pieces cut before its
+    /// last word. When the window is spent, the bytes are not HTTP.
+    fn resync(&mut self, b: &[u8]) -> Step {
+        if self.resync_left == 0 {
+            self.violation = true;
+            return Step::Invalid;
+        }
+        let Some(i) = self.lines[0].find(b, parser::MAX_HEAD, b'\n') else {
+            if b.len() < parser::MAX_HEAD {
+                return Step::Need(b.len() + 1);
+            }
+            let piece = &b[..parser::MAX_HEAD];
+            let cut = piece.iter().rposition(|&c| parser::is_ws(c)).map_or(piece.len(), |k| k + 1);
+            self.check_resync_line(&piece[..cut]);
+            self.midline = true;
+            self.resync_left = self.resync_left.saturating_sub(cut as u64);
+            return Step::Took(cut);
+        };
+        let line = &b[..=i];
+        if !self.midline && !self.skip_line {
+            self.walked = self.walked.saturating_add(line.len() as u64);
+            if parser::is_request_line(line) {
+                self.phase[0] = Phase::Head;
+                return Step::Took(0);
+            }
+        }
+        self.check_resync_line(line);
+        self.midline = false;
+        self.skip_line = false;
+        self.resync_left = self.resync_left.saturating_sub(line.len() as u64);
+        Step::Took(i + 1)
+    }
+
+    /// The checks of a line (or piece) the resync walk skips.
+    fn check_resync_line(&mut self, line: &[u8]) {
+        self.walked = self.walked.saturating_add(line.len() as u64);
+        if let Some(target) = parser::embedded_target(line) {
+            self.threats.http_target(Dir::ToServer, target);
+        }
+        if self.form_left > 0 {
+            let n = line.len().min(usize::from(self.form_left));
+            self.threats.http_form(Dir::ToServer, &line[..n]);
+            self.form_left -= n as u16;
+        }
+    }
+
     fn response_head(&mut self, b: &[u8]) -> Step {
+        let idx = self.responses;
+        let kind = if self.requests > idx && self.requests - idx <= RING as u32 {
+            self.kinds.get(idx as usize % RING).copied().unwrap_or_default()
+        } else {
+            ReqKind::Other
+        };
+        if kind == ReqKind::Simple {
+            // The answer to an HTTP/0.9 request is its body alone, until the connection
+            // closes (unless the server answers with a status line anyway).
+            match parser::sniff_response(b) {
+                Sniff::No => {
+                    self.responses = self.responses.saturating_add(1);
+                    self.phase[1] = Phase::UntilClose;
+                    return Step::Took(0);
+                }
+                Sniff::Maybe => return Step::Need(b.len() + 1),
+                Sniff::Yes => {}
+            }
+        }
         match self.heads[1].response(b) {
             Parse::Ok(resp, n) => {
                 if resp.status == 101 {
@@ -229,14 +408,11 @@ impl Http {
                 if (100..200).contains(&resp.status) {
                     return Step::Took(n); // interim (100 Continue, 103 Early Hints): no body
                 }
-                let idx = self.responses;
-                let kind = if self.requests > idx && self.requests - idx <= RING as u32 {
-                    self.kinds.get(idx as usize % RING).copied().unwrap_or_default()
-                } else {
-                    ReqKind::Other
-                };
                 self.responses = self.responses.saturating_add(1);
                 self.status.get_or_insert(resp.status);
+                // Differing lengths: the first is read (as by RFC 9112 §6.3 clients that do not
+                // refuse the response), recorded.
+                self.violation |= resp.lengths.conflict || (resp.lengths.transfer_encoding && resp.lengths.content_lengths > 0);
                 if kind == ReqKind::Connect && (200..300).contains(&resp.status) {
                     self.tunnel = true;
                     self.phase[0] = Phase::Stopped;
@@ -358,6 +534,7 @@ impl AppParser for Http {
                     &mut self.phase[d],
                 ),
                 Phase::UntilClose => Step::Took(rest.len()),
+                Phase::Resync => self.resync(rest),
                 Phase::Stopped => Step::Stop(0),
             };
             match step {
@@ -416,8 +593,8 @@ impl AppParser for Http {
         if let Some(u) = &self.user_agent {
             out.insert("user_agent".into(), u.as_str().into());
         }
-        if let Some(m) = self.minor {
-            out.insert("version".into(), format!("1.{m}").into());
+        if let Some((major, minor)) = self.version {
+            out.insert("version".into(), format!("{major}.{minor}").into());
         }
         if let Some(s) = self.status {
             out.insert("status".into(), s.into());
