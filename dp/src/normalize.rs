@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | IPv4 header / TCP / UDP / ICMP checksum | dropped ([`crate::checksum`]) | `bad_checksum` |
 //! | no ACK flag on a segment other than SYN or RST | dropped (RFC 9293 §3.10.7.4, fifth check) | `tcp_no_ack` |
-//! | ACK of bytes the other end never sent | dropped (RFC 9293 §3.10.7.4; RFC 5961 §5.2) | `tcp_ack_unsent` |
+//! | ACK of bytes the other end never sent, or older than its send window allows | dropped (RFC 9293 §3.10.7.4; RFC 5961 §5.2) | `tcp_ack_unsent` |
 //! | data starting at or past the receiver's advertised window edge | dropped (RFC 9293 §3.10.7.4 first check; Linux `tcp_data_queue` "out of window") | `tcp_out_of_window` |
 //! | RST outside what the sender has sent and not had acknowledged | ignored (RFC 5961 §3.2: only an in-window RST may reset; the exact one does) | `tcp_rst_out_of_window` |
 //! | SYN on a synchronized connection (not a retransmission of its handshake) | ignored, challenge ACK (RFC 5961 §4.2) | `tcp_syn_established` |
@@ -52,7 +52,8 @@ pub enum Anomaly {
     BadChecksum = 0,
     /// A TCP segment other than SYN or RST without the ACK flag.
     TcpNoAck = 1,
-    /// A TCP segment acknowledging bytes the other end never sent.
+    /// A TCP segment acknowledging bytes the other end never sent, or older than the other
+    /// end's send window allows (RFC 5961 §5.2).
     TcpAckUnsent = 2,
     /// TCP data starting at or past the right edge of the receiver's advertised window.
     TcpOutOfWindow = 3,
@@ -246,6 +247,15 @@ pub fn judge(t: &TcpSeq, dir: Dir, seg: &Segment, midstream: bool) -> Result<(),
         Some((o_una, o_next)) if !midstream && after(seg.ack, o_next) && !seq_within(seg.ack, o_una, o_next) => {
             return Err(Anomaly::TcpAckUnsent);
         }
+        // RFC 5961 §5.2 (Linux `tcp_ack`): an ACK older than what the other end had
+        // acknowledged minus the largest window it was ever offered is dropped too.
+        Some((o_una, _))
+            if !midstream
+                && t.max_window(dir.flip()) > 0
+                && before(seg.ack, o_una.wrapping_sub(t.max_window(dir.flip()))) =>
+        {
+            return Err(Anomaly::TcpAckUnsent);
+        }
         None if !midstream => return Err(Anomaly::TcpAckUnsent),
         _ => {}
     }
@@ -330,8 +340,11 @@ mod tests {
         let t = established();
         // Data without ACK.
         assert_eq!(judge(&t, C, &seg(1001, 0, PSH, 502, 10), false), Err(Anomaly::TcpNoAck));
-        // Data acknowledging bytes the server never sent.
+        // Data acknowledging bytes the server never sent, or far older than the server's send
+        // window (the client offered at most 502 << 7 = 64256 bytes).
         assert_eq!(judge(&t, C, &seg(1001, 9000, ACK, 502, 10), false), Err(Anomaly::TcpAckUnsent));
+        assert_eq!(judge(&t, C, &seg(1001, 5001u32.wrapping_sub(64257), ACK, 502, 10), false), Err(Anomaly::TcpAckUnsent));
+        assert_eq!(judge(&t, C, &seg(1001, 5001u32.wrapping_sub(64256), ACK, 502, 10), false), Ok(()));
         // Data past the window the server advertised in its SYN|ACK (65160, never scaled).
         assert_eq!(judge(&t, C, &seg(1001 + 65160, 5001, ACK, 502, 10), false), Err(Anomaly::TcpOutOfWindow));
         assert_eq!(judge(&t, C, &seg(1001 + 65159, 5001, ACK, 502, 10), false), Ok(()));

@@ -19,7 +19,7 @@
 //! is the first segment seen in it, or after an acceptable FIN or RST (a new connection on the
 //! same 4-tuple).
 //!
-//! Plain `Copy` data, 28 bytes, part of [`crate::session::Session`]; updated once per TCP
+//! Plain `Copy` data, 36 bytes, part of [`crate::session::Session`]; updated once per TCP
 //! segment by [`crate::session::SessionTable::track`]. No allocation, no panics.
 
 use crate::session::Dir;
@@ -99,6 +99,9 @@ pub struct TcpSeq {
     una: [u32; 2],
     next: [u32; 2],
     edge: [u32; 2],
+    /// The largest window the receiver of each direction advertised (bytes, scaled): Linux's
+    /// `max_window` of that direction's sender.
+    maxwin: [u32; 2],
     scale: [u8; 2],
     bits: u8,
 }
@@ -152,6 +155,7 @@ impl TcpSeq {
                 // The window of a SYN segment is never scaled (RFC 7323 §2.2).
                 let win = if syn { u32::from(seg.window) } else { u32::from(seg.window) << shift };
                 let e = a.wrapping_add(win);
+                self.maxwin[o] = self.maxwin[o].max(win);
                 if self.bits & EDGE[o] == 0 || after(e, self.edge[o]) {
                     self.edge[o] = e;
                     self.bits |= EDGE[o];
@@ -183,6 +187,11 @@ impl TcpSeq {
     pub fn window_edge(&self, dir: Dir) -> Option<u32> {
         let d = dir as usize;
         (self.bits & EDGE[d] != 0).then_some(self.edge[d])
+    }
+
+    /// The largest window the receiver of direction `dir` advertised (bytes; 0 before any).
+    pub fn max_window(&self, dir: Dir) -> u32 {
+        self.maxwin[dir as usize]
     }
 
     /// True once an acceptable FIN or RST was seen (a new SYN may start a new connection).
