@@ -391,7 +391,7 @@ pub struct WorkerCounters {
     pub exceptions: BTreeMap<String, u64>,
     /// Frames never inspected because the receiving host drops or ignores them, by anomaly
     /// (`bad_checksum`, `tcp_no_ack`, `tcp_ack_unsent`, `tcp_out_of_window`,
-    /// `tcp_rst_out_of_window`, `tcp_syn_established`, `tcp_conflict`), and
+    /// `tcp_rst_out_of_window`, `tcp_rst_challenged`, `tcp_syn_established`, `tcp_conflict`, `tcp_urgent_ambiguous`), and
     /// `syn_data_resyncs` (sessions whose unaccepted SYN data was inspected again); only
     /// those seen.
     #[serde(default)]
@@ -540,7 +540,7 @@ pub struct ConnectionRecord {
     pub tcp_urgent_bytes: Option<u32>,
     /// Normalisation anomalies of the session: frames the receiving host drops or ignores
     /// and Warden never inspected (`bad_checksum`, `tcp_no_ack`, `tcp_ack_unsent`,
-    /// `tcp_out_of_window`, `tcp_rst_out_of_window`, `tcp_syn_established`, `tcp_conflict`;
+    /// `tcp_out_of_window`, `tcp_rst_out_of_window`, `tcp_rst_challenged`, `tcp_syn_established`, `tcp_conflict`, `tcp_urgent_ambiguous`;
     /// empty when none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub anomalies: Vec<String>,

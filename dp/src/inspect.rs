@@ -602,7 +602,7 @@ impl Inspector {
                 self.stats.policy_dropped += 1;
                 Verdict::Drop(DropReason::PolicyDenied)
             } else {
-                self.anomaly_verdict(p.mode == Some(Mode::Protect))
+                self.anomaly_verdict(p.mode == Some(Mode::Protect) && !a.host_answers())
             };
             if v != Verdict::Forward {
                 self.sessions.count_dropped(t.idx, t.dir, len);
@@ -706,22 +706,29 @@ impl Inspector {
                 return v;
             }
         }
-        let mut conflict = false;
+        let mut anomaly = None;
         if matches!(ip.l4, L4::Tcp { .. } | L4::Udp) && self.sessions.get(t.idx).policy.exception.is_none() {
-            conflict = self.inspect_payload(t.idx, t.new, end, ip, meta.now_ns, related.map(|(e, _)| e)) > 0;
+            anomaly = self.inspect_payload(t.idx, t.new, end, ip, meta.now_ns, related.map(|(e, _)| e));
             self.stream_exception(t.idx);
             self.learn_names(t.idx, meta.now_ns);
         }
         let v = self.enforce(t.idx, false, ip, meta.now_ns);
-        if conflict && v == Verdict::Forward {
-            // Retransmitted bytes that differ from what was inspected: the first copy is what
-            // the receiver keeps, so this one is never read, and not let through in protect.
-            self.stats.anomalies[Anomaly::TcpConflict as usize] += 1;
-            self.sessions.mark_anomaly(t.idx, Anomaly::TcpConflict);
-            let protect = self.sessions.get(t.idx).policy.mode == Some(Mode::Protect);
-            return self.anomaly_verdict(protect);
+        match anomaly {
+            Some(a) if v == Verdict::Forward => {
+                // Retransmitted bytes that differ from what was inspected (the first copy is
+                // what the receiver keeps, so they were not read), or urgent data whose
+                // reading depends on the application: not let through in protect.
+                self.stats.anomalies[a as usize] += 1;
+                self.sessions.mark_anomaly(t.idx, a);
+                self.anomaly_verdict(self.protects(t.idx))
+            }
+            _ => v,
         }
-        v
+    }
+
+    /// True when session `idx` is in protect mode.
+    fn protects(&self, idx: u32) -> bool {
+        self.sessions.get(idx).policy.mode == Some(Mode::Protect)
     }
 
     /// The action the exception policy takes for `reason` on a session decided as `ps`
@@ -923,8 +930,10 @@ impl Inspector {
     /// TCP: the ACK lets the other direction's kept bytes go; a SYN|ACK that did not take the
     /// client's SYN data starts detection over; a RST's payload is never read (RFC 9293
     /// §3.5.3: diagnostic text, not data); SYN data starts at ISN + 1; an urgent mark takes
-    /// its byte out of band ([`UrgentPolicy`]). Returns how many payload bytes differed from
-    /// bytes already inspected.
+    /// its byte out of band ([`UrgentPolicy`]). Returns the anomaly the payload showed: bytes
+    /// that differed from bytes already inspected, or an urgent mark moving an earlier one
+    /// (in protect mode such a segment is not read at all; elsewhere it is read as Linux most
+    /// likely reads it).
     fn inspect_payload(
         &mut self,
         idx: u32,
@@ -933,7 +942,7 @@ impl Inspector {
         ip: &wire::Ip<'_>,
         now_ns: u64,
         related: Option<Expectation>,
-    ) -> u32 {
+    ) -> Option<Anomaly> {
         let server_port = self.sessions.get(idx).server_end().1;
         if new {
             let ctx = match &related {
@@ -950,11 +959,11 @@ impl Inspector {
         let s = self.sessions.get(idx);
         let ctx = s.app_ctx;
         if ctx == NO_APP {
-            return 0;
+            return None;
         }
         let dir = s.dir_of(from);
         let packets = (s.packets[0] + s.packets[1]).min(u64::from(u32::MAX)) as u32;
-        let mut differ = 0;
+        let mut anomaly = None;
         match ip.l4 {
             L4::Tcp { seq, ack, flags, urgent, .. } => {
                 use wire::tcpflag::{ACK, RST, SYN, URG};
@@ -972,15 +981,24 @@ impl Inspector {
                     self.engine.tcp_ack(ctx, dir.flip(), ack);
                 }
                 if flags & RST != 0 || ip.payload.is_empty() {
-                    return 0;
+                    return None;
                 }
                 let data_seq = seq.wrapping_add(u32::from(syn));
                 if flags & URG != 0 && self.norm.urgent == UrgentPolicy::Oob {
                     // Linux (`tcp_stdurg` 0): the urgent byte is the one before the pointer;
                     // a zero pointer marks the segment's first byte.
-                    self.engine.tcp_urgent(ctx, dir, data_seq.wrapping_add(u32::from(urgent).saturating_sub(1)));
+                    let mark = data_seq.wrapping_add(u32::from(urgent).saturating_sub(1));
+                    if self.engine.tcp_urgent_moves_mark(ctx, dir, mark) {
+                        if self.protects(idx) && self.norm.invalid == InvalidAction::Drop {
+                            return Some(Anomaly::TcpUrgentAmbiguous);
+                        }
+                        anomaly = Some(Anomaly::TcpUrgentAmbiguous);
+                    }
+                    self.engine.tcp_urgent(ctx, dir, mark);
                 }
-                differ = self.engine.tcp_segment(ctx, dir, data_seq, ip.payload, server_port, packets);
+                if self.engine.tcp_segment(ctx, dir, data_seq, ip.payload, server_port, packets) > 0 {
+                    anomaly = Some(Anomaly::TcpConflict);
+                }
             }
             L4::Udp => self.engine.datagram(ctx, dir, ip.payload, server_port, packets),
             _ => {}
@@ -1001,7 +1019,7 @@ impl Inspector {
             };
             self.expect.insert(&e, now_ns);
         }
-        differ
+        anomaly
     }
 
     /// Attaches the app and policy views to `snaps[from..]`, and returns the app contexts of

@@ -12,8 +12,10 @@
 //! | no ACK flag on a segment other than SYN or RST | dropped (RFC 9293 §3.10.7.4, fifth check) | `tcp_no_ack` |
 //! | ACK of bytes the other end never sent, or older than its send window allows | dropped (RFC 9293 §3.10.7.4; RFC 5961 §5.2) | `tcp_ack_unsent` |
 //! | data starting at or past the receiver's advertised window edge | dropped (RFC 9293 §3.10.7.4 first check; Linux `tcp_data_queue` "out of window") | `tcp_out_of_window` |
-//! | RST outside what the sender has sent and not had acknowledged | ignored (RFC 5961 §3.2: only an in-window RST may reset; the exact one does) | `tcp_rst_out_of_window` |
-//! | SYN on a synchronized connection (not a retransmission of its handshake) | ignored, challenge ACK (RFC 5961 §4.2) | `tcp_syn_established` |
+//! | RST outside the receiver's window | dropped silently (RFC 5961 §3.2) | `tcp_rst_out_of_window` |
+//! | RST in the receiver's window but past what its sender sent (never exact) | challenge ACK, no reset (RFC 5961 §3.2) | `tcp_rst_challenged` (always forwarded) |
+//! | SYN on a synchronized connection (not a retransmission of its handshake) | challenge ACK, no reset (RFC 5961 §4.2) | `tcp_syn_established` (always forwarded) |
+//! | a second urgent mark (the first urgent byte's fate depends on when the application reads) | — | `tcp_urgent_ambiguous` (read as Linux most likely does in alert) |
 //! | retransmitted bytes that differ from what Warden already inspected | the first copy counts (Linux keeps what it queued) | `tcp_conflict` |
 //!
 //! Segments entirely before what the receiver acknowledged (old retransmissions, keepalives)
@@ -23,7 +25,10 @@
 //! A segment with an anomaly is counted (per reason and on its session), never fed to state,
 //! streams or parsers, and forwarded unchanged — or, when the session (or, for a frame with a
 //! bad checksum, the strictest workload end) is in protect mode, dropped unless
-//! `[normalization] invalid = "forward"`. Dropping in protect is the safe side: what Warden did
+//! `[normalization] invalid = "forward"`. RSTs and SYNs that the receiver answers with a
+//! challenge ACK are always forwarded ([`Anomaly::host_answers`]): that answer is the host's
+//! business. A RST that may be exact (inside what its sender sent and did not have
+//! acknowledged) is accepted: the session is `reset` until data flows again. Dropping in protect is the safe side: what Warden did
 //! not read never reaches the workload, and the host would have dropped it anyway.
 //!
 //! Where Warden cannot know the receiver's exact state (its `RCV.NXT` lies somewhere in what
@@ -64,11 +69,18 @@ pub enum Anomaly {
     TcpSynEstablished = 5,
     /// Retransmitted TCP bytes that differ from the bytes Warden already inspected.
     TcpConflict = 6,
+    /// A TCP RST inside the receiver's window but past what its sender sent, so never at the
+    /// receiver's RCV.NXT: the receiver answers with a challenge ACK and keeps the connection
+    /// (RFC 5961 §3.2). Forwarded, never read.
+    TcpRstChallenged = 7,
+    /// A second urgent mark: Linux moves its mark, and whether the earlier urgent byte is read
+    /// in band or not depends on when the application reads, which nothing on the wire shows.
+    TcpUrgentAmbiguous = 8,
 }
 
 impl Anomaly {
     /// Every anomaly, for counter arrays indexed by `anomaly as usize`.
-    pub const ALL: [Anomaly; 7] = [
+    pub const ALL: [Anomaly; 9] = [
         Anomaly::BadChecksum,
         Anomaly::TcpNoAck,
         Anomaly::TcpAckUnsent,
@@ -76,6 +88,8 @@ impl Anomaly {
         Anomaly::TcpRstOutOfWindow,
         Anomaly::TcpSynEstablished,
         Anomaly::TcpConflict,
+        Anomaly::TcpRstChallenged,
+        Anomaly::TcpUrgentAmbiguous,
     ];
 
     /// Name used in counters and records.
@@ -88,17 +102,26 @@ impl Anomaly {
             Anomaly::TcpRstOutOfWindow => "tcp_rst_out_of_window",
             Anomaly::TcpSynEstablished => "tcp_syn_established",
             Anomaly::TcpConflict => "tcp_conflict",
+            Anomaly::TcpRstChallenged => "tcp_rst_challenged",
+            Anomaly::TcpUrgentAmbiguous => "tcp_urgent_ambiguous",
         }
     }
 
     /// This anomaly's bit in a session's anomaly set ([`names`]).
-    pub fn bit(self) -> u8 {
-        1 << (self as u8)
+    pub fn bit(self) -> u16 {
+        1 << (self as u16)
+    }
+
+    /// Whether frames with this anomaly are forwarded even in protect mode: the receiver
+    /// answers them (a challenge ACK, RFC 5961 §3.2, §4.2) and changes nothing else, so
+    /// dropping them would only hide that answer.
+    pub fn host_answers(self) -> bool {
+        matches!(self, Anomaly::TcpRstChallenged | Anomaly::TcpSynEstablished)
     }
 }
 
 /// The names of the anomalies in bit set `bits` ([`Anomaly::bit`]), in [`Anomaly::ALL`] order.
-pub fn names(bits: u8) -> impl Iterator<Item = &'static str> {
+pub fn names(bits: u16) -> impl Iterator<Item = &'static str> {
     Anomaly::ALL.into_iter().filter(move |a| bits & a.bit() != 0).map(Anomaly::as_str)
 }
 
@@ -236,7 +259,11 @@ pub fn judge(t: &TcpSeq, dir: Dir, seg: &Segment, midstream: bool) -> Result<(),
         // RFC 5961 §3.2: a RST resets only when it is in the window; what the sender sent and
         // did not have acknowledged is where the receiver's RCV.NXT lies. A RST answering a
         // SYN (SYN-SENT: no sequence state of the server yet) is judged by its ACK instead.
-        return if seq_within(seg.seq, una, next) { Ok(()) } else { Err(Anomaly::TcpRstOutOfWindow) };
+        if seq_within(seg.seq, una, next) {
+            return Ok(());
+        }
+        let in_window = t.window_edge(dir).is_some_and(|edge| seq_within(seg.seq, una, edge) && seg.seq != edge);
+        return Err(if in_window { Anomaly::TcpRstChallenged } else { Anomaly::TcpRstOutOfWindow });
     }
     if !ack {
         return Err(Anomaly::TcpNoAck);

@@ -286,8 +286,9 @@ fn urgent_data_is_out_of_band_as_linux_reads_it() {
 #[test]
 fn a_syn_inside_an_established_connection_changes_nothing() {
     let mut c = Conn::open(Some("protect"), 65535);
+    // Forwarded (the server answers it with a challenge ACK, RFC 5961 §4.2), never read.
     let v = c.send(&frame(true, SYN, 777_777, 0, 64240, 0, b""));
-    assert_eq!(v, Verdict::Drop(DropReason::Normalization));
+    assert_eq!(v, Verdict::Forward);
     c.data(CLIENT_ISN + 1, EVIL);
     let r = c.record();
     assert!(sqli(&r));
@@ -322,4 +323,40 @@ fn a_blind_ack_does_not_complete_a_handshake() {
     // The real client's ACK completes it.
     c.send(&frame(true, ACK, CLIENT_ISN + 1, SERVER_ISN + 1, 64240, 0, b""));
     assert_eq!(c.record().state, "established");
+}
+
+#[test]
+fn a_rst_the_host_answers_with_a_challenge_ack_is_forwarded_and_changes_nothing() {
+    let mut c = Conn::open(Some("protect"), 65535);
+    let one = b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n";
+    c.data(CLIENT_ISN + 1, one);
+    let sent = CLIENT_ISN + 1 + one.len() as u32;
+    // Inside the server's window, past what the client sent: never exact.
+    assert_eq!(c.send(&frame(true, RST | ACK, sent + 5, SERVER_ISN + 1, 0, 0, b"")), Verdict::Forward);
+    let r = c.record();
+    assert_eq!(r.state, "established");
+    assert_eq!(r.anomalies, ["tcp_rst_challenged"]);
+    c.data(sent, EVIL);
+    assert!(sqli(&c.record()));
+}
+
+#[test]
+fn a_second_urgent_mark_is_not_read_in_protect_and_flagged_in_alert() {
+    // Linux moves its mark when a second one comes: whether the first urgent byte is read
+    // in band depends on when the application read it.
+    for mode in ["alert", "protect"] {
+        let mut c = Conn::open(Some(mode), 65535);
+        let first = b"GET /item?id=1%20UNION%20SELEC";
+        c.send(&frame(true, ACK | URG, CLIENT_ISN + 1, SERVER_ISN + 1, 64240, first.len() as u16, first));
+        let rest = b"T%20password HTTP/1.1\r\nX-Pad: aZb\r\n\r\n";
+        let at = first.len() as u32;
+        let v = c.send(&frame(true, ACK | PSH | URG, CLIENT_ISN + 1 + at, SERVER_ISN + 1, 64240, 32, rest));
+        assert_eq!(v == Verdict::Drop(DropReason::Normalization), mode == "protect", "{mode}");
+        assert_eq!(c.record().anomalies, ["tcp_urgent_ambiguous"], "{mode}");
+    }
+    // One mark is not ambiguous.
+    let mut c = Conn::open(Some("protect"), 65535);
+    let v = c.send(&frame(true, ACK | PSH | URG, CLIENT_ISN + 1, SERVER_ISN + 1, 64240, 11, b"GET /malicXious HTTP/1.1\r\n\r\n"));
+    assert_eq!(v, Verdict::Forward);
+    assert!(c.record().anomalies.is_empty());
 }

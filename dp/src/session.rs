@@ -285,7 +285,7 @@ pub struct Session {
     /// ICMP errors that quoted this session.
     pub icmp: crate::icmp::IcmpCounts,
     /// Normalisation anomalies seen, as a bit set ([`crate::normalize::Anomaly::bit`]).
-    pub anomalies: u8,
+    pub anomalies: u16,
     /// Frames not fed to state or inspection for an anomaly ([`crate::normalize`]).
     pub anomalous_frames: u32,
     fins: u8,

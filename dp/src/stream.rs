@@ -309,14 +309,25 @@ impl Stream {
     /// bytes already delivered, or not after the latest mark, is ignored; a newer mark
     /// replaces a pending one, whose byte then stays in band.
     pub fn urgent(&mut self, seq: u32) {
-        if self.started && (seq.wrapping_sub(self.next) as i32) < 0 {
-            return;
-        }
-        if self.urgent_mark.is_some_and(|m| (seq.wrapping_sub(m) as i32) <= 0) {
+        if !self.takes_mark(seq) {
             return;
         }
         self.urgent_mark = Some(seq);
         self.urgent = Some(seq);
+    }
+
+    /// Whether an urgent mark on `seq` would be taken ([`Stream::urgent`]).
+    fn takes_mark(&self, seq: u32) -> bool {
+        let delivered = self.started && (seq.wrapping_sub(self.next) as i32) < 0;
+        let older = self.urgent_mark.is_some_and(|m| (seq.wrapping_sub(m) as i32) <= 0);
+        !delivered && !older
+    }
+
+    /// True when an urgent mark on `seq` would move an earlier mark: whether Linux then reads
+    /// the earlier urgent byte in band depends on when the application read it, which the
+    /// wire does not show ([`crate::normalize::Anomaly::TcpUrgentAmbiguous`]).
+    pub fn urgent_moves_mark(&self, seq: u32) -> bool {
+        self.urgent_mark.is_some() && self.takes_mark(seq)
     }
 
     /// True once the parser said it is done or inspection was bypassed.

@@ -778,6 +778,12 @@ impl Engine {
         }
     }
 
+    /// True when an urgent mark on `seq` of direction `dir` would move an earlier one
+    /// ([`Stream::urgent_moves_mark`]).
+    pub fn tcp_urgent_moves_mark(&self, idx: u32, dir: Dir, seq: u32) -> bool {
+        self.ctxs.get(idx as usize).is_some_and(|c| c.streams[dir as usize].urgent_moves_mark(seq))
+    }
+
     /// An urgent mark on the byte at `seq` of direction `dir` ([`Stream::urgent`]).
     pub fn tcp_urgent(&mut self, idx: u32, dir: Dir, seq: u32) {
         if let Some(c) = self.ctxs.get_mut(idx as usize) {
