@@ -17,7 +17,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use warden_control::{Client, ConnectionRecord, Event, Reply, Request};
@@ -95,22 +95,6 @@ ports = ["{ALLOWED}"]
 action = "allow"
 "#
     )
-}
-
-fn wait_listen(t: &Topo, ns: &str, port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !t.exec(ns, &["sh", "-c", &format!("ss -ltnH | grep -q ':{port} '")]).status.success() {
-        assert!(Instant::now() < deadline, "nothing listens on {port} in {ns}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The MAC address of `dev` in `ns`.
-fn mac(t: &Topo, ns: &str, dev: &str) -> String {
-    let out = t.exec(ns, &["cat", &format!("/sys/class/net/{dev}/address")]);
-    let m = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert_eq!(m.len(), 17, "no MAC for {dev} in {ns}");
-    m
 }
 
 /// One line to `host:port` from `ns` with the kernel's TCP; true when the server took it and

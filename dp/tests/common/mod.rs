@@ -405,6 +405,23 @@ impl Drop for Topo {
     }
 }
 
+/// Waits (up to 20 s) until something listens on TCP `port` in namespace `ns`.
+pub fn wait_listen(t: &Topo, ns: &str, port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !t.exec(ns, &["sh", "-c", &format!("ss -ltnH | grep -q ':{port} '")]).status.success() {
+        assert!(Instant::now() < deadline, "nothing listens on {port} in {ns}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The MAC address of `dev` in `ns`.
+pub fn mac(t: &Topo, ns: &str, dev: &str) -> String {
+    let out = t.exec(ns, &["cat", &format!("/sys/class/net/{dev}/address")]);
+    let m = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(m.len(), 17, "no MAC for {dev} in {ns}");
+    m
+}
+
 /// Collects records from a subscribed client ([`Topo::subscribed`]) until `done` says the
 /// wanted ones arrived or `timeout` passes.
 pub fn collect_reports(
