@@ -49,6 +49,9 @@ const REDIS: u16 = 6379;
 /// IPv4 identification / IPv6 flow label of frames the server's namespace drops at ingress,
 /// after Warden: a segment lost between Warden and the server.
 const LOST_MARK: u32 = 0xdead;
+/// Seconds of quiet after the in-window RST: more than a closed session lingers
+/// (`tcp_closed_timeout` = 1 s in `Topo::start_warden`'s config).
+const PAUSE_S: f64 = 2.5;
 
 /// Logs each request line, answers `ok` (keep-alive: HTTP/1.1 with a length), IPv4 and IPv6.
 const HTTP_SERVER: &str = r#"
@@ -141,6 +144,8 @@ struct Outcome {
     challenge_ack: Option<bool>,
     #[serde(default)]
     differing: Option<u32>,
+    #[serde(default)]
+    fragments: Option<u64>,
     sent: u32,
     received: u32,
     events: Vec<String>,
@@ -151,6 +156,8 @@ struct Outcome {
 struct Done {
     case: Case,
     out: Outcome,
+    /// IP fragments that reached the server's interface during the case.
+    frags_at_server: u64,
     /// Failures of the server-side truth, checked right after the run.
     truth: Vec<String>,
 }
@@ -209,13 +216,15 @@ impl Suite {
             let host = if a.contains(':') { format!("{a}/128") } else { format!("{a}/32") };
             sh(&["ip", "-n", &s, "route", "add", &host, "dev", &t.s0, "window", &WINDOW.to_string()]);
         }
-        // A segment lost between Warden and the server: dropped at the server's ingress.
-        let nft = t.path("lost.nft");
+        // At the server's ingress (after Warden, before the server's stack): a segment lost
+        // between the two, and a count of the IP fragments that reach the server.
+        let nft = t.path("server.nft");
         std::fs::write(
             &nft,
             format!(
-                "table netdev warden_evasion {{\n chain lost {{\n  type filter hook ingress device \"{}\" priority 0; policy accept;\n  \
-                 ip id {LOST_MARK:#x} drop\n  ip6 flowlabel {LOST_MARK:#x} drop\n }}\n}}\n",
+                "table netdev warden_evasion {{\n counter frags {{ }}\n chain ingress {{\n  type filter hook ingress device \"{}\" priority 0; policy accept;\n  \
+                 ip id {LOST_MARK:#x} drop\n  ip6 flowlabel {LOST_MARK:#x} drop\n  ip frag-off & 0x3fff != 0 counter name frags\n  \
+                 ip6 nexthdr 44 counter name frags\n }}\n}}\n",
                 t.s0
             ),
         )
@@ -284,6 +293,14 @@ impl Suite {
         std::fs::read_to_string(p).unwrap_or_default()
     }
 
+    /// The server side's count of IP fragments received (nft counter at its ingress).
+    fn frags_at_server(&self) -> u64 {
+        let out = self.t.exec(&self.t.s, &["nft", "list", "counter", "netdev", "warden_evasion", "frags"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let n = text.split_whitespace().skip_while(|w| *w != "packets").nth(1);
+        n.and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("nft counter: {text}"))
+    }
+
     fn redis_has(&self, key: &str) -> bool {
         let out = self.t.exec(&self.t.s, &["redis-cli", "-h", S4, "-p", &REDIS.to_string(), "EXISTS", key]);
         String::from_utf8_lossy(&out.stdout).trim() == "1"
@@ -306,6 +323,7 @@ impl Suite {
         ] {
             o.insert(k.into(), v);
         }
+        let frags_before = self.frags_at_server();
         let res = self.t.exec(&self.t.c, &[PY, CLIENT, &spec.to_string()]);
         let stdout = String::from_utf8_lossy(&res.stdout);
         let out: Outcome = stdout
@@ -323,13 +341,14 @@ impl Suite {
             let name = case.label.replace([' ', ':'], "-");
             std::fs::copy(&pcap, PathBuf::from(dir).join(format!("{name}.pcap"))).unwrap();
         }
-        let truth = self.truth(&case, &out);
-        self.done.push(Done { case, out, truth });
+        let frags_at_server = self.frags_at_server() - frags_before;
+        let truth = self.truth(&case, &out, frags_at_server);
+        self.done.push(Done { case, out, frags_at_server, truth });
     }
 
     /// The server side of a case: what the form must do to the host (without Warden), or what
     /// Warden must let happen (with it).
-    fn truth(&self, case: &Case, out: &Outcome) -> Vec<String> {
+    fn truth(&self, case: &Case, out: &Outcome, frags_at_server: u64) -> Vec<String> {
         let mut f = Vec::new();
         let form = case.spec["form"].as_str().unwrap_or_default();
         // With Warden, a hidden command that never got as far as a handshake was denied too.
@@ -341,6 +360,16 @@ impl Suite {
         }
         if form == "syn_data" && out.established && out.syn_ack_acked != Some(0) {
             f.push(format!("the SYN|ACK acknowledged {:?} bytes of the SYN's data", out.syn_ack_acked));
+        }
+        let sent = out.fragments.unwrap_or(0);
+        if form == "frag" && frags_at_server != sent {
+            f.push(format!("{frags_at_server} of the {sent} IP fragments reached the server"));
+        }
+        if form == "frag_overlap" && self.warden() && frags_at_server != 0 {
+            f.push(format!("{frags_at_server} of the {sent} overlapping fragments reached the server (protect drops them)"));
+        }
+        if form == "frag_overlap" && !self.warden() && frags_at_server != sent {
+            f.push(format!("harness: {frags_at_server} of the {sent} overlapping fragments reached the server"));
         }
         if form == "window" || form == "rst_window" {
             if out.window != WINDOW {
@@ -394,9 +423,13 @@ impl Suite {
         let recs = match self.ctl.as_mut() {
             Some(ctl) => {
                 let sports: Vec<u16> = self.done.iter().map(|d| d.case.sport).collect();
+                // At least three report cycles, so that sessions opened late (a pickup in
+                // mid-stream) are reported too, then until every one has its final record.
+                let settle = Instant::now() + Duration::from_secs(3);
                 let (recs, _) = collect_messages(ctl, Duration::from_secs(25), |recs, _| {
                     let l = latest(recs);
-                    sports.iter().all(|p| {
+                    Instant::now() >= settle
+                        && sports.iter().all(|p| {
                         let mine: Vec<&ConnectionRecord> = l.values().filter(|r| on_sport(r, *p)).collect();
                         !mine.is_empty() && mine.iter().all(|r| r.closed)
                     })
@@ -426,7 +459,7 @@ impl Suite {
             }
         }
         if let Some(c) = counters {
-            eprintln!("defrag counters: {c}");
+            eprintln!("counters: {c}");
         }
         assert!(failed == 0, "{failed} of {} cases failed:\n{report}\nwarden log:\n{}", self.done.len(), self.t.warden_log());
     }
@@ -464,7 +497,16 @@ fn wait_for(mut ok: impl FnMut() -> bool, what: &str) {
 fn counters(t: &Topo) -> String {
     match t.client().request(&Request::Counters {}).unwrap() {
         Reply::Counters(c) => {
-            let d: Vec<String> = c.workers.iter().map(|w| format!("{:?}", w.defrag)).collect();
+            let d: Vec<String> = c
+                .workers
+                .iter()
+                .map(|w| {
+                    format!(
+                        "worker {}: sessions {} malformed {:?} exceptions {:?} policy_dropped {} spoofed {} defrag {:?}",
+                        w.worker, w.sessions_created, w.malformed, w.exceptions, w.policy_dropped, w.spoofed, w.defrag
+                    )
+                })
+                .collect();
             d.join("; ")
         }
         other => panic!("{other:?}"),
@@ -530,13 +572,14 @@ fn describe(s: &Suite, d: &Done, recs: &[&ConnectionRecord]) -> String {
         out.push_str(&format!("  decoy: {}\n", x.as_str().unwrap_or_default().escape_debug()));
     }
     out.push_str(&format!(
-        "  client: {} frames sent, {} received, fin {} rst {}, events {:?}, reply {:?}\n",
+        "  client: {} frames sent, {} received, fin {} rst {}, events {:?}, reply {:?}; IP fragments at the server {}\n",
         d.out.sent,
         d.out.received,
         d.out.fin,
         d.out.rst,
         d.out.events,
-        d.out.reply.lines().next().unwrap_or_default()
+        d.out.reply.lines().next().unwrap_or_default(),
+        d.frags_at_server,
     ));
     match &c.expect {
         Expect::Hidden { key } => {
@@ -804,8 +847,8 @@ fn form_rst_window(s: &mut Suite) -> Vec<Case> {
     vec![window_case(s, "rst_window")]
 }
 
-/// 5. A benign keep-alive request, a RST in window but not exact (challenge ACK), then an SQL
-/// injection on the same connection.
+/// 5. A benign keep-alive request, a RST in window but not exact (challenge ACK), quiet for
+/// longer than a closed session lingers in Warden, then an SQL injection on the same connection.
 fn form_challenge(s: &mut Suite) -> Vec<Case> {
     let sport = s.sport();
     let first = format!("/e{sport}/first");
@@ -816,7 +859,12 @@ fn form_challenge(s: &mut Suite) -> Vec<Case> {
         port: HTTP,
         small_window: false,
         sport,
-        spec: json!({"form": "challenge", "real": format!("GET {first} HTTP/1.1\r\nHost: web\r\n\r\n"), "real2": get(&bad)}),
+        spec: json!({
+            "form": "challenge",
+            "real": format!("GET {first} HTTP/1.1\r\nHost: web\r\n\r\n"),
+            "real2": get(&bad),
+            "pause_s": PAUSE_S,
+        }),
         expect: Expect::Served { lines: vec![line(&first), line(&bad)], never: vec![], path: first, sqli: true, requests: 2 },
     }]
 }
