@@ -58,6 +58,10 @@ enum Phase {
     Trailer,
     /// A response body delimited by the connection close.
     UntilClose,
+    /// Requests only: after a request whose body servers can read differently, or after an
+    /// HTTP/0.9 request, no length is trusted: what follows is walked line by line until a
+    /// line that starts a request (see the module docs), within [`Http::resync_left`] bytes.
+    Resync,
     /// Not HTTP/1 any more (upgrade, tunnel), a violation, or lost after a gap.
     Stopped,
 }
@@ -66,6 +70,9 @@ enum Phase {
 const RING: usize = 16;
 /// Bytes of a form body (of each chunk of a chunked one) checked for SQL injection.
 pub const FORM_MAX: usize = 4096;
+/// Largest `Content-Length` that widens the resync window after an ambiguous request (bytes):
+/// the window is the largest `Content-Length` of the request up to this, plus [`parser::MAX_HEAD`].
+pub const RESYNC_MAX: u64 = 1 << 20;
 
 /// Per-session HTTP/1 state: fixed size, no heap.
 #[derive(Debug, Clone, Default)]
@@ -75,7 +82,8 @@ pub struct Http {
     host: Option<Text<128>>,
     path: Option<Text<256>>,
     user_agent: Option<Text<128>>,
-    minor: Option<u8>,
+    /// Major and minor version of the first request (0.9 for a simple request).
+    version: Option<(u8, u16)>,
     upgrade: Option<Text<32>>,
     status: Option<u16>,
     requests: u32,
@@ -92,8 +100,23 @@ pub struct Http {
     /// Per direction: how far the head being received was scanned (heads trickled in small
     /// segments are scanned once, not again from their start at every segment).
     heads: [HeadScan; 2],
-    /// Per direction: how far the chunk-size or trailer line being received was searched.
+    /// Per direction: how far the chunk-size or trailer line being received was searched
+    /// (requests: also the line being walked in [`Phase::Resync`]).
     lines: [Resume; 2],
+    /// Empty lines (CR, LF, whitespace) skipped before the request being received (bytes).
+    lead: u32,
+    /// Bytes that may still be walked in [`Phase::Resync`] without finding a request (0: a
+    /// head that is not one ends HTTP as usual).
+    resync_left: u64,
+    /// The resync walk is inside a line longer than [`parser::MAX_HEAD`] (its next piece does
+    /// not start a line).
+    midline: bool,
+    /// The line the resync walk is at failed as a request head: walk past it.
+    skip_line: bool,
+    /// Form bytes of an ambiguous request still to check line by line in the resync walk.
+    form_left: u16,
+    /// Bytes examined by the leading-line skip and the resync walk's line checks.
+    walked: u64,
     threats: crate::detect::Threats,
 }
 
@@ -140,7 +163,7 @@ impl Http {
     /// A measure of work that stays proportional to the bytes fed however they were segmented
     /// (tests and `perf/src/bin/trickle.rs` check it).
     pub fn examined(&self) -> u64 {
-        let mut n = self.threats.examined;
+        let mut n = self.threats.examined.saturating_add(self.walked);
         for d in 0..2 {
             n = n.saturating_add(self.heads[d].examined()).saturating_add(self.lines[d].examined());
         }
@@ -163,8 +186,21 @@ impl Http {
                 return if n < preface.len() { Step::Need(preface.len()) } else { Step::Stop(0) };
             }
         }
+        // Empty lines before a request (RFC 9112 §2.2; nginx skips any number, python spaces
+        // on the line): consumed as they come, a violation past MAX_LEAD or when whitespace.
+        let lead = b.iter().take_while(|&&c| c == b'\r' || c == b'\n' || parser::is_ws(c)).count();
+        if lead > 0 {
+            self.walked = self.walked.saturating_add(lead as u64 + 1);
+            self.lead = self.lead.saturating_add(u32::try_from(lead).unwrap_or(u32::MAX));
+            if self.lead as usize > parser::MAX_LEAD || b[..lead].iter().any(|&c| parser::is_ws(c)) {
+                self.violation = true;
+            }
+            return Step::Took(lead);
+        }
         match self.heads[0].request(b) {
             Parse::Ok(req, n) => {
+                self.lead = 0;
+                self.skip_line = false;
                 let idx = self.requests;
                 self.requests = self.requests.saturating_add(1);
                 if self.method.is_none() {
@@ -172,15 +208,17 @@ impl Http {
                     self.path = Some(text(req.target));
                     self.host = req.host.map(text);
                     self.user_agent = req.user_agent.map(text);
-                    self.minor = Some(req.minor);
+                    self.version = Some((req.major, req.minor));
                 }
                 if self.upgrade.is_none() {
                     self.upgrade = req.upgrade.map(text);
                 }
+                self.violation |= req.violation;
                 self.threats.http_target(Dir::ToServer, req.target);
                 self.form = req.content_type.is_some_and(parser::is_form);
                 self.form_pending = self.form;
                 let kind = match req.method {
+                    _ if req.simple || req.major == 0 => ReqKind::Simple,
                     b"HEAD" => ReqKind::Head,
                     b"CONNECT" => ReqKind::Connect,
                     _ => ReqKind::Other,
@@ -190,20 +228,36 @@ impl Http {
                         *k = kind;
                     }
                 }
-                match parser::request_framing(&req.lengths) {
-                    Some(f) => {
-                        self.phase[0] = body_phase(f);
-                        Step::Took(n)
-                    }
-                    // A transfer coding other than chunked last: the server answers 400
-                    // and closes (RFC 9112 §6.3), nothing after it is a request.
-                    None => {
-                        self.violation = true;
-                        Step::Invalid
-                    }
+                if req.simple {
+                    // No header section and no body; python reads field lines after it, nginx
+                    // and Apache close: walk them as lines (a request among them is checked).
+                    self.form_pending = false;
+                    self.phase[0] = Phase::Resync;
+                    self.resync_left = self.resync_left.max(parser::MAX_HEAD as u64);
+                    return Step::Took(n);
                 }
+                let body = parser::request_framing(&req.lengths);
+                if body.ambiguous {
+                    // Servers can read this body differently: trust no length, walk what
+                    // follows as lines (module docs).
+                    self.violation = true;
+                    self.phase[0] = Phase::Resync;
+                    self.form_pending = false;
+                    self.form_left = if self.form { FORM_MAX as u16 } else { 0 };
+                    let widest = req.lengths.content_length_max.min(RESYNC_MAX);
+                    self.resync_left = widest.saturating_add(parser::MAX_HEAD as u64);
+                    return Step::Took(n);
+                }
+                self.phase[0] = body_phase(body.framing);
+                Step::Took(n)
             }
             Parse::Incomplete(k) => Step::Need(k),
+            Parse::Invalid if self.resync_left > 0 => {
+                // Inside a resync window: walk past this line instead of ending HTTP.
+                self.phase[0] = Phase::Resync;
+                self.skip_line = true;
+                Step::Took(0)
+            }
             Parse::Invalid => {
                 self.violation = true;
                 Step::Invalid
@@ -211,7 +265,76 @@ impl Http {
         }
     }
 
+    /// One step of [`Phase::Resync`] on `b` (the to-server bytes from a line start): a line
+    /// that is a request line goes back to [`Phase::Head`] without being consumed; any other
+    /// line is checked for a request line at its end ([`parser::embedded_target`], SQL
+    /// injection in its target), for form values when the ambiguous request was a form, and
+    /// consumed. A line longer than [`parser::MAX_HEAD`] is consumed in pieces cut before its
+    /// last word. When the window is spent, the bytes are not HTTP.
+    fn resync(&mut self, b: &[u8]) -> Step {
+        if self.resync_left == 0 {
+            self.violation = true;
+            return Step::Invalid;
+        }
+        let Some(i) = self.lines[0].find(b, parser::MAX_HEAD, b'\n') else {
+            if b.len() < parser::MAX_HEAD {
+                return Step::Need(b.len() + 1);
+            }
+            let piece = &b[..parser::MAX_HEAD];
+            let cut = piece.iter().rposition(|&c| parser::is_ws(c)).map_or(piece.len(), |k| k + 1);
+            self.check_resync_line(&piece[..cut]);
+            self.midline = true;
+            self.resync_left = self.resync_left.saturating_sub(cut as u64);
+            return Step::Took(cut);
+        };
+        let line = &b[..=i];
+        if !self.midline && !self.skip_line {
+            self.walked = self.walked.saturating_add(line.len() as u64);
+            if parser::is_request_line(line) {
+                self.phase[0] = Phase::Head;
+                return Step::Took(0);
+            }
+        }
+        self.check_resync_line(line);
+        self.midline = false;
+        self.skip_line = false;
+        self.resync_left = self.resync_left.saturating_sub(line.len() as u64);
+        Step::Took(i + 1)
+    }
+
+    /// The checks of a line (or piece) the resync walk skips.
+    fn check_resync_line(&mut self, line: &[u8]) {
+        self.walked = self.walked.saturating_add(line.len() as u64);
+        if let Some(target) = parser::embedded_target(line) {
+            self.threats.http_target(Dir::ToServer, target);
+        }
+        if self.form_left > 0 {
+            let n = line.len().min(usize::from(self.form_left));
+            self.threats.http_form(Dir::ToServer, &line[..n]);
+            self.form_left -= n as u16;
+        }
+    }
+
     fn response_head(&mut self, b: &[u8]) -> Step {
+        let idx = self.responses;
+        let kind = if self.requests > idx && self.requests - idx <= RING as u32 {
+            self.kinds.get(idx as usize % RING).copied().unwrap_or_default()
+        } else {
+            ReqKind::Other
+        };
+        if kind == ReqKind::Simple {
+            // The answer to an HTTP/0.9 request is its body alone, until the connection
+            // closes (unless the server answers with a status line anyway).
+            match parser::sniff_response(b) {
+                Sniff::No => {
+                    self.responses = self.responses.saturating_add(1);
+                    self.phase[1] = Phase::UntilClose;
+                    return Step::Took(0);
+                }
+                Sniff::Maybe => return Step::Need(b.len() + 1),
+                Sniff::Yes => {}
+            }
+        }
         match self.heads[1].response(b) {
             Parse::Ok(resp, n) => {
                 if resp.status == 101 {
@@ -229,14 +352,11 @@ impl Http {
                 if (100..200).contains(&resp.status) {
                     return Step::Took(n); // interim (100 Continue, 103 Early Hints): no body
                 }
-                let idx = self.responses;
-                let kind = if self.requests > idx && self.requests - idx <= RING as u32 {
-                    self.kinds.get(idx as usize % RING).copied().unwrap_or_default()
-                } else {
-                    ReqKind::Other
-                };
                 self.responses = self.responses.saturating_add(1);
                 self.status.get_or_insert(resp.status);
+                // Differing lengths: the first is read (as by RFC 9112 §6.3 clients that do not
+                // refuse the response), recorded.
+                self.violation |= resp.lengths.conflict || (resp.lengths.transfer_encoding && resp.lengths.content_lengths > 0);
                 if kind == ReqKind::Connect && (200..300).contains(&resp.status) {
                     self.tunnel = true;
                     self.phase[0] = Phase::Stopped;
@@ -358,6 +478,7 @@ impl AppParser for Http {
                     &mut self.phase[d],
                 ),
                 Phase::UntilClose => Step::Took(rest.len()),
+                Phase::Resync => self.resync(rest),
                 Phase::Stopped => Step::Stop(0),
             };
             match step {
@@ -416,8 +537,8 @@ impl AppParser for Http {
         if let Some(u) = &self.user_agent {
             out.insert("user_agent".into(), u.as_str().into());
         }
-        if let Some(m) = self.minor {
-            out.insert("version".into(), format!("1.{m}").into());
+        if let Some((major, minor)) = self.version {
+            out.insert("version".into(), format!("{major}.{minor}").into());
         }
         if let Some(s) = self.status {
             out.insert("status".into(), s.into());

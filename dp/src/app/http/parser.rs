@@ -26,14 +26,18 @@ pub const MAX_CHUNK: u64 = 1 << 40;
 /// Longest chunk-size line or trailer field line (bytes, including extensions and CRLF).
 pub const MAX_LINE: usize = 4096;
 
-/// Request methods recognised by the probe (RFC 9110 §9, WebDAV RFC 4918 §9, PATCH RFC 5789).
-/// A closed list keeps line protocols that start with other words (`GET key` in Redis inline,
-/// `EHLO`, `HELLO`) out, together with the version check of the request line.
-pub const METHODS: &[&[u8]] = &[
-    b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNECT", b"OPTIONS", b"TRACE", b"PATCH",
-    b"PROPFIND", b"PROPPATCH", b"MKCOL", b"COPY", b"MOVE", b"LOCK", b"UNLOCK", b"REPORT",
-    b"SEARCH", b"MKCALENDAR",
-];
+/// Leading bytes (CR, LF, whitespace) the probe skips before a request line. RFC 9112 §2.2
+/// asks servers to ignore at least one empty line there (old clients add a CRLF after a POST
+/// body); Apache skips at most 10 empty lines (`DEFAULT_LIMIT_BLANK_LINES`), nginx any number
+/// of CR and LF bytes. 1024 bytes is 50 times Apache's bound, beyond any client's habit, and
+/// small against the engine's detection window (`detect_bytes`, 8192 by default), so the
+/// request line after it is still seen there. After detection more are still skipped (nginx
+/// does), consumed as they come, and recorded as a violation.
+pub const MAX_LEAD: usize = 1024;
+/// Longest method token the probe waits for (bytes). Methods are any token (RFC 9110 §9.1:
+/// nginx proxies unknown upper-case methods, Apache's default `LenientMethods` hands any token
+/// to its handlers); after detection a longer one is still a method.
+pub const MAX_METHOD: usize = 24;
 
 /// Outcome of a stateless probe over the first bytes of a direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,41 +63,38 @@ fn lit(b: &[u8], lit: &[u8]) -> Option<bool> {
     }
 }
 
-/// Probes a request line (RFC 9112 §3): `method SP request-target SP "HTTP/1." DIGIT`, with a
-/// method from [`METHODS`] and an origin-form (`/...`), asterisk-form, absolute-form or
-/// authority-form target without control characters or spaces.
+/// Probes a request line as [`LineScan`] reads it, with stricter rules for a first message:
+/// at most [`MAX_LEAD`] leading bytes and a method of at most [`MAX_METHOD`] bytes; a line with
+/// a version (`HTTP/` major `.` minor, major 0 or 1) matches at the version's first minor digit
+/// whatever its method token; a line without one (HTTP/0.9) only as `GET SP /target` and a line
+/// end, with a single SP and a target starting with `/`; a control byte in the target is no
+/// first request (random bytes would stay a prefix of one for long), so that line protocols that start with other words (`GET key` in Redis inline, `EHLO`, `HELLO`) stay out.
 pub fn sniff_request(b: &[u8]) -> Sniff {
-    let Some(sp) = b.iter().take(16).position(|&c| c == b' ') else {
-        let prefix = &b[..b.len().min(16)];
-        return if b.len() < 16 && METHODS.iter().any(|m| m.starts_with(prefix)) {
-            Sniff::Maybe
-        } else {
-            Sniff::No
-        };
-    };
-    if !METHODS.contains(&&b[..sp]) {
-        return Sniff::No;
-    }
-    let rest = &b[sp + 1..];
-    match rest.first() {
-        None => return Sniff::Maybe,
-        Some(c) if *c == b'/' || *c == b'*' || c.is_ascii_alphanumeric() || *c == b'[' => {}
-        Some(_) => return Sniff::No,
-    }
-    let mut end = None;
-    for (i, &c) in rest.iter().enumerate().take(MAX_HEAD) {
-        if c == b' ' {
-            end = Some(i);
-            break;
+    let mut l = LineScan::default();
+    for (i, &c) in b.iter().enumerate().take(MAX_HEAD) {
+        match l.step(i, c) {
+            Ln::Bad => return Sniff::No,
+            Ln::End => {
+                let first = b.get(l.target[0] as usize).copied();
+                return if l.simple && !l.odd && !l.ctl && first == Some(b'/') { Sniff::Yes } else { Sniff::No };
+            }
+            Ln::More => {}
         }
-        if c < 0x21 || c == 0x7f {
+        if l.ctl {
             return Sniff::No;
         }
+        match l.at {
+            Rl::Lead if l.lead as usize > MAX_LEAD => return Sniff::No,
+            Rl::Method if l.method_len() > MAX_METHOD => return Sniff::No,
+            Rl::Minor(1) if !l.ctl => return Sniff::Yes,
+            _ => {}
+        }
     }
-    let Some(end) = end else {
-        return if rest.len() < MAX_HEAD { Sniff::Maybe } else { Sniff::No };
-    };
-    version(&rest[end + 1..])
+    if b.len() >= MAX_HEAD {
+        Sniff::No
+    } else {
+        Sniff::Maybe
+    }
 }
 
 /// Probes `"HTTP/1." DIGIT` at the start of `b`.
@@ -134,6 +135,290 @@ pub fn sniff_response(b: &[u8]) -> Sniff {
     }
 }
 
+/// Whitespace that separates request-line parts besides SP: HTAB, VT, FF (RFC 9112 §3 lets a
+/// recipient split on them, and on a bare CR, handled apart) and the ASCII separators
+/// 0x1c-0x1f, which python's `http.server` splits on too (`str.split`). nginx accepts only SP
+/// (several), Apache's default `Strict` only one SP.
+pub fn is_ws(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | 0x0b | 0x0c | 0x1c..=0x1f)
+}
+
+/// Where a [`LineScan`] is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Rl {
+    /// Empty lines and whitespace before the method.
+    #[default]
+    Lead,
+    /// Inside the method.
+    Method,
+    /// Whitespace after the method.
+    Sep1,
+    /// Inside the request target.
+    Target,
+    /// Whitespace after the target.
+    Sep2,
+    /// This many bytes of `HTTP/` matched.
+    Proto(u8),
+    /// This many digits of the major version read.
+    Major(u8),
+    /// This many digits of the minor version read (0: just after the dot).
+    Minor(u8),
+    /// Whitespace after the version.
+    Trail,
+    /// The line ended.
+    Done,
+}
+
+/// One step of a [`LineScan`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ln {
+    /// Go on.
+    More,
+    /// The line ended at this byte.
+    End,
+    /// No server acts on this line.
+    Bad,
+}
+
+/// An incremental scan of a request line (RFC 9112 §3) as nginx, Apache and python's
+/// `http.server` accept it, byte by byte:
+///
+/// - leading CR, LF and whitespace (nginx skips any number of CR and LF bytes, python any
+///   whitespace on the line, RFC 9112 §2.2 asks for at least one empty line);
+/// - a method of token characters, any token (upper-case `[A-Z_-]` for nginx, any for Apache,
+///   any word for python), then one or more separators ([`is_ws`], or a bare CR);
+/// - a request target of any bytes but separators, CR and LF (origin-, absolute-, authority- and
+///   asterisk-form, `.`, shell metacharacters; control bytes only python accepts: recorded as
+///   odd);
+/// - either the line end (HTTP/0.9 simple request: `GET` only, as all three servers require),
+///   or separators, `HTTP/` 1-10 digits `.` 1-10 digits with a major version of 0 or 1
+///   (python accepts leading zeros and `HTTP/0.9`, nginx `HTTP/1.` up to three digits), then
+///   optional whitespace and the line end;
+/// - a line ends with CRLF or a bare LF.
+///
+/// Anything but single SPs, a version other than `HTTP/1.` DIGIT, leading whitespace or a
+/// control byte in the target makes the line odd (`l7.violation`); servers disagree on it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LineScan {
+    at: Rl,
+    /// A CR was seen: a line end if LF follows, else a separator.
+    cr: bool,
+    /// Where that CR was.
+    cr_at: u32,
+    /// Leading bytes skipped.
+    lead: u32,
+    /// Method start and end.
+    method: [u32; 2],
+    /// Target start and end.
+    target: [u32; 2],
+    /// Bytes of `GET` the method matched so far (`u8::MAX`: it is another method).
+    get: u8,
+    /// Major and minor version (saturating).
+    major: u16,
+    minor: u16,
+    /// Digits of the major version.
+    major_digits: u8,
+    /// HTTP/0.9 simple request (no version).
+    simple: bool,
+    /// Something only some servers accept (see the type's docs).
+    odd: bool,
+    /// A control byte in the target.
+    ctl: bool,
+    /// Where the line ends (just after its LF).
+    end: u32,
+}
+
+/// `usize` offset to `u32` (offsets are bounded by [`MAX_HEAD`]).
+fn at32(i: usize) -> u32 {
+    u32::try_from(i).unwrap_or(u32::MAX)
+}
+
+impl LineScan {
+    fn method_len(&self) -> usize {
+        self.method[1].saturating_sub(self.method[0]) as usize
+    }
+
+    /// Takes byte `c` at index `i` of the line (from where the scan started).
+    fn step(&mut self, i: usize, c: u8) -> Ln {
+        if self.cr {
+            self.cr = false;
+            if c == b'\n' {
+                return self.finish(i);
+            }
+            // A bare CR separates parts (RFC 9112 §3; python splits on it).
+            self.odd = true;
+            let at = self.cr_at;
+            self.at = match self.at {
+                Rl::Method => {
+                    self.method[1] = at;
+                    Rl::Sep1
+                }
+                Rl::Target => {
+                    self.target[1] = at;
+                    Rl::Sep2
+                }
+                Rl::Minor(n) if n > 0 => Rl::Trail,
+                s @ (Rl::Sep1 | Rl::Sep2 | Rl::Trail) => s,
+                _ => return Ln::Bad,
+            };
+        }
+        let i32 = at32(i);
+        match self.at {
+            Rl::Lead => {
+                if c == b'\r' || c == b'\n' {
+                    self.lead = self.lead.saturating_add(1);
+                } else if is_ws(c) {
+                    self.lead = self.lead.saturating_add(1);
+                    self.odd = true;
+                } else if is_tchar(c) {
+                    self.method = [i32, i32.saturating_add(1)];
+                    self.get = if c == b'G' { 1 } else { u8::MAX };
+                    self.at = Rl::Method;
+                } else {
+                    return Ln::Bad;
+                }
+                return Ln::More;
+            }
+            Rl::Done => return Ln::Bad,
+            _ => {}
+        }
+        if c == b'\r' {
+            return match self.at {
+                Rl::Method | Rl::Sep1 | Rl::Target | Rl::Sep2 | Rl::Trail | Rl::Minor(1..) => {
+                    self.cr = true;
+                    self.cr_at = i32;
+                    Ln::More
+                }
+                _ => Ln::Bad,
+            };
+        }
+        if c == b'\n' {
+            return self.finish(i);
+        }
+        self.at = match self.at {
+            Rl::Method if is_tchar(c) => {
+                self.method[1] = i32.saturating_add(1);
+                self.get = match self.get {
+                    n @ (1 | 2) if b"GET".get(usize::from(n)) == Some(&c) => n + 1,
+                    _ => u8::MAX,
+                };
+                Rl::Method
+            }
+            Rl::Method if is_ws(c) => {
+                self.odd |= c != b' ';
+                Rl::Sep1
+            }
+            Rl::Sep1 | Rl::Sep2 | Rl::Trail if is_ws(c) => {
+                self.odd = true;
+                self.at
+            }
+            Rl::Sep1 => {
+                self.target = [i32, i32.saturating_add(1)];
+                self.ctl |= c < 0x20 || c == 0x7f;
+                Rl::Target
+            }
+            Rl::Target if is_ws(c) => {
+                self.odd |= c != b' ';
+                Rl::Sep2
+            }
+            Rl::Target => {
+                self.target[1] = i32.saturating_add(1);
+                self.ctl |= c < 0x20 || c == 0x7f;
+                Rl::Target
+            }
+            Rl::Sep2 if c == b'H' => Rl::Proto(1),
+            Rl::Proto(k) if k < 5 && b"HTTP/".get(usize::from(k)) == Some(&c) => Rl::Proto(k + 1),
+            Rl::Proto(5) | Rl::Major(1..=9) if c.is_ascii_digit() => {
+                self.major = self.major.saturating_mul(10).saturating_add(u16::from(c - b'0'));
+                match self.at {
+                    Rl::Major(n) => Rl::Major(n + 1),
+                    _ => Rl::Major(1),
+                }
+            }
+            // Major versions above 1 are refused by all (505).
+            Rl::Major(n) if c == b'.' && self.major <= 1 => {
+                self.major_digits = n;
+                Rl::Minor(0)
+            }
+            Rl::Minor(n) if n < 10 && c.is_ascii_digit() => {
+                self.minor = self.minor.saturating_mul(10).saturating_add(u16::from(c - b'0'));
+                Rl::Minor(n + 1)
+            }
+            Rl::Minor(1..) if is_ws(c) => {
+                self.odd = true;
+                Rl::Trail
+            }
+            _ => return Ln::Bad,
+        };
+        Ln::More
+    }
+
+    /// The line ended with the LF at `i`.
+    fn finish(&mut self, i: usize) -> Ln {
+        match self.at {
+            Rl::Target | Rl::Sep2 => {
+                // HTTP/0.9: nginx, Apache and python take only GET.
+                if self.get != 3 {
+                    return Ln::Bad;
+                }
+                self.odd |= self.at == Rl::Sep2;
+                self.simple = true;
+            }
+            Rl::Minor(n) => {
+                if n == 0 {
+                    return Ln::Bad;
+                }
+                self.odd |= !(self.major == 1 && self.major_digits == 1 && n == 1);
+            }
+            Rl::Trail => self.odd |= !(self.major == 1 && self.major_digits == 1),
+            _ => return Ln::Bad,
+        }
+        self.at = Rl::Done;
+        self.end = at32(i.saturating_add(1));
+        Ln::End
+    }
+}
+
+/// Whether `line` (ending with its LF) is a whole request line [`LineScan`] accepts.
+pub fn is_request_line(line: &[u8]) -> bool {
+    let mut l = LineScan::default();
+    for (i, &c) in line.iter().enumerate() {
+        match l.step(i, c) {
+            Ln::More => {}
+            Ln::End => return i + 1 == line.len(),
+            Ln::Bad => return false,
+        }
+    }
+    false
+}
+
+/// The target of a request line that ends `line` whatever precedes it: the word before a final
+/// `HTTP/` version word, or the word after a word ending in `GET` when the line ends there
+/// (HTTP/0.9). A server that frames a body differently from Warden may find its next request
+/// at any offset, also inside a line: the end of that line is its request line.
+pub fn embedded_target(line: &[u8]) -> Option<&[u8]> {
+    let sep = |c: &u8| is_ws(*c) || *c == b'\r' || *c == b'\n';
+    let mut words = line.split(sep).filter(|w| !w.is_empty()).rev();
+    let last = words.next()?;
+    let before = words.next()?;
+    if is_version_word(last) {
+        Some(before)
+    } else if before.ends_with(b"GET") {
+        Some(last)
+    } else {
+        None
+    }
+}
+
+/// `HTTP/` digits `.` digits with a major version of 0 or 1 (as [`LineScan`] reads it).
+fn is_version_word(w: &[u8]) -> bool {
+    let Some(v) = w.strip_prefix(b"HTTP/") else { return false };
+    let Some(dot) = v.iter().position(|&c| c == b'.') else { return false };
+    let (major, minor) = (&v[..dot], &v[dot + 1..]);
+    let digits = |d: &[u8]| (1..=10).contains(&d.len()) && d.iter().all(u8::is_ascii_digit);
+    digits(major) && digits(minor) && major.iter().rev().skip(1).all(|&c| c == b'0') && major.last() <= Some(&b'1')
+}
+
 /// How the body of a message is delimited (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
@@ -147,15 +432,57 @@ pub enum Framing {
     UntilClose,
 }
 
-/// The length-related header fields of a head.
+/// The length-related header fields of a head, collected as servers could read them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Lengths {
-    /// `Content-Length` (all copies agree), if present.
+    /// The first valid `Content-Length` value (python's `email.message` reads the first field).
     pub content_length: Option<u64>,
+    /// The largest valid `Content-Length` value (0 without one).
+    pub content_length_max: u64,
+    /// `Content-Length` values seen (fields and list members, saturating).
+    pub content_lengths: u16,
+    /// `Content-Length` values differ or one is not a number, or a length field was folded or
+    /// had whitespace before its colon: servers can disagree on the body's length.
+    pub conflict: bool,
     /// A `Transfer-Encoding` field is present.
     pub transfer_encoding: bool,
-    /// Its final coding is `chunked`.
+    /// The final coding of its list (all its fields, in order) is `chunked`.
     pub chunked: bool,
+}
+
+impl Lengths {
+    /// Adds a `Content-Length` value (1*DIGIT, or a comma-separated list of them, RFC 9110
+    /// §8.6), each capped at [`MAX_BODY`]; a bad member marks a conflict.
+    pub fn add_content_length(&mut self, v: &[u8]) {
+        for part in v.split(|&c| c == b',') {
+            let part = trim(part);
+            self.content_lengths = self.content_lengths.saturating_add(1);
+            let n = if part.is_empty() || part.len() > 16 || !part.iter().all(u8::is_ascii_digit) {
+                None
+            } else {
+                Some(part.iter().fold(0u64, |a, &d| a * 10 + u64::from(d - b'0'))).filter(|&n| n <= MAX_BODY)
+            };
+            match n {
+                None => self.conflict = true,
+                Some(n) => {
+                    if self.content_length.is_some_and(|o| o != n) {
+                        self.conflict = true;
+                    }
+                    self.content_length.get_or_insert(n);
+                    self.content_length_max = self.content_length_max.max(n);
+                }
+            }
+        }
+    }
+
+    /// Adds a `Transfer-Encoding` value: the last non-empty coding of all of them decides
+    /// whether the final coding is `chunked` (RFC 9112 §6.1).
+    pub fn add_transfer_encoding(&mut self, v: &[u8]) {
+        self.transfer_encoding = true;
+        if let Some(c) = v.split(|&c| c == b',').map(trim).rfind(|c| !c.is_empty()) {
+            self.chunked = c.eq_ignore_ascii_case(b"chunked");
+        }
+    }
 }
 
 /// A parsed request head; every slice borrows from the input.
@@ -165,8 +492,13 @@ pub struct Request<'a> {
     pub method: &'a [u8],
     /// Request target (RFC 9112 §3.2), as sent.
     pub target: &'a [u8],
-    /// Minor version (`HTTP/1.x`).
-    pub minor: u8,
+    /// Major version (0 for an HTTP/0.9 simple request).
+    pub major: u8,
+    /// Minor version (9 for an HTTP/0.9 simple request; saturating).
+    pub minor: u16,
+    /// An HTTP/0.9 simple request: a request line without version, no header section, and an
+    /// answer without status line or header section.
+    pub simple: bool,
     /// `Host` field value.
     pub host: Option<&'a [u8]>,
     /// `User-Agent` field value.
@@ -177,6 +509,10 @@ pub struct Request<'a> {
     pub content_type: Option<&'a [u8]>,
     /// Body length fields.
     pub lengths: Lengths,
+    /// Something in the head that only some servers accept (see [`LineScan`] and
+    /// [`HeadScan`]): obs-fold, a field line without colon or with whitespace before it, a
+    /// field name that is no token, a control byte, more than one `Content-Length`.
+    pub violation: bool,
 }
 
 /// Whether a `Content-Type` value is `application/x-www-form-urlencoded` (any parameters).
@@ -208,46 +544,33 @@ fn trim(v: &[u8]) -> &[u8] {
 /// Parses a `Content-Length` value: 1*DIGIT, or a list of identical values (RFC 9110 §8.6),
 /// capped at [`MAX_BODY`].
 pub fn content_length(v: &[u8]) -> Option<u64> {
-    let mut out: Option<u64> = None;
-    for part in v.split(|&c| c == b',') {
-        let part = trim(part);
-        if part.is_empty() || part.len() > 16 || !part.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        let n = part.iter().fold(0u64, |a, &d| a * 10 + u64::from(d - b'0'));
-        if n > MAX_BODY || out.is_some_and(|o| o != n) {
-            return None;
-        }
-        out = Some(n);
+    let mut l = Lengths::default();
+    l.add_content_length(v);
+    if l.conflict {
+        None
+    } else {
+        l.content_length
     }
-    out
 }
 
 /// Whether the final coding of a `Transfer-Encoding` list is `chunked` (RFC 9112 §6.1).
 pub fn final_coding_is_chunked(v: &[u8]) -> bool {
-    v.split(|&c| c == b',')
-        .map(trim)
-        .rfind(|c| !c.is_empty())
-        .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
+    let mut l = Lengths::default();
+    l.add_transfer_encoding(v);
+    l.chunked
 }
 
-/// Collects [`Lengths`] from a header list; `None` on conflicting or invalid `Content-Length`.
-fn lengths(headers: &[httparse::Header<'_>]) -> Option<Lengths> {
+/// Collects [`Lengths`] from a response's header list.
+fn lengths(headers: &[httparse::Header<'_>]) -> Lengths {
     let mut l = Lengths::default();
     for h in headers {
         if h.name.eq_ignore_ascii_case("content-length") {
-            let n = content_length(h.value)?;
-            if l.content_length.is_some_and(|o| o != n) {
-                return None;
-            }
-            l.content_length = Some(n);
+            l.add_content_length(h.value);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            l.transfer_encoding = true;
-            // The last field's final coding decides (fields combine into one list).
-            l.chunked = final_coding_is_chunked(h.value);
+            l.add_transfer_encoding(h.value);
         }
     }
-    Some(l)
+    l
 }
 
 /// The first value of header `name`.
@@ -264,40 +587,103 @@ fn partial(len: usize) -> Parse<()> {
     }
 }
 
-/// Parses a request head (RFC 9112 §2.1, §3, §5).
+/// Parses a request head (RFC 9112 §2.1, §3, §5) as [`HeadScan`] reads it.
 pub fn request(b: &[u8]) -> Parse<Request<'_>> {
-    let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut hs);
-    let n = match req.parse(b) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
-            return match partial(b.len()) {
-                Parse::Incomplete(k) => Parse::Incomplete(k),
-                _ => Parse::Invalid,
-            }
-        }
-        Err(_) => return Parse::Invalid,
+    HeadScan::default().request(b)
+}
+
+/// Which length field a folded line continues.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Last {
+    ContentLength,
+    TransferEncoding,
+    Other,
+}
+
+/// Builds the request of the complete head `b[..n]` whose request line `l` scanned: the field
+/// lines (RFC 9112 §5) as servers read them. A line starting with SP or HTAB continues the
+/// previous field (obs-fold, §5.2: python and Apache join it, nginx refuses); a line without
+/// colon is skipped (nginx keeps it as an empty field, python ends the section there, Apache
+/// refuses); whitespace before the colon is trimmed (Apache `Unsafe`; nginx refuses). Each of
+/// those, a name that is no token, a control byte and more than one `Content-Length` value
+/// make the request a violation; a folded or malformed length field a length conflict.
+fn build<'a>(b: &'a [u8], n: usize, l: &LineScan) -> Request<'a> {
+    let slice = |r: [u32; 2]| b.get(r[0] as usize..r[1] as usize).unwrap_or_default();
+    let mut req = Request {
+        method: slice(l.method),
+        target: slice(l.target),
+        major: if l.simple { 0 } else { u8::try_from(l.major).unwrap_or(u8::MAX) },
+        minor: if l.simple { 9 } else { l.minor },
+        simple: l.simple,
+        host: None,
+        user_agent: None,
+        upgrade: None,
+        content_type: None,
+        lengths: Lengths::default(),
+        violation: l.odd || l.ctl,
     };
-    if n > MAX_HEAD {
-        return Parse::Invalid;
+    if l.simple {
+        return req;
     }
-    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
-        return Parse::Invalid;
-    };
-    let Some(lengths) = lengths(req.headers) else { return Parse::Invalid };
-    Parse::Ok(
-        Request {
-            method: method.as_bytes(),
-            target: target.as_bytes(),
-            minor,
-            host: field(req.headers, "host"),
-            user_agent: field(req.headers, "user-agent"),
-            upgrade: field(req.headers, "upgrade"),
-            content_type: field(req.headers, "content-type"),
-            lengths,
-        },
-        n,
-    )
+    let section = b.get(l.end as usize..n).unwrap_or_default();
+    let mut last = Last::Other;
+    for raw in section.split_inclusive(|&c| c == b'\n') {
+        let line = raw.strip_suffix(b"\n").unwrap_or(raw);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if line.iter().any(|&c| (c < 0x20 && c != b'\t') || c == 0x7f) {
+            req.violation = true;
+        }
+        if matches!(line.first(), Some(b' ' | b'\t')) {
+            req.violation = true;
+            match last {
+                Last::ContentLength => {
+                    req.lengths.conflict = true;
+                    req.lengths.add_content_length(line);
+                }
+                Last::TransferEncoding => {
+                    req.lengths.conflict = true;
+                    req.lengths.add_transfer_encoding(line);
+                }
+                Last::Other => {}
+            }
+            continue;
+        }
+        let Some(colon) = line.iter().position(|&c| c == b':') else {
+            req.violation = true;
+            last = Last::Other;
+            continue;
+        };
+        let raw_name = &line[..colon];
+        let name = trim(raw_name);
+        let spaced = name.len() != raw_name.len();
+        if spaced || name.is_empty() || !name.iter().all(|&c| is_tchar(c)) {
+            req.violation = true;
+        }
+        let value = trim(&line[colon + 1..]);
+        last = Last::Other;
+        if name.eq_ignore_ascii_case(b"content-length") {
+            req.lengths.conflict |= spaced;
+            req.lengths.add_content_length(value);
+            last = Last::ContentLength;
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            req.lengths.conflict |= spaced;
+            req.lengths.add_transfer_encoding(value);
+            last = Last::TransferEncoding;
+        } else if name.eq_ignore_ascii_case(b"host") {
+            req.host.get_or_insert(value);
+        } else if name.eq_ignore_ascii_case(b"user-agent") {
+            req.user_agent.get_or_insert(value);
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            req.upgrade.get_or_insert(value);
+        } else if name.eq_ignore_ascii_case(b"content-type") {
+            req.content_type.get_or_insert(value);
+        }
+    }
+    req.violation |= req.lengths.content_lengths > 1;
+    req
 }
 
 /// Parses a response head (RFC 9112 §2.1, §4, §5).
@@ -318,29 +704,23 @@ pub fn response(b: &[u8]) -> Parse<Response<'_>> {
         return Parse::Invalid;
     }
     let (Some(minor), Some(status)) = (resp.version, resp.code) else { return Parse::Invalid };
-    let Some(lengths) = lengths(resp.headers) else { return Parse::Invalid };
+    let lengths = lengths(resp.headers);
     Parse::Ok(Response { minor, status, upgrade: field(resp.headers, "upgrade"), lengths }, n)
 }
 
 /// Where an incremental head scan is in the grammar (see [`HeadScan`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 enum At {
-    /// Empty lines before the start line (skipped, as `httparse` does).
+    /// Before the start line (a request's is scanned by its [`LineScan`]).
     #[default]
+    Start,
+    /// Empty lines before a status line (skipped, as `httparse` does).
     Lead,
     /// After a `\r` of an empty leading line.
     LeadCr,
-    /// The method's first byte.
-    Method0,
-    /// Inside the method.
-    Method,
-    /// Inside the request target.
-    Target,
-    /// At this byte of `HTTP/1.x`.
+    /// At this byte of a status line's `HTTP/1.x`.
     Version(u8),
-    /// After a request line's version: CRLF or LF.
-    VersionEnd,
-    /// After the `\r` ending a start line.
+    /// After the `\r` ending a status line.
     StartCr,
     /// After a status line's version: one space.
     Space,
@@ -362,25 +742,36 @@ enum At {
     Value,
     /// After the `\r` ending a field line.
     ValueCr,
+    /// Request field section: at the start of a line.
+    Line0,
+    /// Request field section: after a `\r` at the start of a line.
+    Line0Cr,
+    /// Request field section: inside a line.
+    Line,
+    /// Request field section: after a `\r` inside a line.
+    LineCr,
 }
 
 /// An incremental scan for the end of a request or response head, resumed at each call with
-/// the same unconsumed bytes presented again with more appended (the stream engine's contract):
-/// it follows `httparse`'s grammar and defaults byte by byte (empty lines before the start
-/// line, token methods, a non-empty target of visible bytes that is UTF-8, `HTTP/1.0` or
-/// `HTTP/1.1`, CRLF or LF line ends, token field names, field values without control bytes but
-/// HTAB, no obsolete line folding, at most [`MAX_HEADERS`] fields), so a head is rejected at the
-/// byte where `httparse` would reject it, and `httparse` runs once, on the complete head. Each
-/// byte is examined once however the head was segmented ([`HeadScan::examined`]).
+/// the same unconsumed bytes presented again with more appended (the stream engine's contract).
+/// A request's line is read by a [`LineScan`]; its field section is any lines up to the first
+/// empty one (CRLF or LF; a bare CR is a byte of its line), as python reads it, and each line
+/// is read by [`request`]; an HTTP/0.9 request ends with its line. A response follows
+/// `httparse`'s grammar and defaults byte by byte (empty lines before the status line,
+/// `HTTP/1.0` or `HTTP/1.1`, CRLF or LF line ends, token field names, field values without
+/// control bytes but HTAB, no obsolete line folding, at most [`MAX_HEADERS`] fields), so a
+/// response head is rejected at the byte where `httparse` would reject it, and `httparse` runs
+/// once, on the complete head. Each byte is scanned once however the head was segmented
+/// ([`HeadScan::examined`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HeadScan {
     /// Bytes of the head already scanned.
     pos: u32,
-    /// Where the request target starts.
-    target: u32,
-    /// Field lines completed.
+    /// Field lines completed (responses).
     fields: u8,
     at: At,
+    /// A request's line.
+    line: LineScan,
     /// Bytes examined so far (scan and head parses), never reset.
     examined: u64,
 }
@@ -388,11 +779,6 @@ pub struct HeadScan {
 /// `tchar` (RFC 9110 §5.6.2), as `httparse`'s token map.
 fn is_tchar(c: u8) -> bool {
     c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
-}
-
-/// A request-target byte as `httparse` accepts it (visible ASCII or obs-text).
-fn is_target_byte(c: u8) -> bool {
-    (0x21..=0x7e).contains(&c) || c >= 0x80
 }
 
 /// A field value byte as `httparse` accepts it (HTAB, SP, visible ASCII, obs-text).
@@ -430,45 +816,42 @@ impl HeadScan {
         self.count(bytes.len());
         for (k, &c) in bytes.iter().enumerate() {
             let i = start + k;
+            if !response && self.at == At::Start {
+                match self.line.step(i, c) {
+                    Ln::More => continue,
+                    Ln::Bad => return Some(Scanned::Bad),
+                    Ln::End if self.line.simple => {
+                        self.pos = at32(i + 1);
+                        return Some(Scanned::End(i + 1));
+                    }
+                    Ln::End => {
+                        self.at = At::Line0;
+                        continue;
+                    }
+                }
+            }
             let mut at = self.at;
+            if at == At::Start {
+                at = At::Lead;
+            }
             if at == At::Lead {
                 match c {
                     b'\r' => {
                         self.at = At::LeadCr;
                         continue;
                     }
-                    b'\n' => continue,
-                    _ => at = if response { At::Version(0) } else { At::Method0 },
+                    b'\n' => {
+                        self.at = At::Lead;
+                        continue;
+                    }
+                    _ => at = At::Version(0),
                 }
             }
             self.at = match at {
-                At::Lead => at,
+                At::Start | At::Lead => at,
                 At::LeadCr if c == b'\n' => At::Lead,
-                At::Method0 if is_tchar(c) => At::Method,
-                At::Method if c == b' ' => {
-                    self.target = u32::try_from(i + 1).unwrap_or(u32::MAX);
-                    At::Target
-                }
-                At::Method if is_tchar(c) => At::Method,
-                At::Target if is_target_byte(c) => At::Target,
-                At::Target if c == b' ' => {
-                    let target = b.get(self.target as usize..i).unwrap_or_default();
-                    self.count(target.len());
-                    if target.is_empty() || std::str::from_utf8(target).is_err() {
-                        return Some(Scanned::Bad);
-                    }
-                    At::Version(0)
-                }
                 At::Version(v) if v < 7 && b"HTTP/1.".get(usize::from(v)) == Some(&c) => At::Version(v + 1),
-                At::Version(7) if c == b'0' || c == b'1' => {
-                    if response {
-                        At::Space
-                    } else {
-                        At::VersionEnd
-                    }
-                }
-                At::VersionEnd if c == b'\r' => At::StartCr,
-                At::VersionEnd | At::StartCr if c == b'\n' => At::LineStart,
+                At::Version(7) if c == b'0' || c == b'1' => At::Space,
                 At::Space if c == b' ' => At::Code(0),
                 At::Code(d) if c.is_ascii_digit() => {
                     if d == 2 {
@@ -479,11 +862,11 @@ impl HeadScan {
                 }
                 At::AfterCode if c == b' ' => At::Reason,
                 At::AfterCode | At::Reason if c == b'\r' => At::StartCr,
-                At::AfterCode | At::Reason if c == b'\n' => At::LineStart,
+                At::AfterCode | At::Reason | At::StartCr if c == b'\n' => At::LineStart,
                 At::Reason if c == b'\t' || c == b' ' || (0x21..=0x7e).contains(&c) || c >= 0x80 => At::Reason,
                 At::LineStart if c == b'\r' => At::EndCr,
-                At::LineStart | At::EndCr if c == b'\n' => {
-                    self.pos = u32::try_from(i + 1).unwrap_or(u32::MAX);
+                At::LineStart | At::EndCr | At::Line0 | At::Line0Cr if c == b'\n' => {
+                    self.pos = at32(i + 1);
                     return Some(Scanned::End(i + 1));
                 }
                 At::LineStart if is_tchar(c) => At::Name,
@@ -499,10 +882,15 @@ impl HeadScan {
                     }
                     At::LineStart
                 }
+                // A request's field section: lines up to an empty one.
+                At::Line0 if c == b'\r' => At::Line0Cr,
+                At::Line | At::LineCr | At::Line0Cr if c == b'\r' => At::LineCr,
+                At::Line | At::LineCr if c == b'\n' => At::Line0,
+                At::Line0 | At::Line0Cr | At::Line | At::LineCr => At::Line,
                 _ => return Some(Scanned::Bad),
             };
         }
-        self.pos = u32::try_from(end).unwrap_or(u32::MAX);
+        self.pos = at32(end);
         None
     }
 
@@ -522,21 +910,25 @@ impl HeadScan {
         }
     }
 
-    /// [`request`] on a head presented again with more bytes: the first attempt parses `b`
+    /// [`request`] on a head presented again with more bytes: only the new bytes are scanned,
+    /// and the head is read once it is complete.
+    pub fn request<'a>(&mut self, b: &'a [u8]) -> Parse<Request<'a>> {
+        match self.end(b, false) {
+            Parse::Ok(n, _) => {
+                self.count(n);
+                Parse::Ok(build(b, n, &self.line), n)
+            }
+            Parse::Incomplete(k) => Parse::Incomplete(k),
+            Parse::Invalid => Parse::Invalid,
+        }
+    }
+
+    /// [`response`] on a head presented again with more bytes: the first attempt parses `b`
     /// directly (a head that arrived whole costs one pass); while incomplete, only the new
     /// bytes are scanned, and `httparse` runs again once the head is complete.
-    pub fn request<'a>(&mut self, b: &'a [u8]) -> Parse<Request<'a>> {
-        self.resumed(b, false, request)
-    }
-
-    /// [`response`] the same way as [`HeadScan::request`].
     pub fn response<'a>(&mut self, b: &'a [u8]) -> Parse<Response<'a>> {
-        self.resumed(b, true, response)
-    }
-
-    fn resumed<'a, T>(&mut self, b: &'a [u8], resp: bool, parse: fn(&'a [u8]) -> Parse<T>) -> Parse<T> {
-        if self.pos == 0 && self.at == At::Lead {
-            let r = parse(b);
+        if self.pos == 0 && self.at == At::Start {
+            let r = response(b);
             self.count(match r {
                 Parse::Ok(_, n) => n,
                 _ => b.len(),
@@ -545,10 +937,10 @@ impl HeadScan {
                 return r;
             }
         }
-        match self.end(b, resp) {
+        match self.end(b, true) {
             Parse::Ok(n, _) => {
                 self.count(n);
-                parse(b)
+                response(b)
             }
             Parse::Incomplete(k) => Parse::Incomplete(k),
             Parse::Invalid => Parse::Invalid,
@@ -556,16 +948,34 @@ impl HeadScan {
     }
 }
 
-/// Body framing of a request (RFC 9112 §6.3 items 3, 5, 6, 7): chunked, else `Content-Length`,
-/// else none. `None` for a transfer coding other than chunked last (the server must answer 400).
-pub fn request_framing(l: &Lengths) -> Option<Framing> {
-    if l.transfer_encoding {
-        return l.chunked.then_some(Framing::Chunked);
-    }
-    Some(match l.content_length {
-        Some(0) | None => Framing::None,
-        Some(n) => Framing::Length(n),
-    })
+/// How the body of a request is read, and whether servers can disagree on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestBody {
+    /// The body as RFC 9112 §6.3 frames it: `Transfer-Encoding` whose final coding is chunked
+    /// wins over `Content-Length`; else the first `Content-Length`; else none.
+    pub framing: Framing,
+    /// Servers can disagree on where the body ends (see [`request_framing`]).
+    pub ambiguous: bool,
+}
+
+/// Body framing of a request (RFC 9112 §6.3 items 3, 5, 6, 7). Ambiguous when servers can
+/// disagree on where the body ends, so that one of them may read a request where another reads
+/// body bytes: `Transfer-Encoding` with `Content-Length` (RFC: chunked wins and the server
+/// closes after answering; nginx answers 400; a server that ignores `Transfer-Encoding` reads
+/// the length), a final coding other than chunked (RFC: 400 and close; python ignores it),
+/// `Content-Length` values that differ or are not numbers (nginx and Apache: 400 and close;
+/// python's applications read the first), a folded or malformed length field.
+pub fn request_framing(l: &Lengths) -> RequestBody {
+    let ambiguous = l.conflict || (l.transfer_encoding && (l.content_lengths > 0 || !l.chunked));
+    let framing = if l.transfer_encoding && l.chunked {
+        Framing::Chunked
+    } else {
+        match l.content_length {
+            Some(0) | None => Framing::None,
+            Some(n) => Framing::Length(n),
+        }
+    };
+    RequestBody { framing, ambiguous }
 }
 
 /// What the response answers (affects its framing).
@@ -578,9 +988,13 @@ pub enum ReqKind {
     Head,
     /// CONNECT: a 2xx response turns the connection into a tunnel.
     Connect,
+    /// An HTTP/0.9 request (or one with version `HTTP/0.x`, which python answers the same
+    /// way): the answer is the body alone, until the connection closes.
+    Simple,
 }
 
-/// Body framing of a final or interim response (RFC 9112 §6.3 items 1-7).
+/// Body framing of a final or interim response (RFC 9112 §6.3 items 1-7); with conflicting
+/// `Content-Length` values, the first.
 pub fn response_framing(status: u16, kind: ReqKind, l: &Lengths) -> Framing {
     if kind == ReqKind::Head || (100..200).contains(&status) || status == 204 || status == 304 {
         return Framing::None;
@@ -687,7 +1101,125 @@ mod tests {
         assert_eq!(sniff_request(b"GET /a HTTP/2.0\r\n"), Sniff::No);
         assert_eq!(sniff_request(b"PRI * HTTP/2.0\r\n"), Sniff::No);
         assert_eq!(sniff_request(b"HELLO\r\n"), Sniff::No);
-        assert_eq!(sniff_request(b"get / HTTP/1.1\r\n"), Sniff::No);
+    }
+
+    /// The forms nginx, Apache or python's http.server accept (checked against nginx 1.22.1
+    /// and python 3.11's http.server; Apache's from its `ap_parse_request_line`), and what none
+    /// of them does.
+    #[test]
+    fn sniffs_request_lines_as_servers_accept_them() {
+        for yes in [
+            // Leading empty lines (RFC 9112 §2.2), bare CRs (nginx), spaces (python).
+            &b"\r\nGET / HTTP/1.1\r\n"[..],
+            b"\n\n\r\nGET / HTTP/1.1\r\n",
+            b"\r\rGET / HTTP/1.0\r\n",
+            b"  GET / HTTP/1.0\r\n",
+            // HTTP/0.9 simple requests.
+            b"GET /index.html\r\n",
+            b"GET /index.html\n",
+            b"\r\nGET /item?id=1\r\n",
+            // Several spaces (nginx, python), tabs, VT, FF, 0x1c and bare CR (python).
+            b"GET  /a  HTTP/1.1\r\n",
+            b"GET /a HTTP/1.1  \r\n",
+            b"GET\t/a\tHTTP/1.0\r\n",
+            b"GET\x0b/a\x0cHTTP/1.0\r\n",
+            b"GET\x1c/a HTTP/1.0\r\n",
+            b"GET\r/a HTTP/1.0\r\n",
+            // Unknown and lower-case methods (nginx proxies `FOO`, Apache hands any token on).
+            b"FOO /a HTTP/1.1\r\n",
+            b"get / HTTP/1.1\r\n",
+            b"M-SEARCH * HTTP/1.1\r\n",
+            // Unusual targets.
+            b"GET . HTTP/1.0\r\n",
+            b"GET http://x/a?b HTTP/1.1\r\n",
+            b"OPTIONS * HTTP/1.1\r\n",
+            b"GET /a?$(id);`x`|&<>'\" HTTP/1.1\r\n",
+            // Versions python accepts.
+            b"GET / HTTP/1.10\r\n",
+            b"GET / HTTP/01.1\r\n",
+            b"GET / HTTP/0.9\r\n",
+        ] {
+            assert_eq!(sniff_request(yes), Sniff::Yes, "{:?}", String::from_utf8_lossy(yes));
+        }
+        for no in [
+            // HTTP/0.9 is GET only, with one SP and an origin-form target, here.
+            &b"POST /a\r\n"[..],
+            b"GET key\r\n",
+            b"GET  /a\r\n",
+            b"GET /a \r\n",
+            b"GET /a\x01\r\n",
+            b"SET key value\r\n",
+            b"EHLO x\r\n",
+            // No target, a version no server takes, trailing text.
+            b"GET HTTP/1.1\r\n",
+            b"GET\r\n",
+            b"GET / HTTP/2.0\r\n",
+            b"GET / HTTP/1.\r\n",
+            b"GET / http/1.1\r\n",
+            b"GET /a b HTTP/1.1\r\n",
+            b"G@T / HTTP/1.1\r\n",
+        ] {
+            assert_eq!(sniff_request(no), Sniff::No, "{:?}", String::from_utf8_lossy(no));
+        }
+        // Bounds: leading bytes and method length.
+        let mut lead = vec![b'\n'; MAX_LEAD];
+        lead.extend_from_slice(b"GET / HTTP/1.1\r\n");
+        assert_eq!(sniff_request(&lead), Sniff::Yes);
+        lead.insert(0, b'\r');
+        assert_eq!(sniff_request(&lead), Sniff::No);
+        assert_eq!(sniff_request(&lead[..MAX_LEAD]), Sniff::Maybe);
+        let long = [b'X'; MAX_METHOD + 1];
+        assert_eq!(sniff_request(&long), Sniff::No);
+        assert_eq!(sniff_request(&long[..MAX_METHOD]), Sniff::Maybe);
+        // No prefix of an accepted line is refused.
+        for yes in [&b"\r\n GET\t/a?b=1  HTTP/1.1 \r\n"[..], b"GET /index.html\r\n"] {
+            for cut in 0..yes.len() {
+                assert_ne!(sniff_request(&yes[..cut]), Sniff::No, "{:?}", String::from_utf8_lossy(&yes[..cut]));
+            }
+        }
+    }
+
+    #[test]
+    fn request_lines_are_read_as_servers_read_them() {
+        let head = |b: &'static [u8]| match request(b) {
+            Parse::Ok(r, n) => (r, n),
+            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(b)),
+        };
+        let (r, n) = head(b"\r\n\r\nGET /a?b=1 HTTP/1.1\r\nHost: h\r\n\r\nrest");
+        assert_eq!((r.method, r.target, r.major, r.minor, r.simple, r.host, r.violation), (&b"GET"[..], &b"/a?b=1"[..], 1, 1, false, Some(&b"h"[..]), false));
+        assert_eq!(n, 36);
+        let (r, n) = head(b"GET /x?id=1\r\nHost: h\r\n\r\n");
+        assert_eq!((r.target, r.major, r.minor, r.simple, r.host, r.violation), (&b"/x?id=1"[..], 0, 9, true, None, false));
+        assert_eq!(n, 13, "an HTTP/0.9 request ends with its line");
+        let (r, _) = head(b"GET\t /a\x0b\rHTTP/1.1 \n\n");
+        assert_eq!((r.method, r.target, r.major, r.minor, r.violation), (&b"GET"[..], &b"/a"[..], 1, 1, true));
+        let (r, _) = head(b"get /a HTTP/01.10\r\n\r\n");
+        assert_eq!((r.method, r.major, r.minor, r.violation), (&b"get"[..], 1, 10, true));
+        let (r, _) = head(b"GET /a\x01b HTTP/1.0\r\n\r\n");
+        assert_eq!((r.target, r.violation), (&b"/a\x01b"[..], true));
+        // Field lines as servers read them: obs-fold, no colon, space before colon.
+        let (r, _) = head(b"GET / HTTP/1.1\r\nUser-Agent: a\r\n b\r\nJunk\r\nHost : h\r\n\r\n");
+        assert_eq!((r.user_agent, r.host, r.violation), (Some(&b"a"[..]), Some(&b"h"[..]), true));
+        let (r, _) = head(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip,\r\n chunked\r\n\r\n");
+        assert!(r.lengths.chunked && r.lengths.conflict && r.violation);
+        for bad in [&b"GET\r\n\r\n"[..], b"POST /a\r\n", b"GET / HTTP/2.0\r\n\r\n", b"GET / HTTP/1.1x\r\n\r\n", b"GET / HTTP/1.1 x\r\n\r\n", b"\x01GET / HTTP/1.1\r\n\r\n"] {
+            assert_eq!(request(bad), Parse::Invalid, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn embedded_request_lines() {
+        assert_eq!(embedded_target(b"helloGET /x?id=1 HTTP/1.1\r\n"), Some(&b"/x?id=1"[..]));
+        assert_eq!(embedded_target(b"@@ @@GET\t/y HTTP/1.0"), Some(&b"/y"[..]));
+        assert_eq!(embedded_target(b"x=1GET /z\r\n"), Some(&b"/z"[..]));
+        assert_eq!(embedded_target(b"Host: example.com\r\n"), None);
+        assert_eq!(embedded_target(b"a b HTTP/2.0\r\n"), None);
+        assert_eq!(embedded_target(b"HTTP/1.1\r\n"), None);
+        assert!(is_request_line(b" GET / HTTP/1.1\r\n"));
+        assert!(is_request_line(b"GET /a\n"));
+        assert!(!is_request_line(b"GET / HTTP/1.1"));
+        assert!(!is_request_line(b"\r\n"));
+        assert!(!is_request_line(b"x=1&y=2\r\n"));
     }
 
     #[test]
@@ -707,6 +1239,24 @@ mod tests {
         assert_eq!(content_length(b"42, 43"), None);
         assert_eq!(content_length(b"-1"), None);
         assert_eq!(content_length(b"99999999999999999999"), None);
+        let mut l = Lengths::default();
+        l.add_content_length(b"5");
+        l.add_content_length(b"40, 5");
+        assert_eq!((l.content_length, l.content_length_max, l.content_lengths, l.conflict), (Some(5), 40, 3, true));
+        let mut l = Lengths::default();
+        l.add_content_length(b"5, 5");
+        assert_eq!((l.content_length, l.content_lengths, l.conflict), (Some(5), 2, false));
+        let mut l = Lengths::default();
+        l.add_transfer_encoding(b"chunked");
+        l.add_transfer_encoding(b"");
+        assert!(l.chunked, "an empty field does not change the final coding");
+        assert_eq!(request_framing(&l), RequestBody { framing: Framing::Chunked, ambiguous: false });
+        l.add_content_length(b"3");
+        assert_eq!(request_framing(&l), RequestBody { framing: Framing::Chunked, ambiguous: true });
+        let mut l = Lengths::default();
+        l.add_transfer_encoding(b"gzip");
+        l.add_content_length(b"3");
+        assert_eq!(request_framing(&l), RequestBody { framing: Framing::Length(3), ambiguous: true });
         assert!(final_coding_is_chunked(b"gzip, Chunked"));
         assert!(!final_coding_is_chunked(b"chunked, gzip"));
     }
