@@ -98,7 +98,8 @@ enum Expect {
     Served { lines: Vec<String>, never: Vec<String>, path: String, sqli: bool, requests: u32 },
     /// A Redis `SET key` hidden by the form: without Warden it reaches redis (the form works on
     /// the host); with Warden in protect mode it must not (the rule allows only HTTP), and the
-    /// record is denied.
+    /// record is denied (`retrans_lost`: the differing retransmission dropped and counted, as
+    /// for [`Expect::Retrans`]).
     Hidden { key: String },
     /// A retransmission differing from the original, which was lost after Warden parsed it:
     /// without Warden the server logs `line` (it only ever got the retransmission); with Warden
@@ -355,8 +356,14 @@ impl Suite {
         if !out.established && !(self.warden() && matches!(case.expect, Expect::Hidden { .. })) {
             f.push(format!("no handshake: no SYN|ACK reached the client (events {:?})", out.events));
         }
-        if form == "challenge" && out.challenge_ack != Some(true) {
-            f.push("the server sent no challenge ACK for the in-window RST (RFC 5961 §3.2)".to_string());
+        if form == "challenge" && out.established && out.challenge_ack != Some(true) {
+            f.push(if self.warden() {
+                "no challenge ACK came back: the in-window RST did not reach the server, or its answer the client \
+                 (RFC 5961 §3.2: the challenge ACK is the host's business)"
+                    .to_string()
+            } else {
+                "the server sent no challenge ACK for the in-window RST (RFC 5961 §3.2)".to_string()
+            });
         }
         if form == "syn_data" && out.established && out.syn_ack_acked != Some(0) {
             f.push(format!("the SYN|ACK acknowledged {:?} bytes of the SYN's data", out.syn_ack_acked));
@@ -643,24 +650,27 @@ fn check_record(d: &Done, recs: &[&ConnectionRecord]) -> Vec<String> {
                 f.push(format!("ended {:?} (closed {}), the connection ended with FINs", r.end_reason, r.closed));
             }
         }
+        // A differing retransmission is stopped as such (what Warden inspected stays the lost
+        // original), whatever the retransmission carries.
+        Expect::Retrans { .. } => f.extend(retrans_dropped(d, r)),
+        Expect::Hidden { .. } if c.spec["form"] == "retrans_lost" => f.extend(retrans_dropped(d, r)),
         Expect::Hidden { .. } => {
             if r.verdict.as_deref() != Some("denied") {
                 f.push(format!("verdict {:?}: a Redis command on an HTTP-only port", r.verdict));
             }
-            if c.spec["form"] == "retrans_lost" {
-                if r.tcp_overlap_conflicts != d.out.differing {
-                    f.push(format!("tcp_overlap_conflicts {:?}, {:?} bytes differed", r.tcp_overlap_conflicts, d.out.differing));
-                }
-            }
         }
-        Expect::Retrans { .. } => {
-            if r.tcp_overlap_conflicts != d.out.differing {
-                f.push(format!("tcp_overlap_conflicts {:?}, {:?} bytes differed", r.tcp_overlap_conflicts, d.out.differing));
-            }
-            if r.packets_dropped_to_server == 0 {
-                f.push("nothing dropped to the server: the differing retransmission went through".into());
-            }
-        }
+    }
+    f
+}
+
+/// The differing retransmission dropped, its differing bytes counted.
+fn retrans_dropped(d: &Done, r: &ConnectionRecord) -> Vec<String> {
+    let mut f = Vec::new();
+    if r.tcp_overlap_conflicts != d.out.differing {
+        f.push(format!("tcp_overlap_conflicts {:?}, {:?} bytes differed", r.tcp_overlap_conflicts, d.out.differing));
+    }
+    if r.packets_dropped_to_server == 0 {
+        f.push("nothing dropped to the server: the differing retransmission went through".into());
     }
     f
 }
