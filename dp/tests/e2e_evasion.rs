@@ -353,7 +353,8 @@ impl Suite {
         let mut f = Vec::new();
         let form = case.spec["form"].as_str().unwrap_or_default();
         // With Warden, a hidden command that never got as far as a handshake was denied too.
-        if !out.established && !(self.warden() && matches!(case.expect, Expect::Hidden { .. })) {
+        let refused_hidden = self.warden() && matches!(case.expect, Expect::Hidden { .. });
+        if !out.established && !refused_hidden {
             f.push(format!("no handshake: no SYN|ACK reached the client (events {:?})", out.events));
         }
         if form == "challenge" && out.established && out.challenge_ack != Some(true) {
@@ -378,10 +379,8 @@ impl Suite {
         if form == "frag_overlap" && !self.warden() && frags_at_server != sent {
             f.push(format!("harness: {frags_at_server} of the {sent} overlapping fragments reached the server"));
         }
-        if form == "window" || form == "rst_window" {
-            if out.window != WINDOW {
-                f.push(format!("harness: the server advertised {} bytes, not {WINDOW}", out.window));
-            }
+        if (form == "window" || form == "rst_window") && out.window != WINDOW {
+            f.push(format!("harness: the server advertised {} bytes, not {WINDOW}", out.window));
         }
         match &case.expect {
             Expect::Served { lines, never, .. } => {
@@ -814,7 +813,7 @@ fn union_select(sport: u16, mark: &str) -> String {
     format!("/e{sport}?id=-1%20UNION%20SEL{mark}ECT%20password%20FROM%20users")
 }
 
-/// 1. A decoy with a bad TCP checksum at the real request's sequence number.
+/// Form 1: a decoy with a bad TCP checksum at the real request's sequence number.
 fn form_badsum(s: &mut Suite) -> Vec<Case> {
     vec![
         http_case(s, "badsum", Fam::V4, json!({})),
@@ -823,7 +822,7 @@ fn form_badsum(s: &mut Suite) -> Vec<Case> {
     ]
 }
 
-/// 2. and 4. The decoy beyond the advertised window (on a data segment, or on a RST|ACK), at
+/// Forms 2 and 4: the decoy beyond the advertised window (on a data segment, or on a RST|ACK), at
 /// the place the real request's later part takes once the window has moved.
 fn window_case(s: &mut Suite, form: &str) -> Case {
     let sport = s.sport();
@@ -848,7 +847,7 @@ fn form_window(s: &mut Suite) -> Vec<Case> {
     vec![window_case(s, "window")]
 }
 
-/// 3. A decoy without the ACK flag.
+/// Form 3: a decoy without the ACK flag.
 fn form_noack(s: &mut Suite) -> Vec<Case> {
     vec![http_case(s, "noack", Fam::V4, json!({})), redis_case(s, "noack", Fam::V4, json!({}))]
 }
@@ -857,7 +856,7 @@ fn form_rst_window(s: &mut Suite) -> Vec<Case> {
     vec![window_case(s, "rst_window")]
 }
 
-/// 5. A benign keep-alive request, a RST in window but not exact (challenge ACK), quiet for
+/// Form 5: a benign keep-alive request, a RST in window but not exact (challenge ACK), quiet for
 /// longer than a closed session lingers in Warden, then an SQL injection on the same connection.
 fn form_challenge(s: &mut Suite) -> Vec<Case> {
     let sport = s.sport();
@@ -879,7 +878,7 @@ fn form_challenge(s: &mut Suite) -> Vec<Case> {
     }]
 }
 
-/// 6. The original (benign) lost after Warden, then a retransmission with other bytes.
+/// Form 6: the original (benign) lost after Warden, then a retransmission with other bytes.
 fn form_retrans(s: &mut Suite) -> Vec<Case> {
     let mut v = Vec::new();
     for fam in [Fam::V4, Fam::V6] {
@@ -892,7 +891,7 @@ fn form_retrans(s: &mut Suite) -> Vec<Case> {
     v
 }
 
-/// 7. The decoy on the SYN (no TCP Fast Open: the server ignores it), the real request at
+/// Form 7: the decoy on the SYN (no TCP Fast Open: the server ignores it), the real request at
 /// ISN+1.
 fn form_syn_data(s: &mut Suite) -> Vec<Case> {
     vec![
@@ -902,7 +901,7 @@ fn form_syn_data(s: &mut Suite) -> Vec<Case> {
     ]
 }
 
-/// 8. An urgent byte inside the path (Linux delivers it out of band).
+/// Form 8: an urgent byte inside the path (Linux delivers it out of band).
 fn form_urgent(s: &mut Suite) -> Vec<Case> {
     let mut v = Vec::new();
     let sport = s.sport();
@@ -932,7 +931,7 @@ fn form_urgent(s: &mut Suite) -> Vec<Case> {
     v
 }
 
-/// 9. An SQL injection split over IP fragments; a decoy in overlapping fragments that differ.
+/// Form 9: an SQL injection split over IP fragments; a decoy in overlapping fragments that differ.
 fn form_fragments(s: &mut Suite) -> Vec<Case> {
     let mut v = Vec::new();
     for fam in [Fam::V4, Fam::V6] {
@@ -950,7 +949,7 @@ fn form_fragments(s: &mut Suite) -> Vec<Case> {
     v
 }
 
-/// 10. A leading CRLF before the request line (nginx; python's http.server closes the
+/// Form 10: a leading CRLF before the request line (nginx; python's http.server closes the
 /// connection on an empty first line), and HTTP/0.9 `GET /path` (nginx and python).
 fn form_lenient_http(s: &mut Suite) -> Vec<Case> {
     let mut v = Vec::new();
