@@ -12,7 +12,8 @@ if [ "$(id -u)" != 0 ]; then
   echo "demo.sh: run as root (it creates network namespaces and attaches XDP)" >&2
   exit 1
 fi
-source ./scripts/install-deps.sh
+echo "== installing what the demo needs (build tools, iproute2, curl; the test suite's servers come with scripts/test.sh)"
+WARDEN_DEPS=demo source ./scripts/install-deps.sh
 [ -d "$HOME/.cargo/bin" ] && export PATH="$HOME/.cargo/bin:$PATH"
 
 echo "== building Warden (release)"

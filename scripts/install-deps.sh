@@ -23,6 +23,13 @@ PKGS=(
   nftables                             # e2e_evasion: a segment lost between Warden and the server (netdev ingress drop in its namespace)
 )
 
+# `WARDEN_DEPS=demo`: only what building Warden and running scripts/demo.sh need (the test
+# suite's servers, clients and venvs come with scripts/test.sh).
+DEPS=${WARDEN_DEPS:-all}
+if [ "$DEPS" = demo ]; then
+  PKGS=(clang llvm libelf-dev zlib1g-dev pkg-config m4 make gcc libbpf-dev linux-libc-dev iproute2 ethtool iputils-ping curl python3 procps)
+fi
+
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -41,6 +48,7 @@ if ((${#missing[@]})); then
   [ -n "$policy_added" ] && rm -f /usr/sbin/policy-rc.d
 fi
 
+if [ "$DEPS" != demo ]; then
 # Python test clients that Debian does not package, each in its own venv from PyPI.
 # python-oracledb (thin mode, pure Python + cryptography wheels): the TNS end-to-end test's client.
 ORACLEDB_VENV=/opt/warden-venv/oracledb
@@ -58,6 +66,7 @@ if ! "$venv/bin/python" -c 'import pyspark' >/dev/null 2>&1; then
   echo "install-deps: installing pyspark into $venv"
   [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check pyspark >/dev/null
+fi
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -389,6 +389,13 @@ pub struct WorkerCounters {
     /// `defrag_timeout`); only reasons seen.
     #[serde(default)]
     pub exceptions: BTreeMap<String, u64>,
+    /// Frames never inspected because the receiving host drops or ignores them, by anomaly
+    /// (`bad_checksum`, `tcp_no_ack`, `tcp_ack_unsent`, `tcp_out_of_window`,
+    /// `tcp_rst_out_of_window`, `tcp_syn_established`, `tcp_conflict`), and
+    /// `syn_data_resyncs` (sessions whose unaccepted SYN data was inspected again); only
+    /// those seen.
+    #[serde(default)]
+    pub normalization: BTreeMap<String, u64>,
     /// ICMP counters by name (frames): `errors_related` (counted toward the session they
     /// quote), `rejected_wrong_direction`, `rejected_seq_missing`, `rejected_seq_out_of_window`
     /// (errors quoting a live session that failed that check), `rejected_dropped` (of those,
@@ -519,9 +526,27 @@ pub struct ConnectionRecord {
     /// is not policed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exception_action: Option<String>,
-    /// TCP bytes retransmitted with different content than first seen (evasion signal).
+    /// TCP bytes retransmitted with different content than first seen (evasion signal): bytes
+    /// of retransmissions that differed from bytes already inspected and not yet acknowledged,
+    /// and of out-of-order segments that differed from each other (absent when none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_overlap_conflicts: Option<u32>,
+    /// Retransmitted TCP bytes that could not be compared with what was inspected (no longer
+    /// kept: per-stream ring or per-core budget full; absent when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_unverified_bytes: Option<u32>,
+    /// Urgent TCP bytes taken out of band (absent when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_urgent_bytes: Option<u32>,
+    /// Normalisation anomalies of the session: frames the receiving host drops or ignores
+    /// and Warden never inspected (`bad_checksum`, `tcp_no_ack`, `tcp_ack_unsent`,
+    /// `tcp_out_of_window`, `tcp_rst_out_of_window`, `tcp_syn_established`, `tcp_conflict`;
+    /// empty when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub anomalies: Vec<String>,
+    /// Frames of the session with one of those anomalies (absent when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anomalous_frames: Option<u32>,
     /// Threats detected in the session (first detection of each session's parser; absent when
     /// none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

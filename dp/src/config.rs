@@ -32,6 +32,9 @@ pub struct Config {
     /// IP reassembly limits.
     #[serde(default)]
     pub defrag: Defrag,
+    /// TCP normalisation and checksums.
+    #[serde(default)]
+    pub normalization: NormalizationConfig,
     /// Inline pairs set up at start.
     #[serde(default)]
     pub inline: Vec<InlinePair>,
@@ -258,6 +261,38 @@ impl Inspection {
             stream_session_cap: self.stream_session_cap,
             stream_core_cap: self.stream_core_cap,
             limits: EngineLimits { detect_packets: self.detect_packets, detect_bytes: self.detect_bytes },
+        }
+    }
+}
+
+/// `[normalization]`: what Warden reads of frames the receiving host would drop or read
+/// differently ([`crate::normalize`]).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NormalizationConfig {
+    /// `verify` (default for live traffic), `ignore`, or `auto` (default of `warden replay`:
+    /// decided from the first packets of the capture).
+    pub checksums: Option<crate::normalize::ChecksumPolicy>,
+    /// What protect mode does with frames the receiver would drop or ignore (bad checksum,
+    /// TCP segments outside what the receiver accepts, retransmissions that differ from what
+    /// was inspected): `drop` (default) or `forward` (still never inspected). Alert and learn
+    /// mode forward them and count them.
+    pub invalid: crate::normalize::InvalidAction,
+    /// Urgent data: `oob` (default: the urgent byte is out of band, as Linux reads it) or
+    /// `inline`.
+    pub urgent: crate::normalize::UrgentPolicy,
+}
+
+impl NormalizationConfig {
+    /// The settings for live traffic (`replay`: for `warden replay`, whose checksum default is
+    /// `auto`).
+    pub fn resolve(&self, replay: bool) -> crate::normalize::Normalization {
+        use crate::normalize::ChecksumPolicy;
+        let default = if replay { ChecksumPolicy::Auto } else { ChecksumPolicy::Verify };
+        crate::normalize::Normalization {
+            checksums: self.checksums.unwrap_or(default),
+            invalid: self.invalid,
+            urgent: self.urgent,
         }
     }
 }

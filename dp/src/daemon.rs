@@ -544,6 +544,13 @@ impl Daemon {
                     .filter(|r| w.inspect.exceptions[**r as usize] > 0)
                     .map(|r| (r.as_str().to_string(), w.inspect.exceptions[*r as usize]))
                     .collect(),
+                normalization: crate::normalize::Anomaly::ALL
+                    .iter()
+                    .map(|a| (a.as_str(), w.inspect.anomalies[*a as usize]))
+                    .chain([("syn_data_resyncs", w.inspect.syn_data_resyncs)])
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(name, n)| (name.to_string(), n))
+                    .collect(),
                 icmp: w
                     .inspect
                     .icmp
@@ -886,6 +893,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         let mut insp = Inspector::with_engine(cfg.sessions.max, cfg.sessions.timeouts(), d.malformed, cfg.inspection.engine());
         insp.share_expectations(expectations.clone());
         insp.set_exceptions(cfg.exceptions());
+        insp.set_normalization(cfg.normalization.resolve(false));
         insp.set_defrag(cfg.defrag.config());
         insp.share_names(names.clone());
         let reports = report_tx.clone();

@@ -839,6 +839,7 @@ pub(crate) mod tests {
         f.extend_from_slice(&src);
         f.extend_from_slice(&dst);
         f.extend_from_slice(l4);
+        crate::wire::tests::fix_checksums(&mut f);
         f
     }
 
@@ -854,6 +855,7 @@ pub(crate) mod tests {
         f.extend_from_slice(&dst);
         f.extend_from_slice(ext);
         f.extend_from_slice(l4);
+        crate::wire::tests::fix_checksums(&mut f);
         f
     }
 
@@ -898,6 +900,7 @@ pub(crate) mod tests {
                 f[18..20].copy_from_slice(&id.to_be_bytes());
                 let more = if off + len < data.len() { 0x2000 } else { 0 };
                 f[20..22].copy_from_slice(&((off / 8) as u16 | more).to_be_bytes());
+                crate::checksum::fill_ipv4_header(&mut f[14..14 + ihl]);
                 f.extend_from_slice(&data[off..off + len]);
                 f
             })

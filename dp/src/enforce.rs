@@ -337,6 +337,10 @@ mod app_rule_tests {
             }
             let d = usize::from(!to_server);
             f[38..42].copy_from_slice(&self.next[d].to_be_bytes());
+            if flags & ACK != 0 {
+                f[42..46].copy_from_slice(&self.next[1 - d].to_be_bytes());
+            }
+            crate::wire::tests::fix_checksums(&mut f);
             self.next[d] = self.next[d].wrapping_add(payload.len() as u32 + u32::from(flags & SYN != 0));
             self.n += 1;
             self.i.process(&f, FrameMeta { zone: 0, iface: u16::from(!to_server), now_ns: self.n * 1000 })

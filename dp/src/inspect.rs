@@ -19,6 +19,7 @@ use crate::exception::{strictest, ExceptionPolicy, ExceptionReason};
 use crate::expect::{ExpectTable, Expectation};
 use crate::flow::{End, FlowKey};
 use crate::names::{NameBuf, NameConfig, NameTable};
+use crate::normalize::{Anomaly, Checksums, InvalidAction, Normalization, UrgentPolicy};
 use crate::origin::{Origins, NO_SLOT};
 use crate::policy::{CompiledPolicy, Facts, Mode, PolicyVerdict};
 use crate::session::{Dir, SessionSnapshot, SessionTable, Timeouts, NO_APP};
@@ -59,11 +60,15 @@ pub enum DropReason {
     /// A new flow found the session table full of established TCP sessions (none evictable,
     /// see [`crate::session::EvictClass`]): it cannot be tracked, so it is not forwarded.
     SessionTableFull = 6,
+    /// A frame the receiving host would drop or ignore (bad checksum, TCP segment outside
+    /// what the receiver accepts, retransmission differing from what was inspected), to a
+    /// protect-mode session or workload ([`crate::normalize`]).
+    Normalization = 7,
 }
 
 impl DropReason {
     /// All reasons, for counter tables indexed by `self as usize`.
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::Malformed,
         DropReason::TxRingFull,
         DropReason::NoFrame,
@@ -71,6 +76,7 @@ impl DropReason {
         DropReason::Spoofed,
         DropReason::Icmp,
         DropReason::SessionTableFull,
+        DropReason::Normalization,
     ];
 
     /// Stable snake_case name used in counters.
@@ -83,6 +89,7 @@ impl DropReason {
             DropReason::Spoofed => "spoofed",
             DropReason::Icmp => "icmp_rejected",
             DropReason::SessionTableFull => "session_table_full",
+            DropReason::Normalization => "normalization",
         }
     }
 }
@@ -133,6 +140,10 @@ pub struct InspectStats {
     pub spoofed: u64,
     /// Exceptions applied to policed sessions, by [`ExceptionReason`] (index `reason as usize`).
     pub exceptions: [u64; ExceptionReason::ALL.len()],
+    /// Frames not fed to state or inspection, by [`Anomaly`] (index `anomaly as usize`).
+    pub anomalies: [u64; Anomaly::ALL.len()],
+    /// Sessions whose SYN data the server did not take: inspection started over at ISN + 1.
+    pub syn_data_resyncs: u64,
 }
 
 /// Most violation/denied events queued between two worker loops.
@@ -164,6 +175,9 @@ pub struct Inspector {
     defrag: Defrag,
     /// Where complete datagrams are written (capacity [`MAX_ASSEMBLED`]).
     assembly: Vec<u8>,
+    /// TCP normalisation settings ([`crate::normalize`]).
+    norm: Normalization,
+    checksums: Checksums,
 }
 
 /// ICMPv6 link-layer control (RFC 4861 neighbour discovery: router/neighbour solicitation and
@@ -216,7 +230,16 @@ impl Inspector {
             exceptions: ExceptionPolicy::default(),
             defrag: Defrag::new(DefragConfig::default()),
             assembly: Vec::with_capacity(MAX_ASSEMBLED),
+            norm: Normalization::default(),
+            checksums: Checksums::new(Normalization::default().checksums),
         }
+    }
+
+    /// Applies `[normalization]` settings ([`crate::normalize`]); checksum sampling of `auto`
+    /// starts over.
+    pub fn set_normalization(&mut self, n: Normalization) {
+        self.norm = n;
+        self.checksums = Checksums::new(n.checksums);
     }
 
     /// Reassembles IP fragments within `cfg` from now on (allocates the new budget). Meant for
@@ -359,6 +382,9 @@ impl Inspector {
         let len = f.raw.len() as u32;
         self.stats.frames += 1;
         self.stats.bytes += u64::from(len);
+        if let Some(v) = self.header_checksum(f, meta) {
+            return v;
+        }
         if f.ip.as_ref().is_some_and(|ip| ip.frag.is_some()) {
             return self.fragment(f, len, meta, token);
         }
@@ -481,10 +507,56 @@ impl Inspector {
         self.defrag.releases.clear();
         self.stats.frames += 1;
         self.stats.bytes += u64::from(len);
+        if let Some(v) = self.header_checksum(f, meta) {
+            return v;
+        }
         if f.ip.as_ref().is_some_and(|ip| ip.frag.is_some()) {
             return self.fragment(f, len, meta, 0);
         }
         self.pipeline(f, len, meta)
+    }
+
+    /// A frame whose IPv4 header checksum fails (each fragment's own, before reassembly):
+    /// the host drops it, so nothing reads it ([`crate::normalize`]).
+    fn header_checksum(&mut self, f: &Frame<'_>, meta: FrameMeta) -> Option<Verdict> {
+        let ip = f.ip.as_ref()?;
+        if ip.version != 4 || !self.checksums.active() {
+            return None;
+        }
+        let ok = crate::checksum::ipv4_header_ok(f);
+        if !self.checksums.judge(ok) {
+            return None;
+        }
+        let (src, dst) = (ip.src, ip.dst);
+        Some(self.unread_packet(ip, src, dst, meta))
+    }
+
+    /// A packet nothing reads (bad checksum): counted (on its session too, if it has one) and
+    /// forwarded, or dropped when the strictest workload end is in protect mode.
+    fn unread_packet(&mut self, ip: &wire::Ip<'_>, src: crate::flow::Addr, dst: crate::flow::Addr, meta: FrameMeta) -> Verdict {
+        self.stats.anomalies[Anomaly::BadChecksum as usize] += 1;
+        let (key, end) = FlowKey::new(meta.zone, ip.proto, ip.src, ip.sport, ip.dst, ip.dport);
+        let session = self.sessions.find(&key, end);
+        if let Some((idx, _)) = session {
+            self.sessions.mark_anomaly(idx, Anomaly::BadChecksum);
+        }
+        let protect = match session {
+            Some((idx, _)) => {
+                let p = self.sessions.get(idx).policy;
+                p.mode == Some(Mode::Protect) || p.blocked
+            }
+            None => self.mode_of(src, dst, meta.iface) == Some(Mode::Protect),
+        };
+        self.anomaly_verdict(protect)
+    }
+
+    /// The verdict for a frame with an anomaly ([`crate::normalize`]).
+    fn anomaly_verdict(&mut self, protect: bool) -> Verdict {
+        if protect && self.norm.invalid == InvalidAction::Drop {
+            Verdict::Drop(DropReason::Normalization)
+        } else {
+            Verdict::Forward
+        }
     }
 
     /// The pipeline for a decoded, not fragmented packet (a frame or a reassembled datagram)
@@ -498,6 +570,18 @@ impl Inspector {
         if let Some(v) = self.check_origin(f, ip, &key, end, len, meta) {
             return v;
         }
+        if self.checksums.active() && !matches!(ip.l4, L4::Other) {
+            let ok = crate::checksum::transport_ok(ip).is_ok();
+            if self.checksums.judge(ok) {
+                let v = self.unread_packet(ip, ip.src, ip.dst, meta);
+                if v != Verdict::Forward {
+                    if let Some((idx, dir)) = self.sessions.find(&key, end) {
+                        self.sessions.count_rejected(idx, dir, len);
+                    }
+                }
+                return v;
+            }
+        }
         if let Some(v) = crate::icmp::stage(&mut self.sessions, &self.policy, &mut self.stats, ip, len, meta) {
             return v;
         }
@@ -509,6 +593,22 @@ impl Inspector {
             }
             return Verdict::Drop(DropReason::SessionTableFull);
         };
+        if let Some(a) = t.anomaly {
+            // A segment the receiver drops or ignores: never inspected.
+            self.stats.anomalies[a as usize] += 1;
+            let p = self.sessions.get(t.idx).policy;
+            let v = if p.blocked {
+                // Dropped whatever it is: the session is denied.
+                self.stats.policy_dropped += 1;
+                Verdict::Drop(DropReason::PolicyDenied)
+            } else {
+                self.anomaly_verdict(p.mode == Some(Mode::Protect))
+            };
+            if v != Verdict::Forward {
+                self.sessions.count_dropped(t.idx, t.dir, len);
+            }
+            return v;
+        }
         let v = self.session_frame(t, end, ip, meta);
         if v != Verdict::Forward {
             self.sessions.count_dropped(t.idx, t.dir, len);
@@ -606,12 +706,22 @@ impl Inspector {
                 return v;
             }
         }
+        let mut conflict = false;
         if matches!(ip.l4, L4::Tcp { .. } | L4::Udp) && self.sessions.get(t.idx).policy.exception.is_none() {
-            self.inspect_payload(t.idx, t.new, end, ip, meta.now_ns, related.map(|(e, _)| e));
+            conflict = self.inspect_payload(t.idx, t.new, end, ip, meta.now_ns, related.map(|(e, _)| e)) > 0;
             self.stream_exception(t.idx);
             self.learn_names(t.idx, meta.now_ns);
         }
-        self.enforce(t.idx, false, ip, meta.now_ns)
+        let v = self.enforce(t.idx, false, ip, meta.now_ns);
+        if conflict && v == Verdict::Forward {
+            // Retransmitted bytes that differ from what was inspected: the first copy is what
+            // the receiver keeps, so this one is never read, and not let through in protect.
+            self.stats.anomalies[Anomaly::TcpConflict as usize] += 1;
+            self.sessions.mark_anomaly(t.idx, Anomaly::TcpConflict);
+            let protect = self.sessions.get(t.idx).policy.mode == Some(Mode::Protect);
+            return self.anomaly_verdict(protect);
+        }
+        v
     }
 
     /// The action the exception policy takes for `reason` on a session decided as `ps`
@@ -809,6 +919,12 @@ impl Inspector {
     /// transfer from the server's new port) takes that entry: its client becomes the announcing
     /// flow's client and its app context opens already decided. After the frame is fed, an
     /// announcement the parser made is registered for the related flow.
+    ///
+    /// TCP: the ACK lets the other direction's kept bytes go; a SYN|ACK that did not take the
+    /// client's SYN data starts detection over; a RST's payload is never read (RFC 9293
+    /// §3.5.3: diagnostic text, not data); SYN data starts at ISN + 1; an urgent mark takes
+    /// its byte out of band ([`UrgentPolicy`]). Returns how many payload bytes differed from
+    /// bytes already inspected.
     fn inspect_payload(
         &mut self,
         idx: u32,
@@ -817,7 +933,7 @@ impl Inspector {
         ip: &wire::Ip<'_>,
         now_ns: u64,
         related: Option<Expectation>,
-    ) {
+    ) -> u32 {
         let server_port = self.sessions.get(idx).server_end().1;
         if new {
             let ctx = match &related {
@@ -834,18 +950,37 @@ impl Inspector {
         let s = self.sessions.get(idx);
         let ctx = s.app_ctx;
         if ctx == NO_APP {
-            return;
+            return 0;
         }
         let dir = s.dir_of(from);
         let packets = (s.packets[0] + s.packets[1]).min(u64::from(u32::MAX)) as u32;
+        let mut differ = 0;
         match ip.l4 {
-            L4::Tcp { seq, flags, .. } => {
-                if flags & wire::tcpflag::SYN != 0 {
+            L4::Tcp { seq, ack, flags, urgent, .. } => {
+                use wire::tcpflag::{ACK, RST, SYN, URG};
+                let syn = flags & SYN != 0;
+                if syn {
+                    if flags & ACK != 0
+                        && dir == Dir::ToClient
+                        && self.engine.tcp_syn_acked(ctx, Dir::ToServer, ack, ip.proto, server_port)
+                    {
+                        self.stats.syn_data_resyncs += 1;
+                    }
                     self.engine.tcp_syn(ctx, dir, seq);
                 }
-                if !ip.payload.is_empty() {
-                    self.engine.tcp_segment(ctx, dir, seq, ip.payload, server_port, packets);
+                if flags & ACK != 0 {
+                    self.engine.tcp_ack(ctx, dir.flip(), ack);
                 }
+                if flags & RST != 0 || ip.payload.is_empty() {
+                    return 0;
+                }
+                let data_seq = seq.wrapping_add(u32::from(syn));
+                if flags & URG != 0 && self.norm.urgent == UrgentPolicy::Oob {
+                    // Linux (`tcp_stdurg` 0): the urgent byte is the one before the pointer;
+                    // a zero pointer marks the segment's first byte.
+                    self.engine.tcp_urgent(ctx, dir, data_seq.wrapping_add(u32::from(urgent).saturating_sub(1)));
+                }
+                differ = self.engine.tcp_segment(ctx, dir, data_seq, ip.payload, server_port, packets);
             }
             L4::Udp => self.engine.datagram(ctx, dir, ip.payload, server_port, packets),
             _ => {}
@@ -866,6 +1001,7 @@ impl Inspector {
             };
             self.expect.insert(&e, now_ns);
         }
+        differ
     }
 
     /// Attaches the app and policy views to `snaps[from..]`, and returns the app contexts of
@@ -1046,10 +1182,12 @@ mod tests {
         };
         let mut i = Inspector::new(64, Timeouts::default(), MalformedPolicy::Drop);
         i.set_policy(p("alert"), 1);
-        let syn = tcp4(&[], SYN, b"");
         // Server address 198.18.0.2 is the workload: the frame goes to it.
+        let syn = tcp_frame([198, 18, 0, 1], 40000, [198, 18, 0, 2], 80, SYN, 999, 0, b"");
         assert_eq!(i.process(&syn, meta(1, 1)), Verdict::Forward);
-        let data = tcp4(&[], ACK | PSH, b"x");
+        let syn_ack = tcp_frame([198, 18, 0, 2], 80, [198, 18, 0, 1], 40000, SYN | ACK, 5000, 1000, b"");
+        assert_eq!(i.process(&syn_ack, meta(2, 1)), Verdict::Forward);
+        let data = tcp_frame([198, 18, 0, 1], 40000, [198, 18, 0, 2], 80, ACK | PSH, 1000, 5001, b"x");
         assert_eq!(i.process(&data, meta(1, 2)), Verdict::Forward);
         i.set_policy(p("protect"), 2);
         assert_eq!(i.process(&data, meta(1, 3)), Verdict::Reset, "established session cut with resets");
@@ -1185,22 +1323,27 @@ mod tests {
     }
 
     /// A TCP frame from 198.18.0.`host`:`sport` to 198.18.0.2:80 with sequence number `seq`.
-    fn tcp_from(host: u8, sport: u16, flags: u8, seq: u32, payload: &[u8]) -> Vec<u8> {
+    fn tcp_from(host: u8, sport: u16, flags: u8, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
         let mut f = tcp4(&[], flags, payload);
         f[29] = host;
         f[34..36].copy_from_slice(&sport.to_be_bytes());
         f[38..42].copy_from_slice(&seq.to_be_bytes());
+        f[42..46].copy_from_slice(&ack.to_be_bytes());
+        crate::wire::tests::fix_checksums(&mut f);
         f
     }
 
     /// An IPv4 TCP frame `src:sport -> dst:dport` with `flags`, sequence `seq` and `payload`.
-    fn tcp_frame(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8, seq: u32, payload: &[u8]) -> Vec<u8> {
+    #[allow(clippy::too_many_arguments)]
+    fn tcp_frame(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
         let mut f = tcp4(&[], flags, payload);
+        f[42..46].copy_from_slice(&ack.to_be_bytes());
         f[26..30].copy_from_slice(&src);
         f[30..34].copy_from_slice(&dst);
         f[34..36].copy_from_slice(&sport.to_be_bytes());
         f[36..38].copy_from_slice(&dport.to_be_bytes());
         f[38..42].copy_from_slice(&seq.to_be_bytes());
+        crate::wire::tests::fix_checksums(&mut f);
         f
     }
 
@@ -1218,9 +1361,18 @@ mod tests {
             for k in 0..count {
                 let (host, sport) = (10 + (k / 60_000) as u8, 1024 + (k % 60_000) as u16);
                 let m = FrameMeta { zone, iface: 1, now_ns: 1 };
-                i.process(&tcp_from(host, sport, SYN, 1000, b""), m);
+                i.process(&tcp_from(host, sport, SYN, 1000, 0, b""), m);
+                let mut syn_ack = tcp_from(host, sport, SYN | ACK, 7000, 1001, b"");
+                // The server's answer: addresses (26..34) and ports (34..38) swapped.
+                let (a, p) = (syn_ack[26..30].to_vec(), syn_ack[34..36].to_vec());
+                syn_ack.copy_within(30..34, 26);
+                syn_ack[30..34].copy_from_slice(&a);
+                syn_ack.copy_within(36..38, 34);
+                syn_ack[36..38].copy_from_slice(&p);
+                crate::wire::tests::fix_checksums(&mut syn_ack);
+                i.process(&syn_ack, FrameMeta { iface: 2, ..m });
                 // A segment beyond a hole: kept in the stream buffer until the hole fills.
-                i.process(&tcp_from(host, sport, ACK | PSH, 1101, b"GET / HTTP/1.1\r\n"), m);
+                i.process(&tcp_from(host, sport, ACK | PSH, 1101, 7001, b"GET / HTTP/1.1\r\n"), m);
             }
         }
         assert_eq!(i.sessions.len(), total);
@@ -1270,11 +1422,11 @@ mod tests {
         for n in 0..established as u16 {
             let port = 10_000 + n;
             for (f, iface) in [
-                (tcp_frame(CLI, port, SRV, 80, SYN, 100, b""), 1),
-                (tcp_frame(SRV, 80, CLI, port, SYN | ACK, 500, b""), 2),
-                (tcp_frame(CLI, port, SRV, 80, ACK, 101, b""), 1),
-                (tcp_frame(CLI, port, SRV, 80, ACK | PSH, 101, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), 1),
-                (tcp_frame(SRV, 80, CLI, port, ACK | PSH, 501, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), 2),
+                (tcp_frame(CLI, port, SRV, 80, SYN, 100, 0, b""), 1),
+                (tcp_frame(SRV, 80, CLI, port, SYN | ACK, 500, 101, b""), 2),
+                (tcp_frame(CLI, port, SRV, 80, ACK, 101, 501, b""), 1),
+                (tcp_frame(CLI, port, SRV, 80, ACK | PSH, 101, 501, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), 1),
+                (tcp_frame(SRV, 80, CLI, port, ACK | PSH, 501, 128, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), 2),
             ] {
                 assert_eq!(step(&mut i, &f, iface), Verdict::Forward);
             }
@@ -1288,15 +1440,15 @@ mod tests {
             x ^= x << 17;
             let src = [198, 18 + (x >> 63) as u8, (x >> 8) as u8, (x >> 16) as u8];
             let (sport, dport) = ((x >> 24) as u16 | 1024, if port80 { 80 } else { (x >> 40) as u16 | 1 });
-            let v = step(&mut i, &tcp_frame(src, sport, SRV, dport, SYN, x as u32, b""), 1);
+            let v = step(&mut i, &tcp_frame(src, sport, SRV, dport, SYN, x as u32, 0, b""), 1);
             *verdicts.entry(format!("{v:?}")).or_insert(0) += 1;
         }
         for n in 0..established as u16 {
             let port = 10_000 + n;
-            let (k, e) = flow_of(&wire::decode(&tcp_frame(CLI, port, SRV, 80, ACK, 0, b"")).unwrap(), 0).unwrap();
+            let (k, e) = flow_of(&wire::decode(&tcp_frame(CLI, port, SRV, 80, ACK, 0, 0, b"")).unwrap(), 0).unwrap();
             let (idx, _) = i.sessions.find(&k, e).unwrap_or_else(|| panic!("established session {port} is gone"));
             assert_eq!(i.sessions.get(idx).state, State::Tcp(TcpState::Established));
-            let more = tcp_frame(CLI, port, SRV, 80, ACK | PSH, 128, b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n");
+            let more = tcp_frame(CLI, port, SRV, 80, ACK | PSH, 128, 539, b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n");
             assert_eq!(step(&mut i, &more, 1), Verdict::Forward, "{port}");
         }
         assert!(i.sessions.len() <= cap);

@@ -27,6 +27,7 @@
 //!   [`rescan`]: resumable searches that keep parsers linear when bytes trickle in.
 
 pub mod app;
+pub mod checksum;
 pub mod config;
 pub mod control;
 pub mod daemon;
@@ -47,6 +48,9 @@ mod protect_tests;
 pub mod record;
 pub mod replay;
 pub mod names;
+pub mod normalize;
+#[cfg(test)]
+mod normalize_tests;
 pub mod rescan;
 pub mod rst;
 pub mod seqlock;

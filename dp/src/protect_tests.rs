@@ -23,6 +23,12 @@ const EVIL_MAC: [u8; 6] = [2, 0, 0, 0, 1, 9];
 /// Ethernet + IPv4 + TCP from `src:sport` to `dst:dport` with source MAC `mac`.
 #[allow(clippy::too_many_arguments)]
 fn tcp(mac: [u8; 6], src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+    tcpa(mac, src, sport, dst, dport, seq, 0, flags, payload)
+}
+
+/// As [`tcp`], acknowledging `ack`.
+#[allow(clippy::too_many_arguments)]
+fn tcpa(mac: [u8; 6], src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
     let mut f = vec![2, 0, 0, 0, 0, 0xff];
     f.extend_from_slice(&mac);
     f.extend_from_slice(&[0x08, 0x00]);
@@ -35,9 +41,10 @@ fn tcp(mac: [u8; 6], src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, seq: u3
     f.extend_from_slice(&sport.to_be_bytes());
     f.extend_from_slice(&dport.to_be_bytes());
     f.extend_from_slice(&seq.to_be_bytes());
-    f.extend_from_slice(&0u32.to_be_bytes());
+    f.extend_from_slice(&ack.to_be_bytes());
     f.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
     f.extend_from_slice(payload);
+    crate::wire::tests::fix_checksums(&mut f);
     f
 }
 
@@ -152,10 +159,10 @@ fn bare_ack_and_data_first_are_midstream() {
 fn control_the_workloads_own_connection_passes() {
     let mut r = Run::new("protect");
     assert_eq!(r.send(IN, &tcp(WEB_MAC, WEB, 40000, EVIL, 443, 100, SYN, b"")), Verdict::Forward);
-    assert_eq!(r.send(OUT, &tcp(EVIL_MAC, EVIL, 443, WEB, 40000, 700, SYN | ACK, b"")), Verdict::Forward);
-    assert_eq!(r.send(IN, &tcp(WEB_MAC, WEB, 40000, EVIL, 443, 101, ACK, b"")), Verdict::Forward);
-    assert_eq!(r.send(IN, &tcp(WEB_MAC, WEB, 40000, EVIL, 443, 101, ACK | PSH, b"\x16\x03\x01")), Verdict::Forward);
-    assert_eq!(r.send(OUT, &tcp(EVIL_MAC, EVIL, 443, WEB, 40000, 701, ACK, b"")), Verdict::Forward);
+    assert_eq!(r.send(OUT, &tcpa(EVIL_MAC, EVIL, 443, WEB, 40000, 700, 101, SYN | ACK, b"")), Verdict::Forward);
+    assert_eq!(r.send(IN, &tcpa(WEB_MAC, WEB, 40000, EVIL, 443, 101, 701, ACK, b"")), Verdict::Forward);
+    assert_eq!(r.send(IN, &tcpa(WEB_MAC, WEB, 40000, EVIL, 443, 101, 701, ACK | PSH, b"\x16\x03\x01")), Verdict::Forward);
+    assert_eq!(r.send(OUT, &tcpa(EVIL_MAC, EVIL, 443, WEB, 40000, 701, 104, ACK, b"")), Verdict::Forward);
     let s = &r.snaps()[0];
     assert_eq!(s.session.policy.verdict, Some(PolicyVerdict::Allowed));
     assert!(s.session.policy.exception.is_none());
@@ -189,12 +196,12 @@ fn a_syn_spoofed_from_the_workloads_address_is_dropped_and_opens_nothing() {
 fn frames_of_a_session_from_the_wrong_side_are_spoofed() {
     let mut r = Run::new("protect");
     assert_eq!(r.send(IN, &tcp(WEB_MAC, WEB, 40000, EVIL, 443, 100, SYN, b"")), Verdict::Forward);
-    assert_eq!(r.send(OUT, &tcp(EVIL_MAC, EVIL, 443, WEB, 40000, 700, SYN | ACK, b"")), Verdict::Forward);
+    assert_eq!(r.send(OUT, &tcpa(EVIL_MAC, EVIL, 443, WEB, 40000, 700, 101, SYN | ACK, b"")), Verdict::Forward);
     // A client frame arriving from outside rides nothing.
-    let v = r.send(OUT, &tcp(EVIL_MAC, WEB, 40000, EVIL, 443, 101, ACK | PSH, b"injected"));
+    let v = r.send(OUT, &tcpa(EVIL_MAC, WEB, 40000, EVIL, 443, 101, 701, ACK | PSH, b"injected"));
     assert_eq!(v, Verdict::Drop(DropReason::Spoofed));
     // A "server" frame arriving from the workload's side neither.
-    let v = r.send(IN, &tcp(WEB_MAC, EVIL, 443, WEB, 40000, 701, ACK | PSH, b"injected"));
+    let v = r.send(IN, &tcpa(WEB_MAC, EVIL, 443, WEB, 40000, 701, 101, ACK | PSH, b"injected"));
     assert_eq!(v, Verdict::Drop(DropReason::Spoofed));
     let s = &r.snaps()[0];
     assert_eq!(s.session.dropped_packets, [1, 1]);
@@ -267,15 +274,18 @@ fn stream_cap_before_detection_is_an_exception() {
     let mut now = 0;
     let mut send = |i: &mut Inspector, f: &[u8]| {
         now += 1000;
-        i.process(f, FrameMeta { zone: 0, iface: OUT, now_ns: now })
+        // Web's frames come from its side of the pair.
+        let iface = if f[6..12] == WEB_MAC { IN } else { OUT };
+        i.process(f, FrameMeta { zone: 0, iface, now_ns: now })
     };
     assert_eq!(send(&mut i, &tcp(EVIL_MAC, EVIL, 40001, WEB, 8080, 1, SYN, b"")), Verdict::Forward);
+    assert_eq!(send(&mut i, &tcpa(WEB_MAC, WEB, 8080, EVIL, 40001, 900, 2, SYN | ACK, b"")), Verdict::Forward);
     // An HTTP-looking line that never ends keeps detection waiting past the cap.
     let long = [b"GET /".as_slice(), &[b'a'; 40]].concat();
-    assert_eq!(send(&mut i, &tcp(EVIL_MAC, EVIL, 40001, WEB, 8080, 2, ACK | PSH, &long)), Verdict::Forward);
-    let v = send(&mut i, &tcp(EVIL_MAC, EVIL, 40001, WEB, 8080, 2 + long.len() as u32, ACK | PSH, &[b'b'; 40]));
+    assert_eq!(send(&mut i, &tcpa(EVIL_MAC, EVIL, 40001, WEB, 8080, 2, 901, ACK | PSH, &long)), Verdict::Forward);
+    let v = send(&mut i, &tcpa(EVIL_MAC, EVIL, 40001, WEB, 8080, 2 + long.len() as u32, 901, ACK | PSH, &[b'b'; 40]));
     assert_eq!(v, Verdict::Reset, "forwarded before, so reset at both ends");
-    assert!(dropped(send(&mut i, &tcp(EVIL_MAC, EVIL, 40001, WEB, 8080, 200, ACK | PSH, b"x"))));
+    assert!(dropped(send(&mut i, &tcpa(EVIL_MAC, EVIL, 40001, WEB, 8080, 200, 901, ACK | PSH, b"x"))));
     let rec = crate::record::to_record(&i.snapshot(1)[0], |_| String::new());
     assert_eq!(rec.inspection_reason.as_deref(), Some("stream_session_cap"));
     assert_eq!(rec.exception_action.as_deref(), Some("drop_flow"));
@@ -323,9 +333,9 @@ action = "allow"
         assert_eq!(i.stats.spoofed, 1, "{mode}");
         // Control: web's own connection, from its MAC.
         assert_eq!(send(&mut i, &tcp(WEB_MAC, WEB, 40000, EVIL, 443, 100, SYN, b"")), Verdict::Forward);
-        assert_eq!(send(&mut i, &tcp(EVIL_MAC, EVIL, 443, WEB, 40000, 700, SYN | ACK, b"")), Verdict::Forward);
+        assert_eq!(send(&mut i, &tcpa(EVIL_MAC, EVIL, 443, WEB, 40000, 700, 101, SYN | ACK, b"")), Verdict::Forward);
         // Bytes injected into it with web's address from another MAC ride nothing.
-        let v = send(&mut i, &tcp(EVIL_MAC, WEB, 40000, EVIL, 443, 101, ACK | PSH, b"injected"));
+        let v = send(&mut i, &tcpa(EVIL_MAC, WEB, 40000, EVIL, 443, 101, 701, ACK | PSH, b"injected"));
         assert_eq!(v == Verdict::Drop(DropReason::Spoofed), protect, "{mode}");
         assert_eq!(i.stats.spoofed, 2, "{mode}");
     }

@@ -44,6 +44,8 @@ pub fn to_record(snap: &SessionSnapshot, iface_name: impl Fn(u16) -> String) -> 
         end_reason: snap.ended.map(|r| r.as_str().to_string()),
         icmp_errors: (s.icmp.errors > 0).then_some(s.icmp.errors),
         icmp_errors_rejected: (s.icmp.rejected > 0).then_some(s.icmp.rejected),
+        anomalies: crate::normalize::names(s.anomalies).map(String::from).collect(),
+        anomalous_frames: (s.anomalous_frames > 0).then_some(s.anomalous_frames),
         ..policy_fields(snap, app_fields(snap))
     }
 }
@@ -119,6 +121,8 @@ fn app_fields(snap: &SessionSnapshot) -> ConnectionRecord {
     if a.overlaps_differ > 0 {
         r.tcp_overlap_conflicts = Some(a.overlaps_differ);
     }
+    r.tcp_unverified_bytes = (a.unverified > 0).then_some(a.unverified);
+    r.tcp_urgent_bytes = (a.urgent_bytes > 0).then_some(a.urgent_bytes);
     if a.changes > 0 {
         r.previous_app = Some(a.previous.as_str().to_string());
         r.app_changes = Some(u32::from(a.changes));

@@ -110,6 +110,7 @@ pub fn replay_file(
         insp.set_policy(std::sync::Arc::new(compiled), 1);
     }
     insp.set_exceptions(cfg.exceptions());
+    insp.set_normalization(cfg.normalization.resolve(true));
     insp.set_defrag(cfg.defrag.config());
     // The same kind of table the daemon shares between its workers (one pipeline here).
     insp.share_expectations(Arc::new(ExpectTable::default()));
@@ -235,7 +236,7 @@ mod tests {
     use std::path::PathBuf;
 
     fn corpus() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus")
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../corpus")
     }
 
     #[test]

@@ -42,6 +42,17 @@ pub enum Dir {
     ToClient = 1,
 }
 
+impl Dir {
+    /// The other direction.
+    #[inline]
+    pub fn flip(self) -> Dir {
+        match self {
+            Dir::ToServer => Dir::ToClient,
+            Dir::ToClient => Dir::ToServer,
+        }
+    }
+}
+
 /// TCP connection state as observed in the middle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TcpState {
@@ -273,6 +284,10 @@ pub struct Session {
     pub seq: crate::tcpseq::TcpSeq,
     /// ICMP errors that quoted this session.
     pub icmp: crate::icmp::IcmpCounts,
+    /// Normalisation anomalies seen, as a bit set ([`crate::normalize::Anomaly::bit`]).
+    pub anomalies: u8,
+    /// Frames not fed to state or inspection for an anomaly ([`crate::normalize`]).
+    pub anomalous_frames: u32,
     fins: u8,
     changed: bool,
     live: bool,
@@ -301,6 +316,8 @@ impl Session {
             policy: crate::enforce::PolicyState::default(),
             seq: Default::default(),
             icmp: Default::default(),
+            anomalies: 0,
+            anomalous_frames: 0,
             fins: 0,
             changed: false,
             live: false,
@@ -386,6 +403,10 @@ pub struct Tracked {
     pub dir: Dir,
     /// True when this frame created the session.
     pub new: bool,
+    /// Set when the frame's TCP segment is one the receiver drops or ignores
+    /// ([`crate::normalize::judge`]): it was counted but moved no state and must not be
+    /// inspected.
+    pub anomaly: Option<crate::normalize::Anomaly>,
 }
 
 /// The per-core session table. See the module docs.
@@ -504,13 +525,32 @@ impl SessionTable {
         let dir = s.dir_of(from);
         s.packets[dir as usize] += 1;
         s.bytes[dir as usize] += u64::from(len);
-        s.last_ns = s.last_ns.max(now_ns);
         if let Some(seg) = tcp {
-            advance_tcp(s, dir, seg.flags);
+            if !new {
+                if let Err(a) = crate::normalize::judge(&s.seq, dir, &seg, s.midstream) {
+                    // Seen, but the receiver drops it: no state, no idle refresh.
+                    self.mark_anomaly(idx, a);
+                    return Some(Tracked { idx, dir, new, anomaly: Some(a) });
+                }
+            }
+            advance_tcp(s, dir, &seg);
             s.seq.update(dir, &seg);
         }
+        s.last_ns = s.last_ns.max(now_ns);
         self.touch(idx);
-        Some(Tracked { idx, dir, new })
+        Some(Tracked { idx, dir, new, anomaly: None })
+    }
+
+    /// Records anomaly `a` on session `idx` (one more frame not fed) and reports the change.
+    pub fn mark_anomaly(&mut self, idx: u32, a: crate::normalize::Anomaly) {
+        let s = &mut self.slots[idx as usize];
+        s.anomalies |= a.bit();
+        s.anomalous_frames = s.anomalous_frames.saturating_add(1);
+        s.changed = true;
+        if !s.in_dirty {
+            s.in_dirty = true;
+            self.dirty.push(idx);
+        }
     }
 
     /// True when a frame with `tcp_flags` starts a new connection on session `idx`'s 5-tuple: a
@@ -893,11 +933,21 @@ impl SessionTable {
     }
 }
 
-fn advance_tcp(s: &mut Session, dir: Dir, flags: u8) {
+fn advance_tcp(s: &mut Session, dir: Dir, seg: &crate::tcpseq::Segment) {
     let State::Tcp(st) = s.state else { return };
+    let flags = seg.flags;
     let bit = 1u8 << (dir as u8);
-    let next = if flags & tcpflag::RST != 0 || st == TcpState::Reset {
+    let next = if flags & tcpflag::RST != 0 {
         TcpState::Reset
+    } else if st == TcpState::Reset {
+        // Data after an accepted RST: the receiver did not reset (an in-window RST that was
+        // not at its RCV.NXT only draws a challenge ACK, RFC 5961 §3.2), so neither does
+        // Warden; late segments after a real reset draw RSTs that end it again.
+        if seg.len > 0 && flags & (tcpflag::ACK | tcpflag::SYN) == tcpflag::ACK {
+            if s.fins != 0 { TcpState::HalfClosed } else { TcpState::Established }
+        } else {
+            TcpState::Reset
+        }
     } else if flags & tcpflag::FIN != 0 {
         s.fins |= bit;
         if s.fins == 3 {
@@ -1034,8 +1084,8 @@ mod tests {
         // The survivors are the 8 newest.
         assert!(t.find(&key(1099), C).is_some());
         assert!(t.find(&key(1091), C).is_none());
-        // Touching an old session protects it from eviction.
-        t.track(&key(1092), C, 60, seg(ACK), 1, 200);
+        // Touching an old session (its SYN retransmitted) protects it from eviction.
+        t.track(&key(1092), C, 60, seg(SYN), 1, 200);
         t.track(&key(5000), C, 60, seg(SYN), 1, 201);
         assert!(t.find(&key(1092), C).is_some());
         assert!(t.find(&key(1093), C).is_none());

@@ -1,6 +1,15 @@
 //! TCP stream tracking for one direction of a session: in-order delivery to a parser, bounded
 //! out-of-order buffering, retransmissions and overlaps delivered once, overlaps with
-//! *different* data counted, gaps reported.
+//! *different* data counted in bytes and reported to the caller (which drops such segments in
+//! protect mode, [`crate::normalize`]), gaps reported, urgent data taken out of band.
+//!
+//! Conflicts after parsing: the bytes delivered to the parser are kept until the receiver
+//! acknowledges them ([`Stream::acked`]), in a ring of at most the per-session cap, charged to
+//! a per-core budget of its own (so a receiver that never acknowledges can only lose Warden
+//! the comparison, never the inspection of other sessions). A retransmission is compared with
+//! them whether or not the parser consumed them; bytes it covers that were not kept (ring or
+//! budget full) are counted as `unverified`. Acknowledged bytes are never compared: the
+//! receiver drops their retransmissions.
 //!
 //! Zero-copy when possible: an in-order segment goes straight from the frame to the parser;
 //! only the bytes the parser did not consume, and out-of-order segments, are copied into
@@ -51,20 +60,61 @@ pub trait Sink {
 /// `session_cap` each, allocated once and kept on a free list while the pool has room).
 pub struct BufPool {
     free: Vec<Vec<u8>>,
-    in_use: usize,
-    cap: usize,
+    held: Budget,
+    kept: Budget,
     session_cap: usize,
 }
 
-impl BufPool {
-    /// A pool allowing `core_cap` bytes held in total, `session_cap` per buffer.
-    pub fn new(core_cap: usize, session_cap: usize) -> Self {
-        BufPool { free: Vec::new(), in_use: 0, cap: core_cap, session_cap }
+/// Bytes charged against a cap.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    used: usize,
+    cap: usize,
+}
+
+impl Budget {
+    /// Charges `n` more bytes; false (nothing charged) when the cap would be passed.
+    fn charge(&mut self, n: usize) -> bool {
+        if self.used + n > self.cap {
+            return false;
+        }
+        self.used += n;
+        true
     }
 
-    /// Bytes held by live buffers.
+    fn credit(&mut self, n: usize) {
+        self.used = self.used.saturating_sub(n);
+    }
+}
+
+impl BufPool {
+    /// A pool allowing `core_cap` bytes held in total, `session_cap` per buffer; bytes kept
+    /// for conflict checks have a budget of `core_cap` of their own.
+    pub fn new(core_cap: usize, session_cap: usize) -> Self {
+        BufPool {
+            free: Vec::new(),
+            held: Budget { used: 0, cap: core_cap },
+            kept: Budget { used: 0, cap: core_cap },
+            session_cap,
+        }
+    }
+
+    /// Bytes held by live buffers (unconsumed and out-of-order bytes).
     pub fn in_use(&self) -> usize {
-        self.in_use
+        self.held.used
+    }
+
+    /// Bytes kept for conflict checks (delivered, not yet acknowledged).
+    pub fn kept(&self) -> usize {
+        self.kept.used
+    }
+
+    fn charge_kept(&mut self, n: usize) -> bool {
+        self.kept.charge(n)
+    }
+
+    fn credit_kept(&mut self, n: usize) {
+        self.kept.credit(n);
     }
 
     fn take(&mut self) -> Vec<u8> {
@@ -73,28 +123,121 @@ impl BufPool {
 
     /// Charges `n` more held bytes; false (nothing charged) when the core cap would be passed.
     fn charge(&mut self, n: usize) -> bool {
-        if self.in_use + n > self.cap {
-            return false;
-        }
-        self.in_use += n;
-        true
+        self.held.charge(n)
     }
 
     fn credit(&mut self, n: usize) {
-        self.in_use = self.in_use.saturating_sub(n);
+        self.held.credit(n);
     }
 
-    fn give(&mut self, mut b: Vec<u8>) {
-        self.credit(b.len());
+    /// Returns a buffer (its bytes already credited) to the free list.
+    fn recycle(&mut self, mut b: Vec<u8>) {
         b.clear();
         // Keep at most enough buffers to reach the cap again; the rest is freed.
-        if self.free.len() * self.session_cap < self.cap {
+        if self.free.len() * self.session_cap < self.held.cap {
             self.free.push(b);
         }
+    }
+
+    fn give(&mut self, b: Vec<u8>) {
+        self.credit(b.len());
+        self.recycle(b);
+    }
+
+    fn give_kept(&mut self, b: Vec<u8>) {
+        self.recycle(b);
     }
 }
 
 const MAX_OOO: usize = 8;
+
+/// Delivered bytes not yet acknowledged: a ring over a pool buffer (grown up to its
+/// capacity, then wrapped), the oldest byte at sequence number `seq`.
+#[derive(Debug, Default)]
+struct Kept {
+    buf: Option<Vec<u8>>,
+    head: usize,
+    len: usize,
+    seq: u32,
+}
+
+impl Kept {
+    /// Drops the `n` oldest bytes.
+    fn drop_front(&mut self, n: usize, pool: &mut BufPool) {
+        let n = n.min(self.len);
+        self.seq = self.seq.wrapping_add(n as u32);
+        self.len -= n;
+        pool.credit_kept(n);
+        if self.len == 0 {
+            if let Some(b) = self.buf.take() {
+                pool.give_kept(b);
+            }
+            self.head = 0;
+        } else if let Some(b) = &self.buf {
+            self.head = (self.head + n) % b.len().max(1);
+        }
+    }
+
+    /// Forgets everything and restarts at `seq`.
+    fn reset(&mut self, seq: u32, pool: &mut BufPool) {
+        self.drop_front(self.len, pool);
+        self.seq = seq;
+    }
+
+    /// Appends `data` (which starts at `seq + len`), dropping the oldest bytes for room.
+    fn push(&mut self, data: &[u8], pool: &mut BufPool) {
+        let cap = pool.session_cap;
+        if cap == 0 || data.is_empty() {
+            self.seq = self.seq.wrapping_add(if self.len == 0 { data.len() as u32 } else { 0 });
+            return;
+        }
+        let data = if data.len() > cap {
+            self.drop_front(self.len, pool);
+            self.seq = self.seq.wrapping_add((data.len() - cap) as u32);
+            &data[data.len() - cap..]
+        } else {
+            data
+        };
+        let over = (self.len + data.len()).saturating_sub(cap);
+        if over > 0 {
+            self.drop_front(over, pool);
+        }
+        if !pool.charge_kept(data.len()) {
+            // Out of budget: nothing kept; the bytes after are kept again once it frees up.
+            self.drop_front(self.len, pool);
+            self.seq = self.seq.wrapping_add(data.len() as u32);
+            return;
+        }
+        if self.buf.is_none() {
+            self.buf = Some(pool.take());
+            self.head = 0;
+        }
+        let Some(b) = self.buf.as_mut() else { return };
+        let mut rest = data;
+        if b.len() < cap {
+            // Still growing: the kept bytes are `b[head..]`, contiguous up to the end.
+            let n = (cap - b.len()).min(rest.len());
+            b.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+        }
+        let mut at = (self.head + self.len + data.len() - rest.len()) % cap;
+        while !rest.is_empty() {
+            let n = (cap - at).min(rest.len());
+            b[at..at + n].copy_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            at = (at + n) % cap;
+        }
+        self.len += data.len();
+    }
+
+    /// The kept byte at sequence number `s`, if kept.
+    #[inline]
+    fn at(&self, s: u32) -> Option<u8> {
+        let i = s.wrapping_sub(self.seq) as usize;
+        let b = self.buf.as_ref()?;
+        (i < self.len).then(|| b[(self.head + i) % b.len()])
+    }
+}
 
 /// One direction of a TCP stream.
 #[derive(Debug, Default)]
@@ -105,10 +248,23 @@ pub struct Stream {
     pending: Option<Vec<u8>>,
     need: usize,
     ooo: ArrayVec<(u32, Vec<u8>), MAX_OOO>,
+    kept: Kept,
+    /// Everything before this was acknowledged by the receiver.
+    acked: u32,
+    /// The urgent byte to take out of band when delivered (Linux: `urg_seq`, pending).
+    urgent: Option<u32>,
+    /// The latest urgent mark seen (older marks are ignored).
+    urgent_mark: Option<u32>,
     /// Segments entirely retransmitted (already delivered).
     pub retransmissions: u32,
-    /// Overlapping bytes that differed from the bytes seen first (an evasion signal).
+    /// Overlapping bytes that differed from the bytes seen first (an evasion signal), in
+    /// bytes: retransmissions compared with the bytes delivered and not yet acknowledged,
+    /// overlapping out-of-order segments with each other.
     pub overlaps_differ: u32,
+    /// Retransmitted bytes that could not be compared (not kept: ring or budget full).
+    pub unverified: u32,
+    /// Urgent bytes taken out of band.
+    pub urgent_bytes: u32,
     /// Gaps reported to the parser.
     pub gaps: u32,
     /// Set when inspection stopped.
@@ -120,8 +276,47 @@ impl Stream {
     pub fn start(&mut self, seq: u32) {
         if !self.started {
             self.next = seq;
+            self.acked = seq;
+            self.kept.seq = seq;
             self.started = true;
         }
+    }
+
+    /// The first sequence number not yet delivered, once started.
+    pub fn next(&self) -> Option<u32> {
+        self.started.then_some(self.next)
+    }
+
+    /// The receiver acknowledged everything before `ack`: kept bytes before it are let go.
+    pub fn acked(&mut self, ack: u32, pool: &mut BufPool) {
+        if !self.started || (ack.wrapping_sub(self.acked) as i32) <= 0 {
+            return;
+        }
+        // Never past what was delivered (an ACK Warden let through for bytes it holds).
+        let ack = if (ack.wrapping_sub(self.next) as i32) > 0 { self.next } else { ack };
+        self.acked = ack;
+        let n = ack.wrapping_sub(self.kept.seq);
+        if (n as i32) > 0 {
+            self.kept.drop_front(n as usize, pool);
+            if (self.kept.seq.wrapping_sub(ack) as i32) < 0 {
+                self.kept.seq = ack;
+            }
+        }
+    }
+
+    /// An urgent mark: the byte at `seq` is urgent (the segment's sequence number plus its
+    /// urgent pointer minus one, RFC 6093 §3). Read as Linux does (`tcp_check_urg`): a mark on
+    /// bytes already delivered, or not after the latest mark, is ignored; a newer mark
+    /// replaces a pending one, whose byte then stays in band.
+    pub fn urgent(&mut self, seq: u32) {
+        if self.started && (seq.wrapping_sub(self.next) as i32) < 0 {
+            return;
+        }
+        if self.urgent_mark.is_some_and(|m| (seq.wrapping_sub(m) as i32) <= 0) {
+            return;
+        }
+        self.urgent_mark = Some(seq);
+        self.urgent = Some(seq);
     }
 
     /// True once the parser said it is done or inspection was bypassed.
@@ -129,7 +324,7 @@ impl Stream {
         self.done || self.bypass.is_some()
     }
 
-    /// Returns every buffer to the pool (session end).
+    /// Returns every buffer to the pool (session end, or inspection over).
     pub fn release(&mut self, pool: &mut BufPool) {
         if let Some(b) = self.pending.take() {
             pool.give(b);
@@ -137,6 +332,8 @@ impl Stream {
         for (_, b) in self.ooo.drain(..) {
             pool.give(b);
         }
+        let next = self.next;
+        self.kept.reset(next, pool);
     }
 
     fn stop(&mut self, why: Bypass, pool: &mut BufPool) {
@@ -144,66 +341,83 @@ impl Stream {
         self.release(pool);
     }
 
-    /// Accepts a segment with sequence number `seq` and `payload`.
-    pub fn segment(&mut self, seq: u32, payload: &[u8], pool: &mut BufPool, sink: &mut dyn Sink) {
+    /// Accepts a segment with sequence number `seq` and `payload`; returns how many of its
+    /// bytes differ from bytes Warden already inspected (delivered and not yet acknowledged)
+    /// or holds (out of order). Those bytes are never delivered: the first copy counts.
+    pub fn segment(&mut self, seq: u32, payload: &[u8], pool: &mut BufPool, sink: &mut dyn Sink) -> u32 {
         if payload.is_empty() || self.finished() {
-            return;
+            return 0;
         }
         self.start(seq);
         let off = seq.wrapping_sub(self.next) as i32;
         let mut data = payload;
+        let mut differ = 0;
         if off < 0 {
             let already = off.unsigned_abs() as usize;
-            self.compare_with_pending(already, data);
+            differ = self.compare_kept(seq, &data[..already.min(data.len())]);
             if already >= data.len() {
                 self.retransmissions += 1;
-                return;
+                return differ;
             }
             data = &data[already..];
         } else if off > 0 {
-            self.store_ooo(seq, data, pool, sink);
-            return;
+            return self.store_ooo(seq, data, pool, sink);
         }
-        self.deliver(data, pool, sink);
+        self.deliver_in_order(data, pool, sink);
         self.drain_ooo(pool, sink);
+        differ
     }
 
-    /// Compares a retransmitted segment, whose first `already` bytes lie before `next`, with
-    /// the unconsumed bytes still held.
-    fn compare_with_pending(&mut self, already: usize, data: &[u8]) {
-        let Some(p) = &self.pending else { return };
-        if already > p.len() {
-            return;
+    /// Compares retransmitted bytes `data` (at `seq`, all before `next`) with the kept ones;
+    /// returns the differing count and counts those that could not be compared.
+    fn compare_kept(&mut self, seq: u32, data: &[u8]) -> u32 {
+        let mut differ = 0u32;
+        for (i, &b) in data.iter().enumerate() {
+            let s = seq.wrapping_add(i as u32);
+            if (s.wrapping_sub(self.acked) as i32) < 0 {
+                continue; // acknowledged: the receiver drops it
+            }
+            match self.kept.at(s) {
+                Some(k) if k != b => differ += 1,
+                Some(_) => {}
+                None => self.unverified = self.unverified.saturating_add(1),
+            }
         }
-        let start = p.len() - already;
-        let n = already.min(data.len());
-        if p[start..start + n] != data[..n] {
-            self.overlaps_differ += 1;
-        }
+        self.overlaps_differ = self.overlaps_differ.saturating_add(differ);
+        differ
     }
 
-    fn store_ooo(&mut self, seq: u32, data: &[u8], pool: &mut BufPool, sink: &mut dyn Sink) {
-        // Overlap with a segment already waiting: keep the first, count a difference.
+    fn store_ooo(&mut self, seq: u32, data: &[u8], pool: &mut BufPool, sink: &mut dyn Sink) -> u32 {
+        // Overlap with a segment already waiting: keep the first, count differing bytes.
+        let mut differ = 0u32;
         for (s, b) in &self.ooo {
             let rel = seq.wrapping_sub(*s) as i32;
             if rel >= 0 && (rel as usize) < b.len() {
                 let start = rel as usize;
                 let n = (b.len() - start).min(data.len());
-                if b[start..start + n] != data[..n] {
-                    self.overlaps_differ += 1;
-                }
+                differ += b[start..start + n].iter().zip(&data[..n]).filter(|(x, y)| x != y).count() as u32;
                 if n == data.len() {
+                    self.overlaps_differ = self.overlaps_differ.saturating_add(differ);
                     self.retransmissions += 1;
-                    return;
+                    return differ;
                 }
             }
         }
+        self.overlaps_differ = self.overlaps_differ.saturating_add(differ);
+        self.store_ooo_new(seq, data, pool, sink);
+        differ
+    }
+
+    fn store_ooo_new(&mut self, seq: u32, data: &[u8], pool: &mut BufPool, sink: &mut dyn Sink) {
         if self.ooo.is_full() {
             // Give up waiting for the hole: report it and continue from the oldest segment.
             let first = self.ooo.iter().map(|(s, _)| s.wrapping_sub(self.next)).min().unwrap_or(0);
             self.gaps += 1;
             sink.gap(first as usize);
             self.next = self.next.wrapping_add(first);
+            // The hole was never delivered: what is kept restarts after it.
+            let next = self.next;
+            self.kept.reset(next, pool);
             if let Some(p) = &mut self.pending {
                 pool.credit(p.len());
                 p.clear();
@@ -218,7 +432,7 @@ impl Stream {
             let already = self.next.wrapping_sub(seq) as i32;
             if already >= 0 {
                 if (already as usize) < data.len() {
-                    self.deliver(&data[already as usize..], pool, sink);
+                    self.deliver_in_order(&data[already as usize..], pool, sink);
                     self.drain_ooo(pool, sink);
                 }
                 return;
@@ -247,9 +461,36 @@ impl Stream {
             let (s, b) = self.ooo.swap_remove(i);
             let already = self.next.wrapping_sub(s) as usize;
             if already < b.len() {
-                self.deliver(&b[already..], pool, sink);
+                self.deliver_in_order(&b[already..], pool, sink);
             }
             pool.give(b);
+        }
+    }
+
+    /// Delivers in-order bytes `data` (starting at `next`): kept for conflict checks, the
+    /// pending urgent byte among them taken out.
+    fn deliver_in_order(&mut self, data: &[u8], pool: &mut BufPool, sink: &mut dyn Sink) {
+        if self.finished() {
+            self.next = self.next.wrapping_add(data.len() as u32);
+            return;
+        }
+        self.kept.push(data, pool);
+        let at = self.urgent.map(|u| u.wrapping_sub(self.next) as usize).filter(|&i| i < data.len());
+        match at {
+            Some(i) => {
+                self.urgent = None;
+                self.urgent_bytes += 1;
+                if i > 0 {
+                    self.deliver(&data[..i], pool, sink);
+                }
+                self.next = self.next.wrapping_add(1);
+                if i + 1 < data.len() && !self.finished() {
+                    self.deliver(&data[i + 1..], pool, sink);
+                } else {
+                    self.next = self.next.wrapping_add((data.len() - i - 1) as u32);
+                }
+            }
+            None => self.deliver(data, pool, sink),
         }
     }
 
@@ -433,6 +674,90 @@ mod tests {
         a.release(&mut pool);
         b.release(&mut pool);
         assert_eq!(pool.in_use(), 0);
+    }
+
+    #[test]
+    fn conflicts_are_found_after_the_parser_consumed_the_bytes() {
+        let mut pool = BufPool::new(1 << 20, 4096);
+        let mut s = Stream::default();
+        s.start(1000);
+        let mut sink = Lines::default();
+        assert_eq!(s.segment(1000, b"one\ntwo\n", &mut pool, &mut sink), 0);
+        assert_eq!(sink.lines, ["one", "two"], "consumed: nothing pending");
+        // Differing bytes, counted one by one; the first copy is what was delivered.
+        assert_eq!(s.segment(1002, b"X\ntwX", &mut pool, &mut sink), 2);
+        assert_eq!(s.overlaps_differ, 2);
+        assert_eq!(s.segment(1000, b"one\n", &mut pool, &mut sink), 0);
+        // Acknowledged bytes are the receiver's to drop: never compared, and let go.
+        s.acked(1004, &mut pool);
+        assert_eq!(pool.kept(), 4);
+        assert_eq!(s.segment(1000, b"ZZZZtwo\n", &mut pool, &mut sink), 0);
+        s.acked(1008, &mut pool);
+        assert_eq!(pool.kept(), 0);
+        // A retransmission that also brings new bytes delivers only those.
+        assert_eq!(s.segment(1004, b"twY\nthree\n", &mut pool, &mut sink), 0, "acknowledged");
+        assert_eq!(sink.lines, ["one", "two", "three"]);
+        s.release(&mut pool);
+        assert_eq!((pool.in_use(), pool.kept()), (0, 0));
+    }
+
+    #[test]
+    fn kept_bytes_wrap_in_their_ring_and_respect_the_budget() {
+        // Ring of 16 bytes per stream (the session cap), core budget 20.
+        let mut pool = BufPool::new(20, 16);
+        let mut s = Stream::default();
+        s.start(0);
+        let mut sink = Lines::default();
+        for i in 0..10u32 {
+            s.segment(i * 5, b"abcd\n", &mut pool, &mut sink);
+            if i % 3 == 0 && i < 9 {
+                s.acked(i * 5 + 2, &mut pool);
+            }
+        }
+        // Acknowledged up to 32; the last 16 bytes (34..50) are kept and compared, 32 and 33
+        // are neither acknowledged nor kept.
+        assert_eq!(pool.kept(), 16);
+        assert_eq!(s.segment(45, b"abcX\n", &mut pool, &mut sink), 1);
+        let unverified = s.unverified;
+        assert_eq!(s.segment(30, b"abcd\n", &mut pool, &mut sink), 0);
+        assert_eq!(s.unverified - unverified, 2, "bytes 32 and 33 were no longer kept");
+        // A second stream finds the budget nearly spent: it keeps nothing, inspects everything.
+        let mut t = Stream::default();
+        t.start(0);
+        let mut sink2 = Lines::default();
+        t.segment(0, b"0123456789\n", &mut pool, &mut sink2);
+        assert_eq!(sink2.lines, ["0123456789"]);
+        assert!(pool.kept() <= 20);
+        assert_eq!(t.bypass, None);
+        s.release(&mut pool);
+        t.release(&mut pool);
+        assert_eq!(pool.kept(), 0);
+    }
+
+    #[test]
+    fn urgent_bytes_leave_the_stream_as_linux_reads_them() {
+        let (mut pool, mut sink) = (BufPool::new(1 << 20, 4096), Lines::default());
+        let mut s = Stream::default();
+        s.start(0);
+        s.urgent(6);
+        s.segment(0, b"/malicXious\n", &mut pool, &mut sink);
+        assert_eq!(sink.lines, ["/malicious"]);
+        // A mark on bytes already delivered, or older than the last one, is ignored.
+        s.urgent(3);
+        s.segment(12, b"ab\n", &mut pool, &mut sink);
+        assert_eq!(sink.lines[1], "ab");
+        // A newer mark replaces a pending one: the older byte stays in band.
+        s.urgent(16);
+        s.urgent(18);
+        s.segment(15, b"0123456\n", &mut pool, &mut sink);
+        assert_eq!(sink.lines[2], "012456");
+        assert_eq!(s.urgent_bytes, 2);
+        // The urgent byte in a later segment than its mark, and at a segment's last byte.
+        s.urgent(27);
+        s.segment(23, b"wxyz", &mut pool, &mut sink);
+        s.segment(27, b"Q\n", &mut pool, &mut sink);
+        assert_eq!(sink.lines[3], "wxyz");
+        s.release(&mut pool);
     }
 
     #[test]

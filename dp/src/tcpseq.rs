@@ -47,7 +47,7 @@ impl Segment {
     #[inline]
     pub fn of(ip: &Ip<'_>) -> Option<Segment> {
         match ip.l4 {
-            L4::Tcp { seq, ack, flags, window, wscale } => Some(Segment {
+            L4::Tcp { seq, ack, flags, window, wscale, .. } => Some(Segment {
                 seq,
                 ack,
                 flags,
@@ -176,6 +176,18 @@ impl TcpSeq {
     pub fn quoted_in_window(&self, dir: Dir, seq: u32) -> bool {
         let d = dir as usize;
         self.bits & KNOWN[d] != 0 && within(seq, self.una[d], self.next[d])
+    }
+
+    /// The right edge of the window the receiver of direction `dir` advertised (the sequence
+    /// number past the last byte it accepts), once one of its ACKs was seen.
+    pub fn window_edge(&self, dir: Dir) -> Option<u32> {
+        let d = dir as usize;
+        (self.bits & EDGE[d] != 0).then_some(self.edge[d])
+    }
+
+    /// True once an acceptable FIN or RST was seen (a new SYN may start a new connection).
+    pub fn closing(&self) -> bool {
+        self.bits & CLOSING != 0
     }
 
     /// `(una, next)` of direction `dir`, when Warden has seen a segment in it.

@@ -120,6 +120,8 @@ pub mod tcpflag {
     pub const PSH: u8 = 0x08;
     /// Acknowledgment field significant.
     pub const ACK: u8 = 0x10;
+    /// Urgent pointer field significant (RFC 9293 §3.8.5).
+    pub const URG: u8 = 0x20;
 }
 
 /// Fragmentation status of the IP packet.
@@ -173,6 +175,9 @@ pub enum L4 {
         /// Window scale shift a SYN offers (RFC 7323 §2.2), at most 14; `None` when the
         /// segment is not a SYN or carries no Window Scale option.
         wscale: Option<u8>,
+        /// Urgent pointer (meaningful with [`tcpflag::URG`]): offset from `seq` of the byte
+        /// after the urgent data (RFC 9293 §3.8.5; Linux's default reading).
+        urgent: u16,
     },
     /// UDP.
     Udp,
@@ -284,6 +289,9 @@ pub struct Ip<'a> {
     pub l4: L4,
     /// Transport payload (after the TCP/UDP/ICMP header), bounded by the IP length.
     pub payload: &'a [u8],
+    /// The whole transport segment (header and payload; UDP: bounded by the UDP length), what
+    /// its checksum covers ([`crate::checksum`]). Of a fragment: the fragment's data.
+    pub segment: &'a [u8],
 }
 
 /// A decoded frame.
@@ -485,6 +493,7 @@ fn transport(
         dport: 0,
         l4: L4::Other,
         payload: body,
+        segment: body,
     };
     if fragment != Fragment::No {
         // Fragments are decoded from their reassembled datagram ([`crate::defrag`]).
@@ -506,6 +515,7 @@ fn transport(
                 flags,
                 window: be16(body, 14).ok_or(Malformed::TcpHeader)?,
                 wscale,
+                urgent: be16(body, 18).ok_or(Malformed::TcpHeader)?,
             };
             ip.payload = &body[off..];
         }
@@ -523,6 +533,7 @@ fn transport(
             let end = ulen;
             ip.l4 = L4::Udp;
             ip.payload = &body[8..end];
+            ip.segment = &body[..end];
         }
         ipproto::ICMP | ipproto::ICMPV6 => {
             if body.len() < 8 {
@@ -610,8 +621,34 @@ fn window_scale(options: &[u8]) -> Option<u8> {
 pub(crate) mod tests {
     use super::*;
 
+    /// Writes the checksums a sender computes into a built frame: the IPv4 header's and, when
+    /// the packet is not a fragment, the TCP/UDP/ICMP one ([`crate::checksum`]). Frames that
+    /// do not decode are left alone.
+    pub(crate) fn fix_checksums(f: &mut [u8]) {
+        let base = f.as_ptr() as usize;
+        let Ok(d) = decode(f) else { return };
+        let Some(ip) = d.ip else { return };
+        let l3 = 14 + 4 * usize::from(d.vlans);
+        let (src, dst, proto, frag, version) = (ip.src, ip.dst, ip.proto, ip.frag.is_some(), ip.version);
+        let field = match ip.l4 {
+            L4::Tcp { .. } => Some(16),
+            L4::Udp => Some(6),
+            L4::Icmp { .. } => Some(2),
+            L4::Other => None,
+        };
+        let at = ip.segment.as_ptr() as usize - base;
+        let len = ip.segment.len();
+        if let (Some(field), false) = (field, frag) {
+            crate::checksum::fill(&src, &dst, proto, &mut f[at..at + len], field);
+        }
+        if version == 4 {
+            let ihl = usize::from(f[l3] & 0x0f) * 4;
+            crate::checksum::fill_ipv4_header(&mut f[l3..l3 + ihl]);
+        }
+    }
+
     /// Builds Ethernet + optional VLAN tags + IPv4 + TCP with `payload`. Real-shaped bytes
-    /// (checksums zero: Warden does not verify them on the hot path).
+    /// with the checksums a sender computes.
     pub(crate) fn tcp4(vlans: &[u16], flags: u8, payload: &[u8]) -> Vec<u8> {
         let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
         for v in vlans {
@@ -629,6 +666,7 @@ pub(crate) mod tests {
         f.extend_from_slice(&0u32.to_be_bytes());
         f.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
         f.extend_from_slice(payload);
+        fix_checksums(&mut f);
         f
     }
 
@@ -648,14 +686,17 @@ pub(crate) mod tests {
         f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
         f.extend_from_slice(&[0, 0]);
         f.extend_from_slice(payload);
+        fix_checksums(&mut f);
         f
     }
 
-    /// Ethernet (no tags) around an IP packet.
+    /// Ethernet (no tags) around an IP packet, with the checksums a sender computes
+    /// ([`fix_checksums`]).
     pub(crate) fn eth(ethertype: u16, ip: &[u8]) -> Vec<u8> {
         let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
         f.extend_from_slice(&ethertype.to_be_bytes());
         f.extend_from_slice(ip);
+        fix_checksums(&mut f);
         f
     }
 

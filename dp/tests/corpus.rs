@@ -11,7 +11,7 @@ use warden_dp::config::Config;
 use warden_dp::replay::replay_file;
 
 fn corpus() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../corpus")
 }
 
 #[test]

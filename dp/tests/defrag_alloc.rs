@@ -56,11 +56,12 @@ fn frag(id: u16, off: usize, more: bool, data: &[u8]) -> Vec<u8> {
     f.extend_from_slice(&id.to_be_bytes());
     f.extend_from_slice(&(((off / 8) as u16) | if more { 0x2000 } else { 0 }).to_be_bytes());
     f.extend_from_slice(&[64, 17, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2]);
+    warden_dp::checksum::fill_ipv4_header(&mut f[14..34]);
     f.extend_from_slice(data);
     f
 }
 
-/// A 3000-byte UDP datagram 5000 -> 53 with id `id` in three fragments.
+/// A 3000-byte UDP datagram 5000 -> 53 (no checksum) with id `id` in three fragments.
 fn datagram(id: u16) -> Vec<Vec<u8>> {
     let mut udp = vec![0x13, 0x88, 0, 53];
     udp.extend_from_slice(&3008u16.to_be_bytes());

@@ -11,7 +11,7 @@ cargo build --release --quiet -p warden-dp
 mkdir -p perf/out
 PCAP=${PCAP:-/tmp/warden-replay-bench.pcap}
 if [ ! -s "$PCAP" ] || [ "$(stat -c %s "$PCAP")" -lt "$MIN" ]; then
-  python3 perf/replay/mkpcap.py ../shared/corpus "$PCAP" "$MIN"
+  python3 perf/replay/mkpcap.py corpus "$PCAP" "$MIN"
 fi
 SIZE=$(stat -c %s "$PCAP")
 CPU=${CPU:-1}

@@ -39,7 +39,7 @@ import urllib.parse
 import xml.etree.ElementTree as ET
 
 SQLMAP = "/usr/share/sqlmap/data/xml"
-CORPUS = os.environ.get("CORPUS", "/work/shared/corpus")
+CORPUS = os.environ.get("CORPUS", os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../corpus"))
 rnd = random.Random(20261201)
 
 

@@ -525,6 +525,9 @@ fn print_table(reply: &Reply) {
                         w.worker, d.held, d.timeouts, d.overlaps, d.too_big, d.full, d.malformed, d.exceptions
                     );
                 }
+                for (why, n) in &w.normalization {
+                    println!("  worker {} normalization {why}: {n}", w.worker);
+                }
                 for (why, n) in &w.exceptions {
                     println!("  worker {} exceptions {why}: {n}", w.worker);
                 }

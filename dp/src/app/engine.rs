@@ -356,6 +356,10 @@ pub struct AppSummary {
     pub state: AppState,
     /// Overlapping TCP bytes that differed, both directions.
     pub overlaps_differ: u32,
+    /// Retransmitted TCP bytes that could not be compared with what was inspected.
+    pub unverified: u32,
+    /// Urgent bytes taken out of band, both directions.
+    pub urgent_bytes: u32,
     /// Gaps in the TCP streams, both directions.
     pub gaps: u32,
     /// The app before the stream last stopped being it ([`AppCtx::previous`]).
@@ -423,6 +427,8 @@ impl AppCtx {
             inspection: self.inspection(),
             state: self.state.clone(),
             overlaps_differ: self.streams.iter().map(|s| s.overlaps_differ).sum(),
+            unverified: self.streams.iter().map(|s| s.unverified).sum(),
+            urgent_bytes: self.streams.iter().map(|s| s.urgent_bytes).sum(),
             gaps: self.streams.iter().map(|s| s.gaps).sum(),
             previous: self.previous,
             changes: self.changes,
@@ -760,6 +766,49 @@ impl Engine {
         self.bufs.in_use()
     }
 
+    /// Bytes kept for conflict checks on this core ([`crate::stream`]).
+    pub fn kept(&self) -> usize {
+        self.bufs.kept()
+    }
+
+    /// The receiver of direction `dir` acknowledged everything before `ack`.
+    pub fn tcp_ack(&mut self, idx: u32, dir: Dir, ack: u32) {
+        if let Some(c) = self.ctxs.get_mut(idx as usize) {
+            c.streams[dir as usize].acked(ack, &mut self.bufs);
+        }
+    }
+
+    /// An urgent mark on the byte at `seq` of direction `dir` ([`Stream::urgent`]).
+    pub fn tcp_urgent(&mut self, idx: u32, dir: Dir, seq: u32) {
+        if let Some(c) = self.ctxs.get_mut(idx as usize) {
+            c.streams[dir as usize].urgent(seq);
+        }
+    }
+
+    /// The server's SYN|ACK acknowledged `ack`: when the client's SYN carried data and the
+    /// server did not take it (`ack` = ISN + 1, no TCP Fast Open), the client sends those
+    /// bytes again, maybe different ones; detection starts over from `ack` so that what is
+    /// inspected is what the server reads. True when it started over.
+    pub fn tcp_syn_acked(&mut self, idx: u32, client: Dir, ack: u32, proto: u8, server_port: u16) -> bool {
+        let Some(c) = self.ctxs.get_mut(idx as usize) else { return false };
+        if c.streams[client.flip() as usize].next().is_some() {
+            // The server's stream started: this SYN|ACK is a retransmission, long after the
+            // handshake; what was inspected since stands.
+            return false;
+        }
+        let s = &c.streams[client as usize];
+        let Some(next) = s.next() else { return false };
+        if next == ack || (ack.wrapping_sub(next) as i32) > 0 {
+            return false;
+        }
+        for s in &mut c.streams {
+            s.release(&mut self.bufs);
+        }
+        c.reset(proto, server_port);
+        c.streams[client as usize].start(ack);
+        true
+    }
+
     /// A TCP SYN from `dir` with sequence `seq`: the stream starts at `seq + 1`.
     pub fn tcp_syn(&mut self, idx: u32, dir: Dir, seq: u32) {
         self.ctxs[idx as usize].streams[dir as usize].start(seq.wrapping_add(1));
@@ -822,9 +871,12 @@ impl Engine {
     }
 
     /// A TCP segment with payload.
-    pub fn tcp_segment(&mut self, idx: u32, dir: Dir, seq: u32, payload: &[u8], server_port: u16, session_packets: u32) {
-        if let Some((mut det, stream, bufs)) = self.begin(idx, dir, server_port, session_packets) {
-            stream.segment(seq, payload, bufs, &mut det);
+    ///
+    /// Returns how many of its bytes differ from bytes already inspected ([`Stream::segment`]).
+    pub fn tcp_segment(&mut self, idx: u32, dir: Dir, seq: u32, payload: &[u8], server_port: u16, session_packets: u32) -> u32 {
+        match self.begin(idx, dir, server_port, session_packets) {
+            Some((mut det, stream, bufs)) => stream.segment(seq, payload, bufs, &mut det),
+            None => 0,
         }
     }
 

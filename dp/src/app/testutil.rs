@@ -97,9 +97,9 @@ pub struct Flow {
     pub segments: Vec<(Dir, Vec<u8>)>,
 }
 
-/// Path of a corpus file (`../shared/corpus/NAME` from the workspace).
+/// Path of a corpus file (`corpus/NAME` in the repository).
 pub fn corpus(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../corpus").join(name)
 }
 
 /// Reads a corpus pcap and returns its flows in order of first frame.

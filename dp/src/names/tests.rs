@@ -88,6 +88,7 @@ fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
     f.extend_from_slice(&src);
     f.extend_from_slice(&dst);
     f.extend_from_slice(l4);
+    crate::wire::tests::fix_checksums(&mut f);
     f
 }
 
