@@ -858,24 +858,37 @@ fn form_rst_window(s: &mut Suite) -> Vec<Case> {
 
 /// Form 5: a benign keep-alive request, a RST in window but not exact (challenge ACK), quiet for
 /// longer than a closed session lingers in Warden, then an SQL injection on the same connection.
+/// The same with a RST|ACK at the first byte of the benign request, sent right behind it (in
+/// what the client sent and the server has not acknowledged yet; below the server's RCV.NXT
+/// when it arrives): the host does not reset either.
 fn form_challenge(s: &mut Suite) -> Vec<Case> {
-    let sport = s.sport();
-    let first = format!("/e{sport}/first");
-    let bad = sqli(sport);
-    vec![Case {
-        label: "challenge v4 http".into(),
-        fam: Fam::V4,
-        port: HTTP,
-        small_window: false,
-        sport,
-        spec: json!({
-            "form": "challenge",
-            "real": format!("GET {first} HTTP/1.1\r\nHost: web\r\n\r\n"),
-            "real2": get(&bad),
-            "pause_s": PAUSE_S,
-        }),
-        expect: Expect::Served { lines: vec![line(&first), line(&bad)], never: vec![], path: first, sqli: true, requests: 2 },
-    }]
+    let mut v = Vec::new();
+    for form in ["challenge", "rst_stale"] {
+        let sport = s.sport();
+        let first = format!("/e{sport}/first");
+        let bad = sqli(sport);
+        v.push(Case {
+            label: format!("{form} v4 http"),
+            fam: Fam::V4,
+            port: HTTP,
+            small_window: false,
+            sport,
+            spec: json!({
+                "form": form,
+                "real": format!("GET {first} HTTP/1.1\r\nHost: web\r\n\r\n"),
+                "real2": get(&bad),
+                "pause_s": PAUSE_S,
+            }),
+            expect: Expect::Served {
+                lines: vec![line(&first), line(&bad)],
+                never: vec![],
+                path: first,
+                sqli: true,
+                requests: 2,
+            },
+        });
+    }
+    v
 }
 
 /// Form 6: the original (benign) lost after Warden, then a retransmission with other bytes.
@@ -1086,6 +1099,10 @@ fn evasion_captures_replayed() {
     std::fs::create_dir_all(&dir).unwrap();
     let pol = dir.join("policy.toml");
     std::fs::write(&pol, policy()).unwrap();
+    // Crafted captures: their decoys are judged by their checksums from the first frame on
+    // (replay's default, `auto`, decides only after 64 checksummed packets).
+    let cfg = dir.join("warden.toml");
+    std::fs::write(&cfg, "[normalization]\nchecksums = \"verify\"\n").unwrap();
     let mut failures = Vec::new();
     for (name, path) in [
         ("badsum-v4-http.pcap", "/e40007?id=1%27%20OR%20%271%27%3D%271"),
@@ -1095,6 +1112,8 @@ fn evasion_captures_replayed() {
             .arg("replay")
             .arg("--policy")
             .arg(&pol)
+            .arg("--config")
+            .arg(&cfg)
             .arg(capture(name))
             .env("RUST_LOG", "warn")
             .output()
