@@ -53,15 +53,18 @@ const LOST_MARK: u32 = 0xdead;
 /// (`tcp_closed_timeout` = 1 s in `Topo::start_warden`'s config).
 const PAUSE_S: f64 = 2.5;
 
-/// Logs each request line, answers `ok` (keep-alive: HTTP/1.1 with a length), IPv4 and IPv6.
+/// Logs each request line, answers `ok` (keep-alive: HTTP/1.1 with a length), IPv4 and IPv6;
+/// a path with `/slow` is answered after half a second (a slow backend).
 const HTTP_SERVER: &str = r#"
-import socket, sys
+import socket, sys, time
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 log = open(sys.argv[2], "a", buffering=1)
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
         log.write(self.requestline + "\n")
+        if "/slow" in self.path:
+            time.sleep(0.5)
         b = b"ok\n"
         self.send_response(200)
         self.send_header("Content-Length", str(len(b)))
@@ -940,6 +943,38 @@ fn form_urgent(s: &mut Suite) -> Vec<Case> {
         sport,
         spec: json!({"form": "urgent", "real": real, "urgent": real.find("SELX").unwrap() + 3}),
         expect: Expect::Served { lines: vec![line(&got)], never: vec![line(&sent)], path: got, sqli: true, requests: 1 },
+    });
+    // Two urgent marks: the E of SELECT, then a byte of a later header, arriving while the
+    // server is busy with a slow request before them. Linux moves its urgent mark to the second
+    // before the application read up to the first, so the E is read in band: the server gets
+    // UNION SELECT.
+    let sport = s.sport();
+    let slow = format!("/e{sport}/slow");
+    let first = format!("GET {slow} HTTP/1.1\r\nHost: web\r\n\r\n");
+    let union = union_select(sport, "");
+    let real = format!("{first}GET {union} HTTP/1.1\r\nX-Pad: aZb\r\nHost: web\r\nConnection: close\r\n\r\n");
+    let second_line = real[first.len()..].find("\r\n").unwrap() + first.len() + 2;
+    v.push(Case {
+        label: "urgent2 v4 http union-select".into(),
+        fam: Fam::V4,
+        port: HTTP,
+        small_window: false,
+        sport,
+        spec: json!({
+            "form": "urgent2",
+            "real": real,
+            "lead": first.len(),
+            "urgent": first.len() + real[first.len()..].find("SELECT").unwrap() + 3,
+            "split": second_line,
+            "urgent2": real.find("aZb").unwrap() + 1,
+        }),
+        expect: Expect::Served {
+            lines: vec![line(&slow), line(&union)],
+            never: vec![line(&union.replace("SELECT", "SELCT"))],
+            path: slow,
+            sqli: true,
+            requests: 2,
+        },
     });
     v
 }
