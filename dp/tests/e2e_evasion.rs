@@ -850,9 +850,15 @@ fn form_window(s: &mut Suite) -> Vec<Case> {
     vec![window_case(s, "window")]
 }
 
-/// Form 3: a decoy without the ACK flag.
+/// Form 3: a decoy without the ACK flag; a decoy whose ACK number is older than the server's
+/// send window allows (RFC 5961 §5.2: the host drops it).
 fn form_noack(s: &mut Suite) -> Vec<Case> {
-    vec![http_case(s, "noack", Fam::V4, json!({})), redis_case(s, "noack", Fam::V4, json!({}))]
+    vec![
+        http_case(s, "noack", Fam::V4, json!({})),
+        redis_case(s, "noack", Fam::V4, json!({})),
+        http_case(s, "oldack", Fam::V4, json!({})),
+        redis_case(s, "oldack", Fam::V4, json!({})),
+    ]
 }
 
 fn form_rst_window(s: &mut Suite) -> Vec<Case> {
