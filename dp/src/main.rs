@@ -40,8 +40,10 @@ enum Cmd {
         #[arg(long, hide = true)]
         test_hooks: bool,
     },
-    /// Run the inspection pipeline over a pcap/pcapng file; print one connection record per
-    /// session as JSON lines on stdout and a summary on stderr.
+    /// Run the inspection pipeline over a pcap/pcapng file (Ethernet, Linux cooked SLL/SLL2,
+    /// raw IP, BSD/OpenBSD loopback); print one connection record per session as JSON lines on
+    /// stdout and a summary on stderr. An unsupported link type, or a capture none of whose
+    /// frames could be inspected, is an error.
     Replay {
         /// Capture file.
         file: PathBuf,
@@ -127,12 +129,23 @@ fn main() -> ExitCode {
                 sum.bytes,
                 sum.sessions,
                 sum.malformed,
-                sum.skipped,
+                sum.skipped.total(),
                 sum.spoofed,
                 sum.seconds,
                 sum.frames as f64 / secs,
                 sum.bytes as f64 * 8.0 / secs / 1e9
             );
+            if sum.skipped.total() > 0 {
+                let on: Vec<String> = sum.unsupported.iter().map(|u| format!("{u}: {} frames", u.frames)).collect();
+                eprintln!(
+                    "replay {}: {} frames skipped ({}){}{}",
+                    file.display(),
+                    sum.skipped.total(),
+                    sum.skipped,
+                    if on.is_empty() { "" } else { "; unsupported " },
+                    on.join(", ")
+                );
+            }
             if sum.reassembled + sum.fragments_forwarded + sum.fragments_dropped > 0 {
                 eprintln!(
                     "replay {}: {} datagrams reassembled, {} fragment frames forwarded, {} dropped",

@@ -306,3 +306,20 @@ fn invalid_forward_lets_protect_mode_pass_what_it_does_not_read() {
     c.data(CLIENT_ISN + 1, EVIL);
     assert!(sqli(&c.record()));
 }
+
+#[test]
+fn a_blind_ack_does_not_complete_a_handshake() {
+    // A SYN sent in someone's name, the server's SYN|ACK going to them: the sender cannot see
+    // the server's ISN, so its ACK acknowledges something the server never sent.
+    let mut c = Conn::new(Some("protect"), Normalization::default());
+    c.send(&frame(true, SYN, CLIENT_ISN, 0, 64240, 0, b""));
+    c.send(&frame(false, SYN | ACK, SERVER_ISN, CLIENT_ISN + 1, 65535, 0, b""));
+    let v = c.send(&frame(true, ACK, CLIENT_ISN + 1, SERVER_ISN + 77_777, 64240, 0, b""));
+    assert_eq!(v, Verdict::Drop(DropReason::Normalization));
+    let r = c.record();
+    assert_eq!(r.state, "syn_received");
+    assert_eq!(r.anomalies, ["tcp_ack_unsent"]);
+    // The real client's ACK completes it.
+    c.send(&frame(true, ACK, CLIENT_ISN + 1, SERVER_ISN + 1, 64240, 0, b""));
+    assert_eq!(c.record().state, "established");
+}

@@ -1,10 +1,27 @@
 //! `warden replay`: the inspection pipeline over a capture file, no root needed.
 //!
-//! Reads pcap (any byte order, micro- or nanosecond timestamps) and pcapng, with Ethernet
-//! (LINKTYPE 1) or Linux cooked capture (LINKTYPE 113, converted to an Ethernet header) frames,
-//! through the same [`Inspector`] the workers use, with the pcap timestamps as the clock. At the
-//! end every session, live or ended, yields one connection record. IP fragments are reassembled
-//! as inline ([`crate::defrag`]): the frames the pipeline holds are only counted as released.
+//! Reads pcap (any byte order, micro- or nanosecond timestamps) and pcapng (any byte order,
+//! several sections, per-interface link types, `if_tsresol` and `if_tsoffset`) through the same
+//! [`Inspector`] the workers use, with the capture's timestamps as the clock. At the end every
+//! session, live or ended, yields one connection record. IP fragments are reassembled as inline
+//! ([`crate::defrag`]): the frames the pipeline holds are only counted as released.
+//!
+//! **Link types** (the tcpdump.org registry, `LINKTYPE_*`; [`Link`]): Ethernet (1) as is;
+//! Linux cooked captures SLL (113) and SLL2 (276), raw IP (101, and 12 and 14, libpcap's
+//! `DLT_RAW` on BSD/OS and OpenBSD), IPv4 (228), IPv6 (229), BSD loopback `DLT_NULL` (0, a
+//! 4-byte address family in the capturing host's byte order) and OpenBSD loopback `LOOP`
+//! (108, network byte order). A non-Ethernet frame is copied once behind a synthetic Ethernet
+//! header into a buffer reused for the whole replay, so the decoder, reassembly and origin
+//! checks stay the inline path's, which only ever sees Ethernet; records therefore count such
+//! a frame as the Ethernet frame Warden would see inline (IP length + 14 bytes). The synthetic
+//! header's MACs are zero (SLL/SLL2: the source is the captured link-layer address), so
+//! workloads with `macs` cannot be told apart in such captures.
+//!
+//! Frames that cannot be inspected are counted by reason ([`Skipped`]): on an interface whose
+//! link type is not one of the above, shorter than their link-layer header, of a non-IP
+//! address family (loopback), or on an interface the pcapng file never declared. A pcap file of
+//! an unsupported link type is an error naming it; so is a capture whose frames were all
+//! skipped ([`ReplayError::LinkType`], [`ReplayError::NothingInspected`]).
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -13,6 +30,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use pcap_file::pcap::PcapReader;
+use pcap_file::pcapng::blocks::interface_description::{InterfaceDescriptionBlock, InterfaceDescriptionOption};
 use pcap_file::pcapng::{Block, PcapNgReader};
 use pcap_file::DataLink;
 use warden_control::ConnectionRecord;
@@ -24,18 +42,22 @@ use crate::record::to_record;
 use crate::session::SessionSnapshot;
 
 /// Totals of one replay.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ReplaySummary {
     /// Frames read.
     pub frames: u64,
-    /// Bytes of those frames (captured length).
+    /// Bytes of those frames (captured length, link-layer header included).
     pub bytes: u64,
+    /// Frames given to the pipeline (read minus skipped).
+    pub inspected: u64,
     /// Sessions reported.
     pub sessions: u64,
     /// Malformed frames.
     pub malformed: u64,
-    /// Frames skipped because of an unsupported link type.
-    pub skipped: u64,
+    /// Frames not inspected, by reason.
+    pub skipped: Skipped,
+    /// Interfaces (pcapng) or files (pcap) whose link type is not supported, with their frames.
+    pub unsupported: Vec<UnsupportedLink>,
     /// Frames claiming a workload's address from a MAC not in its `macs` (dropped in protect
     /// mode; they belong to no session, so no record counts them).
     pub spoofed: u64,
@@ -50,6 +72,90 @@ pub struct ReplaySummary {
     /// Wall-clock seconds the replay took.
     pub seconds: f64,
 }
+
+/// Frames a replay could not give to the pipeline, by reason (frames).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Skipped {
+    /// On an interface whose link type is not supported ([`ReplaySummary::unsupported`]).
+    pub link_type: u64,
+    /// Shorter than their link-layer header (SLL 16, SLL2 20, loopback 4 bytes).
+    pub truncated: u64,
+    /// Loopback frames whose address family is not IPv4 or IPv6 (OSI, IPX, ...).
+    pub not_ip: u64,
+    /// pcapng packets naming an interface no Interface Description Block declared.
+    pub no_interface: u64,
+}
+
+impl Skipped {
+    /// All skipped frames.
+    pub fn total(&self) -> u64 {
+        self.link_type + self.truncated + self.not_ip + self.no_interface
+    }
+}
+
+impl std::fmt::Display for Skipped {
+    /// `"3 link type, 1 truncated link header"`: the non-zero reasons, or `"none"`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = [
+            (self.link_type, "link type"),
+            (self.truncated, "truncated link header"),
+            (self.not_ip, "not IP"),
+            (self.no_interface, "undeclared interface"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+        if parts.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&parts.join(", "))
+        }
+    }
+}
+
+/// An interface of a link type replay does not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsupportedLink {
+    /// The pcapng interface id (index of its Interface Description Block in its section);
+    /// `None` for a pcap file.
+    pub interface: Option<u32>,
+    /// The interface's `if_name` option, if any.
+    pub name: Option<String>,
+    /// The link type (`LINKTYPE_*` value).
+    pub link_type: u32,
+    /// Frames captured on it.
+    pub frames: u64,
+}
+
+impl std::fmt::Display for UnsupportedLink {
+    /// `interface 1 "eth0" (link type 147, USER0)` or `link type 147 (USER0)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = link_type_name(self.link_type);
+        match self.interface {
+            Some(i) => {
+                write!(f, "interface {i}")?;
+                if let Some(n) = &self.name {
+                    write!(f, " {n:?}")?;
+                }
+                write!(f, " (link type {}, {name})", self.link_type)
+            }
+            None => write!(f, "link type {} ({name})", self.link_type),
+        }
+    }
+}
+
+/// The registry name of a link type (`USER0`, `PPP`), or `unknown`.
+fn link_type_name(link_type: u32) -> String {
+    match DataLink::from(link_type) {
+        DataLink::Unknown(_) => "unknown".to_string(),
+        d => format!("{d:?}"),
+    }
+}
+
+/// What replay reads (for error messages).
+const SUPPORTED: &str = "Ethernet (1), Linux cooked SLL (113) and SLL2 (276), raw IP (101, 12, 14), \
+                         IPv4 (228), IPv6 (229), BSD loopback (0) and OpenBSD loopback (108)";
 
 /// Errors of a replay.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +177,26 @@ pub enum ReplayError {
         /// What is wrong.
         message: String,
     },
+    /// A pcap file of a link type replay does not read.
+    #[error("{path}: {link} is not supported; warden replay reads {SUPPORTED}")]
+    LinkType {
+        /// File path.
+        path: String,
+        /// The link type.
+        link: UnsupportedLink,
+    },
+    /// The capture has frames but none could be inspected.
+    #[error("{path}: none of its {frames} frames could be inspected (skipped: {skipped}){}", unsupported_list(.unsupported))]
+    NothingInspected {
+        /// File path.
+        path: String,
+        /// Frames read.
+        frames: u64,
+        /// Why they were skipped.
+        skipped: Skipped,
+        /// Interfaces of unsupported link types.
+        unsupported: Vec<UnsupportedLink>,
+    },
     /// The policy file could not be loaded.
     #[error("{message}")]
     Policy {
@@ -79,11 +205,159 @@ pub enum ReplayError {
     },
 }
 
+/// `"; unsupported: interface 0 (link type 147, USER0), ..."`, or nothing.
+fn unsupported_list(list: &[UnsupportedLink]) -> String {
+    if list.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = list.iter().map(|u| u.to_string()).collect();
+    format!("; unsupported: {}; warden replay reads {SUPPORTED}", names.join(", "))
+}
+
+/// How the frames of a link type reach the decoder, which reads Ethernet (tcpdump.org
+/// link-layer header types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// `LINKTYPE_ETHERNET` (1): as captured.
+    Ethernet,
+    /// `LINKTYPE_LINUX_SLL` (113): a 16-byte header; the protocol field is the EtherType.
+    Sll,
+    /// `LINKTYPE_LINUX_SLL2` (276): a 20-byte header; the protocol field is the EtherType.
+    Sll2,
+    /// `LINKTYPE_RAW` (101) and `DLT_RAW` (12, 14): an IPv4 or IPv6 packet, told apart by its
+    /// version field (anything but 6 goes to the IPv4 decoder, which rejects a bad version).
+    Raw,
+    /// `LINKTYPE_IPV4` (228): an IPv4 packet.
+    Ipv4,
+    /// `LINKTYPE_IPV6` (229): an IPv6 packet.
+    Ipv6,
+    /// `LINKTYPE_NULL` (0, BSD loopback): a 4-byte address family in the capturing host's byte
+    /// order (either is accepted), then the packet.
+    Null,
+    /// `LINKTYPE_LOOP` (108, OpenBSD loopback): a 4-byte address family, big-endian.
+    Loop,
+}
+
+impl Link {
+    /// The link of a `LINKTYPE_*` value, `None` when replay does not read it.
+    pub fn of(link_type: u32) -> Option<Link> {
+        Some(match link_type {
+            1 => Link::Ethernet,
+            113 => Link::Sll,
+            276 => Link::Sll2,
+            101 | 12 | 14 => Link::Raw,
+            228 => Link::Ipv4,
+            229 => Link::Ipv6,
+            0 => Link::Null,
+            108 => Link::Loop,
+            _ => return None,
+        })
+    }
+}
+
+/// Why a frame was not given to the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Skip {
+    /// Shorter than its link-layer header.
+    Truncated,
+    /// A loopback address family other than IPv4 and IPv6.
+    NotIp,
+}
+
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+
+/// The EtherType of a BSD loopback address family (`AF_INET` 2; `AF_INET6` 24 on NetBSD,
+/// OpenBSD and BSD/OS, 28 on FreeBSD and DragonFly, 30 on Darwin), as libpcap and Wireshark
+/// read them.
+fn loopback_ethertype(family: u32) -> Option<u16> {
+    match family {
+        2 => Some(ETHERTYPE_IPV4),
+        24 | 28 | 30 => Some(ETHERTYPE_IPV6),
+        _ => None,
+    }
+}
+
+/// The frame as the decoder reads it: `data` itself for Ethernet, else `data`'s network-layer
+/// packet behind a synthetic 14-byte Ethernet header written into `buf` (cleared first; it
+/// keeps its capacity, so a replay allocates only for a frame larger than any before).
+fn ethernet_frame<'a>(link: Link, data: &'a [u8], buf: &'a mut Vec<u8>) -> Result<&'a [u8], Skip> {
+    let (ethertype, src, payload): (u16, &[u8], &[u8]) = match link {
+        Link::Ethernet => return Ok(data),
+        Link::Sll => {
+            // packet type, ARPHRD type, address length, address (8), protocol (RFC-less:
+            // tcpdump.org LINKTYPE_LINUX_SLL).
+            let h = data.get(..16).ok_or(Skip::Truncated)?;
+            let alen = usize::from(u16::from_be_bytes([h[4], h[5]])).min(6);
+            (u16::from_be_bytes([h[14], h[15]]), &h[6..6 + alen], &data[16..])
+        }
+        Link::Sll2 => {
+            // protocol, reserved, interface index, ARPHRD type, packet type, address length,
+            // address (8) (tcpdump.org LINKTYPE_LINUX_SLL2).
+            let h = data.get(..20).ok_or(Skip::Truncated)?;
+            let alen = usize::from(h[11]).min(6);
+            (u16::from_be_bytes([h[0], h[1]]), &h[12..12 + alen], &data[20..])
+        }
+        Link::Raw => {
+            let v6 = data.first().is_some_and(|b| b >> 4 == 6);
+            (if v6 { ETHERTYPE_IPV6 } else { ETHERTYPE_IPV4 }, &[], data)
+        }
+        Link::Ipv4 => (ETHERTYPE_IPV4, &[], data),
+        Link::Ipv6 => (ETHERTYPE_IPV6, &[], data),
+        Link::Null | Link::Loop => {
+            let h: [u8; 4] = data.get(..4).ok_or(Skip::Truncated)?.try_into().map_err(|_| Skip::Truncated)?;
+            let family = if link == Link::Loop {
+                u32::from_be_bytes(h)
+            } else {
+                // Host byte order of the capturing machine: families are small numbers, so a
+                // value that does not fit 16 bits was written in the other order.
+                let le = u32::from_le_bytes(h);
+                if le > 0xffff {
+                    u32::from_be_bytes(h)
+                } else {
+                    le
+                }
+            };
+            (loopback_ethertype(family).ok_or(Skip::NotIp)?, &[], &data[4..])
+        }
+    };
+    buf.clear();
+    buf.extend_from_slice(&[0; 6]);
+    let mut mac = [0u8; 6];
+    mac[..src.len()].copy_from_slice(src);
+    buf.extend_from_slice(&mac);
+    buf.extend_from_slice(&ethertype.to_be_bytes());
+    buf.extend_from_slice(payload);
+    Ok(buf)
+}
+
+/// One pcapng interface: how its frames are read and its clock.
+struct Iface {
+    /// How its frames are read, or, for an unsupported link type, its index in
+    /// [`ReplaySummary::unsupported`].
+    link: Result<Link, usize>,
+    /// Bytes captured at most per frame (0: no limit).
+    snaplen: u32,
+    /// Timestamp units per second (`if_tsresol`, default 10^6).
+    units: u128,
+    /// Seconds added to every timestamp (`if_tsoffset`).
+    offset_s: u64,
+}
+
+impl Iface {
+    /// A timestamp of this interface in ns since the epoch.
+    fn ns(&self, raw: u128) -> u64 {
+        let ns = raw.saturating_mul(1_000_000_000) / self.units;
+        u64::try_from(ns).unwrap_or(u64::MAX).saturating_add(self.offset_s.saturating_mul(1_000_000_000))
+    }
+}
+
 /// Replays `path` and returns one record per session, ordered by first frame, plus totals.
 ///
 /// # Errors
-/// [`ReplayError`] when the file cannot be read or is not a capture file. A truncated last
-/// packet ends the replay without error (tcpdump leaves such files when killed).
+/// [`ReplayError`] when the file cannot be read or is not a capture file, when a pcap file's
+/// link type is not supported, or when the capture has frames and none could be inspected. A
+/// truncated last packet ends the replay without error (tcpdump leaves such files when killed).
 pub fn replay_file(
     path: &Path,
     cfg: &Config,
@@ -120,28 +394,44 @@ pub fn replay_file(
     let mut last_ns = 0u64;
     let mut eth = Vec::with_capacity(65536);
 
-    let mut feed = |insp: &mut Inspector, link: DataLink, ts_ns: u64, data: &[u8]| {
+    // `link`: how to read the frame, or the index of its interface in `summary.unsupported`,
+    // or `None` for an undeclared pcapng interface.
+    let mut feed = |insp: &mut Inspector,
+                    summary: &mut ReplaySummary,
+                    link: Option<Result<Link, usize>>,
+                    ts_ns: u64,
+                    data: &[u8]| {
         summary.frames += 1;
         summary.bytes += data.len() as u64;
-        let frame: &[u8] = match link {
-            DataLink::ETHERNET => data,
-            DataLink::LINUX_SLL => match sll_to_ethernet(data, &mut eth) {
-                Some(()) => &eth,
-                None => {
-                    summary.skipped += 1;
-                    return;
-                }
-            },
-            _ => {
-                summary.skipped += 1;
+        let link = match link {
+            Some(Ok(l)) => l,
+            Some(Err(i)) => {
+                summary.skipped.link_type += 1;
+                summary.unsupported[i].frames += 1;
+                return;
+            }
+            None => {
+                summary.skipped.no_interface += 1;
                 return;
             }
         };
+        let frame = match ethernet_frame(link, data, &mut eth) {
+            Ok(f) => f,
+            Err(Skip::Truncated) => {
+                summary.skipped.truncated += 1;
+                return;
+            }
+            Err(Skip::NotIp) => {
+                summary.skipped.not_ip += 1;
+                return;
+            }
+        };
+        summary.inspected += 1;
         last_ns = last_ns.max(ts_ns);
         insp.expire_fragments(ts_ns);
         insp.process_frame(frame, FrameMeta { zone: 0, iface: 0, now_ns: ts_ns }, 0);
-        count_releases(insp, &mut summary);
-        if insp.sessions.ended_pending() > 0 || summary.frames % 1024 == 0 {
+        count_releases(insp, summary);
+        if insp.sessions.ended_pending() > 0 || summary.inspected.is_multiple_of(1024) {
             insp.sessions.expire(ts_ns, usize::MAX);
             insp.drain_ended(&mut out);
         }
@@ -150,7 +440,7 @@ pub fn replay_file(
     let fmt_err = |e: pcap_file::PcapError| ReplayError::Format { path: p.clone(), message: e.to_string() };
     if magic == [0x0a, 0x0d, 0x0d, 0x0a] {
         let mut r = PcapNgReader::new(reader).map_err(fmt_err)?;
-        let mut links: Vec<DataLink> = Vec::new();
+        let mut ifaces: Vec<Iface> = Vec::new();
         let mut ng_last = 0u64;
         while let Some(block) = r.next_block() {
             let block = match block {
@@ -159,30 +449,55 @@ pub fn replay_file(
                 Err(e) => return Err(fmt_err(e)),
             };
             match block {
-                Block::InterfaceDescription(idb) => links.push(idb.linktype),
+                // A new section numbers its interfaces from 0 again.
+                Block::SectionHeader(_) => ifaces.clear(),
+                Block::InterfaceDescription(idb) => {
+                    let iface = describe(&idb, ifaces.len() as u32, &mut summary.unsupported);
+                    ifaces.push(iface);
+                }
                 Block::EnhancedPacket(epb) => {
-                    let link = links.get(epb.interface_id as usize).copied().unwrap_or(DataLink::ETHERNET);
-                    ng_last = epb.timestamp.as_nanos() as u64;
-                    feed(&mut insp, link, ng_last, &epb.data);
+                    let iface = ifaces.get(epb.interface_id as usize);
+                    if let Some(i) = iface {
+                        ng_last = i.ns(epb.timestamp.as_nanos());
+                    }
+                    feed(&mut insp, &mut summary, iface.map(|i| i.link), ng_last, &epb.data);
                 }
                 Block::SimplePacket(spb) => {
-                    let link = links.first().copied().unwrap_or(DataLink::ETHERNET);
-                    feed(&mut insp, link, ng_last, &spb.data);
+                    // Interface 0, no timestamp (the last one is kept); the captured length is
+                    // the original length cut at the snap length, the rest is padding.
+                    let first = ifaces.first();
+                    let snap = first.map_or(0, |i| i.snaplen);
+                    let cap = if snap == 0 { spb.original_len } else { spb.original_len.min(snap) };
+                    let len = (cap as usize).min(spb.data.len());
+                    let link = first.map(|i| i.link);
+                    feed(&mut insp, &mut summary, link, ng_last, &spb.data[..len]);
                 }
                 _ => {}
             }
         }
     } else {
         let mut r = PcapReader::new(reader).map_err(fmt_err)?;
-        let link = r.header().datalink;
+        let link_type = u32::from(r.header().datalink);
+        let Some(link) = Link::of(link_type) else {
+            let link = UnsupportedLink { interface: None, name: None, link_type, frames: 0 };
+            return Err(ReplayError::LinkType { path: p, link });
+        };
         while let Some(pkt) = r.next_packet() {
             let pkt = match pkt {
                 Ok(p) => p,
                 Err(pcap_file::PcapError::IncompleteBuffer) => break,
                 Err(e) => return Err(fmt_err(e)),
             };
-            feed(&mut insp, link, pkt.timestamp.as_nanos() as u64, &pkt.data);
+            feed(&mut insp, &mut summary, Some(Ok(link)), pkt.timestamp.as_nanos() as u64, &pkt.data);
         }
+    }
+    if summary.frames > 0 && summary.inspected == 0 {
+        return Err(ReplayError::NothingInspected {
+            path: p,
+            frames: summary.frames,
+            skipped: summary.skipped,
+            unsupported: summary.unsupported,
+        });
     }
 
     // Datagrams still incomplete at the end of the capture fail as timed out.
@@ -201,6 +516,33 @@ pub fn replay_file(
     Ok((records, summary))
 }
 
+/// Reads a pcapng interface: its link, timestamp resolution and offset (pcapng §4.2,
+/// `if_tsresol`: 10^-n, or 2^-n with the top bit set; default 10^-6). An unsupported link type
+/// is added to `unsupported` (with `id` and the interface's name).
+fn describe(idb: &InterfaceDescriptionBlock<'_>, id: u32, unsupported: &mut Vec<UnsupportedLink>) -> Iface {
+    let link_type = u32::from(idb.linktype);
+    let mut iface = Iface { link: Ok(Link::Ethernet), snaplen: idb.snaplen, units: 1_000_000, offset_s: 0 };
+    let mut name = None;
+    for opt in &idb.options {
+        match opt {
+            InterfaceDescriptionOption::IfTsResol(r) => {
+                let n = u32::from(r & 0x7f);
+                let units = if r & 0x80 != 0 { 2u128.checked_pow(n) } else { 10u128.checked_pow(n) };
+                // A resolution beyond 2^-127 / 10^-38 s is nonsense: keep microseconds.
+                iface.units = units.filter(|u| *u > 0).unwrap_or(1_000_000);
+            }
+            InterfaceDescriptionOption::IfTsOffset(o) => iface.offset_s = *o,
+            InterfaceDescriptionOption::IfName(n) => name = Some(n.to_string()),
+            _ => {}
+        }
+    }
+    iface.link = Link::of(link_type).ok_or_else(|| {
+        unsupported.push(UnsupportedLink { interface: Some(id), name, link_type, frames: 0 });
+        unsupported.len() - 1
+    });
+    iface
+}
+
 /// Counts the frames the pipeline released (a capture has nothing to transmit) and clears them.
 fn count_releases(insp: &mut Inspector, summary: &mut ReplaySummary) {
     for (r, tokens) in insp.releases().iter() {
@@ -212,22 +554,6 @@ fn count_releases(insp: &mut Inspector, summary: &mut ReplaySummary) {
         }
     }
     insp.clear_releases();
-}
-
-/// Rewrites a Linux cooked capture v1 frame (16-byte SLL header) as Ethernet into `out`.
-fn sll_to_ethernet(data: &[u8], out: &mut Vec<u8>) -> Option<()> {
-    if data.len() < 16 {
-        return None;
-    }
-    out.clear();
-    out.extend_from_slice(&[0u8; 6]);
-    let alen = usize::from(data[5]).min(8);
-    let mut src = [0u8; 6];
-    src[..alen.min(6)].copy_from_slice(&data[6..6 + alen.min(6)]);
-    out.extend_from_slice(&src);
-    out.extend_from_slice(&data[14..16]);
-    out.extend_from_slice(&data[16..]);
-    Some(())
 }
 
 #[cfg(test)]
@@ -249,7 +575,7 @@ mod tests {
             let (recs, sum) = replay_file(&dir.join(name), &Config::default()).unwrap();
             files += 1;
             assert_eq!(sum.frames, label["packets"].as_u64().unwrap(), "{name}");
-            assert_eq!(sum.skipped, 0, "{name}");
+            assert_eq!(sum.skipped, Skipped::default(), "{name}");
             // Every frame lands in exactly one session (non-IP excepted).
             let counted: u64 = recs.iter().map(|r| r.packets_to_server + r.packets_to_client).sum();
             assert!(counted <= sum.frames && counted + 16 >= sum.frames, "{name}: {counted} of {}", sum.frames);
@@ -339,6 +665,315 @@ mod tests {
         let r = &recs[0];
         assert_eq!((r.server_port, r.packets_to_server), (9999, 1));
         assert_eq!(r.bytes_to_server, frames[..3].iter().map(|f| f.len() as u64).sum::<u64>());
+    }
+
+    fn linktypes() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/captures/linktypes")
+    }
+
+    /// What a record says about its flow, minus the link layer: the same traffic in any link
+    /// type must give the same.
+    fn flow(r: &ConnectionRecord) -> String {
+        format!(
+            "{} {}:{} > {}:{} {} {:?} {}/{} pkts {}/{} bytes {} {} {:?} {}",
+            r.ip_proto,
+            r.client_ip,
+            r.client_port,
+            r.server_ip,
+            r.server_port,
+            r.app,
+            r.l7,
+            r.packets_to_server,
+            r.packets_to_client,
+            r.bytes_to_server,
+            r.bytes_to_client,
+            r.state,
+            r.closed,
+            r.end_reason,
+            r.app_detected_after.unwrap_or(0),
+        )
+    }
+
+    /// Every link-type capture of `tests/captures/linktypes` (README there) gives the records
+    /// of the Ethernet recording it was made from or recorded beside: apps, `l7` fields,
+    /// packet and byte counts (frames count as the Ethernet frame they would be inline), and,
+    /// for files converted from it, the timestamps (pcapng: per-interface resolutions).
+    #[test]
+    fn every_link_type_labels_the_flows_as_the_ethernet_original() {
+        let dir = linktypes();
+        let (orig, osum) = replay_file(&dir.join("ethernet.pcap"), &Config::default()).unwrap();
+        // The recording: HTTP and DNS over IPv4 and IPv6, neighbour discovery, MLD; its two
+        // ARP frames make no session.
+        let apps: Vec<(u8, &str, u16)> = orig.iter().map(|r| (r.ip_proto, r.app.as_str(), r.server_port)).collect();
+        for want in [(6, "http", 8080), (17, "dns", 5300)] {
+            assert_eq!(apps.iter().filter(|a| **a == want).count(), 2, "{apps:?}");
+        }
+        assert!(orig.iter().any(|r| r.client_ip.contains(':')) && orig.iter().any(|r| !r.client_ip.contains(':')));
+        let v6 = |r: &&ConnectionRecord| r.client_ip.contains(':');
+        let all: Vec<&ConnectionRecord> = orig.iter().collect();
+        let only6: Vec<&ConnectionRecord> = orig.iter().filter(v6).collect();
+        let only4: Vec<&ConnectionRecord> = orig.iter().filter(|r| !v6(r)).collect();
+        // (file, the original's records it holds, same timestamps, frames, skipped frames)
+        let cases: [(&str, &[&ConnectionRecord], bool, u64, Skipped); 13] = [
+            ("sll.pcap", &all, false, osum.frames, Skipped::default()),
+            ("sll2.pcap", &all, false, osum.frames, Skipped::default()),
+            ("raw.pcap", &all, true, osum.frames - 2, Skipped::default()),
+            ("raw-dlt12.pcap", &all, true, osum.frames - 2, Skipped::default()),
+            ("raw-dlt14.pcap", &all, true, osum.frames - 2, Skipped::default()),
+            ("ipv4.pcap", &only4, true, 14, Skipped::default()),
+            ("ipv6.pcap", &only6, true, 20, Skipped::default()),
+            ("null-le.pcap", &all, true, osum.frames - 2, Skipped::default()),
+            ("null-be.pcap", &all, true, osum.frames - 2, Skipped::default()),
+            ("loop.pcap", &all, true, osum.frames - 2, Skipped::default()),
+            ("interfaces.pcapng", &all, true, osum.frames + 2, Skipped { link_type: 2, ..Skipped::default() }),
+            ("sections.pcapng", &all, true, osum.frames - 2, Skipped::default()),
+            ("ethernet.pcap", &all, true, osum.frames, Skipped::default()),
+        ];
+        for (file, want, same_time, frames, skipped) in cases {
+            let (recs, sum) = replay_file(&dir.join(file), &Config::default()).unwrap();
+            assert_eq!((sum.frames, sum.skipped, sum.malformed), (frames, skipped, 0), "{file}: {sum:?}");
+            assert_eq!(sum.inspected, frames - skipped.total(), "{file}");
+            let got: Vec<String> = recs.iter().map(flow).collect();
+            let expected: Vec<String> = want.iter().map(|r| flow(r)).collect();
+            assert_eq!(got, expected, "{file}");
+            if same_time {
+                let times = |v: &mut dyn Iterator<Item = &ConnectionRecord>| -> Vec<(String, String)> {
+                    v.map(|r| (r.first_seen.clone(), r.last_seen.clone())).collect()
+                };
+                assert_eq!(times(&mut recs.iter()), times(&mut want.iter().copied()), "{file}");
+            }
+        }
+        let (_, sum) = replay_file(&dir.join("interfaces.pcapng"), &Config::default()).unwrap();
+        assert_eq!(
+            sum.unsupported,
+            vec![UnsupportedLink { interface: Some(2), name: Some("usb0".into()), link_type: 147, frames: 2 }]
+        );
+        assert_eq!(sum.unsupported[0].to_string(), "interface 2 \"usb0\" (link type 147, USER0)");
+    }
+
+    #[test]
+    fn link_headers_become_ethernet() {
+        let ip4 = [0x45u8, 0, 0, 20];
+        let ip6 = [0x60u8, 0, 0, 0];
+        let mut buf = Vec::new();
+        let mut eth = |link, data: &[u8]| ethernet_frame(link, data, &mut buf).map(|f| f.to_vec());
+        let frame = |mac: [u8; 6], ethertype: u16, payload: &[u8]| {
+            let mut f = vec![0u8; 6];
+            f.extend_from_slice(&mac);
+            f.extend_from_slice(&ethertype.to_be_bytes());
+            f.extend_from_slice(payload);
+            f
+        };
+        assert_eq!(eth(Link::Ethernet, &[1, 2, 3]), Ok(vec![1, 2, 3]), "as is, even when short");
+        assert_eq!(eth(Link::Raw, &ip4), Ok(frame([0; 6], 0x0800, &ip4)));
+        assert_eq!(eth(Link::Raw, &ip6), Ok(frame([0; 6], 0x86dd, &ip6)));
+        // Not 6: the IPv4 decoder rejects the version (counted as malformed, as inline).
+        assert_eq!(eth(Link::Raw, &[0x50]), Ok(frame([0; 6], 0x0800, &[0x50])));
+        assert_eq!(eth(Link::Raw, &[]), Ok(frame([0; 6], 0x0800, &[])));
+        assert_eq!(eth(Link::Ipv4, &ip6), Ok(frame([0; 6], 0x0800, &ip6)), "the link type decides");
+        assert_eq!(eth(Link::Ipv6, &ip6), Ok(frame([0; 6], 0x86dd, &ip6)));
+        // Loopback families, either byte order for DLT_NULL, big-endian for LOOP.
+        for (link, family, ethertype) in [
+            (Link::Null, 2u32.to_le_bytes(), 0x0800),
+            (Link::Null, 2u32.to_be_bytes(), 0x0800),
+            (Link::Null, 24u32.to_le_bytes(), 0x86dd),
+            (Link::Null, 28u32.to_be_bytes(), 0x86dd),
+            (Link::Null, 30u32.to_le_bytes(), 0x86dd),
+            (Link::Loop, 24u32.to_be_bytes(), 0x86dd),
+            (Link::Loop, 2u32.to_be_bytes(), 0x0800),
+        ] {
+            let mut data = family.to_vec();
+            data.extend_from_slice(&ip4);
+            assert_eq!(eth(link, &data), Ok(frame([0; 6], ethertype, &ip4)), "{link:?} {family:?}");
+        }
+        // OSI (7), IPX (23), Linux's AF_INET6 (10), LOOP in little-endian: not IP.
+        for (link, family) in [
+            (Link::Null, 7u32.to_le_bytes()),
+            (Link::Null, 23u32.to_be_bytes()),
+            (Link::Null, 10u32.to_le_bytes()),
+            (Link::Loop, 2u32.to_le_bytes()),
+        ] {
+            assert_eq!(eth(link, &family), Err(Skip::NotIp), "{link:?} {family:?}");
+        }
+        // SLL: packet type, ARPHRD, address length, address (8), protocol.
+        let mut sll = vec![0, 4, 0, 1, 0, 6, 2, 0, 0, 0, 0, 9, 0xaa, 0xbb, 0x86, 0xdd];
+        sll.extend_from_slice(&ip6);
+        assert_eq!(eth(Link::Sll, &sll), Ok(frame([2, 0, 0, 0, 0, 9], 0x86dd, &ip6)));
+        // An address longer than a MAC is cut; ARP keeps its EtherType (non-IP, as inline).
+        let mut sll = vec![0, 0, 3, 0x38, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0x08, 0x06];
+        sll.extend_from_slice(&[1, 2]);
+        assert_eq!(eth(Link::Sll, &sll), Ok(frame([1, 2, 3, 4, 5, 6], 0x0806, &[1, 2])));
+        // SLL2: protocol, reserved, interface index, ARPHRD, packet type, address length, address.
+        let mut sll2 = vec![0x08, 0x00, 0, 0, 0, 0, 0, 7, 0, 1, 0, 6, 2, 0, 0, 0, 0, 9, 0, 0];
+        sll2.extend_from_slice(&ip4);
+        assert_eq!(eth(Link::Sll2, &sll2), Ok(frame([2, 0, 0, 0, 0, 9], 0x0800, &ip4)));
+        // No address (ARPHRD_NONE, a tun device): zero MAC.
+        sll2[11] = 0;
+        assert_eq!(eth(Link::Sll2, &sll2), Ok(frame([0; 6], 0x0800, &ip4)));
+        for (link, n) in [(Link::Sll, 16), (Link::Sll2, 20), (Link::Null, 4), (Link::Loop, 4)] {
+            for len in 0..n {
+                assert_eq!(eth(link, &sll2[..len.min(sll2.len())]), Err(Skip::Truncated), "{link:?} {len}");
+            }
+        }
+        for (t, link) in [(0, Link::Null), (1, Link::Ethernet), (12, Link::Raw), (14, Link::Raw), (101, Link::Raw), (108, Link::Loop), (113, Link::Sll), (228, Link::Ipv4), (229, Link::Ipv6), (276, Link::Sll2)] {
+            assert_eq!(Link::of(t), Some(link));
+        }
+        for t in [2, 9, 105, 127, 147, 220, 1000] {
+            assert_eq!(Link::of(t), None, "{t}");
+        }
+    }
+
+    /// A scratch file removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str, bytes: &[u8]) -> Scratch {
+            let p = std::env::temp_dir().join(format!("warden-{name}-{}", std::process::id()));
+            std::fs::write(&p, bytes).unwrap();
+            Scratch(p)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            std::fs::remove_file(&self.0).ok();
+        }
+    }
+
+    /// A little-endian microsecond pcap of `link` with `frames`.
+    fn pcap(link: u32, frames: &[&[u8]]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for w in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 262_144, link] {
+            v.extend_from_slice(&w.to_le_bytes());
+        }
+        for (i, f) in frames.iter().enumerate() {
+            for w in [1u32, i as u32, f.len() as u32, f.len() as u32] {
+                v.extend_from_slice(&w.to_le_bytes());
+            }
+            v.extend_from_slice(f);
+        }
+        v
+    }
+
+    /// A little-endian pcapng block (body padded to 32 bits).
+    fn ng_block(kind: u32, body: &[u8]) -> Vec<u8> {
+        let mut body = body.to_vec();
+        body.resize(body.len().next_multiple_of(4), 0);
+        let n = (12 + body.len()) as u32;
+        let mut v = kind.to_le_bytes().to_vec();
+        v.extend_from_slice(&n.to_le_bytes());
+        v.extend_from_slice(&body);
+        v.extend_from_slice(&n.to_le_bytes());
+        v
+    }
+
+    /// A little-endian pcapng section: one interface per `(link type, name)`, then
+    /// `(interface id, timestamp, frame)` packets.
+    fn pcapng(ifaces: &[(u16, &str)], packets: &[(u32, u64, &[u8])]) -> Vec<u8> {
+        let mut shb = 0x1a2b_3c4du32.to_le_bytes().to_vec();
+        shb.extend_from_slice(&[1, 0, 0, 0]);
+        shb.extend_from_slice(&(-1i64).to_le_bytes());
+        let mut v = ng_block(0x0a0d_0d0a, &shb);
+        for (link, name) in ifaces {
+            let mut idb = link.to_le_bytes().to_vec();
+            idb.extend_from_slice(&[0, 0]);
+            idb.extend_from_slice(&262_144u32.to_le_bytes());
+            idb.extend_from_slice(&2u16.to_le_bytes());
+            idb.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            idb.extend_from_slice(name.as_bytes());
+            idb.resize(idb.len().next_multiple_of(4) + 4, 0);
+            v.extend(ng_block(1, &idb));
+        }
+        for (iface, ts, data) in packets {
+            let mut epb = Vec::new();
+            for w in [*iface, (ts >> 32) as u32, *ts as u32, data.len() as u32, data.len() as u32] {
+                epb.extend_from_slice(&w.to_le_bytes());
+            }
+            epb.extend_from_slice(data);
+            v.extend(ng_block(6, &epb));
+        }
+        v
+    }
+
+    #[test]
+    fn an_unsupported_pcap_link_type_is_an_error_naming_it() {
+        for (link, name) in [(147u32, "USER0"), (9, "PPP"), (1000, "unknown")] {
+            let f = Scratch::new(&format!("lt{link}.pcap"), &pcap(link, &[b"\x45\0\0\x14"]));
+            let e = replay_file(&f.0, &Config::default()).unwrap_err();
+            assert!(matches!(e, ReplayError::LinkType { .. }), "{e:?}");
+            let msg = e.to_string();
+            assert!(msg.contains(&format!("link type {link} ({name}) is not supported")), "{msg}");
+            assert!(msg.contains("raw IP (101, 12, 14)") && msg.contains(&f.0.display().to_string()), "{msg}");
+        }
+        // Even with no frames: nothing in the file could ever be read.
+        let f = Scratch::new("lt147-empty.pcap", &pcap(147, &[]));
+        assert!(matches!(replay_file(&f.0, &Config::default()), Err(ReplayError::LinkType { .. })));
+    }
+
+    #[test]
+    fn a_capture_with_every_frame_skipped_is_an_error() {
+        // pcapng: every frame on an unsupported interface; the error names the interfaces.
+        let ng = pcapng(&[(147, "usb0"), (9, "ppp0")], &[(0, 1, b"abc"), (1, 2, b"def"), (1, 3, b"ghi")]);
+        let f = Scratch::new("allskipped.pcapng", &ng);
+        let e = replay_file(&f.0, &Config::default()).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("none of its 3 frames could be inspected (skipped: 3 link type)")
+                && msg.contains("interface 0 \"usb0\" (link type 147, USER0), interface 1 \"ppp0\" (link type 9, PPP)"),
+            "{msg}"
+        );
+        // Supported link types whose frames are all too short for their header.
+        let f = Scratch::new("allshort.pcap", &pcap(113, &[&[0; 15], &[0; 3]]));
+        let msg = replay_file(&f.0, &Config::default()).unwrap_err().to_string();
+        assert!(msg.contains("none of its 2 frames could be inspected (skipped: 2 truncated link header)"), "{msg}");
+        // Loopback frames of other families; packets on interfaces never declared.
+        let f = Scratch::new("allosi.pcap", &pcap(0, &[&7u32.to_le_bytes()]));
+        let msg = replay_file(&f.0, &Config::default()).unwrap_err().to_string();
+        assert!(msg.contains("(skipped: 1 not IP)"), "{msg}");
+        let f = Scratch::new("noiface.pcapng", &pcapng(&[], &[(0, 1, b"abc")]));
+        let msg = replay_file(&f.0, &Config::default()).unwrap_err().to_string();
+        assert!(msg.contains("(skipped: 1 undeclared interface)"), "{msg}");
+        // An empty capture of a supported link type is no error: nothing was skipped.
+        let f = Scratch::new("empty.pcap", &pcap(101, &[]));
+        let (recs, sum) = replay_file(&f.0, &Config::default()).unwrap();
+        assert_eq!((recs.len(), sum.frames), (0, 0));
+    }
+
+    /// Frames on supported interfaces are inspected, the rest counted by reason; the
+    /// resolution of each pcapng interface gives the clock (default microseconds).
+    #[test]
+    fn mixed_pcapng_counts_what_it_skipped() {
+        use crate::defrag::tests::{ip4, udp, A4, B4};
+        let eth = ip4(17, A4, B4, &udp(5000, 53, &[7; 20]));
+        let dgram = &eth[14..];
+        let ng = pcapng(
+            &[(147, "usb0"), (101, "tun0"), (1, "eth0")],
+            &[(0, 5, b"junk"), (1, 2_000_000, dgram), (2, 3_000_000, &eth), (7, 9, &eth), (1, 3_500_000, &[0x45])],
+        );
+        let f = Scratch::new("mixed.pcapng", &ng);
+        let (recs, sum) = replay_file(&f.0, &Config::default()).unwrap();
+        assert_eq!(sum.frames, 5);
+        assert_eq!(sum.inspected, 3);
+        assert_eq!(sum.malformed, 1, "the one-byte IPv4 packet");
+        assert_eq!(sum.skipped, Skipped { link_type: 1, no_interface: 1, ..Skipped::default() });
+        assert_eq!(sum.skipped.to_string(), "1 link type, 1 undeclared interface");
+        assert_eq!(recs.len(), 1, "{recs:?}");
+        let r = &recs[0];
+        assert_eq!((r.server_port, r.packets_to_server, r.bytes_to_server), (53, 2, 2 * eth.len() as u64));
+        // 2 000 000 µs and 3 000 000 µs after the epoch.
+        assert_eq!((r.first_seen.as_str(), r.last_seen.as_str()), ("1970-01-01T00:00:02.000000Z", "1970-01-01T00:00:03.000000Z"));
+
+        // A Simple Packet Block (interface 0, no timestamp): its padding is not frame bytes.
+        let odd = ip4(17, A4, B4, &udp(5000, 53, &[7; 21]));
+        assert_ne!(odd.len() % 4, 0);
+        let mut spb = (odd.len() as u32).to_le_bytes().to_vec();
+        spb.extend_from_slice(&odd);
+        let mut ng = pcapng(&[(1, "eth0")], &[]);
+        ng.extend(ng_block(3, &spb));
+        let f = Scratch::new("spb.pcapng", &ng);
+        let (recs, sum) = replay_file(&f.0, &Config::default()).unwrap();
+        assert_eq!((sum.inspected, sum.bytes, sum.malformed), (1, odd.len() as u64, 0));
+        assert_eq!(recs[0].bytes_to_server, odd.len() as u64);
     }
 
     #[test]

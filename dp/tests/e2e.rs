@@ -8,7 +8,6 @@ use std::time::Duration;
 use common::*;
 use nix::sys::signal::Signal;
 use warden_control::{ConnectionRecord, FailMode, Reply, Request, Response};
-use warden_dp::config::Config;
 
 /// Downloads over IPv4 and IPv6 with curl from python's http.server through Warden, and checks
 /// the closed connection records against a tcpdump capture taken at the server's interface.
@@ -17,26 +16,11 @@ fn http_counts_match_server_capture(link: ClientLink) {
     let www = t.path("www");
     std::fs::create_dir_all(&www).unwrap();
     write_blob(&www.join("blob.bin"), 3_000_000);
-    let pcap = t.path("server.pcap");
-    let pcap_s = pcap.to_str().unwrap().to_string();
-    // A large capture buffer so a loaded machine does not make tcpdump drop frames.
-    let dump = t.spawn(
-        &t.s.clone(),
-        &["tcpdump", "-i", &t.s0.clone(), "-B", "32768", "-U", "-s", "0", "-w", &pcap_s, "tcp port 8080"],
-    );
+    let cap = t.capture_server("server.pcap", "tcp port 8080");
     t.spawn(&t.s.clone(), &["python3", "-m", "http.server", "8080", "--bind", "::", "-d", www.to_str().unwrap()]);
     t.start_warden(&["--inline", &format!("{}:{}", t.a, t.b)]);
     let mut ctl = t.subscribed();
-    // tcpdump writes the pcap header once it captures; the server answers once it listens.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::fs::metadata(&pcap).map(|m| m.len() < 24).unwrap_or(true) {
-        assert!(std::time::Instant::now() < deadline, "tcpdump did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    while !t.exec(&t.s, &["sh", "-c", "ss -ltn | grep -q ':8080 '"]).status.success() {
-        assert!(std::time::Instant::now() < deadline, "http server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    t.wait_listening(&t.s, "tcp", 8080);
     for url in [format!("http://{S4}:8080/blob.bin"), format!("http://[{S6}]:8080/blob.bin")] {
         let out = t.exec(&t.c, &["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", "--max-time", "30", &url]);
         assert_eq!(String::from_utf8_lossy(&out.stdout), "200 3000000", "{url}: {}", t.warden_log());
@@ -46,9 +30,7 @@ fn http_counts_match_server_capture(link: ClientLink) {
     });
     let closed: Vec<&ConnectionRecord> = records.iter().filter(|r| r.server_port == 8080 && r.closed).collect();
     assert_eq!(closed.len(), 2, "records: {records:#?}");
-    t.signal(dump, Signal::SIGINT);
-    t.wait_exit(dump, Duration::from_secs(5));
-    let (seen, _) = warden_dp::replay::replay_file(&pcap, &Config::default()).unwrap();
+    let (seen, _) = t.replay_capture(cap);
     for r in closed {
         assert_eq!((r.client_ip.as_str(), r.server_ip.as_str()).0.contains(':'), r.server_ip.contains(':'));
         assert!(r.client_ip == C4 || r.client_ip == C6, "{r:?}");

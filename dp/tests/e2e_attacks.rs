@@ -133,7 +133,7 @@ fn start(mode: &str) -> Suite {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     t.spawn(&s, &args);
     for p in std::iter::once(ALLOWED).chain(ATTACKS.iter().map(|a| a.1)) {
-        wait_listen(&t, &s, p);
+        t.wait_listening(&s, "tcp", p);
     }
     // Secondary (IPv4) and deprecated (IPv6) so that web's own connections keep S4/S6 as
     // their source.
@@ -160,7 +160,7 @@ impl Suite {
         let out_log = self.t.path(&format!("evil-{fam}.log"));
         let c = self.t.c.clone();
         let pid = self.t.spawn(&c, &[PY, SINK, out_log.to_str().unwrap(), "--once", "443"]);
-        wait_listen(&self.t, &c, 443);
+        self.t.wait_listening(&c, "tcp", 443);
         let line = format!("EGRESS-{fam}");
         assert!(send_line(&self.t, &self.t.s, me, 443, &line), "web's own connection to 443: {}", self.t.warden_log());
         assert_eq!(self.t.wait_exit(pid, Duration::from_secs(10)), Some(true), "the one-connection server did not finish");

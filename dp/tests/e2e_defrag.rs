@@ -3,11 +3,15 @@
 //! them) echoed by a Python UDP server in the other namespace: everything arrives whole, each
 //! datagram is one packet of its session, and the fragments are counted as reassembled. In
 //! protect mode with a policy that does not allow the UDP port, nothing of a fragmented datagram
-//! reaches the server, while an allowed port still works. Root only (see `common`).
+//! reaches the server, while an allowed port still works. TCP across a small-MTU link beyond
+//! Warden (576 bytes for IPv4, 1280 for IPv6; [`Topo::far_client`]): Path MTU discovery's ICMP
+//! errors cross Warden and count in their session, IPv4 segments sent without DF cross it in
+//! the fragments a router made, and each 3 MB transfer arrives intact as one HTTP session, in
+//! alert and protect mode. Root only (see `common`).
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use warden_control::{ConnectionRecord, Reply, Request, WorkerCounters};
@@ -58,21 +62,7 @@ fn udp_server(t: &mut Topo, port: u16) -> std::path::PathBuf {
             log.to_str().unwrap(),
         ],
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !t
-        .exec(
-            &t.s,
-            &["sh", "-c", &format!("ss -lunH | grep -q ':{port} '")],
-        )
-        .status
-        .success()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the UDP server on {port} did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    t.wait_listening(&t.s, "udp", port);
     log
 }
 
@@ -300,4 +290,279 @@ fn protect_mode_drops_every_fragment_of_a_denied_datagram() {
     assert_eq!(w.iter().map(|w| w.defrag.held).sum::<u64>(), 0);
     let c = format!("{:?}", t.client().request(&Request::Counters {}).unwrap());
     assert!(c.contains("policy_denied"), "{c}");
+}
+
+/// Serves its directory (GET) and answers a POST with the length and SHA-256 of the body it
+/// received. IPv4 and IPv6.
+const HTTP_SERVER: &str = r#"
+import hashlib, http.server, os, socket, sys
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def do_POST(self):
+        left, n, h = int(self.headers['Content-Length']), 0, hashlib.sha256()
+        while left:
+            d = self.rfile.read(min(left, 65536))
+            if not d:
+                break
+            h.update(d)
+            n += len(d)
+            left -= len(d)
+        body = ('%d %s' % (n, h.hexdigest())).encode()
+        self.send_response(200)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+class Server(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+os.chdir(sys.argv[2])
+Server(('::', int(sys.argv[1])), Handler).serve_forever()
+"#;
+
+/// Size of the body downloaded and uploaded across the small link (bytes).
+const BODY: u64 = 3_000_000;
+
+/// A 3 MB download and a 3 MB upload (curl) between the far host of [`Topo::far_client`],
+/// behind an `mtu`-byte link, and an HTTP server, through Warden with the server a workload in
+/// `mode` whose policy allows HTTP on 8080. Both ends have 1500-byte links: the download
+/// finds the small link by Path MTU discovery (the first router's ICMP error crosses Warden
+/// towards the server); the far host sends without DF (IPv4), so each upload segment crosses
+/// Warden in fragments the second router made. Both bodies arrive intact (SHA-256), each
+/// transfer is one HTTP session, allowed by the rule, its counts those of a capture at the
+/// server, and the error counted in the download's session.
+fn tcp_across_a_small_mtu_link(mtu: u32, v6: bool, mode: &str) {
+    let mut t = Topo::new(ClientLink::Veth);
+    let far = t.far_client(mtu);
+    let (host, url) = if v6 {
+        (FAR6, format!("http://[{S6}]:8080"))
+    } else {
+        (FAR4, format!("http://{S4}:8080"))
+    };
+    if !v6 {
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &far.ns,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_no_pmtu_disc=1",
+        ]);
+    }
+    let www = t.path("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let blob = www.join("blob.bin");
+    write_blob(&blob, BODY as usize);
+    let sha = String::from_utf8(sh(&["sha256sum", blob.to_str().unwrap()]).stdout).unwrap();
+    let sha = sha.split_whitespace().next().unwrap().to_string();
+    let script = t.path("http_server.py");
+    std::fs::write(&script, HTTP_SERVER).unwrap();
+    let s = t.s.clone();
+    t.spawn(
+        &s,
+        &[
+            "python3",
+            script.to_str().unwrap(),
+            "8080",
+            www.to_str().unwrap(),
+        ],
+    );
+    let cap = t.capture_server("server.pcap", "");
+    let policy = format!(
+        "[[workload]]\nid = \"srv\"\nips = [\"{S4}\", \"{S6}\"]\nmode = \"{mode}\"\n\n\
+         [[rule]]\nid = 7\nfrom = \"any\"\nto = \"srv\"\nip_proto = \"tcp\"\nports = [\"8080\"]\napps = [\"http\"]\naction = \"allow\"\n"
+    );
+    let file = t.path("policy.toml");
+    std::fs::write(&file, policy).unwrap();
+    t.start_warden(&[
+        "--inline",
+        &format!("{}:{}", t.a, t.b),
+        "--policy",
+        file.to_str().unwrap(),
+    ]);
+    let mut ctl = t.subscribed();
+    t.wait_listening(&t.s, "tcp", 8080);
+
+    let upload = || {
+        let out = t.exec(
+            &far.ns,
+            &[
+                "curl",
+                "-sf",
+                "--max-time",
+                "120",
+                "-H",
+                "Expect:",
+                "-H",
+                "Content-Type: application/octet-stream",
+                "--data-binary",
+                &format!("@{}", blob.display()),
+                &format!("{url}/upload"),
+            ],
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("{BODY} {sha}"),
+            "upload: {}",
+            t.warden_log()
+        );
+    };
+    let download = || {
+        let out = t.exec(
+            &far.ns,
+            &[
+                "sh",
+                "-c",
+                &format!("curl -sf --max-time 120 {url}/blob.bin | sha256sum"),
+            ],
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .next(),
+            Some(sha.as_str()),
+            "download: {}",
+            t.warden_log()
+        );
+    };
+    // Whichever end learns the path MTU first advertises a smaller MSS from then on. IPv4: the
+    // upload first, so the far host sends full-size segments for the router to fragment.
+    // IPv6: the download first, so the server discovers the path MTU through Warden (the far
+    // host learns it for its upload from the router next to it).
+    if v6 {
+        download();
+        upload();
+    } else {
+        upload();
+        download();
+    }
+    // The server learned the small link's MTU from the error that crossed Warden.
+    let route = String::from_utf8(t.exec(&t.s, &["ip", "route", "get", host]).stdout).unwrap();
+    assert!(
+        route.contains(&format!("mtu {mtu}")),
+        "no path MTU discovery: {route}"
+    );
+
+    let recs = collect_reports(&mut ctl, Duration::from_secs(30), |all| {
+        all.iter()
+            .filter(|r| r.client_ip == host && r.closed)
+            .count()
+            >= 2
+    });
+    let closed: Vec<&ConnectionRecord> = recs
+        .iter()
+        .filter(|r| r.client_ip == host && r.closed)
+        .collect();
+    assert_eq!(closed.len(), 2, "one session per transfer: {recs:#?}");
+    // Neither the fragments nor the errors made sessions of their own.
+    let others: Vec<_> = recs
+        .iter()
+        .filter(|r| {
+            (r.client_ip == host || r.server_ip == host) && (r.ip_proto, r.server_port) != (6, 8080)
+        })
+        .collect();
+    assert!(others.is_empty(), "{others:#?}");
+    let (seen, summary) = t.replay_capture(cap);
+    for r in &closed {
+        assert_eq!(r.app, "http", "{r:?}");
+        assert_eq!(
+            (
+                r.verdict.as_deref(),
+                r.rule_id,
+                r.mode.as_deref(),
+                r.end_reason.as_deref()
+            ),
+            (Some("allowed"), Some(7), Some(mode), Some("fin")),
+            "{r:?}"
+        );
+        assert_eq!(
+            (r.packets_dropped_to_server, r.packets_dropped_to_client),
+            (0, 0),
+            "{r:?}"
+        );
+        assert_eq!(r.icmp_errors_rejected.unwrap_or(0), 0, "{r:?}");
+        // The upload says what it is (octet-stream), so its bytes are not read as a form.
+        assert!(r.threats.is_empty(), "{r:?}");
+        let s = seen
+            .iter()
+            .find(|s| {
+                s.client_ip == host && s.client_port == r.client_port && s.server_port == 8080
+            })
+            .unwrap_or_else(|| panic!("session {r:?} not in the server capture"));
+        assert_eq!(
+            (
+                r.packets_to_server,
+                r.packets_to_client,
+                r.bytes_to_server,
+                r.bytes_to_client
+            ),
+            (
+                s.packets_to_server,
+                s.packets_to_client,
+                s.bytes_to_server,
+                s.bytes_to_client
+            ),
+            "warden record vs server capture: {r:#?} {s:#?}"
+        );
+    }
+    let download = closed
+        .iter()
+        .find(|r| r.bytes_to_client > BODY)
+        .expect("the download's session");
+    let upload = closed
+        .iter()
+        .find(|r| r.bytes_to_server > BODY)
+        .expect("the upload's session");
+    assert!(
+        download.icmp_errors.unwrap_or(0) >= 1,
+        "the error is counted in its session: {download:?}"
+    );
+    // After discovery the server's segments fit the small link (IP and TCP headers, timestamps).
+    let payload = u64::from(mtu) - if v6 { 72 } else { 52 };
+    assert!(download.packets_to_client > BODY / payload, "{download:?}");
+    let w = counters(&t);
+    let sum = |f: fn(&WorkerCounters) -> u64| w.iter().map(f).sum::<u64>();
+    assert_eq!(sum(|w| w.defrag.held), 0, "{w:?}");
+    assert_eq!(
+        sum(|w| w.defrag.timeouts + w.defrag.exceptions + w.defrag.malformed + w.defrag.overlaps),
+        0,
+        "{w:?}"
+    );
+    if !v6 {
+        // Every full upload segment (1500 bytes, no DF) crossed Warden in three fragments and
+        // was inspected as one packet.
+        let segments = BODY / 1448;
+        assert!(summary.reassembled >= segments, "{summary:?}");
+        assert!(summary.fragments_forwarded >= 3 * segments, "{summary:?}");
+        assert_eq!(sum(|w| w.defrag.reassembled), summary.reassembled, "{w:?}");
+        assert!(
+            upload.packets_to_server < summary.fragments_forwarded,
+            "{upload:?}"
+        );
+    } else {
+        assert_eq!(sum(|w| w.defrag.reassembled), 0, "{w:?}");
+    }
+}
+
+#[test]
+fn tcp_across_a_576_byte_link_v4_alert() {
+    tcp_across_a_small_mtu_link(576, false, "alert");
+}
+
+#[test]
+fn tcp_across_a_576_byte_link_v4_protect() {
+    tcp_across_a_small_mtu_link(576, false, "protect");
+}
+
+#[test]
+fn tcp_across_a_1280_byte_link_v6_alert() {
+    tcp_across_a_small_mtu_link(1280, true, "alert");
+}
+
+#[test]
+fn tcp_across_a_1280_byte_link_v6_protect() {
+    tcp_across_a_small_mtu_link(1280, true, "protect");
 }

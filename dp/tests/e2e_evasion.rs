@@ -254,12 +254,12 @@ impl Suite {
                     "--protected-mode", "no", "--dir", dir.to_str().unwrap(),
                 ],
             );
-            wait_listen(&t, &s, REDIS);
+            t.wait_listening(&s, "tcp", REDIS);
             // MONITOR from inside the server's namespace (local: it does not cross Warden).
             t.spawn(&s, &["sh", "-c", &format!("exec stdbuf -oL redis-cli -h {S4} -p {REDIS} monitor > {}", monitor.display())]);
             wait_for(|| std::fs::read_to_string(&monitor).is_ok_and(|m| m.contains("OK")), "redis MONITOR");
         }
-        wait_listen(&t, &s, HTTP);
+        t.wait_listening(&s, "tcp", HTTP);
         let web_mac = mac(&t, &s, &t.s0);
         let ctl = if warden {
             let file = t.path("policy.toml");
@@ -492,7 +492,7 @@ fn start_nginx(t: &mut Topo) {
     std::fs::write(dir.join("access.log"), "").unwrap();
     let s = t.s.clone();
     t.spawn(&s, &["nginx", "-c", path.to_str().unwrap()]);
-    wait_listen(t, &s, NGINX);
+    t.wait_listening(&s, "tcp", NGINX);
 }
 
 fn wait_for(mut ok: impl FnMut() -> bool, what: &str) {

@@ -2,6 +2,10 @@
 //!
 //! `client ns` --veth-- [`a` | Warden in `mid ns` | `b`] --veth-- `server ns`
 //!
+//! [`Topo::far_client`] adds a host behind two routers and a small-MTU link on the client
+//! side; [`Topo::capture_server`] / [`Topo::replay_capture`] record the server's interface and
+//! replay it, the reference for Warden's counts.
+//!
 //! Every namespace and interface name is unique to the test (pid + counter), addresses come only
 //! from 198.18.0.0/15 and 2001:db8::/32, there is no default route, and everything (processes by
 //! PID, namespaces and the interfaces in them) is removed on drop, also when the test fails.
@@ -256,6 +260,118 @@ impl Topo {
         (a2, b2, c2, s2)
     }
 
+    /// Puts a host behind two routers on the client side, with a link of `mtu` bytes between
+    /// the routers (the client namespace becomes the first router):
+    ///
+    /// `far host ns` --1500-- `router ns` --`mtu`-- `client ns` (router; C4/C6 on c0) --[Warden]-- `server ns`
+    ///
+    /// Both TCP ends have 1500-byte links and advertise an MSS to match, so the small link is
+    /// only found by Path MTU discovery: the client namespace answers a too-big packet from
+    /// the server with ICMP "fragmentation needed" / ICMPv6 "packet too big", which crosses
+    /// Warden; a far-host packet without DF is fragmented by the router namespace and its
+    /// fragments cross Warden. IPv6 is configured only when `mtu` >= 1280 (RFC 8200 §5).
+    /// Specific routes only (198.18.2.0/24 and 2001:db8:2::/64 between the routers,
+    /// 198.18.3.0/24 and 2001:db8:3::/64 to the far host); removed with the topology.
+    pub fn far_client(&mut self, mtu: u32) -> FarHost {
+        let (r, h) = (format!("{}-r", self.id), format!("{}-h", self.id));
+        for ns in [&r, &h] {
+            sh(&["ip", "netns", "add", ns]);
+            self.extra_ns.push(ns.clone());
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        let (cr, rc, rh, hr) = (
+            format!("{}cr", self.id),
+            format!("{}rc", self.id),
+            format!("{}rh", self.id),
+            format!("{}hr", self.id),
+        );
+        let m = mtu.to_string();
+        sh(&["ip", "link", "add", &cr, "netns", &self.c, "mtu", &m, "type", "veth", "peer", "name", &rc, "netns", &r, "mtu", &m]);
+        sh(&["ip", "link", "add", &rh, "netns", &r, "type", "veth", "peer", "name", &hr, "netns", &h]);
+        let v6 = mtu >= 1280;
+        let c = self.c.clone();
+        for (ns, dev, v4, a6) in [
+            (&c, &cr, "198.18.2.1", "2001:db8:2::1"),
+            (&r, &rc, "198.18.2.2", "2001:db8:2::2"),
+            (&r, &rh, "198.18.3.1", "2001:db8:3::1"),
+            (&h, &hr, FAR4, FAR6),
+        ] {
+            sh(&["ip", "-n", ns, "addr", "add", &format!("{v4}/24"), "dev", dev]);
+            if v6 {
+                sh(&["ip", "-n", ns, "addr", "add", &format!("{a6}/64"), "dev", dev, "nodad"]);
+            }
+            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+            sh(&["ip", "netns", "exec", ns, "ethtool", "-K", dev, "tx", "off", "tso", "off", "gso", "off", "gro", "off"]);
+        }
+        for ns in [&c, &r] {
+            sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+            if v6 {
+                sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+            }
+        }
+        let routes: [(&str, &str, &str); 4] = [
+            (&self.s, "198.18.3.0/24", C4),
+            (&c, "198.18.3.0/24", "198.18.2.2"),
+            (&r, "198.18.0.0/24", "198.18.2.1"),
+            (&h, "198.18.0.0/24", "198.18.3.1"),
+        ];
+        for (ns, to, via) in routes {
+            sh(&["ip", "-n", ns, "route", "add", to, "via", via]);
+        }
+        if v6 {
+            let routes: [(&str, &str, &str); 4] = [
+                (&self.s, "2001:db8:3::/64", C6),
+                (&c, "2001:db8:3::/64", "2001:db8:2::2"),
+                (&r, "2001:db8::/64", "2001:db8:2::1"),
+                (&h, "2001:db8::/64", "2001:db8:3::1"),
+            ];
+            for (ns, to, via) in routes {
+                sh(&["ip", "-n", ns, "-6", "route", "add", to, "via", via]);
+            }
+        }
+        FarHost { ns: h, router: r }
+    }
+
+    /// Waits (up to 20 s) until something in `ns` listens on `port` (`proto`: "tcp" or "udp").
+    pub fn wait_listening(&self, ns: &str, proto: &str, port: u16) {
+        let flag = if proto == "udp" { "-lunH" } else { "-ltnH" };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.exec(ns, &["sh", "-c", &format!("ss {flag} | grep -q ':{port} '")]).status.success() {
+            assert!(Instant::now() < deadline, "nothing listens on {proto} port {port} in {ns}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts tcpdump on the server's interface (whole frames, BPF `filter`, "" for all) and
+    /// waits until it captures. Stop it with [`Topo::replay_capture`].
+    pub fn capture_server(&mut self, name: &str, filter: &str) -> Capture {
+        let path = self.path(name);
+        let p = path.to_str().unwrap().to_string();
+        let (s, s0) = (self.s.clone(), self.s0.clone());
+        // A large capture buffer so a loaded machine does not make tcpdump drop frames.
+        let mut args = vec!["tcpdump", "-i", &s0, "-B", "32768", "-U", "-s", "0", "-w", &p];
+        if !filter.is_empty() {
+            args.push(filter);
+        }
+        let pid = self.spawn(&s, &args);
+        // tcpdump writes the pcap header once it captures.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::fs::metadata(&path).map(|m| m.len() < 24).unwrap_or(true) {
+            assert!(Instant::now() < deadline, "tcpdump did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Capture { pid, path }
+    }
+
+    /// Stops a capture and returns what `warden replay` makes of it (default configuration):
+    /// the records and the totals (frames, fragments reassembled).
+    pub fn replay_capture(&mut self, cap: Capture) -> (Vec<ConnectionRecord>, warden_dp::replay::ReplaySummary) {
+        self.signal(cap.pid, nix::sys::signal::Signal::SIGINT);
+        self.wait_exit(cap.pid, Duration::from_secs(5));
+        warden_dp::replay::replay_file(&cap.path, &warden_dp::config::Config::default())
+            .unwrap_or_else(|e| panic!("replay of the server capture: {e}"))
+    }
+
     /// A path in the test's private temporary directory.
     pub fn path(&self, name: &str) -> PathBuf {
         self.tmp.join(name)
@@ -405,21 +521,33 @@ impl Drop for Topo {
     }
 }
 
-/// Waits (up to 20 s) until something listens on TCP `port` in namespace `ns`.
-pub fn wait_listen(t: &Topo, ns: &str, port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !t.exec(ns, &["sh", "-c", &format!("ss -ltnH | grep -q ':{port} '")]).status.success() {
-        assert!(Instant::now() < deadline, "nothing listens on {port} in {ns}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The MAC address of `dev` in `ns`.
 pub fn mac(t: &Topo, ns: &str, dev: &str) -> String {
     let out = t.exec(ns, &["cat", &format!("/sys/class/net/{dev}/address")]);
     let m = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert_eq!(m.len(), 17, "no MAC for {dev} in {ns}");
     m
+}
+
+/// The far host's IPv4 address ([`Topo::far_client`]).
+pub const FAR4: &str = "198.18.3.2";
+/// The far host's IPv6 address ([`Topo::far_client`]).
+pub const FAR6: &str = "2001:db8:3::2";
+
+/// A host behind a small-MTU link ([`Topo::far_client`]).
+pub struct FarHost {
+    /// The far host's namespace (FAR4, FAR6).
+    pub ns: String,
+    /// The namespace of the router between the small link and the far host.
+    pub router: String,
+}
+
+/// A running tcpdump ([`Topo::capture_server`]).
+pub struct Capture {
+    /// tcpdump's PID.
+    pub pid: u32,
+    /// The pcap file it writes.
+    pub path: PathBuf,
 }
 
 /// Collects records from a subscribed client ([`Topo::subscribed`]) until `done` says the

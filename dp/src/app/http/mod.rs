@@ -1,14 +1,69 @@
-//! HTTP/1.0 and HTTP/1.1 (RFC 9112 message syntax, RFC 9110 semantics).
+//! HTTP/1.0 and HTTP/1.1 (RFC 9112 message syntax, RFC 9110 semantics), and HTTP/0.9 simple
+//! requests.
 //!
-//! One record per connection: the FIRST request's method, `Host`, target (path, bounded) and
-//! `User-Agent`, the first final response's status, and counts of requests (client to server)
-//! and final responses (server to client), so pipelined and keep-alive exchanges are all counted.
+//! One record per connection: the FIRST request's method, `Host`, target (path, bounded),
+//! `User-Agent` and version (`0.9` for a simple request), the first final response's status,
+//! and counts of requests (client to server) and final responses (server to client), so
+//! pipelined and keep-alive exchanges are all counted; `violation` when a message was
+//! something only some servers accept, or could not be read at all.
 //!
-//! Heads are parsed by the `httparse` crate (zero-copy over partial input, no allocation): once
-//! when the head arrives whole, else at its first segment and once more when complete; while a
-//! head is incomplete, [`parser::HeadScan`] scans only the bytes that arrived
-//! since the last segment (following `httparse`'s grammar, so a bad head is rejected at the same
-//! byte), and chunk-size and trailer lines resume their search the same way, so a request
+//! **Lenient where servers are lenient.** A request Warden does not parse as the server does is
+//! a request `apps` rules and the SQL injection check do not see, so requests are read as nginx,
+//! Apache (default `HttpProtocolOptions Strict LenientMethods Allow0.9`) and python's
+//! `http.server` read them, whichever accepts more (facts from their parsers, checked against
+//! nginx 1.22 and python 3.11; [`parser::LineScan`] has the grammar):
+//!
+//! - empty lines (CRLF or bare LF, also bare CR as nginx) before a request, at the start of the
+//!   connection and between keep-alive requests (RFC 9112 §2.2), and whitespace there (python):
+//!   the probe skips at most [`parser::MAX_LEAD`] bytes (why that bound: see there); after
+//!   detection any number is consumed as it comes, more than that (or whitespace) recorded as
+//!   a violation;
+//! - HTTP/0.9 simple requests `GET /path` ended by CRLF or LF (nginx, Apache and python serve
+//!   them, GET only): recorded and checked like any request, version `0.9`; the answer is the
+//!   body alone until the connection closes; the lines after it (python reads them as fields,
+//!   nginx and Apache close) are walked as in resync below, so a request among them is checked;
+//! - any token as method (nginx proxies unknown upper-case methods, Apache hands any token, also
+//!   lower-case, to its handlers, python any word to `do_<method>`); several spaces (nginx),
+//!   HTAB, VT, FF, 0x1c-0x1f and bare CR (python) between the parts and after the version;
+//!   versions `HTTP/` 1-10 digits `.` 1-10 digits with major 0 or 1 (python);
+//! - any target without whitespace (`.`, `*`, absolute-form, shell metacharacters, control
+//!   bytes python takes) up to [`parser::MAX_HEAD`];
+//! - field lines: obs-fold (joined to the previous field by python and Apache), lines without
+//!   colon, whitespace before the colon, names that are no token, control bytes;
+//! - the odd forms (anything but single SPs and `HTTP/1.x`, leading whitespace, control bytes,
+//!   those field lines, repeated `Content-Length`) are recorded as `violation` and parsed.
+//!
+//! The probe is stricter on a first message (versioned lines with any method; HTTP/0.9 only as
+//! `GET SP /target` and the line end; no control byte in the target), so line protocols that
+//! start with other words stay out.
+//!
+//! **Body length and smuggling** (RFC 9112 §6.3). `Transfer-Encoding` whose final coding is
+//! `chunked` wins over `Content-Length`, else the (first) `Content-Length`, else no body.
+//! Where servers can disagree on the body's end ([`parser::request_framing`]: `Content-Length`
+//! with `Transfer-Encoding`, a final coding other than chunked, differing or non-numeric
+//! `Content-Length` values, a folded or malformed length field), nginx and Apache answer 400 or
+//! 501 and close the connection, while a server that accepts the request may read another
+//! length and find a second request where Warden would skip body bytes. So Warden trusts no
+//! length there: the request is recorded (`violation`) and checked, and what follows its head
+//! is walked line by line (**resync**): a line that is a request line starts a request,
+//! parsed as usual from there (its own framing); any other line is checked for a request line
+//! at its end whatever precedes it ([`parser::embedded_target`]: the word before a final
+//! `HTTP/x.y`, or after a word ending in `GET`), whose target gets the SQL injection check, and
+//! the first [`FORM_MAX`] bytes of a form request's lines are checked as form values. A
+//! smuggled request is thus checked wherever a server starts reading it. The walk is bounded:
+//! after the largest `Content-Length` of the request (at most [`RESYNC_MAX`]) plus
+//! [`parser::MAX_HEAD`] bytes without a request, the bytes are not HTTP (`Feed::Invalid`); a
+//! line is held at most [`parser::MAX_HEAD`] bytes (a longer one is walked in pieces cut before
+//! its last word), each byte is searched once. Identical repeated lengths are a violation
+//! only. Responses with conflicting lengths are read with the first (or chunked) and recorded.
+//!
+//! Request heads are scanned by [`parser::HeadScan`] (own code: `httparse` refuses HTTP/0.9,
+//! whitespace runs, obs-fold and lines without colon), which keeps how far it got, so a head
+//! trickled in one-byte segments is scanned once and read once complete; response heads are
+//! parsed by the `httparse` crate (zero-copy over partial input, no allocation): once when the
+//! head arrives whole, else at its first segment and once more when complete, `HeadScan`
+//! following `httparse`'s grammar in between so a bad head is rejected at the same byte.
+//! Chunk-size, trailer and resync lines resume their search the same way, so a request
 //! trickled in one-byte segments costs each byte O(1) work ([`Http::examined`]);
 //! framing is walked here ([`parser`]): `Content-Length` bodies, chunked bodies (RFC 9112 §7.1,
 //! chunk sizes capped), responses without a length read until close, and no body after HEAD, 1xx,
@@ -25,7 +80,8 @@
 //! A CONNECT answered 2xx becomes a tunnel: both directions stop.
 //!
 //! SQL injection ([`crate::detect`]): every request's target is checked (the URL-decoded path
-//! and each query-string value, decoded and as sent, with libinjection). For a request whose
+//! and each query-string value, decoded and as sent, with libinjection), HTTP/0.9 and resync
+//! ones included. For a request whose
 //! `Content-Type` is `application/x-www-form-urlencoded`, the body's first [`FORM_MAX`] bytes
 //! (of each chunk, when chunked) are checked value by value too: the parser asks the stream
 //! engine for them (`Feed::Need`, so the engine's bounded buffer holds them, not this state) and

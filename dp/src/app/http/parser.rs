@@ -1,11 +1,17 @@
 //! Pure HTTP/1.x parsing functions (no state, no allocation), after RFC 9112.
 //!
-//! - Request and status lines and header sections (RFC 9112 §3, §4, §5) are parsed by the
-//!   `httparse` crate (zero-copy, works on partial input, no allocation: the header array lives
-//!   on the stack); this module adds the strict, prefix-safe probes and message framing.
+//! - Request lines and request field sections (RFC 9112 §2.2, §3, §5) are read as nginx,
+//!   Apache and python's `http.server` read them ([`LineScan`], [`HeadScan`], [`request`]):
+//!   leading empty lines, HTTP/0.9 simple requests, whitespace runs, any token method, obs-fold;
+//!   what only some of them accept is flagged, not refused.
+//! - Status lines and response header sections (RFC 9112 §4, §5) are parsed by the `httparse`
+//!   crate (zero-copy, works on partial input, no allocation: the header array lives on the
+//!   stack).
+//! - Prefix-safe probes for a first message ([`sniff_request`], [`sniff_response`]).
 //! - Message body length (RFC 9112 §6.3): `Transfer-Encoding` whose final coding is `chunked`
 //!   wins over `Content-Length`; a request without either has no body; a response to HEAD, a 1xx,
-//!   204 or 304 has no body; a response with neither is read until the connection closes.
+//!   204 or 304 has no body; a response with neither is read until the connection closes;
+//!   [`request_framing`] says when servers can disagree on a request's body.
 //! - Chunked transfer coding (RFC 9112 §7.1): chunk-size lines, chunk data + CRLF, last chunk
 //!   and trailer section, each line bounded.
 //!
@@ -17,7 +23,8 @@ use crate::rescan::Resume;
 
 /// Largest request or response head (start line + header section, bytes) the parser waits for.
 pub const MAX_HEAD: usize = 16 * 1024;
-/// Largest number of header fields in one head (stack array given to `httparse`).
+/// Largest number of header fields in one response head (stack array given to `httparse`;
+/// request heads are bounded by [`MAX_HEAD`] only).
 pub const MAX_HEADERS: usize = 96;
 /// Largest accepted `Content-Length` (bytes, 2^53).
 pub const MAX_BODY: u64 = 1 << 53;
@@ -627,15 +634,16 @@ fn build<'a>(b: &'a [u8], n: usize, l: &LineScan) -> Request<'a> {
     }
     let section = b.get(l.end as usize..n).unwrap_or_default();
     let mut last = Last::Other;
-    for raw in section.split_inclusive(|&c| c == b'\n') {
-        let line = raw.strip_suffix(b"\n").unwrap_or(raw);
+    let mut from = 0;
+    for lf in memchr::memchr_iter(b'\n', section) {
+        let line = &section[from..lf];
+        from = lf + 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             break;
         }
-        if line.iter().any(|&c| (c < 0x20 && c != b'\t') || c == 0x7f) {
-            req.violation = true;
-        }
+        // Without early exit, so that it vectorises.
+        req.violation |= line.iter().fold(false, |a, &c| a | ((c < 0x20) & (c != b'\t')) | (c == 0x7f));
         if matches!(line.first(), Some(b' ' | b'\t')) {
             req.violation = true;
             match last {
@@ -651,7 +659,7 @@ fn build<'a>(b: &'a [u8], n: usize, l: &LineScan) -> Request<'a> {
             }
             continue;
         }
-        let Some(colon) = line.iter().position(|&c| c == b':') else {
+        let Some(colon) = memchr::memchr(b':', line) else {
             req.violation = true;
             last = Last::Other;
             continue;
@@ -748,8 +756,6 @@ enum At {
     Line0Cr,
     /// Request field section: inside a line.
     Line,
-    /// Request field section: after a `\r` inside a line.
-    LineCr,
 }
 
 /// An incremental scan for the end of a request or response head, resumed at each call with
@@ -809,17 +815,51 @@ impl HeadScan {
         self.examined = self.examined.saturating_add(n as u64);
     }
 
-    /// Scans `b[pos..end]`, `response` selecting the start line's grammar.
+    /// Scans `b[pos..end]`, `response` selecting the start line's grammar; counts the bytes
+    /// it examined (up to where it stopped).
     fn scan(&mut self, b: &[u8], end: usize, response: bool) -> Option<Scanned> {
         let start = self.pos as usize;
+        let r = self.scan_bytes(b, end, response);
+        let stop = match r {
+            Some(Scanned::End(n)) => n,
+            Some(Scanned::Bad) => self.pos as usize,
+            None => end,
+        };
+        self.count(stop.saturating_sub(start));
+        r
+    }
+
+    fn scan_bytes(&mut self, b: &[u8], end: usize, response: bool) -> Option<Scanned> {
+        let start = self.pos as usize;
         let bytes = b.get(start..end).unwrap_or_default();
-        self.count(bytes.len());
-        for (k, &c) in bytes.iter().enumerate() {
+        let mut k = 0;
+        while let Some(&c) = bytes.get(k) {
             let i = start + k;
+            k += 1;
+            // Fast paths: the bytes of a target that are no separator, CR, LF or control byte,
+            // and a request field line up to its LF, need no state change.
+            if !response && self.at == At::Start && self.line.at == Rl::Target && !self.line.cr {
+                let run = bytes[k - 1..].iter().position(|&c| c <= 0x20 || c == 0x7f).unwrap_or(bytes.len() - k + 1);
+                if run > 0 {
+                    self.line.target[1] = at32(i + run);
+                    k += run - 1;
+                    continue;
+                }
+            }
+            if self.at == At::Line {
+                match memchr::memchr(b'\n', &bytes[k - 1..]) {
+                    Some(j) => {
+                        self.at = At::Line0;
+                        k += j;
+                    }
+                    None => k = bytes.len(),
+                }
+                continue;
+            }
             if !response && self.at == At::Start {
                 match self.line.step(i, c) {
                     Ln::More => continue,
-                    Ln::Bad => return Some(Scanned::Bad),
+                    Ln::Bad => return self.bad(i),
                     Ln::End if self.line.simple => {
                         self.pos = at32(i + 1);
                         return Some(Scanned::End(i + 1));
@@ -878,20 +918,25 @@ impl HeadScan {
                 At::Colon | At::Value | At::ValueCr if c == b'\n' => {
                     self.fields = self.fields.saturating_add(1);
                     if usize::from(self.fields) > MAX_HEADERS {
-                        return Some(Scanned::Bad);
+                        return self.bad(i);
                     }
                     At::LineStart
                 }
-                // A request's field section: lines up to an empty one.
+                // A request's field section: lines up to an empty one (inside a line, only
+                // its LF matters: the fast path above).
                 At::Line0 if c == b'\r' => At::Line0Cr,
-                At::Line | At::LineCr | At::Line0Cr if c == b'\r' => At::LineCr,
-                At::Line | At::LineCr if c == b'\n' => At::Line0,
-                At::Line0 | At::Line0Cr | At::Line | At::LineCr => At::Line,
-                _ => return Some(Scanned::Bad),
+                At::Line0 | At::Line0Cr | At::Line => At::Line,
+                _ => return self.bad(i),
             };
         }
         self.pos = at32(end);
         None
+    }
+
+    /// The head is bad at byte `i` (scanned up to it).
+    fn bad(&mut self, i: usize) -> Option<Scanned> {
+        self.pos = at32(i + 1);
+        Some(Scanned::Bad)
     }
 
     /// Where the head that starts `b` ends: `Ok(n, n)` once it is complete (`n` bytes),

@@ -484,9 +484,10 @@ fn benign_requests_and_the_e2e_examples() {
 }
 
 // ---- Work per byte (issue 9 item 7): heads and lines trickled in one-byte segments are
-// scanned once, and the incremental scan decides exactly as httparse on the whole prefix.
+// scanned once, and the incremental scan decides exactly as the whole-buffer parse on the
+// whole prefix (requests: `parser::request`; responses: httparse).
 
-/// Heads to compare the incremental scan with `httparse` on: the start of every corpus flow
+/// Heads to compare the incremental scan with the whole-buffer parse on: the start of every corpus flow
 /// (both ways), edge cases of the grammar, and mutations of all of them.
 fn head_samples() -> Vec<(Dir, Vec<u8>)> {
     let mut out: Vec<(Dir, Vec<u8>)> = Vec::new();
@@ -517,6 +518,11 @@ fn head_samples() -> Vec<(Dir, Vec<u8>)> {
         (Dir::ToServer, b"GET / HTTP/1.1\r\nA: b\rc\r\n\r\n"),
         (Dir::ToServer, b"GET / HTTP/1.1\r\n\r\r\n"),
         (Dir::ToServer, &many),
+        (Dir::ToServer, b"\r\n \rGET\t/a\x0b\rHTTP/01.1 \nX: 1\r\n\r\n"),
+        (Dir::ToServer, b"GET /a?b=1\r\nHost: x\r\n\r\n"),
+        (Dir::ToServer, b"GET /a \r\r\n"),
+        (Dir::ToServer, b"get * HTTP/1.10\r\nA: b\r\n c\r\nJunk\r\n\r\r\nB : \x01\r\n\r\n"),
+        (Dir::ToServer, b"POST /a\r\n"),
         (Dir::ToServer, &many[..many.len() - 200]),
         (Dir::ToClient, b"HTTP/1.1 200 OK\r\nA: b\r\n\r\n"),
         (Dir::ToClient, b"HTTP/1.1 200\r\n\r\n"),
@@ -554,7 +560,7 @@ fn head_samples() -> Vec<(Dir, Vec<u8>)> {
 }
 
 #[test]
-fn head_scan_decides_as_httparse_on_every_prefix_however_segmented() {
+fn head_scan_decides_as_the_whole_head_parse_on_every_prefix_however_segmented() {
     let mut rng = Rng(7);
     let mut compared = 0;
     for (dir, b) in head_samples() {
@@ -597,7 +603,7 @@ fn trickle(h: &mut Http, dir: Dir, bytes: &[u8]) -> Vec<u8> {
 #[test]
 fn trickled_heads_are_scanned_once() {
     // A head of n bytes (a long `Cookie`, a long query string of benign words), trickled one
-    // byte per segment: the bytes examined (scan, one httparse run, detectors) stay within a
+    // byte per segment: the bytes examined (scan, one read of the head, detectors) stay within a
     // constant times n, and the record is the same as when it arrives whole.
     for n in [1024usize, 2048, 4096, 8192, 12 * 1024, parser::MAX_HEAD - 64] {
         for shape in ["cookie", "query"] {
@@ -661,4 +667,331 @@ fn trickled_requests_up_to_60k_stay_linear() {
     }
     // Linear, not merely bounded: the ratio does not grow with n.
     assert!(ratios.last() <= Some(&(ratios[0] * 1.5)), "{ratios:?}");
+}
+
+// ---- Lenient where hosts are lenient (issue 10 item 3, issue 11): the forms nginx, Apache or
+// python's http.server accept and act on are parsed as they parse them, recorded, and checked
+// for SQL injection, whole or trickled one byte per segment.
+
+/// An injection in a query value and its decoded form (the e2e example).
+const SQLI: &str = "/item?id=1%27%20OR%20%271%27%3D%271";
+
+/// Feeds `bytes` to the server in segments cut at `cuts` (increasing offsets) the way the
+/// engine does; returns the offset up to which it was consumed and whether it was answered
+/// `Invalid` there (`Done`: the offset reached).
+fn consumed_at(h: &mut Http, bytes: &[u8], cuts: &[usize]) -> (usize, bool) {
+    let mut base = 0;
+    let mut need = 0;
+    for &end in cuts.iter().chain([bytes.len()].iter()) {
+        let pending = &bytes[base..end.max(base)];
+        if pending.len() < need {
+            continue;
+        }
+        match h.feed(Dir::ToServer, pending) {
+            Feed::Consumed(n) => {
+                base += n;
+                need = 0;
+            }
+            Feed::Need { consumed, at_least } => {
+                base += consumed;
+                need = at_least;
+            }
+            Feed::Done => return (end, false),
+            Feed::Invalid { consumed } => return (base + consumed, true),
+        }
+    }
+    (base, false)
+}
+
+/// Feeds `to_server` whole and one byte per segment: both must stop at the same offset (and
+/// the same way) and give the same record and threats. Returns the record and the threats.
+fn both_ways(to_server: &[u8]) -> (Map<String, Value>, crate::detect::Threats) {
+    let mut whole = Http::default();
+    let left = consumed_at(&mut whole, to_server, &[]);
+    let mut t = Http::default();
+    let left_t = consumed_at(&mut t, to_server, &(1..to_server.len()).collect::<Vec<_>>());
+    assert_eq!(left, left_t, "{:?}", String::from_utf8_lossy(to_server));
+    assert_eq!(l7_of(&t), l7_of(&whole), "{:?}", String::from_utf8_lossy(to_server));
+    let (a, b) = (whole.threats().copied().unwrap_or_default(), t.threats().copied().unwrap_or_default());
+    assert_eq!((a.first, a.count), (b.first, b.count), "{:?}", String::from_utf8_lossy(to_server));
+    assert!(t.examined() as f64 <= 12.0 * to_server.len() as f64 + 64.0, "{} examined for {}", t.examined(), to_server.len());
+    (l7_of(&whole), a)
+}
+
+fn is_sqli(t: &crate::detect::Threats) -> bool {
+    t.first.is_some_and(|t| t.id == crate::detect::ThreatId::SqlInjection && t.dir == Dir::ToServer)
+}
+
+#[test]
+fn leading_empty_lines_before_requests() {
+    // RFC 9112 §2.2: empty lines before the first request and between keep-alive requests
+    // (nginx skips any number of CR and LF bytes; Apache up to 10 lines).
+    for lead in [&b"\r\n"[..], b"\n", b"\r\n\r\n\n", b"\r"] {
+        let mut first = lead.to_vec();
+        first.extend_from_slice(format!("GET {SQLI} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        assert_eq!(Http::probe(Dir::ToServer, &first), Probe::Match, "{lead:?}");
+        let (m, t) = both_ways(&first);
+        assert_eq!((m["method"].as_str(), m["path"].as_str(), m["version"].as_str()), (Some("GET"), Some(SQLI), Some("1.1")));
+        assert_eq!(m["requests"], 1);
+        assert!(!m.contains_key("violation"), "{m:?}");
+        assert!(is_sqli(&t));
+        assert_eq!(t.first.unwrap().evidence.as_str(), "1' OR '1'='1");
+        // The same injection in a later request of a keep-alive connection, after empty lines.
+        let mut later = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+        later.extend_from_slice(&first);
+        let (m, t) = both_ways(&later);
+        assert_eq!((m["path"].as_str(), m["requests"].as_u64()), (Some("/a"), Some(2)));
+        assert!(!m.contains_key("violation") && is_sqli(&t));
+    }
+    // Control: the same requests without the injection are not flagged.
+    let (m, t) = both_ways(b"\r\nGET /item?id=1 HTTP/1.1\r\nHost: x\r\n\r\n\r\nGET /b HTTP/1.1\r\n\r\n");
+    assert_eq!(m["requests"], 2);
+    assert!(t.first.is_none());
+    // Past MAX_LEAD the probe gives up, but a detected connection still skips them (nginx
+    // does), consumed as they come, as a violation; whitespace lead (python) too.
+    let mut many = b"GET /a HTTP/1.1\r\n\r\n".to_vec();
+    many.extend(std::iter::repeat_n(b'\n', parser::MAX_LEAD + 1));
+    many.extend_from_slice(format!("GET {SQLI} HTTP/1.1\r\n\r\n").as_bytes());
+    let (m, t) = both_ways(&many);
+    assert_eq!((m["requests"].as_u64(), m["violation"].as_bool()), (Some(2), Some(true)));
+    assert!(is_sqli(&t));
+    let (m, t) = both_ways(format!("GET /a HTTP/1.1\r\n\r\n  GET {SQLI} HTTP/1.0\r\n\r\n").as_bytes());
+    assert_eq!((m["requests"].as_u64(), m["violation"].as_bool()), (Some(2), Some(true)));
+    assert!(is_sqli(&t));
+    // Nothing is held while empty lines arrive.
+    let mut h = Http::default();
+    feed_all(&mut h, Dir::ToServer, b"GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(h.feed(Dir::ToServer, &[b'\n'; 5000]), Feed::Consumed(5000));
+}
+
+#[test]
+fn http09_simple_requests() {
+    // nginx and python serve `GET /path` (CRLF or LF) with the body alone.
+    for req in [format!("GET {SQLI}\r\n"), format!("GET {SQLI}\n"), format!("\r\nGET {SQLI}\r\n")] {
+        let b = req.as_bytes();
+        assert_eq!(Http::probe(Dir::ToServer, b), Probe::Match, "{req:?}");
+        let (m, t) = both_ways(b);
+        assert_eq!((m["method"].as_str(), m["path"].as_str(), m["version"].as_str()), (Some("GET"), Some(SQLI), Some("0.9")), "{req:?}");
+        assert_eq!(m["requests"], 1);
+        assert!(!m.contains_key("violation"), "{m:?}");
+        assert!(is_sqli(&t), "{req:?}");
+    }
+    // The answer is the body alone until the connection closes.
+    let mut h = Http::default();
+    assert_eq!(h.feed(Dir::ToServer, b"GET /index.html\r\n"), Feed::Consumed(17));
+    let body = b"<html>HTTP/1.1 200 OK</html>\n";
+    assert_eq!(h.feed(Dir::ToClient, body), Feed::Consumed(body.len()));
+    assert_eq!(h.feed(Dir::ToClient, b"more"), Feed::Consumed(4));
+    let m = l7_of(&h);
+    assert_eq!((m["requests"].as_u64(), m["responses"].as_u64()), (Some(1), Some(1)));
+    assert!(!m.contains_key("status") && !m.contains_key("violation"), "{m:?}");
+    // Python reads field lines after it (nginx and Apache close): walked as lines, and a
+    // request after them is parsed and checked.
+    let after = format!("GET /index.html\r\nHost: x\r\nUser-Agent: y\r\n\r\nGET {SQLI} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (m, t) = both_ways(after.as_bytes());
+    assert_eq!((m["path"].as_str(), m["requests"].as_u64()), (Some("/index.html"), Some(2)));
+    assert!(is_sqli(&t) && !m.contains_key("violation"));
+    // A request line among the lines after it, with something before its method, is checked
+    // (a server that reads from there would act on it).
+    let (_, t) = both_ways(format!("GET /a\r\nX: 1\r\n@@GET {SQLI} HTTP/1.1\r\n").as_bytes());
+    assert!(is_sqli(&t));
+    // Not HTTP/0.9: another method, another word than a target, trailing text.
+    for no in [&b"POST /a\r\n"[..], b"GET key\r\n", b"GET /a b\r\n"] {
+        assert_eq!(Http::probe(Dir::ToServer, no), Probe::NoMatch, "{:?}", String::from_utf8_lossy(no));
+    }
+    let mut h = Http::default();
+    assert_eq!(h.feed(Dir::ToServer, b"POST /a\r\n"), Feed::Invalid { consumed: 0 });
+    // Lines after an HTTP/0.9 request that never lead to a request end HTTP after a bound.
+    let mut h = Http::default();
+    let mut junk = b"GET /a\r\n".to_vec();
+    while junk.len() < 3 * parser::MAX_HEAD {
+        junk.extend_from_slice(b"not a request line\r\n");
+    }
+    assert!(matches!(h.feed(Dir::ToServer, &junk), Feed::Invalid { consumed } if consumed <= parser::MAX_HEAD + 100));
+}
+
+#[test]
+fn odd_request_lines_servers_accept() {
+    // (request, method, path, version, violation)
+    let cases: &[(&[u8], &str, &str, &str, bool)] = &[
+        (b"GET  /a  HTTP/1.1\r\n\r\n", "GET", "/a", "1.1", true),
+        (b"GET /a HTTP/1.1   \r\n\r\n", "GET", "/a", "1.1", true),
+        (b"GET\t/a\tHTTP/1.0\r\n\r\n", "GET", "/a", "1.0", true),
+        (b"GET\x0b/a\x1cHTTP/1.0\r\n\r\n", "GET", "/a", "1.0", true),
+        (b"GET\r/a HTTP/1.0\r\n\r\n", "GET", "/a", "1.0", true),
+        (b"GET . HTTP/1.0\r\n\r\n", "GET", ".", "1.0", false),
+        (b"GET http://x/a?b=1 HTTP/1.1\r\n\r\n", "GET", "http://x/a?b=1", "1.1", false),
+        (b"OPTIONS * HTTP/1.1\r\n\r\n", "OPTIONS", "*", "1.1", false),
+        (b"GET /a?$(id);`x`|&<> HTTP/1.0\r\n\r\n", "GET", "/a?$(id);`x`|&<>", "1.0", false),
+        (b"FOO /a HTTP/1.1\r\n\r\n", "FOO", "/a", "1.1", false),
+        (b"get /a HTTP/1.1\r\n\r\n", "get", "/a", "1.1", false),
+        (b"GET /a HTTP/1.10\r\n\r\n", "GET", "/a", "1.10", true),
+        (b"GET /a HTTP/01.1\r\n\r\n", "GET", "/a", "1.1", true),
+        (b"GET /a HTTP/0.9\r\n\r\n", "GET", "/a", "0.9", true),
+    ];
+    for &(req, method, path, version, violation) in cases {
+        assert_eq!(Http::probe(Dir::ToServer, req), Probe::Match, "{:?}", String::from_utf8_lossy(req));
+        let (m, _) = both_ways(req);
+        assert_eq!((m["method"].as_str(), m["path"].as_str(), m["version"].as_str()), (Some(method), Some(path), Some(version)), "{:?}", String::from_utf8_lossy(req));
+        assert_eq!(m.contains_key("violation"), violation, "{:?}: {m:?}", String::from_utf8_lossy(req));
+        assert_eq!(m["requests"], 1);
+    }
+    // Injections behind odd whitespace and methods are checked like any.
+    for req in [format!("GET\t{SQLI}\tHTTP/1.0\r\n\r\n"), format!("get  {SQLI}  HTTP/1.1\r\n\r\n"), format!("XGET {SQLI} HTTP/1.1\r\n\r\n")] {
+        assert!(is_sqli(&both_ways(req.as_bytes()).1), "{req:?}");
+    }
+    // A long target up to the head bound is still a request and checked.
+    let mut long = b"GET /search?".to_vec();
+    while long.len() < parser::MAX_HEAD - 100 {
+        long.extend_from_slice(b"q=apple&");
+    }
+    long.extend_from_slice(b"id=1%27%20OR%20%271%27%3D%271 HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (m, t) = both_ways(&long);
+    assert_eq!(m["requests"], 1);
+    assert!(is_sqli(&t));
+    // An HTTP/0.x answer has no head either (python).
+    let mut h = Http::default();
+    feed_all(&mut h, Dir::ToServer, b"GET /a HTTP/0.9\r\n\r\n");
+    assert_eq!(h.feed(Dir::ToClient, b"hello\n"), Feed::Consumed(6));
+    assert_eq!(l7_of(&h)["responses"], 1);
+}
+
+#[test]
+fn odd_field_lines_are_violations_and_still_parsed() {
+    // obs-fold (python and Apache join it, nginx answers 400), a line without colon, a space
+    // before the colon, a control byte.
+    for head in [
+        &b"GET /a HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n 2\r\n\r\n"[..],
+        b"GET /a HTTP/1.1\r\nHost: h\r\nJunk\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nHost : h\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nHost: h\r\nX: \x01\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nHost: h\r\nX@Y: 1\r\n\r\n",
+    ] {
+        let mut two = head.to_vec();
+        two.extend_from_slice(format!("GET {SQLI} HTTP/1.1\r\n\r\n").as_bytes());
+        let (m, t) = both_ways(&two);
+        assert_eq!((m["path"].as_str(), m["host"].as_str(), m["requests"].as_u64()), (Some("/a"), Some("h"), Some(2)), "{:?}", String::from_utf8_lossy(head));
+        assert_eq!(m["violation"], true);
+        assert!(is_sqli(&t));
+    }
+    // Identical repeated lengths: a violation (nginx refuses duplicates), not ambiguous: the
+    // body is skipped by its length and the next request parsed.
+    let (m, t) = both_ways(format!("POST /a HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nGET\
+GET {SQLI} HTTP/1.1\r\n\r\n").as_bytes());
+    assert_eq!((m["requests"].as_u64(), m["violation"].as_bool()), (Some(2), Some(true)));
+    assert!(is_sqli(&t));
+}
+
+/// Requests whose body servers can read differently hide a second request from a parser that
+/// believes one length: Warden trusts no length there and walks what follows line by line, so
+/// the smuggled request is parsed and checked wherever a server would find it.
+#[test]
+fn smuggled_requests_behind_ambiguous_framing_are_checked() {
+    let smuggled = format!("GET {SQLI} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        // CL.CL: conflicting lengths (nginx and Apache: 400; python's apps read the first).
+        ("cl.cl", [&b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nContent-Length: 45\r\n\r\n"[..], smuggled.as_bytes()].concat()),
+        ("cl list", [&b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 60\r\n\r\nhello"[..], smuggled.as_bytes()].concat()),
+        ("cl invalid", [&b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 0x10\r\n\r\n"[..], smuggled.as_bytes()].concat()),
+        // CL.TE: the front end reads the length, the back end the chunks.
+        ("cl.te", [&b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..], smuggled.as_bytes()].concat()),
+        // TE.CL: the smuggled request inside a chunk, where a length-reading server starts.
+        ("te.cl", {
+            let chunk = format!("GPOST /b HTTP/1.1\r\nX: {SQLI}\r\n\r\n{smuggled}");
+            [format!("POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n", chunk.len()).as_bytes(), chunk.as_bytes(), b"\r\n0\r\n\r\n"].concat()
+        }),
+        // A smuggled line that starts inside a body line, after bytes no method has.
+        ("mid-line", [&b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 9\r\n\r\nhell@"[..], smuggled.as_bytes()].concat()),
+        // A final coding other than chunked (RFC: 400; python ignores it).
+        ("te gzip", [&b"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\nContent-Length: 5\r\n\r\nhello"[..], smuggled.as_bytes()].concat()),
+        // A folded or malformed length field.
+        ("te folded", [&b"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: x,\r\n chunked\r\n\r\n0\r\n\r\n"[..], smuggled.as_bytes()].concat()),
+        ("cl spaced", [&b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length : 20\r\n\r\n"[..], smuggled.as_bytes()].concat()),
+    ];
+    for (name, bytes) in &cases {
+        assert_eq!(Http::probe(Dir::ToServer, bytes), Probe::Match, "{name}");
+        let (m, t) = both_ways(bytes);
+        assert_eq!((m["method"].as_str(), m["path"].as_str(), m["host"].as_str()), (Some("POST"), Some("/a"), Some("h")), "{name}: {m:?}");
+        assert_eq!(m["violation"], true, "{name}");
+        assert!(is_sqli(&t), "{name}: smuggled request not checked: {m:?}");
+        // Control: the same framing with a benign smuggled request raises nothing.
+        let benign = String::from_utf8_lossy(bytes).replace(SQLI, "/item?id=1");
+        let (m, t) = both_ways(benign.as_bytes());
+        assert!(t.first.is_none(), "{name}: {:?}", t.first);
+        assert_eq!(m["violation"], true);
+    }
+    // After the walk finds the next request, parsing goes on as usual (its own framing).
+    let (m, _) = both_ways(&cases[3].1);
+    assert_eq!(m["requests"], 2, "cl.te: the request after the chunks");
+    // A form body of an ambiguous request is still checked, line by line.
+    let form = b"POST /f HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 22\r\nContent-Length: 5\r\n\r\nid=1+UNION+ALL+SELECT+NULL%2CNULL--+-\r\n";
+    assert!(is_sqli(&both_ways(form).1));
+    // The walk is bounded: lines that never become a request end HTTP after the largest
+    // length plus MAX_HEAD bytes.
+    let mut h = Http::default();
+    let mut junk = b"POST /a HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n".to_vec();
+    let head = junk.len();
+    while junk.len() < head + 3 * parser::MAX_HEAD {
+        junk.extend_from_slice(b"0123456789 abcdef\r\n");
+    }
+    match h.feed(Dir::ToServer, &junk) {
+        Feed::Invalid { consumed } => assert!((head + parser::MAX_HEAD..head + parser::MAX_HEAD + 40).contains(&consumed), "{consumed}"),
+        other => panic!("{other:?}"),
+    }
+    // Lines longer than MAX_HEAD are walked in pieces, cut before their last word.
+    let mut h = Http::default();
+    let mut long = b"POST /a HTTP/1.1\r\nContent-Length: 100000\r\nContent-Length: 2\r\n\r\n".to_vec();
+    long.extend(std::iter::repeat_n(b'@', parser::MAX_HEAD + 10));
+    long.extend_from_slice(smuggled.as_bytes());
+    assert!(feed_all(&mut h, Dir::ToServer, &long).is_empty());
+    assert!(is_sqli(h.threats().unwrap()));
+}
+
+/// Responses with conflicting lengths are read with the first (RFC 9112 §6.3) and recorded.
+#[test]
+fn responses_with_conflicting_lengths_are_violations() {
+    let req = b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n";
+    let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nhiHTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+    let (_, m) = record(req, resp);
+    assert_eq!((m["responses"].as_u64(), m["violation"].as_bool()), (Some(2), Some(true)));
+}
+
+/// Streams assembled at random from pieces of lenient request lines, odd field lines,
+/// conflicting lengths, chunks and smuggled lines: whole, trickled one byte per segment and
+/// split at random points, each gives the same unconsumed rest, record and threats (and never
+/// panics or loops).
+#[test]
+fn random_lenient_streams_parse_the_same_however_segmented() {
+    let pieces: &[&[u8]] = &[
+        b"GET", b"POST", b"get", b"X-Y", b" ", b"  ", b"\t", b"\x0b", b"\r", b"\n", b"\r\n", b"\r\n\r\n",
+        b"/a", b"/item?id=1%27%20OR%20%271%27%3D%271", b".", b"*", b"http://h/p?q", b"HTTP/1.1", b"HTTP/1.0",
+        b"HTTP/01.10", b"HTTP/2.0", b"Host: h", b" folded", b"Junk", b"Content-Length: 3", b"Content-Length: 40",
+        b"Content-Length : 2", b"Transfer-Encoding: chunked", b"Transfer-Encoding: gzip", b"0", b"5", b"hello",
+        b"@@", b"\x01", b"\xc3\xa9", b"Content-Type: application/x-www-form-urlencoded", b"a=1&b=2",
+    ];
+    let mut rng = Rng(0x0dd5_eed5);
+    for round in 0..1500 {
+        let mut b = Vec::new();
+        if round % 3 == 0 {
+            b.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+        }
+        for _ in 0..rng.below(40) + 1 {
+            b.extend_from_slice(pieces[rng.below(pieces.len())]);
+        }
+        let mut whole = Http::default();
+        let left = consumed_at(&mut whole, &b, &[]);
+        let mut t = Http::default();
+        let left_t = consumed_at(&mut t, &b, &(1..b.len()).collect::<Vec<_>>());
+        let mut cuts: Vec<usize> = (0..rng.below(6)).map(|_| rng.below(b.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut s = Http::default();
+        let left_s = consumed_at(&mut s, &b, &cuts);
+        let what = String::from_utf8_lossy(&b).into_owned();
+        for (p, l) in [(&t, &left_t), (&s, &left_s)] {
+            assert_eq!(l, &left, "{what:?}");
+            assert_eq!(l7_of(p), l7_of(&whole), "{what:?}");
+            let (x, y) = (p.threats().copied().unwrap_or_default(), whole.threats().copied().unwrap_or_default());
+            assert_eq!((x.first, x.count), (y.first, y.count), "{what:?}");
+        }
+    }
 }
