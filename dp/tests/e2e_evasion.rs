@@ -577,6 +577,9 @@ fn brief(r: &ConnectionRecord) -> String {
 fn describe(s: &Suite, d: &Done, recs: &[&ConnectionRecord]) -> String {
     let c = &d.case;
     let mut out = format!("  sent: {}\n", c.spec["real"].as_str().unwrap_or_default().escape_debug());
+    if let Some(x) = c.spec.get("real2") {
+        out.push_str(&format!("  then: {}\n", x.as_str().unwrap_or_default().escape_debug()));
+    }
     if let Some(x) = c.spec.get("decoy") {
         out.push_str(&format!("  decoy: {}\n", x.as_str().unwrap_or_default().escape_debug()));
     }
