@@ -17,7 +17,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use warden_control::{Client, ConnectionRecord, Event, Reply, Request};
@@ -97,22 +97,6 @@ action = "allow"
     )
 }
 
-fn wait_listen(t: &Topo, ns: &str, port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !t.exec(ns, &["sh", "-c", &format!("ss -ltnH | grep -q ':{port} '")]).status.success() {
-        assert!(Instant::now() < deadline, "nothing listens on {port} in {ns}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The MAC address of `dev` in `ns`.
-fn mac(t: &Topo, ns: &str, dev: &str) -> String {
-    let out = t.exec(ns, &["cat", &format!("/sys/class/net/{dev}/address")]);
-    let m = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert_eq!(m.len(), 17, "no MAC for {dev} in {ns}");
-    m
-}
-
 /// One line to `host:port` from `ns` with the kernel's TCP; true when the server took it and
 /// closed.
 fn send_line(t: &Topo, ns: &str, host: &str, port: u16, line: &str) -> bool {
@@ -149,7 +133,7 @@ fn start(mode: &str) -> Suite {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     t.spawn(&s, &args);
     for p in std::iter::once(ALLOWED).chain(ATTACKS.iter().map(|a| a.1)) {
-        wait_listen(&t, &s, p);
+        t.wait_listening(&s, "tcp", p);
     }
     // Secondary (IPv4) and deprecated (IPv6) so that web's own connections keep S4/S6 as
     // their source.
@@ -176,7 +160,7 @@ impl Suite {
         let out_log = self.t.path(&format!("evil-{fam}.log"));
         let c = self.t.c.clone();
         let pid = self.t.spawn(&c, &[PY, SINK, out_log.to_str().unwrap(), "--once", "443"]);
-        wait_listen(&self.t, &c, 443);
+        self.t.wait_listening(&c, "tcp", 443);
         let line = format!("EGRESS-{fam}");
         assert!(send_line(&self.t, &self.t.s, me, 443, &line), "web's own connection to 443: {}", self.t.warden_log());
         assert_eq!(self.t.wait_exit(pid, Duration::from_secs(10)), Some(true), "the one-connection server did not finish");

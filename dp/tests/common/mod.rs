@@ -521,6 +521,14 @@ impl Drop for Topo {
     }
 }
 
+/// The MAC address of `dev` in `ns`.
+pub fn mac(t: &Topo, ns: &str, dev: &str) -> String {
+    let out = t.exec(ns, &["cat", &format!("/sys/class/net/{dev}/address")]);
+    let m = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(m.len(), 17, "no MAC for {dev} in {ns}");
+    m
+}
+
 /// The far host's IPv4 address ([`Topo::far_client`]).
 pub const FAR4: &str = "198.18.3.2";
 /// The far host's IPv6 address ([`Topo::far_client`]).
