@@ -109,6 +109,11 @@ enum Expect {
     /// in protect mode the retransmission is dropped (the server never logs it) and the record
     /// counts the differing bytes in `tcp_overlap_conflicts`.
     Retrans { line: String },
+    /// Urgent data whose reading depends on when the server's application reads (a second
+    /// urgent mark): without Warden the server logs each of `lines`; with Warden in protect
+    /// mode the segment with the second mark is dropped (`tcp_urgent_ambiguous`), so the
+    /// server never logs `stopped`.
+    Ambiguous { lines: Vec<String>, stopped: String },
 }
 
 /// One run of the scapy client.
@@ -412,6 +417,17 @@ impl Suite {
                     f.push(format!("without Warden the hidden SET did not reach redis (MONITOR: {seen:?})"));
                 }
             }
+            Expect::Ambiguous { lines, stopped } => {
+                let log = self.log_of(case.port);
+                if self.warden() && log.lines().any(|x| x == stopped) {
+                    f.push(format!("the server got `{}` behind an ambiguous urgent mark", stopped.escape_debug()));
+                }
+                for l in lines.iter().filter(|_| !self.warden()) {
+                    if !log.lines().any(|x| x == l) {
+                        f.push(format!("without Warden the server did not get `{}`", l.escape_debug()));
+                    }
+                }
+            }
             Expect::Retrans { line } => {
                 let got = self.log_of(case.port).lines().any(|x| x == line);
                 if self.warden() && got {
@@ -658,6 +674,14 @@ fn check_record(d: &Done, recs: &[&ConnectionRecord]) -> Vec<String> {
         // A differing retransmission is stopped as such (what Warden inspected stays the lost
         // original), whatever the retransmission carries.
         Expect::Retrans { .. } => f.extend(retrans_dropped(d, r)),
+        Expect::Ambiguous { .. } => {
+            if !r.anomalies.iter().any(|a| a == "tcp_urgent_ambiguous") {
+                f.push(format!("anomalies {:?}: a second urgent mark is ambiguous", r.anomalies));
+            }
+            if r.packets_dropped_to_server == 0 {
+                f.push("nothing dropped to the server: the ambiguous segment went through".into());
+            }
+        }
         Expect::Hidden { .. } if c.spec["form"] == "retrans_lost" => f.extend(retrans_dropped(d, r)),
         Expect::Hidden { .. } => {
             if r.verdict.as_deref() != Some("denied") {
@@ -956,7 +980,8 @@ fn form_urgent(s: &mut Suite) -> Vec<Case> {
     // Two urgent marks: the E of SELECT, then a byte of a later header, arriving while the
     // server is busy with a slow request before them. Linux moves its urgent mark to the second
     // before the application read up to the first, so the E is read in band: the server gets
-    // UNION SELECT.
+    // UNION SELECT. Whether it does depends on when the application reads, which nothing on
+    // the wire shows: in protect mode Warden stops the segment with the second mark.
     let sport = s.sport();
     let slow = format!("/e{sport}/slow");
     let first = format!("GET {slow} HTTP/1.1\r\nHost: web\r\n\r\n");
@@ -977,13 +1002,7 @@ fn form_urgent(s: &mut Suite) -> Vec<Case> {
             "split": second_line,
             "urgent2": real.find("aZb").unwrap() + 1,
         }),
-        expect: Expect::Served {
-            lines: vec![line(&slow), line(&union)],
-            never: vec![line(&union.replace("SELECT", "SELCT"))],
-            path: slow,
-            sqli: true,
-            requests: 2,
-        },
+        expect: Expect::Ambiguous { lines: vec![line(&slow), line(&union)], stopped: line(&union) },
     });
     v
 }
