@@ -573,7 +573,8 @@ pub fn collect_messages(
     while Instant::now() < deadline && !done(&recs, &events) {
         match client.next_message().unwrap() {
             Reply::Report(b) => recs.extend(b.connections),
-            Reply::Event(e) => events.push(e),
+            Reply::Event(e) => events.push(e.event),
+            Reply::Lost(l) => panic!("the report stream lost messages: {l:?}"),
             _ => {}
         }
     }
