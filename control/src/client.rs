@@ -5,7 +5,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::{Reply, ReportBatch, Request, Response};
+use crate::{check_version, Hello, Lost, Reply, ReportBatch, Request, Response, Subscribed, PROTOCOL_VERSION};
 
 /// Errors talking to the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +28,14 @@ pub enum ClientError {
     /// The daemon closed the connection.
     #[error("daemon closed the connection")]
     Closed,
+    /// The daemon and this client speak different major protocol versions.
+    #[error("{0}")]
+    Version(String),
+    /// Messages of the report stream were dropped before this subscriber read them
+    /// ([`Client::next_report`] only; [`Client::next_message`] returns them as
+    /// [`Reply::Lost`]).
+    #[error("report stream: lost {} records and {} events (seq {}..={}, {})", .0.records, .0.events, .0.from_seq, .0.to_seq, .0.reason)]
+    Lost(Lost),
 }
 
 /// A connection to the daemon: one request, one response, in order.
@@ -99,14 +107,48 @@ impl Client {
         self.read_response()
     }
 
-    /// Subscribes to connection reports; returns the report interval (s). Then call
-    /// [`Client::next_report`] in a loop.
+    /// Exchanges protocol versions ([`Request::Hello`] with [`PROTOCOL_VERSION`]) and returns
+    /// the server's answer.
+    ///
+    /// # Errors
+    /// [`ClientError::Version`] when the majors differ (said by the daemon, or found here);
+    /// otherwise as [`Client::request`].
+    pub fn hello(&mut self) -> Result<Hello, ClientError> {
+        let req = Request::Hello {
+            version: PROTOCOL_VERSION.into(),
+            client: Some(format!("warden-control {}", env!("CARGO_PKG_VERSION"))),
+        };
+        match self.request(&req) {
+            Ok(Reply::Hello(h)) => {
+                check_version(PROTOCOL_VERSION, &h.version, "daemon").map_err(ClientError::Version)?;
+                Ok(h)
+            }
+            Ok(other) => Err(ClientError::Protocol(format!("unexpected reply {other:?}"))),
+            Err(ClientError::Daemon(e)) if e.contains("protocol version") => Err(ClientError::Version(e)),
+            Err(ClientError::Daemon(e)) if e.contains("unknown variant `hello`") => Err(ClientError::Version(format!(
+                "the daemon predates protocol versions (this client speaks {PROTOCOL_VERSION}): {e}"
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Subscribes to the report stream from now on; returns the report interval (s). Then
+    /// call [`Client::next_report`] or [`Client::next_message`] in a loop.
     ///
     /// # Errors
     /// As [`Client::request`].
     pub fn subscribe(&mut self) -> Result<u64, ClientError> {
-        match self.request(&Request::Subscribe {})? {
-            Reply::Subscribed { interval_s } => Ok(interval_s),
+        Ok(self.subscribe_since(None, None)?.interval_s)
+    }
+
+    /// Subscribes to the report stream after sequence number `since` of daemon run `epoch`
+    /// (see [`Request::Subscribe`]).
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub fn subscribe_since(&mut self, since: Option<u64>, epoch: Option<u64>) -> Result<Subscribed, ClientError> {
+        match self.request(&Request::Subscribe { since, epoch })? {
+            Reply::Subscribed(s) => Ok(s),
             other => Err(ClientError::Protocol(format!("unexpected reply {other:?}"))),
         }
     }
@@ -115,25 +157,29 @@ impl Client {
     /// [`Client::next_message`]).
     ///
     /// # Errors
-    /// [`ClientError::Closed`] when the daemon stops; I/O and protocol errors.
+    /// [`ClientError::Lost`] when messages of the stream were dropped (the subscription goes
+    /// on: call again); [`ClientError::Closed`] when the daemon stops; I/O and protocol
+    /// errors.
     pub fn next_report(&mut self) -> Result<ReportBatch, ClientError> {
         loop {
             match self.next_message()? {
                 Reply::Report(b) => return Ok(b),
                 Reply::Event(_) => continue,
+                Reply::Lost(l) => return Err(ClientError::Lost(l)),
                 other => return Err(ClientError::Protocol(format!("unexpected reply {other:?}"))),
             }
         }
     }
 
-    /// Blocks for the next message of a subscription: [`Reply::Report`] or [`Reply::Event`].
+    /// Blocks for the next message of a subscription: [`Reply::Report`], [`Reply::Event`] or
+    /// [`Reply::Lost`].
     ///
     /// # Errors
     /// [`ClientError::Closed`] when the daemon stops; I/O errors; a protocol error for any
     /// other reply.
     pub fn next_message(&mut self) -> Result<Reply, ClientError> {
         match self.read_response()? {
-            r @ (Reply::Report(_) | Reply::Event(_)) => Ok(r),
+            r @ (Reply::Report(_) | Reply::Event(_) | Reply::Lost(_)) => Ok(r),
             other => Err(ClientError::Protocol(format!("unexpected reply {other:?}"))),
         }
     }

@@ -7,12 +7,16 @@
 //! `{"cmd":"status"}`, `{"cmd":"add_inline_pair","a":"veth0","b":"veth1"}`.
 //! Each request gets exactly one [`Response`] line: `{"ok":true,"<kind>":...}` on success, where
 //! `<kind>` is one [`Reply`] variant, or `{"ok":false,"error":"..."}`. After `subscribe` the
-//! server keeps writing `{"ok":true,"report":{...}}` lines ([`ReportBatch`]) every report
-//! interval; the connection takes no further requests.
+//! server keeps writing the report stream: `{"ok":true,"report":{...}}` ([`ReportBatch`]),
+//! `{"ok":true,"event":{...}}` ([`SeqEvent`]) and `{"ok":true,"lost":{...}}` ([`Lost`]) lines,
+//! each batch and event with its sequence number; the connection takes no further requests.
+//! `hello` ([`Request::Hello`]) exchanges [`PROTOCOL_VERSION`]s. JSON Schemas of every message
+//! are in `control/schema/` ([`schema::schemas`], `wardenctl schema`).
 
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod schema;
 mod types;
 
 pub use client::{Client, ClientError};

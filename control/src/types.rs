@@ -2,10 +2,11 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// One request line from a client.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     /// Daemon state: version, uptime, workers, report queue health. Reply: [`Reply::Status`].
@@ -38,9 +39,32 @@ pub enum Request {
     },
     /// Per-interface and per-worker counters. Reply: [`Reply::Counters`].
     Counters {},
-    /// Turn this connection into a report stream. Reply: [`Reply::Subscribed`], then one
-    /// [`Reply::Report`] per report interval.
-    Subscribe {},
+    /// Say which protocol version the client speaks (`"MAJOR.MINOR"`, [`PROTOCOL_VERSION`]).
+    /// Reply: [`Reply::Hello`] with the server's version; an error reply when the majors
+    /// differ (the connection stays usable). Optional: a client that sends no `hello` is
+    /// served as one of the server's version.
+    Hello {
+        /// The client's protocol version, `"MAJOR.MINOR"`.
+        version: String,
+        /// Free text naming the client (`"wardenctl 0.1.0"`), logged by nothing, for humans.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client: Option<String>,
+    },
+    /// Turn this connection into a report stream. Reply: [`Reply::Subscribed`], then, in
+    /// sequence order, [`Reply::Report`] and [`Reply::Event`] messages (each with its `seq`)
+    /// and [`Reply::Lost`] wherever messages of the stream were dropped.
+    Subscribe {
+        /// The last sequence number the subscriber saw: the stream starts at `since + 1`, with
+        /// what the server still holds of it (`0`: everything it holds). Absent: only messages
+        /// published from now on. A `since` of another daemon run (`epoch` differs, or `since`
+        /// is beyond the last published number) starts at the oldest held message after a
+        /// [`Reply::Lost`] with reason `restarted`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<u64>,
+        /// The [`Subscribed::epoch`] the `since` belongs to (absent: this run's).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<u64>,
+    },
     /// Replace the whole policy (workloads and rules) with the TOML `text` (the policy file
     /// format, see `conf/policy.toml`), atomically: no frame sees half of it. A policy that
     /// does not parse or names unknown things is rejected whole (the error names line and
@@ -86,7 +110,7 @@ pub enum Request {
 }
 
 /// A workload as sent over the control socket (the `[[workload]]` table of a policy file).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadSpec {
     /// Unique id, referred to by rules.
@@ -106,7 +130,7 @@ pub struct WorkloadSpec {
 }
 
 /// Hit counters of one rule.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct RuleStats {
     /// Rule id, or absent for a mode default (`default` names the mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -121,7 +145,7 @@ pub struct RuleStats {
 }
 
 /// Failure behaviour of an inline pair while no Warden socket is bound.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FailMode {
     /// The XDP program forwards frames to the peer interface in the kernel.
@@ -132,7 +156,7 @@ pub enum FailMode {
 }
 
 /// One response line. `ok` tells success; on failure `error` says why and `reply` is absent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Response {
     /// Whether the request succeeded.
     pub ok: bool,
@@ -157,7 +181,10 @@ impl Response {
 }
 
 /// Payloads of successful responses; serialized as `"<variant>": value` next to `"ok":true`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// One reply per request or stream message, serialized at once: the size difference costs
+// nothing worth a Box in the public API.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Reply {
     /// For [`Request::Status`].
@@ -168,15 +195,17 @@ pub enum Reply {
     Sessions(Vec<ConnectionRecord>),
     /// For [`Request::Counters`].
     Counters(Counters),
-    /// For [`Request::Subscribe`]: the report interval in seconds.
-    Subscribed {
-        /// Seconds between report batches.
-        interval_s: u64,
-    },
+    /// For [`Request::Hello`].
+    Hello(Hello),
+    /// For [`Request::Subscribe`].
+    Subscribed(Subscribed),
     /// A report batch pushed to subscribers.
     Report(ReportBatch),
     /// An event pushed to subscribers (before the batch of the same report cycle).
-    Event(Event),
+    Event(SeqEvent),
+    /// Messages of the stream that this subscriber will never get (dropped from the server's
+    /// bounded buffer before it read them), sent in their place.
+    Lost(Lost),
     /// For requests that only act: a short message.
     Done(String),
     /// For [`Request::PolicyShow`] and [`Request::PolicyLearned`]: a policy file.
@@ -185,8 +214,100 @@ pub enum Reply {
     PolicyStats(Vec<RuleStats>),
 }
 
+/// The control protocol version this crate speaks, `"MAJOR.MINOR"`. A change of MAJOR breaks
+/// clients (a message they parse changed meaning or shape); MINOR adds optional fields,
+/// messages or requests that older clients may ignore.
+pub const PROTOCOL_VERSION: &str = "1.0";
+
+/// The `(major, minor)` of a `"MAJOR.MINOR"` version string.
+///
+/// # Errors
+/// A message quoting `v` when it is not two dot-separated decimal numbers.
+pub fn parse_version(v: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("protocol version {v:?} is not MAJOR.MINOR");
+    let (a, b) = v.split_once('.').ok_or_else(bad)?;
+    Ok((a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?))
+}
+
+/// Checks that `ours` and `theirs` share their major version.
+///
+/// # Errors
+/// A message naming both versions when the majors differ or a version does not parse.
+pub fn check_version(ours: &str, theirs: &str, who: &str) -> Result<(), String> {
+    let (a, _) = parse_version(ours)?;
+    let (b, _) = parse_version(theirs)?;
+    if a != b {
+        return Err(format!(
+            "protocol version mismatch: this side speaks {ours}, the {who} speaks {theirs} (major versions differ)"
+        ));
+    }
+    Ok(())
+}
+
+/// Answer to [`Request::Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Hello {
+    /// The server's protocol version, `"MAJOR.MINOR"`.
+    pub version: String,
+    /// The server software and its version (`"warden 0.1.0"`).
+    pub server: String,
+    /// This daemon run (see [`Subscribed::epoch`]).
+    pub epoch: u64,
+}
+
+/// Answer to [`Request::Subscribe`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Subscribed {
+    /// Seconds between report batches.
+    pub interval_s: u64,
+    /// Identifies this daemon run (its start time, ns since the Unix epoch): sequence numbers
+    /// start at 1 in each run, so a stored `since` is only meaningful with its epoch.
+    pub epoch: u64,
+    /// The first sequence number this subscription will deliver (a [`Reply::Lost`] comes
+    /// first when that is after `since + 1`).
+    pub first_seq: u64,
+    /// The last sequence number published so far (0: none yet).
+    pub last_seq: u64,
+}
+
+/// An event with its sequence number: `{"seq":7,"event":"threat",...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SeqEvent {
+    /// Position in the report stream (one sequence for batches, events; see
+    /// [`ReportBatch::seq`]).
+    pub seq: u64,
+    /// The event.
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// Messages of the report stream dropped before this subscriber read them (like Hubble's
+/// `LostEvent`): sequence numbers `from_seq..=to_seq` will not be delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Lost {
+    /// First sequence number lost.
+    pub from_seq: u64,
+    /// Last sequence number lost.
+    pub to_seq: u64,
+    /// Connection records those report batches carried.
+    pub records: u64,
+    /// Events lost.
+    pub events: u64,
+    /// Report batches lost.
+    pub batches: u64,
+    /// `buffer_full`: dropped from the server's buffer (`[dataplane] report_buffer_bytes`)
+    /// before this subscriber read them (it was disconnected or slow); `restarted`: `since`
+    /// belongs to another daemon run, whose undelivered messages are gone (counts unknown,
+    /// 0, `from_seq` and `to_seq` 0).
+    pub reason: String,
+    /// True when the counts are lower bounds (the server no longer remembers the exact counts
+    /// of messages that old).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub approximate: bool,
+}
+
 /// Daemon state.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct Status {
     /// Warden's version.
     pub version: String,
@@ -205,8 +326,11 @@ pub struct Status {
     /// Connection records that could not be queued (a worker's report queue to the control
     /// thread was full, or a slow subscriber's queue overflowed); counted, never silent.
     pub report_overflow: u64,
-    /// Report batches queued for subscribers and not yet written.
+    /// Report stream messages published but not yet read, summed over subscribers.
     pub report_queued: usize,
+    /// Report stream: the buffer of published messages kept for subscribers (bounded in bytes).
+    #[serde(default)]
+    pub report_stream: ReportStream,
     /// Flows announced by other flows (TFTP transfers announced by their requests), over all
     /// workers.
     #[serde(default)]
@@ -225,8 +349,37 @@ pub struct Status {
     pub policy_rules: usize,
 }
 
+/// The report stream's buffer and losses (see [`Status::report_stream`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct ReportStream {
+    /// This daemon run (see [`Subscribed::epoch`]).
+    pub epoch: u64,
+    /// Last sequence number published (0: none yet).
+    pub last_seq: u64,
+    /// Oldest sequence number still held (`last_seq + 1` when none is held).
+    pub oldest_seq: u64,
+    /// Messages held.
+    pub held: usize,
+    /// Bytes held (serialized JSON lines).
+    pub held_bytes: usize,
+    /// The bound on `held_bytes` (`[dataplane] report_buffer_bytes`).
+    pub limit_bytes: usize,
+    /// Connection records published (in report batches) since start.
+    pub records: u64,
+    /// Events published since start.
+    pub events: u64,
+    /// Records dropped from the buffer before any subscriber read them.
+    pub unread_dropped_records: u64,
+    /// Events dropped from the buffer before any subscriber read them.
+    pub unread_dropped_events: u64,
+    /// Records announced as lost to subscribers ([`Reply::Lost`]), summed over subscriptions.
+    pub lost_records: u64,
+    /// Events announced as lost to subscribers, summed over subscriptions.
+    pub lost_events: u64,
+}
+
 /// Counters of the related-flow expectation table (see [`Status::related_flows`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct RelatedFlows {
     /// Expectations registered (new or refreshed by a retransmitted request).
     pub registered: u64,
@@ -241,7 +394,7 @@ pub struct RelatedFlows {
 }
 
 /// Counters of the DNS name table `fqdn` rules match through (see [`Status::dns_names`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct DnsNames {
     /// Names stored (new, refreshed, or replacing one of the same client's).
     pub stored: u64,
@@ -267,7 +420,7 @@ pub struct DnsNames {
 }
 
 /// One managed interface.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct InterfaceInfo {
     /// Interface name.
     pub name: String,
@@ -290,7 +443,7 @@ pub struct InterfaceInfo {
 }
 
 /// Counters of one interface, summed over the workers that serve it.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct InterfaceCounters {
     /// Interface name.
     pub name: String,
@@ -326,7 +479,7 @@ pub struct InterfaceCounters {
 }
 
 /// Counters of one worker thread.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct WorkerCounters {
     /// Worker index.
     pub worker: usize,
@@ -409,7 +562,7 @@ pub struct WorkerCounters {
 }
 
 /// IP reassembly counters of one worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct DefragCounters {
     /// Fragment frames received.
     pub fragments: u64,
@@ -432,7 +585,7 @@ pub struct DefragCounters {
 }
 
 /// Answer to [`Request::Counters`].
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct Counters {
     /// One entry per managed interface.
     pub interfaces: Vec<InterfaceCounters>,
@@ -442,7 +595,7 @@ pub struct Counters {
 
 /// One connection (session) record, as reported to subscribers, by `list_sessions` and by
 /// `warden replay`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct ConnectionRecord {
     /// Address of the side that opened the flow (IPv4 or IPv6, textual).
     pub client_ip: String,
@@ -579,7 +732,7 @@ pub struct ConnectionRecord {
 }
 
 /// One threat detected in a session.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct ThreatRecord {
     /// Kind (`sql_injection`).
     pub id: String,
@@ -599,7 +752,7 @@ pub struct ThreatRecord {
 
 /// An event pushed to subscribers, serialized with its kind under `"event"`:
 /// `{"event":"threat","threat":{...},"connection":{...}}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// A session's first threat detection, sent once per session in the report cycle after it
@@ -654,22 +807,43 @@ impl Event {
     }
 }
 
-/// A batch of connection records pushed to subscribers every report interval.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+/// A batch of connection records pushed to subscribers every report interval (an interval
+/// with many records is split into batches of at most [`MAX_BATCH_RECORDS`], all but the last
+/// with `more`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct ReportBatch {
-    /// Increments by one per batch sent on this connection.
+    /// Position in the report stream: one sequence per daemon run for batches and events,
+    /// starting at 1, incremented by one per message, the same for every subscriber.
     pub seq: u64,
     /// RFC 3339 UTC time the batch was assembled.
     pub time: String,
-    /// Every session that changed since the previous batch, and final records of ended ones.
+    /// Every session that changed since the previous interval, and final records of ended
+    /// ones.
     pub connections: Vec<ConnectionRecord>,
-    /// Records lost so far on this subscription because it was slow (cumulative).
-    pub overflow: u64,
+    /// Records of this interval the reporter could not hold (more distinct sessions than its
+    /// per-interval bound), so in no batch; also counted in `status` `report_overflow`.
+    #[serde(default)]
+    pub dropped: u64,
+    /// True when further batches of the same interval follow.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub more: bool,
 }
+
+/// Most connection records in one [`ReportBatch`].
+pub const MAX_BATCH_RECORDS: usize = 512;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_must_share_their_major() {
+        assert_eq!(parse_version("1.12"), Ok((1, 12)));
+        assert!(parse_version("1").is_err() && parse_version("a.b").is_err());
+        assert!(check_version("1.0", "1.7", "client").is_ok());
+        let e = check_version("1.0", "2.0", "client").unwrap_err();
+        assert!(e.contains("1.0") && e.contains("2.0") && e.contains("major"), "{e}");
+    }
 
     #[test]
     fn request_wire_names() {
@@ -686,9 +860,9 @@ mod tests {
 
     #[test]
     fn response_shapes_round_trip() {
-        let ok = Response::ok(Reply::Subscribed { interval_s: 5 });
+        let ok = Response::ok(Reply::Subscribed(Subscribed { interval_s: 5, epoch: 9, first_seq: 3, last_seq: 2 }));
         let s = serde_json::to_string(&ok).unwrap();
-        assert_eq!(s, r#"{"ok":true,"subscribed":{"interval_s":5}}"#);
+        assert_eq!(s, r#"{"ok":true,"subscribed":{"interval_s":5,"epoch":9,"first_seq":3,"last_seq":2}}"#);
         assert_eq!(serde_json::from_str::<Response>(&s).unwrap(), ok);
 
         let err = Response::err("bad");
@@ -713,10 +887,13 @@ mod tests {
             evidence: "1' OR '1'='1".into(),
             count: 1,
         };
-        let ev = Response::ok(Reply::Event(Event::Threat { threat, connection: ConnectionRecord::default() }));
+        let ev = Response::ok(Reply::Event(SeqEvent {
+            seq: 4,
+            event: Event::Threat { threat, connection: ConnectionRecord::default() },
+        }));
         let s = serde_json::to_string(&ev).unwrap();
         assert!(
-            s.starts_with(r#"{"ok":true,"event":{"event":"threat","threat":{"id":"sql_injection","dir":"to_server","reason":"libinjection""#),
+            s.starts_with(r#"{"ok":true,"event":{"seq":4,"event":"threat","threat":{"id":"sql_injection","dir":"to_server","reason":"libinjection""#),
             "{s}"
         );
         assert!(s.contains(r#""connection":{"client_ip":"#), "{s}");

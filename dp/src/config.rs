@@ -128,7 +128,12 @@ pub struct Dataplane {
     pub batch: u32,
     /// Empty polls before a worker sleeps in poll(2) until traffic arrives. Default 2000.
     pub idle_spins: u32,
-    /// Queue bound (in batches) between a worker and the control thread, and per subscriber.
+    /// Bytes of published report stream messages (batches and events, as serialized JSON
+    /// lines) kept for subscribers, whether or not one is connected: a subscriber that
+    /// reconnects with `since` gets what is still kept, in order, and a `lost` message for
+    /// the rest. The oldest go first. Default 8 MiB; at least 4096.
+    pub report_buffer_bytes: usize,
+    /// Queue bound (in batches) between a worker and the control thread.
     /// A worker's batch holds at most 64 session snapshots ([`crate::worker::REPORT_BATCH`]);
     /// when the queue is full, changed sessions wait for the next interval and final records
     /// in the session table's bounded queue. Default 256.
@@ -149,6 +154,7 @@ impl Default for Dataplane {
             batch: 64,
             idle_spins: 2000,
             report_queue: 256,
+            report_buffer_bytes: 8 << 20,
         }
     }
 }
@@ -468,6 +474,9 @@ impl Config {
         }
         if d.report_interval == 0 {
             return Err(bad("dataplane.report_interval", "must be at least 1 s".into()));
+        }
+        if d.report_buffer_bytes < 4096 {
+            return Err(bad("dataplane.report_buffer_bytes", "must be at least 4096".into()));
         }
         if d.report_queue == 0 {
             return Err(bad("dataplane.report_queue", "must be at least 1".into()));

@@ -13,12 +13,15 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam::channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
-use warden_control::{ConnectionRecord, Event, Reply, ReportBatch, Request, Response};
+use crossbeam::channel::{Receiver, RecvTimeoutError};
+use warden_control::{
+    check_version, ConnectionRecord, Event, Hello, Lost, Reply, ReportBatch, ReportStream, Request, Response,
+    SeqEvent, Subscribed, MAX_BATCH_RECORDS, PROTOCOL_VERSION,
+};
 
 use crate::daemon::{CtlMsg, Names};
 use crate::record::{rfc3339, to_record};
@@ -44,38 +47,224 @@ pub const MAX_ALERTED: usize = 65536;
 /// record) cannot grow the reporter's memory.
 pub const MAX_PENDING: usize = 65536;
 
-struct Subscriber {
-    tx: Sender<Reply>,
-    overflow: Arc<AtomicU64>,
+/// Per-message overhead counted against the buffer bound besides the line's bytes (the
+/// [`Msg`] entry and its `Arc` header), bytes.
+const MSG_OVERHEAD: usize = 64;
+
+/// Evicted messages whose cumulative counts the stream remembers, so a `lost` announced for a
+/// subscriber (or a `since`) at most this many messages behind is exact (16 bytes each).
+pub const MAX_GHOSTS: usize = 65536;
+
+/// One published message of the report stream: serialized once, shared by every subscriber.
+struct Msg {
+    seq: u64,
+    /// The whole response line, newline included.
+    line: Arc<[u8]>,
+    /// Cumulative (records, events) published through this message.
+    cum: (u64, u64),
 }
 
-/// Report fan-out: collects workers' snapshots, emits one batch per interval to every
-/// subscriber through a bounded queue; a slow subscriber's overflow is counted, never silent.
+/// The report stream: one sequence of messages (batches and events) kept up to a bound in
+/// bytes, read by each subscriber at its own cursor.
+struct Stream {
+    epoch: u64,
+    msgs: VecDeque<Msg>,
+    bytes: usize,
+    limit: usize,
+    /// Sequence number of the next message published (the first is 1).
+    next_seq: u64,
+    /// Cumulative (records, events) through each of the last evicted messages, oldest first;
+    /// the last entry is the most recently evicted one.
+    ghosts: VecDeque<(u64, u64)>,
+    /// Cumulative counts before the oldest ghost.
+    ghost_base: (u64, u64),
+    /// Cumulative counts through the last published message.
+    cum: (u64, u64),
+    /// Highest sequence number any subscriber took.
+    delivered_high: u64,
+    /// Subscriber id → next sequence number it reads.
+    subs: HashMap<u64, u64>,
+    next_sub: u64,
+    closed: bool,
+    unread_dropped: (u64, u64),
+    lost: (u64, u64),
+}
+
+impl Stream {
+    fn oldest(&self) -> u64 {
+        self.msgs.front().map_or(self.next_seq, |m| m.seq)
+    }
+
+    /// Cumulative (records, events) through `seq` (< oldest held), and whether that is a
+    /// bound rather than exact (`seq` older than the ghosts remember).
+    fn cum_evicted(&self, seq: u64) -> ((u64, u64), bool) {
+        if seq == 0 {
+            return ((0, 0), false);
+        }
+        let last_evicted = self.oldest() - 1;
+        let first_ghost = last_evicted + 1 - self.ghosts.len() as u64;
+        if seq >= first_ghost && seq <= last_evicted {
+            return (self.ghosts[(seq - first_ghost) as usize], false);
+        }
+        (self.ghost_base, true)
+    }
+
+    fn push(&mut self, line: Vec<u8>, records: u64, events: u64) {
+        self.cum = (self.cum.0 + records, self.cum.1 + events);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.bytes += line.len() + MSG_OVERHEAD;
+        self.msgs.push_back(Msg { seq, line: line.into(), cum: self.cum });
+        while self.bytes > self.limit {
+            let Some(m) = self.msgs.pop_front() else { break };
+            self.bytes -= m.line.len() + MSG_OVERHEAD;
+            let before = self.ghosts.back().copied().unwrap_or(self.ghost_base);
+            if m.seq > self.delivered_high {
+                self.unread_dropped.0 += m.cum.0 - before.0;
+                self.unread_dropped.1 += m.cum.1 - before.1;
+            }
+            self.ghosts.push_back(m.cum);
+            if self.ghosts.len() > MAX_GHOSTS {
+                if let Some(g) = self.ghosts.pop_front() {
+                    self.ghost_base = g;
+                }
+            }
+        }
+    }
+
+    /// The next thing subscriber `id` reads at `cursor`: a [`Lost`] when messages from its
+    /// cursor on were dropped, else the next message; `None` when there is none yet.
+    fn next_for(&mut self, id: u64, cursor: &mut u64) -> Option<Arc<[u8]>> {
+        let oldest = self.oldest();
+        if *cursor < oldest {
+            let (before, approximate) = self.cum_evicted(*cursor - 1);
+            let (through, _) = self.cum_evicted(oldest - 1);
+            let events = through.1 - before.1;
+            let lost = Lost {
+                from_seq: *cursor,
+                to_seq: oldest - 1,
+                records: through.0 - before.0,
+                events,
+                batches: (oldest - *cursor).saturating_sub(events),
+                reason: "buffer_full".into(),
+                approximate,
+            };
+            self.lost.0 += lost.records;
+            self.lost.1 += lost.events;
+            *cursor = oldest;
+            self.subs.insert(id, *cursor);
+            return Some(line_of(&Response::ok(Reply::Lost(lost))).into());
+        }
+        let m = self.msgs.get((*cursor - oldest) as usize)?;
+        let line = m.line.clone();
+        self.delivered_high = self.delivered_high.max(m.seq);
+        *cursor += 1;
+        self.subs.insert(id, *cursor);
+        Some(line)
+    }
+}
+
+/// A response as one line, newline included.
+fn line_of(r: &Response) -> Vec<u8> {
+    let mut line = serde_json::to_vec(r).unwrap_or_else(|_| br#"{"ok":false,"error":"internal"}"#.to_vec());
+    line.push(b'\n');
+    line
+}
+
+/// A subscription of the report stream ([`Hub::subscribe`]); unregistered when dropped.
+pub struct Subscription<'a> {
+    hub: &'a Hub,
+    id: u64,
+    cursor: u64,
+    /// What the subscribe request is answered with.
+    pub info: Subscribed,
+    restarted: Option<Lost>,
+}
+
+impl Subscription<'_> {
+    /// Blocks for the next line to write (a message of the stream, or a `lost` in place of
+    /// messages dropped before this subscriber read them); `None` once the hub is closed and
+    /// everything published was read.
+    pub fn next_line(&mut self) -> Option<Arc<[u8]>> {
+        if let Some(l) = self.restarted.take() {
+            return Some(line_of(&Response::ok(Reply::Lost(l))).into());
+        }
+        let Ok(mut st) = self.hub.stream.lock() else { return None };
+        loop {
+            if let Some(line) = st.next_for(self.id, &mut self.cursor) {
+                return Some(line);
+            }
+            if st.closed {
+                return None;
+            }
+            st = match self.hub.more.wait_timeout(st, Duration::from_secs(1)) {
+                Ok((g, _)) => g,
+                Err(_) => return None,
+            };
+        }
+    }
+}
+
+impl Drop for Subscription<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut st) = self.hub.stream.lock() {
+            st.subs.remove(&self.id);
+        }
+    }
+}
+
+/// Report fan-out: collects workers' snapshots and publishes one batch per interval (split in
+/// batches of at most [`MAX_BATCH_RECORDS`] records) and every event into the report stream:
+/// one sequence of serialized messages shared by all subscribers, kept up to a bound in bytes
+/// whether or not anyone is subscribed; a subscriber behind what is kept gets a `lost` message
+/// with the counts, and every loss is counted in `status`.
 pub struct Hub {
     names: Mutex<Names>,
     learned: Mutex<std::collections::BTreeSet<LearnKey>>,
     /// Learned connections not kept because the set was full.
     pub learned_overflow: AtomicU64,
-    subs: Mutex<Vec<Subscriber>>,
+    stream: Mutex<Stream>,
+    more: Condvar,
     overflow: AtomicU64,
-    queue: usize,
     interval_s: u64,
     pending_max: usize,
 }
 
 impl Hub {
-    /// A hub whose subscriber queues hold `queue` batches, publishing every `interval_s` s.
-    pub fn new(queue: usize, interval_s: u64) -> Self {
+    /// A hub keeping at most `buffer_bytes` of published messages (serialized JSON lines, plus
+    /// [`MSG_OVERHEAD`] each), publishing every `interval_s` s.
+    pub fn new(buffer_bytes: usize, interval_s: u64) -> Self {
+        let epoch = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
         Hub {
             names: Mutex::new(HashMap::new()),
             learned: Mutex::new(std::collections::BTreeSet::new()),
             learned_overflow: AtomicU64::new(0),
-            subs: Mutex::new(Vec::new()),
+            stream: Mutex::new(Stream {
+                epoch,
+                msgs: VecDeque::new(),
+                bytes: 0,
+                limit: buffer_bytes,
+                next_seq: 1,
+                ghosts: VecDeque::new(),
+                ghost_base: (0, 0),
+                cum: (0, 0),
+                delivered_high: 0,
+                subs: HashMap::new(),
+                next_sub: 0,
+                closed: false,
+                unread_dropped: (0, 0),
+                lost: (0, 0),
+            }),
+            more: Condvar::new(),
             overflow: AtomicU64::new(0),
-            queue: queue.max(1),
             interval_s,
             pending_max: MAX_PENDING,
         }
+    }
+
+    /// This daemon run's epoch ([`Subscribed::epoch`]).
+    pub fn epoch(&self) -> u64 {
+        self.stream.lock().map(|s| s.epoch).unwrap_or(0)
     }
 
     /// Holds at most `max` records between two published batches (at least [`MAX_PENDING`]);
@@ -137,65 +326,112 @@ impl Hub {
             .collect()
     }
 
-    /// (subscribers, records lost (to slow subscribers, or beyond the pending bound per batch),
-    /// batches queued).
+    /// (subscribers, records the reporter could not hold (beyond the pending bound per
+    /// interval), messages published and not yet read summed over subscribers).
     pub fn health(&self) -> (usize, u64, usize) {
-        let subs = self.subs.lock().map(|s| (s.len(), s.iter().map(|x| x.tx.len()).sum())).unwrap_or((0, 0));
-        (subs.0, self.overflow.load(Ordering::Relaxed), subs.1)
+        let (n, queued) = self
+            .stream
+            .lock()
+            .map(|s| (s.subs.len(), s.subs.values().map(|c| s.next_seq.saturating_sub(*c) as usize).sum()))
+            .unwrap_or((0, 0));
+        (n, self.overflow.load(Ordering::Relaxed), queued)
     }
 
-    fn subscribe(&self) -> (Receiver<Reply>, Arc<AtomicU64>) {
-        let (tx, rx) = bounded(self.queue);
-        let overflow = Arc::new(AtomicU64::new(0));
-        if let Ok(mut s) = self.subs.lock() {
-            s.push(Subscriber { tx, overflow: overflow.clone() });
+    /// The report stream's state for `status`.
+    pub fn stream_status(&self) -> ReportStream {
+        let Ok(s) = self.stream.lock() else { return ReportStream::default() };
+        ReportStream {
+            epoch: s.epoch,
+            last_seq: s.next_seq - 1,
+            oldest_seq: s.oldest(),
+            held: s.msgs.len(),
+            held_bytes: s.bytes,
+            limit_bytes: s.limit,
+            records: s.cum.0,
+            events: s.cum.1,
+            unread_dropped_records: s.unread_dropped.0,
+            unread_dropped_events: s.unread_dropped.1,
+            lost_records: s.lost.0,
+            lost_events: s.lost.1,
         }
-        (rx, overflow)
     }
 
-    fn publish(&self, records: &[ConnectionRecord], seq: u64) {
-        let Ok(mut subs) = self.subs.lock() else { return };
+    /// Registers a subscriber reading after `since` of run `epoch` ([`Request::Subscribe`]).
+    pub fn subscribe(&self, since: Option<u64>, epoch: Option<u64>) -> Subscription<'_> {
+        let mut st = match self.stream.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let last = st.next_seq - 1;
+        let restarted = since.is_some_and(|s| s > last) || epoch.is_some_and(|e| e != st.epoch);
+        let cursor = match since {
+            None => st.next_seq,
+            Some(_) if restarted => 1,
+            Some(s) => s + 1,
+        };
+        let id = st.next_sub;
+        st.next_sub += 1;
+        st.subs.insert(id, cursor);
+        let info = Subscribed {
+            interval_s: self.interval_s,
+            epoch: st.epoch,
+            first_seq: cursor.max(st.oldest()),
+            last_seq: last,
+        };
+        let restarted = restarted.then(|| Lost { reason: "restarted".into(), approximate: true, ..Default::default() });
+        drop(st);
+        Subscription { hub: self, id, cursor, info, restarted }
+    }
+
+    /// Publishes the records of one interval as batches of at most [`MAX_BATCH_RECORDS`] (one
+    /// empty batch when there are none: subscribers see the interval pass). `dropped`: records
+    /// of the interval not held (sent in the first batch).
+    fn publish(&self, records: &[ConnectionRecord], dropped: u64) {
         let time = rfc3339(
             SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0),
         );
-        subs.retain(|s| {
-            let batch = ReportBatch {
-                seq,
-                time: time.clone(),
-                connections: records.to_vec(),
-                overflow: s.overflow.load(Ordering::Relaxed),
-            };
-            match s.tx.try_send(Reply::Report(batch)) {
-                Ok(()) => true,
-                Err(TrySendError::Full(b)) => {
-                    let n = match b {
-                        Reply::Report(b) => b.connections.len() as u64,
-                        _ => 0,
-                    };
-                    s.overflow.fetch_add(n, Ordering::Relaxed);
-                    self.overflow.fetch_add(n, Ordering::Relaxed);
-                    true
-                }
-                Err(TrySendError::Disconnected(_)) => false,
-            }
-        });
+        let chunks: Vec<&[ConnectionRecord]> =
+            if records.is_empty() { vec![&[]] } else { records.chunks(MAX_BATCH_RECORDS).collect() };
+        let n = chunks.len();
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            self.push(chunk.len() as u64, 0, |seq| {
+                Reply::Report(ReportBatch {
+                    seq,
+                    time: time.clone(),
+                    connections: chunk.to_vec(),
+                    dropped: if i == 0 { dropped } else { 0 },
+                    more: i + 1 < n,
+                })
+            });
+        }
     }
 
-    /// Sends `events` to every subscriber (a full queue loses the event and counts it as one
-    /// overflowed record).
+    /// Publishes `events`, one message each.
     fn publish_events(&self, events: Vec<Event>) {
-        if events.is_empty() {
-            return;
+        for event in events {
+            self.push(0, 1, |seq| Reply::Event(SeqEvent { seq, event }));
         }
-        let Ok(subs) = self.subs.lock() else { return };
-        for s in subs.iter() {
-            for e in &events {
-                if let Err(TrySendError::Full(_)) = s.tx.try_send(Reply::Event(e.clone())) {
-                    s.overflow.fetch_add(1, Ordering::Relaxed);
-                    self.overflow.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+    }
+
+    /// Serializes the message `make(seq)` once, outside the lock (the reporter thread is the
+    /// only publisher, so the sequence number read first is the one it gets), and appends it
+    /// to the stream.
+    fn push(&self, records: u64, events: u64, make: impl FnOnce(u64) -> Reply) {
+        let Ok(seq) = self.stream.lock().map(|s| s.next_seq) else { return };
+        let line = line_of(&Response::ok(make(seq)));
+        let Ok(mut st) = self.stream.lock() else { return };
+        debug_assert_eq!(st.next_seq, seq, "one publisher");
+        st.push(line, records, events);
+        drop(st);
+        self.more.notify_all();
+    }
+
+    /// Ends every subscription once it has read what was published.
+    fn close(&self) {
+        if let Ok(mut st) = self.stream.lock() {
+            st.closed = true;
         }
+        self.more.notify_all();
     }
 
     /// The reporter thread: merges workers' snapshots (latest per session wins) and publishes a
@@ -207,7 +443,8 @@ impl Hub {
         let mut index: HashMap<(usize, u64), usize> = HashMap::new();
         let mut alerted = Alerted::default();
         let mut next = Instant::now() + interval;
-        let mut seq = 0u64;
+        // Records of this interval not held (beyond the pending bound).
+        let mut dropped = 0u64;
         loop {
             let wait = next.saturating_duration_since(Instant::now());
             match rx.recv_timeout(wait) {
@@ -234,6 +471,7 @@ impl Hub {
                         let slot = index.get(&(rep.worker, s.session.id)).copied();
                         if slot.is_none() && pending.len() >= self.pending_max {
                             self.overflow.fetch_add(1, Ordering::Relaxed);
+                            dropped += 1;
                             continue;
                         }
                         let rec = to_record(s, |slot| self.name(slot));
@@ -250,25 +488,22 @@ impl Hub {
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
-                    seq += 1;
                     self.publish_events(alerted.events(&index, &pending));
-                    self.publish(&pending, seq);
+                    self.publish(&pending, dropped);
                     pending.clear();
                     // Give subscriber connections a moment to write the final batch.
                     let deadline = Instant::now() + Duration::from_secs(2);
                     while Instant::now() < deadline && self.health().2 > 0 {
                         thread::sleep(Duration::from_millis(20));
                     }
-                    if let Ok(mut s) = self.subs.lock() {
-                        s.clear();
-                    }
+                    self.close();
                     return;
                 }
             }
-            seq += 1;
             self.publish_events(alerted.events(&index, &pending));
             index.clear();
-            self.publish(&pending, seq);
+            self.publish(&pending, dropped);
+            dropped = 0;
             // Kept, with its capacity: the reporter reuses the same memory every interval.
             pending.clear();
             next = Instant::now() + interval;
@@ -355,9 +590,7 @@ pub fn serve(listener: UnixListener, ctl: mpsc::Sender<CtlMsg>, hub: Arc<Hub>) {
 }
 
 fn write_response(w: &mut impl Write, r: &Response) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(r).unwrap_or_else(|_| br#"{"ok":false,"error":"internal"}"#.to_vec());
-    line.push(b'\n');
-    w.write_all(&line)
+    w.write_all(&line_of(r))
 }
 
 /// Reads one line of at most [`MAX_LINE`] bytes. `Ok(None)` at end of stream; `Err(())` for an
@@ -418,9 +651,23 @@ fn connection(stream: UnixStream, ctl: &mpsc::Sender<CtlMsg>, hub: &Hub) {
                 continue;
             }
         };
-        if let Request::Subscribe {} = req {
-            stream_reports(&mut writer, hub);
+        if let Request::Subscribe { since, epoch } = req {
+            stream_reports(&mut writer, hub, since, epoch);
             return;
+        }
+        if let Request::Hello { version, .. } = &req {
+            let resp = match check_version(PROTOCOL_VERSION, version, "client") {
+                Ok(()) => Response::ok(Reply::Hello(Hello {
+                    version: PROTOCOL_VERSION.into(),
+                    server: format!("warden {}", env!("CARGO_PKG_VERSION")),
+                    epoch: hub.epoch(),
+                })),
+                Err(e) => Response::err(e),
+            };
+            if write_response(&mut writer, &resp).is_err() {
+                return;
+            }
+            continue;
         }
         let (tx, rx) = mpsc::channel();
         if ctl.send(CtlMsg::Request(req, tx)).is_err() {
@@ -434,14 +681,13 @@ fn connection(stream: UnixStream, ctl: &mpsc::Sender<CtlMsg>, hub: &Hub) {
     }
 }
 
-fn stream_reports(writer: &mut UnixStream, hub: &Hub) {
-    let (batches, _overflow) = hub.subscribe();
-    let interval_s = hub.interval_s;
-    if write_response(writer, &Response::ok(Reply::Subscribed { interval_s })).is_err() {
+fn stream_reports(writer: &mut UnixStream, hub: &Hub, since: Option<u64>, epoch: Option<u64>) {
+    let mut sub = hub.subscribe(since, epoch);
+    if write_response(writer, &Response::ok(Reply::Subscribed(sub.info.clone()))).is_err() {
         return;
     }
-    while let Ok(msg) = batches.recv() {
-        if write_response(writer, &Response::ok(msg)).is_err() {
+    while let Some(line) = sub.next_line() {
+        if writer.write_all(&line).is_err() {
             return;
         }
     }
@@ -464,19 +710,169 @@ mod tests {
         assert_eq!(read_line(&mut r, &mut buf).unwrap(), None);
     }
 
+    /// The next line of `sub` as a parsed reply (the hub is never closed in these tests, so a
+    /// line must be there).
+    fn next_reply(sub: &mut Subscription<'_>) -> Reply {
+        let line = sub.next_line().expect("a line");
+        let r: Response = serde_json::from_slice(&line).unwrap();
+        r.reply.unwrap()
+    }
+
+    fn rec(port: u16) -> ConnectionRecord {
+        ConnectionRecord { client_ip: "198.18.0.1".into(), client_port: port, ..Default::default() }
+    }
+
+    /// Bytes one batch of `rec(p)` records takes in the stream.
+    fn batch_bytes(hub: &Hub, n: usize) -> usize {
+        let before = hub.stream_status().held_bytes;
+        hub.publish(&vec![rec(1); n], 0);
+        hub.stream_status().held_bytes - before
+    }
+
     #[test]
-    fn slow_subscriber_overflow_is_counted() {
-        let hub = Hub::new(1, 5);
-        let (rx, overflow) = hub.subscribe();
-        let rec = ConnectionRecord::default();
-        hub.publish(std::slice::from_ref(&rec), 1);
-        hub.publish(&[rec.clone(), rec], 2);
-        assert_eq!(overflow.load(Ordering::Relaxed), 2);
-        assert_eq!(hub.health(), (1, 2, 1));
-        assert!(matches!(rx.recv().unwrap(), Reply::Report(b) if b.seq == 1));
-        drop(rx);
-        hub.publish(&[], 3);
-        assert_eq!(hub.health().0, 0);
+    fn a_subscriber_resumes_after_since_in_order() {
+        let hub = Hub::new(1 << 20, 5);
+        // Published while nobody is subscribed: kept.
+        hub.publish(&[rec(1), rec(2)], 0);
+        hub.publish_events(vec![Event::Denied { connection: rec(3) }]);
+        hub.publish(&[rec(4)], 0);
+        let mut all = hub.subscribe(Some(0), None);
+        assert_eq!(all.info.first_seq, 1);
+        assert_eq!(all.info.last_seq, 3);
+        let seqs: Vec<u64> = (0..3)
+            .map(|_| match next_reply(&mut all) {
+                Reply::Report(b) => b.seq,
+                Reply::Event(e) => e.seq,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(seqs, [1, 2, 3]);
+        // Resuming after 2: only 3, then what comes next.
+        let mut resumed = hub.subscribe(Some(2), Some(hub.epoch()));
+        assert_eq!(resumed.info.first_seq, 3);
+        assert!(matches!(next_reply(&mut resumed), Reply::Report(b) if b.seq == 3 && b.connections[0].client_port == 4));
+        // No since: from now on.
+        let mut live = hub.subscribe(None, None);
+        assert_eq!(live.info.first_seq, 4);
+        hub.publish(&[rec(5)], 0);
+        assert!(matches!(next_reply(&mut live), Reply::Report(b) if b.seq == 4));
+        assert!(matches!(next_reply(&mut resumed), Reply::Report(b) if b.seq == 4));
+        assert_eq!(hub.health(), (3, 0, 1), "`all` has not read seq 4");
+        let st = hub.stream_status();
+        assert_eq!((st.last_seq, st.oldest_seq, st.held, st.records, st.events), (4, 1, 4, 4, 1));
+        drop(all);
+        assert_eq!(hub.health().0, 2);
+    }
+
+    #[test]
+    fn the_stream_is_bounded_in_bytes_and_losses_are_announced() {
+        let one = batch_bytes(&Hub::new(1 << 20, 5), 3);
+        let ev = {
+            let h = Hub::new(1 << 20, 5);
+            h.publish_events(vec![Event::Violation { connection: rec(9) }]);
+            h.stream_status().held_bytes
+        };
+        assert!(ev < one);
+        // Room for four batches of three records, not for four and the event.
+        let hub = Hub::new(one * 4 + ev - 1, 5);
+        for _ in 0..10 {
+            hub.publish(&[rec(1), rec(2), rec(3)], 0);
+        }
+        hub.publish_events(vec![Event::Violation { connection: rec(9) }]);
+        let st = hub.stream_status();
+        assert!(st.held_bytes <= st.limit_bytes, "{st:?}");
+        // The event is smaller than a batch: it pushed out one batch.
+        assert_eq!(st.oldest_seq, 8);
+        assert_eq!(st.last_seq, 11);
+        assert_eq!((st.unread_dropped_records, st.unread_dropped_events), (21, 0));
+        // A subscriber that last saw seq 2 lost 3..=7: five batches of three records.
+        let mut sub = hub.subscribe(Some(2), None);
+        assert_eq!(sub.info.first_seq, 8);
+        let Reply::Lost(l) = next_reply(&mut sub) else { panic!("no lost") };
+        assert_eq!(
+            l,
+            Lost { from_seq: 3, to_seq: 7, records: 15, events: 0, batches: 5, reason: "buffer_full".into(), approximate: false }
+        );
+        let seqs: Vec<u64> = (0..4)
+            .map(|_| match next_reply(&mut sub) {
+                Reply::Report(b) => b.seq,
+                Reply::Event(e) => e.seq,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(seqs, [8, 9, 10, 11]);
+        assert_eq!((hub.stream_status().lost_records, hub.stream_status().lost_events), (15, 0));
+
+        // A slow subscriber: it read nothing while events and batches went past the bound.
+        let mut slow = hub.subscribe(None, None);
+        hub.publish_events(vec![Event::Denied { connection: rec(1) }, Event::Denied { connection: rec(2) }]);
+        for _ in 0..6 {
+            hub.publish(&[rec(1), rec(2), rec(3)], 0);
+        }
+        let Reply::Lost(l) = next_reply(&mut slow) else { panic!("no lost") };
+        assert_eq!((l.from_seq, l.to_seq, l.records, l.events, l.batches), (12, 15, 6, 2, 2));
+        assert!(matches!(next_reply(&mut slow), Reply::Report(b) if b.seq == 16));
+        // Those were read by nobody before they were dropped: counted as unread too.
+        assert_eq!(hub.stream_status().unread_dropped_events, 2);
+    }
+
+    #[test]
+    fn a_since_of_another_run_is_announced() {
+        let hub = Hub::new(1 << 20, 5);
+        hub.publish(&[rec(1)], 0);
+        let mut sub = hub.subscribe(Some(7), Some(hub.epoch() + 1));
+        assert_eq!(sub.info.first_seq, 1);
+        assert!(matches!(next_reply(&mut sub), Reply::Lost(l) if l.reason == "restarted"));
+        assert!(matches!(next_reply(&mut sub), Reply::Report(b) if b.seq == 1));
+        // Beyond the last published number with no epoch: also another run.
+        let mut sub = hub.subscribe(Some(100), None);
+        assert!(matches!(next_reply(&mut sub), Reply::Lost(l) if l.reason == "restarted"));
+    }
+
+    /// A `since` older than the remembered counts gets counts that are lower bounds, marked.
+    #[test]
+    fn lost_counts_older_than_the_ghosts_are_marked_approximate() {
+        let hub = Hub::new(4096, 5);
+        for _ in 0..(MAX_GHOSTS + 100) {
+            hub.publish_events(vec![Event::Denied { connection: rec(1) }]);
+        }
+        let st = hub.stream_status();
+        let mut sub = hub.subscribe(Some(1), None);
+        let Reply::Lost(l) = next_reply(&mut sub) else { panic!("no lost") };
+        assert!(l.approximate);
+        assert_eq!((l.from_seq, l.to_seq), (2, st.oldest_seq - 1));
+        assert_eq!(l.events, MAX_GHOSTS as u64);
+        assert!(l.events < st.oldest_seq - 2, "a lower bound");
+        // From the start of the run: exact (nothing was published before seq 1).
+        let mut sub = hub.subscribe(Some(0), None);
+        let Reply::Lost(l) = next_reply(&mut sub) else { panic!("no lost") };
+        assert_eq!((l.events, l.approximate), (st.oldest_seq - 1, false));
+        // Within the ghosts: exact.
+        let mut sub = hub.subscribe(Some(st.oldest_seq - 11), None);
+        let Reply::Lost(l) = next_reply(&mut sub) else { panic!("no lost") };
+        assert_eq!((l.events, l.approximate), (10, false));
+    }
+
+    /// An interval with more records than a batch holds goes out as several batches, all but
+    /// the last marked `more`; each message is serialized once and shared (same bytes).
+    #[test]
+    fn large_intervals_are_split_and_shared() {
+        let hub = Hub::new(64 << 20, 5);
+        let mut a = hub.subscribe(None, None);
+        let mut b = hub.subscribe(None, None);
+        let recs: Vec<ConnectionRecord> = (0..(MAX_BATCH_RECORDS as u16 * 2 + 1)).map(rec).collect();
+        hub.publish(&recs, 4);
+        let mut got = Vec::new();
+        for i in 0..3 {
+            let (la, lb) = (a.next_line().unwrap(), b.next_line().unwrap());
+            assert!(Arc::ptr_eq(&la, &lb), "one copy for every subscriber");
+            let r: Response = serde_json::from_slice(&la).unwrap();
+            let Some(Reply::Report(batch)) = r.reply else { panic!("not a report") };
+            assert_eq!(batch.more, i < 2);
+            assert_eq!(batch.dropped, if i == 0 { 4 } else { 0 });
+            got.extend(batch.connections.iter().map(|c| c.client_port));
+        }
+        assert_eq!(got, (0..(MAX_BATCH_RECORDS as u16 * 2 + 1)).collect::<Vec<_>>());
     }
 
     #[test]
@@ -518,9 +914,9 @@ mod tests {
         let k = crate::flow::FlowKey::new(0, 6, crate::flow::Addr::v4([198, 18, 0, 1]), 1, crate::flow::Addr::v4([198, 18, 0, 2]), 80);
         t.track(&k.0, k.1, 60, Some(crate::tcpseq::Segment::flags(0x02)), 1, 1).unwrap();
         let base = t.snapshot(1).remove(0);
-        let hub = Arc::new(Hub::new(4, 3600));
-        let (sub, _) = hub.subscribe();
-        let (tx, rx) = bounded(8);
+        let hub = Arc::new(Hub::new(256 << 20, 3600));
+        let mut sub = hub.subscribe(None, None);
+        let (tx, rx) = crossbeam::channel::bounded(8);
         let reporter = {
             let hub = hub.clone();
             thread::spawn(move || hub.run_reporter(rx, Duration::from_secs(3600)))
@@ -541,10 +937,20 @@ mod tests {
         again.session.packets = [7, 0];
         tx.send(WorkerReport { worker: 0, snaps: vec![again], events: false }).unwrap();
         drop(tx);
-        let Reply::Report(b) = sub.recv().unwrap() else { panic!("not a report") };
+        let mut conns = Vec::new();
+        loop {
+            let Reply::Report(b) = next_reply(&mut sub) else { panic!("not a report") };
+            if b.seq == 1 {
+                assert_eq!(b.dropped, extra as u64);
+            }
+            conns.extend(b.connections);
+            if !b.more {
+                break;
+            }
+        }
         reporter.join().unwrap();
-        assert_eq!(b.connections.len(), MAX_PENDING);
-        assert_eq!(b.connections.iter().filter(|c| c.packets_to_server == 7).count(), 1);
+        assert_eq!(conns.len(), MAX_PENDING);
+        assert_eq!(conns.iter().filter(|c| c.packets_to_server == 7).count(), 1);
         assert_eq!(hub.health().1, extra as u64);
     }
 }

@@ -592,6 +592,7 @@ impl Daemon {
                     report_interval_s: self.cfg.dataplane.report_interval,
                     report_overflow: overflow + worker_overflow,
                     report_queued: queued,
+                    report_stream: self.hub.stream_status(),
                     policy_generation: self.policy_handle.generation(),
                     policy_workloads: self.policy.workloads.len(),
                     policy_rules: self.policy.rules.len(),
@@ -676,7 +677,8 @@ impl Daemon {
                 Response::ok(Reply::Sessions(out))
             }
             Request::Counters {} => Response::ok(Reply::Counters(self.counters())),
-            Request::Subscribe {} => Response::err("subscribe is handled by the connection"),
+            Request::Subscribe { .. } => Response::err("subscribe is handled by the connection"),
+            Request::Hello { .. } => Response::err("hello is handled by the connection"),
             Request::PolicyApply { text } => match Policy::from_toml(&text) {
                 Ok(p) => self.install(p, "policy applied"),
                 Err(e) => Response::err(format!("policy rejected, the running one stays: {e}")),
@@ -857,7 +859,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let xdp = XdpProgram::load(mode).map_err(|e| anyhow::anyhow!("{e} (Warden needs root or CAP_BPF+CAP_NET_ADMIN)"))?;
     let d = cfg.dataplane.clone();
     let hub = Arc::new(
-        Hub::new(d.report_queue, d.report_interval).with_pending_max(d.workers.saturating_mul(cfg.sessions.max)),
+        Hub::new(d.report_buffer_bytes, d.report_interval).with_pending_max(d.workers.saturating_mul(cfg.sessions.max)),
     );
     let policy = load_policy(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
     let policy_handle = Arc::new(PolicyHandle::new(

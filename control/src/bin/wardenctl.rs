@@ -36,11 +36,21 @@ enum Cmd {
     },
     /// Per-interface and per-worker counters.
     Counters,
-    /// Connection reports: one batch, or every batch (and every threat event) with --follow.
+    /// Connection reports: one batch, or every batch (and every event) with --follow.
     Connections {
         /// Keep printing batches until interrupted.
         #[arg(long)]
         follow: bool,
+        /// Start after this sequence number (what the daemon still holds of the stream; 0:
+        /// all it holds); default: from now on.
+        #[arg(long)]
+        since: Option<u64>,
+    },
+    /// Write the JSON Schemas of the protocol's messages (no daemon needed).
+    Schema {
+        /// Directory to write them to (default: print them).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
     },
     /// Add an inline pair at runtime.
     AddPair {
@@ -131,13 +141,28 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
+    if let Cmd::Schema { out } = &cli.cmd {
+        for (name, schema) in warden_control::schema::schemas() {
+            let text = warden_control::schema::to_file_text(&schema);
+            match out {
+                Some(dir) => {
+                    let path = dir.join(name);
+                    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+                }
+                None => print!("{text}"),
+            }
+        }
+        return Ok(());
+    }
     let mut client = Client::connect(&cli.socket)?;
+    client.hello()?;
     let req = match &cli.cmd {
         Cmd::Status => Request::Status {},
         Cmd::Interfaces => Request::ListInterfaces {},
         Cmd::Sessions { limit } => Request::ListSessions { limit: *limit },
         Cmd::Counters => Request::Counters {},
-        Cmd::Connections { follow } => return Ok(connections(cli, &mut client, *follow)?),
+        Cmd::Connections { follow, since } => return Ok(connections(cli, &mut client, *follow, *since)?),
+        Cmd::Schema { .. } => unreachable!("handled above"),
         Cmd::AddPair { a, b, fail_closed } => Request::AddInlinePair {
             a: a.clone(),
             b: b.clone(),
@@ -188,17 +213,34 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn connections(cli: &Cli, client: &mut Client, follow: bool) -> Result<(), ClientError> {
-    let interval = client.subscribe()?;
+fn connections(cli: &Cli, client: &mut Client, follow: bool, since: Option<u64>) -> Result<(), ClientError> {
+    let sub = client.subscribe_since(since, None)?;
     if !cli.json {
-        eprintln!("waiting for reports (every {interval} s)...");
+        eprintln!("waiting for reports (every {} s, from seq {})...", sub.interval_s, sub.first_seq);
     }
     let mut header = true;
     loop {
         let batch = match client.next_message()? {
             Reply::Report(b) => b,
             Reply::Event(e) => {
-                print_event(&e, cli.json);
+                print_event(&e.event, cli.json);
+                continue;
+            }
+            Reply::Lost(l) => {
+                if cli.json {
+                    println!("{}", serde_json::to_string(&Reply::Lost(l)).unwrap_or_default());
+                } else {
+                    eprintln!(
+                        "warning: lost {} records, {} events ({} batches, seq {}..={}, {}{})",
+                        l.records,
+                        l.events,
+                        l.batches,
+                        l.from_seq,
+                        l.to_seq,
+                        l.reason,
+                        if l.approximate { ", at least" } else { "" }
+                    );
+                }
                 continue;
             }
             _ => continue,
@@ -212,11 +254,11 @@ fn connections(cli: &Cli, client: &mut Client, follow: bool) -> Result<(), Clien
                 print_connections(&batch.connections, header);
                 header = false;
             }
-            if batch.overflow > 0 {
-                eprintln!("warning: {} records lost to a slow subscriber", batch.overflow);
+            if batch.dropped > 0 {
+                eprintln!("warning: {} records of this interval dropped by the reporter (seq {})", batch.dropped, batch.seq);
             }
         }
-        if !follow && !batch.connections.is_empty() {
+        if !follow && !batch.connections.is_empty() && !batch.more {
             return Ok(());
         }
     }
@@ -407,6 +449,14 @@ fn print_table(reply: &Reply) {
                 ("report interval", format!("{} s", s.report_interval_s)),
                 ("report overflow", s.report_overflow.to_string()),
                 ("report queued", s.report_queued.to_string()),
+                ("report stream", {
+                    let r = &s.report_stream;
+                    format!(
+                        "seq {}..={} held, {} of {} bytes; {} records, {} events published; dropped unread {} records, {} events; announced lost {} records, {} events",
+                        r.oldest_seq, r.last_seq, r.held_bytes, r.limit_bytes, r.records, r.events,
+                        r.unread_dropped_records, r.unread_dropped_events, r.lost_records, r.lost_events
+                    )
+                }),
                 ("policy", format!("generation {}, {} workload(s), {} rule(s)", s.policy_generation, s.policy_workloads, s.policy_rules)),
                 ("dns names", {
                     let n = &s.dns_names;
@@ -533,9 +583,11 @@ fn print_table(reply: &Reply) {
                 }
             }
         }
-        Reply::Subscribed { interval_s } => println!("subscribed, every {interval_s} s"),
+        Reply::Subscribed(s) => println!("subscribed, every {} s", s.interval_s),
+        Reply::Hello(h) => println!("{} (protocol {})", h.server, h.version),
         Reply::Report(b) => print_connections(&b.connections, true),
-        Reply::Event(e) => print_event(e, false),
+        Reply::Event(e) => print_event(&e.event, false),
+        Reply::Lost(l) => println!("lost {} records, {} events (seq {}..={})", l.records, l.events, l.from_seq, l.to_seq),
         Reply::Done(msg) => println!("{msg}"),
         Reply::PolicyText(text) => print!("{text}"),
         Reply::PolicyStats(v) => {

@@ -406,8 +406,13 @@ impl Topo {
     /// Starts Warden in the middle namespace with `extra` arguments after `run`, waits for its
     /// socket, and returns its PID. Session linger is shortened so final records come quickly.
     pub fn start_warden(&mut self, extra: &[&str]) -> u32 {
+        self.start_warden_config("", extra)
+    }
+
+    /// As [`Topo::start_warden`], with `config` (TOML sections) appended to its config file.
+    pub fn start_warden_config(&mut self, config: &str, extra: &[&str]) -> u32 {
         let cfg = self.path("warden.toml");
-        std::fs::write(&cfg, "[sessions]\ntcp_closed_timeout = 1\n").unwrap();
+        std::fs::write(&cfg, format!("[sessions]\ntcp_closed_timeout = 1\n{config}")).unwrap();
         let log = std::fs::File::create(self.path("warden.log")).unwrap();
         let sock = self.socket();
         let child = Command::new("ip")
@@ -581,7 +586,8 @@ pub fn collect_messages(
     while Instant::now() < deadline && !done(&recs, &events) {
         match client.next_message().unwrap() {
             Reply::Report(b) => recs.extend(b.connections),
-            Reply::Event(e) => events.push(e),
+            Reply::Event(e) => events.push(e.event),
+            Reply::Lost(l) => panic!("the report stream lost messages: {l:?}"),
             _ => {}
         }
     }
