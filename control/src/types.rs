@@ -347,6 +347,40 @@ pub struct Status {
     /// Rules in the running policy.
     #[serde(default)]
     pub policy_rules: usize,
+    /// Collectors records are exported to (`[[export.ipfix]]`), with their counters.
+    #[serde(default)]
+    pub export: Vec<ExportStatus>,
+}
+
+/// Counters of one IPFIX collector (see [`Status::export`]). Every update the reporter
+/// offered is either sent, still queued, not due yet (a live session between active
+/// timeouts), or counted in one of the `dropped_*` counters.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct ExportStatus {
+    /// Collector address and port.
+    pub collector: String,
+    /// `udp` or `tcp`.
+    pub transport: String,
+    /// UDP: socket open; TCP: connected now.
+    pub connected: bool,
+    /// Session updates waiting in the queue.
+    pub queued: usize,
+    /// Data records sent.
+    pub records_sent: u64,
+    /// IPFIX messages sent (templates included).
+    pub messages_sent: u64,
+    /// Template sets sent (at start, per TCP connection, and each UDP template interval).
+    pub templates_sent: u64,
+    /// Session updates dropped because the queue was full (the exporter fell behind or the
+    /// TCP collector was unreachable).
+    pub dropped_queue_full: u64,
+    /// Records lost because their message could not be sent (or left queued at shutdown while
+    /// the collector was unreachable).
+    pub dropped_send: u64,
+    /// Failed sends and connection attempts.
+    pub send_errors: u64,
+    /// Transport sessions opened (TCP connections; 1 for UDP).
+    pub connects: u64,
 }
 
 /// The report stream's buffer and losses (see [`Status::report_stream`]).

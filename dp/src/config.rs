@@ -41,6 +41,9 @@ pub struct Config {
     /// The policy loaded at start.
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// Collectors records are exported to (`[[export.ipfix]]`, [`crate::export`]).
+    #[serde(default)]
+    pub export: crate::export::ExportConfig,
 }
 
 /// `[policy]`: the policy file loaded at start (replaced at runtime by `wardenctl policy

@@ -228,6 +228,8 @@ pub struct Hub {
     overflow: AtomicU64,
     interval_s: u64,
     pending_max: usize,
+    /// Collectors every record is also offered to ([`crate::export`]).
+    export: crate::export::Exporters,
 }
 
 impl Hub {
@@ -259,12 +261,24 @@ impl Hub {
             overflow: AtomicU64::new(0),
             interval_s,
             pending_max: MAX_PENDING,
+            export: crate::export::Exporters::default(),
         }
     }
 
     /// This daemon run's epoch ([`Subscribed::epoch`]).
     pub fn epoch(&self) -> u64 {
         self.stream.lock().map(|s| s.epoch).unwrap_or(0)
+    }
+
+    /// Offers every record to `export`'s collectors too (never blocking the reporter).
+    pub fn with_export(mut self, export: crate::export::Exporters) -> Self {
+        self.export = export;
+        self
+    }
+
+    /// The collectors records are exported to.
+    pub fn export(&self) -> &crate::export::Exporters {
+        &self.export
     }
 
     /// Holds at most `max` records between two published batches (at least [`MAX_PENDING`]);
@@ -476,6 +490,7 @@ impl Hub {
                         }
                         let rec = to_record(s, |slot| self.name(slot));
                         self.learn(&rec);
+                        self.export.offer(rep.worker, s, &rec);
                         match slot {
                             Some(i) => pending[i] = rec,
                             None => {

@@ -596,6 +596,7 @@ impl Daemon {
                     policy_generation: self.policy_handle.generation(),
                     policy_workloads: self.policy.workloads.len(),
                     policy_rules: self.policy.rules.len(),
+                    export: self.hub.export().status(),
                     related_flows: {
                         let e = self.expectations.stats();
                         RelatedFlows {
@@ -859,7 +860,9 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let xdp = XdpProgram::load(mode).map_err(|e| anyhow::anyhow!("{e} (Warden needs root or CAP_BPF+CAP_NET_ADMIN)"))?;
     let d = cfg.dataplane.clone();
     let hub = Arc::new(
-        Hub::new(d.report_buffer_bytes, d.report_interval).with_pending_max(d.workers.saturating_mul(cfg.sessions.max)),
+        Hub::new(d.report_buffer_bytes, d.report_interval)
+            .with_pending_max(d.workers.saturating_mul(cfg.sessions.max))
+            .with_export(crate::export::Exporters::start(&cfg.export)?),
     );
     let policy = load_policy(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
     let policy_handle = Arc::new(PolicyHandle::new(
@@ -1011,6 +1014,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         let _ = h.join();
     }
     let _ = reporter.join();
+    hub.export().stop();
     let _ = std::fs::remove_file(&socket);
     tracing::info!("stopped; XDP detached from every interface");
     Ok(())

@@ -37,6 +37,7 @@ mod defrag_tests;
 pub mod detect;
 pub mod enforce;
 pub mod exception;
+pub mod export;
 pub mod expect;
 pub mod flow;
 pub mod icmp;

@@ -472,6 +472,20 @@ fn print_table(reply: &Reply) {
             for (k, v) in rows {
                 println!("{k:<16} {v}");
             }
+            for e in &s.export {
+                println!(
+                    "{:<16} {} {} ({}): {} records sent, {} queued, {} dropped (queue full), {} dropped (send), {} send errors",
+                    "ipfix export",
+                    e.transport,
+                    e.collector,
+                    if e.connected { "connected" } else { "not connected" },
+                    e.records_sent,
+                    e.queued,
+                    e.dropped_queue_full,
+                    e.dropped_send,
+                    e.send_errors
+                );
+            }
         }
         Reply::Interfaces(v) => {
             let rows: Vec<Vec<String>> = v

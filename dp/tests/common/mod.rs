@@ -260,6 +260,23 @@ impl Topo {
         (a2, b2, c2, s2)
     }
 
+    /// A namespace `{id}-x` linked to Warden's middle namespace by a veth pair, for a collector
+    /// Warden sends to: 198.18.9.1/30 in the middle namespace, 198.18.9.2/30 in `{id}-x`.
+    /// Returns (namespace, collector address); removed with the topology.
+    pub fn collector_ns(&mut self) -> (String, &'static str) {
+        let x = format!("{}-x", self.id);
+        let (xm, xx) = (format!("{}xm", self.id), format!("{}xx", self.id));
+        sh(&["ip", "netns", "add", &x]);
+        self.extra_ns.push(x.clone());
+        sh(&["ip", "-n", &x, "link", "set", "lo", "up"]);
+        sh(&["ip", "link", "add", &xx, "netns", &x, "type", "veth", "peer", "name", &xm, "netns", &self.m]);
+        sh(&["ip", "-n", &self.m, "addr", "add", "198.18.9.1/30", "dev", &xm]);
+        sh(&["ip", "-n", &x, "addr", "add", "198.18.9.2/30", "dev", &xx]);
+        sh(&["ip", "-n", &self.m, "link", "set", &xm, "up"]);
+        sh(&["ip", "-n", &x, "link", "set", &xx, "up"]);
+        (x, "198.18.9.2")
+    }
+
     /// Puts a host behind two routers on the client side, with a link of `mtu` bytes between
     /// the routers (the client namespace becomes the first router):
     ///
