@@ -41,6 +41,31 @@ pub struct Config {
     /// The policy loaded at start.
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// Prometheus metrics endpoint ([`crate::metrics`]).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// Log output ([`crate::logging`]).
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[metrics]`: the Prometheus text exposition endpoint (`GET /metrics`). Off unless `listen`
+/// is set (here or with `warden run --metrics ADDR`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address to serve on, `IP:PORT` (e.g. `"127.0.0.1:9597"`). Default: none (off). A
+    /// non-loopback address exposes counters (interface names, rule ids) to the network.
+    pub listen: Option<String>,
+}
+
+/// `[log]`: log line format on stderr.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `"text"` (default) or `"json"` (one JSON object per line: timestamp, level, target,
+    /// fields).
+    pub format: Option<String>,
 }
 
 /// `[policy]`: the policy file loaded at start (replaced at runtime by `wardenctl policy
@@ -471,6 +496,16 @@ impl Config {
         }
         if d.report_queue == 0 {
             return Err(bad("dataplane.report_queue", "must be at least 1".into()));
+        }
+        if let Some(l) = &self.metrics.listen {
+            if l.parse::<std::net::SocketAddr>().is_err() {
+                return Err(bad("metrics.listen", format!("must be IP:PORT (e.g. 127.0.0.1:9597), got {l:?}")));
+            }
+        }
+        if let Some(f) = &self.log.format {
+            if f != "text" && f != "json" {
+                return Err(bad("log.format", format!("must be \"text\" or \"json\", got {f:?}")));
+            }
         }
         if let Some(c) = &d.cores {
             if c.len() < d.workers {

@@ -61,6 +61,8 @@ pub struct Hub {
     queue: usize,
     interval_s: u64,
     pending_max: usize,
+    /// Sessions whose threat event was sent, by [`crate::detect::ThreatId`] (metrics).
+    threats: [AtomicU64; crate::detect::ThreatId::ALL.len()],
 }
 
 impl Hub {
@@ -75,6 +77,7 @@ impl Hub {
             queue: queue.max(1),
             interval_s,
             pending_max: MAX_PENDING,
+            threats: Default::default(),
         }
     }
 
@@ -142,6 +145,28 @@ impl Hub {
     pub fn health(&self) -> (usize, u64, usize) {
         let subs = self.subs.lock().map(|s| (s.len(), s.iter().map(|x| x.tx.len()).sum())).unwrap_or((0, 0));
         (subs.0, self.overflow.load(Ordering::Relaxed), subs.1)
+    }
+
+    /// Sessions whose threat event the reporter sent, by threat kind (name, count), counted
+    /// whether or not a subscriber was connected.
+    pub fn threats(&self) -> Vec<(&'static str, u64)> {
+        crate::detect::ThreatId::ALL
+            .iter()
+            .zip(&self.threats)
+            .map(|(t, n)| (t.as_str(), n.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// Counts the threat events in `events` by kind, then sends them.
+    fn publish_threats(&self, events: Vec<Event>) {
+        for e in &events {
+            if let Event::Threat { threat, .. } = e {
+                if let Some(i) = crate::detect::ThreatId::ALL.iter().position(|t| t.as_str() == threat.id) {
+                    self.threats[i].fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        self.publish_events(events);
     }
 
     fn subscribe(&self) -> (Receiver<Reply>, Arc<AtomicU64>) {
@@ -251,7 +276,7 @@ impl Hub {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     seq += 1;
-                    self.publish_events(alerted.events(&index, &pending));
+                    self.publish_threats(alerted.events(&index, &pending));
                     self.publish(&pending, seq);
                     pending.clear();
                     // Give subscriber connections a moment to write the final batch.
@@ -266,7 +291,7 @@ impl Hub {
                 }
             }
             seq += 1;
-            self.publish_events(alerted.events(&index, &pending));
+            self.publish_threats(alerted.events(&index, &pending));
             index.clear();
             self.publish(&pending, seq);
             // Kept, with its capacity: the reporter reuses the same memory every interval.

@@ -40,7 +40,9 @@ pub mod exception;
 pub mod expect;
 pub mod flow;
 pub mod icmp;
+pub mod logging;
 pub mod inspect;
+pub mod metrics;
 pub mod origin;
 pub mod policy;
 #[cfg(test)]
