@@ -646,6 +646,19 @@ mod tests {
     }
 
     #[test]
+    fn every_metric_the_grafana_dashboard_uses_is_exposed() {
+        let dash = include_str!("../../conf/grafana-warden.json");
+        let t = render(fake());
+        let mut used = 0;
+        for (i, _) in dash.match_indices("warden_") {
+            let name: String = dash[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            assert!(t.lines().any(|l| l.starts_with(&name)), "dashboard uses {name}, not in the exposition");
+            used += 1;
+        }
+        assert!(used >= 10, "{used}");
+    }
+
+    #[test]
     fn latency_buckets_by_mean_per_frame() {
         let mut l = Latency::default();
         l.observe_batch(Duration::from_nanos(100 * 10), 10); // 100 ns each: first bucket
