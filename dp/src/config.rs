@@ -609,6 +609,23 @@ mod tests {
     }
 
     #[test]
+    fn metrics_and_log_sections() {
+        let c = Config::parse("[metrics]\nlisten = \"127.0.0.1:9597\"\n[log]\nformat = \"json\"\n", "w.toml").unwrap();
+        assert_eq!(c.metrics.listen.as_deref(), Some("127.0.0.1:9597"));
+        assert_eq!(c.log.format.as_deref(), Some("json"));
+        // Off by default.
+        assert_eq!(Config::default().metrics.listen, None);
+        for (text, field) in [
+            ("[metrics]\nlisten = \"localhost\"\n", "metrics.listen"),
+            ("[metrics]\nlisten = \"127.0.0.1\"\n", "metrics.listen"),
+            ("[log]\nformat = \"xml\"\n", "log.format"),
+        ] {
+            let e = Config::parse(text, "w.toml").unwrap_err().to_string();
+            assert!(e.contains(field), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn empty_is_default() {
         assert_eq!(Config::parse("", "x").unwrap(), Config::default());
     }

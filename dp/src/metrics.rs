@@ -372,6 +372,13 @@ impl Collector for Exposition {
         // Inspection.
         let apps: Vec<&'static str> = App::ALL.iter().map(|a| a.as_str()).collect();
         counters(e, "app_sessions", "TCP/UDP sessions whose app was decided, by app (each change counts).", s.worker_reason_rows("app", &apps, |w, i| w.inspect.apps[i]))?;
+        counters(
+            e,
+            "inspection_bypassed_sessions",
+            "Sessions forwarded without an app context (pool empty), whatever the policy.",
+            s.worker_rows(|w| w.app_pool_full),
+        )?;
+        counters(e, "app_redetections", "Times a parser rejected its stream and detection ran again.", s.worker_rows(|w| w.app_redetections))?;
         let threats = s.threats.iter().map(|(t, n)| (vec![("threat", (*t).to_string())], *n));
         counters(e, "threat_sessions", "Sessions with a threat detected, by threat kind (counted by the reporter).", threats)?;
         let exc: Vec<&'static str> = ExceptionReason::ALL.iter().map(|r| r.as_str()).collect();
@@ -570,6 +577,7 @@ mod tests {
         c.fill_ring_empty = 12;
         w0.ifaces.insert(3, c);
         w0.timing.loops = 100;
+        w0.app_pool_full = 14;
         w0.timing.busy(Duration::from_micros(1500));
         w0.timing.latency.observe_batch(Duration::from_nanos(64 * 300), 64);
         w0.timing.latency.observe_batch(Duration::from_micros(5), 1);
@@ -615,6 +623,7 @@ mod tests {
         assert_eq!(v(r#"warden_app_sessions_total{worker="0",app="http"}"#), 3.0);
         assert_eq!(v(r#"warden_app_sessions_total{worker="0",app="tls"}"#), 0.0);
         assert_eq!(v(r#"warden_threat_sessions_total{threat="sql_injection"}"#), 2.0);
+        assert_eq!(v(r#"warden_inspection_bypassed_sessions_total{worker="0"}"#), 14.0);
         let mal = format!(r#"warden_malformed_frames_total{{worker="0",reason="{}"}}"#, Malformed::ALL[0].as_str());
         assert_eq!(v(&mal), 2.0);
         let exc = format!(r#"warden_inspection_exceptions_total{{worker="0",reason="{}"}}"#, ExceptionReason::ALL[0].as_str());

@@ -130,6 +130,10 @@ pub struct WorkerStats {
     pub defrag: DefragStats,
     /// Loop time and per-frame processing latency ([`crate::metrics`]).
     pub timing: crate::metrics::LoopStats,
+    /// Sessions not inspected because the app context pool was empty.
+    pub app_pool_full: u64,
+    /// Times a parser rejected its stream and detection ran again.
+    pub app_redetections: u64,
 }
 
 /// Most snapshots in one [`WorkerReport`]. The queue to the control thread holds at most
@@ -796,6 +800,8 @@ impl Worker {
                     hits: self.insp.hits.clone(),
                     defrag: self.insp.defrag_stats(),
                     timing: self.timing,
+                    app_pool_full: self.insp.engine.pool_full,
+                    app_redetections: self.insp.engine.redetections,
                 });
             }
             Command::Shutdown => {}
