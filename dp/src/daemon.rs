@@ -482,8 +482,7 @@ impl Daemon {
     /// The counters of one metrics scrape, from one stats answer of every worker (the same
     /// answers [`Self::counters`] is built from).
     fn metrics_snapshot(&self) -> crate::metrics::Snapshot {
-        let (current, generation) = self.policy_handle.load();
-        drop(current);
+        let generation = self.policy_handle.generation();
         let (subscribers, reporter_overflow, subscriber_queued) = self.hub.health();
         let interfaces = self
             .pairs
