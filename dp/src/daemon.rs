@@ -412,7 +412,7 @@ impl Daemon {
         let (tx, rx) = mpsc::channel();
         let _ = self.workers[w].send(Command::AddPorts { zone, group, side, spec: spec.clone(), reply: tx });
         let Ok(results) = rx.recv_timeout(Duration::from_secs(10)) else {
-            tracing::warn!("worker {w} did not answer; frames on {} queues {:?} are dropped (xdp_unbound)", iface.name, spec.queues);
+            crate::warn_limited!("worker {w} did not answer; frames on {} queues {:?} are dropped (xdp_unbound)", iface.name, spec.queues);
             return;
         };
         for (q, r) in spec.queues.iter().zip(results) {
@@ -424,7 +424,7 @@ impl Daemon {
                     self.pairs[pi].xsks.push((iface.slot, *q));
                     tracing::info!("{} queue {q} bound (worker {w})", iface.name);
                 }
-                Err(e) => tracing::warn!("{} queue {q}: {e}; its frames are dropped (xdp_unbound)", iface.name),
+                Err(e) => crate::warn_limited!("{} queue {q}: {e}; its frames are dropped (xdp_unbound)", iface.name),
             }
         }
     }
