@@ -22,6 +22,7 @@ PKGS=(
   python3-scapy                        # crafted attack frames (e2e_attacks, e2e_icmp; tests/captures/attacks/make.py)
   nftables                             # e2e_evasion: at the server's ingress, a segment lost after Warden, IP fragments counted
   nfdump                               # IPFIX collector nfcapd and reader nfdump (e2e_ipfix)
+  prometheus                           # e2e_metrics: a real Prometheus server scrapes `warden run --metrics` in the test's namespace
 )
 
 # `WARDEN_DEPS=demo`: only what building Warden and running scripts/demo.sh need (the test

@@ -44,6 +44,31 @@ pub struct Config {
     /// Collectors records are exported to (`[[export.ipfix]]`, [`crate::export`]).
     #[serde(default)]
     pub export: crate::export::ExportConfig,
+    /// Prometheus metrics endpoint ([`crate::metrics`]).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// Log output ([`crate::logging`]).
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[metrics]`: the Prometheus text exposition endpoint (`GET /metrics`). Off unless `listen`
+/// is set (here or with `warden run --metrics ADDR`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address to serve on, `IP:PORT` (e.g. `"127.0.0.1:9597"`). Default: none (off). A
+    /// non-loopback address exposes counters (interface names, rule ids) to the network.
+    pub listen: Option<String>,
+}
+
+/// `[log]`: log line format on stderr.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `"text"` (default) or `"json"` (one JSON object per line: timestamp, level, target,
+    /// fields).
+    pub format: Option<String>,
 }
 
 /// `[policy]`: the policy file loaded at start (replaced at runtime by `wardenctl policy
@@ -484,6 +509,16 @@ impl Config {
         if d.report_queue == 0 {
             return Err(bad("dataplane.report_queue", "must be at least 1".into()));
         }
+        if let Some(l) = &self.metrics.listen {
+            if l.parse::<std::net::SocketAddr>().is_err() {
+                return Err(bad("metrics.listen", format!("must be IP:PORT (e.g. 127.0.0.1:9597), got {l:?}")));
+            }
+        }
+        if let Some(f) = &self.log.format {
+            if f != "text" && f != "json" {
+                return Err(bad("log.format", format!("must be \"text\" or \"json\", got {f:?}")));
+            }
+        }
         if let Some(c) = &d.cores {
             if c.len() < d.workers {
                 return Err(bad(
@@ -583,6 +618,23 @@ mod tests {
         let c = Config::parse(text, "conf/warden.toml").unwrap();
         assert_eq!(c.inline.len(), 1);
         assert_eq!(c.sessions.timeouts().tcp_closed, 5_000_000_000);
+    }
+
+    #[test]
+    fn metrics_and_log_sections() {
+        let c = Config::parse("[metrics]\nlisten = \"127.0.0.1:9597\"\n[log]\nformat = \"json\"\n", "w.toml").unwrap();
+        assert_eq!(c.metrics.listen.as_deref(), Some("127.0.0.1:9597"));
+        assert_eq!(c.log.format.as_deref(), Some("json"));
+        // Off by default.
+        assert_eq!(Config::default().metrics.listen, None);
+        for (text, field) in [
+            ("[metrics]\nlisten = \"localhost\"\n", "metrics.listen"),
+            ("[metrics]\nlisten = \"127.0.0.1\"\n", "metrics.listen"),
+            ("[log]\nformat = \"xml\"\n", "log.format"),
+        ] {
+            let e = Config::parse(text, "w.toml").unwrap_err().to_string();
+            assert!(e.contains(field), "{text}: {e}");
+        }
     }
 
     #[test]

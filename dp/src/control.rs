@@ -230,6 +230,8 @@ pub struct Hub {
     pending_max: usize,
     /// Collectors every record is also offered to ([`crate::export`]).
     export: crate::export::Exporters,
+    /// Sessions whose threat event was sent, by [`crate::detect::ThreatId`] (metrics).
+    threats: [AtomicU64; crate::detect::ThreatId::ALL.len()],
 }
 
 impl Hub {
@@ -262,6 +264,7 @@ impl Hub {
             interval_s,
             pending_max: MAX_PENDING,
             export: crate::export::Exporters::default(),
+            threats: Default::default(),
         }
     }
 
@@ -368,6 +371,28 @@ impl Hub {
             lost_records: s.lost.0,
             lost_events: s.lost.1,
         }
+    }
+
+    /// Sessions whose threat event the reporter sent, by threat kind (name, count), counted
+    /// whether or not a subscriber was connected.
+    pub fn threats(&self) -> Vec<(&'static str, u64)> {
+        crate::detect::ThreatId::ALL
+            .iter()
+            .zip(&self.threats)
+            .map(|(t, n)| (t.as_str(), n.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// Counts the threat events in `events` by kind, then sends them.
+    fn publish_threats(&self, events: Vec<Event>) {
+        for e in &events {
+            if let Event::Threat { threat, .. } = e {
+                if let Some(i) = crate::detect::ThreatId::ALL.iter().position(|t| t.as_str() == threat.id) {
+                    self.threats[i].fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        self.publish_events(events);
     }
 
     /// Registers a subscriber reading after `since` of run `epoch` ([`Request::Subscribe`]).
@@ -503,7 +528,7 @@ impl Hub {
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
-                    self.publish_events(alerted.events(&index, &pending));
+                    self.publish_threats(alerted.events(&index, &pending));
                     self.publish(&pending, dropped);
                     pending.clear();
                     // Give subscriber connections a moment to write the final batch.
@@ -515,7 +540,7 @@ impl Hub {
                     return;
                 }
             }
-            self.publish_events(alerted.events(&index, &pending));
+            self.publish_threats(alerted.events(&index, &pending));
             index.clear();
             self.publish(&pending, dropped);
             dropped = 0;

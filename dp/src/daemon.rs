@@ -108,6 +108,8 @@ pub enum CtlMsg {
     Request(Request, mpsc::Sender<Response>),
     /// SIGINT or SIGTERM arrived.
     Shutdown(Signal),
+    /// A metrics scrape ([`crate::metrics`]): answer with a snapshot of the counters.
+    Metrics(mpsc::Sender<Box<crate::metrics::Snapshot>>),
 }
 
 #[derive(Debug, Clone)]
@@ -146,6 +148,8 @@ struct Daemon {
     expectations: Arc<ExpectTable>,
     test_hooks: bool,
     names: Arc<NameTable>,
+    /// The workers' report queue, for its depth (metrics); the reporter owns the other end.
+    report_queue: crossbeam::channel::Receiver<worker::WorkerReport>,
 }
 
 /// Loads the policy `cfg` names (`[policy] file`, `default_mode`); an empty policy when none.
@@ -393,7 +397,7 @@ impl Daemon {
                 // when it was attached: attach it again so new queues run it too.
                 if grew {
                     if let Err(e) = self.xdp.reattach(iface.ifindex) {
-                        tracing::warn!("{}: {e}", iface.name);
+                        crate::warn_limited!("{}: {e}", iface.name);
                     }
                 }
             }
@@ -408,7 +412,7 @@ impl Daemon {
         let (tx, rx) = mpsc::channel();
         let _ = self.workers[w].send(Command::AddPorts { zone, group, side, spec: spec.clone(), reply: tx });
         let Ok(results) = rx.recv_timeout(Duration::from_secs(10)) else {
-            tracing::warn!("worker {w} did not answer; frames on {} queues {:?} are dropped (xdp_unbound)", iface.name, spec.queues);
+            crate::warn_limited!("worker {w} did not answer; frames on {} queues {:?} are dropped (xdp_unbound)", iface.name, spec.queues);
             return;
         };
         for (q, r) in spec.queues.iter().zip(results) {
@@ -420,7 +424,7 @@ impl Daemon {
                     self.pairs[pi].xsks.push((iface.slot, *q));
                     tracing::info!("{} queue {q} bound (worker {w})", iface.name);
                 }
-                Err(e) => tracing::warn!("{} queue {q}: {e}; its frames are dropped (xdp_unbound)", iface.name),
+                Err(e) => crate::warn_limited!("{} queue {q}: {e}; its frames are dropped (xdp_unbound)", iface.name),
             }
         }
     }
@@ -473,6 +477,49 @@ impl Daemon {
             })
             .collect();
         replies.into_iter().filter_map(|rx| rx.recv_timeout(Duration::from_secs(5)).ok()).collect()
+    }
+
+    /// The counters of one metrics scrape, from one stats answer of every worker (the same
+    /// answers [`Self::counters`] is built from).
+    fn metrics_snapshot(&self) -> crate::metrics::Snapshot {
+        let generation = self.policy_handle.generation();
+        let (subscribers, reporter_overflow, subscriber_queued) = self.hub.health();
+        let interfaces = self
+            .pairs
+            .iter()
+            .flat_map(|p| [&p.a, &p.b])
+            .map(|i| {
+                let k = self.xdp.iface_stats(u32::from(i.slot)).unwrap_or_default();
+                crate::metrics::Interface {
+                    name: i.name.clone(),
+                    slot: i.slot,
+                    xdp: crate::metrics::XdpCounters {
+                        to_xsk: k.to_xsk_frames,
+                        fail_open: k.fail_open_frames,
+                        fail_closed: k.fail_closed_frames,
+                        unbound: k.unbound_frames,
+                    },
+                }
+            })
+            .collect();
+        let workers = self.worker_stats();
+        crate::metrics::Snapshot {
+            uptime_s: self.started.elapsed().as_secs(),
+            pairs: self.pairs.len(),
+            rules: self.policy_stats_from(&workers),
+            workers,
+            interfaces,
+            policy_generation: generation,
+            report: crate::metrics::ReportHealth {
+                queue_depth: self.report_queue.len(),
+                queue_capacity: self.cfg.dataplane.report_queue,
+                subscribers,
+                subscriber_queued,
+                reporter_overflow,
+            },
+            threats: self.hub.threats(),
+            log_suppressed: crate::logging::SUPPRESSED.load(std::sync::atomic::Ordering::Relaxed),
+        }
     }
 
     fn counters(&self) -> Counters {
@@ -785,11 +832,16 @@ impl Daemon {
 
     /// Sessions decided per rule and per mode default, summed over workers.
     fn policy_stats(&self) -> Vec<warden_control::RuleStats> {
+        self.policy_stats_from(&self.worker_stats())
+    }
+
+    /// [`Self::policy_stats`] from workers' stats answers already taken.
+    fn policy_stats_from(&self, stats: &[WorkerStats]) -> Vec<warden_control::RuleStats> {
         let (current, g) = self.policy_handle.load();
         let rules = current.rules();
         let mut by_rule = vec![0u64; rules.len()];
         let mut defaults = [0u64; 3];
-        for w in self.worker_stats() {
+        for w in stats {
             if w.hits.generation != g {
                 continue;
             }
@@ -910,6 +962,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     }
     drop(report_tx);
 
+    let report_queue = report_rx.clone();
     let reporter = {
         let hub = hub.clone();
         let interval = Duration::from_secs(d.report_interval);
@@ -932,6 +985,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         expectations,
         test_hooks: opts.test_hooks,
         names,
+        report_queue,
     };
     // Every worker enforces the start-up policy before the first pair is attached.
     if !policy_handle.wait_loaded(policy_handle.generation(), Duration::from_secs(5)) {
@@ -965,6 +1019,29 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         thread::Builder::new()
             .name("warden-accept".into())
             .spawn(move || control::serve(listener, ctl, hub))?;
+    }
+    match &cfg.metrics.listen {
+        Some(addr) => {
+            let ctl = ctl_tx.clone();
+            let source: crate::metrics::Source = Arc::new(move || {
+                let (tx, rx) = mpsc::channel();
+                ctl.send(CtlMsg::Metrics(tx)).ok()?;
+                rx.recv_timeout(Duration::from_secs(5)).ok().map(|b| *b)
+            });
+            let parsed = addr.parse().map_err(|e| anyhow::anyhow!("metrics.listen {addr}: {e}"));
+            match parsed.and_then(|a| crate::metrics::serve(a, source).map_err(|e| anyhow::anyhow!("metrics {addr}: {e}"))) {
+                Ok(local) => tracing::info!("metrics on http://{local}/metrics"),
+                Err(e) => {
+                    daemon.shutdown();
+                    for h in handles {
+                        let _ = h.join();
+                    }
+                    let _ = std::fs::remove_file(&socket);
+                    return Err(e);
+                }
+            }
+        }
+        None => tracing::info!("metrics off ([metrics] listen or --metrics ADDR turns them on)"),
     }
     {
         let ctl = ctl_tx.clone();
@@ -1006,6 +1083,12 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             CtlMsg::Shutdown(sig) => {
                 tracing::info!("{sig}: stopping");
                 break;
+            }
+            CtlMsg::Metrics(reply) => {
+                let snap = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| daemon.metrics_snapshot()));
+                if let Ok(s) = snap {
+                    let _ = reply.send(Box::new(s));
+                }
             }
         }
     }

@@ -144,6 +144,10 @@ pub struct InspectStats {
     pub anomalies: [u64; Anomaly::ALL.len()],
     /// Sessions whose SYN data the server did not take: inspection started over at ISN + 1.
     pub syn_data_resyncs: u64,
+    /// TCP/UDP sessions whose app was decided, by [`App`] (index `app as usize`; `unknown`
+    /// when detection gave up). Counted when a session's decided app changes (at most
+    /// `1 + MAX_CHANGES` times per session), never per frame.
+    pub apps: [u64; App::ALL.len()],
 }
 
 /// Most violation/denied events queued between two worker loops.
@@ -841,6 +845,9 @@ impl Inspector {
                     self.hits.count(&d);
                     ps.counted = true;
                 }
+            }
+            if let (true, Some(a)) = (inspectable && ps.app != app, app) {
+                self.stats.apps[a as usize] += 1;
             }
             ps.app = app;
         }

@@ -41,7 +41,9 @@ pub mod export;
 pub mod expect;
 pub mod flow;
 pub mod icmp;
+pub mod logging;
 pub mod inspect;
+pub mod metrics;
 pub mod origin;
 pub mod policy;
 #[cfg(test)]

@@ -9,6 +9,10 @@ use warden_dp::config::{Config, InlinePair};
 #[derive(Parser)]
 #[command(name = "warden", version, about = "Inline L3-L7 dataplane over AF_XDP")]
 struct Cli {
+    /// Log format on stderr: `text` or `json` (one JSON object per line); overrides
+    /// `[log] format`.
+    #[arg(long, global = true, value_name = "FORMAT", value_parser = ["text", "json"])]
+    log_format: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -35,6 +39,10 @@ enum Cmd {
         /// Policy file (TOML) enforced from the start; overrides `[policy] file`.
         #[arg(long, value_name = "FILE")]
         policy: Option<String>,
+        /// Serve Prometheus metrics on ADDR (`IP:PORT`, e.g. 127.0.0.1:9597; GET /metrics);
+        /// overrides `[metrics] listen`. Off when neither is set.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
         /// Test hook: honour test-only control requests (`test_kill_worker`). For end-to-end
         /// tests; hidden from --help.
         #[arg(long, hide = true)]
@@ -69,15 +77,17 @@ fn load(config: Option<&PathBuf>) -> Result<Config, String> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    // The log format: the flag, else the config file's `[log] format` (read again by the
+    // command; a file that does not load is reported by it), else text.
+    let file_format = match &cli.cmd {
+        Cmd::Run { config: Some(p), .. } | Cmd::Replay { config: Some(p), .. } => {
+            Config::load(p).ok().and_then(|c| c.log.format)
+        }
+        _ => None,
+    };
+    let json = cli.log_format.as_deref().or(file_format.as_deref()) == Some("json");
+    warden_dp::logging::init(json);
     let result = match cli.cmd {
         Cmd::Run {
             config,
@@ -86,6 +96,7 @@ fn main() -> ExitCode {
             socket,
             report_interval,
             policy,
+            metrics,
             test_hooks,
         } => (|| {
             let mut cfg = load(config.as_ref())?;
@@ -103,6 +114,9 @@ fn main() -> ExitCode {
             }
             if policy.is_some() {
                 cfg.policy.file = policy;
+            }
+            if metrics.is_some() {
+                cfg.metrics.listen = metrics;
             }
             cfg.validate("command line").map_err(|e| e.to_string())?;
             let opts = warden_dp::daemon::RunOptions { test_hooks };

@@ -128,6 +128,12 @@ pub struct WorkerStats {
     pub hits: Hits,
     /// IP reassembly counters of this worker.
     pub defrag: DefragStats,
+    /// Loop time and per-frame processing latency ([`crate::metrics`]).
+    pub timing: crate::metrics::LoopStats,
+    /// Sessions not inspected because the app context pool was empty.
+    pub app_pool_full: u64,
+    /// Times a parser rejected its stream and detection ran again.
+    pub app_redetections: u64,
 }
 
 /// Most snapshots in one [`WorkerReport`]. The queue to the control thread holds at most
@@ -277,6 +283,7 @@ pub struct Worker {
     report_overflow: u64,
     policy: Option<Arc<PolicyHandle>>,
     next_group: u16,
+    timing: crate::metrics::LoopStats,
 }
 
 /// The token a held frame is known by: group id (15 bits), side (1), length (16), UMEM
@@ -369,6 +376,7 @@ impl Worker {
             report_overflow: 0,
             policy: None,
             next_group: 0,
+            timing: crate::metrics::LoopStats::default(),
         }
     }
 
@@ -405,6 +413,8 @@ impl Worker {
         let mut last_expire = Instant::now();
         let mut fds: Vec<i32> = Vec::new();
         loop {
+            // Loop time: one monotonic clock read per loop, a second only when it did work.
+            let loop_start = Instant::now();
             self.refresh_policy();
             let now = now_ns();
             let mut work = 0usize;
@@ -443,7 +453,9 @@ impl Worker {
                 // does not multiply their reports.
                 self.send_ended();
             }
+            self.timing.loops += 1;
             if work > 0 {
+                self.timing.busy(loop_start.elapsed());
                 idle = 0;
                 continue;
             }
@@ -543,6 +555,9 @@ impl Worker {
                 continue;
             }
             total += n;
+            // Per-frame latency: the batch is timed whole (two clock reads per batch) and
+            // each of its frames observes the batch's mean.
+            let batch_start = Instant::now();
             let (mut nf, mut nd) = (0usize, 0usize);
             let mut fwd_bytes = 0u64;
             for d in &rxd[..n] {
@@ -629,6 +644,7 @@ impl Worker {
             gs.stats[other].tx_bytes += fwd_bytes;
             gs.group.release(&drop[..nd]);
             release_held(&mut self.groups, &mut self.insp);
+            self.timing.latency.observe_batch(batch_start.elapsed(), n as u64);
         }
         self.groups[gi].group.kick_tx();
         total
@@ -783,6 +799,9 @@ impl Worker {
                     report_overflow: self.report_overflow,
                     hits: self.insp.hits.clone(),
                     defrag: self.insp.defrag_stats(),
+                    timing: self.timing,
+                    app_pool_full: self.insp.engine.pool_full,
+                    app_redetections: self.insp.engine.redetections,
                 });
             }
             Command::Shutdown => {}

@@ -30,6 +30,9 @@ pub enum ThreatId {
 }
 
 impl ThreatId {
+    /// Every threat kind, in declaration order.
+    pub const ALL: &'static [ThreatId] = &[ThreatId::SqlInjection];
+
     /// Name used in records and events (`"sql_injection"`).
     pub fn as_str(self) -> &'static str {
         match self {
