@@ -41,6 +41,9 @@ pub struct Config {
     /// The policy loaded at start.
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// Who may use the control socket, connection limits ([`crate::access`]).
+    #[serde(default)]
+    pub control: crate::access::ControlConfig,
 }
 
 /// `[policy]`: the policy file loaded at start (replaced at runtime by `wardenctl policy

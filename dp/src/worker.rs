@@ -208,6 +208,9 @@ pub enum Command {
     Shutdown,
     /// Test hook (`warden run --test-hooks` only): panic, as a bug in the worker would.
     TestPanic,
+    /// Test hook (`warden run --test-hooks` only): stop looping for this long, as a worker
+    /// stuck in a bug would (the watchdog pings stop).
+    TestStall(Duration),
 }
 
 /// Static settings of a worker.
@@ -277,6 +280,8 @@ pub struct Worker {
     report_overflow: u64,
     policy: Option<Arc<PolicyHandle>>,
     next_group: u16,
+    /// Liveness and totals read by the control loop (systemd watchdog, `STATUS=`).
+    pulse: Arc<crate::service::Pulse>,
 }
 
 /// The token a held frame is known by: group id (15 bits), side (1), length (16), UMEM
@@ -369,7 +374,15 @@ impl Worker {
             report_overflow: 0,
             policy: None,
             next_group: 0,
+            pulse: Arc::default(),
         }
+    }
+
+    /// Publishes this worker's loop count, sessions and frames through `pulse` (once per loop),
+    /// for the control loop's watchdog ([`crate::service`]).
+    pub fn with_pulse(mut self, pulse: Arc<crate::service::Pulse>) -> Self {
+        self.pulse = pulse;
+        self
     }
 
     /// Enforces the policy published through `handle` (picked up once per loop).
@@ -405,6 +418,7 @@ impl Worker {
         let mut last_expire = Instant::now();
         let mut fds: Vec<i32> = Vec::new();
         loop {
+            self.pulse.beat(self.insp.sessions.len() as u64, self.insp.stats.frames);
             self.refresh_policy();
             let now = now_ns();
             let mut work = 0usize;
@@ -786,6 +800,7 @@ impl Worker {
                 });
             }
             Command::Shutdown => {}
+            Command::TestStall(d) => std::thread::sleep(d),
             Command::TestPanic => panic!("worker {} told to panic (test hook)", self.cfg.index),
         }
     }
