@@ -20,6 +20,7 @@ PKGS=(
   tftpd-hpa tftp-hpa                                     # TFTP end to end (in.tftpd run by the test, not the service)
   sqlmap sysbench                                                                   # perf/sqli/dataset.py: SQL injection rates (payloads, OLTP statements)
   python3-scapy                        # crafted attack frames (e2e_attacks, e2e_icmp; tests/captures/attacks/make.py)
+  systemd util-linux                   # systemd-analyze verify of conf/warden.service; setpriv for the non-root control client (e2e_service)
 )
 
 # `WARDEN_DEPS=demo`: only what building Warden and running scripts/demo.sh need (the test

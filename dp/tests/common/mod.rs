@@ -406,8 +406,14 @@ impl Topo {
     /// Starts Warden in the middle namespace with `extra` arguments after `run`, waits for its
     /// socket, and returns its PID. Session linger is shortened so final records come quickly.
     pub fn start_warden(&mut self, extra: &[&str]) -> u32 {
+        self.start_warden_with("", extra, &[])
+    }
+
+    /// As [`Topo::start_warden`], with `config` appended to the test's `warden.toml` and `env`
+    /// set in Warden's environment (`NOTIFY_SOCKET`, `WATCHDOG_USEC`).
+    pub fn start_warden_with(&mut self, config: &str, extra: &[&str], env: &[(&str, &str)]) -> u32 {
         let cfg = self.path("warden.toml");
-        std::fs::write(&cfg, "[sessions]\ntcp_closed_timeout = 1\n").unwrap();
+        std::fs::write(&cfg, format!("[sessions]\ntcp_closed_timeout = 1\n{config}")).unwrap();
         let log = std::fs::File::create(self.path("warden.log")).unwrap();
         let sock = self.socket();
         let child = Command::new("ip")
@@ -417,6 +423,7 @@ impl Topo {
             .arg(&sock)
             .args(["--report-interval", "1"])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
