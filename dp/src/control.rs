@@ -5,7 +5,8 @@
 //! [`MAX_LINE`] bytes, gets an error response and the connection stays usable; nothing a client
 //! sends can stop the daemon. Requests are executed by the control loop on the main thread
 //! ([`crate::daemon`]); `subscribe` turns the connection into a report stream fed by the
-//! [`Hub`].
+//! [`Hub`]. Who may connect, with which role, how many at once and for how long is decided by
+//! [`crate::access`].
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
