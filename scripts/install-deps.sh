@@ -23,6 +23,7 @@ PKGS=(
   nftables                             # e2e_evasion: at the server's ingress, a segment lost after Warden, IP fragments counted
   nfdump                               # IPFIX collector nfcapd and reader nfdump (e2e_ipfix)
   prometheus                           # e2e_metrics: a real Prometheus server scrapes `warden run --metrics` in the test's namespace
+  systemd util-linux                   # systemd-analyze verify of conf/warden.service; setpriv for the non-root control client (e2e_service)
 )
 
 # `WARDEN_DEPS=demo`: only what building Warden and running scripts/demo.sh need (the test

@@ -103,7 +103,14 @@ impl Client {
         let line = serde_json::to_string(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let mut buf = line.into_bytes();
         buf.push(b'\n');
-        self.writer.write_all(&buf).map_err(self.io())?;
+        if let Err(e) = self.writer.write_all(&buf) {
+            // The daemon may have refused the connection (permission, connection cap) with
+            // an error line and closed it before the request was written: report its reason.
+            return match self.read_response() {
+                Err(ClientError::Daemon(m)) => Err(ClientError::Daemon(m)),
+                _ => Err((self.io())(e)),
+            };
+        }
         self.read_response()
     }
 

@@ -31,9 +31,11 @@ pub enum Request {
         #[serde(default)]
         b: Option<String>,
     },
-    /// Live sessions, at most `limit` (default 1000) per worker. Reply: [`Reply::Sessions`].
+    /// Live sessions, at most `limit` (default 1000, at most [`MAX_LIST_SESSIONS`]) per worker.
+    /// Each worker copies its share between two frame batches, so the bound is also the longest
+    /// a worker pauses for it. Reply: [`Reply::Sessions`].
     ListSessions {
-        /// Maximum number of sessions returned per worker.
+        /// Maximum number of sessions returned per worker (clamped to [`MAX_LIST_SESSIONS`]).
         #[serde(default)]
         limit: Option<usize>,
     },
@@ -107,7 +109,55 @@ pub enum Request {
         /// Worker index (as in [`WorkerCounters::worker`]).
         worker: usize,
     },
+    /// **Test hook**: makes worker `worker` stop looping for `secs` seconds (at most 60), as a
+    /// worker stuck in a bug would, so tests can check that the systemd watchdog pings stop.
+    /// Refused unless `warden run --test-hooks`. Reply: [`Reply::Done`].
+    TestStallWorker {
+        /// Worker index (as in [`WorkerCounters::worker`]).
+        worker: usize,
+        /// How long it stalls, in seconds (clamped to 60).
+        secs: u64,
+    },
 }
+
+impl Request {
+    /// Whether the request needs the control socket's **admin** role: everything that changes
+    /// the daemon (pairs, policy, workloads, modes, test hooks). The rest (status, counters,
+    /// interfaces, sessions, subscribe, policy show/stats/learned) is served to **read-only**
+    /// clients too. Exhaustive on purpose: a new request must be classified.
+    pub fn needs_admin(&self) -> bool {
+        match self {
+            Request::Hello { .. }
+            | Request::Status {}
+            | Request::ListInterfaces {}
+            | Request::ListSessions { .. }
+            | Request::Counters {}
+            | Request::Subscribe { .. }
+            | Request::PolicyShow {}
+            | Request::PolicyStats {}
+            | Request::PolicyLearned {} => false,
+            Request::AddInlinePair { .. }
+            | Request::RemoveInlinePair { .. }
+            | Request::PolicyApply { .. }
+            | Request::SetWorkload { .. }
+            | Request::RemoveWorkload { .. }
+            | Request::SetMode { .. }
+            | Request::TestKillWorker { .. }
+            | Request::TestStallWorker { .. } => true,
+        }
+    }
+
+    /// The request's `cmd` name as sent on the wire (`status`, `policy_apply`, ...).
+    pub fn name(&self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.get("cmd").and_then(|c| c.as_str()).map(str::to_string))
+            .unwrap_or_else(|| "request".into())
+    }
+}
+
+/// Most sessions one `list_sessions` request returns per worker (a larger `limit` is clamped).
+pub const MAX_LIST_SESSIONS: usize = 10_000;
 
 /// A workload as sent over the control socket (the `[[workload]]` table of a policy file).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]

@@ -50,6 +50,9 @@ pub struct Config {
     /// Log output ([`crate::logging`]).
     #[serde(default)]
     pub log: LogConfig,
+    /// Who may use the control socket, connection limits ([`crate::access`]).
+    #[serde(default)]
+    pub control: crate::access::ControlConfig,
 }
 
 /// `[metrics]`: the Prometheus text exposition endpoint (`GET /metrics`). Off unless `listen`

@@ -5,14 +5,15 @@
 //! [`MAX_LINE`] bytes, gets an error response and the connection stays usable; nothing a client
 //! sends can stop the daemon. Requests are executed by the control loop on the main thread
 //! ([`crate::daemon`]); `subscribe` turns the connection into a report stream fed by the
-//! [`Hub`].
+//! [`Hub`]. Who may connect, with which role, how many at once and for how long is decided by
+//! [`crate::access`].
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -23,6 +24,7 @@ use warden_control::{
     SeqEvent, Subscribed, MAX_BATCH_RECORDS, PROTOCOL_VERSION,
 };
 
+use crate::access;
 use crate::daemon::{CtlMsg, Names};
 use crate::record::{rfc3339, to_record};
 use crate::worker::WorkerReport;
@@ -35,8 +37,6 @@ pub const MAX_LEARNED: usize = 100_000;
 
 /// Longest request line accepted (bytes, without the newline).
 pub const MAX_LINE: usize = 64 * 1024;
-/// Most control connections served at once.
-pub const MAX_CONNECTIONS: usize = 64;
 /// Sessions whose threat event was sent that the reporter remembers (oldest forgotten first;
 /// a session ending is forgotten at once).
 pub const MAX_ALERTED: usize = 65536;
@@ -584,14 +584,16 @@ impl Alerted {
     }
 }
 
-/// Creates the socket at `path` (parent directory created, mode 0600). A stale socket file is
+/// Creates the socket at `path`: its directory created or checked ([`access::check_dir`]),
+/// the socket mode 0600 (root only), or 0666 when `open` (other users are listed in
+/// `[control]`; each connection's peer credentials decide, [`access`]). A stale socket file is
 /// replaced; a live one (another Warden answering) is an error.
 ///
 /// # Errors
 /// A message naming the path.
-pub fn bind(path: &Path) -> Result<UnixListener, String> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+pub fn bind(path: &Path, open: bool) -> Result<UnixListener, String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        access::check_dir(dir)?;
     }
     if path.exists() {
         if UnixStream::connect(path).is_ok() {
@@ -603,25 +605,33 @@ pub fn bind(path: &Path) -> Result<UnixListener, String> {
     let l = UnixListener::bind(path);
     nix::sys::stat::umask(old);
     let l = l.map_err(|e| format!("bind {}: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+    let mode = if open { 0o666 } else { 0o600 };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| format!("chmod {}: {e}", path.display()))?;
     Ok(l)
 }
 
-/// Accepts connections forever, one thread each (at most [`MAX_CONNECTIONS`]).
-pub fn serve(listener: UnixListener, ctl: mpsc::Sender<CtlMsg>, hub: Arc<Hub>) {
-    let active = Arc::new(AtomicUsize::new(0));
+/// Accepts connections forever, one thread each, admitted by `gate` (peer credentials, roles,
+/// the connection cap with its admin reserve).
+pub fn serve(listener: UnixListener, ctl: mpsc::Sender<CtlMsg>, hub: Arc<Hub>, gate: Arc<access::Gate>) {
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else { continue };
-        if active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-            let _ = write_response(&mut stream, &Response::err("too many control connections"));
-            continue;
-        }
-        active.fetch_add(1, Ordering::Relaxed);
-        let (ctl, hub, active) = (ctl.clone(), hub.clone(), active.clone());
+        let admitted = access::peer(&stream)
+            .map_err(|e| format!("cannot read peer credentials: {e}"))
+            .and_then(|p| gate.admit(p, &access::groups(&p)));
+        let slot = match admitted {
+            Ok(s) => s,
+            Err(msg) => {
+                let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+                let _ = write_response(&mut stream, &Response::err(msg));
+                continue;
+            }
+        };
+        let timeout = Duration::from_secs(gate.config().read_timeout.max(1));
+        let (ctl, hub) = (ctl.clone(), hub.clone());
         let spawned = thread::Builder::new().name("warden-conn".into()).spawn(move || {
-            connection(stream, &ctl, &hub);
-            active.fetch_sub(1, Ordering::Relaxed);
+            connection(stream, &ctl, &hub, &slot, timeout);
+            drop(slot);
         });
         if spawned.is_err() {
             tracing::warn!("could not start a control connection thread");
@@ -661,15 +671,23 @@ fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<Option<
     Ok(Some(Err(())))
 }
 
-fn connection(stream: UnixStream, ctl: &mpsc::Sender<CtlMsg>, hub: &Hub) {
+fn connection(stream: UnixStream, ctl: &mpsc::Sender<CtlMsg>, hub: &Hub, slot: &access::Slot, timeout: Duration) {
     let Ok(read_half) = stream.try_clone() else { return };
-    let mut reader = BufReader::new(read_half);
+    let mut reader = BufReader::new(access::Deadline::new(read_half, timeout));
     let mut writer = stream;
     let _ = writer.set_write_timeout(Some(Duration::from_secs(30)));
     let mut buf = Vec::new();
     loop {
+        reader.get_mut().arm();
         let line = match read_line(&mut reader, &mut buf) {
-            Ok(None) | Err(_) => return,
+            Ok(None) => return,
+            Err(e) => {
+                if e.kind() == std::io::ErrorKind::TimedOut || e.kind() == std::io::ErrorKind::WouldBlock {
+                    let msg = format!("no complete request within {} s: closing the connection", timeout.as_secs());
+                    let _ = write_response(&mut writer, &Response::err(msg));
+                }
+                return;
+            }
             Ok(Some(Err(()))) => {
                 let msg = format!("request line longer than {MAX_LINE} bytes");
                 if write_response(&mut writer, &Response::err(msg)).is_err() {
@@ -691,6 +709,17 @@ fn connection(stream: UnixStream, ctl: &mpsc::Sender<CtlMsg>, hub: &Hub) {
                 continue;
             }
         };
+        if slot.role == access::Role::Read && req.needs_admin() {
+            let msg = format!(
+                "permission denied: {} needs the admin role; {} is read-only (warden.toml [control] admin_uids, admin_gids)",
+                req.name(),
+                slot.peer
+            );
+            if write_response(&mut writer, &Response::err(msg)).is_err() {
+                return;
+            }
+            continue;
+        }
         if let Request::Subscribe { since, epoch } = req {
             stream_reports(&mut writer, hub, since, epoch);
             return;

@@ -54,12 +54,19 @@ use crate::xsk::SideSpec;
 /// (`EX_SOFTWARE` of sysexits.h).
 pub const EXIT_THREAD_FAILED: i32 = 70;
 
+/// Reads the configuration again for a SIGHUP reload (the file and the same command-line
+/// overrides as at start).
+pub type Reloader = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
+
 /// Options of `warden run` that are not configuration.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Clone, Default)]
 pub struct RunOptions {
-    /// Honour test-hook requests ([`Request::TestKillWorker`]); set by the hidden
-    /// `--test-hooks` flag, for end-to-end tests only.
+    /// Honour test-hook requests ([`Request::TestKillWorker`], [`Request::TestStallWorker`]);
+    /// set by the hidden `--test-hooks` flag, for end-to-end tests only.
     pub test_hooks: bool,
+    /// How SIGHUP re-reads the configuration; without it SIGHUP re-reads only the policy file
+    /// the running configuration names.
+    pub reload: Option<Reloader>,
 }
 
 /// Logs every panic with its thread, message and location (once, through `tracing`, so it
@@ -110,6 +117,8 @@ pub enum CtlMsg {
     Shutdown(Signal),
     /// A metrics scrape ([`crate::metrics`]): answer with a snapshot of the counters.
     Metrics(mpsc::Sender<Box<crate::metrics::Snapshot>>),
+    /// SIGHUP arrived: reload the configuration's policy file and access lists.
+    Reload,
 }
 
 #[derive(Debug, Clone)]
@@ -706,7 +715,7 @@ impl Daemon {
                 Err(e) => Response::err(e),
             },
             Request::ListSessions { limit } => {
-                let limit = limit.unwrap_or(1000);
+                let limit = limit.unwrap_or(1000).min(warden_control::MAX_LIST_SESSIONS);
                 let replies: Vec<_> = self
                     .workers
                     .iter()
@@ -781,6 +790,20 @@ impl Daemon {
                     Err(e) => Response::err(e),
                 }
             }
+            Request::TestStallWorker { worker, secs } => {
+                if !self.test_hooks {
+                    return Response::err("test hooks are off (they need warden run --test-hooks)");
+                }
+                let Some(w) = self.workers.get(worker) else {
+                    return Response::err(format!("no worker {worker}"));
+                };
+                let secs = secs.min(60);
+                tracing::warn!(worker, "test hook: telling worker {worker} to stall {secs} s");
+                match w.send(Command::TestStall(Duration::from_secs(secs))) {
+                    Ok(()) => Response::ok(Reply::Done(format!("worker {worker} told to stall {secs} s"))),
+                    Err(_) => Response::err(format!("worker {worker} is gone")),
+                }
+            }
             Request::TestKillWorker { worker } => {
                 if !self.test_hooks {
                     return Response::err("test hooks are off (they need warden run --test-hooks)");
@@ -811,6 +834,56 @@ impl Daemon {
                 }
             }
         }
+    }
+
+    /// SIGHUP: applies what of `new` can change at runtime (the policy file and default mode,
+    /// through the same generation swap as `policy apply`, so no frame is dropped; the control
+    /// socket's access lists and limits) and logs the sections that need a restart. Returns
+    /// what happened; a policy that does not load leaves the running one.
+    fn reload(&mut self, new: Config, gate: &crate::access::Gate) -> String {
+        let mut outcome = Vec::new();
+        match load_policy(&new) {
+            Ok(p) => {
+                let r = self.install(p, "policy reloaded (SIGHUP)");
+                match (r.ok, r.reply, r.error) {
+                    (true, Some(Reply::Done(m)), _) => outcome.push(m),
+                    (_, _, Some(e)) => outcome.push(e),
+                    _ => {}
+                }
+            }
+            Err(e) => {
+                tracing::error!("SIGHUP: policy not reloaded, the running one stays: {e}");
+                outcome.push(format!("policy not reloaded: {e}"));
+            }
+        }
+        if new.control != self.cfg.control {
+            if new.control.opens_socket() != self.cfg.control.opens_socket() {
+                tracing::warn!("SIGHUP: [control] access lists changed who may connect; the socket's mode changes on restart");
+            }
+            gate.set_config(new.control.clone());
+            outcome.push("control access reloaded".into());
+        }
+        let fixed = [
+            ("dataplane", new.dataplane != self.cfg.dataplane),
+            ("sessions", new.sessions != self.cfg.sessions),
+            ("inspection", new.inspection != self.cfg.inspection),
+            ("defrag", new.defrag != self.cfg.defrag),
+            ("normalization", new.normalization != self.cfg.normalization),
+            ("inline", new.inline != self.cfg.inline),
+            (
+                "policy (dns_*)",
+                new.policy.names() != self.cfg.policy.names(),
+            ),
+        ];
+        for (name, changed) in fixed {
+            if changed {
+                tracing::warn!("SIGHUP: [{name}] changed; it applies at the next restart (inline pairs: wardenctl add-pair/remove-pair)");
+                outcome.push(format!("[{name}] needs a restart"));
+            }
+        }
+        self.cfg.policy = new.policy;
+        self.cfg.control = new.control;
+        outcome.join("; ")
     }
 
     /// Compiles and publishes `p`; replies once every worker enforces it.
@@ -903,6 +976,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let mut stop = SigSet::empty();
     stop.add(Signal::SIGINT);
     stop.add(Signal::SIGTERM);
+    stop.add(Signal::SIGHUP);
     stop.thread_block()?;
 
     let mode = match cfg.dataplane.xdp_mode {
@@ -932,6 +1006,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let names = Arc::new(NameTable::new(cfg.policy.names()));
     let mut workers = Vec::new();
     let mut handles = Vec::new();
+    let mut pulses: Vec<Arc<crate::service::Pulse>> = Vec::new();
     let mut worker_cores = Vec::new();
     for (i, mesh) in meshes.into_iter().enumerate() {
         let (tx, rx) = bounded::<Command>(64);
@@ -954,9 +1029,11 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         insp.set_defrag(cfg.defrag.config());
         insp.share_names(names.clone());
         let reports = report_tx.clone();
+        let pulse = Arc::new(crate::service::Pulse::default());
+        pulses.push(pulse.clone());
         handles.push(spawn_vital(format!("warden-w{i}"), {
             let h = policy_handle.clone();
-            move || Worker::new(wcfg, insp, mesh, rx, reports).with_policy(h).run()
+            move || Worker::new(wcfg, insp, mesh, rx, reports).with_policy(h).with_pulse(pulse).run()
         })?);
         workers.push(tx);
     }
@@ -1003,7 +1080,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
 
     let (ctl_tx, ctl_rx) = mpsc::channel::<CtlMsg>();
     let socket = Path::new(&d.socket).to_path_buf();
-    let listener = match control::bind(&socket) {
+    let listener = match control::bind(&socket, cfg.control.opens_socket()) {
         Ok(l) => l,
         Err(e) => {
             daemon.shutdown();
@@ -1013,12 +1090,14 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             anyhow::bail!("{e}");
         }
     };
+    let gate = crate::access::Gate::new(cfg.control.clone());
     {
         let ctl = ctl_tx.clone();
         let hub = hub.clone();
+        let gate = gate.clone();
         thread::Builder::new()
             .name("warden-accept".into())
-            .spawn(move || control::serve(listener, ctl, hub))?;
+            .spawn(move || control::serve(listener, ctl, hub, gate))?;
     }
     match &cfg.metrics.listen {
         Some(addr) => {
@@ -1046,11 +1125,18 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     {
         let ctl = ctl_tx.clone();
         thread::Builder::new().name("warden-signal".into()).spawn(move || {
-            if let Ok(sig) = stop.wait() {
+            while let Ok(sig) = stop.wait() {
+                if sig == Signal::SIGHUP {
+                    let _ = ctl.send(CtlMsg::Reload);
+                    continue;
+                }
                 let _ = ctl.send(CtlMsg::Shutdown(sig));
+                break;
             }
         })?;
     }
+    let mut service = crate::service::Service::new(pulses);
+    service.ready(daemon.pairs.len(), policy_handle.generation());
     tracing::info!(
         workers = d.workers,
         socket = %socket.display(),
@@ -1065,7 +1151,10 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             supervise(&handles, &reporter);
             daemon.check_queues();
         }
-        let msg = match ctl_rx.recv_timeout(TICK) {
+        let wait = service
+            .tick(daemon.pairs.len(), policy_handle.generation())
+            .min(TICK.saturating_sub(last_tick.elapsed()));
+        let msg = match ctl_rx.recv_timeout(wait) {
             Ok(m) => m,
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -1080,8 +1169,25 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
                     });
                 let _ = reply.send(resp);
             }
+            CtlMsg::Reload => {
+                service.reloading();
+                let loaded = match &opts.reload {
+                    Some(r) => r(),
+                    None => Ok(daemon.cfg.clone()),
+                };
+                let outcome = match loaded {
+                    Ok(new) => daemon.reload(new, &gate),
+                    Err(e) => {
+                        tracing::error!("SIGHUP: configuration not reloaded, the running one stays: {e}");
+                        format!("configuration not reloaded: {e}")
+                    }
+                };
+                tracing::info!("SIGHUP: {outcome}");
+                service.reloaded(daemon.pairs.len(), policy_handle.generation(), &outcome);
+            }
             CtlMsg::Shutdown(sig) => {
                 tracing::info!("{sig}: stopping");
+                service.stopping();
                 break;
             }
             CtlMsg::Metrics(reply) => {

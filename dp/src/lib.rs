@@ -26,6 +26,7 @@
 //! - [`app`], [`stream`]: TCP stream tracking, app detection and the protocol parsers;
 //!   [`rescan`]: resumable searches that keep parsers linear when bytes trickle in.
 
+pub mod access;
 pub mod app;
 pub mod checksum;
 pub mod config;
@@ -57,6 +58,7 @@ mod normalize_tests;
 pub mod rescan;
 pub mod rst;
 pub mod seqlock;
+pub mod service;
 pub mod session;
 pub mod stream;
 pub mod tcpseq;

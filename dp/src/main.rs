@@ -99,27 +99,32 @@ fn main() -> ExitCode {
             metrics,
             test_hooks,
         } => (|| {
-            let mut cfg = load(config.as_ref())?;
-            for p in &inline {
-                cfg.inline.push(InlinePair::parse_flag(p)?);
-            }
-            if let Some(w) = workers {
-                cfg.dataplane.workers = w;
-            }
-            if let Some(s) = socket {
-                cfg.dataplane.socket = s;
-            }
-            if let Some(r) = report_interval {
-                cfg.dataplane.report_interval = r;
-            }
-            if policy.is_some() {
-                cfg.policy.file = policy;
-            }
-            if metrics.is_some() {
-                cfg.metrics.listen = metrics;
-            }
-            cfg.validate("command line").map_err(|e| e.to_string())?;
-            let opts = warden_dp::daemon::RunOptions { test_hooks };
+            // The same reading at start and on SIGHUP: the file, then the command line.
+            let read = move || -> Result<Config, String> {
+                let mut cfg = load(config.as_ref())?;
+                for p in &inline {
+                    cfg.inline.push(InlinePair::parse_flag(p)?);
+                }
+                if let Some(w) = workers {
+                    cfg.dataplane.workers = w;
+                }
+                if let Some(s) = &socket {
+                    cfg.dataplane.socket = s.clone();
+                }
+                if let Some(r) = report_interval {
+                    cfg.dataplane.report_interval = r;
+                }
+                if policy.is_some() {
+                    cfg.policy.file = policy.clone();
+                }
+                if metrics.is_some() {
+                    cfg.metrics.listen = metrics.clone();
+                }
+                cfg.validate("command line").map_err(|e| e.to_string())?;
+                Ok(cfg)
+            };
+            let cfg = read()?;
+            let opts = warden_dp::daemon::RunOptions { test_hooks, reload: Some(std::sync::Arc::new(read)) };
             warden_dp::daemon::run(cfg, opts).map_err(|e| format!("{e:#}"))
         })(),
         Cmd::Replay { file, config, policy } => (|| {

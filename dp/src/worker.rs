@@ -214,6 +214,9 @@ pub enum Command {
     Shutdown,
     /// Test hook (`warden run --test-hooks` only): panic, as a bug in the worker would.
     TestPanic,
+    /// Test hook (`warden run --test-hooks` only): stop looping for this long, as a worker
+    /// stuck in a bug would (the watchdog pings stop).
+    TestStall(Duration),
 }
 
 /// Static settings of a worker.
@@ -284,6 +287,8 @@ pub struct Worker {
     policy: Option<Arc<PolicyHandle>>,
     next_group: u16,
     timing: crate::metrics::LoopStats,
+    /// Liveness and totals read by the control loop (systemd watchdog, `STATUS=`).
+    pulse: Arc<crate::service::Pulse>,
 }
 
 /// The token a held frame is known by: group id (15 bits), side (1), length (16), UMEM
@@ -377,7 +382,15 @@ impl Worker {
             policy: None,
             next_group: 0,
             timing: crate::metrics::LoopStats::default(),
+            pulse: Arc::default(),
         }
+    }
+
+    /// Publishes this worker's loop count, sessions and frames through `pulse` (once per loop),
+    /// for the control loop's watchdog ([`crate::service`]).
+    pub fn with_pulse(mut self, pulse: Arc<crate::service::Pulse>) -> Self {
+        self.pulse = pulse;
+        self
     }
 
     /// Enforces the policy published through `handle` (picked up once per loop).
@@ -415,6 +428,7 @@ impl Worker {
         loop {
             // Loop time: one monotonic clock read per loop, a second only when it did work.
             let loop_start = Instant::now();
+            self.pulse.beat(self.insp.sessions.len() as u64, self.insp.stats.frames);
             self.refresh_policy();
             let now = now_ns();
             let mut work = 0usize;
@@ -805,6 +819,7 @@ impl Worker {
                 });
             }
             Command::Shutdown => {}
+            Command::TestStall(d) => std::thread::sleep(d),
             Command::TestPanic => panic!("worker {} told to panic (test hook)", self.cfg.index),
         }
     }

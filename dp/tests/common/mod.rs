@@ -423,11 +423,17 @@ impl Topo {
     /// Starts Warden in the middle namespace with `extra` arguments after `run`, waits for its
     /// socket, and returns its PID. Session linger is shortened so final records come quickly.
     pub fn start_warden(&mut self, extra: &[&str]) -> u32 {
-        self.start_warden_config("", extra)
+        self.start_warden_with("", extra, &[])
     }
 
     /// As [`Topo::start_warden`], with `config` (TOML sections) appended to its config file.
     pub fn start_warden_config(&mut self, config: &str, extra: &[&str]) -> u32 {
+        self.start_warden_with(config, extra, &[])
+    }
+
+    /// As [`Topo::start_warden`], with `config` appended to the test's `warden.toml` and `env`
+    /// set in Warden's environment (`NOTIFY_SOCKET`, `WATCHDOG_USEC`).
+    pub fn start_warden_with(&mut self, config: &str, extra: &[&str], env: &[(&str, &str)]) -> u32 {
         let cfg = self.path("warden.toml");
         std::fs::write(&cfg, format!("[sessions]\ntcp_closed_timeout = 1\n{config}")).unwrap();
         let log = std::fs::File::create(self.path("warden.log")).unwrap();
@@ -439,6 +445,7 @@ impl Topo {
             .arg(&sock)
             .args(["--report-interval", "1"])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
