@@ -5,6 +5,8 @@
 #
 #   perf/rig.sh [--only bridge,redirect,testpmd,warden] [--sizes 64,1500] [--duration 5]
 #               [--runs 3] [--no-install] [--no-build]
+# Environment: WARDEN_BIN (the warden binary of the warden legs), WARDEN_TOML (TOML appended to
+# their config, e.g. '[metrics]\nlisten = "127.0.0.1:9597"' to measure a feature's cost).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -236,7 +238,7 @@ leg_warden() {
     }
     setup
     # Warden pins its workers itself (default: cores 0..workers), so taskset alone is not enough.
-    printf '[dataplane]\ncores = [%s]\n' $FWD_CPU >"$WORK/warden.toml"
+    printf '[dataplane]\ncores = [%s]\n%b\n' $FWD_CPU "${WARDEN_TOML:-}" >"$WORK/warden.toml"
     if ! start_forwarder warden "$WARDEN_BIN" run --config "$WORK/warden.toml" --inline wpa:wpb \
         --workers 1 --socket "$SOCK"; then
         skip warden "$WHY"
@@ -254,7 +256,7 @@ leg_warden_policy() {
         return
     }
     setup
-    printf '[dataplane]\ncores = [%s]\n' $FWD_CPU >"$WORK/warden.toml"
+    printf '[dataplane]\ncores = [%s]\n%b\n' $FWD_CPU "${WARDEN_TOML:-}" >"$WORK/warden.toml"
     python3 - "$WORK/policy.toml" <<'PY'
 import sys
 out = ['[[workload]]\nid = "gen"\nips = ["198.18.0.1"]\nmode = "protect"\n',
