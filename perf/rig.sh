@@ -36,8 +36,9 @@ done
 GEN_CPU=0 # the generator (and the veth rx work its sends trigger in softirq)
 FWD_CPU=1 # the forwarder: bridge/redirect NAPI thread, testpmd or warden
 NS_GEN=wperf-gen NS_FWD=wperf-fwd NS_SINK=wperf-sink
-SOCK=/tmp/wperf-warden.sock
 WORK=$(mktemp -d /tmp/wperf-rig.XXXXXX)
+# In the run's private directory: Warden refuses a socket directory others can write (/tmp).
+SOCK=$WORK/warden.sock
 # `ip netns exec` remounts /sys, hiding /sys/fs/bpf: the sink map is pinned on a bpffs of our own.
 PIN=$WORK/bpf/sink-counts
 RESULTS=$WORK/results.jsonl
