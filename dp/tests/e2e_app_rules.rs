@@ -114,9 +114,7 @@ fn file_gets(path: &std::path::Path, needle: &str, timeout: Duration) -> bool {
 }
 
 fn start(t: &mut Topo, text: &str) -> Client {
-    let file = t.path("policy.toml");
-    std::fs::write(&file, text).unwrap();
-    t.start_warden(&["--inline", &format!("{}:{}", t.a, t.b), "--policy", file.to_str().unwrap()]);
+    t.start_warden_policy(text);
     t.subscribed()
 }
 

@@ -139,9 +139,8 @@ fn start(mode: &str) -> Suite {
     // their source.
     sh(&["ip", "-n", &s, "addr", "add", &format!("{}/24", UNLISTED[0]), "dev", &t.s0]);
     sh(&["ip", "-n", &s, "addr", "add", &format!("{}/64", UNLISTED[1]), "dev", &t.s0, "nodad", "preferred_lft", "0"]);
-    let file = t.path("policy.toml");
-    std::fs::write(&file, policy(mode, &t.b)).unwrap();
-    t.start_warden(&["--inline", &format!("{}:{}", t.a, t.b), "--policy", file.to_str().unwrap()]);
+    let text = policy(mode, &t.b);
+    t.start_warden_policy(&text);
     let ctl = t.subscribed();
     Suite { t, ctl, log }
 }

@@ -217,14 +217,7 @@ fn protect_mode_drops_every_fragment_of_a_denied_datagram() {
          [[rule]]\nid = 2\nfrom = \"any\"\nto = \"srv\"\nip_proto = \"icmpv6\"\naction = \"allow\"\n\n\
          [[rule]]\nid = 3\nfrom = \"any\"\nto = \"srv\"\nip_proto = \"udp\"\nports = [\"9998\"]\naction = \"allow\"\n"
     );
-    let file = t.path("policy.toml");
-    std::fs::write(&file, policy).unwrap();
-    t.start_warden(&[
-        "--inline",
-        &format!("{}:{}", t.a, t.b),
-        "--policy",
-        file.to_str().unwrap(),
-    ]);
+    t.start_warden_policy(&policy);
     let mut ctl = t.subscribed();
     for host in [S4, S6] {
         assert!(
@@ -375,14 +368,7 @@ fn tcp_across_a_small_mtu_link(mtu: u32, v6: bool, mode: &str) {
         "[[workload]]\nid = \"srv\"\nips = [\"{S4}\", \"{S6}\"]\nmode = \"{mode}\"\n\n\
          [[rule]]\nid = 7\nfrom = \"any\"\nto = \"srv\"\nip_proto = \"tcp\"\nports = [\"8080\"]\napps = [\"http\"]\naction = \"allow\"\n"
     );
-    let file = t.path("policy.toml");
-    std::fs::write(&file, policy).unwrap();
-    t.start_warden(&[
-        "--inline",
-        &format!("{}:{}", t.a, t.b),
-        "--policy",
-        file.to_str().unwrap(),
-    ]);
+    t.start_warden_policy(&policy);
     let mut ctl = t.subscribed();
     t.wait_listening(&t.s, "tcp", 8080);
 

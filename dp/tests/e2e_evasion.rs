@@ -267,9 +267,7 @@ impl Suite {
         t.wait_listening(&s, "tcp", HTTP);
         let web_mac = mac(&t, &s, &t.s0);
         let ctl = if warden {
-            let file = t.path("policy.toml");
-            std::fs::write(&file, policy()).unwrap();
-            t.start_warden(&["--inline", &format!("{}:{}", t.a, t.b), "--policy", file.to_str().unwrap()]);
+            t.start_warden_policy(&policy());
             Some(t.subscribed())
         } else {
             let m = t.m.clone();

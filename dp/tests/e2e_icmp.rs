@@ -110,10 +110,8 @@ fn run(mode: &str) -> Outcome {
     wait_for("tcpdump", Duration::from_secs(20), || std::fs::metadata(&pcap).map(|m| m.len() >= 24).unwrap_or(false));
     std::thread::sleep(Duration::from_millis(300));
 
-    let file = t.path("policy.toml");
-    std::fs::write(&file, policy(mode)).unwrap();
     step("echo server and capture running");
-    t.start_warden(&["--inline", &format!("{}:{}", t.a, t.b), "--policy", file.to_str().unwrap()]);
+    t.start_warden_policy(&policy(mode));
     let mut ctl = t.subscribed();
     step("warden running");
 

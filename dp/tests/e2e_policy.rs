@@ -18,14 +18,7 @@ const ALLOW_8080: &str =
     "[[rule]]\nid = 10\nfrom = \"any\"\nto = \"srv\"\nip_proto = \"tcp\"\nports = [\"8080\"]\naction = \"allow\"\n";
 
 fn start(t: &mut Topo, policy_text: &str) -> Client {
-    let file = t.path("policy.toml");
-    std::fs::write(&file, policy_text).unwrap();
-    t.start_warden(&[
-        "--inline",
-        &format!("{}:{}", t.a, t.b),
-        "--policy",
-        file.to_str().unwrap(),
-    ]);
+    t.start_warden_policy(policy_text);
     t.subscribed()
 }
 

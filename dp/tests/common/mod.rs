@@ -426,6 +426,14 @@ impl Topo {
         self.start_warden_with("", extra, &[])
     }
 
+    /// Starts Warden inline on the test's pair with `policy` (TOML text) as its policy file.
+    pub fn start_warden_policy(&mut self, policy: &str) -> u32 {
+        let file = self.path("policy.toml");
+        std::fs::write(&file, policy).unwrap();
+        let pair = format!("{}:{}", self.a, self.b);
+        self.start_warden(&["--inline", &pair, "--policy", file.to_str().unwrap()])
+    }
+
     /// As [`Topo::start_warden`], with `config` (TOML sections) appended to its config file.
     pub fn start_warden_config(&mut self, config: &str, extra: &[&str]) -> u32 {
         self.start_warden_with(config, extra, &[])
