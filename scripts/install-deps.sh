@@ -80,3 +80,10 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
   fi
 fi
+
+# cargo-deb builds the Debian package (scripts/package.sh; dp/tests/packaging.rs builds it,
+# installs it with apt and purges it). `cargo install` compiles it: about 2 minutes.
+if [ "$DEPS" != demo ] && ! cargo deb --version >/dev/null 2>&1; then
+  echo "install-deps: installing cargo-deb (cargo install, about 2 minutes)"
+  cargo install --locked --quiet cargo-deb
+fi
