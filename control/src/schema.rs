@@ -96,6 +96,8 @@ mod tests {
             r#"{"cmd":"subscribe","since":41,"epoch":1700000000000000000}"#,
             r#"{"cmd":"status"}"#,
             r#"{"cmd":"list_sessions","limit":10}"#,
+            r#"{"cmd":"list_sessions","page_size":500}"#,
+            r#"{"cmd":"list_sessions","page_size":500,"after":{"worker":1,"slot":70000}}"#,
             r#"{"cmd":"add_inline_pair","a":"veth0","b":"veth1","fail_mode":"closed"}"#,
             r#"{"cmd":"set_workload","workload":{"id":"web","ips":["198.18.0.2"],"mode":"protect"}}"#,
         ];
@@ -106,9 +108,15 @@ mod tests {
             assert_eq!(serde_json::from_value::<Request>(v).unwrap(), r);
         }
         // What the schema refuses, the server refuses too.
-        let bad: serde_json::Value = serde_json::from_str(r#"{"cmd":"subscribe","since":"x"}"#).unwrap();
-        assert!(jsonschema::validator_for(&req_schema).unwrap().validate(&bad).is_err());
-        assert!(serde_json::from_value::<Request>(bad).is_err());
+        for bad in [
+            r#"{"cmd":"subscribe","since":"x"}"#,
+            r#"{"cmd":"list_sessions","after":{"worker":0}}"#,
+            r#"{"cmd":"list_sessions","after":{"worker":0,"slot":-1}}"#,
+        ] {
+            let bad: serde_json::Value = serde_json::from_str(bad).unwrap();
+            assert!(jsonschema::validator_for(&req_schema).unwrap().validate(&bad).is_err(), "{bad}");
+            assert!(serde_json::from_value::<Request>(bad.clone()).is_err(), "{bad}");
+        }
 
         let resp_schema = schema("response.schema.json");
         let events = [
@@ -138,6 +146,11 @@ mod tests {
             })),
             Response::ok(Reply::Status(Status { report_stream: ReportStream { last_seq: 9, ..Default::default() }, ..Default::default() })),
             Response::ok(Reply::Sessions(vec![record()])),
+            Response::ok(Reply::SessionPage(SessionPage {
+                sessions: vec![record()],
+                next: Some(SessionCursor { worker: 0, slot: 17 }),
+            })),
+            Response::ok(Reply::SessionPage(SessionPage { sessions: vec![], next: None })),
             Response::ok(Reply::Done("ok".into())),
             Response::err("protocol version mismatch"),
         ];

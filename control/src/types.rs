@@ -31,13 +31,31 @@ pub enum Request {
         #[serde(default)]
         b: Option<String>,
     },
-    /// Live sessions, at most `limit` (default 1000, at most [`MAX_LIST_SESSIONS`]) per worker.
-    /// Each worker copies its share between two frame batches, so the bound is also the longest
-    /// a worker pauses for it. Reply: [`Reply::Sessions`].
+    /// One page of the live sessions, walked worker by worker, each worker's table in slot
+    /// order. Send `page_size` and/or `after` to page: the reply is [`Reply::SessionPage`],
+    /// whose `next` cursor, sent back as `after`, gets the following page (`next` absent: the
+    /// walk is done). Every session that stays live for the whole walk is returned exactly
+    /// once; one created or ended meanwhile may or may not appear. Each worker answers between
+    /// two frame batches and looks at no more than [`MAX_LIST_SESSIONS`] sessions and
+    /// [`LIST_SCAN_SLOTS`] table slots per answer, so a huge table costs many short pauses,
+    /// never a long one.
+    ///
+    /// Without `page_size` and `after` (the 1.0 form, `limit` only) the reply is
+    /// [`Reply::Sessions`]: the first page of `limit` sessions (default 1000, clamped to
+    /// [`MAX_LIST_SESSIONS`]) with no cursor.
     ListSessions {
-        /// Maximum number of sessions returned per worker (clamped to [`MAX_LIST_SESSIONS`]).
-        #[serde(default)]
+        /// 1.0 form: most sessions returned (clamped to [`MAX_LIST_SESSIONS`]); ignored when
+        /// `page_size` is given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<usize>,
+        /// Most sessions in the page (default 1000, clamped to 1..=[`MAX_LIST_SESSIONS`]).
+        /// A page can be shorter, even empty, while `next` is set: only a missing `next` ends
+        /// the walk.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        page_size: Option<usize>,
+        /// Where to resume: the `next` of the previous page (absent: from the start).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<SessionCursor>,
     },
     /// Per-interface and per-worker counters. Reply: [`Reply::Counters`].
     Counters {},
@@ -156,8 +174,48 @@ impl Request {
     }
 }
 
-/// Most sessions one `list_sessions` request returns per worker (a larger `limit` is clamped).
+/// Most sessions one `list_sessions` page holds (a larger `page_size` or `limit` is clamped).
 pub const MAX_LIST_SESSIONS: usize = 10_000;
+
+/// Most session-table slots a worker looks at to answer one `list_sessions` step (live or
+/// vacant; one cache line each), which bounds its pause in a large, sparsely filled table.
+pub const LIST_SCAN_SLOTS: usize = 65_536;
+
+/// Where a `list_sessions` walk resumes: a worker and a slot of its session table.
+///
+/// A position, not the id of the last session returned: session ids increase per worker but
+/// the table keeps no order by id (an ordered index would cost work on every new session, on
+/// the packet path), while a session keeps its slot for its whole life and the slots can be
+/// walked in order from any point. So a walk by slot returns each session that stays live
+/// throughout exactly once, resumes in O(1), and needs no state in the daemon between pages.
+/// Structured rather than an opaque string so the schema says what it is; clients should
+/// still only send back what they got. A cursor naming a worker the daemon does not have is
+/// refused with an error; a slot beyond the worker's table moves on to the next worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionCursor {
+    /// Worker index (0-based, as in [`Request::TestKillWorker`] and the counters).
+    pub worker: u32,
+    /// First slot of that worker's session table not looked at yet.
+    pub slot: u32,
+}
+
+/// One page of live sessions, the answer to a paged [`Request::ListSessions`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SessionPage {
+    /// The sessions, in walk order.
+    pub sessions: Vec<ConnectionRecord>,
+    /// Cursor of the next page, to send as `after`; absent when the walk is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<SessionCursor>,
+}
+
+impl SessionPage {
+    /// Whether more sessions may follow (`next` is set).
+    pub fn more(&self) -> bool {
+        self.next.is_some()
+    }
+}
 
 /// A workload as sent over the control socket (the `[[workload]]` table of a policy file).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
@@ -241,8 +299,10 @@ pub enum Reply {
     Status(Status),
     /// For [`Request::ListInterfaces`].
     Interfaces(Vec<InterfaceInfo>),
-    /// For [`Request::ListSessions`].
+    /// For [`Request::ListSessions`] in its 1.0 form (`limit` only).
     Sessions(Vec<ConnectionRecord>),
+    /// For [`Request::ListSessions`] with `page_size` or `after`.
+    SessionPage(SessionPage),
     /// For [`Request::Counters`].
     Counters(Counters),
     /// For [`Request::Hello`].
@@ -267,7 +327,7 @@ pub enum Reply {
 /// The control protocol version this crate speaks, `"MAJOR.MINOR"`. A change of MAJOR breaks
 /// clients (a message they parse changed meaning or shape); MINOR adds optional fields,
 /// messages or requests that older clients may ignore.
-pub const PROTOCOL_VERSION: &str = "1.0";
+pub const PROTOCOL_VERSION: &str = "1.1";
 
 /// The `(major, minor)` of a `"MAJOR.MINOR"` version string.
 ///

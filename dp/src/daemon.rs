@@ -33,8 +33,7 @@ use crossbeam::channel::{bounded, Sender};
 use nix::sys::signal::{SigSet, Signal};
 use warden_control::{
     Counters, DefragCounters, DnsNames, FailMode, InterfaceCounters, InterfaceInfo, RelatedFlows, Reply, Request, Response,
-    Status,
-    WorkerCounters,
+    SessionCursor, SessionPage, Status, WorkerCounters, LIST_SCAN_SLOTS,
 };
 use warden_xdp::{AttachMode, XdpProgram};
 
@@ -252,6 +251,11 @@ fn warn_unbindable(i: &Iface) {
 }
 
 /// The worker that serves queue group `group` of pair `zone` among `workers`.
+/// Most [`Command::Sessions`] steps one `list_sessions` page takes (each bounded by
+/// [`LIST_SCAN_SLOTS`] slots and the page size): a page of a sparse table ends short after
+/// about a million slots rather than walking everything in one request.
+const LIST_STEPS: usize = 16;
+
 fn group_worker(zone: u16, group: u32, workers: usize) -> usize {
     (zone as usize + group as usize) % workers.max(1)
 }
@@ -531,6 +535,47 @@ impl Daemon {
         }
     }
 
+    /// One page of at most `size` live sessions from `after` (absent: the start): the workers
+    /// in index order, each walked in [`Command::Sessions`] steps of at most
+    /// [`LIST_SCAN_SLOTS`] slots, at most [`LIST_STEPS`] steps per page, so a sparse table
+    /// gives a short page (with a `next`) rather than a long request. A worker that does not
+    /// answer within 5 s is skipped and logged (its sessions are missing from this walk).
+    ///
+    /// # Errors
+    /// A cursor naming a worker the daemon does not have.
+    fn session_page(&self, after: Option<SessionCursor>, size: usize) -> Result<SessionPage, String> {
+        let n = self.workers.len();
+        let (mut w, mut slot) = after.map_or((0, 0), |c| (c.worker as usize, c.slot));
+        if after.is_some() && w >= n {
+            return Err(format!("list_sessions: the cursor names worker {w}, the daemon runs {n} workers"));
+        }
+        let mut out = Vec::new();
+        let mut steps = 0;
+        while w < n && out.len() < size && steps < LIST_STEPS {
+            steps += 1;
+            let (tx, rx) = mpsc::channel();
+            let _ = self.workers[w].send(Command::Sessions {
+                from: slot,
+                max: size - out.len(),
+                scan: LIST_SCAN_SLOTS,
+                reply: tx,
+            });
+            match rx.recv_timeout(Duration::from_secs(5)) {
+                Ok((snaps, Some(next))) => {
+                    out.extend(snaps.iter().map(|s| to_record(s, |i| self.hub.name(i))));
+                    slot = next;
+                    continue;
+                }
+                Ok((snaps, None)) => out.extend(snaps.iter().map(|s| to_record(s, |i| self.hub.name(i)))),
+                Err(_) => tracing::warn!(worker = w, "list_sessions: the worker did not answer within 5 s, skipped"),
+            }
+            w += 1;
+            slot = 0;
+        }
+        let next = (w < n).then_some(SessionCursor { worker: w as u32, slot });
+        Ok(SessionPage { sessions: out, next })
+    }
+
     fn counters(&self) -> Counters {
         let stats = self.worker_stats();
         let mut by_slot: BTreeMap<u16, IfCounters> = BTreeMap::new();
@@ -714,24 +759,14 @@ impl Daemon {
                 Ok(m) => Response::ok(Reply::Done(m)),
                 Err(e) => Response::err(e),
             },
-            Request::ListSessions { limit } => {
-                let limit = limit.unwrap_or(1000).min(warden_control::MAX_LIST_SESSIONS);
-                let replies: Vec<_> = self
-                    .workers
-                    .iter()
-                    .map(|w| {
-                        let (tx, rx) = mpsc::channel();
-                        let _ = w.send(Command::Sessions { limit, reply: tx });
-                        rx
-                    })
-                    .collect();
-                let mut out = Vec::new();
-                for rx in replies {
-                    if let Ok(snaps) = rx.recv_timeout(Duration::from_secs(5)) {
-                        out.extend(snaps.iter().map(|s| to_record(s, |slot| self.hub.name(slot))));
-                    }
+            Request::ListSessions { limit, page_size, after } => {
+                let paged = page_size.is_some() || after.is_some();
+                let size = page_size.or(limit).unwrap_or(1000).clamp(1, warden_control::MAX_LIST_SESSIONS);
+                match self.session_page(after, size) {
+                    Ok(p) if paged => Response::ok(Reply::SessionPage(p)),
+                    Ok(p) => Response::ok(Reply::Sessions(p.sessions)),
+                    Err(e) => Response::err(e),
                 }
-                Response::ok(Reply::Sessions(out))
             }
             Request::Counters {} => Response::ok(Reply::Counters(self.counters())),
             Request::Subscribe { .. } => Response::err("subscribe is handled by the connection"),

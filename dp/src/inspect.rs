@@ -1084,6 +1084,15 @@ impl Inspector {
         self.attach_views(&mut v, 0);
         v
     }
+
+    /// One step of a paged walk over the live sessions, with app and policy views: see
+    /// [`crate::session::SessionTable::page`] (`from` slot, at most `max` sessions, at most
+    /// `scan` slots looked at; returns the next step's slot, `None` at the end).
+    pub fn snapshot_page(&mut self, from: u32, max: usize, scan: usize) -> (Vec<SessionSnapshot>, Option<u32>) {
+        let (mut v, next) = self.sessions.page(from, max, scan);
+        self.attach_views(&mut v, 0);
+        (v, next)
+    }
 }
 
 #[cfg(test)]

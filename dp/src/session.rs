@@ -918,6 +918,38 @@ impl SessionTable {
         !self.ended.is_empty()
     }
 
+    /// One step of a walk over the live sessions in slot order: snapshots of the live
+    /// sessions in slots `from..`, at most `max` of them, looking at no more than `scan` slots
+    /// (one cache line each, live or vacant). Returns them and the slot where the next step
+    /// starts, `None` when the walk reached the end of the table (also when `from` is beyond
+    /// it). A session keeps its slot for its whole life, so a walk whose steps each start where
+    /// the previous one stopped returns every session live throughout exactly once; a session
+    /// created meanwhile in a slot not yet reached, or one still live when its slot is reached,
+    /// is returned too. Allocates the returned vector only (`max`, bounded by the live count).
+    pub fn page(&self, from: u32, max: usize, scan: usize) -> (Vec<SessionSnapshot>, Option<u32>) {
+        let cap = self.slots.len();
+        let start = from as usize;
+        if start >= cap {
+            return (Vec::new(), None);
+        }
+        let end = start.saturating_add(scan.max(1)).min(cap);
+        let mut out = Vec::with_capacity(max.min(self.len()));
+        let mut i = start;
+        while i < end && out.len() < max {
+            let s = &self.slots[i];
+            if s.live {
+                out.push(SessionSnapshot {
+                    session: *s,
+                    ended: None,
+                    app: None,
+                    policy: None,
+                });
+            }
+            i += 1;
+        }
+        (out, (i < cap).then_some(i as u32))
+    }
+
     /// Snapshots of up to `limit` live sessions.
     pub fn snapshot(&self, limit: usize) -> Vec<SessionSnapshot> {
         self.map
@@ -1332,5 +1364,91 @@ mod tests {
         assert_eq!(ids.len(), seen.len(), "a snapshot delivered twice");
         let mut out = Vec::new();
         assert!(!t.drain_reports_upto(&mut out, 7) && out.is_empty());
+    }
+
+    /// Walks the table in pages of at most `max` sessions looking at `scan` slots each,
+    /// calling `between` after every page; returns the pages' session ids.
+    fn walk(
+        t: &mut SessionTable,
+        max: usize,
+        scan: usize,
+        mut between: impl FnMut(&mut SessionTable, usize),
+    ) -> Vec<Vec<u64>> {
+        let mut pages = Vec::new();
+        let mut from = 0;
+        loop {
+            let (v, next) = t.page(from, max, scan);
+            assert!(v.len() <= max);
+            assert!(v.iter().all(|s| s.ended.is_none()));
+            pages.push(v.iter().map(|s| s.session.id).collect());
+            between(t, pages.len());
+            match next {
+                Some(n) => {
+                    assert!(n > from, "the walk must move forward");
+                    from = n;
+                }
+                None => return pages,
+            }
+        }
+    }
+
+    #[test]
+    fn paged_walk_returns_each_session_live_throughout_exactly_once() {
+        let mut t = SessionTable::new(4096, Timeouts { tcp_syn: 10, ..Timeouts::default() });
+        // 1000 established sessions stay live for the whole walk; 500 handshakes end (time
+        // out) after the third page and 300 new ones take their freed slots, not yet reached.
+        for p in 0..1000u16 {
+            establish(&mut t, 10_000 + p, 1);
+        }
+        for p in 0..500u16 {
+            t.track(&key(20_000 + p), C, 60, seg(SYN), 1, 1).unwrap();
+        }
+        let ids = |t: &SessionTable, ports: std::ops::Range<u16>| -> Vec<u64> {
+            ports.map(|p| t.get(t.find(&key(p), C).unwrap().0).id).collect()
+        };
+        let stable = ids(&t, 10_000..11_000);
+        let doomed = ids(&t, 20_000..20_500);
+        let mut created = Vec::new();
+        let pages = walk(&mut t, 64, 100, |t, n| {
+            if n == 3 {
+                assert_eq!(t.expire(100, 1000), 500);
+                for p in 0..300u16 {
+                    t.track(&key(30_000 + p), C, 60, seg(SYN), 1, 100).unwrap();
+                }
+                created = ids(t, 30_000..30_300);
+            }
+        });
+        // 1500 live sessions in pages of 64 (some shorter: 100 slots looked at per page).
+        assert!(pages.len() >= 1500 / 64, "{} pages", pages.len());
+        assert!(pages.iter().any(|p| p.len() < 64 && !p.is_empty()));
+        let seen: Vec<u64> = pages.concat();
+        let mut uniq = seen.clone();
+        uniq.sort_unstable();
+        uniq.dedup();
+        assert_eq!(uniq.len(), seen.len(), "a session returned twice");
+        for id in &stable {
+            assert!(uniq.binary_search(id).is_ok(), "session {id}, live throughout, was missed");
+        }
+        // Ended sessions are not returned after they ended; new ones at most once (checked
+        // above), and only those.
+        let after: Vec<u64> = pages[3..].concat();
+        assert!(after.iter().all(|id| !doomed.contains(id)));
+        assert!(seen.iter().all(|id| stable.contains(id) || doomed.contains(id) || created.contains(id)));
+        assert!(after.iter().any(|id| created.contains(id)), "no new session in a slot not yet reached");
+    }
+
+    #[test]
+    fn paged_walk_of_an_empty_or_sparse_table_is_bounded_by_the_scan() {
+        let mut t = SessionTable::new(1000, Timeouts::default());
+        // Empty: ten steps of 100 slots, nothing returned.
+        let pages = walk(&mut t, 10, 100, |_, _| {});
+        assert_eq!(pages.len(), 10);
+        assert!(pages.iter().all(|p| p.is_empty()));
+        // A cursor beyond the table ends the walk at once.
+        let (v, next) = t.page(5000, 10, 100);
+        assert!(v.is_empty() && next.is_none());
+        establish(&mut t, 1, 1);
+        let (v, next) = t.page(0, 10, 1000);
+        assert_eq!((v.len(), next), (1, None));
     }
 }

@@ -198,12 +198,17 @@ pub enum Command {
         /// Acknowledged when done.
         reply: mpsc::Sender<()>,
     },
-    /// Snapshot up to `limit` live sessions.
+    /// One step of a paged walk over the live sessions
+    /// ([`crate::session::SessionTable::page`]), answered between two frame batches.
     Sessions {
-        /// Maximum number.
-        limit: usize,
-        /// Reply channel.
-        reply: mpsc::Sender<Vec<SessionSnapshot>>,
+        /// First session-table slot to look at.
+        from: u32,
+        /// Most sessions returned.
+        max: usize,
+        /// Most slots looked at (bounds the pause).
+        scan: usize,
+        /// Reply channel: the snapshots and the next step's slot (`None`: end of the table).
+        reply: mpsc::Sender<(Vec<SessionSnapshot>, Option<u32>)>,
     },
     /// Report counters.
     Stats {
@@ -781,8 +786,8 @@ impl Worker {
                 self.send_reports(true);
                 let _ = reply.send(());
             }
-            Command::Sessions { limit, reply } => {
-                let _ = reply.send(self.insp.snapshot(limit));
+            Command::Sessions { from, max, scan, reply } => {
+                let _ = reply.send(self.insp.snapshot_page(from, max, scan));
             }
             Command::Stats { reply } => {
                 let mut ifaces: BTreeMap<u16, IfCounters> = BTreeMap::new();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use nix::sys::signal::Signal;
-use warden_control::{ConnectionRecord, FailMode, Reply, Request, Response};
+use warden_control::{ConnectionRecord, FailMode, Reply, Request, Response, SessionCursor};
 
 /// Downloads over IPv4 and IPv6 with curl from python's http.server through Warden, and checks
 /// the closed connection records against a tcpdump capture taken at the server's interface.
@@ -227,6 +227,65 @@ fn both_directions_meet_in_one_session_with_two_workers_and_queues() {
         }
         r => panic!("{r:?}"),
     }
+}
+
+/// Sends one UDP datagram from each of `count` client ports starting at `first` to the
+/// server's port 9999 (nothing listens: each is a session of one frame each way at most).
+const UDP_FANOUT: &str = r#"
+import socket, sys, time
+first, count, dst, loop_s = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+end = time.time() + loop_s
+while True:
+    for i in range(count):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("198.18.0.1", first + i))
+        s.sendto(b"x", (dst, 9999))
+        s.close()
+        if loop_s > 0:
+            time.sleep(0.002)
+    if time.time() >= end:
+        break
+"#;
+
+#[test]
+fn list_sessions_walks_pages_with_two_workers_under_traffic() {
+    let mut t = Topo::with_queues(ClientLink::Veth, 2);
+    let script = t.path("fanout.py");
+    std::fs::write(&script, UDP_FANOUT).unwrap();
+    let script = script.to_str().unwrap().to_string();
+    t.start_warden(&["--inline", &format!("{}:{}", t.a, t.b), "--workers", "2"]);
+    std::thread::sleep(Duration::from_millis(800));
+    let n = 400u16;
+    let out = t.exec(&t.c, &["python3", &script, "20000", &n.to_string(), S4, "0"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut ctl = t.client();
+    let ours = |r: &ConnectionRecord| r.ip_proto == 17 && r.server_port == 9999 && (20000..20000 + n).contains(&r.client_port);
+    wait_until("the fan-out sessions", || sessions(&mut ctl).iter().filter(|r| ours(r)).count() == n as usize);
+    // New sessions keep coming (and the server's port unreachables keep touching them) while
+    // the walk goes on.
+    t.spawn(&t.c.clone(), &["python3", &script, "40000", "3000", S4, "30"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let pages = sessions_paged(&mut ctl, 37);
+    assert!(pages.len() >= n as usize / 37, "{} pages", pages.len());
+    let all: Vec<_> = pages.concat();
+    let mut keys: Vec<_> = all.iter().map(|r| (r.ip_proto, r.client_ip.clone(), r.client_port, r.server_ip.clone(), r.server_port)).collect();
+    keys.sort();
+    let total = keys.len();
+    keys.dedup();
+    assert_eq!(keys.len(), total, "a session listed twice across pages");
+    let mine: Vec<u16> = all.iter().filter(|r| ours(r)).map(|r| r.client_port).collect();
+    assert_eq!(mine.len(), n as usize, "every session live throughout is listed once");
+    assert!(all.iter().any(|r| r.client_port >= 40000), "no session of the ongoing traffic listed");
+    // The 1.0 form: one page of at most `limit`, no cursor.
+    match ctl.request(&Request::ListSessions { limit: Some(10), page_size: None, after: None }).unwrap() {
+        Reply::Sessions(v) => assert_eq!(v.len(), 10),
+        r => panic!("{r:?}"),
+    }
+    // A cursor naming a worker the daemon does not have: an error; the daemon keeps serving.
+    let bad = Request::ListSessions { limit: None, page_size: Some(5), after: Some(SessionCursor { worker: 7, slot: 0 }) };
+    let e = ctl.request(&bad).unwrap_err().to_string();
+    assert!(e.contains("worker 7"), "{e}");
+    assert!(!sessions(&mut ctl).is_empty());
 }
 
 fn ctl_counters(t: &Topo) -> Reply {

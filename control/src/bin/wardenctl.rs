@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use warden_control::{
-    Client, ClientError, ConnectionRecord, Event, FailMode, Reply, Request, WorkloadSpec, DEFAULT_SOCKET,
+    Client, ClientError, ConnectionRecord, Event, FailMode, Reply, Request, SessionCursor, WorkloadSpec,
+    DEFAULT_SOCKET,
 };
 
 #[derive(Parser)]
@@ -28,11 +29,17 @@ enum Cmd {
     Status,
     /// Managed interfaces.
     Interfaces,
-    /// Live sessions.
+    /// Live sessions, one page (and the command for the next), or every page with --all.
     Sessions {
-        /// At most this many per worker.
+        /// Sessions per page (default 1000, at most 10 000).
+        #[arg(long, alias = "limit")]
+        page_size: Option<usize>,
+        /// Follow the cursors until every session has been listed.
         #[arg(long)]
-        limit: Option<usize>,
+        all: bool,
+        /// Start at this cursor (`WORKER:SLOT`, as printed after a page).
+        #[arg(long, value_parser = parse_cursor)]
+        after: Option<SessionCursor>,
     },
     /// Per-interface and per-worker counters.
     Counters,
@@ -159,7 +166,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     let req = match &cli.cmd {
         Cmd::Status => Request::Status {},
         Cmd::Interfaces => Request::ListInterfaces {},
-        Cmd::Sessions { limit } => Request::ListSessions { limit: *limit },
+        Cmd::Sessions { page_size, all, after } => return sessions(cli, &mut client, *page_size, *all, *after),
         Cmd::Counters => Request::Counters {},
         Cmd::Connections { follow, since } => return Ok(connections(cli, &mut client, *follow, *since)?),
         Cmd::Schema { .. } => unreachable!("handled above"),
@@ -211,6 +218,55 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         print_table(&reply);
     }
     Ok(())
+}
+
+/// `WORKER:SLOT` (as [`sessions`] prints it) to a cursor.
+fn parse_cursor(s: &str) -> Result<SessionCursor, String> {
+    let bad = || format!("cursor {s:?} is not WORKER:SLOT");
+    let (w, slot) = s.split_once(':').ok_or_else(bad)?;
+    Ok(SessionCursor {
+        worker: w.parse().map_err(|_| bad())?,
+        slot: slot.parse().map_err(|_| bad())?,
+    })
+}
+
+/// Lists one page of sessions starting at `after`, or every page with `all`; says on stderr
+/// how to get the next page when there is one and `all` is off.
+fn sessions(
+    cli: &Cli,
+    client: &mut Client,
+    page_size: Option<usize>,
+    all: bool,
+    mut after: Option<SessionCursor>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut header = true;
+    loop {
+        let req = Request::ListSessions {
+            limit: None,
+            page_size: Some(page_size.unwrap_or(1000)),
+            after,
+        };
+        let page = match client.request(&req)? {
+            Reply::SessionPage(p) => p,
+            other => return Err(format!("unexpected reply to list_sessions: {other:?}").into()),
+        };
+        if cli.json {
+            for c in &page.sessions {
+                println!("{}", serde_json::to_string(c).unwrap_or_default());
+            }
+        } else if !page.sessions.is_empty() || header {
+            print_connections(&page.sessions, header);
+            header = false;
+        }
+        match page.next {
+            Some(n) if all => after = Some(n),
+            Some(n) => {
+                eprintln!("more sessions: wardenctl sessions --after {}:{} (or --all)", n.worker, n.slot);
+                return Ok(());
+            }
+            None => return Ok(()),
+        }
+    }
 }
 
 fn connections(cli: &Cli, client: &mut Client, follow: bool, since: Option<u64>) -> Result<(), ClientError> {
@@ -311,6 +367,7 @@ fn print_json_lines(reply: &Reply) {
     match reply {
         Reply::Interfaces(v) => v.iter().for_each(|x| line(x)),
         Reply::Sessions(v) => v.iter().for_each(|x| line(x)),
+        Reply::SessionPage(p) => p.sessions.iter().for_each(|x| line(x)),
         Reply::Counters(c) => {
             c.interfaces.iter().for_each(|x| line(x));
             c.workers.iter().for_each(|x| line(x));
@@ -506,6 +563,7 @@ fn print_table(reply: &Reply) {
             table(&["NAME", "IFINDEX", "PEER", "QUEUES", "BOUND", "FAIL", "XDP", "WORKERS"], &rows);
         }
         Reply::Sessions(v) => print_connections(v, true),
+        Reply::SessionPage(p) => print_connections(&p.sessions, true),
         Reply::Counters(c) => {
             let rows: Vec<Vec<String>> = c
                 .interfaces

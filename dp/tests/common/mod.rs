@@ -626,11 +626,30 @@ pub fn collect_messages(
     (recs, events)
 }
 
-/// Requests and returns the live sessions.
+/// Requests and returns the live sessions (every page).
 pub fn sessions(client: &mut Client) -> Vec<ConnectionRecord> {
-    match client.request(&Request::ListSessions { limit: None }).unwrap() {
-        Reply::Sessions(v) => v,
-        other => panic!("unexpected {other:?}"),
+    sessions_paged(client, 1000).concat()
+}
+
+/// Walks the live sessions in pages of at most `page_size`, following the cursors; returns
+/// the pages (each checked to hold at most `page_size`).
+pub fn sessions_paged(client: &mut Client, page_size: usize) -> Vec<Vec<ConnectionRecord>> {
+    let mut pages = Vec::new();
+    let mut after = None;
+    loop {
+        let req = Request::ListSessions { limit: None, page_size: Some(page_size), after };
+        match client.request(&req).unwrap() {
+            Reply::SessionPage(p) => {
+                assert!(p.sessions.len() <= page_size, "page of {} > {page_size}", p.sessions.len());
+                pages.push(p.sessions);
+                match p.next {
+                    Some(n) => after = Some(n),
+                    None => return pages,
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(pages.len() < 100_000, "the walk does not end");
     }
 }
 
