@@ -16,6 +16,10 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 echo "test.sh: building"
 cargo build --workspace --all-targets --quiet
+# The package test (dp/tests/packaging.rs) installs the release binaries: build them before the
+# tests run, so the end-to-end tests do not share the machine with a release build.
+echo "test.sh: building release binaries (warden, wardenctl)"
+cargo build --release -p warden-dp -p warden-control --quiet
 echo "test.sh: checking that the fuzz targets build"
 cargo check --manifest-path fuzz/Cargo.toml --quiet
 echo "test.sh: running tests"

@@ -193,3 +193,38 @@ fn deb_builds_installs_with_apt_and_purges_clean() {
     let after = warden_leftovers();
     assert!(after.is_empty(), "left after purge: {after:?}");
 }
+
+/// The DaemonSet manifest parses as Kubernetes YAML (python3-yaml), runs the image's warden on
+/// the ConfigMap's config mounted where its `--config` points, with the capabilities and mounts
+/// Warden needs; and that config passes `warden check-config`.
+#[test]
+fn daemonset_manifest_is_consistent_and_its_config_checks() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/warden-daemonset.yaml");
+    let script = "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))";
+    let docs: serde_json::Value = serde_json::from_str(&run(Command::new("python3").args(["-c", script]).arg(&dir))).unwrap();
+    let docs = docs.as_array().unwrap();
+    let kind = |k: &str| docs.iter().find(|d| d["kind"] == k).unwrap_or_else(|| panic!("no {k} in the manifest"));
+    let (cm, ds) = (kind("ConfigMap"), kind("DaemonSet"));
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true, "Warden attaches to the node's interfaces");
+    let c = pod["containers"].as_array().unwrap().iter().find(|c| c["args"][0] == "run").expect("a container running `warden run`");
+    let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let config = args[args.iter().position(|a| *a == "--config").unwrap() + 1];
+    let caps: Vec<&str> = c["securityContext"]["capabilities"]["add"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    for cap in ["NET_ADMIN", "BPF", "NET_RAW"] {
+        assert!(caps.contains(&cap), "capability {cap} missing: {caps:?}");
+    }
+    let mounts: Vec<&str> = c["volumeMounts"].as_array().unwrap().iter().map(|m| m["mountPath"].as_str().unwrap()).collect();
+    for m in ["/sys/fs/bpf", "/run/warden"] {
+        assert!(mounts.contains(&m), "mount {m} missing: {mounts:?}");
+    }
+    let conf_dir = Path::new(config).parent().unwrap().to_str().unwrap();
+    assert!(mounts.contains(&conf_dir), "--config {config} is not under a mount: {mounts:?}");
+    // The ConfigMap's config is valid for the warden this tree builds.
+    let toml_text = cm["data"]["warden.toml"].as_str().expect("ConfigMap data warden.toml");
+    let tmp = std::env::temp_dir().join(format!("warden-ds-{}.toml", std::process::id()));
+    std::fs::write(&tmp, toml_text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_warden")).arg("check-config").arg(&tmp).output().unwrap();
+    std::fs::remove_file(&tmp).unwrap();
+    assert!(out.status.success(), "check-config: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
