@@ -6,6 +6,8 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use serde::Serialize;
+use warden_dp::checksum;
+use warden_dp::flow::Addr;
 
 /// libbpf-rs skeletons of the rig's XDP programs (built from `src/bpf/` by `build.rs`).
 #[allow(
@@ -61,21 +63,6 @@ pub const SRC_IP: [u8; 4] = [198, 18, 0, 1];
 /// Destination address of the generated frames.
 pub const DST_IP: [u8; 4] = [198, 19, 0, 1];
 
-/// The one's-complement sum of `data` as 16-bit big-endian words, folded (RFC 1071).
-fn csum_add(mut sum: u32, data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for w in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    if let [b] = chunks.remainder() {
-        sum += u32::from(*b) << 8;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum
-}
-
 /// Builds an Ethernet/IPv4/UDP frame of exactly `len` bytes (no FCS), `SRC_IP:9 -> DST_IP:9`,
 /// with correct IPv4 and UDP checksums and a zero payload.
 pub fn udp_frame(len: usize, src_mac: [u8; 6], dst_mac: [u8; 6]) -> Result<Vec<u8>> {
@@ -97,22 +84,12 @@ pub fn udp_frame(len: usize, src_mac: [u8; 6], dst_mac: [u8; 6]) -> Result<Vec<u
     ip[9] = 17; // UDP
     ip[12..16].copy_from_slice(&SRC_IP);
     ip[16..20].copy_from_slice(&DST_IP);
-    let ip_csum = !(csum_add(0, ip) as u16);
-    ip[10..12].copy_from_slice(&ip_csum.to_be_bytes());
+    checksum::fill_ipv4_header(ip);
     let udp = &mut f[34..];
     udp[0..2].copy_from_slice(&9u16.to_be_bytes());
     udp[2..4].copy_from_slice(&9u16.to_be_bytes());
     udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
-    let mut pseudo = [0u8; 12];
-    pseudo[0..4].copy_from_slice(&SRC_IP);
-    pseudo[4..8].copy_from_slice(&DST_IP);
-    pseudo[9] = 17;
-    pseudo[10..12].copy_from_slice(&udp_len.to_be_bytes());
-    let udp_csum = match !(csum_add(csum_add(0, &pseudo), udp) as u16) {
-        0 => 0xffff, // 0 means "no checksum" in UDP over IPv4
-        c => c,
-    };
-    udp[6..8].copy_from_slice(&udp_csum.to_be_bytes());
+    checksum::fill(&Addr::v4(SRC_IP), &Addr::v4(DST_IP), 17, udp, 6);
     Ok(f)
 }
 
@@ -148,8 +125,7 @@ pub fn syn_frame(buf: &mut [u8], src_mac: [u8; 6], dst_mac: [u8; 6], syn: &Syn) 
     ip[4..6].copy_from_slice(&(syn.seq as u16).to_be_bytes()); // identification
     ip[12..16].copy_from_slice(&syn.src);
     ip[16..20].copy_from_slice(&syn.dst);
-    let ip_csum = !(csum_add(0, ip) as u16);
-    ip[10..12].copy_from_slice(&ip_csum.to_be_bytes());
+    checksum::fill_ipv4_header(ip);
     let tcp = &mut f[34..58];
     tcp[0..2].copy_from_slice(&syn.sport.to_be_bytes());
     tcp[2..4].copy_from_slice(&syn.dport.to_be_bytes());
@@ -160,13 +136,7 @@ pub fn syn_frame(buf: &mut [u8], src_mac: [u8; 6], dst_mac: [u8; 6], syn: &Syn) 
     tcp[14..16].copy_from_slice(&64240u16.to_be_bytes());
     tcp[16..20].copy_from_slice(&[0; 4]); // checksum, urgent pointer
     tcp[20..24].copy_from_slice(&[2, 4, 0x05, 0xb4]); // MSS 1460
-    let mut pseudo = [0u8; 12];
-    pseudo[0..4].copy_from_slice(&syn.src);
-    pseudo[4..8].copy_from_slice(&syn.dst);
-    pseudo[9] = 6;
-    pseudo[10..12].copy_from_slice(&24u16.to_be_bytes());
-    let tcp_csum = !(csum_add(csum_add(0, &pseudo), tcp) as u16);
-    tcp[16..18].copy_from_slice(&tcp_csum.to_be_bytes());
+    checksum::fill(&Addr::v4(syn.src), &Addr::v4(syn.dst), 6, tcp, 16);
 }
 
 /// Creates an AF_XDP socket on queue 0 of `iface` with a tx ring of 2048 entries and no rx
@@ -253,16 +223,14 @@ mod tests {
 
     #[test]
     fn udp_frame_checksums_verify() {
-        let f = udp_frame(64, [2; 6], [4; 6]).unwrap();
-        assert_eq!(f.len(), 64);
-        // A correct header sums to 0xffff.
-        assert_eq!(csum_add(0, &f[14..34]), 0xffff);
-        let mut pseudo = [0u8; 12];
-        pseudo[0..4].copy_from_slice(&SRC_IP);
-        pseudo[4..8].copy_from_slice(&DST_IP);
-        pseudo[9] = 17;
-        pseudo[10..12].copy_from_slice(&((64 - 34) as u16).to_be_bytes());
-        assert_eq!(csum_add(csum_add(0, &pseudo), &f[34..]), 0xffff);
+        for len in [64, 1500] {
+            let f = udp_frame(len, [2; 6], [4; 6]).unwrap();
+            assert_eq!(f.len(), len);
+            // What Warden verifies, as the receiving host does.
+            let d = warden_dp::wire::decode(&f).unwrap();
+            assert!(checksum::ipv4_header_ok(&d));
+            assert_eq!(checksum::transport_ok(d.ip.as_ref().unwrap()), Ok(()));
+        }
         assert_eq!(parse_mac("02:00:00:00:00:0a").unwrap(), [2, 0, 0, 0, 0, 10]);
     }
 
@@ -272,15 +240,10 @@ mod tests {
         let mut buf = [0xaau8; 128];
         syn_frame(&mut buf, [2; 6], [4; 6], &syn);
         let f = &buf[..SYN_FRAME_LEN];
-        assert_eq!(csum_add(0, &f[14..34]), 0xffff);
-        let mut pseudo = [0u8; 12];
-        pseudo[0..4].copy_from_slice(&syn.src);
-        pseudo[4..8].copy_from_slice(&syn.dst);
-        pseudo[9] = 6;
-        pseudo[10..12].copy_from_slice(&24u16.to_be_bytes());
-        assert_eq!(csum_add(csum_add(0, &pseudo), &f[34..]), 0xffff);
-        // Warden's decoder reads it as the SYN it is.
+        // Warden's decoder reads it as the SYN it is, with the checksums a host accepts.
         let d = warden_dp::wire::decode(f).unwrap();
+        assert!(checksum::ipv4_header_ok(&d));
+        assert_eq!(checksum::transport_ok(d.ip.as_ref().unwrap()), Ok(()));
         let ip = d.ip.unwrap();
         assert_eq!((ip.sport, ip.dport, ip.src.to_string(), ip.dst.to_string()), (40123, 443, "198.19.7.9".into(), "198.18.0.2".into()));
         assert!(matches!(ip.l4, warden_dp::wire::L4::Tcp { flags: 0x02, seq: 0xdead_beef, .. }));
