@@ -531,27 +531,25 @@ impl Inspector {
         if !self.checksums.judge(ok) {
             return None;
         }
-        let (src, dst) = (ip.src, ip.dst);
-        Some(self.unread_packet(ip, src, dst, meta))
+        Some(self.unread_packet(ip, meta).0)
     }
 
     /// A packet nothing reads (bad checksum): counted (on its session too, if it has one) and
-    /// forwarded, or dropped when the strictest workload end is in protect mode.
-    fn unread_packet(&mut self, ip: &wire::Ip<'_>, src: crate::flow::Addr, dst: crate::flow::Addr, meta: FrameMeta) -> Verdict {
+    /// forwarded, or dropped when the session, or else the strictest workload end, is in
+    /// protect mode. Also returns the packet's session (slab index, direction), if any.
+    fn unread_packet(&mut self, ip: &wire::Ip<'_>, meta: FrameMeta) -> (Verdict, Option<(u32, Dir)>) {
         self.stats.anomalies[Anomaly::BadChecksum as usize] += 1;
         let (key, end) = FlowKey::new(meta.zone, ip.proto, ip.src, ip.sport, ip.dst, ip.dport);
         let session = self.sessions.find(&key, end);
-        if let Some((idx, _)) = session {
-            self.sessions.mark_anomaly(idx, Anomaly::BadChecksum);
-        }
         let protect = match session {
             Some((idx, _)) => {
+                self.sessions.mark_anomaly(idx, Anomaly::BadChecksum);
                 let p = self.sessions.get(idx).policy;
                 p.mode == Some(Mode::Protect) || p.blocked
             }
-            None => self.mode_of(src, dst, meta.iface) == Some(Mode::Protect),
+            None => self.mode_of(ip.src, ip.dst, meta.iface) == Some(Mode::Protect),
         };
-        self.anomaly_verdict(protect)
+        (self.anomaly_verdict(protect), session)
     }
 
     /// The verdict for a frame with an anomaly ([`crate::normalize`]).
@@ -577,11 +575,9 @@ impl Inspector {
         if self.checksums.active() && !matches!(ip.l4, L4::Other) {
             let ok = crate::checksum::transport_ok(ip).is_ok();
             if self.checksums.judge(ok) {
-                let v = self.unread_packet(ip, ip.src, ip.dst, meta);
-                if v != Verdict::Forward {
-                    if let Some((idx, dir)) = self.sessions.find(&key, end) {
-                        self.sessions.count_rejected(idx, dir, len);
-                    }
+                let (v, session) = self.unread_packet(ip, meta);
+                if let (Some((idx, dir)), true) = (session, v != Verdict::Forward) {
+                    self.sessions.count_rejected(idx, dir, len);
                 }
                 return v;
             }

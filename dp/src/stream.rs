@@ -109,14 +109,6 @@ impl BufPool {
         self.kept.used
     }
 
-    fn charge_kept(&mut self, n: usize) -> bool {
-        self.kept.charge(n)
-    }
-
-    fn credit_kept(&mut self, n: usize) {
-        self.kept.credit(n);
-    }
-
     fn take(&mut self) -> Vec<u8> {
         self.free.pop().unwrap_or_else(|| Vec::with_capacity(self.session_cap))
     }
@@ -143,10 +135,6 @@ impl BufPool {
         self.credit(b.len());
         self.recycle(b);
     }
-
-    fn give_kept(&mut self, b: Vec<u8>) {
-        self.recycle(b);
-    }
 }
 
 const MAX_OOO: usize = 8;
@@ -167,10 +155,10 @@ impl Kept {
         let n = n.min(self.len);
         self.seq = self.seq.wrapping_add(n as u32);
         self.len -= n;
-        pool.credit_kept(n);
+        pool.kept.credit(n);
         if self.len == 0 {
             if let Some(b) = self.buf.take() {
-                pool.give_kept(b);
+                pool.recycle(b);
             }
             self.head = 0;
         } else if let Some(b) = &self.buf {
@@ -187,8 +175,12 @@ impl Kept {
     /// Appends `data` (which starts at `seq + len`), dropping the oldest bytes for room.
     fn push(&mut self, data: &[u8], pool: &mut BufPool) {
         let cap = pool.session_cap;
-        if cap == 0 || data.is_empty() {
-            self.seq = self.seq.wrapping_add(if self.len == 0 { data.len() as u32 } else { 0 });
+        if data.is_empty() {
+            return;
+        }
+        if cap == 0 {
+            // Nothing can be kept: the kept range stays empty, at the stream's next byte.
+            self.seq = self.seq.wrapping_add(data.len() as u32);
             return;
         }
         let data = if data.len() > cap {
@@ -202,7 +194,7 @@ impl Kept {
         if over > 0 {
             self.drop_front(over, pool);
         }
-        if !pool.charge_kept(data.len()) {
+        if !pool.kept.charge(data.len()) {
             // Out of budget: nothing kept; the bytes after are kept again once it frees up.
             self.drop_front(self.len, pool);
             self.seq = self.seq.wrapping_add(data.len() as u32);
