@@ -88,19 +88,29 @@ fn app_fields(snap: &SessionSnapshot) -> ConnectionRecord {
     if a.app != App::Unknown {
         r.app_detected_after = Some(a.detected_after);
     }
-    if let Some(t) = a.state.threats().and_then(|t| t.first.map(|f| (f, t.count))) {
-        let (first, count) = t;
-        r.threats.push(warden_control::ThreatRecord {
-            id: first.id.as_str().into(),
-            dir: match first.dir {
-                crate::session::Dir::ToServer => "to_server",
-                crate::session::Dir::ToClient => "to_client",
-            }
-            .into(),
-            reason: first.reason.into(),
-            evidence: first.evidence.to_string(),
-            count,
-        });
+    if let Some(t) = a.state.threats() {
+        let dir = |d: crate::session::Dir| match d {
+            crate::session::Dir::ToServer => "to_server",
+            crate::session::Dir::ToClient => "to_client",
+        };
+        if let Some(first) = t.first {
+            r.threats.push(warden_control::ThreatRecord {
+                id: first.id.as_str().into(),
+                dir: dir(first.dir).into(),
+                reason: first.reason.into(),
+                evidence: first.evidence.to_string(),
+                count: t.count,
+            });
+        }
+        for (id, d, reason) in t.others.iter().flatten() {
+            r.threats.push(warden_control::ThreatRecord {
+                id: id.as_str().into(),
+                dir: dir(*d).into(),
+                reason: (*reason).into(),
+                evidence: String::new(),
+                count: 1,
+            });
+        }
     }
     let mut l7 = serde_json::Map::new();
     a.state.l7(&mut l7);

@@ -9,9 +9,12 @@
 //! reads it back through [`crate::app::AppParser::threats`] for the record's `threats` array and
 //! the control socket's threat events.
 
+pub mod catalogue;
 pub mod sql;
 pub mod sqli;
 pub mod urlenc;
+
+pub use catalogue::{Action, Severity, ThreatId, ThreatSet};
 
 use crate::app::{text, Dir, Text};
 use sql::Dialect;
@@ -21,25 +24,6 @@ use urlenc::{decode_into, needs_decoding, values, MAX_VALUE};
 pub const EVIDENCE: usize = 128;
 /// Bytes of a statement kept as evidence before the token that completed a finding.
 const EVIDENCE_BEFORE: usize = 48;
-
-/// A kind of threat.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ThreatId {
-    /// SQL injection in SQL text or an HTTP request.
-    SqlInjection,
-}
-
-impl ThreatId {
-    /// Every threat kind, in declaration order.
-    pub const ALL: &'static [ThreatId] = &[ThreatId::SqlInjection];
-
-    /// Name used in records and events (`"sql_injection"`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ThreatId::SqlInjection => "sql_injection",
-        }
-    }
-}
 
 /// One detection: what, in which direction, why, with the (truncated) text that triggered it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,12 +38,20 @@ pub struct Threat {
     pub evidence: Text<EVIDENCE>,
 }
 
-/// Per-session threat state of a parser: the first detection and how many there were. Fixed
-/// size, no heap.
+/// Most further kinds a parser's state keeps with their reason (beyond the first detection).
+pub const OTHER_KINDS: usize = 3;
+
+/// Per-session threat state of a parser: the first detection with its evidence, the kinds
+/// seen, the first detection of up to [`OTHER_KINDS`] further kinds (without evidence), and how
+/// many there were. Fixed size, no heap.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Threats {
     /// The first detection.
     pub first: Option<Threat>,
+    /// Every kind detected in this session.
+    pub kinds: ThreatSet,
+    /// The first detection (kind, direction, reason) of further kinds, in order.
+    pub others: [Option<(ThreatId, Dir, &'static str)>; OTHER_KINDS],
     /// Detections in this session (saturating).
     pub count: u32,
     /// Bytes the detectors examined in this session (decoding, libinjection's input, the
@@ -72,8 +64,13 @@ impl Threats {
     /// Records a detection of `id` in `dir` for `reason` with `evidence`.
     pub fn record(&mut self, id: ThreatId, dir: Dir, reason: &'static str, evidence: &[u8]) {
         self.count = self.count.saturating_add(1);
+        let new_kind = self.kinds.insert(id);
         if self.first.is_none() {
             self.first = Some(Threat { id, dir, reason, evidence: text(evidence) });
+        } else if new_kind {
+            if let Some(slot) = self.others.iter_mut().find(|o| o.is_none()) {
+                *slot = Some((id, dir, reason));
+            }
         }
     }
 

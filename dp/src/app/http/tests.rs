@@ -368,7 +368,8 @@ fn mutated_real_bytes_never_panic() {
 #[test]
 fn state_is_small_and_fixed() {
     let n = std::mem::size_of::<Http>();
-    assert!(n <= 1024, "{n}");
+    // Parser state plus its threat state (`detect::Threats`: first detection with evidence, further kinds).
+    assert!(n <= 1152, "{n}");
 }
 
 // ---- SQL injection (crate::detect) over sqlinjection-http.pcap (sqlmap 1.7.2 against a

@@ -399,7 +399,8 @@ fn mutated_real_bytes_never_panic() {
 #[test]
 fn state_is_small_and_fixed() {
     let n = std::mem::size_of::<Http2>();
-    assert!(n <= 1024, "{n}");
+    // Parser state plus its threat state (`detect::Threats`: first detection with evidence, further kinds).
+    assert!(n <= 1152, "{n}");
 }
 
 /// After a real gRPC exchange, bytes that are a connection error (a frame larger than the
