@@ -869,18 +869,28 @@ pub struct ConnectionRecord {
     /// none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icmp_errors: Option<u32>,
+    /// The threat that blocked the session in protect mode (its action `drop` or `reset`):
+    /// its frames are dropped from then on (absent when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threat_block: Option<String>,
+    /// The blocking threat's action (`drop` or `reset`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threat_action: Option<String>,
     /// ICMP errors that quoted this session but failed those checks (forged or misdirected):
     /// not counted in its frames, dropped in protect mode (absent when none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icmp_errors_rejected: Option<u32>,
 }
 
-/// One threat detected in a session.
+/// One threat detected in a session (in a record's `threats`), or a threat event's detection.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct ThreatRecord {
-    /// Kind (`sql_injection`).
+    /// Kind, one of the catalogue's ids (`sql_injection`, `tcp_syn_flood`, ...; `wardenctl
+    /// threats` lists them).
     pub id: String,
-    /// Direction of the carrying bytes: `to_server` or `to_client`.
+    /// Direction of the carrying bytes: `to_server` or `to_client` (empty when not tied to a
+    /// direction: floods, frame checks).
+    #[serde(default)]
     pub dir: String,
     /// What the detector saw: `libinjection` (an HTTP value) or a statement shape
     /// (`tautology`, `union_select`, `stacked_query`, `comment_truncation`, `time_function`,
@@ -888,10 +898,28 @@ pub struct ThreatRecord {
     /// `unbalanced_paren`, `command_exec`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
-    /// The triggering text, truncated (at most 128 bytes).
+    /// The triggering text, truncated (at most 128 bytes; empty for frame-level threats).
+    #[serde(default)]
     pub evidence: String,
-    /// Detections of this session (the evidence is the first one's).
+    /// In a record: detections of this kind in the session (for a parser's first kind, all
+    /// its detections). In an event: the detections this event stands for, since the
+    /// previous event of the same (threat, client, server) (events are merged: at most one
+    /// per key per 10 s).
     pub count: u32,
+    /// Events only: `low`, `medium`, `high` or `critical`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<String>,
+    /// Events only: what was done: `alert` (reported, forwarded), `drop` or `reset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// Events only: the first offending frame's first bytes (at most 256, from the Ethernet
+    /// header), base64 (RFC 4648 §4, padded); absent when the detection had no frame (a
+    /// session judged when it ended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame: Option<String>,
+    /// Events only: that frame's whole length (bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_len: Option<u32>,
 }
 
 /// An event pushed to subscribers, serialized with its kind under `"event"`:

@@ -8,7 +8,7 @@
 //! [`Hub`]. Who may connect, with which role, how many at once and for how long is decided by
 //! [`crate::access`].
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -27,6 +27,7 @@ use warden_control::{
 use crate::access;
 use crate::daemon::{CtlMsg, Names};
 use crate::record::{rfc3339, to_record};
+use crate::threat::event::{Merger, ThreatHit, MERGE_INTERVAL_NS};
 use crate::worker::WorkerReport;
 
 /// (client, server, ip_proto, server_port, app) of a connection seen in learn mode.
@@ -37,9 +38,6 @@ pub const MAX_LEARNED: usize = 100_000;
 
 /// Longest request line accepted (bytes, without the newline).
 pub const MAX_LINE: usize = 64 * 1024;
-/// Sessions whose threat event was sent that the reporter remembers (oldest forgotten first;
-/// a session ending is forgotten at once).
-pub const MAX_ALERTED: usize = 65536;
 
 /// Fewest connection records the reporter holds between two published batches
 /// ([`Hub::with_pending_max`]): a record of a session not already pending beyond the bound is
@@ -230,8 +228,11 @@ pub struct Hub {
     pending_max: usize,
     /// Collectors every record is also offered to ([`crate::export`]).
     export: crate::export::Exporters,
-    /// Sessions whose threat event was sent, by [`crate::detect::ThreatId`] (metrics).
+    /// Detections the published threat events stand for, by [`crate::detect::ThreatId`]
+    /// (metrics, `wardenctl threats`).
     threats: [AtomicU64; crate::detect::ThreatId::ALL.len()],
+    /// Threat detections the reporter's merger lost to a full queue.
+    threat_overflow: AtomicU64,
 }
 
 impl Hub {
@@ -265,6 +266,7 @@ impl Hub {
             pending_max: MAX_PENDING,
             export: crate::export::Exporters::default(),
             threats: Default::default(),
+            threat_overflow: AtomicU64::new(0),
         }
     }
 
@@ -383,16 +385,67 @@ impl Hub {
             .collect()
     }
 
-    /// Counts the threat events in `events` by kind, then sends them.
-    fn publish_threats(&self, events: Vec<Event>) {
-        for e in &events {
-            if let Event::Threat { threat, .. } = e {
-                if let Some(i) = crate::detect::ThreatId::ALL.iter().position(|t| t.as_str() == threat.id) {
-                    self.threats[i].fetch_add(1, Ordering::Relaxed);
-                }
-            }
+    /// Merges the workers' threat events (`hits`) and publishes what comes out: an event
+    /// with the record of its session when the worker sent a snapshot with it.
+    fn threat_events(&self, merge: &mut Merger, hits: Vec<(ThreatHit, Option<crate::session::SessionSnapshot>)>) {
+        let now = wall_ns();
+        let mut out = Vec::new();
+        for (h, snap) in hits {
+            merge.add(&h, now);
+            merge.drain_upto(&mut out, usize::MAX);
+            let events = out
+                .drain(..)
+                .map(|e| {
+                    let same = e.session == h.session && e.first_ns == h.first_ns;
+                    let connection = match (&snap, same) {
+                        (Some(s), true) => to_record(s, |slot| self.name(slot)),
+                        _ => hit_record(&e),
+                    };
+                    self.threat_event(&e, connection)
+                })
+                .collect();
+            self.publish_events(events);
         }
-        self.publish_events(events);
+        self.threat_overflow.store(merge.stats.overflow, Ordering::Relaxed);
+    }
+
+    /// Publishes merged threat events whose interval is over (all pending when `all`).
+    fn flush_threats(&self, merge: &mut Merger, all: bool) {
+        let now = wall_ns();
+        if all {
+            merge.flush_all(now, true);
+        } else {
+            merge.flush(now);
+        }
+        let mut out = Vec::new();
+        merge.drain_upto(&mut out, usize::MAX);
+        if !out.is_empty() {
+            let events = out.iter().map(|e| self.threat_event(e, hit_record(e))).collect();
+            self.publish_events(events);
+        }
+        self.threat_overflow.store(merge.stats.overflow, Ordering::Relaxed);
+    }
+
+    /// The event of merged detection(s) `e`, counted by kind.
+    fn threat_event(&self, e: &ThreatHit, connection: ConnectionRecord) -> Event {
+        use base64::Engine as _;
+        self.threats[e.id as usize].fetch_add(u64::from(e.count), Ordering::Relaxed);
+        let threat = warden_control::ThreatRecord {
+            id: e.id.as_str().into(),
+            dir: match e.dir {
+                Some(crate::session::Dir::ToServer) => "to_server".into(),
+                Some(crate::session::Dir::ToClient) => "to_client".into(),
+                None => String::new(),
+            },
+            reason: e.reason.into(),
+            evidence: e.evidence.to_string(),
+            count: e.count,
+            severity: Some(e.id.severity().as_str().into()),
+            action: Some(e.action.as_str().into()),
+            frame: (e.frame_len > 0).then(|| base64::engine::general_purpose::STANDARD.encode(e.frame())),
+            frame_len: (e.frame_total > 0).then_some(e.frame_total),
+        };
+        Event::Threat { threat, connection }
     }
 
     /// Registers a subscriber reading after `since` of run `epoch` ([`Request::Subscribe`]).
@@ -475,19 +528,22 @@ impl Hub {
 
     /// The reporter thread: merges workers' snapshots (latest per session wins) and publishes a
     /// batch every `interval`, until every worker has exited (then a final batch). Before each
-    /// batch, a threat event for every session in it whose record has a threat and that had no
-    /// event yet ([`Alerted`]).
+    /// batch, the threat events the workers sent, merged once more across workers
+    /// ([`crate::threat::event`]: at most one per (threat, client, server) per 10 s).
     pub fn run_reporter(&self, rx: Receiver<WorkerReport>, interval: Duration) {
         let mut pending: Vec<ConnectionRecord> = Vec::new();
         let mut index: HashMap<(usize, u64), usize> = HashMap::new();
-        let mut alerted = Alerted::default();
+        let mut merge = Merger::new(THREAT_MERGE_SLOTS, THREAT_MERGE_QUEUE, MERGE_INTERVAL_NS);
         let mut next = Instant::now() + interval;
         // Records of this interval not held (beyond the pending bound).
         let mut dropped = 0u64;
         loop {
             let wait = next.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(wait) {
+            let received = rx.recv_timeout(wait);
+            self.flush_threats(&mut merge, false);
+            match received {
                 Ok(rep) if rep.events => {
+                    self.threat_events(&mut merge, rep.threats);
                     let events = rep
                         .snaps
                         .iter()
@@ -528,7 +584,7 @@ impl Hub {
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
-                    self.publish_threats(alerted.events(&index, &pending));
+                    self.flush_threats(&mut merge, true);
                     self.publish(&pending, dropped);
                     pending.clear();
                     // Give subscriber connections a moment to write the final batch.
@@ -540,7 +596,6 @@ impl Hub {
                     return;
                 }
             }
-            self.publish_threats(alerted.events(&index, &pending));
             index.clear();
             self.publish(&pending, dropped);
             dropped = 0;
@@ -551,36 +606,30 @@ impl Hub {
     }
 }
 
-/// Sessions (worker, session id) whose threat event was sent, bounded by [`MAX_ALERTED`].
-#[derive(Default)]
-struct Alerted {
-    set: HashSet<(usize, u64)>,
-    order: VecDeque<(usize, u64)>,
+/// Keys the reporter merges threat events of at once (across workers).
+const THREAT_MERGE_SLOTS: usize = 4096;
+/// Threat events the reporter's merger queues before publishing (it publishes after every
+/// report it takes, so this is never reached in practice; beyond it events are counted lost).
+const THREAT_MERGE_QUEUE: usize = 65_536;
+
+/// Wall clock, Unix ns (the workers' packet clock on the live path).
+fn wall_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
-impl Alerted {
-    /// Threat events for the records of this cycle (`index` maps a session to its record in
-    /// `records`) whose session had none yet; forgets ended sessions.
-    fn events(&mut self, index: &HashMap<(usize, u64), usize>, records: &[ConnectionRecord]) -> Vec<Event> {
-        let mut out = Vec::new();
-        for (&key, &i) in index {
-            let Some(rec) = records.get(i) else { continue };
-            if let Some(t) = rec.threats.first() {
-                if self.set.insert(key) {
-                    out.push(Event::Threat { threat: t.clone(), connection: rec.clone() });
-                    self.order.push_back(key);
-                    while self.order.len() > MAX_ALERTED {
-                        if let Some(old) = self.order.pop_front() {
-                            self.set.remove(&old);
-                        }
-                    }
-                }
-            }
-            if rec.closed && self.set.remove(&key) {
-                self.order.retain(|k| *k != key);
-            }
-        }
-        out
+/// The record of a threat event whose session snapshot is not at hand (a flood, a frame
+/// check, a merged event sent when its interval ended): the 5-tuple and times.
+fn hit_record(e: &ThreatHit) -> ConnectionRecord {
+    ConnectionRecord {
+        client_ip: e.client.to_string(),
+        client_port: e.client_port,
+        server_ip: e.server.to_string(),
+        server_port: e.server_port,
+        ip_proto: e.proto,
+        app: crate::app::App::Unknown.as_str().into(),
+        first_seen: crate::record::rfc3339(e.first_ns),
+        last_seen: crate::record::rfc3339(e.last_ns),
+        ..Default::default()
     }
 }
 
@@ -944,36 +993,6 @@ mod tests {
         assert_eq!(got, (0..(MAX_BATCH_RECORDS as u16 * 2 + 1)).collect::<Vec<_>>());
     }
 
-    #[test]
-    fn a_sessions_first_threat_is_one_event() {
-        let threat = warden_control::ThreatRecord {
-            id: "sql_injection".into(),
-            dir: "to_server".into(),
-            reason: "libinjection".into(),
-            evidence: "1' OR '1'='1".into(),
-            count: 1,
-        };
-        let clean = ConnectionRecord { client_port: 1, ..Default::default() };
-        let hit = ConnectionRecord { client_port: 2, threats: vec![threat.clone()], ..Default::default() };
-        let index: HashMap<(usize, u64), usize> = [((0, 1), 0), ((0, 2), 1)].into_iter().collect();
-        let mut a = Alerted::default();
-        let ev = a.events(&index, &[clean.clone(), hit.clone()]);
-        assert_eq!(ev, vec![Event::Threat { threat: threat.clone(), connection: hit.clone() }]);
-        // The next cycle's record of the same session: no second event.
-        assert!(a.events(&index, &[clean.clone(), hit.clone()]).is_empty());
-        // Its final record makes the reporter forget it.
-        let closed = ConnectionRecord { closed: true, ..hit.clone() };
-        assert!(a.events(&index, &[clean, closed]).is_empty());
-        assert!(a.set.is_empty() && a.order.is_empty());
-        // Bounded.
-        let mut b = Alerted::default();
-        for i in 0..(MAX_ALERTED as u64 + 10) {
-            let one: HashMap<(usize, u64), usize> = [((1, i), 0)].into_iter().collect();
-            assert_eq!(b.events(&one, std::slice::from_ref(&hit)).len(), 1);
-        }
-        assert_eq!(b.set.len(), MAX_ALERTED);
-    }
-
     /// A flood of short sessions sends more final records in one interval than the reporter
     /// holds: it keeps [`MAX_PENDING`], still updates those, and counts the rest.
     #[test]
@@ -998,13 +1017,13 @@ mod tests {
                 s.session.id = id;
                 s
             });
-            tx.send(WorkerReport { worker: 0, snaps: snaps.collect(), events: false }).unwrap();
+            tx.send(WorkerReport { worker: 0, snaps: snaps.collect(), events: false, threats: Vec::new() }).unwrap();
         }
         // A later snapshot of a pending session replaces its record (not counted as lost).
         let mut again = base.clone();
         again.session.id = 1;
         again.session.packets = [7, 0];
-        tx.send(WorkerReport { worker: 0, snaps: vec![again], events: false }).unwrap();
+        tx.send(WorkerReport { worker: 0, snaps: vec![again], events: false, threats: Vec::new() }).unwrap();
         drop(tx);
         let mut conns = Vec::new();
         loop {

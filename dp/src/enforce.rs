@@ -134,6 +134,10 @@ pub struct PolicyState {
     pub exception: Option<crate::exception::Exception>,
     /// An exception event was queued.
     pub exception_evented: bool,
+    /// A threat whose action blocks the session in protect mode ([`crate::threat`]): its
+    /// frames are dropped from then on (reset at both ends once for `reset`), whatever the
+    /// policy decides on re-evaluation.
+    pub threat_block: Option<(crate::detect::ThreatId, crate::detect::Action)>,
 }
 
 impl PolicyState {
@@ -385,15 +389,17 @@ mod app_rule_tests {
 
     /// Requests as servers accept them (an HTTP/0.9 request, empty lines before the request
     /// line, tabs between its parts) meet the `apps` rules as HTTP and carry their SQL
-    /// injection into the record: forwarded where `http` is allowed, reset where it is not.
+    /// injection into the record: allowed where `http` is allowed (the frame itself is reset
+    /// by `sql_injection`'s action), reset where it is not.
     #[test]
     fn lenient_request_forms_meet_app_rules_and_the_sqli_check() {
         let sqli = "/item?id=1%27%20OR%20%271%27%3D%271";
         for req in [format!("GET {sqli}\r\n"), format!("\r\n\r\nGET {sqli} HTTP/1.1\r\nHost: x\r\n\r\n"), format!("GET\t{sqli}\tHTTP/1.0\r\n\r\n")] {
             let mut c = Conn::open(policy("protect", "\"http\""));
-            assert_eq!(c.frame(true, ACK | PSH, req.as_bytes()), Verdict::Forward, "{req:?}");
+            assert_eq!(c.frame(true, ACK | PSH, req.as_bytes()), Verdict::Reset, "{req:?}");
             let r = crate::record::to_record(&c.snapshot(), |_| String::new());
             assert_eq!((r.app.as_str(), r.verdict.as_deref()), ("http", Some("allowed")), "{req:?}");
+            assert_eq!((r.threat_block.as_deref(), r.threat_action.as_deref()), (Some("sql_injection"), Some("reset")));
             assert_eq!(r.l7.as_ref().and_then(|l| l["path"].as_str()), Some(sqli));
             assert_eq!(r.threats.first().map(|t| (t.id.as_str(), t.evidence.as_str())), Some(("sql_injection", "1' OR '1'='1")), "{req:?}");
             let mut c = Conn::open(policy("protect", "\"redis\""));

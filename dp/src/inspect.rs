@@ -11,6 +11,9 @@
 
 use std::sync::Arc;
 
+use crate::detect::{Action, ThreatId};
+use crate::threat::event::ThreatHit;
+use crate::threat::Context as ThreatContext;
 use crate::app::engine::{AppState, Engine, EngineConfig};
 use crate::app::App;
 use crate::defrag::{Defrag, DefragConfig, DefragStats, Failure, Push, Releases, MAX_ASSEMBLED};
@@ -64,11 +67,14 @@ pub enum DropReason {
     /// what the receiver accepts, retransmission differing from what was inspected), to a
     /// protect-mode session or workload ([`crate::normalize`]).
     Normalization = 7,
+    /// A threat whose action is `drop` or `reset` in protect mode ([`crate::threat`]): the
+    /// offending frame, the frames of a session the threat blocked, a flood's excess.
+    Threat = 8,
 }
 
 impl DropReason {
     /// All reasons, for counter tables indexed by `self as usize`.
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::Malformed,
         DropReason::TxRingFull,
         DropReason::NoFrame,
@@ -77,6 +83,7 @@ impl DropReason {
         DropReason::Icmp,
         DropReason::SessionTableFull,
         DropReason::Normalization,
+        DropReason::Threat,
     ];
 
     /// Stable snake_case name used in counters.
@@ -90,6 +97,7 @@ impl DropReason {
             DropReason::Icmp => "icmp_rejected",
             DropReason::SessionTableFull => "session_table_full",
             DropReason::Normalization => "normalization",
+            DropReason::Threat => "threat",
         }
     }
 }
@@ -182,6 +190,8 @@ pub struct Inspector {
     /// TCP normalisation settings ([`crate::normalize`]).
     norm: Normalization,
     checksums: Checksums,
+    /// The threat stage: actions, counters, merged threat events ([`crate::threat`]).
+    pub threats: crate::threat::Stage,
 }
 
 /// ICMPv6 link-layer control (RFC 4861 neighbour discovery: router/neighbour solicitation and
@@ -195,6 +205,15 @@ fn link_control(ip: &wire::Ip<'_>) -> bool {
             ..
         }
     ) && ip.proto == wire::ipproto::ICMPV6
+}
+
+/// `tcp_no_client_data`: a TCP session whose server sent payload `limit_s` seconds before
+/// `now_ns` and whose client never sent a byte.
+fn no_client_data(s: &crate::session::Session, now_ns: u64, limit_s: u32) -> bool {
+    matches!(s.state, crate::session::State::Tcp(_))
+        && !s.client_data
+        && s.server_data_ns != 0
+        && now_ns.saturating_sub(s.server_data_ns) >= u64::from(limit_s) * 1_000_000_000
 }
 
 /// The session key of a decoded frame, if it has one (IP frames only), with the sending end.
@@ -236,6 +255,7 @@ impl Inspector {
             assembly: Vec::with_capacity(MAX_ASSEMBLED),
             norm: Normalization::default(),
             checksums: Checksums::new(Normalization::default().checksums),
+            threats: crate::threat::Stage::default(),
         }
     }
 
@@ -585,6 +605,9 @@ impl Inspector {
         if let Some(v) = crate::icmp::stage(&mut self.sessions, &self.policy, &mut self.stats, ip, len, meta) {
             return v;
         }
+        if let Some(v) = self.frame_threats(f, ip, meta) {
+            return v;
+        }
         let tcp = crate::tcpseq::Segment::of(ip);
         let Some(t) = self.sessions.track(&key, end, len, tcp, meta.iface, meta.now_ns) else {
             // Refused by a table full of established sessions (counted there).
@@ -609,7 +632,7 @@ impl Inspector {
             }
             return v;
         }
-        let v = self.session_frame(t, end, ip, meta);
+        let v = self.session_frame(t, end, f.raw, ip, meta);
         if v != Verdict::Forward {
             self.sessions.count_dropped(t.idx, t.dir, len);
         }
@@ -676,7 +699,14 @@ impl Inspector {
     }
 
     /// The rest of the pipeline for a frame of session `t.idx` (tracked already).
-    fn session_frame(&mut self, t: crate::session::Tracked, end: End, ip: &wire::Ip<'_>, meta: FrameMeta) -> Verdict {
+    fn session_frame(
+        &mut self,
+        t: crate::session::Tracked,
+        end: End,
+        raw: &[u8],
+        ip: &wire::Ip<'_>,
+        meta: FrameMeta,
+    ) -> Verdict {
         if t.dir == Dir::ToServer && !t.new {
             self.sessions.note_client_iface(t.idx, meta.iface);
         }
@@ -706,11 +736,15 @@ impl Inspector {
                 return v;
             }
         }
+        if let L4::Tcp { flags, window, .. } = ip.l4 {
+            self.tcp_session_threats(t, flags, window, raw, ip, meta.now_ns);
+        }
         let mut anomaly = None;
         if matches!(ip.l4, L4::Tcp { .. } | L4::Udp) && self.sessions.get(t.idx).policy.exception.is_none() {
             anomaly = self.inspect_payload(t.idx, t.new, end, ip, meta.now_ns, related.map(|(e, _)| e));
             self.stream_exception(t.idx);
             self.learn_names(t.idx, meta.now_ns);
+            self.parser_threats(t.idx, raw, meta.now_ns);
         }
         let v = self.enforce(t.idx, false, ip, meta.now_ns);
         match anomaly {
@@ -787,7 +821,10 @@ impl Inspector {
         };
         let mut ps = self.sessions.get(idx).policy;
         if ps.bypassed() {
-            return Verdict::Forward;
+            return match ps.threat_block {
+                Some((threat, action)) => self.threat_blocked(idx, threat, action, ip),
+                None => Verdict::Forward,
+            };
         }
         let inspectable = matches!(ip.l4, L4::Tcp { .. } | L4::Udp);
         let app = match app_ctx {
@@ -868,6 +905,11 @@ impl Inspector {
                 self.stats.events_dropped += 1;
             }
         }
+        if let (Some((threat, action)), false) = (ps.threat_block, ps.blocked) {
+            // Blocked by a threat (the policy allows it): the threat's action decides.
+            self.sessions.get_mut(idx).policy = ps;
+            return self.threat_blocked(idx, threat, action, ip);
+        }
         // A session that forwarded frames and is now blocked is reset at both ends, once (TCP
         // only); one blocked from its first frame is silently dropped.
         let reset = ps.blocked && ps.forwarded && !ps.reset_sent && matches!(ip.l4, L4::Tcp { .. });
@@ -885,6 +927,246 @@ impl Inspector {
             return Verdict::Reset;
         }
         Verdict::Drop(DropReason::PolicyDenied)
+    }
+
+    /// The verdict for a frame of a session a threat blocked (protect mode, action `drop` or
+    /// `reset`): dropped; a TCP session that forwarded frames before is reset at both ends
+    /// once when the action is `reset`.
+    fn threat_blocked(&mut self, idx: u32, threat: ThreatId, action: Action, ip: &wire::Ip<'_>) -> Verdict {
+        let mut ps = self.sessions.get(idx).policy;
+        let reset = action == Action::Reset && ps.forwarded && !ps.reset_sent && matches!(ip.l4, L4::Tcp { .. });
+        ps.reset_sent |= reset;
+        self.sessions.get_mut(idx).policy = ps;
+        self.sessions.linger(idx);
+        self.threats.count_drop(threat);
+        if reset {
+            self.stats.policy_resets += 1;
+            return Verdict::Reset;
+        }
+        Verdict::Drop(DropReason::Threat)
+    }
+
+    /// Where a frame without a session (or before its session is looked at) was seen, for
+    /// the threat stage: sender as client, the strictest workload end's mode.
+    fn frame_context<'a>(&self, raw: &'a [u8], ip: &wire::Ip<'_>, meta: FrameMeta) -> ThreatContext<'a> {
+        let n = self.policy.workloads().len();
+        let ends = self.origins.ends(meta.iface);
+        let valid = |w: Option<crate::policy::WorkloadIdx>| w.filter(|w| w.index() < n);
+        ThreatContext {
+            frame: raw,
+            zone: meta.zone,
+            proto: ip.proto,
+            client: (ip.src, ip.sport),
+            server: (ip.dst, ip.dport),
+            workloads: [
+                valid(ends.client).or_else(|| self.policy.workload_of(ip.src.ip())),
+                valid(ends.server).or_else(|| self.policy.workload_of(ip.dst.ip())),
+            ],
+            session: None,
+            mode: self.mode_of(ip.src, ip.dst, meta.iface),
+            now_ns: meta.now_ns,
+        }
+    }
+
+    /// Where a frame of session `idx` was seen, for the threat stage.
+    fn session_context<'a>(&self, idx: u32, raw: &'a [u8], now_ns: u64) -> ThreatContext<'a> {
+        let s = self.sessions.get(idx);
+        let ps = s.policy;
+        let mode = match ps.mode {
+            Some(m) => Some(m),
+            None => {
+                let (c, sv) = (s.client_end().0, s.server_end().0);
+                let iface = if s.client_iface == NO_SLOT { 0 } else { s.client_iface };
+                self.mode_of(c, sv, iface)
+            }
+        };
+        ThreatContext {
+            frame: raw,
+            zone: s.key.zone,
+            proto: s.key.proto,
+            client: s.client_end(),
+            server: s.server_end(),
+            workloads: ps.workloads,
+            session: Some((idx, s.id)),
+            mode,
+            now_ns,
+        }
+    }
+
+    /// Threats judged on a TCP frame's header before it may touch a session: flag
+    /// combinations no TCP sends (`bad_packet`), a tiny MSS (`tcp_small_mss`), data on a SYN
+    /// without a Fast Open cookie (`tcp_syn_data`). `Some(drop)` when protect mode drops it.
+    fn frame_threats(&mut self, f: &Frame<'_>, ip: &wire::Ip<'_>, meta: FrameMeta) -> Option<Verdict> {
+        let L4::Tcp { flags, .. } = ip.l4 else { return None };
+        let limits = self.threats.policy.limits;
+        let mut found: [Option<(ThreatId, &'static str)>; 3] = [None; 3];
+        if let Some(why) = crate::threat::tcp::bad_flags(flags) {
+            found[0] = Some((ThreatId::BadPacket, why));
+        }
+        if flags & wire::tcpflag::SYN != 0 {
+            if crate::threat::tcp::small_mss(flags, ip.segment, limits.min_mss).is_some() {
+                found[1] = Some((ThreatId::TcpSmallMss, "syn_mss"));
+            }
+            if crate::threat::tcp::syn_data_without_cookie(flags, ip.segment, ip.payload) {
+                found[2] = Some((ThreatId::TcpSynData, "no_fast_open_cookie"));
+            }
+        }
+        if found.iter().all(Option::is_none) {
+            return None;
+        }
+        let ctx = self.frame_context(f.raw, ip, meta);
+        let mut drop = None;
+        for (id, why) in found.into_iter().flatten() {
+            if self.threats.raise(id, None, why, &[], &ctx).blocks() && drop.is_none() {
+                drop = Some(id);
+            }
+        }
+        let id = drop?;
+        self.threats.count_drop(id);
+        Some(Verdict::Drop(DropReason::Threat))
+    }
+
+    /// Raises session threat `id` once per session; a blocking action in protect mode blocks
+    /// the session (applied by [`Self::enforce`]).
+    fn session_threat(&mut self, idx: u32, id: ThreatId, dir: Option<Dir>, reason: &'static str, evidence: &[u8], raw: &[u8], now_ns: u64) {
+        let s = self.sessions.get_mut(idx);
+        if !s.threats.insert(id) {
+            return;
+        }
+        if s.first_threat.is_none() {
+            s.first_threat = Some((id, reason));
+        }
+        let ctx = self.session_context(idx, raw, now_ns);
+        let action = self.threats.raise(id, dir, reason, evidence, &ctx);
+        if action.blocks() {
+            let ps = &mut self.sessions.get_mut(idx).policy;
+            if ps.threat_block.is_none() {
+                ps.threat_block = Some((id, action));
+            }
+        }
+    }
+
+    /// Threats judged on a TCP frame against its session: a SYN without ACK from the server
+    /// (`tcp_split_handshake`), a tiny window in the ACK that completes the client's handshake
+    /// (`tcp_small_window`), and the server talking while the client never sends
+    /// (`tcp_no_client_data`, also judged when the session ends).
+    fn tcp_session_threats(&mut self, t: crate::session::Tracked, flags: u8, window: u16, raw: &[u8], ip: &wire::Ip<'_>, now_ns: u64) {
+        use wire::tcpflag::{ACK, SYN};
+        let limits = self.threats.policy.limits;
+        let s = self.sessions.get_mut(t.idx);
+        if !ip.payload.is_empty() {
+            match t.dir {
+                Dir::ToServer => s.client_data = true,
+                Dir::ToClient if s.server_data_ns == 0 => s.server_data_ns = now_ns.max(1),
+                Dir::ToClient => {}
+            }
+        }
+        let s = *self.sessions.get(t.idx);
+        if t.dir == Dir::ToClient && flags & SYN != 0 && flags & ACK == 0 {
+            self.session_threat(t.idx, ThreatId::TcpSplitHandshake, Some(Dir::ToClient), "syn_from_server", &[], raw, now_ns);
+        }
+        if t.dir == Dir::ToServer
+            && flags & (SYN | ACK) == ACK
+            && s.packets[Dir::ToServer as usize] == 2
+            && ip.payload.is_empty()
+            && s.state == crate::session::State::Tcp(crate::session::TcpState::Established)
+        {
+            let w = u32::from(window) << s.seq.scale(Dir::ToServer);
+            if w < limits.min_window {
+                self.session_threat(t.idx, ThreatId::TcpSmallWindow, Some(Dir::ToServer), "handshake_window", &[], raw, now_ns);
+            }
+        }
+        if no_client_data(&s, now_ns, limits.no_client_data_s) {
+            self.session_threat(t.idx, ThreatId::TcpNoClientData, Some(Dir::ToClient), "server_first_client_silent", &[], raw, now_ns);
+        }
+    }
+
+    /// After payload was fed: kinds the session's parser detected that the stage has not
+    /// raised yet (one load and compare per frame when there are none).
+    fn parser_threats(&mut self, idx: u32, raw: &[u8], now_ns: u64) {
+        let s = self.sessions.get(idx);
+        if s.app_ctx == NO_APP {
+            return;
+        }
+        let known = s.threats;
+        let Some(t) = self.engine.state(s.app_ctx).threats() else { return };
+        if t.kinds.0 & !known.0 == 0 {
+            return;
+        }
+        let t = *t;
+        for id in crate::detect::ThreatSet(t.kinds.0 & !known.0).iter() {
+            let (dir, reason, evidence) = match t.first {
+                Some(f) if f.id == id => (f.dir, f.reason, f.evidence),
+                _ => match t.others.iter().flatten().find(|o| o.0 == id) {
+                    Some(&(_, d, r)) => (d, r, crate::app::Text::new()),
+                    None => (Dir::ToServer, "", crate::app::Text::new()),
+                },
+            };
+            self.session_threat(idx, id, Some(dir), reason, evidence.as_bytes(), raw, now_ns);
+        }
+    }
+
+    /// Ended sessions' threats judged at their end (`tcp_no_client_data` of a session that
+    /// went idle), raised with no frame.
+    fn ended_threats(&mut self, snaps: &mut [SessionSnapshot]) {
+        let limit = self.threats.policy.limits.no_client_data_s;
+        for snap in snaps {
+            let s = &mut snap.session;
+            if snap.ended.is_some() && !s.threats.contains(ThreatId::TcpNoClientData) && no_client_data(s, s.last_ns, limit) {
+                let ctx = self.frame_context_of(s);
+                let reason = "server_first_client_silent";
+                if self.threats.raise(ThreatId::TcpNoClientData, Some(Dir::ToClient), reason, &[], &ctx) != Action::Off {
+                    s.threats.insert(ThreatId::TcpNoClientData);
+                    s.first_threat.get_or_insert((ThreatId::TcpNoClientData, reason));
+                }
+            }
+        }
+    }
+
+    /// A context for an ended session (no frame, not in the table any more).
+    fn frame_context_of(&self, s: &crate::session::Session) -> ThreatContext<'static> {
+        ThreatContext {
+            frame: &[],
+            zone: s.key.zone,
+            proto: s.key.proto,
+            client: s.client_end(),
+            server: s.server_end(),
+            workloads: s.policy.workloads,
+            session: None,
+            mode: s.policy.mode,
+            now_ns: s.last_ns,
+        }
+    }
+
+    /// Sends pending merged threat events whose interval is over (the worker calls it every
+    /// 100 ms; replay per frame).
+    pub fn flush_threats(&mut self, now_ns: u64) {
+        self.threats.flush(now_ns);
+    }
+
+    /// Moves queued threat events into `out`, at most `max`, each with a snapshot of its
+    /// session when the session is still in the table; true when some are left.
+    pub fn drain_threats_upto(&mut self, out: &mut Vec<(ThreatHit, Option<SessionSnapshot>)>, max: usize) -> bool {
+        let mut hits = Vec::new();
+        let more = self.threats.drain_upto(&mut hits, max);
+        let mut snaps = Vec::new();
+        for h in &hits {
+            if let Some((idx, id)) = h.session {
+                if let Some(s) = Some(self.sessions.get(idx)).filter(|s| s.id == id) {
+                    snaps.push(SessionSnapshot { session: *s, ended: None, app: None, policy: None });
+                }
+            }
+        }
+        self.attach_views(&mut snaps, 0);
+        let mut snaps = snaps.into_iter().peekable();
+        for h in hits {
+            let snap = match (h.session, snaps.peek()) {
+                (Some((_, id)), Some(s)) if s.session.id == id => snaps.next(),
+                _ => None,
+            };
+            out.push((h, snap));
+        }
+        more
     }
 
     /// After a frame of a DNS flow: stores the names its answers to the flow's own queries gave
@@ -1057,6 +1339,7 @@ impl Inspector {
     pub fn drain_reports_upto(&mut self, out: &mut Vec<SessionSnapshot>, max: usize) -> bool {
         let from = out.len();
         let more = self.sessions.drain_reports_upto(out, max);
+        self.ended_threats(&mut out[from..]);
         self.attach_views(out, from);
         more
     }
@@ -1070,6 +1353,7 @@ impl Inspector {
     pub fn drain_ended_upto(&mut self, out: &mut Vec<SessionSnapshot>, max: usize) -> bool {
         let from = out.len();
         let more = self.sessions.drain_ended_upto(out, max);
+        self.ended_threats(&mut out[from..]);
         self.attach_views(out, from);
         more
     }

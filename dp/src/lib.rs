@@ -36,6 +36,7 @@ pub mod defrag;
 #[cfg(test)]
 mod defrag_tests;
 pub mod detect;
+pub mod threat;
 pub mod enforce;
 pub mod exception;
 pub mod export;

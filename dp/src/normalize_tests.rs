@@ -101,6 +101,16 @@ fn sqli(r: &ConnectionRecord) -> bool {
 const EVIL: &[u8] = b"GET /item?id=1'%20OR%20'1'='1 HTTP/1.1\r\nHost: a\r\n\r\n";
 const BENIGN: &[u8] = b"GET /index.html HTTP/1.1\r\nHost: a\r\n\r\n";
 
+/// The verdict for the frame that completes [`EVIL`] in `mode`: read, so reset in protect
+/// mode (`sql_injection`'s default action), forwarded otherwise.
+fn evil_verdict(mode: Option<&str>) -> Verdict {
+    if mode == Some("protect") {
+        Verdict::Reset
+    } else {
+        Verdict::Forward
+    }
+}
+
 /// Pads the benign decoy to the length of the real request, so both cover the same bytes.
 fn decoy() -> Vec<u8> {
     let mut d = BENIGN.to_vec();
@@ -119,7 +129,8 @@ fn a_decoy_with_a_bad_checksum_is_never_read() {
         let v = c.send(&bad);
         let protect = mode == Some("protect");
         assert_eq!(v == Verdict::Drop(DropReason::Normalization), protect, "{mode:?}");
-        assert_eq!(c.data(CLIENT_ISN + 1, EVIL), Verdict::Forward);
+        // The injection is read: protect mode resets the session (`sql_injection`'s action).
+        assert_eq!(c.data(CLIENT_ISN + 1, EVIL), evil_verdict(mode));
         let r = c.record();
         assert_eq!(path(&r).as_deref(), Some("/item?id=1'%20OR%20'1'='1"), "{mode:?}");
         assert!(sqli(&r), "{mode:?}");
@@ -156,7 +167,7 @@ fn decoys_the_receiver_drops_for_their_sequence_or_flags_are_never_read() {
             let mut c = Conn::open(mode, 65535);
             let v = c.send(&d);
             assert_eq!(v == Verdict::Drop(DropReason::Normalization), mode == Some("protect"), "{anomaly} {mode:?}");
-            assert_eq!(c.data(CLIENT_ISN + 1, EVIL), Verdict::Forward, "{anomaly} {mode:?}");
+            assert_eq!(c.data(CLIENT_ISN + 1, EVIL), evil_verdict(mode), "{anomaly} {mode:?}");
             let r = c.record();
             assert!(sqli(&r), "{anomaly} {mode:?}: {r:?}");
             assert_eq!(r.anomalies, [anomaly]);
@@ -201,7 +212,7 @@ fn an_in_window_rst_that_the_host_ignores_does_not_end_inspection() {
     assert_eq!(c.record().state, "reset");
     // ...until the connection carries on: same session, same app state.
     c.send(&frame(false, ACK | PSH, SERVER_ISN + 1, sent, 65535, 0, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
-    assert_eq!(c.data(sent, EVIL), Verdict::Forward);
+    assert_eq!(c.data(sent, EVIL), evil_verdict(Some("protect")));
     let r = c.record();
     assert_eq!(r.state, "established");
     assert_eq!(r.app, "http");

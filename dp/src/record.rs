@@ -21,7 +21,7 @@ pub fn to_record(snap: &SessionSnapshot, iface_name: impl Fn(u16) -> String) -> 
     let s = &snap.session;
     let k = &s.key;
     let ((client_ip, client_port), (server_ip, server_port)) = (s.client_end(), s.server_end());
-    ConnectionRecord {
+    let mut r = ConnectionRecord {
         client_ip: client_ip.to_string(),
         client_port,
         server_ip: server_ip.to_string(),
@@ -47,6 +47,33 @@ pub fn to_record(snap: &SessionSnapshot, iface_name: impl Fn(u16) -> String) -> 
         anomalies: crate::normalize::names(s.anomalies).map(String::from).collect(),
         anomalous_frames: (s.anomalous_frames > 0).then_some(s.anomalous_frames),
         ..policy_fields(snap, app_fields(snap))
+    };
+    session_threats(snap, &mut r);
+    r
+}
+
+/// Adds the threats the stage raised for the session that its parser's list does not have
+/// (frame, handshake and timed threats), and the threat that blocked it.
+fn session_threats(snap: &SessionSnapshot, r: &mut ConnectionRecord) {
+    let s = &snap.session;
+    for id in s.threats.iter() {
+        if r.threats.iter().any(|t| t.id == id.as_str()) {
+            continue;
+        }
+        let reason = match s.first_threat {
+            Some((first, reason)) if first == id => reason,
+            _ => "",
+        };
+        r.threats.push(warden_control::ThreatRecord {
+            id: id.as_str().into(),
+            reason: reason.into(),
+            count: 1,
+            ..Default::default()
+        });
+    }
+    if let Some((id, action)) = s.policy.threat_block {
+        r.threat_block = Some(id.as_str().into());
+        r.threat_action = Some(action.as_str().into());
     }
 }
 
@@ -100,6 +127,7 @@ fn app_fields(snap: &SessionSnapshot) -> ConnectionRecord {
                 reason: first.reason.into(),
                 evidence: first.evidence.to_string(),
                 count: t.count,
+                ..Default::default()
             });
         }
         for (id, d, reason) in t.others.iter().flatten() {
@@ -109,6 +137,7 @@ fn app_fields(snap: &SessionSnapshot) -> ConnectionRecord {
                 reason: (*reason).into(),
                 evidence: String::new(),
                 count: 1,
+                ..Default::default()
             });
         }
     }

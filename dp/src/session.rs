@@ -288,6 +288,15 @@ pub struct Session {
     pub anomalies: u16,
     /// Frames not fed to state or inspection for an anomaly ([`crate::normalize`]).
     pub anomalous_frames: u32,
+    /// Threats raised for this session by the threat stage ([`crate::threat`]), any source.
+    pub threats: crate::detect::ThreatSet,
+    /// The first session-level threat's (id, reason) (parsers' detections keep theirs).
+    pub first_threat: Option<(crate::detect::ThreatId, &'static str)>,
+    /// Packet clock of the server's first payload byte (0: none yet), and whether the client
+    /// sent any (`tcp_no_client_data`).
+    pub server_data_ns: u64,
+    /// See `server_data_ns`.
+    pub client_data: bool,
     fins: u8,
     changed: bool,
     live: bool,
@@ -318,6 +327,10 @@ impl Session {
             icmp: Default::default(),
             anomalies: 0,
             anomalous_frames: 0,
+            threats: crate::detect::ThreatSet::default(),
+            first_threat: None,
+            server_data_ns: 0,
+            client_data: false,
             fins: 0,
             changed: false,
             live: false,

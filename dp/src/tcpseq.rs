@@ -107,6 +107,11 @@ pub struct TcpSeq {
 }
 
 impl TcpSeq {
+    /// Window scale shift of the windows sent in direction `dir` (0 until both SYNs agreed).
+    pub fn scale(&self, dir: Dir) -> u8 {
+        self.scale[dir as usize]
+    }
+
     /// Accounts segment `seg` sent in direction `dir`.
     pub fn update(&mut self, dir: Dir, seg: &Segment) {
         let (d, o) = (dir as usize, 1 - dir as usize);

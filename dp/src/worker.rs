@@ -151,6 +151,9 @@ pub struct WorkerReport {
     /// True when these are sessions that just became violations or were denied: subscribers
     /// get them as events at once, not in the next batch.
     pub events: bool,
+    /// Threat events (merged on the worker, [`crate::threat::event`]), each with a snapshot of
+    /// its session when it was still in the table.
+    pub threats: Vec<(crate::threat::event::ThreatHit, Option<SessionSnapshot>)>,
 }
 
 /// An XSK a worker bound: (interface slot, rx queue, socket fd) for the XSKMAP.
@@ -459,6 +462,7 @@ impl Worker {
             if last_expire.elapsed() >= Duration::from_millis(100) {
                 last_expire = Instant::now();
                 self.insp.expire_fragments(now);
+                self.insp.flush_threats(now);
                 release_held(&mut self.groups, &mut self.insp);
             }
             if last_report.elapsed() >= self.cfg.report_interval
@@ -489,11 +493,41 @@ impl Worker {
         }
         self.insp.sessions.end_all(|_| true);
         self.send_reports(true);
+        self.insp.threats.flush_all(now_ns());
+        self.send_threats(true);
     }
 
     /// Sends violation/denied sessions found since the last loop as one event batch.
     fn send_events(&mut self) {
         self.send_batches(false, true, |insp, out| insp.drain_events_upto(out, REPORT_BATCH));
+        self.send_threats(false);
+    }
+
+    /// Sends queued threat events (all of them, waiting, when `flush`); what a full queue
+    /// refuses is counted with the report overflow.
+    fn send_threats(&mut self, flush: bool) {
+        loop {
+            if !flush && self.reports.is_full() {
+                return;
+            }
+            let mut threats = Vec::new();
+            let more = self.insp.drain_threats_upto(&mut threats, REPORT_BATCH);
+            if !threats.is_empty() {
+                let n = threats.len() as u64;
+                let report = WorkerReport { worker: self.cfg.index, snaps: Vec::new(), events: true, threats };
+                let sent = if flush {
+                    self.reports.send_timeout(report, Duration::from_secs(1)).is_ok()
+                } else {
+                    self.reports.try_send(report).is_ok()
+                };
+                if !sent {
+                    self.report_overflow += n;
+                }
+            }
+            if !more {
+                return;
+            }
+        }
     }
 
     /// Sends the snapshots of changed sessions and the final records of ended ones, in reports
@@ -527,7 +561,7 @@ impl Worker {
             let more = drain(&mut self.insp, &mut snaps);
             if !snaps.is_empty() {
                 let n = snaps.len() as u64;
-                let report = WorkerReport { worker: self.cfg.index, snaps, events };
+                let report = WorkerReport { worker: self.cfg.index, snaps, events, threats: Vec::new() };
                 let sent = if flush {
                     self.reports.send_timeout(report, Duration::from_secs(1)).is_ok()
                 } else {

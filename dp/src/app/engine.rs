@@ -755,6 +755,11 @@ impl Engine {
         self.free.len()
     }
 
+    /// The parser state of context `idx`.
+    pub fn state(&self, idx: u32) -> &AppState {
+        &self.ctx(idx).state
+    }
+
     /// The parser state of context `idx`, for what a parser learned that the pipeline takes
     /// (DNS answers for `fqdn` rules).
     pub fn state_mut(&mut self, idx: u32) -> &mut AppState {
