@@ -98,6 +98,9 @@ pub enum Request {
     /// Rule hit counters (sessions decided by each rule, and by each mode's default). Reply:
     /// [`Reply::PolicyStats`].
     PolicyStats {},
+    /// The threat catalogue with each threat's action, severity and counters. Reply:
+    /// [`Reply::Threats`].
+    Threats {},
     /// A policy file that, applied, allows exactly the connections learned so far (workloads
     /// switched to protect). Reply: [`Reply::PolicyText`].
     PolicyLearned {},
@@ -153,6 +156,7 @@ impl Request {
             | Request::Subscribe { .. }
             | Request::PolicyShow {}
             | Request::PolicyStats {}
+            | Request::Threats {}
             | Request::PolicyLearned {} => false,
             Request::AddInlinePair { .. }
             | Request::RemoveInlinePair { .. }
@@ -322,6 +326,25 @@ pub enum Reply {
     PolicyText(String),
     /// For [`Request::PolicyStats`].
     PolicyStats(Vec<RuleStats>),
+    /// For [`Request::Threats`]: every threat of the catalogue, in catalogue order.
+    Threats(Vec<ThreatInfo>),
+}
+
+/// One threat of the catalogue as the daemon runs it (answer to [`Request::Threats`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct ThreatInfo {
+    /// Id (`tcp_syn_flood`, ...), as in records, events and `[threats.<id>]`.
+    pub id: String,
+    /// What it is, one line.
+    pub summary: String,
+    /// `low`, `medium`, `high` or `critical`.
+    pub severity: String,
+    /// Action in protect mode: `alert`, `drop`, `reset` or `off` (`[threats.<id>] action`).
+    pub action: String,
+    /// Detections since start, all workers.
+    pub hits: u64,
+    /// Frames dropped by its action since start.
+    pub dropped_frames: u64,
 }
 
 /// The control protocol version this crate speaks, `"MAJOR.MINOR"`. A change of MAJOR breaks

@@ -53,6 +53,9 @@ pub struct Config {
     /// Who may use the control socket, connection limits ([`crate::access`]).
     #[serde(default)]
     pub control: crate::access::ControlConfig,
+    /// Per-threat actions and thresholds (`[threats.<id>]`, [`crate::threat::config`]).
+    #[serde(default)]
+    pub threats: crate::threat::config::ThreatsConfig,
 }
 
 /// `[metrics]`: the Prometheus text exposition endpoint (`GET /metrics`). Off unless `listen`

@@ -399,7 +399,7 @@ impl Hub {
                     let same = e.session == h.session && e.first_ns == h.first_ns;
                     let connection = match (&snap, same) {
                         (Some(s), true) => to_record(s, |slot| self.name(slot)),
-                        _ => hit_record(&e),
+                        _ => crate::record::hit_record(&e),
                     };
                     self.threat_event(&e, connection)
                 })
@@ -420,7 +420,7 @@ impl Hub {
         let mut out = Vec::new();
         merge.drain_upto(&mut out, usize::MAX);
         if !out.is_empty() {
-            let events = out.iter().map(|e| self.threat_event(e, hit_record(e))).collect();
+            let events = out.iter().map(|e| self.threat_event(e, crate::record::hit_record(e))).collect();
             self.publish_events(events);
         }
         self.threat_overflow.store(merge.stats.overflow, Ordering::Relaxed);
@@ -428,24 +428,8 @@ impl Hub {
 
     /// The event of merged detection(s) `e`, counted by kind.
     fn threat_event(&self, e: &ThreatHit, connection: ConnectionRecord) -> Event {
-        use base64::Engine as _;
         self.threats[e.id as usize].fetch_add(u64::from(e.count), Ordering::Relaxed);
-        let threat = warden_control::ThreatRecord {
-            id: e.id.as_str().into(),
-            dir: match e.dir {
-                Some(crate::session::Dir::ToServer) => "to_server".into(),
-                Some(crate::session::Dir::ToClient) => "to_client".into(),
-                None => String::new(),
-            },
-            reason: e.reason.into(),
-            evidence: e.evidence.to_string(),
-            count: e.count,
-            severity: Some(e.id.severity().as_str().into()),
-            action: Some(e.action.as_str().into()),
-            frame: (e.frame_len > 0).then(|| base64::engine::general_purpose::STANDARD.encode(e.frame())),
-            frame_len: (e.frame_total > 0).then_some(e.frame_total),
-        };
-        Event::Threat { threat, connection }
+        Event::Threat { threat: crate::record::threat_record(e), connection }
     }
 
     /// Registers a subscriber reading after `since` of run `epoch` ([`Request::Subscribe`]).
@@ -615,22 +599,6 @@ const THREAT_MERGE_QUEUE: usize = 65_536;
 /// Wall clock, Unix ns (the workers' packet clock on the live path).
 fn wall_ns() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-}
-
-/// The record of a threat event whose session snapshot is not at hand (a flood, a frame
-/// check, a merged event sent when its interval ended): the 5-tuple and times.
-fn hit_record(e: &ThreatHit) -> ConnectionRecord {
-    ConnectionRecord {
-        client_ip: e.client.to_string(),
-        client_port: e.client_port,
-        server_ip: e.server.to_string(),
-        server_port: e.server_port,
-        ip_proto: e.proto,
-        app: crate::app::App::Unknown.as_str().into(),
-        first_seen: crate::record::rfc3339(e.first_ns),
-        last_seen: crate::record::rfc3339(e.last_ns),
-        ..Default::default()
-    }
 }
 
 /// Creates the socket at `path`: its directory created or checked ([`access::check_dir`]),

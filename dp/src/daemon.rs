@@ -777,6 +777,7 @@ impl Daemon {
             },
             Request::PolicyShow {} => Response::ok(Reply::PolicyText(self.policy.to_toml())),
             Request::PolicyStats {} => Response::ok(Reply::PolicyStats(self.policy_stats())),
+            Request::Threats {} => Response::ok(Reply::Threats(self.threat_infos())),
             Request::PolicyLearned {} => {
                 let seen = self.hub.learned();
                 Response::ok(Reply::PolicyText(learned_policy(&self.policy, &seen).to_toml()))
@@ -898,6 +899,14 @@ impl Daemon {
             gate.set_config(new.control.clone());
             outcome.push("control access reloaded".into());
         }
+        if new.threats != self.cfg.threats {
+            let p = new.threats.resolve();
+            for w in &self.workers {
+                let _ = w.send(Command::Threats(p));
+            }
+            outcome.push("threat actions reloaded".into());
+            self.cfg.threats = new.threats.clone();
+        }
         let fixed = [
             ("dataplane", new.dataplane != self.cfg.dataplane),
             ("sessions", new.sessions != self.cfg.sessions),
@@ -939,6 +948,26 @@ impl Daemon {
     }
 
     /// Sessions decided per rule and per mode default, summed over workers.
+    /// The catalogue with the running actions and every worker's counters added up.
+    fn threat_infos(&self) -> Vec<warden_control::ThreatInfo> {
+        let stats = self.worker_stats();
+        let actions = self.cfg.threats.resolve();
+        crate::detect::ThreatId::ALL
+            .iter()
+            .map(|t| {
+                let i = *t as usize;
+                warden_control::ThreatInfo {
+                    id: t.as_str().into(),
+                    summary: t.summary().into(),
+                    severity: t.severity().as_str().into(),
+                    action: actions.action(*t).as_str().into(),
+                    hits: stats.iter().map(|w| w.threats.hits[i]).sum(),
+                    dropped_frames: stats.iter().map(|w| w.threats.dropped[i]).sum(),
+                }
+            })
+            .collect()
+    }
+
     fn policy_stats(&self) -> Vec<warden_control::RuleStats> {
         self.policy_stats_from(&self.worker_stats())
     }
@@ -1061,6 +1090,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         insp.share_expectations(expectations.clone());
         insp.set_exceptions(cfg.exceptions());
         insp.set_normalization(cfg.normalization.resolve(false));
+        insp.threats.set_policy(cfg.threats.resolve());
         insp.set_defrag(cfg.defrag.config());
         insp.share_names(names.clone());
         let reports = report_tx.clone();

@@ -1112,7 +1112,12 @@ impl Inspector {
         let limit = self.threats.policy.limits.no_client_data_s;
         for snap in snaps {
             let s = &mut snap.session;
-            if snap.ended.is_some() && !s.threats.contains(ThreatId::TcpNoClientData) && no_client_data(s, s.last_ns, limit) {
+            // A session that went idle was silent until its timeout: judged as of then.
+            let end = match snap.ended {
+                Some(crate::session::EndReason::Idle) => u64::MAX,
+                _ => s.last_ns,
+            };
+            if snap.ended.is_some() && !s.threats.contains(ThreatId::TcpNoClientData) && no_client_data(s, end, limit) {
                 let ctx = self.frame_context_of(s);
                 let reason = "server_first_client_silent";
                 if self.threats.raise(ThreatId::TcpNoClientData, Some(Dir::ToClient), reason, &[], &ctx) != Action::Off {

@@ -165,6 +165,10 @@ fn main() -> ExitCode {
                     on.join(", ")
                 );
             }
+            if !sum.threats.is_empty() {
+                let t: Vec<String> = sum.threats.iter().map(|(id, hits, dropped)| format!("{id} {hits} ({dropped} frames dropped)")).collect();
+                eprintln!("replay {}: threats: {}; {} threat events", file.display(), t.join(", "), sum.threat_events.len());
+            }
             if sum.reassembled + sum.fragments_forwarded + sum.fragments_dropped > 0 {
                 eprintln!(
                     "replay {}: {} datagrams reassembled, {} fragment frames forwarded, {} dropped",

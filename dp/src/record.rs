@@ -200,3 +200,40 @@ mod tests {
         assert_eq!(r.end_reason.as_deref(), Some("rst"));
     }
 }
+
+/// The record of a threat event whose session snapshot is not at hand (a flood, a frame
+/// check, a merged event sent when its interval ended): the 5-tuple and times.
+pub fn hit_record(e: &crate::threat::event::ThreatHit) -> ConnectionRecord {
+    ConnectionRecord {
+        client_ip: e.client.to_string(),
+        client_port: e.client_port,
+        server_ip: e.server.to_string(),
+        server_port: e.server_port,
+        ip_proto: e.proto,
+        app: crate::app::App::Unknown.as_str().into(),
+        first_seen: rfc3339(e.first_ns),
+        last_seen: rfc3339(e.last_ns),
+        ..Default::default()
+    }
+}
+
+/// The `threat` of a threat event: the detection(s) `e` stands for, with severity, action and
+/// the offending frame's first bytes in base64.
+pub fn threat_record(e: &crate::threat::event::ThreatHit) -> warden_control::ThreatRecord {
+    use base64::Engine as _;
+    warden_control::ThreatRecord {
+        id: e.id.as_str().into(),
+        dir: match e.dir {
+            Some(crate::session::Dir::ToServer) => "to_server".into(),
+            Some(crate::session::Dir::ToClient) => "to_client".into(),
+            None => String::new(),
+        },
+        reason: e.reason.into(),
+        evidence: e.evidence.to_string(),
+        count: e.count,
+        severity: Some(e.id.severity().as_str().into()),
+        action: Some(e.action.as_str().into()),
+        frame: (e.frame_len > 0).then(|| base64::engine::general_purpose::STANDARD.encode(e.frame())),
+        frame_len: (e.frame_total > 0).then_some(e.frame_total),
+    }
+}

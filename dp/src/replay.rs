@@ -71,6 +71,12 @@ pub struct ReplaySummary {
     pub fragments_dropped: u64,
     /// Wall-clock seconds the replay took.
     pub seconds: f64,
+    /// Threat detections and frames dropped by threat actions, per threat with any (id,
+    /// detections, frames dropped), in catalogue order.
+    pub threats: Vec<(&'static str, u64, u64)>,
+    /// The threat events the live path would have sent (merged on the packet clock: at most
+    /// one per (threat, client, server) per 10 s of capture time), in order.
+    pub threat_events: Vec<warden_control::Event>,
 }
 
 /// Frames a replay could not give to the pipeline, by reason (frames).
@@ -385,6 +391,7 @@ pub fn replay_file(
     }
     insp.set_exceptions(cfg.exceptions());
     insp.set_normalization(cfg.normalization.resolve(true));
+    insp.threats.set_policy(cfg.threats.resolve());
     insp.set_defrag(cfg.defrag.config());
     // The same kind of table the daemon shares between its workers (one pipeline here).
     insp.share_expectations(Arc::new(ExpectTable::default()));
@@ -431,6 +438,8 @@ pub fn replay_file(
         insp.expire_fragments(ts_ns);
         insp.process_frame(frame, FrameMeta { zone: 0, iface: 0, now_ns: ts_ns }, 0);
         count_releases(insp, summary);
+        insp.flush_threats(ts_ns);
+        threat_events(insp, summary);
         if insp.sessions.ended_pending() > 0 || summary.inspected.is_multiple_of(1024) {
             insp.sessions.expire(ts_ns, usize::MAX);
             insp.drain_ended(&mut out);
@@ -507,6 +516,14 @@ pub fn replay_file(
     insp.sessions.expire(last_ns, usize::MAX);
     insp.drain_ended(&mut out);
     out.extend(insp.snapshot(usize::MAX));
+    insp.threats.flush_all(last_ns);
+    threat_events(&mut insp, &mut summary);
+    let st = insp.threats.stats;
+    summary.threats = crate::detect::ThreatId::ALL
+        .iter()
+        .map(|t| (t.as_str(), st.hits[*t as usize], st.dropped[*t as usize]))
+        .filter(|t| t.1 + t.2 > 0)
+        .collect();
     out.sort_by_key(|s| (s.session.first_ns, s.session.id));
     summary.sessions = out.len() as u64;
     summary.malformed = insp.stats.malformed.iter().sum();
@@ -514,6 +531,22 @@ pub fn replay_file(
     summary.seconds = start.elapsed().as_secs_f64();
     let records = out.iter().map(|s| to_record(s, |_| "pcap".to_string())).collect();
     Ok((records, summary))
+}
+
+/// Moves the inspector's queued threat events into the summary as events.
+fn threat_events(insp: &mut Inspector, summary: &mut ReplaySummary) {
+    if insp.threats.merge_stats().events == summary.threat_events.len() as u64 {
+        return;
+    }
+    let mut hits = Vec::new();
+    insp.drain_threats_upto(&mut hits, usize::MAX);
+    for (h, snap) in hits {
+        let connection = match snap {
+            Some(s) => to_record(&s, |_| "pcap".to_string()),
+            None => crate::record::hit_record(&h),
+        };
+        summary.threat_events.push(warden_control::Event::Threat { threat: crate::record::threat_record(&h), connection });
+    }
 }
 
 /// Reads a pcapng interface: its link, timestamp resolution and offset (pcapng §4.2,

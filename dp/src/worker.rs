@@ -126,6 +126,10 @@ pub struct WorkerStats {
     pub report_overflow: u64,
     /// Policy hit counters of this worker.
     pub hits: Hits,
+    /// Threat counters of this worker (detections and drops per threat).
+    pub threats: crate::threat::ThreatStats,
+    /// Threat event merging of this worker (events, merged detections, lost to a full queue).
+    pub threat_events: crate::threat::event::MergeStats,
     /// IP reassembly counters of this worker.
     pub defrag: DefragStats,
     /// Loop time and per-frame processing latency ([`crate::metrics`]).
@@ -161,6 +165,8 @@ pub type XskBinding = (u16, u32, i32);
 
 /// Messages from the control thread to a worker.
 pub enum Command {
+    /// Apply new threat actions and thresholds (`[threats]`, SIGHUP).
+    Threats(crate::threat::ThreatPolicy),
     /// Bind XSKs for one queue group of an inline pair; reply with `(slot, queue, fd)` of each
     /// socket for the XSKMAP, or the error.
     AddGroup {
@@ -851,6 +857,8 @@ impl Worker {
                     handoff_dropped: self.handoff_dropped,
                     report_overflow: self.report_overflow,
                     hits: self.insp.hits.clone(),
+                    threats: self.insp.threats.stats,
+                    threat_events: self.insp.threats.merge_stats(),
                     defrag: self.insp.defrag_stats(),
                     timing: self.timing,
                     app_pool_full: self.insp.engine.pool_full,
@@ -860,6 +868,7 @@ impl Worker {
             Command::Shutdown => {}
             Command::TestStall(d) => std::thread::sleep(d),
             Command::TestPanic => panic!("worker {} told to panic (test hook)", self.cfg.index),
+            Command::Threats(p) => self.insp.threats.set_policy(p),
         }
     }
 }

@@ -81,6 +81,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: PolicyCmd,
     },
+    /// The threat catalogue: each threat's severity, action in protect mode and counters.
+    Threats,
     /// Workloads: add or replace, remove, change mode.
     Workload {
         #[command(subcommand)]
@@ -168,6 +170,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         Cmd::Interfaces => Request::ListInterfaces {},
         Cmd::Sessions { page_size, all, after } => return sessions(cli, &mut client, *page_size, *all, *after),
         Cmd::Counters => Request::Counters {},
+        Cmd::Threats => Request::Threats {},
         Cmd::Connections { follow, since } => return Ok(connections(cli, &mut client, *follow, *since)?),
         Cmd::Schema { .. } => unreachable!("handled above"),
         Cmd::AddPair { a, b, fail_closed } => Request::AddInlinePair {
@@ -321,7 +324,7 @@ fn connections(cli: &Cli, client: &mut Client, follow: bool, since: Option<u64>)
 }
 
 /// One line per event: the event object in JSON mode, else
-/// `THREAT <id> <dir> <reason> <client> -> <server> <app> <evidence>`.
+/// `THREAT <id> <severity> <action> x<count> <dir> <reason> <client> -> <server> <app> <evidence>`.
 fn print_event(e: &Event, json: bool) {
     if json {
         println!("{}", serde_json::to_string(e).unwrap_or_default());
@@ -329,9 +332,12 @@ fn print_event(e: &Event, json: bool) {
     }
     match e {
         Event::Threat { threat, connection: c } => println!(
-            "THREAT {} {} {} {} -> {} {} {:?}",
+            "THREAT {} {} {} x{} {} {} {} -> {} {} {:?}",
             threat.id,
-            threat.dir,
+            threat.severity.as_deref().unwrap_or("-"),
+            threat.action.as_deref().unwrap_or("-"),
+            threat.count,
+            if threat.dir.is_empty() { "-" } else { &threat.dir },
             threat.reason,
             fmt_ep(&c.client_ip, c.client_port),
             fmt_ep(&c.server_ip, c.server_port),
@@ -374,6 +380,7 @@ fn print_json_lines(reply: &Reply) {
         }
         Reply::Status(s) => line(s),
         Reply::PolicyStats(v) => v.iter().for_each(|x| line(x)),
+        Reply::Threats(v) => v.iter().for_each(|x| line(x)),
         other => line(other),
     }
 }
@@ -675,6 +682,22 @@ fn print_table(reply: &Reply) {
                 })
                 .collect();
             table(&["RULE", "ACTION", "SESSIONS"], &rows);
+        }
+        Reply::Threats(v) => {
+            let rows: Vec<Vec<String>> = v
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.id.clone(),
+                        t.severity.clone(),
+                        t.action.clone(),
+                        t.hits.to_string(),
+                        t.dropped_frames.to_string(),
+                        t.summary.clone(),
+                    ]
+                })
+                .collect();
+            table(&["THREAT", "SEVERITY", "ACTION", "HITS", "DROPPED", "WHAT"], &rows);
         }
     }
 }

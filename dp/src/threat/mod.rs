@@ -212,3 +212,6 @@ impl Stage {
         self.merger.stats
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,300 @@
+//! The threat stage through the whole [`Inspector`] on crafted frames: each TCP header threat
+//! in protect and alert mode with its control, actions from `[threats]`, session blocks, and
+//! event merging with the offending frame.
+
+use std::sync::Arc;
+
+use crate::detect::{Action, ThreatId};
+use crate::inspect::{DropReason, FrameMeta, Inspector, MalformedPolicy, Verdict};
+use crate::policy::{CompiledPolicy, Policy};
+use crate::session::Timeouts;
+use crate::threat::ThreatPolicy;
+use crate::wire::tcpflag::*;
+
+const C: [u8; 4] = [198, 18, 0, 1];
+const S: [u8; 4] = [198, 18, 0, 2];
+const SEC: u64 = 1_000_000_000;
+
+/// A TCP frame `src:sport -> dst:dport` with TCP `options` (padded to 4 bytes), checksums set.
+#[allow(clippy::too_many_arguments)]
+fn tcp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8, seq: u32, ack: u32, window: u16, options: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut opts = options.to_vec();
+    while opts.len() % 4 != 0 {
+        opts.push(1);
+    }
+    let thl = 20 + opts.len();
+    let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
+    let total = (20 + thl + payload.len()) as u16;
+    f.extend_from_slice(&[0x45, 0]);
+    f.extend_from_slice(&total.to_be_bytes());
+    f.extend_from_slice(&[0, 1, 0x40, 0, 64, 6, 0, 0]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&seq.to_be_bytes());
+    f.extend_from_slice(&ack.to_be_bytes());
+    f.push(((thl / 4) as u8) << 4);
+    f.push(flags);
+    f.extend_from_slice(&window.to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f.extend_from_slice(&opts);
+    f.extend_from_slice(payload);
+    crate::wire::tests::fix_checksums(&mut f);
+    f
+}
+
+/// From the client 198.18.0.1:40000 (`to_server`) or the server 198.18.0.2:80.
+fn seg(to_server: bool, flags: u8, seq: u32, ack: u32, window: u16, options: &[u8], payload: &[u8]) -> Vec<u8> {
+    if to_server {
+        tcp(C, 40000, S, 80, flags, seq, ack, window, options, payload)
+    } else {
+        tcp(S, 80, C, 40000, flags, seq, ack, window, options, payload)
+    }
+}
+
+struct Rig {
+    i: Inspector,
+    now: u64,
+}
+
+impl Rig {
+    /// The server 198.18.0.2 is workload `srv` in `mode` (port 80 allowed), with `threats`.
+    fn new(mode: &str, threats: ThreatPolicy) -> Rig {
+        let mut i = Inspector::new(256, Timeouts::default(), MalformedPolicy::Drop);
+        let text = format!(
+            "[[workload]]\nid = \"srv\"\nips = [\"198.18.0.2\"]\nmode = \"{mode}\"\n\
+             [[rule]]\nid = 1\nfrom = \"any\"\nto = \"srv\"\nip_proto = \"tcp\"\nports = [\"80\"]\naction = \"allow\"\n"
+        );
+        i.set_policy(Arc::new(CompiledPolicy::compile(&Policy::from_toml(&text).unwrap()).unwrap()), 1);
+        i.threats.set_policy(threats);
+        Rig { i, now: SEC }
+    }
+
+    fn send(&mut self, f: &[u8]) -> Verdict {
+        self.now += 1_000_000;
+        let to_server = f[26..30] == C;
+        self.i.process(f, FrameMeta { zone: 0, iface: if to_server { 1 } else { 2 }, now_ns: self.now })
+    }
+
+    /// Handshake with the client's last ACK advertising `window` (no scaling).
+    fn handshake(&mut self, window: u16) -> [Verdict; 3] {
+        [
+            self.send(&seg(true, SYN, 100, 0, 64240, &[2, 4, 5, 0xb4], b"")),
+            self.send(&seg(false, SYN | ACK, 500, 101, 65160, &[2, 4, 5, 0xb4], b"")),
+            self.send(&seg(true, ACK, 101, 501, window, &[], b"")),
+        ]
+    }
+
+    fn hits(&self, id: ThreatId) -> u64 {
+        self.i.threats.stats.hits[id as usize]
+    }
+
+    fn events(&mut self) -> Vec<crate::threat::event::ThreatHit> {
+        self.i.flush_threats(u64::MAX / 2);
+        let mut out = Vec::new();
+        self.i.drain_threats_upto(&mut out, usize::MAX);
+        out.into_iter().map(|(h, _)| h).collect()
+    }
+
+    fn record(&mut self) -> warden_control::ConnectionRecord {
+        let v = self.i.snapshot(4);
+        assert_eq!(v.len(), 1, "one session");
+        crate::record::to_record(&v[0], |_| String::new())
+    }
+}
+
+fn threat_ids(r: &warden_control::ConnectionRecord) -> Vec<&str> {
+    r.threats.iter().map(|t| t.id.as_str()).collect()
+}
+
+#[test]
+fn impossible_flag_combinations_are_bad_packets_dropped_before_any_session() {
+    for flags in [SYN | FIN, SYN | RST, 0, FIN | PSH | URG] {
+        let mut r = Rig::new("protect", ThreatPolicy::default());
+        assert_eq!(r.send(&seg(true, flags, 100, 0, 1024, &[], b"")), Verdict::Drop(DropReason::Threat), "{flags:#x}");
+        assert_eq!(r.i.sessions.len(), 0, "no session for {flags:#x}");
+        assert_eq!(r.hits(ThreatId::BadPacket), 1);
+        let mut r = Rig::new("alert", ThreatPolicy::default());
+        assert_eq!(r.send(&seg(true, flags, 100, 0, 1024, &[], b"")), Verdict::Forward, "{flags:#x}");
+        let ev = r.events();
+        assert_eq!(ev.len(), 1);
+        assert_eq!((ev[0].id, ev[0].action, ev[0].count), (ThreatId::BadPacket, Action::Alert, 1));
+        // The event carries the frame as sent.
+        assert_eq!(ev[0].frame(), seg(true, flags, 100, 0, 1024, &[], b"").as_slice());
+    }
+    // Control: a plain handshake raises nothing.
+    let mut r = Rig::new("protect", ThreatPolicy::default());
+    assert_eq!(r.handshake(64240), [Verdict::Forward; 3]);
+    assert!(r.events().is_empty());
+    assert!(r.record().threats.is_empty());
+}
+
+#[test]
+fn a_tiny_mss_is_dropped_in_protect_and_reported_in_alert() {
+    let syn = |mss: u16| seg(true, SYN, 100, 0, 64240, &[2, 4, (mss >> 8) as u8, mss as u8], b"");
+    let mut r = Rig::new("protect", ThreatPolicy::default());
+    assert_eq!(r.send(&syn(48)), Verdict::Drop(DropReason::Threat));
+    assert_eq!(r.i.threats.stats.dropped[ThreatId::TcpSmallMss as usize], 1);
+    // Control: the smallest real-world MSS (576-byte datagrams) passes.
+    assert_eq!(r.send(&syn(536)), Verdict::Forward);
+    let mut r = Rig::new("alert", ThreatPolicy::default());
+    assert_eq!(r.send(&syn(48)), Verdict::Forward);
+    assert_eq!(r.hits(ThreatId::TcpSmallMss), 1);
+    // A configured threshold.
+    let mut p = ThreatPolicy::default();
+    p.limits.min_mss = 600;
+    let mut r = Rig::new("protect", p);
+    assert_eq!(r.send(&syn(536)), Verdict::Drop(DropReason::Threat));
+}
+
+#[test]
+fn a_server_syn_without_ack_is_a_split_handshake_and_blocks_the_session() {
+    let mut r = Rig::new("protect", ThreatPolicy::default());
+    assert_eq!(r.send(&seg(true, SYN, 100, 0, 64240, &[], b"")), Verdict::Forward);
+    assert_eq!(r.send(&seg(false, SYN, 500, 0, 64240, &[], b"")), Verdict::Drop(DropReason::Threat));
+    // Every later frame of the session is dropped.
+    assert_eq!(r.send(&seg(true, SYN | ACK, 100, 501, 64240, &[], b"")), Verdict::Drop(DropReason::Threat));
+    let rec = r.record();
+    assert_eq!(threat_ids(&rec), ["tcp_split_handshake"]);
+    assert_eq!(rec.threat_block.as_deref(), Some("tcp_split_handshake"));
+    // Alert: forwarded, reported once.
+    let mut r = Rig::new("alert", ThreatPolicy::default());
+    r.send(&seg(true, SYN, 100, 0, 64240, &[], b""));
+    assert_eq!(r.send(&seg(false, SYN, 500, 0, 64240, &[], b"")), Verdict::Forward);
+    assert_eq!(r.send(&seg(false, SYN, 500, 0, 64240, &[], b"")), Verdict::Forward);
+    assert_eq!(r.hits(ThreatId::TcpSplitHandshake), 1);
+}
+
+#[test]
+fn a_zero_window_completing_the_handshake_is_a_small_window() {
+    let mut r = Rig::new("protect", ThreatPolicy::default());
+    let v = r.handshake(0);
+    assert_eq!(v, [Verdict::Forward, Verdict::Forward, Verdict::Drop(DropReason::Threat)]);
+    assert_eq!(threat_ids(&r.record()), ["tcp_small_window"]);
+    // Control: a normal window, and a zero window later in the session (a full receiver).
+    let mut r = Rig::new("protect", ThreatPolicy::default());
+    assert_eq!(r.handshake(64240), [Verdict::Forward; 3]);
+    assert_eq!(r.send(&seg(true, ACK | PSH, 101, 501, 0, &[], b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")), Verdict::Forward);
+    assert!(r.record().threats.is_empty());
+}
+
+#[test]
+fn syn_data_without_a_cookie_is_reported_and_a_cookie_is_not() {
+    let mut r = Rig::new("protect", ThreatPolicy::default());
+    // Default action alert: forwarded and reported.
+    assert_eq!(r.send(&seg(true, SYN, 100, 0, 64240, &[], b"hello")), Verdict::Forward);
+    assert_eq!(r.hits(ThreatId::TcpSynData), 1);
+    // With a Fast Open cookie: not a threat by itself.
+    let mut r = Rig::new("protect", ThreatPolicy::default());
+    assert_eq!(r.send(&seg(true, SYN, 100, 0, 64240, &[34, 10, 1, 2, 3, 4, 5, 6, 7, 8], b"hello")), Verdict::Forward);
+    assert_eq!(r.hits(ThreatId::TcpSynData), 0);
+    // Configured to drop.
+    let mut p = ThreatPolicy::default();
+    p.actions[ThreatId::TcpSynData as usize] = Action::Drop;
+    let mut r = Rig::new("protect", p);
+    assert_eq!(r.send(&seg(true, SYN, 100, 0, 64240, &[], b"hello")), Verdict::Drop(DropReason::Threat));
+}
+
+#[test]
+fn a_client_that_never_talks_to_a_talking_server_is_reported_on_the_packet_clock() {
+    let mut r = Rig::new("alert", ThreatPolicy::default());
+    r.handshake(64240);
+    r.send(&seg(false, ACK | PSH, 501, 101, 65160, &[], b"SSH-2.0-OpenSSH_9.2\r\n"));
+    r.send(&seg(true, ACK, 101, 522, 64240, &[], b""));
+    assert_eq!(r.hits(ThreatId::TcpNoClientData), 0);
+    // 31 s later (packet clock), the client still only ACKs.
+    r.now += 31 * SEC;
+    r.send(&seg(true, ACK, 101, 522, 64240, &[], b""));
+    assert_eq!(r.hits(ThreatId::TcpNoClientData), 1);
+    // Control: a client that answers.
+    let mut r = Rig::new("alert", ThreatPolicy::default());
+    r.handshake(64240);
+    r.send(&seg(false, ACK | PSH, 501, 101, 65160, &[], b"SSH-2.0-OpenSSH_9.2\r\n"));
+    r.send(&seg(true, ACK | PSH, 101, 522, 64240, &[], b"SSH-2.0-OpenSSH_9.2\r\n"));
+    r.now += 31 * SEC;
+    r.send(&seg(true, ACK, 122, 522, 64240, &[], b""));
+    assert_eq!(r.hits(ThreatId::TcpNoClientData), 0);
+}
+
+#[test]
+fn a_session_that_goes_idle_with_a_silent_client_is_judged_when_it_ends() {
+    let mut r = Rig::new("alert", ThreatPolicy::default());
+    r.handshake(64240);
+    r.send(&seg(false, ACK | PSH, 501, 101, 65160, &[], b"220 smtp ready\r\n"));
+    // Nothing more: the session expires idle after its timeout.
+    let far = r.now + 3600 * SEC;
+    r.i.sessions.expire(far, usize::MAX);
+    let mut out = Vec::new();
+    r.i.drain_ended(&mut out);
+    assert_eq!(out.len(), 1);
+    let rec = crate::record::to_record(&out[0], |_| String::new());
+    assert_eq!(threat_ids(&rec), ["tcp_no_client_data"]);
+    assert_eq!(r.hits(ThreatId::TcpNoClientData), 1);
+}
+
+#[test]
+fn actions_follow_the_config_and_off_detects_nothing() {
+    let mut p = ThreatPolicy::default();
+    p.actions[ThreatId::BadPacket as usize] = Action::Alert;
+    p.actions[ThreatId::TcpSmallMss as usize] = Action::Alert;
+    let syn48 = seg(true, SYN, 100, 0, 64240, &[2, 4, 0, 48], b"");
+    let mut r = Rig::new("protect", p);
+    // Not dropped by the threat (the mid-stream exception policy still drops a SYN|FIN).
+    assert_ne!(r.send(&seg(true, SYN | FIN, 100, 0, 1024, &[], b"")), Verdict::Drop(DropReason::Threat));
+    assert_eq!(r.hits(ThreatId::BadPacket), 1);
+    let mut r = Rig::new("protect", p);
+    assert_eq!(r.send(&syn48), Verdict::Forward);
+    assert_eq!(r.hits(ThreatId::TcpSmallMss), 1);
+    p.actions[ThreatId::TcpSmallMss as usize] = Action::Off;
+    let mut r = Rig::new("protect", p);
+    assert_eq!(r.send(&syn48), Verdict::Forward);
+    assert_eq!(r.hits(ThreatId::TcpSmallMss), 0);
+    assert!(r.events().is_empty());
+}
+
+#[test]
+fn sql_injection_resets_an_allowed_session_in_protect_and_not_in_alert() {
+    let req = b"GET /item?id=1%27%20OR%20%271%27%3D%271 HTTP/1.1\r\nHost: a\r\n\r\n";
+    for (mode, want) in [("protect", Verdict::Reset), ("alert", Verdict::Forward)] {
+        let mut r = Rig::new(mode, ThreatPolicy::default());
+        r.handshake(64240);
+        assert_eq!(r.send(&seg(true, ACK | PSH, 101, 501, 64240, &[], req)), want, "{mode}");
+        let ev = r.events();
+        assert_eq!(ev.len(), 1, "{mode}");
+        assert_eq!(ev[0].id, ThreatId::SqlInjection);
+        assert_eq!(ev[0].evidence.as_str(), "1' OR '1'='1");
+        assert_eq!(ev[0].action, if mode == "protect" { Action::Reset } else { Action::Alert });
+        if mode == "protect" {
+            // Later frames of the session: dropped, no second reset.
+            let more = seg(true, ACK | PSH, 101 + req.len() as u32, 501, 64240, &[], b"x");
+            assert_eq!(r.send(&more), Verdict::Drop(DropReason::Threat));
+        }
+    }
+    // Configured `drop`: no reset, the frame is dropped.
+    let mut p = ThreatPolicy::default();
+    p.actions[ThreatId::SqlInjection as usize] = Action::Drop;
+    let mut r = Rig::new("protect", p);
+    r.handshake(64240);
+    assert_eq!(r.send(&seg(true, ACK | PSH, 101, 501, 64240, &[], req)), Verdict::Drop(DropReason::Threat));
+}
+
+#[test]
+fn a_flood_of_bad_packets_is_a_bounded_stream_of_merged_events() {
+    let mut r = Rig::new("protect", ThreatPolicy::default());
+    // 5000 SYN|FIN frames from one source over 25 s of packet clock.
+    for i in 0..5000u32 {
+        r.now = SEC + u64::from(i) * 5_000_000;
+        let f = seg(true, SYN | FIN, i, 0, 1024, &[], b"");
+        let to_server = true;
+        let v = r.i.process(&f, FrameMeta { zone: 0, iface: if to_server { 1 } else { 2 }, now_ns: r.now });
+        assert_eq!(v, Verdict::Drop(DropReason::Threat));
+        r.i.flush_threats(r.now);
+    }
+    let ev = r.events();
+    assert!(ev.len() <= 4, "{} events", ev.len());
+    assert_eq!(ev.iter().map(|e| u64::from(e.count)).sum::<u64>(), 5000);
+    assert!(ev.iter().all(|e| e.action == Action::Drop));
+    assert_eq!(r.i.threats.merge_stats().overflow, 0);
+    assert_eq!(r.i.threats.stats.dropped[ThreatId::BadPacket as usize], 5000);
+}
