@@ -83,6 +83,10 @@ mod tests {
             reason: "libinjection".into(),
             evidence: "1' OR '1'='1".into(),
             count: 1,
+            severity: Some("critical".into()),
+            action: Some("reset".into()),
+            frame: Some("AgAAAAACAgAAAAABCABF".into()),
+            frame_len: Some(120),
         }
     }
 

@@ -465,10 +465,32 @@ fn conflicting_overlaps_are_dropped_in_protect_and_flagged_in_alert() {
         frags[1][34] ^= 0x55; // the 8 overlapping bytes differ
         assert_eq!(n.send(CLIENT, &frags), vec![want; 2], "{mode}");
         assert_eq!(n.i.defrag_stats().overlaps, 1);
+        // Reported as `ip_teardrop`.
+        assert_eq!(n.i.threats.stats.hits[crate::detect::ThreatId::IpTeardrop as usize], 1, "{mode}");
         // The same datagram without the conflict is allowed by rule 3.
         let frags = frag4(&dgram, 2, &[(0, 1000), (992, 1016)]);
         assert_eq!(n.send(CLIENT, &frags), vec![Verdict::Forward; 2], "{mode}");
         assert_eq!(n.i.defrag_stats().overlaps, 1);
+        assert_eq!(n.i.threats.stats.hits[crate::detect::ThreatId::IpTeardrop as usize], 1, "{mode}");
+    }
+}
+
+/// A fragment reaching past 65535 bytes (ping of death): dropped in every mode, reported as
+/// `ping_of_death`; the fragments of a normal large ping are not.
+#[test]
+fn a_datagram_over_65535_bytes_is_a_ping_of_death() {
+    for mode in ["protect", "alert"] {
+        let mut n = Net::new(Some(mode));
+        // A last fragment at offset 65528 carrying 100 bytes: the datagram would end at 65648.
+        let mut last = frag4(&ip4(ipproto::ICMP, A4, B4, &[0u8; 65_536 + 200][..65_628]), 9, &[(65_528, 100)]);
+        let v = n.send(CLIENT, &last);
+        assert!(v.iter().all(|v| *v != Verdict::Forward), "{mode}: {v:?}");
+        assert_eq!(n.i.threats.stats.hits[crate::detect::ThreatId::PingOfDeath as usize], 1, "{mode}");
+        last.clear();
+        let big = ip4(ipproto::ICMP, A4, B4, &[&[8u8, 0, 0, 0, 0, 1, 0, 2][..], &[7; 3000]].concat());
+        let frags = frag4(&big, 10, &[(0, 1480), (1480, 1480), (2960, 48)]);
+        n.send(CLIENT, &frags);
+        assert_eq!(n.i.threats.stats.hits[crate::detect::ThreatId::PingOfDeath as usize], 1, "{mode}");
     }
 }
 

@@ -419,6 +419,7 @@ impl Inspector {
     /// completes is decided and inspected as one packet of `len` = all its frames' bytes, and
     /// its frames released with that verdict.
     fn fragment(&mut self, f: &Frame<'_>, len: u32, meta: FrameMeta, token: u64) -> Verdict {
+        let too_big = self.defrag.stats.too_big;
         let out = self.defrag.push(f, meta.zone, meta.iface, meta.now_ns, token, len);
         let refused = match out {
             Push::Held => None,
@@ -429,6 +430,14 @@ impl Inspector {
             Push::Refused(why) => Some(why),
         };
         self.settle_releases();
+        if let (true, Some(ip)) = (self.defrag.stats.too_big > too_big, f.ip.as_ref()) {
+            // A datagram past 65535 bytes: dropped whatever the action says (no host can
+            // take it); reported as `ping_of_death`.
+            let ctx = self.frame_context(f.raw, ip, meta);
+            if self.threats.raise(ThreatId::PingOfDeath, None, "datagram_over_65535", &[], &ctx).blocks() {
+                self.threats.count_drop(ThreatId::PingOfDeath);
+            }
+        }
         match (refused, f.ip.as_ref()) {
             (Some(why), Some(ip)) => self.failure_verdict(why, ip.src, ip.dst, meta.iface),
             _ => Verdict::Hold,
@@ -444,6 +453,16 @@ impl Inspector {
         let mut resets = None;
         let verdict = match wire::decode(&buf) {
             Ok(f) if f.ip.as_ref().is_some_and(|ip| ip.frag.is_none()) => {
+                if let (true, Some(ip)) = (a.conflict, f.ip.as_ref()) {
+                    // Overlapping fragments that disagree: reported as `ip_teardrop`; in
+                    // protect mode the datagram is dropped uninspected whatever the action
+                    // (what the host reads cannot be known).
+                    let meta = FrameMeta { zone: a.zone, iface: a.iface, now_ns };
+                    let ctx = self.frame_context(&buf, ip, meta);
+                    if self.threats.raise(ThreatId::IpTeardrop, None, "overlap_differs", &[], &ctx).blocks() {
+                        self.threats.count_drop(ThreatId::IpTeardrop);
+                    }
+                }
                 if a.conflict && self.mode_of(a.src, a.dst, a.iface) == Some(Mode::Protect) {
                     self.stats.policy_dropped += 1;
                     Verdict::Drop(DropReason::PolicyDenied)

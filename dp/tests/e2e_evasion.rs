@@ -267,7 +267,15 @@ impl Suite {
         t.wait_listening(&s, "tcp", HTTP);
         let web_mac = mac(&t, &s, &t.s0);
         let ctl = if warden {
-            t.start_warden_policy(&policy());
+            // The injection is the marker of what Warden read: reported, not reset, so that the
+            // server's log can show what the host read.
+            let file = t.path("policy.toml");
+            std::fs::write(&file, policy()).unwrap();
+            let pair = format!("{}:{}", t.a, t.b);
+            t.start_warden_config(
+                "[threats.sql_injection]\naction = \"alert\"\n",
+                &["--inline", &pair, "--policy", file.to_str().unwrap()],
+            );
             Some(t.subscribed())
         } else {
             let m = t.m.clone();
