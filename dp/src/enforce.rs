@@ -209,6 +209,23 @@ pub fn settle_pending_app(ps: &PolicyState, engine: &mut Engine, ctx: u32, sessi
     true
 }
 
+/// The `k8s_external_ip_mitm` check (CVE-2020-8554) of a session just evaluated: `facts` and
+/// `d` are the facts and the decision of that evaluation ([`CompiledPolicy::evaluate_ends`]),
+/// so the client workload is the one the policy decided with (known from its interface when
+/// the workload has `iface`). `Some` when the server address (and port) is an externalIP a
+/// Kubernetes Service claims that is another workload's address, or no workload's and the
+/// client is a workload not backing the service ([`CompiledPolicy::external_ip_mitm`]).
+/// Call it where the session is (re)evaluated (first frame, new policy generation), not per
+/// frame; one hash lookup, no allocation.
+#[inline]
+pub fn external_ip_mitm(
+    policy: &CompiledPolicy,
+    facts: &crate::policy::Facts<'_>,
+    d: &Decision,
+) -> Option<crate::policy::ExternalIpMitm> {
+    policy.external_ip_mitm(d.client_workload, facts.server, facts.ip_proto, facts.server_port)
+}
+
 /// What a report needs of a session's policy state (names resolved while the policy that
 /// decided is at hand).
 #[derive(Debug, Clone, Default)]

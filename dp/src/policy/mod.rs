@@ -64,6 +64,8 @@ mod load;
 mod matcher;
 mod model;
 #[cfg(test)]
+mod services_tests;
+#[cfg(test)]
 mod tests;
 
 pub use learn::{learned_policy, LearnedConn};
@@ -71,7 +73,7 @@ pub use load::PolicyError;
 pub use matcher::{reference_evaluate, reference_evaluate_ends, CompiledPolicy, IndexStats};
 pub use model::{
     app_from_name, known_apps, Action, Cidr, Endpoint, Fqdn, IpProto, Mac, Mode, Policy, PolicyVerdict, PortRange,
-    Rule, Workload,
+    Rule, Service, Workload,
 };
 
 /// Index of a workload in [`Policy::workloads`] (and in its [`CompiledPolicy`]).
@@ -82,6 +84,45 @@ impl WorkloadIdx {
     /// As a `usize` index into `Policy::workloads`.
     pub fn index(self) -> usize {
         self.0 as usize
+    }
+}
+
+/// Index of a service in [`Policy::services`] (and in its [`CompiledPolicy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceIdx(pub u32);
+
+impl ServiceIdx {
+    /// As a `usize` index into `Policy::services`.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// A connection to an address a Kubernetes Service claims as externalIP that is not the
+/// Service's to claim: the `k8s_external_ip_mitm` threat (CVE-2020-8554), as found by
+/// [`CompiledPolicy::external_ip_mitm`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExternalIpMitm {
+    /// The service claiming the server address ([`CompiledPolicy::service`],
+    /// [`CompiledPolicy::service_label`]).
+    pub service: ServiceIdx,
+    /// The workload the server address belongs to (not one backing the service); `None`
+    /// when it belongs to no workload (an outside address, and the client is a workload that
+    /// does not back the service).
+    pub owner: Option<WorkloadIdx>,
+}
+
+impl ExternalIpMitm {
+    /// The threat record's reason: `external_ip_of_workload` (the address is another
+    /// workload's: certain redirection) or `external_ip_unowned` (an address of no workload,
+    /// reached by a workload that is not the service's: what the Service's pods get is
+    /// traffic meant for an outside host, unless the address is routed to the cluster for
+    /// this Service on purpose).
+    pub fn reason(&self) -> &'static str {
+        match self.owner {
+            Some(_) => "external_ip_of_workload",
+            None => "external_ip_unowned",
+        }
     }
 }
 

@@ -238,6 +238,7 @@ fn policy(r: &mut Rng, rules: usize, mix: Mix) -> Policy {
         default_mode: Mode::Learn,
         workloads,
         rules: out,
+        services: Vec::new(),
     }
 }
 
