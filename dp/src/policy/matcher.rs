@@ -27,6 +27,14 @@
 //! Cost: O(matching `from` entries × (log n + matching `to` entries)) in the worst case, far
 //! less with pruning; independent of the number of rules that cannot match (see the "Policy
 //! rule lookup" section of perf/RESULTS.md for figures).
+//!
+//! # ExternalIPs
+//! Services' claims are flattened at compile time into one array of `(port range, service,
+//! owner workload, owner backs the service)` grouped by address, with a hash map per family
+//! from address to its group, and each service's backing workloads as a sorted slice.
+//! [`CompiledPolicy::external_ip_mitm`] is one hash lookup (none at all without services),
+//! then a scan of that address's claims (one per claimed port range per service) with a
+//! binary search of the backing slice for unowned addresses; no allocation.
 
 use std::net::IpAddr;
 

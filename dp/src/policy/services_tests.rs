@@ -445,3 +445,17 @@ fn lookup_matches_the_reference_on_random_policies() {
     // Both kinds must be exercised, not just "no threat".
     assert!(hits[0] > 100 && hits[1] > 100, "unowned {} owned {}", hits[0], hits[1]);
 }
+
+/// The annotated example `conf/policy.toml` loads, and its service is the documented case:
+/// `payments` (backed by web) claims cache's address on 443.
+#[test]
+fn the_example_policy_loads_and_its_service_claims_cache() {
+    let c = load(include_str!("../../../conf/policy.toml"));
+    let (web, cache) = (wl(&c, "web"), wl(&c, "cache"));
+    let payments = ExternalIpMitm { service: ServiceIdx(0), owner: cache };
+    assert_eq!(c.service_label(payments.service), "shop/payments");
+    assert_eq!(c.external_ip_mitm(web, ip("198.18.0.3"), TCP, 443), Some(payments));
+    assert_eq!(c.external_ip_mitm(None, ip("198.18.0.3"), TCP, 443), Some(payments));
+    assert_eq!(c.external_ip_mitm(web, ip("198.18.0.3"), TCP, 6379), None);
+    assert_eq!(c.external_ip_conflicts().len(), 1);
+}
