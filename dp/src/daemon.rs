@@ -187,7 +187,7 @@ pub fn load_policy(cfg: &Config) -> Result<Policy, String> {
     Ok(p)
 }
 
-/// Applies `edit` to the policy's TOML form and reads it back, so runtime edits (workloads,
+/// Applies `edit` to the policy's TOML form and reads it back, so runtime edits (workloads, services,
 /// modes) get the same validation as a policy file.
 fn edit_policy(p: &Policy, edit: impl FnOnce(&mut toml::Table) -> Result<(), String>) -> Result<Policy, String> {
     let mut t: toml::Table = toml::from_str(&p.to_toml()).map_err(|e| format!("internal: {e}"))?;

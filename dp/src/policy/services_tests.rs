@@ -459,3 +459,22 @@ fn the_example_policy_loads_and_its_service_claims_cache() {
     assert_eq!(c.external_ip_mitm(web, ip("198.18.0.3"), TCP, 6379), None);
     assert_eq!(c.external_ip_conflicts().len(), 1);
 }
+
+/// The learned policy keeps the services (they are facts about the cluster, not traffic).
+#[test]
+fn the_learned_policy_keeps_the_services() {
+    let text = format!("{WL}[[service]]\nname = \"pay\"\nexternal_ips = [\"198.18.0.3\"]\nworkloads = [\"pay-a\"]\n");
+    let base = Policy::from_toml(&text).unwrap();
+    let seen = [LearnedConn {
+        client: ip("198.18.0.1"),
+        server: ip("198.18.0.3"),
+        ip_proto: 6,
+        server_port: 443,
+        app: crate::app::App::Unknown,
+    }];
+    let learned = learned_policy(&base, &seen);
+    assert_eq!(learned.rules.len(), 1);
+    assert_eq!(learned.services, base.services);
+    let back = Policy::from_toml(&learned.to_toml()).unwrap();
+    assert_eq!(back, learned);
+}
