@@ -753,7 +753,9 @@ impl CompiledPolicy {
     /// Compiles a validated policy (from [`Policy::from_toml`], or built in code with the same
     /// rules). Errors, for policies built in code: a rule naming an unknown workload, a
     /// workload address or MAC in two workloads, duplicate workload or rule ids, CIDRs with
-    /// host bits set (line 0, field and message as from_toml would say).
+    /// host bits set, a service naming an unknown workload (or one twice), a duplicate
+    /// service, a service without addresses, with an address twice or an empty port list
+    /// (line 0, field and message as from_toml would say).
     pub fn compile(p: &Policy) -> Result<CompiledPolicy, PolicyError> {
         let err = |field: &str, message: String| PolicyError {
             line: 0,
