@@ -187,8 +187,8 @@ pub fn load_policy(cfg: &Config) -> Result<Policy, String> {
     Ok(p)
 }
 
-/// Applies `edit` to the policy's TOML form and reads it back, so runtime edits (workloads, services,
-/// modes) get the same validation as a policy file.
+/// Applies `edit` to the policy's TOML form and reads it back, so runtime edits (workloads,
+/// services, modes) get the same validation as a policy file.
 fn edit_policy(p: &Policy, edit: impl FnOnce(&mut toml::Table) -> Result<(), String>) -> Result<Policy, String> {
     let mut t: toml::Table = toml::from_str(&p.to_toml()).map_err(|e| format!("internal: {e}"))?;
     edit(&mut t)?;
@@ -991,12 +991,19 @@ impl Daemon {
             Ok(c) => c,
             Err(e) => return Response::err(format!("policy rejected, the running one stays: {e}")),
         };
-        for (s, ip, w) in compiled.external_ip_conflicts() {
+        // A service claiming another workload's address is the policy describing
+        // CVE-2020-8554: said once per install (at most MAX_LOGGED lines).
+        const MAX_LOGGED: usize = 16;
+        let conflicts = compiled.external_ip_conflicts();
+        for (s, ip, w) in conflicts.iter().take(MAX_LOGGED) {
             tracing::warn!(
                 "service {} claims {ip}, an address of workload {:?} that does not back it: traffic to it is reported as k8s_external_ip_mitm (CVE-2020-8554)",
-                compiled.service_label(s),
-                compiled.workload_id(w)
+                compiled.service_label(*s),
+                compiled.workload_id(*w)
             );
+        }
+        if conflicts.len() > MAX_LOGGED {
+            tracing::warn!("{} more service externalIPs claim other workloads' addresses", conflicts.len() - MAX_LOGGED);
         }
         let g = self.policy_handle.publish(compiled);
         let (w, r, s) = (p.workloads.len(), p.rules.len(), p.services.len());
