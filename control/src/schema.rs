@@ -104,6 +104,10 @@ mod tests {
             r#"{"cmd":"list_sessions","page_size":500,"after":{"worker":1,"slot":70000}}"#,
             r#"{"cmd":"add_inline_pair","a":"veth0","b":"veth1","fail_mode":"closed"}"#,
             r#"{"cmd":"set_workload","workload":{"id":"web","ips":["198.18.0.2"],"mode":"protect"}}"#,
+            r#"{"cmd":"set_service","service":{"name":"pay","namespace":"shop","external_ips":["198.18.0.50","2001:db8::50"],"ports":["443","8000-8100"],"workloads":["pay-a"]}}"#,
+            r#"{"cmd":"set_service","service":{"name":"dns","external_ips":["198.18.0.53"]}}"#,
+            r#"{"cmd":"remove_service","name":"pay","namespace":"shop"}"#,
+            r#"{"cmd":"remove_service","name":"dns"}"#,
         ];
         for line in requests {
             let r: Request = serde_json::from_str(line).unwrap();
@@ -116,6 +120,9 @@ mod tests {
             r#"{"cmd":"subscribe","since":"x"}"#,
             r#"{"cmd":"list_sessions","after":{"worker":0}}"#,
             r#"{"cmd":"list_sessions","after":{"worker":0,"slot":-1}}"#,
+            r#"{"cmd":"set_service","service":{"external_ips":["198.18.0.50"]}}"#,
+            r#"{"cmd":"set_service","service":{"name":"pay","external_ips":["198.18.0.50"],"protocol":"tcp"}}"#,
+            r#"{"cmd":"remove_service","namespace":"shop"}"#,
         ] {
             let bad: serde_json::Value = serde_json::from_str(bad).unwrap();
             assert!(jsonschema::validator_for(&req_schema).unwrap().validate(&bad).is_err(), "{bad}");

@@ -85,7 +85,7 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         epoch: Option<u64>,
     },
-    /// Replace the whole policy (workloads and rules) with the TOML `text` (the policy file
+    /// Replace the whole policy (workloads, rules and services) with the TOML `text` (the policy file
     /// format, see `conf/policy.toml`), atomically: no frame sees half of it. A policy that
     /// does not parse or names unknown things is rejected whole (the error names line and
     /// field) and the running one stays. Reply: [`Reply::Done`].
@@ -109,10 +109,29 @@ pub enum Request {
         /// The workload.
         workload: WorkloadSpec,
     },
-    /// Remove a workload and the rules that name it. Reply: [`Reply::Done`].
+    /// Remove a workload, the rules that name it and its place among the backing workloads
+    /// of services. Reply: [`Reply::Done`].
     RemoveWorkload {
         /// Its id.
         id: String,
+    },
+    /// Add or replace one Kubernetes Service with externalIPs (by `namespace` and `name`) in
+    /// the running policy, for the `k8s_external_ip_mitm` threat (CVE-2020-8554): validated as
+    /// the policy file's `[[service]]` table (the error names the field), published like any
+    /// policy change (new sessions at once, live ones on their next frame). Like every runtime
+    /// edit it lasts until the policy is replaced (`policy_apply`, or a reload of the policy
+    /// file). Reply: [`Reply::Done`].
+    SetService {
+        /// The service.
+        service: ServiceSpec,
+    },
+    /// Remove a service. Reply: [`Reply::Done`]; an error when there is no such service.
+    RemoveService {
+        /// Its namespace (absent: `default`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        namespace: Option<String>,
+        /// Its name.
+        name: String,
     },
     /// Change a workload's mode (`learn`, `alert`, `protect`): new sessions at once,
     /// established ones re-evaluated on their next frame. Reply: [`Reply::Done`].
@@ -143,7 +162,7 @@ pub enum Request {
 
 impl Request {
     /// Whether the request needs the control socket's **admin** role: everything that changes
-    /// the daemon (pairs, policy, workloads, modes, test hooks). The rest (status, counters,
+    /// the daemon (pairs, policy, workloads, services, modes, test hooks). The rest (status, counters,
     /// interfaces, sessions, subscribe, policy show/stats/learned) is served to **read-only**
     /// clients too. Exhaustive on purpose: a new request must be classified.
     pub fn needs_admin(&self) -> bool {
@@ -163,6 +182,8 @@ impl Request {
             | Request::PolicyApply { .. }
             | Request::SetWorkload { .. }
             | Request::RemoveWorkload { .. }
+            | Request::SetService { .. }
+            | Request::RemoveService { .. }
             | Request::SetMode { .. }
             | Request::TestKillWorker { .. }
             | Request::TestStallWorker { .. } => true,
@@ -239,6 +260,31 @@ pub struct WorkloadSpec {
     /// `learn`, `alert` or `protect`; absent: the policy's default mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+}
+
+/// A Kubernetes Service with externalIPs as sent over the control socket (the `[[service]]`
+/// table of a policy file): the addresses (and ports) it claims and the workloads backing it.
+/// A workload's traffic to a claimed address that belongs to another workload (or to no
+/// workload) is the `k8s_external_ip_mitm` threat (CVE-2020-8554).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// The Service's name (a DNS-1035 label: lowercase letters, digits and `-`, 1 to 63,
+    /// starting with a letter).
+    pub name: String,
+    /// Its namespace (a DNS-1123 label); absent: `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The addresses it claims (`spec.externalIPs`; IPv4 or IPv6, at least one).
+    #[serde(default)]
+    pub external_ips: Vec<String>,
+    /// Its ports (`"80"` or a range `"8000-8100"`); empty or absent: every port and protocol.
+    /// With ports only TCP and UDP connections match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
+    /// Ids of the workloads backing it (workloads of the running policy).
+    #[serde(default)]
+    pub workloads: Vec<String>,
 }
 
 /// Hit counters of one rule.
@@ -350,7 +396,7 @@ pub struct ThreatInfo {
 /// The control protocol version this crate speaks, `"MAJOR.MINOR"`. A change of MAJOR breaks
 /// clients (a message they parse changed meaning or shape); MINOR adds optional fields,
 /// messages or requests that older clients may ignore.
-pub const PROTOCOL_VERSION: &str = "1.1";
+pub const PROTOCOL_VERSION: &str = "1.2";
 
 /// The `(major, minor)` of a `"MAJOR.MINOR"` version string.
 ///
@@ -471,7 +517,8 @@ pub struct Status {
     /// DNS names learned for `fqdn` rules (one table for all workers).
     #[serde(default)]
     pub dns_names: DnsNames,
-    /// Generation of the running policy (increments with every apply, workload or mode change).
+    /// Generation of the running policy (increments with every apply, workload, service or mode
+    /// change).
     #[serde(default)]
     pub policy_generation: u32,
     /// Workloads in the running policy.
@@ -480,6 +527,9 @@ pub struct Status {
     /// Rules in the running policy.
     #[serde(default)]
     pub policy_rules: usize,
+    /// Kubernetes Services with externalIPs in the running policy.
+    #[serde(default)]
+    pub policy_services: usize,
     /// Collectors records are exported to (`[[export.ipfix]]`), with their counters.
     #[serde(default)]
     pub export: Vec<ExportStatus>,
@@ -1051,6 +1101,33 @@ mod tests {
         assert_eq!(serde_json::to_string(&Request::Status {}).unwrap(), r#"{"cmd":"status"}"#);
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"nope"}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"status","x":1}"#).is_err());
+        // Services: the namespace may be left out (the daemon reads it as `default`); an
+        // unknown key in the service is refused, as in a workload.
+        let r: Request = serde_json::from_str(
+            r#"{"cmd":"set_service","service":{"name":"pay","external_ips":["198.18.0.50"],"ports":["443"],"workloads":["pay-a"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            Request::SetService {
+                service: ServiceSpec {
+                    name: "pay".into(),
+                    namespace: None,
+                    external_ips: vec!["198.18.0.50".into()],
+                    ports: vec!["443".into()],
+                    workloads: vec!["pay-a".into()],
+                }
+            }
+        );
+        assert!(r.needs_admin());
+        let r: Request = serde_json::from_str(r#"{"cmd":"remove_service","namespace":"shop","name":"pay"}"#).unwrap();
+        assert_eq!(r, Request::RemoveService { namespace: Some("shop".into()), name: "pay".into() });
+        assert!(r.needs_admin());
+        assert_eq!(r.name(), "remove_service");
+        assert!(serde_json::from_str::<Request>(
+            r#"{"cmd":"set_service","service":{"name":"pay","external_ips":[],"protocol":"tcp"}}"#
+        )
+        .is_err());
     }
 
     #[test]

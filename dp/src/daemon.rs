@@ -188,7 +188,7 @@ pub fn load_policy(cfg: &Config) -> Result<Policy, String> {
 }
 
 /// Applies `edit` to the policy's TOML form and reads it back, so runtime edits (workloads,
-/// modes) get the same validation as a policy file.
+/// services, modes) get the same validation as a policy file.
 fn edit_policy(p: &Policy, edit: impl FnOnce(&mut toml::Table) -> Result<(), String>) -> Result<Policy, String> {
     let mut t: toml::Table = toml::from_str(&p.to_toml()).map_err(|e| format!("internal: {e}"))?;
     edit(&mut t)?;
@@ -207,6 +207,38 @@ fn array<'a>(t: &'a mut toml::Table, key: &str) -> &'a mut Vec<toml::Value> {
         toml::Value::Array(a) => a,
         _ => unreachable!("just made an array"),
     }
+}
+
+/// Namespace of a service that does not say (as Kubernetes).
+const DEFAULT_NAMESPACE: &str = "default";
+
+/// `namespace/name` of a service as a request names it.
+fn service_label(namespace: Option<&str>, name: &str) -> String {
+    format!("{}/{name}", namespace.unwrap_or(DEFAULT_NAMESPACE))
+}
+
+/// True when the `[[service]]` table `v` is service `namespace`/`name`.
+fn is_service(v: &toml::Value, namespace: &str, name: &str) -> bool {
+    v.get("name").and_then(|n| n.as_str()) == Some(name)
+        && v.get("namespace").and_then(|n| n.as_str()).unwrap_or(DEFAULT_NAMESPACE) == namespace
+}
+
+/// Adds `spec` to the policy table `t` as a `[[service]]` table, replacing the service of the
+/// same namespace and name (validated when the table is read back).
+fn set_service(t: &mut toml::Table, spec: &warden_control::ServiceSpec) {
+    let strings = |v: &[String]| toml::Value::Array(v.iter().map(|s| s.clone().into()).collect());
+    let ns = spec.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+    let mut s = toml::Table::new();
+    s.insert("name".into(), spec.name.clone().into());
+    s.insert("namespace".into(), ns.into());
+    s.insert("external_ips".into(), strings(&spec.external_ips));
+    if !spec.ports.is_empty() {
+        s.insert("ports".into(), strings(&spec.ports));
+    }
+    s.insert("workloads".into(), strings(&spec.workloads));
+    let list = array(t, "service");
+    list.retain(|x| !is_service(x, ns, &spec.name));
+    list.push(toml::Value::Table(s));
 }
 
 fn names_workload(rule: &toml::Value, id: &str) -> bool {
@@ -697,6 +729,7 @@ impl Daemon {
                     policy_generation: self.policy_handle.generation(),
                     policy_workloads: self.policy.workloads.len(),
                     policy_rules: self.policy.rules.len(),
+                    policy_services: self.policy.services.len(),
                     export: self.hub.export().status(),
                     related_flows: {
                         let e = self.expectations.stats();
@@ -819,10 +852,41 @@ impl Daemon {
                 let r = edit_policy(&self.policy, |t| {
                     array(t, "workload").retain(|x| x.get("id").and_then(|v| v.as_str()) != Some(id.as_str()));
                     array(t, "rule").retain(|r| !names_workload(r, &id));
+                    for s in array(t, "service").iter_mut() {
+                        if let Some(toml::Value::Array(ws)) = s.get_mut("workloads") {
+                            ws.retain(|w| w.as_str() != Some(id.as_str()));
+                        }
+                    }
                     Ok(())
                 });
                 match r {
                     Ok(p) => self.install(p, &format!("workload {id} removed")),
+                    Err(e) => Response::err(e),
+                }
+            }
+            Request::SetService { service } => {
+                let label = service_label(service.namespace.as_deref(), &service.name);
+                let r = edit_policy(&self.policy, |t| {
+                    set_service(t, &service);
+                    Ok(())
+                });
+                match r {
+                    Ok(p) => self.install(p, &format!("service {label} set")),
+                    Err(e) => Response::err(format!("service {label} rejected: {e}")),
+                }
+            }
+            Request::RemoveService { namespace, name } => {
+                let label = service_label(namespace.as_deref(), &name);
+                let ns = namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+                if !self.policy.services.iter().any(|s| s.name == name && s.namespace == ns) {
+                    return Response::err(format!("no service {label}"));
+                }
+                let r = edit_policy(&self.policy, |t| {
+                    array(t, "service").retain(|x| !is_service(x, ns, &name));
+                    Ok(())
+                });
+                match r {
+                    Ok(p) => self.install(p, &format!("service {label} removed")),
                     Err(e) => Response::err(e),
                 }
             }
@@ -936,13 +1000,28 @@ impl Daemon {
             Ok(c) => c,
             Err(e) => return Response::err(format!("policy rejected, the running one stays: {e}")),
         };
+        // A service claiming another workload's address is the policy describing
+        // CVE-2020-8554: said once per install (at most MAX_LOGGED lines).
+        const MAX_LOGGED: usize = 16;
+        let conflicts = compiled.external_ip_conflicts();
+        for (s, ip, w) in conflicts.iter().take(MAX_LOGGED) {
+            tracing::warn!(
+                "service {} claims {ip}, an address of workload {:?} that does not back it: traffic to it is reported as k8s_external_ip_mitm (CVE-2020-8554)",
+                compiled.service_label(*s),
+                compiled.workload_id(*w)
+            );
+        }
+        if conflicts.len() > MAX_LOGGED {
+            tracing::warn!("{} more service externalIPs claim other workloads' addresses", conflicts.len() - MAX_LOGGED);
+        }
         let g = self.policy_handle.publish(compiled);
-        let (w, r) = (p.workloads.len(), p.rules.len());
+        let (w, r, s) = (p.workloads.len(), p.rules.len(), p.services.len());
         self.policy = p;
         if !self.policy_handle.wait_loaded(g, Duration::from_secs(2)) {
             tracing::warn!(generation = g, "a worker did not load the new policy within 2 s");
         }
-        let msg = format!("{what}: {w} workload(s), {r} rule(s), generation {g}");
+        let services = if s > 0 { format!(", {s} service(s)") } else { String::new() };
+        let msg = format!("{what}: {w} workload(s), {r} rule(s){services}, generation {g}");
         tracing::info!("{msg}");
         Response::ok(Reply::Done(msg))
     }

@@ -213,6 +213,23 @@ pub fn settle_pending_app(ps: &PolicyState, engine: &mut Engine, ctx: u32, sessi
     true
 }
 
+/// The `k8s_external_ip_mitm` check (CVE-2020-8554) of a session just evaluated: `facts` and
+/// `d` are the facts and the decision of that evaluation ([`CompiledPolicy::evaluate_ends`]),
+/// so the client workload is the one the policy decided with (known from its interface when
+/// the workload has `iface`). `Some` when the server address (and port) is an externalIP a
+/// Kubernetes Service claims that is another workload's address, or no workload's and the
+/// client is a workload not backing the service ([`CompiledPolicy::external_ip_mitm`]).
+/// Call it where the session is (re)evaluated (first frame, new policy generation), not per
+/// frame; one hash lookup, no allocation.
+#[inline]
+pub fn external_ip_mitm(
+    policy: &CompiledPolicy,
+    facts: &crate::policy::Facts<'_>,
+    d: &Decision,
+) -> Option<crate::policy::ExternalIpMitm> {
+    policy.external_ip_mitm(d.client_workload, facts.server, facts.ip_proto, facts.server_port)
+}
+
 /// What a report needs of a session's policy state (names resolved while the policy that
 /// decided is at hand).
 #[derive(Debug, Clone, Default)]
@@ -521,5 +538,43 @@ mod app_rule_tests {
         assert_eq!(c.frame(true, ACK | PSH, &PING[..10]), Verdict::Forward);
         assert_eq!(c.frame(true, ACK | PSH, &PING[10..]), Verdict::Forward);
         assert_eq!(c.snapshot().app.unwrap().app, App::Redis);
+    }
+
+    /// The externalIP check takes the client workload the evaluation decided with: one known
+    /// from its interface counts even when it sends from an address the policy does not list.
+    #[test]
+    fn external_ip_mitm_uses_the_decided_client() {
+        let p = Policy::from_toml(
+            "[[workload]]\nid = \"cli\"\nips = [\"198.18.0.1\"]\niface = \"veth-c\"\n\
+             [[workload]]\nid = \"db\"\nips = [\"198.18.0.3\", \"2001:db8::3\"]\n\
+             [[service]]\nname = \"evil\"\nexternal_ips = [\"198.18.0.3\", \"198.19.8.8\", \"2001:db8::3\"]\nports = [443]\n",
+        )
+        .unwrap();
+        let c = CompiledPolicy::compile(&p).unwrap();
+        let cli = c.workload_by_id("cli");
+        let check = |client: &str, server: &str, port: u16, ends: crate::policy::Ends| {
+            let f = crate::policy::Facts {
+                client: client.parse().unwrap(),
+                server: server.parse().unwrap(),
+                ip_proto: 6,
+                server_port: port,
+                app: None,
+                server_names: &[],
+                client_names: &[],
+            };
+            let d = c.evaluate_ends(&f, ends);
+            super::external_ip_mitm(&c, &f, &d).map(|m| (c.service_label(m.service), m.owner.map(|w| c.workload_id(w))))
+        };
+        let by_iface = crate::policy::Ends { client: cli, server: None };
+        let none = crate::policy::Ends::default();
+        // db's address: redirected whoever sends.
+        assert_eq!(check("198.18.0.1", "198.18.0.3", 443, none), Some(("default/evil", Some("db"))));
+        assert_eq!(check("198.18.9.9", "198.18.0.3", 443, none), Some(("default/evil", Some("db"))));
+        assert_eq!(check("2001:db8::1", "2001:db8::3", 443, none), Some(("default/evil", Some("db"))));
+        assert_eq!(check("198.18.0.1", "198.18.0.3", 80, none), None);
+        // An outside address: only a workload's traffic, here cli's by address or interface.
+        assert_eq!(check("198.18.0.1", "198.19.8.8", 443, none), Some(("default/evil", None)));
+        assert_eq!(check("198.18.9.9", "198.19.8.8", 443, none), None);
+        assert_eq!(check("198.18.9.9", "198.19.8.8", 443, by_iface), Some(("default/evil", None)));
     }
 }

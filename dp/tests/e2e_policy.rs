@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use nix::sys::signal::Signal;
-use warden_control::{Client, ConnectionRecord, Reply, Request, WorkloadSpec};
+use warden_control::{Client, ConnectionRecord, Reply, Request, ServiceSpec, WorkloadSpec};
 
 /// The server namespace's addresses as workload `srv` in `mode`, plus `rules`.
 fn policy(mode: &str, rules: &str) -> String {
@@ -504,4 +504,100 @@ fn fqdn_rule_allows_a_server_once_dns_named_it() {
     assert_eq!((ok.rule_id, ok.client_workload.as_deref()), (Some(2), Some("cli")));
     let dns = recs.iter().find(|r| r.server_port == 5300).expect("dns record");
     assert_eq!((dns.verdict.as_deref(), dns.rule_id), (Some("allowed"), Some(1)));
+}
+
+/// `policy show` through the socket.
+fn shown(t: &Topo) -> String {
+    match t.client().request(&Request::PolicyShow {}).unwrap() {
+        Reply::PolicyText(s) => s,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Services (for `k8s_external_ip_mitm`) set and removed over the control socket: validated as
+/// the file's `[[service]]` (the error names the field, the running policy stays), shown by
+/// `policy show`, counted in `status`, kept through workload edits, a removed workload leaves
+/// their backing lists, a claim on another workload's address is logged, and, like every
+/// runtime edit, a reload of the policy file replaces them.
+#[test]
+fn services_are_set_over_the_socket_and_kept_through_workload_edits() {
+    let mut t = Topo::new(ClientLink::Veth);
+    let pid = t.start_warden_policy(&policy("alert", ALLOW_8080));
+    let mut ctl = t.client();
+    let set = |ctl: &mut Client, spec: ServiceSpec| ctl.request(&Request::SetService { service: spec });
+    let pay = ServiceSpec {
+        name: "payments".into(),
+        namespace: Some("shop".into()),
+        external_ips: vec![S4.into(), "198.19.9.9".into(), S6.into()],
+        ports: vec!["443".into(), "8000-8100".into()],
+        workloads: vec!["cli".into()],
+    };
+    // The backing workload must exist: rejected naming the field, nothing changes.
+    let g0 = status_of(&mut ctl).policy_generation;
+    let e = set(&mut ctl, pay.clone()).unwrap_err().to_string();
+    assert!(e.contains("service shop/payments rejected") && e.contains("\"workloads\"") && e.contains("unknown workload \"cli\""), "{e}");
+    assert_eq!(status_of(&mut ctl).policy_generation, g0);
+    let r = ctl.request(&Request::SetWorkload {
+        workload: WorkloadSpec { id: "cli".into(), ips: vec![C4.into(), C6.into()], ..Default::default() },
+    });
+    assert!(matches!(r, Ok(Reply::Done(_))), "{r:?}");
+    // Bad addresses and ports are refused by field too.
+    for (bad, field) in [
+        (ServiceSpec { external_ips: vec!["198.19.9.300".into()], ..pay.clone() }, "external_ips"),
+        (ServiceSpec { external_ips: vec!["127.0.0.1".into()], ..pay.clone() }, "external_ips"),
+        (ServiceSpec { external_ips: vec![], ..pay.clone() }, "external_ips"),
+        (ServiceSpec { ports: vec!["0-x".into()], ..pay.clone() }, "ports"),
+        (ServiceSpec { name: "Payments".into(), ..pay.clone() }, "name"),
+    ] {
+        let e = set(&mut ctl, bad.clone()).unwrap_err().to_string();
+        assert!(e.contains(&format!("field \"{field}\"")), "{bad:?}: {e}");
+    }
+    let r = set(&mut ctl, pay.clone()).unwrap();
+    assert!(matches!(&r, Reply::Done(m) if m.contains("service shop/payments set") && m.contains("1 service(s)")), "{r:?}");
+    // payments claims srv's addresses, and cli (not srv) backs it: the daemon says so.
+    let log = t.warden_log();
+    assert!(log.contains("service shop/payments claims 198.18.0.2") && log.contains("k8s_external_ip_mitm"), "{log}");
+    // A second service, in the default namespace; setting payments again replaces it.
+    set(&mut ctl, ServiceSpec { name: "dns".into(), namespace: None, external_ips: vec!["198.19.0.53".into()], ports: vec![], workloads: vec![] }).unwrap();
+    set(&mut ctl, ServiceSpec { ports: vec!["443".into()], ..pay.clone() }).unwrap();
+    let st = status_of(&mut ctl);
+    assert_eq!((st.policy_services, st.policy_workloads), (2, 2));
+    let text = shown(&t);
+    let p = warden_dp::policy::Policy::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let svc = |p: &warden_dp::policy::Policy, ns: &str, name: &str| {
+        p.services.iter().find(|s| s.namespace == ns && s.name == name).cloned()
+    };
+    let payments = svc(&p, "shop", "payments").unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(payments.external_ips.len(), 3);
+    assert_eq!(payments.ports.as_ref().map(Vec::len), Some(1), "replaced, not added: {text}");
+    assert_eq!(payments.workloads, vec!["cli".to_string()]);
+    assert!(svc(&p, "default", "dns").is_some(), "{text}");
+    // Workload edits keep the services (they go through the policy's file form).
+    ctl.request(&Request::SetMode { id: "srv".into(), mode: "protect".into() }).unwrap();
+    assert_eq!(status_of(&mut ctl).policy_services, 2);
+    // Removing cli removes it from payments' backing workloads; the service stays.
+    ctl.request(&Request::RemoveWorkload { id: "cli".into() }).unwrap();
+    let p = warden_dp::policy::Policy::from_toml(&shown(&t)).unwrap();
+    assert_eq!(svc(&p, "shop", "payments").map(|s| s.workloads), Some(vec![]));
+    // Removing: by namespace and name; an unknown one is an error.
+    let e = ctl.request(&Request::RemoveService { namespace: None, name: "payments".into() }).unwrap_err();
+    assert!(e.to_string().contains("no service default/payments"), "{e}");
+    let r = ctl.request(&Request::RemoveService { namespace: Some("shop".into()), name: "payments".into() }).unwrap();
+    assert!(matches!(&r, Reply::Done(m) if m.contains("service shop/payments removed")), "{r:?}");
+    assert_eq!(status_of(&mut ctl).policy_services, 1);
+    // A reload of the policy file replaces runtime edits, services included.
+    t.signal(pid, Signal::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status_of(&mut ctl).policy_services != 0 {
+        assert!(Instant::now() < deadline, "reload kept the services: {}", t.warden_log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!shown(&t).contains("[[service]]"));
+}
+
+fn status_of(ctl: &mut Client) -> warden_control::Status {
+    match ctl.request(&Request::Status {}).unwrap() {
+        Reply::Status(s) => s,
+        other => panic!("{other:?}"),
+    }
 }

@@ -1,5 +1,5 @@
-//! `CompiledPolicy::evaluate` allocates nothing: counted by a global allocator wrapper, on
-//! the evaluating thread only.
+//! `CompiledPolicy::evaluate` and the externalIP lookup (`enforce::external_ip_mitm`) allocate
+//! nothing: counted by a global allocator wrapper, on the evaluating thread only.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -71,6 +71,11 @@ fn evaluate_does_not_allocate() {
             }
         }
     }
+    // Services with externalIPs for the k8s_external_ip_mitm lookup: web's address and an
+    // outside one claimed by a service cli backs, on some ports; web's v6 address on all.
+    text += "[[service]]\nname = \"a\"\nexternal_ips = [\"198.18.0.2\", \"198.18.0.77\"]\n\
+             ports = [80, \"8000-8100\"]\nworkloads = [\"cli\"]\n\
+             [[service]]\nname = \"b\"\nexternal_ips = [\"2001:db8::2\", \"198.18.0.77\"]\n";
     let p = Policy::from_toml(&text).unwrap();
     let c = CompiledPolicy::compile(&p).unwrap();
     let names = ["x.a.test"];
@@ -120,4 +125,17 @@ fn evaluate_does_not_allocate() {
     COUNTING.with(|c| c.set(false));
     assert_eq!(ALLOCS.with(|a| a.get()), 0, "evaluate allocated");
     assert!(decided > facts.len() / 2, "{decided} of {}", facts.len());
+
+    // The externalIP lookup, as the packet path calls it after an evaluation.
+    let decisions: Vec<_> = facts.iter().map(|f| c.evaluate(f)).collect();
+    let mut kinds = [0usize; 2];
+    COUNTING.with(|c| c.set(true));
+    for (f, d) in facts.iter().zip(&decisions) {
+        if let Some(m) = warden_dp::enforce::external_ip_mitm(&c, f, d) {
+            kinds[usize::from(m.owner.is_some())] += 1;
+        }
+    }
+    COUNTING.with(|c| c.set(false));
+    assert_eq!(ALLOCS.with(|a| a.get()), 0, "external_ip_mitm allocated");
+    assert!(kinds[0] > 0 && kinds[1] > 0, "unowned {} owned {}", kinds[0], kinds[1]);
 }

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use warden_control::{
-    Client, ClientError, ConnectionRecord, Event, FailMode, Reply, Request, SessionCursor, WorkloadSpec,
-    DEFAULT_SOCKET,
+    Client, ClientError, ConnectionRecord, Event, FailMode, Reply, Request, ServiceSpec, SessionCursor,
+    WorkloadSpec, DEFAULT_SOCKET,
 };
 
 #[derive(Parser)]
@@ -88,6 +88,65 @@ enum Cmd {
         #[command(subcommand)]
         cmd: WorkloadCmd,
     },
+    /// Kubernetes Services with externalIPs (for k8s_external_ip_mitm): add or replace, remove.
+    Service {
+        #[command(subcommand)]
+        cmd: ServiceCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServiceCmd {
+    /// Add or replace a service (by namespace and name).
+    Set {
+        /// Service name.
+        name: String,
+        /// Its namespace (default: `default`).
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        /// An address it claims (spec.externalIPs), repeatable; at least one.
+        #[arg(long = "external-ip", required = true)]
+        external_ips: Vec<String>,
+        /// A port (`80`) or range (`8000-8100`), repeatable; none: every port and protocol.
+        #[arg(long = "port")]
+        ports: Vec<String>,
+        /// Id of a workload backing it, repeatable.
+        #[arg(long = "workload")]
+        workloads: Vec<String>,
+    },
+    /// Remove a service.
+    Remove {
+        /// Service name.
+        name: String,
+        /// Its namespace (default: `default`).
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+    },
+}
+
+/// The request a `wardenctl service ...` command sends.
+fn service_request(cmd: &ServiceCmd) -> Request {
+    match cmd {
+        ServiceCmd::Set {
+            name,
+            namespace,
+            external_ips,
+            ports,
+            workloads,
+        } => Request::SetService {
+            service: ServiceSpec {
+                name: name.clone(),
+                namespace: namespace.clone(),
+                external_ips: external_ips.clone(),
+                ports: ports.clone(),
+                workloads: workloads.clone(),
+            },
+        },
+        ServiceCmd::Remove { name, namespace } => Request::RemoveService {
+            namespace: namespace.clone(),
+            name: name.clone(),
+        },
+    }
 }
 
 #[derive(Subcommand)]
@@ -213,6 +272,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
                 mode: mode.clone(),
             },
         },
+        Cmd::Service { cmd } => service_request(cmd),
     };
     let reply = client.request(&req)?;
     if cli.json {
@@ -521,7 +581,7 @@ fn print_table(reply: &Reply) {
                         r.unread_dropped_records, r.unread_dropped_events, r.lost_records, r.lost_events
                     )
                 }),
-                ("policy", format!("generation {}, {} workload(s), {} rule(s)", s.policy_generation, s.policy_workloads, s.policy_rules)),
+                ("policy", format!("generation {}, {} workload(s), {} rule(s), {} service(s)", s.policy_generation, s.policy_workloads, s.policy_rules, s.policy_services)),
                 ("dns names", {
                     let n = &s.dns_names;
                     let refused = n.refused_unsolicited
@@ -698,6 +758,75 @@ fn print_table(reply: &Reply) {
                 })
                 .collect();
             table(&["THREAT", "SEVERITY", "ACTION", "HITS", "DROPPED", "WHAT"], &rows);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("wardenctl").chain(args.iter().copied()))
+    }
+
+    fn service(args: &[&str]) -> Request {
+        match parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}")).cmd {
+            Cmd::Service { cmd } => service_request(&cmd),
+            _ => panic!("{args:?} is not a service command"),
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn service_set_and_remove_build_their_requests() {
+        let r = service(&[
+            "service", "set", "payments", "-n", "shop", "--external-ip", "198.18.0.50", "--external-ip",
+            "2001:db8::50", "--port", "443", "--port", "8000-8100", "--workload", "pay-a", "--workload", "pay-b",
+        ]);
+        assert_eq!(
+            r,
+            Request::SetService {
+                service: ServiceSpec {
+                    name: "payments".into(),
+                    namespace: Some("shop".into()),
+                    external_ips: vec!["198.18.0.50".into(), "2001:db8::50".into()],
+                    ports: vec!["443".into(), "8000-8100".into()],
+                    workloads: vec!["pay-a".into(), "pay-b".into()],
+                }
+            }
+        );
+        // The JSON line the daemon gets: no namespace key when none was given, no ports key
+        // without ports (every port).
+        let r = service(&["service", "set", "dns", "--external-ip", "198.18.0.53"]);
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"cmd":"set_service","service":{"name":"dns","external_ips":["198.18.0.53"],"workloads":[]}}"#
+        );
+        assert_eq!(
+            service(&["service", "remove", "payments", "--namespace", "shop"]),
+            Request::RemoveService { namespace: Some("shop".into()), name: "payments".into() }
+        );
+        assert_eq!(
+            service(&["service", "remove", "dns"]),
+            Request::RemoveService { namespace: None, name: "dns".into() }
+        );
+    }
+
+    #[test]
+    fn service_set_needs_a_name_and_an_external_ip() {
+        for bad in [
+            &["service", "set", "web"][..],
+            &["service", "set", "--external-ip", "198.18.0.50"][..],
+            &["service", "remove"][..],
+            &["service", "set", "web", "--external-ip", "198.18.0.50", "--bogus"][..],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} parsed");
         }
     }
 }

@@ -25,7 +25,7 @@ pub struct LearnedConn {
 /// The policy that allows exactly the traffic seen, in protect mode.
 ///
 /// The result has `base`'s workloads (every one switched to protect, and `default_mode =
-/// "protect"`), `base`'s rules unchanged, then one allow rule per distinct
+/// "protect"`), `base`'s services and rules unchanged, then one allow rule per distinct
 /// `(from, to, ip_proto, port, app)` seen, in order of first sighting, with ids (and so
 /// priorities) counting up from the base's highest rule id + 1:
 /// - `from`/`to`: the workload id when the address is a workload's, else the address itself

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::model::{app_from_name, known_apps, Cidr, Endpoint, Fqdn, IpProto, Mac, Mode, PortRange};
-use super::{Action, Policy, Rule, Workload};
+use super::{Action, Policy, Rule, Service, Workload};
 
 /// Why a policy file was rejected: where (1-based line, the field) and what.
 ///
@@ -57,6 +57,8 @@ struct RawPolicy {
     workload: Vec<RawWorkload>,
     #[serde(default)]
     rule: Vec<RawRule>,
+    #[serde(default)]
+    service: Vec<RawService>,
 }
 
 #[derive(Deserialize)]
@@ -82,6 +84,17 @@ struct RawRule {
     fqdn: Option<Spanned<String>>,
     action: Spanned<String>,
     priority: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    name: Spanned<String>,
+    namespace: Option<Spanned<String>>,
+    external_ips: Spanned<Vec<Spanned<String>>>,
+    ports: Option<Spanned<Vec<Spanned<RawPort>>>>,
+    #[serde(default)]
+    workloads: Vec<Spanned<String>>,
 }
 
 /// A port entry: `"80"`, `"8000-8100"` or a bare integer `80`.
@@ -183,6 +196,134 @@ fn valid_iface(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A Kubernetes object name of the DNS label kind: 1 to 63 lowercase letters, digits and
+/// `-`, starting and ending with a letter or digit; `first_letter` (DNS-1035, Service names)
+/// also needs a letter first.
+fn valid_k8s_label(what: &str, s: &str, first_letter: bool) -> Result<(), String> {
+    let b = s.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 63
+        && b.iter().all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+        && (!first_letter || b[0].is_ascii_lowercase());
+    if ok {
+        return Ok(());
+    }
+    let first = if first_letter { "a letter" } else { "a letter or digit" };
+    Err(format!(
+        "bad {what} {s:?}: 1 to 63 lowercase letters, digits and '-', starting with {first} and ending with a letter or digit"
+    ))
+}
+
+/// Why `a` cannot be a Service externalIP (Kubernetes' `ValidateNonSpecialIP`: unspecified,
+/// loopback, link-local and multicast addresses are refused), or `None`.
+fn special_ip(a: IpAddr) -> Option<&'static str> {
+    match a {
+        IpAddr::V4(v) if v.is_unspecified() || v.is_broadcast() => Some("unspecified or broadcast"),
+        IpAddr::V4(v) if v.is_loopback() => Some("loopback"),
+        IpAddr::V4(v) if v.is_link_local() => Some("link-local"),
+        IpAddr::V4(v) if v.is_multicast() => Some("multicast"),
+        IpAddr::V6(v) if v.is_unspecified() => Some("unspecified"),
+        IpAddr::V6(v) if v.is_loopback() => Some("loopback"),
+        IpAddr::V6(v) if v.segments()[0] & 0xffc0 == 0xfe80 => Some("link-local"),
+        IpAddr::V6(v) if v.is_multicast() => Some("multicast"),
+        _ => None,
+    }
+}
+
+/// A `ports` list (of a rule or a service): non-empty; `"80"`, `"8000-8100"` or integers.
+fn parse_ports(ctx: &Ctx<'_>, list: &Spanned<Vec<Spanned<RawPort>>>) -> Result<Vec<PortRange>, PolicyError> {
+    if list.get_ref().is_empty() {
+        return ctx.err(list.span(), "ports", "empty port list (leave ports out to match every port)");
+    }
+    let mut out = Vec::new();
+    for p in list.get_ref() {
+        let parsed = match p.get_ref() {
+            RawPort::Int(n) => match u16::try_from(*n) {
+                Ok(n) => Ok(PortRange { lo: n, hi: n }),
+                Err(_) => Err(format!("bad port {n}: ports are 0..=65535")),
+            },
+            RawPort::Str(s) => s.parse::<PortRange>(),
+        };
+        match parsed {
+            Ok(pr) => out.push(pr),
+            Err(m) => return ctx.err(p.span(), "ports", m),
+        }
+    }
+    Ok(out)
+}
+
+fn parse_service(ctx: &Ctx<'_>, s: &RawService, ids: &HashMap<String, usize>) -> Result<Service, PolicyError> {
+    let name = s.name.get_ref();
+    if let Err(m) = valid_k8s_label("service name", name, true) {
+        return ctx.err(s.name.span(), "name", m);
+    }
+    let namespace = match &s.namespace {
+        Some(ns) => {
+            if let Err(m) = valid_k8s_label("namespace", ns.get_ref(), false) {
+                return ctx.err(ns.span(), "namespace", m);
+            }
+            ns.get_ref().clone()
+        }
+        None => "default".to_string(),
+    };
+    if s.external_ips.get_ref().is_empty() {
+        return ctx.err(
+            s.external_ips.span(),
+            "external_ips",
+            "a service needs at least one external address (leave out services without externalIPs)",
+        );
+    }
+    let mut external_ips: Vec<IpAddr> = Vec::new();
+    for ip in s.external_ips.get_ref() {
+        let a: IpAddr = match ip.get_ref().parse() {
+            Ok(a) => a,
+            Err(_) => {
+                let why = if ip.get_ref().contains('/') { " (an address, not a CIDR)" } else { "" };
+                return ctx.err(
+                    ip.span(),
+                    "external_ips",
+                    format!("bad address {:?}: not IPv4 or IPv6{why}", ip.get_ref()),
+                );
+            }
+        };
+        if let Some(why) = special_ip(a) {
+            return ctx.err(
+                ip.span(),
+                "external_ips",
+                format!("address {a} is {why}: not an external address"),
+            );
+        }
+        if external_ips.contains(&a) {
+            return ctx.err(ip.span(), "external_ips", format!("duplicate address {a}"));
+        }
+        external_ips.push(a);
+    }
+    let ports = match &s.ports {
+        None => None,
+        Some(list) => Some(parse_ports(ctx, list)?),
+    };
+    let mut workloads: Vec<String> = Vec::new();
+    for w in &s.workloads {
+        let id = w.get_ref();
+        if !ids.contains_key(id) {
+            return ctx.err(w.span(), "workloads", format!("unknown workload {id:?}"));
+        }
+        if workloads.contains(id) {
+            return ctx.err(w.span(), "workloads", format!("duplicate workload {id:?}"));
+        }
+        workloads.push(id.clone());
+    }
+    Ok(Service {
+        name: name.clone(),
+        namespace,
+        external_ips,
+        ports,
+        workloads,
+    })
+}
+
 fn parse_mode(ctx: &Ctx<'_>, v: &Spanned<String>, field: &str) -> Result<Mode, PolicyError> {
     match Mode::from_name(v.get_ref()) {
         Some(m) => Ok(m),
@@ -239,7 +380,11 @@ impl Policy {
     /// `to` (known workload, CIDR with host bits zero, `any`, `external`; two CIDRs of
     /// different families never match and are rejected), `ip_proto`, `ports` (non-empty;
     /// `"80"`, `"8000-8100"` or integers; only with tcp, udp or any), `apps` (non-empty, known
-    /// app names, not `unknown`), `fqdn`, `action` and `priority` (0..=u32::MAX).
+    /// app names, not `unknown`), `fqdn`, `action` and `priority` (0..=u32::MAX); services:
+    /// `name` (DNS-1035 label) and `namespace` (DNS-1123 label, default `default`) unique
+    /// together, `external_ips` (non-empty, unicast addresses, each once in a service; one
+    /// address may be claimed by several services), `ports` (as a rule's), `workloads`
+    /// (known workload ids, each once).
     ///
     /// Errors: the first problem found, as a [`PolicyError`] naming its line and field.
     pub fn from_toml(text: &str) -> Result<Policy, PolicyError> {
@@ -360,35 +505,14 @@ impl Policy {
             let ports = match &r.ports {
                 None => None,
                 Some(list) => {
-                    if list.get_ref().is_empty() {
-                        return ctx.err(
-                            list.span(),
-                            "ports",
-                            "empty port list (leave ports out to match every port)",
-                        );
-                    }
-                    if !matches!(ip_proto, IpProto::Tcp | IpProto::Udp | IpProto::Any) {
+                    if !list.get_ref().is_empty() && !matches!(ip_proto, IpProto::Tcp | IpProto::Udp | IpProto::Any) {
                         return ctx.err(
                             list.span(),
                             "ports",
                             format!("ports need ip_proto tcp, udp or any, not {ip_proto}"),
                         );
                     }
-                    let mut out = Vec::new();
-                    for p in list.get_ref() {
-                        let parsed = match p.get_ref() {
-                            RawPort::Int(n) => match u16::try_from(*n) {
-                                Ok(n) => Ok(PortRange { lo: n, hi: n }),
-                                Err(_) => Err(format!("bad port {n}: ports are 0..=65535")),
-                            },
-                            RawPort::Str(s) => s.parse::<PortRange>(),
-                        };
-                        match parsed {
-                            Ok(pr) => out.push(pr),
-                            Err(m) => return ctx.err(p.span(), "ports", m),
-                        }
-                    }
-                    Some(out)
+                    Some(parse_ports(&ctx, list)?)
                 }
             };
             let apps = match &r.apps {
@@ -467,10 +591,23 @@ impl Policy {
                 priority,
             });
         }
+        let mut services: Vec<Service> = Vec::with_capacity(raw.service.len());
+        for s in &raw.service {
+            let svc = parse_service(&ctx, s, &ids)?;
+            if services.iter().any(|o| o.name == svc.name && o.namespace == svc.namespace) {
+                return ctx.err(
+                    s.name.span(),
+                    "name",
+                    format!("duplicate service {}/{}", svc.namespace, svc.name),
+                );
+            }
+            services.push(svc);
+        }
         Ok(Policy {
             default_mode,
             workloads,
             rules,
+            services,
         })
     }
 

@@ -27,6 +27,14 @@
 //! Cost: O(matching `from` entries × (log n + matching `to` entries)) in the worst case, far
 //! less with pruning; independent of the number of rules that cannot match (see the "Policy
 //! rule lookup" section of perf/RESULTS.md for figures).
+//!
+//! # ExternalIPs
+//! Services' claims are flattened at compile time into one array of `(port range, service,
+//! owner workload, owner backs the service)` grouped by address, with a hash map per family
+//! from address to its group, and each service's backing workloads as a sorted slice.
+//! [`CompiledPolicy::external_ip_mitm`] is one hash lookup (none at all without services),
+//! then a scan of that address's claims (one per claimed port range per service) with a
+//! binary search of the backing slice for unowned addresses; no allocation.
 
 use std::net::IpAddr;
 
@@ -34,7 +42,10 @@ use arrayvec::ArrayVec;
 use hashbrown::HashMap;
 
 use super::model::{fqdn_matches, mask_v4, mask_v6, Cidr, Endpoint, IpProto, Mac, PortRange};
-use super::{Action, Decision, Ends, Facts, Mode, Policy, PolicyError, PolicyVerdict, Rule, Workload, WorkloadIdx};
+use super::{
+    Action, Decision, Ends, ExternalIpMitm, Facts, Mode, Policy, PolicyError, PolicyVerdict, Rule, Service, ServiceIdx,
+    Workload, WorkloadIdx,
+};
 use crate::app::{App, AppSet};
 
 /// No rule (rank sentinel, worse than every real rank).
@@ -581,6 +592,134 @@ fn side_build<V, T>(map: std::collections::HashMap<Key, V>, mut make: impl FnMut
     }
 }
 
+/// One (address, port range) a service claims, as [`CompiledPolicy::external_ip_mitm`] needs
+/// it (owner and backing facts resolved when the policy is compiled).
+#[derive(Debug, Clone, Copy)]
+struct Claim {
+    /// Claimed server ports `lo..=hi` (0..=65535 when the service lists none).
+    lo: u16,
+    hi: u16,
+    /// The service lists ports: only TCP and UDP connections match.
+    ported: bool,
+    /// Index of the service in `Policy::services`.
+    service: u32,
+    /// The workload the address belongs to, or NONE32.
+    owner: u32,
+    /// The owner is one of the service's backing workloads.
+    owner_backs: bool,
+}
+
+/// The services' externalIPs: address -> its claims (file order of the services).
+#[derive(Debug, Default)]
+struct ExternalIps {
+    /// Address -> `claims[off..off + len]`.
+    v4: HashMap<u32, (u32, u32)>,
+    v6: HashMap<u128, (u32, u32)>,
+    claims: Box<[Claim]>,
+    /// Backing workload indices of service `s`, sorted:
+    /// `backing[backing_off[s]..backing_off[s + 1]]`.
+    backing: Box<[u32]>,
+    backing_off: Box<[u32]>,
+    /// `namespace/name` of each service (evidence for threat records, without formatting).
+    labels: Box<[String]>,
+}
+
+impl ExternalIps {
+    fn build(p: &Policy, ids: &std::collections::HashMap<&str, u32>, owner_of: impl Fn(IpAddr) -> Option<u32>) -> Result<ExternalIps, PolicyError> {
+        let mut backing = Vec::new();
+        let mut backing_off = vec![0u32];
+        let mut seen = std::collections::HashSet::new();
+        // (address key, family v6, claim), then grouped per address.
+        let mut claims: Vec<(u128, bool, Claim)> = Vec::new();
+        const EVERY: [PortRange; 1] = [PortRange { lo: 0, hi: u16::MAX }];
+        for (si, svc) in p.services.iter().enumerate() {
+            let err = |field: &str, message: String| PolicyError {
+                line: 0,
+                field: field.into(),
+                message: format!("service {}/{}: {message}", svc.namespace, svc.name),
+            };
+            if !seen.insert((svc.namespace.as_str(), svc.name.as_str())) {
+                return Err(err("name", "duplicate service".into()));
+            }
+            let start = backing.len();
+            for id in &svc.workloads {
+                let w = *ids.get(id.as_str()).ok_or_else(|| err("workloads", format!("unknown workload {id:?}")))?;
+                backing.push(w);
+            }
+            backing[start..].sort_unstable();
+            let mine = &backing[start..];
+            if mine.windows(2).any(|w| w[0] == w[1]) {
+                return Err(err("workloads", "a workload is listed twice".into()));
+            }
+            let (ports, ported) = match &svc.ports {
+                Some(list) if !list.is_empty() => (&list[..], true),
+                Some(_) => return Err(err("ports", "empty port list".into())),
+                None => (&EVERY[..], false),
+            };
+            if svc.external_ips.is_empty() {
+                return Err(err("external_ips", "no address".into()));
+            }
+            for (i, &ip) in svc.external_ips.iter().enumerate() {
+                if svc.external_ips[..i].contains(&ip) {
+                    return Err(err("external_ips", format!("duplicate address {ip}")));
+                }
+                let owner = owner_of(ip);
+                let owner_backs = owner.is_some_and(|o| mine.binary_search(&o).is_ok());
+                let (key, v6) = match ip {
+                    IpAddr::V4(a) => (u128::from(u32::from(a)), false),
+                    IpAddr::V6(a) => (u128::from(a), true),
+                };
+                for pr in ports {
+                    claims.push((
+                        key,
+                        v6,
+                        Claim {
+                            lo: pr.lo,
+                            hi: pr.hi,
+                            ported,
+                            service: si as u32,
+                            owner: owner.unwrap_or(NONE32),
+                            owner_backs,
+                        },
+                    ));
+                }
+            }
+            backing_off.push(backing.len() as u32);
+        }
+        // Stable: claims of one address stay in file order of their services.
+        claims.sort_by_key(|c| (c.1, c.0));
+        let mut v4 = HashMap::new();
+        let mut v6 = HashMap::new();
+        let mut i = 0;
+        while i < claims.len() {
+            let (key, fam) = (claims[i].0, claims[i].1);
+            let n = claims[i..].iter().take_while(|c| c.0 == key && c.1 == fam).count();
+            let span = (i as u32, n as u32);
+            if fam {
+                v6.insert(key, span);
+            } else {
+                v4.insert(key as u32, span);
+            }
+            i += n;
+        }
+        Ok(ExternalIps {
+            v4,
+            v6,
+            claims: claims.into_iter().map(|c| c.2).collect(),
+            backing: backing.into_boxed_slice(),
+            backing_off: backing_off.into_boxed_slice(),
+            labels: p.services.iter().map(|s| format!("{}/{}", s.namespace, s.name)).collect(),
+        })
+    }
+
+    /// True if workload `w` backs service `s`.
+    #[inline]
+    fn backs(&self, s: u32, w: u32) -> bool {
+        let (a, b) = (self.backing_off[s as usize] as usize, self.backing_off[s as usize + 1] as usize);
+        self.backing[a..b].binary_search(&w).is_ok()
+    }
+}
+
 /// A policy compiled for evaluation. Immutable, `Send + Sync`: build it once per policy
 /// version and share it read-only (e.g. `Arc` swapped by the control thread).
 #[derive(Debug)]
@@ -597,6 +736,8 @@ pub struct CompiledPolicy {
     wl_v4: HashMap<u32, u32>,
     wl_v6: HashMap<u128, u32>,
     wl_mac: HashMap<Mac, u32>,
+    /// The services' externalIPs ([`CompiledPolicy::external_ip_mitm`]).
+    ext: ExternalIps,
 }
 
 impl CompiledPolicy {
@@ -612,7 +753,9 @@ impl CompiledPolicy {
     /// Compiles a validated policy (from [`Policy::from_toml`], or built in code with the same
     /// rules). Errors, for policies built in code: a rule naming an unknown workload, a
     /// workload address or MAC in two workloads, duplicate workload or rule ids, CIDRs with
-    /// host bits set (line 0, field and message as from_toml would say).
+    /// host bits set, a service naming an unknown workload (or one twice), a duplicate
+    /// service, a service without addresses, with an address twice or an empty port list
+    /// (line 0, field and message as from_toml would say).
     pub fn compile(p: &Policy) -> Result<CompiledPolicy, PolicyError> {
         let err = |field: &str, message: String| PolicyError {
             line: 0,
@@ -710,6 +853,13 @@ impl CompiledPolicy {
             (min, side)
         });
         let fqdn_rules = crules.iter().filter(|r| r.fqdn != NONE32).map(|r| r.index).collect();
+        let owner_of = |ip: IpAddr| -> Option<u32> {
+            match ip {
+                IpAddr::V4(a) => wl_v4.binary_search_by_key(&u32::from(a), |e| e.0).ok().map(|i| wl_v4[i].1),
+                IpAddr::V6(a) => wl_v6.binary_search_by_key(&u128::from(a), |e| e.0).ok().map(|i| wl_v6[i].1),
+            }
+        };
+        let ext = ExternalIps::build(p, &ids, owner_of)?;
         Ok(CompiledPolicy {
             policy: p.clone(),
             crules: crules.into_boxed_slice(),
@@ -720,6 +870,7 @@ impl CompiledPolicy {
             wl_v4: wl_v4.into_iter().collect(),
             wl_v6: wl_v6.into_iter().collect(),
             wl_mac,
+            ext,
         })
     }
 
@@ -968,6 +1119,93 @@ impl CompiledPolicy {
         found.best_rank = r.rank;
         found.best = i;
         true
+    }
+
+    /// The services, in file order; [`ServiceIdx`] indexes this.
+    pub fn services(&self) -> &[Service] {
+        &self.policy.services
+    }
+
+    /// Service `idx`. Panics if `idx` is not from this policy.
+    pub fn service(&self, idx: ServiceIdx) -> &Service {
+        &self.policy.services[idx.index()]
+    }
+
+    /// `namespace/name` of service `idx` (kept from compilation: no formatting on the packet
+    /// path, e.g. as a threat record's evidence). Panics if `idx` is not from this policy.
+    pub fn service_label(&self, idx: ServiceIdx) -> &str {
+        &self.ext.labels[idx.index()]
+    }
+
+    /// The `k8s_external_ip_mitm` check (CVE-2020-8554; semantics in the `policy` module docs,
+    /// "Services and externalIPs") for a connection from `client` (the session's client
+    /// workload as decided, [`Decision::client_workload`]; `None`: not a workload) to `server`
+    /// (address), IP protocol `ip_proto` (6 TCP, 17 UDP, ...) and `server_port` (TCP/UDP; any
+    /// value for other protocols). `Some` when a service claims `server` (and the port, if it
+    /// lists ports: TCP and UDP only) and either
+    /// - `server` is an address of a workload that does not back the service (the Service
+    ///   redirects traffic meant for that workload: [`ExternalIpMitm::owner`] is it), unless
+    ///   the client is that workload itself; or
+    /// - `server` is an address of no workload and the client is a workload that does not
+    ///   back the service (a workload's traffic to an outside address goes to the Service's
+    ///   pods instead: `owner` is `None`).
+    ///
+    /// Among several services claiming the address and port, the first in file order that
+    /// answers `Some`. One hash lookup, then the address's claims (a few); allocates nothing.
+    #[inline]
+    pub fn external_ip_mitm(
+        &self,
+        client: Option<WorkloadIdx>,
+        server: IpAddr,
+        ip_proto: u8,
+        server_port: u16,
+    ) -> Option<ExternalIpMitm> {
+        let ext = &self.ext;
+        if ext.claims.is_empty() {
+            return None;
+        }
+        let &(off, len) = match server {
+            IpAddr::V4(a) => ext.v4.get(&u32::from(a))?,
+            IpAddr::V6(a) => ext.v6.get(&u128::from(a))?,
+        };
+        let ported = ip_proto == 6 || ip_proto == 17;
+        let client = client.map(|w| w.0);
+        let claims = ext.claims.get(off as usize..(off + len) as usize)?;
+        for c in claims {
+            if c.ported && !(ported && c.lo <= server_port && server_port <= c.hi) {
+                continue;
+            }
+            let hit = if c.owner != NONE32 {
+                !c.owner_backs && client != Some(c.owner)
+            } else {
+                client.is_some_and(|w| !ext.backs(c.service, w))
+            };
+            if hit {
+                return Some(ExternalIpMitm {
+                    service: ServiceIdx(c.service),
+                    owner: (c.owner != NONE32).then_some(WorkloadIdx(c.owner)),
+                });
+            }
+        }
+        None
+    }
+
+    /// Every externalIP a service claims that is an address of a workload not backing it, as
+    /// `(service, address, owner)` in file order: the policy itself describes the
+    /// CVE-2020-8554 redirection (the daemon logs these when a policy is installed). Not for
+    /// the packet path.
+    pub fn external_ip_conflicts(&self) -> Vec<(ServiceIdx, IpAddr, WorkloadIdx)> {
+        let mut out = Vec::new();
+        for (si, svc) in self.policy.services.iter().enumerate() {
+            for &ip in &svc.external_ips {
+                if let Some(owner) = self.workload_of(ip) {
+                    if !self.ext.backs(si as u32, owner.0) {
+                        out.push((ServiceIdx(si as u32), ip, owner));
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Number of bucket lists and index entries (for tests and the benchmark's notes).

@@ -1,5 +1,6 @@
-//! Policy: workloads, modes and rules, and the pure (no I/O, no threads) matcher the packet
-//! path asks for a connection's verdict.
+//! Policy: workloads, modes, rules and Kubernetes services, and the pure (no I/O, no threads)
+//! matcher the packet path asks for a connection's verdict (and whether it is redirected by a
+//! Service externalIP).
 //!
 //! # Model
 //! A **workload** is a set of addresses (v4 and v6; optionally MACs and the interface it sits
@@ -50,9 +51,49 @@
 //! the session they quote, which keeps its verdict). IPv6 is
 //! handled exactly like IPv4; an IPv4-mapped IPv6 address is an IPv6 address.
 //!
+//! # Services and externalIPs (`k8s_external_ip_mitm`, CVE-2020-8554)
+//! A **service** (`[[service]]`: `name`, `namespace`, `external_ips`, optional `ports`, the ids
+//! of the `workloads` backing it) is a Kubernetes Service with `spec.externalIPs`. Kubernetes
+//! lets whoever may create a Service claim any address this way, and kube-proxy then DNATs
+//! every packet to that address (and port) that a node routes or sends (from its pods, its
+//! own processes or outside) to the Service's pods, whoever really owns the address: the attacker's pods get traffic meant for
+//! a victim pod or for an outside host (the CVE's own example is a pod's traffic to 8.8.8.8).
+//! Services do not change verdicts; [`CompiledPolicy::external_ip_mitm`] tells the threat stage
+//! whether a session is such a redirection.
+//!
+//! What Warden can see depends on where it sits relative to kube-proxy's DNAT, which happens
+//! in the node's network namespace:
+//! - **Before the DNAT** (Warden between a pod and the node, the usual place for a
+//!   workload's `iface`), the pod's frames still carry the address it meant: `server` is the
+//!   externalIP. This is what the lookup judges:
+//!   - the address is an address of a workload that does not back the service: traffic meant
+//!     for that workload goes to the service's pods. Certain, whoever the client is (the
+//!     owner's own traffic aside), reason `external_ip_of_workload`;
+//!   - the address is no workload's, and the client is a workload that does not back the
+//!     service: the workload's traffic to an outside host goes to the service's pods
+//!     (NeuVector's rule: a pod reaching a Service externalIP is at risk). Reason
+//!     `external_ip_unowned`. Warden cannot tell a hijacked outside address from one routed
+//!     to the cluster for that Service on purpose; both are reported. Clients that are no
+//!     workload (outside traffic, which is what externalIPs are for) and the service's own
+//!     workloads are not.
+//! - **After the DNAT** (Warden in front of the backing pod, or on a node link after
+//!   routing), the destination is already the backing pod's address and the address the
+//!   client meant is only in the node's conntrack: the session is indistinguishable from
+//!   ordinary Service traffic, so nothing is reported there. Run Warden on the clients' side
+//!   of kube-proxy to see this threat.
+//!
+//! A service with `ports` claims TCP and UDP to those ports only (as a rule with ports; SCTP
+//! Services are not told apart); without, every protocol and port (IPVS mode also answers
+//! ICMP for the address). One address may be claimed by several services (two Services
+//! claiming one externalIP is itself a form of the attack): the first in file order that
+//! flags the connection answers. A policy that states the conflict is accepted (the agent
+//! mirroring the cluster must be able to describe the attack) and the daemon logs each such
+//! claim ([`CompiledPolicy::external_ip_conflicts`]).
+//!
 //! # Files
 //! - `model.rs`: the parsed file's types; `load.rs`: TOML in and out with line/field errors;
-//! - `matcher.rs`: [`CompiledPolicy`] (the index) and [`reference_evaluate`] (linear);
+//! - `matcher.rs`: [`CompiledPolicy`] (the index and the externalIP table) and
+//!   [`reference_evaluate`] (linear);
 //! - `learn.rs`: [`learned_policy`] (a protect-mode policy from learned connections).
 
 use std::net::IpAddr;
@@ -64,6 +105,8 @@ mod load;
 mod matcher;
 mod model;
 #[cfg(test)]
+mod services_tests;
+#[cfg(test)]
 mod tests;
 
 pub use learn::{learned_policy, LearnedConn};
@@ -71,7 +114,7 @@ pub use load::PolicyError;
 pub use matcher::{reference_evaluate, reference_evaluate_ends, CompiledPolicy, IndexStats};
 pub use model::{
     app_from_name, known_apps, Action, Cidr, Endpoint, Fqdn, IpProto, Mac, Mode, Policy, PolicyVerdict, PortRange,
-    Rule, Workload,
+    Rule, Service, Workload,
 };
 
 /// Index of a workload in [`Policy::workloads`] (and in its [`CompiledPolicy`]).
@@ -82,6 +125,45 @@ impl WorkloadIdx {
     /// As a `usize` index into `Policy::workloads`.
     pub fn index(self) -> usize {
         self.0 as usize
+    }
+}
+
+/// Index of a service in [`Policy::services`] (and in its [`CompiledPolicy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceIdx(pub u32);
+
+impl ServiceIdx {
+    /// As a `usize` index into `Policy::services`.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// A connection to an address a Kubernetes Service claims as externalIP that is not the
+/// Service's to claim: the `k8s_external_ip_mitm` threat (CVE-2020-8554), as found by
+/// [`CompiledPolicy::external_ip_mitm`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExternalIpMitm {
+    /// The service claiming the server address ([`CompiledPolicy::service`],
+    /// [`CompiledPolicy::service_label`]).
+    pub service: ServiceIdx,
+    /// The workload the server address belongs to (not one backing the service); `None`
+    /// when it belongs to no workload (an outside address, and the client is a workload that
+    /// does not back the service).
+    pub owner: Option<WorkloadIdx>,
+}
+
+impl ExternalIpMitm {
+    /// The threat record's reason: `external_ip_of_workload` (the address is another
+    /// workload's: certain redirection) or `external_ip_unowned` (an address of no workload,
+    /// reached by a workload that is not the service's: what the Service's pods get is
+    /// traffic meant for an outside host, unless the address is routed to the cluster for
+    /// this Service on purpose).
+    pub fn reason(&self) -> &'static str {
+        match self.owner {
+            Some(_) => "external_ip_of_workload",
+            None => "external_ip_unowned",
+        }
     }
 }
 

@@ -524,6 +524,30 @@ pub struct Rule {
     pub priority: u32,
 }
 
+/// A Kubernetes Service that claims addresses through `spec.externalIPs` (the file's
+/// `[[service]]` table), for the `k8s_external_ip_mitm` threat (CVE-2020-8554): kube-proxy
+/// sends traffic to these addresses (and ports) to the Service's pods, whoever owns the
+/// address. See the `policy` module docs ("Services and externalIPs").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Service {
+    /// The Service's name (a DNS-1035 label: 1 to 63 lowercase letters, digits and `-`,
+    /// starting with a letter, ending with a letter or digit).
+    pub name: String,
+    /// Its namespace (a DNS-1123 label; `default` when the file does not say). Unique with
+    /// `name`.
+    pub namespace: String,
+    /// The addresses it claims (`spec.externalIPs`): at least one, unicast (not unspecified,
+    /// loopback, link-local or multicast, as Kubernetes' own validation), each once.
+    pub external_ips: Vec<IpAddr>,
+    /// The Service's ports (`None` = every port and protocol). With ports, only TCP and UDP
+    /// connections to one of them are redirected (as a rule with ports).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<PortRange>>,
+    /// Ids of the workloads backing it (its endpoints' pods), each once; may be empty (its
+    /// pods are no workloads of this policy).
+    pub workloads: Vec<String>,
+}
+
 /// The whole policy file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct Policy {
@@ -536,6 +560,10 @@ pub struct Policy {
     /// Rules, in file order (the rule index of a decision indexes this).
     #[serde(rename = "rule", skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<Rule>,
+    /// Kubernetes Services with externalIPs, in file order
+    /// ([`ServiceIdx`](super::ServiceIdx) `i` is `services[i]`).
+    #[serde(rename = "service", skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<Service>,
 }
 
 fn ser_display<T: fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {

@@ -1218,7 +1218,7 @@ fn learned_policy_allows_exactly_what_was_seen() {
 
 /// SplitMix64: a small seeded generator (no dependency; reproducible from the seed printed
 /// on failure).
-pub(crate) struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
     pub(crate) fn next(&mut self) -> u64 {
@@ -1438,6 +1438,7 @@ fn random_policy(r: &mut Rng, pool: &[IpAddr], max_rules: u64) -> Policy {
         default_mode: *r.pick(&modes),
         workloads,
         rules,
+        services: Vec::new(),
     }
 }
 

@@ -1,6 +1,8 @@
 //! Policy rule lookup benchmark: nanoseconds per `CompiledPolicy::evaluate` (and per
 //! `reference_evaluate`, the linear matcher, for comparison) on random policies of 10, 1 000
-//! and 100 000 rules, over random connection facts. Pure CPU, no network, no root.
+//! and 100 000 rules, over random connection facts; then nanoseconds per
+//! `CompiledPolicy::external_ip_mitm` (the `k8s_external_ip_mitm` lookup) with 10, 1 000 and
+//! 10 000 services. Pure CPU, no network, no root.
 //!
 //! ```text
 //! cargo run --release -p warden-perf --bin policy-bench [-- --facts 200000 --seed 1]
@@ -32,7 +34,7 @@ use clap::Parser;
 use warden_dp::app::App;
 use warden_dp::policy::{
     known_apps, reference_evaluate, Action, Cidr, CompiledPolicy, Endpoint, Facts, Fqdn, IpProto, Mode, Policy,
-    PortRange, Rule, Workload,
+    PortRange, Rule, Service, Workload,
 };
 
 #[derive(Parser)]
@@ -238,6 +240,7 @@ fn policy(r: &mut Rng, rules: usize, mix: Mix) -> Policy {
         default_mode: Mode::Learn,
         workloads,
         rules: out,
+        services: Vec::new(),
     }
 }
 
@@ -427,6 +430,7 @@ fn main() -> Result<()> {
             }
         }
     }
+    let ext_rows = external_ips(&args)?;
     println!("timer overhead (median empty Instant pair, subtracted from median/p99): {timer:.0} ns");
     println!();
     println!("| mix | rules | matcher | compile ms | facts | mean ns | median ns | p99 ns | enforced | rule-decided |");
@@ -442,5 +446,102 @@ fn main() -> Result<()> {
             r.mix, r.rules, r.matcher, compile, r.facts, r.mean, r.median, r.p99, r.enforced, r.by_rule
         );
     }
+    println!();
+    println!("externalIP lookup (`external_ip_mitm`, after an evaluation; half the servers claimed):");
+    println!();
+    println!("| services | claims | compile ms | facts | mean ns | flagged |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
+    for r in ext_rows {
+        println!(
+            "| {} | {} | {:.1} | {} | {:.1} | {:.0} % |",
+            r.services, r.claims, r.compile_ms, r.facts, r.mean, r.flagged
+        );
+    }
     Ok(())
+}
+
+struct ExtRow {
+    services: usize,
+    claims: usize,
+    compile_ms: f64,
+    facts: usize,
+    mean: f64,
+    flagged: f64,
+}
+
+/// The externalIP lookup on a 1 000-rule mixed policy with `n` services: each claims two
+/// addresses (a workload's a third of the time, else an outside one), half of them on one or
+/// two port ranges, backed by one to three workloads; facts are the evaluation benchmark's,
+/// with the server replaced by a claimed address half of the time.
+fn external_ips(args: &Args) -> Result<Vec<ExtRow>> {
+    let mut rows = Vec::new();
+    for n in [10usize, 1000, 10_000] {
+        let mut r = Rng(args.seed ^ 0xe17 ^ (n as u64) << 20);
+        let mut p = policy(&mut r, 1000, Mix::Mixed);
+        let mut claimed = Vec::new();
+        let mut claims = 0;
+        for i in 0..n {
+            let v4 = r.chance(70);
+            let external_ips: Vec<IpAddr> = (0..2)
+                .map(|_| {
+                    if r.chance(33) {
+                        r.pick(&p.workloads).ips[usize::from(!v4)]
+                    } else if v4 {
+                        IpAddr::V4(Ipv4Addr::from(v4_in_range(&mut r)))
+                    } else {
+                        IpAddr::V6(Ipv6Addr::from(v6_in_range(&mut r)))
+                    }
+                })
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let ports = r.chance(50).then(|| {
+                (0..1 + r.below(2))
+                    .map(|_| {
+                        let lo = *r.pick(COMMON_PORTS);
+                        PortRange { lo, hi: lo.saturating_add(r.below(3) as u16 * 50) }
+                    })
+                    .collect::<Vec<_>>()
+            });
+            claims += external_ips.len() * ports.as_ref().map_or(1, Vec::len);
+            claimed.extend(external_ips.iter().copied());
+            let backing = (0..1 + r.below(3)).map(|_| r.pick(&p.workloads).id.clone()).collect::<std::collections::BTreeSet<_>>();
+            p.services.push(Service {
+                name: format!("s{i}"),
+                namespace: "bench".into(),
+                external_ips,
+                ports,
+                workloads: backing.into_iter().collect(),
+            });
+        }
+        let t = Instant::now();
+        let c = CompiledPolicy::compile(&p)?;
+        let compile_ms = t.elapsed().as_secs_f64() * 1e3;
+        let mut fs = facts(&mut r, &p, args.facts);
+        for f in fs.iter_mut() {
+            if r.chance(50) {
+                f.server = *r.pick(&claimed);
+            }
+        }
+        let calls: Vec<_> = fs.iter().map(|f| (c.evaluate(f).client_workload, f.server, f.ip_proto, f.server_port)).collect();
+        let flagged = calls.iter().filter(|a| c.external_ip_mitm(a.0, a.1, a.2, a.3).is_some()).count();
+        let mut mean = f64::INFINITY;
+        for _ in 0..PASSES {
+            let t = thread_cpu_ns();
+            for a in &calls {
+                let a = black_box(a);
+                black_box(c.external_ip_mitm(a.0, a.1, a.2, a.3));
+            }
+            mean = mean.min((thread_cpu_ns() - t) as f64 / calls.len() as f64);
+        }
+        rows.push(ExtRow {
+            services: n,
+            claims,
+            compile_ms,
+            facts: calls.len(),
+            mean,
+            flagged: 100.0 * flagged as f64 / calls.len() as f64,
+        });
+    }
+    Ok(rows)
 }
