@@ -145,7 +145,13 @@ fn oversized_hello_and_records_are_rejected() {
     // Record length above 2^14 + 2048.
     assert_eq!(parser::record_header(b"\x17\x03\x03\x48\x01"), Parse::Invalid);
     assert!(matches!(parser::record_header(b"\x17\x03\x03\x48\x00"), Parse::Ok(..)));
-    assert_eq!(Tls::probe(Dir::ToServer, b"\x16\x03\x01\x49"), Probe::NoMatch);
+    // An oversized record is still probed as a hello (the parser reports the overflow), and
+    // rejected when what follows is no hello.
+    assert_eq!(Tls::probe(Dir::ToServer, b"\x16\x03\x01\x49"), Probe::NeedMore);
+    assert_eq!(Tls::probe(Dir::ToServer, b"\x16\x03\x01\x49\x00\x01\x00\x49\x00\x03\x03"), Probe::Match);
+    assert_eq!(Tls::probe(Dir::ToServer, b"\x16\x03\x01\x49\x00\x17\x00"), Probe::NoMatch);
+    assert_eq!(Tls::probe(Dir::ToClient, b"\x15\x03\x01\x49\x00\x02"), Probe::NoMatch);
+    assert_eq!(Tls::probe(Dir::ToServer, b"\x17\x03\x01\x49\x00\x01"), Probe::NoMatch);
 }
 
 #[test]
