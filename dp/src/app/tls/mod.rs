@@ -327,11 +327,16 @@ impl Tls {
         }
     }
 
-    /// Records a `tls_cipher_overflow` of `reason` with the first bytes of `at` as evidence.
+    /// Records a `tls_cipher_overflow` of `reason` (once per session) with the first bytes of
+    /// `at` as evidence: the record header (the 4 bytes that prove an oversized record) or the
+    /// hello's handshake header and version.
     fn overflow(&mut self, dir: Dir, reason: &'static str, at: &[u8]) {
         let mut ev = [0u8; 128];
-        let head = &at[..at.len().min(8)];
-        let e = evidence(&mut ev, format_args!("{reason}: {:02x?}", head));
+        let e = if reason == "record_length_over_limit" {
+            evidence(&mut ev, format_args!("record {:02x?}.. over {MAX_RECORD} bytes", &at[..at.len().min(4)]))
+        } else {
+            evidence(&mut ev, format_args!("{reason}: {:02x?}", &at[..at.len().min(6)]))
+        };
         self.once(ThreatId::TlsCipherOverflow, dir, reason, e);
     }
 
@@ -354,7 +359,7 @@ impl Tls {
             let offered = layout.as_ref().map_or(legacy, parser::offered_version);
             if offered <= 0x0300 {
                 let e = evidence(&mut ev, format_args!("ClientHello offering {} as highest version", V(offered)));
-                self.once(ThreatId::TlsSslv2Sslv3, dir, "client_offers_sslv3", e);
+                self.threats.record(ThreatId::TlsSslv2Sslv3, dir, "client_offers_sslv3", e);
             }
             return;
         }
@@ -375,7 +380,7 @@ impl Tls {
             .and_then(tls_parser::TlsCipherSuite::from_id)
             .map_or("unknown cipher", |s| s.name);
         let e = evidence(&mut ev, format_args!("ServerHello negotiating {} with {cipher}", V(negotiated)));
-        self.once(id, dir, reason, e);
+        self.threats.record(id, dir, reason, e);
     }
 
     /// Judges a heartbeat record (RFC 6520) of `dir` whose header `h` starts `rest`.
@@ -529,19 +534,14 @@ impl AppParser for Tls {
                     Parse::Incomplete(k) => return Feed::Need { consumed: off, at_least: k },
                     // After an SSLv2-format hello, SSLv2 records when the server chose SSLv2
                     // (its answer may not have been read yet).
-                    Parse::Invalid if side.v2 && matches!(parser::v2_record(rest), Parse::Ok(..)) => {
+                    Parse::Invalid if side.v2 && !matches!(parser::v2_record(rest), Parse::Invalid) => {
                         side.stage = Stage::V2Records;
                     }
                     // No record where one must start (unknown type, version, impossible
                     // length): the stream stopped being TLS.
                     Parse::Invalid => {
-                        if let Some(len) = parser::oversized_record(rest) {
-                            let mut ev = [0u8; 128];
-                            let e = evidence(
-                                &mut ev,
-                                format_args!("record of type {} and {len} bytes or more (at most {MAX_RECORD})", rest[0]),
-                            );
-                            self.once(ThreatId::TlsCipherOverflow, dir, "record_length_over_limit", e);
+                        if parser::oversized_record(rest).is_some() {
+                            self.overflow(dir, "record_length_over_limit", rest);
                         }
                         self.violation = true;
                         self.sides[d].stage = Stage::Lost;

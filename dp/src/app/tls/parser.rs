@@ -459,15 +459,11 @@ pub fn probe(to_server: bool, b: &[u8]) -> Parse<()> {
         Some(&t) if t != want => return Parse::Invalid,
         Some(_) => {}
     }
-    // Handshake length: a hello is at least 38 bytes and at most MAX_HANDSHAKE (any length in
-    // an oversized record: the parser reports it).
-    if let Some(&hi) = b.get(6) {
-        if hi != 0 && !oversized {
-            return Parse::Invalid;
-        }
-    }
+    // Handshake length: a hello is at least 38 bytes (version, random, the session id,
+    // cipher and compression lengths). A longer one than MAX_HANDSHAKE (or than a hello can
+    // be) is still TLS: the parser reports the overflow.
     if let Some(hl) = be24(b, 6) {
-        if (hl < 38 || hl + 4 > MAX_HANDSHAKE) && !oversized {
+        if hl < 38 && !oversized {
             return Parse::Invalid;
         }
     }
