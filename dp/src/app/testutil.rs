@@ -247,6 +247,23 @@ pub fn feed_interleaved<P: AppParser>(p: &mut P, chunks: &[(Dir, Vec<u8>)], piec
     }
 }
 
+/// The captures threat detectors must stay silent on: every corpus file, every capture of
+/// `dp/tests/captures/` outside `threats/` (attacks on protect mode, evasion forms, link
+/// types), and the benign traces of `threats/` named in `benign` (README there).
+pub fn benign_captures(benign: &[&str]) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = other_corpus_files(&[]).into_iter().map(|f| corpus(&f)).collect();
+    for dir in ["", "attacks", "evasion", "linktypes"] {
+        for e in std::fs::read_dir(capture(dir)).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "pcap") {
+                files.push(p);
+            }
+        }
+    }
+    files.extend(benign.iter().map(|b| capture(&format!("threats/{b}"))));
+    files
+}
+
 /// Corpus files (by name) whose labelled protocol is none of `own` (the part after the last `/`
 /// counts: `sqlinjection/http` is `http`).
 pub fn other_corpus_files(own: &[&str]) -> Vec<String> {

@@ -313,7 +313,7 @@ fn a_hello_cut_into_one_byte_records_is_walked_once() {
 
 // Threats (issue 15): tls_heartbleed, tls_cipher_overflow, tls_sslv2_sslv3, tls_1_0, tls_1_1.
 
-use crate::app::testutil::{capture_flows, feed_interleaved, interleaved, pcap_flows};
+use crate::app::testutil::{benign_captures, capture_flows, feed_interleaved, interleaved, pcap_flows};
 use crate::detect::{ThreatId, Threats};
 
 /// Every detection a parser's `Threats` kept: the first, then the first of each further kind.
@@ -442,25 +442,6 @@ const BENIGN_ZEEK: &[&str] = &[
     "zeek-dhe.pcap",
 ];
 
-/// Every capture of the corpus and of `dp/tests/captures/` outside `threats/`, plus the benign
-/// Zeek traces named.
-pub(crate) fn benign_captures(zeek: &[&str]) -> Vec<std::path::PathBuf> {
-    let mut files: Vec<std::path::PathBuf> = crate::app::testutil::other_corpus_files(&[])
-        .into_iter()
-        .map(|f| crate::app::testutil::corpus(&f))
-        .collect();
-    for dir in ["", "attacks", "evasion", "linktypes"] {
-        for e in std::fs::read_dir(crate::app::testutil::capture(dir)).unwrap() {
-            let p = e.unwrap().path();
-            if p.extension().is_some_and(|x| x == "pcap") {
-                files.push(p);
-            }
-        }
-    }
-    files.extend(zeek.iter().map(|z| crate::app::testutil::capture(&format!("threats/{z}"))));
-    files
-}
-
 #[test]
 fn benign_tls_raises_none_of_these_threats() {
     // Every TLS flow of the corpus (TLS 1.2 and 1.3 from curl, wget, python), of the other kept
@@ -575,7 +556,7 @@ fn plaintext_heartbeats_must_carry_their_payload_and_padding() {
             chunks.push((dir, record.clone()));
             let mut t = Tls::default();
             feed_interleaved(&mut t, &chunks, piece);
-            let got: Vec<_> = found(&t.threats).into_iter().map(|(id, d, r)| (id, d, r)).collect();
+            let got = found(&t.threats);
             let expect: Vec<_> = want.iter().map(|r| (TlsHeartbleed, dir, *r)).collect();
             assert_eq!(got, expect, "{record:02x?} in pieces of {piece}");
         }
