@@ -8,6 +8,16 @@
 //! impossible length or padding. Encrypted packets cannot be told
 //! from other bytes (their lengths are encrypted with most ciphers): they are not validated.
 //!
+//! `ssh_v1`: once both identifications are known, a pair that
+//! negotiates protocol 1 (RFC 4253 §5.1: both ends 1.x, or one 1.x-only and the other "1.99")
+//! is recorded in the direction of the 1.x-only identification, with it as evidence.
+//! NeuVector flags any end announcing 1.x; here a 2.0-only end facing a 1.x-only one is not a
+//! threat (nothing is negotiated; the client closes or reconnects with protocol 1, a session of
+//! its own), nor is a client announcing "1.99" to a 2.0 server (Cisco's does; protocol 2).
+//! After protocol 1 is negotiated its packets are framed by their clear length fields (SSH
+//! protocol 1.5: length, 1 to 8 bytes of padding, type, data, CRC), validated (5 bytes to 256
+//! KiB, OpenSSH's SSH-1 bounds) and skipped, never parsed as SSH 2.0 packets.
+//!
 //! Negotiation follows RFC 4253 §7.1 in its simple form: the first algorithm on the client's
 //! list that the server also lists (the extra compatibility conditions on kex/host-key pairs are
 //! not checked). The first KEXINIT's lists are remembered as hashes of at most

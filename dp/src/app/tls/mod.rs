@@ -1,23 +1,68 @@
-//! TLS (SSL 3.0 to TLS 1.3): record and handshake versions, SNI, ALPN, cipher-suite count, JA3
+//! TLS (SSL 2.0 to TLS 1.3): record and handshake versions, SNI, ALPN, cipher-suite count, JA3
 //! and JA4 client fingerprints from the ClientHello; negotiated version (supported_versions,
-//! RFC 8446 §4.2.1) and cipher from the ServerHello; then records are only counted.
+//! RFC 8446 §4.2.1) and cipher from the ServerHello; then records are only counted. The threats
+//! below are recorded in the parser's [`Threats`] as they are seen.
 //!
 //! Specs: RFC 8446 §4 (handshake), §4.1.2-§4.1.3 (hellos, HelloRetryRequest), §4.2 (extensions),
 //! §5.1-§5.2 (record layer, 2^14 + 2048 cap); RFC 5246 §6.2 and §7.4 (TLS 1.2); RFC 6066 §3
-//! (server_name); RFC 7301 §3.1 (ALPN); RFC 8701 (GREASE). Record headers and hello messages are
-//! decoded with the `tls-parser` crate (rusticata); it allocates small vectors for cipher lists
-//! and extensions, which happens once per direction (the hello), never per record afterwards.
+//! (server_name); RFC 7301 §3.1 (ALPN); RFC 8701 (GREASE); RFC 6520 (heartbeat); the SSL 2.0
+//! specification and RFC 6101 / RFC 5246 Appendix E.2 (SSLv2-format hellos). Record headers and
+//! hello messages are decoded with the `tls-parser` crate (rusticata); it allocates small vectors
+//! for cipher lists and extensions, which happens once per direction (the hello), never per
+//! record afterwards. The threat checks read the hello's length fields themselves
+//! ([`parser::hello_layout`]), so a hello `tls-parser` refuses is still judged.
 //!
 //! Streaming: the first record of each direction must carry the hello. When a hello spans
 //! several records (large post-quantum key shares) or TCP segments, [`Feed::Need`] asks the
 //! engine for the records it occupies, one record header or record at a time, bounded by
-//! [`parser::MAX_HANDSHAKE`]. After the hello only record headers are read; record payloads
-//! are skipped with a counter, so the engine never buffers encrypted data. SSLv2-format hellos
-//! are not recognised.
+//! [`parser::MAX_HANDSHAKE`]. After the hello only record headers are read (and the first 3
+//! bytes of plaintext heartbeats and alerts); record payloads are skipped with a counter, so
+//! the engine never buffers encrypted data. An SSLv2-format first message (2-byte record
+//! header: a CLIENT-HELLO to the server, a SERVER-HELLO or ERROR to the client) is read by its
+//! fixed fields and skipped; the direction then goes on with TLS records, or with SSLv2 records
+//! (2- and 3-byte headers) once the server answered in SSLv2.
 //!
 //! Record headers keep being validated: bytes where a record must start that are no record
 //! header (unknown content type, version other than 3.x, length over the cap) answer
-//! [`Feed::Invalid`], so the engine detects the app again.
+//! [`Feed::Invalid`], so the engine detects the app again (a threat recorded in that feed is
+//! kept for the threat stage: [`crate::app::engine::Engine::take_dropped_threats`]).
+//!
+//! Threats (id, reason, direction: the bytes that carried it):
+//! - `tls_sslv2_sslv3`: `sslv2_client_hello` (an SSLv2 CLIENT-HELLO offering 2.0),
+//!   `sslv2_format_client_hello` (the SSLv2 format offering 3.x: RFC 6176 forbids sending it),
+//!   `client_offers_sslv3` (a ClientHello whose highest version, supported_versions included,
+//!   is 3.0) to the server; `server_negotiates_sslv2`, `server_negotiates_sslv3` to the client.
+//! - `tls_1_0`, `tls_1_1`: `server_negotiates_tls1_0` / `server_negotiates_tls1_1`, the
+//!   ServerHello's version (supported_versions' selected_version when present, as TLS 1.3
+//!   ServerHellos carry 0x0303 in legacy_version), to the client. A client merely offering
+//!   1.0 is not a threat; the session is.
+//! - `tls_cipher_overflow` (once per session): a hello length field past its container
+//!   (`session_id_over_32`, `session_id_overflows_hello`, `cipher_suites_overflow_hello`,
+//!   `compression_methods_overflow_hello`, `extensions_overflow_hello`,
+//!   `extension_overflows_extensions`; judged on the first record's part of a hello before the
+//!   rest arrives too), a handshake length past the handshake records that carry it
+//!   (`handshake_length_overflows_records`) or beyond what a hello can hold
+//!   (`handshake_length_over_hello_maximum`), a record over 2^14 + 2048
+//!   (`record_length_over_limit`, at the hello or later), SSLv2 lists past their record
+//!   (`sslv2_lists_overflow_record`, `sslv2_server_hello_overflows_record`). NeuVector checks
+//!   only the SSLv2 cipher list; TLS implementations refuse every one of these
+//!   (`decode_error`, `record_overflow`), so none has a benign sender.
+//! - `tls_heartbleed` (CVE-2014-0160): in plaintext (before the
+//!   direction's ChangeCipherSpec, either direction: servers attacked clients too) a request
+//!   whose payload_length does not fit the record (`payload_length_over_record`) or leaves
+//!   less than the 16 bytes of padding RFC 6520 §4 requires (`padding_under_16`: patched
+//!   OpenSSL discards those; the Heartbleed scanner in Zeek's traces sends this form), both
+//!   exact. NeuVector flags only a payload_length 1024 bytes past the record, which misses the
+//!   second form and short over-reads. Encrypted (after ChangeCipherSpec, TLS 1.2 and below),
+//!   only lengths are visible: a request shorter than any valid heartbeat under the
+//!   negotiated suite ([`parser::min_heartbeat_record`], a lower bound) that the peer answers
+//!   at all (`encrypted_short_request_answered`: a patched peer discards it silently), or an
+//!   answer more than [`HB_ANSWER_SLACK`] bytes longer than its request
+//!   (`encrypted_answer_exceeds_request`), recorded in the answer's direction (its frames
+//!   carry the leaked memory). Not judged: an encrypted request of plausible length that lies
+//!   about its payload_length when the peer does not answer (or answers only a little more
+//!   than a valid answer: within the slack), heartbeats with TLS compression, and TLS 1.3
+//!   (no heartbeat content type on the wire).
 
 pub mod fingerprint;
 pub mod parser;
