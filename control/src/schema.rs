@@ -83,6 +83,7 @@ mod tests {
             reason: "libinjection".into(),
             evidence: "1' OR '1'='1".into(),
             count: 1,
+            ..Default::default()
         }
     }
 

@@ -1081,6 +1081,7 @@ mod tests {
             reason: "libinjection".into(),
             evidence: "1' OR '1'='1".into(),
             count: 1,
+            ..Default::default()
         };
         let ev = Response::ok(Reply::Event(SeqEvent {
             seq: 4,
