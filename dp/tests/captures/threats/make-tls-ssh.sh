@@ -12,8 +12,9 @@ id="tt$$"
 c="$id-c" s="$id-s"
 tmp=$(mktemp -d)
 pids=()
+spid='' tpid=
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}" $spid $tpid; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   ip netns del "$c" 2>/dev/null || true
   ip netns del "$s" 2>/dev/null || true
