@@ -1103,16 +1103,27 @@ impl Inspector {
     /// After payload was fed: kinds the session's parser detected that the stage has not
     /// raised yet (one load and compare per frame when there are none).
     fn parser_threats(&mut self, idx: u32, raw: &[u8], now_ns: u64) {
-        let s = self.sessions.get(idx);
-        if s.app_ctx == NO_APP {
+        let ctx = self.sessions.get(idx).app_ctx;
+        if ctx == NO_APP {
             return;
         }
-        let known = s.threats;
-        let Some(t) = self.engine.state(s.app_ctx).threats() else { return };
+        // A parser that recorded a threat and then rejected the stream in this feed was
+        // dropped by re-detection: its threats first.
+        if let Some(t) = self.engine.take_dropped_threats(ctx) {
+            self.raise_parser_threats(idx, &t, raw, now_ns);
+        }
+        let known = self.sessions.get(idx).threats;
+        let Some(t) = self.engine.state(ctx).threats() else { return };
         if t.kinds.0 & !known.0 == 0 {
             return;
         }
         let t = *t;
+        self.raise_parser_threats(idx, &t, raw, now_ns);
+    }
+
+    /// Raises the kinds of a parser's `t` the session has not raised yet.
+    fn raise_parser_threats(&mut self, idx: u32, t: &crate::detect::Threats, raw: &[u8], now_ns: u64) {
+        let known = self.sessions.get(idx).threats;
         for id in crate::detect::ThreatSet(t.kinds.0 & !known.0).iter() {
             let (dir, reason, evidence) = match t.first {
                 Some(f) if f.id == id => (f.dir, f.reason, f.evidence),

@@ -450,6 +450,11 @@ pub struct Engine {
     pub probed: u64,
     /// Times a parser rejected its stream and detection ran again.
     pub redetections: u64,
+    /// The threats of parsers dropped by re-detection (context, their detections merged),
+    /// until [`Engine::take_dropped_threats`]: a parser can record a threat in the same feed
+    /// that answers [`Feed::Invalid`] (an oversized TLS record), and the threat stage reads
+    /// parsers' threats only after the feed.
+    dropped_threats: Option<(u32, crate::detect::Threats)>,
 }
 
 /// Limits and sizes of an [`Engine`].
@@ -497,6 +502,9 @@ struct Detector<'a> {
     detect_packets: &'a mut [u32; 2],
     probed: &'a mut u64,
     redetections: &'a mut u64,
+    /// [`Engine`]'s slot for the threats of parsers this detector drops, and its context.
+    dropped_threats: &'a mut Option<(u32, crate::detect::Threats)>,
+    idx: u32,
     limits: EngineLimits,
     dir: Dir,
     server_port: u16,
@@ -584,6 +592,12 @@ impl Detector<'_> {
     /// The parser rejected `bytes[consumed..]`: drop it and its candidate, and detect the app
     /// again from there (the answer is for all of `bytes`).
     fn redetect(&mut self, bytes: &[u8], consumed: usize, datagram: bool) -> Feed {
+        if let Some(t) = self.state.threats().filter(|t| !t.is_empty()) {
+            match self.dropped_threats {
+                Some((i, kept)) if *i == self.idx => kept.absorb(t),
+                _ => *self.dropped_threats = Some((self.idx, *t)),
+            }
+        }
         let rejected = self.state.base_app();
         if let Some(i) = CANDIDATES.iter().position(|c| c.app == rejected) {
             *self.remaining &= !(1u64 << i);
@@ -649,6 +663,7 @@ impl Engine {
             pool_full: 0,
             probed: 0,
             redetections: 0,
+            dropped_threats: None,
         }
     }
 
@@ -755,6 +770,21 @@ impl Engine {
         self.free.len()
     }
 
+    /// The threats of the parsers of context `idx` that re-detection dropped since the last
+    /// call (merged), so that a threat recorded in the feed that ended a parser is not lost.
+    /// Clears what another context left (nothing took it: its session went on without the
+    /// threat stage).
+    #[inline]
+    pub fn take_dropped_threats(&mut self, idx: u32) -> Option<crate::detect::Threats> {
+        if self.dropped_threats.is_none() {
+            return None;
+        }
+        match self.dropped_threats.take() {
+            Some((i, t)) if i == idx => Some(t),
+            _ => None,
+        }
+    }
+
     /// The parser state of context `idx`.
     pub fn state(&self, idx: u32) -> &AppState {
         &self.ctx(idx).state
@@ -834,7 +864,7 @@ impl Engine {
         server_port: u16,
         session_packets: u32,
     ) -> Option<(Detector<'_>, &mut Stream, &mut BufPool)> {
-        let Engine { ctxs, bufs, limits, probed, redetections, .. } = self;
+        let Engine { ctxs, bufs, limits, probed, redetections, dropped_threats, .. } = self;
         let c = ctxs.get_mut(idx as usize)?;
         // A session given up as unknown still shows its first server bytes to the echo check.
         let echo_pending = dir == Dir::ToClient && !c.head.server_seen && c.head.len > 0;
@@ -873,6 +903,8 @@ impl Engine {
             detect_packets,
             probed,
             redetections,
+            dropped_threats,
+            idx,
             limits: *limits,
             dir,
             server_port,

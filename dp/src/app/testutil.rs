@@ -198,6 +198,72 @@ pub fn pcap_flows(path: &std::path::Path) -> Vec<Flow> {
         .collect()
 }
 
+/// The bytes of both directions of a TCP flow in the order they were captured: each captured
+/// segment contributes what it adds to its direction's reassembled stream (retransmitted bytes
+/// are left out; a segment that arrived early brings the bytes before it along).
+pub fn interleaved(f: &Flow) -> Vec<(Dir, Vec<u8>)> {
+    let mut at = [0usize; 2];
+    let mut out = Vec::new();
+    for (d, seg) in &f.segments {
+        let stream = if *d == Dir::ToServer { &f.to_server } else { &f.to_client };
+        let i = *d as usize;
+        let Some(pos) = stream[at[i]..].windows(seg.len()).position(|w| w == seg.as_slice()) else { continue };
+        let end = at[i] + pos + seg.len();
+        out.push((*d, stream[at[i]..end].to_vec()));
+        at[i] = end;
+    }
+    out
+}
+
+/// Feeds `chunks` (both directions, in order) to `p` as the stream engine does, each chunk in
+/// pieces of at most `piece` bytes (1: trickled byte by byte); a direction the parser answered
+/// `Done` or `Invalid` is not fed again.
+pub fn feed_interleaved<P: AppParser>(p: &mut P, chunks: &[(Dir, Vec<u8>)], piece: usize) {
+    let mut pending: [Vec<u8>; 2] = Default::default();
+    let mut need = [0usize; 2];
+    let mut stopped = [false; 2];
+    for (d, bytes) in chunks {
+        let i = *d as usize;
+        for part in bytes.chunks(piece.max(1)) {
+            if stopped[i] {
+                break;
+            }
+            pending[i].extend_from_slice(part);
+            if pending[i].len() < need[i] {
+                continue;
+            }
+            match p.feed(*d, &pending[i]) {
+                Feed::Consumed(n) => {
+                    pending[i].drain(..n.min(pending[i].len()));
+                    need[i] = 0;
+                }
+                Feed::Need { consumed, at_least } => {
+                    pending[i].drain(..consumed.min(pending[i].len()));
+                    need[i] = at_least;
+                }
+                Feed::Done | Feed::Invalid { .. } => stopped[i] = true,
+            }
+        }
+    }
+}
+
+/// The captures threat detectors must stay silent on: every corpus file, every capture of
+/// `dp/tests/captures/` outside `threats/` (attacks on protect mode, evasion forms, link
+/// types), and the benign traces of `threats/` named in `benign` (README there).
+pub fn benign_captures(benign: &[&str]) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = other_corpus_files(&[]).into_iter().map(|f| corpus(&f)).collect();
+    for dir in ["", "attacks", "evasion", "linktypes"] {
+        for e in std::fs::read_dir(capture(dir)).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "pcap") {
+                files.push(p);
+            }
+        }
+    }
+    files.extend(benign.iter().map(|b| capture(&format!("threats/{b}"))));
+    files
+}
+
 /// Corpus files (by name) whose labelled protocol is none of `own` (the part after the last `/`
 /// counts: `sqlinjection/http` is `http`).
 pub fn other_corpus_files(own: &[&str]) -> Vec<String> {

@@ -154,6 +154,20 @@ impl Threats {
         self.examined = self.examined.saturating_add(n.try_into().unwrap_or(u64::MAX));
     }
 
+    /// Adds `other`'s detections (its first with its evidence, its further kinds without) and
+    /// counts; no allocation.
+    pub fn absorb(&mut self, other: &Threats) {
+        let count = self.count;
+        if let Some(f) = other.first {
+            self.record(f.id, f.dir, f.reason, f.evidence.as_bytes());
+        }
+        for &(id, dir, reason) in other.others.iter().flatten() {
+            self.record(id, dir, reason, &[]);
+        }
+        self.count = count.saturating_add(other.count);
+        self.examined = self.examined.saturating_add(other.examined);
+    }
+
     /// True when nothing was detected.
     pub fn is_empty(&self) -> bool {
         self.count == 0
@@ -171,6 +185,25 @@ mod tests {
             t.extend_from_slice(pair);
         }
         t
+    }
+
+    #[test]
+    fn absorbing_keeps_every_kind_and_the_counts() {
+        let mut a = Threats::default();
+        a.record(ThreatId::Tls1_0, Dir::ToClient, "server_negotiates_tls1_0", b"ServerHello");
+        let mut b = Threats::default();
+        b.record(ThreatId::TlsCipherOverflow, Dir::ToServer, "record_length_over_limit", b"record");
+        b.record(ThreatId::TlsHeartbleed, Dir::ToServer, "padding_under_16", b"");
+        b.record(ThreatId::TlsHeartbleed, Dir::ToServer, "padding_under_16", b"");
+        a.absorb(&b);
+        assert_eq!(a.count, 4);
+        assert_eq!(a.first.unwrap().id, ThreatId::Tls1_0);
+        let others: Vec<_> = a.others.iter().flatten().map(|o| o.0).collect();
+        assert_eq!(others, [ThreatId::TlsCipherOverflow, ThreatId::TlsHeartbleed]);
+        // Into an empty one: the other's first with its evidence.
+        let mut c = Threats::default();
+        c.absorb(&b);
+        assert_eq!((c.first.unwrap().evidence.as_str(), c.count), ("record", 3));
     }
 
     #[test]

@@ -8,6 +8,16 @@
 //! impossible length or padding. Encrypted packets cannot be told
 //! from other bytes (their lengths are encrypted with most ciphers): they are not validated.
 //!
+//! `ssh_v1`: once both identifications are known, a pair that
+//! negotiates protocol 1 (RFC 4253 §5.1: both ends 1.x, or one 1.x-only and the other "1.99")
+//! is recorded in the direction of the 1.x-only identification, with it as evidence.
+//! NeuVector flags any end announcing 1.x; here a 2.0-only end facing a 1.x-only one is not a
+//! threat (nothing is negotiated; the client closes or reconnects with protocol 1, a session of
+//! its own), nor is a client announcing "1.99" to a 2.0 server (Cisco's does; protocol 2).
+//! After protocol 1 is negotiated its packets are framed by their clear length fields (SSH
+//! protocol 1.5: length, 1 to 8 bytes of padding, type, data, CRC), validated (5 bytes to 256
+//! KiB, OpenSSH's SSH-1 bounds) and skipped, never parsed as SSH 2.0 packets.
+//!
 //! Negotiation follows RFC 4253 §7.1 in its simple form: the first algorithm on the client's
 //! list that the server also lists (the extra compatibility conditions on kex/host-key pairs are
 //! not checked). The first KEXINIT's lists are remembered as hashes of at most
@@ -19,7 +29,8 @@ pub mod parser;
 use serde_json::{Map, Value};
 
 use super::{text, App, AppParser, Dir, Feed, Probe, Text, Transport};
-use parser::{Line, Parse, MSG_KEXINIT, MSG_NEWKEYS};
+use crate::detect::{ThreatId, Threats};
+use parser::{Line, Parse, Protocol, MSG_KEXINIT, MSG_NEWKEYS};
 
 /// Names remembered per algorithm list of the first KEXINIT.
 pub const MAX_NAMES: usize = 32;
@@ -29,7 +40,8 @@ pub const MAX_NAMES: usize = 32;
 enum Stage {
     /// Reading lines until the identification; counts the other lines seen.
     Ident(u8),
-    /// Reading cleartext binary packets.
+    /// Reading cleartext binary packets (SSH 2.0), or SSH 1.x packets by their clear lengths
+    /// when the session speaks protocol 1.
     Packets,
     /// After NEWKEYS: encrypted, not parsed.
     Encrypted,
@@ -46,6 +58,8 @@ struct Side {
     stage: Stage,
     packets: u32,
     kexinit: bool,
+    /// Bytes of the current SSH 1.x packet still to skip.
+    skip: usize,
     /// How far the line being received was searched (lines trickled in small segments are
     /// examined once).
     line: crate::rescan::Resume,
@@ -113,6 +127,7 @@ pub struct Ssh {
     enc_c2s: Option<Text<64>>,
     enc_s2c: Option<Text<64>>,
     violation: bool,
+    threats: Threats,
 }
 
 impl Ssh {
@@ -121,6 +136,41 @@ impl Ssh {
     /// segmented (tests).
     pub fn examined(&self) -> u64 {
         self.sides.iter().map(|s| s.line.examined()).sum()
+    }
+
+    /// The protocol each identification speaks, per direction.
+    fn protocols(&self) -> [Option<Protocol>; 2] {
+        [0, 1].map(|d| self.proto[d].as_ref().map(|p| parser::protocol(p.as_bytes())))
+    }
+
+    /// True when `d`'s packets are SSH 1.x packets: its identification speaks only protocol 1,
+    /// or it is compatible ("1.99") and the other end speaks only protocol 1 (RFC 4253 §5.1).
+    fn v1_framing(&self, d: usize) -> bool {
+        let p = self.protocols();
+        match p[d] {
+            Some(Protocol::V1) => true,
+            Some(Protocol::Compat) => p[1 - d] == Some(Protocol::V1),
+            _ => false,
+        }
+    }
+
+    /// Once both identifications are known (the one of `dir` just arrived): records `ssh_v1`
+    /// when they negotiate protocol 1 (RFC 4253 §5.1): both speak only 1.x
+    /// (`client_and_server_protocol_1`), or one speaks only 1.x and the other is compatible
+    /// ("1.99": `client_protocol_1_server_compatible`, `server_protocol_1_client_compatible`).
+    /// Recorded in the direction of the 1.x-only identification (the later one when both are),
+    /// with it as evidence. A 1.x-only end facing a 2.0-only one negotiates nothing (the
+    /// connection ends, or the client retries with the other protocol, a new session).
+    fn judge_protocol(&mut self, dir: Dir) {
+        let [Some(c), Some(s)] = self.protocols() else { return };
+        let (reason, by) = match (c, s) {
+            (Protocol::V1, Protocol::V1) => ("client_and_server_protocol_1", dir),
+            (Protocol::V1, Protocol::Compat) => ("client_protocol_1_server_compatible", Dir::ToServer),
+            (Protocol::Compat, Protocol::V1) => ("server_protocol_1_client_compatible", Dir::ToClient),
+            _ => return,
+        };
+        let evidence = self.ident[by as usize].unwrap_or_default();
+        self.threats.record(ThreatId::SshV1, by, reason, evidence.as_bytes());
     }
 
     fn done(&self) -> bool {
@@ -165,6 +215,12 @@ impl AppParser for Ssh {
         let d = dir as usize;
         let mut off = 0;
         loop {
+            let side = &mut self.sides[d];
+            if side.skip > 0 {
+                let k = side.skip.min(data.len() - off);
+                side.skip -= k;
+                off += k;
+            }
             let rest = &data[off..];
             if rest.is_empty() {
                 return Feed::Consumed(off);
@@ -180,6 +236,7 @@ impl AppParser for Ssh {
                         self.software[d] = Some(text(id.software));
                         self.proto[d] = Some(text(id.proto));
                         self.sides[d].stage = Stage::Packets;
+                        self.judge_protocol(dir);
                         off += n;
                     }
                     Parse::Ok(Line::Other, n) if dir == Dir::ToClient && usize::from(pre) < parser::MAX_PRE_LINES => {
@@ -195,6 +252,19 @@ impl AppParser for Ssh {
                         return Feed::Invalid { consumed: off };
                     }
                     Parse::Incomplete(k) => return Feed::Need { consumed: off, at_least: k },
+                },
+                Stage::Packets if self.v1_framing(d) => match parser::v1_packet(rest) {
+                    Parse::Ok(total, _) => {
+                        let side = &mut self.sides[d];
+                        side.packets = side.packets.saturating_add(1);
+                        side.skip = total;
+                    }
+                    Parse::Incomplete(k) => return Feed::Need { consumed: off, at_least: k },
+                    // An SSH 1.x packet with an impossible length: not SSH.
+                    Parse::Invalid => {
+                        self.lose(d);
+                        return Feed::Invalid { consumed: off };
+                    }
                 },
                 Stage::Packets => match parser::packet(rest) {
                     Parse::Ok(payload, n) => {
@@ -226,15 +296,24 @@ impl AppParser for Ssh {
         }
     }
 
-    fn gap(&mut self, dir: Dir, _len: usize) -> bool {
+    fn gap(&mut self, dir: Dir, len: usize) -> bool {
         let side = &mut self.sides[dir as usize];
         side.line.reset();
+        if side.stage == Stage::Packets && side.skip > 0 && len <= side.skip {
+            // Lost bytes inside an SSH 1.x packet: its length still frames the next one.
+            side.skip -= len;
+            return true;
+        }
         if matches!(side.stage, Stage::Encrypted | Stage::Lost) {
             return true;
         }
         // Lines and packets are framed by content and length: a gap loses the framing.
         side.stage = Stage::Lost;
         false
+    }
+
+    fn threats(&self) -> Option<&Threats> {
+        Some(&self.threats)
     }
 
     fn l7(&self, out: &mut Map<String, Value>) {

@@ -24,6 +24,12 @@ pub const MAX_PRE_LINES: usize = 16;
 /// Largest packet_length accepted (RFC 4253 §6.1).
 pub const MAX_PACKET: usize = 35000;
 
+/// Smallest SSH 1.x packet_length (packet type, at least 2 + 2 bytes of data or check bytes; as
+/// OpenSSH's SSH-1 packet reader required).
+pub const MIN_V1_PACKET: usize = 5;
+/// Largest SSH 1.x packet_length (256 KiB, as OpenSSH's SSH-1 packet reader required).
+pub const MAX_V1_PACKET: usize = 256 * 1024;
+
 /// SSH_MSG_KEXINIT.
 pub const MSG_KEXINIT: u8 = 20;
 /// SSH_MSG_NEWKEYS.
@@ -212,4 +218,41 @@ pub fn names(list: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// FNV-1a 64-bit hash of an algorithm name (to remember one side's list in fixed space).
 pub fn name_hash(name: &[u8]) -> u64 {
     name.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &c| (h ^ u64::from(c)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Which protocol an identification's protoversion speaks (RFC 4253 §5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// SSH 2.0 only ("2.0").
+    V2,
+    /// Both, preferring 2.0 ("1.99": a server compatible with old clients).
+    Compat,
+    /// SSH 1.x only (any other "1.x", e.g. "1.5").
+    V1,
+    /// Anything else (an unknown major version).
+    Other,
+}
+
+/// Classifies a protoversion ("2.0", "1.99", "1.5", ...).
+pub fn protocol(proto: &[u8]) -> Protocol {
+    let major = proto.split(|&c| c == b'.').next().unwrap_or_default();
+    match major {
+        b"2" => Protocol::V2,
+        b"1" if proto == b"1.99" => Protocol::Compat,
+        b"1" => Protocol::V1,
+        _ => Protocol::Other,
+    }
+}
+
+/// The wire length of one SSH 1.x binary packet (SSH protocol 1.5, "The Binary Packet
+/// Protocol": uint32 packet_length counting type, data and CRC, then 1..=8 bytes of padding to
+/// a multiple of 8, then those bytes; the length stays in clear after encryption starts), read
+/// from its first 4 bytes. Invalid: a length outside [`MIN_V1_PACKET`]..=[`MAX_V1_PACKET`].
+pub fn v1_packet(b: &[u8]) -> Parse<usize> {
+    let Some(l) = b.get(..4) else { return Parse::Incomplete(4) };
+    let len = u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize;
+    if !(MIN_V1_PACKET..=MAX_V1_PACKET).contains(&len) {
+        return Parse::Invalid;
+    }
+    Parse::Ok(4 + (8 - len % 8) + len, 4)
 }

@@ -31,6 +31,30 @@ pub const CT_APPLICATION_DATA: u8 = 23;
 /// Record content type Heartbeat (RFC 6520).
 pub const CT_HEARTBEAT: u8 = 24;
 
+/// Heartbeat message type heartbeat_request (RFC 6520 §3).
+pub const HB_REQUEST: u8 = 1;
+/// Heartbeat message type heartbeat_response.
+pub const HB_RESPONSE: u8 = 2;
+/// Smallest heartbeat plaintext (RFC 6520 §4): type (1), payload_length (2), padding (at least
+/// 16); a request whose payload_length leaves less than that is discarded by a correct peer.
+pub const HB_MIN_PLAINTEXT: usize = 1 + 2 + 16;
+
+/// SSL 2.0 version number (the SSLv2 CLIENT-HELLO / SERVER-HELLO version field).
+pub const SSL2_VERSION: u16 = 0x0002;
+/// Bytes of an SSLv2-format CLIENT-HELLO read before its variable parts: the 2-byte record
+/// header, msg_type, version, cipher_spec_length, session_id_length, challenge_length.
+pub const V2_CLIENT_HELLO_HEAD: usize = 2 + 9;
+/// Bytes of an SSLv2 SERVER-HELLO read before its variable parts: the 2-byte record header,
+/// msg_type, session_id_hit, certificate_type, version, certificate_length, cipher_specs_length,
+/// connection_id_length.
+pub const V2_SERVER_HELLO_HEAD: usize = 2 + 11;
+/// Largest ClientHello body the length fields can describe (bytes): version, random, session id
+/// (32), cipher suites (2^16 - 2), compression methods (255), extensions (2^16 - 1), with their
+/// length fields (RFC 8446 §4.1.2).
+pub const MAX_CLIENT_HELLO: usize = 2 + 32 + 1 + 32 + 2 + 65534 + 1 + 255 + 2 + 65535;
+/// Largest ServerHello body the length fields can describe (bytes, RFC 8446 §4.1.3).
+pub const MAX_SERVER_HELLO: usize = 2 + 32 + 1 + 32 + 2 + 1 + 2 + 65535;
+
 /// Handshake type ClientHello (RFC 8446 §4).
 pub const HS_CLIENT_HELLO: u8 = 1;
 /// Handshake type ServerHello (also a HelloRetryRequest in TLS 1.3).
@@ -385,15 +409,30 @@ pub fn server_hello(msg: &[u8]) -> Option<ServerHello<'_>> {
 
 /// Probe of the first bytes of a direction: a handshake record whose first message is a
 /// ClientHello (to server) or ServerHello (to client) with a 3.x version, or (to client) a
-/// plaintext alert record. Decides on the 11 first bytes.
+/// plaintext alert record; or an SSLv2-format CLIENT-HELLO (to server, [`v2_client_hello`]) or
+/// SERVER-HELLO (to client, [`v2_server_hello`]). Decides on the 11 (SSLv2 server: 13) first
+/// bytes. A hello record longer than [`MAX_RECORD`] is still TLS (the overflow is the parser's
+/// to report).
 pub fn probe(to_server: bool, b: &[u8]) -> Parse<()> {
+    if b.first().is_some_and(|&c| c & 0x80 != 0) {
+        let v2 = if to_server { unit(v2_client_hello(b)) } else { unit(v2_server_hello(b)) };
+        return match v2 {
+            Parse::Ok(_, n) => Parse::Ok((), n),
+            other => other,
+        };
+    }
+    let oversized = oversized_record(b).is_some();
     let hdr_ok = match record_header(b) {
         Parse::Ok(h, _) => Some(h),
         Parse::Incomplete(_) => None,
+        Parse::Invalid if oversized => None,
         Parse::Invalid => return Parse::Invalid,
     };
     let Some(&ct) = b.first() else { return Parse::Incomplete(1) };
     if ct == CT_ALERT && !to_server {
+        if oversized {
+            return Parse::Invalid;
+        }
         // Alert: 2-byte body (level 1 or 2, description).
         if let Some(h) = hdr_ok {
             if h.len != 2 {
@@ -420,14 +459,11 @@ pub fn probe(to_server: bool, b: &[u8]) -> Parse<()> {
         Some(&t) if t != want => return Parse::Invalid,
         Some(_) => {}
     }
-    // Handshake length: a hello is at least 38 bytes and at most MAX_HANDSHAKE.
-    if let Some(&hi) = b.get(6) {
-        if hi != 0 {
-            return Parse::Invalid;
-        }
-    }
+    // Handshake length: a hello is at least 38 bytes (version, random, the session id,
+    // cipher and compression lengths). A longer one than MAX_HANDSHAKE (or than a hello can
+    // be) is still TLS: the parser reports the overflow.
     if let Some(hl) = be24(b, 6) {
-        if hl < 38 || hl + 4 > MAX_HANDSHAKE {
+        if hl < 38 && !oversized {
             return Parse::Invalid;
         }
     }
@@ -442,4 +478,347 @@ pub fn probe(to_server: bool, b: &[u8]) -> Parse<()> {
         Some(&min) if min > 4 => Parse::Invalid,
         Some(_) => Parse::Ok((), 11),
     }
+}
+
+/// The length of a record whose header is otherwise valid (known content type, version 3.x)
+/// but whose length exceeds [`MAX_RECORD`] (RFC 8446 §5.2, RFC 5246 §6.2.3: 2^14 + 2048), read
+/// from the first 4 bytes once the high length byte alone proves it (a lower bound then), else
+/// from 5. None for any other bytes.
+pub fn oversized_record(b: &[u8]) -> Option<usize> {
+    let (&t, &maj, &min, &hi) = (b.first()?, b.get(1)?, b.get(2)?, b.get(3)?);
+    if !(CT_CHANGE_CIPHER_SPEC..=CT_HEARTBEAT).contains(&t) || maj != 3 || min > 4 {
+        return None;
+    }
+    let len = usize::from(hi) << 8 | usize::from(b.get(4).copied().unwrap_or(0));
+    (len > MAX_RECORD).then_some(len)
+}
+
+/// Where a hello's variable-length parts are, as far as its length fields fit (RFC 8446
+/// §4.1.2-§4.1.3, RFC 5246 §7.4.1.2-§7.4.1.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HelloLayout<'a> {
+    /// legacy_version.
+    pub version: u16,
+    /// ServerHello cipher_suite (None for a ClientHello).
+    pub cipher: Option<u16>,
+    /// ServerHello compression_method (None for a ClientHello).
+    pub compression: Option<u8>,
+    /// The extensions block (empty when absent).
+    pub extensions: &'a [u8],
+}
+
+/// Walks the length fields of a ClientHello (`client`) or ServerHello `msg` (4-byte handshake
+/// header, then the body as far as it is present) against their container, the body of the
+/// length the handshake header declares. `Err(reason)` for the first field whose length runs
+/// past its container (or a session id over 32 bytes, RFC 8446 §4.1.2); `Ok(None)` when the
+/// bytes present end first, or when the body is too short for its fixed fields (malformed, but
+/// nothing overflows); `Ok(Some(..))` once every field, each extension included, was found in
+/// place. Extensions are walked only when the whole body is present and `walk_extensions`.
+/// Reasons: `session_id_over_32`, `session_id_overflows_hello`, `cipher_suites_overflow_hello`,
+/// `compression_methods_overflow_hello`, `extensions_overflow_hello`,
+/// `extension_overflows_extensions`.
+pub fn hello_layout(msg: &[u8], client: bool, walk_extensions: bool) -> Result<Option<HelloLayout<'_>>, &'static str> {
+    let Some(hl) = be24(msg, 1) else { return Ok(None) };
+    let end = 4 + hl;
+    let avail = msg.len().min(end);
+    let body = &msg[..avail];
+    // version (2) and random (32).
+    let Some(version) = be16(body, 4) else { return Ok(None) };
+    let mut p = 4 + 2 + 32;
+    let Some(&sid) = body.get(p) else { return Ok(None) };
+    if sid > 32 {
+        return Err("session_id_over_32");
+    }
+    p += 1 + usize::from(sid);
+    if p > end {
+        return Err("session_id_overflows_hello");
+    }
+    let (mut cipher, mut compression) = (None, None);
+    if client {
+        let Some(cl) = be16(body, p) else { return Ok(None) };
+        p += 2 + usize::from(cl);
+        if p > end {
+            return Err("cipher_suites_overflow_hello");
+        }
+        let Some(&n) = body.get(p) else { return Ok(None) };
+        p += 1 + usize::from(n);
+        if p > end {
+            return Err("compression_methods_overflow_hello");
+        }
+    } else {
+        let (Some(c), Some(&m)) = (be16(body, p), body.get(p + 2)) else { return Ok(None) };
+        cipher = Some(c);
+        compression = Some(m);
+        p += 3;
+    }
+    let mut extensions: &[u8] = &[];
+    if p < end {
+        let Some(el) = be16(body, p) else { return Ok(None) };
+        p += 2;
+        if p + usize::from(el) > end {
+            return Err("extensions_overflow_hello");
+        }
+        let Some(block) = body.get(p..p + usize::from(el)) else { return Ok(None) };
+        extensions = block;
+    }
+    if !walk_extensions || avail < end {
+        return Ok(None);
+    }
+    let mut rest = extensions;
+    while !rest.is_empty() {
+        let l = match be16(rest, 2) {
+            Some(l) if 4 + usize::from(l) <= rest.len() => usize::from(l),
+            _ => return Err("extension_overflows_extensions"),
+        };
+        rest = &rest[4 + l..];
+    }
+    Ok(Some(HelloLayout { version, cipher, compression, extensions }))
+}
+
+/// The highest version a ClientHello offers: the largest non-GREASE entry of its
+/// supported_versions extension (RFC 8446 §4.2.1), else its legacy_version.
+pub fn offered_version(layout: &HelloLayout<'_>) -> u16 {
+    extensions(layout.extensions)
+        .filter(|(t, _)| *t == EXT_SUPPORTED_VERSIONS)
+        .flat_map(|(_, d)| {
+            let n = d.first().map_or(0, |&n| usize::from(n));
+            d.get(1..1 + n).unwrap_or(&[]).chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]]))
+        })
+        .filter(|v| !is_grease(*v))
+        .max()
+        .unwrap_or(layout.version)
+}
+
+/// The version a ServerHello negotiates: its supported_versions selected_version (RFC 8446
+/// §4.2.1; TLS 1.3 ServerHellos carry 0x0303 as legacy_version), else its legacy_version.
+pub fn negotiated_version(layout: &HelloLayout<'_>) -> u16 {
+    extensions(layout.extensions)
+        .find(|(t, _)| *t == EXT_SUPPORTED_VERSIONS)
+        .and_then(|(_, d)| be16(d, 0))
+        .unwrap_or(layout.version)
+}
+
+/// Why a direction's first bytes, which [`first_handshake_from`] refused, are an overflow:
+/// `record_length_over_limit` (a record longer than [`MAX_RECORD`]),
+/// `handshake_length_over_hello_maximum` (more than the hello's fields can describe,
+/// [`MAX_CLIENT_HELLO`] / [`MAX_SERVER_HELLO`]), `handshake_length_overflows_records` (the
+/// handshake records that follow end before the message does: another record type, or no
+/// record at all). None when nothing overflows or the bytes present cannot tell yet. Walks the
+/// records once (call it once per direction).
+pub fn hello_overflow(b: &[u8], client: bool) -> Option<&'static str> {
+    if oversized_record(b).is_some() {
+        return Some("record_length_over_limit");
+    }
+    let Parse::Ok(h0, _) = record_header(b) else { return None };
+    if h0.content_type != CT_HANDSHAKE || h0.len == 0 {
+        return None;
+    }
+    let frag0 = &b[RECORD_HEADER..b.len().min(RECORD_HEADER + h0.len)];
+    let hl = be24(frag0, 1)?;
+    if hl > if client { MAX_CLIENT_HELLO } else { MAX_SERVER_HELLO } {
+        return Some("handshake_length_over_hello_maximum");
+    }
+    let (mut pos, mut have) = (RECORD_HEADER + h0.len, h0.len);
+    while have < hl + 4 {
+        let rest = b.get(pos..)?;
+        match record_header(rest) {
+            Parse::Ok(h, _) if h.content_type == CT_HANDSHAKE && h.len > 0 => {
+                have += h.len;
+                pos += RECORD_HEADER + h.len;
+            }
+            Parse::Ok(..) => return Some("handshake_length_overflows_records"),
+            Parse::Incomplete(_) => return None,
+            Parse::Invalid if oversized_record(rest).is_some() => return Some("record_length_over_limit"),
+            Parse::Invalid => return Some("handshake_length_overflows_records"),
+        }
+    }
+    None
+}
+
+/// The fixed part of an SSLv2-format CLIENT-HELLO (SSL 2.0 specification, CLIENT-HELLO, with a
+/// 2-byte record header; RFC 6101 Appendix E.2 and RFC 5246 Appendix E.2 for the
+/// version-3-compatible form).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct V2ClientHello {
+    /// Record length (bytes after the 2-byte header).
+    pub len: usize,
+    /// Highest version offered: 0x0002 (SSL 2.0) or 0x0300..=0x0303.
+    pub version: u16,
+    /// cipher_spec_length (bytes; 3 per cipher spec).
+    pub cipher_specs: usize,
+    /// session_id_length (0 or 16).
+    pub session_id: usize,
+    /// challenge_length (16..=32).
+    pub challenge: usize,
+}
+
+impl V2ClientHello {
+    /// True when the three lists run past the record (SSLv2 "cipher length overflow").
+    pub fn overflows(&self) -> bool {
+        9 + self.cipher_specs + self.session_id + self.challenge > self.len
+    }
+}
+
+/// The outcome of a parse without its item.
+fn unit<T>(p: Parse<T>) -> Parse<()> {
+    match p {
+        Parse::Ok(_, n) => Parse::Ok((), n),
+        Parse::Incomplete(n) => Parse::Incomplete(n),
+        Parse::Invalid => Parse::Invalid,
+    }
+}
+
+/// True when `b[i]` is absent (not received yet) or passes `ok`.
+fn byte_ok(b: &[u8], i: usize, ok: impl Fn(u8) -> bool) -> bool {
+    b.get(i).is_none_or(|&c| ok(c))
+}
+
+/// Parses the fixed part of an SSLv2-format CLIENT-HELLO ([`V2_CLIENT_HELLO_HEAD`] bytes),
+/// validating what is present: high bit of the first byte (2-byte header), record length at
+/// least 9, msg_type 1, version 0x0002 or 3.0-3.3, cipher_spec_length a non-zero multiple of 3,
+/// session_id_length 0 or 16, challenge_length 16..=32. The three lists may overflow the
+/// record ([`V2ClientHello::overflows`]).
+pub fn v2_client_hello(b: &[u8]) -> Parse<V2ClientHello> {
+    let plausible = byte_ok(b, 0, |c| c & 0x80 != 0)
+        && byte_ok(b, 2, |c| c == 1)
+        && byte_ok(b, 3, |c| c == 0 || c == 3)
+        && b.get(3..5).is_none_or(|v| matches!(u16::from_be_bytes([v[0], v[1]]), SSL2_VERSION | 0x0300..=0x0303))
+        && be16(b, 5).is_none_or(|n| n > 0 && n % 3 == 0)
+        && byte_ok(b, 7, |c| c == 0)
+        && be16(b, 7).is_none_or(|n| n == 0 || n == 16)
+        && byte_ok(b, 9, |c| c == 0)
+        && be16(b, 9).is_none_or(|n| (16..=32).contains(&n));
+    if !plausible {
+        return Parse::Invalid;
+    }
+    let len = be16(b, 0).map(|h| usize::from(h & 0x7fff));
+    if len.is_some_and(|l| l < 9) {
+        return Parse::Invalid;
+    }
+    let (Some(len), Some(version), Some(cs), Some(sid), Some(ch)) = (len, be16(b, 3), be16(b, 5), be16(b, 7), be16(b, 9))
+    else {
+        return Parse::Incomplete(V2_CLIENT_HELLO_HEAD);
+    };
+    let h = V2ClientHello {
+        len,
+        version,
+        cipher_specs: usize::from(cs),
+        session_id: usize::from(sid),
+        challenge: usize::from(ch),
+    };
+    Parse::Ok(h, V2_CLIENT_HELLO_HEAD)
+}
+
+/// The fixed part of an SSLv2 SERVER-HELLO (SSL 2.0 specification).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct V2ServerHello {
+    /// Record length (bytes after the 2-byte header).
+    pub len: usize,
+    /// certificate_length (bytes).
+    pub certificate: usize,
+    /// cipher_specs_length (bytes).
+    pub cipher_specs: usize,
+    /// connection_id_length (16..=32).
+    pub connection_id: usize,
+}
+
+impl V2ServerHello {
+    /// True when the certificate, cipher specs and connection id run past the record.
+    pub fn overflows(&self) -> bool {
+        11 + self.certificate + self.cipher_specs + self.connection_id > self.len
+    }
+}
+
+/// Parses the fixed part of an SSLv2 SERVER-HELLO ([`V2_SERVER_HELLO_HEAD`] bytes), validating
+/// what is present: 2-byte header, record length at least 11, msg_type 4, session_id_hit 0/1,
+/// certificate_type 0/1 (X.509), version 0x0002, cipher_specs_length a multiple of 3,
+/// connection_id_length 16..=32.
+pub fn v2_server_hello(b: &[u8]) -> Parse<V2ServerHello> {
+    let plausible = byte_ok(b, 0, |c| c & 0x80 != 0)
+        && byte_ok(b, 2, |c| c == 4)
+        && byte_ok(b, 3, |c| c <= 1)
+        && byte_ok(b, 4, |c| c <= 1)
+        && byte_ok(b, 5, |c| c == 0)
+        && byte_ok(b, 6, |c| c == 2)
+        && be16(b, 9).is_none_or(|n| n % 3 == 0)
+        && byte_ok(b, 11, |c| c == 0)
+        && be16(b, 11).is_none_or(|n| (16..=32).contains(&n));
+    if !plausible {
+        return Parse::Invalid;
+    }
+    let len = be16(b, 0).map(|h| usize::from(h & 0x7fff));
+    if len.is_some_and(|l| l < 11) {
+        return Parse::Invalid;
+    }
+    let (Some(len), Some(cert), Some(cs), Some(conn)) = (len, be16(b, 7), be16(b, 9), be16(b, 11)) else {
+        return Parse::Incomplete(V2_SERVER_HELLO_HEAD);
+    };
+    let h = V2ServerHello {
+        len,
+        certificate: usize::from(cert),
+        cipher_specs: usize::from(cs),
+        connection_id: usize::from(conn),
+    };
+    Parse::Ok(h, V2_SERVER_HELLO_HEAD)
+}
+
+/// An SSLv2 record header (SSL 2.0 specification, "Record Header"): 2 bytes when the high bit
+/// of the first is set (15-bit length), else 3 (14-bit length, then the padding length, which
+/// must be shorter than the record). Returns (header bytes, record length); a zero-length
+/// record is invalid.
+pub fn v2_record(b: &[u8]) -> Parse<(usize, usize)> {
+    let Some(&b0) = b.first() else { return Parse::Incomplete(2) };
+    let (hdr, len) = if b0 & 0x80 != 0 {
+        let Some(&b1) = b.get(1) else { return Parse::Incomplete(2) };
+        (2, usize::from(b0 & 0x7f) << 8 | usize::from(b1))
+    } else {
+        let (Some(&b1), Some(&pad)) = (b.get(1), b.get(2)) else { return Parse::Incomplete(3) };
+        let len = usize::from(b0 & 0x3f) << 8 | usize::from(b1);
+        if usize::from(pad) >= len.max(1) {
+            return Parse::Invalid;
+        }
+        (3, len)
+    };
+    if len == 0 {
+        return Parse::Invalid;
+    }
+    Parse::Ok((hdr, len), hdr)
+}
+
+/// The smallest record length (bytes) an encrypted heartbeat can have when it is valid, i.e.
+/// carries at least [`HB_MIN_PLAINTEXT`] bytes of plaintext, under the negotiated `version`,
+/// `cipher` suite and `compression` method: the least the suite's record protection adds
+/// (RFC 5246 §6.2.3: MAC, block padding to the cipher's block, explicit IV from TLS 1.1 on,
+/// and the encrypt-then-MAC layout of RFC 7366 where shorter; AEAD explicit nonce and tag,
+/// RFC 5288 / RFC 6655 / RFC 7905). A suite Warden does not know gets the least any
+/// negotiable suite adds (16 bytes: an MD5 MAC, a CCM_8 nonce and tag, a Poly1305 tag). None
+/// where nothing can be judged: compressed records (their plaintext may be shorter) and TLS 1.3
+/// (no heartbeat content type on the wire, RFC 8446 §5).
+pub fn min_heartbeat_record(version: u16, cipher: Option<u16>, compression: u8) -> Option<usize> {
+    use tls_parser::{TlsCipherEnc as Enc, TlsCipherEncMode as Mode, TlsCipherKx, TlsCipherSuite};
+    if compression != 0 || version >= 0x0304 {
+        return None;
+    }
+    const ANY: usize = HB_MIN_PLAINTEXT + 16;
+    let Some(s) = cipher.and_then(TlsCipherSuite::from_id) else { return Some(ANY) };
+    if s.kx == TlsCipherKx::Tls13 {
+        return None;
+    }
+    let mac = usize::from(s.mac_size / 8);
+    let min = match (s.enc, s.enc_mode) {
+        (Enc::Chacha20_Poly1305, _) => HB_MIN_PLAINTEXT + 16,
+        (_, Mode::Gcm) => HB_MIN_PLAINTEXT + 8 + 16,
+        (_, Mode::Ccm) if s.name.contains("CCM_8") => HB_MIN_PLAINTEXT + 8 + 8,
+        (_, Mode::Ccm) => HB_MIN_PLAINTEXT + 8 + 16,
+        (_, Mode::Cbc) => {
+            let bs = if matches!(s.enc, Enc::Des | Enc::TripleDes | Enc::Rc2 | Enc::Idea) { 8 } else { 16 };
+            let iv = if version >= 0x0302 { bs } else { 0 };
+            let mac_then_encrypt = (HB_MIN_PLAINTEXT + mac + 1).div_ceil(bs) * bs;
+            let encrypt_then_mac = (HB_MIN_PLAINTEXT + 1).div_ceil(bs) * bs + mac;
+            iv + mac_then_encrypt.min(encrypt_then_mac)
+        }
+        // Stream ciphers (RC4) and NULL encryption: the MAC only.
+        _ => HB_MIN_PLAINTEXT + mac,
+    };
+    Some(min)
 }
