@@ -677,3 +677,220 @@ impl<K: Copy + Eq + Hash, V: Copy + Default> Sets<K, V> {
         &mut self.vals[i]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn a(x: u32) -> Addr {
+        let o = x.to_be_bytes();
+        Addr::v4([198, 18 + (o[1] & 1), o[2], o[3]])
+    }
+
+    #[test]
+    fn window_rate_slides_over_one_second() {
+        let mut w = Window::at(0);
+        for i in 0..1000u64 {
+            w.add(i * MS);
+        }
+        assert_eq!(w.rate(999 * MS), 1000);
+        // Half a second later half of the previous window is still inside.
+        w.roll(1500 * MS);
+        assert_eq!(w.rate(1500 * MS), 500);
+        assert_eq!(w.rate(2000 * MS), 0);
+        w.roll(5000 * MS);
+        assert_eq!(w.rate(5000 * MS), 0);
+        // A clock that goes back stays in the window it is in.
+        w.add(10);
+        assert_eq!(w.rate(5000 * MS), 1);
+    }
+
+    #[test]
+    fn gcra_admits_its_burst_then_its_rate() {
+        let g = Gcra::new(100, 10);
+        let mut tat = 0;
+        let burst = (0..50).filter(|_| g.admit(&mut tat, 1_000 * MS)).count();
+        assert_eq!(burst, 10);
+        // One second at 10 000 attempts per second: 100 more.
+        let later = (0..10_000u64).filter(|i| g.admit(&mut tat, 1_000 * MS + i * 100_000)).count();
+        assert!((99..=101).contains(&later), "{later}");
+        let none = Gcra::new(0, 10);
+        assert!(!none.admit(&mut 0, 0));
+    }
+
+    fn flood(det: &mut SynFlood, from: u64, n: u64, per_s: u64) -> (Vec<Finding>, u64) {
+        let (mut found, mut over) = (Vec::new(), 0);
+        for i in 0..n {
+            let j = det.syn(1, a(i as u32 + 1000), a(2), 80, from + i * WINDOW_NS / per_s);
+            over += u64::from(j.over);
+            found.extend(j.finding);
+        }
+        (found, over)
+    }
+
+    #[test]
+    fn spoofed_syn_flood_is_found_once_and_only_the_excess_is_over() {
+        let mut det = SynFlood::new(&SynFloodConfig::default());
+        // 5000 SYN/s from 10 000 sources for two seconds.
+        let (found, over) = flood(&mut det, 0, 10_000, 5000);
+        assert_eq!(found.len(), 1, "{found:?}");
+        let f = found[0];
+        assert_eq!((f.id, f.dst, f.port, f.limit), (ThreatId::TcpSynFlood, a(2), 80, 1000));
+        assert!(f.value >= 1000);
+        // It started after ~1000 SYNs; from then on 100 burst + 100/s pass (~2 s of flood).
+        let admitted = 10_000 - over;
+        assert!((1000..=1350).contains(&admitted), "admitted {admitted}");
+        assert!(det.flooded(1, a(2), 80));
+        assert!(!det.flooded(1, a(2), 81));
+        assert_eq!(det.stats().episodes, 1);
+        // Another port of the same server is another resource.
+        assert!(!det.syn(1, a(9), a(2), 81, 2 * WINDOW_NS).over);
+        // The flood stops: a second later a SYN is judged normally and the flood is over.
+        let j = det.syn(1, a(7), a(2), 80, 4 * WINDOW_NS);
+        assert!(!j.over && j.finding.is_none());
+        assert!(!det.flooded(1, a(2), 80));
+        // A new flood is a new episode.
+        let (found, _) = flood(&mut det, 10 * WINDOW_NS, 3000, 5000);
+        assert_eq!(found.len(), 1);
+        assert_eq!(det.stats().episodes, 2);
+    }
+
+    #[test]
+    fn a_busy_server_whose_handshakes_complete_is_not_flooded() {
+        let mut det = SynFlood::new(&SynFloodConfig::default());
+        for i in 0..20_000u64 {
+            let now = i * WINDOW_NS / 10_000;
+            let c = a(i as u32 % 50 + 100);
+            let j = det.syn(1, c, a(2), 80, now);
+            assert!(!j.over && j.finding.is_none(), "{i}");
+            det.handshake_done(1, c, a(2), 80, now + 100_000);
+        }
+        assert_eq!(det.stats().episodes, 0);
+        // With the handshake check off the same load is a flood.
+        let mut det = SynFlood::new(&SynFloodConfig { min_handshake_pct: 0, ..SynFloodConfig::default() });
+        let (found, _) = flood(&mut det, 0, 2000, 10_000);
+        assert_eq!(found.len(), 1);
+    }
+
+    #[test]
+    fn a_proven_client_connects_during_a_flood_and_cannot_flood_itself() {
+        let mut det = SynFlood::new(&SynFloodConfig::default());
+        let client = a(77);
+        assert!(!det.syn(1, client, a(2), 80, 0).over);
+        det.handshake_done(1, client, a(2), 80, MS);
+        // A flood of 20 000 SYN/s for 3 s; the client connects once every 100 ms meanwhile.
+        let mut client_over = 0;
+        let mut over = 0;
+        for i in 0..60_000u64 {
+            let now = WINDOW_NS + i * 50_000;
+            over += u64::from(det.syn(1, a(i as u32 + 5000), a(2), 80, now).over);
+            if i % 2000 == 0 {
+                client_over += u64::from(det.syn(1, client, a(2), 80, now).over);
+            }
+        }
+        assert_eq!(client_over, 0);
+        // ~1000 SYNs before the flood is found, then 100 + 100/s pass: ~58 600 over.
+        assert!(over > 58_000, "{over}");
+        assert!(det.stats().proven_admitted >= 25);
+        // The proven client itself sending 1000 SYN/s gets its 100/s (plus its burst).
+        let mut admitted = 0;
+        for i in 0..1000u64 {
+            let now = 4 * WINDOW_NS + i * MS;
+            det.syn(1, a(i as u32 + 90_000), a(2), 80, now); // the flood goes on
+            admitted += u64::from(!det.syn(1, client, a(2), 80, now).over);
+        }
+        assert!((100..=210).contains(&admitted), "{admitted}");
+    }
+
+    #[test]
+    fn a_flooded_destination_is_never_evicted_and_full_sets_are_counted() {
+        // One set of 8 ways.
+        let cfg = SynFloodConfig { servers: 8, ..SynFloodConfig::default() };
+        let mut det = SynFlood::new(&cfg);
+        flood(&mut det, 0, 2000, 10_000);
+        assert!(det.flooded(1, a(2), 80));
+        // A scan over 5000 other ports churns the other seven ways.
+        for p in 0..5000u16 {
+            det.syn(1, a(3), a(2), 1000 + p, WINDOW_NS / 5 + u64::from(p) * 1000);
+        }
+        assert!(det.flooded(1, a(2), 80));
+        let s = det.stats();
+        assert!(s.evictions >= 4990 && s.saturated > 0, "{s:?}");
+        // Eight floods fill the set: a ninth destination is admitted untracked.
+        for port in 1..8u16 {
+            for i in 0..2000u64 {
+                det.syn(1, a(i as u32 + 10), a(2), 20_000 + port, WINDOW_NS + i * 50_000);
+            }
+        }
+        let j = det.syn(1, a(5), a(9), 443, WINDOW_NS + 100 * MS);
+        assert_eq!(j, Judgement::default());
+        assert_eq!(det.stats().untracked, 1);
+    }
+
+    #[test]
+    fn icmp_flood_keeps_pingers_answered_before_it_and_not_others() {
+        let mut det = IcmpFlood::new(&IcmpFloodConfig::default());
+        let (monitor, flooder, dst) = (a(10), a(11), a(2));
+        // The monitor pings once a second and is answered.
+        for s in 0..3u64 {
+            assert!(!det.echo_request(1, monitor, dst, s * WINDOW_NS).over);
+            det.echo_reply(1, dst, monitor, s * WINDOW_NS + MS);
+        }
+        // ping -f: 10 000 requests/s, each answered, for two seconds.
+        let mut found = Vec::new();
+        let mut over = 0;
+        let mut monitor_over = 0;
+        for i in 0..20_000u64 {
+            let now = 3 * WINDOW_NS + i * 100_000;
+            let j = det.echo_request(1, flooder, dst, now);
+            found.extend(j.finding);
+            over += u64::from(j.over);
+            if !j.over {
+                det.echo_reply(1, dst, flooder, now + 50_000);
+            }
+            if i % 10_000 == 0 {
+                monitor_over += u64::from(det.echo_request(1, monitor, dst, now).over);
+            }
+        }
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!((found[0].id, found[0].reason, found[0].limit), (ThreatId::IcmpFlood, "echo_request_rate", 100));
+        assert_eq!(monitor_over, 0);
+        // The flooder was answered only before the flood, and after it started only from the
+        // shared 10/s: its own proof dates from before, so it keeps 10/s (+ burst) of its own.
+        let admitted = 20_000 - over;
+        assert!((100..=150).contains(&admitted), "admitted {admitted}");
+        assert!(det.flooded(1, dst));
+        // IPv6 is the same.
+        let v6 = Addr::v6([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        let n = (0..500u64).filter_map(|i| det.echo_request(1, flooder, v6, i * MS).finding).count();
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn zero_sized_and_extreme_configs_do_not_panic() {
+        let cfg = SynFloodConfig {
+            rate: 0,
+            end_rate: u32::MAX,
+            min_handshake_pct: 255,
+            allowed_rate: u32::MAX,
+            allowed_burst: 0,
+            proven_rate: 0,
+            proven_burst: u32::MAX,
+            proven_ttl_s: u32::MAX,
+            servers: 0,
+            proven: 0,
+        };
+        let mut det = SynFlood::new(&cfg);
+        for now in [u64::MAX, 0, 5, u64::MAX - 1, 1 << 40] {
+            det.handshake_done(0, a(1), a(2), 0, now);
+            let _ = det.syn(0, a(1), a(2), 0, now);
+        }
+        let mut det = IcmpFlood::new(&IcmpFloodConfig { destinations: 0, proven: 0, ..IcmpFloodConfig::default() });
+        for now in [u64::MAX, 0, 3] {
+            det.echo_reply(0, a(2), a(1), now);
+            let _ = det.echo_request(0, a(1), a(2), now);
+        }
+    }
+}

@@ -32,8 +32,9 @@
 //!   [`IcmpTunnelConfig::free_bytes`] per packet (room for a timestamp), are *unexplained*.
 //!   Requests count theirs; replies count theirs unless they are the exact echo of a request
 //!   seen (an echo carries nothing new). A pair reaching [`IcmpTunnelConfig::opaque_bytes`]
-//!   is a finding (`opaque_payload`, or `opaque_random_payload` when some payload of at least
-//!   128 unexplained bytes had an entropy of 7 bits per byte or more: encrypted or compressed);
+//!   is a finding (`opaque_payload`, or `opaque_random_payload` when some payload's unexplained
+//!   bytes, at least 128 of them, had an entropy near that of random bytes: 90 % of log2 of
+//!   their length, at most 7 bits per byte counted, so encrypted or compressed data);
 //! * **mismatched replies**: a reply whose (identifier, sequence) matches a request but whose
 //!   data differs (RFC 792: "the data received in the echo message must be returned in the
 //!   echo reply message"; RFC 4443 §4.2 likewise), including a second, different answer to an
@@ -140,8 +141,8 @@ struct Pair {
     last: u64,
     opaque: u64,
     mismatches: u32,
-    /// Highest entropy of an unexplained run (centibits per byte).
-    entropy: u16,
+    /// Some unexplained run looked random ([`looks_random`]).
+    random: bool,
     reported: bool,
     next: u8,
     ring: [Req; RING],
@@ -227,7 +228,8 @@ impl IcmpTunnel {
         };
         let window = u64::from(self.cfg.window_s).max(1) * super::flood::WINDOW_NS;
         let hash = self.hasher.hash_one(data);
-        let (unexplained, entropy) = self.unexplained(data);
+        let unexplained = pattern_start(data, &mut self.scratch);
+        let random = looks_random(&data[..unexplained]);
         let free = self.cfg.free_bytes as usize;
         let mut counted = unexplained.saturating_sub(free) as u64;
         let ptunnel = ptunnel_header(data);
@@ -258,9 +260,7 @@ impl IcmpTunnel {
         }
         p.opaque = p.opaque.saturating_add(counted);
         self.stats.opaque_bytes += counted;
-        if counted > 0 {
-            p.entropy = p.entropy.max(entropy);
-        }
+        p.random |= counted > 0 && random;
         if p.reported {
             return None;
         }
@@ -269,7 +269,7 @@ impl IcmpTunnel {
         } else if p.mismatches >= self.cfg.mismatches.max(1) {
             ("reply_mismatch", u64::from(p.mismatches), u64::from(self.cfg.mismatches))
         } else if p.opaque >= u64::from(self.cfg.opaque_bytes.max(1)) {
-            let r = if p.entropy >= 700 { "opaque_random_payload" } else { "opaque_payload" };
+            let r = if p.random { "opaque_random_payload" } else { "opaque_payload" };
             (r, p.opaque, u64::from(self.cfg.opaque_bytes))
         } else {
             return None;
@@ -291,15 +291,6 @@ impl IcmpTunnel {
     /// The counters.
     pub fn stats(&self) -> TunnelStats {
         self.stats
-    }
-
-    /// Bytes of `data` before its pattern suffix (all of it when it has none), and the entropy
-    /// of those bytes in centibits per byte (0 under 128 bytes).
-    fn unexplained(&mut self, data: &[u8]) -> (usize, u16) {
-        let n = pattern_start(data, &mut self.scratch);
-        let head = &data[..n];
-        let entropy = if head.len() >= 128 { entropy_centibits(&head[..head.len().min(1024)]) } else { 0 };
-        (n, entropy)
     }
 }
 
@@ -356,6 +347,18 @@ pub fn pattern_start(data: &[u8], scratch: &mut [u16]) -> usize {
     n - (l + 1)
 }
 
+/// True when `data` (its first 1024 bytes) is at least 128 bytes with a Shannon entropy of at
+/// least 90 % of what uniform random bytes of that length reach (log2 of the length, at most 7
+/// bits per byte counted): encrypted or compressed data, not text or structure.
+fn looks_random(data: &[u8]) -> bool {
+    let d = &data[..data.len().min(1024)];
+    if d.len() < 128 {
+        return false;
+    }
+    let need = (90.0 * (d.len() as f64).log2()).min(700.0);
+    f64::from(entropy_centibits(d)) >= need
+}
+
 /// Shannon entropy of `data` in centibits per byte (0..=800).
 fn entropy_centibits(data: &[u8]) -> u16 {
     if data.is_empty() {
@@ -371,4 +374,216 @@ fn entropy_centibits(data: &[u8]) -> u16 {
         -q * q.log2()
     }).sum();
     (h * 100.0).round() as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(x: u8) -> Addr {
+        Addr::v4([198, 18, 0, x])
+    }
+
+    fn iputils(size: usize, t: u64) -> Vec<u8> {
+        let mut d = vec![0u8; size];
+        d[..8.min(size)].copy_from_slice(&t.to_le_bytes()[..8.min(size)]);
+        for (i, b) in d.iter_mut().enumerate().skip(16) {
+            *b = i as u8;
+        }
+        d
+    }
+
+    fn random(n: usize, seed: u64) -> Vec<u8> {
+        let mut r = crate::app::testutil::Rng(seed | 1);
+        (0..n).map(|_| r.next() as u8).collect()
+    }
+
+    fn start(d: &[u8]) -> usize {
+        pattern_start(d, &mut vec![0; SCAN])
+    }
+
+    #[test]
+    fn ping_payloads_are_patterns_after_their_timestamp() {
+        assert_eq!(start(&iputils(56, 0x6b10_c23c)), 16);
+        assert_eq!(start(&iputils(1400, 0x6b10_c23c)), 16);
+        assert_eq!(start(&iputils(65_000, 0x6b10_c23c)), 16, "pattern extended past the scan");
+        let mut bb = vec![0u8; 56];
+        bb[..4].copy_from_slice(&[0x1a, 0x67, 0x56, 0x8d]);
+        assert!(start(&bb) <= 4);
+        assert_eq!(start(b"abcdefghijklmnopqrstuvwabcdefghi"), 0);
+        assert_eq!(start(&[b'X'; 100]), 0);
+        let mut probing = random(24, 3);
+        probing.extend_from_slice(&[1; 40]);
+        assert!(start(&probing) <= 24);
+        let mut pat = iputils(56, 1);
+        for (i, b) in pat.iter_mut().enumerate().skip(16) {
+            *b = [0xa5, 0xc3][i % 2];
+        }
+        assert_eq!(start(&pat), 16);
+        // Cisco IOS: 0xABCD repeated.
+        assert_eq!(start(&[0xab, 0xcd].repeat(50)), 0);
+    }
+
+    #[test]
+    fn data_is_unexplained() {
+        for n in [17, 40, 100, 1024, 5000] {
+            assert_eq!(start(&random(n, n as u64)), n, "{n}");
+        }
+        let text = b"GET /blob.bin HTTP/1.1\r\nHost: 198.18.151.2\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n";
+        assert_eq!(start(text), text.len());
+        // Data followed by padding: only the data is unexplained.
+        let mut padded = random(300, 9);
+        padded.extend_from_slice(&[0; 700]);
+        assert_eq!(start(&padded), 300);
+        assert_eq!(start(&[]), 0);
+        assert_eq!(start(&[7]), 1);
+        assert!(entropy_centibits(&random(1024, 5)) > 750);
+        assert!(looks_random(&random(128, 5)) && looks_random(&random(1024, 6)));
+        assert!(!looks_random(text) && !looks_random(&text.repeat(20)) && !looks_random(&random(100, 1)));
+        assert!(entropy_centibits(text) < 600);
+    }
+
+    fn echo(t: &mut IcmpTunnel, req: bool, seq: u16, data: &[u8], now: u64) -> Option<Finding> {
+        let (s, d) = if req { (a(1), a(2)) } else { (a(2), a(1)) };
+        t.echo(3, s, d, req, 0x4242, seq, data, now)
+    }
+
+    #[test]
+    fn pings_answered_with_their_data_raise_nothing() {
+        let mut t = IcmpTunnel::new(&IcmpTunnelConfig::default());
+        for seq in 0..2000u16 {
+            let d = iputils(1400, u64::from(seq));
+            let now = u64::from(seq) * 10_000_000;
+            assert!(echo(&mut t, true, seq, &d, now).is_none());
+            assert!(echo(&mut t, false, seq, &d, now + 1).is_none());
+        }
+        assert_eq!(t.stats().opaque_bytes, 0);
+        assert_eq!(t.stats().mismatches, 0);
+    }
+
+    #[test]
+    fn replies_that_do_not_echo_their_request_are_found() {
+        let mut t = IcmpTunnel::new(&IcmpTunnelConfig::default());
+        let mut found = Vec::new();
+        for seq in 0..5u16 {
+            let d = iputils(56, u64::from(seq));
+            found.extend(echo(&mut t, true, seq, &d, u64::from(seq)));
+            let mut r = d.clone();
+            r[30] ^= 1; // one byte differs: still a pattern, but not the echo
+            found.extend(echo(&mut t, false, seq, &r, u64::from(seq) + 1));
+        }
+        assert_eq!(found.len(), 1, "{found:?}");
+        let f = found[0];
+        assert_eq!((f.id, f.reason, f.src, f.dst, f.value, f.limit), (ThreatId::IcmpTunneling, "reply_mismatch", a(1), a(2), 3, 3));
+        // A second, different answer to an answered request is a mismatch too; an identical
+        // duplicate (ping's DUP!) is not.
+        let mut t = IcmpTunnel::new(&IcmpTunnelConfig::default());
+        let d = iputils(56, 1);
+        echo(&mut t, true, 1, &d, 0);
+        echo(&mut t, false, 1, &d, 1);
+        echo(&mut t, false, 1, &d, 2);
+        assert_eq!(t.stats().mismatches, 0);
+        echo(&mut t, false, 1, &iputils(56, 2), 3);
+        assert_eq!(t.stats().mismatches, 1);
+    }
+
+    #[test]
+    fn data_riding_in_requests_is_found_even_when_echoed() {
+        // icmptunnel-style upload: IP packets in requests, the kernel echoes each.
+        let mut t = IcmpTunnel::new(&IcmpTunnelConfig::default());
+        let mut found = None;
+        for seq in 0..100u16 {
+            let mut d = vec![0x45, 0, 0x05, 0xdc];
+            d.extend(random(1020, u64::from(seq) + 1));
+            let now = u64::from(seq) * 1_000_000;
+            found = found.or(echo(&mut t, true, seq, &d, now));
+            found = found.or(echo(&mut t, false, seq, &d, now + 1));
+            if found.is_some() {
+                assert_eq!(seq, 4, "4 × (1024 − 16) bytes reach 4096");
+                break;
+            }
+        }
+        let f = found.unwrap();
+        assert_eq!((f.reason, f.limit), ("opaque_random_payload", 4096));
+        // Reported once per window, again in the next one.
+        assert!(echo(&mut t, true, 200, &random(1024, 99), 2_000_000_000).is_none());
+        let mut again = None;
+        for seq in 0..10u16 {
+            again = again.or(echo(&mut t, true, 300 + seq, &random(1024, 50 + u64::from(seq)), 61_000_000_000));
+        }
+        assert!(again.is_some());
+    }
+
+    #[test]
+    fn text_downloads_in_unsolicited_replies_are_found() {
+        let mut t = IcmpTunnel::new(&IcmpTunnelConfig::default());
+        let page = b"<html><body>".repeat(10);
+        let mut found = None;
+        for seq in 0..50u16 {
+            let mut d = format!("HTTP/1.1 200 OK\r\nX-Seq: {seq}\r\n\r\n").into_bytes();
+            d.extend_from_slice(&page);
+            d.extend_from_slice(format!("{seq:08}").as_bytes());
+            found = found.or(echo(&mut t, false, seq, &d, u64::from(seq)));
+        }
+        assert_eq!(found.map(|f| f.reason), Some("opaque_payload"));
+        assert_eq!(t.stats().unmatched_replies, 50);
+    }
+
+    #[test]
+    fn the_ptunnel_header_is_found_at_once() {
+        let mut t = IcmpTunnel::new(&IcmpTunnelConfig::default());
+        let mut d = vec![0xd5, 0x20, 0x08, 0x80, 198, 18, 151, 2, 0, 0, 0, 80, 0x40, 0, 0, 0, 0, 0, 0xff, 0xff];
+        d.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0xff, 0x16]);
+        assert_eq!(echo(&mut t, true, 0, &d, 0).map(|f| f.reason), Some("ptunnel_header"));
+        // A wrong length field is not the header.
+        let mut t = IcmpTunnel::new(&IcmpTunnelConfig::default());
+        d[23] = 1;
+        assert!(echo(&mut t, true, 0, &d, 0).is_none());
+        assert!(!ptunnel_header(&d[..27]));
+    }
+
+    #[test]
+    fn a_scan_of_many_pairs_does_not_evict_a_pair_with_evidence() {
+        let cfg = IcmpTunnelConfig { pairs: 8, ..IcmpTunnelConfig::default() };
+        let mut t = IcmpTunnel::new(&cfg);
+        let tunnel = random(1024, 1);
+        echo(&mut t, true, 0, &tunnel, 0);
+        for x in 0..200u8 {
+            t.echo(3, a(5), a(x), true, 1, 1, &iputils(56, 1), 1_000 + u64::from(x));
+        }
+        let s = t.stats();
+        assert!(s.evictions > 150 && s.evicted_evidence == 0, "{s:?}");
+        let mut found = None;
+        for seq in 1..5u16 {
+            found = found.or(echo(&mut t, true, seq, &random(1024, u64::from(seq) + 7), 2_000));
+        }
+        assert!(found.is_some(), "the tunnel's bytes kept adding up");
+    }
+
+    #[test]
+    fn observe_reads_decoded_frames_and_ignores_other_icmp() {
+        let mut t = IcmpTunnel::new(&IcmpTunnelConfig { opaque_bytes: 100, ..IcmpTunnelConfig::default() });
+        let data = random(400, 4);
+        let mut seg = vec![8u8, 0, 0, 0, 0x12, 0x34, 0, 7];
+        seg.extend_from_slice(&data);
+        let ip = Ip {
+            version: 4,
+            src: a(1),
+            dst: a(2),
+            proto: 1,
+            fragment: crate::wire::Fragment::No,
+            frag: None,
+            sport: 0x1234,
+            dport: 0,
+            l4: L4::Icmp { kind: 8, code: 0, ident: 0x1234, invoking: None },
+            payload: &seg[8..],
+            segment: &seg,
+        };
+        assert_eq!(t.observe(0, &ip, 0).map(|f| f.reason), Some("opaque_random_payload"));
+        let ts = Ip { l4: L4::Icmp { kind: 13, code: 0, ident: 1, invoking: None }, ..ip };
+        assert!(t.observe(0, &ts, 0).is_none());
+        let short = Ip { segment: &seg[..6], ..ip };
+        assert!(t.observe(0, &short, 0).is_none());
+        assert_eq!(t.stats().echoes, 1);
+    }
 }

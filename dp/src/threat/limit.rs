@@ -263,3 +263,87 @@ impl SessionLimit {
         self.stats
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(x: u32) -> Addr {
+        let o = x.to_be_bytes();
+        Addr::v4([198, 18 + (o[1] & 1), o[2], o[3]])
+    }
+
+    #[test]
+    fn the_session_over_the_limit_is_refused_and_a_close_makes_room() {
+        let cfg = SessionLimitConfig { max_sessions: 3, ..SessionLimitConfig::default() };
+        let mut l = SessionLimit::new(&cfg);
+        for _ in 0..3 {
+            assert_eq!(l.open(1, a(1), a(2), 80, true, 0), Open { allowed: true, over: false, finding: None });
+        }
+        let o = l.open(1, a(1), a(2), 80, true, 5);
+        assert!(!o.allowed && o.over);
+        let f = o.finding.unwrap();
+        assert_eq!((f.id, f.reason, f.src, f.dst, f.port, f.value, f.limit), (ThreatId::IpSrcSessionLimit, "sessions_over_limit", a(1), a(2), 80, 4, 3));
+        assert_eq!(l.live(1, a(1)), 3, "a refused session is not counted");
+        // Other sources and zones are not limited by it.
+        assert!(l.open(1, a(9), a(2), 80, true, 6).allowed);
+        assert!(l.open(2, a(1), a(2), 80, true, 6).allowed);
+        l.close(1, a(1));
+        assert!(l.open(1, a(1), a(2), 80, true, 7).allowed);
+        // Reported at most once per interval per source.
+        assert!(l.open(1, a(1), a(2), 80, true, 8).finding.is_none());
+        assert!(l.open(1, a(1), a(2), 80, true, 11 * 1_000_000_000).finding.is_some());
+        let s = l.stats();
+        assert_eq!((s.opens, s.over, s.refused, s.closes, s.unpaired), (9, 3, 3, 1, 0));
+    }
+
+    #[test]
+    fn without_enforce_over_limit_sessions_are_counted_and_reported() {
+        let cfg = SessionLimitConfig { max_sessions: 2, ..SessionLimitConfig::default() };
+        let mut l = SessionLimit::new(&cfg);
+        let over: Vec<bool> = (0..5).map(|i| l.open(0, a(1), a(2), 22, false, i).over).collect();
+        assert_eq!(over, [false, false, true, true, true]);
+        assert_eq!(l.live(0, a(1)), 5);
+        for _ in 0..5 {
+            l.close(0, a(1));
+        }
+        assert_eq!(l.live(0, a(1)), 0);
+        l.close(0, a(1));
+        assert_eq!((l.stats().unpaired, l.counts().unpaired()), (1, 1));
+        assert!(!l.open(0, a(1), a(2), 22, false, 9).over);
+    }
+
+    #[test]
+    fn workers_sharing_the_sketch_never_let_a_source_past_the_limit() {
+        let cfg = SessionLimitConfig { max_sessions: 100, ..SessionLimitConfig::default() };
+        let counts = SourceCounts::new(cfg.cells);
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let mut l = SessionLimit::shared(&cfg, counts.clone());
+                std::thread::spawn(move || (0..1000).filter(|i| l.open(0, a(1), a(2), 80, true, *i).allowed).count())
+            })
+            .collect();
+        let allowed: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(allowed, 100);
+        assert_eq!(counts.estimate(0, a(1)), 100);
+    }
+
+    #[test]
+    fn a_crowded_sketch_overcounts_never_undercounts_and_says_so() {
+        let cfg = SessionLimitConfig { max_sessions: 64, cells: 64, report_interval_s: 10 };
+        let mut l = SessionLimit::new(&cfg);
+        let mut truth = std::collections::HashMap::new();
+        let mut rng = crate::app::testutil::Rng(7);
+        for _ in 0..5000 {
+            let src = a(rng.below(700) as u32);
+            l.open(0, src, a(2), 80, false, 0);
+            *truth.entry(src).or_insert(0u32) += 1;
+        }
+        for (src, n) in &truth {
+            assert!(l.live(0, *src) >= *n);
+        }
+        assert!(l.stats().crowded > 0);
+        let fresh = SessionLimit::new(&SessionLimitConfig::default());
+        assert_eq!(fresh.stats().crowded, 0);
+    }
+}

@@ -97,7 +97,7 @@ if want 2; then
   cin curl -s -o /dev/null http://198.18.151.2/blob.bin
   cin /usr/bin/python3 "$here/spoof_syn.py" "${id}c0" &
   flood=$!
-  sleep 0.4
+  sleep 1.0
   cin curl -s -o /dev/null http://198.18.151.2/blob.bin
   wait "$flood"
   stop_record
