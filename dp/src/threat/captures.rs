@@ -264,7 +264,7 @@ fn tunnel_variants() -> Vec<(String, Vec<Frame>)> {
         let only = |fs: &[Frame], kind: u8| -> Vec<Frame> {
             fs.iter().filter(|(_, f)| matches!(echo_data(f), Some((k, _)) if k == kind)).cloned().collect()
         };
-        out.push((format!("{name}"), frames.clone()));
+        out.push((name.to_string(), frames.clone()));
         out.push((format!("{name} without kernel echoes"), no_kernel.clone()));
         out.push((format!("{name} other magic"), remagic(&frames)));
         out.push((format!("{name} other magic, without kernel echoes"), remagic(&no_kernel)));
@@ -405,6 +405,60 @@ fn synthetic_session(
     None
 }
 
+/// NeuVector's ICMP tunnelling check (`dpi_icmp_tunneling_check`), as a reference: per ICMP
+/// session the last request's (sequence, data hash); a reply of that sequence with other data
+/// counts, an equal one resets the count; 3 in a row is the threat.
+fn neuvector_icmp_tunnel(frames: &[Frame]) -> bool {
+    let mut sess: HashMap<(Addr, Addr, u16), (Option<(u16, Vec<u8>)>, u32)> = HashMap::new();
+    for (_, f) in frames {
+        let Ok(d) = wire::decode(f) else { continue };
+        let Some(ip) = d.ip else { continue };
+        let L4::Icmp { kind, ident, .. } = ip.l4 else { continue };
+        let Some(seq) = ip.segment.get(6..8).map(|b| u16::from_be_bytes([b[0], b[1]])) else { continue };
+        match kind {
+            8 => sess.entry((ip.src, ip.dst, ident)).or_default().0 = Some((seq, ip.payload.to_vec())),
+            0 => {
+                let e = sess.entry((ip.dst, ip.src, ident)).or_default();
+                if let Some((s, data)) = e.0.take_if(|(s, _)| *s == seq) {
+                    let _ = s;
+                    if data == ip.payload {
+                        e.1 = 0;
+                    } else {
+                        e.1 += 1;
+                        if e.1 >= 3 {
+                            return true;
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// NeuVector's SYN flood meter, as a reference: SYNs per (server, *source*) at 800/s or more.
+fn neuvector_syn_flood(frames: &[Frame]) -> bool {
+    let mut per: HashMap<(Addr, Addr), (u64, u64)> = HashMap::new();
+    for (t, f) in frames {
+        let Ok(d) = wire::decode(f) else { continue };
+        let Some(ip) = d.ip else { continue };
+        let L4::Tcp { flags, .. } = ip.l4 else { continue };
+        if flags & (tcpflag::SYN | tcpflag::ACK) != tcpflag::SYN {
+            continue;
+        }
+        let e = per.entry((ip.dst, ip.src)).or_insert((*t, 0));
+        if t - e.0 >= 1_000_000_000 {
+            *e = (*t, 0);
+        }
+        e.1 += 1;
+        if e.1 >= 800 {
+            return true;
+        }
+    }
+    false
+}
+
 #[test]
 fn measured_detection_and_false_alarm_rates() {
     let mut rng = crate::app::testutil::Rng(0x15f1);
@@ -426,7 +480,8 @@ fn measured_detection_and_false_alarm_rates() {
         flood_pos = (flood_pos.0 + 1, flood_pos.1 + u32::from(found));
         let (n, over) = s.tally(ThreatId::TcpSynFlood, |a| *a != CLIENT || name.contains("hping3"));
         syn_dropped = (syn_dropped.0 + n, syn_dropped.1 + over);
-        line(format!("tcp_syn_flood {name}: found {found}, {over} of {n} flood SYNs over the allowed rate"));
+        let nv = neuvector_syn_flood(&frames);
+        line(format!("tcp_syn_flood {name}: found {found}, {over} of {n} flood SYNs over the allowed rate (NeuVector's per-source meter: found {nv})"));
     }
     for rate in [800u64, 1200, 2000, 10_000, 100_000] {
         let mut det = SynFlood::new(&SynFloodConfig::default());
@@ -481,14 +536,16 @@ fn measured_detection_and_false_alarm_rates() {
     ));
 
     // icmp_tunneling: recordings and their variants, synthetic tunnels, synthetic pings.
-    let (mut tun_n, mut tun_found) = (0, 0);
+    let (mut tun_n, mut tun_found, mut nv_found) = (0, 0, 0);
     for (name, frames) in tunnel_variants() {
         let s = Stage::new().run(&frames);
         let f = s.found(ThreatId::IcmpTunneling);
         tun_n += 1;
         tun_found += u32::from(!f.is_empty());
         let echoes = frames.len();
-        line(format!("icmp_tunneling {name} ({echoes} echoes): {:?}", f.first().map(|f| f.reason)));
+        let nv = neuvector_icmp_tunnel(&frames);
+        nv_found += u32::from(nv);
+        line(format!("icmp_tunneling {name} ({echoes} echoes): {:?} (NeuVector's check: found {nv})", f.first().map(|f| f.reason)));
     }
     let cfg = IcmpTunnelConfig::default();
     let (mut syn_n, mut syn_found, mut at_sum) = (0, 0, 0u64);
@@ -537,8 +594,8 @@ fn measured_detection_and_false_alarm_rates() {
         line(format!("icmp_tunneling synthetic {name} pings (sizes 0..9000, 1/s for 600 s): {alarms}/{} alarms", sizes.len()));
     }
     line(format!(
-        "icmp_tunneling: detection {}/{} (recorded variants) + {syn_found}/{syn_n} (synthetic); false alarms {ping_alarms}/{ping_n} \
-         synthetic ping sessions + {tunnel_alarms}/{benign_files} benign files",
+        "icmp_tunneling: detection {}/{} (recorded variants; NeuVector's check {nv_found}/{tun_n}) + {syn_found}/{syn_n} (synthetic); \
+         false alarms {ping_alarms}/{ping_n} synthetic ping sessions + {tunnel_alarms}/{benign_files} benign files",
         tun_found, tun_n
     ));
     // The numbers are the report; the assertions keep them from regressing.
