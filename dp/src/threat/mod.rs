@@ -17,8 +17,13 @@
 //! Nothing here allocates after construction: the merge table and the event queue are sized
 //! once per core.
 
+#[cfg(test)]
+mod captures;
 pub mod config;
 pub mod event;
+pub mod flood;
+pub mod icmp_tunnel;
+pub mod limit;
 pub mod tcp;
 
 use crate::app::{text, Dir};
