@@ -1151,6 +1151,8 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let mut handles = Vec::new();
     let mut pulses: Vec<Arc<crate::service::Pulse>> = Vec::new();
     let mut worker_cores = Vec::new();
+    // Live sessions per source, counted across the workers (`ip_src_session_limit`).
+    let source_counts = crate::threat::limit::SourceCounts::new(cfg.threats.resolve().limits.session_limit.cells);
     for (i, mesh) in meshes.into_iter().enumerate() {
         let (tx, rx) = bounded::<Command>(64);
         let core = match &d.cores {
@@ -1170,6 +1172,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         insp.set_exceptions(cfg.exceptions());
         insp.set_normalization(cfg.normalization.resolve(false));
         insp.threats.set_policy(cfg.threats.resolve());
+        insp.threats.share_source_counts(source_counts.clone());
         insp.set_defrag(cfg.defrag.config());
         insp.share_names(names.clone());
         let reports = report_tx.clone();

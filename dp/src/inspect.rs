@@ -755,8 +755,15 @@ impl Inspector {
                 return v;
             }
         }
+        if t.new {
+            if let Some(v) = self.source_limit(t.idx, raw, meta.now_ns) {
+                self.sessions.linger(t.idx);
+                return v;
+            }
+        }
         if let L4::Tcp { flags, window, .. } = ip.l4 {
             self.tcp_session_threats(t, flags, window, raw, ip, meta.now_ns);
+            self.source_closed(t.idx);
         }
         let mut anomaly = None;
         if matches!(ip.l4, L4::Tcp { .. } | L4::Udp) && self.sessions.get(t.idx).policy.exception.is_none() {
@@ -879,6 +886,24 @@ impl Inspector {
                 let ends = self.origins.ends(s.client_iface);
                 let d = self.policy.evaluate_ends(&facts, ends);
                 ps.apply(&d, g);
+                // k8s_external_ip_mitm (CVE-2020-8554): once per evaluation, one lookup.
+                let mitm = crate::enforce::external_ip_mitm(&self.policy, &facts, &d);
+                if let Some(m) = mitm.filter(|_| !s.threats.contains(ThreatId::K8sExternalIpMitm)) {
+                    let policy = self.policy.clone();
+                    let mut ctx = self.session_context(idx, &[], now_ns);
+                    ctx.mode = ps.mode;
+                    ctx.workloads = ps.workloads;
+                    let label = policy.service_label(m.service).as_bytes();
+                    let action = self.threats.raise(ThreatId::K8sExternalIpMitm, Some(Dir::ToServer), m.reason(), label, &ctx);
+                    if action != Action::Off {
+                        let live = self.sessions.get_mut(idx);
+                        live.threats.insert(ThreatId::K8sExternalIpMitm);
+                        live.first_threat.get_or_insert((ThreatId::K8sExternalIpMitm, m.reason()));
+                    }
+                    if action.blocks() && ps.threat_block.is_none() {
+                        ps.threat_block = Some((ThreatId::K8sExternalIpMitm, action));
+                    }
+                }
                 // An exception stays: its action follows the (possibly new) mode.
                 let reason = match ps.exception {
                     Some(e) => Some(e.reason),
@@ -1016,7 +1041,14 @@ impl Inspector {
     /// combinations no TCP sends (`bad_packet`), a tiny MSS (`tcp_small_mss`), data on a SYN
     /// without a Fast Open cookie (`tcp_syn_data`). `Some(drop)` when protect mode drops it.
     fn frame_threats(&mut self, f: &Frame<'_>, ip: &wire::Ip<'_>, meta: FrameMeta) -> Option<Verdict> {
-        let L4::Tcp { flags, .. } = ip.l4 else { return None };
+        if self.sessions.has_uncounted() {
+            self.take_back_sources();
+        }
+        let flags = match ip.l4 {
+            L4::Tcp { flags, .. } => flags,
+            L4::Icmp { kind, .. } => return self.icmp_threats(f, ip, kind, meta),
+            _ => return None,
+        };
         let limits = self.threats.policy.limits;
         let mut found: [Option<(ThreatId, &'static str)>; 3] = [None; 3];
         if let Some(why) = crate::threat::tcp::bad_flags(flags) {
@@ -1030,19 +1062,135 @@ impl Inspector {
                 found[2] = Some((ThreatId::TcpSynData, "no_fast_open_cookie"));
             }
         }
-        if found.iter().all(Option::is_none) {
-            return None;
-        }
-        let ctx = self.frame_context(f.raw, ip, meta);
         let mut drop = None;
-        for (id, why) in found.into_iter().flatten() {
-            if self.threats.raise(id, None, why, &[], &ctx).blocks() && drop.is_none() {
-                drop = Some(id);
+        if found.iter().any(Option::is_some) {
+            let ctx = self.frame_context(f.raw, ip, meta);
+            for (id, why) in found.into_iter().flatten() {
+                if self.threats.raise(id, None, why, &[], &ctx).blocks() && drop.is_none() {
+                    drop = Some(id);
+                }
+            }
+        }
+        if drop.is_none()
+            && flags & (wire::tcpflag::SYN | wire::tcpflag::ACK) == wire::tcpflag::SYN
+            && self.threats.enabled(ThreatId::TcpSynFlood)
+        {
+            let j = self.threats.syn_flood.syn(meta.zone, ip.src, ip.dst, ip.dport, meta.now_ns);
+            if self.flood_verdict(ThreatId::TcpSynFlood, j, f, ip, meta) {
+                drop = Some(ThreatId::TcpSynFlood);
             }
         }
         let id = drop?;
         self.threats.count_drop(id);
         Some(Verdict::Drop(DropReason::Threat))
+    }
+
+    /// A flood detector's judgement of one packet: the episode's start is raised (one key per
+    /// victim: the client is left unspecified); true when protect mode drops the packet (it is
+    /// over the allowed rate and the threat's action blocks).
+    fn flood_verdict(&mut self, id: ThreatId, j: crate::threat::flood::Judgement, f: &Frame<'_>, ip: &wire::Ip<'_>, meta: FrameMeta) -> bool {
+        if j.finding.is_none() && !j.over {
+            return false;
+        }
+        let mut ctx = self.frame_context(f.raw, ip, meta);
+        ctx.client = (crate::flow::Addr([0; 16]), 0);
+        ctx.workloads[0] = None;
+        if let Some(finding) = j.finding {
+            self.threats.raise(id, None, finding.reason, &[], &ctx);
+        }
+        j.over && self.threats.action_in(id, ctx.mode).blocks()
+    }
+
+    /// ICMP echo threats: `icmp_flood` (requests to one destination over the rate; replies
+    /// prove their requesters) and `icmp_tunneling` (echo data that is no ping pattern).
+    fn icmp_threats(&mut self, f: &Frame<'_>, ip: &wire::Ip<'_>, kind: u8, meta: FrameMeta) -> Option<Verdict> {
+        let v6 = ip.proto == wire::ipproto::ICMPV6;
+        let (request, reply) = if v6 { (128, 129) } else { (8, 0) };
+        if kind != request && kind != reply {
+            return None;
+        }
+        let mut drop = None;
+        if self.threats.enabled(ThreatId::IcmpFlood) {
+            if kind == request {
+                let j = self.threats.icmp_flood.echo_request(meta.zone, ip.src, ip.dst, meta.now_ns);
+                if self.flood_verdict(ThreatId::IcmpFlood, j, f, ip, meta) {
+                    drop = Some(ThreatId::IcmpFlood);
+                }
+            } else {
+                self.threats.icmp_flood.echo_reply(meta.zone, ip.src, ip.dst, meta.now_ns);
+            }
+        }
+        if self.threats.enabled(ThreatId::IcmpTunneling) {
+            if let Some(finding) = self.threats.icmp_tunnel.observe(meta.zone, ip, meta.now_ns) {
+                let mut ctx = self.frame_context(f.raw, ip, meta);
+                // The requester is the client of the echo flow.
+                if kind == reply {
+                    std::mem::swap(&mut ctx.client, &mut ctx.server);
+                    ctx.workloads.swap(0, 1);
+                }
+                if self.threats.raise(ThreatId::IcmpTunneling, None, finding.reason, &[], &ctx).blocks() {
+                    drop = drop.or(Some(ThreatId::IcmpTunneling));
+                }
+            }
+        }
+        let id = drop?;
+        self.threats.count_drop(id);
+        Some(Verdict::Drop(DropReason::Threat))
+    }
+
+    /// Takes removed sessions back from their source's count (`ip_src_session_limit`).
+    fn take_back_sources(&mut self) {
+        let Inspector { sessions, threats, .. } = self;
+        for (zone, src) in sessions.drain_uncounted() {
+            threats.limit.close(zone, src);
+        }
+    }
+
+    /// A new session counts toward its client's live sessions (`ip_src_session_limit`):
+    /// `Some(drop)` when the client is over its limit and protect mode refuses the session
+    /// (blocked from its first frame, never counted).
+    fn source_limit(&mut self, idx: u32, raw: &[u8], now_ns: u64) -> Option<Verdict> {
+        if !self.threats.enabled(ThreatId::IpSrcSessionLimit) {
+            return None;
+        }
+        let ctx = self.session_context(idx, raw, now_ns);
+        let enforce = self.threats.action_in(ThreatId::IpSrcSessionLimit, ctx.mode).blocks();
+        let (zone, (client, _), (server, port)) = (ctx.zone, ctx.client, ctx.server);
+        let o = self.threats.limit.open(zone, client, server, port, enforce, now_ns);
+        if o.allowed {
+            self.sessions.get_mut(idx).src_counted = true;
+        }
+        if let Some(finding) = o.finding {
+            let mut c = ctx;
+            c.server = (crate::flow::Addr([0; 16]), 0);
+            c.workloads[1] = None;
+            c.session = None;
+            self.threats.raise(ThreatId::IpSrcSessionLimit, None, finding.reason, &[], &c);
+        }
+        if o.allowed {
+            return None;
+        }
+        let action = self.threats.action_in(ThreatId::IpSrcSessionLimit, ctx.mode);
+        let ps = &mut self.sessions.get_mut(idx).policy;
+        ps.threat_block = Some((ThreatId::IpSrcSessionLimit, action));
+        self.threats.count_drop(ThreatId::IpSrcSessionLimit);
+        Some(Verdict::Drop(DropReason::Threat))
+    }
+
+    /// A counted session that closed (FIN both ways, or reset) is taken back from its
+    /// client's count at once, not when it leaves the table after its linger.
+    fn source_closed(&mut self, idx: u32) {
+        let s = self.sessions.get(idx);
+        if s.src_counted
+            && matches!(
+                s.state,
+                crate::session::State::Tcp(crate::session::TcpState::Closed | crate::session::TcpState::Reset)
+            )
+        {
+            let (zone, client) = (s.key.zone, s.client_end().0);
+            self.sessions.get_mut(idx).src_counted = false;
+            self.threats.limit.close(zone, client);
+        }
     }
 
     /// Raises session threat `id` once per session; a blocking action in protect mode blocks
@@ -1090,6 +1238,8 @@ impl Inspector {
             && ip.payload.is_empty()
             && s.state == crate::session::State::Tcp(crate::session::TcpState::Established)
         {
+            let ((c, _), (sv, sp)) = (s.client_end(), s.server_end());
+            self.threats.syn_flood.handshake_done(s.key.zone, c, sv, sp, now_ns);
             let w = u32::from(window) << s.seq.scale(Dir::ToServer);
             if w < limits.min_window {
                 self.session_threat(t.idx, ThreatId::TcpSmallWindow, Some(Dir::ToServer), "handshake_window", &[], raw, now_ns);
@@ -1176,6 +1326,9 @@ impl Inspector {
     /// Sends pending merged threat events whose interval is over (the worker calls it every
     /// 100 ms; replay per frame).
     pub fn flush_threats(&mut self, now_ns: u64) {
+        if self.sessions.has_uncounted() {
+            self.take_back_sources();
+        }
         self.threats.flush(now_ns);
     }
 

@@ -63,7 +63,6 @@ pub mod service;
 pub mod session;
 pub mod stream;
 pub mod tcpseq;
-pub mod threat;
 pub mod worker;
 pub mod xsk;
 pub mod wire;

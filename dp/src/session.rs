@@ -297,6 +297,9 @@ pub struct Session {
     pub server_data_ns: u64,
     /// See `server_data_ns`.
     pub client_data: bool,
+    /// Counted in its client's live sessions (`ip_src_session_limit`): taken back when the
+    /// session closes or leaves the table.
+    pub src_counted: bool,
     fins: u8,
     changed: bool,
     live: bool,
@@ -331,6 +334,7 @@ impl Session {
             first_threat: None,
             server_data_ns: 0,
             client_data: false,
+            src_counted: false,
             fins: 0,
             changed: false,
             live: false,
@@ -437,6 +441,9 @@ pub struct SessionTable {
     /// returns them to its engine ([`Self::drain_released`]), so a full ended queue loses the
     /// record, never the context or its stream buffers.
     released: Vec<u32>,
+    /// (zone, client) of removed sessions that were counted per source
+    /// (`ip_src_session_limit`), for the threat stage to take back (capacity: the table's).
+    uncounted: Vec<(u16, crate::flow::Addr)>,
     next_id: u64,
     /// Sessions created since the last [`SessionTable::expire`] (added to its budget).
     created_since_expire: u64,
@@ -459,6 +466,7 @@ impl SessionTable {
             ended: VecDeque::with_capacity(ended_cap),
             ended_cap,
             released: Vec::with_capacity(max),
+            uncounted: Vec::with_capacity(max.max(1)),
             next_id: 1,
             created_since_expire: 0,
             stats: TableStats::default(),
@@ -759,10 +767,23 @@ impl SessionTable {
         s.next = NIL;
     }
 
+    /// Takes the (zone, client) of removed sessions counted per source.
+    pub fn drain_uncounted(&mut self) -> std::vec::Drain<'_, (u16, crate::flow::Addr)> {
+        self.uncounted.drain(..)
+    }
+
+    /// True when removed sessions wait to be taken back from their source's count.
+    pub fn has_uncounted(&self) -> bool {
+        !self.uncounted.is_empty()
+    }
+
     fn remove(&mut self, idx: u32, why: EndReason) {
         self.unlink(idx);
         let s = self.slots[idx as usize];
         self.map.remove(&s.key);
+        if s.src_counted && self.uncounted.len() < self.uncounted.capacity() {
+            self.uncounted.push((s.key.zone, s.client_end().0));
+        }
         if self.ended.len() < self.ended_cap {
             self.ended.push_back(SessionSnapshot {
                 session: s,

@@ -18,7 +18,7 @@ use super::{Limits, ThreatPolicy};
 use crate::detect::{Action, ThreatId};
 
 macro_rules! threat_tables {
-    ($( $id:ident => $Table:ident { $( $(#[doc = $d:literal])* $k:ident : $t:ty => $lim:ident ),* $(,)? } ),* $(,)?) => {
+    ($( $id:ident => $Table:ident { $( $(#[doc = $d:literal])* $k:ident : $t:ty => $($lim:ident).+ ),* $(,)? } ),* $(,)?) => {
         /// `[threats]`: one optional table per threat id.
         #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
         #[serde(deny_unknown_fields)]
@@ -52,7 +52,7 @@ macro_rules! threat_tables {
                         if let (Some(a), Some(id)) = (t.action, ThreatId::parse(stringify!($id))) {
                             p.actions[id as usize] = a;
                         }
-                        $( if let Some(v) = t.$k { p.limits.$lim = v; } )*
+                        $( if let Some(v) = t.$k { p.limits.$($lim).+ = v; } )*
                     }
                 )*
                 p
@@ -67,9 +67,35 @@ macro_rules! threat_tables {
 }
 
 threat_tables! {
-    tcp_syn_flood => TcpSynFloodTable {},
-    icmp_flood => IcmpFloodTable {},
-    ip_src_session_limit => IpSrcSessionLimitTable {},
+    tcp_syn_flood => TcpSynFloodTable {
+        /// SYNs/s to one (zone, server, port) that start a flood when few handshakes complete
+        /// (default 1000).
+        rate: u32 => syn_flood.rate,
+        /// SYNs/s under which a flood ends (default 750).
+        end_rate: u32 => syn_flood.end_rate,
+        /// A flood needs fewer completed handshakes than this % of the SYNs (default 50).
+        min_handshake_pct: u8 => syn_flood.min_handshake_pct,
+        /// SYNs/s admitted from unproven sources during a flood, shared (default 100).
+        allowed_rate: u32 => syn_flood.allowed_rate,
+        /// SYNs/s admitted per source that completed a handshake (default 100).
+        proven_rate: u32 => syn_flood.proven_rate,
+        /// Seconds a completed handshake proves its client (default 300).
+        proven_ttl_s: u32 => syn_flood.proven_ttl_s,
+    },
+    icmp_flood => IcmpFloodTable {
+        /// Echo requests/s to one destination that start a flood (default 100).
+        rate: u32 => icmp_flood.rate,
+        /// Requests/s under which it ends (default 75).
+        end_rate: u32 => icmp_flood.end_rate,
+        /// Requests/s admitted from unanswered sources during a flood, shared (default 10).
+        allowed_rate: u32 => icmp_flood.allowed_rate,
+        /// Requests/s admitted per source answered before the flood (default 10).
+        proven_rate: u32 => icmp_flood.proven_rate,
+    },
+    ip_src_session_limit => IpSrcSessionLimitTable {
+        /// Sessions one source may hold at once (default 2000).
+        max_sessions: u32 => session_limit.max_sessions,
+    },
     bad_packet => BadPacketTable {},
     ip_teardrop => IpTeardropTable {},
     tcp_syn_data => TcpSynDataTable {},
@@ -101,7 +127,14 @@ threat_tables! {
     dns_overflow => DnsOverflowTable {},
     mysql_access_denied => MysqlAccessDeniedTable {},
     dns_zone_transfer => DnsZoneTransferTable {},
-    icmp_tunneling => IcmpTunnelingTable {},
+    icmp_tunneling => IcmpTunnelingTable {
+        /// Seconds over which unexplained bytes and mismatches add up (default 60).
+        window_s: u32 => icmp_tunnel.window_s,
+        /// Unexplained echo payload bytes per pair and window that are a finding (default 4096).
+        opaque_bytes: u32 => icmp_tunnel.opaque_bytes,
+        /// Replies differing from their request that are a finding (default 3).
+        mismatches: u32 => icmp_tunnel.mismatches,
+    },
     dns_null_type => DnsNullTypeTable {},
     sql_injection => SqlInjectionTable {},
     apache_struts_rce => ApacheStrutsRceTable {},
@@ -140,6 +173,9 @@ mod tests {
         assert_eq!(p.actions[ThreatId::Tls1_1 as usize], ThreatId::Tls1_1.default_action());
         assert_eq!(p.limits.min_mss, 200);
         assert_eq!(p.limits.min_window, Limits::default().min_window);
+        let cfg: ThreatsConfig = toml::from_str("[tcp_syn_flood]\nrate = 5000\n[ip_src_session_limit]\nmax_sessions = 10\n").unwrap();
+        let p = cfg.resolve();
+        assert_eq!((p.limits.syn_flood.rate, p.limits.session_limit.max_sessions), (5000, 10));
     }
 
     #[test]

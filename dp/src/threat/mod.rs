@@ -55,11 +55,27 @@ pub struct Limits {
     pub min_window: u32,
     /// `tcp_no_client_data`: seconds after the server's first data with no client byte.
     pub no_client_data_s: u32,
+    /// `tcp_syn_flood` ([`flood`]).
+    pub syn_flood: flood::SynFloodConfig,
+    /// `icmp_flood` ([`flood`]).
+    pub icmp_flood: flood::IcmpFloodConfig,
+    /// `ip_src_session_limit` ([`limit`]).
+    pub session_limit: limit::SessionLimitConfig,
+    /// `icmp_tunneling` ([`icmp_tunnel`]).
+    pub icmp_tunnel: icmp_tunnel::IcmpTunnelConfig,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { min_mss: 88, min_window: 64, no_client_data_s: 30 }
+        Limits {
+            min_mss: 88,
+            min_window: 64,
+            no_client_data_s: 30,
+            syn_flood: flood::SynFloodConfig::default(),
+            icmp_flood: flood::IcmpFloodConfig::default(),
+            session_limit: limit::SessionLimitConfig::default(),
+            icmp_tunnel: icmp_tunnel::IcmpTunnelConfig::default(),
+        }
     }
 }
 
@@ -129,6 +145,14 @@ pub struct Stage {
     /// Counters.
     pub stats: ThreatStats,
     merger: Merger,
+    /// `tcp_syn_flood` per (zone, server, port).
+    pub syn_flood: flood::SynFlood,
+    /// `icmp_flood` per destination.
+    pub icmp_flood: flood::IcmpFlood,
+    /// `icmp_tunneling` per (requester, responder).
+    pub icmp_tunnel: icmp_tunnel::IcmpTunnel,
+    /// `ip_src_session_limit` (live sessions per source, shared by the workers).
+    pub limit: limit::SessionLimit,
 }
 
 impl Default for Stage {
@@ -140,12 +164,40 @@ impl Default for Stage {
 impl Stage {
     /// A stage with `policy`; the merge table and event queue are allocated here.
     pub fn new(policy: ThreatPolicy) -> Self {
-        Stage { policy, stats: ThreatStats::default(), merger: Merger::new(MERGE_SLOTS, EVENT_QUEUE, MERGE_INTERVAL_NS) }
+        let l = policy.limits;
+        Stage {
+            policy,
+            stats: ThreatStats::default(),
+            merger: Merger::new(MERGE_SLOTS, EVENT_QUEUE, MERGE_INTERVAL_NS),
+            syn_flood: flood::SynFlood::new(&l.syn_flood),
+            icmp_flood: flood::IcmpFlood::new(&l.icmp_flood),
+            icmp_tunnel: icmp_tunnel::IcmpTunnel::new(&l.icmp_tunnel),
+            limit: limit::SessionLimit::new(&l.session_limit),
+        }
     }
 
-    /// Applies new actions and thresholds (reload); counters and pending events stay.
+    /// Applies new actions and thresholds (reload): detectors whose thresholds changed start
+    /// over (allocated again); counters and pending events stay.
     pub fn set_policy(&mut self, policy: ThreatPolicy) {
+        let (old, new) = (self.policy.limits, policy.limits);
+        if old.syn_flood != new.syn_flood {
+            self.syn_flood = flood::SynFlood::new(&new.syn_flood);
+        }
+        if old.icmp_flood != new.icmp_flood {
+            self.icmp_flood = flood::IcmpFlood::new(&new.icmp_flood);
+        }
+        if old.icmp_tunnel != new.icmp_tunnel {
+            self.icmp_tunnel = icmp_tunnel::IcmpTunnel::new(&new.icmp_tunnel);
+        }
+        if old.session_limit != new.session_limit {
+            self.limit = limit::SessionLimit::shared(&new.session_limit, self.limit.counts().clone());
+        }
         self.policy = policy;
+    }
+
+    /// Shares the per-source session counts with the other workers (one sketch per daemon).
+    pub fn share_source_counts(&mut self, counts: std::sync::Arc<limit::SourceCounts>) {
+        self.limit = limit::SessionLimit::shared(&self.policy.limits.session_limit, counts);
     }
 
     /// True unless `id` is switched off.
@@ -189,6 +241,16 @@ impl Stage {
         h.set_frame(ctx.frame);
         self.merger.add(&h, ctx.now_ns);
         action
+    }
+
+    /// The action a frame of `id` gets in `mode` without a detection being recorded (the
+    /// excess of a flood already reported): `id`'s action in protect mode, else `Alert`.
+    pub fn action_in(&self, id: ThreatId, mode: Option<Mode>) -> Action {
+        match self.policy.action(id) {
+            Action::Off => Action::Off,
+            a if mode == Some(Mode::Protect) => a,
+            _ => Action::Alert,
+        }
     }
 
     /// Counts a frame dropped by `id`'s action.
