@@ -445,9 +445,11 @@ impl Http {
         }
     }
 
-    /// Records a threat form of the current request's chunked framing, once per body.
+    /// Records a threat form of the current request's chunked framing, once per body (a
+    /// violation).
     fn chunk_form(&mut self, f: Option<parser::Found<'_>>) {
         if let Some(f) = f {
+            self.violation = true;
             if !self.chunk_noted {
                 self.chunk_noted = true;
                 self.threats.record(f.id, Dir::ToServer, f.reason, f.evidence);

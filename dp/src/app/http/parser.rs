@@ -800,7 +800,15 @@ fn build<'a>(b: &'a [u8], n: usize, l: &LineScan) -> Request<'a> {
                     req.lengths.add_transfer_encoding(line);
                     te_lines[1] = Some(joined);
                 }
-                Last::Other => {}
+                Last::Other => {
+                    // ` Transfer-Encoding: chunked` after another field: python and Apache
+                    // fold it into that field, a server that trims the line reads framing.
+                    let folded = trim(line);
+                    let colon = memchr::memchr(b':', folded).map_or(folded, |c| trim(&folded[..c]));
+                    if colon.eq_ignore_ascii_case(b"content-length") || colon.eq_ignore_ascii_case(b"transfer-encoding") {
+                        req.threats.note(Smuggling, "folded_framing_field", joined);
+                    }
+                }
             }
             if let Some(h) = crate::detect::ognl::scan(line, true) {
                 req.threats.note(Struts, h.reason, joined);
@@ -861,6 +869,8 @@ fn build<'a>(b: &'a [u8], n: usize, l: &LineScan) -> Request<'a> {
         }
     }
     req.violation |= req.lengths.content_lengths > 1;
+    // Any framing form found so far: servers can read different lengths.
+    req.lengths.conflict |= req.threats.0[0].is_some() || req.threats.0[1].is_some();
     let lens = &mut req.lengths;
     if let (true, Some(te), Some(te_last)) = (lens.transfer_encoding, te_lines[0], te_lines[1]) {
         if lens.content_lengths > 0 {
@@ -1343,13 +1353,21 @@ pub fn chunk_fault(b: &[u8]) -> Found<'_> {
 
 /// Threat forms of an accepted chunk-size line (`line`, with its LF) announcing `size` bytes:
 /// a size a 32-bit signed reader takes as negative (`chunk_size_over_int32`, at least
-/// [`CHUNK_INT32`]: `http_negative_body_length`), a bare LF line end (`bare_lf_in_chunked`) or
+/// [`CHUNK_INT32`]: `http_negative_body_length`), something else than an extension after the
+/// size (`chunk_extension_invalid`), a bare LF line end (`bare_lf_in_chunked`) or
 /// a bare CR inside the line (`bare_cr_in_chunked`): servers that take only CRLF, or also a
 /// bare CR, as the line end read the chunks differently.
 pub fn chunk_line_form(line: &[u8], size: u64) -> Option<Found<'_>> {
     let found = |id, reason| Some(Found { id, reason, evidence: line });
     if size >= CHUNK_INT32 {
         return found(ThreatId::HttpNegativeBodyLength, "chunk_size_over_int32");
+    }
+    // After the size: optional whitespace, then `;` (an extension) or the line end (RFC 9112
+    // §7.1.1); `5 5` or `5 x` is read as 5 by some servers and refused by others.
+    let digits = line.iter().take_while(|c| c.is_ascii_hexdigit()).count();
+    let after = line[digits..].iter().find(|&&c| c != b' ' && c != b'\t');
+    if !matches!(after, Some(b';' | b'\r' | b'\n') | None) {
+        return found(ThreatId::HttpRequestSmuggling, "chunk_extension_invalid");
     }
     line_end_form(line)
 }
