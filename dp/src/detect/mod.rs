@@ -9,10 +9,10 @@
 //! reads it back through [`crate::app::AppParser::threats`] for the record's `threats` array and
 //! the control socket's threat events.
 
-// pub mod auth_fail;
+pub mod auth_fail;
 pub mod catalogue;
 pub mod ognl;
-// pub mod slowloris;
+pub mod slowloris;
 pub mod sql;
 pub mod sqli;
 pub mod urlenc;
