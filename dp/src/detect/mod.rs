@@ -10,6 +10,8 @@
 //! the control socket's threat events.
 
 pub mod auth_fail;
+#[cfg(test)]
+mod captures_tests;
 pub mod catalogue;
 pub mod ognl;
 pub mod slowloris;
