@@ -40,8 +40,9 @@
 //! **Body length and smuggling** (RFC 9112 §6.3). `Transfer-Encoding` whose final coding is
 //! `chunked` wins over `Content-Length`, else the (first) `Content-Length`, else no body.
 //! Where servers can disagree on the body's end ([`parser::request_framing`]: `Content-Length`
-//! with `Transfer-Encoding`, a final coding other than chunked, differing or non-numeric
-//! `Content-Length` values, a folded or malformed length field), nginx and Apache answer 400 or
+//! with `Transfer-Encoding`, a final coding other than chunked, `Transfer-Encoding` repeated or
+//! in an HTTP/1.0 request, differing or non-numeric `Content-Length` values, a folded or
+//! malformed framing field, any other smuggling form of the head), nginx and Apache answer 400 or
 //! 501 and close the connection, while a server that accepts the request may read another
 //! length and find a second request where Warden would skip body bytes. So Warden trusts no
 //! length there: the request is recorded (`violation`) and checked, and what follows its head
@@ -55,7 +56,9 @@
 //! [`parser::MAX_HEAD`] bytes without a request, the bytes are not HTTP (`Feed::Invalid`); a
 //! line is held at most [`parser::MAX_HEAD`] bytes (a longer one is walked in pieces cut before
 //! its last word), each byte is searched once. Identical repeated lengths are a violation
-//! only. Responses with conflicting lengths are read with the first (or chunked) and recorded.
+//! only. A request's chunked framing that fails (a chunk-size line that is no size, a size past
+//! [`parser::MAX_CHUNK`], chunk data not followed by CRLF, a line past [`parser::MAX_LINE`]) is
+//! walked the same way, from the line that failed. Responses with conflicting lengths are read with the first (or chunked) and recorded.
 //!
 //! Request heads are scanned by [`parser::HeadScan`] (own code: `httparse` refuses HTTP/0.9,
 //! whitespace runs, obs-fold and lines without colon), which keeps how far it got, so a head
@@ -87,6 +90,29 @@
 //! engine for them (`Feed::Need`, so the engine's bounded buffer holds them, not this state) and
 //! checks them in one piece, so no value straddles two checks; the rest of a longer body is
 //! skipped by count unchecked.
+//!
+//! **Threats** (issue 15; recorded to the server in [`crate::detect::Threats`], evidence the
+//! offending field line, framing line or text):
+//!
+//! - from each request head ([`parser::HeadThreats`], at most one form per kind and head):
+//!   `http_negative_body_length` (a `Content-Length` member that is negative, signed,
+//!   overflows 64 bits or exceeds 2^53), `http_request_smuggling` (`Content-Length` with
+//!   `Transfer-Encoding`, differing lengths in fields or one list, a non-numeric length, a final
+//!   coding other than chunked, `Transfer-Encoding` repeated, obfuscated (`xchunked`,
+//!   `chunked\x0b`, `"chunked"`) or in HTTP/1.0, a framing field folded, with whitespace before
+//!   its colon, bytes around its name or `_` for `-`), `apache_struts_rce` (OGNL in any field
+//!   value, [`crate::detect::ognl`]);
+//! - from the target and form bodies: OGNL, as sent and decoded ([`crate::detect::Threats::http_target`],
+//!   [`crate::detect::Threats::http_form`]); from the first [`FORM_MAX`] bytes of an XML body
+//!   (or of each chunk; `Content-Type` XML or a target ending `.xml`) the XStream gadget chains
+//!   of CVE-2017-9805; from a multipart body's `Content-Disposition` lines, OGNL (S2-046);
+//! - from a request's chunked framing (once per body): a size a 32-bit reader takes as negative
+//!   or past [`parser::MAX_CHUNK`] (`http_negative_body_length`), an invalid size or extension,
+//!   a bare LF or CR, data longer than its size, a framing field in the trailer
+//!   (`http_request_smuggling`).
+//!
+//! For `http_slowloris` ([`crate::detect::slowloris`]) the state says whether a request head is
+//! open and how many of its bytes arrived ([`Http::awaiting_headers`], [`Http::head_bytes`]).
 
 pub mod parser;
 

@@ -1210,7 +1210,9 @@ pub struct RequestBody {
 /// closes after answering; nginx answers 400; a server that ignores `Transfer-Encoding` reads
 /// the length), a final coding other than chunked (RFC: 400 and close; python ignores it),
 /// `Content-Length` values that differ or are not numbers (nginx and Apache: 400 and close;
-/// python's applications read the first), a folded or malformed length field.
+/// python's applications read the first), a folded or malformed length field,
+/// `Transfer-Encoding` in two fields or `chunked` twice (nginx: 400; RFC 9112 §6.1 forbids
+/// chunked twice), or any smuggling form [`request`] noted in the head (`conflict`).
 pub fn request_framing(l: &Lengths) -> RequestBody {
     let ambiguous = l.conflict
         || (l.transfer_encoding && (l.content_lengths > 0 || !l.chunked || l.te_fields > 1 || l.chunked_codings > 1));
