@@ -992,9 +992,14 @@ fn random_lenient_streams_parse_the_same_however_segmented() {
         b"HTTP/01.10", b"HTTP/2.0", b"Host: h", b" folded", b"Junk", b"Content-Length: 3", b"Content-Length: 40",
         b"Content-Length : 2", b"Transfer-Encoding: chunked", b"Transfer-Encoding: gzip", b"0", b"5", b"hello",
         b"@@", b"\x01", b"\xc3\xa9", b"Content-Type: application/x-www-form-urlencoded", b"a=1&b=2",
+        // Issue 15's forms: smuggling, lengths, chunk lines, OGNL, XML bodies.
+        b"Transfer-Encoding: xchunked", b"Transfer_Encoding: chunked", b"Content-Length: -1", b"Content-Length: 1, 2",
+        b"0x5", b"fffffffffffffffff", b"80000000", b"5;a\rb", b"%{(#_memberAccess)}", b"${(1+1)}", b"%24%7B%23context%5B",
+        b"Content-Type: application/xml", b"Content-Type: multipart/form-data", b"Content-Disposition: form-data; filename=\"%{#context['x']}\"",
+        b"<next class=\"java.lang.ProcessBuilder\"><command>",
     ];
     let mut rng = Rng(0x0dd5_eed5);
-    for round in 0..1500 {
+    for round in 0..2000 {
         let mut b = Vec::new();
         if round % 3 == 0 {
             b.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
