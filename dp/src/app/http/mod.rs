@@ -58,7 +58,8 @@
 //! its last word), each byte is searched once. Identical repeated lengths are a violation
 //! only. A request's chunked framing that fails (a chunk-size line that is no size, a size past
 //! [`parser::MAX_CHUNK`], chunk data not followed by CRLF, a line past [`parser::MAX_LINE`]) is
-//! walked the same way, from the line that failed. Responses with conflicting lengths are read with the first (or chunked) and recorded.
+//! walked the same way, from the line that failed. Responses with conflicting lengths are read
+//! with the first (or chunked) and recorded.
 //!
 //! Request heads are scanned by [`parser::HeadScan`] (own code: `httparse` refuses HTTP/0.9,
 //! whitespace runs, obs-fold and lines without colon), which keeps how far it got, so a head
@@ -679,7 +680,7 @@ impl AppParser for Http {
                     if dir == Dir::ToServer {
                         match p {
                             Parse::Ok(_, n) => self.chunk_form(parser::trailer_form(&rest[..n])),
-                            Parse::Invalid => return_resync!(self, parser::chunk_fault(rest)),
+                            Parse::Invalid => return_resync!(self, parser::trailer_fault(rest)),
                             Parse::Incomplete(_) => {}
                         }
                     }

@@ -1400,6 +1400,12 @@ pub fn trailer_form(line: &[u8]) -> Option<Found<'_>> {
     line_end_form(line)
 }
 
+/// Why a trailer line was refused ([`trailer_line`] answered `Invalid`): no line end within
+/// [`MAX_LINE`] (`chunk_line_too_long`), with those bytes.
+pub fn trailer_fault(b: &[u8]) -> Found<'_> {
+    Found { id: ThreatId::HttpRequestSmuggling, reason: "chunk_line_too_long", evidence: &b[..b.len().min(MAX_LINE)] }
+}
+
 /// Why the bytes after chunk data are refused as its CRLF ([`crlf`] answered `Invalid`): the
 /// chunk held more than its size said (`chunk_missing_crlf`), with the bytes up to the one
 /// that decided it.

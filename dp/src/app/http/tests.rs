@@ -1125,6 +1125,7 @@ fn smuggling_forms_are_recorded_with_their_line() {
         (chunked("5\r\nhello\rX0\r\n\r\n"), "chunk_missing_crlf", "\rX"),
         (chunked("0\r\nContent-Length: 5\r\n\r\n"), "framing_field_in_trailer", "Content-Length: 5\r\n"),
         (chunked(&format!("5;{}\r\nhello\r\n0\r\n\r\n", "e".repeat(parser::MAX_LINE))), "chunk_line_too_long", "5;eeeeee"),
+        (chunked(&format!("0\r\nX-T: {}\r\n\r\n", "t".repeat(parser::MAX_LINE))), "chunk_line_too_long", "X-T: ttt"),
     ];
     for (bytes, reason, evidence) in cases.iter().chain(&framing) {
         let (m, t) = both_ways(bytes.as_bytes());
