@@ -9,7 +9,12 @@
 //! reads it back through [`crate::app::AppParser::threats`] for the record's `threats` array and
 //! the control socket's threat events.
 
+pub mod auth_fail;
+#[cfg(test)]
+mod captures_tests;
 pub mod catalogue;
+pub mod ognl;
+pub mod slowloris;
 pub mod sql;
 pub mod sqli;
 pub mod urlenc;
@@ -120,12 +125,50 @@ impl Threats {
         self.http_param(dir, &buf[..n]) || (needs_decoding(raw, plus) && self.http_param(dir, raw))
     }
 
+    /// Checks `text` for an Apache Struts OGNL injection ([`ognl::scan`]; `probe`: also the
+    /// arithmetic probes) and records it (`apache_struts_rce`) with `evidence`, or with the text
+    /// from a little before the finding when `evidence` is `None`. True when found.
+    pub fn struts(&mut self, dir: Dir, text: &[u8], probe: bool, evidence: Option<&[u8]>) -> bool {
+        self.work(text.len());
+        let Some(hit) = ognl::scan(text, probe) else { return false };
+        let ev = evidence.unwrap_or_else(|| &text[hit.at.saturating_sub(EVIDENCE_BEFORE).min(text.len())..]);
+        self.record(ThreatId::ApacheStrutsRce, dir, hit.reason, ev);
+        true
+    }
+
+    /// Checks the first bytes of an XML request body for the XStream gadget chains of the
+    /// Struts REST plugin exploit (S2-052, [`ognl::xml`]); records `apache_struts_rce`.
+    pub fn struts_xml(&mut self, dir: Dir, body: &[u8]) -> bool {
+        self.work(3 * body.len());
+        let Some(hit) = ognl::xml(body) else { return false };
+        self.record(ThreatId::ApacheStrutsRce, dir, hit.reason, &body[hit.at.saturating_sub(EVIDENCE_BEFORE).min(body.len())..]);
+        true
+    }
+
+    /// OGNL in raw text and, when decoding changes it, in its percent-decoded form (`plus`:
+    /// `+` is a space); one finding at most.
+    fn struts_decoded(&mut self, dir: Dir, raw: &[u8], plus: bool, probe: bool) -> bool {
+        if self.struts(dir, raw, probe, None) {
+            return true;
+        }
+        if !needs_decoding(raw, plus) {
+            return false;
+        }
+        let mut buf = [0u8; MAX_VALUE];
+        let n = decode_into(raw, plus, &mut buf);
+        self.work(raw.len());
+        self.struts(dir, &buf[..n], probe, None)
+    }
+
     /// Checks a request target (`/path?query`, origin or absolute form): the URL-decoded path,
-    /// and each query-string value (decoded, `+` as space, and as sent). Returns true when one
-    /// was an injection (each finding is counted).
+    /// and each query-string value (decoded, `+` as space, and as sent) for SQL injection; the
+    /// whole target, as sent and decoded, for OGNL (Struts namespaces in the path, parameter
+    /// names and values). Returns true when one was an injection (each finding is counted).
     pub fn http_target(&mut self, dir: Dir, target: &[u8]) -> bool {
         // Splitting: the `?`, the `#` and the values' separators.
         self.work(3 * target.len());
+        // `+` stays itself: Struts namespaces are paths, and scanners probe with `${(1+1)}`.
+        let ognl = self.struts_decoded(dir, target, false, true);
         let (path, query) = match target.iter().position(|&c| c == b'?') {
             Some(i) => (&target[..i], &target[i + 1..]),
             None => (target, &[][..]),
@@ -135,14 +178,14 @@ impl Threats {
         for v in values(query) {
             hit |= self.raw_value(dir, v, true);
         }
-        hit
+        hit | ognl
     }
 
     /// Checks an `application/x-www-form-urlencoded` body (or its first bytes): each value,
-    /// decoded and as sent.
+    /// decoded and as sent, for SQL injection; the whole body, as sent and decoded, for OGNL.
     pub fn http_form(&mut self, dir: Dir, body: &[u8]) -> bool {
         self.work(2 * body.len());
-        let mut hit = false;
+        let mut hit = self.struts_decoded(dir, body, true, false);
         for v in values(body) {
             hit |= self.raw_value(dir, v, true);
         }

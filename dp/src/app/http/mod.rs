@@ -40,8 +40,9 @@
 //! **Body length and smuggling** (RFC 9112 §6.3). `Transfer-Encoding` whose final coding is
 //! `chunked` wins over `Content-Length`, else the (first) `Content-Length`, else no body.
 //! Where servers can disagree on the body's end ([`parser::request_framing`]: `Content-Length`
-//! with `Transfer-Encoding`, a final coding other than chunked, differing or non-numeric
-//! `Content-Length` values, a folded or malformed length field), nginx and Apache answer 400 or
+//! with `Transfer-Encoding`, a final coding other than chunked, `Transfer-Encoding` repeated or
+//! in an HTTP/1.0 request, differing or non-numeric `Content-Length` values, a folded or
+//! malformed framing field, any other smuggling form of the head), nginx and Apache answer 400 or
 //! 501 and close the connection, while a server that accepts the request may read another
 //! length and find a second request where Warden would skip body bytes. So Warden trusts no
 //! length there: the request is recorded (`violation`) and checked, and what follows its head
@@ -55,7 +56,10 @@
 //! [`parser::MAX_HEAD`] bytes without a request, the bytes are not HTTP (`Feed::Invalid`); a
 //! line is held at most [`parser::MAX_HEAD`] bytes (a longer one is walked in pieces cut before
 //! its last word), each byte is searched once. Identical repeated lengths are a violation
-//! only. Responses with conflicting lengths are read with the first (or chunked) and recorded.
+//! only. A request's chunked framing that fails (a chunk-size line that is no size, a size past
+//! [`parser::MAX_CHUNK`], chunk data not followed by CRLF, a line past [`parser::MAX_LINE`]) is
+//! walked the same way, from the line that failed. Responses with conflicting lengths are read
+//! with the first (or chunked) and recorded.
 //!
 //! Request heads are scanned by [`parser::HeadScan`] (own code: `httparse` refuses HTTP/0.9,
 //! whitespace runs, obs-fold and lines without colon), which keeps how far it got, so a head
@@ -87,6 +91,29 @@
 //! engine for them (`Feed::Need`, so the engine's bounded buffer holds them, not this state) and
 //! checks them in one piece, so no value straddles two checks; the rest of a longer body is
 //! skipped by count unchecked.
+//!
+//! **Threats** (issue 15; recorded to the server in [`crate::detect::Threats`], evidence the
+//! offending field line, framing line or text):
+//!
+//! - from each request head ([`parser::HeadThreats`], at most one form per kind and head):
+//!   `http_negative_body_length` (a `Content-Length` member that is negative, signed,
+//!   overflows 64 bits or exceeds 2^53), `http_request_smuggling` (`Content-Length` with
+//!   `Transfer-Encoding`, differing lengths in fields or one list, a non-numeric length, a final
+//!   coding other than chunked, `Transfer-Encoding` repeated, obfuscated (`xchunked`,
+//!   `chunked\x0b`, `"chunked"`) or in HTTP/1.0, a framing field folded, with whitespace before
+//!   its colon, bytes around its name or `_` for `-`), `apache_struts_rce` (OGNL in any field
+//!   value, [`crate::detect::ognl`]);
+//! - from the target and form bodies: OGNL, as sent and decoded ([`crate::detect::Threats::http_target`],
+//!   [`crate::detect::Threats::http_form`]); from the first [`FORM_MAX`] bytes of an XML body
+//!   (or of each chunk; `Content-Type` XML or a target ending `.xml`) the XStream gadget chains
+//!   of CVE-2017-9805; from a multipart body's `Content-Disposition` lines, OGNL (S2-046);
+//! - from a request's chunked framing (once per body): a size a 32-bit reader takes as negative
+//!   or past [`parser::MAX_CHUNK`] (`http_negative_body_length`), an invalid size or extension,
+//!   a bare LF or CR, data longer than its size, a framing field in the trailer
+//!   (`http_request_smuggling`).
+//!
+//! For `http_slowloris` ([`crate::detect::slowloris`]) the state says whether a request head is
+//! open and how many of its bytes arrived ([`Http::awaiting_headers`], [`Http::head_bytes`]).
 
 pub mod parser;
 
@@ -149,10 +176,12 @@ pub struct Http {
     tunnel: bool,
     violation: bool,
     gap: bool,
-    /// The current request's body is a form.
-    form: bool,
-    /// The current body (or chunk) of a form has not been checked yet.
-    form_pending: bool,
+    /// What the current request's body is checked for (forms, XML, multipart).
+    body: BodyCheck,
+    /// The current body (or chunk) has not been checked yet.
+    body_pending: bool,
+    /// A threat form of the current request's chunked framing was recorded (once per body).
+    chunk_noted: bool,
     /// Per direction: how far the head being received was scanned (heads trickled in small
     /// segments are scanned once, not again from their start at every segment).
     heads: [HeadScan; 2],
@@ -174,6 +203,34 @@ pub struct Http {
     /// Bytes examined by the leading-line skip and the resync walk's line checks.
     walked: u64,
     threats: crate::detect::Threats,
+}
+
+/// What the first [`FORM_MAX`] bytes of a request body (of each chunk) are checked for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum BodyCheck {
+    /// Nothing.
+    #[default]
+    None,
+    /// `application/x-www-form-urlencoded`: SQL injection and OGNL in its values.
+    Form,
+    /// XML (`Content-Type` `application/xml`, `text/xml`, `*+xml`, or a target ending `.xml`,
+    /// which the Struts REST plugin also reads as XML): XStream gadget chains (S2-052).
+    Xml,
+    /// `multipart/form-data`: OGNL in the parts' `Content-Disposition` lines (S2-046).
+    Multipart,
+}
+
+impl BodyCheck {
+    fn of(content_type: Option<&[u8]>, target: &[u8]) -> BodyCheck {
+        let path = target.split(|&c| c == b'?').next().unwrap_or_default();
+        match content_type {
+            Some(ct) if parser::is_form(ct) => BodyCheck::Form,
+            Some(ct) if parser::is_multipart(ct) => BodyCheck::Multipart,
+            Some(ct) if parser::is_xml(ct) => BodyCheck::Xml,
+            _ if path.len() >= 4 && path[path.len() - 4..].eq_ignore_ascii_case(b".xml") => BodyCheck::Xml,
+            _ => BodyCheck::None,
+        }
+    }
 }
 
 /// One step of the feed loop.
@@ -212,6 +269,24 @@ impl Http {
     /// The `Upgrade` value of the first request that asked for one (at most 32 bytes).
     pub fn upgrade(&self) -> Option<&str> {
         self.upgrade.as_ref().map(|t| t.as_str())
+    }
+
+    /// A request head has started arriving (at least one byte of its request line) and is not
+    /// complete yet: the fact `http_slowloris` ([`crate::detect::slowloris`]) watches. False
+    /// between requests of a keep-alive connection, inside bodies and once the requests stopped
+    /// being HTTP/1.
+    pub fn awaiting_headers(&self) -> bool {
+        self.phase[0] == Phase::Head && self.heads[0].scanned() > 0
+    }
+
+    /// Bytes of the incomplete request head received so far (0 when [`Http::awaiting_headers`]
+    /// is false).
+    pub fn head_bytes(&self) -> u32 {
+        if self.phase[0] == Phase::Head {
+            self.heads[0].scanned()
+        } else {
+            0
+        }
     }
 
     /// Bytes this parser and its detectors examined so far: head scans and parses, chunk and
@@ -270,9 +345,13 @@ impl Http {
                     self.upgrade = req.upgrade.map(text);
                 }
                 self.violation |= req.violation;
+                for f in req.threats.iter() {
+                    self.threats.record(f.id, Dir::ToServer, f.reason, f.evidence);
+                }
                 self.threats.http_target(Dir::ToServer, req.target);
-                self.form = req.content_type.is_some_and(parser::is_form);
-                self.form_pending = self.form;
+                self.body = BodyCheck::of(req.content_type, req.target);
+                self.body_pending = self.body != BodyCheck::None;
+                self.chunk_noted = false;
                 let kind = match req.method {
                     _ if req.simple || req.major == 0 => ReqKind::Simple,
                     b"HEAD" => ReqKind::Head,
@@ -287,7 +366,7 @@ impl Http {
                 if req.simple {
                     // No header section and no body; python reads field lines after it, nginx
                     // and Apache close: walk them as lines (a request among them is checked).
-                    self.form_pending = false;
+                    self.body_pending = false;
                     self.phase[0] = Phase::Resync;
                     self.resync_left = self.resync_left.max(parser::MAX_HEAD as u64);
                     return Step::Took(n);
@@ -298,8 +377,8 @@ impl Http {
                     // follows as lines (module docs).
                     self.violation = true;
                     self.phase[0] = Phase::Resync;
-                    self.form_pending = false;
-                    self.form_left = if self.form { FORM_MAX as u16 } else { 0 };
+                    self.body_pending = false;
+                    self.form_left = if self.body == BodyCheck::Form { FORM_MAX as u16 } else { 0 };
                     let widest = req.lengths.content_length_max.min(RESYNC_MAX);
                     self.resync_left = widest.saturating_add(parser::MAX_HEAD as u64);
                     return Step::Took(n);
@@ -371,6 +450,55 @@ impl Http {
         }
     }
 
+    /// Checks the first bytes of a request body (of a chunk) as its [`BodyCheck`] says.
+    fn check_body(&mut self, first: &[u8]) {
+        match self.body {
+            BodyCheck::None => {}
+            BodyCheck::Form => {
+                self.threats.http_form(Dir::ToServer, first);
+            }
+            BodyCheck::Xml => {
+                self.threats.struts_xml(Dir::ToServer, first);
+            }
+            BodyCheck::Multipart => {
+                // The part headers' `Content-Disposition` lines (S2-046: OGNL in a filename).
+                for line in first.split(|&c| c == b'\n') {
+                    let cd = b"content-disposition:";
+                    if line.len() > cd.len() && line[..cd.len()].eq_ignore_ascii_case(cd) {
+                        self.threats.struts(Dir::ToServer, line, false, Some(line));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records a threat form of the current request's chunked framing, once per body (a
+    /// violation).
+    fn chunk_form(&mut self, f: Option<parser::Found<'_>>) {
+        if let Some(f) = f {
+            self.violation = true;
+            if !self.chunk_noted {
+                self.chunk_noted = true;
+                self.threats.record(f.id, Dir::ToServer, f.reason, f.evidence);
+            }
+        }
+    }
+
+    /// A request's chunked framing failed at `rest` ([`parser::chunk_fault`],
+    /// [`parser::crlf_fault`]): servers that read these chunks differently find another request
+    /// boundary, so as after an ambiguous head no length is trusted and what follows is walked
+    /// line by line ([`Phase::Resync`], at least [`parser::MAX_HEAD`] bytes), its requests
+    /// parsed and checked. Recorded (`http_request_smuggling`, or `http_negative_body_length`
+    /// for an implausible size) and a violation.
+    fn chunk_fault(&mut self, f: parser::Found<'_>) {
+        self.threats.record(f.id, Dir::ToServer, f.reason, f.evidence);
+        self.violation = true;
+        self.body_pending = false;
+        self.form_left = 0;
+        self.phase[0] = Phase::Resync;
+        self.resync_left = self.resync_left.max(parser::MAX_HEAD as u64);
+    }
+
     fn response_head(&mut self, b: &[u8]) -> Step {
         let idx = self.responses;
         let kind = if self.requests > idx && self.requests - idx <= RING as u32 {
@@ -440,6 +568,17 @@ fn body_phase(f: Framing) -> Phase {
     }
 }
 
+/// In the feed loop: leaves the chunked framing of a request for the resync walk
+/// ([`Http::chunk_fault`]), which starts at the line that failed.
+macro_rules! return_resync {
+    ($self:ident, $fault:expr) => {{
+        $self.chunk_fault($fault);
+        $self.heads[0].reset();
+        $self.lines[0].reset();
+        continue;
+    }};
+}
+
 /// Maps a parse of a framing line to a step, moving to `next` on success.
 fn line_step<T>(p: Parse<T>, violation: &mut bool, next: impl FnOnce(T) -> Phase, phase: &mut Phase) -> Step {
     match p {
@@ -490,13 +629,13 @@ impl AppParser for Http {
                     Dir::ToServer => self.request_head(rest),
                     Dir::ToClient => self.response_head(rest),
                 },
-                Phase::Body(owed) | Phase::ChunkData(owed) if dir == Dir::ToServer && self.form_pending => {
-                    // Check the form's first bytes in one piece (the engine buffers them).
+                Phase::Body(owed) | Phase::ChunkData(owed) if dir == Dir::ToServer && self.body_pending => {
+                    // Check the body's first bytes in one piece (the engine buffers them).
                     let want = owed.min(FORM_MAX as u64) as usize;
                     match rest.get(..want) {
-                        Some(form) => {
-                            self.threats.http_form(Dir::ToServer, form);
-                            self.form_pending = false;
+                        Some(first) => {
+                            self.check_body(first);
+                            self.body_pending = false;
                             Step::Took(0)
                         }
                         None => Step::Need(want),
@@ -514,25 +653,39 @@ impl AppParser for Http {
                     Step::Took(k as usize)
                 }
                 Phase::ChunkSize => {
+                    let p = parser::chunk_size(rest, &mut self.lines[d]);
                     if dir == Dir::ToServer {
-                        self.form_pending = self.form;
+                        self.body_pending = self.body != BodyCheck::None;
+                        match p {
+                            Parse::Ok(size, n) => self.chunk_form(parser::chunk_line_form(&rest[..n], size)),
+                            Parse::Invalid => return_resync!(self, parser::chunk_fault(rest)),
+                            Parse::Incomplete(_) => {}
+                        }
                     }
-                    line_step(
-                        parser::chunk_size(rest, &mut self.lines[d]),
-                        &mut self.violation,
-                        |n| if n == 0 { Phase::Trailer } else { Phase::ChunkData(n) },
-                        &mut self.phase[d],
-                    )
+                    line_step(p, &mut self.violation, |n| if n == 0 { Phase::Trailer } else { Phase::ChunkData(n) }, &mut self.phase[d])
                 }
                 Phase::ChunkEnd => {
-                    line_step(parser::crlf(rest), &mut self.violation, |()| Phase::ChunkSize, &mut self.phase[d])
+                    let p = parser::crlf(rest);
+                    if dir == Dir::ToServer {
+                        match p {
+                            Parse::Ok((), 1) => self.chunk_form(parser::chunk_line_form(&rest[..1], 0)),
+                            Parse::Invalid => return_resync!(self, parser::crlf_fault(rest)),
+                            _ => {}
+                        }
+                    }
+                    line_step(p, &mut self.violation, |()| Phase::ChunkSize, &mut self.phase[d])
                 }
-                Phase::Trailer => line_step(
-                    parser::trailer_line(rest, &mut self.lines[d]),
-                    &mut self.violation,
-                    |end| if end { Phase::Head } else { Phase::Trailer },
-                    &mut self.phase[d],
-                ),
+                Phase::Trailer => {
+                    let p = parser::trailer_line(rest, &mut self.lines[d]);
+                    if dir == Dir::ToServer {
+                        match p {
+                            Parse::Ok(_, n) => self.chunk_form(parser::trailer_form(&rest[..n])),
+                            Parse::Invalid => return_resync!(self, parser::trailer_fault(rest)),
+                            Parse::Incomplete(_) => {}
+                        }
+                    }
+                    line_step(p, &mut self.violation, |end| if end { Phase::Head } else { Phase::Trailer }, &mut self.phase[d])
+                }
                 Phase::UntilClose => Step::Took(rest.len()),
                 Phase::Resync => self.resync(rest),
                 Phase::Stopped => Step::Stop(0),
@@ -560,7 +713,7 @@ impl AppParser for Http {
         self.heads[d].reset();
         self.lines[d].reset();
         if dir == Dir::ToServer {
-            self.form_pending = false;
+            self.body_pending = false;
         }
         let len = len as u64;
         self.phase[d] = match self.phase[d] {

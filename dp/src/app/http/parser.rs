@@ -19,6 +19,7 @@
 //! [`MAX_LINE`]) before use.
 
 pub use crate::app::Parse;
+use crate::detect::ThreatId;
 use crate::rescan::Resume;
 
 /// Largest request or response head (start line + header section, bytes) the parser waits for.
@@ -449,46 +450,153 @@ pub struct Lengths {
     /// `Content-Length` values seen (fields and list members, saturating).
     pub content_lengths: u16,
     /// `Content-Length` values differ or one is not a number, or a length field was folded or
-    /// had whitespace before its colon: servers can disagree on the body's length.
+    /// had whitespace before its colon, or `Transfer-Encoding` came in an HTTP/1.0 request:
+    /// servers can disagree on the body's length.
     pub conflict: bool,
     /// A `Transfer-Encoding` field is present.
     pub transfer_encoding: bool,
     /// The final coding of its list (all its fields, in order) is `chunked`.
     pub chunked: bool,
+    /// Non-empty `Transfer-Encoding` fields (saturating).
+    pub te_fields: u8,
+    /// `chunked` codings in all of them (saturating): more than one is applying chunked twice,
+    /// which RFC 9112 §6.1 forbids.
+    pub chunked_codings: u8,
+}
+
+/// The threat form of a `Content-Length` member, or its value (RFC 9110 §8.6: 1*DIGIT).
+/// Signs and values past [`MAX_BODY`] are read differently by servers (C `atoi`/`strtol`
+/// take the sign, 32- and 64-bit parsers wrap, JavaScript loses integers past 2^53):
+/// `http_negative_body_length`; other non-numbers are framing servers disagree on:
+/// `http_request_smuggling`.
+fn length_member(part: &[u8]) -> Result<u64, (ThreatId, &'static str)> {
+    use ThreatId::{HttpNegativeBodyLength as Neg, HttpRequestSmuggling as Smuggling};
+    match part.first() {
+        None => Err((Smuggling, "invalid_content_length")),
+        Some(b'-') if part.len() > 1 && part[1..].iter().all(u8::is_ascii_digit) => Err((Neg, "negative_content_length")),
+        Some(b'-' | b'+') => Err((Neg, "signed_content_length")),
+        Some(_) if part.iter().all(u8::is_ascii_digit) => {
+            let n = part.iter().try_fold(0u64, |a, &d| a.checked_mul(10)?.checked_add(u64::from(d - b'0')));
+            match n {
+                None => Err((Neg, "overflowing_content_length")),
+                Some(n) if n > MAX_BODY => Err((Neg, "implausible_content_length")),
+                Some(n) => Ok(n),
+            }
+        }
+        Some(_) => Err((Smuggling, "invalid_content_length")),
+    }
+}
+
+/// Whether `name` is a framing field name (`Content-Length`, `Transfer-Encoding`) with `_` in
+/// place of `-` (CGI, WSGI and some proxies map both to the same variable).
+fn underscore_framing_name(name: &[u8]) -> bool {
+    let same = |n: &[u8], want: &[u8]| {
+        n.len() == want.len() && n.iter().zip(want).all(|(&a, &b)| a.eq_ignore_ascii_case(&b) || (a == b'_' && b == b'-'))
+    };
+    name.contains(&b'_') && (same(name, b"content-length") || same(name, b"transfer-encoding"))
+}
+
+/// Whether `name` (not a token) is a framing field name once the bytes that are no token
+/// characters around it are dropped (`Transfer-Encoding\x0b`, `\x00Content-Length`).
+fn mangled_framing_name(name: &[u8]) -> bool {
+    let start = name.iter().position(|&c| is_tchar(c)).unwrap_or(name.len());
+    let end = name.iter().rposition(|&c| is_tchar(c)).map_or(start, |e| e + 1);
+    let core = name.get(start..end).unwrap_or_default();
+    core.len() != name.len() && (core.eq_ignore_ascii_case(b"content-length") || core.eq_ignore_ascii_case(b"transfer-encoding"))
 }
 
 impl Lengths {
     /// Adds a `Content-Length` value (1*DIGIT, or a comma-separated list of them, RFC 9110
-    /// §8.6), each capped at [`MAX_BODY`]; a bad member marks a conflict.
-    pub fn add_content_length(&mut self, v: &[u8]) {
+    /// §8.6), each capped at [`MAX_BODY`]; a bad member marks a conflict. Returns the first
+    /// threat form in it ([`length_member`], or values that differ: in this list, or from an
+    /// earlier field).
+    pub fn add_content_length(&mut self, v: &[u8]) -> Option<(ThreatId, &'static str)> {
+        let mut found = None;
+        let mut here = false;
         for part in v.split(|&c| c == b',') {
             let part = trim(part);
             self.content_lengths = self.content_lengths.saturating_add(1);
-            let n = if part.is_empty() || part.len() > 16 || !part.iter().all(u8::is_ascii_digit) {
-                None
-            } else {
-                Some(part.iter().fold(0u64, |a, &d| a * 10 + u64::from(d - b'0'))).filter(|&n| n <= MAX_BODY)
-            };
-            match n {
-                None => self.conflict = true,
-                Some(n) => {
+            match length_member(part) {
+                Err(f) => {
+                    self.conflict = true;
+                    found = found.or(Some(f));
+                }
+                Ok(n) => {
                     if self.content_length.is_some_and(|o| o != n) {
                         self.conflict = true;
+                        let why = if here { "content_length_list_conflict" } else { "content_length_conflict" };
+                        found = found.or(Some((ThreatId::HttpRequestSmuggling, why)));
                     }
+                    here = true;
                     self.content_length.get_or_insert(n);
                     self.content_length_max = self.content_length_max.max(n);
                 }
             }
         }
+        found
     }
 
     /// Adds a `Transfer-Encoding` value: the last non-empty coding of all of them decides
-    /// whether the final coding is `chunked` (RFC 9112 §6.1).
-    pub fn add_transfer_encoding(&mut self, v: &[u8]) {
+    /// whether the final coding is `chunked` (RFC 9112 §6.1). Returns the smuggling form in it:
+    /// a second non-empty field, `chunked` applied twice, or a coding that is `chunked` with
+    /// something around it (`xchunked`, `chunked\x0b`, `"chunked"`, `chunked;a=b`).
+    pub fn add_transfer_encoding(&mut self, v: &[u8]) -> Option<&'static str> {
         self.transfer_encoding = true;
+        let mut found = None;
+        if !trim(v).is_empty() {
+            self.te_fields = self.te_fields.saturating_add(1);
+            if self.te_fields > 1 {
+                found = Some("transfer_encoding_repeated");
+            }
+        }
+        for c in v.split(|&c| c == b',').map(trim).filter(|c| !c.is_empty()) {
+            if c.eq_ignore_ascii_case(b"chunked") {
+                self.chunked_codings = self.chunked_codings.saturating_add(1);
+                if self.chunked_codings > 1 {
+                    found = found.or(Some("chunked_repeated"));
+                }
+            } else if c.len() > 7 && c.windows(7).any(|w| w.eq_ignore_ascii_case(b"chunked")) {
+                found = found.or(Some("transfer_encoding_obfuscated"));
+            }
+        }
         if let Some(c) = v.split(|&c| c == b',').map(trim).rfind(|c| !c.is_empty()) {
             self.chunked = c.eq_ignore_ascii_case(b"chunked");
         }
+        found
+    }
+}
+
+/// A threat form found while reading a request (head or chunked framing): the kind, the form
+/// (`Threat::reason`) and the offending bytes (a field line, a chunk-size line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found<'a> {
+    /// The kind.
+    pub id: ThreatId,
+    /// The form, snake_case.
+    pub reason: &'static str,
+    /// The offending bytes.
+    pub evidence: &'a [u8],
+}
+
+/// The first threat form of each kind a request head has ([`ThreatId::HttpNegativeBodyLength`],
+/// [`ThreatId::HttpRequestSmuggling`], [`ThreatId::ApacheStrutsRce`], in that order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HeadThreats<'a>(pub [Option<Found<'a>>; 3]);
+
+impl<'a> HeadThreats<'a> {
+    /// Keeps `evidence` as the form of `id` unless one was kept already.
+    fn note(&mut self, id: ThreatId, reason: &'static str, evidence: &'a [u8]) {
+        let slot = match id {
+            ThreatId::HttpNegativeBodyLength => 0,
+            ThreatId::HttpRequestSmuggling => 1,
+            _ => 2,
+        };
+        self.0[slot].get_or_insert(Found { id, reason, evidence });
+    }
+
+    /// The forms found, in kind order.
+    pub fn iter(&self) -> impl Iterator<Item = &Found<'a>> {
+        self.0.iter().flatten()
     }
 }
 
@@ -516,6 +624,8 @@ pub struct Request<'a> {
     pub content_type: Option<&'a [u8]>,
     /// Body length fields.
     pub lengths: Lengths,
+    /// Threat forms in the head (framing, OGNL in field values).
+    pub threats: HeadThreats<'a>,
     /// Something in the head that only some servers accept (see [`LineScan`] and
     /// [`HeadScan`]): obs-fold, a field line without colon or with whitespace before it, a
     /// field name that is no token, a control byte, more than one `Content-Length`.
@@ -526,6 +636,20 @@ pub struct Request<'a> {
 pub fn is_form(content_type: &[u8]) -> bool {
     let t = content_type.split(|&c| c == b';').next().map(trim).unwrap_or_default();
     t.eq_ignore_ascii_case(b"application/x-www-form-urlencoded")
+}
+
+/// Whether a `Content-Type` value is `multipart/form-data` (any parameters).
+pub fn is_multipart(content_type: &[u8]) -> bool {
+    let t = content_type.split(|&c| c == b';').next().map(trim).unwrap_or_default();
+    t.eq_ignore_ascii_case(b"multipart/form-data")
+}
+
+/// Whether a `Content-Type` value is XML: `application/xml`, `text/xml` or a `+xml` suffix
+/// (RFC 7303), any parameters.
+pub fn is_xml(content_type: &[u8]) -> bool {
+    let t = content_type.split(|&c| c == b';').next().map(trim).unwrap_or_default();
+    let suffix = t.len() >= 4 && t[t.len() - 4..].eq_ignore_ascii_case(b"+xml");
+    suffix || t.eq_ignore_ascii_case(b"application/xml") || t.eq_ignore_ascii_case(b"text/xml")
 }
 
 /// A parsed response head.
@@ -614,7 +738,17 @@ enum Last {
 /// refuses); whitespace before the colon is trimmed (Apache `Unsafe`; nginx refuses). Each of
 /// those, a name that is no token, a control byte and more than one `Content-Length` value
 /// make the request a violation; a folded or malformed length field a length conflict.
+///
+/// Threat forms ([`HeadThreats`], evidence: the field line): `Content-Length` values that are
+/// negative, signed, overflowing or implausible ([`length_member`]); framing servers disagree
+/// on (RFC 9112 §6.1, §6.3, and the published smuggling forms): differing lengths (separate
+/// fields or one list), a non-numeric length, `Transfer-Encoding` with `Content-Length`, a
+/// final coding other than chunked, `Transfer-Encoding` repeated or obfuscated, in an HTTP/1.0
+/// request, a framing field folded, with whitespace before its colon, with bytes around its
+/// name that are no token or with `_` for `-`; OGNL in any field value ([`crate::detect::ognl`],
+/// CVE-2017-5638 in `Content-Type` and kin).
 fn build<'a>(b: &'a [u8], n: usize, l: &LineScan) -> Request<'a> {
+    use ThreatId::{ApacheStrutsRce as Struts, HttpRequestSmuggling as Smuggling};
     let slice = |r: [u32; 2]| b.get(r[0] as usize..r[1] as usize).unwrap_or_default();
     let mut req = Request {
         method: slice(l.method),
@@ -627,6 +761,7 @@ fn build<'a>(b: &'a [u8], n: usize, l: &LineScan) -> Request<'a> {
         upgrade: None,
         content_type: None,
         lengths: Lengths::default(),
+        threats: HeadThreats::default(),
         violation: l.odd || l.ctl,
     };
     if l.simple {
@@ -634,8 +769,12 @@ fn build<'a>(b: &'a [u8], n: usize, l: &LineScan) -> Request<'a> {
     }
     let section = b.get(l.end as usize..n).unwrap_or_default();
     let mut last = Last::Other;
+    // Where the previous field line starts (a folded line's evidence starts there).
+    let mut last_start = 0;
+    let mut te_lines: [Option<&[u8]>; 2] = [None, None];
     let mut from = 0;
     for lf in memchr::memchr_iter(b'\n', section) {
+        let start = from;
         let line = &section[from..lf];
         from = lf + 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -646,19 +785,37 @@ fn build<'a>(b: &'a [u8], n: usize, l: &LineScan) -> Request<'a> {
         req.violation |= line.iter().fold(false, |a, &c| a | ((c < 0x20) & (c != b'\t')) | (c == 0x7f));
         if matches!(line.first(), Some(b' ' | b'\t')) {
             req.violation = true;
+            let joined = section.get(last_start..start + line.len()).unwrap_or(line);
             match last {
                 Last::ContentLength => {
                     req.lengths.conflict = true;
-                    req.lengths.add_content_length(line);
+                    req.threats.note(Smuggling, "folded_framing_field", joined);
+                    if let Some((id, why)) = req.lengths.add_content_length(line) {
+                        req.threats.note(id, why, joined);
+                    }
                 }
                 Last::TransferEncoding => {
                     req.lengths.conflict = true;
+                    req.threats.note(Smuggling, "folded_framing_field", joined);
                     req.lengths.add_transfer_encoding(line);
+                    te_lines[1] = Some(joined);
                 }
-                Last::Other => {}
+                Last::Other => {
+                    // ` Transfer-Encoding: chunked` after another field: python and Apache
+                    // fold it into that field, a server that trims the line reads framing.
+                    let folded = trim(line);
+                    let colon = memchr::memchr(b':', folded).map_or(folded, |c| trim(&folded[..c]));
+                    if colon.eq_ignore_ascii_case(b"content-length") || colon.eq_ignore_ascii_case(b"transfer-encoding") {
+                        req.threats.note(Smuggling, "folded_framing_field", joined);
+                    }
+                }
+            }
+            if let Some(h) = crate::detect::ognl::scan(line, true) {
+                req.threats.note(Struts, h.reason, joined);
             }
             continue;
         }
+        last_start = start;
         let Some(colon) = memchr::memchr(b':', line) else {
             req.violation = true;
             last = Last::Other;
@@ -669,16 +826,37 @@ fn build<'a>(b: &'a [u8], n: usize, l: &LineScan) -> Request<'a> {
         let spaced = name.len() != raw_name.len();
         if spaced || name.is_empty() || !name.iter().all(|&c| is_tchar(c)) {
             req.violation = true;
+            if mangled_framing_name(name) {
+                req.threats.note(Smuggling, "malformed_framing_field_name", line);
+            }
+        }
+        if underscore_framing_name(name) {
+            req.threats.note(Smuggling, "underscore_framing_field_name", line);
         }
         let value = trim(&line[colon + 1..]);
+        if let Some(h) = crate::detect::ognl::scan(value, true) {
+            req.threats.note(Struts, h.reason, line);
+        }
         last = Last::Other;
         if name.eq_ignore_ascii_case(b"content-length") {
             req.lengths.conflict |= spaced;
-            req.lengths.add_content_length(value);
+            if spaced {
+                req.threats.note(Smuggling, "spaced_framing_field_name", line);
+            }
+            if let Some((id, why)) = req.lengths.add_content_length(value) {
+                req.threats.note(id, why, line);
+            }
             last = Last::ContentLength;
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             req.lengths.conflict |= spaced;
-            req.lengths.add_transfer_encoding(value);
+            if spaced {
+                req.threats.note(Smuggling, "spaced_framing_field_name", line);
+            }
+            if let Some(why) = req.lengths.add_transfer_encoding(value) {
+                req.threats.note(Smuggling, why, line);
+            }
+            te_lines[0].get_or_insert(line);
+            te_lines[1] = Some(line);
             last = Last::TransferEncoding;
         } else if name.eq_ignore_ascii_case(b"host") {
             req.host.get_or_insert(value);
@@ -691,6 +869,23 @@ fn build<'a>(b: &'a [u8], n: usize, l: &LineScan) -> Request<'a> {
         }
     }
     req.violation |= req.lengths.content_lengths > 1;
+    // Any framing form found so far: servers can read different lengths.
+    req.lengths.conflict |= req.threats.0[0].is_some() || req.threats.0[1].is_some();
+    let lens = &mut req.lengths;
+    if let (true, Some(te), Some(te_last)) = (lens.transfer_encoding, te_lines[0], te_lines[1]) {
+        if lens.content_lengths > 0 {
+            req.threats.note(Smuggling, "content_length_with_transfer_encoding", te);
+        }
+        if !lens.chunked {
+            req.threats.note(Smuggling, "transfer_encoding_not_chunked", te_last);
+        }
+        // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing (nginx
+        // answers 400, python ignores the field).
+        if req.major == 0 || (req.major == 1 && req.minor == 0) {
+            lens.conflict = true;
+            req.threats.note(Smuggling, "transfer_encoding_in_http10", te);
+        }
+    }
     req
 }
 
@@ -809,6 +1004,11 @@ impl HeadScan {
     /// Bytes examined so far (scanning and parsing heads), for tests and benchmarks.
     pub fn examined(&self) -> u64 {
         self.examined
+    }
+
+    /// Bytes of the head being received scanned so far (0 after [`HeadScan::reset`]).
+    pub fn scanned(&self) -> u32 {
+        self.pos
     }
 
     fn count(&mut self, n: usize) {
@@ -960,7 +1160,8 @@ impl HeadScan {
     pub fn request<'a>(&mut self, b: &'a [u8]) -> Parse<Request<'a>> {
         match self.end(b, false) {
             Parse::Ok(n, _) => {
-                self.count(n);
+                // The read of the head, and its field values' OGNL scan.
+                self.count(2 * n);
                 Parse::Ok(build(b, n, &self.line), n)
             }
             Parse::Incomplete(k) => Parse::Incomplete(k),
@@ -1009,9 +1210,12 @@ pub struct RequestBody {
 /// closes after answering; nginx answers 400; a server that ignores `Transfer-Encoding` reads
 /// the length), a final coding other than chunked (RFC: 400 and close; python ignores it),
 /// `Content-Length` values that differ or are not numbers (nginx and Apache: 400 and close;
-/// python's applications read the first), a folded or malformed length field.
+/// python's applications read the first), a folded or malformed length field,
+/// `Transfer-Encoding` in two fields or `chunked` twice (nginx: 400; RFC 9112 §6.1 forbids
+/// chunked twice), or any smuggling form [`request`] noted in the head (`conflict`).
 pub fn request_framing(l: &Lengths) -> RequestBody {
-    let ambiguous = l.conflict || (l.transfer_encoding && (l.content_lengths > 0 || !l.chunked));
+    let ambiguous = l.conflict
+        || (l.transfer_encoding && (l.content_lengths > 0 || !l.chunked || l.te_fields > 1 || l.chunked_codings > 1));
     let framing = if l.transfer_encoding && l.chunked {
         Framing::Chunked
     } else {
@@ -1107,6 +1311,107 @@ pub fn chunk_size(b: &[u8], from: &mut Resume) -> Parse<u64> {
         _ => return Parse::Invalid,
     }
     Parse::Ok(size, n)
+}
+
+/// Chunk sizes from which a 32-bit signed reader sees a negative length (NeuVector's
+/// `http_negative_body_length` test on chunk sizes): 2^31 bytes.
+pub const CHUNK_INT32: u64 = 1 << 31;
+
+/// Why a chunk-size line that [`chunk_size`] refused is refused, with the bytes up to the one
+/// that decided it (`b`: the unconsumed bytes from the line's start, as given to
+/// [`chunk_size`]): `chunk_size_invalid` (no hex digit first, or bytes after the size that are
+/// neither an extension nor the line end: `0x5`, ` 5`, `5 5`, a bare CR), `chunk_size_overflow`
+/// (more than 64 bits) or `implausible_chunk_size` (past [`MAX_CHUNK`]:
+/// `http_negative_body_length`), `chunk_line_too_long` (no line end within [`MAX_LINE`]).
+/// The same bytes are blamed however the line was segmented.
+pub fn chunk_fault(b: &[u8]) -> Found<'_> {
+    use ThreatId::{HttpNegativeBodyLength as Neg, HttpRequestSmuggling as Smuggling};
+    let window = &b[..b.len().min(MAX_LINE)];
+    let found = |id, reason, k: usize| Found { id, reason, evidence: &b[..k.min(b.len())] };
+    let Some(i) = memchr::memchr(b'\n', window) else {
+        return match b.first() {
+            Some(c) if !c.is_ascii_hexdigit() => found(Smuggling, "chunk_size_invalid", 1),
+            _ => found(Smuggling, "chunk_line_too_long", window.len()),
+        };
+    };
+    let line = &b[..=i];
+    let digits = line.iter().take_while(|c| c.is_ascii_hexdigit()).count();
+    if digits == 0 {
+        return found(Smuggling, "chunk_size_invalid", 1);
+    }
+    let mut size = 0u64;
+    for (k, &c) in line[..digits].iter().enumerate() {
+        let v = u64::from(char::from(c).to_digit(16).unwrap_or(0));
+        match size.checked_mul(16) {
+            Some(s) => size = s + v,
+            None => return found(Smuggling, "chunk_size_overflow", k + 1),
+        }
+    }
+    if size > MAX_CHUNK {
+        return found(Neg, "implausible_chunk_size", digits);
+    }
+    found(Smuggling, "chunk_size_invalid", digits + 1)
+}
+
+/// Threat forms of an accepted chunk-size line (`line`, with its LF) announcing `size` bytes:
+/// a size a 32-bit signed reader takes as negative (`chunk_size_over_int32`, at least
+/// [`CHUNK_INT32`]: `http_negative_body_length`), something else than an extension after the
+/// size (`chunk_extension_invalid`), a bare LF line end (`bare_lf_in_chunked`) or
+/// a bare CR inside the line (`bare_cr_in_chunked`): servers that take only CRLF, or also a
+/// bare CR, as the line end read the chunks differently.
+pub fn chunk_line_form(line: &[u8], size: u64) -> Option<Found<'_>> {
+    let found = |id, reason| Some(Found { id, reason, evidence: line });
+    if size >= CHUNK_INT32 {
+        return found(ThreatId::HttpNegativeBodyLength, "chunk_size_over_int32");
+    }
+    // After the size: optional whitespace, then `;` (an extension) or the line end (RFC 9112
+    // §7.1.1); `5 5` or `5 x` is read as 5 by some servers and refused by others.
+    let digits = line.iter().take_while(|c| c.is_ascii_hexdigit()).count();
+    let after = line[digits..].iter().find(|&&c| c != b' ' && c != b'\t');
+    if !matches!(after, Some(b';' | b'\r' | b'\n') | None) {
+        return found(ThreatId::HttpRequestSmuggling, "chunk_extension_invalid");
+    }
+    line_end_form(line)
+}
+
+/// A bare LF line end, or a bare CR inside the line, of a chunked-framing line (`line` ends
+/// with its LF).
+fn line_end_form(line: &[u8]) -> Option<Found<'_>> {
+    let found = |reason| Some(Found { id: ThreatId::HttpRequestSmuggling, reason, evidence: line });
+    let body = match line.strip_suffix(b"\r\n") {
+        Some(body) => body,
+        None => return found("bare_lf_in_chunked"),
+    };
+    if memchr::memchr(b'\r', body).is_some() {
+        return found("bare_cr_in_chunked");
+    }
+    None
+}
+
+/// Threat forms of a trailer field line (`line`, with its LF): a bare LF or CR as in
+/// [`chunk_line_form`], or a framing field (`Content-Length`, `Transfer-Encoding`), which RFC
+/// 9110 §6.5.1 forbids in trailers and servers that merge trailers into the header section
+/// would act on (`framing_field_in_trailer`).
+pub fn trailer_form(line: &[u8]) -> Option<Found<'_>> {
+    let name = line.iter().position(|&c| c == b':').map(|i| trim(&line[..i]));
+    if name.is_some_and(|n| n.eq_ignore_ascii_case(b"content-length") || n.eq_ignore_ascii_case(b"transfer-encoding")) {
+        return Some(Found { id: ThreatId::HttpRequestSmuggling, reason: "framing_field_in_trailer", evidence: line });
+    }
+    line_end_form(line)
+}
+
+/// Why a trailer line was refused ([`trailer_line`] answered `Invalid`): no line end within
+/// [`MAX_LINE`] (`chunk_line_too_long`), with those bytes.
+pub fn trailer_fault(b: &[u8]) -> Found<'_> {
+    Found { id: ThreatId::HttpRequestSmuggling, reason: "chunk_line_too_long", evidence: &b[..b.len().min(MAX_LINE)] }
+}
+
+/// Why the bytes after chunk data are refused as its CRLF ([`crlf`] answered `Invalid`): the
+/// chunk held more than its size said (`chunk_missing_crlf`), with the bytes up to the one
+/// that decided it.
+pub fn crlf_fault(b: &[u8]) -> Found<'_> {
+    let k = if b.first() == Some(&b'\r') { 2 } else { 1 };
+    Found { id: ThreatId::HttpRequestSmuggling, reason: "chunk_missing_crlf", evidence: &b[..k.min(b.len())] }
 }
 
 /// Parses the CRLF after chunk data (bare LF accepted).

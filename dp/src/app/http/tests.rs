@@ -604,7 +604,7 @@ fn trickle(h: &mut Http, dir: Dir, bytes: &[u8]) -> Vec<u8> {
 #[test]
 fn trickled_heads_are_scanned_once() {
     // A head of n bytes (a long `Cookie`, a long query string of benign words), trickled one
-    // byte per segment: the bytes examined (scan, one read of the head, detectors) stay within a
+    // byte per segment: the bytes examined (scan, one read of the head and the OGNL scan of its values, detectors) stay within a
     // constant times n, and the record is the same as when it arrives whole.
     for n in [1024usize, 2048, 4096, 8192, 12 * 1024, parser::MAX_HEAD - 64] {
         for shape in ["cookie", "query"] {
@@ -626,7 +626,7 @@ fn trickled_heads_are_scanned_once() {
             assert_eq!(l7_of(&t), l7_of(&whole));
             assert_eq!(l7_of(&t)["requests"], 1);
             let per_byte = t.examined() as f64 / req.len() as f64;
-            assert!(per_byte <= 8.0, "{shape} {n}: {} bytes examined for {}", t.examined(), req.len());
+            assert!(per_byte <= 10.0, "{shape} {n}: {} bytes examined for {}", t.examined(), req.len());
             assert!(whole.examined() <= t.examined());
         }
     }
@@ -663,7 +663,7 @@ fn trickled_requests_up_to_60k_stay_linear() {
         assert_eq!(m["requests"].as_u64(), Some(2 * (req.len() / unit.len()) as u64));
         assert!(!m.contains_key("violation"));
         let ratio = t.examined() as f64 / req.len() as f64;
-        assert!(ratio <= 8.0, "{n}: {} examined for {} bytes", t.examined(), req.len());
+        assert!(ratio <= 10.0, "{n}: {} examined for {} bytes", t.examined(), req.len());
         ratios.push(ratio);
     }
     // Linear, not merely bounded: the ratio does not grow with n.
@@ -707,6 +707,11 @@ fn consumed_at(h: &mut Http, bytes: &[u8], cuts: &[usize]) -> (usize, bool) {
 /// Feeds `to_server` whole and one byte per segment: both must stop at the same offset (and
 /// the same way) and give the same record and threats. Returns the record and the threats.
 fn both_ways(to_server: &[u8]) -> (Map<String, Value>, crate::detect::Threats) {
+    both_ways_within(to_server, 14.0)
+}
+
+/// [`both_ways`] with `per_byte` examined bytes allowed per byte fed (plus 64).
+fn both_ways_within(to_server: &[u8], per_byte: f64) -> (Map<String, Value>, crate::detect::Threats) {
     let mut whole = Http::default();
     let left = consumed_at(&mut whole, to_server, &[]);
     let mut t = Http::default();
@@ -714,13 +719,16 @@ fn both_ways(to_server: &[u8]) -> (Map<String, Value>, crate::detect::Threats) {
     assert_eq!(left, left_t, "{:?}", String::from_utf8_lossy(to_server));
     assert_eq!(l7_of(&t), l7_of(&whole), "{:?}", String::from_utf8_lossy(to_server));
     let (a, b) = (whole.threats().copied().unwrap_or_default(), t.threats().copied().unwrap_or_default());
-    assert_eq!((a.first, a.count), (b.first, b.count), "{:?}", String::from_utf8_lossy(to_server));
-    assert!(t.examined() as f64 <= 12.0 * to_server.len() as f64 + 64.0, "{} examined for {}", t.examined(), to_server.len());
+    assert_eq!((a.first, a.count, a.kinds, a.others), (b.first, b.count, b.kinds, b.others), "{:?}", String::from_utf8_lossy(to_server));
+    // Head scan and read, the OGNL scans of field values and target (raw and decoded), the
+    // SQL injection checks of the target's parts.
+    assert!(t.examined() as f64 <= per_byte * to_server.len() as f64 + 64.0, "{} examined for {}", t.examined(), to_server.len());
     (l7_of(&whole), a)
 }
 
 fn is_sqli(t: &crate::detect::Threats) -> bool {
-    t.first.is_some_and(|t| t.id == crate::detect::ThreatId::SqlInjection && t.dir == Dir::ToServer)
+    // Framing threats found in the same requests may come first.
+    t.kinds.contains(crate::detect::ThreatId::SqlInjection)
 }
 
 #[test]
@@ -889,6 +897,7 @@ GET {SQLI} HTTP/1.1\r\n\r\n").as_bytes());
 #[test]
 fn smuggled_requests_behind_ambiguous_framing_are_checked() {
     let smuggled = format!("GET {SQLI} HTTP/1.1\r\nHost: x\r\n\r\n");
+    // (name, bytes, the smuggling form recorded)
     let cases: Vec<(&str, Vec<u8>)> = vec![
         // CL.CL: conflicting lengths (nginx and Apache: 400; python's apps read the first).
         ("cl.cl", [&b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nContent-Length: 45\r\n\r\n"[..], smuggled.as_bytes()].concat()),
@@ -909,16 +918,30 @@ fn smuggled_requests_behind_ambiguous_framing_are_checked() {
         ("te folded", [&b"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: x,\r\n chunked\r\n\r\n0\r\n\r\n"[..], smuggled.as_bytes()].concat()),
         ("cl spaced", [&b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length : 20\r\n\r\n"[..], smuggled.as_bytes()].concat()),
     ];
-    for (name, bytes) in &cases {
+    let forms = [
+        "content_length_conflict",
+        "content_length_list_conflict",
+        "invalid_content_length",
+        "content_length_with_transfer_encoding",
+        "content_length_with_transfer_encoding",
+        "content_length_conflict",
+        "content_length_with_transfer_encoding",
+        "folded_framing_field",
+        "spaced_framing_field_name",
+    ];
+    for ((name, bytes), form) in cases.iter().zip(forms) {
         assert_eq!(Http::probe(Dir::ToServer, bytes), Probe::Match, "{name}");
         let (m, t) = both_ways(bytes);
         assert_eq!((m["method"].as_str(), m["path"].as_str(), m["host"].as_str()), (Some("POST"), Some("/a"), Some("h")), "{name}: {m:?}");
         assert_eq!(m["violation"], true, "{name}");
         assert!(is_sqli(&t), "{name}: smuggled request not checked: {m:?}");
-        // Control: the same framing with a benign smuggled request raises nothing.
+        // The framing itself is recorded first, with its field line.
+        let first = t.first.unwrap();
+        assert_eq!((first.id, first.reason), (crate::detect::ThreatId::HttpRequestSmuggling, form), "{name}: {first:?}");
+        // Control: the same framing with a benign smuggled request raises only the framing.
         let benign = String::from_utf8_lossy(bytes).replace(SQLI, "/item?id=1");
         let (m, t) = both_ways(benign.as_bytes());
-        assert!(t.first.is_none(), "{name}: {:?}", t.first);
+        assert_eq!(t.kinds.iter().collect::<Vec<_>>(), [crate::detect::ThreatId::HttpRequestSmuggling], "{name}: {:?}", t.first);
         assert_eq!(m["violation"], true);
     }
     // After the walk finds the next request, parsing goes on as usual (its own framing).
@@ -969,9 +992,14 @@ fn random_lenient_streams_parse_the_same_however_segmented() {
         b"HTTP/01.10", b"HTTP/2.0", b"Host: h", b" folded", b"Junk", b"Content-Length: 3", b"Content-Length: 40",
         b"Content-Length : 2", b"Transfer-Encoding: chunked", b"Transfer-Encoding: gzip", b"0", b"5", b"hello",
         b"@@", b"\x01", b"\xc3\xa9", b"Content-Type: application/x-www-form-urlencoded", b"a=1&b=2",
+        // Issue 15's forms: smuggling, lengths, chunk lines, OGNL, XML bodies.
+        b"Transfer-Encoding: xchunked", b"Transfer_Encoding: chunked", b"Content-Length: -1", b"Content-Length: 1, 2",
+        b"0x5", b"fffffffffffffffff", b"80000000", b"5;a\rb", b"%{(#_memberAccess)}", b"${(1+1)}", b"%24%7B%23context%5B",
+        b"Content-Type: application/xml", b"Content-Type: multipart/form-data", b"Content-Disposition: form-data; filename=\"%{#context['x']}\"",
+        b"<next class=\"java.lang.ProcessBuilder\"><command>",
     ];
     let mut rng = Rng(0x0dd5_eed5);
-    for round in 0..1500 {
+    for round in 0..2000 {
         let mut b = Vec::new();
         if round % 3 == 0 {
             b.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
@@ -992,7 +1020,230 @@ fn random_lenient_streams_parse_the_same_however_segmented() {
             assert_eq!(l, &left, "{what:?}");
             assert_eq!(l7_of(p), l7_of(&whole), "{what:?}");
             let (x, y) = (p.threats().copied().unwrap_or_default(), whole.threats().copied().unwrap_or_default());
-            assert_eq!((x.first, x.count), (y.first, y.count), "{what:?}");
+            assert_eq!((x.first, x.count, x.kinds, x.others), (y.first, y.count, y.kinds, y.others), "{what:?}");
         }
     }
+}
+
+// ---- Issue 15: http_negative_body_length, http_request_smuggling, apache_struts_rce, recorded
+// to the server with the offending field line (or framing line) as evidence, the same whole
+// and trickled one byte per segment (`both_ways`).
+
+use crate::detect::ThreatId;
+
+/// The first recorded form of `id` (kind, reason, evidence) in `t`.
+fn form_of(t: &crate::detect::Threats, id: ThreatId) -> Option<(&'static str, String)> {
+    let first = t.first.filter(|f| f.id == id).map(|f| (f.reason, f.evidence.to_string()));
+    first.or_else(|| t.others.iter().flatten().find(|o| o.0 == id).map(|o| (o.2, String::new())))
+}
+
+#[test]
+fn negative_signed_and_overflowing_lengths() {
+    for (v, reason) in [
+        ("-1", "negative_content_length"),
+        ("-0", "negative_content_length"),
+        ("-4294967295", "negative_content_length"),
+        ("+5", "signed_content_length"),
+        ("-abc", "signed_content_length"),
+        ("-", "signed_content_length"),
+        ("18446744073709551616", "overflowing_content_length"),
+        ("999999999999999999999999999999", "overflowing_content_length"),
+        ("9007199254740993", "implausible_content_length"),
+        ("18446744073709551615", "implausible_content_length"),
+        ("5, -1", "negative_content_length"),
+    ] {
+        let head = format!("POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: {v}\r\n\r\n");
+        // The request after it is still found and checked (no length is trusted).
+        let bytes = format!("{head}GET {SQLI} HTTP/1.1\r\n\r\n");
+        let (m, t) = both_ways(bytes.as_bytes());
+        let first = t.first.unwrap_or_else(|| panic!("{v}: nothing recorded"));
+        assert_eq!((first.id, first.dir, first.reason), (ThreatId::HttpNegativeBodyLength, Dir::ToServer, reason), "{v}");
+        assert_eq!(first.evidence.as_str(), format!("Content-Length: {v}"));
+        assert_eq!((m["violation"].as_bool(), m["requests"].as_u64()), (Some(true), Some(2)), "{v}");
+        assert!(is_sqli(&t), "{v}");
+        assert!(!t.kinds.contains(ThreatId::HttpRequestSmuggling), "{v}: one kind per form");
+    }
+    // Chunk sizes: NeuVector's test (a 32-bit signed reader sees a negative size), and sizes
+    // past MAX_CHUNK, after which no length is trusted.
+    let chunked = |size: &str| format!("POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{size}\r\nhello");
+    let (_, t) = both_ways(chunked("80000000").as_bytes());
+    assert_eq!(form_of(&t, ThreatId::HttpNegativeBodyLength), Some(("chunk_size_over_int32", "80000000\r\n".into())));
+    let (m, t) = both_ways(format!("{}\r\nGET {SQLI} HTTP/1.1\r\n\r\n", chunked("ffffffffffff")).as_bytes());
+    assert_eq!(form_of(&t, ThreatId::HttpNegativeBodyLength), Some(("implausible_chunk_size", "ffffffffffff".into())));
+    assert!(is_sqli(&t) && m["violation"] == true);
+    // Controls: lengths servers agree on.
+    for v in ["0", "5", "00000000000000000000005", "9007199254740992", "5, 5"] {
+        let (_, t) = both_ways(format!("POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: {v}\r\n\r\n").as_bytes());
+        assert!(t.is_empty(), "{v}: {:?}", t.first);
+    }
+    let (_, t) = both_ways(chunked("7fffffff").as_bytes());
+    assert!(t.is_empty(), "{:?}", t.first);
+}
+
+/// The published request smuggling forms (RFC 9112 §6.1, §6.3, §7.1; PortSwigger's "HTTP
+/// request smuggling" and "TE obfuscation" forms; Kettle 2019, Kallus 2023 "chunk extensions
+/// and bare LF"), each with the field or framing line that carries it.
+#[test]
+fn smuggling_forms_are_recorded_with_their_line() {
+    let te = |v: &str| format!("POST /a HTTP/1.1\r\nHost: h\r\n{v}\r\n\r\n0\r\n\r\n");
+    let cases: Vec<(String, &str, &str)> = vec![
+        (te("Transfer-Encoding: xchunked"), "transfer_encoding_obfuscated", "Transfer-Encoding: xchunked"),
+        (te("Transfer-Encoding: \"chunked\""), "transfer_encoding_obfuscated", "Transfer-Encoding: \"chunked\""),
+        (te("Transfer-Encoding: chunked\x0b"), "transfer_encoding_obfuscated", "Transfer-Encoding: chunked\x0b"),
+        (te("Transfer-Encoding: chunked;a=b"), "transfer_encoding_obfuscated", "Transfer-Encoding: chunked;a=b"),
+        (te("Transfer-Encoding: chunked, identity"), "transfer_encoding_not_chunked", "Transfer-Encoding: chunked, identity"),
+        (te("Transfer-Encoding: identity"), "transfer_encoding_not_chunked", "Transfer-Encoding: identity"),
+        (te("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked"), "transfer_encoding_repeated", "Transfer-Encoding: chunked"),
+        (te("Transfer-Encoding: chunked\r\nTransfer-Encoding: x"), "transfer_encoding_repeated", "Transfer-Encoding: x"),
+        (te("Transfer-Encoding: chunked, chunked"), "chunked_repeated", "Transfer-Encoding: chunked, chunked"),
+        (te("Transfer-Encoding : chunked"), "spaced_framing_field_name", "Transfer-Encoding : chunked"),
+        (te("Transfer-Encoding\t: chunked"), "spaced_framing_field_name", "Transfer-Encoding\t: chunked"),
+        (te("Transfer-Encoding\x0b: chunked"), "malformed_framing_field_name", "Transfer-Encoding\x0b: chunked"),
+        (te("Transfer_Encoding: chunked"), "underscore_framing_field_name", "Transfer_Encoding: chunked"),
+        (te("Content_Length: 5"), "underscore_framing_field_name", "Content_Length: 5"),
+        (te("Transfer-Encoding:\r\n chunked"), "folded_framing_field", "Transfer-Encoding:\r\n chunked"),
+        (te("X-A: 1\r\n Transfer-Encoding: chunked"), "folded_framing_field", "X-A: 1\r\n Transfer-Encoding: chunked"),
+        (te("Content-Length: 4\r\nTransfer-Encoding: chunked"), "content_length_with_transfer_encoding", "Transfer-Encoding: chunked"),
+        (te("Transfer-Encoding: chunked\r\nContent-Length: 4"), "content_length_with_transfer_encoding", "Transfer-Encoding: chunked"),
+        (te("Content-Length: 4\r\nContent-Length: 5"), "content_length_conflict", "Content-Length: 5"),
+        (te("Content-Length: 4, 5"), "content_length_list_conflict", "Content-Length: 4, 5"),
+        (te("Content-Length: 4x"), "invalid_content_length", "Content-Length: 4x"),
+        (te("Content-Length:"), "invalid_content_length", "Content-Length:"),
+        ("POST /a HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".into(), "transfer_encoding_in_http10", "Transfer-Encoding: chunked"),
+    ];
+    let chunked = |body: &str| format!("POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n{body}");
+    let framing: Vec<(String, &str, &str)> = vec![
+        (chunked("0x5\r\nhello\r\n0\r\n\r\n"), "chunk_size_invalid", "0x"),
+        (chunked(" 5\r\nhello\r\n0\r\n\r\n"), "chunk_size_invalid", " "),
+        (chunked("5\rX\r\nhello\r\n0\r\n\r\n"), "chunk_size_invalid", "5\r"),
+        (chunked("fffffffffffffffff\r\nhello\r\n0\r\n\r\n"), "chunk_size_overflow", "fffffffffffffffff"),
+        (chunked("5 5\r\nhello\r\n0\r\n\r\n"), "chunk_extension_invalid", "5 5\r\n"),
+        (chunked("5\nhello\r\n0\r\n\r\n"), "bare_lf_in_chunked", "5\n"),
+        (chunked("5\r\nhello\n0\r\n\r\n"), "bare_lf_in_chunked", "\n"),
+        (chunked("5;a\rb\r\nhello\r\n0\r\n\r\n"), "bare_cr_in_chunked", "5;a\rb\r\n"),
+        (chunked("3\r\nhelloXX\r\n0\r\n\r\n"), "chunk_missing_crlf", "l"),
+        (chunked("5\r\nhello\rX0\r\n\r\n"), "chunk_missing_crlf", "\rX"),
+        (chunked("0\r\nContent-Length: 5\r\n\r\n"), "framing_field_in_trailer", "Content-Length: 5\r\n"),
+        (chunked(&format!("5;{}\r\nhello\r\n0\r\n\r\n", "e".repeat(parser::MAX_LINE))), "chunk_line_too_long", "5;eeeeee"),
+        (chunked(&format!("0\r\nX-T: {}\r\n\r\n", "t".repeat(parser::MAX_LINE))), "chunk_line_too_long", "X-T: ttt"),
+    ];
+    for (bytes, reason, evidence) in cases.iter().chain(&framing) {
+        let (m, t) = both_ways(bytes.as_bytes());
+        let first = t.first.unwrap_or_else(|| panic!("{bytes:?}: nothing recorded"));
+        assert_eq!((first.id, first.dir, first.reason), (ThreatId::HttpRequestSmuggling, Dir::ToServer, *reason), "{bytes:?}");
+        assert!(first.evidence.as_str().starts_with(&evidence[..evidence.len().min(120)]), "{bytes:?}: {:?}", first.evidence);
+        assert_eq!(m["violation"], true, "{bytes:?}");
+        // A request behind the form is found and checked wherever a server may start reading.
+        let smuggled = format!("{bytes}GET {SQLI} HTTP/1.1\r\n\r\n");
+        let (_, t) = both_ways(smuggled.as_bytes());
+        assert!(is_sqli(&t), "{bytes:?}: the request behind it was not checked");
+    }
+    // Once per body for chunked framing forms, but per request for head forms.
+    let (_, t) = both_ways(chunked("1\nx\n1\nx\n0\n\n").as_bytes());
+    assert_eq!(t.count, 1);
+    let two = format!("{}{}", te("Transfer-Encoding: xchunked"), te("Transfer-Encoding: xchunked"));
+    let mut h = Http::default();
+    let _ = feed_all(&mut h, Dir::ToServer, two.as_bytes());
+    assert!(h.threats().unwrap().count >= 2);
+    // Controls: framing every server reads the same way.
+    for ok in [
+        te("Transfer-Encoding: chunked"),
+        te("Transfer-Encoding: CHUNKED"),
+        te("Transfer-Encoding: gzip, chunked"),
+        te("Transfer-Encoding:  chunked  "),
+        te("Transfer-Encoding: chunked\r\nTransfer-Encoding:"),
+        te("Content-Length: 0\r\nContent-Length: 0"),
+        te("X-Transfer-Encoding-Note: chunked, identity\r\nContent-Lengthy: -1"),
+        chunked("5;name=value\r\nhello\r\n5 ; a=b\r\nworld\r\n0\r\nX-Trailer: 1\r\n\r\n"),
+        "GET / HTTP/1.0\r\nContent-Length: 0\r\n\r\n".into(),
+    ] {
+        let (_, t) = both_ways(ok.as_bytes());
+        assert!(t.is_empty(), "{ok:?}: {:?}", t.first);
+    }
+}
+
+/// Apache Struts OGNL injections (CVE-2017-5638 Content-Type, S2-046 multipart filename,
+/// CVE-2018-11776 namespace in the path, S2-032 `method:` parameter, S2-016 `redirect:`,
+/// CVE-2017-9805 XStream XML body), from the public exploits, and their controls.
+#[test]
+fn struts_ognl_in_headers_targets_and_bodies() {
+    let s2_045 = "%{(#_='multipart/form-data').(#dm=@ognl.OgnlContext@DEFAULT_MEMBER_ACCESS).(#_memberAccess?(#_memberAccess=#dm):((#container=#context['com.opensymphony.xwork2.ActionContext.container']).(#ognlUtil=#container.getInstance(@com.opensymphony.xwork2.ognl.OgnlUtil@class)).(#ognlUtil.getExcludedPackageNames().clear()).(#ognlUtil.getExcludedClasses().clear()).(#context.setMemberAccess(#dm)))).(#cmd='id').(#iswin=(@java.lang.System@getProperty('os.name').toLowerCase().contains('win'))).(#cmds=(#iswin?{'cmd.exe','/c',#cmd}:{'/bin/bash','-c',#cmd})).(#p=new java.lang.ProcessBuilder(#cmds)).(#p.redirectErrorStream(true)).(#process=#p.start()).(#ros=(@org.apache.struts2.ServletActionContext@getResponse().getOutputStream())).(@org.apache.commons.io.IOUtils@copy(#process.getInputStream(),#ros)).(#ros.flush())}";
+    let multipart_body = "------x\r\nContent-Disposition: form-data; name=\"upload\"; filename=\"%{#context['com.opensymphony.xwork2.dispatcher.HttpServletResponse'].addHeader('X-Test','Kaboom')}\0b\"\r\nContent-Type: text/plain\r\n\r\nx\r\n------x--\r\n";
+    let xml_body = r#"<map><entry><jdk.nashorn.internal.objects.NativeString><flags>0</flags><value class="com.sun.xml.internal.bind.v2.runtime.unmarshaller.Base64Data"><dataHandler><dataSource class="com.sun.xml.internal.ws.encoding.xml.XMLMessage$XmlDataSource"><is class="javax.crypto.CipherInputStream"><cipher class="javax.crypto.NullCipher"><serviceIterator class="javax.imageio.spi.FilterIterator"><iter class="javax.imageio.spi.FilterIterator"><iter class="java.util.Collections$EmptyIterator"/><next class="java.lang.ProcessBuilder"><command><string>/bin/sh</string><string>-c</string><string>id</string></command></next></iter></serviceIterator></cipher></is></dataSource></dataHandler></value></jdk.nashorn.internal.objects.NativeString></entry></map>"#;
+    let post = |path: &str, ct: &str, body: &str| format!("POST {path} HTTP/1.1\r\nHost: h\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let chunked = |ct: &str, body: &str| format!("POST /orders HTTP/1.1\r\nHost: h\r\nContent-Type: {ct}\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+    let cases: Vec<(String, &str, &str)> = vec![
+        (format!("GET /index.action HTTP/1.1\r\nHost: h\r\nContent-Type: {s2_045}\r\n\r\n"), "ognl_member_access", "Content-Type: %{(#_='multipart/form-data')"),
+        // Folded into the previous field (python and Apache join it).
+        (format!("GET /index.action HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n {s2_045}\r\n\r\n"), "ognl_member_access", "X-A: 1\r\n %{(#_="),
+        (format!("GET /index.action HTTP/1.1\r\nHost: h\r\nUser-Agent: ${{(#a=@java.lang.Runtime@getRuntime().exec('id'))}}\r\n\r\n"), "ognl_static_member", "User-Agent: ${(#a="),
+        ("GET /struts2-showcase/%24%7B%28%23dm%3D%40ognl.OgnlContext%40DEFAULT_MEMBER_ACCESS%29.%28%23a%3D%40java.lang.Runtime%40getRuntime%28%29.exec%28%27id%27%29%29%7D/actionChain1.action HTTP/1.1\r\nHost: h\r\n\r\n".into(), "ognl_member_access", ""),
+        ("GET /struts2-showcase/${(111+111)}/actionChain1.action HTTP/1.1\r\nHost: h\r\n\r\n".into(), "ognl_probe", "/struts2-showcase/${(111+111)}/actionChain1.action"),
+        ("GET /index.action?method:%23_memberAccess%3d@ognl.OgnlContext@DEFAULT_MEMBER_ACCESS,%23res%3d%40org.apache.struts2.ServletActionContext%40getResponse(),%23w%3d%23res.getWriter(),%23w.print(1) HTTP/1.1\r\nHost: h\r\n\r\n".into(), "ognl_member_access", ""),
+        (post("/login.action", "application/x-www-form-urlencoded", "redirect%3A%24%7B%23context%5B%27xwork.MethodAccessor.denyMethodExecution%27%5D%3Dfalse%7D=1"), "ognl_member_access", ""),
+        (post("/upload.action", "multipart/form-data; boundary=----x", multipart_body), "ognl_expression", "Content-Disposition: form-data; name=\"upload\"; filename=\"%{#context["),
+        (post("/struts2-rest-showcase/orders/3", "application/xml", xml_body), "xstream_gadget", ""),
+        (post("/struts2-rest-showcase/orders/3.xml", "text/plain", xml_body), "xstream_gadget", ""),
+        (chunked("application/xml", xml_body), "xstream_gadget", ""),
+    ];
+    // OGNL chains are dense in quotes and parentheses: the SQL injection checks of the same
+    // text (statement rules in four contexts) cost more per byte than on ordinary targets.
+    for (bytes, reason, evidence) in &cases {
+        let (_, t) = both_ways_within(bytes.as_bytes(), 40.0);
+        let first = t.first.unwrap_or_else(|| panic!("{bytes:?}: nothing recorded"));
+        assert_eq!((first.id, first.dir, first.reason), (ThreatId::ApacheStrutsRce, Dir::ToServer, *reason), "{bytes:?}");
+        assert!(first.evidence.as_str().starts_with(evidence), "{:?} vs {evidence:?}", first.evidence);
+        // Also when the request follows a benign one on the same connection.
+        let (m, t) = both_ways_within(format!("GET / HTTP/1.1\r\nHost: h\r\n\r\n{bytes}").as_bytes(), 40.0);
+        assert!(t.kinds.contains(ThreatId::ApacheStrutsRce) && m["requests"] == 2, "{bytes:?}");
+    }
+    // Controls: real Content-Types, multipart uploads, XML documents, templates and Java text
+    // in forms, JSON.
+    for ok in [
+        post("/upload", "multipart/form-data; boundary=----x", "------x\r\nContent-Disposition: form-data; name=\"f\"; filename=\"report ${2024} #1.pdf\"\r\n\r\n%PDF-1.4 #context\r\n------x--\r\n"),
+        post("/orders/3.xml", "application/xml", "<?xml version=\"1.0\"?><order><id>3</id><note>see java.lang.ProcessBuilder docs</note></order>"),
+        post("/cms/save", "application/x-www-form-urlencoded", "tpl=%3Cp+th%3Atext%3D%22%24%7B%23strings.isEmpty%28name%29%7D%22%3E&code=Runtime.getRuntime%28%29.exec%28cmd%29"),
+        post("/api", "application/json", "{\"q\":\"${user.name}\",\"tags\":[\"#context\",\"#application\"]}"),
+        "GET /search?q=%23context+%23application&u=a@b.example.com HTTP/1.1\r\nHost: h\r\nCookie: _ga=GA1.2.3; pref=${theme}\r\nAccept: text/html,application/xhtml+xml,application/xml;q=0.9\r\n\r\n".into(),
+    ] {
+        let (_, t) = both_ways_within(ok.as_bytes(), 40.0);
+        assert!(t.is_empty(), "{ok:?}: {:?}", t.first);
+    }
+}
+
+#[test]
+fn awaiting_headers_tracks_an_open_request_head() {
+    // Two keep-alive requests, the first with a body, trickled one byte per segment: the head
+    // is open from its first byte to its last, closed in the body and between requests.
+    let first = b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n";
+    let second = b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n";
+    let mut all = first.to_vec();
+    all.extend_from_slice(b"abc");
+    all.extend_from_slice(second);
+    let mut h = Http::default();
+    assert!(!h.awaiting_headers() && h.head_bytes() == 0);
+    let mut pending: Vec<u8> = Vec::new();
+    let mut open = Vec::new();
+    for &c in &all {
+        pending.push(c);
+        match h.feed(Dir::ToServer, &pending) {
+            Feed::Consumed(n) => drop(pending.drain(..n)),
+            Feed::Need { consumed, .. } => drop(pending.drain(..consumed)),
+            other => panic!("{other:?}"),
+        }
+        open.push((h.awaiting_headers(), h.head_bytes()));
+    }
+    for (i, &(o, n)) in open.iter().enumerate() {
+        let in_first = i + 1 < first.len();
+        let in_second = i >= first.len() + 3 && i + 1 < all.len();
+        assert_eq!(o, in_first || in_second, "byte {i}");
+        let expect = if in_first { i + 1 } else if in_second { i + 1 - first.len() - 3 } else { 0 };
+        assert_eq!(n as usize, expect, "byte {i}");
+    }
+    assert_eq!(l7_of(&h)["requests"], 2);
+    // Responses do not open a request head.
+    let mut h = Http::default();
+    assert!(feed_all(&mut h, Dir::ToServer, second).is_empty());
+    let _ = h.feed(Dir::ToClient, b"HTTP/1.1 200 OK\r\nConte");
+    assert!(!h.awaiting_headers());
 }

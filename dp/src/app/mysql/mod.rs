@@ -114,6 +114,9 @@ pub struct Mysql {
     first_query: Option<Text<QUERY_TEXT>>,
     last_query: Option<Text<QUERY_TEXT>>,
     errors: u64,
+    /// Authentication failures answered by the server (`ERR_Packet` 1045 / 1698 or SQL state
+    /// 28000), saturating.
+    auth_failures: u32,
     first_error: Option<MysqlError>,
     violation: bool,
     gap: bool,
@@ -147,6 +150,19 @@ impl Mysql {
     /// The first error packet.
     pub fn first_error(&self) -> Option<&MysqlError> {
         self.first_error.as_ref()
+    }
+
+    /// Authentication failures the server answered in this session so far (saturating): an
+    /// `ERR_Packet` with code 1045 `ER_ACCESS_DENIED_ERROR` (wrong user or password), 1698
+    /// `ER_ACCESS_DENIED_NO_PASSWORD_ERROR`, or SQL state `28000` (invalid authorization), after
+    /// the greeting: to the handshake response, an authentication switch, or a
+    /// `COM_CHANGE_USER` (which lets one connection try many passwords). 1044 (access to a
+    /// database denied) is not one: the password was right. The fact the per-core
+    /// `mysql_access_denied` detector ([`crate::detect::auth_fail`]) counts across sessions;
+    /// nothing is recorded here, since a single failure is a typo, not an attack. A session
+    /// that asked for TLS (`tls` in the record) shows none: the exchange is encrypted.
+    pub fn auth_failures(&self) -> u32 {
+        self.auth_failures
     }
 
     fn client_packet(&mut self, h: Header, p: &[u8]) {
@@ -227,8 +243,13 @@ impl Mysql {
                     self.auth_ok = Some(false);
                 }
                 self.errors = self.errors.saturating_add(1);
+                let err = parser::err_packet(p);
+                let denied = err.is_some_and(|e| matches!(e.code, 1045 | 1698) || e.sql_state == Some(b"28000"));
+                if denied && self.protocol.is_some() {
+                    self.auth_failures = self.auth_failures.saturating_add(1);
+                }
                 if self.first_error.is_none() {
-                    if let Some(e) = parser::err_packet(p) {
+                    if let Some(e) = err {
                         self.first_error = Some(MysqlError {
                             code: e.code,
                             sql_state: e.sql_state.map(text),

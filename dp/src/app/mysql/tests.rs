@@ -323,3 +323,44 @@ fn packets_out_of_sequence_after_login_are_invalid() {
     }
     assert!(sessions >= 2, "{sessions}");
 }
+
+#[test]
+fn auth_failures_are_counted() {
+    // The corpus' failed login (mariadb client, wrong password: ERR 1045, SQL state 28000) and
+    // its successful sessions.
+    let fs = flows("mysql.pcap");
+    assert_eq!(parse(&fs[1]).auth_failures(), 1);
+    assert_eq!(parse(&fs[0]).auth_failures(), 0);
+    assert_eq!(parse(&fs[2]).auth_failures(), 0);
+    for f in flows("sqlinjection-mysql.pcap").iter().filter(|f| !f.to_client.is_empty()) {
+        assert_eq!(parse(f).auth_failures(), 0, "{}", f.client_port);
+    }
+    // Later in a session: a COM_CHANGE_USER refused (1045), one refused by the socket plugin
+    // (1698, MySQL 5.7+), and errors that are no authentication failure (1044 database access
+    // denied, 1146 no such table).
+    let mut s = parse(&fs[0]);
+    let err = |code: u16, state: &str, msg: &str| {
+        let mut p = vec![0xff];
+        p.extend_from_slice(&code.to_le_bytes());
+        p.push(b'#');
+        p.extend_from_slice(state.as_bytes());
+        p.extend_from_slice(msg.as_bytes());
+        packet(1, &p)
+    };
+    for (code, state, failures) in [(1045, "28000", 1), (1698, "28000", 2), (1044, "42000", 2), (1146, "42S02", 2), (1045, "28000", 3)] {
+        assert!(feed_all(&mut s, Dir::ToClient, &err(code, state, "Access denied")).is_empty());
+        assert_eq!(s.auth_failures(), failures, "{code}");
+    }
+    // Segmented as captured: the same count.
+    let mut t = Mysql::default();
+    let mut pending: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+    for (dir, seg) in &fs[1].segments {
+        let d = *dir as usize;
+        pending[d].extend_from_slice(seg);
+        match t.feed(*dir, &pending[d]) {
+            Feed::Consumed(n) | Feed::Need { consumed: n, .. } => drop(pending[d].drain(..n)),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(t.auth_failures(), 1);
+}
