@@ -771,6 +771,7 @@ impl Inspector {
             self.stream_exception(t.idx);
             self.learn_names(t.idx, meta.now_ns);
             self.parser_threats(t.idx, raw, meta.now_ns);
+            self.cross_session_threats(t.idx, t.dir, raw, meta.now_ns);
         }
         let v = self.enforce(t.idx, false, ip, meta.now_ns);
         match anomaly {
@@ -1286,11 +1287,78 @@ impl Inspector {
         }
     }
 
+    /// Facts of the session's parser that per-core detectors add up across sessions: an HTTP
+    /// request head still open (`http_slowloris`), MySQL authentication failures
+    /// (`mysql_access_denied`).
+    fn cross_session_threats(&mut self, idx: u32, dir: Dir, raw: &[u8], now_ns: u64) {
+        let s = *self.sessions.get(idx);
+        if s.app_ctx == NO_APP {
+            return;
+        }
+        let ((client, _), (server, port)) = (s.client_end(), s.server_end());
+        match self.engine.state(s.app_ctx) {
+            AppState::Http(h) if dir == Dir::ToServer && self.threats.enabled(ThreatId::HttpSlowloris) => {
+                let head = h.awaiting_headers().then(|| h.head_bytes());
+                let key = crate::detect::slowloris::ServerKey { zone: s.key.zone, addr: server, port };
+                if let Some(f) = self.threats.slowloris.observe(key, s.id, head, now_ns) {
+                    self.slowloris_finding(f, Some(idx), raw, now_ns);
+                }
+            }
+            AppState::Mysql(m) if self.threats.enabled(ThreatId::MysqlAccessDenied) => {
+                let n = m.auth_failures().min(u32::from(u16::MAX)) as u16;
+                if n > s.auth_failures {
+                    self.sessions.get_mut(idx).auth_failures = n;
+                    let key = crate::detect::auth_fail::Key { zone: s.key.zone, client, server, port };
+                    if self.threats.auth_fail.failed(key, u32::from(n - s.auth_failures), now_ns).is_some() {
+                        self.session_threat(idx, ThreatId::MysqlAccessDenied, Some(Dir::ToClient), "repeated_auth_failures", b"", raw, now_ns);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A server holds many slow request heads: raised once per finding (one key per server);
+    /// in protect mode with a blocking action, the slow session at hand is blocked.
+    fn slowloris_finding(&mut self, f: crate::detect::slowloris::Finding, idx: Option<u32>, raw: &[u8], now_ns: u64) {
+        let live = idx.filter(|&i| self.sessions.get(i).id == f.session);
+        let mut ctx = match live {
+            Some(i) => self.session_context(i, raw, now_ns),
+            None => ThreatContext {
+                frame: &[],
+                zone: f.server.zone,
+                proto: wire::ipproto::TCP,
+                client: (crate::flow::Addr([0; 16]), 0),
+                server: (f.server.addr, f.server.port),
+                workloads: [None, self.policy.workload_of(f.server.addr.ip())],
+                session: None,
+                mode: None,
+                now_ns,
+            },
+        };
+        ctx.client = (crate::flow::Addr([0; 16]), 0);
+        ctx.workloads[0] = None;
+        if ctx.mode.is_none() {
+            ctx.mode = ctx.workloads[1].map(|w| self.policy.workload_mode(w));
+        }
+        let action = self.threats.raise(ThreatId::HttpSlowloris, Some(Dir::ToServer), "slow_request_heads", &[], &ctx);
+        if let Some(i) = live {
+            let s = self.sessions.get_mut(i);
+            s.threats.insert(ThreatId::HttpSlowloris);
+            if action.blocks() && s.policy.threat_block.is_none() {
+                s.policy.threat_block = Some((ThreatId::HttpSlowloris, action));
+            }
+        }
+    }
+
     /// Ended sessions' threats judged at their end (`tcp_no_client_data` of a session that
     /// went idle), raised with no frame.
     fn ended_threats(&mut self, snaps: &mut [SessionSnapshot]) {
         let limit = self.threats.policy.limits.no_client_data_s;
         for snap in snaps {
+            if snap.ended.is_some() {
+                self.threats.slowloris.end(snap.session.id);
+            }
             let s = &mut snap.session;
             // A session that went idle was silent until its timeout: judged as of then.
             let end = match snap.ended {
@@ -1328,6 +1396,9 @@ impl Inspector {
     pub fn flush_threats(&mut self, now_ns: u64) {
         if self.sessions.has_uncounted() {
             self.take_back_sources();
+        }
+        if let Some(f) = self.threats.slowloris.poll(now_ns) {
+            self.slowloris_finding(f, None, &[], now_ns);
         }
         self.threats.flush(now_ns);
     }

@@ -300,6 +300,8 @@ pub struct Session {
     /// Counted in its client's live sessions (`ip_src_session_limit`): taken back when the
     /// session closes or leaves the table.
     pub src_counted: bool,
+    /// MySQL authentication failures of the session already counted (`mysql_access_denied`).
+    pub auth_failures: u16,
     fins: u8,
     changed: bool,
     live: bool,
@@ -335,6 +337,7 @@ impl Session {
             server_data_ns: 0,
             client_data: false,
             src_counted: false,
+            auth_failures: 0,
             fins: 0,
             changed: false,
             live: false,

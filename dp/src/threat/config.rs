@@ -123,9 +123,18 @@ threat_tables! {
     tls_1_1 => Tls11Table {},
     http_negative_body_length => HttpNegativeBodyLengthTable {},
     http_request_smuggling => HttpRequestSmugglingTable {},
-    http_slowloris => HttpSlowlorisTable {},
+    http_slowloris => HttpSlowlorisTable {
+        /// Slow request heads open at once to one server that are a finding (default 10).
+        min_sessions: u32 => slowloris.min_sessions,
+        /// A head open 5 s or more is slow below this many bytes/s (default 500).
+        max_rate: u32 => slowloris.max_rate,
+    },
     dns_overflow => DnsOverflowTable {},
-    mysql_access_denied => MysqlAccessDeniedTable {},
+    mysql_access_denied => MysqlAccessDeniedTable {
+        /// Authentication failures of one client to one server within 60 s that are a
+        /// finding (default 5, at most 32).
+        threshold: u32 => auth_fail.threshold,
+    },
     dns_zone_transfer => DnsZoneTransferTable {},
     icmp_tunneling => IcmpTunnelingTable {
         /// Seconds over which unexplained bytes and mismatches add up (default 60).

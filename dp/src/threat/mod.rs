@@ -63,6 +63,10 @@ pub struct Limits {
     pub session_limit: limit::SessionLimitConfig,
     /// `icmp_tunneling` ([`icmp_tunnel`]).
     pub icmp_tunnel: icmp_tunnel::IcmpTunnelConfig,
+    /// `http_slowloris` ([`crate::detect::slowloris`]).
+    pub slowloris: crate::detect::slowloris::Config,
+    /// `mysql_access_denied` ([`crate::detect::auth_fail`]).
+    pub auth_fail: crate::detect::auth_fail::Config,
 }
 
 impl Default for Limits {
@@ -75,6 +79,8 @@ impl Default for Limits {
             icmp_flood: flood::IcmpFloodConfig::default(),
             session_limit: limit::SessionLimitConfig::default(),
             icmp_tunnel: icmp_tunnel::IcmpTunnelConfig::default(),
+            slowloris: crate::detect::slowloris::Config::default(),
+            auth_fail: crate::detect::auth_fail::Config::default(),
         }
     }
 }
@@ -153,6 +159,10 @@ pub struct Stage {
     pub icmp_tunnel: icmp_tunnel::IcmpTunnel,
     /// `ip_src_session_limit` (live sessions per source, shared by the workers).
     pub limit: limit::SessionLimit,
+    /// `http_slowloris` per server.
+    pub slowloris: crate::detect::slowloris::Slowloris,
+    /// `mysql_access_denied` per (client, server).
+    pub auth_fail: crate::detect::auth_fail::AuthFailures,
 }
 
 impl Default for Stage {
@@ -173,6 +183,8 @@ impl Stage {
             icmp_flood: flood::IcmpFlood::new(&l.icmp_flood),
             icmp_tunnel: icmp_tunnel::IcmpTunnel::new(&l.icmp_tunnel),
             limit: limit::SessionLimit::new(&l.session_limit),
+            slowloris: crate::detect::slowloris::Slowloris::new(l.slowloris),
+            auth_fail: crate::detect::auth_fail::AuthFailures::new(l.auth_fail),
         }
     }
 
@@ -188,6 +200,12 @@ impl Stage {
         }
         if old.icmp_tunnel != new.icmp_tunnel {
             self.icmp_tunnel = icmp_tunnel::IcmpTunnel::new(&new.icmp_tunnel);
+        }
+        if old.slowloris != new.slowloris {
+            self.slowloris = crate::detect::slowloris::Slowloris::new(new.slowloris);
+        }
+        if old.auth_fail != new.auth_fail {
+            self.auth_fail = crate::detect::auth_fail::AuthFailures::new(new.auth_fail);
         }
         if old.session_limit != new.session_limit {
             self.limit = limit::SessionLimit::shared(&new.session_limit, self.limit.counts().clone());
