@@ -10,6 +10,7 @@
 //! the control socket's threat events.
 
 pub mod catalogue;
+pub mod dns_tunnel;
 pub mod sql;
 pub mod sqli;
 pub mod urlenc;
