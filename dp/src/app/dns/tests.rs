@@ -233,6 +233,7 @@ fn random_datagrams_do_not_match_and_mutations_never_panic() {
         })
         .filter(|(_, b)| !b.is_empty())
         .collect();
+    let mut tunnel = crate::detect::dns_tunnel::DnsTunnel::new(crate::detect::dns_tunnel::Config { buckets: 64, ..Default::default() });
     for i in 0..5000 {
         let (d, seed) = &seeds[i % seeds.len()];
         let mut b = seed.clone();
@@ -256,7 +257,23 @@ fn random_datagrams_do_not_match_and_mutations_never_panic() {
         let mut t = Dns::default();
         t.feed(*d, &b);
         let _ = l7_of(&t);
+        // The scan stays within its budget; a message with an unsafe name teaches nothing; the
+        // queries handed out are valid names for the tunnel detector.
+        let s = parser::scan(&b, |_, _| {});
+        let mut t = Dns::default();
+        t.feed(Dir::ToServer, &seeds[(i + 1) % seeds.len()].1);
+        t.feed(Dir::ToClient, &b);
+        if s.names_unsafe {
+            assert!(t.learned().0.is_empty());
+        }
+        t.feed(Dir::ToServer, &b);
+        for q in t.queries().0 {
+            assert!(q.name().len() <= parser::MAX_NAME && q.name().last() == Some(&0));
+            tunnel.observe(0, crate::flow::Addr::v4([198, 18, 0, 1]), q.name(), q.qtype, i as u64);
+        }
+        tunnel.observe(0, crate::flow::Addr::v4([198, 18, 0, 2]), &b, 16, i as u64);
     }
+    assert!(tunnel.stats().observed >= 5000, "{:?}", tunnel.stats());
 }
 
 /// What a flow teaches `fqdn` rules: each answer to one of its own queries, the question's
