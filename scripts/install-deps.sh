@@ -20,6 +20,7 @@ PKGS=(
   tftpd-hpa tftp-hpa                                     # TFTP end to end (in.tftpd run by the test, not the service)
   sqlmap sysbench                                                                   # perf/sqli/dataset.py: SQL injection rates (payloads, OLTP statements)
   python3-scapy                        # crafted attack frames (e2e_attacks, e2e_icmp; tests/captures/attacks/make.py)
+  iodine                               # DNS tunnel recordings (dp/tests/captures/threats/record-iodine.sh)
   python3-yaml                         # dp/tests/packaging.rs reads deploy/warden-daemonset.yaml
   nftables                             # e2e_evasion: at the server's ingress, a segment lost after Warden, IP fragments counted
   nfdump                               # IPFIX collector nfcapd and reader nfdump (e2e_ipfix)

@@ -13,6 +13,18 @@
 //! refused is counted ([`Refusals`]); the inspector hands the answers to the shared name
 //! table ([`crate::names`]), which decides what it stores.
 //!
+//! **Threats.** Every message is walked by [`parser::scan`] first: pointer loops
+//! (`dns_loop_pointer`) and lengths beyond RFC 1035 limits or past the message
+//! (`dns_overflow`) are recorded with their reason ([`parser::Anomaly`]), and a message with a
+//! name that is not whole and safe goes no further (no `domain` decoding, no answers for
+//! policy, no query for the tunnelling detector). The flow adds two size checks: a UDP
+//! response larger than its query accepts (512 bytes, or the EDNS0 payload size it advertised;
+//! CVE-2015-7547's exploit answers a query without EDNS0 with 2 KB and more), and a TCP
+//! response over [`TCP_MAX_RESPONSE`] that no zone transfer asked for (CVE-2020-1350). Client
+//! queries for AXFR/IXFR (`dns_zone_transfer`) and NULL (`dns_null_type`) are recorded, over UDP
+//! and TCP. The client's standard queries are handed to the inspector for the tunnelling
+//! detector ([`Dns::queries`], each once).
+//!
 //! Specs: RFC 1035 §4.1-§4.2 (message format, transport), RFC 3596 §2 (AAAA), RFC 6891 §6.1.3
 //! (extended rcode), RFC 6895 §2 (header bits), RFC 7766 §8 (several messages per TCP
 //! connection). Decoding uses the `domain` crate allocation-free; see `parser.rs` for why not

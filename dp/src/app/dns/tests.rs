@@ -424,6 +424,9 @@ fn threats_of(before: &[(Dir, Vec<u8>)], d: Dir, m: &[u8]) -> Vec<(ThreatId, &'s
     kinds(&t)
 }
 
+/// (case, message, the threats expected).
+type Case = (&'static str, Vec<u8>, Vec<(ThreatId, &'static str)>);
+
 #[test]
 fn crafted_loops_and_overflows() {
     use ThreatId::{DnsLoopPointer as Loop, DnsOverflow as Over};
@@ -431,7 +434,7 @@ fn crafted_loops_and_overflows() {
     let q = msg(QUERY, 1, 0, 0, &www());
     let ask = || vec![(Dir::ToServer, q.clone())];
     // (case, message as the flow's first, expected)
-    let mut cases: Vec<(&str, Vec<u8>, Vec<(ThreatId, &str)>)> = vec![
+    let mut cases: Vec<Case> = vec![
         ("pointer to itself", msg(QUERY, 1, 0, 0, &[0xc0, 12, 0, 1, 0, 1]), vec![(Loop, "pointer_to_itself")]),
         // Two pointers naming each other: 12 -> 14 -> 12 (the first necessarily forward).
         ("two-pointer cycle", msg(QUERY, 1, 0, 0, &[0xc0, 14, 0xc0, 12, 0, 1, 0, 1]), vec![(Loop, "pointer_forward")]),
@@ -453,7 +456,7 @@ fn crafted_loops_and_overflows() {
         ("trailing 1025", [q.clone(), vec![0x41; 1025]].concat(), vec![(Over, "trailing_bytes")]),
     ];
     // Answers (after the query).
-    let answers: Vec<(&str, Vec<u8>, Vec<(ThreatId, &str)>)> = vec![
+    let answers: Vec<Case> = vec![
         ("plain answer", msg(RESPONSE, 1, 1, 0, &[www(), record(&[0xc0, 12], 1, &a, None)].concat()), vec![]),
         // The answer owner at 31: label "abc", then a pointer back to 31, which the walk has
         // passed in place: backward from itself, not before the previous target (a cycle).

@@ -16,14 +16,17 @@ struct Q {
     qtype: u16,
 }
 
+/// (protocol, client, client port, server, server port).
+type FlowId = (u8, Addr, u16, Addr, u16);
+
 /// The client queries of a capture, as the DNS parser hands them out ([`Dns::queries`],
 /// taken after each packet), UDP and TCP on the DNS ports, in capture order.
 fn pcap_queries(path: &Path) -> Vec<Q> {
     const PORTS: [u16; 3] = [53, 5353, 5355];
     let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut r = pcap_file::pcap::PcapReader::new(file).unwrap();
-    // (proto, client, client port, server, server port) -> parser, unconsumed bytes per direction.
-    let mut flows: HashMap<(u8, Addr, u16, Addr, u16), (Dns, [Vec<u8>; 2])> = HashMap::new();
+    // Flow -> parser, unconsumed bytes per direction.
+    let mut flows: HashMap<FlowId, (Dns, [Vec<u8>; 2])> = HashMap::new();
     let mut out = Vec::new();
     while let Some(Ok(pkt)) = r.next_packet() {
         let Ok(f) = wire::decode(&pkt.data) else { continue };
