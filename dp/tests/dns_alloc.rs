@@ -81,9 +81,9 @@ fn dns_threats_and_tunnel_detection_allocate_nothing() {
         for ((dir, m, client, t), p) in all.iter().zip(parsers.iter_mut()) {
             for d in [&mut *p, &mut long] {
                 d.feed(*dir, m);
-                for q in d.queries().0 {
+                for (name, qtype) in d.queries().iter() {
                     queries += 1;
-                    findings += u32::from(tunnel.observe(0, *client, q.name(), q.qtype, *t).is_some());
+                    findings += u32::from(tunnel.observe(0, *client, name, qtype, *t).is_some());
                 }
                 d.clear_queries();
             }

@@ -14,8 +14,8 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let mut dns = Dns::default();
     for (i, dir) in [Dir::ToServer, Dir::ToClient, Dir::ToServer].into_iter().enumerate() {
         dns.feed(dir, data);
-        for q in dns.queries().0 {
-            tunnel.observe(0, Addr::v4([198, 18, 0, 1]), q.name(), q.qtype, i as u64);
+        for (name, qtype) in dns.queries().iter() {
+            tunnel.observe(0, Addr::v4([198, 18, 0, 1]), name, qtype, i as u64);
         }
         dns.clear_queries();
     }

@@ -337,7 +337,7 @@ impl DnsTunnel {
     }
 
     /// Observes one query `client` sent in `zone`: `qname` in uncompressed wire form
-    /// (length-prefixed labels and the root label, as [`crate::app::dns::SeenQuery::name`]),
+    /// (length-prefixed labels and the root label, as [`crate::app::dns::SeenQueries::iter`] gives it),
     /// `qtype` its QTYPE, `now_ns` the packet clock (ns). Returns a finding when the query
     /// belongs to a tunnel (each query of a tunnel bucket, see the module docs); `None` also
     /// for names that are not valid wire form (counted).

@@ -59,7 +59,9 @@ pub const MAX_ANSWER_ADDRS: usize = 16;
 pub const MAX_LEARNED: usize = 2;
 /// Client queries held until the inspector takes them ([`Dns::queries`]; one UDP datagram
 /// holds one, a TCP segment may hold several).
-pub const MAX_SEEN: usize = 4;
+pub const MAX_SEEN: usize = 8;
+/// Bytes of their names held (uncompressed wire form; two names of the longest form fit).
+pub const SEEN_BYTES: usize = 512;
 /// UDP message size a requestor accepts without EDNS0 (RFC 1035 §2.3.4, §4.2.1).
 pub const UDP_PLAIN: usize = 512;
 /// Largest TCP response that is not a zone transfer before it counts as an overflow attempt
@@ -67,47 +69,88 @@ pub const UDP_PLAIN: usize = 512;
 /// messages at 0xFF00, as the exploit needs a message close to 64 KiB.
 pub const TCP_MAX_RESPONSE: usize = 0xff00;
 
-/// One query a client sent, for the DNS tunnelling detector
-/// ([`crate::detect::dns_tunnel`]): the first question's name, whole, in uncompressed wire
-/// form (length-prefixed labels and the root label, at most 255 bytes, RFC 1035 §3.1; case
-/// as sent), and its QTYPE.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SeenQuery {
-    name: [u8; MAX_NAME],
-    len: u8,
-    /// QTYPE (RFC 1035 §3.2.2).
-    pub qtype: u16,
+/// The queries a client sent that the inspector has not taken yet, for the DNS tunnelling
+/// detector ([`crate::detect::dns_tunnel`]): for each, the first question's name, whole, in
+/// uncompressed wire form (length-prefixed labels and the root label, at most 255 bytes,
+/// RFC 1035 §3.1; case as sent), and its QTYPE. Fixed size: at most [`MAX_SEEN`] queries and
+/// [`SEEN_BYTES`] bytes of names; more are counted ([`SeenQueries::missed`]).
+#[derive(Debug, Clone)]
+pub struct SeenQueries {
+    bytes: [u8; SEEN_BYTES],
+    used: usize,
+    /// (offset in `bytes`, length, QTYPE).
+    list: ArrayVec<(u16, u8, u16), MAX_SEEN>,
+    missed: u32,
 }
 
-impl Default for SeenQuery {
+impl Default for SeenQueries {
     fn default() -> Self {
-        SeenQuery { name: [0; MAX_NAME], len: 0, qtype: 0 }
+        SeenQueries { bytes: [0; SEEN_BYTES], used: 0, list: ArrayVec::new(), missed: 0 }
     }
 }
 
-impl SeenQuery {
-    /// The name in uncompressed wire form, root label included.
-    pub fn name(&self) -> &[u8] {
-        &self.name[..usize::from(self.len)]
+impl SeenQueries {
+    /// The queries, oldest first: (name in wire form, QTYPE).
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], u16)> + '_ {
+        self.list.iter().map(|&(at, len, qtype)| (&self.bytes[usize::from(at)..usize::from(at) + usize::from(len)], qtype))
     }
 
+    /// How many queries are held.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// True when none is held.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Queries not held because the bounds were reached (saturating).
+    pub fn missed(&self) -> u32 {
+        self.missed
+    }
+
+    fn push(&mut self, name: &[u8], qtype: u16) {
+        let end = self.used + name.len();
+        if name.len() > MAX_NAME || end > SEEN_BYTES || self.list.is_full() {
+            self.missed = self.missed.saturating_add(1);
+            return;
+        }
+        self.bytes[self.used..end].copy_from_slice(name);
+        self.list.push((self.used as u16, name.len() as u8, qtype));
+        self.used = end;
+    }
+
+    fn clear(&mut self) {
+        self.used = 0;
+        self.list.clear();
+        self.missed = 0;
+    }
+}
+
+/// A name being built from the labels of a question (at most [`MAX_NAME`] bytes).
+struct NameBuf {
+    name: [u8; MAX_NAME],
+    len: usize,
+}
+
+impl NameBuf {
     /// Appends a label (the walk never hands more than 255 bytes of a valid name).
     fn push_label(&mut self, label: &[u8]) {
-        let at = usize::from(self.len);
-        if let Some(dst) = self.name.get_mut(at..at + 1 + label.len()) {
+        if let Some(dst) = self.name.get_mut(self.len..self.len + 1 + label.len()) {
             dst[0] = label.len() as u8;
             dst[1..].copy_from_slice(label);
-            self.len += 1 + label.len() as u8;
+            self.len += 1 + label.len();
         }
     }
 
-    /// Ends the name with the root label.
-    fn finish(&mut self) {
-        let at = usize::from(self.len);
-        if let Some(b) = self.name.get_mut(at) {
+    /// The name with its root label.
+    fn finish(&mut self) -> &[u8] {
+        if let Some(b) = self.name.get_mut(self.len) {
             *b = 0;
             self.len += 1;
         }
+        &self.name[..self.len]
     }
 }
 
@@ -176,9 +219,7 @@ pub struct Dns {
     /// The client asked for a zone transfer (its large TCP answers are expected).
     transfer: bool,
     /// Client queries not taken yet ([`Self::queries`]).
-    seen: ArrayVec<SeenQuery, MAX_SEEN>,
-    /// Client queries not kept because [`Self::seen`] was full.
-    seen_missed: u32,
+    seen: SeenQueries,
     /// Threats found in this session's messages.
     threats: Threats,
 }
@@ -196,19 +237,18 @@ impl Dns {
         self.refused = Refusals::default();
     }
 
-    /// The queries the client sent since the last [`Self::clear_queries`], oldest first (at
-    /// most [`MAX_SEEN`]), and how many more were not kept: what the inspector feeds the DNS
-    /// tunnelling detector after each frame ([`crate::detect::dns_tunnel`]), each query once.
-    /// Only standard queries (OPCODE QUERY, QR clear) sent towards the server with a whole
-    /// first question name count.
-    pub fn queries(&self) -> (&[SeenQuery], u32) {
-        (&self.seen, self.seen_missed)
+    /// The queries the client sent since the last [`Self::clear_queries`], oldest first, and
+    /// how many more were not kept: what the inspector feeds the DNS tunnelling detector after
+    /// each frame ([`crate::detect::dns_tunnel`]), each query once. Only standard queries
+    /// (OPCODE QUERY, QR clear) sent towards the server with a whole first question name
+    /// count.
+    pub fn queries(&self) -> &SeenQueries {
+        &self.seen
     }
 
-    /// Forgets the queries and the count [`Self::queries`] returned.
+    /// Forgets the queries [`Self::queries`] returned and their missed count.
     pub fn clear_queries(&mut self) {
         self.seen.clear();
-        self.seen_missed = 0;
     }
 
     /// Remembers a client's query (with the UDP size its requestor accepts), or takes the
@@ -277,8 +317,8 @@ impl Dns {
     /// counted (its first question kept when that one is whole): no name of it reaches
     /// `domain`, the answers learned for policy or the tunnelling detector.
     fn on_message(&mut self, dir: Dir, m: &[u8]) -> bool {
-        let mut seen = SeenQuery::default();
-        let s = parser::scan(m, |label, _| seen.push_label(label));
+        let mut name = NameBuf { name: [0; MAX_NAME], len: 0 };
+        let s = parser::scan(m, |label, _| name.push_label(label));
         let questions = m.get(4..6).map_or(0, |q| u16::from_be_bytes([q[0], q[1]]));
         if m.len() < parser::HEADER || (s.question.is_none() && questions > 0) {
             self.malformed = self.malformed.saturating_add(1);
@@ -288,11 +328,7 @@ impl Dns {
         if !s.response {
             if let Some(q) = s.question.filter(|q| q.clean) {
                 if dir == Dir::ToServer && s.opcode == 0 {
-                    seen.finish();
-                    seen.qtype = q.qtype;
-                    if self.seen.try_push(seen).is_err() {
-                        self.seen_missed = self.seen_missed.saturating_add(1);
-                    }
+                    self.seen.push(name.finish(), q.qtype);
                 }
             }
         }

@@ -267,9 +267,9 @@ fn random_datagrams_do_not_match_and_mutations_never_panic() {
             assert!(t.learned().0.is_empty());
         }
         t.feed(Dir::ToServer, &b);
-        for q in t.queries().0 {
-            assert!(q.name().len() <= parser::MAX_NAME && q.name().last() == Some(&0));
-            tunnel.observe(0, crate::flow::Addr::v4([198, 18, 0, 1]), q.name(), q.qtype, i as u64);
+        for (name, qtype) in t.queries().iter() {
+            assert!(name.len() <= parser::MAX_NAME && name.last() == Some(&0));
+            tunnel.observe(0, crate::flow::Addr::v4([198, 18, 0, 1]), name, qtype, i as u64);
         }
         tunnel.observe(0, crate::flow::Addr::v4([198, 18, 0, 2]), &b, 16, i as u64);
     }
@@ -711,38 +711,45 @@ fn benign_captures_raise_no_threat() {
 
 #[test]
 fn queries_for_the_tunnel_detector_are_handed_once() {
+    let list = |t: &Dns| t.queries().iter().map(|(n, q)| (n.to_vec(), q)).collect::<Vec<_>>();
     // UDP: the client's query, once; not the response, not a query from the server's side.
     let f = flow(17, 34864);
     let mut t = Dns::default();
     t.feed(Dir::ToServer, &f.datagrams[0].1);
-    let (q, missed) = t.queries();
-    assert_eq!((q.len(), missed), (1, 0));
-    assert_eq!(q[0].name(), b"\x03www\x04corp\x04test\x00");
-    assert_eq!(q[0].qtype, 1);
+    assert_eq!(list(&t), [(b"\x03www\x04corp\x04test\x00".to_vec(), 1)]);
+    assert_eq!(t.queries().missed(), 0);
     t.clear_queries();
     t.feed(Dir::ToClient, &f.datagrams[1].1);
     t.feed(Dir::ToClient, &f.datagrams[0].1);
-    assert!(t.queries().0.is_empty());
+    assert!(t.queries().is_empty());
     // Case is kept as sent (encodings use it); a name with a loop is not handed out.
     let mut t = Dns::default();
     t.feed(Dir::ToServer, &msg(QUERY, 1, 0, 0, &question(&wire(&[b"aB3", b"x", b"test"]), 16)));
     t.feed(Dir::ToServer, &msg(QUERY, 1, 0, 0, &[0xc0, 12, 0, 1, 0, 1]));
-    let (q, _) = t.queries();
-    assert_eq!(q.iter().map(|q| (q.name().to_vec(), q.qtype)).collect::<Vec<_>>(), [(b"\x03aB3\x01x\x04test\x00".to_vec(), 16)]);
+    assert_eq!(list(&t), [(b"\x03aB3\x01x\x04test\x00".to_vec(), 16)]);
     // TCP: pipelined queries in one segment, in order; past MAX_SEEN they are counted.
-    let mut stream = Vec::new();
-    for i in 0..MAX_SEEN + 2 {
-        let m = msg(QUERY, 1, 0, 0, &question(&wire(&[format!("q{i}").as_bytes(), b"test"]), 1));
-        stream.extend_from_slice(&(m.len() as u16).to_be_bytes());
-        stream.extend_from_slice(&m);
-    }
+    let framed = |names: &mut dyn Iterator<Item = Vec<u8>>| {
+        let mut stream = Vec::new();
+        for n in names {
+            let m = msg(QUERY, 1, 0, 0, &question(&n, 1));
+            stream.extend_from_slice(&(m.len() as u16).to_be_bytes());
+            stream.extend_from_slice(&m);
+        }
+        stream
+    };
     let mut t = Dns::default();
-    feed_all(&mut t, Dir::ToServer, &stream);
-    let (q, missed) = t.queries();
-    assert_eq!((q.len(), missed), (MAX_SEEN, 2));
-    assert_eq!(q[1].name(), b"\x02q1\x04test\x00");
+    feed_all(&mut t, Dir::ToServer, &framed(&mut (0..MAX_SEEN + 2).map(|i| wire(&[format!("q{i}").as_bytes(), b"test"]))));
+    assert_eq!((t.queries().len(), t.queries().missed()), (MAX_SEEN, 2));
+    assert_eq!(list(&t)[1].0, b"\x02q1\x04test\x00");
     t.clear_queries();
-    assert_eq!(t.queries(), (&[][..], 0));
+    assert!(t.queries().is_empty() && t.queries().missed() == 0);
+    // ... and past SEEN_BYTES: two names of 255 bytes fit, the third is counted.
+    let long = wire(&[&[b'a'; 63], &[b'b'; 63], &[b'c'; 63], &[b'd'; 61]]);
+    assert_eq!(long.len(), 255);
+    let mut t = Dns::default();
+    feed_all(&mut t, Dir::ToServer, &framed(&mut std::iter::repeat_n(long.clone(), 3)));
+    assert_eq!((t.queries().len(), t.queries().missed()), (2, 1));
+    assert!(t.queries().iter().all(|(n, _)| n == long));
     // As the inspector does (take after each frame): every query of a real tunnel once.
     let f = &capture_flows("threats/iodine-txt.pcap")[0];
     let mut t = Dns::default();
@@ -750,8 +757,8 @@ fn queries_for_the_tunnel_detector_are_handed_once() {
     for (d, dg) in &f.datagrams {
         t.feed(*d, dg);
         sent += usize::from(*d == Dir::ToServer && dg[2] & 0x80 == 0);
-        taken += t.queries().0.len();
-        assert_eq!(t.queries().1, 0);
+        taken += t.queries().len();
+        assert_eq!(t.queries().missed(), 0);
         t.clear_queries();
     }
     assert_eq!(taken, sent);

@@ -56,8 +56,8 @@ fn pcap_queries(path: &Path) -> Vec<Q> {
             dns.feed(dir, ip.payload);
         }
         let t_ns = pkt.timestamp.as_nanos() as u64;
-        for q in dns.queries().0 {
-            out.push(Q { client: key.1, t_ns, name: q.name().to_vec(), qtype: q.qtype });
+        for (name, qtype) in dns.queries().iter() {
+            out.push(Q { client: key.1, t_ns, name: name.to_vec(), qtype });
         }
         dns.clear_queries();
     }
