@@ -764,3 +764,33 @@ fn queries_for_the_tunnel_detector_are_handed_once() {
     assert_eq!(taken, sent);
     assert!(sent > 100);
 }
+
+/// The captures through `warden replay` (the whole pipeline, the threat stage included): each
+/// DNS threat in the summary and in its record; the benign captures raise no DNS threat.
+#[test]
+fn threats_through_replay() {
+    use crate::config::Config;
+    use crate::replay::replay_file;
+    let dns_threats = |file: std::path::PathBuf| {
+        let (records, summary) = replay_file(&file, &Config::default()).unwrap();
+        let counts: Vec<(&str, u64)> = summary.threats.iter().filter(|t| t.0.starts_with("dns_")).map(|t| (t.0, t.1)).collect();
+        let events = summary.threat_events.len();
+        (records, counts, events)
+    };
+    let (records, counts, events) = dns_threats(crate::app::testutil::capture("threats/dig-axfr-null.pcap"));
+    assert_eq!(counts, [("dns_zone_transfer", 2), ("dns_null_type", 2)]);
+    assert!(events >= 2);
+    let axfr = records.iter().find(|r| r.threats.iter().any(|t| t.id == "dns_zone_transfer" && t.evidence == "AXFR corp.test"));
+    assert!(axfr.is_some(), "{records:#?}");
+    let (_, counts, _) = dns_threats(crate::app::testutil::capture("threats/dns-attacks.pcap"));
+    assert_eq!(counts, [("dns_loop_pointer", 4), ("dns_overflow", 7)]);
+    // (Replay reads Ethernet, cooked, raw IP and loopback captures: not the FDDI one.)
+    let mut replayed = 0;
+    for p in captures_in("threats/zeek").into_iter().filter(|p| !p.ends_with("dns-dns-invalid-names.pcap")) {
+        let Ok((_, summary)) = replay_file(&p, &Config::default()) else { continue };
+        let dns: Vec<_> = summary.threats.iter().filter(|t| t.0.starts_with("dns_")).collect();
+        assert!(dns.is_empty(), "{}: {dns:?}", p.display());
+        replayed += 1;
+    }
+    assert!(replayed >= 50, "{replayed}");
+}
