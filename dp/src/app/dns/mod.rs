@@ -352,7 +352,8 @@ impl Dns {
     }
 
     /// Records the threats a message carries by itself ([`parser::Scan`]): loop pointers,
-    /// overflows, zone transfer and NULL queries.
+    /// overflows, zone transfer and NULL queries, a TCP response near 64 KiB that no zone
+    /// transfer asked for.
     fn message_threats(&mut self, dir: Dir, m: &[u8], s: &Scan) {
         for a in [s.loop_pointer, s.overflow].into_iter().flatten() {
             let id = match a.kind {
@@ -362,6 +363,12 @@ impl Dns {
             self.threats.record(id, dir, a.reason, anomaly_evidence(&a, m.len()).as_bytes());
         }
         if s.response {
+            // Whatever its questions (a zone transfer's later messages may have none).
+            if self.mode == Some(Mode::Tcp) && m.len() > TCP_MAX_RESPONSE && !self.transfer {
+                let mut ev = Text::<EVIDENCE>::new();
+                let _ = write!(ev, "{}-byte response over TCP, no zone transfer asked", m.len());
+                self.threats.record(ThreatId::DnsOverflow, dir, "tcp_over_65280", ev.as_bytes());
+            }
             return;
         }
         if let Some((at, qtype)) = s.transfer {
@@ -378,24 +385,18 @@ impl Dns {
         }
     }
 
-    /// Size threats that depend on the flow: a TCP response near 64 KiB that no zone transfer
-    /// asked for, a UDP response larger than its query accepts.
+    /// A UDP response larger than the query it answers accepts.
     fn size_threats(&mut self, dir: Dir, m: &[u8], s: &Scan, udp_limit: Option<u16>) {
         if !s.response {
             return;
         }
         let mut ev = Text::<EVIDENCE>::new();
-        match (self.mode, udp_limit) {
-            (Some(Mode::Tcp), _) if m.len() > TCP_MAX_RESPONSE && !self.transfer => {
-                let _ = write!(ev, "{}-byte response over TCP, no zone transfer asked", m.len());
-                self.threats.record(ThreatId::DnsOverflow, dir, "tcp_over_65280", ev.as_bytes());
-            }
-            (Some(Mode::Udp), Some(limit)) if m.len() > usize::from(limit) => {
+        if let (Some(Mode::Udp), Some(limit)) = (self.mode, udp_limit) {
+            if m.len() > usize::from(limit) {
                 let _ = write!(ev, "{}-byte response over UDP, the query accepts {limit}", m.len());
                 let reason = if usize::from(limit) == UDP_PLAIN { "udp_over_512" } else { "udp_over_edns_size" };
                 self.threats.record(ThreatId::DnsOverflow, dir, reason, ev.as_bytes());
             }
-            _ => {}
         }
     }
 

@@ -596,6 +596,14 @@ fn oversized_responses() {
     assert_eq!(kinds(&t), []);
     feed_all(&mut t, Dir::ToClient, &framed(&big));
     assert_eq!(kinds(&t), [(Over, "tcp_over_65280")]);
+    // Without a question section too.
+    let txt = [&[255u8][..], &[b'x'; 255]].concat();
+    let bare = msg(RESPONSE, 0, 245, 0, &record(&[0], 16, &txt, None).repeat(245));
+    assert!(bare.len() > TCP_MAX_RESPONSE);
+    let mut t = Dns::default();
+    feed_all(&mut t, Dir::ToServer, &framed(&msg(QUERY, 1, 0, 0, &www())));
+    feed_all(&mut t, Dir::ToClient, &framed(&bare));
+    assert_eq!(kinds(&t), [(Over, "tcp_over_65280")]);
     let mut t = Dns::default();
     feed_all(&mut t, Dir::ToServer, &framed(&msg(QUERY, 1, 0, 0, &question(&wire(&[b"corp", b"test"]), 252))));
     feed_all(&mut t, Dir::ToClient, &framed(&big));
