@@ -449,7 +449,7 @@ fn detection_and_false_alarm_rates() {
     for (_, qs) in benign_captures() {
         all_benign.extend(qs);
     }
-    let mut sets: Vec<(String, Vec<Q>)> = vec![("benign captures (corpus, link types, 49 Zeek traces)".into(), all_benign)];
+    let mut sets: Vec<(String, Vec<Q>)> = vec![("benign captures (corpus, link types, Zeek DNS traces)".into(), all_benign)];
     sets.extend(busy_benign().into_iter().map(|(n, q)| (format!("{n} (crafted)"), q)));
     for (name, qs) in sets {
         let groups = evaluate(&qs, &cfg);
