@@ -22,6 +22,7 @@ PKGS=(
   python3-scapy                        # crafted attack frames (e2e_attacks, e2e_icmp; tests/captures/attacks/make.py)
   hping3 ptunnel ptunnel-ng nmap apache2-utils  # threat captures: floods, ICMP tunnels, ab (dp/tests/captures/threats/floods.sh)
   slowhttptest apache2-utils           # tests/captures/threats/make.sh: slowloris (slow headers) and ab as the benign load
+  iodine                               # DNS tunnel recordings (dp/tests/captures/threats/record-iodine.sh)
   python3-yaml                         # dp/tests/packaging.rs reads deploy/warden-daemonset.yaml
   nftables                             # e2e_evasion: at the server's ingress, a segment lost after Warden, IP fragments counted
   nfdump                               # IPFIX collector nfcapd and reader nfdump (e2e_ipfix)

@@ -2,6 +2,9 @@
 //! table shared by all workers.
 //!
 //! # What is learned
+//! Names arrive already decoded: the DNS parser walks each message with its bounded scanner
+//! first, and a message with a pointer loop, an over-long name or any other anomaly teaches
+//! nothing, so nothing here follows compression pointers.
 //! The DNS parser ([`crate::app::dns`]) takes an answer only when it answers a query the client
 //! sent on the same flow (transaction id and question match an outstanding query of that flow),
 //! follows the CNAME chain from the question, keeps the question name whole and the TTL along

@@ -13,6 +13,7 @@ pub mod auth_fail;
 #[cfg(test)]
 mod captures_tests;
 pub mod catalogue;
+pub mod dns_tunnel;
 pub mod ognl;
 pub mod slowloris;
 pub mod sql;

@@ -13,6 +13,18 @@
 //! refused is counted ([`Refusals`]); the inspector hands the answers to the shared name
 //! table ([`crate::names`]), which decides what it stores.
 //!
+//! **Threats.** Every message is walked by [`parser::scan`] first: pointer loops
+//! (`dns_loop_pointer`) and lengths beyond RFC 1035 limits or past the message
+//! (`dns_overflow`) are recorded with their reason ([`parser::Anomaly`]), and a message with a
+//! name that is not whole and safe goes no further (no `domain` decoding, no answers for
+//! policy, no query for the tunnelling detector). The flow adds two size checks: a UDP
+//! response larger than its query accepts (512 bytes, or the EDNS0 payload size it advertised;
+//! CVE-2015-7547's exploit answers a query without EDNS0 with 2 KB and more), and a TCP
+//! response over [`TCP_MAX_RESPONSE`] that no zone transfer asked for (CVE-2020-1350). Client
+//! queries for AXFR/IXFR (`dns_zone_transfer`) and NULL (`dns_null_type`) are recorded, over UDP
+//! and TCP. The client's standard queries are handed to the inspector for the tunnelling
+//! detector ([`Dns::queries`], each once).
+//!
 //! Specs: RFC 1035 §4.1-§4.2 (message format, transport), RFC 3596 §2 (AAAA), RFC 6891 §6.1.3
 //! (extended rcode), RFC 6895 §2 (header bits), RFC 7766 §8 (several messages per TCP
 //! connection). Decoding uses the `domain` crate allocation-free; see `parser.rs` for why not
@@ -34,7 +46,8 @@ use domain::base::Message;
 use serde_json::{Map, Value};
 
 use super::{App, AppParser, Dir, Feed, Probe, Text, Transport};
-use parser::{Parse, QueryKey, MAX_PRESENTATION};
+use crate::detect::{ThreatId, Threats, EVIDENCE};
+use parser::{Anomaly, AnomalyKind, Parse, QueryKey, Scan, MAX_NAME, MAX_PRESENTATION};
 
 /// Distinct A/AAAA answer addresses kept (in order of appearance across responses).
 pub const MAX_ADDRS: usize = 8;
@@ -44,6 +57,110 @@ pub const MAX_PENDING: usize = 8;
 pub const MAX_ANSWER_ADDRS: usize = 16;
 /// Answers held until the inspector takes them (after each frame from the server).
 pub const MAX_LEARNED: usize = 2;
+/// Client queries held until the inspector takes them ([`Dns::queries`]; one UDP datagram
+/// holds one, a TCP segment may hold several).
+pub const MAX_SEEN: usize = 8;
+/// Bytes of their names held (uncompressed wire form; two names of the longest form fit).
+pub const SEEN_BYTES: usize = 512;
+/// UDP message size a requestor accepts without EDNS0 (RFC 1035 §2.3.4, §4.2.1).
+pub const UDP_PLAIN: usize = 512;
+/// Largest TCP response that is not a zone transfer before it counts as an overflow attempt
+/// (bytes): Microsoft's workaround for CVE-2020-1350 (SIGRed, KB4569509) caps TCP DNS
+/// messages at 0xFF00, as the exploit needs a message close to 64 KiB.
+pub const TCP_MAX_RESPONSE: usize = 0xff00;
+
+/// The queries a client sent that the inspector has not taken yet, for the DNS tunnelling
+/// detector ([`crate::detect::dns_tunnel`]): for each, the first question's name, whole, in
+/// uncompressed wire form (length-prefixed labels and the root label, at most 255 bytes,
+/// RFC 1035 §3.1; case as sent), and its QTYPE. Fixed size: at most [`MAX_SEEN`] queries and
+/// [`SEEN_BYTES`] bytes of names; more are counted ([`SeenQueries::missed`]).
+#[derive(Debug, Clone)]
+pub struct SeenQueries {
+    bytes: [u8; SEEN_BYTES],
+    used: usize,
+    /// (offset in `bytes`, length, QTYPE).
+    list: ArrayVec<(u16, u8, u16), MAX_SEEN>,
+    missed: u32,
+}
+
+impl Default for SeenQueries {
+    fn default() -> Self {
+        SeenQueries { bytes: [0; SEEN_BYTES], used: 0, list: ArrayVec::new(), missed: 0 }
+    }
+}
+
+impl SeenQueries {
+    /// The queries, oldest first: (name in wire form, QTYPE).
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], u16)> + '_ {
+        self.list.iter().map(|&(at, len, qtype)| (&self.bytes[usize::from(at)..usize::from(at) + usize::from(len)], qtype))
+    }
+
+    /// How many queries are held.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// True when none is held.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Queries not held because the bounds were reached (saturating).
+    pub fn missed(&self) -> u32 {
+        self.missed
+    }
+
+    fn push(&mut self, name: &[u8], qtype: u16) {
+        let end = self.used + name.len();
+        if name.len() > MAX_NAME || end > SEEN_BYTES || self.list.is_full() {
+            self.missed = self.missed.saturating_add(1);
+            return;
+        }
+        self.bytes[self.used..end].copy_from_slice(name);
+        self.list.push((self.used as u16, name.len() as u8, qtype));
+        self.used = end;
+    }
+
+    fn clear(&mut self) {
+        self.used = 0;
+        self.list.clear();
+        self.missed = 0;
+    }
+}
+
+/// A name being built from the labels of a question (at most [`MAX_NAME`] bytes).
+struct NameBuf {
+    name: [u8; MAX_NAME],
+    len: usize,
+}
+
+impl NameBuf {
+    /// Appends a label (the walk never hands more than 255 bytes of a valid name).
+    fn push_label(&mut self, label: &[u8]) {
+        if let Some(dst) = self.name.get_mut(self.len..self.len + 1 + label.len()) {
+            dst[0] = label.len() as u8;
+            dst[1..].copy_from_slice(label);
+            self.len += 1 + label.len();
+        }
+    }
+
+    /// The name with its root label.
+    fn finish(&mut self) -> &[u8] {
+        if let Some(b) = self.name.get_mut(self.len) {
+            *b = 0;
+            self.len += 1;
+        }
+        &self.name[..self.len]
+    }
+}
+
+/// A client query waiting for its answer: its key, and the UDP message size its requestor
+/// accepts (bytes: 512, or the EDNS0 payload size it advertised, RFC 6891 §6.2.3-§6.2.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pending {
+    key: QueryKey,
+    udp_limit: u16,
+}
 
 /// One answer for policy: the question's name (lowercase presentation form without the
 /// trailing dot, whole) and the addresses the chain from it ends at, each with its TTL (s,
@@ -95,10 +212,16 @@ pub struct Dns {
     malformed: u32,
     lost: bool,
     /// Queries of the client not answered yet, oldest first.
-    pending: ArrayVec<QueryKey, MAX_PENDING>,
+    pending: ArrayVec<Pending, MAX_PENDING>,
     /// Answers for policy not taken yet.
     learned: ArrayVec<Answer, MAX_LEARNED>,
     refused: Refusals,
+    /// The client asked for a zone transfer (its large TCP answers are expected).
+    transfer: bool,
+    /// Client queries not taken yet ([`Self::queries`]).
+    seen: SeenQueries,
+    /// Threats found in this session's messages.
+    threats: Threats,
 }
 
 impl Dns {
@@ -114,34 +237,54 @@ impl Dns {
         self.refused = Refusals::default();
     }
 
-    /// Remembers a client's query, or takes the answer to one (see the module docs).
-    fn learn(&mut self, dir: Dir, m: &[u8], response: bool) {
-        let Ok(msg) = Message::from_octets(m) else { return };
+    /// The queries the client sent since the last [`Self::clear_queries`], oldest first, and
+    /// how many more were not kept: what the inspector feeds the DNS tunnelling detector after
+    /// each frame ([`crate::detect::dns_tunnel`]), each query once. Only standard queries
+    /// (OPCODE QUERY, QR clear) sent towards the server with a whole first question name
+    /// count.
+    pub fn queries(&self) -> &SeenQueries {
+        &self.seen
+    }
+
+    /// Forgets the queries [`Self::queries`] returned and their missed count.
+    pub fn clear_queries(&mut self) {
+        self.seen.clear();
+    }
+
+    /// Remembers a client's query (with the UDP size its requestor accepts), or takes the
+    /// answer to one (see the module docs). For a response that answers a pending query,
+    /// returns that query's UDP size limit; nothing is learned without `teach` (a message
+    /// with an anomaly) nor from a UDP response over the limit.
+    fn learn(&mut self, dir: Dir, m: &[u8], response: bool, udp_limit: u16, teach: bool) -> Option<u16> {
+        let Ok(msg) = Message::from_octets(m) else { return None };
         let key = parser::query_key(&msg);
         if !response {
-            if let (Dir::ToServer, Some(k)) = (dir, key) {
+            if let (Dir::ToServer, Some(key)) = (dir, key) {
                 if self.pending.is_full() {
                     self.pending.remove(0);
                     self.refused.overflow = self.refused.overflow.saturating_add(1);
                 }
-                self.pending.push(k);
+                self.pending.push(Pending { key, udp_limit });
             }
-            return;
+            return None;
         }
-        let at = key.and_then(|k| self.pending.iter().position(|p| *p == k));
+        let at = key.and_then(|k| self.pending.iter().position(|p| p.key == k));
         let (Dir::ToClient, Some(at)) = (dir, at) else {
             self.refused.unsolicited = self.refused.unsolicited.saturating_add(1);
-            return;
+            return None;
         };
-        self.pending.remove(at);
-        if !parser::answers_usable(&msg) {
-            return;
+        let limit = self.pending.remove(at).udp_limit;
+        if !teach || self.mode == Some(Mode::Udp) && m.len() > usize::from(limit) {
+            return Some(limit);
         }
-        let Some(q) = msg.first_question() else { return };
+        if !parser::answers_usable(&msg) {
+            return Some(limit);
+        }
+        let Some(q) = msg.first_question() else { return Some(limit) };
         let mut a = Answer::default();
         if write!(a.name, "{}", q.qname()).is_err() {
             self.refused.too_long = self.refused.too_long.saturating_add(1);
-            return;
+            return Some(limit);
         }
         a.name.make_ascii_lowercase();
         let mut over = 0u32;
@@ -156,18 +299,109 @@ impl Dns {
         self.refused.off_chain = self.refused.off_chain.saturating_add(off);
         if a.addrs.is_empty() || a.name.is_empty() {
             self.refused.overflow = self.refused.overflow.saturating_add(over);
-            return;
+            return Some(limit);
         }
         if self.learned.try_push(a).is_err() {
             over += 1;
         }
         self.refused.overflow = self.refused.overflow.saturating_add(over);
+        Some(limit)
     }
 
     /// Records one message; false when it cannot be a DNS message: shorter than the header, or
-    /// announcing questions that do not parse (a message without questions that `domain` does
-    /// not read, such as a FORMERR answer, is only counted malformed).
+    /// announcing questions whose first one cannot be read (a message without questions that
+    /// `domain` does not read, such as a FORMERR answer, is only counted malformed).
+    ///
+    /// The message is walked by [`parser::scan`] first; what attacks on decoders send is
+    /// recorded as threats, and a message with a name that is not whole and safe is only
+    /// counted (its first question kept when that one is whole): no name of it reaches
+    /// `domain`, the answers learned for policy or the tunnelling detector.
     fn on_message(&mut self, dir: Dir, m: &[u8]) -> bool {
+        let mut name = NameBuf { name: [0; MAX_NAME], len: 0 };
+        let s = parser::scan(m, |label, _| name.push_label(label));
+        let questions = m.get(4..6).map_or(0, |q| u16::from_be_bytes([q[0], q[1]]));
+        if m.len() < parser::HEADER || (s.question.is_none() && questions > 0) {
+            self.malformed = self.malformed.saturating_add(1);
+            return m.len() >= parser::HEADER && questions == 0;
+        }
+        self.message_threats(dir, m, &s);
+        if !s.response {
+            if let Some(q) = s.question.filter(|q| q.clean) {
+                if dir == Dir::ToServer && s.opcode == 0 {
+                    self.seen.push(name.finish(), q.qtype);
+                }
+            }
+        }
+        if s.names_unsafe {
+            self.malformed = self.malformed.saturating_add(1);
+            if self.query.is_none() {
+                if let Some(q) = s.question.filter(|q| q.clean) {
+                    self.query = Some(presentation(m, q.name_at));
+                    self.qtype = Some(q.qtype);
+                    self.qclass = Some(q.qclass);
+                }
+            }
+            if s.response {
+                self.responses = self.responses.saturating_add(1);
+            } else {
+                self.queries = self.queries.saturating_add(1);
+            }
+            return true;
+        }
+        self.on_safe_message(dir, m, &s)
+    }
+
+    /// Records the threats a message carries by itself ([`parser::Scan`]): loop pointers,
+    /// overflows, zone transfer and NULL queries, a TCP response near 64 KiB that no zone
+    /// transfer asked for.
+    fn message_threats(&mut self, dir: Dir, m: &[u8], s: &Scan) {
+        for a in [s.loop_pointer, s.overflow].into_iter().flatten() {
+            let id = match a.kind {
+                AnomalyKind::LoopPointer => ThreatId::DnsLoopPointer,
+                AnomalyKind::Overflow => ThreatId::DnsOverflow,
+            };
+            self.threats.record(id, dir, a.reason, anomaly_evidence(&a, m.len()).as_bytes());
+        }
+        if s.response {
+            // Whatever its questions (a zone transfer's later messages may have none).
+            if self.mode == Some(Mode::Tcp) && m.len() > TCP_MAX_RESPONSE && !self.transfer {
+                let mut ev = Text::<EVIDENCE>::new();
+                let _ = write!(ev, "{}-byte response over TCP, no zone transfer asked", m.len());
+                self.threats.record(ThreatId::DnsOverflow, dir, "tcp_over_65280", ev.as_bytes());
+            }
+            return;
+        }
+        if let Some((at, qtype)) = s.transfer {
+            self.transfer = true;
+            let (reason, t) = if qtype == 252 { ("axfr", "AXFR") } else { ("ixfr", "IXFR") };
+            let mut ev = Text::<EVIDENCE>::new();
+            let _ = write!(ev, "{t} {}", presentation(m, at));
+            self.threats.record(ThreatId::DnsZoneTransfer, dir, reason, ev.as_bytes());
+        }
+        if let Some(at) = s.null_type {
+            let mut ev = Text::<EVIDENCE>::new();
+            let _ = write!(ev, "NULL {}", presentation(m, at));
+            self.threats.record(ThreatId::DnsNullType, dir, "null_query", ev.as_bytes());
+        }
+    }
+
+    /// A UDP response larger than the query it answers accepts.
+    fn size_threats(&mut self, dir: Dir, m: &[u8], s: &Scan, udp_limit: Option<u16>) {
+        if !s.response {
+            return;
+        }
+        let mut ev = Text::<EVIDENCE>::new();
+        if let (Some(Mode::Udp), Some(limit)) = (self.mode, udp_limit) {
+            if m.len() > usize::from(limit) {
+                let _ = write!(ev, "{}-byte response over UDP, the query accepts {limit}", m.len());
+                let reason = if usize::from(limit) == UDP_PLAIN { "udp_over_512" } else { "udp_over_edns_size" };
+                self.threats.record(ThreatId::DnsOverflow, dir, reason, ev.as_bytes());
+            }
+        }
+    }
+
+    /// Records a message whose names are all whole and safe (`domain` decodes it).
+    fn on_safe_message(&mut self, dir: Dir, m: &[u8], scan: &Scan) -> bool {
         let want_question = self.query.is_none();
         let mut question = None;
         let answers = &mut self.answers;
@@ -214,9 +448,60 @@ impl Dns {
         } else {
             self.queries = self.queries.saturating_add(1);
         }
-        self.learn(dir, m, s.response);
+        let accepts = scan.edns_payload.map_or(UDP_PLAIN as u16, |p| p.max(UDP_PLAIN as u16));
+        let hostile = scan.loop_pointer.is_some() || scan.overflow.is_some();
+        let limit = self.learn(dir, m, s.response, accepts, !hostile);
+        self.size_threats(dir, m, scan, limit);
         true
     }
+}
+
+/// The name at `at` in presentation form (lowercase, dots between labels, bytes other than
+/// letters, digits, `-` and `_` as `\DDD`, RFC 1035 §5.1), cut at 256 bytes; `.` for the
+/// root. Walks with [`parser::walk_name`], so any name is safe to show.
+fn presentation(m: &[u8], at: usize) -> Text<256> {
+    let mut out = Text::<256>::new();
+    parser::walk_name(m, at, |label| {
+        for &c in label {
+            let c = c.to_ascii_lowercase();
+            let _ = if c.is_ascii_alphanumeric() || c == b'-' || c == b'_' {
+                out.try_push(char::from(c)).map_err(|_| std::fmt::Error)
+            } else {
+                write!(out, "\\{c:03}")
+            };
+        }
+        let _ = out.try_push('.');
+    });
+    if out.len() > 1 && out.ends_with('.') {
+        out.pop();
+    }
+    if out.is_empty() {
+        out.push('.');
+    }
+    out
+}
+
+/// The evidence of an anomaly: where, what, in how long a message.
+fn anomaly_evidence(a: &Anomaly, len: usize) -> Text<EVIDENCE> {
+    let mut ev = Text::<EVIDENCE>::new();
+    let _ = match a.kind {
+        AnomalyKind::LoopPointer if a.reason == "pointer_chain" => {
+            write!(ev, "{} pointers in a name, at offset {} of a {len}-byte message", a.value, a.at)
+        }
+        AnomalyKind::LoopPointer if a.reason == "pointer_work" => {
+            write!(ev, "{} name steps by offset {} of a {len}-byte message", a.value, a.at)
+        }
+        AnomalyKind::LoopPointer => write!(ev, "pointer at offset {} to {} in a {len}-byte message", a.at, a.value),
+        AnomalyKind::Overflow => match a.reason {
+            "label_over_63" => write!(ev, "label of {} bytes at offset {} of a {len}-byte message", a.value, a.at),
+            "name_over_255" => write!(ev, "name of {}+ bytes at offset {} of a {len}-byte message", a.value, a.at),
+            "counts_past_end" => write!(ev, "{} entries counted, the {len}-byte message ends at offset {}", a.value, a.at),
+            "rdata_past_end" => write!(ev, "RDLENGTH {} at offset {} of a {len}-byte message", a.value, a.at),
+            "trailing_bytes" => write!(ev, "{} bytes after the last record at offset {}", a.value, a.at),
+            _ => write!(ev, "{} at offset {} of a {len}-byte message", a.reason, a.at),
+        },
+    };
+    ev
 }
 
 /// Name of a query type ("A", "AAAA", ..., "TYPE65" style for unknown ones).
@@ -321,6 +606,10 @@ impl AppParser for Dns {
         if self.malformed > 0 {
             out.insert("malformed".into(), self.malformed.into());
         }
+    }
+
+    fn threats(&self) -> Option<&Threats> {
+        Some(&self.threats)
     }
 }
 

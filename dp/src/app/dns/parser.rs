@@ -7,12 +7,20 @@
 //! RFC 8490).
 //!
 //! Decoding uses the `domain` crate (NLnet Labs) without default features: it parses a
-//! `&[u8]` in place with no allocation, and bounds compression pointers (they must point
-//! backwards and at most 255 are followed per name). `simple-dns` was not used: its
-//! `Packet::parse` allocates a `Vec` per name and per section on every message (every UDP
-//! datagram) and rejects the whole message when one record fails to parse.
+//! `&[u8]` in place with no allocation. `simple-dns` was not used: its `Packet::parse`
+//! allocates a `Vec` per name and per section on every message (every UDP datagram) and
+//! rejects the whole message when one record fails to parse.
 //! The probe's header and first-question checks are written here because they must work on
 //! a prefix of a message (TCP segments).
+//!
+//! **Every message is walked here first** ([`scan`]), and handed to `domain` only when all its
+//! names are safe. `domain` only requires each compression pointer to point before itself, so
+//! a chain of pointers to pointers is legal to it: one 2-byte owner name can cost thousands
+//! of hops, in every record of a 64 KiB message. [`walk_name`] follows BIND's rule instead
+//! (`dns_name_fromwire`: each pointer goes strictly before the previous one's target, the first
+//! before itself: no cycle can form) with at most [`MAX_HOPS`] pointers per name, and the walk
+//! of a whole message is bounded by [`steps_budget`]. What it finds is what attacks on
+//! decoders send (the `dns_loop_pointer` and `dns_overflow` threats, [`Anomaly`]).
 
 pub use crate::app::Parse;
 
@@ -47,9 +55,9 @@ fn be16(b: &[u8], at: usize) -> Option<u16> {
 }
 
 /// Header sanity on the bytes present (prefix-aware): a known opcode, the reserved Z bit
-/// clear, a query with rcode 0, QDCOUNT in 1..=[`MAX_QDCOUNT`], and (when `total`, the message
-/// length, is known) counts that fit in it.
-pub fn header_ok(m: &[u8], total: usize) -> bool {
+/// clear, a query with rcode 0, QDCOUNT in 1..=[`MAX_QDCOUNT`]; and with `counts`, counts
+/// that fit in `total`, the message length.
+fn header_sane(m: &[u8], total: usize, counts: bool) -> bool {
     let qr = m.get(2).map(|&f| f & 0x80 != 0);
     if let Some(&f) = m.get(2) {
         // QUERY, NOTIFY, UPDATE, DSO (IQUERY is obsolete, RFC 3425; STATUS was never
@@ -68,7 +76,7 @@ pub fn header_ok(m: &[u8], total: usize) -> bool {
             return false;
         }
     }
-    if let (Some(qd), Some(an), Some(ns), Some(ar)) = (be16(m, 4), be16(m, 6), be16(m, 8), be16(m, 10)) {
+    if let (true, Some(qd), Some(an), Some(ns), Some(ar)) = (counts, be16(m, 4), be16(m, 6), be16(m, 8), be16(m, 10)) {
         // Each question takes at least 5 bytes, each record at least 11.
         let min = HEADER + 5 * usize::from(qd) + 11 * (usize::from(an) + usize::from(ns) + usize::from(ar));
         if min > total {
@@ -76,6 +84,19 @@ pub fn header_ok(m: &[u8], total: usize) -> bool {
         }
     }
     true
+}
+
+/// Header sanity on the bytes present (prefix-aware): a known opcode, the reserved Z bit
+/// clear, a query with rcode 0, QDCOUNT in 1..=[`MAX_QDCOUNT`], and (when `total`, the message
+/// length, is known) counts that fit in it.
+pub fn header_ok(m: &[u8], total: usize) -> bool {
+    header_sane(m, total, true)
+}
+
+/// True for the QCLASS values of real questions: IN, CH, HS, NONE, ANY (the mDNS
+/// unicast-response bit allowed).
+fn known_qclass(c: u16) -> bool {
+    matches!(c & 0x7fff, 1 | 3 | 4 | 254 | 255)
 }
 
 /// The first question's extent (prefix-aware): an uncompressed name (nothing precedes it that
@@ -107,44 +128,42 @@ pub fn first_question(m: &[u8]) -> Parse<usize> {
     }
     match be16(m, at + 2) {
         None => Parse::Incomplete(at + 4),
-        Some(c) if matches!(c & 0x7fff, 1 | 3 | 4 | 254 | 255) => Parse::Ok(at + 4, at + 4),
+        Some(c) if known_qclass(c) => Parse::Ok(at + 4, at + 4),
         Some(_) => Parse::Invalid,
-    }
-}
-
-/// Parses every section of a complete message with `domain`; returns where the last record
-/// ends (a well-formed message ends exactly at its length).
-pub fn parsed_len(m: &[u8]) -> Option<usize> {
-    let msg = Message::from_octets(m).ok()?;
-    let mut sec = msg.answer().ok()?;
-    loop {
-        for rr in &mut sec {
-            rr.ok()?;
-        }
-        let pos = sec.pos();
-        match sec.next_section().ok()? {
-            Some(next) => sec = next,
-            None => return Some(pos),
-        }
     }
 }
 
 /// Strict check of a message of known length `total` whose first bytes are `m` (all of it
 /// for UDP, a prefix for TCP): header sanity and a valid first question. A complete message
-/// must also parse to its end.
+/// must also be read to its end by [`scan`], or carry what attacks on DNS decoders send
+/// (an [`Anomaly`] other than one running past the message's end, which a cut message also
+/// shows: then only its header bits and the type and class of its first question need to be
+/// sane, so that the parser sees the attack and reports it).
 pub fn message_prefix(m: &[u8], total: usize) -> Parse<()> {
-    if total < MIN_MESSAGE || !header_ok(m, total) {
+    if total < MIN_MESSAGE || !header_sane(m, total, false) {
+        return Parse::Invalid;
+    }
+    if m.len() >= total {
+        let s = scan(&m[..total], |_, _| {});
+        let question = s.question.is_some_and(|q| q.qtype != 0 && known_qclass(q.qclass));
+        // A message cut short (or announcing more than it holds) is no evidence of DNS.
+        let cut = s.overflow.is_some_and(|a| a.reason.ends_with("past_end"));
+        if question && (s.loop_pointer.is_some() || s.overflow.is_some() && !cut) {
+            return Parse::Ok((), total);
+        }
+        if !header_ok(m, total) {
+            return Parse::Invalid;
+        }
+        return match first_question(m) {
+            Parse::Ok(..) if question && s.end == Some(total) => Parse::Ok((), total),
+            _ => Parse::Invalid,
+        };
+    }
+    if !header_ok(m, total) {
         return Parse::Invalid;
     }
     match first_question(m) {
         Parse::Ok(end, _) if end > total => Parse::Invalid,
-        Parse::Ok(..) if m.len() >= total => {
-            if parsed_len(&m[..total]) == Some(total) {
-                Parse::Ok((), total)
-            } else {
-                Parse::Invalid
-            }
-        }
         Parse::Ok(end, _) => Parse::Ok((), end),
         Parse::Incomplete(k) if k <= total && m.len() < total => Parse::Incomplete(k),
         Parse::Incomplete(_) | Parse::Invalid => Parse::Invalid,
@@ -325,4 +344,347 @@ pub fn chain_addrs(msg: &Message<&[u8]>, mut on_addr: impl FnMut(IpAddr, u32)) -
         }
     }
     off
+}
+
+/// Most compression pointers followed in one name. A name has at most 127 labels and real
+/// encoders write each pointer after at least one label, so real names need far fewer;
+/// NeuVector's dp stops at 63 too.
+pub const MAX_HOPS: usize = 63;
+/// Unparsed bytes after the last counted record that make a message an overflow attempt
+/// (NeuVector's dp: more than 1024 bytes its parser did not account for).
+pub const MAX_TAIL: usize = 1024;
+
+/// Labels and pointers [`scan`] may step over in a message of `len` bytes: 16 per byte plus
+/// 4096. A real message needs a few per byte (a 2-byte pointer to a name of `k` labels costs
+/// `k + 1`, and records are at least 12 bytes); past the budget the message is treated as a
+/// decompression bomb (`pointer_work`), so the walk of any message is linear in its size.
+pub fn steps_budget(len: usize) -> usize {
+    len.saturating_mul(16).saturating_add(4096)
+}
+
+/// The threat an [`Anomaly`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnomalyKind {
+    /// Compression pointers that loop or could (`dns_loop_pointer`).
+    LoopPointer,
+    /// Lengths beyond RFC 1035 limits or past the message (`dns_overflow`).
+    Overflow,
+}
+
+/// What an attack on a DNS decoder puts in a message: kind, reason (the threat record's
+/// snake_case reason), offset in the message (bytes) and a number that says how far
+/// (`value`: the pointer's target, the length announced, ...).
+///
+/// Reasons, RFC 1035 §4.1.4 (pointers) and §2.3.4 (sizes):
+/// - loop pointers: `pointer_to_itself`, `pointer_forward` (at or after the pointer),
+///   `pointer_loop` (not before the previous pointer's target: it can cycle through labels),
+///   `pointer_chain` (more than [`MAX_HOPS`] in one name; `value` the hops),
+///   `pointer_work` (the message's names exceed [`steps_budget`]);
+/// - overflows: `label_over_63` (a length octet 0x40..=0xBF, read by naive decoders as a
+///   label of up to 191 bytes; the RFC 6891 §5 extended label types are deprecated),
+///   `name_over_255` (decompressed name; `value` its length so far), `name_past_end`,
+///   `counts_past_end` (the header counts more questions or records than the message
+///   holds), `record_past_end`, `rdata_past_end` (RDLENGTH beyond the message; `value` it),
+///   `name_past_rdata` (a name inside RDATA running past RDLENGTH), `trailing_bytes` (more
+///   than [`MAX_TAIL`] bytes after the last counted record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Anomaly {
+    /// Which threat.
+    pub kind: AnomalyKind,
+    /// Which form of it.
+    pub reason: &'static str,
+    /// Offset in the message (bytes).
+    pub at: usize,
+    /// The pointer target, the length or count (see the reasons).
+    pub value: usize,
+}
+
+impl Anomaly {
+    fn pointer(reason: &'static str, at: usize, value: usize) -> Self {
+        Anomaly { kind: AnomalyKind::LoopPointer, reason, at, value }
+    }
+
+    fn overflow(reason: &'static str, at: usize, value: usize) -> Self {
+        Anomaly { kind: AnomalyKind::Overflow, reason, at, value }
+    }
+}
+
+/// The walk of one name ([`walk_name`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NameWalk {
+    /// Offset just past the name where it sits (after its root label or its first pointer);
+    /// `None` when it runs past the message before either.
+    pub end: Option<usize>,
+    /// Decompressed length in wire form (length octets, labels and root, bytes) as far as
+    /// walked; at most [`MAX_NAME`] unless the anomaly is `name_over_255`.
+    pub wire_len: usize,
+    /// The first anomaly; the name is whole and safe to decode only when there is none.
+    pub anomaly: Option<Anomaly>,
+    /// Labels and pointers stepped over.
+    pub steps: usize,
+}
+
+/// Walks the name at offset `at` of the message `m`, following compression pointers
+/// (RFC 1035 §4.1.4) under BIND's rule: the first pointer must point before itself, each
+/// further one before the previous one's target, at most [`MAX_HOPS`] of them. `on_label`
+/// gets each label of the decompressed name in order while the name is valid so far (never
+/// more than [`MAX_NAME`] bytes in wire form). After an anomaly the walk only goes on, in
+/// place, to find where the name ends; it never reads outside `m` and takes at most
+/// `MAX_HOPS + 1` steps past the name's own bytes.
+pub fn walk_name(m: &[u8], at: usize, mut on_label: impl FnMut(&[u8])) -> NameWalk {
+    let mut w = NameWalk { end: None, wire_len: 0, anomaly: None, steps: 0 };
+    let mut pos = at;
+    // A pointer must point before this (BIND's `biggest_pointer`).
+    let mut limit = at;
+    let mut hops = 0;
+    loop {
+        if w.anomaly.is_some() && w.end.is_some() {
+            return w;
+        }
+        w.steps += 1;
+        let Some(&b) = m.get(pos) else {
+            w.anomaly.get_or_insert(Anomaly::overflow("name_past_end", pos, m.len()));
+            return w;
+        };
+        match b {
+            0 => {
+                w.wire_len += 1;
+                w.end.get_or_insert(pos + 1);
+                return w;
+            }
+            1..=0xbf => {
+                let len = usize::from(b);
+                if len > 63 {
+                    w.anomaly.get_or_insert(Anomaly::overflow("label_over_63", pos, len));
+                }
+                let next = pos + 1 + len;
+                if next > m.len() {
+                    w.anomaly.get_or_insert(Anomaly::overflow("name_past_end", pos, len));
+                    return w;
+                }
+                if w.anomaly.is_none() && w.wire_len + 1 + len + 1 > MAX_NAME {
+                    w.anomaly = Some(Anomaly::overflow("name_over_255", at, w.wire_len + 1 + len + 1));
+                }
+                if w.anomaly.is_none() {
+                    on_label(&m[pos + 1..next]);
+                }
+                w.wire_len += 1 + len;
+                pos = next;
+                if hops == 0 {
+                    limit = pos;
+                }
+            }
+            _ => {
+                let Some(&lo) = m.get(pos + 1) else {
+                    w.anomaly.get_or_insert(Anomaly::overflow("name_past_end", pos, m.len()));
+                    return w;
+                };
+                w.end.get_or_insert(pos + 2);
+                if w.anomaly.is_some() {
+                    return w;
+                }
+                let target = usize::from(b & 0x3f) << 8 | usize::from(lo);
+                if target >= limit || target == pos {
+                    let reason = if target == pos {
+                        "pointer_to_itself"
+                    } else if target > pos {
+                        "pointer_forward"
+                    } else {
+                        "pointer_loop"
+                    };
+                    w.anomaly = Some(Anomaly::pointer(reason, pos, target));
+                    return w;
+                }
+                hops += 1;
+                if hops > MAX_HOPS {
+                    w.anomaly = Some(Anomaly::pointer("pointer_chain", pos, hops));
+                    return w;
+                }
+                limit = target;
+                pos = target;
+            }
+        }
+    }
+}
+
+/// The first question of a message, as [`scan`] found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Question {
+    /// Offset of its name.
+    pub name_at: usize,
+    /// QTYPE.
+    pub qtype: u16,
+    /// QCLASS.
+    pub qclass: u16,
+    /// The name is whole, with no anomaly.
+    pub clean: bool,
+}
+
+/// What the walk of a whole message found ([`scan`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Scan {
+    /// QR bit.
+    pub response: bool,
+    /// OPCODE.
+    pub opcode: u8,
+    /// The first question, when its type and class are in the message.
+    pub question: Option<Question>,
+    /// Where the last counted record ends, when every question and record was read.
+    pub end: Option<usize>,
+    /// The first pointer anomaly.
+    pub loop_pointer: Option<Anomaly>,
+    /// The first length anomaly.
+    pub overflow: Option<Anomaly>,
+    /// Some name is not whole and safe: the message must not reach a decoder that follows
+    /// pointers on its own.
+    pub names_unsafe: bool,
+    /// The requestor's UDP payload size of the first OPT record (RFC 6891 §6.1.2: its CLASS).
+    pub edns_payload: Option<u16>,
+    /// The first question asking a zone transfer: (name offset, AXFR 252 or IXFR 251;
+    /// RFC 5936 §2.1.2, RFC 1995 §3).
+    pub transfer: Option<(usize, u16)>,
+    /// The offset of the name of the first question of type NULL (10, RFC 1035 §3.3.10).
+    pub null_type: Option<usize>,
+}
+
+impl Scan {
+    fn note(&mut self, a: Anomaly) {
+        let slot = match a.kind {
+            AnomalyKind::LoopPointer => &mut self.loop_pointer,
+            AnomalyKind::Overflow => &mut self.overflow,
+        };
+        slot.get_or_insert(a);
+    }
+}
+
+/// Where the names sit in the RDATA of `rtype` (types whose RDATA holds domain names that
+/// decoders decompress: RFC 1035 §3.3, RFC 3597 §4, RFC 2163, RFC 2782, RFC 2230, RFC 6672,
+/// RFC 2535, RFC 4034): bytes skipped before the first name, how many names follow each
+/// other.
+fn rdata_names(rtype: u16) -> Option<(usize, usize)> {
+    Some(match rtype {
+        // NS, MD, MF, CNAME, MB, MG, MR, PTR, DNAME, NSEC (next domain name).
+        2 | 3 | 4 | 5 | 7 | 8 | 9 | 12 | 39 | 47 => (0, 1),
+        // SOA (MNAME RNAME), MINFO, RP.
+        6 | 14 | 17 => (0, 2),
+        // MX, AFSDB, RT, KX: a 16-bit preference first.
+        15 | 18 | 21 | 36 => (2, 1),
+        // PX: preference, MAP822, MAPX400.
+        26 => (2, 2),
+        // SRV: priority, weight, port.
+        33 => (6, 1),
+        // SIG, RRSIG: the signer's name after 18 bytes of fields.
+        24 | 46 => (18, 1),
+        _ => return None,
+    })
+}
+
+/// Walks a whole message (`m` is exactly one message): header, every question and record,
+/// the names inside the RDATA of types that carry them ([`rdata_names`]), within
+/// [`steps_budget`]. `on_qname` gets the labels of the first question's name (while it is
+/// valid) and their count so far. Never reads outside `m`; linear in its length.
+pub fn scan(m: &[u8], mut on_qname: impl FnMut(&[u8], usize)) -> Scan {
+    let mut s = Scan::default();
+    if m.len() < HEADER {
+        return s;
+    }
+    let total = m.len();
+    s.response = m[2] & 0x80 != 0;
+    s.opcode = (m[2] >> 3) & 0x0f;
+    let count = |at| usize::from(be16(m, at).unwrap_or(0));
+    let (qd, records) = (count(4), count(6) + count(8) + count(10));
+    let budget = steps_budget(total);
+    let mut steps = 0usize;
+    let mut at = HEADER;
+    // Walks one name at `at` and accounts for it; `None` stops the scan.
+    let mut name = |s: &mut Scan, at: usize, labels: &mut dyn FnMut(&[u8])| -> Option<NameWalk> {
+        let w = walk_name(m, at, labels);
+        steps += w.steps;
+        if let Some(a) = w.anomaly {
+            s.note(a);
+            s.names_unsafe = true;
+        }
+        if steps > budget {
+            s.note(Anomaly::pointer("pointer_work", at, steps));
+            s.names_unsafe = true;
+            return None;
+        }
+        w.end.map(|_| w)
+    };
+    for i in 0..qd {
+        if at >= total {
+            s.note(Anomaly::overflow("counts_past_end", at, qd + records));
+            return s;
+        }
+        let mut n = 0;
+        let first = i == 0;
+        let Some(w) = name(&mut s, at, &mut |l: &[u8]| {
+            if first {
+                n += 1;
+                on_qname(l, n);
+            }
+        }) else {
+            return s;
+        };
+        let end = w.end.unwrap_or(total);
+        let (Some(qtype), Some(qclass)) = (be16(m, end), be16(m, end + 2)) else {
+            s.note(Anomaly::overflow("record_past_end", end, total));
+            return s;
+        };
+        if first {
+            s.question = Some(Question { name_at: at, qtype, qclass, clean: w.anomaly.is_none() });
+        }
+        match qtype {
+            251 | 252 if s.transfer.is_none() => s.transfer = Some((at, qtype)),
+            10 if s.null_type.is_none() => s.null_type = Some(at),
+            _ => {}
+        }
+        at = end + 4;
+    }
+    for _ in 0..records {
+        if at >= total {
+            s.note(Anomaly::overflow("counts_past_end", at, qd + records));
+            return s;
+        }
+        let Some(w) = name(&mut s, at, &mut |_| {}) else { return s };
+        let end = w.end.unwrap_or(total);
+        let fixed = m.get(end..end + 10);
+        let Some(f) = fixed else {
+            s.note(Anomaly::overflow("record_past_end", end, total));
+            return s;
+        };
+        let rtype = u16::from_be_bytes([f[0], f[1]]);
+        let rdlen = usize::from(u16::from_be_bytes([f[8], f[9]]));
+        let rdata = end + 10;
+        if rdata + rdlen > total {
+            s.note(Anomaly::overflow("rdata_past_end", end + 8, rdlen));
+            return s;
+        }
+        if rtype == 41 && s.edns_payload.is_none() {
+            s.edns_payload = Some(u16::from_be_bytes([f[2], f[3]]));
+        }
+        // Empty RDATA is legal where names would be (RFC 2136 §2.5.2: UPDATE deletes an RRset
+        // with a record of class ANY and no RDATA).
+        if let Some((skip, names)) = rdata_names(rtype).filter(|_| rdlen > 0) {
+            let mut p = rdata + skip;
+            for _ in 0..names {
+                if p >= rdata + rdlen {
+                    s.note(Anomaly::overflow("name_past_rdata", p, rdlen));
+                    break;
+                }
+                let Some(w) = name(&mut s, p, &mut |_| {}) else { return s };
+                p = w.end.unwrap_or(total);
+                if p > rdata + rdlen {
+                    s.note(Anomaly::overflow("name_past_rdata", p, rdlen));
+                    break;
+                }
+            }
+        }
+        at = rdata + rdlen;
+    }
+    s.end = Some(at);
+    if total - at > MAX_TAIL {
+        s.note(Anomaly::overflow("trailing_bytes", at, total - at));
+    }
+    s
 }
