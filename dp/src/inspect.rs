@@ -772,6 +772,7 @@ impl Inspector {
             self.learn_names(t.idx, meta.now_ns);
             self.parser_threats(t.idx, raw, meta.now_ns);
             self.cross_session_threats(t.idx, t.dir, raw, meta.now_ns);
+            self.dns_tunnel(t.idx, raw, meta.now_ns);
         }
         let v = self.enforce(t.idx, false, ip, meta.now_ns);
         match anomaly {
@@ -1437,6 +1438,30 @@ impl Inspector {
         }
         if let AppState::Dns(d) = self.engine.state_mut(s.app_ctx) {
             self.names.learn(&self.policy, s.key.zone, s.client_end().0.ip(), d, now_ns);
+        }
+    }
+
+    /// After a frame of a DNS flow: the client's queries it carried go to the tunnelling
+    /// detector (each once); a finding is a `dns_tunneling` threat of the session (every
+    /// query of a domain found tunnelling is one, so that protect mode blocks each flow a
+    /// resolver client opens per query).
+    fn dns_tunnel(&mut self, idx: u32, raw: &[u8], now_ns: u64) {
+        let s = *self.sessions.get(idx);
+        if s.app_ctx == NO_APP || !self.threats.enabled(ThreatId::DnsTunneling) {
+            return;
+        }
+        let AppState::Dns(d) = self.engine.state_mut(s.app_ctx) else { return };
+        if d.queries().is_empty() {
+            return;
+        }
+        let client = s.client_end().0;
+        let mut found: [Option<(&'static str, crate::app::Text<128>)>; crate::app::dns::MAX_SEEN] = [None; crate::app::dns::MAX_SEEN];
+        for (slot, (name, qtype)) in found.iter_mut().zip(d.queries().iter()) {
+            *slot = self.threats.dns_tunnel.observe(s.key.zone, client, name, qtype, now_ns).map(|f| (f.reason, f.evidence()));
+        }
+        d.clear_queries();
+        for (reason, evidence) in found.into_iter().flatten() {
+            self.session_threat(idx, ThreatId::DnsTunneling, Some(Dir::ToServer), reason, evidence.as_bytes(), raw, now_ns);
         }
     }
 

@@ -147,7 +147,13 @@ threat_tables! {
     dns_null_type => DnsNullTypeTable {},
     sql_injection => SqlInjectionTable {},
     apache_struts_rce => ApacheStrutsRceTable {},
-    dns_tunneling => DnsTunnelingTable {},
+    dns_tunneling => DnsTunnelingTable {
+        /// Suspect query-name bytes per (client, domain), decayed with a 60 s half-life, that
+        /// are a finding (default 1024).
+        threshold_bytes: u32 => dns_tunnel_bytes,
+        /// Queries per (client, domain) before a finding (default 8).
+        min_queries: u32 => dns_tunnel_queries,
+    },
     k8s_external_ip_mitm => K8sExternalIpMitmTable {},
 }
 

@@ -67,6 +67,22 @@ pub struct Limits {
     pub slowloris: crate::detect::slowloris::Config,
     /// `mysql_access_denied` ([`crate::detect::auth_fail`]).
     pub auth_fail: crate::detect::auth_fail::Config,
+    /// `dns_tunneling`: suspect name bytes per (client, domain) that are a finding
+    /// ([`crate::detect::dns_tunnel::Config::threshold_bytes`]; default 1024).
+    pub dns_tunnel_bytes: u32,
+    /// `dns_tunneling`: queries per (client, domain) before a finding (default 8).
+    pub dns_tunnel_queries: u32,
+}
+
+impl Limits {
+    /// The DNS tunnelling detector's configuration: its defaults with the thresholds set here.
+    pub fn dns_tunnel(&self) -> crate::detect::dns_tunnel::Config {
+        crate::detect::dns_tunnel::Config {
+            threshold_bytes: self.dns_tunnel_bytes,
+            min_queries: self.dns_tunnel_queries,
+            ..Default::default()
+        }
+    }
 }
 
 impl Default for Limits {
@@ -81,6 +97,8 @@ impl Default for Limits {
             icmp_tunnel: icmp_tunnel::IcmpTunnelConfig::default(),
             slowloris: crate::detect::slowloris::Config::default(),
             auth_fail: crate::detect::auth_fail::Config::default(),
+            dns_tunnel_bytes: crate::detect::dns_tunnel::Config::default().threshold_bytes,
+            dns_tunnel_queries: crate::detect::dns_tunnel::Config::default().min_queries,
         }
     }
 }
@@ -163,6 +181,8 @@ pub struct Stage {
     pub slowloris: crate::detect::slowloris::Slowloris,
     /// `mysql_access_denied` per (client, server).
     pub auth_fail: crate::detect::auth_fail::AuthFailures,
+    /// `dns_tunneling` per (zone, client, domain).
+    pub dns_tunnel: crate::detect::dns_tunnel::DnsTunnel,
 }
 
 impl Default for Stage {
@@ -185,6 +205,7 @@ impl Stage {
             limit: limit::SessionLimit::new(&l.session_limit),
             slowloris: crate::detect::slowloris::Slowloris::new(l.slowloris),
             auth_fail: crate::detect::auth_fail::AuthFailures::new(l.auth_fail),
+            dns_tunnel: crate::detect::dns_tunnel::DnsTunnel::new(l.dns_tunnel()),
         }
     }
 
@@ -206,6 +227,9 @@ impl Stage {
         }
         if old.auth_fail != new.auth_fail {
             self.auth_fail = crate::detect::auth_fail::AuthFailures::new(new.auth_fail);
+        }
+        if (old.dns_tunnel_bytes, old.dns_tunnel_queries) != (new.dns_tunnel_bytes, new.dns_tunnel_queries) {
+            self.dns_tunnel = crate::detect::dns_tunnel::DnsTunnel::new(new.dns_tunnel());
         }
         if old.session_limit != new.session_limit {
             self.limit = limit::SessionLimit::shared(&new.session_limit, self.limit.counts().clone());
