@@ -3,7 +3,8 @@
 //! protect mode: the flood is reported and its excess dropped, the download completes whole.
 //! Then a MariaDB server with a real account meets a loop of wrong passwords from the same
 //! client: `mysql_access_denied` (the server's error 1045, repeated) is reported; a client
-//! that logs in right is not.
+//! that logs in right is not. `dig axfr` against dnsmasq is reported as `dns_zone_transfer`; an
+//! ordinary query is answered and raises nothing.
 
 mod common;
 
@@ -34,7 +35,15 @@ id = 1
 from = "any"
 to = "web"
 ip_proto = "tcp"
-ports = ["8080", "3306"]
+ports = ["8080", "3306", "5300"]
+action = "allow"
+
+[[rule]]
+id = 2
+from = "any"
+to = "web"
+ip_proto = "udp"
+ports = ["5300"]
 action = "allow"
 "#
     )
@@ -73,6 +82,11 @@ fn a_syn_flood_is_cut_while_a_download_continues_and_wrong_passwords_are_reporte
             &format!("--init-file={}", init.display()),
         ],
     );
+    // dnsmasq answering for svc.test (it refuses zone transfers: the query is what counts).
+    t.spawn(
+        &s,
+        &["dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", "--bind-interfaces", &format!("--listen-address={S4}"), "--port=5300", "--address=/svc.test/198.18.0.77", "--pid-file="],
+    );
     let pol = t.path("policy.toml");
     std::fs::write(&pol, policy()).unwrap();
     let pair = format!("{}:{}", t.a, t.b);
@@ -96,6 +110,11 @@ fn a_syn_flood_is_cut_while_a_download_continues_and_wrong_passwords_are_reporte
     }
     let ok = t.exec(&c, &["mariadb", "-h", S4, "-u", "app", "-papppass", "--skip-ssl", "-e", "SELECT 1"]);
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    // A zone transfer request (TCP) and an ordinary query (the control).
+    t.wait_listening(&s, "tcp", 5300);
+    t.exec(&c, &["dig", "+time=2", "+tries=1", "-p", "5300", &format!("@{S4}"), "svc.test", "AXFR"]);
+    let a = t.exec(&c, &["dig", "+short", "+time=2", "+tries=1", "-p", "5300", &format!("@{S4}"), "www.svc.test"]);
+    assert_eq!(String::from_utf8_lossy(&a.stdout).trim(), "198.18.0.77");
 
     let (_, events) = collect_messages(&mut ctl, Duration::from_secs(30), |_, events| {
         let ids: Vec<&str> = events
@@ -105,7 +124,7 @@ fn a_syn_flood_is_cut_while_a_download_continues_and_wrong_passwords_are_reporte
                 _ => None,
             })
             .collect();
-        ids.contains(&"tcp_syn_flood") && ids.contains(&"mysql_access_denied")
+        ids.contains(&"tcp_syn_flood") && ids.contains(&"mysql_access_denied") && ids.contains(&"dns_zone_transfer")
     });
     let threat = |id: &str| {
         events.iter().find_map(|e| match e {
@@ -118,6 +137,9 @@ fn a_syn_flood_is_cut_while_a_download_continues_and_wrong_passwords_are_reporte
     assert!(flood.frame.is_some(), "{flood:?}");
     let (auth, conn) = threat("mysql_access_denied").unwrap_or_else(|| panic!("no auth event: {events:#?}"));
     assert_eq!((conn.client_ip.as_str(), conn.server_port), (C4, 3306), "{auth:?} {conn:?}");
+    let (axfr, conn) = threat("dns_zone_transfer").unwrap_or_else(|| panic!("no AXFR event: {events:#?}"));
+    assert_eq!((axfr.action.as_deref(), conn.server_port), (Some("alert"), 5300), "{axfr:?}");
+    assert_eq!(events.iter().filter(|e| matches!(e, Event::Threat { threat, .. } if threat.id.starts_with("dns_"))).count(), 1, "{events:#?}");
     // The catalogue's counters: SYNs dropped by the flood's action.
     let Ok(Reply::Threats(list)) = t.client().request(&Request::Threats {}) else { panic!("threats request") };
     let syn = list.iter().find(|x| x.id == "tcp_syn_flood").unwrap();
