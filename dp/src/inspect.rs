@@ -192,6 +192,8 @@ pub struct Inspector {
     checksums: Checksums,
     /// The threat stage: actions, counters, merged threat events ([`crate::threat`]).
     pub threats: crate::threat::Stage,
+    /// Packet clock of the last threat timer tick ([`Self::flush_threats`]).
+    threat_tick_ns: u64,
 }
 
 /// ICMPv6 link-layer control (RFC 4861 neighbour discovery: router/neighbour solicitation and
@@ -256,6 +258,7 @@ impl Inspector {
             norm: Normalization::default(),
             checksums: Checksums::new(Normalization::default().checksums),
             threats: crate::threat::Stage::default(),
+            threat_tick_ns: 0,
         }
     }
 
@@ -1392,9 +1395,15 @@ impl Inspector {
         }
     }
 
-    /// Sends pending merged threat events whose interval is over (the worker calls it every
-    /// 100 ms; replay per frame).
+    /// The threat stage's timer (at most every 100 ms of packet clock, however often it is
+    /// called: the worker calls it every 100 ms, replay per frame): sessions that left the
+    /// table are taken back from their source's count, slow request heads are polled, pending
+    /// merged threat events whose interval is over are sent.
     pub fn flush_threats(&mut self, now_ns: u64) {
+        if now_ns.saturating_sub(self.threat_tick_ns) < 100_000_000 {
+            return;
+        }
+        self.threat_tick_ns = now_ns;
         if self.sessions.has_uncounted() {
             self.take_back_sources();
         }

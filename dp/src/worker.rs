@@ -512,28 +512,10 @@ impl Worker {
     /// Sends queued threat events (all of them, waiting, when `flush`); what a full queue
     /// refuses is counted with the report overflow.
     fn send_threats(&mut self, flush: bool) {
-        loop {
-            if !flush && self.reports.is_full() {
-                return;
-            }
-            let mut threats = Vec::new();
-            let more = self.insp.drain_threats_upto(&mut threats, REPORT_BATCH);
-            if !threats.is_empty() {
-                let n = threats.len() as u64;
-                let report = WorkerReport { worker: self.cfg.index, snaps: Vec::new(), events: true, threats };
-                let sent = if flush {
-                    self.reports.send_timeout(report, Duration::from_secs(1)).is_ok()
-                } else {
-                    self.reports.try_send(report).is_ok()
-                };
-                if !sent {
-                    self.report_overflow += n;
-                }
-            }
-            if !more {
-                return;
-            }
-        }
+        self.send_loop(flush, |insp, report| {
+            report.events = true;
+            insp.drain_threats_upto(&mut report.threats, REPORT_BATCH)
+        });
     }
 
     /// Sends the snapshots of changed sessions and the final records of ended ones, in reports
@@ -559,15 +541,25 @@ impl Worker {
         events: bool,
         mut drain: impl FnMut(&mut Inspector, &mut Vec<SessionSnapshot>) -> bool,
     ) {
+        self.send_loop(flush, |insp, report| {
+            report.events = events;
+            report.snaps.reserve(REPORT_BATCH);
+            drain(insp, &mut report.snaps)
+        });
+    }
+
+    /// Fills reports with `fill` (true when more is left) and sends each non-empty one while
+    /// the queue has room, or all of them when `flush` (waiting up to 1 s per report); the
+    /// items of a report a full queue refuses are counted in `report_overflow`.
+    fn send_loop(&mut self, flush: bool, mut fill: impl FnMut(&mut Inspector, &mut WorkerReport) -> bool) {
         loop {
             if !flush && self.reports.is_full() {
                 return;
             }
-            let mut snaps = Vec::with_capacity(REPORT_BATCH);
-            let more = drain(&mut self.insp, &mut snaps);
-            if !snaps.is_empty() {
-                let n = snaps.len() as u64;
-                let report = WorkerReport { worker: self.cfg.index, snaps, events, threats: Vec::new() };
+            let mut report = WorkerReport { worker: self.cfg.index, snaps: Vec::new(), events: false, threats: Vec::new() };
+            let more = fill(&mut self.insp, &mut report);
+            let n = (report.snaps.len() + report.threats.len()) as u64;
+            if n > 0 {
                 let sent = if flush {
                     self.reports.send_timeout(report, Duration::from_secs(1)).is_ok()
                 } else {
