@@ -3,45 +3,16 @@
 //! message, counted by a global allocator wrapper on this thread only, over the threat
 //! captures (crafted attacks, dig, an iodine tunnel).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 
 use warden_dp::app::dns::Dns;
 use warden_dp::app::{AppParser, Dir};
 use warden_dp::detect::dns_tunnel::{Config, DnsTunnel};
 use warden_dp::wire::{self, L4};
 
-struct Counting;
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.with(|c| c.get()) {
-            ALLOCS.with(|a| a.set(a.get() + 1));
-        }
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.with(|c| c.get()) {
-            ALLOCS.with(|a| a.set(a.get() + 1));
-        }
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+mod alloc_count;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: alloc_count::Counting = alloc_count::Counting;
 
 /// (direction, UDP payload, client address, time) of every DNS datagram of a threat capture.
 fn datagrams(name: &str) -> Vec<(Dir, Vec<u8>, warden_dp::flow::Addr, u64)> {
@@ -73,9 +44,7 @@ fn dns_threats_and_tunnel_detection_allocate_nothing() {
     // Warm up thread-locals (the keyed hashes' per-process keys).
     let mut warm = Dns::default();
     warm.feed(all[0].0, &all[0].1);
-    let allocs = {
-        ALLOCS.with(|a| a.set(0));
-        COUNTING.with(|c| c.set(true));
+    let ((), allocs) = alloc_count::counted(|| {
         // One parser per datagram (as one flow per query) and one for all (one long flow).
         let mut long = Dns::default();
         for ((dir, m, client, t), p) in all.iter().zip(parsers.iter_mut()) {
@@ -89,9 +58,7 @@ fn dns_threats_and_tunnel_detection_allocate_nothing() {
             }
             threats += p.threats().map_or(0, |t| t.count);
         }
-        COUNTING.with(|c| c.set(false));
-        ALLOCS.with(|a| a.get())
-    };
+    });
     assert_eq!(allocs, 0);
     assert!(threats > 100 && queries > 500 && findings > 100, "{threats} {queries} {findings}");
 }

@@ -1,37 +1,15 @@
 //! `CompiledPolicy::evaluate` and the externalIP lookup (`enforce::external_ip_mitm`) allocate
 //! nothing: counted by a global allocator wrapper, on the evaluating thread only.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::IpAddr;
 
 use warden_dp::app::App;
 use warden_dp::policy::{CompiledPolicy, Facts, Policy};
 
-struct Counting;
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.with(|c| c.get()) {
-            ALLOCS.with(|a| a.set(a.get() + 1));
-        }
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+mod alloc_count;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: alloc_count::Counting = alloc_count::Counting;
 
 #[test]
 fn evaluate_does_not_allocate() {
@@ -112,30 +90,28 @@ fn evaluate_does_not_allocate() {
         }
     }
     // The counter works: a Box counts.
-    COUNTING.with(|c| c.set(true));
-    drop(std::hint::black_box(Box::new(1u64)));
-    COUNTING.with(|c| c.set(false));
-    assert_eq!(ALLOCS.with(|a| a.replace(0)), 1, "allocation counter");
+    let ((), n) = alloc_count::counted(|| drop(std::hint::black_box(Box::new(1u64))));
+    assert_eq!(n, 1, "allocation counter");
 
     let mut decided = 0;
-    COUNTING.with(|c| c.set(true));
-    for f in &facts {
-        decided += usize::from(c.evaluate(f).rule_id.is_some());
-    }
-    COUNTING.with(|c| c.set(false));
-    assert_eq!(ALLOCS.with(|a| a.get()), 0, "evaluate allocated");
+    let ((), n) = alloc_count::counted(|| {
+        for f in &facts {
+            decided += usize::from(c.evaluate(f).rule_id.is_some());
+        }
+    });
+    assert_eq!(n, 0, "evaluate allocated");
     assert!(decided > facts.len() / 2, "{decided} of {}", facts.len());
 
     // The externalIP lookup, as the packet path calls it after an evaluation.
     let decisions: Vec<_> = facts.iter().map(|f| c.evaluate(f)).collect();
     let mut kinds = [0usize; 2];
-    COUNTING.with(|c| c.set(true));
-    for (f, d) in facts.iter().zip(&decisions) {
-        if let Some(m) = warden_dp::enforce::external_ip_mitm(&c, f, d) {
-            kinds[usize::from(m.owner.is_some())] += 1;
+    let ((), n) = alloc_count::counted(|| {
+        for (f, d) in facts.iter().zip(&decisions) {
+            if let Some(m) = warden_dp::enforce::external_ip_mitm(&c, f, d) {
+                kinds[usize::from(m.owner.is_some())] += 1;
+            }
         }
-    }
-    COUNTING.with(|c| c.set(false));
-    assert_eq!(ALLOCS.with(|a| a.get()), 0, "external_ip_mitm allocated");
+    });
+    assert_eq!(n, 0, "external_ip_mitm allocated");
     assert!(kinds[0] > 0 && kinds[1] > 0, "unowned {} owned {}", kinds[0], kinds[1]);
 }
