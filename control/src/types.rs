@@ -773,6 +773,11 @@ pub struct WorkerCounters {
     /// `echo_reversed`, `echo_reply_opened`. Only non-zero counters are listed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub icmp: BTreeMap<String, u64>,
+    /// Threats: detections (`hits`), frames dropped by threat actions (`dropped`), threat
+    /// events sent, detections merged into events, detections lost to a full event queue
+    /// (`events_lost`), per worker (absent when all zero).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub threats: BTreeMap<String, u64>,
     /// IP reassembly.
     #[serde(default)]
     pub defrag: DefragCounters,

@@ -692,6 +692,17 @@ impl Daemon {
                     .filter(|(_, n)| *n > 0)
                     .map(|(name, n)| (name.to_string(), *n))
                     .collect(),
+                threats: [
+                    ("hits", w.threats.hits.iter().sum::<u64>()),
+                    ("dropped", w.threats.dropped.iter().sum::<u64>()),
+                    ("events", w.threat_events.events),
+                    ("merged", w.threat_events.merged),
+                    ("events_lost", w.threat_events.overflow),
+                ]
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(k, n)| (k.to_string(), n))
+                .collect(),
                 defrag: DefragCounters {
                     fragments: w.defrag.fragments,
                     held: w.defrag.held,

@@ -145,4 +145,9 @@ fn a_syn_flood_is_cut_while_a_download_continues_and_wrong_passwords_are_reporte
     let syn = list.iter().find(|x| x.id == "tcp_syn_flood").unwrap();
     assert!(syn.dropped_frames > 1000, "{syn:?}");
     assert_eq!(list.len(), 30);
+    // And per worker in the counters: detections, drops, events sent, none lost.
+    let Ok(Reply::Counters(cnt)) = t.client().request(&Request::Counters {}) else { panic!("counters request") };
+    let w = &cnt.workers[0].threats;
+    assert!(w.get("dropped").is_some_and(|n| *n > 1000) && w.get("events").is_some_and(|n| *n >= 3), "{w:?}");
+    assert_eq!(w.get("events_lost"), None, "{w:?}");
 }
