@@ -265,11 +265,13 @@ impl ThreatId {
     pub fn default_action(self) -> Action {
         use ThreatId::*;
         match self {
+            // The session limit alerts: a busy client (a node-local DNS cache, a NAT'd node
+            // address) holds thousands of live UDP sessions legitimately.
             Tls1_0 | Tls1_1 | DnsZoneTransfer | DnsNullType | TcpNoClientData | TcpSynData | IcmpTunneling
-            | DnsTunneling | MysqlAccessDenied | HttpSlowloris => Action::Alert,
+            | DnsTunneling | MysqlAccessDenied | HttpSlowloris | IpSrcSessionLimit => Action::Alert,
             TlsSslv2Sslv3 | SshV1 | TlsHeartbleed | TlsCipherOverflow | SqlInjection | ApacheStrutsRce
             | HttpRequestSmuggling | HttpNegativeBodyLength => Action::Reset,
-            TcpSynFlood | IcmpFlood | IpSrcSessionLimit | BadPacket | IpTeardrop | TcpSplitHandshake
+            TcpSynFlood | IcmpFlood | BadPacket | IpTeardrop | TcpSplitHandshake
             | TcpSmallWindow | TcpSmallMss | PingOfDeath | DnsLoopPointer | DnsOverflow | K8sExternalIpMitm => {
                 Action::Drop
             }

@@ -341,6 +341,7 @@ fn a_syn_flood_from_many_sources_drops_the_excess_and_spares_established_session
 fn a_source_over_its_session_limit_is_refused_until_one_closes() {
     let mut p = ThreatPolicy::default();
     p.limits.session_limit.max_sessions = 5;
+    p.actions[ThreatId::IpSrcSessionLimit as usize] = Action::Drop;
     let mut r = Rig::new("protect", p);
     let syn = |port: u16| tcp(C, port, S, 80, SYN, 1, 0, 64240, &[], b"");
     for port in 0..5 {
