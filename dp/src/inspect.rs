@@ -384,15 +384,30 @@ impl Inspector {
     pub fn process_frame(&mut self, frame: &[u8], meta: FrameMeta, token: u64) -> Verdict {
         match wire::decode(frame) {
             Ok(f) => self.process_decoded_frame(&f, meta, token),
-            Err(m) => self.malformed(m, frame.len() as u32),
+            Err(m) => self.malformed(m, frame, meta),
         }
     }
 
-    /// Counts a frame that failed to decode and applies the malformed policy.
-    pub fn malformed(&mut self, why: Malformed, len: u32) -> Verdict {
+    /// Counts a frame that failed to decode, reports it as `bad_packet` (reason: the decode
+    /// error; no flow, so no workload's mode: the `[dataplane] malformed` policy decides) and
+    /// applies the malformed policy.
+    pub fn malformed(&mut self, why: Malformed, frame: &[u8], meta: FrameMeta) -> Verdict {
         self.stats.frames += 1;
-        self.stats.bytes += u64::from(len);
+        self.stats.bytes += frame.len() as u64;
         self.stats.malformed[why as usize] += 1;
+        let unspecified = (crate::flow::Addr([0; 16]), 0);
+        let ctx = ThreatContext {
+            frame,
+            zone: meta.zone,
+            proto: 0,
+            client: unspecified,
+            server: unspecified,
+            workloads: [None, None],
+            session: None,
+            mode: None,
+            now_ns: meta.now_ns,
+        };
+        self.threats.raise(ThreatId::BadPacket, None, why.as_str(), &[], &ctx);
         self.malformed_verdict()
     }
 

@@ -623,7 +623,7 @@ impl Worker {
                 };
                 let mut resets: Option<[RstFrame; 2]> = None;
                 let verdict = match wire::decode(data) {
-                    Err(m) => self.insp.malformed(m, d.len),
+                    Err(m) => self.insp.malformed(m, data, meta),
                     Ok(f) => {
                         let owner = if gs.owners.len() > 1 {
                             crate::icmp::owner_key(&f, gs.zone)
@@ -715,7 +715,7 @@ impl Worker {
                 let side = usize::from(h.side);
                 let meta = FrameMeta { zone: h.zone, iface: h.iface, now_ns: now };
                 let (verdict, decoded) = match wire::decode(data) {
-                    Err(m) => (self.insp.malformed(m, u32::from(h.len)), None),
+                    Err(m) => (self.insp.malformed(m, data, meta), None),
                     Ok(f) => {
                         // A fragment is held in a UMEM frame, like the frames received here.
                         let held = if f.ip.as_ref().is_some_and(|ip| ip.frag.is_some()) {

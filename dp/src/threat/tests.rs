@@ -402,3 +402,15 @@ fn traffic_to_an_external_ip_another_workload_owns_is_a_k8s_mitm() {
     r.i.set_policy(Arc::new(CompiledPolicy::compile(&Policy::from_toml(&text).unwrap()).unwrap()), 2);
     assert_eq!(r.send(&seg(true, SYN, 100, 0, 64240, &[], b"")), Verdict::Forward);
 }
+
+#[test]
+fn a_frame_that_does_not_decode_is_a_bad_packet_under_the_malformed_policy() {
+    let mut r = Rig::new("protect", ThreatPolicy::default());
+    let mut f = seg(true, SYN, 100, 0, 64240, &[], b"");
+    f[14] = 0x43; // IHL 3: shorter than an IPv4 header
+    assert_eq!(r.send(&f), Verdict::Drop(DropReason::Malformed));
+    let ev = r.events();
+    assert_eq!(ev.len(), 1);
+    assert_eq!((ev[0].id, ev[0].action, ev[0].frame()), (ThreatId::BadPacket, Action::Alert, f.as_slice()));
+    assert!(!ev[0].reason.is_empty());
+}
