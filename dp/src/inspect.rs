@@ -1248,24 +1248,25 @@ impl Inspector {
                 Dir::ToClient => {}
             }
         }
-        let s = *self.sessions.get(t.idx);
-        if t.dir == Dir::ToClient && flags & SYN != 0 && flags & ACK == 0 {
-            self.session_threat(t.idx, ThreatId::TcpSplitHandshake, Some(Dir::ToClient), "syn_from_server", &[], raw, now_ns);
-        }
-        if t.dir == Dir::ToServer
+        let s = self.sessions.get(t.idx);
+        let handshake_ack = t.dir == Dir::ToServer
             && flags & (SYN | ACK) == ACK
             && s.packets[Dir::ToServer as usize] == 2
             && ip.payload.is_empty()
-            && s.state == crate::session::State::Tcp(crate::session::TcpState::Established)
-        {
-            let ((c, _), (sv, sp)) = (s.client_end(), s.server_end());
-            self.threats.syn_flood.handshake_done(s.key.zone, c, sv, sp, now_ns);
-            let w = u32::from(window) << s.seq.scale(Dir::ToServer);
+            && s.state == crate::session::State::Tcp(crate::session::TcpState::Established);
+        let (zone, scale, (c, _), (sv, sp)) = (s.key.zone, s.seq.scale(Dir::ToServer), s.client_end(), s.server_end());
+        let silent = no_client_data(s, now_ns, limits.no_client_data_s);
+        if t.dir == Dir::ToClient && flags & SYN != 0 && flags & ACK == 0 {
+            self.session_threat(t.idx, ThreatId::TcpSplitHandshake, Some(Dir::ToClient), "syn_from_server", &[], raw, now_ns);
+        }
+        if handshake_ack {
+            self.threats.syn_flood.handshake_done(zone, c, sv, sp, now_ns);
+            let w = u32::from(window) << scale;
             if w < limits.min_window {
                 self.session_threat(t.idx, ThreatId::TcpSmallWindow, Some(Dir::ToServer), "handshake_window", &[], raw, now_ns);
             }
         }
-        if no_client_data(&s, now_ns, limits.no_client_data_s) {
+        if silent {
             self.session_threat(t.idx, ThreatId::TcpNoClientData, Some(Dir::ToClient), "server_first_client_silent", &[], raw, now_ns);
         }
     }
@@ -1310,25 +1311,28 @@ impl Inspector {
     /// request head still open (`http_slowloris`), MySQL authentication failures
     /// (`mysql_access_denied`).
     fn cross_session_threats(&mut self, idx: u32, dir: Dir, raw: &[u8], now_ns: u64) {
-        let s = *self.sessions.get(idx);
-        if s.app_ctx == NO_APP {
+        // The fields used, not a copy of the whole session (this runs per payload frame).
+        let (app_ctx, zone, id, seen, (client, _), (server, port)) = {
+            let s = self.sessions.get(idx);
+            (s.app_ctx, s.key.zone, s.id, s.auth_failures, s.client_end(), s.server_end())
+        };
+        if app_ctx == NO_APP {
             return;
         }
-        let ((client, _), (server, port)) = (s.client_end(), s.server_end());
-        match self.engine.state(s.app_ctx) {
+        match self.engine.state(app_ctx) {
             AppState::Http(h) if dir == Dir::ToServer && self.threats.enabled(ThreatId::HttpSlowloris) => {
                 let head = h.awaiting_headers().then(|| h.head_bytes());
-                let key = crate::detect::slowloris::ServerKey { zone: s.key.zone, addr: server, port };
-                if let Some(f) = self.threats.slowloris.observe(key, s.id, head, now_ns) {
+                let key = crate::detect::slowloris::ServerKey { zone, addr: server, port };
+                if let Some(f) = self.threats.slowloris.observe(key, id, head, now_ns) {
                     self.slowloris_finding(f, Some(idx), raw, now_ns);
                 }
             }
             AppState::Mysql(m) if self.threats.enabled(ThreatId::MysqlAccessDenied) => {
                 let n = m.auth_failures().min(u32::from(u16::MAX)) as u16;
-                if n > s.auth_failures {
+                if n > seen {
                     self.sessions.get_mut(idx).auth_failures = n;
-                    let key = crate::detect::auth_fail::Key { zone: s.key.zone, client, server, port };
-                    if self.threats.auth_fail.failed(key, u32::from(n - s.auth_failures), now_ns).is_some() {
+                    let key = crate::detect::auth_fail::Key { zone, client, server, port };
+                    if self.threats.auth_fail.failed(key, u32::from(n - seen), now_ns).is_some() {
                         self.session_threat(idx, ThreatId::MysqlAccessDenied, Some(Dir::ToClient), "repeated_auth_failures", b"", raw, now_ns);
                     }
                 }
@@ -1470,18 +1474,20 @@ impl Inspector {
     /// query of a domain found tunnelling is one, so that protect mode blocks each flow a
     /// resolver client opens per query).
     fn dns_tunnel(&mut self, idx: u32, raw: &[u8], now_ns: u64) {
-        let s = *self.sessions.get(idx);
-        if s.app_ctx == NO_APP || !self.threats.enabled(ThreatId::DnsTunneling) {
+        let (app_ctx, zone, client) = {
+            let s = self.sessions.get(idx);
+            (s.app_ctx, s.key.zone, s.client_end().0)
+        };
+        if app_ctx == NO_APP || !self.threats.enabled(ThreatId::DnsTunneling) {
             return;
         }
-        let AppState::Dns(d) = self.engine.state_mut(s.app_ctx) else { return };
+        let AppState::Dns(d) = self.engine.state_mut(app_ctx) else { return };
         if d.queries().is_empty() {
             return;
         }
-        let client = s.client_end().0;
         let mut found: [Option<(&'static str, crate::app::Text<128>)>; crate::app::dns::MAX_SEEN] = [None; crate::app::dns::MAX_SEEN];
         for (slot, (name, qtype)) in found.iter_mut().zip(d.queries().iter()) {
-            *slot = self.threats.dns_tunnel.observe(s.key.zone, client, name, qtype, now_ns).map(|f| (f.reason, f.evidence()));
+            *slot = self.threats.dns_tunnel.observe(zone, client, name, qtype, now_ns).map(|f| (f.reason, f.evidence()));
         }
         d.clear_queries();
         for (reason, evidence) in found.into_iter().flatten() {
