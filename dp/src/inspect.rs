@@ -545,12 +545,25 @@ impl Inspector {
     /// `iface` (ends known from the interface first, as for sessions); `None` when neither end
     /// is a workload.
     fn mode_of(&self, src: crate::flow::Addr, dst: crate::flow::Addr, iface: u16) -> Option<Mode> {
+        self.mode_of_ends(self.workloads_of(src, dst, iface))
+    }
+
+    /// The workloads at the sending and receiving end of a packet from `src` to `dst` received
+    /// on `iface`: from the interface first, else by address.
+    fn workloads_of(&self, src: crate::flow::Addr, dst: crate::flow::Addr, iface: u16) -> [Option<crate::policy::WorkloadIdx>; 2] {
         let ends = self.origins.ends(iface);
         let n = self.policy.workloads().len();
         let valid = |w: Option<crate::policy::WorkloadIdx>| w.filter(|w| w.index() < n);
-        let from = valid(ends.client).or_else(|| self.policy.workload_of(src.ip()));
-        let to = valid(ends.server).or_else(|| self.policy.workload_of(dst.ip()));
-        strictest(from.map(|w| self.policy.workload_mode(w)), to.map(|w| self.policy.workload_mode(w)))
+        [
+            valid(ends.client).or_else(|| self.policy.workload_of(src.ip())),
+            valid(ends.server).or_else(|| self.policy.workload_of(dst.ip())),
+        ]
+    }
+
+    /// The mode of the strictest of two workload ends.
+    fn mode_of_ends(&self, ends: [Option<crate::policy::WorkloadIdx>; 2]) -> Option<Mode> {
+        let mode = |w: Option<crate::policy::WorkloadIdx>| w.map(|w| self.policy.workload_mode(w));
+        strictest(mode(ends[0]), mode(ends[1]))
     }
 
     /// Processes a frame already decoded (the worker decodes once to pick the owning worker).
@@ -1013,21 +1026,17 @@ impl Inspector {
     /// Where a frame without a session (or before its session is looked at) was seen, for
     /// the threat stage: sender as client, the strictest workload end's mode.
     fn frame_context<'a>(&self, raw: &'a [u8], ip: &wire::Ip<'_>, meta: FrameMeta) -> ThreatContext<'a> {
-        let n = self.policy.workloads().len();
-        let ends = self.origins.ends(meta.iface);
-        let valid = |w: Option<crate::policy::WorkloadIdx>| w.filter(|w| w.index() < n);
+        // The ends are looked up once; the mode follows from them (as `mode_of` does).
+        let workloads = self.workloads_of(ip.src, ip.dst, meta.iface);
         ThreatContext {
             frame: raw,
             zone: meta.zone,
             proto: ip.proto,
             client: (ip.src, ip.sport),
             server: (ip.dst, ip.dport),
-            workloads: [
-                valid(ends.client).or_else(|| self.policy.workload_of(ip.src.ip())),
-                valid(ends.server).or_else(|| self.policy.workload_of(ip.dst.ip())),
-            ],
+            workloads,
             session: None,
-            mode: self.mode_of(ip.src, ip.dst, meta.iface),
+            mode: self.mode_of_ends(workloads),
             now_ns: meta.now_ns,
         }
     }
@@ -1362,7 +1371,7 @@ impl Inspector {
         ctx.client = (crate::flow::Addr([0; 16]), 0);
         ctx.workloads[0] = None;
         if ctx.mode.is_none() {
-            ctx.mode = ctx.workloads[1].map(|w| self.policy.workload_mode(w));
+            ctx.mode = self.mode_of_ends(ctx.workloads);
         }
         let action = self.threats.raise(ThreatId::HttpSlowloris, Some(Dir::ToServer), "slow_request_heads", &[], &ctx);
         if let Some(i) = live {
