@@ -815,6 +815,23 @@ pub struct Counters {
     pub workers: Vec<WorkerCounters>,
 }
 
+/// The tunnel an inner flow rides ([`ConnectionRecord::tunnel`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct TunnelRecord {
+    /// Tunnel type: `vxlan`, `geneve`, `gre`, `erspan`, `gtpu`, `ipip` (IPv4 in IPv4), `6in4`,
+    /// `4in6`, `ip6ip6`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The tunnel id of the frame that opened the session: VXLAN/Geneve VNI, GRE key (0 when
+    /// absent), PPTP call id, ERSPAN session id, GTP-U TEID (each end picks its own, so the
+    /// other direction's may differ); 0 for IP-in-IP.
+    pub id: u32,
+    /// Outer address of the tunnel endpoint on the client's side.
+    pub outer_client: String,
+    /// Outer address of the tunnel endpoint on the server's side.
+    pub outer_server: String,
+}
+
 /// One connection (session) record, as reported to subscribers, by `list_sessions` and by
 /// `warden replay`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
@@ -922,6 +939,15 @@ pub struct ConnectionRecord {
     /// Frames of the session with one of those anomalies (absent when none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anomalous_frames: Option<u32>,
+    /// For the inner flow of a tunnel: the tunnel it rides (absent otherwise). The client and
+    /// server fields are the inner flow's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<TunnelRecord>,
+    /// For an outer flow that carries a tunnel: the tunnel type (`vxlan`, `geneve`, `gre`,
+    /// `erspan`, `gtpu`, `ipip`, `6in4`, `4in6`, `ip6ip6`); its inner flows have records of
+    /// their own. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_carrier: Option<String>,
     /// Threats detected in the session (first detection of each session's parser; absent when
     /// none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

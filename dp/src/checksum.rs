@@ -94,7 +94,7 @@ pub fn ipv4_header_ok(f: &Frame<'_>) -> bool {
     if f.ip.as_ref().is_none_or(|ip| ip.version != 4) {
         return true;
     }
-    let at = 14 + 4 * usize::from(f.vlans);
+    let at = usize::from(f.l3);
     let Some(&b0) = f.raw.get(at) else { return false };
     let ihl = usize::from(b0 & 0x0f) * 4;
     f.raw.get(at..at + ihl).is_some_and(|h| verifies(add(0, h)))

@@ -56,6 +56,9 @@ pub struct Config {
     /// Per-threat actions and thresholds (`[threats.<id>]`, [`crate::threat::config`]).
     #[serde(default)]
     pub threats: crate::threat::config::ThreatsConfig,
+    /// Tunnel decapsulation (`[tunnels]`, [`crate::tunnel`]).
+    #[serde(default)]
+    pub tunnels: crate::tunnel::TunnelConfig,
 }
 
 /// `[metrics]`: the Prometheus text exposition endpoint (`GET /metrics`). Off unless `listen`
@@ -551,6 +554,9 @@ impl Config {
         }
         if i.detect_bytes > i.stream_session_cap {
             return Err(bad("inspection.detect_bytes", "must not exceed stream_session_cap".into()));
+        }
+        if let Err((field, message)) = self.tunnels.validate() {
+            return Err(bad(field, message));
         }
         let g = &self.defrag;
         if g.max_datagrams == 0 || g.max_datagrams > 1 << 20 {

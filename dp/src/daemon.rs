@@ -1185,6 +1185,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         insp.threats.set_policy(cfg.threats.resolve());
         insp.threats.share_source_counts(source_counts.clone());
         insp.set_defrag(cfg.defrag.config());
+        insp.set_tunnels(&cfg.tunnels);
         insp.share_names(names.clone());
         let reports = report_tx.clone();
         let pulse = Arc::new(crate::service::Pulse::default());

@@ -455,7 +455,7 @@ impl Defrag {
         }
         self.slots[idx as usize].max_end = s.max_end.max(end);
         if start == 0 && s.head == NIL {
-            let l2 = 14 + 4 * usize::from(f.vlans);
+            let l2 = usize::from(f.l3);
             let hl = usize::from(fi.header_len);
             let Some(head) = f.raw.get(..l2 + hl) else {
                 self.stats.malformed += 1;

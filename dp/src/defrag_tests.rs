@@ -90,11 +90,7 @@ impl Net {
             self.token += 1;
             let v = self.i.process_frame(
                 f,
-                FrameMeta {
-                    zone: 0,
-                    iface,
-                    now_ns: self.now,
-                },
+                FrameMeta::new(0, iface, self.now),
                 self.token,
             );
             if v != Verdict::Hold {
@@ -315,11 +311,7 @@ fn fragments_are_held_until_their_datagram_is_decided() {
     n.token += 1;
     let v = n.i.process_frame(
         &frags[2],
-        FrameMeta {
-            zone: 0,
-            iface: CLIENT,
-            now_ns: n.now,
-        },
+        FrameMeta::new(0, CLIENT, n.now),
         n.token,
     );
     assert_eq!(v, Verdict::Hold);
@@ -409,11 +401,7 @@ fn the_exception_policy_decides_datagrams_that_cannot_be_reassembled() {
             n.token += 1;
             n.i.process_frame(
                 &f[0],
-                FrameMeta {
-                    zone: 0,
-                    iface: CLIENT,
-                    now_ns: n.now,
-                },
+                FrameMeta::new(0, CLIENT, n.now),
                 n.token,
             );
             n.collect(a, &mut fate);

@@ -364,7 +364,7 @@ mod app_rule_tests {
             crate::wire::tests::fix_checksums(&mut f);
             self.next[d] = self.next[d].wrapping_add(payload.len() as u32 + u32::from(flags & SYN != 0));
             self.n += 1;
-            self.i.process(&f, FrameMeta { zone: 0, iface: u16::from(!to_server), now_ns: self.n * 1000 })
+            self.i.process(&f, FrameMeta::new(0, u16::from(!to_server), self.n * 1000))
         }
 
         fn snapshot(&mut self) -> SessionSnapshot {

@@ -71,11 +71,14 @@ pub enum ExceptionReason {
     DefragFull,
     /// An IP datagram was not complete within `[defrag] timeout`.
     DefragTimeout,
+    /// The inner packet of a tunnel nested deeper than `[tunnels] max_depth`, or an IP
+    /// fragment inside a tunnel (not reassembled there; [`crate::tunnel`]).
+    TunnelUninspected,
 }
 
 impl ExceptionReason {
     /// Every reason, for counter arrays indexed by `reason as usize`.
-    pub const ALL: [ExceptionReason; 7] = [
+    pub const ALL: [ExceptionReason; 8] = [
         ExceptionReason::Midstream,
         ExceptionReason::AppPoolFull,
         ExceptionReason::StreamCoreCap,
@@ -83,6 +86,7 @@ impl ExceptionReason {
         ExceptionReason::OutOfOrder,
         ExceptionReason::DefragFull,
         ExceptionReason::DefragTimeout,
+        ExceptionReason::TunnelUninspected,
     ];
 
     /// Name used in records (`inspection_reason`), events and counters.
@@ -95,6 +99,7 @@ impl ExceptionReason {
             ExceptionReason::OutOfOrder => "out_of_order_limit",
             ExceptionReason::DefragFull => "defrag_full",
             ExceptionReason::DefragTimeout => "defrag_timeout",
+            ExceptionReason::TunnelUninspected => "tunnel_uninspected",
         }
     }
 

@@ -89,6 +89,11 @@ pub struct FlowKey {
     pub lo_port: u16,
     /// Higher endpoint port.
     pub hi_port: u16,
+    /// The segment within the zone: the VLAN tags of the frame (bits 0..24, see
+    /// [`crate::wire::Frame::vlan_segment`]) and, for the inner flow of a tunnel, the tunnel
+    /// ([`crate::tunnel::Tunnel::segment`], bits 24..56). 0 for an untagged, untunnelled flow.
+    /// The same 5-tuple in two segments is two flows.
+    pub seg: u64,
 }
 
 impl FlowKey {
@@ -96,10 +101,16 @@ impl FlowKey {
     /// end sent it.
     #[inline]
     pub fn new(zone: u16, proto: u8, src: Addr, sport: u16, dst: Addr, dport: u16) -> (Self, End) {
+        Self::new_in(zone, 0, proto, src, sport, dst, dport)
+    }
+
+    /// [`FlowKey::new`] in segment `seg` of the zone ([`FlowKey::seg`]).
+    #[inline]
+    pub fn new_in(zone: u16, seg: u64, proto: u8, src: Addr, sport: u16, dst: Addr, dport: u16) -> (Self, End) {
         if (src, sport) <= (dst, dport) {
-            (FlowKey { zone, proto, lo: src, hi: dst, lo_port: sport, hi_port: dport }, End::Lo)
+            (FlowKey { zone, proto, lo: src, hi: dst, lo_port: sport, hi_port: dport, seg }, End::Lo)
         } else {
-            (FlowKey { zone, proto, lo: dst, hi: src, lo_port: dport, hi_port: sport }, End::Hi)
+            (FlowKey { zone, proto, lo: dst, hi: src, lo_port: dport, hi_port: sport, seg }, End::Hi)
         }
     }
 
@@ -138,7 +149,7 @@ impl FlowKey {
         self.lo.0.iter().chain(self.hi.0.iter()).for_each(|b| eat(*b));
         self.lo_port.to_be_bytes().iter().chain(self.hi_port.to_be_bytes().iter()).for_each(|b| eat(*b));
         eat(self.proto);
-        self.zone.to_be_bytes().iter().for_each(|b| eat(*b));
+        self.zone.to_be_bytes().iter().chain(self.seg.to_be_bytes().iter()).for_each(|b| eat(*b));
         h ^= h >> 16;
         h = h.wrapping_mul(0x85eb_ca6b);
         h ^= h >> 13;

@@ -171,7 +171,7 @@ pub fn stage(
             error(sessions, policy, stats, ip, &t, len, meta)
         }
         IcmpClass::Request => {
-            let (k, from) = FlowKey::new(meta.zone, ip.proto, ip.src, ip.sport, ip.dst, ip.dport);
+            let (k, from) = meta.key(ip.proto, ip.src, ip.sport, ip.dst, ip.dport);
             if let Some((idx, Dir::ToClient)) = sessions.find(&k, from) {
                 sessions.set_client(idx, from);
                 // Generation 0 is "never evaluated": the pipeline decides the session again.
@@ -181,7 +181,7 @@ pub fn stage(
             None
         }
         IcmpClass::Reply => {
-            let (k, from) = FlowKey::new(meta.zone, ip.proto, ip.src, ip.sport, ip.dst, ip.dport);
+            let (k, from) = meta.key(ip.proto, ip.src, ip.sport, ip.dst, ip.dport);
             if sessions.find(&k, from).is_none() {
                 stats.icmp.echo_reply_opened += 1;
             }
@@ -201,7 +201,7 @@ fn error(
     len: u32,
     meta: FrameMeta,
 ) -> Option<Verdict> {
-    let (k, sender) = FlowKey::new(meta.zone, t.proto, t.src, t.sport, t.dst, t.dport);
+    let (k, sender) = meta.key(t.proto, t.src, t.sport, t.dst, t.dport);
     let Some((idx, quoted_dir)) = sessions.find(&k, sender) else {
         stats.icmp.errors_unmatched += 1;
         return None;
@@ -325,7 +325,7 @@ mod tests {
 
         fn send(&mut self, frame: &[u8]) -> Verdict {
             self.now += 1_000_000;
-            self.i.process(frame, FrameMeta { zone: 0, iface: 1, now_ns: self.now })
+            self.i.process(frame, FrameMeta::new(0, 1, self.now))
         }
 
         /// The session of `frame`'s own flow.

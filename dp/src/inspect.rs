@@ -122,6 +122,23 @@ pub struct FrameMeta {
     pub iface: u16,
     /// Unix time in ns (wall clock read once per batch, or the pcap timestamp).
     pub now_ns: u64,
+    /// The segment of the packet's flows within the zone ([`FlowKey::seg`]: VLAN tags and
+    /// tunnel). Set by the [`Inspector`] from the frame it decodes; callers pass 0.
+    pub seg: u64,
+}
+
+impl FrameMeta {
+    /// A frame received on interface slot `iface` of inline pair `zone` at `now_ns` (Unix ns).
+    pub fn new(zone: u16, iface: u16, now_ns: u64) -> Self {
+        FrameMeta { zone, iface, now_ns, seg: 0 }
+    }
+
+    /// The key of the flow of a packet from `src:sport` to `dst:dport` in this frame's zone
+    /// and segment, and which canonical end sent it.
+    #[inline]
+    pub fn key(&self, proto: u8, src: crate::flow::Addr, sport: u16, dst: crate::flow::Addr, dport: u16) -> (FlowKey, End) {
+        FlowKey::new_in(self.zone, self.seg, proto, src, sport, dst, dport)
+    }
 }
 
 /// Pipeline counters (frames and bytes are L2 lengths without FCS).
@@ -156,6 +173,8 @@ pub struct InspectStats {
     /// when detection gave up). Counted when a session's decided app changes (at most
     /// `1 + MAX_CHANGES` times per session), never per frame.
     pub apps: [u64; App::ALL.len()],
+    /// Tunnel decapsulation ([`crate::tunnel`]).
+    pub tunnels: crate::tunnel::TunnelStats,
 }
 
 /// Most violation/denied events queued between two worker loops.
@@ -194,6 +213,12 @@ pub struct Inspector {
     pub threats: crate::threat::Stage,
     /// Packet clock of the last threat timer tick ([`Self::flush_threats`]).
     threat_tick_ns: u64,
+    /// `[tunnels]` as a port table ([`crate::tunnel`]).
+    tunnel_ports: crate::tunnel::Ports,
+    /// The tunnel of the inner packet being processed (its sessions record it).
+    tunnel: Option<crate::tunnel::Tunnel>,
+    /// How many tunnels deep the packet being processed is.
+    tunnel_depth: u8,
 }
 
 /// ICMPv6 link-layer control (RFC 4861 neighbour discovery: router/neighbour solicitation and
@@ -259,7 +284,15 @@ impl Inspector {
             checksums: Checksums::new(Normalization::default().checksums),
             threats: crate::threat::Stage::default(),
             threat_tick_ns: 0,
+            tunnel_ports: crate::tunnel::Ports::default(),
+            tunnel: None,
+            tunnel_depth: 0,
         }
+    }
+
+    /// Applies `[tunnels]` ([`crate::tunnel`]) to packets from now on.
+    pub fn set_tunnels(&mut self, cfg: &crate::tunnel::TunnelConfig) {
+        self.tunnel_ports = crate::tunnel::Ports::new(cfg);
     }
 
     /// Applies `[normalization]` settings ([`crate::normalize`]); checksum sampling of `auto`
@@ -475,7 +508,7 @@ impl Inspector {
                     // Overlapping fragments that disagree: reported as `ip_teardrop`; in
                     // protect mode the datagram is dropped uninspected whatever the action
                     // (what the host reads cannot be known).
-                    let meta = FrameMeta { zone: a.zone, iface: a.iface, now_ns };
+                    let meta = FrameMeta::new(a.zone, a.iface, now_ns);
                     let ctx = self.frame_context(&buf, ip, meta);
                     if self.threats.raise(ThreatId::IpTeardrop, None, "overlap_differs", &[], &ctx).blocks() {
                         self.threats.count_drop(ThreatId::IpTeardrop);
@@ -485,7 +518,7 @@ impl Inspector {
                     self.stats.policy_dropped += 1;
                     Verdict::Drop(DropReason::PolicyDenied)
                 } else {
-                    let meta = FrameMeta { zone: a.zone, iface: a.iface, now_ns };
+                    let meta = FrameMeta::new(a.zone, a.iface, now_ns);
                     let v = self.pipeline(&f, a.frame_bytes, meta);
                     if v == Verdict::Reset {
                         resets = crate::rst::resets(&buf, &f);
@@ -609,7 +642,7 @@ impl Inspector {
     /// protect mode. Also returns the packet's session (slab index, direction), if any.
     fn unread_packet(&mut self, ip: &wire::Ip<'_>, meta: FrameMeta) -> (Verdict, Option<(u32, Dir)>) {
         self.stats.anomalies[Anomaly::BadChecksum as usize] += 1;
-        let (key, end) = FlowKey::new(meta.zone, ip.proto, ip.src, ip.sport, ip.dst, ip.dport);
+        let (key, end) = meta.key(ip.proto, ip.src, ip.sport, ip.dst, ip.dport);
         let session = self.sessions.find(&key, end);
         let protect = match session {
             Some((idx, _)) => {
@@ -632,15 +665,95 @@ impl Inspector {
     }
 
     /// The pipeline for a decoded, not fragmented packet (a frame or a reassembled datagram)
-    /// of `len` bytes.
-    fn pipeline(&mut self, f: &Frame<'_>, len: u32, meta: FrameMeta) -> Verdict {
-        let Some(ip) = f.ip.as_ref() else {
+    /// of `len` bytes: the packet as one of its own flow, then, when it carries a tunnel and
+    /// was forwarded, the inner packet as one of the inner flow ([`Self::tunnelled`]).
+    fn pipeline(&mut self, f: &Frame<'_>, len: u32, mut meta: FrameMeta) -> Verdict {
+        if self.tunnel_depth == 0 {
+            meta.seg = f.vlan_segment();
+        }
+        let (v, carrier) = self.packet(f, len, meta);
+        match (v, carrier, f.ip.as_ref()) {
+            (Verdict::Forward, Some(carrier), Some(ip)) => match crate::tunnel::decap(f, ip, &self.tunnel_ports) {
+                crate::tunnel::Decap::No => v,
+                crate::tunnel::Decap::Inner(t, inner) => self.tunnelled(carrier, len, &t, &inner, meta),
+                crate::tunnel::Decap::Malformed(t, why) => {
+                    self.sessions.get_mut(carrier.0).carrier = Some(t.kind);
+                    self.stats.tunnels.malformed += 1;
+                    self.stats.malformed[why as usize] += 1;
+                    let v = self.malformed_verdict();
+                    if v != Verdict::Forward {
+                        self.sessions.count_dropped(carrier.0, carrier.1, len);
+                    }
+                    v
+                }
+            },
+            _ => v,
+        }
+    }
+
+    /// The inner packet `inner` of tunnel `t`, carried by a forwarded packet of session
+    /// `carrier`: a packet of its own flow, keyed in the zone and the tunnel's segment
+    /// ([`crate::tunnel::Tunnel::segment`]), decided by the whole pipeline (a tunnel inside it
+    /// too, up to `[tunnels] max_depth`). An inner packet nested deeper, or an inner IP
+    /// fragment (not reassembled inside a tunnel), is not inspected: the exception policy of
+    /// the strictest workload end, outer or inner, decides it (`tunnel_uninspected`). A
+    /// dropped inner packet is counted dropped on the carrier session too.
+    fn tunnelled(&mut self, carrier: (u32, Dir), outer_len: u32, t: &crate::tunnel::Tunnel, inner: &Frame<'_>, meta: FrameMeta) -> Verdict {
+        self.sessions.get_mut(carrier.0).carrier = Some(t.kind);
+        let len = inner.raw.len() as u32;
+        let Some(ip) = inner.ip.as_ref() else {
+            self.stats.tunnels.decapsulated[t.kind.index()] += 1;
             self.stats.non_ip += 1;
             return Verdict::Forward;
         };
-        let (key, end) = FlowKey::new(meta.zone, ip.proto, ip.src, ip.sport, ip.dst, ip.dport);
-        if let Some(v) = self.check_origin(f, ip, &key, end, len, meta) {
+        if self.tunnel_depth >= self.tunnel_ports.max_depth || ip.frag.is_some() {
+            if ip.frag.is_some() {
+                self.stats.tunnels.inner_fragments += 1;
+            } else {
+                self.stats.tunnels.too_deep += 1;
+            }
+            let mode = strictest(self.mode_of(t.outer_src, t.outer_dst, meta.iface), self.mode_of(ip.src, ip.dst, meta.iface));
+            let Some(mode) = mode else { return Verdict::Forward };
+            let reason = ExceptionReason::TunnelUninspected;
+            self.stats.exceptions[reason as usize] += 1;
+            if self.exceptions.action(reason, mode) != crate::exception::ExceptionAction::DropFlow {
+                return Verdict::Forward;
+            }
+            self.stats.policy_dropped += 1;
+            self.sessions.count_dropped(carrier.0, carrier.1, outer_len);
+            return Verdict::Drop(DropReason::PolicyDenied);
+        }
+        self.stats.tunnels.decapsulated[t.kind.index()] += 1;
+        if let Some(v) = self.header_checksum(inner, meta) {
+            if v != Verdict::Forward {
+                self.sessions.count_dropped(carrier.0, carrier.1, outer_len);
+            }
             return v;
+        }
+        let own = t.segment() | inner.vlan_segment();
+        let seg = if self.tunnel_depth == 0 && meta.seg == 0 { own } else { own ^ meta.seg.rotate_left(29).wrapping_mul(0x9e37_79b9_7f4a_7c15) };
+        let outer = self.tunnel.replace(*t);
+        self.tunnel_depth += 1;
+        let v = self.pipeline(inner, len, FrameMeta { seg, ..meta });
+        self.tunnel_depth -= 1;
+        self.tunnel = outer;
+        if v != Verdict::Forward {
+            self.sessions.count_dropped(carrier.0, carrier.1, outer_len);
+        }
+        v
+    }
+
+    /// One packet through the stages as a packet of its own flow: the verdict, and the
+    /// session that read it (`None` when the packet was not read as its session's: not IP,
+    /// spoofed, a bad checksum, an ICMP error, a threat, no room, a TCP anomaly).
+    fn packet(&mut self, f: &Frame<'_>, len: u32, meta: FrameMeta) -> (Verdict, Option<(u32, Dir)>) {
+        let Some(ip) = f.ip.as_ref() else {
+            self.stats.non_ip += 1;
+            return (Verdict::Forward, None);
+        };
+        let (key, end) = meta.key(ip.proto, ip.src, ip.sport, ip.dst, ip.dport);
+        if let Some(v) = self.check_origin(f, ip, &key, end, len, meta) {
+            return (v, None);
         }
         if self.checksums.active() && !matches!(ip.l4, L4::Other) {
             let ok = crate::checksum::transport_ok(ip).is_ok();
@@ -649,23 +762,28 @@ impl Inspector {
                 if let (Some((idx, dir)), true) = (session, v != Verdict::Forward) {
                     self.sessions.count_rejected(idx, dir, len);
                 }
-                return v;
+                return (v, None);
             }
         }
         if let Some(v) = crate::icmp::stage(&mut self.sessions, &self.policy, &mut self.stats, ip, len, meta) {
-            return v;
+            return (v, None);
         }
         if let Some(v) = self.frame_threats(f, ip, meta) {
-            return v;
+            return (v, None);
         }
         let tcp = crate::tcpseq::Segment::of(ip);
         let Some(t) = self.sessions.track(&key, end, len, tcp, meta.iface, meta.now_ns) else {
             // Refused by a table full of established sessions (counted there).
             if link_control(ip) {
-                return Verdict::Forward;
+                return (Verdict::Forward, None);
             }
-            return Verdict::Drop(DropReason::SessionTableFull);
+            return (Verdict::Drop(DropReason::SessionTableFull), None);
         };
+        if t.new {
+            if let Some(tun) = self.tunnel {
+                self.sessions.get_mut(t.idx).tunnel = Some(crate::tunnel::TunnelEnds::of(&tun, end));
+            }
+        }
         if let Some(a) = t.anomaly {
             // A segment the receiver drops or ignores: never inspected.
             self.stats.anomalies[a as usize] += 1;
@@ -680,13 +798,13 @@ impl Inspector {
             if v != Verdict::Forward {
                 self.sessions.count_dropped(t.idx, t.dir, len);
             }
-            return v;
+            return (v, None);
         }
         let v = self.session_frame(t, end, f.raw, ip, meta);
         if v != Verdict::Forward {
             self.sessions.count_dropped(t.idx, t.dir, len);
         }
-        v
+        (v, Some((t.idx, t.dir)))
     }
 
     /// Anti-spoofing: a frame of a live session must arrive on the side its direction was seen
@@ -1706,7 +1824,7 @@ mod tests {
     use crate::wire::tests::{tcp4, udp6_ext};
 
     fn meta(iface: u16, now_ns: u64) -> FrameMeta {
-        FrameMeta { zone: 0, iface, now_ns }
+        FrameMeta::new(0, iface, now_ns)
     }
 
     #[test]
@@ -1997,7 +2115,7 @@ mod tests {
         for (zone, count) in [(1u16, few), (0, many)] {
             for k in 0..count {
                 let (host, sport) = (10 + (k / 60_000) as u8, 1024 + (k % 60_000) as u16);
-                let m = FrameMeta { zone, iface: 1, now_ns: 1 };
+                let m = FrameMeta::new(zone, 1, 1);
                 i.process(&tcp_from(host, sport, SYN, 1000, 0, b""), m);
                 let mut syn_ack = tcp_from(host, sport, SYN | ACK, 7000, 1001, b"");
                 // The server's answer: addresses (26..34) and ports (34..38) swapped.

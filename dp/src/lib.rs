@@ -63,6 +63,7 @@ pub mod service;
 pub mod session;
 pub mod stream;
 pub mod tcpseq;
+pub mod tunnel;
 pub mod worker;
 pub mod xsk;
 pub mod wire;

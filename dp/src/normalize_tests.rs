@@ -70,7 +70,7 @@ impl Conn {
     fn send(&mut self, f: &[u8]) -> Verdict {
         self.n += 1;
         let to_server = f[26..30] == [198, 18, 0, 1];
-        self.i.process(f, FrameMeta { zone: 0, iface: if to_server { 1 } else { 2 }, now_ns: self.n * 1000 })
+        self.i.process(f, FrameMeta::new(0, if to_server { 1 } else { 2 }, self.n * 1000))
     }
 
     /// Client data at `seq` (acknowledging the server's SYN).

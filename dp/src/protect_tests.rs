@@ -99,7 +99,7 @@ impl Run {
 
     fn send(&mut self, iface: u16, frame: &[u8]) -> Verdict {
         self.now += 1_000;
-        self.i.process(frame, FrameMeta { zone: 0, iface, now_ns: self.now })
+        self.i.process(frame, FrameMeta::new(0, iface, self.now))
     }
 
     fn snaps(&mut self) -> Vec<SessionSnapshot> {
@@ -221,7 +221,7 @@ fn an_address_the_policy_does_not_list_behind_the_workloads_interface_is_the_wor
     let mut i = Inspector::new(64, Timeouts::default(), MalformedPolicy::Drop);
     i.set_policy(policy("protect"), 1);
     let f = tcp(EVIL_MAC, EVIL, 40000, [198, 18, 0, 77], 22, 1, SYN, b"");
-    assert_eq!(i.process(&f, FrameMeta { zone: 0, iface: OUT, now_ns: 1 }), Verdict::Forward);
+    assert_eq!(i.process(&f, FrameMeta::new(0, OUT, 1)), Verdict::Forward);
 }
 
 #[test]
@@ -251,7 +251,7 @@ fn exhausted_app_contexts_drop_sessions_whose_verdict_needs_the_app() {
         let mut now = 0;
         let mut send = |i: &mut Inspector, iface, f: &[u8]| {
             now += 1000;
-            i.process(f, FrameMeta { zone: 0, iface, now_ns: now })
+            i.process(f, FrameMeta::new(0, iface, now))
         };
         // The one context goes to a first session to 8080 (pending on its app).
         assert_eq!(send(&mut i, OUT, &tcp(EVIL_MAC, EVIL, 40001, WEB, 8080, 1, SYN, b"")), Verdict::Forward);
@@ -276,7 +276,7 @@ fn stream_cap_before_detection_is_an_exception() {
         now += 1000;
         // Web's frames come from its side of the pair.
         let iface = if f[6..12] == WEB_MAC { IN } else { OUT };
-        i.process(f, FrameMeta { zone: 0, iface, now_ns: now })
+        i.process(f, FrameMeta::new(0, iface, now))
     };
     assert_eq!(send(&mut i, &tcp(EVIL_MAC, EVIL, 40001, WEB, 8080, 1, SYN, b"")), Verdict::Forward);
     assert_eq!(send(&mut i, &tcpa(WEB_MAC, WEB, 8080, EVIL, 40001, 900, 2, SYN | ACK, b"")), Verdict::Forward);
@@ -317,7 +317,7 @@ action = "allow"
         let mut now = 0;
         let mut send = |i: &mut Inspector, f: &[u8]| {
             now += 1000;
-            i.process(f, FrameMeta { zone: 0, iface: 0, now_ns: now })
+            i.process(f, FrameMeta::new(0, 0, now))
         };
         // A SYN claiming web's address from the attacker's MAC would open "web's HTTPS
         // connection" that the attacker's own handshake to port 22 then rides.

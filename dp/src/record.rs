@@ -46,6 +46,16 @@ pub fn to_record(snap: &SessionSnapshot, iface_name: impl Fn(u16) -> String) -> 
         icmp_errors_rejected: (s.icmp.rejected > 0).then_some(s.icmp.rejected),
         anomalies: crate::normalize::names(s.anomalies).map(String::from).collect(),
         anomalous_frames: (s.anomalous_frames > 0).then_some(s.anomalous_frames),
+        tunnel: s.tunnel.map(|t| {
+            let client = s.client as usize;
+            warden_control::TunnelRecord {
+                kind: t.kind.as_str().into(),
+                id: t.id,
+                outer_client: t.outer[client].to_string(),
+                outer_server: t.outer[1 - client].to_string(),
+            }
+        }),
+        tunnel_carrier: s.carrier.map(|k| k.as_str().into()),
         ..policy_fields(snap, app_fields(snap))
     };
     session_threats(snap, &mut r);

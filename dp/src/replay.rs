@@ -393,6 +393,7 @@ pub fn replay_file(
     insp.set_normalization(cfg.normalization.resolve(true));
     insp.threats.set_policy(cfg.threats.resolve());
     insp.set_defrag(cfg.defrag.config());
+    insp.set_tunnels(&cfg.tunnels);
     // The same kind of table the daemon shares between its workers (one pipeline here).
     insp.share_expectations(Arc::new(ExpectTable::default()));
     insp.share_names(Arc::new(crate::names::NameTable::new(cfg.policy.names())));
@@ -436,7 +437,7 @@ pub fn replay_file(
         summary.inspected += 1;
         last_ns = last_ns.max(ts_ns);
         insp.expire_fragments(ts_ns);
-        insp.process_frame(frame, FrameMeta { zone: 0, iface: 0, now_ns: ts_ns }, 0);
+        insp.process_frame(frame, FrameMeta::new(0, 0, ts_ns), 0);
         count_releases(insp, summary);
         insp.flush_threats(ts_ns);
         threat_events(insp, summary);

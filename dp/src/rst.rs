@@ -40,8 +40,12 @@ pub fn resets(raw: &[u8], f: &Frame<'_>) -> Option<[RstFrame; 2]> {
     let L4::Tcp { seq, ack, flags, .. } = ip.l4 else {
         return None;
     };
-    let l2 = 14 + 4 * usize::from(f.vlans);
-    let head = raw.get(..l2)?;
+    if f.shim != crate::wire::Shim::None {
+        // A PPPoE or MPLS frame: the shim's own lengths would have to be rebuilt too; the
+        // segment is dropped without resets.
+        return None;
+    }
+    let head = raw.get(..usize::from(f.l3))?;
     let mut seg_len = ip.payload.len() as u32;
     if flags & tcpflag::SYN != 0 {
         seg_len += 1;
@@ -175,7 +179,7 @@ mod tests {
     fn verify_tcp_checksum(frame: &[u8]) {
         let f = wire::decode(frame).unwrap();
         let ip = f.ip.unwrap();
-        let l2 = 14 + 4 * usize::from(f.vlans);
+        let l2 = usize::from(f.l3);
         let (ip_hdr, seg) = if ip.version == 4 {
             assert_eq!(fold(sum(&frame[l2..l2 + 20], 0)), 0, "IPv4 header checksum");
             (&frame[l2..l2 + 20], &frame[l2 + 20..])

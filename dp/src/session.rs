@@ -302,6 +302,10 @@ pub struct Session {
     pub src_counted: bool,
     /// MySQL authentication failures of the session already counted (`mysql_access_denied`).
     pub auth_failures: u16,
+    /// The tunnel the session's flow rides, for the inner flow of a tunnel ([`crate::tunnel`]).
+    pub tunnel: Option<crate::tunnel::TunnelEnds>,
+    /// The tunnel type whose packets the session carries (an outer flow), once one was seen.
+    pub carrier: Option<crate::tunnel::Kind>,
     fins: u8,
     changed: bool,
     live: bool,
@@ -338,6 +342,8 @@ impl Session {
             client_data: false,
             src_counted: false,
             auth_failures: 0,
+            tunnel: None,
+            carrier: None,
             fins: 0,
             changed: false,
             live: false,

@@ -33,6 +33,14 @@ pub mod ethertype {
     pub const QINQ: u16 = 0x88a8;
     /// Pre-standard QinQ outer tag.
     pub const QINQ_OLD: u16 = 0x9100;
+    /// PPPoE session stage (RFC 2516 §4).
+    pub const PPPOE_SESSION: u16 = 0x8864;
+    /// MPLS unicast (RFC 3032).
+    pub const MPLS: u16 = 0x8847;
+    /// MPLS multicast (RFC 5332).
+    pub const MPLS_MC: u16 = 0x8848;
+    /// Transparent Ethernet bridging (the GRE and Geneve protocol type of an Ethernet payload).
+    pub const TEB: u16 = 0x6558;
 }
 
 /// IP protocol numbers Warden reads.
@@ -72,6 +80,11 @@ pub enum Malformed {
     UdpHeader,
     /// ICMP/ICMPv6 header cut short.
     IcmpHeader,
+    /// PPPoE session header cut short, or a version/type or code other than 1/1/0
+    /// (RFC 2516 §4).
+    PppoeInvalid,
+    /// MPLS label stack cut short or deeper than [`MAX_MPLS_LABELS`] (RFC 3032 §2.1).
+    MplsInvalid,
 }
 
 impl Malformed {
@@ -89,11 +102,13 @@ impl Malformed {
             Malformed::TcpHeader => "tcp_header",
             Malformed::UdpHeader => "udp_header",
             Malformed::IcmpHeader => "icmp_header",
+            Malformed::PppoeInvalid => "pppoe_invalid",
+            Malformed::MplsInvalid => "mpls_invalid",
         }
     }
 
     /// All reasons, for counter tables indexed by `self as usize`.
-    pub const ALL: [Malformed; 11] = [
+    pub const ALL: [Malformed; 13] = [
         Malformed::EthTruncated,
         Malformed::VlanInvalid,
         Malformed::Ipv4Header,
@@ -105,6 +120,8 @@ impl Malformed {
         Malformed::TcpHeader,
         Malformed::UdpHeader,
         Malformed::IcmpHeader,
+        Malformed::PppoeInvalid,
+        Malformed::MplsInvalid,
     ];
 }
 
@@ -294,21 +311,53 @@ pub struct Ip<'a> {
     pub segment: &'a [u8],
 }
 
+/// The most MPLS labels [`decode`] walks before the bottom of the stack (more is malformed).
+pub const MAX_MPLS_LABELS: usize = 8;
+
+/// What sits between the Ethernet header (and its VLAN tags) and the IP header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Shim {
+    /// Nothing: the IP header follows the tags.
+    #[default]
+    None,
+    /// A PPPoE session header and a PPP protocol field (RFC 2516 §4, RFC 1661 §2); the PPPoE
+    /// session id.
+    Pppoe(u16),
+    /// An MPLS label stack (RFC 3032); the number of labels.
+    Mpls(u8),
+}
+
 /// A decoded frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame<'a> {
-    /// The whole frame as given to [`decode`] (the L2 header is `raw[..14 + 4 * vlans]`).
+    /// The whole frame as given to [`decode`] (the L2 header, tags and shim are `raw[..l3]`).
+    /// For the inner packet of an IP-in-IP style tunnel ([`crate::tunnel`]) it is the inner IP
+    /// packet itself (`l3` 0).
     pub raw: &'a [u8],
+    /// Offset in `raw` of the IP header (or of what follows the L2 header when not IP):
+    /// 14, plus 4 per VLAN tag, plus the PPPoE or MPLS shim.
+    pub l3: u16,
     /// Source MAC address (bytes 6..12 of the Ethernet header).
     pub src_mac: [u8; 6],
     /// Outer and inner VLAN ids (0 when absent); `vlans` tells how many are valid.
     pub vlan: [u16; 2],
     /// Number of VLAN tags (0..=2).
     pub vlans: u8,
-    /// The ethertype after the tags.
+    /// PPPoE or MPLS between the tags and the IP header.
+    pub shim: Shim,
+    /// The ethertype after the tags (for a shim: [`ethertype::IPV4`] or [`ethertype::IPV6`]
+    /// when it carries IP, else the shim's own ethertype).
     pub ethertype: u16,
     /// IP layer, when the ethertype is IPv4 or IPv6.
     pub ip: Option<Ip<'a>>,
+}
+
+impl Frame<'_> {
+    /// The VLAN part of the session key's segment ([`crate::flow::FlowKey::seg`]): the outer
+    /// tag's id in bits 12..24, the inner's in bits 0..12 (0 when untagged).
+    pub fn vlan_segment(&self) -> u64 {
+        (u64::from(self.vlan[0]) << 12) | u64::from(self.vlan[1])
+    }
 }
 
 #[inline]
@@ -340,6 +389,22 @@ pub fn decode(frame: &[u8]) -> Result<Frame<'_>, Malformed> {
         vlans += 1;
         off += 4;
     }
+    let mut shim = Shim::None;
+    match ethertype {
+        ethertype::PPPOE_SESSION => {
+            let (id, ip_type, len) = pppoe(frame.get(off..).unwrap_or(&[]))?;
+            shim = Shim::Pppoe(id);
+            off += len;
+            ethertype = ip_type.unwrap_or(ethertype);
+        }
+        ethertype::MPLS | ethertype::MPLS_MC => {
+            let (labels, ip_type) = mpls(frame.get(off..).unwrap_or(&[]))?;
+            shim = Shim::Mpls(labels as u8);
+            off += 4 * labels;
+            ethertype = ip_type.unwrap_or(ethertype);
+        }
+        _ => {}
+    }
     let rest = frame.get(off..).unwrap_or(&[]);
     let ip = match ethertype {
         ethertype::IPV4 => Some(decode_ipv4(rest)?),
@@ -348,7 +413,56 @@ pub fn decode(frame: &[u8]) -> Result<Frame<'_>, Malformed> {
     };
     let mut src_mac = [0u8; 6];
     src_mac.copy_from_slice(&frame[6..12]);
-    Ok(Frame { raw: frame, src_mac, vlan, vlans, ethertype, ip })
+    Ok(Frame { raw: frame, l3: off as u16, src_mac, vlan, vlans, shim, ethertype, ip })
+}
+
+/// Reads a PPPoE session header and the PPP protocol field after it (RFC 2516 §4; RFC 1661
+/// §2, a 1-byte protocol field when compressed, RFC 1661 §6.5): the session id, the ethertype
+/// of the IP version carried (`None`: not IP, e.g. LCP) and the length of header and protocol
+/// field (bytes). The PPPoE length field is not checked against the frame: the IP header's
+/// length bounds the packet, as it does for Ethernet padding.
+///
+/// # Errors
+/// [`Malformed::PppoeInvalid`].
+fn pppoe(p: &[u8]) -> Result<(u16, Option<u16>, usize), Malformed> {
+    let (ver_type, code) = (*p.first().ok_or(Malformed::PppoeInvalid)?, *p.get(1).ok_or(Malformed::PppoeInvalid)?);
+    if ver_type != 0x11 || code != 0 {
+        return Err(Malformed::PppoeInvalid);
+    }
+    let id = be16(p, 2).ok_or(Malformed::PppoeInvalid)?;
+    let first = *p.get(6).ok_or(Malformed::PppoeInvalid)?;
+    let (proto, len) = if first & 1 == 1 {
+        (u16::from(first), 7)
+    } else {
+        (be16(p, 6).ok_or(Malformed::PppoeInvalid)?, 8)
+    };
+    let ip = match proto {
+        0x0021 => Some(ethertype::IPV4),
+        0x0057 => Some(ethertype::IPV6),
+        _ => None,
+    };
+    Ok((id, ip, len))
+}
+
+/// Walks an MPLS label stack to its bottom (RFC 3032 §2.1, at most [`MAX_MPLS_LABELS`]) and
+/// tells what follows by its first nibble (RFC 4385 §2: 4 IPv4, 6 IPv6; 0 is a pseudowire
+/// control word, read as not IP): the number of labels and the ethertype of the IP version.
+///
+/// # Errors
+/// [`Malformed::MplsInvalid`].
+fn mpls(p: &[u8]) -> Result<(usize, Option<u16>), Malformed> {
+    for n in 1..=MAX_MPLS_LABELS {
+        let entry = be32(p, 4 * (n - 1)).ok_or(Malformed::MplsInvalid)?;
+        if entry & 0x100 != 0 {
+            let ip = match p.get(4 * n).map(|b| b >> 4) {
+                Some(4) => Some(ethertype::IPV4),
+                Some(6) => Some(ethertype::IPV6),
+                _ => None,
+            };
+            return Ok((n, ip));
+        }
+    }
+    Err(Malformed::MplsInvalid)
 }
 
 /// Decodes an IPv4 packet (RFC 791). Trailing bytes past the total length (Ethernet padding)
@@ -628,7 +742,7 @@ pub(crate) mod tests {
         let base = f.as_ptr() as usize;
         let Ok(d) = decode(f) else { return };
         let Some(ip) = d.ip else { return };
-        let l3 = 14 + 4 * usize::from(d.vlans);
+        let l3 = usize::from(d.l3);
         let (src, dst, proto, frag, version) = (ip.src, ip.dst, ip.proto, ip.frag.is_some(), ip.version);
         let field = match ip.l4 {
             L4::Tcp { .. } => Some(16),

@@ -616,11 +616,7 @@ impl Worker {
                 let st = &mut gs.stats[side];
                 st.rx_frames += 1;
                 st.rx_bytes += u64::from(d.len);
-                let meta = FrameMeta {
-                    zone: gs.zone,
-                    iface: slot,
-                    now_ns: now,
-                };
+                let meta = FrameMeta::new(gs.zone, slot, now);
                 let mut resets: Option<[RstFrame; 2]> = None;
                 let verdict = match wire::decode(data) {
                     Err(m) => self.insp.malformed(m, data, meta),
@@ -713,7 +709,7 @@ impl Worker {
                 };
                 let data = &h.data[..usize::from(h.len)];
                 let side = usize::from(h.side);
-                let meta = FrameMeta { zone: h.zone, iface: h.iface, now_ns: now };
+                let meta = FrameMeta::new(h.zone, h.iface, now);
                 let (verdict, decoded) = match wire::decode(data) {
                     Err(m) => (self.insp.malformed(m, data, meta), None),
                     Ok(f) => {

@@ -100,11 +100,7 @@ fn the_pipeline_allocates_nothing_for_fragments() {
                 now += 1_000;
                 i.process_frame(
                     f,
-                    FrameMeta {
-                        zone: 0,
-                        iface: 1,
-                        now_ns: now,
-                    },
+                    FrameMeta::new(0, 1, now),
                     1,
                 );
             }

@@ -25,7 +25,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         let len = usize::from(u16::from_le_bytes([rest[0], rest[1]])).min(rest.len() - 2);
         let (frame, tail) = rest[2..].split_at(len);
         now += 1_000_000;
-        insp.process(frame, FrameMeta { zone: 0, iface: (len & 1) as u16, now_ns: now });
+        insp.process(frame, FrameMeta::new(0, (len & 1) as u16, now));
         insp.expire_fragments(now);
         rest = tail;
     }

@@ -163,7 +163,7 @@ impl Pipe {
     }
 
     fn frame(&mut self, f: &[u8], zone: u16, now_ns: u64) -> Verdict {
-        self.i.process(f, FrameMeta { zone, iface: 1, now_ns })
+        self.i.process(f, FrameMeta::new(zone, 1, now_ns))
     }
 
     /// Sends `q` from `client` (a new source port) to the resolver and `r` back on the same

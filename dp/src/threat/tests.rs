@@ -79,7 +79,7 @@ impl Rig {
     /// Sends `f` at the current packet clock (the caller advances it).
     fn send_now(&mut self, f: &[u8]) -> Verdict {
         let to_server = f[26..30] != S;
-        self.i.process(f, FrameMeta { zone: 0, iface: if to_server { 1 } else { 2 }, now_ns: self.now })
+        self.i.process(f, FrameMeta::new(0, if to_server { 1 } else { 2 }, self.now))
     }
 
     /// Handshake with the client's last ACK advertising `window` (no scaling).
@@ -292,7 +292,7 @@ fn a_flood_of_bad_packets_is_a_bounded_stream_of_merged_events() {
         r.now = SEC + u64::from(i) * 5_000_000;
         let f = seg(true, SYN | FIN, i, 0, 1024, &[], b"");
         let to_server = true;
-        let v = r.i.process(&f, FrameMeta { zone: 0, iface: if to_server { 1 } else { 2 }, now_ns: r.now });
+        let v = r.i.process(&f, FrameMeta::new(0, if to_server { 1 } else { 2 }, r.now));
         assert_eq!(v, Verdict::Drop(DropReason::Threat));
         r.i.flush_threats(r.now);
     }

@@ -80,7 +80,7 @@ fn main() -> Result<()> {
             };
             warden_perf::syn_frame(&mut frame, [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], &syn);
             now += step_ns;
-            let v = insp.process(&frame[..warden_perf::SYN_FRAME_LEN], FrameMeta { zone: 0, iface: 1, now_ns: now });
+            let v = insp.process(&frame[..warden_perf::SYN_FRAME_LEN], FrameMeta::new(0, 1, now));
             dropped += u64::from(v != warden_dp::inspect::Verdict::Forward);
             if i % 64 == 63 {
                 // A worker loop: events, expiry, reports when due.
