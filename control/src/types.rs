@@ -781,6 +781,12 @@ pub struct WorkerCounters {
     /// IP reassembly.
     #[serde(default)]
     pub defrag: DefragCounters,
+    /// Tunnel decapsulation, frames: inner packets decapsulated by tunnel type (`vxlan`,
+    /// `geneve`, `gre`, `erspan`, `gtpu`, `ipip`, `6in4`, `4in6`, `ip6ip6`), tunnel packets
+    /// whose inner packet did not decode (`malformed`), inner packets nested too deep
+    /// (`too_deep`) or fragmented (`inner_fragments`). Only non-zero counters are listed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tunnels: BTreeMap<String, u64>,
 }
 
 /// IP reassembly counters of one worker.

@@ -714,6 +714,7 @@ impl Daemon {
                     malformed: w.defrag.malformed,
                     exceptions: w.defrag.exceptions,
                 },
+                tunnels: w.inspect.tunnels.named().filter(|(_, n)| *n > 0).map(|(k, n)| (k.to_string(), n)).collect(),
             })
             .collect();
         Counters { interfaces, workers }

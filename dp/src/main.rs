@@ -169,6 +169,10 @@ fn main() -> ExitCode {
                 let t: Vec<String> = sum.threats.iter().map(|(id, hits, dropped)| format!("{id} {hits} ({dropped} frames dropped)")).collect();
                 eprintln!("replay {}: threats: {}; {} threat events", file.display(), t.join(", "), sum.threat_events.len());
             }
+            let tunnels: Vec<String> = sum.tunnels.named().filter(|(_, n)| *n > 0).map(|(k, n)| format!("{k} {n}")).collect();
+            if !tunnels.is_empty() {
+                eprintln!("replay {}: tunnel frames: {}", file.display(), tunnels.join(", "));
+            }
             if sum.reassembled + sum.fragments_forwarded + sum.fragments_dropped > 0 {
                 eprintln!(
                     "replay {}: {} datagrams reassembled, {} fragment frames forwarded, {} dropped",

@@ -400,6 +400,15 @@ impl Collector for Exposition {
                 .map(|(k, v)| (vec![("worker", w.worker.to_string()), ("kind", k.to_string())], v))
         });
         counters(e, "icmp", "ICMP errors, redirects and echo direction checks, by kind.", icmp)?;
+        let tunnels = s.workers.iter().flat_map(|w| {
+            w.inspect.tunnels.named().map(|(k, v)| (vec![("worker", w.worker.to_string()), ("kind", k.to_string())], v))
+        });
+        counters(
+            e,
+            "tunnel_frames",
+            "Tunnel packets by tunnel type (inner packets decapsulated) and by problem (malformed, too_deep, inner_fragments).",
+            tunnels,
+        )?;
         let defrag = s.workers.iter().flat_map(|w| {
             let d = &w.defrag;
             [

@@ -69,6 +69,8 @@ pub struct ReplaySummary {
     /// could not be reassembled (including those incomplete at the end of the capture, which
     /// time out then), the exception or malformed policy's.
     pub fragments_dropped: u64,
+    /// Tunnel decapsulation counters ([`crate::tunnel::TunnelStats`]).
+    pub tunnels: crate::tunnel::TunnelStats,
     /// Wall-clock seconds the replay took.
     pub seconds: f64,
     /// Threat detections and frames dropped by threat actions, per threat with any (id,
@@ -529,6 +531,7 @@ pub fn replay_file(
     summary.sessions = out.len() as u64;
     summary.malformed = insp.stats.malformed.iter().sum();
     summary.spoofed = insp.stats.spoofed;
+    summary.tunnels = insp.stats.tunnels;
     summary.seconds = start.elapsed().as_secs_f64();
     let records = out.iter().map(|s| to_record(s, |_| "pcap".to_string())).collect();
     Ok((records, summary))

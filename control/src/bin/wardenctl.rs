@@ -707,6 +707,9 @@ fn print_table(reply: &Reply) {
                 for (what, n) in &w.icmp {
                     println!("  worker {} icmp {what}: {n}", w.worker);
                 }
+                for (what, n) in &w.tunnels {
+                    println!("  worker {} tunnels {what}: {n}", w.worker);
+                }
                 let d = &w.defrag;
                 if d.fragments > 0 {
                     println!(

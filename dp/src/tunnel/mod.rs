@@ -238,6 +238,17 @@ pub struct TunnelStats {
     pub inner_fragments: u64,
 }
 
+impl TunnelStats {
+    /// The counters by name: `<kind>` (inner packets decapsulated, e.g. `vxlan`), `malformed`,
+    /// `too_deep`, `inner_fragments`.
+    pub fn named(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Kind::ALL
+            .iter()
+            .map(|k| (k.as_str(), self.decapsulated[k.index()]))
+            .chain([("malformed", self.malformed), ("too_deep", self.too_deep), ("inner_fragments", self.inner_fragments)])
+    }
+}
+
 /// What [`decap`] found in a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decap<'a> {

@@ -420,6 +420,11 @@ impl Topo {
         pid
     }
 
+    /// Ends `child` (by its PID) with the topology, as the processes [`Topo::spawn`] starts.
+    pub fn adopt(&mut self, child: Child) {
+        self.children.push(child);
+    }
+
     /// Starts Warden in the middle namespace with `extra` arguments after `run`, waits for its
     /// socket, and returns its PID. Session linger is shortened so final records come quickly.
     pub fn start_warden(&mut self, extra: &[&str]) -> u32 {
