@@ -60,7 +60,7 @@ pub mod ipproto {
 pub enum Malformed {
     /// Shorter than an Ethernet header.
     EthTruncated,
-    /// More than two VLAN tags, or a tag cut short.
+    /// More than [`MAX_VLANS`] VLAN tags, or a tag cut short.
     VlanInvalid,
     /// IPv4 header cut short, IHL < 5, or total length below the header.
     Ipv4Header,
@@ -311,6 +311,10 @@ pub struct Ip<'a> {
     pub segment: &'a [u8],
 }
 
+/// The most VLAN tags [`decode`] walks (802.1Q in 802.1ad, and deeper stacks, as Linux
+/// accepts VLAN devices on VLAN devices); more is malformed.
+pub const MAX_VLANS: usize = 4;
+
 /// The most MPLS labels [`decode`] walks before the bottom of the stack (more is malformed).
 pub const MAX_MPLS_LABELS: usize = 8;
 
@@ -339,9 +343,9 @@ pub struct Frame<'a> {
     pub l3: u16,
     /// Source MAC address (bytes 6..12 of the Ethernet header).
     pub src_mac: [u8; 6],
-    /// Outer and inner VLAN ids (0 when absent); `vlans` tells how many are valid.
-    pub vlan: [u16; 2],
-    /// Number of VLAN tags (0..=2).
+    /// VLAN ids, outermost first (0 when absent); `vlans` tells how many are valid.
+    pub vlan: [u16; MAX_VLANS],
+    /// Number of VLAN tags (0..=[`MAX_VLANS`]).
     pub vlans: u8,
     /// PPPoE or MPLS between the tags and the IP header.
     pub shim: Shim,
@@ -353,10 +357,18 @@ pub struct Frame<'a> {
 }
 
 impl Frame<'_> {
-    /// The VLAN part of the session key's segment ([`crate::flow::FlowKey::seg`]): the outer
-    /// tag's id in bits 12..24, the inner's in bits 0..12 (0 when untagged).
+    /// The VLAN part of the session key's segment ([`crate::flow::FlowKey::seg`]): the
+    /// outermost tag's id in bits 12..24, the next one's in bits 0..12 (0 when untagged); the
+    /// ids of a third and fourth tag are folded into those 24 bits (a stack that deep is
+    /// rare enough that two stacks sharing a segment is acceptable).
     pub fn vlan_segment(&self) -> u64 {
-        (u64::from(self.vlan[0]) << 12) | u64::from(self.vlan[1])
+        let two = (u64::from(self.vlan[0]) << 12) | u64::from(self.vlan[1]);
+        let deeper = (u64::from(self.vlan[2]) << 12) | u64::from(self.vlan[3]);
+        if deeper == 0 {
+            two
+        } else {
+            (two ^ deeper.wrapping_mul(0x9e37_79b9).rotate_left(7)) & 0x00ff_ffff
+        }
     }
 }
 
@@ -377,10 +389,10 @@ fn be32(b: &[u8], at: usize) -> Option<u32> {
 pub fn decode(frame: &[u8]) -> Result<Frame<'_>, Malformed> {
     let mut ethertype = be16(frame, 12).ok_or(Malformed::EthTruncated)?;
     let mut off = 14;
-    let mut vlan = [0u16; 2];
+    let mut vlan = [0u16; MAX_VLANS];
     let mut vlans = 0u8;
     while matches!(ethertype, ethertype::VLAN | ethertype::QINQ | ethertype::QINQ_OLD) {
-        if vlans == 2 {
+        if usize::from(vlans) == MAX_VLANS {
             return Err(Malformed::VlanInvalid);
         }
         let tci = be16(frame, off).ok_or(Malformed::VlanInvalid)?;
@@ -1004,7 +1016,7 @@ pub(crate) mod tests {
     fn tcp_over_qinq() {
         let f = tcp4(&[100, 200], tcpflag::SYN, b"hello");
         let d = decode(&f).unwrap();
-        assert_eq!((d.vlans, d.vlan), (2, [100, 200]));
+        assert_eq!((d.vlans, d.vlan), (2, [100, 200, 0, 0]));
         let ip = d.ip.unwrap();
         assert_eq!((ip.sport, ip.dport, ip.proto), (40000, 80, ipproto::TCP));
         assert_eq!(ip.src.to_string(), "198.18.0.1");
@@ -1013,9 +1025,10 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn three_vlan_tags_are_malformed() {
-        let f = tcp4(&[1, 2, 3], 0, b"");
-        assert_eq!(decode(&f), Err(Malformed::VlanInvalid));
+    fn up_to_four_vlan_tags_decode_and_five_are_malformed() {
+        let d = decode(&tcp4(&[1, 2, 3, 4], 0, b"")).map(|d| (d.vlans, d.vlan, d.l3));
+        assert_eq!(d, Ok((4, [1, 2, 3, 4], 14 + 16)));
+        assert_eq!(decode(&tcp4(&[1, 2, 3, 4, 5], 0, b"")), Err(Malformed::VlanInvalid));
     }
 
     #[test]

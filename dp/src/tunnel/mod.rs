@@ -17,13 +17,17 @@
 //! | GTP-U (3GPP TS 29.281 §5) | UDP to a `gtpu_ports` port (2152) | version 1, PT 1, G-PDU (255), optional fields and extension headers | IPv4, IPv6 | TEID |
 //! | GRE (RFC 2784, RFC 2890) | IP protocol 47 | version 0, no routing; checksum, key, sequence as flagged | IPv4, IPv6, Ethernet (0x6558) | key (0 without) |
 //! | PPTP GRE (RFC 2637 §4.1) | IP protocol 47 | version 1, key present, protocol 0x880B | PPP → IPv4, IPv6 | call id |
-//! | ERSPAN II / III (draft-foschiano-erspan §4) | GRE 0x88BE / 0x22EB | 8 / 12 bytes (+8 platform bytes when O) | Ethernet | session id |
+//! | ERSPAN I / II / III (draft-foschiano-erspan §4) | GRE 0x88BE without / with sequence number, 0x22EB | none / 8 / 12 bytes (+8 platform bytes when O) | Ethernet | session id (0 for type I) |
 //! | IP-in-IP (RFC 2003), 6in4 (RFC 4213), 4in6 / IPv6-in-IPv6 (RFC 2473) | IP protocol 4 / 41 | none | IPv4 / IPv6 | 0 |
 //!
 //! The flow of an inner packet is keyed in the outer frame's zone and a *segment*
-//! ([`Tunnel::segment`]): the tunnel type and, for VXLAN and Geneve, the VNI (a VNI names an
-//! L2 segment whose addresses may overlap another's). GTP-U TEIDs, GRE keys and call ids are
-//! chosen per direction by each end, so they are reported but not keyed on. The inner packet
+//! ([`Tunnel::segment`]): the tunnel type and, for VXLAN, the VNI (a VNI names an L2 segment,
+//! the same both ways, whose addresses may overlap another's). Geneve VNIs are not keyed on:
+//! OVN puts the logical datapath there, which differs between the two directions of a flow
+//! routed between logical switches (Zeek's and tcpdump's Geneve traces show it), and a session
+//! split by direction would be a mid-stream session in protect mode. GTP-U TEIDs, GRE keys and
+//! PPTP call ids are chosen per direction by each end, so they too are reported but not
+//! keyed on. The inner packet
 //! is owned by the worker that owns the outer flow (both directions of an outer flow reach the
 //! same worker: [`crate::flow::FlowKey::owner_spread`]).
 
@@ -104,10 +108,10 @@ pub struct Tunnel {
 
 impl Tunnel {
     /// The segment bits this tunnel adds to its inner flows' key ([`crate::flow::FlowKey::seg`]):
-    /// the kind in bits 24..28 and, for VXLAN and Geneve, the VNI in bits 28..52.
+    /// the kind in bits 24..28 and, for VXLAN, the VNI in bits 28..52.
     pub fn segment(&self) -> u64 {
         let vni = match self.kind {
-            Kind::Vxlan | Kind::Geneve => u64::from(self.id & 0x00ff_ffff),
+            Kind::Vxlan => u64::from(self.id & 0x00ff_ffff),
             _ => 0,
         };
         (u64::from(self.kind as u8) << 24) | (vni << 28)
@@ -447,6 +451,11 @@ fn gre(p: &[u8]) -> Option<(Kind, u32, Payload, &[u8])> {
         ethertype::IPV4 => Some((Kind::Gre, key, Payload::Ipv4, body)),
         ethertype::IPV6 => Some((Kind::Gre, key, Payload::Ipv6, body)),
         ethertype::TEB => Some((Kind::Gre, key, Payload::Ethernet, body)),
+        0x88be if !s => {
+            // ERSPAN type I: no sequence number and no ERSPAN header, the mirrored frame
+            // follows the GRE header (Linux's ip_gre reads it so).
+            Some((Kind::Erspan, 0, Payload::Ethernet, body))
+        }
         0x88be => {
             // ERSPAN type II: version 1, VLAN, COS/En/T, session id (10 bits), index.
             if body.first()? >> 4 != 1 {

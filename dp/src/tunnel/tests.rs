@@ -244,7 +244,7 @@ fn pppoe_mpls_and_qinq_frames_decode_to_their_ip_packet() {
     shim.extend_from_slice(&[0x00, 0x21]);
     let f = wrap(&[100, 200], 0x8864, &shim);
     let d = wire::decode(&f).unwrap();
-    assert_eq!((d.vlans, d.vlan, d.shim, d.l3), (2, [100, 200], wire::Shim::Pppoe(0x0102), 14 + 8 + 8));
+    assert_eq!((d.vlans, d.vlan, d.shim, d.l3), (2, [100, 200, 0, 0], wire::Shim::Pppoe(0x0102), 14 + 8 + 8));
     assert_eq!(d.ip.unwrap().dport, 80);
     let compressed = wrap(&[], 0x8864, &[0x11, 0x00, 0x01, 0x02, 0, 0, 0x21]);
     assert_eq!(wire::decode(&compressed).unwrap().ip.unwrap().dst, a4(POD_B));
@@ -400,10 +400,10 @@ fn the_same_inner_5_tuple_in_two_vnis_or_two_vlans_is_two_sessions() {
     assert_eq!(ids, [1, 2]);
 
     let mut r = Run::new(None);
-    for tags in [&[10u16][..], &[20], &[10, 5], &[]] {
+    for tags in [&[10u16][..], &[20], &[10, 5], &[], &[10, 5, 7], &[10, 5, 8]] {
         r.send(&crate::wire::tests::tcp4(tags, SYN, b""));
     }
-    assert_eq!(r.records().len(), 4, "one session per VLAN stack");
+    assert_eq!(r.records().len(), 6, "one session per VLAN stack");
 }
 
 #[test]
@@ -514,4 +514,22 @@ fn a_malformed_inner_packet_follows_the_malformed_policy() {
     assert!(matches!(v, Verdict::Drop(_)), "{v:?}");
     assert_eq!(r.i.stats.tunnels.malformed, 1);
     assert_eq!(r.i.stats.malformed[Malformed::Ipv4Header as usize], 1);
+}
+
+#[test]
+fn a_geneve_flow_whose_directions_use_two_vnis_is_one_session() {
+    // OVN-style: the logical datapath in the VNI differs per direction.
+    let geneve = |src, dst, vni: u32, inner: &[u8]| {
+        let v = (vni << 8).to_be_bytes();
+        let mut g = vec![0, 0, 0x65, 0x58, v[0], v[1], v[2], v[3]];
+        g.extend_from_slice(inner);
+        outer_udp(src, dst, 6081, &g)
+    };
+    let mut r = Run::new(None);
+    r.send(&geneve(VTEP_A, VTEP_B, 10, &inner_tcp(22, 100, 0, SYN, b"")));
+    r.send(&geneve(VTEP_B, VTEP_A, 11, &inner_tcp_back(22, 500, 101, SYN | ACK, b"")));
+    let recs = r.records();
+    let inner: Vec<_> = recs.iter().filter(|r| r.ip_proto == 6).collect();
+    assert_eq!(inner.len(), 1, "{recs:#?}");
+    assert_eq!((inner[0].packets_to_server, inner[0].packets_to_client, inner[0].state.as_str()), (1, 1, "syn_received"));
 }
