@@ -1,0 +1,252 @@
+#!/usr/bin/env python3
+"""Labels every flow of the public capture set with the protocol tshark decodes.
+
+Usage: perf/public/label.py [--check] [--summary FILE...]
+
+Reads every capture under dp/tests/captures/public/ (pcap, pcapng), runs tshark over it (with the
+per-capture arguments of dp/tests/captures/public/tshark-args.tsv: decode-as rules for servers
+on ports tshark does not know, preferences) and groups frames into flows by their innermost 5-tuple (after VLAN, MPLS, PPPoE and
+every tunnel tshark decodes; an ICMP error's quoted packet is not a flow of its own). A flow's
+label is the Warden app whose tshark dissector(s) decoded any frame of the flow (TSHARK_TO_APP
+below), or "none" when tshark decodes no protocol Warden parses. Writes
+dp/tests/captures/public/labels.json (sorted, stable), which dp/tests/public_captures.rs reads;
+`--check` compares instead of writing (exit 1 when it differs). `--summary FILE...` prints the
+flows of the given captures with their labels (used for the READMEs).
+"""
+
+import json
+import os
+import subprocess
+import sys
+from collections import OrderedDict
+
+ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+SET = os.path.join(ROOT, "dp", "tests", "captures", "public")
+LABELS = os.path.join(SET, "labels.json")
+TSHARK_ARGS = os.path.join(SET, "tshark-args.tsv")
+
+# tshark protocol names (frame.protocols) -> Warden app. Dissectors of the same wire format under
+# another name are mapped too (mDNS and LLMNR are DNS messages, RFC 6762 §18 / RFC 4795 §2.1.1;
+# BOOTP is DHCP's message format). Where several apply (grpc over http2 over tls), the most
+# specific wins (APP_ORDER).
+TSHARK_TO_APP = {
+    "http": "http",
+    "http2": "http2",
+    "grpc": "grpc",
+    "tls": "tls",
+    "ssl": "tls",
+    "dns": "dns",
+    "mdns": "dns",
+    "llmnr": "dns",
+    "ssh": "ssh",
+    "resp": "redis",
+    "mysql": "mysql",
+    "pgsql": "postgresql",
+    "echo": "echo",
+    "kafka": "kafka",
+    "mongo": "mongodb",
+    "cql": "cassandra",
+    "couchbase": "couchbase",
+    "ntp": "ntp",
+    "dhcp": "dhcp",
+    "bootp": "dhcp",
+    "tftp": "tftp",
+    "zookeeper": "zookeeper",
+    "tds": "tds",
+    "tns": "tns",
+}
+# Most specific first: an app nested in another (grpc in http2 in tls, http inside tls when
+# tshark has keys) takes the flow's label.
+APP_ORDER = ["grpc", "http2", "http", "tls", "redis", "mysql", "postgresql", "kafka", "mongodb",
+             "cassandra", "couchbase", "tds", "tns", "ssh", "dns", "ntp", "dhcp", "tftp",
+             "zookeeper", "echo"]
+L3 = ("ip", "ipv6")
+L4 = ("tcp", "udp", "sctp")
+STOP = ("icmp", "icmpv6")  # what follows is a quoted packet
+TUNNELS = ("vxlan", "geneve", "gre", "gtp", "erspan", "pppoes", "mpls", "eth", "vlan")
+FIELDS = ["frame.number", "frame.protocols", "ip.src", "ip.dst", "ipv6.src", "ipv6.dst",
+          "tcp.srcport", "tcp.dstport", "udp.srcport", "udp.dstport", "tcp.flags.syn",
+          "tcp.flags.ack", "vlan.id", "vxlan.vni", "geneve.vni", "gre.key", "gtp.teid",
+          "mpls.label", "pppoe.session_id", "erspan.spanid"]
+
+
+def captures():
+    out = []
+    for d, _, files in os.walk(SET):
+        for f in files:
+            if f.endswith((".pcap", ".pcapng", ".cap")):
+                out.append(os.path.relpath(os.path.join(d, f), SET))
+    return sorted(out)
+
+
+def tshark_args():
+    """capture path (relative to the set) -> extra tshark arguments (tab, then arguments
+    separated by spaces; a path may have several lines)."""
+    rules = {}
+    if os.path.exists(TSHARK_ARGS):
+        for line in open(TSHARK_ARGS):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            path, args = line.split("\t", 1)
+            rules.setdefault(path, []).extend(args.split())
+    return rules
+
+
+def occ(value, i):
+    parts = value.split(",") if value else []
+    return parts[i] if i < len(parts) else ""
+
+
+def frames(path, extra):
+    cmd = ["tshark", "-n", "-r", path, "-T", "fields", "-E", "separator=\t", "-E", "occurrence=a",
+           "-E", "aggregator=,"] + extra
+    for f in FIELDS:
+        cmd += ["-e", f]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0 and not res.stdout:
+        raise SystemExit(f"tshark failed on {path}: {res.stderr}")
+    for line in res.stdout.splitlines():
+        vals = line.split("\t")
+        vals += [""] * (len(FIELDS) - len(vals))
+        yield dict(zip(FIELDS, vals))
+
+
+def inner(fr):
+    """(proto, a, pa, b, pb, tokens after the L4, tunnel path) of the innermost 5-tuple, or None."""
+    toks = fr["frame.protocols"].split(":")
+    cut = len(toks)
+    for i, t in enumerate(toks):
+        if t in STOP:
+            cut = i + 1
+            break
+    toks = toks[:cut]
+    l3 = max((i for i, t in enumerate(toks) if t in L3), default=None)
+    if l3 is None:
+        return None
+    kind = toks[l3]
+    idx = toks[:l3].count(kind)
+    fld = "ip" if kind == "ip" else "ipv6"
+    a, b = occ(fr[fld + ".src"], idx), occ(fr[fld + ".dst"], idx)
+    rest = toks[l3 + 1:]
+    if any(t in TUNNELS for t in rest):
+        return None  # a tunnel whose inner packet is not IP (ARP, LCP, ...)
+    if rest and rest[0] in ("tcp", "udp"):
+        l4 = rest[0]
+        j = toks[:l3 + 1].count(l4)
+        pa, pb = occ(fr[l4 + ".srcport"], j), occ(fr[l4 + ".dstport"], j)
+        above = rest[1:]
+    else:
+        l4 = rest[0] if rest else "ip"
+        pa = pb = ""
+        above = rest[1:]
+    return l4, a, pa, b, pb, above, toks[:l3]
+
+
+def tunnel_of(prefix):
+    """Encapsulations between the outer L2 and the inner L3, outermost first."""
+    names = {"vlan": "vlan", "mpls": "mpls", "pppoes": "pppoe", "gre": "gre", "erspan": "erspan",
+             "vxlan": "vxlan", "geneve": "geneve", "gtp": "gtp-u"}
+    out = []
+    l3_seen = 0
+    for t in prefix:
+        if t in L3:
+            l3_seen += 1
+            out.append(t)
+        elif t in names:
+            out.append(names[t])
+    # the first L3 is the outer header, not an encapsulation by itself
+    if out and out[0] in L3:
+        out = out[1:]
+    return out
+
+
+def canon(l4, a, pa, b, pb):
+    ka = (a, int(pa) if pa else 0)
+    kb = (b, int(pb) if pb else 0)
+    return (l4,) + (ka + kb if ka <= kb else kb + ka)
+
+
+def label_capture(rel, extra):
+    flows = OrderedDict()
+    for fr in frames(os.path.join(SET, rel), extra):
+        got = inner(fr)
+        if got is None:
+            continue
+        l4, a, pa, b, pb, above, prefix = got
+        if l4 not in L4:
+            continue
+        vlans = fr["vlan.id"]
+        key = canon(l4, a, pa, b, pb) + (vlans,)
+        f = flows.get(key)
+        if f is None:
+            f = flows[key] = {"proto": l4, "first": (a, pa, b, pb), "client": None, "apps": set(),
+                              "frames": 0, "tunnel": tunnel_of(prefix), "vlan": vlans,
+                              "tshark": set()}
+        f["frames"] += 1
+        if l4 == "tcp" and f["client"] is None and occ(fr["tcp.flags.syn"], 0) == "1":
+            syn = fr["tcp.flags.syn"].split(",")[-1] == "1"
+            ack = fr["tcp.flags.ack"].split(",")[-1] == "1"
+            if syn and not ack:
+                f["client"] = (a, pa)
+            elif syn and ack:
+                f["client"] = (b, pb)
+        for t in above:
+            if t in TSHARK_TO_APP:
+                f["apps"].add(TSHARK_TO_APP[t])
+                f["tshark"].add(t)
+    out = []
+    for key, f in flows.items():
+        apps = [x for x in APP_ORDER if x in f["apps"]]
+        a, pa, b, pb = f["first"]
+        client = f["client"] or (a, pa)
+        server = (b, pb) if client == (a, pa) else (a, pa)
+        out.append(OrderedDict([
+            ("proto", f["proto"]),
+            ("client", client[0]), ("client_port", int(client[1])),
+            ("server", server[0]), ("server_port", int(server[1])),
+            ("vlan", f["vlan"]),
+            ("tunnel", "/".join(f["tunnel"])),
+            ("frames", f["frames"]),
+            ("label", apps[0] if apps else "none"),
+            ("tshark", ":".join(sorted(f["tshark"]))),
+        ]))
+    return out
+
+
+def main(argv):
+    rules = tshark_args()
+    if argv and argv[0] == "--summary":
+        for p in argv[1:]:
+            rel = os.path.relpath(os.path.abspath(p), SET)
+            for fl in label_capture(rel, rules.get(rel, [])):
+                t = f" [{fl['tunnel']}]" if fl["tunnel"] else ""
+                v = f" vlan {fl['vlan']}" if fl["vlan"] else ""
+                print(f"{rel}: {fl['proto']} {fl['client']}:{fl['client_port']} -> "
+                      f"{fl['server']}:{fl['server_port']}{t}{v} {fl['frames']} frames: {fl['label']}"
+                      f" ({fl['tshark'] or '-'})")
+        return 0
+    labels = OrderedDict()
+    for rel in captures():
+        labels[rel] = label_capture(rel, rules.get(rel, []))
+    text = json.dumps({"tshark": tshark_version(), "captures": labels}, indent=1) + "\n"
+    if argv and argv[0] == "--check":
+        old = open(LABELS).read() if os.path.exists(LABELS) else ""
+        if old != text:
+            print("labels.json differs from what tshark says now", file=sys.stderr)
+            return 1
+        return 0
+    with open(LABELS, "w") as fh:
+        fh.write(text)
+    n = sum(len(v) for v in labels.values())
+    print(f"{len(labels)} captures, {n} flows -> {os.path.relpath(LABELS, ROOT)}")
+    return 0
+
+
+def tshark_version():
+    res = subprocess.run(["tshark", "--version"], capture_output=True, text=True)
+    return res.stdout.splitlines()[0].strip() if res.stdout else "tshark"
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
