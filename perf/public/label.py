@@ -63,10 +63,10 @@ APP_ORDER = ["grpc", "http2", "http", "tls", "redis", "mysql", "postgresql", "ka
 L3 = ("ip", "ipv6")
 L4 = ("tcp", "udp", "sctp")
 STOP = ("icmp", "icmpv6")  # what follows is a quoted packet
-TUNNELS = ("vxlan", "geneve", "gre", "gtp", "erspan", "pppoes", "mpls", "eth", "vlan")
+TUNNELS = ("vxlan", "geneve", "gre", "gtp", "erspan", "pppoes", "mpls", "eth", "vlan", "ieee8021ad")
 FIELDS = ["frame.number", "frame.protocols", "ip.src", "ip.dst", "ipv6.src", "ipv6.dst",
           "tcp.srcport", "tcp.dstport", "udp.srcport", "udp.dstport", "tcp.flags.syn",
-          "tcp.flags.ack", "vlan.id", "vxlan.vni", "geneve.vni", "gre.key", "gtp.teid",
+          "tcp.flags.ack", "ieee8021ad.id", "vlan.id", "vxlan.vni", "geneve.vni", "gre.key", "gtp.teid",
           "mpls.label", "pppoe.session_id", "erspan.spanid"]
 
 
@@ -144,21 +144,13 @@ def inner(fr):
 
 
 def tunnel_of(prefix):
-    """Encapsulations between the outer L2 and the inner L3, outermost first."""
-    names = {"vlan": "vlan", "mpls": "mpls", "pppoes": "pppoe", "gre": "gre", "erspan": "erspan",
-             "vxlan": "vxlan", "geneve": "geneve", "gtp": "gtp-u"}
-    out = []
-    l3_seen = 0
-    for t in prefix:
-        if t in L3:
-            l3_seen += 1
-            out.append(t)
-        elif t in names:
-            out.append(names[t])
-    # the first L3 is the outer header, not an encapsulation by itself
-    if out and out[0] in L3:
-        out = out[1:]
-    return out
+    """What carries the inner IP packet, outermost first: VLAN tags (802.1ad S-tags as
+    "vlan-s"), MPLS, PPPoE and every outer IP header with the tunnel protocol on it ("ip/gre",
+    "ip/vxlan", "ipv6" for 4in6, "ip" for IP-in-IP or 6in4); empty for a plain packet."""
+    names = {"vlan": "vlan", "ieee8021ad": "vlan-s", "mpls": "mpls", "pppoes": "pppoe", "gre": "gre",
+             "erspan": "erspan", "vxlan": "vxlan", "geneve": "geneve", "gtp": "gtp-u", "ip": "ip",
+             "ipv6": "ipv6"}
+    return [names[t] for t in prefix if t in names]
 
 
 def canon(l4, a, pa, b, pb):
@@ -176,7 +168,7 @@ def label_capture(rel, extra):
         l4, a, pa, b, pb, above, prefix = got
         if l4 not in L4:
             continue
-        vlans = fr["vlan.id"]
+        vlans = ",".join(v for v in (fr["ieee8021ad.id"], fr["vlan.id"]) if v)
         key = canon(l4, a, pa, b, pb) + (vlans,)
         f = flows.get(key)
         if f is None:
