@@ -24,11 +24,11 @@ ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 SET = os.path.join(ROOT, "dp", "tests", "captures", "public")
 LABELS = os.path.join(SET, "labels.json")
 TSHARK_ARGS = os.path.join(SET, "tshark-args.tsv")
+OVERRIDES = os.path.join(SET, "overrides.tsv")
 
 # tshark protocol names (frame.protocols) -> Warden app. Dissectors of the same wire format under
 # another name are mapped too (mDNS and LLMNR are DNS messages, RFC 6762 §18 / RFC 4795 §2.1.1;
-# BOOTP is DHCP's message format). Where several apply (grpc over http2 over tls), the most
-# specific wins (APP_ORDER).
+# BOOTP is DHCP's message format). Where several apply, choose() below decides.
 TSHARK_TO_APP = {
     "http": "http",
     "http2": "http2",
@@ -55,19 +55,56 @@ TSHARK_TO_APP = {
     "tds": "tds",
     "tns": "tns",
 }
-# Most specific first: an app nested in another (grpc in http2 in tls, http inside tls when
-# tshark has keys) takes the flow's label.
-APP_ORDER = ["grpc", "http2", "http", "tls", "redis", "mysql", "postgresql", "kafka", "mongodb",
-             "cassandra", "couchbase", "tds", "tns", "ssh", "dns", "ntp", "dhcp", "tftp",
-             "zookeeper", "echo"]
+
+
+def choose(apps):
+    """The flow's label from the Warden apps tshark decoded in it, in the order of the frames
+    they first appear in: the first one (MySQL or PostgreSQL switching to TLS stays mysql /
+    postgresql; SMTP STARTTLS, which Warden does not parse, is tls), refined where one app runs
+    on another: gRPC over HTTP/2, HTTP/2 after an HTTP/1.1 upgrade (h2c)."""
+    if not apps:
+        return "none"
+    first = apps[0]
+    if first in ("http", "http2") and "grpc" in apps:
+        return "grpc"
+    if first == "http" and "http2" in apps:
+        return "http2"
+    return first
+
+
+def epoch_us(text):
+    sec, _, frac = text.partition(".")
+    return int(sec) * 1_000_000 + int((frac + "000000")[:6])
+
+
+def flow_id(proto, client, server, vlan):
+    """"tcp 10.0.0.1:1234 > 10.0.0.2:80" (IPv6 in brackets), with " vlan 10,20" when tagged."""
+    def end(addr, port):
+        return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+    v = f" vlan {vlan}" if vlan else ""
+    return f"{proto} {end(*client)} > {end(*server)}{v}"
+
+
+def read_overrides():
+    """(capture, flow) -> (label, reason) from overrides.tsv: flows where tshark is wrong."""
+    out = {}
+    if os.path.exists(OVERRIDES):
+        for line in open(OVERRIDES):
+            if not line.strip() or line.startswith("#"):
+                continue
+            cap, flow, label, reason = line.rstrip("\n").split("\t")
+            out[(cap, flow)] = (label, reason)
+    return out
+
+
 L3 = ("ip", "ipv6")
 L4 = ("tcp", "udp", "sctp")
 STOP = ("icmp", "icmpv6")  # what follows is a quoted packet
 TUNNELS = ("vxlan", "geneve", "gre", "gtp", "erspan", "pppoes", "mpls", "eth", "vlan", "ieee8021ad")
-FIELDS = ["frame.number", "frame.protocols", "ip.src", "ip.dst", "ipv6.src", "ipv6.dst",
+FIELDS = ["frame.number", "frame.time_epoch", "frame.protocols", "ip.src", "ip.dst", "ipv6.src", "ipv6.dst",
           "tcp.srcport", "tcp.dstport", "udp.srcport", "udp.dstport", "tcp.flags.syn",
           "tcp.flags.ack", "ieee8021ad.id", "vlan.id", "vxlan.vni", "geneve.vni", "gre.key", "gtp.teid",
-          "mpls.label", "pppoe.session_id", "erspan.spanid"]
+          "mpls.label", "pppoe.session_id", "erspan.spanid", "memcache.magic"]
 
 
 def captures():
@@ -159,7 +196,7 @@ def canon(l4, a, pa, b, pb):
     return (l4,) + (ka + kb if ka <= kb else kb + ka)
 
 
-def label_capture(rel, extra):
+def label_capture(rel, extra, overrides, used):
     flows = OrderedDict()
     for fr in frames(os.path.join(SET, rel), extra):
         got = inner(fr)
@@ -172,9 +209,10 @@ def label_capture(rel, extra):
         key = canon(l4, a, pa, b, pb) + (vlans,)
         f = flows.get(key)
         if f is None:
-            f = flows[key] = {"proto": l4, "first": (a, pa, b, pb), "client": None, "apps": set(),
+            f = flows[key] = {"proto": l4, "first": (a, pa, b, pb), "client": None, "apps": [],
                               "frames": 0, "tunnel": tunnel_of(prefix), "vlan": vlans,
-                              "tshark": set()}
+                              "tshark": set(), "first_us": epoch_us(fr["frame.time_epoch"]),
+                              "first_frame": int(fr["frame.number"])}
         f["frames"] += 1
         if l4 == "tcp" and f["client"] is None and occ(fr["tcp.flags.syn"], 0) == "1":
             syn = fr["tcp.flags.syn"].split(",")[-1] == "1"
@@ -184,43 +222,59 @@ def label_capture(rel, extra):
             elif syn and ack:
                 f["client"] = (b, pb)
         for t in above:
-            if t in TSHARK_TO_APP:
-                f["apps"].add(TSHARK_TO_APP[t])
+            app = TSHARK_TO_APP.get(t)
+            if t == "memcache" and fr["memcache.magic"]:
+                app = "couchbase"  # the binary protocol (magic 0x80/0x81); the text one is not
+            if app:
+                if app not in f["apps"]:
+                    f["apps"].append(app)
                 f["tshark"].add(t)
     out = []
     for key, f in flows.items():
-        apps = [x for x in APP_ORDER if x in f["apps"]]
+        label = choose(f["apps"])
         a, pa, b, pb = f["first"]
         client = f["client"] or (a, pa)
         server = (b, pb) if client == (a, pa) else (a, pa)
+        flow = flow_id(f["proto"], client, server, f["vlan"])
+        over = overrides.get((rel, flow))
         out.append(OrderedDict([
+            ("flow", flow),
             ("proto", f["proto"]),
             ("client", client[0]), ("client_port", int(client[1])),
             ("server", server[0]), ("server_port", int(server[1])),
             ("vlan", f["vlan"]),
             ("tunnel", "/".join(f["tunnel"])),
             ("frames", f["frames"]),
-            ("label", apps[0] if apps else "none"),
-            ("tshark", ":".join(sorted(f["tshark"]))),
+            ("first_frame", f["first_frame"]),
+            ("first_us", f["first_us"]),
+            ("label", over[0] if over else label),
+            ("tshark", ":".join(sorted(f["tshark"])) or "-"),
         ]))
+        if over:
+            out[-1]["tshark_label"] = label
+            out[-1]["override"] = over[1]
+        used.add((rel, flow))
     return out
 
 
 def main(argv):
     rules = tshark_args()
+    overrides = read_overrides()
+    used = set()
     if argv and argv[0] == "--summary":
         for p in argv[1:]:
             rel = os.path.relpath(os.path.abspath(p), SET)
-            for fl in label_capture(rel, rules.get(rel, [])):
+            for fl in label_capture(rel, rules.get(rel, []), overrides, used):
                 t = f" [{fl['tunnel']}]" if fl["tunnel"] else ""
-                v = f" vlan {fl['vlan']}" if fl["vlan"] else ""
-                print(f"{rel}: {fl['proto']} {fl['client']}:{fl['client_port']} -> "
-                      f"{fl['server']}:{fl['server_port']}{t}{v} {fl['frames']} frames: {fl['label']}"
-                      f" ({fl['tshark'] or '-'})")
+                o = f" (tshark: {fl['tshark_label']}; {fl['override']})" if "override" in fl else ""
+                print(f"{rel}: {fl['flow']}{t} {fl['frames']} frames: {fl['label']} ({fl['tshark']}){o}")
         return 0
     labels = OrderedDict()
     for rel in captures():
-        labels[rel] = label_capture(rel, rules.get(rel, []))
+        labels[rel] = label_capture(rel, rules.get(rel, []), overrides, used)
+    stale = set(overrides) - used
+    if stale:
+        raise SystemExit(f"overrides.tsv names flows that are not in the set: {sorted(stale)}")
     text = json.dumps({"tshark": tshark_version(), "captures": labels}, indent=1) + "\n"
     if argv and argv[0] == "--check":
         old = open(LABELS).read() if os.path.exists(LABELS) else ""
