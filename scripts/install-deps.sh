@@ -28,6 +28,7 @@ PKGS=(
   nfdump                               # IPFIX collector nfcapd and reader nfdump (e2e_ipfix)
   prometheus                           # e2e_metrics: a real Prometheus server scrapes `warden run --metrics` in the test's namespace
   systemd util-linux                   # systemd-analyze verify of conf/warden.service; setpriv for the non-root control client (e2e_service)
+  tshark libndpi-bin                   # perf/public: labels of the public capture set (tshark) and nDPI's verdicts (ndpiReader)
 )
 
 # `WARDEN_DEPS=demo`: only what building Warden and running scripts/demo.sh need (the test
