@@ -56,7 +56,11 @@ fn addr(s: &str) -> String {
 }
 
 fn end_text(a: &str, port: u16) -> String {
-    if a.contains(':') { format!("[{a}]:{port}") } else { format!("{a}:{port}") }
+    if a.contains(':') {
+        format!("[{a}]:{port}")
+    } else {
+        format!("{a}:{port}")
+    }
 }
 
 fn labels() -> BTreeMap<String, Vec<Flow>> {
@@ -73,7 +77,11 @@ fn labels() -> BTreeMap<String, Vec<Flow>> {
                 let p = |k: &str| f[k].as_u64().unwrap() as u16;
                 Flow {
                     id: s("flow"),
-                    key: key(&s("proto"), (addr(&s("client")), p("client_port")), (addr(&s("server")), p("server_port"))),
+                    key: key(
+                        &s("proto"),
+                        (addr(&s("client")), p("client_port")),
+                        (addr(&s("server")), p("server_port")),
+                    ),
                     first_us: f["first_us"].as_u64().unwrap(),
                     label: s("label"),
                 }
@@ -151,13 +159,21 @@ fn verdict(apps: Option<&BTreeSet<String>>) -> String {
         None => "no record".into(),
         Some(a) => {
             let known: Vec<&str> = a.iter().map(String::as_str).filter(|x| *x != "unknown").collect();
-            if known.is_empty() { "unknown".into() } else { known.join("+") }
+            if known.is_empty() {
+                "unknown".into()
+            } else {
+                known.join("+")
+            }
         }
     }
 }
 
 fn right(label: &str, got: &str) -> bool {
-    if label == "none" { got == "unknown" || got == "no record" } else { got == label }
+    if label == "none" {
+        got == "unknown" || got == "no record"
+    } else {
+        got == label
+    }
 }
 
 /// (capture, flow id, label, Warden's verdict) of every labelled flow, and of every session
@@ -167,7 +183,10 @@ fn outcomes(cap: &str, flows: &[Flow]) -> Vec<(String, String, String, String)> 
     let sess = match sessions(&path) {
         Ok(s) => s,
         Err(e) => {
-            return flows.iter().map(|f| (cap.to_string(), f.id.clone(), f.label.clone(), format!("error: {e}"))).collect();
+            return flows
+                .iter()
+                .map(|f| (cap.to_string(), f.id.clone(), f.label.clone(), format!("error: {e}")))
+                .collect();
         }
     };
     let mut apps: Vec<Option<BTreeSet<String>>> = vec![None; flows.len()];
@@ -198,9 +217,10 @@ fn every_public_flow_gets_tsharks_label() {
     let caps: Vec<(&String, &Vec<Flow>)> = labels.iter().collect();
     // Two replays at a time (the debug build replays a capture in about 0.1 s).
     let results: Vec<_> = std::thread::scope(|sc| {
-        let halves: Vec<_> = caps.chunks(caps.len().div_ceil(2)).map(|part| {
-            sc.spawn(move || part.iter().flat_map(|(c, f)| outcomes(c, f)).collect::<Vec<_>>())
-        }).collect();
+        let halves: Vec<_> = caps
+            .chunks(caps.len().div_ceil(2))
+            .map(|part| sc.spawn(move || part.iter().flat_map(|(c, f)| outcomes(c, f)).collect::<Vec<_>>()))
+            .collect();
         halves.into_iter().flat_map(|h| h.join().unwrap()).collect()
     });
     let mut failures = Vec::new();
@@ -211,16 +231,20 @@ fn every_public_flow_gets_tsharks_label() {
         e.0 += 1;
         e.1 += usize::from(ok);
         match misses.get_mut(&(cap.clone(), id.clone())) {
-            None if !ok => failures.push(format!(
-                "{cap} | {id} | {label} | {got} | not in misses.tsv: wrong, tshark says {label}"
-            )),
+            None if !ok => {
+                failures.push(format!("{cap} | {id} | {label} | {got} | not in misses.tsv: wrong, tshark says {label}"))
+            }
             None => {}
             Some(m) => {
                 m.seen = true;
                 if ok {
-                    failures.push(format!("{cap} | {id}: listed as a miss ({}) but Warden now says {got}: remove it from misses.tsv", m.reason));
+                    failures.push(format!(
+                        "{cap} | {id}: listed as a miss ({}) but Warden now says {got}: remove it from misses.tsv",
+                        m.reason
+                    ));
                 } else if m.got != *got {
-                    failures.push(format!("{cap} | {id}: misses.tsv says Warden gives {}, now {got}: update it", m.got));
+                    failures
+                        .push(format!("{cap} | {id}: misses.tsv says Warden gives {}, now {got}: update it", m.got));
                 }
             }
         }
