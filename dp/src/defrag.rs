@@ -261,6 +261,9 @@ struct Slot {
     head: u32,
     head_len: u32,
     l2_len: u32,
+    /// Offset of the PPPoE header in the L2 header (0: none), whose length field is set for
+    /// the assembled datagram.
+    pppoe_at: u32,
     header_len: u32,
     next_at: u32,
     /// Protocol (IPv4) or Next Header of the offset-0 fragment's Fragment header (IPv6).
@@ -477,6 +480,10 @@ impl Defrag {
             s.head = chain;
             s.head_len = head.len() as u32;
             s.l2_len = l2 as u32;
+            s.pppoe_at = match f.shim {
+                crate::wire::Shim::Pppoe(_) => 14 + 4 * u32::from(f.vlans),
+                _ => 0,
+            };
             s.header_len = hl as u32;
             s.next_at = u32::from(fi.next_at);
             s.next_header = ip.proto;
@@ -528,6 +535,12 @@ impl Defrag {
         }
         let l = s.l2_len as usize;
         let ihl = s.header_len as usize;
+        if s.pppoe_at != 0 {
+            // The PPPoE length covers the PPP protocol field and the packet (RFC 2516 §4).
+            let at = s.pppoe_at as usize;
+            let len = (l - at - 6 + ihl + total) as u16;
+            out[at + 4..at + 6].copy_from_slice(&len.to_be_bytes());
+        }
         if s.key.version == 4 {
             let ip = &mut out[l..l + ihl];
             ip[2..4].copy_from_slice(&((ihl + total) as u16).to_be_bytes());

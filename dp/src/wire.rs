@@ -402,10 +402,14 @@ pub fn decode(frame: &[u8]) -> Result<Frame<'_>, Malformed> {
         off += 4;
     }
     let mut shim = Shim::None;
+    let mut end = frame.len();
     match ethertype {
         ethertype::PPPOE_SESSION => {
-            let (id, ip_type, len) = pppoe(frame.get(off..).unwrap_or(&[]))?;
+            let (id, ip_type, len, payload) = pppoe(frame.get(off..).unwrap_or(&[]))?;
             shim = Shim::Pppoe(id);
+            // What follows the PPPoE payload is padding: the receiver trims it (Linux's
+            // pppoe_rcv), so an IP length claiming it makes the packet malformed, not longer.
+            end = off + 6 + payload;
             off += len;
             ethertype = ip_type.unwrap_or(ethertype);
         }
@@ -417,7 +421,7 @@ pub fn decode(frame: &[u8]) -> Result<Frame<'_>, Malformed> {
         }
         _ => {}
     }
-    let rest = frame.get(off..).unwrap_or(&[]);
+    let rest = frame.get(off..end).unwrap_or(&[]);
     let ip = match ethertype {
         ethertype::IPV4 => Some(decode_ipv4(rest)?),
         ethertype::IPV6 => Some(decode_ipv6(rest)?),
@@ -430,13 +434,13 @@ pub fn decode(frame: &[u8]) -> Result<Frame<'_>, Malformed> {
 
 /// Reads a PPPoE session header and the PPP protocol field after it (RFC 2516 §4; RFC 1661
 /// §2, a 1-byte protocol field when compressed, RFC 1661 §6.5): the session id, the ethertype
-/// of the IP version carried (`None`: not IP, e.g. LCP) and the length of header and protocol
-/// field (bytes). The PPPoE length field is not checked against the frame: the IP header's
-/// length bounds the packet, as it does for Ethernet padding.
+/// of the IP version carried (`None`: not IP, e.g. LCP), the length of header and protocol
+/// field, and the PPPoE payload length (protocol field and packet; bytes).
 ///
 /// # Errors
-/// [`Malformed::PppoeInvalid`].
-fn pppoe(p: &[u8]) -> Result<(u16, Option<u16>, usize), Malformed> {
+/// [`Malformed::PppoeInvalid`], also when the payload length runs past the frame or does not
+/// cover the protocol field.
+fn pppoe(p: &[u8]) -> Result<(u16, Option<u16>, usize, usize), Malformed> {
     let (ver_type, code) = (*p.first().ok_or(Malformed::PppoeInvalid)?, *p.get(1).ok_or(Malformed::PppoeInvalid)?);
     if ver_type != 0x11 || code != 0 {
         return Err(Malformed::PppoeInvalid);
@@ -448,12 +452,16 @@ fn pppoe(p: &[u8]) -> Result<(u16, Option<u16>, usize), Malformed> {
     } else {
         (be16(p, 6).ok_or(Malformed::PppoeInvalid)?, 8)
     };
+    let payload = usize::from(be16(p, 4).ok_or(Malformed::PppoeInvalid)?);
+    if payload < len - 6 || 6 + payload > p.len() {
+        return Err(Malformed::PppoeInvalid);
+    }
     let ip = match proto {
         0x0021 => Some(ethertype::IPV4),
         0x0057 => Some(ethertype::IPV6),
         _ => None,
     };
-    Ok((id, ip, len))
+    Ok((id, ip, len, payload))
 }
 
 /// Walks an MPLS label stack to its bottom (RFC 3032 §2.1, at most [`MAX_MPLS_LABELS`]) and

@@ -246,13 +246,26 @@ fn pppoe_mpls_and_qinq_frames_decode_to_their_ip_packet() {
     let d = wire::decode(&f).unwrap();
     assert_eq!((d.vlans, d.vlan, d.shim, d.l3), (2, [100, 200, 0, 0], wire::Shim::Pppoe(0x0102), 14 + 8 + 8));
     assert_eq!(d.ip.unwrap().dport, 80);
-    let compressed = wrap(&[], 0x8864, &[0x11, 0x00, 0x01, 0x02, 0, 0, 0x21]);
+    let clen = (ip_only.len() + 1) as u16;
+    let compressed = wrap(&[], 0x8864, &[&[0x11, 0x00, 0x01, 0x02][..], &clen.to_be_bytes(), &[0x21]].concat());
     assert_eq!(wire::decode(&compressed).unwrap().ip.unwrap().dst, a4(POD_B));
     // PPPoE carrying LCP: not IP; a discovery-stage code in a session frame: malformed.
     let lcp = wrap(&[], 0x8864, &[0x11, 0x00, 0x01, 0x02, 0, 4, 0xc0, 0x21]);
     assert!(wire::decode(&lcp).unwrap().ip.is_none());
     let padi = wrap(&[], 0x8864, &[0x11, 0x09, 0x00, 0x00, 0, 2, 0x00, 0x21]);
     assert_eq!(wire::decode(&padi), Err(Malformed::PppoeInvalid));
+    // The PPPoE length bounds the packet, as the receiver trims to it: padding after it is not
+    // read, and an IP length reaching into it is a truncated (malformed) packet, not payload.
+    let mut padded = f.clone();
+    padded.extend_from_slice(&[0xee; 6]);
+    assert_eq!(wire::decode(&padded).unwrap().ip.unwrap().payload, b"");
+    let short = (ip_only.len() + 2 - 6) as u16;
+    let mut cut = padded.clone();
+    cut[22 + 4..22 + 6].copy_from_slice(&short.to_be_bytes());
+    assert_eq!(wire::decode(&cut), Err(Malformed::Ipv4Length));
+    let long = (ip_only.len() + 2 + 7) as u16;
+    cut[22 + 4..22 + 6].copy_from_slice(&long.to_be_bytes());
+    assert_eq!(wire::decode(&cut), Err(Malformed::PppoeInvalid), "past the frame");
     // MPLS: two labels then IPv4; nine labels without a bottom: malformed.
     let f = wrap(&[], 0x8847, &[0x00, 0x01, 0x00, 0x40, 0x00, 0x02, 0x01, 0x40]);
     let d = wire::decode(&f).unwrap();
@@ -532,4 +545,30 @@ fn a_geneve_flow_whose_directions_use_two_vnis_is_one_session() {
     let inner: Vec<_> = recs.iter().filter(|r| r.ip_proto == 6).collect();
     assert_eq!(inner.len(), 1, "{recs:#?}");
     assert_eq!((inner[0].packets_to_server, inner[0].packets_to_client, inner[0].state.as_str()), (1, 1, "syn_received"));
+}
+
+#[test]
+fn a_fragmented_datagram_over_pppoe_is_reassembled_with_its_pppoe_length() {
+    // A DNS query split in two IPv4 fragments, each in a PPPoE session frame.
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in ["a-rather-long-label-to-split-over-two-fragments", "example", "com"] {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let whole = eth(0x0800, &ipv4(POD_A, POD_B, 17, &udp(40000, 53, &q)));
+    let frags = crate::defrag::tests::frag4(&whole, 77, &[(0, 40), (40, whole.len() - 14 - 20 - 40)]);
+    let mut r = Run::new(None);
+    for f in &frags {
+        let ip = &f[14..];
+        let mut p = f[..12].to_vec();
+        p.extend_from_slice(&[0x88, 0x64, 0x11, 0x00, 0x00, 0x07]);
+        p.extend_from_slice(&((ip.len() + 2) as u16).to_be_bytes());
+        p.extend_from_slice(&[0x00, 0x21]);
+        p.extend_from_slice(ip);
+        r.send(&p);
+    }
+    let recs = r.records();
+    assert_eq!(recs.len(), 1, "{recs:#?}");
+    assert_eq!((recs[0].app.as_str(), recs[0].server_port, recs[0].packets_to_server), ("dns", 53, 1));
 }
