@@ -494,13 +494,20 @@ pub fn replay_file(
             let link = UnsupportedLink { interface: None, name: None, link_type, frames: 0 };
             return Err(ReplayError::LinkType { path: p, link });
         };
-        while let Some(pkt) = r.next_packet() {
+        let nano = r.header().ts_resolution == pcap_file::TsResolution::NanoSecond;
+        // Raw records, checked as libpcap checks them (the captured bytes are there), not as
+        // pcap_file's `next_packet` does: it refuses records whose captured length exceeds the
+        // original length or the snap length, which real writers produce (go-sniffer) and
+        // libpcap, tcpdump and tshark read.
+        while let Some(pkt) = r.next_raw_packet() {
             let pkt = match pkt {
                 Ok(p) => p,
                 Err(pcap_file::PcapError::IncompleteBuffer) => break,
                 Err(e) => return Err(fmt_err(e)),
             };
-            feed(&mut insp, &mut summary, Some(Ok(link)), pkt.timestamp.as_nanos() as u64, &pkt.data);
+            let frac = if nano { u64::from(pkt.ts_frac) } else { u64::from(pkt.ts_frac).saturating_mul(1000) };
+            let ts_ns = u64::from(pkt.ts_sec).saturating_mul(1_000_000_000).saturating_add(frac);
+            feed(&mut insp, &mut summary, Some(Ok(link)), ts_ns, &pkt.data);
         }
     }
     if summary.frames > 0 && summary.inspected == 0 {
@@ -702,6 +709,32 @@ mod tests {
         let r = &recs[0];
         assert_eq!((r.server_port, r.packets_to_server), (9999, 1));
         assert_eq!(r.bytes_to_server, frames[..3].iter().map(|f| f.len() as u64).sum::<u64>());
+    }
+
+    /// Records whose captured length exceeds their original length and the snap length (as
+    /// go-sniffer writes them) are read as libpcap reads them, with nanosecond timestamps.
+    #[test]
+    fn records_longer_than_their_original_length_are_read() {
+        use crate::defrag::tests::{ip4, udp, A4, B4};
+        let frame = ip4(17, A4, B4, &udp(5000, 53, &[0; 40]));
+        let mut file = Vec::new();
+        // Nanosecond magic, version 2.4, snap length 64, Ethernet.
+        for v in [0xa1b2_3c4du32, 0x0004_0002, 0, 0, 64, 1] {
+            file.extend_from_slice(&v.to_le_bytes());
+        }
+        for (sec, nsec) in [(10u32, 5u32), (11, 999_999_999)] {
+            for v in [sec, nsec, frame.len() as u32, 20] {
+                file.extend_from_slice(&v.to_le_bytes());
+            }
+            file.extend_from_slice(&frame);
+        }
+        let p = std::env::temp_dir().join(format!("warden-incl-{}.pcap", std::process::id()));
+        std::fs::write(&p, &file).unwrap();
+        let (recs, sum) = replay_file(&p, &Config::default()).unwrap();
+        std::fs::remove_file(&p).ok();
+        assert_eq!((sum.frames, sum.inspected, recs.len()), (2, 2, 1));
+        assert_eq!(recs[0].packets_to_server, 2);
+        assert_eq!((recs[0].first_seen.as_str(), recs[0].last_seen.as_str()), ("1970-01-01T00:00:10.000000Z", "1970-01-01T00:00:11.999999Z"));
     }
 
     fn linktypes() -> PathBuf {
