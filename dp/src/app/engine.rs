@@ -296,8 +296,8 @@ pub struct AppCtx {
     pub lost: bool,
     remaining: u64,
     detect_packets: [u32; 2],
-    /// The client's first bytes (echo recognition) and whether the server has spoken yet.
-    head: Mirror,
+    /// Both directions' first bytes, for echo recognition ([`echo::Mirror`]).
+    head: echo::Mirror,
     streams: [Stream; 2],
 }
 
@@ -305,42 +305,13 @@ pub struct AppCtx {
 /// a protocol that both sides open identically (two OpenSSH peers of one version send the same
 /// identification line): no other parser's probe claims them as the server's side.
 pub fn echoes(client_head: &[u8], server_first: &[u8]) -> bool {
-    echo::mirrors(client_head, server_first)
-        && !CANDIDATES
-            .iter()
-            .any(|c| c.app != App::Echo && (c.probe)(Dir::ToClient, server_first) == Probe::Match)
+    echo::mirrors(client_head, server_first) && !claimed(server_first)
 }
 
-/// What the engine keeps to recognise an echo: the client's first bytes until the server's
-/// first bytes arrive.
-#[derive(Debug, Clone, Copy, Default)]
-struct Mirror {
-    bytes: [u8; echo::HEAD],
-    len: u8,
-    server_seen: bool,
-}
-
-impl Mirror {
-    /// Records client bytes or checks server bytes; true when the server mirrors the client.
-    fn observe(&mut self, dir: Dir, data: &[u8]) -> bool {
-        match dir {
-            Dir::ToServer => {
-                if self.len == 0 && !self.server_seen {
-                    let n = data.len().min(echo::HEAD);
-                    self.bytes[..n].copy_from_slice(&data[..n]);
-                    self.len = n as u8;
-                }
-                false
-            }
-            Dir::ToClient => {
-                if self.server_seen {
-                    return false;
-                }
-                self.server_seen = true;
-                echoes(&self.bytes[..usize::from(self.len)], data)
-            }
-        }
-    }
+/// True when another parser's probe claims `server_first` as the server's side of its
+/// protocol (a greeting both sides send alike), which then is no echo.
+fn claimed(server_first: &[u8]) -> bool {
+    CANDIDATES.iter().any(|c| c.app != App::Echo && (c.probe)(Dir::ToClient, server_first) == Probe::Match)
 }
 
 /// What a report needs of a session's app context (cloned off the packet path).
@@ -381,7 +352,7 @@ impl AppCtx {
         self.unknown_reason = None;
         self.lost = false;
         self.detect_packets = [0; 2];
-        self.head = Mirror::default();
+        self.head = echo::Mirror::default();
         self.streams = Default::default();
         let tcp = proto == ipproto::TCP;
         let mut mask = 0u64;
@@ -494,7 +465,7 @@ struct Detector<'a> {
     detected_after: &'a mut u32,
     remaining: &'a mut u64,
     state: &'a mut AppState,
-    head: &'a mut Mirror,
+    head: &'a mut echo::Mirror,
     previous: &'a mut App,
     changes: &'a mut u8,
     unknown_reason: &'a mut Option<UnknownReason>,
@@ -512,20 +483,23 @@ struct Detector<'a> {
 }
 
 impl Detector<'_> {
-    /// Probes the candidates on `bytes`; returns the feed result for the stream.
-    fn detect(&mut self, bytes: &[u8], datagram: bool) -> Feed {
-        // The server repeating the client's first bytes is an echo service whatever the
-        // client's bytes looked like (a probe may already have matched them).
-        if self.head.observe(self.dir, bytes) && !matches!(self.state, AppState::Echo(_)) {
+    /// Shows the bytes presented to detection (a direction's unconsumed stream bytes, or a
+    /// datagram) to the echo check: the server repeating the client's first bytes is an echo
+    /// service whatever the client's bytes looked like (a probe may already have matched them).
+    fn mirror(&mut self, bytes: &[u8], datagram: bool) {
+        if self.head.observe(self.dir, bytes, datagram, claimed) && !matches!(self.state, AppState::Echo(_)) {
             let mut e = echo::Echo::default();
-            let first = usize::from(self.head.len);
-            e.feed(Dir::ToServer, &self.head.bytes[..first]);
+            e.feed(Dir::ToServer, self.head.client_head());
             *self.state = AppState::Echo(e);
             *self.ctx_app = App::Echo;
             *self.decided = true;
             *self.unknown_reason = None;
             *self.detected_after = self.session_packets;
         }
+    }
+
+    /// Probes the candidates on `bytes`; returns the feed result for the stream.
+    fn detect(&mut self, bytes: &[u8], datagram: bool) -> Feed {
         if !*self.decided {
             let mut matched = None;
             for (i, c) in ordered(self.server_port) {
@@ -633,10 +607,18 @@ impl Detector<'_> {
 
 impl Sink for Detector<'_> {
     fn data(&mut self, bytes: &[u8]) -> Feed {
-        self.detect(bytes, false)
+        self.mirror(bytes, false);
+        let r = self.detect(bytes, false);
+        // The stream drops what was consumed: the echo check's offset follows it.
+        match r {
+            Feed::Consumed(n) | Feed::Need { consumed: n, .. } => self.head.consumed(self.dir, n),
+            Feed::Done | Feed::Invalid { .. } => {}
+        }
+        r
     }
 
     fn gap(&mut self, len: usize) {
+        self.head.gap(self.dir);
         if *self.decided {
             // A hole the parser cannot frame across: what follows is not validated any more
             // (and the hole, retransmitted later, would pass as a retransmission).
@@ -734,7 +716,7 @@ impl Engine {
         if c.streams.iter().any(|s| s.finished()) {
             return false;
         }
-        if apps.contains(App::Echo) && !c.head.server_seen {
+        if apps.contains(App::Echo) && c.head.watching() {
             return true;
         }
         CANDIDATES
@@ -759,7 +741,7 @@ impl Engine {
         c.detected_after = session_packets;
         c.unknown_reason = Some(UnknownReason::NoAllowedApp);
         // Echo can no longer be recognised either.
-        c.head.server_seen = true;
+        c.head.stop();
         for s in &mut c.streams {
             s.release(&mut self.bufs);
         }
@@ -847,12 +829,18 @@ impl Engine {
         }
         c.reset(proto, server_port);
         c.streams[client as usize].start(ack);
+        c.head.syn(client);
         true
     }
 
     /// A TCP SYN from `dir` with sequence `seq`: the stream starts at `seq + 1`.
     pub fn tcp_syn(&mut self, idx: u32, dir: Dir, seq: u32) {
-        self.ctxs[idx as usize].streams[dir as usize].start(seq.wrapping_add(1));
+        let c = &mut self.ctxs[idx as usize];
+        if c.streams[dir as usize].next().is_none() {
+            // The direction's bytes start at their real start (echo recognition).
+            c.head.syn(dir);
+        }
+        c.streams[dir as usize].start(seq.wrapping_add(1));
     }
 
     /// Counts a detection packet of `dir` and builds the detector for it, with the direction's
@@ -866,8 +854,8 @@ impl Engine {
     ) -> Option<(Detector<'_>, &mut Stream, &mut BufPool)> {
         let Engine { ctxs, bufs, limits, probed, redetections, dropped_threats, .. } = self;
         let c = ctxs.get_mut(idx as usize)?;
-        // A session given up as unknown still shows its first server bytes to the echo check.
-        let echo_pending = dir == Dir::ToClient && !c.head.server_seen && c.head.len > 0;
+        // A session given up as unknown still shows its first bytes to the echo check.
+        let echo_pending = c.head.watching();
         if c.decided && matches!(c.state, AppState::None) && !echo_pending {
             return None;
         }
@@ -930,6 +918,7 @@ impl Engine {
             return;
         }
         if let Some((mut det, _, _)) = self.begin(idx, dir, server_port, session_packets) {
+            det.mirror(payload, true);
             det.detect(payload, true);
         }
     }
@@ -975,12 +964,19 @@ mod tests {
             }
         }
         // Through the engine, on a port no parser lists, TCP and UDP.
-        let mut e = Engine::new(EngineConfig { max_sessions: 2, ..EngineConfig::default() });
+        let mut e = Engine::new(EngineConfig { max_sessions: 3, ..EngineConfig::default() });
         let t = e.open(ipproto::TCP, 40007).unwrap();
+        e.tcp_syn(t, Dir::ToServer, 0);
+        e.tcp_syn(t, Dir::ToClient, 0);
         e.tcp_segment(t, Dir::ToServer, 1, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 40007, 3);
         assert_eq!(e.ctx(t).app, App::Http);
         e.tcp_segment(t, Dir::ToClient, 1, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 40007, 4);
         assert_eq!(e.ctx(t).app, App::Echo);
+        // The same bytes in a session picked up mid-stream (no SYN): not compared.
+        let m = e.open(ipproto::TCP, 40007).unwrap();
+        e.tcp_segment(m, Dir::ToServer, 1, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 40007, 1);
+        e.tcp_segment(m, Dir::ToClient, 1, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 40007, 2);
+        assert_ne!(e.ctx(m).app, App::Echo);
         let u = e.open(ipproto::UDP, 40007).unwrap();
         e.datagram(u, Dir::ToServer, b"ping-1\n", 40007, 1);
         e.datagram(u, Dir::ToClient, b"ping-1\n", 40007, 2);
@@ -1230,6 +1226,8 @@ mod tests {
         let http = AppSet::EMPTY.with(App::Http);
         let i = e.open(ipproto::TCP, 8080).unwrap();
         assert!(e.may_become(i, http) && e.may_become(i, AppSet::EMPTY.with(App::Grpc)));
+        e.tcp_syn(i, Dir::ToServer, 0);
+        e.tcp_syn(i, Dir::ToClient, 0);
         e.tcp_segment(i, Dir::ToServer, 1, b"GE", 8080, 3);
         assert!(e.may_become(i, http), "a prefix of a request");
         e.tcp_segment(i, Dir::ToServer, 3, b"\x00", 8080, 4);
