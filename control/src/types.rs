@@ -632,6 +632,10 @@ pub struct DnsNames {
     pub refused_clients_full: u64,
     /// Queries beyond a flow's outstanding bound, addresses beyond an answer's bound.
     pub refused_overflow: u64,
+    /// Answers that were malformed (a record that does not parse, sections cut short, bytes
+    /// after the last record): nothing of them is stored.
+    #[serde(default)]
+    pub refused_malformed: u64,
     /// Stores abandoned after losing races for a slot repeatedly.
     pub failed: u64,
 }

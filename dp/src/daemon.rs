@@ -765,6 +765,7 @@ impl Daemon {
                             refused_unwanted: n.refused_unwanted,
                             refused_clients_full: n.refused_clients_full,
                             refused_overflow: n.refused_overflow,
+                            refused_malformed: n.refused_malformed,
                             failed: n.failed,
                         }
                     },

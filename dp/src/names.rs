@@ -114,6 +114,10 @@ pub struct NameStats {
     /// Queries beyond a flow's outstanding bound, addresses beyond an answer's bound,
     /// answers the pipeline had not taken yet.
     pub refused_overflow: u64,
+    /// Answers to a flow's own query that were malformed (a record that does not parse,
+    /// sections cut short, bytes after the last record, an attack on decoders): nothing of
+    /// them is stored.
+    pub refused_malformed: u64,
     /// Stores abandoned after losing the race for a slot repeatedly.
     pub failed: u64,
 }
@@ -194,7 +198,7 @@ pub struct NameTable {
     rows: Box<[Row]>,
     entries: Box<[SeqCell<ENTRY_WORDS>]>,
     horizon: AtomicU64,
-    stats: [AtomicU64; 10],
+    stats: [AtomicU64; 11],
 }
 
 impl std::fmt::Debug for NameTable {
@@ -220,6 +224,7 @@ const UNWANTED: usize = 6;
 const CLIENTS_FULL: usize = 7;
 const OVERFLOW: usize = 8;
 const FAILED: usize = 9;
+const MALFORMED: usize = 10;
 
 impl NameTable {
     /// A table sized by `cfg` (at least 1 client and 1 name each; `ttl_max_s` at least
@@ -264,6 +269,7 @@ impl NameTable {
             refused_unwanted: l(UNWANTED),
             refused_clients_full: l(CLIENTS_FULL),
             refused_overflow: l(OVERFLOW),
+            refused_malformed: l(MALFORMED),
             failed: l(FAILED),
         }
     }
@@ -517,6 +523,7 @@ impl NameTable {
         self.count(OFF_CHAIN, u64::from(r.off_chain));
         self.count(TOO_LONG, u64::from(r.too_long));
         self.count(OVERFLOW, u64::from(r.overflow));
+        self.count(MALFORMED, u64::from(r.malformed));
         for a in answers {
             for &(addr, ttl) in &a.addrs {
                 if policy.fqdn_wanted(client, addr, &a.name) {

@@ -589,7 +589,8 @@ fn print_table(reply: &Reply) {
                         + n.refused_too_long
                         + n.refused_unwanted
                         + n.refused_clients_full
-                        + n.refused_overflow;
+                        + n.refused_overflow
+                        + n.refused_malformed;
                     format!("{} stored, {} replaced, {} refused", n.stored, n.replaced, refused)
                 }),
             ];

@@ -186,6 +186,10 @@ pub struct Refusals {
     /// Queries that displaced an older unanswered one, addresses beyond
     /// [`MAX_ANSWER_ADDRS`], answers beyond [`MAX_LEARNED`] not yet taken.
     pub overflow: u32,
+    /// Responses to a pending query that are malformed anywhere (a record that does not
+    /// parse, sections cut short, bytes after the last record, an attack on decoders): a
+    /// resolver takes nothing from them, or not what Warden would read.
+    pub malformed: u32,
 }
 
 /// The transport, as told by the first feed.
@@ -210,6 +214,11 @@ pub struct Dns {
     queries: u32,
     responses: u32,
     malformed: u32,
+    /// The first message's opcode.
+    opcode: Option<u8>,
+    /// Why a message's later sections (answer, authority, additional) were malformed, the
+    /// first time one was ([`parser::later_malformation`], or `bad_record`).
+    violation: Option<&'static str>,
     lost: bool,
     /// Queries of the client not answered yet, oldest first.
     pending: ArrayVec<Pending, MAX_PENDING>,
@@ -239,9 +248,9 @@ impl Dns {
 
     /// The queries the client sent since the last [`Self::clear_queries`], oldest first, and
     /// how many more were not kept: what the inspector feeds the DNS tunnelling detector after
-    /// each frame ([`crate::detect::dns_tunnel`]), each query once. Only standard queries
-    /// (OPCODE QUERY, QR clear) sent towards the server with a whole first question name
-    /// count.
+    /// each frame ([`crate::detect::dns_tunnel`]), each query once. Queries of any opcode
+    /// (QR clear) sent towards the server with a whole first question name count: a server
+    /// that tunnels reads the name whatever the opcode.
     pub fn queries(&self) -> &SeenQueries {
         &self.seen
     }
@@ -274,7 +283,11 @@ impl Dns {
             return None;
         };
         let limit = self.pending.remove(at).udp_limit;
-        if !teach || self.mode == Some(Mode::Udp) && m.len() > usize::from(limit) {
+        if !teach {
+            self.refused.malformed = self.refused.malformed.saturating_add(1);
+            return Some(limit);
+        }
+        if self.mode == Some(Mode::Udp) && m.len() > usize::from(limit) {
             return Some(limit);
         }
         if !parser::answers_usable(&msg) {
@@ -310,7 +323,10 @@ impl Dns {
 
     /// Records one message; false when it cannot be a DNS message: shorter than the header, or
     /// announcing questions whose first one cannot be read (a message without questions that
-    /// `domain` does not read, such as a FORMERR answer, is only counted malformed).
+    /// is neither an inverse query nor a DSO message, such as a FORMERR answer, is only counted
+    /// malformed). Later sections that are malformed, cut short or followed by extra bytes make
+    /// the session's `violation` (the first reason) and count the message malformed; nothing
+    /// of such a message is learned for policy.
     ///
     /// The message is walked by [`parser::scan`] first; what attacks on decoders send is
     /// recorded as threats, and a message with a name that is not whole and safe is only
@@ -324,13 +340,20 @@ impl Dns {
             self.malformed = self.malformed.saturating_add(1);
             return m.len() >= parser::HEADER && questions == 0;
         }
+        self.opcode.get_or_insert(s.opcode);
         self.message_threats(dir, m, &s);
         if !s.response {
             if let Some(q) = s.question.filter(|q| q.clean) {
-                if dir == Dir::ToServer && s.opcode == 0 {
+                // Any opcode's question name can carry tunnelled data to a server that reads
+                // it (STATUS, NOTIFY and IQUERY included).
+                if dir == Dir::ToServer {
                     self.seen.push(name.finish(), q.qtype);
                 }
             }
+        }
+        let later = parser::later_malformation(&s, m.len());
+        if let Some(r) = later {
+            self.violation.get_or_insert(r);
         }
         if s.names_unsafe {
             self.malformed = self.malformed.saturating_add(1);
@@ -348,7 +371,7 @@ impl Dns {
             }
             return true;
         }
-        self.on_safe_message(dir, m, &s)
+        self.on_safe_message(dir, m, &s, later.is_some())
     }
 
     /// Records the threats a message carries by itself ([`parser::Scan`]): loop pointers,
@@ -401,7 +424,7 @@ impl Dns {
     }
 
     /// Records a message whose names are all whole and safe (`domain` decodes it).
-    fn on_safe_message(&mut self, dir: Dir, m: &[u8], scan: &Scan) -> bool {
+    fn on_safe_message(&mut self, dir: Dir, m: &[u8], scan: &Scan, later: bool) -> bool {
         let want_question = self.query.is_none();
         let mut question = None;
         let answers = &mut self.answers;
@@ -427,11 +450,23 @@ impl Dns {
             },
         );
         let Some(s) = summary else {
-            self.malformed = self.malformed.saturating_add(1);
             let questions = m.get(4..6).map_or(0, |q| u16::from_be_bytes([q[0], q[1]]));
+            if questions == 0 && matches!(parser::questionless(m, m.len()), Parse::Ok(..)) {
+                // An inverse query or a DSO message.
+                if scan.response {
+                    self.responses = self.responses.saturating_add(1);
+                } else {
+                    self.queries = self.queries.saturating_add(1);
+                }
+                return true;
+            }
+            self.malformed = self.malformed.saturating_add(1);
             return m.len() >= parser::HEADER && questions == 0;
         };
         if s.bad_record {
+            self.violation.get_or_insert("bad_record");
+        }
+        if s.bad_record || later {
             self.malformed = self.malformed.saturating_add(1);
         }
         if let Some((name, t, c)) = question {
@@ -450,7 +485,7 @@ impl Dns {
         }
         let accepts = scan.edns_payload.map_or(UDP_PLAIN as u16, |p| p.max(UDP_PLAIN as u16));
         let hostile = scan.loop_pointer.is_some() || scan.overflow.is_some();
-        let limit = self.learn(dir, m, s.response, accepts, !hostile);
+        let limit = self.learn(dir, m, s.response, accepts, !hostile && !later && !s.bad_record);
         self.size_threats(dir, m, scan, limit);
         true
     }
@@ -601,10 +636,18 @@ impl AppParser for Dns {
         if self.truncated {
             out.insert("truncated".into(), true.into());
         }
+        if let Some(op) = self.opcode {
+            out.insert("opcode".into(), parser::opcode_name(op).into());
+            out.insert("opcode_id".into(), op.into());
+        }
         out.insert("queries".into(), self.queries.into());
         out.insert("responses".into(), self.responses.into());
         if self.malformed > 0 {
             out.insert("malformed".into(), self.malformed.into());
+        }
+        if let Some(r) = self.violation {
+            out.insert("violation".into(), true.into());
+            out.insert("violation_reason".into(), r.into());
         }
     }
 

@@ -54,15 +54,39 @@ fn be16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([s[0], s[1]]))
 }
 
+/// The opcodes of the IANA registry (RFC 6895 §2.2): QUERY 0, IQUERY 1 (RFC 1035 §4.1.1,
+/// obsoleted by RFC 3425 but still sent: `dig +opcode=iquery`, old resolvers), STATUS 2
+/// (never specified; `dig +opcode=status`), NOTIFY 4 (RFC 1996), UPDATE 5 (RFC 2136), DSO 6
+/// (RFC 8490).
+pub fn opcode_known(op: u8) -> bool {
+    matches!(op, 0 | 1 | 2 | 4 | 5 | 6)
+}
+
+/// Name of an opcode (`QUERY`, `IQUERY`, `STATUS`, `NOTIFY`, `UPDATE`, `DSO`; `OPCODE3` style
+/// for the unassigned ones).
+pub fn opcode_name(op: u8) -> &'static str {
+    const UNASSIGNED: [&str; 16] = [
+        "QUERY", "IQUERY", "STATUS", "OPCODE3", "NOTIFY", "UPDATE", "DSO", "OPCODE7", "OPCODE8", "OPCODE9",
+        "OPCODE10", "OPCODE11", "OPCODE12", "OPCODE13", "OPCODE14", "OPCODE15",
+    ];
+    UNASSIGNED[usize::from(op & 0x0f)]
+}
+
 /// Header sanity on the bytes present (prefix-aware): a known opcode, the reserved Z bit
 /// clear, a query with rcode 0, QDCOUNT in 1..=[`MAX_QDCOUNT`]; and with `counts`, counts
 /// that fit in `total`, the message length.
 fn header_sane(m: &[u8], total: usize, counts: bool) -> bool {
     let qr = m.get(2).map(|&f| f & 0x80 != 0);
     if let Some(&f) = m.get(2) {
-        // QUERY, NOTIFY, UPDATE, DSO (IQUERY is obsolete, RFC 3425; STATUS was never
-        // specified): fewer opcodes keep text lines such as "+OK\r\n" out.
-        if !matches!((f >> 3) & 0x0f, 0 | 4 | 5 | 6) {
+        let op = (f >> 3) & 0x0f;
+        if !opcode_known(op) {
+            return false;
+        }
+        // An IQUERY or STATUS request has AA and TC clear (RFC 1035 §4.1.1: both are bits of
+        // responses); the two opcodes added to the probe stay this strict, so that a text
+        // line with a control byte there ("+OK\r\n": `\n` reads as IQUERY with TC) is no
+        // DNS header.
+        if matches!(op, 1 | 2) && f & 0x80 == 0 && f & 0x06 != 0 {
             return false;
         }
     }
@@ -133,29 +157,96 @@ pub fn first_question(m: &[u8]) -> Parse<usize> {
     }
 }
 
+/// The forms without a question (QDCOUNT 0) taken as DNS: an inverse query (opcode IQUERY,
+/// QR clear, exactly one answer record and nothing else, RFC 1035 §6.4.2) and a DSO message
+/// (opcode DSO, all four counts zero, then TLVs, RFC 8490 §5.4). Prefix-aware: `Incomplete`
+/// while `m` is a prefix of such a message of `total` bytes; a whole one must be read to its
+/// end ([`scan`], [`dso_tlvs`]).
+pub fn questionless(m: &[u8], total: usize) -> Parse<()> {
+    if total < HEADER {
+        return Parse::Invalid;
+    }
+    // The form the opcode announces: IQUERY (1) or DSO (6), on the bytes present.
+    let Some(&flags) = m.get(2) else { return Parse::Incomplete(HEADER) };
+    let (qr, opcode) = (flags & 0x80 != 0, (flags >> 3) & 0x0f);
+    let rcode = m.get(3).map_or(0, |g| g & 0x0f);
+    let ok = match opcode {
+        1 => !qr && rcode == 0,
+        6 => qr || rcode == 0,
+        _ => false,
+    };
+    if !ok || m.get(3).is_some_and(|g| g & 0x40 != 0) {
+        return Parse::Invalid;
+    }
+    let want: [u16; 4] = if opcode == 1 { [0, 1, 0, 0] } else { [0; 4] };
+    for (i, w) in want.into_iter().enumerate() {
+        if be16(m, 4 + 2 * i).is_some_and(|c| c != w) {
+            return Parse::Invalid;
+        }
+    }
+    if m.len() < total {
+        return Parse::Incomplete(total);
+    }
+    let m = &m[..total];
+    let whole = if opcode == 1 {
+        let s = scan(m, |_, _| {});
+        s.end == Some(total) && s.loop_pointer.is_none() && s.overflow.is_none()
+    } else {
+        dso_tlvs(&m[HEADER..], qr)
+    };
+    if whole {
+        Parse::Ok((), total)
+    } else {
+        Parse::Invalid
+    }
+}
+
+/// The TLVs of a DSO message (RFC 8490 §5.4): each a 16-bit type and length and that many
+/// bytes, exactly filling the message. A request (`response` false) has at least one, and its
+/// first (the primary TLV) is one a request can carry: Keepalive 1, Retry Delay 2 (RFC 8490
+/// §7), SUBSCRIBE, PUSH, UNSUBSCRIBE, RECONFIRM 0x40..=0x43 (RFC 8765 §6); a response may
+/// have none. Encryption Padding (3) is never primary.
+pub fn dso_tlvs(mut b: &[u8], response: bool) -> bool {
+    let mut first = true;
+    if b.is_empty() {
+        return response;
+    }
+    while !b.is_empty() {
+        let (Some(t), Some(len)) = (be16(b, 0), be16(b, 2)) else { return false };
+        if first && !matches!(t, 1 | 2 | 0x40..=0x43) {
+            return false;
+        }
+        first = false;
+        let Some(rest) = b.get(4 + usize::from(len)..) else { return false };
+        b = rest;
+    }
+    true
+}
+
 /// Strict check of a message of known length `total` whose first bytes are `m` (all of it
-/// for UDP, a prefix for TCP): header sanity and a valid first question. A complete message
-/// must also be read to its end by [`scan`], or carry what attacks on DNS decoders send
-/// (an [`Anomaly`] other than one running past the message's end, which a cut message also
-/// shows: then only its header bits and the type and class of its first question need to be
-/// sane, so that the parser sees the attack and reports it).
+/// for UDP, a prefix for TCP): header sanity and valid questions. A complete message whose
+/// header and questions are sound is DNS even when its later sections (answer, authority,
+/// additional) are malformed, cut short or followed by extra bytes: the parser flags it
+/// ([`later_malformation`]); one that carries what attacks on DNS decoders send in its
+/// questions (an [`Anomaly`]) is taken too, so that the parser sees the attack and reports
+/// it. The question-less forms are [`questionless`].
 pub fn message_prefix(m: &[u8], total: usize) -> Parse<()> {
+    if m.get(4..6).is_some_and(|q| q == [0, 0]) {
+        return questionless(m, total);
+    }
     if total < MIN_MESSAGE || !header_sane(m, total, false) {
         return Parse::Invalid;
     }
     if m.len() >= total {
         let s = scan(&m[..total], |_, _| {});
         let question = s.question.is_some_and(|q| q.qtype != 0 && known_qclass(q.qclass));
-        // A message cut short (or announcing more than it holds) is no evidence of DNS.
-        let cut = s.overflow.is_some_and(|a| a.reason.ends_with("past_end"));
-        if question && (s.loop_pointer.is_some() || s.overflow.is_some() && !cut) {
+        if question && s.loop_pointer.is_some() {
             return Parse::Ok((), total);
         }
-        if !header_ok(m, total) {
-            return Parse::Invalid;
-        }
+        // The first question uncompressed and whole, every question read.
         return match first_question(m) {
-            Parse::Ok(..) if question && s.end == Some(total) => Parse::Ok((), total),
+            Parse::Ok(end, _) if question && end <= total && s.questions_end.is_some() => Parse::Ok((), total),
+            _ if question && s.overflow.is_some_and(|a| !a.reason.ends_with("past_end")) => Parse::Ok((), total),
             _ => Parse::Invalid,
         };
     }
@@ -167,6 +258,27 @@ pub fn message_prefix(m: &[u8], total: usize) -> Parse<()> {
         Parse::Ok(end, _) => Parse::Ok((), end),
         Parse::Incomplete(k) if k <= total && m.len() < total => Parse::Incomplete(k),
         Parse::Incomplete(_) | Parse::Invalid => Parse::Invalid,
+    }
+}
+
+/// What is wrong after the questions of a message whose questions were read ([`scan`]), as a
+/// short reason: an anomaly in a record (`rdata_past_end`, `record_past_end`,
+/// `counts_past_end`, `name_past_end`, ... as [`Anomaly`] names them, the pointer ones
+/// included), bytes after the last counted record (`trailing_bytes`, however few), or `None`
+/// when the records were read to the message's end.
+pub fn later_malformation(s: &Scan, total: usize) -> Option<&'static str> {
+    let after = s.questions_end?;
+    for a in [s.overflow, s.loop_pointer].into_iter().flatten() {
+        if a.at >= after {
+            return Some(a.reason);
+        }
+    }
+    match s.end {
+        Some(end) if end < total => Some("trailing_bytes"),
+        Some(_) => None,
+        // The walk stopped in the records without an anomaly past the questions (the step
+        // budget, counted from the questions' names).
+        None => Some("records_unread"),
     }
 }
 
@@ -202,7 +314,8 @@ pub struct Summary {
     pub rcode: u16,
     /// TC bit.
     pub truncated: bool,
-    /// A record of the answer section (responses) did not parse.
+    /// A record of the answer section (responses) did not parse, an A or AAAA record's data
+    /// included (a length other than 4 or 16).
     pub bad_record: bool,
 }
 
@@ -230,14 +343,21 @@ pub fn message(
                     break;
                 };
                 let addr = match rr.rtype() {
-                    Rtype::A => rr.to_record::<A>().ok().flatten().map(|r| IpAddr::from(r.data().addr().octets())),
-                    Rtype::AAAA => rr.to_record::<Aaaa>().ok().flatten().map(|r| IpAddr::from(r.data().addr().octets())),
+                    Rtype::A => Some(rr.to_record::<A>().ok().flatten().map(|r| IpAddr::from(r.data().addr().octets()))),
+                    Rtype::AAAA => Some(rr.to_record::<Aaaa>().ok().flatten().map(|r| IpAddr::from(r.data().addr().octets()))),
                     _ => None,
                 };
-                if let Some(a) = addr {
-                    if !on_addr(a) {
+                match addr {
+                    Some(Some(a)) => {
+                        if !on_addr(a) {
+                            break;
+                        }
+                    }
+                    Some(None) => {
+                        summary.bad_record = true;
                         break;
                     }
+                    None => {}
                 }
             }
         }
@@ -529,6 +649,8 @@ pub struct Scan {
     pub opcode: u8,
     /// The first question, when its type and class are in the message.
     pub question: Option<Question>,
+    /// Where the last question ends, when every question was read without an anomaly.
+    pub questions_end: Option<usize>,
     /// Where the last counted record ends, when every question and record was read.
     pub end: Option<usize>,
     /// The first pointer anomaly.
@@ -640,6 +762,9 @@ pub fn scan(m: &[u8], mut on_qname: impl FnMut(&[u8], usize)) -> Scan {
             _ => {}
         }
         at = end + 4;
+    }
+    if s.loop_pointer.is_none() && s.overflow.is_none() {
+        s.questions_end = Some(at);
     }
     for _ in 0..records {
         if at >= total {

@@ -132,10 +132,24 @@ fn strict_header_checks() {
     assert_eq!(Dns::probe(Dir::ToServer, &with(5, 0)), Probe::NoMatch); // QDCOUNT 0
     assert_eq!(Dns::probe(Dir::ToServer, &with(5, 17)), Probe::NoMatch); // QDCOUNT 17
     assert_eq!(Dns::probe(Dir::ToServer, &with(3, q[3] | 0x03)), Probe::NoMatch); // query with rcode
-    assert_eq!(Dns::probe(Dir::ToServer, &q[..q.len() - 1]), Probe::NoMatch); // length inconsistent
+    // Header and question sound, the additional section (the OPT record) cut: DNS, flagged.
+    let cut = &q[..q.len() - 1];
+    assert_eq!(Dns::probe(Dir::ToServer, cut), Probe::Match);
+    let mut t = Dns::default();
+    assert_eq!(t.feed(Dir::ToServer, cut), Feed::Consumed(cut.len()));
+    let m = l7_of(&t);
+    assert_eq!((m["violation"].clone(), m["violation_reason"].clone(), m["malformed"].clone()), (true.into(), "rdata_past_end".into(), 1.into()));
+    assert_eq!(m["query"], "www.corp.test");
+    // Cut inside the question: not DNS.
+    let Parse::Ok(qend, _) = parser::first_question(&q) else { panic!() };
+    assert_eq!(Dns::probe(Dir::ToServer, &q[..qend - 1]), Probe::NoMatch);
+    // A byte after the last record: DNS, flagged.
     let mut longer = q.clone();
     longer.push(0);
-    assert_eq!(Dns::probe(Dir::ToServer, &longer), Probe::NoMatch); // trailing byte
+    assert_eq!(Dns::probe(Dir::ToServer, &longer), Probe::Match);
+    let mut t = Dns::default();
+    t.feed(Dir::ToServer, &longer);
+    assert_eq!(l7_of(&t)["violation_reason"], "trailing_bytes");
     assert_eq!(Dns::probe(Dir::ToServer, &with(12, 0xc0)), Probe::NoMatch); // pointer in first name
 }
 
@@ -477,11 +491,10 @@ fn crafted_loops_and_overflows() {
     ];
     for (name, m, want) in cases.drain(..) {
         assert_eq!(threats_of(&[], Dir::ToServer, &m), want, "{name}");
-        // Name attacks and long tails are seen even as a flow's first message; counts and
-        // lengths past the end only once the flow is DNS (a cut message is no evidence).
-        // (1024 bytes after the records: neither a threat nor a well-formed message.)
-        let first = !matches!(name, "counts past end" | "trailing 1024");
-        assert_eq!(Dns::probe(Dir::ToServer, &m) == Probe::Match, first, "{name}");
+        // Every one is DNS even as a flow's first message: its header and first question are
+        // sound (name attacks in the question are taken so that the attack is seen; records
+        // counted past the end and bytes after them are malformed later sections).
+        assert_eq!(Dns::probe(Dir::ToServer, &m), Probe::Match, "{name}");
     }
     for (name, m, want) in answers {
         assert_eq!(threats_of(&ask(), Dir::ToClient, &m), want, "{name}");
@@ -801,4 +814,202 @@ fn threats_through_replay() {
         replayed += 1;
     }
     assert!(replayed >= 50, "{replayed}");
+}
+
+// ---- opcodes other than QUERY, malformed later sections (issue 11) -------------------------
+
+/// The flows of a capture of `dp/tests/captures/dns/` (README there).
+fn dns_capture(name: &str) -> Vec<Flow> {
+    crate::app::testutil::capture_flows(&format!("dns/{name}"))
+}
+
+/// Feeds a captured flow (datagrams, or both TCP directions) and returns its `l7`; every
+/// first message of a direction is probed DNS.
+fn parse_probed(f: &Flow) -> Map<String, Value> {
+    if f.proto == 17 {
+        for (d, dg) in &f.datagrams {
+            assert_eq!(Dns::probe(*d, dg), Probe::Match, "{dg:?}");
+        }
+    } else {
+        for (d, b) in [(Dir::ToServer, &f.to_server), (Dir::ToClient, &f.to_client)] {
+            if !b.is_empty() {
+                check_every_prefix::<Dns>(d, b);
+            }
+        }
+    }
+    parse(f)
+}
+
+/// `dig +opcode=iquery|status|notify` (BIND 9.18) to dnsmasq over UDP (dnsmasq does not
+/// answer them), `dig +tcp +opcode=status` (answered REFUSED), `nsupdate` (UPDATE).
+#[test]
+fn opcodes_of_dig_and_nsupdate() {
+    let fl = dns_capture("dns-opcodes-dig.pcap");
+    let got: Vec<(String, u64, u64)> = fl
+        .iter()
+        .map(|f| {
+            let m = parse_probed(f);
+            assert!(m.get("malformed").is_none() && m.get("violation").is_none(), "{m:?}");
+            (m["opcode"].as_str().unwrap().to_string(), m["queries"].as_u64().unwrap(), m["responses"].as_u64().unwrap())
+        })
+        .collect();
+    let want = [("IQUERY", 1, 0), ("STATUS", 1, 0), ("NOTIFY", 1, 0), ("STATUS", 1, 1), ("UPDATE", 2, 0)];
+    assert_eq!(got.len(), want.len(), "{got:?}");
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!((g.0.as_str(), g.1, g.2), w);
+    }
+    let m = parse(&fl[3]);
+    assert_eq!((m["rcode"].clone(), m["opcode_id"].clone(), m["query"].clone()), ("REFUSED".into(), 2.into(), "www.corp.test".into()));
+    // Their question names reach the tunnelling detector like a QUERY's.
+    let mut t = Dns::default();
+    t.feed(Dir::ToServer, &fl[1].datagrams[0].1);
+    assert_eq!(t.queries().len(), 1);
+}
+
+/// Zeek's traces: an inverse query in RFC 1035 §6.4.2's form (no question, one answer
+/// record) and its answer over TCP, NOTIFY and its REFUSED answer, UPDATE with TSIG.
+#[test]
+fn zeek_inverse_query_notify_update() {
+    let fl = dns_capture("zeek-dns-inverse-query.pcap");
+    assert_eq!(fl.len(), 1);
+    let m = parse_probed(&fl[0]);
+    assert_eq!((m["opcode"].clone(), m["queries"].clone(), m["responses"].clone()), ("IQUERY".into(), 1.into(), 1.into()));
+    assert!(m.get("malformed").is_none() && m.get("violation").is_none(), "{m:?}");
+    assert_eq!(m["query"], "[4.3.2.1]", "the answer's question: the name found");
+    // The request alone, as a flow's first message.
+    assert_eq!(Dns::probe(Dir::ToServer, &fl[0].to_server), Probe::Match);
+    let notify = dns_capture("zeek-dns-notify.pcap");
+    let m = parse_probed(&notify[1]);
+    assert_eq!((m["opcode"].clone(), m["rcode"].clone(), m["qtype"].clone()), ("NOTIFY".into(), "REFUSED".into(), "SOA".into()));
+    for f in dns_capture("zeek-dynamic-update.pcap") {
+        let m = parse_probed(&f);
+        assert_eq!((m["opcode"].clone(), m["opcode_id"].clone()), ("UPDATE".into(), 5.into()));
+        assert!(m.get("violation").is_none());
+    }
+    // An ordinary query says QUERY.
+    assert_eq!(parse(&flow(17, 34864))["opcode"], "QUERY");
+}
+
+/// DSO (RFC 8490) over TCP, built from §5.4 and §7.1's layout (no implementation in Debian
+/// sends it): a Keepalive request (inactivity and keepalive intervals, ms) and its answer, a
+/// unidirectional Retry Delay; and what is not DSO.
+#[test]
+fn dso_messages() {
+    let header = |id: u16, flags: u16| [&id.to_be_bytes()[..], &flags.to_be_bytes(), &[0; 8]].concat();
+    let tlv = |t: u16, v: &[u8]| [&t.to_be_bytes()[..], &(v.len() as u16).to_be_bytes(), v].concat();
+    let keepalive = tlv(1, &[0, 0, 0x3a, 0x98, 0, 0, 0x3a, 0x98]);
+    let request = [header(7, 0x3000), keepalive.clone()].concat();
+    let answer = [header(7, 0xb000), keepalive.clone()].concat();
+    let retry = [header(0, 0x3000), tlv(2, &[0, 0, 0x27, 0x10])].concat();
+    let framed = |m: &[u8]| [&(m.len() as u16).to_be_bytes()[..], m].concat();
+    let stream = [framed(&request), framed(&retry)].concat();
+    check_every_prefix::<Dns>(Dir::ToServer, &stream);
+    check_every_prefix::<Dns>(Dir::ToClient, &framed(&answer));
+    let mut t = Dns::default();
+    assert!(feed_all(&mut t, Dir::ToServer, &stream).is_empty());
+    assert!(feed_all(&mut t, Dir::ToClient, &framed(&answer)).is_empty());
+    let m = l7_of(&t);
+    assert_eq!((m["opcode"].clone(), m["queries"].clone(), m["responses"].clone()), ("DSO".into(), 2.into(), 1.into()));
+    assert!(m.get("malformed").is_none() && m.get("query").is_none(), "{m:?}");
+    // Padding as the primary TLV, a TLV past the end, a request without TLVs, a count set.
+    let bad = [
+        [header(7, 0x3000), tlv(3, &[0; 4])].concat(),
+        [header(7, 0x3000), keepalive[..10].to_vec()].concat(),
+        header(7, 0x3000),
+        [header(7, 0x3000)[..11].to_vec(), vec![1], keepalive.clone()].concat(),
+    ];
+    for b in &bad {
+        assert_eq!(Dns::probe(Dir::ToServer, &framed(b)), Probe::NoMatch, "{b:?}");
+    }
+    // An answer without TLVs is one.
+    assert_eq!(Dns::probe(Dir::ToClient, &framed(&header(7, 0xb000))), Probe::Match);
+}
+
+/// The corpus answer to `www.corp.test A` with its later sections broken: still DNS (the
+/// header and question are sound, also as a flow's first message), flagged, counted, and
+/// nothing of it is learned for `fqdn` rules (a resolver would not take it, or not as Warden
+/// reads it), while the intact answer teaches.
+#[test]
+fn malformed_later_sections_are_dns_flagged_and_teach_nothing() {
+    let f = flow(17, 34864);
+    let (query, answer) = (f.datagrams[0].1.clone(), f.datagrams[1].1.clone());
+    let s = parser::scan(&answer, |_, _| {});
+    let after_q = s.questions_end.unwrap();
+    let an_rdlen = {
+        // The first answer record: owner (a pointer), type, class, TTL, RDLENGTH.
+        assert_eq!(answer[after_q] & 0xc0, 0xc0);
+        after_q + 2 + 8
+    };
+    assert_eq!(&answer[an_rdlen..an_rdlen + 2], &[0, 4], "an A record");
+    let mut bad_a = answer.clone();
+    bad_a[an_rdlen + 1] = 5; // A with 5 bytes of data: the next record's bytes shift
+    bad_a.insert(an_rdlen + 2 + 4, 0);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("cut in the answer", answer[..after_q + 6].to_vec(), "record_past_end"),
+        ("cut in the address", answer[..an_rdlen + 4].to_vec(), "rdata_past_end"),
+        ("trailing bytes", [answer.clone(), b"exfiltrated".to_vec()].concat(), "trailing_bytes"),
+        ("A with 5 bytes", bad_a, "bad_record"),
+    ];
+    for (name, m, reason) in cases {
+        assert_eq!(Dns::probe(Dir::ToClient, &m), Probe::Match, "{name}: a flow's first message");
+        let mut t = Dns::default();
+        assert_eq!(t.feed(Dir::ToServer, &query), Feed::Consumed(query.len()));
+        assert_eq!(t.feed(Dir::ToClient, &m), Feed::Consumed(m.len()), "{name}");
+        let (learned, refused) = t.learned();
+        assert!(learned.is_empty(), "{name}: learned {learned:?}");
+        assert_eq!(refused.malformed, 1, "{name}");
+        let l7 = l7_of(&t);
+        assert_eq!((l7["violation"].clone(), l7["violation_reason"].clone()), (true.into(), reason.into()), "{name}");
+        assert_eq!((l7["malformed"].clone(), l7["responses"].clone()), (1.into(), 1.into()), "{name}");
+        assert_eq!(l7["query"], "www.corp.test");
+    }
+    // The intact answer teaches.
+    let mut t = Dns::default();
+    t.feed(Dir::ToServer, &query);
+    t.feed(Dir::ToClient, &answer);
+    assert_eq!(t.learned().0.len(), 1);
+    assert!(l7_of(&t).get("violation").is_none());
+}
+
+/// Made-up line protocols and random bytes on port 53 stay unknown through the engine, over
+/// UDP and TCP (the probe needs a sound header and a whole question at offset 12).
+#[test]
+fn made_up_protocols_on_port_53_stay_unknown() {
+    use crate::app::engine::{Engine, EngineConfig};
+    use crate::wire::ipproto;
+    let mut rng = Rng(0x53);
+    let mut inputs: Vec<Vec<u8>> = [
+        &b"HELLO dns\r\n"[..],
+        b"QUERY www.example.com A\r\n",
+        b"+OK\r\n",
+        b"\x00\x10RESOLVE example.com\n",
+        b"STATUS\tOK\r\n",
+    ]
+    .iter()
+    .map(|b| b.to_vec())
+    .collect();
+    for len in [12, 17, 40, 100, 512] {
+        for _ in 0..200 {
+            inputs.push((0..len).map(|_| rng.next() as u8).collect());
+        }
+    }
+    for b in &inputs {
+        for proto in [ipproto::UDP, ipproto::TCP] {
+            let mut e = Engine::new(EngineConfig { max_sessions: 1, ..EngineConfig::default() });
+            let i = e.open(proto, 53).unwrap();
+            if proto == ipproto::UDP {
+                e.datagram(i, Dir::ToServer, b, 53, 1);
+                e.datagram(i, Dir::ToClient, b, 53, 2);
+            } else {
+                e.tcp_syn(i, Dir::ToServer, 0);
+                e.tcp_syn(i, Dir::ToClient, 0);
+                e.tcp_segment(i, Dir::ToServer, 1, b, 53, 3);
+                e.tcp_segment(i, Dir::ToClient, 1, &b[..b.len() / 2], 53, 4);
+            }
+            assert_ne!(e.ctx(i).app, App::Dns, "{proto} {b:?}");
+        }
+    }
+    for len in [12, 17, 40, 100, 512] {
+        crate::app::testutil::check_rejects_random::<Dns>(20_000, len);
+    }
 }
