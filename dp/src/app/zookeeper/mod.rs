@@ -13,8 +13,12 @@
 //! field ([`parser::connect`]): a frame of 28/29/44/45 bytes (request) or 20/21/36/37 bytes
 //! (response), protocol version 0, a non-negative last zxid, a timeout of at most 24 h, a
 //! password length of 0 or 16 consistent with the frame length and a `readOnly` byte of 0 or 1.
-//! So a flow is recognised from either side. Four-letter-word commands (`ruok`, `mntr`, ...)
-//! on the same port are not ZooKeeper packets and are not recognised.
+//! So a flow is recognised from either side. A connection opened by a four-letter-word admin
+//! command (`ruok`, `stat`, `srvr`, `mntr`, ..., [`parser::FOUR_LETTER_WORDS`]: the word alone,
+//! or with LF or CRLF, as `printf ruok | nc` and `echo mntr | nc` send it) is ZooKeeper too:
+//! the record names the word (`four_letter_word`), the size of the text answer and whether the
+//! server refused it as not whitelisted (`four_letter_refused`); client bytes after the word
+//! are not ZooKeeper (the server reads none).
 //!
 //! Extracted: the connect fields (protocol version, requested and negotiated session timeout,
 //! session id as hex, read-only flags, reconnect, expired session), op names seen (first
@@ -70,6 +74,13 @@ pub struct Zookeeper {
     last_error: Option<(i32, Option<i32>)>,
     violation: bool,
     gap: bool,
+    /// A four-letter-word admin command opened the connection (the server answers in text
+    /// and closes it).
+    four_letter: Option<[u8; 4]>,
+    /// Bytes of the text answer.
+    four_letter_answer: u64,
+    /// The answer said the command is not in `4lw.commands.whitelist`.
+    four_letter_refused: bool,
 }
 
 impl Zookeeper {
@@ -173,6 +184,37 @@ impl Zookeeper {
         }
     }
 
+    /// A connection opened by a four-letter-word command: the client's word (nothing may
+    /// follow it: the server answers and closes), then the server's text answer, consumed
+    /// whole. `None` when the connection is not one.
+    fn four_letter_feed(&mut self, dir: Dir, data: &[u8]) -> Option<Feed> {
+        if self.four_letter.is_none() {
+            if dir != Dir::ToServer || self.opened[0] || !data.first().is_some_and(u8::is_ascii_lowercase) {
+                return None;
+            }
+            return Some(match parser::four_letter_word(data) {
+                Parse::Ok(w, n) => {
+                    self.four_letter = Some(w);
+                    self.opened = [true; 2];
+                    Feed::Consumed(n)
+                }
+                Parse::Incomplete(k) => Feed::Need { consumed: 0, at_least: k },
+                Parse::Invalid => Feed::Invalid { consumed: 0 },
+            });
+        }
+        Some(match dir {
+            // ZooKeeper reads nothing after the word.
+            Dir::ToServer => Feed::Invalid { consumed: 0 },
+            Dir::ToClient => {
+                if self.four_letter_answer == 0 && data.windows(16).any(|w| w == b"is not executed ") {
+                    self.four_letter_refused = true;
+                }
+                self.four_letter_answer = self.four_letter_answer.saturating_add(data.len() as u64);
+                Feed::Consumed(data.len())
+            }
+        })
+    }
+
     /// The session id the record shows: the server's, else a reconnecting client's.
     fn session_id(&self) -> Option<i64> {
         match (self.response, self.request) {
@@ -196,6 +238,13 @@ impl AppParser for Zookeeper {
     const TRANSPORT: Transport = Transport::Tcp;
 
     fn probe(dir: Dir, data: &[u8]) -> Probe {
+        if dir == Dir::ToServer && data.first().is_some_and(u8::is_ascii_lowercase) {
+            return match parser::four_letter_word(data) {
+                Parse::Ok(..) => Probe::Match,
+                Parse::Incomplete(_) => Probe::NeedMore,
+                Parse::Invalid => Probe::NoMatch,
+            };
+        }
         match parser::connect(side(dir), data) {
             Parse::Ok(..) => Probe::Match,
             Parse::Incomplete(_) => Probe::NeedMore,
@@ -205,6 +254,9 @@ impl AppParser for Zookeeper {
 
     fn feed(&mut self, dir: Dir, data: &[u8]) -> Feed {
         let d = dir as usize;
+        if let Some(fed) = self.four_letter_feed(dir, data) {
+            return fed;
+        }
         let mut off = 0;
         loop {
             if self.stopped[d] {
@@ -331,6 +383,13 @@ impl AppParser for Zookeeper {
         }
         if self.violation {
             out.insert("violation".into(), true.into());
+        }
+        if let Some(w) = self.four_letter {
+            out.insert("four_letter_word".into(), String::from_utf8_lossy(&w).into_owned().into());
+            out.insert("four_letter_answer_bytes".into(), self.four_letter_answer.into());
+            if self.four_letter_refused {
+                out.insert("four_letter_refused".into(), true.into());
+            }
         }
         if self.gap {
             out.insert("gap".into(), true.into());

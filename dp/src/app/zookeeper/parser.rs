@@ -185,6 +185,33 @@ pub fn connect(side: Side, b: &[u8]) -> Parse<Connect> {
     )
 }
 
+/// The four-letter-word admin commands ZooKeeper 3.4-3.9 reads on its client port
+/// (`FourLetterCommands`; 3.5.3+ runs only those in `4lw.commands.whitelist`, `srvr` by
+/// default, and answers the others with "... is not executed because it is not in the
+/// whitelist."): `ruok stat srvr conf cons crst dump envi gtmk stmk isro mntr reqs srst wchc
+/// wchp wchs dirs hash`, and `kill` of 3.4 and older.
+pub const FOUR_LETTER_WORDS: [&[u8; 4]; 20] = [
+    b"ruok", b"stat", b"srvr", b"conf", b"cons", b"crst", b"dump", b"envi", b"gtmk", b"stmk", b"isro", b"mntr",
+    b"reqs", b"srst", b"wchc", b"wchp", b"wchs", b"dirs", b"hash", b"kill",
+];
+
+/// A four-letter-word command as a client's whole first message (`printf ruok | nc`,
+/// `echo mntr | nc`: the word alone, or with LF or CRLF); `Incomplete` for a prefix of one.
+/// ZooKeeper reads the first 4 bytes of a connection as a 32-bit frame length and takes a
+/// value that spells one of the words as that command.
+pub fn four_letter_word(b: &[u8]) -> Parse<[u8; 4]> {
+    let word = &b[..b.len().min(4)];
+    let Some(w) = FOUR_LETTER_WORDS.iter().find(|w| w.starts_with(word)) else { return Parse::Invalid };
+    if b.len() < 4 {
+        return Parse::Incomplete(4);
+    }
+    match &b[4..] {
+        [] | b"\n" | b"\r\n" => Parse::Ok(**w, b.len()),
+        b"\r" => Parse::Incomplete(6),
+        _ => Parse::Invalid,
+    }
+}
+
 /// `RequestHeader {int xid; int type}` at the start of `body` (the frame after its length).
 pub fn request_header(body: &[u8]) -> Option<(i32, i32)> {
     Some((be32(body, 0)?, be32(body, 4)?))

@@ -200,8 +200,11 @@ fn probe_rejects_inconsistent_connect_frames() {
     assert_eq!(Zookeeper::probe(Dir::ToClient, &req), Probe::NoMatch);
     assert_eq!(Zookeeper::probe(Dir::ToServer, &resp), Probe::NoMatch);
     for junk in [&b"ruok"[..], b"mntr\n", b"HELLO\r\n", b"GET / HTTP/1.1\r\n", b"\0\0\0\x2d\0\0\0\0\xff"] {
-        assert_eq!(Zookeeper::probe(Dir::ToServer, junk), Probe::NoMatch, "{junk:?}");
         assert_eq!(Zookeeper::probe(Dir::ToClient, junk), Probe::NoMatch, "{junk:?}");
+    }
+    // Four-letter words are the client's (four_letter_words below); other text is not.
+    for junk in [&b"HELLO\r\n"[..], b"GET / HTTP/1.1\r\n", b"\0\0\0\x2d\0\0\0\0\xff", b"ruok ok\n", b"rubs", b"stats\n", b"kill\n\n"] {
+        assert_eq!(Zookeeper::probe(Dir::ToServer, junk), Probe::NoMatch, "{junk:?}");
     }
     check_rejects_random::<Zookeeper>(20_000, 64);
     check_rejects_other_corpus::<Zookeeper>(&["zookeeper"]);
@@ -343,4 +346,36 @@ fn names() {
     feed_all(&mut z, Dir::ToServer, &[&flow(JAVA).to_server[..49], &request(1, 555, &[])].concat());
     let m = l7_of(&z);
     assert_eq!((m["ops"].clone(), m["op_codes"].clone()), (json!(["unknown"]), json!([555])));
+}
+
+/// Four-letter-word admin commands against ZooKeeper 3.8.0 (Debian), sent with socat as
+/// `printf ruok | nc` and `echo stat | nc` send them: `ruok`, `stat`, `mntr`, `srvr` (in
+/// `4lw.commands.whitelist`) and `dump` (not: refused in text).
+#[test]
+fn four_letter_words() {
+    let fl = crate::app::testutil::capture_flows("zookeeper/zk-4lw-socat.pcap");
+    let want = [("ruok", false), ("stat", false), ("mntr", false), ("srvr", false), ("dump", true)];
+    assert_eq!(fl.len(), want.len());
+    for (f, (word, refused)) in fl.iter().zip(want) {
+        check_every_prefix::<Zookeeper>(Dir::ToServer, &f.to_server);
+        let mut z = Zookeeper::default();
+        assert!(feed_all(&mut z, Dir::ToServer, &f.to_server).is_empty());
+        assert!(feed_all(&mut z, Dir::ToClient, &f.to_client).is_empty());
+        let m = l7_of(&z);
+        assert_eq!(m["four_letter_word"], word);
+        assert_eq!(m["four_letter_answer_bytes"], f.to_client.len() as u64);
+        assert_eq!(m.get("four_letter_refused").is_some(), refused, "{word}");
+        assert!(m.get("violation").is_none());
+        // Anything the client sends after the word is not ZooKeeper.
+        let mut z = Zookeeper::default();
+        feed_all(&mut z, Dir::ToServer, &f.to_server);
+        assert_eq!(z.feed(Dir::ToServer, b"more\n"), Feed::Invalid { consumed: 0 });
+    }
+    // The answer alone is no evidence (text), the word is.
+    assert_eq!(Zookeeper::probe(Dir::ToClient, &fl[0].to_client), Probe::NoMatch);
+    for w in parser::FOUR_LETTER_WORDS {
+        assert_eq!(Zookeeper::probe(Dir::ToServer, &w[..]), Probe::Match);
+        assert_eq!(Zookeeper::probe(Dir::ToServer, &[&w[..], b"\r\n"].concat()), Probe::Match);
+        assert_eq!(Zookeeper::probe(Dir::ToServer, &w[..2]), Probe::NeedMore);
+    }
 }
