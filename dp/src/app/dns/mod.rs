@@ -6,8 +6,8 @@
 //! **Names for policy.** Only what a resolver itself would accept is learned: a response from
 //! the server side that answers a query the client sent on the same flow (transaction id and
 //! question name, type and class match one of its last [`MAX_PENDING`] unanswered queries,
-//! RFC 5452 §9.1), NOERROR and not truncated, gives its question name to the A/AAAA addresses
-//! where the CNAME chain from the question ends (`parser::chain_addrs`), with the smallest
+//! RFC 5452 §9.1), NOERROR, not truncated and well-formed throughout, gives its question
+//! name to the A/AAAA addresses where the CNAME chain from the question ends (`parser::chain_addrs`), with the smallest
 //! TTL along the chain. Each query is answered once. The name is kept whole (lowercase
 //! presentation form, at most 253 characters); a longer one is refused, never cut. Everything
 //! refused is counted ([`Refusals`]); the inspector hands the answers to the shared name
@@ -24,6 +24,17 @@
 //! queries for AXFR/IXFR (`dns_zone_transfer`) and NULL (`dns_null_type`) are recorded, over UDP
 //! and TCP. The client's standard queries are handed to the inspector for the tunnelling
 //! detector ([`Dns::queries`], each once).
+//!
+//! **Opcodes and malformed messages.** Besides QUERY, IQUERY (RFC 1035 §6.4, also its
+//! question-less form), STATUS, NOTIFY (RFC 1996), UPDATE (RFC 2136) and DSO (RFC 8490: counts
+//! zero, TLVs) are DNS; the first message's opcode is in the record. A message whose header
+//! and questions are sound but whose later sections (answer, authority, additional) are
+//! malformed, cut short or followed by extra bytes is DNS too ([`parser::message_prefix`]):
+//! the record says `violation` with the first reason ([`parser::later_malformation`], or
+//! `bad_record` when a record's data does not parse), the message is counted `malformed`,
+//! and nothing of it is learned for policy (counted [`Refusals::malformed`]): an attacker can
+//! put data where no resolver reads it, and a resolver does not take what Warden would read
+//! from such an answer.
 //!
 //! Specs: RFC 1035 §4.1-§4.2 (message format, transport), RFC 3596 §2 (AAAA), RFC 6891 §6.1.3
 //! (extended rcode), RFC 6895 §2 (header bits), RFC 7766 §8 (several messages per TCP
