@@ -53,7 +53,7 @@ fn app_of(f: &Flow, lead: Lead) -> String {
     let mut send = |i: &mut Inspector, dir: Dir, fr: Vec<u8>| {
         n += 1;
         let iface = if dir == Dir::ToServer { 1 } else { 2 };
-        let v = i.process(&fr, FrameMeta { zone: 0, iface, now_ns: n * 1000 });
+        let v = i.process(&fr, FrameMeta::new(0, iface, n * 1000));
         assert_eq!(v, Verdict::Forward);
     };
     let mut next = [ISN[0] + 1, ISN[1] + 1];
