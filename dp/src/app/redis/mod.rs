@@ -558,11 +558,11 @@ fn probe_inline(b: &[u8]) -> Probe {
     if end == b.len() {
         return if word.len() <= 16 && known(word, false) { Probe::NeedMore } else { Probe::NoMatch };
     }
-    if !known(word, true) {
+    let tail = &b[end..];
+    if !known(word, true) && !redis_only_form(word, tail) {
         return Probe::NoMatch;
     }
     // The rest of the line: printable, ends with LF within 256 bytes; IRC's `PING :x` excluded.
-    let tail = &b[end..];
     if tail.starts_with(b" :") {
         return Probe::NoMatch;
     }
@@ -579,6 +579,33 @@ fn probe_inline(b: &[u8]) -> Probe {
     } else {
         Probe::NeedMore
     }
+}
+
+/// Inline `SET` and `AUTH` lines in the forms only Redis takes (its inline parser splits on
+/// spaces and honours quotes): `SET key value [options]` but not memcached's storage command
+/// `set key flags exptime bytes [noreply]` (numbers after the key); `AUTH [user] password` but
+/// not the SASL `AUTH <mechanism>` of SMTP, POP3 and IMAP (RFC 4954 §4, RFC 5034 §4) nor a bare
+/// `AUTH`. `tail` starts at the byte after the command word; only its first line is read.
+fn redis_only_form(word: &[u8], tail: &[u8]) -> bool {
+    let line = &tail[..tail.iter().position(|&c| c == b'\n').unwrap_or(tail.len()).min(256)];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut args = line.split(|&c| c == b' ').filter(|a| !a.is_empty());
+    let numeric = |a: &[u8]| !a.is_empty() && a.iter().all(u8::is_ascii_digit);
+    if word.eq_ignore_ascii_case(b"SET") {
+        let (Some(_key), Some(value)) = (args.next(), args.next()) else { return false };
+        let rest: Vec<&[u8]> = args.take(3).collect();
+        let memcached = numeric(value) && rest.len() >= 2 && numeric(rest[0]) && numeric(rest[1]);
+        return !memcached;
+    }
+    if word.eq_ignore_ascii_case(b"AUTH") {
+        const SASL: &[&[u8]] = &[
+            b"PLAIN", b"LOGIN", b"CRAM-MD5", b"DIGEST-MD5", b"GSSAPI", b"XOAUTH2", b"OAUTHBEARER", b"EXTERNAL",
+            b"ANONYMOUS", b"NTLM", b"SCRAM-SHA-1", b"SCRAM-SHA-256", b"SCRAM-SHA-1-PLUS", b"SCRAM-SHA-256-PLUS",
+        ];
+        let Some(first) = args.next() else { return false };
+        return !SASL.iter().any(|m| m.eq_ignore_ascii_case(first)) && args.nth(1).is_none();
+    }
+    false
 }
 
 /// Server probe, conservative: a reply only Redis sends (`+PONG`, `+QUEUED`, an integer, a bulk,

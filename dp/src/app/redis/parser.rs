@@ -165,8 +165,9 @@ pub fn plausible_command_prefix(name: &[u8]) -> bool {
 }
 
 /// Inline commands (client sends a plain text line) recognised by the probe. Deliberately a
-/// short list of Redis-specific words: `GET`/`SET` (memcached, HTTP), `QUIT`/`AUTH` (SMTP, POP3)
-/// and `HELLO` (generic greeting) are left out, as the RESP array form is what clients send.
+/// short list of Redis-specific words: `GET` (memcached, HTTP), `QUIT` (SMTP, POP3) and `HELLO`
+/// (generic greeting) are left out, as the RESP array form is what clients send; `SET` and
+/// `AUTH` are recognised in the forms only Redis takes (`redis_only_form` in the module).
 pub const INLINE_COMMANDS: &[&str] = &[
     "PING",
     "INFO",

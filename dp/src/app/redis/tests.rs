@@ -392,3 +392,33 @@ fn trickled_lines_are_searched_once() {
         assert_eq!(l7_of(&t)["inline_commands"], 1, "{:?}", l7_of(&t));
     }
 }
+
+/// Inline `SET` and `AUTH` in Redis's forms (Zeek's traces, redis-cli's inline mode) are Redis;
+/// memcached's storage command and the SASL `AUTH` of mail protocols are not.
+#[test]
+fn inline_set_and_auth_only_in_redis_forms() {
+    use crate::app::Probe;
+    let probe = |b: &[u8]| <Redis as crate::app::AppParser>::probe(Dir::ToServer, b);
+    for redis in [
+        &b"SET key \"my value with spaces\"\r\n"[..],
+        b"SET sanity_check you_are_sane\r\n",
+        b"SET k v EX 10\n",
+        b"AUTH hunter2\r\n",
+        b"AUTH default hunter2\r\n",
+        b"auth s3cret\r\n",
+    ] {
+        assert_eq!(probe(redis), Probe::Match, "{}", String::from_utf8_lossy(redis));
+    }
+    for other in [
+        &b"set key 0 900 5\r\nhello\r\n"[..],
+        b"set key 1 0 5 noreply\r\n",
+        b"AUTH PLAIN AGpvZQBwYXNz\r\n",
+        b"AUTH LOGIN\r\n",
+        b"AUTH\r\n",
+        b"AUTH a b c\r\n",
+        b"SET\r\n",
+        b"SET onlykey\r\n",
+    ] {
+        assert_eq!(probe(other), Probe::NoMatch, "{}", String::from_utf8_lossy(other));
+    }
+}
