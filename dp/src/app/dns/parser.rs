@@ -295,6 +295,9 @@ pub fn tcp_plausible(b: &[u8]) -> bool {
 /// or the start of a TCP stream (length-prefixed messages).
 pub fn probe(b: &[u8]) -> Parse<()> {
     if let Parse::Ok(..) = message_prefix(b, b.len()) {
+        if netbios_name_service(b) {
+            return Parse::Invalid;
+        }
         return Parse::Ok((), b.len());
     }
     let Some(total) = be16(b, 0) else { return Parse::Incomplete(2) };
@@ -303,6 +306,27 @@ pub fn probe(b: &[u8]) -> Parse<()> {
         Parse::Incomplete(k) => Parse::Incomplete(k + 2),
         Parse::Invalid => Parse::Invalid,
     }
+}
+
+/// True when message `m` is NetBIOS name service (RFC 1002 §4.2), which borrows DNS's format:
+/// its first name (the question's, or a response's first answer's) is a NetBIOS name in
+/// first-level encoding (RFC 1001 §14.1: a 32-byte label of the letters `A`..`P`, then scope
+/// labels), of type NB (0x20) or NBSTAT (0x21). No DNS name has that shape with those types
+/// (0x21 is SRV, whose names start with `_service`).
+pub fn netbios_name_service(m: &[u8]) -> bool {
+    let Some(label) = m.get(13..45) else { return false };
+    if m[12] != 32 || !label.iter().all(|c| (b'A'..=b'P').contains(c)) {
+        return false;
+    }
+    let mut at = 45;
+    for _ in 0..16 {
+        match m.get(at) {
+            Some(0) => return matches!(be16(m, at + 1), Some(0x20 | 0x21)),
+            Some(&n) if n < 64 => at += 1 + usize::from(n),
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// What one message says.

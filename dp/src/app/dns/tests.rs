@@ -1013,3 +1013,42 @@ fn made_up_protocols_on_port_53_stay_unknown() {
         crate::app::testutil::check_rejects_random::<Dns>(20_000, len);
     }
 }
+
+/// NetBIOS name service (RFC 1002) borrows DNS's format on port 137: its queries and answers
+/// are not DNS (tshark: NBNS; they were labelled `dns` before), while DNS SRV (type 0x21 like
+/// NBSTAT) stays DNS.
+#[test]
+fn netbios_name_service_is_not_dns() {
+    use crate::app::{AppParser, Probe};
+    // "WORKGROUP" padded with spaces, suffix 0x1d, first-level encoded (RFC 1001 §14.1).
+    let mut name = b"WORKGROUP      ".to_vec();
+    name.push(0x1d);
+    let encoded: Vec<u8> = name.iter().flat_map(|c| [b'A' + (c >> 4), b'A' + (c & 0x0f)]).collect();
+    let nbns = |qd: u16, an: u16, qtype: u16| {
+        let mut m = vec![0x80, 0x01, 0x01, 0x10];
+        m.extend_from_slice(&qd.to_be_bytes());
+        m.extend_from_slice(&an.to_be_bytes());
+        m.extend_from_slice(&[0, 0, 0, 0]);
+        m.push(32);
+        m.extend_from_slice(&encoded);
+        m.push(0);
+        m.extend_from_slice(&qtype.to_be_bytes());
+        m.extend_from_slice(&[0, 1]);
+        if an > 0 {
+            m.extend_from_slice(&[0, 0, 0, 0, 0, 6, 0, 0, 198, 18, 0, 7]);
+        }
+        m
+    };
+    for m in [nbns(1, 0, 0x20), nbns(1, 0, 0x21), nbns(0, 1, 0x20)] {
+        assert!(crate::app::dns::parser::netbios_name_service(&m));
+        assert_eq!(Dns::probe(Dir::ToServer, &m), Probe::NoMatch);
+    }
+    // A DNS SRV query and a query for an ordinary name of type 0x20 stay DNS.
+    let mut srv = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for l in ["_ldap", "_tcp", "example", "com"] {
+        srv.push(l.len() as u8);
+        srv.extend_from_slice(l.as_bytes());
+    }
+    srv.extend_from_slice(&[0, 0, 0x21, 0, 1]);
+    assert_eq!(Dns::probe(Dir::ToServer, &srv), Probe::Match);
+}
