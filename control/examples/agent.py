@@ -24,7 +24,7 @@ import socket
 import sys
 import time
 
-PROTOCOL_VERSION = "1.2"  # control/src/types.rs PROTOCOL_VERSION
+PROTOCOL_VERSION = "1.3"  # control/src/types.rs PROTOCOL_VERSION
 
 
 class ProtocolError(Exception):

@@ -396,7 +396,7 @@ pub struct ThreatInfo {
 /// The control protocol version this crate speaks, `"MAJOR.MINOR"`. A change of MAJOR breaks
 /// clients (a message they parse changed meaning or shape); MINOR adds optional fields,
 /// messages or requests that older clients may ignore.
-pub const PROTOCOL_VERSION: &str = "1.2";
+pub const PROTOCOL_VERSION: &str = "1.3";
 
 /// The `(major, minor)` of a `"MAJOR.MINOR"` version string.
 ///
@@ -885,6 +885,14 @@ pub struct ConnectionRecord {
     pub last_seen: String,
     /// Session state (`syn_sent`, `established`, `half_closed`, `closed`, `reset`, `active`...).
     pub state: String,
+    /// True for a TCP session picked up mid-stream: its SYN was not seen (Warden started or
+    /// restarted while the connection was open, or the SYN took another path). Its app is then
+    /// detected from the framing of whatever it sends (TLS records, HTTP heads at turns, TDS
+    /// packets, Kafka responses matched to requests), and its client and server are those the
+    /// content showed (the sender of a response is the server) or else a guess (the end on the
+    /// higher port is the client). Absent otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub midstream: bool,
     /// Interface where the client side was seen.
     pub iface: String,
     /// True in the final record of a session that ended (closed, reset, expired or evicted).
@@ -915,12 +923,14 @@ pub struct ConnectionRecord {
     pub app_unknown_reason: Option<String>,
     /// `active` (probing or parsing), `done` (nothing more to inspect), `bypassed` (no longer
     /// inspected, see `inspection_reason` and `exception_action`) or `none` (denied by policy
-    /// on its first frame: never inspected). Absent for protocols Warden does not inspect
+    /// on its first frame: never inspected). A `midstream` session passed on by `pass_flow` is
+    /// inspected (`active`/`done`), with `exception_action` `pass_flow`. Absent for protocols Warden does not inspect
     /// (ICMP, other IP protocols).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inspection: Option<String>,
-    /// Why inspection was bypassed (`midstream`, `stream_session_cap`, `stream_core_cap`,
-    /// `out_of_order_limit`, `inspection_pool_full`) or not done (`policy_denied`).
+    /// Why inspection was bypassed (`midstream`: dropped by `drop_flow` or forwarded by
+    /// `bypass`; `stream_session_cap`, `stream_core_cap`, `out_of_order_limit`,
+    /// `inspection_pool_full`) or not done (`policy_denied`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inspection_reason: Option<String>,
     /// The exception policy action taken because Warden could not inspect what the verdict

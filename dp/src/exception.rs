@@ -264,6 +264,17 @@ pub struct Exception {
     pub action: Option<ExceptionAction>,
 }
 
+impl Exception {
+    /// True when the session is still inspected under this exception: a mid-stream pickup
+    /// forwarded with `pass_flow` (or not policed) is inspected mid-stream
+    /// ([`crate::app::midstream`]); `drop_flow` drops it and `bypass` forwards it uninspected,
+    /// as every other reason's actions do (their inspection could not go on).
+    pub fn inspects(&self) -> bool {
+        self.reason == ExceptionReason::Midstream
+            && !matches!(self.action, Some(ExceptionAction::DropFlow | ExceptionAction::Bypass))
+    }
+}
+
 /// The strictest of two optional modes (protect > alert > learn).
 pub fn strictest(a: Option<Mode>, b: Option<Mode>) -> Option<Mode> {
     let rank = |m: Mode| match m {

@@ -169,6 +169,9 @@ pub struct InspectStats {
     pub anomalies: [u64; Anomaly::ALL.len()],
     /// Sessions whose SYN data the server did not take: inspection started over at ISN + 1.
     pub syn_data_resyncs: u64,
+    /// Sessions picked up mid-stream whose ends the content swapped
+    /// ([`crate::app::midstream`]: the guessed client was the server).
+    pub midstream_flips: u64,
     /// TCP/UDP sessions whose app was decided, by [`App`] (index `app as usize`; `unknown`
     /// when detection gave up). Counted when a session's decided app changes (at most
     /// `1 + MAX_CHANGES` times per session), never per frame.
@@ -235,9 +238,11 @@ fn link_control(ip: &wire::Ip<'_>) -> bool {
 }
 
 /// `tcp_no_client_data`: a TCP session whose server sent payload `limit_s` seconds before
-/// `now_ns` and whose client never sent a byte.
+/// `now_ns` and whose client never sent a byte (not judged for sessions picked up mid-stream).
 fn no_client_data(s: &crate::session::Session, now_ns: u64, limit_s: u32) -> bool {
-    matches!(s.state, crate::session::State::Tcp(_))
+    // A session picked up mid-stream: its client may have spoken before Warden saw it.
+    !s.midstream
+        && matches!(s.state, crate::session::State::Tcp(_))
         && !s.client_data
         && s.server_data_ns != 0
         && now_ns.saturating_sub(s.server_data_ns) >= u64::from(limit_s) * 1_000_000_000
@@ -915,12 +920,17 @@ impl Inspector {
             self.source_closed(t.idx);
         }
         let mut anomaly = None;
-        if matches!(ip.l4, L4::Tcp { .. } | L4::Udp) && self.sessions.get(t.idx).policy.exception.is_none() {
+        // Inspected unless an exception stopped it (a mid-stream pickup passed on with
+        // `pass_flow` is inspected mid-stream: [`crate::exception`]).
+        let inspects = self.sessions.get(t.idx).policy.exception.is_none_or(|e| e.inspects());
+        if matches!(ip.l4, L4::Tcp { .. } | L4::Udp) && inspects {
             anomaly = self.inspect_payload(t.idx, t.new, end, ip, meta.now_ns, related.map(|(e, _)| e));
+            // The content may have swapped a mid-stream session's ends.
+            let dir = self.sessions.get(t.idx).dir_of(end);
             self.stream_exception(t.idx);
             self.learn_names(t.idx, meta.now_ns);
             self.parser_threats(t.idx, raw, meta.now_ns);
-            self.cross_session_threats(t.idx, t.dir, raw, meta.now_ns);
+            self.cross_session_threats(t.idx, dir, raw, meta.now_ns);
             self.dns_tunnel(t.idx, raw, meta.now_ns);
         }
         let v = self.enforce(t.idx, false, ip, meta.now_ns);
@@ -1010,9 +1020,12 @@ impl Inspector {
             // exception action decides what that means).
             NO_APP if inspectable && (new || ps.exception.is_some()) => None,
             NO_APP => Some(App::Unknown),
+            // A session inspected mid-stream under its exception whose app stayed unknown: the
+            // exception stands for what could not be known (its action forwards it).
             ctx => {
                 let c = self.engine.ctx(ctx);
-                c.decided.then_some(c.app)
+                let unknowable = c.mid.on && c.app == App::Unknown && ps.exception.is_some();
+                (c.decided && !unknowable).then_some(c.app)
             }
         };
         let reeval = new || ps.generation != g || ps.app != app;
@@ -1671,8 +1684,13 @@ impl Inspector {
     ) -> Option<Anomaly> {
         let server_port = self.sessions.get(idx).server_end().1;
         if new {
+            // Picked up mid-stream (no SYN, first frame not a SYN|ACK, whose receiver sends the
+            // stream's first bytes next): detection by framing from wherever the bytes start.
+            let midstream = self.sessions.get(idx).midstream
+                && matches!(ip.l4, L4::Tcp { flags, .. } if flags & (wire::tcpflag::SYN | wire::tcpflag::ACK) != wire::tcpflag::SYN | wire::tcpflag::ACK);
             let ctx = match &related {
                 Some(e) => self.engine.open_related(ip.proto, server_port, e),
+                None if midstream => self.engine.open_midstream(ip.proto, server_port),
                 None => self.engine.open(ip.proto, server_port),
             };
             self.sessions.get_mut(idx).app_ctx = ctx.unwrap_or(NO_APP);
@@ -1729,6 +1747,9 @@ impl Inspector {
             L4::Udp => self.engine.datagram(ctx, dir, ip.payload, server_port, packets),
             _ => {}
         }
+        if self.engine.take_flip(ctx) {
+            self.orient_midstream(idx);
+        }
         if let Some((parser, data)) = self.engine.take_related(ctx) {
             let s = self.sessions.get(idx);
             let ((client, client_port), (server, server_port)) = (s.client_end(), s.server_end());
@@ -1746,6 +1767,23 @@ impl Inspector {
             self.expect.insert(&e, now_ns);
         }
         anomaly
+    }
+
+    /// The content of mid-stream session `idx` showed that the end taken for its client is the
+    /// server (an HTTP response, a TDS tabular result, a Kafka response matched to a request:
+    /// [`crate::app::midstream`]): its ends are swapped, once, and the policy decides again
+    /// with the app (the caller's [`Self::enforce`] sees the app change). Only sessions picked up
+    /// mid-stream and inspected get here: in protect mode the default exception action drops
+    /// them first, so an attacker skipping the handshake cannot choose its direction.
+    fn orient_midstream(&mut self, idx: u32) {
+        let s = self.sessions.get(idx);
+        let iface = if s.client_iface != NO_SLOT && self.origins.known(s.client_iface) {
+            self.origins.peer(s.client_iface)
+        } else {
+            NO_SLOT
+        };
+        self.sessions.flip_client(idx, iface);
+        self.stats.midstream_flips += 1;
     }
 
     /// Attaches the app and policy views to `snaps[from..]`, and returns the app contexts of

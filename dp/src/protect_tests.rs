@@ -234,9 +234,19 @@ fn alert_mode_passes_midstream_and_reports_it() {
     assert_eq!(ev.len(), 1, "one exception event");
     let rec = crate::record::to_record(&ev[0], |_| String::new());
     assert_eq!(rec.exception_action.as_deref(), Some("pass_flow"));
-    assert_eq!(rec.inspection_reason.as_deref(), Some("midstream"));
-    // pass_flow: no inspection of bytes whose direction is a guess.
-    assert_eq!(r.snaps()[0].session.app_ctx, crate::session::NO_APP);
+    assert!(rec.midstream);
+    // pass_flow: inspected mid-stream (`data` is nothing yet), not bypassed.
+    assert_eq!((rec.inspection.as_deref(), rec.inspection_reason.as_deref()), (Some("active"), None));
+    assert_ne!(r.snaps()[0].session.app_ctx, crate::session::NO_APP);
+    // bypass: neither inspected nor evaluated again.
+    let mut r = Run::new("alert");
+    r.i.set_exceptions(ExceptionPolicy { midstream: PerMode::all(ExceptionAction::Bypass), ..Default::default() });
+    assert_eq!(r.send(OUT, &tcp(EVIL_MAC, EVIL, 443, WEB, 22, 1, ACK | PSH, b"HTTP/1.1 200 OK\r\n\r\n")), Verdict::Forward);
+    let snap = &r.snaps()[0];
+    assert_eq!(snap.session.app_ctx, crate::session::NO_APP);
+    let rec = crate::record::to_record(snap, |_| String::new());
+    assert_eq!((rec.inspection.as_deref(), rec.inspection_reason.as_deref()), (Some("bypassed"), Some("midstream")));
+    assert_eq!((rec.exception_action.as_deref(), rec.app.as_str(), rec.midstream), (Some("bypass"), "unknown", true));
     // Configured otherwise, alert drops it too.
     let mut r = Run::new("alert");
     r.i.set_exceptions(ExceptionPolicy { midstream: PerMode::all(ExceptionAction::DropFlow), ..Default::default() });

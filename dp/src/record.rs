@@ -39,6 +39,7 @@ pub fn to_record(snap: &SessionSnapshot, iface_name: impl Fn(u16) -> String) -> 
         first_seen: rfc3339(s.first_ns),
         last_seen: rfc3339(s.last_ns),
         state: s.state.as_str().to_string(),
+        midstream: s.midstream,
         iface: iface_name(s.client_iface),
         closed: snap.ended.is_some(),
         end_reason: snap.ended.map(|r| r.as_str().to_string()),
@@ -95,10 +96,13 @@ fn policy_fields(snap: &SessionSnapshot, mut r: ConnectionRecord) -> ConnectionR
         r.server_workload = p.workloads[1].clone();
         r.mode = p.mode.map(|m| m.as_str().to_string());
     }
-    // An exception (mid-stream pickup, a pool or cap hit) is why inspection stopped.
+    // An exception (mid-stream pickup, a pool or cap hit) is why inspection stopped, except
+    // for a mid-stream pickup passed on and inspected mid-stream (`pass_flow`).
     if let Some(e) = snap.session.policy.exception {
-        r.inspection = Some("bypassed".into());
-        r.inspection_reason = Some(e.reason.as_str().into());
+        if !(e.inspects() && snap.app.is_some()) {
+            r.inspection = Some("bypassed".into());
+            r.inspection_reason = Some(e.reason.as_str().into());
+        }
         r.exception_action = e.action.map(|a| a.as_str().to_string());
     }
     r

@@ -706,6 +706,41 @@ impl SessionTable {
         s.changed = true;
     }
 
+    /// Swaps the ends of session `idx`, picked up mid-stream, whose content showed that the
+    /// end taken for its client is the server ([`crate::app::midstream`]): every
+    /// per-direction count and state follows its sender, the client's interface becomes
+    /// `client_iface` (the other side of the pair), and a count in the old client's live
+    /// sessions (`ip_src_session_limit`) is taken back (the new client's is not added: the
+    /// session was not opened by it before Warden's eyes).
+    pub fn flip_client(&mut self, idx: u32, client_iface: u16) {
+        let s = &mut self.slots[idx as usize];
+        let old_client = s.client_end().0;
+        s.client = match s.client {
+            End::Lo => End::Hi,
+            End::Hi => End::Lo,
+        };
+        s.packets.swap(0, 1);
+        s.bytes.swap(0, 1);
+        s.dropped_packets.swap(0, 1);
+        s.dropped_bytes.swap(0, 1);
+        s.seq.swap_dirs();
+        s.fins = (s.fins & 1) << 1 | (s.fins >> 1) & 1;
+        let server_spoke = s.server_data_ns != 0;
+        s.server_data_ns = if s.client_data { s.last_ns.max(1) } else { 0 };
+        s.client_data = server_spoke;
+        s.client_iface = client_iface;
+        s.changed = true;
+        let (zone, counted) = (s.key.zone, s.src_counted);
+        s.src_counted = false;
+        if counted && self.uncounted.len() < self.uncounted.capacity() {
+            self.uncounted.push((zone, old_client));
+        }
+        if !self.slots[idx as usize].in_dirty {
+            self.slots[idx as usize].in_dirty = true;
+            self.dirty.push(idx);
+        }
+    }
+
     /// Records the interface of the client side once a client frame is seen (for sessions
     /// created by a server frame).
     pub fn note_client_iface(&mut self, idx: u32, iface: u16) {

@@ -112,6 +112,26 @@ impl TcpSeq {
         self.scale[dir as usize]
     }
 
+    /// Swaps the two directions (a mid-stream session whose ends were swapped,
+    /// [`crate::session::SessionTable::flip_client`]).
+    pub fn swap_dirs(&mut self) {
+        self.una.swap(0, 1);
+        self.next.swap(0, 1);
+        self.edge.swap(0, 1);
+        self.maxwin.swap(0, 1);
+        self.scale.swap(0, 1);
+        let mut bits = self.bits & CLOSING;
+        for pair in [KNOWN, EDGE, SCALED] {
+            if self.bits & pair[0] != 0 {
+                bits |= pair[1];
+            }
+            if self.bits & pair[1] != 0 {
+                bits |= pair[0];
+            }
+        }
+        self.bits = bits;
+    }
+
     /// Accounts segment `seg` sent in direction `dir`.
     pub fn update(&mut self, dir: Dir, seg: &Segment) {
         let (d, o) = (dir as usize, 1 - dir as usize);

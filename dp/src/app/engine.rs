@@ -26,6 +26,7 @@ use serde_json::{Map, Value};
 
 #[allow(unused_imports)]
 use super::AppParser;
+use super::midstream::{Framing, Mid, Outcome, Role};
 use super::{echo, App, AppSet, Dir, Feed, Probe, Transport};
 use crate::expect::{Expectation, Related};
 use crate::stream::{BufPool, Bypass, Sink, Stream};
@@ -64,6 +65,10 @@ pub struct Candidate {
     /// The apps a session may end up as once this candidate matched: its app and
     /// [`AppParser::BECOMES`].
     pub becomes: AppSet,
+    /// How it is recognised mid-stream ([`AppParser::MIDSTREAM`]).
+    pub framing: Option<Framing>,
+    /// Creates its state for a session detected mid-stream ([`AppParser::resumed`]).
+    pub resumed: fn() -> AppState,
 }
 
 /// `first` and `more` as a set (for the constant registry).
@@ -105,6 +110,8 @@ macro_rules! registry {
                 make: || AppState::$variant(<$ty>::default()),
                 related: |e| <$ty as AppParser>::from_related(e).map(AppState::$variant),
                 becomes: set_of(<$ty as AppParser>::APP, <$ty as AppParser>::BECOMES),
+                framing: <$ty as AppParser>::MIDSTREAM,
+                resumed: || AppState::$variant(<$ty as AppParser>::resumed()),
             },)*
         ];
 
@@ -294,6 +301,8 @@ pub struct AppCtx {
     /// A gap (the out-of-order limit skipped a hole) made the detected parser lose its
     /// framing: inspection is lost ([`Inspection::Bypassed`], `out_of_order_limit`).
     pub lost: bool,
+    /// Mid-stream detection ([`super::midstream`]; off for sessions whose handshake was seen).
+    pub mid: Mid,
     remaining: u64,
     detect_packets: [u32; 2],
     /// Both directions' first bytes, for echo recognition ([`echo::Mirror`]).
@@ -351,6 +360,7 @@ impl AppCtx {
         self.changes = 0;
         self.unknown_reason = None;
         self.lost = false;
+        self.mid = Mid::default();
         self.detect_packets = [0; 2];
         self.head = echo::Mirror::default();
         self.streams = Default::default();
@@ -470,6 +480,7 @@ struct Detector<'a> {
     changes: &'a mut u8,
     unknown_reason: &'a mut Option<UnknownReason>,
     lost: &'a mut bool,
+    mid: &'a mut Mid,
     detect_packets: &'a mut [u32; 2],
     probed: &'a mut u64,
     redetections: &'a mut u64,
@@ -500,6 +511,9 @@ impl Detector<'_> {
 
     /// Probes the candidates on `bytes`; returns the feed result for the stream.
     fn detect(&mut self, bytes: &[u8], datagram: bool) -> Feed {
+        if self.mid.on && !datagram {
+            return self.detect_mid(bytes);
+        }
         if !*self.decided {
             let mut matched = None;
             for (i, c) in ordered(self.server_port) {
@@ -544,13 +558,20 @@ impl Detector<'_> {
                 }
             }
         }
-        let mut r = self.state.feed(self.dir, bytes);
+        self.feed_parser(bytes, datagram)
+    }
+
+    /// Feeds the decided parser (the direction translated while a mid-stream session waits
+    /// for its ends to be swapped, [`Mid::flip`]).
+    fn feed_parser(&mut self, bytes: &[u8], datagram: bool) -> Feed {
+        let pdir = if self.mid.flip { self.dir.flip() } else { self.dir };
+        let mut r = self.state.feed(pdir, bytes);
         if r == Feed::Done {
             // A protocol switch (HTTP/1.1 `Upgrade: h2c` answered by 101): the old parser
             // stopped without consuming the new protocol's bytes; its successor takes them.
             if let Some(next) = self.state.successor() {
                 *self.state = next;
-                r = self.state.feed(self.dir, bytes);
+                r = self.state.feed(pdir, bytes);
             }
         }
         if let Feed::Invalid { consumed } = r {
@@ -561,6 +582,68 @@ impl Detector<'_> {
         }
         *self.ctx_app = self.state.app();
         r
+    }
+
+    /// Mid-stream detection and synchronisation ([`super::midstream`]): until the direction is
+    /// synchronised its bytes go to the walks, then to the parser from a message start.
+    fn detect_mid(&mut self, bytes: &[u8]) -> Feed {
+        let dir = self.dir;
+        if self.mid.synced(dir) {
+            return if *self.decided && matches!(self.state, AppState::None) { Feed::Done } else { self.feed_parser(bytes, false) };
+        }
+        self.mid.present(dir, bytes);
+        let limits = (self.limits.detect_packets, self.limits.detect_bytes);
+        loop {
+            match self.mid.search(dir, bytes, limits) {
+                Outcome::Keep(k) => {
+                    return if k >= bytes.len() {
+                        Feed::Consumed(bytes.len())
+                    } else {
+                        Feed::Need { consumed: k, at_least: bytes.len() - k + 1 }
+                    };
+                }
+                Outcome::GiveUp => {
+                    *self.decided = true;
+                    *self.unknown_reason = Some(UnknownReason::Limit);
+                    *self.detected_after = self.session_packets;
+                    return Feed::Done;
+                }
+                Outcome::Found { cand, at, role, start } => {
+                    let c = &CANDIDATES[cand];
+                    *self.state = (c.resumed)();
+                    *self.ctx_app = c.app;
+                    *self.decided = true;
+                    *self.unknown_reason = None;
+                    *self.detected_after = self.session_packets;
+                    self.mid.choose(cand);
+                    let want = match role {
+                        Role::Client => Some(Dir::ToServer),
+                        Role::Server => Some(Dir::ToClient),
+                        Role::Either => None,
+                    };
+                    if let (Some(want), false) = (want, self.mid.oriented) {
+                        self.mid.oriented = true;
+                        self.mid.flip = want != dir;
+                    }
+                    if start {
+                        return self.synced_at(bytes, at);
+                    }
+                }
+                Outcome::Synced(at) => return self.synced_at(bytes, at),
+            }
+        }
+    }
+
+    /// The direction's messages start at `bytes[at..]`: the parser is fed from there on.
+    fn synced_at(&mut self, bytes: &[u8], at: usize) -> Feed {
+        self.mid.set_synced(self.dir);
+        let at = at.min(bytes.len());
+        match self.feed_parser(&bytes[at..], false) {
+            Feed::Consumed(n) => Feed::Consumed(at + n),
+            Feed::Need { consumed, at_least } => Feed::Need { consumed: at + consumed, at_least },
+            Feed::Done => Feed::Done,
+            Feed::Invalid { consumed } => Feed::Invalid { consumed: at + consumed },
+        }
     }
 
     /// The parser rejected `bytes[consumed..]`: drop it and its candidate, and detect the app
@@ -575,6 +658,9 @@ impl Detector<'_> {
         let rejected = self.state.base_app();
         if let Some(i) = CANDIDATES.iter().position(|c| c.app == rejected) {
             *self.remaining &= !(1u64 << i);
+            if self.mid.on {
+                self.mid.restart(self.dir, i);
+            }
         }
         *self.previous = self.state.app();
         *self.state = AppState::None;
@@ -619,6 +705,11 @@ impl Sink for Detector<'_> {
 
     fn gap(&mut self, len: usize) {
         self.head.gap(self.dir);
+        if self.mid.on && !self.mid.synced(self.dir) {
+            // Not following messages yet: the walks start over after the hole.
+            self.mid.gap(self.dir, len);
+            return;
+        }
         if *self.decided {
             // A hole the parser cannot frame across: what follows is not validated any more
             // (and the hole, retransmitted later, would pass as a retransmission).
@@ -657,6 +748,33 @@ impl Engine {
         };
         self.ctxs[i as usize].reset(proto, server_port);
         Some(i)
+    }
+
+    /// Takes a context for a new TCP session picked up mid-stream (no SYN seen, first frame not
+    /// a SYN|ACK): detection by framing ([`super::midstream`]), not by the probes of first
+    /// messages; no echo (the first bytes seen are not the first bytes sent). `None` when the
+    /// pool is empty (counted).
+    pub fn open_midstream(&mut self, proto: u8, server_port: u16) -> Option<u32> {
+        let i = self.open(proto, server_port)?;
+        let c = &mut self.ctxs[i as usize];
+        c.mid = Mid::open();
+        c.remaining = c.mid.candidates();
+        c.head.stop();
+        Some(i)
+    }
+
+    /// True (once) when the content of mid-stream session `idx` showed its guessed client is
+    /// the server ([`Mid::flip`]): the engine's directions are swapped now, and the caller
+    /// swaps the session's ends.
+    pub fn take_flip(&mut self, idx: u32) -> bool {
+        let Some(c) = self.ctxs.get_mut(idx as usize) else { return false };
+        if !c.mid.flip {
+            return false;
+        }
+        c.streams.swap(0, 1);
+        c.detect_packets.swap(0, 1);
+        c.mid.swap();
+        true
     }
 
     /// Takes a context for a new session that is the related flow `e` announced: the app is
@@ -876,6 +994,7 @@ impl Engine {
             changes,
             unknown_reason,
             lost,
+            mid,
         } = c;
         let det = Detector {
             ctx_app: app,
@@ -888,6 +1007,7 @@ impl Engine {
             changes,
             unknown_reason,
             lost,
+            mid,
             detect_packets,
             probed,
             redetections,

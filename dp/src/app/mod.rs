@@ -40,6 +40,7 @@ pub mod engine;
 pub mod http;
 pub mod http2;
 pub mod kafka;
+pub mod midstream;
 pub mod mongodb;
 pub mod mysql;
 pub mod ntp;
@@ -344,6 +345,17 @@ pub trait AppParser: Default + Clone + Send + 'static {
     /// requests). Default: none.
     fn threats(&self) -> Option<&crate::detect::Threats> {
         None
+    }
+
+    /// How this protocol is recognised in a session picked up mid-stream (its handshake not
+    /// seen, its bytes starting inside a message): see [`midstream`]. Default: it is not.
+    const MIDSTREAM: Option<midstream::Framing> = None;
+
+    /// The state of a session detected mid-stream: fed from message boundaries
+    /// ([`midstream`]), without the connection's handshake (no hello, login or greeting will
+    /// come). Default: the fresh state.
+    fn resumed() -> Self {
+        Self::default()
     }
 }
 

@@ -215,6 +215,49 @@ pub fn interleaved(f: &Flow) -> Vec<(Dir, Vec<u8>)> {
     out
 }
 
+/// The chunks of [`interleaved`] with the first `skip[d]` bytes of direction `d` left out: the
+/// flow as Warden sees it when it starts in the middle (mid-stream pickup), a chunk cut where
+/// the skipped bytes end.
+pub fn picked_up(f: &Flow, skip: [usize; 2]) -> Vec<(Dir, Vec<u8>)> {
+    let mut left = skip;
+    let mut out = Vec::new();
+    for (d, b) in interleaved(f) {
+        let l = &mut left[d as usize];
+        let k = (*l).min(b.len());
+        *l -= k;
+        if k < b.len() {
+            out.push((d, b[k..].to_vec()));
+        }
+    }
+    out
+}
+
+/// Runs `chunks` through a mid-stream session of a real [`super::engine::Engine`] on
+/// `server_port` (segments of at most `piece` bytes), the directions of the chunks taken as the
+/// session's (`swap`: the other way round, a wrong guess of the client). Swaps the engine's
+/// directions when it asks ([`super::engine::Engine::take_flip`]), as the inspector does.
+/// Returns the engine, the context and whether the ends were swapped.
+pub fn run_midstream(chunks: &[(Dir, Vec<u8>)], server_port: u16, piece: usize, swap: bool) -> (super::engine::Engine, u32, bool) {
+    use super::engine::{Engine, EngineConfig};
+    let mut e = Engine::new(EngineConfig { max_sessions: 1, ..EngineConfig::default() });
+    let i = e.open_midstream(wire::ipproto::TCP, server_port).unwrap();
+    let mut seq = [7000u32, 900_000u32];
+    let mut flipped = swap;
+    let mut n = 0u32;
+    for (d, b) in chunks {
+        for part in b.chunks(piece.max(1)) {
+            n += 1;
+            let sdir = if flipped { d.flip() } else { *d };
+            e.tcp_segment(i, sdir, seq[*d as usize], part, server_port, n);
+            seq[*d as usize] = seq[*d as usize].wrapping_add(part.len() as u32);
+            if e.take_flip(i) {
+                flipped = !flipped;
+            }
+        }
+    }
+    (e, i, flipped != swap)
+}
+
 /// Feeds `chunks` (both directions, in order) to `p` as the stream engine does, each chunk in
 /// pieces of at most `piece` bytes (1: trickled byte by byte); a direction the parser answered
 /// `Done` or `Invalid` is not fed again.

@@ -83,6 +83,16 @@
 //! tails of both directions (the to-client one starts at `HTTP/1.1 101`, which `Http2` skips).
 //! A CONNECT answered 2xx becomes a tunnel: both directions stop.
 //!
+//! **Mid-stream** ([`MIDSTREAM`], [`crate::app::midstream`]): a session picked up without its
+//! handshake is HTTP when, at a turn boundary (the first bytes of a direction, or the bytes a
+//! side sends after the other side spoke), a complete response head starts with a status line
+//! (RFC 9112 §4: `HTTP/1.x SP 3DIGIT`, then the field lines to the empty line, parsed by
+//! `httparse`) or a complete request head starts there as the probe of a first request accepts
+//! it; a response says its sender is the server, a request its sender is the client. Nothing
+//! inside a body is taken for a head. The parser starts at that head ([`Http::resumed`]); a
+//! response to a request Warden did not see is read as the answer to a request other than
+//! HEAD or CONNECT and counted apart (`unseen_requests`).
+//!
 //! SQL injection ([`crate::detect`]): every request's target is checked (the URL-decoded path
 //! and each query-string value, decoded and as sent, with libinjection), HTTP/0.9 and resync
 //! ones included. For a request whose
@@ -119,6 +129,7 @@ pub mod parser;
 
 use serde_json::{Map, Value};
 
+use super::midstream::{self, Head, Msg, Role};
 use super::{text, App, AppParser, Dir, Feed, Probe, Text, Transport};
 use crate::rescan::Resume;
 use parser::{Framing, HeadScan, Parse, ReqKind, Sniff};
@@ -202,8 +213,43 @@ pub struct Http {
     form_left: u16,
     /// Bytes examined by the leading-line skip and the resync walk's line checks.
     walked: u64,
+    /// Detected mid-stream ([`Http::resumed`]).
+    midstream: bool,
+    /// Mid-stream: responses to requests sent before Warden saw the session.
+    unseen: u32,
     threats: crate::detect::Threats,
 }
+
+/// Mid-stream framing of HTTP/1 (module docs): at a turn boundary only, a complete response
+/// head (sent by the server) or request head (sent by the client).
+pub fn mid_head(b: &[u8], boundary: bool) -> Head {
+    if !boundary {
+        return Head::No;
+    }
+    let head = |role: Role| Head::Msg(Msg { role, proof: true, starts: true, ends: true, ..Msg::default() });
+    let (resp, req) = (parser::sniff_response(b), parser::sniff_request(b));
+    if resp == Sniff::Yes {
+        return match parser::response(b) {
+            Parse::Ok(..) => head(Role::Server),
+            Parse::Incomplete(k) => Head::Need(k),
+            Parse::Invalid => Head::No,
+        };
+    }
+    if req == Sniff::Yes {
+        return match parser::request(b) {
+            Parse::Ok(..) => head(Role::Client),
+            Parse::Incomplete(k) => Head::Need(k),
+            Parse::Invalid => Head::No,
+        };
+    }
+    if resp == Sniff::Maybe || req == Sniff::Maybe {
+        return Head::Need(b.len() + 1);
+    }
+    Head::No
+}
+
+/// How HTTP/1 is recognised mid-stream (module docs): heads prove alone, never chain.
+pub const MIDSTREAM: midstream::Framing = midstream::Framing { head: mid_head, follows: |_, _| false, chain: 0 };
 
 /// What the first [`FORM_MAX`] bytes of a request body (of each chunk) are checked for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -500,6 +546,11 @@ impl Http {
     }
 
     fn response_head(&mut self, b: &[u8]) -> Step {
+        if self.midstream && self.requests <= self.responses && !matches!(parser::sniff_response(b), Sniff::No) {
+            // Mid-stream: the answer to a request sent before Warden saw the session.
+            self.unseen = self.unseen.saturating_add(1);
+            self.requests = self.responses.saturating_add(1);
+        }
         let idx = self.responses;
         let kind = if self.requests > idx && self.requests - idx <= RING as u32 {
             self.kinds.get(idx as usize % RING).copied().unwrap_or_default()
@@ -599,6 +650,11 @@ impl AppParser for Http {
     const PORTS: &'static [u16] = &[80, 8080, 8000, 8008, 8888, 3128];
     const TRANSPORT: Transport = Transport::Tcp;
     const BECOMES: &'static [App] = &[App::Http2, App::Grpc];
+    const MIDSTREAM: Option<midstream::Framing> = Some(MIDSTREAM);
+
+    fn resumed() -> Self {
+        Http { midstream: true, ..Http::default() }
+    }
 
     fn probe(dir: Dir, data: &[u8]) -> Probe {
         let s = match dir {
@@ -752,8 +808,11 @@ impl AppParser for Http {
         if let Some(s) = self.status {
             out.insert("status".into(), s.into());
         }
-        out.insert("requests".into(), self.requests.into());
+        out.insert("requests".into(), self.requests.saturating_sub(self.unseen).into());
         out.insert("responses".into(), self.responses.into());
+        if self.unseen > 0 {
+            out.insert("unseen_requests".into(), self.unseen.into());
+        }
         if let Some(u) = &self.upgrade {
             out.insert("upgrade".into(), u.as_str().into());
         }

@@ -22,6 +22,15 @@
 //! fixed fields and skipped; the direction then goes on with TLS records, or with SSLv2 records
 //! (2- and 3-byte headers) once the server answered in SSLv2.
 //!
+//! **Mid-stream** ([`MIDSTREAM`], [`crate::app::midstream`]): a session picked up without its
+//! handshake is recognised by its record layer (RFC 8446 §5.1, RFC 5246 §6.2.1): a content type
+//! 20-24, a version 3.0-3.4 and a length 1..=2^14 + 2048 (the cap on protected records, RFC 8446
+//! §5.2), three records in a row with the same version at the offsets their lengths announce,
+//! in either direction (application-data records are enough). Records say nothing of which
+//! side is the client. The parser then starts at a record boundary with both directions taken
+//! as past their ChangeCipherSpec ([`Tls::resumed`]): records are counted, `record_version`
+//! is the first record's; there is no hello to read.
+//!
 //! Record headers keep being validated: bytes where a record must start that are no record
 //! header (unknown content type, version other than 3.x, length over the cap) answer
 //! [`Feed::Invalid`], so the engine detects the app again (a threat recorded in that feed is
@@ -70,6 +79,7 @@ pub mod parser;
 use arrayvec::ArrayVec;
 use serde_json::{Map, Value};
 
+use super::midstream::{Framing, Head, Msg, Prev, Role};
 use super::{text, App, AppParser, Dir, Feed, Probe, Text, Transport};
 use crate::detect::{ThreatId, Threats};
 use parser::{
@@ -155,8 +165,46 @@ pub struct Tls {
     /// ServerHello compression_method (0: null).
     compression: u8,
     violation: bool,
+    /// Detected mid-stream: no hello, both directions encrypted from the first record fed.
+    midstream: bool,
     threats: Threats,
 }
+
+/// Mid-stream framing of TLS (module docs): a record header at the start of `b`.
+pub fn mid_head(b: &[u8], _boundary: bool) -> Head {
+    match b.first() {
+        None => return Head::Need(RECORD_HEADER),
+        Some(t) if !(CT_CHANGE_CIPHER_SPEC..=CT_HEARTBEAT).contains(t) => return Head::No,
+        Some(_) => {}
+    }
+    match (b.get(1), b.get(2)) {
+        (Some(3), Some(0..=4)) | (Some(3), None) | (None, _) => {}
+        _ => return Head::No,
+    }
+    if b.len() < RECORD_HEADER {
+        return Head::Need(RECORD_HEADER);
+    }
+    let len = usize::from(u16::from_be_bytes([b[3], b[4]]));
+    if len == 0 || len > MAX_RECORD {
+        return Head::No;
+    }
+    Head::Msg(Msg {
+        len: (RECORD_HEADER + len) as u32,
+        key: u32::from(u16::from_be_bytes([b[1], b[2]])),
+        role: Role::Either,
+        starts: true,
+        ends: true,
+        ..Msg::default()
+    })
+}
+
+/// Records of one direction share their version.
+fn mid_follows(prev: Prev, next: &Msg) -> bool {
+    prev.key == next.key
+}
+
+/// How TLS is recognised mid-stream (module docs).
+pub const MIDSTREAM: Framing = Framing { head: mid_head, follows: mid_follows, chain: 3 };
 
 /// Heartbeat bytes an answer may exceed its request by before it is taken for a leak: a valid
 /// answer repeats the request's payload and only its padding (at least 16 bytes, RFC 6520 §4;
@@ -513,6 +561,16 @@ impl AppParser for Tls {
     const APP: App = App::Tls;
     const PORTS: &'static [u16] = &[443, 8443, 465, 993, 995, 636, 853, 5061];
     const TRANSPORT: Transport = Transport::Tcp;
+    const MIDSTREAM: Option<Framing> = Some(MIDSTREAM);
+
+    fn resumed() -> Self {
+        let mut t = Tls { midstream: true, ..Tls::default() };
+        for side in &mut t.sides {
+            side.stage = Stage::Records;
+            side.ccs = true;
+        }
+        t
+    }
 
     fn probe(dir: Dir, data: &[u8]) -> Probe {
         match parser::probe(dir == Dir::ToServer, data) {
@@ -552,6 +610,9 @@ impl AppParser for Tls {
                 }
                 Stage::Records => match parser::record_header(rest) {
                     Parse::Ok(h, _) => {
+                        if self.midstream && self.record_version.is_none() {
+                            self.record_version = Some(h.version);
+                        }
                         if h.content_type == CT_ALERT && h.len == 2 && !side.ccs && self.alert.is_none() {
                             // A plaintext alert (before ChangeCipherSpec): read level and description.
                             let Some(body) = rest.get(RECORD_HEADER..RECORD_HEADER + 2) else {

@@ -1,0 +1,559 @@
+//! Mid-stream detection: the app of a TCP session picked up without its handshake (Warden
+//! started or restarted while the connection was open, asymmetric routing), whose bytes in each
+//! direction start at an unknown position, usually inside a message.
+//!
+//! Protocols that can be recognised so describe their framing ([`Framing`],
+//! [`crate::app::AppParser::MIDSTREAM`]): a function that reads a message head at a given
+//! position ([`Framing::head`]) and says how long the message is, and a rule for which head may
+//! follow which ([`Framing::follows`]). Per direction, [`Mid`] looks for heads in three ways,
+//! each byte examined a bounded number of times:
+//!
+//! - **Turn boundaries.** In request/response protocols a side starts a message when it starts
+//!   talking after the other side talked (and a connection idle when Warden started resumes at
+//!   a message). The first bytes of a direction and the bytes a direction sends after the other
+//!   direction sent some are tried as a message head with `boundary = true`: protocols whose
+//!   heads are only plausible there (HTTP request and status lines, Kafka requests and
+//!   responses) answer only at boundaries. A boundary is held (its bytes kept by the stream
+//!   engine) for at most `detect_packets` presentations and `detect_bytes` bytes.
+//! - **Chains.** A head gives the message length, so the next head's position is known: the
+//!   bytes in between are skipped without being kept or looked at, and the head there must
+//!   [`Framing::follows`] the previous one. [`Framing::chain`] heads in a row prove the
+//!   protocol (TLS records: content type, version, length; TDS packets: type, status, SPID,
+//!   packet id).
+//! - **Scanning.** Until the direction's chain is found, every offset of its first
+//!   [`SCAN_BYTES`] bytes is tried (`boundary = false`); heads reject on their first bytes, so
+//!   this costs a few comparisons per byte and candidate.
+//!
+//! A head can also prove the protocol alone ([`Msg::proof`]: a complete HTTP head at a
+//! boundary, a TDS SQL batch with its ALL_HEADERS and UTF-16 text) or by answering a request
+//! the other direction sent ([`Msg::answers`] equal to a [`Msg::request`] id: Kafka correlation
+//! ids). After the proof the parser starts at the first head that starts a message
+//! ([`Msg::starts`], or a chained head after one that ended a message); the other direction is
+//! synchronised the same way for the detected protocol only (a head that starts a message at a
+//! turn boundary, in a chain of two, or one that proves), and its bytes before that are not
+//! parsed.
+//!
+//! **Orientation.** A mid-stream session's client is a guess (the higher port). When the proving
+//! head says which side sent it ([`Msg::role`]: an HTTP response, a TDS tabular result, a Kafka
+//! response matched to a request), the session's ends are swapped if the guess was wrong — once
+//! per session ([`Mid::oriented`]), only for sessions picked up mid-stream; the inspector does
+//! the swap ([`Mid::flip`]) and evaluates the policy again. The port guess is no safer: both
+//! ports are chosen by whoever opened the connection. What keeps an attacker who skips the
+//! handshake from choosing its own direction is the exception policy: protect mode drops
+//! mid-stream sessions by default (`[sessions] midstream`, [`crate::exception`]) and they are
+//! never inspected nor oriented there.
+//!
+//! Give-up: after [`MAX_TURNS`] turn boundaries without a proof the app is `unknown`
+//! (`detect_limit`). A direction that never turns (a long download) stays undecided at the cost
+//! of one call per segment once its scan budget is spent, so the next request on the
+//! connection can still be recognised.
+
+use super::Dir;
+
+/// Most candidates with a framing (the engine's registry has fewer; a unit test checks).
+pub const MAX_MID: usize = 6;
+/// Bytes of each direction in which every offset is tried as a head while undecided.
+pub const SCAN_BYTES: u32 = 256 * 1024;
+/// Turn boundaries (both directions) tried before mid-stream detection gives up.
+pub const MAX_TURNS: u16 = 32;
+
+/// Which side sends a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// Either side (TLS records).
+    #[default]
+    Either,
+    /// Only clients send it (a request).
+    Client,
+    /// Only servers send it (a response).
+    Server,
+}
+
+/// A message head found in a direction's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Msg {
+    /// Bytes of the whole message, head included (0: not length-framed; the head can only
+    /// prove, not chain).
+    pub len: u32,
+    /// What [`Framing::follows`] compares (protocol-defined: TLS version, TDS type, SPID and
+    /// packet id).
+    pub key: u32,
+    /// Which side sends such a message.
+    pub role: Role,
+    /// A request id the other direction's answer carries (Kafka correlation id).
+    pub request: Option<u32>,
+    /// The request id this message answers.
+    pub answers: Option<u32>,
+    /// The head alone proves the protocol.
+    pub proof: bool,
+    /// A message starts at this head (parsers can be fed from it); a chained head starts one
+    /// when the previous head [`Msg::ends`] one.
+    pub starts: bool,
+    /// The message ends with this head's length (false: more packets of it follow, TDS).
+    pub ends: bool,
+}
+
+/// What [`Framing::head`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    /// No head of the protocol starts here.
+    No,
+    /// A prefix of one: at least this many bytes (from the head's start) are needed.
+    Need(usize),
+    /// A head.
+    Msg(Msg),
+}
+
+/// What [`Framing::follows`] knows of the previous head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Prev {
+    /// Its [`Msg::key`].
+    pub key: u32,
+    /// Its [`Msg::len`] (saturated at 65535).
+    pub len: u16,
+    /// Its [`Msg::ends`].
+    pub ends: bool,
+}
+
+/// How a protocol is recognised mid-stream (see the module docs).
+#[derive(Debug, Clone, Copy)]
+pub struct Framing {
+    /// Reads a head at the start of the bytes (`true`: at a turn boundary). Must decide on
+    /// the first bytes when it can (it is tried at every offset) and never panic.
+    pub head: fn(&[u8], bool) -> Head,
+    /// True when the head may follow the previous one in the same direction.
+    pub follows: fn(Prev, &Msg) -> bool,
+    /// Heads in a row that prove the protocol (0: chains never prove).
+    pub chain: u8,
+}
+
+/// One candidate's walk in one direction (16 bytes: a context holds 12).
+#[derive(Debug, Clone, Copy, Default)]
+struct Walk {
+    /// Stream offset of the next head (when `chain > 0`).
+    next: u32,
+    /// The latest request id this direction sent (when `has_id`).
+    id: u32,
+    /// The previous head.
+    prev: Prev,
+    /// Heads in a row (0: scanning).
+    chain: u8,
+    has_id: bool,
+}
+
+/// One direction's offsets (bytes since the first byte presented, wrapping).
+#[derive(Debug, Clone, Copy, Default)]
+struct MidDir {
+    /// Offset of the first byte presented next.
+    base: u32,
+    /// Offset past the last byte presented.
+    seen: u32,
+    /// Next offset to scan.
+    scan: u32,
+    /// Offsets scanned.
+    scanned: u32,
+    /// A turn boundary being tried, and its presentations so far.
+    boundary: Option<u32>,
+    tries: u16,
+    /// The other direction sent bytes since this one last did.
+    turn: bool,
+    /// The parser is fed this direction's bytes.
+    synced: bool,
+}
+
+/// What [`Mid::search`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing yet: the first `n` presented bytes are consumed, keep the rest.
+    Keep(usize),
+    /// Candidate `cand` (index in [`crate::app::engine::CANDIDATES`]) is proved by the head at
+    /// presented byte `at`, sent by `role`; `start`: a message starts there.
+    Found {
+        /// Registry index.
+        cand: usize,
+        /// Byte of the presented bytes.
+        at: usize,
+        /// Who sent it.
+        role: Role,
+        /// A message starts there.
+        start: bool,
+    },
+    /// The detected protocol's messages start at presented byte `at`: feed the parser.
+    Synced(usize),
+    /// [`MAX_TURNS`] passed without a proof.
+    GiveUp,
+}
+
+/// Per-session mid-stream state (part of the engine's app context).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Mid {
+    /// The session is detected mid-stream.
+    pub on: bool,
+    /// The content fixed which side is the server (at most once).
+    pub oriented: bool,
+    /// The ends must be swapped ([`crate::app::engine::Engine::take_flip`]); until then the
+    /// parser is fed with directions swapped.
+    pub flip: bool,
+    /// Candidates (bit: mid index) still possible.
+    mask: u8,
+    /// The detected candidate's mid index.
+    chosen: Option<u8>,
+    /// Turn boundaries tried while undecided.
+    turns: u16,
+    dirs: [MidDir; 2],
+    walks: [[Walk; MAX_MID]; 2],
+}
+
+/// The candidates with a framing: (mid index, registry index, framing).
+fn framed() -> impl Iterator<Item = (usize, usize, Framing)> {
+    super::engine::CANDIDATES
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| c.framing.map(|f| (i, f)))
+        .take(MAX_MID)
+        .enumerate()
+        .map(|(m, (i, f))| (m, i, f))
+}
+
+/// `x` lies in `base..base + n` (wrapping offsets).
+#[inline]
+fn within(x: u32, base: u32, n: u32) -> bool {
+    x.wrapping_sub(base) < n
+}
+
+impl Mid {
+    /// The state of a session picked up mid-stream: every framed candidate possible, the
+    /// first bytes of each direction a boundary.
+    pub fn open() -> Mid {
+        let mut m = Mid { on: true, ..Mid::default() };
+        for (i, _, _) in framed() {
+            m.mask |= 1 << i;
+        }
+        for d in &mut m.dirs {
+            d.turn = true;
+        }
+        m
+    }
+
+    /// The registry indices of the candidates still possible (a mask over
+    /// [`crate::app::engine::CANDIDATES`]).
+    pub fn candidates(&self) -> u64 {
+        framed().filter(|(m, _, _)| self.mask & (1 << m) != 0).fold(0, |acc, (_, i, _)| acc | 1 << i)
+    }
+
+    /// True when the parser is fed `dir`'s bytes.
+    pub fn synced(&self, dir: Dir) -> bool {
+        self.dirs[dir as usize].synced
+    }
+
+    /// The parser is fed `dir`'s bytes from now on.
+    pub fn set_synced(&mut self, dir: Dir) {
+        self.dirs[dir as usize].synced = true;
+    }
+
+    /// Swaps the directions (the inspector swapped the session's ends).
+    pub fn swap(&mut self) {
+        self.dirs.swap(0, 1);
+        self.walks.swap(0, 1);
+        self.flip = false;
+    }
+
+    /// `len` bytes of `dir` were lost: its walks start over after them.
+    pub fn gap(&mut self, dir: Dir, len: usize) {
+        let d = &mut self.dirs[dir as usize];
+        let at = d.seen.wrapping_add(len as u32);
+        d.base = at;
+        d.seen = at;
+        d.scan = at;
+        d.boundary = None;
+        for w in &mut self.walks[dir as usize] {
+            w.chain = 0;
+        }
+    }
+
+    /// The detected parser (registry index `cand`) rejected `dir`'s bytes: detection starts
+    /// again without it, both directions unsynchronised, the rejected bytes a boundary.
+    pub fn restart(&mut self, dir: Dir, cand: usize) {
+        if let Some((m, _, _)) = framed().find(|(_, i, _)| *i == cand) {
+            self.mask &= !(1 << m);
+        }
+        self.chosen = None;
+        self.turns = 0;
+        self.dirs = [MidDir { turn: true, ..MidDir::default() }; 2];
+        self.walks = Default::default();
+        let _ = dir;
+    }
+
+    /// Detection decided candidate `cand` (registry index): only its walks go on.
+    pub fn choose(&mut self, cand: usize) {
+        if let Some((m, _, _)) = framed().find(|(_, i, _)| *i == cand) {
+            self.chosen = Some(m as u8);
+            self.mask = 1 << m;
+        }
+    }
+
+    /// Bytes `b` of `dir` are presented (the first `n` of them were presented before, kept):
+    /// marks a turn boundary where the new bytes start if the other direction spoke since.
+    pub fn present(&mut self, dir: Dir, b: &[u8]) {
+        let (d, o) = (dir as usize, 1 - dir as usize);
+        let md = &mut self.dirs[d];
+        let n = b.len() as u32;
+        let end = md.base.wrapping_add(n);
+        let fresh = if within(md.seen, md.base, n) { md.seen } else { md.base };
+        if md.turn && end != fresh {
+            md.turn = false;
+            md.boundary = Some(fresh);
+            md.tries = 0;
+            if self.chosen.is_none() {
+                self.turns = self.turns.saturating_add(1);
+            }
+        }
+        if end != md.seen {
+            self.dirs[o].turn = true;
+        }
+        self.dirs[d].seen = end;
+    }
+
+    /// Looks for heads in `b` (the bytes of `dir` presented now, [`Mid::present`] called):
+    /// see the module docs. `limits`: how many presentations and bytes a boundary is held.
+    pub fn search(&mut self, dir: Dir, b: &[u8], limits: (u32, usize)) -> Outcome {
+        let d = dir as usize;
+        let n = b.len() as u32;
+        let base = self.dirs[d].base;
+        let end = base.wrapping_add(n);
+        if self.chosen.is_none() && self.turns > MAX_TURNS {
+            return Outcome::GiveUp;
+        }
+        // Bytes from `keep` on (offset) are needed again.
+        let mut keep = end;
+        let bpos = self.dirs[d].boundary.filter(|&p| within(p, base, n));
+        // 1. The turn boundary.
+        if let Some(p) = bpos {
+            self.dirs[d].tries = self.dirs[d].tries.saturating_add(1);
+            let mut pending = false;
+            for (m, cand, f) in framed() {
+                let w = self.walks[d][m];
+                if self.mask & (1 << m) == 0 || (w.chain > 0 && w.next == p) {
+                    continue;
+                }
+                match (f.head)(&b[p.wrapping_sub(base) as usize..], true) {
+                    Head::No => {}
+                    Head::Need(_) => pending = true,
+                    Head::Msg(msg) => {
+                        if let Some(o) = self.take(dir, m, cand, f, p, base, msg, false, true) {
+                            return o;
+                        }
+                    }
+                }
+            }
+            let held = end.wrapping_sub(p) as usize;
+            if pending && u32::from(self.dirs[d].tries) <= limits.0 && held <= limits.1 {
+                keep = p;
+            } else {
+                self.dirs[d].boundary = None;
+            }
+        }
+        // 2. Chains: heads at the offsets the previous heads announced.
+        for (m, cand, f) in framed() {
+            if self.mask & (1 << m) == 0 {
+                continue;
+            }
+            match self.follow(dir, m, cand, f, b, base, bpos) {
+                Ok(Some(o)) => return o,
+                Ok(None) => {}
+                Err(at) => keep = if keep.wrapping_sub(base) > at.wrapping_sub(base) { at } else { keep },
+            }
+        }
+        // 3. Scanning every offset (bounded per direction).
+        let md = self.dirs[d];
+        let mut pos = if within(md.scan, base, n) { md.scan } else if md.scan == end { end } else { base };
+        let mut scanned = md.scanned;
+        'scan: while pos != end && scanned < SCAN_BYTES {
+            let rest = &b[pos.wrapping_sub(base) as usize..];
+            let mut need = false;
+            for (m, cand, f) in framed() {
+                if self.mask & (1 << m) == 0 || self.walks[d][m].chain > 0 {
+                    continue;
+                }
+                match (f.head)(rest, false) {
+                    Head::No => {}
+                    Head::Need(_) => need = true,
+                    Head::Msg(msg) => {
+                        if let Some(o) = self.take(dir, m, cand, f, pos, base, msg, false, false) {
+                            self.dirs[d].scan = pos;
+                            self.dirs[d].scanned = scanned;
+                            return o;
+                        }
+                        match self.follow(dir, m, cand, f, b, base, bpos) {
+                            Ok(Some(o)) => {
+                                self.dirs[d].scan = pos;
+                                self.dirs[d].scanned = scanned;
+                                return o;
+                            }
+                            Ok(None) => {}
+                            Err(at) => {
+                                if keep.wrapping_sub(base) > at.wrapping_sub(base) {
+                                    keep = at;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if need {
+                if keep.wrapping_sub(base) > pos.wrapping_sub(base) {
+                    keep = pos;
+                }
+                break 'scan;
+            }
+            pos = pos.wrapping_add(1);
+            scanned += 1;
+        }
+        self.dirs[d].scan = pos;
+        self.dirs[d].scanned = scanned;
+        let k = keep.wrapping_sub(base);
+        self.dirs[d].base = keep;
+        Outcome::Keep(k as usize)
+    }
+
+    /// Follows candidate `m`'s chain in `b` while its next head lies in the presented bytes.
+    /// `Err(offset)`: that head needs more bytes.
+    #[allow(clippy::too_many_arguments)]
+    fn follow(
+        &mut self,
+        dir: Dir,
+        m: usize,
+        cand: usize,
+        f: Framing,
+        b: &[u8],
+        base: u32,
+        bpos: Option<u32>,
+    ) -> Result<Option<Outcome>, u32> {
+        let d = dir as usize;
+        let n = b.len() as u32;
+        loop {
+            let w = self.walks[d][m];
+            if w.chain == 0 || !within(w.next, base, n) {
+                return Ok(None);
+            }
+            let at = w.next;
+            let boundary = bpos == Some(at);
+            match (f.head)(&b[at.wrapping_sub(base) as usize..], boundary) {
+                Head::No => {
+                    self.walks[d][m].chain = 0;
+                    return Ok(None);
+                }
+                Head::Need(_) => return Err(at),
+                Head::Msg(msg) => {
+                    let chained = (f.follows)(w.prev, &msg);
+                    if let Some(o) = self.take(dir, m, cand, f, at, base, msg, chained, boundary) {
+                        return Ok(Some(o));
+                    }
+                    if boundary {
+                        self.dirs[d].boundary = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Candidate `m` has a head `msg` at offset `at` of `dir` (`chained`: it follows the
+    /// previous head of the walk): records it, and says what it proves.
+    #[allow(clippy::too_many_arguments)]
+    fn take(
+        &mut self,
+        dir: Dir,
+        m: usize,
+        cand: usize,
+        f: Framing,
+        at: u32,
+        base: u32,
+        msg: Msg,
+        chained: bool,
+        boundary: bool,
+    ) -> Option<Outcome> {
+        let (d, o) = (dir as usize, 1 - dir as usize);
+        let w = &mut self.walks[d][m];
+        let start = if chained { w.prev.ends } else { msg.starts };
+        w.chain = if chained { w.chain.saturating_add(1) } else { 1 };
+        w.prev = Prev { key: msg.key, len: u16::try_from(msg.len).unwrap_or(u16::MAX), ends: msg.ends };
+        if msg.len > 0 {
+            w.next = at.wrapping_add(msg.len);
+        } else {
+            w.chain = 0;
+        }
+        if let Some(r) = msg.request {
+            w.id = r;
+            w.has_id = true;
+        }
+        let chain = w.chain;
+        let theirs = &self.walks[o][m];
+        let matched = msg.answers.is_some_and(|a| theirs.has_id && theirs.id == a);
+        let by_chain = f.chain > 0 && chain >= f.chain;
+        let proof = msg.proof || matched || by_chain;
+        let rel = at.wrapping_sub(base) as usize;
+        match self.chosen {
+            None if proof => {
+                let role = if matched { Role::Server } else { msg.role };
+                Some(Outcome::Found { cand, at: rel, role, start })
+            }
+            None => None,
+            Some(_) => (start && (proof || boundary || chain >= 2)).then_some(Outcome::Synced(rel)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_framed_candidate_fits() {
+        let n = super::super::engine::CANDIDATES.iter().filter(|c| c.framing.is_some()).count();
+        assert!(n <= MAX_MID, "{n} framed candidates, room for {MAX_MID}");
+        assert!(n >= 2, "only {n} framed candidates");
+        assert_eq!(framed().count(), n);
+    }
+}
+
+/// Mid-stream detection through the engine on corpus flows picked up in the middle.
+#[cfg(test)]
+mod engine_tests {
+    use crate::app::testutil::{corpus_flows, picked_up, run_midstream, Flow, Rng};
+    use crate::app::{App, Dir};
+    use serde_json::Map;
+
+    fn l7(e: &crate::app::engine::Engine, i: u32) -> Map<String, serde_json::Value> {
+        let mut m = Map::new();
+        e.ctx(i).state.l7(&mut m);
+        m
+    }
+
+    /// The largest flow of a corpus file (by bytes to the client).
+    fn largest(file: &str) -> Flow {
+        corpus_flows(file).into_iter().filter(|f| f.proto == 6).max_by_key(|f| f.to_client.len() + f.to_server.len()).unwrap()
+    }
+
+    #[test]
+    fn tls_is_recognised_by_its_records_from_inside_a_record() {
+        for file in ["tls.pcap", "tls12.pcap"] {
+            let f = largest(file);
+            // Cut inside the handshake and inside a record, both ways, any segmentation.
+            let (s, c) = (f.to_server.len(), f.to_client.len());
+            eprintln!("{file}: {s} bytes to the server, {c} to the client");
+            for skip in [[s / 3, c / 3], [s / 5 + 3, c / 2 + 1], [1, 7]] {
+                for piece in [1448, 100, 7] {
+                    let chunks = picked_up(&f, skip);
+                    let (e, i, flipped) = run_midstream(&chunks, f.server_port, piece, false);
+                    let c = e.ctx(i);
+                    assert_eq!(c.app, App::Tls, "{file} {skip:?} {piece}");
+                    assert!(!flipped, "records say nothing of the orientation");
+                    let m = l7(&e, i);
+                    let records = m["records_to_client"].as_u64().unwrap() + m["records_to_server"].as_u64().unwrap();
+                    assert!(records > 0, "{file} {skip:?}: {m:?}");
+                    assert!(m.contains_key("record_version"), "{m:?}");
+                }
+            }
+        }
+    }
+}
