@@ -275,10 +275,10 @@ fn check_alert(name: &str) -> (Vec<ConnectionRecord>, Replay) {
 }
 
 /// In alert mode the attack is visible in a record: picked up mid-stream and passed
-/// (`pass_flow`), or a `violation`.
+/// (`pass_flow`: inspected mid-stream), or a `violation`.
 fn reported(attack: &[ConnectionRecord]) -> bool {
     attack.iter().any(|a| {
-        (a.inspection_reason.as_deref() == Some("midstream") && a.exception_action.as_deref() == Some("pass_flow"))
+        (a.midstream && a.exception_action.as_deref() == Some("pass_flow") && a.inspection.as_deref() != Some("bypassed"))
             || a.verdict.as_deref() == Some("violation")
     })
 }

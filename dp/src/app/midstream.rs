@@ -14,7 +14,8 @@
 //!   direction sent some are tried as a message head with `boundary = true`: protocols whose
 //!   heads are only plausible there (HTTP request and status lines, Kafka requests and
 //!   responses) answer only at boundaries. A boundary is held (its bytes kept by the stream
-//!   engine) for at most `detect_packets` presentations and `detect_bytes` bytes.
+//!   engine) for at most 4 × `detect_packets` presentations and `detect_bytes` bytes (heads
+//!   are read whole there: an HTTP head is a few segments).
 //! - **Chains.** A head gives the message length, so the next head's position is known: the
 //!   bytes in between are skipped without being kept or looked at, and the head there must
 //!   [`Framing::follows`] the previous one. [`Framing::chain`] heads in a row prove the
@@ -347,7 +348,7 @@ impl Mid {
                 }
             }
             let held = end.wrapping_sub(p) as usize;
-            if pending && u32::from(self.dirs[d].tries) <= limits.0 && held <= limits.1 {
+            if pending && u32::from(self.dirs[d].tries) <= limits.0.saturating_mul(4) && held <= limits.1 {
                 keep = p;
             } else {
                 self.dirs[d].boundary = None;
@@ -555,5 +556,50 @@ mod engine_tests {
                 }
             }
         }
+    }
+
+    /// The first `n` bytes of the flow's first request (to the server) and response (to the
+    /// client) heads with their bodies: `(request, response)` lengths of the first exchange.
+    fn first_exchange(f: &Flow) -> (usize, usize) {
+        let req = crate::app::http::parser::request(&f.to_server);
+        let crate::app::Parse::Ok(_, rn) = req else { panic!("no request") };
+        let crate::app::Parse::Ok(resp, n) = crate::app::http::parser::response(&f.to_client) else { panic!("no response") };
+        let body = resp.lengths.content_length_max as usize;
+        (rn, n + body)
+    }
+
+    #[test]
+    fn http_is_recognised_by_heads_at_turns_and_fixes_the_orientation() {
+        let f = corpus_flows("http.pcap").into_iter().find(|f| f.client_port == 56874).unwrap();
+        let (req1, resp1) = first_exchange(&f);
+        // Picked up inside the first response's body (and after the first request): the
+        // client's next request starts its turn.
+        for (skip, swap) in [([req1, resp1 / 2], false), ([req1, resp1 / 2], true), ([req1 - 3, 1], false)] {
+            for piece in [1448, 100] {
+                let chunks = picked_up(&f, skip);
+                let (e, i, flipped) = run_midstream(&chunks, 80, piece, swap);
+                let c = e.ctx(i);
+                assert_eq!(c.app, App::Http, "{skip:?} {swap}");
+                assert_eq!(flipped, swap, "the request says who the client is");
+                let m = l7(&e, i);
+                assert_eq!(m["method"], "GET", "{m:?}");
+                assert_eq!(m["path"], "/index.html", "{m:?}");
+                assert_eq!(m["requests"], 1, "{m:?}");
+                assert_eq!(m["responses"], 1, "{m:?}");
+            }
+        }
+        // Only the server's side after a turn: its next response head (a status line) says it
+        // is the server, and the response to an unseen request is counted apart.
+        let chunks: Vec<(Dir, Vec<u8>)> =
+            picked_up(&f, [req1, resp1 / 2]).into_iter().filter(|(d, _)| *d == Dir::ToClient).collect();
+        let mut turned = vec![chunks[0].clone(), (Dir::ToServer, b"\r\n".to_vec())];
+        let rest: Vec<u8> = chunks.iter().flat_map(|(_, b)| b.clone()).collect();
+        let at = rest.windows(9).position(|w| w == b"HTTP/1.1 ").unwrap();
+        turned[0].1 = rest[..at].to_vec();
+        turned.push((Dir::ToClient, rest[at..].to_vec()));
+        let (e, i, flipped) = run_midstream(&turned, 80, 1448, true);
+        assert_eq!((e.ctx(i).app, flipped), (App::Http, true));
+        let m = l7(&e, i);
+        assert_eq!((m["responses"].as_u64(), m["unseen_requests"].as_u64()), (Some(1), Some(1)), "{m:?}");
     }
 }

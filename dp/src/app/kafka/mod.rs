@@ -16,6 +16,12 @@
 //! valid first topic name (`[a-zA-Z0-9._-]{1,249}`) within their first 512 bytes. A response alone (size + correlation id) carries too little to identify Kafka, so
 //! the server direction never matches by itself; the client always speaks first.
 //!
+//! **Mid-stream** ([`MIDSTREAM`], [`crate::app::midstream`]): a session picked up without its
+//! first request is Kafka when, at turn boundaries, one side sends a request (the header above,
+//! any correlation id) and the other side's next message is a response (size, then
+//! correlation id: "Response Header v0") carrying that request's correlation id. The response
+//! says its sender is the server. A response alone still proves nothing.
+//!
 //! Extracted: API keys and names (first [`MAX_KEYS`] distinct), the api version, correlation id
 //! and client id (128 bytes) of the first request, request and response counts, responses
 //! matched to a pending request by correlation id (up to [`MAX_PENDING`] outstanding), and the
@@ -124,6 +130,54 @@ impl Kafka {
     }
 }
 
+/// Mid-stream framing of Kafka (module docs): at a turn boundary, a message whose size field
+/// is plausible, read both as a request (if its header is one) and as a response.
+pub fn mid_head(b: &[u8], boundary: bool) -> crate::app::midstream::Head {
+    use crate::app::midstream::{Head, Msg};
+    if !boundary || b.first().is_some_and(|&c| c > 0x06) {
+        return Head::No;
+    }
+    let size = match parser::size(b, parser::MIN_RESPONSE) {
+        Parse::Ok(s, _) => s,
+        Parse::Incomplete(k) => return Head::Need(k),
+        Parse::Invalid => return Head::No,
+    };
+    let m = &b[4..b.len().min(4 + size)];
+    let Some(answers) = parser::be32(m, 0) else { return Head::Need(8) };
+    let hi_ok = |off: usize, max: i16| m.get(off) == Some(&0) && m.get(off + 1).is_some_and(|&c| i16::from(c) <= max);
+    let mut request = None;
+    if size >= parser::MIN_REQUEST && hi_ok(0, parser::MAX_API_KEY) && hi_ok(2, parser::MAX_API_VERSION) {
+        let (Some(corr), Some(len)) = (parser::be32(m, 4), parser::be16(m, 8)) else {
+            return Head::Need(4 + parser::MIN_REQUEST);
+        };
+        let end = match len {
+            -1 => Some(parser::MIN_REQUEST),
+            0..=1024 => Some(parser::MIN_REQUEST + len as usize),
+            _ => None,
+        };
+        if let Some(end) = end.filter(|&e| e <= size && corr >= 0) {
+            match m.get(parser::MIN_REQUEST..end) {
+                Some(id) if id.iter().all(|&c| parser::printable(c)) => request = Some(corr as u32),
+                Some(_) => {}
+                None => return Head::Need(4 + end),
+            }
+        }
+    }
+    Head::Msg(Msg {
+        len: (4 + size) as u32,
+        request,
+        answers: Some(answers as u32),
+        starts: true,
+        ends: true,
+        ..Msg::default()
+    })
+}
+
+/// How Kafka is recognised mid-stream (module docs): a response matched to a request, never a
+/// chain.
+pub const MIDSTREAM: crate::app::midstream::Framing =
+    crate::app::midstream::Framing { head: mid_head, follows: |_, _| true, chain: 0 };
+
 /// Probe of a client's first request.
 fn probe_request(b: &[u8]) -> Probe {
     // Size <= 100 MB: the first byte is at most 0x06.
@@ -187,6 +241,7 @@ impl AppParser for Kafka {
     const APP: App = App::Kafka;
     const PORTS: &'static [u16] = &[9092, 9093, 9094];
     const TRANSPORT: Transport = Transport::Tcp;
+    const MIDSTREAM: Option<crate::app::midstream::Framing> = Some(MIDSTREAM);
 
     fn probe(dir: Dir, data: &[u8]) -> Probe {
         match dir {

@@ -22,6 +22,19 @@
 //! (program, version, negotiated TDS version), ERROR (count, first number and message).
 //! Directions are parsed independently; a gap stops the direction it hits unless it falls
 //! inside a payload being skipped. MARS (SMP-wrapped packets) stops parsing quietly.
+//!
+//! **Mid-stream** ([`MIDSTREAM`], [`crate::app::midstream`]): a session picked up after its
+//! login is recognised by its packets ([MS-TDS] 2.2.3.1): a header of a type sent after login
+//! (SQLBatch, RPC, Attention, BulkLoad, TransactionManager from the client, tabular result from
+//! the server), status bits within EOM/IGNORE/RESETCONNECTION(SKIPTRAN), a length `8..=32768`
+//! and window 0; three packets in a row whose SPIDs agree and, inside a message, of the same
+//! type with the next packet id and the same size (a long result set: 4096-byte tabular
+//! packets), or one packet whose payload shows its message: a SQLBatch's ALL_HEADERS
+//! (2.2.5.3) followed by UTF-16LE text (2.2.6.7), an RPC's ALL_HEADERS and procedure name or
+//! well-known id (2.2.6.6), at a turn boundary a tabular result opening with ENVCHANGE,
+//! LOGINACK, ERROR or INFO (2.2.7). The packet type says who sent it (a tabular result: the
+//! server), which fixes a mid-stream session's orientation. Parsing starts at the first packet
+//! of a message (packet id 0 or 1, or after an end of message).
 
 pub mod parser;
 
@@ -367,6 +380,7 @@ impl AppParser for Tds {
     const APP: App = App::Tds;
     const PORTS: &'static [u16] = &[1433];
     const TRANSPORT: Transport = Transport::Tcp;
+    const MIDSTREAM: Option<crate::app::midstream::Framing> = Some(MIDSTREAM);
 
     fn probe(dir: Dir, data: &[u8]) -> Probe {
         match dir {
@@ -537,6 +551,133 @@ impl AppParser for Tds {
         Some(&self.threats)
     }
 }
+
+/// Packet types sent after login ([MS-TDS] 2.2.3.1.1) that a mid-stream head may have.
+const MID_TYPES: [u8; 6] = [parser::SQL_BATCH, parser::RPC, parser::TABULAR, parser::ATTENTION, parser::BULK_LOAD, parser::TRANSACTION];
+
+/// True when `b` (UTF-16LE) holds at least `min` code units (or all of them, when `b` is the
+/// whole text and shorter) that are printable ASCII or whitespace, as SQL text and procedure
+/// names are: `None` when more bytes are needed.
+fn utf16_ascii(b: &[u8], min: usize, whole: bool) -> Option<bool> {
+    let units = b.len() / 2;
+    if units < min && !whole {
+        return None;
+    }
+    let n = units.min(min);
+    Some(n > 0 && b.chunks_exact(2).take(n).all(|u| u[1] == 0 && (u[0].is_ascii_graphic() || matches!(u[0], b' ' | b'\t' | b'\r' | b'\n'))))
+}
+
+/// Mid-stream framing of TDS (module docs): a packet header at the start of `b`, with the
+/// payload checked when it starts a SQLBatch, an RPC or (at a boundary) a tabular result.
+pub fn mid_head(b: &[u8], boundary: bool) -> crate::app::midstream::Head {
+    use crate::app::midstream::{Head, Msg, Role};
+    let bad = match b {
+        [] => return Head::Need(HEADER),
+        [t, ..] if !MID_TYPES.contains(t) => true,
+        [_, s, ..] if *s & !parser::STATUS_BITS != 0 => true,
+        [_, _, hi, ..] if usize::from(*hi) << 8 > parser::MAX_PACKET => true,
+        [_, _, hi, lo, ..] if usize::from(u16::from_be_bytes([*hi, *lo])) < HEADER => true,
+        [_, _, _, _, _, _, _, w, ..] if *w != 0 => true,
+        _ => false,
+    };
+    if bad {
+        return Head::No;
+    }
+    if b.len() < HEADER {
+        return Head::Need(HEADER);
+    }
+    let (ptype, status, id) = (b[0], b[1], b[6]);
+    let len = usize::from(u16::from_be_bytes([b[2], b[3]]));
+    let eom = status & parser::EOM != 0;
+    if ptype == parser::ATTENTION && len != HEADER {
+        return Head::No; // an Attention has no payload
+    }
+    let spid = u32::from(u16::from_be_bytes([b[4], b[5]]));
+    let starts = id <= 1;
+    let payload = &b[HEADER..b.len().min(len)];
+    let total = len - HEADER;
+    // The payload's first bytes prove a message that starts here.
+    let proof = if !starts {
+        Some(false)
+    } else {
+        match ptype {
+            parser::SQL_BATCH | parser::RPC => {
+                let headers = parser::all_headers_len(payload);
+                let whole = payload.len() >= total;
+                if headers == 0 && payload.len() < 4.min(total) {
+                    None
+                } else if headers == 0 && le32_total(payload).is_some_and(|t| (4..=1024).contains(&t)) && !whole {
+                    None // ALL_HEADERS not all there yet
+                } else {
+                    let rest = &payload[headers.min(payload.len())..];
+                    let left = total.saturating_sub(headers);
+                    if ptype == parser::SQL_BATCH {
+                        utf16_ascii(rest, 8, rest.len() >= left)
+                    } else {
+                        match rest {
+                            [0xff, 0xff, id, 0, ..] => Some((1..=15).contains(id)),
+                            [lo, hi, name @ ..] => {
+                                let n = usize::from(u16::from_le_bytes([*lo, *hi]));
+                                if n == 0 || n > 128 || 2 + 2 * n > left {
+                                    Some(false)
+                                } else {
+                                    utf16_ascii(&name[..name.len().min(2 * n)], n.min(8), name.len() >= 2 * n)
+                                }
+                            }
+                            _ if rest.len() >= left => Some(false),
+                            _ => None,
+                        }
+                    }
+                }
+            }
+            parser::TABULAR if boundary => match parser::first_token_check(payload, total) {
+                parser::Table::Complete(_) => Some(true),
+                parser::Table::Partial if payload.len() < total => None,
+                _ => Some(false),
+            },
+            _ => Some(false),
+        }
+    };
+    let Some(proof) = proof else {
+        return Head::Need((HEADER + payload.len() + 2).min(len).max(b.len() + 1));
+    };
+    Head::Msg(Msg {
+        len: len as u32,
+        key: spid << 16 | u32::from(ptype) << 8 | u32::from(id),
+        role: if ptype == parser::TABULAR { Role::Server } else { Role::Client },
+        proof,
+        starts,
+        ends: eom,
+        ..Msg::default()
+    })
+}
+
+/// The ALL_HEADERS TotalLength field, if its 4 bytes are there.
+fn le32_total(payload: &[u8]) -> Option<usize> {
+    parser::le32(payload, 0).map(|t| t as usize)
+}
+
+/// Packets of one direction: the same SPID; inside a message the same type, the next packet
+/// id and the size of the packets before it (the last one may be shorter); after an end of
+/// message, the first packet of a message of the same side.
+fn mid_follows(prev: crate::app::midstream::Prev, next: &crate::app::midstream::Msg) -> bool {
+    let (pspid, ptype, pid) = (prev.key >> 16, (prev.key >> 8) & 0xff, prev.key & 0xff);
+    let (nspid, ntype, nid) = (next.key >> 16, (next.key >> 8) & 0xff, next.key & 0xff);
+    if pspid != nspid {
+        return false;
+    }
+    let tabular = u32::from(parser::TABULAR);
+    if prev.ends {
+        next.starts && (ptype == tabular) == (ntype == tabular)
+    } else {
+        let size = u32::from(prev.len);
+        ntype == ptype && nid == (pid + 1) & 0xff && (next.len == size || next.ends && next.len <= size)
+    }
+}
+
+/// How TDS is recognised mid-stream (module docs).
+pub const MIDSTREAM: crate::app::midstream::Framing =
+    crate::app::midstream::Framing { head: mid_head, follows: mid_follows, chain: 3 };
 
 /// Checks the header prefix present in `b` against a first packet of type in `types`: status
 /// 0 or EOM only, length 8..=[`parser::MAX_PACKET`], SPID `spid_zero` ⇒ 0, packet id 0 or 1
