@@ -350,3 +350,106 @@ action = "allow"
         assert_eq!(i.stats.spoofed, 2, "{mode}");
     }
 }
+
+/// Records of every session, with their snapshot.
+fn records(r: &mut Run) -> Vec<warden_control::ConnectionRecord> {
+    r.snaps().iter().map(|s| crate::record::to_record(s, |_| String::new())).collect()
+}
+
+#[test]
+fn alert_mode_inspects_a_midstream_session_and_labels_it() {
+    let mut r = Run::new("alert");
+    // Picked up inside a response body from web:8080, then the client's next request: HTTP,
+    // the request checked for SQL injection like any other.
+    let body = vec![b'z'; 700];
+    assert_eq!(r.send(IN, &tcpa(WEB_MAC, WEB, 8080, EVIL, 40001, 5000, 9000, ACK | PSH, &body)), Verdict::Forward);
+    let req = b"GET /item?id=1%27%20OR%20%271%27%3D%271 HTTP/1.1\r\nHost: web\r\n\r\n";
+    assert_eq!(r.send(OUT, &tcpa(EVIL_MAC, EVIL, 40001, WEB, 8080, 9000, 5700, ACK | PSH, req)), Verdict::Forward);
+    let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    assert_eq!(r.send(IN, &tcpa(WEB_MAC, WEB, 8080, EVIL, 40001, 5700, 9000 + req.len() as u32, ACK | PSH, resp)), Verdict::Forward);
+    let rec = &records(&mut r)[0];
+    assert_eq!((rec.app.as_str(), rec.midstream, rec.client_ip.as_str()), ("http", true, "198.18.1.9"));
+    assert_eq!((rec.verdict.as_deref(), rec.rule_id), (Some("allowed"), Some(2)), "the apps rule decided: {rec:?}");
+    assert_eq!(rec.exception_action.as_deref(), Some("pass_flow"));
+    assert!(matches!(rec.inspection.as_deref(), Some("active" | "done")), "{rec:?}");
+    assert_eq!(rec.inspection_reason, None);
+    let l7 = rec.l7.as_ref().unwrap();
+    assert_eq!((l7["path"].as_str(), l7["status"].as_u64()), (Some("/item?id=1%27%20OR%20%271%27%3D%271"), Some(200)), "{l7:?}");
+    assert!(rec.threats.iter().any(|t| t.id == "sql_injection"), "{:?}", rec.threats);
+    // Control: the same frames in protect mode are dropped uninspected (drop_flow).
+    let mut r = Run::new("protect");
+    assert!(dropped(r.send(IN, &tcpa(WEB_MAC, WEB, 8080, EVIL, 40001, 5000, 9000, ACK | PSH, &body))));
+    assert!(dropped(r.send(OUT, &tcpa(EVIL_MAC, EVIL, 40001, WEB, 8080, 9000, 5700, ACK | PSH, req))));
+    let rec = &records(&mut r)[0];
+    assert_eq!((rec.app.as_str(), rec.midstream, rec.verdict.as_deref()), ("unknown", true, Some("denied")));
+    assert_eq!((rec.inspection.as_deref(), rec.inspection_reason.as_deref()), (Some("bypassed"), Some("midstream")));
+    assert!(rec.threats.is_empty());
+}
+
+#[test]
+fn a_response_fixes_which_end_is_the_server_once() {
+    // web:100 talks to evil:443. Mid-stream, the higher port (evil's) is taken for the client:
+    // "ingress to web:100", which no rule allows. Evil's status line says evil is the server:
+    // web's own HTTPS-port connection, allowed by rule 1.
+    let mut r = Run::new("alert");
+    let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 4000\r\n\r\n";
+    assert_eq!(r.send(OUT, &tcpa(EVIL_MAC, EVIL, 443, WEB, 100, 1, 1, ACK | PSH, resp)), Verdict::Forward);
+    let rec = &records(&mut r)[0];
+    assert_eq!((rec.client_ip.as_str(), rec.client_port, rec.server_port), ("198.18.0.2", 100, 443), "{rec:?}");
+    assert_eq!((rec.app.as_str(), rec.verdict.as_deref(), rec.rule_id), ("http", Some("allowed"), Some(1)));
+    assert_eq!((rec.packets_to_client, rec.packets_to_server), (1, 0), "the counters follow the ends");
+    assert_eq!(r.i.stats.midstream_flips, 1);
+    // Once: a request from evil afterwards does not swap them back.
+    let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    r.send(OUT, &tcpa(EVIL_MAC, EVIL, 443, WEB, 100, 1 + resp.len() as u32 + 4000, 1, ACK | PSH, req));
+    assert_eq!(r.i.stats.midstream_flips, 1);
+    assert_eq!(records(&mut r)[0].client_ip, "198.18.0.2");
+    // web's frames still arrive from web's side: not spoofed after the swap.
+    assert_eq!(r.send(IN, &tcpa(WEB_MAC, WEB, 100, EVIL, 443, 1, 100, ACK, b"")), Verdict::Forward);
+    assert_eq!(r.i.stats.spoofed, 0);
+    // Protect mode: the same first frame is dropped, the guess stands, nothing is inspected.
+    let mut r = Run::new("protect");
+    assert!(dropped(r.send(OUT, &tcpa(EVIL_MAC, EVIL, 443, WEB, 100, 1, 1, ACK | PSH, resp))));
+    let rec = &records(&mut r)[0];
+    assert_eq!((rec.client_ip.as_str(), rec.app.as_str()), ("198.18.1.9", "unknown"));
+    assert_eq!(r.i.stats.midstream_flips, 0);
+}
+
+#[test]
+fn protect_with_pass_flow_decides_midstream_sessions_by_their_detected_app() {
+    // Configured to pass mid-stream sessions in protect mode: the apps rule still holds for
+    // those whose app is found; one whose app stays unknown is passed as configured.
+    let pass = || {
+        let mut r = Run::new("protect");
+        r.i.set_exceptions(ExceptionPolicy { midstream: PerMode::all(ExceptionAction::PassFlow), ..Default::default() });
+        r
+    };
+    // TLS records to web:8080 (only HTTP allowed): denied once they prove TLS.
+    let mut r = pass();
+    let mut seq = 1;
+    let mut verdicts = Vec::new();
+    for _ in 0..4 {
+        let mut rec = vec![23, 3, 3, 0, 200];
+        rec.extend((0..200u32).map(|k| (k * 7919 % 251) as u8));
+        verdicts.push(r.send(OUT, &tcpa(EVIL_MAC, EVIL, 40002, WEB, 8080, seq, 1, ACK | PSH, &rec)));
+        seq += rec.len() as u32;
+    }
+    assert_eq!(verdicts[..2], [Verdict::Forward, Verdict::Forward], "undecided: passed");
+    assert!(dropped(verdicts[2]) && dropped(verdicts[3]), "{verdicts:?}");
+    let rec = &records(&mut r)[0];
+    assert_eq!((rec.app.as_str(), rec.verdict.as_deref(), rec.midstream), ("tls", Some("denied"), true));
+    // HTTP to web:8080: allowed.
+    let mut r = pass();
+    let req = b"GET / HTTP/1.1\r\nHost: web\r\n\r\n";
+    assert_eq!(r.send(OUT, &tcpa(EVIL_MAC, EVIL, 40003, WEB, 8080, 1, 1, ACK | PSH, req)), Verdict::Forward);
+    let rec = &records(&mut r)[0];
+    assert_eq!((rec.app.as_str(), rec.verdict.as_deref()), ("http", Some("allowed")));
+    // Bytes no framing recognises: unknown, passed as the exception says.
+    let mut r = pass();
+    for k in 0..3u32 {
+        let v = r.send(OUT, &tcpa(EVIL_MAC, EVIL, 40004, WEB, 8080, 1 + k * 9, 1, ACK | PSH, b"\x01\x02SET k\n"));
+        assert_eq!(v, Verdict::Forward);
+    }
+    let rec = &records(&mut r)[0];
+    assert_eq!((rec.app.as_str(), rec.exception_action.as_deref()), ("unknown", Some("pass_flow")));
+}
