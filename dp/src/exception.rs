@@ -12,8 +12,22 @@
 //! | action | frames | inspection | policy |
 //! |---|---|---|---|
 //! | `drop_flow` | every frame of the session dropped (TCP reset at both ends if it had forwarded data) | none | verdict `denied` |
-//! | `pass_flow` | forwarded | stops | the L3/L4 verdict still applies and follows policy changes |
-//! | `bypass` | forwarded | stops | not evaluated again for the session's life |
+//! | `pass_flow` | forwarded | stops; a mid-stream pickup is inspected mid-stream | the L3/L4 verdict still applies and follows policy changes; a mid-stream pickup's with its app once found |
+//! | `bypass` | forwarded | stops (also for a mid-stream pickup) | not evaluated again for the session's life |
+//!
+//! **Mid-stream pickup** (`[sessions] midstream`) is the one reason whose inspection can go on:
+//! the bytes are all there, only their start is missing. With `pass_flow` the session is
+//! inspected by [`crate::app::midstream`] (framing instead of first messages: TLS records, HTTP
+//! heads at turns, TDS packets, Kafka responses matched to requests), its parsers' threats and
+//! SQL injection checks run, and the policy is evaluated again when its app is found (an `apps`
+//! rule then allows or denies it as any session); while the app stays unknown the exception
+//! stands for what cannot be known and the session is forwarded on its L3/L4 verdict. The
+//! content may swap the session's guessed ends once ([`crate::app::midstream`], orientation).
+//! `bypass` keeps its meaning: no inspection, no evaluation, the cheapest path (nothing is
+//! looked at). `drop_flow`, protect mode's default, drops the session before any inspection,
+//! so skipping the handshake gets no uninspected (or self-oriented) traffic through. The record
+//! of a mid-stream session says `midstream: true`; one inspected under `pass_flow` reports its
+//! inspection (`active`/`done`) instead of `bypassed`, with `exception_action: "pass_flow"`.
 //!
 //! Mid-stream pickup uses `[sessions] midstream`; the inspection exceptions use
 //! `[inspection] exception_policy` and apply only to sessions whose verdict still depends on

@@ -8,6 +8,13 @@
 //! decides, and the same bytes are then fed to the new parser. Detection gives up, leaving
 //! `app: "unknown"`, after a bounded number of packets or bytes per direction.
 //!
+//! A TCP session picked up mid-stream (no SYN seen) is opened with [`Engine::open_midstream`]:
+//! its bytes start anywhere, so first-message probes do not apply; the candidates that declare a
+//! [`Framing`] ([`AppParser::MIDSTREAM`]) are looked for by [`super::midstream`] (turn
+//! boundaries, length chains, bounded scanning), the parser starts at a message boundary of each
+//! direction ([`AppParser::resumed`]), and when the content names the server the engine asks its
+//! caller to swap the session's ends ([`Engine::take_flip`]).
+//!
 //! After detection the parser keeps validating: when it answers [`Feed::Invalid`] (the bytes
 //! stopped being its protocol) the engine drops it, removes its candidate, remembers the app
 //! as [`AppCtx::previous`] and runs detection again on the rest of the stream, at most
