@@ -767,4 +767,52 @@ mod engine_tests {
         }
         assert!(flows > 50, "{flows}");
     }
+
+    #[test]
+    fn postgresql_is_recognised_by_typed_messages_in_a_row() {
+        // psql's sessions picked up after their start-up and authentication: queries, result
+        // rows and ReadyForQuery follow each other by their lengths.
+        let mut seen = 0;
+        for f in corpus_flows("postgresql.pcap").into_iter().filter(|f| f.to_server.len() > 900 && f.to_client.len() > 900) {
+            let (s, c) = (f.to_server.len(), f.to_client.len());
+            for skip in [[s / 3, c / 3], [s / 2 + 3, c / 2 + 1]] {
+                for piece in [1448, 61] {
+                    let (e, i, _) = run_midstream(&picked_up(&f, skip), f.server_port, piece, false);
+                    assert_eq!(e.ctx(i).app, App::Postgresql, "{skip:?} {piece}");
+                    let m = l7(&e, i);
+                    assert!(m["messages_to_client"].as_u64().unwrap() > 0, "{m:?}");
+                    assert!(!m.contains_key("violation"), "{m:?}");
+                }
+            }
+            seen += 1;
+        }
+        assert!(seen >= 2, "{seen}");
+    }
+
+    #[test]
+    fn mongodb_is_recognised_by_an_answer_to_a_request() {
+        // pymongo's own first messages (the corpus has no server): each answered with an
+        // OP_MSG whose responseTo is the request's requestID (wire protocol "Standard Message
+        // Header"), after bytes inside an earlier message.
+        let mut seen = 0;
+        for f in corpus_flows("mongodb.pcap").into_iter().filter(|f| f.to_server.len() >= 16) {
+            let len = u32::from_le_bytes(f.to_server[..4].try_into().unwrap()) as usize;
+            let req = f.to_server[..len.min(f.to_server.len())].to_vec();
+            let doc = [5u8, 0, 0, 0, 0]; // an empty BSON document
+            let mut reply = Vec::new();
+            reply.extend_from_slice(&((16 + 4 + 1 + doc.len()) as u32).to_le_bytes());
+            reply.extend_from_slice(&77u32.to_le_bytes());
+            reply.extend_from_slice(&req[4..8]);
+            reply.extend_from_slice(&2013u32.to_le_bytes());
+            reply.extend_from_slice(&[0, 0, 0, 0, 0]);
+            reply.extend_from_slice(&doc);
+            let chunks = vec![(Dir::ToClient, vec![0x61; 200]), (Dir::ToServer, req), (Dir::ToClient, reply)];
+            for swap in [false, true] {
+                let (e, i, flipped) = run_midstream(&chunks, 27017, 1448, swap);
+                assert_eq!((e.ctx(i).app, flipped), (App::Mongodb, swap));
+            }
+            seen += 1;
+        }
+        assert!(seen >= 2, "{seen}");
+    }
 }

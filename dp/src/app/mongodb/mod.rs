@@ -23,6 +23,12 @@
 //! database of an OP_QUERY `db.$cmd` collection), message counts per opcode and per direction,
 //! compressed messages and the first compressor. OP_COMPRESSED payloads are not decompressed.
 //! A gap inside a skipped message shortens the skip; any other gap stops that direction.
+//!
+//! **Mid-stream** ([`MIDSTREAM`], [`crate::app::midstream`]): a session picked up without its
+//! first messages is MongoDB when two standard message headers follow each other at the offset
+//! the first one's `messageLength` announces (length `16..=48 MB`, one of the nine opcodes:
+//! four exact bytes each), or when a message's `responseTo` is the `requestID` the other side
+//! just sent (its sender is then the server). An OP_REPLY is sent by servers only.
 
 pub mod parser;
 
@@ -50,6 +56,37 @@ const COUNTED: [i32; 9] = [
     parser::OP_DELETE,
     parser::OP_KILL_CURSORS,
 ];
+
+/// Mid-stream framing of MongoDB (module docs): a standard message header at the start of `b`.
+pub fn mid_head(b: &[u8], _boundary: bool) -> crate::app::midstream::Head {
+    use crate::app::midstream::{Head, Msg, Role};
+    if b.get(3).is_some_and(|&c| c > 0x02) {
+        return Head::No; // messageLength over 48 MB
+    }
+    let Some(len) = parser::le32(b, 0) else { return Head::Need(parser::HEADER) };
+    let Some(len) = usize::try_from(len).ok().filter(|l| (parser::HEADER..=parser::MAX_MESSAGE).contains(l)) else {
+        return Head::No;
+    };
+    let (Some(request), Some(response_to), Some(op)) = (parser::le32(b, 4), parser::le32(b, 8), parser::le32(b, 12)) else {
+        return Head::Need(parser::HEADER);
+    };
+    if !COUNTED.contains(&op) {
+        return Head::No;
+    }
+    Head::Msg(Msg {
+        len: len as u32,
+        role: if op == parser::OP_REPLY { Role::Server } else { Role::Either },
+        request: Some(request as u32),
+        answers: (response_to != 0).then_some(response_to as u32),
+        starts: true,
+        ends: true,
+        ..Msg::default()
+    })
+}
+
+/// How MongoDB is recognised mid-stream (module docs): two headers in a row.
+pub const MIDSTREAM: crate::app::midstream::Framing =
+    crate::app::midstream::Framing { head: mid_head, follows: |_, _| true, chain: 2 };
 
 /// Per-session MongoDB state: fixed size, no heap.
 #[derive(Debug, Clone, Default)]
@@ -216,6 +253,7 @@ impl AppParser for Mongodb {
     const APP: App = App::Mongodb;
     const PORTS: &'static [u16] = &[27017, 27018, 27019];
     const TRANSPORT: Transport = Transport::Tcp;
+    const MIDSTREAM: Option<crate::app::midstream::Framing> = Some(MIDSTREAM);
 
     fn probe(dir: Dir, data: &[u8]) -> Probe {
         probe_message(data, dir == Dir::ToServer)

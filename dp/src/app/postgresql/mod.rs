@@ -25,6 +25,14 @@
 //! Every `Query` and `Parse` text (its first [`parser::WINDOW`] bytes) goes to the
 //! statement-level SQL injection detector ([`crate::detect::Threats::sql_in`], standard quoting
 //! with `E'…'` and dollar-quoted strings).
+//!
+//! **Mid-stream** ([`MIDSTREAM`], [`crate::app::midstream`]): a session picked up after its
+//! start-up is PostgreSQL when four typed messages (a type byte of the side's set, a length
+//! `4..=2^30` counting itself) follow each other at the offsets their lengths announce, none of
+//! a type only the other side sends (a result set: `DataRow` after `DataRow`). A type only the
+//! server sends (`ReadyForQuery`, `RowDescription`, ...) in the proving message says which side
+//! is the server. The parser then reads typed messages both ways (no start-up, user or
+//! database).
 
 pub mod parser;
 
@@ -275,15 +283,59 @@ impl Postgresql {
 /// Message types of protocol 3.0 (PostgreSQL "Message Formats"): frontend (`d` 0), backend
 /// (`d` 1).
 fn known_type(d: usize, t: u8) -> bool {
-    const FRONTEND: &[u8] = b"BCdcfDEHFpPQSX";
-    const BACKEND: &[u8] = b"RK23CdcGHWDIEVvnNAtS1sZT";
     if d == Dir::ToServer as usize { FRONTEND.contains(&t) } else { BACKEND.contains(&t) }
 }
+
+/// Message types of the frontend (client) and backend (server) after start-up (protocol 3.0,
+/// "Message Formats").
+const FRONTEND: &[u8] = b"BCdcfDEHFpPQSX";
+const BACKEND: &[u8] = b"RK23CdcGHWDIEVvnNAtS1sZT";
+
+/// Mid-stream framing of PostgreSQL (module docs): a typed message header at the start of `b`
+/// (a type either side sends and a length `4..=`[`parser::MAX_MESSAGE`]), with the side its type
+/// belongs to when only one side sends it.
+pub fn mid_head(b: &[u8], _boundary: bool) -> crate::app::midstream::Head {
+    use crate::app::midstream::{Head, Msg, Role};
+    let Some(&t) = b.first() else { return Head::Need(5) };
+    let (client, server) = (FRONTEND.contains(&t), BACKEND.contains(&t));
+    if !client && !server || b.get(1).is_some_and(|&c| c > 0x3f) {
+        return Head::No;
+    }
+    let Some((_, len)) = parser::typed(b) else { return Head::Need(5) };
+    if !(4..=parser::MAX_MESSAGE).contains(&len) {
+        return Head::No;
+    }
+    let role = match (client, server) {
+        (true, false) => Role::Client,
+        (false, true) => Role::Server,
+        _ => Role::Either,
+    };
+    Head::Msg(Msg { len: (len + 1) as u32, key: role as u32, role, starts: true, ends: true, ..Msg::default() })
+}
+
+/// Messages of one direction are all of one side's types.
+fn mid_follows(prev: crate::app::midstream::Prev, next: &crate::app::midstream::Msg) -> bool {
+    let either = crate::app::midstream::Role::Either as u32;
+    prev.key == either || next.key == either || prev.key == next.key
+}
+
+/// How PostgreSQL is recognised mid-stream (module docs): four typed messages in a row.
+pub const MIDSTREAM: crate::app::midstream::Framing =
+    crate::app::midstream::Framing { head: mid_head, follows: mid_follows, chain: 4 };
 
 impl AppParser for Postgresql {
     const APP: App = App::Postgresql;
     const PORTS: &'static [u16] = &[5432, 5433, 6432];
     const TRANSPORT: Transport = Transport::Tcp;
+    const MIDSTREAM: Option<crate::app::midstream::Framing> = Some(MIDSTREAM);
+
+    fn resumed() -> Self {
+        let mut p = Postgresql::default();
+        for d in &mut p.d {
+            d.phase = Phase::Typed;
+        }
+        p
+    }
 
     fn probe(dir: Dir, data: &[u8]) -> Probe {
         match dir {
