@@ -1446,6 +1446,23 @@ pub fn exercise(app: App, data: &[u8]) {
 fn exercise_candidate(c: &Candidate, data: &[u8]) {
     let split = data.first().map(|b| usize::from(*b) % (data.len() + 1)).unwrap_or(0);
     let (a, b) = data.split_at(split);
+    if let Some(f) = c.framing {
+        // Mid-stream heads at every offset of the first bytes, at and off a boundary, and the
+        // resumed parser on both halves.
+        for at in 0..data.len().min(64) {
+            for boundary in [true, false] {
+                if let super::midstream::Head::Msg(m) = (f.head)(&data[at..], boundary) {
+                    let prev = super::midstream::Prev { key: m.key, len: u16::try_from(m.len).unwrap_or(u16::MAX), ends: m.ends };
+                    let _ = (f.follows)(prev, &m);
+                }
+            }
+        }
+        let mut resumed = (c.resumed)();
+        let _ = resumed.feed(Dir::ToClient, b);
+        let _ = resumed.feed(Dir::ToServer, a);
+        let mut m = Map::new();
+        resumed.l7(&mut m);
+    }
     {
         let _ = (c.probe)(Dir::ToServer, data);
         let _ = (c.probe)(Dir::ToClient, data);

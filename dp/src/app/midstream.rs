@@ -205,15 +205,33 @@ pub struct Mid {
     walks: [[Walk; MAX_MID]; 2],
 }
 
+/// The registry's candidates with a framing, in registry order (built at compile time, so the
+/// walks do not filter the registry at every offset).
+struct Framed {
+    n: usize,
+    cand: [usize; MAX_MID],
+    framing: [Option<Framing>; MAX_MID],
+}
+
+const FRAMED: Framed = {
+    let mut t = Framed { n: 0, cand: [0; MAX_MID], framing: [None; MAX_MID] };
+    let mut i = 0;
+    while i < super::engine::CANDIDATES.len() {
+        if let Some(f) = super::engine::CANDIDATES[i].framing {
+            if t.n < MAX_MID {
+                t.cand[t.n] = i;
+                t.framing[t.n] = Some(f);
+                t.n += 1;
+            }
+        }
+        i += 1;
+    }
+    t
+};
+
 /// The candidates with a framing: (mid index, registry index, framing).
 fn framed() -> impl Iterator<Item = (usize, usize, Framing)> {
-    super::engine::CANDIDATES
-        .iter()
-        .enumerate()
-        .filter_map(|(i, c)| c.framing.map(|f| (i, f)))
-        .take(MAX_MID)
-        .enumerate()
-        .map(|(m, (i, f))| (m, i, f))
+    (0..FRAMED.n).filter_map(|m| FRAMED.framing[m].map(|f| (m, FRAMED.cand[m], f)))
 }
 
 /// `x` lies in `base..base + n` (wrapping offsets).

@@ -604,10 +604,11 @@ pub fn mid_head(b: &[u8], boundary: bool) -> crate::app::midstream::Head {
             parser::SQL_BATCH | parser::RPC => {
                 let headers = parser::all_headers_len(payload);
                 let whole = payload.len() >= total;
-                if headers == 0 && payload.len() < 4.min(total) {
+                // Too few bytes to tell, or an ALL_HEADERS not all there yet.
+                let short = payload.len() < 4.min(total)
+                    || le32_total(payload).is_some_and(|t| (4..=1024).contains(&t)) && !whole;
+                if headers == 0 && short {
                     None
-                } else if headers == 0 && le32_total(payload).is_some_and(|t| (4..=1024).contains(&t)) && !whole {
-                    None // ALL_HEADERS not all there yet
                 } else {
                     let rest = &payload[headers.min(payload.len())..];
                     let left = total.saturating_sub(headers);
