@@ -615,29 +615,38 @@ impl Detector<'_> {
                     *self.detected_after = self.session_packets;
                     return Feed::Done;
                 }
-                Outcome::Found { cand, at, role, start } => {
+                Outcome::Found { cand, at, role, start, first } => {
                     let c = &CANDIDATES[cand];
-                    *self.state = (c.resumed)();
+                    *self.state = if first { (c.make)() } else { (c.resumed)() };
                     *self.ctx_app = c.app;
                     *self.decided = true;
                     *self.unknown_reason = None;
                     *self.detected_after = self.session_packets;
                     self.mid.choose(cand);
-                    let want = match role {
-                        Role::Client => Some(Dir::ToServer),
-                        Role::Server => Some(Dir::ToClient),
-                        Role::Either => None,
-                    };
-                    if let (Some(want), false) = (want, self.mid.oriented) {
-                        self.mid.oriented = true;
-                        self.mid.flip = want != dir;
-                    }
+                    self.orient(role);
                     if start {
                         return self.synced_at(bytes, at);
                     }
                 }
-                Outcome::Synced(at) => return self.synced_at(bytes, at),
+                Outcome::Synced { at, role } => {
+                    self.orient(role);
+                    return self.synced_at(bytes, at);
+                }
             }
+        }
+    }
+
+    /// The content says `role` sent this direction's bytes: the first such evidence fixes the
+    /// orientation ([`Mid::flip`] when the guess was wrong), later evidence is ignored.
+    fn orient(&mut self, role: Role) {
+        let want = match role {
+            Role::Client => Dir::ToServer,
+            Role::Server => Dir::ToClient,
+            Role::Either => return,
+        };
+        if !self.mid.oriented {
+            self.mid.oriented = true;
+            self.mid.flip = want != self.dir;
         }
     }
 

@@ -232,6 +232,21 @@ pub fn picked_up(f: &Flow, skip: [usize; 2]) -> Vec<(Dir, Vec<u8>)> {
     out
 }
 
+/// The chunks of [`interleaved`] without the first `skip[d]` captured segments of direction
+/// `d`: a mid-stream pickup as Warden sees one, starting at a segment.
+pub fn picked_up_at_segments(f: &Flow, skip: [usize; 2]) -> Vec<(Dir, Vec<u8>)> {
+    let mut left = skip;
+    interleaved(f)
+        .into_iter()
+        .filter(|(d, _)| {
+            let l = &mut left[*d as usize];
+            let keep = *l == 0;
+            *l = l.saturating_sub(1);
+            keep
+        })
+        .collect()
+}
+
 /// Runs `chunks` through a mid-stream session of a real [`super::engine::Engine`] on
 /// `server_port` (segments of at most `piece` bytes), the directions of the chunks taken as the
 /// session's (`swap`: the other way round, a wrong guess of the client). Swaps the engine's
