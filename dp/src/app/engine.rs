@@ -995,7 +995,7 @@ impl Engine {
         }
         let d = dir as usize;
         if !c.decided {
-            c.detect_packets[d] += 1;
+            c.detect_packets[d] = c.detect_packets[d].saturating_add(1);
         }
         let AppCtx {
             app,
