@@ -13,6 +13,7 @@
 //! | tunnel | outer | header | inner | id |
 //! |---|---|---|---|---|
 //! | VXLAN (RFC 7348 §5) | UDP to a `vxlan_ports` port (4789, 8472) | 8 bytes, flag I set | Ethernet | VNI |
+//! | VXLAN-GPE (draft-ietf-nvo3-vxlan-gpe §3) | UDP to a `vxlan_gpe_ports` port (4790) | 8 bytes, flags I and P set, version 0, next protocol 1/2/3 | IPv4, IPv6, Ethernet | VNI |
 //! | Geneve (RFC 8926 §3) | UDP to a `geneve_ports` port (6081) | 8 bytes + options, version 0 | Ethernet, IPv4, IPv6 | VNI |
 //! | GTP-U (3GPP TS 29.281 §5) | UDP to a `gtpu_ports` port (2152) | version 1, PT 1, G-PDU (255), optional fields and extension headers | IPv4, IPv6 | TEID |
 //! | GRE (RFC 2784, RFC 2890) | IP protocol 47 | version 0, no routing; checksum, key, sequence as flagged | IPv4, IPv6, Ethernet (0x6558) | key (0 without) |
@@ -127,6 +128,8 @@ pub struct TunnelConfig {
     /// UDP destination ports of VXLAN (default 4789, the IANA port, and 8472, Linux's and
     /// Flannel's default).
     pub vxlan_ports: Vec<u16>,
+    /// UDP destination ports of VXLAN-GPE (default 4790).
+    pub vxlan_gpe_ports: Vec<u16>,
     /// UDP destination ports of Geneve (default 6081).
     pub geneve_ports: Vec<u16>,
     /// UDP destination ports of GTP-U (default 2152).
@@ -141,6 +144,7 @@ impl Default for TunnelConfig {
         TunnelConfig {
             enabled: true,
             vxlan_ports: vec![4789, 8472],
+            vxlan_gpe_ports: vec![4790],
             geneve_ports: vec![6081],
             gtpu_ports: vec![2152],
             max_depth: 3,
@@ -156,6 +160,7 @@ impl TunnelConfig {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         for (name, ports) in [
             ("tunnels.vxlan_ports", &self.vxlan_ports),
+            ("tunnels.vxlan_gpe_ports", &self.vxlan_gpe_ports),
             ("tunnels.geneve_ports", &self.geneve_ports),
             ("tunnels.gtpu_ports", &self.gtpu_ports),
         ] {
@@ -183,12 +188,14 @@ pub struct Ports {
 const P_VXLAN: u8 = 1;
 const P_GENEVE: u8 = 2;
 const P_GTPU: u8 = 3;
+const P_VXLAN_GPE: u8 = 4;
 
 impl Ports {
     /// The table of `cfg` (the last list naming a port wins).
     pub fn new(cfg: &TunnelConfig) -> Self {
         let mut by_port = Box::new([0u8; 65536]);
-        for (mark, ports) in [(P_VXLAN, &cfg.vxlan_ports), (P_GENEVE, &cfg.geneve_ports), (P_GTPU, &cfg.gtpu_ports)] {
+        let lists = [(P_VXLAN, &cfg.vxlan_ports), (P_VXLAN_GPE, &cfg.vxlan_gpe_ports), (P_GENEVE, &cfg.geneve_ports), (P_GTPU, &cfg.gtpu_ports)];
+        for (mark, ports) in lists {
             for p in ports {
                 by_port[usize::from(*p)] = mark;
             }
@@ -335,6 +342,7 @@ fn header<'a>(ip: &Ip<'a>, ports: &Ports) -> Option<(Kind, u32, Payload, &'a [u8
     match (ip.proto, ip.l4) {
         (wire::ipproto::UDP, L4::Udp) => match ports.by_port[usize::from(ip.dport)] {
             P_VXLAN => vxlan(ip.payload),
+            P_VXLAN_GPE => vxlan_gpe(ip.payload),
             P_GENEVE => geneve(ip.payload),
             P_GTPU => gtpu(ip.payload),
             _ => None,
@@ -360,6 +368,24 @@ fn vxlan(p: &[u8]) -> Option<(Kind, u32, Payload, &[u8])> {
     }
     let vni = be32(p, 4)? >> 8;
     Some((Kind::Vxlan, vni, Payload::Ethernet, &p[8..]))
+}
+
+/// VXLAN-GPE (draft-ietf-nvo3-vxlan-gpe-12 §3): flags with I (0x08) and P (0x04, next protocol
+/// present) set and version (0x30) 0, 2 reserved bytes, next protocol (1 IPv4, 2 IPv6,
+/// 3 Ethernet), VNI (24 bits), a reserved byte. Linux's `vxlan ... gpe` reads these; other next
+/// protocols (NSH, MPLS) are not decapsulated.
+fn vxlan_gpe(p: &[u8]) -> Option<(Kind, u32, Payload, &[u8])> {
+    if p.len() < 8 || p[0] & 0x0c != 0x0c || p[0] & 0x30 != 0 {
+        return None;
+    }
+    let payload = match p[3] {
+        1 => Payload::Ipv4,
+        2 => Payload::Ipv6,
+        3 => Payload::Ethernet,
+        _ => return None,
+    };
+    let vni = be32(p, 4)? >> 8;
+    Some((Kind::Vxlan, vni, payload, &p[8..]))
 }
 
 /// Geneve (RFC 8926 §3.4): version (2 bits, 0), option length (6 bits, 4-byte units), O and C

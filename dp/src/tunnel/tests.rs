@@ -103,6 +103,12 @@ fn every_tunnel_type_yields_its_inner_packet() {
     p.extend_from_slice(&syn);
     assert_eq!(inner_of(&outer_udp(VTEP_A, VTEP_B, 8472, &p)), expect(Kind::Vxlan, 7));
 
+    // VXLAN-GPE (UDP 4790) with IPv4 and Ethernet inside; its VNI is keyed like VXLAN's.
+    for (next, inner) in [(1u8, ip_only), (3, &syn[..])] {
+        let mut g = vec![0x0c, 0, 0, next, 0, 0, 9, 0];
+        g.extend_from_slice(inner);
+        assert_eq!(inner_of(&outer_udp(VTEP_A, VTEP_B, 4790, &g)), expect(Kind::Vxlan, 9));
+    }
     // Geneve with one 8-byte option, Ethernet and IPv4 payloads.
     for (proto, inner) in [(0x6558u16, &syn[..]), (0x0800, ip_only)] {
         let mut g = vec![0x02, 0];
@@ -166,6 +172,13 @@ fn what_a_host_does_not_decapsulate_stays_an_ordinary_packet() {
     let mut p = vxlan_hdr(1);
     p.extend_from_slice(&syn);
     assert_eq!(decap_of(&outer_udp(VTEP_A, VTEP_B, 4788, &p)), Decap::No);
+    // VXLAN-GPE without P, or carrying NSH (4).
+    for head in [[0x08u8, 0, 0, 1], [0x0c, 0, 0, 4]] {
+        let mut g = head.to_vec();
+        g.extend_from_slice(&[0, 0, 9, 0]);
+        g.extend_from_slice(ip_only);
+        assert_eq!(decap_of(&outer_udp(VTEP_A, VTEP_B, 4790, &g)), Decap::No, "{head:?}");
+    }
     // Geneve version 1, GTP-U echo request, GTPv0.
     let mut g = vec![0x40, 0, 0x65, 0x58, 0, 0, 1, 0];
     g.extend_from_slice(&syn);
