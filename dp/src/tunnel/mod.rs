@@ -32,7 +32,7 @@
 //! is owned by the worker that owns the outer flow (both directions of an outer flow reach the
 //! same worker: [`crate::flow::FlowKey::owner_spread`]).
 
-use crate::wire::{self, ethertype, Frame, Ip, Malformed, L4};
+use crate::wire::{self, be16, be32, ethertype, Frame, Ip, Malformed, L4};
 
 /// Tunnel types Warden decapsulates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -269,16 +269,6 @@ pub enum Decap<'a> {
     Inner(Tunnel, Frame<'a>),
     /// A tunnel packet whose inner packet does not decode.
     Malformed(Tunnel, Malformed),
-}
-
-#[inline]
-fn be16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
-}
-
-#[inline]
-fn be32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_be_bytes([*b.get(at)?, *b.get(at + 1)?, *b.get(at + 2)?, *b.get(at + 3)?]))
 }
 
 /// What a tunnel header says follows it.
