@@ -791,6 +791,50 @@ pub struct WorkerCounters {
     /// (`too_deep`) or fragmented (`inner_fragments`). Only non-zero counters are listed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tunnels: BTreeMap<String, u64>,
+    /// Where the worker's time went since start: working, waiting (spinning or asleep), its
+    /// thread's CPU time, and the frames it cost that for.
+    #[serde(default)]
+    pub time: WorkerTime,
+}
+
+/// Where one worker's time went since start (ns; `[dataplane] poll`). Its wall time is
+/// `busy_ns + spin_ns + sleep_ns`; the CPU it used is `cpu_ns` (the kernel's figure for the
+/// thread, system calls included), about `busy_ns + spin_ns`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct WorkerTime {
+    /// Loops that did work (frames, handoffs, commands): their time (ns).
+    pub busy_ns: u64,
+    /// Loops that found nothing, spinning on empty rings (ns): CPU spent waiting.
+    pub spin_ns: u64,
+    /// Asleep in poll(2) (ns): waiting without CPU.
+    pub sleep_ns: u64,
+    /// CPU time of the worker thread, user + system (ns, CLOCK_THREAD_CPUTIME_ID).
+    pub cpu_ns: u64,
+    /// Sleeps in poll(2).
+    pub sleeps: u64,
+    /// Sleeps ended by frames on an rx ring.
+    pub woken_rx: u64,
+    /// Sleeps ended by a wake-up: frames handed over by another worker, a command, a policy.
+    pub woken_waker: u64,
+    /// Sleeps ended by their timeout (the worker's timers).
+    pub woken_timer: u64,
+    /// Frames the worker took from its rx rings and handoff rings.
+    pub frames: u64,
+    /// Adaptive polling's estimate of the mean time between the worker's frames (ns).
+    pub frame_gap_ns: u64,
+}
+
+impl WorkerTime {
+    /// CPU seconds per million frames: the thread's CPU time over the frames (`None` before
+    /// the first frame).
+    pub fn cpu_s_per_mframe(&self) -> Option<f64> {
+        (self.frames > 0).then(|| self.cpu_ns as f64 / self.frames as f64 / 1e3)
+    }
+
+    /// Working seconds per million frames: the busy loops' time over the frames.
+    pub fn busy_s_per_mframe(&self) -> Option<f64> {
+        (self.frames > 0).then(|| self.busy_ns as f64 / self.frames as f64 / 1e3)
+    }
 }
 
 /// IP reassembly counters of one worker.

@@ -14,6 +14,7 @@ use crate::defrag::DefragConfig;
 use crate::exception::{ExceptionPolicy, PerModeConfig};
 use crate::inspect::MalformedPolicy;
 use crate::names::NameConfig;
+use crate::poll::{PollConfig, PollMode, DEFAULT_SPIN_US, MAX_SPIN_US};
 use crate::session::Timeouts;
 
 /// The whole file.
@@ -59,6 +60,10 @@ pub struct Config {
     /// Tunnel decapsulation (`[tunnels]`, [`crate::tunnel`]).
     #[serde(default)]
     pub tunnels: crate::tunnel::TunnelConfig,
+    /// What the file says that is accepted but deserves a warning (deprecated fields), each
+    /// naming the file, line and field; logged at start (`warden run`, `check-config`).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 /// `[metrics]`: the Prometheus text exposition endpoint (`GET /metrics`). Off unless `listen`
@@ -163,8 +168,18 @@ pub struct Dataplane {
     pub ring_size: u32,
     /// Frames taken from a ring per batch. Default 64.
     pub batch: u32,
-    /// Empty polls before a worker sleeps in poll(2) until traffic arrives. Default 2000.
-    pub idle_spins: u32,
+    /// How a worker waits when its rings are empty ([`crate::poll`]): `"adaptive"` (default:
+    /// spin only while frames come at most `spin_us` apart, else sleep in poll(2) on all its
+    /// sockets, so its CPU follows the load) or `"busy"` (spin always: a whole core per worker,
+    /// the lowest latency).
+    pub poll: PollMode,
+    /// Adaptive polling's spin budget (µs): frames expected at most this far apart are waited
+    /// for by spinning, for at most this long after the last one; 0 never spins. 0..=10000,
+    /// only with `poll = "adaptive"`. Default 10.
+    pub spin_us: Option<toml::Spanned<u32>>,
+    /// Deprecated and ignored (workers spin by time, not by a count of empty loops: `poll`,
+    /// `spin_us`); accepted with a warning so older files still load.
+    pub idle_spins: Option<toml::Spanned<u32>>,
     /// Bytes of published report stream messages (batches and events, as serialized JSON
     /// lines) kept for subscribers, whether or not one is connected: a subscriber that
     /// reconnects with `since` gets what is still kept, in order, and a `lost` message for
@@ -189,10 +204,20 @@ impl Default for Dataplane {
             umem_frames: 4096,
             ring_size: 2048,
             batch: 64,
-            idle_spins: 2000,
+            poll: PollMode::Adaptive,
+            spin_us: None,
+            idle_spins: None,
             report_queue: 256,
             report_buffer_bytes: 8 << 20,
         }
+    }
+}
+
+impl Dataplane {
+    /// The workers' waiting settings (`poll`, `spin_us`).
+    pub fn poll_config(&self) -> PollConfig {
+        let us = self.spin_us.as_ref().map(|s| *s.get_ref()).unwrap_or(DEFAULT_SPIN_US).min(MAX_SPIN_US);
+        PollConfig { mode: self.poll, spin_ns: u64::from(us) * 1000 }
     }
 }
 
@@ -472,11 +497,18 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Parse`] or [`ConfigError::Invalid`].
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_string(),
             message: e.to_string().trim_end().to_string(),
         })?;
-        cfg.validate(origin)?;
+        cfg.validate_text(origin, Some(text))?;
+        if let Some(s) = &cfg.dataplane.idle_spins {
+            cfg.warnings.push(format!(
+                "{origin}: line {}: dataplane.idle_spins is deprecated and ignored: workers spin by \
+                 time now (dataplane.poll = \"adaptive\" or \"busy\", dataplane.spin_us)",
+                line_of(text, s.span().start)
+            ));
+        }
         Ok(cfg)
     }
 
@@ -485,12 +517,30 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Invalid`] naming the field.
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        self.validate_text(origin, None)
+    }
+
+    /// [`Self::validate`]; with the file's `text`, errors about fields whose place is known
+    /// also name their line.
+    fn validate_text(&self, origin: &str, text: Option<&str>) -> Result<(), ConfigError> {
         let bad = |field, message: String| ConfigError::Invalid {
             path: origin.to_string(),
             field,
             message,
         };
+        let at = |span: std::ops::Range<usize>| text.map(|t| format!(" (line {})", line_of(t, span.start))).unwrap_or_default();
         let d = &self.dataplane;
+        if let Some(s) = &d.spin_us {
+            if *s.get_ref() > MAX_SPIN_US {
+                return Err(bad("dataplane.spin_us", format!("must be 0..={MAX_SPIN_US} µs, got {}{}", s.get_ref(), at(s.span()))));
+            }
+            if d.poll == PollMode::Busy {
+                return Err(bad(
+                    "dataplane.spin_us",
+                    format!("only applies to poll = \"adaptive\" (poll = \"busy\" always spins){}", at(s.span())),
+                ));
+            }
+        }
         if d.workers == 0 || d.workers > 256 {
             return Err(bad("dataplane.workers", format!("must be 1..=256, got {}", d.workers)));
         }
@@ -620,9 +670,40 @@ impl Config {
     }
 }
 
+/// The 1-based line of byte offset `at` in `text`.
+fn line_of(text: &str, at: usize) -> usize {
+    text.as_bytes()[..at.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn poll_settings_their_errors_and_the_deprecated_idle_spins() {
+        let d = Config::default().dataplane.poll_config();
+        assert_eq!((d.mode, d.spin_ns), (PollMode::Adaptive, u64::from(DEFAULT_SPIN_US) * 1000));
+        let c = Config::parse("[dataplane]\npoll = \"adaptive\"\nspin_us = 0\n", "w.toml").unwrap();
+        assert_eq!(c.dataplane.poll_config(), PollConfig { mode: PollMode::Adaptive, spin_ns: 0 });
+        let c = Config::parse("[dataplane]\npoll = \"busy\"\n", "w.toml").unwrap();
+        assert_eq!(c.dataplane.poll_config().mode, PollMode::Busy);
+        assert!(c.warnings.is_empty());
+        for (text, want) in [
+            ("[dataplane]\nworkers = 1\nspin_us = 20000\n", "dataplane.spin_us: must be 0..=10000 µs, got 20000 (line 3)"),
+            ("[dataplane]\npoll = \"busy\"\nspin_us = 5\n", "dataplane.spin_us: only applies to poll = \"adaptive\""),
+        ] {
+            let e = Config::parse(text, "w.toml").unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+        // A mode that does not exist: toml's error names the line and the field's values.
+        let e = Config::parse("[dataplane]\npoll = \"sleepy\"\n", "w.toml").unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("adaptive") && e.contains("busy"), "{e}");
+        // idle_spins still loads, with a warning naming the line, and changes nothing.
+        let c = Config::parse("[dataplane]\nworkers = 1\n\nidle_spins = 2000\n", "w.toml").unwrap();
+        assert_eq!(c.warnings.len(), 1);
+        assert!(c.warnings[0].contains("w.toml: line 4: dataplane.idle_spins is deprecated"), "{}", c.warnings[0]);
+        assert_eq!(c.dataplane.poll_config(), Config::default().dataplane.poll_config());
+    }
 
     #[test]
     fn example_config_parses() {
@@ -630,6 +711,7 @@ mod tests {
         let c = Config::parse(text, "conf/warden.toml").unwrap();
         assert_eq!(c.inline.len(), 1);
         assert_eq!(c.sessions.timeouts().tcp_closed, 5_000_000_000);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
 
     #[test]

@@ -29,11 +29,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{bounded, Sender};
+use crossbeam::channel::bounded;
 use nix::sys::signal::{SigSet, Signal};
 use warden_control::{
     Counters, DefragCounters, DnsNames, FailMode, InterfaceCounters, InterfaceInfo, RelatedFlows, Reply, Request, Response,
-    SessionCursor, SessionPage, Status, WorkerCounters, LIST_SCAN_SLOTS,
+    SessionCursor, SessionPage, Status, WorkerCounters, WorkerTime, LIST_SCAN_SLOTS,
 };
 use warden_xdp::{AttachMode, XdpProgram};
 
@@ -46,7 +46,7 @@ use crate::inspect::{DropReason, Inspector};
 use crate::policy::{learned_policy, CompiledPolicy, Policy};
 use crate::record::to_record;
 use crate::wire::Malformed;
-use crate::worker::{self, Command, IfCounters, Worker, WorkerConfig, WorkerStats};
+use crate::worker::{self, Command, IfCounters, Worker, WorkerConfig, WorkerLink, WorkerStats};
 use crate::xsk::SideSpec;
 
 /// Exit status of the process when a worker or the reporter panicked or ended unexpectedly
@@ -147,7 +147,7 @@ struct Daemon {
     xdp: XdpProgram,
     pairs: Vec<Pair>,
     next_zone: u16,
-    workers: Vec<Sender<Command>>,
+    workers: Vec<WorkerLink>,
     hub: Arc<Hub>,
     started: Instant,
     /// The running policy (source form) and its published, compiled form.
@@ -715,6 +715,18 @@ impl Daemon {
                     exceptions: w.defrag.exceptions,
                 },
                 tunnels: w.inspect.tunnels.named().filter(|(_, n)| *n > 0).map(|(k, n)| (k.to_string(), n)).collect(),
+                time: WorkerTime {
+                    busy_ns: w.timing.busy_ns,
+                    spin_ns: w.timing.spin_ns,
+                    sleep_ns: w.timing.sleep_ns,
+                    cpu_ns: w.timing.cpu_ns,
+                    sleeps: w.timing.sleeps,
+                    woken_rx: w.timing.woken_rx,
+                    woken_waker: w.timing.woken_waker,
+                    woken_timer: w.timing.woken_timer,
+                    frames: w.timing.frames,
+                    frame_gap_ns: w.timing.gap_ns,
+                },
             })
             .collect();
         Counters { interfaces, workers }
@@ -1028,6 +1040,10 @@ impl Daemon {
             tracing::warn!("{} more service externalIPs claim other workloads' addresses", conflicts.len() - MAX_LOGGED);
         }
         let g = self.policy_handle.publish(compiled);
+        // Sleeping workers pick it up now, not at their next timer.
+        for w in &self.workers {
+            w.wake();
+        }
         let (w, r, s) = (p.workloads.len(), p.rules.len(), p.services.len());
         self.policy = p;
         if !self.policy_handle.wait_loaded(g, Duration::from_secs(2)) {
@@ -1139,6 +1155,9 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         XdpMode::Native => AttachMode::Native,
         XdpMode::Generic => AttachMode::Generic,
     };
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
     let xdp = XdpProgram::load(mode).map_err(|e| anyhow::anyhow!("{e} (Warden needs root or CAP_BPF+CAP_NET_ADMIN)"))?;
     let d = cfg.dataplane.clone();
     let hub = Arc::new(
@@ -1153,7 +1172,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     ));
 
     let (report_tx, report_rx) = bounded::<worker::WorkerReport>(d.report_queue);
-    let meshes = worker::mesh(d.workers, 512);
+    let meshes = worker::mesh(d.workers, 512).map_err(|e| anyhow::anyhow!("worker wake-up eventfd: {e}"))?;
     // One expectation table for all workers: a TFTP transfer may be owned by another worker
     // than its request.
     let expectations = Arc::new(ExpectTable::default());
@@ -1177,7 +1196,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             index: i,
             core,
             batch: d.batch as usize,
-            idle_spins: d.idle_spins,
+            poll: d.poll_config(),
             report_interval: Duration::from_secs(d.report_interval),
         };
         let mut insp = Inspector::with_engine(cfg.sessions.max, cfg.sessions.timeouts(), d.malformed, cfg.inspection.engine());
@@ -1192,11 +1211,12 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         let reports = report_tx.clone();
         let pulse = Arc::new(crate::service::Pulse::default());
         pulses.push(pulse.clone());
+        let link = WorkerLink::new(tx, mesh.waker());
         handles.push(spawn_vital(format!("warden-w{i}"), {
             let h = policy_handle.clone();
             move || Worker::new(wcfg, insp, mesh, rx, reports).with_policy(h).with_pulse(pulse).run()
         })?);
-        workers.push(tx);
+        workers.push(link);
     }
     drop(report_tx);
 

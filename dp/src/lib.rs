@@ -47,6 +47,7 @@ pub mod logging;
 pub mod inspect;
 pub mod metrics;
 pub mod origin;
+pub mod poll;
 pub mod policy;
 #[cfg(test)]
 mod protect_tests;

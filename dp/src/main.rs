@@ -186,7 +186,12 @@ fn main() -> ExitCode {
         })(),
         Cmd::CheckConfig { file } => Config::load(&file)
             .map_err(|e| e.to_string())
-            .and_then(|cfg| warden_dp::daemon::load_policy(&cfg).map(|_| ()))
+            .and_then(|cfg| {
+                for w in &cfg.warnings {
+                    eprintln!("warden: warning: {w}");
+                }
+                warden_dp::daemon::load_policy(&cfg).map(|_| ())
+            })
             .map(|_| println!("{}: ok", file.display())),
     };
     match result {

@@ -84,25 +84,82 @@ impl Latency {
     }
 }
 
-/// A worker's loop counters and latency histogram (see the module docs for their cost).
+/// A worker's loop counters, its time working versus waiting, and its latency histogram (see
+/// the module docs for their cost). A worker's wall time is `busy_ns + spin_ns + sleep_ns`;
+/// the CPU it uses is about `busy_ns + spin_ns` (plus what the kernel does in its system
+/// calls: `cpu_ns` is the kernel's own figure).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LoopStats {
-    /// Loops run (busy or idle; the loop sleeps in poll(2) after `idle_spins` idle ones).
+    /// Loops run (busy or idle).
     pub loops: u64,
     /// Loops that did work (frames, handoffs, commands).
     pub busy_loops: u64,
     /// Time spent in busy loops (ns).
     pub busy_ns: u64,
+    /// Time spent in loops that found nothing to do, spinning on empty rings (ns): CPU spent
+    /// waiting.
+    pub spin_ns: u64,
+    /// Time asleep in poll(2) (ns): waiting without CPU.
+    pub sleep_ns: u64,
+    /// Sleeps in poll(2).
+    pub sleeps: u64,
+    /// Sleeps ended by frames on an rx ring.
+    pub woken_rx: u64,
+    /// Sleeps ended by a wake-up: frames handed over by another worker, a command, a policy.
+    pub woken_waker: u64,
+    /// Sleeps ended by their timeout (the worker's timers).
+    pub woken_timer: u64,
+    /// Frames taken from the worker's rx rings and handoff rings.
+    pub frames: u64,
+    /// CPU time of the worker thread (user + system, ns; CLOCK_THREAD_CPUTIME_ID), read when
+    /// the stats are answered.
+    pub cpu_ns: u64,
+    /// Adaptive polling's estimate of the mean time between frames (ns), when answered.
+    pub gap_ns: u64,
     /// Per-frame processing latency.
     pub latency: Latency,
 }
 
+fn ns(d: Duration) -> u64 {
+    d.as_nanos().min(u128::from(u64::MAX)) as u64
+}
+
 impl LoopStats {
-    /// Counts one busy loop that took `took`.
+    /// Counts one busy loop that took `took` (its time asleep excluded).
     #[inline]
     pub fn busy(&mut self, took: Duration) {
         self.busy_loops += 1;
-        self.busy_ns = self.busy_ns.saturating_add(took.as_nanos().min(u128::from(u64::MAX)) as u64);
+        self.busy_ns = self.busy_ns.saturating_add(ns(took));
+    }
+
+    /// Counts `took` of an idle loop (spinning, its time asleep excluded).
+    #[inline]
+    pub fn spin(&mut self, took: Duration) {
+        self.spin_ns = self.spin_ns.saturating_add(ns(took));
+    }
+
+    /// Counts one sleep in poll(2) of `took`, ended by frames (`rx`), a wake-up (`waker`) or
+    /// neither (the timeout).
+    #[inline]
+    pub fn slept(&mut self, took: Duration, rx: bool, waker: bool) {
+        self.sleeps += 1;
+        self.sleep_ns = self.sleep_ns.saturating_add(ns(took));
+        if rx {
+            self.woken_rx += 1;
+        } else if waker {
+            self.woken_waker += 1;
+        } else {
+            self.woken_timer += 1;
+        }
+    }
+
+    /// CPU seconds per million frames: (working time only, the thread's whole CPU time), or
+    /// `None` before the first frame.
+    pub fn cpu_s_per_mframe(&self) -> Option<(f64, f64)> {
+        (self.frames > 0).then(|| {
+            let per = |ns: u64| ns as f64 / 1e9 / (self.frames as f64 / 1e6);
+            (per(self.busy_ns), per(self.cpu_ns))
+        })
     }
 }
 
@@ -294,15 +351,49 @@ impl Collector for Exposition {
         counters(e, "worker_handoff_frames", "Frames handed between workers (out, in, dropped).", handoff)?;
         counters(e, "worker_loops", "Worker loops run.", s.worker_rows(|w| w.timing.loops))?;
         counters(e, "worker_busy_loops", "Worker loops that did work.", s.worker_rows(|w| w.timing.busy_loops))?;
+        let seconds = |ns: u64| ConstCounter::new(ns as f64 / 1e9);
         family(
             e,
             "worker_busy_seconds",
             "Time the worker spent in loops that did work (s).",
             MetricType::Counter,
-            s.workers
-                .iter()
-                .map(|w| (vec![("worker", w.worker.to_string())], ConstCounter::new(w.timing.busy_ns as f64 / 1e9))),
+            s.workers.iter().map(|w| (vec![("worker", w.worker.to_string())], seconds(w.timing.busy_ns))),
         )?;
+        family(
+            e,
+            "worker_wait_seconds",
+            "Time the worker spent waiting for work (s), by how: spin (empty loops, on CPU) or sleep (in poll(2)).",
+            MetricType::Counter,
+            s.workers.iter().flat_map(|w| {
+                [("spin", w.timing.spin_ns), ("sleep", w.timing.sleep_ns)]
+                    .map(|(how, v)| (vec![("worker", w.worker.to_string()), ("how", how.to_string())], seconds(v)))
+            }),
+        )?;
+        family(
+            e,
+            "worker_cpu_seconds",
+            "CPU time of the worker thread, user + system (s; CLOCK_THREAD_CPUTIME_ID).",
+            MetricType::Counter,
+            s.workers.iter().map(|w| (vec![("worker", w.worker.to_string())], seconds(w.timing.cpu_ns))),
+        )?;
+        let wakes = s.workers.iter().flat_map(|w| {
+            [("rx", w.timing.woken_rx), ("waker", w.timing.woken_waker), ("timer", w.timing.woken_timer)]
+                .map(|(by, v)| (vec![("worker", w.worker.to_string()), ("woken_by", by.to_string())], v))
+        });
+        counters(e, "worker_sleeps", "Sleeps in poll(2), by what ended them: rx (frames), waker (handoff, command, policy), timer.", wakes)?;
+        counters(e, "worker_loop_frames", "Frames the worker took from its rx and handoff rings (the denominator of CPU per frame).", s.worker_rows(|w| w.timing.frames))?;
+        family(
+            e,
+            "worker_cpu_seconds_per_million_frames",
+            "Since start: the worker thread's CPU time (basis=thread) or its working time (basis=busy) over its frames, per million frames.",
+            MetricType::Gauge,
+            s.workers.iter().flat_map(|w| {
+                let (busy, thread) = w.timing.cpu_s_per_mframe().unwrap_or((0.0, 0.0));
+                [("busy", busy), ("thread", thread)]
+                    .map(|(b, v)| (vec![("worker", w.worker.to_string()), ("basis", b.to_string())], ConstGauge::new(v)))
+            }),
+        )?;
+        gauges(e, "worker_frame_gap_nanoseconds", "Adaptive polling's estimate of the mean time between the worker's frames (ns).", s.worker_rows(|w| w.timing.gap_ns))?;
         {
             let mut m = e.encode_descriptor(
                 "frame_processing_seconds",
@@ -588,6 +679,13 @@ mod tests {
         w0.timing.loops = 100;
         w0.app_pool_full = 14;
         w0.timing.busy(Duration::from_micros(1500));
+        w0.timing.spin(Duration::from_micros(500));
+        w0.timing.slept(Duration::from_millis(3), true, false);
+        w0.timing.slept(Duration::from_millis(1), false, true);
+        w0.timing.slept(Duration::from_millis(100), false, false);
+        w0.timing.frames = 3000;
+        w0.timing.cpu_ns = 6_000_000;
+        w0.timing.gap_ns = 33_000;
         w0.timing.latency.observe_batch(Duration::from_nanos(64 * 300), 64);
         w0.timing.latency.observe_batch(Duration::from_micros(5), 1);
         let w1 = WorkerStats { worker: 1, sessions: 2, ..Default::default() };
@@ -650,6 +748,18 @@ mod tests {
         assert_eq!(v(r#"warden_worker_loops_total{worker="0"}"#), 100.0);
         assert_eq!(v(r#"warden_worker_busy_loops_total{worker="0"}"#), 1.0);
         assert_eq!(v(r#"warden_worker_busy_seconds_total{worker="0"}"#), 0.0015);
+        assert_eq!(v(r#"warden_worker_wait_seconds_total{worker="0",how="spin"}"#), 0.0005);
+        assert_eq!(v(r#"warden_worker_wait_seconds_total{worker="0",how="sleep"}"#), 0.104);
+        assert_eq!(v(r#"warden_worker_cpu_seconds_total{worker="0"}"#), 0.006);
+        assert_eq!(v(r#"warden_worker_sleeps_total{worker="0",woken_by="rx"}"#), 1.0);
+        assert_eq!(v(r#"warden_worker_sleeps_total{worker="0",woken_by="waker"}"#), 1.0);
+        assert_eq!(v(r#"warden_worker_sleeps_total{worker="0",woken_by="timer"}"#), 1.0);
+        assert_eq!(v(r#"warden_worker_loop_frames_total{worker="0"}"#), 3000.0);
+        // 1.5 ms working and 6 ms of CPU over 3000 frames: 0.5 and 2 s per million frames.
+        assert_eq!(v(r#"warden_worker_cpu_seconds_per_million_frames{worker="0",basis="busy"}"#), 0.5);
+        assert_eq!(v(r#"warden_worker_cpu_seconds_per_million_frames{worker="0",basis="thread"}"#), 2.0);
+        assert_eq!(v(r#"warden_worker_cpu_seconds_per_million_frames{worker="1",basis="thread"}"#), 0.0);
+        assert_eq!(v(r#"warden_worker_frame_gap_nanoseconds{worker="0"}"#), 33_000.0);
         // Histogram: 64 frames at 300 ns (bucket le=5e-7), one at 5 us (le=5e-6); cumulative.
         assert_eq!(v(r#"warden_frame_processing_seconds_count{worker="0"}"#), 65.0);
         assert_eq!(v(r#"warden_frame_processing_seconds_bucket{le="2e-7",worker="0"}"#), 0.0);

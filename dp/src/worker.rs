@@ -7,8 +7,13 @@
 //! each frame, hand it to the worker that owns its flow if that is another worker (copy into a
 //! lock-free SPSC ring), else run the [`Inspector`] and stage it for the peer side's tx ring →
 //! transmit the staged batch → drain frames handed over by other workers → serve control
-//! commands → expire sessions and send report snapshots on their timers → when idle for
-//! `idle_spins` loops, sleep in poll(2) until an rx ring has frames.
+//! commands → expire sessions and send report snapshots on their timers → when a loop found
+//! nothing to do, spin again or sleep in one poll(2) on all its sockets and its waker until
+//! frames, a wake-up or its next timer ([`crate::poll`]: adaptive polling, `[dataplane] poll`).
+//!
+//! Time accounting ([`crate::metrics::LoopStats`]): one monotonic clock read at the start of
+//! each loop; the time to the next loop's start, less the time asleep in poll(2) (two more reads
+//! per sleep), is counted as working (the loop did work) or spinning (it found nothing).
 //!
 //! Flow ownership: a flow belongs to `owners[owner_spread(key) % owners.len()]`, where `owners`
 //! lists the workers serving the pair; `owner_spread` hashes the zone and the two addresses
@@ -37,12 +42,16 @@ use xdpilone::xdp::XdpDesc;
 use std::sync::Arc;
 
 use crate::enforce::{Hits, PolicyHandle};
+use crate::poll::{Idle, PollConfig, Wait, Waker, MAX_SLEEP};
 use crate::defrag::DefragStats;
 use crate::inspect::{DropReason, FrameMeta, InspectStats, Inspector, Verdict};
 use crate::rst::{self, RstFrame};
 use crate::session::{SessionSnapshot, TableStats};
 use crate::wire;
 use crate::xsk::{self, Group, SideSpec};
+
+/// How often a worker expires IP fragments and flushes merged threat events.
+const EXPIRE_EVERY: Duration = Duration::from_millis(100);
 
 /// Largest frame that can be handed between workers (MTU-sized frames and then some).
 pub const HANDOFF_MAX: usize = 2048;
@@ -233,6 +242,36 @@ pub enum Command {
     TestStall(Duration),
 }
 
+/// The control thread's handle on a worker: its command queue and its waker.
+#[derive(Clone)]
+pub struct WorkerLink {
+    tx: Sender<Command>,
+    waker: Arc<Waker>,
+}
+
+impl WorkerLink {
+    /// A link over a worker's command queue and its waker ([`Mesh::waker`]).
+    pub fn new(tx: Sender<Command>, waker: Arc<Waker>) -> Self {
+        WorkerLink { tx, waker }
+    }
+
+    /// Queues `cmd` (waiting while the queue is full) and wakes the worker if it sleeps.
+    ///
+    /// # Errors
+    /// The worker is gone (its queue closed); the command is returned.
+    pub fn send(&self, cmd: Command) -> Result<(), crossbeam::channel::SendError<Command>> {
+        let r = self.tx.send(cmd);
+        self.waker.wake();
+        r
+    }
+
+    /// Wakes the worker if it sleeps (after publishing something it picks up itself, such as
+    /// a policy).
+    pub fn wake(&self) {
+        self.waker.wake();
+    }
+}
+
 /// Static settings of a worker.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -242,8 +281,8 @@ pub struct WorkerConfig {
     pub core: Option<usize>,
     /// Frames per ring batch.
     pub batch: usize,
-    /// Empty loops before sleeping in poll(2).
-    pub idle_spins: u32,
+    /// How the worker waits when its rings are empty.
+    pub poll: PollConfig,
     /// Report interval.
     pub report_interval: Duration,
 }
@@ -267,13 +306,53 @@ pub struct Mesh {
     pub outbox: Vec<Option<HeapProd<Handoff>>>,
     /// Consumers of frames from the other workers.
     pub inbox: Vec<HeapCons<Handoff>>,
+    /// Every worker's waker (index = worker), this one's included: frames handed to a sleeping
+    /// worker wake it, once per batch.
+    pub wakers: Vec<Arc<Waker>>,
+    /// This worker's index.
+    pub me: usize,
+    /// Workers this one handed frames to since it last woke them (allocated once).
+    handed: Vec<bool>,
 }
 
-/// Builds the all-to-all handoff rings for `n` workers, `cap` frames each.
-pub fn mesh(n: usize, cap: usize) -> Vec<Mesh> {
+impl Mesh {
+    /// This worker's waker (for the control thread: commands and policies wake it).
+    pub fn waker(&self) -> Arc<Waker> {
+        self.wakers[self.me].clone()
+    }
+
+    /// Wakes the workers this one handed frames to since the last call (once per batch).
+    fn wake_handed(&mut self) {
+        for (w, h) in self.handed.iter_mut().enumerate() {
+            if std::mem::take(h) {
+                self.wakers[w].wake();
+            }
+        }
+    }
+
+    /// True when another worker has handed frames over that are not drained yet.
+    fn inbox_pending(&self) -> bool {
+        use ringbuf::traits::Observer;
+        self.inbox.iter().any(|c| !c.is_empty())
+    }
+}
+
+/// Builds the all-to-all handoff rings for `n` workers, `cap` frames each, and their wakers.
+///
+/// # Errors
+/// A waker's eventfd could not be created (out of file descriptors).
+pub fn mesh(n: usize, cap: usize) -> std::io::Result<Vec<Mesh>> {
     use ringbuf::traits::Split;
-    let mut meshes: Vec<Mesh> =
-        (0..n).map(|_| Mesh { outbox: (0..n).map(|_| None).collect(), inbox: Vec::new() }).collect();
+    let wakers: Vec<Arc<Waker>> = (0..n).map(|_| Waker::new().map(Arc::new)).collect::<Result<_, _>>()?;
+    let mut meshes: Vec<Mesh> = (0..n)
+        .map(|me| Mesh {
+            outbox: (0..n).map(|_| None).collect(),
+            inbox: Vec::new(),
+            wakers: wakers.clone(),
+            me,
+            handed: vec![false; n],
+        })
+        .collect();
     for from in 0..n {
         for to in 0..n {
             if from != to {
@@ -283,7 +362,7 @@ pub fn mesh(n: usize, cap: usize) -> Vec<Mesh> {
             }
         }
     }
-    meshes
+    Ok(meshes)
 }
 
 /// One worker thread's state.
@@ -301,6 +380,8 @@ pub struct Worker {
     policy: Option<Arc<PolicyHandle>>,
     next_group: u16,
     timing: crate::metrics::LoopStats,
+    /// Adaptive polling: spin or sleep when a loop found nothing.
+    idle: Idle,
     /// Liveness and totals read by the control loop (systemd watchdog, `STATUS=`).
     pulse: Arc<crate::service::Pulse>,
 }
@@ -369,6 +450,14 @@ fn release_held(groups: &mut [GroupState], insp: &mut Inspector) {
     insp.clear_releases();
 }
 
+/// CPU time of the calling thread (user + system, ns; CLOCK_THREAD_CPUTIME_ID), 0 if it
+/// cannot be read. One system call: control path only.
+fn thread_cpu_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(|t| (t.tv_sec() as u64).saturating_mul(1_000_000_000).saturating_add(t.tv_nsec() as u64))
+        .unwrap_or(0)
+}
+
 fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
@@ -382,7 +471,9 @@ impl Worker {
         commands: Receiver<Command>,
         reports: Sender<WorkerReport>,
     ) -> Self {
+        let idle = Idle::new(cfg.poll, 0);
         Worker {
+            idle,
             cfg,
             insp,
             groups: Vec::new(),
@@ -413,6 +504,11 @@ impl Worker {
         self
     }
 
+    /// A policy was published that this worker does not enforce yet.
+    fn policy_pending(&self) -> bool {
+        self.policy.as_ref().is_some_and(|h| h.generation() != self.insp.policy_generation())
+    }
+
     /// Loads a newly published policy (once per loop: one atomic load when nothing changed).
     fn refresh_policy(&mut self) {
         let Some(h) = &self.policy else { return };
@@ -435,19 +531,37 @@ impl Worker {
         let mut rxd = vec![XdpDesc { addr: 0, len: 0, options: 0 }; batch];
         let mut fwd = vec![XdpDesc { addr: 0, len: 0, options: 0 }; batch];
         let mut drop = vec![XdpDesc { addr: 0, len: 0, options: 0 }; batch];
-        let mut idle = 0u32;
         let mut last_report = Instant::now();
         let mut last_expire = Instant::now();
         let mut fds: Vec<i32> = Vec::new();
+        let waker = self.mesh.waker();
+        // Origin of the worker's monotonic ns (adaptive polling's clock).
+        let base = Instant::now();
+        // The previous loop: its start, whether it did work, its frames and its time asleep.
+        let mut prev: Option<(Instant, bool, u64)> = None;
+        let mut slept = Duration::ZERO;
         loop {
-            // Loop time: one monotonic clock read per loop, a second only when it did work.
+            // One monotonic clock read per loop: it ends the previous loop's time.
             let loop_start = Instant::now();
+            let t = loop_start.duration_since(base).as_nanos() as u64;
+            if let Some((p, busy, frames)) = prev {
+                let took = loop_start.duration_since(p).saturating_sub(slept);
+                if busy {
+                    self.timing.busy(took);
+                    self.idle.work(p.duration_since(base).as_nanos() as u64, t, frames);
+                } else {
+                    self.timing.spin(took);
+                }
+            }
+            slept = Duration::ZERO;
             self.pulse.beat(self.insp.sessions.len() as u64, self.insp.stats.frames);
             self.refresh_policy();
             let now = now_ns();
+            let frames_before = self.timing.frames;
             let mut work = 0usize;
             for gi in 0..self.groups.len() {
                 work += self.poll_group(gi, now, &mut rxd, &mut fwd, &mut drop);
+                self.mesh.wake_handed();
             }
             work += self.drain_inbox(now);
             self.send_events();
@@ -465,7 +579,7 @@ impl Worker {
             // expiry keeps up with any creation rate in small steps (a few list-head checks when
             // nothing is due).
             self.insp.sessions.expire(now, 256);
-            if last_expire.elapsed() >= Duration::from_millis(100) {
+            if last_expire.elapsed() >= EXPIRE_EVERY {
                 last_expire = Instant::now();
                 self.insp.expire_fragments(now);
                 self.insp.flush_threats(now);
@@ -483,19 +597,38 @@ impl Worker {
                 self.send_ended();
             }
             self.timing.loops += 1;
+            prev = Some((loop_start, work > 0, self.timing.frames - frames_before));
             if work > 0 {
-                self.timing.busy(loop_start.elapsed());
-                idle = 0;
                 continue;
             }
-            idle += 1;
-            if idle >= self.cfg.idle_spins {
-                if fds.is_empty() {
-                    fds = self.groups.iter().flat_map(|g| g.group.ports.iter().map(|p| p.fd())).collect();
-                }
-                // Sleep until frames arrive; wake at least every 10 ms for commands and timers.
-                xsk::wait_rx(&fds, 10);
+            if fds.is_empty() {
+                fds = self.groups.iter().flat_map(|g| g.group.ports.iter().map(|p| p.fd())).collect();
             }
+            // Spinning needs rings to spin on: without sockets the worker only sleeps.
+            if !fds.is_empty() && self.idle.idle(t) == Wait::Spin {
+                continue;
+            }
+            // Announce the sleep, then look once more at what does not wake poll(2) by itself:
+            // frames handed over, commands, a new policy (their producers wake the waker).
+            waker.prepare();
+            if self.mesh.inbox_pending() || !self.commands.is_empty() || self.policy_pending() {
+                waker.awake();
+                continue;
+            }
+            // Until the next timer: fragment expiry and threat flush, then reports.
+            let due = EXPIRE_EVERY
+                .saturating_sub(last_expire.elapsed())
+                .min(self.cfg.report_interval.saturating_sub(last_report.elapsed()))
+                .min(MAX_SLEEP);
+            let ms = due.as_millis().clamp(1, MAX_SLEEP.as_millis()) as i32;
+            let asleep = Instant::now();
+            let woken = xsk::wait_rx(&fds, waker.fd(), ms);
+            waker.awake();
+            if woken.waker {
+                waker.drain();
+            }
+            slept = asleep.elapsed();
+            self.timing.slept(slept, woken.rx, woken.waker);
         }
         self.insp.sessions.end_all(|_| true);
         self.send_reports(true);
@@ -606,6 +739,7 @@ impl Worker {
                 continue;
             }
             total += n;
+            self.timing.frames += n as u64;
             // Per-frame latency: the batch is timed whole (two clock reads per batch) and
             // each of its frames observes the batch's mean.
             let batch_start = Instant::now();
@@ -639,6 +773,7 @@ impl Worker {
                             );
                             if ok {
                                 self.handoff_out += 1;
+                                self.mesh.handed[owner] = true;
                             } else {
                                 self.handoff_dropped += 1;
                             }
@@ -703,6 +838,7 @@ impl Worker {
             while let Some(h) = self.mesh.inbox[i].try_pop() {
                 n += 1;
                 self.handoff_in += 1;
+                self.timing.frames += 1;
                 let Some(gs) = self.groups.iter_mut().find(|g| g.zone == h.zone) else {
                     self.handoff_dropped += 1;
                     continue;
@@ -848,7 +984,11 @@ impl Worker {
                     threats: self.insp.threats.stats,
                     threat_events: self.insp.threats.merge_stats(),
                     defrag: self.insp.defrag_stats(),
-                    timing: self.timing,
+                    timing: crate::metrics::LoopStats {
+                        cpu_ns: thread_cpu_ns(),
+                        gap_ns: self.idle.gap_ns(),
+                        ..self.timing
+                    },
                     app_pool_full: self.insp.engine.pool_full,
                     app_redetections: self.insp.engine.redetections,
                 });

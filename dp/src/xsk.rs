@@ -432,22 +432,33 @@ fn bind_port(umem: &Umem, ring_size: u32, side: Side, spec: &SideSpec, queue: u3
     })
 }
 
-/// Sleeps until one of `fds` (XSK fds) has received frames, or `timeout_ms` passes. Used by an
-/// idle worker only; errors (EINTR) just end the wait.
-pub fn wait_rx(fds: &[i32], timeout_ms: i32) {
+/// What ended a [`wait_rx`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Woken {
+    /// An rx ring has frames.
+    pub rx: bool,
+    /// The waker fd was signalled ([`crate::poll::Waker`]).
+    pub waker: bool,
+}
+
+/// Sleeps in one poll(2) until one of `fds` (XSK fds, at most 255 are watched) has received
+/// frames, `waker` (an eventfd; negative: none) is signalled, or `timeout_ms` passes (0: do not
+/// wait). Used by an idle worker only; errors (EINTR) just end the wait, as a timeout.
+pub fn wait_rx(fds: &[i32], waker: i32, timeout_ms: i32) -> Woken {
     const MAX: usize = 256;
     let mut p = [libc::pollfd { fd: -1, events: 0, revents: 0 }; MAX];
-    let n = fds.len().min(MAX);
-    for (slot, &fd) in p.iter_mut().zip(fds.iter()) {
+    // Slot 0: the waker (poll(2) skips a negative fd), then the sockets.
+    p[0] = libc::pollfd { fd: waker, events: libc::POLLIN, revents: 0 };
+    let n = 1 + fds.len().min(MAX - 1);
+    for (slot, &fd) in p[1..n].iter_mut().zip(fds.iter()) {
         slot.fd = fd;
         slot.events = libc::POLLIN;
     }
-    if n == 0 {
-        std::thread::sleep(std::time::Duration::from_millis(timeout_ms.max(0) as u64));
-        return;
+    // SAFETY: `p` is a valid array of `n` <= MAX initialised pollfd structs that lives across
+    // the call.
+    let r = unsafe { libc::poll(p.as_mut_ptr(), n as libc::nfds_t, timeout_ms) };
+    if r <= 0 {
+        return Woken::default();
     }
-    // SAFETY: `p` is a valid array of `n` initialised pollfd structs that lives across the call.
-    unsafe {
-        libc::poll(p.as_mut_ptr(), n as libc::nfds_t, timeout_ms);
-    }
+    Woken { rx: p[1..n].iter().any(|q| q.revents & libc::POLLIN != 0), waker: p[0].revents & libc::POLLIN != 0 }
 }

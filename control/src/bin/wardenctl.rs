@@ -484,6 +484,27 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
     table_opt(header, rows, true);
 }
 
+/// One row of the worker time table: shares of the wall time working, spinning and asleep,
+/// the thread's CPU seconds, the sleeps by what ended them, frames, CPU and working seconds per
+/// million frames, and the adaptive estimate of the time between frames.
+fn worker_time_row(worker: usize, t: &warden_control::WorkerTime) -> Vec<String> {
+    let wall = (t.busy_ns + t.spin_ns + t.sleep_ns).max(1) as f64;
+    let pct = |ns: u64| format!("{:.1}", 100.0 * ns as f64 / wall);
+    let per = |v: Option<f64>| v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "-".into());
+    vec![
+        worker.to_string(),
+        pct(t.busy_ns),
+        pct(t.spin_ns),
+        pct(t.sleep_ns),
+        format!("{:.3}", t.cpu_ns as f64 / 1e9),
+        format!("{} ({}/{}/{})", t.sleeps, t.woken_rx, t.woken_waker, t.woken_timer),
+        t.frames.to_string(),
+        per(t.cpu_s_per_mframe()),
+        per(t.busy_s_per_mframe()),
+        format!("{:.1}", t.frame_gap_ns as f64 / 1e3),
+    ]
+}
+
 fn print_connections(conns: &[ConnectionRecord], header: bool) {
     let rows: Vec<Vec<String>> = conns
         .iter()
@@ -725,6 +746,13 @@ fn print_table(reply: &Reply) {
                     println!("  worker {} exceptions {why}: {n}", w.worker);
                 }
             }
+            println!();
+            // Where each worker's time went since start, and what a frame cost it.
+            let rows: Vec<Vec<String>> = c.workers.iter().map(|w| worker_time_row(w.worker, &w.time)).collect();
+            table(
+                &["WORKER", "BUSY%", "SPIN%", "SLEEP%", "CPU_S", "SLEEPS(rx/wake/timer)", "FRAMES", "CPU_S/MFRAME", "BUSY_S/MFRAME", "GAP_US"],
+                &rows,
+            );
         }
         Reply::Subscribed(s) => println!("subscribed, every {} s", s.interval_s),
         Reply::Hello(h) => println!("{} (protocol {})", h.server, h.version),
