@@ -264,7 +264,9 @@ fn list_sessions_walks_pages_with_two_workers_under_traffic() {
     // New sessions keep coming (and the server's port unreachables keep touching them) while
     // the walk goes on.
     t.spawn(&t.c.clone(), &["python3", &script, "40000", "3000", S4, "30"]);
-    std::thread::sleep(Duration::from_millis(300));
+    // Until the ongoing traffic has sessions (a walk answered by awake workers is quick: it
+    // must not start before python does).
+    wait_until("the ongoing traffic", || sessions(&mut ctl).iter().any(|r| r.client_port >= 40000));
     let pages = sessions_paged(&mut ctl, 37);
     assert!(pages.len() >= n as usize / 37, "{} pages", pages.len());
     let all: Vec<_> = pages.concat();

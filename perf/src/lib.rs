@@ -217,9 +217,126 @@ pub fn read_sink(pin: &Path) -> Result<SinkCounts> {
     Ok(total)
 }
 
+/// Where a latency stamp starts in a [`udp_frame`] (its UDP payload): `"WPTS"`, the
+/// CLOCK_MONOTONIC time in ns (little endian), and a word that keeps the UDP checksum right.
+pub const STAMP_OFFSET: usize = 42;
+/// Bytes of a stamp; frames shorter than `STAMP_OFFSET + STAMP_LEN` (56) are not stamped.
+pub const STAMP_LEN: usize = 14;
+
+/// Writes a latency stamp of time `ns` into a [`udp_frame`] (whose payload was zeros, or an
+/// earlier stamp): the sink adds `now - ns` to its histogram. The payload's 16-bit words sum to
+/// zero (one's complement), so the UDP checksum computed over a zero payload stays valid and
+/// Warden inspects the frame as it would any other. Does nothing to a frame too short.
+pub fn stamp(frame: &mut [u8], ns: u64) {
+    let Some(s) = frame.get_mut(STAMP_OFFSET..STAMP_OFFSET + STAMP_LEN) else { return };
+    s[0..4].copy_from_slice(b"WPTS");
+    s[4..12].copy_from_slice(&ns.to_le_bytes());
+    let mut sum: u32 = s[..12].chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    s[12..14].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+}
+
+/// CLOCK_MONOTONIC now, in ns (the clock of the sink's `bpf_ktime_get_ns`).
+pub fn monotonic_ns() -> u64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `t` is a valid timespec the call writes; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    (t.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(t.tv_nsec as u64)
+}
+
+/// Buckets of the sink's latency histogram (`sink.bpf.c`, map `lat`): 1024 of 1 µs, 64 of 1 ms
+/// (from 1 ms), one for 65 ms or more (and stamps from the future).
+pub const LAT_BUCKETS: usize = 1024 + 64 + 1;
+
+/// Upper bound (µs) of latency bucket `i` (infinite for the last).
+pub fn lat_upper_us(i: usize) -> f64 {
+    match i {
+        i if i < 1024 => (i + 1) as f64,
+        i if i < 1024 + 64 => ((i - 1024 + 2) * 1000) as f64,
+        _ => f64::INFINITY,
+    }
+}
+
+/// The sink's latency histogram (frames per bucket, summed over CPUs); its map is pinned next
+/// to the counters, at `<pin>-lat`.
+pub fn read_latency(pin: &Path) -> Result<Vec<u64>> {
+    let path = format!("{}-lat", pin.display());
+    let map = MapHandle::from_pinned_path(&path).with_context(|| format!("open pinned latency map {path}"))?;
+    let mut hist = vec![0u64; LAT_BUCKETS];
+    for (i, h) in hist.iter_mut().enumerate() {
+        let per_cpu = map
+            .lookup_percpu(&(i as u32).to_ne_bytes(), MapFlags::ANY)
+            .context("read latency histogram")?
+            .unwrap_or_default();
+        *h = per_cpu.iter().map(|v| u64::from_ne_bytes(v[..8].try_into().expect("8 bytes"))).sum();
+    }
+    Ok(hist)
+}
+
+/// The `q` quantile (0..=1) of a latency histogram, as its bucket's upper bound in µs; `None`
+/// when empty.
+pub fn lat_quantile(hist: &[u64], q: f64) -> Option<f64> {
+    let total: u64 = hist.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let want = ((total as f64 * q).ceil() as u64).max(1);
+    let mut seen = 0;
+    for (i, n) in hist.iter().enumerate() {
+        seen += n;
+        if seen >= want {
+            return Some(lat_upper_us(i));
+        }
+    }
+    Some(f64::INFINITY)
+}
+
+/// CPU time (ns) a thread has run so far: the first field of `/proc/<tid>/schedstat` (user and
+/// system, at ns resolution).
+pub fn task_cpu_ns(tid: u32) -> Result<u64> {
+    let path = format!("/proc/{tid}/schedstat");
+    let s = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+    s.split_whitespace().next().and_then(|v| v.parse().ok()).with_context(|| format!("bad {path}"))
+}
+
+/// Per-CPU softirq jiffies from `/proc/stat`, `cpu0` first.
+pub fn cpu_softirq_jiffies() -> Result<Vec<u64>> {
+    let stat = std::fs::read_to_string("/proc/stat").context("read /proc/stat")?;
+    Ok(stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+        .map(|l| l.split_whitespace().nth(7).and_then(|v| v.parse().ok()).unwrap_or(0))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stamped_frames_keep_their_checksum_and_quantiles_read_buckets() {
+        let mut f = udp_frame(64, [2; 6], [4; 6]).unwrap();
+        for ns in [0, 1, 0xffff_ffff_ffff_ffff, 1_234_567_890_123, monotonic_ns()] {
+            stamp(&mut f, ns);
+            assert_eq!(&f[42..46], b"WPTS");
+            assert_eq!(u64::from_le_bytes(f[46..54].try_into().unwrap()), ns);
+            let d = warden_dp::wire::decode(&f).unwrap();
+            assert_eq!(checksum::transport_ok(d.ip.as_ref().unwrap()), Ok(()), "stamp {ns}");
+        }
+        let mut short = udp_frame(50, [2; 6], [4; 6]).unwrap();
+        stamp(&mut short, 5);
+        assert_eq!(short, udp_frame(50, [2; 6], [4; 6]).unwrap());
+        let mut h = vec![0u64; LAT_BUCKETS];
+        h[9] = 50; // 9..10 us
+        h[30] = 49; // 30..31 us
+        h[1024 + 2] = 1; // 3..4 ms
+        assert_eq!(lat_quantile(&h, 0.5), Some(10.0));
+        assert_eq!(lat_quantile(&h, 0.99), Some(31.0));
+        assert_eq!(lat_quantile(&h, 1.0), Some(4000.0));
+        assert_eq!(lat_quantile(&[0; 4], 0.5), None);
+    }
 
     #[test]
     fn udp_frame_checksums_verify() {

@@ -3,7 +3,10 @@
 //!
 //! With `--sink-pin` it also reads the sink's pinned counter map just before the first frame
 //! and just after the last one completes, so the sink rate covers the same window as the
-//! offered rate. Prints one JSON object on stdout.
+//! offered rate. Frames of 56 bytes or more carry a latency stamp (`warden_perf::stamp`,
+//! written before each batch is queued), and the sink's latency histogram is read over the same
+//! window. `--watch NAME=TID` reports the CPU time of those threads (the forwarder's) over each
+//! run. Prints one JSON object on stdout.
 use std::path::PathBuf;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
@@ -46,6 +49,9 @@ struct Args {
     /// Descriptors queued per loop iteration.
     #[arg(long, default_value_t = 256)]
     batch: u32,
+    /// A thread whose CPU time over each run is reported, as NAME=TID (repeatable).
+    #[arg(long)]
+    watch: Vec<String>,
 }
 
 /// What the runs measured: the median run (by sink rate, else offered rate), and all runs.
@@ -71,6 +77,16 @@ struct Run {
     sink_pps: Option<f64>,
     /// Share of the run each CPU was busy (cpu0 first), from /proc/stat.
     cpu_busy: Vec<f64>,
+    /// Share of the run each CPU spent in softirq (cpu0 first), from /proc/stat.
+    cpu_softirq: Vec<f64>,
+    /// Each watched thread's CPU time over the run, as a share of one core (`--watch`).
+    tasks: std::collections::BTreeMap<String, f64>,
+    /// Stamped frames the sink timed.
+    lat_frames: Option<u64>,
+    /// Latency quantiles, generator to sink (µs, upper bounds of 1 µs buckets below 1 ms).
+    lat_p50_us: Option<f64>,
+    lat_p99_us: Option<f64>,
+    lat_p999_us: Option<f64>,
 }
 
 /// One page of umem; the alignment makes the whole umem page aligned.
@@ -85,6 +101,14 @@ fn main() -> Result<()> {
         None => warden_perf::iface_mac(&args.iface)?,
     };
     let frame = warden_perf::udp_frame(args.size, src_mac, warden_perf::parse_mac(&args.dst_mac)?)?;
+    let mut watch = Vec::new();
+    for w in &args.watch {
+        let (name, tid) = w.split_once('=').ok_or_else(|| anyhow!("--watch expects NAME=TID, got {w}"))?;
+        watch.push((name.to_string(), tid.parse::<u32>().map_err(|_| anyhow!("--watch {w}: bad TID"))?));
+    }
+    let task_cpu = |watch: &[(String, u32)]| -> Result<Vec<u64>> {
+        watch.iter().map(|(_, tid)| warden_perf::task_cpu_ns(*tid)).collect()
+    };
 
     // Four pages: a frame is one page (UmemConfig's default frame size) and only frame 0 is
     // used, by every descriptor: in copy mode the kernel copies it into an skb each time.
@@ -110,11 +134,13 @@ fn main() -> Result<()> {
         len: frame.len() as u32,
         options: 0,
     };
+    let flen = frame.len();
     if args.warmup > 0.0 {
         send(
             &mut tx,
             &mut device,
             desc,
+            &mut pages[0].0[..flen],
             args.warmup,
             args.rate,
             args.batch,
@@ -128,17 +154,39 @@ fn main() -> Result<()> {
             .as_deref()
             .map(warden_perf::read_sink)
             .transpose()?;
+        let lat_before = args.sink_pin.as_deref().map(warden_perf::read_latency).transpose()?;
+        let soft_before = warden_perf::cpu_softirq_jiffies()?;
+        let tasks_before = task_cpu(&watch)?;
         let cpu_before = warden_perf::cpu_jiffies()?;
         let (done, secs) = send(
             &mut tx,
             &mut device,
             desc,
+            &mut pages[0].0[..flen],
             args.duration,
             args.rate,
             args.batch,
         );
-        let cpu_busy = warden_perf::cpu_busy(&cpu_before, &warden_perf::cpu_jiffies()?);
+        let cpu_after = warden_perf::cpu_jiffies()?;
+        let tasks_after = task_cpu(&watch)?;
+        let soft_after = warden_perf::cpu_softirq_jiffies()?;
+        let cpu_busy = warden_perf::cpu_busy(&cpu_before, &cpu_after);
+        let cpu_softirq = soft_before
+            .iter()
+            .zip(&soft_after)
+            .zip(cpu_before.iter().zip(&cpu_after))
+            .map(|((b, a), (tb, ta))| (a - b) as f64 / (ta.1 - tb.1).max(1) as f64)
+            .collect();
+        let tasks = watch
+            .iter()
+            .zip(tasks_before.iter().zip(&tasks_after))
+            .map(|((name, _), (b, a))| (name.clone(), a.saturating_sub(*b) as f64 / 1e9 / secs))
+            .collect();
         std::thread::sleep(Duration::from_millis(20)); // let the last frames cross the forwarder
+        let lat = lat_before
+            .zip(args.sink_pin.as_deref().map(warden_perf::read_latency).transpose()?)
+            .map(|(b, a)| a.iter().zip(&b).map(|(a, b)| a - b).collect::<Vec<u64>>());
+        let q = |p: f64| lat.as_deref().and_then(|h| warden_perf::lat_quantile(h, p));
         let sink_after = args
             .sink_pin
             .as_deref()
@@ -155,6 +203,12 @@ fn main() -> Result<()> {
             sink_bytes: sink.map(|s| s.1),
             sink_pps: sink.map(|s| s.0 as f64 / secs),
             cpu_busy,
+            cpu_softirq,
+            tasks,
+            lat_frames: lat.as_ref().map(|h| h.iter().sum()),
+            lat_p50_us: q(0.5),
+            lat_p99_us: q(0.99),
+            lat_p999_us: q(0.999),
         });
     }
     let mut order: Vec<&Run> = runs.iter().collect();
@@ -174,13 +228,14 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Transmits `desc` for `secs` seconds (at `rate` frames/s unless 0), then waits up to 200 ms
+/// Transmits `desc` (whose bytes are `frame`, stamped before each batch) for `secs` seconds (at `rate` frames/s unless 0), then waits up to 200 ms
 /// for the kernel to complete what is still queued. Returns the frames completed and the
 /// seconds from the start to the last completion.
 fn send(
     tx: &mut RingTx,
     device: &mut DeviceQueue,
     desc: XdpDesc,
+    frame: &mut [u8],
     secs: f64,
     rate: u64,
     batch: u32,
@@ -197,6 +252,9 @@ fn send(
                 want = want.min(due.saturating_sub(queued));
             }
             if want > 0 {
+                // Copy mode: the kernel copies the frame in the wake-up below, so every
+                // descriptor of this batch carries this time.
+                warden_perf::stamp(frame, warden_perf::monotonic_ns());
                 let mut w = tx.transmit(want as u32);
                 queued += u64::from(w.insert(std::iter::repeat(desc)));
                 w.commit();

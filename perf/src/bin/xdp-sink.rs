@@ -1,5 +1,6 @@
 //! The rig's sink: `attach` loads `sink.bpf.c` (count, then XDP_DROP) onto an interface in
-//! native mode and pins its counter map; `read` prints the counters from the pinned map.
+//! native mode and pins its counter map (and its latency histogram at `<pin>-lat`); `read`
+//! prints the counters from the pinned map.
 //! The program stays attached after this process exits (netlink attach); remove it with
 //! `ip link set dev IFACE xdp off` or by deleting the interface.
 use std::mem::MaybeUninit;
@@ -47,6 +48,9 @@ fn main() -> Result<()> {
                 .counts
                 .pin(&pin)
                 .with_context(|| format!("pin at {}", pin.display()))?;
+            let lat = format!("{}-lat", pin.display());
+            let _ = std::fs::remove_file(&lat);
+            skel.maps.lat.pin(&lat).with_context(|| format!("pin at {lat}"))?;
             Xdp::new(skel.progs.sink_xdp.as_fd())
                 .attach(ifindex, XdpFlags::DRV_MODE)
                 .with_context(|| format!("attach sink to {iface}"))?;
