@@ -800,7 +800,7 @@ pub struct WorkerCounters {
 /// Where one worker's time went since start (ns; `[dataplane] poll`). Its wall time is
 /// `busy_ns + spin_ns + sleep_ns`; the CPU it used is `cpu_ns` (the kernel's figure for the
 /// thread, system calls included), about `busy_ns + spin_ns`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct WorkerTime {
     /// Loops that did work (frames, handoffs, commands): their time (ns).
     pub busy_ns: u64,
@@ -822,6 +822,15 @@ pub struct WorkerTime {
     pub frames: u64,
     /// Adaptive polling's estimate of the mean time between the worker's frames (ns).
     pub frame_gap_ns: u64,
+    /// Sampled stage timing (one rx batch in 64): frames of the timed batches and the time
+    /// (ns) each stage took for them: `rx` (the rx ring), `decode` (L2–L4), `inspect`
+    /// (sessions, streams and apps, policy, threats; or the handoff copy), `tx` (the peer's tx
+    /// ring and the kernel's transmit). Stage time / frames = mean ns per frame in that stage.
+    #[serde(default)]
+    pub stage_frames: u64,
+    /// ns per stage over `stage_frames` (`rx`, `decode`, `inspect`, `tx`).
+    #[serde(default)]
+    pub stage_ns: BTreeMap<String, u64>,
 }
 
 impl WorkerTime {

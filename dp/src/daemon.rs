@@ -726,6 +726,8 @@ impl Daemon {
                     woken_timer: w.timing.woken_timer,
                     frames: w.timing.frames,
                     frame_gap_ns: w.timing.gap_ns,
+                    stage_frames: w.timing.stages.frames,
+                    stage_ns: w.timing.stages.named().iter().map(|(k, v)| (k.to_string(), *v)).collect(),
                 },
             })
             .collect();

@@ -3,7 +3,7 @@
 //! Where to look (the packet's path, in order; see ARCHITECTURE.md for the whole picture):
 //! - [`xsk`]: AF_XDP sockets and UMEM (the only `unsafe` code);
 //! - [`worker`]: the per-core loop: rx batch → inspect → tx batch on the peer, handoff of frames
-//!   whose flow another worker owns;
+//!   whose flow another worker owns; [`poll`]: how it waits (adaptive polling, its waker);
 //! - [`wire`]: L2–L4 decoding;
 //! - [`defrag`]: IPv4/IPv6 reassembly before any L4 decision (fragments held, the datagram
 //!   decided once, its fragments released together);

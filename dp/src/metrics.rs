@@ -118,6 +118,31 @@ pub struct LoopStats {
     pub gap_ns: u64,
     /// Per-frame processing latency.
     pub latency: Latency,
+    /// Sampled time per stage.
+    pub stages: Stages,
+}
+
+/// Time per stage of the rx batches a worker sampled (one in 64 non-empty batches; ns). Divided
+/// by `frames`, each is the mean cost of a frame in that stage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stages {
+    /// Frames of the sampled batches.
+    pub frames: u64,
+    /// Taking the batch from the rx ring.
+    pub rx_ns: u64,
+    /// L2–L4 decoding (`wire::decode`).
+    pub decode_ns: u64,
+    /// The inspector (sessions, streams and apps, policy, threats) or the handoff copy.
+    pub inspect_ns: u64,
+    /// Queuing on the peer's tx ring, released frames, and the kernel's transmit (copy mode).
+    pub tx_ns: u64,
+}
+
+impl Stages {
+    /// (stage name, ns) of each stage.
+    pub fn named(&self) -> [(&'static str, u64); 4] {
+        [("rx", self.rx_ns), ("decode", self.decode_ns), ("inspect", self.inspect_ns), ("tx", self.tx_ns)]
+    }
 }
 
 fn ns(d: Duration) -> u64 {
@@ -393,6 +418,16 @@ impl Collector for Exposition {
                     .map(|(b, v)| (vec![("worker", w.worker.to_string()), ("basis", b.to_string())], ConstGauge::new(v)))
             }),
         )?;
+        family(
+            e,
+            "worker_stage_seconds",
+            "Sampled time per stage (one rx batch in 64): rx, decode, inspect (sessions, apps, policy, threats), tx (s).",
+            MetricType::Counter,
+            s.workers.iter().flat_map(|w| {
+                w.timing.stages.named().map(|(st, v)| (vec![("worker", w.worker.to_string()), ("stage", st.to_string())], seconds(v)))
+            }),
+        )?;
+        counters(e, "worker_stage_sampled_frames", "Frames of the batches timed per stage.", s.worker_rows(|w| w.timing.stages.frames))?;
         gauges(e, "worker_frame_gap_nanoseconds", "Adaptive polling's estimate of the mean time between the worker's frames (ns).", s.worker_rows(|w| w.timing.gap_ns))?;
         {
             let mut m = e.encode_descriptor(
@@ -686,6 +721,7 @@ mod tests {
         w0.timing.frames = 3000;
         w0.timing.cpu_ns = 6_000_000;
         w0.timing.gap_ns = 33_000;
+        w0.timing.stages = Stages { frames: 64, rx_ns: 640, decode_ns: 3200, inspect_ns: 19_200, tx_ns: 6400 };
         w0.timing.latency.observe_batch(Duration::from_nanos(64 * 300), 64);
         w0.timing.latency.observe_batch(Duration::from_micros(5), 1);
         let w1 = WorkerStats { worker: 1, sessions: 2, ..Default::default() };
@@ -760,6 +796,9 @@ mod tests {
         assert_eq!(v(r#"warden_worker_cpu_seconds_per_million_frames{worker="0",basis="thread"}"#), 2.0);
         assert_eq!(v(r#"warden_worker_cpu_seconds_per_million_frames{worker="1",basis="thread"}"#), 0.0);
         assert_eq!(v(r#"warden_worker_frame_gap_nanoseconds{worker="0"}"#), 33_000.0);
+        assert_eq!(v(r#"warden_worker_stage_sampled_frames_total{worker="0"}"#), 64.0);
+        assert_eq!(v(r#"warden_worker_stage_seconds_total{worker="0",stage="inspect"}"#), 19_200e-9);
+        assert_eq!(v(r#"warden_worker_stage_seconds_total{worker="0",stage="tx"}"#), 6400e-9);
         // Histogram: 64 frames at 300 ns (bucket le=5e-7), one at 5 us (le=5e-6); cumulative.
         assert_eq!(v(r#"warden_frame_processing_seconds_count{worker="0"}"#), 65.0);
         assert_eq!(v(r#"warden_frame_processing_seconds_bucket{le="2e-7",worker="0"}"#), 0.0);

@@ -50,6 +50,17 @@ use crate::session::{SessionSnapshot, TableStats};
 use crate::wire;
 use crate::xsk::{self, Group, SideSpec};
 
+/// One rx batch in this many is timed stage by stage ([`crate::metrics::Stages`]).
+const STAGE_SAMPLE: u32 = 64;
+
+fn ns(d: Duration) -> u64 {
+    d.as_nanos().min(u128::from(u64::MAX)) as u64
+}
+
+fn ns_since(t: Instant) -> u64 {
+    ns(t.elapsed())
+}
+
 /// How often a worker expires IP fragments and flushes merged threat events.
 const EXPIRE_EVERY: Duration = Duration::from_millis(100);
 
@@ -382,6 +393,8 @@ pub struct Worker {
     timing: crate::metrics::LoopStats,
     /// Adaptive polling: spin or sleep when a loop found nothing.
     idle: Idle,
+    /// Non-empty rx batches so far (one in [`STAGE_SAMPLE`] is timed stage by stage).
+    stage_tick: u32,
     /// Liveness and totals read by the control loop (systemd watchdog, `STATUS=`).
     pulse: Arc<crate::service::Pulse>,
 }
@@ -474,6 +487,7 @@ impl Worker {
         let idle = Idle::new(cfg.poll, 0);
         Worker {
             idle,
+            stage_tick: 0,
             cfg,
             insp,
             groups: Vec::new(),
@@ -734,9 +748,17 @@ impl Worker {
                 None => rxd.len(),
             };
             let take = room.min(rxd.len());
+            // Sampled stage timing: one non-empty batch in STAGE_SAMPLE is timed stage by stage.
+            let sample = self.stage_tick % STAGE_SAMPLE == 0;
+            let rx_start = sample.then(Instant::now);
             let n = gs.group.receive(port, &mut rxd[..take]);
             if n == 0 {
                 continue;
+            }
+            self.stage_tick = self.stage_tick.wrapping_add(1);
+            if let Some(t) = rx_start {
+                self.timing.stages.rx_ns += ns_since(t);
+                self.timing.stages.frames += n as u64;
             }
             total += n;
             self.timing.frames += n as u64;
@@ -752,7 +774,13 @@ impl Worker {
                 st.rx_bytes += u64::from(d.len);
                 let meta = FrameMeta::new(gs.zone, slot, now);
                 let mut resets: Option<[RstFrame; 2]> = None;
-                let verdict = match wire::decode(data) {
+                let t0 = sample.then(Instant::now);
+                let decoded = wire::decode(data);
+                let t1 = sample.then(Instant::now);
+                if let (Some(t0), Some(t1)) = (t0, t1) {
+                    self.timing.stages.decode_ns += ns(t1.duration_since(t0));
+                }
+                let verdict = match decoded {
                     Err(m) => self.insp.malformed(m, data, meta),
                     Ok(f) => {
                         let owner = if gs.owners.len() > 1 {
@@ -788,6 +816,9 @@ impl Worker {
                         v
                     }
                 };
+                if let Some(t1) = t1 {
+                    self.timing.stages.inspect_ns += ns_since(t1);
+                }
                 match verdict {
                     // Kept: the inspector holds its token until the datagram is released.
                     Verdict::Hold => {}
@@ -812,6 +843,7 @@ impl Worker {
                 }
             }
             let other = 1 - side;
+            let tx_start = sample.then(Instant::now);
             let sent = match gs.tx_port[other] {
                 Some(tp) => gs.group.transmit(tp, &fwd[..nf]),
                 None => 0,
@@ -826,6 +858,13 @@ impl Worker {
             gs.stats[other].tx_bytes += fwd_bytes;
             gs.group.release(&drop[..nd]);
             release_held(&mut self.groups, &mut self.insp);
+            if sample {
+                // The tx stage includes the kernel's copy-mode transmit (the kick).
+                self.groups[gi].group.kick_tx();
+            }
+            if let Some(t) = tx_start {
+                self.timing.stages.tx_ns += ns_since(t);
+            }
             self.timing.latency.observe_batch(batch_start.elapsed(), n as u64);
         }
         self.groups[gi].group.kick_tx();

@@ -753,6 +753,16 @@ fn print_table(reply: &Reply) {
                 &["WORKER", "BUSY%", "SPIN%", "SLEEP%", "CPU_S", "SLEEPS(rx/wake/timer)", "FRAMES", "CPU_S/MFRAME", "BUSY_S/MFRAME", "GAP_US"],
                 &rows,
             );
+            for w in c.workers.iter().filter(|w| w.time.stage_frames > 0) {
+                let per: Vec<String> = ["rx", "decode", "inspect", "tx"]
+                    .iter()
+                    .map(|st| {
+                        let v = w.time.stage_ns.get(*st).copied().unwrap_or(0);
+                        format!("{st} {:.0}", v as f64 / w.time.stage_frames as f64)
+                    })
+                    .collect();
+                println!("  worker {} ns per frame (sampled, {} frames): {}", w.worker, w.time.stage_frames, per.join(", "));
+            }
         }
         Reply::Subscribed(s) => println!("subscribed, every {} s", s.interval_s),
         Reply::Hello(h) => println!("{} (protocol {})", h.server, h.version),

@@ -1,0 +1,287 @@
+#!/usr/bin/env bash
+# CPU that follows the load (issue 16): the forwarder's CPU at fixed offered rates, per leg, on
+# the rig of rig.sh (gen -> [A | forwarder | B] -> sink), with the one-way latency the sink
+# measures from the generator's stamps. See perf/README.md ("CPU at fixed rates"). Needs root.
+# Only creates (and always deletes) namespaces named wperf-*; traffic is 198.18.0.1 ->
+# 198.19.0.1 and never leaves them.
+#
+#   perf/cpu.sh [--legs bridge,redirect,warden,warden_busy] [--rates 30000,1%,10%,50%,100%]
+#               [--capacity PPS] [--duration 10] [--size 64] [--spin-us N] [--no-build]
+#
+# A rate with % is a share of the capacity: the sink rate of the `warden` leg sending all out
+# (measured first, unless --capacity gives it); 100% sends all out. Every forwarding leg runs
+# all its work on cpu1: wpa's receive NAPI is a kernel thread pinned there (threaded NAPI) in
+# every leg, and the bridge / XDP redirect run in it, Warden's worker is pinned there too (its
+# socket's receive copy runs in that NAPI thread). The generator runs alone on cpu0. So cpu1's
+# busy share is the whole cost of forwarding in each leg; the worker's and the NAPI thread's
+# own CPU time (/proc/<tid>/schedstat) and cpu1's softirq share are printed beside it.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+WARDEN_BIN=${WARDEN_BIN:-$BIN/warden}
+COMMAND="perf/cpu.sh $*"
+LEGS=bridge,redirect,warden,warden_busy
+RATES=30000,1%,10%,50%,100%
+CAPACITY=
+DURATION=10
+SIZE=64
+SPIN_US=
+BUILD=1
+while [ $# -gt 0 ]; do
+    case $1 in
+    --legs) LEGS=$2; shift 2 ;;
+    --rates) RATES=$2; shift 2 ;;
+    --capacity) CAPACITY=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    --size) SIZE=$2; shift 2 ;;
+    --spin-us) SPIN_US=$2; shift 2 ;;
+    --no-build) BUILD=0; shift ;;
+    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+[ "$(id -u)" = 0 ] || { echo "cpu.sh needs root" >&2; exit 1; }
+
+GEN_CPU=0
+FWD_CPU=1
+NS_GEN=wperf-gen NS_FWD=wperf-fwd NS_SINK=wperf-sink
+WORK=$(mktemp -d /tmp/wperf-cpu.XXXXXX)
+SOCK=$WORK/warden.sock
+PIN=$WORK/bpf/sink-counts
+RESULTS=$WORK/results.jsonl
+OUT=$ROOT/perf/out/cpu-$(date +%Y%m%d-%H%M%S).json
+FWD_PID=
+
+log() { echo "[cpu] $*" >&2; }
+in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+stop_forwarder() {
+    if [ -n "$FWD_PID" ] && kill -0 "$FWD_PID" 2>/dev/null; then
+        kill -INT "$FWD_PID" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$FWD_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$FWD_PID" 2>/dev/null || true
+        wait "$FWD_PID" 2>/dev/null || true
+    fi
+    FWD_PID=
+}
+
+teardown() {
+    stop_forwarder
+    for ns in $NS_GEN $NS_FWD $NS_SINK; do
+        [ -e "/run/netns/$ns" ] || continue
+        for p in $(ip netns pids "$ns"); do kill -KILL "$p" 2>/dev/null || true; done
+        ip netns del "$ns" 2>/dev/null || true
+    done
+    rm -f "$PIN" "$PIN-lat" "$SOCK"
+}
+cleanup() {
+    teardown
+    mountpoint -q "$WORK/bpf" && umount "$WORK/bpf"
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [ "$BUILD" = 1 ]; then
+    log "building warden-perf and warden (release)"
+    (cd "$ROOT" && cargo build --release -q -p warden-perf -p warden-dp)
+fi
+mkdir -p "$WORK/bpf" && mount -t bpf wperf-bpf "$WORK/bpf"
+
+# Percent of all CPUs busy over one second.
+busy_pct() {
+    local a b
+    a=($(head -n1 /proc/stat)); sleep 1; b=($(head -n1 /proc/stat))
+    local busy=0 total=0 i d
+    for i in 1 2 3 4 5 6 7 8; do
+        d=$((b[i] - a[i])); total=$((total + d))
+        [ "$i" = 4 ] || [ "$i" = 5 ] || busy=$((busy + d))
+    done
+    echo $((100 * busy / (total > 0 ? total : 1)))
+}
+
+# Waits up to QUIET_WAIT s for the machine to be < QUIET_PCT % busy; BACKGROUND is the figure.
+wait_quiet() {
+    local waited=0
+    BACKGROUND=$(busy_pct)
+    while [ "$BACKGROUND" -ge "${QUIET_PCT:-10}" ] && [ "$waited" -lt "${QUIET_WAIT:-300}" ]; do
+        log "machine ${BACKGROUND}% busy before measuring; waiting"
+        sleep 4; waited=$((waited + 5))
+        BACKGROUND=$(busy_pct)
+    done
+}
+
+setup() {
+    teardown
+    for ns in $NS_GEN $NS_FWD $NS_SINK; do
+        ip netns add "$ns"
+        in_ns "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+        in_ns "$ns" ip link set lo up
+    done
+    ip link add g0 netns $NS_GEN type veth peer name wpa netns $NS_FWD
+    ip link add s0 netns $NS_SINK type veth peer name wpb netns $NS_FWD
+    in_ns $NS_GEN ip link set g0 up
+    in_ns $NS_SINK ip link set s0 up
+    in_ns $NS_FWD ip link set wpa up
+    in_ns $NS_FWD ip link set wpb up
+    in_ns $NS_SINK "$BIN/xdp-sink" attach s0 --pin "$PIN"
+    DST_MAC=$(in_ns $NS_SINK cat /sys/class/net/s0/address)
+}
+
+# wpa's receive NAPI as a kernel thread pinned to FWD_CPU (as rig.sh does for bridge and
+# redirect); NAPI_TIDS lists its threads.
+napi_to_fwd_cpu() {
+    in_ns $NS_GEN ethtool -K g0 tso off >/dev/null
+    in_ns $NS_FWD ethtool -K wpa gro on >/dev/null
+    echo 1 | in_ns $NS_FWD tee /sys/class/net/wpa/threaded >/dev/null
+    sleep 0.2
+    NAPI_TIDS=$(pgrep -x "napi/wpa-[0-9]+" || true)
+    [ -n "$NAPI_TIDS" ] || { log "no NAPI thread for wpa"; return 1; }
+    for p in $NAPI_TIDS; do taskset -pc $FWD_CPU "$p" >/dev/null; done
+}
+
+start_forwarder() {
+    local name=$1 rc=0; shift
+    (exec ip netns exec $NS_FWD taskset -c $FWD_CPU "$@" </dev/null >"$WORK/$name.log" 2>&1) &
+    FWD_PID=$!
+    sleep "${WAIT:-3}"
+    kill -0 "$FWD_PID" 2>/dev/null && return 0
+    wait "$FWD_PID" || rc=$?
+    FWD_PID=
+    log "$name exited with status $rc:"; tail -n 20 "$WORK/$name.log" >&2
+    return 1
+}
+
+# Runs the generator once at rate $2 (0: all out) for leg $1, watching WATCH (NAME=TID ...).
+measure() {
+    local leg=$1 rate=$2 r
+    r=$(in_ns $NS_GEN taskset -c $GEN_CPU "$BIN/xdp-gen" --iface g0 --size "$SIZE" --warmup 1 \
+        --duration "$DURATION" --runs 1 --rate "$rate" --dst-mac "$DST_MAC" --sink-pin "$PIN" $WATCH)
+    log "$leg at $rate/s: $(jq -c '{offered_pps, sink_pps, cpu_busy, tasks, lat_p50_us, lat_p99_us}' <<<"$r")"
+    jq -c --arg leg "$leg" --arg rate "$rate" --arg bg "$BACKGROUND" --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" \
+        '. + {leg: $leg, rate: ($rate | tonumber), busy_pct_before: ($bg | tonumber), loadavg: $load}' \
+        <<<"$r" >>"$RESULTS"
+}
+
+# The rates to offer: `N` frames/s, or `P%` of CAPACITY (100% = all out, rate 0).
+rates() {
+    local r
+    for r in ${RATES//,/ }; do
+        case $r in
+        100%) echo 0 ;;
+        *%) echo $(( ${CAPACITY%.*} * ${r%\%} / 100 )) ;;
+        *) echo "$r" ;;
+        esac
+    done
+}
+
+watch_napi() {
+    local t
+    WATCH=
+    for t in $NAPI_TIDS; do WATCH+=" --watch napi=$t"; done
+}
+
+leg_bridge() {
+    setup
+    in_ns $NS_FWD ip link add br0 type bridge
+    in_ns $NS_FWD ip link set wpa master br0
+    in_ns $NS_FWD ip link set wpb master br0
+    in_ns $NS_FWD ip link set br0 up
+    napi_to_fwd_cpu
+    watch_napi
+    for rate in $(rates); do wait_quiet; measure bridge "$rate"; done
+}
+
+leg_redirect() {
+    setup
+    in_ns $NS_FWD "$BIN/xdp-redirect" wpa wpb
+    napi_to_fwd_cpu
+    watch_napi
+    for rate in $(rates); do wait_quiet; measure redirect "$rate"; done
+}
+
+# Warden with one worker on FWD_CPU; $1 leg name, $2 the [dataplane] lines of its poll setting.
+warden_leg() {
+    local leg=$1 poll=$2
+    setup
+    printf '[dataplane]\ncores = [%s]\n%b\n' $FWD_CPU "$poll" >"$WORK/warden.toml"
+    if ! start_forwarder "$leg" "$WARDEN_BIN" run --config "$WORK/warden.toml" --inline wpa:wpb \
+        --workers 1 --socket "$SOCK"; then
+        log "$leg skipped"
+        return
+    fi
+    napi_to_fwd_cpu
+    local w
+    w=$(grep -lx 'warden-w0' /proc/"$FWD_PID"/task/*/comm | head -n1 | cut -d/ -f5)
+    [ -n "$w" ] || { log "no warden-w0 thread"; stop_forwarder; return; }
+    watch_napi
+    WATCH+=" --watch worker=$w"
+}
+
+leg_warden() {
+    warden_leg warden "poll = \"adaptive\"${SPIN_US:+\nspin_us = $SPIN_US}"
+    [ -n "$FWD_PID" ] || return 0
+    for rate in $(rates); do wait_quiet; measure warden "$rate"; done
+    stop_forwarder
+}
+
+leg_warden_busy() {
+    warden_leg warden_busy 'poll = "busy"'
+    [ -n "$FWD_PID" ] || return 0
+    for rate in $(rates); do wait_quiet; measure warden_busy "$rate"; done
+    stop_forwarder
+}
+
+# Capacity: the warden leg all out (unless given).
+if [ -z "$CAPACITY" ] && grep -q % <<<"$RATES"; then
+    warden_leg warden "poll = \"adaptive\"${SPIN_US:+\nspin_us = $SPIN_US}"
+    [ -n "$FWD_PID" ] || { log "warden does not start: no capacity"; exit 1; }
+    wait_quiet
+    r=$(in_ns $NS_GEN taskset -c $GEN_CPU "$BIN/xdp-gen" --iface g0 --size "$SIZE" --warmup 1 \
+        --duration "$DURATION" --runs 1 --dst-mac "$DST_MAC" --sink-pin "$PIN")
+    CAPACITY=$(jq -r '.sink_pps | floor' <<<"$r")
+    stop_forwarder
+    log "capacity (warden, all out): $CAPACITY frames/s"
+fi
+CAPACITY=${CAPACITY:-0}
+
+for leg in redirect bridge warden warden_busy; do
+    case ",$LEGS," in *",$leg,"*) "leg_$leg" ;; esac
+done
+teardown
+
+mkdir -p "$(dirname "$OUT")"
+python3 - "$RESULTS" "$OUT" "$COMMAND" "$CAPACITY" "$FWD_CPU" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+out, command, capacity, fwd = sys.argv[2], sys.argv[3], float(sys.argv[4]), int(sys.argv[5])
+json.dump({"command": command, "capacity_pps": capacity, "rows": rows}, open(out, "w"), indent=1)
+
+def cpu(r):
+    """The forwarder's CPU, share of one core: cpu1 busy (everything forwarding did there)."""
+    return r["cpu_busy"][fwd]
+
+bridge = {r["rate"]: cpu(r) for r in rows if r["leg"] == "bridge"}
+head = ["leg", "rate/s", "offered/s", "sink/s", "loss%", "cpu1%", "worker%", "napi%", "softirq1%",
+        "cpu-s/Mframe", "x bridge", "p50us", "p99us", "p99.9us", "bg%"]
+table = [head]
+f = lambda v, d=1: "-" if v is None else f"{v:.{d}f}"
+for r in rows:
+    t = r.get("tasks", {})
+    sink = r.get("sink_pps") or 0
+    c = cpu(r)
+    b = bridge.get(r["rate"])
+    table.append([
+        r["leg"], "all out" if r["rate"] == 0 else str(r["rate"]), f(r["offered_pps"], 0), f(sink, 0),
+        f(100 * (1 - sink / r["offered_pps"]) if r["offered_pps"] else None, 2),
+        f(100 * c), f(100 * t["worker"]) if "worker" in t else "-", f(100 * t["napi"]) if "napi" in t else "-",
+        f(100 * r["cpu_softirq"][fwd]), f(c / sink * 1e6 if sink else None, 2),
+        f(c / b, 2) if b else "-", f(r.get("lat_p50_us"), 0), f(r.get("lat_p99_us"), 0), f(r.get("lat_p999_us"), 0),
+        str(r.get("busy_pct_before", "-")),
+    ])
+w = [max(len(row[i]) for row in table) for i in range(len(head))]
+for row in table:
+    print("  ".join(c.ljust(w[i]) for i, c in enumerate(row)).rstrip())
+print(f"\ncapacity (warden all out): {capacity:.0f} frames/s; results in {out}")
+PY
