@@ -84,8 +84,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 if [ "$BUILD" = 1 ]; then
-    log "building warden-perf and warden (release)"
-    (cd "$ROOT" && cargo build --release -q -p warden-perf -p warden-dp)
+    log "building warden-perf, warden and wardenctl (release)"
+    (cd "$ROOT" && cargo build --release -q -p warden-perf -p warden-dp -p warden-control)
 fi
 mkdir -p "$WORK/bpf" && mount -t bpf wperf-bpf "$WORK/bpf"
 
@@ -153,11 +153,23 @@ start_forwarder() {
     return 1
 }
 
-# Runs the generator once at rate $2 (0: all out) for leg $1, watching WATCH (NAME=TID ...).
+# Worker 0's time counters (wardenctl counters: busy, spin, sleep, CPU, sleeps, frames), or {}.
+warden_time() {
+    [ -S "$SOCK" ] && [ -x "$BIN/wardenctl" ] || { echo '{}'; return; }
+    "$BIN/wardenctl" --socket "$SOCK" --json counters 2>/dev/null | jq -c 'select(.worker == 0) | .time' || echo '{}'
+}
+
+# Runs the generator once at rate $2 (0: all out) for leg $1, watching WATCH (NAME=TID ...); for
+# Warden legs, also the worker's own accounting over the run (wardenctl counters, before/after:
+# it includes the 1 s warm-up).
 measure() {
-    local leg=$1 rate=$2 r
+    local leg=$1 rate=$2 r t0 t1
+    t0=$(warden_time)
     r=$(in_ns $NS_GEN taskset -c $GEN_CPU "$BIN/xdp-gen" --iface g0 --size "$SIZE" --warmup 1 \
         --duration "$DURATION" --runs 1 --rate "$rate" --dst-mac "$DST_MAC" --sink-pin "$PIN" $WATCH)
+    t1=$(warden_time)
+    r=$(jq -c --argjson a "${t0:-{\}}" --argjson b "${t1:-{\}}" \
+        '. + {warden_time: ($b | with_entries(select(.value | type == "number") | .value -= ($a[.key] // 0)))}' <<<"$r")
     log "$leg at $rate/s: $(jq -c '{offered_pps, sink_pps, cpu_busy, tasks, lat_p50_us, lat_p99_us}' <<<"$r")"
     jq -c --arg leg "$leg" --arg rate "$rate" --arg bg "$BACKGROUND" --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" \
         '. + {leg: $leg, rate: ($rate | tonumber), busy_pct_before: ($bg | tonumber), loadavg: $load}' \
@@ -263,8 +275,15 @@ def cpu(r):
     return r["cpu_busy"][fwd]
 
 bridge = {r["rate"]: cpu(r) for r in rows if r["leg"] == "bridge"}
+
+def wt(t):
+    """The worker's own split of its wall time over the run (warm-up included)."""
+    wall = sum(t.get(k, 0) for k in ("busy_ns", "spin_ns", "sleep_ns"))
+    if not wall:
+        return "-"
+    return "/".join(f"{100 * t.get(k, 0) / wall:.0f}" for k in ("busy_ns", "spin_ns", "sleep_ns"))
 head = ["leg", "rate/s", "offered/s", "sink/s", "loss%", "cpu1%", "worker%", "napi%", "softirq1%",
-        "cpu-s/Mframe", "x bridge", "p50us", "p99us", "p99.9us", "bg%"]
+        "cpu-s/Mframe", "x bridge", "p50us", "p99us", "p99.9us", "w:busy/spin/sleep%", "w:sleeps/s", "bg%"]
 table = [head]
 f = lambda v, d=1: "-" if v is None else f"{v:.{d}f}"
 for r in rows:
@@ -278,6 +297,8 @@ for r in rows:
         f(100 * c), f(100 * t["worker"]) if "worker" in t else "-", f(100 * t["napi"]) if "napi" in t else "-",
         f(100 * r["cpu_softirq"][fwd]), f(c / sink * 1e6 if sink else None, 2),
         f(c / b, 2) if b else "-", f(r.get("lat_p50_us"), 0), f(r.get("lat_p99_us"), 0), f(r.get("lat_p999_us"), 0),
+        wt(r.get("warden_time") or {}), f((r.get("warden_time") or {}).get("sleeps", 0) / (r["secs"] + 1), 0)
+        if r.get("warden_time") else "-",
         str(r.get("busy_pct_before", "-")),
     ])
 w = [max(len(row[i]) for row in table) for i in range(len(head))]
