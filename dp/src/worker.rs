@@ -324,6 +324,8 @@ pub struct Mesh {
     pub me: usize,
     /// Workers this one handed frames to since it last woke them (allocated once).
     handed: Vec<bool>,
+    /// Some entry of `handed` is set.
+    any_handed: bool,
 }
 
 impl Mesh {
@@ -334,6 +336,9 @@ impl Mesh {
 
     /// Wakes the workers this one handed frames to since the last call (once per batch).
     fn wake_handed(&mut self) {
+        if !std::mem::take(&mut self.any_handed) {
+            return;
+        }
         for (w, h) in self.handed.iter_mut().enumerate() {
             if std::mem::take(h) {
                 self.wakers[w].wake();
@@ -362,6 +367,7 @@ pub fn mesh(n: usize, cap: usize) -> std::io::Result<Vec<Mesh>> {
             wakers: wakers.clone(),
             me,
             handed: vec![false; n],
+            any_handed: false,
         })
         .collect();
     for from in 0..n {
@@ -802,6 +808,7 @@ impl Worker {
                             if ok {
                                 self.handoff_out += 1;
                                 self.mesh.handed[owner] = true;
+                                self.mesh.any_handed = true;
                             } else {
                                 self.handoff_dropped += 1;
                             }
