@@ -7,14 +7,16 @@
 #
 #   perf/cpu.sh [--legs bridge,redirect,warden,warden_busy] [--rates 30000,1%,10%,50%,100%]
 #               [--capacity PPS] [--duration 10] [--size 64] [--spin-us N] [--no-build]
+#   perf/cpu.sh --report perf/out/cpu-<date>.json      # print a run's table again
 #
 # A rate with % is a share of the capacity: the sink rate of the `warden` leg sending all out
 # (measured first, unless --capacity gives it); 100% sends all out. Every forwarding leg runs
 # all its work on cpu1: wpa's receive NAPI is a kernel thread pinned there (threaded NAPI) in
 # every leg, and the bridge / XDP redirect run in it, Warden's worker is pinned there too (its
-# socket's receive copy runs in that NAPI thread). The generator runs alone on cpu0. So cpu1's
-# busy share is the whole cost of forwarding in each leg; the worker's and the NAPI thread's
-# own CPU time (/proc/<tid>/schedstat) and cpu1's softirq share are printed beside it.
+# socket's receive copy runs in that NAPI thread). The generator runs alone on cpu0. The
+# forwarding CPU of a leg is its threads' CPU time (/proc/<tid>/schedstat, ns): the NAPI thread,
+# plus the worker in Warden legs; cpu1's busy share from /proc/stat is printed beside it (tick
+# sampling: it misses most of a load that runs in bursts of microseconds).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -37,14 +39,65 @@ while [ $# -gt 0 ]; do
     --size) SIZE=$2; shift 2 ;;
     --spin-us) SPIN_US=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
-    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+    --report) REPORT=$2; shift 2 ;;
+    -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
-[ "$(id -u)" = 0 ] || { echo "cpu.sh needs root" >&2; exit 1; }
-
 GEN_CPU=0
 FWD_CPU=1
+# Prints the table of a results file ($1: perf/out/cpu-*.json).
+report() {
+    python3 - "$1" "$FWD_CPU" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+rows, capacity, fwd = doc["rows"], doc.get("capacity_pps", 0), int(sys.argv[2])
+
+def cpu(r):
+    """The forwarding threads' CPU (share of one core, /proc/<tid>/schedstat): the NAPI
+    thread, plus the worker in Warden legs."""
+    return sum(r.get("tasks", {}).values())
+
+def wt(t):
+    """The worker's own split of its wall time over the run (warm-up included)."""
+    wall = sum(t.get(k, 0) for k in ("busy_ns", "spin_ns", "sleep_ns"))
+    if not wall:
+        return "-"
+    return "/".join(f"{100 * t.get(k, 0) / wall:.0f}" for k in ("busy_ns", "spin_ns", "sleep_ns"))
+
+bridge = {r["rate"]: cpu(r) for r in rows if r["leg"] == "bridge"}
+head = ["leg", "rate/s", "offered/s", "sink/s", "loss%", "fwd CPU%", "worker%", "napi%", "x bridge",
+        "cpu-s/Mframe", "cpu1% (ticks)", "p50us", "p99us", "p99.9us", "w:busy/spin/sleep%", "w:sleeps/s", "bg%"]
+table = [head]
+f = lambda v, d=1: "-" if v is None else f"{v:.{d}f}"
+for r in rows:
+    t = r.get("tasks", {})
+    sink = r.get("sink_pps") or 0
+    c = cpu(r)
+    b = bridge.get(r["rate"])
+    w = r.get("warden_time") or {}
+    table.append([
+        r["leg"], "all out" if r["rate"] == 0 else str(r["rate"]), f(r["offered_pps"], 0), f(sink, 0),
+        f(100 * (1 - sink / r["offered_pps"]) if r["offered_pps"] else None, 2),
+        f(100 * c), f(100 * t["worker"]) if "worker" in t else "-", f(100 * t["napi"]) if "napi" in t else "-",
+        f(c / b, 2) if b else "-", f(c / sink * 1e6 if sink else None, 2), f(100 * r["cpu_busy"][fwd]),
+        f(r.get("lat_p50_us"), 0), f(r.get("lat_p99_us"), 0), f(r.get("lat_p999_us"), 0),
+        wt(w), f(w.get("sleeps", 0) / (r["secs"] + 1), 0) if w else "-",
+        str(r.get("busy_pct_before", "-")),
+    ])
+w = [max(len(row[i]) for row in table) for i in range(len(head))]
+for row in table:
+    print("  ".join(c.ljust(w[i]) for i, c in enumerate(row)).rstrip())
+print(f"\ncapacity (warden all out): {capacity:.0f} frames/s; results in {sys.argv[1]}")
+PY
+}
+
+if [ -n "${REPORT:-}" ]; then
+    report "$REPORT"
+    exit 0
+fi
+[ "$(id -u)" = 0 ] || { echo "cpu.sh needs root" >&2; exit 1; }
+
 NS_GEN=wperf-gen NS_FWD=wperf-fwd NS_SINK=wperf-sink
 WORK=$(mktemp -d /tmp/wperf-cpu.XXXXXX)
 SOCK=$WORK/warden.sock
@@ -264,45 +317,5 @@ done
 teardown
 
 mkdir -p "$(dirname "$OUT")"
-python3 - "$RESULTS" "$OUT" "$COMMAND" "$CAPACITY" "$FWD_CPU" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-out, command, capacity, fwd = sys.argv[2], sys.argv[3], float(sys.argv[4]), int(sys.argv[5])
-json.dump({"command": command, "capacity_pps": capacity, "rows": rows}, open(out, "w"), indent=1)
-
-def cpu(r):
-    """The forwarder's CPU, share of one core: cpu1 busy (everything forwarding did there)."""
-    return r["cpu_busy"][fwd]
-
-bridge = {r["rate"]: cpu(r) for r in rows if r["leg"] == "bridge"}
-
-def wt(t):
-    """The worker's own split of its wall time over the run (warm-up included)."""
-    wall = sum(t.get(k, 0) for k in ("busy_ns", "spin_ns", "sleep_ns"))
-    if not wall:
-        return "-"
-    return "/".join(f"{100 * t.get(k, 0) / wall:.0f}" for k in ("busy_ns", "spin_ns", "sleep_ns"))
-head = ["leg", "rate/s", "offered/s", "sink/s", "loss%", "cpu1%", "worker%", "napi%", "softirq1%",
-        "cpu-s/Mframe", "x bridge", "p50us", "p99us", "p99.9us", "w:busy/spin/sleep%", "w:sleeps/s", "bg%"]
-table = [head]
-f = lambda v, d=1: "-" if v is None else f"{v:.{d}f}"
-for r in rows:
-    t = r.get("tasks", {})
-    sink = r.get("sink_pps") or 0
-    c = cpu(r)
-    b = bridge.get(r["rate"])
-    table.append([
-        r["leg"], "all out" if r["rate"] == 0 else str(r["rate"]), f(r["offered_pps"], 0), f(sink, 0),
-        f(100 * (1 - sink / r["offered_pps"]) if r["offered_pps"] else None, 2),
-        f(100 * c), f(100 * t["worker"]) if "worker" in t else "-", f(100 * t["napi"]) if "napi" in t else "-",
-        f(100 * r["cpu_softirq"][fwd]), f(c / sink * 1e6 if sink else None, 2),
-        f(c / b, 2) if b else "-", f(r.get("lat_p50_us"), 0), f(r.get("lat_p99_us"), 0), f(r.get("lat_p999_us"), 0),
-        wt(r.get("warden_time") or {}), f((r.get("warden_time") or {}).get("sleeps", 0) / (r["secs"] + 1), 0)
-        if r.get("warden_time") else "-",
-        str(r.get("busy_pct_before", "-")),
-    ])
-w = [max(len(row[i]) for row in table) for i in range(len(head))]
-for row in table:
-    print("  ".join(c.ljust(w[i]) for i, c in enumerate(row)).rstrip())
-print(f"\ncapacity (warden all out): {capacity:.0f} frames/s; results in {out}")
-PY
+jq -s --arg c "$COMMAND" --argjson cap "$CAPACITY" '{command: $c, capacity_pps: $cap, rows: .}' "$RESULTS" >"$OUT"
+report "$OUT"
