@@ -36,10 +36,11 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 /// loop counter moves at least this often).
 pub const MAX_SLEEP: Duration = Duration::from_millis(100);
 
-/// Default spin budget (µs) of adaptive polling: about what one sleep and wake-up cost the
-/// worker's core on a VM (so spinning for frames expected sooner costs no more CPU than
-/// sleeping for them), and below the 33 µs between frames at 30 000 frames/s, where a worker
-/// should sleep between frames (perf/RESULTS.md, "CPU that follows the load").
+/// Default spin budget (µs) of adaptive polling. Frames closer than this come at 100 000
+/// frames/s or more, where a worker's own work (about 5 µs per frame on the rig's VM, the
+/// copy-mode transmit included) with a sleep and wake-up per frame on top would take most of
+/// its core anyway, so spinning costs little more and saves the wake-ups; frames further apart
+/// (33 µs at 30 000 frames/s) are slept for (perf/RESULTS.md, "CPU that follows the load").
 pub const DEFAULT_SPIN_US: u32 = 10;
 
 /// Largest `[dataplane] spin_us`.
