@@ -5,7 +5,7 @@
 # Only creates (and always deletes) namespaces named wperf-*; traffic is 198.18.0.1 ->
 # 198.19.0.1 and never leaves them.
 #
-#   perf/cpu.sh [--legs bridge,redirect,warden,warden_busy] [--rates 30000,1%,10%,50%,100%]
+#   perf/cpu.sh [--legs bridge,redirect,testpmd,warden,warden2,warden_busy] [--rates 30000,1%,10%,50%,90%,100%]
 #               [--capacity PPS] [--duration 10] [--size 64] [--spin-us N] [--no-build]
 #   perf/cpu.sh --report perf/out/cpu-<date>.json      # print a run's table again
 #
@@ -23,8 +23,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 WARDEN_BIN=${WARDEN_BIN:-$BIN/warden}
 COMMAND="perf/cpu.sh $*"
-LEGS=bridge,redirect,warden,warden_busy
-RATES=30000,1%,10%,50%,100%
+LEGS=bridge,redirect,testpmd,warden,warden2,warden_busy
+RATES=30000,1%,10%,50%,90%,100%
 CAPACITY=
 DURATION=10
 SIZE=64
@@ -65,9 +65,21 @@ def wt(t):
         return "-"
     return "/".join(f"{100 * t.get(k, 0) / wall:.0f}" for k in ("busy_ns", "spin_ns", "sleep_ns"))
 
+def busy_per_mframe(r):
+    """The user-space forwarder's busy CPU-seconds per million frames, by its own count:
+    testpmd's `--record-core-cycles` (cycles of loops that received frames), Warden's `busy`
+    time (loops that did work); None for the kernel legs, whose figure is the NAPI thread's."""
+    b = r.get("fwd_busy") or {}
+    if b.get("frames"):
+        return b["busy_ns"] / b["frames"] / 1e3
+    w = r.get("warden_time") or {}
+    if w.get("frames"):
+        return w["busy_ns"] / w["frames"] / 1e3
+    return None
+
 bridge = {r["rate"]: cpu(r) for r in rows if r["leg"] == "bridge"}
 head = ["leg", "rate/s", "offered/s", "sink/s", "loss%", "fwd CPU%", "worker%", "napi%", "x bridge",
-        "cpu-s/Mframe", "cpu1% (ticks)", "p50us", "p99us", "p99.9us", "w:busy/spin/sleep%", "w:sleeps/s", "bg%"]
+        "cpu-s/Mframe", "napi s/M", "fwd busy s/M", "cpu1% (ticks)", "p50us", "p99us", "p99.9us", "w:busy/spin/sleep%", "w:sleeps/s", "bg%"]
 table = [head]
 f = lambda v, d=1: "-" if v is None else f"{v:.{d}f}"
 for r in rows:
@@ -79,8 +91,10 @@ for r in rows:
     table.append([
         r["leg"], "all out" if r["rate"] == 0 else str(r["rate"]), f(r["offered_pps"], 0), f(sink, 0),
         f(100 * (1 - sink / r["offered_pps"]) if r["offered_pps"] else None, 2),
-        f(100 * c), f(100 * t["worker"]) if "worker" in t else "-", f(100 * t["napi"]) if "napi" in t else "-",
-        f(c / b, 2) if b else "-", f(c / sink * 1e6 if sink else None, 2), f(100 * r["cpu_busy"][fwd]),
+        f(100 * c), f(100 * sum(v for k, v in t.items() if k.startswith("worker"))) if "worker" in t else "-", f(100 * t["napi"]) if "napi" in t else "-",
+        f(c / b, 2) if b else "-", f(c / sink * 1e6 if sink else None, 2),
+        f(t["napi"] / sink * 1e6 if sink and "napi" in t else None, 2), f(busy_per_mframe(r), 2),
+        f(100 * r["cpu_busy"][fwd]),
         f(r.get("lat_p50_us"), 0), f(r.get("lat_p99_us"), 0), f(r.get("lat_p999_us"), 0),
         wt(w), f(w.get("sleeps", 0) / (r["secs"] + 1), 0) if w else "-",
         str(r.get("busy_pct_before", "-")),
@@ -165,21 +179,25 @@ wait_quiet() {
     done
 }
 
+# The three namespaces and two veth pairs; $1: queues of each veth (default 1).
 setup() {
+    local q=${1:-1}
     teardown
     for ns in $NS_GEN $NS_FWD $NS_SINK; do
         ip netns add "$ns"
         in_ns "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
         in_ns "$ns" ip link set lo up
     done
-    ip link add g0 netns $NS_GEN type veth peer name wpa netns $NS_FWD
-    ip link add s0 netns $NS_SINK type veth peer name wpb netns $NS_FWD
+    local qs="numtxqueues $q numrxqueues $q"
+    ip link add g0 $qs netns $NS_GEN type veth peer name wpa $qs netns $NS_FWD
+    ip link add s0 $qs netns $NS_SINK type veth peer name wpb $qs netns $NS_FWD
     in_ns $NS_GEN ip link set g0 up
     in_ns $NS_SINK ip link set s0 up
     in_ns $NS_FWD ip link set wpa up
     in_ns $NS_FWD ip link set wpb up
     in_ns $NS_SINK "$BIN/xdp-sink" attach s0 --pin "$PIN"
     DST_MAC=$(in_ns $NS_SINK cat /sys/class/net/s0/address)
+    GEN_QUEUES=$q
 }
 
 # wpa's receive NAPI as a kernel thread pinned to FWD_CPU (as rig.sh does for bridge and
@@ -206,10 +224,13 @@ start_forwarder() {
     return 1
 }
 
-# Worker 0's time counters (wardenctl counters: busy, spin, sleep, CPU, sleeps, frames), or {}.
+# The workers' time counters summed over workers (wardenctl counters: busy, spin, sleep, CPU,
+# sleeps, frames), or {}.
 warden_time() {
     [ -S "$SOCK" ] && [ -x "$BIN/wardenctl" ] || { echo '{}'; return; }
-    "$BIN/wardenctl" --socket "$SOCK" --json counters 2>/dev/null | jq -c 'select(.worker == 0) | .time' || echo '{}'
+    "$BIN/wardenctl" --socket "$SOCK" --json counters 2>/dev/null | jq -c -s '[.[] | select(.worker != null) | .time]
+        | reduce .[] as $t ({}; reduce ($t | to_entries[] | select(.value | type == "number")) as $e (.; .[$e.key] += $e.value))' \
+        || echo '{}'
 }
 
 # Runs the generator once at rate $2 (0: all out) for leg $1, watching WATCH (NAME=TID ...); for
@@ -219,7 +240,8 @@ measure() {
     local leg=$1 rate=$2 r t0 t1
     t0=$(warden_time)
     r=$(in_ns $NS_GEN taskset -c $GEN_CPU "$BIN/xdp-gen" --iface g0 --size "$SIZE" --warmup 1 \
-        --duration "$DURATION" --runs 1 --rate "$rate" --dst-mac "$DST_MAC" --sink-pin "$PIN" $WATCH)
+        --duration "$DURATION" --runs 1 --rate "$rate" --dst-mac "$DST_MAC" --sink-pin "$PIN" \
+        --queues "${GEN_QUEUES:-1}" $WATCH)
     t1=$(warden_time)
     r=$(jq -c --argjson a "${t0:-{\}}" --argjson b "${t1:-{\}}" \
         '. + {warden_time: ($b | with_entries(select(.value | type == "number") | .value -= ($a[.key] // 0)))}' <<<"$r")
@@ -284,10 +306,78 @@ warden_leg() {
     WATCH+=" --watch worker=$w"
 }
 
+# DPDK's testpmd, io forwarding over AF_XDP sockets on wpa and wpb (net_af_xdp, copy mode), on
+# FWD_CPU with wpa's NAPI thread, started anew for every rate: `--record-core-cycles` makes it
+# print its busy cycles (TSC cycles of loops that forwarded something) when it stops, the
+# counterpart of Warden's own `busy` time.
+leg_testpmd() {
+    command -v dpdk-testpmd >/dev/null || { log "testpmd skipped: dpdk-testpmd not installed (apt install dpdk dpdk-dev librte-net-af-xdp23)"; return; }
+    local rate
+    for rate in $(rates); do
+        setup
+        if ! start_forwarder testpmd dpdk-testpmd --lcores "0@$FWD_CPU,1@$FWD_CPU" --main-lcore 0 \
+            --no-pci --no-huge --no-shconf --file-prefix wperf -m 512 \
+            --vdev net_af_xdp0,iface=wpa,start_queue=0,queue_count=1 \
+            --vdev net_af_xdp1,iface=wpb,start_queue=0,queue_count=1 \
+            -- --forward-mode=io --nb-cores=1 --rxq=1 --txq=1 --total-num-mbufs=16384 \
+            --record-core-cycles --auto-start --stats-period=100; then
+            log "testpmd skipped"; return
+        fi
+        napi_to_fwd_cpu
+        watch_napi
+        local tid
+        tid=$( (grep -lx 'lcore-worker-1\|rte-worker-1\|dpdk-worker1' /proc/"$FWD_PID"/task/*/comm || true) | head -n1 | cut -d/ -f5)
+        if [ -n "$tid" ]; then WATCH+=" --watch worker=$tid"; else log "testpmd threads: $(cat /proc/"$FWD_PID"/task/*/comm | tr '\n' ' ')"; fi
+        wait_quiet
+        measure testpmd "$rate"
+        stop_forwarder
+        # "CPU cycles/packet=C (busy cycles=B / total ... packets=P) at M MHz Clock"
+        local line
+        line=$(grep -a 'CPU cycles/packet' "$WORK/testpmd.log" | tail -n1 || true)
+        log "testpmd: ${line:-no cycles line}"
+        TESTPMD_CYCLES_LINE=$line python3 - "$RESULTS" <<'PY'
+import json, os, re, sys
+line = os.environ["TESTPMD_CYCLES_LINE"]
+rows = open(sys.argv[1]).read().splitlines()
+last = json.loads(rows[-1])
+m = re.search(r"cycles=(\d+) / total.*?packets=(\d+)\) at (\d+) MHz", line)
+if m:
+    busy, pkts, mhz = (int(g) for g in m.groups())
+    last["fwd_busy"] = {"busy_ns": busy * 1000 // mhz, "frames": pkts, "source": "testpmd --record-core-cycles"}
+last["testpmd_cycles"] = line.strip()
+rows[-1] = json.dumps(last)
+open(sys.argv[1], "w").write("\n".join(rows) + "\n")
+PY
+    done
+}
+
 leg_warden() {
     warden_leg warden "poll = \"adaptive\"${SPIN_US:+\nspin_us = $SPIN_US}"
     [ -n "$FWD_PID" ] || return 0
     for rate in $(rates); do wait_quiet; measure warden "$rate"; done
+    stop_forwarder
+}
+
+# Two workers on two queues (both veths with two queues; the generator sends one flow on each
+# queue, the one Warden's owner hash gives to that queue's worker, so nothing is handed over):
+# worker 0 on FWD_CPU, worker 1 on GEN_CPU beside the generator (a 2-core machine has no third
+# core), both of wpa's NAPI threads on FWD_CPU. The figures are the sums over both workers.
+leg_warden2() {
+    setup 2
+    printf '[dataplane]\ncores = [%s, %s]\npoll = "adaptive"\n' $FWD_CPU $GEN_CPU >"$WORK/warden.toml"
+    if ! start_forwarder warden2 "$WARDEN_BIN" run --config "$WORK/warden.toml" --inline wpa:wpb \
+        --workers 2 --socket "$SOCK"; then
+        log "warden2 skipped"
+        return
+    fi
+    napi_to_fwd_cpu
+    local w0 w1
+    w0=$( (grep -lx 'warden-w0' /proc/"$FWD_PID"/task/*/comm || true) | head -n1 | cut -d/ -f5)
+    w1=$( (grep -lx 'warden-w1' /proc/"$FWD_PID"/task/*/comm || true) | head -n1 | cut -d/ -f5)
+    [ -n "$w0" ] && [ -n "$w1" ] || { log "no warden-w0/w1 threads"; stop_forwarder; return; }
+    watch_napi
+    WATCH+=" --watch worker=$w0 --watch worker1=$w1"
+    for rate in $(rates); do wait_quiet; measure warden2 "$rate"; done
     stop_forwarder
 }
 
@@ -311,7 +401,7 @@ if [ -z "$CAPACITY" ] && grep -q % <<<"$RATES"; then
 fi
 CAPACITY=${CAPACITY:-0}
 
-for leg in redirect bridge warden warden_busy; do
+for leg in redirect bridge testpmd warden warden2 warden_busy; do
     case ",$LEGS," in *",$leg,"*) "leg_$leg" ;; esac
 done
 teardown

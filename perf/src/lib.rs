@@ -66,6 +66,11 @@ pub const DST_IP: [u8; 4] = [198, 19, 0, 1];
 /// Builds an Ethernet/IPv4/UDP frame of exactly `len` bytes (no FCS), `SRC_IP:9 -> DST_IP:9`,
 /// with correct IPv4 and UDP checksums and a zero payload.
 pub fn udp_frame(len: usize, src_mac: [u8; 6], dst_mac: [u8; 6]) -> Result<Vec<u8>> {
+    udp_frame_from(len, src_mac, dst_mac, SRC_IP)
+}
+
+/// [`udp_frame`] from source address `src` (`src:9 -> DST_IP:9`).
+pub fn udp_frame_from(len: usize, src_mac: [u8; 6], dst_mac: [u8; 6], src: [u8; 4]) -> Result<Vec<u8>> {
     const HDRS: usize = 14 + 20 + 8;
     if !(HDRS..=9000).contains(&len) {
         bail!("frame length {len} outside {HDRS}..=9000");
@@ -82,14 +87,14 @@ pub fn udp_frame(len: usize, src_mac: [u8; 6], dst_mac: [u8; 6]) -> Result<Vec<u
     ip[6] = 0x40; // don't fragment
     ip[8] = 64; // TTL
     ip[9] = 17; // UDP
-    ip[12..16].copy_from_slice(&SRC_IP);
+    ip[12..16].copy_from_slice(&src);
     ip[16..20].copy_from_slice(&DST_IP);
     checksum::fill_ipv4_header(ip);
     let udp = &mut f[34..];
     udp[0..2].copy_from_slice(&9u16.to_be_bytes());
     udp[2..4].copy_from_slice(&9u16.to_be_bytes());
     udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
-    checksum::fill(&Addr::v4(SRC_IP), &Addr::v4(DST_IP), 17, udp, 6);
+    checksum::fill(&Addr::v4(src), &Addr::v4(DST_IP), 17, udp, 6);
     Ok(f)
 }
 
@@ -145,10 +150,21 @@ pub fn open_tx(
     umem: &xdpilone::Umem,
     iface: &str,
 ) -> Result<(xdpilone::DeviceQueue, xdpilone::RingTx, xdpilone::User), xdpilone::Errno> {
+    open_tx_queue(umem, iface, 0)
+}
+
+/// [`open_tx`] on tx queue `queue` of `iface` (veth delivers it to the peer's rx queue of the
+/// same number, when the peer has that many).
+pub fn open_tx_queue(
+    umem: &xdpilone::Umem,
+    iface: &str,
+    queue: u32,
+) -> Result<(xdpilone::DeviceQueue, xdpilone::RingTx, xdpilone::User), xdpilone::Errno> {
     use xdpilone::{IfInfo, Socket, SocketConfig};
     let mut info = IfInfo::invalid();
     let name = std::ffi::CString::new(iface).map_err(|_| xdpilone::Errno::last_os_error())?;
     info.from_name(&name)?;
+    info.set_queue(queue);
     let sock = Socket::with_shared(&info, umem)?;
     let device = umem.fq_cq(&sock)?;
     let config = SocketConfig {

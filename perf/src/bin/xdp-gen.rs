@@ -52,6 +52,43 @@ struct Args {
     /// A thread whose CPU time over each run is reported, as NAME=TID (repeatable).
     #[arg(long)]
     watch: Vec<String>,
+    /// Tx queues to send on, one AF_XDP socket each, batches taken in turn (veth delivers tx
+    /// queue q to the peer's rx queue q). Queue q's frames come from their own source address,
+    /// 198.18.0.x, the first one that Warden's owner hash (`FlowKey::owner_spread`, zone
+    /// `--zone`) gives to worker q of `--queues` workers: each worker's queue carries the
+    /// flow it owns, with no handoff.
+    #[arg(long, default_value_t = 1)]
+    queues: u32,
+    /// Warden's zone of the pair forwarding the frames (its first pair: 0), for `--queues`.
+    #[arg(long, default_value_t = 0)]
+    zone: u16,
+}
+
+/// One tx queue's socket and its frame.
+struct Lane {
+    tx: RingTx,
+    device: DeviceQueue,
+    desc: XdpDesc,
+    /// The frame's bytes in the lane's UMEM (stamped before each batch).
+    frame: &'static mut [u8],
+    _rxtx: xdpilone::User,
+}
+
+/// The source address of queue `q`'s flow: 198.18.0.1 for a single queue, else the first
+/// 198.18.0.x (x >= 1) whose flow to `DST_IP` Warden's owner hash gives to worker `q`.
+fn lane_source(q: u32, queues: u32, zone: u16) -> [u8; 4] {
+    use warden_dp::flow::{Addr, FlowKey};
+    if queues <= 1 {
+        return warden_perf::SRC_IP;
+    }
+    for x in 1..=254u8 {
+        let src = [198, 18, 0, x];
+        let (key, _) = FlowKey::new(zone, 17, Addr::v4(src), 9, Addr::v4(warden_perf::DST_IP), 9);
+        if key.owner_spread() % queues == q {
+            return src;
+        }
+    }
+    [198, 18, 0, 1 + q as u8]
 }
 
 /// What the runs measured: the median run (by sink rate, else offered rate), and all runs.
@@ -100,7 +137,7 @@ fn main() -> Result<()> {
         Some(m) => warden_perf::parse_mac(m)?,
         None => warden_perf::iface_mac(&args.iface)?,
     };
-    let frame = warden_perf::udp_frame(args.size, src_mac, warden_perf::parse_mac(&args.dst_mac)?)?;
+    let dst_mac = warden_perf::parse_mac(&args.dst_mac)?;
     let mut watch = Vec::new();
     for w in &args.watch {
         let (name, tid) = w.split_once('=').ok_or_else(|| anyhow!("--watch expects NAME=TID, got {w}"))?;
@@ -110,41 +147,39 @@ fn main() -> Result<()> {
         watch.iter().map(|(_, tid)| warden_perf::task_cpu_ns(*tid)).collect()
     };
 
-    // Four pages: a frame is one page (UmemConfig's default frame size) and only frame 0 is
-    // used, by every descriptor: in copy mode the kernel copies it into an skb each time.
-    let pages: &'static mut [Page] = Box::leak(vec![Page([0; 4096]); 4].into_boxed_slice());
-    pages[0].0[..frame.len()].copy_from_slice(&frame);
-    let len = std::mem::size_of_val(pages);
-    let area = NonNull::slice_from_raw_parts(NonNull::from(&mut *pages).cast::<u8>(), len);
-    // SAFETY: `area` is page aligned, `len` bytes long, and leaked, so it outlives the Umem.
-    let umem = unsafe { Umem::new(UmemConfig::default(), area) }.map_err(xerr("create umem"))?;
-
-    // A socket closed just before (the previous run) frees its queue in a deferred work item:
-    // until then bind fails with EBUSY.
-    let mut tries = 0;
-    let (mut device, mut tx, _rxtx) = loop {
-        match warden_perf::open_tx(&umem, &args.iface) {
-            Err(e) if e.get_raw() == libc::EBUSY && tries < 40 => tries += 1,
-            r => break r.map_err(xerr("open AF_XDP tx socket"))?,
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let desc = XdpDesc {
-        addr: umem.frame(BufIdx(0)).expect("frame 0").offset,
-        len: frame.len() as u32,
-        options: 0,
-    };
-    let flen = frame.len();
+    let mut lanes = Vec::new();
+    for q in 0..args.queues.max(1) {
+        let frame = warden_perf::udp_frame_from(args.size, src_mac, dst_mac, lane_source(q, args.queues, args.zone))?;
+        // Four pages: a frame is one page (UmemConfig's default frame size) and only frame 0
+        // is used, by every descriptor: in copy mode the kernel copies it into an skb each time.
+        let pages: &'static mut [Page] = Box::leak(vec![Page([0; 4096]); 4].into_boxed_slice());
+        pages[0].0[..frame.len()].copy_from_slice(&frame);
+        let len = std::mem::size_of_val(pages);
+        let area = NonNull::slice_from_raw_parts(NonNull::from(&mut *pages).cast::<u8>(), len);
+        // SAFETY: `area` is page aligned, `len` bytes long, and leaked, so it outlives the Umem.
+        let umem = unsafe { Umem::new(UmemConfig::default(), area) }.map_err(xerr("create umem"))?;
+        // A socket closed just before (the previous run) frees its queue in a deferred work
+        // item: until then bind fails with EBUSY.
+        let mut tries = 0;
+        let (device, tx, rxtx) = loop {
+            match warden_perf::open_tx_queue(&umem, &args.iface, q) {
+                Err(e) if e.get_raw() == libc::EBUSY && tries < 40 => tries += 1,
+                r => break r.map_err(xerr("open AF_XDP tx socket"))?,
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let desc = XdpDesc {
+            addr: umem.frame(BufIdx(0)).expect("frame 0").offset,
+            len: frame.len() as u32,
+            options: 0,
+        };
+        // The umem stays alive with the sockets (leaked with its pages for the whole run).
+        std::mem::forget(umem);
+        let flen = frame.len();
+        lanes.push(Lane { tx, device, desc, frame: &mut pages[0].0[..flen], _rxtx: rxtx });
+    }
     if args.warmup > 0.0 {
-        send(
-            &mut tx,
-            &mut device,
-            desc,
-            &mut pages[0].0[..flen],
-            args.warmup,
-            args.rate,
-            args.batch,
-        );
+        send(&mut lanes, args.warmup, args.rate, args.batch);
     }
 
     let mut runs = Vec::new();
@@ -158,15 +193,7 @@ fn main() -> Result<()> {
         let soft_before = warden_perf::cpu_softirq_jiffies()?;
         let tasks_before = task_cpu(&watch)?;
         let cpu_before = warden_perf::cpu_jiffies()?;
-        let (done, secs) = send(
-            &mut tx,
-            &mut device,
-            desc,
-            &mut pages[0].0[..flen],
-            args.duration,
-            args.rate,
-            args.batch,
-        );
+        let (done, secs) = send(&mut lanes, args.duration, args.rate, args.batch);
         let cpu_after = warden_perf::cpu_jiffies()?;
         let tasks_after = task_cpu(&watch)?;
         let soft_after = warden_perf::cpu_softirq_jiffies()?;
@@ -228,23 +255,19 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Transmits `desc` (whose bytes are `frame`, stamped before each batch) for `secs` seconds (at `rate` frames/s unless 0), then waits up to 200 ms
-/// for the kernel to complete what is still queued. Returns the frames completed and the
-/// seconds from the start to the last completion.
-fn send(
-    tx: &mut RingTx,
-    device: &mut DeviceQueue,
-    desc: XdpDesc,
-    frame: &mut [u8],
-    secs: f64,
-    rate: u64,
-    batch: u32,
-) -> (u64, f64) {
+/// Transmits each lane's frame (stamped before each batch), a batch per lane in turn, for
+/// `secs` seconds (at `rate` frames/s over all lanes unless 0), then waits up to 200 ms for the
+/// kernel to complete what is still queued. Returns the frames completed and the seconds from
+/// the start to the last completion.
+fn send(lanes: &mut [Lane], secs: f64, rate: u64, batch: u32) -> (u64, f64) {
     let start = Instant::now();
     let stop = start + Duration::from_secs_f64(secs);
     let (mut queued, mut done) = (0u64, 0u64);
     let mut now = start;
+    let mut turn = 0usize;
     while now < stop || (queued > done && now < stop + Duration::from_millis(200)) {
+        let lane = &mut lanes[turn % lanes.len()];
+        turn = turn.wrapping_add(1);
         if now < stop {
             let mut want = u64::from(batch);
             if rate > 0 {
@@ -254,16 +277,16 @@ fn send(
             if want > 0 {
                 // Copy mode: the kernel copies the frame in the wake-up below, so every
                 // descriptor of this batch carries this time.
-                warden_perf::stamp(frame, warden_perf::monotonic_ns());
-                let mut w = tx.transmit(want as u32);
-                queued += u64::from(w.insert(std::iter::repeat(desc)));
+                warden_perf::stamp(lane.frame, warden_perf::monotonic_ns());
+                let mut w = lane.tx.transmit(want as u32);
+                queued += u64::from(w.insert(std::iter::repeat(lane.desc)));
                 w.commit();
             }
         }
-        if tx.needs_wakeup() {
-            tx.wake();
+        if lane.tx.needs_wakeup() {
+            lane.tx.wake();
         }
-        let mut c = device.complete(u32::MAX);
+        let mut c = lane.device.complete(u32::MAX);
         while c.read().is_some() {
             done += 1;
         }
