@@ -24,7 +24,7 @@
 //! skipped ([`ReplayError::LinkType`], [`ReplayError::NothingInspected`]).
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -40,6 +40,7 @@ use crate::expect::ExpectTable;
 use crate::inspect::{FrameMeta, Inspector};
 use crate::record::to_record;
 use crate::session::SessionSnapshot;
+use crate::wire;
 
 /// Totals of one replay.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -71,8 +72,17 @@ pub struct ReplaySummary {
     pub fragments_dropped: u64,
     /// Tunnel decapsulation counters ([`crate::tunnel::TunnelStats`]).
     pub tunnels: crate::tunnel::TunnelStats,
-    /// Wall-clock seconds the replay took.
+    /// Wall-clock seconds the replay took (reading, inspecting and making the records; for
+    /// [`replay_json`] their JSON text too, not writing it out).
     pub seconds: f64,
+    /// CPU time of the whole process when the replay ended (user + system, s;
+    /// `CLOCK_PROCESS_CPUTIME_ID`: start-up and every thread included).
+    pub cpu_s: f64,
+    /// Pipelines the frames were split over (`--threads`).
+    pub threads: usize,
+    /// CPU time of each pipeline's thread (user + system, s; `CLOCK_THREAD_CPUTIME_ID`; with one
+    /// pipeline, the thread that also read the capture).
+    pub thread_cpu_s: Vec<f64>,
     /// Threat detections and frames dropped by threat actions, per threat with any (id,
     /// detections, frames dropped), in catalogue order.
     pub threats: Vec<(&'static str, u64, u64)>,
@@ -360,7 +370,8 @@ impl Iface {
     }
 }
 
-/// Replays `path` and returns one record per session, ordered by first frame, plus totals.
+/// Replays `path` and returns one record per session, ordered by first frame, plus totals
+/// (one pipeline: [`replay_file_threads`] with 1 thread).
 ///
 /// # Errors
 /// [`ReplayError`] when the file cannot be read or is not a capture file, when a pcap file's
@@ -370,47 +381,491 @@ pub fn replay_file(
     path: &Path,
     cfg: &Config,
 ) -> Result<(Vec<ConnectionRecord>, ReplaySummary), ReplayError> {
-    let p = path.display().to_string();
+    replay_file_threads(path, cfg, 1)
+}
+
+/// [`replay_file`] over `threads` pipelines (at least 1): each frame goes to the pipeline that
+/// owns its flow by the hash the workers use (`owner_spread % threads` of the flow, or of the
+/// flow an ICMP error quotes: [`crate::icmp::owner_key`]; frames that are not IP, or that do
+/// not decode, go to the first), so both directions of a flow and the fragments of its
+/// datagrams meet in one pipeline. Records, counters and verdicts are those of one pipeline
+/// except where per-core state spans flows of several host pairs, as with several workers:
+/// the per-server and per-destination detectors on the packet clock (`slowloris`, floods),
+/// the shared per-source session count, and DNS names learnt by another pipeline for `fqdn`
+/// rules (learnt when that pipeline gets there).
+///
+/// # Errors
+/// As [`replay_file`].
+pub fn replay_file_threads(
+    path: &Path,
+    cfg: &Config,
+    threads: usize,
+) -> Result<(Vec<ConnectionRecord>, ReplaySummary), ReplayError> {
+    let (parts, summary) = run(path, cfg, threads, Records::default)?;
+    let mut all: Vec<(Order, ConnectionRecord)> = parts.into_iter().flat_map(|r| r.0).collect();
+    all.sort_unstable_by_key(|(o, _)| *o);
+    Ok((all.into_iter().map(|(_, r)| r).collect(), summary))
+}
+
+/// [`replay_file_threads`] writing the records as JSON lines (one [`ConnectionRecord`] per
+/// line, ordered by first frame) to `out`: each pipeline serializes the records of its
+/// sessions as they end into one buffer of its own, so a replay holds the JSON text of its
+/// records (about 1 KB each), not the sessions.
+///
+/// # Errors
+/// As [`replay_file`]; [`ReplayError::Io`] (path `"output"`) when writing fails.
+pub fn replay_json(path: &Path, cfg: &Config, threads: usize, out: &mut dyn Write) -> Result<ReplaySummary, ReplayError> {
+    let (parts, summary) = run(path, cfg, threads, JsonLines::default)?;
+    let mut lines: Vec<(Order, usize, usize, usize)> = Vec::with_capacity(parts.iter().map(|p| p.lines.len()).sum());
+    for (t, p) in parts.iter().enumerate() {
+        lines.extend(p.lines.iter().map(|&(o, from, to)| (o, t, from, to)));
+    }
+    lines.sort_unstable_by_key(|l| l.0);
+    let io = |source| ReplayError::Io { path: "output".into(), source };
+    for (_, t, from, to) in lines {
+        out.write_all(&parts[t].bytes[from..to]).map_err(io)?;
+    }
+    out.flush().map_err(io)?;
+    Ok(summary)
+}
+
+/// The order of records: by first frame (capture time), then by the frame that created the
+/// session (its index among the inspected frames), then by session id (sessions one frame
+/// created, in the order it created them). Unique per replay; the same whatever the number of
+/// pipelines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Order {
+    /// First frame's timestamp (ns since the epoch).
+    first_ns: u64,
+    /// Index of the creating frame among the inspected ones.
+    created: u64,
+    /// Session id (per pipeline).
+    id: u64,
+}
+
+/// What a pipeline makes of the final snapshot of each session.
+trait Collect: Send {
+    /// Takes the final snapshot of one session.
+    fn add(&mut self, order: Order, s: &SessionSnapshot);
+}
+
+/// Connection records with their order.
+#[derive(Default)]
+struct Records(Vec<(Order, ConnectionRecord)>);
+
+impl Collect for Records {
+    fn add(&mut self, order: Order, s: &SessionSnapshot) {
+        self.0.push((order, to_record(s, |_| "pcap".to_string())));
+    }
+}
+
+/// Connection records as JSON lines in one buffer: `lines` holds each line's order and byte
+/// range in `bytes` (newline included).
+#[derive(Default)]
+struct JsonLines {
+    bytes: Vec<u8>,
+    lines: Vec<(Order, usize, usize)>,
+}
+
+impl Collect for JsonLines {
+    fn add(&mut self, order: Order, s: &SessionSnapshot) {
+        let from = self.bytes.len();
+        let r = to_record(s, |_| "pcap".to_string());
+        // Serializing plain structs, maps with string keys and numbers into memory cannot fail.
+        if serde_json::to_writer(&mut self.bytes, &r).is_ok() {
+            self.bytes.push(b'\n');
+            self.lines.push((order, from, self.bytes.len()));
+        } else {
+            self.bytes.truncate(from);
+        }
+    }
+}
+
+/// What every pipeline shares (as the daemon's workers do).
+struct Shared {
+    policy: Option<Arc<crate::policy::CompiledPolicy>>,
+    expectations: Arc<ExpectTable>,
+    names: Arc<crate::names::NameTable>,
+    sources: Arc<crate::threat::limit::SourceCounts>,
+}
+
+impl Shared {
+    fn new(cfg: &Config) -> Result<Shared, ReplayError> {
+        let policy = if cfg.policy.file.is_some() || cfg.policy.default_mode.is_some() {
+            let policy = crate::daemon::load_policy(cfg).map_err(|message| ReplayError::Policy { message })?;
+            let compiled = crate::policy::CompiledPolicy::compile(&policy)
+                .map_err(|e| ReplayError::Policy { message: e.to_string() })?;
+            Some(Arc::new(compiled))
+        } else {
+            None
+        };
+        Ok(Shared {
+            policy,
+            expectations: Arc::new(ExpectTable::default()),
+            names: Arc::new(crate::names::NameTable::new(cfg.policy.names())),
+            sources: crate::threat::limit::SourceCounts::new(cfg.threats.resolve().limits.session_limit.cells),
+        })
+    }
+}
+
+/// One inspection pipeline of a replay: an [`Inspector`] set up as a worker's, and what it
+/// produced.
+struct Pipeline<C> {
+    insp: Inspector,
+    out: C,
+    /// Reused buffer of ended sessions' snapshots.
+    snaps: Vec<SessionSnapshot>,
+    /// For session id `i + 1`: the index of the inspected frame that created it.
+    created: Vec<u64>,
+    /// Threat events with the index of the frame after which they were taken, in order.
+    events: Vec<(u64, warden_control::Event)>,
+    /// Threat events taken so far (compared with the merger's count).
+    events_taken: u64,
+    /// Sessions handed to the collector.
+    reported: u64,
+    fragments_forwarded: u64,
+    fragments_dropped: u64,
+}
+
+impl<C: Collect> Pipeline<C> {
+    fn new(cfg: &Config, shared: &Shared, out: C) -> Self {
+        let mut insp = Inspector::with_engine(
+            cfg.sessions.max,
+            cfg.sessions.timeouts(),
+            cfg.dataplane.malformed,
+            cfg.inspection.engine(),
+        );
+        if let Some(p) = &shared.policy {
+            insp.set_policy(p.clone(), 1);
+        }
+        insp.set_exceptions(cfg.exceptions());
+        insp.set_normalization(cfg.normalization.resolve(true));
+        insp.threats.set_policy(cfg.threats.resolve());
+        insp.threats.share_source_counts(shared.sources.clone());
+        insp.set_defrag(cfg.defrag.config());
+        insp.set_tunnels(&cfg.tunnels);
+        insp.share_expectations(shared.expectations.clone());
+        insp.share_names(shared.names.clone());
+        Pipeline {
+            insp,
+            out,
+            snaps: Vec::new(),
+            created: Vec::new(),
+            events: Vec::new(),
+            events_taken: 0,
+            reported: 0,
+            fragments_forwarded: 0,
+            fragments_dropped: 0,
+        }
+    }
+
+    /// Inspects Ethernet frame `frame` captured at `ts_ns` (ns since the epoch), the `index`th
+    /// inspected frame of the capture. Sessions idle past their timeout end first, as the
+    /// inline timer would have ended them by then.
+    fn frame(&mut self, index: u64, ts_ns: u64, frame: &[u8]) {
+        let insp = &mut self.insp;
+        insp.expire_fragments(ts_ns);
+        insp.sessions.expire(ts_ns, usize::MAX);
+        insp.process_frame(frame, FrameMeta::new(0, 0, ts_ns), 0);
+        let created = insp.sessions.stats().created;
+        while (self.created.len() as u64) < created {
+            self.created.push(index);
+        }
+        self.count_releases();
+        self.insp.flush_threats(ts_ns);
+        self.take_events(index);
+        if self.insp.sessions.ended_pending() > 0 {
+            self.drain();
+        }
+    }
+
+    /// Hands the ended sessions' snapshots to the collector.
+    fn drain(&mut self) {
+        self.snaps.clear();
+        self.insp.drain_ended(&mut self.snaps);
+        for s in &self.snaps {
+            let order = self.order(s);
+            self.out.add(order, s);
+        }
+        self.reported += self.snaps.len() as u64;
+        self.snaps.clear();
+    }
+
+    fn order(&self, s: &SessionSnapshot) -> Order {
+        let id = s.session.id;
+        let created = usize::try_from(id).ok().and_then(|i| self.created.get(i.wrapping_sub(1))).copied().unwrap_or(u64::MAX);
+        Order { first_ns: s.session.first_ns, created, id }
+    }
+
+    /// Counts the frames the pipeline released (a capture has nothing to transmit) and clears
+    /// them.
+    fn count_releases(&mut self) {
+        for (r, tokens) in self.insp.releases().iter() {
+            let n = tokens.len() as u64;
+            if r.verdict == crate::inspect::Verdict::Forward {
+                self.fragments_forwarded += n;
+            } else {
+                self.fragments_dropped += n;
+            }
+        }
+        self.insp.clear_releases();
+    }
+
+    /// Takes the inspector's queued threat events (after frame `index`).
+    fn take_events(&mut self, index: u64) {
+        if self.insp.threats.merge_stats().events == self.events_taken {
+            return;
+        }
+        let mut hits = Vec::new();
+        self.insp.drain_threats_upto(&mut hits, usize::MAX);
+        self.events_taken += hits.len() as u64;
+        for (h, snap) in hits {
+            let connection = match snap {
+                Some(s) => to_record(&s, |_| "pcap".to_string()),
+                None => crate::record::hit_record(&h),
+            };
+            let threat = crate::record::threat_record(&h);
+            self.events.push((index, warden_control::Event::Threat { threat, connection }));
+        }
+    }
+
+    /// Ends the replay at `last_ns` (the capture's latest timestamp): incomplete datagrams
+    /// fail as timed out, sessions idle by then end, the rest are reported live, pending
+    /// threat events go out.
+    fn finish(mut self, last_ns: u64) -> Finished<C> {
+        self.insp.expire_fragments(u64::MAX);
+        self.count_releases();
+        self.insp.sessions.expire(last_ns, usize::MAX);
+        self.drain();
+        for s in self.insp.snapshot(usize::MAX) {
+            let order = self.order(&s);
+            self.out.add(order, &s);
+            self.reported += 1;
+        }
+        self.insp.threats.flush_all(last_ns);
+        self.take_events(u64::MAX);
+        let insp = &self.insp;
+        Finished {
+            sessions: self.reported,
+            malformed: insp.stats.malformed.iter().sum(),
+            spoofed: insp.stats.spoofed,
+            tunnels: insp.stats.tunnels,
+            reassembled: insp.defrag_stats().reassembled,
+            fragments_forwarded: self.fragments_forwarded,
+            fragments_dropped: self.fragments_dropped,
+            threats: insp.threats.stats,
+            events: self.events,
+            cpu_s: thread_cpu_s(),
+            out: self.out,
+        }
+    }
+}
+
+/// What a pipeline hands back at the end.
+struct Finished<C> {
+    /// Sessions reported.
+    sessions: u64,
+    malformed: u64,
+    spoofed: u64,
+    tunnels: crate::tunnel::TunnelStats,
+    reassembled: u64,
+    fragments_forwarded: u64,
+    fragments_dropped: u64,
+    threats: crate::threat::ThreatStats,
+    events: Vec<(u64, warden_control::Event)>,
+    /// CPU time of the pipeline's thread (s).
+    cpu_s: f64,
+    out: C,
+}
+
+/// CPU time of the calling thread (user + system, s; `CLOCK_THREAD_CPUTIME_ID`), 0 if it
+/// cannot be read.
+fn thread_cpu_s() -> f64 {
+    cpu_s(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+}
+
+fn cpu_s(clock: nix::time::ClockId) -> f64 {
+    nix::time::clock_gettime(clock).map_or(0.0, |t| t.tv_sec() as f64 + t.tv_nsec() as f64 * 1e-9)
+}
+
+/// A batch of frames for one pipeline: their bytes back to back, and per frame its index
+/// among the inspected frames, its timestamp (ns) and its end in `bytes`.
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    frames: Vec<(u64, u64, usize)>,
+}
+
+/// Bytes of frames a batch collects before it is handed to its pipeline.
+const BATCH_BYTES: usize = 256 * 1024;
+/// Frames a batch collects at most before it is handed to its pipeline.
+const BATCH_FRAMES: usize = 2048;
+
+/// What the reader sends a pipeline.
+enum Msg {
+    /// Frames to inspect, in capture order.
+    Frames(Batch),
+    /// The capture ended; its latest timestamp (ns).
+    End(u64),
+}
+
+/// Reads the capture, runs its frames through `threads` pipelines (the reader on the calling
+/// thread; one pipeline runs there too when `threads` is 1) and sums up.
+fn run<C: Collect>(
+    path: &Path,
+    cfg: &Config,
+    threads: usize,
+    collector: impl Fn() -> C + Sync,
+) -> Result<(Vec<C>, ReplaySummary), ReplayError> {
     let start = Instant::now();
-    let mut file = BufReader::new(
+    let threads = threads.max(1);
+    let shared = Shared::new(cfg)?;
+    let mut summary = ReplaySummary { threads, ..ReplaySummary::default() };
+    let finished: Vec<Finished<C>> = if threads == 1 {
+        let mut p = Pipeline::new(cfg, &shared, collector());
+        let last_ns = read_capture(path, &mut summary, &mut |i, ts, f| p.frame(i, ts, f))?;
+        vec![p.finish(last_ns)]
+    } else {
+        std::thread::scope(|scope| {
+            let (free_tx, free_rx) = std::sync::mpsc::channel::<Batch>();
+            let mut txs = Vec::with_capacity(threads);
+            let mut handles = Vec::with_capacity(threads);
+            for t in 0..threads {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(4);
+                txs.push(tx);
+                let (shared, collector, free_tx) = (&shared, &collector, free_tx.clone());
+                let h = std::thread::Builder::new()
+                    .name(format!("warden-replay{t}"))
+                    .spawn_scoped(scope, move || {
+                        let mut p = Pipeline::new(cfg, shared, collector());
+                        for msg in rx {
+                            match msg {
+                                Msg::Frames(mut b) => {
+                                    let mut from = 0;
+                                    for &(i, ts, to) in &b.frames {
+                                        p.frame(i, ts, &b.bytes[from..to]);
+                                        from = to;
+                                    }
+                                    b.bytes.clear();
+                                    b.frames.clear();
+                                    // The reader may be gone (it failed): nothing to recycle for.
+                                    free_tx.send(b).ok();
+                                }
+                                Msg::End(last_ns) => return Some(p.finish(last_ns)),
+                            }
+                        }
+                        None
+                    })
+                    .map_err(|source| ReplayError::Io { path: "thread".into(), source })?;
+                handles.push(h);
+            }
+            drop(free_tx);
+            let mut batches: Vec<Batch> = (0..threads).map(|_| Batch::default()).collect();
+            let read = read_capture(path, &mut summary, &mut |i, ts, f| {
+                let t = match wire::decode(f) {
+                    Ok(d) => crate::icmp::owner_key(&d, 0).map_or(0, |k| k.owner_spread() as usize % threads),
+                    Err(_) => 0,
+                };
+                let b = &mut batches[t];
+                b.bytes.extend_from_slice(f);
+                b.frames.push((i, ts, b.bytes.len()));
+                if b.bytes.len() >= BATCH_BYTES || b.frames.len() >= BATCH_FRAMES {
+                    let fresh = free_rx.try_recv().unwrap_or_default();
+                    let full = std::mem::replace(b, fresh);
+                    // A pipeline only stops when told to: the send fails only if it panicked,
+                    // which the join below reports.
+                    txs[t].send(Msg::Frames(full)).ok();
+                }
+            });
+            let last_ns = match read {
+                Ok(last_ns) => last_ns,
+                Err(e) => {
+                    drop(txs);
+                    for h in handles {
+                        if let Err(p) = h.join() {
+                            std::panic::resume_unwind(p);
+                        }
+                    }
+                    return Err(e);
+                }
+            };
+            for (tx, b) in txs.iter().zip(batches) {
+                if !b.frames.is_empty() {
+                    tx.send(Msg::Frames(b)).ok();
+                }
+                tx.send(Msg::End(last_ns)).ok();
+            }
+            drop(txs);
+            let mut done = Vec::with_capacity(threads);
+            for h in handles {
+                match h.join() {
+                    Ok(Some(f)) => done.push(f),
+                    Ok(None) => unreachable!("every pipeline was sent its end"),
+                    Err(p) => std::panic::resume_unwind(p),
+                }
+            }
+            Ok(done)
+        })?
+    };
+
+    let mut events: Vec<(u64, usize, usize, warden_control::Event)> = Vec::new();
+    let mut hits = [0u64; crate::threat::KINDS];
+    let mut dropped = [0u64; crate::threat::KINDS];
+    let mut parts = Vec::with_capacity(finished.len());
+    for (t, f) in finished.into_iter().enumerate() {
+        summary.sessions += f.sessions;
+        summary.malformed += f.malformed;
+        summary.spoofed += f.spoofed;
+        summary.reassembled += f.reassembled;
+        summary.fragments_forwarded += f.fragments_forwarded;
+        summary.fragments_dropped += f.fragments_dropped;
+        let tun = &mut summary.tunnels;
+        for (k, n) in f.tunnels.decapsulated.iter().enumerate() {
+            tun.decapsulated[k] += n;
+        }
+        tun.malformed += f.tunnels.malformed;
+        tun.too_deep += f.tunnels.too_deep;
+        tun.inner_fragments += f.tunnels.inner_fragments;
+        for k in 0..crate::threat::KINDS {
+            hits[k] += f.threats.hits[k];
+            dropped[k] += f.threats.dropped[k];
+        }
+        events.extend(f.events.into_iter().enumerate().map(|(n, (i, e))| (i, t, n, e)));
+        summary.thread_cpu_s.push(f.cpu_s);
+        parts.push(f.out);
+    }
+    // By the frame after which each was taken, then pipeline, then its own order.
+    events.sort_unstable_by_key(|e| (e.0, e.1, e.2));
+    summary.threat_events = events.into_iter().map(|e| e.3).collect();
+    summary.threats = crate::detect::ThreatId::ALL
+        .iter()
+        .map(|t| (t.as_str(), hits[*t as usize], dropped[*t as usize]))
+        .filter(|t| t.1 + t.2 > 0)
+        .collect();
+    summary.seconds = start.elapsed().as_secs_f64();
+    summary.cpu_s = cpu_s(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID);
+    Ok((parts, summary))
+}
+
+/// Reads the capture at `path`, counting what it reads in `summary` (frames, bytes, skipped,
+/// unsupported link types, inspected), and hands every frame it can inspect, as an Ethernet
+/// frame, to `frame` with its index among the inspected frames and its timestamp (ns). Returns
+/// the latest timestamp.
+fn read_capture(path: &Path, summary: &mut ReplaySummary, frame: &mut dyn FnMut(u64, u64, &[u8])) -> Result<u64, ReplayError> {
+    let p = path.display().to_string();
+    let mut file = BufReader::with_capacity(
+        1 << 20,
         File::open(path).map_err(|source| ReplayError::Io { path: p.clone(), source })?,
     );
     let mut magic = [0u8; 4];
     file.read_exact(&mut magic).map_err(|source| ReplayError::Io { path: p.clone(), source })?;
     let reader = std::io::Cursor::new(magic).chain(file);
-
-    let mut insp = Inspector::with_engine(
-        cfg.sessions.max,
-        cfg.sessions.timeouts(),
-        cfg.dataplane.malformed,
-        cfg.inspection.engine(),
-    );
-    if cfg.policy.file.is_some() || cfg.policy.default_mode.is_some() {
-        let policy = crate::daemon::load_policy(cfg).map_err(|message| ReplayError::Policy { message })?;
-        let compiled = crate::policy::CompiledPolicy::compile(&policy)
-            .map_err(|e| ReplayError::Policy { message: e.to_string() })?;
-        insp.set_policy(std::sync::Arc::new(compiled), 1);
-    }
-    insp.set_exceptions(cfg.exceptions());
-    insp.set_normalization(cfg.normalization.resolve(true));
-    insp.threats.set_policy(cfg.threats.resolve());
-    insp.set_defrag(cfg.defrag.config());
-    insp.set_tunnels(&cfg.tunnels);
-    // The same kind of table the daemon shares between its workers (one pipeline here).
-    insp.share_expectations(Arc::new(ExpectTable::default()));
-    insp.share_names(Arc::new(crate::names::NameTable::new(cfg.policy.names())));
-    let mut summary = ReplaySummary::default();
-    let mut out: Vec<SessionSnapshot> = Vec::new();
     let mut last_ns = 0u64;
     let mut eth = Vec::with_capacity(65536);
 
     // `link`: how to read the frame, or the index of its interface in `summary.unsupported`,
     // or `None` for an undeclared pcapng interface.
-    let mut feed = |insp: &mut Inspector,
-                    summary: &mut ReplaySummary,
-                    link: Option<Result<Link, usize>>,
-                    ts_ns: u64,
-                    data: &[u8]| {
+    let mut feed = |summary: &mut ReplaySummary, link: Option<Result<Link, usize>>, ts_ns: u64, data: &[u8]| {
         summary.frames += 1;
         summary.bytes += data.len() as u64;
         let link = match link {
@@ -425,7 +880,7 @@ pub fn replay_file(
                 return;
             }
         };
-        let frame = match ethernet_frame(link, data, &mut eth) {
+        let f = match ethernet_frame(link, data, &mut eth) {
             Ok(f) => f,
             Err(Skip::Truncated) => {
                 summary.skipped.truncated += 1;
@@ -436,17 +891,9 @@ pub fn replay_file(
                 return;
             }
         };
-        summary.inspected += 1;
         last_ns = last_ns.max(ts_ns);
-        insp.expire_fragments(ts_ns);
-        insp.process_frame(frame, FrameMeta::new(0, 0, ts_ns), 0);
-        count_releases(insp, summary);
-        insp.flush_threats(ts_ns);
-        threat_events(insp, summary);
-        if insp.sessions.ended_pending() > 0 || summary.inspected.is_multiple_of(1024) {
-            insp.sessions.expire(ts_ns, usize::MAX);
-            insp.drain_ended(&mut out);
-        }
+        frame(summary.inspected, ts_ns, f);
+        summary.inspected += 1;
     };
 
     let fmt_err = |e: pcap_file::PcapError| ReplayError::Format { path: p.clone(), message: e.to_string() };
@@ -472,7 +919,7 @@ pub fn replay_file(
                     if let Some(i) = iface {
                         ng_last = i.ns(epb.timestamp.as_nanos());
                     }
-                    feed(&mut insp, &mut summary, iface.map(|i| i.link), ng_last, &epb.data);
+                    feed(summary, iface.map(|i| i.link), ng_last, &epb.data);
                 }
                 Block::SimplePacket(spb) => {
                     // Interface 0, no timestamp (the last one is kept); the captured length is
@@ -482,7 +929,7 @@ pub fn replay_file(
                     let cap = if snap == 0 { spb.original_len } else { spb.original_len.min(snap) };
                     let len = (cap as usize).min(spb.data.len());
                     let link = first.map(|i| i.link);
-                    feed(&mut insp, &mut summary, link, ng_last, &spb.data[..len]);
+                    feed(summary, link, ng_last, &spb.data[..len]);
                 }
                 _ => {}
             }
@@ -507,7 +954,7 @@ pub fn replay_file(
             };
             let frac = if nano { u64::from(pkt.ts_frac) } else { u64::from(pkt.ts_frac).saturating_mul(1000) };
             let ts_ns = u64::from(pkt.ts_sec).saturating_mul(1_000_000_000).saturating_add(frac);
-            feed(&mut insp, &mut summary, Some(Ok(link)), ts_ns, &pkt.data);
+            feed(summary, Some(Ok(link)), ts_ns, &pkt.data);
         }
     }
     if summary.frames > 0 && summary.inspected == 0 {
@@ -515,49 +962,10 @@ pub fn replay_file(
             path: p,
             frames: summary.frames,
             skipped: summary.skipped,
-            unsupported: summary.unsupported,
+            unsupported: std::mem::take(&mut summary.unsupported),
         });
     }
-
-    // Datagrams still incomplete at the end of the capture fail as timed out.
-    insp.expire_fragments(u64::MAX);
-    count_releases(&mut insp, &mut summary);
-    summary.reassembled = insp.defrag_stats().reassembled;
-    insp.sessions.expire(last_ns, usize::MAX);
-    insp.drain_ended(&mut out);
-    out.extend(insp.snapshot(usize::MAX));
-    insp.threats.flush_all(last_ns);
-    threat_events(&mut insp, &mut summary);
-    let st = insp.threats.stats;
-    summary.threats = crate::detect::ThreatId::ALL
-        .iter()
-        .map(|t| (t.as_str(), st.hits[*t as usize], st.dropped[*t as usize]))
-        .filter(|t| t.1 + t.2 > 0)
-        .collect();
-    out.sort_by_key(|s| (s.session.first_ns, s.session.id));
-    summary.sessions = out.len() as u64;
-    summary.malformed = insp.stats.malformed.iter().sum();
-    summary.spoofed = insp.stats.spoofed;
-    summary.tunnels = insp.stats.tunnels;
-    summary.seconds = start.elapsed().as_secs_f64();
-    let records = out.iter().map(|s| to_record(s, |_| "pcap".to_string())).collect();
-    Ok((records, summary))
-}
-
-/// Moves the inspector's queued threat events into the summary as events.
-fn threat_events(insp: &mut Inspector, summary: &mut ReplaySummary) {
-    if insp.threats.merge_stats().events == summary.threat_events.len() as u64 {
-        return;
-    }
-    let mut hits = Vec::new();
-    insp.drain_threats_upto(&mut hits, usize::MAX);
-    for (h, snap) in hits {
-        let connection = match snap {
-            Some(s) => to_record(&s, |_| "pcap".to_string()),
-            None => crate::record::hit_record(&h),
-        };
-        summary.threat_events.push(warden_control::Event::Threat { threat: crate::record::threat_record(&h), connection });
-    }
+    Ok(last_ns)
 }
 
 /// Reads a pcapng interface: its link, timestamp resolution and offset (pcapng §4.2,
@@ -585,19 +993,6 @@ fn describe(idb: &InterfaceDescriptionBlock<'_>, id: u32, unsupported: &mut Vec<
         unsupported.len() - 1
     });
     iface
-}
-
-/// Counts the frames the pipeline released (a capture has nothing to transmit) and clears them.
-fn count_releases(insp: &mut Inspector, summary: &mut ReplaySummary) {
-    for (r, tokens) in insp.releases().iter() {
-        let n = tokens.len() as u64;
-        if r.verdict == crate::inspect::Verdict::Forward {
-            summary.fragments_forwarded += n;
-        } else {
-            summary.fragments_dropped += n;
-        }
-    }
-    insp.clear_releases();
 }
 
 #[cfg(test)]

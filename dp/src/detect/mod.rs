@@ -24,7 +24,7 @@ pub use catalogue::{Action, Severity, ThreatId, ThreatSet};
 
 use crate::app::{text, Dir, Text};
 use sql::Dialect;
-use urlenc::{decode_into, needs_decoding, values, MAX_VALUE};
+use urlenc::{needs_decoding, values, with_decoded};
 
 /// Bytes of evidence kept per threat (the offending text, truncated).
 pub const EVIDENCE: usize = 128;
@@ -119,11 +119,9 @@ impl Threats {
     /// Checks one raw (percent-encoded) value: decoded (`plus`: `+` is a space), and as sent
     /// when decoding changed it.
     fn raw_value(&mut self, dir: Dir, raw: &[u8], plus: bool) -> bool {
-        let mut buf = [0u8; MAX_VALUE];
-        let n = decode_into(raw, plus, &mut buf);
-        // Decoding read at most `raw`; `needs_decoding` reads it again.
+        // Decoding reads at most `raw`; `needs_decoding` reads it again.
         self.work(2 * raw.len());
-        self.http_param(dir, &buf[..n]) || (needs_decoding(raw, plus) && self.http_param(dir, raw))
+        with_decoded(raw, plus, |v| self.http_param(dir, v)) || (needs_decoding(raw, plus) && self.http_param(dir, raw))
     }
 
     /// Checks `text` for an Apache Struts OGNL injection ([`ognl::scan`]; `probe`: also the
@@ -155,10 +153,8 @@ impl Threats {
         if !needs_decoding(raw, plus) {
             return false;
         }
-        let mut buf = [0u8; MAX_VALUE];
-        let n = decode_into(raw, plus, &mut buf);
         self.work(raw.len());
-        self.struts(dir, &buf[..n], probe, None)
+        with_decoded(raw, plus, |v| self.struts(dir, v, probe, None))
     }
 
     /// Checks a request target (`/path?query`, origin or absolute form): the URL-decoded path,
@@ -221,6 +217,7 @@ impl Threats {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use urlenc::{decode_into, MAX_VALUE};
 
     /// A query string of about `n` bytes made of `pair` repeated.
     fn query(pair: &[u8], n: usize) -> Vec<u8> {
