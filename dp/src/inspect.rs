@@ -307,6 +307,18 @@ impl Inspector {
         self.checksums = Checksums::new(n.checksums);
     }
 
+    /// The checksum policy in force: `auto` until it decided ([`crate::normalize::Checksums`]).
+    pub fn checksum_policy(&self) -> crate::normalize::ChecksumPolicy {
+        self.checksums.policy()
+    }
+
+    /// Puts checksum policy `p` in force from the next frame (a replay split over pipelines
+    /// decides `auto` once for all of them, on the capture's first packets as one pipeline
+    /// would: [`crate::replay::replay_file_threads`]).
+    pub fn set_checksum_policy(&mut self, p: crate::normalize::ChecksumPolicy) {
+        self.checksums = Checksums::new(p);
+    }
+
     /// Reassembles IP fragments within `cfg` from now on (allocates the new budget). Meant for
     /// start-up: while fragments are held nothing changes and the answer is false.
     pub fn set_defrag(&mut self, cfg: DefragConfig) -> bool {

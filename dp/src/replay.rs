@@ -38,6 +38,7 @@ use warden_control::ConnectionRecord;
 use crate::config::Config;
 use crate::expect::ExpectTable;
 use crate::inspect::{FrameMeta, Inspector};
+use crate::normalize::ChecksumPolicy;
 use crate::record::to_record;
 use crate::session::SessionSnapshot;
 use crate::wire;
@@ -559,13 +560,21 @@ impl<C: Collect> Pipeline<C> {
         }
     }
 
+    /// Ends the sessions idle past their timeout at `ts_ns` (ns since the epoch), as the
+    /// worker's expiry does between batches ([`Ticks`]).
+    fn tick(&mut self, ts_ns: u64) {
+        self.insp.sessions.expire(ts_ns, usize::MAX);
+        if self.insp.sessions.ended_pending() > 0 {
+            self.drain();
+        }
+    }
+
     /// Inspects Ethernet frame `frame` captured at `ts_ns` (ns since the epoch), the `index`th
-    /// inspected frame of the capture. Sessions idle past their timeout end first, as the
-    /// inline timer would have ended them by then.
+    /// inspected frame of the capture. Datagrams incomplete past the reassembly timeout fail
+    /// first (checked on every frame: it is one comparison when nothing is due).
     fn frame(&mut self, index: u64, ts_ns: u64, frame: &[u8]) {
         let insp = &mut self.insp;
         insp.expire_fragments(ts_ns);
-        insp.sessions.expire(ts_ns, usize::MAX);
         insp.process_frame(frame, FrameMeta::new(0, 0, ts_ns), 0);
         let created = insp.sessions.stats().created;
         while (self.created.len() as u64) < created {
@@ -688,8 +697,65 @@ fn cpu_s(clock: nix::time::ClockId) -> f64 {
     nix::time::clock_gettime(clock).map_or(0.0, |t| t.tv_sec() as f64 + t.tv_nsec() as f64 * 1e-9)
 }
 
+/// When the pipelines expire idle sessions: before the first frame whose timestamp is at least
+/// [`TICK_NS`] past the last expiry's (on the capture's clock, one schedule for every pipeline,
+/// so the sessions that end are the same whatever the number of pipelines). The workers
+/// expire between batches; a session whose next frame comes less than a tick after its
+/// timeout may go on where inline it would have ended.
+#[derive(Default)]
+struct Ticks {
+    /// Timestamp (ns) from which the next frame is preceded by an expiry.
+    next_ns: u64,
+}
+
+/// Capture time between session expiries in a replay (ns).
+const TICK_NS: u64 = 10_000_000;
+
+/// The index of a batch entry that is an expiry, not a frame.
+const TICK: u64 = u64::MAX;
+/// The index of a batch entry that puts a checksum policy in force (its timestamp field:
+/// [`policy_code`]).
+const CHECKSUMS: u64 = u64::MAX - 1;
+
+/// A checksum policy as a batch entry carries it.
+fn policy_code(p: ChecksumPolicy) -> u64 {
+    match p {
+        ChecksumPolicy::Verify => 0,
+        ChecksumPolicy::Ignore => 1,
+        ChecksumPolicy::Auto => 2,
+    }
+}
+
+/// The checksum policy of [`policy_code`] `c`.
+fn policy_of(c: u64) -> ChecksumPolicy {
+    match c {
+        0 => ChecksumPolicy::Verify,
+        1 => ChecksumPolicy::Ignore,
+        _ => ChecksumPolicy::Auto,
+    }
+}
+
+/// Keeps nothing (the pipeline that decides `auto` checksums for the others).
+struct Discard;
+
+impl Collect for Discard {
+    fn add(&mut self, _: Order, _: &SessionSnapshot) {}
+}
+
+impl Ticks {
+    /// True when the frame at `ts_ns` is to be preceded by an expiry at `ts_ns`.
+    fn due(&mut self, ts_ns: u64) -> bool {
+        if ts_ns < self.next_ns {
+            return false;
+        }
+        self.next_ns = ts_ns.saturating_add(TICK_NS);
+        true
+    }
+}
+
 /// A batch of frames for one pipeline: their bytes back to back, and per frame its index
-/// among the inspected frames, its timestamp (ns) and its end in `bytes`.
+/// among the inspected frames, its timestamp (ns) and its end in `bytes` (an expiry:
+/// index [`TICK`], no bytes).
 #[derive(Default)]
 struct Batch {
     bytes: Vec<u8>,
@@ -723,7 +789,13 @@ fn run<C: Collect>(
     let mut summary = ReplaySummary { threads, ..ReplaySummary::default() };
     let finished: Vec<Finished<C>> = if threads == 1 {
         let mut p = Pipeline::new(cfg, &shared, collector());
-        let last_ns = read_capture(path, &mut summary, &mut |i, ts, f| p.frame(i, ts, f))?;
+        let mut ticks = Ticks::default();
+        let last_ns = read_capture(path, &mut summary, &mut |i, ts, f| {
+            if ticks.due(ts) {
+                p.tick(ts);
+            }
+            p.frame(i, ts, f);
+        })?;
         vec![p.finish(last_ns)]
     } else {
         std::thread::scope(|scope| {
@@ -743,7 +815,13 @@ fn run<C: Collect>(
                                 Msg::Frames(mut b) => {
                                     let mut from = 0;
                                     for &(i, ts, to) in &b.frames {
-                                        p.frame(i, ts, &b.bytes[from..to]);
+                                        if i == TICK {
+                                            p.tick(ts);
+                                        } else if i == CHECKSUMS {
+                                            p.insp.set_checksum_policy(policy_of(ts));
+                                        } else {
+                                            p.frame(i, ts, &b.bytes[from..to]);
+                                        }
                                         from = to;
                                     }
                                     b.bytes.clear();
@@ -761,7 +839,28 @@ fn run<C: Collect>(
             }
             drop(free_tx);
             let mut batches: Vec<Batch> = (0..threads).map(|_| Batch::default()).collect();
+            let mut ticks = Ticks::default();
+            // `auto` checksums: decided on the capture's first packets as one pipeline decides
+            // (this one, fed until it has), then put in force in every pipeline after the same
+            // frame.
+            let mut probe = (cfg.normalization.resolve(true).checksums == ChecksumPolicy::Auto)
+                .then(|| Pipeline::new(cfg, &shared, Discard));
             let read = read_capture(path, &mut summary, &mut |i, ts, f| {
+                let send = |t: usize, b: &mut Batch| {
+                    if b.bytes.len() >= BATCH_BYTES || b.frames.len() >= BATCH_FRAMES {
+                        let full = std::mem::replace(b, free_rx.try_recv().unwrap_or_default());
+                        // A pipeline only stops when told to: the send fails only if it
+                        // panicked, which the join below reports.
+                        txs[t].send(Msg::Frames(full)).ok();
+                    }
+                };
+                let tick = ticks.due(ts);
+                if tick {
+                    for (t, b) in batches.iter_mut().enumerate() {
+                        b.frames.push((TICK, ts, b.bytes.len()));
+                        send(t, b);
+                    }
+                }
                 let t = match wire::decode(f) {
                     Ok(d) => crate::icmp::owner_key(&d, 0).map_or(0, |k| k.owner_spread() as usize % threads),
                     Err(_) => 0,
@@ -769,12 +868,20 @@ fn run<C: Collect>(
                 let b = &mut batches[t];
                 b.bytes.extend_from_slice(f);
                 b.frames.push((i, ts, b.bytes.len()));
-                if b.bytes.len() >= BATCH_BYTES || b.frames.len() >= BATCH_FRAMES {
-                    let fresh = free_rx.try_recv().unwrap_or_default();
-                    let full = std::mem::replace(b, fresh);
-                    // A pipeline only stops when told to: the send fails only if it panicked,
-                    // which the join below reports.
-                    txs[t].send(Msg::Frames(full)).ok();
+                send(t, b);
+                if let Some(p) = probe.as_mut() {
+                    if tick {
+                        p.tick(ts);
+                    }
+                    p.frame(i, ts, f);
+                    let decided = p.insp.checksum_policy();
+                    if decided != ChecksumPolicy::Auto {
+                        for (t, b) in batches.iter_mut().enumerate() {
+                            b.frames.push((CHECKSUMS, policy_code(decided), b.bytes.len()));
+                            send(t, b);
+                        }
+                        probe = None;
+                    }
                 }
             });
             let last_ns = match read {

@@ -248,12 +248,26 @@ impl AppSet {
 /// UTF-8 replaced.
 pub type Text<const N: usize> = ArrayString<N>;
 
-/// Builds a [`Text`] from wire bytes, truncating to `N` bytes.
+/// Builds a [`Text`] from wire bytes, truncating to `N` bytes: the first `4 N` bytes read as
+/// `String::from_utf8_lossy` reads them (each invalid sequence one U+FFFD), the characters kept
+/// up to the first that does not fit. Valid runs are copied whole (parsers call this for every
+/// field they keep, so a copy per character showed in profiles).
 pub fn text<const N: usize>(bytes: &[u8]) -> Text<N> {
     let mut out = ArrayString::<N>::new();
-    for ch in String::from_utf8_lossy(&bytes[..bytes.len().min(N * 4)]).chars() {
-        if out.try_push(ch).is_err() {
-            break;
+    for chunk in bytes[..bytes.len().min(N * 4)].utf8_chunks() {
+        let valid = chunk.valid();
+        let room = N - out.len();
+        if valid.len() > room {
+            let mut end = room;
+            while !valid.is_char_boundary(end) {
+                end -= 1;
+            }
+            out.push_str(&valid[..end]);
+            return out;
+        }
+        out.push_str(valid);
+        if !chunk.invalid().is_empty() && out.try_push(char::REPLACEMENT_CHARACTER).is_err() {
+            return out;
         }
     }
     out
@@ -362,6 +376,32 @@ pub trait AppParser: Default + Clone + Send + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `text` as first written: character by character from the lossy string.
+    fn text_reference<const N: usize>(bytes: &[u8]) -> Text<N> {
+        let mut out = ArrayString::<N>::new();
+        for ch in String::from_utf8_lossy(&bytes[..bytes.len().min(N * 4)]).chars() {
+            if out.try_push(ch).is_err() {
+                break;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn text_keeps_what_the_lossy_reading_keeps() {
+        let mut rng = testutil::Rng(7);
+        let pieces: [&[u8]; 8] = [b"a", b"GET /", "é".as_bytes(), "€".as_bytes(), "😀".as_bytes(), b"\xff", b"\xe2\x82", b"\xf0\x9f\x98"];
+        for _ in 0..20_000 {
+            let mut b = Vec::new();
+            for _ in 0..rng.below(24) {
+                b.extend_from_slice(pieces[rng.below(pieces.len())]);
+            }
+            assert_eq!(text::<8>(&b), text_reference::<8>(&b), "{b:?}");
+            assert_eq!(text::<13>(&b), text_reference::<13>(&b), "{b:?}");
+            assert_eq!(text::<64>(&b), text_reference::<64>(&b), "{b:?}");
+        }
+    }
 
     #[test]
     fn skipping_bodies_across_segments_and_gaps() {
