@@ -349,6 +349,7 @@ impl Inspector {
 
     /// Fails datagrams whose reassembly timed out at `now_ns` (exception policy,
     /// [`ExceptionReason::DefragTimeout`]); their frames are in [`Self::releases`].
+    #[inline(never)] // a stage of its own in perf/replay/profile.sh
     pub fn expire_fragments(&mut self, now_ns: u64) {
         if self.defrag.expire(now_ns) > 0 {
             self.settle_releases();
@@ -486,6 +487,7 @@ impl Inspector {
     /// Reassembly of fragment frame `f`: held (or refused and decided alone); a datagram it
     /// completes is decided and inspected as one packet of `len` = all its frames' bytes, and
     /// its frames released with that verdict.
+    #[inline(never)] // a stage of its own in perf/replay/profile.sh
     fn fragment(&mut self, f: &Frame<'_>, len: u32, meta: FrameMeta, token: u64) -> Verdict {
         let too_big = self.defrag.stats.too_big;
         let out = self.defrag.push(f, meta.zone, meta.iface, meta.now_ns, token, len);
@@ -642,6 +644,7 @@ impl Inspector {
 
     /// A frame whose IPv4 header checksum fails (each fragment's own, before reassembly):
     /// the host drops it, so nothing reads it ([`crate::normalize`]).
+    #[inline(never)] // a stage of its own in perf/replay/profile.sh
     fn header_checksum(&mut self, f: &Frame<'_>, meta: FrameMeta) -> Option<Verdict> {
         let ip = f.ip.as_ref()?;
         if ip.version != 4 || !self.checksums.active() {
@@ -828,6 +831,7 @@ impl Inspector {
     /// on; a frame that would open a session must not claim a workload's address from a side
     /// or MAC that workload does not send from. `Some(verdict)` stops the frame here (dropped
     /// when the workload or session is in protect mode: no session is created or touched).
+    #[inline(never)] // a stage of its own in perf/replay/profile.sh
     fn check_origin(
         &mut self,
         f: &Frame<'_>,
@@ -1212,6 +1216,7 @@ impl Inspector {
     /// Threats judged on a TCP frame's header before it may touch a session: flag
     /// combinations no TCP sends (`bad_packet`), a tiny MSS (`tcp_small_mss`), data on a SYN
     /// without a Fast Open cookie (`tcp_syn_data`). `Some(drop)` when protect mode drops it.
+    #[inline(never)] // a stage of its own in perf/replay/profile.sh
     fn frame_threats(&mut self, f: &Frame<'_>, ip: &wire::Ip<'_>, meta: FrameMeta) -> Option<Verdict> {
         if self.sessions.has_uncounted() {
             self.take_back_sources();
@@ -1321,6 +1326,7 @@ impl Inspector {
     /// A new session counts toward its client's live sessions (`ip_src_session_limit`):
     /// `Some(drop)` when the client is over its limit and protect mode refuses the session
     /// (blocked from its first frame, never counted).
+    #[inline(never)] // a stage of its own in perf/replay/profile.sh
     fn source_limit(&mut self, idx: u32, raw: &[u8], now_ns: u64) -> Option<Verdict> {
         if !self.threats.enabled(ThreatId::IpSrcSessionLimit) {
             return None;
@@ -1389,6 +1395,7 @@ impl Inspector {
     /// (`tcp_split_handshake`), a tiny window in the ACK that completes the client's handshake
     /// (`tcp_small_window`), and the server talking while the client never sends
     /// (`tcp_no_client_data`, also judged when the session ends).
+    #[inline(never)] // a stage of its own in perf/replay/profile.sh
     fn tcp_session_threats(&mut self, t: crate::session::Tracked, flags: u8, window: u16, raw: &[u8], ip: &wire::Ip<'_>, now_ns: u64) {
         use wire::tcpflag::{ACK, SYN};
         let limits = self.threats.policy.limits;
@@ -1425,6 +1432,7 @@ impl Inspector {
 
     /// After payload was fed: kinds the session's parser detected that the stage has not
     /// raised yet (one load and compare per frame when there are none).
+    #[inline(never)] // a stage of its own in perf/replay/profile.sh
     fn parser_threats(&mut self, idx: u32, raw: &[u8], now_ns: u64) {
         let ctx = self.sessions.get(idx).app_ctx;
         if ctx == NO_APP {
@@ -1462,6 +1470,7 @@ impl Inspector {
     /// Facts of the session's parser that per-core detectors add up across sessions: an HTTP
     /// request head still open (`http_slowloris`), MySQL authentication failures
     /// (`mysql_access_denied`).
+    #[inline(never)] // a stage of its own in perf/replay/profile.sh
     fn cross_session_threats(&mut self, idx: u32, dir: Dir, raw: &[u8], now_ns: u64) {
         // The fields used, not a copy of the whole session (this runs per payload frame).
         let (app_ctx, zone, id, seen, (client, _), (server, port)) = {
@@ -1611,6 +1620,7 @@ impl Inspector {
 
     /// After a frame of a DNS flow: stores the names its answers to the flow's own queries gave
     /// to addresses, under the flow's client, and counts what was refused ([`crate::names`]).
+    #[inline(never)] // a stage of its own in perf/replay/profile.sh
     fn learn_names(&mut self, idx: u32, now_ns: u64) {
         let s = self.sessions.get(idx);
         if s.app_ctx == NO_APP {
@@ -1625,6 +1635,7 @@ impl Inspector {
     /// detector (each once); a finding is a `dns_tunneling` threat of the session (every
     /// query of a domain found tunnelling is one, so that protect mode blocks each flow a
     /// resolver client opens per query).
+    #[inline(never)] // a stage of its own in perf/replay/profile.sh
     fn dns_tunnel(&mut self, idx: u32, raw: &[u8], now_ns: u64) {
         let (app_ctx, zone, client) = {
             let s = self.sessions.get(idx);
@@ -1685,6 +1696,7 @@ impl Inspector {
     /// that differed from bytes already inspected, or an urgent mark moving an earlier one
     /// (in protect mode such a segment is not read at all; elsewhere it is read as Linux most
     /// likely reads it).
+    #[inline(never)] // a stage of its own in perf/replay/profile.sh
     fn inspect_payload(
         &mut self,
         idx: u32,

@@ -22,9 +22,9 @@ pub fn to_record(snap: &SessionSnapshot, iface_name: impl Fn(u16) -> String) -> 
     let k = &s.key;
     let ((client_ip, client_port), (server_ip, server_port)) = (s.client_end(), s.server_end());
     let mut r = ConnectionRecord {
-        client_ip: client_ip.to_string(),
+        client_ip: client_ip.text(),
         client_port,
-        server_ip: server_ip.to_string(),
+        server_ip: server_ip.text(),
         server_port,
         ip_proto: k.proto,
         app: snap.app.as_ref().map(|a| a.app).unwrap_or_default().as_str().to_string(),

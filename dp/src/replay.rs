@@ -562,6 +562,7 @@ impl<C: Collect> Pipeline<C> {
 
     /// Ends the sessions idle past their timeout at `ts_ns` (ns since the epoch), as the
     /// worker's expiry does between batches ([`Ticks`]).
+    #[inline(never)] // a stage of its own in perf/replay/profile.sh
     fn tick(&mut self, ts_ns: u64) {
         self.insp.sessions.expire(ts_ns, usize::MAX);
         if self.insp.sessions.ended_pending() > 0 {
@@ -572,6 +573,7 @@ impl<C: Collect> Pipeline<C> {
     /// Inspects Ethernet frame `frame` captured at `ts_ns` (ns since the epoch), the `index`th
     /// inspected frame of the capture. Datagrams incomplete past the reassembly timeout fail
     /// first (checked on every frame: it is one comparison when nothing is due).
+    #[inline(never)] // a stage of its own in perf/replay/profile.sh
     fn frame(&mut self, index: u64, ts_ns: u64, frame: &[u8]) {
         let insp = &mut self.insp;
         insp.expire_fragments(ts_ns);

@@ -884,6 +884,7 @@ impl SessionTable {
     /// as were created since the previous call (so a burst of expiries cannot stall the packet
     /// loop, and expiry keeps up with any creation rate: call it every loop). Lingering
     /// (denied, closed) and embryonic sessions go first. Returns how many ended.
+    #[inline(never)] // a stage of its own in perf/replay/profile.sh
     pub fn expire(&mut self, now_ns: u64, budget: usize) -> usize {
         let extra = usize::try_from(std::mem::take(&mut self.created_since_expire)).unwrap_or(usize::MAX);
         self.expire_lists(now_ns, budget.saturating_add(extra))
