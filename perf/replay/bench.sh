@@ -38,6 +38,8 @@ if m:
     ndpi_internal = float(m.group(1)) * (1e3 if m.group(2) == "K" else 1e6)
 wi = re.search(r"([\d.]+) s, (\d+) frames/s, ([\d.]+) Gbit/s", w)
 warden_internal = float(wi.group(2)) if wi else None
+wc = re.search(r"CPU ([\d.]+) s \(process\)", w)
+warden_cpu = float(wc.group(1)) if wc else None
 pt = re.search(r"Packet Processing Time:\s+(\d+) msec", n)
 ndpi_proc_s = int(pt.group(1)) / 1000 if pt else None
 row = {
@@ -47,12 +49,16 @@ row = {
     "ndpi_wall_s": round(ns, 3), "ndpi_fps": round(frames / ns), "ndpi_gbps": round(wbytes * 8 / ns / 1e9, 3),
     "ndpi_reported_pps": ndpi_internal, "ndpi_processing_s": ndpi_proc_s,
     "warden_reported_fps": warden_internal,
+    "warden_cpu_s": warden_cpu,
+    "warden_gbps_per_cpu_s": round(wbytes * 8 / warden_cpu / 1e9, 3) if warden_cpu else None,
     "ratio_wall": round(ns / ws, 2),
 }
 print(f"{'':14}{'wall s':>10}{'frames/s':>14}{'Gbit/s':>10}")
 print(f"{'warden replay':14}{ws:>10.2f}{frames/ws:>14,.0f}{wbytes*8/ws/1e9:>10.3f}")
 print(f"{'ndpiReader':14}{ns:>10.2f}{frames/ns:>14,.0f}{wbytes*8/ns/1e9:>10.3f}")
 print(f"warden is {ns/ws:.2f}x nDPI (wall clock, same file, same core)")
+if warden_cpu:
+    print(f"warden CPU time {warden_cpu:.2f} s (process, user + system): {wbytes*8/warden_cpu/1e9:.3f} Gbit/s per CPU-second")
 print(f"own figures (packet loop only): warden {warden_internal} frames/s, nDPI {ndpi_internal} pps"
       f" (processing {ndpi_proc_s} s)" + (f" -> {warden_internal/ndpi_internal:.2f}x" if warden_internal and ndpi_internal else ""))
 out = f"perf/out/replay-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Instructions per frame by pipeline stage, from a callgrind profile of `warden replay`.
 
-Usage: cgstages.py CALLGRIND_OUT FRAMES [--json]
+Usage: cgstages.py FRAMES CALLGRIND_OUT[=LABEL]... [--json]
 
 Reads the call graph of a callgrind output file (`--dump-instr=no`, the default) and gives
 every instruction to a stage: a function that is the entry of a stage (ENTRIES, matched on
@@ -11,7 +11,8 @@ inclusive cost per call edge). A function reached by no entry is `start-up and r
 parsing, allocating the per-core tables, freeing them). Entries must not be inlined: the
 pipeline's stage functions are `#[inline(never)]` for this.
 
-Prints a table (stage, instructions, instructions per frame, share) and the total.
+Prints a Markdown table: per stage, instructions per frame and share of each profile (one
+column pair per file, labelled LABEL or the file name), and the totals.
 """
 import json
 import re
@@ -152,20 +153,26 @@ def attribute(selfc, edges):
 
 
 def main():
-    path, frames = sys.argv[1], int(sys.argv[2])
-    selfc, edges, total = parse(path)
-    per = attribute(selfc, edges)
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    frames = int(args[0])
     order = [s for s, _ in STAGES] + [REST]
-    rows = [(s, per.get(s, 0.0)) for s in order]
+    cols = []
+    for spec in args[1:]:
+        path, _, label = spec.partition("=")
+        selfc, edges, total = parse(path)
+        per = attribute(selfc, edges)
+        cols.append((label or path, total, {s: per.get(s, 0.0) for s in order}))
     if "--json" in sys.argv:
-        print(json.dumps({"frames": frames, "total": total,
-                          "stages": {s: round(v) for s, v in rows}}, indent=1))
+        print(json.dumps([{"label": l, "frames": frames, "total": t, "stages": {s: round(v) for s, v in d.items()}}
+                          for l, t, d in cols], indent=1))
         return
-    print(f"| stage | instructions | per frame | share |")
-    print(f"|---|---:|---:|---:|")
-    for s, v in rows:
-        print(f"| {s} | {v:,.0f} | {v / frames:,.0f} | {100 * v / total:.1f} % |")
-    print(f"| **total** | {total:,} | {total / frames:,.0f} | 100 % |")
+    print("| stage | " + " | ".join(f"{l}: instr./frame | share" for l, _, _ in cols) + " |")
+    print("|---|" + "---:|---:|" * len(cols))
+    for s in order:
+        cells = " | ".join(f"{d[s] / frames:,.0f} | {100 * d[s] / t:.1f} %" for _, t, d in cols)
+        print(f"| {s} | {cells} |")
+    cells = " | ".join(f"**{t / frames:,.0f}** | 100 %" for _, t, _ in cols)
+    print(f"| **total** | {cells} |")
 
 
 if __name__ == "__main__":
