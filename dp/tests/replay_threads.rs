@@ -27,10 +27,13 @@ fn captures(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// Records as JSON, the summary, detections per threat.
+type Outcome = (Vec<String>, ReplaySummary, BTreeMap<String, u64>);
+
 /// What must not depend on the number of pipelines: the records as JSON, the summary without
 /// its timings and thread figures, and the threat detections carried by the events (their
 /// counts per threat: events are merged per pipeline, as per worker inline).
-fn outcome(path: &Path, cfg: &Config, threads: usize) -> Result<(Vec<String>, ReplaySummary, BTreeMap<String, u64>), String> {
+fn outcome(path: &Path, cfg: &Config, threads: usize) -> Result<Outcome, String> {
     let (records, mut sum) = replay_file_threads(path, cfg, threads).map_err(|e| e.to_string())?;
     assert_eq!(sum.threads, threads);
     assert_eq!(sum.thread_cpu_s.len(), threads);
@@ -54,7 +57,7 @@ fn outcome(path: &Path, cfg: &Config, threads: usize) -> Result<(Vec<String>, Re
 const SPANNING: [&str; 4] = ["tcp_syn_flood", "icmp_flood", "http_slowloris", "ip_src_session_limit"];
 
 /// `o` without the detections of [`SPANNING`] threats.
-fn without_spanning(mut o: (Vec<String>, ReplaySummary, BTreeMap<String, u64>)) -> (Vec<String>, ReplaySummary, BTreeMap<String, u64>) {
+fn without_spanning(mut o: Outcome) -> Outcome {
     o.1.threats.retain(|t| !SPANNING.contains(&t.0));
     o.2.retain(|k, _| !SPANNING.contains(&k.as_str()));
     o
