@@ -17,6 +17,12 @@
 //! header's MACs are zero (SLL/SLL2: the source is the captured link-layer address), so
 //! workloads with `macs` cannot be told apart in such captures.
 //!
+//! **Pipelines.** [`replay_file_threads`] and `warden replay --threads N` split the flows over
+//! N pipelines by the hash the workers use, with the same records as one pipeline (see there
+//! for what per-core detectors see). Each session's record is made as the session ends
+//! (`warden replay`: its JSON line, [`replay_json`]); the records are sorted by first frame at
+//! the end. Idle sessions are expired on one schedule of the capture clock ([`TICK_NS`]).
+//!
 //! Frames that cannot be inspected are counted by reason ([`Skipped`]): on an interface whose
 //! link type is not one of the above, shorter than their link-layer header, of a non-IP
 //! address family (loopback), or on an interface the pcapng file never declared. A pcap file of
@@ -711,7 +717,7 @@ struct Ticks {
 }
 
 /// Capture time between session expiries in a replay (ns).
-const TICK_NS: u64 = 10_000_000;
+pub const TICK_NS: u64 = 10_000_000;
 
 /// The index of a batch entry that is an expiry, not a frame.
 const TICK: u64 = u64::MAX;
