@@ -506,12 +506,16 @@ impl Shared {
         } else {
             None
         };
-        Ok(Shared {
+        Ok(Shared::with_policy(cfg, policy))
+    }
+
+    fn with_policy(cfg: &Config, policy: Option<Arc<crate::policy::CompiledPolicy>>) -> Shared {
+        Shared {
             policy,
             expectations: Arc::new(ExpectTable::default()),
             names: Arc::new(crate::names::NameTable::new(cfg.policy.names())),
             sources: crate::threat::limit::SourceCounts::new(cfg.threats.resolve().limits.session_limit.cells),
-        })
+        }
     }
 }
 
@@ -851,8 +855,10 @@ fn run<C: Collect>(
             // `auto` checksums: decided on the capture's first packets as one pipeline decides
             // (this one, fed until it has), then put in force in every pipeline after the same
             // frame.
+            // Its tables are its own, as one pipeline's are: it must neither see nor leave
+            // expectations, names or per-source counts in the pipelines' tables.
             let mut probe = (cfg.normalization.resolve(true).checksums == ChecksumPolicy::Auto)
-                .then(|| Pipeline::new(cfg, &shared, Discard));
+                .then(|| Pipeline::new(cfg, &Shared::with_policy(cfg, shared.policy.clone()), Discard));
             let read = read_capture(path, &mut summary, &mut |i, ts, f| {
                 let send = |t: usize, b: &mut Batch| {
                     if b.bytes.len() >= BATCH_BYTES || b.frames.len() >= BATCH_FRAMES {
