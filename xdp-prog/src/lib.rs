@@ -330,7 +330,7 @@ pub struct FastTable {
 
 impl FastTable {
     /// Entries the fast path map has room for (flow directions).
-    pub fn fast_capacity(&self) -> u32 {
+    pub fn capacity(&self) -> u32 {
         self.map.max_entries()
     }
 
@@ -338,7 +338,7 @@ impl FastTable {
     ///
     /// # Errors
     /// [`Error::Bpf`] when the map refuses it (full: `E2BIG`).
-    pub fn fast_insert(&self, key: &FastKey, mode: FastMode) -> Result<(), Error> {
+    pub fn insert(&self, key: &FastKey, mode: FastMode) -> Result<(), Error> {
         let (m, lo, hi) = mode.code();
         let mut v = [0u8; FAST_VAL_LEN];
         v[..4].copy_from_slice(&m.to_ne_bytes());
@@ -354,7 +354,7 @@ impl FastTable {
     ///
     /// # Errors
     /// [`Error::Bpf`] when the lookup fails.
-    pub fn fast_read(&self, key: &FastKey) -> Result<Option<FastCounters>, Error> {
+    pub fn read(&self, key: &FastKey) -> Result<Option<FastCounters>, Error> {
         let mut v = [0u8; FAST_VAL_LEN];
         let found = self.map
             .lookup_into(&key.to_bytes(), &mut v, MapFlags::ANY)
@@ -368,7 +368,7 @@ impl FastTable {
     ///
     /// # Errors
     /// [`Error::Bpf`] when the kernel refuses.
-    pub fn fast_remove(&self, key: &FastKey) -> Result<Option<FastCounters>, Error> {
+    pub fn remove(&self, key: &FastKey) -> Result<Option<FastCounters>, Error> {
         let mut v = [0u8; FAST_VAL_LEN];
         let found = self.map
             .lookup_into_and_delete(&key.to_bytes(), &mut v)
