@@ -8,7 +8,9 @@
 //! What a direction's entry lets through is its [`FastMode`]:
 //! - [`FastMode::All`] for both directions when inspection is over ([`Engine::inspection_over`]:
 //!   the app is decided and no parser reads either direction any more, or the session has no
-//!   app context), TCP or UDP;
+//!   app context), TCP or UDP; for the client's direction only (the server's with
+//!   [`FastMode::AckOnly`], which admits no UDP datagram) while only the server's first bytes
+//!   can still make the session an echo ([`Engine::over_but_echo`]);
 //! - [`FastMode::Range`] for a TCP direction whose parser skips the next bytes unread by count
 //!   (an HTTP body of announced length, [`crate::app::AppParser::opaque`]) and that holds
 //!   nothing (every earlier byte was read): only payload within that sequence range, at least
@@ -385,6 +387,10 @@ pub fn decide(s: &Session, engine: &Engine, generation: u32, min_bytes: u64) -> 
             if ctx == NO_APP || engine.inspection_over(ctx) {
                 return Some([FastMode::All; 2]);
             }
+            if engine.over_but_echo(ctx, false) {
+                // The server's first bytes still decide whether this is an echo: they come up.
+                return Some([FastMode::All, FastMode::AckOnly]);
+            }
             let mut modes = [FastMode::AckOnly; 2];
             let mut any = false;
             for d in [Dir::ToServer, Dir::ToClient] {
@@ -396,7 +402,10 @@ pub fn decide(s: &Session, engine: &Engine, generation: u32, min_bytes: u64) -> 
             }
             any.then_some(modes)
         }
-        ipproto::UDP => (ctx == NO_APP || engine.inspection_over(ctx)).then_some([FastMode::All; 2]),
+        ipproto::UDP if ctx == NO_APP || engine.inspection_over(ctx) => Some([FastMode::All; 2]),
+        // A one-way flow whose server may still echo: the client's datagrams in the kernel,
+        // the server's first one comes up (an ack-only entry admits no UDP datagram).
+        ipproto::UDP if engine.over_but_echo(ctx, true) => Some([FastMode::All, FastMode::AckOnly]),
         _ => None,
     }
 }
@@ -666,4 +675,216 @@ pub fn mono_coarse_ns() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
         .map(|t| (t.tv_sec() as u64).saturating_mul(1_000_000_000).saturating_add(t.tv_nsec() as u64))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inspect::{FrameMeta, Inspector, Verdict};
+    use crate::normalize::{ChecksumPolicy, Normalization};
+    use crate::session::Timeouts;
+
+    const ACK: u8 = 0x10;
+    const PSH: u8 = 0x08;
+    const SYN: u8 = 0x02;
+    const FIN: u8 = 0x01;
+    /// Client side and server side interface slots.
+    const CS: u16 = 1;
+    const SS: u16 = 2;
+
+    /// Ethernet + IPv4 + TCP (`flags`, `seq`, `ack`) or UDP (`flags` None) from 198.18.0.`src`
+    /// port `sport` to 198.18.0.`dst` port `dport` (checksums not filled: not verified here).
+    fn frame(src: u8, sport: u16, dst: u8, dport: u16, tcp: Option<(u8, u32, u32)>, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x02, 0, 0, 0, 0, dst, 0x02, 0, 0, 0, 0, src, 0x08, 0x00];
+        let l4 = if tcp.is_some() { 20 } else { 8 };
+        let tot = (20 + l4 + payload.len()) as u16;
+        let proto = if tcp.is_some() { 6 } else { 17 };
+        f.extend_from_slice(&[0x45, 0, (tot >> 8) as u8, tot as u8, 0, 1, 0x40, 0, 64, proto, 0, 0, 198, 18, 0, src, 198, 18, 0, dst]);
+        f.extend_from_slice(&sport.to_be_bytes());
+        f.extend_from_slice(&dport.to_be_bytes());
+        match tcp {
+            Some((flags, seq, ack)) => {
+                f.extend_from_slice(&seq.to_be_bytes());
+                f.extend_from_slice(&ack.to_be_bytes());
+                f.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+            }
+            None => {
+                let ulen = (8 + payload.len()) as u16;
+                f.extend_from_slice(&ulen.to_be_bytes());
+                f.extend_from_slice(&[0, 0]);
+            }
+        }
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// An inspector on pair (CS, SS) with a fast path of `max` entries over a model map, both
+    /// slots on; returns it and the model (the kernel's side).
+    fn inspector(max: usize) -> (Inspector, ModelMap) {
+        let mut i = Inspector::new(1024, Timeouts::default(), crate::inspect::MalformedPolicy::Drop);
+        i.set_normalization(Normalization { checksums: ChecksumPolicy::Ignore, ..Normalization::default() });
+        i.set_pair((CS, "a"), (SS, "b"));
+        let model = ModelMap::default();
+        let slots = Arc::new(FastSlots::default());
+        slots.set(CS, true);
+        slots.set(SS, true);
+        i.set_fast_path(FastPath::new(FastConfig { max, min_bytes: 64 * 1024 }, Box::new(model.clone()), slots));
+        (i, model)
+    }
+
+    /// Offers `f` arriving on `slot` at `t` (s) to the kernel model first, as the program would
+    /// see it; what it does not forward goes to the inspector (as it would to the socket).
+    fn send(i: &mut Inspector, model: &ModelMap, f: &[u8], slot: u16, t: u64) -> Option<Verdict> {
+        if model.forward(f, u32::from(slot), t * 1_000_000_000) {
+            return None;
+        }
+        Some(i.process(f, FrameMeta::new(0, slot, t * 1_000_000_000)))
+    }
+
+    fn udp_frames(i: &mut Inspector, model: &ModelMap, n: usize, t: u64) -> (usize, usize) {
+        let (mut kernel, mut user) = (0, 0);
+        for _ in 0..n {
+            match send(i, model, &frame(1, 5000, 2, 9, None, b"0123456789"), CS, t) {
+                None => kernel += 1,
+                Some(v) => {
+                    assert_eq!(v, Verdict::Forward);
+                    user += 1;
+                }
+            }
+        }
+        (kernel, user)
+    }
+
+    #[test]
+    fn a_udp_flow_moves_to_the_fast_path_once_decided_and_its_counts_come_back() {
+        let (mut i, model) = inspector(4);
+        // Every parser rejects the first datagram (app unknown); only the server's first
+        // datagram could still make it an echo: the client's go in the kernel from then on.
+        let (kernel, user) = udp_frames(&mut i, &model, 40, 1);
+        assert_eq!((user, kernel), (1, 39));
+        assert_eq!(model.len(), 2, "both directions");
+        assert_eq!(i.fast.stats().active, 1);
+        let idx = i.sessions.find(&i.sessions.get(0).key, crate::flow::End::Lo).unwrap().0;
+        assert_eq!(i.sessions.get(idx).packets[0], 1, "before the pull");
+        i.fast.pull(&mut i.sessions, 2_000_000_000, 2_000_000_000, true);
+        let s = i.sessions.get(idx);
+        assert_eq!((s.packets[0], s.fast.frames, s.fast.offloads), (40, 39, 1));
+        assert_eq!(s.bytes[0], 40 * 52);
+        assert_eq!(i.fast.stats().frames, 39);
+        // Idle past the UDP timeout: the final record gets what the kernel forwarded since.
+        udp_frames(&mut i, &model, 5, 3);
+        i.expire_sessions(200_000_000_000, 256);
+        assert!(model.is_empty(), "entries out of the map with the session");
+        let mut out = Vec::new();
+        i.drain_ended(&mut out);
+        let end = out.iter().find(|s| s.session.key.proto == 17).unwrap();
+        assert_eq!((end.session.packets[0], end.session.fast.frames), (45, 44));
+        let r = crate::record::to_record(end, |_| String::new());
+        assert!(r.fast_path);
+        assert_eq!(r.fast_path_frames, Some(44));
+        assert_eq!(i.fast.stats().removed[RemoveReason::Ended as usize], 1);
+    }
+
+    /// The server's first datagram still decides whether a one-way flow is an echo: it comes
+    /// up (taking the session back), and is read.
+    #[test]
+    fn the_servers_first_datagram_comes_up_for_the_echo_check() {
+        let (mut i, model) = inspector(4);
+        udp_frames(&mut i, &model, 5, 1);
+        assert_eq!(model.len(), 2);
+        let reply = frame(2, 9, 1, 5000, None, b"0123456789");
+        assert_eq!(send(&mut i, &model, &reply, SS, 1), Some(Verdict::Forward));
+        let idx = i.sessions.find(&i.sessions.get(0).key, crate::flow::End::Lo).unwrap().0;
+        let ctx = i.sessions.get(idx).app_ctx;
+        assert_eq!(i.engine.ctx(ctx).app, crate::app::App::Echo, "the reply mirrors the request");
+        assert_eq!(i.sessions.get(idx).packets, [5, 1]);
+        assert_eq!(i.fast.stats().removed[RemoveReason::Frame as usize], 1);
+    }
+
+    #[test]
+    fn a_full_table_refuses_and_a_new_policy_generation_takes_every_session_off() {
+        let (mut i, model) = inspector(1);
+        udp_frames(&mut i, &model, 20, 1);
+        for _ in 0..20 {
+            send(&mut i, &model, &frame(1, 5001, 2, 9, None, b"0123456789"), CS, 1);
+        }
+        let st = i.fast.stats();
+        assert_eq!((st.active, st.offloaded), (1, 1));
+        assert!(st.refused_full >= 1, "{st:?}");
+        assert_eq!(model.len(), 2);
+        // A new policy (any apply, workload or mode change): out before it is enforced.
+        i.set_policy(Arc::new(crate::policy::CompiledPolicy::empty()), 7);
+        assert!(model.is_empty());
+        let st = i.fast.stats();
+        assert_eq!((st.active, st.removed[RemoveReason::Policy as usize]), (0, 1));
+        // Decided again under the new generation on its next frame, then back on.
+        let (kernel, user) = udp_frames(&mut i, &model, 3, 2);
+        assert_eq!((user, kernel), (1, 2));
+    }
+
+    /// An HTTP/1.1 keep-alive connection: the first response's body goes on the fast path as a
+    /// sequence range (the client's ACKs as ack-only), the second request takes the session
+    /// back, its sequence state and the server's stream resynchronised: the second request
+    /// and response are parsed and nothing is an anomaly.
+    #[test]
+    fn an_http_body_goes_on_the_fast_path_and_the_next_exchange_is_inspected() {
+        let (mut i, model) = inspector(4);
+        let c = |flags, seq, ack, p: &[u8]| frame(1, 40000, 2, 80, Some((flags, seq, ack)), p);
+        let s = |flags, seq, ack, p: &[u8]| frame(2, 80, 1, 40000, Some((flags, seq, ack)), p);
+        let req = b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n";
+        let body_len = 1_000_000u32;
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {body_len}\r\n\r\n");
+        let head = head.as_bytes();
+        let (cs, ss) = (1000u32, 5000u32);
+        let mut user = 0;
+        for (f, slot) in [
+            (c(SYN, cs, 0, b""), CS),
+            (s(SYN | ACK, ss, cs + 1, b""), SS),
+            (c(ACK, cs + 1, ss + 1, b""), CS),
+            (c(ACK | PSH, cs + 1, ss + 1, req), CS),
+            (s(ACK, ss + 1, cs + 1 + req.len() as u32, b""), SS),
+            (s(ACK | PSH, ss + 1, cs + 1 + req.len() as u32, head), SS),
+        ] {
+            assert_eq!(send(&mut i, &model, &f, slot, 1), Some(Verdict::Forward));
+            user += 1;
+        }
+        assert_eq!(model.len(), 2, "on the fast path after the response head");
+        let lo = ss + 1 + head.len() as u32;
+        let hi = lo + body_len;
+        let cack = cs + 1 + req.len() as u32;
+        // The body, in 1000-byte segments, and the client's ACKs: all in the kernel.
+        let chunk = vec![0x5a; 1000];
+        let mut kernel = 0;
+        for k in 0..body_len / 1000 {
+            assert_eq!(send(&mut i, &model, &s(ACK, lo + k * 1000, cack, &chunk), SS, 2), None);
+            assert_eq!(send(&mut i, &model, &c(ACK, cack, lo + (k + 1) * 1000, b""), CS, 2), None);
+            kernel += 2;
+        }
+        // A segment past the range is handed up (and the client's data on the ack-only side).
+        assert!(!model.forward(&s(ACK, hi, cack, b"x"), u32::from(SS), 2));
+        let req2 = b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(send(&mut i, &model, &c(ACK | PSH, cack, hi, req2), CS, 3), Some(Verdict::Forward));
+        assert!(model.is_empty(), "back in user space");
+        let head2 = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+        let cack2 = cack + req2.len() as u32;
+        for (f, slot) in [
+            (s(ACK | PSH, hi, cack2, head2), SS),
+            (c(ACK, cack2, hi + head2.len() as u32, b""), CS),
+        ] {
+            assert_eq!(send(&mut i, &model, &f, slot, 3), Some(Verdict::Forward));
+        }
+        user += 3;
+        let idx = i.sessions.find(&crate::flow::FlowKey::new(0, 6, crate::flow::Addr::v4([198, 18, 0, 1]), 40000, crate::flow::Addr::v4([198, 18, 0, 2]), 80).0, crate::flow::End::Lo).unwrap().0;
+        let sess = *i.sessions.get(idx);
+        assert_eq!(sess.packets[0] + sess.packets[1], (user + kernel) as u64, "every frame counted");
+        assert_eq!(sess.fast.frames, kernel);
+        assert_eq!(sess.anomalous_frames, 0, "resynchronised: nothing judged an anomaly");
+        let mut l7 = serde_json::Map::new();
+        i.engine.state(sess.app_ctx).l7(&mut l7);
+        assert_eq!((l7["requests"].as_u64(), l7["responses"].as_u64()), (Some(2), Some(2)), "{l7:?}");
+        assert_eq!(i.fast.stats().removed[RemoveReason::Frame as usize], 1);
+        // The server's FIN after the small body: no re-offload (nothing opaque ahead).
+        assert_eq!(send(&mut i, &model, &s(FIN | ACK, hi + head2.len() as u32, cack2, b""), SS, 4), Some(Verdict::Forward));
+        assert!(model.is_empty());
+    }
 }

@@ -283,7 +283,8 @@ impl Stream {
     }
 
     /// True when nothing is held: no unconsumed bytes, no out-of-order segment, no urgent
-    /// byte pending, so the parser has seen every byte before [`Self::next`].
+    /// byte pending, no skip pending ([`Self::skip_until`]), so the parser has seen every byte
+    /// before [`Self::next`].
     pub fn idle(&self) -> bool {
         self.started
             && !self.finished()
@@ -291,6 +292,7 @@ impl Stream {
             && self.need == 0
             && self.ooo.is_empty()
             && self.urgent.is_none()
+            && self.skip_to.is_none()
     }
 
     /// The XDP fast path may have forwarded this direction's payload up to sequence number

@@ -902,6 +902,18 @@ impl Engine {
             && (matches!(c.state, AppState::None) || c.streams.iter().all(|s| s.finished()))
     }
 
+    /// As [`Self::inspection_over`], except that the echo check still waits for the server's
+    /// first bytes (the client's are all it needs, [`echo::Mirror::awaits_server`]): nothing
+    /// more of the client's direction will be read, the server's first bytes will.
+    pub fn over_but_echo(&self, idx: u32, datagram: bool) -> bool {
+        let Some(c) = self.ctxs.get(idx as usize) else { return false };
+        c.decided
+            && !c.lost
+            && !c.mid.on
+            && c.head.awaits_server(datagram)
+            && (matches!(c.state, AppState::None) || c.streams.iter().all(|s| s.finished()))
+    }
+
     /// The opaque run ahead in direction `dir` of TCP session `idx`: `(next, len)` when its
     /// parser will consume the next `len` bytes, from sequence number `next`, without reading
     /// them ([`AppParser::opaque`]) and the stream holds nothing (every byte before `next`
