@@ -22,8 +22,9 @@
 //! current (evaluated under the worker's policy generation, `allowed`, `learned` or not
 //! policed; not pending an app, not blocked, no exception, no threat block); no threat raised
 //! and no normalisation anomaly on the session; not picked up mid-stream; not in a VLAN or
-//! tunnel segment, not a tunnel's carrier; both interface slots flagged by the daemon (their
-//! peers accept in-kernel redirects, [`FastSlots`]). A session is put on the fast path at most
+//! tunnel segment, not a tunnel's carrier; one of its interface slots at least flagged by the
+//! daemon (the peer accepts in-kernel redirects, [`FastSlots`]; a direction whose slot is not
+//! flagged keeps coming to Warden). A session is put on the fast path at most
 //! [`MAX_OFFLOADS`] times.
 //!
 //! **Out again** ([`RemoveReason`]): on session end (expiry, eviction, reuse, shutdown, pair
@@ -489,7 +490,10 @@ impl FastPath {
             return;
         }
         let s = sessions.get(idx);
-        if s.fast.offloaded() || !self.slots.on(s.client_iface) || !self.slots.on(server_slot) {
+        // A direction whose slot is off still gets its entry (the program does not look it
+        // up: its frames come to Warden as ever and are read as frames queued before the
+        // entry); with neither on there is nothing to gain.
+        if s.fast.offloaded() || !(self.slots.on(s.client_iface) || self.slots.on(server_slot)) {
             return;
         }
         let Some(modes) = decide(s, engine, generation, self.cfg.min_bytes) else { return };
