@@ -547,8 +547,16 @@ impl FastPath {
     /// (see the module docs). No-op for a session not on it.
     pub fn unoffload(&mut self, sessions: &mut SessionTable, engine: &mut Engine, idx: u32, reason: RemoveReason, unix_ns: u64) {
         let e = sessions.get(idx).fast.entry;
-        let Some(entry) = self.entries.get(usize::from(e)).copied().filter(|x| x.live && x.idx == idx) else { return };
-        let last = self.take_out(e, unix_ns);
+        if e == NO_ENTRY {
+            return;
+        }
+        let Some(entry) = self.entries.get(usize::from(e)).copied().filter(|x| x.live && x.idx == idx) else {
+            // Not this session's entry (cannot happen): forget the mark rather than leave the
+            // session unjudged.
+            sessions.get_mut(idx).fast.entry = NO_ENTRY;
+            return;
+        };
+        let last = self.take_out(e);
         for (d, (p, b)) in last.iter().enumerate() {
             if *p > 0 {
                 let dir = if d == 0 { Dir::ToServer } else { Dir::ToClient };
@@ -582,7 +590,7 @@ impl FastPath {
 
     /// Removes entry `e`'s keys from the map and frees it; returns the (frames, bytes) they
     /// counted since the last pull, per direction.
-    fn take_out(&mut self, e: u16, _unix_ns: u64) -> [(u64, u64); 2] {
+    fn take_out(&mut self, e: u16) -> [(u64, u64); 2] {
         let mut out = [(0, 0); 2];
         let Some(entry) = self.entries.get_mut(usize::from(e)) else { return out };
         if !entry.live {
@@ -613,7 +621,7 @@ impl FastPath {
     pub fn settle(&mut self, sessions: &mut SessionTable, unix_ns: u64) {
         while let Some(e) = sessions.pop_unfast() {
             let id = self.entries.get(usize::from(e)).map(|x| x.id).unwrap_or(0);
-            let last = self.take_out(e, unix_ns);
+            let last = self.take_out(e);
             for (d, (p, b)) in last.iter().enumerate() {
                 if *p > 0 {
                     let dir = if d == 0 { Dir::ToServer } else { Dir::ToClient };
