@@ -337,7 +337,9 @@ struct Entry {
     live: bool,
 }
 
-/// A worker's fast path: its entries in the kernel's map. See the module docs.
+/// A worker's fast path: its entries in the kernel's map. See the module docs. The default
+/// has no entries (off).
+#[derive(Default)]
 pub struct FastPath {
     cfg: FastConfig,
     map: Option<Box<dyn FastMap>>,
@@ -349,19 +351,6 @@ pub struct FastPath {
     pub stats: FastStats,
 }
 
-impl Default for FastPath {
-    fn default() -> Self {
-        FastPath {
-            cfg: FastConfig::default(),
-            map: None,
-            slots: Arc::default(),
-            entries: Vec::new(),
-            free: Vec::new(),
-            last_pull: 0,
-            stats: FastStats::default(),
-        }
-    }
-}
 
 /// The modes of a session's two directions if it may go on the fast path now (see the module
 /// docs), `None` otherwise. `generation` is the worker's policy generation; `min_bytes` the
@@ -529,6 +518,7 @@ impl FastPath {
     /// the fast path first ([`RemoveReason::Frame`]), so it is judged and inspected with the
     /// session's state brought back. A frame on the other side's slot is left to the origin
     /// check.
+    #[allow(clippy::too_many_arguments)]
     pub fn frame(&mut self, sessions: &mut SessionTable, engine: &mut Engine, idx: u32, dir: Dir, raw: &[u8], iface: u16, unix_ns: u64) {
         let e = sessions.get(idx).fast.entry;
         let Some(entry) = self.entries.get(usize::from(e)) else { return };
@@ -599,9 +589,9 @@ impl FastPath {
         entry.live = false;
         let entry = *entry;
         if let Some(map) = self.map.as_mut() {
-            for d in 0..2 {
-                match map.remove(&entry.keys[d]) {
-                    Ok(Some(c)) => out[d] = delta(c, entry.pulled[d]),
+            for ((o, key), pulled) in out.iter_mut().zip(&entry.keys).zip(&entry.pulled) {
+                match map.remove(key) {
+                    Ok(Some(c)) => *o = delta(c, *pulled),
                     Ok(None) => {}
                     Err(_) => self.stats.errors += 1,
                 }
