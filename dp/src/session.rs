@@ -516,12 +516,6 @@ impl SessionTable {
         !self.unfast.is_empty()
     }
 
-    /// True when slot `idx` holds a live session.
-    #[inline]
-    pub fn is_live(&self, idx: u32) -> bool {
-        self.slots.get(idx as usize).is_some_and(|s| s.live)
-    }
-
     /// Adds `packets` frames of `bytes` bytes sent in direction `dir` of session `idx`, the
     /// latest at `last_ns` (Unix ns), that the kernel's fast path forwarded
     /// ([`crate::fastpath`]): counted as seen (and in [`Session::fast`]), the idle timer
