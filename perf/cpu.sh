@@ -5,7 +5,7 @@
 # Only creates (and always deletes) namespaces named wperf-*; traffic is 198.18.0.1 ->
 # 198.19.0.1 and never leaves them.
 #
-#   perf/cpu.sh [--legs bridge,redirect,testpmd,warden,warden2,warden_busy] [--rates 30000,1%,10%,50%,90%,100%]
+#   perf/cpu.sh [--legs bridge,redirect,testpmd,warden,warden2,warden_busy,warden_fast] [--rates 30000,1%,10%,50%,90%,100%]
 #               [--capacity PPS] [--duration 10] [--size 64] [--spin-us N] [--no-build]
 #   perf/cpu.sh --report perf/out/cpu-<date>.json      # print a run's table again
 #
@@ -23,7 +23,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 WARDEN_BIN=${WARDEN_BIN:-$BIN/warden}
 COMMAND="perf/cpu.sh $*"
-LEGS=bridge,redirect,testpmd,warden,warden2,warden_busy
+LEGS=bridge,redirect,testpmd,warden,warden2,warden_busy,warden_fast
 RATES=30000,1%,10%,50%,90%,100%
 CAPACITY=
 DURATION=10
@@ -352,7 +352,7 @@ PY
 }
 
 leg_warden() {
-    warden_leg warden "poll = \"adaptive\"${SPIN_US:+\nspin_us = $SPIN_US}"
+    warden_leg warden "poll = \"adaptive\"\nfast_path = false${SPIN_US:+\nspin_us = $SPIN_US}"
     [ -n "$FWD_PID" ] || return 0
     for rate in $(rates); do wait_quiet; measure warden "$rate"; done
     stop_forwarder
@@ -364,7 +364,7 @@ leg_warden() {
 # core), both of wpa's NAPI threads on FWD_CPU. The figures are the sums over both workers.
 leg_warden2() {
     setup 2
-    printf '[dataplane]\ncores = [%s, %s]\npoll = "adaptive"\n' $FWD_CPU $GEN_CPU >"$WORK/warden.toml"
+    printf '[dataplane]\ncores = [%s, %s]\npoll = "adaptive"\nfast_path = false\n' $FWD_CPU $GEN_CPU >"$WORK/warden.toml"
     if ! start_forwarder warden2 "$WARDEN_BIN" run --config "$WORK/warden.toml" --inline wpa:wpb \
         --workers 2 --socket "$SOCK"; then
         log "warden2 skipped"
@@ -382,15 +382,24 @@ leg_warden2() {
 }
 
 leg_warden_busy() {
-    warden_leg warden_busy 'poll = "busy"'
+    warden_leg warden_busy 'poll = "busy"\nfast_path = false'
     [ -n "$FWD_PID" ] || return 0
     for rate in $(rates); do wait_quiet; measure warden_busy "$rate"; done
     stop_forwarder
 }
 
+# Warden with the XDP fast path (issue 16): the generator's flow is offloaded after its first
+# datagram and redirected in the kernel, in wpa's NAPI thread (watched, on cpu1).
+leg_warden_fast() {
+    warden_leg warden_fast "poll = \"adaptive\"\nfast_path = true"
+    [ -n "$FWD_PID" ] || return 0
+    for rate in $(rates); do wait_quiet; measure warden_fast "$rate"; done
+    stop_forwarder
+}
+
 # Capacity: the warden leg all out (unless given).
 if [ -z "$CAPACITY" ] && grep -q % <<<"$RATES"; then
-    warden_leg warden "poll = \"adaptive\"${SPIN_US:+\nspin_us = $SPIN_US}"
+    warden_leg warden "poll = \"adaptive\"\nfast_path = false${SPIN_US:+\nspin_us = $SPIN_US}"
     [ -n "$FWD_PID" ] || { log "warden does not start: no capacity"; exit 1; }
     wait_quiet
     r=$(in_ns $NS_GEN taskset -c $GEN_CPU "$BIN/xdp-gen" --iface g0 --size "$SIZE" --warmup 1 \
@@ -401,7 +410,7 @@ if [ -z "$CAPACITY" ] && grep -q % <<<"$RATES"; then
 fi
 CAPACITY=${CAPACITY:-0}
 
-for leg in redirect bridge testpmd warden warden2 warden_busy; do
+for leg in redirect bridge testpmd warden warden2 warden_busy warden_fast; do
     case ",$LEGS," in *",$leg,"*) "leg_$leg" ;; esac
 done
 teardown

@@ -3,7 +3,7 @@
 # size. See perf/README.md. Needs root. Only creates (and always deletes) namespaces named
 # wperf-*; traffic is 198.18.0.1 -> 198.19.0.1 and never leaves them.
 #
-#   perf/rig.sh [--only bridge,redirect,testpmd,warden] [--sizes 64,1500] [--duration 5]
+#   perf/rig.sh [--only bridge,redirect,testpmd,warden,warden_policy,warden_fast] [--sizes 64,1500] [--duration 5]
 #               [--runs 3] [--no-install] [--no-build]
 # Environment: WARDEN_BIN (the warden binary of the warden legs), WARDEN_TOML (TOML appended to
 # their config, e.g. '[metrics]\nlisten = "127.0.0.1:9597"' to measure a feature's cost).
@@ -13,7 +13,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 WARDEN_BIN=${WARDEN_BIN:-$BIN/warden}
 COMMAND="perf/rig.sh $*"
-LEGS=bridge,redirect,testpmd,warden,warden_policy
+LEGS=bridge,redirect,testpmd,warden,warden_policy,warden_fast
 SIZES=64,1500
 DURATION=5
 RUNS=3
@@ -239,13 +239,35 @@ leg_warden() {
     }
     setup
     # Warden pins its workers itself (default: cores 0..workers), so taskset alone is not enough.
-    printf '[dataplane]\ncores = [%s]\n%b\n' $FWD_CPU "${WARDEN_TOML:-}" >"$WORK/warden.toml"
+    # Full inspection of every frame: the fast path off (the generator's flow would qualify).
+    printf '[dataplane]\ncores = [%s]\nfast_path = false\n%b\n' $FWD_CPU "${WARDEN_TOML:-}" >"$WORK/warden.toml"
     if ! start_forwarder warden "$WARDEN_BIN" run --config "$WORK/warden.toml" --inline wpa:wpb \
         --workers 1 --socket "$SOCK"; then
         skip warden "$WHY"
         return
     fi
     measure warden "gen cpu$GEN_CPU (+wpa rx softirq); warden cpu$FWD_CPU" "--workers 1, cores = [$FWD_CPU]"
+    stop_forwarder
+}
+
+# Warden with the XDP fast path (issue 16): the generator's flow (one-way UDP, app unknown after
+# its first datagram) is offloaded and redirected in the kernel by Warden's XDP program, like the
+# redirect leg, so wpa's receive NAPI (where that runs) moves to the forwarder's core as there.
+leg_warden_fast() {
+    [ -x "$WARDEN_BIN" ] || {
+        skip warden_fast "no $WARDEN_BIN (build it: cargo build --release -p warden-dp)"
+        return
+    }
+    setup
+    printf '[dataplane]\ncores = [%s]\nfast_path = true\n%b\n' $FWD_CPU "${WARDEN_TOML:-}" >"$WORK/warden.toml"
+    if ! start_forwarder warden_fast "$WARDEN_BIN" run --config "$WORK/warden.toml" --inline wpa:wpb \
+        --workers 1 --socket "$SOCK"; then
+        skip warden_fast "$WHY"
+        return
+    fi
+    napi_to_fwd_cpu
+    measure warden_fast "gen cpu$GEN_CPU; Warden's XDP fast path in wpa's threaded NAPI on cpu$FWD_CPU, worker cpu$FWD_CPU" \
+        "--workers 1, fast_path = true"
     stop_forwarder
 }
 
@@ -257,7 +279,7 @@ leg_warden_policy() {
         return
     }
     setup
-    printf '[dataplane]\ncores = [%s]\n%b\n' $FWD_CPU "${WARDEN_TOML:-}" >"$WORK/warden.toml"
+    printf '[dataplane]\ncores = [%s]\nfast_path = false\n%b\n' $FWD_CPU "${WARDEN_TOML:-}" >"$WORK/warden.toml"
     python3 - "$WORK/policy.toml" <<'PY'
 import sys
 out = ['[[workload]]\nid = "gen"\nips = ["198.18.0.1"]\nmode = "protect"\n',
@@ -281,7 +303,7 @@ PY
 }
 
 # The ceiling first, so the others have a ratio.
-for leg in redirect bridge testpmd warden warden_policy; do
+for leg in redirect bridge testpmd warden warden_policy warden_fast; do
     case ",$LEGS," in *",$leg,"*) "leg_$leg" ;; esac
 done
 teardown

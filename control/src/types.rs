@@ -693,6 +693,17 @@ pub struct InterfaceCounters {
     /// bind); never forwarded uninspected.
     #[serde(default)]
     pub xdp_unbound: u64,
+    /// Kernel-side counts: frames the XDP fast path redirected to the peer interface in the
+    /// kernel (flows Warden decided and offloaded; their sessions count them too).
+    #[serde(default)]
+    pub xdp_fast_path: u64,
+    /// Bytes of those frames (L2, no FCS).
+    #[serde(default)]
+    pub xdp_fast_path_bytes: u64,
+    /// True when frames arriving here may take the XDP fast path (`[dataplane] fast_path` on
+    /// and the peer interface accepts in-kernel redirects).
+    #[serde(default)]
+    pub fast_path: bool,
     /// Kernel XSK statistics: frames dropped because the rx ring was full (summed over queues).
     pub xsk_rx_dropped: u64,
     /// Kernel XSK statistics: invalid descriptors and rx-ring-full events.
@@ -795,6 +806,15 @@ pub struct WorkerCounters {
     /// thread's CPU time, and the frames it cost that for.
     #[serde(default)]
     pub time: WorkerTime,
+    /// The XDP fast path of this worker's sessions (`[dataplane] fast_path`): sessions put on
+    /// it (`offloaded`) and on it now (`active`), frames and bytes the kernel forwarded for
+    /// them (`frames`, `bytes`, as pulled back), sessions that qualified while every entry of
+    /// the worker was used (`refused_full`) or after too many offloads (`refused_limit`), map
+    /// updates the kernel refused (`errors`), sessions taken off by reason (`removed_ended`,
+    /// `removed_policy`, `removed_threats`, `removed_frame`, `removed_icmp`,
+    /// `removed_error`). Empty when the fast path is off.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fast_path: BTreeMap<String, u64>,
 }
 
 /// Where one worker's time went since start (ns; `[dataplane] poll`). Its wall time is
@@ -1021,6 +1041,15 @@ pub struct ConnectionRecord {
     /// their own. Absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tunnel_carrier: Option<String>,
+    /// True when the session was put on the XDP fast path at some point: its verdict was
+    /// final and nothing more needed inspecting, so the kernel forwarded frames of it without
+    /// Warden reading them (counted in the totals above all the same). Absent otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fast_path: bool,
+    /// Frames of the session the fast path forwarded in the kernel (included in
+    /// `packets_to_server` + `packets_to_client`; absent when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fast_path_frames: Option<u64>,
     /// Threats detected in the session (first detection of each session's parser; absent when
     /// none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -190,6 +190,19 @@ pub struct Dataplane {
     /// when the queue is full, changed sessions wait for the next interval and final records
     /// in the session table's bounded queue. Default 256.
     pub report_queue: usize,
+    /// The XDP fast path for decided flows ([`crate::fastpath`]): once nothing more of a
+    /// session needs inspecting, the kernel forwards its frames to the peer interface and
+    /// Warden pulls the counts back. On by default; per interface only while the peer accepts
+    /// in-kernel redirects (a veth peer needs GRO on or an XDP program).
+    pub fast_path: bool,
+    /// Sessions on the fast path at once, all workers together (each worker gets an equal
+    /// share, at most 65534; two kernel map entries each, about 260 bytes). A session that
+    /// qualifies when its worker's share is used stays in user space (counted). 0..=1048576.
+    /// Default 16384.
+    pub fast_path_max: usize,
+    /// Shortest opaque run (bytes a parser skips unread, such as an HTTP body of announced
+    /// length) worth putting on the fast path. Default 65536.
+    pub fast_path_min_bytes: u64,
 }
 
 impl Default for Dataplane {
@@ -209,11 +222,20 @@ impl Default for Dataplane {
             idle_spins: None,
             report_queue: 256,
             report_buffer_bytes: 8 << 20,
+            fast_path: true,
+            fast_path_max: 16384,
+            fast_path_min_bytes: 64 * 1024,
         }
     }
 }
 
 impl Dataplane {
+    /// The fast path settings of one of `workers` workers (`None`: off).
+    pub fn fast_config(&self) -> Option<crate::fastpath::FastConfig> {
+        let max = self.fast_path_max / self.workers.max(1);
+        (self.fast_path && max > 0).then_some(crate::fastpath::FastConfig { max, min_bytes: self.fast_path_min_bytes })
+    }
+
     /// The workers' waiting settings (`poll`, `spin_us`).
     pub fn poll_config(&self) -> PollConfig {
         let us = self.spin_us.as_ref().map(|s| *s.get_ref()).unwrap_or(DEFAULT_SPIN_US).min(MAX_SPIN_US);
@@ -540,6 +562,12 @@ impl Config {
                     format!("only applies to poll = \"adaptive\" (poll = \"busy\" always spins){}", at(s.span())),
                 ));
             }
+        }
+        if d.fast_path_max > 1 << 20 || d.fast_path_max / d.workers.max(1) > usize::from(crate::fastpath::NO_ENTRY) - 1 {
+            return Err(bad(
+                "dataplane.fast_path_max",
+                format!("must be 0..=1048576 and at most 65534 per worker, got {}", d.fast_path_max),
+            ));
         }
         if d.workers == 0 || d.workers > 256 {
             return Err(bad("dataplane.workers", format!("must be 1..=256, got {}", d.workers)));

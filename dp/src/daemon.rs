@@ -158,6 +158,9 @@ struct Daemon {
     names: Arc<NameTable>,
     /// The workers' report queue, for its depth (metrics); the reporter owns the other end.
     report_queue: crossbeam::channel::Receiver<worker::WorkerReport>,
+    /// Interface slots the XDP fast path is on for ([`crate::fastpath`]), shared with the
+    /// workers.
+    fast_slots: Arc<crate::fastpath::FastSlots>,
 }
 
 /// Loads the policy `cfg` names (`[policy] file`, `default_mode`); an empty policy when none.
@@ -387,6 +390,8 @@ impl Daemon {
             .and_then(|_| {
                 self.xdp.configure_iface(b.ifindex, u32::from(b.slot), a.ifindex, xdp_fail(p.fail_mode), 0)
             })
+            .and_then(|_| self.set_fast_path(&a, &b, None))
+            .and_then(|_| self.set_fast_path(&b, &a, None))
             .and_then(|_| self.xdp.attach(a.ifindex))
             .and_then(|_| self.xdp.attach(b.ifindex));
         if let Err(e) = cfg {
@@ -406,6 +411,45 @@ impl Daemon {
         tracing::info!("{msg}");
         self.pairs.push(pair);
         Ok(msg)
+    }
+
+    /// Turns the XDP fast path on for frames arriving on `ingress` when it is configured on
+    /// and `egress` accepts in-kernel redirects (a veth whose peer has neither GRO nor an XDP
+    /// program drops them), off otherwise; logs a change from `was` (`None`: first time).
+    fn set_fast_path(&self, ingress: &Iface, egress: &Iface, was: Option<bool>) -> Result<(), warden_xdp::Error> {
+        let wanted = self.cfg.dataplane.fast_path && self.cfg.dataplane.fast_path_max > 0;
+        let accepts = wanted && self.xdp.accepts_redirects(egress.ifindex);
+        if was != Some(accepts) {
+            self.xdp.set_fast_path(ingress.ifindex, accepts)?;
+            self.fast_slots.set(ingress.slot, accepts);
+            if wanted && !accepts {
+                tracing::warn!(
+                    "fast path off for {} -> {}: {} does not accept in-kernel redirects (on veth, its peer needs GRO on or an XDP program); those flows stay in user space",
+                    ingress.name,
+                    egress.name,
+                    egress.name
+                );
+            } else if was.is_some() {
+                tracing::info!("fast path {} for {} -> {}", if accepts { "on" } else { "off" }, ingress.name, egress.name);
+            }
+        }
+        Ok(())
+    }
+
+    /// Follows changes of whether each pair's interfaces accept in-kernel redirects (a veth
+    /// peer's GRO turned on or off), turning the fast path on or off per direction.
+    fn check_fast_path(&mut self) {
+        if !self.cfg.dataplane.fast_path {
+            return;
+        }
+        for p in &self.pairs {
+            for (i, e) in [(&p.a, &p.b), (&p.b, &p.a)] {
+                let was = self.fast_slots.on(i.slot);
+                if let Err(err) = self.set_fast_path(i, e, Some(was)) {
+                    crate::warn_limited!("{}: {err}", i.name);
+                }
+            }
+        }
     }
 
     /// Re-reads the rx queue count of every managed interface and binds queues it gained
@@ -485,6 +529,7 @@ impl Daemon {
             self.xdp.unregister_xsk(u32::from(slot), q);
         }
         for i in [&pair.a, &pair.b] {
+            self.fast_slots.set(i.slot, false);
             let _ = self.xdp.remove_iface(i.ifindex, u32::from(i.slot));
         }
         for w in 0..self.workers.len() {
@@ -543,6 +588,7 @@ impl Daemon {
                         fail_open: k.fail_open_frames,
                         fail_closed: k.fail_closed_frames,
                         unbound: k.unbound_frames,
+                        fast_path: k.fast_frames,
                     },
                 }
             })
@@ -638,6 +684,9 @@ impl Daemon {
                     xdp_fail_open: k.fail_open_frames,
                     xdp_fail_closed: k.fail_closed_frames,
                     xdp_unbound: k.unbound_frames,
+                    xdp_fast_path: k.fast_frames,
+                    xdp_fast_path_bytes: k.fast_bytes,
+                    fast_path: self.fast_slots.on(i.slot),
                     xsk_rx_dropped: c.xsk_rx_dropped,
                     xsk_rx_ring_full: c.xsk_rx_ring_full,
                 });
@@ -729,6 +778,7 @@ impl Daemon {
                     stage_frames: w.timing.stages.frames,
                     stage_ns: w.timing.stages.named().iter().map(|(k, v)| (k.to_string(), *v)).collect(),
                 },
+                fast_path: if w.fast_capacity > 0 { w.fast.named().into_iter().collect() } else { BTreeMap::new() },
             })
             .collect();
         Counters { interfaces, workers }
@@ -1160,8 +1210,12 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
-    let xdp = XdpProgram::load(mode).map_err(|e| anyhow::anyhow!("{e} (Warden needs root or CAP_BPF+CAP_NET_ADMIN)"))?;
     let d = cfg.dataplane.clone();
+    // Two map entries (flow directions) per session on the fast path, all workers together.
+    let fast_entries = d.fast_config().map_or(0, |f| f.max.saturating_mul(d.workers).saturating_mul(2));
+    let xdp = XdpProgram::load_with_fast(mode, u32::try_from(fast_entries).unwrap_or(u32::MAX))
+        .map_err(|e| anyhow::anyhow!("{e} (Warden needs root or CAP_BPF+CAP_NET_ADMIN)"))?;
+    let fast_slots = Arc::new(crate::fastpath::FastSlots::default());
     let hub = Arc::new(
         Hub::new(d.report_buffer_bytes, d.report_interval)
             .with_pending_max(d.workers.saturating_mul(cfg.sessions.max))
@@ -1210,6 +1264,10 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         insp.set_defrag(cfg.defrag.config());
         insp.set_tunnels(&cfg.tunnels);
         insp.share_names(names.clone());
+        if let Some(fc) = d.fast_config() {
+            let table = xdp.fast_table().map_err(|e| anyhow::anyhow!("{e}"))?;
+            insp.set_fast_path(crate::fastpath::FastPath::new(fc, Box::new(table), fast_slots.clone()));
+        }
         let reports = report_tx.clone();
         let pulse = Arc::new(crate::service::Pulse::default());
         pulses.push(pulse.clone());
@@ -1246,6 +1304,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         test_hooks: opts.test_hooks,
         names,
         report_queue,
+        fast_slots,
     };
     // Every worker enforces the start-up policy before the first pair is attached.
     if !policy_handle.wait_loaded(policy_handle.generation(), Duration::from_secs(5)) {
@@ -1333,6 +1392,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             last_tick = Instant::now();
             supervise(&handles, &reporter);
             daemon.check_queues();
+            daemon.check_fast_path();
         }
         let wait = service
             .tick(daemon.pairs.len(), policy_handle.generation())

@@ -222,6 +222,8 @@ pub struct Inspector {
     tunnel: Option<crate::tunnel::Tunnel>,
     /// How many tunnels deep the packet being processed is.
     tunnel_depth: u8,
+    /// The XDP fast path for decided flows ([`crate::fastpath`]; off unless set).
+    pub fast: crate::fastpath::FastPath,
 }
 
 /// ICMPv6 link-layer control (RFC 4861 neighbour discovery: router/neighbour solicitation and
@@ -292,7 +294,47 @@ impl Inspector {
             tunnel_ports: crate::tunnel::Ports::default(),
             tunnel: None,
             tunnel_depth: 0,
+            fast: crate::fastpath::FastPath::default(),
         }
+    }
+
+    /// Puts decided flows on the XDP fast path through `fast` from now on
+    /// ([`crate::fastpath`]).
+    pub fn set_fast_path(&mut self, fast: crate::fastpath::FastPath) {
+        self.sessions.reserve_fast(fast.capacity());
+        self.fast = fast;
+    }
+
+    /// Takes every session off the fast path for `reason` (see [`crate::fastpath`]).
+    pub fn flush_fast(&mut self, reason: crate::fastpath::RemoveReason) {
+        if self.fast.active() {
+            let now = crate::worker::unix_now_ns();
+            self.fast.flush(&mut self.sessions, &mut self.engine, reason, now);
+        }
+    }
+
+    /// Adds what the fast path forwarded to its sessions ([`crate::fastpath::FastPath::pull`];
+    /// every [`crate::fastpath::PULL_EVERY`], or now with `force`).
+    pub fn pull_fast(&mut self, unix_ns: u64, force: bool) {
+        if self.fast.active() {
+            let mono = crate::fastpath::mono_coarse_ns();
+            self.fast.pull(&mut self.sessions, unix_ns, mono, force);
+        }
+    }
+
+    /// Ends sessions idle past their timeout ([`SessionTable::expire`], `budget`), taking the
+    /// fast path entries of those that were on it out of the kernel's map.
+    pub fn expire_sessions(&mut self, now_ns: u64, budget: usize) -> usize {
+        let n = self.sessions.expire(now_ns, budget);
+        self.fast.settle(&mut self.sessions, now_ns);
+        n
+    }
+
+    /// Ends every session whose zone satisfies `pred` ([`SessionTable::end_all`]), with their
+    /// fast path entries.
+    pub fn end_sessions(&mut self, pred: impl FnMut(u16) -> bool, now_ns: u64) {
+        self.sessions.end_all(pred);
+        self.fast.settle(&mut self.sessions, now_ns);
     }
 
     /// Applies `[tunnels]` ([`crate::tunnel`]) to packets from now on.
@@ -382,6 +424,9 @@ impl Inspector {
     /// Enforces `policy` (generation `generation`) from the next frame on: sessions decided by
     /// an older generation are evaluated again on their next frame. Resets the hit counters.
     pub fn set_policy(&mut self, policy: Arc<CompiledPolicy>, generation: u32) {
+        // Every decision behind an entry was made under the old generation: out before the
+        // worker says it enforces the new one.
+        self.flush_fast(crate::fastpath::RemoveReason::Policy);
         self.hits.reset(policy.rules().len(), generation);
         self.origins.apply_policy(&policy);
         self.policy = policy;
@@ -772,6 +817,9 @@ impl Inspector {
             return (Verdict::Forward, None);
         };
         let (key, end) = meta.key(ip.proto, ip.src, ip.sport, ip.dst, ip.dport);
+        if self.fast.active() {
+            self.fast_frame(f, ip, &key, end, meta);
+        }
         if let Some(v) = self.check_origin(f, ip, &key, end, len, meta) {
             return (v, None);
         }
@@ -792,7 +840,12 @@ impl Inspector {
             return (v, None);
         }
         let tcp = crate::tcpseq::Segment::of(ip);
-        let Some(t) = self.sessions.track(&key, end, len, tcp, meta.iface, meta.now_ns) else {
+        let tracked = self.sessions.track(&key, end, len, tcp, meta.iface, meta.now_ns);
+        if self.sessions.has_unfast() {
+            // A session on the fast path evicted or replaced: its entries out of the map now.
+            self.fast.settle(&mut self.sessions, meta.now_ns);
+        }
+        let Some(t) = tracked else {
             // Refused by a table full of established sessions (counted there).
             if link_control(ip) {
                 return (Verdict::Forward, None);
@@ -823,8 +876,28 @@ impl Inspector {
         let v = self.session_frame(t, end, f.raw, ip, meta);
         if v != Verdict::Forward {
             self.sessions.count_dropped(t.idx, t.dir, len);
+        } else if self.fast.capacity() > 0 {
+            let server_slot = self.origins.peer(self.sessions.get(t.idx).client_iface);
+            self.fast.consider(&mut self.sessions, &self.engine, t.idx, server_slot, self.policy_gen);
         }
         (v, Some((t.idx, t.dir)))
+    }
+
+    /// A frame reaching user space while the fast path has entries: a frame of a session on
+    /// it that the program handed up on purpose, or an ICMP error quoting one, takes that
+    /// session off the fast path before anything reads the frame ([`crate::fastpath`]).
+    fn fast_frame(&mut self, f: &Frame<'_>, ip: &wire::Ip<'_>, key: &FlowKey, end: End, meta: FrameMeta) {
+        if let L4::Icmp { invoking: Some(_), .. } = ip.l4 {
+            let quoted = crate::icmp::owner_key(f, meta.zone).and_then(|k| self.sessions.find(&k, End::Lo));
+            if let Some((idx, _)) = quoted.filter(|(i, _)| self.sessions.get(*i).fast.offloaded()) {
+                let reason = crate::fastpath::RemoveReason::Icmp;
+                self.fast.unoffload(&mut self.sessions, &mut self.engine, idx, reason, meta.now_ns);
+            }
+            return;
+        }
+        if let Some((idx, dir)) = self.sessions.find(key, end).filter(|(i, _)| self.sessions.get(*i).fast.offloaded()) {
+            self.fast.frame(&mut self.sessions, &mut self.engine, idx, dir, f.raw, meta.iface, meta.now_ns);
+        }
     }
 
     /// Anti-spoofing: a frame of a live session must arrive on the side its direction was seen

@@ -40,6 +40,7 @@ pub mod threat;
 pub mod enforce;
 pub mod exception;
 pub mod export;
+pub mod fastpath;
 pub mod expect;
 pub mod flow;
 pub mod icmp;

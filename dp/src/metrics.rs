@@ -199,6 +199,8 @@ pub struct XdpCounters {
     pub fail_closed: u64,
     /// Dropped because their rx queue had no socket while Warden ran.
     pub unbound: u64,
+    /// Redirected to the peer in the kernel by the fast path (flows Warden decided).
+    pub fast_path: u64,
 }
 
 /// One interface of an inline pair.
@@ -360,11 +362,12 @@ impl Collector for Exposition {
                 ("fail_open", i.xdp.fail_open),
                 ("fail_closed", i.xdp.fail_closed),
                 ("unbound", i.xdp.unbound),
+                ("fast_path", i.xdp.fast_path),
             ] {
                 xdp.push((vec![("interface", i.name.clone()), ("path", path.to_string())], v));
             }
         }
-        counters(e, "xdp_frames", "Frames seen by the XDP program, by path (to_xsk, fail_open, fail_closed, unbound).", xdp)?;
+        counters(e, "xdp_frames", "Frames seen by the XDP program, by path (to_xsk, fail_open, fail_closed, unbound, fast_path).", xdp)?;
 
         // Workers.
         counters(e, "worker_frames", "Frames inspected by the worker.", s.worker_rows(|w| w.inspect.frames))?;
@@ -505,6 +508,16 @@ impl Collector for Exposition {
             s.worker_rows(|w| w.app_pool_full),
         )?;
         counters(e, "app_redetections", "Times a parser rejected its stream and detection ran again.", s.worker_rows(|w| w.app_redetections))?;
+
+        // XDP fast path (`crate::fastpath`).
+        counters(e, "fast_path_offloaded_sessions", "Times a session was put on the XDP fast path.", s.worker_rows(|w| w.fast.offloaded))?;
+        gauges(e, "fast_path_active_sessions", "Sessions on the XDP fast path now.", s.worker_rows(|w| w.fast.active))?;
+        counters(e, "fast_path_frames", "Frames the kernel forwarded on the fast path for the worker's sessions (pulled back).", s.worker_rows(|w| w.fast.frames))?;
+        counters(e, "fast_path_bytes", "Bytes of those frames (L2, no FCS).", s.worker_rows(|w| w.fast.bytes))?;
+        counters(e, "fast_path_refused_sessions", "Sessions that qualified while the worker's fast path entries were all in use.", s.worker_rows(|w| w.fast.refused_full))?;
+        counters(e, "fast_path_errors", "Fast path map updates or reads the kernel refused.", s.worker_rows(|w| w.fast.errors))?;
+        let reasons: Vec<&'static str> = crate::fastpath::RemoveReason::ALL.iter().map(|r| r.as_str()).collect();
+        counters(e, "fast_path_removed_sessions", "Sessions taken off the fast path, by reason.", s.worker_reason_rows("reason", &reasons, |w, i| w.fast.removed[i]))?;
         let threats = s.threats.iter().map(|(t, n)| (vec![("threat", (*t).to_string())], *n));
         counters(e, "threat_sessions", "Sessions with a threat detected, by threat kind (counted by the reporter).", threats)?;
         let exc: Vec<&'static str> = ExceptionReason::ALL.iter().map(|r| r.as_str()).collect();

@@ -38,7 +38,14 @@
 //! was inspected (kept until acknowledged, bounded per stream and per core).
 //!
 //! Sessions picked up mid-stream skip the ACK check (bytes sent before Warden saw the session
-//! may be acknowledged) and the window check until the receiver's window is known.
+//! may be acknowledged) and the window check until the receiver's window is known. So do
+//! sessions back from the XDP fast path whose sequence state had to be forgotten
+//! ([`TcpSeq::resync_all`]: inspection was over, both directions went unseen), until both
+//! windows are known again; a session whose one direction was forwarded only within a known
+//! sequence range keeps its state, widened to what that range allows
+//! ([`TcpSeq::resync_sent`], [`TcpSeq::resync_quiet`]). Segments the kernel would have
+//! forwarded that reach Warden while the session is on the fast path (queued before its
+//! entry) are not judged ([`crate::fastpath`]).
 //!
 //! Urgent data ([`UrgentPolicy`]): by default read as a Linux receiver does by default
 //! (`SO_OOBINLINE` off, `tcp_stdurg` 0): the byte before the urgent pointer is taken out of
@@ -233,6 +240,9 @@ impl Checksums {
 /// # Errors
 /// The [`Anomaly`] that makes the receiver drop or ignore the segment.
 pub fn judge(t: &TcpSeq, dir: Dir, seg: &Segment, midstream: bool) -> Result<(), Anomaly> {
+    // State being re-learnt after the fast path forwarded segments unseen: judged as a
+    // mid-stream pickup until both windows are known again ([`TcpSeq::resync_all`]).
+    let midstream = midstream || t.lenient();
     let f = seg.flags;
     let (syn, ack, rst) = (f & tcpflag::SYN != 0, f & tcpflag::ACK != 0, f & tcpflag::RST != 0);
     let Some((una, next)) = t.range(dir) else {

@@ -57,6 +57,8 @@ pub fn to_record(snap: &SessionSnapshot, iface_name: impl Fn(u16) -> String) -> 
             }
         }),
         tunnel_carrier: s.carrier.map(|k| k.as_str().into()),
+        fast_path: s.fast.offloads > 0,
+        fast_path_frames: (s.fast.frames > 0).then_some(u64::from(s.fast.frames)),
         ..policy_fields(snap, app_fields(snap))
     };
     session_threats(snap, &mut r);

@@ -306,6 +306,9 @@ pub struct Session {
     pub tunnel: Option<crate::tunnel::TunnelEnds>,
     /// The tunnel type whose packets the session carries (an outer flow), once one was seen.
     pub carrier: Option<crate::tunnel::Kind>,
+    /// The XDP fast path's mark ([`crate::fastpath`]): its entry while offloaded, frames the
+    /// kernel forwarded (8 bytes).
+    pub fast: crate::fastpath::FastMark,
     fins: u8,
     changed: bool,
     live: bool,
@@ -344,6 +347,7 @@ impl Session {
             auth_failures: 0,
             tunnel: None,
             carrier: None,
+            fast: crate::fastpath::FastMark::default(),
             fins: 0,
             changed: false,
             live: false,
@@ -381,6 +385,15 @@ impl Session {
             Dir::ToClient
         }
     }
+}
+
+/// Adds fast path frames to a session's counters (see [`SessionTable::account_fast`]).
+fn add_fast(s: &mut Session, dir: Dir, packets: u64, bytes: u64, last_ns: u64) {
+    s.packets[dir as usize] += packets;
+    s.bytes[dir as usize] += bytes;
+    s.fast.frames = s.fast.frames.saturating_add(u32::try_from(packets).unwrap_or(u32::MAX));
+    s.last_ns = s.last_ns.max(last_ns);
+    s.changed = true;
 }
 
 /// A snapshot of a session for reports: plain data, converted to text by the control thread.
@@ -457,6 +470,9 @@ pub struct SessionTable {
     /// Sessions created since the last [`SessionTable::expire`] (added to its budget).
     created_since_expire: u64,
     stats: TableStats,
+    /// Fast path entries ([`crate::fastpath`]) of removed sessions, for the fast path to take
+    /// out of the kernel's map (capacity reserved by [`Self::reserve_fast`]).
+    unfast: Vec<u16>,
 }
 
 impl SessionTable {
@@ -479,6 +495,49 @@ impl SessionTable {
             next_id: 1,
             created_since_expire: 0,
             stats: TableStats::default(),
+            unfast: Vec::new(),
+        }
+    }
+
+    /// Makes room for `entries` fast path entries of removed sessions without allocating later
+    /// (each live entry is removed once, so the list never holds more).
+    pub fn reserve_fast(&mut self, entries: usize) {
+        self.unfast.reserve(entries.saturating_sub(self.unfast.len()));
+    }
+
+    /// Takes one fast path entry of a session removed since the last call.
+    pub fn pop_unfast(&mut self) -> Option<u16> {
+        self.unfast.pop()
+    }
+
+    /// True when removed sessions left fast path entries to take out.
+    #[inline]
+    pub fn has_unfast(&self) -> bool {
+        !self.unfast.is_empty()
+    }
+
+    /// Adds `packets` frames of `bytes` bytes sent in direction `dir` of session `idx`, the
+    /// latest at `last_ns` (Unix ns), that the kernel's fast path forwarded
+    /// ([`crate::fastpath`]): counted as seen (and in [`Session::fast`]), the idle timer
+    /// moved, the session reported as changed.
+    pub fn account_fast(&mut self, idx: u32, dir: Dir, packets: u64, bytes: u64, last_ns: u64) {
+        let s = &mut self.slots[idx as usize];
+        add_fast(s, dir, packets, bytes, last_ns);
+        if s.live {
+            self.touch(idx);
+        }
+    }
+
+    /// Adds fast path frames (as [`Self::account_fast`]) to the final record of the ended
+    /// session `id`, still queued (a session removed between two pulls). False when its
+    /// record is no longer queued.
+    pub fn amend_ended(&mut self, id: u64, dir: Dir, packets: u64, bytes: u64, last_ns: u64) -> bool {
+        match self.ended.iter_mut().rev().find(|s| s.session.id == id) {
+            Some(snap) => {
+                add_fast(&mut snap.session, dir, packets, bytes, last_ns);
+                true
+            }
+            None => false,
         }
     }
 
@@ -556,7 +615,9 @@ impl SessionTable {
         s.packets[dir as usize] += 1;
         s.bytes[dir as usize] += u64::from(len);
         if let Some(seg) = tcp {
-            if !new {
+            // A segment of a session on the fast path reaching here is one the kernel would
+            // have forwarded unjudged (queued before its entry): it is not judged either.
+            if !new && !s.fast.offloaded() {
                 if let Err(a) = crate::normalize::judge(&s.seq, dir, &seg, s.midstream) {
                     // Seen, but the receiver drops it: no state, no idle refresh.
                     self.mark_anomaly(idx, a);
@@ -825,6 +886,12 @@ impl SessionTable {
         self.unlink(idx);
         let s = self.slots[idx as usize];
         self.map.remove(&s.key);
+        if s.fast.offloaded() {
+            // Its entries must leave the kernel's map before any frame of a new session on
+            // the same 5-tuple arrives: the fast path takes them out after this call.
+            self.unfast.push(s.fast.entry);
+            self.slots[idx as usize].fast.entry = crate::fastpath::NO_ENTRY;
+        }
         if s.src_counted && self.uncounted.len() < self.uncounted.capacity() {
             self.uncounted.push((s.key.zone, s.client_end().0));
         }

@@ -261,6 +261,9 @@ pub struct Stream {
     pub gaps: u32,
     /// Set when inspection stopped.
     pub bypass: Option<Bypass>,
+    /// Bytes up to this sequence number may have been forwarded by the XDP fast path without
+    /// Warden seeing them (an opaque run the parser skips by count, [`Stream::skip_until`]).
+    skip_to: Option<u32>,
 }
 
 impl Stream {
@@ -277,6 +280,50 @@ impl Stream {
     /// The first sequence number not yet delivered, once started.
     pub fn next(&self) -> Option<u32> {
         self.started.then_some(self.next)
+    }
+
+    /// True when nothing is held: no unconsumed bytes, no out-of-order segment, no urgent
+    /// byte pending, no skip pending ([`Self::skip_until`]), so the parser has seen every byte
+    /// before [`Self::next`].
+    pub fn idle(&self) -> bool {
+        self.started
+            && !self.finished()
+            && self.pending.as_ref().is_none_or(|p| p.is_empty())
+            && self.need == 0
+            && self.ooo.is_empty()
+            && self.urgent.is_none()
+            && self.skip_to.is_none()
+    }
+
+    /// The XDP fast path may have forwarded this direction's payload up to sequence number
+    /// `hi` (an opaque run the parser skips by count, [`crate::fastpath`]): the next segment
+    /// that starts past [`Self::next`], at most at `hi`, continues the stream there, the
+    /// bytes in between announced to the parser as skipped ([`Sink::gap`], inside its body:
+    /// it keeps its framing; not counted as a gap). A segment past `hi` continues it at `hi`
+    /// (what lies beyond is a hole as ever). Bytes before the new start are retransmissions.
+    pub fn skip_until(&mut self, hi: u32) {
+        if self.started {
+            self.skip_to = Some(hi);
+        }
+    }
+
+    /// Applies a pending [`Self::skip_until`] for a segment at `seq`.
+    fn skip(&mut self, seq: u32, pool: &mut BufPool, sink: &mut dyn Sink) {
+        let Some(hi) = self.skip_to.take() else { return };
+        let limit = hi.wrapping_sub(self.next);
+        if (limit as i32) <= 0 {
+            return;
+        }
+        let to = seq.wrapping_sub(self.next);
+        if (to as i32) <= 0 {
+            return;
+        }
+        let n = to.min(limit);
+        sink.gap(n as usize);
+        self.next = self.next.wrapping_add(n);
+        self.acked = self.next;
+        let next = self.next;
+        self.kept.reset(next, pool);
     }
 
     /// The receiver acknowledged everything before `ack`: kept bytes before it are let go.
@@ -350,6 +397,9 @@ impl Stream {
     pub fn segment(&mut self, seq: u32, payload: &[u8], pool: &mut BufPool, sink: &mut dyn Sink) -> u32 {
         if payload.is_empty() || self.finished() {
             return 0;
+        }
+        if self.skip_to.is_some() {
+            self.skip(seq, pool, sink);
         }
         self.start(seq);
         let off = seq.wrapping_sub(self.next) as i32;

@@ -91,6 +91,9 @@ const KNOWN: [u8; 2] = [1, 2];
 const EDGE: [u8; 2] = [4, 8];
 const SCALED: [u8; 2] = [16, 32];
 const CLOSING: u8 = 64;
+/// Re-learning after frames Warden did not see (the XDP fast path, [`TcpSeq::resync_all`]):
+/// ACKs are judged as for a session picked up mid-stream until both windows are known again.
+const LENIENT: u8 = 128;
 
 /// Sequence state of one TCP session, both directions (index [`Dir`] `as usize`: the
 /// sender's direction). See the module docs.
@@ -130,6 +133,61 @@ impl TcpSeq {
             }
         }
         self.bits = bits;
+    }
+
+    /// True while the state is re-learnt after segments Warden did not see
+    /// ([`Self::resync_all`]): the ACK checks of [`crate::normalize::judge`] are skipped as
+    /// for a mid-stream pickup.
+    pub fn lenient(&self) -> bool {
+        self.bits & LENIENT != 0
+    }
+
+    /// Forgets both directions' sequence state (kept: the window scales, the largest windows,
+    /// the closing bit) after segments Warden did not see passed (the XDP fast path forwarded
+    /// them, [`crate::fastpath`]): each direction is learnt again from its next segment, ACKs
+    /// are judged leniently until both receivers' windows are known again, and the window
+    /// check applies from then. An ICMP error quoting the session is rejected until its
+    /// direction was seen again.
+    pub fn resync_all(&mut self) {
+        self.bits = (self.bits & !(KNOWN[0] | KNOWN[1] | EDGE[0] | EDGE[1])) | LENIENT;
+    }
+
+    /// Direction `dir`'s sender may have sent up to `hi` without Warden seeing it (the fast
+    /// path forwarded only payload below `hi` in that direction, [`crate::fastpath`]): `next`
+    /// moves up to `hi`, and the receiver's window edge to the largest it can be, `hi` plus
+    /// the largest window that receiver ever advertised (it acknowledged at most `hi`). A
+    /// direction never seen is left to be learnt.
+    pub fn resync_sent(&mut self, dir: Dir, hi: u32) {
+        let d = dir as usize;
+        if self.bits & KNOWN[d] == 0 {
+            return;
+        }
+        if after(hi, self.next[d]) {
+            self.next[d] = hi;
+        }
+        self.widen_edge(d);
+    }
+
+    /// Direction `dir`'s sender sent no payload Warden did not see, but its receiver's ACKs
+    /// (and windows) went by unseen: the window edge moves to the largest it can be, `next`
+    /// plus the largest window that receiver ever advertised.
+    pub fn resync_quiet(&mut self, dir: Dir) {
+        let d = dir as usize;
+        if self.bits & KNOWN[d] != 0 {
+            self.widen_edge(d);
+        }
+    }
+
+    fn widen_edge(&mut self, d: usize) {
+        if self.maxwin[d] == 0 {
+            self.bits &= !EDGE[d];
+            return;
+        }
+        let e = self.next[d].wrapping_add(self.maxwin[d]);
+        if self.bits & EDGE[d] == 0 || after(e, self.edge[d]) {
+            self.edge[d] = e;
+        }
+        self.bits |= EDGE[d];
     }
 
     /// Accounts segment `seg` sent in direction `dir`.
@@ -186,6 +244,10 @@ impl TcpSeq {
                     self.bits |= EDGE[o];
                 }
             }
+        }
+        if self.bits & (EDGE[0] | EDGE[1]) == EDGE[0] | EDGE[1] {
+            // Both receivers' windows known again after a resync: judged strictly again.
+            self.bits &= !LENIENT;
         }
     }
 

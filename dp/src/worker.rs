@@ -158,6 +158,10 @@ pub struct WorkerStats {
     pub app_pool_full: u64,
     /// Times a parser rejected its stream and detection ran again.
     pub app_redetections: u64,
+    /// XDP fast path counters of this worker ([`crate::fastpath`]).
+    pub fast: crate::fastpath::FastStats,
+    /// Fast path entries this worker may use (0: off).
+    pub fast_capacity: usize,
 }
 
 /// Most snapshots in one [`WorkerReport`]. The queue to the control thread holds at most
@@ -478,6 +482,11 @@ fn thread_cpu_ns() -> u64 {
 }
 
 fn now_ns() -> u64 {
+    unix_now_ns()
+}
+
+/// Wall-clock time (Unix ns), 0 if the clock is before 1970.
+pub fn unix_now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
@@ -598,9 +607,11 @@ impl Worker {
             // Every loop: the budget grows with the sessions created since the last call, so
             // expiry keeps up with any creation rate in small steps (a few list-head checks when
             // nothing is due).
-            self.insp.sessions.expire(now, 256);
+            self.insp.expire_sessions(now, 256);
             if last_expire.elapsed() >= EXPIRE_EVERY {
                 last_expire = Instant::now();
+                // What the XDP fast path forwarded, added to its sessions (every PULL_EVERY).
+                self.insp.pull_fast(now, false);
                 self.insp.expire_fragments(now);
                 self.insp.flush_threats(now);
                 release_held(&mut self.groups, &mut self.insp);
@@ -650,7 +661,8 @@ impl Worker {
             slept = asleep.elapsed();
             self.timing.slept(slept, woken.rx, woken.waker);
         }
-        self.insp.sessions.end_all(|_| true);
+        self.insp.pull_fast(now_ns(), true);
+        self.insp.end_sessions(|_| true, now_ns());
         self.send_reports(true);
         self.insp.threats.flush_all(now_ns());
         self.send_threats(true);
@@ -992,7 +1004,8 @@ impl Worker {
                     }
                 }
                 self.groups.retain(|g| g.zone != zone);
-                self.insp.sessions.end_all(|z| z == zone);
+                self.insp.pull_fast(now_ns(), true);
+                self.insp.end_sessions(|z| z == zone, now_ns());
                 self.send_reports(true);
                 let _ = reply.send(());
             }
@@ -1037,12 +1050,17 @@ impl Worker {
                     },
                     app_pool_full: self.insp.engine.pool_full,
                     app_redetections: self.insp.engine.redetections,
+                    fast: self.insp.fast.stats(),
+                    fast_capacity: self.insp.fast.capacity(),
                 });
             }
             Command::Shutdown => {}
             Command::TestStall(d) => std::thread::sleep(d),
             Command::TestPanic => panic!("worker {} told to panic (test hook)", self.cfg.index),
-            Command::Threats(p) => self.insp.threats.set_policy(p),
+            Command::Threats(p) => {
+                self.insp.threats.set_policy(p);
+                self.insp.flush_fast(crate::fastpath::RemoveReason::Threats);
+            }
         }
     }
 }

@@ -139,6 +139,14 @@ macro_rules! registry {
                 }
             }
 
+            /// Bytes of `dir` the parser will skip unread ([`AppParser::opaque`]).
+            fn opaque(&self, dir: Dir) -> u64 {
+                match self {
+                    AppState::None => 0,
+                    $(AppState::$variant(p) => p.opaque(dir),)*
+                }
+            }
+
             /// The parser that takes over after a protocol switch, if any.
             fn successor(&self) -> Option<AppState> {
                 #[allow(irrefutable_let_patterns)]
@@ -878,6 +886,56 @@ impl Engine {
         c.head.stop();
         for s in &mut c.streams {
             s.release(&mut self.bufs);
+        }
+    }
+
+    /// True when nothing of session `idx` will be read any more, in either direction:
+    /// detection ended, no echo check pending, and no parser, or both streams finished (the
+    /// parser said done, or inspection was bypassed). The XDP fast path may then forward
+    /// everything ([`crate::fastpath`]).
+    pub fn inspection_over(&self, idx: u32) -> bool {
+        let Some(c) = self.ctxs.get(idx as usize) else { return false };
+        c.decided
+            && !c.lost
+            && !c.head.watching()
+            && !c.mid.on
+            && (matches!(c.state, AppState::None) || c.streams.iter().all(|s| s.finished()))
+    }
+
+    /// As [`Self::inspection_over`], except that the echo check still waits for the server's
+    /// first bytes (the client's are all it needs, [`echo::Mirror::awaits_server`]): nothing
+    /// more of the client's direction will be read, the server's first bytes will.
+    pub fn over_but_echo(&self, idx: u32, datagram: bool) -> bool {
+        let Some(c) = self.ctxs.get(idx as usize) else { return false };
+        c.decided
+            && !c.lost
+            && !c.mid.on
+            && c.head.awaits_server(datagram)
+            && (matches!(c.state, AppState::None) || c.streams.iter().all(|s| s.finished()))
+    }
+
+    /// The opaque run ahead in direction `dir` of TCP session `idx`: `(next, len)` when its
+    /// parser will consume the next `len` bytes, from sequence number `next`, without reading
+    /// them ([`AppParser::opaque`]) and the stream holds nothing (every byte before `next`
+    /// was read). The XDP fast path may forward payload within that run in the kernel.
+    pub fn opaque_run(&self, idx: u32, dir: Dir) -> Option<(u32, u64)> {
+        let c = self.ctxs.get(idx as usize)?;
+        if !c.decided || c.lost || c.mid.on || c.head.watching() {
+            return None;
+        }
+        let s = &c.streams[dir as usize];
+        if !s.idle() {
+            return None;
+        }
+        let n = c.state.opaque(dir);
+        (n > 0).then(|| (s.next().unwrap_or(0), n))
+    }
+
+    /// The XDP fast path may have forwarded direction `dir`'s payload up to sequence number
+    /// `hi` without Warden seeing it ([`Stream::skip_until`]).
+    pub fn tcp_skip_until(&mut self, idx: u32, dir: Dir, hi: u32) {
+        if let Some(c) = self.ctxs.get_mut(idx as usize) {
+            c.streams[dir as usize].skip_until(hi);
         }
     }
 

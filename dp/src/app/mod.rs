@@ -329,6 +329,15 @@ pub trait AppParser: Default + Clone + Send + 'static {
         true
     }
 
+    /// Bytes of direction `dir` the parser will consume next without reading them (the rest
+    /// of a body whose length a header announced), once every byte presented so far was
+    /// consumed: the XDP fast path may forward them in the kernel ([`crate::fastpath`]).
+    /// `u64::MAX` for a body that runs until the connection closes. Default 0: every byte is
+    /// read.
+    fn opaque(&self, _dir: Dir) -> u64 {
+        0
+    }
+
     /// The app as refined by parsing (HTTP/2 becomes gRPC on `application/grpc`). Default
     /// [`AppParser::APP`].
     fn app(&self) -> App {

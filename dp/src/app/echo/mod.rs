@@ -120,6 +120,16 @@ impl Mirror {
         self.watch == Watch::Watching
     }
 
+    /// True while the session may still turn out an echo and only the server's first bytes
+    /// can tell: the client's head is complete (its first datagram, or [`HEAD`] bytes of its
+    /// stream) and the server has sent nothing yet. More client bytes change nothing then.
+    pub fn awaits_server(&self, datagram: bool) -> bool {
+        self.watching()
+            && self.lens[1] == 0
+            && self.lens[0] > 0
+            && (datagram || usize::from(self.lens[0]) == HEAD)
+    }
+
     /// Stops watching: the session will not be called echo any more.
     pub fn stop(&mut self) {
         if self.watch == Watch::Watching {

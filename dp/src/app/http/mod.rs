@@ -764,6 +764,18 @@ impl AppParser for Http {
         }
     }
 
+    fn opaque(&self, dir: Dir) -> u64 {
+        if dir == Dir::ToServer && self.body_pending {
+            // The first bytes of a request body are checked (forms, XML, multipart).
+            return 0;
+        }
+        match self.phase[dir as usize] {
+            Phase::Body(owed) | Phase::ChunkData(owed) => owed,
+            Phase::UntilClose => u64::MAX,
+            _ => 0,
+        }
+    }
+
     fn gap(&mut self, dir: Dir, len: usize) -> bool {
         let d = dir as usize;
         self.heads[d].reset();
