@@ -72,6 +72,7 @@ mod tests {
             threats: vec![threat()],
             verdict: Some("violation".into()),
             rule_id: Some(3),
+            shadow_verdict: Some("denied".into()),
             ..Default::default()
         }
     }
@@ -108,6 +109,10 @@ mod tests {
             r#"{"cmd":"set_service","service":{"name":"dns","external_ips":["198.18.0.53"]}}"#,
             r#"{"cmd":"remove_service","name":"pay","namespace":"shop"}"#,
             r#"{"cmd":"remove_service","name":"dns"}"#,
+            r#"{"cmd":"policy_shadow","text":"[[workload]]\nid = \"web\"\n"}"#,
+            r#"{"cmd":"policy_shadow_clear"}"#,
+            r#"{"cmd":"policy_diff"}"#,
+            r#"{"cmd":"policy_promote"}"#,
         ];
         for line in requests {
             let r: Request = serde_json::from_str(line).unwrap();
@@ -163,6 +168,24 @@ mod tests {
             })),
             Response::ok(Reply::SessionPage(SessionPage { sessions: vec![], next: None })),
             Response::ok(Reply::Done("ok".into())),
+            Response::ok(Reply::PolicyDiff(PolicyDiff {
+                compared: 9,
+                differing: 1,
+                overflow: 0,
+                entries: vec![PolicyDiffEntry {
+                    change: "deny".into(),
+                    server_workload: Some("web".into()),
+                    ip_proto: 6,
+                    server_port: 8080,
+                    verdict: Some("allowed".into()),
+                    rule_id: Some(2),
+                    shadow_verdict: Some("denied".into()),
+                    sessions: 1,
+                    example_client: "198.18.0.1".into(),
+                    example_server: "2001:db8::2".into(),
+                    ..Default::default()
+                }],
+            })),
             Response::err("protocol version mismatch"),
         ];
         responses.extend(events.into_iter().enumerate().map(|(i, event)| Response::ok(Reply::Event(SeqEvent { seq: i as u64 + 1, event }))));

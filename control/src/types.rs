@@ -98,6 +98,27 @@ pub enum Request {
     /// Rule hit counters (sessions decided by each rule, and by each mode's default). Reply:
     /// [`Reply::PolicyStats`].
     PolicyStats {},
+    /// Load the TOML `text` (the policy file format) as the **shadow policy**: a candidate
+    /// evaluated beside the running one for every session (new ones at once, live ones on
+    /// their next frame) without deciding anything. Records and events carry
+    /// `shadow_verdict` / `shadow_rule_id` where it differs from the real verdict, and
+    /// [`Request::PolicyDiff`] sums the differences since it was loaded. Replaces an earlier
+    /// shadow (its counts start again); rejected whole like `policy_apply`. Reply:
+    /// [`Reply::Done`], once every worker evaluates it.
+    PolicyShadow {
+        /// The candidate policy file's contents.
+        text: String,
+    },
+    /// Drop the shadow policy (nothing changes in enforcement). Reply: [`Reply::Done`]; an
+    /// error when none is loaded.
+    PolicyShadowClear {},
+    /// What the shadow policy would change over the sessions seen since it was loaded, per
+    /// rule and workload pair. Reply: [`Reply::PolicyDiff`]; an error when none is loaded.
+    PolicyDiff {},
+    /// Make the shadow policy the running one, atomically (one generation swap: no session
+    /// sees neither or both), and drop the shadow. Reply: [`Reply::Done`] once every worker
+    /// enforces it; an error when none is loaded.
+    PolicyPromote {},
     /// The threat catalogue with each threat's action, severity and counters. Reply:
     /// [`Reply::Threats`].
     Threats {},
@@ -175,11 +196,15 @@ impl Request {
             | Request::Subscribe { .. }
             | Request::PolicyShow {}
             | Request::PolicyStats {}
+            | Request::PolicyDiff {}
             | Request::Threats {}
             | Request::PolicyLearned {} => false,
             Request::AddInlinePair { .. }
             | Request::RemoveInlinePair { .. }
             | Request::PolicyApply { .. }
+            | Request::PolicyShadow { .. }
+            | Request::PolicyShadowClear {}
+            | Request::PolicyPromote {}
             | Request::SetWorkload { .. }
             | Request::RemoveWorkload { .. }
             | Request::SetService { .. }
@@ -302,6 +327,69 @@ pub struct RuleStats {
     pub sessions: u64,
 }
 
+/// What the shadow policy would change (answer to [`Request::PolicyDiff`], and `warden
+/// replay --policy A --shadow B`): the sessions whose settled shadow verdict differs from their
+/// settled real verdict, each counted once, grouped by (client workload, server workload,
+/// protocol, server port, real verdict and rule, shadow verdict and rule). Sessions whose
+/// verdicts agree are only counted in `compared`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct PolicyDiff {
+    /// Sessions whose real and shadow verdicts were both settled (app known where an `apps`
+    /// rule needed it) since the shadow was loaded, summed over workers.
+    pub compared: u64,
+    /// Sessions that differ (the sum of the entries' `sessions`, plus `overflow`).
+    pub differing: u64,
+    /// Sessions that differ but found no room in a worker's table of groups (at most
+    /// [`MAX_DIFF_GROUPS`] per worker): counted here, in no entry.
+    #[serde(default)]
+    pub overflow: u64,
+    /// The groups, newly denied first, then newly allowed, then other changes; most
+    /// sessions first within each.
+    pub entries: Vec<PolicyDiffEntry>,
+}
+
+/// Most groups of differing sessions a worker keeps for [`PolicyDiff`].
+pub const MAX_DIFF_GROUPS: usize = 4096;
+
+/// One group of sessions the shadow policy decides differently ([`PolicyDiff::entries`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct PolicyDiffEntry {
+    /// `deny`: the shadow denies what the running policy does not (the candidate would newly
+    /// block it); `allow`: the shadow allows (or learns) what the running policy denies or
+    /// reports as a violation; `change`: any other difference (e.g. `allowed` to
+    /// `violation`).
+    pub change: String,
+    /// Client workload id (as the shadow policy names it), if the client is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_workload: Option<String>,
+    /// Server workload id (as the shadow policy names it), if the server is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_workload: Option<String>,
+    /// IP protocol number.
+    pub ip_proto: u8,
+    /// Server port (0 for protocols without ports).
+    pub server_port: u16,
+    /// The running policy's verdict (`learned`, `allowed`, `violation`, `denied`; absent: not
+    /// enforced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
+    /// The running policy's deciding rule (absent: the mode's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_id: Option<u32>,
+    /// The shadow policy's verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_verdict: Option<String>,
+    /// The shadow policy's deciding rule (absent: the mode's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_rule_id: Option<u32>,
+    /// Sessions in the group.
+    pub sessions: u64,
+    /// The client and server address of the group's first session.
+    pub example_client: String,
+    /// See `example_client`.
+    pub example_server: String,
+}
+
 /// Failure behaviour of an inline pair while no Warden socket is bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -372,6 +460,8 @@ pub enum Reply {
     PolicyText(String),
     /// For [`Request::PolicyStats`].
     PolicyStats(Vec<RuleStats>),
+    /// For [`Request::PolicyDiff`].
+    PolicyDiff(PolicyDiff),
     /// For [`Request::Threats`]: every threat of the catalogue, in catalogue order.
     Threats(Vec<ThreatInfo>),
 }
@@ -396,7 +486,7 @@ pub struct ThreatInfo {
 /// The control protocol version this crate speaks, `"MAJOR.MINOR"`. A change of MAJOR breaks
 /// clients (a message they parse changed meaning or shape); MINOR adds optional fields,
 /// messages or requests that older clients may ignore.
-pub const PROTOCOL_VERSION: &str = "1.3";
+pub const PROTOCOL_VERSION: &str = "1.4";
 
 /// The `(major, minor)` of a `"MAJOR.MINOR"` version string.
 ///
@@ -530,6 +620,9 @@ pub struct Status {
     /// Kubernetes Services with externalIPs in the running policy.
     #[serde(default)]
     pub policy_services: usize,
+    /// Rules of the shadow policy (`policy_shadow`), absent when none is loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_rules: Option<usize>,
     /// Collectors records are exported to (`[[export.ipfix]]`), with their counters.
     #[serde(default)]
     pub export: Vec<ExportStatus>,
@@ -1032,6 +1125,15 @@ pub struct ConnectionRecord {
     /// The rule that decided (absent: the mode's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule_id: Option<u32>,
+    /// The shadow policy's verdict (`wardenctl policy shadow`), present only when a shadow is
+    /// loaded and its verdict differs from `verdict` (both settled): `learned`, `allowed`,
+    /// `violation`, `denied`, or `none` where the shadow does not enforce the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_verdict: Option<String>,
+    /// The shadow policy's deciding rule where `shadow_verdict` is present (absent there: the
+    /// shadow's mode default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_rule_id: Option<u32>,
     /// Workload id of the client, if it is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_workload: Option<String>,

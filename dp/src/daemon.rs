@@ -153,6 +153,8 @@ struct Daemon {
     /// The running policy (source form) and its published, compiled form.
     policy: Policy,
     policy_handle: Arc<PolicyHandle>,
+    /// The shadow policy (source form), published beside the running one ([`crate::shadow`]).
+    shadow: Option<Policy>,
     expectations: Arc<ExpectTable>,
     test_hooks: bool,
     names: Arc<NameTable>,
@@ -756,6 +758,7 @@ impl Daemon {
                     policy_workloads: self.policy.workloads.len(),
                     policy_rules: self.policy.rules.len(),
                     policy_services: self.policy.services.len(),
+                    shadow_rules: self.shadow.as_ref().map(|p| p.rules.len()),
                     export: self.hub.export().status(),
                     related_flows: {
                         let e = self.expectations.stats();
@@ -836,6 +839,19 @@ impl Daemon {
                 Err(e) => Response::err(format!("policy rejected, the running one stays: {e}")),
             },
             Request::PolicyShow {} => Response::ok(Reply::PolicyText(self.policy.to_toml())),
+            Request::PolicyShadow { text } => match Policy::from_toml(&text) {
+                Ok(p) => self.install_shadow(Some(p)),
+                Err(e) => Response::err(format!("shadow policy rejected: {e}")),
+            },
+            Request::PolicyShadowClear {} => match self.shadow {
+                Some(_) => self.install_shadow(None),
+                None => Response::err("no shadow policy is loaded"),
+            },
+            Request::PolicyDiff {} => match self.shadow_diff() {
+                Some(d) => Response::ok(Reply::PolicyDiff(d)),
+                None => Response::err("no shadow policy is loaded (wardenctl policy shadow FILE)"),
+            },
+            Request::PolicyPromote {} => self.promote(),
             Request::PolicyStats {} => Response::ok(Reply::PolicyStats(self.policy_stats())),
             Request::Threats {} => Response::ok(Reply::Threats(self.threat_infos())),
             Request::PolicyLearned {} => {
@@ -1057,6 +1073,77 @@ impl Daemon {
         Response::ok(Reply::Done(msg))
     }
 
+    /// Compiles and publishes `p` as the shadow policy (None: drops the shadow); replies once
+    /// every worker evaluates it.
+    fn install_shadow(&mut self, p: Option<Policy>) -> Response {
+        let compiled = match p.as_ref().map(CompiledPolicy::compile).transpose() {
+            Ok(c) => c,
+            Err(e) => return Response::err(format!("shadow policy rejected: {e}")),
+        };
+        let g = self.policy_handle.publish_shadow(compiled);
+        for w in &self.workers {
+            w.wake();
+        }
+        if !self.policy_handle.wait_shadow_loaded(g, Duration::from_secs(2)) {
+            tracing::warn!(generation = g, "a worker did not load the shadow policy within 2 s");
+        }
+        let msg = match &p {
+            Some(p) => format!(
+                "shadow policy loaded: {} workload(s), {} rule(s), shadow generation {g}; live sessions are compared on their next frame",
+                p.workloads.len(),
+                p.rules.len()
+            ),
+            None => format!("shadow policy cleared (shadow generation {g})"),
+        };
+        self.shadow = p;
+        tracing::info!("{msg}");
+        Response::ok(Reply::Done(msg))
+    }
+
+    /// The workers' shadow diff sums merged (None: no shadow loaded).
+    fn shadow_diff(&self) -> Option<warden_control::PolicyDiff> {
+        let (shadow, g) = self.policy_handle.load_shadow();
+        let shadow = shadow?;
+        let replies: Vec<_> = self
+            .workers
+            .iter()
+            .map(|w| {
+                let (tx, rx) = mpsc::channel();
+                let _ = w.send(Command::ShadowDiff { reply: tx });
+                rx
+            })
+            .collect();
+        let mut all = crate::shadow::ShadowDiff { generation: g, ..Default::default() };
+        for rx in replies {
+            if let Ok(d) = rx.recv_timeout(Duration::from_secs(5)) {
+                all.merge(&d);
+            }
+        }
+        Some(all.to_reply(&shadow))
+    }
+
+    /// `policy promote`: the shadow becomes the running policy in one generation swap
+    /// ([`PolicyHandle::promote`]); replies once every worker enforces it.
+    fn promote(&mut self) -> Response {
+        let Some(p) = self.shadow.take() else {
+            return Response::err("no shadow policy is loaded (wardenctl policy shadow FILE)");
+        };
+        let Some((g, sg)) = self.policy_handle.promote() else {
+            return Response::err("no shadow policy is loaded");
+        };
+        for w in &self.workers {
+            w.wake();
+        }
+        let (w, r) = (p.workloads.len(), p.rules.len());
+        self.policy = p;
+        if !self.policy_handle.wait_loaded(g, Duration::from_secs(2)) || !self.policy_handle.wait_shadow_loaded(sg, Duration::from_secs(2)) {
+            tracing::warn!(generation = g, "a worker did not load the promoted policy within 2 s");
+        }
+        let msg = format!("shadow policy promoted: {w} workload(s), {r} rule(s), generation {g}");
+        tracing::info!("{msg}");
+        Response::ok(Reply::Done(msg))
+    }
+
     /// Sessions decided per rule and per mode default, summed over workers.
     /// The catalogue with the running actions and every worker's counters added up.
     fn threat_infos(&self) -> Vec<warden_control::ThreatInfo> {
@@ -1242,6 +1329,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         started: Instant::now(),
         policy,
         policy_handle: policy_handle.clone(),
+        shadow: None,
         expectations,
         test_hooks: opts.test_hooks,
         names,

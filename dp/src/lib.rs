@@ -61,6 +61,7 @@ pub mod rescan;
 pub mod rst;
 pub mod seqlock;
 pub mod service;
+pub mod shadow;
 pub mod session;
 pub mod stream;
 pub mod tcpseq;

@@ -61,6 +61,11 @@ enum Cmd {
         /// Policy file: records get the verdicts it would give.
         #[arg(long, value_name = "FILE")]
         policy: Option<String>,
+        /// Shadow policy file, evaluated beside --policy: records get `shadow_verdict` /
+        /// `shadow_rule_id` where it differs, and stderr gets its diff (as `wardenctl policy
+        /// diff`).
+        #[arg(long, value_name = "FILE")]
+        shadow: Option<String>,
     },
     /// Check a configuration file and exit.
     CheckConfig {
@@ -127,12 +132,13 @@ fn main() -> ExitCode {
             let opts = warden_dp::daemon::RunOptions { test_hooks, reload: Some(std::sync::Arc::new(read)) };
             warden_dp::daemon::run(cfg, opts).map_err(|e| format!("{e:#}"))
         })(),
-        Cmd::Replay { file, config, policy } => (|| {
+        Cmd::Replay { file, config, policy, shadow } => (|| {
             let mut cfg = load(config.as_ref())?;
             if policy.is_some() {
                 cfg.policy.file = policy;
             }
-            let (records, sum) = warden_dp::replay::replay_file(&file, &cfg).map_err(|e| e.to_string())?;
+            let (records, sum) =
+                warden_dp::replay::replay_file_with(&file, &cfg, shadow.as_deref()).map_err(|e| e.to_string())?;
             use std::io::Write;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             for r in &records {
@@ -181,6 +187,12 @@ fn main() -> ExitCode {
                     sum.fragments_forwarded,
                     sum.fragments_dropped
                 );
+            }
+            if let Some(d) = &sum.shadow_diff {
+                eprintln!("replay {}: shadow policy diff:", file.display());
+                for line in warden_control::render::policy_diff(d) {
+                    eprintln!("{line}");
+                }
             }
             Ok(())
         })(),

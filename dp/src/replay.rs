@@ -79,6 +79,9 @@ pub struct ReplaySummary {
     /// The threat events the live path would have sent (merged on the packet clock: at most
     /// one per (threat, client, server) per 10 s of capture time), in order.
     pub threat_events: Vec<warden_control::Event>,
+    /// With a shadow policy ([`replay_file_with`]): what it would change, the answer
+    /// `wardenctl policy diff` gives inline ([`crate::shadow`]).
+    pub shadow_diff: Option<warden_control::PolicyDiff>,
 }
 
 /// Frames a replay could not give to the pipeline, by reason (frames).
@@ -370,6 +373,20 @@ pub fn replay_file(
     path: &Path,
     cfg: &Config,
 ) -> Result<(Vec<ConnectionRecord>, ReplaySummary), ReplayError> {
+    replay_file_with(path, cfg, None)
+}
+
+/// As [`replay_file`], with the policy file `shadow` evaluated beside the configured policy as
+/// the shadow policy ([`crate::shadow`], `warden replay --policy A --shadow B`): records carry
+/// `shadow_verdict` / `shadow_rule_id` where it differs, and the summary has its diff.
+///
+/// # Errors
+/// As [`replay_file`]; [`ReplayError::Policy`] when the shadow file does not load.
+pub fn replay_file_with(
+    path: &Path,
+    cfg: &Config,
+    shadow: Option<&str>,
+) -> Result<(Vec<ConnectionRecord>, ReplaySummary), ReplayError> {
     let p = path.display().to_string();
     let start = Instant::now();
     let mut file = BufReader::new(
@@ -390,6 +407,14 @@ pub fn replay_file(
         let compiled = crate::policy::CompiledPolicy::compile(&policy)
             .map_err(|e| ReplayError::Policy { message: e.to_string() })?;
         insp.set_policy(std::sync::Arc::new(compiled), 1);
+    }
+    if let Some(file) = shadow {
+        let mut c = cfg.clone();
+        c.policy.file = Some(file.to_string());
+        let policy = crate::daemon::load_policy(&c).map_err(|message| ReplayError::Policy { message })?;
+        let compiled = crate::policy::CompiledPolicy::compile(&policy)
+            .map_err(|e| ReplayError::Policy { message: format!("shadow {file}: {e}") })?;
+        insp.set_shadow(Some(Arc::new(compiled)), 1);
     }
     insp.set_exceptions(cfg.exceptions());
     insp.set_normalization(cfg.normalization.resolve(true));
@@ -539,6 +564,7 @@ pub fn replay_file(
     summary.malformed = insp.stats.malformed.iter().sum();
     summary.spoofed = insp.stats.spoofed;
     summary.tunnels = insp.stats.tunnels;
+    summary.shadow_diff = insp.shadow().map(|p| insp.shadow_diff.to_reply(p));
     summary.seconds = start.elapsed().as_secs_f64();
     let records = out.iter().map(|s| to_record(s, |_| "pcap".to_string())).collect();
     Ok((records, summary))

@@ -239,6 +239,12 @@ pub enum Command {
         /// Reply channel: the snapshots and the next step's slot (`None`: end of the table).
         reply: mpsc::Sender<(Vec<SessionSnapshot>, Option<u32>)>,
     },
+    /// What the shadow policy would change on this worker ([`crate::shadow`]): a copy of its
+    /// sums (not part of [`Command::Stats`], which metrics scrapes ask for often).
+    ShadowDiff {
+        /// Reply channel.
+        reply: mpsc::Sender<crate::shadow::ShadowDiff>,
+    },
     /// Report counters.
     Stats {
         /// Reply channel.
@@ -524,18 +530,26 @@ impl Worker {
         self
     }
 
-    /// A policy was published that this worker does not enforce yet.
+    /// A policy (or shadow policy) was published that this worker does not enforce yet.
     fn policy_pending(&self) -> bool {
-        self.policy.as_ref().is_some_and(|h| h.generation() != self.insp.policy_generation())
+        self.policy.as_ref().is_some_and(|h| {
+            h.generation() != self.insp.policy_generation() || h.shadow_generation() != self.insp.shadow_generation()
+        })
     }
 
-    /// Loads a newly published policy (once per loop: one atomic load when nothing changed).
+    /// Loads a newly published policy or shadow policy (once per loop: two atomic loads when
+    /// nothing changed).
     fn refresh_policy(&mut self) {
         let Some(h) = &self.policy else { return };
         if h.generation() != self.insp.policy_generation() {
             let (p, g) = h.load();
             self.insp.set_policy(p, g);
             h.mark_loaded(self.cfg.index, g);
+        }
+        if h.shadow_generation() != self.insp.shadow_generation() {
+            let (p, g) = h.load_shadow();
+            self.insp.set_shadow(p, g);
+            h.mark_shadow_loaded(self.cfg.index, g);
         }
     }
 
@@ -1038,6 +1052,9 @@ impl Worker {
                     app_pool_full: self.insp.engine.pool_full,
                     app_redetections: self.insp.engine.redetections,
                 });
+            }
+            Command::ShadowDiff { reply } => {
+                let _ = reply.send(self.insp.shadow_diff.clone());
             }
             Command::Shutdown => {}
             Command::TestStall(d) => std::thread::sleep(d),

@@ -162,6 +162,21 @@ enum PolicyCmd {
     Stats,
     /// Print a policy file that allows exactly the connections learned so far.
     Learned,
+    /// Load FILE as the shadow policy: every session is also evaluated against it (nothing
+    /// is enforced); `--clear` drops it.
+    Shadow {
+        /// The candidate policy file.
+        #[arg(required_unless_present = "clear")]
+        file: Option<std::path::PathBuf>,
+        /// Drop the shadow policy instead.
+        #[arg(long, conflicts_with = "file")]
+        clear: bool,
+    },
+    /// What the shadow policy would newly deny or allow over the traffic seen since it was
+    /// loaded, per rule and workload pair.
+    Diff,
+    /// Make the shadow policy the running one, atomically.
+    Promote,
 }
 
 #[derive(Subcommand)]
@@ -249,6 +264,14 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             PolicyCmd::Show => Request::PolicyShow {},
             PolicyCmd::Stats => Request::PolicyStats {},
             PolicyCmd::Learned => Request::PolicyLearned {},
+            PolicyCmd::Shadow { clear: true, .. } => Request::PolicyShadowClear {},
+            PolicyCmd::Shadow { file, .. } => {
+                let file = file.as_ref().ok_or("policy shadow: FILE or --clear")?;
+                let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+                Request::PolicyShadow { text }
+            }
+            PolicyCmd::Diff => Request::PolicyDiff {},
+            PolicyCmd::Promote => Request::PolicyPromote {},
         },
         Cmd::Workload { cmd } => match cmd {
             WorkloadCmd::Set {
@@ -441,6 +464,7 @@ fn print_json_lines(reply: &Reply) {
         Reply::Status(s) => line(s),
         Reply::PolicyStats(v) => v.iter().for_each(|x| line(x)),
         Reply::Threats(v) => v.iter().for_each(|x| line(x)),
+        Reply::PolicyDiff(d) => line(d),
         other => line(other),
     }
 }
@@ -572,13 +596,7 @@ fn fmt_ep(ip: &str, port: u16) -> String {
 }
 
 fn proto_name(p: u8) -> String {
-    match p {
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        1 => "icmp".into(),
-        58 => "icmpv6".into(),
-        n => n.to_string(),
-    }
+    warden_control::render::proto_name(p)
 }
 
 fn print_table(reply: &Reply) {
@@ -603,6 +621,7 @@ fn print_table(reply: &Reply) {
                     )
                 }),
                 ("policy", format!("generation {}, {} workload(s), {} rule(s), {} service(s)", s.policy_generation, s.policy_workloads, s.policy_rules, s.policy_services)),
+                ("shadow policy", s.shadow_rules.map_or_else(|| "none".to_string(), |r| format!("{r} rule(s) (wardenctl policy diff)"))),
                 ("dns names", {
                     let n = &s.dns_names;
                     let refused = n.refused_unsolicited
@@ -771,6 +790,11 @@ fn print_table(reply: &Reply) {
         Reply::Lost(l) => println!("lost {} records, {} events (seq {}..={})", l.records, l.events, l.from_seq, l.to_seq),
         Reply::Done(msg) => println!("{msg}"),
         Reply::PolicyText(text) => print!("{text}"),
+        Reply::PolicyDiff(d) => {
+            for l in warden_control::render::policy_diff(d) {
+                println!("{l}");
+            }
+        }
         Reply::PolicyStats(v) => {
             let rows: Vec<Vec<String>> = v
                 .iter()
