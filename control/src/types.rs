@@ -162,6 +162,31 @@ pub enum Request {
         /// The new mode.
         mode: String,
     },
+    /// Start a packet capture inside the dataplane (see [`CaptureSpec`]). With `stream` false
+    /// the frames go to a pcapng file under `[capture] dir` and the reply is
+    /// [`Reply::Capture`] at once. With `stream` true the connection turns into the capture's
+    /// stream: [`Reply::Capture`], then [`Reply::CaptureData`] lines (the pcapng bytes, in
+    /// order), then one [`Reply::CaptureEnd`]; the connection takes no further requests and
+    /// closing it stops the capture.
+    CaptureStart {
+        /// What to capture, how much, where to.
+        spec: CaptureSpec,
+    },
+    /// Running and finished captures of this run and the files in the capture directory.
+    /// Reply: [`Reply::Captures`].
+    CaptureList {},
+    /// Stop a running capture (its file is complete when the reply comes). Reply:
+    /// [`Reply::Capture`] with its final counts.
+    CaptureStop {
+        /// Capture id (as `capture_list` shows it).
+        id: u32,
+    },
+    /// Delete a capture file of the capture directory by name (not one being written).
+    /// Reply: [`Reply::Done`].
+    CaptureDelete {
+        /// The file name (no directory part).
+        name: String,
+    },
     /// **Test hook**: makes worker `worker` panic as a bug in it would, so tests can check that
     /// Warden then exits non-zero and leaves every pair in its fail mode. Refused (an error
     /// reply, nothing happens) unless `warden run` was started with the hidden `--test-hooks`
@@ -197,6 +222,7 @@ impl Request {
             | Request::PolicyShow {}
             | Request::PolicyStats {}
             | Request::PolicyDiff {}
+            | Request::CaptureList {}
             | Request::Threats {}
             | Request::PolicyLearned {} => false,
             Request::AddInlinePair { .. }
@@ -205,6 +231,9 @@ impl Request {
             | Request::PolicyShadow { .. }
             | Request::PolicyShadowClear {}
             | Request::PolicyPromote {}
+            | Request::CaptureStart { .. }
+            | Request::CaptureStop { .. }
+            | Request::CaptureDelete { .. }
             | Request::SetWorkload { .. }
             | Request::RemoveWorkload { .. }
             | Request::SetService { .. }
@@ -390,6 +419,121 @@ pub struct PolicyDiffEntry {
     pub example_server: String,
 }
 
+/// What to capture ([`Request::CaptureStart`]). The target conditions all apply (and): the
+/// interfaces, the workload, the addresses, ports, protocol and the tcpdump expression are
+/// compiled together by libpcap into one filter run on each frame after its verdict, by the
+/// worker that owns the frame's flow. Whichever limit comes first ends the capture.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureSpec {
+    /// An interface of an inline pair: frames received on it or on its peer (the traffic
+    /// crossing that pair, both directions; each block names the interface the frame came
+    /// in on). Absent: every pair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iface: Option<String>,
+    /// A workload id of the running policy: frames to or from its addresses, and, when it has
+    /// an `iface`, only on that interface's pair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
+    /// Addresses or CIDRs (`198.18.0.2`, `2001:db8::/64`): frames with any of them as source
+    /// or destination.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Ports: TCP/UDP frames with any of them as source or destination port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
+    /// `tcp`, `udp`, `icmp`, `icmp6`, `sctp`, or an IP protocol number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<String>,
+    /// A tcpdump filter expression (pcap-filter(7)), over Ethernet frames as received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    /// Seconds to run (default `[capture] default_duration_s`, at most `max_duration_s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<u64>,
+    /// Most pcapng bytes (default `[capture] default_max_size`; never more than the disk
+    /// budget leaves for a file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<u64>,
+    /// Most frames.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_packets: Option<u64>,
+    /// Bytes kept of each frame (default 65535).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snaplen: Option<u32>,
+    /// `all` (default), `forwarded` or `dropped` (dropped frames carry the reason in their
+    /// block's comment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames: Option<String>,
+    /// File name in the capture directory (letters, digits, `.`, `_`, `-`; not starting with
+    /// `.`; `.pcapng` is added when missing); absent: `capture-<id>-<time>.pcapng`. Ignored
+    /// when `stream`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Stream the pcapng over this connection instead of writing a file (`-w -`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
+}
+
+/// A capture or a capture file ([`Reply::Capture`], [`Reply::Captures`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct CaptureInfo {
+    /// Capture id (absent for a file no capture of this run wrote).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u32>,
+    /// File name in the capture directory, or `-` for a stream.
+    pub name: String,
+    /// `running`, `done`, or `file` (a file in the directory from a pre-trigger event or an
+    /// earlier run).
+    pub state: String,
+    /// Why it ended: `duration`, `max_size`, `max_packets`, `stopped`, `disk_budget`,
+    /// `client_gone`, `write_error`, `shutdown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
+    /// The filter as compiled (tcpdump syntax; empty: every frame).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub filter: String,
+    /// The interfaces it takes frames from (empty: all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ifaces: Vec<String>,
+    /// `all`, `forwarded` or `dropped`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub frames: String,
+    /// Frames written.
+    pub packets: u64,
+    /// pcapng bytes written (for a file: its size).
+    pub bytes: u64,
+    /// Matching frames not written: a worker's ring to the writer was full, or a stream's
+    /// reader fell behind its backlog.
+    #[serde(default)]
+    pub lost: u64,
+    /// Start time, RFC 3339 UTC.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub started: String,
+    /// Limits in force: seconds, bytes, frames, snap length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<u64>,
+    /// See `duration_s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<u64>,
+    /// See `duration_s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_packets: Option<u64>,
+    /// See `duration_s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snaplen: Option<u32>,
+}
+
+/// Bytes of a streamed capture ([`Reply::CaptureData`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct CaptureData {
+    /// Capture id.
+    pub id: u32,
+    /// The next pcapng bytes, base64 (RFC 4648 §4, padded); concatenated in order they are
+    /// the capture file.
+    pub data: String,
+}
+
 /// Failure behaviour of an inline pair while no Warden socket is bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -462,6 +606,14 @@ pub enum Reply {
     PolicyStats(Vec<RuleStats>),
     /// For [`Request::PolicyDiff`].
     PolicyDiff(PolicyDiff),
+    /// For [`Request::CaptureStart`] (first line of a stream) and [`Request::CaptureStop`].
+    Capture(CaptureInfo),
+    /// For [`Request::CaptureList`].
+    Captures(Vec<CaptureInfo>),
+    /// A streamed capture's next pcapng bytes.
+    CaptureData(CaptureData),
+    /// A streamed capture ended (its final counts and why); last line of the stream.
+    CaptureEnd(CaptureInfo),
     /// For [`Request::Threats`]: every threat of the catalogue, in catalogue order.
     Threats(Vec<ThreatInfo>),
 }
@@ -1134,6 +1286,11 @@ pub struct ConnectionRecord {
     /// shadow's mode default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow_rule_id: Option<u32>,
+    /// In an event: the pre-trigger capture of the session (`[capture] pretrigger_frames`), a
+    /// pcapng file in the capture directory holding its frames before the event and the next
+    /// ones after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_file: Option<String>,
     /// Workload id of the client, if it is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_workload: Option<String>,

@@ -60,6 +60,9 @@ pub struct Config {
     /// Tunnel decapsulation (`[tunnels]`, [`crate::tunnel`]).
     #[serde(default)]
     pub tunnels: crate::tunnel::TunnelConfig,
+    /// Packet capture and the pre-trigger ring (`[capture]`, [`crate::capture`]).
+    #[serde(default)]
+    pub capture: crate::capture::CaptureConfig,
     /// What the file says that is accepted but deserves a warning (deprecated fields), each
     /// naming the file, line and field; logged at start (`warden run`, `check-config`).
     #[serde(skip)]
@@ -561,6 +564,9 @@ impl Config {
         }
         if d.report_interval == 0 {
             return Err(bad("dataplane.report_interval", "must be at least 1 s".into()));
+        }
+        if let Err((field, message)) = self.capture.validate() {
+            return Err(bad(field, message));
         }
         if d.report_buffer_bytes < 4096 {
             return Err(bad("dataplane.report_buffer_bytes", "must be at least 4096".into()));

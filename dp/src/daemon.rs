@@ -118,6 +118,12 @@ pub enum CtlMsg {
     Metrics(mpsc::Sender<Box<crate::metrics::Snapshot>>),
     /// SIGHUP arrived: reload the configuration's policy file and access lists.
     Reload,
+    /// A streamed capture (`capture_start` with `stream`) from a control connection: the
+    /// answer is its description and the receiver of its pcapng bytes, or the error.
+    CaptureStream(
+        warden_control::CaptureSpec,
+        mpsc::Sender<Result<(warden_control::CaptureInfo, crossbeam::channel::Receiver<crate::capture::writer::StreamMsg>), String>>,
+    ),
 }
 
 #[derive(Debug, Clone)]
@@ -160,6 +166,8 @@ struct Daemon {
     names: Arc<NameTable>,
     /// The workers' report queue, for its depth (metrics); the reporter owns the other end.
     report_queue: crossbeam::channel::Receiver<worker::WorkerReport>,
+    /// Captures on demand and the capture writer ([`crate::capture`]).
+    captures: crate::capture::manager::Manager,
 }
 
 /// Loads the policy `cfg` names (`[policy] file`, `default_mode`); an empty policy when none.
@@ -852,6 +860,22 @@ impl Daemon {
                 None => Response::err("no shadow policy is loaded (wardenctl policy shadow FILE)"),
             },
             Request::PolicyPromote {} => self.promote(),
+            Request::CaptureStart { spec } if spec.stream => {
+                Response::err("a streamed capture is served by its connection (send capture_start on a connection of its own)")
+            }
+            Request::CaptureStart { spec } => match self.start_capture(&spec) {
+                Ok((info, _)) => Response::ok(Reply::Capture(info)),
+                Err(e) => Response::err(e),
+            },
+            Request::CaptureList {} => Response::ok(Reply::Captures(self.captures.list())),
+            Request::CaptureStop { id } => match self.captures.stop(id) {
+                Ok(info) => Response::ok(Reply::Capture(info)),
+                Err(e) => Response::err(e),
+            },
+            Request::CaptureDelete { name } => match self.captures.delete(&name) {
+                Ok(m) => Response::ok(Reply::Done(m)),
+                Err(e) => Response::err(e),
+            },
             Request::PolicyStats {} => Response::ok(Reply::PolicyStats(self.policy_stats())),
             Request::Threats {} => Response::ok(Reply::Threats(self.threat_infos())),
             Request::PolicyLearned {} => {
@@ -1073,6 +1097,26 @@ impl Daemon {
         Response::ok(Reply::Done(msg))
     }
 
+    /// Starts a capture of `spec` ([`crate::capture::manager::Manager::start`]) and hands it
+    /// to every worker; a stream's receiver comes back with its description.
+    fn start_capture(
+        &mut self,
+        spec: &warden_control::CaptureSpec,
+    ) -> Result<(warden_control::CaptureInfo, Option<crossbeam::channel::Receiver<crate::capture::writer::StreamMsg>>), String> {
+        let ifaces: Vec<crate::capture::manager::IfaceSlot> = self
+            .pairs
+            .iter()
+            .flat_map(|p| [(p.a.name.clone(), p.a.slot, p.b.slot), (p.b.name.clone(), p.b.slot, p.a.slot)])
+            .collect();
+        let t = crate::capture::manager::Target { ifaces: &ifaces, policy: &self.policy };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        let started = self.captures.start(spec, &t, now)?;
+        for w in &self.workers {
+            let _ = w.send(Command::Capture(started.active.clone()));
+        }
+        Ok((started.info, started.stream))
+    }
+
     /// Compiles and publishes `p` as the shadow policy (None: drops the shadow); replies once
     /// every worker evaluates it.
     fn install_shadow(&mut self, p: Option<Policy>) -> Response {
@@ -1268,6 +1312,14 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     // One table of DNS names for all workers: a client's DNS flow and its later connections
     // may be owned by different workers.
     let names = Arc::new(NameTable::new(cfg.policy.names()));
+    // Captures: the writer thread and one ring per worker; pre-trigger files counted over all.
+    let slot_names: Arc<dyn Fn(u16) -> String + Send + Sync> = {
+        let hub = hub.clone();
+        Arc::new(move |slot| hub.name(slot))
+    };
+    let (captures, mut rings) =
+        crate::capture::manager::Manager::new(&cfg.capture, d.workers, slot_names).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let pretrigger_files = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut workers = Vec::new();
     let mut handles = Vec::new();
     let mut pulses: Vec<Arc<crate::service::Pulse>> = Vec::new();
@@ -1301,9 +1353,11 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         let pulse = Arc::new(crate::service::Pulse::default());
         pulses.push(pulse.clone());
         let link = WorkerLink::new(tx, mesh.waker());
+        let pre = crate::capture::manager::Manager::pretrigger(&cfg.capture, pretrigger_files.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let tap = crate::capture::Tap::new(i, rings.get_mut(i).and_then(Option::take), pre);
         handles.push(spawn_vital(format!("warden-w{i}"), {
             let h = policy_handle.clone();
-            move || Worker::new(wcfg, insp, mesh, rx, reports).with_policy(h).with_pulse(pulse).run()
+            move || Worker::new(wcfg, insp, mesh, rx, reports).with_policy(h).with_pulse(pulse).with_tap(tap).run()
         })?);
         workers.push(link);
     }
@@ -1334,6 +1388,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         test_hooks: opts.test_hooks,
         names,
         report_queue,
+        captures,
     };
     // Every worker enforces the start-up policy before the first pair is attached.
     if !policy_handle.wait_loaded(policy_handle.generation(), Duration::from_secs(5)) {
@@ -1467,12 +1522,19 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
                     let _ = reply.send(Box::new(s));
                 }
             }
+            CtlMsg::CaptureStream(spec, reply) => {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| daemon.start_capture(&spec)))
+                    .unwrap_or_else(|_| Err("internal error starting the capture (logged)".into()))
+                    .and_then(|(info, rx)| rx.map(|rx| (info, rx)).ok_or_else(|| "not a stream".to_string()));
+                let _ = reply.send(r);
+            }
         }
     }
     daemon.shutdown();
     for h in handles {
         let _ = h.join();
     }
+    daemon.captures.shutdown();
     let _ = reporter.join();
     hub.export().stop();
     let _ = std::fs::remove_file(&socket);

@@ -28,6 +28,7 @@
 
 pub mod access;
 pub mod app;
+pub mod capture;
 pub mod checksum;
 pub mod config;
 pub mod control;
