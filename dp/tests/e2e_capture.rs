@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use warden_control::{CaptureInfo, CaptureSpec, Reply, Request};
+use warden_control::{CaptureInfo, CaptureSpec, Event, Reply, Request};
 
 fn policy() -> String {
     format!("[[workload]]\nid = \"srv\"\nips = [\"{S4}\", \"{S6}\"]\nmode = \"alert\"\n")
@@ -81,8 +81,9 @@ fn frames(path: &Path) -> Vec<(Option<String>, Vec<u8>)> {
         use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
         let mut r = pcap_file::pcapng::PcapNgReader::new(&bytes[..]).unwrap();
         let mut names = Vec::new();
-        while let Some(b) = r.next_block() {
-            match b.unwrap() {
+        // A file still being written may end inside a block: what is complete counts.
+        while let Some(Ok(b)) = r.next_block() {
+            match b {
                 pcap_file::pcapng::Block::InterfaceDescription(i) => names.push(i.options.iter().find_map(|o| match o {
                     InterfaceDescriptionOption::IfName(n) => Some(n.to_string()),
                     _ => None,
@@ -223,4 +224,88 @@ fn a_streamed_capture_decodes_live_in_tshark() {
     assert!(lines.iter().any(|l| l == "8080\tGET"), "{lines:?}");
     assert!(lines.len() >= 6, "{lines:?}");
     assert!(err.contains("ended (duration)"), "{err}");
+}
+
+/// The pre-trigger ring: a connection the policy denies and an SQL injection (reported, its
+/// action `alert`) each get a pcapng named after the event, holding the session's frames
+/// before the event and the next ones after it, and the event's record names the file.
+#[test]
+fn a_denied_connection_and_an_sql_injection_each_get_a_pretrigger_file() {
+    let mut t = Topo::new(ClientLink::Veth);
+    http_server(&mut t, 8080);
+    let dir = t.path("captures");
+    let file = t.path("policy.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[workload]]\nid = \"srv\"\nips = [\"{S4}\", \"{S6}\"]\nmode = \"protect\"\n\n\
+             [[rule]]\nid = 1\nfrom = \"any\"\nto = \"srv\"\nip_proto = \"tcp\"\nports = [\"8080\"]\naction = \"allow\"\n"
+        ),
+    )
+    .unwrap();
+    let pair = format!("{}:{}", t.a, t.b);
+    let config = format!(
+        "[capture]\ndir = \"{}\"\npretrigger_frames = 16\npretrigger_after = 6\npretrigger_sessions = 256\n\n[threats.sql_injection]\naction = \"alert\"\n",
+        dir.display()
+    );
+    t.start_warden_with(&config, &["--inline", &pair, "--policy", file.to_str().unwrap()], &[]);
+    let mut sub = t.subscribed();
+    // Denied: nothing answers the SYNs, the client sends them again.
+    assert_eq!(curl(&t, S4, 7777), "000");
+    // SQL injection on the allowed port: forwarded (action alert), answered.
+    let url = format!("http://{S4}:8080/item?id=1%27%20OR%20%271%27%3D%271");
+    let out = t.exec(&t.c, &["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3", &url]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "404", "{}", t.warden_log());
+    let (_, events) = collect_messages(&mut sub, Duration::from_secs(20), |_, ev| {
+        ev.iter().any(|e| matches!(e, Event::Denied { .. })) && ev.iter().any(|e| matches!(e, Event::Threat { threat, .. } if threat.id == "sql_injection"))
+    });
+    let denied = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Denied { connection } if connection.server_port == 7777 => connection.capture_file.clone(),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no denied event with a capture file: {events:?}"));
+    let sqli = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Threat { threat, connection } if threat.id == "sql_injection" => connection.capture_file.clone(),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no sql_injection event with a capture file: {events:?}"));
+    assert!(denied.starts_with("denied-") && denied.ends_with(".pcapng"), "{denied}");
+    assert!(sqli.starts_with("threat-sql_injection-"), "{sqli}");
+    // The denied SYN (the event's frame, dropped: its comment says why), then the client's
+    // retransmissions of it.
+    let decode = |f: &[u8]| -> (u16, u8, Vec<u8>) {
+        let ihl = usize::from(f[14] & 0x0f) * 4;
+        let tcp = &f[14 + ihl..];
+        let off = usize::from(tcp[12] >> 4) * 4;
+        (u16::from_be_bytes([tcp[2], tcp[3]]), tcp[13], tcp[off..].to_vec())
+    };
+    let wait_frames = |name: &str, n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let f = frames(&dir.join(name));
+            if f.len() >= n || Instant::now() > deadline {
+                return f;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let syns = wait_frames(&denied, 2);
+    assert!(syns.len() >= 2, "the denied SYN and at least one retransmission: {} frames", syns.len());
+    assert!(syns.iter().all(|(_, f)| decode(f).0 == 7777 && decode(f).1 & 0x02 != 0), "only the denied SYNs");
+    let comments = Command::new("tshark").arg("-r").arg(dir.join(&denied)).args(["-T", "fields", "-e", "frame.comment"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&comments.stdout).contains("warden: dropped (policy_denied)"), "{comments:?}");
+    // The injection: the handshake and the request before, the server's answer after.
+    let f = wait_frames(&sqli, 6);
+    let payloads: Vec<Vec<u8>> = f.iter().map(|(_, f)| decode(f).2).collect();
+    let request = payloads.iter().position(|p| p.starts_with(b"GET /item?id=1%27")).unwrap_or_else(|| panic!("no request in {} frames", f.len()));
+    let response = payloads.iter().position(|p| p.starts_with(b"HTTP/1.0 404")).unwrap_or_else(|| panic!("no response after the event"));
+    assert!(request >= 2 && response > request, "handshake, request, then response: {request} {response}");
+    assert!(tshark_count(&dir.join(&sqli)) == f.len());
+    // Both files are listed.
+    let names: Vec<String> = list(&t).into_iter().map(|c| c.name).collect();
+    assert!(names.contains(&denied) && names.contains(&sqli), "{names:?}");
 }
