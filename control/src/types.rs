@@ -1036,6 +1036,13 @@ pub struct WorkerCounters {
     /// (`too_deep`) or fragmented (`inner_fragments`). Only non-zero counters are listed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tunnels: BTreeMap<String, u64>,
+    /// Capture stage, frames and flows: `copied` (copies put into the ring to the capture
+    /// writer), `lost` (copies the full ring refused), and the pre-trigger ring's
+    /// `pretrigger_flows` (flows kept), `pretrigger_evicted` (one-way or idle flows replaced),
+    /// `pretrigger_not_kept` (new flows with no entry to take), `pretrigger_files`,
+    /// `pretrigger_files_refused` (rate or file limit). Only non-zero counters are listed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub capture: BTreeMap<String, u64>,
     /// Where the worker's time went since start: working, waiting (spinning or asleep), its
     /// thread's CPU time, and the frames it cost that for.
     #[serde(default)]

@@ -725,6 +725,7 @@ impl Daemon {
                     exceptions: w.defrag.exceptions,
                 },
                 tunnels: w.inspect.tunnels.named().filter(|(_, n)| *n > 0).map(|(k, n)| (k.to_string(), n)).collect(),
+                capture: w.capture.named().filter(|(_, n)| *n > 0).map(|(k, n)| (k.to_string(), n)).collect(),
                 time: WorkerTime {
                     busy_ns: w.timing.busy_ns,
                     spin_ns: w.timing.spin_ns,

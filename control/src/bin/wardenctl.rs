@@ -890,6 +890,9 @@ fn print_table(reply: &Reply) {
                 for (what, n) in &w.tunnels {
                     println!("  worker {} tunnels {what}: {n}", w.worker);
                 }
+                for (what, n) in &w.capture {
+                    println!("  worker {} capture {what}: {n}", w.worker);
+                }
                 let d = &w.defrag;
                 if d.fragments > 0 {
                     println!(

@@ -303,6 +303,23 @@ pub struct TapStats {
     pub pretrigger: pretrigger::Stats,
 }
 
+impl TapStats {
+    /// (name, value) of every counter, as `wardenctl counters` lists them.
+    pub fn named(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        let p = self.pretrigger;
+        [
+            ("copied", self.copied),
+            ("lost", self.lost),
+            ("pretrigger_flows", p.flows),
+            ("pretrigger_evicted", p.evicted),
+            ("pretrigger_not_kept", p.not_kept),
+            ("pretrigger_files", p.files),
+            ("pretrigger_files_refused", p.files_refused),
+        ]
+        .into_iter()
+    }
+}
+
 /// A worker's side of the capture stage: the captures it runs, its ring to the writer, its
 /// pre-trigger ring.
 pub struct Tap {
