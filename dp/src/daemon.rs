@@ -1089,6 +1089,7 @@ impl Daemon {
         }
         let (w, r, s) = (p.workloads.len(), p.rules.len(), p.services.len());
         self.policy = p;
+        self.update_pretrigger();
         if !self.policy_handle.wait_loaded(g, Duration::from_secs(2)) {
             tracing::warn!(generation = g, "a worker did not load the new policy within 2 s");
         }
@@ -1096,6 +1097,22 @@ impl Daemon {
         let msg = format!("{what}: {w} workload(s), {r} rule(s){services}, generation {g}");
         tracing::info!("{msg}");
         Response::ok(Reply::Done(msg))
+    }
+
+    /// Hands the workers the pre-trigger ring's selection under the running policy, when it
+    /// names workloads (their addresses may have changed).
+    fn update_pretrigger(&self) {
+        if self.cfg.capture.pretrigger_workloads.is_empty() || self.cfg.capture.pretrigger_frames == 0 {
+            return;
+        }
+        match crate::capture::pretrigger_program(&self.cfg.capture, &self.policy) {
+            Ok(p) => {
+                for w in &self.workers {
+                    let _ = w.send(Command::PretriggerProgram(p.clone()));
+                }
+            }
+            Err(e) => tracing::warn!("pre-trigger selection not updated: {e}"),
+        }
     }
 
     /// Starts a capture of `spec` ([`crate::capture::manager::Manager::start`]) and hands it
@@ -1181,6 +1198,7 @@ impl Daemon {
         }
         let (w, r) = (p.workloads.len(), p.rules.len());
         self.policy = p;
+        self.update_pretrigger();
         if !self.policy_handle.wait_loaded(g, Duration::from_secs(2)) || !self.policy_handle.wait_shadow_loaded(sg, Duration::from_secs(2)) {
             tracing::warn!(generation = g, "a worker did not load the promoted policy within 2 s");
         }
@@ -1321,6 +1339,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let (captures, mut rings) =
         crate::capture::manager::Manager::new(&cfg.capture, d.workers, slot_names).map_err(|e| anyhow::anyhow!("{e}"))?;
     let pretrigger_files = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let pretrigger_program = crate::capture::pretrigger_program(&cfg.capture, &policy).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut workers = Vec::new();
     let mut handles = Vec::new();
     let mut pulses: Vec<Arc<crate::service::Pulse>> = Vec::new();
@@ -1354,7 +1373,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         let pulse = Arc::new(crate::service::Pulse::default());
         pulses.push(pulse.clone());
         let link = WorkerLink::new(tx, mesh.waker());
-        let pre = crate::capture::manager::Manager::pretrigger(&cfg.capture, pretrigger_files.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let pre = crate::capture::manager::Manager::pretrigger(&cfg.capture, pretrigger_files.clone(), pretrigger_program.clone());
         let tap = crate::capture::Tap::new(i, rings.get_mut(i).and_then(Option::take), pre);
         handles.push(spawn_vital(format!("warden-w{i}"), {
             let h = policy_handle.clone();

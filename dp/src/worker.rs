@@ -194,6 +194,8 @@ pub enum Command {
     Threats(crate::threat::ThreatPolicy),
     /// Run a capture ([`crate::capture`]) until it is marked stopped.
     Capture(Arc<crate::capture::Active>),
+    /// Select the frames the pre-trigger ring keeps (None: all).
+    PretriggerProgram(Option<crate::capture::bpf::Program>),
     /// Bind XSKs for one queue group of an inline pair; reply with `(slot, queue, fd)` of each
     /// socket for the XSKMAP, or the error.
     AddGroup {
@@ -1093,6 +1095,7 @@ impl Worker {
             Command::TestPanic => panic!("worker {} told to panic (test hook)", self.cfg.index),
             Command::Threats(p) => self.insp.threats.set_policy(p),
             Command::Capture(a) => self.tap.add(a),
+            Command::PretriggerProgram(p) => self.tap.set_pretrigger_program(p),
         }
     }
 }

@@ -249,16 +249,17 @@ impl Manager {
         Ok((m, prods.into_iter().map(Some).collect()))
     }
 
-    /// The pre-trigger ring of one worker as configured (None: off).
-    ///
-    /// # Errors
-    /// The pre-trigger filter does not compile.
-    pub fn pretrigger(cfg: &CaptureConfig, files: Arc<std::sync::atomic::AtomicUsize>) -> Result<Option<super::pretrigger::Pretrigger>, String> {
+    /// The pre-trigger ring of one worker as configured (None: off), keeping the frames
+    /// `program` selects ([`super::pretrigger_program`]; None: all).
+    pub fn pretrigger(
+        cfg: &CaptureConfig,
+        files: Arc<std::sync::atomic::AtomicUsize>,
+        program: Option<bpf::Program>,
+    ) -> Option<super::pretrigger::Pretrigger> {
         if cfg.pretrigger_frames == 0 || cfg.ring_bytes == 0 {
-            return Ok(None);
+            return None;
         }
-        let program = cfg.pretrigger_filter.as_deref().map(bpf::compile).transpose().map_err(|e| e.to_string())?;
-        Ok(Some(super::pretrigger::Pretrigger::new(
+        Some(super::pretrigger::Pretrigger::new(
             cfg.pretrigger_sessions,
             cfg.pretrigger_frames,
             cfg.pretrigger_snaplen,
@@ -266,7 +267,7 @@ impl Manager {
             program,
             cfg.pretrigger_max_files,
             files,
-        )))
+        ))
     }
 
     /// The disk accounting (bytes used and reserved in the capture directory).

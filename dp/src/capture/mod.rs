@@ -71,9 +71,12 @@ pub struct CaptureConfig {
     /// Flows each worker keeps frames of (1..=1048576). Default 1024. Memory per worker:
     /// `pretrigger_sessions × pretrigger_frames × pretrigger_snaplen` bytes plus a small table.
     pub pretrigger_sessions: usize,
-    /// tcpdump expression selecting the frames kept (e.g. a workload's `host` addresses);
-    /// default: every frame.
+    /// tcpdump expression selecting the frames kept; default: every frame.
     pub pretrigger_filter: Option<String>,
+    /// Keep only frames to or from these workloads' addresses (ids of the running policy,
+    /// resolved again whenever the policy changes; with `pretrigger_filter`, both apply).
+    /// Default: every workload and the rest.
+    pub pretrigger_workloads: Vec<String>,
     /// Pre-trigger files the directory may hold (older ones of this run are not deleted:
     /// beyond it new events get none, counted). Default 1000.
     pub pretrigger_max_files: usize,
@@ -94,6 +97,7 @@ impl Default for CaptureConfig {
             pretrigger_snaplen: 256,
             pretrigger_sessions: 1024,
             pretrigger_filter: None,
+            pretrigger_workloads: Vec::new(),
             pretrigger_max_files: 1000,
         }
     }
@@ -436,12 +440,47 @@ impl Tap {
         p.trigger(self.worker, key, session_id, what, now_ns, ring)
     }
 
+    /// Replaces the pre-trigger ring's frame selection (a new policy changed the workloads'
+    /// addresses, [`pretrigger_program`]).
+    pub fn set_pretrigger_program(&mut self, program: Option<bpf::Program>) {
+        if let Some(p) = self.pre.as_mut() {
+            p.set_program(program);
+        }
+    }
+
     /// Timer (every 100 ms): ends pre-trigger files whose flow went quiet.
     pub fn tick(&mut self, now_ns: u64) {
         if let (Some(p), Some(ring)) = (self.pre.as_mut(), self.ring.as_mut()) {
             p.tick(now_ns, ring);
         }
     }
+}
+
+/// The pre-trigger ring's frame selection under `policy`: `pretrigger_workloads`' addresses
+/// (`host` primitives; workloads the policy does not have are skipped, and with none left
+/// nothing is kept) and `pretrigger_filter`, both compiled by libpcap. None: every frame.
+///
+/// # Errors
+/// The expression does not compile (libpcap's message).
+pub fn pretrigger_program(cfg: &CaptureConfig, policy: &crate::policy::Policy) -> Result<Option<bpf::Program>, String> {
+    let mut parts = Vec::new();
+    if !cfg.pretrigger_workloads.is_empty() {
+        let hosts: Vec<String> = policy
+            .workloads
+            .iter()
+            .filter(|w| cfg.pretrigger_workloads.contains(&w.id))
+            .flat_map(|w| w.ips.iter().map(|a| format!("host {a}")))
+            .collect();
+        // `less 0`: no frame is that short, so nothing is kept.
+        parts.push(if hosts.is_empty() { "less 0".to_string() } else { format!("({})", hosts.join(" or ")) });
+    }
+    if let Some(f) = cfg.pretrigger_filter.as_deref().filter(|f| !f.trim().is_empty()) {
+        parts.push(format!("({f})"));
+    }
+    if parts.is_empty() {
+        return Ok(None);
+    }
+    bpf::compile(&parts.join(" and ")).map(Some).map_err(|e| e.to_string())
 }
 
 /// The pre-trigger part of a worker's event report: every session of `report` that was denied
@@ -488,6 +527,23 @@ mod tests {
             snaplen,
             shared: Arc::default(),
         })
+    }
+
+    /// The pre-trigger selection follows the policy's addresses of the named workloads.
+    #[test]
+    fn pretrigger_selection_by_workload() {
+        let policy = |ip: &str| {
+            crate::policy::Policy::from_toml(&format!("[[workload]]\nid = \"web\"\nips = [\"{ip}\"]\n[[workload]]\nid = \"db\"\nips = [\"198.18.0.9\"]\n")).unwrap()
+        };
+        let syn = crate::wire::tests::tcp4(&[], crate::wire::tcpflag::SYN, b""); // 198.18.0.1 -> .2:80
+        let cfg = CaptureConfig { pretrigger_workloads: vec!["web".into()], ..Default::default() };
+        assert!(pretrigger_program(&cfg, &policy("198.18.0.2")).unwrap().unwrap().matches(&syn));
+        assert!(!pretrigger_program(&cfg, &policy("198.18.0.7")).unwrap().unwrap().matches(&syn), "web moved");
+        let gone = CaptureConfig { pretrigger_workloads: vec!["nope".into()], ..Default::default() };
+        assert!(!pretrigger_program(&gone, &policy("198.18.0.2")).unwrap().unwrap().matches(&syn), "no such workload: nothing kept");
+        let both = CaptureConfig { pretrigger_filter: Some("udp".into()), ..cfg.clone() };
+        assert!(!pretrigger_program(&both, &policy("198.18.0.2")).unwrap().unwrap().matches(&syn));
+        assert!(pretrigger_program(&CaptureConfig::default(), &policy("198.18.0.2")).unwrap().is_none());
     }
 
     /// The tap takes what each capture selects (slot, verdict, filter), cut at the snap

@@ -162,6 +162,11 @@ impl Pretrigger {
         self.stats
     }
 
+    /// Selects the frames kept from now on (None: all).
+    pub fn set_program(&mut self, program: Option<Program>) {
+        self.program = program;
+    }
+
     /// Keeps a frame of pair `zone` received on `slot` (and writes it when its flow is
     /// writing a file). No allocation.
     pub fn frame(&mut self, zone: u16, slot: u16, now_ns: u64, data: &[u8], dropped: Option<DropReason>, ring: &mut Producer) -> Pushed {
