@@ -211,10 +211,11 @@ pub struct Started {
 impl Manager {
     /// The captures of a daemon with `workers` workers: one ring each (their producer ends
     /// are returned, in worker order; none when `ring_bytes` is 0) and the writer thread,
-    /// naming interfaces with `names`. The capture directory is created when missing.
+    /// naming interfaces with `names`. The capture directory is created (0700) only when a
+    /// file is first written into it.
     ///
     /// # Errors
-    /// The directory cannot be created, or the thread cannot be spawned.
+    /// The thread cannot be spawned.
     pub fn new(
         cfg: &CaptureConfig,
         workers: usize,
@@ -225,14 +226,6 @@ impl Manager {
         if cfg.ring_bytes == 0 {
             let m = Manager { cfg: cfg.clone(), dir, writer: None, disk, next_id: 1, entries: Vec::new() };
             return Ok((m, (0..workers).map(|_| None).collect()));
-        }
-        if !dir.is_dir() {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)
-                .map_err(|e| format!("capture directory {}: {e}", dir.display()))?;
         }
         let (prods, conss): (Vec<_>, Vec<_>) = (0..workers).map(|_| ring::ring(cfg.ring_bytes)).unzip();
         let (tx, rx) = bounded(64);
@@ -332,6 +325,7 @@ impl Manager {
             if self.entries.iter().any(|e| e.name == name && e.shared.reason().is_none()) {
                 return Err(format!("capture {name} is being written"));
             }
+            writer::ensure_dir(&self.dir)?;
             let path = self.dir.join(&name);
             (name, Output::File(path), None)
         };

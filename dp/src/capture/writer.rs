@@ -148,6 +148,22 @@ pub fn dir_bytes(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Creates the capture directory `dir` (mode 0700, parents as needed) when it does not exist.
+///
+/// # Errors
+/// It cannot be created.
+pub fn ensure_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("capture directory {}: {e}", dir.display()))
+}
+
 /// Creates `path` for writing: a new file (never an existing one or a link), mode 0600.
 ///
 /// # Errors
@@ -271,7 +287,9 @@ impl Writer {
             return;
         }
         let path = self.cfg.dir.join(name);
-        let made = create_file(&path)
+        let made = ensure_dir(&self.cfg.dir)
+            .map_err(std::io::Error::other)
+            .and_then(|()| create_file(&path))
             .and_then(|f| Pcapng::new(BufWriter::new(f), &format!("warden pre-trigger capture: {name}"), 65_535));
         let p = match made {
             Ok(p) => p,
