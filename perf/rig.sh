@@ -6,7 +6,10 @@
 #   perf/rig.sh [--only bridge,redirect,testpmd,warden,warden_policy,warden_fast] [--sizes 64,1500] [--duration 5]
 #               [--runs 3] [--no-install] [--no-build]
 # Environment: WARDEN_BIN (the warden binary of the warden legs), WARDEN_TOML (TOML appended to
-# their config, e.g. '[metrics]\nlisten = "127.0.0.1:9597"' to measure a feature's cost).
+# their config, e.g. '[metrics]\nlisten = "127.0.0.1:9597"' to measure a feature's cost),
+# WARDEN_CAPTURE (arguments of `wardenctl capture start` run once the warden leg is up, e.g.
+# '--duration 3600 --max-size 4000000000 --snaplen 128 -w rig', with [capture] dir and
+# max_disk_bytes in WARDEN_TOML; `capture list` is logged at the end of the leg).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -246,7 +249,16 @@ leg_warden() {
         skip warden "$WHY"
         return
     fi
-    measure warden "gen cpu$GEN_CPU (+wpa rx softirq); warden cpu$FWD_CPU" "--workers 1, cores = [$FWD_CPU]"
+    if [ -n "${WARDEN_CAPTURE:-}" ]; then
+        # shellcheck disable=SC2086 # the arguments are words on purpose
+        if ! "$BIN/wardenctl" --socket "$SOCK" capture start $WARDEN_CAPTURE >&2; then
+            skip warden "wardenctl capture start $WARDEN_CAPTURE failed"
+            stop_forwarder
+            return
+        fi
+    fi
+    measure warden "gen cpu$GEN_CPU (+wpa rx softirq); warden cpu$FWD_CPU" "--workers 1, cores = [$FWD_CPU]${WARDEN_CAPTURE:+, capture $WARDEN_CAPTURE}"
+    [ -n "${WARDEN_CAPTURE:-}" ] && "$BIN/wardenctl" --socket "$SOCK" capture list >&2
     stop_forwarder
 }
 

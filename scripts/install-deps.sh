@@ -5,6 +5,7 @@ set -euo pipefail
 
 PKGS=(
   clang llvm libelf-dev zlib1g-dev pkg-config m4 make gcc libbpf-dev linux-libc-dev   # XDP program + libbpf-sys
+  libpcap-dev                          # capture filters: tcpdump expressions compiled by libpcap (the pcap crate links it)
   iproute2 ethtool iputils-ping tcpdump curl python3 procps                         # topologies, real clients/servers
   redis-server redis-tools dnsmasq-base dnsutils openssh-server openssh-client openssl  # app detection end to end
   postgresql postgresql-client mariadb-server mariadb-client nginx socat
@@ -28,14 +29,14 @@ PKGS=(
   nfdump                               # IPFIX collector nfcapd and reader nfdump (e2e_ipfix)
   prometheus                           # e2e_metrics: a real Prometheus server scrapes `warden run --metrics` in the test's namespace
   systemd util-linux                   # systemd-analyze verify of conf/warden.service; setpriv for the non-root control client (e2e_service)
-  tshark libndpi-bin                   # perf/public: labels of the public capture set (tshark) and nDPI's verdicts (ndpiReader)
+  tshark libndpi-bin                   # perf/public: labels of the public capture set (tshark) and nDPI's verdicts (ndpiReader); e2e_capture opens Warden's pcapng with it
 )
 
 # `WARDEN_DEPS=demo`: only what building Warden and running scripts/demo.sh need (the test
 # suite's servers, clients and venvs come with scripts/test.sh).
 DEPS=${WARDEN_DEPS:-all}
 if [ "$DEPS" = demo ]; then
-  PKGS=(clang llvm libelf-dev zlib1g-dev pkg-config m4 make gcc libbpf-dev linux-libc-dev iproute2 ethtool iputils-ping curl python3 procps)
+  PKGS=(clang llvm libelf-dev zlib1g-dev pkg-config m4 make gcc libbpf-dev linux-libc-dev libpcap-dev iproute2 ethtool iputils-ping curl python3 procps)
 fi
 
 missing=()

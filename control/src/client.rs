@@ -5,7 +5,9 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::{check_version, Hello, Lost, Reply, ReportBatch, Request, Response, Subscribed, PROTOCOL_VERSION};
+use crate::{
+    check_version, CaptureInfo, CaptureSpec, Hello, Lost, Reply, ReportBatch, Request, Response, Subscribed, PROTOCOL_VERSION,
+};
 
 /// Errors talking to the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -188,6 +190,42 @@ impl Client {
         match self.read_response()? {
             r @ (Reply::Report(_) | Reply::Event(_) | Reply::Lost(_)) => Ok(r),
             other => Err(ClientError::Protocol(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Runs a streamed capture ([`Request::CaptureStart`] with `spec.stream` set): calls
+    /// `started` with the capture's description, writes its pcapng bytes to `out` as they come
+    /// (flushed after each chunk, so a reader such as `tshark -r -` decodes live), and returns
+    /// the final description when the capture ends. The connection is used up.
+    ///
+    /// # Errors
+    /// The daemon refused the capture; I/O (also writing to `out`), protocol or base64 errors.
+    pub fn capture_stream(
+        &mut self,
+        spec: &CaptureSpec,
+        started: impl FnOnce(&CaptureInfo),
+        out: &mut impl Write,
+    ) -> Result<CaptureInfo, ClientError> {
+        use base64::Engine as _;
+        let mut spec = spec.clone();
+        spec.stream = true;
+        match self.request(&Request::CaptureStart { spec })? {
+            Reply::Capture(info) => started(&info),
+            other => return Err(ClientError::Protocol(format!("unexpected reply {other:?}"))),
+        }
+        loop {
+            match self.read_response()? {
+                Reply::CaptureData(d) => {
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(d.data.as_bytes())
+                        .map_err(|e| ClientError::Protocol(format!("capture data: {e}")))?;
+                    let io = |source| ClientError::Io { path: "output".into(), source };
+                    out.write_all(&bytes).map_err(io)?;
+                    out.flush().map_err(io)?;
+                }
+                Reply::CaptureEnd(info) => return Ok(info),
+                other => return Err(ClientError::Protocol(format!("unexpected reply {other:?}"))),
+            }
         }
     }
 }

@@ -72,7 +72,29 @@ mod tests {
             threats: vec![threat()],
             verdict: Some("violation".into()),
             rule_id: Some(3),
+            shadow_verdict: Some("denied".into()),
+            capture_file: Some("threat-sql_injection-20261203T101500-w0-s7.pcapng".into()),
             ..Default::default()
+        }
+    }
+
+    fn capture() -> CaptureInfo {
+        CaptureInfo {
+            id: Some(3),
+            name: "web-http.pcapng".into(),
+            state: "running".into(),
+            filter: "(host 198.18.0.2) and (tcp port 80)".into(),
+            ifaces: vec!["veth0".into(), "veth1".into()],
+            frames: "all".into(),
+            packets: 12,
+            bytes: 4096,
+            lost: 0,
+            started: "2026-12-03T10:15:00.000000000Z".into(),
+            duration_s: Some(5),
+            max_size: Some(1_000_000),
+            max_packets: None,
+            snaplen: Some(65535),
+            stop_reason: None,
         }
     }
 
@@ -108,6 +130,15 @@ mod tests {
             r#"{"cmd":"set_service","service":{"name":"dns","external_ips":["198.18.0.53"]}}"#,
             r#"{"cmd":"remove_service","name":"pay","namespace":"shop"}"#,
             r#"{"cmd":"remove_service","name":"dns"}"#,
+            r#"{"cmd":"policy_shadow","text":"[[workload]]\nid = \"web\"\n"}"#,
+            r#"{"cmd":"policy_shadow_clear"}"#,
+            r#"{"cmd":"policy_diff"}"#,
+            r#"{"cmd":"policy_promote"}"#,
+            r#"{"cmd":"capture_start","spec":{"workload":"web","filter":"tcp port 80","duration_s":5,"max_size":1000000,"frames":"dropped","name":"web-http"}}"#,
+            r#"{"cmd":"capture_start","spec":{"iface":"veth0","hosts":["198.18.0.0/24","2001:db8::2"],"ports":[80],"proto":"tcp","snaplen":96,"max_packets":10,"stream":true}}"#,
+            r#"{"cmd":"capture_list"}"#,
+            r#"{"cmd":"capture_stop","id":3}"#,
+            r#"{"cmd":"capture_delete","name":"web-http.pcapng"}"#,
         ];
         for line in requests {
             let r: Request = serde_json::from_str(line).unwrap();
@@ -123,6 +154,8 @@ mod tests {
             r#"{"cmd":"set_service","service":{"external_ips":["198.18.0.50"]}}"#,
             r#"{"cmd":"set_service","service":{"name":"pay","external_ips":["198.18.0.50"],"protocol":"tcp"}}"#,
             r#"{"cmd":"remove_service","namespace":"shop"}"#,
+            r#"{"cmd":"capture_start","spec":{"path":"/etc/x"}}"#,
+            r#"{"cmd":"capture_stop"}"#,
         ] {
             let bad: serde_json::Value = serde_json::from_str(bad).unwrap();
             assert!(jsonschema::validator_for(&req_schema).unwrap().validate(&bad).is_err(), "{bad}");
@@ -163,6 +196,28 @@ mod tests {
             })),
             Response::ok(Reply::SessionPage(SessionPage { sessions: vec![], next: None })),
             Response::ok(Reply::Done("ok".into())),
+            Response::ok(Reply::PolicyDiff(PolicyDiff {
+                compared: 9,
+                differing: 1,
+                overflow: 0,
+                entries: vec![PolicyDiffEntry {
+                    change: "deny".into(),
+                    server_workload: Some("web".into()),
+                    ip_proto: 6,
+                    server_port: 8080,
+                    verdict: Some("allowed".into()),
+                    rule_id: Some(2),
+                    shadow_verdict: Some("denied".into()),
+                    sessions: 1,
+                    example_client: "198.18.0.1".into(),
+                    example_server: "2001:db8::2".into(),
+                    ..Default::default()
+                }],
+            })),
+            Response::ok(Reply::Capture(capture())),
+            Response::ok(Reply::Captures(vec![capture(), CaptureInfo { name: "denied-20261203T101500-w0-s9.pcapng".into(), state: "file".into(), bytes: 900, ..Default::default() }])),
+            Response::ok(Reply::CaptureData(CaptureData { id: 3, data: "Cg0NCg==".into() })),
+            Response::ok(Reply::CaptureEnd(CaptureInfo { stop_reason: Some("duration".into()), state: "done".into(), ..capture() })),
             Response::err("protocol version mismatch"),
         ];
         responses.extend(events.into_iter().enumerate().map(|(i, event)| Response::ok(Reply::Event(SeqEvent { seq: i as u64 + 1, event }))));

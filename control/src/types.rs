@@ -98,6 +98,27 @@ pub enum Request {
     /// Rule hit counters (sessions decided by each rule, and by each mode's default). Reply:
     /// [`Reply::PolicyStats`].
     PolicyStats {},
+    /// Load the TOML `text` (the policy file format) as the **shadow policy**: a candidate
+    /// evaluated beside the running one for every session (new ones at once, live ones on
+    /// their next frame) without deciding anything. Records and events carry
+    /// `shadow_verdict` / `shadow_rule_id` where it differs from the real verdict, and
+    /// [`Request::PolicyDiff`] sums the differences since it was loaded. Replaces an earlier
+    /// shadow (its counts start again); rejected whole like `policy_apply`. Reply:
+    /// [`Reply::Done`], once every worker evaluates it.
+    PolicyShadow {
+        /// The candidate policy file's contents.
+        text: String,
+    },
+    /// Drop the shadow policy (nothing changes in enforcement). Reply: [`Reply::Done`]; an
+    /// error when none is loaded.
+    PolicyShadowClear {},
+    /// What the shadow policy would change over the sessions seen since it was loaded, per
+    /// rule and workload pair. Reply: [`Reply::PolicyDiff`]; an error when none is loaded.
+    PolicyDiff {},
+    /// Make the shadow policy the running one, atomically (one generation swap: no session
+    /// sees neither or both), and drop the shadow. Reply: [`Reply::Done`] once every worker
+    /// enforces it; an error when none is loaded.
+    PolicyPromote {},
     /// The threat catalogue with each threat's action, severity and counters. Reply:
     /// [`Reply::Threats`].
     Threats {},
@@ -141,6 +162,31 @@ pub enum Request {
         /// The new mode.
         mode: String,
     },
+    /// Start a packet capture inside the dataplane (see [`CaptureSpec`]). With `stream` false
+    /// the frames go to a pcapng file under `[capture] dir` and the reply is
+    /// [`Reply::Capture`] at once. With `stream` true the connection turns into the capture's
+    /// stream: [`Reply::Capture`], then [`Reply::CaptureData`] lines (the pcapng bytes, in
+    /// order), then one [`Reply::CaptureEnd`]; the connection takes no further requests and
+    /// closing it stops the capture.
+    CaptureStart {
+        /// What to capture, how much, where to.
+        spec: CaptureSpec,
+    },
+    /// Running and finished captures of this run and the files in the capture directory.
+    /// Reply: [`Reply::Captures`].
+    CaptureList {},
+    /// Stop a running capture (its file is complete when the reply comes). Reply:
+    /// [`Reply::Capture`] with its final counts.
+    CaptureStop {
+        /// Capture id (as `capture_list` shows it).
+        id: u32,
+    },
+    /// Delete a capture file of the capture directory by name (not one being written).
+    /// Reply: [`Reply::Done`].
+    CaptureDelete {
+        /// The file name (no directory part).
+        name: String,
+    },
     /// **Test hook**: makes worker `worker` panic as a bug in it would, so tests can check that
     /// Warden then exits non-zero and leaves every pair in its fail mode. Refused (an error
     /// reply, nothing happens) unless `warden run` was started with the hidden `--test-hooks`
@@ -175,11 +221,19 @@ impl Request {
             | Request::Subscribe { .. }
             | Request::PolicyShow {}
             | Request::PolicyStats {}
+            | Request::PolicyDiff {}
+            | Request::CaptureList {}
             | Request::Threats {}
             | Request::PolicyLearned {} => false,
             Request::AddInlinePair { .. }
             | Request::RemoveInlinePair { .. }
             | Request::PolicyApply { .. }
+            | Request::PolicyShadow { .. }
+            | Request::PolicyShadowClear {}
+            | Request::PolicyPromote {}
+            | Request::CaptureStart { .. }
+            | Request::CaptureStop { .. }
+            | Request::CaptureDelete { .. }
             | Request::SetWorkload { .. }
             | Request::RemoveWorkload { .. }
             | Request::SetService { .. }
@@ -302,6 +356,184 @@ pub struct RuleStats {
     pub sessions: u64,
 }
 
+/// What the shadow policy would change (answer to [`Request::PolicyDiff`], and `warden
+/// replay --policy A --shadow B`): the sessions whose settled shadow verdict differs from their
+/// settled real verdict, each counted once, grouped by (client workload, server workload,
+/// protocol, server port, real verdict and rule, shadow verdict and rule). Sessions whose
+/// verdicts agree are only counted in `compared`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct PolicyDiff {
+    /// Sessions whose real and shadow verdicts were both settled (app known where an `apps`
+    /// rule needed it) since the shadow was loaded, summed over workers.
+    pub compared: u64,
+    /// Sessions that differ (the sum of the entries' `sessions`, plus `overflow`).
+    pub differing: u64,
+    /// Sessions that differ but found no room in a worker's table of groups (at most
+    /// [`MAX_DIFF_GROUPS`] per worker): counted here, in no entry.
+    #[serde(default)]
+    pub overflow: u64,
+    /// The groups, newly denied first, then newly allowed, then other changes; most
+    /// sessions first within each.
+    pub entries: Vec<PolicyDiffEntry>,
+}
+
+/// Most groups of differing sessions a worker keeps for [`PolicyDiff`].
+pub const MAX_DIFF_GROUPS: usize = 4096;
+
+/// One group of sessions the shadow policy decides differently ([`PolicyDiff::entries`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct PolicyDiffEntry {
+    /// `deny`: the shadow denies what the running policy does not (the candidate would newly
+    /// block it); `allow`: the shadow allows (or learns) what the running policy denies or
+    /// reports as a violation; `change`: any other difference (e.g. `allowed` to
+    /// `violation`).
+    pub change: String,
+    /// Client workload id (as the shadow policy names it), if the client is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_workload: Option<String>,
+    /// Server workload id (as the shadow policy names it), if the server is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_workload: Option<String>,
+    /// IP protocol number.
+    pub ip_proto: u8,
+    /// Server port (0 for protocols without ports).
+    pub server_port: u16,
+    /// The running policy's verdict (`learned`, `allowed`, `violation`, `denied`; absent: not
+    /// enforced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
+    /// The running policy's deciding rule (absent: the mode's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_id: Option<u32>,
+    /// The shadow policy's verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_verdict: Option<String>,
+    /// The shadow policy's deciding rule (absent: the mode's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_rule_id: Option<u32>,
+    /// Sessions in the group.
+    pub sessions: u64,
+    /// The client and server address of the group's first session.
+    pub example_client: String,
+    /// See `example_client`.
+    pub example_server: String,
+}
+
+/// What to capture ([`Request::CaptureStart`]). The target conditions all apply (and): the
+/// interfaces, the workload, the addresses, ports, protocol and the tcpdump expression are
+/// compiled together by libpcap into one filter run on each frame after its verdict, by the
+/// worker that owns the frame's flow. Whichever limit comes first ends the capture.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureSpec {
+    /// An interface of an inline pair: frames received on it or on its peer (the traffic
+    /// crossing that pair, both directions; each block names the interface the frame came
+    /// in on). Absent: every pair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iface: Option<String>,
+    /// A workload id of the running policy: frames to or from its addresses, and, when it has
+    /// an `iface`, only on that interface's pair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
+    /// Addresses or CIDRs (`198.18.0.2`, `2001:db8::/64`): frames with any of them as source
+    /// or destination.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Ports: TCP/UDP frames with any of them as source or destination port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
+    /// `tcp`, `udp`, `icmp`, `icmp6`, `sctp`, or an IP protocol number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<String>,
+    /// A tcpdump filter expression (pcap-filter(7)), over Ethernet frames as received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    /// Seconds to run (default `[capture] default_duration_s`, at most `max_duration_s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<u64>,
+    /// Most pcapng bytes (default `[capture] default_max_size`; never more than the disk
+    /// budget leaves for a file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<u64>,
+    /// Most frames.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_packets: Option<u64>,
+    /// Bytes kept of each frame (default 65535).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snaplen: Option<u32>,
+    /// `all` (default), `forwarded` or `dropped` (dropped frames carry the reason in their
+    /// block's comment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames: Option<String>,
+    /// File name in the capture directory (letters, digits, `.`, `_`, `-`; not starting with
+    /// `.`; `.pcapng` is added when missing); absent: `capture-<id>-<time>.pcapng`. Ignored
+    /// when `stream`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Stream the pcapng over this connection instead of writing a file (`-w -`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
+}
+
+/// A capture or a capture file ([`Reply::Capture`], [`Reply::Captures`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct CaptureInfo {
+    /// Capture id (absent for a file no capture of this run wrote).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u32>,
+    /// File name in the capture directory, or `-` for a stream.
+    pub name: String,
+    /// `running`, `done`, or `file` (a file in the directory from a pre-trigger event or an
+    /// earlier run).
+    pub state: String,
+    /// Why it ended: `duration`, `max_size`, `max_packets`, `stopped`, `disk_budget`,
+    /// `client_gone`, `write_error`, `shutdown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
+    /// The filter as compiled (tcpdump syntax; empty: every frame).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub filter: String,
+    /// The interfaces it takes frames from (empty: all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ifaces: Vec<String>,
+    /// `all`, `forwarded` or `dropped`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub frames: String,
+    /// Frames written.
+    pub packets: u64,
+    /// pcapng bytes written (for a file: its size).
+    pub bytes: u64,
+    /// Matching frames not written: a worker's ring to the writer was full, or a stream's
+    /// reader fell behind its backlog.
+    #[serde(default)]
+    pub lost: u64,
+    /// Start time, RFC 3339 UTC.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub started: String,
+    /// Limits in force: seconds, bytes, frames, snap length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<u64>,
+    /// See `duration_s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<u64>,
+    /// See `duration_s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_packets: Option<u64>,
+    /// See `duration_s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snaplen: Option<u32>,
+}
+
+/// Bytes of a streamed capture ([`Reply::CaptureData`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct CaptureData {
+    /// Capture id.
+    pub id: u32,
+    /// The next pcapng bytes, base64 (RFC 4648 §4, padded); concatenated in order they are
+    /// the capture file.
+    pub data: String,
+}
+
 /// Failure behaviour of an inline pair while no Warden socket is bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -372,6 +604,16 @@ pub enum Reply {
     PolicyText(String),
     /// For [`Request::PolicyStats`].
     PolicyStats(Vec<RuleStats>),
+    /// For [`Request::PolicyDiff`].
+    PolicyDiff(PolicyDiff),
+    /// For [`Request::CaptureStart`] (first line of a stream) and [`Request::CaptureStop`].
+    Capture(CaptureInfo),
+    /// For [`Request::CaptureList`].
+    Captures(Vec<CaptureInfo>),
+    /// A streamed capture's next pcapng bytes.
+    CaptureData(CaptureData),
+    /// A streamed capture ended (its final counts and why); last line of the stream.
+    CaptureEnd(CaptureInfo),
     /// For [`Request::Threats`]: every threat of the catalogue, in catalogue order.
     Threats(Vec<ThreatInfo>),
 }
@@ -396,7 +638,7 @@ pub struct ThreatInfo {
 /// The control protocol version this crate speaks, `"MAJOR.MINOR"`. A change of MAJOR breaks
 /// clients (a message they parse changed meaning or shape); MINOR adds optional fields,
 /// messages or requests that older clients may ignore.
-pub const PROTOCOL_VERSION: &str = "1.3";
+pub const PROTOCOL_VERSION: &str = "1.4";
 
 /// The `(major, minor)` of a `"MAJOR.MINOR"` version string.
 ///
@@ -530,6 +772,9 @@ pub struct Status {
     /// Kubernetes Services with externalIPs in the running policy.
     #[serde(default)]
     pub policy_services: usize,
+    /// Rules of the shadow policy (`policy_shadow`), absent when none is loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_rules: Option<usize>,
     /// Collectors records are exported to (`[[export.ipfix]]`), with their counters.
     #[serde(default)]
     pub export: Vec<ExportStatus>,
@@ -802,6 +1047,13 @@ pub struct WorkerCounters {
     /// (`too_deep`) or fragmented (`inner_fragments`). Only non-zero counters are listed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tunnels: BTreeMap<String, u64>,
+    /// Capture stage, frames and flows: `copied` (copies put into the ring to the capture
+    /// writer), `lost` (copies the full ring refused), and the pre-trigger ring's
+    /// `pretrigger_flows` (flows kept), `pretrigger_evicted` (one-way or idle flows replaced),
+    /// `pretrigger_not_kept` (new flows with no entry to take), `pretrigger_files`,
+    /// `pretrigger_files_refused` (rate or file limit). Only non-zero counters are listed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub capture: BTreeMap<String, u64>,
     /// Where the worker's time went since start: working, waiting (spinning or asleep), its
     /// thread's CPU time, and the frames it cost that for.
     #[serde(default)]
@@ -1061,6 +1313,20 @@ pub struct ConnectionRecord {
     /// The rule that decided (absent: the mode's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule_id: Option<u32>,
+    /// The shadow policy's verdict (`wardenctl policy shadow`), present only when a shadow is
+    /// loaded and its verdict differs from `verdict` (both settled): `learned`, `allowed`,
+    /// `violation`, `denied`, or `none` where the shadow does not enforce the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_verdict: Option<String>,
+    /// The shadow policy's deciding rule where `shadow_verdict` is present (absent there: the
+    /// shadow's mode default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_rule_id: Option<u32>,
+    /// In an event: the pre-trigger capture of the session (`[capture] pretrigger_frames`), a
+    /// pcapng file in the capture directory holding its frames before the event and the next
+    /// ones after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_file: Option<String>,
     /// Workload id of the client, if it is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_workload: Option<String>,

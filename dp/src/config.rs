@@ -60,6 +60,9 @@ pub struct Config {
     /// Tunnel decapsulation (`[tunnels]`, [`crate::tunnel`]).
     #[serde(default)]
     pub tunnels: crate::tunnel::TunnelConfig,
+    /// Packet capture and the pre-trigger ring (`[capture]`, [`crate::capture`]).
+    #[serde(default)]
+    pub capture: crate::capture::CaptureConfig,
     /// What the file says that is accepted but deserves a warning (deprecated fields), each
     /// naming the file, line and field; logged at start (`warden run`, `check-config`).
     #[serde(skip)]
@@ -590,6 +593,9 @@ impl Config {
         if d.report_interval == 0 {
             return Err(bad("dataplane.report_interval", "must be at least 1 s".into()));
         }
+        if let Err((field, message)) = self.capture.validate() {
+            return Err(bad(field, message));
+        }
         if d.report_buffer_bytes < 4096 {
             return Err(bad("dataplane.report_buffer_bytes", "must be at least 4096".into()));
         }
@@ -740,6 +746,23 @@ mod tests {
         assert_eq!(c.inline.len(), 1);
         assert_eq!(c.sessions.timeouts().tcp_closed, 5_000_000_000);
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(c.capture, crate::capture::CaptureConfig::default(), "the example shows the defaults");
+    }
+
+    #[test]
+    fn capture_section() {
+        let c = Config::parse("[capture]\ndir = \"/srv/caps\"\npretrigger_frames = 16\npretrigger_filter = \"host 198.18.0.2\"\n", "w.toml").unwrap();
+        assert_eq!((c.capture.dir.as_str(), c.capture.pretrigger_frames), ("/srv/caps", 16));
+        for (text, field) in [
+            ("[capture]\nmax_active = 0\n", "capture.max_active"),
+            ("[capture]\nring_bytes = 100\n", "capture.ring_bytes"),
+            ("[capture]\npretrigger_frames = 1000\n", "capture.pretrigger_frames"),
+            ("[capture]\npretrigger_filter = \"tcp port\"\n", "capture.pretrigger_filter"),
+            ("[capture]\nnope = 1\n", "nope"),
+        ] {
+            let e = Config::parse(text, "w.toml").unwrap_err().to_string();
+            assert!(e.contains(field), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -387,7 +387,12 @@ impl Hub {
 
     /// Merges the workers' threat events (`hits`) and publishes what comes out: an event
     /// with the record of its session when the worker sent a snapshot with it.
-    fn threat_events(&self, merge: &mut Merger, hits: Vec<(ThreatHit, Option<crate::session::SessionSnapshot>)>) {
+    fn threat_events(
+        &self,
+        merge: &mut Merger,
+        hits: Vec<(ThreatHit, Option<crate::session::SessionSnapshot>)>,
+        captures: &[(u64, Arc<str>)],
+    ) {
         let now = wall_ns();
         let mut out = Vec::new();
         for (h, snap) in hits {
@@ -397,10 +402,14 @@ impl Hub {
                 .drain(..)
                 .map(|e| {
                     let same = e.session == h.session && e.first_ns == h.first_ns;
-                    let connection = match (&snap, same) {
+                    let mut connection = match (&snap, same) {
                         (Some(s), true) => to_record(s, |slot| self.name(slot)),
                         _ => crate::record::hit_record(&e),
                     };
+                    connection.capture_file = e
+                        .session
+                        .and_then(|(_, id)| captures.iter().find(|(s, _)| *s == id))
+                        .map(|(_, n)| n.to_string());
                     self.threat_event(&e, connection)
                 })
                 .collect();
@@ -527,12 +536,14 @@ impl Hub {
             self.flush_threats(&mut merge, false);
             match received {
                 Ok(rep) if rep.events => {
-                    self.threat_events(&mut merge, rep.threats);
+                    let file = |id: u64| rep.captures.iter().find(|(s, _)| *s == id).map(|(_, n)| n.to_string());
+                    self.threat_events(&mut merge, rep.threats, &rep.captures);
                     let events = rep
                         .snaps
                         .iter()
                         .map(|s| {
-                            let connection = to_record(s, |slot| self.name(slot));
+                            let mut connection = to_record(s, |slot| self.name(slot));
+                            connection.capture_file = file(s.session.id);
                             if connection.exception_action.is_some() {
                                 Event::Exception { connection }
                             } else if connection.verdict.as_deref() == Some("denied") {
@@ -741,6 +752,12 @@ fn connection(stream: UnixStream, ctl: &mpsc::Sender<CtlMsg>, hub: &Hub, slot: &
             stream_reports(&mut writer, hub, since, epoch);
             return;
         }
+        if let Request::CaptureStart { spec } = &req {
+            if spec.stream {
+                stream_capture(&mut writer, ctl, spec.clone());
+                return;
+            }
+        }
         if let Request::Hello { version, .. } = &req {
             let resp = match check_version(PROTOCOL_VERSION, version, "client") {
                 Ok(()) => Response::ok(Reply::Hello(Hello {
@@ -765,6 +782,54 @@ fn connection(stream: UnixStream, ctl: &mpsc::Sender<CtlMsg>, hub: &Hub, slot: &
             return;
         }
     }
+}
+
+/// A streamed capture ([`Request::CaptureStart`] with `stream`): the capture's description,
+/// its pcapng bytes as `capture_data` lines (base64), then `capture_end`. A write that fails
+/// (the client went away) drops the receiver, which ends the capture (`client_gone`).
+fn stream_capture(writer: &mut UnixStream, ctl: &mpsc::Sender<CtlMsg>, spec: warden_control::CaptureSpec) {
+    use base64::Engine as _;
+    let (tx, rx) = mpsc::channel();
+    if ctl.send(CtlMsg::CaptureStream(spec, tx)).is_err() {
+        let _ = write_response(writer, &Response::err("warden is stopping"));
+        return;
+    }
+    let (info, data) = match rx.recv() {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => {
+            let _ = write_response(writer, &Response::err(e));
+            return;
+        }
+        Err(_) => {
+            let _ = write_response(writer, &Response::err("warden is stopping"));
+            return;
+        }
+    };
+    let id = info.id.unwrap_or(0);
+    if write_response(writer, &Response::ok(Reply::Capture(info.clone()))).is_err() {
+        return;
+    }
+    while let Ok(m) = data.recv() {
+        let bytes = match m {
+            crate::capture::writer::StreamMsg::Data(b) => b,
+            crate::capture::writer::StreamMsg::End => break,
+        };
+        let chunk = warden_control::CaptureData { id, data: base64::engine::general_purpose::STANDARD.encode(bytes) };
+        if write_response(writer, &Response::ok(Reply::CaptureData(chunk))).is_err() {
+            return;
+        }
+    }
+    // The final counts: the capture's entry as `capture_list` shows it.
+    let mut end = info;
+    let (tx, rx) = mpsc::channel();
+    if ctl.send(CtlMsg::Request(Request::CaptureList {}, tx)).is_ok() {
+        if let Ok(Response { reply: Some(Reply::Captures(list)), .. }) = rx.recv_timeout(Duration::from_secs(5)) {
+            if let Some(c) = list.into_iter().find(|c| c.id == Some(id)) {
+                end = c;
+            }
+        }
+    }
+    let _ = write_response(writer, &Response::ok(Reply::CaptureEnd(end)));
 }
 
 fn stream_reports(writer: &mut UnixStream, hub: &Hub, since: Option<u64>, epoch: Option<u64>) {
@@ -985,13 +1050,13 @@ mod tests {
                 s.session.id = id;
                 s
             });
-            tx.send(WorkerReport { worker: 0, snaps: snaps.collect(), events: false, threats: Vec::new() }).unwrap();
+            tx.send(WorkerReport { worker: 0, snaps: snaps.collect(), events: false, threats: Vec::new(), captures: Vec::new() }).unwrap();
         }
         // A later snapshot of a pending session replaces its record (not counted as lost).
         let mut again = base.clone();
         again.session.id = 1;
         again.session.packets = [7, 0];
-        tx.send(WorkerReport { worker: 0, snaps: vec![again], events: false, threats: Vec::new() }).unwrap();
+        tx.send(WorkerReport { worker: 0, snaps: vec![again], events: false, threats: Vec::new(), captures: Vec::new() }).unwrap();
         drop(tx);
         let mut conns = Vec::new();
         loop {

@@ -118,6 +118,12 @@ pub enum CtlMsg {
     Metrics(mpsc::Sender<Box<crate::metrics::Snapshot>>),
     /// SIGHUP arrived: reload the configuration's policy file and access lists.
     Reload,
+    /// A streamed capture (`capture_start` with `stream`) from a control connection: the
+    /// answer is its description and the receiver of its pcapng bytes, or the error.
+    CaptureStream(
+        warden_control::CaptureSpec,
+        mpsc::Sender<Result<(warden_control::CaptureInfo, crossbeam::channel::Receiver<crate::capture::writer::StreamMsg>), String>>,
+    ),
 }
 
 #[derive(Debug, Clone)]
@@ -153,6 +159,8 @@ struct Daemon {
     /// The running policy (source form) and its published, compiled form.
     policy: Policy,
     policy_handle: Arc<PolicyHandle>,
+    /// The shadow policy (source form), published beside the running one ([`crate::shadow`]).
+    shadow: Option<Policy>,
     expectations: Arc<ExpectTable>,
     test_hooks: bool,
     names: Arc<NameTable>,
@@ -161,6 +169,8 @@ struct Daemon {
     /// Interface slots the XDP fast path is on for ([`crate::fastpath`]), shared with the
     /// workers.
     fast_slots: Arc<crate::fastpath::FastSlots>,
+    /// Captures on demand and the capture writer ([`crate::capture`]).
+    captures: crate::capture::manager::Manager,
 }
 
 /// Loads the policy `cfg` names (`[policy] file`, `default_mode`); an empty policy when none.
@@ -764,6 +774,7 @@ impl Daemon {
                     exceptions: w.defrag.exceptions,
                 },
                 tunnels: w.inspect.tunnels.named().filter(|(_, n)| *n > 0).map(|(k, n)| (k.to_string(), n)).collect(),
+                capture: w.capture.named().filter(|(_, n)| *n > 0).map(|(k, n)| (k.to_string(), n)).collect(),
                 time: WorkerTime {
                     busy_ns: w.timing.busy_ns,
                     spin_ns: w.timing.spin_ns,
@@ -806,6 +817,7 @@ impl Daemon {
                     policy_workloads: self.policy.workloads.len(),
                     policy_rules: self.policy.rules.len(),
                     policy_services: self.policy.services.len(),
+                    shadow_rules: self.shadow.as_ref().map(|p| p.rules.len()),
                     export: self.hub.export().status(),
                     related_flows: {
                         let e = self.expectations.stats();
@@ -886,6 +898,35 @@ impl Daemon {
                 Err(e) => Response::err(format!("policy rejected, the running one stays: {e}")),
             },
             Request::PolicyShow {} => Response::ok(Reply::PolicyText(self.policy.to_toml())),
+            Request::PolicyShadow { text } => match Policy::from_toml(&text) {
+                Ok(p) => self.install_shadow(Some(p)),
+                Err(e) => Response::err(format!("shadow policy rejected: {e}")),
+            },
+            Request::PolicyShadowClear {} => match self.shadow {
+                Some(_) => self.install_shadow(None),
+                None => Response::err("no shadow policy is loaded"),
+            },
+            Request::PolicyDiff {} => match self.shadow_diff() {
+                Some(d) => Response::ok(Reply::PolicyDiff(d)),
+                None => Response::err("no shadow policy is loaded (wardenctl policy shadow FILE)"),
+            },
+            Request::PolicyPromote {} => self.promote(),
+            Request::CaptureStart { spec } if spec.stream => {
+                Response::err("a streamed capture is served by its connection (send capture_start on a connection of its own)")
+            }
+            Request::CaptureStart { spec } => match self.start_capture(&spec) {
+                Ok((info, _)) => Response::ok(Reply::Capture(info)),
+                Err(e) => Response::err(e),
+            },
+            Request::CaptureList {} => Response::ok(Reply::Captures(self.captures.list())),
+            Request::CaptureStop { id } => match self.captures.stop(id) {
+                Ok(info) => Response::ok(Reply::Capture(info)),
+                Err(e) => Response::err(e),
+            },
+            Request::CaptureDelete { name } => match self.captures.delete(&name) {
+                Ok(m) => Response::ok(Reply::Done(m)),
+                Err(e) => Response::err(e),
+            },
             Request::PolicyStats {} => Response::ok(Reply::PolicyStats(self.policy_stats())),
             Request::Threats {} => Response::ok(Reply::Threats(self.threat_infos())),
             Request::PolicyLearned {} => {
@@ -1098,11 +1139,120 @@ impl Daemon {
         }
         let (w, r, s) = (p.workloads.len(), p.rules.len(), p.services.len());
         self.policy = p;
+        self.update_pretrigger();
         if !self.policy_handle.wait_loaded(g, Duration::from_secs(2)) {
             tracing::warn!(generation = g, "a worker did not load the new policy within 2 s");
         }
         let services = if s > 0 { format!(", {s} service(s)") } else { String::new() };
         let msg = format!("{what}: {w} workload(s), {r} rule(s){services}, generation {g}");
+        tracing::info!("{msg}");
+        Response::ok(Reply::Done(msg))
+    }
+
+    /// Hands the workers the pre-trigger ring's selection under the running policy, when it
+    /// names workloads (their addresses may have changed).
+    fn update_pretrigger(&self) {
+        if self.cfg.capture.pretrigger_workloads.is_empty() || self.cfg.capture.pretrigger_frames == 0 {
+            return;
+        }
+        match crate::capture::pretrigger_program(&self.cfg.capture, &self.policy) {
+            Ok(p) => {
+                for w in &self.workers {
+                    let _ = w.send(Command::PretriggerProgram(p.clone()));
+                }
+            }
+            Err(e) => tracing::warn!("pre-trigger selection not updated: {e}"),
+        }
+    }
+
+    /// Starts a capture of `spec` ([`crate::capture::manager::Manager::start`]) and hands it
+    /// to every worker; a stream's receiver comes back with its description.
+    fn start_capture(
+        &mut self,
+        spec: &warden_control::CaptureSpec,
+    ) -> Result<(warden_control::CaptureInfo, Option<crossbeam::channel::Receiver<crate::capture::writer::StreamMsg>>), String> {
+        let ifaces: Vec<crate::capture::manager::IfaceSlot> = self
+            .pairs
+            .iter()
+            .flat_map(|p| [(p.a.name.clone(), p.a.slot, p.b.slot), (p.b.name.clone(), p.b.slot, p.a.slot)])
+            .collect();
+        let t = crate::capture::manager::Target { ifaces: &ifaces, policy: &self.policy };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        let started = self.captures.start(spec, &t, now)?;
+        for w in &self.workers {
+            let _ = w.send(Command::Capture(started.active.clone()));
+        }
+        Ok((started.info, started.stream))
+    }
+
+    /// Compiles and publishes `p` as the shadow policy (None: drops the shadow); replies once
+    /// every worker evaluates it.
+    fn install_shadow(&mut self, p: Option<Policy>) -> Response {
+        let compiled = match p.as_ref().map(CompiledPolicy::compile).transpose() {
+            Ok(c) => c,
+            Err(e) => return Response::err(format!("shadow policy rejected: {e}")),
+        };
+        let g = self.policy_handle.publish_shadow(compiled);
+        for w in &self.workers {
+            w.wake();
+        }
+        if !self.policy_handle.wait_shadow_loaded(g, Duration::from_secs(2)) {
+            tracing::warn!(generation = g, "a worker did not load the shadow policy within 2 s");
+        }
+        let msg = match &p {
+            Some(p) => format!(
+                "shadow policy loaded: {} workload(s), {} rule(s), shadow generation {g}; live sessions are compared on their next frame",
+                p.workloads.len(),
+                p.rules.len()
+            ),
+            None => format!("shadow policy cleared (shadow generation {g})"),
+        };
+        self.shadow = p;
+        tracing::info!("{msg}");
+        Response::ok(Reply::Done(msg))
+    }
+
+    /// The workers' shadow diff sums merged (None: no shadow loaded).
+    fn shadow_diff(&self) -> Option<warden_control::PolicyDiff> {
+        let (shadow, g) = self.policy_handle.load_shadow();
+        let shadow = shadow?;
+        let replies: Vec<_> = self
+            .workers
+            .iter()
+            .map(|w| {
+                let (tx, rx) = mpsc::channel();
+                let _ = w.send(Command::ShadowDiff { reply: tx });
+                rx
+            })
+            .collect();
+        let mut all = crate::shadow::ShadowDiff { generation: g, ..Default::default() };
+        for rx in replies {
+            if let Ok(d) = rx.recv_timeout(Duration::from_secs(5)) {
+                all.merge(&d);
+            }
+        }
+        Some(all.to_reply(&shadow))
+    }
+
+    /// `policy promote`: the shadow becomes the running policy in one generation swap
+    /// ([`PolicyHandle::promote`]); replies once every worker enforces it.
+    fn promote(&mut self) -> Response {
+        let Some(p) = self.shadow.take() else {
+            return Response::err("no shadow policy is loaded (wardenctl policy shadow FILE)");
+        };
+        let Some((g, sg)) = self.policy_handle.promote() else {
+            return Response::err("no shadow policy is loaded");
+        };
+        for w in &self.workers {
+            w.wake();
+        }
+        let (w, r) = (p.workloads.len(), p.rules.len());
+        self.policy = p;
+        self.update_pretrigger();
+        if !self.policy_handle.wait_loaded(g, Duration::from_secs(2)) || !self.policy_handle.wait_shadow_loaded(sg, Duration::from_secs(2)) {
+            tracing::warn!(generation = g, "a worker did not load the promoted policy within 2 s");
+        }
+        let msg = format!("shadow policy promoted: {w} workload(s), {r} rule(s), generation {g}");
         tracing::info!("{msg}");
         Response::ok(Reply::Done(msg))
     }
@@ -1235,6 +1385,15 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     // One table of DNS names for all workers: a client's DNS flow and its later connections
     // may be owned by different workers.
     let names = Arc::new(NameTable::new(cfg.policy.names()));
+    // Captures: the writer thread and one ring per worker; pre-trigger files counted over all.
+    let slot_names: Arc<dyn Fn(u16) -> String + Send + Sync> = {
+        let hub = hub.clone();
+        Arc::new(move |slot| hub.name(slot))
+    };
+    let (captures, mut rings) =
+        crate::capture::manager::Manager::new(&cfg.capture, d.workers, slot_names).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let pretrigger_files = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let pretrigger_program = crate::capture::pretrigger_program(&cfg.capture, &policy).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut workers = Vec::new();
     let mut handles = Vec::new();
     let mut pulses: Vec<Arc<crate::service::Pulse>> = Vec::new();
@@ -1272,9 +1431,11 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         let pulse = Arc::new(crate::service::Pulse::default());
         pulses.push(pulse.clone());
         let link = WorkerLink::new(tx, mesh.waker());
+        let pre = crate::capture::manager::Manager::pretrigger(&cfg.capture, pretrigger_files.clone(), pretrigger_program.clone());
+        let tap = crate::capture::Tap::new(i, rings.get_mut(i).and_then(Option::take), pre);
         handles.push(spawn_vital(format!("warden-w{i}"), {
             let h = policy_handle.clone();
-            move || Worker::new(wcfg, insp, mesh, rx, reports).with_policy(h).with_pulse(pulse).run()
+            move || Worker::new(wcfg, insp, mesh, rx, reports).with_policy(h).with_pulse(pulse).with_tap(tap).run()
         })?);
         workers.push(link);
     }
@@ -1300,11 +1461,13 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         started: Instant::now(),
         policy,
         policy_handle: policy_handle.clone(),
+        shadow: None,
         expectations,
         test_hooks: opts.test_hooks,
         names,
         report_queue,
         fast_slots,
+        captures,
     };
     // Every worker enforces the start-up policy before the first pair is attached.
     if !policy_handle.wait_loaded(policy_handle.generation(), Duration::from_secs(5)) {
@@ -1439,12 +1602,19 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
                     let _ = reply.send(Box::new(s));
                 }
             }
+            CtlMsg::CaptureStream(spec, reply) => {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| daemon.start_capture(&spec)))
+                    .unwrap_or_else(|_| Err("internal error starting the capture (logged)".into()))
+                    .and_then(|(info, rx)| rx.map(|rx| (info, rx)).ok_or_else(|| "not a stream".to_string()));
+                let _ = reply.send(r);
+            }
         }
     }
     daemon.shutdown();
     for h in handles {
         let _ = h.join();
     }
+    daemon.captures.shutdown();
     let _ = reporter.join();
     hub.export().stop();
     let _ = std::fs::remove_file(&socket);

@@ -32,13 +32,34 @@ use crate::app::engine::Engine;
 use crate::app::{App, AppSet};
 use crate::policy::{CompiledPolicy, Decision, Mode, PolicyVerdict, WorkloadIdx};
 
-/// The policy shared by the control thread (writer) and the workers (readers).
+/// The policy shared by the control thread (writer) and the workers (readers), and the shadow
+/// policy beside it ([`crate::shadow`]), each with a generation of its own.
 pub struct PolicyHandle {
     current: RwLock<Arc<CompiledPolicy>>,
     generation: AtomicU32,
     /// Generation each worker has loaded (index = worker), so a writer can wait until every
     /// worker enforces what it published.
     loaded: Vec<AtomicU32>,
+    /// The shadow policy (None: none loaded).
+    shadow: RwLock<Option<Arc<CompiledPolicy>>>,
+    /// Changes on every shadow load or clear (0: never loaded).
+    shadow_generation: AtomicU32,
+    /// Shadow generation each worker has loaded.
+    shadow_loaded: Vec<AtomicU32>,
+}
+
+/// Waits (up to `timeout`) until every entry of `loaded` is `g` or later; false on timeout.
+fn wait_all(loaded: &[AtomicU32], g: u32, timeout: std::time::Duration) -> bool {
+    let until = std::time::Instant::now() + timeout;
+    loop {
+        if loaded.iter().all(|l| l.load(Ordering::Acquire).wrapping_sub(g) < u32::MAX / 2) {
+            return true;
+        }
+        if std::time::Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
 }
 
 impl PolicyHandle {
@@ -48,6 +69,9 @@ impl PolicyHandle {
             current: RwLock::new(Arc::new(policy)),
             generation: AtomicU32::new(1),
             loaded: (0..workers.max(1)).map(|_| AtomicU32::new(0)).collect(),
+            shadow: RwLock::new(None),
+            shadow_generation: AtomicU32::new(0),
+            shadow_loaded: (0..workers.max(1)).map(|_| AtomicU32::new(0)).collect(),
         }
     }
 
@@ -80,20 +104,52 @@ impl PolicyHandle {
     /// Waits (up to `timeout`) until every worker enforces generation `g` or later; false on
     /// timeout.
     pub fn wait_loaded(&self, g: u32, timeout: std::time::Duration) -> bool {
-        let until = std::time::Instant::now() + timeout;
-        loop {
-            if self
-                .loaded
-                .iter()
-                .all(|l| l.load(Ordering::Acquire).wrapping_sub(g) < u32::MAX / 2)
-            {
-                return true;
-            }
-            if std::time::Instant::now() >= until {
-                return false;
-            }
-            std::thread::sleep(std::time::Duration::from_micros(200));
+        wait_all(&self.loaded, g, timeout)
+    }
+
+    /// The current shadow generation (changes on every shadow load or clear; 0: never).
+    #[inline]
+    pub fn shadow_generation(&self) -> u32 {
+        self.shadow_generation.load(Ordering::Acquire)
+    }
+
+    /// The shadow policy (None: none loaded) and its generation.
+    pub fn load_shadow(&self) -> (Option<Arc<CompiledPolicy>>, u32) {
+        let p = self.shadow.read().unwrap_or_else(|e| e.into_inner());
+        (p.clone(), self.shadow_generation.load(Ordering::Acquire))
+    }
+
+    /// Publishes `policy` as the shadow (None: drops it); returns its shadow generation.
+    pub fn publish_shadow(&self, policy: Option<CompiledPolicy>) -> u32 {
+        let mut cur = self.shadow.write().unwrap_or_else(|e| e.into_inner());
+        *cur = policy.map(Arc::new);
+        self.shadow_generation.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Makes the shadow policy the current one and drops the shadow, in one step for every
+    /// writer (both locks held while the current policy is swapped); returns the new
+    /// (generation, shadow generation), or None when no shadow is loaded.
+    pub fn promote(&self) -> Option<(u32, u32)> {
+        let mut shadow = self.shadow.write().unwrap_or_else(|e| e.into_inner());
+        let candidate = shadow.take()?;
+        let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
+        *cur = candidate;
+        let g = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let sg = self.shadow_generation.fetch_add(1, Ordering::AcqRel) + 1;
+        Some((g, sg))
+    }
+
+    /// Worker `w` now evaluates shadow generation `g`.
+    pub fn mark_shadow_loaded(&self, w: usize, g: u32) {
+        if let Some(l) = self.shadow_loaded.get(w) {
+            l.store(g, Ordering::Release);
         }
+    }
+
+    /// Waits (up to `timeout`) until every worker evaluates shadow generation `g` or later;
+    /// false on timeout.
+    pub fn wait_shadow_loaded(&self, g: u32, timeout: std::time::Duration) -> bool {
+        wait_all(&self.shadow_loaded, g, timeout)
     }
 }
 
@@ -138,6 +194,8 @@ pub struct PolicyState {
     /// frames are dropped from then on (reset at both ends once for `reset`), whatever the
     /// policy decides on re-evaluation.
     pub threat_block: Option<(crate::detect::ThreatId, crate::detect::Action)>,
+    /// The verdict of the shadow policy, when one is loaded ([`crate::shadow`]).
+    pub shadow: crate::shadow::ShadowState,
 }
 
 impl PolicyState {
@@ -244,13 +302,21 @@ pub struct PolicyView {
     pub mode: Option<Mode>,
     /// The exception applied, if any.
     pub exception: Option<crate::exception::Exception>,
+    /// The shadow policy's verdict and rule, when they differ from the settled real verdict
+    /// ([`crate::shadow::ShadowState::differing`]).
+    pub shadow: Option<(Option<PolicyVerdict>, Option<u32>)>,
 }
 
 impl PolicyView {
     /// The view of `s` under `p` (workload indices are resolved only when `s` was decided by
-    /// the generation `p` belongs to, `generation`).
-    pub fn of(s: &PolicyState, p: &CompiledPolicy, generation: u32) -> Option<PolicyView> {
-        s.verdict?;
+    /// the generation `p` belongs to, `generation`), with the shadow verdict of shadow
+    /// generation `shadow_generation` where it differs. None when neither policy enforces
+    /// the session.
+    pub fn of(s: &PolicyState, p: &CompiledPolicy, generation: u32, shadow_generation: u32) -> Option<PolicyView> {
+        let shadow = s.shadow.differing(shadow_generation, s.verdict, s.pending_app);
+        if s.verdict.is_none() && shadow.is_none() {
+            return None;
+        }
         let name = |w: Option<WorkloadIdx>| {
             w.filter(|_| s.generation == generation)
                 .map(|w| p.workload_id(w).to_string())
@@ -261,6 +327,7 @@ impl PolicyView {
             workloads: [name(s.workloads[0]), name(s.workloads[1])],
             mode: s.mode,
             exception: s.exception,
+            shadow,
         })
     }
 }

@@ -196,6 +196,11 @@ pub struct Inspector {
     policy_gen: u32,
     /// Sessions decided per rule and per mode default, for the current policy.
     pub hits: Hits,
+    /// The shadow policy evaluated beside `policy` ([`crate::shadow`]), and its generation.
+    shadow: Option<Arc<CompiledPolicy>>,
+    shadow_gen: u32,
+    /// What the shadow would change, summed since it was loaded.
+    pub shadow_diff: crate::shadow::ShadowDiff,
     /// Names DNS answers gave to addresses, per DNS client (for `fqdn` rules).
     names: Arc<NameTable>,
     /// Sessions that just became violations or denied: (slab index, session id), drained by
@@ -280,6 +285,9 @@ impl Inspector {
             policy: Arc::new(CompiledPolicy::empty()),
             policy_gen: 0,
             hits: Hits::default(),
+            shadow: None,
+            shadow_gen: 0,
+            shadow_diff: crate::shadow::ShadowDiff::default(),
             names: Arc::new(NameTable::new(NameConfig::small())),
             events: Vec::with_capacity(EVENT_QUEUE),
             expect: Arc::new(ExpectTable::default()),
@@ -436,6 +444,25 @@ impl Inspector {
     /// Generation of the enforced policy.
     pub fn policy_generation(&self) -> u32 {
         self.policy_gen
+    }
+
+    /// Evaluates `shadow` (shadow generation `generation`; None: no shadow) beside the
+    /// enforced policy from the next frame on ([`crate::shadow`]); live sessions are evaluated
+    /// under it on their next frame. Resets (and sizes, or frees) the diff sums.
+    pub fn set_shadow(&mut self, shadow: Option<Arc<CompiledPolicy>>, generation: u32) {
+        self.shadow_diff.reset(generation, shadow.is_some());
+        self.shadow = shadow;
+        self.shadow_gen = generation;
+    }
+
+    /// Generation of the shadow policy this inspector evaluates (0: never loaded).
+    pub fn shadow_generation(&self) -> u32 {
+        self.shadow_gen
+    }
+
+    /// The shadow policy, if one is loaded.
+    pub fn shadow(&self) -> Option<&Arc<CompiledPolicy>> {
+        self.shadow.as_ref()
     }
 
     /// The enforced policy.
@@ -1188,6 +1215,13 @@ impl Inspector {
             self.sessions.get_mut(idx).policy = ps;
             return self.enforce(idx, new, ip, now_ns);
         }
+        // The shadow policy, where the real one was evaluated or the shadow is newer (one
+        // `Option` test per frame when none is loaded).
+        if self.shadow.is_some()
+            && (reeval || ps.shadow.generation != self.shadow_gen || (ps.blocked && ps.shadow.pending_app))
+        {
+            self.evaluate_shadow(idx, &mut ps, app, now_ns);
+        }
         // Events: an exception once, else a violation or denial once per verdict change.
         let alarm = matches!(ps.verdict, Some(PolicyVerdict::Violation | PolicyVerdict::Denied));
         let exception_event = ps.exception.is_some_and(|e| e.action.is_some())
@@ -1224,6 +1258,47 @@ impl Inspector {
             return Verdict::Reset;
         }
         Verdict::Drop(DropReason::PolicyDenied)
+    }
+
+    /// Evaluates session `idx` (policy state `ps`, being decided) under the shadow policy with
+    /// the facts the real evaluation uses (`app`: the app as the real evaluation saw it; a
+    /// blocked session will never know more, so there a pending shadow takes `unknown`), and
+    /// counts it in the diff once both verdicts are settled ([`crate::shadow`]).
+    fn evaluate_shadow(&mut self, idx: u32, ps: &mut crate::enforce::PolicyState, app: Option<App>, now_ns: u64) {
+        let Some(shadow) = self.shadow.clone() else { return };
+        let s = *self.sessions.get(idx);
+        let (server, server_port) = s.server_end();
+        let (client, server) = (s.client_end().0.ip(), server.ip());
+        let mut buf = NameBuf::default();
+        let names = self.names.lookup(&shadow, s.key.zone, client, server, now_ns, &mut buf);
+        let facts = Facts {
+            client,
+            server,
+            ip_proto: s.key.proto,
+            server_port,
+            app: if ps.blocked { app.or(Some(App::Unknown)) } else { app },
+            server_names: names.as_slice(),
+            client_names: &[],
+        };
+        let d = shadow.evaluate_ends(&facts, self.origins.ends_under(s.client_iface, &shadow));
+        ps.shadow.apply(&d, self.shadow_gen);
+        if ps.pending_app || d.pending_app || (ps.verdict.is_none() && d.verdict.is_none()) {
+            return;
+        }
+        let first = !ps.shadow.compared;
+        ps.shadow.compared = true;
+        let key = (!ps.shadow.counted && ps.verdict != d.verdict).then_some(crate::shadow::DiffKey {
+            client: d.client_workload,
+            server: d.server_workload,
+            ip_proto: s.key.proto,
+            server_port,
+            verdict: ps.verdict,
+            rule_id: ps.rule_id,
+            shadow_verdict: d.verdict,
+            shadow_rule_id: d.rule_id,
+        });
+        ps.shadow.counted |= key.is_some();
+        self.shadow_diff.count(first, key, client, server);
     }
 
     /// The verdict for a frame of a session a threat blocked (protect mode, action `drop` or
@@ -1890,7 +1965,7 @@ impl Inspector {
             self.engine.close(ctx);
         }
         for snap in &mut snaps[from..] {
-            snap.policy = PolicyView::of(&snap.session.policy, &self.policy, self.policy_gen);
+            snap.policy = PolicyView::of(&snap.session.policy, &self.policy, self.policy_gen, self.shadow_gen);
             let ctx = snap.session.app_ctx;
             if ctx == NO_APP {
                 continue;

@@ -28,6 +28,7 @@
 
 pub mod access;
 pub mod app;
+pub mod capture;
 pub mod checksum;
 pub mod config;
 pub mod control;
@@ -62,6 +63,7 @@ pub mod rescan;
 pub mod rst;
 pub mod seqlock;
 pub mod service;
+pub mod shadow;
 pub mod session;
 pub mod stream;
 pub mod tcpseq;

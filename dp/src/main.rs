@@ -65,6 +65,11 @@ enum Cmd {
         /// as with 1, except for detectors that span host pairs: see `replay_file_threads`).
         #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
         threads: u16,
+        /// Shadow policy file, evaluated beside --policy: records get `shadow_verdict` /
+        /// `shadow_rule_id` where it differs, and stderr gets its diff (as `wardenctl policy
+        /// diff`).
+        #[arg(long, value_name = "FILE")]
+        shadow: Option<String>,
     },
     /// Check a configuration file and exit.
     CheckConfig {
@@ -131,13 +136,14 @@ fn main() -> ExitCode {
             let opts = warden_dp::daemon::RunOptions { test_hooks, reload: Some(std::sync::Arc::new(read)) };
             warden_dp::daemon::run(cfg, opts).map_err(|e| format!("{e:#}"))
         })(),
-        Cmd::Replay { file, config, policy, threads } => (|| {
+        Cmd::Replay { file, config, policy, threads, shadow } => (|| {
             let mut cfg = load(config.as_ref())?;
             if policy.is_some() {
                 cfg.policy.file = policy;
             }
             let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-            let sum = warden_dp::replay::replay_json(&file, &cfg, usize::from(threads), &mut out).map_err(|e| e.to_string())?;
+            let sum = warden_dp::replay::replay_json_with(&file, &cfg, usize::from(threads), shadow.as_deref(), &mut out)
+                .map_err(|e| e.to_string())?;
             drop(out);
             let secs = sum.seconds.max(1e-9);
             let cpu: Vec<String> = sum.thread_cpu_s.iter().map(|s| format!("{s:.3}")).collect();
@@ -184,6 +190,12 @@ fn main() -> ExitCode {
                     sum.fragments_forwarded,
                     sum.fragments_dropped
                 );
+            }
+            if let Some(d) = &sum.shadow_diff {
+                eprintln!("replay {}: shadow policy diff:", file.display());
+                for line in warden_control::render::policy_diff(d) {
+                    eprintln!("{line}");
+                }
             }
             Ok(())
         })(),

@@ -111,6 +111,17 @@ impl Origins {
         }
     }
 
+    /// As [`Self::ends`] under another policy than the one applied (the shadow policy,
+    /// [`crate::shadow`]): the workloads `policy` puts behind the client's interface and its
+    /// peer, by interface name (two hash lookups; only when a session is evaluated).
+    pub fn ends_under(&self, client_slot: u16, policy: &CompiledPolicy) -> Ends {
+        let Some(s) = self.slot(client_slot) else { return Ends::default() };
+        Ends {
+            client: policy.workload_of_iface(&s.name),
+            server: self.slot(s.peer).and_then(|p| policy.workload_of_iface(&p.name)),
+        }
+    }
+
     /// The workload a frame received on `slot` from `src` (with source MAC `mac`) claims to be
     /// and may not be: `src` is an address of a workload with an `iface` that is not `slot`'s
     /// interface, or with `macs` that do not include `mac`. `None` for frames that claim no

@@ -94,6 +94,12 @@ fn policy_fields(snap: &SessionSnapshot, mut r: ConnectionRecord) -> ConnectionR
     if let Some(p) = &snap.policy {
         r.verdict = p.verdict.map(|v| v.as_str().to_string());
         r.rule_id = p.rule_id;
+        if let Some((verdict, rule)) = p.shadow {
+            // `none` for a session the shadow does not enforce (the field is only present
+            // where the verdicts differ).
+            r.shadow_verdict = Some(verdict.map_or("none", |v| v.as_str()).to_string());
+            r.shadow_rule_id = rule;
+        }
         r.client_workload = p.workloads[0].clone();
         r.server_workload = p.workloads[1].clone();
         r.mode = p.mode.map(|m| m.as_str().to_string());

@@ -96,6 +96,9 @@ pub struct ReplaySummary {
     /// The threat events the live path would have sent (merged on the packet clock: at most
     /// one per (threat, client, server) per 10 s of capture time), in order.
     pub threat_events: Vec<warden_control::Event>,
+    /// With a shadow policy ([`replay_file_with`]): what it would change, the answer
+    /// `wardenctl policy diff` gives inline ([`crate::shadow`]).
+    pub shadow_diff: Option<warden_control::PolicyDiff>,
 }
 
 /// Frames a replay could not give to the pipeline, by reason (frames).
@@ -408,7 +411,23 @@ pub fn replay_file_threads(
     cfg: &Config,
     threads: usize,
 ) -> Result<(Vec<ConnectionRecord>, ReplaySummary), ReplayError> {
-    let (parts, summary) = run(path, cfg, threads, Records::default)?;
+    replay_file_with(path, cfg, threads, None)
+}
+
+/// As [`replay_file_threads`], with the policy file `shadow` evaluated beside the configured
+/// policy as the shadow policy ([`crate::shadow`], `warden replay --policy A --shadow B`):
+/// records carry `shadow_verdict` / `shadow_rule_id` where it differs, and the summary has its
+/// diff (summed over the pipelines).
+///
+/// # Errors
+/// As [`replay_file`]; [`ReplayError::Policy`] when the shadow file does not load.
+pub fn replay_file_with(
+    path: &Path,
+    cfg: &Config,
+    threads: usize,
+    shadow: Option<&str>,
+) -> Result<(Vec<ConnectionRecord>, ReplaySummary), ReplayError> {
+    let (parts, summary) = run(path, cfg, threads, shadow, Records::default)?;
     let mut all: Vec<(Order, ConnectionRecord)> = parts.into_iter().flat_map(|r| r.0).collect();
     all.sort_unstable_by_key(|(o, _)| *o);
     Ok((all.into_iter().map(|(_, r)| r).collect(), summary))
@@ -422,7 +441,21 @@ pub fn replay_file_threads(
 /// # Errors
 /// As [`replay_file`]; [`ReplayError::Io`] (path `"output"`) when writing fails.
 pub fn replay_json(path: &Path, cfg: &Config, threads: usize, out: &mut dyn Write) -> Result<ReplaySummary, ReplayError> {
-    let (parts, summary) = run(path, cfg, threads, JsonLines::default)?;
+    replay_json_with(path, cfg, threads, None, out)
+}
+
+/// [`replay_json`] with a shadow policy file (see [`replay_file_with`]).
+///
+/// # Errors
+/// As [`replay_json`]; [`ReplayError::Policy`] when the shadow file does not load.
+pub fn replay_json_with(
+    path: &Path,
+    cfg: &Config,
+    threads: usize,
+    shadow: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<ReplaySummary, ReplayError> {
+    let (parts, summary) = run(path, cfg, threads, shadow, JsonLines::default)?;
     let mut lines: Vec<(Order, usize, usize, usize)> = Vec::with_capacity(parts.iter().map(|p| p.lines.len()).sum());
     for (t, p) in parts.iter().enumerate() {
         lines.extend(p.lines.iter().map(|&(o, from, to)| (o, t, from, to)));
@@ -491,13 +524,15 @@ impl Collect for JsonLines {
 /// What every pipeline shares (as the daemon's workers do).
 struct Shared {
     policy: Option<Arc<crate::policy::CompiledPolicy>>,
+    /// The shadow policy every pipeline evaluates beside `policy`, if any.
+    shadow: Option<Arc<crate::policy::CompiledPolicy>>,
     expectations: Arc<ExpectTable>,
     names: Arc<crate::names::NameTable>,
     sources: Arc<crate::threat::limit::SourceCounts>,
 }
 
 impl Shared {
-    fn new(cfg: &Config) -> Result<Shared, ReplayError> {
+    fn new(cfg: &Config, shadow: Option<&str>) -> Result<Shared, ReplayError> {
         let policy = if cfg.policy.file.is_some() || cfg.policy.default_mode.is_some() {
             let policy = crate::daemon::load_policy(cfg).map_err(|message| ReplayError::Policy { message })?;
             let compiled = crate::policy::CompiledPolicy::compile(&policy)
@@ -506,12 +541,22 @@ impl Shared {
         } else {
             None
         };
-        Ok(Shared::with_policy(cfg, policy))
+        let mut shared = Shared::with_policy(cfg, policy);
+        if let Some(file) = shadow {
+            let mut c = cfg.clone();
+            c.policy.file = Some(file.to_string());
+            let policy = crate::daemon::load_policy(&c).map_err(|message| ReplayError::Policy { message })?;
+            let compiled = crate::policy::CompiledPolicy::compile(&policy)
+                .map_err(|e| ReplayError::Policy { message: format!("shadow {file}: {e}") })?;
+            shared.shadow = Some(Arc::new(compiled));
+        }
+        Ok(shared)
     }
 
     fn with_policy(cfg: &Config, policy: Option<Arc<crate::policy::CompiledPolicy>>) -> Shared {
         Shared {
             policy,
+            shadow: None,
             expectations: Arc::new(ExpectTable::default()),
             names: Arc::new(crate::names::NameTable::new(cfg.policy.names())),
             sources: crate::threat::limit::SourceCounts::new(cfg.threats.resolve().limits.session_limit.cells),
@@ -548,6 +593,9 @@ impl<C: Collect> Pipeline<C> {
         );
         if let Some(p) = &shared.policy {
             insp.set_policy(p.clone(), 1);
+        }
+        if shared.shadow.is_some() {
+            insp.set_shadow(shared.shadow.clone(), 1);
         }
         insp.set_exceptions(cfg.exceptions());
         insp.set_normalization(cfg.normalization.resolve(true));
@@ -676,6 +724,7 @@ impl<C: Collect> Pipeline<C> {
             fragments_dropped: self.fragments_dropped,
             threats: insp.threats.stats,
             events: self.events,
+            shadow_diff: insp.shadow_diff.clone(),
             cpu_s: thread_cpu_s(),
             out: self.out,
         }
@@ -694,6 +743,8 @@ struct Finished<C> {
     fragments_dropped: u64,
     threats: crate::threat::ThreatStats,
     events: Vec<(u64, warden_control::Event)>,
+    /// What the shadow policy would change in this pipeline's sessions.
+    shadow_diff: crate::shadow::ShadowDiff,
     /// CPU time of the pipeline's thread (s).
     cpu_s: f64,
     out: C,
@@ -793,11 +844,12 @@ fn run<C: Collect>(
     path: &Path,
     cfg: &Config,
     threads: usize,
+    shadow: Option<&str>,
     collector: impl Fn() -> C + Sync,
 ) -> Result<(Vec<C>, ReplaySummary), ReplayError> {
     let start = Instant::now();
     let threads = threads.max(1);
-    let shared = Shared::new(cfg)?;
+    let shared = Shared::new(cfg, shadow)?;
     let mut summary = ReplaySummary { threads, ..ReplaySummary::default() };
     let finished: Vec<Finished<C>> = if threads == 1 {
         let mut p = Pipeline::new(cfg, &shared, collector());
@@ -933,7 +985,10 @@ fn run<C: Collect>(
     let mut hits = [0u64; crate::threat::KINDS];
     let mut dropped = [0u64; crate::threat::KINDS];
     let mut parts = Vec::with_capacity(finished.len());
+    // Every pipeline loaded the shadow policy as generation 1.
+    let mut shadow_diff = crate::shadow::ShadowDiff { generation: 1, ..Default::default() };
     for (t, f) in finished.into_iter().enumerate() {
+        shadow_diff.merge(&f.shadow_diff);
         summary.sessions += f.sessions;
         summary.malformed += f.malformed;
         summary.spoofed += f.spoofed;
@@ -963,6 +1018,7 @@ fn run<C: Collect>(
         .map(|t| (t.as_str(), hits[*t as usize], dropped[*t as usize]))
         .filter(|t| t.1 + t.2 > 0)
         .collect();
+    summary.shadow_diff = shared.shadow.as_ref().map(|p| shadow_diff.to_reply(p));
     summary.seconds = start.elapsed().as_secs_f64();
     summary.cpu_s = cpu_s(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID);
     Ok((parts, summary))

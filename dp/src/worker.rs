@@ -154,6 +154,8 @@ pub struct WorkerStats {
     pub defrag: DefragStats,
     /// Loop time and per-frame processing latency ([`crate::metrics`]).
     pub timing: crate::metrics::LoopStats,
+    /// Capture stage counters ([`crate::capture`]).
+    pub capture: crate::capture::TapStats,
     /// Sessions not inspected because the app context pool was empty.
     pub app_pool_full: u64,
     /// Times a parser rejected its stream and detection ran again.
@@ -182,6 +184,9 @@ pub struct WorkerReport {
     /// Threat events (merged on the worker, [`crate::threat::event`]), each with a snapshot of
     /// its session when it was still in the table.
     pub threats: Vec<(crate::threat::event::ThreatHit, Option<SessionSnapshot>)>,
+    /// Pre-trigger capture files of the sessions of these events, by session id
+    /// ([`crate::capture::pretrigger`]).
+    pub captures: Vec<(u64, Arc<str>)>,
 }
 
 /// An XSK a worker bound: (interface slot, rx queue, socket fd) for the XSKMAP.
@@ -191,6 +196,10 @@ pub type XskBinding = (u16, u32, i32);
 pub enum Command {
     /// Apply new threat actions and thresholds (`[threats]`, SIGHUP).
     Threats(crate::threat::ThreatPolicy),
+    /// Run a capture ([`crate::capture`]) until it is marked stopped.
+    Capture(Arc<crate::capture::Active>),
+    /// Select the frames the pre-trigger ring keeps (None: all).
+    PretriggerProgram(Option<crate::capture::bpf::Program>),
     /// Bind XSKs for one queue group of an inline pair; reply with `(slot, queue, fd)` of each
     /// socket for the XSKMAP, or the error.
     AddGroup {
@@ -242,6 +251,12 @@ pub enum Command {
         scan: usize,
         /// Reply channel: the snapshots and the next step's slot (`None`: end of the table).
         reply: mpsc::Sender<(Vec<SessionSnapshot>, Option<u32>)>,
+    },
+    /// What the shadow policy would change on this worker ([`crate::shadow`]): a copy of its
+    /// sums (not part of [`Command::Stats`], which metrics scrapes ask for often).
+    ShadowDiff {
+        /// Reply channel.
+        reply: mpsc::Sender<crate::shadow::ShadowDiff>,
     },
     /// Report counters.
     Stats {
@@ -407,6 +422,8 @@ pub struct Worker {
     stage_tick: u32,
     /// Liveness and totals read by the control loop (systemd watchdog, `STATUS=`).
     pulse: Arc<crate::service::Pulse>,
+    /// The capture stage: running captures, the pre-trigger ring ([`crate::capture`]).
+    tap: crate::capture::Tap,
 }
 
 /// The token a held frame is known by: group id (15 bits), side (1), length (16), UMEM
@@ -425,7 +442,7 @@ fn untoken(t: u64) -> (u16, usize, XdpDesc) {
 /// peer of the side it came from, or dropped and counted, with the datagram's one verdict
 /// (resets, for [`Verdict::Reset`], are sent once). Frames of groups that are gone are
 /// forgotten.
-fn release_held(groups: &mut [GroupState], insp: &mut Inspector) {
+fn release_held(groups: &mut [GroupState], insp: &mut Inspector, tap: &mut crate::capture::Tap, now: u64) {
     if insp.releases().is_empty() {
         return;
     }
@@ -434,6 +451,10 @@ fn release_held(groups: &mut [GroupState], insp: &mut Inspector) {
         for &t in tokens {
             let (id, side, d) = untoken(t);
             let Some(gs) = groups.iter_mut().find(|g| g.id == id) else { continue };
+            if tap.on() {
+                let slot = gs.group.ports.iter().find(|p| usize::from(p.side) == side).map_or(0, |p| p.slot);
+                tap.frame(gs.zone, slot, now, gs.group.frame(&d), r.verdict);
+            }
             match r.verdict {
                 Verdict::Forward => {
                     let other = 1 - side;
@@ -517,7 +538,14 @@ impl Worker {
             next_group: 0,
             timing: crate::metrics::LoopStats::default(),
             pulse: Arc::default(),
+            tap: crate::capture::Tap::default(),
         }
+    }
+
+    /// Offers frames to `tap` (captures, pre-trigger ring) after their verdict.
+    pub fn with_tap(mut self, tap: crate::capture::Tap) -> Self {
+        self.tap = tap;
+        self
     }
 
     /// Publishes this worker's loop count, sessions and frames through `pulse` (once per loop),
@@ -533,18 +561,26 @@ impl Worker {
         self
     }
 
-    /// A policy was published that this worker does not enforce yet.
+    /// A policy (or shadow policy) was published that this worker does not enforce yet.
     fn policy_pending(&self) -> bool {
-        self.policy.as_ref().is_some_and(|h| h.generation() != self.insp.policy_generation())
+        self.policy.as_ref().is_some_and(|h| {
+            h.generation() != self.insp.policy_generation() || h.shadow_generation() != self.insp.shadow_generation()
+        })
     }
 
-    /// Loads a newly published policy (once per loop: one atomic load when nothing changed).
+    /// Loads a newly published policy or shadow policy (once per loop: two atomic loads when
+    /// nothing changed).
     fn refresh_policy(&mut self) {
         let Some(h) = &self.policy else { return };
         if h.generation() != self.insp.policy_generation() {
             let (p, g) = h.load();
             self.insp.set_policy(p, g);
             h.mark_loaded(self.cfg.index, g);
+        }
+        if h.shadow_generation() != self.insp.shadow_generation() {
+            let (p, g) = h.load_shadow();
+            self.insp.set_shadow(p, g);
+            h.mark_shadow_loaded(self.cfg.index, g);
         }
     }
 
@@ -614,7 +650,8 @@ impl Worker {
                 self.insp.pull_fast(now, false);
                 self.insp.expire_fragments(now);
                 self.insp.flush_threats(now);
-                release_held(&mut self.groups, &mut self.insp);
+                release_held(&mut self.groups, &mut self.insp, &mut self.tap, now);
+                self.tap.tick(now);
             }
             if last_report.elapsed() >= self.cfg.report_interval
                 || self.insp.sessions.ended_nearly_full()
@@ -721,8 +758,12 @@ impl Worker {
             if !flush && self.reports.is_full() {
                 return;
             }
-            let mut report = WorkerReport { worker: self.cfg.index, snaps: Vec::new(), events: false, threats: Vec::new() };
+            let mut report =
+                WorkerReport { worker: self.cfg.index, snaps: Vec::new(), events: false, threats: Vec::new(), captures: Vec::new() };
             let more = fill(&mut self.insp, &mut report);
+            if report.events && self.tap.on() {
+                crate::capture::trigger_events(&mut self.tap, &mut report, now_ns());
+            }
             let n = (report.snaps.len() + report.threats.len()) as u64;
             if n > 0 {
                 let sent = if flush {
@@ -838,6 +879,9 @@ impl Worker {
                 if let Some(t1) = t1 {
                     self.timing.stages.inspect_ns += ns_since(t1);
                 }
+                if self.tap.on() {
+                    self.tap.frame(gs.zone, slot, now, data, verdict);
+                }
                 match verdict {
                     // Kept: the inspector holds its token until the datagram is released.
                     Verdict::Hold => {}
@@ -876,7 +920,7 @@ impl Worker {
             gs.stats[other].tx_frames += sent as u64;
             gs.stats[other].tx_bytes += fwd_bytes;
             gs.group.release(&drop[..nd]);
-            release_held(&mut self.groups, &mut self.insp);
+            release_held(&mut self.groups, &mut self.insp, &mut self.tap, now);
             if sample {
                 // The tx stage includes the kernel's copy-mode transmit (the kick).
                 self.groups[gi].group.kick_tx();
@@ -925,6 +969,9 @@ impl Worker {
                         (v, Some(f))
                     }
                 };
+                if self.tap.on() {
+                    self.tap.frame(h.zone, h.iface, now, data, verdict);
+                }
                 match verdict {
                     Verdict::Hold => {}
                     Verdict::Drop(why) => gs.stats[side].dropped[why as usize] += 1,
@@ -936,7 +983,7 @@ impl Worker {
                     }
                     Verdict::Forward => forward_copy(gs, side, data),
                 }
-                release_held(&mut self.groups, &mut self.insp);
+                release_held(&mut self.groups, &mut self.insp, &mut self.tap, now);
                 if n >= 256 {
                     return n;
                 }
@@ -997,7 +1044,7 @@ impl Worker {
             Command::RemovePair { zone, reply } => {
                 // Held fragments of the pair go back to its UMEMs before they are closed.
                 self.insp.flush_fragments(zone);
-                release_held(&mut self.groups, &mut self.insp);
+                release_held(&mut self.groups, &mut self.insp, &mut self.tap, now_ns());
                 for g in self.groups.iter().filter(|g| g.zone == zone) {
                     for p in &g.group.ports {
                         self.insp.remove_pair(p.slot);
@@ -1048,11 +1095,15 @@ impl Worker {
                         gap_ns: self.idle.gap_ns(),
                         ..self.timing
                     },
+                    capture: self.tap.stats(),
                     app_pool_full: self.insp.engine.pool_full,
                     app_redetections: self.insp.engine.redetections,
                     fast: self.insp.fast.stats(),
                     fast_capacity: self.insp.fast.capacity(),
                 });
+            }
+            Command::ShadowDiff { reply } => {
+                let _ = reply.send(self.insp.shadow_diff.clone());
             }
             Command::Shutdown => {}
             Command::TestStall(d) => std::thread::sleep(d),
@@ -1061,6 +1112,8 @@ impl Worker {
                 self.insp.threats.set_policy(p);
                 self.insp.flush_fast(crate::fastpath::RemoveReason::Threats);
             }
+            Command::Capture(a) => self.tap.add(a),
+            Command::PretriggerProgram(p) => self.tap.set_pretrigger_program(p),
         }
     }
 }

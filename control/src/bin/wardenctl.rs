@@ -93,6 +93,68 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ServiceCmd,
     },
+    /// Packet capture inside the dataplane (pcapng): start, list, stop, delete.
+    Capture {
+        #[command(subcommand)]
+        cmd: CaptureCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaptureCmd {
+    /// Start a capture: a file in the capture directory (-w NAME, default a generated name),
+    /// or the pcapng on stdout (-w -, e.g. `| tshark -r -`) until a limit or Ctrl-C. Every
+    /// condition given applies; whichever limit comes first ends it.
+    Start {
+        /// An interface of an inline pair: the traffic crossing that pair.
+        #[arg(long)]
+        iface: Option<String>,
+        /// A workload id: frames to or from its addresses (on its interface's pair).
+        #[arg(long)]
+        workload: Option<String>,
+        /// A tcpdump filter expression (pcap-filter(7)).
+        #[arg(long)]
+        filter: Option<String>,
+        /// An address or CIDR (either end), repeatable.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+        /// A port (either end), repeatable.
+        #[arg(long = "port")]
+        ports: Vec<u16>,
+        /// tcp, udp, icmp, icmp6, sctp or a protocol number.
+        #[arg(long)]
+        proto: Option<String>,
+        /// Seconds to run (default: the daemon's [capture] default_duration_s).
+        #[arg(long, value_name = "SECS")]
+        duration: Option<u64>,
+        /// Most pcapng bytes.
+        #[arg(long, value_name = "BYTES")]
+        max_size: Option<u64>,
+        /// Most frames.
+        #[arg(long, value_name = "N")]
+        max_packets: Option<u64>,
+        /// Bytes kept of each frame.
+        #[arg(long, value_name = "BYTES")]
+        snaplen: Option<u32>,
+        /// Which frames: all, forwarded or dropped.
+        #[arg(long, value_parser = ["all", "forwarded", "dropped"])]
+        frames: Option<String>,
+        /// File name in the capture directory, or `-` for stdout.
+        #[arg(short = 'w', value_name = "NAME|-")]
+        write: Option<String>,
+    },
+    /// Running and finished captures, and the files of the capture directory.
+    List,
+    /// Stop a running capture.
+    Stop {
+        /// Capture id.
+        id: u32,
+    },
+    /// Delete a capture file.
+    Delete {
+        /// File name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -162,6 +224,21 @@ enum PolicyCmd {
     Stats,
     /// Print a policy file that allows exactly the connections learned so far.
     Learned,
+    /// Load FILE as the shadow policy: every session is also evaluated against it (nothing
+    /// is enforced); `--clear` drops it.
+    Shadow {
+        /// The candidate policy file.
+        #[arg(required_unless_present = "clear")]
+        file: Option<std::path::PathBuf>,
+        /// Drop the shadow policy instead.
+        #[arg(long, conflicts_with = "file")]
+        clear: bool,
+    },
+    /// What the shadow policy would newly deny or allow over the traffic seen since it was
+    /// loaded, per rule and workload pair.
+    Diff,
+    /// Make the shadow policy the running one, atomically.
+    Promote,
 }
 
 #[derive(Subcommand)]
@@ -249,6 +326,14 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             PolicyCmd::Show => Request::PolicyShow {},
             PolicyCmd::Stats => Request::PolicyStats {},
             PolicyCmd::Learned => Request::PolicyLearned {},
+            PolicyCmd::Shadow { clear: true, .. } => Request::PolicyShadowClear {},
+            PolicyCmd::Shadow { file, .. } => {
+                let file = file.as_ref().ok_or("policy shadow: FILE or --clear")?;
+                let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+                Request::PolicyShadow { text }
+            }
+            PolicyCmd::Diff => Request::PolicyDiff {},
+            PolicyCmd::Promote => Request::PolicyPromote {},
         },
         Cmd::Workload { cmd } => match cmd {
             WorkloadCmd::Set {
@@ -273,6 +358,60 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             },
         },
         Cmd::Service { cmd } => service_request(cmd),
+        Cmd::Capture { cmd } => match cmd {
+            CaptureCmd::Start {
+                iface,
+                workload,
+                filter,
+                hosts,
+                ports,
+                proto,
+                duration,
+                max_size,
+                max_packets,
+                snaplen,
+                frames,
+                write,
+            } => {
+                let stream = write.as_deref() == Some("-");
+                let spec = warden_control::CaptureSpec {
+                    iface: iface.clone(),
+                    workload: workload.clone(),
+                    hosts: hosts.clone(),
+                    ports: ports.clone(),
+                    proto: proto.clone(),
+                    filter: filter.clone(),
+                    duration_s: *duration,
+                    max_size: *max_size,
+                    max_packets: *max_packets,
+                    snaplen: *snaplen,
+                    frames: frames.clone(),
+                    name: write.clone().filter(|_| !stream),
+                    stream,
+                };
+                if stream {
+                    let mut out = std::io::stdout().lock();
+                    let end = client.capture_stream(
+                        &spec,
+                        |i| eprintln!("capture {} started: filter {:?}", i.id.unwrap_or(0), i.filter),
+                        &mut out,
+                    )?;
+                    eprintln!(
+                        "capture {} ended ({}): {} frames, {} bytes, {} lost",
+                        end.id.unwrap_or(0),
+                        end.stop_reason.as_deref().unwrap_or("-"),
+                        end.packets,
+                        end.bytes,
+                        end.lost
+                    );
+                    return Ok(());
+                }
+                Request::CaptureStart { spec }
+            }
+            CaptureCmd::List => Request::CaptureList {},
+            CaptureCmd::Stop { id } => Request::CaptureStop { id: *id },
+            CaptureCmd::Delete { name } => Request::CaptureDelete { name: name.clone() },
+        },
     };
     let reply = client.request(&req)?;
     if cli.json {
@@ -441,6 +580,8 @@ fn print_json_lines(reply: &Reply) {
         Reply::Status(s) => line(s),
         Reply::PolicyStats(v) => v.iter().for_each(|x| line(x)),
         Reply::Threats(v) => v.iter().for_each(|x| line(x)),
+        Reply::PolicyDiff(d) => line(d),
+        Reply::Captures(v) => v.iter().for_each(|x| line(x)),
         other => line(other),
     }
 }
@@ -572,13 +713,29 @@ fn fmt_ep(ip: &str, port: u16) -> String {
 }
 
 fn proto_name(p: u8) -> String {
-    match p {
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        1 => "icmp".into(),
-        58 => "icmpv6".into(),
-        n => n.to_string(),
-    }
+    warden_control::render::proto_name(p)
+}
+
+/// Captures as a table: id, name, state (and why it ended), frames, bytes, lost, filter.
+fn print_captures(v: &[warden_control::CaptureInfo]) {
+    let rows: Vec<Vec<String>> = v
+        .iter()
+        .map(|c| {
+            vec![
+                c.id.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+                c.name.clone(),
+                match &c.stop_reason {
+                    Some(r) => format!("{} ({r})", c.state),
+                    None => c.state.clone(),
+                },
+                c.packets.to_string(),
+                c.bytes.to_string(),
+                c.lost.to_string(),
+                if c.ifaces.is_empty() { c.filter.clone() } else { format!("{} on {}", c.filter, c.ifaces.join(",")) },
+            ]
+        })
+        .collect();
+    table(&["ID", "NAME", "STATE", "FRAMES", "BYTES", "LOST", "FILTER"], &rows);
 }
 
 fn print_table(reply: &Reply) {
@@ -603,6 +760,7 @@ fn print_table(reply: &Reply) {
                     )
                 }),
                 ("policy", format!("generation {}, {} workload(s), {} rule(s), {} service(s)", s.policy_generation, s.policy_workloads, s.policy_rules, s.policy_services)),
+                ("shadow policy", s.shadow_rules.map_or_else(|| "none".to_string(), |r| format!("{r} rule(s) (wardenctl policy diff)"))),
                 ("dns names", {
                     let n = &s.dns_names;
                     let refused = n.refused_unsolicited
@@ -732,6 +890,9 @@ fn print_table(reply: &Reply) {
                 for (what, n) in &w.tunnels {
                     println!("  worker {} tunnels {what}: {n}", w.worker);
                 }
+                for (what, n) in &w.capture {
+                    println!("  worker {} capture {what}: {n}", w.worker);
+                }
                 let d = &w.defrag;
                 if d.fragments > 0 {
                     println!(
@@ -771,6 +932,14 @@ fn print_table(reply: &Reply) {
         Reply::Lost(l) => println!("lost {} records, {} events (seq {}..={})", l.records, l.events, l.from_seq, l.to_seq),
         Reply::Done(msg) => println!("{msg}"),
         Reply::PolicyText(text) => print!("{text}"),
+        Reply::PolicyDiff(d) => {
+            for l in warden_control::render::policy_diff(d) {
+                println!("{l}");
+            }
+        }
+        Reply::Capture(c) | Reply::CaptureEnd(c) => print_captures(std::slice::from_ref(c)),
+        Reply::CaptureData(d) => println!("capture {}: {} base64 bytes", d.id, d.data.len()),
+        Reply::Captures(v) => print_captures(v),
         Reply::PolicyStats(v) => {
             let rows: Vec<Vec<String>> = v
                 .iter()
