@@ -20,21 +20,6 @@ fn policy() -> String {
     format!("[[workload]]\nid = \"srv\"\nips = [\"{S4}\", \"{S6}\"]\nmode = \"alert\"\n")
 }
 
-fn http_server(t: &mut Topo, port: u16) {
-    let www = t.path("www");
-    std::fs::create_dir_all(&www).unwrap();
-    write_blob(&www.join("index.html"), 2000);
-    let s = t.s.clone();
-    t.spawn(&s, &["python3", "-m", "http.server", &port.to_string(), "--bind", "::", "-d", www.to_str().unwrap()]);
-    t.wait_listening(&s, "tcp", port);
-}
-
-fn curl(t: &Topo, host: &str, port: u16) -> String {
-    let url = if host.contains(':') { format!("http://[{host}]:{port}/index.html") } else { format!("http://{host}:{port}/index.html") };
-    let out = t.exec(&t.c, &["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3", &url]);
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
 /// Starts Warden inline with the `srv` policy and `[capture] dir` in the test's directory.
 fn start(t: &mut Topo) -> PathBuf {
     let dir = t.path("captures");
@@ -112,8 +97,8 @@ fn tshark_count(path: &Path) -> usize {
 #[test]
 fn a_workload_capture_holds_what_the_server_saw_and_a_second_one_stops_at_its_size() {
     let mut t = Topo::new(ClientLink::Veth);
-    http_server(&mut t, 8080);
-    http_server(&mut t, 9090);
+    index_server(&mut t, 8080);
+    index_server(&mut t, 9090);
     let dir = start(&mut t);
     // A name that leaves the directory is refused, and nothing is created.
     for bad in ["../../etc/x", "/tmp/x", "a/b"] {
@@ -137,8 +122,8 @@ fn a_workload_capture_holds_what_the_server_saw_and_a_second_one_stops_at_its_si
     let small = capture(&t, CaptureSpec { max_size: Some(3000), duration_s: Some(5), ..Default::default() });
     let started = Instant::now();
     for host in [S4, S6, S4] {
-        assert_eq!(curl(&t, host, 8080), "200", "{}", t.warden_log());
-        assert_eq!(curl(&t, host, 9090), "200");
+        assert_eq!(curl_index(&t, host, 8080), "200", "{}", t.warden_log());
+        assert_eq!(curl_index(&t, host, 9090), "200");
     }
     assert!(t.ping(S4, 2));
     assert!(started.elapsed() < Duration::from_secs(4), "traffic must end inside the capture's 5 s");
@@ -182,7 +167,7 @@ fn a_workload_capture_holds_what_the_server_saw_and_a_second_one_stops_at_its_si
 #[test]
 fn a_streamed_capture_decodes_live_in_tshark() {
     let mut t = Topo::new(ClientLink::Veth);
-    http_server(&mut t, 8080);
+    index_server(&mut t, 8080);
     start(&mut t);
     let wardenctl = Path::new(env!("CARGO_BIN_EXE_warden")).with_file_name("wardenctl");
     assert!(wardenctl.exists(), "build wardenctl first (cargo build -p warden-control): {}", wardenctl.display());
@@ -209,7 +194,7 @@ fn a_streamed_capture_decodes_live_in_tshark() {
         assert!(Instant::now() < deadline, "the streamed capture did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(curl(&t, S4, 8080), "200");
+    assert_eq!(curl_index(&t, S4, 8080), "200");
     let (first_at, first) = rx.recv_timeout(Duration::from_secs(4)).expect("tshark printed nothing while the capture ran");
     assert!(first_at.duration_since(started) < Duration::from_secs(5), "decoded only after the capture ended");
     assert!(first.starts_with("8080") || first.starts_with("4"), "{first}");
@@ -232,7 +217,7 @@ fn a_streamed_capture_decodes_live_in_tshark() {
 #[test]
 fn a_denied_connection_and_an_sql_injection_each_get_a_pretrigger_file() {
     let mut t = Topo::new(ClientLink::Veth);
-    http_server(&mut t, 8080);
+    index_server(&mut t, 8080);
     let dir = t.path("captures");
     let file = t.path("policy.toml");
     std::fs::write(
@@ -251,7 +236,7 @@ fn a_denied_connection_and_an_sql_injection_each_get_a_pretrigger_file() {
     t.start_warden_with(&config, &["--inline", &pair, "--policy", file.to_str().unwrap()], &[]);
     let mut sub = t.subscribed();
     // Denied: nothing answers the SYNs, the client sends them again.
-    assert_eq!(curl(&t, S4, 7777), "000");
+    assert_eq!(curl_index(&t, S4, 7777), "000");
     // SQL injection on the allowed port: forwarded (action alert), answered.
     let url = format!("http://{S4}:8080/item?id=1%27%20OR%20%271%27%3D%271");
     let out = t.exec(&t.c, &["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3", &url]);

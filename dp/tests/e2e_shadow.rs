@@ -23,26 +23,11 @@ fn policy(mode: &str, ports: &[u16]) -> String {
     p
 }
 
-fn http_server(t: &mut Topo, port: u16) {
-    let www = t.path("www");
-    std::fs::create_dir_all(&www).unwrap();
-    write_blob(&www.join("index.html"), 2000);
-    let s = t.s.clone();
-    t.spawn(&s, &["python3", "-m", "http.server", &port.to_string(), "--bind", "::", "-d", www.to_str().unwrap()]);
-    t.wait_listening(&s, "tcp", port);
-}
-
-fn curl(t: &Topo, host: &str, port: u16) -> String {
-    let url = if host.contains(':') { format!("http://[{host}]:{port}/index.html") } else { format!("http://{host}:{port}/index.html") };
-    let out = t.exec(&t.c, &["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3", &url]);
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
 #[test]
 fn a_shadow_candidate_shows_the_flow_it_would_deny_and_promoting_blocks_it() {
     let mut t = Topo::new(ClientLink::Veth);
-    http_server(&mut t, 8080);
-    http_server(&mut t, 8081);
+    index_server(&mut t, 8080);
+    index_server(&mut t, 8081);
     t.start_warden_policy(&policy("alert", &[8080, 8081]));
     let mut ctl = t.client();
     // No shadow yet: diff and promote say so.
@@ -58,7 +43,7 @@ fn a_shadow_candidate_shows_the_flow_it_would_deny_and_promoting_blocks_it() {
     // The shadow decides nothing: both ports answer, in IPv4 and IPv6.
     for host in [S4, S6] {
         for port in [8080, 8081] {
-            assert_eq!(curl(&t, host, port), "200", "{host}:{port}: {}", t.warden_log());
+            assert_eq!(curl_index(&t, host, port), "200", "{host}:{port}: {}", t.warden_log());
         }
     }
     let closed = |recs: &[ConnectionRecord], port: u16| recs.iter().filter(|r| r.server_port == port && r.closed).count();
@@ -89,8 +74,8 @@ fn a_shadow_candidate_shows_the_flow_it_would_deny_and_promoting_blocks_it() {
     let r = ctl.request(&Request::PolicyPromote {}).unwrap();
     assert!(matches!(&r, Reply::Done(m) if m.contains("promoted")), "{r:?}");
     for host in [S4, S6] {
-        assert_eq!(curl(&t, host, 8080), "200", "{host}:8080 after promote: {}", t.warden_log());
-        assert_eq!(curl(&t, host, 8081), "000", "{host}:8081 passed after promote");
+        assert_eq!(curl_index(&t, host, 8080), "200", "{host}:8080 after promote: {}", t.warden_log());
+        assert_eq!(curl_index(&t, host, 8081), "000", "{host}:8081 passed after promote");
     }
     let Reply::PolicyText(text) = ctl.request(&Request::PolicyShow {}).unwrap() else { panic!() };
     assert!(text.contains("protect") && !text.contains("8081"), "{text}");

@@ -672,3 +672,22 @@ pub fn write_blob(path: &std::path::Path, bytes: usize) {
     buf.truncate(bytes);
     f.write_all(&buf).unwrap();
 }
+
+/// Starts python's `http.server` in the server namespace on `port` (both address families),
+/// serving a 2000-byte `index.html`, and waits until it listens.
+pub fn index_server(t: &mut Topo, port: u16) {
+    let www = t.path("www");
+    std::fs::create_dir_all(&www).unwrap();
+    write_blob(&www.join("index.html"), 2000);
+    let s = t.s.clone();
+    t.spawn(&s, &["python3", "-m", "http.server", &port.to_string(), "--bind", "::", "-d", www.to_str().unwrap()]);
+    t.wait_listening(&s, "tcp", port);
+}
+
+/// Fetches `/index.html` from `host`:`port` with curl in the client namespace (3 s at most);
+/// returns the HTTP status curl printed (`000` when there was no answer).
+pub fn curl_index(t: &Topo, host: &str, port: u16) -> String {
+    let url = if host.contains(':') { format!("http://[{host}]:{port}/index.html") } else { format!("http://{host}:{port}/index.html") };
+    let out = t.exec(&t.c, &["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3", &url]);
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
