@@ -187,6 +187,27 @@ pub enum Request {
         /// The file name (no directory part).
         name: String,
     },
+    /// Put Warden in front of a workload's interface (issue 12), without changing the
+    /// workload's addresses, MACs or routes: see [`AttachSpec`]. Reply: [`Reply::Attached`]
+    /// once the attachment forwards and every worker enforces the workload's policy (so its
+    /// next frame is inspected); an error (nothing changed, the original plumbing in place)
+    /// when the target cannot be found or its plumbing is not one Warden can take over.
+    Attach {
+        /// What to attach and how.
+        spec: AttachSpec,
+    },
+    /// Undo an attachment: the original plumbing and interface settings exactly as before,
+    /// the attachment's sessions ended with final records. Reply: [`Reply::Done`]; an error
+    /// when nothing is attached under that name.
+    Detach {
+        /// The attachment's name ([`AttachInfo::name`]) or its target as given to `attach`.
+        name: String,
+    },
+    /// Current attachments. Reply: [`Reply::Attachments`].
+    ListAttachments {},
+    /// Workloads discovered behind attached interfaces (container, pod, VM). Reply:
+    /// [`Reply::Workloads`].
+    ListWorkloads {},
     /// **Test hook**: makes worker `worker` panic as a bug in it would, so tests can check that
     /// Warden then exits non-zero and leaves every pair in its fail mode. Refused (an error
     /// reply, nothing happens) unless `warden run` was started with the hidden `--test-hooks`
@@ -224,6 +245,8 @@ impl Request {
             | Request::PolicyDiff {}
             | Request::CaptureList {}
             | Request::Threats {}
+            | Request::ListAttachments {}
+            | Request::ListWorkloads {}
             | Request::PolicyLearned {} => false,
             Request::AddInlinePair { .. }
             | Request::RemoveInlinePair { .. }
@@ -239,6 +262,8 @@ impl Request {
             | Request::SetService { .. }
             | Request::RemoveService { .. }
             | Request::SetMode { .. }
+            | Request::Attach { .. }
+            | Request::Detach { .. }
             | Request::TestKillWorker { .. }
             | Request::TestStallWorker { .. } => true,
         }
@@ -616,6 +641,126 @@ pub enum Reply {
     CaptureEnd(CaptureInfo),
     /// For [`Request::Threats`]: every threat of the catalogue, in catalogue order.
     Threats(Vec<ThreatInfo>),
+    /// For [`Request::Attach`].
+    Attached(AttachInfo),
+    /// For [`Request::ListAttachments`].
+    Attachments(Vec<AttachInfo>),
+    /// For [`Request::ListWorkloads`].
+    Workloads(Vec<WorkloadInfo>),
+}
+
+/// What [`Request::Attach`] puts Warden in front of.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct AttachSpec {
+    /// The target: a container id or name, a network namespace (a name under
+    /// `/run/netns`, or a path such as `/proc/PID/ns/net` or `/var/run/netns/NAME`), a tap
+    /// or a host-side veth interface name. How to read it: `kind` (absent: tried in that
+    /// order).
+    pub target: String,
+    /// `container`, `netns`, `tap` or `iface` (absent: guessed as said for `target`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// For a container or network namespace: the interface inside it (absent: its only
+    /// non-loopback interface, an error when it has several).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+    /// Mode of the attached workload when no policy workload selects it (`learn`, `alert`,
+    /// `protect`; absent: `[attach] default_mode`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Receive-only: Warden watches the interface's frames (same pipeline, records and
+    /// events) and forwards nothing; the plumbing is not changed.
+    #[serde(default)]
+    pub monitor: bool,
+    /// The name to give the attachment (absent: the container name, netns name or interface).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Addresses the workload uses, when the caller knows them (the CNI plugin passes its
+    /// `prevResult` addresses); absent: read from the interface inside the namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<String>,
+}
+
+/// One attachment (answer to [`Request::Attach`], [`Request::ListAttachments`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct AttachInfo {
+    /// Its name (unique): what [`Request::Detach`] takes.
+    pub name: String,
+    /// `container`, `netns`, `tap` or `iface`.
+    pub kind: String,
+    /// The workload's interface on the host side (the veth peer or the tap) Warden now
+    /// receives the workload's frames on.
+    pub host_iface: String,
+    /// The interface Warden created to take the host interface's place (on its bridge), if
+    /// inline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warden_iface: Option<String>,
+    /// The bridge the host interface was a port of, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
+    /// True when receive-only ([`AttachSpec::monitor`]).
+    #[serde(default)]
+    pub monitor: bool,
+    /// The workload's mode as enforced (`learn`, `alert`, `protect`).
+    pub mode: String,
+    /// The policy workload id its addresses belong to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
+    /// Its addresses.
+    #[serde(default)]
+    pub ips: Vec<String>,
+    /// Who it is, as far as discovered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
+}
+
+/// Who is behind an address: the container, pod or VM discovered behind an attached
+/// interface (network namespace → processes → cgroup → runtime metadata; libvirt's domain
+/// XML for taps). Every field is optional: only what was found is set.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Identity {
+    /// Container id (64 hex digits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    /// Container name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
+    /// `docker`, `containerd`, `cri-o` or `podman`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    /// Kubernetes pod name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    /// Kubernetes pod namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_namespace: Option<String>,
+    /// Kubernetes pod uid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    /// Kubernetes pod labels, where the runtime's metadata has them.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub pod_labels: std::collections::BTreeMap<String, String>,
+    /// libvirt domain name (for a VM's tap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_name: Option<String>,
+    /// The host-side interface the workload sits behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_iface: Option<String>,
+}
+
+/// One discovered workload (answer to [`Request::ListWorkloads`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct WorkloadInfo {
+    /// The attachment it was found behind.
+    pub attachment: String,
+    /// Who it is.
+    pub identity: Identity,
+    /// Its addresses.
+    #[serde(default)]
+    pub ips: Vec<String>,
+    /// The policy workload id its addresses belong to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
 }
 
 /// One threat of the catalogue as the daemon runs it (answer to [`Request::Threats`]).
@@ -638,7 +783,7 @@ pub struct ThreatInfo {
 /// The control protocol version this crate speaks, `"MAJOR.MINOR"`. A change of MAJOR breaks
 /// clients (a message they parse changed meaning or shape); MINOR adds optional fields,
 /// messages or requests that older clients may ignore.
-pub const PROTOCOL_VERSION: &str = "1.4";
+pub const PROTOCOL_VERSION: &str = "1.5";
 
 /// The `(major, minor)` of a `"MAJOR.MINOR"` version string.
 ///
@@ -1333,6 +1478,12 @@ pub struct ConnectionRecord {
     /// Workload id of the server, if it is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_workload: Option<String>,
+    /// Who the client is (container, pod, VM), when its address is a discovered workload's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_identity: Option<Identity>,
+    /// Who the server is, when its address is a discovered workload's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_identity: Option<Identity>,
     /// Mode of the workload whose end decided (`learn`, `alert`, `protect`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,

@@ -797,6 +797,9 @@ impl Daemon {
 
     fn handle(&mut self, req: Request) -> Response {
         match req {
+            Request::Attach { .. } | Request::Detach { .. } | Request::ListAttachments {} | Request::ListWorkloads {} => {
+                Response::err(format!("{}: attachments are not available in this build", req.name()))
+            }
             Request::Status {} => {
                 let stats = self.worker_stats();
                 let worker_overflow: u64 =

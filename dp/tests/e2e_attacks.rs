@@ -238,13 +238,15 @@ fn collect_finals(
     (latest(&recs).into_values().collect(), events)
 }
 
+/// True for a control connection: the attacker's to the allowed port, or web's own to 443.
+fn is_control(x: &ConnectionRecord) -> bool {
+    on_port(x, ALLOWED) || (x.server_port == 443 && is_web(&x.client_ip) && !ATTACKS.iter().any(|a| x.client_port == a.1))
+}
+
 /// The controls (the attacker's connection to the allowed port, web's own to 443, in both
 /// families) passed untouched: allowed by their rule, nothing dropped, no exception.
 fn check_controls(finals: &[ConnectionRecord]) {
-    let control = |x: &&ConnectionRecord| {
-        on_port(x, ALLOWED) || (x.server_port == 443 && is_web(&x.client_ip) && !ATTACKS.iter().any(|a| x.client_port == a.1))
-    };
-    let controls: Vec<&ConnectionRecord> = finals.iter().filter(control).collect();
+    let controls: Vec<&ConnectionRecord> = finals.iter().filter(|x| is_control(x)).collect();
     assert_eq!(controls.len(), 4, "{finals:#?}");
     for x in controls {
         assert_eq!(x.verdict.as_deref(), Some("allowed"), "{x:#?}");
@@ -287,8 +289,8 @@ fn protect_lets_no_attack_through_and_records_every_dropped_frame() {
             let got: BTreeSet<&str> =
                 ours.iter().filter(|x| r.is_on(x)).filter_map(|x| x.inspection_reason.as_deref()).collect();
             got == expected_reasons(&r.attack)
-        }) && ours.iter().filter(|x| on_port(x, ALLOWED)).count() >= 2
-            && ours.iter().filter(|x| x.server_port == UNLISTED_PORT).count() >= 2
+        }) && ours.iter().filter(|x| is_control(x)).count() >= 4
+            && UNLISTED.iter().all(|a| ours.iter().any(|x| x.server_ip == *a && x.server_port == UNLISTED_PORT))
     });
     let ctx = format!("{finals:#?}\n{}", s.t.warden_log());
     // Per attack and family.
@@ -381,7 +383,8 @@ fn alert_forwards_the_attacks_and_reports_them() {
     };
     let (finals, events) = collect_finals(&mut s, |ours| {
         results.iter().all(|r| ours.iter().any(|x| r.is_on(x) && reported(x)))
-            && ours.iter().filter(|x| x.server_port == UNLISTED_PORT && reported(x)).count() >= 2
+            && ours.iter().filter(|x| is_control(x)).count() >= 4
+            && UNLISTED.iter().all(|a| ours.iter().any(|x| x.server_ip == *a && x.server_port == UNLISTED_PORT && reported(x)))
     });
     let ctx = format!("{finals:#?}\n{events:#?}");
     for x in &finals {

@@ -135,8 +135,12 @@ fn downloads_running_when_warden_starts_are_labelled_midstream_and_complete() {
     }
     let seen: Vec<String> = records
         .iter()
-        .filter(|r| r.server_port == 8080 || r.server_port == 8443)
-        .map(|r| format!("{}->{} {} midstream={} packets {}/{} {}", r.client_port, r.server_port, r.app, r.midstream, r.packets_to_server, r.packets_to_client, r.state))
+        .map(|r| {
+            format!(
+                "{}:{}->{}:{} {} midstream={} packets {}/{} {}",
+                r.client_ip, r.client_port, r.server_ip, r.server_port, r.app, r.midstream, r.packets_to_server, r.packets_to_client, r.state
+            )
+        })
         .collect();
     for (port, app) in [(8080u16, "http"), (8443, "tls")] {
         let r = records

@@ -740,6 +740,9 @@ fn print_captures(v: &[warden_control::CaptureInfo]) {
 
 fn print_table(reply: &Reply) {
     match reply {
+        Reply::Attached(_) | Reply::Attachments(_) | Reply::Workloads(_) => {
+            println!("{}", serde_json::to_string_pretty(reply).unwrap_or_default());
+        }
         Reply::Status(s) => {
             let rows = [
                 ("version", s.version.clone()),
