@@ -650,7 +650,7 @@ impl Worker {
             slept = asleep.elapsed();
             self.timing.slept(slept, woken.rx, woken.waker);
         }
-        self.insp.sessions.end_all(|_| true);
+        self.insp.end_sessions(|_| true);
         self.send_reports(true);
         self.insp.threats.flush_all(now_ns());
         self.send_threats(true);
@@ -992,7 +992,7 @@ impl Worker {
                     }
                 }
                 self.groups.retain(|g| g.zone != zone);
-                self.insp.sessions.end_all(|z| z == zone);
+                self.insp.end_sessions(|z| z == zone);
                 self.send_reports(true);
                 let _ = reply.send(());
             }
