@@ -661,6 +661,7 @@ impl Daemon {
                 sessions_evicted_one_way: w.table.evicted_one_way,
                 sessions_evicted_two_way: w.table.evicted_two_way,
                 sessions_refused: w.table.refused,
+                sessions_side: w.table.side_counters().into_iter().filter(|(_, n)| *n > 0).map(|(k, n)| (k.to_string(), n)).collect(),
                 sessions_active: w.sessions,
                 malformed: Malformed::ALL
                     .iter()

@@ -635,6 +635,23 @@ pub struct TableStats {
     pub side: SideStats,
 }
 
+impl TableStats {
+    /// The side parts' and the index's counters by name, as `wardenctl counters` and the
+    /// metrics show them (`sessions_side`).
+    pub fn side_counters(&self) -> [(&'static str, u64); 7] {
+        let s = &self.side;
+        [
+            ("wide", s.wide),
+            ("wide_full", s.wide_full),
+            ("tunnel_ends", s.tunnel_ends),
+            ("tunnel_ends_full", s.tunnel_ends_full),
+            ("reasons_full", s.reasons_full),
+            ("uncounted_lost", self.uncounted_lost),
+            ("index_rebuilds", self.index_rebuilds),
+        ]
+    }
+}
+
 /// Result of [`SessionTable::track`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tracked {

@@ -161,7 +161,13 @@ fn phase_table(n: usize) -> Result<()> {
     let m3 = mem()?;
     report("after a churn of as many new flows", m0, m3, n);
     let st = t.stats();
-    println!("  churn: {per}; created {}, evicted {}, live {}", st.created, st.evicted, t.len());
+    println!(
+        "  churn: {per}; created {}, evicted {}, live {}, index rebuilds {}",
+        st.created,
+        st.evicted,
+        t.len(),
+        st.index_rebuilds
+    );
     Ok(())
 }
 
@@ -221,7 +227,13 @@ fn phase_inspector(n: usize) -> Result<()> {
     let m3 = mem()?;
     report("after a churn of as many new flows", m0, m3, n);
     let st = insp.sessions.stats();
-    println!("  churn: {per}; created {}, evicted {}, live {}", st.created, st.evicted, insp.sessions.len());
+    println!(
+        "  churn: {per}; created {}, evicted {}, live {}, index rebuilds {}",
+        st.created,
+        st.evicted,
+        insp.sessions.len(),
+        st.index_rebuilds
+    );
     Ok(())
 }
 
@@ -280,18 +292,28 @@ fn phase_inspected(k: usize, response_bytes: usize) -> Result<()> {
     Ok(())
 }
 
-fn sizes() {
+fn sizes(n: usize) {
     use std::mem::size_of;
     use warden_dp::app::engine::{AppCtx, AppState, AppSummary};
     println!("sizes (bytes):");
-    println!("  Session {}", size_of::<warden_dp::session::Session>());
+    println!("  Session (table entry) {} (at most {})", size_of::<warden_dp::session::Session>(), warden_dp::session::Session::MAX_BYTES);
     println!("    FlowKey {}", size_of::<FlowKey>());
     println!("    PolicyState {}", size_of::<warden_dp::enforce::PolicyState>());
     println!("    TcpSeq {}", size_of::<warden_dp::tcpseq::TcpSeq>());
-    println!("  SessionSnapshot {}", size_of::<SessionSnapshot>());
-    println!("  index entry (FlowKey, u32) {} + 1 control byte", size_of::<(FlowKey, u32)>());
+    println!("  SessionView (reports) {}, SessionSnapshot {}", size_of::<warden_dp::session::SessionView>(), size_of::<SessionSnapshot>());
     println!("  AppCtx {} (AppState {}, Stream {} x 2)", size_of::<AppCtx>(), size_of::<AppState>(), size_of::<warden_dp::stream::Stream>());
     println!("  AppSummary {}", size_of::<AppSummary>());
+    let f = SessionTable::new(n, Timeouts::default()).footprint();
+    let per = |b: usize| b as f64 / n as f64;
+    println!(
+        "table of {n} allocated (bytes per session): entries {:.1}, index {:.1}, dirty list {:.1}, side parts {:.1} = {:.1}; queues {:.1} MiB (bounded)",
+        per(f.entries),
+        per(f.index),
+        per(f.dirty),
+        per(f.side),
+        f.per_session(),
+        f.queues as f64 / (1 << 20) as f64,
+    );
 }
 
 fn loadavg() -> String {
@@ -307,7 +329,7 @@ fn main() -> Result<()> {
         Some(p) => bail!("unknown phase {p}"),
         None => {
             println!("load average before: {}", loadavg());
-            sizes();
+            sizes(args.sessions);
             let exe = std::env::current_exe()?;
             for phase in ["table", "inspector", "inspected"] {
                 let st = Command::new(&exe)
