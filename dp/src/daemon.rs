@@ -1202,7 +1202,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             poll: d.poll_config(),
             report_interval: Duration::from_secs(d.report_interval),
         };
-        let mut insp = Inspector::with_engine(cfg.sessions.max, cfg.sessions.timeouts(), d.malformed, cfg.inspection.engine());
+        let mut insp = Inspector::with_table(cfg.sessions.table(), d.malformed, cfg.inspection.engine());
         insp.share_expectations(expectations.clone());
         insp.set_exceptions(cfg.exceptions());
         insp.set_normalization(cfg.normalization.resolve(false));

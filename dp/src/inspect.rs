@@ -271,7 +271,12 @@ impl Inspector {
         malformed: MalformedPolicy,
         engine: EngineConfig,
     ) -> Self {
-        let mut sessions = SessionTable::new(max_sessions, timeouts);
+        Self::with_table(SessionTable::new(max_sessions, timeouts), malformed, engine)
+    }
+
+    /// A pipeline over session table `sessions` (as [`crate::config::Sessions::table`] sizes
+    /// it) with an explicitly sized engine.
+    pub fn with_table(mut sessions: SessionTable, malformed: MalformedPolicy, engine: EngineConfig) -> Self {
         sessions.reserve_released(engine.max_sessions);
         Inspector {
             sessions,

@@ -379,12 +379,7 @@ pub fn replay_file(
     file.read_exact(&mut magic).map_err(|source| ReplayError::Io { path: p.clone(), source })?;
     let reader = std::io::Cursor::new(magic).chain(file);
 
-    let mut insp = Inspector::with_engine(
-        cfg.sessions.max,
-        cfg.sessions.timeouts(),
-        cfg.dataplane.malformed,
-        cfg.inspection.engine(),
-    );
+    let mut insp = Inspector::with_table(cfg.sessions.table(), cfg.dataplane.malformed, cfg.inspection.engine());
     if cfg.policy.file.is_some() || cfg.policy.default_mode.is_some() {
         let policy = crate::daemon::load_policy(cfg).map_err(|message| ReplayError::Policy { message })?;
         let compiled = crate::policy::CompiledPolicy::compile(&policy)
