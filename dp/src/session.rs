@@ -2083,4 +2083,143 @@ mod tests {
             assert!(f.queues < 32 << 20, "{f:?}");
         }
     }
+
+    const G: u64 = 1 << 32;
+
+    #[test]
+    fn counters_past_2_32_stay_exact_and_follow_their_directions() {
+        let mut t = SessionTable::new(16, Timeouts::default());
+        let k = key(41000);
+        let idx = t.track(&k, C, 74, seg(SYN), 1, 1).unwrap().idx;
+        // 5 Gi frames and 7 TB each way (as the fast path hands them back), then frames on top.
+        t.add_counts(idx, Dir::ToServer, 5 * G, 7_000_000_000_000, false);
+        t.add_counts(idx, Dir::ToClient, G - 1, 3 * G + 5, true);
+        t.track(&k, S, 60, seg(SYN | ACK), 2, 2).unwrap();
+        t.count_dropped(idx, Dir::ToClient, 60);
+        let v = t.view(idx);
+        assert_eq!(v.packets, [5 * G + 1, G]);
+        assert_eq!(v.bytes, [7_000_000_000_074, 3 * G + 65]);
+        assert_eq!((v.dropped_packets, v.dropped_bytes), ([0, G], [0, 3 * G + 65]));
+        assert_eq!(t.stats().side.wide, 1);
+        // A flow another flow announced: the counters (high words too) follow the new client.
+        t.set_client(idx, S);
+        assert_eq!(t.packets(idx), [G, 5 * G + 1]);
+        assert_eq!(t.dropped_bytes(idx), [3 * G + 65, 0]);
+        t.flip_client(idx, 1);
+        assert_eq!(t.bytes(idx), [7_000_000_000_074, 3 * G + 65]);
+        // The final record has the full counts; the side entry is free again.
+        t.end_all(|_| true, |_, _| {});
+        let mut out = Vec::new();
+        t.drain_reports(&mut out);
+        let last = out.iter().find(|r| r.ended.is_some()).unwrap();
+        assert_eq!(last.session.packets, [5 * G + 1, G]);
+        assert_eq!(t.stats().side.wide, 0);
+    }
+
+    #[test]
+    fn a_full_wide_part_stops_counters_at_2_32_minus_1_and_counts_it() {
+        let sides = SideSizes { wide: 2, tunnel_ends: 4 };
+        let mut t = SessionTable::with_sides(16, Timeouts::default(), sides);
+        let idx: Vec<u32> = (0..4).map(|p| t.track(&key(42000 + p), C, 60, seg(SYN), 1, 1).unwrap().idx).collect();
+        for &i in &idx[..2] {
+            t.add_counts(i, Dir::ToServer, 0, G, false);
+        }
+        assert_eq!(t.stats().side, SideStats { wide: 2, ..SideStats::default() });
+        // The third session's bytes pass 2^32 with no entry free: they stop below it, never
+        // wrap to a small number; every such carry is counted.
+        t.add_counts(idx[2], Dir::ToServer, 0, G, false);
+        t.add_counts(idx[2], Dir::ToServer, 0, 100, false);
+        assert_eq!(t.bytes(idx[2]), [u32::MAX as u64, 0]);
+        assert_eq!(t.stats().side.wide_full, 2);
+        // The sessions with entries stay exact; the fourth is untouched.
+        assert_eq!(t.bytes(idx[0]), [G + 60, 0]);
+        assert_eq!(t.bytes(idx[3]), [60, 0]);
+        // Their frames still count as seen: the session is one-way, not empty.
+        assert_eq!(t.packets(idx[2]), [1, 0]);
+        // An entry freed by a session's end is taken by the next carry.
+        t.end_all(|_| true, |_, _| {});
+        let i = t.track(&key(42100), C, 60, seg(SYN), 1, 2).unwrap().idx;
+        t.add_counts(i, Dir::ToClient, G, 0, false);
+        assert_eq!(t.packets(i), [1, G]);
+        assert_eq!(t.stats().side.wide_full, 2);
+    }
+
+    #[test]
+    fn tunnel_ends_are_shared_freed_with_their_sessions_and_counted_when_full() {
+        let sides = SideSizes { wide: 64, tunnel_ends: 2 };
+        let mut t = SessionTable::with_sides(64, Timeouts::default(), sides);
+        let ends = |n: u8| crate::tunnel::TunnelEnds {
+            kind: crate::tunnel::Kind::Vxlan,
+            id: 7,
+            outer: [Addr::v4([198, 18, 9, n]), Addr::v4([198, 18, 0, 2])],
+        };
+        let mut idx = Vec::new();
+        for (p, n) in [(0u16, 1u8), (1, 1), (2, 2), (3, 3), (4, 3)] {
+            let i = t.track(&key(43000 + p), C, 60, seg(SYN), 1, 1).unwrap().idx;
+            t.set_tunnel(i, &ends(n));
+            idx.push(i);
+        }
+        // Two distinct ends fit; the sessions of the same tunnel share one; the third is not
+        // recorded (the sessions themselves are as any other).
+        assert_eq!(t.tunnel(idx[0]), Some(ends(1)));
+        assert_eq!(t.tunnel(idx[1]), Some(ends(1)));
+        assert_eq!(t.view(idx[2]).tunnel, Some(ends(2)));
+        assert_eq!((t.tunnel(idx[3]), t.tunnel(idx[4])), (None, None));
+        assert_eq!(t.get(idx[3]).state, State::Tcp(TcpState::SynSent));
+        let st = t.stats().side;
+        assert_eq!((st.tunnel_ends, st.tunnel_ends_full), (2, 2));
+        // The final records carry them; the entries are free once their sessions left.
+        t.end_all(|_| true, |_, _| {});
+        let mut out = Vec::new();
+        t.drain_reports(&mut out);
+        assert_eq!(out.iter().filter(|r| r.session.tunnel == Some(ends(1))).count(), 2);
+        assert_eq!(t.stats().side.tunnel_ends, 0);
+        let i = t.track(&key(43100), C, 60, seg(SYN), 1, 2).unwrap().idx;
+        t.set_tunnel(i, &ends(3));
+        assert_eq!(t.tunnel(i), Some(ends(3)));
+    }
+
+    #[test]
+    fn first_threat_reasons_are_kept_by_the_table_and_counted_past_its_limit() {
+        let mut t = SessionTable::new(512, Timeouts::default());
+        let id = crate::detect::ThreatId::TcpSplitHandshake;
+        let reasons: Vec<&'static str> = (0..300).map(|i| &*Box::leak(format!("reason_{i}").into_boxed_str())).collect();
+        let idx: Vec<u32> = (0..300u16).map(|p| t.track(&key(44000 + p), C, 60, seg(SYN), 1, 1).unwrap().idx).collect();
+        for (i, r) in idx.iter().zip(&reasons) {
+            t.note_threat(*i, id, r);
+            // Only the first threat is kept.
+            t.note_threat(*i, crate::detect::ThreatId::TcpSmallWindow, "later");
+        }
+        assert_eq!(t.view(idx[0]).first_threat, Some((id, "reason_0")));
+        assert_eq!(t.view(idx[253]).first_threat, Some((id, "reason_253")));
+        // Past the limit: the threat is kept, its reason is empty, counted.
+        assert_eq!(t.view(idx[299]).first_threat, Some((id, "")));
+        assert_eq!(t.stats().side.reasons_full, 300 - Reasons::MAX as u64);
+    }
+
+    #[test]
+    fn the_index_is_rebuilt_in_place_under_churn_and_never_grows() {
+        // A small table churned ten thousand times its size: deletions leave tombstones in
+        // hashbrown's buckets; the index is rebuilt from the live slots instead of growing.
+        let mut t = SessionTable::new(100, Timeouts::default());
+        let bytes = t.footprint();
+        for i in 0..1_000_000u32 {
+            let k = FlowKey::new(0, 17, Addr::v4([198, 18, (i >> 8) as u8, i as u8]), (i >> 16) as u16, Addr::v4([198, 19, 0, 1]), 53).0;
+            t.track(&k, End::Lo, 60, None, 1, u64::from(i)).unwrap();
+            if i % 64 == 0 {
+                let mut out = Vec::new();
+                t.drain_ended(&mut out);
+            }
+        }
+        assert_eq!(t.footprint(), bytes);
+        assert_eq!(t.len(), 100);
+        assert!(t.stats().index_rebuilds > 0, "{:?}", t.stats());
+        // Every live session is still found by its key, and only those.
+        let live: Vec<u32> = (0..t.capacity() as u32).filter(|&i| t.get(i).flag(bit::LIVE)).collect();
+        assert_eq!(live.len(), 100);
+        for i in live {
+            let k = t.get(i).key;
+            assert_eq!(t.find(&k, End::Lo).map(|f| f.0), Some(i));
+        }
+    }
 }
