@@ -3,10 +3,11 @@
 //! One entry per flow, shared by both directions (the key is canonical, see
 //! [`crate::flow::FlowKey`]); the *client* is the side that opened the flow (the TCP SYN sender,
 //! or the first sender for UDP/ICMP/other; for ICMP echo the request's sender, see
-//! [`crate::icmp`]), except for a flow another flow announced (a TFTP
-//! transfer), whose client is the announcing flow's client ([`SessionTable::set_client`]). Storage is preallocated at start-up: a slab of
-//! [`Session`]s, a hashbrown map from key to slab index with its final capacity, and intrusive
-//! doubly linked lists, one per (timeout, eviction class), kept in last-activity order. So:
+//! [`crate::icmp`]), except for a flow another flow announced (a TFTP transfer), whose client
+//! is the announcing flow's client ([`SessionTable::set_client`]). Storage is preallocated at
+//! start-up: a slab of [`Session`]s (free slots linked through the entries), a hashbrown index
+//! of slot numbers hashed by the key in the slot, with its final capacity, and intrusive doubly
+//! linked lists, one per (timeout, eviction class), kept in last-activity order. So:
 //! - touching a session moves it to the tail of its list (O(1));
 //! - expiry pops list heads whose idle time exceeds the list's timeout (O(1) each); it keeps up
 //!   with the creation rate: [`SessionTable::expire`] may end as many sessions as were created
@@ -20,6 +21,23 @@
 //!   Linux conntrack's early drop does. A flood of new tuples, spoofed or denied, can therefore
 //!   only recycle the slots of other unproven sessions, and no input can grow the table;
 //! - nothing is allocated per packet.
+//!
+//! **Memory.** A session costs the table about 240 bytes, whatever it carries
+//! ([`SessionTable::footprint`]; `perf/RESULTS.md`, "Memory per session"): its entry (224
+//! bytes, at most [`Session::MAX_BYTES`]: 8 are kept for the XDP fast path), 4 to 5 bytes of
+//! index per bucket at 2 to 3.5 buckets per session (10 bytes per session at 2^20 sessions),
+//! 4 of dirty list, and the side parts ([`crate::session_side`]). The entry holds what the
+//! packet path reads and writes: key, id, clocks, the low 32 bits of its eight counters,
+//! sequence and policy state, list links, threats, flags as bits. Whatever only few sessions
+//! need lives in side parts allocated at start and bounded, each with an answer when full that
+//! turns off no check: counters that pass 2^32 keep their high words in [`Wide`] (full: the
+//! counter stops at 2^32 − 1 instead of wrapping), inner flows of tunnels share interned
+//! tunnel ends ([`Tunnels`], `[sessions] tunnel_ends`; full: no `tunnel` in the record), first
+//! threats' reasons are interned string constants ([`Reasons`]); each miss is counted
+//! ([`SideStats`]). Reports read a [`SessionView`] (every counter at full width, the side
+//! parts resolved), so records stay exact. The index never grows: when deleted entries have
+//! used up its free buckets it is rebuilt in place from the slab
+//! ([`TableStats::index_rebuilds`]), where hashbrown would allocate a bigger table.
 //!
 //! TCP state follows the segments seen in both directions (RFC 9293 §3.3.2, reduced to what a
 //! middlebox observes): `syn_sent`, `syn_received`, `established`, `half_closed` (one FIN),

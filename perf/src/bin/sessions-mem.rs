@@ -282,13 +282,19 @@ fn phase_inspected(k: usize, response_bytes: usize) -> Result<()> {
     let per = c.per(k);
     let m2 = mem()?;
     report("handshake, request, response (not yet acknowledged)", m1, m2, k);
-    println!("  per session (5 frames): {per}; app pool full {}", insp.engine.pool_full);
+    println!(
+        "  per session (5 frames): {per}; app pool full {}; stream bytes held {}, kept for conflict checks {}",
+        insp.engine.pool_full,
+        insp.engine.buffered(),
+        insp.engine.kept()
+    );
     for i in 0..k {
         let now = T0 + i as u64 * 10_000 + 5;
         step(&mut insp, &mut frame, i, true, cisn + 1 + req, sisn + 1 + resp, tcpflag::ACK, b"", now)?;
     }
     let m3 = mem()?;
     report("after the client acknowledged the responses", m1, m3, k);
+    println!("  stream bytes held {}, kept {}", insp.engine.buffered(), insp.engine.kept());
     Ok(())
 }
 
