@@ -18,7 +18,9 @@
 //!   (the stream keeps unacknowledged bytes for conflict checks): the memory an inspected
 //!   session adds (app context, parser state, stream buffers).
 //!
-//! `cargo run --release -p warden-perf --bin sessions-mem` (`--phase table` for one phase).
+//! `cargo run --release -p warden-perf --bin sessions-mem` (`--phase table` for one phase;
+//! `--callgrind --sessions 131072`: instructions per operation of each measured loop instead,
+//! under valgrind, a figure the load of a shared machine does not move).
 use std::process::Command;
 use std::time::Instant;
 
@@ -45,6 +47,10 @@ struct Args {
     /// One phase (`table`, `inspector`, `inspected`); all of them, each in a child, if absent.
     #[arg(long)]
     phase: Option<String>,
+    /// Instead of the phases' figures: instructions per operation of each measured loop, each
+    /// phase run under callgrind (needs valgrind; use a smaller `--sessions`, it is ~50x slower).
+    #[arg(long)]
+    callgrind: bool,
 }
 
 /// Memory figures of this process from `/proc/self/status`, in KiB.
@@ -125,38 +131,51 @@ fn syn_seg(seq: u32) -> Option<Segment> {
     Some(Segment { seq, ack: 0, flags: tcpflag::SYN, window: 64240, wscale: None, len: 0 })
 }
 
+fn table_key(i: usize) -> (FlowKey, warden_dp::flow::End) {
+    let (c, port) = client(i);
+    FlowKey::new(0, 6, Addr::v4(c), port, Addr::v4(SERVER), 80)
+}
+
+/// Flows `range` into `t`, one SYN each, final records drained in batches of 64 (a measured
+/// loop: `--callgrind` counts its instructions by name).
+#[inline(never)]
+fn measure_table(t: &mut SessionTable, range: std::ops::Range<usize>, out: &mut Vec<SessionSnapshot>) -> Result<()> {
+    table_loop(t, range, out)
+}
+
+#[inline(always)]
+fn table_loop(t: &mut SessionTable, range: std::ops::Range<usize>, out: &mut Vec<SessionSnapshot>) -> Result<()> {
+    for i in range {
+        let (k, from) = table_key(i);
+        t.track(&k, from, 58, syn_seg(i as u32), 0, T0 + i as u64 * 1000)
+            .context("table refused a session")?;
+        if t.ended_pending() >= 64 {
+            t.drain_ended_upto(out, 64);
+            out.clear();
+        }
+    }
+    Ok(())
+}
+
 fn phase_table(n: usize) -> Result<()> {
     println!("table: SessionTable of {n} sessions");
     let m0 = mem()?;
+    let c = Cost::start();
     let mut t = SessionTable::new(n, Timeouts::default());
+    let took = c.per(1);
     let m1 = mem()?;
     report("allocated at start", m0, m1, n);
-    let key = |i: usize| {
-        let (c, port) = client(i);
-        FlowKey::new(0, 6, Addr::v4(c), port, Addr::v4(SERVER), 80)
-    };
+    println!("  allocation: {took}");
+    let mut out: Vec<SessionSnapshot> = Vec::with_capacity(64);
     let c = Cost::start();
-    for i in 0..n {
-        let (k, from) = key(i);
-        t.track(&k, from, 58, syn_seg(i as u32), 0, T0 + i as u64 * 1000)
-            .context("table refused a session")?;
-    }
+    measure_table(&mut t, 0..n, &mut out)?;
     let per = c.per(n);
     let m2 = mem()?;
     report("full", m0, m2, n);
     println!("  creation: {per}; live {}", t.len());
     // Churn: as many new flows again; each evicts the oldest embryonic session.
-    let mut out: Vec<SessionSnapshot> = Vec::with_capacity(64);
     let c = Cost::start();
-    for i in n..2 * n {
-        let (k, from) = key(i);
-        t.track(&k, from, 58, syn_seg(i as u32), 0, T0 + i as u64 * 1000)
-            .context("table refused a session")?;
-        if t.ended_pending() >= 64 {
-            t.drain_ended_upto(&mut out, 64);
-            out.clear();
-        }
-    }
+    measure_table_churn(&mut t, n..2 * n, &mut out)?;
     let per = c.per(n);
     let m3 = mem()?;
     report("after a churn of as many new flows", m0, m3, n);
@@ -169,6 +188,12 @@ fn phase_table(n: usize) -> Result<()> {
         st.index_rebuilds
     );
     Ok(())
+}
+
+/// [`measure_table`] into a full table (a name of its own for `--callgrind`).
+#[inline(never)]
+fn measure_table_churn(t: &mut SessionTable, range: std::ops::Range<usize>, out: &mut Vec<SessionSnapshot>) -> Result<()> {
+    table_loop(t, range, out)
 }
 
 /// Drives `insp` the way a worker does every 64 frames (events, expiry, reports when due).
@@ -190,39 +215,61 @@ fn worker_tick(insp: &mut Inspector, now: u64, last_report: &mut u64, out: &mut 
     out.clear();
 }
 
+/// What a worker-like loop over SYN frames keeps between frames.
+struct SynWorker {
+    frame: [u8; 4096],
+    out: Vec<SessionSnapshot>,
+    last_report: u64,
+}
+
+/// SYNs of flows `range` through `insp` as a worker drives it (a measured loop).
+#[inline(never)]
+fn measure_inspector(insp: &mut Inspector, w: &mut SynWorker, range: std::ops::Range<usize>) -> Result<()> {
+    inspector_loop(insp, w, range)
+}
+
+#[inline(always)]
+fn inspector_loop(insp: &mut Inspector, w: &mut SynWorker, range: std::ops::Range<usize>) -> Result<()> {
+    for i in range {
+        let (src, sport) = client(i);
+        let syn = Syn { src, sport, dst: SERVER, dport: 80, seq: i as u32 };
+        warden_perf::syn_frame(&mut w.frame, [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], &syn);
+        let now = T0 + i as u64 * 1000;
+        let v = insp.process(&w.frame[..warden_perf::SYN_FRAME_LEN], FrameMeta::new(0, 1, now));
+        if v != Verdict::Forward {
+            bail!("SYN {i} not forwarded: {v:?}");
+        }
+        if i % 64 == 63 {
+            worker_tick(insp, now, &mut w.last_report, &mut w.out);
+        }
+    }
+    Ok(())
+}
+
+/// [`measure_inspector`] into a full table (a name of its own for `--callgrind`).
+#[inline(never)]
+fn measure_inspector_churn(insp: &mut Inspector, w: &mut SynWorker, range: std::ops::Range<usize>) -> Result<()> {
+    inspector_loop(insp, w, range)
+}
+
 fn phase_inspector(n: usize) -> Result<()> {
     println!("inspector: Inspector with a table of {n} sessions, default engine");
     let m0 = mem()?;
+    let c = Cost::start();
     let mut insp = Inspector::new(n, Timeouts::default(), MalformedPolicy::Drop);
+    let took = c.per(1);
     let m1 = mem()?;
     report("allocated at start", m0, m1, n);
-    let mut frame = [0u8; 4096];
-    let mut out = Vec::new();
-    let mut last_report = T0;
-    let mut run = |insp: &mut Inspector, range: std::ops::Range<usize>| -> Result<()> {
-        for i in range {
-            let (src, sport) = client(i);
-            let syn = Syn { src, sport, dst: SERVER, dport: 80, seq: i as u32 };
-            warden_perf::syn_frame(&mut frame, [2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], &syn);
-            let now = T0 + i as u64 * 1000;
-            let v = insp.process(&frame[..warden_perf::SYN_FRAME_LEN], FrameMeta::new(0, 1, now));
-            if v != Verdict::Forward {
-                bail!("SYN {i} not forwarded: {v:?}");
-            }
-            if i % 64 == 63 {
-                worker_tick(insp, now, &mut last_report, &mut out);
-            }
-        }
-        Ok(())
-    };
+    println!("  allocation: {took}");
+    let mut w = SynWorker { frame: [0; 4096], out: Vec::new(), last_report: T0 };
     let c = Cost::start();
-    run(&mut insp, 0..n)?;
+    measure_inspector(&mut insp, &mut w, 0..n)?;
     let per = c.per(n);
     let m2 = mem()?;
     report("full", m0, m2, n);
     println!("  creation: {per}; live {}, app pool full {}", insp.sessions.len(), insp.engine.pool_full);
     let c = Cost::start();
-    run(&mut insp, n..2 * n)?;
+    measure_inspector_churn(&mut insp, &mut w, n..2 * n)?;
     let per = c.per(n);
     let m3 = mem()?;
     report("after a churn of as many new flows", m0, m3, n);
@@ -237,48 +284,86 @@ fn phase_inspector(n: usize) -> Result<()> {
     Ok(())
 }
 
+/// The HTTP exchanges of the `inspected` phase.
+struct Http {
+    frame: [u8; 4096],
+    request: Vec<u8>,
+    response: Vec<u8>,
+}
+
+const CMAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const SMAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
+const CISN: u32 = 1000;
+const SISN: u32 = 5000;
+
+impl Http {
+    fn new(response_bytes: usize) -> Result<Self> {
+        let request = b"GET /index.html HTTP/1.1\r\nHost: example.test\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n".to_vec();
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {response_bytes}\r\n\r\n");
+        let mut response = head.into_bytes();
+        response.resize(response.len() + response_bytes, b'x');
+        if response.len() > 4000 {
+            bail!("--response-bytes must keep the response in one frame");
+        }
+        Ok(Http { frame: [0; 4096], request, response })
+    }
+
+    /// One segment of session `i` (`to_server`: sent by the client) through `insp`.
+    #[allow(clippy::too_many_arguments)]
+    fn step(&mut self, insp: &mut Inspector, i: usize, to_server: bool, seq: u32, ack: u32, flags: u8, payload: Payload, now: u64) -> Result<()> {
+        let (c, port) = client(i);
+        let seg = if to_server {
+            Seg { src: c, sport: port, dst: SERVER, dport: 80, seq, ack, flags }
+        } else {
+            Seg { src: SERVER, sport: 80, dst: c, dport: port, seq, ack, flags }
+        };
+        let (src, dst, iface) = if to_server { (CMAC, SMAC, 0) } else { (SMAC, CMAC, 1) };
+        let payload: &[u8] = match payload {
+            Payload::None => b"",
+            Payload::Request => &self.request,
+            Payload::Response => &self.response,
+        };
+        let len = tcp_frame(&mut self.frame, src, dst, &seg, payload);
+        let v = insp.process(&self.frame[..len], FrameMeta::new(0, iface, now));
+        if v != Verdict::Forward {
+            bail!("session {i}: frame not forwarded: {v:?}");
+        }
+        Ok(())
+    }
+}
+
+/// What a segment of [`Http`] carries.
+#[derive(Clone, Copy)]
+enum Payload {
+    None,
+    Request,
+    Response,
+}
+
+/// Handshake, request and response of sessions `range` (a measured loop).
+#[inline(never)]
+fn measure_inspected(insp: &mut Inspector, h: &mut Http, range: std::ops::Range<usize>) -> Result<()> {
+    let req = h.request.len() as u32;
+    for i in range {
+        let now = T0 + i as u64 * 10_000;
+        h.step(insp, i, true, CISN, 0, tcpflag::SYN, Payload::None, now)?;
+        h.step(insp, i, false, SISN, CISN + 1, tcpflag::SYN | tcpflag::ACK, Payload::None, now + 1)?;
+        h.step(insp, i, true, CISN + 1, SISN + 1, tcpflag::ACK, Payload::None, now + 2)?;
+        h.step(insp, i, true, CISN + 1, SISN + 1, tcpflag::ACK | tcpflag::PSH, Payload::Request, now + 3)?;
+        h.step(insp, i, false, SISN + 1, CISN + 1 + req, tcpflag::ACK | tcpflag::PSH, Payload::Response, now + 4)?;
+    }
+    Ok(())
+}
+
 fn phase_inspected(k: usize, response_bytes: usize) -> Result<()> {
     println!("inspected: {k} HTTP sessions, response {response_bytes} bytes");
     let m0 = mem()?;
     let mut insp = Inspector::new(k.max(1), Timeouts::default(), MalformedPolicy::Drop);
     let m1 = mem()?;
     report("allocated at start (table and engine)", m0, m1, k);
-    let mut frame = [0u8; 4096];
-    let (cmac, smac) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
-    let request = b"GET /index.html HTTP/1.1\r\nHost: example.test\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n";
-    let head = format!("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n", response_bytes);
-    let mut response = head.into_bytes();
-    response.resize(response.len() + response_bytes, b'x');
-    if response.len() > 4000 {
-        bail!("--response-bytes must keep the response in one frame");
-    }
-    let step = |insp: &mut Inspector, frame: &mut [u8; 4096], i: usize, client_sends: bool, seq: u32, ack: u32, flags: u8, payload: &[u8], now: u64| -> Result<()> {
-        let (c, port) = client(i);
-        let seg = if client_sends {
-            Seg { src: c, sport: port, dst: SERVER, dport: 80, seq, ack, flags }
-        } else {
-            Seg { src: SERVER, sport: 80, dst: c, dport: port, seq, ack, flags }
-        };
-        let (src, dst, iface) = if client_sends { (cmac, smac, 0) } else { (smac, cmac, 1) };
-        let len = tcp_frame(frame, src, dst, &seg, payload);
-        let v = insp.process(&frame[..len], FrameMeta::new(0, iface, now));
-        if v != Verdict::Forward {
-            bail!("session {i}: frame not forwarded: {v:?}");
-        }
-        Ok(())
-    };
-    let (cisn, sisn) = (1000u32, 5000u32);
-    let req = request.len() as u32;
-    let resp = response.len() as u32;
+    let mut h = Http::new(response_bytes)?;
     let c = Cost::start();
-    for i in 0..k {
-        let now = T0 + i as u64 * 10_000;
-        step(&mut insp, &mut frame, i, true, cisn, 0, tcpflag::SYN, b"", now)?;
-        step(&mut insp, &mut frame, i, false, sisn, cisn + 1, tcpflag::SYN | tcpflag::ACK, b"", now + 1)?;
-        step(&mut insp, &mut frame, i, true, cisn + 1, sisn + 1, tcpflag::ACK, b"", now + 2)?;
-        step(&mut insp, &mut frame, i, true, cisn + 1, sisn + 1, tcpflag::ACK | tcpflag::PSH, request, now + 3)?;
-        step(&mut insp, &mut frame, i, false, sisn + 1, cisn + 1 + req, tcpflag::ACK | tcpflag::PSH, &response, now + 4)?;
-    }
+    measure_inspected(&mut insp, &mut h, 0..k)?;
     let per = c.per(k);
     let m2 = mem()?;
     report("handshake, request, response (not yet acknowledged)", m1, m2, k);
@@ -288,13 +373,54 @@ fn phase_inspected(k: usize, response_bytes: usize) -> Result<()> {
         insp.engine.buffered(),
         insp.engine.kept()
     );
+    let (req, resp) = (h.request.len() as u32, h.response.len() as u32);
     for i in 0..k {
         let now = T0 + i as u64 * 10_000 + 5;
-        step(&mut insp, &mut frame, i, true, cisn + 1 + req, sisn + 1 + resp, tcpflag::ACK, b"", now)?;
+        h.step(&mut insp, i, true, CISN + 1 + req, SISN + 1 + resp, tcpflag::ACK, Payload::None, now)?;
     }
     let m3 = mem()?;
     report("after the client acknowledged the responses", m1, m3, k);
     println!("  stream bytes held {}, kept {}", insp.engine.buffered(), insp.engine.kept());
+    Ok(())
+}
+
+/// Instructions per operation of each measured loop, each phase run under callgrind
+/// (`valgrind --tool=callgrind`, counting only inside the loop's function): a figure the
+/// machine's load does not move.
+fn callgrind(exe: &std::path::Path, n: usize, k: usize, response_bytes: usize) -> Result<()> {
+    println!("instructions per operation (callgrind, {n} sessions, {k} inspected):");
+    let measures = [
+        ("table", "measure_table", n, "table: session created"),
+        ("table", "measure_table_churn", n, "table: session created evicting one"),
+        ("inspector", "measure_inspector", n, "inspector: SYN creating a session"),
+        ("inspector", "measure_inspector_churn", n, "inspector: SYN creating a session evicting one"),
+        ("inspected", "measure_inspected", k, "inspected: HTTP session, 5 frames"),
+    ];
+    for (phase, func, ops, what) in measures {
+        let out = std::env::temp_dir().join(format!("sessions-mem-{}-{func}.callgrind", std::process::id()));
+        let st = Command::new("valgrind")
+            .args(["--tool=callgrind", "--quiet"])
+            .arg(format!("--callgrind-out-file={}", out.display()))
+            .arg(format!("--toggle-collect=*{func}"))
+            .arg(exe)
+            .args(["--phase", phase, "--sessions", &n.to_string(), "--inspected", &k.to_string()])
+            .args(["--response-bytes", &response_bytes.to_string()])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .context("run valgrind (apt install valgrind)")?;
+        if !st.success() {
+            bail!("{phase} under callgrind: {st}");
+        }
+        let text = std::fs::read_to_string(&out).with_context(|| format!("read {}", out.display()))?;
+        let _ = std::fs::remove_file(&out);
+        let ir: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("summary:").or_else(|| l.strip_prefix("totals:")))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .context("no summary in the callgrind output")?;
+        println!("  {what}: {:.0}", ir as f64 / ops.max(1) as f64);
+    }
     Ok(())
 }
 
@@ -333,6 +459,7 @@ fn main() -> Result<()> {
         Some("inspector") => phase_inspector(args.sessions),
         Some("inspected") => phase_inspected(args.inspected, args.response_bytes),
         Some(p) => bail!("unknown phase {p}"),
+        None if args.callgrind => callgrind(&std::env::current_exe()?, args.sessions, args.inspected, args.response_bytes),
         None => {
             println!("load average before: {}", loadavg());
             sizes(args.sessions);
