@@ -744,7 +744,8 @@ pub struct WorkerCounters {
     /// tunnel ends of inner flows), what found no room, each time a record lost that detail
     /// (`wide_full`: a counter stopped at 2^32 − 1, `tunnel_ends_full`: a record without its
     /// `tunnel`, `reasons_full`: a first threat without its reason, `uncounted_lost`: a source's
-    /// session count not taken back), and `index_rebuilds` (the key index rebuilt in place).
+    /// session count not taken back, `index_refused`: a new flow refused because the key
+    /// index's probe would have been too long, never expected).
     /// Only non-zero entries.
     #[serde(default)]
     pub sessions_side: BTreeMap<String, u64>,

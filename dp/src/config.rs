@@ -225,7 +225,7 @@ impl Dataplane {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Sessions {
-    /// Maximum sessions per worker (1..=67108864). A new session in a full table evicts the
+    /// Maximum sessions per worker (1..=67108863). A new session in a full table evicts the
     /// oldest denied or closed one, else embryonic TCP, else one-way, else two-way
     /// UDP/ICMP/other; established TCP is never evicted: the new flow is refused (see
     /// [`crate::session::EvictClass`]). The table is allocated at start: about 240 bytes per
@@ -602,8 +602,8 @@ impl Config {
                 ));
             }
         }
-        if self.sessions.max == 0 || self.sessions.max > 1 << 26 {
-            return Err(bad("sessions.max", format!("must be 1..=67108864, got {}", self.sessions.max)));
+        if self.sessions.max == 0 || self.sessions.max > crate::session_index::MAX_SLOTS {
+            return Err(bad("sessions.max", format!("must be 1..=67108863, got {}", self.sessions.max)));
         }
         if self.sessions.tunnel_ends == 0 || self.sessions.tunnel_ends > crate::session_side::Tunnels::MAX {
             return Err(bad("sessions.tunnel_ends", format!("must be 1..=65535, got {}", self.sessions.tunnel_ends)));

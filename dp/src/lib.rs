@@ -62,6 +62,7 @@ pub mod rst;
 pub mod seqlock;
 pub mod service;
 pub mod session;
+pub mod session_index;
 pub mod session_side;
 pub mod stream;
 pub mod tcpseq;

@@ -482,7 +482,7 @@ impl Collector for Exposition {
             })
         };
         gauges(e, "sessions_side_entries", "Entries of the session table's side parts held now: wide (counters past 2^32), tunnel_ends.", side(true))?;
-        counters(e, "sessions_side_events", "Session table side parts that found no room (a record lost that detail) and index rebuilds, by part.", side(false))?;
+        counters(e, "sessions_side_events", "Session table side parts that found no room (a record lost that detail) and new flows the key index refused, by part.", side(false))?;
 
         // Policy.
         gauges(e, "policy_generation", "Generation of the running policy.", [(vec![], u64::from(s.policy_generation))])?;

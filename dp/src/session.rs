@@ -5,9 +5,10 @@
 //! or the first sender for UDP/ICMP/other; for ICMP echo the request's sender, see
 //! [`crate::icmp`]), except for a flow another flow announced (a TFTP transfer), whose client
 //! is the announcing flow's client ([`SessionTable::set_client`]). Storage is preallocated at
-//! start-up: a slab of [`Session`]s (free slots linked through the entries), a hashbrown index
-//! of slot numbers hashed by the key in the slot, with its final capacity, and intrusive doubly
-//! linked lists, one per (timeout, eviction class), kept in last-activity order. So:
+//! start-up: a slab of [`Session`]s (free slots linked through the entries), an index of slot
+//! numbers by key ([`crate::session_index`]: Robin Hood hashing, 4-byte buckets, never
+//! grown), and intrusive doubly linked lists, one per (timeout, eviction class), kept in
+//! last-activity order. So:
 //! - touching a session moves it to the tail of its list (O(1));
 //! - expiry pops list heads whose idle time exceeds the list's timeout (O(1) each); it keeps up
 //!   with the creation rate: [`SessionTable::expire`] may end as many sessions as were created
@@ -24,9 +25,9 @@
 //!
 //! **Memory.** A session costs the table about 240 bytes, whatever it carries
 //! ([`SessionTable::footprint`]; `perf/RESULTS.md`, "Memory per session"): its entry (224
-//! bytes, at most [`Session::MAX_BYTES`]: 8 are kept for the XDP fast path), 4 to 5 bytes of
-//! index per bucket at 2 to 3.5 buckets per session (10 bytes per session at 2^20 sessions),
-//! 4 of dirty list, and the side parts ([`crate::session_side`]). The entry holds what the
+//! bytes, at most [`Session::MAX_BYTES`]: 8 are kept for the XDP fast path), 4 bytes of index
+//! per bucket at 1.43 to 2.9 buckets per session (8 bytes per session at 2^20 sessions), 4 of
+//! dirty list, and the side parts ([`crate::session_side`]). The entry holds what the
 //! packet path reads and writes: key, id, clocks, the low 32 bits of its eight counters,
 //! sequence and policy state, list links, threats, flags as bits. Whatever only few sessions
 //! need lives in side parts allocated at start and bounded, each with an answer when full that
@@ -35,9 +36,7 @@
 //! tunnel ends ([`Tunnels`], `[sessions] tunnel_ends`; full: no `tunnel` in the record), first
 //! threats' reasons are interned string constants ([`Reasons`]); each miss is counted
 //! ([`SideStats`]). Reports read a [`SessionView`] (every counter at full width, the side
-//! parts resolved), so records stay exact. The index never grows: when deleted entries have
-//! used up its free buckets it is rebuilt in place from the slab
-//! ([`TableStats::index_rebuilds`]), where hashbrown would allocate a bigger table.
+//! parts resolved), so records stay exact.
 //!
 //! TCP state follows the segments seen in both directions (RFC 9293 §3.3.2, reduced to what a
 //! middlebox observes): `syn_sent`, `syn_received`, `established`, `half_closed` (one FIN),
@@ -45,12 +44,9 @@
 //! timeout so late ACKs and retransmissions are still counted, then end with a final record.
 
 use std::collections::VecDeque;
-use std::hash::BuildHasher;
-
-use hashbrown::DefaultHashBuilder;
-use hashbrown::HashTable;
 
 use crate::flow::{End, FlowKey};
+use crate::session_index::Index;
 use crate::session_side::{counter, Reasons, SideStats, TunnelHandle, Tunnels, Wide, NO_TUNNEL};
 use crate::wire::tcpflag;
 
@@ -642,9 +638,10 @@ pub struct TableStats {
     pub refused: u64,
     /// Final records lost because the ended queue was full (the worker flushes it long before).
     pub ended_overflow: u64,
-    /// Times the key index was rebuilt in place because deleted entries had used up its free
-    /// buckets (O(sessions), no allocation; rare: see [`SessionTable::footprint`]).
-    pub index_rebuilds: u64,
+    /// New flows refused because the key index would have had to put an entry more than
+    /// [`crate::session_index::MAX_DIST`] buckets from its home (included in `refused`; not
+    /// expected with the index at most 70 % full and a random hash seed).
+    pub index_refused: u64,
     /// Removed sessions whose count in their source's live sessions (`ip_src_session_limit`)
     /// could not be queued to be taken back (the queue is drained before every frame; never
     /// expected).
@@ -665,7 +662,7 @@ impl TableStats {
             ("tunnel_ends_full", s.tunnel_ends_full),
             ("reasons_full", s.reasons_full),
             ("uncounted_lost", self.uncounted_lost),
-            ("index_rebuilds", self.index_rebuilds),
+            ("index_refused", self.index_refused),
         ]
     }
 }
@@ -692,7 +689,7 @@ pub struct Footprint {
     pub capacity: usize,
     /// The entries (`capacity` × `size_of::<Session>()`).
     pub entries: usize,
-    /// The key index (hashbrown: a 4-byte slot number and a control byte per bucket).
+    /// The key index (a 4-byte bucket per 1.43 to 2.9 sessions, [`crate::session_index`]).
     pub index: usize,
     /// The dirty list (a 4-byte slot number per session).
     pub dirty: usize,
@@ -727,9 +724,8 @@ const UNCOUNTED_RESERVE: usize = 8;
 
 /// The per-core session table. See the module docs.
 pub struct SessionTable {
-    /// Key → slot, hashed from the key in the slot (the index holds slot numbers only).
-    index: HashTable<u32>,
-    hasher: DefaultHashBuilder,
+    /// Key → slot (the index holds slot numbers; keys are read from the slots).
+    index: Index,
     slots: Vec<Session>,
     /// Head of the free slots, linked through `Session::next`.
     free: u32,
@@ -783,7 +779,7 @@ impl SessionTable {
     /// A table for at most `max` sessions (at least 1) and side parts of `sides`, with all
     /// memory allocated now.
     pub fn with_sides(max: usize, timeouts: Timeouts, sides: SideSizes) -> Self {
-        let max = max.clamp(1, (NIL - 1) as usize);
+        let max = max.clamp(1, crate::session_index::MAX_SLOTS);
         let ended_cap = max.clamp(1024, 65536);
         let mut slots = vec![Session::vacant(); max];
         for (i, s) in slots.iter_mut().enumerate() {
@@ -791,8 +787,7 @@ impl SessionTable {
         }
         let uncounted_cap = if max <= UNCOUNTED_CAP { max + UNCOUNTED_RESERVE } else { UNCOUNTED_CAP };
         SessionTable {
-            index: HashTable::with_capacity(index_capacity(max)),
-            hasher: DefaultHashBuilder::default(),
+            index: Index::new(max),
             slots,
             free: 0,
             heads: [NIL; LISTS],
@@ -819,7 +814,7 @@ impl SessionTable {
         Footprint {
             capacity: self.slots.len(),
             entries: self.slots.capacity() * std::mem::size_of::<Session>(),
-            index: self.index.allocation_size(),
+            index: self.index.bytes(),
             dirty: self.dirty.capacity() * size,
             side: self.wide.bytes() + self.tunnels.bytes() + (Reasons::MAX + 1) * std::mem::size_of::<&str>(),
             queues: self.ended.capacity() * std::mem::size_of::<(SessionView, EndReason)>()
@@ -1001,22 +996,23 @@ impl SessionTable {
         s.reason = r;
     }
 
-    fn hash(hasher: &DefaultHashBuilder, key: &FlowKey) -> u64 {
-        hasher.hash_one(key)
-    }
-
-    /// The slot of `key`'s session.
+    /// The slot of the session of `key`, whose hash is `hash`.
     #[inline]
-    fn lookup(&self, key: &FlowKey) -> Option<u32> {
+    fn lookup(&self, key: &FlowKey, hash: u64) -> Option<u32> {
         let slots = &self.slots;
-        self.index.find(Self::hash(&self.hasher, key), |&i| slots[i as usize].key == *key).copied()
+        self.index.find(hash, |i| slots[i as usize].key == *key)
     }
 
     /// Looks up the session of `key` without creating one. Returns its index and the direction
     /// of a frame sent by `from`.
     pub fn find(&self, key: &FlowKey, from: End) -> Option<(u32, Dir)> {
-        let idx = self.lookup(key)?;
+        let idx = self.lookup(key, self.index.hash(key))?;
         Some((idx, self.slots[idx as usize].dir_of(from)))
+    }
+
+    /// The longest distance of an index entry from its home bucket (benchmarks, tests).
+    pub fn index_max_dist(&self) -> u32 {
+        self.index.max_dist()
     }
 
     /// Accounts one frame of `len` bytes sent by canonical end `from` at `now_ns` (Unix ns) on
@@ -1035,18 +1031,23 @@ impl SessionTable {
         now_ns: u64,
     ) -> Option<Tracked> {
         let tcp_flags = tcp.map(|t| t.flags);
-        let (idx, new) = match self.lookup(key) {
+        let hash = self.index.hash(key);
+        let (idx, new) = match self.lookup(key, hash) {
             Some(idx) if !self.reusable(idx, tcp_flags) => (idx, false),
-            Some(idx) => {
-                self.remove(idx, EndReason::Reused);
-                (self.create(key, from, tcp_flags, iface, now_ns), true)
-            }
-            None => {
+            found => {
+                if let Some(idx) = found {
+                    self.remove(idx, EndReason::Reused);
+                }
                 if !self.make_room(now_ns) {
                     self.stats.refused += 1;
                     return None;
                 }
-                (self.create(key, from, tcp_flags, iface, now_ns), true)
+                let Some(idx) = self.create(key, hash, from, tcp_flags, iface, now_ns) else {
+                    self.stats.refused += 1;
+                    self.stats.index_refused += 1;
+                    return None;
+                };
+                (idx, true)
             }
         };
         let dir = self.slots[idx as usize].dir_of(from);
@@ -1128,17 +1129,23 @@ impl SessionTable {
         self.touch(idx);
     }
 
+    /// A new session of `key` (hash `hash`) in a free slot (the caller made room); `None` when
+    /// the index refuses it ([`TableStats::index_refused`]).
     fn create(
         &mut self,
         key: &FlowKey,
+        hash: u64,
         from: End,
         tcp_flags: Option<u8>,
         iface: u16,
         now_ns: u64,
-    ) -> u32 {
+    ) -> Option<u32> {
         let idx = self.free;
         if idx == NIL {
             unreachable!("track makes room before creating")
+        }
+        if !self.index.insert(hash, idx) {
+            return None;
         }
         self.free = self.slots[idx as usize].next;
         let other = match from {
@@ -1183,46 +1190,15 @@ impl SessionTable {
         self.slots[idx as usize] = s;
         self.next_id += 1;
         self.created_since_expire += 1;
-        self.insert_index(idx);
         self.link_tail(idx);
         self.stats.created += 1;
-        idx
-    }
-
-    /// Adds slot `idx` to the key index. When deleted entries have used up the index's free
-    /// buckets, the index is first rebuilt in place from the live slots, so hashbrown never
-    /// allocates a bigger table on the packet path (it would, with more than half its buckets
-    /// full).
-    fn insert_index(&mut self, idx: u32) {
-        if self.index.capacity() <= self.index.len() {
-            self.rebuild_index(idx);
-        }
-        let Self { index, hasher, slots, .. } = self;
-        let h = Self::hash(hasher, &slots[idx as usize].key);
-        index.insert_unique(h, idx, |&i| Self::hash(hasher, &slots[i as usize].key));
-    }
-
-    /// Rebuilds the key index from the live slots but `new` (being added).
-    #[cold]
-    fn rebuild_index(&mut self, new: u32) {
-        let Self { index, hasher, slots, .. } = self;
-        let live: usize = index.len();
-        index.clear();
-        for (i, s) in slots.iter().enumerate() {
-            if s.flag(bit::LIVE) && i != new as usize {
-                let h = Self::hash(hasher, &s.key);
-                index.insert_unique(h, i as u32, |&j| Self::hash(hasher, &slots[j as usize].key));
-            }
-        }
-        debug_assert_eq!(index.len(), live);
-        self.stats.index_rebuilds += 1;
+        Some(idx)
     }
 
     fn remove_index(&mut self, idx: u32) {
-        let h = Self::hash(&self.hasher, &self.slots[idx as usize].key);
-        if let Ok(e) = self.index.find_entry(h, |&i| i == idx) {
-            e.remove();
-        }
+        let h = self.index.hash(&self.slots[idx as usize].key);
+        let removed = self.index.remove(h, idx);
+        debug_assert!(removed, "slot {idx} was not in the index");
     }
 
     /// Makes canonical end `client` the client of session `idx` (a flow announced by another
@@ -1478,7 +1454,7 @@ impl SessionTable {
     /// (`ip_src_session_limit`), to take it back at once.
     pub fn end_all(&mut self, mut pred: impl FnMut(u16) -> bool, mut uncount: impl FnMut(u16, crate::flow::Addr)) {
         let slots = &self.slots;
-        let live: Vec<u32> = self.index.iter().copied().filter(|&i| pred(slots[i as usize].key.zone)).collect();
+        let live: Vec<u32> = self.index.slots().filter(|&i| pred(slots[i as usize].key.zone)).collect();
         for idx in live {
             self.remove(idx, EndReason::Shutdown);
             for (zone, client) in self.uncounted.drain(..) {
@@ -1587,15 +1563,8 @@ impl SessionTable {
 
     /// Snapshots of up to `limit` live sessions.
     pub fn snapshot(&self, limit: usize) -> Vec<SessionSnapshot> {
-        self.index.iter().take(limit).map(|&i| SessionSnapshot::live(self.view(i))).collect()
+        self.index.slots().take(limit).map(|i| SessionSnapshot::live(self.view(i))).collect()
     }
-}
-
-/// Buckets to ask hashbrown for, for an index of `max` keys: at most 4/7 of the buckets full
-/// (hashbrown makes `capacity × 8/7` buckets, a power of two), so that deletions rarely
-/// leave tombstones and a rebuild ([`SessionTable::rebuild_index`]) stays rare.
-fn index_capacity(max: usize) -> usize {
-    max.saturating_add(max / 2).saturating_add(max / 32)
 }
 
 fn advance_tcp(s: &mut Session, dir: Dir, seg: &crate::tcpseq::Segment) {
@@ -2216,9 +2185,9 @@ mod tests {
     }
 
     #[test]
-    fn the_index_is_rebuilt_in_place_under_churn_and_never_grows() {
-        // A small table churned ten thousand times its size: deletions leave tombstones in
-        // hashbrown's buckets; the index is rebuilt from the live slots instead of growing.
+    fn a_table_churned_ten_thousand_times_its_size_keeps_its_index_as_it_was() {
+        // Every new flow evicts one: the index takes and frees entries a million times, never
+        // grows, refuses nothing, and finds every live session by its key.
         let mut t = SessionTable::new(100, Timeouts::default());
         let bytes = t.footprint();
         for i in 0..1_000_000u32 {
@@ -2231,7 +2200,8 @@ mod tests {
         }
         assert_eq!(t.footprint(), bytes);
         assert_eq!(t.len(), 100);
-        assert!(t.stats().index_rebuilds > 0, "{:?}", t.stats());
+        assert_eq!((t.stats().evicted, t.stats().index_refused), (1_000_000 - 100, 0));
+        assert!(t.index_max_dist() < 16, "{}", t.index_max_dist());
         // Every live session is still found by its key, and only those.
         let live: Vec<u32> = (0..t.capacity() as u32).filter(|&i| t.get(i).flag(bit::LIVE)).collect();
         assert_eq!(live.len(), 100);

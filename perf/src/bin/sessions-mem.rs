@@ -181,11 +181,12 @@ fn phase_table(n: usize) -> Result<()> {
     report("after a churn of as many new flows", m0, m3, n);
     let st = t.stats();
     println!(
-        "  churn: {per}; created {}, evicted {}, live {}, index rebuilds {}",
+        "  churn: {per}; created {}, evicted {}, live {}, index refused {}, longest index probe {} buckets",
         st.created,
         st.evicted,
         t.len(),
-        st.index_rebuilds
+        st.index_refused,
+        t.index_max_dist()
     );
     Ok(())
 }
@@ -275,11 +276,12 @@ fn phase_inspector(n: usize) -> Result<()> {
     report("after a churn of as many new flows", m0, m3, n);
     let st = insp.sessions.stats();
     println!(
-        "  churn: {per}; created {}, evicted {}, live {}, index rebuilds {}",
+        "  churn: {per}; created {}, evicted {}, live {}, index refused {}, longest index probe {} buckets",
         st.created,
         st.evicted,
         insp.sessions.len(),
-        st.index_rebuilds
+        st.index_refused,
+        insp.sessions.index_max_dist()
     );
     Ok(())
 }
@@ -433,7 +435,15 @@ fn sizes(n: usize) {
     println!("    PolicyState {}", size_of::<warden_dp::enforce::PolicyState>());
     println!("    TcpSeq {}", size_of::<warden_dp::tcpseq::TcpSeq>());
     println!("  SessionView (reports) {}, SessionSnapshot {}", size_of::<warden_dp::session::SessionView>(), size_of::<SessionSnapshot>());
-    println!("  AppCtx {} (AppState {}, Stream {} x 2)", size_of::<AppCtx>(), size_of::<AppState>(), size_of::<warden_dp::stream::Stream>());
+    println!(
+        "  AppCtx {} (parser state AppState {}: its largest parser's, threat state Threats {} inside each; Stream {} x 2; mid-stream walks Mid {}; echo Mirror {})",
+        size_of::<AppCtx>(),
+        size_of::<AppState>(),
+        size_of::<warden_dp::detect::Threats>(),
+        size_of::<warden_dp::stream::Stream>(),
+        size_of::<warden_dp::app::midstream::Mid>(),
+        size_of::<warden_dp::app::echo::Mirror>()
+    );
     println!("  AppSummary {}", size_of::<AppSummary>());
     let f = SessionTable::new(n, Timeouts::default()).footprint();
     let per = |b: usize| b as f64 / n as f64;
