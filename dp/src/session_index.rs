@@ -278,7 +278,7 @@ mod tests {
                 held += 1;
             }
         }
-        assert!(held <= 127 && held >= 100, "{held}");
+        assert!((100..=127).contains(&held), "{held}");
         for s in 0..200u32 {
             if let Some(k) = r2.keys[s as usize] {
                 assert_eq!(r2.find(&k), Some(s));
