@@ -438,4 +438,18 @@ mod tests {
         assert_eq!((ip.sport, ip.dport, ip.src.to_string(), ip.dst.to_string()), (40123, 443, "198.19.7.9".into(), "198.18.0.2".into()));
         assert!(matches!(ip.l4, warden_dp::wire::L4::Tcp { flags: 0x02, seq: 0xdead_beef, .. }));
     }
+
+    #[test]
+    fn tcp_frame_decodes_with_its_payload_and_checksums_verify() {
+        let seg = Seg { src: [198, 18, 0, 1], sport: 1024, dst: [198, 19, 0, 1], dport: 80, seq: 7, ack: 99, flags: 0x18 };
+        let mut buf = [0xaau8; 256];
+        let n = tcp_frame(&mut buf, [2; 6], [4; 6], &seg, b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(n, tcp_frame_len(18));
+        let d = warden_dp::wire::decode(&buf[..n]).unwrap();
+        assert!(checksum::ipv4_header_ok(&d));
+        let ip = d.ip.unwrap();
+        assert_eq!(checksum::transport_ok(&ip), Ok(()));
+        assert_eq!((ip.sport, ip.dport, ip.payload), (1024, 80, &b"GET / HTTP/1.1\r\n\r\n"[..]));
+        assert!(matches!(ip.l4, warden_dp::wire::L4::Tcp { flags: 0x18, seq: 7, ack: 99, .. }));
+    }
 }
