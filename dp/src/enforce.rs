@@ -198,8 +198,6 @@ pub struct PolicyState {
     /// frames are dropped from then on (reset at both ends once for `reset`), whatever the
     /// policy decides on re-evaluation.
     pub threat_block: Option<(crate::detect::ThreatId, crate::detect::Action)>,
-    /// The verdict of the shadow policy, when one is loaded ([`crate::shadow`]).
-    pub shadow: crate::shadow::ShadowState,
 }
 
 /// [`PolicyState`]'s stored workload index of no workload.
@@ -363,8 +361,14 @@ impl PolicyView {
     /// the generation `p` belongs to, `generation`), with the shadow verdict of shadow
     /// generation `shadow_generation` where it differs. None when neither policy enforces
     /// the session.
-    pub fn of(s: &PolicyState, p: &CompiledPolicy, generation: u32, shadow_generation: u32) -> Option<PolicyView> {
-        let shadow = s.shadow.differing(shadow_generation, s.verdict, s.pending_app);
+    pub fn of(
+        s: &PolicyState,
+        shadow: &crate::shadow::ShadowState,
+        p: &CompiledPolicy,
+        generation: u32,
+        shadow_generation: u32,
+    ) -> Option<PolicyView> {
+        let shadow = shadow.differing(shadow_generation, s.verdict, s.pending_app);
         if s.verdict.is_none() && shadow.is_none() {
             return None;
         }

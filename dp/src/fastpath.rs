@@ -355,8 +355,9 @@ pub struct FastPath {
 /// The modes of a session's two directions if it may go on the fast path now (see the module
 /// docs), `None` otherwise. `generation` is the worker's policy generation; `min_bytes` the
 /// shortest opaque run worth a range.
-pub fn decide(s: &Session, engine: &Engine, generation: u32, min_bytes: u64) -> Option<[FastMode; 2]> {
-    if s.fast.offloaded() || s.midstream || s.key.seg != 0 || s.tunnel.is_some() || s.carrier.is_some() {
+pub fn decide(sessions: &SessionTable, idx: u32, engine: &Engine, generation: u32, min_bytes: u64) -> Option<[FastMode; 2]> {
+    let s = sessions.get(idx);
+    if s.fast.offloaded() || s.midstream() || s.key.seg != 0 || s.inner() || s.carrier().is_some() {
         return None;
     }
     if s.anomalous_frames != 0 || !s.threats.is_empty() || s.client_iface == crate::origin::NO_SLOT {
@@ -371,7 +372,8 @@ pub fn decide(s: &Session, engine: &Engine, generation: u32, min_bytes: u64) -> 
     }
     match s.key.proto {
         ipproto::TCP => {
-            if s.state != State::Tcp(TcpState::Established) || !s.client_data || s.packets[0] == 0 || s.packets[1] == 0 {
+            let packets = sessions.packets(idx);
+            if s.state != State::Tcp(TcpState::Established) || !s.client_data() || packets[0] == 0 || packets[1] == 0 {
                 return None;
             }
             if ctx == NO_APP || engine.inspection_over(ctx) {
@@ -485,7 +487,7 @@ impl FastPath {
         if s.fast.offloaded() || !(self.slots.on(s.client_iface) || self.slots.on(server_slot)) {
             return;
         }
-        let Some(modes) = decide(s, engine, generation, self.cfg.min_bytes) else { return };
+        let Some(modes) = decide(sessions, idx, engine, generation, self.cfg.min_bytes) else { return };
         if s.fast.offloads >= MAX_OFFLOADS {
             self.stats.refused_limit += 1;
             return;

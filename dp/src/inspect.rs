@@ -452,6 +452,9 @@ impl Inspector {
     /// under it on their next frame. Resets (and sizes, or frees) the diff sums.
     pub fn set_shadow(&mut self, shadow: Option<Arc<CompiledPolicy>>, generation: u32) {
         self.shadow_diff.reset(generation, shadow.is_some());
+        // One state per slot while a candidate is loaded, none otherwise (outside the
+        // 232-byte entry: `SessionTable::set_shadow_states`).
+        self.sessions.set_shadow_states(shadow.is_some());
         self.shadow = shadow;
         self.shadow_gen = generation;
     }
@@ -1218,10 +1221,11 @@ impl Inspector {
         }
         // The shadow policy, where the real one was evaluated or the shadow is newer (one
         // `Option` test per frame when none is loaded).
-        if self.shadow.is_some()
-            && (reeval || ps.shadow.generation != self.shadow_gen || (ps.blocked && ps.shadow.pending_app))
-        {
-            self.evaluate_shadow(idx, &mut ps, app, now_ns);
+        if self.shadow.is_some() {
+            let sh = self.sessions.shadow(idx);
+            if reeval || sh.generation != self.shadow_gen || (ps.blocked && sh.pending_app) {
+                self.evaluate_shadow(idx, &ps, app, now_ns);
+            }
         }
         // Events: an exception once, else a violation or denial once per verdict change.
         let alarm = matches!(ps.verdict, Some(PolicyVerdict::Violation | PolicyVerdict::Denied));
@@ -1265,7 +1269,7 @@ impl Inspector {
     /// the facts the real evaluation uses (`app`: the app as the real evaluation saw it; a
     /// blocked session will never know more, so there a pending shadow takes `unknown`), and
     /// counts it in the diff once both verdicts are settled ([`crate::shadow`]).
-    fn evaluate_shadow(&mut self, idx: u32, ps: &mut crate::enforce::PolicyState, app: Option<App>, now_ns: u64) {
+    fn evaluate_shadow(&mut self, idx: u32, ps: &crate::enforce::PolicyState, app: Option<App>, now_ns: u64) {
         let Some(shadow) = self.shadow.clone() else { return };
         let s = *self.sessions.get(idx);
         let (server, server_port) = s.server_end();
@@ -1282,23 +1286,26 @@ impl Inspector {
             client_names: &[],
         };
         let d = shadow.evaluate_ends(&facts, self.origins.ends_under(s.client_iface, &shadow));
-        ps.shadow.apply(&d, self.shadow_gen);
+        let mut sh = self.sessions.shadow(idx);
+        sh.apply(&d, self.shadow_gen);
         if ps.pending_app || d.pending_app || (ps.verdict.is_none() && d.verdict.is_none()) {
+            self.sessions.set_shadow(idx, sh);
             return;
         }
-        let first = !ps.shadow.compared;
-        ps.shadow.compared = true;
-        let key = (!ps.shadow.counted && ps.verdict != d.verdict).then_some(crate::shadow::DiffKey {
+        let first = !sh.compared;
+        sh.compared = true;
+        let key = (!sh.counted && ps.verdict != d.verdict).then_some(crate::shadow::DiffKey {
             client: d.client_workload,
             server: d.server_workload,
             ip_proto: s.key.proto,
             server_port,
             verdict: ps.verdict,
-            rule_id: ps.rule_id,
+            rule_id: ps.rule_id(),
             shadow_verdict: d.verdict,
             shadow_rule_id: d.rule_id,
         });
-        ps.shadow.counted |= key.is_some();
+        sh.counted |= key.is_some();
+        self.sessions.set_shadow(idx, sh);
         self.shadow_diff.count(first, key, client, server);
     }
 
@@ -1972,7 +1979,7 @@ impl Inspector {
             self.engine.close(ctx);
         }
         for snap in &mut snaps[from..] {
-            snap.policy = PolicyView::of(&snap.session.policy, &self.policy, self.policy_gen, self.shadow_gen);
+            snap.policy = PolicyView::of(&snap.session.policy, &snap.session.shadow, &self.policy, self.policy_gen, self.shadow_gen);
             let ctx = snap.session.app_ctx;
             if ctx == NO_APP {
                 continue;

@@ -292,6 +292,9 @@ mod bit {
     pub const CARRIER_SHIFT: u32 = 10;
     /// Mask of the carrier bits.
     pub const CARRIER: u16 = 0xf << CARRIER_SHIFT;
+    /// The inner flow of a tunnel (set by [`super::SessionTable::set_tunnel`] even when the
+    /// table's tunnel ends were full and no ends are recorded).
+    pub const INNER: u16 = 1 << 14;
 }
 
 /// One session: both directions of one flow, as the table holds it (its entry; see the module
@@ -463,6 +466,13 @@ impl Session {
         self.bits = (self.bits & !bit::CARRIER) | (u16::from(kind as u8) << bit::CARRIER_SHIFT);
     }
 
+    /// True for the inner flow of a tunnel, whether or not its tunnel ends could be recorded
+    /// ([`SessionTable::set_tunnel`]).
+    #[inline]
+    pub fn inner(&self) -> bool {
+        self.flag(bit::INNER)
+    }
+
     /// The first session-level threat raised ([`SessionTable::note_threat`]; its reason is in
     /// [`SessionTable::view`]).
     pub fn first_threat(&self) -> Option<crate::detect::ThreatId> {
@@ -582,6 +592,9 @@ pub struct SessionView {
     /// The XDP fast path's mark ([`crate::fastpath`]): offloads and frames the kernel
     /// forwarded (the entry is the live session's).
     pub fast: crate::fastpath::FastMark,
+    /// The session's verdict under the shadow policy ([`crate::shadow`]; default while none
+    /// is loaded: [`SessionTable::shadow`]).
+    pub shadow: crate::shadow::ShadowState,
 }
 
 impl SessionView {
@@ -702,6 +715,9 @@ pub struct Footprint {
     pub dirty: usize,
     /// The side parts: high counter words, tunnel ends, reasons.
     pub side: usize,
+    /// The shadow policy states (16 bytes per session while a shadow policy is loaded, else
+    /// 0; not in [`Self::per_session`]: a trial's temporary cost).
+    pub shadow: usize,
     /// The queue of final records and the queue of sources to take back (bounded, not per
     /// session).
     pub queues: usize,
@@ -710,7 +726,7 @@ pub struct Footprint {
 impl Footprint {
     /// Everything.
     pub fn total(&self) -> usize {
-        self.entries + self.index + self.dirty + self.side + self.queues
+        self.entries + self.index + self.dirty + self.side + self.shadow + self.queues
     }
 
     /// Bytes per session of what grows with the table (entries, index, dirty list, side
@@ -760,6 +776,11 @@ pub struct SessionTable {
     /// Fast path entries ([`crate::fastpath`]) of removed sessions, for the fast path to take
     /// out of the kernel's map (capacity reserved by [`Self::reserve_fast`]).
     unfast: Vec<u16>,
+    /// Shadow policy state per slot ([`crate::shadow`]): empty (no memory) unless a shadow
+    /// policy is loaded, then one 16-byte [`crate::shadow::ShadowState`] per slot, allocated
+    /// by [`Self::set_shadow_states`] when it loads (outside the entry: see
+    /// [`Session::MAX_BYTES`]).
+    shadow: Vec<crate::shadow::ShadowState>,
 }
 
 /// Sizes of a table's side parts.
@@ -816,6 +837,35 @@ impl SessionTable {
             created_since_expire: 0,
             stats: TableStats::default(),
             unfast: Vec::new(),
+            shadow: Vec::new(),
+        }
+    }
+
+    /// Keeps a shadow policy state for every slot from now on (`on`, all "never evaluated":
+    /// a new shadow generation starts from nothing), or frees them (no shadow policy loaded).
+    /// Allocates `capacity` × 16 bytes when turned on; meant for a shadow load or clear, not
+    /// the packet path.
+    pub fn set_shadow_states(&mut self, on: bool) {
+        if on {
+            self.shadow.clear();
+            self.shadow.resize(self.slots.len(), crate::shadow::ShadowState::default());
+        } else {
+            self.shadow = Vec::new();
+        }
+    }
+
+    /// Session `idx`'s shadow policy state (the default, never evaluated, while no shadow
+    /// policy is loaded).
+    #[inline]
+    pub fn shadow(&self, idx: u32) -> crate::shadow::ShadowState {
+        self.shadow.get(idx as usize).copied().unwrap_or_default()
+    }
+
+    /// Sets session `idx`'s shadow policy state (nothing while no shadow policy is loaded).
+    #[inline]
+    pub fn set_shadow(&mut self, idx: u32, state: crate::shadow::ShadowState) {
+        if let Some(s) = self.shadow.get_mut(idx as usize) {
+            *s = state;
         }
     }
 
@@ -876,6 +926,7 @@ impl SessionTable {
             index: self.index.bytes(),
             dirty: self.dirty.capacity() * size,
             side: self.wide.bytes() + self.tunnels.bytes() + (Reasons::MAX + 1) * std::mem::size_of::<&str>(),
+            shadow: self.shadow.capacity() * std::mem::size_of::<crate::shadow::ShadowState>(),
             queues: self.ended.capacity() * std::mem::size_of::<(SessionView, EndReason)>()
                 + self.uncounted.capacity() * std::mem::size_of::<(u16, crate::flow::Addr)>()
                 + self.released.capacity() * size,
@@ -1017,6 +1068,7 @@ impl SessionTable {
             tunnel: self.tunnels.get(s.tunnel),
             carrier: s.carrier(),
             fast: s.fast,
+            shadow: self.shadow(idx),
         }
     }
 
@@ -1036,6 +1088,7 @@ impl SessionTable {
         }
         self.tunnels.release(old);
         self.slots[idx as usize].tunnel = h;
+        self.slots[idx as usize].bits |= bit::INNER;
     }
 
     /// Records `id` with `reason` as session `idx`'s first session-level threat unless it has
@@ -1250,6 +1303,9 @@ impl SessionTable {
         s.set_flag(bit::MIDSTREAM, midstream);
         s.class = list_of(&s, idx, &self.wide);
         self.slots[idx as usize] = s;
+        if let Some(sh) = self.shadow.get_mut(idx as usize) {
+            *sh = crate::shadow::ShadowState::default();
+        }
         self.next_id += 1;
         self.created_since_expire += 1;
         self.link_tail(idx);
