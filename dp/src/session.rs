@@ -23,9 +23,9 @@
 //!   only recycle the slots of other unproven sessions, and no input can grow the table;
 //! - nothing is allocated per packet.
 //!
-//! **Memory.** A session costs the table about 240 bytes, whatever it carries
-//! ([`SessionTable::footprint`]; `perf/RESULTS.md`, "Memory per session"): its entry (224
-//! bytes, at most [`Session::MAX_BYTES`]: 8 are kept for the XDP fast path), 4 bytes of index
+//! **Memory.** A session costs the table about 250 bytes, whatever it carries
+//! ([`SessionTable::footprint`]; `perf/RESULTS.md`, "Memory per session"): its entry (232
+//! bytes, [`Session::MAX_BYTES`]: 224 and the XDP fast path's 8-byte mark), 4 bytes of index
 //! per bucket at 1.43 to 2.9 buckets per session (8 bytes per session at 2^20 sessions), 4 of
 //! dirty list, and the side parts ([`crate::session_side`]). The entry holds what the
 //! packet path reads and writes: key, id, clocks, the low 32 bits of its eight counters,
@@ -36,7 +36,9 @@
 //! tunnel ends ([`Tunnels`], `[sessions] tunnel_ends`; full: no `tunnel` in the record), first
 //! threats' reasons are interned string constants ([`Reasons`]); each miss is counted
 //! ([`SideStats`]). Reports read a [`SessionView`] (every counter at full width, the side
-//! parts resolved), so records stay exact.
+//! parts resolved), so records stay exact. A loaded shadow policy's per-session verdicts are
+//! kept beside the entries, only while one is loaded ([`SessionTable::set_shadow_states`],
+//! 16 bytes per slot).
 //!
 //! TCP state follows the segments seen in both directions (RFC 9293 §3.3.2, reduced to what a
 //! middlebox observes): `syn_sent`, `syn_received`, `established`, `half_closed` (one FIN),
@@ -355,8 +357,8 @@ pub struct Session {
 }
 
 impl Session {
-    /// The most a table entry may take (bytes): 224 of this layout and 8 kept free for the
-    /// XDP fast path's per-session state. With the index and the dirty list the table stays
+    /// The most a table entry may take (bytes): 224 of this layout and the XDP fast path's
+    /// 8-byte [`crate::fastpath::FastMark`]. With the index and the dirty list the table stays
     /// within 256 bytes per session (see `ARCHITECTURE.md`, "Memory per session").
     pub const MAX_BYTES: usize = 232;
 
@@ -2278,6 +2280,8 @@ mod tests {
         assert_eq!(t.view(idx[2]).tunnel, Some(ends(2)));
         assert_eq!((t.tunnel(idx[3]), t.tunnel(idx[4])), (None, None));
         assert_eq!(t.get(idx[3]).state, State::Tcp(TcpState::SynSent));
+        // Each is still known as a tunnel's inner flow (the fast path never takes one).
+        assert!(idx.iter().all(|&i| t.get(i).inner()));
         let st = t.stats().side;
         assert_eq!((st.tunnel_ends, st.tunnel_ends_full), (2, 2));
         // The final records carry them; the entries are free once their sessions left.
@@ -2289,6 +2293,33 @@ mod tests {
         let i = t.track(&key(43100), C, 60, seg(SYN), 1, 2).unwrap().idx;
         t.set_tunnel(i, &ends(3));
         assert_eq!(t.tunnel(i), Some(ends(3)));
+    }
+
+    #[test]
+    fn shadow_states_take_memory_only_while_a_shadow_is_loaded_and_start_over_per_session() {
+        let mut t = SessionTable::new(1024, Timeouts::default());
+        assert_eq!(t.footprint().shadow, 0);
+        let i = t.track(&key(45000), C, 60, seg(SYN), 1, 1).unwrap().idx;
+        let decided = crate::shadow::ShadowState { generation: 3, compared: true, ..Default::default() };
+        // No shadow loaded: nothing kept, every session reads as never evaluated.
+        t.set_shadow(i, decided);
+        assert_eq!(t.shadow(i), crate::shadow::ShadowState::default());
+        t.set_shadow_states(true);
+        assert_eq!(t.footprint().shadow, 1024 * std::mem::size_of::<crate::shadow::ShadowState>());
+        assert_eq!(std::mem::size_of::<crate::shadow::ShadowState>(), 16);
+        t.set_shadow(i, decided);
+        assert_eq!((t.shadow(i), t.view(i).shadow), (decided, decided));
+        // The slot's next session starts undecided.
+        t.end_all(|_| true, |_, _| {});
+        let j = t.track(&key(45001), C, 60, seg(SYN), 1, 2).unwrap().idx;
+        assert_eq!(j, i, "the freed slot is reused");
+        assert_eq!(t.shadow(j), crate::shadow::ShadowState::default());
+        // A new load starts over; a clear frees them.
+        t.set_shadow(j, decided);
+        t.set_shadow_states(true);
+        assert_eq!(t.shadow(j), crate::shadow::ShadowState::default());
+        t.set_shadow_states(false);
+        assert_eq!(t.footprint().shadow, 0);
     }
 
     #[test]
