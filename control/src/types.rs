@@ -1140,6 +1140,16 @@ pub struct WorkerCounters {
     /// sessions.
     #[serde(default)]
     pub sessions_refused: u64,
+    /// The session table's side parts and index (ARCHITECTURE.md, "Memory per session"):
+    /// entries held now (`wide`: sessions with a counter past 2^32, `tunnel_ends`: distinct
+    /// tunnel ends of inner flows), what found no room, each time a record lost that detail
+    /// (`wide_full`: a counter stopped at 2^32 − 1, `tunnel_ends_full`: a record without its
+    /// `tunnel`, `reasons_full`: a first threat without its reason, `uncounted_lost`: a source's
+    /// session count not taken back, `index_refused`: a new flow refused because the key
+    /// index's probe would have been too long, never expected).
+    /// Only non-zero entries.
+    #[serde(default)]
+    pub sessions_side: BTreeMap<String, u64>,
     /// Live sessions.
     pub sessions_active: u64,
     /// Malformed frames by reason (forwarded or dropped per policy; counted either way).

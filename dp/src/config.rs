@@ -250,11 +250,20 @@ impl Dataplane {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Sessions {
-    /// Maximum sessions per worker. A new session in a full table evicts the oldest denied or
-    /// closed one, else embryonic TCP, else one-way, else two-way UDP/ICMP/other; established
-    /// TCP is never evicted: the new flow is refused (see [`crate::session::EvictClass`]).
+    /// Maximum sessions per worker (1..=67108863). A new session in a full table evicts the
+    /// oldest denied or closed one, else embryonic TCP, else one-way, else two-way
+    /// UDP/ICMP/other; established TCP is never evicted: the new flow is refused (see
+    /// [`crate::session::EvictClass`]). The table is allocated at start: about 240 bytes per
+    /// session ([`crate::session::SessionTable::footprint`]; 1048576 sessions: about 240 MiB
+    /// per worker, resident from the start), app contexts apart (`[inspection] max_sessions`).
     /// Default 262144.
     pub max: usize,
+    /// Distinct tunnel ends (type, id, outer addresses) the table keeps for the inner flows of
+    /// tunnels, shared by the sessions of one tunnel (1..=65535; [`crate::session_side`]).
+    /// When full, a new inner flow's record has no `tunnel` (counted in `sessions_side`
+    /// `tunnel_ends_full`). Raise it where tunnels have an id per flow (GTP-U TEIDs). Default
+    /// 4096 (about 200 KiB per worker).
+    pub tunnel_ends: usize,
     /// TCP handshake timeout (s), also for TCP picked up mid-stream and never answered.
     /// Default 30.
     pub tcp_syn_timeout: u64,
@@ -283,6 +292,7 @@ impl Default for Sessions {
         let s = |ns: u64| ns / 1_000_000_000;
         Sessions {
             max: 262_144,
+            tunnel_ends: 4096,
             tcp_syn_timeout: s(t.tcp_syn),
             tcp_established_timeout: s(t.tcp_established),
             tcp_half_closed_timeout: s(t.tcp_half_closed),
@@ -296,6 +306,12 @@ impl Default for Sessions {
 }
 
 impl Sessions {
+    /// A session table of these sizes and timeouts, allocated now.
+    pub fn table(&self) -> crate::session::SessionTable {
+        let sides = crate::session::SideSizes { tunnel_ends: self.tunnel_ends, ..crate::session::SideSizes::for_table(self.max) };
+        crate::session::SessionTable::with_sides(self.max, self.timeouts(), sides)
+    }
+
     /// The timeouts in ns.
     pub fn timeouts(&self) -> Timeouts {
         let ns = |s: u64| s.saturating_mul(1_000_000_000);
@@ -620,8 +636,11 @@ impl Config {
                 ));
             }
         }
-        if self.sessions.max == 0 || self.sessions.max > 1 << 26 {
-            return Err(bad("sessions.max", format!("must be 1..=67108864, got {}", self.sessions.max)));
+        if self.sessions.max == 0 || self.sessions.max > crate::session_index::MAX_SLOTS {
+            return Err(bad("sessions.max", format!("must be 1..=67108863, got {}", self.sessions.max)));
+        }
+        if self.sessions.tunnel_ends == 0 || self.sessions.tunnel_ends > crate::session_side::Tunnels::MAX {
+            return Err(bad("sessions.tunnel_ends", format!("must be 1..=65535, got {}", self.sessions.tunnel_ends)));
         }
         let i = &self.inspection;
         if i.max_sessions == 0 || i.max_sessions > 1 << 24 {
@@ -812,10 +831,17 @@ mod tests {
             ("[policy]\ndns_ttl_max = 700000\n", "policy.dns_ttl_max"),
             ("[policy]\ndns_clients = 0\n", "policy.dns_clients"),
             ("[policy]\ndns_clients = 4096\ndns_names_per_client = 4096\n", "policy.dns_names_per_client"),
+            ("[sessions]\ntunnel_ends = 0\n", "sessions.tunnel_ends"),
+            ("[sessions]\ntunnel_ends = 65536\n", "sessions.tunnel_ends"),
+            ("[sessions]\nmax = 0\n", "sessions.max"),
         ] {
             let e = Config::parse(text, "w.toml").unwrap_err();
             assert!(e.to_string().contains(field), "{text}: {e}");
         }
+        // A table of a million sessions per worker, its tunnel ends raised to the most.
+        let c = Config::parse("[sessions]\nmax = 1048576\ntunnel_ends = 65535\n", "w.toml").unwrap();
+        let t = c.sessions.table();
+        assert_eq!((t.capacity(), t.footprint().capacity), (1 << 20, 1 << 20));
         let c = Config::parse("[policy]\ndns_ttl_min = 5\ndns_ttl_max = 60\ndns_clients = 8\n", "w.toml").unwrap();
         assert_eq!(c.policy.names(), NameConfig { clients: 8, names_per_client: 32, ttl_min_s: 5, ttl_max_s: 60 });
     }

@@ -720,6 +720,7 @@ impl Daemon {
                 sessions_evicted_one_way: w.table.evicted_one_way,
                 sessions_evicted_two_way: w.table.evicted_two_way,
                 sessions_refused: w.table.refused,
+                sessions_side: w.table.side_counters().into_iter().filter(|(_, n)| *n > 0).map(|(k, n)| (k.to_string(), n)).collect(),
                 sessions_active: w.sessions,
                 malformed: Malformed::ALL
                     .iter()
@@ -1417,7 +1418,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             poll: d.poll_config(),
             report_interval: Duration::from_secs(d.report_interval),
         };
-        let mut insp = Inspector::with_engine(cfg.sessions.max, cfg.sessions.timeouts(), d.malformed, cfg.inspection.engine());
+        let mut insp = Inspector::with_table(cfg.sessions.table(), d.malformed, cfg.inspection.engine());
         insp.share_expectations(expectations.clone());
         insp.set_exceptions(cfg.exceptions());
         insp.set_normalization(cfg.normalization.resolve(false));

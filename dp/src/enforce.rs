@@ -153,15 +153,19 @@ impl PolicyHandle {
     }
 }
 
-/// A session's policy state (plain data, part of [`crate::session::Session`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// A session's policy state (plain data, part of [`crate::session::Session`]; 40 bytes: the
+/// rule id and the workloads are kept without `Option`'s padding, read them through
+/// [`PolicyState::rule_id`] and [`PolicyState::workloads`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PolicyState {
     /// The latest decision's verdict (None: not enforced, neither end is a workload).
     pub verdict: Option<PolicyVerdict>,
-    /// The deciding rule's id (None: the mode's default).
-    pub rule_id: Option<u32>,
-    /// The client's and the server's workload.
-    pub workloads: [Option<WorkloadIdx>; 2],
+    /// The deciding rule's id, when `ruled`.
+    rule: u32,
+    /// A rule decided (else the mode's default).
+    ruled: bool,
+    /// The client's and the server's workload index ([`NO_WORKLOAD`]: none).
+    ends: [u32; 2],
     /// The deciding end's mode.
     pub mode: Option<Mode>,
     /// Generation of the policy that decided (0: never evaluated).
@@ -194,19 +198,64 @@ pub struct PolicyState {
     /// frames are dropped from then on (reset at both ends once for `reset`), whatever the
     /// policy decides on re-evaluation.
     pub threat_block: Option<(crate::detect::ThreatId, crate::detect::Action)>,
-    /// The verdict of the shadow policy, when one is loaded ([`crate::shadow`]).
-    pub shadow: crate::shadow::ShadowState,
+}
+
+/// [`PolicyState`]'s stored workload index of no workload.
+const NO_WORKLOAD: u32 = u32::MAX;
+
+impl Default for PolicyState {
+    fn default() -> Self {
+        PolicyState {
+            verdict: None,
+            rule: 0,
+            ruled: false,
+            ends: [NO_WORKLOAD; 2],
+            mode: None,
+            generation: 0,
+            pending_app: false,
+            allowing: AppSet::default(),
+            app: None,
+            blocked: false,
+            reset_sent: false,
+            forwarded: false,
+            evented: None,
+            counted: false,
+            app_dependent: false,
+            exception: None,
+            exception_evented: false,
+            threat_block: None,
+        }
+    }
 }
 
 impl PolicyState {
+    /// The deciding rule's id (None: the mode's default).
+    #[inline]
+    pub fn rule_id(&self) -> Option<u32> {
+        self.ruled.then_some(self.rule)
+    }
+
+    /// The client's and the server's workload.
+    #[inline]
+    pub fn workloads(&self) -> [Option<WorkloadIdx>; 2] {
+        self.ends.map(|w| (w != NO_WORKLOAD).then_some(WorkloadIdx(w)))
+    }
+
+    /// Sets the client's and the server's workload (an index past `u32::MAX - 1` reads as
+    /// none: no policy has that many workloads).
+    pub fn set_workloads(&mut self, w: [Option<WorkloadIdx>; 2]) {
+        self.ends = w.map(|w| w.map_or(NO_WORKLOAD, |w| w.0));
+    }
+
     /// Applies a decision made under generation `g`.
     pub fn apply(&mut self, d: &Decision, g: u32) {
         if self.generation != g {
             self.counted = false;
         }
         self.verdict = d.verdict;
-        self.rule_id = d.rule_id;
-        self.workloads = [d.client_workload, d.server_workload];
+        self.rule = d.rule_id.unwrap_or(0);
+        self.ruled = d.rule_id.is_some();
+        self.set_workloads([d.client_workload, d.server_workload]);
         self.mode = d.mode;
         self.generation = g;
         self.pending_app = d.pending_app;
@@ -312,8 +361,14 @@ impl PolicyView {
     /// the generation `p` belongs to, `generation`), with the shadow verdict of shadow
     /// generation `shadow_generation` where it differs. None when neither policy enforces
     /// the session.
-    pub fn of(s: &PolicyState, p: &CompiledPolicy, generation: u32, shadow_generation: u32) -> Option<PolicyView> {
-        let shadow = s.shadow.differing(shadow_generation, s.verdict, s.pending_app);
+    pub fn of(
+        s: &PolicyState,
+        shadow: &crate::shadow::ShadowState,
+        p: &CompiledPolicy,
+        generation: u32,
+        shadow_generation: u32,
+    ) -> Option<PolicyView> {
+        let shadow = shadow.differing(shadow_generation, s.verdict, s.pending_app);
         if s.verdict.is_none() && shadow.is_none() {
             return None;
         }
@@ -323,8 +378,8 @@ impl PolicyView {
         };
         Some(PolicyView {
             verdict: s.verdict,
-            rule_id: s.rule_id,
-            workloads: [name(s.workloads[0]), name(s.workloads[1])],
+            rule_id: s.rule_id(),
+            workloads: s.workloads().map(name),
             mode: s.mode,
             exception: s.exception,
             shadow,

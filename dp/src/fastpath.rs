@@ -355,8 +355,9 @@ pub struct FastPath {
 /// The modes of a session's two directions if it may go on the fast path now (see the module
 /// docs), `None` otherwise. `generation` is the worker's policy generation; `min_bytes` the
 /// shortest opaque run worth a range.
-pub fn decide(s: &Session, engine: &Engine, generation: u32, min_bytes: u64) -> Option<[FastMode; 2]> {
-    if s.fast.offloaded() || s.midstream || s.key.seg != 0 || s.tunnel.is_some() || s.carrier.is_some() {
+pub fn decide(sessions: &SessionTable, idx: u32, engine: &Engine, generation: u32, min_bytes: u64) -> Option<[FastMode; 2]> {
+    let s = sessions.get(idx);
+    if s.fast.offloaded() || s.midstream() || s.key.seg != 0 || s.inner() || s.carrier().is_some() {
         return None;
     }
     if s.anomalous_frames != 0 || !s.threats.is_empty() || s.client_iface == crate::origin::NO_SLOT {
@@ -371,7 +372,8 @@ pub fn decide(s: &Session, engine: &Engine, generation: u32, min_bytes: u64) -> 
     }
     match s.key.proto {
         ipproto::TCP => {
-            if s.state != State::Tcp(TcpState::Established) || !s.client_data || s.packets[0] == 0 || s.packets[1] == 0 {
+            let packets = sessions.packets(idx);
+            if s.state != State::Tcp(TcpState::Established) || !s.client_data() || packets[0] == 0 || packets[1] == 0 {
                 return None;
             }
             if ctx == NO_APP || engine.inspection_over(ctx) {
@@ -485,7 +487,7 @@ impl FastPath {
         if s.fast.offloaded() || !(self.slots.on(s.client_iface) || self.slots.on(server_slot)) {
             return;
         }
-        let Some(modes) = decide(s, engine, generation, self.cfg.min_bytes) else { return };
+        let Some(modes) = decide(sessions, idx, engine, generation, self.cfg.min_bytes) else { return };
         if s.fast.offloads >= MAX_OFFLOADS {
             self.stats.refused_limit += 1;
             return;
@@ -767,11 +769,11 @@ mod tests {
         assert_eq!(model.len(), 2, "both directions");
         assert_eq!(i.fast.stats().active, 1);
         let idx = i.sessions.find(&i.sessions.get(0).key, crate::flow::End::Lo).unwrap().0;
-        assert_eq!(i.sessions.get(idx).packets[0], 1, "before the pull");
+        assert_eq!(i.sessions.packets(idx)[0], 1, "before the pull");
         i.fast.pull(&mut i.sessions, 2_000_000_000, 2_000_000_000, true);
         let s = i.sessions.get(idx);
-        assert_eq!((s.packets[0], s.fast.frames, s.fast.offloads), (40, 39, 1));
-        assert_eq!(s.bytes[0], 40 * 52);
+        assert_eq!((i.sessions.packets(idx)[0], s.fast.frames, s.fast.offloads), (40, 39, 1));
+        assert_eq!(i.sessions.bytes(idx)[0], 40 * 52);
         assert_eq!(i.fast.stats().frames, 39);
         // Idle past the UDP timeout: the final record gets what the kernel forwarded since.
         udp_frames(&mut i, &model, 5, 3);
@@ -799,7 +801,7 @@ mod tests {
         let idx = i.sessions.find(&i.sessions.get(0).key, crate::flow::End::Lo).unwrap().0;
         let ctx = i.sessions.get(idx).app_ctx;
         assert_eq!(i.engine.ctx(ctx).app, crate::app::App::Echo, "the reply mirrors the request");
-        assert_eq!(i.sessions.get(idx).packets, [5, 1]);
+        assert_eq!(i.sessions.packets(idx), [5, 1]);
         assert_eq!(i.fast.stats().removed[RemoveReason::Frame as usize], 1);
     }
 
@@ -878,7 +880,8 @@ mod tests {
         user += 3;
         let idx = i.sessions.find(&crate::flow::FlowKey::new(0, 6, crate::flow::Addr::v4([198, 18, 0, 1]), 40000, crate::flow::Addr::v4([198, 18, 0, 2]), 80).0, crate::flow::End::Lo).unwrap().0;
         let sess = *i.sessions.get(idx);
-        assert_eq!(sess.packets[0] + sess.packets[1], (user + kernel) as u64, "every frame counted");
+        let packets = i.sessions.packets(idx);
+        assert_eq!(packets[0] + packets[1], (user + kernel) as u64, "every frame counted");
         assert_eq!(sess.fast.frames, kernel);
         assert_eq!(sess.anomalous_frames, 0, "resynchronised: nothing judged an anomaly");
         let mut l7 = serde_json::Map::new();

@@ -329,11 +329,11 @@ mod tests {
         }
 
         /// The session of `frame`'s own flow.
-        fn session(&self, frame: &[u8]) -> Session {
+        fn session(&self, frame: &[u8]) -> crate::session::SessionView {
             let f = wire::decode(frame).unwrap();
             let k = owner_key(&f, 0).unwrap();
             let (idx, _) = self.i.sessions.find(&k, crate::flow::End::Lo).unwrap();
-            *self.i.sessions.get(idx)
+            self.i.sessions.view(idx)
         }
     }
 
@@ -552,7 +552,7 @@ mod tests {
         assert_eq!(r.send(&ping(W, C, 8, 7, 1)), Verdict::Forward);
         assert_eq!(r.i.stats.icmp.echo_reversed, 1);
         let s = r.session(&reply);
-        assert_eq!((s.client_end(), s.policy.blocked, s.policy.rule_id), ((Addr::v4(W), 7), false, Some(2)));
+        assert_eq!((s.client_end(), s.policy.blocked, s.policy.rule_id()), ((Addr::v4(W), 7), false, Some(2)));
         // Replies now answer the workload's request.
         assert_eq!(r.send(&reply), Verdict::Forward);
         // In alert mode the unsolicited reply is forwarded and reported as a violation.

@@ -246,13 +246,16 @@ fn link_control(ip: &wire::Ip<'_>) -> bool {
 
 /// `tcp_no_client_data`: a TCP session whose server sent payload `limit_s` seconds before
 /// `now_ns` and whose client never sent a byte (not judged for sessions picked up mid-stream).
-fn no_client_data(s: &crate::session::Session, now_ns: u64, limit_s: u32) -> bool {
+/// `s`: (picked up mid-stream, its state, the client sent payload, the server's first payload
+/// byte's time in Unix ns or 0).
+fn no_client_data(s: (bool, crate::session::State, bool, u64), now_ns: u64, limit_s: u32) -> bool {
+    let (midstream, state, client_data, server_data_ns) = s;
     // A session picked up mid-stream: its client may have spoken before Warden saw it.
-    !s.midstream
-        && matches!(s.state, crate::session::State::Tcp(_))
-        && !s.client_data
-        && s.server_data_ns != 0
-        && now_ns.saturating_sub(s.server_data_ns) >= u64::from(limit_s) * 1_000_000_000
+    !midstream
+        && matches!(state, crate::session::State::Tcp(_))
+        && !client_data
+        && server_data_ns != 0
+        && now_ns.saturating_sub(server_data_ns) >= u64::from(limit_s) * 1_000_000_000
 }
 
 /// The session key of a decoded frame, if it has one (IP frames only), with the sending end.
@@ -275,7 +278,12 @@ impl Inspector {
         malformed: MalformedPolicy,
         engine: EngineConfig,
     ) -> Self {
-        let mut sessions = SessionTable::new(max_sessions, timeouts);
+        Self::with_table(SessionTable::new(max_sessions, timeouts), malformed, engine)
+    }
+
+    /// A pipeline over session table `sessions` (as [`crate::config::Sessions::table`] sizes
+    /// it) with an explicitly sized engine.
+    pub fn with_table(mut sessions: SessionTable, malformed: MalformedPolicy, engine: EngineConfig) -> Self {
         sessions.reserve_released(engine.max_sessions);
         Inspector {
             sessions,
@@ -336,13 +344,6 @@ impl Inspector {
         let n = self.sessions.expire(now_ns, budget);
         self.fast.settle(&mut self.sessions, now_ns);
         n
-    }
-
-    /// Ends every session whose zone satisfies `pred` ([`SessionTable::end_all`]), with their
-    /// fast path entries.
-    pub fn end_sessions(&mut self, pred: impl FnMut(u16) -> bool, now_ns: u64) {
-        self.sessions.end_all(pred);
-        self.fast.settle(&mut self.sessions, now_ns);
     }
 
     /// Applies `[tunnels]` ([`crate::tunnel`]) to packets from now on.
@@ -451,6 +452,9 @@ impl Inspector {
     /// under it on their next frame. Resets (and sizes, or frees) the diff sums.
     pub fn set_shadow(&mut self, shadow: Option<Arc<CompiledPolicy>>, generation: u32) {
         self.shadow_diff.reset(generation, shadow.is_some());
+        // One state per slot while a candidate is loaded, none otherwise (outside the
+        // 232-byte entry: `SessionTable::set_shadow_states`).
+        self.sessions.set_shadow_states(shadow.is_some());
         self.shadow = shadow;
         self.shadow_gen = generation;
     }
@@ -769,7 +773,7 @@ impl Inspector {
                 crate::tunnel::Decap::No => v,
                 crate::tunnel::Decap::Inner(t, inner) => self.tunnelled(carrier, len, &t, &inner, meta),
                 crate::tunnel::Decap::Malformed(t, why) => {
-                    self.sessions.get_mut(carrier.0).carrier = Some(t.kind);
+                    self.sessions.get_mut(carrier.0).set_carrier(t.kind);
                     self.stats.tunnels.malformed += 1;
                     self.stats.malformed[why as usize] += 1;
                     let v = self.malformed_verdict();
@@ -791,7 +795,7 @@ impl Inspector {
     /// the strictest workload end, outer or inner, decides it (`tunnel_uninspected`). A
     /// dropped inner packet is counted dropped on the carrier session too.
     fn tunnelled(&mut self, carrier: (u32, Dir), outer_len: u32, t: &crate::tunnel::Tunnel, inner: &Frame<'_>, meta: FrameMeta) -> Verdict {
-        self.sessions.get_mut(carrier.0).carrier = Some(t.kind);
+        self.sessions.get_mut(carrier.0).set_carrier(t.kind);
         let len = inner.raw.len() as u32;
         let Some(ip) = inner.ip.as_ref() else {
             self.stats.tunnels.decapsulated[t.kind.index()] += 1;
@@ -881,7 +885,7 @@ impl Inspector {
         };
         if t.new {
             if let Some(tun) = self.tunnel {
-                self.sessions.get_mut(t.idx).tunnel = Some(crate::tunnel::TunnelEnds::of(&tun, end));
+                self.sessions.set_tunnel(t.idx, &crate::tunnel::TunnelEnds::of(&tun, end));
             }
         }
         if let Some(a) = t.anomaly {
@@ -1080,7 +1084,8 @@ impl Inspector {
         let mode = |w: Option<crate::policy::WorkloadIdx>| {
             w.filter(|w| w.index() < self.policy.workloads().len()).map(|w| self.policy.workload_mode(w))
         };
-        let m = strictest(mode(ps.workloads[0]), mode(ps.workloads[1])).or(ps.mode)?;
+        let [cw, sw] = ps.workloads();
+        let m = strictest(mode(cw), mode(sw)).or(ps.mode)?;
         Some(self.exceptions.action(reason, m))
     }
 
@@ -1172,13 +1177,12 @@ impl Inspector {
                     let policy = self.policy.clone();
                     let mut ctx = self.session_context(idx, &[], now_ns);
                     ctx.mode = ps.mode;
-                    ctx.workloads = ps.workloads;
+                    ctx.workloads = ps.workloads();
                     let label = policy.service_label(m.service).as_bytes();
                     let action = self.threats.raise(ThreatId::K8sExternalIpMitm, Some(Dir::ToServer), m.reason(), label, &ctx);
                     if action != Action::Off {
-                        let live = self.sessions.get_mut(idx);
-                        live.threats.insert(ThreatId::K8sExternalIpMitm);
-                        live.first_threat.get_or_insert((ThreatId::K8sExternalIpMitm, m.reason()));
+                        self.sessions.get_mut(idx).threats.insert(ThreatId::K8sExternalIpMitm);
+                        self.sessions.note_threat(idx, ThreatId::K8sExternalIpMitm, m.reason());
                     }
                     if action.blocks() && ps.threat_block.is_none() {
                         ps.threat_block = Some((ThreatId::K8sExternalIpMitm, action));
@@ -1187,7 +1191,7 @@ impl Inspector {
                 // An exception stays: its action follows the (possibly new) mode.
                 let reason = match ps.exception {
                     Some(e) => Some(e.reason),
-                    None if new && s.midstream && ps.verdict.is_some() => Some(ExceptionReason::Midstream),
+                    None if new && s.midstream() && ps.verdict.is_some() => Some(ExceptionReason::Midstream),
                     None => None,
                 };
                 if let Some(r) = reason {
@@ -1208,8 +1212,8 @@ impl Inspector {
             }
             ps.app = app;
         }
-        let s = self.sessions.get(idx);
-        let packets = (s.packets[0] + s.packets[1]).min(u64::from(u32::MAX)) as u32;
+        let [to_server, to_client] = self.sessions.packets(idx);
+        let packets = to_server.saturating_add(to_client).min(u64::from(u32::MAX)) as u32;
         if crate::enforce::settle_pending_app(&ps, &mut self.engine, app_ctx, packets) {
             // Decided `unknown` now: evaluate again (once: the app is no longer pending).
             self.sessions.get_mut(idx).policy = ps;
@@ -1217,10 +1221,11 @@ impl Inspector {
         }
         // The shadow policy, where the real one was evaluated or the shadow is newer (one
         // `Option` test per frame when none is loaded).
-        if self.shadow.is_some()
-            && (reeval || ps.shadow.generation != self.shadow_gen || (ps.blocked && ps.shadow.pending_app))
-        {
-            self.evaluate_shadow(idx, &mut ps, app, now_ns);
+        if self.shadow.is_some() {
+            let sh = self.sessions.shadow(idx);
+            if reeval || sh.generation != self.shadow_gen || (ps.blocked && sh.pending_app) {
+                self.evaluate_shadow(idx, &ps, app, now_ns);
+            }
         }
         // Events: an exception once, else a violation or denial once per verdict change.
         let alarm = matches!(ps.verdict, Some(PolicyVerdict::Violation | PolicyVerdict::Denied));
@@ -1264,7 +1269,7 @@ impl Inspector {
     /// the facts the real evaluation uses (`app`: the app as the real evaluation saw it; a
     /// blocked session will never know more, so there a pending shadow takes `unknown`), and
     /// counts it in the diff once both verdicts are settled ([`crate::shadow`]).
-    fn evaluate_shadow(&mut self, idx: u32, ps: &mut crate::enforce::PolicyState, app: Option<App>, now_ns: u64) {
+    fn evaluate_shadow(&mut self, idx: u32, ps: &crate::enforce::PolicyState, app: Option<App>, now_ns: u64) {
         let Some(shadow) = self.shadow.clone() else { return };
         let s = *self.sessions.get(idx);
         let (server, server_port) = s.server_end();
@@ -1281,23 +1286,26 @@ impl Inspector {
             client_names: &[],
         };
         let d = shadow.evaluate_ends(&facts, self.origins.ends_under(s.client_iface, &shadow));
-        ps.shadow.apply(&d, self.shadow_gen);
+        let mut sh = self.sessions.shadow(idx);
+        sh.apply(&d, self.shadow_gen);
         if ps.pending_app || d.pending_app || (ps.verdict.is_none() && d.verdict.is_none()) {
+            self.sessions.set_shadow(idx, sh);
             return;
         }
-        let first = !ps.shadow.compared;
-        ps.shadow.compared = true;
-        let key = (!ps.shadow.counted && ps.verdict != d.verdict).then_some(crate::shadow::DiffKey {
+        let first = !sh.compared;
+        sh.compared = true;
+        let key = (!sh.counted && ps.verdict != d.verdict).then_some(crate::shadow::DiffKey {
             client: d.client_workload,
             server: d.server_workload,
             ip_proto: s.key.proto,
             server_port,
             verdict: ps.verdict,
-            rule_id: ps.rule_id,
+            rule_id: ps.rule_id(),
             shadow_verdict: d.verdict,
             shadow_rule_id: d.rule_id,
         });
-        ps.shadow.counted |= key.is_some();
+        sh.counted |= key.is_some();
+        self.sessions.set_shadow(idx, sh);
         self.shadow_diff.count(first, key, client, server);
     }
 
@@ -1354,7 +1362,7 @@ impl Inspector {
             proto: s.key.proto,
             client: s.client_end(),
             server: s.server_end(),
-            workloads: ps.workloads,
+            workloads: ps.workloads(),
             session: Some((idx, s.id)),
             mode,
             now_ns,
@@ -1463,6 +1471,16 @@ impl Inspector {
         Some(Verdict::Drop(DropReason::Threat))
     }
 
+    /// Ends every session whose zone satisfies `pred` (shutdown, pair removal): their final
+    /// records are queued (as many as the ended queue holds, the rest counted), their
+    /// sources' counts taken back and their fast path entries taken out at `now_ns` (Unix ns).
+    pub fn end_sessions(&mut self, pred: impl FnMut(u16) -> bool, now_ns: u64) {
+        self.take_back_sources();
+        let Inspector { sessions, threats, .. } = self;
+        sessions.end_all(pred, |zone, client| threats.limit.close(zone, client));
+        self.fast.settle(&mut self.sessions, now_ns);
+    }
+
     /// Takes removed sessions back from their source's count (`ip_src_session_limit`).
     fn take_back_sources(&mut self) {
         let Inspector { sessions, threats, .. } = self;
@@ -1484,7 +1502,7 @@ impl Inspector {
         let (zone, (client, _), (server, port)) = (ctx.zone, ctx.client, ctx.server);
         let o = self.threats.limit.open(zone, client, server, port, enforce, now_ns);
         if o.allowed {
-            self.sessions.get_mut(idx).src_counted = true;
+            self.sessions.get_mut(idx).set_src_counted(true);
         }
         if let Some(finding) = o.finding {
             let mut c = ctx;
@@ -1507,14 +1525,14 @@ impl Inspector {
     /// client's count at once, not when it leaves the table after its linger.
     fn source_closed(&mut self, idx: u32) {
         let s = self.sessions.get(idx);
-        if s.src_counted
+        if s.src_counted()
             && matches!(
                 s.state,
                 crate::session::State::Tcp(crate::session::TcpState::Closed | crate::session::TcpState::Reset)
             )
         {
             let (zone, client) = (s.key.zone, s.client_end().0);
-            self.sessions.get_mut(idx).src_counted = false;
+            self.sessions.get_mut(idx).set_src_counted(false);
             self.threats.limit.close(zone, client);
         }
     }
@@ -1526,9 +1544,7 @@ impl Inspector {
         if !s.threats.insert(id) {
             return;
         }
-        if s.first_threat.is_none() {
-            s.first_threat = Some((id, reason));
-        }
+        self.sessions.note_threat(idx, id, reason);
         let ctx = self.session_context(idx, raw, now_ns);
         let action = self.threats.raise(id, dir, reason, evidence, &ctx);
         if action.blocks() {
@@ -1550,19 +1566,18 @@ impl Inspector {
         let s = self.sessions.get_mut(t.idx);
         if !ip.payload.is_empty() {
             match t.dir {
-                Dir::ToServer => s.client_data = true,
-                Dir::ToClient if s.server_data_ns == 0 => s.server_data_ns = now_ns.max(1),
-                Dir::ToClient => {}
+                Dir::ToServer => s.set_client_data(),
+                Dir::ToClient => s.note_server_data(now_ns),
             }
         }
         let s = self.sessions.get(t.idx);
         let handshake_ack = t.dir == Dir::ToServer
             && flags & (SYN | ACK) == ACK
-            && s.packets[Dir::ToServer as usize] == 2
+            && self.sessions.packets(t.idx)[Dir::ToServer as usize] == 2
             && ip.payload.is_empty()
             && s.state == crate::session::State::Tcp(crate::session::TcpState::Established);
         let (zone, scale, (c, _), (sv, sp)) = (s.key.zone, s.seq.scale(Dir::ToServer), s.client_end(), s.server_end());
-        let silent = no_client_data(s, now_ns, limits.no_client_data_s);
+        let silent = no_client_data((s.midstream(), s.state, s.client_data(), s.server_data_ns()), now_ns, limits.no_client_data_s);
         if t.dir == Dir::ToClient && flags & SYN != 0 && flags & ACK == 0 {
             self.session_threat(t.idx, ThreatId::TcpSplitHandshake, Some(Dir::ToClient), "syn_from_server", &[], raw, now_ns);
         }
@@ -1621,14 +1636,14 @@ impl Inspector {
     #[inline(never)] // a stage of its own in perf/replay/profile.sh
     fn cross_session_threats(&mut self, idx: u32, dir: Dir, raw: &[u8], now_ns: u64) {
         // The fields used, not a copy of the whole session (this runs per payload frame).
-        let (app_ctx, zone, id, seen, (client, _), (server, port)) = {
+        let (app_ctx, zone, id, (client, _), (server, port)) = {
             let s = self.sessions.get(idx);
-            (s.app_ctx, s.key.zone, s.id, s.auth_failures, s.client_end(), s.server_end())
+            (s.app_ctx, s.key.zone, s.id, s.client_end(), s.server_end())
         };
         if app_ctx == NO_APP {
             return;
         }
-        match self.engine.state(app_ctx) {
+        match self.engine.state_mut(app_ctx) {
             AppState::Http(h) if dir == Dir::ToServer && self.threats.enabled(ThreatId::HttpSlowloris) => {
                 let head = h.awaiting_headers().then(|| h.head_bytes());
                 let key = crate::detect::slowloris::ServerKey { zone, addr: server, port };
@@ -1637,11 +1652,10 @@ impl Inspector {
                 }
             }
             AppState::Mysql(m) if self.threats.enabled(ThreatId::MysqlAccessDenied) => {
-                let n = m.auth_failures().min(u32::from(u16::MAX)) as u16;
-                if n > seen {
-                    self.sessions.get_mut(idx).auth_failures = n;
+                let n = m.take_auth_failures();
+                if n > 0 {
                     let key = crate::detect::auth_fail::Key { zone, client, server, port };
-                    if self.threats.auth_fail.failed(key, u32::from(n - seen), now_ns).is_some() {
+                    if self.threats.auth_fail.failed(key, n, now_ns).is_some() {
                         self.session_threat(idx, ThreatId::MysqlAccessDenied, Some(Dir::ToClient), "repeated_auth_failures", b"", raw, now_ns);
                     }
                 }
@@ -1697,7 +1711,7 @@ impl Inspector {
                 Some(crate::session::EndReason::Idle) => u64::MAX,
                 _ => s.last_ns,
             };
-            if snap.ended.is_some() && !s.threats.contains(ThreatId::TcpNoClientData) && no_client_data(s, end, limit) {
+            if snap.ended.is_some() && !s.threats.contains(ThreatId::TcpNoClientData) && no_client_data((s.midstream, s.state, s.client_data, s.server_data_ns), end, limit) {
                 let ctx = self.frame_context_of(s);
                 let reason = "server_first_client_silent";
                 if self.threats.raise(ThreatId::TcpNoClientData, Some(Dir::ToClient), reason, &[], &ctx) != Action::Off {
@@ -1709,14 +1723,14 @@ impl Inspector {
     }
 
     /// A context for an ended session (no frame, not in the table any more).
-    fn frame_context_of(&self, s: &crate::session::Session) -> ThreatContext<'static> {
+    fn frame_context_of(&self, s: &crate::session::SessionView) -> ThreatContext<'static> {
         ThreatContext {
             frame: &[],
             zone: s.key.zone,
             proto: s.key.proto,
             client: s.client_end(),
             server: s.server_end(),
-            workloads: s.policy.workloads,
+            workloads: s.policy.workloads(),
             session: None,
             mode: s.policy.mode,
             now_ns: s.last_ns,
@@ -1749,8 +1763,8 @@ impl Inspector {
         let mut snaps = Vec::new();
         for h in &hits {
             if let Some((idx, id)) = h.session {
-                if let Some(s) = Some(self.sessions.get(idx)).filter(|s| s.id == id) {
-                    snaps.push(SessionSnapshot { session: *s, ended: None, app: None, policy: None });
+                if self.sessions.get(idx).id == id {
+                    snaps.push(SessionSnapshot { session: self.sessions.view(idx), ended: None, app: None, policy: None });
                 }
             }
         }
@@ -1817,10 +1831,9 @@ impl Inspector {
         let from = out.len();
         let keep = self.events.len().saturating_sub(max);
         for (idx, id) in self.events.drain(keep..) {
-            let s = *self.sessions.get(idx);
-            if s.id == id {
+            if self.sessions.get(idx).id == id {
                 out.push(SessionSnapshot {
-                    session: s,
+                    session: self.sessions.view(idx),
                     ended: None,
                     app: None,
                     policy: None,
@@ -1858,7 +1871,7 @@ impl Inspector {
         if new {
             // Picked up mid-stream (no SYN, first frame not a SYN|ACK, whose receiver sends the
             // stream's first bytes next): detection by framing from wherever the bytes start.
-            let midstream = self.sessions.get(idx).midstream
+            let midstream = self.sessions.get(idx).midstream()
                 && matches!(ip.l4, L4::Tcp { flags, .. } if flags & (wire::tcpflag::SYN | wire::tcpflag::ACK) != wire::tcpflag::SYN | wire::tcpflag::ACK);
             let ctx = match &related {
                 Some(e) => self.engine.open_related(ip.proto, server_port, e),
@@ -1878,7 +1891,8 @@ impl Inspector {
             return None;
         }
         let dir = s.dir_of(from);
-        let packets = (s.packets[0] + s.packets[1]).min(u64::from(u32::MAX)) as u32;
+        let [to_server, to_client] = self.sessions.packets(idx);
+        let packets = to_server.saturating_add(to_client).min(u64::from(u32::MAX)) as u32;
         let mut anomaly = None;
         match ip.l4 {
             L4::Tcp { seq, ack, flags, urgent, .. } => {
@@ -1965,7 +1979,7 @@ impl Inspector {
             self.engine.close(ctx);
         }
         for snap in &mut snaps[from..] {
-            snap.policy = PolicyView::of(&snap.session.policy, &self.policy, self.policy_gen, self.shadow_gen);
+            snap.policy = PolicyView::of(&snap.session.policy, &snap.session.shadow, &self.policy, self.policy_gen, self.shadow_gen);
             let ctx = snap.session.app_ctx;
             if ctx == NO_APP {
                 continue;
@@ -2049,7 +2063,7 @@ mod tests {
         assert_eq!(i.sessions.len(), 2);
         let (k, e) = flow_of(&wire::decode(&syn).unwrap(), 0).unwrap();
         let (idx, _) = i.sessions.find(&k, e).unwrap();
-        let s = i.sessions.get(idx);
+        let s = i.sessions.view(idx);
         assert_eq!(s.state, State::Tcp(TcpState::SynSent));
         assert_eq!((s.packets[0], s.bytes[0]), (1, syn.len() as u64));
     }
@@ -2344,7 +2358,7 @@ mod tests {
         assert_eq!(i.engine.free_contexts(), 0);
         let buffered_all = i.engine.buffered();
         assert!(buffered_all > buffered0, "the test needs buffered bytes");
-        i.sessions.end_all(|z| z == 0);
+        i.end_sessions(|z| z == 0, 0);
         assert_eq!(i.sessions.len(), few);
         let mut out = Vec::new();
         i.drain_reports(&mut out);
@@ -2354,7 +2368,7 @@ mod tests {
         assert_eq!(i.engine.free_contexts(), free0 - few, "app contexts of the removed pair leaked");
         // Pair 1's sessions keep their contexts and buffers; ending them empties the pool.
         assert!(i.engine.buffered() > buffered0);
-        i.sessions.end_all(|_| true);
+        i.end_sessions(|_| true, 0);
         i.drain_reports(&mut out);
         assert_eq!(i.engine.free_contexts(), free0, "app contexts leaked");
         assert_eq!(i.engine.buffered(), buffered0, "stream buffers leaked");

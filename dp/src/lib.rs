@@ -65,6 +65,8 @@ pub mod seqlock;
 pub mod service;
 pub mod shadow;
 pub mod session;
+pub mod session_index;
+pub mod session_side;
 pub mod stream;
 pub mod tcpseq;
 pub mod tunnel;

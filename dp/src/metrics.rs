@@ -475,6 +475,17 @@ impl Collector for Exposition {
         });
         counters(e, "sessions_evicted", "Sessions evicted because the table was full, by class.", evicted)?;
         counters(e, "sessions_refused", "New flows refused because the table was full of established TCP.", s.worker_rows(|w| w.table.refused))?;
+        let side = |gauge: bool| {
+            s.workers.iter().flat_map(move |w| {
+                w.table
+                    .side_counters()
+                    .into_iter()
+                    .filter(move |(k, _)| (*k == "wide" || *k == "tunnel_ends") == gauge)
+                    .map(|(k, v)| (vec![("worker", w.worker.to_string()), ("part", k.to_string())], v))
+            })
+        };
+        gauges(e, "sessions_side_entries", "Entries of the session table's side parts held now: wide (counters past 2^32), tunnel_ends.", side(true))?;
+        counters(e, "sessions_side_events", "Session table side parts that found no room (a record lost that detail) and new flows the key index refused, by part.", side(false))?;
 
         // Policy.
         gauges(e, "policy_generation", "Generation of the running policy.", [(vec![], u64::from(s.policy_generation))])?;

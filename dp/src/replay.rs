@@ -585,12 +585,7 @@ struct Pipeline<C> {
 
 impl<C: Collect> Pipeline<C> {
     fn new(cfg: &Config, shared: &Shared, out: C) -> Self {
-        let mut insp = Inspector::with_engine(
-            cfg.sessions.max,
-            cfg.sessions.timeouts(),
-            cfg.dataplane.malformed,
-            cfg.inspection.engine(),
-        );
+        let mut insp = Inspector::with_table(cfg.sessions.table(), cfg.dataplane.malformed, cfg.inspection.engine());
         if let Some(p) = &shared.policy {
             insp.set_policy(p.clone(), 1);
         }

@@ -7,7 +7,9 @@
 //! with the same facts (addresses, protocol, server port, app, DNS names of the client, the
 //! workloads known from the client's interface *as the candidate names them*), and a live
 //! session whose shadow generation is older is evaluated on its next frame. The outcome is a
-//! [`ShadowState`] in the session's [`crate::enforce::PolicyState`] (16 bytes): records and
+//! [`ShadowState`] per session (16 bytes) in the session table's side array, allocated when a
+//! shadow policy loads and freed when it is cleared or promoted, so the table's entry stays
+//! within its 232 bytes ([`crate::session::SessionTable::set_shadow_states`]): records and
 //! events carry `shadow_verdict` / `shadow_rule_id` where the settled shadow verdict differs
 //! from the real one.
 //!
@@ -31,7 +33,8 @@ use warden_control::{PolicyDiff, PolicyDiffEntry, MAX_DIFF_GROUPS};
 
 use crate::policy::{CompiledPolicy, Decision, PolicyVerdict, WorkloadIdx};
 
-/// A session's verdict under the shadow policy (part of [`crate::enforce::PolicyState`]).
+/// A session's verdict under the shadow policy (kept per slot beside the session table while a
+/// shadow policy is loaded: [`crate::session::SessionTable::shadow`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ShadowState {
     /// The shadow decision's verdict (provisional while `pending_app`).

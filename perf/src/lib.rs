@@ -144,6 +144,63 @@ pub fn syn_frame(buf: &mut [u8], src_mac: [u8; 6], dst_mac: [u8; 6], syn: &Syn) 
     checksum::fill(&Addr::v4(syn.src), &Addr::v4(syn.dst), 6, tcp, 16);
 }
 
+/// Length of a frame built by [`tcp_frame`] with `payload` bytes: Ethernet, IPv4 without
+/// options, TCP without options (20 bytes), the payload.
+pub const fn tcp_frame_len(payload: usize) -> usize {
+    14 + 20 + 20 + payload
+}
+
+/// One TCP segment between two IPv4 ends: addresses, ports, sequence and acknowledgment
+/// numbers, flags ([`warden_dp::wire::tcpflag`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seg {
+    /// Source IPv4 address.
+    pub src: [u8; 4],
+    /// Source port.
+    pub sport: u16,
+    /// Destination IPv4 address.
+    pub dst: [u8; 4],
+    /// Destination port.
+    pub dport: u16,
+    /// Sequence number.
+    pub seq: u32,
+    /// Acknowledgment number (sent as is; meaningful with ACK).
+    pub ack: u32,
+    /// Flag bits.
+    pub flags: u8,
+}
+
+/// Writes an Ethernet/IPv4/TCP segment without TCP options carrying `payload` (window 64240,
+/// TTL 64, correct IPv4 and TCP checksums) into `buf[..tcp_frame_len(payload.len())]` and
+/// returns that length. Panics if `buf` is shorter or the frame is over 65535 bytes of IP
+/// (a programming error: callers pass 4096-byte buffers and small payloads).
+pub fn tcp_frame(buf: &mut [u8], src_mac: [u8; 6], dst_mac: [u8; 6], seg: &Seg, payload: &[u8]) -> usize {
+    let len = tcp_frame_len(payload.len());
+    let ip_len = u16::try_from(len - 14).expect("IP datagram over 65535 bytes");
+    let f = &mut buf[..len];
+    f[0..6].copy_from_slice(&dst_mac);
+    f[6..12].copy_from_slice(&src_mac);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip = &mut f[14..34];
+    ip.copy_from_slice(&[0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+    ip[12..16].copy_from_slice(&seg.src);
+    ip[16..20].copy_from_slice(&seg.dst);
+    checksum::fill_ipv4_header(ip);
+    let tcp = &mut f[34..];
+    tcp[0..2].copy_from_slice(&seg.sport.to_be_bytes());
+    tcp[2..4].copy_from_slice(&seg.dport.to_be_bytes());
+    tcp[4..8].copy_from_slice(&seg.seq.to_be_bytes());
+    tcp[8..12].copy_from_slice(&seg.ack.to_be_bytes());
+    tcp[12] = 5 << 4; // data offset: 5 words
+    tcp[13] = seg.flags;
+    tcp[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    tcp[16..20].copy_from_slice(&[0; 4]); // checksum, urgent pointer
+    tcp[20..].copy_from_slice(payload);
+    checksum::fill(&Addr::v4(seg.src), &Addr::v4(seg.dst), 6, tcp, 16);
+    len
+}
+
 /// Creates an AF_XDP socket on queue 0 of `iface` with a tx ring of 2048 entries and no rx
 /// ring, bound in copy mode with need-wakeup, sharing `umem`'s fill/completion rings.
 pub fn open_tx(
@@ -380,5 +437,19 @@ mod tests {
         let ip = d.ip.unwrap();
         assert_eq!((ip.sport, ip.dport, ip.src.to_string(), ip.dst.to_string()), (40123, 443, "198.19.7.9".into(), "198.18.0.2".into()));
         assert!(matches!(ip.l4, warden_dp::wire::L4::Tcp { flags: 0x02, seq: 0xdead_beef, .. }));
+    }
+
+    #[test]
+    fn tcp_frame_decodes_with_its_payload_and_checksums_verify() {
+        let seg = Seg { src: [198, 18, 0, 1], sport: 1024, dst: [198, 19, 0, 1], dport: 80, seq: 7, ack: 99, flags: 0x18 };
+        let mut buf = [0xaau8; 256];
+        let n = tcp_frame(&mut buf, [2; 6], [4; 6], &seg, b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(n, tcp_frame_len(18));
+        let d = warden_dp::wire::decode(&buf[..n]).unwrap();
+        assert!(checksum::ipv4_header_ok(&d));
+        let ip = d.ip.unwrap();
+        assert_eq!(checksum::transport_ok(&ip), Ok(()));
+        assert_eq!((ip.sport, ip.dport, ip.payload), (1024, 80, &b"GET / HTTP/1.1\r\n\r\n"[..]));
+        assert!(matches!(ip.l4, warden_dp::wire::L4::Tcp { flags: 0x18, seq: 7, ack: 99, .. }));
     }
 }

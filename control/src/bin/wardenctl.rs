@@ -896,6 +896,9 @@ fn print_table(reply: &Reply) {
                 for (what, n) in &w.capture {
                     println!("  worker {} capture {what}: {n}", w.worker);
                 }
+                for (what, n) in &w.sessions_side {
+                    println!("  worker {} sessions {what}: {n}", w.worker);
+                }
                 let d = &w.defrag;
                 if d.fragments > 0 {
                     println!(

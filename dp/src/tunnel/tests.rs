@@ -585,3 +585,42 @@ fn a_fragmented_datagram_over_pppoe_is_reassembled_with_its_pppoe_length() {
     assert_eq!(recs.len(), 1, "{recs:#?}");
     assert_eq!((recs[0].app.as_str(), recs[0].server_port, recs[0].packets_to_server), ("dns", 53, 1));
 }
+
+#[test]
+fn a_flood_that_fills_the_tables_tunnel_ends_turns_off_no_check() {
+    // A table that keeps 4 distinct tunnel ends; VXLAN from 16 spoofed outer sources, each
+    // carrying an allowed inner SYN, fills them.
+    let sides = crate::session::SideSizes { wide: 64, tunnel_ends: 4 };
+    let table = crate::session::SessionTable::with_sides(1024, Timeouts::default(), sides);
+    let mut r = Run { i: Inspector::with_table(table, MalformedPolicy::Drop, Default::default()), now: 1_000_000_000 };
+    r.i.set_policy(policy(PROTECT_INNER), 1);
+    for n in 0..16u8 {
+        let inner = eth(0x0800, &ipv4(POD_A, POD_B, 6, &tcp(30000 + u16::from(n), 80, 1, 0, SYN, 65535, None, b"")));
+        assert_eq!(r.send(&vxlan([198, 18, 7, n], VTEP_B, 42, &inner)), Verdict::Forward);
+    }
+    let st = r.i.sessions.stats().side;
+    assert_eq!((st.tunnel_ends, st.tunnel_ends_full), (4, 12));
+    // The denied inner flow is still denied in protect mode, through a tunnel whose ends found
+    // no room; its record says so, without the tunnel object.
+    let v = r.send(&to_b(&inner_tcp(6379, 1, 0, SYN, b"")));
+    assert!(matches!(v, Verdict::Drop(_)), "{v:?}");
+    let v = r.send(&to_b(&inner_tcp(6379, 2, 0, ACK | PSH, b"*1\r\n$4\r\nPING\r\n")));
+    assert!(matches!(v, Verdict::Drop(_)), "{v:?}");
+    let recs = r.records();
+    let redis = recs.iter().find(|r| r.server_port == 6379).unwrap();
+    assert_eq!((redis.verdict.as_deref(), redis.packets_dropped_to_server), (Some("denied"), 2));
+    assert!(redis.tunnel.is_none());
+    assert_eq!(r.i.sessions.stats().side.tunnel_ends_full, 13);
+    // An allowed inner HTTP exchange is inspected as ever (app from content).
+    let v = r.http(80, &to_b, &to_a);
+    assert!(v.iter().all(|v| *v == Verdict::Forward), "{v:?}");
+    let recs = r.records();
+    let http = recs.iter().find(|r| r.server_port == 80 && r.client_port == 40000).unwrap();
+    assert_eq!(http.app, "http");
+    // Once the flood's sessions are gone, the ends are free again.
+    r.i.end_sessions(|_| true, 0);
+    assert_eq!(r.i.sessions.stats().side.tunnel_ends, 0);
+    r.send(&to_b(&inner_tcp(80, 100, 0, SYN, b"")));
+    let recs = r.records();
+    assert_eq!(recs.iter().find(|r| r.ip_proto == 6).and_then(|r| r.tunnel.as_ref()).map(|t| t.outer_client.as_str()), Some("198.18.0.1"));
+}

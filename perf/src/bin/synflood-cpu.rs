@@ -106,7 +106,7 @@ fn main() -> Result<()> {
         let secs = start.elapsed().as_secs_f64();
         let st = insp.sessions.stats();
         println!(
-            "{}: {} SYNs in {:.2} s = {:.0} ns/SYN ({:.0} k/s); dropped {dropped}; sessions created {}, expired {}, evicted {} (lingering {}, embryonic {}), refused {}; snapshots and events drained {records}; app pool full {}",
+            "{}: {} SYNs in {:.2} s = {:.0} ns/SYN ({:.0} k/s); dropped {dropped}; sessions created {}, expired {}, evicted {} (lingering {}, embryonic {}), refused {}; snapshots and events drained {records}; app pool full {}; index refused {}, longest index probe {} buckets",
             if protect { "protect (all denied)" } else { "no policy" },
             args.count,
             secs,
@@ -119,6 +119,8 @@ fn main() -> Result<()> {
             st.evicted_embryonic,
             st.refused,
             insp.engine.pool_full,
+            st.index_refused,
+            insp.sessions.index_max_dist(),
         );
     }
     Ok(())

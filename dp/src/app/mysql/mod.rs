@@ -117,6 +117,8 @@ pub struct Mysql {
     /// Authentication failures answered by the server (`ERR_Packet` 1045 / 1698 or SQL state
     /// 28000), saturating.
     auth_failures: u32,
+    /// Of those, how many [`Mysql::take_auth_failures`] handed out.
+    auth_failures_taken: u32,
     first_error: Option<MysqlError>,
     violation: bool,
     gap: bool,
@@ -163,6 +165,14 @@ impl Mysql {
     /// that asked for TLS (`tls` in the record) shows none: the exchange is encrypted.
     pub fn auth_failures(&self) -> u32 {
         self.auth_failures
+    }
+
+    /// The [`Mysql::auth_failures`] not taken before: the per-core `mysql_access_denied`
+    /// detector counts each failure once.
+    pub fn take_auth_failures(&mut self) -> u32 {
+        let n = self.auth_failures - self.auth_failures_taken;
+        self.auth_failures_taken = self.auth_failures;
+        n
     }
 
     fn client_packet(&mut self, h: Header, p: &[u8]) {
