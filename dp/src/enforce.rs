@@ -359,16 +359,17 @@ pub struct PolicyView {
 impl PolicyView {
     /// The view of `s` under `p` (workload indices are resolved only when `s` was decided by
     /// the generation `p` belongs to, `generation`), with the shadow verdict of shadow
-    /// generation `shadow_generation` where it differs. None when neither policy enforces
+    /// generation `shadow_generation` (policy `shadow_policy`) where it differs. None when neither policy enforces
     /// the session.
     pub fn of(
         s: &PolicyState,
         shadow: &crate::shadow::ShadowState,
         p: &CompiledPolicy,
         generation: u32,
+        shadow_policy: Option<&CompiledPolicy>,
         shadow_generation: u32,
     ) -> Option<PolicyView> {
-        let shadow = shadow.differing(shadow_generation, s.verdict, s.pending_app);
+        let shadow = shadow.differing(shadow_policy, shadow_generation, s.verdict, s.pending_app);
         if s.verdict.is_none() && shadow.is_none() {
             return None;
         }

@@ -1223,7 +1223,7 @@ impl Inspector {
         // `Option` test per frame when none is loaded).
         if self.shadow.is_some() {
             let sh = self.sessions.shadow(idx);
-            if reeval || sh.generation != self.shadow_gen || (ps.blocked && sh.pending_app) {
+            if reeval || sh.generation != self.shadow_gen || (ps.blocked && sh.pending_app()) {
                 self.evaluate_shadow(idx, &ps, app, now_ns);
             }
         }
@@ -1292,9 +1292,8 @@ impl Inspector {
             self.sessions.set_shadow(idx, sh);
             return;
         }
-        let first = !sh.compared;
-        sh.compared = true;
-        let key = (!sh.counted && ps.verdict != d.verdict).then_some(crate::shadow::DiffKey {
+        let first = !sh.compared();
+        let key = (!sh.counted() && ps.verdict != d.verdict).then_some(crate::shadow::DiffKey {
             client: d.client_workload,
             server: d.server_workload,
             ip_proto: s.key.proto,
@@ -1304,7 +1303,7 @@ impl Inspector {
             shadow_verdict: d.verdict,
             shadow_rule_id: d.rule_id,
         });
-        sh.counted |= key.is_some();
+        sh.mark(true, key.is_some());
         self.sessions.set_shadow(idx, sh);
         self.shadow_diff.count(first, key, client, server);
     }
@@ -1979,7 +1978,14 @@ impl Inspector {
             self.engine.close(ctx);
         }
         for snap in &mut snaps[from..] {
-            snap.policy = PolicyView::of(&snap.session.policy, &snap.session.shadow, &self.policy, self.policy_gen, self.shadow_gen);
+            snap.policy = PolicyView::of(
+                &snap.session.policy,
+                &snap.session.shadow,
+                &self.policy,
+                self.policy_gen,
+                self.shadow.as_deref(),
+                self.shadow_gen,
+            );
             let ctx = snap.session.app_ctx;
             if ctx == NO_APP {
                 continue;

@@ -717,7 +717,7 @@ pub struct Footprint {
     pub dirty: usize,
     /// The side parts: high counter words, tunnel ends, reasons.
     pub side: usize,
-    /// The shadow policy states (16 bytes per session while a shadow policy is loaded, else
+    /// The shadow policy states (8 bytes per session while a shadow policy is loaded, else
     /// 0; not in [`Self::per_session`]: a trial's temporary cost).
     pub shadow: usize,
     /// The queue of final records and the queue of sources to take back (bounded, not per
@@ -779,7 +779,7 @@ pub struct SessionTable {
     /// out of the kernel's map (capacity reserved by [`Self::reserve_fast`]).
     unfast: Vec<u16>,
     /// Shadow policy state per slot ([`crate::shadow`]): empty (no memory) unless a shadow
-    /// policy is loaded, then one 16-byte [`crate::shadow::ShadowState`] per slot, allocated
+    /// policy is loaded, then one 8-byte [`crate::shadow::ShadowState`] per slot, allocated
     /// by [`Self::set_shadow_states`] when it loads (outside the entry: see
     /// [`Session::MAX_BYTES`]).
     shadow: Vec<crate::shadow::ShadowState>,
@@ -845,7 +845,7 @@ impl SessionTable {
 
     /// Keeps a shadow policy state for every slot from now on (`on`, all "never evaluated":
     /// a new shadow generation starts from nothing), or frees them (no shadow policy loaded).
-    /// Allocates `capacity` × 16 bytes when turned on; meant for a shadow load or clear, not
+    /// Allocates `capacity` × 8 bytes when turned on; meant for a shadow load or clear, not
     /// the packet path.
     pub fn set_shadow_states(&mut self, on: bool) {
         if on {
@@ -2300,13 +2300,15 @@ mod tests {
         let mut t = SessionTable::new(1024, Timeouts::default());
         assert_eq!(t.footprint().shadow, 0);
         let i = t.track(&key(45000), C, 60, seg(SYN), 1, 1).unwrap().idx;
-        let decided = crate::shadow::ShadowState { generation: 3, compared: true, ..Default::default() };
+        let mut decided = crate::shadow::ShadowState::default();
+        decided.generation = 3;
+        decided.mark(true, false);
         // No shadow loaded: nothing kept, every session reads as never evaluated.
         t.set_shadow(i, decided);
         assert_eq!(t.shadow(i), crate::shadow::ShadowState::default());
         t.set_shadow_states(true);
         assert_eq!(t.footprint().shadow, 1024 * std::mem::size_of::<crate::shadow::ShadowState>());
-        assert_eq!(std::mem::size_of::<crate::shadow::ShadowState>(), 16);
+        assert_eq!(std::mem::size_of::<crate::shadow::ShadowState>(), 8);
         t.set_shadow(i, decided);
         assert_eq!((t.shadow(i), t.view(i).shadow), (decided, decided));
         // The slot's next session starts undecided.

@@ -7,7 +7,7 @@
 //! with the same facts (addresses, protocol, server port, app, DNS names of the client, the
 //! workloads known from the client's interface *as the candidate names them*), and a live
 //! session whose shadow generation is older is evaluated on its next frame. The outcome is a
-//! [`ShadowState`] per session (16 bytes) in the session table's side array, allocated when a
+//! [`ShadowState`] per session (8 bytes) in the session table's side array, allocated when a
 //! shadow policy loads and freed when it is cleared or promoted, so the table's entry stays
 //! within its 232 bytes ([`crate::session::SessionTable::set_shadow_states`]): records and
 //! events carry `shadow_verdict` / `shadow_rule_id` where the settled shadow verdict differs
@@ -34,43 +34,104 @@ use warden_control::{PolicyDiff, PolicyDiffEntry, MAX_DIFF_GROUPS};
 use crate::policy::{CompiledPolicy, Decision, PolicyVerdict, WorkloadIdx};
 
 /// A session's verdict under the shadow policy (kept per slot beside the session table while a
-/// shadow policy is loaded: [`crate::session::SessionTable::shadow`]).
+/// shadow policy is loaded: [`crate::session::SessionTable::shadow`]), packed in 8 bytes so the
+/// table stays within 256 bytes per session with a shadow loaded: the shadow generation, and
+/// one word holding the deciding rule's index in the shadow policy plus one (24 bits, 0: the
+/// mode's default; the policy compiler refuses more than [`MAX_SHADOW_RULES`] rules), the
+/// verdict (3 bits) and the `pending_app`, `compared` and `counted` flags.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ShadowState {
-    /// The shadow decision's verdict (provisional while `pending_app`).
-    pub verdict: Option<PolicyVerdict>,
-    /// The shadow decision's rule (None: the mode's default).
-    pub rule_id: Option<u32>,
     /// Shadow generation that decided (0: never evaluated).
     pub generation: u32,
-    /// An `apps` rule of the shadow could still change its verdict.
-    pub pending_app: bool,
-    /// The session was compared (both verdicts settled) under this shadow generation.
-    pub compared: bool,
-    /// The session was counted as differing under this shadow generation.
-    pub counted: bool,
+    /// Rule index + 1 (bits 0..24), verdict (24..27), flags (27, 28, 29).
+    bits: u32,
+}
+
+/// Most rules a policy may have: the shadow state keeps a rule index + 1 in 24 bits.
+pub const MAX_SHADOW_RULES: usize = (1 << 24) - 2;
+
+const RULE_MASK: u32 = (1 << 24) - 1;
+const VERDICT_SHIFT: u32 = 24;
+const PENDING: u32 = 1 << 27;
+const COMPARED: u32 = 1 << 28;
+const COUNTED: u32 = 1 << 29;
+
+fn verdict_code(v: Option<PolicyVerdict>) -> u32 {
+    match v {
+        None => 0,
+        Some(PolicyVerdict::Allowed) => 1,
+        Some(PolicyVerdict::Learned) => 2,
+        Some(PolicyVerdict::Violation) => 3,
+        Some(PolicyVerdict::Denied) => 4,
+    }
 }
 
 impl ShadowState {
     /// Applies shadow decision `d` made under shadow generation `g` (the comparison flags
-    /// start over with a new generation).
+    /// start over with a new generation). A rule index beyond [`MAX_SHADOW_RULES`] (refused
+    /// when the policy compiles) is kept as the mode's default.
     pub fn apply(&mut self, d: &Decision, g: u32) {
+        let mut flags = self.bits & (COMPARED | COUNTED);
         if self.generation != g {
-            self.compared = false;
-            self.counted = false;
+            flags = 0;
         }
-        self.verdict = d.verdict;
-        self.rule_id = d.rule_id;
+        let rule = d.rule_index.filter(|&i| (i as usize) <= MAX_SHADOW_RULES).map_or(0, |i| i + 1);
+        let pending = if d.pending_app { PENDING } else { 0 };
+        self.bits = rule | (verdict_code(d.verdict) << VERDICT_SHIFT) | pending | flags;
         self.generation = g;
-        self.pending_app = d.pending_app;
     }
 
-    /// The shadow verdict and rule when shadow generation `g` decided this session, its
-    /// verdict is settled and differs from the real verdict `real` (settled: `real_pending`
-    /// false). `None` otherwise.
-    pub fn differing(&self, g: u32, real: Option<PolicyVerdict>, real_pending: bool) -> Option<(Option<PolicyVerdict>, Option<u32>)> {
-        (g != 0 && self.generation == g && !self.pending_app && !real_pending && self.verdict != real)
-            .then_some((self.verdict, self.rule_id))
+    /// The shadow decision's verdict (provisional while [`Self::pending_app`]).
+    pub fn verdict(&self) -> Option<PolicyVerdict> {
+        match (self.bits >> VERDICT_SHIFT) & 7 {
+            1 => Some(PolicyVerdict::Allowed),
+            2 => Some(PolicyVerdict::Learned),
+            3 => Some(PolicyVerdict::Violation),
+            4 => Some(PolicyVerdict::Denied),
+            _ => None,
+        }
+    }
+
+    /// Index of the deciding rule in the shadow policy (`None`: the mode's default).
+    pub fn rule_index(&self) -> Option<u32> {
+        (self.bits & RULE_MASK).checked_sub(1)
+    }
+
+    /// An `apps` rule of the shadow could still change its verdict.
+    pub fn pending_app(&self) -> bool {
+        self.bits & PENDING != 0
+    }
+
+    /// The session was compared (both verdicts settled) under this shadow generation.
+    pub fn compared(&self) -> bool {
+        self.bits & COMPARED != 0
+    }
+
+    /// The session was counted as differing under this shadow generation.
+    pub fn counted(&self) -> bool {
+        self.bits & COUNTED != 0
+    }
+
+    /// Marks the session compared (`compared`) and counted (`counted`) under its generation.
+    pub fn mark(&mut self, compared: bool, counted: bool) {
+        self.bits |= if compared { COMPARED } else { 0 } | if counted { COUNTED } else { 0 };
+    }
+
+    /// The shadow verdict and the deciding rule's id (looked up in `shadow`, the policy of
+    /// generation `g`) when shadow generation `g` decided this session, its verdict is settled
+    /// and differs from the real verdict `real` (settled: `real_pending` false). `None`
+    /// otherwise, and without a shadow policy.
+    pub fn differing(
+        &self,
+        shadow: Option<&CompiledPolicy>,
+        g: u32,
+        real: Option<PolicyVerdict>,
+        real_pending: bool,
+    ) -> Option<(Option<PolicyVerdict>, Option<u32>)> {
+        let shadow = shadow?;
+        let verdict = self.verdict();
+        (g != 0 && self.generation == g && !self.pending_app() && !real_pending && verdict != real)
+            .then(|| (verdict, self.rule_index().and_then(|i| shadow.rule_id_at(i as usize))))
     }
 }
 
@@ -230,25 +291,44 @@ mod tests {
     use super::*;
     use crate::policy::{CompiledPolicy, Policy};
 
-    fn decision(verdict: Option<PolicyVerdict>, rule_id: Option<u32>, pending_app: bool) -> Decision {
-        Decision { verdict, rule_id, pending_app, ..Decision::NOT_ENFORCED }
+    /// A decision by the rule at `rule_index` (its id is not read: the state keeps the index).
+    fn decision(verdict: Option<PolicyVerdict>, rule_index: Option<u32>, pending_app: bool) -> Decision {
+        Decision { verdict, rule_index, pending_app, ..Decision::NOT_ENFORCED }
     }
 
     #[test]
     fn differing_needs_both_settled_and_the_current_generation() {
+        let text = "[[workload]]\nid = \"w\"\nips = [\"198.18.0.1\"]\n\n\
+                    [[rule]]\nid = 7\nfrom = \"any\"\nto = \"w\"\naction = \"allow\"\n\n\
+                    [[rule]]\nid = 4\nfrom = \"w\"\nto = \"any\"\naction = \"deny\"\n";
+        let shadow = CompiledPolicy::compile(&Policy::from_toml(text).unwrap()).unwrap();
+        let sp = Some(&shadow);
         let mut s = ShadowState::default();
-        assert_eq!(s.differing(1, Some(PolicyVerdict::Allowed), false), None, "never evaluated");
+        assert_eq!(std::mem::size_of::<ShadowState>(), 8);
+        assert_eq!(s.differing(sp, 1, Some(PolicyVerdict::Allowed), false), None, "never evaluated");
         s.apply(&decision(Some(PolicyVerdict::Denied), None, true), 1);
-        assert_eq!(s.differing(1, Some(PolicyVerdict::Allowed), false), None, "shadow pending");
-        s.apply(&decision(Some(PolicyVerdict::Denied), Some(4), false), 1);
-        assert_eq!(s.differing(1, Some(PolicyVerdict::Allowed), true), None, "real pending");
-        assert_eq!(s.differing(1, Some(PolicyVerdict::Allowed), false), Some((Some(PolicyVerdict::Denied), Some(4))));
-        assert_eq!(s.differing(1, Some(PolicyVerdict::Denied), false), None, "same verdict");
-        assert_eq!(s.differing(2, Some(PolicyVerdict::Allowed), false), None, "older shadow");
-        s.compared = true;
-        s.counted = true;
-        s.apply(&decision(Some(PolicyVerdict::Denied), Some(4), false), 2);
-        assert!(!s.compared && !s.counted, "a new shadow compares again");
+        assert_eq!(s.differing(sp, 1, Some(PolicyVerdict::Allowed), false), None, "shadow pending");
+        s.apply(&decision(Some(PolicyVerdict::Denied), Some(1), false), 1);
+        assert_eq!(s.differing(sp, 1, Some(PolicyVerdict::Allowed), true), None, "real pending");
+        assert_eq!(s.differing(sp, 1, Some(PolicyVerdict::Allowed), false), Some((Some(PolicyVerdict::Denied), Some(4))));
+        assert_eq!(s.differing(None, 1, Some(PolicyVerdict::Allowed), false), None, "no shadow policy");
+        assert_eq!(s.differing(sp, 1, Some(PolicyVerdict::Denied), false), None, "same verdict");
+        assert_eq!(s.differing(sp, 2, Some(PolicyVerdict::Allowed), false), None, "older shadow");
+        s.apply(&decision(None, None, false), 1);
+        assert_eq!(s.differing(sp, 1, Some(PolicyVerdict::Allowed), false), Some((None, None)), "not enforced, default");
+        s.mark(true, true);
+        s.apply(&decision(Some(PolicyVerdict::Learned), Some(0), false), 1);
+        assert!(s.compared() && s.counted(), "the same shadow keeps its flags");
+        assert_eq!((s.verdict(), s.rule_index(), s.pending_app()), (Some(PolicyVerdict::Learned), Some(0), false));
+        s.apply(&decision(Some(PolicyVerdict::Denied), Some(1), false), 2);
+        assert!(!s.compared() && !s.counted(), "a new shadow compares again");
+        // Every verdict and the largest rule index survive the packing.
+        for v in [None, Some(PolicyVerdict::Allowed), Some(PolicyVerdict::Learned), Some(PolicyVerdict::Violation), Some(PolicyVerdict::Denied)] {
+            for (rule, pending) in [(None, true), (Some(0), false), (Some(MAX_SHADOW_RULES as u32), true)] {
+                s.apply(&decision(v, rule, pending), 9);
+                assert_eq!((s.verdict(), s.rule_index(), s.pending_app(), s.generation), (v, rule, pending, 9));
+            }
+        }
     }
 
     #[test]

@@ -762,6 +762,9 @@ impl CompiledPolicy {
             field: field.into(),
             message,
         };
+        if p.rules.len() > crate::shadow::MAX_SHADOW_RULES {
+            return Err(err("rule", format!("{} rules: at most {} are supported", p.rules.len(), crate::shadow::MAX_SHADOW_RULES)));
+        }
         let mut ids: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
         let mut wl_v4 = Vec::new();
         let mut wl_v6 = Vec::new();
@@ -882,6 +885,11 @@ impl CompiledPolicy {
     /// The rules, in file order; [`Decision::rule_index`] indexes this.
     pub fn rules(&self) -> &[Rule] {
         &self.policy.rules
+    }
+
+    /// Id of the rule at index `i` of [`Self::rules`] (`None` when there is no such rule).
+    pub fn rule_id_at(&self, i: usize) -> Option<u32> {
+        self.policy.rules.get(i).map(|r| r.id)
     }
 
     /// The workloads, in file order; [`WorkloadIdx`] indexes this.

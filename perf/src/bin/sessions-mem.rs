@@ -445,7 +445,11 @@ fn sizes(n: usize) {
         size_of::<warden_dp::app::echo::Mirror>()
     );
     println!("  AppSummary {}", size_of::<AppSummary>());
-    let f = SessionTable::new(n, Timeouts::default()).footprint();
+    let mut t = SessionTable::new(n, Timeouts::default());
+    let f = t.footprint();
+    t.set_shadow_states(true);
+    let shadow = t.footprint().shadow;
+    drop(t);
     let per = |b: usize| b as f64 / n as f64;
     println!(
         "table of {n} allocated (bytes per session): entries {:.1}, index {:.1}, dirty list {:.1}, side parts {:.1} = {:.1}; queues {:.1} MiB (bounded)",
@@ -455,6 +459,11 @@ fn sizes(n: usize) {
         per(f.side),
         f.per_session(),
         f.queues as f64 / (1 << 20) as f64,
+    );
+    println!(
+        "  while a shadow policy is loaded: + shadow states {:.1} = {:.1} bytes per session",
+        per(shadow),
+        f.per_session() + per(shadow)
     );
 }
 
