@@ -112,43 +112,10 @@ if [ -n "${REPORT:-}" ]; then
 fi
 [ "$(id -u)" = 0 ] || { echo "cpu.sh needs root" >&2; exit 1; }
 
-NS_GEN=wperf-gen NS_FWD=wperf-fwd NS_SINK=wperf-sink
-WORK=$(mktemp -d /tmp/wperf-cpu.XXXXXX)
-SOCK=$WORK/warden.sock
-PIN=$WORK/bpf/sink-counts
-RESULTS=$WORK/results.jsonl
-OUT=$ROOT/perf/out/cpu-$(date +%Y%m%d-%H%M%S).json
-FWD_PID=
-
-log() { echo "[cpu] $*" >&2; }
-in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
-
-stop_forwarder() {
-    if [ -n "$FWD_PID" ] && kill -0 "$FWD_PID" 2>/dev/null; then
-        kill -INT "$FWD_PID" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$FWD_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$FWD_PID" 2>/dev/null || true
-        wait "$FWD_PID" 2>/dev/null || true
-    fi
-    FWD_PID=
-}
-
-teardown() {
-    stop_forwarder
-    for ns in $NS_GEN $NS_FWD $NS_SINK; do
-        [ -e "/run/netns/$ns" ] || continue
-        for p in $(ip netns pids "$ns"); do kill -KILL "$p" 2>/dev/null || true; done
-        ip netns del "$ns" 2>/dev/null || true
-    done
-    rm -f "$PIN" "$PIN-lat" "$SOCK"
-}
-cleanup() {
-    teardown
-    mountpoint -q "$WORK/bpf" && umount "$WORK/bpf"
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+LOG_TAG=cpu
+# shellcheck source=perf/lib.sh
+. "$ROOT/perf/lib.sh"
+rig_init cpu
 
 if [ "$BUILD" = 1 ]; then
     log "building warden-perf, warden and wardenctl (release)"
@@ -156,72 +123,10 @@ if [ "$BUILD" = 1 ]; then
 fi
 mkdir -p "$WORK/bpf" && mount -t bpf wperf-bpf "$WORK/bpf"
 
-# Percent of all CPUs busy over one second.
-busy_pct() {
-    local a b
-    a=($(head -n1 /proc/stat)); sleep 1; b=($(head -n1 /proc/stat))
-    local busy=0 total=0 i d
-    for i in 1 2 3 4 5 6 7 8; do
-        d=$((b[i] - a[i])); total=$((total + d))
-        [ "$i" = 4 ] || [ "$i" = 5 ] || busy=$((busy + d))
-    done
-    echo $((100 * busy / (total > 0 ? total : 1)))
-}
-
-# Waits up to QUIET_WAIT s for the machine to be < QUIET_PCT % busy; BACKGROUND is the figure.
-wait_quiet() {
-    local waited=0
-    BACKGROUND=$(busy_pct)
-    while [ "$BACKGROUND" -ge "${QUIET_PCT:-10}" ] && [ "$waited" -lt "${QUIET_WAIT:-300}" ]; do
-        log "machine ${BACKGROUND}% busy before measuring; waiting"
-        sleep 4; waited=$((waited + 5))
-        BACKGROUND=$(busy_pct)
-    done
-}
-
-# The three namespaces and two veth pairs; $1: queues of each veth (default 1).
+# The rig's namespaces and veth pairs (perf/lib.sh); $1: queues of each veth (default 1).
 setup() {
-    local q=${1:-1}
     teardown
-    for ns in $NS_GEN $NS_FWD $NS_SINK; do
-        ip netns add "$ns"
-        in_ns "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-        in_ns "$ns" ip link set lo up
-    done
-    local qs="numtxqueues $q numrxqueues $q"
-    ip link add g0 $qs netns $NS_GEN type veth peer name wpa $qs netns $NS_FWD
-    ip link add s0 $qs netns $NS_SINK type veth peer name wpb $qs netns $NS_FWD
-    in_ns $NS_GEN ip link set g0 up
-    in_ns $NS_SINK ip link set s0 up
-    in_ns $NS_FWD ip link set wpa up
-    in_ns $NS_FWD ip link set wpb up
-    in_ns $NS_SINK "$BIN/xdp-sink" attach s0 --pin "$PIN"
-    DST_MAC=$(in_ns $NS_SINK cat /sys/class/net/s0/address)
-    GEN_QUEUES=$q
-}
-
-# wpa's receive NAPI as a kernel thread pinned to FWD_CPU (as rig.sh does for bridge and
-# redirect); NAPI_TIDS lists its threads.
-napi_to_fwd_cpu() {
-    in_ns $NS_GEN ethtool -K g0 tso off >/dev/null
-    in_ns $NS_FWD ethtool -K wpa gro on >/dev/null
-    echo 1 | in_ns $NS_FWD tee /sys/class/net/wpa/threaded >/dev/null
-    sleep 0.2
-    NAPI_TIDS=$(pgrep -x "napi/wpa-[0-9]+" || true)
-    [ -n "$NAPI_TIDS" ] || { log "no NAPI thread for wpa"; return 1; }
-    for p in $NAPI_TIDS; do taskset -pc $FWD_CPU "$p" >/dev/null; done
-}
-
-start_forwarder() {
-    local name=$1 rc=0; shift
-    (exec ip netns exec $NS_FWD taskset -c $FWD_CPU "$@" </dev/null >"$WORK/$name.log" 2>&1) &
-    FWD_PID=$!
-    sleep "${WAIT:-3}"
-    kill -0 "$FWD_PID" 2>/dev/null && return 0
-    wait "$FWD_PID" || rc=$?
-    FWD_PID=
-    log "$name exited with status $rc:"; tail -n 20 "$WORK/$name.log" >&2
-    return 1
+    rig_setup "${1:-1}"
 }
 
 # The workers' time counters summed over workers (wardenctl counters: busy, spin, sleep, CPU,

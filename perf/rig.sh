@@ -38,47 +38,10 @@ done
 
 GEN_CPU=0 # the generator (and the veth rx work its sends trigger in softirq)
 FWD_CPU=1 # the forwarder: bridge/redirect NAPI thread, testpmd or warden
-NS_GEN=wperf-gen NS_FWD=wperf-fwd NS_SINK=wperf-sink
-WORK=$(mktemp -d /tmp/wperf-rig.XXXXXX)
-# In the run's private directory: Warden refuses a socket directory others can write (/tmp).
-SOCK=$WORK/warden.sock
-# `ip netns exec` remounts /sys, hiding /sys/fs/bpf: the sink map is pinned on a bpffs of our own.
-PIN=$WORK/bpf/sink-counts
-RESULTS=$WORK/results.jsonl
-OUT=$ROOT/perf/out/rig-$(date +%Y%m%d-%H%M%S).json
-FWD_PID=
-
-log() { echo "[rig] $*" >&2; }
-in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
-
-stop_forwarder() {
-    if [ -n "$FWD_PID" ] && kill -0 "$FWD_PID" 2>/dev/null; then
-        kill -INT "$FWD_PID" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$FWD_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$FWD_PID" 2>/dev/null || true
-        wait "$FWD_PID" 2>/dev/null || true
-    fi
-    FWD_PID=
-}
-
-teardown() {
-    stop_forwarder
-    # Deleting a namespace deletes its veths, their peers and their XDP programs; anything
-    # still running in one (only what this script started there) is stopped first.
-    for ns in $NS_GEN $NS_FWD $NS_SINK; do
-        [ -e "/run/netns/$ns" ] || continue
-        for p in $(ip netns pids "$ns"); do kill -KILL "$p" 2>/dev/null || true; done
-        ip netns del "$ns" 2>/dev/null || true
-    done
-    rm -f "$PIN" "$SOCK"
-}
-cleanup() {
-    teardown
-    mountpoint -q "$WORK/bpf" && umount "$WORK/bpf"
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+LOG_TAG=rig
+# shellcheck source=perf/lib.sh
+. "$ROOT/perf/lib.sh"
+rig_init rig
 
 if [ "$INSTALL" = 1 ]; then
     need=()
@@ -100,65 +63,11 @@ if [ "$BUILD" = 1 ]; then
 fi
 mkdir -p "$WORK/bpf" && mount -t bpf wperf-bpf "$WORK/bpf"
 
-# gen ns: g0 <-veth-> A (wpa) in fwd ns; fwd ns: B (wpb) <-veth-> s0 in sink ns.
-# The sink program on s0 also makes s0 accept frames redirected into wpb (veth needs an
-# XDP program or GRO on the receiving peer for ndo_xdp_xmit).
+# The rig's namespaces and veth pairs (perf/lib.sh), once the machine is quiet.
 setup() {
     teardown
     wait_quiet
-    for ns in $NS_GEN $NS_FWD $NS_SINK; do
-        ip netns add "$ns"
-        in_ns "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-        in_ns "$ns" ip link set lo up
-    done
-    ip link add g0 netns $NS_GEN type veth peer name wpa netns $NS_FWD
-    ip link add s0 netns $NS_SINK type veth peer name wpb netns $NS_FWD
-    in_ns $NS_GEN ip link set g0 up
-    in_ns $NS_SINK ip link set s0 up
-    in_ns $NS_FWD ip link set wpa up
-    in_ns $NS_FWD ip link set wpb up
-    in_ns $NS_SINK "$BIN/xdp-sink" attach s0 --pin "$PIN"
-    DST_MAC=$(in_ns $NS_SINK cat /sys/class/net/s0/address)
-}
-
-# Moves wpa's rx NAPI (created by GRO or an XDP program on it) into a kernel thread pinned to
-# FWD_CPU, so that in-kernel forwarding runs on the forwarder's core, not in the generator's
-# softirq. veth only queues an skb to the peer's NAPI (rather than to the backlog of the sending
-# CPU) when it is eligible for GRO: with TSO off on the sender, g0.
-napi_to_fwd_cpu() {
-    in_ns $NS_GEN ethtool -K g0 tso off >/dev/null
-    in_ns $NS_FWD ethtool -K wpa gro on >/dev/null
-    echo 1 | in_ns $NS_FWD tee /sys/class/net/wpa/threaded >/dev/null
-    sleep 0.2
-    local pids
-    pids=$(pgrep -x "napi/wpa-[0-9]+" || true)
-    [ -n "$pids" ] || { log "no NAPI thread for wpa"; return 1; }
-    for p in $pids; do taskset -pc $FWD_CPU "$p" >/dev/null; done
-}
-
-# Percent of all CPUs busy over one second.
-busy_pct() {
-    local a b
-    a=($(head -n1 /proc/stat)); sleep 1; b=($(head -n1 /proc/stat))
-    local busy=0 total=0 i d
-    for i in 1 2 3 4 5 6 7 8; do
-        d=$((b[i] - a[i])); total=$((total + d))
-        [ "$i" = 4 ] || [ "$i" = 5 ] || busy=$((busy + d))
-    done
-    echo $((100 * busy / (total > 0 ? total : 1)))
-}
-
-# This machine may be shared (builds, tests): before each leg (so before its forwarder starts
-# polling), wait up to QUIET_WAIT s for it to be idle (< 10 % busy); BACKGROUND is then the
-# last busy figure, recorded with the leg's rows.
-wait_quiet() {
-    local waited=0
-    BACKGROUND=$(busy_pct)
-    while [ "$BACKGROUND" -ge 10 ] && [ "$waited" -lt "${QUIET_WAIT:-300}" ]; do
-        log "machine ${BACKGROUND}% busy before measuring; waiting"
-        sleep 4; waited=$((waited + 5))
-        BACKGROUND=$(busy_pct)
-    done
+    rig_setup 1
 }
 
 # Runs the generator for every size; $1 leg, $2 placement text, $3 note.
@@ -186,20 +95,6 @@ skip() {
 
 # Starts a user-space forwarder ($2...) in the fwd namespace pinned to FWD_CPU, logging to
 # $WORK/$1.log. If it is dead after $WAIT seconds, sets WHY and returns non-zero.
-start_forwarder() {
-    local name=$1 rc=0; shift
-    # exec: FWD_PID is then the forwarder itself (ip netns exec and taskset exec too).
-    (exec ip netns exec $NS_FWD taskset -c $FWD_CPU "$@" </dev/null >"$WORK/$name.log" 2>&1) &
-    FWD_PID=$!
-    sleep "${WAIT:-3}"
-    kill -0 "$FWD_PID" 2>/dev/null && return 0
-    wait "$FWD_PID" || rc=$?
-    FWD_PID=
-    WHY="$name exited with status $rc: $(grep -v '^ *$' "$WORK/$name.log" | tail -n 3 | tr '\n' ' ')"
-    log "$name log:"; tail -n 20 "$WORK/$name.log" >&2
-    return 1
-}
-
 leg_bridge() {
     setup
     in_ns $NS_FWD ip link add br0 type bridge

@@ -51,8 +51,9 @@ SOCK=$WORK/warden.sock
 OUT=$ROOT/perf/out/synflood-$(date +%Y%m%d-%H%M%S).jsonl
 PIDS=()
 
-log() { echo "[synflood] $*" >&2; }
-in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+LOG_TAG=synflood
+# shellcheck source=perf/lib.sh
+. "$ROOT/perf/lib.sh"
 
 stop_pids() {
     local p
@@ -67,11 +68,7 @@ stop_pids() {
 
 teardown() {
     stop_pids
-    for ns in $NS_C $NS_M $NS_S; do
-        [ -e "/run/netns/$ns" ] || continue
-        for p in $(ip netns pids "$ns"); do kill -KILL "$p" 2>/dev/null || true; done
-        ip netns del "$ns" 2>/dev/null || true
-    done
+    delete_namespaces $NS_C $NS_M $NS_S
 }
 trap 'teardown; rm -rf "$WORK"' EXIT
 trap 'exit 130' INT TERM
@@ -149,27 +146,11 @@ cpu_shares() {
 
 counters() { "$BIN/wardenctl" --socket "$SOCK" --json counters; }
 
-busy_pct() {
-    local a b
-    a=($(head -n1 /proc/stat)); sleep 1; b=($(head -n1 /proc/stat))
-    local busy=0 total=0 i d
-    for i in 1 2 3 4 5 6 7 8; do
-        d=$((b[i] - a[i])); total=$((total + d))
-        [ "$i" = 4 ] || [ "$i" = 5 ] || busy=$((busy + d))
-    done
-    echo $((100 * busy / (total > 0 ? total : 1)))
-}
-
 # The machine may be shared (builds, tests): before each run, wait up to QUIET_WAIT s (default
-# 300) for it to be less than QUIET_PCT % busy (default 25); the figure is recorded.
-wait_quiet() {
-    local waited=0
-    BUSY=$(busy_pct)
-    while [ "$BUSY" -ge "${QUIET_PCT:-25}" ] && [ "$waited" -lt "${QUIET_WAIT:-300}" ]; do
-        log "machine ${BUSY}% busy; waiting for it to calm down"
-        sleep 4; waited=$((waited + 5))
-        BUSY=$(busy_pct)
-    done
+# 300) for it to be less than QUIET_PCT % busy (default 25); BUSY is the figure recorded.
+wait_quiet_run() {
+    wait_quiet "${QUIET_PCT:-25}"
+    BUSY=$BACKGROUND
 }
 
 run() {
@@ -188,7 +169,7 @@ run() {
             'action = "allow"' >"$dir/policy.toml"
         extra=(--policy "$dir/policy.toml")
     fi
-    wait_quiet
+    wait_quiet_run
     local load_before busy=$BUSY
     load_before=$(cut -d' ' -f1-3 /proc/loadavg)
     log "[$policy] load average $load_before, machine ${busy}% busy before starting"
