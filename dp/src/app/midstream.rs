@@ -683,6 +683,36 @@ mod engine_tests {
         assert_eq!((m["responses"].as_u64(), m["unseen_requests"].as_u64()), (Some(1), Some(1)), "{m:?}");
     }
 
+    /// A long download of random bytes (as `e2e_midstream` serves: the xorshift blob of
+    /// `tests/common`'s `write_blob`) picked up at many points of its body, then the client's
+    /// next request on the same connection: labelled `http`, never turned round by something
+    /// the random body seems to say.
+    #[test]
+    fn a_random_body_picked_up_anywhere_is_http_at_the_next_request_and_keeps_its_ends() {
+        let mut blob = Vec::with_capacity(4 << 20);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        while blob.len() < 4 << 20 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            blob.extend_from_slice(&x.to_le_bytes());
+        }
+        let req = b"GET /small.txt HTTP/1.1\r\nHost: 198.18.0.2:8080\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n".to_vec();
+        let resp = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 6\r\n\r\nsmall\n".to_vec();
+        let mut bad = Vec::new();
+        for k in 0..40usize {
+            // Segment boundaries after a 250-byte response head, picked up at segment k * 70 + 1.
+            let at = (k * 70 + 1) * 1448 - 250;
+            let end = (at + 96 * 1448).min(blob.len());
+            let chunks = vec![(Dir::ToClient, blob[at..end].to_vec()), (Dir::ToServer, req.clone()), (Dir::ToClient, resp.clone())];
+            let (e, i, flipped) = run_midstream(&chunks, 8080, 1448, false);
+            if e.ctx(i).app != App::Http || flipped {
+                bad.push((at, e.ctx(i).app, flipped));
+            }
+        }
+        assert!(bad.is_empty(), "{} of 40 pickups: {:?}", bad.len(), &bad[..bad.len().min(10)]);
+    }
+
     /// The length of the first `n` TDS messages of a direction (packets chained to EOM).
     fn tds_messages(b: &[u8], n: usize) -> usize {
         let (mut at, mut msgs) = (0, 0);
