@@ -561,3 +561,213 @@ fn tap_held_by_a_process_is_attached_and_detached() {
     assert!(b.ping(&b.c, T4), "the VM answers after detach");
     assert!(try_sh(&["ip", "-n", &b.m, "link", "show", &tap]));
 }
+
+/// Podman containers, images, a network and Warden in the host namespace, all named after the
+/// test's pid and removed on drop.
+struct Pod {
+    tag: String,
+    image: String,
+    net: String,
+    subnet: u8,
+    containers: Vec<String>,
+    tmp: std::path::PathBuf,
+    warden: Option<Child>,
+}
+
+impl Pod {
+    fn podman(args: &[&str]) -> std::process::Output {
+        let out = Command::new("podman")
+            .args(["--runtime", "runc", "--cgroup-manager=cgroupfs"])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("podman (scripts/install-deps.sh installs it): {e}"));
+        assert!(out.status.success(), "podman {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out
+    }
+
+    fn new() -> Pod {
+        require_root();
+        let tag = format!("wdatt{}", std::process::id());
+        let tmp = std::env::temp_dir().join(format!("warden-e2e-{tag}"));
+        let rootfs = tmp.join("rootfs");
+        std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+        std::fs::create_dir_all(rootfs.join("www")).unwrap();
+        std::fs::create_dir_all(rootfs.join("tmp")).unwrap();
+        let bb = ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| std::path::Path::new(p).exists()).expect("busybox-static");
+        std::fs::copy(bb, rootfs.join("bin/busybox")).unwrap();
+        let list = Command::new(bb).arg("--list").output().unwrap();
+        for applet in String::from_utf8_lossy(&list.stdout).lines().filter(|a| !a.is_empty() && *a != "busybox") {
+            let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
+        }
+        write_blob(&rootfs.join("www/index.html"), 20_000);
+        let image = format!("localhost/{tag}:latest");
+        let tar = tmp.join("rootfs.tar");
+        sh(&["tar", "-C", rootfs.to_str().unwrap(), "-cf", tar.to_str().unwrap(), "."]);
+        let subnet = 100 + (std::process::id() % 100) as u8;
+        let mut p = Pod { tag: tag.clone(), image: image.clone(), net: format!("{tag}-net"), subnet, containers: Vec::new(), tmp, warden: None };
+        Self::podman(&["import", tar.to_str().unwrap(), &image]);
+        Self::podman(&["network", "create", "--subnet", &format!("198.18.{subnet}.0/24"), &p.net]);
+        for n in ["a", "b"] {
+            let name = format!("{tag}-{n}");
+            p.containers.push(name.clone());
+            Self::podman(&[
+                "run", "-d", "--name", &name, "--network", &p.net, "--ulimit", "nofile=20000:20000", "--ulimit",
+                "nproc=4096:4096", &image, "httpd", "-f", "-p", "80", "-h", "/www",
+            ]);
+        }
+        p
+    }
+
+    fn ip(&self, name: &str) -> String {
+        let out = Self::podman(&["inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", name]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// wget from container `from` to `ip` (3 s at most: busybox-static's own `wget -T` crashes
+    /// in a container here); true when the page came.
+    fn wget(&self, from: &str, ip: &str) -> bool {
+        Command::new("podman")
+            .args(["--runtime", "runc", "--cgroup-manager=cgroupfs", "exec", from, "timeout", "3", "wget", "-q", "-O", "/tmp/x"])
+            .arg(format!("http://{ip}/index.html"))
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+
+    fn curl(ip: &str) -> String {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3", &format!("http://{ip}/index.html")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    fn socket(&self) -> std::path::PathBuf {
+        self.tmp.join("warden.sock")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.tmp.join("warden.log")).unwrap_or_default()
+    }
+
+    fn start_warden(&mut self) {
+        let cfg = self.tmp.join("warden.toml");
+        let state = self.tmp.join("attach-state");
+        std::fs::write(
+            &cfg,
+            format!("[sessions]\ntcp_closed_timeout = 1\n[attach]\nstate_dir = {:?}\nruntimes = [\"podman\"]\n", state.to_str().unwrap()),
+        )
+        .unwrap();
+        let log = std::fs::File::create(self.tmp.join("warden.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .arg("--socket")
+            .arg(self.socket())
+            .args(["--report-interval", "1", "--workers", "1"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.warden = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Client::connect(self.socket()).is_err() {
+            assert!(Instant::now() < deadline, "warden did not open its socket: {}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn client(&self) -> Client {
+        Client::connect(self.socket()).unwrap()
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        if let Some(mut w) = self.warden.take() {
+            // SIGTERM by PID, then the attachments are restored by detach below if any remain.
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(w.id() as i32), nix::sys::signal::Signal::SIGKILL);
+            let _ = w.wait();
+        }
+        for c in &self.containers {
+            let _ = Command::new("podman").args(["rm", "-f", "-t", "0", c]).output();
+        }
+        // Warden's own interfaces, if a failed test left any (named in the state files).
+        let (states, _) = warden_dp::attach::state::load_all(&self.tmp.join("attach-state"));
+        for st in states {
+            let _ = Command::new("ip").args(["link", "del", "dev", &st.near]).output();
+        }
+        let _ = Command::new("podman").args(["network", "rm", "-f", &self.net]).output();
+        let _ = Command::new("podman").args(["rmi", "-f", &self.image]).output();
+        let _ = std::fs::remove_dir_all(&self.tmp);
+        let _ = &self.tag;
+    }
+}
+
+#[test]
+fn podman_containers_attached_by_name_protected_and_detached() {
+    let mut p = Pod::new();
+    let (a, b) = (p.containers[0].clone(), p.containers[1].clone());
+    let (ipa, ipb) = (p.ip(&a), p.ip(&b));
+    assert!(ipa.starts_with(&format!("198.18.{}.", p.subnet)) && ipb.starts_with("198.18."), "{ipa} {ipb}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !p.wget(&a, &ipb) {
+        assert!(Instant::now() < deadline, "containers cannot talk before Warden");
+    }
+    p.start_warden();
+    for (n, ip) in [(&a, &ipa), (&b, &ipb)] {
+        match p.client().request(&Request::Attach { spec: AttachSpec { target: n.clone(), ..Default::default() } }) {
+            Ok(Reply::Attached(i)) => {
+                assert_eq!(i.kind, "container");
+                assert_eq!(i.ips, vec![ip.clone()]);
+                let id = i.identity.clone().unwrap_or_default();
+                assert_eq!((id.container_name.as_deref(), id.runtime.as_deref()), (Some(n.as_str()), Some("podman")));
+                assert!(i.bridge.is_some() && i.warden_iface.is_some(), "{i:?}");
+            }
+            other => panic!("attach {n}: {other:?}\n{}", p.log()),
+        }
+    }
+    let mut sub = p.client();
+    sub.subscribe().unwrap();
+    assert!(p.wget(&a, &ipb), "a -> b through Warden\n{}", p.log());
+    assert_eq!(Pod::curl(&ipb), "200", "host -> b through Warden");
+    let recs = collect_reports(&mut sub, Duration::from_secs(10), |r| {
+        r.iter().any(|x| x.client_ip == ipa && x.server_ip == ipb && x.app == "http")
+            && r.iter().any(|x| x.server_ip == ipb && x.client_ip != ipa && x.ip_proto == 6)
+    });
+    let r = recs.iter().find(|x| x.client_ip == ipa && x.server_ip == ipb && x.ip_proto == 6).unwrap_or_else(|| panic!("{recs:?}"));
+    assert_eq!((r.client_workload.as_deref(), r.server_workload.as_deref()), (Some(a.as_str()), Some(b.as_str())), "{r:?}");
+    assert_eq!(r.app, "http");
+
+    match p.client().request(&Request::SetMode { id: b.clone(), mode: "protect".into() }) {
+        Ok(Reply::Done(_)) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(!p.wget(&a, &ipb), "protect mode on b's workload denies a -> b");
+    assert_eq!(Pod::curl(&ipb), "000", "and host -> b");
+    assert!(!p.wget(&b, &ipa), "b's egress is denied too (no rule allows it)");
+    let recs = collect_reports(&mut sub, Duration::from_secs(10), |r| {
+        r.iter().any(|x| x.client_ip == ipa && x.server_ip == ipb && x.verdict.as_deref() == Some("denied"))
+    });
+    assert!(recs.iter().any(|x| x.client_ip == ipa && x.verdict.as_deref() == Some("denied")), "{recs:?}");
+
+    let list = match p.client().request(&Request::ListAttachments {}) {
+        Ok(Reply::Attachments(v)) => v,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(list.len(), 2);
+    for n in [&a, &b] {
+        match p.client().request(&Request::Detach { name: n.clone() }) {
+            Ok(Reply::Done(_)) => {}
+            other => panic!("detach {n}: {other:?}\n{}", p.log()),
+        }
+    }
+    for i in &list {
+        let out = Command::new("ip").args(["-j", "link", "show", "dev", &i.host_iface]).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v[0]["master"].as_str(), i.bridge.as_deref(), "{} is back on its bridge", i.host_iface);
+        assert!(!try_sh(&["ip", "link", "show", "dev", i.warden_iface.as_deref().unwrap()]), "Warden's interface is gone");
+    }
+    assert!(p.wget(&a, &ipb) && p.wget(&b, &ipa), "connectivity after detach");
+    assert_eq!(Pod::curl(&ipb), "200");
+}
