@@ -1137,7 +1137,11 @@ impl Daemon {
             Ok(p) => p,
             Err(e) => return Response::err(format!("policy rejected, the running one stays: {e}")),
         };
-        self.install_exact(p, what)
+        let r = self.install_exact(p, what);
+        if r.ok {
+            self.save_attachments();
+        }
+        r
     }
 
     /// Compiles and publishes `p` as it is; replies once every worker enforces it.

@@ -603,10 +603,19 @@ impl Pod {
         let image = format!("localhost/{tag}:latest");
         let tar = tmp.join("rootfs.tar");
         sh(&["tar", "-C", rootfs.to_str().unwrap(), "-cf", tar.to_str().unwrap(), "."]);
-        let subnet = 100 + (std::process::id() % 100) as u8;
-        let mut p = Pod { tag: tag.clone(), image: image.clone(), net: format!("{tag}-net"), subnet, containers: Vec::new(), tmp, warden: None };
+        let mut p = Pod { tag: tag.clone(), image: image.clone(), net: format!("{tag}-net"), subnet: 0, containers: Vec::new(), tmp, warden: None };
         Self::podman(&["import", tar.to_str().unwrap(), &image]);
-        Self::podman(&["network", "create", "--subnet", &format!("198.18.{subnet}.0/24"), &p.net]);
+        // A /24 of 198.18.100.0-198.18.199.255 no other podman network uses.
+        let first = (std::process::id() % 100) as u8;
+        p.subnet = (0..100u8)
+            .map(|i| 100 + (first + i) % 100)
+            .find(|x| {
+                Command::new("podman")
+                    .args(["network", "create", "--subnet", &format!("198.18.{x}.0/24"), &p.net])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            })
+            .expect("no free 198.18.x.0/24 for a podman network");
         for n in ["a", "b"] {
             let name = format!("{tag}-{n}");
             p.containers.push(name.clone());

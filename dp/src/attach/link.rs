@@ -100,6 +100,8 @@ pub struct Link {
     pub up: bool,
     /// `linkinfo.info_slave_data` (bridge port settings) when a port of a bridge.
     pub port: Option<serde_json::Map<String, serde_json::Value>>,
+    /// An XDP program is attached (`xdp` in `ip -j -d`).
+    pub xdp: bool,
 }
 
 impl Link {
@@ -124,6 +126,7 @@ impl Link {
                 (Some("bridge"), Some(serde_json::Value::Object(m))) => Some(m.clone()),
                 _ => None,
             },
+            xdp: v.get("xdp").is_some(),
         })
     }
 }

@@ -207,6 +207,17 @@ impl Daemon {
         })
     }
 
+    /// Writes every attachment's state again (after a policy change moved a mode or
+    /// workload), so a restarted Warden adopts them as they are now.
+    pub(super) fn save_attachments(&self) {
+        let dir = self.attach_dir();
+        for a in &self.attachments {
+            if let Err(e) = state::save(&dir, a) {
+                crate::warn_limited!("attachment {}: {e}", a.name);
+            }
+        }
+    }
+
     /// At start: every attachment a previous Warden left under the state directory is adopted
     /// (attached again: its inline pair and workload) or restored (`[attach] on_start`).
     pub(super) fn adopt_attachments(&mut self) {
