@@ -689,6 +689,15 @@ impl Pod {
     fn client(&self) -> Client {
         Client::connect(self.socket()).unwrap()
     }
+
+    /// Runs `wardenctl --socket S args` (built beside `warden`); its stdout.
+    fn wardenctl(&self, args: &[&str]) -> String {
+        let bin = std::path::Path::new(env!("CARGO_BIN_EXE_warden")).with_file_name("wardenctl");
+        assert!(bin.exists(), "build wardenctl first (cargo build -p warden-control): {}", bin.display());
+        let out = Command::new(bin).arg("--socket").arg(self.socket()).args(args).output().unwrap();
+        assert!(out.status.success(), "wardenctl {args:?}: {}\n{}", String::from_utf8_lossy(&out.stderr), self.log());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
 }
 
 impl Drop for Pod {
@@ -724,17 +733,20 @@ fn podman_containers_attached_by_name_protected_and_detached() {
         assert!(Instant::now() < deadline, "containers cannot talk before Warden");
     }
     p.start_warden();
+    for n in [&a, &b] {
+        let out = p.wardenctl(&["attach", n]);
+        assert!(out.contains(n.as_str()) && out.contains("attached") && out.contains("wdb"), "{out}");
+    }
+    let list: Vec<AttachInfo> =
+        p.wardenctl(&["--json", "attachments"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(list.len(), 2, "{list:?}");
     for (n, ip) in [(&a, &ipa), (&b, &ipb)] {
-        match p.client().request(&Request::Attach { spec: AttachSpec { target: n.clone(), ..Default::default() } }) {
-            Ok(Reply::Attached(i)) => {
-                assert_eq!(i.kind, "container");
-                assert_eq!(i.ips, vec![ip.clone()]);
-                let id = i.identity.clone().unwrap_or_default();
-                assert_eq!((id.container_name.as_deref(), id.runtime.as_deref()), (Some(n.as_str()), Some("podman")));
-                assert!(i.bridge.is_some() && i.warden_iface.is_some(), "{i:?}");
-            }
-            other => panic!("attach {n}: {other:?}\n{}", p.log()),
-        }
+        let i = list.iter().find(|i| &i.name == n).unwrap_or_else(|| panic!("{n} not listed: {list:?}"));
+        assert_eq!(i.kind, "container");
+        assert_eq!(i.ips, vec![ip.clone()]);
+        let id = i.identity.clone().unwrap_or_default();
+        assert_eq!((id.container_name.as_deref(), id.runtime.as_deref()), (Some(n.as_str()), Some("podman")));
+        assert!(i.bridge.is_some() && i.warden_iface.is_some(), "{i:?}");
     }
     let mut sub = p.client();
     sub.subscribe().unwrap();
@@ -760,16 +772,9 @@ fn podman_containers_attached_by_name_protected_and_detached() {
     });
     assert!(recs.iter().any(|x| x.client_ip == ipa && x.verdict.as_deref() == Some("denied")), "{recs:?}");
 
-    let list = match p.client().request(&Request::ListAttachments {}) {
-        Ok(Reply::Attachments(v)) => v,
-        other => panic!("{other:?}"),
-    };
-    assert_eq!(list.len(), 2);
     for n in [&a, &b] {
-        match p.client().request(&Request::Detach { name: n.clone() }) {
-            Ok(Reply::Done(_)) => {}
-            other => panic!("detach {n}: {other:?}\n{}", p.log()),
-        }
+        let out = p.wardenctl(&["detach", n]);
+        assert!(out.contains("detached"), "{out}");
     }
     for i in &list {
         let out = Command::new("ip").args(["-j", "link", "show", "dev", &i.host_iface]).output().unwrap();
@@ -779,4 +784,24 @@ fn podman_containers_attached_by_name_protected_and_detached() {
     }
     assert!(p.wget(&a, &ipb) && p.wget(&b, &ipa), "connectivity after detach");
     assert_eq!(Pod::curl(&ipb), "200");
+}
+
+#[test]
+fn graceful_stop_keeps_attachments_for_the_next_start_or_detaches_them() {
+    let mut b = Bridged::new();
+    let before = b.snapshot(&b.s, "eth0", &b.hs);
+    b.start_warden("");
+    b.attach_s("learn");
+    // on_stop = "keep": the wire stays connected through the kernel until the next start.
+    b.kill_warden(nix::sys::signal::Signal::SIGTERM);
+    assert!(b.ping_within(&b.c, S4, 5), "kept attachment forwards in the kernel after a stop");
+    assert_eq!(b.master(&b.hs), None);
+    b.start_warden("on_stop = \"detach\"\n");
+    b.wait_state("web", "attached", Duration::from_secs(5));
+    // on_stop = "detach": a stop restores everything.
+    b.kill_warden(nix::sys::signal::Signal::SIGTERM);
+    assert!(b.warden_links().is_empty(), "{:?}", b.warden_links());
+    assert_eq!(before, b.snapshot(&b.s, "eth0", &b.hs));
+    assert!(!b.path("attach-state/web.json").exists());
+    assert!(b.ping(&b.c, S4));
 }
