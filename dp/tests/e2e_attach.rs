@@ -805,3 +805,22 @@ fn graceful_stop_keeps_attachments_for_the_next_start_or_detaches_them() {
     assert!(!b.path("attach-state/web.json").exists());
     assert!(b.ping(&b.c, S4));
 }
+
+#[test]
+fn namespace_by_proc_path_with_guessed_kind() {
+    let mut b = Bridged::new();
+    let s = b.s.clone();
+    let pid = b.spawn(&s, &["sleep", "120"]);
+    b.start_warden("");
+    let info = b.attach(AttachSpec { target: format!("/proc/{pid}/ns/net"), ..Default::default() });
+    assert_eq!(info.kind, "netns");
+    assert!(info.name.starts_with("netns-"), "{info:?}");
+    assert_eq!((info.host_iface.as_str(), info.ips.clone()), (b.hs.as_str(), vec![S4.to_string()]));
+    let mut sub = subscribed(&b);
+    assert!(b.ping_within(&b.c, S4, 5));
+    let recs = collect_reports(&mut sub, Duration::from_secs(10), |r| has(r, C4, S4, 1));
+    assert!(has(&recs, C4, S4, 1), "{recs:?}");
+    // Detach takes the target as given too.
+    b.detach(&format!("/proc/{pid}/ns/net"));
+    assert_eq!(b.master(&b.hs).as_deref(), Some(b.br.as_str()));
+}
