@@ -200,6 +200,12 @@ fn guess(target: &str) -> Kind {
 /// # Errors
 /// Unknown kind, target not found, not a veth/tap, the peer outside Warden's namespace.
 pub fn resolve(spec: &AttachSpec, runtimes: &[String]) -> Result<Target, String> {
+    // Targets and interface names go to the tools as arguments: never as options.
+    for (what, v) in [("target", Some(spec.target.as_str())), ("ifname", spec.ifname.as_deref())] {
+        if v.is_some_and(|v| v.is_empty() || v.starts_with('-') || v.len() > 4096) {
+            return Err(format!("{what} {:?} is not a name", v.unwrap_or_default()));
+        }
+    }
     let kind = match &spec.kind {
         Some(k) => Kind::from_name(k).ok_or_else(|| format!("kind {k:?} is not container, netns, tap or iface"))?,
         None => guess(&spec.target),
@@ -282,6 +288,21 @@ mod tests {
         assert!(parse_inspect("podman", stopped).is_none());
         assert!(parse_inspect("podman", "[]").is_none());
         assert!(parse_inspect("podman", "not json").is_none());
+    }
+
+    #[test]
+    fn option_like_targets_are_refused_before_any_tool_runs() {
+        for t in ["", "-h", "--help"] {
+            let e = resolve(&AttachSpec { target: t.into(), kind: Some("container".into()), ..Default::default() }, &["podman".into()])
+                .unwrap_err();
+            assert!(e.contains("is not a name"), "{e}");
+        }
+        let e = resolve(
+            &AttachSpec { target: "x".into(), kind: Some("netns".into()), ifname: Some("-x".into()), ..Default::default() },
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.contains("ifname"), "{e}");
     }
 
     #[test]

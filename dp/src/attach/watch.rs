@@ -32,5 +32,9 @@ pub fn returned(st: &State, runtimes: &[String]) -> Option<Target> {
     }
     spec.kind = Some(st.kind.clone());
     let t = resolve::resolve(&spec, runtimes).ok()?;
-    (t.key == st.key && t.host.master.is_some()).then_some(t)
+    // Until the returning interface is on a bridge and (when the attachment had addresses
+    // from it) has them again, wait: attached without its addresses the workload would not
+    // be enforced.
+    let addressed = !t.ips.is_empty() || st.ips.is_empty();
+    (t.key == st.key && t.host.master.is_some() && addressed).then_some(t)
 }
