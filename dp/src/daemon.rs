@@ -38,6 +38,8 @@ use warden_control::{
 use warden_xdp::{AttachMode, XdpProgram};
 
 use crate::config::{Config, InlinePair, XdpMode};
+
+mod attachments;
 use crate::control::{self, Hub};
 use crate::enforce::PolicyHandle;
 use crate::expect::ExpectTable;
@@ -171,6 +173,8 @@ struct Daemon {
     fast_slots: Arc<crate::fastpath::FastSlots>,
     /// Captures on demand and the capture writer ([`crate::capture`]).
     captures: crate::capture::manager::Manager,
+    /// Attachments ([`crate::attach`]), in the order they were made.
+    attachments: Vec<crate::attach::state::State>,
 }
 
 /// Loads the policy `cfg` names (`[policy] file`, `default_mode`); an empty policy when none.
@@ -798,8 +802,19 @@ impl Daemon {
 
     fn handle(&mut self, req: Request) -> Response {
         match req {
-            Request::Attach { .. } | Request::Detach { .. } | Request::ListAttachments {} | Request::ListWorkloads {} => {
-                Response::err(format!("{}: attachments are not available in this build", req.name()))
+            Request::Attach { spec } => match self.attach(spec) {
+                Ok(i) => Response::ok(Reply::Attached(i)),
+                Err(e) => Response::err(format!("attach: {e}")),
+            },
+            Request::Detach { name } => match self.detach(&name) {
+                Ok(m) => Response::ok(Reply::Done(m)),
+                Err(e) => Response::err(format!("detach: {e}")),
+            },
+            Request::ListAttachments {} => {
+                Response::ok(Reply::Attachments(self.attachments.iter().map(crate::attach::info).collect()))
+            }
+            Request::ListWorkloads {} => {
+                Response::err(format!("{}: workload discovery is not available in this build", req.name()))
             }
             Request::Status {} => {
                 let stats = self.worker_stats();
@@ -1100,6 +1115,7 @@ impl Daemon {
             ("defrag", new.defrag != self.cfg.defrag),
             ("normalization", new.normalization != self.cfg.normalization),
             ("inline", new.inline != self.cfg.inline),
+            ("attach", new.attach != self.cfg.attach),
             (
                 "policy (dns_*)",
                 new.policy.names() != self.cfg.policy.names(),
@@ -1116,8 +1132,22 @@ impl Daemon {
         outcome.join("; ")
     }
 
-    /// Compiles and publishes `p`; replies once every worker enforces it.
+    /// Compiles and publishes `p` (with the attachments' implicit workloads,
+    /// [`Self::with_attachments`]); replies once every worker enforces it.
     fn install(&mut self, p: Policy, what: &str) -> Response {
+        let p = match self.with_attachments(p, None) {
+            Ok(p) => p,
+            Err(e) => return Response::err(format!("policy rejected, the running one stays: {e}")),
+        };
+        let r = self.install_exact(p, what);
+        if r.ok {
+            self.save_attachments();
+        }
+        r
+    }
+
+    /// Compiles and publishes `p` as it is; replies once every worker enforces it.
+    fn install_exact(&mut self, p: Policy, what: &str) -> Response {
         let compiled = match CompiledPolicy::compile(&p) {
             Ok(c) => c,
             Err(e) => return Response::err(format!("policy rejected, the running one stays: {e}")),
@@ -1256,7 +1286,15 @@ impl Daemon {
         if !self.policy_handle.wait_loaded(g, Duration::from_secs(2)) || !self.policy_handle.wait_shadow_loaded(sg, Duration::from_secs(2)) {
             tracing::warn!(generation = g, "a worker did not load the promoted policy within 2 s");
         }
-        let msg = format!("shadow policy promoted: {w} workload(s), {r} rule(s), generation {g}");
+        let mut msg = format!("shadow policy promoted: {w} workload(s), {r} rule(s), generation {g}");
+        // The promoted policy is the shadow as written: the attachments' implicit workloads
+        // are added back in one more generation.
+        if self.attachments.iter().any(|a| a.implicit) {
+            let r = self.install(self.policy.clone(), "attachments' workloads added to the promoted policy");
+            if let Some(Reply::Done(m)) = r.reply {
+                msg = format!("{msg}; {m}");
+            }
+        }
         tracing::info!("{msg}");
         Response::ok(Reply::Done(msg))
     }
@@ -1328,8 +1366,21 @@ impl Daemon {
     }
 
     fn shutdown(&mut self) {
+        if self.cfg.attach.on_stop == "detach" {
+            let names: Vec<String> = self.attachments.iter().map(|a| a.name.clone()).collect();
+            for n in names {
+                if let Err(e) = self.detach(&n) {
+                    tracing::warn!("stopping: {e}");
+                }
+            }
+        }
         let pairs = std::mem::take(&mut self.pairs);
         for p in &pairs {
+            // An attachment's pair keeps Warden's program and maps (its fail mode, as after a
+            // crash) for the next start to adopt (`[attach] on_stop = "keep"`).
+            if self.attachments.iter().any(|a| a.host == p.a.name && a.near == p.b.name) {
+                continue;
+            }
             for i in [&p.a, &p.b] {
                 if let Err(e) = self.xdp.detach(i.ifindex) {
                     tracing::warn!("{e}");
@@ -1472,6 +1523,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         report_queue,
         fast_slots,
         captures,
+        attachments: Vec::new(),
     };
     // Every worker enforces the start-up policy before the first pair is attached.
     if !policy_handle.wait_loaded(policy_handle.generation(), Duration::from_secs(5)) {
@@ -1486,6 +1538,8 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             anyhow::bail!("{e}");
         }
     }
+
+    daemon.adopt_attachments();
 
     let (ctl_tx, ctl_rx) = mpsc::channel::<CtlMsg>();
     let socket = Path::new(&d.socket).to_path_buf();
@@ -1560,6 +1614,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             supervise(&handles, &reporter);
             daemon.check_queues();
             daemon.check_fast_path();
+            daemon.check_attachments();
         }
         let wait = service
             .tick(daemon.pairs.len(), policy_handle.generation())
