@@ -42,6 +42,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{recvmmsg, LinkAddr, MsgFlags, MultiHeaders};
 
+use crate::policy::{CompiledPolicy, Mode};
 use crate::xsk::packet;
 
 /// Frames taken per `recvmmsg(2)`.
@@ -110,6 +111,33 @@ pub fn complete_checksum(vnet: &[u8; VNET_HDR_LEN], frame: &mut [u8]) -> bool {
     }
     frame[field..field + 2].copy_from_slice(&c.to_be_bytes());
     true
+}
+
+/// The policy a monitored interface is evaluated under: `p` with every protect-mode workload
+/// (and a protect `default_mode`) in alert mode, so a session protect mode would deny is a
+/// `violation` and nothing counts as dropped (module docs). None when no workload is in protect
+/// mode (then `p` itself applies).
+pub fn alert_only(p: &CompiledPolicy) -> Option<CompiledPolicy> {
+    if !p.policy().workloads.iter().any(|w| w.mode == Mode::Protect) {
+        return None;
+    }
+    let mut q = p.policy().clone();
+    for w in &mut q.workloads {
+        if w.mode == Mode::Protect {
+            w.mode = Mode::Alert;
+        }
+    }
+    if q.default_mode == Mode::Protect {
+        q.default_mode = Mode::Alert;
+    }
+    match CompiledPolicy::compile(&q) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            // Only modes changed, so this cannot fail for a policy that compiled.
+            tracing::error!("monitor: alert-mode form of the policy does not compile: {e}");
+            None
+        }
+    }
 }
 
 /// One receive-only socket on a monitored interface, with its batch buffers (allocated once).
