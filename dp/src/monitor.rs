@@ -326,6 +326,37 @@ mod tests {
     }
 
     #[test]
+    fn the_monitor_policy_reads_protect_as_alert() {
+        let text = r#"
+[[workload]]
+id = "web"
+ips = ["198.18.0.2"]
+mode = "protect"
+[[workload]]
+id = "db"
+ips = ["198.18.0.3"]
+mode = "learn"
+[[rule]]
+id = 1
+from = "any"
+to = "web"
+ip_proto = "tcp"
+ports = ["80"]
+action = "allow"
+"#;
+        let p = CompiledPolicy::compile(&crate::policy::Policy::from_toml(text).unwrap()).unwrap();
+        let a = alert_only(&p).expect("a protect workload: an alert form");
+        let modes = |c: &CompiledPolicy| c.policy().workloads.iter().map(|w| w.mode).collect::<Vec<_>>();
+        assert_eq!(modes(&a), [Mode::Alert, Mode::Learn]);
+        assert_eq!(a.rules().len(), p.rules().len());
+        let db = p.workload_by_id("db");
+        assert_eq!(a.workload_by_id("db"), db, "workload indices are unchanged");
+        // Nothing in protect mode: the policy applies as it is.
+        let q = CompiledPolicy::compile(&crate::policy::Policy::from_toml(&text.replace("protect", "alert")).unwrap()).unwrap();
+        assert!(alert_only(&q).is_none());
+    }
+
+    #[test]
     fn directions_from_the_packet_type() {
         assert_eq!(Dir::of_pkttype(libc::PACKET_OUTGOING), Dir::Out);
         for t in [libc::PACKET_HOST, libc::PACKET_BROADCAST, libc::PACKET_MULTICAST, libc::PACKET_OTHERHOST] {
