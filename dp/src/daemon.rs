@@ -736,8 +736,16 @@ impl Daemon {
                         unbound: k.unbound_frames,
                         fast_path: k.fast_frames,
                     },
+                    monitor: false,
                 }
             })
+            .chain(self.monitors.iter().flat_map(|m| {
+                // Frames received on the interface under its name, frames sent out of it
+                // under the out slot's (`rx_*` counts what Warden read from either).
+                [(m.iface.clone(), m.slots[0]), (monitor_out_name(&m.iface), m.slots[1])].map(|(name, slot)| {
+                    crate::metrics::Interface { name, slot, xdp: crate::metrics::XdpCounters::default(), monitor: true }
+                })
+            }))
             .collect();
         let workers = self.worker_stats();
         crate::metrics::Snapshot {
