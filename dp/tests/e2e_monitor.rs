@@ -182,6 +182,11 @@ fn monitor_and_inline_records_of_the_same_connections_match() {
     assert!(ifc.monitor && ifc.rx_frames > 0 && ifc.tx_frames > 0, "{ifc:?}");
     assert_eq!(ifc.monitor_kernel_dropped, 0, "{ifc:?}");
     assert!(ifc.dropped.is_empty(), "{ifc:?}");
+    // Which worker read which frame is the kernel's fanout hash, which worker owns a flow is
+    // Warden's: frames cross between the two (informational; not every run needs to).
+    let moved: Vec<(u64, u64)> = c.workers.iter().map(|w| (w.handoff_out, w.handoff_in)).collect();
+    eprintln!("monitor workers (handoff_out, handoff_in): {moved:?}");
+    assert_eq!(c.workers.iter().map(|w| w.handoff_dropped).sum::<u64>(), 0, "{moved:?}");
 }
 
 /// A plain bridge between the client's and the server's links, Warden not in the path: a
