@@ -1055,6 +1055,11 @@ pub struct InterfaceInfo {
     pub xdp_mode: String,
     /// Workers that own a socket on it.
     pub workers: Vec<usize>,
+    /// True when Warden only watches this interface (monitor mode: receive-only, nothing
+    /// forwarded or dropped, protect mode reported as alert); then `peer` is empty,
+    /// `xdp_mode` is `monitor` and `fail_mode` is `open` (traffic never depends on Warden).
+    #[serde(default)]
+    pub monitor: bool,
 }
 
 /// Counters of one interface, summed over the workers that serve it.
@@ -1102,6 +1107,14 @@ pub struct InterfaceCounters {
     pub xsk_rx_dropped: u64,
     /// Kernel XSK statistics: invalid descriptors and rx-ring-full events.
     pub xsk_rx_ring_full: u64,
+    /// True for a monitored interface (monitor mode): `rx_*` count the frames it received,
+    /// `tx_*` the frames sent out of it, as Warden saw them; nothing is dropped.
+    #[serde(default)]
+    pub monitor: bool,
+    /// Monitor mode: frames the kernel dropped before Warden read them (its sockets' buffers
+    /// were full; `PACKET_STATISTICS`), not inspected.
+    #[serde(default)]
+    pub monitor_kernel_dropped: u64,
 }
 
 /// Counters of one worker thread.

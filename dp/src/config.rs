@@ -39,6 +39,9 @@ pub struct Config {
     /// Inline pairs set up at start.
     #[serde(default)]
     pub inline: Vec<InlinePair>,
+    /// Interfaces monitored (receive-only) from the start (`[[monitor]]`, [`crate::monitor`]).
+    #[serde(default)]
+    pub monitor: Vec<MonitorIface>,
     /// The policy loaded at start.
     #[serde(default)]
     pub policy: PolicyConfig,
@@ -505,6 +508,16 @@ pub struct InlinePair {
     pub fail_mode: FailMode,
 }
 
+/// `[[monitor]]`: an interface watched receive-only (monitor mode, [`crate::monitor`]): its
+/// frames in both directions go through the pipeline (records, events, learning, alerts) and
+/// nothing is forwarded or dropped; protect mode is reported as alert.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorIface {
+    /// Interface name.
+    pub iface: String,
+}
+
 impl InlinePair {
     /// Parses `A:B` (the `--inline` flag).
     ///
@@ -763,6 +776,20 @@ impl Config {
         if a.state_dir.is_empty() {
             return Err(bad("attach.state_dir", "must not be empty".into()));
         }
+        let mut monitored = std::collections::HashSet::new();
+        for m in &self.monitor {
+            if m.iface.is_empty() {
+                return Err(bad("monitor", "iface must name an interface".into()));
+            }
+            if !monitored.insert(m.iface.clone()) {
+                return Err(bad("monitor", format!("interface {} is monitored twice", m.iface)));
+            }
+        }
+        for p in &self.inline {
+            if let Some(n) = [&p.a, &p.b].into_iter().find(|n| monitored.contains(*n)) {
+                return Err(bad("monitor", format!("interface {n} is in an inline pair: monitor it or put it inline, not both")));
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for p in &self.inline {
             if p.a == p.b {
@@ -920,6 +947,19 @@ mod tests {
         }
         let e = Config::parse("[defrag]\nmax_datagram = 3\n", "w.toml").unwrap_err().to_string();
         assert!(e.contains("line 2") && e.contains("max_datagram"), "{e}");
+    }
+
+    #[test]
+    fn monitor_tables() {
+        let c = Config::parse("[[monitor]]\niface = 'eth1'\n[[monitor]]\niface = 'eth2'\n", "w.toml").unwrap();
+        assert_eq!(c.monitor.iter().map(|m| m.iface.as_str()).collect::<Vec<_>>(), ["eth1", "eth2"]);
+        for bad in ["[[monitor]]\niface = 'x'\n[[monitor]]\niface = 'x'\n", "[[monitor]]\niface = ''\n", "[[monitor]]\nif = 'x'\n"] {
+            let e = Config::parse(bad, "w.toml").unwrap_err();
+            assert!(e.to_string().contains("monitor") || e.to_string().contains("unknown field"), "{bad}: {e}");
+        }
+        // An interface is monitored or inline, not both.
+        let e = Config::parse("[[monitor]]\niface = 'a'\n[[inline]]\na = 'a'\nb = 'b'\n", "w.toml").unwrap_err();
+        assert!(e.to_string().contains("not both"), "{e}");
     }
 
     #[test]

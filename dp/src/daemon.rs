@@ -150,10 +150,34 @@ struct Pair {
     xsks: Vec<(u16, u32)>,
 }
 
+/// A monitored interface (monitor mode, [`crate::monitor`]).
+#[derive(Debug, Clone)]
+struct Monitor {
+    /// Attachment name ([`Request::Detach`] takes it): the interface unless the request named it.
+    name: String,
+    iface: String,
+    ifindex: u32,
+    zone: u16,
+    /// Slots of frames received on the interface and of frames sent out of it.
+    slots: [u16; 2],
+    /// Workers serving it (each holds one socket of its fanout group), in flow-ownership order.
+    workers: Vec<usize>,
+    /// The mode the attach request asked for (`protect` is reported as `alert`).
+    mode: String,
+}
+
+/// Name of the slot of frames sent out of monitored interface `iface` (frames received on it
+/// have the interface's own name, so a policy workload with `iface` is what is behind it).
+fn monitor_out_name(iface: &str) -> String {
+    format!("{iface}>out")
+}
+
 struct Daemon {
     cfg: Config,
     xdp: XdpProgram,
     pairs: Vec<Pair>,
+    /// Monitored interfaces ([`crate::monitor`]).
+    monitors: Vec<Monitor>,
     next_zone: u16,
     workers: Vec<WorkerLink>,
     hub: Arc<Hub>,
@@ -318,7 +342,119 @@ fn xdp_fail(f: FailMode) -> warden_xdp::FailMode {
 
 impl Daemon {
     fn used_slots(&self) -> Vec<u16> {
-        self.pairs.iter().flat_map(|p| [p.a.slot, p.b.slot]).collect()
+        self.pairs.iter().flat_map(|p| [p.a.slot, p.b.slot]).chain(self.monitors.iter().flat_map(|m| m.slots)).collect()
+    }
+
+    /// Starts monitoring interface `iface` (monitor mode, [`crate::monitor`]): one receive-only
+    /// socket per worker in one fanout group, a session zone and two interface slots (frames
+    /// received on it, frames sent out of it); replies once every worker serves it. `spec`
+    /// gives the attachment's name and mode (kind, target and addresses are the caller's).
+    /// The API the attach stage calls for `monitor = true` on any target kind, with the
+    /// host-side interface it resolved.
+    ///
+    /// # Errors
+    /// The interface does not exist, is inline or already monitored, the name is taken, or
+    /// the sockets cannot be opened (not root); nothing is left behind.
+    pub(crate) fn start_monitor(&mut self, iface: &str, spec: &warden_control::AttachSpec) -> Result<warden_control::AttachInfo, String> {
+        let name = spec.name.clone().unwrap_or_else(|| iface.to_string());
+        if self.pairs.iter().any(|p| p.a.name == iface || p.b.name == iface) {
+            return Err(format!("interface {iface} is in an inline pair: it is inspected inline already"));
+        }
+        if let Some(m) = self.monitors.iter().find(|m| m.iface == iface || m.name == name) {
+            return Err(format!("{} is already monitored (attachment {})", m.iface, m.name));
+        }
+        let mode = match spec.mode.as_deref() {
+            None | Some("alert") | Some("protect") => "alert",
+            Some("learn") => "learn",
+            Some(m) => return Err(format!("mode {m:?} is not learn, alert or protect")),
+        };
+        let ifindex = ifindex_of(iface)?;
+        let si = self.free_slot(&[])?;
+        let so = self.free_slot(&[si])?;
+        let n = self.workers.len().max(1);
+        let fds = crate::monitor::open_group(ifindex, n).map_err(|e| format!("monitor {iface}: {e}"))?;
+        let zone = self.next_zone;
+        self.next_zone = self.next_zone.wrapping_add(1);
+        let owners: Vec<usize> = (0..n).collect();
+        let out_name = monitor_out_name(iface);
+        self.hub.set_name(si, iface);
+        self.hub.set_name(so, &out_name);
+        let mut acks = Vec::new();
+        for (w, fd) in fds.into_iter().enumerate() {
+            let (tx, rx) = mpsc::channel();
+            let cmd = Command::AddMonitor {
+                zone,
+                slots: [(si, iface.to_string()), (so, out_name.clone())],
+                owners: owners.clone(),
+                fd: Some(fd),
+                reply: tx,
+            };
+            if self.workers[w].send(cmd).is_ok() {
+                acks.push(rx);
+            }
+        }
+        for rx in acks {
+            let _ = rx.recv_timeout(Duration::from_secs(10));
+        }
+        let m = Monitor { name, iface: iface.to_string(), ifindex, zone, slots: [si, so], workers: owners, mode: mode.into() };
+        if self.policy.workloads.iter().any(|w| w.mode == crate::policy::Mode::Protect) {
+            tracing::warn!(
+                "monitoring {iface}: monitor mode cannot enforce; sessions of protect-mode workloads seen there are reported as in alert mode (violation, not denied)"
+            );
+        }
+        tracing::info!(iface, attachment = %m.name, workers = n, "monitoring (receive-only, nothing forwarded or dropped)");
+        let info = self.monitor_info(&m);
+        self.monitors.push(m);
+        Ok(info)
+    }
+
+    /// Stops monitoring the attachment named `name` (or the interface of that name): its
+    /// sockets are closed and its sessions end with final records; replies once every worker
+    /// let go of it.
+    ///
+    /// # Errors
+    /// Nothing of that name is monitored.
+    pub(crate) fn stop_monitor(&mut self, name: &str) -> Result<warden_control::AttachInfo, String> {
+        let pos = self
+            .monitors
+            .iter()
+            .position(|m| m.name == name)
+            .or_else(|| self.monitors.iter().position(|m| m.iface == name))
+            .ok_or_else(|| format!("nothing named {name} is monitored"))?;
+        let m = self.monitors.remove(pos);
+        let mut acks = Vec::new();
+        for w in &m.workers {
+            let (tx, rx) = mpsc::channel();
+            if self.workers[*w].send(Command::RemoveMonitor { zone: m.zone, reply: tx }).is_ok() {
+                acks.push(rx);
+            }
+        }
+        for rx in acks {
+            let _ = rx.recv_timeout(Duration::from_secs(10));
+        }
+        tracing::info!(iface = %m.iface, attachment = %m.name, "monitor stopped");
+        Ok(self.monitor_info(&m))
+    }
+
+    /// True when `name` is a monitor attachment or a monitored interface.
+    pub(crate) fn is_monitor(&self, name: &str) -> bool {
+        self.monitors.iter().any(|m| m.name == name || m.iface == name)
+    }
+
+    /// The monitor attachments, as [`Request::ListAttachments`] lists them.
+    pub(crate) fn monitor_attachments(&self) -> Vec<warden_control::AttachInfo> {
+        self.monitors.iter().map(|m| self.monitor_info(m)).collect()
+    }
+
+    fn monitor_info(&self, m: &Monitor) -> warden_control::AttachInfo {
+        warden_control::AttachInfo {
+            name: m.name.clone(),
+            kind: "iface".into(),
+            host_iface: m.iface.clone(),
+            monitor: true,
+            mode: m.mode.clone(),
+            ..warden_control::AttachInfo::default()
+        }
     }
 
     fn free_slot(&self, also: &[u16]) -> Result<u16, String> {
@@ -604,8 +740,16 @@ impl Daemon {
                         unbound: k.unbound_frames,
                         fast_path: k.fast_frames,
                     },
+                    monitor: false,
                 }
             })
+            .chain(self.monitors.iter().flat_map(|m| {
+                // Frames received on the interface under its name, frames sent out of it
+                // under the out slot's (`rx_*` counts what Warden read from either).
+                [(m.iface.clone(), m.slots[0]), (monitor_out_name(&m.iface), m.slots[1])].map(|(name, slot)| {
+                    crate::metrics::Interface { name, slot, xdp: crate::metrics::XdpCounters::default(), monitor: true }
+                })
+            }))
             .collect();
         let workers = self.worker_stats();
         crate::metrics::Snapshot {
@@ -703,8 +847,24 @@ impl Daemon {
                     fast_path: self.fast_slots.on(i.slot),
                     xsk_rx_dropped: c.xsk_rx_dropped,
                     xsk_rx_ring_full: c.xsk_rx_ring_full,
+                    monitor: false,
+                    monitor_kernel_dropped: 0,
                 });
             }
+        }
+        for m in &self.monitors {
+            let i = by_slot.get(&m.slots[0]).copied().unwrap_or_default();
+            let o = by_slot.get(&m.slots[1]).copied().unwrap_or_default();
+            interfaces.push(InterfaceCounters {
+                name: m.iface.clone(),
+                rx_frames: i.rx_frames,
+                rx_bytes: i.rx_bytes,
+                tx_frames: o.rx_frames,
+                tx_bytes: o.rx_bytes,
+                monitor: true,
+                monitor_kernel_dropped: i.monitor_kernel_dropped + o.monitor_kernel_dropped,
+                ..InterfaceCounters::default()
+            });
         }
         let workers = stats
             .iter()
@@ -806,12 +966,19 @@ impl Daemon {
                 Ok(i) => Response::ok(Reply::Attached(i)),
                 Err(e) => Response::err(format!("attach: {e}")),
             },
+            // Monitor attachments ([`crate::monitor`]) by their name or interface.
+            Request::Detach { name } if self.is_monitor(&name) => match self.stop_monitor(&name) {
+                Ok(i) => Response::ok(Reply::Done(format!("monitor {} on {} stopped", i.name, i.host_iface))),
+                Err(e) => Response::err(format!("detach: {e}")),
+            },
             Request::Detach { name } => match self.detach(&name) {
                 Ok(m) => Response::ok(Reply::Done(m)),
                 Err(e) => Response::err(format!("detach: {e}")),
             },
             Request::ListAttachments {} => {
-                Response::ok(Reply::Attachments(self.attachments.iter().map(crate::attach::info).collect()))
+                let mut v: Vec<warden_control::AttachInfo> = self.attachments.iter().map(crate::attach::info).collect();
+                v.extend(self.monitor_attachments());
+                Response::ok(Reply::Attachments(v))
             }
             Request::ListWorkloads {} => {
                 Response::err(format!("{}: workload discovery is not available in this build", req.name()))
@@ -884,8 +1051,20 @@ impl Daemon {
                             fail_mode: p.fail,
                             xdp_mode: mode.to_string(),
                             workers: p.workers.clone(),
+                            monitor: false,
                         })
                     })
+                    .chain(self.monitors.iter().map(|m| InterfaceInfo {
+                        name: m.iface.clone(),
+                        ifindex: m.ifindex,
+                        peer: String::new(),
+                        queues: rx_queues(&m.iface),
+                        bound_queues: 0,
+                        fail_mode: FailMode::Open,
+                        xdp_mode: "monitor".into(),
+                        workers: m.workers.clone(),
+                        monitor: true,
+                    }))
                     .collect();
                 Response::ok(Reply::Interfaces(list))
             }
@@ -1116,6 +1295,7 @@ impl Daemon {
             ("normalization", new.normalization != self.cfg.normalization),
             ("inline", new.inline != self.cfg.inline),
             ("attach", new.attach != self.cfg.attach),
+            ("monitor", new.monitor != self.cfg.monitor),
             (
                 "policy (dns_*)",
                 new.policy.names() != self.cfg.policy.names(),
@@ -1510,6 +1690,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         cfg: cfg.clone(),
         xdp,
         pairs: Vec::new(),
+        monitors: Vec::new(),
         next_zone: 0,
         workers,
         hub: hub.clone(),
@@ -1531,6 +1712,16 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     }
     for p in &cfg.inline {
         if let Err(e) = daemon.add_pair(p) {
+            daemon.shutdown();
+            for h in handles {
+                let _ = h.join();
+            }
+            anyhow::bail!("{e}");
+        }
+    }
+    for m in &cfg.monitor {
+        let spec = warden_control::AttachSpec { target: m.iface.clone(), monitor: true, ..Default::default() };
+        if let Err(e) = daemon.start_monitor(&m.iface, &spec) {
             daemon.shutdown();
             for h in handles {
                 let _ = h.join();

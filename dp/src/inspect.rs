@@ -229,6 +229,13 @@ pub struct Inspector {
     tunnel_depth: u8,
     /// The XDP fast path for decided flows ([`crate::fastpath`]; off unless set).
     pub fast: crate::fastpath::FastPath,
+    /// Monitor mode ([`crate::monitor`]): the policy with protect mode read as alert, swapped
+    /// in while frames of monitored interfaces are processed; kept in step with `policy`
+    /// while this pipeline serves monitored interfaces (None otherwise, or when no workload
+    /// is in protect mode).
+    monitor_policy: Option<Arc<CompiledPolicy>>,
+    /// This pipeline serves monitored interfaces.
+    monitoring: bool,
 }
 
 /// ICMPv6 link-layer control (RFC 4861 neighbour discovery: router/neighbour solicitation and
@@ -291,6 +298,8 @@ impl Inspector {
             stats: InspectStats::default(),
             malformed,
             policy: Arc::new(CompiledPolicy::empty()),
+            monitor_policy: None,
+            monitoring: false,
             policy_gen: 0,
             hits: Hits::default(),
             shadow: None,
@@ -440,6 +449,33 @@ impl Inspector {
         self.origins.apply_policy(&policy);
         self.policy = policy;
         self.policy_gen = generation;
+        if self.monitoring {
+            self.monitor_policy = crate::monitor::alert_only(&self.policy).map(Arc::new);
+        }
+    }
+
+    /// Serves monitored interfaces from now on (or no longer): keeps the alert-mode form of
+    /// the policy that [`Self::monitor_begin`] swaps in ([`crate::monitor`]).
+    pub fn set_monitoring(&mut self, on: bool) {
+        self.monitoring = on;
+        self.monitor_policy = if on { crate::monitor::alert_only(&self.policy).map(Arc::new) } else { None };
+    }
+
+    /// Frames of monitored interfaces follow, until [`Self::monitor_end`]: the policy is read
+    /// with protect mode as alert (nothing can be enforced where nothing is in the path). Two
+    /// pointer swaps per batch; same generation, workloads and rules, so sessions stay
+    /// consistent.
+    #[inline]
+    pub fn monitor_begin(&mut self) {
+        if let Some(p) = self.monitor_policy.as_mut() {
+            std::mem::swap(&mut self.policy, p);
+        }
+    }
+
+    /// Ends what [`Self::monitor_begin`] began.
+    #[inline]
+    pub fn monitor_end(&mut self) {
+        self.monitor_begin();
     }
 
     /// Generation of the enforced policy.

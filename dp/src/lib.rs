@@ -49,6 +49,7 @@ pub mod icmp;
 pub mod logging;
 pub mod inspect;
 pub mod metrics;
+pub mod monitor;
 pub mod origin;
 pub mod poll;
 pub mod policy;

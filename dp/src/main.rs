@@ -27,6 +27,10 @@ enum Cmd {
         /// Inline pair A:B (repeatable); adds to the pairs of the config file.
         #[arg(long, value_name = "A:B")]
         inline: Vec<String>,
+        /// Monitor interface IFACE receive-only (repeatable; monitor mode: records and alerts,
+        /// nothing forwarded or dropped); adds to the config file's `[[monitor]]`.
+        #[arg(long, value_name = "IFACE")]
+        monitor: Vec<String>,
         /// Worker threads.
         #[arg(long)]
         workers: Option<usize>,
@@ -101,6 +105,7 @@ fn main() -> ExitCode {
         Cmd::Run {
             config,
             inline,
+            monitor,
             workers,
             socket,
             report_interval,
@@ -113,6 +118,9 @@ fn main() -> ExitCode {
                 let mut cfg = load(config.as_ref())?;
                 for p in &inline {
                     cfg.inline.push(InlinePair::parse_flag(p)?);
+                }
+                for m in &monitor {
+                    cfg.monitor.push(warden_dp::config::MonitorIface { iface: m.clone() });
                 }
                 if let Some(w) = workers {
                     cfg.dataplane.workers = w;

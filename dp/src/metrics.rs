@@ -212,6 +212,8 @@ pub struct Interface {
     pub slot: u16,
     /// Kernel-side counters.
     pub xdp: XdpCounters,
+    /// A monitored interface's slot (monitor mode, [`crate::monitor`]): no XDP counters.
+    pub monitor: bool,
 }
 
 /// Report path health.
@@ -355,8 +357,14 @@ impl Collector for Exposition {
         counters(e, "xsk_tx_ring_full", "Batches that did not fit the interface's tx ring whole.", s.iface_rows(|c| c.tx_ring_full))?;
         counters(e, "xsk_rx_dropped", "Frames the kernel dropped on the interface's XSKs (XDP_STATISTICS rx_dropped).", s.iface_rows(|c| c.xsk_rx_dropped))?;
         counters(e, "xsk_rx_ring_full", "Frames the kernel could not put on a full XSK rx ring (XDP_STATISTICS).", s.iface_rows(|c| c.xsk_rx_ring_full))?;
+        counters(
+            e,
+            "monitor_kernel_dropped",
+            "Monitor mode: frames the kernel dropped before Warden read them (full socket buffer, PACKET_STATISTICS).",
+            s.iface_rows(|c| c.monitor_kernel_dropped),
+        )?;
         let mut xdp = Vec::new();
-        for i in &s.interfaces {
+        for i in s.interfaces.iter().filter(|i| !i.monitor) {
             for (path, v) in [
                 ("to_xsk", i.xdp.to_xsk),
                 ("fail_open", i.xdp.fail_open),
@@ -754,8 +762,8 @@ mod tests {
             pairs: 1,
             workers: vec![w0, w1],
             interfaces: vec![
-                Interface { name: "wa0".into(), slot: 3, xdp: XdpCounters { to_xsk: 600, unbound: 1, ..Default::default() } },
-                Interface { name: "wb0".into(), slot: 4, xdp: XdpCounters::default() },
+                Interface { name: "wa0".into(), slot: 3, xdp: XdpCounters { to_xsk: 600, unbound: 1, ..Default::default() }, monitor: false },
+                Interface { name: "wb0".into(), slot: 4, xdp: XdpCounters::default(), monitor: false },
             ],
             policy_generation: 2,
             rules: vec![

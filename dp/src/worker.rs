@@ -102,6 +102,9 @@ pub struct IfCounters {
     pub xsk_rx_dropped: u64,
     /// Kernel XSK statistics: rx ring full.
     pub xsk_rx_ring_full: u64,
+    /// Monitor mode: frames the kernel dropped because a monitor socket's buffer was full
+    /// (`PACKET_STATISTICS`, [`crate::monitor`]).
+    pub monitor_kernel_dropped: u64,
 }
 
 impl IfCounters {
@@ -118,6 +121,7 @@ impl IfCounters {
         self.fill_ring_empty += o.fill_ring_empty;
         self.xsk_rx_dropped += o.xsk_rx_dropped;
         self.xsk_rx_ring_full += o.xsk_rx_ring_full;
+        self.monitor_kernel_dropped += o.monitor_kernel_dropped;
     }
 }
 
@@ -233,6 +237,29 @@ pub enum Command {
         /// Reply channel.
         reply: mpsc::Sender<Vec<Result<XskBinding, String>>>,
     },
+    /// Receive-only: serve a monitored interface ([`crate::monitor`]) with `fd` (this worker's
+    /// socket of the interface's fanout group); frames go through the inspector, nothing is
+    /// forwarded. Acknowledged when the socket is served.
+    AddMonitor {
+        /// Session zone of the monitored interface.
+        zone: u16,
+        /// Interface slots and names: frames received on the interface, frames sent out of it.
+        slots: [(u16, String); 2],
+        /// Workers serving the interface, in flow-ownership order.
+        owners: Vec<usize>,
+        /// This worker's socket (None: it owns flows of the zone but receives none itself).
+        fd: Option<std::os::fd::OwnedFd>,
+        /// Acknowledged when done.
+        reply: mpsc::Sender<()>,
+    },
+    /// Stop serving the monitored interface of `zone`: close its socket and end its sessions
+    /// (final records are reported).
+    RemoveMonitor {
+        /// Session zone of the monitored interface.
+        zone: u16,
+        /// Acknowledged when done.
+        reply: mpsc::Sender<()>,
+    },
     /// Close the sockets of a pair and end its sessions (final records are reported).
     RemovePair {
         /// Inline pair id.
@@ -330,6 +357,22 @@ struct GroupState {
     stats: [IfCounters; 2],
 }
 
+/// A monitored interface as one worker serves it ([`crate::monitor`]).
+struct MonitorState {
+    zone: u16,
+    /// Interface slots of frames received on the interface and of frames sent out of it.
+    slots: [u16; 2],
+    owners: Vec<usize>,
+    /// This worker's socket of the interface's fanout group.
+    src: Option<crate::monitor::Source>,
+    /// Per direction (received, sent out).
+    stats: [IfCounters; 2],
+}
+
+/// The token of a monitored frame the inspector holds (an IP fragment): a group id no
+/// [`GroupState`] has, so releasing it touches no UMEM (the inspector keeps its own copy).
+const MONITOR_GROUP: u16 = 0x7fff;
+
 /// A worker's channels to the other workers.
 pub struct Mesh {
     /// `outbox[w]`: producer to worker `w` (None for self).
@@ -406,6 +449,8 @@ pub struct Worker {
     cfg: WorkerConfig,
     insp: Inspector,
     groups: Vec<GroupState>,
+    /// Monitored interfaces this worker serves ([`crate::monitor`]).
+    monitors: Vec<MonitorState>,
     mesh: Mesh,
     commands: Receiver<Command>,
     reports: Sender<WorkerReport>,
@@ -430,6 +475,11 @@ pub struct Worker {
 /// address (32; a UMEM is at most 2^20 frames of 4096 bytes).
 fn token(group: u16, side: usize, d: &XdpDesc) -> u64 {
     (u64::from(group & 0x7fff) << 49) | ((side as u64 & 1) << 48) | (u64::from(d.len & 0xffff) << 32) | (d.addr & 0xffff_ffff)
+}
+
+/// The token of a monitored frame ([`MONITOR_GROUP`]).
+fn monitor_token() -> u64 {
+    token(MONITOR_GROUP, 0, &XdpDesc { addr: 0, len: 0, options: 0 })
 }
 
 /// The group id, side and descriptor of a held frame's token.
@@ -527,6 +577,7 @@ impl Worker {
             cfg,
             insp,
             groups: Vec::new(),
+            monitors: Vec::new(),
             mesh,
             commands,
             reports,
@@ -628,6 +679,10 @@ impl Worker {
                 work += self.poll_group(gi, now, &mut rxd, &mut fwd, &mut drop);
                 self.mesh.wake_handed();
             }
+            if !self.monitors.is_empty() {
+                work += self.poll_monitors(now);
+                self.mesh.wake_handed();
+            }
             work += self.drain_inbox(now);
             self.send_events();
             match self.commands.try_recv() {
@@ -671,6 +726,7 @@ impl Worker {
             }
             if fds.is_empty() {
                 fds = self.groups.iter().flat_map(|g| g.group.ports.iter().map(|p| p.fd())).collect();
+                fds.extend(self.monitors.iter().filter_map(|m| m.src.as_ref().map(|s| s.fd())));
             }
             // Spinning needs rings to spin on: without sockets the worker only sleeps.
             if !fds.is_empty() && self.idle.idle(t) == Wait::Spin {
@@ -934,6 +990,85 @@ impl Worker {
         total
     }
 
+    /// Takes one batch from every monitor socket (one `recvmmsg(2)` each) and runs each frame
+    /// through the inspector under the monitor policy, or hands it to the worker that owns its
+    /// flow; verdicts are not applied (nothing is in the path) ([`crate::monitor`]).
+    fn poll_monitors(&mut self, now: u64) -> usize {
+        let me = self.cfg.index;
+        let mut total = 0;
+        for mi in 0..self.monitors.len() {
+            let m = &mut self.monitors[mi];
+            let Some(src) = m.src.as_mut() else { continue };
+            let n = src.receive(crate::monitor::BATCH);
+            if n == 0 {
+                continue;
+            }
+            total += n;
+            self.timing.frames += n as u64;
+            let batch_start = Instant::now();
+            self.insp.monitor_begin();
+            for i in 0..n {
+                let (dir, data) = src.frame(i);
+                let side = dir.side();
+                let slot = m.slots[side];
+                m.stats[side].rx_frames += 1;
+                m.stats[side].rx_bytes += data.len() as u64;
+                let meta = FrameMeta::new(m.zone, slot, now);
+                let verdict = match wire::decode(data) {
+                    Err(e) => self.insp.malformed(e, data, meta),
+                    Ok(f) => {
+                        let owner = if m.owners.len() > 1 {
+                            crate::icmp::owner_key(&f, m.zone)
+                                .map(|k| m.owners[k.owner_spread() as usize % m.owners.len()])
+                                .unwrap_or(me)
+                        } else {
+                            me
+                        };
+                        if owner != me {
+                            if handoff(&mut self.mesh, owner, m.zone, side as u8, slot, data) {
+                                self.handoff_out += 1;
+                                self.mesh.handed[owner] = true;
+                                self.mesh.any_handed = true;
+                            } else {
+                                self.handoff_dropped += 1;
+                            }
+                            continue;
+                        }
+                        self.insp.process_decoded_frame(&f, meta, monitor_token())
+                    }
+                };
+                if self.tap.on() {
+                    self.tap.frame(m.zone, slot, now, data, verdict);
+                }
+            }
+            self.insp.monitor_end();
+            release_held(&mut self.groups, &mut self.insp, &mut self.tap, now);
+            self.timing.latency.observe_batch(batch_start.elapsed(), n as u64);
+        }
+        total
+    }
+
+    /// Runs a frame of a monitored interface handed over by another worker; false when no
+    /// monitored interface of this worker has its zone.
+    fn monitor_handoff(&mut self, h: &Handoff, now: u64) -> bool {
+        let Some(m) = self.monitors.iter().find(|m| m.zone == h.zone) else { return false };
+        let (zone, side) = (m.zone, usize::from(h.side & 1));
+        let data = &h.data[..usize::from(h.len)];
+        let meta = FrameMeta::new(zone, h.iface, now);
+        self.insp.monitor_begin();
+        let verdict = match wire::decode(data) {
+            Err(e) => self.insp.malformed(e, data, meta),
+            Ok(f) => self.insp.process_decoded_frame(&f, meta, monitor_token()),
+        };
+        self.insp.monitor_end();
+        if self.tap.on() {
+            self.tap.frame(zone, h.iface, now, data, verdict);
+        }
+        let _ = side;
+        release_held(&mut self.groups, &mut self.insp, &mut self.tap, now);
+        true
+    }
+
     fn drain_inbox(&mut self, now: u64) -> usize {
         let mut n = 0;
         for i in 0..self.mesh.inbox.len() {
@@ -942,7 +1077,9 @@ impl Worker {
                 self.handoff_in += 1;
                 self.timing.frames += 1;
                 let Some(gs) = self.groups.iter_mut().find(|g| g.zone == h.zone) else {
-                    self.handoff_dropped += 1;
+                    if !self.monitor_handoff(&h, now) {
+                        self.handoff_dropped += 1;
+                    }
                     continue;
                 };
                 let data = &h.data[..usize::from(h.len)];
@@ -1005,7 +1142,7 @@ impl Worker {
                         ];
                         // An id no live group has (tokens of held frames name their group).
                         let mut id = self.next_group & 0x7fff;
-                        while self.groups.iter().any(|g| g.id == id) {
+                        while id == MONITOR_GROUP || self.groups.iter().any(|g| g.id == id) {
                             id = (id + 1) & 0x7fff;
                         }
                         self.next_group = id.wrapping_add(1);
@@ -1041,6 +1178,32 @@ impl Worker {
                 };
                 let _ = reply.send(r);
             }
+            Command::AddMonitor { zone, slots, owners, fd, reply } => {
+                self.insp.set_pair((slots[0].0, &slots[0].1), (slots[1].0, &slots[1].1));
+                self.insp.set_monitoring(true);
+                self.monitors.push(MonitorState {
+                    zone,
+                    slots: [slots[0].0, slots[1].0],
+                    owners,
+                    src: fd.map(crate::monitor::Source::new),
+                    stats: [IfCounters::default(); 2],
+                });
+                let _ = reply.send(());
+            }
+            Command::RemoveMonitor { zone, reply } => {
+                self.insp.flush_fragments(zone);
+                release_held(&mut self.groups, &mut self.insp, &mut self.tap, now_ns());
+                for m in self.monitors.iter().filter(|m| m.zone == zone) {
+                    self.insp.remove_pair(m.slots[0]);
+                }
+                self.monitors.retain(|m| m.zone != zone);
+                if self.monitors.is_empty() {
+                    self.insp.set_monitoring(false);
+                }
+                self.insp.end_sessions(|z| z == zone, now_ns());
+                self.send_reports(true);
+                let _ = reply.send(());
+            }
             Command::RemovePair { zone, reply } => {
                 // Held fragments of the pair go back to its UMEMs before they are closed.
                 self.insp.flush_fragments(zone);
@@ -1073,6 +1236,15 @@ impl Worker {
                             c.xsk_rx_ring_full += full;
                         }
                         ifaces.entry(slot).or_default().add(&c);
+                    }
+                }
+                for m in &mut self.monitors {
+                    // PACKET_STATISTICS are reset on read: kept as running sums here.
+                    if let Some(src) = &m.src {
+                        m.stats[0].monitor_kernel_dropped += src.kernel_stats().1;
+                    }
+                    for side in 0..2 {
+                        ifaces.entry(m.slots[side]).or_default().add(&m.stats[side]);
                     }
                 }
                 let _ = reply.send(WorkerStats {

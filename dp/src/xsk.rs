@@ -462,3 +462,104 @@ pub fn wait_rx(fds: &[i32], waker: i32, timeout_ms: i32) -> Woken {
     }
     Woken { rx: p[1..n].iter().any(|q| q.revents & libc::POLLIN != 0), waker: p[0].revents & libc::POLLIN != 0 }
 }
+
+/// Receive-only AF_PACKET sockets for monitor mode ([`crate::monitor`]): the three calls nix
+/// has no safe form for (binding to an interface, `SOL_PACKET` options, `PACKET_STATISTICS`),
+/// kept here so that the only hand-written `unsafe` stays in this module.
+pub mod packet {
+    use std::io;
+    use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+    /// Opens a non-blocking `AF_PACKET`/`SOCK_RAW` socket for every protocol (`ETH_P_ALL`),
+    /// bound to interface `ifindex`: it receives the frames the interface receives and the
+    /// frames sent out of it (`PACKET_OUTGOING`).
+    ///
+    /// # Errors
+    /// socket(2) or bind(2) failed (not root / no CAP_NET_RAW, no such interface).
+    pub fn open(ifindex: u32) -> io::Result<OwnedFd> {
+        let proto = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: socket(2) with constant arguments; the returned descriptor is checked and
+        // owned by the OwnedFd only when valid.
+        let fd = unsafe {
+            libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, i32::from(proto))
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh, valid descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = proto;
+        sll.sll_ifindex = ifindex as i32;
+        // SAFETY: `sll` is an initialised sockaddr_ll that lives across the call, and the
+        // length passed is its size.
+        let r = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                std::ptr::addr_of!(sll).cast::<libc::sockaddr>(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(fd)
+    }
+
+    /// setsockopt(`SOL_PACKET`, `opt`, an int `value`) (`PACKET_VNET_HDR`, `PACKET_FANOUT`).
+    ///
+    /// # Errors
+    /// The kernel refused the option (the errno).
+    pub fn set_int(fd: BorrowedFd<'_>, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
+        // SAFETY: the option value is a live c_int and its size is passed.
+        let r = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                opt,
+                std::ptr::addr_of!(value).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// getsockopt(`SOL_PACKET`, `opt`) of an int option (`PACKET_FANOUT`: the group id the
+    /// kernel chose, its type and flags).
+    ///
+    /// # Errors
+    /// The kernel refused (the errno).
+    pub fn get_int(fd: BorrowedFd<'_>, opt: libc::c_int) -> io::Result<libc::c_int> {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `v` and `len` are live and `len` is the size of `v`.
+        let r = unsafe { libc::getsockopt(fd.as_raw_fd(), libc::SOL_PACKET, opt, std::ptr::addr_of_mut!(v).cast(), &mut len) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(v)
+    }
+
+    /// `PACKET_STATISTICS` since the previous call (the kernel resets them on read): frames
+    /// the socket received and frames it dropped (receive buffer full), in that order.
+    ///
+    /// # Errors
+    /// The kernel refused (the errno).
+    pub fn statistics(fd: BorrowedFd<'_>) -> io::Result<(u32, u32)> {
+        let mut st = libc::tpacket_stats { tp_packets: 0, tp_drops: 0 };
+        let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+        // SAFETY: `st` and `len` are live and `len` is the size of `st`.
+        let r = unsafe {
+            libc::getsockopt(fd.as_raw_fd(), libc::SOL_PACKET, libc::PACKET_STATISTICS, std::ptr::addr_of_mut!(st).cast(), &mut len)
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((st.tp_packets, st.tp_drops))
+    }
+}

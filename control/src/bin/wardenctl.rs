@@ -113,6 +113,10 @@ enum Cmd {
         /// An address of the workload (repeatable; default: read inside its namespace).
         #[arg(long = "ip")]
         ips: Vec<String>,
+        /// Receive-only: watch the workload's (or the interface's) frames without being in
+        /// their path; nothing is forwarded or dropped, protect mode is reported as alert.
+        #[arg(long)]
+        monitor: bool,
     },
     /// Undo an attachment: the original plumbing and settings back.
     Detach {
@@ -386,13 +390,13 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             },
         },
         Cmd::Service { cmd } => service_request(cmd),
-        Cmd::Attach { target, kind, ifname, mode, name, ips } => Request::Attach {
+        Cmd::Attach { target, kind, ifname, mode, name, ips, monitor } => Request::Attach {
             spec: warden_control::AttachSpec {
                 target: target.clone(),
                 kind: kind.clone(),
                 ifname: ifname.clone(),
                 mode: mode.clone(),
-                monitor: false,
+                monitor: *monitor,
                 name: name.clone(),
                 ips: ips.clone(),
             },

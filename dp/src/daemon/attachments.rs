@@ -34,7 +34,16 @@ impl Daemon {
     /// publishes its workload; answers once every worker enforces it.
     pub(super) fn attach(&mut self, spec: AttachSpec) -> Result<AttachInfo, String> {
         if spec.monitor {
-            return Err("monitor (receive-only) attachments are not available in this build".into());
+            // Receive-only ([`crate::monitor`]): an interface as named, or the host-side
+            // interface of a container, namespace or tap; the plumbing is not changed.
+            if spec.kind.as_deref() == Some("iface") || (spec.kind.is_none() && super::ifindex_of(&spec.target).is_ok()) {
+                let target = spec.target.clone();
+                return self.start_monitor(&target, &spec);
+            }
+            let t = crate::attach::resolve::resolve(&spec, &self.cfg.attach.runtimes)?;
+            let mut spec = spec;
+            spec.name = Some(spec.name.clone().unwrap_or_else(|| t.default_name.clone()));
+            return self.start_monitor(&t.host.ifname, &spec);
         }
         let t = crate::attach::resolve::resolve(&spec, &self.cfg.attach.runtimes)?;
         let name = spec.name.clone().unwrap_or_else(|| t.default_name.clone());
