@@ -233,6 +233,8 @@ pub struct Hub {
     threats: [AtomicU64; crate::detect::ThreatId::ALL.len()],
     /// Threat detections the reporter's merger lost to a full queue.
     threat_overflow: AtomicU64,
+    /// Discovered workloads ([`crate::identity`]): records name the ends' identities.
+    identities: Arc<crate::identity::Registry>,
 }
 
 impl Hub {
@@ -267,7 +269,38 @@ impl Hub {
             export: crate::export::Exporters::default(),
             threats: Default::default(),
             threat_overflow: AtomicU64::new(0),
+            identities: Arc::default(),
         }
+    }
+
+    /// Names the ends of records from `registry` (shared with the daemon, which updates it
+    /// as workloads are attached and detached).
+    pub fn with_identities(mut self, registry: Arc<crate::identity::Registry>) -> Self {
+        self.identities = registry;
+        self
+    }
+
+    /// The registry records' identities come from.
+    pub fn identities(&self) -> &Arc<crate::identity::Registry> {
+        &self.identities
+    }
+
+    /// The connection record of `snap` ([`to_record`]) with the interface names and the
+    /// ends' identities ([`crate::identity::Registry::annotate_ends`]). Reporter thread and
+    /// `list_sessions` only.
+    pub fn record(&self, snap: &crate::session::SessionSnapshot) -> ConnectionRecord {
+        let mut r = to_record(snap, |slot| self.name(slot));
+        let s = &snap.session;
+        self.identities.annotate_ends(&mut r, s.client_end().0.ip(), s.server_end().0.ip());
+        r
+    }
+
+    /// The record of a threat event whose session snapshot is not at hand
+    /// ([`crate::record::hit_record`]), with the ends' identities.
+    fn hit_record(&self, e: &ThreatHit) -> ConnectionRecord {
+        let mut r = crate::record::hit_record(e);
+        self.identities.annotate_ends(&mut r, e.client.ip(), e.server.ip());
+        r
     }
 
     /// This daemon run's epoch ([`Subscribed::epoch`]).
@@ -403,8 +436,8 @@ impl Hub {
                 .map(|e| {
                     let same = e.session == h.session && e.first_ns == h.first_ns;
                     let mut connection = match (&snap, same) {
-                        (Some(s), true) => to_record(s, |slot| self.name(slot)),
-                        _ => crate::record::hit_record(&e),
+                        (Some(s), true) => self.record(s),
+                        _ => self.hit_record(&e),
                     };
                     connection.capture_file = e
                         .session
@@ -429,7 +462,7 @@ impl Hub {
         let mut out = Vec::new();
         merge.drain_upto(&mut out, usize::MAX);
         if !out.is_empty() {
-            let events = out.iter().map(|e| self.threat_event(e, crate::record::hit_record(e))).collect();
+            let events = out.iter().map(|e| self.threat_event(e, self.hit_record(e))).collect();
             self.publish_events(events);
         }
         self.threat_overflow.store(merge.stats.overflow, Ordering::Relaxed);
@@ -542,7 +575,7 @@ impl Hub {
                         .snaps
                         .iter()
                         .map(|s| {
-                            let mut connection = to_record(s, |slot| self.name(slot));
+                            let mut connection = self.record(s);
                             connection.capture_file = file(s.session.id);
                             if connection.exception_action.is_some() {
                                 Event::Exception { connection }
@@ -564,7 +597,7 @@ impl Hub {
                             dropped += 1;
                             continue;
                         }
-                        let rec = to_record(s, |slot| self.name(slot));
+                        let rec = self.record(s);
                         self.learn(&rec);
                         self.export.offer(rep.worker, s, &rec);
                         match slot {

@@ -44,7 +44,6 @@ use crate::expect::ExpectTable;
 use crate::names::NameTable;
 use crate::inspect::{DropReason, Inspector};
 use crate::policy::{learned_policy, CompiledPolicy, Policy};
-use crate::record::to_record;
 use crate::wire::Malformed;
 use crate::worker::{self, Command, IfCounters, Worker, WorkerConfig, WorkerLink, WorkerStats};
 use crate::xsk::SideSpec;
@@ -650,11 +649,11 @@ impl Daemon {
             });
             match rx.recv_timeout(Duration::from_secs(5)) {
                 Ok((snaps, Some(next))) => {
-                    out.extend(snaps.iter().map(|s| to_record(s, |i| self.hub.name(i))));
+                    out.extend(snaps.iter().map(|s| self.hub.record(s)));
                     slot = next;
                     continue;
                 }
-                Ok((snaps, None)) => out.extend(snaps.iter().map(|s| to_record(s, |i| self.hub.name(i)))),
+                Ok((snaps, None)) => out.extend(snaps.iter().map(|s| self.hub.record(s))),
                 Err(_) => tracing::warn!(worker = w, "list_sessions: the worker did not answer within 5 s, skipped"),
             }
             w += 1;
