@@ -1107,4 +1107,65 @@ mod tests {
         assert_eq!(conns.iter().filter(|c| c.packets_to_server == 7).count(), 1);
         assert_eq!(hub.health().1, extra as u64);
     }
+
+    /// Records and events built by the reporter name the ends whose addresses are discovered
+    /// workloads' ([`crate::identity::Registry`]), and only those.
+    #[test]
+    fn records_and_events_carry_identities() {
+        use crate::flow::{Addr, FlowKey};
+        use crate::session::{SessionTable, Timeouts};
+        use warden_control::Identity;
+        let mut t = SessionTable::new(4, Timeouts::default());
+        let session = |t: &mut SessionTable, c: u8, s: u8| {
+            let k = FlowKey::new(0, 6, Addr::v4([198, 18, 0, c]), 40000, Addr::v4([198, 18, 0, s]), 80);
+            t.track(&k.0, k.1, 60, Some(crate::tcpseq::Segment::flags(0x02)), 1, 1).unwrap();
+        };
+        session(&mut t, 1, 2);
+        session(&mut t, 3, 4);
+        let mut snaps = t.snapshot(2);
+        snaps.sort_by_key(|s| s.session.client_end().0.ip());
+        let registry = Arc::new(crate::identity::Registry::new());
+        let web = Identity {
+            container_id: Some("ab".repeat(32)),
+            container_name: Some("web-1".into()),
+            runtime: Some("podman".into()),
+            host_iface: Some("veth1".into()),
+            ..Identity::default()
+        };
+        let db = Identity { pod_name: Some("db-0".into()), pod_namespace: Some("shop".into()), ..Identity::default() };
+        registry.set("web-1", web.clone(), vec!["198.18.0.1".parse().unwrap()]);
+        registry.set("db", db.clone(), vec!["198.18.0.2".parse().unwrap()]);
+        let hub = Arc::new(Hub::new(1 << 20, 3600).with_identities(registry.clone()));
+        let mut sub = hub.subscribe(None, None);
+        let (tx, rx) = crossbeam::channel::bounded(8);
+        let reporter = {
+            let hub = hub.clone();
+            thread::spawn(move || hub.run_reporter(rx, Duration::from_secs(3600)))
+        };
+        let report = |snaps: Vec<crate::session::SessionSnapshot>, events: bool| WorkerReport {
+            worker: 0,
+            snaps,
+            events,
+            threats: Vec::new(),
+            captures: Vec::new(),
+        };
+        tx.send(report(vec![snaps[0].clone()], true)).unwrap();
+        let Reply::Event(e) = next_reply(&mut sub) else { panic!("not an event") };
+        let c = e.event.connection();
+        assert_eq!((c.client_identity.as_ref(), c.server_identity.as_ref()), (Some(&web), Some(&db)));
+        tx.send(report(snaps.clone(), false)).unwrap();
+        drop(tx);
+        let Reply::Report(b) = next_reply(&mut sub) else { panic!("not a report") };
+        reporter.join().unwrap();
+        let by_client = |ip: &str| b.connections.iter().find(|c| c.client_ip == ip).expect(ip);
+        assert_eq!(by_client("198.18.0.1").client_identity, Some(web));
+        assert_eq!(by_client("198.18.0.1").server_identity, Some(db));
+        assert_eq!((by_client("198.18.0.3").client_identity.as_ref(), by_client("198.18.0.3").server_identity.as_ref()), (None, None));
+        // The JSON names the identity fields; a workload that is gone is no longer named.
+        let line = serde_json::to_string(by_client("198.18.0.1")).unwrap();
+        assert!(line.contains(r#""client_identity":{"container_id""#) && line.contains(r#""container_name":"web-1""#), "{line}");
+        registry.remove("web-1");
+        assert_eq!(hub.record(&snaps[0]).client_identity, None);
+        assert!(hub.record(&snaps[0]).server_identity.is_some());
+    }
 }

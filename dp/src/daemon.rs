@@ -157,6 +157,14 @@ struct Daemon {
     started: Instant,
     /// The running policy (source form) and its published, compiled form.
     policy: Policy,
+    /// The running policy as published: `policy` with the addresses of the discovered
+    /// workloads its selectors take ([`Policy::with_discovered`]).
+    enforced: Policy,
+    /// Discovered workloads ([`crate::identity`]), shared with the reporter (records) and
+    /// updated by the attach stage ([`Daemon::identities_changed`]).
+    identities: Arc<crate::identity::Registry>,
+    /// The registry generation `enforced` was filled from.
+    identities_seen: u64,
     policy_handle: Arc<PolicyHandle>,
     /// The shadow policy (source form), published beside the running one ([`crate::shadow`]).
     shadow: Option<Policy>,
@@ -796,7 +804,8 @@ impl Daemon {
 
     fn handle(&mut self, req: Request) -> Response {
         match req {
-            Request::Attach { .. } | Request::Detach { .. } | Request::ListAttachments {} | Request::ListWorkloads {} => {
+            Request::ListWorkloads {} => Response::ok(Reply::Workloads(self.workloads())),
+            Request::Attach { .. } | Request::Detach { .. } | Request::ListAttachments {} => {
                 Response::err(format!("{}: attachments are not available in this build", req.name()))
             }
             Request::Status {} => {
@@ -1114,9 +1123,65 @@ impl Daemon {
         outcome.join("; ")
     }
 
-    /// Compiles and publishes `p`; replies once every worker enforces it.
+    /// The discovered workloads ([`Request::ListWorkloads`]), each with the policy workload
+    /// its addresses belong to (or whose selector selects it).
+    fn workloads(&self) -> Vec<warden_control::WorkloadInfo> {
+        self.identities
+            .list()
+            .into_iter()
+            .map(|d| {
+                let owner = d
+                    .ips
+                    .iter()
+                    .find_map(|ip| self.enforced.workloads.iter().find(|w| w.ips.contains(ip)))
+                    .or_else(|| self.enforced.selecting(&d.identity));
+                warden_control::WorkloadInfo {
+                    attachment: d.attachment,
+                    workload: owner.map(|w| w.id.clone()),
+                    identity: d.identity,
+                    ips: d.ips.iter().map(ToString::to_string).collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// `p` with the addresses of the discovered workloads its selectors take, the notes of
+    /// addresses left out logged.
+    fn fill(&self, p: &Policy) -> Policy {
+        let (filled, notes) = p.with_discovered(&self.identities.list());
+        for n in notes.iter().take(16) {
+            tracing::warn!("policy selector: {n}");
+        }
+        filled
+    }
+
+    /// Publishes the running policy again when the discovered workloads changed since it was
+    /// filled and some workload selects by identity, replying once every worker enforces it
+    /// (`None`: nothing to do). The attach stage calls this after each
+    /// [`crate::identity::Registry::set`] / `remove`, before it replies, so a selected
+    /// workload's next frame meets its policy; the control loop also calls it every tick.
+    pub(crate) fn identities_changed(&mut self) -> Option<Response> {
+        let g = self.identities.generation();
+        if g == self.identities_seen {
+            return None;
+        }
+        if self.policy.workloads.iter().all(|w| w.select.is_empty()) {
+            self.identities_seen = g;
+            return None;
+        }
+        let resp = self.install(self.policy.clone(), "discovered workloads changed");
+        if !resp.ok {
+            tracing::warn!("policy with discovered workloads not published: {:?}", resp.error);
+        }
+        Some(resp)
+    }
+
+    /// Compiles and publishes `p` (with the discovered workloads its selectors take); replies
+    /// once every worker enforces it.
     fn install(&mut self, p: Policy, what: &str) -> Response {
-        let compiled = match CompiledPolicy::compile(&p) {
+        let seen = self.identities.generation();
+        let enforced = self.fill(&p);
+        let compiled = match CompiledPolicy::compile(&enforced) {
             Ok(c) => c,
             Err(e) => return Response::err(format!("policy rejected, the running one stays: {e}")),
         };
@@ -1141,6 +1206,8 @@ impl Daemon {
         }
         let (w, r, s) = (p.workloads.len(), p.rules.len(), p.services.len());
         self.policy = p;
+        self.enforced = enforced;
+        self.identities_seen = seen;
         self.update_pretrigger();
         if !self.policy_handle.wait_loaded(g, Duration::from_secs(2)) {
             tracing::warn!(generation = g, "a worker did not load the new policy within 2 s");
@@ -1157,7 +1224,7 @@ impl Daemon {
         if self.cfg.capture.pretrigger_workloads.is_empty() || self.cfg.capture.pretrigger_frames == 0 {
             return;
         }
-        match crate::capture::pretrigger_program(&self.cfg.capture, &self.policy) {
+        match crate::capture::pretrigger_program(&self.cfg.capture, &self.enforced) {
             Ok(p) => {
                 for w in &self.workers {
                     let _ = w.send(Command::PretriggerProgram(p.clone()));
@@ -1178,7 +1245,7 @@ impl Daemon {
             .iter()
             .flat_map(|p| [(p.a.name.clone(), p.a.slot, p.b.slot), (p.b.name.clone(), p.b.slot, p.a.slot)])
             .collect();
-        let t = crate::capture::manager::Target { ifaces: &ifaces, policy: &self.policy };
+        let t = crate::capture::manager::Target { ifaces: &ifaces, policy: &self.enforced };
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
         let started = self.captures.start(spec, &t, now)?;
         for w in &self.workers {
@@ -1190,7 +1257,7 @@ impl Daemon {
     /// Compiles and publishes `p` as the shadow policy (None: drops the shadow); replies once
     /// every worker evaluates it.
     fn install_shadow(&mut self, p: Option<Policy>) -> Response {
-        let compiled = match p.as_ref().map(CompiledPolicy::compile).transpose() {
+        let compiled = match p.as_ref().map(|p| CompiledPolicy::compile(&self.fill(p))).transpose() {
             Ok(c) => c,
             Err(e) => return Response::err(format!("shadow policy rejected: {e}")),
         };
@@ -1249,6 +1316,7 @@ impl Daemon {
             w.wake();
         }
         let (w, r) = (p.workloads.len(), p.rules.len());
+        self.enforced = self.fill(&p);
         self.policy = p;
         self.update_pretrigger();
         if !self.policy_handle.wait_loaded(g, Duration::from_secs(2)) || !self.policy_handle.wait_shadow_loaded(sg, Duration::from_secs(2)) {
@@ -1368,8 +1436,10 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let xdp = XdpProgram::load_with_fast(mode, u32::try_from(fast_entries).unwrap_or(u32::MAX))
         .map_err(|e| anyhow::anyhow!("{e} (Warden needs root or CAP_BPF+CAP_NET_ADMIN)"))?;
     let fast_slots = Arc::new(crate::fastpath::FastSlots::default());
+    let identities = Arc::new(crate::identity::Registry::new());
     let hub = Arc::new(
         Hub::new(d.report_buffer_bytes, d.report_interval)
+            .with_identities(identities.clone())
             .with_pending_max(d.workers.saturating_mul(cfg.sessions.max))
             .with_export(crate::export::Exporters::start(&cfg.export)?),
     );
@@ -1461,7 +1531,10 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         workers,
         hub: hub.clone(),
         started: Instant::now(),
+        enforced: policy.clone(),
         policy,
+        identities_seen: identities.generation(),
+        identities,
         policy_handle: policy_handle.clone(),
         shadow: None,
         expectations,
@@ -1558,6 +1631,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             supervise(&handles, &reporter);
             daemon.check_queues();
             daemon.check_fast_path();
+            daemon.identities_changed();
         }
         let wait = service
             .tick(daemon.pairs.len(), policy_handle.generation())
