@@ -942,7 +942,13 @@ impl Daemon {
             Request::Threats {} => Response::ok(Reply::Threats(self.threat_infos())),
             Request::PolicyLearned {} => {
                 let seen = self.hub.learned();
-                Response::ok(Reply::PolicyText(learned_policy(&self.policy, &seen).to_toml()))
+                // Learned against the addresses as enforced (selected workloads' discovered
+                // ones), written with each workload's addresses as the file has them.
+                let mut learned = learned_policy(&self.enforced, &seen);
+                for (w, src) in learned.workloads.iter_mut().zip(&self.policy.workloads) {
+                    w.ips.clone_from(&src.ips);
+                }
+                Response::ok(Reply::PolicyText(learned.to_toml()))
             }
             Request::SetWorkload { workload } => {
                 let r = edit_policy(&self.policy, |t| {

@@ -205,3 +205,32 @@ fn tap_held_by_a_process() {
     assert_eq!(who.host_iface.as_deref(), Some(tap.as_str()));
     assert_eq!(who.vm_name, None);
 }
+
+/// The daemon starts with a policy whose workload is selected by identity only (no `ips`),
+/// keeps it as written, answers `ListWorkloads` (nothing attached: an empty list, not an
+/// error), still forwards the test's traffic, and refuses a bad selector naming line and field.
+#[test]
+fn daemon_serves_workloads_and_selector_policies() {
+    use warden_control::{Reply, Request};
+    require_root();
+    let mut t = Topo::new(ClientLink::Veth);
+    let policy = format!(
+        "default_mode = \"learn\"\n[[workload]]\nid = \"web\"\ncontainers = [\"web-*\"]\npod_labels = {{ app = \"web\" }}\nmode = \"protect\"\n\n[[workload]]\nid = \"client\"\nips = [\"{C4}\"]\n"
+    );
+    t.start_warden_policy(&policy);
+    let mut c = t.client();
+    match c.request(&Request::ListWorkloads {}) {
+        Ok(Reply::Workloads(v)) => assert!(v.is_empty(), "{v:?}"),
+        other => panic!("ListWorkloads: {other:?}"),
+    }
+    let Ok(Reply::PolicyText(text)) = c.request(&Request::PolicyShow {}) else { panic!("policy show") };
+    assert!(text.contains("containers = [\"web-*\"]"), "{text}");
+    assert!(text.contains("app = \"web\""), "{text}");
+    // The selected workload has no address yet: the server is no workload, the client's
+    // learn mode forwards.
+    assert!(t.ping(S4, 1), "{}", t.warden_log());
+    let bad = "[[workload]]\nid = \"web\"\npods = [\"web-*\"]\n".to_string();
+    let err = c.request(&Request::PolicyApply { text: bad }).expect_err("a pod pattern without namespace");
+    let msg = err.to_string();
+    assert!(msg.contains("line 3") && msg.contains("\"pods\"") && msg.contains("namespace/name"), "{msg}");
+}
