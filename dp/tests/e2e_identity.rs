@@ -90,12 +90,13 @@ fn import_busybox(made: &mut Made, image: &str) {
     for applet in ["sh", "sleep", "ip", "cat"] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
-    let tar = Command::new("tar")
+    let mut tar = Command::new("tar")
         .args(["-C", root.to_str().unwrap(), "-c", "."])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let out = Command::new("podman").args(["import", "-", image]).stdin(tar.stdout.unwrap()).output().unwrap();
+    let out = Command::new("podman").args(["import", "-", image]).stdin(tar.stdout.take().unwrap()).output().unwrap();
+    assert!(tar.wait().unwrap().success(), "tar of the rootfs");
     assert!(out.status.success(), "podman import: {}", String::from_utf8_lossy(&out.stderr));
     made.image = Some(image.to_string());
 }

@@ -183,16 +183,19 @@ mod tests {
     const ID: &str = "ce8cb697cef3ffbfe462ab3ad8441608b1e5b93c57a8b787d13f52a7d43ff095";
     const UID: &str = "5f3c8a2e-9d4b-4c1a-8e7f-0a1b2c3d4e5f";
 
-    /// (path, runtime, id, pod uid, monitor, vm) for every known form.
+    /// (path, runtime, id, pod uid, monitor, vm).
+    type Row<'a> = (String, Option<&'a str>, Option<&'a str>, Option<&'a str>, bool, Option<&'a str>);
+
+    /// Every known form.
     #[test]
     fn every_known_form() {
         let uid_ = UID.replace('-', "_");
-        let rows: Vec<(String, Option<&str>, Option<&str>, Option<&str>, bool, Option<&str>)> = vec![
+        let rows: Vec<Row<'_>> = vec![
             (format!("/libpod_parent/libpod-{ID}"), Some("podman"), Some(ID), None, false, None),
             (format!("/machine.slice/libpod-{ID}.scope"), Some("podman"), Some(ID), None, false, None),
             (format!("/machine.slice/libpod-{ID}.scope/container"), Some("podman"), Some(ID), None, false, None),
             (format!("/machine.slice/libpod-conmon-{ID}.scope"), Some("podman"), Some(ID), None, true, None),
-            (format!("/libpod_parent/conmon"), None, None, None, false, None),
+            ("/libpod_parent/conmon".to_string(), None, None, None, false, None),
             (format!("/docker/{ID}"), Some("docker"), Some(ID), None, false, None),
             (format!("/system.slice/docker-{ID}.scope"), Some("docker"), Some(ID), None, false, None),
             (
