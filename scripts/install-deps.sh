@@ -11,9 +11,11 @@ PKGS=(
   postgresql postgresql-client mariadb-server mariadb-client nginx socat
   # e2e_apps2: memcached binary protocol (server, libmemcached tools), NTP (chronyd as server
   # and `chronyd -Q` as client; chrony replaces systemd-timesyncd where that is installed),
-  # DHCP (busybox udhcpc against dnsmasq-base), and the python client libraries of Kafka
-  # (kafka-python), MongoDB (pymongo) and Cassandra (DataStax driver), run with /usr/bin/python3
-  memcached libmemcached-tools chrony busybox python3-kafka python3-pymongo python3-cassandra
+  # DHCP (busybox udhcpc against dnsmasq-base; busybox-static, which conflicts with busybox,
+  # has the same /bin/busybox and is what container images are made of, below), and the python
+  # client libraries of Kafka (kafka-python), MongoDB (pymongo) and Cassandra (DataStax
+  # driver), run with /usr/bin/python3
+  memcached libmemcached-tools chrony busybox-static python3-kafka python3-pymongo python3-cassandra
   zookeeper zookeeper-bin libslf4j-java default-jre-headless   # ZooKeeper server, Java CLI and C cli_mt (e2e_zookeeper)
   python3-venv python3-pip                                                    # venvs for PyPI test clients (oracledb)
   freetds-bin                                                                       # tsql: TDS client (e2e_tds)
@@ -29,7 +31,7 @@ PKGS=(
   nfdump                               # IPFIX collector nfcapd and reader nfdump (e2e_ipfix)
   prometheus                           # e2e_metrics: a real Prometheus server scrapes `warden run --metrics` in the test's namespace
   systemd util-linux                   # systemd-analyze verify of conf/warden.service; setpriv for the non-root control client (e2e_service)
-  podman runc busybox-static containernetworking-plugins  # e2e_attach: Podman containers from a busybox-static rootfs (podman import), attached by name
+  podman runc busybox-static containernetworking-plugins  # e2e_attach, e2e_identity: Podman containers from a busybox-static rootfs (podman import), attached by name and discovered
   tshark libndpi-bin                   # perf/public: labels of the public capture set (tshark) and nDPI's verdicts (ndpiReader); e2e_capture opens Warden's pcapng with it
 )
 

@@ -233,6 +233,8 @@ pub struct Hub {
     threats: [AtomicU64; crate::detect::ThreatId::ALL.len()],
     /// Threat detections the reporter's merger lost to a full queue.
     threat_overflow: AtomicU64,
+    /// Discovered workloads ([`crate::identity`]): records name the ends' identities.
+    identities: Arc<crate::identity::Registry>,
 }
 
 impl Hub {
@@ -267,7 +269,38 @@ impl Hub {
             export: crate::export::Exporters::default(),
             threats: Default::default(),
             threat_overflow: AtomicU64::new(0),
+            identities: Arc::default(),
         }
+    }
+
+    /// Names the ends of records from `registry` (shared with the daemon, which updates it
+    /// as workloads are attached and detached).
+    pub fn with_identities(mut self, registry: Arc<crate::identity::Registry>) -> Self {
+        self.identities = registry;
+        self
+    }
+
+    /// The registry records' identities come from.
+    pub fn identities(&self) -> &Arc<crate::identity::Registry> {
+        &self.identities
+    }
+
+    /// The connection record of `snap` ([`to_record`]) with the interface names and the
+    /// ends' identities ([`crate::identity::Registry::annotate_ends`]). Reporter thread and
+    /// `list_sessions` only.
+    pub fn record(&self, snap: &crate::session::SessionSnapshot) -> ConnectionRecord {
+        let mut r = to_record(snap, |slot| self.name(slot));
+        let s = &snap.session;
+        self.identities.annotate_ends(&mut r, s.client_end().0.ip(), s.server_end().0.ip());
+        r
+    }
+
+    /// The record of a threat event whose session snapshot is not at hand
+    /// ([`crate::record::hit_record`]), with the ends' identities.
+    fn hit_record(&self, e: &ThreatHit) -> ConnectionRecord {
+        let mut r = crate::record::hit_record(e);
+        self.identities.annotate_ends(&mut r, e.client.ip(), e.server.ip());
+        r
     }
 
     /// This daemon run's epoch ([`Subscribed::epoch`]).
@@ -403,8 +436,8 @@ impl Hub {
                 .map(|e| {
                     let same = e.session == h.session && e.first_ns == h.first_ns;
                     let mut connection = match (&snap, same) {
-                        (Some(s), true) => to_record(s, |slot| self.name(slot)),
-                        _ => crate::record::hit_record(&e),
+                        (Some(s), true) => self.record(s),
+                        _ => self.hit_record(&e),
                     };
                     connection.capture_file = e
                         .session
@@ -429,7 +462,7 @@ impl Hub {
         let mut out = Vec::new();
         merge.drain_upto(&mut out, usize::MAX);
         if !out.is_empty() {
-            let events = out.iter().map(|e| self.threat_event(e, crate::record::hit_record(e))).collect();
+            let events = out.iter().map(|e| self.threat_event(e, self.hit_record(e))).collect();
             self.publish_events(events);
         }
         self.threat_overflow.store(merge.stats.overflow, Ordering::Relaxed);
@@ -542,7 +575,7 @@ impl Hub {
                         .snaps
                         .iter()
                         .map(|s| {
-                            let mut connection = to_record(s, |slot| self.name(slot));
+                            let mut connection = self.record(s);
                             connection.capture_file = file(s.session.id);
                             if connection.exception_action.is_some() {
                                 Event::Exception { connection }
@@ -564,7 +597,7 @@ impl Hub {
                             dropped += 1;
                             continue;
                         }
-                        let rec = to_record(s, |slot| self.name(slot));
+                        let rec = self.record(s);
                         self.learn(&rec);
                         self.export.offer(rep.worker, s, &rec);
                         match slot {
@@ -1073,5 +1106,66 @@ mod tests {
         assert_eq!(conns.len(), MAX_PENDING);
         assert_eq!(conns.iter().filter(|c| c.packets_to_server == 7).count(), 1);
         assert_eq!(hub.health().1, extra as u64);
+    }
+
+    /// Records and events built by the reporter name the ends whose addresses are discovered
+    /// workloads' ([`crate::identity::Registry`]), and only those.
+    #[test]
+    fn records_and_events_carry_identities() {
+        use crate::flow::{Addr, FlowKey};
+        use crate::session::{SessionTable, Timeouts};
+        use warden_control::Identity;
+        let mut t = SessionTable::new(4, Timeouts::default());
+        let session = |t: &mut SessionTable, c: u8, s: u8| {
+            let k = FlowKey::new(0, 6, Addr::v4([198, 18, 0, c]), 40000, Addr::v4([198, 18, 0, s]), 80);
+            t.track(&k.0, k.1, 60, Some(crate::tcpseq::Segment::flags(0x02)), 1, 1).unwrap();
+        };
+        session(&mut t, 1, 2);
+        session(&mut t, 3, 4);
+        let mut snaps = t.snapshot(2);
+        snaps.sort_by_key(|s| s.session.client_end().0.ip());
+        let registry = Arc::new(crate::identity::Registry::new());
+        let web = Identity {
+            container_id: Some("ab".repeat(32)),
+            container_name: Some("web-1".into()),
+            runtime: Some("podman".into()),
+            host_iface: Some("veth1".into()),
+            ..Identity::default()
+        };
+        let db = Identity { pod_name: Some("db-0".into()), pod_namespace: Some("shop".into()), ..Identity::default() };
+        registry.set("web-1", web.clone(), vec!["198.18.0.1".parse().unwrap()]);
+        registry.set("db", db.clone(), vec!["198.18.0.2".parse().unwrap()]);
+        let hub = Arc::new(Hub::new(1 << 20, 3600).with_identities(registry.clone()));
+        let mut sub = hub.subscribe(None, None);
+        let (tx, rx) = crossbeam::channel::bounded(8);
+        let reporter = {
+            let hub = hub.clone();
+            thread::spawn(move || hub.run_reporter(rx, Duration::from_secs(3600)))
+        };
+        let report = |snaps: Vec<crate::session::SessionSnapshot>, events: bool| WorkerReport {
+            worker: 0,
+            snaps,
+            events,
+            threats: Vec::new(),
+            captures: Vec::new(),
+        };
+        tx.send(report(vec![snaps[0].clone()], true)).unwrap();
+        let Reply::Event(e) = next_reply(&mut sub) else { panic!("not an event") };
+        let c = e.event.connection();
+        assert_eq!((c.client_identity.as_ref(), c.server_identity.as_ref()), (Some(&web), Some(&db)));
+        tx.send(report(snaps.clone(), false)).unwrap();
+        drop(tx);
+        let Reply::Report(b) = next_reply(&mut sub) else { panic!("not a report") };
+        reporter.join().unwrap();
+        let by_client = |ip: &str| b.connections.iter().find(|c| c.client_ip == ip).expect(ip);
+        assert_eq!(by_client("198.18.0.1").client_identity, Some(web));
+        assert_eq!(by_client("198.18.0.1").server_identity, Some(db));
+        assert_eq!((by_client("198.18.0.3").client_identity.as_ref(), by_client("198.18.0.3").server_identity.as_ref()), (None, None));
+        // The JSON names the identity fields; a workload that is gone is no longer named.
+        let line = serde_json::to_string(by_client("198.18.0.1")).unwrap();
+        assert!(line.contains(r#""client_identity":{"container_id""#) && line.contains(r#""container_name":"web-1""#), "{line}");
+        registry.remove("web-1");
+        assert_eq!(hub.record(&snaps[0]).client_identity, None);
+        assert!(hub.record(&snaps[0]).server_identity.is_some());
     }
 }

@@ -46,7 +46,6 @@ use crate::expect::ExpectTable;
 use crate::names::NameTable;
 use crate::inspect::{DropReason, Inspector};
 use crate::policy::{learned_policy, CompiledPolicy, Policy};
-use crate::record::to_record;
 use crate::wire::Malformed;
 use crate::worker::{self, Command, IfCounters, Worker, WorkerConfig, WorkerLink, WorkerStats};
 use crate::xsk::SideSpec;
@@ -184,6 +183,14 @@ struct Daemon {
     started: Instant,
     /// The running policy (source form) and its published, compiled form.
     policy: Policy,
+    /// The running policy as published: `policy` with the addresses of the discovered
+    /// workloads its selectors take ([`Policy::with_discovered`]).
+    enforced: Policy,
+    /// Discovered workloads ([`crate::identity`]), shared with the reporter (records) and
+    /// updated by the attach stage ([`Daemon::identities_changed`]).
+    identities: Arc<crate::identity::Registry>,
+    /// The registry generation `enforced` was filled from.
+    identities_seen: u64,
     policy_handle: Arc<PolicyHandle>,
     /// The shadow policy (source form), published beside the running one ([`crate::shadow`]).
     shadow: Option<Policy>,
@@ -798,11 +805,11 @@ impl Daemon {
             });
             match rx.recv_timeout(Duration::from_secs(5)) {
                 Ok((snaps, Some(next))) => {
-                    out.extend(snaps.iter().map(|s| to_record(s, |i| self.hub.name(i))));
+                    out.extend(snaps.iter().map(|s| self.hub.record(s)));
                     slot = next;
                     continue;
                 }
-                Ok((snaps, None)) => out.extend(snaps.iter().map(|s| to_record(s, |i| self.hub.name(i)))),
+                Ok((snaps, None)) => out.extend(snaps.iter().map(|s| self.hub.record(s))),
                 Err(_) => tracing::warn!(worker = w, "list_sessions: the worker did not answer within 5 s, skipped"),
             }
             w += 1;
@@ -980,9 +987,7 @@ impl Daemon {
                 v.extend(self.monitor_attachments());
                 Response::ok(Reply::Attachments(v))
             }
-            Request::ListWorkloads {} => {
-                Response::err(format!("{}: workload discovery is not available in this build", req.name()))
-            }
+            Request::ListWorkloads {} => Response::ok(Reply::Workloads(self.workloads())),
             Request::Status {} => {
                 let stats = self.worker_stats();
                 let worker_overflow: u64 =
@@ -1129,7 +1134,13 @@ impl Daemon {
             Request::Threats {} => Response::ok(Reply::Threats(self.threat_infos())),
             Request::PolicyLearned {} => {
                 let seen = self.hub.learned();
-                Response::ok(Reply::PolicyText(learned_policy(&self.policy, &seen).to_toml()))
+                // Learned against the addresses as enforced (selected workloads' discovered
+                // ones), written with each workload's addresses as the file has them.
+                let mut learned = learned_policy(&self.enforced, &seen);
+                for (w, src) in learned.workloads.iter_mut().zip(&self.policy.workloads) {
+                    w.ips.clone_from(&src.ips);
+                }
+                Response::ok(Reply::PolicyText(learned.to_toml()))
             }
             Request::SetWorkload { workload } => {
                 let r = edit_policy(&self.policy, |t| {
@@ -1312,8 +1323,62 @@ impl Daemon {
         outcome.join("; ")
     }
 
+    /// The discovered workloads ([`Request::ListWorkloads`]), each with the policy workload
+    /// its addresses belong to (or whose selector selects it).
+    fn workloads(&self) -> Vec<warden_control::WorkloadInfo> {
+        self.identities
+            .list()
+            .into_iter()
+            .map(|d| {
+                let owner = d
+                    .ips
+                    .iter()
+                    .find_map(|ip| self.enforced.workloads.iter().find(|w| w.ips.contains(ip)))
+                    .or_else(|| self.enforced.selecting(&d.identity));
+                warden_control::WorkloadInfo {
+                    attachment: d.attachment,
+                    workload: owner.map(|w| w.id.clone()),
+                    identity: d.identity,
+                    ips: d.ips.iter().map(ToString::to_string).collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// `p` with the addresses of the discovered workloads its selectors take, the notes of
+    /// addresses left out logged.
+    fn fill(&self, p: &Policy) -> Policy {
+        let (filled, notes) = p.with_discovered(&self.identities.list());
+        for n in notes.iter().take(16) {
+            tracing::warn!("policy selector: {n}");
+        }
+        filled
+    }
+
+    /// Publishes the running policy again when the discovered workloads changed since it was
+    /// filled and some workload selects by identity, replying once every worker enforces it
+    /// (`None`: nothing to do). The attach stage calls this after each
+    /// [`crate::identity::Registry::set`] / `remove`, before it replies, so a selected
+    /// workload's next frame meets its policy; the control loop also calls it every tick.
+    pub(crate) fn identities_changed(&mut self) -> Option<Response> {
+        let g = self.identities.generation();
+        if g == self.identities_seen {
+            return None;
+        }
+        if self.policy.workloads.iter().all(|w| w.select.is_empty()) {
+            self.identities_seen = g;
+            return None;
+        }
+        let resp = self.install(self.policy.clone(), "discovered workloads changed");
+        if !resp.ok {
+            tracing::warn!("policy with discovered workloads not published: {:?}", resp.error);
+        }
+        Some(resp)
+    }
+
     /// Compiles and publishes `p` (with the attachments' implicit workloads,
-    /// [`Self::with_attachments`]); replies once every worker enforces it.
+    /// [`Self::with_attachments`], and the discovered workloads its selectors take); replies
+    /// once every worker enforces it.
     fn install(&mut self, p: Policy, what: &str) -> Response {
         let p = match self.with_attachments(p, None) {
             Ok(p) => p,
@@ -1326,9 +1391,12 @@ impl Daemon {
         r
     }
 
-    /// Compiles and publishes `p` as it is; replies once every worker enforces it.
+    /// Compiles and publishes `p` as it is (its selectors filled with the discovered
+    /// workloads); replies once every worker enforces it.
     fn install_exact(&mut self, p: Policy, what: &str) -> Response {
-        let compiled = match CompiledPolicy::compile(&p) {
+        let seen = self.identities.generation();
+        let enforced = self.fill(&p);
+        let compiled = match CompiledPolicy::compile(&enforced) {
             Ok(c) => c,
             Err(e) => return Response::err(format!("policy rejected, the running one stays: {e}")),
         };
@@ -1353,6 +1421,8 @@ impl Daemon {
         }
         let (w, r, s) = (p.workloads.len(), p.rules.len(), p.services.len());
         self.policy = p;
+        self.enforced = enforced;
+        self.identities_seen = seen;
         self.update_pretrigger();
         if !self.policy_handle.wait_loaded(g, Duration::from_secs(2)) {
             tracing::warn!(generation = g, "a worker did not load the new policy within 2 s");
@@ -1369,7 +1439,7 @@ impl Daemon {
         if self.cfg.capture.pretrigger_workloads.is_empty() || self.cfg.capture.pretrigger_frames == 0 {
             return;
         }
-        match crate::capture::pretrigger_program(&self.cfg.capture, &self.policy) {
+        match crate::capture::pretrigger_program(&self.cfg.capture, &self.enforced) {
             Ok(p) => {
                 for w in &self.workers {
                     let _ = w.send(Command::PretriggerProgram(p.clone()));
@@ -1390,7 +1460,7 @@ impl Daemon {
             .iter()
             .flat_map(|p| [(p.a.name.clone(), p.a.slot, p.b.slot), (p.b.name.clone(), p.b.slot, p.a.slot)])
             .collect();
-        let t = crate::capture::manager::Target { ifaces: &ifaces, policy: &self.policy };
+        let t = crate::capture::manager::Target { ifaces: &ifaces, policy: &self.enforced };
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
         let started = self.captures.start(spec, &t, now)?;
         for w in &self.workers {
@@ -1402,7 +1472,7 @@ impl Daemon {
     /// Compiles and publishes `p` as the shadow policy (None: drops the shadow); replies once
     /// every worker evaluates it.
     fn install_shadow(&mut self, p: Option<Policy>) -> Response {
-        let compiled = match p.as_ref().map(CompiledPolicy::compile).transpose() {
+        let compiled = match p.as_ref().map(|p| CompiledPolicy::compile(&self.fill(p))).transpose() {
             Ok(c) => c,
             Err(e) => return Response::err(format!("shadow policy rejected: {e}")),
         };
@@ -1461,6 +1531,7 @@ impl Daemon {
             w.wake();
         }
         let (w, r) = (p.workloads.len(), p.rules.len());
+        self.enforced = self.fill(&p);
         self.policy = p;
         self.update_pretrigger();
         if !self.policy_handle.wait_loaded(g, Duration::from_secs(2)) || !self.policy_handle.wait_shadow_loaded(sg, Duration::from_secs(2)) {
@@ -1601,8 +1672,10 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let xdp = XdpProgram::load_with_fast(mode, u32::try_from(fast_entries).unwrap_or(u32::MAX))
         .map_err(|e| anyhow::anyhow!("{e} (Warden needs root or CAP_BPF+CAP_NET_ADMIN)"))?;
     let fast_slots = Arc::new(crate::fastpath::FastSlots::default());
+    let identities = Arc::new(crate::identity::Registry::new());
     let hub = Arc::new(
         Hub::new(d.report_buffer_bytes, d.report_interval)
+            .with_identities(identities.clone())
             .with_pending_max(d.workers.saturating_mul(cfg.sessions.max))
             .with_export(crate::export::Exporters::start(&cfg.export)?),
     );
@@ -1695,7 +1768,10 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         workers,
         hub: hub.clone(),
         started: Instant::now(),
+        enforced: policy.clone(),
         policy,
+        identities_seen: identities.generation(),
+        identities,
         policy_handle: policy_handle.clone(),
         shadow: None,
         expectations,
@@ -1806,6 +1882,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             daemon.check_queues();
             daemon.check_fast_path();
             daemon.check_attachments();
+            daemon.identities_changed();
         }
         let wait = service
             .tick(daemon.pairs.len(), policy_handle.generation())

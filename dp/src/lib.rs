@@ -17,7 +17,8 @@
 //! - [`expect`]: flows announced by other flows (TFTP transfers), shared by all workers;
 //! - [`names`]: DNS names for `fqdn` rules, learned from answers, shared by all workers;
 //! - [`seqlock`]: the lock-free cell those shared tables are built of;
-//! - [`record`]: connection records;
+//! - [`record`]: connection records; [`identity`]: who is behind an attached interface
+//!   (container, pod, VM) and the registry records are annotated from;
 //! - [`control`]: the control socket server and report fan-out;
 //! - [`daemon`]: start-up, inline pairs, XDP attach/detach, shutdown;
 //! - [`replay`]: the offline pipeline over pcap files;
@@ -46,6 +47,7 @@ pub mod fastpath;
 pub mod expect;
 pub mod flow;
 pub mod icmp;
+pub mod identity;
 pub mod logging;
 pub mod inspect;
 pub mod metrics;

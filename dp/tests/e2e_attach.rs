@@ -759,18 +759,41 @@ fn podman_containers_attached_by_name_protected_and_detached() {
     let r = recs.iter().find(|x| x.client_ip == ipa && x.server_ip == ipb && x.ip_proto == 6).unwrap_or_else(|| panic!("{recs:?}"));
     assert_eq!((r.client_workload.as_deref(), r.server_workload.as_deref()), (Some(a.as_str()), Some(b.as_str())), "{r:?}");
     assert_eq!(r.app, "http");
+    // Who is talking: both ends named by discovery (namespace -> cgroup -> podman's metadata).
+    for (end, n) in [(&r.client_identity, &a), (&r.server_identity, &b)] {
+        let id = end.clone().unwrap_or_else(|| panic!("no identity for {n}: {r:?}"));
+        assert_eq!((id.container_name.as_deref(), id.runtime.as_deref()), (Some(n.as_str()), Some("podman")), "{id:?}");
+        assert!(id.container_id.as_ref().is_some_and(|c| c.len() == 64), "{id:?}");
+        assert!(id.host_iface.is_some(), "{id:?}");
+    }
+    let host_rec = recs.iter().find(|x| x.server_ip == ipb && x.client_ip != ipa && x.ip_proto == 6).unwrap();
+    assert!(host_rec.client_identity.is_none(), "the host is nobody's container: {host_rec:?}");
+    let workloads = p.wardenctl(&["workloads"]);
+    for n in [&a, &b] {
+        assert!(workloads.contains(n.as_str()) && workloads.contains("podman"), "{workloads}");
+    }
 
-    match p.client().request(&Request::SetMode { id: b.clone(), mode: "protect".into() }) {
+    // Protect by container name: a policy whose workload selects b by its name (no address in
+    // the file) takes b's attachment and address, and denies what no rule allows.
+    let policy = format!("[[workload]]\nid = \"guarded\"\ncontainers = [\"{b}\"]\nmode = \"protect\"\n");
+    match p.client().request(&Request::PolicyApply { text: policy }) {
         Ok(Reply::Done(_)) => {}
         other => panic!("{other:?}"),
     }
+    let list2: Vec<AttachInfo> =
+        p.wardenctl(&["--json", "attachments"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let ib = list2.iter().find(|i| &i.name == &b).unwrap();
+    assert_eq!((ib.workload.as_deref(), ib.mode.as_str()), (Some("guarded"), "protect"), "{ib:?}");
     assert!(!p.wget(&a, &ipb), "protect mode on b's workload denies a -> b");
     assert_eq!(Pod::curl(&ipb), "000", "and host -> b");
     assert!(!p.wget(&b, &ipa), "b's egress is denied too (no rule allows it)");
     let recs = collect_reports(&mut sub, Duration::from_secs(10), |r| {
         r.iter().any(|x| x.client_ip == ipa && x.server_ip == ipb && x.verdict.as_deref() == Some("denied"))
     });
-    assert!(recs.iter().any(|x| x.client_ip == ipa && x.verdict.as_deref() == Some("denied")), "{recs:?}");
+    let d = recs.iter().find(|x| x.client_ip == ipa && x.server_ip == ipb && x.verdict.as_deref() == Some("denied"));
+    let d = d.unwrap_or_else(|| panic!("{recs:?}"));
+    assert_eq!(d.server_workload.as_deref(), Some("guarded"), "{d:?}");
+    assert_eq!(d.server_identity.as_ref().and_then(|i| i.container_name.as_deref()), Some(b.as_str()), "{d:?}");
 
     for n in [&a, &b] {
         let out = p.wardenctl(&["detach", n]);

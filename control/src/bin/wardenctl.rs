@@ -83,6 +83,9 @@ enum Cmd {
     },
     /// The threat catalogue: each threat's severity, action in protect mode and counters.
     Threats,
+    /// Workloads discovered behind attached interfaces: container, pod or VM, addresses and
+    /// the policy workload they belong to.
+    Workloads,
     /// Workloads: add or replace, remove, change mode.
     Workload {
         #[command(subcommand)]
@@ -339,6 +342,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         Cmd::Sessions { page_size, all, after } => return sessions(cli, &mut client, *page_size, *all, *after),
         Cmd::Counters => Request::Counters {},
         Cmd::Threats => Request::Threats {},
+        Cmd::Workloads => Request::ListWorkloads {},
         Cmd::Connections { follow, since } => return Ok(connections(cli, &mut client, *follow, *since)?),
         Cmd::Schema { .. } => unreachable!("handled above"),
         Cmd::AddPair { a, b, fail_closed } => Request::AddInlinePair {
@@ -628,6 +632,7 @@ fn print_json_lines(reply: &Reply) {
         Reply::PolicyDiff(d) => line(d),
         Reply::Captures(v) => v.iter().for_each(|x| line(x)),
         Reply::Attachments(v) => v.iter().for_each(|x| line(x)),
+        Reply::Workloads(v) => v.iter().for_each(|x| line(x)),
         other => line(other),
     }
 }
@@ -806,13 +811,45 @@ fn print_captures(v: &[warden_control::CaptureInfo]) {
     table(&["ID", "NAME", "STATE", "FRAMES", "BYTES", "LOST", "FILTER"], &rows);
 }
 
+/// Discovered workloads as a table: attachment, who (container name or VM, short id), runtime,
+/// pod (`namespace/name`), addresses, policy workload.
+fn print_workloads(v: &[warden_control::WorkloadInfo]) {
+    let dash = |s: Option<&str>| s.unwrap_or("-").to_string();
+    let rows: Vec<Vec<String>> = v
+        .iter()
+        .map(|w| {
+            let i = &w.identity;
+            let who = match (&i.container_name, &i.container_id, &i.vm_name) {
+                (Some(n), Some(id), _) => format!("{n} ({})", &id[..id.len().min(12)]),
+                (None, Some(id), _) => id[..id.len().min(12)].to_string(),
+                (Some(n), None, _) => n.clone(),
+                (None, None, Some(vm)) => format!("vm {vm}"),
+                (None, None, None) => "-".into(),
+            };
+            let pod = match (&i.pod_namespace, &i.pod_name) {
+                (Some(ns), Some(n)) => format!("{ns}/{n}"),
+                (None, Some(n)) => n.clone(),
+                _ => "-".into(),
+            };
+            vec![
+                w.attachment.clone(),
+                who,
+                dash(i.runtime.as_deref()),
+                pod,
+                dash(i.host_iface.as_deref()),
+                if w.ips.is_empty() { "-".into() } else { w.ips.join(",") },
+                dash(w.workload.as_deref()),
+            ]
+        })
+        .collect();
+    table(&["ATTACHMENT", "WHO", "RUNTIME", "POD", "HOST IFACE", "ADDRESSES", "WORKLOAD"], &rows);
+}
+
 fn print_table(reply: &Reply) {
     match reply {
         Reply::Attached(a) => print_attachments(std::slice::from_ref(a)),
         Reply::Attachments(v) => print_attachments(v),
-        Reply::Workloads(_) => {
-            println!("{}", serde_json::to_string_pretty(reply).unwrap_or_default());
-        }
+        Reply::Workloads(v) => print_workloads(v),
         Reply::Status(s) => {
             let rows = [
                 ("version", s.version.clone()),

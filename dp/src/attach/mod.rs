@@ -44,15 +44,18 @@ use resolve::Target;
 use state::{Phase, State};
 
 /// The policy workload an attachment's addresses belong to, when the running policy already
-/// has one: a workload owning one of its addresses (or, once selector workloads land
-/// (h12-identity), one whose selector matches `st.identity`). `None`: Warden adds an implicit
-/// workload named after the attachment. Returns (workload id, its mode).
+/// has one: a workload owning one of its addresses, else one whose selector (`containers`,
+/// `pods`, `pod_labels`, [`crate::policy::select`]) matches `st.identity` (the daemon fills its
+/// addresses from the identity registry). `None`: Warden adds an implicit workload named after
+/// the attachment. Returns (workload id, its mode).
 pub fn workload_for(policy: &Policy, st: &State) -> Option<(String, String)> {
+    let not_own = |w: &&crate::policy::Workload| !(st.implicit && w.id == st.name);
     policy
         .workloads
         .iter()
-        .filter(|w| !(st.implicit && w.id == st.name))
+        .filter(not_own)
         .find(|w| w.ips.iter().any(|a| st.ips.iter().any(|i| i.parse::<std::net::IpAddr>().ok() == Some(*a))))
+        .or_else(|| policy.workloads.iter().filter(not_own).find(|w| w.select.matches(&st.identity)))
         .map(|w| (w.id.clone(), w.mode.as_str().to_string()))
 }
 

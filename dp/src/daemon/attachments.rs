@@ -62,6 +62,7 @@ impl Daemon {
         }
         let mode = self.attach_mode(&spec)?;
         let mut st = attach::plan(&t, &spec, &name, &mode)?;
+        st.identity = discovered_identity(&st);
         if !st.ips.is_empty() {
             match attach::workload_for(&self.policy, &st) {
                 Some((id, m)) => {
@@ -86,14 +87,17 @@ impl Daemon {
         // The workload is enforced by every worker before the bridge side comes up (and before
         // the reply): the first frame through the attachment is inspected under it.
         self.attachments.push(st.clone());
+        self.register_identity(&st);
         let r = self.install(self.policy.clone(), &format!("attachment {name}"));
         if !r.ok {
             self.attachments.pop();
+            self.identities.remove(&st.name);
             let _ = self.remove_pair(&st.host, Some(&st.near));
             return Err(self.undo_attach(&st, r.error.unwrap_or_default()));
         }
         if let Err(e) = plumb::connect(&st) {
             self.attachments.pop();
+            self.identities.remove(&st.name);
             let _ = self.remove_pair(&st.host, Some(&st.near));
             let e = self.undo_attach(&st, e);
             let _ = self.install(self.policy.clone(), "attachment undone");
@@ -121,6 +125,14 @@ impl Daemon {
         Ok(attach::info(&st))
     }
 
+    /// Puts the attachment's identity and addresses in the registry ([`crate::identity`]):
+    /// records and events name it from then on, and the workloads selecting it take its
+    /// addresses at the next publish (the caller's).
+    fn register_identity(&self, st: &State) {
+        let ips = st.ips.iter().filter_map(|a| a.split('/').next().and_then(|a| a.parse().ok())).collect();
+        self.identities.set(&st.name, st.identity.clone(), ips);
+    }
+
     /// Restores the plumbing of a failed attach and removes its state; the error to return.
     fn undo_attach(&self, st: &State, e: String) -> String {
         let errs = plumb::restore(st, false);
@@ -146,9 +158,12 @@ impl Daemon {
             let _ = self.remove_pair(&st.host, Some(&st.near));
         }
         let errs = if st.phase == Phase::Gone { plumb::remove_own(&st) } else { plumb::restore(&st, false) };
+        self.identities.remove(&st.name);
         if st.implicit {
             let p = self.with_attachments(self.policy.clone(), Some(&st.name))?;
             let _ = self.install_exact(p, &format!("attachment {} detached", st.name));
+        } else {
+            let _ = self.identities_changed();
         }
         state::remove(&self.attach_dir(), &st.name);
         let msg = if errs.is_empty() {
@@ -288,9 +303,11 @@ impl Daemon {
         let pair = InlinePair { a: st.host.clone(), b: st.near.clone(), fail_mode: self.cfg.attach.fail_mode };
         self.add_pair(&pair)?;
         self.attachments.push(st.clone());
+        self.register_identity(&st);
         let r = self.install(self.policy.clone(), &format!("attachment {} adopted", st.name));
         if !r.ok {
             self.attachments.pop();
+            self.identities.remove(&st.name);
             let _ = self.remove_pair(&st.host, Some(&st.near));
             return Err(r.error.unwrap_or_default());
         }
@@ -310,6 +327,7 @@ impl Daemon {
             if let Err(e) = state::save(&dir, &self.attachments[i]) {
                 tracing::warn!("attachment {}: {e}", st.name);
             }
+            self.identities.remove(&st.name);
             if st.implicit {
                 match self.with_attachments(self.policy.clone(), Some(&st.name)) {
                     Ok(p) => {
@@ -317,6 +335,8 @@ impl Daemon {
                     }
                     Err(e) => tracing::warn!("attachment {}: workload not removed: {e}", st.name),
                 }
+            } else {
+                let _ = self.identities_changed();
             }
             tracing::info!("attachment {}: {} went away; detached, waiting for it to return {}", st.name, st.host, errs.join("; "));
         }
@@ -338,4 +358,34 @@ impl Daemon {
             }
         }
     }
+}
+
+/// Who is behind attachment `st`: what discovery finds (its namespace → processes → cgroup →
+/// runtime metadata; libvirt's domain XML or the holder's cgroup for a tap), completed with what
+/// the runtime said when the target was resolved, and the host interface.
+fn discovered_identity(st: &State) -> warden_control::Identity {
+    let mut id = match (&st.netns, st.kind.as_str()) {
+        (Some(ns), _) => crate::identity::discover_netns(ns),
+        (None, "tap") => crate::identity::discover_tap(&st.host),
+        _ => warden_control::Identity::default(),
+    };
+    let r = &st.identity;
+    for (mine, theirs) in [
+        (&mut id.container_id, &r.container_id),
+        (&mut id.container_name, &r.container_name),
+        (&mut id.runtime, &r.runtime),
+        (&mut id.pod_name, &r.pod_name),
+        (&mut id.pod_namespace, &r.pod_namespace),
+        (&mut id.pod_uid, &r.pod_uid),
+        (&mut id.vm_name, &r.vm_name),
+    ] {
+        if mine.is_none() {
+            mine.clone_from(theirs);
+        }
+    }
+    if id.pod_labels.is_empty() {
+        id.pod_labels.clone_from(&r.pod_labels);
+    }
+    id.host_iface = Some(st.host.clone());
+    id
 }

@@ -65,7 +65,10 @@ struct RawPolicy {
 #[serde(deny_unknown_fields)]
 struct RawWorkload {
     id: Spanned<String>,
-    ips: Spanned<Vec<Spanned<String>>>,
+    ips: Option<Spanned<Vec<Spanned<String>>>>,
+    containers: Option<Spanned<Vec<Spanned<String>>>>,
+    pods: Option<Spanned<Vec<Spanned<String>>>>,
+    pod_labels: Option<Spanned<std::collections::BTreeMap<String, Spanned<String>>>>,
     #[serde(default)]
     macs: Vec<Spanned<String>>,
     iface: Option<Spanned<String>>,
@@ -324,6 +327,42 @@ fn parse_service(ctx: &Ctx<'_>, s: &RawService, ids: &HashMap<String, usize>) ->
     })
 }
 
+/// A workload's `containers`, `pods` and `pod_labels` ([`super::select`]): lists non-empty,
+/// globs that compile, pods as `namespace/name`, label keys non-empty.
+fn parse_selector(ctx: &Ctx<'_>, w: &RawWorkload) -> Result<super::Selector, PolicyError> {
+    let mut s = super::Selector::default();
+    let lists = [
+        (&w.containers, "containers", &mut s.containers, super::check_container_glob as fn(&str) -> Result<(), String>),
+        (&w.pods, "pods", &mut s.pods, super::check_pod_glob),
+    ];
+    for (list, field, out, check) in lists {
+        let Some(list) = list else { continue };
+        if list.get_ref().is_empty() {
+            return ctx.err(list.span(), field, format!("empty {field} list (leave {field} out to select nothing by it)"));
+        }
+        for p in list.get_ref() {
+            if let Err(m) = check(p.get_ref()) {
+                return ctx.err(p.span(), field, m);
+            }
+            if !out.contains(p.get_ref()) {
+                out.push(p.get_ref().clone());
+            }
+        }
+    }
+    if let Some(labels) = &w.pod_labels {
+        if labels.get_ref().is_empty() {
+            return ctx.err(labels.span(), "pod_labels", "empty pod_labels table (leave it out to select nothing by it)");
+        }
+        for (k, v) in labels.get_ref() {
+            if k.is_empty() || k.len() > 317 {
+                return ctx.err(v.span(), "pod_labels", format!("bad label key {k:?}: 1 to 317 characters"));
+            }
+            s.pod_labels.insert(k.clone(), v.get_ref().clone());
+        }
+    }
+    Ok(s)
+}
+
 fn parse_mode(ctx: &Ctx<'_>, v: &Spanned<String>, field: &str) -> Result<Mode, PolicyError> {
     match Mode::from_name(v.get_ref()) {
         Some(m) => Ok(m),
@@ -376,7 +415,9 @@ fn family_of(e: &Endpoint) -> Option<bool> {
 impl Policy {
     /// Reads a policy file. The whole file is validated: TOML syntax, unknown keys, types,
     /// modes, workload ids (unique, not `any`/`external`/an address), addresses and MACs
-    /// (each in one workload only), interface names, rule ids (unique, 0..=u32::MAX), `from`/
+    /// (each in one workload only; at least one address unless the workload has a selector:
+    /// `containers` and `pods` non-empty lists of globs, pods as `namespace/name`,
+    /// `pod_labels` a non-empty table), interface names, rule ids (unique, 0..=u32::MAX), `from`/
     /// `to` (known workload, CIDR with host bits zero, `any`, `external`; two CIDRs of
     /// different families never match and are rejected), `ip_proto`, `ports` (non-empty;
     /// `"80"`, `"8000-8100"` or integers; only with tcp, udp or any), `apps` (non-empty, known
@@ -407,11 +448,19 @@ impl Policy {
             if ids.insert(id.clone(), workloads.len()).is_some() {
                 return ctx.err(w.id.span(), "id", format!("duplicate workload id {id:?}"));
             }
-            if w.ips.get_ref().is_empty() {
-                return ctx.err(w.ips.span(), "ips", "a workload needs at least one address");
+            let select = parse_selector(&ctx, w)?;
+            let no_ips: Vec<Spanned<String>> = Vec::new();
+            let listed = w.ips.as_ref().map_or(&no_ips, |l| l.get_ref());
+            if listed.is_empty() && select.is_empty() {
+                let span = w.ips.as_ref().map_or_else(|| w.id.span(), |l| l.span());
+                return ctx.err(
+                    span,
+                    "ips",
+                    "a workload needs at least one address, or a selector (containers, pods, pod_labels)",
+                );
             }
             let mut ips = Vec::new();
-            for ip in w.ips.get_ref() {
+            for ip in listed {
                 let a: IpAddr = match ip.get_ref().parse() {
                     Ok(a) => a,
                     Err(_) => {
@@ -465,6 +514,7 @@ impl Policy {
                 macs,
                 iface,
                 mode,
+                select,
             });
         }
 

@@ -94,7 +94,10 @@
 //! - `model.rs`: the parsed file's types; `load.rs`: TOML in and out with line/field errors;
 //! - `matcher.rs`: [`CompiledPolicy`] (the index and the externalIP table) and
 //!   [`reference_evaluate`] (linear);
-//! - `learn.rs`: [`learned_policy`] (a protect-mode policy from learned connections).
+//! - `learn.rs`: [`learned_policy`] (a protect-mode policy from learned connections);
+//! - `select.rs`: workloads selected by identity ([`Selector`]: container names, pod
+//!   `namespace/name`, pod labels) and their addresses filled from discovered workloads
+//!   ([`Policy::with_discovered`]).
 
 use std::net::IpAddr;
 
@@ -104,12 +107,14 @@ mod learn;
 mod load;
 mod matcher;
 mod model;
+mod select;
 #[cfg(test)]
 mod services_tests;
 #[cfg(test)]
 mod tests;
 
 pub use learn::{learned_policy, LearnedConn};
+pub use select::{check_container_glob, check_pod_glob, Selector};
 pub use load::PolicyError;
 pub use matcher::{reference_evaluate, reference_evaluate_ends, CompiledPolicy, IndexStats};
 pub use model::{

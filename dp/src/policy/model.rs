@@ -484,7 +484,8 @@ pub struct Workload {
     /// Unique id, used by rules' `from`/`to`: letters, digits, `_`, `-`, `.`; not `any`,
     /// `external`, nor anything that reads as an address.
     pub id: String,
-    /// Its addresses (at least one; each belongs to one workload only).
+    /// Its addresses (each belongs to one workload only; at least one unless `select` says
+    /// which discovered workloads' addresses it takes, [`super::select`]).
     pub ips: Vec<IpAddr>,
     /// Its MAC addresses (may be empty; each belongs to one workload only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -494,6 +495,10 @@ pub struct Workload {
     pub iface: Option<String>,
     /// Its mode (the file's `default_mode` when the workload does not say).
     pub mode: Mode,
+    /// The discovered workloads (containers, pods) whose addresses it takes
+    /// ([`super::select`]); the file's `containers`, `pods`, `pod_labels`.
+    #[serde(flatten)]
+    pub select: super::Selector,
 }
 
 /// A rule. A connection matches when every condition holds; among matching rules the lowest

@@ -1376,6 +1376,7 @@ fn random_policy(r: &mut Rng, pool: &[IpAddr], max_rules: u64) -> Policy {
                 vec![]
             },
             iface: r.chance(20).then(|| format!("veth{i}")),
+            select: Default::default(),
             mode: *r.pick(&modes),
         });
     }

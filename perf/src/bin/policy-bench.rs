@@ -162,6 +162,7 @@ fn policy(r: &mut Rng, rules: usize, mix: Mix) -> Policy {
                 macs: vec![],
                 iface: None,
                 mode: *r.pick(&modes),
+                select: Default::default(),
             }
         })
         .collect();
