@@ -478,3 +478,25 @@ fn errors_have_the_spec_s_shape() {
     assert!(e["details"].as_str().unwrap().contains("\"deny\""), "{e}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// The example network configuration list (conf/cni/10-warden.conflist) as a runtime uses it:
+/// warden-cni comes after the interface plugin, and its entry, with the fields a runtime adds
+/// (§3), is a configuration the plugin accepts.
+#[test]
+fn the_example_conflist_chains_warden_cni_last_with_valid_fields() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/cni/10-warden.conflist");
+    let list: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let plugins = list["plugins"].as_array().unwrap();
+    let types: Vec<&str> = plugins.iter().map(|p| p["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["bridge", "warden-cni"]);
+    let subnet = plugins[0]["ipam"]["ranges"][0][0]["subnet"].as_str().unwrap();
+    assert!(subnet.starts_with("198.18."), "{subnet}");
+    let mut conf = plugins[1].clone();
+    conf["cniVersion"] = list["cniVersion"].clone();
+    conf["name"] = list["name"].clone();
+    conf["prevResult"] = prev_result(list["cniVersion"].as_str().unwrap());
+    let c = crate::conf::NetConf::parse(conf.to_string().as_bytes()).unwrap();
+    assert_eq!((c.socket(), c.mode.as_deref()), (warden_control::DEFAULT_SOCKET, Some("protect")));
+    assert_eq!(c.on_unreachable, crate::conf::OnUnreachable::Fail);
+    assert!(crate::conf::SUPPORTED_VERSIONS.contains(&c.version()));
+}
