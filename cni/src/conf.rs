@@ -24,8 +24,10 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 /// Longest accepted `timeoutMs` (10 min), so a typo cannot hang a runtime for days.
 pub const MAX_TIMEOUT_MS: u64 = 600_000;
 
-/// Longest attachment name built by [`attachment_name`], in bytes.
-pub const MAX_NAME: usize = 120;
+/// Longest attachment name built by [`attachment_name`], in bytes: Warden's limit (an
+/// attachment's name names its state file and its implicit policy workload: 1 to 64 of
+/// `[A-Za-z0-9._-]`).
+pub const MAX_NAME: usize = 64;
 
 /// `(major, minor, patch)` of a `"X.Y.Z"` version string; `None` when it is not three
 /// decimal numbers.

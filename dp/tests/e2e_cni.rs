@@ -147,7 +147,9 @@ impl Cni {
     /// Starts Warden in the host namespace with no inline pairs and waits for its socket.
     fn start_warden(&mut self) {
         let cfg = self.tmp.join("warden.toml");
-        std::fs::write(&cfg, "[sessions]\ntcp_closed_timeout = 1\n").unwrap();
+        // Attachment state in the test's directory, not the host's /run/warden/attach.
+        let state = self.tmp.join("attach");
+        std::fs::write(&cfg, format!("[sessions]\ntcp_closed_timeout = 1\n[attach]\nstate_dir = \"{}\"\n", state.display())).unwrap();
         let log = std::fs::File::create(self.tmp.join("warden.log")).unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", &self.host, env!("CARGO_BIN_EXE_warden"), "run", "--config"])
