@@ -712,6 +712,10 @@ pub struct AttachInfo {
     /// Who it is, as far as discovered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<Identity>,
+    /// `attached`, `starting` (being set up) or `gone` (its interface went away; attached
+    /// again when the same container, namespace or tap returns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
 }
 
 /// Who is behind an address: the container, pod or VM discovered behind an attached

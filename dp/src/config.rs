@@ -63,6 +63,9 @@ pub struct Config {
     /// Packet capture and the pre-trigger ring (`[capture]`, [`crate::capture`]).
     #[serde(default)]
     pub capture: crate::capture::CaptureConfig,
+    /// Attaching to workloads (`[attach]`, [`crate::attach`]).
+    #[serde(default)]
+    pub attach: AttachConfig,
     /// What the file says that is accepted but deserves a warning (deprecated fields), each
     /// naming the file, line and field; logged at start (`warden run`, `check-config`).
     #[serde(skip)]
@@ -77,6 +80,43 @@ pub struct MetricsConfig {
     /// Address to serve on, `IP:PORT` (e.g. `"127.0.0.1:9597"`). Default: none (off). A
     /// non-loopback address exposes counters (interface names, rule ids) to the network.
     pub listen: Option<String>,
+}
+
+/// `[attach]`: putting Warden in front of containers, namespaces and taps
+/// (`wardenctl attach`, [`crate::attach`]).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttachConfig {
+    /// Directory of the attachments' state files (written before each change, read at start to
+    /// adopt or restore what a killed Warden left). Default `/run/warden/attach`.
+    pub state_dir: String,
+    /// Mode of an attached workload when the request names none and no policy workload owns
+    /// its addresses (`learn`, `alert`, `protect`). Default: the policy's default mode.
+    pub default_mode: Option<String>,
+    /// Container runtimes asked for a container by id or name, in order (their CLIs'
+    /// `inspect`). Default `["podman", "docker"]`.
+    pub runtimes: Vec<String>,
+    /// At start, what to do with attachments a previous Warden left: `"adopt"` (attach them
+    /// again, default) or `"restore"` (put their original plumbing back).
+    pub on_start: String,
+    /// At a graceful stop: `"keep"` (default: the attachments stay, in their fail mode, for
+    /// the next start to adopt, as after a crash) or `"detach"` (restore every one).
+    pub on_stop: String,
+    /// Fail mode of attachments' inline pairs (`"open"`, default, or `"closed"`).
+    pub fail_mode: FailMode,
+}
+
+impl Default for AttachConfig {
+    fn default() -> Self {
+        AttachConfig {
+            state_dir: "/run/warden/attach".into(),
+            default_mode: None,
+            runtimes: vec!["podman".into(), "docker".into()],
+            on_start: "adopt".into(),
+            on_stop: "keep".into(),
+            fail_mode: FailMode::Open,
+        }
+    }
 }
 
 /// `[log]`: log line format on stderr.
@@ -688,6 +728,21 @@ impl Config {
                 "policy.dns_names_per_client",
                 format!("must be 1..=4096 with dns_clients x it at most 1048576, got {}", pc.dns_names_per_client),
             ));
+        }
+        let a = &self.attach;
+        if !["adopt", "restore"].contains(&a.on_start.as_str()) {
+            return Err(bad("attach.on_start", format!("must be \"adopt\" or \"restore\", got {:?}", a.on_start)));
+        }
+        if !["keep", "detach"].contains(&a.on_stop.as_str()) {
+            return Err(bad("attach.on_stop", format!("must be \"keep\" or \"detach\", got {:?}", a.on_stop)));
+        }
+        if let Some(m) = &a.default_mode {
+            if crate::policy::Mode::from_name(m).is_none() {
+                return Err(bad("attach.default_mode", format!("{m:?} is not learn, alert or protect")));
+            }
+        }
+        if a.state_dir.is_empty() {
+            return Err(bad("attach.state_dir", "must not be empty".into()));
         }
         let mut seen = std::collections::HashSet::new();
         for p in &self.inline {

@@ -38,6 +38,8 @@ use warden_control::{
 use warden_xdp::{AttachMode, XdpProgram};
 
 use crate::config::{Config, InlinePair, XdpMode};
+
+mod attachments;
 use crate::control::{self, Hub};
 use crate::enforce::PolicyHandle;
 use crate::expect::ExpectTable;
@@ -171,6 +173,8 @@ struct Daemon {
     fast_slots: Arc<crate::fastpath::FastSlots>,
     /// Captures on demand and the capture writer ([`crate::capture`]).
     captures: crate::capture::manager::Manager,
+    /// Attachments ([`crate::attach`]), in the order they were made.
+    attachments: Vec<crate::attach::state::State>,
 }
 
 /// Loads the policy `cfg` names (`[policy] file`, `default_mode`); an empty policy when none.
@@ -797,8 +801,19 @@ impl Daemon {
 
     fn handle(&mut self, req: Request) -> Response {
         match req {
-            Request::Attach { .. } | Request::Detach { .. } | Request::ListAttachments {} | Request::ListWorkloads {} => {
-                Response::err(format!("{}: attachments are not available in this build", req.name()))
+            Request::Attach { spec } => match self.attach(spec) {
+                Ok(i) => Response::ok(Reply::Attached(i)),
+                Err(e) => Response::err(format!("attach: {e}")),
+            },
+            Request::Detach { name } => match self.detach(&name) {
+                Ok(m) => Response::ok(Reply::Done(m)),
+                Err(e) => Response::err(format!("detach: {e}")),
+            },
+            Request::ListAttachments {} => {
+                Response::ok(Reply::Attachments(self.attachments.iter().map(crate::attach::info).collect()))
+            }
+            Request::ListWorkloads {} => {
+                Response::err(format!("{}: workload discovery is not available in this build", req.name()))
             }
             Request::Status {} => {
                 let stats = self.worker_stats();
@@ -1115,8 +1130,18 @@ impl Daemon {
         outcome.join("; ")
     }
 
-    /// Compiles and publishes `p`; replies once every worker enforces it.
+    /// Compiles and publishes `p` (with the attachments' implicit workloads,
+    /// [`Self::with_attachments`]); replies once every worker enforces it.
     fn install(&mut self, p: Policy, what: &str) -> Response {
+        let p = match self.with_attachments(p, None) {
+            Ok(p) => p,
+            Err(e) => return Response::err(format!("policy rejected, the running one stays: {e}")),
+        };
+        self.install_exact(p, what)
+    }
+
+    /// Compiles and publishes `p` as it is; replies once every worker enforces it.
+    fn install_exact(&mut self, p: Policy, what: &str) -> Response {
         let compiled = match CompiledPolicy::compile(&p) {
             Ok(c) => c,
             Err(e) => return Response::err(format!("policy rejected, the running one stays: {e}")),
@@ -1327,8 +1352,21 @@ impl Daemon {
     }
 
     fn shutdown(&mut self) {
+        if self.cfg.attach.on_stop == "detach" {
+            let names: Vec<String> = self.attachments.iter().map(|a| a.name.clone()).collect();
+            for n in names {
+                if let Err(e) = self.detach(&n) {
+                    tracing::warn!("stopping: {e}");
+                }
+            }
+        }
         let pairs = std::mem::take(&mut self.pairs);
         for p in &pairs {
+            // An attachment's pair keeps Warden's program and maps (its fail mode, as after a
+            // crash) for the next start to adopt (`[attach] on_stop = "keep"`).
+            if self.attachments.iter().any(|a| a.host == p.a.name && a.near == p.b.name) {
+                continue;
+            }
             for i in [&p.a, &p.b] {
                 if let Err(e) = self.xdp.detach(i.ifindex) {
                     tracing::warn!("{e}");
@@ -1471,6 +1509,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         report_queue,
         fast_slots,
         captures,
+        attachments: Vec::new(),
     };
     // Every worker enforces the start-up policy before the first pair is attached.
     if !policy_handle.wait_loaded(policy_handle.generation(), Duration::from_secs(5)) {
@@ -1485,6 +1524,8 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             anyhow::bail!("{e}");
         }
     }
+
+    daemon.adopt_attachments();
 
     let (ctl_tx, ctl_rx) = mpsc::channel::<CtlMsg>();
     let socket = Path::new(&d.socket).to_path_buf();
@@ -1559,6 +1600,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             supervise(&handles, &reporter);
             daemon.check_queues();
             daemon.check_fast_path();
+            daemon.check_attachments();
         }
         let wait = service
             .tick(daemon.pairs.len(), policy_handle.generation())

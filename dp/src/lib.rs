@@ -27,6 +27,7 @@
 //!   [`rescan`]: resumable searches that keep parsers linear when bytes trickle in.
 
 pub mod access;
+pub mod attach;
 pub mod app;
 pub mod capture;
 pub mod checksum;

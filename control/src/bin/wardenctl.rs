@@ -93,6 +93,34 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ServiceCmd,
     },
+    /// Put Warden inline in front of a container, network namespace or tap (its bridge port
+    /// is taken over; addresses, MACs and routes of the workload do not change).
+    Attach {
+        /// Container id or name, network namespace (name or path), tap or host interface.
+        target: String,
+        /// `container`, `netns`, `tap` or `iface` (default: guessed).
+        #[arg(long)]
+        kind: Option<String>,
+        /// The interface inside the container or namespace (default: its only one).
+        #[arg(long)]
+        ifname: Option<String>,
+        /// Mode of the workload: learn, alert or protect (default: [attach] default_mode).
+        #[arg(long)]
+        mode: Option<String>,
+        /// Name of the attachment (default: the container, namespace or interface name).
+        #[arg(long)]
+        name: Option<String>,
+        /// An address of the workload (repeatable; default: read inside its namespace).
+        #[arg(long = "ip")]
+        ips: Vec<String>,
+    },
+    /// Undo an attachment: the original plumbing and settings back.
+    Detach {
+        /// The attachment's name (or its target).
+        name: String,
+    },
+    /// Current attachments.
+    Attachments,
     /// Packet capture inside the dataplane (pcapng): start, list, stop, delete.
     Capture {
         #[command(subcommand)]
@@ -358,6 +386,19 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             },
         },
         Cmd::Service { cmd } => service_request(cmd),
+        Cmd::Attach { target, kind, ifname, mode, name, ips } => Request::Attach {
+            spec: warden_control::AttachSpec {
+                target: target.clone(),
+                kind: kind.clone(),
+                ifname: ifname.clone(),
+                mode: mode.clone(),
+                monitor: false,
+                name: name.clone(),
+                ips: ips.clone(),
+            },
+        },
+        Cmd::Detach { name } => Request::Detach { name: name.clone() },
+        Cmd::Attachments => Request::ListAttachments {},
         Cmd::Capture { cmd } => match cmd {
             CaptureCmd::Start {
                 iface,
@@ -582,6 +623,7 @@ fn print_json_lines(reply: &Reply) {
         Reply::Threats(v) => v.iter().for_each(|x| line(x)),
         Reply::PolicyDiff(d) => line(d),
         Reply::Captures(v) => v.iter().for_each(|x| line(x)),
+        Reply::Attachments(v) => v.iter().for_each(|x| line(x)),
         other => line(other),
     }
 }
@@ -716,6 +758,28 @@ fn proto_name(p: u8) -> String {
     warden_control::render::proto_name(p)
 }
 
+/// Attachments as a table: name, kind, state, host interface, Warden's interface, bridge,
+/// mode, workload, addresses.
+fn print_attachments(v: &[warden_control::AttachInfo]) {
+    let rows: Vec<Vec<String>> = v
+        .iter()
+        .map(|a| {
+            vec![
+                a.name.clone(),
+                a.kind.clone(),
+                a.state.clone().unwrap_or_else(|| "-".into()),
+                a.host_iface.clone(),
+                a.warden_iface.clone().unwrap_or_else(|| "-".into()),
+                a.bridge.clone().unwrap_or_else(|| "-".into()),
+                a.mode.clone(),
+                a.workload.clone().unwrap_or_else(|| "-".into()),
+                if a.ips.is_empty() { "-".into() } else { a.ips.join(",") },
+            ]
+        })
+        .collect();
+    table(&["NAME", "KIND", "STATE", "HOST IFACE", "WARDEN IFACE", "BRIDGE", "MODE", "WORKLOAD", "ADDRESSES"], &rows);
+}
+
 /// Captures as a table: id, name, state (and why it ended), frames, bytes, lost, filter.
 fn print_captures(v: &[warden_control::CaptureInfo]) {
     let rows: Vec<Vec<String>> = v
@@ -740,7 +804,9 @@ fn print_captures(v: &[warden_control::CaptureInfo]) {
 
 fn print_table(reply: &Reply) {
     match reply {
-        Reply::Attached(_) | Reply::Attachments(_) | Reply::Workloads(_) => {
+        Reply::Attached(a) => print_attachments(std::slice::from_ref(a)),
+        Reply::Attachments(v) => print_attachments(v),
+        Reply::Workloads(_) => {
             println!("{}", serde_json::to_string_pretty(reply).unwrap_or_default());
         }
         Reply::Status(s) => {
