@@ -275,11 +275,13 @@ pub fn valid_ifname(name: &str) -> bool {
 /// (§3: identified by container id and interface; runtimes pass the same `CNI_ARGS` to all
 /// three): `k8s_<namespace>_<pod>_<id12>_<ifname>` when `CNI_ARGS` carries
 /// `K8S_POD_NAMESPACE` and `K8S_POD_NAME` (containerd, cri-o), else `cni_<id12>_<ifname>`,
-/// where `<id12>` is the container id's first 12 characters. Characters other than letters,
+/// where `<id12>` ([`short_id`]) is the container id itself up to 12 characters, the first 12
+/// of a longer hexadecimal id (as runtimes print ids), else 12 hexadecimal digits of a hash
+/// of the whole id (so `pod-a-1` and `pod-a-2` style ids of other tools stay apart). Characters other than letters,
 /// digits, `.` and `-` in the pod's names become `-` (so `_` only separates), and the pod
 /// part is shortened so the name stays within [`MAX_NAME`] bytes.
 pub fn attachment_name(env: &Env) -> String {
-    let id: String = env.container_id.as_deref().unwrap_or("").chars().take(12).collect();
+    let id = short_id(env.container_id.as_deref().unwrap_or(""));
     let ifname = env.ifname.as_deref().unwrap_or("");
     let clean = |s: &str| -> String {
         s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '-' }).collect()
@@ -292,6 +294,20 @@ pub fn attachment_name(env: &Env) -> String {
             head + &tail
         }
         _ => format!("cni_{id}_{}", clean(ifname)),
+    }
+}
+
+/// The container id part of [`attachment_name`]: `id` when at most 12 characters, its first 12
+/// when it is all hexadecimal digits (runtimes' random ids: 64 digits), else the FNV-1a 64-bit
+/// hash of `id` as 12 hexadecimal digits (48 bits).
+pub fn short_id(id: &str) -> String {
+    if id.len() <= 12 {
+        id.to_string()
+    } else if id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        id[..12].to_string()
+    } else {
+        let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
+        format!("{:012x}", h >> 16)
     }
 }
 
@@ -355,6 +371,12 @@ mod tests {
         // Only one of the two: not a pod.
         env.args = Some("K8S_POD_NAME=x".into());
         assert_eq!(attachment_name(&env), "cni_0123456789ab_eth0");
+        // Long ids that are not hexadecimal differ after their 12th character too.
+        let (a, b) = (short_id("e2e-test-container-a"), short_id("e2e-test-container-b"));
+        assert_ne!(a, b);
+        assert!(a.len() == 12 && a.bytes().all(|c| c.is_ascii_hexdigit()), "{a}");
+        assert_eq!(short_id("e2e-test-container-a"), a, "stable");
+        assert_eq!(short_id("abc-1"), "abc-1");
     }
 
     #[test]

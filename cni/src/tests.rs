@@ -77,7 +77,7 @@ fn answer(req: &Request, b: &Behaviour, st: &mut State) -> Option<Response> {
                 mode: spec.mode.clone().unwrap_or_else(|| "alert".into()),
                 workload: None,
                 ips: spec.ips.clone(),
-                identity: None,
+                ..AttachInfo::default()
             };
             st.attachments.push(info.clone());
             Response::ok(Reply::Attached(info))

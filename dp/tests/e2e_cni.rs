@@ -434,18 +434,20 @@ fn first_packet_after_cni_add_is_inspected_and_denied_and_del_restores_the_plumb
     let before = t.plumbing(&veth);
     t.static_gateway(&c, &bridge_result);
 
+    let started = Instant::now();
     let add = t.plugin("ADD", &c, &ctr, &protect, 1, Some(&bridge_result));
     // ADD has returned: the datagram goes now, before anything else.
     t.fire(sender);
+    eprintln!("warden-cni ADD (attach included) took {:?}", started.elapsed());
     assert!(add.ok, "warden-cni ADD failed: {}\n{}\nwarden log:\n{}", add.stdout, add.stderr, t.log());
     let result: Value = serde_json::from_str(&add.stdout).unwrap();
     assert_eq!(result, bridge_result, "warden-cni passes the bridge plugin's result on unchanged");
 
-    let name = format!("cni_{}_eth0", &ctr[..12]);
     let attached = t.attachments();
-    let info = attached.iter().find(|a| a.name == name).unwrap_or_else(|| panic!("{name} not in {attached:?}"));
+    let info = attached.iter().find(|a| a.host_iface == veth).unwrap_or_else(|| panic!("{veth} not in {attached:?}"));
     assert_eq!((info.kind.as_str(), info.mode.as_str(), &info.ips), ("netns", "protect", &vec![ip.clone()]), "{info:?}");
-    assert_eq!(info.host_iface, veth, "{info:?}");
+    assert!(info.name.starts_with("cni_") && info.name.ends_with("_eth0"), "{info:?}");
+    let name = info.name.clone();
 
     // Warden received the datagram and dropped it.
     let recs = collect_reports(&mut reports, Duration::from_secs(10), |all| {
@@ -468,6 +470,17 @@ fn first_packet_after_cni_add_is_inspected_and_denied_and_del_restores_the_plumb
         assert!(f.contains(&format!("{ip}.")) && f.contains(&format!("> {GW}.{PORT}: UDP")), "an IP frame that is not the test's: {f}\n{all:#?}");
     }
     let n = ip_frames.len() as u64;
+    eprintln!(
+        "frames the namespace sent and received:\n{}\nWarden's record: {} -> {}:{} verdict {:?} mode {:?}, {} frames to server, {} dropped",
+        all.join("\n"),
+        rec.client_ip,
+        rec.server_ip,
+        rec.server_port,
+        rec.verdict,
+        rec.mode,
+        rec.packets_to_server,
+        rec.packets_dropped_to_server
+    );
     assert_eq!(rec.verdict.as_deref(), Some("denied"), "{rec:#?}");
     assert_eq!((rec.packets_to_server, rec.packets_dropped_to_server), (n, n), "{rec:#?}\n{all:#?}");
     assert!(!t.server_got().contains(&payload), "the server got the first datagram: {}", t.server_got());
