@@ -233,6 +233,13 @@ fn daemonset_manifest_is_consistent_and_its_config_checks() {
     }
     let conf_dir = Path::new(config).parent().unwrap().to_str().unwrap();
     assert!(mounts.contains(&conf_dir), "--config {config} is not under a mount: {mounts:?}");
+    // The init container installs the image's CNI plugin into the node's /opt/cni/bin.
+    let init = pod["initContainers"].as_array().unwrap().iter().find(|c| c["name"] == "install-cni").expect("install-cni");
+    let cmd = init["command"].to_string();
+    assert!(cmd.contains("cp /opt/cni/bin/warden-cni /host/opt/cni/bin/") && cmd.contains("/host/opt/cni/bin/warden-cni"), "{cmd}");
+    let vol = init["volumeMounts"].as_array().unwrap().iter().find(|m| m["mountPath"] == "/host/opt/cni/bin").expect("mount");
+    let host = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == vol["name"]).expect("volume");
+    assert_eq!(host["hostPath"]["path"], "/opt/cni/bin");
     // The ConfigMap's config is valid for the warden this tree builds.
     let toml_text = cm["data"]["warden.toml"].as_str().expect("ConfigMap data warden.toml");
     let tmp = std::env::temp_dir().join(format!("warden-ds-{}.toml", std::process::id()));
