@@ -172,18 +172,19 @@ fn add(env: &Env, conf: &NetConf, log: &mut String) -> Result<String, CniError> 
             Ok(result)
         }
         Err(Fail::Unreachable { why, timed_out }) => {
-            if timed_out {
-                // Warden may still carry the attachment out: ask it to undo it (its control
-                // loop takes requests in order, so this comes after the attach).
-                if let Ok(mut w) = Warden::connect(conf.socket(), std::time::Duration::from_secs(1)) {
-                    let _ = w.detach(&name);
-                }
-            }
             if conf.on_unreachable == OnUnreachable::Allow {
+                // A late attach is welcome here: the workload starts either way.
                 log.push_str(&format!(
                     "warden-cni: WARNING: {why}; onUnreachable is \"allow\": {netns} {ifname} starts WITHOUT Warden in front of it\n"
                 ));
                 return Ok(result);
+            }
+            if timed_out {
+                // ADD fails, but Warden may still carry the attachment out: ask it to undo it
+                // (its control loop takes requests in order, so this comes after the attach).
+                if let Ok(mut w) = Warden::connect(conf.socket(), std::time::Duration::from_secs(1)) {
+                    let _ = w.detach(&name);
+                }
             }
             Err(CniError::new(
                 Code::TryAgainLater,

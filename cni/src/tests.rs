@@ -341,6 +341,15 @@ fn add_times_out_and_asks_warden_to_undo() {
         reqs.iter().any(|r| matches!(r, Request::Detach { name } if name == "cni_4f2a9c0e81d7_eth0")),
         "a detach follows the unanswered attach: {reqs:?}"
     );
+
+    // With onUnreachable "allow" the workload starts anyway: a late attach is left to protect it.
+    let fake = FakeWarden::start(Behaviour { silent_attach: true, ..Behaviour::default() });
+    let c = conf("1.1.0", &fake.socket(), json!({"timeoutMs": 200, "onUnreachable": "allow"}));
+    let out = exec(&env("ADD", &[]), &c);
+    assert_eq!(out.status, 0, "{out:?}");
+    assert_eq!(serde_json::from_str::<Value>(&out.stdout).unwrap(), c["prevResult"]);
+    let reqs = fake.requests();
+    assert!(reqs.iter().all(|r| !matches!(r, Request::Detach { .. })), "{reqs:?}");
 }
 
 #[test]
