@@ -802,6 +802,7 @@ mod tests {
         assert_eq!(c.sessions.timeouts().tcp_closed, 5_000_000_000);
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
         assert_eq!(c.capture, crate::capture::CaptureConfig::default(), "the example shows the defaults");
+        assert_eq!(c.attach, AttachConfig::default(), "the example shows the defaults");
     }
 
     #[test]

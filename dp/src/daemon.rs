@@ -1114,6 +1114,7 @@ impl Daemon {
             ("defrag", new.defrag != self.cfg.defrag),
             ("normalization", new.normalization != self.cfg.normalization),
             ("inline", new.inline != self.cfg.inline),
+            ("attach", new.attach != self.cfg.attach),
             (
                 "policy (dns_*)",
                 new.policy.names() != self.cfg.policy.names(),
@@ -1137,7 +1138,11 @@ impl Daemon {
             Ok(p) => p,
             Err(e) => return Response::err(format!("policy rejected, the running one stays: {e}")),
         };
-        self.install_exact(p, what)
+        let r = self.install_exact(p, what);
+        if r.ok {
+            self.save_attachments();
+        }
+        r
     }
 
     /// Compiles and publishes `p` as it is; replies once every worker enforces it.
@@ -1280,7 +1285,15 @@ impl Daemon {
         if !self.policy_handle.wait_loaded(g, Duration::from_secs(2)) || !self.policy_handle.wait_shadow_loaded(sg, Duration::from_secs(2)) {
             tracing::warn!(generation = g, "a worker did not load the promoted policy within 2 s");
         }
-        let msg = format!("shadow policy promoted: {w} workload(s), {r} rule(s), generation {g}");
+        let mut msg = format!("shadow policy promoted: {w} workload(s), {r} rule(s), generation {g}");
+        // The promoted policy is the shadow as written: the attachments' implicit workloads
+        // are added back in one more generation.
+        if self.attachments.iter().any(|a| a.implicit) {
+            let r = self.install(self.policy.clone(), "attachments' workloads added to the promoted policy");
+            if let Some(Reply::Done(m)) = r.reply {
+                msg = format!("{msg}; {m}");
+            }
+        }
         tracing::info!("{msg}");
         Response::ok(Reply::Done(msg))
     }

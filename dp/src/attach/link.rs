@@ -100,6 +100,8 @@ pub struct Link {
     pub up: bool,
     /// `linkinfo.info_slave_data` (bridge port settings) when a port of a bridge.
     pub port: Option<serde_json::Map<String, serde_json::Value>>,
+    /// An XDP program is attached (`xdp` in `ip -j -d`).
+    pub xdp: bool,
 }
 
 impl Link {
@@ -124,6 +126,7 @@ impl Link {
                 (Some("bridge"), Some(serde_json::Value::Object(m))) => Some(m.clone()),
                 _ => None,
             },
+            xdp: v.get("xdp").is_some(),
         })
     }
 }
@@ -331,13 +334,12 @@ pub fn set_features(ns: &Ns, dev: &str, set: &[(String, bool)]) -> Result<(), St
     run(ns, "ethtool", &a).map(|_| ())
 }
 
+/// Feature settings: (ethtool feature name, on).
+pub type Features = Vec<(String, bool)>;
+
 /// The changes that give `dev` the wanted tx checksum state (`tx`) and GRO (`gro`, `None`:
 /// unchanged), as (feature, value) pairs; and the previous values of what changes.
-pub fn feature_changes(
-    now: &BTreeMap<String, bool>,
-    tx: Option<bool>,
-    gro: Option<bool>,
-) -> (Vec<(String, bool)>, Vec<(String, bool)>) {
+pub fn feature_changes(now: &BTreeMap<String, bool>, tx: Option<bool>, gro: Option<bool>) -> (Features, Features) {
     let mut set = Vec::new();
     let mut old = Vec::new();
     let mut want = |name: &str, v: bool| {

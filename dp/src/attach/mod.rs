@@ -73,6 +73,9 @@ pub fn plan(t: &Target, spec: &AttachSpec, name: &str, mode: &str) -> Result<Sta
     let Some(port) = h.port.clone() else {
         return Err(format!("{} is enslaved to {bridge}, which is not a Linux bridge: nothing was changed", h.ifname));
     };
+    if h.xdp {
+        return Err(format!("{} already runs an XDP program (another tool's?): nothing was changed", h.ifname));
+    }
     let vlans = link::vlans(&h.ifname)?;
     let (near, far) = plumb::pair_names(name);
     Ok(State {

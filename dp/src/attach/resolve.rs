@@ -218,7 +218,13 @@ pub fn resolve(spec: &AttachSpec, runtimes: &[String]) -> Result<Target, String>
                 if !p.exists() {
                     return Err(format!("no network namespace {}", p.display()));
                 }
-                let name = p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+                // A name under /run/netns names the attachment; another path (`/proc/PID/ns/net`,
+                // a runtime's own file) by the namespace's inode.
+                let named = p.parent().is_some_and(|d| d == std::path::Path::new("/run/netns") || d == std::path::Path::new("/var/run/netns"));
+                let name = match (named, p.file_name()) {
+                    (true, Some(f)) => f.to_string_lossy().into_owned(),
+                    _ => format!("netns-{}", link::ns_inode(&p).unwrap_or(0)),
+                };
                 (spec.target.clone(), name, p)
             };
             let ns = Ns::Path(path.clone());

@@ -166,6 +166,13 @@ impl Daemon {
             .map(|a| a.name.clone())
             .chain(dropping.map(str::to_string))
             .collect();
+        // A mode set on an implicit workload (`wardenctl workload mode NAME protect`) is the
+        // attachment's mode from then on.
+        for a in self.attachments.iter_mut().filter(|a| a.implicit && Some(a.name.as_str()) != dropping) {
+            if let Some(w) = p.workloads.iter().find(|w| w.id == a.name) {
+                a.mode = w.mode.as_str().to_string();
+            }
+        }
         let base = edit_policy(&p, |t| {
             array(t, "workload").retain(|w| !w.get("id").and_then(|v| v.as_str()).is_some_and(|id| ours.iter().any(|o| o == id)));
             Ok(())
@@ -198,6 +205,17 @@ impl Daemon {
             }
             Ok(())
         })
+    }
+
+    /// Writes every attachment's state again (after a policy change moved a mode or
+    /// workload), so a restarted Warden adopts them as they are now.
+    pub(super) fn save_attachments(&self) {
+        let dir = self.attach_dir();
+        for a in &self.attachments {
+            if let Err(e) = state::save(&dir, a) {
+                crate::warn_limited!("attachment {}: {e}", a.name);
+            }
+        }
     }
 
     /// At start: every attachment a previous Warden left under the state directory is adopted
