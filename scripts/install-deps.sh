@@ -31,7 +31,7 @@ PKGS=(
   nfdump                               # IPFIX collector nfcapd and reader nfdump (e2e_ipfix)
   prometheus                           # e2e_metrics: a real Prometheus server scrapes `warden run --metrics` in the test's namespace
   systemd util-linux                   # systemd-analyze verify of conf/warden.service; setpriv for the non-root control client (e2e_service)
-  podman runc busybox-static containernetworking-plugins  # e2e_attach, e2e_identity: Podman containers from a busybox-static rootfs (podman import), attached by name and discovered
+  podman runc busybox-static containernetworking-plugins  # e2e_attach, e2e_identity: Podman containers from a busybox-static rootfs (podman import), attached by name and discovered; e2e_cni: bridge + host-local CNI plugins (/usr/lib/cni) chained with warden-cni
   tshark libndpi-bin                   # perf/public: labels of the public capture set (tshark) and nDPI's verdicts (ndpiReader); e2e_capture opens Warden's pcapng with it
 )
 

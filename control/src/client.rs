@@ -61,6 +61,17 @@ impl Client {
         Ok(Self { path: p, reader: BufReader::new(stream), writer })
     }
 
+    /// Bounds how long each following read of a reply and write of a request may block
+    /// (`None`: reads wait forever, as after [`Client::connect`]; writes keep their 10 s). A
+    /// read that runs out fails with [`ClientError::Io`] of kind `WouldBlock` or `TimedOut`.
+    ///
+    /// # Errors
+    /// [`ClientError::Io`] when `timeout` is zero.
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<(), ClientError> {
+        self.reader.get_ref().set_read_timeout(timeout).map_err(self.io())?;
+        self.writer.set_write_timeout(timeout.or(Some(Duration::from_secs(10)))).map_err(self.io())
+    }
+
     fn io(&self) -> impl Fn(std::io::Error) -> ClientError + '_ {
         move |source| ClientError::Io { path: self.path.clone(), source }
     }

@@ -25,7 +25,7 @@ fn deb_metadata_names_files_that_exist() {
         if let Some(bin) = src.strip_prefix("target/release/") {
             // cargo-deb maps target/release to the real target directory; the binary is one
             // the workspace builds.
-            assert!(["warden", "wardenctl"].contains(&bin), "{src}");
+            assert!(["warden", "wardenctl", "warden-cni"].contains(&bin), "{src}");
             dests.push(format!("/{dst}{bin}"));
         } else {
             assert!(dir.join(src).is_file(), "asset {src} missing");
@@ -43,6 +43,8 @@ fn deb_metadata_names_files_that_exist() {
     }
     let image = std::fs::read_to_string(dir.join("../deploy/Containerfile")).unwrap();
     assert!(image.contains("target/release/warden /src/target/release/wardenctl /usr/bin/"));
+    assert!(dests.iter().any(|d| d == "/opt/cni/bin/warden-cni"), "the CNI plugin is not where runtimes look: {dests:?}");
+    assert!(image.contains("target/release/warden-cni /opt/cni/bin/"));
 }
 
 /// Runs `cmd`, returns its stdout; panics with its stderr when it fails.
@@ -70,6 +72,7 @@ fn warden_leftovers() -> Vec<String> {
     let mut left: Vec<String> = [
         "/usr/bin/warden",
         "/usr/bin/wardenctl",
+        "/opt/cni/bin/warden-cni",
         "/etc/warden",
         "/usr/lib/systemd/system/warden.service",
         "/etc/systemd/system/warden.service",
@@ -143,11 +146,16 @@ fn deb_builds_installs_with_apt_and_purges_clean() {
     // The files, where Debian puts them (on merged-/usr systems /lib is /usr/lib).
     let list = run(Command::new("dpkg-deb").args(["-c", deb_s]));
     let entry = |path: &str| list.lines().find(|l| l.ends_with(path)).unwrap_or_else(|| panic!("{path} not in the package:\n{list}"));
-    for bin in ["./usr/bin/warden", "./usr/bin/wardenctl"] {
+    for bin in ["./usr/bin/warden", "./usr/bin/wardenctl", "./opt/cni/bin/warden-cni"] {
         assert!(entry(bin).starts_with("-rwxr-xr-x root/root") || entry(bin).starts_with("-rwxr-xr-x 0/0"), "{}", entry(bin));
     }
     assert!(list.lines().any(|l| l.ends_with("./lib/systemd/system/warden.service") || l.ends_with("./usr/lib/systemd/system/warden.service")), "{list}");
-    for f in ["./etc/warden/warden.toml", "./usr/share/doc/warden/examples/policy.toml", "./usr/share/doc/warden/copyright"] {
+    for f in [
+        "./etc/warden/warden.toml",
+        "./usr/share/doc/warden/examples/policy.toml",
+        "./usr/share/doc/warden/examples/10-warden.conflist",
+        "./usr/share/doc/warden/copyright",
+    ] {
         assert!(entry(f).starts_with("-rw-r--r--"), "{}", entry(f));
     }
 
@@ -178,6 +186,11 @@ fn deb_builds_installs_with_apt_and_purges_clean() {
     assert_eq!(dpkg_status("warden").as_deref(), Some("install ok installed"));
     assert_eq!(run(Command::new("/usr/bin/warden").arg("--version")).trim(), format!("warden {version}"));
     assert_eq!(run(Command::new("/usr/bin/wardenctl").arg("--version")).trim(), format!("wardenctl {version}"));
+    // The CNI plugin answers VERSION as a runtime asks it (CNI spec: the JSON on stdout).
+    let mut cni = Command::new("/opt/cni/bin/warden-cni");
+    cni.env("CNI_COMMAND", "VERSION").stdin(std::process::Stdio::null());
+    let v: serde_json::Value = serde_json::from_str(&run(&mut cni)).unwrap();
+    assert!(v["supportedVersions"].as_array().unwrap().iter().any(|x| x == "1.0.0"), "{v}");
     let check = run(Command::new("/usr/bin/warden").args(["check-config", "/etc/warden/warden.toml"]));
     assert!(check.contains("/etc/warden/warden.toml: ok"), "{check}");
     // Not enabled (is-enabled reads the unit files, systemd running or not) and not running.
@@ -220,6 +233,13 @@ fn daemonset_manifest_is_consistent_and_its_config_checks() {
     }
     let conf_dir = Path::new(config).parent().unwrap().to_str().unwrap();
     assert!(mounts.contains(&conf_dir), "--config {config} is not under a mount: {mounts:?}");
+    // The init container installs the image's CNI plugin into the node's /opt/cni/bin.
+    let init = pod["initContainers"].as_array().unwrap().iter().find(|c| c["name"] == "install-cni").expect("install-cni");
+    let cmd = init["command"].to_string();
+    assert!(cmd.contains("cp /opt/cni/bin/warden-cni /host/opt/cni/bin/") && cmd.contains("/host/opt/cni/bin/warden-cni"), "{cmd}");
+    let vol = init["volumeMounts"].as_array().unwrap().iter().find(|m| m["mountPath"] == "/host/opt/cni/bin").expect("mount");
+    let host = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == vol["name"]).expect("volume");
+    assert_eq!(host["hostPath"]["path"], "/opt/cni/bin");
     // The ConfigMap's config is valid for the warden this tree builds.
     let toml_text = cm["data"]["warden.toml"].as_str().expect("ConfigMap data warden.toml");
     let tmp = std::env::temp_dir().join(format!("warden-ds-{}.toml", std::process::id()));
