@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{collect_reports, require_root, sh, try_sh, write_blob};
+use common::{collect_reports, exec_in, require_root, sh, spawn_in, try_sh, write_blob};
 use warden_control::{AttachInfo, AttachSpec, Client, ConnectionRecord, Reply, Request};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -92,17 +92,11 @@ impl Bridged {
     }
 
     fn exec(&self, ns: &str, args: &[&str]) -> std::process::Output {
-        Command::new("ip").args(["netns", "exec", ns]).args(args).output().unwrap()
+        exec_in(ns, args)
     }
 
     fn spawn(&mut self, ns: &str, args: &[&str]) -> u32 {
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = spawn_in(ns, args);
         let pid = child.id();
         self.children.push(child);
         pid

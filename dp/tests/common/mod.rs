@@ -401,20 +401,12 @@ impl Topo {
 
     /// Runs `args` inside namespace `ns`.
     pub fn exec(&self, ns: &str, args: &[&str]) -> Output {
-        let mut v = vec!["ip", "netns", "exec", ns];
-        v.extend_from_slice(args);
-        Command::new(v[0]).args(&v[1..]).output().unwrap()
+        exec_in(ns, args)
     }
 
     /// Starts a long-running process in `ns`; it is killed (by PID) when the topology drops.
     pub fn spawn(&mut self, ns: &str, args: &[&str]) -> u32 {
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = spawn_in(ns, args);
         let pid = child.id();
         self.children.push(child);
         pid
@@ -690,4 +682,15 @@ pub fn curl_index(t: &Topo, host: &str, port: u16) -> String {
     let url = if host.contains(':') { format!("http://[{host}]:{port}/index.html") } else { format!("http://{host}:{port}/index.html") };
     let out = t.exec(&t.c, &["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3", &url]);
     String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Runs `args` inside network namespace `ns` (`ip netns exec`) and returns its output.
+pub fn exec_in(ns: &str, args: &[&str]) -> Output {
+    Command::new("ip").args(["netns", "exec", ns]).args(args).output().unwrap()
+}
+
+/// Starts `args` inside network namespace `ns` with its output discarded; the caller ends it
+/// by its PID.
+pub fn spawn_in(ns: &str, args: &[&str]) -> Child {
+    Command::new("ip").args(["netns", "exec", ns]).args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
 }
