@@ -220,6 +220,8 @@ leg_testpmd() {
     local rate
     for rate in $(rates); do
         setup
+        # Before testpmd starts: it busy-polls its core, so the machine is never quiet after.
+        wait_quiet
         if ! start_forwarder testpmd dpdk-testpmd --lcores "0@$FWD_CPU,1@$FWD_CPU" --main-lcore 0 \
             --no-pci --no-huge --no-shconf --file-prefix wperf -m 512 \
             --vdev net_af_xdp0,iface=wpa,start_queue=0,queue_count=1 \
@@ -233,7 +235,6 @@ leg_testpmd() {
         local tid
         tid=$( (grep -lx 'lcore-worker-1\|rte-worker-1\|dpdk-worker1' /proc/"$FWD_PID"/task/*/comm || true) | head -n1 | cut -d/ -f5)
         if [ -n "$tid" ]; then WATCH+=" --watch worker=$tid"; else log "testpmd threads: $(cat /proc/"$FWD_PID"/task/*/comm | tr '\n' ' ')"; fi
-        wait_quiet
         measure testpmd "$rate"
         stop_forwarder
         # "CPU cycles/packet=C (busy cycles=B / total ... packets=P) at M MHz Clock"
@@ -287,9 +288,11 @@ leg_warden2() {
 }
 
 leg_warden_busy() {
+    # Once, before Warden starts: its worker busy-polls, so the machine is never quiet after.
+    wait_quiet
     warden_leg warden_busy 'poll = "busy"\nfast_path = false'
     [ -n "$FWD_PID" ] || return 0
-    for rate in $(rates); do wait_quiet; measure warden_busy "$rate"; done
+    for rate in $(rates); do measure warden_busy "$rate"; done
     stop_forwarder
 }
 
