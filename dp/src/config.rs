@@ -107,6 +107,11 @@ pub struct AttachConfig {
     pub on_stop: String,
     /// Fail mode of attachments' inline pairs (`"open"`, default, or `"closed"`).
     pub fail_mode: FailMode,
+    /// Bridges (in Warden's namespace) whose new ports are attached as they appear: a veth or
+    /// tap that joins one is attached (kind `iface` or `tap`, `default_mode`) at the control
+    /// loop's next check, within about a second. Without CNI this is how new workloads come
+    /// in; until then they run uninspected (README, "CNI"). Default: none.
+    pub watch_bridges: Vec<String>,
 }
 
 impl Default for AttachConfig {
@@ -118,6 +123,7 @@ impl Default for AttachConfig {
             on_start: "adopt".into(),
             on_stop: "keep".into(),
             fail_mode: FailMode::Open,
+            watch_bridges: Vec::new(),
         }
     }
 }

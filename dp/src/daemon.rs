@@ -206,6 +206,9 @@ struct Daemon {
     captures: crate::capture::manager::Manager,
     /// Attachments ([`crate::attach`]), in the order they were made.
     attachments: Vec<crate::attach::state::State>,
+    /// Ports of watched bridges (`[attach] watch_bridges`) whose attach failed, by ifindex: not
+    /// tried again while they exist.
+    watch_refused: std::collections::HashSet<u32>,
 }
 
 /// Loads the policy `cfg` names (`[policy] file`, `default_mode`); an empty policy when none.
@@ -1781,6 +1784,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         fast_slots,
         captures,
         attachments: Vec::new(),
+        watch_refused: std::collections::HashSet::new(),
     };
     // Every worker enforces the start-up policy before the first pair is attached.
     if !policy_handle.wait_loaded(policy_handle.generation(), Duration::from_secs(5)) {
@@ -1882,6 +1886,7 @@ pub fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
             daemon.check_queues();
             daemon.check_fast_path();
             daemon.check_attachments();
+            daemon.watch_bridges();
             daemon.identities_changed();
         }
         let wait = service

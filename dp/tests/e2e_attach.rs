@@ -478,6 +478,50 @@ fn interface_gone_is_detached_with_final_records_and_reattached_when_back() {
     assert_eq!(b.master(&b.hs).as_deref(), Some(b.br.as_str()));
 }
 
+/// Deletes a namespace the test made when dropped (also when the test fails).
+struct NsGuard(String);
+
+impl Drop for NsGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+/// `[attach] watch_bridges`: the ports a watched bridge has when Warden starts and a workload
+/// that joins it later are attached without a request, each with its workload and records.
+#[test]
+fn watched_bridge_ports_are_attached_as_they_appear() {
+    let mut b = Bridged::new();
+    b.start_warden(&format!("watch_bridges = [\"{}\"]\n", b.br));
+    let (hc, hs) = (b.hc.clone(), b.hs.clone());
+    b.wait_state(&hc, "attached", Duration::from_secs(5));
+    b.wait_state(&hs, "attached", Duration::from_secs(5));
+    // A new workload joins the bridge (as CNI `bridge` or podman would plug it).
+    let n = NsGuard(format!("{}-n", b.id));
+    sh(&["ip", "netns", "add", &n.0]);
+    sh(&["ip", "-n", &n.0, "link", "set", "lo", "up"]);
+    let hn = format!("{}hn", b.id);
+    let t0 = Instant::now();
+    b.workload_link(&n.0, &hn, T4);
+    let a = b.wait_state(&hn, "attached", Duration::from_secs(5));
+    eprintln!("the new port was attached {:?} after it joined the bridge", t0.elapsed());
+    assert_eq!((a.kind.as_str(), a.ips.clone()), ("iface", vec![T4.to_string()]), "{a:?}");
+    assert_eq!(b.master(&hn), None, "taken off the bridge");
+    let mut sub = subscribed(&b);
+    assert!(b.ping_within(&n.0, S4, 5), "{}", b.log());
+    let recs = collect_reports(&mut sub, Duration::from_secs(10), |r| has(r, T4, S4, 1));
+    let r = recs.iter().find(|x| x.client_ip == T4 && x.server_ip == S4).unwrap_or_else(|| panic!("{recs:?}"));
+    assert_eq!((r.client_workload.as_deref(), r.server_workload.as_deref()), (Some(hn.as_str()), Some(hs.as_str())), "{r:?}");
+    for name in [&hn, &hc, &hs] {
+        b.detach(name);
+    }
+    // Detached on request: the watch leaves them on their bridge.
+    std::thread::sleep(Duration::from_millis(2500));
+    for h in [&hn, &hc, &hs] {
+        assert_eq!(b.master(h).as_deref(), Some(b.br.as_str()), "{h} stays detached: {:?}", b.attachments());
+    }
+}
+
 /// A VM's NIC as libvirt makes it: a tap on the bridge whose fd a process holds; this one
 /// answers ARP and ICMP echo for T4 with raw frames.
 const TAP_VM: &str = r#"

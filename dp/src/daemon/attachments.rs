@@ -133,6 +133,51 @@ impl Daemon {
         self.identities.set(&st.name, st.identity.clone(), ips);
     }
 
+    /// The control loop's watch of `[attach] watch_bridges`: every veth or tap port of a
+    /// watched bridge that is not attached (nor Warden's own, in an attachment's place) is
+    /// attached with the default mode, those there at start and those that join later. A port
+    /// whose attach fails, or that was detached on request, is not taken again while it
+    /// exists (by ifindex).
+    pub(super) fn watch_bridges(&mut self) {
+        if self.cfg.attach.watch_bridges.is_empty() {
+            return;
+        }
+        let links = match crate::attach::link::links(&crate::attach::link::Ns::Own) {
+            Ok(l) => l,
+            Err(e) => {
+                crate::warn_limited!("attach watch: {e}");
+                return;
+            }
+        };
+        self.watch_refused.retain(|i| links.iter().any(|l| l.ifindex == *i));
+        for l in links {
+            let watched = l.master.as_ref().is_some_and(|m| self.cfg.attach.watch_bridges.contains(m));
+            let ours = self.attachments.iter().any(|a| a.far == l.ifname || a.host == l.ifname || a.near == l.ifname);
+            if !watched || ours || self.watch_refused.contains(&l.ifindex) {
+                continue;
+            }
+            let kind = match l.kind.as_deref() {
+                Some("tun") if l.tun_type.as_deref() == Some("tap") => "tap",
+                Some("veth") => "iface",
+                _ => continue,
+            };
+            let spec = AttachSpec { target: l.ifname.clone(), kind: Some(kind.into()), ..Default::default() };
+            match self.attach(spec) {
+                Ok(i) => tracing::info!(
+                    "attach watch: new port {} of {} attached as {} (mode {})",
+                    l.ifname,
+                    l.master.as_deref().unwrap_or_default(),
+                    i.name,
+                    i.mode
+                ),
+                Err(e) => {
+                    tracing::warn!("attach watch: new port {} not attached: {e}", l.ifname);
+                    self.watch_refused.insert(l.ifindex);
+                }
+            }
+        }
+    }
+
     /// Restores the plumbing of a failed attach and removes its state; the error to return.
     fn undo_attach(&self, st: &State, e: String) -> String {
         let errs = plumb::restore(st, false);
@@ -158,6 +203,8 @@ impl Daemon {
             let _ = self.remove_pair(&st.host, Some(&st.near));
         }
         let errs = if st.phase == Phase::Gone { plumb::remove_own(&st) } else { plumb::restore(&st, false) };
+        // Detached on request: a watched bridge does not take it back while it exists.
+        self.watch_refused.insert(st.host_ifindex);
         self.identities.remove(&st.name);
         if st.implicit {
             let p = self.with_attachments(self.policy.clone(), Some(&st.name))?;
