@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{collect_reports, exec_in, require_root, sh, spawn_in, try_sh, write_blob};
+use common::{collect_reports, exec_in, require_root, sh, spawn_in, try_sh, wait_for_socket, write_blob};
 use warden_control::{AttachInfo, AttachSpec, Client, ConnectionRecord, Reply, Request};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -130,19 +130,9 @@ impl Bridged {
         let pid = child.id();
         self.children.push(child);
         self.warden = Some(pid);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if Client::connect(self.socket()).is_ok() {
-                return pid;
-            }
-            if let Some(c) = self.children.last_mut() {
-                if let Ok(Some(st)) = c.try_wait() {
-                    panic!("warden exited with {st}: {}", self.log());
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("warden did not open its socket: {}", self.log());
+        let (sock, log) = (self.socket(), self.path("warden.log"));
+        wait_for_socket(&sock, self.children.last_mut().unwrap(), &log);
+        pid
     }
 
     fn log(&self) -> String {

@@ -457,19 +457,9 @@ impl Topo {
             .unwrap();
         let pid = child.id();
         self.children.push(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if Client::connect(&sock).is_ok() {
-                return pid;
-            }
-            if let Some(c) = self.children.last_mut() {
-                if let Ok(Some(st)) = c.try_wait() {
-                    panic!("warden exited with {st}: {}", self.warden_log());
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("warden did not open its socket: {}", self.warden_log());
+        let log = self.path("warden.log");
+        wait_for_socket(&sock, self.children.last_mut().unwrap(), &log);
+        pid
     }
 
     /// Warden's stderr so far.
@@ -693,4 +683,21 @@ pub fn exec_in(ns: &str, args: &[&str]) -> Output {
 /// by its PID.
 pub fn spawn_in(ns: &str, args: &[&str]) -> Child {
     Command::new("ip").args(["netns", "exec", ns]).args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+}
+
+/// Waits up to 20 s for a Warden started as `child` to accept connections on `sock`; panics
+/// with its log (file `log`) when it exits first or never does.
+pub fn wait_for_socket(sock: &std::path::Path, child: &mut Child, log: &std::path::Path) {
+    let log = || std::fs::read_to_string(log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if Client::connect(sock).is_ok() {
+            return;
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("warden exited with {st}: {}", log());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("warden did not open its socket: {}", log());
 }
