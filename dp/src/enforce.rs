@@ -471,13 +471,7 @@ mod app_rule_tests {
         fn frame(&mut self, to_server: bool, flags: u8, payload: &[u8]) -> Verdict {
             let mut f = crate::wire::tests::tcp4(&[], flags, payload);
             if !to_server {
-                // Swap addresses (IPv4 at 26..34) and ports (TCP at 34..38).
-                let (src, dst): (Vec<u8>, Vec<u8>) = (f[26..30].to_vec(), f[30..34].to_vec());
-                f[26..30].copy_from_slice(&dst);
-                f[30..34].copy_from_slice(&src);
-                let (sp, dp): (Vec<u8>, Vec<u8>) = (f[34..36].to_vec(), f[36..38].to_vec());
-                f[34..36].copy_from_slice(&dp);
-                f[36..38].copy_from_slice(&sp);
+                crate::wire::tests::reverse4(&mut f);
             }
             let d = usize::from(!to_server);
             f[38..42].copy_from_slice(&self.next[d].to_be_bytes());

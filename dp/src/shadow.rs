@@ -425,12 +425,7 @@ mod tests {
             let mut f = crate::wire::tests::tcp4(&[], flags, payload);
             f[36..38].copy_from_slice(&port.to_be_bytes());
             if !to_server {
-                let (src, dst): (Vec<u8>, Vec<u8>) = (f[26..30].to_vec(), f[30..34].to_vec());
-                f[26..30].copy_from_slice(&dst);
-                f[30..34].copy_from_slice(&src);
-                let (sp, dp): (Vec<u8>, Vec<u8>) = (f[34..36].to_vec(), f[36..38].to_vec());
-                f[34..36].copy_from_slice(&dp);
-                f[36..38].copy_from_slice(&sp);
+                crate::wire::tests::reverse4(&mut f);
             }
             f[38..42].copy_from_slice(&seq.to_be_bytes());
             f[42..46].copy_from_slice(&ack.to_be_bytes());

@@ -783,6 +783,16 @@ pub(crate) mod tests {
         }
     }
 
+    /// Turns an untagged [`tcp4`] frame round: IPv4 addresses (bytes 26..34) and TCP ports
+    /// (34..38) swapped, so it goes from the server to the client. Checksums are unchanged
+    /// (the sums of swapped words are equal).
+    pub(crate) fn reverse4(f: &mut [u8]) {
+        let (a, b) = f[26..34].split_at_mut(4);
+        a.swap_with_slice(b);
+        let (a, b) = f[34..38].split_at_mut(2);
+        a.swap_with_slice(b);
+    }
+
     /// Builds Ethernet + optional VLAN tags + IPv4 + TCP with `payload`. Real-shaped bytes
     /// with the checksums a sender computes.
     pub(crate) fn tcp4(vlans: &[u16], flags: u8, payload: &[u8]) -> Vec<u8> {

@@ -706,12 +706,8 @@ impl Pod {
             .stderr(log)
             .spawn()
             .unwrap();
-        self.warden = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Client::connect(self.socket()).is_err() {
-            assert!(Instant::now() < deadline, "warden did not open its socket: {}", self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (sock, log) = (self.socket(), self.tmp.join("warden.log"));
+        wait_for_socket(&sock, self.warden.insert(child), &log);
     }
 
     fn client(&self) -> Client {

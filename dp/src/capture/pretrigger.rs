@@ -349,12 +349,7 @@ mod tests {
         let mut f = crate::wire::tests::tcp4(&[], if to_server { SYN } else { SYN | ACK }, b"");
         f[34..36].copy_from_slice(&sport.to_be_bytes());
         if !to_server {
-            let (src, dst): (Vec<u8>, Vec<u8>) = (f[26..30].to_vec(), f[30..34].to_vec());
-            f[26..30].copy_from_slice(&dst);
-            f[30..34].copy_from_slice(&src);
-            let (sp, dp): (Vec<u8>, Vec<u8>) = (f[34..36].to_vec(), f[36..38].to_vec());
-            f[34..36].copy_from_slice(&dp);
-            f[36..38].copy_from_slice(&sp);
+            crate::wire::tests::reverse4(&mut f);
         }
         crate::wire::tests::fix_checksums(&mut f);
         f
