@@ -769,30 +769,6 @@ struct Ticks {
 /// Capture time between session expiries in a replay (ns).
 pub const TICK_NS: u64 = 10_000_000;
 
-/// The index of a batch entry that is an expiry, not a frame.
-const TICK: u64 = u64::MAX;
-/// The index of a batch entry that puts a checksum policy in force (its timestamp field:
-/// [`policy_code`]).
-const CHECKSUMS: u64 = u64::MAX - 1;
-
-/// A checksum policy as a batch entry carries it.
-fn policy_code(p: ChecksumPolicy) -> u64 {
-    match p {
-        ChecksumPolicy::Verify => 0,
-        ChecksumPolicy::Ignore => 1,
-        ChecksumPolicy::Auto => 2,
-    }
-}
-
-/// The checksum policy of [`policy_code`] `c`.
-fn policy_of(c: u64) -> ChecksumPolicy {
-    match c {
-        0 => ChecksumPolicy::Verify,
-        1 => ChecksumPolicy::Ignore,
-        _ => ChecksumPolicy::Auto,
-    }
-}
-
 /// Keeps nothing (the pipeline that decides `auto` checksums for the others).
 struct Discard;
 
@@ -811,30 +787,15 @@ impl Ticks {
     }
 }
 
-/// A batch of frames for one pipeline: their bytes back to back, and per frame its index
-/// among the inspected frames, its timestamp (ns) and its end in `bytes` (an expiry:
-/// index [`TICK`], no bytes).
-#[derive(Default)]
-struct Batch {
-    bytes: Vec<u8>,
-    frames: Vec<(u64, u64, usize)>,
-}
-
-/// Bytes of frames a batch collects before it is handed to its pipeline.
-const BATCH_BYTES: usize = 256 * 1024;
-/// Frames a batch collects at most before it is handed to its pipeline.
-const BATCH_FRAMES: usize = 2048;
-
-/// What the reader sends a pipeline.
-enum Msg {
-    /// Frames to inspect, in capture order.
-    Frames(Batch),
-    /// The capture ended; its latest timestamp (ns).
-    End(u64),
-}
-
-/// Reads the capture, runs its frames through `threads` pipelines (the reader on the calling
-/// thread; one pipeline runs there too when `threads` is 1) and sums up.
+/// Reads the capture and runs its frames through `threads` pipelines (at least 1), each on a
+/// thread of its own (pipeline 0 on the calling thread), and sums up.
+///
+/// Every pipeline reads the whole capture itself (from the page cache after the first): for each
+/// frame it keeps the one expiry schedule ([`Ticks`]) and, with `auto` checksums, the decision
+/// one pipeline would make, and inspects the frame only if it owns its flow ([`owner`]). No
+/// thread hands frames to another, so nothing is copied or queued and no reading thread
+/// competes with the pipelines for a core: what each pipeline does beyond its own share is
+/// reading and decoding every frame's headers to find its owner.
 fn run<C: Collect>(
     path: &Path,
     cfg: &Config,
@@ -846,135 +807,39 @@ fn run<C: Collect>(
     let threads = threads.max(1);
     let shared = Shared::new(cfg, shadow)?;
     let mut summary = ReplaySummary { threads, ..ReplaySummary::default() };
-    let finished: Vec<Finished<C>> = if threads == 1 {
-        let mut p = Pipeline::new(cfg, &shared, collector());
-        let mut ticks = Ticks::default();
-        let last_ns = read_capture(path, &mut summary, &mut |i, ts, f| {
-            if ticks.due(ts) {
-                p.tick(ts);
+    let finished: Vec<Finished<C>> = std::thread::scope(|scope| {
+        let mut handles = Vec::with_capacity(threads - 1);
+        for t in 1..threads {
+            let (shared, collector) = (&shared, &collector);
+            let h = std::thread::Builder::new()
+                .name(format!("warden-replay{t}"))
+                .spawn_scoped(scope, move || run_part(path, cfg, shared, collector(), t, threads, &mut ReplaySummary::default()))
+                .map_err(|source| ReplayError::Io { path: "thread".into(), source });
+            match h {
+                Ok(h) => handles.push(h),
+                // The threads started read to the end and are joined when the scope ends.
+                Err(e) => return Err(e),
             }
-            p.frame(i, ts, f);
-        })?;
-        vec![p.finish(last_ns)]
-    } else {
-        std::thread::scope(|scope| {
-            let (free_tx, free_rx) = std::sync::mpsc::channel::<Batch>();
-            let mut txs = Vec::with_capacity(threads);
-            let mut handles = Vec::with_capacity(threads);
-            for t in 0..threads {
-                let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(4);
-                txs.push(tx);
-                let (shared, collector, free_tx) = (&shared, &collector, free_tx.clone());
-                let h = std::thread::Builder::new()
-                    .name(format!("warden-replay{t}"))
-                    .spawn_scoped(scope, move || {
-                        let mut p = Pipeline::new(cfg, shared, collector());
-                        for msg in rx {
-                            match msg {
-                                Msg::Frames(mut b) => {
-                                    let mut from = 0;
-                                    for &(i, ts, to) in &b.frames {
-                                        if i == TICK {
-                                            p.tick(ts);
-                                        } else if i == CHECKSUMS {
-                                            p.insp.set_checksum_policy(policy_of(ts));
-                                        } else {
-                                            p.frame(i, ts, &b.bytes[from..to]);
-                                        }
-                                        from = to;
-                                    }
-                                    b.bytes.clear();
-                                    b.frames.clear();
-                                    // The reader may be gone (it failed): nothing to recycle for.
-                                    free_tx.send(b).ok();
-                                }
-                                Msg::End(last_ns) => return Some(p.finish(last_ns)),
-                            }
-                        }
-                        None
-                    })
-                    .map_err(|source| ReplayError::Io { path: "thread".into(), source })?;
-                handles.push(h);
+        }
+        let first = run_part(path, cfg, &shared, collector(), 0, threads, &mut summary);
+        let mut done = Vec::with_capacity(threads);
+        let mut error = None;
+        match first {
+            Ok(f) => done.push(f),
+            Err(e) => error = Some(e),
+        }
+        for h in handles {
+            match h.join() {
+                Ok(Ok(f)) => done.push(f),
+                // Every pipeline reads the same file: pipeline 0's error, if any, is reported.
+                Ok(Err(e)) => {
+                    error.get_or_insert(e);
+                }
+                Err(p) => std::panic::resume_unwind(p),
             }
-            drop(free_tx);
-            let mut batches: Vec<Batch> = (0..threads).map(|_| Batch::default()).collect();
-            let mut ticks = Ticks::default();
-            // `auto` checksums: decided on the capture's first packets as one pipeline decides
-            // (this one, fed until it has), then put in force in every pipeline after the same
-            // frame.
-            // Its tables are its own, as one pipeline's are: it must neither see nor leave
-            // expectations, names or per-source counts in the pipelines' tables.
-            let mut probe = (cfg.normalization.resolve(true).checksums == ChecksumPolicy::Auto)
-                .then(|| Pipeline::new(cfg, &Shared::with_policy(cfg, shared.policy.clone()), Discard));
-            let read = read_capture(path, &mut summary, &mut |i, ts, f| {
-                let send = |t: usize, b: &mut Batch| {
-                    if b.bytes.len() >= BATCH_BYTES || b.frames.len() >= BATCH_FRAMES {
-                        let full = std::mem::replace(b, free_rx.try_recv().unwrap_or_default());
-                        // A pipeline only stops when told to: the send fails only if it
-                        // panicked, which the join below reports.
-                        txs[t].send(Msg::Frames(full)).ok();
-                    }
-                };
-                let tick = ticks.due(ts);
-                if tick {
-                    for (t, b) in batches.iter_mut().enumerate() {
-                        b.frames.push((TICK, ts, b.bytes.len()));
-                        send(t, b);
-                    }
-                }
-                let t = match wire::decode(f) {
-                    Ok(d) => crate::icmp::owner_key(&d, 0).map_or(0, |k| k.owner_spread() as usize % threads),
-                    Err(_) => 0,
-                };
-                let b = &mut batches[t];
-                b.bytes.extend_from_slice(f);
-                b.frames.push((i, ts, b.bytes.len()));
-                send(t, b);
-                if let Some(p) = probe.as_mut() {
-                    if tick {
-                        p.tick(ts);
-                    }
-                    p.frame(i, ts, f);
-                    let decided = p.insp.checksum_policy();
-                    if decided != ChecksumPolicy::Auto {
-                        for (t, b) in batches.iter_mut().enumerate() {
-                            b.frames.push((CHECKSUMS, policy_code(decided), b.bytes.len()));
-                            send(t, b);
-                        }
-                        probe = None;
-                    }
-                }
-            });
-            let last_ns = match read {
-                Ok(last_ns) => last_ns,
-                Err(e) => {
-                    drop(txs);
-                    for h in handles {
-                        if let Err(p) = h.join() {
-                            std::panic::resume_unwind(p);
-                        }
-                    }
-                    return Err(e);
-                }
-            };
-            for (tx, b) in txs.iter().zip(batches) {
-                if !b.frames.is_empty() {
-                    tx.send(Msg::Frames(b)).ok();
-                }
-                tx.send(Msg::End(last_ns)).ok();
-            }
-            drop(txs);
-            let mut done = Vec::with_capacity(threads);
-            for h in handles {
-                match h.join() {
-                    Ok(Some(f)) => done.push(f),
-                    Ok(None) => unreachable!("every pipeline was sent its end"),
-                    Err(p) => std::panic::resume_unwind(p),
-                }
-            }
-            Ok(done)
-        })?
-    };
+        }
+        error.map_or(Ok(done), Err)
+    })?;
 
     let mut events: Vec<(u64, usize, usize, warden_control::Event)> = Vec::new();
     let mut hits = [0u64; crate::threat::KINDS];
@@ -1017,6 +882,93 @@ fn run<C: Collect>(
     summary.seconds = start.elapsed().as_secs_f64();
     summary.cpu_s = cpu_s(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID);
     Ok((parts, summary))
+}
+
+/// Pipeline `t` of `threads` over the capture at `path` (see [`run`]); the reading is counted in
+/// `summary` (pipeline 0's is the one reported).
+fn run_part<C: Collect>(
+    path: &Path,
+    cfg: &Config,
+    shared: &Shared,
+    out: C,
+    t: usize,
+    threads: usize,
+    summary: &mut ReplaySummary,
+) -> Result<Finished<C>, ReplayError> {
+    let mut p = Pipeline::new(cfg, shared, out);
+    let mut ticks = Ticks::default();
+    // `auto` checksums with several pipelines: decided on the capture's first packets as one
+    // pipeline decides (this probe, fed every frame until it has), then put in force after the
+    // same frame in every pipeline. Its tables are its own, as one pipeline's are: it must
+    // neither see nor leave expectations, names or per-source counts in the pipeline's.
+    let mut probe = (threads > 1 && cfg.normalization.resolve(true).checksums == ChecksumPolicy::Auto)
+        .then(|| Pipeline::new(cfg, &Shared::with_policy(cfg, shared.policy.clone()), Discard));
+    let last_ns = read_capture(path, summary, &mut |i, ts, f| {
+        let tick = ticks.due(ts);
+        if tick {
+            p.tick(ts);
+        }
+        if threads == 1 || owner(f, threads) == t {
+            p.frame(i, ts, f);
+        }
+        if let Some(q) = probe.as_mut() {
+            if tick {
+                q.tick(ts);
+            }
+            q.frame(i, ts, f);
+            let decided = q.insp.checksum_policy();
+            if decided != ChecksumPolicy::Auto {
+                p.insp.set_checksum_policy(decided);
+                probe = None;
+            }
+        }
+    })?;
+    Ok(p.finish(last_ns))
+}
+
+/// The pipeline of `threads` that owns Ethernet frame `frame`: as a worker picks its owner
+/// (`owner_spread % threads` of the flow, or of the flow an ICMP error quotes:
+/// [`crate::icmp::owner_key`]); 0 for frames that are not IP or do not decode.
+///
+/// A plain (untagged) IPv4 or IPv6 packet carrying TCP or UDP, most of any capture, is owned
+/// by its two addresses alone ([`crate::flow::FlowKey::owner_spread`] reads nothing else), so
+/// they are read directly; every other frame is decoded. If such a packet is malformed
+/// further on, the pipeline that owns its addresses counts it instead of pipeline 0: no
+/// session has it either way.
+fn owner(frame: &[u8], threads: usize) -> usize {
+    use crate::flow::{Addr, FlowKey};
+    let spread = |src: Addr, dst: Addr| FlowKey::new(0, 0, src, 0, dst, 0).0.owner_spread() as usize % threads;
+    match frame.get(12..14) {
+        Some([0x08, 0x00]) => {
+            if let Some(ip) = frame.get(14..34) {
+                if ip[0] >> 4 == 4 && matches!(ip[9], 6 | 17) {
+                    let a = |o: usize| [ip[o], ip[o + 1], ip[o + 2], ip[o + 3]];
+                    return spread(Addr::v4(a(12)), Addr::v4(a(16)));
+                }
+            }
+        }
+        Some([0x86, 0xdd]) => {
+            if let Some(ip) = frame.get(14..54) {
+                if ip[0] >> 4 == 6 && matches!(ip[6], 6 | 17) {
+                    let mut src = [0u8; 16];
+                    let mut dst = [0u8; 16];
+                    src.copy_from_slice(&ip[8..24]);
+                    dst.copy_from_slice(&ip[24..40]);
+                    return spread(Addr::v6(src), Addr::v6(dst));
+                }
+            }
+        }
+        _ => {}
+    }
+    owner_decoded(frame, threads)
+}
+
+/// [`owner`] by decoding the whole frame.
+fn owner_decoded(frame: &[u8], threads: usize) -> usize {
+    match wire::decode(frame) {
+        Ok(d) => crate::icmp::owner_key(&d, 0).map_or(0, |k| k.owner_spread() as usize % threads),
+        Err(_) => 0,
+    }
 }
 
 /// Reads the capture at `path`, counting what it reads in `summary` (frames, bytes, skipped,
@@ -1198,6 +1150,42 @@ mod tests {
             );
         }
         assert_eq!(files, 24);
+    }
+
+    #[test]
+    fn the_owner_read_from_addresses_is_the_decoded_owner() {
+        // Every frame of the corpus and of the test captures (tunnels, fragments, ICMP errors,
+        // VLANs, attacks): wherever the frame decodes, the short cut gives the pipeline
+        // decoding gives.
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|e| e == "pcap" || e == "pcapng") {
+                    out.push(p);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(&corpus(), &mut files);
+        walk(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/captures"), &mut files);
+        let (mut fast, mut decoded) = (0u64, 0u64);
+        for path in &files {
+            let mut sum = ReplaySummary::default();
+            read_capture(path, &mut sum, &mut |_, _, f| {
+                if wire::decode(f).is_err() {
+                    return;
+                }
+                for n in [2, 3, 7] {
+                    assert_eq!(owner(f, n), owner_decoded(f, n), "{}: {n} pipelines", path.display());
+                }
+                let ip = wire::decode(f).unwrap().ip.is_some_and(|ip| matches!(ip.proto, 6 | 17));
+                if ip { fast += 1 } else { decoded += 1 }
+            })
+            .ok();
+        }
+        assert!(fast > 10_000 && decoded > 100, "{fast} TCP/UDP frames, {decoded} others");
     }
 
     #[test]
