@@ -6,7 +6,7 @@
 # 198.19.0.1 and never leaves them.
 #
 #   perf/cpu.sh [--legs bridge,redirect,testpmd,warden,warden2,warden_busy,warden_fast] [--rates 30000,1%,10%,50%,90%,100%]
-#               [--capacity PPS] [--duration 10] [--size 64] [--spin-us N] [--no-build]
+#               [--capacity PPS] [--duration 10] [--size 64] [--spin-us N] [--profile] [--no-build]
 #   perf/cpu.sh --report perf/out/cpu-<date>.json      # print a run's table again
 #
 # A rate with % is a share of the capacity: the sink rate of the `warden` leg sending all out
@@ -17,6 +17,13 @@
 # forwarding CPU of a leg is its threads' CPU time (/proc/<tid>/schedstat, ns): the NAPI thread,
 # plus the worker in Warden legs; cpu1's busy share from /proc/stat is printed beside it (tick
 # sampling: it misses most of a load that runs in bursts of microseconds).
+#
+# --profile samples FWD_CPU with `perf record -g` during every point (from 2 s into it, for
+# duration - 3 s) and splits each forwarding thread's time per frame delivered (µs): its user
+# space, its transmit system calls (the copy-mode XSK transmit builds an skb per frame and runs
+# veth's transmit), the softirq work run inside them (the receiving veth's NAPI: on a veth the
+# receiver's work runs on the sender's core), receive calls and sleeps (`profile` in the JSON
+# row; needs perf, Debian package linux-perf).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,6 +36,7 @@ CAPACITY=
 DURATION=10
 SIZE=64
 SPIN_US=
+PROFILE=0
 BUILD=1
 while [ $# -gt 0 ]; do
     case $1 in
@@ -38,9 +46,10 @@ while [ $# -gt 0 ]; do
     --duration) DURATION=$2; shift 2 ;;
     --size) SIZE=$2; shift 2 ;;
     --spin-us) SPIN_US=$2; shift 2 ;;
+    --profile) PROFILE=1; shift ;;
     --no-build) BUILD=0; shift ;;
     --report) REPORT=$2; shift 2 ;;
-    -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -138,16 +147,55 @@ warden_time() {
         || echo '{}'
 }
 
+# Splits the samples of FWD_CPU in perf data $1 by thread into µs per frame at $2 frames/s
+# delivered (JSON: {thread: {total, user, transmit, softirq, receive, poll}}): the
+# share of the core a thread's samples took, over the frames delivered per second.
+profile_split() {
+    perf report -i "$1" --children --sort comm,dso,sym -g none --stdio -q 2>/dev/null | python3 -c '
+import json, re, sys
+pps = float(sys.argv[1]) or 1.0
+out = {}
+for line in sys.stdin:
+    m = re.match(r"\s*([\d.]+)%\s+([\d.]+)%\s+(\S+)\s+(\S+)\s+\[(.)\]\s+(\S+)", line)
+    if not m:
+        continue
+    children, own, comm, dso, kind, sym = float(m[1]), float(m[2]), re.sub(r"-\d+$", "", m[3]), m[4], m[5], m[6]
+    t = out.setdefault(comm, {"total": 0.0, "user": 0.0, "transmit": 0.0, "softirq": 0.0, "receive": 0.0, "poll": 0.0})
+    t["total"] += own
+    if kind == ".":
+        t["user"] += own
+    named = {"__sys_sendto": "transmit", "__sys_recvfrom": "receive", "do_sys_poll": "poll"}
+    if sym in named:
+        t[named[sym]] += children
+    if sym == "net_rx_action":
+        t["softirq"] = max(t["softirq"], children)
+# percent of one core -> µs per frame
+res = {c: {k: round(v / 100 / pps * 1e6, 3) for k, v in t.items()} for c, t in out.items() if t["total"] >= 1.0}
+print(json.dumps(res))
+' "$2"
+}
+
 # Runs the generator once at rate $2 (0: all out) for leg $1, watching WATCH (NAME=TID ...); for
 # Warden legs, also the worker's own accounting over the run (wardenctl counters, before/after:
 # it includes the 1 s warm-up).
 measure() {
     local leg=$1 rate=$2 r t0 t1
     t0=$(warden_time)
+    local prof= prof_pid=
+    if [ "$PROFILE" = 1 ]; then
+        prof=$WORK/$leg-$rate.perf.data
+        (sleep 2; exec perf record -q -C $FWD_CPU -g -o "$prof" -- sleep $((DURATION - 3)) 2>/dev/null) &
+        prof_pid=$!
+    fi
     r=$(in_ns $NS_GEN taskset -c $GEN_CPU "$BIN/xdp-gen" --iface g0 --size "$SIZE" --warmup 1 \
         --duration "$DURATION" --runs 1 --rate "$rate" --dst-mac "$DST_MAC" --sink-pin "$PIN" \
         --queues "${GEN_QUEUES:-1}" $WATCH)
     t1=$(warden_time)
+    if [ -n "$prof" ]; then
+        wait "$prof_pid" || true
+        r=$(jq -c --argjson p "$(profile_split "$prof" "$(jq -r .sink_pps <<<"$r")")" '. + {profile: $p}' <<<"$r")
+        log "$leg at $rate/s, per frame (µs): $(jq -c .profile <<<"$r")"
+    fi
     r=$(jq -c --argjson a "${t0:-{\}}" --argjson b "${t1:-{\}}" \
         '. + {warden_time: ($b | with_entries(select(.value | type == "number") | .value -= ($a[.key] // 0)))}' <<<"$r")
     log "$leg at $rate/s: $(jq -c '{offered_pps, sink_pps, cpu_busy, tasks, lat_p50_us, lat_p99_us}' <<<"$r")"
