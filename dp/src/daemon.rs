@@ -1351,10 +1351,11 @@ impl Daemon {
     /// `p` with the addresses of the discovered workloads its selectors take, the notes of
     /// addresses left out logged.
     fn fill(&self, p: &Policy) -> Policy {
-        let (filled, notes) = p.with_discovered(&self.identities.list());
+        let (mut filled, notes) = p.with_discovered(&self.identities.list());
         for n in notes.iter().take(16) {
             tracing::warn!("policy selector: {n}");
         }
+        (filled.bound, filled.uplinks) = self.attachment_bindings();
         filled
     }
 

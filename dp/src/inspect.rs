@@ -996,7 +996,12 @@ impl Inspector {
                     Dir::ToClient if s.client_iface == NO_SLOT => NO_SLOT,
                     Dir::ToClient => self.origins.peer(s.client_iface),
                 };
-                if self.origins.pinned(meta.iface, expected) {
+                // Over a bridge, the side a frame arrives on does not tell who sent it (whatever
+                // is on the bridge arrives there): the source is checked as for a new session.
+                if self.origins.pinned(meta.iface, expected)
+                    && (!self.origins.over_bridge(meta.iface)
+                        || self.origins.spoofed(&self.policy, meta.iface, ip.src, f.src_mac).is_none())
+                {
                     return None;
                 }
                 self.stats.spoofed += 1;

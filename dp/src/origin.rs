@@ -35,6 +35,9 @@ struct Slot {
     local: Option<WorkloadIdx>,
     /// The workload on the peer side (frames received here go to it).
     remote: Option<WorkloadIdx>,
+    /// The bridge this interface faces, when it is an attachment's near end
+    /// ([`CompiledPolicy::uplink_bridge`]).
+    bridge: Option<u32>,
 }
 
 /// The interfaces a pipeline serves and the workloads on their sides. Changed only by control
@@ -53,7 +56,7 @@ impl Origins {
             if i >= self.slots.len() {
                 self.slots.resize(i + 1, None);
             }
-            self.slots[i] = Some(Slot { name: me.1.into(), peer: peer.0, local: None, remote: None });
+            self.slots[i] = Some(Slot { name: me.1.into(), peer: peer.0, local: None, remote: None, bridge: None });
         }
         self.apply_policy(policy);
     }
@@ -80,6 +83,7 @@ impl Origins {
             if let Some(s) = self.slots[i].as_mut() {
                 s.local = locals[i];
                 s.remote = remote;
+                s.bridge = policy.uplink_bridge(&s.name);
             }
         }
     }
@@ -123,21 +127,45 @@ impl Origins {
     }
 
     /// The workload a frame received on `slot` from `src` (with source MAC `mac`) claims to be
-    /// and may not be: `src` is an address of a workload with an `iface` that is not `slot`'s
-    /// interface, or with `macs` that do not include `mac`. `None` for frames that claim no
-    /// workload's address or claim it rightly. One hash lookup.
+    /// and may not be. `None` for frames that claim no workload's address or claim it rightly.
+    /// - `src` is an attachment's address ([`crate::policy::Policy::bound`]): it may come from
+    ///   the attachment's host interface, or over the same bridge into another attachment's
+    ///   near end (it passed this check at its own attachment on the way) from the workload's
+    ///   own MAC when that is known (with a VM's tap, whose MAC is not known, from any MAC). From anywhere else (another workload's side, another
+    ///   bridge, the host or the outside routed onto the bridge, which sends from the bridge's
+    ///   MAC) it is spoofed.
+    /// - Else `src` is an address of a workload with an `iface` that is not `slot`'s interface.
+    /// - Or the workload has `macs` that do not include `mac`.
+    ///
+    /// One hash lookup, two with attachments.
     pub fn spoofed(&self, policy: &CompiledPolicy, slot: u16, src: Addr, mac: [u8; 6]) -> Option<WorkloadIdx> {
         let w = policy.workload_of(src.ip())?;
         let wl = &policy.workloads()[w.index()];
-        if let (Some(iface), Some(s)) = (wl.iface.as_deref(), self.slot(slot)) {
-            if *s.name != *iface {
-                return Some(w);
+        if let Some(s) = self.slot(slot) {
+            if let Some(b) = policy.bound(src.ip()) {
+                let own_side = *s.name == *b.iface;
+                // Not into its own attachment: the workload does not send to itself over the bridge.
+                let own_pair = self.slot(s.peer).is_some_and(|p| *p.name == *b.iface);
+                let over_its_bridge = s.bridge == Some(b.bridge) && !own_pair && b.mac.is_none_or(|m| m == mac);
+                if !own_side && !over_its_bridge {
+                    return Some(w);
+                }
+            } else if let Some(iface) = wl.iface.as_deref() {
+                if *s.name != *iface {
+                    return Some(w);
+                }
             }
         }
         if !wl.macs.is_empty() && !wl.macs.iter().any(|m| m.0 == mac) {
             return Some(w);
         }
         None
+    }
+
+    /// True when `slot` is an attachment's near end: its frames come over a bridge.
+    #[inline]
+    pub fn over_bridge(&self, slot: u16) -> bool {
+        self.slot(slot).is_some_and(|s| s.bridge.is_some())
     }
 
     /// True when a frame received on `slot` may belong to the session direction whose frames
@@ -203,5 +231,81 @@ mode = "protect"
         assert_eq!(o.spoofed(&p, 1, a("198.18.0.4"), other), None, "nothing to check it against");
         assert_eq!(o.spoofed(&p, 1, a("198.18.0.9"), other), None, "not a workload");
         assert!(o.pinned(1, 1) && !o.pinned(1, 2) && o.pinned(1, NO_SLOT) && o.pinned(7, 2));
+    }
+
+    #[test]
+    fn attached_addresses_come_only_from_their_attachment() {
+        // Three attachments on bridge "br" (host interfaces wd-a, wd-b, wd-c; Warden's near
+        // ends wn-a, wn-b, wn-c) and one on "br2" (wd-d, wn-d). "pods" selects a and b (no
+        // `iface`: it spans both); "plain" lists c's address; d's is its implicit workload's.
+        let text = r#"
+[[workload]]
+id = "pods"
+containers = ["web-*"]
+mode = "protect"
+[[workload]]
+id = "plain"
+ips = ["198.18.0.4"]
+mode = "protect"
+[[workload]]
+id = "d"
+ips = ["198.18.0.8"]
+iface = "wd-d"
+mode = "protect"
+"#;
+        let mut src = Policy::from_toml(text).unwrap();
+        src.workloads[0].ips = vec!["198.18.0.5".parse().unwrap(), "2001:db8::5".parse().unwrap(), "198.18.0.6".parse().unwrap()];
+        let (mac_a, mac_b, mac_c) = ([2, 0, 0, 0, 0, 0xa], [2, 0, 0, 0, 0, 0xb], [2, 0, 0, 0, 0, 0xc]);
+        let bind = |iface: &str, bridge: &str, mac: Option<[u8; 6]>| crate::policy::BoundAddr { iface: iface.into(), bridge: bridge.into(), mac };
+        for (ip, b) in [
+            ("198.18.0.5", bind("wd-a", "br", Some(mac_a))),
+            ("2001:db8::5", bind("wd-a", "br", Some(mac_a))),
+            ("198.18.0.6", bind("wd-b", "br", Some(mac_b))),
+            ("198.18.0.4", bind("wd-c", "br", None)),
+            ("198.18.0.8", bind("wd-d", "br2", Some(mac_c))),
+        ] {
+            src.bound.insert(ip.parse().unwrap(), b);
+        }
+        for (near, bridge) in [("wn-a", "br"), ("wn-b", "br"), ("wn-c", "br"), ("wn-d", "br2")] {
+            src.uplinks.insert(near.into(), bridge.into());
+        }
+        let p = CompiledPolicy::compile(&src).unwrap();
+        let mut o = Origins::default();
+        o.set_pair((1, "wn-a"), (2, "wd-a"), &p);
+        o.set_pair((3, "wn-b"), (4, "wd-b"), &p);
+        o.set_pair((5, "wn-c"), (6, "wd-c"), &p);
+        o.set_pair((7, "wn-d"), (8, "wd-d"), &p);
+        let a = |s: &str| Addr::from(s.parse::<std::net::IpAddr>().unwrap());
+        let (pods, plain, d) = (p.workload_by_id("pods"), p.workload_by_id("plain"), p.workload_by_id("d"));
+        let other = [2, 0, 0, 0, 0, 0x99];
+        // From the workload's own side.
+        assert_eq!(o.spoofed(&p, 2, a("198.18.0.5"), mac_a), None);
+        assert_eq!(o.spoofed(&p, 2, a("2001:db8::5"), other), None, "any MAC on its own side");
+        assert_eq!(o.spoofed(&p, 4, a("198.18.0.6"), mac_b), None);
+        // From another workload's side, even one of the same workload, or the other bridge's.
+        assert_eq!(o.spoofed(&p, 4, a("198.18.0.5"), mac_a), pods, "from the workload's other attachment");
+        assert_eq!(o.spoofed(&p, 6, a("198.18.0.6"), mac_b), pods);
+        assert_eq!(o.spoofed(&p, 8, a("198.18.0.5"), mac_a), pods);
+        // Over its bridge into another attachment: from its own MAC only.
+        assert_eq!(o.spoofed(&p, 3, a("198.18.0.5"), mac_a), None, "a -> b over the bridge");
+        assert_eq!(o.spoofed(&p, 5, a("2001:db8::5"), mac_a), None);
+        assert_eq!(o.spoofed(&p, 3, a("198.18.0.5"), other), pods, "the host or the outside, routed onto the bridge");
+        assert_eq!(o.spoofed(&p, 7, a("198.18.0.5"), mac_a), pods, "from the other bridge");
+        assert_eq!(o.spoofed(&p, 1, a("198.18.0.5"), mac_a), pods, "into its own attachment");
+        // An address a workload lists, held by an attachment whose MAC is unknown (a tap):
+        // its side, or over its bridge from any MAC.
+        assert_eq!(o.spoofed(&p, 6, a("198.18.0.4"), other), None);
+        assert_eq!(o.spoofed(&p, 1, a("198.18.0.4"), other), None);
+        assert_eq!(o.spoofed(&p, 2, a("198.18.0.4"), other), plain);
+        assert_eq!(o.spoofed(&p, 7, a("198.18.0.4"), other), plain);
+        // The implicit workload (with `iface`) of an attachment: the same rules.
+        assert_eq!(o.spoofed(&p, 8, a("198.18.0.8"), mac_c), None);
+        assert_eq!(o.spoofed(&p, 1, a("198.18.0.8"), mac_c), d, "over another bridge");
+        // Each attachment's side names the workload owning its addresses.
+        assert_eq!(o.ends(2), Ends { client: pods, server: None });
+        assert_eq!(o.ends(4), Ends { client: pods, server: None });
+        assert_eq!(o.ends(3), Ends { client: None, server: pods });
+        assert_eq!(o.ends(6), Ends { client: plain, server: None });
+        assert_eq!(o.ends(8), Ends { client: d, server: None });
     }
 }

@@ -103,6 +103,7 @@ pub fn plan(t: &Target, spec: &AttachSpec, name: &str, mode: &str) -> Result<Sta
         host_features: Vec::new(),
         mode: mode.to_string(),
         ips: t.ips.clone(),
+        inner_mac: t.inner_mac.clone(),
         workload: None,
         implicit: false,
         identity: t.identity.clone(),
@@ -149,6 +150,7 @@ mod tests {
             inner: None,
             host: link::Link { ifname: "h".into(), master: Some("br".into()), port: Some(Default::default()), ..Default::default() },
             ips: vec!["198.18.0.2".into()],
+            inner_mac: None,
             identity: Default::default(),
         };
         let mut st = State {
@@ -186,6 +188,7 @@ mod tests {
             host_features: Vec::new(),
             mode: "learn".into(),
             ips: t.ips.clone(),
+            inner_mac: None,
             workload: None,
             implicit: false,
             identity: Default::default(),
@@ -202,6 +205,7 @@ mod tests {
             inner: None,
             host: link::Link { ifname: "cali1".into(), ..Default::default() },
             ips: Vec::new(),
+            inner_mac: None,
             identity: Default::default(),
         };
         let e = plan(&t, &AttachSpec::default(), "x", "learn").unwrap_err();

@@ -72,6 +72,9 @@ pub struct Target {
     pub host: Link,
     /// The workload's addresses (the request's, else the inner interface's global ones).
     pub ips: Vec<String>,
+    /// The MAC of the inner interface (the workload's own; `None` for a tap: the VM's NIC is
+    /// not visible from the host).
+    pub inner_mac: Option<String>,
     /// Who it is, as far as the runtime said.
     pub identity: Identity,
 }
@@ -211,6 +214,7 @@ pub fn resolve(spec: &AttachSpec, runtimes: &[String]) -> Result<Target, String>
         None => guess(&spec.target),
     };
     let mut identity = Identity::default();
+    let mut inner_mac = None;
     let (key, default_name, netns, inner, host) = match kind {
         Kind::Container | Kind::Netns => {
             let (key, name, path) = if kind == Kind::Container {
@@ -236,6 +240,7 @@ pub fn resolve(spec: &AttachSpec, runtimes: &[String]) -> Result<Target, String>
             let ns = Ns::Path(path.clone());
             let inner = inner_link(&ns, spec.ifname.as_deref())?;
             let host = host_peer(&inner)?;
+            inner_mac = Some(inner.address.clone());
             (key, name, Some(path), Some(inner.ifname), host)
         }
         Kind::Tap => {
@@ -254,7 +259,10 @@ pub fn resolve(spec: &AttachSpec, runtimes: &[String]) -> Result<Target, String>
                 return Err(format!("{} is not a veth: only a workload's veth or tap can be attached", spec.target));
             }
             match find_peer_ns(&l) {
-                Some((p, inner)) => (spec.target.clone(), spec.target.clone(), Some(p), Some(inner.ifname), l),
+                Some((p, inner)) => {
+                    inner_mac = Some(inner.address.clone());
+                    (spec.target.clone(), spec.target.clone(), Some(p), Some(inner.ifname), l)
+                }
                 None => (spec.target.clone(), spec.target.clone(), None, None, l),
             }
         }
@@ -268,7 +276,8 @@ pub fn resolve(spec: &AttachSpec, runtimes: &[String]) -> Result<Target, String>
             _ => Vec::new(),
         }
     };
-    Ok(Target { kind, key, default_name, netns, inner, host, ips, identity })
+    let inner_mac = inner_mac.filter(|m| !m.is_empty());
+    Ok(Target { kind, key, default_name, netns, inner, host, ips, inner_mac, identity })
 }
 
 #[cfg(test)]

@@ -72,6 +72,10 @@ pub struct State {
     pub mode: String,
     /// Addresses.
     pub ips: Vec<String>,
+    /// The MAC the workload sends from (its inner interface's; `None` for a tap, or in a state
+    /// written before Warden recorded it).
+    #[serde(default)]
+    pub inner_mac: Option<String>,
     /// The policy workload its addresses belong to.
     pub workload: Option<String>,
     /// True when that workload is Warden's implicit one (named after the attachment).
@@ -168,6 +172,7 @@ mod tests {
             host_features: Vec::new(),
             mode: "protect".into(),
             ips: vec!["198.18.0.2".into()],
+            inner_mac: Some("02:00:00:00:00:02".into()),
             workload: Some(name.into()),
             implicit: true,
             identity: Identity::default(),

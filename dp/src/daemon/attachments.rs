@@ -2,6 +2,9 @@
 //! workload of each attachment, adoption at start and the once-a-second check of interfaces
 //! that come and go. Runs on the control loop only.
 
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use warden_control::{AttachInfo, AttachSpec};
@@ -9,7 +12,7 @@ use warden_control::{AttachInfo, AttachSpec};
 use super::{edit_policy, array, Daemon};
 use crate::attach::{self, plumb, resolve::Target, state::{self, Phase, State}};
 use crate::config::InlinePair;
-use crate::policy::Policy;
+use crate::policy::{BoundAddr, Policy};
 
 impl Daemon {
     fn attach_dir(&self) -> PathBuf {
@@ -276,6 +279,31 @@ impl Daemon {
             }
             Ok(())
         })
+    }
+
+    /// Every live attachment's addresses with where they may be sent from, and every
+    /// attachment's near end with its bridge ([`Policy::bound`], [`Policy::uplinks`]): whatever
+    /// workload owns them, an attachment's addresses come from its own side, or over its
+    /// bridge from its MAC. An address two attachments report stays the first's (logged).
+    pub(super) fn attachment_bindings(&self) -> (BTreeMap<IpAddr, BoundAddr>, BTreeMap<String, String>) {
+        let mut bound = BTreeMap::new();
+        let mut uplinks = BTreeMap::new();
+        for a in self.attachments.iter().filter(|a| a.phase != Phase::Gone) {
+            uplinks.insert(a.near.clone(), a.bridge.clone());
+            let mac = a.inner_mac.as_deref().and_then(|m| m.parse::<crate::policy::Mac>().ok()).map(|m| m.0);
+            for ip in a.ips.iter().filter_map(|s| s.parse::<IpAddr>().ok()) {
+                match bound.entry(ip) {
+                    Entry::Vacant(e) => {
+                        e.insert(BoundAddr { iface: a.host.clone(), bridge: a.bridge.clone(), mac });
+                    }
+                    Entry::Occupied(e) if e.get().iface != a.host => {
+                        crate::warn_limited!("{ip} is an address of two attachments: bound to {}, not {}", e.get().iface, a.host);
+                    }
+                    Entry::Occupied(_) => {}
+                }
+            }
+        }
+        (bound, uplinks)
     }
 
     /// Writes every attachment's state again (after a policy change moved a mode or

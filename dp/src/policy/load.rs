@@ -658,6 +658,8 @@ impl Policy {
             workloads,
             rules,
             services,
+            bound: Default::default(),
+            uplinks: Default::default(),
         })
     }
 

@@ -738,6 +738,20 @@ pub struct CompiledPolicy {
     wl_mac: HashMap<Mac, u32>,
     /// The services' externalIPs ([`CompiledPolicy::external_ip_mitm`]).
     ext: ExternalIps,
+    /// Address -> where it may be sent from ([`Policy::bound`]).
+    bound: HashMap<IpAddr, Bound>,
+}
+
+/// A [`super::model::BoundAddr`] as compiled: the bridge as an index into the policy's
+/// distinct uplink bridges ([`CompiledPolicy::uplink_bridge`]; `u32::MAX`: none of them).
+#[derive(Debug, Clone)]
+pub struct Bound {
+    /// The attachment's host interface.
+    pub iface: Box<str>,
+    /// Its bridge.
+    pub bridge: u32,
+    /// The MAC the workload sends from, if known.
+    pub mac: Option<[u8; 6]>,
 }
 
 impl CompiledPolicy {
@@ -874,6 +888,14 @@ impl CompiledPolicy {
             wl_v6: wl_v6.into_iter().collect(),
             wl_mac,
             ext,
+            bound: p
+                .bound
+                .iter()
+                .map(|(ip, b)| {
+                    let bridge = p.uplinks.values().position(|x| *x == b.bridge).map_or(u32::MAX, |i| i as u32);
+                    (*ip, Bound { iface: b.iface.as_str().into(), bridge, mac: b.mac })
+                })
+                .collect(),
         })
     }
 
@@ -925,14 +947,35 @@ impl CompiledPolicy {
         }
     }
 
-    /// The workload whose `iface` is the interface named `name`, if any (a linear scan: call it
-    /// when a policy or an interface is set, not per frame).
+    /// The workload whose `iface` is the interface named `name`, or else the workload owning
+    /// the addresses bound to it ([`Policy::bound`]: an attachment taken by a workload that
+    /// lists or selects it), if any (a linear scan: call it when a policy or an interface is
+    /// set, not per frame).
     pub fn workload_of_iface(&self, name: &str) -> Option<WorkloadIdx> {
         self.policy
             .workloads
             .iter()
             .position(|w| w.iface.as_deref() == Some(name))
             .map(|i| WorkloadIdx(i as u32))
+            .or_else(|| self.policy.bound.iter().filter(|(_, b)| b.iface == name).find_map(|(ip, _)| self.workload_of(*ip)))
+    }
+
+    /// Where `ip` may be sent from ([`Policy::bound`]), if it is an attachment's. No lookup
+    /// when nothing is bound (no attachments).
+    #[inline]
+    pub fn bound(&self, ip: IpAddr) -> Option<&Bound> {
+        if self.bound.is_empty() {
+            return None;
+        }
+        self.bound.get(&ip)
+    }
+
+    /// The bridge the interface named `name` faces, when it is an attachment's near end
+    /// ([`Policy::uplinks`]): an index comparable with [`Bound::bridge`] (a linear scan: call
+    /// it when a policy or an interface is set, not per frame).
+    pub fn uplink_bridge(&self, name: &str) -> Option<u32> {
+        let bridge = self.policy.uplinks.get(name)?;
+        self.policy.uplinks.values().position(|x| x == bridge).map(|i| i as u32)
     }
 
     /// True when some rule has an `fqdn` condition (only then do server names matter).

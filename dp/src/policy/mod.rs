@@ -116,10 +116,10 @@ mod tests;
 pub use learn::{learned_policy, LearnedConn};
 pub use select::{check_container_glob, check_pod_glob, Selector};
 pub use load::PolicyError;
-pub use matcher::{reference_evaluate, reference_evaluate_ends, CompiledPolicy, IndexStats};
+pub use matcher::{reference_evaluate, reference_evaluate_ends, Bound, CompiledPolicy, IndexStats};
 pub use model::{
-    app_from_name, known_apps, Action, Cidr, Endpoint, Fqdn, IpProto, Mac, Mode, Policy, PolicyVerdict, PortRange,
-    Rule, Service, Workload,
+    app_from_name, known_apps, Action, BoundAddr, Cidr, Endpoint, Fqdn, IpProto, Mac, Mode, Policy, PolicyVerdict,
+    PortRange, Rule, Service, Workload,
 };
 
 /// Index of a workload in [`Policy::workloads`] (and in its [`CompiledPolicy`]).

@@ -569,6 +569,30 @@ pub struct Policy {
     /// ([`ServiceIdx`](super::ServiceIdx) `i` is `services[i]`).
     #[serde(rename = "service", skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<Service>,
+    /// Attachments' addresses and where they may be sent from ([`BoundAddr`]), whichever
+    /// workload owns them: the attachment's implicit one, one that lists them in `ips` or one
+    /// that selects it by identity. Filled by the daemon whenever it publishes a policy; never
+    /// read from or written to a policy file. [`crate::origin::Origins::spoofed`] checks them.
+    #[serde(skip)]
+    pub bound: std::collections::BTreeMap<IpAddr, BoundAddr>,
+    /// Warden's interfaces that face a bridge (each attachment's near end, whose frames come
+    /// over the bridge), interface name -> bridge name. Filled with [`Policy::bound`].
+    #[serde(skip)]
+    pub uplinks: std::collections::BTreeMap<String, String>,
+}
+
+/// Where an attachment's address may be sent from ([`Policy::bound`]): the attachment's host
+/// interface (the workload's side of Warden's pair), or, having passed that check, over its
+/// bridge into another attachment's near end, from the MAC the workload sends from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BoundAddr {
+    /// The attachment's host interface.
+    pub iface: String,
+    /// The bridge it is attached to.
+    pub bridge: String,
+    /// The MAC of the workload's own interface (`None` when not known, as for a VM's tap:
+    /// then any frame over the bridge may claim the address).
+    pub mac: Option<[u8; 6]>,
 }
 
 fn ser_display<T: fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {

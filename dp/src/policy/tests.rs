@@ -1440,6 +1440,8 @@ fn random_policy(r: &mut Rng, pool: &[IpAddr], max_rules: u64) -> Policy {
         workloads,
         rules,
         services: Vec::new(),
+        bound: Default::default(),
+        uplinks: Default::default(),
     }
 }
 
