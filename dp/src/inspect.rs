@@ -944,8 +944,17 @@ impl Inspector {
         if v != Verdict::Forward {
             self.sessions.count_dropped(t.idx, t.dir, len);
         } else if self.fast.capacity() > 0 {
-            let server_slot = self.origins.peer(self.sessions.get(t.idx).client_iface);
-            self.fast.consider(&mut self.sessions, &self.engine, t.idx, server_slot, self.policy_gen);
+            let s = self.sessions.get(t.idx);
+            let server_slot = self.origins.peer(s.client_iface);
+            // A direction whose source Warden checks by MAC (an attachment's address over its
+            // bridge, `Origins::spoofed`) stays in user space: the XDP program does not check
+            // MACs.
+            let (c, sv) = (s.client_end().0, s.server_end().0);
+            let mac_checked = self.origins.mac_checked(&self.policy, s.client_iface, c)
+                || self.origins.mac_checked(&self.policy, server_slot, sv);
+            if !mac_checked {
+                self.fast.consider(&mut self.sessions, &self.engine, t.idx, server_slot, self.policy_gen);
+            }
         }
         (v, Some((t.idx, t.dir)))
     }

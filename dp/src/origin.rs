@@ -162,6 +162,13 @@ impl Origins {
         None
     }
 
+    /// True when frames from `src` received on `slot` are checked by their source MAC
+    /// ([`Self::spoofed`]: an attachment's address, of known MAC, arriving over a bridge).
+    #[inline]
+    pub fn mac_checked(&self, policy: &CompiledPolicy, slot: u16, src: Addr) -> bool {
+        self.over_bridge(slot) && policy.bound(src.ip()).is_some_and(|b| b.mac.is_some())
+    }
+
     /// True when `slot` is an attachment's near end: its frames come over a bridge.
     #[inline]
     pub fn over_bridge(&self, slot: u16) -> bool {
@@ -301,6 +308,11 @@ mode = "protect"
         // The implicit workload (with `iface`) of an attachment: the same rules.
         assert_eq!(o.spoofed(&p, 8, a("198.18.0.8"), mac_c), None);
         assert_eq!(o.spoofed(&p, 1, a("198.18.0.8"), mac_c), d, "over another bridge");
+        // Checked by MAC (so kept off the XDP fast path): a's address over the bridge only.
+        assert!(o.mac_checked(&p, 3, a("198.18.0.5")) && o.mac_checked(&p, 7, a("2001:db8::5")));
+        assert!(!o.mac_checked(&p, 2, a("198.18.0.5")), "its own side");
+        assert!(!o.mac_checked(&p, 1, a("198.18.0.4")), "MAC unknown");
+        assert!(!o.mac_checked(&p, 1, a("198.18.0.99")), "not an attachment's");
         // Each attachment's side names the workload owning its addresses.
         assert_eq!(o.ends(2), Ends { client: pods, server: None });
         assert_eq!(o.ends(4), Ends { client: pods, server: None });

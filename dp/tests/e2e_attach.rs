@@ -924,6 +924,10 @@ fn an_attached_address_is_refused_from_anywhere_but_its_attachment() {
         send_udp_as(&b.c, (C4, 40000), S4, 9999, "real", 1);
         std::thread::sleep(Duration::from_millis(200));
     }
+    // More of c's flow, so that it would be on the XDP fast path if it could: its frames
+    // over the bridge are checked by MAC, which the fast path does not do.
+    send_udp_as(&b.c, (C4, 40000), S4, 9999, "more", 5);
+    std::thread::sleep(Duration::from_millis(600));
     let spoofed_before = spoofed(&b);
     // The host (the bridge's address) claims c's address; its frames reach Warden on the
     // bridge side of s's attachment. The real c is resolved on the bridge already.
