@@ -1698,6 +1698,8 @@ impl Inspector {
                 let key = crate::detect::slowloris::ServerKey { zone, addr: server, port };
                 if let Some(f) = self.threats.slowloris.observe(key, id, head, now_ns) {
                     self.slowloris_finding(f, Some(idx), raw, now_ns);
+                } else if head.is_some() && self.threats.slowloris.offending(id) {
+                    self.slowloris_session(idx, now_ns);
                 }
             }
             AppState::Mysql(m) if self.threats.enabled(ThreatId::MysqlAccessDenied) => {
@@ -1743,6 +1745,21 @@ impl Inspector {
             if action.blocks() && s.policy.threat_block.is_none() {
                 s.policy.threat_block = Some((ThreatId::HttpSlowloris, action));
             }
+        }
+    }
+
+    /// A slow session of a server already found under a slowloris attack, at its next frame:
+    /// the threat's action applies to it as to the session that made the finding (the finding
+    /// is raised once per server; without this only that one session would be blocked and the
+    /// others would keep holding the server's connections). Marked in its record; counted as
+    /// a drop when blocked, not as a new detection.
+    fn slowloris_session(&mut self, idx: u32, now_ns: u64) {
+        let mode = self.session_context(idx, &[], now_ns).mode;
+        let action = self.threats.action_in(ThreatId::HttpSlowloris, mode);
+        let s = self.sessions.get_mut(idx);
+        s.threats.insert(ThreatId::HttpSlowloris);
+        if action.blocks() && s.policy.threat_block.is_none() {
+            s.policy.threat_block = Some((ThreatId::HttpSlowloris, action));
         }
     }
 

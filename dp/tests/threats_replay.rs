@@ -47,3 +47,45 @@ fn the_corpus_raises_no_heuristic_threat() {
     }
     assert!(checked > 20, "{checked}");
 }
+
+/// slowhttptest's 40 slow connections to web (198.18.0.2:80) in protect mode, the policy
+/// allowing HTTP: once the server is found under attack, every slow session is acted on at its
+/// next frame, not only the one that made the finding. Records: `(sessions opened with a SYN
+/// that carry http_slowloris, those with frames dropped)`.
+fn slowloris_outcome(action: &str) -> (usize, usize, u64) {
+    let dir = std::env::temp_dir().join(format!("warden-slowloris-{}-{action}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[[workload]]\nid = \"web\"\nips = [\"198.18.0.2\"]\nmode = \"protect\"\n\
+         [[rule]]\nid = 1\nfrom = \"any\"\nto = \"web\"\nip_proto = \"tcp\"\nports = [\"80\"]\naction = \"allow\"\n",
+    )
+    .unwrap();
+    let mut cfg = Config::parse(&format!("[threats.http_slowloris]\naction = \"{action}\"\n"), "test").unwrap();
+    cfg.policy.file = Some(policy.to_str().unwrap().to_string());
+    let (recs, sum) = replay_file(&capture("http-slowloris.pcap"), &cfg).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    let attack: Vec<_> = recs.iter().filter(|r| r.server_port == 80 && !r.midstream).collect();
+    // slowhttptest -c 40 opens 40, and more as the server closes some.
+    assert!(attack.len() >= 40, "{} sessions", attack.len());
+    let marked = attack.iter().filter(|r| r.threats.iter().any(|t| t.id == "http_slowloris")).count();
+    let dropped = attack.iter().filter(|r| r.packets_dropped_to_server > 0).count();
+    let drops = sum.threats.iter().find(|t| t.0 == "http_slowloris").map_or(0, |t| t.2);
+    (marked, dropped, drops)
+}
+
+#[test]
+fn every_slow_session_of_a_server_under_slowloris_is_acted_on() {
+    let (marked, dropped, drops) = slowloris_outcome("reset");
+    eprintln!("reset: {marked} marked, {dropped} with drops, {drops} frames dropped");
+    // Before, only the session that made the finding was blocked (and, once it was gone, the
+    // next finding's): 3 of 40, 9 frames dropped.
+    assert!(marked >= 30 && dropped >= 30, "{marked} marked, {dropped} with drops of 40");
+    assert!(drops >= 30, "{drops} frames dropped");
+    // Alert: the same sessions are marked, nothing is dropped.
+    let (marked, dropped, drops) = slowloris_outcome("alert");
+    eprintln!("alert: {marked} marked, {dropped} with drops, {drops} frames dropped");
+    assert!(marked >= 30, "{marked} marked of 40");
+    assert_eq!((dropped, drops), (0, 0));
+}
