@@ -1873,7 +1873,8 @@ impl Inspector {
             return;
         }
         let AppState::Dns(d) = self.engine.state_mut(app_ctx) else { return };
-        if d.queries().is_empty() {
+        let missed = d.queries().missed();
+        if d.queries().is_empty() && missed == 0 {
             return;
         }
         let mut found: [Option<(&'static str, crate::app::Text<128>)>; crate::app::dns::MAX_SEEN] = [None; crate::app::dns::MAX_SEEN];
@@ -1883,6 +1884,19 @@ impl Inspector {
         d.clear_queries();
         for (reason, evidence) in found.into_iter().flatten() {
             self.session_threat(idx, ThreatId::DnsTunneling, Some(Dir::ToServer), reason, evidence.as_bytes(), raw, now_ns);
+        }
+        if missed > 0 {
+            // More queries in one frame than the detector is handed (pipelined over TCP past
+            // MAX_SEEN messages or SEEN_BYTES of names): what it did not see could carry a
+            // tunnel behind checked decoys, so they are a finding of their own, not silence.
+            let mut buf = [0u8; 64];
+            let n = {
+                use std::io::Write;
+                let mut w = std::io::Cursor::new(&mut buf[..]);
+                let _ = write!(w, "{missed} queries in one frame not checked");
+                w.position() as usize
+            };
+            self.session_threat(idx, ThreatId::DnsTunneling, Some(Dir::ToServer), "queries_not_checked", &buf[..n], raw, now_ns);
         }
     }
 

@@ -414,3 +414,54 @@ fn a_frame_that_does_not_decode_is_a_bad_packet_under_the_malformed_policy() {
     assert_eq!((ev[0].id, ev[0].action, ev[0].frame()), (ThreatId::BadPacket, Action::Alert, f.as_slice()));
     assert!(!ev[0].reason.is_empty());
 }
+
+/// A DNS-over-TCP segment (RFC 7766) carrying `n` pipelined A queries for short, plain names.
+fn dns_tcp_queries(n: u16) -> Vec<u8> {
+    let mut out = Vec::new();
+    for id in 0..n {
+        let mut m = Vec::new();
+        m.extend_from_slice(&id.to_be_bytes());
+        m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+        m.extend_from_slice(b"\x03www\x07example\x03com\x00");
+        m.extend_from_slice(&[0, 1, 0, 1]);
+        out.extend_from_slice(&(m.len() as u16).to_be_bytes());
+        out.extend_from_slice(&m);
+    }
+    out
+}
+
+#[test]
+fn dns_queries_past_what_the_tunnel_detector_is_handed_are_a_finding() {
+    // More pipelined queries in one segment than the detector is handed per frame: the ones
+    // it does not see could carry a tunnel behind plain decoys.
+    for (n, want) in [(3u16, 0u64), (12, 1)] {
+        let mut i = Inspector::new(256, Timeouts::default(), MalformedPolicy::Drop);
+        let text = "[[workload]]\nid = \"dns\"\nips = [\"198.18.0.2\"]\nmode = \"protect\"\n\
+                    [[rule]]\nid = 1\nfrom = \"any\"\nto = \"dns\"\nip_proto = \"tcp\"\nports = [\"53\"]\naction = \"allow\"\n";
+        i.set_policy(Arc::new(CompiledPolicy::compile(&Policy::from_toml(text).unwrap()).unwrap()), 1);
+        let mut p = ThreatPolicy::default();
+        p.actions[ThreatId::DnsTunneling as usize] = Action::Reset;
+        i.threats.set_policy(p);
+        let mut now = SEC;
+        let mut send = |i: &mut Inspector, to_server: bool, flags: u8, seq: u32, ack: u32, payload: &[u8]| {
+            now += 1_000_000;
+            let f = if to_server { tcp(C, 40000, S, 53, flags, seq, ack, 64240, &[], payload) } else { tcp(S, 53, C, 40000, flags, seq, ack, 64240, &[], payload) };
+            i.process(&f, FrameMeta::new(0, if to_server { 1 } else { 2 }, now))
+        };
+        send(&mut i, true, SYN, 100, 0, b"");
+        send(&mut i, false, SYN | ACK, 500, 101, b"");
+        send(&mut i, true, ACK, 101, 501, b"");
+        let v = send(&mut i, true, ACK | PSH, 101, 501, &dns_tcp_queries(n));
+        assert_eq!(i.threats.stats.hits[ThreatId::DnsTunneling as usize], want, "{n} queries");
+        if want > 0 {
+            assert_eq!(v, Verdict::Reset, "protect with reset");
+            i.flush_threats(u64::MAX / 2);
+            let mut out = Vec::new();
+            i.drain_threats_upto(&mut out, usize::MAX);
+            assert_eq!(out[0].0.reason, "queries_not_checked");
+            assert!(out[0].0.evidence.as_str().contains("queries in one frame not checked"), "{}", out[0].0.evidence.as_str());
+        } else {
+            assert_eq!(v, Verdict::Forward);
+        }
+    }
+}
