@@ -242,6 +242,7 @@ fn policy(r: &mut Rng, rules: usize, mix: Mix) -> Policy {
         workloads,
         rules: out,
         services: Vec::new(),
+        ..Policy::default()
     }
 }
 
