@@ -17,6 +17,11 @@
 //!   `[dataplane] fast_path_min_bytes` long and at most [`RANGE_MAX`]; the other direction
 //!   gets [`FastMode::AckOnly`] (segments without payload) unless it has a run of its own.
 //!
+//! A direction whose source Warden checks by MAC (an attachment's address arriving over its
+//! bridge, [`crate::origin::Origins::checked_mac`]) is limited to that source MAC in its entry
+//! too: a frame of the flow from another MAC (the host or something else on the bridge
+//! claiming the workload's address) goes to Warden, which drops it as spoofed.
+//!
 //! **Who qualifies** ([`decide`]): TCP established with both directions seen and client payload
 //! seen (so `tcp_no_client_data` has nothing left to watch), or UDP; the verdict final and
 //! current (evaluated under the worker's policy generation, `allowed`, `learned` or not
@@ -199,11 +204,12 @@ impl FastStats {
 
 /// The map the fast path writes: the kernel's ([`warden_xdp::FastTable`]) or a [`ModelMap`].
 pub trait FastMap: Send {
-    /// Inserts (or replaces) the entry of `key` with zero counters.
+    /// Inserts (or replaces) the entry of `key` with zero counters; with `src_mac`, only
+    /// frames from that source MAC match it.
     ///
     /// # Errors
     /// The kernel refused it.
-    fn insert(&mut self, key: &FastKey, mode: FastMode) -> Result<(), String>;
+    fn insert(&mut self, key: &FastKey, mode: FastMode, src_mac: Option<[u8; 6]>) -> Result<(), String>;
     /// The entry's counters (`None`: no such entry).
     ///
     /// # Errors
@@ -217,8 +223,8 @@ pub trait FastMap: Send {
 }
 
 impl FastMap for warden_xdp::FastTable {
-    fn insert(&mut self, key: &FastKey, mode: FastMode) -> Result<(), String> {
-        warden_xdp::FastTable::insert(self, key, mode).map_err(|e| e.to_string())
+    fn insert(&mut self, key: &FastKey, mode: FastMode, src_mac: Option<[u8; 6]>) -> Result<(), String> {
+        warden_xdp::FastTable::insert(self, key, mode, src_mac).map_err(|e| e.to_string())
     }
     fn read(&mut self, key: &FastKey) -> Result<Option<FastCounters>, String> {
         warden_xdp::FastTable::read(self, key).map_err(|e| e.to_string())
@@ -233,11 +239,14 @@ impl FastMap for warden_xdp::FastTable {
 /// play the kernel ([`ModelMap::forward`]) while the fast path writes through another.
 #[derive(Clone, Default)]
 pub struct ModelMap {
-    inner: Arc<Mutex<std::collections::HashMap<FastKey, (FastMode, FastCounters)>>>,
+    inner: Arc<Mutex<ModelEntries>>,
 }
 
+/// The model's entries: mode, counters and the source MAC an entry is limited to.
+type ModelEntries = std::collections::HashMap<FastKey, (FastMode, FastCounters, Option<[u8; 6]>)>;
+
 impl ModelMap {
-    fn with<T>(&self, f: impl FnOnce(&mut std::collections::HashMap<FastKey, (FastMode, FastCounters)>) -> T) -> T {
+    fn with<T>(&self, f: impl FnOnce(&mut ModelEntries) -> T) -> T {
         f(&mut self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
@@ -247,7 +256,10 @@ impl ModelMap {
         let Some((mut key, _)) = warden_xdp::fast_admits(frame, FastMode::All) else { return false };
         key.slot = slot;
         self.with(|m| match m.get_mut(&key) {
-            Some((mode, c)) if warden_xdp::fast_admits(frame, *mode).is_some_and(|(_, ok)| ok) => {
+            Some((mode, c, mac))
+                if warden_xdp::fast_admits(frame, *mode).is_some_and(|(_, ok)| ok)
+                    && mac.is_none_or(|m| frame.get(6..12) == Some(&m[..])) =>
+            {
                 c.packets += 1;
                 c.bytes += frame.len() as u64;
                 c.last_ns = mono_ns;
@@ -269,8 +281,8 @@ impl ModelMap {
 }
 
 impl FastMap for ModelMap {
-    fn insert(&mut self, key: &FastKey, mode: FastMode) -> Result<(), String> {
-        self.with(|m| m.insert(*key, (mode, FastCounters::default())));
+    fn insert(&mut self, key: &FastKey, mode: FastMode, src_mac: Option<[u8; 6]>) -> Result<(), String> {
+        self.with(|m| m.insert(*key, (mode, FastCounters::default(), src_mac)));
         Ok(())
     }
     fn read(&mut self, key: &FastKey) -> Result<Option<FastCounters>, String> {
@@ -474,9 +486,11 @@ impl FastPath {
     }
 
     /// Puts session `idx` on the fast path if it qualifies now ([`decide`]); `server_slot` is
-    /// the slot its server's frames arrive on. Called after a frame of the session was
+    /// the slot its server's frames arrive on; `macs` the source MAC each direction (index
+    /// [`Dir`]) must come from, where Warden checks it (an attachment's address over its
+    /// bridge, [`crate::origin::Origins::mac_checked`]). Called after a frame of the session was
     /// forwarded.
-    pub fn consider(&mut self, sessions: &mut SessionTable, engine: &Engine, idx: u32, server_slot: u16, generation: u32) {
+    pub fn consider(&mut self, sessions: &mut SessionTable, engine: &Engine, idx: u32, server_slot: u16, generation: u32, macs: [Option<[u8; 6]>; 2]) {
         if self.entries.is_empty() {
             return;
         }
@@ -498,7 +512,7 @@ impl FastPath {
         };
         let keys = keys(s, s.client_iface, server_slot);
         let Some(map) = self.map.as_mut() else { return };
-        let ok = map.insert(&keys[0], modes[0]).and_then(|()| map.insert(&keys[1], modes[1]).inspect_err(|_| {
+        let ok = map.insert(&keys[0], modes[0], macs[0]).and_then(|()| map.insert(&keys[1], modes[1], macs[1]).inspect_err(|_| {
             let _ = map.remove(&keys[0]);
         }));
         if ok.is_err() {
@@ -787,6 +801,31 @@ mod tests {
         assert!(r.fast_path);
         assert_eq!(r.fast_path_frames, Some(44));
         assert_eq!(i.fast.stats().removed[RemoveReason::Ended as usize], 1);
+    }
+
+    /// A client whose address is an attachment's, arriving over its bridge (slot CS is an
+    /// attachment's near end): its entry is limited to the workload's MAC, so a frame of the
+    /// flow from another MAC (the host claiming the address) comes up and is dropped as
+    /// spoofed in protect mode, while the workload's own frames stay in the kernel.
+    #[test]
+    fn an_entry_over_a_bridge_admits_only_the_workloads_mac() {
+        let (mut i, model) = inspector(4);
+        let text = "[[workload]]\nid = \"c\"\nips = [\"198.18.0.1\"]\nmode = \"protect\"\n\
+                    [[rule]]\nid = 1\nfrom = \"c\"\nto = \"any\"\nip_proto = \"udp\"\nports = [\"9\"]\naction = \"allow\"\n";
+        let mut p = crate::policy::Policy::from_toml(text).unwrap();
+        let mac = [0x02, 0, 0, 0, 0, 1];
+        p.bound.insert("198.18.0.1".parse().unwrap(), crate::policy::BoundAddr { iface: "wd-c".into(), bridge: "br".into(), mac: Some(mac) });
+        p.uplinks.insert("a".into(), "br".into());
+        i.set_policy(Arc::new(crate::policy::CompiledPolicy::compile(&p).unwrap()), 1);
+        let (kernel, user) = udp_frames(&mut i, &model, 20, 1);
+        assert_eq!((user, kernel), (1, 19), "the workload's own frames go in the kernel");
+        let mut other = frame(1, 5000, 2, 9, None, b"0123456789");
+        assert_eq!(&other[6..12], &mac);
+        other[11] = 0x99;
+        assert_eq!(send(&mut i, &model, &other, CS, 1), Some(Verdict::Drop(crate::inspect::DropReason::Spoofed)));
+        assert_eq!(i.stats.spoofed, 1);
+        let (kernel, _) = udp_frames(&mut i, &model, 5, 1);
+        assert_eq!(kernel, 5, "the workload's flow stays in the kernel");
     }
 
     /// The server's first datagram still decides whether a one-way flow is an echo: it comes

@@ -947,14 +947,10 @@ impl Inspector {
             let s = self.sessions.get(t.idx);
             let server_slot = self.origins.peer(s.client_iface);
             // A direction whose source Warden checks by MAC (an attachment's address over its
-            // bridge, `Origins::spoofed`) stays in user space: the XDP program does not check
-            // MACs.
+            // bridge, `Origins::spoofed`) is limited to that MAC in the kernel too.
             let (c, sv) = (s.client_end().0, s.server_end().0);
-            let mac_checked = self.origins.mac_checked(&self.policy, s.client_iface, c)
-                || self.origins.mac_checked(&self.policy, server_slot, sv);
-            if !mac_checked {
-                self.fast.consider(&mut self.sessions, &self.engine, t.idx, server_slot, self.policy_gen);
-            }
+            let macs = [self.origins.checked_mac(&self.policy, s.client_iface, c), self.origins.checked_mac(&self.policy, server_slot, sv)];
+            self.fast.consider(&mut self.sessions, &self.engine, t.idx, server_slot, self.policy_gen, macs);
         }
         (v, Some((t.idx, t.dir)))
     }

@@ -162,11 +162,14 @@ impl Origins {
         None
     }
 
-    /// True when frames from `src` received on `slot` are checked by their source MAC
-    /// ([`Self::spoofed`]: an attachment's address, of known MAC, arriving over a bridge).
+    /// The source MAC frames from `src` received on `slot` must come from, when Warden checks
+    /// it ([`Self::spoofed`]: an attachment's address, of known MAC, arriving over a bridge).
     #[inline]
-    pub fn mac_checked(&self, policy: &CompiledPolicy, slot: u16, src: Addr) -> bool {
-        self.over_bridge(slot) && policy.bound(src.ip()).is_some_and(|b| b.mac.is_some())
+    pub fn checked_mac(&self, policy: &CompiledPolicy, slot: u16, src: Addr) -> Option<[u8; 6]> {
+        if !self.over_bridge(slot) {
+            return None;
+        }
+        policy.bound(src.ip()).and_then(|b| b.mac)
     }
 
     /// True when `slot` is an attachment's near end: its frames come over a bridge.
@@ -308,11 +311,13 @@ mode = "protect"
         // The implicit workload (with `iface`) of an attachment: the same rules.
         assert_eq!(o.spoofed(&p, 8, a("198.18.0.8"), mac_c), None);
         assert_eq!(o.spoofed(&p, 1, a("198.18.0.8"), mac_c), d, "over another bridge");
-        // Checked by MAC (so kept off the XDP fast path): a's address over the bridge only.
-        assert!(o.mac_checked(&p, 3, a("198.18.0.5")) && o.mac_checked(&p, 7, a("2001:db8::5")));
-        assert!(!o.mac_checked(&p, 2, a("198.18.0.5")), "its own side");
-        assert!(!o.mac_checked(&p, 1, a("198.18.0.4")), "MAC unknown");
-        assert!(!o.mac_checked(&p, 1, a("198.18.0.99")), "not an attachment's");
+        // Checked by MAC (so an XDP fast path entry is limited to it): a's address over a
+        // bridge only.
+        assert_eq!(o.checked_mac(&p, 3, a("198.18.0.5")), Some(mac_a));
+        assert_eq!(o.checked_mac(&p, 7, a("2001:db8::5")), Some(mac_a));
+        assert_eq!(o.checked_mac(&p, 2, a("198.18.0.5")), None, "its own side");
+        assert_eq!(o.checked_mac(&p, 1, a("198.18.0.4")), None, "MAC unknown");
+        assert_eq!(o.checked_mac(&p, 1, a("198.18.0.99")), None, "not an attachment's");
         // Each attachment's side names the workload owning its addresses.
         assert_eq!(o.ends(2), Ends { client: pods, server: None });
         assert_eq!(o.ends(4), Ends { client: pods, server: None });

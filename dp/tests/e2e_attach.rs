@@ -924,8 +924,8 @@ fn an_attached_address_is_refused_from_anywhere_but_its_attachment() {
         send_udp_as(&b.c, (C4, 40000), S4, 9999, "real", 1);
         std::thread::sleep(Duration::from_millis(200));
     }
-    // More of c's flow, so that it would be on the XDP fast path if it could: its frames
-    // over the bridge are checked by MAC, which the fast path does not do.
+    // More of c's flow, so that it is on the XDP fast path where that is on: its entry at s's
+    // attachment admits c's MAC only, the host's frames below come up to Warden.
     send_udp_as(&b.c, (C4, 40000), S4, 9999, "more", 5);
     std::thread::sleep(Duration::from_millis(600));
     let spoofed_before = spoofed(&b);

@@ -209,7 +209,7 @@ fn xdp_program_fast_paths_only_what_its_entries_admit() {
         let client = tcp4(0x10, 1000, 0);
         let (mut key, _) = fast_admits(&client, FastMode::All).unwrap();
         key.slot = 1;
-        table.insert(&key, FastMode::AckOnly).unwrap();
+        table.insert(&key, FastMode::AckOnly, None).unwrap();
         let run = |ifindex: u32, frame: &[u8]| xdp.test_run(ifindex, 0, frame).unwrap();
         // The flag is off: not even looked up.
         assert_eq!(run(ix, &client), action::REDIRECT);
@@ -226,7 +226,7 @@ fn xdp_program_fast_paths_only_what_its_entries_admit() {
         ];
         let mut fast = 0;
         for (what, frame, mode) in &cases {
-            table.insert(&key, *mode).unwrap();
+            table.insert(&key, *mode, None).unwrap();
             let before = xdp.iface_stats(1).unwrap();
             let expected = fast_admits(frame, *mode).is_some_and(|(_, ok)| ok);
             assert_eq!(run(ix, frame), action::REDIRECT, "{what}: redirected either way (peer or socket)");
@@ -243,10 +243,25 @@ fn xdp_program_fast_paths_only_what_its_entries_admit() {
         }
         assert_eq!(fast, 2);
         // The same flow arriving on the other side (spoofed): no entry for that slot.
-        table.insert(&key, FastMode::All).unwrap();
+        table.insert(&key, FastMode::All, None).unwrap();
         let before = xdp.iface_stats(2).unwrap();
         run(iy, &client);
         assert_eq!(xdp.iface_stats(2).unwrap().fast_frames, before.fast_frames, "wrong side");
+        // An entry limited to a source MAC (an attachment's address over its bridge): the
+        // workload's MAC is forwarded, another (the host claiming its address) handed up.
+        let mac = [0x02, 0, 0, 0, 0, 1];
+        table.insert(&key, FastMode::All, Some(mac)).unwrap();
+        let mut other = client.clone();
+        other[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x99]);
+        for (what, frame, fast) in [("its MAC", &client, 1), ("another MAC", &other, 0)] {
+            assert_eq!(&client[6..12], &mac, "tcp4's source MAC");
+            let before = xdp.iface_stats(1).unwrap();
+            run(ix, frame);
+            let after = xdp.iface_stats(1).unwrap();
+            assert_eq!((after.fast_frames - before.fast_frames, after.to_xsk_frames - before.to_xsk_frames), (fast, 1 - fast), "{what}");
+        }
+        assert_eq!(table.read(&key).unwrap().unwrap().packets, 1);
+        table.insert(&key, FastMode::All, None).unwrap();
         // IP options are handed up whatever the entry says.
         let mut opts = client.clone();
         opts[14] = 0x46;
@@ -257,7 +272,7 @@ fn xdp_program_fast_paths_only_what_its_entries_admit() {
         assert_eq!(c.packets, 0);
         assert!(table.read(&key).unwrap().is_none());
         // Warden gone: fail_open redirects without any fast path counting.
-        table.insert(&key, FastMode::All).unwrap();
+        table.insert(&key, FastMode::All, None).unwrap();
         drop(group);
         let before = xdp.iface_stats(1).unwrap();
         assert_eq!(run(ix, &client), action::REDIRECT);

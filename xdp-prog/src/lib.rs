@@ -58,7 +58,7 @@ const XDP_ACT_NDO_XMIT: u64 = 4;
 /// Bytes of a [`FastKey`] in the map (`struct fast_key`).
 pub const FAST_KEY_LEN: usize = 44;
 /// Bytes of a fast path value in the map (`struct fast_val`).
-const FAST_VAL_LEN: usize = 40;
+const FAST_VAL_LEN: usize = 48;
 
 /// What a fast path entry lets through in the kernel (`WARDEN_FAST_*` in the C program).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -334,16 +334,21 @@ impl FastTable {
         self.map.max_entries()
     }
 
-    /// Inserts (or replaces) the fast path entry of `key` with `mode` and zero counters.
+    /// Inserts (or replaces) the fast path entry of `key` with `mode` and zero counters; with
+    /// `src_mac`, only frames from that source MAC match it (the others go to Warden).
     ///
     /// # Errors
     /// [`Error::Bpf`] when the map refuses it (full: `E2BIG`).
-    pub fn insert(&self, key: &FastKey, mode: FastMode) -> Result<(), Error> {
+    pub fn insert(&self, key: &FastKey, mode: FastMode, src_mac: Option<[u8; 6]>) -> Result<(), Error> {
         let (m, lo, hi) = mode.code();
         let mut v = [0u8; FAST_VAL_LEN];
         v[..4].copy_from_slice(&m.to_ne_bytes());
         v[4..8].copy_from_slice(&lo.to_ne_bytes());
         v[8..12].copy_from_slice(&hi.to_ne_bytes());
+        if let Some(mac) = src_mac {
+            v[12..16].copy_from_slice(&1u32.to_ne_bytes());
+            v[40..46].copy_from_slice(&mac);
+        }
         self.map
             .update(&key.to_bytes(), &v, MapFlags::ANY)
             .map_err(bpf("insert a fast path entry"))

@@ -8,7 +8,7 @@
  *         verdict Warden made final is looked up in `fast` by (ingress slot, protocol,
  *         addresses, ports); a match whose mode admits the frame is redirected in the kernel to
  *         the pair's peer interface (devmap `peers`) and counted in the entry (frames, bytes,
- *         last seen). Only untagged Ethernet + IPv4 without options or fragmentation, or IPv6
+ *         last seen); an entry with `check_mac` admits only frames from its source MAC. Only untagged Ethernet + IPv4 without options or fragmentation, or IPv6
  *         with TCP/UDP as the first next header, and TCP without SYN, FIN, RST or URG are
  *         looked up: everything else goes to user space as before (a FIN or RST ends the
  *         session there);
@@ -94,12 +94,17 @@ struct fast_val {
 	/* WARDEN_FAST_RANGE: sequence numbers (host order) bounding the payload forwarded. */
 	__u32 lo;
 	__u32 hi;
-	__u32 pad;
+	/* Nonzero: only frames from src_mac match (a source Warden checks by its MAC: an
+	 * attachment's address arriving over its bridge); others go to Warden, which judges them. */
+	__u32 check_mac;
 	/* Frames and bytes (L2, no FCS) forwarded in the kernel, added atomically. */
 	__u64 packets;
 	__u64 bytes;
 	/* bpf_ktime_get_coarse_ns() of the latest one (CLOCK_MONOTONIC_COARSE). */
 	__u64 last_ns;
+	/* The source MAC of check_mac. */
+	__u8 src_mac[6];
+	__u16 pad;
 };
 
 struct {
@@ -233,6 +238,12 @@ static __always_inline struct fast_val *fast_match(struct xdp_md *ctx, __u32 slo
 	}
 	default:
 		return NULL;
+	}
+	if (v->check_mac) {
+#pragma unroll
+		for (int i = 0; i < 6; i++)
+			if (eth->h_source[i] != v->src_mac[i])
+				return NULL;
 	}
 	__sync_fetch_and_add(&v->packets, 1);
 	__sync_fetch_and_add(&v->bytes, frame);
