@@ -75,30 +75,7 @@ fn sql_injection_in_http_and_mysql_detected_inline() {
     std::fs::write(&app, APP).unwrap();
     t.spawn(&s, &["python3", app.to_str().unwrap(), S4, "8089"]);
     // MariaDB: a throwaway datadir, no grant tables.
-    let my = t.path("my");
-    std::fs::create_dir_all(&my).unwrap();
-    sh(&[
-        "mariadb-install-db",
-        "--no-defaults",
-        "--user=root",
-        &format!("--datadir={}", my.display()),
-        "--skip-test-db",
-    ]);
-    t.spawn(
-        &s,
-        &[
-            "mariadbd",
-            "--no-defaults",
-            "--user=root",
-            &format!("--datadir={}", my.display()),
-            &format!("--socket={}/sock", my.display()),
-            &format!("--pid-file={}/pid", my.display()),
-            &format!("--bind-address={S4}"),
-            "--port=3398",
-            "--skip-grant-tables",
-            "--skip-log-bin",
-        ],
-    );
+    t.mariadb(3398, &["--skip-grant-tables"]);
     t.start_warden(&["--inline", &format!("{}:{}", t.a, t.b)]);
     let mut ctl = t.subscribed();
     let base = format!("http://{S4}:8089");

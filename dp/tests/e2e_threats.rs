@@ -61,27 +61,9 @@ fn a_syn_flood_is_cut_while_a_download_continues_and_wrong_passwords_are_reporte
     std::fs::write(www.join("blob"), &blob).unwrap();
     t.spawn(&s, &["python3", "-m", "http.server", "--bind", S4, "--directory", www.to_str().unwrap(), "8080"]);
     // MariaDB with a real account (error 1045 for a wrong password).
-    let my = t.path("my");
-    std::fs::create_dir_all(&my).unwrap();
-    sh(&["mariadb-install-db", "--no-defaults", "--user=root", &format!("--datadir={}", my.display()), "--skip-test-db"]);
     let init = t.path("init.sql");
     std::fs::write(&init, "CREATE USER IF NOT EXISTS 'app'@'%' IDENTIFIED BY 'apppass';\n").unwrap();
-    t.spawn(
-        &s,
-        &[
-            "mariadbd",
-            "--no-defaults",
-            "--user=root",
-            &format!("--datadir={}", my.display()),
-            &format!("--socket={}/sock", my.display()),
-            &format!("--pid-file={}/pid", my.display()),
-            &format!("--bind-address={S4}"),
-            "--port=3306",
-            "--skip-name-resolve",
-            "--skip-log-bin",
-            &format!("--init-file={}", init.display()),
-        ],
-    );
+    t.mariadb(3306, &["--skip-name-resolve", &format!("--init-file={}", init.display())]);
     // dnsmasq answering for svc.test (it refuses zone transfers: the query is what counts).
     t.spawn(
         &s,

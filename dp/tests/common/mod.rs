@@ -412,6 +412,29 @@ impl Topo {
         pid
     }
 
+    /// Starts MariaDB in the server namespace on `S4`:`port` from a throwaway data directory
+    /// under the test's directory (`mariadb-install-db`, no test database, no binary log),
+    /// with `extra` server options (`--skip-grant-tables`, `--init-file=...`); returns its PID.
+    pub fn mariadb(&mut self, port: u16, extra: &[&str]) -> u32 {
+        let my = self.path("my");
+        std::fs::create_dir_all(&my).unwrap();
+        sh(&["mariadb-install-db", "--no-defaults", "--user=root", &format!("--datadir={}", my.display()), "--skip-test-db"]);
+        let mut args = vec![
+            "mariadbd".to_string(),
+            "--no-defaults".into(),
+            "--user=root".into(),
+            format!("--datadir={}", my.display()),
+            format!("--socket={}/sock", my.display()),
+            format!("--pid-file={}/pid", my.display()),
+            format!("--bind-address={S4}"),
+            format!("--port={port}"),
+            "--skip-log-bin".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let s = self.s.clone();
+        self.spawn(&s, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
     /// Ends `child` (by its PID) with the topology, as the processes [`Topo::spawn`] starts.
     pub fn adopt(&mut self, child: Child) {
         self.children.push(child);
