@@ -131,9 +131,9 @@ impl Origins {
     /// - `src` is an attachment's address ([`crate::policy::Policy::bound`]): it may come from
     ///   the attachment's host interface, or over the same bridge into another attachment's
     ///   near end (it passed this check at its own attachment on the way) from the workload's
-    ///   own MAC when that is known (with a VM's tap, whose MAC is not known, from any MAC). From anywhere else (another workload's side, another
-    ///   bridge, the host or the outside routed onto the bridge, which sends from the bridge's
-    ///   MAC) it is spoofed.
+    ///   own MAC when that is known (a VM's tap: from any MAC). From anywhere else (another
+    ///   workload's side, another bridge, its own attachment's near end, the host or the
+    ///   outside routed onto the bridge, which sends from the bridge's MAC) it is spoofed.
     /// - Else `src` is an address of a workload with an `iface` that is not `slot`'s interface.
     /// - Or the workload has `macs` that do not include `mac`.
     ///
