@@ -112,6 +112,7 @@ fn downloads_running_when_warden_starts_are_labelled_midstream_and_complete() {
     plain_wire(&t);
     assert!(t.ping(S4, 1), "the plain wire does not forward");
     let http = [format!("http://{S4}:8080/big.bin"), format!("http://{S4}:8080/small.txt")];
+    let started = std::time::SystemTime::now();
     download(&mut t, "http", &http);
     download(&mut t, "tls", &[format!("https://{S4}:8443/big.bin")]);
     // Both are running (handshakes done, bodies flowing) when Warden starts.
@@ -123,6 +124,7 @@ fn downloads_running_when_warden_starts_are_labelled_midstream_and_complete() {
          [[rule]]\nid = 2\nfrom = \"any\"\nto = \"web\"\nip_proto = \"tcp\"\nports = [\"8443\"]\napps = [\"tls\"]\naction = \"allow\"\n"
     );
     t.start_warden_policy(&policy);
+    let warden_up = started.elapsed().unwrap_or_default();
     let mut ctl = t.subscribed();
     let labelled = |all: &[warden_control::ConnectionRecord], port: u16, app: &str| {
         all.iter().any(|r| r.server_port == port && r.app == app && r.midstream)
@@ -147,7 +149,21 @@ fn downloads_running_when_warden_starts_are_labelled_midstream_and_complete() {
             .iter()
             .rev()
             .find(|r| r.server_port == port && r.app == app)
-            .unwrap_or_else(|| panic!("{port} never labelled {app}: {seen:#?}\n{}", t.warden_log()));
+            .unwrap_or_else(|| {
+                // When each download ended (its rc file written), against Warden's start.
+                let ended = |name: &str| {
+                    std::fs::metadata(t.path(&format!("{name}.rc")))
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|m| m.duration_since(started).ok())
+                };
+                panic!(
+                    "{port} never labelled {app}: {seen:#?}\nWarden up {warden_up:?} after the downloads started; http ended after {:?}, tls after {:?}\n{}",
+                    ended("http"),
+                    ended("tls"),
+                    t.warden_log()
+                )
+            });
         assert!(r.midstream, "{r:?}");
         assert_eq!((r.client_ip.as_str(), r.server_ip.as_str()), (C4, S4), "{r:?}");
         assert_eq!((r.verdict.as_deref(), r.exception_action.as_deref()), (Some("allowed"), Some("pass_flow")), "{r:?}");
