@@ -89,17 +89,20 @@ impl Discovery {
 
     /// Pids (ascending) whose network namespace is `inode`.
     pub fn pids_in_netns(&self, inode: u64) -> Vec<u32> {
+        self.pids_where(|base| {
+            std::fs::read_link(base.join("ns/net")).ok().and_then(|l| netns_link_inode(&l.to_string_lossy())) == Some(inode)
+        })
+    }
+
+    /// Pids (ascending, at most [`MAX_PROCS`] entries of `/proc` read) whose `/proc/PID`
+    /// directory passes `keep`.
+    fn pids_where(&self, keep: impl Fn(&Path) -> bool) -> Vec<u32> {
         let Ok(dir) = std::fs::read_dir(self.proc()) else { return Vec::new() };
         let mut pids: Vec<u32> = dir
             .filter_map(Result::ok)
             .take(MAX_PROCS)
             .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| {
-                std::fs::read_link(self.proc().join(pid.to_string()).join("ns/net"))
-                    .ok()
-                    .and_then(|l| netns_link_inode(&l.to_string_lossy()))
-                    == Some(inode)
-            })
+            .filter(|pid| keep(&self.proc().join(pid.to_string())))
             .collect();
         pids.sort_unstable();
         pids
@@ -151,24 +154,14 @@ impl Discovery {
     /// Pids (ascending) holding a `/dev/net/tun` descriptor attached to `tap` (its fdinfo's
     /// `iff:` line, Linux's `tun_chr_show_fdinfo`).
     pub fn tap_holders(&self, tap: &str) -> Vec<u32> {
-        let Ok(dir) = std::fs::read_dir(self.proc()) else { return Vec::new() };
-        let mut pids: Vec<u32> = dir
-            .filter_map(Result::ok)
-            .take(MAX_PROCS)
-            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| {
-                let base = self.proc().join(pid.to_string());
-                let Ok(fds) = std::fs::read_dir(base.join("fd")) else { return false };
-                fds.filter_map(Result::ok).any(|fd| {
-                    std::fs::read_link(fd.path()).is_ok_and(|l| l == Path::new("/dev/net/tun"))
-                        && std::fs::read_to_string(base.join("fdinfo").join(fd.file_name())).is_ok_and(|info| {
-                            info.lines().any(|l| l.strip_prefix("iff:").is_some_and(|v| v.trim() == tap))
-                        })
-                })
+        self.pids_where(|base| {
+            let Ok(fds) = std::fs::read_dir(base.join("fd")) else { return false };
+            fds.filter_map(Result::ok).any(|fd| {
+                std::fs::read_link(fd.path()).is_ok_and(|l| l == Path::new("/dev/net/tun"))
+                    && std::fs::read_to_string(base.join("fdinfo").join(fd.file_name()))
+                        .is_ok_and(|info| info.lines().any(|l| l.strip_prefix("iff:").is_some_and(|v| v.trim() == tap)))
             })
-            .collect();
-        pids.sort_unstable();
-        pids
+        })
     }
 }
 
