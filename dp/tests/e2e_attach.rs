@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{collect_reports, exec_in, require_root, sh, spawn_in, try_sh, wait_for_socket, write_blob};
+use common::{collect_reports, exec_in, require_root, sh, spawn_in, try_sh, wait_for_socket, warden_run, write_blob};
 use warden_control::{AttachInfo, AttachSpec, Client, ConnectionRecord, Reply, Request};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -117,16 +117,7 @@ impl Bridged {
         .unwrap();
         let _ = std::fs::remove_file(self.socket());
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.path("warden.log")).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.m, env!("CARGO_BIN_EXE_warden"), "run", "--config"])
-            .arg(&cfg)
-            .arg("--socket")
-            .arg(self.socket())
-            .args(["--report-interval", "1", "--workers", "1"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let child = warden_run(Some(&self.m), &cfg, &self.socket(), log).args(["--workers", "1"]).spawn().unwrap();
         let pid = child.id();
         self.children.push(child);
         self.warden = Some(pid);
@@ -696,16 +687,7 @@ impl Pod {
         )
         .unwrap();
         let log = std::fs::File::create(self.tmp.join("warden.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_warden"))
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .arg("--socket")
-            .arg(self.socket())
-            .args(["--report-interval", "1", "--workers", "1"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let child = warden_run(None, &cfg, &self.socket(), log).args(["--workers", "1"]).spawn().unwrap();
         let (sock, log) = (self.socket(), self.tmp.join("warden.log"));
         wait_for_socket(&sock, self.warden.insert(child), &log);
     }

@@ -30,7 +30,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{collect_reports, require_root, sh};
+use common::{collect_reports, require_root, sh, wait_for_socket, warden_run};
 use serde_json::{json, Value};
 use warden_control::{AttachInfo, Client, Reply, Request};
 
@@ -151,28 +151,10 @@ impl Cni {
         let state = self.tmp.join("attach");
         std::fs::write(&cfg, format!("[sessions]\ntcp_closed_timeout = 1\n[attach]\nstate_dir = \"{}\"\n", state.display())).unwrap();
         let log = std::fs::File::create(self.tmp.join("warden.log")).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.host, env!("CARGO_BIN_EXE_warden"), "run", "--config"])
-            .arg(&cfg)
-            .arg("--socket")
-            .arg(self.socket())
-            .args(["--report-interval", "1"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let child = warden_run(Some(&self.host), &cfg, &self.socket(), log).spawn().unwrap();
         self.children.push(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if Client::connect(self.socket()).is_ok() {
-                return;
-            }
-            if let Ok(Some(st)) = self.children.last_mut().unwrap().try_wait() {
-                panic!("warden run (no pairs) exited with {st}: {}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("warden did not open its socket: {}", self.log());
+        let (sock, log) = (self.socket(), self.tmp.join("warden.log"));
+        wait_for_socket(&sock, self.children.last_mut().unwrap(), &log);
     }
 
     /// The network configuration list: `bridge` (+ `host-local`) then `warden-cni` with `mode`.

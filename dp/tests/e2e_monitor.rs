@@ -11,8 +11,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use warden_control::{AttachSpec, Client, ConnectionRecord, Reply, Request};
@@ -112,27 +111,12 @@ fn start_monitor_warden(t: &mut Topo, ns: &str, iface: &str, policy_file: &str) 
     let sock = t.path("monitor.sock");
     let log_path = t.path("monitor.log");
     let log = std::fs::File::create(&log_path).unwrap();
-    let child = Command::new("ip")
-        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_warden"), "run", "--config"])
-        .arg(&cfg)
-        .arg("--socket")
-        .arg(&sock)
-        .args(["--report-interval", "1", "--monitor", iface, "--policy", policy_file])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let child = warden_run(Some(ns), &cfg, &sock, log).args(["--monitor", iface, "--policy", policy_file]).spawn().unwrap();
     let pid = child.id();
-    t.adopt(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(mut c) = Client::connect(&sock) {
-            c.subscribe().unwrap();
-            return (pid, c, log_path);
-        }
-        assert!(Instant::now() < deadline, "monitoring warden did not open its socket: {}", std::fs::read_to_string(&log_path).unwrap_or_default());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_socket(&sock, t.adopt(child), &log_path);
+    let mut c = Client::connect(&sock).unwrap();
+    c.subscribe().unwrap();
+    (pid, c, log_path)
 }
 
 /// Warden inline between the client and the server, and a second Warden (two workers, so

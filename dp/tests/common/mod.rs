@@ -435,9 +435,11 @@ impl Topo {
         self.spawn(&s, &args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
-    /// Ends `child` (by its PID) with the topology, as the processes [`Topo::spawn`] starts.
-    pub fn adopt(&mut self, child: Child) {
+    /// Ends `child` (by its PID) with the topology, as the processes [`Topo::spawn`] starts;
+    /// returns it, for the caller to wait on.
+    pub fn adopt(&mut self, child: Child) -> &mut Child {
         self.children.push(child);
+        self.children.last_mut().unwrap()
     }
 
     /// Starts Warden in the middle namespace with `extra` arguments after `run`, waits for its
@@ -466,18 +468,7 @@ impl Topo {
         std::fs::write(&cfg, format!("[sessions]\ntcp_closed_timeout = 1\n{config}")).unwrap();
         let log = std::fs::File::create(self.path("warden.log")).unwrap();
         let sock = self.socket();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.m, env!("CARGO_BIN_EXE_warden"), "run", "--config"])
-            .arg(&cfg)
-            .arg("--socket")
-            .arg(&sock)
-            .args(["--report-interval", "1"])
-            .args(extra)
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let child = warden_run(Some(&self.m), &cfg, &sock, log).args(extra).envs(env.iter().copied()).spawn().unwrap();
         let pid = child.id();
         self.children.push(child);
         let log = self.path("warden.log");
@@ -706,6 +697,22 @@ pub fn exec_in(ns: &str, args: &[&str]) -> Output {
 /// by its PID.
 pub fn spawn_in(ns: &str, args: &[&str]) -> Child {
     Command::new("ip").args(["netns", "exec", ns]).args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+}
+
+/// `warden run --config CFG --socket SOCK --report-interval 1` (inside namespace `ns` when
+/// given), stdout discarded and stderr to `log`: the caller adds arguments and spawns it.
+pub fn warden_run(ns: Option<&str>, cfg: &std::path::Path, sock: &std::path::Path, log: std::fs::File) -> Command {
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_warden")]);
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_warden")),
+    };
+    cmd.args(["run", "--config"]).arg(cfg).arg("--socket").arg(sock).args(["--report-interval", "1"]);
+    cmd.stdout(Stdio::null()).stderr(log);
+    cmd
 }
 
 /// Waits up to 20 s for a Warden started as `child` to accept connections on `sock`; panics
