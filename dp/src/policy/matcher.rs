@@ -740,6 +740,9 @@ pub struct CompiledPolicy {
     ext: ExternalIps,
     /// Address -> where it may be sent from ([`Policy::bound`]).
     bound: HashMap<IpAddr, Bound>,
+    /// Attachment near end -> its bridge's index ([`Policy::uplinks`]; equal indices, equal
+    /// bridges).
+    uplinks: HashMap<Box<str>, u32>,
 }
 
 /// A [`super::model::BoundAddr`] as compiled: the bridge as an index into the policy's
@@ -877,6 +880,12 @@ impl CompiledPolicy {
             }
         };
         let ext = ExternalIps::build(p, &ids, owner_of)?;
+        // The attachments' bridges, numbered once.
+        let mut bridges: HashMap<&str, u32> = HashMap::new();
+        for b in p.uplinks.values() {
+            let n = bridges.len() as u32;
+            bridges.entry(b.as_str()).or_insert(n);
+        }
         Ok(CompiledPolicy {
             policy: p.clone(),
             crules: crules.into_boxed_slice(),
@@ -892,10 +901,11 @@ impl CompiledPolicy {
                 .bound
                 .iter()
                 .map(|(ip, b)| {
-                    let bridge = p.uplinks.values().position(|x| *x == b.bridge).map_or(u32::MAX, |i| i as u32);
+                    let bridge = bridges.get(b.bridge.as_str()).copied().unwrap_or(u32::MAX);
                     (*ip, Bound { iface: b.iface.as_str().into(), bridge, mac: b.mac })
                 })
                 .collect(),
+            uplinks: p.uplinks.iter().map(|(near, bridge)| (near.as_str().into(), bridges[bridge.as_str()])).collect(),
         })
     }
 
@@ -971,11 +981,9 @@ impl CompiledPolicy {
     }
 
     /// The bridge the interface named `name` faces, when it is an attachment's near end
-    /// ([`Policy::uplinks`]): an index comparable with [`Bound::bridge`] (a linear scan: call
-    /// it when a policy or an interface is set, not per frame).
+    /// ([`Policy::uplinks`]): an index comparable with [`Bound::bridge`]. One hash lookup.
     pub fn uplink_bridge(&self, name: &str) -> Option<u32> {
-        let bridge = self.policy.uplinks.get(name)?;
-        self.policy.uplinks.values().position(|x| x == bridge).map(|i| i as u32)
+        self.uplinks.get(name).copied()
     }
 
     /// True when some rule has an `fqdn` condition (only then do server names matter).
